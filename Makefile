@@ -1,0 +1,43 @@
+# Everything a fresh Linux/macOS machine with Python 3.11+ needs: `make run`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO_SECONDS ?= 20
+
+.PHONY: run test perf lint backtest clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/gekko run --config config.toml --duration $(DEMO_SECONDS)
+
+backtest: $(VENV)/.installed-run
+	$(BIN)/gekko backtest --config config.toml
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+perf: $(VENV)/.installed-test
+	mkdir -p perf/results
+	@for f in perf/bench_*.py; do \
+		name=$$(basename $$f .py); \
+		echo "== $$name"; \
+		$(BIN)/python $$f --fast -o perf/results/$$name.json --quiet || exit 1; \
+	done
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var perf/results

@@ -1,0 +1,390 @@
+"""The engine's whole vocabulary: every message that crosses a ring or a component boundary.
+
+Why it looks like this (DESIGN §4):
+- msgspec Structs with ``array_like=True`` and a small integer tag: MessagePack arrays are the
+  smallest and fastest encoding msgspec has, and the tag doubles as the ring frame's type so a
+  consumer can filter frames without decoding them.
+- Prices and quantities are int64 counts of the instrument's tick and lot size; conversion to
+  decimals happens in one place (``engine.instruments``). No float is ever compared for equality.
+- Times are int64 nanoseconds: ``ts_event`` is the venue's time, ``ts_recv`` our monotonic receive
+  time. Every intent, order and order event carries ``ts_origin``: the ``ts_recv`` of the market
+  data tick that caused it, so tick-to-order latency is measurable on every single order.
+
+Enumerations are plain ``int`` fields on the wire (decoding an IntEnum costs a lookup on the hot
+path); the ``IntEnum`` classes below name the values for humans and are interchangeable with ints.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Union
+
+import msgspec
+
+
+class Side(IntEnum):
+    """Order or aggressor side. The sign doubles as the sign of a position change."""
+
+    BUY = 1
+    SELL = -1
+    NONE = 0
+
+
+class OrderType(IntEnum):
+    MARKET = 1
+    LIMIT = 2
+    STOP = 3
+    STOP_LIMIT = 4
+    TRAILING_STOP = 5
+
+
+class TimeInForce(IntEnum):
+    GTC = 1
+    IOC = 2
+    FOK = 3
+    GTD = 4
+    DAY = 5
+
+
+class OrderFlag(IntEnum):
+    """Bit flags on an order."""
+
+    NONE = 0
+    POST_ONLY = 1
+    REDUCE_ONLY = 2
+
+
+class Liquidity(IntEnum):
+    MAKER = 1
+    TAKER = 2
+
+
+class ControlCommand(IntEnum):
+    """Commands sent to processes on the control ring."""
+
+    STOP = 1  # stop trading and shut down cleanly
+    KILL = 2  # kill switch: halt, cancel every open order
+    RESUME = 3  # explicit resume after a halt
+    CANCEL_ALL = 4
+    FLATTEN = 5  # kill switch variant that also closes positions
+
+
+class RiskEventKind(IntEnum):
+    ORDER_REJECTED = 1
+    LIMIT_BREACH = 2
+    KILL_SWITCH = 3
+    STATE_CHANGE = 4
+    RESUMED = 5
+
+
+class TradingState(IntEnum):
+    ACTIVE = 1
+    REDUCING = 2
+    HALTED = 3
+
+
+_S = {"array_like": True, "frozen": False, "gc": False}
+
+
+# --- market data -----------------------------------------------------------------------------
+
+
+class Quote(msgspec.Struct, tag=1, **_S):
+    """Top of book for one instrument."""
+
+    instrument_id: int
+    bid_px: int
+    bid_qty: int
+    ask_px: int
+    ask_qty: int
+    ts_event: int
+    ts_recv: int
+    seq: int = 0
+
+
+class Trade(msgspec.Struct, tag=2, **_S):
+    """A print on the venue (not our fill). ``side`` is the aggressor's side."""
+
+    instrument_id: int
+    px: int
+    qty: int
+    side: int
+    ts_event: int
+    ts_recv: int
+    trade_id: int = 0
+
+
+class BookDelta(msgspec.Struct, tag=3, **_S):
+    """One L2 level changed: ``qty`` is the new total at ``px`` (0 removes the level)."""
+
+    instrument_id: int
+    side: int
+    px: int
+    qty: int
+    ts_event: int
+    ts_recv: int
+    seq: int = 0
+
+
+class BookSnapshot(msgspec.Struct, tag=4, **_S):
+    """Full L2 book: levels best first."""
+
+    instrument_id: int
+    bid_px: list[int]
+    bid_qty: list[int]
+    ask_px: list[int]
+    ask_qty: list[int]
+    ts_event: int
+    ts_recv: int
+    seq: int = 0
+
+
+class Bar(msgspec.Struct, tag=5, **_S):
+    """An OHLCV bar over [start_ns, end_ns)."""
+
+    instrument_id: int
+    start_ns: int
+    end_ns: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    trades: int = 0
+
+
+class Forecast(msgspec.Struct, tag=6, **_S):
+    """A model's forecast of future returns/prices for one instrument.
+
+    ``point`` holds the horizon's point forecast (log returns versus the last close);
+    ``quantiles`` maps each level in ``levels`` to a horizon-long path.
+    """
+
+    instrument_id: int
+    model_version: str
+    ts_origin: int
+    ts_recv: int
+    point: list[float]
+    levels: list[float] = []
+    quantiles: list[list[float]] = []
+
+
+# --- order intents (strategy -> risk) --------------------------------------------------------
+
+
+class IntentNew(msgspec.Struct, tag=10, **_S):
+    """A strategy asks for a new order. ``client_order_id`` is chosen by the strategy and unique."""
+
+    client_order_id: int
+    strategy_id: int
+    instrument_id: int
+    side: int
+    order_type: int
+    tif: int
+    px: int
+    qty: int
+    ts_origin: int
+    ts_created: int
+    stop_px: int = 0
+    flags: int = 0
+    expire_ns: int = 0
+
+
+class IntentCancel(msgspec.Struct, tag=11, **_S):
+    client_order_id: int
+    strategy_id: int
+    instrument_id: int
+    ts_origin: int
+    ts_created: int
+
+
+class IntentReplace(msgspec.Struct, tag=12, **_S):
+    client_order_id: int
+    strategy_id: int
+    instrument_id: int
+    new_px: int
+    new_qty: int
+    ts_origin: int
+    ts_created: int
+
+
+# --- orders (risk -> exec): approved intents ------------------------------------------------
+
+
+class NewOrder(msgspec.Struct, tag=20, **_S):
+    client_order_id: int
+    strategy_id: int
+    instrument_id: int
+    side: int
+    order_type: int
+    tif: int
+    px: int
+    qty: int
+    ts_origin: int
+    ts_approved: int
+    stop_px: int = 0
+    flags: int = 0
+    expire_ns: int = 0
+
+
+class CancelOrder(msgspec.Struct, tag=21, **_S):
+    client_order_id: int
+    strategy_id: int
+    instrument_id: int
+    ts_origin: int
+    ts_approved: int
+
+
+class ReplaceOrder(msgspec.Struct, tag=22, **_S):
+    client_order_id: int
+    strategy_id: int
+    instrument_id: int
+    new_px: int
+    new_qty: int
+    ts_origin: int
+    ts_approved: int
+
+
+# --- execution events (exec -> strategy, risk, recorder) ------------------------------------
+
+
+class OrderAccepted(msgspec.Struct, tag=30, **_S):
+    client_order_id: int
+    venue_order_id: int
+    instrument_id: int
+    side: int
+    px: int
+    qty: int
+    ts_origin: int
+    ts_event: int
+    ts_recv: int
+
+
+class OrderRejected(msgspec.Struct, tag=31, **_S):
+    client_order_id: int
+    instrument_id: int
+    reason: str
+    ts_origin: int
+    ts_event: int
+    ts_recv: int
+
+
+class OrderPartiallyFilled(msgspec.Struct, tag=32, **_S):
+    """A fill that leaves quantity open. ``fee`` is in the quote currency (positive = paid)."""
+
+    client_order_id: int
+    venue_order_id: int
+    instrument_id: int
+    side: int
+    fill_px: int
+    fill_qty: int
+    cum_qty: int
+    leaves_qty: int
+    fee: float
+    liquidity: int
+    fill_id: int
+    ts_origin: int
+    ts_event: int
+    ts_recv: int
+
+
+class OrderFilled(OrderPartiallyFilled, tag=33, **_S):
+    """The fill that completes the order (``leaves_qty`` is 0)."""
+
+
+class OrderCanceled(msgspec.Struct, tag=34, **_S):
+    client_order_id: int
+    instrument_id: int
+    leaves_qty: int
+    reason: str
+    ts_origin: int
+    ts_event: int
+    ts_recv: int
+
+
+class OrderExpired(msgspec.Struct, tag=35, **_S):
+    client_order_id: int
+    instrument_id: int
+    leaves_qty: int
+    ts_origin: int
+    ts_event: int
+    ts_recv: int
+
+
+class OrderReplaced(msgspec.Struct, tag=36, **_S):
+    client_order_id: int
+    instrument_id: int
+    px: int
+    qty: int
+    ts_origin: int
+    ts_event: int
+    ts_recv: int
+
+
+# --- risk, control, health ------------------------------------------------------------------
+
+
+class RiskEvent(msgspec.Struct, tag=40, **_S):
+    kind: int
+    instrument_id: int
+    client_order_id: int
+    reason: str
+    value: float
+    limit: float
+    ts: int
+    state: int = 0
+
+
+class Control(msgspec.Struct, tag=41, **_S):
+    command: int
+    ts: int
+    arg: str = ""
+
+
+class Heartbeat(msgspec.Struct, tag=42, **_S):
+    process: str
+    pid: int
+    seq: int
+    ts: int
+
+
+Message = Union[
+    Quote,
+    Trade,
+    BookDelta,
+    BookSnapshot,
+    Bar,
+    Forecast,
+    IntentNew,
+    IntentCancel,
+    IntentReplace,
+    NewOrder,
+    CancelOrder,
+    ReplaceOrder,
+    OrderAccepted,
+    OrderRejected,
+    OrderPartiallyFilled,
+    OrderFilled,
+    OrderCanceled,
+    OrderExpired,
+    OrderReplaced,
+    RiskEvent,
+    Control,
+    Heartbeat,
+]
+
+ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]
+
+#: frame type tag -> Struct class
+TYPE_BY_TAG: dict[int, type[msgspec.Struct]] = {t.__struct_config__.tag: t for t in ALL_TYPES}
+
+#: Struct class -> frame type tag
+TAG_BY_TYPE: dict[type[msgspec.Struct], int] = {t: tag for tag, t in TYPE_BY_TAG.items()}
+
+FILL_TYPES = (OrderPartiallyFilled, OrderFilled)
+TERMINAL_EVENT_TYPES = (OrderFilled, OrderCanceled, OrderExpired, OrderRejected)
+
+
+def tag_of(msg_type: type[msgspec.Struct]) -> int:
+    """The ring frame type of a message class."""
+    return TAG_BY_TYPE[msg_type]

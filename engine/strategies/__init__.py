@@ -1,0 +1,1 @@
+"""Gekko: engine/strategies."""
