@@ -58,6 +58,7 @@ class _Consumer:
         self.levels = levels
         self.books: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
         self.seq: dict[int, int] = {}
+        self.quote_seq: dict[int, int] = {}
         self.trade_id: dict[int, int] = {}
         self.last_quote: dict[int, tuple[int, int, int, int]] = {}
         self.last_ts = -1
@@ -102,9 +103,9 @@ class _Consumer:
             assert msg.trade_id == self.trade_id[iid] + 1
             self.trade_id[iid] = msg.trade_id
             return
-        assert msg.seq == self.seq[iid] + 1, f"seq gap on {iid}: {self.seq[iid]} -> {msg.seq}"
-        self.seq[iid] = msg.seq
         if type(msg) is BookDelta:
+            assert msg.seq == self.seq[iid] + 1, f"seq gap on {iid}: {self.seq[iid]} -> {msg.seq}"
+            self.seq[iid] = msg.seq
             bids, asks = self.books[iid]
             book = bids if msg.side == Side.BUY else asks
             if msg.qty == 0:
@@ -119,6 +120,9 @@ class _Consumer:
                 assert min(bids) > 0
             return
         assert type(msg) is Quote
+        assert msg.seq == self.seq[iid], "a Quote carries the seq of the book it summarises"
+        assert msg.seq > self.quote_seq.get(iid, 0)
+        self.quote_seq[iid] = msg.seq
         assert (msg.bid_px, msg.bid_qty, msg.ask_px, msg.ask_qty) == self.top(iid)
         assert msg.bid_px < msg.ask_px
         self.last_quote[iid] = self.top(iid)
@@ -218,6 +222,26 @@ def test_feed_is_consistent_violent_params_prices_stay_positive() -> None:
     c = _run_consumer(m, 5_000)
     assert c.counts[Trade] > 100
     assert min(min(b) for b, _ in c.books.values()) >= 1
+
+
+def test_engine_l2book_sees_no_gaps() -> None:
+    """The engine's own book (if present in this tree) applies the feed without a gap or cross."""
+    book_mod = pytest.importorskip("engine.book")
+    m = _two(vol=3e-4, seed=12, jumps=JumpParams(rate_per_s=5, std=0.003))
+    books = {iid: book_mod.L2Book(iid) for iid in m.instrument_ids}
+    n_quotes = 0
+    for msg in m.events(30_000):
+        if type(msg) in (BookSnapshot, BookDelta):
+            books[msg.instrument_id].apply(msg)
+        elif type(msg) is Quote:
+            b = books[msg.instrument_id]
+            assert b.best_bid() == (msg.bid_px, msg.bid_qty)
+            assert b.best_ask() == (msg.ask_px, msg.ask_qty)
+            assert b.last_seq == msg.seq
+            n_quotes += 1
+    assert n_quotes > 1_000
+    for b in books.values():
+        assert (b.gap_count, b.crossed_count, b.locked_count, b.rejected_count) == (0, 0, 0, 0)
 
 
 def test_level_gap_and_spread() -> None:

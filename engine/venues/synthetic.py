@@ -46,11 +46,12 @@ size-change BookDelta, then one Quote if the top of book changed. Every Trade is
 touch of the book a consumer holds when it arrives, and removals come before additions so that a
 consumer applying deltas one by one never sees a crossed book, even in between.
 
-Sequence numbers: per instrument, the initial BookSnapshot carries ``seq = 0`` and every
-BookDelta *and* Quote of that instrument takes the next integer (1, 2, 3, ...). A consumer that
-follows an instrument's BookDelta + Quote stream therefore sees no gaps; a consumer that follows
-BookDeltas only must accept gaps where Quotes were interleaved. Trades carry ``trade_id``
-(1, 2, 3, ... per instrument) instead.
+Sequence numbers, per instrument: the initial BookSnapshot carries ``seq = 0`` and the BookDeltas
+are numbered 1, 2, 3, ... without gaps, because that is what a book consumer checks
+(``engine.book.L2Book`` flags ``GAP`` whenever a delta's seq is not ``last_seq + 1``). A Quote
+carries the seq of the last BookDelta it summarises (the book version it was taken from): Quote
+seqs increase strictly but skip, and ``quote.seq == book.last_seq`` tells a consumer that its
+book and the quote agree. Trades carry ``trade_id`` (1, 2, 3, ... per instrument) instead.
 
 Speed: every random number is drawn in blocks with numpy (one ``Generator``, seeded) and consumed
 from Python lists; the per-step work is a handful of dict operations per instrument. The same
@@ -474,7 +475,6 @@ class SyntheticMarket:
         top = (b.bb, bids[b.bb], b.ba, asks[b.ba])
         if top != b.last_top:
             b.last_top = top
-            b.seq += 1
             out.append(Quote(iid, top[0], top[1], top[2], top[3], t, t, b.seq))
             t += 1
         return t
