@@ -1,0 +1,71 @@
+"""Byte layout of a ring region, shared by the Python side and the numba kernels.
+
+Each word that one process writes and another polls sits on its own 128-byte line (Apple silicon
+prefetches 64-byte lines in pairs), so the producer's sequence, the claim word, and every
+consumer's cursor never share a cache line: no false sharing between cores.
+"""
+
+from __future__ import annotations
+
+RING_LAYOUT_VERSION = 3
+
+LINE = 128
+
+# ring configuration (written once by the creator)
+CONF = 128
+CONF_CAPACITY = CONF + 0
+CONF_MAX_CONSUMERS = CONF + 8
+CONF_MAX_PAYLOAD = CONF + 16
+CONF_DATA_OFFSET = CONF + 24
+
+# producer publication: (pos, seq) published under a version counter so a reader can take a
+# consistent pair; pos alone is published with release semantics for the fast path
+PUB = 256
+PUB_VERSION = PUB + 0
+PUB_POS = PUB + 8
+PUB_SEQ = PUB + 16
+PUB_PID = PUB + 24
+PUB_CLOSED = PUB + 32
+PUB_HEARTBEAT_NS = PUB + 40
+
+# how far the producer may have overwritten: non-gating readers validate their frames against it
+CLAIM = 384
+# the producer declares here that it sleeps on the "space" semaphore (block strategy)
+PSLEEP = 512
+
+SLOTS = 640
+SLOT_SIZE = LINE
+SL_STATE = 0
+SL_PID = 8
+SL_CURSOR = 16
+SL_SLEEPING = 24
+SL_ATTACH_NS = 32
+SL_MISSED = 40
+SL_RECEIVED = 48
+SL_NAME = 64
+SL_NAME_LEN = 32
+
+# consumer slot states
+SLOT_FREE = 0
+SLOT_GATING = 1
+SLOT_NONGATING = 2
+SLOT_DEAD = 3  # declared dead by the producer: no longer gates
+SLOT_CLOSED = 4  # detached cleanly
+SLOT_STATE_NAMES = {0: "free", 1: "gating", 2: "non-gating", 3: "dead", 4: "closed"}
+
+# frames: [u32 length][u16 type][u16 mark][u64 seq][payload][pad to 8]
+FRAME_HEADER = 16
+FRAME_ALIGN = 8
+FRAME_MARK = 0xA55A  # a frame header without it is corruption, not data
+TYPE_PAD = 0xFFFF
+MAX_TYPE = 0xFFFE
+
+
+def data_offset(max_consumers: int) -> int:
+    """Start of the data area: after the slots, page aligned."""
+    end = SLOTS + max_consumers * SLOT_SIZE
+    return (end + 4095) & ~4095
+
+
+def frame_size(payload_len: int) -> int:
+    return (FRAME_HEADER + payload_len + FRAME_ALIGN - 1) & ~(FRAME_ALIGN - 1)
