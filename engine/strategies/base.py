@@ -1,0 +1,461 @@
+"""The strategy plug-in API: what a user strategy sees and what it may do.
+
+A strategy is a single-threaded state machine like every other engine component (DESIGN §5): the
+host calls one callback per message, with the time already set on the context, and collects the
+intents the callback appended. A strategy never talks to risk, exec or a venue directly, never
+reads a clock and never does I/O; that is what makes the same strategy give the same orders in the
+multi-process runtime and in the inline backtest.
+
+What a strategy gets (``StrategyContext``):
+
+- the instruments it trades, the current time ``now_ns``, the L2 book and the last quote of each of
+  its instruments (maintained by the host, shared read-only between strategies);
+- its own positions (from its fills) and its own open orders (from its intents and the execution
+  events routed back to it);
+- order helpers ``buy`` / ``sell`` / ``cancel`` / ``replace`` / ``cancel_all`` that append
+  ``IntentNew`` / ``IntentCancel`` / ``IntentReplace`` structs. Each intent carries ``ts_origin``,
+  the ``ts_recv`` of the message being processed, so tick-to-order latency is measured on every
+  order, and a ``client_order_id`` of ``strategy_id << 32 | counter``: unique across strategies
+  without coordination, and the host routes execution events back by its top bits alone.
+
+Strategies are loaded from config by dotted path (``load_strategy``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.instruments import Instrument
+from engine.messages import (
+    Bar,
+    Forecast,
+    IntentCancel,
+    IntentNew,
+    IntentReplace,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderReplaced,
+    OrderType,
+    Quote,
+    Side,
+    TimeInForce,
+    Trade,
+)
+
+Intent = IntentNew | IntentCancel | IntentReplace
+OrderEvent = OrderAccepted | OrderRejected | OrderCanceled | OrderExpired | OrderReplaced
+FillEvent = OrderPartiallyFilled | OrderFilled
+
+#: order ids are ``strategy_id << 32 | counter``; both halves must fit so the id stays a
+#: positive int64 on the wire
+MAX_STRATEGY_ID = (1 << 31) - 1
+_COUNTER_MASK = (1 << 32) - 1
+
+
+def strategy_id_of(client_order_id: int) -> int:
+    """The strategy that owns ``client_order_id`` (the inverse of the id scheme)."""
+    return client_order_id >> 32
+
+
+class BookView(Protocol):
+    """What a strategy may read from an L2 book (``engine.book.L2Book`` satisfies it)."""
+
+    def best_bid(self) -> Any: ...
+
+    def best_ask(self) -> Any: ...
+
+
+@dataclass(slots=True)
+class OpenOrder:
+    """A strategy's view of one of its live orders.
+
+    ``accepted`` is False until the venue acknowledged it; ``pending_cancel`` / ``pending_replace``
+    are set when the strategy asked and cleared by the answer, so helpers can refuse to send a
+    second request for the same thing while the first is in flight.
+    """
+
+    client_order_id: int
+    instrument_id: int
+    side: int
+    order_type: int
+    tif: int
+    px: int
+    qty: int
+    leaves_qty: int
+    cum_qty: int = 0
+    accepted: bool = False
+    pending_cancel: bool = False
+    pending_replace: bool = False
+    venue_order_id: int = 0
+
+
+def _top(level: Any) -> tuple[int, int] | None:
+    """Normalise a book's best level to ``(px, qty)`` or None when that side is empty."""
+    if level is None:
+        return None
+    px, qty = level
+    if qty is None or qty <= 0 or px is None:
+        return None
+    return int(px), int(qty)
+
+
+class StrategyContext:
+    """Everything a strategy may see and do. One per strategy, owned and updated by the host.
+
+    The host sets ``now_ns`` and ``ts_origin`` before each callback, keeps ``books`` / ``quotes``
+    current and applies execution events to ``positions`` / ``open_orders`` *before* the callback
+    runs, so a strategy always reacts to a state that already includes the message it is handed.
+    """
+
+    def __init__(
+        self,
+        strategy_id: int,
+        instruments: Iterable[Instrument],
+        books: dict[int, Any] | None = None,
+        quotes: dict[int, Quote] | None = None,
+    ) -> None:
+        if not 0 <= strategy_id <= MAX_STRATEGY_ID:
+            raise ValueError(f"strategy_id must be in [0, {MAX_STRATEGY_ID}], got {strategy_id}")
+        self.strategy_id = strategy_id
+        self.instruments: dict[int, Instrument] = {i.instrument_id: i for i in instruments}
+        self.books: dict[int, Any] = books if books is not None else {}
+        self.quotes: dict[int, Quote] = quotes if quotes is not None else {}
+        self.now_ns: int = 0
+        self.ts_origin: int = 0
+        self.positions: dict[int, int] = {iid: 0 for iid in self.instruments}
+        self.open_orders: dict[int, OpenOrder] = {}
+        self._outbox: list[Intent] = []
+        self._counter = 0
+
+    # --- market state ------------------------------------------------------------------------
+    @property
+    def instrument_ids(self) -> list[int]:
+        return sorted(self.instruments)
+
+    def instrument(self, instrument_id: int) -> Instrument:
+        try:
+            return self.instruments[instrument_id]
+        except KeyError:
+            raise ValueError(
+                f"strategy {self.strategy_id} does not trade instrument {instrument_id}"
+            ) from None
+
+    def book(self, instrument_id: int) -> Any | None:
+        """The host's L2 book for the instrument (None when only quotes are available)."""
+        return self.books.get(instrument_id)
+
+    def quote(self, instrument_id: int) -> Quote | None:
+        """The last top-of-book quote received for the instrument."""
+        return self.quotes.get(instrument_id)
+
+    def best_bid(self, instrument_id: int) -> tuple[int, int] | None:
+        """Best bid ``(px_ticks, qty_lots)``: from the L2 book when it has a bid, else the quote."""
+        book = self.books.get(instrument_id)
+        if book is not None:
+            top = _top(book.best_bid())
+            if top is not None:
+                return top
+        q = self.quotes.get(instrument_id)
+        if q is not None and q.bid_qty > 0 and q.bid_px > 0:
+            return q.bid_px, q.bid_qty
+        return None
+
+    def best_ask(self, instrument_id: int) -> tuple[int, int] | None:
+        """Best ask ``(px_ticks, qty_lots)``: from the L2 book when it has an ask, else the quote."""
+        book = self.books.get(instrument_id)
+        if book is not None:
+            top = _top(book.best_ask())
+            if top is not None:
+                return top
+        q = self.quotes.get(instrument_id)
+        if q is not None and q.ask_qty > 0 and q.ask_px > 0:
+            return q.ask_px, q.ask_qty
+        return None
+
+    def mid(self, instrument_id: int) -> float | None:
+        """Mid price in ticks (float: a mid may fall between ticks), None if a side is empty."""
+        bid = self.best_bid(instrument_id)
+        ask = self.best_ask(instrument_id)
+        if bid is None or ask is None:
+            return None
+        return (bid[0] + ask[0]) / 2.0
+
+    def microprice(self, instrument_id: int) -> float | None:
+        """Size-weighted mid in ticks: leans toward the side with less size (where price goes)."""
+        bid = self.best_bid(instrument_id)
+        ask = self.best_ask(instrument_id)
+        if bid is None or ask is None:
+            return None
+        (bp, bq), (ap, aq) = bid, ask
+        return (bp * aq + ap * bq) / (bq + aq)
+
+    # --- own state ---------------------------------------------------------------------------
+    def position(self, instrument_id: int) -> int:
+        """Net position in lots from this strategy's own fills."""
+        return self.positions.get(instrument_id, 0)
+
+    def orders_for(self, instrument_id: int, side: int | None = None) -> list[OpenOrder]:
+        """Open orders on an instrument (optionally one side), oldest first."""
+        return [
+            o
+            for o in self.open_orders.values()
+            if o.instrument_id == instrument_id and (side is None or o.side == side)
+        ]
+
+    # --- order helpers -----------------------------------------------------------------------
+    def next_client_order_id(self) -> int:
+        self._counter += 1
+        if self._counter > _COUNTER_MASK:
+            raise RuntimeError(f"strategy {self.strategy_id}: client_order_id space exhausted")
+        return (self.strategy_id << 32) | self._counter
+
+    def buy(
+        self,
+        instrument_id: int,
+        qty: int,
+        px: int | None = None,
+        order_type: int | None = None,
+        tif: int | None = None,
+        flags: int = 0,
+        stop_px: int = 0,
+        expire_ns: int = 0,
+    ) -> int:
+        """Ask for a buy order; returns its client_order_id.
+
+        ``px=None`` means a market order (IOC by default); with a price it is a limit order (GTC
+        by default). Nothing is checked here beyond the instrument being one the strategy trades:
+        limits are the risk gate's job, and it answers with an ``OrderRejected``.
+        """
+        return self._new(
+            Side.BUY, instrument_id, qty, px, order_type, tif, flags, stop_px, expire_ns
+        )
+
+    def sell(
+        self,
+        instrument_id: int,
+        qty: int,
+        px: int | None = None,
+        order_type: int | None = None,
+        tif: int | None = None,
+        flags: int = 0,
+        stop_px: int = 0,
+        expire_ns: int = 0,
+    ) -> int:
+        """Ask for a sell order; returns its client_order_id (see ``buy``)."""
+        return self._new(
+            Side.SELL, instrument_id, qty, px, order_type, tif, flags, stop_px, expire_ns
+        )
+
+    def _new(
+        self,
+        side: int,
+        instrument_id: int,
+        qty: int,
+        px: int | None,
+        order_type: int | None,
+        tif: int | None,
+        flags: int,
+        stop_px: int,
+        expire_ns: int,
+    ) -> int:
+        self.instrument(instrument_id)  # raises for an instrument the strategy does not trade
+        if order_type is None:
+            order_type = OrderType.MARKET if px is None else OrderType.LIMIT
+        if tif is None:
+            tif = TimeInForce.IOC if order_type == OrderType.MARKET else TimeInForce.GTC
+        ipx = 0 if px is None else int(px)
+        coid = self.next_client_order_id()
+        self._outbox.append(
+            IntentNew(
+                client_order_id=coid,
+                strategy_id=self.strategy_id,
+                instrument_id=instrument_id,
+                side=int(side),
+                order_type=int(order_type),
+                tif=int(tif),
+                px=ipx,
+                qty=int(qty),
+                ts_origin=self.ts_origin,
+                ts_created=self.now_ns,
+                stop_px=int(stop_px),
+                flags=int(flags),
+                expire_ns=int(expire_ns),
+            )
+        )
+        self.open_orders[coid] = OpenOrder(
+            client_order_id=coid,
+            instrument_id=instrument_id,
+            side=int(side),
+            order_type=int(order_type),
+            tif=int(tif),
+            px=ipx,
+            qty=int(qty),
+            leaves_qty=int(qty),
+        )
+        return coid
+
+    def cancel(self, client_order_id: int) -> bool:
+        """Ask to cancel one of our open orders. False (and no intent) if it is not open or a
+        cancel is already in flight: a second cancel could only be rejected."""
+        o = self.open_orders.get(client_order_id)
+        if o is None or o.pending_cancel:
+            return False
+        o.pending_cancel = True
+        self._outbox.append(
+            IntentCancel(
+                client_order_id=client_order_id,
+                strategy_id=self.strategy_id,
+                instrument_id=o.instrument_id,
+                ts_origin=self.ts_origin,
+                ts_created=self.now_ns,
+            )
+        )
+        return True
+
+    def replace(self, client_order_id: int, px: int, qty: int) -> bool:
+        """Ask to change price and quantity (``qty`` = the new open quantity) of an open order.
+
+        False (and no intent) if the order is not open or is being canceled. The strategy's view
+        of the order changes only when ``OrderReplaced`` arrives.
+        """
+        o = self.open_orders.get(client_order_id)
+        if o is None or o.pending_cancel:
+            return False
+        o.pending_replace = True
+        self._outbox.append(
+            IntentReplace(
+                client_order_id=client_order_id,
+                strategy_id=self.strategy_id,
+                instrument_id=o.instrument_id,
+                new_px=int(px),
+                new_qty=int(qty),
+                ts_origin=self.ts_origin,
+                ts_created=self.now_ns,
+            )
+        )
+        return True
+
+    def cancel_all(self, instrument_id: int | None = None) -> int:
+        """Cancel every open order (of one instrument, if given); returns how many were asked."""
+        n = 0
+        for coid in list(self.open_orders):
+            o = self.open_orders[coid]
+            if (instrument_id is None or o.instrument_id == instrument_id) and self.cancel(coid):
+                n += 1
+        return n
+
+    # --- host side ---------------------------------------------------------------------------
+    def take_intents(self) -> list[Intent]:
+        """Hand the intents appended since the last call to the host (and forget them)."""
+        out = self._outbox
+        self._outbox = []
+        return out
+
+    def apply_exec_event(self, ev: object) -> None:
+        """Update positions and open orders from one of our execution events (host calls this)."""
+        coid = ev.client_order_id  # type: ignore[attr-defined]
+        o = self.open_orders.get(coid)
+        if isinstance(ev, OrderPartiallyFilled):  # OrderFilled is a subclass
+            self.positions[ev.instrument_id] = (
+                self.positions.get(ev.instrument_id, 0) + ev.side * ev.fill_qty
+            )
+            if o is not None:
+                o.cum_qty += ev.fill_qty
+                o.leaves_qty = ev.leaves_qty
+                o.accepted = True
+                if isinstance(ev, OrderFilled) or ev.leaves_qty <= 0:
+                    del self.open_orders[coid]
+        elif isinstance(ev, OrderAccepted):
+            if o is not None:
+                o.accepted = True
+                o.venue_order_id = ev.venue_order_id
+        elif isinstance(ev, OrderReplaced):
+            if o is not None:
+                o.px = ev.px
+                o.leaves_qty = ev.qty
+                o.qty = o.cum_qty + ev.qty
+                o.pending_replace = False
+                o.accepted = True
+        elif isinstance(ev, OrderRejected | OrderCanceled | OrderExpired):
+            self.open_orders.pop(coid, None)
+
+
+class Strategy:
+    """Base class of every strategy: override the callbacks you need; all default to no-ops.
+
+    ``__init__`` receives the context and the ``params`` table from config; subclasses read their
+    parameters there and must not send orders before ``on_start`` (the host is not ready yet).
+    """
+
+    def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.params = dict(params)
+
+    def on_start(self) -> None:
+        """Called once before any market data."""
+
+    def on_quote(self, q: Quote) -> None:
+        """A new top-of-book quote for one of our instruments (``ctx.quotes`` already updated)."""
+
+    def on_trade(self, t: Trade) -> None:
+        """A print on the venue (someone else's trade, not our fill)."""
+
+    def on_book(self, instrument_id: int) -> None:
+        """The L2 book of an instrument changed (after a delta or snapshot was applied)."""
+
+    def on_bar(self, bar: Bar) -> None:
+        """A bar closed."""
+
+    def on_forecast(self, f: Forecast) -> None:
+        """A model forecast for one of our instruments."""
+
+    def on_order_event(self, ev: OrderEvent) -> None:
+        """Accepted / rejected / canceled / expired / replaced for one of our orders."""
+
+    def on_fill(self, ev: FillEvent) -> None:
+        """A (partial) fill of one of our orders (``ctx.positions`` already updated)."""
+
+    def on_timer(self, now_ns: int) -> None:
+        """Periodic wake-up, if the runtime is configured with a timer."""
+
+    def on_stop(self) -> None:
+        """Called once at shutdown; the host cancels whatever is still open afterwards."""
+
+
+def load_strategy(dotted_path: str) -> type[Strategy]:
+    """Resolve ``"package.module:ClassName"`` or ``"package.module.ClassName"`` to a Strategy
+    subclass. Every failure is a ValueError naming the path, because it surfaces as a config
+    error and the path is what the user has to fix."""
+    if not isinstance(dotted_path, str) or not dotted_path.strip():
+        raise ValueError(f"strategy path {dotted_path!r}: expected 'package.module:ClassName'")
+    path = dotted_path.strip()
+    if ":" in path:
+        module_name, _, attr = path.partition(":")
+    else:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"strategy path {dotted_path!r}: expected 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or an error raised while importing the module
+        raise ValueError(
+            f"strategy path {dotted_path!r}: cannot import module {module_name!r}: {exc}"
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(
+                f"strategy path {dotted_path!r}: module {module_name!r} has no {attr!r}"
+            ) from None
+    if not (isinstance(obj, type) and issubclass(obj, Strategy)):
+        raise ValueError(f"strategy path {dotted_path!r}: {obj!r} is not a Strategy subclass")
+    return obj

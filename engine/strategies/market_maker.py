@@ -1,0 +1,152 @@
+"""A two-sided market maker: one bid and one ask around a fair price, skewed by inventory.
+
+How it quotes (per instrument it trades):
+
+- **fair price** = the microprice (size-weighted mid, which leans toward where the price is about
+  to go) or the plain mid (``use_microprice = false``), in ticks;
+- **reservation price** = fair − ``skew_ticks_per_lot`` × position: when long, both quotes move
+  down so the ask is more likely to be hit and the bid less, which pulls inventory back to zero;
+- **quotes** = bid at ⌊reservation − ``half_spread_ticks``⌋, ask at ⌈reservation +
+  ``half_spread_ticks``⌉, each ``size`` lots, clamped so they never cross the market (a maker that
+  crosses pays the taker fee and gets adverse selection for free);
+- **inventory cap**: the side that would take |position| beyond ``max_inventory`` lots is not
+  quoted (and canceled if it rests);
+- **re-quoting**: resting quotes are moved with a replace only when the reservation price has moved
+  by at least ``requote_ticks`` since the last quote. Re-quoting on every tick would burn order
+  rate limits and lose queue priority for nothing; the threshold is the knob between staleness
+  and churn. A quote is never replaced while the venue has not acknowledged it or while a
+  previous replace/cancel is in flight (at most one request per order in flight).
+
+It reacts to market data (quotes and book changes) and to its own fills (a fill moves the
+inventory skew and empties a side). It does not react to rejects: re-sending on a reject would
+loop against a risk limit; the next tick retries.
+
+Params: ``half_spread_ticks`` (2), ``size`` (1), ``skew_ticks_per_lot`` (0.0), ``max_inventory``
+(10), ``requote_ticks`` (1), ``use_microprice`` (true), ``post_only`` (false).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from engine.messages import OrderFlag, Quote, Side
+from engine.strategies.base import FillEvent, Strategy, StrategyContext
+
+
+@dataclass(slots=True)
+class _Quoting:
+    """Per-instrument state: our two orders and the reservation price they were set at."""
+
+    bid_coid: int = 0
+    ask_coid: int = 0
+    last_fair: float | None = None
+
+
+class MarketMaker(Strategy):
+    """Quotes both sides of every instrument it trades (see the module docstring)."""
+
+    def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
+        super().__init__(ctx, params)
+        p = self.params
+        self.half_spread_ticks = float(p.get("half_spread_ticks", 2))
+        self.size = int(p.get("size", 1))
+        self.skew_ticks_per_lot = float(p.get("skew_ticks_per_lot", 0.0))
+        self.max_inventory = int(p.get("max_inventory", 10))
+        self.requote_ticks = float(p.get("requote_ticks", 1))
+        self.use_microprice = bool(p.get("use_microprice", True))
+        self.flags = int(OrderFlag.POST_ONLY) if p.get("post_only", False) else 0
+        if self.half_spread_ticks < 0:
+            raise ValueError("MarketMaker: half_spread_ticks must be >= 0")
+        if self.size <= 0:
+            raise ValueError("MarketMaker: size must be > 0")
+        if self.max_inventory < 0:
+            raise ValueError("MarketMaker: max_inventory must be >= 0")
+        if self.requote_ticks <= 0:
+            raise ValueError("MarketMaker: requote_ticks must be > 0")
+        self.state: dict[int, _Quoting] = {iid: _Quoting() for iid in ctx.instrument_ids}
+
+    # --- callbacks ---------------------------------------------------------------------------
+    def on_quote(self, q: Quote) -> None:
+        self.update(q.instrument_id)
+
+    def on_book(self, instrument_id: int) -> None:
+        self.update(instrument_id)
+
+    def on_fill(self, ev: FillEvent) -> None:
+        self.update(ev.instrument_id)
+
+    def on_stop(self) -> None:
+        self.ctx.cancel_all()
+
+    # --- quoting -----------------------------------------------------------------------------
+    def fair(self, instrument_id: int) -> float | None:
+        """Fair price in ticks before inventory skew."""
+        if self.use_microprice:
+            return self.ctx.microprice(instrument_id)
+        return self.ctx.mid(instrument_id)
+
+    def targets(self, instrument_id: int) -> tuple[float, int, int] | None:
+        """(reservation price, bid px, ask px) for the current market and inventory."""
+        ctx = self.ctx
+        fair = self.fair(instrument_id)
+        bid = ctx.best_bid(instrument_id)
+        ask = ctx.best_ask(instrument_id)
+        if fair is None or bid is None or ask is None:
+            return None
+        res = fair - self.skew_ticks_per_lot * ctx.position(instrument_id)
+        bid_px = math.floor(res - self.half_spread_ticks + 1e-9)
+        ask_px = math.ceil(res + self.half_spread_ticks - 1e-9)
+        if ask_px <= bid_px:
+            ask_px = bid_px + 1
+        bid_px = min(bid_px, ask[0] - 1)  # never cross the market
+        ask_px = max(ask_px, bid[0] + 1)
+        return res, bid_px, ask_px
+
+    def update(self, instrument_id: int) -> None:
+        """Bring our two quotes in line with the current targets."""
+        st = self.state.get(instrument_id)
+        if st is None:
+            return
+        t = self.targets(instrument_id)
+        if t is None:
+            return
+        res, bid_px, ask_px = t
+        pos = self.ctx.position(instrument_id)
+        moved = st.last_fair is None or abs(res - st.last_fair) >= self.requote_ticks
+        in_sync = True
+        in_sync &= self._side(
+            st, instrument_id, Side.BUY, bid_px, pos + self.size <= self.max_inventory, moved
+        )
+        in_sync &= self._side(
+            st, instrument_id, Side.SELL, ask_px, pos - self.size >= -self.max_inventory, moved
+        )
+        if moved and in_sync:
+            st.last_fair = res
+
+    def _side(
+        self, st: _Quoting, iid: int, side: Side, px: int, allowed: bool, moved: bool
+    ) -> bool:
+        """Manage one side; False when a request in flight kept it from reaching the target."""
+        ctx = self.ctx
+        coid = st.bid_coid if side == Side.BUY else st.ask_coid
+        o = ctx.open_orders.get(coid) if coid else None
+        if not allowed:
+            if o is not None and not o.pending_cancel:
+                ctx.cancel(coid)
+            return True
+        if o is None:
+            if px <= 0:
+                return True
+            if side == Side.BUY:
+                st.bid_coid = ctx.buy(iid, self.size, px, flags=self.flags)
+            else:
+                st.ask_coid = ctx.sell(iid, self.size, px, flags=self.flags)
+            return True
+        if not moved or (o.px == px and o.leaves_qty == self.size):
+            return True
+        if not o.accepted or o.pending_replace or o.pending_cancel or px <= 0:
+            return False
+        ctx.replace(coid, px, self.size)
+        return True

@@ -1,0 +1,297 @@
+"""Hosts user strategies: routes market data, forecasts and execution events to them and collects
+the intents they produce.
+
+It is the strategy process's state machine (DESIGN §2): message in, intents out, time passed in.
+The host owns one L2 book and one last quote per instrument and shares them read-only with every
+strategy trading that instrument, so N strategies on one instrument cost one book update, not N.
+
+Routing:
+- market data goes to the strategies subscribed to its instrument, in the order they were
+  configured (deterministic: the same data gives the same intents in both runtimes);
+- execution events go to the one strategy that owns the order, found from the top 32 bits of the
+  ``client_order_id`` (``strategy_id << 32 | counter``) — no lookup table to keep in sync;
+- a strategy that raises is, by default, disabled and its open orders canceled, so one buggy
+  plug-in cannot take the others down (``on_error="raise"`` re-raises instead, for tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.book import L2Book
+from engine.instruments import Instrument, InstrumentTable
+from engine.messages import (
+    Bar,
+    BookDelta,
+    BookSnapshot,
+    Forecast,
+    IntentCancel,
+    IntentNew,
+    OrderPartiallyFilled,
+    Quote,
+    Trade,
+)
+from engine.strategies.base import (
+    MAX_STRATEGY_ID,
+    Intent,
+    Strategy,
+    StrategyContext,
+    load_strategy,
+    strategy_id_of,
+)
+
+
+@dataclass
+class StrategySpec:
+    """One configured strategy: what to load, its params, which instruments, which id.
+
+    ``strategy`` is a dotted path (``"pkg.mod:Class"``) or a Strategy subclass. ``instruments``
+    holds ids or symbols (None = every instrument). ``strategy_id`` defaults to the 1-based
+    position in the spec list; 0 is left free for orders the engine itself originates.
+    """
+
+    strategy: str | type[Strategy]
+    params: dict[str, Any] = field(default_factory=dict)
+    instruments: list[int | str] | None = None
+    strategy_id: int | None = None
+    name: str | None = None
+
+    @classmethod
+    def coerce(cls, spec: StrategySpec | Mapping[str, Any] | str | type[Strategy]) -> StrategySpec:
+        """Accept a spec, a config table (``path``/``strategy``/``class`` key), a path or a class."""
+        if isinstance(spec, StrategySpec):
+            return spec
+        if isinstance(spec, str | type):
+            return cls(strategy=spec)
+        if isinstance(spec, Mapping):
+            target = spec.get("strategy", spec.get("path", spec.get("class")))
+            if target is None:
+                raise ValueError(f"strategy spec {dict(spec)!r}: missing 'path'")
+            unknown = set(spec) - {
+                "strategy",
+                "path",
+                "class",
+                "params",
+                "instruments",
+                "strategy_id",
+                "name",
+            }
+            if unknown:
+                raise ValueError(f"strategy spec {dict(spec)!r}: unknown keys {sorted(unknown)}")
+            return cls(
+                strategy=target,
+                params=dict(spec.get("params") or {}),
+                instruments=spec.get("instruments"),
+                strategy_id=spec.get("strategy_id"),
+                name=spec.get("name"),
+            )
+        raise ValueError(f"not a strategy spec: {spec!r}")
+
+
+@dataclass
+class _Slot:
+    """A hosted strategy and its bookkeeping."""
+
+    strategy_id: int
+    name: str
+    strategy: Strategy
+    ctx: StrategyContext
+    enabled: bool = True
+
+
+class StrategyHost:
+    """Runs strategies; every entry point returns the intents produced, in order."""
+
+    def __init__(
+        self,
+        strategies: Iterable[StrategySpec | Mapping[str, Any] | str | type[Strategy]],
+        instruments: InstrumentTable | Iterable[Instrument],
+        *,
+        on_error: str = "disable",
+    ) -> None:
+        if on_error not in ("disable", "raise"):
+            raise ValueError(f"on_error must be 'disable' or 'raise', got {on_error!r}")
+        self.on_error = on_error
+        self.instruments = (
+            instruments
+            if isinstance(instruments, InstrumentTable)
+            else InstrumentTable(list(instruments))
+        )
+        # one book per instrument, shared read-only by every strategy; a strategy fed only
+        # quotes sees an empty book and falls back to the last quote (StrategyContext.best_bid)
+        self.books: dict[int, L2Book] = {
+            ins.instrument_id: L2Book(ins.instrument_id) for ins in self.instruments
+        }
+        self.quotes: dict[int, Quote] = {}
+        self.slots: list[_Slot] = []
+        self._by_id: dict[int, _Slot] = {}
+        self._by_instrument: dict[int, list[_Slot]] = {iid: [] for iid in self.instruments.ids}
+        #: (strategy name, callback, exception repr) for every strategy that raised
+        self.errors: list[tuple[str, str, str]] = []
+        #: execution events whose client_order_id belongs to no hosted strategy
+        self.unrouted = 0
+        self.started = False
+        self.stopped = False
+
+        for pos, raw in enumerate(strategies, start=1):
+            spec = StrategySpec.coerce(raw)
+            cls = spec.strategy if isinstance(spec.strategy, type) else load_strategy(spec.strategy)
+            if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+                raise ValueError(f"strategy {spec.strategy!r} is not a Strategy subclass")
+            sid = pos if spec.strategy_id is None else int(spec.strategy_id)
+            if not 1 <= sid <= MAX_STRATEGY_ID:
+                raise ValueError(f"strategy {spec.strategy!r}: strategy_id {sid} out of range")
+            if sid in self._by_id:
+                raise ValueError(f"duplicate strategy_id {sid}")
+            ins = self._resolve_instruments(spec)
+            ctx = StrategyContext(sid, ins, books=self.books, quotes=self.quotes)
+            name = spec.name or f"{cls.__name__}#{sid}"
+            slot = _Slot(sid, name, cls(ctx, dict(spec.params)), ctx)
+            self.slots.append(slot)
+            self._by_id[sid] = slot
+            for i in ins:
+                self._by_instrument[i.instrument_id].append(slot)
+
+    def _resolve_instruments(self, spec: StrategySpec) -> list[Instrument]:
+        if spec.instruments is None:
+            return list(self.instruments)
+        out = []
+        for ref in spec.instruments:
+            try:
+                out.append(
+                    self.instruments.by_symbol(ref)
+                    if isinstance(ref, str)
+                    else self.instruments.by_id(int(ref))
+                )
+            except KeyError as exc:
+                raise ValueError(f"strategy {spec.strategy!r}: {exc.args[0]}") from None
+        return out
+
+    # --- lookups -----------------------------------------------------------------------------
+    def strategy(self, strategy_id: int) -> Strategy:
+        return self._by_id[strategy_id].strategy
+
+    def context(self, strategy_id: int) -> StrategyContext:
+        return self._by_id[strategy_id].ctx
+
+    # --- dispatch ----------------------------------------------------------------------------
+    def _call(self, slot: _Slot, now_ns: int, ts_origin: int, fn: str, *args: Any) -> list[Intent]:
+        """Run one callback with the context's clock set and collect its intents."""
+        ctx = slot.ctx
+        ctx.now_ns = now_ns
+        ctx.ts_origin = ts_origin
+        try:
+            getattr(slot.strategy, fn)(*args)
+        except Exception as exc:
+            if self.on_error == "raise":
+                raise
+            return self._disable(slot, fn, exc)
+        return ctx.take_intents()
+
+    def _disable(self, slot: _Slot, fn: str, exc: Exception) -> list[Intent]:
+        """Contain a failing strategy: drop what it half-produced, cancel what it has open."""
+        self.errors.append((slot.name, fn, repr(exc)))
+        slot.enabled = False
+        ctx = slot.ctx
+        for intent in ctx.take_intents():  # never sent: undo their effect on the context
+            o = ctx.open_orders.get(intent.client_order_id)
+            if isinstance(intent, IntentNew):
+                ctx.open_orders.pop(intent.client_order_id, None)
+            elif o is not None and isinstance(intent, IntentCancel):
+                o.pending_cancel = False
+            elif o is not None:
+                o.pending_replace = False
+        ctx.cancel_all()
+        return ctx.take_intents()
+
+    def start(self, now_ns: int = 0) -> list[Intent]:
+        """Call every strategy's ``on_start`` (once)."""
+        if self.started:
+            return []
+        self.started = True
+        out: list[Intent] = []
+        for slot in self.slots:
+            out += self._call(slot, now_ns, now_ns, "on_start")
+        return out
+
+    def on_market_data(self, msg: object, now_ns: int) -> list[Intent]:
+        """Update the book / last quote, then call the subscribed strategies."""
+        if not self.started:
+            self.start(now_ns)
+        iid = msg.instrument_id  # type: ignore[attr-defined]
+        slots = self._by_instrument.get(iid)
+        if slots is None:
+            return []  # an instrument we do not know: nobody can trade it
+        if isinstance(msg, Quote):
+            self.quotes[iid] = msg
+            fn, args, origin = "on_quote", (msg,), msg.ts_recv
+        elif isinstance(msg, BookDelta | BookSnapshot):
+            book = self.books.get(iid)
+            if book is not None:
+                book.apply(msg)
+            fn, args, origin = "on_book", (iid,), msg.ts_recv
+        elif isinstance(msg, Trade):
+            fn, args, origin = "on_trade", (msg,), msg.ts_recv
+        elif isinstance(msg, Forecast):
+            # a forecast's own ts_origin is the tick it was computed from: keep that, so the
+            # latency of an order includes inference
+            fn, args, origin = "on_forecast", (msg,), msg.ts_origin
+        elif isinstance(msg, Bar):
+            fn, args, origin = "on_bar", (msg,), now_ns
+        else:
+            return []
+        out: list[Intent] = []
+        for slot in slots:
+            if slot.enabled:
+                out += self._call(slot, now_ns, origin, fn, *args)
+        return out
+
+    def on_forecast(self, f: Forecast, now_ns: int) -> list[Intent]:
+        return self.on_market_data(f, now_ns)
+
+    def on_exec_event(self, ev: object, now_ns: int) -> list[Intent]:
+        """Apply an execution event to its owner's context, then call on_fill/on_order_event.
+
+        Intents produced in reaction carry the event's ``ts_recv`` as ``ts_origin``: the event,
+        not a market tick, is what caused them.
+        """
+        slot = self._by_id.get(strategy_id_of(ev.client_order_id))  # type: ignore[attr-defined]
+        if slot is None:
+            self.unrouted += 1
+            return []
+        slot.ctx.apply_exec_event(ev)
+        if not slot.enabled:
+            return []
+        fn = "on_fill" if isinstance(ev, OrderPartiallyFilled) else "on_order_event"
+        return self._call(slot, now_ns, getattr(ev, "ts_recv", now_ns), fn, ev)
+
+    def on_timer(self, now_ns: int) -> list[Intent]:
+        out: list[Intent] = []
+        for slot in self.slots:
+            if slot.enabled:
+                out += self._call(slot, now_ns, now_ns, "on_timer", now_ns)
+        return out
+
+    def stop(self, now_ns: int) -> list[Intent]:
+        """``on_stop`` for every strategy, then a cancel for every order still open."""
+        if self.stopped:
+            return []
+        self.stopped = True
+        out: list[Intent] = []
+        for slot in self.slots:
+            if slot.enabled:
+                out += self._call(slot, now_ns, now_ns, "on_stop")
+            slot.ctx.now_ns = now_ns
+            slot.ctx.ts_origin = now_ns
+            slot.ctx.cancel_all()
+            out += slot.ctx.take_intents()
+        return out
+
+    def open_orders(self) -> dict[int, Any]:
+        """Every hosted strategy's open orders by client_order_id."""
+        out: dict[int, Any] = {}
+        for slot in self.slots:
+            out.update(slot.ctx.open_orders)
+        return out
