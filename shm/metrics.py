@@ -132,7 +132,7 @@ class HistogramSnapshot:
             return float("nan")
         if p >= 100:
             return float(self.max)
-        rank = max(1, int(np.ceil(total * p / 100.0)))
+        rank = max(1, int(np.ceil(round(total * p / 100.0, 6))))  # round: 99.9% of 50000 is 49950
         i = int(np.searchsorted(np.cumsum(b), rank))
         return float(min(bucket_value(i), self.max)) if self.max else float(bucket_value(i))
 

@@ -297,7 +297,7 @@ class Producer:
         self.seq = seq
         self._limit = 0
         self._claim = int(ring._words[CLAIM // 8])
-        self._claim_chunk = max(self._cap // 8, 4096)
+        self._claim_chunk = self._cap // 8
         self._buf = bytearray(256)
         self._enc = msgspec.msgpack.Encoder()
         self._tags: dict[type, int] = dict(type_tags or {})
@@ -608,7 +608,7 @@ class Consumer:
                     if st == SLOT_DEAD and gating:
                         log.warning("ring %s: consumer %r re-attaches after being dropped as dead", ring.name, name)
                     K.store_word(ring._slot_addr(i, SL_STATE), want)
-                return i, old_pid != 0 or st in (SLOT_DEAD, SLOT_CLOSED)
+                return i, old_pid != 0 or ring._slot_word(i, SL_CURSOR) > 0
         # 2) a free (or closed) slot: start at the producer's current position
         for i in range(ring.max_consumers):
             st = ring._slot_word(i, SL_STATE)
@@ -635,6 +635,8 @@ class Consumer:
             if self.gating:
                 log.error("ring %s: gating consumer %r was overrun while away; resynchronising", self.ring.name, self.name)
             self._resync()
+        elif self.pos == 0:
+            self._next_seq = 0  # the stream's first frame
         else:
             self._next_seq = -1  # taken from the next frame header
 
@@ -652,6 +654,11 @@ class Consumer:
         self._avail = pos
         self._next_seq = seq
         K.store_word(self.ring._slot_addr(self.slot, SL_MISSED), self.missed)
+
+    def _discard_and_resync(self) -> None:
+        """The frame just read was overwritten while we read it: it counts as missed too."""
+        self._next_seq -= 1
+        self._resync()
 
     # --- waiting ---------------------------------------------------------------------------------
     def _refresh(self) -> int:
@@ -808,11 +815,11 @@ class Consumer:
                 msg = self._decode(self._data[off : off + n])
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 if not self.gating and self._lapped(frame_pos):
-                    self._resync()
+                    self._discard_and_resync()
                     continue
                 raise RingCorruptedError(f"ring {self.ring.name}: undecodable frame: {exc}") from exc
             if not self.gating and self._lapped(frame_pos):
-                self._resync()
+                self._discard_and_resync()
                 continue
             self.received += 1
             return msg
@@ -834,7 +841,7 @@ class Consumer:
                 return ftype, self._data[off : off + n]
             payload = bytes(self._data[off : off + n])
             if self._lapped(frame_pos):
-                self._resync()
+                self._discard_and_resync()
                 continue
             self.received += 1
             return ftype, payload
@@ -863,11 +870,11 @@ class Consumer:
                 msg = decode(data[off : off + n])
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 if not self.gating and self._lapped(frame_pos):
-                    self._resync()
+                    self._discard_and_resync()
                     continue
                 raise RingCorruptedError(f"ring {self.ring.name}: undecodable frame: {exc}") from exc
             if not self.gating and self._lapped(frame_pos):
-                self._resync()
+                self._discard_and_resync()
                 continue
             out.append(msg)
         self.received += len(out)
