@@ -66,6 +66,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.instruments import Instrument
 from engine.messages import BookDelta, BookSnapshot, Quote, Side, Trade
 
 #: Calendar seconds in a year: the simulated clock runs continuously (no sessions or weekends).
@@ -145,34 +146,44 @@ class InstrumentSpec:
 
     @classmethod
     def from_instrument(
-        cls, instrument: object, price: float, *, vol: float | None = None,
+        cls, instrument: Instrument, price: float, *, vol: float | None = None,
         annual_vol: float | None = None, garch: GarchParams | None = None,
     ) -> InstrumentSpec:
-        """Spec from an ``engine.instruments.Instrument`` (anything with id, tick and lot size)."""
+        """Spec from an instrument definition, so tick and lot sizes have one source of truth."""
         return cls(
-            instrument_id=instrument.instrument_id,  # type: ignore[attr-defined]
-            tick_size=instrument.tick_size,  # type: ignore[attr-defined]
-            lot_size=instrument.lot_size,  # type: ignore[attr-defined]
-            price=price, vol=vol, annual_vol=annual_vol, garch=garch,
+            instrument_id=instrument.instrument_id, tick_size=instrument.tick_size,
+            lot_size=instrument.lot_size, price=price, vol=vol, annual_vol=annual_vol, garch=garch,
         )
 
 
 class _Book:
-    """Mutable per-instrument state. Plain attributes: this is the hot loop's data."""
+    """Mutable per-instrument state. Plain slotted attributes: this is the hot loop's data."""
 
     __slots__ = (
         "iid", "tick", "x", "h", "e2", "omega", "alpha", "beta", "spread",
         "bids", "asks", "bid_px", "ask_px", "bb", "ba", "seq", "trade_id", "last_top",
     )
 
-    def __init__(self) -> None:
-        self.bids: dict[int, int] = {}
+    def __init__(self, iid: int, tick: float, log_px: float, var: float, garch: GarchParams,
+                 spread: int) -> None:
+        self.iid = iid
+        self.tick = tick
+        self.x = log_px  # latent log price
+        self.h = var  # GARCH conditional variance, starts at the unconditional one
+        self.e2 = var  # last squared shock
+        self.alpha = garch.alpha
+        self.beta = garch.beta
+        self.omega = var * (1.0 - garch.alpha - garch.beta)
+        self.spread = spread  # ticks
+        self.bids: dict[int, int] = {}  # px -> qty
         self.asks: dict[int, int] = {}
-        self.bid_px: list[int] = []  # best first
+        self.bid_px: list[int] = []  # level prices, best first
         self.ask_px: list[int] = []
-        self.seq = 0
+        self.bb = 0  # best bid / ask
+        self.ba = 0
+        self.seq = 0  # last BookDelta seq
         self.trade_id = 0
-        self.last_top: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self.last_top: tuple[int, int, int, int] = (0, 0, 0, 0)  # as last sent in a Quote
 
 
 class SyntheticMarket:
@@ -247,23 +258,16 @@ class SyntheticMarket:
         step_s = self.mean_interval_ns * 1e-9
         self._books: list[_Book] = []
         for spec in self.specs:
-            b = _Book()
-            b.iid = spec.instrument_id
-            b.tick = spec.tick_size
-            g = spec.garch if spec.garch is not None else default_garch
             if spec.vol is not None:
                 sigma = spec.vol
             else:
                 assert spec.annual_vol is not None
                 sigma = spec.annual_vol * math.sqrt(step_s / SECONDS_PER_YEAR)
-            var = sigma * sigma
-            b.alpha, b.beta = g.alpha, g.beta
-            b.omega = var * (1.0 - g.alpha - g.beta)
-            b.h = var
-            b.e2 = var
-            b.x = math.log(spec.price)
-            b.spread = self._draw_spread(float(self._rng.random()))
-            self._books.append(b)
+            self._books.append(_Book(
+                spec.instrument_id, spec.tick_size, math.log(spec.price), sigma * sigma,
+                spec.garch if spec.garch is not None else default_garch,
+                self._draw_spread(float(self._rng.random())),
+            ))
 
         self._block: list[tuple[int, list[float], list[float], list[list[float]]]] = []
         self._block_i = 0
@@ -276,7 +280,8 @@ class SyntheticMarket:
 
     @property
     def now_ns(self) -> int:
-        """Simulated time of the most recently emitted message (``start_ns`` before any)."""
+        """The simulated clock: ``ts_event`` of the last message of the last step (a quiet step
+        still advances it). ``events()`` may hold the rest of a step back, already stamped."""
         return self._t
 
     def step(self) -> list[MarketData]:
