@@ -1,0 +1,304 @@
+"""config.toml → typed, validated settings.
+
+Why msgspec Structs with ``forbid_unknown_fields``: a misspelt key in a trading engine's config
+is a silent wrong setting; here it is an error that names the key and the file, at start, before
+any process or shared-memory region exists (the CLI exits with code 2).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine.instruments import Instrument, InstrumentTable
+from shm.wait import WAIT_KINDS
+
+_STRICT = {"forbid_unknown_fields": True, "kw_only": True}
+PROCESS_NAMES = ("feed", "strategy", "risk", "exec")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+    def __init__(self, path: str | Path, key: str, problem: str) -> None:
+        self.path, self.key, self.problem = str(path), key, problem
+        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+
+
+def _need(cond: bool, key: str, problem: str) -> None:
+    if not cond:
+        raise _KeyedError(key, problem)
+
+
+class _KeyedError(ValueError):
+    def __init__(self, key: str, problem: str) -> None:
+        self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}")
+
+
+class EngineSection(msgspec.Struct, **_STRICT):
+    id: str = "gekko"
+    var_dir: str = "var"
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    def __post_init__(self) -> None:
+        _need(bool(re.fullmatch(r"[A-Za-z0-9]{1,12}", self.id)), "engine.id", "must be 1-12 letters or digits")
+        _need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "engine.log_level", "must be DEBUG, INFO, WARNING or ERROR")
+        _need(self.log_format in ("text", "json"), "engine.log_format", "must be 'text' or 'json'")
+
+
+class SupervisorSection(msgspec.Struct, **_STRICT):
+    heartbeat_interval_s: float = 0.1
+    heartbeat_timeout_s: float = 5.0
+    restart_backoff_s: float = 0.2
+    restart_backoff_max_s: float = 5.0
+    max_restarts: int = 5
+    status_interval_s: float = 1.0
+    shutdown_timeout_s: float = 10.0
+    startup_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for k in ("heartbeat_interval_s", "heartbeat_timeout_s", "restart_backoff_s", "restart_backoff_max_s",
+                  "status_interval_s", "shutdown_timeout_s", "startup_timeout_s"):
+            v = getattr(self, k)
+            _need(math.isfinite(v) and v > 0, f"supervisor.{k}", "must be a positive number of seconds")
+        _need(self.heartbeat_timeout_s > 2 * self.heartbeat_interval_s, "supervisor.heartbeat_timeout_s",
+              "must be more than twice heartbeat_interval_s")
+        _need(self.max_restarts >= 0, "supervisor.max_restarts", "must be >= 0")
+
+
+class RingsSection(msgspec.Struct, **_STRICT):
+    md_capacity: int = 1 << 22
+    intents_capacity: int = 1 << 20
+    orders_capacity: int = 1 << 20
+    events_capacity: int = 1 << 20
+    risk_capacity: int = 1 << 20
+    control_capacity: int = 1 << 16
+    dead_reader_grace_s: float = 2.0
+    publish_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for k in ("md_capacity", "intents_capacity", "orders_capacity", "events_capacity", "risk_capacity", "control_capacity"):
+            v = getattr(self, k)
+            _need(v >= 4096 and v & (v - 1) == 0, f"rings.{k}", f"must be a power of two >= 4096, not {v}")
+        _need(self.dead_reader_grace_s > 0, "rings.dead_reader_grace_s", "must be > 0")
+        _need(self.publish_timeout_s > 0, "rings.publish_timeout_s", "must be > 0")
+
+
+class ProcessSection(msgspec.Struct, **_STRICT):
+    cpus: list[int] = []
+    wait: str = "block"
+
+    def check(self, name: str) -> None:
+        _need(self.wait in WAIT_KINDS, f"processes.{name}.wait", f"must be one of {', '.join(WAIT_KINDS)}")
+        _need(all(c >= 0 for c in self.cpus), f"processes.{name}.cpus", "CPU ids must be >= 0")
+
+
+class ProcessesSection(msgspec.Struct, **_STRICT):
+    feed: ProcessSection = msgspec.field(default_factory=ProcessSection)
+    strategy: ProcessSection = msgspec.field(default_factory=ProcessSection)
+    risk: ProcessSection = msgspec.field(default_factory=ProcessSection)
+    exec: ProcessSection = msgspec.field(default_factory=ProcessSection)
+
+    def __post_init__(self) -> None:
+        for n in PROCESS_NAMES:
+            getattr(self, n).check(n)
+
+    def get(self, name: str) -> ProcessSection:
+        return getattr(self, name)
+
+
+class MarketSection(msgspec.Struct, **_STRICT):
+    source: str = "synthetic"
+    seed: int = 7
+    rate_hz: float = 2000.0
+    event_interval_us: float = 500.0
+    correlation: float = 0.5
+    book_levels: int = 10
+    jump_rate_per_s: float = 0.0
+    jump_std: float = 0.01
+    replay_quotes: str = ""
+    replay_trades: str = ""
+    replay_lobster_messages: str = ""
+    replay_lobster_orderbook: str = ""
+    replay_lobster_levels: int = 10
+    replay_lobster_symbol: str = ""
+    max_events: int = 0
+
+    def __post_init__(self) -> None:
+        _need(self.source in ("synthetic", "replay"), "market.source", "must be 'synthetic' or 'replay'")
+        _need(math.isfinite(self.rate_hz) and self.rate_hz > 0, "market.rate_hz", "must be > 0")
+        _need(self.event_interval_us > 0, "market.event_interval_us", "must be > 0")
+        _need(-1.0 < self.correlation < 1.0, "market.correlation", "must be within (-1, 1)")
+        _need(1 <= self.book_levels <= 256, "market.book_levels", "must be within 1..256")
+        _need(self.jump_rate_per_s >= 0 and self.jump_std >= 0, "market.jump_rate_per_s", "jump parameters must be >= 0")
+        _need(self.max_events >= 0, "market.max_events", "must be >= 0 (0 = unbounded)")
+        if self.source == "replay":
+            _need(bool(self.replay_quotes or self.replay_trades or self.replay_lobster_messages),
+                  "market.replay_quotes", "a replay needs replay_quotes, replay_trades or replay_lobster_messages")
+
+
+class SimSection(msgspec.Struct, **_STRICT):
+    latency_us: float = 50.0
+    jitter_us: float = 10.0
+    maker_fee_bps: float = -0.5
+    taker_fee_bps: float = 2.0
+
+    def __post_init__(self) -> None:
+        _need(self.latency_us >= 0, "sim.latency_us", "must be >= 0")
+        _need(self.jitter_us >= 0, "sim.jitter_us", "must be >= 0")
+        _need(abs(self.maker_fee_bps) < 1000 and abs(self.taker_fee_bps) < 1000, "sim.taker_fee_bps", "fees must be within ±1000 bps")
+
+
+class RiskSection(msgspec.Struct, **_STRICT):
+    max_order_notional: float = 250_000.0
+    max_position_lots: int = 2_000
+    max_open_orders: int = 100
+    start_halted: bool = False
+
+    def __post_init__(self) -> None:
+        _need(self.max_order_notional > 0, "risk.max_order_notional", "must be > 0")
+        _need(self.max_position_lots > 0, "risk.max_position_lots", "must be > 0")
+        _need(self.max_open_orders > 0, "risk.max_open_orders", "must be > 0")
+
+
+class BacktestSection(msgspec.Struct, **_STRICT):
+    events: int = 200_000
+
+    def __post_init__(self) -> None:
+        _need(self.events > 0, "backtest.events", "must be > 0")
+
+
+class InstrumentSection(msgspec.Struct, **_STRICT):
+    instrument_id: int
+    symbol: str
+    venue: str = "sim"
+    asset_class: str = "equity"
+    sector: str = "unknown"
+    tick_size: float = 0.01
+    lot_size: float = 1.0
+    currency: str = "USD"
+    initial_price: float = 100.0
+    annual_vol: float = 0.3
+
+    def to_instrument(self) -> Instrument:
+        return Instrument(
+            instrument_id=self.instrument_id, symbol=self.symbol, venue=self.venue, asset_class=self.asset_class,
+            sector=self.sector, tick_size=self.tick_size, lot_size=self.lot_size, currency=self.currency,
+        )
+
+
+class StrategySection(msgspec.Struct, **_STRICT):
+    path: str
+    id: int = 0
+    name: str = ""
+    instruments: list[str] = []
+    params: dict[str, Any] = {}
+
+
+class Config(msgspec.Struct, **_STRICT):
+    engine: EngineSection = msgspec.field(default_factory=EngineSection)
+    supervisor: SupervisorSection = msgspec.field(default_factory=SupervisorSection)
+    rings: RingsSection = msgspec.field(default_factory=RingsSection)
+    processes: ProcessesSection = msgspec.field(default_factory=ProcessesSection)
+    market: MarketSection = msgspec.field(default_factory=MarketSection)
+    sim: SimSection = msgspec.field(default_factory=SimSection)
+    risk: RiskSection = msgspec.field(default_factory=RiskSection)
+    backtest: BacktestSection = msgspec.field(default_factory=BacktestSection)
+    instruments: list[InstrumentSection] = []
+    strategies: list[StrategySection] = []
+    source_path: str = ""
+
+    def __post_init__(self) -> None:
+        _need(len(self.instruments) > 0, "instruments", "at least one [[instruments]] entry is needed")
+        ids = [i.instrument_id for i in self.instruments]
+        for k, ins in enumerate(self.instruments):
+            key = f"instruments[{k}]"
+            _need(ins.instrument_id >= 0, f"{key}.instrument_id", "must be >= 0")
+            _need(bool(ins.symbol), f"{key}.symbol", "must not be empty")
+            _need(ins.tick_size > 0 and math.isfinite(ins.tick_size), f"{key}.tick_size", "must be > 0")
+            _need(ins.lot_size > 0 and math.isfinite(ins.lot_size), f"{key}.lot_size", "must be > 0")
+            _need(ins.initial_price > 0 and math.isfinite(ins.initial_price), f"{key}.initial_price", "must be > 0")
+            _need(ins.annual_vol >= 0 and math.isfinite(ins.annual_vol), f"{key}.annual_vol", "must be >= 0")
+            _need(ids.count(ins.instrument_id) == 1, f"{key}.instrument_id", f"{ins.instrument_id} is used twice")
+        symbols = {i.symbol for i in self.instruments}
+        _need(len(symbols) == len(self.instruments), "instruments", "symbols must be unique")
+        sids = set()
+        for k, s in enumerate(self.strategies):
+            key = f"strategies[{k}]"
+            _need(bool(re.fullmatch(r"[\w.]+[:.][A-Za-z_]\w*", s.path)), f"{key}.path",
+                  f"must be a dotted path like 'package.module:Class', not {s.path!r}")
+            for sym in s.instruments:
+                _need(sym in symbols, f"{key}.instruments", f"unknown instrument {sym!r}")
+            sid = s.id or k + 1
+            _need(0 < sid < 256 and sid not in sids, f"{key}.id", "must be unique within 1..255")
+            sids.add(sid)
+
+    def instrument_table(self) -> InstrumentTable:
+        return InstrumentTable([i.to_instrument() for i in self.instruments])
+
+    def strategy_specs(self) -> list[dict[str, Any]]:
+        """Strategy specs in the form ``engine.strategy_host.StrategySpec.coerce`` accepts."""
+        return [
+            {
+                "path": s.path,
+                "params": dict(s.params),
+                "instruments": list(s.instruments) or None,
+                "strategy_id": s.id or k + 1,
+                "name": s.name or None,
+            }
+            for k, s in enumerate(self.strategies)
+        ]
+
+
+_PATH_RE = re.compile(r"at `\$(.*)`")
+
+
+def _key_from_msgspec(msg: str) -> tuple[str, str]:
+    """msgspec says 'Expected `int`, got `str` - at `$.risk.max_open_orders`': split key/problem."""
+    m = _PATH_RE.search(msg)
+    key = m.group(1).lstrip(".") if m else ""
+    problem = msg[: m.start()].rstrip(" -") if m else msg
+    unknown = re.search(r"unknown field `([^`]+)`", problem)
+    if unknown:
+        key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
+        problem = "unknown key"
+    return key, problem
+
+
+def parse_config(text: str, path: str | Path = "<string>") -> Config:
+    """Parse and validate TOML text; every failure is a ``ConfigError`` naming path and key."""
+    try:
+        raw = msgspec.toml.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "", "expected a TOML table")
+    raw["source_path"] = str(path)
+    try:
+        return msgspec.convert(raw, type=Config)
+    except msgspec.ValidationError as exc:
+        text_ = str(exc)
+        inner = exc.__context__ or exc.__cause__
+        if isinstance(inner, _KeyedError):
+            raise ConfigError(path, inner.key, inner.problem) from None
+        for keyed in re.finditer(r"^(\S+): (.*?)(?: - at `\$.*`)?$", text_):
+            k, problem = keyed.group(1), keyed.group(2)
+            if "." in k or "[" in k or k in ("instruments", "strategies"):
+                raise ConfigError(path, k, problem) from None
+        key, problem = _key_from_msgspec(text_)
+        raise ConfigError(path, key, problem) from None
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(p, "", f"cannot read: {exc.strerror or exc}") from None
+    return parse_config(text, p)
