@@ -48,6 +48,7 @@ from engine.messages import (
     TimeInForce,
     Trade,
 )
+from engine.oms import is_request_reject
 
 Intent = IntentNew | IntentCancel | IntentReplace
 OrderEvent = OrderAccepted | OrderRejected | OrderCanceled | OrderExpired | OrderReplaced
@@ -210,6 +211,12 @@ class StrategyContext:
         ]
 
     # --- order helpers -----------------------------------------------------------------------
+    def reserve_order_ids(self, base: int) -> None:
+        """Number the next orders from ``base`` on (a restarted process must not reuse ids)."""
+        if base < 0 or base > _COUNTER_MASK:
+            raise ValueError(f"order id base {base} out of range")
+        self._counter = max(self._counter, base)
+
     def next_client_order_id(self) -> int:
         self._counter += 1
         if self._counter > _COUNTER_MASK:
@@ -383,6 +390,12 @@ class StrategyContext:
                 o.qty = o.cum_qty + ev.qty
                 o.pending_replace = False
                 o.accepted = True
+        elif isinstance(ev, OrderRejected) and is_request_reject(ev):
+            if o is not None:  # a refused cancel/replace: the order lives on, as it was
+                if ev.reason.startswith("cancel"):
+                    o.pending_cancel = False
+                else:
+                    o.pending_replace = False
         elif isinstance(ev, OrderRejected | OrderCanceled | OrderExpired):
             self.open_orders.pop(coid, None)
 
