@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from engine.book import BookFlag, L2Book
 from engine.messages import BookDelta, BookSnapshot, Quote
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- reference model ----------------------------------------------------------------------------

@@ -1,0 +1,802 @@
+"""The simulated exchange: matches OUR orders against a market book it learns from market data.
+
+Why it is built this way (DESIGN §6, the default venue):
+
+- The market's orders are not ours to match: the venue only sees the market as L2 levels
+  (:class:`engine.book.L2Book`, one per instrument, fed by ``on_market_data``). Our orders are
+  *virtual*: they never enter that book. They trade against it, and the market's flow (trades,
+  size changes, prices moving through ours) fills them.
+- Taking liquidity (a market order, or a limit order that crosses) walks the opposite side level
+  by level, filling at each level's price up to its displayed size. What we took is remembered
+  per level (``consumed``) until the market next updates that level, so two orders sent against
+  the same book state cannot both take the same displayed size.
+- A resting order joins the back of its price level: ``queue ahead`` = the size displayed at its
+  price when it arrives. Market volume at that level eats the queue ahead first, then fills us
+  (maker, at our price): a Trade at our price does, and so does a size *decrease* at our level
+  when the feed has no trades (see ``fill_on_decrease``). A market that moves *through* our price
+  fills us at our price: a trade at a worse price than ours, or the opposite side of the book
+  reaching ours.
+- Among our own orders at one price, earlier orders are ahead (price-time priority): a later
+  order's queue ahead includes everything that was ahead of the earlier one, and volume is
+  handed out in that order.
+- Latency: a request sent at ``t`` reaches the venue at ``t + latency_ns + jitter`` (jitter
+  uniform in ``[0, jitter_ns]`` from a seeded numpy Generator) and is matched against the book
+  the venue has *then*. Requests keep their sending order (one ordered session, as over TCP),
+  so jitter never lets a cancel overtake its order. Events are stamped ``ts_event`` = venue time
+  and come back when due (``ts_event + response_latency_ns``) from any call, ``poll`` included.
+  With no latency at all a call returns its own events at once.
+- Everything is deterministic given the inputs and the seed; time only comes in as ``now_ns``.
+
+Semantics shared with the rest of the engine: ``ReplaceOrder.new_qty`` and ``OrderReplaced.qty``
+are the new *open* (leaves) quantity, as the OMS and strategies read them. Events caused by a
+cancel or replace request carry that request's ``ts_origin``; every other event carries the
+order's. A cancel or replace that cannot be done is answered with ``OrderRejected`` whose reason
+starts with ``"cancel rejected:"`` / ``"replace rejected:"`` (the vocabulary has no dedicated
+cancel-reject message); the order itself is unchanged.
+
+Self-trade prevention: an incoming order (or a replace) that would trade with one of our own
+resting orders on the other side is rejected, as exchanges with "cancel newest" STP do.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from engine.book import BookFlag, L2Book
+from engine.instruments import Instrument, InstrumentTable
+from engine.messages import (
+    BookDelta,
+    BookSnapshot,
+    CancelOrder,
+    Liquidity,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderFlag,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderReplaced,
+    OrderType,
+    Quote,
+    ReplaceOrder,
+    Side,
+    TimeInForce,
+    Trade,
+)
+from engine.venues.base import VenueEvent
+
+__all__ = ["SimExchange"]
+
+DAY_NS = 86_400 * 1_000_000_000
+
+_SUPPORTED_TIF = frozenset(
+    {TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInForce.DAY, TimeInForce.GTD}
+)
+
+
+def _enum_name(enum: type, value: int) -> str:
+    try:
+        return enum(value).name
+    except ValueError:
+        return str(value)
+
+
+@dataclass(slots=True, eq=False)
+class _Order:
+    """Our order as the venue holds it."""
+
+    order: NewOrder  # as submitted
+    venue_order_id: int
+    side: int
+    px: int  # current limit price (follows replaces); 0 for market orders
+    qty: int  # current total quantity = cum + leaves
+    cum: int = 0
+    leaves: int = 0
+    ahead: int = 0  # market size ahead of us at our price level
+    prio: int = 0  # time priority: smaller is earlier
+    expire_ns: int = 0  # DAY / GTD expiry (0 = none)
+    is_open: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Instrument:
+    """Per-instrument venue state."""
+
+    tick_size: float
+    lot_size: float
+    book: L2Book
+    #: (side, px) -> size our takers consumed at that level since the market last updated it
+    consumed: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: (side, px) -> traded size already applied to queues, expected to show up as a decrease
+    pending_trades: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: (side, px) -> our resting orders at that level in priority order
+    resting: dict[tuple[int, int], list[_Order]] = field(default_factory=dict)
+    seen_trade: bool = False
+    last_was_trade: bool = False
+
+
+@dataclass(slots=True)
+class _Request:
+    arrival_ns: int
+    seq: int
+    msg: Any = field(compare=False)
+
+
+class SimExchange:
+    """A deterministic simulated venue implementing :class:`engine.venues.base.Venue`.
+
+    Parameters
+    ----------
+    instruments:
+        An :class:`InstrumentTable`, a list of :class:`Instrument`, or a mapping
+        ``instrument_id -> Instrument | (tick_size, lot_size)``: fees need the notional.
+        Orders for other instruments are rejected; their market data is ignored.
+    maker_fee_bps, taker_fee_bps:
+        Fee = notional x bps / 1e4, notional = px * tick_size * qty * lot_size. A negative
+        maker fee is a rebate (a negative fee on the fill).
+    latency_ns, jitter_ns, seed:
+        Request latency: fixed part plus uniform ``[0, jitter_ns]`` jitter from
+        ``numpy.random.default_rng(seed)``.
+    response_latency_ns:
+        Time from the venue's event to its delivery (``ts_recv``).
+    fill_on_decrease:
+        Whether a size decrease at our level that no Trade explains, after eating the queue
+        ahead, fills us. ``None`` (default) decides per instrument: yes until the first Trade
+        is seen for it (a trade-less feed has no other signal of executions), no afterwards
+        (with trades in the feed, an unexplained decrease is a cancel, and cancels behind us
+        do not fill us). Decreases always shorten the queue ahead first, which is the
+        conservative assumption for queue position.
+    session_close_ns:
+        DAY orders expire at this offset from UTC midnight (default: midnight).
+    """
+
+    def __init__(
+        self,
+        instruments: InstrumentTable
+        | Iterable[Instrument]
+        | Mapping[int, Instrument | tuple[float, float]],
+        *,
+        name: str = "sim",
+        maker_fee_bps: float = 0.0,
+        taker_fee_bps: float = 0.0,
+        latency_ns: int = 0,
+        jitter_ns: int = 0,
+        response_latency_ns: int = 0,
+        seed: int = 0,
+        fill_on_decrease: bool | None = None,
+        session_close_ns: int = DAY_NS,
+        max_levels: int = 256,
+    ) -> None:
+        if latency_ns < 0 or jitter_ns < 0 or response_latency_ns < 0:
+            raise ValueError("latencies must be >= 0")
+        if not 0 < session_close_ns <= DAY_NS:
+            raise ValueError("session_close_ns must be in (0, 1 day]")
+        self.name = name
+        self.maker_fee_bps = float(maker_fee_bps)
+        self.taker_fee_bps = float(taker_fee_bps)
+        self.latency_ns = int(latency_ns)
+        self.jitter_ns = int(jitter_ns)
+        self.response_latency_ns = int(response_latency_ns)
+        self.fill_on_decrease = fill_on_decrease
+        self.session_close_ns = int(session_close_ns)
+        self._rng = np.random.default_rng(seed)
+        self._insts: dict[int, _Instrument] = {}
+        for iid, tick, lot in self._instrument_specs(instruments):
+            self._insts[iid] = _Instrument(tick, lot, L2Book(iid, max_levels))
+        #: every fill the venue generated, in order (its own record, for reconciliation)
+        self.fills: list[OrderPartiallyFilled] = []
+        #: market-data messages ignored (unknown instrument or type, or rejected by the book)
+        self.ignored_market_data = 0
+        self._orders: dict[int, _Order] = {}  # client_order_id -> order, open or closed
+        self._seen_ids: set[int] = set()
+        self._positions: dict[int, int] = {}
+        self._requests: deque[_Request] = deque()
+        self._expiries: list[tuple[int, int, int]] = []  # (expire_ns, prio, client_order_id)
+        self._outbox: list[tuple[int, int, object]] = []  # (due_ns, seq, event)
+        self._clock = 0
+        self._last_arrival = 0
+        self._next_req = 0
+        self._next_out = 0
+        self._next_prio = 0
+        self._next_vid = 0
+        self._next_fill = 0
+
+    @staticmethod
+    def _instrument_specs(
+        instruments: InstrumentTable
+        | Iterable[Instrument]
+        | Mapping[int, Instrument | tuple[float, float]],
+    ) -> list[tuple[int, float, float]]:
+        if isinstance(instruments, Mapping):
+            out = []
+            for iid, spec in instruments.items():
+                if isinstance(spec, Instrument):
+                    out.append((int(iid), spec.tick_size, spec.lot_size))
+                else:
+                    tick, lot = spec
+                    if not (tick > 0 and lot > 0):
+                        raise ValueError(f"instrument {iid}: tick and lot size must be > 0")
+                    out.append((int(iid), float(tick), float(lot)))
+            return out
+        return [(i.instrument_id, i.tick_size, i.lot_size) for i in instruments]
+
+    # --- the Venue interface ------------------------------------------------------------------
+    def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
+        """Send a new order; it is matched when it reaches the venue (``now_ns`` + latency)."""
+        self._send(order, now_ns)
+        return self.poll(now_ns)
+
+    def cancel(self, cancel: CancelOrder, now_ns: int) -> list[VenueEvent]:
+        """Cancel an order's open quantity (answered when it reaches the venue)."""
+        self._send(cancel, now_ns)
+        return self.poll(now_ns)
+
+    def replace(self, replace: ReplaceOrder, now_ns: int) -> list[VenueEvent]:
+        """Change price and open quantity; a new price or a larger quantity loses priority."""
+        self._send(replace, now_ns)
+        return self.poll(now_ns)
+
+    def on_market_data(self, msg: object, now_ns: int) -> list[VenueEvent]:
+        """Apply a Quote / BookSnapshot / BookDelta / Trade at venue time ``now_ns``.
+
+        Requests that reached the venue by ``now_ns`` are matched first, against the book as
+        it was before this message.
+        """
+        self._advance(now_ns)
+        t = max(self._clock, now_ns)
+        self._clock = t
+        inst = self._insts.get(getattr(msg, "instrument_id", -1))
+        if inst is None:
+            self.ignored_market_data += 1
+        elif type(msg) is BookDelta:
+            self._on_delta(inst, msg, t)
+        elif type(msg) is Trade:
+            self._on_trade(inst, msg, t)
+        elif type(msg) is Quote:
+            self._on_quote(inst, msg, t)
+        elif type(msg) is BookSnapshot:
+            self._on_snapshot(inst, msg, t)
+        else:
+            self.ignored_market_data += 1
+        return self._drain(now_ns)
+
+    def poll(self, now_ns: int) -> list[VenueEvent]:
+        """Process what has reached the venue by ``now_ns``; return the events due by then."""
+        self._advance(now_ns)
+        return self._drain(now_ns)
+
+    def open_orders(self) -> list[NewOrder]:
+        """Resting orders, in priority order per instrument and side, as NewOrders whose
+        ``px`` is the current price and ``qty`` the open (leaves) quantity."""
+        out: list[NewOrder] = []
+        for iid in sorted(self._insts):
+            inst = self._insts[iid]
+            for side in (Side.BUY, Side.SELL):
+                for o in self._side_orders(inst, side):
+                    out.append(msgspec.structs.replace(o.order, px=o.px, qty=o.leaves))
+        return out
+
+    def positions(self) -> dict[int, int]:
+        """Net position in lots per instrument that has traded."""
+        return dict(self._positions)
+
+    # --- inspection (tests, tools) --------------------------------------------------------------
+    def book(self, instrument_id: int) -> L2Book:
+        """The market book the venue matches against."""
+        return self._insts[instrument_id].book
+
+    def queue_ahead(self, client_order_id: int) -> int | None:
+        """Market size ahead of a resting order at its price (None if not resting)."""
+        o = self._orders.get(client_order_id)
+        return o.ahead if o is not None and o.is_open else None
+
+    # --- time ----------------------------------------------------------------------------------
+    def _send(self, msg: object, now_ns: int) -> None:
+        delay = self.latency_ns
+        if self.jitter_ns:
+            delay += int(self._rng.integers(0, self.jitter_ns + 1))
+        arrival = max(now_ns + delay, self._last_arrival)  # one ordered session
+        self._last_arrival = arrival
+        self._next_req += 1
+        self._requests.append(_Request(arrival, self._next_req, msg))
+
+    def _advance(self, now_ns: int) -> None:
+        """Process arrivals and expiries due by ``now_ns``, in time order."""
+        reqs = self._requests
+        exps = self._expiries
+        while True:
+            t_req = reqs[0].arrival_ns if reqs else None
+            t_exp = exps[0][0] if exps else None
+            if t_exp is not None and t_exp <= now_ns and (t_req is None or t_exp <= t_req):
+                _, _, coid = heapq.heappop(exps)
+                self._clock = max(self._clock, t_exp)
+                self._expire(coid, self._clock)
+            elif t_req is not None and t_req <= now_ns:
+                req = reqs.popleft()
+                self._clock = max(self._clock, t_req)
+                msg = req.msg
+                if type(msg) is NewOrder:
+                    self._on_new(msg, self._clock)
+                elif type(msg) is CancelOrder:
+                    self._on_cancel(msg, self._clock)
+                else:
+                    self._on_replace(msg, self._clock)
+            else:
+                return
+
+    def _emit(self, ev: object, t: int) -> None:
+        self._next_out += 1
+        heapq.heappush(self._outbox, (t + self.response_latency_ns, self._next_out, ev))
+
+    def _drain(self, now_ns: int) -> list[VenueEvent]:
+        out: list[VenueEvent] = []
+        box = self._outbox
+        while box and box[0][0] <= now_ns:
+            out.append(heapq.heappop(box)[2])
+        return out
+
+    # --- requests ------------------------------------------------------------------------------
+    def _reject(self, coid: int, iid: int, reason: str, ts_origin: int, t: int) -> None:
+        self._emit(OrderRejected(coid, iid, reason, ts_origin, t, t + self.response_latency_ns), t)
+
+    def _validate(self, o: NewOrder, t: int) -> str:
+        """Why the venue refuses ``o`` ("" if it does not)."""
+        if o.client_order_id in self._seen_ids:
+            return f"duplicate client_order_id {o.client_order_id}"
+        if o.instrument_id not in self._insts:
+            return f"unknown instrument {o.instrument_id}"
+        if o.order_type not in (OrderType.MARKET, OrderType.LIMIT):
+            return (
+                f"unsupported order type {_enum_name(OrderType, o.order_type)}: "
+                "the simulated exchange supports MARKET and LIMIT"
+            )
+        if o.tif not in _SUPPORTED_TIF:
+            return f"unsupported time in force {_enum_name(TimeInForce, o.tif)}"
+        if o.flags & ~OrderFlag.POST_ONLY:
+            return f"unsupported order flags {o.flags:#x}: only POST_ONLY is supported"
+        if o.side not in (Side.BUY, Side.SELL):
+            return f"invalid side {o.side}"
+        if o.qty <= 0:
+            return f"qty must be > 0, got {o.qty}"
+        if o.order_type == OrderType.LIMIT and o.px <= 0:
+            return f"limit price must be > 0, got {o.px}"
+        if o.flags & OrderFlag.POST_ONLY:
+            if o.order_type == OrderType.MARKET:
+                return "POST_ONLY market order: a market order always takes"
+            if o.tif in (TimeInForce.IOC, TimeInForce.FOK):
+                return "POST_ONLY with IOC/FOK: an order that may not take can never fill"
+        if o.tif == TimeInForce.GTD and o.expire_ns <= t:
+            return f"GTD expire_ns {o.expire_ns} is not after arrival {t}"
+        return ""
+
+    def _on_new(self, o: NewOrder, t: int) -> None:
+        reason = self._validate(o, t)
+        self._seen_ids.add(o.client_order_id)
+        if reason:
+            self._reject(o.client_order_id, o.instrument_id, reason, o.ts_origin, t)
+            return
+        inst = self._insts[o.instrument_id]
+        market = o.order_type == OrderType.MARKET
+        px = 0 if market else o.px
+        if self._own_cross(inst, o.side, px):
+            self._reject(
+                o.client_order_id,
+                o.instrument_id,
+                "self-trade prevention: would trade with our own resting order",
+                o.ts_origin,
+                t,
+            )
+            return
+        if o.flags & OrderFlag.POST_ONLY and self._available(inst, o.side, px, o.qty) > 0:
+            self._reject(
+                o.client_order_id,
+                o.instrument_id,
+                "POST_ONLY order would take liquidity",
+                o.ts_origin,
+                t,
+            )
+            return
+        self._next_vid += 1
+        rec = _Order(o, self._next_vid, o.side, px, o.qty, leaves=o.qty)
+        self._orders[o.client_order_id] = rec
+        self._emit(
+            OrderAccepted(
+                o.client_order_id,
+                rec.venue_order_id,
+                o.instrument_id,
+                o.side,
+                o.px,
+                o.qty,
+                o.ts_origin,
+                t,
+                t + self.response_latency_ns,
+            ),
+            t,
+        )
+        if o.tif == TimeInForce.FOK and self._available(inst, o.side, px, o.qty) < o.qty:
+            self._cancel_rec(rec, "FOK: not fully fillable against the book", o.ts_origin, t)
+            return
+        rec.is_open = True
+        self._take(inst, rec, t)
+        if not rec.is_open:
+            return
+        if market or o.tif in (TimeInForce.IOC, TimeInForce.FOK):
+            why = "market order: no more liquidity" if market else "IOC: remainder canceled"
+            self._cancel_rec(rec, why, o.ts_origin, t)
+            return
+        if o.tif == TimeInForce.DAY:
+            day_start = t - t % DAY_NS
+            exp = day_start + self.session_close_ns
+            rec.expire_ns = exp if exp > t else exp + DAY_NS
+        elif o.tif == TimeInForce.GTD:
+            rec.expire_ns = o.expire_ns
+        self._rest(inst, rec)
+        if rec.expire_ns:
+            heapq.heappush(self._expiries, (rec.expire_ns, rec.prio, o.client_order_id))
+
+    def _on_cancel(self, c: CancelOrder, t: int) -> None:
+        rec = self._orders.get(c.client_order_id)
+        if rec is None:
+            self._reject(
+                c.client_order_id,
+                c.instrument_id,
+                f"cancel rejected: unknown client_order_id {c.client_order_id}",
+                c.ts_origin,
+                t,
+            )
+        elif not rec.is_open:
+            self._reject(
+                c.client_order_id,
+                c.instrument_id,
+                "cancel rejected: order is no longer open",
+                c.ts_origin,
+                t,
+            )
+        else:
+            self._cancel_rec(rec, "canceled", c.ts_origin, t)
+
+    def _on_replace(self, r: ReplaceOrder, t: int) -> None:
+        rec = self._orders.get(r.client_order_id)
+        reason = ""
+        if rec is None:
+            reason = f"unknown client_order_id {r.client_order_id}"
+        elif not rec.is_open:
+            reason = "order is no longer open"
+        elif r.new_qty <= 0:
+            reason = f"new qty must be > 0, got {r.new_qty}"
+        elif r.new_px <= 0:
+            reason = f"new price must be > 0, got {r.new_px}"
+        else:
+            inst = self._insts[rec.order.instrument_id]
+            if r.new_px != rec.px and self._own_cross(inst, rec.side, r.new_px):
+                reason = "self-trade prevention: would trade with our own resting order"
+            elif (
+                rec.order.flags & OrderFlag.POST_ONLY
+                and self._available(inst, rec.side, r.new_px, 1) > 0
+            ):
+                reason = "POST_ONLY order would take liquidity"
+        if reason:
+            self._reject(
+                r.client_order_id, r.instrument_id, f"replace rejected: {reason}", r.ts_origin, t
+            )
+            return
+        assert rec is not None
+        inst = self._insts[rec.order.instrument_id]
+        loses_priority = r.new_px != rec.px or r.new_qty > rec.leaves
+        if loses_priority:
+            self._unrest(inst, rec)
+        rec.px = r.new_px
+        rec.leaves = r.new_qty
+        rec.qty = rec.cum + r.new_qty
+        self._emit(
+            OrderReplaced(
+                r.client_order_id,
+                r.instrument_id,
+                rec.px,
+                rec.leaves,
+                r.ts_origin,
+                t,
+                t + self.response_latency_ns,
+            ),
+            t,
+        )
+        if loses_priority:
+            self._take(inst, rec, t)  # a new price may cross the book
+            if rec.is_open:
+                self._rest(inst, rec)
+
+    def _expire(self, coid: int, t: int) -> None:
+        rec = self._orders.get(coid)
+        if rec is None or not rec.is_open or rec.expire_ns > t:
+            return  # closed meanwhile (the heap entry is stale)
+        inst = self._insts[rec.order.instrument_id]
+        leaves = rec.leaves
+        self._close(inst, rec)
+        o = rec.order
+        self._emit(
+            OrderExpired(
+                o.client_order_id,
+                o.instrument_id,
+                leaves,
+                o.ts_origin,
+                t,
+                t + self.response_latency_ns,
+            ),
+            t,
+        )
+
+    # --- order book of our own orders -------------------------------------------------------
+    def _rest(self, inst: _Instrument, rec: _Order) -> None:
+        """Join the back of the queue at our price (size displayed there is ahead of us)."""
+        self._next_prio += 1
+        rec.prio = self._next_prio
+        rec.ahead = inst.book.qty_at(rec.side, rec.px)
+        inst.resting.setdefault((rec.side, rec.px), []).append(rec)
+
+    def _unrest(self, inst: _Instrument, rec: _Order) -> None:
+        key = (rec.side, rec.px)
+        lst = inst.resting.get(key)
+        if lst is not None and rec in lst:
+            lst.remove(rec)
+            if not lst:
+                del inst.resting[key]
+
+    def _close(self, inst: _Instrument, rec: _Order) -> None:
+        rec.is_open = False
+        self._unrest(inst, rec)
+
+    def _cancel_rec(self, rec: _Order, reason: str, ts_origin: int, t: int) -> None:
+        leaves = rec.leaves
+        self._close(self._insts[rec.order.instrument_id], rec)
+        self._emit(
+            OrderCanceled(
+                rec.order.client_order_id,
+                rec.order.instrument_id,
+                leaves,
+                reason,
+                ts_origin,
+                t,
+                t + self.response_latency_ns,
+            ),
+            t,
+        )
+
+    def _side_orders(self, inst: _Instrument, side: int) -> list[_Order]:
+        """Our resting orders on ``side``, best price first, then time priority."""
+        keys = sorted((k for k in inst.resting if k[0] == side), key=lambda k: -side * k[1])
+        return [o for k in keys for o in inst.resting[k]]
+
+    def _own_cross(self, inst: _Instrument, side: int, px: int) -> bool:
+        """Whether an order (px 0 = market) would trade with our own resting opposite order."""
+        for s, p in inst.resting:
+            if s == -side and (px == 0 or (p <= px if side == Side.BUY else p >= px)):
+                return True
+        return False
+
+    # --- matching --------------------------------------------------------------------------------
+    def _available(self, inst: _Instrument, side: int, px: int, want: int) -> int:
+        """Opposite-side size an order of ``side`` limited at ``px`` (0 = market) could take
+        now, counted up to ``want``."""
+        book = inst.book
+        opp = -side
+        total = 0
+        i = 0
+        while total < want:
+            lpx, lqty = book.level(opp, i)
+            i += 1
+            if lqty == 0 or (px and (lpx > px if side == Side.BUY else lpx < px)):
+                break
+            total += max(0, lqty - inst.consumed.get((opp, lpx), 0))
+        return total
+
+    def _take(self, inst: _Instrument, rec: _Order, t: int) -> None:
+        """Take liquidity level by level, filling at each level's price (taker)."""
+        book = inst.book
+        opp = -rec.side
+        buy = rec.side == Side.BUY
+        i = 0
+        while rec.leaves > 0:
+            lpx, lqty = book.level(opp, i)
+            i += 1
+            if lqty == 0 or (rec.px and (lpx > rec.px if buy else lpx < rec.px)):
+                return
+            used = inst.consumed.get((opp, lpx), 0)
+            q = min(lqty - used, rec.leaves)
+            if q <= 0:
+                continue
+            inst.consumed[(opp, lpx)] = used + q
+            self._fill(inst, rec, lpx, q, Liquidity.TAKER, t)
+
+    def _fill(self, inst: _Instrument, rec: _Order, px: int, q: int, liq: int, t: int) -> None:
+        rec.cum += q
+        rec.leaves -= q
+        bps = self.maker_fee_bps if liq == Liquidity.MAKER else self.taker_fee_bps
+        fee = px * inst.tick_size * q * inst.lot_size * bps / 1e4
+        self._next_fill += 1
+        o = rec.order
+        cls = OrderFilled if rec.leaves == 0 else OrderPartiallyFilled
+        ev = cls(
+            o.client_order_id,
+            rec.venue_order_id,
+            o.instrument_id,
+            rec.side,
+            px,
+            q,
+            rec.cum,
+            rec.leaves,
+            fee,
+            liq,
+            self._next_fill,
+            o.ts_origin,
+            t,
+            t + self.response_latency_ns,
+        )
+        self.fills.append(ev)
+        self._positions[o.instrument_id] = self._positions.get(o.instrument_id, 0) + rec.side * q
+        if rec.leaves == 0:
+            self._close(inst, rec)
+        self._emit(ev, t)
+
+    def _consume_queue(
+        self, inst: _Instrument, side: int, px: int, volume: int, fill_us: bool, t: int
+    ) -> None:
+        """``volume`` left the front of the level (side, px): it eats the market size ahead of
+        each of our orders in turn and, if ``fill_us``, our orders themselves (maker)."""
+        lst = inst.resting.get((side, px))
+        if not lst or volume <= 0:
+            return
+        remaining = volume
+        market_used = 0
+        for rec in list(lst):
+            in_front = max(0, rec.ahead - market_used)
+            step = min(remaining, in_front)
+            remaining -= step
+            market_used += step
+            if remaining <= 0:
+                break
+            if fill_us:
+                q = min(remaining, rec.leaves)
+                remaining -= q
+                self._fill(inst, rec, px, q, Liquidity.MAKER, t)
+        for rec in inst.resting.get((side, px), ()):
+            rec.ahead = max(0, rec.ahead - market_used)
+
+    def _fill_through(self, inst: _Instrument, side: int, better_than: int, t: int) -> None:
+        """Fill in full our ``side`` orders priced better than a trade at ``better_than``."""
+        for rec in self._side_orders(inst, side):
+            if rec.px > better_than if side == Side.BUY else rec.px < better_than:
+                self._fill(inst, rec, rec.px, rec.leaves, Liquidity.MAKER, t)
+
+    def _check_through(self, inst: _Instrument, t: int) -> None:
+        """The opposite book reached our price: fill at our price against the size there."""
+        book = inst.book
+        for side in (Side.BUY, Side.SELL):
+            opp = -side
+            for rec in self._side_orders(inst, side):
+                i = 0
+                crossed = False
+                while rec.is_open:
+                    lpx, lqty = book.level(opp, i)
+                    i += 1
+                    if lqty == 0 or (lpx > rec.px if side == Side.BUY else lpx < rec.px):
+                        break
+                    crossed = True
+                    used = inst.consumed.get((opp, lpx), 0)
+                    q = min(lqty - used, rec.leaves)
+                    if q > 0:
+                        inst.consumed[(opp, lpx)] = used + q
+                        self._fill(inst, rec, rec.px, q, Liquidity.MAKER, t)
+                if not crossed:
+                    break  # worse-priced orders of this side cannot be crossed either
+
+    # --- market data -----------------------------------------------------------------------------
+    def _level_changed(
+        self, inst: _Instrument, side: int, px: int, old: int, new: int, t: int
+    ) -> None:
+        """The market set (side, px) from ``old`` to ``new``: a new state for that level."""
+        key = (side, px)
+        inst.consumed.pop(key, None)
+        if new < old:
+            decrease = old - new
+            pending = inst.pending_trades.get(key, 0)
+            explained = min(decrease, pending)
+            if explained:
+                if pending > explained:
+                    inst.pending_trades[key] = pending - explained
+                else:
+                    del inst.pending_trades[key]
+            if key in inst.resting:
+                fill_us = (
+                    (not inst.seen_trade)
+                    if self.fill_on_decrease is None
+                    else self.fill_on_decrease
+                )
+                self._consume_queue(inst, side, px, decrease - explained, fill_us, t)
+        for rec in inst.resting.get(key, ()):
+            rec.ahead = min(rec.ahead, new)  # nothing hidden ahead of us beyond what is shown
+
+    def _on_delta(self, inst: _Instrument, d: BookDelta, t: int) -> None:
+        inst.last_was_trade = False
+        book = inst.book
+        if d.side not in (Side.BUY, Side.SELL):
+            self.ignored_market_data += 1
+            return
+        old = book.qty_at(d.side, d.px) if d.px > 0 else 0
+        if book.apply(d) & BookFlag.REJECTED:
+            self.ignored_market_data += 1
+            return
+        new = book.qty_at(d.side, d.px)
+        if inst.resting or inst.consumed or inst.pending_trades:
+            self._level_changed(inst, d.side, d.px, old, new, t)
+            if inst.resting:
+                self._check_through(inst, t)
+
+    def _on_snapshot(self, inst: _Instrument, s: BookSnapshot, t: int) -> None:
+        inst.last_was_trade = False
+        book = inst.book
+        watched = list(inst.resting)
+        old = {k: book.qty_at(*k) for k in watched}
+        if book.apply(s) & BookFlag.REJECTED:
+            self.ignored_market_data += 1
+            return
+        inst.consumed.clear()
+        for k in watched:
+            self._level_changed(inst, k[0], k[1], old[k], book.qty_at(*k), t)
+        inst.pending_trades.clear()
+        if inst.resting:
+            self._check_through(inst, t)
+
+    def _on_quote(self, inst: _Instrument, q: Quote, t: int) -> None:
+        """Top of book only: levels better than the quote are gone, the quoted ones are set."""
+        inst.last_was_trade = False
+        book = inst.book
+        if q.seq > 0 and q.seq == book.last_seq:
+            return  # summarises deltas this book already applied
+        if min(q.bid_px, q.bid_qty, q.ask_px, q.ask_qty) < 0:
+            self.ignored_market_data += 1
+            return
+        for side, px, qty in ((Side.BUY, q.bid_px, q.bid_qty), (Side.SELL, q.ask_px, q.ask_qty)):
+            empty = px == 0 or qty == 0
+            while book.n_levels(side):
+                lpx, lqty = book.level(side, 0)
+                if not empty and (lpx <= px if side == Side.BUY else lpx >= px):
+                    break
+                book.apply_delta(side, lpx, 0)
+                self._level_changed(inst, side, lpx, lqty, 0, t)
+            if not empty:
+                old = book.qty_at(side, px)
+                book.apply_delta(side, px, qty)
+                self._level_changed(inst, side, px, old, qty, t)
+        if inst.resting:
+            self._check_through(inst, t)
+
+    def _on_trade(self, inst: _Instrument, tr: Trade, t: int) -> None:
+        """A print: the resting side's queue at that price is eaten, better prices filled."""
+        if tr.px <= 0 or tr.qty <= 0:
+            self.ignored_market_data += 1
+            return
+        inst.seen_trade = True
+        if not inst.last_was_trade:
+            inst.pending_trades.clear()  # a new batch of prints: older ones were settled
+        inst.last_was_trade = True
+        if tr.side == Side.BUY:
+            sides: tuple[int, ...] = (Side.SELL,)
+        elif tr.side == Side.SELL:
+            sides = (Side.BUY,)
+        else:
+            sides = (Side.BUY, Side.SELL)  # aggressor unknown
+        for side in sides:
+            key = (side, tr.px)
+            inst.pending_trades[key] = inst.pending_trades.get(key, 0) + tr.qty
+            if inst.resting:
+                self._fill_through(inst, side, tr.px, t)
+                self._consume_queue(inst, side, tr.px, tr.qty, True, t)
