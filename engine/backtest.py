@@ -13,8 +13,11 @@ risk→exec, exec→consumers) arrives ``hop_latency_ns`` after it was sent, tie
 order. With a zero hop latency everything a tick causes happens at the tick's time but still in
 topology order — the strategy decides before risk sees the orders, risk approves before exec
 sends — so a backtest never lets a component act on something it could not yet have received.
-The venue (e.g. ``engine.venues.sim.SimExchange``) models its own order latency; it is polled
-whenever simulated time advances.
+The venue (e.g. ``engine.venues.sim.SimExchange``) models its own order latency. Its events are
+collected whenever simulated time advances, at the venue's own ``next_event_ns()`` if it has one
+(exact delivery times), and every ``poll_interval_ns`` while orders are open if that is set;
+without either, an event due between two ticks is handled at the next tick, which delays the
+strategy's reaction to fills (and shows in the tick-to-order latency of orders sent in reaction).
 
 What it measures:
 - simulated tick-to-order latency of every new order: the time it is handed to the venue minus
@@ -107,8 +110,9 @@ class InlineRuntime:
         feed_latency_ns: int = 0,
         hop_latency_ns: int = 0,
         timer_interval_ns: int = 0,
+        poll_interval_ns: int = 0,
         drain_ns: int = 1_000_000_000,
-        drain_step_ns: int = 1_000_000,
+        drain_step_ns: int = 100_000,
         controls: Iterable[Control] = (),
         initial_cash: float = 0.0,
         on_error: str = "raise",
@@ -118,8 +122,8 @@ class InlineRuntime:
             if isinstance(instruments, InstrumentTable)
             else InstrumentTable(list(instruments))
         )
-        if min(feed_latency_ns, hop_latency_ns, timer_interval_ns, drain_ns) < 0:
-            raise ValueError("latencies, timer interval and drain time must be >= 0")
+        if min(feed_latency_ns, hop_latency_ns, timer_interval_ns, poll_interval_ns, drain_ns) < 0:
+            raise ValueError("latencies, timer/poll intervals and drain time must be >= 0")
         if drain_step_ns <= 0:
             raise ValueError("drain_step_ns must be > 0")
         self.host = StrategyHost(strategies, self.instruments, on_error=on_error)
@@ -135,7 +139,13 @@ class InlineRuntime:
         self.timer_interval_ns = int(timer_interval_ns)
         self.drain_ns = int(drain_ns)
         self.drain_step_ns = int(drain_step_ns)
+        self.poll_interval_ns = int(poll_interval_ns)
         self._controls = sorted(controls, key=lambda c: c.ts)
+        self._ci = 0  # next control to apply
+        self._next_timer: int | None = None
+        # a venue may say when it next has something due (exact event delivery); otherwise it is
+        # polled when time advances, and every poll_interval_ns while orders are open
+        self._venue_next = getattr(venue, "next_event_ns", None)
 
         self._queue: list[tuple[int, int, int, object]] = []
         self._seq = itertools.count()
@@ -218,21 +228,6 @@ class InlineRuntime:
         elif kind == _CONTROL:
             self._risk_out(t, self.risk.on_control(msg))
 
-    def _drain_until(self, t_limit: int | None) -> None:
-        """Process queued items due before ``t_limit`` (all of them when None), in time order."""
-        q = self._queue
-        same, last_t = 0, None
-        while q and (t_limit is None or q[0][0] < t_limit):
-            t, _, kind, msg = heapq.heappop(q)
-            if t == last_t:
-                same += 1
-                if same > MAX_ITEMS_PER_INSTANT:
-                    raise RuntimeError(f"livelock: over {MAX_ITEMS_PER_INSTANT} messages at t={t}")
-            else:
-                same, last_t = 0, t
-            self._advance(t)
-            self._handle(t, kind, msg)
-
     def _source_item(self, msg: object) -> None:
         """A source message reaches the venue now, and our components after the feed latency."""
         if isinstance(msg, Control):
@@ -243,7 +238,7 @@ class InlineRuntime:
         self._advance(_msg_time(msg))
         if self.first_ns is None:
             self.first_ns = self.now_ns
-        if not isinstance(msg, Forecast | Bar):
+        if not isinstance(msg, Forecast):  # a forecast is ours, not the market's
             self._push_all(
                 self.now_ns + self.hop_latency_ns,
                 _EVENT,
@@ -254,57 +249,82 @@ class InlineRuntime:
             msg.ts_recv = t_recv  # type: ignore[attr-defined]
         self._push(t_recv, _MD, msg)
 
+    # --- scheduling ----------------------------------------------------------------------------
+    def _next_poll(self, interval: int) -> int | None:
+        """When the venue should next be polled: its own hint, or ``interval`` after the last
+        poll while orders are open (there is nothing to hear about otherwise)."""
+        best: int | None = None
+        if self._venue_next is not None:
+            t = self._venue_next()
+            if t is not None and t > self._polled_at:
+                best = int(t)
+        if interval and self.exec.table.open_count:
+            t = max(self._polled_at, self.now_ns) + interval
+            best = t if best is None else min(best, t)
+        return best
+
+    def _step(self, t_limit: int | None, *, timers: bool, poll_interval: int) -> None:
+        """Process everything scheduled at or before ``t_limit`` (None: until nothing is left),
+        in time order; at equal times: controls, queued messages, timers, venue polls."""
+        q = self._queue
+        controls = self._controls
+        same, last_t = 0, -1
+        while True:
+            t_q = q[0][0] if q else None
+            t_c = controls[self._ci].ts if self._ci < len(controls) else None
+            t_tm = self._next_timer if timers else None
+            t_p = self._next_poll(poll_interval)
+            cands = [t for t in (t_c, t_q, t_tm, t_p) if t is not None]
+            if not cands:
+                return
+            t_next = min(cands)
+            if t_limit is not None and t_next > t_limit:
+                return
+            if t_next == last_t:
+                same += 1
+                if same > MAX_ITEMS_PER_INSTANT:
+                    raise RuntimeError(
+                        f"livelock: over {MAX_ITEMS_PER_INSTANT} messages at t={t_next}"
+                    )
+            else:
+                same, last_t = 0, t_next
+            if t_next == t_c:
+                self._ci += 1
+                self._source_item(controls[self._ci - 1])
+            elif t_next == t_q:
+                t, _, kind, msg = heapq.heappop(q)
+                self._advance(t)
+                self._handle(t, kind, msg)
+            elif t_next == t_tm:
+                assert self._next_timer is not None
+                self._advance(t_next)
+                intents = self.host.on_timer(t_next)
+                self.intents += len(intents)
+                self._push_all(t_next + self.hop_latency_ns, _INTENT, intents)
+                self._next_timer = t_next + self.timer_interval_ns
+            else:
+                self._advance(t_next)
+
     # --- running -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run the source to its end, stop the strategies, drain the venue; return ``summary()``."""
         if self.done:
             return self.summary()
-        controls = self._controls
-        ci = 0
-        next_timer: int | None = None
         wall_prev: int | None = None
         for msg in self.source:
-            t = _msg_time(msg)
-            # everything that happens before this message: queued items, controls, timers
-            while True:
-                cands = []
-                if self._queue:
-                    cands.append(self._queue[0][0])
-                if ci < len(controls):
-                    cands.append(controls[ci].ts)
-                if next_timer is not None:
-                    cands.append(next_timer)
-                t_next = min(cands) if cands else None
-                if t_next is None or t_next > t:
-                    break
-                if ci < len(controls) and controls[ci].ts == t_next:
-                    self._source_item(controls[ci])
-                    ci += 1
-                elif (
-                    next_timer is not None
-                    and next_timer == t_next
-                    and (not self._queue or self._queue[0][0] >= t_next)
-                ):
-                    self._advance(next_timer)
-                    intents = self.host.on_timer(next_timer)
-                    self.intents += len(intents)
-                    self._push_all(next_timer + self.hop_latency_ns, _INTENT, intents)
-                    next_timer += self.timer_interval_ns
-                else:
-                    self._drain_until(t_next + 1)
+            # everything that happens up to this message: queued items, controls, timers, polls
+            self._step(_msg_time(msg), timers=True, poll_interval=self.poll_interval_ns)
             now_wall = time.perf_counter_ns()
             if wall_prev is not None:
                 self.wall_ns_per_tick.append(now_wall - wall_prev)
             wall_prev = now_wall
             self._source_item(msg)
-            if next_timer is None and self.timer_interval_ns > 0:
-                next_timer = self.now_ns + self.timer_interval_ns
-        self._drain_until(None)
+            if self._next_timer is None and self.timer_interval_ns > 0:
+                self._next_timer = self.now_ns + self.timer_interval_ns
+        # what the last tick caused, and controls scheduled after the data ends
+        self._step(None, timers=False, poll_interval=0)
         if wall_prev is not None:
             self.wall_ns_per_tick.append(time.perf_counter_ns() - wall_prev)
-        for c in controls[ci:]:
-            self._source_item(c)
-            self._drain_until(None)
         self._finish()
         return self.summary()
 
@@ -314,11 +334,11 @@ class InlineRuntime:
         intents = self.host.stop(t)
         self.intents += len(intents)
         self._push_all(t + self.hop_latency_ns, _INTENT, intents)
-        self._drain_until(None)
-        end = t + self.drain_ns
-        while self.now_ns < end and (self.exec.table.open_orders() or self._queue):
-            self._advance(min(self.now_ns + self.drain_step_ns, end))
-            self._drain_until(None)
+        self._step(
+            t + self.drain_ns,
+            timers=False,
+            poll_interval=self.poll_interval_ns or self.drain_step_ns,
+        )
         self.done = True
 
     # --- results -------------------------------------------------------------------------------
@@ -357,6 +377,7 @@ class InlineRuntime:
             "risk_events": len(self.risk_events),
             "trading_state": int(self.risk.state),
             "anomalies": dict(self.exec.anomalies),
+            "late_request_rejects": self.exec.table.late_request_rejects,
             "strategy_errors": list(self.host.errors),
             "sim_start_ns": self.first_ns,
             "sim_end_ns": self.now_ns,

@@ -14,7 +14,13 @@ portfolio doubles a position. ``apply`` therefore returns whether an event is co
 it) or an anomaly (drop it); anomalies are counted by kind in ``anomalies`` so monitoring sees
 them. Counted kinds: ``fill_unknown_order``, ``duplicate_fill``, ``fill_after_terminal``,
 ``overfill`` (forwarded: the fill is real, the quantity bookkeeping is not), ``event_unknown_order``,
-``event_after_terminal``, ``duplicate_ack``.
+``event_after_terminal``, ``duplicate_ack``. A refused cancel/replace that arrives after the order
+ended (it crossed the fill: a normal race) is dropped and counted in ``late_request_rejects``.
+
+A cancel or replace the venue cannot do is answered with an ``OrderRejected`` whose reason starts
+with ``"cancel rejected:"`` / ``"replace rejected:"`` (the vocabulary has no cancel-reject message;
+``engine.venues.sim`` uses this convention). Such a reject answers the *request*: the order itself
+lives on, so it is forwarded without changing the order's state (``is_request_reject``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ from engine.messages import (
     OrderRejected,
     OrderReplaced,
 )
+
+#: reason prefixes of an OrderRejected that refuses a cancel/replace request, not the order
+REQUEST_REJECT_PREFIXES = ("cancel rejected:", "replace rejected:")
+
+
+def is_request_reject(ev: object) -> bool:
+    """True for an OrderRejected that answers a cancel or replace: the order is unchanged."""
+    return isinstance(ev, OrderRejected) and ev.reason.startswith(REQUEST_REJECT_PREFIXES)
 
 
 class OrderState(IntEnum):
@@ -97,6 +111,8 @@ class OrderTable:
         self.orders: dict[int, OrderRecord] = {}
         self._open: dict[int, OrderRecord] = {}
         self.anomalies: dict[str, int] = {}
+        #: refusals of cancels/replaces that crossed the order's end (dropped, not anomalies)
+        self.late_request_rejects = 0
 
     def __len__(self) -> int:
         return len(self.orders)
@@ -110,6 +126,11 @@ class OrderTable:
     def open_orders(self) -> list[OrderRecord]:
         """Orders not yet in a terminal state, in submission order."""
         return list(self._open.values())
+
+    @property
+    def open_count(self) -> int:
+        """Orders not yet in a terminal state."""
+        return len(self._open)
 
     def state(self, client_order_id: int) -> OrderState | None:
         r = self.orders.get(client_order_id)
@@ -179,7 +200,11 @@ class OrderTable:
             self._count("event_unknown_order")
             return False
         if not r.is_open:
-            self._count("event_after_terminal")
+            if is_request_reject(ev):
+                # a cancel/replace that crossed the order's fill or cancel: a normal race
+                self.late_request_rejects += 1
+            else:
+                self._count("event_after_terminal")
             return False
         r.updated_ns = getattr(ev, "ts_recv", r.updated_ns)
         if isinstance(ev, OrderAccepted):
@@ -205,6 +230,8 @@ class OrderTable:
             self._terminate(r, OrderState.EXPIRED)
             return True
         if isinstance(ev, OrderRejected):
+            if ev.reason.startswith(REQUEST_REJECT_PREFIXES):
+                return True  # the request failed; the order is as it was
             r.leaves_qty = 0
             r.reason = ev.reason
             self._terminate(r, OrderState.REJECTED)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.instruments import Instrument, InstrumentTable
-from engine.messages import BookSnapshot, OrderPartiallyFilled, Quote, Trade
+from engine.messages import Bar, BookSnapshot, OrderPartiallyFilled, Quote, Trade
 
 
 @dataclass(slots=True)
@@ -127,12 +127,15 @@ class Portfolio:
             p.mark = int(px_ticks)
 
     def on_market_data(self, msg: object) -> None:
-        """Mark from market data: mid of a quote/snapshot top (rounded down), or a trade price."""
+        """Mark from market data: mid of a quote/snapshot top (rounded down), a trade price, or
+        a bar close."""
         if isinstance(msg, Quote):
             if msg.bid_qty > 0 and msg.ask_qty > 0:
                 self.mark(msg.instrument_id, (msg.bid_px + msg.ask_px) // 2)
         elif isinstance(msg, Trade):
             self.mark(msg.instrument_id, msg.px)
+        elif isinstance(msg, Bar):
+            self.mark(msg.instrument_id, msg.close)
         elif isinstance(msg, BookSnapshot) and msg.bid_px and msg.ask_px:
             self.mark(msg.instrument_id, (msg.bid_px[0] + msg.ask_px[0]) // 2)
 

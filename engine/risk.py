@@ -29,9 +29,10 @@ counts as open from approval until a terminal event. Positions and open quantiti
 arrays indexed by instrument id (no per-message allocation on the hot path).
 
 Controls (``on_control``): KILL halts and cancels every open order; FLATTEN does the same and also
-sends reduce-only market orders closing every position (best effort: fills racing the cancels may
-leave a residue — send FLATTEN again); STOP halts and cancels; CANCEL_ALL cancels without halting;
-RESUME is the only way back to ACTIVE — a halt never lifts by itself.
+sends market orders closing every position (sized to the position, so reduce-only by construction;
+the REDUCE_ONLY flag is not set because the simulated exchange refuses it; best effort: fills
+racing the cancels may leave a residue — send FLATTEN again); STOP halts and cancels; CANCEL_ALL
+cancels without halting; RESUME is the only way back to ACTIVE — a halt never lifts by itself.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import numpy as np
 
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
+    Bar,
     BookSnapshot,
     CancelOrder,
     Control,
@@ -56,7 +58,6 @@ from engine.messages import (
     OrderCanceled,
     OrderExpired,
     OrderFilled,
-    OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
@@ -70,6 +71,7 @@ from engine.messages import (
     Trade,
     TradingState,
 )
+from engine.oms import is_request_reject
 
 RiskOutput = NewOrder | CancelOrder | ReplaceOrder | RiskEvent | OrderRejected
 
@@ -96,6 +98,7 @@ class _Open:
     px: int
     leaves: int
     strategy_id: int
+    reserved: int = 0  # extra open qty counted while a size-increasing replace is in flight
 
 
 class RiskGate:
@@ -308,8 +311,10 @@ class RiskGate:
             return out
         # until the venue confirms, count the larger of old and new open quantity
         if it.new_qty > o.leaves:
-            self._add_open(o.instrument_id, o.side, it.new_qty - o.leaves)
-            o.leaves = it.new_qty
+            extra = it.new_qty - o.leaves
+            self._add_open(o.instrument_id, o.side, extra)
+            o.leaves += extra
+            o.reserved += extra
         self.approved += 1
         return [
             ReplaceOrder(
@@ -338,6 +343,13 @@ class RiskGate:
                 o.leaves -= filled
                 if isinstance(ev, OrderFilled) or ev.leaves_qty <= 0 or o.leaves <= 0:
                     self._close(ev.client_order_id)
+        elif isinstance(ev, OrderRejected) and is_request_reject(ev):
+            o = self.open_orders.get(ev.client_order_id)
+            if o is not None and o.reserved and ev.reason.startswith("replace"):
+                undo = min(o.reserved, o.leaves)  # the replace will not happen: release it
+                self._add_open(o.instrument_id, o.side, -undo)
+                o.leaves -= undo
+                o.reserved = 0
         elif isinstance(ev, OrderCanceled | OrderExpired | OrderRejected):
             self._close(ev.client_order_id)
         elif isinstance(ev, OrderReplaced):
@@ -346,6 +358,7 @@ class RiskGate:
                 self._add_open(o.instrument_id, o.side, ev.qty - o.leaves)
                 o.leaves = ev.qty
                 o.px = ev.px
+                o.reserved = 0
         elif isinstance(ev, OrderAccepted):
             pass  # already counted as open since approval
 
@@ -366,6 +379,9 @@ class RiskGate:
         elif isinstance(msg, Trade):
             if 0 <= msg.instrument_id < self._n and msg.px > 0:
                 self.last[msg.instrument_id] = msg.px
+        elif isinstance(msg, Bar):
+            if 0 <= msg.instrument_id < self._n and msg.close > 0:
+                self.last[msg.instrument_id] = msg.close
         elif isinstance(msg, BookSnapshot):
             iid = msg.instrument_id
             if 0 <= iid < self._n:
@@ -441,7 +457,7 @@ class RiskGate:
         ]
 
     def _flatten(self, now_ns: int) -> list[RiskOutput]:
-        """Reduce-only market orders closing every filled position (risk's own order ids)."""
+        """Market orders closing every filled position (risk's own order ids, strategy 0)."""
         out: list[RiskOutput] = []
         for iid in range(self._n):
             pos = int(self.position[iid])
@@ -464,7 +480,6 @@ class RiskGate:
                     qty=abs(pos),
                     ts_origin=now_ns,
                     ts_approved=now_ns,
-                    flags=int(OrderFlag.REDUCE_ONLY),
                 )
             )
         return out

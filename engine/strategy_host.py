@@ -218,6 +218,8 @@ class StrategyHost:
 
     def on_market_data(self, msg: object, now_ns: int) -> list[Intent]:
         """Update the book / last quote, then call the subscribed strategies."""
+        if self.stopped:
+            return []
         if not self.started:
             self.start(now_ns)
         iid = msg.instrument_id  # type: ignore[attr-defined]
@@ -262,12 +264,14 @@ class StrategyHost:
             self.unrouted += 1
             return []
         slot.ctx.apply_exec_event(ev)
-        if not slot.enabled:
-            return []
+        if not slot.enabled or self.stopped:
+            return []  # a stopped strategy keeps its books straight but may not act
         fn = "on_fill" if isinstance(ev, OrderPartiallyFilled) else "on_order_event"
         return self._call(slot, now_ns, getattr(ev, "ts_recv", now_ns), fn, ev)
 
     def on_timer(self, now_ns: int) -> list[Intent]:
+        if self.stopped:
+            return []
         out: list[Intent] = []
         for slot in self.slots:
             if slot.enabled:

@@ -83,6 +83,7 @@ class FakeVenue:
         return self._run(now_ns)
 
     def _emit(self, t: int, ev: object) -> None:
+        ev.ts_recv = t + self.latency  # delivered (received by us) one latency later
         self.outbox.append((t + self.latency, next(self._seq), ev))
 
     def _due(self, now: int) -> list:
@@ -340,3 +341,160 @@ class Spinner(Strategy):
 def test_livelock_is_detected():
     with pytest.raises(RuntimeError, match="livelock"):
         run_backtest(INS, [Spinner], LIMITS, FakeVenue(), wave(n=3))
+
+
+class HintingVenue(FakeVenue):
+    """The fake venue plus ``next_event_ns``: the runtime can deliver events exactly when due."""
+
+    def next_event_ns(self):
+        times = [x[0] for x in self.inbox] + [x[0] for x in self.outbox]
+        return min(times) if times else None
+
+
+class FillChaser(Strategy):
+    """Buys once at market, then sells 1 lot at market as soon as the buy fills."""
+
+    def on_quote(self, q: Quote) -> None:
+        if not self.params.get("done"):
+            self.params["done"] = True
+            self.ctx.buy(q.instrument_id, 1)
+
+    def on_fill(self, ev) -> None:
+        if ev.side == Side.BUY:
+            self.ctx.sell(ev.instrument_id, 1)
+
+
+def sparse_quotes(n: int = 20, step_ns: int = 1_000_000):
+    for k in range(n):
+        yield Quote(1, 10_000, 5, 10_002, 5, ts_event=(k + 1) * step_ns, ts_recv=0)
+
+
+@pytest.mark.parametrize(
+    "venue_cls, kwargs, reaction_ns",
+    [
+        (FakeVenue, {}, 1_000_000 - 2 * 300),  # heard at the next tick, 1 ms later
+        (FakeVenue, {"poll_interval_ns": 250}, 150),  # polls at +250, +500, +750
+        (HintingVenue, {}, 0),  # exactly when due
+    ],
+)
+def test_fill_reaction_time_depends_on_how_the_venue_is_polled(venue_cls, kwargs, reaction_ns):
+    spec = StrategySpec(FillChaser, instruments=[1])
+    s = run_backtest(INS, [spec], LIMITS, venue_cls(300), sparse_quotes(), **kwargs)
+    buy, sell = [o for o in s["orders_sent"] if isinstance(o, NewOrder)]
+    # the buy fills at venue time t0 + 300 and the fill is due back at t0 + 600
+    due = buy.ts_approved + 600
+    assert sell.ts_origin == due  # the intent's origin is the fill's receive stamp
+    assert sell.ts_approved - due == reaction_ns
+    assert s["positions"][1] == 0 and s["fills"] == 2
+
+
+def test_stopped_strategies_do_not_act_on_late_events():
+    spec = StrategySpec(FillChaser, instruments=[1])
+    # the buy goes out on the last tick; its fill arrives after stop: no sell may follow
+    s = run_backtest(INS, [spec], LIMITS, FakeVenue(300), sparse_quotes(1))
+    assert [o.side for o in s["orders_sent"] if isinstance(o, NewOrder)] == [Side.BUY]
+    assert s["positions"][1] == 1
+
+
+# --- against the real simulated exchange and synthetic market --------------------------------
+
+
+def sim_setup(latency_ns: int, seed: int = 3):
+    from engine.venues.sim import SimExchange
+    from engine.venues.synthetic import InstrumentSpec, SyntheticMarket
+
+    market = SyntheticMarket(
+        [
+            InstrumentSpec.from_instrument(INS[0], 100.0, vol=2e-4),
+            InstrumentSpec.from_instrument(INS[1], 50.0, vol=2e-4),
+        ],
+        0.5,
+        seed=seed,
+    )
+    venue = SimExchange(
+        INS,
+        latency_ns=latency_ns,
+        response_latency_ns=latency_ns,
+        maker_fee_bps=-0.5,
+        taker_fee_bps=2.0,
+        seed=1,
+    )
+    return market, venue
+
+
+SIM_SPECS = [
+    StrategySpec(
+        MarketMaker,
+        {"half_spread_ticks": 2, "size": 3, "max_inventory": 20, "skew_ticks_per_lot": 0.1},
+        instruments=[1],
+    ),
+    StrategySpec(MomentumTaker, {"fast": 20, "slow": 100, "size": 5}, instruments=[2]),
+]
+SIM_LIMITS = RiskLimits(max_order_notional=1e6, max_position_lots=100, max_open_orders=50)
+
+
+def test_end_to_end_with_sim_exchange_and_synthetic_market():
+    market, venue = sim_setup(50_000)
+    rt = InlineRuntime(
+        INS,
+        SIM_SPECS,
+        SIM_LIMITS,
+        venue,
+        market,
+        max_ticks=8_000,
+        hop_latency_ns=2_000,
+        poll_interval_ns=20_000,
+    )
+    s = rt.run()
+    assert s["ticks"] == 8_000 and s["orders"] > 20 and s["fills"] > 20 and s["replaces"] > 0
+    # one truth for positions: the venue's fills, the portfolio, risk and the strategies agree
+    by_venue = {1: 0, 2: 0}
+    for f in venue.fills:
+        by_venue[f.instrument_id] += f.side * f.fill_qty
+    assert s["positions"] == s["risk_positions"] == by_venue
+    assert {k: v for k, v in by_venue.items() if v} == {
+        k: v for k, v in s["venue_positions"].items() if v
+    }
+    strat_pos = {iid: sum(rt.host.context(sid).position(iid) for sid in (1, 2)) for iid in (1, 2)}
+    assert strat_pos == by_venue
+    assert s["fills"] == len(venue.fills)
+    assert s["pnl"]["fees"] == pytest.approx(sum(f.fee for f in venue.fills))
+    assert s["pnl"]["net"] == pytest.approx(s["pnl"]["equity"], abs=1e-6)
+    assert abs(s["positions"][1]) <= 20  # the market maker's inventory cap
+    # shutdown: every order ended, nothing rests at the venue, no anomaly
+    assert s["open_orders"] == 0 and venue.open_orders() == [] and s["anomalies"] == {}
+    # md-driven orders: two hops from tick to venue
+    md_lat = [
+        o.ts_approved + 2_000 - o.ts_origin
+        for o in s["orders_sent"]
+        if isinstance(o, NewOrder) and o.strategy_id == 2
+    ]
+    assert md_lat and set(md_lat) == {4_000}
+
+
+def test_sim_momentum_orders_independent_of_latency():
+    def momentum_orders(latency_ns: int):
+        market, venue = sim_setup(latency_ns)
+        s = run_backtest(INS, SIM_SPECS, SIM_LIMITS, venue, market, max_ticks=8_000)
+        return [
+            (o.client_order_id, o.side, o.qty, o.px, o.ts_origin)
+            for o in s["orders_sent"]
+            if isinstance(o, NewOrder) and o.strategy_id == 2
+        ]
+
+    base = momentum_orders(0)
+    assert len(base) >= 5
+    assert momentum_orders(200_000) == base
+    assert momentum_orders(3_000_000) == base
+
+
+def test_sim_backtest_is_deterministic():
+    def once():
+        market, venue = sim_setup(100_000, seed=11)
+        s = run_backtest(
+            INS, SIM_SPECS, SIM_LIMITS, venue, market, max_ticks=4_000, hop_latency_ns=1_000
+        )
+        s.pop("wall_ns_per_tick")
+        return s
+
+    assert once() == once()

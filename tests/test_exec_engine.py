@@ -223,3 +223,18 @@ def test_rejected_and_expired_are_terminal():
     assert t.apply(OrderExpired(2, 1, 10, 5, 1, 1))
     assert t.state(1) == OrderState.REJECTED and t.state(2) == OrderState.EXPIRED
     assert t.open_orders() == []
+
+
+def test_refused_cancel_or_replace_leaves_the_order_live():
+    t = OrderTable()
+    t.add(order(coid=1, qty=5), 0)
+    assert t.apply(OrderReplaced(1, 1, 101, 5, 5, 1, 1))
+    assert t.apply(OrderRejected(1, 1, "replace rejected: self-trade prevention", 5, 2, 2))
+    assert t.apply(OrderRejected(1, 1, "cancel rejected: busy", 5, 2, 2))
+    r = t.get(1)
+    assert r.is_open and (r.state, r.px, r.leaves_qty) == (OrderState.REPLACED, 101, 5)
+    assert t.anomalies == {}
+    # once the order is finished, a late refusal is an anomaly and is dropped
+    assert t.apply(OrderCanceled(1, 1, 5, "user", 5, 3, 3))
+    assert not t.apply(OrderRejected(1, 1, "cancel rejected: order is no longer open", 5, 4, 4))
+    assert t.anomalies == {} and t.late_request_rejects == 1

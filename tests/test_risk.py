@@ -16,7 +16,6 @@ from engine.messages import (
     NewOrder,
     OrderCanceled,
     OrderFilled,
-    OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
@@ -261,11 +260,25 @@ def test_flatten_sends_reduce_only_closing_orders():
     flat = {m.instrument_id: m for m in out if isinstance(m, NewOrder)}
     assert (flat[1].side, flat[1].qty) == (Side.SELL, 7)
     assert (flat[3].side, flat[3].qty) == (Side.BUY, 2)
-    assert all(
-        m.order_type == OrderType.MARKET and m.flags & OrderFlag.REDUCE_ONLY for m in flat.values()
-    )
+    assert all(m.order_type == OrderType.MARKET for m in flat.values())
     assert all(m.strategy_id == 0 for m in flat.values())
     assert g.state == TradingState.HALTED
+    # flatten orders count as open and their fills flatten the position
+    g.on_exec_event(fill(flat[1], 7, 0))
+    assert g.position[1] == 0 and flat[1].client_order_id not in g.open_orders
+
+
+def test_refused_replace_releases_its_reservation_and_order_stays_open():
+    g = gate(max_order_notional=1e12)
+    o = approved(g.on_intent(new(qty=10), 1))
+    g.on_intent(IntentReplace(o.client_order_id, 1, 1, 10_000, 30, 2, 2), 2)
+    assert g.open_buy[1] == 30
+    g.on_exec_event(
+        OrderRejected(o.client_order_id, 1, "replace rejected: self-trade prevention", 2, 3, 3)
+    )
+    assert g.open_buy[1] == 10 and o.client_order_id in g.open_orders
+    g.on_exec_event(OrderRejected(o.client_order_id, 1, "cancel rejected: unknown", 2, 3, 3))
+    assert g.open_buy[1] == 10 and o.client_order_id in g.open_orders
 
 
 def test_cancel_all_control_keeps_state():

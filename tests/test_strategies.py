@@ -260,6 +260,12 @@ def test_replaced_and_rejected_update_open_orders():
     host.on_exec_event(OrderReplaced(a, 1, 101, 4, 0, 5, 5), 5)
     assert (ctx.open_orders[a].px, ctx.open_orders[a].leaves_qty) == (101, 4)
     assert not ctx.open_orders[a].pending_replace
+    ctx.replace(b, 111, 5)
+    ctx.cancel(a)
+    host.on_exec_event(OrderRejected(b, 1, "replace rejected: self-trade prevention", 0, 6, 6), 6)
+    host.on_exec_event(OrderRejected(a, 1, "cancel rejected: busy", 0, 6, 6), 6)
+    assert not ctx.open_orders[b].pending_replace and ctx.open_orders[b].px == 110
+    assert not ctx.open_orders[a].pending_cancel
     host.on_exec_event(OrderRejected(b, 1, "risk: max position", 0, 6, 6), 6)
     assert b not in ctx.open_orders
 
