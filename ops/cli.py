@@ -1,0 +1,160 @@
+"""The ``gekko`` command.
+
+- ``gekko run [--config PATH] [--duration S] [--until-feed-done]`` — the whole engine, supervised.
+- ``gekko backtest [--config PATH] [--events N]`` — the same components inline, simulated clock.
+- ``gekko kill`` / ``gekko resume`` — the kill switch of a running engine (signals its supervisor).
+
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ops.config import Config, ConfigError, load_config
+from ops.logs import setup_logging
+
+DEFAULT_CONFIG = "config.toml"
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"gekko: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ops.supervisor import Supervisor
+
+    cfg = _load(args.config)
+    setup_logging("supervisor", cfg.engine.log_level, cfg.engine.log_format)
+    if args.duration is not None and args.duration <= 0:
+        print("gekko: --duration must be > 0", file=sys.stderr)
+        return 2
+    sup = Supervisor(
+        cfg, args.config, duration_s=args.duration, until_feed_done=args.until_feed_done, status=not args.quiet
+    )
+    return sup.run()
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from engine.backtest import InlineRuntime
+    from procs.build import build_limits, build_market, build_strategy_host, build_venue
+
+    cfg = _load(args.config)
+    setup_logging("backtest", cfg.engine.log_level, cfg.engine.log_format)
+    events = args.events or cfg.backtest.events
+    build_strategy_host(cfg)  # fail early, with a clear message, on a broken strategy path
+    instruments = cfg.instrument_table()
+    rt = InlineRuntime(
+        instruments,
+        cfg.strategy_specs(),
+        build_limits(cfg),
+        build_venue(cfg, instruments),
+        build_market(cfg),
+        max_ticks=events,
+    )
+    t = time.perf_counter()
+    summary = rt.run()
+    wall = time.perf_counter() - t
+    print(format_backtest(summary, cfg, wall))
+    if args.json:
+        out = {k: v for k, v in summary.items() if k != "orders_sent"}
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
+    symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
+    lines = ["", f"Gekko backtest — {s.get('ticks', 0)} ticks in {wall_s:.2f}s wall"]
+    keys = ("ticks", "intents", "new_orders", "fills", "risk_rejects", "venue_rejects")
+    lines.append("  " + "   ".join(f"{k} {s.get(k, 0)}" for k in keys))
+    pf = s.get("portfolio") or {}
+    per = pf.get("instruments") or pf.get("positions") or {}
+    if per:
+        lines.append(f"  {'instrument':<10} {'position':>9} {'fills':>6} {'realized':>11} {'unrealized':>11} {'fees':>9}")
+        for iid, v in per.items():
+            sym = symbols.get(int(iid), str(iid))
+            lines.append(
+                f"  {sym:<10} {v.get('position', 0):>9d} {v.get('fills', 0):>6d} {v.get('realized', 0.0):>11.2f} "
+                f"{v.get('unrealized', 0.0):>11.2f} {v.get('fees', 0.0):>9.2f}"
+            )
+    for k in ("realized", "unrealized", "fees", "equity"):
+        if k in pf:
+            lines.append(f"  {k}: {pf[k]:.2f}")
+    wall = s.get("wall_ns_per_tick") or {}
+    if isinstance(wall, dict) and wall:
+        lines.append(
+            f"  inline cost per tick: p50 {wall.get('p50', float('nan')) / 1000:.1f}µs  "
+            f"p99 {wall.get('p99', float('nan')) / 1000:.1f}µs  (target 50µs, max 100µs)"
+        )
+    return "\n".join(lines)
+
+
+def _signal_engine(args: argparse.Namespace, sig: int, what: str) -> int:
+    cfg = _load(args.config)
+    pidfile = Path(cfg.engine.var_dir) / f"gekko-{cfg.engine.id}.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, sig)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        print(f"gekko: no running engine {cfg.engine.id!r} (no live pid in {pidfile})", file=sys.stderr)
+        return 1
+    print(f"gekko: {what} sent to engine {cfg.engine.id!r} (supervisor pid {pid})")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    return _signal_engine(args, signal.SIGUSR1, "kill switch")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _signal_engine(args, signal.SIGUSR2, "resume")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gekko", description="Gekko low-latency trading engine")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: ./config.toml)")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the engine (supervisor + workers)"))
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--until-feed-done", action="store_true", help="stop once the feed has finished and every ring is drained")
+    run.add_argument("--quiet", action="store_true", help="no status line")
+    run.set_defaults(func=cmd_run)
+
+    bt = with_config(sub.add_parser("backtest", help="inline backtest on a simulated clock"))
+    bt.add_argument("--events", type=int, default=0, help="market events to replay (default: [backtest] events)")
+    bt.add_argument("--json", default="", help="also write the summary to this JSON file")
+    bt.set_defaults(func=cmd_backtest)
+
+    kill = with_config(sub.add_parser("kill", help="engage the kill switch of a running engine"))
+    kill.set_defaults(func=cmd_kill)
+    resume = with_config(sub.add_parser("resume", help="resume trading after a kill"))
+    resume.set_defaults(func=cmd_resume)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Logging set-up: one line per record, plain text or JSON, secrets masked.
+
+Every process of the engine logs to stderr with its name, so one terminal (or journald) shows the
+whole engine; ``log_format = "json"`` makes each line a JSON object for log shippers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+
+_SECRET = re.compile(r"(?i)(api[_-]?key|secret|password|passwd|token)(\s*[=:]\s*)(\S+)")
+
+
+def mask_secrets(text: str) -> str:
+    """Replace the value of anything that looks like ``key=...``/``secret: ...`` with ``***``."""
+    return _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self.process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        msg = mask_secrets(record.getMessage())
+        line = f"{ts} {record.levelname:<7} [{self.process}] {msg}"
+        if record.exc_info:
+            line += "\n" + mask_secrets(self.formatException(record.exc_info))
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self.process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj = {
+            "ts": record.created,
+            "level": record.levelname,
+            "process": self.process,
+            "logger": record.name,
+            "msg": mask_secrets(record.getMessage()),
+        }
+        if record.exc_info:
+            obj["exc"] = mask_secrets(self.formatException(record.exc_info))
+        return json.dumps(obj)
+
+
+def setup_logging(process: str, level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(process) if fmt == "json" else TextFormatter(process))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

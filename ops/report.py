@@ -1,0 +1,190 @@
+"""The run's record (what the supervisor saw on the rings) and how it is shown to a trader.
+
+The supervisor reads the orders, events and risk rings as a gating reader, so its record holds
+every order and every fill; the summary checks the positions exec reports against the sum of
+signed fills, which is the consistency a trader cares about first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from engine.messages import (
+    CancelOrder,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    ReplaceOrder,
+    RiskEvent,
+)
+from shm.metrics import MetricsRegion, merge_snapshots
+from shm.seqlock import SeqlockTable
+
+TARGET_T2O_US = 50.0
+MAX_T2O_US = 100.0
+
+
+class RunRecord:
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
+        self.orders: list[Any] = []
+        self.fills: list[Any] = []
+        self.new_orders = 0
+        self.cancels = 0
+        self.replaces = 0
+        self.accepted = 0
+        self.canceled = 0
+        self.venue_rejects = 0
+        self.risk_rejects = 0
+        self.risk_events: list[RiskEvent] = []
+        self.fill_position: dict[int, int] = {i: 0 for i in self.symbols}
+        self.md_seen = 0
+        self.restarts: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+        self._last_ticks = 0
+        self._last_t = self.t0
+
+    def start(self) -> None:
+        self.t0 = self._last_t = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def on_order(self, msg: Any) -> None:
+        self.orders.append(msg)
+        if isinstance(msg, NewOrder):
+            self.new_orders += 1
+        elif isinstance(msg, CancelOrder):
+            self.cancels += 1
+        elif isinstance(msg, ReplaceOrder):
+            self.replaces += 1
+
+    def on_event(self, msg: Any) -> None:
+        if isinstance(msg, OrderPartiallyFilled):  # OrderFilled is a subclass
+            self.fills.append(msg)
+            self.fill_position[msg.instrument_id] = self.fill_position.get(msg.instrument_id, 0) + msg.side * msg.fill_qty
+        elif isinstance(msg, OrderAccepted):
+            self.accepted += 1
+        elif isinstance(msg, OrderCanceled):
+            self.canceled += 1
+        elif isinstance(msg, OrderRejected):
+            self.venue_rejects += 1
+
+    def on_risk(self, msg: Any) -> None:
+        if isinstance(msg, OrderRejected):
+            self.risk_rejects += 1
+        elif isinstance(msg, RiskEvent):
+            self.risk_events.append(msg)
+
+    def on_md(self, msg: Any) -> None:
+        self.md_seen += 1
+
+    # --- views ---------------------------------------------------------------------------------
+    def latency(self, metrics: dict[str, MetricsRegion]) -> dict[str, float]:
+        if "exec" not in metrics:
+            return {}
+        snap = merge_snapshots([metrics["exec"].snapshots()["tick_to_order_ns"]])
+        return {k: v for k, v in snap.summary().items()}
+
+    def summary(self, metrics: dict[str, MetricsRegion], positions: SeqlockTable | None) -> dict[str, Any]:
+        counters = {w: m.counters() for w, m in metrics.items()}
+        table = positions.read_all() if positions is not None else []
+        per: dict[str, Any] = {}
+        for row in table:
+            iid = int(row["instrument_id"])
+            sym = self.symbols.get(iid, str(iid))
+            per[sym] = {
+                "instrument_id": iid,
+                "position": int(row["position"]),
+                "position_from_fills": self.fill_position.get(iid, 0),
+                "fills": int(row["fills"]),
+                "avg_px": float(row["avg_px"]),
+                "realized": float(row["realized"]),
+                "unrealized": float(row["unrealized"]),
+                "fees": float(row["fees"]),
+            }
+        lat = self.latency(metrics)
+        fills_by_instrument: dict[str, int] = {}
+        for f in self.fills:
+            s = self.symbols.get(f.instrument_id, str(f.instrument_id))
+            fills_by_instrument[s] = fills_by_instrument.get(s, 0) + 1
+        return {
+            "engine_id": self.cfg.engine.id,
+            "elapsed_s": round(self.elapsed(), 3),
+            "ticks": counters.get("feed", {}).get("md_out", 0),
+            "md_rejected": counters.get("feed", {}).get("md_rejected", 0),
+            "intents": counters.get("strategy", {}).get("intents_out", 0),
+            "orders_new": self.new_orders,
+            "orders_cancel": self.cancels,
+            "orders_replace": self.replaces,
+            "accepted": self.accepted,
+            "canceled": self.canceled,
+            "fills": len(self.fills),
+            "risk_rejects": self.risk_rejects,
+            "venue_rejects": self.venue_rejects,
+            "risk_events": len(self.risk_events),
+            "positions": per,
+            "fills_by_instrument": fills_by_instrument,
+            "consistent": all(v["position"] == v["position_from_fills"] for v in per.values()),
+            "realized": sum(v["realized"] for v in per.values()),
+            "unrealized": sum(v["unrealized"] for v in per.values()),
+            "fees": sum(v["fees"] for v in per.values()),
+            "tick_to_order_ns": lat,
+            "restarts": self.restarts,
+            "counters": counters,
+        }
+
+
+def _us(ns: float) -> str:
+    return "-" if ns is None or (isinstance(ns, float) and math.isnan(ns)) else f"{ns / 1000:.0f}µs"
+
+
+def format_status(record: RunRecord, metrics: dict[str, MetricsRegion], positions: SeqlockTable, cfg: Any) -> str:
+    now = time.monotonic()
+    ticks = metrics["feed"].counters()["md_out"]
+    rate = (ticks - record._last_ticks) / max(now - record._last_t, 1e-9)
+    record._last_ticks, record._last_t = ticks, now
+    table = positions.read_all()
+    pos = " ".join(f"{record.symbols.get(int(r['instrument_id']), '?')}:{int(r['position']):+d}" for r in table)
+    pnl = float(sum(float(r["realized"]) + float(r["unrealized"]) - float(r["fees"]) for r in table))
+    lat = record.latency(metrics)
+    return (
+        f"[{record.elapsed():6.1f}s] ticks/s {rate:8.0f}  orders {record.new_orders:6d}  fills {len(record.fills):6d}  "
+        f"pos {pos}  pnl {pnl:+.2f}  t2o p50 {_us(lat.get('p50', float('nan')))} p99 {_us(lat.get('p99', float('nan')))}"
+    )
+
+
+def format_summary(s: dict[str, Any], cfg: Any) -> str:
+    lines = []
+    lines.append("")
+    lines.append(f"Gekko run summary — engine {s.get('engine_id')}, {s.get('elapsed_s', 0):.1f}s, stopped: {s.get('stop_reason', '')}")
+    lines.append(
+        f"  ticks {s.get('ticks', 0)}   intents {s.get('intents', 0)}   orders new/cancel/replace "
+        f"{s.get('orders_new', 0)}/{s.get('orders_cancel', 0)}/{s.get('orders_replace', 0)}   fills {s.get('fills', 0)}   "
+        f"rejects risk/venue {s.get('risk_rejects', 0)}/{s.get('venue_rejects', 0)}"
+    )
+    lines.append(f"  {'instrument':<10} {'position':>9} {'from fills':>10} {'fills':>6} {'avg px':>10} {'realized':>11} {'unrealized':>11} {'fees':>9}")
+    for sym, v in s.get("positions", {}).items():
+        ins = next((i for i in cfg.instruments if i.symbol == sym), None)
+        tick = ins.tick_size if ins else 1.0
+        lines.append(
+            f"  {sym:<10} {v['position']:>9d} {v['position_from_fills']:>10d} {v['fills']:>6d} "
+            f"{v['avg_px'] * tick:>10.2f} {v['realized']:>11.2f} {v['unrealized']:>11.2f} {v['fees']:>9.2f}"
+        )
+    net = s.get("realized", 0) + s.get("unrealized", 0) - s.get("fees", 0)
+    lines.append(f"  P&L: realized {s.get('realized', 0):.2f}  unrealized {s.get('unrealized', 0):.2f}  fees {s.get('fees', 0):.2f}  net {net:+.2f}")
+    lat = s.get("tick_to_order_ns") or {}
+    if lat:
+        lines.append(
+            f"  tick-to-order: p50 {_us(lat.get('p50'))}  p90 {_us(lat.get('p90'))}  p99 {_us(lat.get('p99'))}  "
+            f"max {_us(lat.get('max'))}  (target {TARGET_T2O_US:.0f}µs, max {MAX_T2O_US:.0f}µs; n={int(lat.get('count', 0))})"
+        )
+    if s.get("restarts"):
+        lines.append(f"  restarts: {', '.join(r['worker'] + ' (' + r['reason'] + ')' for r in s['restarts'])}")
+    lines.append(f"  positions consistent with fills: {'yes' if s.get('consistent') else 'NO'}")
+    return "\n".join(lines)

@@ -1,0 +1,388 @@
+"""``gekko run``: create the shared world, start the workers, watch them, stop cleanly.
+
+Order of life:
+1. Remove what a crashed run of the same engine id left in /dev/shm (creator gone); refuse to
+   start if a live engine already owns that id.
+2. Create every ring (with its gating readers registered), the health and positions tables and
+   one metrics region per worker, then start each worker as its own interpreter.
+3. While running: drain the orders/events/risk rings into the run's record, restart a worker that
+   died or stopped beating (with backoff, up to ``max_restarts``), print one status line a second.
+4. On SIGINT/SIGTERM, ``--duration`` or the end of the feed: publish STOP — the feed stops, the
+   strategy cancels its orders, risk and exec drain what is in flight, exec cancels anything
+   still open — wait for the workers to exit (killing stragglers after ``shutdown_timeout_s``),
+   remove every region and semaphore, print the summary and write it to ``var/last_run/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine.messages import (
+    Control,
+    ControlCommand,
+)
+from ops.config import Config
+from ops.report import RunRecord, format_status, format_summary
+from procs.runtime import (
+    COUNTERS,
+    HEALTH_DTYPE,
+    HISTOGRAMS,
+    POSITION_DTYPE,
+    STATE_READY,
+    STATE_STOPPED,
+    TOPOLOGY,
+    WORKERS,
+    metrics_name,
+)
+from shm.metrics import MetricsRegion
+from shm.region import cleanup_stale, list_regions, list_semaphores, pid_alive, read_header
+from shm.ring import Ring
+from shm.seqlock import SeqlockTable
+
+log = logging.getLogger("gekko.supervisor")
+
+
+class EngineAlreadyRunning(RuntimeError):
+    pass
+
+
+class WorkerHandle:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.incarnation = 0
+        self.restarts = 0
+        self.next_start = 0.0
+        self.started_at = 0.0
+        self.gave_up = False
+
+
+class Supervisor:
+    def __init__(
+        self,
+        cfg: Config,
+        config_path: str | Path,
+        *,
+        duration_s: float | None = None,
+        until_feed_done: bool = False,
+        status: bool = True,
+        out=sys.stdout,  # type: ignore[no-untyped-def]
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = str(Path(config_path).resolve())
+        self.engine_id = cfg.engine.id
+        self.duration_s = duration_s
+        self.until_feed_done = until_feed_done
+        self.show_status = status
+        self.out = out
+        self.var = Path(cfg.engine.var_dir)
+        self.run_dir = self.var / "last_run"
+        self.workers = {n: WorkerHandle(n) for n in WORKERS}
+        self.rings: dict[str, Ring] = {}
+        self.record = RunRecord(cfg)
+        self._stop_reason = ""
+        self._pending_controls: list[tuple[int, str]] = []
+        self.exit_code = 0
+
+    # --- signals -------------------------------------------------------------------------------
+    def _on_stop_signal(self, signum: int, frame: object) -> None:
+        if not self._stop_reason:
+            self._stop_reason = signal.Signals(signum).name
+
+    def _on_kill_signal(self, signum: int, frame: object) -> None:
+        self._pending_controls.append((int(ControlCommand.KILL), "gekko kill"))
+
+    def _on_resume_signal(self, signum: int, frame: object) -> None:
+        self._pending_controls.append((int(ControlCommand.RESUME), "gekko resume"))
+
+    # --- regions -------------------------------------------------------------------------------
+    def _create_regions(self) -> None:
+        eid = self.engine_id
+        for name in list_regions(eid):
+            hdr = read_header(name)
+            if hdr is not None and pid_alive(int(hdr["creator_pid"])):  # type: ignore[arg-type]
+                raise EngineAlreadyRunning(
+                    f"engine id {eid!r} is in use by a running engine (pid {hdr['creator_pid']}); "
+                    "stop it or set another [engine] id"
+                )
+        names = [r.name for r in TOPOLOGY] + ["health", "positions"] + [metrics_name(w) for w in WORKERS]
+        removed = cleanup_stale(eid, names)
+        for sem in list_semaphores(eid):  # waiter semaphores of a crashed run
+            with contextlib.suppress(Exception):
+                import posix_ipc
+
+                posix_ipc.unlink_semaphore(sem)
+        if removed:
+            log.warning("removed %d shared-memory regions left by a crashed run: %s", len(removed), ", ".join(removed))
+        for spec in TOPOLOGY:
+            self.rings[spec.name] = Ring.create(
+                eid,
+                spec.name,
+                getattr(self.cfg.rings, spec.capacity_key),
+                max_consumers=max(8, len(spec.consumers) + 2),
+                consumers=spec.consumers,
+            )
+        self.health = SeqlockTable.create(eid, "health", HEALTH_DTYPE, len(WORKERS))
+        self.positions = SeqlockTable.create(eid, "positions", POSITION_DTYPE, len(self.cfg.instruments))
+        for k, ins in enumerate(self.cfg.instruments):
+            self.positions.write(k, {"instrument_id": ins.instrument_id})
+        self.metrics = {
+            w: MetricsRegion.create(eid, metrics_name(w), COUNTERS[w], HISTOGRAMS[w]) for w in WORKERS
+        }
+
+    def _remove_regions(self) -> None:
+        import posix_ipc
+
+        for ring in self.rings.values():
+            with contextlib.suppress(Exception):
+                ring.unlink()
+        for t in (getattr(self, "health", None), getattr(self, "positions", None)):
+            if t is not None:
+                t.unlink()
+        for m in getattr(self, "metrics", {}).values():
+            m.unlink()
+        for name in list_regions(self.engine_id):
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_shared_memory(name)
+        for sem in list_semaphores(self.engine_id):
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_semaphore(sem)
+
+    # --- workers -------------------------------------------------------------------------------
+    def _start(self, h: WorkerHandle) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "ops.worker",
+            h.name,
+            "--config",
+            self.config_path,
+            "--engine-id",
+            self.engine_id,
+            "--incarnation",
+            str(h.incarnation),
+        ]
+        h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        h.started_at = time.monotonic()
+        log.info("started %s (pid %d, incarnation %d)", h.name, h.proc.pid, h.incarnation)
+
+    def _health(self, name: str) -> Any:
+        return self.health.read(WORKERS.index(name))
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.cfg.supervisor.startup_timeout_s
+        pending = set(WORKERS)
+        while pending and time.monotonic() < deadline and not self._stop_reason:
+            for n in list(pending):
+                h = self.workers[n]
+                row = self._health(n)
+                if int(row["state"]) == STATE_READY and h.proc is not None and int(row["pid"]) == h.proc.pid:
+                    pending.discard(n)
+                elif h.proc is not None and h.proc.poll() is not None:
+                    raise RuntimeError(f"worker {n} exited with code {h.proc.returncode} during start-up")
+            time.sleep(0.02)
+        if pending and not self._stop_reason:
+            raise RuntimeError(f"workers not ready after {self.cfg.supervisor.startup_timeout_s}s: {sorted(pending)}")
+
+    def _watch(self) -> None:
+        """Restart workers that died or hung, with exponential backoff."""
+        sup = self.cfg.supervisor
+        now = time.monotonic()
+        for h in self.workers.values():
+            if h.proc is None:
+                if h.next_start and now >= h.next_start:
+                    h.next_start = 0.0
+                    self._start(h)
+                continue
+            code = h.proc.poll()
+            hung = False
+            if code is None:
+                row = self._health(h.name)
+                if int(row["pid"]) == h.proc.pid and int(row["state"]) == STATE_READY:
+                    age = (time.monotonic_ns() - int(row["heartbeat_ns"])) / 1e9
+                    if age > sup.heartbeat_timeout_s:
+                        hung = True
+                        log.error("%s (pid %d) missed heartbeats for %.1fs: killing it", h.name, h.proc.pid, age)
+                        h.proc.kill()
+                        h.proc.wait(5)
+                        code = h.proc.returncode
+                elif now - h.started_at > sup.startup_timeout_s:
+                    hung = True
+                    log.error("%s (pid %d) did not become ready: killing it", h.name, h.proc.pid)
+                    h.proc.kill()
+                    h.proc.wait(5)
+                    code = h.proc.returncode
+            if code is None:
+                continue
+            reason = "hung" if hung else f"exited with code {code}"
+            h.proc = None
+            if h.restarts >= sup.max_restarts:
+                h.gave_up = True
+                log.error("%s %s; restarted %d times already: shutting the engine down", h.name, reason, h.restarts)
+                self._stop_reason = self._stop_reason or f"{h.name} failed repeatedly"
+                self.exit_code = 1
+                continue
+            delay = min(sup.restart_backoff_s * (2**h.restarts), sup.restart_backoff_max_s)
+            h.restarts += 1
+            h.incarnation += 1
+            h.next_start = now + delay
+            self.record.restarts.append({"worker": h.name, "reason": reason, "at_s": round(self.record.elapsed(), 3)})
+            log.warning("%s %s: restarting in %.2fs (restart %d)", h.name, reason, delay, h.restarts)
+
+    # --- the record ----------------------------------------------------------------------------
+    def _drain(self) -> None:
+        for msg in self.c_orders.poll_batch(4096):
+            self.record.on_order(msg)
+        for msg in self.c_events.poll_batch(4096):
+            self.record.on_event(msg)
+        for msg in self.c_risk.poll_batch(4096):
+            self.record.on_risk(msg)
+        for msg in self.c_md.poll_batch(8192):
+            self.record.on_md(msg)
+
+    def _quiescent(self) -> bool:
+        """The feed finished and every gating reader has caught up with every ring."""
+        if not self.rings["md"].closed:
+            return False
+        for ring in self.rings.values():
+            if ring.name == "control":
+                continue
+            pub = ring.published_pos
+            for s in ring.slots():
+                if s["state"] == "gating" and s["cursor"] < pub:
+                    return False
+        return True
+
+    def _send_control(self, command: int, arg: str = "") -> None:
+        self.control.publish(Control(command, time.monotonic_ns(), arg))
+
+    # --- main ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.var.mkdir(parents=True, exist_ok=True)
+        pidfile = self.var / f"gekko-{self.engine_id}.pid"
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGUSR1, self._on_kill_signal)
+        signal.signal(signal.SIGUSR2, self._on_resume_signal)
+        try:
+            self._create_regions()
+        except EngineAlreadyRunning as exc:
+            print(f"gekko: {exc}", file=sys.stderr)
+            for s, h in old.items():
+                signal.signal(s, h)
+            return 1
+        pidfile.write_text(str(os.getpid()))
+        try:
+            self.control = self.rings["control"].producer(wait="backoff", timeout_s=2.0)
+            self.c_md = self.rings["md"].consumer("supervisor", gating=False)
+            self.c_orders = self.rings["orders"].consumer("supervisor")
+            self.c_events = self.rings["events"].consumer("supervisor")
+            self.c_risk = self.rings["risk"].consumer("supervisor")
+            for h in self.workers.values():
+                self._start(h)
+            self._wait_ready()
+            self.record.start()
+            log.info("engine %s running: %d instruments, %d strategies", self.engine_id,
+                     len(self.cfg.instruments), len(self.cfg.strategies))
+            self._loop()
+            self._shutdown()
+        except Exception as exc:
+            log.exception("supervisor failed: %s", exc)
+            self.exit_code = 1
+            self._kill_all()
+        finally:
+            self._write_outputs()
+            self._remove_regions()
+            with contextlib.suppress(FileNotFoundError):
+                pidfile.unlink()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return self.exit_code
+
+    def _loop(self) -> None:
+        sup = self.cfg.supervisor
+        t0 = time.monotonic()
+        next_status = t0 + sup.status_interval_s
+        quiet_since = 0.0
+        while not self._stop_reason:
+            self._drain()
+            while self._pending_controls:
+                cmd, arg = self._pending_controls.pop(0)
+                log.warning("control: %s (%s)", ControlCommand(cmd).name, arg)
+                self._send_control(cmd, arg)
+            self._watch()
+            now = time.monotonic()
+            if self.duration_s is not None and now - t0 >= self.duration_s:
+                self._stop_reason = f"--duration {self.duration_s:g}s reached"
+            if self.until_feed_done:
+                if self._quiescent():
+                    quiet_since = quiet_since or now
+                    if now - quiet_since > 0.3:
+                        self._stop_reason = "feed finished"
+                else:
+                    quiet_since = 0.0
+            if now >= next_status:
+                next_status += sup.status_interval_s
+                if self.show_status:
+                    print(format_status(self.record, self.metrics, self.positions, self.cfg), file=self.out, flush=True)
+            time.sleep(0.02)
+        log.info("stopping: %s", self._stop_reason)
+
+    def _shutdown(self) -> None:
+        self._send_control(int(ControlCommand.STOP), self._stop_reason)
+        deadline = time.monotonic() + self.cfg.supervisor.shutdown_timeout_s
+        while time.monotonic() < deadline:
+            self._drain()
+            alive = [h for h in self.workers.values() if h.proc is not None and h.proc.poll() is None]
+            if not alive:
+                break
+            time.sleep(0.02)
+        self._drain()
+        self._kill_all()
+        self._drain()
+        for h in self.workers.values():
+            if h.proc is not None and h.proc.returncode not in (0, None):
+                log.warning("%s exited with code %s", h.name, h.proc.returncode)
+        states = {n: int(self._health(n)["state"]) for n in WORKERS}
+        unclean = [n for n, st in states.items() if st != STATE_STOPPED]
+        if unclean:
+            log.warning("workers that did not stop cleanly: %s", ", ".join(unclean))
+
+    def _kill_all(self) -> None:
+        for h in self.workers.values():
+            if h.proc is not None and h.proc.poll() is None:
+                log.error("%s (pid %d) did not stop in time: killing it", h.name, h.proc.pid)
+                h.proc.kill()
+                with contextlib.suppress(Exception):
+                    h.proc.wait(5)
+
+    def _write_outputs(self) -> None:
+        try:
+            summary = self.record.summary(getattr(self, "metrics", {}), getattr(self, "positions", None))
+            summary["stop_reason"] = self._stop_reason
+            summary["exit_code"] = self.exit_code
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            enc = msgspec.json.Encoder()
+            with open(self.run_dir / "orders.jsonl", "wb") as f:
+                for o in self.record.orders:
+                    f.write(enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n")
+            with open(self.run_dir / "fills.jsonl", "wb") as f:
+                for o in self.record.fills:
+                    f.write(enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n")
+            print(format_summary(summary, self.cfg), file=self.out, flush=True)
+        except Exception:
+            log.exception("could not write the run summary")
+

@@ -1,0 +1,53 @@
+"""Entry point of one worker process: ``python -m ops.worker NAME --config PATH --engine-id ID``.
+
+The supervisor starts each worker this way (a fresh interpreter, not a fork: no state leaks
+from the supervisor, and a restart is exactly a first start). The worker ignores SIGINT — a
+Ctrl-C in the terminal reaches the whole process group, and the supervisor alone decides the
+shutdown order — and treats SIGTERM as "stop now, cleanly".
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+
+from ops.config import ConfigError, load_config
+from ops.logs import setup_logging
+
+WORKER_MODULES = {"feed": "procs.feed", "strategy": "procs.strategy", "risk": "procs.risk", "exec": "procs.exec"}
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gekko-worker")
+    ap.add_argument("name", choices=sorted(WORKER_MODULES))
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--engine-id", required=True)
+    ap.add_argument("--incarnation", type=int, default=0)
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"gekko: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(args.name, cfg.engine.log_level, cfg.engine.log_format)
+    module = importlib.import_module(WORKER_MODULES[args.name])
+    try:
+        return int(module.run(cfg, args.engine_id, args.incarnation) or 0)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception:
+        logging.getLogger("gekko").exception("%s crashed", args.name)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

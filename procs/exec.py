@@ -1,0 +1,140 @@
+"""The exec process: approved orders to the venue, execution events back to everyone.
+
+It runs ``engine.exec_engine.ExecEngine`` over the configured venue (the simulated exchange by
+default, fed from the ``md`` ring so it matches our orders against the market's book), measures
+tick-to-order latency at the moment each new order is handed to the venue, keeps the positions
+table from its fills, and on shutdown cancels every order still open before it closes the
+``events`` ring.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from engine.exec_engine import ExecEngine
+from engine.messages import (
+    Control,
+    ControlCommand,
+    NewOrder,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+)
+from engine.portfolio import Portfolio
+from procs.build import build_venue
+from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker
+from shm.seqlock import SeqlockTable
+
+log = logging.getLogger("gekko.exec")
+
+
+def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
+    w = Worker("exec", cfg, engine_id, incarnation)
+    instruments = cfg.instrument_table()
+    venue = build_venue(cfg, instruments)
+    engine = ExecEngine(venue, instruments)
+    portfolio = Portfolio(instruments)
+    positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
+    rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
+    orders = w.consume("orders")
+    md = w.consume("md")
+    control = w.consume("control")
+    events = w.produce("events")
+    waiter = w.waiter(orders, md, control)
+    c_in = w.metrics.counter_index("orders_in")
+    c_new = w.metrics.counter_index("new_orders")
+    c_out = w.metrics.counter_index("events_out")
+    c_fill = w.metrics.counter_index("fills")
+    c_rej = w.metrics.counter_index("venue_rejects")
+    c_md = w.metrics.counter_index("md_in")
+    h_t2o = w.metrics.hist("tick_to_order_ns")
+    dirty: set[int] = set()
+
+    def emit(evs: list[Any]) -> None:
+        if not evs:
+            return
+        events.publish_batch(evs)
+        w.metrics.inc_i(c_out, len(evs))
+        for ev in evs:
+            if isinstance(ev, OrderPartiallyFilled | OrderFilled):
+                portfolio.on_fill(ev)
+                w.metrics.inc_i(c_fill)
+                dirty.add(ev.instrument_id)
+            elif isinstance(ev, OrderRejected):
+                w.metrics.inc_i(c_rej)
+
+    def write_positions() -> None:
+        for iid in list(dirty):
+            p = portfolio.positions.get(iid)
+            if p is None or iid not in rows:
+                continue
+            positions.write(
+                rows[iid],
+                (iid, p.position, p.fills, p.mark_px, p.avg_px, p.realized, p.unrealized, p.fees),
+            )
+        dirty.clear()
+
+    w.beat(STATE_READY)
+    log.info("exec ready: venue %s (%s, wait=%s)", getattr(venue, "name", type(venue).__name__), w.pinning, w.wait.kind)
+    stopping = False
+    last_mark = 0
+    try:
+        while True:
+            for ctl in control.poll_batch(16):
+                if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
+                    stopping = True
+            busy = False
+            for msg in md.poll_batch(512):
+                busy = True
+                w.metrics.inc_i(c_md)
+                portfolio.on_market_data(msg)
+                emit(engine.on_market_data(msg, time.monotonic_ns()))
+            for o in orders.poll_batch(256):
+                busy = True
+                w.metrics.inc_i(c_in)
+                w.processed += 1
+                now = time.monotonic_ns()
+                if isinstance(o, NewOrder):
+                    w.metrics.inc_i(c_new)
+                    if o.ts_origin:
+                        h_t2o.record(now - o.ts_origin)
+                emit(engine.on_order(o, now))
+            emit(engine.poll(time.monotonic_ns()))
+            now = time.monotonic_ns()
+            if dirty or now - last_mark > 200_000_000:
+                if now - last_mark > 200_000_000:
+                    dirty.update(portfolio.positions)  # refresh marks for the P&L display
+                    last_mark = now
+                write_positions()
+            w.beat()
+            if stopping and not busy and not orders.has_data() and (orders.ring.closed or _gone(orders)):
+                break
+            if not busy:
+                waiter.wait_any(min(cfg.supervisor.heartbeat_interval_s, 0.01))
+        # cancel what is still open and let the venue's latency elapse so the cancels come back
+        emit(engine.cancel_all(time.monotonic_ns()))
+        deadline = time.monotonic() + 1.0
+        while engine.open_orders() and time.monotonic() < deadline:
+            emit(engine.poll(time.monotonic_ns()))
+            time.sleep(0.001)
+        emit(engine.poll(time.monotonic_ns()))
+        dirty.update(portfolio.positions)
+        write_positions()
+        if engine.open_orders():
+            log.error("exec: %d orders still open at the venue after shutdown", len(engine.open_orders()))
+        anomalies = engine.anomalies() if callable(getattr(engine, "anomalies", None)) else {}
+        w.metrics.set("anomalies", sum(anomalies.values()) if isinstance(anomalies, dict) else 0)
+    finally:
+        w.beat(STATE_STOPPING)
+        waiter.close()
+        w.close()
+    return 0
+
+
+def _gone(c: Any) -> bool:
+    from shm.region import pid_alive
+
+    pid = c.ring.producer_pid
+    return pid != 0 and not pid_alive(pid)

@@ -1,0 +1,120 @@
+"""The feed process: market data in, validated and stamped, out on the ``md`` ring.
+
+It paces the source in wall time (``market.rate_hz``) so a live run behaves like a market, stamps
+``ts_recv`` with the monotonic clock at publication (the start of every tick-to-order
+measurement), keeps an L2 book per instrument to flag crossed books and sequence gaps, and
+rejects — counted, never fatal — what would poison downstream state: unknown instruments,
+non-positive prices or quantities.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from engine.book import L2Book
+from engine.messages import Bar, BookDelta, BookSnapshot, Control, ControlCommand, Quote, Trade
+from procs.build import build_market
+from procs.runtime import STATE_READY, STATE_STOPPING, Worker
+
+log = logging.getLogger("gekko.feed")
+
+
+def valid(msg: Any, books: dict[int, L2Book]) -> str | None:
+    """Why a market-data message must be dropped, or None if it may go out."""
+    iid = getattr(msg, "instrument_id", None)
+    if iid not in books:
+        return "unknown instrument"
+    if isinstance(msg, Quote):
+        if msg.bid_px < 0 or msg.ask_px < 0 or msg.bid_qty < 0 or msg.ask_qty < 0:
+            return "negative price or size"
+    elif isinstance(msg, Trade):
+        if msg.px <= 0 or msg.qty <= 0:
+            return "non-positive trade"
+    elif isinstance(msg, BookDelta):
+        if msg.px <= 0 or msg.qty < 0:
+            return "bad level"
+    elif isinstance(msg, Bar) and min(msg.open, msg.high, msg.low, msg.close) <= 0:
+        return "non-positive bar"
+    return None
+
+
+def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
+    w = Worker("feed", cfg, engine_id, incarnation)
+    md = w.produce("md")
+    control = w.consume("control")
+    books = {i.instrument_id: L2Book(i.instrument_id) for i in cfg.instruments}
+    source = build_market(cfg)
+    c_out = w.metrics.counter_index("md_out")
+    c_rej = w.metrics.counter_index("md_rejected")
+    c_cross = w.metrics.counter_index("book_crossed")
+    c_gap = w.metrics.counter_index("book_gaps")
+    h_pub = w.metrics.hist("publish_ns")
+    rate = float(cfg.market.rate_hz)
+    max_events = int(cfg.market.max_events)
+    # a restarted feed resumes the synthetic stream where the previous one stopped publishing
+    skip = md.seq
+    for _ in range(skip):
+        if next(source, None) is None:
+            break
+    sent = skip
+    t0 = time.monotonic()
+    base_sent = sent
+    w.beat(STATE_READY)
+    log.info("feed ready (%s, wait=%s, resuming at event %d)", w.pinning, w.wait.kind, skip)
+    exhausted = False
+    md_closed = False
+    try:
+        while True:
+            ctl = control.poll()
+            if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
+                break
+            if exhausted or (max_events and sent >= max_events):
+                if not md_closed:
+                    md.close()  # readers drain what is there, then see the end of the stream
+                    md_closed = True
+                    log.info("feed: finished after %d events", sent)
+                w.beat()
+                time.sleep(0.01)  # done: idle until told to stop
+                continue
+            due = base_sent + int((time.monotonic() - t0) * rate) - sent
+            if due <= 0:
+                w.beat()
+                pause = (1 - ((time.monotonic() - t0) * rate % 1)) / rate
+                if w.wait.kind in ("spin", "yield"):
+                    continue
+                time.sleep(min(pause, 0.005))
+                continue
+            for _ in range(min(due, 512)):
+                msg = next(source, None)
+                if msg is None:
+                    exhausted = True
+                    break
+                reason = valid(msg, books)
+                if reason is None and isinstance(msg, BookDelta | BookSnapshot):
+                    book = books[msg.instrument_id]
+                    gaps, crossed = book.gap_count, book.crossed_count
+                    book.apply(msg)
+                    if book.gap_count != gaps:
+                        w.metrics.inc_i(c_gap)
+                    if book.crossed_count != crossed:
+                        w.metrics.inc_i(c_cross)
+                sent += 1
+                if reason is not None:
+                    w.metrics.inc_i(c_rej)
+                    continue
+                t = time.monotonic_ns()
+                if hasattr(msg, "ts_recv"):  # bars carry only their own interval
+                    msg.ts_recv = t
+                md.publish(msg)
+                h_pub.record(time.monotonic_ns() - t)
+                w.metrics.inc_i(c_out)
+                w.processed += 1
+                if max_events and sent >= max_events:
+                    break
+            w.beat()
+    finally:
+        w.beat(STATE_STOPPING)
+        w.close()
+    return 0

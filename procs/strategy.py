@@ -1,0 +1,107 @@
+"""The strategy process: market data, execution events and risk replies in, intents out.
+
+It hosts the configured strategies (``engine.strategy_host``); everything here is plumbing:
+drain each input ring in batches, hand messages to the host, publish the intents it returns.
+On STOP the host cancels the strategies' open orders, the intents ring is closed, and the
+process leaves its reader slots so no producer waits on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from engine.messages import Control, ControlCommand, OrderRejected
+from procs.build import build_strategy_host
+from procs.runtime import STATE_READY, STATE_STOPPING, Worker
+
+log = logging.getLogger("gekko.strategy")
+
+#: each incarnation of the process numbers its orders in its own block, so a restarted strategy
+#: never reuses a client order id (exec would refuse the duplicate)
+ORDER_ID_BLOCK = 1 << 24
+
+
+def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
+    w = Worker("strategy", cfg, engine_id, incarnation)
+    host = build_strategy_host(cfg)
+    for slot in host.slots:
+        slot.ctx.reserve_order_ids(incarnation * ORDER_ID_BLOCK)
+    md = w.consume("md")
+    events = w.consume("events")
+    risk = w.consume("risk")
+    control = w.consume("control")
+    intents = w.produce("intents")
+    waiter = w.waiter(md, events, risk, control)
+    c_md = w.metrics.counter_index("md_in")
+    c_int = w.metrics.counter_index("intents_out")
+    c_ev = w.metrics.counter_index("events_in")
+    h_lat = w.metrics.hist("tick_to_intent_ns")
+    timer_ns = 100_000_000
+    next_timer = time.monotonic_ns() + timer_ns
+    out = host.start(time.monotonic_ns())
+    if out:
+        intents.publish_batch(out)
+    w.beat(STATE_READY)
+    log.info("strategy ready: %d strategies (%s, wait=%s)", len(host.slots), w.pinning, w.wait.kind)
+    try:
+        while True:
+            stop = False
+            for ctl in control.poll_batch(16):
+                if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
+                    stop = True
+            if stop:
+                out = host.stop(time.monotonic_ns())
+                if out:
+                    intents.publish_batch(out)
+                    w.metrics.inc_i(c_int, len(out))
+                break
+            busy = False
+            # execution events and risk replies first: a strategy should know its fills
+            # before it reacts to the next tick
+            for ev in events.poll_batch(256):
+                busy = True
+                w.metrics.inc_i(c_ev)
+                out = host.on_exec_event(ev, time.monotonic_ns())
+                if out:
+                    intents.publish_batch(out)
+                    w.metrics.inc_i(c_int, len(out))
+            for ev in risk.poll_batch(256):
+                busy = True
+                if isinstance(ev, OrderRejected):
+                    out = host.on_exec_event(ev, time.monotonic_ns())
+                    if out:
+                        intents.publish_batch(out)
+                        w.metrics.inc_i(c_int, len(out))
+            for msg in md.poll_batch(256):
+                busy = True
+                w.metrics.inc_i(c_md)
+                w.processed += 1
+                out = host.on_market_data(msg, time.monotonic_ns())
+                if out:
+                    intents.publish_batch(out)
+                    now = time.monotonic_ns()
+                    w.metrics.inc_i(c_int, len(out))
+                    ts = getattr(msg, "ts_recv", 0)
+                    if ts:
+                        h_lat.record(now - ts)
+            now = time.monotonic_ns()
+            if now >= next_timer:
+                next_timer = now + timer_ns
+                out = host.on_timer(now)
+                if out:
+                    intents.publish_batch(out)
+                    w.metrics.inc_i(c_int, len(out))
+            w.beat()
+            if not busy:
+                waiter.wait_any(cfg.supervisor.heartbeat_interval_s)
+    finally:
+        w.beat(STATE_STOPPING)
+        if host.errors:
+            w.metrics.set("strategy_errors", len(host.errors))
+            for name, fn, err in host.errors:
+                log.error("strategy %s failed in %s: %s", name, fn, err)
+        waiter.close()
+        w.close()
+    return 0
