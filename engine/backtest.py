@@ -354,6 +354,7 @@ class InlineRuntime:
             "ticks": self.ticks,
             "intents": self.intents,
             "orders": self.new_orders,
+            "new_orders": self.new_orders,  # alias: the name the CLI report uses
             "cancels": sum(isinstance(o, CancelOrder) for o in self.orders_sent),
             "replaces": sum(isinstance(o, ReplaceOrder) for o in self.orders_sent),
             "rejects": self.risk_rejects + self.venue_rejects,
