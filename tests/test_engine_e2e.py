@@ -1,0 +1,179 @@
+"""The whole engine as a user starts it: `gekko run` with real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def write_config(tmp_path: Path, engine_id: str, *, extra: str = "", strategies: str | None = None,
+                 market: str = "") -> Path:
+    """The default config.toml with a private engine id and var dir, plus overrides."""
+    text = (ROOT / "config.toml").read_text()
+    text = text.replace('id = "gekko"', f'id = "{engine_id}"').replace('var_dir = "var"', f'var_dir = "{tmp_path / "var"}"')
+    if strategies is not None:
+        text = text[: text.index("[[strategies]]")] + strategies
+    for line in market.splitlines():  # "key = value" replaces that key's line in [market]
+        key = line.split("=")[0].strip()
+        start = text.index("[market]")
+        at = text.index(f"\n{key} = ", start) + 1
+        text = text[:at] + line + text[text.index("\n", at):]
+    path = tmp_path / "config.toml"
+    path.write_text(text + "\n" + extra)
+    return path
+
+
+def gekko(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw
+    )
+
+
+def shm_entries(engine_id: str) -> list[str]:
+    d = Path("/dev/shm")
+    return [p.name for p in d.iterdir() if engine_id in p.name] if d.is_dir() else []
+
+
+def summary_of(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "var" / "last_run" / "summary.json").read_text())
+
+
+@pytest.fixture
+def eid() -> str:
+    return "e" + uuid.uuid4().hex[:7]
+
+
+def test_run_trades_and_positions_equal_signed_fills(tmp_path: Path, eid: str) -> None:
+    cfg = write_config(tmp_path, eid)
+    r = gekko("run", "--config", str(cfg), "--duration", "6")
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = summary_of(tmp_path)
+    assert s["ticks"] > 5000
+    assert s["orders_new"] > 0 and s["fills"] > 0
+    fills = [json.loads(line) for line in (tmp_path / "var" / "last_run" / "fills.jsonl").read_text().splitlines()]
+    assert len(fills) == s["fills"]
+    for sym, v in s["positions"].items():
+        signed = sum(f["side"] * f["fill_qty"] for f in fills if f["instrument_id"] == v["instrument_id"])
+        assert v["position"] == signed == v["position_from_fills"], sym
+    assert s["consistent"] is True
+    assert "Gekko run summary" in r.stdout and "ticks/s" in r.stdout
+    assert shm_entries(eid) == []
+
+
+def test_broken_config_exits_2_naming_the_key(tmp_path: Path, eid: str) -> None:
+    cfg = write_config(tmp_path, eid, extra="")
+    cfg.write_text(cfg.read_text().replace("max_open_orders = 100", "max_open_orders = -5"))
+    r = gekko("run", "--config", str(cfg), "--duration", "1")
+    assert r.returncode == 2
+    assert "risk.max_open_orders" in r.stderr and str(cfg) in r.stderr
+    cfg.write_text(cfg.read_text().replace("[sim]\n", "[sim]\nlatncy_us = 3\n"))
+    r = gekko("run", "--config", str(cfg))
+    assert r.returncode == 2 and "sim.latncy_us: unknown key" in r.stderr
+    assert shm_entries(eid) == []
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigkill_worker_is_restarted_and_sigterm_exits_clean(tmp_path: Path, eid: str) -> None:
+    cfg = write_config(tmp_path, eid)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert _wait_for(lambda: len(_children(proc.pid)) >= 4, 30)
+        # wait until trading is under way (the status line shows fills)
+        assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 30)
+        time.sleep(6)
+        victims = [c for c in _children(proc.pid) if "strategy" in " ".join(c.cmdline())]
+        assert victims, "strategy worker not found"
+        old_pid = victims[0].pid
+        os.kill(old_pid, signal.SIGKILL)
+        # a new strategy process appears
+        assert _wait_for(
+            lambda: any("strategy" in " ".join(c.cmdline()) and c.pid != old_pid for c in _children(proc.pid)), 30
+        )
+        time.sleep(6)  # trading resumes
+        workers = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    s = summary_of(tmp_path)
+    assert [r["worker"] for r in s["restarts"]] == ["strategy"]
+    assert "SIGTERM" in s["stop_reason"]
+    assert s["consistent"] is True
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in workers), "orphan worker left"
+    assert shm_entries(eid) == []
+    # orders kept flowing after the restart: the restarted incarnation's ids (block 1) appear
+    orders = [json.loads(x) for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()]
+    new = [o for o in orders if o["type"] == "NewOrder"]
+    assert any((o["client_order_id"] & 0xFFFFFFFF) >= (1 << 24) for o in new), "no order after the restart"
+    assert len({o["client_order_id"] for o in new}) == len(new), "a client order id was reused"
+
+
+MOMENTUM_ONLY = """
+[[strategies]]
+id = 2
+path = "engine.strategies.momentum:MomentumTaker"
+instruments = ["AAPL", "MSFT", "XOM"]
+[strategies.params]
+fast = 10
+slow = 40
+size = 5
+"""
+
+
+def test_same_data_same_strategy_gives_the_same_orders_inline_and_multiprocess(tmp_path: Path, eid: str) -> None:
+    events = 6000
+    cfg = write_config(tmp_path, eid, strategies=MOMENTUM_ONLY, market=f"max_events = {events}\nrate_hz = 4000.0")
+    r = gekko("run", "--config", str(cfg), "--until-feed-done", "--duration", "90")
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = summary_of(tmp_path)
+    assert s["stop_reason"] == "feed finished"
+    live = [json.loads(x) for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()]
+    live_new = [(o["client_order_id"], o["instrument_id"], o["side"], o["order_type"], o["px"], o["qty"])
+                for o in live if o["type"] == "NewOrder"]
+
+    from engine.backtest import InlineRuntime
+    from engine.messages import NewOrder
+    from ops.config import load_config
+    from procs.build import build_limits, build_market, build_venue
+
+    c = load_config(cfg)
+    ins = c.instrument_table()
+    rt = InlineRuntime(ins, c.strategy_specs(), build_limits(c), build_venue(c, ins), build_market(c), max_ticks=events)
+    summary = rt.run()
+    inline_new = [(o.client_order_id, o.instrument_id, o.side, o.order_type, o.px, o.qty)
+                  for o in summary["orders_sent"] if isinstance(o, NewOrder)]
+    assert len(inline_new) > 5, "the momentum strategy should have traded"
+    assert live_new == inline_new
