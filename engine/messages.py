@@ -17,7 +17,6 @@ path); the ``IntEnum`` classes below name the values for humans and are intercha
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Union
 
 import msgspec
 
@@ -348,30 +347,30 @@ class Heartbeat(msgspec.Struct, tag=42, **_S):
     ts: int
 
 
-Message = Union[
-    Quote,
-    Trade,
-    BookDelta,
-    BookSnapshot,
-    Bar,
-    Forecast,
-    IntentNew,
-    IntentCancel,
-    IntentReplace,
-    NewOrder,
-    CancelOrder,
-    ReplaceOrder,
-    OrderAccepted,
-    OrderRejected,
-    OrderPartiallyFilled,
-    OrderFilled,
-    OrderCanceled,
-    OrderExpired,
-    OrderReplaced,
-    RiskEvent,
-    Control,
-    Heartbeat,
-]
+Message = (
+    Quote
+    | Trade
+    | BookDelta
+    | BookSnapshot
+    | Bar
+    | Forecast
+    | IntentNew
+    | IntentCancel
+    | IntentReplace
+    | NewOrder
+    | CancelOrder
+    | ReplaceOrder
+    | OrderAccepted
+    | OrderRejected
+    | OrderPartiallyFilled
+    | OrderFilled
+    | OrderCanceled
+    | OrderExpired
+    | OrderReplaced
+    | RiskEvent
+    | Control
+    | Heartbeat
+)
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]
 

@@ -7,7 +7,7 @@ consumer's cursor never share a cache line: no false sharing between cores.
 
 from __future__ import annotations
 
-RING_LAYOUT_VERSION = 3
+RING_LAYOUT_VERSION = 4
 
 LINE = 128
 
@@ -44,6 +44,8 @@ SL_MISSED = 40
 SL_RECEIVED = 48
 SL_NAME = 64
 SL_NAME_LEN = 32
+SL_WAKE = 96  # name of the semaphore to post when this consumer sleeps (block strategy)
+SL_WAKE_LEN = 32
 
 # consumer slot states
 SLOT_FREE = 0

@@ -59,6 +59,8 @@ from shm.layout import (
     SL_RECEIVED,
     SL_SLEEPING,
     SL_STATE,
+    SL_WAKE,
+    SL_WAKE_LEN,
     SLOT_CLOSED,
     SLOT_DEAD,
     SLOT_FREE,
@@ -212,9 +214,22 @@ class Ring:
         o = SLOTS + i * SLOT_SIZE
         raw = name.encode()[:SL_NAME_LEN].ljust(SL_NAME_LEN, b"\0")
         self.region.buf[o + SL_NAME : o + SL_NAME + SL_NAME_LEN] = raw
+        self._set_wake_name(i, f"{self.region.name}_{i}")
         K.store_word(self.base + o + SL_PID, pid)
         K.store_word(self.base + o + SL_ATTACH_NS, time.monotonic_ns())
         K.store_word(self.base + o + SL_STATE, state)
+
+    def _set_wake_name(self, i: int, sem_name: str) -> None:
+        raw = sem_name.encode()
+        if len(raw) > SL_WAKE_LEN:
+            raise ValueError(f"semaphore name {sem_name!r} is longer than {SL_WAKE_LEN} bytes")
+        o = SLOTS + i * SLOT_SIZE + SL_WAKE
+        self.region.buf[o : o + SL_WAKE_LEN] = raw.ljust(SL_WAKE_LEN, b"\0")
+
+    def _wake_name(self, i: int) -> str:
+        o = SLOTS + i * SLOT_SIZE + SL_WAKE
+        name = bytes(self.region.buf[o : o + SL_WAKE_LEN]).rstrip(b"\0").decode(errors="replace")
+        return name or f"{self.region.name}_{i}"
 
     def slots(self) -> list[dict[str, Any]]:
         """Every used consumer slot: name, state, pid, cursor, received, missed, lag."""
@@ -302,7 +317,7 @@ class Producer:
         self._enc = msgspec.msgpack.Encoder()
         self._tags: dict[type, int] = dict(type_tags or {})
         self._pack_hdr = struct.Struct("<IHHQ").pack_into
-        self._sems: dict[int, posix_ipc.Semaphore] = {}
+        self._sems: dict[str, posix_ipc.Semaphore] = {}
         self._space_sem: posix_ipc.Semaphore | None = None
         self._dead_since: dict[int, float] = {}
         self.published = 0
@@ -419,11 +434,16 @@ class Producer:
             self._wake(mask)
 
     def _wake(self, mask: int) -> None:
+        """Post the semaphore of each sleeping consumer (its own, or its process's waiter's)."""
         for i in range(self._nslots):
             if mask & (1 << i):
-                sem = self._sems.get(i)
+                name = self.ring._wake_name(i)
+                sem = self._sems.get(name)
                 if sem is None:
-                    sem = self._sems[i] = posix_ipc.Semaphore(f"{self.ring.region.name}_{i}")
+                    try:
+                        sem = self._sems[name] = posix_ipc.Semaphore(name)
+                    except posix_ipc.ExistentialError:
+                        continue  # the sleeper's process went away with its semaphore
                 sem.release()
 
     def _tag(self, msg: msgspec.Struct) -> int:
@@ -588,6 +608,8 @@ class Consumer:
         self._next_seq = -1  # learnt from the first frame (or the snapshot) after attaching
         self._avail = self.pos
         self.resumed = resumed
+        self._wake_sem_name = f"{ring.region.name}_{self.slot}"
+        ring._set_wake_name(self.slot, self._wake_sem_name)
         self._sync_seq()
 
     # --- attach ----------------------------------------------------------------------------------
@@ -712,9 +734,25 @@ class Consumer:
                 if now >= deadline:
                     return False
 
+    def has_data(self) -> bool:
+        """True if a frame is available (refreshing the producer's position if needed)."""
+        return self.pos < self._avail or self.pos < self._refresh()
+
+    def set_wake(self, sem_name: str) -> None:
+        """Have the producer post ``sem_name`` (e.g. a process-wide ``Waiter``'s) when we sleep."""
+        self.ring._set_wake_name(self.slot, sem_name)
+        if self._sem is not None:
+            self._sem.close()
+        self._sem = None
+        self._wake_sem_name = sem_name
+
+    @property
+    def sleep_flag_addr(self) -> int:
+        return self._sleep_addr
+
     def _sleep(self, timeout: float) -> None:
         if self._sem is None:
-            self._sem = posix_ipc.Semaphore(f"{self.ring.region.name}_{self.slot}")
+            self._sem = posix_ipc.Semaphore(self._wake_sem_name)
         K.declare_sleep(self._sleep_addr)
         if self.pos < K.published(self._base) or self.ring.closed:
             K.clear_word(self._sleep_addr)
