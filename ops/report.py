@@ -109,6 +109,10 @@ class RunRecord:
                 "fees": float(row["fees"]),
             }
         lat = self.latency(metrics)
+        stages = {}
+        for worker, hist in (("strategy", "tick_to_intent_ns"), ("risk", "tick_to_approval_ns"), ("exec", "tick_to_order_ns")):
+            if worker in metrics:
+                stages[hist] = metrics[worker].snapshots()[hist].summary()
         fills_by_instrument: dict[str, int] = {}
         for f in self.fills:
             s = self.symbols.get(f.instrument_id, str(f.instrument_id))
@@ -135,6 +139,7 @@ class RunRecord:
             "unrealized": sum(v["unrealized"] for v in per.values()),
             "fees": sum(v["fees"] for v in per.values()),
             "tick_to_order_ns": lat,
+            "latency_stages": stages,
             "restarts": self.restarts,
             "counters": counters,
         }
@@ -183,6 +188,12 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
         lines.append(
             f"  tick-to-order: p50 {_us(lat.get('p50'))}  p90 {_us(lat.get('p90'))}  p99 {_us(lat.get('p99'))}  "
             f"max {_us(lat.get('max'))}  (target {TARGET_T2O_US:.0f}µs, max {MAX_T2O_US:.0f}µs; n={int(lat.get('count', 0))})"
+        )
+    stages = s.get("latency_stages") or {}
+    if stages:
+        lines.append(
+            "  stages (p50/p99 since the tick): "
+            + "  ".join(f"{k.replace('_ns', '')} {_us(v.get('p50'))}/{_us(v.get('p99'))}" for k, v in stages.items())
         )
     if s.get("restarts"):
         lines.append(f"  restarts: {', '.join(r['worker'] + ' (' + r['reason'] + ')' for r in s['restarts'])}")

@@ -41,6 +41,7 @@ from procs.runtime import (
     POSITION_DTYPE,
     STATE_READY,
     STATE_STOPPED,
+    TOB_DTYPE,
     TOPOLOGY,
     WORKERS,
     metrics_name,
@@ -116,7 +117,7 @@ class Supervisor:
                     f"engine id {eid!r} is in use by a running engine (pid {hdr['creator_pid']}); "
                     "stop it or set another [engine] id"
                 )
-        names = [r.name for r in TOPOLOGY] + ["health", "positions"] + [metrics_name(w) for w in WORKERS]
+        names = [r.name for r in TOPOLOGY] + ["health", "positions", "tob"] + [metrics_name(w) for w in WORKERS]
         removed = cleanup_stale(eid, names)
         for sem in list_semaphores(eid):  # waiter semaphores of a crashed run
             with contextlib.suppress(Exception):
@@ -135,8 +136,10 @@ class Supervisor:
             )
         self.health = SeqlockTable.create(eid, "health", HEALTH_DTYPE, len(WORKERS))
         self.positions = SeqlockTable.create(eid, "positions", POSITION_DTYPE, len(self.cfg.instruments))
+        self.tob = SeqlockTable.create(eid, "tob", TOB_DTYPE, len(self.cfg.instruments))
         for k, ins in enumerate(self.cfg.instruments):
             self.positions.write(k, {"instrument_id": ins.instrument_id})
+            self.tob.write(k, {"instrument_id": ins.instrument_id})
         self.metrics = {
             w: MetricsRegion.create(eid, metrics_name(w), COUNTERS[w], HISTOGRAMS[w]) for w in WORKERS
         }
@@ -147,7 +150,7 @@ class Supervisor:
         for ring in self.rings.values():
             with contextlib.suppress(Exception):
                 ring.unlink()
-        for t in (getattr(self, "health", None), getattr(self, "positions", None)):
+        for t in (getattr(self, "health", None), getattr(self, "positions", None), getattr(self, "tob", None)):
             if t is not None:
                 t.unlink()
         for m in getattr(self, "metrics", {}).values():

@@ -16,7 +16,8 @@ from typing import Any
 from engine.book import L2Book
 from engine.messages import Bar, BookDelta, BookSnapshot, Control, ControlCommand, Quote, Trade
 from procs.build import build_market
-from procs.runtime import STATE_READY, STATE_STOPPING, Worker
+from procs.runtime import STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
+from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.feed")
 
@@ -46,6 +47,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     control = w.consume("control")
     books = {i.instrument_id: L2Book(i.instrument_id) for i in cfg.instruments}
     source = build_market(cfg)
+    tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
+    rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
+    last_px = dict.fromkeys(rows, 0)
     c_out = w.metrics.counter_index("md_out")
     c_rej = w.metrics.counter_index("md_rejected")
     c_cross = w.metrics.counter_index("book_crossed")
@@ -108,6 +112,11 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 if hasattr(msg, "ts_recv"):  # bars carry only their own interval
                     msg.ts_recv = t
                 md.publish(msg)
+                if isinstance(msg, Quote):
+                    tob.write(rows[msg.instrument_id], (msg.instrument_id, msg.bid_px, msg.bid_qty, msg.ask_px,
+                                                        msg.ask_qty, last_px[msg.instrument_id], t))
+                elif isinstance(msg, Trade):
+                    last_px[msg.instrument_id] = msg.px
                 h_pub.record(time.monotonic_ns() - t)
                 w.metrics.inc_i(c_out)
                 w.processed += 1

@@ -12,9 +12,18 @@ import logging
 import time
 from typing import Any
 
-from engine.messages import CancelOrder, Control, ControlCommand, NewOrder, ReplaceOrder
+from engine.messages import (
+    CancelOrder,
+    Control,
+    ControlCommand,
+    NewOrder,
+    Quote,
+    ReplaceOrder,
+    Trade,
+)
 from procs.build import build_limits
-from procs.runtime import STATE_READY, STATE_STOPPING, Worker
+from procs.runtime import STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
+from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.risk")
 
@@ -26,11 +35,12 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     gate = RiskGate(build_limits(cfg), cfg.instrument_table())
     intents = w.consume("intents")
     events = w.consume("events")
-    md = w.consume("md")
+    tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
+    rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
     control = w.consume("control")
     orders = w.produce("orders")
     replies = w.produce("risk")
-    waiter = w.waiter(intents, events, md, control)
+    waiter = w.waiter(intents, events, control)  # not md: a tick alone needs no risk decision
     c_in = w.metrics.counter_index("intents_in")
     c_ok = w.metrics.counter_index("approved")
     c_rej = w.metrics.counter_index("rejected")
@@ -72,10 +82,16 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 busy = True
                 w.metrics.inc_i(c_ev)
                 gate.on_exec_event(ev)
-            for msg in md.poll_batch(512):
-                busy = True
-                gate.on_market_data(msg)
-            for it in intents.poll_batch(256):
+            batch = intents.poll_batch(256)
+            if batch:  # the latest prices of the instruments concerned, before judging them
+                for iid in {it.instrument_id for it in batch}:
+                    if iid in rows:
+                        r = tob.read(rows[iid])
+                        gate.on_market_data(Quote(iid, int(r["bid_px"]), int(r["bid_qty"]), int(r["ask_px"]),
+                                                  int(r["ask_qty"]), 0, int(r["ts_recv"])))
+                        if r["last_px"] > 0:
+                            gate.on_market_data(Trade(iid, int(r["last_px"]), 1, 0, 0, int(r["ts_recv"])))
+            for it in batch:
                 busy = True
                 w.metrics.inc_i(c_in)
                 w.processed += 1

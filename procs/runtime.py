@@ -20,7 +20,7 @@ import numpy as np
 from shm.metrics import MetricsRegion
 from shm.ring import Consumer, Producer, Ring
 from shm.seqlock import SeqlockTable
-from shm.wait import WaitStrategy
+from shm.wait import make_wait
 from shm.waiter import Waiter
 
 log = logging.getLogger("gekko.procs")
@@ -40,7 +40,8 @@ class RingSpec:
 TOPOLOGY: tuple[RingSpec, ...] = (
     # trading readers gate market data: a strategy must see every tick for its orders to be
     # reproducible; the supervisor's monitor may fall behind and only counts what it missed
-    RingSpec("md", "md_capacity", "feed", (("strategy", True), ("risk", True), ("exec", True), ("supervisor", False))),
+    # risk needs only the latest prices: it reads them from the feed's top-of-book table
+    RingSpec("md", "md_capacity", "feed", (("strategy", True), ("exec", True), ("supervisor", False))),
     RingSpec("intents", "intents_capacity", "strategy", (("risk", True),)),
     RingSpec("orders", "orders_capacity", "risk", (("exec", True), ("supervisor", True))),
     RingSpec("events", "events_capacity", "exec", (("strategy", True), ("risk", True), ("supervisor", True))),
@@ -59,6 +60,19 @@ HEALTH_DTYPE = np.dtype(
         ("incarnation", "<i8"),
         ("processed", "<i8"),
         ("started_ns", "<i8"),
+    ]
+)
+
+# top-of-book table: one row per instrument, written by the feed, read by risk (and monitors)
+TOB_DTYPE = np.dtype(
+    [
+        ("instrument_id", "<i8"),
+        ("bid_px", "<i8"),
+        ("bid_qty", "<i8"),
+        ("ask_px", "<i8"),
+        ("ask_qty", "<i8"),
+        ("last_px", "<i8"),
+        ("ts_recv", "<i8"),
     ]
 )
 
@@ -124,7 +138,7 @@ class Worker:
         self.incarnation = incarnation
         proc_cfg = cfg.processes.get(name)
         self.pinning = pin_to_cpus(name, list(proc_cfg.cpus))
-        self.wait = WaitStrategy(kind=proc_cfg.wait)
+        self.wait = make_wait(proc_cfg.wait)
         self.row = WORKERS.index(name)
         self.health = SeqlockTable.attach(engine_id, "health", HEALTH_DTYPE)
         self.metrics = MetricsRegion.attach(engine_id, metrics_name(name))

@@ -79,5 +79,13 @@ class WaitStrategy(msgspec.Struct, frozen=True):
 
 
 def make_wait(kind: str | WaitStrategy) -> WaitStrategy:
-    """A strategy from its name (config.toml) or an existing one."""
-    return kind if isinstance(kind, WaitStrategy) else WaitStrategy(kind=kind)
+    """A strategy from its name (config.toml) or an existing one.
+
+    ``block`` spins only briefly before sleeping: its point is to leave the cores to others,
+    and on a small machine a long spin phase in every idle process is what makes them late.
+    """
+    if isinstance(kind, WaitStrategy):
+        return kind
+    if kind == "block":
+        return WaitStrategy(kind=kind, spin_rounds=20)
+    return WaitStrategy(kind=kind)
