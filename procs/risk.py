@@ -97,8 +97,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 w.processed += 1
                 route(gate.on_intent(it, time.monotonic_ns()))
             w.beat()
-            upstream_done = intents.ring.closed or not _alive(intents)
-            if stopping and not busy and upstream_done and not intents.has_data():
+            # (the liveness check reads /proc: only once stopping, never on the hot path)
+            if stopping and not busy and not intents.has_data() and (intents.ring.closed or not _alive(intents)):
                 break
             if not busy:
                 waiter.wait_any(cfg.supervisor.heartbeat_interval_s)
