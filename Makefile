@@ -33,6 +33,7 @@ perf: $(VENV)/.installed-test
 	@for f in perf/bench_*.py; do \
 		name=$$(basename $$f .py); \
 		echo "== $$name"; \
+		rm -f perf/results/$$name.json; \
 		$(BIN)/python $$f --fast -o perf/results/$$name.json --quiet || exit 1; \
 	done
 

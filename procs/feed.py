@@ -111,12 +111,13 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 t = time.monotonic_ns()
                 if hasattr(msg, "ts_recv"):  # bars carry only their own interval
                     msg.ts_recv = t
-                md.publish(msg)
+                # the table first: risk must never judge an order caused by this tick on older prices
                 if isinstance(msg, Quote):
                     tob.write(rows[msg.instrument_id], (msg.instrument_id, msg.bid_px, msg.bid_qty, msg.ask_px,
                                                         msg.ask_qty, last_px[msg.instrument_id], t))
                 elif isinstance(msg, Trade):
                     last_px[msg.instrument_id] = msg.px
+                md.publish(msg)
                 h_pub.record(time.monotonic_ns() - t)
                 w.metrics.inc_i(c_out)
                 w.processed += 1

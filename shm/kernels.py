@@ -268,8 +268,7 @@ def write_batch(
         _write_header(mem, off, length, numba.int64(types[i]), seq)
         src = offsets[i]
         dst = off + FRAME_HEADER
-        for k in range(length):
-            mem[dst + k] = payload[src + k]
+        mem[dst : dst + length] = payload[src : src + length]  # a memcpy, not a byte loop
         pos += total
         seq += 1
         i += 1

@@ -403,6 +403,12 @@ class Producer:
                 self._dead_since.pop(i, None)
 
     # --- writing ---------------------------------------------------------------------------------
+    def _end_for(self, length: int) -> int:
+        """The position after a frame of ``length`` payload bytes written now (wrap included)."""
+        total = frame_size(length)
+        room = self._cap - (self.pos & self._mask)
+        return self.pos + (total if total <= room else room + total)
+
     def _reserve(self, length: int) -> int:
         """Make room for one frame of ``length`` payload bytes; return its data offset."""
         if length > self._max_payload:
@@ -507,9 +513,9 @@ class Producer:
         for msg in msgs:
             enc(msg, buf)
             n = len(buf)
-            total = frame_size(n)
-            if self.pos + total + (self._cap - (self.pos & self._mask)) > self._limit:
-                self._commit()  # let consumers see what is there before we wait for room
+            end = self._end_for(n)
+            if end > self._limit and end > self._refresh_limit():
+                self._commit()  # the ring is full: let consumers see what is there, then wait
             off = self._reserve(n)
             pack(data, off, n, self._tag(msg), FRAME_MARK, self.seq)
             data[off + FRAME_HEADER : off + FRAME_HEADER + n] = buf
@@ -542,8 +548,8 @@ class Producer:
             i2, pos, seq = K.write_batch(
                 self.ring.data_addr, self._cap, self.pos, limit, self.seq, types, payload, offsets, i
             )
-            if i2 == i:  # no room for the next frame (plus a wrap): wait for consumers
-                self._ensure_space(self.pos + self._cap - (self.pos & self._mask) + frame_size(int(lengths[i])))
+            if i2 == i:  # no room for the next frame: wait for consumers
+                self._ensure_space(self._end_for(int(lengths[i])))
                 continue
             self.pos, self.seq = pos, seq
             self.published += i2 - i

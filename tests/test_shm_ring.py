@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -250,3 +252,47 @@ def test_closed_ring_drains_then_reports_closed(engine_id: str) -> None:
     assert bytes(cons.poll_raw()[1]) == b"last"
     assert cons.wait_for_data(1.0) is False
     assert ring.closed
+
+
+def test_raw_batch_at_a_lap_boundary_proceeds_once_drained(engine_id: str) -> None:
+    """Regression: a full ring with the producer exactly at a lap boundary must not time out."""
+    import threading
+
+    ring = Ring.create(engine_id, "r", 4096, consumers=[("c", True)])
+    prod = ring.producer(timeout_s=2.0)
+    cons = ring.consumer("c")
+    n = 64  # 48-byte payloads make 64-byte frames: 64 of them fill the ring exactly
+    types = np.full(n, 7, dtype=np.uint16)
+    payload = np.zeros(48 * n, dtype=np.uint8)
+    offsets = np.arange(n + 1, dtype=np.int64) * 48
+    prod.publish_raw_batch(types, payload, offsets)
+    assert prod.pos & (ring.capacity - 1) == 0
+    got = []
+
+    def drain() -> None:
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end and sum(got) < n + 1:
+            k, _ = cons.poll_raw_batch(1024)
+            got.append(k)
+            cons.commit()
+
+    t = threading.Thread(target=drain)
+    t.start()
+    prod.publish_raw_batch(types[:1], payload[:48], offsets[:2])
+    t.join()
+    assert sum(got) == n + 1
+
+
+def test_publish_batch_commits_once_when_it_fits(engine_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shm import ring as ring_mod
+
+    ring = Ring.create(engine_id, "r", 1 << 16)
+    prod = ring.producer()
+    cons = ring.consumer("a")
+    calls = []
+    real = ring_mod.K.commit
+    monkeypatch.setattr(ring_mod.K, "commit", lambda *a: calls.append(1) or real(*a))
+    msgs = [Quote(1, i, 1, i + 1, 1, i, i, i) for i in range(300)]
+    prod.publish_batch(msgs)
+    assert len(calls) == 1
+    assert cons.poll_batch(1000) == msgs
