@@ -25,6 +25,7 @@ from shm.atomics import (
 )
 from shm.layout import (
     CLAIM,
+    CONF_MAX_CONSUMERS,
     FRAME_ALIGN,
     FRAME_HEADER,
     FRAME_MARK,
@@ -52,7 +53,7 @@ ERR_PAD = 4
 
 
 @numba.njit(cache=True, nogil=True)
-def commit(base: int, pos: int, seq: int, nslots: int) -> int:
+def commit(base: int, pos: int, seq: int) -> int:
     """Publish (pos, seq) and return a bitmask of consumer slots that declared they sleep.
 
     The version counter lets a reader take (pos, seq) as a consistent pair (seqlock); the
@@ -68,6 +69,7 @@ def commit(base: int, pos: int, seq: int, nslots: int) -> int:
     store_release(b + PUB_VERSION, v + _u64(2))
     fence_seq_cst()
     mask = 0
+    nslots = numba.int64(load_relaxed(b + _u64(CONF_MAX_CONSUMERS)))
     for i in range(nslots):
         a = b + _u64(SLOTS + i * SLOT_SIZE + SL_SLEEPING)
         if load_relaxed(a) != 0 and cas_u64(a, _u64(1), _u64(0)):
