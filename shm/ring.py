@@ -961,9 +961,9 @@ class Consumer:
             raise RingError("poll_raw_batch is for gating consumers; use poll_raw or poll_batch")
         if self._index.shape[0] < max_n:
             self._index = np.zeros((max_n, 4), dtype=np.int64)
-        if self.pos >= self._avail:
-            self._refresh()
-        if self._next_seq < 0 and self.pos < self._avail:
+        if self.pos >= self._avail and self.pos >= self._refresh():
+            return 0, self._index  # nothing new: no scan
+        if self._next_seq < 0:
             self._next_seq = int(self._q[((self.pos & self._mask) >> 3) + 1])
         n, pos, next_seq, err = K.scan(
             self.ring.data_addr, self._cap, self.pos, self._avail, self._next_seq, self._max_payload, self._index[:max_n]
