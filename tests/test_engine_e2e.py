@@ -177,3 +177,65 @@ def test_same_data_same_strategy_gives_the_same_orders_inline_and_multiprocess(t
                   for o in summary["orders_sent"] if isinstance(o, NewOrder)]
     assert len(inline_new) > 5, "the momentum strategy should have traded"
     assert live_new == inline_new
+
+
+def test_hung_worker_is_killed_and_restarted(tmp_path: Path, eid: str) -> None:
+    """A worker that stops beating (SIGSTOP: alive but frozen) is killed and replaced."""
+    cfg = write_config(tmp_path, eid)
+    cfg.write_text(cfg.read_text().replace("heartbeat_timeout_s = 5.0", "heartbeat_timeout_s = 1.0"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "60", "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 30)
+        time.sleep(3)
+        frozen = [c for c in _children(proc.pid) if "exec" in c.cmdline()]
+        assert frozen, "exec worker not found"
+        os.kill(frozen[0].pid, signal.SIGSTOP)
+        assert _wait_for(
+            lambda: any("exec" in c.cmdline() and c.pid != frozen[0].pid for c in _children(proc.pid)), 30
+        ), "no replacement exec worker"
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    s = summary_of(tmp_path)
+    assert [r["worker"] for r in s["restarts"]] == ["exec"]
+    assert s["restarts"][0]["reason"] == "hung"
+    assert "missed heartbeats" in err
+    assert shm_entries(eid) == []
+
+
+def test_kill_switch_halts_trading_until_resume(tmp_path: Path, eid: str) -> None:
+    cfg = write_config(tmp_path, eid)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "60", "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 30)
+        time.sleep(4)
+        r = gekko("kill", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    s = summary_of(tmp_path)
+    assert s["counters"]["risk"]["kills"] == 1
+    assert s["risk_events"] >= 1
+    # after the kill every new order the strategies still try is refused by risk
+    assert s["risk_rejects"] > 0
+    orders = [json.loads(x) for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()]
+    assert any(o["type"] == "CancelOrder" for o in orders), "open orders were not canceled"
+    assert s["consistent"] is True
+    # no engine running: the command says so
+    r = gekko("kill", "--config", str(cfg))
+    assert r.returncode == 1 and "no running engine" in r.stderr
