@@ -86,11 +86,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             if batch:  # the latest prices of the instruments concerned, before judging them
                 for iid in {it.instrument_id for it in batch}:
                     if iid in rows:
-                        r = tob.read(rows[iid])
-                        gate.on_market_data(Quote(iid, int(r["bid_px"]), int(r["bid_qty"]), int(r["ask_px"]),
-                                                  int(r["ask_qty"]), 0, int(r["ts_recv"])))
-                        if r["last_px"] > 0:
-                            gate.on_market_data(Trade(iid, int(r["last_px"]), 1, 0, 0, int(r["ts_recv"])))
+                        _, bid, bid_qty, ask, ask_qty, last, ts = tob.read_tuple(rows[iid])
+                        gate.on_market_data(Quote(iid, bid, bid_qty, ask, ask_qty, 0, ts))
+                        if last > 0:
+                            gate.on_market_data(Trade(iid, last, 1, 0, 0, ts))
             for it in batch:
                 busy = True
                 w.metrics.inc_i(c_in)

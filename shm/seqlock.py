@@ -9,6 +9,8 @@ retries if it changed or was odd, so it never returns a torn row.
 
 from __future__ import annotations
 
+import os
+import time
 import zlib
 
 import numba
@@ -26,6 +28,7 @@ from shm.atomics import (
 from shm.region import KIND_TABLE, LayoutVersionError, Region
 
 _u64 = numba.uint64
+_yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 TABLE_CONF = 128  # nrows u64, row_size u64, dtype hash u64
 TABLE_SEQS = 256
 
@@ -63,6 +66,23 @@ def _read_row(seq_addr: int, src: int, dst: int, nbytes: int, max_tries: int) ->
     return -1
 
 
+def _read_retrying(seq_addr: int, src: int, dst: int, nbytes: int, timeout_s: float) -> int:
+    """Spin-read; when the writer stays mid-write (preempted on a busy machine), yield the CPU to
+    it and try again, until ``timeout_s`` (a writer that died mid-write never finishes)."""
+    tries = _read_row(seq_addr, src, dst, nbytes, 2000)
+    if tries > 0:
+        return tries
+    deadline = time.monotonic() + timeout_s
+    total = 2000
+    while time.monotonic() < deadline:
+        _yield()
+        tries = _read_row(seq_addr, src, dst, nbytes, 2000)
+        if tries > 0:
+            return total + tries
+        total += 2000
+    return -1
+
+
 def _dtype_hash(dtype: np.dtype) -> int:
     return zlib.crc32(repr(dtype.descr).encode()) & 0x7FFFFFFF
 
@@ -84,6 +104,8 @@ class SeqlockTable:
         self.rows = region.array[self._rows_off : self._rows_off + self.nrows * self.row_size].view(self.dtype)
         self._stage = np.zeros(1, dtype=self.dtype)
         self._stage_addr = int(self._stage.ctypes.data)
+        self._out = np.zeros(1, dtype=self.dtype)
+        self._out_addr = int(self._out.ctypes.data)
         self.retries = 0
 
     @classmethod
@@ -115,18 +137,30 @@ class SeqlockTable:
             st[0] = values
         _write_row(self._seq_base + 8 * row, self._rows_base + row * self.row_size, self._stage_addr, self.row_size)
 
-    def read(self, row: int, max_tries: int = 100_000) -> np.void:
+    def read(self, row: int, timeout_s: float = 0.5) -> np.void:
         """A consistent copy of row ``row``."""
         if not 0 <= row < self.nrows:
             raise IndexError(f"row {row} out of range 0..{self.nrows - 1}")
         out = np.zeros(1, dtype=self.dtype)
-        tries = _read_row(
-            self._seq_base + 8 * row, self._rows_base + row * self.row_size, int(out.ctypes.data), self.row_size, max_tries
+        tries = _read_retrying(
+            self._seq_base + 8 * row, self._rows_base + row * self.row_size, int(out.ctypes.data), self.row_size, timeout_s
         )
         if tries < 0:
-            raise TornReadError(f"table {self.region.name}: row {row} stayed in mid-write for {max_tries} tries")
+            raise TornReadError(f"table {self.region.name}: row {row} stayed in mid-write for {timeout_s}s")
         self.retries += tries - 1
         return out[0]
+
+    def read_tuple(self, row: int, timeout_s: float = 0.5) -> tuple:
+        """A consistent copy of row ``row`` as a tuple of Python values (the hot-path read: no
+        allocation of a record, no per-field numpy indexing)."""
+        if not 0 <= row < self.nrows:
+            raise IndexError(f"row {row} out of range 0..{self.nrows - 1}")
+        tries = _read_retrying(
+            self._seq_base + 8 * row, self._rows_base + row * self.row_size, self._out_addr, self.row_size, timeout_s
+        )
+        if tries < 0:
+            raise TornReadError(f"table {self.region.name}: row {row} stayed in mid-write for {timeout_s}s")
+        return self._out[0].item()
 
     def read_all(self) -> np.ndarray:
         """A consistent copy of every row (each row consistent on its own)."""

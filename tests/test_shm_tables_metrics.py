@@ -100,3 +100,21 @@ def test_histograms_written_in_two_processes_merge_to_true_percentiles(engine_id
     assert set(s) >= {"p50", "p90", "p99", "p99.9", "max"}
     for r in regions:
         r.unlink()
+
+
+def test_read_tuple_matches_read(engine_id: str) -> None:
+    table = SeqlockTable.create(engine_id, "tt", ROW, nrows=2)
+    table.write(1, (4, 5, 6, 7.5, b"abc"))
+    assert table.read_tuple(1) == (4, 5, 6, 7.5, b"abc")
+    assert table.read_tuple(1) == table.read(1).item()
+
+
+def test_writer_dead_mid_write_gives_a_clear_error_not_a_hang(engine_id: str) -> None:
+    from shm.seqlock import TABLE_SEQS, TornReadError
+
+    table = SeqlockTable.create(engine_id, "dead", ROW, nrows=1)
+    table.region.array[TABLE_SEQS : TABLE_SEQS + 8].view(np.uint64)[0] = 1  # odd: mid-write forever
+    t = time.monotonic()
+    with pytest.raises(TornReadError, match="mid-write"):
+        table.read(0, timeout_s=0.1)
+    assert time.monotonic() - t < 2
