@@ -141,6 +141,11 @@ class MarketSection(msgspec.Struct, **_STRICT):
         if self.source == "replay":
             _need(bool(self.replay_quotes or self.replay_trades or self.replay_lobster_messages),
                   "market.replay_quotes", "a replay needs replay_quotes, replay_trades or replay_lobster_messages")
+            for key in ("replay_quotes", "replay_trades", "replay_lobster_messages", "replay_lobster_orderbook"):
+                path = getattr(self, key)
+                _need(not path or Path(path).is_file(), f"market.{key}", f"no such file: {path}")
+            _need(bool(self.replay_lobster_orderbook) == bool(self.replay_lobster_messages),
+                  "market.replay_lobster_orderbook", "LOBSTER needs both the message and the orderbook file")
 
 
 class SimSection(msgspec.Struct, **_STRICT):
