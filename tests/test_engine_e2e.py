@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -101,32 +103,40 @@ def _wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def test_sigkill_worker_is_restarted_and_sigterm_exits_clean(tmp_path: Path, eid: str) -> None:
-    cfg = write_config(tmp_path, eid)
+@contextlib.contextmanager
+def running_engine(cfg: Path, tmp_path: Path, eid: str) -> Iterator[subprocess.Popen[str]]:
+    """`gekko run` in the background, up and trading when the block starts; killed if the block
+    leaves it running (a failed assertion must not leave an engine behind)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "60"],
+        [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "60", "--quiet"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        assert _wait_for(lambda: len(_children(proc.pid)) >= 4, 30)
-        # wait until trading is under way (the status line shows fills)
         assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 30)
-        time.sleep(6)
-        victims = [c for c in _children(proc.pid) if "strategy" in " ".join(c.cmdline())]
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
+def test_sigkill_worker_is_restarted_and_sigterm_exits_clean(tmp_path: Path, eid: str) -> None:
+    cfg = write_config(tmp_path, eid)
+    with running_engine(cfg, tmp_path, eid) as proc:
+        assert _wait_for(lambda: len(_children(proc.pid)) >= 4, 30)
+        time.sleep(6)  # trading under way
+        victims = [c for c in _children(proc.pid) if "strategy" in c.cmdline()]
         assert victims, "strategy worker not found"
         old_pid = victims[0].pid
         os.kill(old_pid, signal.SIGKILL)
         # a new strategy process appears
         assert _wait_for(
-            lambda: any("strategy" in " ".join(c.cmdline()) and c.pid != old_pid for c in _children(proc.pid)), 30
+            lambda: any("strategy" in c.cmdline() and c.pid != old_pid for c in _children(proc.pid)), 30
         )
         time.sleep(6)  # trading resumes
         workers = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err[-3000:]
     s = summary_of(tmp_path)
     assert [r["worker"] for r in s["restarts"]] == ["strategy"]
@@ -183,12 +193,7 @@ def test_hung_worker_is_killed_and_restarted(tmp_path: Path, eid: str) -> None:
     """A worker that stops beating (SIGSTOP: alive but frozen) is killed and replaced."""
     cfg = write_config(tmp_path, eid)
     cfg.write_text(cfg.read_text().replace("heartbeat_timeout_s = 5.0", "heartbeat_timeout_s = 1.0"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "60", "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 30)
+    with running_engine(cfg, tmp_path, eid) as proc:
         time.sleep(3)
         frozen = [c for c in _children(proc.pid) if "exec" in c.cmdline()]
         assert frozen, "exec worker not found"
@@ -199,9 +204,6 @@ def test_hung_worker_is_killed_and_restarted(tmp_path: Path, eid: str) -> None:
         time.sleep(2)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err[-3000:]
     s = summary_of(tmp_path)
     assert [r["worker"] for r in s["restarts"]] == ["exec"]
@@ -212,21 +214,13 @@ def test_hung_worker_is_killed_and_restarted(tmp_path: Path, eid: str) -> None:
 
 def test_kill_switch_halts_trading_until_resume(tmp_path: Path, eid: str) -> None:
     cfg = write_config(tmp_path, eid)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "60", "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 30)
+    with running_engine(cfg, tmp_path, eid) as proc:
         time.sleep(4)
         r = gekko("kill", "--config", str(cfg))
         assert r.returncode == 0, r.stderr
         time.sleep(3)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err[-3000:]
     s = summary_of(tmp_path)
     assert s["counters"]["risk"]["kills"] == 1
