@@ -556,7 +556,8 @@ class Producer:
         i = 0
         while i < n:
             # write at most a quarter ring per step so non-gating readers keep slack behind the claim
-            limit = min(self._refresh_limit(), self.pos + self._cap // 4)
+            # (but always room for the next frame, wrap included, or a big frame would never go)
+            limit = min(self._refresh_limit(), max(self.pos + self._cap // 4, self._end_for(int(lengths[i]))))
             if limit > self._claim:
                 self._claim = limit
                 self._hot = min(self._limit, self._claim)

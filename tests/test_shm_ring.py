@@ -296,3 +296,20 @@ def test_publish_batch_commits_once_when_it_fits(engine_id: str, monkeypatch: py
     prod.publish_batch(msgs)
     assert len(calls) == 1
     assert cons.poll_batch(1000) == msgs
+
+
+def test_raw_batch_frame_that_wraps_past_a_quarter_ring_is_written(engine_id: str) -> None:
+    """Regression: a frame whose wrap padding plus size exceeds a quarter of the ring must not
+    spin forever (the batch writer caps each step at a quarter ring)."""
+    ring = Ring.create(engine_id, "r", 4096, max_payload=2048)
+    prod = ring.producer(timeout_s=1.0)
+    cons = ring.consumer("a")
+    for size in (1600, 1680):  # frames of 1616 + 1696 bytes: 784 bytes left before the end
+        prod.publish_raw(1, b"x" * size)
+        assert bytes(cons.poll_raw()[1]) == b"x" * size
+    cons.commit()
+    assert ring.capacity - (prod.pos & (ring.capacity - 1)) == 784
+    payload = np.frombuffer(b"y" * 900, dtype=np.uint8)
+    prod.publish_raw_batch(np.array([2], dtype=np.uint16), payload, np.array([0, 900], dtype=np.int64))
+    ftype, view = cons.poll_raw()
+    assert (ftype, bytes(view)) == (2, b"y" * 900)
