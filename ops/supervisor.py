@@ -176,7 +176,8 @@ class Supervisor:
             "--incarnation",
             str(h.incarnation),
         ]
-        h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        env = dict(os.environ, GEKKO_SUPERVISOR_PID=str(os.getpid()))
+        h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         h.started_at = time.monotonic()
         log.info("started %s (pid %d, incarnation %d)", h.name, h.proc.pid, h.incarnation)
 

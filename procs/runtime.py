@@ -29,6 +29,14 @@ WORKERS = ("feed", "strategy", "risk", "exec")
 SUPERVISOR = "supervisor"
 
 
+class SupervisorGone(SystemExit):
+    """Raised in a worker whose supervisor died: it exits (cleanly) instead of running orphaned."""
+
+    def __init__(self, ppid: int) -> None:
+        super().__init__(3)
+        self.ppid = ppid
+
+
 @dataclass(frozen=True)
 class RingSpec:
     name: str
@@ -149,8 +157,12 @@ class Worker:
         self._hb_interval_ns = int(cfg.supervisor.heartbeat_interval_s * 1e9)
         self._next_beat = 0
         self.started_ns = time.monotonic_ns()
+        # the supervisor: if it dies, so do we (no orphans). It tells us its pid, because it may
+        # already be gone by the time this (slow to import) process gets here
+        self._ppid = int(os.environ.get("GEKKO_SUPERVISOR_PID", "0")) or os.getppid()
+        self._orphaned = False
         self.state = STATE_STARTING
-        self.beat(force=True)
+        self.beat(force=True)  # raises SupervisorGone at once if the supervisor already died
 
     def _ring(self, name: str) -> Ring:
         r = self._rings.get(name)
@@ -188,6 +200,12 @@ class Worker:
         if not force and now < self._next_beat:
             return
         self._next_beat = now + self._hb_interval_ns
+        if self._orphaned:
+            return  # already leaving: let the clean-up run
+        if os.getppid() != self._ppid:
+            self._orphaned = True
+            log.error("%s: the supervisor (pid %d) is gone: exiting", self.name, self._ppid)
+            raise SupervisorGone(self._ppid)
         self.health.write(
             self.row, (os.getpid(), now, self.state, self.incarnation, self.processed, self.started_ns)
         )

@@ -94,6 +94,21 @@ def _children(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _cmd(p: psutil.Process) -> list[str]:
+    """A process's command line, or [] once it is gone or a zombie (a killed, unreaped worker)."""
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -109,14 +124,15 @@ def running_engine(cfg: Path, tmp_path: Path, eid: str) -> Iterator[subprocess.P
     leaves it running (a failed assertion must not leave an engine behind)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "60", "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
         assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 30)
         yield proc
     finally:
         if proc.poll() is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and its workers
             proc.communicate(timeout=30)
 
 
@@ -125,13 +141,13 @@ def test_sigkill_worker_is_restarted_and_sigterm_exits_clean(tmp_path: Path, eid
     with running_engine(cfg, tmp_path, eid) as proc:
         assert _wait_for(lambda: len(_children(proc.pid)) >= 4, 30)
         time.sleep(6)  # trading under way
-        victims = [c for c in _children(proc.pid) if "strategy" in c.cmdline()]
+        victims = [c for c in _children(proc.pid) if "strategy" in _cmd(c)]
         assert victims, "strategy worker not found"
         old_pid = victims[0].pid
         os.kill(old_pid, signal.SIGKILL)
         # a new strategy process appears
         assert _wait_for(
-            lambda: any("strategy" in c.cmdline() and c.pid != old_pid for c in _children(proc.pid)), 30
+            lambda: any("strategy" in _cmd(c) and c.pid != old_pid for c in _children(proc.pid)), 30
         )
         time.sleep(6)  # trading resumes
         workers = _children(proc.pid)
@@ -142,7 +158,7 @@ def test_sigkill_worker_is_restarted_and_sigterm_exits_clean(tmp_path: Path, eid
     assert [r["worker"] for r in s["restarts"]] == ["strategy"]
     assert "SIGTERM" in s["stop_reason"]
     assert s["consistent"] is True
-    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in workers), "orphan worker left"
+    assert not any(_alive(p) for p in workers), "orphan worker left"
     assert shm_entries(eid) == []
     # orders kept flowing after the restart: the restarted incarnation's ids (block 1) appear
     orders = [json.loads(x) for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()]
@@ -195,11 +211,11 @@ def test_hung_worker_is_killed_and_restarted(tmp_path: Path, eid: str) -> None:
     cfg.write_text(cfg.read_text().replace("heartbeat_timeout_s = 5.0", "heartbeat_timeout_s = 1.0"))
     with running_engine(cfg, tmp_path, eid) as proc:
         time.sleep(3)
-        frozen = [c for c in _children(proc.pid) if "exec" in c.cmdline()]
+        frozen = [c for c in _children(proc.pid) if "exec" in _cmd(c)]
         assert frozen, "exec worker not found"
         os.kill(frozen[0].pid, signal.SIGSTOP)
         assert _wait_for(
-            lambda: any("exec" in c.cmdline() and c.pid != frozen[0].pid for c in _children(proc.pid)), 30
+            lambda: any("exec" in _cmd(c) and c.pid != frozen[0].pid for c in _children(proc.pid)), 30
         ), "no replacement exec worker"
         time.sleep(2)
         proc.send_signal(signal.SIGINT)
@@ -233,3 +249,19 @@ def test_kill_switch_halts_trading_until_resume(tmp_path: Path, eid: str) -> Non
     # no engine running: the command says so
     r = gekko("kill", "--config", str(cfg))
     assert r.returncode == 1 and "no running engine" in r.stderr
+
+
+def test_workers_exit_when_the_supervisor_dies_and_the_next_start_cleans_up(tmp_path: Path, eid: str) -> None:
+    cfg = write_config(tmp_path, eid)
+    with running_engine(cfg, tmp_path, eid) as proc:
+        assert _wait_for(lambda: len(_children(proc.pid)) >= 4, 30)
+        workers = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # a crash: no clean-up at all
+        proc.communicate(timeout=30)
+        assert _wait_for(lambda: not any(_alive(w) for w in workers), 15), "workers outlived the supervisor"
+    left = shm_entries(eid)
+    assert left, "a crashed run leaves its regions behind"
+    r = gekko("run", "--config", str(cfg), "--duration", "2", "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "left by a crashed run" in r.stderr
+    assert shm_entries(eid) == []
