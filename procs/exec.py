@@ -25,6 +25,7 @@ from engine.messages import (
 from engine.portfolio import Portfolio
 from procs.build import build_venue
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker
+from procs.warmup import warm_exec
 from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.exec")
@@ -76,6 +77,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             )
         dirty.clear()
 
+    warm_exec(cfg)  # before READY: first calls compile and build caches
     w.beat(STATE_READY)
     log.info("exec ready: venue %s (%s, wait=%s)", getattr(venue, "name", type(venue).__name__), w.pinning, w.wait.kind)
     stopping = False

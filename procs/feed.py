@@ -63,9 +63,13 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         if next(source, None) is None:
             break
     sent = skip
+    w.beat(STATE_READY)
+    # the first tick waits for its readers: a tick queued while a worker is still starting would
+    # measure that start-up, not the pipeline
+    if not w.wait_for_peers(STATE_READY, cfg.supervisor.startup_timeout_s):
+        log.warning("feed: not every worker is ready after %.0fs; publishing anyway", cfg.supervisor.startup_timeout_s)
     t0 = time.monotonic()
     base_sent = sent
-    w.beat(STATE_READY)
     log.info("feed ready (%s, wait=%s, resuming at event %d)", w.pinning, w.wait.kind, skip)
     exhausted = False
     md_closed = False

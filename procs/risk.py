@@ -23,6 +23,7 @@ from engine.messages import (
 )
 from procs.build import build_limits
 from procs.runtime import STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
+from procs.warmup import warm_risk
 from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.risk")
@@ -61,6 +62,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
 
     if cfg.risk.start_halted:
         route(gate.on_control(Control(int(ControlCommand.KILL), time.monotonic_ns(), "start_halted")))
+    warm_risk(cfg)  # before READY: first calls compile and build caches
     w.beat(STATE_READY)
     log.info("risk ready (%s, wait=%s)", w.pinning, w.wait.kind)
     stopping = False

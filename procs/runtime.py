@@ -210,6 +210,16 @@ class Worker:
             self.row, (os.getpid(), now, self.state, self.incarnation, self.processed, self.started_ns)
         )
 
+    def wait_for_peers(self, state: int, timeout_s: float) -> bool:
+        """Wait until every other worker's health row shows ``state`` (beating meanwhile)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(int(self.health.read_tuple(i)[2]) >= state for i in range(len(WORKERS)) if i != self.row):
+                return True
+            self.beat()
+            time.sleep(0.005)
+        return False
+
     def close(self) -> None:
         """Clean exit: close our producers (readers see the end), stop gating as a reader."""
         for p in self.producers.values():

@@ -15,6 +15,7 @@ from typing import Any
 from engine.messages import Control, ControlCommand, OrderRejected
 from procs.build import build_strategy_host
 from procs.runtime import STATE_READY, STATE_STOPPING, Worker
+from procs.warmup import warm_strategy
 
 log = logging.getLogger("gekko.strategy")
 
@@ -43,6 +44,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     out = host.start(time.monotonic_ns())
     if out:
         intents.publish_batch(out)
+    warm_strategy(cfg)  # before READY: first calls compile and build caches
     w.beat(STATE_READY)
     log.info("strategy ready: %d strategies (%s, wait=%s)", len(host.slots), w.pinning, w.wait.kind)
     try:
