@@ -327,6 +327,8 @@ class Producer:
         K.store_word(self._base + PUB_PID, os.getpid())
         K.store_word(self._base + PUB_CLOSED, 0)
         self._refresh_limit()
+        # first calls of a numba kernel load (or compile) it: pay that now, not on the first frame
+        K.commit(self._base, self.pos, self.seq)  # republishes the same (pos, seq): harmless
 
     # --- space -----------------------------------------------------------------------------------
     def _refresh_limit(self) -> int:
@@ -635,6 +637,9 @@ class Consumer:
         self._wake_sem_name = f"{ring.region.name}_{self.slot}"
         ring._set_wake_name(self.slot, self._wake_sem_name)
         self._sync_seq()
+        # load the kernels now rather than on the first frame (an empty scan, a cursor hand-back)
+        K.scan(ring.data_addr, self._cap, self.pos, self.pos, 0, self._max_payload, self._index)
+        self._refresh()
 
     # --- attach ----------------------------------------------------------------------------------
     def _attach_slot(self, name: str, gating: bool, from_start: bool) -> tuple[int, bool]:

@@ -32,6 +32,8 @@ class Waiter:
             self._sem = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, mode=0o600, initial_value=0)
             for c in self.consumers:
                 c.set_wake(sem_name)
+                K.declare_sleep(c.sleep_flag_addr)  # load the kernels now, not on the first sleep
+                K.clear_word(c.sleep_flag_addr)
         self.sleeps = 0
 
     def ready(self) -> bool:
