@@ -43,7 +43,6 @@ class RunRecord:
         self.risk_rejects = 0
         self.risk_events: list[RiskEvent] = []
         self.fill_position: dict[int, int] = {i: 0 for i in self.symbols}
-        self.md_seen = 0
         self.restarts: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
         self._last_ticks = 0
@@ -80,9 +79,6 @@ class RunRecord:
             self.risk_rejects += 1
         elif isinstance(msg, RiskEvent):
             self.risk_events.append(msg)
-
-    def on_md(self, msg: Any) -> None:
-        self.md_seen += 1
 
     # --- views ---------------------------------------------------------------------------------
     def latency(self, metrics: dict[str, MetricsRegion]) -> dict[str, float]:

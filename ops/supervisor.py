@@ -252,8 +252,6 @@ class Supervisor:
             self.record.on_event(msg)
         for msg in self.c_risk.poll_batch(4096):
             self.record.on_risk(msg)
-        for msg in self.c_md.poll_batch(8192):
-            self.record.on_md(msg)
 
     def _quiescent(self) -> bool:
         """The feed finished and every gating reader has caught up with every ring."""
@@ -290,7 +288,6 @@ class Supervisor:
         pidfile.write_text(str(os.getpid()))
         try:
             self.control = self.rings["control"].producer(wait="backoff", timeout_s=2.0)
-            self.c_md = self.rings["md"].consumer("supervisor", gating=False)
             self.c_orders = self.rings["orders"].consumer("supervisor")
             self.c_events = self.rings["events"].consumer("supervisor")
             self.c_risk = self.rings["risk"].consumer("supervisor")

@@ -49,7 +49,8 @@ TOPOLOGY: tuple[RingSpec, ...] = (
     # trading readers gate market data: a strategy must see every tick for its orders to be
     # reproducible; the supervisor's monitor may fall behind and only counts what it missed
     # risk needs only the latest prices: it reads them from the feed's top-of-book table
-    RingSpec("md", "md_capacity", "feed", (("strategy", True), ("exec", True), ("supervisor", False))),
+    # (the supervisor counts ticks from the feed's metrics: it never decodes market data)
+    RingSpec("md", "md_capacity", "feed", (("strategy", True), ("exec", True))),
     RingSpec("intents", "intents_capacity", "strategy", (("risk", True),)),
     RingSpec("orders", "orders_capacity", "risk", (("exec", True), ("supervisor", True))),
     RingSpec("events", "events_capacity", "exec", (("strategy", True), ("risk", True), ("supervisor", True))),
