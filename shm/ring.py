@@ -78,8 +78,6 @@ from shm.wait import WaitStrategy, make_wait
 
 log = logging.getLogger("gekko.shm.ring")
 
-_MASK48 = (FRAME_MARK << 48)
-
 
 class RingError(RuntimeError):
     """Base class of ring failures."""
@@ -620,13 +618,10 @@ class Consumer:
         self._decode = self._dec.decode
         self._sem: posix_ipc.Semaphore | None = None
         self._index = np.zeros((256, 4), dtype=np.int64)
-        # a frame whose end fits under this bound is within the ring and under max payload
-        self._fast_room = ring.capacity
         self.received = 0
         self.missed = 0
         self.laps = 0
         self.slot, resumed = self._attach_slot(name, gating, from_start)
-        self._cursor_addr = ring._slot_addr(self.slot, SL_CURSOR)
         self._sleep_addr = ring._slot_addr(self.slot, SL_SLEEPING)
         self.pos = ring._slot_word(self.slot, SL_CURSOR)
         self.received = ring._slot_word(self.slot, SL_RECEIVED)
@@ -858,7 +853,7 @@ class Consumer:
                     total = (FRAME_HEADER + n + 7) & ~7
                     # mark and bounds are checked on every frame (corruption is an error, never a
                     # wild read); the sequence is checked by the slow path and the batch scan
-                    if (w0 >> 48) == FRAME_MARK and (w0 >> 32) & 0xFFFF != TYPE_PAD and off + total <= self._fast_room:
+                    if (w0 >> 48) == FRAME_MARK and (w0 >> 32) & 0xFFFF != TYPE_PAD and off + total <= self._cap:
                         self.pos = pos + total
                         self._next_seq += 1
                         start = off + FRAME_HEADER
