@@ -82,6 +82,26 @@ class TradingState(IntEnum):
     HALTED = 3
 
 
+class AlgoKind(IntEnum):
+    """Execution algorithm of a parent order (``algo`` on IntentNew / NewOrder; 0 = a plain
+    order sent to the venue as it is). See ``engine.algos``."""
+
+    NONE = 0
+    TWAP = 1
+    VWAP = 2
+    ICEBERG = 3
+    POV = 4
+
+
+class AlgoState(IntEnum):
+    """Life cycle of a parent order run by an execution algorithm (``AlgoProgress.state``)."""
+
+    WORKING = 1
+    DONE = 2  # fully filled
+    CANCELED = 3  # canceled by request (children canceled) or ended with quantity left
+    REJECTED = 4
+
+
 _S = {"array_like": True, "frozen": False, "gc": False}
 
 
@@ -187,6 +207,8 @@ class IntentNew(msgspec.Struct, tag=10, **_S):
     stop_px: int = 0
     flags: int = 0
     expire_ns: int = 0
+    algo: int = 0  # AlgoKind: 0 = a plain order
+    algo_params: dict[str, float] = {}  # the algorithm's parameters (engine.algos)
 
 
 class IntentCancel(msgspec.Struct, tag=11, **_S):
@@ -224,6 +246,8 @@ class NewOrder(msgspec.Struct, tag=20, **_S):
     stop_px: int = 0
     flags: int = 0
     expire_ns: int = 0
+    algo: int = 0  # AlgoKind: 0 = a plain order
+    algo_params: dict[str, float] = {}  # the algorithm's parameters (engine.algos)
 
 
 class CancelOrder(msgspec.Struct, tag=21, **_S):
@@ -347,6 +371,27 @@ class Heartbeat(msgspec.Struct, tag=42, **_S):
     ts: int
 
 
+# --- execution algorithms (exec -> strategy, recorder) ---------------------------------------
+
+
+class AlgoProgress(msgspec.Struct, tag=50, **_S):
+    """Where a parent order run by an execution algorithm stands (``engine.algos``).
+
+    Published on every change: a child filled, a slice sent, the parent ended. ``filled_qty`` +
+    ``remaining_qty`` is the parent's quantity; ``state`` is an ``AlgoState``.
+    """
+
+    client_order_id: int  # the parent's
+    instrument_id: int
+    algo: int
+    filled_qty: int
+    remaining_qty: int
+    children_open: int
+    state: int
+    ts: int
+    target_qty: int = 0  # what the schedule wanted filled by ``ts`` (TWAP/VWAP/POV; 0 otherwise)
+
+
 Message = (
     Quote
     | Trade
@@ -370,6 +415,7 @@ Message = (
     | RiskEvent
     | Control
     | Heartbeat
+    | AlgoProgress
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]
