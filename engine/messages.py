@@ -371,6 +371,63 @@ class Heartbeat(msgspec.Struct, tag=42, **_S):
     ts: int
 
 
+class ExchangeStatusKind(IntEnum):
+    """What a venue says about trading in an instrument (``ExchangeStatus.status``)."""
+
+    OPEN = 1
+    HALTED = 2  # a regulatory or venue halt
+    CIRCUIT_BREAKER = 3  # the exchange's own limit-up/limit-down or market-wide breaker
+
+
+class TradingStateChanged(msgspec.Struct, tag=43, **_S):
+    """The engine-wide trading state moved (``TradingState``): who, why, when.
+
+    ``ts`` is monotonic ns (comparable with order stamps), ``wall_ns`` UNIX time for humans and
+    the record; ``source`` is ``operator``, ``daily_loss``, ``drawdown``, ``restore``, ...
+    """
+
+    state: int
+    prev_state: int
+    reason: str
+    source: str
+    ts: int
+    wall_ns: int
+    value: float = 0.0
+    limit: float = 0.0
+
+
+class InstrumentHalted(msgspec.Struct, tag=44, **_S):
+    """Risk stopped new orders in one instrument (a venue halt or a flash move)."""
+
+    instrument_id: int
+    reason: str
+    ts: int
+    ref_px: int = 0
+    px: int = 0
+
+
+class InstrumentResumed(msgspec.Struct, tag=45, **_S):
+    """The market in an instrument is sane again: orders may resume."""
+
+    instrument_id: int
+    reason: str
+    ts: int
+
+
+class ExchangeStatus(msgspec.Struct, tag=46, **_S):
+    """A venue's trading status for one instrument (``instrument_id`` -1: the whole venue).
+
+    ``status`` is an ``ExchangeStatusKind``. Venue adapters publish it with their execution
+    events; risk halts the instrument until the venue says OPEN again.
+    """
+
+    instrument_id: int
+    status: int
+    reason: str
+    ts_event: int
+    ts_recv: int
+
+
 # --- execution algorithms (exec -> strategy, recorder) ---------------------------------------
 
 
@@ -416,6 +473,10 @@ Message = (
     | Control
     | Heartbeat
     | AlgoProgress
+    | TradingStateChanged
+    | InstrumentHalted
+    | InstrumentResumed
+    | ExchangeStatus
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]
