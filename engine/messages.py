@@ -449,6 +449,50 @@ class AlgoProgress(msgspec.Struct, tag=50, **_S):
     target_qty: int = 0  # what the schedule wanted filled by ``ts`` (TWAP/VWAP/POV; 0 otherwise)
 
 
+# --- order management (exec -> strategy, risk, recorder) -------------------------------------
+
+
+class OrderAnomaly(msgspec.Struct, tag=37, **_S):
+    """A venue event the order table refused (``engine.oms``): a fill after a cancel, a
+    duplicate fill id, an event for an unknown order, an overfill, ...
+
+    The offending event is NOT applied (the order keeps a consistent state); this record
+    carries what reconciliation needs to decide: the kind, the order's state at the time
+    (``state``: an ``engine.order_states.OrderStatus``, -1 for an unknown order), the frame tag
+    of the event and, for fills, its id, price and quantity.
+    """
+
+    client_order_id: int
+    instrument_id: int
+    kind: str
+    state: int
+    event_tag: int
+    ts_recv: int
+    fill_id: int = 0
+    px: int = 0
+    qty: int = 0
+    detail: str = ""
+
+
+class OrderTriggered(msgspec.Struct, tag=38, **_S):
+    """A stop, stop-limit or trailing-stop order's trigger fired: it goes to the venue now as
+    ``order_type`` (MARKET or LIMIT at ``px``). ``emulated`` says exec emulated the trigger
+    from market data because the venue lacks the order type (``engine.emulation``)."""
+
+    client_order_id: int
+    instrument_id: int
+    side: int
+    stop_px: int  # the trigger level at the time it fired
+    trigger_px: int  # the market price that fired it
+    order_type: int
+    px: int
+    qty: int
+    emulated: bool
+    ts_origin: int
+    ts_event: int
+    ts_recv: int
+
+
 Message = (
     Quote
     | Trade
@@ -477,6 +521,8 @@ Message = (
     | InstrumentHalted
     | InstrumentResumed
     | ExchangeStatus
+    | OrderAnomaly
+    | OrderTriggered
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]
