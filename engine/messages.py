@@ -493,6 +493,41 @@ class OrderTriggered(msgspec.Struct, tag=38, **_S):
     ts_recv: int
 
 
+# --- models (infer -> strategy, monitors) ----------------------------------------------------
+
+
+class DriftEvent(msgspec.Struct, tag=7, **_S):
+    """The served model's live one-step error crossed the naive forecast's by ``margin``
+    (``drifting`` = 1), or came back under it (0). MAEs are of log returns over ``samples`` bars."""
+
+    model_version: str
+    drifting: int
+    model_mae: float
+    naive_mae: float
+    margin: float
+    samples: int
+    ts: int
+
+
+class ModelSwapped(msgspec.Struct, tag=8, **_S):
+    """The infer process now serves ``new_version`` (``old_version`` empty: the first model)."""
+
+    model_name: str
+    old_version: str
+    new_version: str
+    path: str
+    ts: int
+
+
+class ModelRejected(msgspec.Struct, tag=9, **_S):
+    """A model version failed validation; the infer process keeps the last good one (if any)."""
+
+    path: str
+    version: str
+    reason: str
+    ts: int
+
+
 Message = (
     Quote
     | Trade
@@ -523,6 +558,9 @@ Message = (
     | ExchangeStatus
     | OrderAnomaly
     | OrderTriggered
+    | DriftEvent
+    | ModelSwapped
+    | ModelRejected
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]
