@@ -528,6 +528,31 @@ class ModelRejected(msgspec.Struct, tag=9, **_S):
     ts: int
 
 
+
+class ReconciliationKind(IntEnum):
+    """What recovery found different between the stored record and the venue (tags 60-64)."""
+
+    MISSING_FILL = 1  # the venue filled us and the record did not know: applied
+    UNKNOWN_AT_VENUE = 2  # open in the record, not open at the venue: closed (canceled)
+    UNKNOWN_LOCALLY = 3  # open at the venue, unknown to the record: adopted
+    MISSING_ACK = 4  # the venue accepted an order the record still had as submitted
+    ORDER_MISMATCH = 5  # price or open quantity differ: the venue's are taken
+    POSITION_MISMATCH = 6  # the position from recorded fills differs from the venue's
+    DUPLICATE_SUPPRESSED = 7  # an order re-delivered after a crash that the venue already had
+
+
+class ReconciliationEvent(msgspec.Struct, tag=60, **_S):
+    """One difference found by start-up reconciliation and how it was resolved (toward the
+    venue's truth). ``stored``/``venue`` are the compared values (quantities, positions)."""
+
+    kind: int
+    client_order_id: int
+    instrument_id: int
+    stored: int
+    venue: int
+    action: str
+    ts: int
+
 Message = (
     Quote
     | Trade
@@ -561,6 +586,7 @@ Message = (
     | DriftEvent
     | ModelSwapped
     | ModelRejected
+    | ReconciliationEvent
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]
