@@ -1,0 +1,355 @@
+"""Walk-forward evaluation against baselines: MAE, MASE, sMAPE, directional accuracy with its CI.
+
+What each number means (the README repeats this next to the tables):
+
+- MAE: mean absolute error of the forecast log returns, over every horizon step.
+- MASE: absolute errors divided by the in-sample MAE of the random-walk forecast (mean |ret| on
+  the fold's TRAINING part of the same series), averaged. 1.0 = as good as the random walk on
+  the data it was fitted on; below 1 = better.
+- sMAPE: on the implied PRICE path (P_t·exp(cumsum forecast) against P_t·exp(cumsum actual)),
+  in percent. On returns it would be meaningless (the random walk's forecast 0 scores 200%
+  whatever happens).
+- Directional accuracy: share of one-step-ahead forecasts whose sign matches the realised
+  return, counting only bars where both are non-zero, with a 95% Wilson interval. A forecaster
+  that never calls a direction (the random walk) has none.
+
+Baselines, all computed from the same windows: random walk (forecast return 0), seasonal naive
+(the return one season earlier; season = bars per day for intraday bars, 5 for daily bars),
+moving average (mean return of the input window, flat over the horizon).
+
+Overfitting: every fold reports the model's loss on its training and validation sets; the gap
+(validation / train - 1) is printed, and a large one is flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.data import Bars, Fold, make_windows, walk_forward
+from models.features import TARGET_INDEX
+
+Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Z95 = 1.959963984540054
+
+
+@dataclass
+class Metrics:
+    """One forecaster's scores on the pooled test windows."""
+
+    name: str
+    mae: float
+    mase: float
+    smape: float
+    dir_acc: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n_dir: int
+    n: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FoldGap:
+    """Train vs validation loss of one fold's model (scaled units)."""
+
+    fold: int
+    train_loss: float
+    val_loss: float
+    epochs: int
+
+    @property
+    def gap(self) -> float:
+        return self.val_loss / self.train_loss - 1.0 if self.train_loss > 0 else float("nan")
+
+
+@dataclass
+class EvalReport:
+    """Everything ``gekko eval`` prints and ``meta.json`` stores under ``metrics``."""
+
+    data: str
+    architecture: str
+    folds: int
+    horizon: int
+    input_size: int
+    season: int
+    rows: list[Metrics]
+    gaps: list[FoldGap] = field(default_factory=list)
+    coverage: float | None = None  # share of actual returns inside the outer quantiles
+    nominal: float | None = None  # what that share should be (q_last - q_first)
+
+    def to_dict(self) -> dict:
+        return {
+            "data": self.data,
+            "architecture": self.architecture,
+            "folds": self.folds,
+            "horizon": self.horizon,
+            "input_size": self.input_size,
+            "season": self.season,
+            "table": [r.to_dict() for r in self.rows],
+            "train_val_gap": [
+                {
+                    "fold": g.fold,
+                    "train_loss": g.train_loss,
+                    "val_loss": g.val_loss,
+                    "gap": g.gap,
+                    "epochs": g.epochs,
+                }
+                for g in self.gaps
+            ],
+            "quantile_coverage": self.coverage,
+            "quantile_nominal": self.nominal,
+        }
+
+
+def wilson(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (sane at small n and near 0/1, unlike p ± z·se)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = hits / n
+    den = 1.0 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (mid - half, mid + half)
+
+
+def default_season(bar_seconds: int) -> int:
+    """Bars per day for intraday bars; a business week (5) for daily or slower bars."""
+    if 0 < bar_seconds < 86_400:
+        return max(1, 86_400 // bar_seconds)
+    return 5
+
+
+def score(name: str, pred: np.ndarray, y: np.ndarray, scale: np.ndarray) -> Metrics:
+    """Metrics of point forecasts ``pred [m, H]`` against ``y [m, H]``; ``scale [m]`` is the
+    MASE denominator of each window's series."""
+    err = np.abs(pred.astype(np.float64) - y)
+    p_hat = np.exp(np.cumsum(pred, axis=1, dtype=np.float64))
+    p_act = np.exp(np.cumsum(y, axis=1, dtype=np.float64))
+    smape = 200.0 * np.mean(np.abs(p_hat - p_act) / (np.abs(p_hat) + np.abs(p_act)))
+    s1, a1 = np.sign(pred[:, 0]), np.sign(y[:, 0])
+    called = (s1 != 0) & (a1 != 0)
+    n_dir = int(called.sum())
+    hits = int((s1[called] == a1[called]).sum())
+    lo, hi = wilson(hits, n_dir)
+    return Metrics(
+        name=name,
+        mae=float(err.mean()),
+        mase=float((err / scale[:, None]).mean()),
+        smape=float(smape),
+        dir_acc=hits / n_dir if n_dir else None,
+        ci_low=lo if n_dir else None,
+        ci_high=hi if n_dir else None,
+        n_dir=n_dir,
+        n=int(y.shape[0]),
+    )
+
+
+def baseline_forecasts(
+    x: np.ndarray, ret: np.ndarray, first_target: np.ndarray, horizon: int, season: int
+) -> dict[str, np.ndarray]:
+    """Random walk, seasonal naive and moving average for windows ``x`` of one series.
+
+    ``ret`` is the series' full return column and ``first_target[i]`` the index in it of window
+    i's first target, so the seasonal naive may look further back than the input window.
+    """
+    m = x.shape[0]
+    h = np.arange(horizon)
+    back = season * ((h // season) + 1)  # always lands on a bar before the first target
+    idx = first_target[:, None] + h[None, :] - back[None, :]
+    seasonal = np.where(idx >= 0, ret[np.clip(idx, 0, None)], 0.0)
+    ma = np.repeat(x[:, :, TARGET_INDEX].mean(axis=1, keepdims=True), horizon, axis=1)
+    return {
+        "random walk": np.zeros((m, horizon), np.float32),
+        "seasonal naive": seasonal.astype(np.float32),
+        "moving average": ma.astype(np.float32),
+    }
+
+
+@dataclass
+class _Series:
+    feats: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    folds: list[Fold]
+
+
+def _prepare(
+    series: Sequence[Bars], input_size: int, horizon: int, folds: int, test_frac: float
+) -> list[_Series]:
+    out = []
+    for b in series:
+        feats = b.features()
+        x, y = make_windows(feats, input_size, horizon)
+        if len(x) == 0:
+            continue
+        out.append(_Series(feats, x, y, walk_forward(len(x), folds, horizon, test_frac=test_frac)))
+    if not out:
+        raise ValueError(f"no series is long enough for windows of {input_size}+{horizon} bars")
+    return out
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def walk_forward_eval(
+    series: Sequence[Bars],
+    cfg: object,
+    *,
+    folds: int = 3,
+    season: int | None = None,
+    test_frac: float = 0.4,
+    data_name: str = "",
+    progress: bool = False,
+    fit_fn: Callable | None = None,
+) -> EvalReport:
+    """Retrain the model of ``cfg`` (a ``models.train.TrainConfig``) on each fold's past, score it
+    and the baselines on the fold's test block; metrics are pooled over all test windows."""
+    from models.train import fit, predict  # torch only here: baselines alone need none
+
+    fit = fit_fn or fit
+    L, H = cfg.input_size, cfg.horizon  # type: ignore[attr-defined]
+    prepared = _prepare(series, L, H, folds, test_frac)
+    season = season or default_season(series[0].bar_seconds())
+    preds: dict[str, list[np.ndarray]] = {}
+    ys, scales, q_lo, q_hi = [], [], [], []
+    gaps = []
+    for k in range(folds):
+
+        def sl(s: _Series, part: str, k: int = k) -> slice:
+            a, b = getattr(s.folds[k], part)
+            return slice(a, b)
+
+        xtr = _cat([s.x[sl(s, "train")] for s in prepared])
+        ytr = _cat([s.y[sl(s, "train")] for s in prepared])
+        xva = _cat([s.x[sl(s, "val")] for s in prepared])
+        yva = _cat([s.y[sl(s, "val")] for s in prepared])
+        res = fit(xtr, ytr, xva, yva, cfg, progress=progress, desc=f"fold {k + 1}/{folds}")
+        gaps.append(FoldGap(k + 1, res.train_loss, res.val_loss, res.epochs))
+        for s in prepared:
+            t = sl(s, "test")
+            if t.stop <= t.start:
+                continue
+            xt, yt = s.x[t], s.y[t]
+            point, q = predict(res.model, xt)
+            preds.setdefault(cfg.architecture, []).append(point)  # type: ignore[attr-defined]
+            q_lo.append(q[:, :, 0])
+            q_hi.append(q[:, :, -1])
+            first = np.arange(t.start, t.stop) + L
+            for name, f in baseline_forecasts(
+                xt, s.feats[:, TARGET_INDEX], first, H, season
+            ).items():
+                preds.setdefault(name, []).append(f)
+            ys.append(yt)
+            train_ret = s.feats[: s.folds[k].train[1] + L, TARGET_INDEX]
+            scales.append(np.full(len(yt), max(float(np.mean(np.abs(train_ret))), 1e-12)))
+    y = _cat(ys)
+    scale = _cat(scales)
+    rows = [score(name, _cat(p), y, scale) for name, p in preds.items()]
+    lo, hi = _cat(q_lo), _cat(q_hi)
+    qs = cfg.quantiles  # type: ignore[attr-defined]
+    return EvalReport(
+        data=data_name,
+        architecture=cfg.architecture,  # type: ignore[attr-defined]
+        folds=folds,
+        horizon=H,
+        input_size=L,
+        season=season,
+        rows=rows,
+        gaps=gaps,
+        coverage=float(((y >= lo) & (y <= hi)).mean()) if len(qs) > 1 else None,
+        nominal=float(qs[-1] - qs[0]) if len(qs) > 1 else None,
+    )
+
+
+def evaluate_predictor(
+    predictor: Predictor,
+    series: Sequence[Bars],
+    input_size: int,
+    horizon: int,
+    quantiles: Sequence[float],
+    *,
+    name: str = "model",
+    season: int | None = None,
+    test_frac: float = 0.4,
+    data_name: str = "",
+) -> EvalReport:
+    """Score an already trained model (e.g. an ONNX session) on the last ``test_frac`` of each
+    series, with the same baselines; MASE scale from the part before it."""
+    season = season or default_season(series[0].bar_seconds())
+    preds: dict[str, list[np.ndarray]] = {}
+    ys, scales, q_lo, q_hi = [], [], [], []
+    for b in series:
+        feats = b.features()
+        x, y = make_windows(feats, input_size, horizon)
+        start = len(x) - int(len(x) * test_frac)
+        if len(x) == 0 or start >= len(x):
+            continue
+        xt, yt = x[start:], y[start:]
+        point, q = predictor(xt)
+        preds.setdefault(name, []).append(point)
+        q_lo.append(q[:, :, 0])
+        q_hi.append(q[:, :, -1])
+        first = np.arange(start, len(x)) + input_size
+        for bname, f in baseline_forecasts(
+            xt, feats[:, TARGET_INDEX], first, horizon, season
+        ).items():
+            preds.setdefault(bname, []).append(f)
+        ys.append(yt)
+        past = feats[: start + input_size, TARGET_INDEX]
+        scales.append(np.full(len(yt), max(float(np.mean(np.abs(past))), 1e-12)))
+    if not ys:
+        raise ValueError("no series is long enough to evaluate")
+    y, scale = _cat(ys), _cat(scales)
+    lo, hi = _cat(q_lo), _cat(q_hi)
+    return EvalReport(
+        data=data_name,
+        architecture=name,
+        folds=0,
+        horizon=horizon,
+        input_size=input_size,
+        season=season,
+        rows=[score(n, _cat(p), y, scale) for n, p in preds.items()],
+        coverage=float(((y >= lo) & (y <= hi)).mean()) if len(quantiles) > 1 else None,
+        nominal=float(quantiles[-1] - quantiles[0]) if len(quantiles) > 1 else None,
+    )
+
+
+def format_report(r: EvalReport) -> str:
+    """The table ``gekko eval`` prints (also pasted, verbatim, into the README)."""
+    how = f"{r.folds}-fold walk-forward" if r.folds else "held-out last part"
+    n = r.rows[0].n if r.rows else 0
+    lines = [
+        f"{r.data or 'data'}: {how}, {n} test windows, input {r.input_size} bars, "
+        f"horizon {r.horizon}, seasonal naive season {r.season}",
+        f"| {'forecaster':<15} | {'MAE':>9} | {'MASE':>6} | {'sMAPE %':>8} | "
+        f"{'dir. acc. (95% CI)':>24} | {'n dir':>6} |",
+        f"|{'-' * 17}|{'-' * 11}|{'-' * 8}|{'-' * 10}|{'-' * 26}|{'-' * 8}|",
+    ]
+    for m in r.rows:
+        if m.dir_acc is None:
+            da = "no direction called"
+        else:
+            da = f"{100 * m.dir_acc:.1f}% [{100 * m.ci_low:.1f}, {100 * m.ci_high:.1f}]"  # type: ignore[operator]
+        lines.append(
+            f"| {m.name:<15} | {m.mae:>9.3g} | {m.mase:>6.3f} | {m.smape:>8.4f} | {da:>24} | "
+            f"{m.n_dir:>6} |"
+        )
+    if r.coverage is not None:
+        lines.append(
+            f"outer quantile band holds {100 * r.coverage:.1f}% of actual returns "
+            f"(nominal {100 * (r.nominal or 0):.0f}%)"
+        )
+    for g in r.gaps:
+        flag = "  <- large: overfitting?" if g.gap > 0.25 else ""
+        lines.append(
+            f"fold {g.fold}: train loss {g.train_loss:.4f}, validation {g.val_loss:.4f} "
+            f"(gap {100 * g.gap:+.1f}%, {g.epochs} epochs){flag}"
+        )
+    return "\n".join(lines)
