@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.analytics import YEAR_NS, summarize
 from engine.exec_engine import ExecEngine
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
@@ -114,8 +115,14 @@ class InlineRuntime:
         drain_ns: int = 1_000_000_000,
         drain_step_ns: int = 100_000,
         controls: Iterable[Control] = (),
-        initial_cash: float = 0.0,
+        initial_cash: float | Mapping[str, float] = 0.0,
         on_error: str = "raise",
+        lot_method: str = "fifo",
+        benchmark: int | str | None = None,
+        fx_rates: Mapping[str, float] | None = None,
+        equity_interval_ns: int = 1_000_000_000,
+        risk_free: float = 0.0,
+        var_level: float = 0.95,
     ) -> None:
         self.instruments = (
             instruments
@@ -129,7 +136,22 @@ class InlineRuntime:
         self.host = StrategyHost(strategies, self.instruments, on_error=on_error)
         self.risk = RiskGate(limits, self.instruments)
         self.exec = ExecEngine(venue, self.instruments)
-        self.portfolio = Portfolio(self.instruments, initial_cash=initial_cash)
+        if isinstance(benchmark, str):
+            benchmark = self.instruments.by_symbol(benchmark).instrument_id
+        self.portfolio = Portfolio(
+            self.instruments,
+            initial_cash=initial_cash,
+            lot_method=lot_method,
+            fx_rates=fx_rates,
+            benchmark=benchmark,
+        )
+        if equity_interval_ns <= 0:
+            raise ValueError("equity_interval_ns must be > 0")
+        # the equity curve is sampled every equity_interval_ns of simulated time (analytics)
+        self.equity_interval_ns = int(equity_interval_ns)
+        self._next_sample: int | None = None
+        self.risk_free = float(risk_free)
+        self.var_level = float(var_level)
         self.venue = venue
         self.source: Iterator[object] = iter(source)
         if max_ticks is not None:
@@ -200,6 +222,9 @@ class InlineRuntime:
             intents = self.host.on_market_data(msg, t)
             self.risk.on_market_data(msg)
             self.portfolio.on_market_data(msg)
+            if self._next_sample is None or t >= self._next_sample:
+                self.portfolio.sample(t)
+                self._next_sample = t + self.equity_interval_ns
             self.intents += len(intents)
             self._push_all(hop, _INTENT, intents)
         elif kind == _INTENT:
@@ -209,6 +234,7 @@ class InlineRuntime:
             if isinstance(msg, NewOrder):
                 self.new_orders += 1
                 self.latencies_ns.append(t - msg.ts_origin)
+                self._book_order(msg)
             self._push_all(hop, _EVENT, self.exec.on_order(msg, t))
         elif kind == _EVENT:
             self.events += 1
@@ -227,6 +253,19 @@ class InlineRuntime:
             self._push_all(hop, _INTENT, intents)
         elif kind == _CONTROL:
             self._risk_out(t, self.risk.on_control(msg))
+
+    def _book_order(self, msg: NewOrder) -> None:
+        """The portfolio learns the order's strategy (P&L attribution) and any lots the strategy
+        named for it (specific identification, e.g. a tax-loss harvest)."""
+        p = self.portfolio
+        p.on_order(msg)
+        try:
+            strat = self.host.strategy(msg.strategy_id)
+        except KeyError:
+            return
+        named = getattr(strat, "designated_lots", None)
+        if named and msg.client_order_id in named:
+            p.designate_lots(msg.client_order_id, named[msg.client_order_id])
 
     def _source_item(self, msg: object) -> None:
         """A source message reaches the venue now, and our components after the feed latency."""
@@ -339,6 +378,7 @@ class InlineRuntime:
             timers=False,
             poll_interval=self.poll_interval_ns or self.drain_step_ns,
         )
+        self.portfolio.sample(self.now_ns)
         self.done = True
 
     # --- results -------------------------------------------------------------------------------
@@ -373,6 +413,8 @@ class InlineRuntime:
                 "equity": p.equity(),
             },
             "portfolio": p.summary(),
+            "pnl_by_strategy": p.strategy_pnl(),
+            "analytics": self.analytics(),
             "tick_to_order_ns": _stats(self.latencies_ns),
             "wall_ns_per_tick": _stats(self.wall_ns_per_tick),
             "risk_events": len(self.risk_events),
@@ -384,6 +426,19 @@ class InlineRuntime:
             "sim_end_ns": self.now_ns,
             "orders_sent": list(self.orders_sent),
         }
+
+    def analytics(self) -> dict[str, Any]:
+        """Sharpe, Sortino, drawdown, Calmar, VaR/ES, beta and excess return vs the benchmark,
+        from the equity curve sampled every ``equity_interval_ns`` (``engine.analytics``)."""
+        ts, eq, bench = self.portfolio.equity_curve()
+        return summarize(
+            ts,
+            eq,
+            bench if self.portfolio.benchmark is not None else None,
+            risk_free=self.risk_free,
+            var_level=self.var_level,
+            periods_per_year=YEAR_NS / self.equity_interval_ns,
+        )
 
 
 def run_backtest(

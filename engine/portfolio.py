@@ -1,35 +1,74 @@
-"""Positions, average cost and P&L from fills.
+"""Positions, tax lots, cash per currency, P&L per instrument and per strategy, the equity curve.
 
-``Portfolio`` keeps, per instrument, the net position in lots (the sum of signed fills — nothing
-else moves it), the average entry price of the open position, realized P&L and fees, plus a cash
-account. Two independent books are kept on purpose:
+``Portfolio`` is fed fills (and, optionally, orders and market data) and keeps, per instrument
+(an instrument is one symbol *on one venue*, so this is also the per-venue position):
 
-- the *cost* view: realized P&L (average-cost method: a fill that reduces the position realizes
-  ``(fill px − avg px) × closed qty``; one that crosses zero closes the old position and opens
-  the remainder at the fill price) and unrealized P&L against the mark;
-- the *cash* view: every fill moves cash by its notional and fee; equity = cash + positions at
-  mark.
+- the net position in lots — the sum of signed fills, nothing else moves it;
+- its tax lots (``engine.lots``): FIFO by default, ``lifo`` / ``hifo`` by config, and specific
+  lots for one order when a caller names them (``designate_lots``); realized P&L is what the
+  closed lots realized, unrealized is the open lots against the mark, ``avg_px`` their average;
+- fees, fill counts, volume bought and sold.
 
-They must agree — realized + unrealized − fees = equity − initial cash — and the tests check
-that they do, which catches sign and average-price mistakes neither view shows alone.
+Two independent books are kept on purpose:
 
-Money is in the instruments' currency (a single currency is assumed for totals); prices are
-ticks and sizes lots, converted with each instrument's tick and lot size.
+- the *cost* view: realized (from lots) + unrealized − fees;
+- the *cash* view: every fill moves the cash of the instrument's currency by its notional and
+  fee; equity = cash + positions at mark.
+
+They must agree — realized + unrealized − fees = equity − initial cash — and the tests check that
+they do for any sequence of fills and prices, which catches lot and sign mistakes neither view
+shows alone. Totals across currencies convert with ``fx_rates`` (currency → base currency,
+default 1.0: a single-currency book needs none).
+
+P&L attribution: every fill is also booked to the strategy that sent the order. Fills carry only
+``client_order_id``; the strategy is the one ``on_order`` saw for that id (a NewOrder or an
+IntentNew), else the id's top 32 bits (the host's ``strategy_id << 32 | counter`` scheme), so
+attribution works even where orders are not seen. The per-strategy books are lot books of their
+own, so the strategies' net P&L sums to the portfolio's.
+
+Equity curve: ``sample(ts_ns)`` appends (time, equity, benchmark price); ``engine.analytics``
+turns that into Sharpe, drawdown, beta and the rest.
+
+Prices are ticks and sizes lots, converted with each instrument's tick and lot size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from engine.instruments import Instrument, InstrumentTable
-from engine.messages import Bar, BookSnapshot, OrderPartiallyFilled, Quote, Trade
+from engine.lots import (
+    LOT_METHODS,
+    NS_PER_DAY,
+    WASH_SALE_DAYS,
+    ClosedLot,
+    Lot,
+    LotBook,
+    LotRef,
+    WashSaleMonitor,
+)
+from engine.messages import (
+    Bar,
+    BookSnapshot,
+    IntentNew,
+    NewOrder,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    Quote,
+    Trade,
+)
 
 
 @dataclass(slots=True)
 class PositionState:
-    """One instrument's position; prices in ticks, money in currency."""
+    """One instrument's position; prices in ticks, money in the instrument's currency."""
 
     instrument_id: int
     multiplier: float  # currency per (tick × lot)
@@ -42,6 +81,9 @@ class PositionState:
     fills: int = 0
     bought: int = 0
     sold: int = 0
+    venue: str = "sim"
+    currency: str = "USD"
+    book: LotBook | None = None
 
     @property
     def mark_px(self) -> int:
@@ -49,34 +91,118 @@ class PositionState:
 
     @property
     def unrealized(self) -> float:
-        if self.position == 0:
+        if self.position == 0 or self.book is None:
             return 0.0
-        return (self.mark_px - self.avg_px) * self.position * self.multiplier
+        return self.book.unrealized(self.mark_px)
 
     @property
     def market_value(self) -> float:
         return self.mark_px * self.position * self.multiplier
 
+    @property
+    def lots(self) -> list[Lot]:
+        """The open lots, oldest first."""
+        return [] if self.book is None else list(self.book.lots)
+
+
+@dataclass(slots=True)
+class StrategyBook:
+    """One strategy's share of the portfolio: its own lots, realized P&L, fees and volume."""
+
+    strategy_id: int
+    books: dict[int, LotBook] = field(default_factory=dict)
+    realized: float = 0.0
+    fees: float = 0.0
+    fills: int = 0
+    notional: float = 0.0  # traded, in base currency
+
 
 class Portfolio:
-    """Positions and P&L per instrument, from fill events (see the module docstring)."""
+    """Positions, lots and P&L from fill events (see the module docstring)."""
 
     def __init__(
-        self, instruments: InstrumentTable | Iterable[Instrument], initial_cash: float = 0.0
+        self,
+        instruments: InstrumentTable | Iterable[Instrument],
+        initial_cash: float | Mapping[str, float] = 0.0,
+        *,
+        lot_method: str = "fifo",
+        base_currency: str = "USD",
+        fx_rates: Mapping[str, float] | None = None,
+        benchmark: int | None = None,
+        wash_sale_days: float = WASH_SALE_DAYS,
     ) -> None:
         self.instruments = (
             instruments
             if isinstance(instruments, InstrumentTable)
             else InstrumentTable(list(instruments))
         )
-        self.initial_cash = float(initial_cash)
-        self.cash = float(initial_cash)
-        self.positions: dict[int, PositionState] = {
-            ins.instrument_id: PositionState(ins.instrument_id, ins.tick_size * ins.lot_size)
-            for ins in self.instruments
-        }
+        if lot_method not in LOT_METHODS:
+            raise ValueError(f"lot_method must be one of {', '.join(LOT_METHODS)}")
+        self.lot_method = lot_method
+        self.base_currency = base_currency
+        self.fx_rates: dict[str, float] = {base_currency: 1.0, **dict(fx_rates or {})}
+        for ccy, rate in self.fx_rates.items():
+            if not (rate > 0 and np.isfinite(rate)):
+                raise ValueError(f"fx rate of {ccy} must be a positive number, not {rate!r}")
+        if isinstance(initial_cash, Mapping):
+            cash = {str(k): float(v) for k, v in initial_cash.items()}
+        else:
+            cash = {base_currency: float(initial_cash)}
+        self.initial_cash_by_currency = dict(cash)
+        self.cash_by_currency: dict[str, float] = dict(cash)
+        self.initial_cash = self._to_base_total(cash)
+        self.positions: dict[int, PositionState] = {}
+        for ins in self.instruments:
+            mult = ins.tick_size * ins.lot_size
+            self.positions[ins.instrument_id] = PositionState(
+                ins.instrument_id,
+                mult,
+                venue=ins.venue,
+                currency=ins.currency,
+                book=LotBook(ins.instrument_id, mult, lot_method),
+            )
+            self.cash_by_currency.setdefault(ins.currency, 0.0)
+        if benchmark is not None and benchmark not in self.positions:
+            raise ValueError(f"benchmark instrument {benchmark} is not in the instrument table")
+        self.benchmark = benchmark
         self.fill_count = 0
-        self.unknown_fills = 0
+        self.unknown_fills = 0  # fills of instruments not in the table
+        self.bad_fills = 0  # fills with a non-positive quantity or price, or a non-finite fee
+        self.strategies: dict[int, StrategyBook] = {}
+        self._strategy_of: dict[int, int] = {}  # client_order_id -> strategy_id, exceptions only
+        self._designated: dict[int, list[LotRef]] = {}
+        self.closed_lots_count = 0
+        self.last_closed: list[ClosedLot] = []  # the lots the latest fill closed
+        self.wash_sales = WashSaleMonitor(int(wash_sale_days * NS_PER_DAY))
+        self._curve_ts: list[int] = []
+        self._curve_equity: list[float] = []
+        self._curve_bench: list[float] = []
+
+    # --- money ---------------------------------------------------------------------------------
+    def fx(self, currency: str) -> float:
+        """Base-currency value of one unit of ``currency`` (1.0 when not configured)."""
+        return self.fx_rates.get(currency, 1.0)
+
+    def _to_base_total(self, amounts: Mapping[str, float]) -> float:
+        return sum(v * self.fx(c) for c, v in amounts.items())
+
+    @property
+    def cash(self) -> float:
+        """All cash, in the base currency."""
+        return self._to_base_total(self.cash_by_currency)
+
+    # --- input ---------------------------------------------------------------------------------
+    def on_order(self, msg: object) -> None:
+        """Remember which strategy sent an order (only where its id does not already say so)."""
+        if isinstance(msg, NewOrder | IntentNew) and msg.client_order_id >> 32 != msg.strategy_id:
+            self._strategy_of[msg.client_order_id] = msg.strategy_id
+
+    def designate_lots(self, client_order_id: int, refs: Sequence[LotRef]) -> None:
+        """Specific identification: fills of this order close these lots first, in this order."""
+        self._designated[client_order_id] = [(int(a), int(b)) for a, b in refs]
+
+    def strategy_of(self, client_order_id: int) -> int:
+        return self._strategy_of.get(client_order_id, client_order_id >> 32)
 
     def on_fill(self, ev: OrderPartiallyFilled) -> None:
         """Apply one fill (OrderPartiallyFilled or OrderFilled); other events are ignored."""
@@ -87,10 +213,13 @@ class Portfolio:
             self.unknown_fills += 1
             return
         qty = ev.fill_qty
-        if qty <= 0:
+        if qty <= 0 or ev.fill_px <= 0 or not np.isfinite(ev.fee):  # malformed: refuse, count
+            self.bad_fills += 1
             return
         signed = qty if ev.side > 0 else -qty
         px = ev.fill_px
+        ts = ev.ts_event
+        coid = ev.client_order_id
         self.fill_count += 1
         p.fills += 1
         p.last_fill_px = px
@@ -99,26 +228,57 @@ class Portfolio:
         else:
             p.sold += qty
         p.fees += ev.fee
-        self.cash -= signed * px * p.multiplier + ev.fee
+        self.cash_by_currency[p.currency] -= signed * px * p.multiplier + ev.fee
 
-        pos = p.position
-        if pos == 0 or (pos > 0) == (signed > 0):  # opening or adding
-            new = pos + signed
-            p.avg_px = (p.avg_px * abs(pos) + px * qty) / abs(new)
-            p.position = new
-            return
-        closed = min(qty, abs(pos))
-        direction = 1 if pos > 0 else -1
-        p.realized += (px - p.avg_px) * closed * direction * p.multiplier
-        p.position = pos + signed
-        if p.position == 0:
-            p.avg_px = 0.0
-        elif (p.position > 0) != (pos > 0):  # crossed through zero: the rest opens at px
-            p.avg_px = float(px)
+        book = p.book
+        assert book is not None
+        ref = (coid, ev.fill_id)
+        select = self._designated.get(coid, ())
+        if isinstance(ev, OrderFilled) or ev.leaves_qty <= 0:
+            self._designated.pop(coid, None)
+        was_long = book.position > 0
+        closed = book.apply(signed, px, ts, ref, select)
+        self.last_closed = closed
+        if closed:
+            self.closed_lots_count += len(closed)
+            p.realized += sum(c.pnl for c in closed)
+            if was_long:
+                self.wash_sales.on_sale(p.instrument_id, ts, closed, book.lots)
+        if signed > 0 and book.position > 0:
+            self.wash_sales.on_buy(p.instrument_id, ts)
+        p.position = book.position
+        p.avg_px = book.avg_px
+        self._attribute(coid, p, signed, px, ts, ref, ev.fee)
+
+    def _attribute(
+        self, coid: int, p: PositionState, signed: int, px: int, ts: int, ref: LotRef, fee: float
+    ) -> None:
+        sid = self._strategy_of.get(coid, coid >> 32)
+        sb = self.strategies.get(sid)
+        if sb is None:
+            sb = self.strategies[sid] = StrategyBook(sid)
+        book = sb.books.get(p.instrument_id)
+        if book is None:
+            book = sb.books[p.instrument_id] = LotBook(
+                p.instrument_id, p.multiplier, self.lot_method
+            )
+        fx = self.fx(p.currency)
+        closed = book.apply(signed, px, ts, ref)
+        if closed:
+            sb.realized += sum(c.pnl for c in closed) * fx
+        sb.fees += fee * fx
+        sb.fills += 1
+        sb.notional += abs(signed) * px * p.multiplier * fx
 
     def on_event(self, ev: object) -> None:
-        """Convenience: fills update the portfolio, every other event is ignored."""
-        self.on_fill(ev)  # type: ignore[arg-type]
+        """Fills update the portfolio, orders feed attribution, terminal events end lot
+        designations; every other event is ignored."""
+        if isinstance(ev, OrderPartiallyFilled):
+            self.on_fill(ev)
+        elif isinstance(ev, NewOrder | IntentNew):
+            self.on_order(ev)
+        elif isinstance(ev, OrderCanceled | OrderExpired | OrderRejected):
+            self._designated.pop(ev.client_order_id, None)
 
     def mark(self, instrument_id: int, px_ticks: int) -> None:
         """Set the mark price (ticks) used for unrealized P&L and equity."""
@@ -139,33 +299,108 @@ class Portfolio:
         elif isinstance(msg, BookSnapshot) and msg.bid_px and msg.ask_px:
             self.mark(msg.instrument_id, (msg.bid_px[0] + msg.ask_px[0]) // 2)
 
-    # --- views -------------------------------------------------------------------------------
+    # --- equity curve --------------------------------------------------------------------------
+    def sample(self, ts_ns: int) -> None:
+        """Append a point to the equity curve (and the benchmark's price at that time)."""
+        if self._curve_ts and ts_ns <= self._curve_ts[-1]:
+            if ts_ns < self._curve_ts[-1]:
+                return  # time never runs backwards on the curve
+            self._curve_ts.pop()
+            self._curve_equity.pop()
+            self._curve_bench.pop()
+        self._curve_ts.append(int(ts_ns))
+        self._curve_equity.append(self.equity())
+        bench = 0.0
+        if self.benchmark is not None:
+            b = self.positions[self.benchmark]
+            bench = b.mark_px * self.instruments.by_id(self.benchmark).tick_size
+        self._curve_bench.append(bench)
+
+    def equity_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(times ns, equity in base currency, benchmark price — 0 where none/unmarked)."""
+        return (
+            np.asarray(self._curve_ts, dtype=np.int64),
+            np.asarray(self._curve_equity, dtype=np.float64),
+            np.asarray(self._curve_bench, dtype=np.float64),
+        )
+
+    # --- views -----------------------------------------------------------------------------------
     def position(self, instrument_id: int) -> int:
         p = self.positions.get(instrument_id)
         return 0 if p is None else p.position
 
+    def lots(self, instrument_id: int) -> list[Lot]:
+        """Open tax lots of an instrument, oldest first."""
+        p = self.positions.get(instrument_id)
+        return [] if p is None else p.lots
+
+    def positions_by_venue(self) -> dict[str, dict[str, int]]:
+        """Non-zero positions, grouped by venue then symbol."""
+        out: dict[str, dict[str, int]] = {}
+        for iid, p in self.positions.items():
+            if p.position:
+                out.setdefault(p.venue, {})[self.instruments.by_id(iid).symbol] = p.position
+        return out
+
+    def market_value(self, instrument_id: int) -> float:
+        """Signed value of a position at its mark, in the base currency."""
+        p = self.positions.get(instrument_id)
+        return 0.0 if p is None else p.market_value * self.fx(p.currency)
+
+    def gross_exposure(self) -> float:
+        return sum(abs(p.market_value) * self.fx(p.currency) for p in self.positions.values())
+
+    def weight(self, instrument_id: int) -> float:
+        """Position value as a fraction of equity (0.0 when equity is not positive)."""
+        eq = self.equity()
+        return self.market_value(instrument_id) / eq if eq > 0 else 0.0
+
     def realized(self) -> float:
-        return sum(p.realized for p in self.positions.values())
+        return sum(p.realized * self.fx(p.currency) for p in self.positions.values())
 
     def unrealized(self) -> float:
-        return sum(p.unrealized for p in self.positions.values())
+        return sum(p.unrealized * self.fx(p.currency) for p in self.positions.values())
 
     def fees(self) -> float:
-        return sum(p.fees for p in self.positions.values())
+        return sum(p.fees * self.fx(p.currency) for p in self.positions.values())
 
     def equity(self) -> float:
-        """Cash plus every position at its mark."""
-        return self.cash + sum(p.market_value for p in self.positions.values())
+        """Cash plus every position at its mark, in the base currency."""
+        return self.cash + sum(
+            p.market_value * self.fx(p.currency) for p in self.positions.values()
+        )
 
     def net_pnl(self) -> float:
         """Realized + unrealized − fees (equals equity − initial cash)."""
         return self.realized() + self.unrealized() - self.fees()
+
+    def strategy_pnl(self) -> dict[int, dict[str, float]]:
+        """P&L attribution: per strategy id, realized / unrealized / fees / net / fills /
+        traded notional (base currency); the nets sum to ``net_pnl()``."""
+        out: dict[int, dict[str, float]] = {}
+        for sid, sb in sorted(self.strategies.items()):
+            unreal = 0.0
+            for iid, book in sb.books.items():
+                p = self.positions[iid]
+                if book.position:
+                    unreal += book.unrealized(p.mark_px) * self.fx(p.currency)
+            out[sid] = {
+                "realized": sb.realized,
+                "unrealized": unreal,
+                "fees": sb.fees,
+                "net": sb.realized + unreal - sb.fees,
+                "fills": sb.fills,
+                "notional": sb.notional,
+            }
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Totals and one entry per instrument, plain types only (ready for JSON)."""
         per = {
             iid: {
                 "position": p.position,
+                "venue": p.venue,
+                "currency": p.currency,
                 "avg_px": p.avg_px,
                 "mark": p.mark_px,
                 "realized": p.realized,
@@ -174,6 +409,7 @@ class Portfolio:
                 "fills": p.fills,
                 "bought": p.bought,
                 "sold": p.sold,
+                "open_lots": len(p.book.lots) if p.book is not None else 0,
             }
             for iid, p in self.positions.items()
         }
@@ -184,7 +420,12 @@ class Portfolio:
             "fees": self.fees(),
             "net_pnl": self.net_pnl(),
             "cash": self.cash,
+            "cash_by_currency": dict(self.cash_by_currency),
             "equity": self.equity(),
             "fills": self.fill_count,
+            "lot_method": self.lot_method,
             "instruments": per,
+            "by_strategy": self.strategy_pnl(),
+            "wash_sales": len(self.wash_sales.flagged),
+            "wash_sale_disallowed_loss": self.wash_sales.disallowed_loss,
         }

@@ -49,6 +49,7 @@ from engine.messages import (
     Trade,
 )
 from engine.oms import is_request_reject
+from engine.sizing import SizingLimits, kelly_lots
 
 Intent = IntentNew | IntentCancel | IntentReplace
 OrderEvent = OrderAccepted | OrderRejected | OrderCanceled | OrderExpired | OrderReplaced
@@ -209,6 +210,33 @@ class StrategyContext:
             for o in self.open_orders.values()
             if o.instrument_id == instrument_id and (side is None or o.side == side)
         ]
+
+    #: caps for ``kelly_lots`` (a strategy or its host may replace them with the risk limits)
+    sizing_limits: SizingLimits = SizingLimits()
+
+    def kelly_lots(
+        self,
+        instrument_id: int,
+        expected_return: float,
+        variance: float,
+        equity: float,
+        fraction: float = 0.5,
+    ) -> int:
+        """Fractional-Kelly target position in lots at the current mid, capped by
+        ``sizing_limits`` (``engine.sizing``); 0 without a mid or a usable forecast."""
+        mid = self.mid(instrument_id)
+        if mid is None:
+            return 0
+        ins = self.instrument(instrument_id)
+        return kelly_lots(
+            expected_return,
+            variance,
+            equity,
+            mid,
+            ins.tick_size * ins.lot_size,
+            fraction=fraction,
+            limits=self.sizing_limits,
+        )
 
     # --- order helpers -----------------------------------------------------------------------
     def reserve_order_ids(self, base: int) -> None:

@@ -1,0 +1,254 @@
+"""A rebalancer: holds target weights of its capital, trades back to them when they drift.
+
+Every ``interval_s`` (of the strategy's clock: market-data time in a backtest) it values its
+book at the mids — its own cash (``capital`` plus the cash flows of its own fills) and its own
+positions — and, for each instrument whose weight is more than ``drift_band`` away from its
+target, sends the order that brings it back to the target. Orders are marketable IOC limits
+priced ``slippage_ticks`` through the opposite best, sent as intents like any strategy's, so they
+pass the risk gate (an order risk refuses is simply retried at the next interval). Nothing new is
+sent while an earlier order of its own is still open.
+
+Cash management: a ``cash_buffer`` fraction of equity is kept in cash. The targets are scaled down
+if they add up to more than ``1 − cash_buffer``; sells are sent before buys, and buys only spend
+the cash above the buffer (plus what the sells bring), scaled down together when it is short.
+``max_order_notional`` splits a large trade over several intervals.
+
+Tax-loss harvesting (``harvest = true``, see ``engine.strategies.tax_harvest``): before
+rebalancing, long lots with an unrealized loss of at least ``harvest_threshold`` of their cost are
+sold — exactly those lots, named to the portfolio through ``designated_lots`` (specific lot
+identification) — and the same value of the configured substitute is bought. For the wash-sale
+window after any realized loss the instrument is not bought back; its target weight goes to its
+substitute meanwhile (or, without one, stays in cash).
+
+Params: ``targets`` ({symbol: weight}, required), ``capital`` (1e6), ``interval_s`` (60),
+``drift_band`` (0.02), ``cash_buffer`` (0.02), ``slippage_ticks`` (2), ``max_order_notional``
+(0 = no cap), ``harvest`` (false), ``harvest_threshold`` (0.05), ``harvest_min_loss`` (0),
+``substitutes`` ({symbol: symbol}), ``wash_sale_days`` (30).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from engine.lots import NS_PER_DAY, WASH_SALE_DAYS, LotBook, LotRef
+from engine.messages import OrderPartiallyFilled, OrderType, Quote, TimeInForce
+from engine.strategies.base import Strategy, StrategyContext
+from engine.strategies.tax_harvest import HarvestPlanner
+
+
+class Rebalancer(Strategy):
+    """Target-weight rebalancing with drift bands, a cash buffer and optional harvesting."""
+
+    def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
+        super().__init__(ctx, params)
+        p = self.params
+        by_symbol = {ins.symbol: iid for iid, ins in ctx.instruments.items()}
+
+        def iid_of(sym: Any, what: str) -> int:
+            if sym not in by_symbol:
+                raise ValueError(f"Rebalancer: {what}: {sym!r} is not one of its instruments")
+            return by_symbol[sym]
+
+        raw = p.get("targets")
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError("Rebalancer: params.targets must be a table {symbol = weight}")
+        self.targets: dict[int, float] = {}
+        for sym, w in raw.items():
+            w = float(w)
+            if not (math.isfinite(w) and 0 <= w <= 1):
+                raise ValueError(f"Rebalancer: targets.{sym} must be within [0, 1], not {w}")
+            self.targets[iid_of(sym, "targets")] = w
+        if sum(self.targets.values()) > 1 + 1e-9:
+            raise ValueError("Rebalancer: target weights add up to more than 1")
+        self.capital = float(p.get("capital", 1_000_000.0))
+        self.interval_ns = int(float(p.get("interval_s", 60.0)) * 1e9)
+        self.drift_band = float(p.get("drift_band", 0.02))
+        self.cash_buffer = float(p.get("cash_buffer", 0.02))
+        self.slippage_ticks = int(p.get("slippage_ticks", 2))
+        self.max_order_notional = float(p.get("max_order_notional", 0.0))
+        for name, v, ok in (
+            ("capital", self.capital, self.capital > 0),
+            ("interval_s", self.interval_ns, self.interval_ns >= 0),
+            ("drift_band", self.drift_band, 0 <= self.drift_band < 1),
+            ("cash_buffer", self.cash_buffer, 0 <= self.cash_buffer < 1),
+            ("slippage_ticks", self.slippage_ticks, self.slippage_ticks >= 0),
+            ("max_order_notional", self.max_order_notional, self.max_order_notional >= 0),
+        ):
+            if not ok or not math.isfinite(v):
+                raise ValueError(f"Rebalancer: {name} out of range: {v}")
+        self.harvest = bool(p.get("harvest", False))
+        subs = {
+            iid_of(a, "substitutes"): iid_of(b, "substitutes")
+            for a, b in dict(p.get("substitutes", {})).items()
+        }
+        window = int(float(p.get("wash_sale_days", WASH_SALE_DAYS)) * NS_PER_DAY)
+        self.planner = HarvestPlanner(
+            subs,
+            float(p.get("harvest_threshold", 0.05)),
+            min_loss=float(p.get("harvest_min_loss", 0.0)),
+            window_ns=window,
+        )
+        self.cash = self.capital
+        self.books: dict[int, LotBook] = {
+            iid: LotBook(iid, ins.tick_size * ins.lot_size) for iid, ins in ctx.instruments.items()
+        }
+        #: client_order_id -> the lots its fills close (read by the runtime for the portfolio)
+        self.designated_lots: dict[int, list[LotRef]] = {}
+        self.next_due: int | None = None
+        self.rebalances = 0
+
+    # --- callbacks -------------------------------------------------------------------------------
+    def on_quote(self, q: Quote) -> None:
+        self.maybe_rebalance()
+
+    def on_book(self, instrument_id: int) -> None:
+        self.maybe_rebalance()
+
+    def on_timer(self, now_ns: int) -> None:
+        self.maybe_rebalance()
+
+    def on_fill(self, ev: OrderPartiallyFilled) -> None:
+        book = self.books.get(ev.instrument_id)
+        if book is None:
+            return
+        signed = ev.fill_qty if ev.side > 0 else -ev.fill_qty
+        coid = ev.client_order_id
+        select = self.designated_lots.get(coid, ())
+        closed = book.apply(signed, ev.fill_px, self.ctx.now_ns, (coid, ev.fill_id), select)
+        self.cash -= signed * ev.fill_px * book.multiplier + ev.fee
+        self.planner.on_fill(ev.instrument_id, self.ctx.now_ns, closed)
+        if ev.leaves_qty <= 0:
+            self.designated_lots.pop(coid, None)
+
+    def on_order_event(self, ev: Any) -> None:
+        if ev.client_order_id not in self.ctx.open_orders:
+            self.designated_lots.pop(ev.client_order_id, None)
+
+    # --- the book --------------------------------------------------------------------------------
+    def equity(self, mids: dict[int, float]) -> float:
+        return self.cash + sum(
+            b.position * mids[iid] * b.multiplier for iid, b in self.books.items() if b.position
+        )
+
+    def _mids(self) -> dict[int, float] | None:
+        mids = {}
+        for iid in self.books:
+            m = self.ctx.mid(iid)
+            if m is None:
+                if iid in self.targets or self.books[iid].position:
+                    return None  # cannot value the book yet
+                continue
+            mids[iid] = m
+        return mids
+
+    def effective_targets(self, now_ns: int) -> dict[int, float]:
+        """Targets after wash-sale redirection and the cash-buffer scaling."""
+        out = dict.fromkeys(self.books, 0.0)
+        for iid, w in self.targets.items():
+            if self.planner.can_buy(iid, now_ns):
+                out[iid] += w
+            else:
+                sub = self.planner.substitutes.get(iid)
+                if sub is not None and self.planner.can_buy(sub, now_ns):
+                    out[sub] += w
+                else:
+                    out[iid] += w  # held as is: buys are refused below, sells still happen
+        total = sum(out.values())
+        room = 1.0 - self.cash_buffer
+        if total > room > 0:
+            out = {iid: w * room / total for iid, w in out.items()}
+        return out
+
+    # --- deciding --------------------------------------------------------------------------------
+    def maybe_rebalance(self) -> None:
+        ctx = self.ctx
+        now = ctx.now_ns
+        if self.next_due is not None and now < self.next_due:
+            return
+        if ctx.open_orders:
+            return  # wait for our last orders to finish
+        mids = self._mids()
+        if mids is None:
+            return
+        self.next_due = now + self.interval_ns
+        equity = self.equity(mids)
+        if equity <= 0:
+            return
+        if self.harvest and self._harvest(mids, now):
+            return
+        self.rebalance(mids, equity, now)
+
+    def _harvest(self, mids: dict[int, float], now: int) -> bool:
+        sent = False
+        for iid, book in self.books.items():
+            if not book.position or iid not in mids:
+                continue
+            h = self.planner.plan(book, int(mids[iid]), now)
+            if h is None or h.substitute not in mids:
+                continue
+            coid = self._send(iid, -h.qty)
+            if coid is None:
+                continue
+            self.designated_lots[coid] = [lot.ref for lot in h.lots]
+            value = h.qty * mids[iid] * book.multiplier
+            sub_mult = self.books[h.substitute].multiplier
+            buy = int(value / (mids[h.substitute] * sub_mult))
+            if buy > 0:
+                self._send(h.substitute, buy)
+            self.planner.harvests += 1
+            sent = True
+        return sent
+
+    def rebalance(self, mids: dict[int, float], equity: float, now: int) -> None:
+        """Send the orders that bring every drifted weight back to its target."""
+        targets = self.effective_targets(now)
+        trades: dict[int, int] = {}
+        for iid, tw in targets.items():
+            if iid not in mids:
+                continue
+            book = self.books[iid]
+            lot_value = mids[iid] * book.multiplier
+            w = book.position * lot_value / equity
+            if abs(w - tw) <= self.drift_band and not (tw == 0 and book.position and w != 0):
+                continue
+            delta = int(tw * equity / lot_value) - book.position
+            if delta > 0 and not self.planner.can_buy(iid, now):
+                continue
+            if delta:
+                trades[iid] = delta
+        if not trades:
+            return
+        # sells first; buys only spend the cash above the buffer (plus the sells' proceeds)
+        proceeds = sum(-d * mids[i] * self.books[i].multiplier for i, d in trades.items() if d < 0)
+        spend = sum(d * mids[i] * self.books[i].multiplier for i, d in trades.items() if d > 0)
+        budget = self.cash + proceeds - self.cash_buffer * equity
+        scale = 1.0 if spend <= 0 or spend <= budget else max(0.0, budget / spend)
+        self.rebalances += 1
+        for iid, d in sorted(trades.items(), key=lambda kv: kv[1]):
+            qty = d if d < 0 else int(d * scale)
+            if qty:
+                self._send(iid, qty)
+
+    def _send(self, iid: int, signed_qty: int) -> int | None:
+        """A marketable IOC limit for ``signed_qty`` lots (capped by ``max_order_notional``)."""
+        ctx = self.ctx
+        book = self.books[iid]
+        if signed_qty > 0:
+            top = ctx.best_ask(iid)
+            if top is None:
+                return None
+            px = top[0] + self.slippage_ticks
+        else:
+            top = ctx.best_bid(iid)
+            if top is None:
+                return None
+            px = max(1, top[0] - self.slippage_ticks)
+        qty = abs(signed_qty)
+        if self.max_order_notional > 0:
+            qty = min(qty, int(self.max_order_notional / (px * book.multiplier)))
+        if qty <= 0:
+            return None
+        if signed_qty > 0:
+            return ctx.buy(iid, qty, px, OrderType.LIMIT, TimeInForce.IOC)
+        return ctx.sell(iid, qty, px, OrderType.LIMIT, TimeInForce.IOC)
