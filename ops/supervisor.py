@@ -35,6 +35,7 @@ from engine.messages import (
 from ops.config import Config
 from ops.report import RunRecord, format_status, format_summary
 from procs.runtime import (
+    ALL_WORKERS,
     COUNTERS,
     HEALTH_DTYPE,
     HISTOGRAMS,
@@ -43,8 +44,9 @@ from procs.runtime import (
     STATE_STOPPED,
     TOB_DTYPE,
     TOPOLOGY,
-    WORKERS,
+    enabled_workers,
     metrics_name,
+    topology,
 )
 from shm.metrics import MetricsRegion
 from shm.region import cleanup_stale, list_regions, list_semaphores, pid_alive, read_header
@@ -89,7 +91,11 @@ class Supervisor:
         self.out = out
         self.var = Path(cfg.engine.var_dir)
         self.run_dir = self.var / "last_run"
-        self.workers = {n: WorkerHandle(n) for n in WORKERS}
+        self.workers = {n: WorkerHandle(n) for n in enabled_workers(cfg)}
+        self.topology = topology(cfg)
+        self.redis_server: Any = None  # the embedded Redis this run started (ops.store.redis_store)
+        self.remote: list[Any] = []  # messages from other engines (the bridge's "remote" ring)
+        self.c_remote: Any = None
         self.rings: dict[str, Ring] = {}
         self.record = RunRecord(cfg)
         self._stop_reason = ""
@@ -117,7 +123,8 @@ class Supervisor:
                     f"engine id {eid!r} is in use by a running engine (pid {hdr['creator_pid']}); "
                     "stop it or set another [engine] id"
                 )
-        names = [r.name for r in TOPOLOGY] + ["health", "positions", "tob"] + [metrics_name(w) for w in WORKERS]
+        names = ([r.name for r in TOPOLOGY] + ["remote", "health", "positions", "tob"]
+                 + [metrics_name(w) for w in ALL_WORKERS])
         removed = cleanup_stale(eid, names)
         for sem in list_semaphores(eid):  # waiter semaphores of a crashed run
             with contextlib.suppress(Exception):
@@ -126,7 +133,7 @@ class Supervisor:
                 posix_ipc.unlink_semaphore(sem)
         if removed:
             log.warning("removed %d shared-memory regions left by a crashed run: %s", len(removed), ", ".join(removed))
-        for spec in TOPOLOGY:
+        for spec in self.topology:
             self.rings[spec.name] = Ring.create(
                 eid,
                 spec.name,
@@ -134,14 +141,14 @@ class Supervisor:
                 max_consumers=max(8, len(spec.consumers) + 2),
                 consumers=spec.consumers,
             )
-        self.health = SeqlockTable.create(eid, "health", HEALTH_DTYPE, len(WORKERS))
+        self.health = SeqlockTable.create(eid, "health", HEALTH_DTYPE, len(ALL_WORKERS))
         self.positions = SeqlockTable.create(eid, "positions", POSITION_DTYPE, len(self.cfg.instruments))
         self.tob = SeqlockTable.create(eid, "tob", TOB_DTYPE, len(self.cfg.instruments))
         for k, ins in enumerate(self.cfg.instruments):
             self.positions.write(k, {"instrument_id": ins.instrument_id})
             self.tob.write(k, {"instrument_id": ins.instrument_id})
         self.metrics = {
-            w: MetricsRegion.create(eid, metrics_name(w), COUNTERS[w], HISTOGRAMS[w]) for w in WORKERS
+            w: MetricsRegion.create(eid, metrics_name(w), COUNTERS[w], HISTOGRAMS[w]) for w in self.workers
         }
 
     def _remove_regions(self) -> None:
@@ -182,11 +189,11 @@ class Supervisor:
         log.info("started %s (pid %d, incarnation %d)", h.name, h.proc.pid, h.incarnation)
 
     def _health(self, name: str) -> Any:
-        return self.health.read(WORKERS.index(name))
+        return self.health.read(ALL_WORKERS.index(name))
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.cfg.supervisor.startup_timeout_s
-        pending = set(WORKERS)
+        pending = set(self.workers)
         while pending and time.monotonic() < deadline and not self._stop_reason:
             for n in list(pending):
                 h = self.workers[n]
@@ -252,6 +259,8 @@ class Supervisor:
             self.record.on_event(msg)
         for msg in self.c_risk.poll_batch(4096):
             self.record.on_risk(msg)
+        if self.c_remote is not None:
+            self.remote.extend(self.c_remote.poll_batch(4096))
 
     def _quiescent(self) -> bool:
         """The feed finished and every gating reader has caught up with every ring."""
@@ -291,6 +300,12 @@ class Supervisor:
             self.c_orders = self.rings["orders"].consumer("supervisor")
             self.c_events = self.rings["events"].consumer("supervisor")
             self.c_risk = self.rings["risk"].consumer("supervisor")
+            self.c_remote = None
+            if "remote" in self.rings:  # the bridge's envelopes: not engine.messages, its own decoder
+                from procs.bridge import REMOTE_DECODER
+
+                self.c_remote = self.rings["remote"].consumer("supervisor", decoder=REMOTE_DECODER)
+            self._start_redis()
             for h in self.workers.values():
                 self._start(h)
             self._wait_ready()
@@ -306,6 +321,7 @@ class Supervisor:
         finally:
             self._write_outputs()
             self._remove_regions()
+            self._stop_redis()
             with contextlib.suppress(FileNotFoundError):
                 pidfile.unlink()
             for s, h in old.items():
@@ -356,10 +372,23 @@ class Supervisor:
         for h in self.workers.values():
             if h.proc is not None and h.proc.returncode not in (0, None):
                 log.warning("%s exited with code %s", h.name, h.proc.returncode)
-        states = {n: int(self._health(n)["state"]) for n in WORKERS}
+        states = {n: int(self._health(n)["state"]) for n in self.workers}
         unclean = [n for n, st in states.items() if st != STATE_STOPPED]
         if unclean:
             log.warning("workers that did not stop cleanly: %s", ", ".join(unclean))
+
+    def _start_redis(self) -> None:
+        """Start the embedded Redis before the workers that use it (none use it: none started)."""
+        from ops.store.redis_store import needs_redis, start_embedded
+
+        if needs_redis(self.cfg) and self.cfg.storage.redis.mode == "embedded":
+            self.redis_server = start_embedded(self.cfg)
+
+    def _stop_redis(self) -> None:
+        if self.redis_server is not None:
+            with contextlib.suppress(Exception):
+                self.redis_server.stop()
+            self.redis_server = None
 
     def _kill_all(self) -> None:
         for h in self.workers.values():
@@ -383,6 +412,12 @@ class Supervisor:
             with open(self.run_dir / "fills.jsonl", "wb") as f:
                 for o in self.record.fills:
                     f.write(enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n")
+            if self.remote:  # what the bridge delivered from other engines, in delivery order
+                from procs.bridge import remote_to_json
+
+                with open(self.run_dir / "remote.jsonl", "wb") as f:
+                    for r in self.remote:
+                        f.write(enc.encode(remote_to_json(r)) + b"\n")
             print(format_summary(summary, self.cfg), file=self.out, flush=True)
         except Exception:
             log.exception("could not write the run summary")

