@@ -1,99 +1,355 @@
 """The execution engine: approved orders in, venue calls out, execution events back.
 
-``ExecEngine`` is the exec process's state machine (DESIGN §2). It owns the venue adapter and the
-order table (``engine.oms.OrderTable``), and every event it returns has passed through the table:
-consistent events are forwarded (to strategies, risk, portfolio, recorder), anomalies are dropped
-and counted there.
+``ExecEngine`` is the exec process's state machine (DESIGN §2). It owns one venue adapter (a
+smart router is a composite venue, so one is enough), the order table (``engine.oms``: every
+order's life cycle, by the transition table of ``engine.order_states``), the local emulation
+of order types the venue lacks (``engine.emulation``) and, when ``engine.algos`` is present, the
+execution algorithms. Every event it returns has passed through the table: consistent events
+are forwarded (to strategies, risk, portfolio, recorder), anomalies are dropped and replaced by
+an ``OrderAnomaly`` record.
 
-Idempotency: a ``NewOrder`` whose ``client_order_id`` is already in the table is never sent again.
-Orders can be delivered twice — the risk process restarts and replays its ring, a consumer
-re-reads after a crash — and a second venue order would double the exposure, so the resend is
-counted (``duplicates``) and answered with nothing: the first order's events are the answer.
+What it decides, by ``ExecPolicy`` (config ``[exec]``):
 
-Only market and limit orders are supported for now; anything else is rejected here with an
-``OrderRejected`` rather than passed to a venue that may interpret it differently.
+- Idempotency: a ``NewOrder`` whose ``client_order_id`` is already known is never sent again —
+  orders can be delivered twice (a restarted risk process replays its ring) and a second venue
+  order would double the exposure. The resend is counted (``duplicates``) and answered with
+  nothing: the first order's events are the answer. Cancels of an order already being canceled
+  are not resent either.
+- Order types: those in ``native_order_types`` go to the venue as they are; stop, stop-limit and
+  trailing stop orders the venue lacks are emulated (accepted by exec, triggered from market
+  data, ``OrderTriggered.emulated``), or rejected if ``emulate`` is off.
+- Retries: a venue rejection of a new order whose reason matches ``retry_on`` (busy, throttled,
+  ...) is retried up to ``max_retries`` times with exponential backoff, under a fresh venue-side
+  id (venues refuse a reused client id); upstream sees only the final outcome, on the original id.
+- Price-gap protection: a MARKET order is refused when the mid moved more than ``price_gap_bps``
+  between the tick that caused it (its ``ts_origin``; or its ``px`` when the strategy set one as
+  the price it saw) and now: the decision was made on a market that is gone.
+- Halts: while an instrument (or the whole venue) is halted — an ``ExchangeStatus`` from the
+  venue or the feed, or ``set_trading_status`` — new orders are held until it reopens
+  (``halt_policy = "hold"``) or rejected (``"reject"``). Cancels still go out.
+- Algorithms: a ``NewOrder`` with ``algo != 0`` goes to the ``AlgoEngine``; its child orders go
+  out through the same path as any order (table, halts, venue) and events of children go back to
+  the algo engine, never upstream: upstream only sees the parent events the algo engine makes.
 """
 
 from __future__ import annotations
 
+import heapq
+import importlib
+from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
+
+from engine.emulation import EMULATABLE, StopEmulator
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     CancelOrder,
+    ExchangeStatus,
+    ExchangeStatusKind,
     NewOrder,
+    OrderAccepted,
+    OrderAnomaly,
+    OrderCanceled,
+    OrderExpired,
     OrderRejected,
+    OrderReplaced,
+    OrderTriggered,
     OrderType,
+    Quote,
     ReplaceOrder,
+    TimeInForce,
 )
 from engine.oms import OrderState, OrderTable
+from engine.order_states import OrderStatus
 from engine.venues.base import Venue
 
-SUPPORTED_ORDER_TYPES = frozenset({int(OrderType.MARKET), int(OrderType.LIMIT)})
+DAY_NS = 86_400 * 1_000_000_000
+#: the key of a venue-wide halt in ``ExecEngine.halted``
+VENUE_WIDE = -1
+#: mids kept per instrument for the price-gap check (looked up by an order's ts_origin)
+MID_HISTORY = 256
+#: exec's own client order ids (algo children, retries) live below 2**32: strategy id 0
+EXEC_BLOCK_BITS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class ExecPolicy:
+    """How exec handles what is not a plain order for a healthy venue (config ``[exec]``)."""
+
+    max_retries: int = 2
+    retry_backoff_ns: int = 50_000_000
+    retry_backoff_factor: float = 2.0
+    #: lower-case substrings of a venue's reject reason that make it worth retrying
+    retry_on: tuple[str, ...] = ("busy", "rate limit", "throttl", "timeout", "try again")
+    #: 0 disables the price-gap check
+    price_gap_bps: float = 0.0
+    halt_policy: str = "hold"  # "hold" | "reject"
+    native_order_types: frozenset[int] = field(
+        default_factory=lambda: frozenset({int(OrderType.MARKET), int(OrderType.LIMIT)})
+    )
+    emulate: bool = True
+    publish_anomalies: bool = True
+    #: which block of exec-owned ids to use (a restarted exec takes a fresh block)
+    id_block: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.retry_backoff_ns < 0 or self.retry_backoff_factor < 1:
+            raise ValueError("max_retries, retry_backoff_ns must be >= 0, backoff factor >= 1")
+        if not self.price_gap_bps >= 0:
+            raise ValueError("price_gap_bps must be >= 0")
+        if self.halt_policy not in ("hold", "reject"):
+            raise ValueError("halt_policy must be 'hold' or 'reject'")
+        if not 0 <= self.id_block < (1 << (32 - EXEC_BLOCK_BITS)):
+            raise ValueError("id_block out of range")
+
+
+def _load_algo_engine() -> Any:
+    """``engine.algos.AlgoEngine`` if that package is installed, else None."""
+    try:
+        return importlib.import_module("engine.algos").AlgoEngine
+    except (ImportError, AttributeError):
+        return None
 
 
 class ExecEngine:
     """Sends orders to one venue and filters its events through the order table."""
 
-    def __init__(self, venue: Venue, instruments: InstrumentTable | Iterable[Instrument]) -> None:
+    def __init__(
+        self,
+        venue: Venue,
+        instruments: InstrumentTable | Iterable[Instrument],
+        policy: ExecPolicy | None = None,
+        *,
+        algo_engine: Any = "auto",
+    ) -> None:
         self.venue = venue
         self.instruments = (
             instruments
             if isinstance(instruments, InstrumentTable)
             else InstrumentTable(list(instruments))
         )
+        self.policy = policy or ExecPolicy()
         self.table = OrderTable()
+        self.emulator = StopEmulator()
         self.duplicates = 0  # NewOrders resent with a known client_order_id
-        self.ignored_requests = 0  # cancels/replaces for unknown or finished orders
+        self.ignored_requests = 0  # cancels/replaces for unknown, finished or canceling orders
         self.sent = 0  # NewOrders passed to the venue
+        self.retried = 0  # venue rejects answered by a retry
+        self.gap_rejects = 0  # market orders refused by the price-gap check
+        #: halted instrument ids (``VENUE_WIDE`` for the whole venue)
+        self.halted: set[int] = set()
+        self._held: dict[int, NewOrder] = {}  # orders waiting for a halt to end, by coid
+        self._venue_id: dict[int, int] = {}  # coid -> the id the venue knows it by (retries)
+        self._alias: dict[int, int] = {}  # venue-side id -> coid
+        self._retry_count: dict[int, int] = {}
+        self._retry_due: list[tuple[int, int, int]] = []  # (due_ns, seq, coid)
+        self._retry_seq = 0
+        self._expiries: list[tuple[int, int]] = []  # emulated DAY/GTD orders: (expire_ns, coid)
+        self._mids: dict[int, tuple[deque[int], deque[int]]] = {}  # iid -> (ts, mid)
+        self._next_id = self.policy.id_block << EXEC_BLOCK_BITS
+        self._id_limit = self._next_id + (1 << EXEC_BLOCK_BITS) - 1
+        self._anomalies: list[OrderAnomaly] = []
+        self.table.on_anomaly = self._anomalies.append
+        self._now = 0
+        if algo_engine == "auto":
+            cls = _load_algo_engine()
+            algo_engine = cls(self.instruments, self.next_exec_id) if cls is not None else None
+        self.algo = algo_engine
 
-    # --- orders ------------------------------------------------------------------------------
+    # --- ids -------------------------------------------------------------------------------------
+    def next_exec_id(self) -> int:
+        """A client order id for an order exec itself creates (algo child, retry)."""
+        if self._next_id >= self._id_limit:
+            raise RuntimeError("exec: client order id block exhausted")
+        self._next_id += 1
+        return self._next_id
+
+    # --- orders ----------------------------------------------------------------------------------
     def on_order(self, order: NewOrder | CancelOrder | ReplaceOrder, now_ns: int) -> list[object]:
-        """Act on an approved order; returns the (filtered) events the venue answered with."""
-        if isinstance(order, NewOrder):
-            return self._new(order, now_ns)
-        if isinstance(order, CancelOrder):
-            r = self.table.get(order.client_order_id)
-            if r is None or not r.is_open:
-                # nothing to cancel: unknown, or already filled/canceled (a normal race)
-                self.ignored_requests += 1
-                return []
-            return self._filter(self.venue.cancel(order, now_ns))
-        if isinstance(order, ReplaceOrder):
-            r = self.table.get(order.client_order_id)
-            if r is None or not r.is_open:
-                self.ignored_requests += 1
-                return []
-            return self._filter(self.venue.replace(order, now_ns))
-        raise TypeError(f"not an order: {type(order).__name__}")
+        """Act on an approved order; returns the (filtered) events it caused."""
+        self._now = now_ns
+        out: list[object] = []
+        tp = type(order)
+        if tp is NewOrder:
+            if order.algo:  # type: ignore[union-attr]
+                self._new_parent(order, now_ns, out)  # type: ignore[arg-type]
+            else:
+                self._new(order, now_ns, out)  # type: ignore[arg-type]
+        elif tp is CancelOrder:
+            if self.algo is not None and self.algo.is_parent(order.client_order_id):
+                self._algo_out(self.algo.cancel(order.client_order_id, now_ns), now_ns, out)
+            else:
+                self._cancel(order, now_ns, out)  # type: ignore[arg-type]
+        elif tp is ReplaceOrder:
+            self._replace(order, now_ns, out)  # type: ignore[arg-type]
+        else:
+            raise TypeError(f"not an order: {tp.__name__}")
+        self._flush(out)
+        return out
 
-    def _new(self, order: NewOrder, now_ns: int) -> list[object]:
-        r = self.table.add(order, now_ns)
+    def _new(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
+        ot = order.order_type
+        emulate = ot not in self.policy.native_order_types and ot in EMULATABLE
+        r = self.table.add(order, now_ns, submitted=False, emulated=emulate)
         if r is None:
             self.duplicates += 1
-            return []
+            return
         reason = ""
-        if order.order_type not in SUPPORTED_ORDER_TYPES:
-            reason = f"unsupported order type {order.order_type}"
-        elif order.instrument_id not in self.instruments:
+        if order.instrument_id not in self.instruments:
             reason = f"unknown instrument {order.instrument_id}"
+        elif ot not in self.policy.native_order_types:
+            if ot not in EMULATABLE:
+                reason = f"unsupported order type {ot}"
+            elif not self.policy.emulate:
+                reason = (
+                    f"unsupported order type {_type_name(ot)}: the venue lacks it, emulation off"
+                )
         if reason:
-            ev = OrderRejected(
-                client_order_id=order.client_order_id,
-                instrument_id=order.instrument_id,
-                reason=f"exec: {reason}",
-                ts_origin=order.ts_origin,
-                ts_event=now_ns,
-                ts_recv=now_ns,
-            )
-            return self._filter([ev])
+            self._local_reject(order, reason, now_ns, out)
+        elif emulate:
+            self._emulate(order, now_ns, out)
+        else:
+            self._dispatch(order, now_ns, out)
+
+    def _emulate(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
+        """Hold a stop / stop-limit / trailing stop locally until market data triggers it."""
+        why = self.emulator.add(order)
+        if why:
+            self._local_reject(order, why, now_ns, out)
+            return
+        exp = 0
+        if order.tif == TimeInForce.GTD:
+            exp = order.expire_ns
+        elif order.tif == TimeInForce.DAY:
+            exp = now_ns - now_ns % DAY_NS + DAY_NS
+        if exp:
+            heapq.heappush(self._expiries, (exp, order.client_order_id))
+        self._route(
+            OrderAccepted(
+                order.client_order_id,
+                0,
+                order.instrument_id,
+                order.side,
+                order.px,
+                order.qty,
+                order.ts_origin,
+                now_ns,
+                now_ns,
+            ),
+            now_ns,
+            out,
+        )
+
+    def _dispatch(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
+        """Send an order the table holds (INITIALIZED, or TRIGGERED) — unless a halt holds or
+        rejects it, or the market moved too far for a market order."""
+        iid = order.instrument_id
+        if self.halted and (iid in self.halted or VENUE_WIDE in self.halted):
+            if self.policy.halt_policy == "hold":
+                self._held[order.client_order_id] = order
+            else:
+                self._local_reject(order, "market halted", now_ns, out)
+            return
+        if order.order_type == OrderType.MARKET and self.policy.price_gap_bps > 0:
+            why = self._gap(order)
+            if why:
+                self.gap_rejects += 1
+                self._local_reject(order, why, now_ns, out)
+                return
+        coid = order.client_order_id
+        if not self.table.submit(coid, now_ns):
+            return  # canceled meanwhile
         self.sent += 1
-        return self._filter(self.venue.submit(order, now_ns))
+        self._filter(self.venue.submit(order, now_ns), now_ns, out)
+
+    def _cancel(self, c: CancelOrder, now_ns: int, out: list[object]) -> None:
+        coid = c.client_order_id
+        r = self.table.get(coid)
+        if r is None or not r.is_open:
+            self.ignored_requests += 1  # unknown, or already finished (a normal race)
+            return
+        local = coid in self._held or coid in self.emulator or coid in self._retry_count
+        if local and self._drop_local(coid):
+            self._local_cancel(r.order, "canceled", c.ts_origin, now_ns, out)
+            return
+        if r.state == OrderStatus.PENDING_CANCEL or not self.table.request_cancel(coid):
+            self.ignored_requests += 1  # a cancel already on its way is not sent twice
+            return
+        vid = self._venue_id.get(coid, coid)
+        if vid != coid:
+            c = msgspec.structs.replace(c, client_order_id=vid)
+        self._filter(self.venue.cancel(c, now_ns), now_ns, out)
+
+    def _drop_local(self, coid: int) -> bool:
+        """Forget an order exec holds itself (halted, emulated, awaiting a retry)."""
+        if self._held.pop(coid, None) is not None:
+            return True
+        if self.emulator.cancel(coid) is not None:
+            return True
+        if any(c == coid for _, _, c in self._retry_due):
+            self._retry_due = [x for x in self._retry_due if x[2] != coid]
+            heapq.heapify(self._retry_due)
+            return True
+        return False
+
+    def _replace(self, rep: ReplaceOrder, now_ns: int, out: list[object]) -> None:
+        coid = rep.client_order_id
+        r = self.table.get(coid)
+        if r is None or not r.is_open:
+            self.ignored_requests += 1
+            return
+        if coid in self.emulator or coid in self._held:
+            self._replace_local(r, rep, now_ns, out)
+            return
+        if not self.table.request_replace(coid):
+            self.ignored_requests += 1
+            return
+        vid = self._venue_id.get(coid, coid)
+        if vid != coid:
+            rep = msgspec.structs.replace(rep, client_order_id=vid)
+        self._filter(self.venue.replace(rep, now_ns), now_ns, out)
+
+    def _replace_local(self, r: Any, rep: ReplaceOrder, now_ns: int, out: list[object]) -> None:
+        coid = rep.client_order_id
+        if coid in self.emulator:
+            why = self.emulator.amend(coid, rep.new_px, rep.new_qty)
+        elif rep.new_qty <= 0 or rep.new_px < 0:
+            why = "new qty must be > 0 and price >= 0"
+        else:
+            why = ""
+            self._held[coid] = msgspec.structs.replace(
+                self._held[coid], px=rep.new_px, qty=rep.new_qty
+            )
+        if r.state != OrderStatus.INITIALIZED:
+            self.table.request_replace(coid)
+        if why:
+            ev: object = OrderRejected(
+                coid, rep.instrument_id, f"replace rejected: {why}", rep.ts_origin, now_ns, now_ns
+            )
+        else:
+            ev = OrderReplaced(
+                coid, rep.instrument_id, rep.new_px, rep.new_qty, rep.ts_origin, now_ns, now_ns
+            )
+        self._route(ev, now_ns, out)
 
     def cancel_all(self, now_ns: int) -> list[object]:
-        """Cancel every order the table considers open (shutdown, kill switch at exec level)."""
+        """Cancel every order the table considers open (shutdown, kill switch at exec level).
+
+        Algo parents are canceled through the algo engine (which cancels their children)."""
+        self._now = now_ns
         out: list[object] = []
+        if self.algo is not None:
+            for p in list(getattr(self.algo, "working", lambda: [])()):
+                pid = getattr(p, "client_order_id", None)
+                if pid is not None:
+                    self._algo_out(self.algo.cancel(pid, now_ns), now_ns, out)
         for r in self.table.open_orders():
+            if r.state in (OrderStatus.PENDING_CANCEL,) or not r.is_open:
+                continue
             cancel = CancelOrder(
                 client_order_id=r.client_order_id,
                 strategy_id=r.order.strategy_id,
@@ -101,29 +357,310 @@ class ExecEngine:
                 ts_origin=now_ns,
                 ts_approved=now_ns,
             )
-            out += self._filter(self.venue.cancel(cancel, now_ns))
+            self._cancel(cancel, now_ns, out)
+        self._flush(out)
         return out
 
-    # --- the venue's clock -------------------------------------------------------------------
+    # --- local events ------------------------------------------------------------------------------
+    def _local_reject(self, order: NewOrder, reason: str, now_ns: int, out: list[object]) -> None:
+        ev = OrderRejected(
+            order.client_order_id,
+            order.instrument_id,
+            f"exec: {reason}",
+            order.ts_origin,
+            now_ns,
+            now_ns,
+        )
+        self._route(ev, now_ns, out)
+
+    def _local_cancel(
+        self, order: NewOrder, reason: str, ts_origin: int, now_ns: int, out: list[object]
+    ) -> None:
+        r = self.table.get(order.client_order_id)
+        leaves = r.leaves_qty if r is not None else order.qty
+        ev = OrderCanceled(
+            order.client_order_id, order.instrument_id, leaves, reason, ts_origin, now_ns, now_ns
+        )
+        self._route(ev, now_ns, out)
+
+    # --- venue events ------------------------------------------------------------------------------
+    def _filter(self, events: list[object], now_ns: int, out: list[object]) -> None:
+        for ev in events:
+            self._route(ev, now_ns, out)
+
+    def _route(self, ev: Any, now_ns: int, out: list[object]) -> None:
+        """One event (venue's or exec's own) through the table, then upstream or to the algo."""
+        tp = type(ev)
+        if tp is ExchangeStatus:
+            self._on_status(ev, now_ns, out)
+            out.append(ev)
+            return
+        coid = getattr(ev, "client_order_id", None)
+        if coid is None:
+            out.append(ev)  # not about an order (e.g. a venue notice): pass it on
+            return
+        if self._alias:
+            parent = self._alias.get(coid)
+            if parent is not None:
+                ev.client_order_id = coid = parent
+        if tp is OrderRejected and self._retry(ev, now_ns):
+            return
+        if not self.table.apply(ev):
+            return
+        algo = self.algo
+        if algo is not None and algo.is_child(coid):
+            self._algo_out(algo.on_child_event(ev, now_ns), now_ns, out)
+        else:
+            out.append(ev)
+
+    def _retry(self, ev: OrderRejected, now_ns: int) -> bool:
+        """Schedule a retry of a new order the venue refused for a passing reason."""
+        p = self.policy
+        if not p.max_retries or ev.reason.startswith(("cancel rejected:", "replace rejected:")):
+            return False
+        coid = ev.client_order_id
+        r = self.table.get(coid)
+        if r is None or r.state not in (OrderStatus.SUBMITTED, OrderStatus.TRIGGERED):
+            return False
+        n = self._retry_count.get(coid, 0)
+        reason = ev.reason.lower()
+        if n >= p.max_retries or not any(s in reason for s in p.retry_on):
+            return False
+        self._retry_count[coid] = n + 1
+        self.retried += 1
+        due = now_ns + int(p.retry_backoff_ns * p.retry_backoff_factor**n)
+        self._retry_seq += 1
+        heapq.heappush(self._retry_due, (due, self._retry_seq, coid))
+        return True
+
+    def _send_retries(self, now_ns: int, out: list[object]) -> None:
+        q = self._retry_due
+        while q and q[0][0] <= now_ns:
+            _, _, coid = heapq.heappop(q)
+            r = self.table.get(coid)
+            if r is None or r.state not in (OrderStatus.SUBMITTED, OrderStatus.TRIGGERED):
+                continue
+            vid = self.next_exec_id()
+            old = self._venue_id.get(coid)
+            if old is not None:
+                self._alias.pop(old, None)
+            self._venue_id[coid] = vid
+            self._alias[vid] = coid
+            o = r.order
+            if r.triggered:
+                o = msgspec.structs.replace(
+                    o,
+                    order_type=int(
+                        OrderType.LIMIT
+                        if o.order_type == OrderType.STOP_LIMIT
+                        else OrderType.MARKET
+                    ),
+                    px=o.px if o.order_type == OrderType.STOP_LIMIT else 0,
+                    stop_px=0,
+                )
+            self.sent += 1
+            self._filter(
+                self.venue.submit(msgspec.structs.replace(o, client_order_id=vid), now_ns),
+                now_ns,
+                out,
+            )
+
+    # --- halts ---------------------------------------------------------------------------------
+    def _on_status(self, ev: ExchangeStatus, now_ns: int, out: list[object]) -> None:
+        iid = ev.instrument_id if ev.instrument_id >= 0 else VENUE_WIDE
+        halted = ev.status in (ExchangeStatusKind.HALTED, ExchangeStatusKind.CIRCUIT_BREAKER)
+        self._set_status(iid, halted, now_ns, out)
+
+    def set_trading_status(self, instrument_id: int, halted: bool, now_ns: int) -> list[object]:
+        """Halt or reopen one instrument (``VENUE_WIDE``: the whole venue); on reopening, held
+        orders are sent in the order they arrived. Returns the events that caused."""
+        out: list[object] = []
+        self._set_status(instrument_id, halted, now_ns, out)
+        self._flush(out)
+        return out
+
+    def _set_status(self, iid: int, halted: bool, now_ns: int, out: list[object]) -> None:
+        if halted:
+            self.halted.add(iid)
+            return
+        self.halted.discard(iid)
+        for coid, o in list(self._held.items()):
+            if (iid == VENUE_WIDE or o.instrument_id == iid) and not (
+                o.instrument_id in self.halted or VENUE_WIDE in self.halted
+            ):
+                del self._held[coid]
+                self._dispatch(o, now_ns, out)
+
+    # --- price-gap protection --------------------------------------------------------------------
+    def _note_mid(self, q: Quote) -> None:
+        if q.bid_qty <= 0 or q.ask_qty <= 0 or q.bid_px <= 0 or q.ask_px <= 0:
+            return
+        h = self._mids.get(q.instrument_id)
+        if h is None:
+            h = self._mids[q.instrument_id] = (deque(maxlen=MID_HISTORY), deque(maxlen=MID_HISTORY))
+        h[0].append(q.ts_recv)
+        h[1].append(q.bid_px + q.ask_px)  # 2 x mid: integer ticks, ratios are unchanged
+
+    def _gap(self, order: NewOrder) -> str:
+        """Why a market order is refused by the price-gap check ("" if it is not)."""
+        h = self._mids.get(order.instrument_id)
+        if not h or not h[1]:
+            return ""
+        now2 = h[1][-1]
+        if order.px > 0:
+            ref2 = 2 * order.px
+        else:
+            k = bisect_right(h[0], order.ts_origin) - 1
+            if k < 0:
+                return ""  # older than the history: nothing to compare with
+            ref2 = h[1][k]
+        moved = abs(now2 - ref2) * 1e4 / ref2
+        if moved > self.policy.price_gap_bps:
+            return (
+                f"price gap: mid moved {moved:.1f} bps since the intent "
+                f"(band {self.policy.price_gap_bps:g} bps)"
+            )
+        return ""
+
+    # --- market data and time ----------------------------------------------------------------------
     def on_market_data(self, msg: object, now_ns: int) -> list[object]:
-        """Feed market data to the venue (a simulated venue matches our orders against it)."""
-        return self._filter(self.venue.on_market_data(msg, now_ns))
+        """Feed market data to the venue (a simulated venue matches our orders against it), the
+        stop emulation, the price-gap history and the algorithms."""
+        self._now = now_ns
+        out: list[object] = []
+        tp = type(msg)
+        if tp is ExchangeStatus:
+            self._route(msg, now_ns, out)
+            self._flush(out)
+            return out
+        self._filter(self.venue.on_market_data(msg, now_ns), now_ns, out)
+        if tp is Quote:
+            self._note_mid(msg)  # type: ignore[arg-type]
+        if len(self.emulator):
+            for trig in self.emulator.on_market_data(msg, getattr(msg, "ts_recv", now_ns)):
+                self._fire(trig, now_ns, out)
+        if self.algo is not None:
+            self._algo_out(self.algo.on_market_data(msg, now_ns), now_ns, out)
+        if self._anomalies:
+            self._flush(out)
+        return out
+
+    def _fire(self, trig: Any, now_ns: int, out: list[object]) -> None:
+        o = trig.order
+        ev = OrderTriggered(
+            o.client_order_id,
+            o.instrument_id,
+            o.side,
+            trig.stop_px,
+            trig.trigger_px,
+            o.order_type,
+            o.px,
+            o.qty,
+            True,
+            o.ts_origin,
+            now_ns,
+            now_ns,
+        )
+        self._route(ev, now_ns, out)
+        r = self.table.get(o.client_order_id)
+        if r is not None and r.state == OrderStatus.TRIGGERED:
+            self._dispatch(o, now_ns, out)
 
     def poll(self, now_ns: int) -> list[object]:
-        """Events that became due at the venue by ``now_ns``."""
-        return self._filter(self.venue.poll(now_ns))
+        """Events that became due by ``now_ns``: the venue's, retries, expiries, algo slices."""
+        self._now = now_ns
+        out: list[object] = []
+        self._filter(self.venue.poll(now_ns), now_ns, out)
+        if self._retry_due and self._retry_due[0][0] <= now_ns:
+            self._send_retries(now_ns, out)
+        if self._expiries and self._expiries[0][0] <= now_ns:
+            self._expire(now_ns, out)
+        if self.algo is not None:
+            self._algo_out(self.algo.on_timer(now_ns), now_ns, out)
+        self._flush(out)
+        return out
 
-    def _filter(self, events: list[object]) -> list[object]:
-        apply = self.table.apply
-        return [ev for ev in events if apply(ev)]
+    def next_event_ns(self) -> int | None:
+        """When something is next due (venue, retry, expiry, algo slice); None if nothing is."""
+        cands = []
+        nxt = getattr(self.venue, "next_event_ns", None)
+        if nxt is not None:
+            cands.append(nxt())
+        if self._retry_due:
+            cands.append(self._retry_due[0][0])
+        if self._expiries:
+            cands.append(self._expiries[0][0])
+        if self.algo is not None and hasattr(self.algo, "next_wakeup_ns"):
+            cands.append(self.algo.next_wakeup_ns())
+        ts = [t for t in cands if t is not None]
+        return min(ts) if ts else None
 
-    # --- views -------------------------------------------------------------------------------
+    def _expire(self, now_ns: int, out: list[object]) -> None:
+        q = self._expiries
+        while q and q[0][0] <= now_ns:
+            _, coid = heapq.heappop(q)
+            o = self.emulator.cancel(coid)
+            if o is None:
+                continue  # triggered or canceled meanwhile
+            r = self.table.get(coid)
+            leaves = r.leaves_qty if r is not None else o.qty
+            ev = OrderExpired(coid, o.instrument_id, leaves, o.ts_origin, now_ns, now_ns)
+            self._route(ev, now_ns, out)
+
+    # --- algorithms ------------------------------------------------------------------------------
+    def _new_parent(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
+        algo = self.algo
+        coid = order.client_order_id
+        if coid in self.table or (algo is not None and algo.is_parent(coid)):
+            self.duplicates += 1
+            return
+        if algo is None:
+            self.table.add(order, now_ns, submitted=False)
+            self._local_reject(order, "execution algorithms are not available", now_ns, out)
+            return
+        self._algo_out(algo.submit(order, now_ns), now_ns, out)
+
+    def _algo_out(self, items: list[object], now_ns: int, out: list[object]) -> None:
+        """Child orders from the algo engine go to the venue; parent events go upstream."""
+        for it in items:
+            tp = type(it)
+            if tp is NewOrder:
+                self._new(it, now_ns, out)  # type: ignore[arg-type]
+            elif tp is CancelOrder:
+                self._cancel(it, now_ns, out)  # type: ignore[arg-type]
+            elif tp is ReplaceOrder:
+                self._replace(it, now_ns, out)  # type: ignore[arg-type]
+            else:
+                out.append(it)
+
+    def _flush(self, out: list[object]) -> None:
+        if self._anomalies:
+            if self.policy.publish_anomalies:
+                out.extend(self._anomalies)
+            self._anomalies.clear()
+
+    # --- views -----------------------------------------------------------------------------------
     def open_orders(self) -> list[NewOrder]:
         return [r.order for r in self.table.open_orders()]
+
+    def held_orders(self) -> list[NewOrder]:
+        """Orders held by a halt, in arrival order."""
+        return list(self._held.values())
 
     def state(self, client_order_id: int) -> OrderState | None:
         return self.table.state(client_order_id)
 
+    def position(self, instrument_id: int) -> int:
+        """Net filled lots from the fills the table accepted."""
+        return self.table.position(instrument_id)
+
     @property
     def anomalies(self) -> dict[str, int]:
         return self.table.anomalies
+
+
+def _type_name(ot: int) -> str:
+    try:
+        return OrderType(ot).name
+    except ValueError:
+        return str(ot)

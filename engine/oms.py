@@ -1,46 +1,88 @@
-"""The order table: the execution side's record of every order's life cycle.
+"""The order table: execution's record of every order, moved by the table in ``order_states``.
 
-Each order sent to a venue gets one ``OrderRecord`` keyed by ``client_order_id``, moved through
-its states by the venue's execution events:
-
-    SUBMITTED → ACCEPTED → PARTIALLY_FILLED → FILLED
-         │          │  ↘ REPLACED (live, new px/qty) ↗ │
-         └──────────┴──→ CANCELED / EXPIRED / REJECTED  (terminal)
+Each order gets one ``OrderRecord`` keyed by ``client_order_id``. Local actions (``submit``,
+``request_cancel``, ``request_replace``) and venue events (``apply``) move it through the legal
+transitions of ``engine.order_states.TRANSITIONS`` and nothing else.
 
 Venues and networks misbehave: a fill arrives for an order we never sent, the same fill is
-delivered twice after a reconnect, a fill or an ack trails a cancel. A trading engine must not
-crash on that, and must not pass it on either — a duplicated fill forwarded to risk and the
-portfolio doubles a position. ``apply`` therefore returns whether an event is consistent (forward
-it) or an anomaly (drop it); anomalies are counted by kind in ``anomalies`` so monitoring sees
-them. Counted kinds: ``fill_unknown_order``, ``duplicate_fill``, ``fill_after_terminal``,
-``overfill`` (forwarded: the fill is real, the quantity bookkeeping is not), ``event_unknown_order``,
-``event_after_terminal``, ``duplicate_ack``. A refused cancel/replace that arrives after the order
-ended (it crossed the fill: a normal race) is dropped and counted in ``late_request_rejects``.
+delivered twice after a reconnect, a fill or an ack trails a cancel, a fill exceeds the order.
+A trading engine must not crash on that, and must not pass it on either — a duplicated fill
+forwarded to risk and the portfolio doubles a position. ``apply`` therefore returns whether an
+event is consistent (forward it) or an anomaly (drop it: the order keeps its state, its filled
+quantity and the table's positions stay exact). Every anomaly is counted by kind in
+``anomalies`` and recorded as an ``OrderAnomaly`` message (``anomaly_log``, and ``on_anomaly``
+if set: the exec engine publishes them), which carries what reconciliation with the venue needs
+(fill id, price, quantity). Kinds: ``fill_unknown_order``, ``duplicate_fill``,
+``fill_after_terminal``, ``overfill``, ``bad_fill``, ``event_unknown_order``,
+``event_after_terminal``, ``duplicate_ack``, ``illegal_transition``, ``unknown_event``.
 
 A cancel or replace the venue cannot do is answered with an ``OrderRejected`` whose reason starts
-with ``"cancel rejected:"`` / ``"replace rejected:"`` (the vocabulary has no cancel-reject message;
-``engine.venues.sim`` uses this convention). Such a reject answers the *request*: the order itself
-lives on, so it is forwarded without changing the order's state (``is_request_reject``).
+with ``"cancel rejected:"`` / ``"replace rejected:"`` (``engine.venues.sim`` and the strategies
+use this convention). Such a reject answers the *request*: the order goes back to its live state.
+A refusal that arrives after the order ended crossed its fill or cancel — a normal race — and is
+dropped and counted in ``late_request_rejects``, not as an anomaly.
+
+Rebuilding after a restart (persistence, reconciliation): ``snapshot()`` gives one
+``OrderSnapshot`` per order (plain msgspec Structs, storable as JSON / MessagePack / rows);
+``OrderTable.restore(snapshots)`` rebuilds a table from them — states, filled quantities, fill
+ids (so a replayed fill is still recognised as a duplicate) and positions. Or
+``OrderTable.rebuild(orders, events)`` replays the stored orders and venue events through the
+same transitions. Either way, reconcile the result with the venue's open orders and positions
+before trading (DESIGN §7).
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import IntEnum
+
+import msgspec
 
 from engine.messages import (
+    TAG_BY_TYPE,
     NewOrder,
     OrderAccepted,
+    OrderAnomaly,
     OrderCanceled,
     OrderExpired,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderTriggered,
+)
+from engine.order_states import (
+    FLAT,
+    ILLEGAL,
+    LIVE,
+    N_EVENTS,
+    TERMINAL,
+    OrderEvent,
+    OrderStatus,
 )
 
 #: reason prefixes of an OrderRejected that refuses a cancel/replace request, not the order
 REQUEST_REJECT_PREFIXES = ("cancel rejected:", "replace rejected:")
+
+#: the life-cycle states (the old name; ``OrderStatus`` is the same enum)
+OrderState = OrderStatus
+
+TERMINAL_STATES = TERMINAL
+
+_E = OrderEvent
+_S = OrderStatus
+_FILL_TYPES = (OrderPartiallyFilled, OrderFilled)
+_EVENT_OF_TYPE: dict[type, int] = {
+    OrderAccepted: _E.ACK,
+    OrderRejected: _E.REJECT,
+    OrderCanceled: _E.CANCELED,
+    OrderExpired: _E.EXPIRED,
+    OrderReplaced: _E.REPLACED,
+    OrderTriggered: _E.TRIGGER,
+}
+# terminal-state membership by int value, for the hot path
+_TERMINAL = frozenset(int(s) for s in TERMINAL)
 
 
 def is_request_reject(ev: object) -> bool:
@@ -48,28 +90,15 @@ def is_request_reject(ev: object) -> bool:
     return isinstance(ev, OrderRejected) and ev.reason.startswith(REQUEST_REJECT_PREFIXES)
 
 
-class OrderState(IntEnum):
-    SUBMITTED = 1
-    ACCEPTED = 2
-    PARTIALLY_FILLED = 3
-    FILLED = 4
-    CANCELED = 5
-    REJECTED = 6
-    REPLACED = 7
-    EXPIRED = 8
-
-
-TERMINAL_STATES = frozenset(
-    {OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED, OrderState.EXPIRED}
-)
-
-
 @dataclass(slots=True)
 class OrderRecord:
-    """One order as execution knows it. ``px``/``qty`` follow replaces; ``order`` is the original."""
+    """One order as execution knows it. ``px``/``qty`` follow replaces; ``order`` is the original.
+
+    ``qty`` is the order's current total quantity (filled + open), ``leaves_qty`` what is open.
+    """
 
     order: NewOrder
-    state: OrderState
+    state: int
     px: int
     qty: int
     leaves_qty: int
@@ -81,6 +110,11 @@ class OrderRecord:
     fill_ids: set[int] = field(default_factory=set)
     updated_ns: int = 0
     reason: str = ""
+    acked: bool = False  # an OrderAccepted was seen (venue or local)
+    emulated: bool = False  # exec emulates its type (stop / trailing) from market data
+    triggered: bool = False
+    stop_px: int = 0  # the trigger level (follows a trailing stop)
+    pending_replaces: int = 0  # replaces sent and not yet answered
 
     @property
     def client_order_id(self) -> int:
@@ -96,23 +130,78 @@ class OrderRecord:
 
     @property
     def is_open(self) -> bool:
-        return self.state not in TERMINAL_STATES
+        return self.state not in _TERMINAL
+
+    @property
+    def status(self) -> OrderStatus:
+        return OrderStatus(self.state)
 
     @property
     def avg_px(self) -> float:
         """Average fill price in ticks (0.0 before the first fill)."""
         return self.notional_ticks / self.cum_qty if self.cum_qty else 0.0
 
+    def snapshot(self) -> OrderSnapshot:
+        return OrderSnapshot(
+            order=self.order,
+            state=int(self.state),
+            px=self.px,
+            qty=self.qty,
+            leaves_qty=self.leaves_qty,
+            submitted_ns=self.submitted_ns,
+            cum_qty=self.cum_qty,
+            notional_ticks=self.notional_ticks,
+            fees=self.fees,
+            venue_order_id=self.venue_order_id,
+            fill_ids=sorted(self.fill_ids),
+            updated_ns=self.updated_ns,
+            reason=self.reason,
+            acked=self.acked,
+            emulated=self.emulated,
+            triggered=self.triggered,
+            stop_px=self.stop_px,
+        )
+
+
+class OrderSnapshot(msgspec.Struct, kw_only=True):
+    """A stored order (see the module docstring: ``snapshot`` / ``restore``)."""
+
+    order: NewOrder
+    state: int
+    px: int
+    qty: int
+    leaves_qty: int
+    submitted_ns: int = 0
+    cum_qty: int = 0
+    notional_ticks: int = 0
+    fees: float = 0.0
+    venue_order_id: int = 0
+    fill_ids: list[int] = []
+    updated_ns: int = 0
+    reason: str = ""
+    acked: bool = False
+    emulated: bool = False
+    triggered: bool = False
+    stop_px: int = 0
+
 
 class OrderTable:
-    """Orders by client_order_id and their states (see the module docstring)."""
+    """Orders by client_order_id, their states, and the position their fills add up to."""
 
-    def __init__(self) -> None:
+    def __init__(self, anomaly_log_size: int = 1024) -> None:
         self.orders: dict[int, OrderRecord] = {}
         self._open: dict[int, OrderRecord] = {}
+        #: net filled lots per instrument, from the fills this table accepted
+        self.positions: dict[int, int] = {}
         self.anomalies: dict[str, int] = {}
+        #: the most recent anomalies (OrderAnomaly), oldest first
+        self.anomaly_log: deque[OrderAnomaly] = deque(maxlen=anomaly_log_size)
+        #: called with each OrderAnomaly as it is recorded (the exec engine publishes them)
+        self.on_anomaly: Callable[[OrderAnomaly], None] | None = None
         #: refusals of cancels/replaces that crossed the order's end (dropped, not anomalies)
         self.late_request_rejects = 0
+        #: events applied, anomalies included (the benchmark's unit)
+        self.events = 0
 
     def __len__(self) -> int:
         return len(self.orders)
@@ -132,109 +221,247 @@ class OrderTable:
         """Orders not yet in a terminal state."""
         return len(self._open)
 
-    def state(self, client_order_id: int) -> OrderState | None:
+    def state(self, client_order_id: int) -> OrderStatus | None:
         r = self.orders.get(client_order_id)
-        return None if r is None else r.state
+        return None if r is None else OrderStatus(r.state)
 
-    def _count(self, kind: str) -> None:
-        self.anomalies[kind] = self.anomalies.get(kind, 0) + 1
+    def position(self, instrument_id: int) -> int:
+        return self.positions.get(instrument_id, 0)
 
     @property
     def anomaly_count(self) -> int:
         return sum(self.anomalies.values())
 
-    # --- transitions -------------------------------------------------------------------------
-    def add(self, order: NewOrder, now_ns: int) -> OrderRecord | None:
-        """Record a new order as SUBMITTED; None (and nothing changed) if the id is known."""
+    # --- anomalies ---------------------------------------------------------------------------
+    def _anomaly(self, kind: str, ev: object, r: OrderRecord | None, detail: str = "") -> bool:
+        self.anomalies[kind] = self.anomalies.get(kind, 0) + 1
+        is_fill = isinstance(ev, _FILL_TYPES)
+        a = OrderAnomaly(
+            client_order_id=getattr(ev, "client_order_id", 0),
+            instrument_id=getattr(ev, "instrument_id", -1),
+            kind=kind,
+            state=-1 if r is None else int(r.state),
+            event_tag=TAG_BY_TYPE.get(type(ev), 0),  # type: ignore[call-overload]
+            ts_recv=getattr(ev, "ts_recv", 0),
+            fill_id=ev.fill_id if is_fill else 0,  # type: ignore[attr-defined]
+            px=ev.fill_px if is_fill else 0,  # type: ignore[attr-defined]
+            qty=ev.fill_qty if is_fill else 0,  # type: ignore[attr-defined]
+            detail=detail,
+        )
+        self.anomaly_log.append(a)
+        if self.on_anomaly is not None:
+            self.on_anomaly(a)
+        return False
+
+    # --- local transitions ---------------------------------------------------------------------
+    def add(
+        self, order: NewOrder, now_ns: int, *, submitted: bool = True, emulated: bool = False
+    ) -> OrderRecord | None:
+        """Record a new order — SUBMITTED, or INITIALIZED with ``submitted=False`` (exec then
+        calls ``submit`` when it hands it to the venue). None (nothing changed) if the id is
+        known: client order ids are idempotent, a resent order is never a second order."""
         if order.client_order_id in self.orders:
             return None
         r = OrderRecord(
             order=order,
-            state=OrderState.SUBMITTED,
+            state=_S.SUBMITTED if submitted else _S.INITIALIZED,
             px=order.px,
             qty=order.qty,
             leaves_qty=order.qty,
             submitted_ns=now_ns,
             updated_ns=now_ns,
+            emulated=emulated,
+            stop_px=order.stop_px,
         )
         self.orders[order.client_order_id] = r
         self._open[order.client_order_id] = r
         return r
 
-    def _terminate(self, r: OrderRecord, state: OrderState) -> None:
+    def _local(self, client_order_id: int, event: int) -> OrderRecord | None:
+        """A local action on an order: the record if the table allows it, else None."""
+        r = self.orders.get(client_order_id)
+        if r is None:
+            return None
+        t = FLAT[r.state * N_EVENTS + event]
+        if t == ILLEGAL:
+            return None
+        r.state = t
+        return r
+
+    def submit(self, client_order_id: int, now_ns: int = 0) -> bool:
+        """The order is handed to the venue (INITIALIZED → SUBMITTED, or a TRIGGERED order)."""
+        r = self._local(client_order_id, _E.SUBMIT)
+        if r is not None:
+            r.submitted_ns = now_ns or r.submitted_ns
+        return r is not None
+
+    def request_cancel(self, client_order_id: int) -> bool:
+        """A cancel is being sent; False if the order's state does not allow one."""
+        return self._local(client_order_id, _E.CANCEL_REQUEST) is not None
+
+    def request_replace(self, client_order_id: int) -> bool:
+        """A cancel/replace is being sent; False if the order's state does not allow one."""
+        r = self._local(client_order_id, _E.REPLACE_REQUEST)
+        if r is not None:
+            r.pending_replaces += 1
+        return r is not None
+
+    # --- venue events ------------------------------------------------------------------------
+    def _live(self, r: OrderRecord) -> int:
+        if r.pending_replaces > 0:
+            return _S.PENDING_REPLACE
+        if r.cum_qty:
+            return _S.PARTIALLY_FILLED
+        if r.acked:
+            return _S.ACCEPTED
+        return _S.TRIGGERED if r.triggered else _S.SUBMITTED
+
+    def _close(self, r: OrderRecord, state: int) -> None:
         r.state = state
-        self._open.pop(r.client_order_id, None)
+        r.leaves_qty = 0
+        self._open.pop(r.order.client_order_id, None)
 
     def apply(self, ev: object) -> bool:
         """Apply one execution event; True if consistent (forward it), False if an anomaly."""
+        self.events += 1
+        tp = type(ev)
+        if tp is OrderPartiallyFilled or tp is OrderFilled:
+            return self._apply_fill(ev)  # type: ignore[arg-type]
+        event = _EVENT_OF_TYPE.get(tp)
+        if event is None:
+            return self._anomaly("unknown_event", ev, None, tp.__name__)
         coid = ev.client_order_id  # type: ignore[attr-defined]
         r = self.orders.get(coid)
-        if isinstance(ev, OrderPartiallyFilled):  # and OrderFilled
-            if r is None:
-                self._count("fill_unknown_order")
-                return False
-            if ev.fill_id and ev.fill_id in r.fill_ids:
-                self._count("duplicate_fill")
-                return False
-            if not r.is_open:
-                self._count("fill_after_terminal")
-                return False
-            if ev.fill_id:
-                r.fill_ids.add(ev.fill_id)
-            r.cum_qty += ev.fill_qty
-            r.notional_ticks += ev.fill_px * ev.fill_qty
-            r.fees += ev.fee
-            r.leaves_qty = max(0, ev.leaves_qty)
-            r.updated_ns = ev.ts_recv
-            if ev.venue_order_id:
-                r.venue_order_id = ev.venue_order_id
-            if r.cum_qty > r.qty:
-                self._count("overfill")
-            if isinstance(ev, OrderFilled) or ev.leaves_qty <= 0:
-                self._terminate(r, OrderState.FILLED)
-            else:
-                r.state = OrderState.PARTIALLY_FILLED
-            return True
-
+        request_reject = ""
+        if event == _E.REJECT and ev.reason.startswith(REQUEST_REJECT_PREFIXES):  # type: ignore[attr-defined]
+            request_reject = ev.reason[:6]  # type: ignore[attr-defined]  # "cancel" / "replac"
+            event = _E.CANCEL_REJECT if request_reject == "cancel" else _E.REPLACE_REJECT
         if r is None:
-            self._count("event_unknown_order")
-            return False
-        if not r.is_open:
-            if is_request_reject(ev):
-                # a cancel/replace that crossed the order's fill or cancel: a normal race
-                self.late_request_rejects += 1
-            else:
-                self._count("event_after_terminal")
-            return False
-        r.updated_ns = getattr(ev, "ts_recv", r.updated_ns)
-        if isinstance(ev, OrderAccepted):
-            if r.state != OrderState.SUBMITTED:
-                self._count("duplicate_ack")
+            return self._anomaly("event_unknown_order", ev, None)
+        state = r.state
+        if state in _TERMINAL:
+            if request_reject:
+                self.late_request_rejects += 1  # crossed the order's end: a normal race
                 return False
-            r.state = OrderState.ACCEPTED
+            return self._anomaly("event_after_terminal", ev, r)
+        t = FLAT[state * N_EVENTS + event]
+        if t == ILLEGAL:
+            kind = "duplicate_ack" if event == _E.ACK else "illegal_transition"
+            return self._anomaly(kind, ev, r, f"{OrderEvent(event).name} in {_S(state).name}")
+        r.updated_ns = getattr(ev, "ts_recv", r.updated_ns)
+        if event == _E.ACK:
+            r.acked = True
+            if ev.venue_order_id:  # type: ignore[attr-defined]
+                r.venue_order_id = ev.venue_order_id  # type: ignore[attr-defined]
+        elif event == _E.REPLACED:
+            r.px = ev.px  # type: ignore[attr-defined]
+            r.leaves_qty = ev.qty  # type: ignore[attr-defined]
+            r.qty = r.cum_qty + ev.qty  # type: ignore[attr-defined]
+            if r.pending_replaces > 0:
+                r.pending_replaces -= 1
+        elif event == _E.REPLACE_REJECT:
+            if r.pending_replaces > 0:
+                r.pending_replaces -= 1
+        elif event == _E.TRIGGER:
+            r.triggered = True
+            r.stop_px = ev.stop_px  # type: ignore[attr-defined]
+        elif event == _E.CANCELED or event == _E.REJECT:
+            r.reason = ev.reason  # type: ignore[attr-defined]
+        if t == LIVE:
+            t = self._live(r)
+        if t in _TERMINAL:
+            self._close(r, t)
+        else:
+            r.state = t
+        return True
+
+    def _apply_fill(self, ev: OrderPartiallyFilled) -> bool:
+        r = self.orders.get(ev.client_order_id)
+        if r is None:
+            return self._anomaly("fill_unknown_order", ev, None)
+        fid = ev.fill_id
+        if fid and fid in r.fill_ids:
+            return self._anomaly("duplicate_fill", ev, r)
+        state = r.state
+        if state in _TERMINAL:
+            return self._anomaly("fill_after_terminal", ev, r)
+        q = ev.fill_qty
+        if q <= 0 or ev.fill_px < 0:
+            return self._anomaly("bad_fill", ev, r, f"qty {q} px {ev.fill_px}")
+        cum = r.cum_qty + q
+        if cum > r.qty:
+            return self._anomaly("overfill", ev, r, f"cum {cum} > qty {r.qty}")
+        done = cum == r.qty or type(ev) is OrderFilled
+        t = FLAT[state * N_EVENTS + (_E.FILL if done else _E.PARTIAL_FILL)]
+        if t == ILLEGAL:
+            return self._anomaly("illegal_transition", ev, r, f"fill in {_S(state).name}")
+        if fid:
+            r.fill_ids.add(fid)
+        r.cum_qty = cum
+        r.notional_ticks += ev.fill_px * q
+        r.fees += ev.fee
+        r.updated_ns = ev.ts_recv
+        if ev.venue_order_id:
             r.venue_order_id = ev.venue_order_id
-            return True
-        if isinstance(ev, OrderReplaced):
-            r.px = ev.px
-            r.leaves_qty = ev.qty
-            r.qty = r.cum_qty + ev.qty
-            r.state = OrderState.REPLACED
-            return True
-        if isinstance(ev, OrderCanceled):
-            r.leaves_qty = 0
-            r.reason = ev.reason
-            self._terminate(r, OrderState.CANCELED)
-            return True
-        if isinstance(ev, OrderExpired):
-            r.leaves_qty = 0
-            self._terminate(r, OrderState.EXPIRED)
-            return True
-        if isinstance(ev, OrderRejected):
-            if ev.reason.startswith(REQUEST_REJECT_PREFIXES):
-                return True  # the request failed; the order is as it was
-            r.leaves_qty = 0
-            r.reason = ev.reason
-            self._terminate(r, OrderState.REJECTED)
-            return True
-        self._count("unknown_event")
-        return False
+        iid = r.order.instrument_id
+        self.positions[iid] = self.positions.get(iid, 0) + r.order.side * q
+        if t in _TERMINAL:
+            self._close(r, t)  # FILLED (the venue may end it short of qty: nothing is open)
+        else:
+            r.leaves_qty = r.qty - cum
+            r.state = t
+        return True
+
+    # --- persistence -------------------------------------------------------------------------
+    def snapshot(self) -> list[OrderSnapshot]:
+        """Every order as a storable ``OrderSnapshot``, in submission order."""
+        return [r.snapshot() for r in self.orders.values()]
+
+    @classmethod
+    def restore(cls, snapshots: Iterable[OrderSnapshot]) -> OrderTable:
+        """A table rebuilt from stored snapshots (states, fills, fill ids, positions).
+
+        Positions are the sum of the restored orders' fills: restore every order that ever
+        filled (not only the open ones) or reconcile positions with the venue afterwards.
+        A snapshot whose state is not a valid ``OrderStatus`` raises ``ValueError``.
+        """
+        t = cls()
+        for s in snapshots:
+            state = OrderStatus(s.state)  # ValueError on garbage: refuse to guess
+            r = OrderRecord(
+                order=s.order,
+                state=int(state),
+                px=s.px,
+                qty=s.qty,
+                leaves_qty=s.leaves_qty,
+                submitted_ns=s.submitted_ns,
+                cum_qty=s.cum_qty,
+                notional_ticks=s.notional_ticks,
+                fees=s.fees,
+                venue_order_id=s.venue_order_id,
+                fill_ids=set(s.fill_ids),
+                updated_ns=s.updated_ns,
+                reason=s.reason,
+                acked=s.acked,
+                emulated=s.emulated,
+                triggered=s.triggered,
+                stop_px=s.stop_px,
+            )
+            coid = s.order.client_order_id
+            t.orders[coid] = r
+            if state not in TERMINAL:
+                t._open[coid] = r
+            if s.cum_qty:
+                iid = s.order.instrument_id
+                t.positions[iid] = t.positions.get(iid, 0) + s.order.side * s.cum_qty
+        return t
+
+    @classmethod
+    def rebuild(cls, orders: Iterable[NewOrder], events: Iterable[object]) -> OrderTable:
+        """A table rebuilt by replaying stored orders (as sent) and venue events, in order."""
+        t = cls()
+        for o in orders:
+            t.add(o, o.ts_approved)
+        for ev in events:
+            t.apply(ev)
+        return t

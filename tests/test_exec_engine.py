@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.exec_engine import ExecEngine
+from engine.exec_engine import ExecEngine, ExecPolicy
 from engine.instruments import Instrument
 from engine.messages import (
     CancelOrder,
     NewOrder,
     OrderAccepted,
+    OrderAnomaly,
     OrderCanceled,
     OrderExpired,
     OrderFilled,
@@ -147,7 +148,7 @@ def test_cancel_and_replace(ex):
     out = e.on_order(ReplaceOrder(1, 1, 1, 101, 7, 5, 11), 11)
     assert [type(x) for x in out] == [OrderReplaced]
     r = e.table.get(1)
-    assert (r.state, r.px, r.leaves_qty) == (OrderState.REPLACED, 101, 7)
+    assert (r.state, r.px, r.leaves_qty) == (OrderState.ACCEPTED, 101, 7)
     out = e.on_order(CancelOrder(2, 1, 1, 5, 12), 12)
     assert [type(x) for x in out] == [OrderCanceled] and e.state(2) == OrderState.CANCELED
     # requests for finished or unknown orders never reach the venue
@@ -171,9 +172,14 @@ def test_cancel_all_cancels_every_open_order(ex):
 
 def test_unsupported_order_type_rejected_without_venue(ex):
     e, v = ex
-    out = e.on_order(order(otype=OrderType.STOP), 10)
+    out = e.on_order(order(otype=99), 10)
     assert [type(x) for x in out] == [OrderRejected] and "unsupported" in out[0].reason
     assert not v.submitted and e.state(1) == OrderState.REJECTED
+    # a type the venue lacks is refused when emulation is off
+    e2 = ExecEngine(v, INS, ExecPolicy(emulate=False))
+    out = e2.on_order(order(otype=OrderType.STOP), 10)
+    assert [type(x) for x in out] == [OrderRejected] and "emulation off" in out[0].reason
+    assert not v.submitted
     out = e.on_order(NewOrder(2, 1, 7, 1, 2, 1, 100, 1, 0, 0), 10)
     assert "unknown instrument" in out[0].reason and not v.submitted
     e.on_order(order(coid=3, otype=OrderType.MARKET, px=0), 10)
@@ -195,7 +201,10 @@ def test_anomalies_are_dropped_and_counted(ex):
         OrderExpired(405, 1, 0, 5, 30, 30),  # unknown order
     ]
     out = e.poll(30)
-    assert len(out) == 1 and out[0].fill_id == 1
+    forwarded = [x for x in out if not isinstance(x, OrderAnomaly)]
+    assert len(forwarded) == 1 and forwarded[0].fill_id == 1
+    # every dropped event is published as an OrderAnomaly record
+    assert sorted(a.kind for a in out if isinstance(a, OrderAnomaly)) == sorted(e.anomalies)
     assert e.anomalies == {
         "duplicate_fill": 1,
         "fill_unknown_order": 1,
@@ -207,11 +216,14 @@ def test_anomalies_are_dropped_and_counted(ex):
     assert e.table.get(1).cum_qty == 3 and e.state(2) == OrderState.CANCELED
 
 
-def test_order_table_overfill_forwarded_but_counted():
+def test_order_table_overfill_dropped_and_recorded():
     t = OrderTable()
     t.add(order(qty=5), 0)
-    assert t.apply(fill(1, 6, 6, 0, fid=1, last=True))
-    assert t.anomalies == {"overfill": 1} and t.state(1) == OrderState.FILLED
+    assert not t.apply(fill(1, 6, 6, 0, fid=1, last=True))
+    assert t.anomalies == {"overfill": 1} and t.state(1) == OrderState.SUBMITTED
+    a = t.anomaly_log[-1]
+    assert (a.kind, a.fill_id, a.qty, a.state) == ("overfill", 1, 6, OrderState.SUBMITTED)
+    assert t.get(1).cum_qty == 0 and t.position(1) == 0
     assert t.add(order(qty=5), 1) is None
 
 
@@ -228,11 +240,15 @@ def test_rejected_and_expired_are_terminal():
 def test_refused_cancel_or_replace_leaves_the_order_live():
     t = OrderTable()
     t.add(order(coid=1, qty=5), 0)
+    assert t.apply(OrderAccepted(1, 7, 1, 1, 100, 5, 5, 1, 1))
+    assert t.request_replace(1) and t.state(1) == OrderState.PENDING_REPLACE
     assert t.apply(OrderReplaced(1, 1, 101, 5, 5, 1, 1))
+    assert t.request_replace(1)
     assert t.apply(OrderRejected(1, 1, "replace rejected: self-trade prevention", 5, 2, 2))
+    assert t.request_cancel(1) and t.state(1) == OrderState.PENDING_CANCEL
     assert t.apply(OrderRejected(1, 1, "cancel rejected: busy", 5, 2, 2))
     r = t.get(1)
-    assert r.is_open and (r.state, r.px, r.leaves_qty) == (OrderState.REPLACED, 101, 5)
+    assert r.is_open and (r.state, r.px, r.leaves_qty) == (OrderState.ACCEPTED, 101, 5)
     assert t.anomalies == {}
     # once the order is finished, a late refusal is an anomaly and is dropped
     assert t.apply(OrderCanceled(1, 1, 5, "user", 5, 3, 3))
