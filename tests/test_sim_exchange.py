@@ -200,7 +200,8 @@ def test_post_only() -> None:
         (new(1, BUY, 100, 5, typ=OrderType.STOP_LIMIT), "STOP_LIMIT"),
         (new(1, BUY, 100, 5, typ=OrderType.TRAILING_STOP), "TRAILING_STOP"),
         (new(1, BUY, 100, 5, tif=99), "time in force"),
-        (new(1, BUY, 100, 5, flags=OrderFlag.REDUCE_ONLY), "flags"),
+        (new(1, BUY, 100, 5, flags=OrderFlag.REDUCE_ONLY), "REDUCE_ONLY"),  # nothing to reduce
+        (new(1, BUY, 100, 5, flags=8), "flags"),
         (new(1, BUY, 100, 0), "qty"),
         (new(1, BUY, 0, 5), "price"),
         (new(1, 0, 100, 5), "side"),

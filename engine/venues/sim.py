@@ -36,6 +36,10 @@ cancel-reject message); the order itself is unchanged.
 
 Self-trade prevention: an incoming order (or a replace) that would trade with one of our own
 resting orders on the other side is rejected, as exchanges with "cancel newest" STP do.
+
+Reduce-only: an order flagged REDUCE_ONLY is refused unless it is opposite to the venue's
+position and no larger; while it rests, its fills are capped at what is left of the position
+(other fills may have reduced it), so it never grows a position.
 """
 
 from __future__ import annotations
@@ -361,8 +365,12 @@ class SimExchange:
             )
         if o.tif not in _SUPPORTED_TIF:
             return f"unsupported time in force {_enum_name(TimeInForce, o.tif)}"
-        if o.flags & ~OrderFlag.POST_ONLY:
-            return f"unsupported order flags {o.flags:#x}: only POST_ONLY is supported"
+        if o.flags & ~(OrderFlag.POST_ONLY | OrderFlag.REDUCE_ONLY):
+            return f"unsupported order flags {o.flags:#x}: only POST_ONLY and REDUCE_ONLY"
+        if o.flags & OrderFlag.REDUCE_ONLY:
+            pos = self._positions.get(o.instrument_id, 0)
+            if o.side * pos >= 0 or o.qty > abs(pos):
+                return f"REDUCE_ONLY order of {o.qty} would increase the position {pos}"
         if o.side not in (Side.BUY, Side.SELL):
             return f"invalid side {o.side}"
         if o.qty <= 0:
@@ -617,6 +625,11 @@ class SimExchange:
             self._fill(inst, rec, lpx, q, Liquidity.TAKER, t)
 
     def _fill(self, inst: _Instrument, rec: _Order, px: int, q: int, liq: int, t: int) -> None:
+        if rec.order.flags & OrderFlag.REDUCE_ONLY:
+            # other fills may have shrunk the position since it arrived: never grow it
+            q = min(q, max(0, -rec.side * self._positions.get(rec.order.instrument_id, 0)))
+            if q <= 0:
+                return
         rec.cum += q
         rec.leaves -= q
         bps = self.maker_fee_bps if liq == Liquidity.MAKER else self.taker_fee_bps
