@@ -1,0 +1,92 @@
+"""Live error monitor: is the served model still better than the naive forecast?
+
+Why: a model trained on yesterday's market can silently get worse than doing nothing. At every
+bar close the infer process knows the return that actually happened and the one-step-ahead
+forecast it published for that bar one bar earlier. It keeps the last ``window`` absolute errors
+of the model and of the naive forecast (a random walk of the price: a return of 0, the same
+baseline ``gekko eval`` reports against) and raises a drift event when
+
+    MAE(model) > MAE(naive) * (1 + margin)
+
+over a full window. The event fires once on entering drift and once on leaving it (hysteresis
+through the full window), not on every bar. Everything is preallocated: two float64 rings and a
+pending forecast per instrument.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DriftStatus:
+    """A change of drift state, with the figures that decided it."""
+
+    drifting: bool
+    model_mae: float
+    naive_mae: float
+    margin: float
+    samples: int
+
+
+class DriftMonitor:
+    """Rolling one-step-ahead MAE of the model versus the naive forecast, across instruments."""
+
+    def __init__(self, n_slots: int, window: int = 500, margin: float = 0.2) -> None:
+        if window <= 0:
+            raise ValueError("drift window must be > 0")
+        if not (margin >= 0 and math.isfinite(margin)):
+            raise ValueError("drift margin must be a finite number >= 0")
+        self.window = window
+        self.margin = margin
+        self._model = np.zeros(window, dtype=np.float64)
+        self._naive = np.zeros(window, dtype=np.float64)
+        self._i = 0
+        self.samples = 0  # errors in the window (<= window)
+        self._pending = np.full(n_slots, np.nan, dtype=np.float64)
+        self.drifting = False
+
+    def on_forecast(self, slot: int, next_ret: float) -> None:
+        """The model's forecast of the slot's next bar return (step 1 of the horizon)."""
+        self._pending[slot] = next_ret
+
+    def on_bar(self, slot: int, realized_ret: float) -> None:
+        """A bar closed with return ``realized_ret``: score the forecast made for it, if any."""
+        f = self._pending[slot]
+        if math.isnan(f) or not math.isfinite(realized_ret):
+            return
+        self._pending[slot] = np.nan
+        i = self._i
+        self._model[i] = abs(realized_ret - f)
+        self._naive[i] = abs(realized_ret)
+        self._i = i + 1 if i + 1 < self.window else 0
+        if self.samples < self.window:
+            self.samples += 1
+
+    def maes(self) -> tuple[float, float]:
+        """(model MAE, naive MAE) over the errors in the window (NaN when empty)."""
+        n = self.samples
+        if n == 0:
+            return math.nan, math.nan
+        return float(self._model[:n].mean()), float(self._naive[:n].mean())
+
+    def check(self) -> DriftStatus | None:
+        """A ``DriftStatus`` when the drift state changes (only on a full window), else None."""
+        if self.samples < self.window:
+            return None
+        m, b = self.maes()
+        now = m > b * (1.0 + self.margin)
+        if now == self.drifting:
+            return None
+        self.drifting = now
+        return DriftStatus(now, m, b, self.margin, self.samples)
+
+    def reset(self) -> None:
+        """Start over (a new model was swapped in: its errors are its own)."""
+        self._i = 0
+        self.samples = 0
+        self._pending[:] = np.nan
+        self.drifting = False

@@ -1,0 +1,103 @@
+"""Per-instrument feature windows for streaming inference: ring buffers that never allocate.
+
+Why: the infer process turns every closed bar into one feature row and, at each bar close, hands
+the model the last ``input_size`` rows of every instrument as one batch. Rows are computed by
+``models.features.feature_row_into`` — the per-bar twin of the training-time
+``compute_features`` — so the model sees at serving time exactly the rows it was trained on
+(a test checks they are identical, bit for bit).
+
+Layout: one float32 block ``[n_slots, 2 * capacity, n_features]``. Each row is written twice,
+at ``pos`` and ``pos + capacity``, so the last ``capacity`` rows of a slot are always one
+contiguous slice ``[pos, pos + capacity)`` in time order: reading a window is a view, gathering a
+batch is one copy per instrument into a preallocated array, and nothing is allocated per bar.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.features import N_FEATURES, feature_row_into
+
+
+class FeatureWindows:
+    """The last ``capacity`` feature rows of each of ``n_slots`` instruments."""
+
+    def __init__(self, n_slots: int, capacity: int, n_features: int = N_FEATURES) -> None:
+        if n_slots <= 0 or capacity <= 0:
+            raise ValueError("FeatureWindows needs n_slots > 0 and capacity > 0")
+        self.n_slots = n_slots
+        self.n_features = n_features
+        self.capacity = capacity
+        self._buf = np.zeros((n_slots, 2 * capacity, n_features), dtype=np.float32)
+        self._pos = np.zeros(n_slots, dtype=np.int64)
+        #: bars pushed per slot (since start or the last reset)
+        self.count = np.zeros(n_slots, dtype=np.int64)
+        self._prev_close = np.full(n_slots, np.nan, dtype=np.float64)
+        #: feature values replaced because a bar was invalid (see models.features)
+        self.replaced = 0
+        # the batch the model reads: ready windows are copied here, rows 0..k-1
+        self.batch = np.zeros((n_slots, capacity, n_features), dtype=np.float32)
+
+    def push_bar(
+        self, slot: int, high: float, low: float, close: float, volume: float, ts_ns: int
+    ) -> None:
+        """Append one closed bar's feature row to a slot's window."""
+        p = int(self._pos[slot])
+        row = self._buf[slot, p]
+        self.replaced += feature_row_into(
+            row, self._prev_close[slot], high, low, close, volume, ts_ns
+        )
+        self._buf[slot, p + self.capacity] = row
+        self._pos[slot] = p + 1 if p + 1 < self.capacity else 0
+        self.count[slot] += 1
+        self._prev_close[slot] = close
+
+    def last_close(self, slot: int) -> float:
+        """The close of the slot's last bar (NaN before the first)."""
+        return float(self._prev_close[slot])
+
+    def ready(self, slot: int, length: int) -> bool:
+        return bool(self.count[slot] >= length)
+
+    def window(self, slot: int, length: int | None = None) -> np.ndarray:
+        """A view of the slot's last ``length`` rows (default: capacity), oldest first."""
+        n = self.capacity if length is None else length
+        if not 0 < n <= self.capacity:
+            raise ValueError(f"window length {n} outside 1..{self.capacity}")
+        end = int(self._pos[slot]) + self.capacity
+        return self._buf[slot, end - n : end]
+
+    def gather(self, slots: np.ndarray | list[int], length: int) -> np.ndarray:
+        """Copy the windows of ``slots`` into the batch array; returns the view ``[k, length, F]``.
+
+        The view is C-contiguous when ``length == capacity`` (what the infer process uses), so
+        onnxruntime reads it without a copy.
+        """
+        k = len(slots)
+        out = self.batch[:k, :length] if length != self.capacity else self.batch[:k]
+        for i in range(k):
+            out[i] = self.window(int(slots[i]), length)
+        return out
+
+    def resize(self, capacity: int) -> None:
+        """Change the capacity (a new model with a longer window), keeping the newest rows."""
+        if capacity == self.capacity:
+            return
+        keep = min(capacity, self.capacity)
+        old = [self.window(s, keep).copy() for s in range(self.n_slots)]
+        self.capacity = capacity
+        self._buf = np.zeros((self.n_slots, 2 * capacity, self.n_features), dtype=np.float32)
+        self.batch = np.zeros((self.n_slots, capacity, self.n_features), dtype=np.float32)
+        for s, rows in enumerate(old):
+            self._buf[s, capacity - keep : capacity] = rows
+            self._buf[s, 2 * capacity - keep :] = rows
+        self._pos[:] = 0
+        self.count = np.minimum(self.count, keep)
+
+    def reset(self, slot: int | None = None) -> None:
+        """Forget the history of one slot (or all)."""
+        sl = slice(None) if slot is None else slot
+        self._buf[sl] = 0.0
+        self._pos[sl] = 0
+        self.count[sl] = 0
+        self._prev_close[sl] = np.nan

@@ -1,0 +1,342 @@
+"""The infer process: market data in, model forecasts out on the ``forecasts`` ring.
+
+Per instrument it builds bars from the quotes and trades on ``md`` (``engine.bars``), turns each
+closed bar into a feature row in a ring-buffer window (``models.windows``), and at every bar close
+runs ONE batched onnxruntime call over every instrument whose window is full, publishing one
+``Forecast`` per instrument. The forecast's ``ts_origin`` is the ``ts_recv`` of the tick that
+closed the bar, so the tick-to-order latency of an order placed on a forecast includes inference.
+
+Around that:
+- the model comes from ``models.serving.ModelServer``: validated before it serves, hot-swapped
+  when a new version appears (``ModelSwapped`` on the ring), a bad one refused with a clear log
+  line and a ``ModelRejected`` while the last good model keeps serving;
+- with no usable model at all the process still runs (and beats): it logs why and publishes
+  nothing, and the rest of the engine trades on without forecasts;
+- a ``models.drift.DriftMonitor`` scores each published one-step forecast against the return that
+  then happened, versus the naive forecast, and publishes a ``DriftEvent`` when the model falls
+  behind by more than the configured margin (and when it recovers).
+
+``InferEngine`` is the whole state machine (message in, messages out, time passed in); ``run`` is
+the ring plumbing around it. Market data is read non-gating: a slow model never holds the feed
+back; what it misses is counted (``md_missed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.bars import BarAggregator
+from engine.messages import (
+    Control,
+    ControlCommand,
+    DriftEvent,
+    Forecast,
+    ModelRejected,
+    ModelSwapped,
+    Quote,
+    Trade,
+)
+from models.drift import DriftMonitor
+from models.features import FEATURES
+from models.serving import LoadedModel, ModelServer
+from models.windows import FeatureWindows
+from procs.runtime import STATE_READY, STATE_STOPPING, Worker
+
+log = logging.getLogger("gekko.infer")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BAR_SECONDS = 60.0
+
+
+def resolve_model_dir(path: str) -> Path:
+    """A relative ``model_dir`` is taken from the working directory, else from the checkout
+    (so the shipped default model is found whatever directory ``gekko run`` starts in)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    alt = ROOT / p
+    return alt if alt.exists() else p
+
+
+class InferEngine:
+    """Bars → feature windows → one batched model call per bar close → forecasts."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        server: ModelServer | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        inf = cfg.inference
+        self.cfg = inf
+        symbols = list(inf.instruments) or [i.symbol for i in cfg.instruments]
+        by_symbol = {i.symbol: i.instrument_id for i in cfg.instruments}
+        self.iids = [by_symbol[s] for s in symbols]
+        self.slot_of = {iid: k for k, iid in enumerate(self.iids)}
+        n = len(self.iids)
+        self.server = server or ModelServer(
+            resolve_model_dir(inf.model_dir), FEATURES, inf.providers, inf.intra_op_threads
+        )
+        self.clock = clock
+        self.model: LoadedModel | None = None
+        self.bars: BarAggregator | None = None
+        self.windows: FeatureWindows | None = None
+        self.drift = DriftMonitor(n, inf.drift_window, inf.drift_margin)
+        self._ready = np.zeros(n, dtype=np.int64)
+        self.counts = dict.fromkeys(
+            (
+                "bars",
+                "runs",
+                "forecasts_out",
+                "model_swaps",
+                "model_rejects",
+                "drift_events",
+                "infer_errors",
+            ),
+            0,
+        )
+        self.last_run_ns = 0
+        self._error_logged = False
+
+    # --- the model -----------------------------------------------------------------------------
+    def poll_model(self) -> list[Any]:
+        """Check the model source; on a new good model reconfigure windows and bars."""
+        ev = self.server.poll()
+        if ev is None:
+            return []
+        now = self.clock()
+        if ev.kind == "rejected":
+            self.counts["model_rejects"] += 1
+            return [ModelRejected(str(ev.path), ev.version, ev.reason[:2000], now)]
+        model = self.server.current
+        assert model is not None
+        self._configure(model)
+        if ev.kind == "swapped":
+            self.counts["model_swaps"] += 1
+        return [ModelSwapped(model.name, ev.old_version, model.version, str(ev.path), now)]
+
+    def _configure(self, model: LoadedModel) -> None:
+        inf = self.cfg
+        old = self.model
+        self.model = model
+        if self.windows is None:
+            self.windows = FeatureWindows(len(self.iids), model.input_size, model.n_features)
+        else:
+            self.windows.resize(model.input_size)
+        bar_s = inf.bar_seconds or model.bar_seconds
+        if not inf.every_n_ticks and not bar_s:
+            log.error(
+                "inference: neither [inference] bar_seconds nor the model's meta.json sets a bar "
+                "length; using %.0f s",
+                DEFAULT_BAR_SECONDS,
+            )
+            bar_s = DEFAULT_BAR_SECONDS
+        if inf.bar_seconds and model.bar_seconds and inf.bar_seconds != model.bar_seconds:
+            log.warning(
+                "inference: bars of %g s ([inference] bar_seconds) but model %s was trained on "
+                "%g s bars: its forecasts are for a different horizon than it learned",
+                inf.bar_seconds,
+                model.version,
+                model.bar_seconds,
+            )
+        bar_ns = 0 if inf.every_n_ticks else int(round(bar_s * 1e9))
+        if self.bars is None or self.bars.bar_ns != bar_ns:
+            if self.bars is not None:  # another bar length: the old rows mean something else
+                self.windows.reset()
+            self.bars = BarAggregator(
+                len(self.iids), bar_ns=bar_ns, every_n_ticks=inf.every_n_ticks
+            )
+        if old is not None:
+            self.drift.reset()  # the new model's errors are its own
+
+    # --- market data ---------------------------------------------------------------------------
+    def on_market_data(self, msg: Any, ts_recv: int | None = None) -> list[Any]:
+        """Feed one market-data message; returns the forecasts (and drift events) it caused."""
+        bars = self.bars
+        if bars is None:
+            return []  # no model yet: nothing to build bars for
+        ts = getattr(msg, "ts_event", None)
+        if ts is None:
+            return []
+        origin = getattr(msg, "ts_recv", 0) if ts_recv is None else ts_recv
+        out: list[Any] = []
+        for _ in range(bars.due(ts)):
+            bars.close()
+            self._on_close(origin, out)
+        slot = self.slot_of.get(msg.instrument_id)
+        if slot is not None:
+            if isinstance(msg, Quote):
+                bars.on_quote(slot, msg.bid_px, msg.ask_px)
+            elif isinstance(msg, Trade):
+                bars.on_trade(slot, msg.qty)
+        if bars.tick(ts):
+            bars.close(ts)
+            self._on_close(origin, out)
+        return out
+
+    def _on_close(self, origin: int, out: list[Any]) -> None:
+        bars, win, model = self.bars, self.windows, self.model
+        assert bars is not None and win is not None and model is not None
+        self.counts["bars"] += 1
+        k = 0
+        L = model.input_size
+        for slot in range(len(self.iids)):
+            if not bars.valid[slot]:
+                continue
+            win.push_bar(
+                slot,
+                bars.high[slot],
+                bars.low[slot],
+                bars.close[slot],
+                bars.volume[slot],
+                bars.closed_start_ns,
+            )
+            self.drift.on_bar(slot, float(win.window(slot, 1)[0, 0]))
+            if win.count[slot] >= L:
+                self._ready[k] = slot
+                k += 1
+        if k:
+            self._run(k, origin, out)
+        st = self.drift.check()
+        if st is not None:
+            self.counts["drift_events"] += 1
+            if st.drifting:
+                log.warning(
+                    "inference: model %s is drifting: live MAE %.3g > naive %.3g x (1 + %.2f) over %d bars",
+                    model.version,
+                    st.model_mae,
+                    st.naive_mae,
+                    st.margin,
+                    st.samples,
+                )
+            else:
+                log.info(
+                    "inference: model %s back within the drift margin (MAE %.3g vs naive %.3g)",
+                    model.version,
+                    st.model_mae,
+                    st.naive_mae,
+                )
+            out.append(
+                DriftEvent(
+                    model.version,
+                    int(st.drifting),
+                    st.model_mae,
+                    st.naive_mae,
+                    st.margin,
+                    st.samples,
+                    self.clock(),
+                )
+            )
+
+    def _run(self, k: int, origin: int, out: list[Any]) -> None:
+        model, win = self.model, self.windows
+        assert model is not None and win is not None
+        slots = self._ready[:k]
+        x = win.gather(slots, model.input_size)
+        t0 = self.clock()
+        try:
+            point, quant = model.run(x)
+        except Exception as exc:  # a provider failure, say: counted, logged once, no forecast
+            self.counts["infer_errors"] += 1
+            if not self._error_logged:
+                self._error_logged = True
+                log.error("inference: model %s failed on a batch of %d: %s", model.version, k, exc)
+            return
+        now = self.clock()
+        self.last_run_ns = now - t0
+        self.counts["runs"] += 1
+        levels = list(model.quantiles)
+        for i in range(k):
+            slot = int(slots[i])
+            p = point[i]
+            q = quant[i]
+            if not (np.isfinite(p).all() and np.isfinite(q).all()):
+                self.counts["infer_errors"] += 1
+                continue
+            self.drift.on_forecast(slot, float(p[0]))
+            out.append(
+                Forecast(
+                    self.iids[slot], model.version, origin, now, p.tolist(), levels, q.T.tolist()
+                )
+            )
+            self.counts["forecasts_out"] += 1
+
+
+def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
+    w = Worker("infer", cfg, engine_id, incarnation)
+    md = w.consume("md")
+    control = w.consume("control")
+    forecasts = w.produce("forecasts")
+    waiter = w.waiter(md, control)
+    eng = InferEngine(cfg)
+    idx = {name: w.metrics.counter_index(name) for name in (*eng.counts, "md_in", "md_missed")}
+    h_run = w.metrics.hist("run_ns")
+    h_t2f = w.metrics.hist("tick_to_forecast_ns")
+    poll_ns = int(cfg.inference.poll_model_s * 1e9)
+    out = eng.poll_model()  # loads (and trial-runs) the model before READY: no cold first bar
+    if out:
+        forecasts.publish_batch(out)
+    next_poll = time.monotonic_ns() + poll_ns
+    published = dict(eng.counts)
+    w.beat(STATE_READY)
+    model = eng.model
+    log.info(
+        "infer ready: %d instruments, model %s (%s, wait=%s)",
+        len(eng.iids),
+        f"{model.name} {model.version}" if model else "NONE",
+        w.pinning,
+        w.wait.kind,
+    )
+    try:
+        while True:
+            stop = False
+            for ctl in control.poll_batch(16):
+                if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
+                    stop = True
+            if stop:
+                break
+            busy = False
+            n = 0
+            for msg in md.poll_batch(256):
+                busy = True
+                n += 1
+                runs = eng.counts["runs"]
+                out = eng.on_market_data(msg)
+                if out:
+                    forecasts.publish_batch(out)
+                    if eng.counts["runs"] != runs:
+                        h_run.record(eng.last_run_ns)
+                        ts = getattr(msg, "ts_recv", 0)
+                        if ts:
+                            h_t2f.record(time.monotonic_ns() - ts)
+            if n:
+                w.processed += n
+                w.metrics.inc_i(idx["md_in"], n)
+            now = time.monotonic_ns()
+            if now >= next_poll:
+                next_poll = now + poll_ns
+                out = eng.poll_model()
+                if out:
+                    forecasts.publish_batch(out)
+                w.metrics.set("md_missed", md.missed)
+            for name, v in eng.counts.items():
+                if v != published[name]:
+                    w.metrics.inc_i(idx[name], v - published[name])
+                    published[name] = v
+            w.beat()
+            if not busy:
+                waiter.wait_any(
+                    min(cfg.supervisor.heartbeat_interval_s, cfg.inference.poll_model_s)
+                )
+    finally:
+        w.beat(STATE_STOPPING)
+        w.metrics.set("md_missed", md.missed)
+        waiter.close()
+        w.close()
+    return 0
