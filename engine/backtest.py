@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from engine.analytics import YEAR_NS, summarize
-from engine.exec_engine import ExecEngine
+from engine.exec_engine import ExecEngine, ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     Bar,
@@ -99,6 +99,9 @@ class InlineRuntime:
     ``controls`` adds more. ``max_ticks`` bounds an endless source (e.g. a SyntheticMarket).
     """
 
+    RISK_REFRESH_NS = 20_000_000  # risk's periodic refresh, like [risk] refresh_interval_ms
+    _risk_refresh_at = 0
+
     def __init__(
         self,
         instruments: InstrumentTable | Iterable[Instrument],
@@ -123,6 +126,7 @@ class InlineRuntime:
         equity_interval_ns: int = 1_000_000_000,
         risk_free: float = 0.0,
         var_level: float = 0.95,
+        exec_policy: ExecPolicy | None = None,
     ) -> None:
         self.instruments = (
             instruments
@@ -135,7 +139,7 @@ class InlineRuntime:
             raise ValueError("drain_step_ns must be > 0")
         self.host = StrategyHost(strategies, self.instruments, on_error=on_error)
         self.risk = RiskGate(limits, self.instruments)
-        self.exec = ExecEngine(venue, self.instruments)
+        self.exec = ExecEngine(venue, self.instruments, exec_policy)
         if isinstance(benchmark, str):
             benchmark = self.instruments.by_symbol(benchmark).instrument_id
         self.portfolio = Portfolio(
@@ -167,7 +171,8 @@ class InlineRuntime:
         self._next_timer: int | None = None
         # a venue may say when it next has something due (exact event delivery); otherwise it is
         # polled when time advances, and every poll_interval_ns while orders are open
-        self._venue_next = getattr(venue, "next_event_ns", None)
+        # (exec's next_event_ns covers the venue's, retries, emulated expiries, algo slices)
+        self._venue_next = self.exec.next_event_ns
 
         self._queue: list[tuple[int, int, int, object]] = []
         self._seq = itertools.count()
@@ -213,14 +218,18 @@ class InlineRuntime:
             elif isinstance(m, OrderRejected):
                 self.risk_rejects += 1
                 self._push(hop, _REJECT, m)
-            else:
+            elif isinstance(m, NewOrder | CancelOrder | ReplaceOrder):
                 self._push(hop, _ORDER, m)
+            # (TradingStateChanged, InstrumentHalted/Resumed: the risk record only)
 
     def _handle(self, t: int, kind: int, msg: Any) -> None:
         hop = t + self.hop_latency_ns
         if kind == _MD:
             intents = self.host.on_market_data(msg, t)
             self.risk.on_market_data(msg)
+            if t >= self._risk_refresh_at:  # marks, breakers, stops: as the risk process does
+                self._risk_refresh_at = t + self.RISK_REFRESH_NS
+                self._risk_out(t, self.risk.on_prices(t))
             self.portfolio.on_market_data(msg)
             if self._next_sample is None or t >= self._next_sample:
                 self.portfolio.sample(t)

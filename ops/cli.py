@@ -47,7 +47,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.backtest import InlineRuntime
-    from procs.build import build_limits, build_market, build_strategy_host, build_venue
+    from procs.build import (
+        build_exec_policy,
+        build_limits,
+        build_market,
+        build_strategy_host,
+        build_venue,
+    )
 
     cfg = _load(args.config)
     setup_logging("backtest", cfg.engine.log_level, cfg.engine.log_format)
@@ -61,6 +67,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         build_venue(cfg, instruments),
         build_market(cfg),
         max_ticks=events,
+        exec_policy=build_exec_policy(cfg),
     )
     t = time.perf_counter()
     summary = rt.run()

@@ -165,16 +165,100 @@ class SimSection(msgspec.Struct, **_STRICT):
         _need(abs(self.maker_fee_bps) < 1000 and abs(self.taker_fee_bps) < 1000, "sim.taker_fee_bps", "fees must be within ±1000 bps")
 
 
+_ORDER_TYPE_NAMES = ("MARKET", "LIMIT", "STOP", "STOP_LIMIT", "TRAILING_STOP")
+
+
+class ExecSection(msgspec.Struct, **_STRICT):
+    """The order management system's policies (engine.exec_engine.ExecPolicy)."""
+
+    max_retries: int = 2
+    retry_backoff_ms: float = 50.0
+    retry_backoff_factor: float = 2.0
+    retry_on: list[str] = msgspec.field(default_factory=lambda: ["busy", "rate limit", "throttl", "timeout", "try again"])
+    price_gap_bps: float = 100.0
+    halt_policy: str = "hold"
+    native_order_types: list[str] = msgspec.field(default_factory=lambda: ["MARKET", "LIMIT"])
+    emulate: bool = True
+    publish_anomalies: bool = True
+
+    def __post_init__(self) -> None:
+        _need(0 <= self.max_retries <= 100, "exec.max_retries", "must be within 0..100")
+        _need(math.isfinite(self.retry_backoff_ms) and self.retry_backoff_ms >= 0, "exec.retry_backoff_ms", "must be >= 0")
+        _need(math.isfinite(self.retry_backoff_factor) and 1 <= self.retry_backoff_factor <= 100,
+              "exec.retry_backoff_factor", "must be within 1..100")
+        _need(all(isinstance(r, str) and r.strip() for r in self.retry_on), "exec.retry_on", "entries must be non-empty strings")
+        _need(math.isfinite(self.price_gap_bps) and self.price_gap_bps >= 0, "exec.price_gap_bps", "must be >= 0 (0 = off)")
+        _need(self.halt_policy in ("hold", "reject"), "exec.halt_policy", "must be 'hold' or 'reject'")
+        for t in self.native_order_types:
+            _need(t in _ORDER_TYPE_NAMES, "exec.native_order_types", f"unknown order type {t!r} (one of {', '.join(_ORDER_TYPE_NAMES)})")
+        _need("MARKET" in self.native_order_types and "LIMIT" in self.native_order_types,
+              "exec.native_order_types", "must include MARKET and LIMIT (they cannot be emulated)")
+
+
 class RiskSection(msgspec.Struct, **_STRICT):
     max_order_notional: float = 250_000.0
     max_position_lots: int = 2_000
     max_open_orders: int = 100
     start_halted: bool = False
+    # the risk engine (engine/risk.py): percentages are percent; 0 turns a control off
+    capital: float = 10_000_000.0
+    max_position_pct: float = 5.0
+    max_sector_pct: float = 15.0
+    max_correlation: float = 0.70
+    max_var_pct: float = 2.0
+    var_method: str = "both"
+    var_confidence: float = 0.99
+    var_horizon_days: float = 1.0
+    returns_interval_s: float = 60.0
+    returns_window: int = 500
+    min_history: int = 30
+    trading_day_s: float = 23_400.0
+    max_orders_per_s: int = 1_000
+    price_band_pct: float = 5.0
+    daily_loss_reduce_pct: float = 1.0
+    daily_loss_halt_pct: float = 2.0
+    drawdown_reduce_pct: float = 3.0
+    drawdown_halt_pct: float = 5.0
+    stop_loss_pct: float = 0.0
+    take_profit_pct: float = 0.0
+    flash_band_pct: float = 3.0
+    flash_window_s: float = 1.0
+    flash_cooldown_s: float = 5.0
+    refresh_interval_ms: float = 20.0
+    state_file: str = ""
 
     def __post_init__(self) -> None:
         _need(self.max_order_notional > 0, "risk.max_order_notional", "must be > 0")
         _need(self.max_position_lots > 0, "risk.max_position_lots", "must be > 0")
         _need(self.max_open_orders > 0, "risk.max_open_orders", "must be > 0")
+        _need(math.isfinite(self.capital) and self.capital >= 0, "risk.capital", "must be >= 0")
+        for k in ("max_position_pct", "max_sector_pct", "max_var_pct", "price_band_pct", "daily_loss_reduce_pct",
+                  "daily_loss_halt_pct", "drawdown_reduce_pct", "drawdown_halt_pct", "stop_loss_pct",
+                  "take_profit_pct", "flash_band_pct"):
+            v = getattr(self, k)
+            _need(math.isfinite(v) and 0 <= v <= 100, f"risk.{k}", "must be a percentage within 0..100 (0 = off)")
+        pct_on = self.max_position_pct or self.max_sector_pct or self.max_var_pct
+        _need(not pct_on or self.capital > 0, "risk.capital", "must be > 0 when a % of equity limit is on")
+        _need(0 < self.max_correlation <= 1, "risk.max_correlation", "must be within (0, 1] (1 = off)")
+        _need(self.var_method in ("historical", "parametric", "both"), "risk.var_method",
+              "must be 'historical', 'parametric' or 'both'")
+        _need(0.5 < self.var_confidence < 1, "risk.var_confidence", "must be within (0.5, 1), e.g. 0.99")
+        _need(math.isfinite(self.var_horizon_days) and self.var_horizon_days > 0, "risk.var_horizon_days", "must be > 0")
+        _need(math.isfinite(self.returns_interval_s) and self.returns_interval_s > 0, "risk.returns_interval_s",
+              "must be > 0")
+        _need(self.returns_window >= 3, "risk.returns_window", "must be >= 3")
+        _need(3 <= self.min_history <= self.returns_window, "risk.min_history", "must be within 3..returns_window")
+        _need(math.isfinite(self.trading_day_s) and self.trading_day_s > 0, "risk.trading_day_s", "must be > 0")
+        _need(self.max_orders_per_s >= 0, "risk.max_orders_per_s", "must be >= 0 (0 = off)")
+        _need(not self.daily_loss_halt_pct or self.daily_loss_reduce_pct <= self.daily_loss_halt_pct,
+              "risk.daily_loss_reduce_pct", "must not exceed daily_loss_halt_pct")
+        _need(not self.drawdown_halt_pct or self.drawdown_reduce_pct <= self.drawdown_halt_pct,
+              "risk.drawdown_reduce_pct", "must not exceed drawdown_halt_pct")
+        for k in ("flash_window_s", "flash_cooldown_s"):
+            v = getattr(self, k)
+            _need(math.isfinite(v) and v > 0, f"risk.{k}", "must be > 0")
+        _need(math.isfinite(self.refresh_interval_ms) and self.refresh_interval_ms > 0, "risk.refresh_interval_ms",
+              "must be > 0")
 
 
 class BacktestSection(msgspec.Struct, **_STRICT):
@@ -331,6 +415,7 @@ class Config(msgspec.Struct, **_STRICT):
     processes: ProcessesSection = msgspec.field(default_factory=ProcessesSection)
     market: MarketSection = msgspec.field(default_factory=MarketSection)
     sim: SimSection = msgspec.field(default_factory=SimSection)
+    exec: ExecSection = msgspec.field(default_factory=ExecSection)
     risk: RiskSection = msgspec.field(default_factory=RiskSection)
     backtest: BacktestSection = msgspec.field(default_factory=BacktestSection)
     storage: StorageSection = msgspec.field(default_factory=StorageSection)

@@ -79,12 +79,52 @@ def build_venue(cfg: Config, instruments: InstrumentTable | None = None) -> Any:
     )
 
 
+def build_exec_policy(cfg: Config, id_block: int = 0) -> Any:
+    """The OMS policies of ``[exec]`` (``id_block``: which block of exec-owned order ids)."""
+    from engine.exec_engine import ExecPolicy
+    from engine.messages import OrderType
+
+    e = cfg.exec
+    return ExecPolicy(
+        max_retries=e.max_retries,
+        retry_backoff_ns=int(e.retry_backoff_ms * 1_000_000),
+        retry_backoff_factor=e.retry_backoff_factor,
+        retry_on=tuple(s.lower() for s in e.retry_on),
+        price_gap_bps=e.price_gap_bps,
+        halt_policy=e.halt_policy,
+        native_order_types=frozenset(int(OrderType[t]) for t in e.native_order_types),
+        emulate=e.emulate,
+        publish_anomalies=e.publish_anomalies,
+        id_block=id_block,
+    )
+
+
 def build_limits(cfg: Config) -> RiskLimits:
     r = cfg.risk
     return RiskLimits(
         max_order_notional=r.max_order_notional,
         max_position_lots=r.max_position_lots,
         max_open_orders=r.max_open_orders,
+        capital=r.capital,
+        max_position_pct=r.max_position_pct,
+        max_sector_pct=r.max_sector_pct,
+        max_correlation=r.max_correlation,
+        max_var_pct=r.max_var_pct,
+        var_method=r.var_method,
+        var_confidence=r.var_confidence,
+        var_horizon=r.var_horizon_days * r.trading_day_s / r.returns_interval_s,  # in intervals
+        min_history=r.min_history,
+        max_orders_per_s=r.max_orders_per_s,
+        price_band_pct=r.price_band_pct,
+        daily_loss_reduce_pct=r.daily_loss_reduce_pct,
+        daily_loss_halt_pct=r.daily_loss_halt_pct,
+        drawdown_reduce_pct=r.drawdown_reduce_pct,
+        drawdown_halt_pct=r.drawdown_halt_pct,
+        stop_loss_pct=r.stop_loss_pct,
+        take_profit_pct=r.take_profit_pct,
+        flash_band_pct=r.flash_band_pct,
+        flash_window_ns=int(r.flash_window_s * 1e9),
+        flash_cooldown_ns=int(r.flash_cooldown_s * 1e9),
     )
 
 

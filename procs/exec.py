@@ -23,7 +23,7 @@ from engine.messages import (
     OrderRejected,
 )
 from engine.portfolio import Portfolio
-from procs.build import build_venue
+from procs.build import build_exec_policy, build_venue
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker
 from procs.warmup import warm_exec
 from shm.seqlock import SeqlockTable
@@ -35,7 +35,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     w = Worker("exec", cfg, engine_id, incarnation)
     instruments = cfg.instrument_table()
     venue = build_venue(cfg, instruments)
-    engine = ExecEngine(venue, instruments)
+    # a restarted exec numbers its own orders (algo children, retries) in a fresh id block
+    engine = ExecEngine(venue, instruments, build_exec_policy(cfg, id_block=incarnation % 256))
     portfolio = Portfolio(instruments)
     positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
     rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
@@ -126,8 +127,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         write_positions()
         if engine.open_orders():
             log.error("exec: %d orders still open at the venue after shutdown", len(engine.open_orders()))
-        anomalies = engine.anomalies() if callable(getattr(engine, "anomalies", None)) else {}
-        w.metrics.set("anomalies", sum(anomalies.values()) if isinstance(anomalies, dict) else 0)
+        w.metrics.set("anomalies", engine.table.anomaly_count)
+        if engine.table.anomaly_count:
+            log.warning("exec: venue events refused by the order table: %s", engine.anomalies)
     finally:
         w.beat(STATE_STOPPING)
         waiter.close()
