@@ -1,0 +1,91 @@
+"""TWAP: the parent's quantity in equal slices over a time window.
+
+Parameters (``algo_params``):
+
+- ``duration_s`` or ``end_ns`` (required), ``start_ns`` (default: now);
+- ``slices`` (default 10): slice ``k`` (0-based) is due at ``start + k * (end - start) / slices``
+  and brings the target to ``floor(qty * (k + 1) / slices)``;
+- ``randomize`` in ``[0, 1)`` (default 0): each slice time moves by up to ``± randomize / 2`` of
+  an interval (uniform, seeded by ``seed``, default the parent's id), so the parent does not
+  print on a visible clock; the order of slices and the targets do not change;
+- ``min_child`` (default 1 lot): a smaller shortfall waits for the next slice (except the last).
+
+Each slice sends a marketable child (IOC at the parent's limit, or market IOC) for ``target -
+filled - open``: what an earlier slice could not fill is caught up by the next one. At ``end``
+the parent ends; what is still unfilled is canceled (``OrderCanceled``, reason says how much).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.algos.base import AlgoParamError, Parent, ScheduledAlgo, num, window
+from engine.messages import AlgoKind
+
+_KEYS = frozenset({"start_ns", "end_ns", "duration_s", "slices", "randomize", "seed", "min_child"})
+
+
+def slice_count(params: dict[str, float], name: str, default: int) -> int:
+    n = num(params, "slices", name, float(default), lo=1, hi=100_000)
+    if n != int(n):
+        raise AlgoParamError(f"{name}: slices must be a whole number, got {n}")
+    return int(n)
+
+
+class TwapAlgo(ScheduledAlgo):
+    kind = AlgoKind.TWAP
+    name = "twap"
+    keys = _KEYS
+    default_slices = 10
+
+    def __init__(self, engine: Any, parent: Parent, now_ns: int) -> None:
+        super().__init__(engine, parent, now_ns)
+        params = parent.order.algo_params
+        self.start_ns, self.end_ns = window(params, now_ns, self.name)
+        self.slices = slice_count(params, self.name, self.default_slices)
+        randomize = num(params, "randomize", self.name, 0.0, lo=0.0, hi=1.0, hi_open=True)
+        self.min_child = int(num(params, "min_child", self.name, 1.0, lo=1))
+        seed = int(num(params, "seed", self.name, float(parent.client_order_id & 0xFFFFFFFF), lo=0))
+        span = self.end_ns - self.start_ns
+        interval = span / self.slices
+        jitter = np.zeros(self.slices)
+        if randomize > 0:
+            jitter = (np.random.default_rng(seed).random(self.slices) - 0.5) * randomize * interval
+        #: when each slice is due (ns); strictly inside the window, in order
+        self.times: list[int] = [
+            min(
+                self.end_ns - 1, max(self.start_ns, self.start_ns + round(k * interval + jitter[k]))
+            )
+            for k in range(self.slices)
+        ]
+        self.next_slice = 0
+        self.wakeup_ns = self.times[0]
+
+    def slice_target(self, k: int) -> int:
+        """Cumulative quantity wanted once slice ``k`` has been sent."""
+        return self.parent.qty * (k + 1) // self.slices
+
+    def target(self, now_ns: int) -> int:
+        k = self.next_slice - 1
+        return self.slice_target(k) if k >= 0 else 0
+
+    def on_time(self, now_ns: int) -> None:
+        fired = False
+        while self.next_slice < self.slices and self.times[self.next_slice] <= now_ns:
+            self.next_slice += 1  # a late timer runs the latest due slice once, with catch-up
+            fired = True
+        if fired and now_ns < self.end_ns:
+            self.catch_up(now_ns)
+        if now_ns >= self.end_ns:
+            p = self.parent
+            self.finish(
+                f"{self.name}: window ended with {p.qty - p.filled} of {p.qty} lots unfilled",
+                now_ns,
+            )
+            self.wakeup_ns = None
+            return
+        self.wakeup_ns = (
+            self.times[self.next_slice] if self.next_slice < self.slices else self.end_ns
+        )
