@@ -7,8 +7,9 @@ serving side can use it without the training extra.
 - Sources: CSV / Parquet files (:func:`load_table`), the real data sets the test extra ships
   (:func:`load_builtin`: ``arch:sp500``, ``arch:nasdaq``, ``tsd:btc15m``), small seeded
   generators (:func:`generated_bars`: ``sine`` — a learnable cycle plus noise — and
-  ``random_walk`` — nothing to learn), and ticks aggregated to bars (:func:`bars_from_ticks`,
-  which is how ``gekko train`` turns the engine's synthetic market into bars).
+  ``random_walk`` — nothing to learn). The engine's synthetic market becomes bars in
+  ``ops/model_data.py`` (models never import the engine), with the infer process's own bar
+  aggregator, so the shipped model is trained on exactly the bars it is served.
 - :func:`make_windows` — ``(X [m, L, F], Y [m, H])`` from one series' feature matrix.
 - :func:`walk_forward` — expanding-window folds in time with a purge gap, so no training target
   ever overlaps a test target.
@@ -203,36 +204,6 @@ def generated_bars(
     volume = np.round(rng.lognormal(8.0, 0.5, n))
     ts = start_ns + np.arange(n, dtype=np.int64) * bar_seconds * NS
     return Bars(symbol or kind, ts, open_, high, low, close, volume)
-
-
-def bars_from_ticks(
-    symbol: str, ts_ns: np.ndarray, price: np.ndarray, size: np.ndarray, bar_seconds: float
-) -> Bars:
-    """Time bars from a tick stream (e.g. mid prices with traded size, 0 for quotes): OHLC of
-    the price in each ``bar_seconds`` bucket, volume = sum of sizes. Empty buckets produce no
-    bar (the next bar's return spans the gap, as it would live)."""
-    ts = np.asarray(ts_ns, dtype=np.int64)
-    px = np.asarray(price, dtype=np.float64)
-    sz = np.asarray(size, dtype=np.float64)
-    ok = np.isfinite(px) & (px > 0)
-    ts, px, sz = ts[ok], px[ok], sz[ok]
-    if ts.size == 0:
-        return Bars(symbol, *(np.zeros(0) for _ in range(6)))
-    width = int(round(bar_seconds * NS))
-    if width <= 0:
-        raise ValueError("bar_seconds must be > 0")
-    bucket = ts // width
-    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-    ends = np.r_[starts[1:], ts.size]
-    return Bars(
-        symbol,
-        (bucket[starts] + 1) * width,  # a bar is stamped with its close time
-        px[starts],
-        np.maximum.reduceat(px, starts),
-        np.minimum.reduceat(px, starts),
-        px[ends - 1],
-        np.add.reduceat(sz, starts),
-    )
 
 
 # --- windows and splits ----------------------------------------------------------------------

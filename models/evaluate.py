@@ -14,8 +14,9 @@ What each number means (the README repeats this next to the tables):
   that never calls a direction (the random walk) has none.
 
 Baselines, all computed from the same windows: random walk (forecast return 0), seasonal naive
-(the return one season earlier; season = bars per day for intraday bars, 5 for daily bars),
-moving average (mean return of the input window, flat over the horizon).
+(the return one season earlier; season = bars per day for intraday data spanning two days or
+more, 5 for daily bars, else 1), moving average (mean return of the input window, flat over
+the horizon).
 
 Overfitting: every fold reports the model's loss on its training and validation sets; the gap
 (validation / train - 1) is printed, and a large one is flagged.
@@ -118,11 +119,13 @@ def wilson(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (mid - half, mid + half)
 
 
-def default_season(bar_seconds: int) -> int:
-    """Bars per day for intraday bars; a business week (5) for daily or slower bars."""
+def default_season(bar_seconds: int, n_bars: int = 0) -> int:
+    """Bars per day for intraday bars when the data spans at least two days; a business week
+    (5) for daily or slower bars; otherwise 1 (the previous bar's return: persistence)."""
     if 0 < bar_seconds < 86_400:
-        return max(1, 86_400 // bar_seconds)
-    return 5
+        per_day = max(1, 86_400 // bar_seconds)
+        return per_day if n_bars >= 2 * per_day else 1
+    return 5 if bar_seconds >= 86_400 else 1
 
 
 def score(name: str, pred: np.ndarray, y: np.ndarray, scale: np.ndarray) -> Metrics:
@@ -216,7 +219,7 @@ def walk_forward_eval(
     fit = fit_fn or fit
     L, H = cfg.input_size, cfg.horizon  # type: ignore[attr-defined]
     prepared = _prepare(series, L, H, folds, test_frac)
-    season = season or default_season(series[0].bar_seconds())
+    season = season or default_season(series[0].bar_seconds(), len(series[0]))
     preds: dict[str, list[np.ndarray]] = {}
     ys, scales, q_lo, q_hi = [], [], [], []
     gaps = []
@@ -282,7 +285,7 @@ def evaluate_predictor(
 ) -> EvalReport:
     """Score an already trained model (e.g. an ONNX session) on the last ``test_frac`` of each
     series, with the same baselines; MASE scale from the part before it."""
-    season = season or default_season(series[0].bar_seconds())
+    season = season or default_season(series[0].bar_seconds(), len(series[0]))
     preds: dict[str, list[np.ndarray]] = {}
     ys, scales, q_lo, q_hi = [], [], [], []
     for b in series:

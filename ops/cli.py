@@ -3,6 +3,8 @@
 - ``gekko run [--config PATH] [--duration S] [--until-feed-done]`` — the whole engine, supervised.
 - ``gekko backtest [--config PATH] [--events N]`` — the same components inline, simulated clock.
 - ``gekko kill`` / ``gekko resume`` — the kill switch of a running engine (signals its supervisor).
+- ``gekko train`` / ``gekko eval`` / ``gekko export`` / ``gekko models list`` — forecasting models
+  (``ops/model_cmds.py``).
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
 """
@@ -150,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     kill.set_defaults(func=cmd_kill)
     resume = with_config(sub.add_parser("resume", help="resume trading after a kill"))
     resume.set_defaults(func=cmd_resume)
+
+    from ops.model_cmds import add_parsers as add_model_parsers  # train, eval, export, models
+
+    add_model_parsers(sub, with_config)
     return ap
 
 

@@ -1,0 +1,350 @@
+"""``gekko train``, ``gekko eval``, ``gekko export`` and ``gekko models list``.
+
+Kept out of ops/cli.py so the command file stays a table of contents. torch is imported only
+inside train / eval (walk-forward) / export: ``gekko models list`` and ``gekko eval --model``
+(which scores an exported ONNX model with onnxruntime) work on the runtime install alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from models.data import data_sha256
+from models.registry import DEFAULT_ROOT, RegistryError, check_name, list_models, next_version
+
+DEFAULT_SOURCE = "synthetic"
+
+
+def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
+    """Register the model commands on the ``gekko`` sub-parser."""
+
+    def data_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--source",
+            default=DEFAULT_SOURCE,
+            help="synthetic (the engine's market, from --config) | sine | random_walk | "
+            "arch:sp500 | arch:nasdaq | tsd:btc15m | a CSV/Parquet file",
+        )
+        p.add_argument(
+            "--sim-seconds",
+            type=float,
+            default=1500.0,
+            help="synthetic market: simulated seconds to record (default 1500)",
+        )
+        p.add_argument(
+            "--bar-seconds",
+            type=float,
+            default=1.0,
+            help="synthetic market / generators: bar length in seconds (default 1)",
+        )
+        p.add_argument(
+            "--bars", type=int, default=5000, help="sine / random_walk: bars (default 5000)"
+        )
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--arch", choices=("nhits", "nbeatsx"), default="nhits")
+        p.add_argument("--input-size", type=int, default=32, help="bars in the input window")
+        p.add_argument("--horizon", type=int, default=4, help="bars forecast ahead")
+        p.add_argument("--quantiles", default="0.1,0.5,0.9", help="comma-separated, in (0, 1)")
+        p.add_argument("--scaler", choices=("robust", "standard"), default="robust")
+        p.add_argument("--hidden", type=int, default=64, help="MLP width of every block")
+        p.add_argument("--epochs", type=int, default=40)
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--lr", type=float, default=1e-3)
+        p.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--folds", type=int, default=3, help="walk-forward folds (0: no evaluation)")
+        p.add_argument(
+            "--season",
+            type=int,
+            default=0,
+            help="seasonal naive season in bars (0: bars per day, or 5 for daily bars)",
+        )
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    tr = with_config(sub.add_parser("train", help="train a forecasting model, export it to ONNX"))
+    data_args(tr)
+    model_args(tr)
+    tr.add_argument("--name", default="default", help="model name in the registry")
+    tr.add_argument("--version", default="", help="version (default: next v<N>)")
+    tr.add_argument("--root", default=str(DEFAULT_ROOT), help="registry root (default var/models)")
+    tr.add_argument("--out", default="", help="write the model to this directory instead")
+    tr.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="do not keep model.pt (the torch weights `gekko export` re-exports)",
+    )
+    tr.set_defaults(func=cmd_train)
+
+    ev = with_config(sub.add_parser("eval", help="walk-forward evaluation against baselines"))
+    data_args(ev)
+    model_args(ev)
+    ev.add_argument(
+        "--model",
+        default="",
+        help="score this exported model directory (onnxruntime) on the last part of "
+        "the data instead of retraining per fold",
+    )
+    ev.add_argument("--test-frac", type=float, default=0.4, help="share of windows tested")
+    ev.add_argument("--json", default="", help="also write the report to this JSON file")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="re-export a trained model (model.pt) to ONNX, checked")
+    ex.add_argument("--model", required=True, help="model directory holding model.pt")
+    ex.add_argument("--out", default="", help="ONNX path (default: <model>/model.onnx)")
+    ex.set_defaults(func=cmd_export)
+
+    mo = sub.add_parser("models", help="the model registry")
+    mo_sub = mo.add_subparsers(dest="models_command", required=True)
+    ls = mo_sub.add_parser("list", help="list model versions with their scores")
+    ls.add_argument("--root", default=str(DEFAULT_ROOT))
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_models_list)
+
+
+def _err(msg: str) -> int:
+    print(f"gekko: {msg}", file=sys.stderr)
+    return 2
+
+
+def _bars(args: argparse.Namespace):
+    from ops.model_data import load_source
+
+    cfg = None
+    if args.source == "synthetic":
+        from ops.cli import _load
+
+        cfg = _load(args.config)
+    return load_source(
+        args.source,
+        cfg=cfg,
+        sim_seconds=args.sim_seconds,
+        bar_seconds=args.bar_seconds,
+        n_bars=args.bars,
+        seed=args.seed,
+    )
+
+
+def _train_config(args: argparse.Namespace):
+    from models.train import TrainConfig
+
+    return TrainConfig(
+        architecture=args.arch,
+        input_size=args.input_size,
+        horizon=args.horizon,
+        quantiles=tuple(float(q) for q in args.quantiles.split(",") if q.strip()),
+        scaler=args.scaler,
+        model={"hidden": args.hidden},
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+    )
+
+
+def _data_name(args: argparse.Namespace) -> str:
+    if args.source == "synthetic":
+        return (
+            f"synthetic market ({args.config}, {args.sim_seconds:g} s, {args.bar_seconds:g} s bars)"
+        )
+    if args.source in ("sine", "random_walk"):
+        return f"{args.source} ({args.bars} bars, seed {args.seed})"
+    return args.source
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        cfg = _train_config(args)
+        series = _bars(args)
+    except (ValueError, FileNotFoundError) as exc:
+        return _err(str(exc))
+    from models.data import final_split, make_windows
+    from models.evaluate import format_report, walk_forward_eval
+    from models.export import write_model_dir
+    from models.train import fit
+
+    progress = not args.no_progress
+    name = _data_name(args)
+    metrics: dict = {}
+    try:
+        if args.folds > 0:
+            report = walk_forward_eval(
+                series,
+                cfg,
+                folds=args.folds,
+                season=args.season or None,
+                data_name=name,
+                progress=progress,
+            )
+            print(format_report(report))
+            metrics = report.to_dict()
+        parts = []
+        for b in series:
+            x, y = make_windows(b.features(), cfg.input_size, cfg.horizon)
+            if len(x):
+                parts.append((x, y, final_split(len(x), cfg.horizon)))
+        if not parts:
+            return _err("no series is long enough for one window")
+    except ValueError as exc:
+        return _err(str(exc))
+    import numpy as np
+
+    def cat(i: int, part: str):
+        return np.concatenate([p[i][slice(*getattr(p[2], part))] for p in parts])
+
+    res = fit(
+        cat(0, "train"),
+        cat(1, "train"),
+        cat(0, "val"),
+        cat(1, "val"),
+        cfg,
+        progress=progress,
+        desc="final model",
+    )
+    bar_s = (
+        max(1, int(round(args.bar_seconds)))
+        if args.source == "synthetic"
+        else (series[0].bar_seconds())
+    )
+    try:
+        version = check_name("version", args.version) if args.version else None
+        out = Path(args.out) if args.out else None
+        if out is None:
+            version = version or next_version(args.root, args.name)
+            out = Path(args.root) / check_name("model name", args.name) / version
+        version = version or out.name
+    except RegistryError as exc:
+        return _err(str(exc))
+    meta = write_model_dir(
+        out,
+        name=args.name,
+        version=version,
+        cfg=cfg,
+        result=res,
+        bar_seconds=bar_s,
+        data=name,
+        data_sha256=data_sha256(series),
+        metrics=metrics,
+        command="gekko " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None,
+        checkpoint=not args.no_checkpoint,
+    )
+    print(
+        f"model {args.name} {version} -> {out}  ({meta['architecture']}, {res.epochs} epochs, "
+        f"best {res.best_epoch}, train loss {res.train_loss:.4f}, val loss {res.val_loss:.4f}, "
+        f"ONNX parity {meta['export']['parity_max_abs_diff']:.2g})"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from models.evaluate import evaluate_predictor, format_report
+
+    try:
+        series = _bars(args)
+    except (ValueError, FileNotFoundError) as exc:
+        return _err(str(exc))
+    try:
+        if args.model:
+            import onnxruntime as ort
+
+            from models.registry import read_meta, verify_onnx_hash
+
+            meta = read_meta(args.model)
+            verify_onnx_hash(args.model, meta)
+            sess = ort.InferenceSession(
+                str(Path(args.model) / "model.onnx"), providers=["CPUExecutionProvider"]
+            )
+
+            def predictor(x):
+                return tuple(sess.run(["point", "quantiles"], {"x": x}))
+
+            report = evaluate_predictor(
+                predictor,
+                series,
+                int(meta["input_size"]),
+                int(meta["horizon"]),
+                meta["quantiles"],
+                name=f"{meta['architecture']} {meta['version']}",
+                season=args.season or None,
+                test_frac=args.test_frac,
+                data_name=_data_name(args),
+            )
+        else:
+            from models.evaluate import walk_forward_eval
+
+            report = walk_forward_eval(
+                series,
+                _train_config(args),
+                folds=max(1, args.folds),
+                season=args.season or None,
+                test_frac=args.test_frac,
+                data_name=_data_name(args),
+                progress=not args.no_progress,
+            )
+    except (ValueError, RegistryError) as exc:
+        return _err(str(exc))
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from models.export import ExportError, export_onnx, load_checkpoint
+    from models.registry import file_sha256, read_meta, write_meta
+
+    d = Path(args.model)
+    ck = d / "model.pt"
+    if not ck.exists():
+        return _err(f"{ck}: no checkpoint (train without --no-checkpoint)")
+    cfg, model = load_checkpoint(ck)
+    out = Path(args.out) if args.out else d / "model.onnx"
+    try:
+        worst = export_onnx(model, out, cfg.input_size)
+    except ExportError as exc:
+        print(f"gekko: export failed: {exc}", file=sys.stderr)
+        return 1
+    if out.resolve() == (d / "model.onnx").resolve() and (d / "meta.json").exists():
+        meta = read_meta(d)
+        meta["onnx_sha256"] = file_sha256(out)
+        meta.setdefault("export", {})["parity_max_abs_diff"] = worst
+        write_meta(d, meta)
+    print(
+        f"exported {out} (dynamic batch; onnxruntime vs torch max diff {worst:.2g} at batch "
+        f"1, 8, 64, 333)"
+    )
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    rows = list_models(args.root)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no models under {args.root}")
+        return 0
+    print(
+        f"{'name':<12} {'version':<8} {'arch':<8} {'L':>4} {'H':>3} {'bar s':>6} "
+        f"{'MASE':>6} {'dir acc':>8}  created               path"
+    )
+    for r in rows:
+        if "error" in r:
+            print(
+                f"{'?':<12} {'?':<8} {'?':<8} {'':>4} {'':>3} {'':>6} {'':>6} {'':>8}  "
+                f"{'':<21} {r['path']}  ({r['error']})"
+            )
+            continue
+        mase = f"{r['mase']:.3f}" if r["mase"] is not None else "-"
+        da = f"{100 * r['dir_acc']:.1f}%" if r["dir_acc"] is not None else "-"
+        print(
+            f"{r['name']:<12} {r['version']:<8} {r['architecture']:<8} {r['input_size']:>4} "
+            f"{r['horizon']:>3} {r['bar_seconds']:>6} {mase:>6} {da:>8}  {r['created']:<21} "
+            f"{r['path']}"
+        )
+    return 0
