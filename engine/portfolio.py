@@ -248,10 +248,18 @@ class Portfolio:
             self.wash_sales.on_buy(p.instrument_id, ts)
         p.position = book.position
         p.avg_px = book.avg_px
-        self._attribute(coid, p, signed, px, ts, ref, ev.fee)
+        self._attribute(coid, p, signed, px, ts, ref, select, ev.fee)
 
     def _attribute(
-        self, coid: int, p: PositionState, signed: int, px: int, ts: int, ref: LotRef, fee: float
+        self,
+        coid: int,
+        p: PositionState,
+        signed: int,
+        px: int,
+        ts: int,
+        ref: LotRef,
+        select: Sequence[LotRef],
+        fee: float,
     ) -> None:
         sid = self._strategy_of.get(coid, coid >> 32)
         sb = self.strategies.get(sid)
@@ -263,7 +271,7 @@ class Portfolio:
                 p.instrument_id, p.multiplier, self.lot_method
             )
         fx = self.fx(p.currency)
-        closed = book.apply(signed, px, ts, ref)
+        closed = book.apply(signed, px, ts, ref, select)
         if closed:
             sb.realized += sum(c.pnl for c in closed) * fx
         sb.fees += fee * fx

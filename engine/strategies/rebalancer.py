@@ -142,18 +142,23 @@ class Rebalancer(Strategy):
             mids[iid] = m
         return mids
 
-    def effective_targets(self, now_ns: int) -> dict[int, float]:
-        """Targets after wash-sale redirection and the cash-buffer scaling."""
+    def effective_targets(self, now_ns: int, weights: dict[int, float]) -> dict[int, float]:
+        """Targets after wash-sale redirection and the cash-buffer scaling.
+
+        An instrument inside its wash-sale window keeps what it holds (up to its target) and
+        the rest of its weight goes to its substitute; without a buyable substitute it stays
+        with the instrument, whose buys are then refused (the weight waits in cash)."""
         out = dict.fromkeys(self.books, 0.0)
         for iid, w in self.targets.items():
-            if self.planner.can_buy(iid, now_ns):
+            sub = self.planner.substitutes.get(iid)
+            if self.planner.can_buy(iid, now_ns) or sub is None:
                 out[iid] += w
+            elif self.planner.can_buy(sub, now_ns):
+                keep = min(w, max(weights.get(iid, 0.0), 0.0))
+                out[iid] += keep
+                out[sub] += w - keep
             else:
-                sub = self.planner.substitutes.get(iid)
-                if sub is not None and self.planner.can_buy(sub, now_ns):
-                    out[sub] += w
-                else:
-                    out[iid] += w  # held as is: buys are refused below, sells still happen
+                out[iid] += w
         total = sum(out.values())
         room = 1.0 - self.cash_buffer
         if total > room > 0:
@@ -202,14 +207,19 @@ class Rebalancer(Strategy):
 
     def rebalance(self, mids: dict[int, float], equity: float, now: int) -> None:
         """Send the orders that bring every drifted weight back to its target."""
-        targets = self.effective_targets(now)
+        weights = {
+            iid: b.position * mids[iid] * b.multiplier / equity
+            for iid, b in self.books.items()
+            if iid in mids
+        }
+        targets = self.effective_targets(now, weights)
         trades: dict[int, int] = {}
         for iid, tw in targets.items():
             if iid not in mids:
                 continue
             book = self.books[iid]
             lot_value = mids[iid] * book.multiplier
-            w = book.position * lot_value / equity
+            w = weights[iid]
             if abs(w - tw) <= self.drift_band and not (tw == 0 and book.position and w != 0):
                 continue
             delta = int(tw * equity / lot_value) - book.position

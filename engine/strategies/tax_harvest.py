@@ -62,8 +62,9 @@ class HarvestPlanner:
         self.harvests = 0
 
     def can_buy(self, instrument_id: int, now_ns: int) -> bool:
-        """False while a loss sale of this instrument is less than the window old."""
-        return now_ns >= self.blocked_until.get(instrument_id, -1)
+        """False until a loss sale of this instrument is more than the window old (the window
+        is inclusive: a purchase exactly 30 days after the sale is still inside it)."""
+        return now_ns > self.blocked_until.get(instrument_id, -1)
 
     def on_fill(self, instrument_id: int, now_ns: int, closed: Iterable[ClosedLot]) -> None:
         """A fill of ours: a realized loss on a long lot opens the instrument's window."""
@@ -93,7 +94,7 @@ class HarvestPlanner:
             return None
         chosen = {id(lot) for lot in lots}
         for lot in book.lots:
-            if id(lot) not in chosen and now_ns - lot.ts < self.window_ns:
+            if id(lot) not in chosen and now_ns - lot.ts <= self.window_ns:
                 return None  # the lot kept would be the wash sale's replacement
         loss = sum(lot.unrealized(mark_px, book.multiplier) for lot in lots)
         return Harvest(book.instrument_id, tuple(lots), sum(lot.qty for lot in lots), loss, sub)
