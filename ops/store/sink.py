@@ -1,0 +1,177 @@
+"""The PostgreSQL implementation of ``procs.storage``: the recorder's store, exec's and risk's
+recovery source. ``install()`` registers both (``ops.worker`` calls it before a worker runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ops.store.journal import Journal, iter_frames
+from ops.store.pg import PgSettings, make_pool, resolve_dsn, run_tx
+from ops.store.reader import RunState, load_run_state
+from ops.store.writer import Rows, Writer
+from procs import storage
+from procs.storage import run_id as current_run_id
+
+log = logging.getLogger("gekko.store")
+
+
+def journal_dir(cfg: Any) -> Path:
+    p = cfg.storage.postgres
+    return Path(p.journal_dir) if p.journal_dir else Path(cfg.engine.var_dir) / "journal"
+
+
+def journal_path(cfg: Any, run_id: int) -> Path:
+    """One journal per run: a record replayed later still knows which run it belongs to."""
+    return journal_dir(cfg) / f"{cfg.engine.id}-{run_id}.journal"
+
+
+_JOURNAL_NAME = re.compile(r"^(?P<eid>[A-Za-z0-9]+)-(?P<run>\d+)\.journal$")
+
+
+class PgRecordStore:
+    """The recorder's view: COPY batches through a pool, the journal beside it."""
+
+    def __init__(self, cfg: Any, run_id: int | None = None) -> None:
+        self.cfg = cfg
+        self.settings = PgSettings.from_config(cfg)
+        self.run_id = current_run_id() if run_id is None else run_id
+        self.journal = Journal(
+            journal_path(cfg, self.run_id), fsync=cfg.storage.postgres.journal_fsync
+        )
+        self.writer = Writer()
+        dsn = resolve_dsn(self.settings)
+        if not dsn:
+            raise RuntimeError(
+                "storage.postgres: no DSN (embedded PostgreSQL is started by the supervisor)"
+            )
+        self.pool = make_pool(dsn, self.settings)
+        self._setup_done = False
+
+    def _setup(self) -> None:
+        if self._setup_done:
+            return
+
+        def tx(conn: Any) -> None:
+            Writer.write_run(conn, self.run_id, self.cfg.engine.id, self.cfg.source_path)
+            Writer.write_instruments(conn, self.cfg.instruments)
+
+        run_tx(self.pool, tx)
+        self._setup_done = True
+        self.replay_leftovers()
+
+    def replay_leftovers(self) -> int:
+        """Journals of earlier runs (a crash with the database down): replay, then remove."""
+        n = 0
+        for p in sorted(journal_dir(self.cfg).glob(f"{self.cfg.engine.id}-*.journal")):
+            mt = _JOURNAL_NAME.match(p.name)
+            if mt is None or int(mt.group("run")) == self.run_id:
+                continue
+            frames = list(iter_frames(p))
+            if frames:
+                n += self._write_frames(int(mt.group("run")), frames)
+                log.warning("replayed %d records journaled by run %s", len(frames), mt.group("run"))
+            p.unlink()
+        return n
+
+    def _write_frames(self, run_id: int, frames: list[bytes]) -> int:
+        import msgspec
+
+        from engine.messages import Message
+
+        dec = msgspec.msgpack.Decoder(Message)
+        rows = Rows()
+        for f in frames:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                rows.add(run_id, dec.decode(f), f)
+        return run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
+
+    # --- procs.storage.RecordStore ---------------------------------------------------------------
+    def write_gating(self, records: list[tuple[Any, bytes]]) -> int:
+        self._setup()
+        rows = Rows()
+        for msg, frame in records:
+            rows.add(self.run_id, msg, frame)
+        return run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
+
+    def write_md(self, msgs: list[Any]) -> int:
+        self._setup()
+        rows = Rows()
+        for msg in msgs:
+            rows.add(self.run_id, msg)
+        if not len(rows):
+            return 0
+        return run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
+
+    def write_positions(self, rows: list[tuple]) -> None:
+        if rows:
+            self._setup()
+            run_tx(self.pool, lambda conn: Writer.write_positions(conn, self.run_id, rows))
+
+    def journal_append(self, frames: list[bytes]) -> None:
+        self.journal.append((), frames=frames)
+
+    def journal_frames(self) -> Iterator[bytes]:
+        return self.journal.frames()
+
+    def journal_truncate(self) -> None:
+        if self.journal.appended or self.journal.path.exists() and self.journal.path.stat().st_size:
+            self.journal.truncate()
+
+    def close(self) -> None:
+        self.journal.close()
+        with contextlib.suppress(Exception):
+            self.pool.close(timeout=1.0)
+
+
+class PgRecoverySource:
+    """Exec's and risk's view at start: this run's record (journal + database)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.settings = PgSettings.from_config(cfg)
+        self.dsn = resolve_dsn(self.settings)
+
+    def _conn(self) -> Any:
+        from ops.store.pg import connect
+
+        return connect(self.dsn, self.settings)
+
+    def load(self, run_id: int) -> RunState:
+        jpath = journal_path(self.cfg, run_id)
+        try:
+            with self._conn() as conn:
+                return load_run_state(conn, run_id, jpath)
+        except Exception as exc:  # database down: the journal alone still has what it missed
+            log.error("recovery: database unreachable (%s): recovering from the journal only", exc)
+            return load_run_state(None, run_id, jpath)
+
+    def record_reconciliation(self, run_id: int, process: str, events: Iterable[Any]) -> None:
+        evs = list(events)
+        if not evs:
+            return
+        try:
+            with self._conn() as conn:
+                run_tx(conn, lambda c: Writer.write_reconciliation(c, run_id, process, evs))
+        except Exception as exc:
+            log.error("recovery: could not store %d reconciliation events (%s)", len(evs), exc)
+
+    def close(self) -> None:
+        pass
+
+
+def _recovery(cfg: Any) -> PgRecoverySource | None:
+    s = PgSettings.from_config(cfg)
+    if not s.enabled or not resolve_dsn(s):
+        return None
+    return PgRecoverySource(cfg)
+
+
+def install() -> None:
+    """Register the PostgreSQL store with ``procs.storage``."""
+    storage.register(PgRecordStore, _recovery)

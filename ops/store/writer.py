@@ -1,0 +1,459 @@
+"""Batched writes of ring messages into PostgreSQL with COPY.
+
+Why COPY: one round trip and one parse for a whole batch instead of one per row (see
+``perf/bench_store.py`` for the ratio against an INSERT per row).
+
+Two kinds of rows, two paths:
+
+- market data (quotes, trades, bars) is COPYed straight into its day's partition: it is
+  append-only and a rare duplicate after a recorder restart harms nobody;
+- trading records (orders, order events, fills, risk events) must be stored exactly once even
+  though they may be delivered twice (a recorder restarted mid-batch re-reads it; the journal is
+  replayed after an outage). They are COPYed into a temporary staging table and moved with
+  ``INSERT ... ON CONFLICT DO NOTHING`` on their natural key: (run, client order id), (run, fill
+  id), (run, digest of the exact frame) for events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from engine.messages import (
+    Bar,
+    CancelOrder,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderReplaced,
+    Quote,
+    ReplaceOrder,
+    RiskEvent,
+    Trade,
+)
+
+DAY_NS = 86_400 * 1_000_000_000
+
+ORDER_COLS = (
+    "run_id",
+    "client_order_id",
+    "strategy_id",
+    "instrument_id",
+    "side",
+    "order_type",
+    "tif",
+    "px",
+    "qty",
+    "stop_px",
+    "flags",
+    "expire_ns",
+    "ts_origin",
+    "ts_approved",
+)
+EVENT_COLS = (
+    "run_id",
+    "event_hash",
+    "kind",
+    "client_order_id",
+    "instrument_id",
+    "reason",
+    "ts_event",
+    "msg",
+)
+FILL_COLS = (
+    "run_id",
+    "fill_id",
+    "client_order_id",
+    "venue_order_id",
+    "instrument_id",
+    "side",
+    "px",
+    "qty",
+    "cum_qty",
+    "leaves_qty",
+    "fee",
+    "liquidity",
+    "ts_origin",
+    "ts_event",
+    "ts_recv",
+)
+RISK_COLS = (
+    "run_id",
+    "event_hash",
+    "kind",
+    "instrument_id",
+    "client_order_id",
+    "reason",
+    "value",
+    "limit_value",
+    "ts",
+    "state",
+)
+QUOTE_COLS = (
+    "run_id",
+    "instrument_id",
+    "bid_px",
+    "bid_qty",
+    "ask_px",
+    "ask_qty",
+    "ts_event",
+    "ts_recv",
+    "seq",
+)
+TRADE_COLS = ("run_id", "instrument_id", "px", "qty", "side", "ts_event", "ts_recv", "trade_id")
+BAR_COLS = (
+    "run_id",
+    "instrument_id",
+    "start_ns",
+    "end_ns",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trades",
+)
+
+#: staging table -> (target table, columns, conflict key)
+_STAGED = {
+    "orders": (ORDER_COLS, "(run_id, client_order_id)"),
+    "order_events": (EVENT_COLS, "(run_id, event_hash)"),
+    "fills": (FILL_COLS, "(run_id, fill_id)"),
+    "risk_events": (RISK_COLS, "(run_id, event_hash)"),
+}
+_EVENT_TYPES = (
+    OrderAccepted,
+    OrderRejected,
+    OrderPartiallyFilled,
+    OrderCanceled,
+    OrderExpired,
+    OrderReplaced,
+    CancelOrder,
+    ReplaceOrder,
+)
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def digest(frame: bytes) -> bytes:
+    """The idempotency key of an event: 16 bytes of BLAKE2b over its exact MessagePack frame."""
+    return hashlib.blake2b(frame, digest_size=16).digest()
+
+
+class Rows:
+    """A batch split into per-table row lists (plain tuples, COPY-ready)."""
+
+    __slots__ = (
+        "quotes",
+        "trades",
+        "bars",
+        "orders",
+        "order_events",
+        "fills",
+        "risk_events",
+        "ignored",
+    )
+
+    def __init__(self) -> None:
+        self.quotes: list[tuple] = []
+        self.trades: list[tuple] = []
+        self.bars: list[tuple] = []
+        self.orders: list[tuple] = []
+        self.order_events: list[tuple] = []
+        self.fills: list[tuple] = []
+        self.risk_events: list[tuple] = []
+        self.ignored = 0
+
+    def __len__(self) -> int:
+        return (
+            len(self.quotes)
+            + len(self.trades)
+            + len(self.bars)
+            + len(self.orders)
+            + len(self.order_events)
+            + len(self.fills)
+            + len(self.risk_events)
+        )
+
+    def add(self, run_id: int, msg: Any, frame: bytes | None = None) -> None:
+        """Route one message to its table(s); anything the record does not keep is counted."""
+        t = type(msg)
+        if t is Quote:
+            if msg.ts_event >= 0:
+                self.quotes.append(
+                    (
+                        run_id,
+                        msg.instrument_id,
+                        msg.bid_px,
+                        msg.bid_qty,
+                        msg.ask_px,
+                        msg.ask_qty,
+                        msg.ts_event,
+                        msg.ts_recv,
+                        msg.seq,
+                    )
+                )
+                return
+        elif t is Trade:
+            if msg.ts_event >= 0:
+                self.trades.append(
+                    (
+                        run_id,
+                        msg.instrument_id,
+                        msg.px,
+                        msg.qty,
+                        msg.side,
+                        msg.ts_event,
+                        msg.ts_recv,
+                        msg.trade_id,
+                    )
+                )
+                return
+        elif t is Bar:
+            if msg.start_ns >= 0:
+                self.bars.append(
+                    (
+                        run_id,
+                        msg.instrument_id,
+                        msg.start_ns,
+                        msg.end_ns,
+                        msg.open,
+                        msg.high,
+                        msg.low,
+                        msg.close,
+                        msg.volume,
+                        msg.trades,
+                    )
+                )
+                return
+        elif t is NewOrder:
+            self.orders.append(
+                (
+                    run_id,
+                    msg.client_order_id,
+                    msg.strategy_id,
+                    msg.instrument_id,
+                    msg.side,
+                    msg.order_type,
+                    msg.tif,
+                    msg.px,
+                    msg.qty,
+                    msg.stop_px,
+                    msg.flags,
+                    msg.expire_ns,
+                    msg.ts_origin,
+                    msg.ts_approved,
+                )
+            )
+            return
+        elif isinstance(msg, _EVENT_TYPES):
+            frame = frame if frame is not None else _encode(msg)
+            self.order_events.append(
+                (
+                    run_id,
+                    digest(frame),
+                    t.__name__,
+                    msg.client_order_id,
+                    msg.instrument_id,
+                    getattr(msg, "reason", ""),
+                    getattr(msg, "ts_event", 0) or getattr(msg, "ts_approved", 0),
+                    frame,
+                )
+            )
+            if isinstance(msg, OrderPartiallyFilled):
+                self.fills.append(
+                    (
+                        run_id,
+                        msg.fill_id,
+                        msg.client_order_id,
+                        msg.venue_order_id,
+                        msg.instrument_id,
+                        msg.side,
+                        msg.fill_px,
+                        msg.fill_qty,
+                        msg.cum_qty,
+                        msg.leaves_qty,
+                        msg.fee,
+                        msg.liquidity,
+                        msg.ts_origin,
+                        msg.ts_event,
+                        msg.ts_recv,
+                    )
+                )
+            return
+        elif t is RiskEvent:
+            frame = frame if frame is not None else _encode(msg)
+            self.risk_events.append(
+                (
+                    run_id,
+                    digest(frame),
+                    msg.kind,
+                    msg.instrument_id,
+                    msg.client_order_id,
+                    msg.reason,
+                    msg.value,
+                    msg.limit,
+                    msg.ts,
+                    msg.state,
+                )
+            )
+            return
+        self.ignored += 1
+
+
+def _copy(cur: Any, table: str, cols: Sequence[str], rows: Iterable[tuple]) -> None:
+    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
+        write = cp.write_row
+        for r in rows:
+            write(r)
+
+
+class Writer:
+    """Writes ``Rows`` batches; knows which day partitions exist."""
+
+    def __init__(self) -> None:
+        self._partitions: set[tuple[str, int]] = set()
+
+    def ensure_partitions(self, conn: Any, table: str, key_index: int, rows: list[tuple]) -> None:
+        days = {r[key_index] // DAY_NS for r in rows}
+        for day in days - {d for t, d in self._partitions if t == table}:
+            lo, hi = day * DAY_NS, (day + 1) * DAY_NS
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {table}_d{day} PARTITION OF {table} FOR VALUES FROM ({lo}) TO ({hi})"
+            )
+            self._partitions.add((table, day))
+
+    def write(self, conn: Any, rows: Rows) -> int:
+        """Write one batch inside the caller's transaction; returns the rows handed to COPY."""
+        n = 0
+        with conn.cursor() as cur:
+            for table, cols, key in (
+                ("quotes", QUOTE_COLS, 6),
+                ("trades", TRADE_COLS, 5),
+                ("bars", BAR_COLS, 2),
+            ):
+                data = getattr(rows, table)
+                if data:
+                    self.ensure_partitions(conn, table, key, data)
+                    _copy(cur, table, cols, data)
+                    n += len(data)
+            for table, (cols, conflict) in _STAGED.items():
+                data = getattr(rows, table)
+                if not data:
+                    continue
+                stage = f"_stage_{table}"
+                cur.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                    f"SELECT {', '.join(cols)} FROM {table} WITH NO DATA"
+                )
+                _copy(cur, stage, cols, data)
+                cur.execute(
+                    f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {stage} "
+                    f"ON CONFLICT {conflict} DO NOTHING"
+                )
+                cur.execute(f"TRUNCATE {stage}")
+                n += len(data)
+        return n
+
+    # --- state that is not a ring message -------------------------------------------------------
+    @staticmethod
+    def write_positions(conn: Any, run_id: int, rows: Sequence[tuple]) -> None:
+        """Upsert the latest positions and append them to the P&L history.
+
+        ``rows``: (instrument_id, position, avg_px, mark_px, realized, unrealized, fees).
+        """
+        if not rows:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO positions (run_id, instrument_id, position, avg_px, mark_px, realized, unrealized, fees)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, instrument_id) DO UPDATE SET"
+                " position = EXCLUDED.position, avg_px = EXCLUDED.avg_px, mark_px = EXCLUDED.mark_px,"
+                " realized = EXCLUDED.realized, unrealized = EXCLUDED.unrealized, fees = EXCLUDED.fees,"
+                " updated_at = now()",
+                [(run_id, *r) for r in rows],
+            )
+            _copy(
+                cur,
+                "pnl_snapshots",
+                (
+                    "run_id",
+                    "instrument_id",
+                    "position",
+                    "mark_px",
+                    "realized",
+                    "unrealized",
+                    "fees",
+                ),
+                [(run_id, r[0], r[1], r[3], r[4], r[5], r[6]) for r in rows],
+            )
+
+    @staticmethod
+    def write_run(conn: Any, run_id: int, engine_id: str, config_path: str) -> None:
+        conn.execute(
+            "INSERT INTO runs (run_id, engine_id, config_path) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            (run_id, engine_id, config_path),
+        )
+
+    @staticmethod
+    def write_instruments(conn: Any, instruments: Iterable[Any]) -> None:
+        for i in instruments:
+            conn.execute(
+                "INSERT INTO instruments (instrument_id, symbol, venue, asset_class, sector, tick_size, lot_size,"
+                " currency) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (instrument_id) DO UPDATE SET"
+                " symbol = EXCLUDED.symbol, venue = EXCLUDED.venue, asset_class = EXCLUDED.asset_class,"
+                " sector = EXCLUDED.sector, tick_size = EXCLUDED.tick_size, lot_size = EXCLUDED.lot_size,"
+                " currency = EXCLUDED.currency, updated_at = now()",
+                (
+                    i.instrument_id,
+                    i.symbol,
+                    i.venue,
+                    i.asset_class,
+                    i.sector,
+                    i.tick_size,
+                    i.lot_size,
+                    i.currency,
+                ),
+            )
+
+    @staticmethod
+    def write_reconciliation(conn: Any, run_id: int, process: str, events: Sequence[Any]) -> None:
+        """``events``: engine.messages.ReconciliationEvent structs."""
+        if not events:
+            return
+        with conn.cursor() as cur:
+            _copy(
+                cur,
+                "reconciliation_events",
+                (
+                    "run_id",
+                    "process",
+                    "kind",
+                    "client_order_id",
+                    "instrument_id",
+                    "stored",
+                    "venue",
+                    "action",
+                    "ts",
+                ),
+                [
+                    (
+                        run_id,
+                        process,
+                        e.kind,
+                        e.client_order_id,
+                        e.instrument_id,
+                        e.stored,
+                        e.venue,
+                        e.action,
+                        e.ts,
+                    )
+                    for e in events
+                ],
+            )
