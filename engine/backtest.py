@@ -123,6 +123,8 @@ class InlineRuntime:
         lot_method: str = "fifo",
         benchmark: int | str | None = None,
         fx_rates: Mapping[str, float] | None = None,
+        base_currency: str = "USD",
+        wash_sale_days: float = 30.0,
         equity_interval_ns: int = 1_000_000_000,
         risk_free: float = 0.0,
         var_level: float = 0.95,
@@ -147,7 +149,9 @@ class InlineRuntime:
             initial_cash=initial_cash,
             lot_method=lot_method,
             fx_rates=fx_rates,
+            base_currency=base_currency,
             benchmark=benchmark,
+            wash_sale_days=wash_sale_days,
         )
         if equity_interval_ns <= 0:
             raise ValueError("equity_interval_ns must be > 0")

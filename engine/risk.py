@@ -18,38 +18,72 @@ Exceptions, both chosen so that a strategy's order book view never diverges from
   at the old terms, and a stale quote left in the book is the larger risk. The strategy sees an
   ordinary ``OrderCanceled``.
 
-Checks, in order: trading state (HALTED rejects new orders and replaces, never cancels), known
-instrument, qty > 0, price > 0 for priced orders, duplicate id, max open orders, max order notional
-(market orders are valued at the last known opposite-side price, and rejected while there is none),
-max position (worst case: the filled position plus every open order on the same side plus this one,
-per instrument, in lots).
+Checks on a new order, in order (every limit configurable; 0 turns the optional ones off):
 
-State is tracked from execution events (``on_exec_event``), not from what was approved: an order
-counts as open from approval until a terminal event. Positions and open quantities live in numpy
-arrays indexed by instrument id (no per-message allocation on the hot path).
+1. trading state: HALTED (or the engine stopping) rejects; cancels always pass;
+2. well-formed: known instrument, qty > 0, price > 0 for priced orders, side;
+3. instrument halted (venue halt, exchange circuit breaker, flash move: ``engine.market_guard``);
+4. duplicate id, max open orders, max orders per second (new orders and replaces, sliding 1 s);
+5. max order notional (market orders valued at the opposite best, else the last trade);
+6. price band (fat finger): a limit price more than ``price_band_pct`` from the mid;
+7. max position in lots, worst case: the filled position plus every open order on the same side
+   plus this one;
+8. reduce-only, when the trading state is REDUCING or the order carries the REDUCE_ONLY flag:
+   the worst case must not be larger, nor on the other side of zero, than the position now;
+9. for an order that *increases* the instrument's exposure (|worst case| > |position|), valued at
+   the mark (mid, else last, else the order's reference price):
+   single position ≤ ``max_position_pct`` of equity; sector gross exposure ≤ ``max_sector_pct``;
+   correlation with every held position (signed by direction: long/short of two correlated
+   instruments is a hedge) ≤ ``max_correlation``; portfolio VaR after the order ≤
+   ``max_var_pct`` of equity (an order that lowers VaR always passes). VaR and correlation need
+   ``min_history`` return intervals; before that they are skipped (counted in ``skipped_stats``).
 
-Controls (``on_control``): KILL halts and cancels every open order; FLATTEN does the same and also
-sends market orders closing every position (sized to the position, so reduce-only by construction;
-the REDUCE_ONLY flag is not set because the simulated exchange refuses it; best effort: fills
-racing the cancels may leave a residue — send FLATTEN again); STOP halts and cancels; CANCEL_ALL
-cancels without halting; RESUME is the only way back to ACTIVE — a halt never lifts by itself.
+Equity is ``capital`` + cash flows of the fills (price and fees) + positions at the mark, so the
+gate needs nothing but execution events and prices. The state that is read per order — positions,
+open quantities, marks, exposures, sector totals, the VaR caches of ``engine.risk_stats`` — lives
+in numpy arrays indexed by instrument id and is refreshed off the order path (``on_prices``).
+
+Real-time controls:
+
+- ``on_prices`` (the risk process calls it every few ms with the top-of-book table): marks,
+  equity, exposures; the daily-loss circuit breaker and drawdown protection (each with a
+  REDUCING and a HALTED threshold; they only escalate, ``engine.trading_state``); per-position
+  stop loss / take profit (a market IOC order closing the position, strategy id 0, after
+  canceling the instrument's open orders); flash-move halts (``engine.market_guard``).
+- ``on_control``: KILL halts and cancels every open order; FLATTEN does the same and also sends
+  market orders closing every position (sized to the position, so reduce-only by construction;
+  best effort: fills racing the cancels may leave a residue — send FLATTEN again); CANCEL_ALL
+  cancels without halting; RESUME is the only way back to ACTIVE — a halt never lifts by itself —
+  and re-arms the breakers from the current equity; STOP (engine shutdown) blocks new orders and
+  cancels, without touching the trading state (a clean stop is not a halt to remember).
+- ``on_status``: venue halts and circuit breakers per instrument.
+
+Every change of the trading state is a ``TradingStateChanged`` (plus a ``RiskEvent`` for the
+record); ``persistent_state`` / ``restore_state`` carry the state across a restart of the risk
+process (the process stores it; the engine does no I/O).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import numpy as np
 
 from engine.instruments import Instrument, InstrumentTable
+from engine.market_guard import MarketGuard
 from engine.messages import (
     Bar,
     BookSnapshot,
     CancelOrder,
     Control,
     ControlCommand,
+    ExchangeStatus,
+    InstrumentHalted,
+    InstrumentResumed,
     IntentCancel,
     IntentNew,
     IntentReplace,
@@ -58,6 +92,7 @@ from engine.messages import (
     OrderCanceled,
     OrderExpired,
     OrderFilled,
+    OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
@@ -70,23 +105,59 @@ from engine.messages import (
     TimeInForce,
     Trade,
     TradingState,
+    TradingStateChanged,
 )
 from engine.oms import is_request_reject
+from engine.risk_stats import RiskStats
+from engine.trading_state import TradingStateMachine
 
-RiskOutput = NewOrder | CancelOrder | ReplaceOrder | RiskEvent | OrderRejected
+RiskOutput = (
+    NewOrder
+    | CancelOrder
+    | ReplaceOrder
+    | RiskEvent
+    | OrderRejected
+    | TradingStateChanged
+    | InstrumentHalted
+    | InstrumentResumed
+)
 
 #: order types whose ``px`` is a limit price (must be > 0)
 _PRICED = (int(OrderType.LIMIT), int(OrderType.STOP_LIMIT))
 #: order types that need a trigger price (``stop_px`` > 0)
 _STOPPED = (int(OrderType.STOP), int(OrderType.STOP_LIMIT))
+_REDUCE_ONLY = int(OrderFlag.REDUCE_ONLY)
+_NO_OUTPUT: tuple[()] = ()
 
 
 class RiskLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """Pre-trade limits. Notional is in the instrument's currency; position in lots."""
+    """Pre-trade limits and real-time controls. Notional is in the instrument's currency,
+    position in lots, every ``*_pct`` in percent (5.0 = 5 %). 0 turns an optional control off
+    (and ``max_correlation`` >= 1)."""
 
     max_order_notional: float
     max_position_lots: int
     max_open_orders: int
+    capital: float = 0.0  # starting equity; percentage-of-equity limits need it > 0
+    max_position_pct: float = 0.0
+    max_sector_pct: float = 0.0
+    max_correlation: float = 1.0
+    max_var_pct: float = 0.0
+    var_method: str = "both"  # historical | parametric | both (the larger)
+    var_confidence: float = 0.99
+    var_horizon: float = 1.0  # in return intervals
+    min_history: int = 20  # return intervals before VaR and correlation apply
+    max_orders_per_s: int = 0
+    price_band_pct: float = 0.0
+    daily_loss_reduce_pct: float = 0.0
+    daily_loss_halt_pct: float = 0.0
+    drawdown_reduce_pct: float = 0.0
+    drawdown_halt_pct: float = 0.0
+    stop_loss_pct: float = 0.0
+    take_profit_pct: float = 0.0
+    flash_band_pct: float = 0.0
+    flash_window_ns: int = 1_000_000_000
+    flash_cooldown_ns: int = 5_000_000_000
 
 
 @dataclass(slots=True)
@@ -102,10 +173,14 @@ class _Open:
 
 
 class RiskGate:
-    """Pre-trade risk checks and the kill switch (see the module docstring)."""
+    """Pre-trade risk checks and real-time controls (see the module docstring)."""
 
     def __init__(
-        self, limits: RiskLimits, instruments: InstrumentTable | Iterable[Instrument]
+        self,
+        limits: RiskLimits,
+        instruments: InstrumentTable | Iterable[Instrument],
+        *,
+        own_id_base: int = 0,
     ) -> None:
         self.limits = limits
         self.instruments = (
@@ -122,11 +197,44 @@ class RiskGate:
         self.bid = np.zeros(n, dtype=np.int64)  # last known best bid / ask / trade, ticks (0: none)
         self.ask = np.zeros(n, dtype=np.int64)
         self.last = np.zeros(n, dtype=np.int64)
+        self.mult = np.array([i.tick_size * i.lot_size if i else 0.0 for i in self._ins])
+        self.avg_px = np.zeros(n)  # average entry price of the position, ticks
+        self.marks = np.zeros(n)  # ticks, at the last refresh
+        self.exposure = np.zeros(n)  # signed money: position × mark × multiplier
+        self.signs = np.zeros(n)  # sign of each filled position (correlation check)
+        sectors = sorted({i.sector for i in self._ins if i is not None})
+        self.sector_names = sectors
+        self.sector_of = np.array(
+            [sectors.index(i.sector) if i else 0 for i in self._ins], dtype=np.int64
+        )
+        self.sector_gross = np.zeros(max(len(sectors), 1))
         self.open_orders: dict[int, _Open] = {}
-        self.state = TradingState.ACTIVE
+        self.trading = TradingStateMachine()
+        self.stopping = False
         self.approved = 0
         self.rejected = 0
-        self._own_counter = 0  # client_order_ids of risk's own orders: strategy_id 0
+        self.skipped_stats = 0  # exposure-increasing orders judged without VaR/correlation
+        self._own_counter = own_id_base  # client_order_ids of risk's own orders: strategy_id 0
+        self._protect: dict[int, int] = {}  # instrument -> open stop-loss/take-profit order id
+        # equity: capital + cash flows of fills + positions at the mark
+        self.cash = 0.0
+        self.equity = float(limits.capital)
+        self.day_start_equity = float(limits.capital)
+        self.peak_equity = float(limits.capital)
+        self._rate = np.zeros(max(limits.max_orders_per_s, 1), dtype=np.int64)
+        self._rate_i = 0
+        self.stats = RiskStats(n, limits.var_confidence, limits.var_horizon, limits.min_history)
+        self.guard = MarketGuard(
+            n, limits.flash_band_pct / 100.0, limits.flash_window_ns, limits.flash_cooldown_ns
+        )
+
+    @property
+    def state(self) -> int:
+        return self.trading.state
+
+    @state.setter
+    def state(self, value: int) -> None:  # for tests and tools: no record, no persistence
+        self.trading.state = int(value)
 
     # --- helpers -----------------------------------------------------------------------------
     def _known(self, iid: int) -> Instrument | None:
@@ -187,6 +295,98 @@ class RiskGate:
         else:
             self.open_sell[iid] += qty
 
+    def _rate_ok(self, now_ns: int) -> bool:
+        """Fewer than ``max_orders_per_s`` orders approved in the last second (O(1): the ring
+        holds the times of the last N approvals; the oldest must be over a second old)."""
+        return (
+            self.limits.max_orders_per_s <= 0
+            or now_ns - int(self._rate[self._rate_i]) >= 1_000_000_000
+            or (self._rate[self._rate_i] == 0)
+        )
+
+    def _rate_note(self, now_ns: int) -> None:
+        if self.limits.max_orders_per_s > 0:
+            self._rate[self._rate_i] = now_ns
+            self._rate_i = (self._rate_i + 1) % self._rate.shape[0]
+
+    def _order_checks(
+        self, iid: int, side: int, extra: int, ref: int, px: int, priced: bool, reduce_only: bool
+    ) -> tuple[str, float, float] | None:
+        """The checks a new order and a replace share: price band, position, reduce-only and
+        exposure. ``extra`` is the additional open quantity on ``side``. Returns (reason, value,
+        limit) for a rejection, None to approve."""
+        lim = self.limits
+        if priced and lim.price_band_pct > 0:
+            b, a = int(self.bid[iid]), int(self.ask[iid])
+            if b > 0 and a > 0:
+                mid = (b + a) / 2.0
+                dev = abs(px - mid) / mid * 100.0
+                if dev > lim.price_band_pct:
+                    return "price band", dev, lim.price_band_pct
+        pos = int(self.position[iid])
+        if side == Side.BUY:
+            proj = pos + int(self.open_buy[iid]) + extra
+        else:
+            proj = pos - int(self.open_sell[iid]) - extra
+        worst = proj if side == Side.BUY else -proj
+        if extra > 0 and worst > lim.max_position_lots:
+            return "max position", worst, lim.max_position_lots
+        increases = abs(proj) > abs(pos)
+        reducing = reduce_only or self.trading.state == TradingState.REDUCING
+        if reducing and extra > 0 and (increases or proj * pos < 0):
+            why = "reduce-only order" if reduce_only else "reduce-only (trading state REDUCING)"
+            return why, proj, pos
+        if not increases or extra <= 0:
+            return None
+        return self._exposure_checks(iid, proj, ref)
+
+    def _exposure_checks(self, iid: int, proj: int, ref: int) -> tuple[str, float, float] | None:
+        lim = self.limits
+        mark = float(self.marks[iid])
+        val = (mark if mark > 0 else float(ref)) * float(self.mult[iid])
+        new_w = proj * val
+        equity = self.equity
+        pct_limits = lim.max_position_pct > 0 or lim.max_sector_pct > 0 or lim.max_var_pct > 0
+        if pct_limits and not equity > 0:
+            return "no equity", equity, 0.0
+        if lim.max_position_pct > 0:
+            cap = equity * lim.max_position_pct / 100.0
+            if abs(new_w) > cap:
+                return "position % of equity", abs(new_w) / equity * 100.0, lim.max_position_pct
+        if lim.max_sector_pct > 0:
+            s = int(self.sector_of[iid])
+            gross = float(self.sector_gross[s]) - abs(float(self.exposure[iid])) + abs(new_w)
+            if gross > equity * lim.max_sector_pct / 100.0:
+                name = self.sector_names[s] if self.sector_names else "?"
+                return f"sector exposure ({name})", gross / equity * 100.0, lim.max_sector_pct
+        need_stats = lim.max_correlation < 1.0 or lim.max_var_pct > 0
+        if not need_stats:
+            return None
+        st = self.stats
+        if not st.ready:
+            self.skipped_stats += 1
+            return None
+        if lim.max_correlation < 1.0:
+            c, j = st.max_corr(iid, 1.0 if proj > 0 else -1.0, self.signs)
+            if c > lim.max_correlation:
+                other = self._ins[j]
+                return f"correlation with {other.symbol if other else j}", c, lim.max_correlation
+        if lim.max_var_pct > 0:
+            d = new_w - float(self.exposure[iid])
+            after = self._var(iid, d)
+            cap = equity * lim.max_var_pct / 100.0
+            if after > cap and after > self._var(iid, 0.0):
+                return "VaR", after, cap
+        return None
+
+    def _var(self, iid: int, d: float) -> float:
+        m = self.limits.var_method
+        if m == "historical":
+            return self.stats.hist_var(iid, d)
+        if m == "parametric":
+            return self.stats.param_var(iid, d)
+        return max(self.stats.hist_var(iid, d), self.stats.param_var(iid, d))
+
     # --- intents -----------------------------------------------------------------------------
     def on_intent(
         self, intent: IntentNew | IntentCancel | IntentReplace, now_ns: int
@@ -211,8 +411,10 @@ class RiskGate:
 
     def _on_new(self, it: IntentNew, now_ns: int) -> list[RiskOutput]:
         lim = self.limits
-        if self.state == TradingState.HALTED:
+        if self.trading.state == TradingState.HALTED:
             return self._reject(it, "trading halted", self.state, TradingState.ACTIVE, now_ns)
+        if self.stopping:
+            return self._reject(it, "engine stopping", 0, 0, now_ns)
         iid = it.instrument_id
         ins = self._known(iid)
         if ins is None:
@@ -225,6 +427,8 @@ class RiskGate:
             return self._reject(it, "stop price must be > 0", it.stop_px, 0, now_ns)
         if it.side not in (Side.BUY, Side.SELL):
             return self._reject(it, "side must be BUY or SELL", it.side, 0, now_ns)
+        if self.guard.halted[iid]:
+            return self._reject(it, f"instrument halted: {self.guard.reason[iid]}", iid, 0, now_ns)
         if it.client_order_id in self.open_orders:
             return self._reject(
                 it,
@@ -238,6 +442,10 @@ class RiskGate:
             return self._reject(
                 it, "max open orders", len(self.open_orders) + 1, lim.max_open_orders, now_ns
             )
+        if not self._rate_ok(now_ns):
+            return self._reject(
+                it, "max orders per second", lim.max_orders_per_s + 1, lim.max_orders_per_s, now_ns
+            )
         ref = self._ref_px(iid, it.side, it.order_type, it.px)
         if ref <= 0:
             return self._reject(
@@ -246,11 +454,20 @@ class RiskGate:
         notional = ins.notional(ref, it.qty)
         if notional > lim.max_order_notional:
             return self._reject(it, "max order notional", notional, lim.max_order_notional, now_ns)
-        worst = self._worst(iid, it.side, it.qty)
-        if worst > lim.max_position_lots:
-            return self._reject(it, "max position", worst, lim.max_position_lots, now_ns)
+        bad = self._order_checks(
+            iid,
+            it.side,
+            it.qty,
+            ref,
+            it.px,
+            it.order_type in _PRICED,
+            bool(it.flags & _REDUCE_ONLY),
+        )
+        if bad is not None:
+            return self._reject(it, bad[0], bad[1], bad[2], now_ns)
 
         self.approved += 1
+        self._rate_note(now_ns)
         self.open_orders[it.client_order_id] = _Open(iid, it.side, it.px, it.qty, it.strategy_id)
         self._add_open(iid, it.side, it.qty)
         return [
@@ -284,19 +501,38 @@ class RiskGate:
         assert ins is not None
         reason = ""
         value = limit = 0.0
-        if self.state == TradingState.HALTED:
+        if self.trading.state == TradingState.HALTED:
             reason, value, limit = "trading halted", self.state, TradingState.ACTIVE
+        elif self.stopping:
+            reason = "engine stopping"
+        elif self.guard.halted[o.instrument_id]:
+            reason = f"instrument halted: {self.guard.reason[o.instrument_id]}"
         elif it.new_qty <= 0:
             reason, value = "qty must be > 0", it.new_qty
         elif it.new_px <= 0:
             reason, value = "price must be > 0", it.new_px
+        elif not self._rate_ok(now_ns):
+            reason, value, limit = (
+                "max orders per second",
+                lim.max_orders_per_s + 1,
+                lim.max_orders_per_s,
+            )
         else:
             notional = ins.notional(it.new_px, it.new_qty)
-            worst = self._worst(o.instrument_id, o.side, it.new_qty - o.leaves)
             if notional > lim.max_order_notional:
                 reason, value, limit = "max order notional", notional, lim.max_order_notional
-            elif it.new_qty > o.leaves and worst > lim.max_position_lots:
-                reason, value, limit = "max position", worst, lim.max_position_lots
+            else:
+                bad = self._order_checks(
+                    o.instrument_id,
+                    o.side,
+                    it.new_qty - o.leaves,
+                    it.new_px,
+                    it.new_px,
+                    True,
+                    False,
+                )
+                if bad is not None:
+                    reason, value, limit = bad
         if reason:
             out = self._reject(it, reason, value, limit, now_ns, notify_strategy=False)
             out.append(
@@ -316,6 +552,7 @@ class RiskGate:
             o.leaves += extra
             o.reserved += extra
         self.approved += 1
+        self._rate_note(now_ns)
         return [
             ReplaceOrder(
                 client_order_id=it.client_order_id,
@@ -330,12 +567,12 @@ class RiskGate:
 
     # --- state from the outside --------------------------------------------------------------
     def on_exec_event(self, ev: object) -> None:
-        """Track positions and open orders from execution events (fills of unknown orders still
-        move the position: the venue's fill is the truth)."""
+        """Track positions, cash and open orders from execution events (fills of unknown
+        orders still move the position: the venue's fill is the truth)."""
         if isinstance(ev, OrderPartiallyFilled):  # and OrderFilled
             iid = ev.instrument_id
             if 0 <= iid < self._n:
-                self.position[iid] += ev.side * ev.fill_qty
+                self._on_fill(iid, int(ev.side), int(ev.fill_qty), int(ev.fill_px), float(ev.fee))
             o = self.open_orders.get(ev.client_order_id)
             if o is not None:
                 filled = min(ev.fill_qty, o.leaves)
@@ -362,10 +599,53 @@ class RiskGate:
         elif isinstance(ev, OrderAccepted):
             pass  # already counted as open since approval
 
+    def _on_fill(self, iid: int, side: int, qty: int, px: int, fee: float) -> None:
+        """Position, average entry, cash, equity and exposures after one fill: O(n + T)."""
+        mult = float(self.mult[iid])
+        pos = int(self.position[iid])
+        new = pos + side * qty
+        avg = float(self.avg_px[iid])
+        if new == 0:
+            avg = 0.0
+        elif pos == 0 or (pos > 0) != (new > 0):
+            avg = float(px)  # opened, or flipped through zero: the rest is at this price
+        elif abs(new) > abs(pos):
+            avg = (avg * abs(pos) + px * qty) / abs(new)
+        self.avg_px[iid] = avg
+        self.position[iid] = new
+        self.signs[iid] = 1.0 if new > 0 else (-1.0 if new < 0 else 0.0)
+        self.cash -= side * qty * px * mult + fee
+        mark = float(self.marks[iid]) or float(px)
+        self.marks[iid] = mark
+        self.equity += side * qty * (mark - px) * mult - fee
+        d = side * qty * mark * mult
+        s = int(self.sector_of[iid])
+        old = float(self.exposure[iid])
+        self.exposure[iid] = old + d
+        self.sector_gross[s] += abs(old + d) - abs(old)
+        self.stats.add_exposure(iid, d)
+
     def _close(self, coid: int) -> None:
         o = self.open_orders.pop(coid, None)
         if o is not None and o.leaves > 0:
             self._add_open(o.instrument_id, o.side, -o.leaves)
+        if o is not None and o.strategy_id == 0 and self._protect.get(o.instrument_id) == coid:
+            del self._protect[o.instrument_id]
+
+    def seed_positions(self, rows: Iterable[tuple[int, int, float, float, float]]) -> None:
+        """After a restart of the risk process: positions from exec's positions table, as
+        (instrument_id, position, avg_px ticks, realized, fees). Cash is rebuilt so that equity
+        = capital + realized − fees + unrealized, what the portfolio reports."""
+        for iid, pos, avg, realized, fees in rows:
+            if not 0 <= iid < self._n or self._ins[iid] is None:
+                continue
+            self.position[iid] = int(pos)
+            self.avg_px[iid] = float(avg)
+            self.signs[iid] = float(np.sign(pos))
+            self.cash += (
+                float(realized) - float(fees) - int(pos) * float(avg) * float(self.mult[iid])
+            )
+        self._refresh_exposure()
 
     def on_market_data(self, msg: object) -> None:
         """Track reference prices for valuing market orders and exposure."""
@@ -397,38 +677,229 @@ class RiskGate:
             return (b + a) / 2.0
         return float(self.last[instrument_id])
 
+    def mids(self) -> np.ndarray:
+        """Every instrument's mark (ticks; 0 where nothing is known), vectorised."""
+        both = (self.bid > 0) & (self.ask > 0)
+        return np.where(both, (self.bid + self.ask) / 2.0, self.last.astype(np.float64))
+
+    def _refresh_exposure(self) -> None:
+        m = self.mids()
+        self.marks = np.where(m > 0, m, self.marks)
+        self.exposure = self.position * self.marks * self.mult
+        self.equity = float(self.limits.capital + self.cash + self.exposure.sum())
+        self.sector_gross = np.bincount(
+            self.sector_of, weights=np.abs(self.exposure), minlength=self.sector_gross.shape[0]
+        ).astype(np.float64)
+        self.stats.set_exposure(self.exposure)
+
+    # --- real-time controls -------------------------------------------------------------------
+    def set_returns(self, returns: np.ndarray) -> None:
+        """A new window of returns (T × n by instrument id) for VaR and correlation."""
+        self.stats.set_returns(returns)
+
+    def on_prices(self, now_ns: int, wall_ns: int = 0) -> list[RiskOutput]:
+        """Off the order path, every few ms: marks, equity and exposures from the latest prices
+        (``on_market_data`` or the top-of-book table), then the breakers, stop loss / take
+        profit and flash-move halts. Returns what must be sent or recorded."""
+        self._refresh_exposure()
+        out: list[RiskOutput] = []
+        out += self.guard.on_prices(self.marks, now_ns)
+        out += self._breakers(now_ns, wall_ns)
+        if self.limits.stop_loss_pct > 0 or self.limits.take_profit_pct > 0:
+            out += self._protective(now_ns)
+        return out
+
+    def on_status(self, msg: ExchangeStatus, now_ns: int) -> list[RiskOutput]:
+        """A venue's status for an instrument (or the whole venue)."""
+        return list(self.guard.on_status(msg, now_ns))
+
+    def new_day(self) -> None:
+        """Start a new trading day: the daily P&L is measured from the equity now."""
+        self.day_start_equity = self.equity
+
+    def _breakers(self, now_ns: int, wall_ns: int) -> list[RiskOutput]:
+        lim = self.limits
+        eq = self.equity
+        if eq > self.peak_equity:
+            self.peak_equity = eq
+        out: list[RiskOutput] = []
+        base = self.day_start_equity
+        if base > 0 and (lim.daily_loss_halt_pct > 0 or lim.daily_loss_reduce_pct > 0):
+            loss = (base - eq) / base * 100.0
+            for pct, st in (
+                (lim.daily_loss_halt_pct, TradingState.HALTED),
+                (lim.daily_loss_reduce_pct, TradingState.REDUCING),
+            ):
+                if pct > 0 and loss >= pct:
+                    out += self._escalate(
+                        st,
+                        f"daily loss {loss:.3f}% >= {pct:g}%",
+                        "daily_loss",
+                        now_ns,
+                        wall_ns,
+                        loss,
+                        pct,
+                    )
+                    break
+        peak = self.peak_equity
+        if peak > 0 and (lim.drawdown_halt_pct > 0 or lim.drawdown_reduce_pct > 0):
+            dd = (peak - eq) / peak * 100.0
+            for pct, st in (
+                (lim.drawdown_halt_pct, TradingState.HALTED),
+                (lim.drawdown_reduce_pct, TradingState.REDUCING),
+            ):
+                if pct > 0 and dd >= pct:
+                    out += self._escalate(
+                        st, f"drawdown {dd:.3f}% >= {pct:g}%", "drawdown", now_ns, wall_ns, dd, pct
+                    )
+                    break
+        return out
+
+    def _escalate(
+        self,
+        state: int,
+        reason: str,
+        source: str,
+        now_ns: int,
+        wall_ns: int,
+        value: float,
+        limit: float,
+    ) -> list[RiskOutput]:
+        ch = self.trading.escalate(state, reason, source, now_ns, wall_ns, value, limit)
+        if ch is None:
+            return []
+        out: list[RiskOutput] = [
+            RiskEvent(
+                int(RiskEventKind.LIMIT_BREACH), -1, 0, reason, value, limit, now_ns, int(state)
+            ),
+            ch,
+        ]
+        if state == TradingState.HALTED:
+            out += self.cancel_all(now_ns)
+        else:  # REDUCING: pull the orders that would add to a position
+            out += self._cancel_increasing(now_ns)
+        return out
+
+    def _cancel_increasing(self, now_ns: int) -> list[RiskOutput]:
+        out: list[RiskOutput] = []
+        for coid, o in self.open_orders.items():
+            pos = int(self.position[o.instrument_id])
+            if o.strategy_id != 0 and (pos == 0 or (pos > 0) == (o.side > 0)):
+                out.append(CancelOrder(coid, o.strategy_id, o.instrument_id, now_ns, now_ns))
+        return out
+
+    def _protective(self, now_ns: int) -> list[RiskOutput]:
+        """Stop loss / take profit versus the average entry price: a market IOC closing the
+        position (after canceling the instrument's other open orders)."""
+        lim = self.limits
+        pos = self.position
+        avg = self.avg_px
+        mk = self.marks
+        live = (pos != 0) & (avg > 0) & (mk > 0) & ~self.guard.halted
+        if not live.any():
+            return []
+        move = np.zeros_like(mk)
+        np.divide(mk - avg, avg, out=move, where=live)
+        pnl_pct = move * np.sign(pos) * 100.0  # favourable move, percent of entry
+        hit = np.zeros_like(live)
+        if lim.stop_loss_pct > 0:
+            hit |= live & (pnl_pct <= -lim.stop_loss_pct)
+        if lim.take_profit_pct > 0:
+            hit |= live & (pnl_pct >= lim.take_profit_pct)
+        out: list[RiskOutput] = []
+        for i in np.flatnonzero(hit).tolist():
+            if i in self._protect:
+                continue  # one protective order at a time per instrument
+            stop = bool(pnl_pct[i] < 0)
+            kind = "stop loss" if stop else "take profit"
+            lim_pct = -lim.stop_loss_pct if stop else lim.take_profit_pct
+            out.append(
+                RiskEvent(
+                    int(RiskEventKind.LIMIT_BREACH),
+                    i,
+                    0,
+                    kind,
+                    float(pnl_pct[i]),
+                    lim_pct,
+                    now_ns,
+                    int(self.state),
+                )
+            )
+            for coid, o in self.open_orders.items():
+                if o.instrument_id == i:
+                    out.append(CancelOrder(coid, o.strategy_id, i, now_ns, now_ns))
+            out.append(self._own_close(i, now_ns))
+            self._protect[i] = out[-1].client_order_id  # type: ignore[union-attr]
+        return out
+
+    def _own_close(self, iid: int, now_ns: int) -> NewOrder:
+        """A market IOC order of risk's own (strategy 0) closing instrument ``iid``'s position."""
+        pos = int(self.position[iid])
+        self._own_counter += 1
+        coid = self._own_counter  # strategy_id 0 << 32 | counter
+        side = int(Side.SELL if pos > 0 else Side.BUY)
+        self.open_orders[coid] = _Open(iid, side, 0, abs(pos), 0)
+        self._add_open(iid, side, abs(pos))
+        return NewOrder(
+            client_order_id=coid,
+            strategy_id=0,
+            instrument_id=iid,
+            side=side,
+            order_type=int(OrderType.MARKET),
+            tif=int(TimeInForce.IOC),
+            px=0,
+            qty=abs(pos),
+            ts_origin=now_ns,
+            ts_approved=now_ns,
+        )
+
     # --- controls ----------------------------------------------------------------------------
-    def on_control(self, ctl: Control) -> list[RiskOutput]:
+    def on_control(self, ctl: Control, wall_ns: int = 0) -> list[RiskOutput]:
         """Kill switch and friends; ``ctl.ts`` is the time of the command."""
         now = ctl.ts
         cmd = ctl.command
         out: list[RiskOutput] = []
-        if cmd in (ControlCommand.KILL, ControlCommand.FLATTEN, ControlCommand.STOP):
-            self.state = TradingState.HALTED
-            kind = (
-                RiskEventKind.STATE_CHANGE
-                if cmd == ControlCommand.STOP
-                else RiskEventKind.KILL_SWITCH
-            )
+        if cmd in (ControlCommand.KILL, ControlCommand.FLATTEN):
+            reason = ctl.arg or ControlCommand(cmd).name.lower()
+            ch = self.trading.escalate(TradingState.HALTED, reason, "operator", now, wall_ns)
             out.append(
                 RiskEvent(
-                    kind=int(kind),
+                    kind=int(RiskEventKind.KILL_SWITCH),
                     instrument_id=-1,
                     client_order_id=0,
-                    reason=ctl.arg or ControlCommand(cmd).name.lower(),
+                    reason=reason,
                     value=float(len(self.open_orders)),
                     limit=0.0,
                     ts=now,
                     state=int(self.state),
                 )
             )
+            if ch is not None:
+                out.append(ch)
             out += self.cancel_all(now)
             if cmd == ControlCommand.FLATTEN:
                 out += self._flatten(now)
+        elif cmd == ControlCommand.STOP:
+            self.stopping = True
+            out.append(
+                RiskEvent(
+                    int(RiskEventKind.STATE_CHANGE),
+                    -1,
+                    0,
+                    ctl.arg or "stop",
+                    float(len(self.open_orders)),
+                    0.0,
+                    now,
+                    int(self.state),
+                )
+            )
+            out += self.cancel_all(now)
         elif cmd == ControlCommand.CANCEL_ALL:
             out += self.cancel_all(now)
         elif cmd == ControlCommand.RESUME:
-            self.state = TradingState.ACTIVE
+            ch = self.trading.resume(ctl.arg or "resume", "operator", now, wall_ns)
+            # re-arm the breakers from here: the operator has seen the loss and chosen to go on
+            self.day_start_equity = self.peak_equity = self.equity
             out.append(
                 RiskEvent(
                     kind=int(RiskEventKind.RESUMED),
@@ -441,6 +912,8 @@ class RiskGate:
                     state=int(self.state),
                 )
             )
+            if ch is not None:
+                out.append(ch)
         return out
 
     def cancel_all(self, now_ns: int) -> list[RiskOutput]:
@@ -460,26 +933,25 @@ class RiskGate:
         """Market orders closing every filled position (risk's own order ids, strategy 0)."""
         out: list[RiskOutput] = []
         for iid in range(self._n):
-            pos = int(self.position[iid])
-            if pos == 0 or self._ins[iid] is None:
+            if int(self.position[iid]) == 0 or self._ins[iid] is None:
                 continue
-            self._own_counter += 1
-            coid = self._own_counter  # strategy_id 0 << 32 | counter
-            side = int(Side.SELL if pos > 0 else Side.BUY)
-            self.open_orders[coid] = _Open(iid, side, 0, abs(pos), 0)
-            self._add_open(iid, side, abs(pos))
-            out.append(
-                NewOrder(
-                    client_order_id=coid,
-                    strategy_id=0,
-                    instrument_id=iid,
-                    side=side,
-                    order_type=int(OrderType.MARKET),
-                    tif=int(TimeInForce.IOC),
-                    px=0,
-                    qty=abs(pos),
-                    ts_origin=now_ns,
-                    ts_approved=now_ns,
-                )
-            )
+            out.append(self._own_close(iid, now_ns))
         return out
+
+    # --- persistence (the process stores it) ---------------------------------------------------
+    def persistent_state(self) -> dict[str, Any]:
+        """What must outlive the risk process: the trading state and the breakers' baselines."""
+        snap = self.trading.snapshot()
+        snap["day_start_equity"] = self.day_start_equity
+        snap["peak_equity"] = self.peak_equity
+        snap["instrument_halts"] = {str(k): v for k, v in self.guard.snapshot().items()}
+        return snap
+
+    def restore_state(self, snap: dict[str, Any]) -> None:
+        """Put back ``persistent_state()`` (ValueError if it is not one). Instrument halts are
+        not restored: the venue re-announces its status, and flash moves are re-measured."""
+        self.trading.restore(snap)
+        for key in ("day_start_equity", "peak_equity"):
+            v = snap.get(key)
+            if isinstance(v, int | float) and math.isfinite(v) and v > 0:
+                setattr(self, key, float(v))

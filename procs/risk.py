@@ -2,42 +2,127 @@
 
 Every intent from the strategies passes ``engine.risk.RiskGate``: approved ones go to exec on the
 ``orders`` ring, rejected ones come back to the strategy (``OrderRejected``) and to the record
-(``RiskEvent``) on the ``risk`` ring. Execution events keep its positions and open orders exact;
-market data keeps its marks. The kill switch arrives as a ``Control`` (``gekko kill``).
+(``RiskEvent``) on the ``risk`` ring. Execution events keep its positions, cash and open orders
+exact; the feed's top-of-book table gives it prices — before each batch of intents for the
+instruments concerned, and every ``refresh_interval_ms`` for all of them (marks, equity, the
+circuit breakers, stop loss / take profit, flash-move halts). Mids sampled every
+``returns_interval_s`` become the returns window behind VaR and correlation. The kill switch
+arrives as a ``Control`` (``gekko kill``); venue halts as ``ExchangeStatus`` among the execution
+events.
+
+The trading state outlives this process: every change is written, atomically (a temporary file,
+fsync, rename), to the state file (``[risk] state_file``, default
+``<var_dir>/risk-state-<engine id>.json``) and published on the ``risk`` ring as a
+``TradingStateChanged``. A restarted risk process (the supervisor restarts crashed workers)
+reads it back before it reports ready — a halted engine stays halted until ``gekko resume`` — and
+rebuilds positions and cash from exec's positions table.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from engine.messages import (
     CancelOrder,
     Control,
     ControlCommand,
+    ExchangeStatus,
+    InstrumentHalted,
+    InstrumentResumed,
     NewOrder,
+    OrderRejected,
     Quote,
     ReplaceOrder,
+    RiskEvent,
+    RiskEventKind,
     Trade,
+    TradingState,
+    TradingStateChanged,
 )
 from procs.build import build_limits
-from procs.runtime import STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
+from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
 from procs.warmup import warm_risk
 from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.risk")
 
+SAVE_EVERY_NS = 5_000_000_000  # the breakers' baselines (peak equity) move with the market
+
+
+# --- the state file -------------------------------------------------------------------------
+
+
+def state_path(cfg: Any) -> Path:
+    """Where the trading state lives between runs of the risk process."""
+    if cfg.risk.state_file:
+        return Path(cfg.risk.state_file)
+    return Path(cfg.engine.var_dir) / f"risk-state-{cfg.engine.id}.json"
+
+
+def save_state(path: Path, snap: dict[str, Any]) -> None:
+    """Write atomically: a reader (or a restart after a crash mid-write) sees the old file or
+    the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(snap, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    """The saved state, or None when there is none; a corrupt file is logged and treated as a
+    HALTED state (unknown is not safe to trade on)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.error("risk: cannot read the state file %s (%s): starting HALTED", path, exc)
+        return {"state": "HALTED", "reason": f"unreadable state file: {exc}", "source": "restore"}
+    try:
+        snap = json.loads(text)
+        if not isinstance(snap, dict) or str(snap.get("state")) not in TradingState.__members__:
+            raise ValueError("no valid 'state'")
+        return snap
+    except ValueError as exc:
+        log.error("risk: corrupt state file %s (%s): starting HALTED", path, exc)
+        return {"state": "HALTED", "reason": f"corrupt state file: {exc}", "source": "restore"}
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+# --- the process ---------------------------------------------------------------------------
+
 
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     from engine.risk import RiskGate
+    from engine.risk_stats import ReturnSampler
 
     w = Worker("risk", cfg, engine_id, incarnation)
-    gate = RiskGate(build_limits(cfg), cfg.instrument_table())
+    rc = cfg.risk
+    # risk's own orders (stops, flatten) are numbered in a fresh block per incarnation
+    gate = RiskGate(
+        build_limits(cfg), cfg.instrument_table(), own_id_base=(incarnation & 0xFF) << 24
+    )
     intents = w.consume("intents")
     events = w.consume("events")
     tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
+    positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
     rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
+    ids = np.array([i.instrument_id for i in cfg.instruments], dtype=np.int64)
     control = w.consume("control")
     orders = w.produce("orders")
     replies = w.produce("risk")
@@ -47,8 +132,23 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     c_rej = w.metrics.counter_index("rejected")
     c_ev = w.metrics.counter_index("events_in")
     h_lat = w.metrics.hist("tick_to_approval_ns")
+    path = state_path(cfg)
+    day = _today()
+    dirty = False
 
-    def route(out: list[Any]) -> None:
+    def save() -> None:
+        nonlocal dirty
+        snap = gate.persistent_state()
+        snap["day"] = day
+        snap["engine_id"] = engine_id
+        try:
+            save_state(path, snap)
+            dirty = False
+        except OSError as exc:  # a full disk must not stop the gate: log, retry on the next change
+            log.error("risk: cannot write the state file %s: %s", path, exc)
+
+    def route(out: Any) -> None:
+        nonlocal dirty
         for o in out:
             if isinstance(o, NewOrder | CancelOrder | ReplaceOrder):
                 orders.publish(o)
@@ -57,14 +157,110 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                     h_lat.record(time.monotonic_ns() - o.ts_origin)
             else:
                 replies.publish(o)
-                if type(o).__name__ == "OrderRejected":
+                if isinstance(o, OrderRejected):
                     w.metrics.inc_i(c_rej)
+                elif isinstance(o, TradingStateChanged):
+                    dirty = True
+                    w.metrics.inc("state_changes")
+                    log.warning(
+                        "risk: trading state %s -> %s (%s: %s)",
+                        TradingState(o.prev_state).name,
+                        TradingState(o.state).name,
+                        o.source,
+                        o.reason,
+                    )
+                elif isinstance(o, InstrumentHalted | InstrumentResumed):
+                    w.metrics.inc(
+                        "instrument_halts"
+                        if isinstance(o, InstrumentHalted)
+                        else "instrument_resumes"
+                    )
+                    log.warning(
+                        "risk: instrument %d %s: %s", o.instrument_id, type(o).__name__, o.reason
+                    )
+                elif (
+                    isinstance(o, RiskEvent)
+                    and o.kind == RiskEventKind.LIMIT_BREACH
+                    and o.instrument_id >= 0
+                ):
+                    w.metrics.inc("protective_orders")
+        if dirty:
+            save()
 
-    if cfg.risk.start_halted:
-        route(gate.on_control(Control(int(ControlCommand.KILL), time.monotonic_ns(), "start_halted")))
+    def read_prices(iids: Any) -> None:
+        for iid in iids:
+            k = rows.get(int(iid))
+            if k is None:
+                continue
+            _, bid, bid_qty, ask, ask_qty, last, ts = tob.read_tuple(k)
+            gate.on_market_data(Quote(int(iid), bid, bid_qty, ask, ask_qty, 0, ts))
+            if last > 0:
+                gate.on_market_data(Trade(int(iid), last, 1, 0, 0, ts))
+
+    # --- restore what outlives this process ------------------------------------------------
+    with contextlib.suppress(Exception):  # exec may not have written anything yet
+        seed = [
+            (
+                int(r["instrument_id"]),
+                int(r["position"]),
+                float(r["avg_px"]),
+                float(r["realized"]),
+                float(r["fees"]),
+            )
+            for r in positions.read_all()
+            if int(r["position"]) != 0 or float(r["realized"]) != 0.0 or float(r["fees"]) != 0.0
+        ]
+        if seed:
+            read_prices(ids)
+            gate.seed_positions(seed)
+            log.info("risk: positions restored from exec's table: %s", {s[0]: s[1] for s in seed})
+    snap = load_state(path)
+    if snap is not None:
+        try:
+            gate.restore_state(snap)
+        except ValueError as exc:
+            log.error("risk: %s: starting HALTED", exc)
+            gate.restore_state({"state": "HALTED", "reason": str(exc), "source": "restore"})
+        if gate.state != TradingState.ACTIVE:
+            now = time.monotonic_ns()
+            route(
+                [
+                    TradingStateChanged(
+                        int(gate.state),
+                        int(TradingState.ACTIVE),
+                        f"restored: {gate.trading.reason}",
+                        "restore",
+                        now,
+                        time.time_ns(),
+                    )
+                ]
+            )
+            log.warning(
+                "risk: trading state %s restored from %s", TradingState(gate.state).name, path
+            )
+        if snap.get("day") != day:
+            gate.new_day()
+    if rc.start_halted and gate.state != TradingState.HALTED:
+        route(
+            gate.on_control(
+                Control(int(ControlCommand.KILL), time.monotonic_ns(), "start_halted"),
+                time.time_ns(),
+            )
+        )
+    save()
+
+    sampler = ReturnSampler(len(gate.position), rc.returns_window)
+    refresh_ns = int(rc.refresh_interval_ms * 1e6)
+    returns_ns = int(rc.returns_interval_s * 1e9)
+    next_refresh = next_sample = time.monotonic_ns()
+    next_save = next_refresh + SAVE_EVERY_NS
+    idle_s = min(cfg.supervisor.heartbeat_interval_s, rc.refresh_interval_ms / 1000.0)
+
     warm_risk(cfg)  # before READY: first calls compile and build caches
     w.beat(STATE_READY)
-    log.info("risk ready (%s, wait=%s)", w.pinning, w.wait.kind)
+    log.info(
+        "risk ready (%s, wait=%s, state %s)", w.pinning, w.wait.kind, TradingState(gate.state).name
+    )
     stopping = False
     try:
         while True:
@@ -73,37 +269,70 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                     continue
                 if ctl.command == ControlCommand.STOP:
                     stopping = True  # finish what the strategy still sends (its cancels)
-                elif ctl.command in (ControlCommand.KILL, ControlCommand.FLATTEN, ControlCommand.RESUME,
-                                     ControlCommand.CANCEL_ALL):
+                elif ctl.command in (
+                    ControlCommand.KILL,
+                    ControlCommand.FLATTEN,
+                    ControlCommand.RESUME,
+                    ControlCommand.CANCEL_ALL,
+                ):
                     log.warning("risk: control %s (%s)", ControlCommand(ctl.command).name, ctl.arg)
                     if ctl.command in (ControlCommand.KILL, ControlCommand.FLATTEN):
                         w.metrics.inc("kills")
-                    route(gate.on_control(ctl))
+                    if ctl.command in (ControlCommand.FLATTEN, ControlCommand.RESUME):
+                        read_prices(ids)  # flatten values at, and resume re-arms from, fresh marks
+                        gate.on_prices(time.monotonic_ns(), time.time_ns())
+                    route(gate.on_control(ctl, time.time_ns()))
+                    if ctl.command == ControlCommand.RESUME:
+                        save()  # the re-armed baselines
             busy = False
             for ev in events.poll_batch(256):
                 busy = True
                 w.metrics.inc_i(c_ev)
-                gate.on_exec_event(ev)
+                if isinstance(ev, ExchangeStatus):
+                    route(gate.on_status(ev, time.monotonic_ns()))
+                else:
+                    gate.on_exec_event(ev)
             batch = intents.poll_batch(256)
             if batch:  # the latest prices of the instruments concerned, before judging them
-                for iid in {it.instrument_id for it in batch}:
-                    if iid in rows:
-                        _, bid, bid_qty, ask, ask_qty, last, ts = tob.read_tuple(rows[iid])
-                        gate.on_market_data(Quote(iid, bid, bid_qty, ask, ask_qty, 0, ts))
-                        if last > 0:
-                            gate.on_market_data(Trade(iid, last, 1, 0, 0, ts))
+                read_prices({it.instrument_id for it in batch})
             for it in batch:
                 busy = True
                 w.metrics.inc_i(c_in)
                 w.processed += 1
                 route(gate.on_intent(it, time.monotonic_ns()))
+            now = time.monotonic_ns()
+            if now >= next_refresh:  # off the order path: every instrument's price, the controls
+                next_refresh = now + refresh_ns
+                read_prices(ids)
+                route(gate.on_prices(now, time.time_ns()))
+                if now >= next_sample:
+                    next_sample = now + returns_ns
+                    if sampler.sample(gate.mids()):
+                        gate.set_returns(sampler.matrix())
+                if now >= next_save:
+                    next_save = now + SAVE_EVERY_NS
+                    today = _today()
+                    if today != day:
+                        day = today
+                        gate.new_day()
+                        log.info(
+                            "risk: new trading day %s: daily P&L from equity %.2f", day, gate.equity
+                        )
+                    save()
             w.beat()
             # (the liveness check reads /proc: only once stopping, never on the hot path)
-            if stopping and not busy and not intents.has_data() and (intents.ring.closed or not _alive(intents)):
+            if (
+                stopping
+                and not busy
+                and not intents.has_data()
+                and (intents.ring.closed or not _alive(intents))
+            ):
                 break
             if not busy:
-                waiter.wait_any(cfg.supervisor.heartbeat_interval_s)
+                waiter.wait_any(idle_s)
     finally:
+        with contextlib.suppress(Exception):
+            save()
         w.beat(STATE_STOPPING)
         waiter.close()
         w.close()

@@ -167,7 +167,8 @@ POSITION_DTYPE = np.dtype(
 COUNTERS: dict[str, list[str]] = {
     "feed": ["md_out", "md_rejected", "book_crossed", "book_gaps"],
     "strategy": ["md_in", "intents_out", "events_in", "strategy_errors"],
-    "risk": ["intents_in", "approved", "rejected", "events_in", "kills"],
+    "risk": ["intents_in", "approved", "rejected", "events_in", "kills", "state_changes", "instrument_halts",
+             "instrument_resumes", "protective_orders"],
     "exec": ["orders_in", "new_orders", "events_out", "fills", "venue_rejects", "anomalies", "md_in"],
     "infer": ["md_in", "md_missed", "bars", "runs", "forecasts_out", "model_swaps", "model_rejects",
               "drift_events", "infer_errors"],

@@ -49,6 +49,13 @@ def warm_risk(cfg: Any) -> None:
         gate.on_intent(
             IntentNew(k, 1, iid, int(Side.BUY), int(OrderType.LIMIT), int(TimeInForce.IOC), 100, 1, 0, 0), k
         )
+    # the periodic refresh and the VaR / correlation / flash-move kernels (numba)
+    import numpy as np
+
+    gate.on_prices(10**9)
+    gate.set_returns(np.random.default_rng(0).normal(0, 0.01, (max(gate.stats.min_obs, 3), len(gate.position))))
+    gate.stats.hist_var(iid, 1.0)
+    gate.stats.max_corr(iid, 1.0, gate.signs)
 
 
 def warm_exec(cfg: Any) -> None:
