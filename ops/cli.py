@@ -2,7 +2,8 @@
 
 - ``gekko run [--config PATH] [--duration S] [--until-feed-done]`` — the whole engine, supervised.
 - ``gekko backtest [--config PATH] [--events N]`` — the same components inline, simulated clock.
-- ``gekko kill`` / ``gekko resume`` — the kill switch of a running engine (signals its supervisor).
+- ``gekko kill [--flatten]`` / ``gekko resume`` — the kill switch of a running engine (signals its
+  supervisor); ``gekko status`` — the trading state risk recorded, and why.
 - ``gekko train`` / ``gekko eval`` / ``gekko export`` / ``gekko models list`` — forecasting models
   (``ops/model_cmds.py``).
 
@@ -70,6 +71,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         build_market(cfg),
         max_ticks=events,
         exec_policy=build_exec_policy(cfg),
+        **cfg.portfolio.backtest_kwargs(),
     )
     t = time.perf_counter()
     summary = rt.run()
@@ -99,6 +101,9 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
     for k in ("realized", "unrealized", "fees", "equity"):
         if k in pf:
             lines.append(f"  {k}: {pf[k]:.2f}")
+    from ops.report import format_analytics
+
+    lines += format_analytics(s.get("analytics") or {}, s.get("pnl_by_strategy") or {}, cfg)
     wall = s.get("wall_ns_per_tick") or {}
     if isinstance(wall, dict) and wall:
         lines.append(
@@ -122,10 +127,67 @@ def _signal_engine(args: argparse.Namespace, sig: int, what: str) -> int:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
+    if getattr(args, "flatten", False):  # the supervisor reads this flag when the signal arrives
+        cfg = _load(args.config)
+        flag = Path(cfg.engine.var_dir) / f"gekko-{cfg.engine.id}.flatten"
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.write_text("flatten\n")
+        rc = _signal_engine(args, signal.SIGUSR1, "kill switch (flatten)")
+        if rc != 0:
+            flag.unlink(missing_ok=True)
+        return rc
     return _signal_engine(args, signal.SIGUSR1, "kill switch")
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """The trading state as risk last recorded it (running or not), and whether the engine runs."""
+    import datetime as dt
+
+    from procs.risk import load_state, state_path
+
+    cfg = _load(args.config)
+    path = state_path(cfg)
+    snap = load_state(path)
+    pidfile = Path(cfg.engine.var_dir) / f"gekko-{cfg.engine.id}.pid"
+    running = False
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        running = True
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        pass
+    if args.json:
+        print(json.dumps({"engine": cfg.engine.id, "running": running, "risk": snap, "state_file": str(path)}))
+        return 0
+    print(f"engine {cfg.engine.id!r}: {'running' if running else 'not running'}")
+    if snap is None:
+        print(f"trading state: ACTIVE (no state recorded yet in {path})")
+        return 0
+    since = int(snap.get("since_wall_ns") or 0)
+    when = dt.datetime.fromtimestamp(since / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if since else "start"
+    print(f"trading state: {snap.get('state')} since {when} ({snap.get('source')}: {snap.get('reason')})")
+    for iid, why in (snap.get("instrument_halts") or {}).items():
+        print(f"  instrument {iid} halted: {why}")
+    return 0
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    pidfile = Path(cfg.engine.var_dir) / f"gekko-{cfg.engine.id}.pid"
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        # not running: clear the recorded halt so the next `gekko run` starts ACTIVE
+        from procs.risk import load_state, save_state, state_path
+
+        path = state_path(cfg)
+        snap = load_state(path)
+        if snap is not None and snap.get("state") != "ACTIVE":
+            snap.update(state="ACTIVE", reason="gekko resume (engine not running)", source="operator",
+                        since_ns=0, since_wall_ns=time.time_ns())
+            save_state(path, snap)
+            print(f"gekko: engine {cfg.engine.id!r} is not running; its recorded trading state is now ACTIVE")
+            return 0
     return _signal_engine(args, signal.SIGUSR2, "resume")
 
 
@@ -149,7 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=cmd_backtest)
 
     kill = with_config(sub.add_parser("kill", help="engage the kill switch of a running engine"))
+    kill.add_argument("--flatten", action="store_true", help="also close every position with market orders")
     kill.set_defaults(func=cmd_kill)
+    status = with_config(sub.add_parser("status", help="trading state (ACTIVE / REDUCING / HALTED) and why"))
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
     resume = with_config(sub.add_parser("resume", help="resume trading after a kill"))
     resume.set_defaults(func=cmd_resume)
 

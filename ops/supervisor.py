@@ -94,6 +94,11 @@ class Supervisor:
         self.workers = {n: WorkerHandle(n) for n in enabled_workers(cfg)}
         self.topology = topology(cfg)
         self.redis_server: Any = None  # the embedded Redis this run started (ops.store.redis_store)
+        # PostgreSQL: the embedded server this run started (ops.store.pg) and the DSN workers get;
+        # run_id keys every stored trading row of this run (and the venue's own record)
+        self.pg_server: Any = None
+        self.pg_dsn = ""
+        self.run_id = time.time_ns()
         self.remote: list[Any] = []  # messages from other engines (the bridge's "remote" ring)
         self.c_remote: Any = None
         self.rings: dict[str, Ring] = {}
@@ -108,6 +113,13 @@ class Supervisor:
             self._stop_reason = signal.Signals(signum).name
 
     def _on_kill_signal(self, signum: int, frame: object) -> None:
+        # `gekko kill --flatten` leaves a flag file beside the pid file before it signals
+        flag = self.var / f"gekko-{self.engine_id}.flatten"
+        if flag.exists():
+            with contextlib.suppress(OSError):
+                flag.unlink()
+            self._pending_controls.append((int(ControlCommand.FLATTEN), "gekko kill --flatten"))
+            return
         self._pending_controls.append((int(ControlCommand.KILL), "gekko kill"))
 
     def _on_resume_signal(self, signum: int, frame: object) -> None:
@@ -183,7 +195,9 @@ class Supervisor:
             "--incarnation",
             str(h.incarnation),
         ]
-        env = dict(os.environ, GEKKO_SUPERVISOR_PID=str(os.getpid()))
+        env = dict(os.environ, GEKKO_SUPERVISOR_PID=str(os.getpid()), GEKKO_RUN_ID=str(self.run_id))
+        if self.pg_dsn:
+            env["GEKKO_PG_DSN"] = self.pg_dsn
         h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         h.started_at = time.monotonic()
         log.info("started %s (pid %d, incarnation %d)", h.name, h.proc.pid, h.incarnation)
@@ -306,6 +320,7 @@ class Supervisor:
 
                 self.c_remote = self.rings["remote"].consumer("supervisor", decoder=REMOTE_DECODER)
             self._start_redis()
+            self._start_postgres()
             for h in self.workers.values():
                 self._start(h)
             self._wait_ready()
@@ -322,6 +337,7 @@ class Supervisor:
             self._write_outputs()
             self._remove_regions()
             self._stop_redis()
+            self._stop_postgres()
             with contextlib.suppress(FileNotFoundError):
                 pidfile.unlink()
             for s, h in old.items():
@@ -340,6 +356,7 @@ class Supervisor:
                 log.warning("control: %s (%s)", ControlCommand(cmd).name, arg)
                 self._send_control(cmd, arg)
             self._watch()
+            self.record.maybe_sample(self.positions)  # equity curve for the run's analytics
             now = time.monotonic()
             if self.duration_s is not None and now - t0 >= self.duration_s:
                 self._stop_reason = f"--duration {self.duration_s:g}s reached"
@@ -383,6 +400,40 @@ class Supervisor:
 
         if needs_redis(self.cfg) and self.cfg.storage.redis.mode == "embedded":
             self.redis_server = start_embedded(self.cfg)
+
+    def _start_postgres(self) -> None:
+        """Start the embedded PostgreSQL (or check the DSN's), apply migrations, before any worker.
+
+        A database given by DSN that does not answer is not fatal: the recorder journals until it
+        does. An embedded one that cannot start is (its data directory is ours to fix).
+        """
+        from ops.store.pg import EmbeddedPostgres, PgSettings, connect
+        from ops.store.migrate import migrate
+
+        settings = PgSettings.from_config(self.cfg)
+        if not settings.enabled:
+            return
+        if settings.mode == "embedded":
+            self.pg_server = EmbeddedPostgres(settings.data_dir)
+            self.pg_dsn = self.pg_server.start()
+            log.info("embedded PostgreSQL running under %s", settings.data_dir)
+        else:
+            self.pg_dsn = settings.mode
+        try:
+            with connect(self.pg_dsn, settings) as conn:
+                conn.autocommit = True
+                done = migrate(conn)
+            if done:
+                log.info("database migrated: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in done))
+        except Exception as exc:
+            if self.pg_server is not None:
+                raise
+            log.error("PostgreSQL at the configured DSN is unreachable (%s): the recorder journals until it is back", exc)
+    def _stop_postgres(self) -> None:
+        if self.pg_server is not None:
+            with contextlib.suppress(Exception):
+                self.pg_server.stop()
+            self.pg_server = None
 
     def _stop_redis(self) -> None:
         if self.redis_server is not None:
