@@ -72,7 +72,10 @@ DAY_NS = 86_400 * 1_000_000_000
 VENUE_WIDE = -1
 #: mids kept per instrument for the price-gap check (looked up by an order's ts_origin)
 MID_HISTORY = 256
-#: exec's own client order ids (algo children, retries) live below 2**32: strategy id 0
+#: exec's own client order ids (algo children, retries) use a strategy id no strategy has
+#: (``strategy_id << 32 | counter`` is the id scheme; config allows strategy ids 1..255), and a
+#: block of 2**24 ids per exec incarnation below it
+EXEC_STRATEGY_ID = (1 << 31) - 1
 EXEC_BLOCK_BITS = 24
 
 
@@ -150,7 +153,7 @@ class ExecEngine:
         self._retry_seq = 0
         self._expiries: list[tuple[int, int]] = []  # emulated DAY/GTD orders: (expire_ns, coid)
         self._mids: dict[int, tuple[deque[int], deque[int]]] = {}  # iid -> (ts, mid)
-        self._next_id = self.policy.id_block << EXEC_BLOCK_BITS
+        self._next_id = EXEC_STRATEGY_ID << 32 | self.policy.id_block << EXEC_BLOCK_BITS
         self._id_limit = self._next_id + (1 << EXEC_BLOCK_BITS) - 1
         self._anomalies: list[OrderAnomaly] = []
         self.table.on_anomaly = self._anomalies.append
@@ -536,9 +539,9 @@ class ExecEngine:
         self._filter(self.venue.on_market_data(msg, now_ns), now_ns, out)
         if tp is Quote:
             self._note_mid(msg)  # type: ignore[arg-type]
-        if len(self.emulator):
-            for trig in self.emulator.on_market_data(msg, getattr(msg, "ts_recv", now_ns)):
-                self._fire(trig, now_ns, out)
+        # always: the emulator keeps the last prices a new trailing stop starts from
+        for trig in self.emulator.on_market_data(msg, getattr(msg, "ts_recv", now_ns)):
+            self._fire(trig, now_ns, out)
         if self.algo is not None:
             self._algo_out(self.algo.on_market_data(msg, now_ns), now_ns, out)
         if self._anomalies:
