@@ -74,7 +74,7 @@ class BarAggregator:
 
     # --- closing -----------------------------------------------------------------------------
     def due(self, ts_ns: int) -> int:
-        """Time bars: how many bars close before an event at ``ts_ns`` (call ``close`` that often)."""
+        """Time bars: how many bars close before an event at ``ts_ns`` (call ``close_bar`` that often)."""
         if self.bar_ns <= 0:
             return 0
         if self.start_ns < 0:
@@ -87,7 +87,7 @@ class BarAggregator:
         return max(0, int(n))
 
     def tick(self, ts_ns: int) -> bool:
-        """Tick bars: count one event; True when the bar is complete (then call ``close``)."""
+        """Tick bars: count one event; True when the bar is complete (then call ``close_bar``)."""
         if self.every_n_ticks <= 0:
             return False
         if self.start_ns < 0:
@@ -95,7 +95,7 @@ class BarAggregator:
         self._ticks += 1
         return self._ticks >= self.every_n_ticks
 
-    def close(self, end_ns: int | None = None) -> None:
+    def close_bar(self, end_ns: int | None = None) -> None:
         """Finish the current bar into ``open/high/low/close/volume/valid`` and start the next."""
         start = max(self.start_ns, 0)
         end = start + self.bar_ns if self.bar_ns > 0 else (end_ns if end_ns is not None else start)
@@ -113,3 +113,7 @@ class BarAggregator:
         self._v[:] = 0.0
         self._ticks = 0
         self.start_ns = end if self.bar_ns > 0 else -1
+
+    #: ``BarAggregator.close(agg)`` still works for callers written before the method was renamed
+    #: (on an instance, ``close`` is the array of close prices)
+    close = close_bar  # type: ignore[assignment]

@@ -138,7 +138,7 @@ class InferEngine:
             )
             bar_s = DEFAULT_BAR_SECONDS
         if inf.bar_seconds and model.bar_seconds and inf.bar_seconds != model.bar_seconds:
-            log.warning(
+            log.info(
                 "inference: bars of %g s ([inference] bar_seconds) but model %s was trained on "
                 "%g s bars: its forecasts are for a different horizon than it learned",
                 inf.bar_seconds,
@@ -167,7 +167,7 @@ class InferEngine:
         origin = getattr(msg, "ts_recv", 0) if ts_recv is None else ts_recv
         out: list[Any] = []
         for _ in range(bars.due(ts)):
-            bars.close()
+            bars.close_bar()
             self._on_close(origin, out)
         slot = self.slot_of.get(msg.instrument_id)
         if slot is not None:
@@ -176,7 +176,7 @@ class InferEngine:
             elif isinstance(msg, Trade):
                 bars.on_trade(slot, msg.qty)
         if bars.tick(ts):
-            bars.close(ts)
+            bars.close_bar(ts)
             self._on_close(origin, out)
         return out
 
@@ -337,6 +337,19 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     finally:
         w.beat(STATE_STOPPING)
         w.metrics.set("md_missed", md.missed)
+        c = eng.counts
+        log.info(
+            "infer: %d bars, %d model runs, %d forecasts, %d swaps, %d refused models, %d drift "
+            "events, %d errors, %d market-data messages missed",
+            c["bars"],
+            c["runs"],
+            c["forecasts_out"],
+            c["model_swaps"],
+            c["model_rejects"],
+            c["drift_events"],
+            c["infer_errors"],
+            md.missed,
+        )
         waiter.close()
         w.close()
     return 0

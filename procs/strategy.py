@@ -12,9 +12,9 @@ import logging
 import time
 from typing import Any
 
-from engine.messages import Control, ControlCommand, OrderRejected
+from engine.messages import Control, ControlCommand, Forecast, OrderRejected
 from procs.build import build_strategy_host
-from procs.runtime import STATE_READY, STATE_STOPPING, Worker
+from procs.runtime import STATE_READY, STATE_STOPPING, Worker, worker_enabled
 from procs.warmup import warm_strategy
 
 log = logging.getLogger("gekko.strategy")
@@ -34,7 +34,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     risk = w.consume("risk")
     control = w.consume("control")
     intents = w.produce("intents")
-    waiter = w.waiter(md, events, risk, control)
+    # model forecasts (procs/infer.py), when the engine runs the infer worker
+    forecasts = w.consume("forecasts") if worker_enabled(cfg, "infer") else None
+    waiter = w.waiter(md, events, risk, control, *([forecasts] if forecasts is not None else []))
     c_md = w.metrics.counter_index("md_in")
     c_int = w.metrics.counter_index("intents_out")
     c_ev = w.metrics.counter_index("events_in")
@@ -76,6 +78,16 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                     if out:
                         intents.publish_batch(out)
                         w.metrics.inc_i(c_int, len(out))
+            if forecasts is not None:
+                for f in forecasts.poll_batch(256):
+                    busy = True
+                    if isinstance(f, Forecast):
+                        out = host.on_forecast(f, time.monotonic_ns())
+                        if out:
+                            intents.publish_batch(out)
+                            w.metrics.inc_i(c_int, len(out))
+                    else:  # model swaps, rejections, drift: the infer process logged them
+                        log.debug("strategy: %s", f)
             for msg in md.poll_batch(256):
                 busy = True
                 w.metrics.inc_i(c_md)

@@ -28,11 +28,12 @@ def build_onnx(
     scale: float = 1.0,
     bias: float = 0.0,
     batch: str | int = "batch",
+    band: float = 0.02,
 ) -> bytes:
     w = numpy_helper.from_array(np.full(horizon, scale, dtype=np.float32), "w")
     b = numpy_helper.from_array(np.array([bias], dtype=np.float32), "b")
     offs = numpy_helper.from_array(
-        np.array([(q - 0.5) * 0.02 for q in quantiles], dtype=np.float32), "offs"
+        np.array([(q - 0.5) * band for q in quantiles], dtype=np.float32), "offs"
     )
     starts = numpy_helper.from_array(np.array([0], dtype=np.int64), "starts")
     ends = numpy_helper.from_array(np.array([1], dtype=np.int64), "ends")
@@ -76,13 +77,14 @@ def write_model(
     scale: float = 1.0,
     bias: float = 0.0,
     batch: str | int = "batch",
+    band: float = 0.02,
     bar_seconds: int = 1,
     created: str | None = None,
 ) -> Path:
     """A model directory (model.onnx + meta.json) following the model contract."""
     d.mkdir(parents=True, exist_ok=True)
     blob = build_onnx(
-        input_size, onnx_features or len(features), horizon, quantiles, scale, bias, batch
+        input_size, onnx_features or len(features), horizon, quantiles, scale, bias, batch, band
     )
     (d / "model.onnx").write_bytes(blob)
     meta = {
