@@ -13,7 +13,8 @@ quantity and the table's positions stay exact). Every anomaly is counted by kind
 ``anomalies`` and recorded as an ``OrderAnomaly`` message (``anomaly_log``, and ``on_anomaly``
 if set: the exec engine publishes them), which carries what reconciliation with the venue needs
 (fill id, price, quantity). Kinds: ``fill_unknown_order``, ``duplicate_fill``,
-``fill_after_terminal``, ``overfill``, ``bad_fill``, ``event_unknown_order``,
+``fill_after_terminal``, ``overfill``, ``bad_fill``, ``fill_mismatch`` (side or instrument not
+the order's), ``event_unknown_order``,
 ``event_after_terminal``, ``duplicate_ack``, ``illegal_transition``, ``unknown_event``.
 
 A cancel or replace the venue cannot do is answered with an ``OrderRejected`` whose reason starts
@@ -388,6 +389,11 @@ class OrderTable:
         q = ev.fill_qty
         if q <= 0 or ev.fill_px < 0:
             return self._anomaly("bad_fill", ev, r, f"qty {q} px {ev.fill_px}")
+        o = r.order
+        if ev.side != o.side or ev.instrument_id != o.instrument_id:
+            return self._anomaly(
+                "fill_mismatch", ev, r, f"side/instrument {ev.side}/{ev.instrument_id}"
+            )
         cum = r.cum_qty + q
         if cum > r.qty:
             return self._anomaly("overfill", ev, r, f"cum {cum} > qty {r.qty}")
@@ -403,8 +409,8 @@ class OrderTable:
         r.updated_ns = ev.ts_recv
         if ev.venue_order_id:
             r.venue_order_id = ev.venue_order_id
-        iid = r.order.instrument_id
-        self.positions[iid] = self.positions.get(iid, 0) + r.order.side * q
+        iid = o.instrument_id
+        self.positions[iid] = self.positions.get(iid, 0) + o.side * q
         if t in _TERMINAL:
             self._close(r, t)  # FILLED (the venue may end it short of qty: nothing is open)
         else:
