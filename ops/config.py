@@ -276,7 +276,7 @@ class PortfolioSection(msgspec.Struct, **_STRICT):
     fx_rates: dict[str, float] = {}  # currency -> value in base_currency (1.0 when absent)
     lot_method: str = "fifo"  # fifo | lifo | hifo
     benchmark: str = ""  # an [[instruments]] symbol ("" = none: no beta / excess return)
-    equity_interval_s: float = 1.0  # equity-curve sampling period (simulated time in backtests)
+    equity_interval_s: float = 0.1  # equity-curve sampling period (simulated time in backtests)
     risk_free_rate: float = 0.0  # annual
     var_level: float = 0.95
     wash_sale_days: float = 30.0

@@ -11,6 +11,7 @@ import math
 import time
 from typing import Any
 
+from engine.analytics import YEAR_NS, summarize
 from engine.messages import (
     CancelOrder,
     NewOrder,
@@ -21,6 +22,7 @@ from engine.messages import (
     ReplaceOrder,
     RiskEvent,
 )
+from engine.portfolio import Portfolio
 from shm.metrics import MetricsRegion, merge_snapshots
 from shm.seqlock import SeqlockTable
 
@@ -47,6 +49,43 @@ class RunRecord:
         self.t0 = time.monotonic()
         self._last_ticks = 0
         self._last_t = self.t0
+        # the account as the record sees it: every order and fill, marked from exec's positions
+        # table; its equity curve (sampled every [portfolio] equity_interval_s) gives analytics
+        pcfg = getattr(cfg, "portfolio", None)
+        self.portfolio = Portfolio(
+            cfg.instrument_table(),
+            **(pcfg.portfolio_kwargs() if pcfg is not None else {}),
+            benchmark=self._benchmark_id(pcfg),
+        )
+        self.sample_interval_ns = int((pcfg.equity_interval_s if pcfg is not None else 1.0) * 1e9)
+        self._next_sample_ns = 0
+
+    def _benchmark_id(self, pcfg: Any) -> int | None:
+        sym = getattr(pcfg, "benchmark", "") if pcfg is not None else ""
+        return next((iid for iid, s in self.symbols.items() if s == sym), None) if sym else None
+
+    def maybe_sample(self, positions: SeqlockTable | None, force: bool = False) -> None:
+        """Mark the record's portfolio from the positions table and add an equity-curve point,
+        when one is due (cheap to call often: it reads the table only then)."""
+        now = time.monotonic_ns()
+        if positions is None or (not force and now < self._next_sample_ns):
+            return
+        self._next_sample_ns = now + self.sample_interval_ns
+        for row in positions.read_all():
+            self.portfolio.mark(int(row["instrument_id"]), int(row["mark_px"]))
+        self.portfolio.sample(now)
+
+    def analytics(self) -> dict[str, Any]:
+        pcfg = getattr(self.cfg, "portfolio", None)
+        ts, eq, bench = self.portfolio.equity_curve()
+        return summarize(
+            ts,
+            eq,
+            bench if self.portfolio.benchmark is not None else None,
+            risk_free=pcfg.risk_free_rate if pcfg is not None else 0.0,
+            var_level=pcfg.var_level if pcfg is not None else 0.95,
+            periods_per_year=YEAR_NS / self.sample_interval_ns,
+        )
 
     def start(self) -> None:
         self.t0 = self._last_t = time.monotonic()
@@ -56,6 +95,7 @@ class RunRecord:
 
     def on_order(self, msg: Any) -> None:
         self.orders.append(msg)
+        self.portfolio.on_order(msg)
         if isinstance(msg, NewOrder):
             self.new_orders += 1
         elif isinstance(msg, CancelOrder):
@@ -64,6 +104,7 @@ class RunRecord:
             self.replaces += 1
 
     def on_event(self, msg: Any) -> None:
+        self.portfolio.on_event(msg)
         if isinstance(msg, OrderPartiallyFilled):  # OrderFilled is a subclass
             self.fills.append(msg)
             self.fill_position[msg.instrument_id] = self.fill_position.get(msg.instrument_id, 0) + msg.side * msg.fill_qty
@@ -89,6 +130,7 @@ class RunRecord:
 
     def summary(self, metrics: dict[str, MetricsRegion], positions: SeqlockTable | None) -> dict[str, Any]:
         counters = {w: m.counters() for w, m in metrics.items()}
+        self.maybe_sample(positions, force=True)  # the closing point of the equity curve
         table = positions.read_all() if positions is not None else []
         per: dict[str, Any] = {}
         for row in table:
@@ -138,6 +180,9 @@ class RunRecord:
             "latency_stages": stages,
             "restarts": self.restarts,
             "counters": counters,
+            "portfolio": self.portfolio.summary(),
+            "pnl_by_strategy": self.portfolio.strategy_pnl(),
+            "analytics": self.analytics(),
         }
 
 
@@ -193,5 +238,42 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
         )
     if s.get("restarts"):
         lines.append(f"  restarts: {', '.join(r['worker'] + ' (' + r['reason'] + ')' for r in s['restarts'])}")
+    lines += format_analytics(s.get("analytics") or {}, s.get("pnl_by_strategy") or {}, cfg)
     lines.append(f"  positions consistent with fills: {'yes' if s.get('consistent') else 'NO'}")
     return "\n".join(lines)
+
+
+def _fig(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v * 100:.2f}%" if pct else f"{v:.2f}"
+
+
+def format_analytics(a: dict[str, Any], by_strategy: dict[Any, Any], cfg: Any = None) -> list[str]:
+    """Report lines: the equity-curve analytics and the P&L attributed to each strategy."""
+    lines: list[str] = []
+    if a.get("points"):
+        lines.append(
+            f"  performance ({a['points']} equity points): return {_fig(a.get('total_return'), True)}  "
+            f"Sharpe {_fig(a.get('sharpe'))}  Sortino {_fig(a.get('sortino'))}  "
+            f"max DD {_fig(a.get('max_drawdown'), True)}  Calmar {_fig(a.get('calmar'))}  "
+            f"VaR/ES {a.get('var_level', 0.95):.0%} {_fig(a.get('var'), True)}/{_fig(a.get('expected_shortfall'), True)}"
+        )
+        if a.get("beta") is not None or a.get("excess_total_return") is not None:
+            bench = getattr(getattr(cfg, "portfolio", None), "benchmark", "") or "benchmark"
+            lines.append(
+                f"  vs {bench}: beta {_fig(a.get('beta'))}  alpha {_fig(a.get('alpha'), True)}  "
+                f"excess return {_fig(a.get('excess_return'), True)} annualised, "
+                f"{_fig(a.get('excess_total_return'), True)} over the run  "
+                f"information ratio {_fig(a.get('information_ratio'))}"
+            )
+    names: dict[int, str] = {}
+    for k, st in enumerate(getattr(cfg, "strategies", None) or []):
+        names[st.id or k + 1] = st.name or st.path.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+    for sid, v in sorted(by_strategy.items(), key=lambda kv: int(kv[0])):
+        name = names.get(int(sid), f"strategy {sid}")
+        lines.append(
+            f"  P&L {name:<16} net {v['net']:>+11.2f}  realized {v['realized']:>+11.2f}  "
+            f"unrealized {v['unrealized']:>+11.2f}  fees {v['fees']:>9.2f}  fills {int(v['fills'])}"
+        )
+    return lines
