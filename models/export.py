@@ -79,7 +79,10 @@ def parity(
         x = random_inputs(model, b, input_size)
         with torch.no_grad():
             tp, tq = model(torch.from_numpy(x))
-        op, oq = sess.run(["point", "quantiles"], {"x": x})
+        try:
+            op, oq = sess.run(["point", "quantiles"], {"x": x})
+        except Exception as exc:  # onnxruntime raises its own types; all mean "broken graph"
+            raise ExportError(f"batch {b}: onnxruntime failed: {exc}") from exc
         if op.shape != tuple(tp.shape) or oq.shape != tuple(tq.shape):
             raise ExportError(
                 f"batch {b}: ONNX shapes {op.shape}, {oq.shape} != torch "
@@ -120,10 +123,13 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".onnx.tmp")
     tmp.write_bytes(data)
-    worst = parity(model, tmp, input_size)
-    if not worst <= atol:
-        tmp.unlink()
-        raise ExportError(f"onnxruntime differs from torch by {worst:.3g} (> {atol})")
+    try:
+        worst = parity(model, tmp, input_size)
+        if not worst <= atol:
+            raise ExportError(f"onnxruntime differs from torch by {worst:.3g} (> {atol})")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return worst
 

@@ -157,6 +157,25 @@ def _data_name(args: argparse.Namespace) -> str:
     return args.source
 
 
+def _canonical_command(args: argparse.Namespace) -> str:
+    """The full ``gekko train`` command with EVERY option spelled out (defaults included), so
+    it reproduces the model even after a default changes."""
+    skip = {"func", "command", "no_progress", "out", "root", "name", "version"}
+    if args.source != "synthetic":
+        skip |= {"config", "sim_seconds"}
+    parts = ["gekko", "train"]
+    for key, value in vars(args).items():
+        if key in skip:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                parts.append(flag)
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     try:
         cfg = _train_config(args)
@@ -230,7 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=name,
         data_sha256=data_sha256(series),
         metrics=metrics,
-        command="gekko " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None,
+        command=_canonical_command(args),
         checkpoint=not args.no_checkpoint,
     )
     print(
