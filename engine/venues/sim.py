@@ -45,9 +45,12 @@ position and no larger; while it rests, its fills are capped at what is left of 
 from __future__ import annotations
 
 import heapq
+import os
+import struct
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -78,7 +81,31 @@ from engine.messages import (
 )
 from engine.venues.base import VenueEvent
 
-__all__ = ["SimExchange"]
+__all__ = ["SimExchange", "prune_records"]
+
+_REC_HDR = struct.Struct("<I")
+_RecordFrame = (
+    NewOrder
+    | OrderAccepted
+    | OrderRejected
+    | OrderPartiallyFilled
+    | OrderFilled
+    | OrderCanceled
+    | OrderExpired
+    | OrderReplaced
+)
+
+
+def prune_records(directory: str | os.PathLike[str], keep: str | os.PathLike[str] | None = None) -> int:
+    """Remove the simulated venue's record files in ``directory`` but ``keep``: each run starts a
+    fresh simulated exchange session (a restarted exec within the run reloads its own file)."""
+    d = Path(directory)
+    n = 0
+    for p in d.glob("*.venue"):
+        if keep is None or p.resolve() != Path(keep).resolve():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
 
 DAY_NS = 86_400 * 1_000_000_000
 
@@ -179,6 +206,7 @@ class SimExchange:
         fill_on_decrease: bool | None = None,
         session_close_ns: int = DAY_NS,
         max_levels: int = 256,
+        record_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if latency_ns < 0 or jitter_ns < 0 or response_latency_ns < 0:
             raise ValueError("latencies must be >= 0")
@@ -213,6 +241,13 @@ class SimExchange:
         self._next_prio = 0
         self._next_vid = 0
         self._next_fill = 0
+        #: the venue's own durable record (see ``_load_record``): None = memory only
+        self._record_fd: int | None = None
+        self._rec_buf: list[bytes] = []
+        self._rec_enc = msgspec.msgpack.Encoder()
+        self.reloaded_orders = 0
+        if record_path is not None:
+            self._load_record(Path(record_path))
 
     @staticmethod
     def _instrument_specs(
@@ -289,6 +324,22 @@ class SimExchange:
                     out.append(msgspec.structs.replace(o.order, px=o.px, qty=o.leaves))
         return out
 
+    def fills_since(self, fill_id: int = 0) -> list[OrderPartiallyFilled]:
+        """Every fill the venue made after ``fill_id`` (venue fill ids increase), in order."""
+        fills = self.fills
+        lo, hi = 0, len(fills)
+        while lo < hi:  # ids are increasing: binary search for the first newer one
+            mid = (lo + hi) // 2
+            if fills[mid].fill_id <= fill_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        return fills[lo:]
+
+    def knows_order(self, client_order_id: int) -> bool:
+        """Whether this client order id ever reached the venue (accepted or refused)."""
+        return client_order_id in self._seen_ids
+
     def positions(self) -> dict[int, int]:
         """Net position in lots per instrument that has traded."""
         return dict(self._positions)
@@ -298,10 +349,129 @@ class SimExchange:
         """The market book the venue matches against."""
         return self._insts[instrument_id].book
 
+    def takeable(
+        self, instrument_id: int, side: int, max_levels: int = 64
+    ) -> list[tuple[int, int]]:
+        """(px, qty) levels an order of ``side`` could take now, best first, net of what our own
+        earlier takers consumed: what a smart router (``engine.routing``) plans a split on."""
+        inst = self._insts.get(instrument_id)
+        if inst is None or side not in (Side.BUY, Side.SELL):
+            return []
+        out: list[tuple[int, int]] = []
+        for i in range(max_levels):
+            px, qty = inst.book.level(-side, i)
+            if qty == 0:
+                break
+            left = qty - inst.consumed.get((-side, px), 0)
+            if left > 0:
+                out.append((px, left))
+        return out
+
     def queue_ahead(self, client_order_id: int) -> int | None:
         """Market size ahead of a resting order at its price (None if not resting)."""
         o = self._orders.get(client_order_id)
         return o.ahead if o is not None and o.is_open else None
+
+    # --- the venue's own record ---------------------------------------------------------------
+    # A real venue survives our crash: its resting orders, fills and positions are still there
+    # when exec comes back and asks (``open_orders``, ``fills_since``, ``positions``). The
+    # simulated one lives inside the exec process, so it keeps an append-only file of what it
+    # did — every order it accepted (the NewOrder, then its events) and every event it
+    # emitted — written at the end of each call (before its events are handed out), and a new
+    # SimExchange on the same file replays it. Requests still travelling to the venue when exec
+    # died are lost, like packets on a dropped connection. Queue positions restart at the front.
+
+    def _flush_record(self) -> None:
+        data = b"".join(_REC_HDR.pack(len(f)) + f for f in self._rec_buf)
+        self._rec_buf.clear()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._record_fd, view) :]  # type: ignore[arg-type]
+
+    def _load_record(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        good = 0
+        if path.exists():
+            good = self._replay_record(path.read_bytes())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.ftruncate(fd, good)  # a torn last frame (killed mid-write) is cut off
+        os.lseek(fd, good, os.SEEK_SET)
+        self._record_fd = fd
+
+    def _replay_record(self, data: bytes) -> int:
+        """Rebuild orders, fills, positions and counters; returns the bytes of whole frames."""
+        dec = msgspec.msgpack.Decoder(_RecordFrame)
+        pending: dict[int, NewOrder] = {}
+        pos = 0
+        while pos + _REC_HDR.size <= len(data):
+            (n,) = _REC_HDR.unpack_from(data, pos)
+            end = pos + _REC_HDR.size + n
+            if end > len(data):
+                break
+            try:
+                ev = dec.decode(data[pos + _REC_HDR.size : end])
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                break
+            pos = end
+            self._replay_one(ev, pending)
+        for rec in self._orders.values():
+            if rec.is_open:
+                inst = self._insts.get(rec.order.instrument_id)
+                if inst is not None:
+                    self._rest(inst, rec)
+                    if rec.expire_ns:
+                        heapq.heappush(self._expiries, (rec.expire_ns, rec.prio, rec.order.client_order_id))
+                    self.reloaded_orders += 1
+        return pos
+
+    def _replay_one(self, ev: Any, pending: dict[int, NewOrder]) -> None:
+        t = type(ev)
+        coid = ev.client_order_id
+        self._clock = max(self._clock, getattr(ev, "ts_event", 0))
+        if t is NewOrder:
+            pending[coid] = ev
+            self._seen_ids.add(coid)
+            return
+        rec = self._orders.get(coid)
+        if t is OrderAccepted:
+            o = pending.pop(coid, None)
+            if o is None:
+                return
+            px = 0 if o.order_type == OrderType.MARKET else o.px
+            rec = _Order(o, ev.venue_order_id, o.side, px, o.qty, leaves=o.qty, is_open=True)
+            if o.tif == TimeInForce.GTD:
+                rec.expire_ns = o.expire_ns
+            elif o.tif == TimeInForce.DAY:
+                day_start = ev.ts_event - ev.ts_event % DAY_NS
+                exp = day_start + self.session_close_ns
+                rec.expire_ns = exp if exp > ev.ts_event else exp + DAY_NS
+            self._orders[coid] = rec
+            self._next_vid = max(self._next_vid, ev.venue_order_id)
+        elif t is OrderRejected:
+            if not ev.reason.startswith(("cancel rejected:", "replace rejected:")):
+                self._seen_ids.add(coid)
+        elif t is OrderPartiallyFilled or t is OrderFilled:
+            self.fills.append(ev)
+            self._next_fill = max(self._next_fill, ev.fill_id)
+            iid = ev.instrument_id
+            self._positions[iid] = self._positions.get(iid, 0) + ev.side * ev.fill_qty
+            if rec is not None:
+                rec.cum += ev.fill_qty
+                rec.leaves = ev.leaves_qty
+                if rec.leaves <= 0:
+                    rec.is_open = False
+        elif rec is not None and (t is OrderCanceled or t is OrderExpired):
+            rec.is_open = False
+        elif rec is not None and t is OrderReplaced:
+            rec.px, rec.leaves, rec.qty = ev.px, ev.qty, rec.cum + ev.qty
+
+    def close_record(self) -> None:
+        """Flush and close the venue's record file (a later SimExchange can reload it)."""
+        if self._record_fd is not None:
+            if self._rec_buf:
+                self._flush_record()
+            os.close(self._record_fd)
+            self._record_fd = None
 
     # --- time ----------------------------------------------------------------------------------
     def _send(self, msg: object, now_ns: int) -> None:
@@ -338,10 +508,14 @@ class SimExchange:
                 return
 
     def _emit(self, ev: object, t: int) -> None:
+        if self._record_fd is not None:
+            self._rec_buf.append(self._rec_enc.encode(ev))
         self._next_out += 1
         heapq.heappush(self._outbox, (t + self.response_latency_ns, self._next_out, ev))
 
     def _drain(self, now_ns: int) -> list[VenueEvent]:
+        if self._rec_buf:
+            self._flush_record()
         out: list[VenueEvent] = []
         box = self._outbox
         while box and box[0][0] <= now_ns:
@@ -416,6 +590,8 @@ class SimExchange:
         self._next_vid += 1
         rec = _Order(o, self._next_vid, o.side, px, o.qty, leaves=o.qty)
         self._orders[o.client_order_id] = rec
+        if self._record_fd is not None:
+            self._rec_buf.append(self._rec_enc.encode(o))  # the order itself, before its ack
         self._emit(
             OrderAccepted(
                 o.client_order_id,

@@ -1,0 +1,549 @@
+"""Smart order routing: one Venue made of several named venues.
+
+``SmartRouter`` implements the Venue protocol (``engine.venues.base``), so the exec engine stays a
+one-venue engine while orders are spread over several venues:
+
+- **Marketable orders** (market orders, and limit orders that cross some venue's book) are split
+  by the best *effective* price after taker fees, walking every venue's visible book: each lot
+  is bought where ``px * (1 + taker_bps / 1e4)`` is lowest (sold where ``px * (1 - taker_bps /
+  1e4)`` is highest). Within one venue that per-lot cost only worsens level by level, so taking
+  the cheapest lots first across all venues (``plan_take``) is the optimal split — the tests
+  check it against a brute force over every split.
+- **Resting quantity** (what is left of a limit order once the marketable part is planned, or a
+  post-only order) goes to the one venue with the best expected fill: first the price relative
+  to that venue's touch (joining or improving the best level beats sitting behind it), then the
+  smallest queue ahead at our price, then the lowest maker fee (the biggest rebate).
+- FOK keeps its all-or-nothing meaning: it is split only when the visible books can fill all of
+  it, otherwise it goes whole to one venue (which kills it).
+
+Each venue gets at most one leg of an order, under the order's own ``client_order_id`` (venues
+have separate id spaces, so nothing needs renaming). The legs' events are merged back onto the
+original order: one ``OrderAccepted``; fills with the order's ``cum_qty`` / ``leaves_qty``
+(``cum + leaves = qty`` on every fill), ``fill_id`` numbered by the router (each venue numbers its
+own fills from 1) and the router's ``venue_order_id``; and one terminal event once every leg has
+closed — ``OrderFilled`` when filled, ``OrderRejected`` when every leg was rejected before any
+acceptance, otherwise ``OrderCanceled`` / ``OrderExpired`` with the quantity that never filled.
+A cancel goes to every open leg; a replace only to an order working at a single venue (moving
+quantity between venues is a cancel and a new order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from engine.messages import (
+    CancelOrder,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderFlag,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderReplaced,
+    OrderType,
+    ReplaceOrder,
+    Side,
+    TimeInForce,
+)
+from engine.venues.base import Venue, VenueEvent
+
+__all__ = ["SmartRouter", "VenueQuote", "plan_take", "take_cost"]
+
+_REQUEST_REJECT = ("cancel rejected:", "replace rejected:")
+
+
+@dataclass(frozen=True, slots=True)
+class VenueQuote:
+    """One venue's takeable liquidity for one order: levels best first, and its taker fee."""
+
+    name: str
+    levels: Sequence[tuple[int, int]]
+    taker_fee_bps: float
+
+
+def _unit(px: int, side: int, bps: float) -> float:
+    """Cost per lot in ticks (buy: paid incl. fee; sell: minus the proceeds, so lower is better)."""
+    return px * (1.0 + bps / 1e4) if side == Side.BUY else -px * (1.0 - bps / 1e4)
+
+
+def take_cost(levels: Sequence[tuple[int, int]], side: int, bps: float, qty: int) -> float:
+    """What taking ``qty`` lots by walking ``levels`` costs (``_unit`` convention)."""
+    cost = 0.0
+    left = qty
+    for px, q in levels:
+        if left <= 0:
+            break
+        n = min(q, left)
+        cost += n * _unit(px, side, bps)
+        left -= n
+    if left > 0:
+        raise ValueError(f"only {qty - left} of {qty} lots available")
+    return cost
+
+
+def plan_take(
+    quotes: Sequence[VenueQuote], side: int, qty: int, limit_px: int = 0
+) -> dict[str, int]:
+    """The cheapest split of ``qty`` lots over the venues' levels (``limit_px`` 0 = no limit).
+
+    Greedy by per-lot effective price, ties to the earlier venue: optimal because each lot's cost
+    depends only on its own level and a venue's levels get worse further down its book.
+    Returns lots per venue (only venues with a take); may sum to less than ``qty``.
+    """
+    cands: list[tuple[float, int, int, int]] = []  # (unit cost, venue idx, level idx, qty)
+    for vi, vq in enumerate(quotes):
+        for li, (px, q) in enumerate(vq.levels):
+            if q <= 0:
+                continue
+            if limit_px and (px > limit_px if side == Side.BUY else px < limit_px):
+                break
+            cands.append((_unit(px, side, vq.taker_fee_bps), vi, li, q))
+    cands.sort()
+    out: dict[str, int] = {}
+    left = qty
+    for _, vi, _, q in cands:
+        if left <= 0:
+            break
+        n = min(q, left)
+        name = quotes[vi].name
+        out[name] = out.get(name, 0) + n
+        left -= n
+    return out
+
+
+@dataclass(slots=True, eq=False)
+class _Leg:
+    venue: str
+    qty: int
+    leaves: int
+    cum: int = 0
+    is_open: bool = True
+    accepted: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Routed:
+    order: NewOrder
+    qty: int  # total quantity (follows replaces)
+    px: int
+    venue_order_id: int
+    legs: dict[str, _Leg] = field(default_factory=dict)
+    cum: int = 0
+    accepted: bool = False
+    closed: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    def open_legs(self) -> list[_Leg]:
+        return [leg for leg in self.legs.values() if leg.is_open]
+
+
+class SmartRouter:
+    """A Venue over several named venues (see the module docstring).
+
+    ``venues`` maps a name to a venue, or is a sequence of venues named by their ``name``.
+    Fees come from each venue's ``maker_fee_bps`` / ``taker_fee_bps`` attributes unless ``fees``
+    gives ``name -> (maker_bps, taker_bps)``. The visible book of a venue is read through its
+    ``takeable(instrument_id, side)`` (``SimExchange``) or ``book(instrument_id)``; a venue with
+    neither only receives resting orders when it is the only choice.
+    """
+
+    def __init__(
+        self,
+        venues: Mapping[str, Venue] | Sequence[Venue],
+        *,
+        name: str = "smart",
+        fees: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
+        if isinstance(venues, Mapping):
+            items = list(venues.items())
+        else:
+            items = [(getattr(v, "name", f"venue{k}"), v) for k, v in enumerate(venues)]
+        if not items:
+            raise ValueError("SmartRouter needs at least one venue")
+        names = [n for n, _ in items]
+        if len(set(names)) != len(names):
+            raise ValueError(f"venue names must be unique, got {names}")
+        self.name = name
+        self.venues: dict[str, Venue] = dict(items)
+        self.fees: dict[str, tuple[float, float]] = {}
+        for n, v in items:
+            if fees is not None and n in fees:
+                maker, taker = fees[n]
+            else:
+                maker = float(getattr(v, "maker_fee_bps", 0.0))
+                taker = float(getattr(v, "taker_fee_bps", 0.0))
+            self.fees[n] = (float(maker), float(taker))
+        self._orders: dict[int, _Routed] = {}
+        self._next_vid = 0
+        self._next_fill = 0
+        #: orders routed, and legs sent per venue (for the status line / tests)
+        self.routed = 0
+        self.legs_sent: dict[str, int] = {n: 0 for n in names}
+        #: venue events that matched no routed order or leg (forwarded untouched)
+        self.unmatched_events = 0
+        #: every merged fill, in order (router fill ids increase): the router's own record
+        self.fills: list[OrderPartiallyFilled] = []
+
+    # --- the Venue interface ------------------------------------------------------------------
+    def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
+        coid = order.client_order_id
+        if coid in self._orders:
+            return [
+                OrderRejected(
+                    coid,
+                    order.instrument_id,
+                    f"duplicate client_order_id {coid}",
+                    order.ts_origin,
+                    now_ns,
+                    now_ns,
+                )
+            ]
+        self._next_vid += 1
+        rec = _Routed(order, order.qty, order.px, self._next_vid)
+        self._orders[coid] = rec
+        self.routed += 1
+        plan = self.plan(order) if order.qty > 0 else {next(iter(self.venues)): order.qty}
+        pairs: list[tuple[str, object]] = []
+        for vname, q in plan.items():
+            rec.legs[vname] = _Leg(vname, q, q)
+            self.legs_sent[vname] += 1
+            leg_order = order if q == order.qty else msgspec.structs.replace(order, qty=q)
+            pairs += self._tag(vname, self.venues[vname].submit(leg_order, now_ns))
+        return self._merge(pairs, now_ns)
+
+    def cancel(self, cancel: CancelOrder, now_ns: int) -> list[VenueEvent]:
+        rec = self._orders.get(cancel.client_order_id)
+        legs = rec.open_legs() if rec is not None and not rec.closed else []
+        if not legs:
+            why = "unknown client_order_id" if rec is None else "order is no longer open"
+            return [self._request_reject(cancel, f"cancel rejected: {why}", now_ns)]
+        pairs: list[tuple[str, object]] = []
+        for leg in legs:
+            pairs += self._tag(leg.venue, self.venues[leg.venue].cancel(cancel, now_ns))
+        return self._merge(pairs, now_ns)
+
+    def replace(self, replace: ReplaceOrder, now_ns: int) -> list[VenueEvent]:
+        rec = self._orders.get(replace.client_order_id)
+        legs = rec.open_legs() if rec is not None and not rec.closed else []
+        if len(legs) != 1:
+            if rec is None:
+                why = "unknown client_order_id"
+            elif not legs:
+                why = "order is no longer open"
+            else:
+                why = f"order is working at {len(legs)} venues; cancel it and send a new one"
+            return [self._request_reject(replace, f"replace rejected: {why}", now_ns)]
+        v = legs[0].venue
+        return self._merge(self._tag(v, self.venues[v].replace(replace, now_ns)), now_ns)
+
+    def on_market_data(self, msg: object, now_ns: int) -> list[VenueEvent]:
+        """Every venue sees the market (each through its own view: ``engine.venues.multi``)."""
+        pairs: list[tuple[str, object]] = []
+        for n, v in self.venues.items():
+            pairs += self._tag(n, v.on_market_data(msg, now_ns))
+        return self._merge(pairs, now_ns)
+
+    def poll(self, now_ns: int) -> list[VenueEvent]:
+        pairs: list[tuple[str, object]] = []
+        for n, v in self.venues.items():
+            pairs += self._tag(n, v.poll(now_ns))
+        return self._merge(pairs, now_ns)
+
+    def open_orders(self) -> list[NewOrder]:
+        """Open orders as the engine sent them, ``qty`` = open quantity over all venues."""
+        out = []
+        for rec in self._orders.values():
+            if rec.closed:
+                continue
+            leaves = sum(leg.leaves for leg in rec.open_legs())
+            if leaves > 0:
+                out.append(msgspec.structs.replace(rec.order, px=rec.px, qty=leaves))
+        return out
+
+    def positions(self) -> dict[int, int]:
+        total: dict[int, int] = {}
+        for v in self.venues.values():
+            for iid, pos in v.positions().items():
+                total[iid] = total.get(iid, 0) + pos
+        return total
+
+    def fills_since(self, fill_id: int = 0) -> list[OrderPartiallyFilled]:
+        """Merged fills after the router fill id ``fill_id`` (0 = all), oldest first."""
+        return [f for f in self.fills if f.fill_id > fill_id]
+
+    def knows_order(self, client_order_id: int) -> bool:
+        """Whether this client order id was routed (to any venue)."""
+        return client_order_id in self._orders
+
+    def next_event_ns(self) -> int | None:
+        """The earliest event any venue has due (venues that cannot say are skipped)."""
+        best: int | None = None
+        for v in self.venues.values():
+            f = getattr(v, "next_event_ns", None)
+            t = f() if callable(f) else None
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    # --- routing decisions ----------------------------------------------------------------------
+    def quotes(self, instrument_id: int, side: int) -> list[VenueQuote]:
+        """Every venue's takeable levels for an order of ``side``, with its taker fee."""
+        return [
+            VenueQuote(n, self._levels(v, instrument_id, side), self.fees[n][1])
+            for n, v in self.venues.items()
+        ]
+
+    def plan(self, order: NewOrder) -> dict[str, int]:
+        """Lots per venue for ``order`` (see the module docstring)."""
+        side, qty = order.side, order.qty
+        market = order.order_type == OrderType.MARKET
+        post_only = bool(order.flags & OrderFlag.POST_ONLY)
+        quotes = self.quotes(order.instrument_id, side)
+        takes: dict[str, int] = {}
+        if not post_only and (market or order.px > 0):
+            takes = plan_take(quotes, side, qty, 0 if market else order.px)
+        rest = qty - sum(takes.values())
+        if rest <= 0:
+            return takes
+        if order.tif == TimeInForce.FOK:
+            # all or nothing cannot be split when the books cannot fill it all
+            return {self._best_top(quotes, side) or self._rest_venue(order): qty}
+        if market or order.tif == TimeInForce.IOC:
+            # nothing more is visible: the rest goes where the order already takes (or to the
+            # best top), to be filled if liquidity arrives in flight, else canceled there
+            target = max(takes, key=lambda n: takes[n]) if takes else None
+            target = target or self._best_top(quotes, side) or next(iter(self.venues))
+        else:
+            target = self._rest_venue(order)
+        takes[target] = takes.get(target, 0) + rest
+        return takes
+
+    def _rest_venue(self, order: NewOrder) -> str:
+        """The venue where resting at ``order.px`` has the best expected fill."""
+        best: tuple[Any, ...] | None = None
+        best_name = next(iter(self.venues))
+        side, px = order.side, order.px
+        post_only = bool(order.flags & OrderFlag.POST_ONLY)
+        for k, (n, v) in enumerate(self.venues.items()):
+            book = _book(v, order.instrument_id)
+            if book is None:
+                key: tuple[Any, ...] = (1, 0, 0, self.fees[n][0], k)
+            else:
+                same_px, same_qty = book.level(side, 0)
+                behind = (same_px - px) * side if same_qty else 0  # ticks behind the touch
+                opp_px, opp_qty = book.level(-side, 0)
+                crosses = opp_qty > 0 and (opp_px <= px if side == Side.BUY else opp_px >= px)
+                if crosses:
+                    # post-only would be refused there; anything else takes the crossing size
+                    # first (the plan already counted it) and then rests at the front
+                    key = (int(post_only), 0, 0, self.fees[n][0], k)
+                else:
+                    ahead = book.qty_at(side, px) if behind >= 0 else 0
+                    key = (0, max(0, behind), ahead, self.fees[n][0], k)
+            if best is None or key < best:
+                best, best_name = key, n
+        return best_name
+
+    def _best_top(self, quotes: Sequence[VenueQuote], side: int) -> str | None:
+        best: tuple[float, int] | None = None
+        name = None
+        for k, q in enumerate(quotes):
+            if q.levels:
+                key = (_unit(q.levels[0][0], side, q.taker_fee_bps), k)
+                if best is None or key < best:
+                    best, name = key, q.name
+        return name
+
+    @staticmethod
+    def _levels(venue: Venue, iid: int, side: int) -> list[tuple[int, int]]:
+        f = getattr(venue, "takeable", None)
+        if callable(f):
+            return list(f(iid, side))
+        book = _book(venue, iid)
+        if book is None:
+            return []
+        out = []
+        for i in range(book.n_levels(-side)):
+            px, q = book.level(-side, i)
+            if q > 0:
+                out.append((int(px), int(q)))
+        return out
+
+    # --- merging the legs' events -------------------------------------------------------------
+    @staticmethod
+    def _tag(name: str, events: Iterable[object]) -> list[tuple[str, object]]:
+        return [(name, ev) for ev in events]
+
+    def _request_reject(self, req: Any, reason: str, now_ns: int) -> OrderRejected:
+        return OrderRejected(
+            req.client_order_id, req.instrument_id, reason, req.ts_origin, now_ns, now_ns
+        )
+
+    def _merge(self, pairs: list[tuple[str, object]], now_ns: int) -> list[VenueEvent]:
+        out: list[VenueEvent] = []
+        for vname, ev in pairs:
+            rec = self._orders.get(getattr(ev, "client_order_id", -1))
+            leg = rec.legs.get(vname) if rec is not None else None
+            if rec is None or leg is None:
+                self.unmatched_events += 1
+                out.append(ev)
+                continue
+            self._on_leg_event(rec, leg, ev, out)
+        return out
+
+    def _on_leg_event(self, rec: _Routed, leg: _Leg, ev: object, out: list[VenueEvent]) -> None:
+        o = rec.order
+        coid = o.client_order_id
+        if isinstance(ev, OrderPartiallyFilled):  # and OrderFilled
+            if not leg.is_open:
+                self.unmatched_events += 1
+                return
+            leg.cum += ev.fill_qty
+            leg.leaves = max(0, ev.leaves_qty)
+            rec.cum += ev.fill_qty
+            if isinstance(ev, OrderFilled) or leg.leaves == 0:
+                leg.is_open = False
+            if not rec.accepted:  # a venue always acks first; keep the order of events anyway
+                self._accept(rec, ev, out)
+            leaves = max(0, rec.qty - rec.cum)
+            self._next_fill += 1
+            cls = OrderFilled if leaves == 0 else OrderPartiallyFilled
+            merged = cls(
+                coid,
+                rec.venue_order_id,
+                o.instrument_id,
+                ev.side,
+                ev.fill_px,
+                ev.fill_qty,
+                rec.cum,
+                leaves,
+                ev.fee,
+                ev.liquidity,
+                self._next_fill,
+                ev.ts_origin,
+                ev.ts_event,
+                ev.ts_recv,
+            )
+            self.fills.append(merged)
+            out.append(merged)
+            if leaves == 0:
+                rec.closed = True
+            else:
+                self._maybe_close(rec, ev, out)
+        elif isinstance(ev, OrderAccepted):
+            leg.accepted = True
+            if not rec.accepted:
+                self._accept(rec, ev, out)
+        elif isinstance(ev, OrderRejected):
+            if ev.reason.startswith(_REQUEST_REJECT):
+                # a refused cancel/replace: meaningful upstream only when the order is one leg
+                if len(rec.legs) == 1 and not rec.closed:
+                    out.append(ev)
+                return
+            if leg.is_open:
+                leg.is_open = False
+                leg.leaves = 0
+                rec.reasons.append(f"{leg.venue}: {ev.reason}")
+                self._maybe_close(rec, ev, out)
+        elif isinstance(ev, OrderCanceled | OrderExpired):
+            if leg.is_open:
+                leg.is_open = False
+                leg.leaves = 0
+                reason = getattr(ev, "reason", "expired")
+                rec.reasons.append(reason if len(rec.legs) == 1 else f"{leg.venue}: {reason}")
+                self._maybe_close(rec, ev, out)
+        elif isinstance(ev, OrderReplaced):
+            if leg.is_open and not rec.closed:
+                leg.leaves = ev.qty
+                rec.px = ev.px
+                rec.qty = rec.cum + sum(lg.leaves for lg in rec.open_legs())
+                out.append(
+                    OrderReplaced(
+                        coid,
+                        o.instrument_id,
+                        ev.px,
+                        rec.qty - rec.cum,
+                        ev.ts_origin,
+                        ev.ts_event,
+                        ev.ts_recv,
+                    )
+                )
+        else:
+            self.unmatched_events += 1
+            out.append(ev)
+
+    def _accept(self, rec: _Routed, ev: Any, out: list[VenueEvent]) -> None:
+        rec.accepted = True
+        o = rec.order
+        out.append(
+            OrderAccepted(
+                o.client_order_id,
+                rec.venue_order_id,
+                o.instrument_id,
+                o.side,
+                o.px,
+                o.qty,
+                o.ts_origin,
+                ev.ts_event,
+                ev.ts_recv,
+            )
+        )
+
+    def _maybe_close(self, rec: _Routed, ev: Any, out: list[VenueEvent]) -> None:
+        """Once every leg has closed: the order's one terminal event."""
+        if rec.closed or rec.open_legs():
+            return
+        rec.closed = True
+        o = rec.order
+        leaves = max(0, rec.qty - rec.cum)
+        reason = "; ".join(rec.reasons)
+        if not rec.accepted:
+            out.append(
+                OrderRejected(
+                    o.client_order_id,
+                    o.instrument_id,
+                    reason,
+                    ev.ts_origin,
+                    ev.ts_event,
+                    ev.ts_recv,
+                )
+            )
+        elif isinstance(ev, OrderExpired):
+            out.append(
+                OrderExpired(
+                    o.client_order_id,
+                    o.instrument_id,
+                    leaves,
+                    ev.ts_origin,
+                    ev.ts_event,
+                    ev.ts_recv,
+                )
+            )
+        else:
+            out.append(
+                OrderCanceled(
+                    o.client_order_id,
+                    o.instrument_id,
+                    leaves,
+                    reason,
+                    ev.ts_origin,
+                    ev.ts_event,
+                    ev.ts_recv,
+                )
+            )
+
+
+def _book(venue: Venue, iid: int) -> Any | None:
+    f = getattr(venue, "book", None)
+    if not callable(f):
+        return None
+    try:
+        return f(iid)
+    except (KeyError, ValueError):
+        return None

@@ -1,0 +1,321 @@
+"""Smart order routing (engine.routing.SmartRouter) over several simulated venues."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.instruments import Instrument, InstrumentTable
+from engine.messages import (
+    BookSnapshot,
+    CancelOrder,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderFilled,
+    OrderFlag,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderReplaced,
+    OrderType,
+    Quote,
+    ReplaceOrder,
+    TimeInForce,
+    Trade,
+)
+from engine.routing import SmartRouter, VenueQuote, plan_take, take_cost
+from engine.venues.base import Venue
+from engine.venues.multi import ShiftedVenue, VenueSpec, build_sim_venues, shift_market_data
+from engine.venues.sim import SimExchange
+
+IID = 1
+TICK = 0.01
+TABLE = InstrumentTable([Instrument(instrument_id=IID, symbol="AAA", tick_size=TICK, lot_size=1.0)])
+BUY, SELL = 1, -1
+MKT, LMT = OrderType.MARKET, OrderType.LIMIT
+GTC, IOC, FOK = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
+
+
+def order(coid, side, qty, px=0, *, tif=None, flags=0, iid=IID) -> NewOrder:
+    typ = LMT if px else MKT
+    return NewOrder(
+        client_order_id=coid,
+        strategy_id=1,
+        instrument_id=iid,
+        side=side,
+        order_type=typ,
+        tif=tif or (GTC if px else IOC),
+        px=px,
+        qty=qty,
+        ts_origin=3,
+        ts_approved=3,
+        flags=flags,
+    )
+
+
+def snap(bids, asks, t=1) -> BookSnapshot:
+    return BookSnapshot(
+        IID,
+        [p for p, _ in bids],
+        [q for _, q in bids],
+        [p for p, _ in asks],
+        [q for _, q in asks],
+        t,
+        t,
+    )
+
+
+def two_venues(a_book, b_book, *, fee_a=(0.0, 0.0), fee_b=(0.0, 0.0), latency_ns=0):
+    a = SimExchange(
+        TABLE, name="A", maker_fee_bps=fee_a[0], taker_fee_bps=fee_a[1], latency_ns=latency_ns
+    )
+    b = SimExchange(
+        TABLE, name="B", maker_fee_bps=fee_b[0], taker_fee_bps=fee_b[1], latency_ns=latency_ns
+    )
+    a.on_market_data(snap(*a_book), 1)
+    b.on_market_data(snap(*b_book), 1)
+    return SmartRouter({"A": a, "B": b}), a, b
+
+
+def of(events, cls):
+    return [e for e in events if type(e) is cls]
+
+
+def fills(events):
+    return [e for e in events if isinstance(e, OrderPartiallyFilled)]
+
+
+def test_router_implements_the_venue_protocol() -> None:
+    router, _, _ = two_venues(([(99, 10)], [(101, 10)]), ([(99, 10)], [(101, 10)]))
+    members = [m for m in dir(Venue) if not m.startswith("_")]
+    assert set(members) >= {"submit", "cancel", "replace", "on_market_data", "poll", "positions"}
+    for m in members:
+        assert callable(getattr(router, m)) or m == "name"
+    assert router.name == "smart" and router.positions() == {} and router.open_orders() == []
+
+
+# --- the split is the optimum ---------------------------------------------------------------------
+
+levels_st = st.lists(st.tuples(st.integers(1, 4), st.integers(1, 40)), min_size=0, max_size=5)
+
+
+def _ladder(start: int, steps: list[tuple[int, int]], direction: int) -> list[tuple[int, int]]:
+    out, px = [], start
+    for gap, q in steps:
+        out.append((px, q))
+        px += direction * gap
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    side=st.sampled_from([BUY, SELL]),
+    a_steps=levels_st,
+    b_steps=levels_st,
+    a_top=st.integers(995, 1005),
+    b_top=st.integers(995, 1005),
+    fee_a=st.sampled_from([0.0, 1.0, 5.0, 30.0, 100.0]),
+    fee_b=st.sampled_from([0.0, 2.0, 10.0, 50.0]),
+    qty=st.integers(1, 150),
+    limit=st.one_of(st.just(0), st.integers(990, 1012)),
+)
+def test_split_is_the_brute_force_optimum_after_fees(
+    side, a_steps, b_steps, a_top, b_top, fee_a, fee_b, qty, limit
+) -> None:
+    # the book an order of `side` takes from: asks for a buy (rising), bids for a sell (falling)
+    direction = 1 if side == BUY else -1
+    a_lv, b_lv = _ladder(a_top, a_steps, direction), _ladder(b_top, b_steps, direction)
+    other = [(900, 5)] if side == BUY else [(1100, 5)]
+    a_book = (other, a_lv) if side == BUY else (a_lv, other)
+    b_book = (other, b_lv) if side == BUY else (b_lv, other)
+    router, a, b = two_venues(a_book, b_book, fee_a=(0.0, fee_a), fee_b=(0.0, fee_b))
+
+    def within(lv):
+        if not limit:
+            return lv
+        return [(p, q) for p, q in lv if (p <= limit if side == BUY else p >= limit)]
+
+    a_ok, b_ok = within(a_lv), within(b_lv)
+    avail_a, avail_b = sum(q for _, q in a_ok), sum(q for _, q in b_ok)
+    total = min(qty, avail_a + avail_b)
+    best = None
+    for qa in range(0, min(total, avail_a) + 1):
+        qb = total - qa
+        if qb > avail_b:
+            continue
+        c = take_cost(a_ok, side, fee_a, qa) + take_cost(b_ok, side, fee_b, qb)
+        best = c if best is None else min(best, c)
+
+    quotes = router.quotes(IID, side)
+    assert [q.levels for q in quotes] == [a_lv, b_lv]
+    plan = plan_take(quotes, side, qty, limit)
+    qa, qb = plan.get("A", 0), plan.get("B", 0)
+    assert qa + qb == total
+    got = take_cost(a_ok, side, fee_a, qa) + take_cost(b_ok, side, fee_b, qb)
+    assert got == pytest.approx(best, rel=1e-12, abs=1e-9)
+
+    # and the router really trades that split: what the fills cost equals the optimum
+    if total == 0:
+        return
+    ev = router.submit(order(7, side, total, limit, tif=IOC), 2)
+    fl = fills(ev)
+    assert sum(f.fill_qty for f in fl) == total
+    assert isinstance(fl[-1], OrderFilled) and fl[-1].cum_qty == total
+    money = sum(side * f.fill_px * TICK * f.fill_qty + f.fee for f in fl)
+    assert money == pytest.approx(best * TICK, rel=1e-9, abs=1e-9)  # paid incl. fees, or -proceeds
+    assert a.positions().get(IID, 0) == side * qa and b.positions().get(IID, 0) == side * qb
+
+
+def test_fees_can_make_the_worse_price_the_better_venue() -> None:
+    # A asks 100.00 with a 30 bps taker fee (100.30 effective); B asks 100.10 with 5 bps (100.15)
+    quotes = [VenueQuote("A", [(10_000, 50)], 30.0), VenueQuote("B", [(10_010, 50)], 5.0)]
+    assert plan_take(quotes, BUY, 60) == {"B": 50, "A": 10}
+    # a seller gets 100.00 - 30 bps at A (99.70) and 100.10 - 5 bps at B (100.05): B first
+    assert plan_take(quotes, SELL, 20) == {"B": 20}
+
+
+# --- merged events --------------------------------------------------------------------------------
+
+
+def test_a_split_order_reads_as_one_order() -> None:
+    router, a, b = two_venues(
+        ([(99, 10)], [(100, 30), (102, 30)]), ([(99, 10)], [(101, 30), (103, 30)]), fee_b=(0, 0)
+    )
+    ev = router.submit(order(11, BUY, 80), 5)
+    assert len(of(ev, OrderAccepted)) == 1 and ev[0].client_order_id == 11
+    fl = fills(ev)
+    assert sorted((f.fill_px, f.fill_qty) for f in fl) == [(100, 30), (101, 30), (102, 20)]
+    # A's leg takes 100 x 30 and 102 x 20, B's 101 x 30: the cheapest 80 lots of both books
+    assert [f.cum_qty for f in fl] == [30, 50, 80]
+    assert all(f.cum_qty + f.leaves_qty == 80 for f in fl)
+    assert len({f.fill_id for f in fl}) == 3 and all(f.client_order_id == 11 for f in fl)
+    assert type(fl[-1]) is OrderFilled and not of(ev, OrderCanceled)
+    assert router.positions() == {IID: 80}
+    assert router.open_orders() == []
+
+
+def test_market_order_beyond_all_liquidity_ends_with_one_cancel() -> None:
+    router, _, _ = two_venues(([(99, 10)], [(100, 5)]), ([(99, 10)], [(101, 7)]))
+    ev = router.submit(order(12, BUY, 20), 5)
+    assert sum(f.fill_qty for f in fills(ev)) == 12
+    c = of(ev, OrderCanceled)
+    assert len(c) == 1 and c[0].leaves_qty == 8 and ev[-1] is c[0]
+    assert len(of(ev, OrderAccepted)) == 1
+
+
+def test_limit_order_takes_what_crosses_and_rests_the_rest_then_cancels_cleanly() -> None:
+    router, a, b = two_venues(([(99, 10)], [(100, 5), (103, 50)]), ([(98, 200)], [(101, 5)]))
+    ev = router.submit(order(13, BUY, 30, 101), 5)
+    assert sum(f.fill_qty for f in fills(ev)) == 10  # 5 at A's 100, 5 at B's 101
+    assert router.open_orders()[0].qty == 20
+    # the rest rests where it is at the front: both venues' crossing size is gone, A's best bid
+    # (99) is below 101 on either venue -> no queue; fee tie -> the first venue
+    assert [o.qty for o in a.open_orders()] == [20] and b.open_orders() == []
+    ev = router.cancel(CancelOrder(13, 1, IID, 9, 9), 6)
+    c = of(ev, OrderCanceled)
+    assert len(c) == 1 and c[0].leaves_qty == 20
+    assert router.open_orders() == [] and a.open_orders() == []
+    again = router.cancel(CancelOrder(13, 1, IID, 9, 9), 7)
+    assert of(again, OrderRejected)[0].reason.startswith("cancel rejected:")
+
+
+def test_fok_is_only_split_when_the_books_can_fill_it_all() -> None:
+    router, a, b = two_venues(([(99, 10)], [(100, 5)]), ([(99, 10)], [(101, 5)]))
+    ev = router.submit(order(14, BUY, 10, 101, tif=FOK), 5)
+    assert type(fills(ev)[-1]) is OrderFilled and fills(ev)[-1].cum_qty == 10
+    router2, _, _ = two_venues(([(99, 10)], [(100, 5)]), ([(99, 10)], [(101, 5)]))
+    ev = router2.submit(order(15, BUY, 11, 101, tif=FOK), 5)
+    assert fills(ev) == [] and of(ev, OrderCanceled)[0].leaves_qty == 11
+
+
+# --- resting orders: the best expected fill --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a_book", "b_book", "fees", "expect"),
+    [
+        # same price, B has the shorter queue at 100
+        (([(100, 500)], [(102, 10)]), ([(100, 10)], [(102, 10)]), ((0, 0), (0, 0)), "B"),
+        # A's best bid is 101: at 100 we would sit behind the touch; at B, 100 is the touch
+        (([(101, 5)], [(103, 10)]), ([(100, 50)], [(103, 10)]), ((0, 0), (0, 0)), "B"),
+        # at A our 100 would improve its 99 bid (front of the queue): beats joining B's 100
+        (([(99, 5)], [(103, 10)]), ([(100, 1)], [(103, 10)]), ((0, 0), (0, 0)), "A"),
+        # identical books: the bigger maker rebate wins
+        (([(100, 20)], [(102, 10)]), ([(100, 20)], [(102, 10)]), ((0.5, 0), (-0.3, 0)), "B"),
+    ],
+)
+def test_resting_orders_go_where_they_fill_best(a_book, b_book, fees, expect) -> None:
+    router, a, b = two_venues(a_book, b_book, fee_a=fees[0], fee_b=fees[1])
+    ev = router.submit(order(21, BUY, 10, 100), 5)
+    assert fills(ev) == [] and len(of(ev, OrderAccepted)) == 1
+    venue = {"A": a, "B": b}[expect]
+    other = {"A": b, "B": a}[expect]
+    assert [o.qty for o in venue.open_orders()] == [10] and other.open_orders() == []
+
+
+def test_post_only_never_goes_where_it_would_cross() -> None:
+    router, a, b = two_venues(([(99, 5)], [(100, 10)]), ([(98, 5)], [(102, 10)]))
+    ev = router.submit(order(22, BUY, 10, 100, flags=OrderFlag.POST_ONLY), 5)
+    assert fills(ev) == [] and not of(ev, OrderRejected)
+    assert a.open_orders() == [] and [o.qty for o in b.open_orders()] == [10]
+
+
+def test_replace_of_a_single_venue_order_and_refusal_of_a_split_one() -> None:
+    router, a, b = two_venues(([(99, 10)], [(100, 5)]), ([(99, 10)], [(101, 5), (104, 5)]))
+    router.submit(order(31, BUY, 10, 97), 5)
+    ev = router.replace(ReplaceOrder(31, 1, IID, 98, 6, 9, 9), 6)
+    r = of(ev, OrderReplaced)
+    assert len(r) == 1 and r[0].px == 98 and r[0].qty == 6
+    assert router.open_orders()[0].qty == 6 and router.open_orders()[0].px == 98
+    # 5 at A, 5 at B, the rest (10) rests at A at 101: two legs, one still open -> replaceable
+    router.submit(order(32, BUY, 20, 101), 7)
+    ev = router.replace(ReplaceOrder(32, 1, IID, 101, 4, 9, 9), 8)
+    assert of(ev, OrderReplaced)[0].qty == 4
+    assert router.open_orders()[-1].qty == 4
+
+
+def test_every_leg_rejected_is_one_rejection() -> None:
+    router, _, _ = two_venues(([(99, 10)], [(100, 5)]), ([(99, 10)], [(101, 5)]))
+    ev = router.submit(order(41, BUY, 5, 100, iid=9), 5)
+    assert len(ev) == 1 and type(ev[0]) is OrderRejected and "unknown instrument 9" in ev[0].reason
+    ev = router.submit(order(41, BUY, 5, 100), 6)
+    assert type(ev[0]) is OrderRejected and "duplicate" in ev[0].reason
+
+
+def test_latency_events_merge_when_they_arrive() -> None:
+    router, a, b = two_venues(([(99, 10)], [(100, 5)]), ([(99, 10)], [(101, 5)]), latency_ns=1000)
+    assert router.submit(order(51, BUY, 10, 101, tif=IOC), 10) == []
+    ev = router.poll(2000)
+    assert len(of(ev, OrderAccepted)) == 1
+    assert [f.cum_qty for f in fills(ev)] == [5, 10] and type(ev[-1]) is OrderFilled
+
+
+# --- several venues from one market ----------------------------------------------------------------
+
+
+def test_shifted_view_offsets_prices_and_scales_sizes() -> None:
+    q = Quote(IID, 100, 11, 102, 3, 5, 5, 2)
+    assert shift_market_data(q, 2, 0.5) == Quote(IID, 102, 6, 104, 2, 5, 5, 2)
+    assert shift_market_data(Trade(IID, 100, 1, 1, 5, 5), -1, 0.1) == Trade(IID, 99, 1, 1, 5, 5)
+    assert shift_market_data(q, 0, 1.0) is q
+    sim = SimExchange(TABLE, name="B")
+    v = ShiftedVenue(sim, px_offset_ticks=1, size_scale=2.0)
+    v.on_market_data(snap([(99, 10)], [(101, 10)]), 1)
+    assert v.book(IID).best_ask() == (102, 20) and v.name == "B"
+    with pytest.raises(ValueError):
+        ShiftedVenue(sim, size_scale=0)
+
+
+def test_build_sim_venues_routes_to_the_cheaper_venue_of_one_market() -> None:
+    specs = [
+        VenueSpec("A", maker_fee_bps=-0.2, taker_fee_bps=3.0),
+        VenueSpec("B", maker_fee_bps=0.0, taker_fee_bps=0.5, px_offset_ticks=-1, size_scale=0.5),
+    ]
+    router = build_sim_venues(TABLE, specs, seed=1)
+    router.on_market_data(snap([(99, 40)], [(101, 40), (102, 40)]), 1)
+    # B shows asks 100 x 20, 101 x 20 (cheaper and lower fee): a buy of 30 takes B first
+    ev = router.submit(order(61, BUY, 30), 2)
+    assert sum(f.fill_qty for f in fills(ev)) == 30
+    assert router.venues["B"].positions() == {IID: 30}
+    assert router.legs_sent == {"A": 0, "B": 1}
