@@ -49,11 +49,15 @@ def test_portfolio_mistakes_name_the_key(old, new, key):
 
 
 def rebalancer_config() -> str:
-    """The shipped config with its two strategies replaced by the commented rebalancer example."""
+    """The shipped config with its strategies replaced by the commented rebalancer example."""
     head = BASE[: BASE.index("[[strategies]]")]
     example = BASE[BASE.index("# [[strategies]]\n# id = 1") :]
-    enabled = "\n".join(line[2:] for line in example.splitlines() if line.startswith("# "))
-    return head + enabled + "\n"
+    enabled = []
+    for line in example.splitlines():
+        if not line.startswith("# "):
+            break  # the end of the example block
+        enabled.append(line[2:])
+    return head + "\n".join(enabled) + "\n"
 
 
 def test_backtest_with_the_rebalancer_from_config(tmp_path, capsys):
