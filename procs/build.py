@@ -64,10 +64,13 @@ def build_market(cfg: Config) -> Iterator[Any]:
     return iter(market)
 
 
-def build_venue(cfg: Config, instruments: InstrumentTable | None = None) -> Any:
-    """The simulated exchange with the configured latency and fees."""
+def build_venue(cfg: Config, instruments: InstrumentTable | None = None, record_path: Any = None) -> Any:
+    """The simulated exchange with the configured latency and fees. ``record_path``: its own
+    durable record (live runs: it outlives an exec crash the way a real venue would)."""
     from engine.venues.sim import SimExchange
 
+    if getattr(cfg, "venues", None):
+        return build_venues(cfg, instruments)
     s = cfg.sim
     return SimExchange(
         instruments or cfg.instrument_table(),
@@ -76,7 +79,38 @@ def build_venue(cfg: Config, instruments: InstrumentTable | None = None) -> Any:
         maker_fee_bps=s.maker_fee_bps,
         taker_fee_bps=s.taker_fee_bps,
         seed=cfg.market.seed,
+        record_path=record_path,
     )
+
+
+def build_venues(cfg: Config, instruments: InstrumentTable | None = None) -> Any:
+    """``[[venues]]``: one simulated exchange per entry (own fees, latency, view of the market)
+    behind a smart router (``engine.routing.SmartRouter``); a single entry is used directly."""
+    from engine.venues.multi import VenueSpec, build_sim_venues
+
+    specs = [
+        VenueSpec(
+            name=v.name,
+            maker_fee_bps=v.maker_fee_bps,
+            taker_fee_bps=v.taker_fee_bps,
+            latency_ns=int(v.latency_us * 1000),
+            jitter_ns=int(v.jitter_us * 1000),
+            px_offset_ticks=v.px_offset_ticks,
+            size_scale=v.size_scale,
+        )
+        for v in cfg.venues
+    ]
+    router = build_sim_venues(instruments or cfg.instrument_table(), specs, seed=cfg.market.seed)
+    return router if len(specs) > 1 else next(iter(router.venues.values()))
+
+
+def venue_record_path(cfg: Config, run_id: int) -> Any:
+    """Where the simulated venue of run ``run_id`` keeps its record (None outside a run)."""
+    from pathlib import Path
+
+    if not run_id:
+        return None
+    return Path(cfg.engine.var_dir) / "venue" / f"sim-{cfg.engine.id}-{run_id}.venue"
 
 
 def build_exec_policy(cfg: Config, id_block: int = 0) -> Any:

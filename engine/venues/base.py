@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from engine.messages import CancelOrder, NewOrder, ReplaceOrder
+from engine.messages import CancelOrder, NewOrder, OrderPartiallyFilled, ReplaceOrder
 
 #: what a venue emits: OrderAccepted / OrderRejected / OrderPartiallyFilled / OrderFilled /
 #: OrderCanceled / OrderExpired / OrderReplaced structs from engine.messages
@@ -42,4 +42,13 @@ class Venue(Protocol):
 
     def positions(self) -> dict[int, int]:
         """Net position in lots per instrument id, as the venue sees it."""
+        ...
+
+    # --- reconciliation at start (exec asks these before trading resumes) ----------------------
+    def fills_since(self, fill_id: int = 0) -> list[OrderPartiallyFilled]:
+        """Every fill after the venue fill id ``fill_id`` (0 = all), oldest first."""
+        ...
+
+    def knows_order(self, client_order_id: int) -> bool:
+        """Whether an order with this client order id ever reached the venue."""
         ...

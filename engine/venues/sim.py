@@ -96,7 +96,9 @@ _RecordFrame = (
 )
 
 
-def prune_records(directory: str | os.PathLike[str], keep: str | os.PathLike[str] | None = None) -> int:
+def prune_records(
+    directory: str | os.PathLike[str], keep: str | os.PathLike[str] | None = None
+) -> int:
     """Remove the simulated venue's record files in ``directory`` but ``keep``: each run starts a
     fresh simulated exchange session (a restarted exec within the run reloads its own file)."""
     d = Path(directory)
@@ -106,6 +108,7 @@ def prune_records(directory: str | os.PathLike[str], keep: str | os.PathLike[str
             p.unlink(missing_ok=True)
             n += 1
     return n
+
 
 DAY_NS = 86_400 * 1_000_000_000
 
@@ -420,7 +423,9 @@ class SimExchange:
                 if inst is not None:
                     self._rest(inst, rec)
                     if rec.expire_ns:
-                        heapq.heappush(self._expiries, (rec.expire_ns, rec.prio, rec.order.client_order_id))
+                        heapq.heappush(
+                            self._expiries, (rec.expire_ns, rec.prio, rec.order.client_order_id)
+                        )
                     self.reloaded_orders += 1
         return pos
 

@@ -1,0 +1,205 @@
+"""Start-up reconciliation: the stored record against the venue's truth.
+
+When exec (re)starts it rebuilds its order table from what was recorded (PostgreSQL plus the
+recorder's journal), then asks the venue what it really has: open orders, fills since the last
+one we know, positions. Every difference becomes a ``ReconciliationEvent`` and is resolved toward
+the venue, with the execution events the rest of the engine missed:
+
+- a fill the record lacks is applied and published (strategy, risk and the portfolio see it);
+- an order the record has as SUBMITTED that the venue accepted gets its ``OrderAccepted``;
+- an order open at the venue with another price / open quantity gets an ``OrderReplaced``;
+- an order open at the venue the record does not know is adopted (``OrderAccepted``);
+- an order open in the record that the venue does not have open is closed (``OrderCanceled``);
+- an order closed in the record but open at the venue, or with a cancel pending, is canceled
+  at the venue (``to_cancel``): nobody would manage it otherwise;
+- positions that still differ after all that are reported (``POSITION_MISMATCH``).
+
+Orders still waiting in exec's input (re-delivered after the crash) are kept out of the rebuilt
+table unless the venue already has them: those are duplicates and must not be sent twice.
+
+Pure logic: no I/O, time passed in, the venue only queried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.messages import (
+    CancelOrder,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderPartiallyFilled,
+    OrderReplaced,
+    ReconciliationEvent,
+    ReconciliationKind,
+)
+from engine.oms import OrderStatus, OrderTable
+
+K = ReconciliationKind
+
+
+@dataclass
+class Reconciliation:
+    table: OrderTable
+    publish: list[Any] = field(default_factory=list)  # execution events to publish, in order
+    events: list[ReconciliationEvent] = field(default_factory=list)
+    to_cancel: list[CancelOrder] = field(default_factory=list)  # send these to the venue
+    duplicates: set[int] = field(default_factory=set)  # re-delivered NewOrders the venue has
+    fills: list[OrderPartiallyFilled] = field(default_factory=list)  # every fill, stored + found
+
+
+def reconcile(
+    orders: Iterable[NewOrder],
+    events: Iterable[Any],
+    venue: Any,
+    now_ns: int,
+    pending_new: Iterable[int] = (),
+) -> Reconciliation:
+    """Rebuild the order table from the record and bring it in line with ``venue``."""
+    pending = set(pending_new)
+    keep: list[NewOrder] = []
+    dups: set[int] = set()
+    for o in orders:
+        if o.client_order_id in pending:
+            if not venue.knows_order(o.client_order_id):
+                continue  # exec never sent it: it will, from its input
+            dups.add(o.client_order_id)
+        keep.append(o)
+    evs = list(events)
+    table = OrderTable.rebuild(keep, evs)
+    out = Reconciliation(table=table, duplicates=dups)
+    rec = out.events.append
+
+    def note(kind: int, o: Any, stored: int, venue_v: int, action: str) -> None:
+        rec(
+            ReconciliationEvent(
+                int(kind), o.client_order_id, o.instrument_id, stored, venue_v, action, now_ns
+            )
+        )
+
+    def publish(ev: Any) -> None:
+        if table.apply(ev):
+            out.publish.append(ev)
+
+    for coid in sorted(dups):
+        r = table.get(coid)
+        if r is not None:
+            note(
+                K.DUPLICATE_SUPPRESSED,
+                r.order,
+                0,
+                0,
+                "re-delivered order already at the venue: not sent again",
+            )
+
+    stored_fills = [e for e in evs if isinstance(e, OrderPartiallyFilled)]
+    known = {f.fill_id for f in stored_fills}
+    last = max(known, default=0)
+    missing = [f for f in venue.fills_since(last) if f.fill_id not in known]
+    venue_open = {o.client_order_id: o for o in venue.open_orders()}
+    filled_coids = {f.client_order_id for f in missing}
+
+    # 1. acks the record missed (the venue has the order open, or filled it)
+    for r in list(table.open_orders()):
+        if r.state == OrderStatus.SUBMITTED and (
+            r.client_order_id in venue_open or r.client_order_id in filled_coids
+        ):
+            note(K.MISSING_ACK, r.order, 0, 0, "acknowledged at the venue: OrderAccepted published")
+            o = r.order
+            publish(
+                OrderAccepted(
+                    o.client_order_id,
+                    0,
+                    o.instrument_id,
+                    o.side,
+                    o.px,
+                    o.qty,
+                    o.ts_origin,
+                    now_ns,
+                    now_ns,
+                )
+            )
+    # 2. fills the record missed
+    for f in missing:
+        r = table.get(f.client_order_id)
+        note(K.MISSING_FILL, f, 0, f.fill_qty, "venue fill applied and published")
+        if r is None:
+            out.publish.append(f)  # an order we never recorded: the position still moves
+        else:
+            publish(f)
+    out.fills = stored_fills + missing
+    # 3. orders open at the venue
+    for coid, v in venue_open.items():
+        r = table.get(coid)
+        if r is None:
+            note(
+                K.UNKNOWN_LOCALLY, v, 0, v.qty, "open at the venue, unknown to the record: adopted"
+            )
+            table.add(v, now_ns)
+            publish(
+                OrderAccepted(
+                    coid, 0, v.instrument_id, v.side, v.px, v.qty, v.ts_origin, now_ns, now_ns
+                )
+            )
+        elif not r.is_open:
+            note(K.ORDER_MISMATCH, v, 0, v.qty, "closed in the record, open at the venue: canceled")
+            out.to_cancel.append(CancelOrder(coid, v.strategy_id, v.instrument_id, now_ns, now_ns))
+        else:
+            if r.px != v.px or r.leaves_qty != v.qty:
+                note(
+                    K.ORDER_MISMATCH,
+                    v,
+                    r.leaves_qty,
+                    v.qty,
+                    "price/open quantity taken from the venue",
+                )
+                publish(
+                    OrderReplaced(coid, v.instrument_id, v.px, v.qty, v.ts_origin, now_ns, now_ns)
+                )
+            if r.state == OrderStatus.PENDING_CANCEL:
+                out.to_cancel.append(
+                    CancelOrder(coid, v.strategy_id, v.instrument_id, now_ns, now_ns)
+                )
+    # 4. orders open in the record that the venue does not have open
+    for r in list(table.open_orders()):
+        if (
+            r.client_order_id in venue_open
+            or getattr(r, "emulated", False)
+            or r.state == OrderStatus.INITIALIZED
+        ):
+            continue
+        note(
+            K.UNKNOWN_AT_VENUE,
+            r.order,
+            r.leaves_qty,
+            0,
+            "not open at the venue: closed as canceled",
+        )
+        publish(
+            OrderCanceled(
+                r.client_order_id,
+                r.instrument_id,
+                r.leaves_qty,
+                "reconciliation: not open at the venue",
+                r.order.ts_origin,
+                now_ns,
+                now_ns,
+            )
+        )
+    # 5. positions
+    ours: dict[int, int] = {}
+    for f in out.fills:
+        ours[f.instrument_id] = ours.get(f.instrument_id, 0) + f.side * f.fill_qty
+    theirs = venue.positions()
+    for iid in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(iid, 0), theirs.get(iid, 0)
+        if a != b:
+            rec(
+                ReconciliationEvent(
+                    int(K.POSITION_MISMATCH), 0, iid, a, b, "venue position is the truth", now_ns
+                )
+            )
+    return out
