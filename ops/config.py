@@ -165,6 +165,35 @@ class SimSection(msgspec.Struct, **_STRICT):
         _need(abs(self.maker_fee_bps) < 1000 and abs(self.taker_fee_bps) < 1000, "sim.taker_fee_bps", "fees must be within ±1000 bps")
 
 
+class VenueSection(msgspec.Struct, **_STRICT):
+    """One simulated venue of ``[[venues]]`` (several: a smart router splits orders over them)."""
+
+    name: str
+    kind: str = "sim"
+    maker_fee_bps: float = -0.5
+    taker_fee_bps: float = 2.0
+    latency_us: float = 50.0
+    jitter_us: float = 10.0
+    px_offset_ticks: int = 0  # this venue's book = the market's shifted by this many ticks
+    size_scale: float = 1.0  # ... with every size multiplied by this
+
+
+def _check_venues(venues: list[VenueSection]) -> None:
+    names: set[str] = set()
+    for k, v in enumerate(venues):
+        key = f"venues[{k}]"
+        _need(bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", v.name)), f"{key}.name", "must be 1-32 letters, digits, _ or -")
+        _need(v.name not in names, f"{key}.name", f"{v.name!r} is used twice")
+        names.add(v.name)
+        _need(v.kind == "sim", f"{key}.kind", "only 'sim' venues exist for now")
+        for f in ("maker_fee_bps", "taker_fee_bps"):
+            x = getattr(v, f)
+            _need(math.isfinite(x) and abs(x) < 1000, f"{key}.{f}", "must be within ±1000 bps")
+        _need(math.isfinite(v.latency_us) and v.latency_us >= 0, f"{key}.latency_us", "must be >= 0")
+        _need(math.isfinite(v.jitter_us) and v.jitter_us >= 0, f"{key}.jitter_us", "must be >= 0")
+        _need(math.isfinite(v.size_scale) and v.size_scale > 0, f"{key}.size_scale", "must be > 0")
+
+
 _ORDER_TYPE_NAMES = ("MARKET", "LIMIT", "STOP", "STOP_LIMIT", "TRAILING_STOP")
 
 
@@ -476,6 +505,7 @@ class Config(msgspec.Struct, **_STRICT):
     inference: InferenceSection = msgspec.field(default_factory=InferenceSection)
     instruments: list[InstrumentSection] = []
     strategies: list[StrategySection] = []
+    venues: list[VenueSection] = []  # empty: the one venue of [sim]
     source_path: str = ""
 
     def __post_init__(self) -> None:
@@ -506,6 +536,7 @@ class Config(msgspec.Struct, **_STRICT):
               f"unknown instrument {self.portfolio.benchmark!r}")
         for sym in self.inference.instruments:
             _need(sym in symbols, "inference.instruments", f"unknown instrument {sym!r}")
+        _check_venues(self.venues)
 
     def instrument_table(self) -> InstrumentTable:
         return InstrumentTable([i.to_instrument() for i in self.instruments])

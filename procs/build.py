@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.instruments import InstrumentTable
 from engine.risk import RiskLimits
+from engine.sizing import SizingLimits
 from engine.strategy_host import StrategyHost
 
 #: the validated configuration (``ops.config.Config``); procs sits below ops and only reads it
@@ -163,4 +164,8 @@ def build_limits(cfg: Config) -> RiskLimits:
 
 
 def build_strategy_host(cfg: Config, instruments: InstrumentTable | None = None) -> StrategyHost:
-    return StrategyHost(cfg.strategy_specs(), instruments or cfg.instrument_table())
+    host = StrategyHost(cfg.strategy_specs(), instruments or cfg.instrument_table())
+    sizing = SizingLimits.from_risk(build_limits(cfg))  # Kelly sizing is capped by the risk limits
+    for slot in host.slots:
+        slot.ctx.sizing_limits = sizing
+    return host

@@ -319,3 +319,66 @@ def test_build_sim_venues_routes_to_the_cheaper_venue_of_one_market() -> None:
     assert sum(f.fill_qty for f in fills(ev)) == 30
     assert router.venues["B"].positions() == {IID: 30}
     assert router.legs_sent == {"A": 0, "B": 1}
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+_CFG = """
+[[instruments]]
+instrument_id = 1
+symbol = "AAA"
+"""
+
+
+def test_config_venues_build_a_router_and_the_default_stays_one_venue() -> None:
+    from ops.config import parse_config
+    from procs.build import build_venue
+
+    single = build_venue(parse_config(_CFG))
+    assert isinstance(single, SimExchange)
+    text = (
+        _CFG
+        + """
+[[venues]]
+name = "alpha"
+taker_fee_bps = 3.0
+[[venues]]
+name = "beta"
+taker_fee_bps = 0.5
+latency_us = 0.0
+px_offset_ticks = 1
+size_scale = 0.5
+"""
+    )
+    router = build_venue(parse_config(text))
+    assert isinstance(router, SmartRouter) and list(router.venues) == ["alpha", "beta"]
+    assert router.fees == {"alpha": (-0.5, 3.0), "beta": (-0.5, 0.5)}
+    beta = router.venues["beta"]
+    assert isinstance(beta, ShiftedVenue) and beta.latency_ns == 0 and beta.size_scale == 0.5
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        ('name = "a"\nsize_scale = 0.0', "venues[0].size_scale"),
+        ('name = "a"\nkind = "ccxt"', "venues[0].kind"),
+        ('name = "a b"', "venues[0].name"),
+        ('name = "a"\ntaker_fee_bps = 5000.0', "venues[0].taker_fee_bps"),
+        ('name = "a"\nlatency_us = -1.0', "venues[0].latency_us"),
+        ('name = "a"\nfee = 1.0', "venues[0].fee"),
+    ],
+)
+def test_config_venue_mistakes_name_the_key(entry: str, key: str) -> None:
+    from ops.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_CFG + "[[venues]]\n" + entry + "\n")
+    assert exc.value.key == key
+
+
+def test_config_duplicate_venue_names_are_refused() -> None:
+    from ops.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_CFG + '[[venues]]\nname = "a"\n[[venues]]\nname = "a"\n')
+    assert exc.value.key == "venues[1].name"
