@@ -55,6 +55,7 @@ from engine.messages import (
 )
 from engine.portfolio import Portfolio
 from engine.risk import RiskGate, RiskLimits
+from engine.sizing import SizingLimits
 from engine.strategies.base import Strategy
 from engine.strategy_host import StrategyHost, StrategySpec
 from engine.venues.base import Venue
@@ -140,6 +141,9 @@ class InlineRuntime:
         if drain_step_ns <= 0:
             raise ValueError("drain_step_ns must be > 0")
         self.host = StrategyHost(strategies, self.instruments, on_error=on_error)
+        sizing = SizingLimits.from_risk(limits)  # Kelly sizing is capped by the risk limits
+        for slot in self.host.slots:
+            slot.ctx.sizing_limits = sizing
         self.risk = RiskGate(limits, self.instruments)
         self.exec = ExecEngine(venue, self.instruments, exec_policy)
         if isinstance(benchmark, str):

@@ -41,6 +41,20 @@ class SizingLimits:
         if self.max_order_notional is not None and not self.max_order_notional > 0:
             raise ValueError("max_order_notional must be > 0")
 
+    @classmethod
+    def from_risk(cls, limits: object) -> SizingLimits:
+        """The caps the risk gate enforces, read from its limits (``engine.risk.RiskLimits`` or
+        anything with the same field names): ``max_position_pct`` (percent of equity; 0 = off,
+        then no leverage: 100 %), ``max_position_lots``, ``max_order_notional``."""
+        pct = float(getattr(limits, "max_position_pct", 0.0) or 0.0)
+        lots = getattr(limits, "max_position_lots", None)
+        notional = getattr(limits, "max_order_notional", None)
+        return cls(
+            max_weight=pct / 100.0 if pct > 0 else 1.0,
+            max_position_lots=int(lots) if lots else None,
+            max_order_notional=float(notional) if notional else None,
+        )
+
 
 def kelly_fraction(
     expected_return: float, variance: float, fraction: float = 0.5, risk_free: float = 0.0

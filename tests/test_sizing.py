@@ -95,3 +95,28 @@ def test_strategy_context_helper_uses_the_mid_and_the_caps():
     assert ctx.kelly_lots(3, 0.0008, 0.04, 1e6) == 100  # half Kelly 1 % of 1e6 at 100.00
     ctx.sizing_limits = SizingLimits(max_weight=0.05, max_position_lots=50)
     assert ctx.kelly_lots(3, 0.02, 0.04, 1e6) == 50
+
+
+def test_limits_come_from_the_risk_config_in_both_runtimes():
+    from engine.backtest import InlineRuntime
+    from engine.risk import RiskLimits
+    from engine.strategies.base import Strategy
+    from engine.venues.sim import SimExchange
+    from ops.config import load_config
+    from procs.build import build_strategy_host
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "config.toml")
+    host = build_strategy_host(cfg)
+    lim = host.slots[0].ctx.sizing_limits
+    assert lim.max_weight == pytest.approx(cfg.risk.max_position_pct / 100)
+    assert lim.max_position_lots == cfg.risk.max_position_lots
+    assert lim.max_order_notional == cfg.risk.max_order_notional
+
+    ins = [Instrument(instrument_id=3, symbol="XOM", tick_size=0.01)]
+    limits = RiskLimits(max_order_notional=1e4, max_position_lots=70, max_open_orders=5)
+    rt = InlineRuntime(ins, [Strategy], limits, SimExchange(ins), [])
+    ctx = rt.host.slots[0].ctx
+    assert ctx.sizing_limits == SizingLimits(1.0, 70, 1e4)  # no % limit: no leverage
+    ctx.quotes[3] = Quote(3, 9_999, 10, 10_001, 10, 0, 0)
+    assert ctx.kelly_lots(3, 0.02, 0.04, 1e6) == 70
