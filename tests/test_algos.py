@@ -498,3 +498,31 @@ def test_twap_children_never_exceed_the_parent(
     loop.advance(loop.now + 20 * MS)
     assert loop.algos.parent(PARENT).state in (AlgoState.DONE, AlgoState.CANCELED)
     assert_children_sum_to_parent(loop, qty)
+
+
+# --- the strategy-facing helper -----------------------------------------------------------------
+
+
+def test_strategy_context_asks_for_an_algo_parent_and_tracks_its_progress() -> None:
+    import msgspec
+
+    from engine.messages import IntentNew
+    from engine.strategies.base import StrategyContext
+
+    ctx = StrategyContext(3, [INS])
+    coid = ctx.algo(AlgoKind.TWAP, IID, BUY, 100, {"duration_s": 30, "slices": 6}, px=101)
+    (intent,) = ctx.take_intents()
+    assert isinstance(intent, IntentNew) and intent.client_order_id == coid
+    assert intent.algo == AlgoKind.TWAP and intent.algo_params == {
+        "duration_s": 30.0,
+        "slices": 6.0,
+    }
+    assert intent.order_type == OrderType.LIMIT and intent.px == 101 and intent.qty == 100
+    wire = msgspec.msgpack.encode(intent)
+    assert msgspec.msgpack.decode(wire, type=IntentNew) == intent
+    assert ctx.open_orders[coid].qty == 100
+    prog = AlgoProgress(coid, IID, AlgoKind.TWAP, 40, 60, 1, AlgoState.WORKING, 9, 50)
+    ctx.apply_exec_event(prog)
+    assert ctx.algo_progress[coid] == prog and coid in ctx.open_orders
+    with pytest.raises(ValueError):
+        ctx.algo(AlgoKind.NONE, IID, BUY, 10, {})

@@ -30,6 +30,8 @@ from typing import Any, Protocol
 
 from engine.instruments import Instrument
 from engine.messages import (
+    AlgoKind,
+    AlgoProgress,
     Bar,
     Forecast,
     IntentCancel,
@@ -133,6 +135,8 @@ class StrategyContext:
         self.ts_origin: int = 0
         self.positions: dict[int, int] = {iid: 0 for iid in self.instruments}
         self.open_orders: dict[int, OpenOrder] = {}
+        #: latest AlgoProgress per parent order (execution algorithms)
+        self.algo_progress: dict[int, AlgoProgress] = {}
         self._outbox: list[Intent] = []
         self._counter = 0
 
@@ -299,6 +303,8 @@ class StrategyContext:
         flags: int,
         stop_px: int,
         expire_ns: int,
+        algo: int = 0,
+        algo_params: dict[str, float] | None = None,
     ) -> int:
         self.instrument(instrument_id)  # raises for an instrument the strategy does not trade
         if order_type is None:
@@ -322,6 +328,8 @@ class StrategyContext:
                 stop_px=int(stop_px),
                 flags=int(flags),
                 expire_ns=int(expire_ns),
+                algo=int(algo),
+                algo_params=algo_params or {},
             )
         )
         self.open_orders[coid] = OpenOrder(
@@ -335,6 +343,27 @@ class StrategyContext:
             leaves_qty=int(qty),
         )
         return coid
+
+    def algo(
+        self,
+        kind: int,
+        instrument_id: int,
+        side: int,
+        qty: int,
+        params: dict[str, float],
+        px: int | None = None,
+        tif: int | None = None,
+    ) -> int:
+        """Ask for a parent order worked by an execution algorithm: ``kind`` is an ``AlgoKind``
+        (TWAP, VWAP, ICEBERG, POV), ``params`` its parameters (``engine.algos``: e.g. TWAP
+        ``{"duration_s": 60, "slices": 12}``). ``px=None`` lets the children take at any price;
+        with a price none trades through it. Risk sees the parent's full quantity; this context
+        sees one order (its fills, its end); ``ctx.algo_progress`` keeps the latest
+        ``AlgoProgress`` of each parent. Bad parameters come back as an ``OrderRejected``."""
+        if int(kind) == AlgoKind.NONE:
+            raise ValueError("algo: kind must be an execution algorithm, not AlgoKind.NONE")
+        fields = {str(k): float(v) for k, v in params.items()}
+        return self._new(side, instrument_id, qty, px, None, tif, 0, 0, 0, int(kind), fields)
 
     def cancel(self, client_order_id: int) -> bool:
         """Ask to cancel one of our open orders. False (and no intent) if it is not open or a
@@ -426,6 +455,8 @@ class StrategyContext:
                     o.pending_replace = False
         elif isinstance(ev, OrderRejected | OrderCanceled | OrderExpired):
             self.open_orders.pop(coid, None)
+        elif isinstance(ev, AlgoProgress):
+            self.algo_progress[coid] = ev
 
 
 class Strategy:
