@@ -127,7 +127,9 @@ _PRICED = (int(OrderType.LIMIT), int(OrderType.STOP_LIMIT))
 #: order types that need a trigger price (``stop_px`` > 0)
 _STOPPED = (int(OrderType.STOP), int(OrderType.STOP_LIMIT))
 _REDUCE_ONLY = int(OrderFlag.REDUCE_ONLY)
-_NO_OUTPUT: tuple[()] = ()
+#: tolerance (in percent) of the breakers and stops: a figure that lands on its threshold trips
+#: it even when binary floating point puts it a hair below
+_EPS = 1e-9
 
 
 class RiskLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -730,7 +732,7 @@ class RiskGate:
                 (lim.daily_loss_halt_pct, TradingState.HALTED),
                 (lim.daily_loss_reduce_pct, TradingState.REDUCING),
             ):
-                if pct > 0 and loss >= pct:
+                if pct > 0 and loss >= pct - _EPS:
                     out += self._escalate(
                         st,
                         f"daily loss {loss:.3f}% >= {pct:g}%",
@@ -748,7 +750,7 @@ class RiskGate:
                 (lim.drawdown_halt_pct, TradingState.HALTED),
                 (lim.drawdown_reduce_pct, TradingState.REDUCING),
             ):
-                if pct > 0 and dd >= pct:
+                if pct > 0 and dd >= pct - _EPS:
                     out += self._escalate(
                         st, f"drawdown {dd:.3f}% >= {pct:g}%", "drawdown", now_ns, wall_ns, dd, pct
                     )
@@ -803,9 +805,9 @@ class RiskGate:
         pnl_pct = move * np.sign(pos) * 100.0  # favourable move, percent of entry
         hit = np.zeros_like(live)
         if lim.stop_loss_pct > 0:
-            hit |= live & (pnl_pct <= -lim.stop_loss_pct)
+            hit |= live & (pnl_pct <= -lim.stop_loss_pct + _EPS)
         if lim.take_profit_pct > 0:
-            hit |= live & (pnl_pct >= lim.take_profit_pct)
+            hit |= live & (pnl_pct >= lim.take_profit_pct - _EPS)
         out: list[RiskOutput] = []
         for i in np.flatnonzero(hit).tolist():
             if i in self._protect:
