@@ -324,11 +324,11 @@ class ExecEngine:
             why = "new qty must be > 0 and price >= 0"
         else:
             why = ""
-            self._held[coid] = msgspec.structs.replace(
-                self._held[coid], px=rep.new_px, qty=rep.new_qty
-            )
-        if r.state != OrderStatus.INITIALIZED:
-            self.table.request_replace(coid)
+            h = self._held[coid]
+            px = h.px if h.order_type == OrderType.MARKET else rep.new_px
+            self._held[coid] = msgspec.structs.replace(h, px=px, qty=rep.new_qty)
+        if r.state not in (OrderStatus.INITIALIZED, OrderStatus.TRIGGERED):
+            self.table.request_replace(coid)  # an accepted emulated order
         if why:
             ev: object = OrderRejected(
                 coid, rep.instrument_id, f"replace rejected: {why}", rep.ts_origin, now_ns, now_ns

@@ -144,6 +144,8 @@ TRANSITIONS: dict[OrderStatus, dict[OrderEvent, int]] = {
         E.CANCELED: S.CANCELED,
         E.EXPIRED: S.EXPIRED,
         E.CANCEL_REQUEST: S.PENDING_CANCEL,
+        E.REPLACED: S.TRIGGERED,  # held by a halt, amended locally
+        E.REPLACE_REJECT: S.TRIGGERED,
     },
     S.FILLED: {},
     S.CANCELED: {},
