@@ -487,6 +487,8 @@ class RiskGate:
                 stop_px=it.stop_px,
                 flags=it.flags,
                 expire_ns=it.expire_ns,
+                algo=it.algo,  # an algo parent stays one: exec works it, never sends it whole
+                algo_params=it.algo_params,
             )
         ]
 
