@@ -59,7 +59,7 @@ class Bars:
         return int(round(float(np.median(np.diff(self.ts_ns))) / NS))
 
 
-def _clean(symbol: str, ts: np.ndarray, cols: Sequence[np.ndarray]) -> Bars:
+def clean_bars(symbol: str, ts: np.ndarray, cols: Sequence[np.ndarray]) -> Bars:
     """Sort by time and drop duplicate timestamps (keep the last): replays and exports repeat."""
     ts = np.asarray(ts, dtype=np.int64)
     order = np.argsort(ts, kind="stable")
@@ -140,12 +140,12 @@ def load_table(path: str | Path) -> list[Bars]:
     )
     cols.append(vol)
     if "symbol" not in names:
-        return [_clean(p.stem, ts, cols)]
+        return [clean_bars(p.stem, ts, cols)]
     sym = np.asarray(table.column(names["symbol"]).to_pylist(), dtype=object)
     out = []
     for s in sorted(set(sym.tolist())):
         m = sym == s
-        out.append(_clean(str(s), ts[m], [c[m] for c in cols]))
+        out.append(clean_bars(str(s), ts[m], [c[m] for c in cols]))
     return out
 
 
@@ -160,7 +160,7 @@ def load_builtin(name: str) -> list[Bars]:
         df = mod.load()
         ts = df.index.values.astype("datetime64[ns]").astype(np.int64)
         cols = [df[c].to_numpy() for c in ("Open", "High", "Low", "Close", "Volume")]
-        return [_clean(name.split(":")[1].upper(), ts, cols)]
+        return [clean_bars(name.split(":")[1].upper(), ts, cols)]
     if name == "tsd:btc15m":
         from importlib.resources import files
 

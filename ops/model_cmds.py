@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
             "--source",
             default=DEFAULT_SOURCE,
             help="synthetic (the engine's market, from --config) | sine | random_walk | "
-            "arch:sp500 | arch:nasdaq | tsd:btc15m | a CSV/Parquet file",
+            "arch:sp500 | arch:nasdaq | tsd:btc15m | postgres[:RUN_ID] | a CSV/Parquet file",
         )
         p.add_argument(
             "--sim-seconds",
@@ -44,6 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
         p.add_argument(
             "--bars", type=int, default=5000, help="sine / random_walk: bars (default 5000)"
         )
+        p.add_argument("--dsn", default="", help="postgres source: database (default: config)")
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--arch", choices=("nhits", "nbeatsx"), default="nhits")
@@ -115,7 +116,7 @@ def _bars(args: argparse.Namespace):
     from ops.model_data import load_source
 
     cfg = None
-    if args.source == "synthetic":
+    if args.source == "synthetic" or args.source.startswith("postgres"):
         from ops.cli import _load
 
         cfg = _load(args.config)
@@ -126,6 +127,7 @@ def _bars(args: argparse.Namespace):
         bar_seconds=args.bar_seconds,
         n_bars=args.bars,
         seed=args.seed,
+        dsn=args.dsn,
     )
 
 

@@ -170,3 +170,75 @@ def test_synthetic_market_bars_are_the_infer_process_bars():
             lo, hi = min(lo, last_mid), max(hi, last_mid)
     k = int(np.flatnonzero(s0.ts_ns == 1_000_000_000)[0])
     assert s0.close[k] == last_mid and s0.low[k] == lo and s0.high[k] == hi
+
+
+def test_bars_recorded_in_postgres_are_a_training_source(pg_dsn, tmp_path):
+    """The recorder's ``bars`` table (real PostgreSQL): one series per instrument, a run filter,
+    and ``gekko train --source postgres:<run>`` trains on it."""
+    import psycopg
+
+    from ops.cli import main
+    from ops.model_data import postgres_bars
+    from ops.store.migrate import migrate
+
+    with psycopg.connect(pg_dsn) as conn:
+        migrate(conn)
+        conn.execute("CREATE TABLE bars_any PARTITION OF bars DEFAULT")
+        gen = generated_bars("sine", 400, seed=9)
+        rows = []
+        for run in (1, 2):
+            for iid in (1, 2):
+                for k in range(len(gen) if run == 1 else 10):
+                    px = [
+                        int(round(v * 100))
+                        for v in (gen.open[k], gen.high[k], gen.low[k], gen.close[k])
+                    ]
+                    rows.append(
+                        (
+                            run,
+                            iid,
+                            int(gen.ts_ns[k]),
+                            int(gen.ts_ns[k]) + 60 * 10**9,
+                            *px,
+                            int(gen.volume[k]),
+                            3,
+                        )
+                    )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO bars VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows
+            )
+        conn.commit()
+    one = postgres_bars(pg_dsn, run_id=2, symbols={1: "AAPL"})
+    assert [(s.symbol, len(s)) for s in one] == [("AAPL", 10), ("2", 10)]
+    both = postgres_bars(pg_dsn)
+    assert [len(s) for s in both] == [400, 400]  # run 2 repeats run 1's first bars: counted once
+    s = both[0]
+    assert s.bar_seconds() == 60 and np.array_equal(s.ts_ns, gen.ts_ns)
+    assert np.allclose(s.close, np.round(gen.close * 100))
+    with pytest.raises(ValueError, match="no bars"):
+        postgres_bars(pg_dsn, run_id=7)
+    out = tmp_path / "pgmodel"
+    argv = [
+        "train",
+        "--source",
+        "postgres:1",
+        "--dsn",
+        pg_dsn,
+        "--input-size",
+        "16",
+        "--horizon",
+        "2",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--folds",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["bar_seconds"] == 60 and meta["training"]["data"] == "postgres:1"
