@@ -3,6 +3,7 @@ simulated exchange and behind the smart router."""
 
 from __future__ import annotations
 
+from engine.backtest import InlineRuntime
 from engine.exec_engine import ExecEngine
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
@@ -18,6 +19,9 @@ from engine.messages import (
     OrderType,
     TimeInForce,
 )
+from engine.risk import RiskLimits
+from engine.strategies.base import Strategy
+from engine.strategy_host import StrategySpec
 from engine.venues.multi import VenueSpec, build_sim_venues
 from engine.venues.sim import SimExchange
 from engine.venues.synthetic import InstrumentSpec, SyntheticMarket
@@ -149,3 +153,43 @@ def test_twap_through_exec_engine_behind_the_smart_router() -> None:
     assert router.positions() == {IID: 600}
     assert router.legs_sent["A"] > 0 and router.legs_sent["B"] > 0  # both venues were used
     assert d.exec.anomalies == {} and d.exec.algo.anomalies == {}
+
+
+# --- the whole pipeline: strategy -> risk -> exec -> venue, inline ------------------------------
+
+
+class TwapBuyer(Strategy):
+    """Asks once for a TWAP buy; remembers what came back about it."""
+
+    def on_start(self) -> None:
+        self.parent = 0
+        self.fills: list[object] = []
+        self.events: list[object] = []
+
+    def on_quote(self, q) -> None:
+        if not self.parent:
+            self.parent = self.ctx.algo(
+                AlgoKind.TWAP, IID, 1, 200, {"duration_s": 0.3, "slices": 6}, px=q.ask_px + 20
+            )
+
+    def on_fill(self, ev) -> None:
+        self.fills.append(ev)
+
+    def on_order_event(self, ev) -> None:
+        self.events.append(ev)
+
+
+def test_a_strategy_twap_goes_through_risk_and_exec_as_one_parent() -> None:
+    venue = SimExchange(TABLE, latency_ns=100_000)
+    spec = StrategySpec(TwapBuyer, instruments=[IID], strategy_id=5)
+    limits = RiskLimits(max_order_notional=1e9, max_position_lots=1000, max_open_orders=20)
+    rt = InlineRuntime(TABLE, [spec], limits, venue, market(seed=8), max_ticks=1500)
+    s = rt.run()
+    news = [o for o in s["orders_sent"] if isinstance(o, NewOrder)]
+    assert len(news) == 1 and news[0].algo == AlgoKind.TWAP and news[0].qty == 200
+    strat = rt.host.slots[0].strategy
+    assert {f.client_order_id for f in strat.fills} == {strat.parent}
+    assert sum(f.fill_qty for f in strat.fills) == 200 and isinstance(strat.fills[-1], OrderFilled)
+    assert s["positions"][IID] == s["risk_positions"][IID] == venue.positions()[IID] == 200
+    assert s["open_orders"] == 0 and s["anomalies"] == {}
+    assert rt.exec.algo.parent(strat.parent).state == AlgoState.DONE
