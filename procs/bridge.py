@@ -57,13 +57,14 @@ _MSG_DECODER = msgspec.msgpack.Decoder(Message)
 
 
 def remote_to_json(r: Remote) -> dict[str, Any]:
+    """The message as a JSON object (its own fields, ``type``) plus the envelope's ``remote_*`` keys."""
     return {
-        "source": r.source,
-        "ring": r.ring,
-        "stream_id": r.stream_id,
-        "ts_recv": r.ts_recv,
         "type": type(r.msg).__name__,
         **msgspec.structs.asdict(r.msg),
+        "remote_source": r.source,
+        "remote_ring": r.ring,
+        "remote_id": r.stream_id,
+        "remote_delivered_ns": r.ts_recv,
     }
 
 
