@@ -489,7 +489,8 @@ class Strategy:
         """A model forecast for one of our instruments."""
 
     def on_order_event(self, ev: OrderEvent) -> None:
-        """Accepted / rejected / canceled / expired / replaced for one of our orders."""
+        """Accepted / rejected / canceled / expired / replaced for one of our orders (and
+        ``AlgoProgress`` for a parent order worked by an execution algorithm)."""
 
     def on_fill(self, ev: FillEvent) -> None:
         """A (partial) fill of one of our orders (``ctx.positions`` already updated)."""
