@@ -167,7 +167,7 @@ def _canonical_command(args: argparse.Namespace) -> str:
         skip |= {"config", "sim_seconds"}
     parts = ["gekko", "train"]
     for key, value in vars(args).items():
-        if key in skip:
+        if key in skip or value == "":
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
