@@ -382,3 +382,107 @@ def test_config_duplicate_venue_names_are_refused() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(_CFG + '[[venues]]\nname = "a"\n[[venues]]\nname = "a"\n')
     assert exc.value.key == "venues[1].name"
+
+
+# --- property: random order flow through ExecEngine behind the router -----------------------------
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    latency_us=st.sampled_from([0, 150, 2000]),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["market", "gtc", "ioc", "fok", "cancel"]),
+            st.sampled_from([BUY, SELL]),
+            st.integers(1, 80),
+            st.integers(-4, 4),
+        ),
+        min_size=1,
+        max_size=14,
+    ),
+)
+def test_routed_orders_read_as_consistent_single_orders(seed, latency_us, ops) -> None:
+    from engine.exec_engine import ExecEngine
+    from engine.venues.synthetic import InstrumentSpec, SyntheticMarket
+
+    lat = latency_us * 1000
+    router = build_sim_venues(
+        TABLE,
+        [
+            VenueSpec("A", maker_fee_bps=-0.2, taker_fee_bps=2.0, latency_ns=lat),
+            VenueSpec(
+                "B", taker_fee_bps=0.5, latency_ns=2 * lat, px_offset_ticks=1, size_scale=0.4
+            ),
+        ],
+        seed=seed,
+    )
+    ex = ExecEngine(router, TABLE)
+    spec = InstrumentSpec.from_instrument(TABLE.by_id(IID), 100.0, annual_vol=0.3)
+    mkt = SyntheticMarket([spec], seed=seed, mean_interval_ns=200_000)
+    out: list[object] = []
+    sent: dict[int, NewOrder] = {}
+    now = 0
+
+    def until(t: int) -> None:
+        nonlocal now
+        for _ in range(10_000):
+            nxt = ex.next_event_ns()
+            if nxt is None or nxt > t:
+                break
+            now = max(now, nxt)
+            out.extend(ex.poll(now))
+        now = max(now, t)
+        out.extend(ex.poll(now))
+
+    pending = list(ops)
+    for k, msg in enumerate(mkt.events(40 * len(ops) + 200)):
+        until(msg.ts_event)
+        out.extend(ex.on_market_data(msg, now))
+        if k % 40 == 39 and pending:
+            kind, side, qty, off = pending.pop(0)
+            bid, ask = (
+                router.venues["A"].book(IID).best_bid(),
+                router.venues["A"].book(IID).best_ask(),
+            )
+            if kind == "cancel":
+                if sent:
+                    victim = sorted(sent)[(qty + off) % len(sent)]
+                    out.extend(ex.on_order(CancelOrder(victim, 1, IID, now, now), now))
+                continue
+            coid = 1000 + k
+            ref = ask[0] if side == BUY else bid[0]
+            px = 0 if kind == "market" else ref + off * side
+            tif = {"market": IOC, "gtc": GTC, "ioc": IOC, "fok": FOK}[kind]
+            o = order(coid, side, qty, px, tif=tif)
+            sent[coid] = o
+            out.extend(ex.on_order(o, now))
+    out.extend(ex.cancel_all(now))
+    until(now + 10 * lat + 1_000_000)
+
+    assert ex.anomalies == {}
+    position = 0
+    for coid, o in sent.items():
+        evs = [e for e in out if getattr(e, "client_order_id", None) == coid]
+        acks = [e for e in evs if type(e) is OrderAccepted]
+        fl = [e for e in evs if isinstance(e, OrderPartiallyFilled)]
+        ends = [
+            e
+            for e in evs
+            if type(e) in (OrderFilled, OrderCanceled, OrderRejected)
+            and not (type(e) is OrderRejected and e.reason.startswith("cancel rejected:"))
+        ]
+        assert len(ends) == 1, evs
+        assert len(acks) <= 1 and (acks or type(ends[0]) is OrderRejected)
+        assert len({f.fill_id for f in fl}) == len(fl)
+        cum = 0
+        for f in fl:
+            cum += f.fill_qty
+            assert f.cum_qty == cum and f.cum_qty + f.leaves_qty == o.qty
+        if type(ends[0]) is OrderCanceled:
+            assert ends[0].leaves_qty == o.qty - cum
+        elif type(ends[0]) is OrderFilled:
+            assert cum == o.qty
+        position += o.side * cum
+    assert router.positions().get(IID, 0) == position
+    assert router.open_orders() == []
