@@ -54,9 +54,10 @@ class Lot:
         return (mark_px - self.px) * self.direction * self.qty * multiplier
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ClosedLot:
-    """A (part of a) lot closed by a fill, with the P&L that closing realized."""
+    """A (part of a) lot closed by a fill, with the P&L that closing realized. (Not frozen: a
+    frozen dataclass costs several times more to build, and one is built per closing fill.)"""
 
     ref: LotRef
     instrument_id: int
@@ -128,6 +129,22 @@ class LotBook:
             lot = self.find(ref_sel)
             if lot is not None:
                 qty -= self._close(lot, qty, px, ts, closed)
+        if self.method == "fifo":  # the default, inlined: one closing fill per exec fill
+            lots, mult = self.lots, self.multiplier
+            while qty and lots:
+                lot = lots[0]
+                q = lot.qty if lot.qty <= qty else qty
+                d = lot.direction
+                closed.append(
+                    ClosedLot(lot.ref, lot.instrument_id, d, q, lot.px, px, lot.ts, ts,
+                              (px - lot.px) * d * q * mult)
+                )  # fmt: skip
+                lot.qty -= q
+                self.position -= d * q
+                self.basis -= q * lot.px
+                if not lot.qty:
+                    lots.popleft()
+                qty -= q
         while qty > 0 and self.lots:
             qty -= self._close(self._next_to_close(), qty, px, ts, closed)
         if qty > 0:  # crossed through zero: the rest opens the other way

@@ -34,6 +34,7 @@ Prices are ticks and sizes lots, converted with each instrument's tick and lot s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,7 +214,7 @@ class Portfolio:
             self.unknown_fills += 1
             return
         qty = ev.fill_qty
-        if qty <= 0 or ev.fill_px <= 0 or not np.isfinite(ev.fee):  # malformed: refuse, count
+        if qty <= 0 or ev.fill_px <= 0 or not math.isfinite(ev.fee):  # malformed: refuse, count
             self.bad_fills += 1
             return
         signed = qty if ev.side > 0 else -qty
@@ -233,15 +234,18 @@ class Portfolio:
         book = p.book
         assert book is not None
         ref = (coid, ev.fill_id)
-        select = self._designated.get(coid, ())
-        if isinstance(ev, OrderFilled) or ev.leaves_qty <= 0:
-            self._designated.pop(coid, None)
+        select: Sequence[LotRef] = ()
+        if self._designated:
+            select = self._designated.get(coid, ())
+            if isinstance(ev, OrderFilled) or ev.leaves_qty <= 0:
+                self._designated.pop(coid, None)
         was_long = book.position > 0
         closed = book.apply(signed, px, ts, ref, select)
         self.last_closed = closed
         if closed:
             self.closed_lots_count += len(closed)
-            p.realized += sum(c.pnl for c in closed)
+            for c in closed:
+                p.realized += c.pnl
             if was_long:
                 self.wash_sales.on_sale(p.instrument_id, ts, closed, book.lots)
         if signed > 0 and book.position > 0:
@@ -270,10 +274,9 @@ class Portfolio:
             book = sb.books[p.instrument_id] = LotBook(
                 p.instrument_id, p.multiplier, self.lot_method
             )
-        fx = self.fx(p.currency)
-        closed = book.apply(signed, px, ts, ref, select)
-        if closed:
-            sb.realized += sum(c.pnl for c in closed) * fx
+        fx = self.fx_rates.get(p.currency, 1.0)
+        for c in book.apply(signed, px, ts, ref, select):
+            sb.realized += c.pnl * fx
         sb.fees += fee * fx
         sb.fills += 1
         sb.notional += abs(signed) * px * p.multiplier * fx
