@@ -254,19 +254,21 @@ class AlgoEngine:
         return self._end()
 
     def on_market_data(self, msg: object, now_ns: int) -> list[object]:
-        """Quotes and trades: top of book, recorded volume, POV participation; due slices."""
-        self._begin(now_ns)
+        """Quotes and trades: top of book, recorded volume, POV participation; due slices.
+
+        Called for every tick exec sees: with no parent working it only records and returns."""
         iid = getattr(msg, "instrument_id", None)
         t = type(msg)
         if t is Quote:
             self._tops[iid] = (msg.bid_px, msg.bid_qty, msg.ask_px, msg.ask_qty)  # type: ignore[attr-defined]
         elif t is Trade:
-            if msg.qty > 0 and msg.ts_event >= 0:  # type: ignore[attr-defined]
+            if msg.qty > 0:  # type: ignore[attr-defined]
                 vol = self._volume.get(iid)  # type: ignore[arg-type]
                 if vol is None:
                     vol = VolumeProfile.empty(self.volume_buckets, self.volume_period_ns)
                     self._volume[iid] = vol  # type: ignore[index]
-                vol.add(msg.ts_event, msg.qty)  # type: ignore[attr-defined]
+                # by exec's clock, the one the VWAP windows are in (= ts_event in backtests)
+                vol.add(now_ns, msg.qty)  # type: ignore[attr-defined]
         elif t is BookSnapshot:
             b, a = msg.bid_px, msg.ask_px  # type: ignore[attr-defined]
             self._tops[iid] = (
@@ -275,6 +277,9 @@ class AlgoEngine:
                 a[0] if a else 0,
                 msg.ask_qty[0] if a else 0,  # type: ignore[attr-defined]
             )
+        if not self._working:
+            return []
+        self._begin(now_ns)
         for p in tuple(self._by_iid.get(iid, ())):  # type: ignore[arg-type]
             if p.impl is not None and p.is_working:
                 self._guard(p, p.impl.on_market_data, msg, now_ns)
@@ -283,6 +288,8 @@ class AlgoEngine:
 
     def on_timer(self, now_ns: int) -> list[object]:
         """Run the slices that are due by ``now_ns``."""
+        if not self._working:
+            return []
         self._begin(now_ns)
         self._all_due(now_ns)
         return self._end()
@@ -313,7 +320,8 @@ class AlgoEngine:
         return self._volume.get(instrument_id)
 
     def load_volume(self, instrument_id: int, trades: Iterable[Trade]) -> None:
-        """Seed the recorded profile from recorded trades (e.g. yesterday's replay file)."""
+        """Seed the recorded profile from recorded trades (e.g. yesterday's replay file), by
+        their ``ts_event``: right when exec's clock is the venue's (backtests, replays)."""
         vol = self._volume.get(instrument_id)
         if vol is None:
             vol = VolumeProfile.empty(self.volume_buckets, self.volume_period_ns)
