@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -182,3 +183,19 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
     ]
     assert seen_fills == fills_1 + fills_2  # every fill of both runs, once, in the producer's order
     assert os.path.exists(tmp_path / consumer / "var" / "last_run" / "summary.json")
+
+
+def test_a_dead_redis_never_stops_the_engine(tmp_path: Path) -> None:
+    """The bridge logs, counts and retries; the engine trades on and stops cleanly."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    eid = "d" + uuid.uuid4().hex[:6]
+    cfg = engine_config(tmp_path, eid, f"redis://127.0.0.1:{port}/0", publish='["events"]')
+    cfg.write_text(set_key(cfg.read_text(), "supervisor", "shutdown_timeout_s", "3.0"))
+    err = finish(gekko_run(cfg, "--duration", "2"))
+    summary = json.loads((tmp_path / eid / "var" / "last_run" / "summary.json").read_text())
+    assert summary["exit_code"] == 0 and summary["fills"] > 0
+    assert not [r for r in summary.get("restarts", []) if r["worker"] == "bridge"]  # never crashed
+    assert f"127.0.0.1:{port}" in err and "retrying with backoff" in err
