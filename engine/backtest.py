@@ -255,9 +255,9 @@ class InlineRuntime:
             self._push_all(hop, _EVENT, self.exec.on_order(msg, t))
         elif kind == _EVENT:
             self.events += 1
+            self.portfolio.on_event(msg)  # fills; terminal events end what it keeps per order
             if isinstance(msg, OrderPartiallyFilled):
                 self.fills += 1
-                self.portfolio.on_fill(msg)
             elif isinstance(msg, OrderRejected):
                 self.venue_rejects += 1
             self.risk.on_exec_event(msg)

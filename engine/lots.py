@@ -234,7 +234,10 @@ class WashSaleMonitor:
         if recent:
             self.flagged.append(WashSale(instrument_id, ts, loss, max(recent)))
             return
-        self._loss_sales.setdefault(instrument_id, deque()).append((ts, loss))
+        q = self._loss_sales.setdefault(instrument_id, deque())
+        while q and ts - q[0][0] > self.window_ns:  # too old to be washed by any later buy
+            q.popleft()
+        q.append((ts, loss))
 
     @property
     def disallowed_loss(self) -> float:

@@ -235,9 +235,10 @@ class Portfolio:
         assert book is not None
         ref = (coid, ev.fill_id)
         select: Sequence[LotRef] = ()
+        done = isinstance(ev, OrderFilled) or ev.leaves_qty <= 0
         if self._designated:
             select = self._designated.get(coid, ())
-            if isinstance(ev, OrderFilled) or ev.leaves_qty <= 0:
+            if done:
                 self._designated.pop(coid, None)
         was_long = book.position > 0
         closed = book.apply(signed, px, ts, ref, select)
@@ -253,6 +254,8 @@ class Portfolio:
         p.position = book.position
         p.avg_px = book.avg_px
         self._attribute(coid, p, signed, px, ts, ref, select, ev.fee)
+        if done and self._strategy_of:
+            self._strategy_of.pop(coid, None)
 
     def _attribute(
         self,
@@ -289,7 +292,9 @@ class Portfolio:
         elif isinstance(ev, NewOrder | IntentNew):
             self.on_order(ev)
         elif isinstance(ev, OrderCanceled | OrderExpired | OrderRejected):
+            # the order is over: forget what was remembered for it (bounded memory)
             self._designated.pop(ev.client_order_id, None)
+            self._strategy_of.pop(ev.client_order_id, None)
 
     def mark(self, instrument_id: int, px_ticks: int) -> None:
         """Set the mark price (ticks) used for unrealized P&L and equity."""

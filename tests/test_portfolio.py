@@ -151,6 +151,12 @@ def test_attribution_by_strategy_from_ids_and_orders():
     assert by[2]["net"] == pytest.approx(-1.0 * 4 - 0.1)
     assert by[3]["net"] == pytest.approx(1.5 * 5 - 0.1)
     assert sum(v["net"] for v in by.values()) == pytest.approx(p.net_pnl())
+    # what was remembered per order is forgotten when the order ends (bounded memory)
+    assert p.strategy_of(odd) == 0
+    p.on_event(NewOrder(78, 3, 1, Side.BUY, 2, 1, 10_000, 5, 0, 0))
+    assert p.strategy_of(78) == 3
+    p.on_event(OrderCanceled(78, 1, 5, "ioc", 0, 0, 0))
+    assert p.strategy_of(78) == 0
 
 
 def test_equity_curve_samples_equity_and_benchmark():
