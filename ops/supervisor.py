@@ -407,9 +407,13 @@ class Supervisor:
         A database given by DSN that does not answer is not fatal: the recorder journals until it
         does. An embedded one that cannot start is (its data directory is ours to fix).
         """
-        from ops.store.pg import EmbeddedPostgres, PgSettings, connect
+        from engine.venues.sim import prune_records
         from ops.store.migrate import migrate
+        from ops.store.pg import EmbeddedPostgres, PgSettings, connect
+        from procs.build import venue_record_path
 
+        # each run is a fresh simulated exchange session: earlier runs' venue records go
+        prune_records(self.var / "venue", keep=venue_record_path(self.cfg, self.run_id))
         settings = PgSettings.from_config(self.cfg)
         if not settings.enabled:
             return

@@ -21,6 +21,9 @@ WORKER_MODULES = {"feed": "procs.feed", "strategy": "procs.strategy", "risk": "p
 # the bridge's loop lives in procs.bridge; its entry is in ops because it needs the Redis store
 WORKER_MODULES["bridge"] = "ops.store.bus"
 WORKER_MODULES["infer"] = "procs.infer"
+WORKER_MODULES["recorder"] = "procs.recorder"
+#: workers that reach PostgreSQL (the recorder writes; exec and risk recover from it at start)
+STORE_USERS = ("recorder", "exec", "risk")
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gekko: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.name, cfg.engine.log_level, cfg.engine.log_format)
+    if args.name in STORE_USERS and cfg.storage.postgres.mode != "off":
+        from ops.store.sink import install
+
+        install()  # procs may not import ops: the store registers itself with procs.storage
     module = importlib.import_module(WORKER_MODULES[args.name])
     try:
         return int(module.run(cfg, args.engine_id, args.incarnation) or 0)

@@ -23,8 +23,10 @@ from engine.messages import (
     OrderRejected,
 )
 from engine.portfolio import Portfolio
-from procs.build import build_exec_policy, build_venue
+from procs.build import build_exec_policy, build_venue, venue_record_path
+from procs.recovery import recover_exec
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker
+from procs.storage import run_id
 from procs.warmup import warm_exec
 from shm.seqlock import SeqlockTable
 
@@ -34,7 +36,8 @@ log = logging.getLogger("gekko.exec")
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     w = Worker("exec", cfg, engine_id, incarnation)
     instruments = cfg.instrument_table()
-    venue = build_venue(cfg, instruments)
+    # the simulated venue keeps its own record: a restarted exec finds its orders and fills there
+    venue = build_venue(cfg, instruments, record_path=venue_record_path(cfg, run_id()))
     # a restarted exec numbers its own orders (algo children, retries) in a fresh id block
     engine = ExecEngine(venue, instruments, build_exec_policy(cfg, id_block=incarnation % 256))
     portfolio = Portfolio(instruments)
@@ -79,6 +82,19 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         dirty.clear()
 
     warm_exec(cfg)  # before READY: first calls compile and build caches
+    # recovery before READY (procs/recovery.py): the order table from the record, reconciled
+    # with the venue; what the rest of the engine missed is published; re-delivered orders the
+    # venue already has are dropped from ``backlog`` (the orders waiting in our input)
+    rec = recover_exec(w, cfg, venue, orders, events.ring)
+    if rec.result is not None:
+        engine.table = rec.result.table
+        for f in rec.stored_fills:
+            portfolio.on_fill(f)
+            dirty.add(f.instrument_id)
+        emit(rec.result.publish)
+        for c in rec.result.to_cancel:
+            emit(engine.on_order(c, time.monotonic_ns()))
+    backlog = rec.backlog
     w.beat(STATE_READY)
     log.info("exec ready: venue %s (%s, wait=%s)", getattr(venue, "name", type(venue).__name__), w.pinning, w.wait.kind)
     stopping = False
@@ -94,7 +110,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 w.metrics.inc_i(c_md)
                 portfolio.on_market_data(msg)
                 emit(engine.on_market_data(msg, time.monotonic_ns()))
-            for o in orders.poll_batch(256):
+            batch = orders.poll_batch(256)
+            if backlog:
+                batch, backlog = backlog + batch, []
+            for o in batch:
                 busy = True
                 w.metrics.inc_i(c_in)
                 w.processed += 1

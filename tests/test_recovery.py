@@ -3,7 +3,11 @@ stored record against the venue (engine/reconcile.py)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
+from typing import Any
 
 from engine.messages import (
     CancelOrder,
@@ -117,3 +121,139 @@ def test_reconcile_suppresses_redelivered_orders_and_adopts_unknown_ones(tmp_pat
     kinds = {e.kind for e in r.events}
     assert {K.DUPLICATE_SUPPRESSED, K.UNKNOWN_LOCALLY, K.MISSING_ACK} <= kinds
     assert all(not isinstance(e, OrderCanceled) for e in r.publish)
+
+
+# --- the whole engine: SIGKILL exec mid-run, with the database up and with it down ------------
+
+E2E_SIM = "latency_us = 2000.0"  # requests spend 2 ms on the wire: some are always in flight
+
+
+def _engine_config(tmp_path: Path, eid: str, dsn: str) -> Path:
+    from tests.test_engine_e2e import write_config
+
+    cfg = write_config(tmp_path, eid)
+    text = cfg.read_text()
+    start = text.index("[storage.postgres]")
+    at = text.index('mode = "embedded"', start)
+    text = text[:at] + f'mode = "{dsn}"' + text[at + len('mode = "embedded"') :]
+    text = text.replace("latency_us = 50.0", E2E_SIM)
+    inf = text.find("[inference]")
+    if inf >= 0:  # no model serving here: fewer processes on a small test machine
+        at = text.find("enabled = true", inf)
+        text = text[:at] + "enabled = false" + text[at + len("enabled = true") :]
+    cfg.write_text(text)
+    return cfg
+
+
+def _venue_record(tmp_path: Path) -> tuple[list, list]:
+    """(every frame, fills) of the simulated exchange's own record of the run."""
+    import struct
+
+    import msgspec
+
+    from engine.messages import Message
+
+    (path,) = (tmp_path / "var" / "venue").glob("*.venue")
+    data = path.read_bytes()
+    dec = msgspec.msgpack.Decoder(Message)
+    frames, pos = [], 0
+    while pos + 4 <= len(data):
+        (n,) = struct.unpack_from("<I", data, pos)
+        frames.append(dec.decode(data[pos + 4 : pos + 4 + n]))
+        pos += 4 + n
+    return frames, [f for f in frames if isinstance(f, OrderPartiallyFilled)]
+
+
+def _stored(dsn: str) -> tuple[list, list, list]:
+    import psycopg
+
+    with psycopg.connect(dsn) as c:
+        fills = c.execute(
+            "SELECT fill_id, client_order_id, instrument_id, side, px, qty FROM fills ORDER BY fill_id"
+        ).fetchall()
+        orders = [r[0] for r in c.execute("SELECT client_order_id FROM orders")]
+        recon = c.execute("SELECT kind, action FROM reconciliation_events").fetchall()
+    return fills, orders, recon
+
+
+def _trading(dsn: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as c:
+            return c.execute("SELECT count(*) FROM fills").fetchone()[0] >= 3
+    except psycopg.Error:
+        return False
+
+
+def _kill_exec_and_check(tmp_path: Path, eid: str, dsn: str, db_down: Any = None) -> None:
+    import json
+    import os
+    import signal
+    import time
+
+    from tests.test_engine_e2e import _children, _cmd, _wait_for, running_engine, summary_of
+
+    cfg = _engine_config(tmp_path, eid, dsn)
+    with running_engine(cfg, tmp_path, eid) as proc:
+        assert _wait_for(lambda: len(_children(proc.pid)) >= 5, 60)
+        assert _wait_for(lambda: _trading(dsn), 120), "no fills recorded: the engine never traded"
+        time.sleep(1)  # orders resting and in flight
+        if db_down is not None:
+            db_down.stop()
+            time.sleep(1)
+        victim = [c for c in _children(proc.pid) if "exec" in _cmd(c)][0]
+        os.kill(victim.pid, signal.SIGKILL)
+        assert _wait_for(
+            lambda: any("exec" in _cmd(c) and c.pid != victim.pid for c in _children(proc.pid)), 30
+        )
+        if db_down is not None:
+            time.sleep(1.5)
+            db_down.restart()
+        time.sleep(5)  # recovery, then trading again
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err[-3000:]
+    s = summary_of(tmp_path)
+    assert [r["worker"] for r in s["restarts"]] == ["exec"], err[-3000:]
+    frames, venue_fills = _venue_record(tmp_path)
+    fills, orders, recon = _stored(dsn)
+    # the fills in PostgreSQL are exactly the exchange's own: none lost, none twice
+    assert fills == [
+        (f.fill_id, f.client_order_id, f.instrument_id, f.side, f.fill_px, f.fill_qty)
+        for f in venue_fills
+    ]
+    assert len(venue_fills) > 0
+    # no order placed twice: every order reached the venue once, and was recorded
+    placed = [f.client_order_id for f in frames if type(f).__name__ == "NewOrder"]
+    assert len(placed) == len(set(placed)) > 0
+    assert not [f for f in frames if isinstance(f, OrderRejected) and "duplicate" in f.reason]
+    assert set(placed) <= set(orders)
+    assert "recovery:" in err
+    if db_down is not None:  # the outage really happened, and the journal carried it
+        assert "journaling" in err and "replayed" in err, err[-3000:]
+    # what the engine itself saw (the supervisor's record) agrees with the venue too
+    seen = [
+        json.loads(x)
+        for x in (tmp_path / "var" / "last_run" / "fills.jsonl").read_text().splitlines()
+    ]
+    assert sorted(f["fill_id"] for f in seen) == [f.fill_id for f in venue_fills]
+    assert s["consistent"] is True
+    assert isinstance(recon, list)
+
+
+def test_sigkill_exec_mid_run_orders_and_fills_match_the_venue(tmp_path: Path, pg_dsn: str) -> None:
+    _kill_exec_and_check(tmp_path, "r" + uuid.uuid4().hex[:7], pg_dsn)
+
+
+def test_sigkill_exec_with_the_database_stopped_and_started_mid_run(tmp_path: Path) -> None:
+    from ops.store.pg import EmbeddedPostgres
+
+    base = Path(tempfile.mkdtemp(prefix="gkdb", dir="/tmp"))
+    db = EmbeddedPostgres(base / "pg")
+    try:
+        dsn = db.start()
+        _kill_exec_and_check(tmp_path, "d" + uuid.uuid4().hex[:7], dsn, db_down=db)
+    finally:
+        db.stop()
+        shutil.rmtree(base, ignore_errors=True)

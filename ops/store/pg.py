@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 log = logging.getLogger("gekko.store")
+logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
 
 DSN_ENV = "GEKKO_PG_DSN"
 RUN_ID_ENV = "GEKKO_RUN_ID"
@@ -168,7 +169,7 @@ def make_pool(
         max_size=max(1, s.pool_size),
         kwargs=conn_kwargs(s),
         open=False,
-        timeout=s.connect_timeout_s,
+        timeout=min(1.0, s.connect_timeout_s),  # a dead database must not stall the caller long
         reconnect_timeout=0,  # never give up reconnecting in the background
         name="gekko",
     )

@@ -143,13 +143,27 @@ class PgRecoverySource:
         return connect(self.dsn, self.settings)
 
     def load(self, run_id: int) -> RunState:
+        """This run's record. A database that does not answer is waited for (backoff with
+        jitter, up to ``recovery_timeout_s``): trading must not resume on half a record. Past
+        that, the journal alone (what the database had is then missing: logged loudly)."""
+        import time
+
+        from ops.store.pg import Backoff
+
         jpath = journal_path(self.cfg, run_id)
-        try:
-            with self._conn() as conn:
-                return load_run_state(conn, run_id, jpath)
-        except Exception as exc:  # database down: the journal alone still has what it missed
-            log.error("recovery: database unreachable (%s): recovering from the journal only", exc)
-            return load_run_state(None, run_id, jpath)
+        deadline = time.monotonic() + self.cfg.storage.postgres.recovery_timeout_s
+        backoff = Backoff(0.05, 1.0)
+        while True:
+            try:
+                with self._conn() as conn:
+                    return load_run_state(conn, run_id, jpath)
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.error(
+                        "recovery: database unreachable (%s): recovering from the journal only", exc
+                    )
+                    return load_run_state(None, run_id, jpath)
+                time.sleep(backoff.next_delay())
 
     def record_reconciliation(self, run_id: int, process: str, events: Iterable[Any]) -> None:
         evs = list(events)
