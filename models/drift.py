@@ -66,6 +66,30 @@ class DriftMonitor:
         if self.samples < self.window:
             self.samples += 1
 
+    def on_forecasts(self, slots: np.ndarray, next_rets: np.ndarray) -> None:
+        """``on_forecast`` for many slots at once."""
+        self._pending[slots] = next_rets
+
+    def on_bars(self, slots: np.ndarray, realized: np.ndarray) -> None:
+        """``on_bar`` for many slots at once (the infer process closes them together)."""
+        f = self._pending[slots]
+        use = ~np.isnan(f) & np.isfinite(realized)
+        m = int(np.count_nonzero(use))
+        if m == 0:
+            return
+        r = realized[use].astype(np.float64)
+        self._pending[slots[use]] = np.nan
+        if m > self.window:  # more scores than the window holds: keep the last ones
+            r, f = r[-self.window :], f[use][-self.window :]
+            m = self.window
+        else:
+            f = f[use]
+        at = (self._i + np.arange(m)) % self.window
+        self._model[at] = np.abs(r - f)
+        self._naive[at] = np.abs(r)
+        self._i = int((self._i + m) % self.window)
+        self.samples = min(self.window, self.samples + m)
+
     def maes(self) -> tuple[float, float]:
         """(model MAE, naive MAE) over the errors in the window (NaN when empty)."""
         n = self.samples

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.features import N_FEATURES, feature_row_into
+from models.features import N_FEATURES, compute_features, feature_row_into
 
 
 class FeatureWindows:
@@ -37,6 +37,18 @@ class FeatureWindows:
         self.replaced = 0
         # the batch the model reads: ready windows are copied here, rows 0..k-1
         self.batch = np.zeros((n_slots, capacity, n_features), dtype=np.float32)
+        self._alloc_index()
+
+    def _alloc_index(self) -> None:
+        self._ar = np.arange(self.capacity, dtype=np.int64)
+        self._idx = np.empty((self.n_slots, self.capacity), dtype=np.int64)
+        # push_all's interleaved (previous close, this bar) series, see there
+        n2 = 2 * self.n_slots
+        self._c2 = np.full(n2, np.nan)
+        self._h2 = np.ones(n2)
+        self._l2 = np.ones(n2)
+        self._v2 = np.zeros(n2)
+        self._t2 = np.zeros(n2, dtype=np.int64)
 
     def push_bar(
         self, slot: int, high: float, low: float, close: float, volume: float, ts_ns: int
@@ -51,6 +63,42 @@ class FeatureWindows:
         self._pos[slot] = p + 1 if p + 1 < self.capacity else 0
         self.count[slot] += 1
         self._prev_close[slot] = close
+
+    def push_all(
+        self,
+        valid: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        volume: np.ndarray,
+        ts_ns: int,
+    ) -> np.ndarray:
+        """Append one bar to every slot where ``valid`` (arrays indexed by slot), vectorised;
+        returns the new rows ``[n_slots, F]`` (rows of invalid slots are meaningless).
+
+        All instruments' bars close at once in the infer process, so their rows are computed in
+        one call of ``compute_features`` itself (not a copy of its rules) on an interleaved
+        series ``prev_close_0, bar_0, prev_close_1, bar_1, ...``: each odd row's return is
+        log(close / previous close) under the training-time rules; even rows are discarded.
+        """
+        n = self.n_slots
+        c2, h2, l2, v2, t2 = self._c2, self._h2, self._l2, self._v2, self._t2
+        c2[0::2] = self._prev_close
+        c2[1::2] = close
+        h2[1::2] = high
+        l2[1::2] = low
+        v2[1::2] = volume
+        t2[1::2] = ts_ns
+        rows = compute_features(c2, h2, l2, c2, v2, t2)[1::2]
+        slots = np.flatnonzero(valid[:n])
+        pos = self._pos[slots]
+        r = rows[slots]
+        self._buf[slots, pos] = r
+        self._buf[slots, pos + self.capacity] = r
+        self._pos[slots] = np.where(pos + 1 < self.capacity, pos + 1, 0)
+        self.count[slots] += 1
+        self._prev_close[slots] = close[slots]
+        return rows
 
     def last_close(self, slot: int) -> float:
         """The close of the slot's last bar (NaN before the first)."""
@@ -74,9 +122,17 @@ class FeatureWindows:
         onnxruntime reads it without a copy.
         """
         k = len(slots)
-        out = self.batch[:k, :length] if length != self.capacity else self.batch[:k]
-        for i in range(k):
-            out[i] = self.window(int(slots[i]), length)
+        if length != self.capacity:  # not the serving path: a plain copy per window
+            out = self.batch[:k, :length]
+            for i in range(k):
+                out[i] = self.window(int(slots[i]), length)
+            return out
+        sl = np.asarray(slots, dtype=np.int64)
+        idx = self._idx[:k]
+        np.add((sl * (2 * self.capacity) + self._pos[sl])[:, None], self._ar, out=idx)
+        flat = self._buf.reshape(-1, self.n_features)
+        out = self.batch[:k]
+        np.take(flat, idx.reshape(-1), axis=0, out=out.reshape(-1, self.n_features), mode="clip")
         return out
 
     def resize(self, capacity: int) -> None:
@@ -88,6 +144,7 @@ class FeatureWindows:
         self.capacity = capacity
         self._buf = np.zeros((self.n_slots, 2 * capacity, self.n_features), dtype=np.float32)
         self.batch = np.zeros((self.n_slots, capacity, self.n_features), dtype=np.float32)
+        self._alloc_index()
         for s, rows in enumerate(old):
             self._buf[s, capacity - keep : capacity] = rows
             self._buf[s, 2 * capacity - keep :] = rows

@@ -88,7 +88,6 @@ class InferEngine:
         self.bars: BarAggregator | None = None
         self.windows: FeatureWindows | None = None
         self.drift = DriftMonitor(n, inf.drift_window, inf.drift_margin)
-        self._ready = np.zeros(n, dtype=np.int64)
         self.counts = dict.fromkeys(
             (
                 "bars",
@@ -184,25 +183,14 @@ class InferEngine:
         bars, win, model = self.bars, self.windows, self.model
         assert bars is not None and win is not None and model is not None
         self.counts["bars"] += 1
-        k = 0
-        L = model.input_size
-        for slot in range(len(self.iids)):
-            if not bars.valid[slot]:
-                continue
-            win.push_bar(
-                slot,
-                bars.high[slot],
-                bars.low[slot],
-                bars.close[slot],
-                bars.volume[slot],
-                bars.closed_start_ns,
-            )
-            self.drift.on_bar(slot, float(win.window(slot, 1)[0, 0]))
-            if win.count[slot] >= L:
-                self._ready[k] = slot
-                k += 1
-        if k:
-            self._run(k, origin, out)
+        rows = win.push_all(
+            bars.valid, bars.high, bars.low, bars.close, bars.volume, bars.closed_start_ns
+        )
+        valid = np.flatnonzero(bars.valid)
+        self.drift.on_bars(valid, rows[valid, 0])
+        ready = np.flatnonzero(win.count >= model.input_size)
+        if ready.size:
+            self._run(ready, origin, out)
         st = self.drift.check()
         if st is not None:
             self.counts["drift_events"] += 1
@@ -234,10 +222,10 @@ class InferEngine:
                 )
             )
 
-    def _run(self, k: int, origin: int, out: list[Any]) -> None:
+    def _run(self, slots: np.ndarray, origin: int, out: list[Any]) -> None:
         model, win = self.model, self.windows
         assert model is not None and win is not None
-        slots = self._ready[:k]
+        k = len(slots)
         x = win.gather(slots, model.input_size)
         t0 = self.clock()
         try:
@@ -252,19 +240,17 @@ class InferEngine:
         self.last_run_ns = now - t0
         self.counts["runs"] += 1
         levels = list(model.quantiles)
+        ok = np.isfinite(point).all(axis=1) & np.isfinite(quant).all(axis=(1, 2))
+        self.drift.on_forecasts(slots[ok], point[ok, 0])
+        # one conversion to Python lists for the whole batch (msgspec encodes lists)
+        points = point.tolist()
+        paths = quant.transpose(0, 2, 1).tolist()  # [b, levels, horizon]: a path per level
+        iids, version = self.iids, model.version
         for i in range(k):
-            slot = int(slots[i])
-            p = point[i]
-            q = quant[i]
-            if not (np.isfinite(p).all() and np.isfinite(q).all()):
+            if not ok[i]:
                 self.counts["infer_errors"] += 1
                 continue
-            self.drift.on_forecast(slot, float(p[0]))
-            out.append(
-                Forecast(
-                    self.iids[slot], model.version, origin, now, p.tolist(), levels, q.T.tolist()
-                )
-            )
+            out.append(Forecast(iids[slots[i]], version, origin, now, points[i], levels, paths[i]))
             self.counts["forecasts_out"] += 1
 
 

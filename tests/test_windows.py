@@ -155,3 +155,49 @@ def test_drift_scores_only_forecasts_that_were_made() -> None:
     assert m.samples == 1 and m.maes() == pytest.approx((0.01, 0.01))
     with pytest.raises(ValueError):
         DriftMonitor(1, window=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.lists(st.tuples(st.booleans(), bar), min_size=3, max_size=3), min_size=1, max_size=12
+    )
+)
+def test_push_all_equals_push_bar_slot_by_slot(steps: list) -> None:
+    """The vectorised path (all instruments' bars at once) writes exactly the per-bar rows."""
+    a, b = FeatureWindows(3, 5), FeatureWindows(3, 5)
+    for step in steps:
+        valid = np.array([v for v, _ in step])
+        h, lo, c, vol, _ = (
+            np.array(col, dtype=np.float64) for col in zip(*(x for _, x in step), strict=True)
+        )
+        ts = int(step[0][1][4])
+        a.push_all(valid, h, lo, c, vol, ts)
+        for s in range(3):
+            if valid[s]:
+                b.push_bar(s, h[s], lo[s], c[s], vol[s], ts)
+    assert np.array_equal(a.count, b.count)
+    for s in range(3):
+        n = int(min(a.count[s], 5))
+        if n:
+            assert np.array_equal(a.window(s, n), b.window(s, n))
+    ready = np.flatnonzero(a.count >= 5)
+    if ready.size:
+        assert np.array_equal(a.gather(ready, 5), np.stack([b.window(int(s)) for s in ready]))
+
+
+def test_drift_batch_updates_equal_one_by_one() -> None:
+    rng = np.random.default_rng(3)
+    one, many = DriftMonitor(4, window=7), DriftMonitor(4, window=7)
+    for _ in range(20):
+        f = rng.normal(0, 1e-3, 4)
+        r = rng.normal(0, 1e-3, 4)
+        slots = np.flatnonzero(rng.random(4) < 0.7)
+        for s in slots:
+            one.on_forecast(int(s), float(f[s]))
+        many.on_forecasts(slots, f[slots])
+        for s in range(4):
+            one.on_bar(s, float(r[s]))
+        many.on_bars(np.arange(4), r)
+        assert one.samples == many.samples
+        assert one.maes() == pytest.approx(many.maes())
