@@ -16,7 +16,8 @@ What each number means (the README repeats this next to the tables):
 Baselines, all computed from the same windows: random walk (forecast return 0), seasonal naive
 (the return one season earlier; season = bars per day for intraday data spanning two days or
 more, 5 for daily bars, else 1), moving average (mean return of the input window, flat over
-the horizon).
+the horizon), train mean (the mean return of the training data: the "always up" call on a
+rising market, which directional accuracy must beat to mean anything).
 
 Overfitting: every fold reports the model's loss on its training and validation sets; the gap
 (validation / train - 1) is printed, and a large one is flagged.
@@ -154,12 +155,21 @@ def score(name: str, pred: np.ndarray, y: np.ndarray, scale: np.ndarray) -> Metr
 
 
 def baseline_forecasts(
-    x: np.ndarray, ret: np.ndarray, first_target: np.ndarray, horizon: int, season: int
+    x: np.ndarray,
+    ret: np.ndarray,
+    first_target: np.ndarray,
+    horizon: int,
+    season: int,
+    drift: float = 0.0,
 ) -> dict[str, np.ndarray]:
-    """Random walk, seasonal naive and moving average for windows ``x`` of one series.
+    """Random walk, seasonal naive, moving average and train mean for windows ``x`` of one
+    series.
 
     ``ret`` is the series' full return column and ``first_target[i]`` the index in it of window
     i's first target, so the seasonal naive may look further back than the input window.
+    ``drift`` is the mean return of the training data: a forecaster that always says "up" on a
+    rising index scores well on direction without knowing anything about tomorrow, and this
+    row shows how much of a model's directional accuracy is just that.
     """
     m = x.shape[0]
     h = np.arange(horizon)
@@ -171,6 +181,7 @@ def baseline_forecasts(
         "random walk": np.zeros((m, horizon), np.float32),
         "seasonal naive": seasonal.astype(np.float32),
         "moving average": ma.astype(np.float32),
+        "train mean": np.full((m, horizon), drift, np.float32),
     }
 
 
@@ -245,12 +256,13 @@ def walk_forward_eval(
             q_lo.append(q[:, :, 0])
             q_hi.append(q[:, :, -1])
             first = np.arange(t.start, t.stop) + L
+            train_ret = s.feats[: s.folds[k].train[1] + L, TARGET_INDEX]
+            drift = float(train_ret[1:].mean()) if len(train_ret) > 1 else 0.0
             for name, f in baseline_forecasts(
-                xt, s.feats[:, TARGET_INDEX], first, H, season
+                xt, s.feats[:, TARGET_INDEX], first, H, season, drift
             ).items():
                 preds.setdefault(name, []).append(f)
             ys.append(yt)
-            train_ret = s.feats[: s.folds[k].train[1] + L, TARGET_INDEX]
             scales.append(np.full(len(yt), max(float(np.mean(np.abs(train_ret))), 1e-12)))
     y = _cat(ys)
     scale = _cat(scales)
@@ -300,12 +312,13 @@ def evaluate_predictor(
         q_lo.append(q[:, :, 0])
         q_hi.append(q[:, :, -1])
         first = np.arange(start, len(x)) + input_size
+        past = feats[: start + input_size, TARGET_INDEX]
+        drift = float(past[1:].mean()) if len(past) > 1 else 0.0
         for bname, f in baseline_forecasts(
-            xt, feats[:, TARGET_INDEX], first, horizon, season
+            xt, feats[:, TARGET_INDEX], first, horizon, season, drift
         ).items():
             preds.setdefault(bname, []).append(f)
         ys.append(yt)
-        past = feats[: start + input_size, TARGET_INDEX]
         scales.append(np.full(len(yt), max(float(np.mean(np.abs(past))), 1e-12)))
     if not ys:
         raise ValueError("no series is long enough to evaluate")
@@ -350,7 +363,7 @@ def format_report(r: EvalReport) -> str:
             f"(nominal {100 * (r.nominal or 0):.0f}%)"
         )
     for g in r.gaps:
-        flag = "  <- large: overfitting?" if g.gap > 0.25 else ""
+        flag = "  <- large: overfitting, or a calmer training period" if g.gap > 0.25 else ""
         lines.append(
             f"fold {g.fold}: train loss {g.train_loss:.4f}, validation {g.val_loss:.4f} "
             f"(gap {100 * g.gap:+.1f}%, {g.epochs} epochs){flag}"
