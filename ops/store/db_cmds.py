@@ -1,0 +1,86 @@
+"""``gekko db migrate`` / ``gekko db status``: the system of record's schema by hand.
+
+``gekko run`` migrates automatically at start; these are for operators (a DSN database before
+the first run, a check after an upgrade). With ``mode = "embedded"`` the embedded server is
+started for the command and stopped after it, unless an engine already runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _with_db(cfg: Any, fn: Callable[[Any], int]) -> int:
+    from ops.store.pg import EmbeddedPostgres, PgSettings, connect
+
+    s = PgSettings.from_config(cfg)
+    if not s.enabled:
+        print("gekko: [storage.postgres] mode is 'off': no database", file=sys.stderr)
+        return 1
+    server = None
+    started_here = False
+    try:
+        if s.mode == "embedded":
+            started_here = not (Path(s.data_dir) / "postmaster.pid").exists()
+            server = EmbeddedPostgres(s.data_dir)
+            dsn = server.start()
+        else:
+            dsn = s.mode
+        with connect(dsn, s) as conn:
+            conn.autocommit = True
+            return fn(conn)
+    except Exception as exc:
+        print(f"gekko: database error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None and started_here:
+            server.stop()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ops.cli import _load
+    from ops.store.migrate import migrate
+
+    def go(conn: Any) -> int:
+        done = migrate(conn)
+        if done:
+            for m in done:
+                print(f"applied {m.version:04d}_{m.name}")
+        else:
+            print("up to date")
+        return 0
+
+    return _with_db(_load(args.config), go)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ops.cli import _load
+    from ops.store.migrate import status
+
+    def go(conn: Any) -> int:
+        rows = status(conn)
+        for r in rows:
+            print(f"{r['version']:04d}_{r['name']:<30} {r['state']}")
+        counts = {}
+        if all(r["state"] != "pending" for r in rows):
+            for t in ("runs", "orders", "order_events", "fills", "quotes", "trades", "risk_events"):
+                counts[t] = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            print("rows: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+        return 0 if all(r["state"] == "applied" for r in rows) else 1
+
+    return _with_db(_load(args.config), go)
+
+
+def add_parsers(
+    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+) -> None:
+    db = sub.add_parser("db", help="the PostgreSQL system of record: migrate, status")
+    dsub = db.add_subparsers(dest="db_command", required=True)
+    m = with_config(dsub.add_parser("migrate", help="apply pending schema migrations"))
+    m.set_defaults(func=cmd_migrate)
+    s = with_config(dsub.add_parser("status", help="applied / pending migrations and row counts"))
+    s.set_defaults(func=cmd_status)
