@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.store.db_cmds import add_parsers as add_db_parsers  # db migrate, db status
 
     add_db_parsers(sub, with_config)
+    from ops.redis_cmds import add_parsers as add_redis_parsers  # state (latest state in Redis)
+
+    add_redis_parsers(sub, with_config)
     return ap
 
 

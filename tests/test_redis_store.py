@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -236,3 +237,34 @@ def test_connect_from_config_finds_the_embedded_server(tmp_path: Path) -> None:
         c.close()
     finally:
         srv.stop()
+
+
+def test_gekko_state_prints_the_latest_state_from_redis(
+    tmp_path: Path,
+    redis_url: str,
+    client: redis.Redis,
+    eid: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ops.cli import main
+
+    cfg = tmp_path / "config.toml"
+    text = (
+        (ROOT / "config.toml")
+        .read_text()
+        .replace('mode = "embedded"   #', f'mode = "{redis_url}"   #', 1)
+    )
+    cfg.write_text(text.replace('id = "gekko"', f'id = "{eid}"'))
+    assert main(["state", "--config", str(cfg)]) == 1  # nothing written yet: says so
+    assert "no latest state" in capsys.readouterr().out
+    LatestState(client, eid, ttl_s=30).write(
+        {"tob:AAPL": {"bid_px": 189.99}, "health": {"feed": {"pid": 7}}}
+    )
+    assert main(["state", "--config", str(cfg), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {
+        "engine": eid,
+        "state": {"health": {"feed": {"pid": 7}}, "tob:AAPL": {"bid_px": 189.99}},
+    }
+    assert main(["state", "--config", str(cfg)]) == 0
+    assert "tob:AAPL:" in capsys.readouterr().out
