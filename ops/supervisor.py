@@ -396,10 +396,13 @@ class Supervisor:
 
     def _start_redis(self) -> None:
         """Start the embedded Redis before the workers that use it (none use it: none started)."""
-        from ops.store.redis_store import needs_redis, start_embedded
+        from ops.store.redis_store import RedisUnavailable, needs_redis, start_embedded
 
         if needs_redis(self.cfg) and self.cfg.storage.redis.mode == "embedded":
-            self.redis_server = start_embedded(self.cfg)
+            try:
+                self.redis_server = start_embedded(self.cfg)
+            except RedisUnavailable as exc:  # trading goes on; the bridge logs and retries
+                log.error("%s; the engine runs without Redis", exc)
 
     def _start_postgres(self) -> None:
         """Start the embedded PostgreSQL (or check the DSN's), apply migrations, before any worker.
