@@ -526,3 +526,35 @@ def test_strategy_context_asks_for_an_algo_parent_and_tracks_its_progress() -> N
     assert ctx.algo_progress[coid] == prog and coid in ctx.open_orders
     with pytest.raises(ValueError):
         ctx.algo(AlgoKind.NONE, IID, BUY, 10, {})
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    display=st.integers(1, 40),
+    qty=st.integers(1, 300),
+    variance=st.sampled_from([0.0, 0.5, 0.95]),
+    latency_us=st.sampled_from([0, 500, 3000]),
+    offset=st.integers(-1, 3),
+    side=st.sampled_from([BUY, SELL]),
+    seed=st.integers(0, 1000),
+)
+def test_iceberg_shows_at_most_display_whatever_the_flow(
+    display: int, qty: int, variance: float, latency_us: int, offset: int, side: int, seed: int
+) -> None:
+    loop = Loop(SimExchange(TABLE, latency_ns=latency_us * 1000, seed=seed))
+    mkt = market(seed=seed)
+    loop.run(mkt, 30)
+    touch = (
+        loop.venue.book(IID).best_bid()[0] if side == BUY else loop.venue.book(IID).best_ask()[0]
+    )
+    p = {"display_qty": display, "variance": variance, "seed": seed}
+    loop.submit(parent(AlgoKind.ICEBERG, qty, p, side=side, px=touch + side * offset), loop.now)
+    for msg in mkt.events(1500):
+        loop.md(msg)
+        assert loop.max_shown <= display
+        par = loop.algos.parent(PARENT)
+        assert par.open_children <= 1 and par.filled + par.open_qty <= qty
+    loop.cancel(PARENT, loop.now)
+    loop.advance(loop.now + 20 * MS)
+    assert loop.max_shown <= display and all(o.qty <= display for _, o in loop.children)
+    assert_children_sum_to_parent(loop, qty)
