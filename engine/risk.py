@@ -108,7 +108,7 @@ from engine.messages import (
     TradingStateChanged,
 )
 from engine.oms import is_request_reject
-from engine.risk_stats import RiskStats
+from engine.risk_stats import METHODS, RiskStats
 from engine.trading_state import TradingStateMachine
 
 RiskOutput = (
@@ -226,6 +226,7 @@ class RiskGate:
         self._rate = np.zeros(max(limits.max_orders_per_s, 1), dtype=np.int64)
         self._rate_i = 0
         self.stats = RiskStats(n, limits.var_confidence, limits.var_horizon, limits.min_history)
+        self._var_method = METHODS[limits.var_method]
         self.guard = MarketGuard(
             n, limits.flash_band_pct / 100.0, limits.flash_window_ns, limits.flash_cooldown_ns
         )
@@ -382,12 +383,7 @@ class RiskGate:
         return None
 
     def _var(self, iid: int, d: float) -> float:
-        m = self.limits.var_method
-        if m == "historical":
-            return self.stats.hist_var(iid, d)
-        if m == "parametric":
-            return self.stats.param_var(iid, d)
-        return max(self.stats.hist_var(iid, d), self.stats.param_var(iid, d))
+        return self.stats.var_after(iid, d, self._var_method)
 
     # --- intents -----------------------------------------------------------------------------
     def on_intent(

@@ -37,6 +37,9 @@ from statistics import NormalDist
 import numba
 import numpy as np
 
+HISTORICAL, PARAMETRIC, BOTH = 0, 1, 2
+METHODS = {"historical": HISTORICAL, "parametric": PARAMETRIC, "both": BOTH}
+
 
 @numba.njit(cache=True, nogil=True)
 def _select(a: np.ndarray, n: int, k: int) -> float:
@@ -94,12 +97,13 @@ def hist_var_after(
 
 
 @numba.njit(cache=True, nogil=True)
-def max_signed_corr(c_row: np.ndarray, signs: np.ndarray, i: int, s_i: float) -> tuple[float, int]:
+def max_signed_corr(corr: np.ndarray, signs: np.ndarray, i: int, s_i: float) -> tuple[float, int]:
     """The highest correlation between a position of sign ``s_i`` in ``i`` and any held position
     ``j`` (``signs[j]`` ±1, 0 if flat), counting direction: long/long at 0.8 is 0.8, long/short
     at 0.8 is -0.8 (a hedge). Returns (value, j); (-inf, -1) if nothing else is held."""
     best = -np.inf
     arg = -1
+    c_row = corr[i]
     for j in range(c_row.shape[0]):
         s = signs[j]
         if j == i or s == 0.0:
@@ -109,6 +113,74 @@ def max_signed_corr(c_row: np.ndarray, signs: np.ndarray, i: int, s_i: float) ->
             best = v
             arg = j
     return best, arg
+
+
+@numba.njit(cache=True, nogil=True)
+def var_after(
+    pnl: np.ndarray,
+    rt: np.ndarray,
+    i: int,
+    d: float,
+    scratch: np.ndarray,
+    q: float,
+    scale: float,
+    z: float,
+    horizon: float,
+    var_p: float,
+    cov_pw: np.ndarray,
+    var: np.ndarray,
+    mu_p: float,
+    mu: np.ndarray,
+    method: int,
+) -> float:
+    """VaR of the portfolio with instrument i's exposure changed by ``d``, in one call:
+    ``method`` 0 historical, 1 parametric, 2 the larger of both (see the module doc)."""
+    hist = 0.0
+    if method != 1:
+        hist = hist_var_after(pnl, rt[i], d, scratch, q, scale)
+    if method == 0:
+        return hist
+    v = var_p + 2.0 * d * cov_pw[i] + d * d * var[i]
+    if v < 0.0:
+        v = 0.0
+    param = z * math.sqrt(v) * scale - (mu_p + d * mu[i]) * horizon
+    if method == 1:
+        return param
+    return hist if hist > param else param
+
+
+@numba.njit(cache=True, nogil=True)
+def _exposure_full(
+    rt: np.ndarray,
+    cov: np.ndarray,
+    mu: np.ndarray,
+    w: np.ndarray,
+    pnl: np.ndarray,
+    cov_pw: np.ndarray,
+) -> tuple[float, float]:
+    """pnl = R·w, cov_pw = Σ·w; returns (var(pnl), mean(pnl)). Plain loops on one core: BLAS's
+    thread pool would compete with the pinned processes (and on a loaded host is 50x slower)."""
+    n, t = rt.shape
+    for k in range(t):
+        pnl[k] = 0.0
+    mu_p = 0.0
+    for j in range(n):
+        wj = w[j]
+        if wj == 0.0:
+            continue
+        mu_p += mu[j] * wj
+        r = rt[j]
+        for k in range(t):
+            pnl[k] += wj * r[k]
+    var_p = 0.0
+    for j in range(n):
+        c = cov[j]
+        acc = 0.0
+        for m in range(n):
+            acc += c[m] * w[m]
+        cov_pw[j] = acc
+        var_p += w[j] * acc
+    return var_p, mu_p
 
 
 @numba.njit(cache=True, nogil=True)
@@ -128,16 +200,13 @@ def _add_exposure(
         cov_pw[j] += d * cov_col[j]
 
 
-def correlation(r: np.ndarray) -> np.ndarray:
-    """Pearson correlation of the columns of ``r`` (T × n); 0 where a column does not vary."""
-    t = r.shape[0]
-    x = r - r.mean(axis=0)
-    sd = np.sqrt((x * x).sum(axis=0) / max(t - 1, 1))
+def correlation_from_cov(cov: np.ndarray) -> np.ndarray:
+    """Pearson correlation from a covariance matrix; 0 where a variable does not vary."""
+    sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     ok = sd > 0
     inv = np.zeros_like(sd)
     inv[ok] = 1.0 / sd[ok]
-    z = x * inv
-    c = (z.T @ z) / max(t - 1, 1)
+    c = cov * inv[:, None] * inv[None, :]
     np.clip(c, -1.0, 1.0, out=c)
     np.fill_diagonal(c, np.where(ok, 1.0, 0.0))
     return c
@@ -177,6 +246,8 @@ class RiskStats:
         self.pnl = np.zeros(t)
         self.scratch = np.zeros(max(t, 1))
         self.cov_pw = np.zeros(n)
+        self.var_p = 0.0  # var(pnl)
+        self.mu_p = 0.0  # mean(pnl)
 
     @property
     def ready(self) -> bool:
@@ -199,51 +270,67 @@ class RiskStats:
         cov = (x.T @ x) / max(t - 1, 1)
         self.cov_cols = np.ascontiguousarray(cov)  # symmetric: row j is column j
         self.var = np.diag(cov).copy()
-        self.corr = correlation(r)
+        self.corr = correlation_from_cov(cov)
         self.set_exposure(self.w)
 
     def set_exposure(self, w: np.ndarray) -> None:
         """Exposures (signed money per instrument) changed wholesale, e.g. new marks."""
-        self.w = np.array(w, dtype=np.float64)
+        if self.w.shape == np.shape(w):
+            self.w[:] = w
+        else:
+            self.w = np.array(w, dtype=np.float64)
         if self.t == 0:
             return
-        self.pnl = self.rt.T @ self.w
-        self.cov_pw = self.cov_cols @ self.w
+        self.var_p, self.mu_p = _exposure_full(
+            self.rt, self.cov_cols, self.mu, self.w, self.pnl, self.cov_pw
+        )
 
     def add_exposure(self, i: int, d: float) -> None:
         """Instrument ``i``'s exposure changed by ``d`` (a fill): O(n + T)."""
         self.w[i] += d
         if self.t:
+            self.var_p += 2.0 * d * float(self.cov_pw[i]) + d * d * float(self.var[i])
+            self.mu_p += d * float(self.mu[i])
             _add_exposure(self.rt, self.cov_cols[i], self.pnl, self.cov_pw, i, d)
 
     # --- queries -------------------------------------------------------------------------------
-    def var_pnl(self) -> float:
-        return float(self.w @ self.cov_pw) if self.t else 0.0
+    def var_after(self, i: int, d: float, method: int = BOTH) -> float:
+        """VaR with instrument ``i``'s exposure changed by ``d``: ``HISTORICAL``, ``PARAMETRIC``
+        or ``BOTH`` (the larger). One numba call: the pre-trade path."""
+        if self.t < 2:
+            return 0.0
+        return var_after(
+            self.pnl,
+            self.rt,
+            i,
+            d,
+            self.scratch,
+            self.q,
+            self.scale,
+            self.z,
+            self.horizon,
+            self.var_p,
+            self.cov_pw,
+            self.var,
+            self.mu_p,
+            self.mu,
+            method,
+        )
 
     def hist_var(self, i: int = 0, d: float = 0.0) -> float:
         """Historical VaR of the portfolio with instrument ``i``'s exposure changed by ``d``."""
-        if self.t == 0:
-            return 0.0
-        return hist_var_after(self.pnl, self.rt[i], d, self.scratch, self.q, self.scale)
+        return self.var_after(i, d, HISTORICAL)
 
     def param_var(self, i: int = 0, d: float = 0.0) -> float:
         """Parametric (normal) VaR of the portfolio with instrument ``i``'s exposure changed by
         ``d``: O(1) from the cached moments."""
-        if self.t < 2:
-            return 0.0
-        v = (
-            float(self.w @ self.cov_pw)
-            + 2.0 * d * float(self.cov_pw[i])
-            + d * d * float(self.var[i])
-        )
-        mean = float(self.mu @ self.w) + d * float(self.mu[i])
-        return self.z * math.sqrt(max(v, 0.0)) * self.scale - mean * self.horizon
+        return self.var_after(i, d, PARAMETRIC)
 
     def max_corr(self, i: int, side: float, signs: np.ndarray) -> tuple[float, int]:
         """See ``max_signed_corr``; (-inf, -1) before any returns."""
         if self.t == 0:
             return -np.inf, -1
-        v, j = max_signed_corr(self.corr[i], signs, i, side)
+        v, j = max_signed_corr(self.corr, signs, i, side)
         return float(v), int(j)
 
 
