@@ -63,7 +63,7 @@ from engine.messages import (
     ReplaceOrder,
     TimeInForce,
 )
-from engine.oms import OrderState, OrderTable
+from engine.oms import OrderSnapshot, OrderState, OrderTable
 from engine.order_states import OrderStatus
 from engine.venues.base import Venue
 
@@ -641,6 +641,30 @@ class ExecEngine:
             if self.policy.publish_anomalies:
                 out.extend(self._anomalies)
             self._anomalies.clear()
+
+    # --- restart ---------------------------------------------------------------------------------
+    def restore(self, snapshots: Iterable[OrderSnapshot]) -> None:
+        """Rebuild the order table after a restart (``OrderTable.restore``), before any order.
+
+        Emulated stops not yet triggered are armed again (a trailing stop's mark restarts from
+        the market); orders that were held (INITIALIZED) come back held — a later
+        ``ExchangeStatus`` OPEN or ``set_trading_status(VENUE_WIDE, False, now)`` sends them.
+        Exec's own id counter moves past every restored id of its block. Reconcile the result
+        with the venue's open orders and positions before trading (DESIGN §7).
+        """
+        table = OrderTable.restore(snapshots)
+        table.on_anomaly = self._anomalies.append
+        self.table = table
+        for r in table.open_orders():
+            coid = r.client_order_id
+            if r.emulated and not r.triggered:
+                self.emulator.add(msgspec.structs.replace(r.order, qty=r.leaves_qty))
+            elif r.state == OrderStatus.INITIALIZED:
+                self._held[coid] = r.order
+        lo = self._next_id
+        for coid in table.orders:
+            if lo < coid <= self._id_limit:
+                self._next_id = max(self._next_id, coid)
 
     # --- views -----------------------------------------------------------------------------------
     def open_orders(self) -> list[NewOrder]:

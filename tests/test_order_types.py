@@ -400,3 +400,20 @@ def _route(e: ExecEngine, ev: object) -> list[object]:
     e._route(ev, 3, out)
     e._flush(out)
     return out
+
+
+def test_restore_after_a_restart_rearms_stops_and_keeps_fills(ex):
+    e, v = ex
+    e.on_order(new(1, SELL, 120, 5), 2)
+    e.on_order(new(2, SELL, 0, 5, typ=OrderType.STOP, stop_px=90), 2)
+    e.on_order(new(3, BUY, 0, 4, typ=MKT), 3)
+    snaps = e.table.snapshot()
+    e2 = ExecEngine(v, INS, ExecPolicy(), algo_engine=None)  # the restarted exec, same venue
+    e2.restore(snaps)
+    assert e2.position(IID) == 4 and e2.state(1) == OrderState.ACCEPTED
+    assert e2.state(3) == OrderState.FILLED and 2 in e2.emulator
+    assert e2.on_order(new(3, BUY, 0, 4, typ=MKT), 4) == []  # replayed by risk: not resent
+    out = e2.on_market_data(quote(90, 92, 5), 5)
+    assert any(isinstance(x, OrderTriggered) for x in out) and e2.position(IID) == -1
+    out = e2.on_order(CancelOrder(1, 1, IID, 0, 0), 6)
+    assert types(out) == ["OrderCanceled"] and not v.open_orders()
