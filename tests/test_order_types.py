@@ -404,9 +404,9 @@ def _route(e: ExecEngine, ev: object) -> list[object]:
 
 def test_restore_after_a_restart_rearms_stops_and_keeps_fills(ex):
     e, v = ex
-    e.on_order(new(1, SELL, 120, 5), 2)
-    e.on_order(new(2, SELL, 0, 5, typ=OrderType.STOP, stop_px=90), 2)
-    e.on_order(new(3, BUY, 0, 4, typ=MKT), 3)
+    e.on_order(new(3, BUY, 0, 4, typ=MKT), 2)
+    e.on_order(new(1, SELL, 120, 5), 3)
+    e.on_order(new(2, SELL, 0, 5, typ=OrderType.STOP, stop_px=90), 3)
     snaps = e.table.snapshot()
     e2 = ExecEngine(v, INS, ExecPolicy(), algo_engine=None)  # the restarted exec, same venue
     e2.restore(snaps)
