@@ -162,6 +162,9 @@ def write_bench_config(
         }
     ]
     doc.setdefault("sim", {}).update(latency_us=0.0, jitter_us=0.0)
+    # the ping's far-off IOC buys are deliberate (never filled), and a benchmark sends orders as
+    # fast as it can: risk's price band and order-rate limit do not apply here
+    doc.setdefault("risk", {}).update(price_band_pct=0.0, max_orders_per_s=0)
     sup = doc.setdefault("supervisor", {})
     sup["startup_timeout_s"] = max(float(sup.get("startup_timeout_s", 30.0)), 60.0)
     path = Path(directory) / "config.toml"
