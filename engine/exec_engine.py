@@ -143,6 +143,7 @@ class ExecEngine:
         self.sent = 0  # NewOrders passed to the venue
         self.retried = 0  # venue rejects answered by a retry
         self.gap_rejects = 0  # market orders refused by the price-gap check
+        self.not_orders = 0  # messages given to on_order that are not orders (ignored)
         #: halted instrument ids (``VENUE_WIDE`` for the whole venue)
         self.halted: set[int] = set()
         self._held: dict[int, NewOrder] = {}  # orders waiting for a halt to end, by coid
@@ -190,7 +191,7 @@ class ExecEngine:
         elif tp is ReplaceOrder:
             self._replace(order, now_ns, out)  # type: ignore[arg-type]
         else:
-            raise TypeError(f"not an order: {tp.__name__}")
+            self.not_orders += 1  # something else on the orders ring: counted, never fatal
         self._flush(out)
         return out
 

@@ -254,3 +254,9 @@ def test_refused_cancel_or_replace_leaves_the_order_live():
     assert t.apply(OrderCanceled(1, 1, 5, "user", 5, 3, 3))
     assert not t.apply(OrderRejected(1, 1, "cancel rejected: order is no longer open", 5, 4, 4))
     assert t.anomalies == {} and t.late_request_rejects == 1
+
+
+def test_a_message_that_is_not_an_order_is_counted_not_fatal(ex):
+    e, v = ex
+    assert e.on_order(Quote(1, 1, 1, 2, 1, 0, 0), 10) == []
+    assert e.not_orders == 1 and not v.submitted
