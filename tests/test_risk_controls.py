@@ -295,3 +295,31 @@ def test_stop_blocks_new_orders_without_recording_a_halt() -> None:
     assert len(of(out, CancelOrder)) == 1 and not of(out, TradingStateChanged)
     assert g.state == TradingState.ACTIVE and g.persistent_state()["state"] == "ACTIVE"
     assert "engine stopping" in g.on_intent(new(), 3)[0].reason
+
+
+@pytest.mark.parametrize(
+    "line, key",
+    [
+        ("max_position_pct = 150.0", "risk.max_position_pct"),
+        ("max_correlation = 0.0", "risk.max_correlation"),
+        ('var_method = "monte carlo"', "risk.var_method"),
+        ("var_confidence = 1.0", "risk.var_confidence"),
+        ("min_history = 2", "risk.min_history"),
+        ("daily_loss_reduce_pct = 3.0", "risk.daily_loss_reduce_pct"),
+        ("flash_window_s = 0.0", "risk.flash_window_s"),
+        ("capital = 0.0", "risk.capital"),
+        ("max_orders_per_s = -1", "risk.max_orders_per_s"),
+        ("max_var_pct = nan", "risk.max_var_pct"),
+    ],
+)
+def test_config_mistakes_name_the_risk_key(line: str, key: str) -> None:
+    from ops.config import ConfigError, parse_config
+
+    text = Path(__file__).resolve().parent.parent.joinpath("config.toml").read_text()
+    name = line.split(" = ")[0]
+    start = text.index("[risk]")
+    at = text.index(f"\n{name} = ", start) + 1
+    text = text[:at] + line + text[text.index("\n", at) :]
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, "config.toml")
+    assert exc.value.key == key, str(exc.value)
