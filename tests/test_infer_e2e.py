@@ -85,7 +85,7 @@ def test_broken_model_then_hot_swap_then_refused_version(tmp_path: Path) -> None
             created="2026-01-02T00:00:00+00:00",
         )
         assert _wait_for_text(log, "serving tiny v2", 30), log.read_text()[-3000:]
-        time.sleep(3.0)  # forecasts flow and the forecast strategy trades on them
+        time.sleep(2.0)  # forecasts flow and the forecast strategy trades on them
         # a newer version with the wrong input shape: refused, v2 keeps serving
         write_model(
             reg / "v3", "v3", input_size=4, onnx_features=3, created="2026-01-03T00:00:00+00:00"

@@ -27,7 +27,7 @@ bar = st.tuples(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(bars=st.lists(bar, min_size=1, max_size=40), capacity=st.integers(1, 16))
 def test_streamed_rows_are_exactly_the_training_rows(bars: list, capacity: int) -> None:
     h, lo, c, v, ts = (np.array(col) for col in zip(*bars, strict=True))
@@ -157,7 +157,7 @@ def test_drift_scores_only_forecasts_that_were_made() -> None:
         DriftMonitor(1, window=0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     steps=st.lists(
         st.lists(st.tuples(st.booleans(), bar), min_size=3, max_size=3), min_size=1, max_size=12
