@@ -45,8 +45,6 @@ def synthetic_market_bars(cfg: Config, sim_seconds: float, bar_seconds: float) -
     agg = BarAggregator(len(ids), bar_ns=int(round(bar_seconds * 1e9)))
     rows: list[list[tuple[int, float, float, float, float, float]]] = [[] for _ in ids]
     end_ns = int(sim_seconds * 1e9)
-    # Through the class: the instance's ``close`` attribute is the closed bars' close prices.
-    close_bar = BarAggregator.close
 
     def collect() -> None:
         for k in range(len(ids)):
@@ -69,7 +67,7 @@ def synthetic_market_bars(cfg: Config, sim_seconds: float, bar_seconds: float) -
         if ts >= end_ns:
             break
         for _ in range(agg.due(ts)):
-            close_bar(agg)
+            agg.close_bar()
             collect()
         slot = slot_of.get(msg.instrument_id)
         if slot is None:
