@@ -119,3 +119,50 @@ def test_params_are_validated():
     ):
         with pytest.raises(ValueError):
             Rebalancer(ctx, bad)
+
+
+def _dip_path(iid, t):
+    if iid != 1:
+        return 100.0
+    for day, px in ((3, 100.0), (6, 80.0), (9, 95.0)):
+        if t < day * DAY:
+            return px
+    return 70.0
+
+
+@pytest.mark.parametrize("avoid", [False, True])
+def test_wash_sale_windows_only_bind_when_asked(avoid):
+    params = {"targets": {"AAA": 0.5}, "capital": 1e5, "interval_s": 86_400}
+    if avoid:
+        params["avoid_wash_sales"] = True
+    rt, s, venue, strat = run(params, _dip_path, 12)
+    orders = [o for o in s["orders_sent"] if isinstance(o, NewOrder)]
+    sells = [o.ts_approved for o in orders if o.side == Side.SELL]
+    assert len(sells) == 1 and 6 * DAY <= sells[0] < 7 * DAY  # trimmed after the rally
+    late_buys = [o.ts_approved for o in orders if o.side == Side.BUY and o.ts_approved > sells[0]]
+    pf = rt.portfolio
+    if avoid:
+        # the trim named the cheap lot bought in the dip: a gain, so no window, no wash sale
+        assert pf.positions[1].realized > 0 and pf.summary()["wash_sales"] == 0
+        assert late_buys  # no loss, so nothing stops the next buy
+    else:
+        # FIFO closed the oldest lot at a loss while the dip's lot was still held: a wash sale
+        assert pf.positions[1].realized < 0 and pf.summary()["wash_sales"] == 1
+        assert late_buys
+
+
+def test_a_trim_that_would_be_a_wash_sale_is_refused():
+    rt, s, venue, strat = run(
+        {"targets": {"AAA": 0.5}, "capital": 1e5, "interval_s": 86_400, "avoid_wash_sales": True},
+        lambda iid, t: 100.0,
+        2,
+    )
+    book = strat.books[1]
+    assert len(book.lots) == 1 and book.position > 10
+    soon = book.lots[0].ts + DAY
+    # below cost, a partial sale leaves a lot bought a day ago behind: a wash sale, refused
+    assert strat.lots_to_sell(1, 10, 9_000.0, soon) is None
+    # selling it all leaves nothing behind; a gain is always allowed; so is waiting 31 days
+    assert strat.lots_to_sell(1, book.position, 9_000.0, soon) == [book.lots[0].ref]
+    assert strat.lots_to_sell(1, 10, 20_000.0, soon) == [book.lots[0].ref]
+    assert strat.lots_to_sell(1, 10, 9_000.0, book.lots[0].ts + 31 * DAY) is not None

@@ -18,12 +18,16 @@ rebalancing, long lots with an unrealized loss of at least ``harvest_threshold``
 sold — exactly those lots, named to the portfolio through ``designated_lots`` (specific lot
 identification) — and the same value of the configured substitute is bought. For the wash-sale
 window after any realized loss the instrument is not bought back; its target weight goes to its
-substitute meanwhile (or, without one, stays in cash).
+substitute meanwhile (or, without one, stays in cash). With ``avoid_wash_sales`` (on whenever
+``harvest`` is) every trim also names its lots, cheapest first (the largest gain, the smallest
+loss), and a trim that would still realize a loss while a lot bought inside the window stays
+held — a wash sale by the purchase *before* it — is not sent.
 
 Params: ``targets`` ({symbol: weight}, required), ``capital`` (1e6), ``interval_s`` (60),
 ``drift_band`` (0.02), ``cash_buffer`` (0.02), ``slippage_ticks`` (2), ``max_order_notional``
 (0 = no cap), ``harvest`` (false), ``harvest_threshold`` (0.05), ``harvest_min_loss`` (0),
-``substitutes`` ({symbol: symbol}), ``wash_sale_days`` (30).
+``substitutes`` ({symbol: symbol}), ``wash_sale_days`` (30), ``avoid_wash_sales`` (= ``harvest``:
+whether buys wait out the window after a loss sale even when not harvesting).
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ class Rebalancer(Strategy):
             if not ok or not math.isfinite(v):
                 raise ValueError(f"Rebalancer: {name} out of range: {v}")
         self.harvest = bool(p.get("harvest", False))
+        # wash-sale windows bind a taxable account; by default only one that harvests losses
+        self.avoid_wash_sales = bool(p.get("avoid_wash_sales", self.harvest))
         subs = {
             iid_of(a, "substitutes"): iid_of(b, "substitutes")
             for a, b in dict(p.get("substitutes", {})).items()
@@ -151,9 +157,9 @@ class Rebalancer(Strategy):
         out = dict.fromkeys(self.books, 0.0)
         for iid, w in self.targets.items():
             sub = self.planner.substitutes.get(iid)
-            if self.planner.can_buy(iid, now_ns) or sub is None:
+            if self._can_buy(iid, now_ns) or sub is None:
                 out[iid] += w
-            elif self.planner.can_buy(sub, now_ns):
+            elif self._can_buy(sub, now_ns):
                 keep = min(w, max(weights.get(iid, 0.0), 0.0))
                 out[iid] += keep
                 out[sub] += w - keep
@@ -164,6 +170,9 @@ class Rebalancer(Strategy):
         if total > room > 0:
             out = {iid: w * room / total for iid, w in out.items()}
         return out
+
+    def _can_buy(self, iid: int, now_ns: int) -> bool:
+        return not self.avoid_wash_sales or self.planner.can_buy(iid, now_ns)
 
     # --- deciding --------------------------------------------------------------------------------
     def maybe_rebalance(self) -> None:
@@ -223,7 +232,7 @@ class Rebalancer(Strategy):
             if abs(w - tw) <= self.drift_band and not (tw == 0 and book.position and w != 0):
                 continue
             delta = int(tw * equity / lot_value) - book.position
-            if delta > 0 and not self.planner.can_buy(iid, now):
+            if delta > 0 and not self._can_buy(iid, now):
                 continue
             if delta:
                 trades[iid] = delta
@@ -237,8 +246,32 @@ class Rebalancer(Strategy):
         self.rebalances += 1
         for iid, d in sorted(trades.items(), key=lambda kv: kv[1]):
             qty = d if d < 0 else int(d * scale)
-            if qty:
+            if qty < 0 and self.avoid_wash_sales:
+                refs = self.lots_to_sell(iid, -qty, mids[iid], now)
+                coid = None if refs is None else self._send(iid, qty)
+                if coid is not None and refs:
+                    self.designated_lots[coid] = refs
+            elif qty:
                 self._send(iid, qty)
+
+    def lots_to_sell(self, iid: int, qty: int, px: float, now: int) -> list[LotRef] | None:
+        """The lots a trim should close — cheapest first, so it realizes the largest gain (or
+        the smallest loss) — or None when the sale would still realize a loss while a lot
+        bought inside the wash-sale window stays held (a wash sale: the trim waits)."""
+        book = self.books[iid]
+        chosen: list[LotRef] = []
+        left, pnl = qty, 0.0
+        kept_recent = False
+        for lot in sorted(book.lots, key=lambda lot: lot.px):
+            if left > 0:
+                q = min(left, lot.qty)
+                pnl += (px - lot.px) * lot.direction * q * book.multiplier
+                chosen.append(lot.ref)
+                left -= q
+                if q == lot.qty:
+                    continue
+            kept_recent = kept_recent or now - lot.ts <= self.planner.window_ns
+        return None if pnl < 0 and kept_recent else chosen
 
     def _send(self, iid: int, signed_qty: int) -> int | None:
         """A marketable IOC limit for ``signed_qty`` lots (capped by ``max_order_notional``)."""
