@@ -193,3 +193,51 @@ def test_a_strategy_twap_goes_through_risk_and_exec_as_one_parent() -> None:
     assert s["positions"][IID] == s["risk_positions"][IID] == venue.positions()[IID] == 200
     assert s["open_orders"] == 0 and s["anomalies"] == {}
     assert rt.exec.algo.parent(strat.parent).state == AlgoState.DONE
+
+
+def test_scheduled_execution_strategy_runs_a_vwap_curve_from_its_params() -> None:
+    from engine.strategies.scheduled import ScheduledExecution
+
+    venue = SimExchange(TABLE, latency_ns=50_000)
+    params = {
+        "algo": "vwap",
+        "side": "sell",
+        "qty": 240,
+        "limit_ticks": 30,
+        "curve": [1, 0, 2],
+        "algo_params": {"duration_s": 0.3, "slices": 6},
+    }
+    spec = StrategySpec(ScheduledExecution, params=params, instruments=[IID], strategy_id=4)
+    limits = RiskLimits(max_order_notional=1e9, max_position_lots=1000, max_open_orders=20)
+    rt = InlineRuntime(TABLE, [spec], limits, venue, market(seed=12), max_ticks=1200)
+    s = rt.run()
+    strat = rt.host.slots[0].strategy
+    assert strat.parent and strat.ended is None
+    assert sum(f.fill_qty for f in strat.fills) == 240 and s["positions"][IID] == -240
+    news = [o for o in s["orders_sent"] if isinstance(o, NewOrder)]
+    assert len(news) == 1 and news[0].algo_params == {
+        "duration_s": 0.3,
+        "slices": 6.0,
+        "w0": 1.0,
+        "w1": 0.0,
+        "w2": 2.0,
+    }
+    # the middle third of the window has no volume in the curve: no child was sent in it
+    par = rt.exec.algo.parent(strat.parent)
+    start = par.order.ts_approved
+    sent = [
+        r.submitted_ns for r in rt.exec.table.orders.values() if r.client_order_id != strat.parent
+    ]
+    assert sent and not [t for t in sent if start + 100 * MS < t < start + 200 * MS]
+
+
+def test_scheduled_execution_refuses_bad_params() -> None:
+    import pytest
+
+    from engine.strategies.base import StrategyContext
+    from engine.strategies.scheduled import ScheduledExecution
+
+    ctx = StrategyContext(4, [INS])
+    for bad in ({"algo": "vwop"}, {"side": "long"}, {"qty": 0}, {"algo": "twap", "curve": [1]}):
+        with pytest.raises(ValueError):
+            ScheduledExecution(ctx, bad)
