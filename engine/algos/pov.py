@@ -57,9 +57,10 @@ class PovAlgo(ScheduledAlgo):
         return int(self.rate / (1.0 - self.rate) * self.market_volume + 1e-9)
 
     def on_market_data(self, msg: object, now_ns: int) -> None:
-        if type(msg) is not Trade or msg.ts_event < self.start_ns or msg.qty <= 0:  # type: ignore[attr-defined]
+        # the window is on exec's clock (now_ns), not the venue's ts_event: live, they differ
+        if type(msg) is not Trade or now_ns < self.start_ns or msg.qty <= 0:  # type: ignore[attr-defined]
             return
-        if self.end_ns is not None and msg.ts_event >= self.end_ns:  # type: ignore[attr-defined]
+        if self.end_ns is not None and now_ns >= self.end_ns:
             return
         self.market_volume += msg.qty  # type: ignore[attr-defined]
         self._step(now_ns)
