@@ -49,6 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    import itertools
+
     from engine.backtest import InlineRuntime
     from procs.build import (
         build_exec_policy,
@@ -57,6 +59,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         build_strategy_host,
         build_venue,
     )
+    from procs.infer import with_forecasts
 
     cfg = _load(args.config)
     setup_logging("backtest", cfg.engine.log_level, cfg.engine.log_format)
@@ -68,8 +71,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         cfg.strategy_specs(),
         build_limits(cfg),
         build_venue(cfg, instruments),
-        build_market(cfg),
-        max_ticks=events,
+        # the market, with the forecasts the infer process would publish interleaved at their
+        # simulated time (procs.infer.with_forecasts; unchanged when [inference] is off)
+        with_forecasts(cfg, itertools.islice(build_market(cfg), events)),
         exec_policy=build_exec_policy(cfg),
         **cfg.portfolio.backtest_kwargs(),
     )

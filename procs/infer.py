@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +252,36 @@ class InferEngine:
                 continue
             out.append(Forecast(iids[slots[i]], version, origin, now, points[i], levels, paths[i]))
             self.counts["forecasts_out"] += 1
+
+
+def with_forecasts(cfg: Any, source: Iterable[Any]) -> Iterator[Any]:
+    """The inline twin of the infer process, for ``gekko backtest``: every market message of
+    ``source``, each followed by the forecasts it caused (a bar close), stamped on the simulated
+    clock (``ts_origin`` and ``ts_recv`` = the closing message's ``ts_event``), so the backtest's
+    strategies get forecasts at the simulated time the live engine would compute them.
+
+    Only ``Forecast`` messages are yielded (swaps and drift events are logged); with inference
+    disabled, or no usable model, the source passes through unchanged.
+    """
+    if not cfg.inference.enabled:
+        yield from source
+        return
+    now = [0]
+    eng = InferEngine(cfg, clock=lambda: now[0])
+    eng.poll_model()
+    if eng.model is None:
+        yield from source
+        return
+    for msg in source:
+        yield msg
+        ts = getattr(msg, "ts_event", None)
+        if ts is None:
+            continue
+        now[0] = ts
+        for f in eng.on_market_data(msg, ts_recv=ts):
+            if isinstance(f, Forecast):
+                f.ts_recv = ts
+                yield f
 
 
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:

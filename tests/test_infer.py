@@ -220,3 +220,21 @@ def test_forecast_taker_ignores_unusable_forecasts() -> None:
     assert host.on_forecast(other, 5) == []
     (o,) = host.on_forecast(_f([0.01]), 5)  # no quantiles: full size
     assert o.qty == 4
+
+
+def test_backtest_stream_interleaves_forecasts_at_their_simulated_time(tmp_path: Path) -> None:
+    from procs.infer import with_forecasts
+
+    d = write_model(tmp_path / "m", input_size=4)
+    cfg = make_cfg(d, every_n_ticks=200)
+    plain = list(itertools.islice(build_market(cfg), 3000))
+    mixed = list(with_forecasts(cfg, itertools.islice(build_market(cfg), 3000)))
+    fc = [k for k, m in enumerate(mixed) if isinstance(m, Forecast)]
+    assert len(fc) == 3 * (3000 // 200 - 3)  # a forecast per instrument per close, once 4 bars
+    assert [m for m in mixed if not isinstance(m, Forecast)] == plain
+    for k in fc:  # right after the message that closed the bar, on its clock
+        prev = next(m for m in reversed(mixed[:k]) if not isinstance(m, Forecast))
+        f = mixed[k]
+        assert f.ts_recv == f.ts_origin == prev.ts_event
+    off = make_cfg(d, enabled=False)
+    assert list(with_forecasts(off, iter(plain))) == plain
