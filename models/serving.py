@@ -378,7 +378,8 @@ class ModelServer:
     ) -> None:
         self.source = Path(source)
         self.features = tuple(features)
-        self.providers = list(providers)
+        # resolved once: a missing provider is reported once per process, not at every swap
+        self.providers = resolve_providers(providers)
         self.intra_op_threads = intra_op_threads
         self.current: LoadedModel | None = None
         self._current_sig: tuple[Path, tuple[int, ...] | None] | None = None
