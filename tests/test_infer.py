@@ -238,3 +238,28 @@ def test_backtest_stream_interleaves_forecasts_at_their_simulated_time(tmp_path:
         assert f.ts_recv == f.ts_origin == prev.ts_event
     off = make_cfg(d, enabled=False)
     assert list(with_forecasts(off, iter(plain))) == plain
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('providers = ["cu-da"]', "inference.providers[0]"),
+        ("providers = []", "inference.providers"),
+        ('instruments = ["NOPE"]', "inference.instruments"),
+        ("intra_op_threads = 0", "inference.intra_op_threads"),
+        ("bar_seconds = -1.0", "inference.bar_seconds"),
+        ("drift_window = 0", "inference.drift_window"),
+        ("drift_margin = -0.5", "inference.drift_margin"),
+        ("model_dri = 'x'", "inference.model_dri"),
+    ],
+)
+def test_inference_config_errors_name_the_key(line: str, key: str) -> None:
+    from ops.config import ConfigError
+
+    text = (ROOT / "config.toml").read_text()
+    at = text.index("\n[inference]\n") + len("\n[inference]\n")
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            text[:at] + line + "\n" + text[at:].replace(line.split(" =")[0] + " =", "#", 1)
+        )
+    assert err.value.key == key
