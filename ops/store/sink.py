@@ -106,7 +106,14 @@ class PgRecordStore:
             rows.add(self.run_id, msg)
         if not len(rows):
             return 0
-        return run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
+
+        def tx(conn: Any) -> int:
+            # market data is non-gating and may be lost anyway: no wait for the WAL flush
+            # (trading records keep synchronous commits: the journal is truncated after them)
+            conn.execute("SET LOCAL synchronous_commit = off")
+            return self.writer.write(conn, rows)
+
+        return run_tx(self.pool, tx)
 
     def write_positions(self, rows: list[tuple]) -> None:
         if rows:

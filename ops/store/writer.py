@@ -120,6 +120,19 @@ BAR_COLS = (
     "trades",
 )
 
+#: PostgreSQL types of those columns, in order: batches are COPYed in binary (no text
+#: formatting and parsing of every number); they must match the tables exactly
+_I8, _I4, _I2, _F8, _T, _B = "int8", "int4", "int2", "float8", "text", "bytea"
+TYPES: dict[str, tuple[str, ...]] = {
+    "orders": (_I8, _I8, _I4, _I4, _I2, _I2, _I2, _I8, _I8, _I8, _I4, _I8, _I8, _I8),
+    "order_events": (_I8, _B, _T, _I8, _I4, _T, _I8, _B),
+    "fills": (_I8, _I8, _I8, _I8, _I4, _I2, _I8, _I8, _I8, _I8, _F8, _I2, _I8, _I8, _I8),
+    "risk_events": (_I8, _B, _I2, _I4, _I8, _T, _F8, _F8, _I8, _I2),
+    "quotes": (_I8, _I4, _I8, _I8, _I8, _I8, _I8, _I8, _I8),
+    "trades": (_I8, _I4, _I8, _I8, _I2, _I8, _I8, _I8),
+    "bars": (_I8, _I4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8),
+}
+
 #: staging table -> (target table, columns, conflict key)
 _STAGED = {
     "orders": (ORDER_COLS, "(run_id, client_order_id)"),
@@ -279,7 +292,7 @@ class Rows:
                         msg.fill_qty,
                         msg.cum_qty,
                         msg.leaves_qty,
-                        msg.fee,
+                        float(msg.fee),
                         msg.liquidity,
                         msg.ts_origin,
                         msg.ts_event,
@@ -297,8 +310,8 @@ class Rows:
                     msg.instrument_id,
                     msg.client_order_id,
                     msg.reason,
-                    msg.value,
-                    msg.limit,
+                    float(msg.value),
+                    float(msg.limit),
                     msg.ts,
                     msg.state,
                 )
@@ -307,8 +320,17 @@ class Rows:
         self.ignored += 1
 
 
-def _copy(cur: Any, table: str, cols: Sequence[str], rows: Iterable[tuple]) -> None:
-    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
+def _copy(
+    cur: Any,
+    table: str,
+    cols: Sequence[str],
+    rows: Iterable[tuple],
+    types: Sequence[str] | None = None,
+) -> None:
+    fmt = " (FORMAT BINARY)" if types else ""
+    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN{fmt}") as cp:
+        if types:
+            cp.set_types(list(types))
         write = cp.write_row
         for r in rows:
             write(r)
@@ -341,7 +363,7 @@ class Writer:
                 data = getattr(rows, table)
                 if data:
                     self.ensure_partitions(conn, table, key, data)
-                    _copy(cur, table, cols, data)
+                    _copy(cur, table, cols, data, TYPES[table])
                     n += len(data)
             for table, (cols, conflict) in _STAGED.items():
                 data = getattr(rows, table)
@@ -352,7 +374,7 @@ class Writer:
                     f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
                     f"SELECT {', '.join(cols)} FROM {table} WITH NO DATA"
                 )
-                _copy(cur, stage, cols, data)
+                _copy(cur, stage, cols, data, TYPES[table])
                 cur.execute(
                     f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {stage} "
                     f"ON CONFLICT {conflict} DO NOTHING"
