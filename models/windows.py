@@ -8,8 +8,10 @@ the model the last ``input_size`` rows of every instrument as one batch. Rows ar
 
 Layout: one float32 block ``[n_slots, 2 * capacity, n_features]``. Each row is written twice,
 at ``pos`` and ``pos + capacity``, so the last ``capacity`` rows of a slot are always one
-contiguous slice ``[pos, pos + capacity)`` in time order: reading a window is a view, gathering a
-batch is one copy per instrument into a preallocated array, and nothing is allocated per bar.
+contiguous slice ``[pos, pos + capacity)`` in time order: reading a window is a view, and
+gathering a batch is one ``np.take`` into a preallocated array with a preallocated index. The
+storage never grows or moves; the only per-bar allocations are the few small temporaries of the
+one ``compute_features`` call ``push_all`` makes per bar close (not per tick).
 """
 
 from __future__ import annotations
