@@ -420,6 +420,12 @@ class AlgoEngine:
         if ev.fill_id and ev.fill_id in c.fill_ids:
             self._count("duplicate_fill")
             return
+        if p.state != AlgoState.WORKING:
+            # only a venue that overfills gets here (the parent is filled, a sibling was still
+            # open): upstream already saw the parent end, so this is an anomaly, as in the OMS
+            self._count("fill_after_parent_end")
+            c.cum += ev.fill_qty
+            return
         q = int(ev.fill_qty)
         if q <= 0:
             self._count("bad_fill_qty")
