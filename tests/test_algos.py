@@ -558,3 +558,18 @@ def test_iceberg_shows_at_most_display_whatever_the_flow(
     loop.advance(loop.now + 20 * MS)
     assert loop.max_shown <= display and all(o.qty <= display for _, o in loop.children)
     assert_children_sum_to_parent(loop, qty)
+
+
+def test_repeated_child_rejections_stop_the_parent_with_the_venues_reason() -> None:
+    loop = Loop()
+    loop.md(snap([(99, 100)], [(101, 100)], 1))
+    # our own resting sell at 101: every buy child would trade with it (self-trade prevention)
+    own = NewOrder(77, 1, IID, SELL, OrderType.LIMIT, TimeInForce.GTC, 101, 5, 1, 1)
+    loop.route(loop.venue.submit(own, 2), 2)
+    loop.submit(parent(AlgoKind.TWAP, 50, {"duration_s": 1.0, "slices": 10}), 10)
+    loop.advance(10 + S)
+    end = [e for e in loop.parent_events() if isinstance(e, OrderCanceled)]
+    assert len(loop.children) == 3  # three slices, three refusals, then it stopped
+    assert len(end) == 1 and end[0].leaves_qty == 50
+    assert end[0].reason.startswith("child rejected by the venue: self-trade prevention")
+    assert loop.algos.working() == [] and loop.algos.next_wakeup_ns() is None
