@@ -105,20 +105,29 @@ class InferEngine:
 
     # --- the model -----------------------------------------------------------------------------
     def poll_model(self) -> list[Any]:
-        """Check the model source; on a new good model reconfigure windows and bars."""
-        ev = self.server.poll()
-        if ev is None:
-            return []
-        now = self.clock()
-        if ev.kind == "rejected":
-            self.counts["model_rejects"] += 1
-            return [ModelRejected(str(ev.path), ev.version, ev.reason[:2000], now)]
-        model = self.server.current
-        assert model is not None
-        self._configure(model)
-        if ev.kind == "swapped":
-            self.counts["model_swaps"] += 1
-        return [ModelSwapped(model.name, ev.old_version, model.version, str(ev.path), now)]
+        """Check the model source; on a new good model reconfigure windows and bars.
+
+        A refused version does not end the poll: the next newest one is tried at once (a bad
+        newest version must not leave the engine without the good one beneath it).
+        """
+        out: list[Any] = []
+        for _ in range(64):
+            ev = self.server.poll()
+            if ev is None:
+                break
+            now = self.clock()
+            if ev.kind == "rejected":
+                self.counts["model_rejects"] += 1
+                out.append(ModelRejected(str(ev.path), ev.version, ev.reason[:2000], now))
+                continue
+            model = self.server.current
+            assert model is not None
+            self._configure(model)
+            if ev.kind == "swapped":
+                self.counts["model_swaps"] += 1
+            out.append(ModelSwapped(model.name, ev.old_version, model.version, str(ev.path), now))
+            break
+        return out
 
     def _configure(self, model: LoadedModel) -> None:
         inf = self.cfg

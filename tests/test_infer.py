@@ -263,3 +263,16 @@ def test_inference_config_errors_name_the_key(line: str, key: str) -> None:
             text[:at] + line + "\n" + text[at:].replace(line.split(" =")[0] + " =", "#", 1)
         )
     assert err.value.key == key
+
+
+def test_a_bad_newest_version_at_start_falls_back_to_the_good_one_beneath(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    write_model(reg / "v1", "v1", input_size=4, created="2026-01-01T00:00:00+00:00")
+    write_model(reg / "v2", "v2", input_size=4, batch=1, created="2026-01-02T00:00:00+00:00")
+    eng = InferEngine(make_cfg(reg, every_n_ticks=100), clock=Clock())
+    rejected, swapped = eng.poll_model()
+    assert isinstance(rejected, ModelRejected) and rejected.version == "v2"
+    assert "frozen" in rejected.reason
+    assert isinstance(swapped, ModelSwapped) and swapped.new_version == "v1"
+    assert eng.model is not None and eng.model.version == "v1"
+    assert eng.poll_model() == []
