@@ -1,5 +1,5 @@
-"""Process-side recovery at start: exec and risk rebuild their state from the record, exec
-reconciles it with the venue, before either reports READY.
+"""Process-side recovery at start: exec rebuilds its state from the record and reconciles it
+with the venue before it reports READY.
 
 The sequence for exec:
 
@@ -11,8 +11,8 @@ The sequence for exec:
 4. file the reconciliation events, hand back the events to publish, the rebuilt table, and
    the waiting orders minus those the venue already had (never placed twice).
 
-Risk rebuilds positions and open orders by replaying the recorded events through its gate, then
-skips, on its own ring, the events it has just replayed (it resumes from an older cursor).
+Risk takes its positions from exec's positions table at start (``procs/risk.py``), which exec
+rebuilt here first; it does not replay the record (that would count fills twice).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
-
-import msgspec
 
 from engine.messages import NewOrder
 from engine.reconcile import Reconciliation, reconcile
@@ -83,62 +81,3 @@ def recover_exec(w: Any, cfg: Any, venue: Any, orders: Any, events_ring: Any) ->
         time.monotonic() - t0,
     )
     return out
-
-
-_ENC = msgspec.msgpack.Encoder()
-
-
-class RiskRecovery:
-    """Risk's state from the record, and the filter that skips events it replayed already."""
-
-    def __init__(self) -> None:
-        self.replayed: dict[bytes, int] = {}
-        self.skipped = 0
-        self._until = 0.0
-
-    def seen(self, ev: Any) -> bool:
-        """True (skip it) for a ring event already applied from the record (first copy only)."""
-        if not self.replayed:
-            return False
-        if time.monotonic() > self._until:
-            self.replayed.clear()
-            return False
-        key = _ENC.encode(ev)
-        n = self.replayed.get(key)
-        if not n:
-            return False
-        if n == 1:
-            del self.replayed[key]
-        else:
-            self.replayed[key] = n - 1
-        self.skipped += 1
-        return True
-
-
-def recover_risk(w: Any, cfg: Any, gate: Any, events: Any) -> RiskRecovery:
-    """Replay this run's recorded execution events (and order approvals) through ``gate``.
-
-    Events on risk's own ring that it had not read before it died are in the record too; those
-    it replayed are skipped once when read from the ring (``RiskRecovery.seen``).
-    """
-    rec = RiskRecovery()
-    source = open_recovery_source(cfg)
-    if source is None or not run_id() or w.incarnation == 0:
-        return rec  # a first start has nothing to recover
-    wait_recorder_caught_up([events.ring], cfg.storage.postgres.recovery_timeout_s, w.beat)
-    state = source.load(run_id())
-    source.close()
-    restore = getattr(gate, "restore_orders", None)
-    if callable(restore):
-        restore(state.orders)
-    pos = events.pos if hasattr(events, "pos") else 0
-    for ev in state.events:
-        if hasattr(ev, "ts_event"):  # execution events (not the cancel/replace requests)
-            gate.on_exec_event(ev)
-            key = _ENC.encode(ev)
-            rec.replayed[key] = rec.replayed.get(key, 0) + 1
-    rec._until = time.monotonic() + 30.0
-    log.warning(
-        "recovery: risk replayed %d recorded events (ring cursor %d)", len(state.events), pos
-    )
-    return rec
