@@ -40,8 +40,8 @@ def recover_exec(w: Any, cfg: Any, venue: Any, orders: Any, events_ring: Any) ->
     """Steps 1-4 above. With no store (storage off) only the waiting orders are taken."""
     out = ExecRecovery()
     source = open_recovery_source(cfg)
-    if source is None or not run_id():
-        return out
+    if source is None or not run_id() or w.incarnation == 0:
+        return out  # a first start of a run: the run's record and venue session are empty
     t0 = time.monotonic()
     caught_up = wait_recorder_caught_up(
         [orders.ring, events_ring.ring if hasattr(events_ring, "ring") else events_ring],
