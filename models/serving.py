@@ -405,7 +405,7 @@ class ModelServer:
         """Look for a new version; load, validate and swap it in. Never raises for a bad model."""
         cand = self._candidate()
         if cand is None:
-            if self.current is None and self.last_error != "none":
+            if self.current is None and not self._rejected and self.last_error != "none":
                 self.last_error = "none"
                 log.error(
                     "inference: no model at %s (expected model.onnx + meta.json, or version "
