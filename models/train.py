@@ -117,8 +117,26 @@ def fit(
     """Train one model; early-stop on the validation loss and restore the best epoch."""
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError("training and validation sets must not be empty")
+    # Process-wide torch settings: set for the fit, restored after it (callers share torch).
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
+    try:
+        return _fit(x_train, y_train, x_val, y_val, cfg, progress, desc)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _fit(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    cfg: TrainConfig,
+    progress: bool,
+    desc: str,
+) -> FitResult:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     scaler = Scaler.fit(x_train, cfg.scaler)
