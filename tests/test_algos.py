@@ -460,7 +460,7 @@ def test_duplicate_parent_and_stray_child_events_are_ignored_and_counted() -> No
 # --- property: the bookkeeping invariants under random schedules and latency ---------------------
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     qty=st.integers(1, 400),
     slices=st.integers(1, 12),
@@ -469,6 +469,7 @@ def test_duplicate_parent_and_stray_child_events_are_ignored_and_counted() -> No
     latency_us=st.sampled_from([0, 300, 5000]),
     cancel_at_ms=st.one_of(st.none(), st.integers(1, 300)),
     seed=st.integers(0, 50),
+    passive=st.booleans(),
 )
 def test_twap_children_never_exceed_the_parent(
     qty: int,
@@ -478,6 +479,7 @@ def test_twap_children_never_exceed_the_parent(
     latency_us: int,
     cancel_at_ms: int | None,
     seed: int,
+    passive: bool,
 ) -> None:
     loop = Loop(SimExchange(TABLE, latency_ns=latency_us * 1000, seed=seed))
     mkt = market(seed=seed)
@@ -485,6 +487,8 @@ def test_twap_children_never_exceed_the_parent(
     t0 = loop.now
     ask, _ = loop.venue.book(IID).best_ask()
     p = {"duration_s": 0.25, "slices": slices, "randomize": randomize, "seed": seed}
+    if passive:
+        p["passive"] = 1
     loop.submit(parent(AlgoKind.TWAP, qty, p, px=ask + limit_offset), t0)
     cancelled = False
     for msg in mkt.events(700):
@@ -573,3 +577,26 @@ def test_repeated_child_rejections_stop_the_parent_with_the_venues_reason() -> N
     assert len(end) == 1 and end[0].leaves_qty == 50
     assert end[0].reason.startswith("child rejected by the venue: self-trade prevention")
     assert loop.algos.working() == [] and loop.algos.next_wakeup_ns() is None
+
+
+def test_passive_twap_rests_at_the_touch_reposts_each_slice_and_sweeps_at_the_end() -> None:
+    loop = Loop()
+    loop.md(snap([(99, 100)], [(101, 500)], 1))
+    p = {"duration_s": 0.4, "slices": 4, "passive": 1}
+    loop.submit(parent(AlgoKind.TWAP, 40, p, px=102), 10)
+    assert [(o.px, o.qty, o.tif) for _, o in loop.children] == [(99, 10, TimeInForce.GTC)]
+    # a sell print at 99 eats the 100 lots ahead of us and 4 of ours (maker fill at 99)
+    loop.md(Trade(IID, 99, 104, SELL, 50 * MS, 50 * MS))
+    assert loop.algos.parent(PARENT).filled == 4
+    loop.md(snap([(100, 30)], [(101, 500)], 60 * MS))  # the bid moved up to 100
+    loop.advance(10 + 100 * MS)  # slice 1: the resting 6 are canceled, 16 re-posted at 100
+    resting = loop.venue.open_orders()
+    assert sum(o.qty for o in resting) == 16 and {o.px for o in resting} == {100}
+    loop.advance(10 + 400 * MS)  # the window ends: nothing rests, the rest is taken at 101
+    last = loop.children[-1][1]
+    assert last.tif == TimeInForce.IOC and last.px == 102 and last.qty == 36
+    fills = loop.parent_fills()
+    assert [(f.fill_px, f.fill_qty) for f in fills] == [(99, 4), (101, 36)]
+    assert isinstance(fills[-1], OrderFilled) and fills[-1].liquidity == 2
+    assert max(o.qty for _, o in loop.children[:-1]) <= 30
+    assert_children_sum_to_parent(loop, 40)

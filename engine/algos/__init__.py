@@ -381,15 +381,21 @@ class AlgoEngine:
         if p.state != AlgoState.WORKING or p.ending:
             return
         p.ending = reason
+        self._cancel_children(p, now_ns)
+        self._touch(p)
+        self._maybe_end(p, now_ns)
+
+    def _cancel_children(self, p: Parent, now_ns: int) -> int:
         o = p.order
+        n = 0
         for c in p.children.values():
             if c.is_open and not c.cancel_sent:
                 c.cancel_sent = True
+                n += 1
                 self._out.append(
                     CancelOrder(c.client_order_id, o.strategy_id, o.instrument_id, now_ns, now_ns)
                 )
-        self._touch(p)
-        self._maybe_end(p, now_ns)
+        return n
 
     def _touch(self, p: Parent) -> None:
         self._dirty[p.client_order_id] = p

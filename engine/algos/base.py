@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.messages import AlgoKind, AlgoState, NewOrder, OrderType, TimeInForce
+from engine.messages import AlgoKind, AlgoState, NewOrder, OrderType, Side, TimeInForce
 
 if TYPE_CHECKING:  # the engine is passed in at run time; no import cycle
     from engine.algos import AlgoEngine
@@ -226,6 +226,10 @@ class Algo:
         """Stop working: cancel open children; the parent ends once they have closed."""
         self.engine._wind_down(self.parent, reason, now_ns)
 
+    def cancel_children(self, now_ns: int) -> int:
+        """Ask to cancel every open child (the parent goes on); returns how many were asked."""
+        return self.engine._cancel_children(self.parent, now_ns)
+
     # helpers -------------------------------------------------------------------------------------
     def aggressive_style(self) -> tuple[int, int, int]:
         """(order_type, tif, px) of a marketable child within the parent's limit."""
@@ -236,16 +240,37 @@ class Algo:
 
 
 class ScheduledAlgo(Algo):
-    """An algorithm that follows a target: at each decision it sends a marketable child for
-    ``target - filled - open`` (so a slice that did not fill is caught up by the next one)."""
+    """An algorithm that follows a target: at each decision it sends a child for ``target -
+    filled - open`` (so a slice that did not fill is caught up by the next one).
+
+    Children are marketable (IOC at the parent's limit) unless ``passive``: then each rests at
+    the near touch (the best bid for a buy, capped by the parent's limit), is canceled at the
+    next decision and its unfilled part re-posted at the touch of then."""
 
     #: smallest child worth sending (lots); smaller shortfalls wait for the next decision
     min_child: int = 1
+    passive: bool = False
 
     def target(self, now_ns: int) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def catch_up(self, now_ns: int, target: int | None = None) -> Child | None:
+    def child_style(self) -> tuple[int, int, int]:
+        """(order_type, tif, px) of the next child: passive at the touch, else marketable."""
+        if self.passive:
+            top = self.engine.top(self.parent.instrument_id)
+            o = self.parent.order
+            if top is not None:
+                buy = o.side == Side.BUY
+                touch = top[0] if buy else top[2]
+                if touch > 0:
+                    if o.order_type == OrderType.LIMIT:
+                        touch = min(touch, o.px) if buy else max(touch, o.px)
+                    return int(OrderType.LIMIT), int(TimeInForce.GTC), touch
+        return self.aggressive_style()
+
+    def catch_up(
+        self, now_ns: int, target: int | None = None, *, aggressive: bool = False
+    ) -> Child | None:
         p = self.parent
         t = min(p.qty, self.target(now_ns) if target is None else target)
         p.target_qty = t
@@ -253,5 +278,5 @@ class ScheduledAlgo(Algo):
         want = t - p.filled - p.open_qty
         if want < self.min_child and not (want > 0 and t == p.qty):
             return None
-        order_type, tif, px = self.aggressive_style()
+        order_type, tif, px = self.aggressive_style() if aggressive else self.child_style()
         return self.send(want, now_ns, order_type=order_type, tif=tif, px=px)

@@ -8,11 +8,16 @@ Parameters (``algo_params``):
 - ``randomize`` in ``[0, 1)`` (default 0): each slice time moves by up to ``± randomize / 2`` of
   an interval (uniform, seeded by ``seed``, default the parent's id), so the parent does not
   print on a visible clock; the order of slices and the targets do not change;
-- ``min_child`` (default 1 lot): a smaller shortfall waits for the next slice (except the last).
+- ``min_child`` (default 1 lot): a smaller shortfall waits for the next slice (except the last);
+- ``passive`` (0 or 1, default 0): children rest at the near touch (capped by the parent's limit)
+  instead of taking; each slice cancels the children still resting and re-posts their unfilled
+  quantity with its own at the touch of then; at the end, what is left is taken (IOC within the
+  limit) before the parent ends.
 
-Each slice sends a marketable child (IOC at the parent's limit, or market IOC) for ``target -
-filled - open``: what an earlier slice could not fill is caught up by the next one. At ``end``
-the parent ends; what is still unfilled is canceled (``OrderCanceled``, reason says how much).
+Each slice sends a child for ``target - filled - open`` — marketable (IOC at the parent's limit,
+or market IOC) by default, resting at the touch when ``passive`` — so what an earlier slice could
+not fill is caught up by the next one. At ``end`` the parent ends; what is still unfilled is
+canceled (``OrderCanceled``, the reason says how much).
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.algos.base import AlgoParamError, Parent, ScheduledAlgo, num, window
+from engine.algos.base import AlgoParamError, Child, Parent, ScheduledAlgo, num, window
 from engine.messages import AlgoKind
 
-_KEYS = frozenset({"start_ns", "end_ns", "duration_s", "slices", "randomize", "seed", "min_child"})
+_KEYS = frozenset(
+    {"start_ns", "end_ns", "duration_s", "slices", "randomize", "seed", "min_child", "passive"}
+)
 
 
 def slice_count(params: dict[str, float], name: str, default: int) -> int:
@@ -47,6 +54,12 @@ class TwapAlgo(ScheduledAlgo):
         self.slices = slice_count(params, self.name, self.default_slices)
         randomize = num(params, "randomize", self.name, 0.0, lo=0.0, hi=1.0, hi_open=True)
         self.min_child = int(num(params, "min_child", self.name, 1.0, lo=1))
+        passive = num(params, "passive", self.name, 0.0, lo=0.0, hi=1.0)
+        if passive not in (0.0, 1.0):
+            raise AlgoParamError(f"{self.name}: passive must be 0 or 1, got {passive}")
+        self.passive = passive == 1.0
+        self.sweeping = False  # passive: the window is over, open children are being canceled
+        self.swept = False  # ... and the last aggressive child has been sent
         seed = int(num(params, "seed", self.name, float(parent.client_order_id & 0xFFFFFFFF), lo=0))
         span = self.end_ns - self.start_ns
         interval = span / self.slices
@@ -77,15 +90,42 @@ class TwapAlgo(ScheduledAlgo):
             self.next_slice += 1  # a late timer runs the latest due slice once, with catch-up
             fired = True
         if fired and now_ns < self.end_ns:
+            if self.passive:
+                self.cancel_children(now_ns)  # re-posted at the touch once they have closed
             self.catch_up(now_ns)
         if now_ns >= self.end_ns:
-            p = self.parent
-            self.finish(
-                f"{self.name}: window ended with {p.qty - p.filled} of {p.qty} lots unfilled",
-                now_ns,
-            )
             self.wakeup_ns = None
+            if self.passive:
+                # what rests unfilled is taken at the end, within the parent's limit
+                self.sweeping = True
+                self.cancel_children(now_ns)
+                if self.parent.open_children == 0:
+                    self._sweep(now_ns)
+            else:
+                self._end_window(now_ns)
             return
         self.wakeup_ns = (
             self.times[self.next_slice] if self.next_slice < self.slices else self.end_ns
+        )
+
+    def on_child_closed(self, child: Child, now_ns: int) -> None:
+        if not self.passive:
+            return
+        if not self.sweeping:
+            self.catch_up(now_ns)  # re-post what a canceled child held, at today's touch
+        elif self.parent.open_children == 0:
+            if self.swept:
+                self._end_window(now_ns)
+            else:
+                self._sweep(now_ns)
+
+    def _sweep(self, now_ns: int) -> None:
+        self.swept = True
+        if self.catch_up(now_ns, self.parent.qty, aggressive=True) is None:
+            self._end_window(now_ns)
+
+    def _end_window(self, now_ns: int) -> None:
+        p = self.parent
+        self.finish(
+            f"{self.name}: window ended with {p.qty - p.filled} of {p.qty} lots unfilled", now_ns
         )
