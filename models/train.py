@@ -19,12 +19,15 @@ import numpy as np
 import torch
 
 from models.features import FEATURES
+from models.nbeatsx import DEFAULTS as NBEATSX_DEFAULTS
 from models.nbeatsx import NBEATSx
 from models.net import Forecaster, pinball_loss, point_loss
+from models.nhits import DEFAULTS as NHITS_DEFAULTS
 from models.nhits import NHITS
 from models.scaling import Scaler
 
 ARCHITECTURES = {"nhits": NHITS, "nbeatsx": NBEATSx}
+ARCH_DEFAULTS = {"nhits": NHITS_DEFAULTS, "nbeatsx": NBEATSX_DEFAULTS}
 
 
 @dataclass
@@ -59,8 +62,11 @@ class TrainConfig:
             raise ValueError("epochs, batch_size, patience must be >= 1 and lr > 0")
 
     def to_dict(self) -> dict:
+        """Every setting, the architecture's defaults included (``model`` is the effective
+        block configuration, so meta.json does not depend on today's defaults)."""
         d = asdict(self)
         d["quantiles"] = list(self.quantiles)
+        d["model"] = {**ARCH_DEFAULTS[self.architecture], **self.model}
         return d
 
 

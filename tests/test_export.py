@@ -84,7 +84,7 @@ def test_checkpoint_round_trip_reexports_identically(tmp_path):
     cfg = TrainConfig(architecture="nbeatsx", input_size=L, horizon=H, quantiles=QUANTILES)
     save_checkpoint(tmp_path / "model.pt", cfg, model)
     cfg2, model2 = load_checkpoint(tmp_path / "model.pt")
-    assert cfg2 == cfg
+    assert cfg2.to_dict() == cfg.to_dict()
     x = torch.randn(7, L, len(FEATURES))
     with torch.no_grad():
         assert torch.equal(model(x)[0], model2(x)[0])
