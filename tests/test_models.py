@@ -340,3 +340,24 @@ def test_shipped_model_is_listed_and_consistent():
 def test_bars_len():
     b = Bars("x", *(np.zeros(3) for _ in range(6)))
     assert len(b) == 3 and b.bar_seconds() == 0
+
+
+def test_runtime_paths_work_without_torch(tmp_path):
+    """The engine's side of models (features, data, registry, evaluation of an exported model,
+    `gekko models list`, `gekko eval --model`) must not need torch: it is only in the extras."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
+        "from ops.cli import main\n"
+        "import models.features, models.data, models.registry, models.evaluate\n"
+        "assert main(['models', 'list']) == 0\n"
+        "rc = main(['eval', '--source', 'sine', '--bars', '600', '--model',\n"
+        "           'models/shipped/default'])\n"
+        "assert rc == 0, rc\n"
+        "assert sys.modules['torch'] is None\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| nhits v1" in r.stdout and "| random walk" in r.stdout
