@@ -24,7 +24,8 @@ own fills from 1) and the router's ``venue_order_id``; and one terminal event on
 closed — ``OrderFilled`` when filled, ``OrderRejected`` when every leg was rejected before any
 acceptance, otherwise ``OrderCanceled`` / ``OrderExpired`` with the quantity that never filled.
 A cancel goes to every open leg; a replace only to an order working at a single venue (moving
-quantity between venues is a cancel and a new order).
+quantity between venues is a cancel and a new order). REDUCE_ONLY is about the position over all
+venues: checked when the order arrives, then its legs go without the flag.
 """
 
 from __future__ import annotations
@@ -204,6 +205,23 @@ class SmartRouter:
                     now_ns,
                 )
             ]
+        if order.flags & OrderFlag.REDUCE_ONLY and order.qty > 0:
+            # reduce-only means the position over all venues: checked here, and the legs go
+            # without the flag (one venue's leg may open a position there while the total shrinks)
+            pos = self.positions().get(order.instrument_id, 0)
+            if order.side * pos >= 0 or order.qty > abs(pos):
+                self._orders[coid] = _Routed(order, order.qty, order.px, 0, closed=True)
+                return [
+                    OrderRejected(
+                        coid,
+                        order.instrument_id,
+                        f"REDUCE_ONLY order of {order.qty} would increase the position {pos}",
+                        order.ts_origin,
+                        now_ns,
+                        now_ns,
+                    )
+                ]
+            order = msgspec.structs.replace(order, flags=order.flags & ~OrderFlag.REDUCE_ONLY)
         self._next_vid += 1
         rec = _Routed(order, order.qty, order.px, self._next_vid)
         self._orders[coid] = rec

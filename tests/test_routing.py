@@ -486,3 +486,17 @@ def test_routed_orders_read_as_consistent_single_orders(seed, latency_us, ops) -
         position += o.side * cum
     assert router.positions().get(IID, 0) == position
     assert router.open_orders() == []
+
+
+def test_reduce_only_is_checked_against_the_position_over_all_venues() -> None:
+    router, a, b = two_venues(([(99, 50)], [(100, 5)]), ([(98, 50)], [(101, 5)]))
+    router.submit(order(71, BUY, 10), 5)  # long 5 at A and 5 at B
+    assert router.positions() == {IID: 10}
+    ev = router.submit(order(72, SELL, 11, flags=OrderFlag.REDUCE_ONLY), 6)
+    assert type(ev[0]) is OrderRejected and "would increase the position 10" in ev[0].reason
+    ev = router.submit(order(73, BUY, 1, flags=OrderFlag.REDUCE_ONLY), 7)
+    assert type(ev[0]) is OrderRejected
+    # selling 8 reduces the total: A's bid (99) is best, so A takes all 8 (A alone holds only 5)
+    ev = router.submit(order(74, SELL, 8, flags=OrderFlag.REDUCE_ONLY), 8)
+    assert type(fills(ev)[-1]) is OrderFilled and router.positions() == {IID: 2}
+    assert a.positions() == {IID: -3} and b.positions() == {IID: 5}
