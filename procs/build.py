@@ -86,7 +86,8 @@ def build_venue(cfg: Config, instruments: InstrumentTable | None = None, record_
 
 def build_venues(cfg: Config, instruments: InstrumentTable | None = None) -> Any:
     """``[[venues]]``: one simulated exchange per entry (own fees, latency, view of the market)
-    behind a smart router (``engine.routing.SmartRouter``); a single entry is used directly."""
+    behind a smart router (``engine.routing.SmartRouter``); a single entry is used directly.
+    These venues keep no durable record (``record_path``): after an exec crash they start empty."""
     from engine.venues.multi import VenueSpec, build_sim_venues
 
     specs = [
