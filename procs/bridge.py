@@ -180,6 +180,17 @@ def _state_hashes(
         out["risk"] = dict(MetricsRegion.attach(w.engine_id, "mrisk").counters())
     except Exception:  # the risk worker's metrics are absent in a partial engine (tests)
         out["risk"] = {}
+    try:  # the trading state (ACTIVE / REDUCING / HALTED) as the risk process persists it
+        from procs.risk import load_state, state_path
+
+        snap = load_state(state_path(cfg)) or {"state": "ACTIVE", "reason": "", "source": ""}
+        out["risk"].update(
+            trading_state=snap.get("state", ""),
+            reason=snap.get("reason", ""),
+            source=snap.get("source", ""),
+        )
+    except Exception as exc:  # never let a dashboard field stop the bridge
+        log.debug("bridge: no trading state (%s)", exc)
     return out
 
 

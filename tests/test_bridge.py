@@ -140,10 +140,14 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         t0 = time.monotonic()
         run2 = gekko_run(cfg_p, "--duration", "5")
         wait_for(lambda: client.xlen(stream) > n_run1 + 20, 60, "run 2 to forward events")
+        wait_for(
+            lambda: float(client.hget(key(producer, "tob:AAPL"), "bid_px") or 0) > 0, 20, "prices"
+        )
         tob = client.hgetall(key(producer, "tob:AAPL"))
         assert float(tob[b"bid_px"]) > 0 and float(tob[b"ask_px"]) > float(tob[b"bid_px"])
         assert 0 < client.pttl(key(producer, "tob:AAPL")) <= 10_000
         assert b"exec" in client.hgetall(key(producer, "health"))
+        assert client.hget(key(producer, "risk"), "trading_state") == b"ACTIVE"
         victim = bridge_of(run2)
         assert victim is not None
         victim.send_signal(signal.SIGKILL)
@@ -163,7 +167,13 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
             g = groups.get(consumer.encode()) or groups.get(consumer)
             return g is not None and g["last-delivered-id"] == last and g["pending"] == 0
 
-        wait_for(caught_up, 60, "the consumer engine to read the producer's stream")
+        try:
+            wait_for(caught_up, 60, "the consumer engine to read the producer's stream")
+        except AssertionError:
+            consumer_proc.send_signal(signal.SIGTERM)
+            _, err = consumer_proc.communicate(timeout=60)
+            info = (client.xrevrange(stream, count=1), client.xinfo_groups(stream))
+            raise AssertionError(f"consumer never caught up: {info}\n{err[-4000:]}") from None
     finally:
         if consumer_proc.poll() is None:
             consumer_proc.send_signal(signal.SIGTERM)
