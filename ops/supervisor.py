@@ -274,7 +274,8 @@ class Supervisor:
         for msg in self.c_risk.poll_batch(4096):
             self.record.on_risk(msg)
         if self.c_remote is not None:
-            self.remote.extend(self.c_remote.poll_batch(4096))
+            fresh = self.remote_filter.fresh  # a re-delivered message (at-least-once) is dropped
+            self.remote.extend(r for r in self.c_remote.poll_batch(4096) if fresh(r))
 
     def _quiescent(self) -> bool:
         """The feed finished and every gating reader has caught up with every ring."""
@@ -316,9 +317,10 @@ class Supervisor:
             self.c_risk = self.rings["risk"].consumer("supervisor")
             self.c_remote = None
             if "remote" in self.rings:  # the bridge's envelopes: not engine.messages, its own decoder
-                from procs.bridge import REMOTE_DECODER
+                from procs.bridge import REMOTE_DECODER, RemoteFilter
 
                 self.c_remote = self.rings["remote"].consumer("supervisor", decoder=REMOTE_DECODER)
+                self.remote_filter = RemoteFilter()
             self._start_redis()
             self._start_postgres()
             for h in self.workers.values():

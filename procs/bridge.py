@@ -68,6 +68,32 @@ def remote_to_json(r: Remote) -> dict[str, Any]:
     }
 
 
+class RemoteFilter:
+    """Drops a remote message whose stream id is not past the last one seen from its stream.
+
+    The bridge records what it delivered before acknowledging it, so a crash between the two
+    re-delivers at most that batch into the ring; a reader of the ring discards it with this.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, str], tuple[int, int]] = {}
+        self.dropped = 0
+
+    def fresh(self, r: Remote) -> bool:
+        ms, _, seq = r.stream_id.partition("-")
+        try:
+            sid = (int(ms), int(seq or 0))
+        except ValueError:
+            self.dropped += 1
+            return False
+        k = (r.source, r.ring)
+        if sid <= self.last.get(k, (-1, -1)):
+            self.dropped += 1
+            return False
+        self.last[k] = sid
+        return True
+
+
 class _Backoff:
     """Retry pacing after a Redis error: 50 ms doubling to 2 s, reset on success."""
 
