@@ -4,7 +4,10 @@ It runs ``engine.exec_engine.ExecEngine`` over the configured venue (the simulat
 default, fed from the ``md`` ring so it matches our orders against the market's book), measures
 tick-to-order latency at the moment each new order is handed to the venue, keeps the positions
 table from its fills, and on shutdown cancels every order still open before it closes the
-``events`` ring.
+``events`` ring. The order management policies (retries, price-gap band, halt policy, which
+order types the venue takes natively and which exec emulates) come from ``[exec]``; a restarted
+exec numbers its own orders (algo children, retries) in a fresh id block. Recovery after a
+restart: ``ExecEngine.restore(snapshots)`` rebuilds the order table (``engine.oms``).
 """
 
 from __future__ import annotations
@@ -96,7 +99,12 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             emit(engine.on_order(c, time.monotonic_ns()))
     backlog = rec.backlog
     w.beat(STATE_READY)
-    log.info("exec ready: venue %s (%s, wait=%s)", getattr(venue, "name", type(venue).__name__), w.pinning, w.wait.kind)
+    log.info(
+        "exec ready: venue %s (%s, wait=%s)",
+        getattr(venue, "name", type(venue).__name__),
+        w.pinning,
+        w.wait.kind,
+    )
     stopping = False
     last_mark = 0
     try:
@@ -131,7 +139,12 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                     last_mark = now
                 write_positions()
             w.beat()
-            if stopping and not busy and not orders.has_data() and (orders.ring.closed or _gone(orders)):
+            if (
+                stopping
+                and not busy
+                and not orders.has_data()
+                and (orders.ring.closed or _gone(orders))
+            ):
                 break
             if not busy:
                 waiter.wait_any(min(cfg.supervisor.heartbeat_interval_s, 0.01))
@@ -145,7 +158,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         dirty.update(portfolio.positions)
         write_positions()
         if engine.open_orders():
-            log.error("exec: %d orders still open at the venue after shutdown", len(engine.open_orders()))
+            log.error(
+                "exec: %d orders still open at the venue after shutdown", len(engine.open_orders())
+            )
         w.metrics.set("anomalies", engine.table.anomaly_count)
         if engine.table.anomaly_count:
             log.warning("exec: venue events refused by the order table: %s", engine.anomalies)
