@@ -34,7 +34,9 @@ from procs.runtime import (
     STATE_STOPPING,
     TOB_DTYPE,
     Worker,
+    metrics_name,
 )
+from shm.metrics import MetricsRegion
 from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.bridge")
@@ -152,7 +154,7 @@ class _Source:
 
 
 def _state_hashes(
-    cfg: Any, w: Worker, tob: SeqlockTable, positions: SeqlockTable
+    cfg: Any, w: Worker, tob: SeqlockTable, positions: SeqlockTable, risk_metrics: Any
 ) -> dict[str, dict[str, Any]]:
     """The latest-state hashes from the shm tables: tob/pos per symbol, pnl, risk, health."""
     out: dict[str, dict[str, Any]] = {}
@@ -200,12 +202,7 @@ def _state_hashes(
                 "heartbeat_age_ms": round((now - hb) / 1e6, 3),
             }
     out["health"] = health
-    try:
-        from shm.metrics import MetricsRegion
-
-        out["risk"] = dict(MetricsRegion.attach(w.engine_id, "mrisk").counters())
-    except Exception:  # the risk worker's metrics are absent in a partial engine (tests)
-        out["risk"] = {}
+    out["risk"] = dict(risk_metrics.counters()) if risk_metrics is not None else {}
     try:  # the trading state (ACTIVE / REDUCING / HALTED) as the risk process persists it
         from procs.risk import load_state, state_path
 
@@ -227,7 +224,6 @@ def run(
     factory: Callable[[], tuple[Any, Any]],
     *,
     stream_name: Callable[[str, str], str],
-    now_ms: Callable[[], int],
 ) -> int:
     """The bridge's loop. ``factory()`` connects and returns ``(StreamBus, LatestState)``."""
     bc = cfg.bridge
@@ -242,6 +238,10 @@ def run(
     group = bc.group or engine_id
     tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
     positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
+    try:  # attached once: the state is written every state_interval_s
+        risk_metrics: Any = MetricsRegion.attach(engine_id, metrics_name("risk"))
+    except Exception:  # absent in a partial engine: the risk hash then has the trading state only
+        risk_metrics = None
     m = w.metrics
     c_fwd, c_dup, c_rcv = (
         m.counter_index("forwarded"),
@@ -366,7 +366,7 @@ def run(
                     now = time.monotonic()
                     if bc.state_interval_s and now >= next_state:
                         next_state = now + bc.state_interval_s
-                        state.write(_state_hashes(cfg, w, tob, positions))
+                        state.write(_state_hashes(cfg, w, tob, positions, risk_metrics))
                         m.inc_i(c_state)
                     block = (
                         None

@@ -25,7 +25,6 @@ This module also holds the bridge worker's entry point (``run``): the loop lives
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -198,5 +197,4 @@ def run(cfg: Any, engine_id: str, incarnation: int) -> int:
         incarnation,
         factory,
         stream_name=stream_name,
-        now_ms=lambda: int(time.time() * 1000),
     )
