@@ -85,6 +85,15 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         dirty.clear()
 
     warm_exec(cfg)  # before READY: first calls compile and build caches
+    emulated = [
+        t for t in ("STOP", "STOP_LIMIT", "TRAILING_STOP") if t not in cfg.exec.native_order_types
+    ]
+    if emulated:
+        log.info(
+            "exec: %s %s by exec from market data (the venue lacks them)",
+            ", ".join(emulated),
+            "emulated" if cfg.exec.emulate else "rejected: emulation off, not",
+        )
     # recovery before READY (procs/recovery.py): the order table from the record, reconciled
     # with the venue; what the rest of the engine missed is published; re-delivered orders the
     # venue already has are dropped from ``backlog`` (the orders waiting in our input)
