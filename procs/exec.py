@@ -88,11 +88,11 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     emulated = [
         t for t in ("STOP", "STOP_LIMIT", "TRAILING_STOP") if t not in cfg.exec.native_order_types
     ]
-    if emulated:
+    if emulated and cfg.exec.emulate:
+        log.info("exec: emulating %s from market data (the venue lacks them)", ", ".join(emulated))
+    elif emulated:
         log.info(
-            "exec: %s %s by exec from market data (the venue lacks them)",
-            ", ".join(emulated),
-            "emulated" if cfg.exec.emulate else "rejected: emulation off, not",
+            "exec: rejecting %s orders (the venue lacks them, emulate = false)", ", ".join(emulated)
         )
     # recovery before READY (procs/recovery.py): the order table from the record, reconciled
     # with the venue; what the rest of the engine missed is published; re-delivered orders the
