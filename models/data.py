@@ -83,9 +83,10 @@ def data_sha256(series: Sequence[Bars]) -> str:
 # --- sources ---------------------------------------------------------------------------------
 
 
-def _to_ns(col: object) -> np.ndarray:
+def _to_ns(col: object, is_ns: bool = False) -> np.ndarray:
     """A time column (pyarrow) to int64 ns UTC: timestamps, date strings, or epoch numbers
-    (unit guessed from magnitude: s, ms, µs or ns)."""
+    (ns when the column is ``ts_ns``, else the unit is guessed from the magnitude: s, ms, µs or
+    ns). Integers stay integers: a float64 cannot hold a nanosecond epoch exactly."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -102,10 +103,13 @@ def _to_ns(col: object) -> np.ndarray:
         t = arr.type
     if pa.types.is_timestamp(t):
         return np.asarray(pc.cast(arr, pa.timestamp("ns", tz=t.tz)).cast(pa.int64()), np.int64)
-    v = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+    integer = pa.types.is_integer(t)
+    v = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64 if integer else np.float64)
+    if is_ns:
+        return v.astype(np.int64)
     mag = float(np.nanmedian(np.abs(v))) if v.size else 0.0
     mult = 1 if mag > 1e17 else 1_000 if mag > 1e14 else 1_000_000 if mag > 1e11 else NS
-    return (v * mult).astype(np.int64)
+    return v * mult if integer else (v * mult).astype(np.int64)
 
 
 def load_table(path: str | Path) -> list[Bars]:
@@ -131,7 +135,7 @@ def load_table(path: str | Path) -> list[Bars]:
             f"{p}: need columns open, high, low, close and a time column; missing "
             f"{missing + ([] if tcol else ['ts/timestamp/datetime/date'])}"
         )
-    ts = _to_ns(table.column(tcol))
+    ts = _to_ns(table.column(tcol), is_ns=tcol.lower() == "ts_ns")
     cols = [np.asarray(table.column(names[c]).to_numpy(), dtype=np.float64) for c in need]
     vol = (
         np.asarray(table.column(names["volume"]).to_numpy(), dtype=np.float64)

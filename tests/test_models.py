@@ -213,6 +213,10 @@ def test_load_table_csv_and_parquet(tmp_path):
     (p,) = load_table(tmp_path / "b.parquet")
     assert p.ts_ns.tolist() == [1_000_000_000, 2_000_000_000, 3_000_000_000]  # seconds -> ns
     assert p.volume.tolist() == [0.0, 0.0, 0.0]
+    exact = tmp_path / "ns.csv"
+    exact.write_text("ts_ns,open,high,low,close\n1700000000123456789,1,1,1,1\n5,1,1,1,1\n")
+    (e,) = load_table(exact)
+    assert e.ts_ns.tolist() == [5, 1700000000123456789]  # exact, even past 2**53
     bad = tmp_path / "bad.csv"
     bad.write_text("when,price\n1,2\n")
     with pytest.raises(ValueError, match="need columns"):
