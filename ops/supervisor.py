@@ -463,6 +463,9 @@ class Supervisor:
             summary = self.record.summary(getattr(self, "metrics", {}), getattr(self, "positions", None))
             summary["stop_reason"] = self._stop_reason
             summary["exit_code"] = self.exit_code
+            infer_metrics = getattr(self, "metrics", {}).get("infer")
+            if infer_metrics is not None:  # the infer worker's counts: bars, runs, forecasts, ...
+                summary["inference"] = infer_metrics.counters()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             enc = msgspec.json.Encoder()

@@ -308,7 +308,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     if out:
         forecasts.publish_batch(out)
     next_poll = time.monotonic_ns() + poll_ns
-    published = dict(eng.counts)
+    published = dict.fromkeys(eng.counts, 0)  # what the metrics region has (flushed each loop)
     w.beat(STATE_READY)
     model = eng.model
     log.info(
@@ -363,6 +363,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         w.beat(STATE_STOPPING)
         w.metrics.set("md_missed", md.missed)
         c = eng.counts
+        for name, v in c.items():
+            if v != published[name]:
+                w.metrics.inc_i(idx[name], v - published[name])
         log.info(
             "infer: %d bars, %d model runs, %d forecasts, %d swaps, %d refused models, %d drift "
             "events, %d errors, %d market-data messages missed",

@@ -106,6 +106,13 @@ def test_broken_model_then_hot_swap_then_refused_version(tmp_path: Path) -> None
     bars, runs, forecasts, _swaps, refused = map(int, m.groups())
     assert bars > 10 and runs > 5 and forecasts == 3 * runs and refused == 2
     s = summary_of(tmp_path)
+    inf = s["inference"]  # the same counts, from infer's shared-memory metrics
+    assert (inf["bars"], inf["runs"], inf["forecasts_out"], inf["model_rejects"]) == (
+        bars,
+        runs,
+        forecasts,
+        refused,
+    )
     assert not [r for r in s.get("restarts", []) if r["worker"] == "infer"]  # never restarted
     orders = [
         json.loads(x)
