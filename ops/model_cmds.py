@@ -295,6 +295,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 test_frac=args.test_frac,
                 data_name=_data_name(args),
             )
+            if meta["training"].get("data_sha256") == data_sha256(series):
+                print(
+                    "gekko: warning: this model was trained on exactly these bars: the scores "
+                    "below are IN-SAMPLE (use `gekko eval` without --model for walk-forward)",
+                    file=sys.stderr,
+                )
         else:
             from models.evaluate import walk_forward_eval
 

@@ -137,6 +137,7 @@ def test_the_model_commands_end_to_end(tmp_path, capsys):
     )
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["table"][0]["name"] == "nhits v1"
+    assert "IN-SAMPLE" in capsys.readouterr().err  # same bars it was trained on: said so
     before = meta["onnx_sha256"]
     assert main(["export", "--model", str(root / "toy" / "v2")]) == 0
     after = json.loads((root / "toy" / "v2" / "meta.json").read_text())["onnx_sha256"]
