@@ -667,6 +667,32 @@ class ExecEngine:
             if lo < coid <= self._id_limit:
                 self._next_id = max(self._next_id, coid)
 
+    def reconcile(self) -> dict[str, Any]:
+        """Compare the order table with what the venue reports (open orders, positions).
+
+        Returns the differences, nothing changed: ``missing_at_venue`` (open here, sent, but
+        not open there: ended unheard — ask the venue for its fills), ``unknown_open`` (open
+        there, not open here: cancel them or adopt them), ``positions`` (instrument ->
+        (ours, venue's)) where they differ. Confirmed fills are applied with
+        ``table.accept_fill(anomaly)``.
+        """
+        venue_open = {o.client_order_id for o in self.venue.open_orders()}
+        by_venue_id = {self._venue_id.get(c, c): c for c in self.table._open}
+        local = set(self._held) | {c for c in self.table._open if c in self.emulator}
+        missing = [
+            c
+            for v, c in by_venue_id.items()
+            if v not in venue_open and c not in local and c not in self._retry_count
+        ]
+        unknown = sorted(v for v in venue_open if v not in by_venue_id)
+        theirs = self.venue.positions()
+        pos = {
+            iid: (self.table.position(iid), theirs.get(iid, 0))
+            for iid in set(theirs) | set(self.table.positions)
+            if self.table.position(iid) != theirs.get(iid, 0)
+        }
+        return {"missing_at_venue": sorted(missing), "unknown_open": unknown, "positions": pos}
+
     # --- views -----------------------------------------------------------------------------------
     def open_orders(self) -> list[NewOrder]:
         return [r.order for r in self.table.open_orders()]

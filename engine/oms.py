@@ -29,7 +29,8 @@ Rebuilding after a restart (persistence, reconciliation): ``snapshot()`` gives o
 ids (so a replayed fill is still recognised as a duplicate) and positions. Or
 ``OrderTable.rebuild(orders, events)`` replays the stored orders and venue events through the
 same transitions. Either way, reconcile the result with the venue's open orders and positions
-before trading (DESIGN §7).
+before trading (DESIGN §7; ``ExecEngine.reconcile``); a refused fill the venue confirms is applied
+with ``accept_fill(anomaly)``.
 """
 
 from __future__ import annotations
@@ -416,6 +417,39 @@ class OrderTable:
         else:
             r.leaves_qty = r.qty - cum
             r.state = t
+        return True
+
+    # --- reconciliation ----------------------------------------------------------------------
+    def accept_fill(self, anomaly: OrderAnomaly) -> bool:
+        """Apply a fill the table refused, once reconciliation with the venue confirmed it is
+        real (a fill that crossed a cancel, an overfill the venue stands by).
+
+        The fill counts towards the order's filled quantity, average price and the position,
+        whatever the order's state (a finished order stays finished; an overfilled order's
+        quantity grows to what was filled). Its fill id is remembered so the event itself,
+        replayed, stays a duplicate. False (nothing changed) for an anomaly that is not a fill
+        of a known order, or whose fill id was already applied.
+        """
+        r = self.orders.get(anomaly.client_order_id)
+        if r is None or anomaly.qty <= 0 or anomaly.kind in ("duplicate_fill", "fill_mismatch"):
+            return False
+        if anomaly.fill_id:
+            if anomaly.fill_id in r.fill_ids:
+                return False
+            r.fill_ids.add(anomaly.fill_id)
+        r.cum_qty += anomaly.qty
+        r.notional_ticks += anomaly.px * anomaly.qty
+        if r.cum_qty > r.qty:
+            r.qty = r.cum_qty
+        iid = r.order.instrument_id
+        self.positions[iid] = self.positions.get(iid, 0) + r.order.side * anomaly.qty
+        if r.is_open:
+            if r.cum_qty >= r.qty:
+                self._close(r, _S.FILLED)
+            else:
+                r.leaves_qty = r.qty - r.cum_qty
+                if r.state in (_S.SUBMITTED, _S.ACCEPTED, _S.TRIGGERED):
+                    r.state = _S.PARTIALLY_FILLED
         return True
 
     # --- persistence -------------------------------------------------------------------------

@@ -375,3 +375,24 @@ OmsMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestOmsStateMachine = OmsMachine.TestCase
+
+
+def test_a_confirmed_anomalous_fill_is_applied_once_by_reconciliation():
+    t = OrderTable()
+    t.add(order(1, qty=10), 0)
+    t.apply(ack(1))
+    t.request_cancel(1)
+    t.apply(OrderCanceled(1, 1, 10, "canceled", 5, 9, 9))
+    assert not t.apply(fill(1, 3, fid=7))  # crossed the cancel
+    a = t.anomaly_log[-1]
+    assert a.kind == "fill_after_terminal" and t.position(1) == 0
+    assert t.accept_fill(a)  # the venue confirms it
+    r = t.get(1)
+    assert (r.state, r.cum_qty, t.position(1)) == (S.CANCELED, 3, 3)
+    assert not t.accept_fill(a) and not t.apply(fill(1, 3, fid=7))  # never twice
+    t.add(order(2, qty=5), 0)
+    assert not t.apply(fill(2, 6, fid=8))
+    assert t.accept_fill(t.anomaly_log[-1])
+    r = t.get(2)
+    assert (r.state, r.qty, r.cum_qty, r.leaves_qty) == (S.FILLED, 6, 6, 0)
+    assert t.position(1) == 9

@@ -417,3 +417,17 @@ def test_restore_after_a_restart_rearms_stops_and_keeps_fills(ex):
     assert any(isinstance(x, OrderTriggered) for x in out) and e2.position(IID) == -1
     out = e2.on_order(CancelOrder(1, 1, IID, 0, 0), 6)
     assert types(out) == ["OrderCanceled"] and not v.open_orders()
+
+
+def test_reconcile_reports_what_the_venue_did_behind_exec_s_back(ex):
+    e, v = ex
+    e.on_order(new(1, BUY, 98, 5), 2)
+    e.on_order(new(2, BUY, 97, 5), 2)
+    e.on_order(new(3, SELL, 0, 5, typ=OrderType.STOP, stop_px=50), 2)  # local: not missing
+    assert e.reconcile() == {"missing_at_venue": [], "unknown_open": [], "positions": {}}
+    v.cancel(CancelOrder(2, 1, IID, 0, 0), 3)  # events lost (a dropped connection)
+    v.submit(new(9, BUY, 96, 1), 3)  # an order exec never sent
+    v.submit(new(10, BUY, 0, 2, typ=MKT), 3)
+    rec = e.reconcile()
+    assert rec["missing_at_venue"] == [2] and rec["unknown_open"] == [9]
+    assert rec["positions"] == {IID: (0, 2)}
