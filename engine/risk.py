@@ -566,12 +566,13 @@ class RiskGate:
         ]
 
     # --- state from the outside --------------------------------------------------------------
-    def on_exec_event(self, ev: object) -> None:
+    def on_exec_event(self, ev: object, count_fill: bool = True) -> None:
         """Track positions, cash and open orders from execution events (fills of unknown
-        orders still move the position: the venue's fill is the truth)."""
+        orders still move the position: the venue's fill is the truth). ``count_fill=False``:
+        a fill the seeded positions already hold (after a restart) — open orders only."""
         if isinstance(ev, OrderPartiallyFilled):  # and OrderFilled
             iid = ev.instrument_id
-            if 0 <= iid < self._n:
+            if count_fill and 0 <= iid < self._n:
                 self._on_fill(iid, int(ev.side), int(ev.fill_qty), int(ev.fill_px), float(ev.fee))
             o = self.open_orders.get(ev.client_order_id)
             if o is not None:

@@ -198,7 +198,14 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 gate.on_market_data(Trade(int(iid), last, 1, 0, 0, ts))
 
     # --- restore what outlives this process ------------------------------------------------
+    # Positions: exec's table holds every fill exec has applied; the events ring still holds the
+    # fills this process had not read when it died (and those of its downtime), which the table
+    # already counts: fills received by exec before the table was read are not counted again
+    # (exec writes the table in the loop iteration that publishes the fill: a window of one
+    # iteration remains).
+    seeded_ns = 0
     with contextlib.suppress(Exception):  # exec may not have written anything yet
+        t_read = time.monotonic_ns()
         seed = [
             (
                 int(r["instrument_id"]),
@@ -213,6 +220,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         if seed:
             read_prices(ids)
             gate.seed_positions(seed)
+            seeded_ns = t_read
             log.info("risk: positions restored from exec's table: %s", {s[0]: s[1] for s in seed})
     snap = load_state(path)
     if snap is not None:
@@ -291,7 +299,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 if isinstance(ev, ExchangeStatus):
                     route(gate.on_status(ev, time.monotonic_ns()))
                 else:
-                    gate.on_exec_event(ev)
+                    counted = seeded_ns and getattr(ev, "ts_recv", seeded_ns + 1) <= seeded_ns
+                    gate.on_exec_event(ev, count_fill=not counted)
             batch = intents.poll_batch(256)
             if batch:  # the latest prices of the instruments concerned, before judging them
                 read_prices({it.instrument_id for it in batch})

@@ -323,3 +323,14 @@ def test_config_mistakes_name_the_risk_key(line: str, key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(text, "config.toml")
     assert exc.value.key == key, str(exc.value)
+
+
+def test_a_fill_already_in_the_seeded_positions_only_closes_the_order() -> None:
+    g = gate()
+    o = g.on_intent(new(qty=5), 1)[0]
+    g.seed_positions([(0, 5, 10_000.0, 0.0, 0.0)])  # exec's table already holds the fill
+    g.on_exec_event(
+        OrderFilled(o.client_order_id, 1, 0, Side.BUY, 10_000, 5, 5, 0, 0.0, 1, 1, 0, 1, 1),
+        count_fill=False,
+    )
+    assert g.position[0] == 5 and g.open_buy[0] == 0 and not g.open_orders
