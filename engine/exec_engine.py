@@ -405,8 +405,9 @@ class ExecEngine:
             return
         if self._alias:
             parent = self._alias.get(coid)
-            if parent is not None:
-                ev.client_order_id = coid = parent
+            if parent is not None:  # a copy: the venue's own record keeps its id
+                ev = msgspec.structs.replace(ev, client_order_id=parent)
+                coid = parent
         if tp is OrderRejected and self._retry(ev, now_ns):
             return
         if not self.table.apply(ev):
