@@ -197,7 +197,9 @@ class ExecEngine:
 
     def _new(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
         ot = order.order_type
-        emulate = ot not in self.policy.native_order_types and ot in EMULATABLE
+        emulate = (
+            ot not in self.policy.native_order_types and ot in EMULATABLE and self.policy.emulate
+        )
         r = self.table.add(order, now_ns, submitted=False, emulated=emulate)
         if r is None:
             self.duplicates += 1
@@ -308,6 +310,19 @@ class ExecEngine:
             return
         if coid in self.emulator or coid in self._held:
             self._replace_local(r, rep, now_ns, out)
+            return
+        if self._retry_due and any(c == coid for _, _, c in self._retry_due):
+            # the venue does not have it (it refused it; the retry sends the original)
+            self.table.request_replace(coid)
+            ev = OrderRejected(
+                coid,
+                rep.instrument_id,
+                "replace rejected: order awaiting a retry at the venue",
+                rep.ts_origin,
+                now_ns,
+                now_ns,
+            )
+            self._route(ev, now_ns, out)
             return
         if not self.table.request_replace(coid):
             self.ignored_requests += 1

@@ -252,6 +252,8 @@ def test_retry_policy_resends_under_a_fresh_id_and_reports_on_the_original():
     e.on_market_data(quote(99, 101, 1), 1)
     assert e.on_order(new(1, BUY, 0, 5, typ=MKT), 2) == []  # refused: retry at 2 + 10
     assert e.poll(11) == [] and v.ids == [1]
+    out = e.on_order(ReplaceOrder(1, 1, IID, 0, 3, 0, 0), 11)  # not at the venue: refused
+    assert out[0].reason.startswith("replace rejected:") and e.state(1) == OrderState.SUBMITTED
     assert e.poll(12) == []  # refused again: retry at 12 + 20
     assert e.poll(31) == [] and len(v.ids) == 2
     out = e.poll(32)
