@@ -337,6 +337,8 @@ def run(
         bus.delivered(group, done)
         return bool(entries)
 
+    waiter = w.waiter(control, *(s.consumer for s in sources))
+    idle_s = min(cfg.supervisor.heartbeat_interval_s, bc.state_interval_s or 1.0)
     w.beat(STATE_READY)
     log.info(
         "bridge ready (%s): publish %s, subscribe %s",
@@ -379,8 +381,13 @@ def run(
                     redis_failed("a Redis call", exc)
             if stopping and (all(s.drained() for s in sources) or time.monotonic() > stop_deadline):
                 break
-            if not busy and not (bus is not None and sub_streams and not stopping):
-                time.sleep(0.002)  # (a subscribed bridge idles inside XREADGROUP's BLOCK)
+            if not busy:
+                if bus is None:
+                    time.sleep(0.01)  # reconnecting: the backoff paces the attempts
+                elif (
+                    not sub_streams or stopping
+                ):  # (a subscribed bridge idles in XREADGROUP's BLOCK)
+                    waiter.wait_any(idle_s)
     finally:
         w.beat(STATE_STOPPING)
         undelivered = sum(len(s.pending) for s in sources)
@@ -388,5 +395,6 @@ def run(
             log.error(
                 "bridge: %d messages not forwarded at shutdown (Redis unavailable)", undelivered
             )
+        waiter.close()
         w.close()
     return 0
