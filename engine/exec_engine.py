@@ -136,6 +136,7 @@ class ExecEngine:
             else InstrumentTable(list(instruments))
         )
         self.policy = policy or ExecPolicy()
+        self._iids = frozenset(self.instruments.ids)
         self.table = OrderTable()
         self.emulator = StopEmulator()
         self.duplicates = 0  # NewOrders resent with a known client_order_id
@@ -197,17 +198,16 @@ class ExecEngine:
 
     def _new(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
         ot = order.order_type
-        emulate = (
-            ot not in self.policy.native_order_types and ot in EMULATABLE and self.policy.emulate
-        )
+        native = self.policy.native_order_types
+        emulate = ot not in native and ot in EMULATABLE and self.policy.emulate
         r = self.table.add(order, now_ns, submitted=False, emulated=emulate)
         if r is None:
             self.duplicates += 1
             return
         reason = ""
-        if order.instrument_id not in self.instruments:
+        if order.instrument_id not in self._iids:
             reason = f"unknown instrument {order.instrument_id}"
-        elif ot not in self.policy.native_order_types:
+        elif ot not in native:
             if ot not in EMULATABLE:
                 reason = f"unsupported order type {ot}"
             elif not self.policy.emulate:

@@ -262,21 +262,32 @@ class OrderTable:
         """Record a new order — SUBMITTED, or INITIALIZED with ``submitted=False`` (exec then
         calls ``submit`` when it hands it to the venue). None (nothing changed) if the id is
         known: client order ids are idempotent, a resent order is never a second order."""
-        if order.client_order_id in self.orders:
+        coid = order.client_order_id
+        if coid in self.orders:
             return None
+        qty = order.qty
+        # positional: this is the per-order cost of the table (field order of OrderRecord)
         r = OrderRecord(
-            order=order,
-            state=_S.SUBMITTED if submitted else _S.INITIALIZED,
-            px=order.px,
-            qty=order.qty,
-            leaves_qty=order.qty,
-            submitted_ns=now_ns,
-            updated_ns=now_ns,
-            emulated=emulated,
-            stop_px=order.stop_px,
+            order,
+            1 if submitted else 0,  # SUBMITTED / INITIALIZED
+            order.px,
+            qty,
+            qty,
+            now_ns,
+            0,
+            0,
+            0.0,
+            0,
+            set(),
+            now_ns,
+            "",
+            False,
+            emulated,
+            False,
+            order.stop_px,
         )
-        self.orders[order.client_order_id] = r
-        self._open[order.client_order_id] = r
+        self.orders[coid] = r
+        self._open[coid] = r
         return r
 
     def _local(self, client_order_id: int, event: int) -> OrderRecord | None:
