@@ -62,10 +62,13 @@ def risk_worker(sup_pid: int) -> psutil.Process | None:
     return None
 
 
-def test_daily_loss_breaker_halts_cancels_and_survives_a_risk_restart(
+def test_breaker_halts_cancels_survives_a_risk_restart_then_flatten_and_resume(
     tmp_path: Path,
     eid: str,  # noqa: F811
 ) -> None:
+    """One engine run (each start costs seconds): the daily-loss breaker trips; risk is killed
+    and restarted and stays HALTED; `gekko kill --flatten` closes the positions; `gekko resume`
+    brings trading back."""
     # $5 of daily loss on $1M trips it: the momentum taker pays the spread and fees within seconds
     cfg = risk_config(
         tmp_path, eid, capital=1_000_000.0, daily_loss_reduce_pct=0.0, daily_loss_halt_pct=0.0005
@@ -80,63 +83,48 @@ def test_daily_loss_breaker_halts_cancels_and_survives_a_risk_restart(
         assert old is not None
         os.kill(old.pid, signal.SIGKILL)  # a crash: the supervisor restarts it
         assert _wait_for(lambda: (w := risk_worker(proc.pid)) is not None and w.pid != old.pid, 30)
-        time.sleep(3)  # the strategies keep trying; the restarted risk must refuse them
+        time.sleep(2)  # the strategies keep trying; the restarted risk must refuse them
         r = gekko("status", "--config", str(cfg))
         assert r.returncode == 0 and "running" in r.stdout
         assert "HALTED" in r.stdout and "daily_loss" in r.stdout, r.stdout
+        # the operator: flatten, then resume
+        r = gekko("kill", "--flatten", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        time.sleep(1)
+        r = gekko("resume", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        assert _wait_for(lambda: state_of(tmp_path, eid).get("state") == "ACTIVE", 60)
+        resumed = state_of(tmp_path, eid)
+        assert resumed["source"] == "operator" and resumed["reason"] == "gekko resume"
+        time.sleep(2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
     s = summary_of(tmp_path)
     assert [x["worker"] for x in s["restarts"]] == ["risk"]
     assert "trading state HALTED restored" in err
-    after = state_of(tmp_path, eid)
-    assert after["state"] == "HALTED" and after["since_ns"] == trip["since_ns"]
-    t_trip = int(trip["since_ns"])
+    t_trip, t_resume = int(trip["since_ns"]), int(resumed["since_ns"])
     orders = records(tmp_path, "orders.jsonl")
     strategy_new = [o for o in orders if o["type"] == "NewOrder" and o["strategy_id"] != 0]
     assert any(o["ts_approved"] < t_trip for o in strategy_new), "traded before the trip"
-    late = [o for o in strategy_new if o["ts_approved"] >= t_trip]
-    assert late == [], "a strategy order reached exec after the breaker tripped"
+    late = [o for o in strategy_new if t_trip <= o["ts_approved"] < t_resume]
+    assert late == [], "a strategy order reached exec while the engine was halted"
+    assert [o for o in strategy_new if o["ts_approved"] >= t_resume], "no trading after resume"
     # the breaker canceled what was open, at the moment it tripped
     trip_cancels = [o for o in orders if o["type"] == "CancelOrder" and o["ts_approved"] == t_trip]
     approved = {o["client_order_id"] for o in strategy_new}
     assert trip_cancels and {c["client_order_id"] for c in trip_cancels} <= approved
-    # ... and the cancels took: nothing of the strategies filled after they had time to land
+    # ... and the cancels took: nothing of the strategies filled while halted
     fills = records(tmp_path, "fills.jsonl")
     assert not [
-        f for f in fills if f["client_order_id"] >> 32 != 0 and f["ts_recv"] > t_trip + 500_000_000
+        f
+        for f in fills
+        if f["client_order_id"] >> 32 != 0 and t_trip + 500_000_000 < f["ts_recv"] < t_resume
     ]
     assert s["risk_rejects"] > 0  # the orders the strategies still sent were refused
-
-
-def test_kill_flatten_status_and_resume(tmp_path: Path, eid: str) -> None:  # noqa: F811
-    cfg = risk_config(tmp_path, eid)
-    with running_engine(cfg, tmp_path, eid) as proc:
-        assert _wait_for(lambda: state_of(tmp_path, eid).get("state") == "ACTIVE", 60)  # risk is up
-        time.sleep(5)  # trading: positions to flatten
-        r = gekko("kill", "--flatten", "--config", str(cfg))
-        assert r.returncode == 0, r.stderr
-        assert _wait_for(lambda: state_of(tmp_path, eid).get("state") == "HALTED", 60)
-        halted = state_of(tmp_path, eid)
-        assert halted["source"] == "operator" and halted["reason"] == "gekko kill --flatten"
-        time.sleep(1)
-        r = gekko("resume", "--config", str(cfg))
-        assert r.returncode == 0, r.stderr
-        assert _wait_for(lambda: state_of(tmp_path, eid).get("state") == "ACTIVE", 60)
-        resumed = state_of(tmp_path, eid)
-        time.sleep(3)
-        r = gekko("status", "--config", str(cfg))
-        assert "trading state: ACTIVE" in r.stdout and "gekko resume" in r.stdout
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-3000:]
-    t_kill, t_resume = int(halted["since_ns"]), int(resumed["since_ns"])
-    orders = records(tmp_path, "orders.jsonl")
-    strategy_new = [o for o in orders if o["type"] == "NewOrder" and o["strategy_id"] != 0]
-    assert not [o for o in strategy_new if t_kill <= o["ts_approved"] < t_resume]
-    assert [o for o in strategy_new if o["ts_approved"] >= t_resume], "no trading after resume"
-    # flatten: risk's own market orders, one per instrument with a position at the kill
+    # flatten, by the restarted risk from the positions it rebuilt: its own market orders, one per
+    # instrument with a position, numbered in the new incarnation's block
     own = [o for o in orders if o["type"] == "NewOrder" and o["strategy_id"] == 0]
-    assert own and all(o["order_type"] == 1 and o["ts_approved"] == t_kill for o in own)
+    assert own and all(t_trip < o["ts_approved"] < t_resume for o in own)
+    assert all(o["order_type"] == 1 and o["client_order_id"] >> 24 == 1 for o in own)
     assert len({o["instrument_id"] for o in own}) == len(own)
