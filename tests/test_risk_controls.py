@@ -10,6 +10,8 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.instruments import Instrument
 from engine.market_guard import MarketGuard
@@ -22,10 +24,15 @@ from engine.messages import (
     InstrumentHalted,
     InstrumentResumed,
     IntentNew,
+    IntentReplace,
     NewOrder,
+    OrderCanceled,
     OrderFilled,
+    OrderPartiallyFilled,
+    OrderReplaced,
     OrderType,
     Quote,
+    ReplaceOrder,
     RiskEvent,
     RiskEventKind,
     Side,
@@ -334,3 +341,54 @@ def test_a_fill_already_in_the_seeded_positions_only_closes_the_order() -> None:
         count_fill=False,
     )
     assert g.position[0] == 5 and g.open_buy[0] == 0 and not g.open_orders
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["new", "fill", "cancel", "replace", "prices"]),
+            st.integers(0, 1),
+            st.integers(1, 30),
+            st.sampled_from([Side.BUY, Side.SELL]),
+            st.integers(9_000, 11_000),
+        ),
+        max_size=60,
+    )
+)
+def test_bookkeeping_stays_exact_whatever_the_sequence(steps) -> None:
+    """Open quantities equal the open orders' leaves, positions equal the signed fills, equity
+    equals capital + cash + marked positions, and the VaR caches equal a recompute."""
+    g = gate(max_position_pct=5.0, max_sector_pct=15.0, max_var_pct=1.0, min_history=20)
+    g.set_returns(np.random.default_rng(1).normal(0, 0.01, (60, 2)))
+    signed = np.zeros(2, dtype=np.int64)
+    for kind, iid, qty, side, px in steps:
+        live = [c for c, o in g.open_orders.items() if o.instrument_id == iid]
+        if kind == "new":
+            g.on_intent(new(iid=iid, qty=qty, side=side, px=px), 1)
+        elif kind == "prices":
+            price(g, iid, px)
+        elif live and kind == "fill":
+            o = g.open_orders[live[0]]
+            q = min(qty, o.leaves)
+            cls = OrderFilled if q == o.leaves else OrderPartiallyFilled
+            g.on_exec_event(
+                cls(live[0], 1, iid, o.side, px, q, q, o.leaves - q, 0.1, 1, 1, 0, 1, 1)
+            )
+            signed[iid] += o.side * q
+        elif live and kind == "cancel":
+            g.on_exec_event(OrderCanceled(live[0], iid, 0, "", 0, 1, 1))
+        elif live and kind == "replace":
+            out = g.on_intent(IntentReplace(live[0], 1, iid, px, qty, 0, 0), 1)
+            if isinstance(out[0], ReplaceOrder):
+                g.on_exec_event(OrderReplaced(live[0], iid, px, qty, 0, 1, 1))
+    for i in range(2):
+        legs = [o for o in g.open_orders.values() if o.instrument_id == i]
+        assert g.open_buy[i] == sum(o.leaves for o in legs if o.side == Side.BUY)
+        assert g.open_sell[i] == sum(o.leaves for o in legs if o.side == Side.SELL)
+    assert (g.position == signed).all()
+    g.on_prices(2)
+    assert g.equity == pytest.approx(1_000_000.0 + g.cash + float((g.exposure).sum()))
+    pnl = g.stats.rt.T @ g.exposure
+    assert np.allclose(g.stats.pnl, pnl)
+    assert g.stats.hist_var() == pytest.approx(-np.quantile(pnl, 0.01), abs=1e-9)
