@@ -4,6 +4,7 @@ of the producer's bridge and a restart of the producer engine."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -148,6 +149,9 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         assert 0 < client.pttl(key(producer, "tob:AAPL")) <= 10_000
         assert b"exec" in client.hgetall(key(producer, "health"))
         assert client.hget(key(producer, "risk"), "trading_state") == b"ACTIVE"
+        cached = client.hgetall(key(producer, "config"))  # the engine's settings, for other hosts
+        assert cached[b"text"].decode() == cfg_p.read_text()
+        assert cached[b"sha256"].decode() == hashlib.sha256(cfg_p.read_bytes()).hexdigest()
         victim = bridge_of(run2)
         assert victim is not None
         victim.send_signal(signal.SIGKILL)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -192,11 +193,15 @@ def _items(resp: Any) -> list[tuple[Any, Any]]:
 
 # --- the bridge worker's entry point (ops.worker runs ``run``) -------------------------------
 def run(cfg: Any, engine_id: str, incarnation: int) -> int:
-    from ops.store.redis_store import LatestState, connect
+    from ops.store.redis_store import LatestState, ParamCache, connect
     from procs import bridge
 
     def factory() -> tuple[StreamBus, LatestState]:
         client = connect(cfg)
+        if (
+            cfg.source_path and Path(cfg.source_path).is_file()
+        ):  # other hosts can check our settings
+            ParamCache(client).put_config(engine_id, Path(cfg.source_path).read_text())
         return (
             StreamBus(client, engine_id, maxlen=cfg.bridge.maxlen),
             LatestState(client, engine_id, cfg.storage.redis.ttl_s),
