@@ -175,6 +175,11 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
             w.beat()
             if stopping and not busy and _drained(gating):
                 flush(time.monotonic())
+                give_up = time.monotonic() + min(5.0, cfg.supervisor.shutdown_timeout_s / 2)
+                while backlog and time.monotonic() < give_up:  # a few more tries, backing off
+                    time.sleep(max(0.0, retry.next_at - time.monotonic()))
+                    w.beat()
+                    flush(time.monotonic())
                 if backlog:  # nothing is lost: the next start replays the journal
                     log.error(
                         "recorder: stopping with the database unreachable: records stay in the journal"

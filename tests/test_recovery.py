@@ -176,14 +176,14 @@ def _stored(dsn: str) -> tuple[list, list, list]:
     return fills, orders, recon
 
 
-def _trading(dsn: str) -> bool:
+def _fills_stored(dsn: str) -> int:
     import psycopg
 
     try:
         with psycopg.connect(dsn, connect_timeout=2) as c:
-            return c.execute("SELECT count(*) FROM fills").fetchone()[0] >= 3
+            return c.execute("SELECT count(*) FROM fills").fetchone()[0]
     except psycopg.Error:
-        return False
+        return -1
 
 
 def _kill_exec_and_check(tmp_path: Path, eid: str, dsn: str, db_down: Any = None) -> None:
@@ -195,22 +195,34 @@ def _kill_exec_and_check(tmp_path: Path, eid: str, dsn: str, db_down: Any = None
     from tests.test_engine_e2e import _children, _cmd, _wait_for, running_engine, summary_of
 
     cfg = _engine_config(tmp_path, eid, dsn)
+
+    def check(ok: bool, what: str) -> None:
+        if not ok:  # stop the engine and show what it said
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=90)
+            raise AssertionError(f"{what}\n{err[-4000:]}")
+
     with running_engine(cfg, tmp_path, eid) as proc:
         assert _wait_for(lambda: len(_children(proc.pid)) >= 5, 60)
-        assert _wait_for(lambda: _trading(dsn), 120), "no fills recorded: the engine never traded"
+        check(_wait_for(lambda: _fills_stored(dsn) >= 3, 120), "no fills recorded: never traded")
         time.sleep(1)  # orders resting and in flight
+        before = _fills_stored(dsn)
         if db_down is not None:
             db_down.stop()
             time.sleep(1)
         victim = [c for c in _children(proc.pid) if "exec" in _cmd(c)][0]
         os.kill(victim.pid, signal.SIGKILL)
-        assert _wait_for(
+        restarted = _wait_for(
             lambda: any("exec" in _cmd(c) and c.pid != victim.pid for c in _children(proc.pid)), 30
         )
+        check(restarted, "exec was not restarted")
         if db_down is not None:
             time.sleep(1.5)
             db_down.restart()
-        time.sleep(5)  # recovery, then trading again
+        # recovery, then trading again: new fills reach the database
+        check(
+            _wait_for(lambda: _fills_stored(dsn) > before + 5, 60), "no trading after the restart"
+        )
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err[-3000:]

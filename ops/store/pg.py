@@ -171,6 +171,7 @@ def make_pool(
         open=False,
         timeout=min(1.0, s.connect_timeout_s),  # a dead database must not stall the caller long
         reconnect_timeout=0,  # never give up reconnecting in the background
+        check=ConnectionPool.check_connection,  # a server restart leaves stale connections behind
         name="gekko",
     )
     pool.open(wait=open_wait_s is not None, timeout=open_wait_s or 1.0)
