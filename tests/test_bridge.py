@@ -24,7 +24,7 @@ from ops.store.bus import stream_name
 from ops.store.redis_store import client_for_url, key
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(420)
 
 FILL_TYPES = ("OrderPartiallyFilled", "OrderFilled")
 ENVELOPE = ("remote_source", "remote_ring", "remote_id", "remote_delivered_ns")
@@ -59,6 +59,10 @@ def engine_config(tmp: Path, eid: str, redis_url: str, **bridge: str) -> Path:
         text = set_key(text, "bridge", k, v)
     # a loaded CI box may take long to restart a worker: give the shutdown room to drain
     text = set_key(text, "supervisor", "shutdown_timeout_s", "40.0")
+    text = set_key(
+        text, "supervisor", "startup_timeout_s", "180.0"
+    )  # (numba compiles, 2 busy cores)
+    text = set_key(text, "supervisor", "heartbeat_timeout_s", "30.0")
     if "\n[storage.postgres]" in text:  # not what this test is about: keep the engines light
         text = set_key(text, "storage.postgres", "mode", '"off"')
     if "\n[inference]" in text:
@@ -88,7 +92,7 @@ def wait_for(pred, timeout: float, what: str) -> None:  # type: ignore[no-untype
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def finish(p: subprocess.Popen[str], timeout: float = 90) -> str:
+def finish(p: subprocess.Popen[str], timeout: float = 180) -> str:
     try:
         _, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -140,7 +144,7 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         # not have confirmed; meanwhile the latest-state hashes are live
         t0 = time.monotonic()
         run2 = gekko_run(cfg_p, "--duration", "5")
-        wait_for(lambda: client.xlen(stream) > n_run1 + 20, 60, "run 2 to forward events")
+        wait_for(lambda: client.xlen(stream) > n_run1 + 20, 150, "run 2 to forward events")
         wait_for(
             lambda: float(client.hget(key(producer, "tob:AAPL"), "bid_px") or 0) > 0, 20, "prices"
         )
