@@ -463,6 +463,9 @@ class Supervisor:
             summary = self.record.summary(getattr(self, "metrics", {}), getattr(self, "positions", None))
             summary["stop_reason"] = self._stop_reason
             summary["exit_code"] = self.exit_code
+            from procs.risk import load_state, state_path
+
+            summary["trading_state"] = load_state(state_path(self.cfg))  # as risk recorded it
             infer_metrics = getattr(self, "metrics", {}).get("infer")
             if infer_metrics is not None:  # the infer worker's counts: bars, runs, forecasts, ...
                 summary["inference"] = infer_metrics.counters()

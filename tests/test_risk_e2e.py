@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from procs.runtime import POSITION_DTYPE
+from shm.seqlock import SeqlockTable
 from tests.test_engine_e2e import (
     _alive,
     _children,
@@ -88,9 +90,15 @@ def test_breaker_halts_cancels_survives_a_risk_restart_then_flatten_and_resume(
         assert r.returncode == 0 and "running" in r.stdout
         assert "HALTED" in r.stdout and "daily_loss" in r.stdout, r.stdout
         # the operator: flatten, then resume
-        r = gekko("kill", "--flatten", "--config", str(cfg))
-        assert r.returncode == 0, r.stderr
-        time.sleep(1)
+        # exec's positions table (shared memory): every position closes, nothing reopens
+        table = SeqlockTable.attach(eid, "positions", POSITION_DTYPE)
+        try:
+            held = {int(r["instrument_id"]) for r in table.read_all() if r["position"] != 0}
+            r = gekko("kill", "--flatten", "--config", str(cfg))
+            assert r.returncode == 0, r.stderr
+            assert _wait_for(lambda: not table.read_all()["position"].any(), 60), table.read_all()
+        finally:
+            table.close()
         r = gekko("resume", "--config", str(cfg))
         assert r.returncode == 0, r.stderr
         assert _wait_for(lambda: state_of(tmp_path, eid).get("state") == "ACTIVE", 60)
@@ -103,6 +111,7 @@ def test_breaker_halts_cancels_survives_a_risk_restart_then_flatten_and_resume(
     s = summary_of(tmp_path)
     assert [x["worker"] for x in s["restarts"]] == ["risk"]
     assert "trading state HALTED restored" in err
+    assert s["trading_state"] == state_of(tmp_path, eid)  # the run summary says it too
     t_trip, t_resume = int(trip["since_ns"]), int(resumed["since_ns"])
     orders = records(tmp_path, "orders.jsonl")
     strategy_new = [o for o in orders if o["type"] == "NewOrder" and o["strategy_id"] != 0]
@@ -125,6 +134,7 @@ def test_breaker_halts_cancels_survives_a_risk_restart_then_flatten_and_resume(
     # flatten, by the restarted risk from the positions it rebuilt: its own market orders, one per
     # instrument with a position, numbered in the new incarnation's block
     own = [o for o in orders if o["type"] == "NewOrder" and o["strategy_id"] == 0]
-    assert own and all(t_trip < o["ts_approved"] < t_resume for o in own)
+    assert {o["instrument_id"] for o in own} == held
+    assert all(t_trip < o["ts_approved"] < t_resume for o in own)
     assert all(o["order_type"] == 1 and o["client_order_id"] >> 24 == 1 for o in own)
     assert len({o["instrument_id"] for o in own}) == len(own)
