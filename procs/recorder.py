@@ -108,6 +108,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
             if md_buf:
                 m.inc_i(c_rows, store.write_md(md_buf))
             retry.ok()
+            m.set("db_rejected", int(getattr(store, "rejected", 0)))
         except Exception as exc:  # the database is down or refused: journal, retry later
             m.inc_i(c_err)
             backlog = True
@@ -188,6 +189,21 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
             if not busy:
                 waiter.wait_any(min(pg.flush_interval_s, cfg.supervisor.heartbeat_interval_s))
         _snapshot(store, positions, len(cfg.instruments))
+        c = m.counters()
+        lag = h_lag.snapshot()
+        log.info(
+            "recorder: %d trading records, %d rows written, %d market-data messages read, %d missed "
+            "(lag p50 %.0fµs p99 %.0fµs), %d database errors, %d replayed, %d refused",
+            c["records_in"],
+            c["rows_written"],
+            c["md_in"],
+            c["md_missed"],
+            lag.percentile(50) / 1e3 if lag.count else 0.0,
+            lag.percentile(99) / 1e3 if lag.count else 0.0,
+            c["db_errors"],
+            c["replayed"],
+            c["db_rejected"],
+        )
     finally:
         w.beat(STATE_STOPPING)
         waiter.close()

@@ -172,6 +172,29 @@ def test_every_record_arrives_once_across_a_recorder_crash(
         rig.close()
 
 
+def test_a_record_the_schema_refuses_does_not_block_the_others(
+    tmp_path: Path, pg_dsn: str, engine_id: str
+) -> None:
+    rig = Rig(tmp_path, engine_id, pg_dsn)
+    try:
+        rig.start()
+        bad = OrderAccepted(5, 5, 1 << 40, 1, 10_000, 10, 5, 100, 110)  # instrument id past int4
+        rig.prod["orders"].publish_batch(_orders(1, 11))
+        rig.prod["events"].publish_batch([*_events(1, 5), bad, *_events(5, 11)])
+        assert rig.stop() == 0
+        assert _counts(pg_dsn) == {
+            "orders": 10,
+            "order_events": 20,
+            "fills": 10,
+            "risk_events": 0,
+            "quotes": 0,
+        }
+        c = rig.counters()
+        assert c["db_rejected"] == 1 and c["db_errors"] == 0
+    finally:
+        rig.close()
+
+
 def test_database_outage_is_journaled_and_replayed(tmp_path: Path, engine_id: str) -> None:
     base = Path(tempfile.mkdtemp(prefix="gkrec", dir="/tmp"))
     db = EmbeddedPostgres(base / "pg")

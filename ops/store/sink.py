@@ -34,6 +34,16 @@ def journal_path(cfg: Any, run_id: int) -> Path:
 _JOURNAL_NAME = re.compile(r"^(?P<eid>[A-Za-z0-9]+)-(?P<run>\d+)\.journal$")
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """A database we cannot reach (retry later) rather than one refusing what we sent."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    return isinstance(
+        exc, psycopg.OperationalError | psycopg.InterfaceError | PoolTimeout | OSError
+    )
+
+
 class PgRecordStore:
     """The recorder's view: COPY batches through a pool, the journal beside it."""
 
@@ -52,6 +62,7 @@ class PgRecordStore:
             )
         self.pool = make_pool(dsn, self.settings)
         self._setup_done = False
+        self._rejected = 0  # records the database refused (not a connectivity problem)
 
     def _setup(self) -> None:
         if self._setup_done:
@@ -91,13 +102,37 @@ class PgRecordStore:
                 rows.add(run_id, dec.decode(f), f)
         return run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
 
+    @property
+    def rejected(self) -> int:
+        """Records refused: by the database, or before it (a value out of its column's range)."""
+        return self._rejected + self.writer.refused
+
     # --- procs.storage.RecordStore ---------------------------------------------------------------
     def write_gating(self, records: list[tuple[Any, bytes]]) -> int:
         self._setup()
         rows = Rows()
         for msg, frame in records:
             rows.add(self.run_id, msg, frame)
-        return run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
+        try:
+            return run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
+        except Exception as exc:
+            if is_unavailable(exc) or len(records) == 1:
+                raise
+            # the database answered but refused the batch (a value out of a column's range):
+            # one bad record must not block the others forever. Write them one by one; log and
+            # count (``rejected``) what the schema refuses.
+            n = 0
+            for rec in records:
+                try:
+                    n += self.write_gating([rec])
+                except Exception as one:
+                    if is_unavailable(one):
+                        raise
+                    self._rejected += 1
+                    log.error(
+                        "recorder: record refused by the database, dropped: %r (%s)", rec[0], one
+                    )
+            return n
 
     def write_md(self, msgs: list[Any]) -> int:
         self._setup()
@@ -113,7 +148,18 @@ class PgRecordStore:
             conn.execute("SET LOCAL synchronous_commit = off")
             return self.writer.write(conn, rows)
 
-        return run_tx(self.pool, tx)
+        try:
+            return run_tx(self.pool, tx)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            self._rejected += len(rows)
+            log.error(
+                "recorder: %d market-data rows refused by the database, dropped (%s)",
+                len(rows),
+                exc,
+            )
+            return 0
 
     def write_positions(self, rows: list[tuple]) -> None:
         if rows:

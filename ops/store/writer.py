@@ -135,6 +135,20 @@ TYPES: dict[str, tuple[str, ...]] = {
     "bars": (_I8, _I4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8),
 }
 
+#: narrow integer columns: binary COPY would silently wrap a value out of their range, so rows
+#: with one are refused (counted) before the COPY — never stored wrong
+_RANGE = {_I4: (-(2**31), 2**31 - 1), _I2: (-(2**15), 2**15 - 1)}
+_NARROW = {
+    t: [(i, *_RANGE[ty]) for i, ty in enumerate(tys) if ty in _RANGE] for t, tys in TYPES.items()
+}
+
+
+def in_range(table: str, data: list[tuple]) -> list[tuple]:
+    """The rows of ``data`` whose narrow integer columns hold their values."""
+    checks = _NARROW[table]
+    return [r for r in data if all(lo <= r[i] <= hi for i, lo, hi in checks)]
+
+
 #: staging table -> (target table, columns, conflict key)
 _STAGED = {
     "orders": (ORDER_COLS, "(run_id, client_order_id)"),
@@ -343,6 +357,12 @@ class Writer:
 
     def __init__(self) -> None:
         self._partitions: set[tuple[str, int]] = set()
+        self.refused = 0  # rows with a value out of their column's range (never written)
+
+    def _checked(self, table: str, data: list[tuple]) -> list[tuple]:
+        good = in_range(table, data)
+        self.refused += len(data) - len(good)
+        return good
 
     def ensure_partitions(self, conn: Any, table: str, key_index: int, rows: list[tuple]) -> None:
         days = {r[key_index] // DAY_NS for r in rows}
@@ -362,13 +382,13 @@ class Writer:
                 ("trades", TRADE_COLS, 5),
                 ("bars", BAR_COLS, 2),
             ):
-                data = getattr(rows, table)
+                data = self._checked(table, getattr(rows, table))
                 if data:
                     self.ensure_partitions(conn, table, key, data)
                     _copy(cur, table, cols, data, TYPES[table])
                     n += len(data)
             for table, (cols, conflict) in _STAGED.items():
-                data = getattr(rows, table)
+                data = self._checked(table, getattr(rows, table))
                 if not data:
                     continue
                 n += len(data)
