@@ -706,7 +706,10 @@ class RiskGate:
         out: list[RiskOutput] = []
         out += self.guard.on_prices(self.marks, now_ns)
         out += self._breakers(now_ns, wall_ns)
-        if self.limits.stop_loss_pct > 0 or self.limits.take_profit_pct > 0:
+        # (halted means nothing leaves but cancels and an operator's flatten: no stops either)
+        if (self.limits.stop_loss_pct > 0 or self.limits.take_profit_pct > 0) and not (
+            self.trading.state == TradingState.HALTED or self.stopping
+        ):
             out += self._protective(now_ns)
         return out
 

@@ -166,6 +166,11 @@ def test_stop_loss_and_take_profit_close_the_position_through_exec() -> None:
     assert not of(price(g, 0, 9_700, now=3), NewOrder)  # one protective order at a time
     fill(g, 0, -100, px=9_700, coid=stop.client_order_id)
     assert g.position[0] == 0 and stop.client_order_id not in g.open_orders
+    # while HALTED nothing leaves but cancels (and an operator's flatten): no stop either
+    halted = gate(stop_loss_pct=2.0)
+    fill(halted, 0, 100)
+    halted.on_control(Control(ControlCommand.KILL, 2))
+    assert not of(price(halted, 0, 9_000, now=3), NewOrder)
     # short B: a fall of 5 % is the take profit
     assert not price(g, 1, 9_501)
     out = price(g, 1, 9_500, now=4)
