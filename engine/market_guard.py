@@ -11,7 +11,8 @@ Two causes, tracked separately because they end differently:
 
 The guard is fed sampled mids (``on_prices``, from the risk process's periodic read of the
 top-of-book table) rather than every tick, so its cost does not grow with the market data rate.
-Per instrument it keeps a ring of the last ``SAMPLES`` (time, mid) pairs in numpy arrays and
+Per instrument it keeps a ring of the last ``samples`` (time, mid) pairs (the caller sizes it to
+cover the window at its sampling rate) in numpy arrays and
 scans them with a numba kernel: O(n·SAMPLES) per sample, allocation-free.
 """
 
@@ -73,6 +74,7 @@ class MarketGuard:
         band: float = 0.05,
         window_ns: int = 1_000_000_000,
         cooldown_ns: int = 5_000_000_000,
+        samples: int = SAMPLES,
     ) -> None:
         self.n = n
         self.band = float(band)
@@ -83,8 +85,9 @@ class MarketGuard:
         self.halted = np.zeros(n, dtype=np.bool_)  # either: what the gate checks per order
         self.reason = [""] * n
         self.calm_since = np.zeros(n, dtype=np.int64)
-        self._px = np.zeros((n, SAMPLES))
-        self._ts = np.zeros((n, SAMPLES), dtype=np.int64)
+        k = max(2, int(samples))  # enough to cover the window at the caller's sampling rate
+        self._px = np.zeros((n, k))
+        self._ts = np.zeros((n, k), dtype=np.int64)
         self._head = np.zeros(n, dtype=np.int64)
         self._moved = np.zeros(n, dtype=np.bool_)
         self._ref = np.zeros(n)

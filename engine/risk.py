@@ -160,6 +160,7 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True):
     flash_band_pct: float = 0.0
     flash_window_ns: int = 1_000_000_000
     flash_cooldown_ns: int = 5_000_000_000
+    flash_samples: int = 64  # price samples kept per instrument: window / refresh interval
 
 
 @dataclass(slots=True)
@@ -228,7 +229,11 @@ class RiskGate:
         self.stats = RiskStats(n, limits.var_confidence, limits.var_horizon, limits.min_history)
         self._var_method = METHODS[limits.var_method]
         self.guard = MarketGuard(
-            n, limits.flash_band_pct / 100.0, limits.flash_window_ns, limits.flash_cooldown_ns
+            n,
+            limits.flash_band_pct / 100.0,
+            limits.flash_window_ns,
+            limits.flash_cooldown_ns,
+            limits.flash_samples,
         )
 
     @property

@@ -161,6 +161,7 @@ def build_limits(cfg: Config) -> RiskLimits:
         flash_band_pct=r.flash_band_pct,
         flash_window_ns=int(r.flash_window_s * 1e9),
         flash_cooldown_ns=int(r.flash_cooldown_s * 1e9),
+        flash_samples=min(4096, int(r.flash_window_s * 1000 / r.refresh_interval_ms) + 2),
     )
 
 
