@@ -308,7 +308,12 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 busy = True
                 w.metrics.inc_i(c_in)
                 w.processed += 1
-                route(gate.on_intent(it, time.monotonic_ns()))
+                try:
+                    out = gate.on_intent(it, time.monotonic_ns())
+                except Exception as exc:  # a malformed intent (or a bug) must not stop the door
+                    log.exception("risk: intent %r refused: %s", it, exc)
+                    out = _refused(it, f"risk error: {type(exc).__name__}", gate.state)
+                route(out)
             now = time.monotonic_ns()
             if now >= next_refresh:  # off the order path: every instrument's price, the controls
                 next_refresh = now + refresh_ns
@@ -346,6 +351,21 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         waiter.close()
         w.close()
     return 0
+
+
+def _refused(it: Any, reason: str, state: int) -> list[Any]:
+    """The rejection of an intent the gate could not judge (never an order)."""
+    now = time.monotonic_ns()
+    coid = int(getattr(it, "client_order_id", 0) or 0)
+    iid = int(getattr(it, "instrument_id", -1) or 0)
+    out: list[Any] = [
+        RiskEvent(int(RiskEventKind.ORDER_REJECTED), iid, coid, reason, 0.0, 0.0, now, int(state))
+    ]
+    if type(it).__name__ == "IntentNew":
+        out.append(
+            OrderRejected(coid, iid, f"risk: {reason}", int(getattr(it, "ts_origin", 0)), now, now)
+        )
+    return out
 
 
 def _alive(c: Any) -> bool:
