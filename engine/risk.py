@@ -47,9 +47,11 @@ Real-time controls:
 
 - ``on_prices`` (the risk process calls it every few ms with the top-of-book table): marks,
   equity, exposures; the daily-loss circuit breaker and drawdown protection (each with a
-  REDUCING and a HALTED threshold; they only escalate, ``engine.trading_state``); per-position
-  stop loss / take profit (a market IOC order closing the position, strategy id 0, after
-  canceling the instrument's open orders); flash-move halts (``engine.market_guard``).
+  REDUCING and a HALTED threshold; they only escalate, ``engine.trading_state``; REDUCING
+  cancels the orders that would add to a position, HALTED cancels every open order);
+  per-position stop loss / take profit (a market IOC order closing the position, strategy id 0,
+  after canceling the instrument's open orders; none while HALTED); flash-move halts
+  (``engine.market_guard``).
 - ``on_control``: KILL halts and cancels every open order; FLATTEN does the same and also sends
   market orders closing every position (sized to the position, so reduce-only by construction;
   best effort: fills racing the cancels may leave a residue — send FLATTEN again); CANCEL_ALL
