@@ -241,6 +241,23 @@ def _kill_exec_and_check(tmp_path: Path, eid: str, dsn: str, db_down: Any = None
     assert len(placed) == len(set(placed)) > 0
     assert not [f for f in frames if isinstance(f, OrderRejected) and "duplicate" in f.reason]
     assert set(placed) <= set(orders)
+    # and each order's life as stored equals the venue's: same filled quantity, closed on both
+    # sides after the clean stop; orders that never reached the venue are closed, unfilled
+    import psycopg
+
+    from engine.oms import OrderTable
+    from ops.store.reader import load_run_state
+
+    with psycopg.connect(dsn) as c:
+        (run_id,) = c.execute("SELECT run_id FROM runs").fetchone()
+        state = load_run_state(c, run_id)
+    table = OrderTable.rebuild(state.orders, state.events)
+    venue_cum: dict[int, int] = {}
+    for f in venue_fills:
+        venue_cum[f.client_order_id] = venue_cum.get(f.client_order_id, 0) + f.fill_qty
+    for coid, r in table.orders.items():
+        assert r.cum_qty == venue_cum.get(coid, 0), coid
+    assert [r.client_order_id for r in table.open_orders() if r.client_order_id in placed] == []
     assert "recovery:" in err
     if db_down is not None:  # the outage really happened, and the journal carried it
         assert "journaling" in err and "replayed" in err, err[-3000:]
