@@ -9,6 +9,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine.messages import (
     CancelOrder,
     OrderAccepted,
@@ -286,3 +289,53 @@ def test_sigkill_exec_with_the_database_stopped_and_started_mid_run(tmp_path: Pa
     finally:
         db.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- property: whatever prefix of the record survived, reconciliation restores the venue's truth
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["new", "cancel", "trade"]),
+            st.integers(1, 12),  # client order id
+            st.sampled_from([BUY, SELL]),
+            st.integers(-3, 3),  # price offset from the touch
+            st.integers(1, 30),  # quantity
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.floats(0.0, 1.0),
+)
+def test_reconcile_restores_the_venue_truth_from_any_surviving_prefix(
+    actions: list, kept: float
+) -> None:
+    v = _venue(None)
+    orders: dict[int, Any] = {}
+    published: list = []
+    t = 10
+    for kind, coid, side, off, qty in actions:
+        t += 1
+        if kind == "new" and coid not in orders:
+            px = (100 if side == BUY else 101) + off
+            orders[coid] = new(coid, side, px, qty)
+            published += v.submit(orders[coid], t)
+        elif kind == "cancel":
+            published += v.cancel(CancelOrder(coid, 1, 1, t, t), t)
+        else:
+            published += v.on_market_data(trade(100 + off, qty, side), t)
+    cut = int(len(published) * kept)
+    r = reconcile(list(orders.values()), published[:cut], v, now_ns=t + 1)
+    venue_cum: dict[int, int] = {}
+    for f in v.fills_since(0):
+        venue_cum[f.client_order_id] = venue_cum.get(f.client_order_id, 0) + f.fill_qty
+    for coid, rec in r.table.orders.items():
+        assert rec.cum_qty == venue_cum.get(coid, 0)
+    assert {x.client_order_id for x in r.table.open_orders()} == {
+        o.client_order_id for o in v.open_orders()
+    }
+    # once what was published is recorded, a second reconciliation has nothing left to fix
+    again = reconcile(list(orders.values()), published[:cut] + r.publish, v, now_ns=t + 2)
+    assert [e.kind for e in again.events if e.kind != K.POSITION_MISMATCH] == []
