@@ -120,6 +120,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
                     delay,
                 )
             m.set("journal_backlog", len(pending))
+            if md_buf:
+                m.inc("md_dropped", len(md_buf))
         finally:
             md_buf = []
             first_at = 0.0
@@ -168,7 +170,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
             if (due or backlog) and now >= retry.next_at:
                 flush(now)
             elif backlog and md_buf and now < retry.next_at:
-                md_buf = []  # the database is down: market data is not journaled
+                m.inc("md_dropped", len(md_buf))
+                md_buf = []  # the database is down: market data is not journaled (counted)
             if pg.snapshot_interval_s and now - last_snap >= pg.snapshot_interval_s and not backlog:
                 last_snap = now
                 _snapshot(store, positions, len(cfg.instruments))

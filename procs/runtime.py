@@ -173,7 +173,7 @@ COUNTERS: dict[str, list[str]] = {
     "infer": ["md_in", "md_missed", "bars", "runs", "forecasts_out", "model_swaps", "model_rejects",
               "drift_events", "infer_errors"],
     "recorder": ["md_in", "md_missed", "records_in", "rows_written", "journaled", "journal_backlog",
-                 "db_errors", "replayed", "ignored", "db_rejected"],
+                 "db_errors", "replayed", "ignored", "db_rejected", "md_dropped"],
     "bridge": ["forwarded", "xadd_duplicates", "received", "remote_duplicates", "redis_errors", "state_writes"],
 }
 HISTOGRAMS: dict[str, list[str]] = {
