@@ -60,6 +60,28 @@ class EngineAlreadyRunning(RuntimeError):
     pass
 
 
+class _Background:
+    """Run ``fn`` in a thread; ``join`` re-raises what it raised."""
+
+    def __init__(self, fn: Any) -> None:
+        import threading
+
+        self._exc: BaseException | None = None
+        self._t = threading.Thread(target=self._run, args=(fn,), name="pg-start", daemon=True)
+        self._t.start()
+
+    def _run(self, fn: Any) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to join()
+            self._exc = exc
+
+    def join(self) -> None:
+        self._t.join()
+        if self._exc is not None:
+            raise self._exc
+
+
 class WorkerHandle:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -322,9 +344,15 @@ class Supervisor:
                 self.c_remote = self.rings["remote"].consumer("supervisor", decoder=REMOTE_DECODER)
                 self.remote_filter = RemoteFilter()
             self._start_redis()
-            self._start_postgres()
+            # PostgreSQL (initdb on a fresh var dir, start, migrate) takes seconds: it comes up
+            # while the workers that do not need it start; the recorder starts once it is up
+            pg = _Background(self._start_postgres)
             for h in self.workers.values():
-                self._start(h)
+                if h.name != "recorder":
+                    self._start(h)
+            pg.join()
+            if "recorder" in self.workers:
+                self._start(self.workers["recorder"])
             self._wait_ready()
             self.record.start()
             log.info("engine %s running: %d instruments, %d strategies", self.engine_id,
