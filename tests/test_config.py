@@ -15,7 +15,11 @@ BASE = (ROOT / "config.toml").read_text()
 def test_shipped_config_loads() -> None:
     cfg = load_config(ROOT / "config.toml")
     assert cfg.engine.id == "gekko"
-    assert [s.path.split(":")[1] for s in cfg.strategies] == ["MarketMaker", "MomentumTaker"]
+    assert [s.path.split(":")[1] for s in cfg.strategies] == [
+        "MarketMaker",
+        "MomentumTaker",
+        "ForecastTaker",
+    ]
     assert len(cfg.instrument_table()) == len(cfg.instruments) >= 1
 
 
