@@ -528,7 +528,6 @@ class ModelRejected(msgspec.Struct, tag=9, **_S):
     ts: int
 
 
-
 class ReconciliationKind(IntEnum):
     """What recovery found different between the stored record and the venue (tags 60-64)."""
 
@@ -552,6 +551,7 @@ class ReconciliationEvent(msgspec.Struct, tag=60, **_S):
     venue: int
     action: str
     ts: int
+
 
 Message = (
     Quote

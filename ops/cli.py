@@ -43,7 +43,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("gekko: --duration must be > 0", file=sys.stderr)
         return 2
     sup = Supervisor(
-        cfg, args.config, duration_s=args.duration, until_feed_done=args.until_feed_done, status=not args.quiet
+        cfg,
+        args.config,
+        duration_s=args.duration,
+        until_feed_done=args.until_feed_done,
+        status=not args.quiet,
     )
     return sup.run()
 
@@ -95,7 +99,9 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
     pf = s.get("portfolio") or {}
     per = pf.get("instruments") or pf.get("positions") or {}
     if per:
-        lines.append(f"  {'instrument':<10} {'position':>9} {'fills':>6} {'realized':>11} {'unrealized':>11} {'fees':>9}")
+        lines.append(
+            f"  {'instrument':<10} {'position':>9} {'fills':>6} {'realized':>11} {'unrealized':>11} {'fees':>9}"
+        )
         for iid, v in per.items():
             sym = symbols.get(int(iid), str(iid))
             lines.append(
@@ -124,7 +130,10 @@ def _signal_engine(args: argparse.Namespace, sig: int, what: str) -> int:
         pid = int(pidfile.read_text().strip())
         os.kill(pid, sig)
     except (FileNotFoundError, ValueError, ProcessLookupError):
-        print(f"gekko: no running engine {cfg.engine.id!r} (no live pid in {pidfile})", file=sys.stderr)
+        print(
+            f"gekko: no running engine {cfg.engine.id!r} (no live pid in {pidfile})",
+            file=sys.stderr,
+        )
         return 1
     print(f"gekko: {what} sent to engine {cfg.engine.id!r} (supervisor pid {pid})")
     return 0
@@ -161,15 +170,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
         pass
     if args.json:
-        print(json.dumps({"engine": cfg.engine.id, "running": running, "risk": snap, "state_file": str(path)}))
+        print(
+            json.dumps(
+                {"engine": cfg.engine.id, "running": running, "risk": snap, "state_file": str(path)}
+            )
+        )
         return 0
     print(f"engine {cfg.engine.id!r}: {'running' if running else 'not running'}")
     if snap is None:
         print(f"trading state: ACTIVE (no state recorded yet in {path})")
         return 0
     since = int(snap.get("since_wall_ns") or 0)
-    when = dt.datetime.fromtimestamp(since / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if since else "start"
-    print(f"trading state: {snap.get('state')} since {when} ({snap.get('source')}: {snap.get('reason')})")
+    when = (
+        dt.datetime.fromtimestamp(since / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if since
+        else "start"
+    )
+    print(
+        f"trading state: {snap.get('state')} since {when} ({snap.get('source')}: {snap.get('reason')})"
+    )
     for iid, why in (snap.get("instrument_halts") or {}).items():
         print(f"  instrument {iid} halted: {why}")
     return 0
@@ -187,10 +206,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
         path = state_path(cfg)
         snap = load_state(path)
         if snap is not None and snap.get("state") != "ACTIVE":
-            snap.update(state="ACTIVE", reason="gekko resume (engine not running)", source="operator",
-                        since_ns=0, since_wall_ns=time.time_ns())
+            snap.update(
+                state="ACTIVE",
+                reason="gekko resume (engine not running)",
+                source="operator",
+                since_ns=0,
+                since_wall_ns=time.time_ns(),
+            )
             save_state(path, snap)
-            print(f"gekko: engine {cfg.engine.id!r} is not running; its recorded trading state is now ACTIVE")
+            print(
+                f"gekko: engine {cfg.engine.id!r} is not running; its recorded trading state is now ACTIVE"
+            )
             return 0
     return _signal_engine(args, signal.SIGUSR2, "resume")
 
@@ -200,24 +226,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: ./config.toml)")
+        p.add_argument(
+            "--config", default=DEFAULT_CONFIG, help="config file (default: ./config.toml)"
+        )
         return p
 
     run = with_config(sub.add_parser("run", help="run the engine (supervisor + workers)"))
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    run.add_argument("--until-feed-done", action="store_true", help="stop once the feed has finished and every ring is drained")
+    run.add_argument(
+        "--until-feed-done",
+        action="store_true",
+        help="stop once the feed has finished and every ring is drained",
+    )
     run.add_argument("--quiet", action="store_true", help="no status line")
     run.set_defaults(func=cmd_run)
 
     bt = with_config(sub.add_parser("backtest", help="inline backtest on a simulated clock"))
-    bt.add_argument("--events", type=int, default=0, help="market events to replay (default: [backtest] events)")
+    bt.add_argument(
+        "--events", type=int, default=0, help="market events to replay (default: [backtest] events)"
+    )
     bt.add_argument("--json", default="", help="also write the summary to this JSON file")
     bt.set_defaults(func=cmd_backtest)
 
     kill = with_config(sub.add_parser("kill", help="engage the kill switch of a running engine"))
-    kill.add_argument("--flatten", action="store_true", help="also close every position with market orders")
+    kill.add_argument(
+        "--flatten", action="store_true", help="also close every position with market orders"
+    )
     kill.set_defaults(func=cmd_kill)
-    status = with_config(sub.add_parser("status", help="trading state (ACTIVE / REDUCING / HALTED) and why"))
+    status = with_config(
+        sub.add_parser("status", help="trading state (ACTIVE / REDUCING / HALTED) and why")
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
     resume = with_config(sub.add_parser("resume", help="resume trading after a kill"))

@@ -47,8 +47,16 @@ class EngineSection(msgspec.Struct, **_STRICT):
     log_format: str = "text"
 
     def __post_init__(self) -> None:
-        _need(bool(re.fullmatch(r"[A-Za-z0-9]{1,12}", self.id)), "engine.id", "must be 1-12 letters or digits")
-        _need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "engine.log_level", "must be DEBUG, INFO, WARNING or ERROR")
+        _need(
+            bool(re.fullmatch(r"[A-Za-z0-9]{1,12}", self.id)),
+            "engine.id",
+            "must be 1-12 letters or digits",
+        )
+        _need(
+            self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+            "engine.log_level",
+            "must be DEBUG, INFO, WARNING or ERROR",
+        )
         _need(self.log_format in ("text", "json"), "engine.log_format", "must be 'text' or 'json'")
 
 
@@ -63,12 +71,26 @@ class SupervisorSection(msgspec.Struct, **_STRICT):
     startup_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for k in ("heartbeat_interval_s", "heartbeat_timeout_s", "restart_backoff_s", "restart_backoff_max_s",
-                  "status_interval_s", "shutdown_timeout_s", "startup_timeout_s"):
+        for k in (
+            "heartbeat_interval_s",
+            "heartbeat_timeout_s",
+            "restart_backoff_s",
+            "restart_backoff_max_s",
+            "status_interval_s",
+            "shutdown_timeout_s",
+            "startup_timeout_s",
+        ):
             v = getattr(self, k)
-            _need(math.isfinite(v) and v > 0, f"supervisor.{k}", "must be a positive number of seconds")
-        _need(self.heartbeat_timeout_s > 2 * self.heartbeat_interval_s, "supervisor.heartbeat_timeout_s",
-              "must be more than twice heartbeat_interval_s")
+            _need(
+                math.isfinite(v) and v > 0,
+                f"supervisor.{k}",
+                "must be a positive number of seconds",
+            )
+        _need(
+            self.heartbeat_timeout_s > 2 * self.heartbeat_interval_s,
+            "supervisor.heartbeat_timeout_s",
+            "must be more than twice heartbeat_interval_s",
+        )
         _need(self.max_restarts >= 0, "supervisor.max_restarts", "must be >= 0")
 
 
@@ -84,10 +106,21 @@ class RingsSection(msgspec.Struct, **_STRICT):
     publish_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
-        for k in ("md_capacity", "intents_capacity", "orders_capacity", "events_capacity", "risk_capacity", "control_capacity",
-                  "forecasts_capacity"):
+        for k in (
+            "md_capacity",
+            "intents_capacity",
+            "orders_capacity",
+            "events_capacity",
+            "risk_capacity",
+            "control_capacity",
+            "forecasts_capacity",
+        ):
             v = getattr(self, k)
-            _need(v >= 4096 and v & (v - 1) == 0, f"rings.{k}", f"must be a power of two >= 4096, not {v}")
+            _need(
+                v >= 4096 and v & (v - 1) == 0,
+                f"rings.{k}",
+                f"must be a power of two >= 4096, not {v}",
+            )
         _need(self.dead_reader_grace_s > 0, "rings.dead_reader_grace_s", "must be > 0")
         _need(self.publish_timeout_s > 0, "rings.publish_timeout_s", "must be > 0")
 
@@ -97,7 +130,11 @@ class ProcessSection(msgspec.Struct, **_STRICT):
     wait: str = "block"
 
     def check(self, name: str) -> None:
-        _need(self.wait in WAIT_KINDS, f"processes.{name}.wait", f"must be one of {', '.join(WAIT_KINDS)}")
+        _need(
+            self.wait in WAIT_KINDS,
+            f"processes.{name}.wait",
+            f"must be one of {', '.join(WAIT_KINDS)}",
+        )
         _need(all(c >= 0 for c in self.cpus), f"processes.{name}.cpus", "CPU ids must be >= 0")
 
 
@@ -136,21 +173,40 @@ class MarketSection(msgspec.Struct, **_STRICT):
     max_events: int = 0
 
     def __post_init__(self) -> None:
-        _need(self.source in ("synthetic", "replay"), "market.source", "must be 'synthetic' or 'replay'")
+        _need(
+            self.source in ("synthetic", "replay"),
+            "market.source",
+            "must be 'synthetic' or 'replay'",
+        )
         _need(math.isfinite(self.rate_hz) and self.rate_hz > 0, "market.rate_hz", "must be > 0")
         _need(self.event_interval_us > 0, "market.event_interval_us", "must be > 0")
         _need(-1.0 < self.correlation < 1.0, "market.correlation", "must be within (-1, 1)")
         _need(1 <= self.book_levels <= 256, "market.book_levels", "must be within 1..256")
-        _need(self.jump_rate_per_s >= 0 and self.jump_std >= 0, "market.jump_rate_per_s", "jump parameters must be >= 0")
+        _need(
+            self.jump_rate_per_s >= 0 and self.jump_std >= 0,
+            "market.jump_rate_per_s",
+            "jump parameters must be >= 0",
+        )
         _need(self.max_events >= 0, "market.max_events", "must be >= 0 (0 = unbounded)")
         if self.source == "replay":
-            _need(bool(self.replay_quotes or self.replay_trades or self.replay_lobster_messages),
-                  "market.replay_quotes", "a replay needs replay_quotes, replay_trades or replay_lobster_messages")
-            for key in ("replay_quotes", "replay_trades", "replay_lobster_messages", "replay_lobster_orderbook"):
+            _need(
+                bool(self.replay_quotes or self.replay_trades or self.replay_lobster_messages),
+                "market.replay_quotes",
+                "a replay needs replay_quotes, replay_trades or replay_lobster_messages",
+            )
+            for key in (
+                "replay_quotes",
+                "replay_trades",
+                "replay_lobster_messages",
+                "replay_lobster_orderbook",
+            ):
                 path = getattr(self, key)
                 _need(not path or Path(path).is_file(), f"market.{key}", f"no such file: {path}")
-            _need(bool(self.replay_lobster_orderbook) == bool(self.replay_lobster_messages),
-                  "market.replay_lobster_orderbook", "LOBSTER needs both the message and the orderbook file")
+            _need(
+                bool(self.replay_lobster_orderbook) == bool(self.replay_lobster_messages),
+                "market.replay_lobster_orderbook",
+                "LOBSTER needs both the message and the orderbook file",
+            )
 
 
 class SimSection(msgspec.Struct, **_STRICT):
@@ -162,7 +218,11 @@ class SimSection(msgspec.Struct, **_STRICT):
     def __post_init__(self) -> None:
         _need(self.latency_us >= 0, "sim.latency_us", "must be >= 0")
         _need(self.jitter_us >= 0, "sim.jitter_us", "must be >= 0")
-        _need(abs(self.maker_fee_bps) < 1000 and abs(self.taker_fee_bps) < 1000, "sim.taker_fee_bps", "fees must be within ±1000 bps")
+        _need(
+            abs(self.maker_fee_bps) < 1000 and abs(self.taker_fee_bps) < 1000,
+            "sim.taker_fee_bps",
+            "fees must be within ±1000 bps",
+        )
 
 
 class VenueSection(msgspec.Struct, **_STRICT):
@@ -182,14 +242,20 @@ def _check_venues(venues: list[VenueSection]) -> None:
     names: set[str] = set()
     for k, v in enumerate(venues):
         key = f"venues[{k}]"
-        _need(bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", v.name)), f"{key}.name", "must be 1-32 letters, digits, _ or -")
+        _need(
+            bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", v.name)),
+            f"{key}.name",
+            "must be 1-32 letters, digits, _ or -",
+        )
         _need(v.name not in names, f"{key}.name", f"{v.name!r} is used twice")
         names.add(v.name)
         _need(v.kind == "sim", f"{key}.kind", "only 'sim' venues exist for now")
         for f in ("maker_fee_bps", "taker_fee_bps"):
             x = getattr(v, f)
             _need(math.isfinite(x) and abs(x) < 1000, f"{key}.{f}", "must be within ±1000 bps")
-        _need(math.isfinite(v.latency_us) and v.latency_us >= 0, f"{key}.latency_us", "must be >= 0")
+        _need(
+            math.isfinite(v.latency_us) and v.latency_us >= 0, f"{key}.latency_us", "must be >= 0"
+        )
         _need(math.isfinite(v.jitter_us) and v.jitter_us >= 0, f"{key}.jitter_us", "must be >= 0")
         _need(math.isfinite(v.size_scale) and v.size_scale > 0, f"{key}.size_scale", "must be > 0")
 
@@ -203,7 +269,9 @@ class ExecSection(msgspec.Struct, **_STRICT):
     max_retries: int = 2
     retry_backoff_ms: float = 50.0
     retry_backoff_factor: float = 2.0
-    retry_on: list[str] = msgspec.field(default_factory=lambda: ["busy", "rate limit", "throttl", "timeout", "try again"])
+    retry_on: list[str] = msgspec.field(
+        default_factory=lambda: ["busy", "rate limit", "throttl", "timeout", "try again"]
+    )
     price_gap_bps: float = 100.0
     halt_policy: str = "hold"
     native_order_types: list[str] = msgspec.field(default_factory=lambda: ["MARKET", "LIMIT"])
@@ -212,16 +280,40 @@ class ExecSection(msgspec.Struct, **_STRICT):
 
     def __post_init__(self) -> None:
         _need(0 <= self.max_retries <= 100, "exec.max_retries", "must be within 0..100")
-        _need(math.isfinite(self.retry_backoff_ms) and self.retry_backoff_ms >= 0, "exec.retry_backoff_ms", "must be >= 0")
-        _need(math.isfinite(self.retry_backoff_factor) and 1 <= self.retry_backoff_factor <= 100,
-              "exec.retry_backoff_factor", "must be within 1..100")
-        _need(all(isinstance(r, str) and r.strip() for r in self.retry_on), "exec.retry_on", "entries must be non-empty strings")
-        _need(math.isfinite(self.price_gap_bps) and self.price_gap_bps >= 0, "exec.price_gap_bps", "must be >= 0 (0 = off)")
-        _need(self.halt_policy in ("hold", "reject"), "exec.halt_policy", "must be 'hold' or 'reject'")
+        _need(
+            math.isfinite(self.retry_backoff_ms) and self.retry_backoff_ms >= 0,
+            "exec.retry_backoff_ms",
+            "must be >= 0",
+        )
+        _need(
+            math.isfinite(self.retry_backoff_factor) and 1 <= self.retry_backoff_factor <= 100,
+            "exec.retry_backoff_factor",
+            "must be within 1..100",
+        )
+        _need(
+            all(isinstance(r, str) and r.strip() for r in self.retry_on),
+            "exec.retry_on",
+            "entries must be non-empty strings",
+        )
+        _need(
+            math.isfinite(self.price_gap_bps) and self.price_gap_bps >= 0,
+            "exec.price_gap_bps",
+            "must be >= 0 (0 = off)",
+        )
+        _need(
+            self.halt_policy in ("hold", "reject"), "exec.halt_policy", "must be 'hold' or 'reject'"
+        )
         for t in self.native_order_types:
-            _need(t in _ORDER_TYPE_NAMES, "exec.native_order_types", f"unknown order type {t!r} (one of {', '.join(_ORDER_TYPE_NAMES)})")
-        _need("MARKET" in self.native_order_types and "LIMIT" in self.native_order_types,
-              "exec.native_order_types", "must include MARKET and LIMIT (they cannot be emulated)")
+            _need(
+                t in _ORDER_TYPE_NAMES,
+                "exec.native_order_types",
+                f"unknown order type {t!r} (one of {', '.join(_ORDER_TYPE_NAMES)})",
+            )
+        _need(
+            "MARKET" in self.native_order_types and "LIMIT" in self.native_order_types,
+            "exec.native_order_types",
+            "must include MARKET and LIMIT (they cannot be emulated)",
+        )
 
 
 class RiskSection(msgspec.Struct, **_STRICT):
@@ -261,33 +353,84 @@ class RiskSection(msgspec.Struct, **_STRICT):
         _need(self.max_position_lots > 0, "risk.max_position_lots", "must be > 0")
         _need(self.max_open_orders > 0, "risk.max_open_orders", "must be > 0")
         _need(math.isfinite(self.capital) and self.capital >= 0, "risk.capital", "must be >= 0")
-        for k in ("max_position_pct", "max_sector_pct", "max_var_pct", "price_band_pct", "daily_loss_reduce_pct",
-                  "daily_loss_halt_pct", "drawdown_reduce_pct", "drawdown_halt_pct", "stop_loss_pct",
-                  "take_profit_pct", "flash_band_pct"):
+        for k in (
+            "max_position_pct",
+            "max_sector_pct",
+            "max_var_pct",
+            "price_band_pct",
+            "daily_loss_reduce_pct",
+            "daily_loss_halt_pct",
+            "drawdown_reduce_pct",
+            "drawdown_halt_pct",
+            "stop_loss_pct",
+            "take_profit_pct",
+            "flash_band_pct",
+        ):
             v = getattr(self, k)
-            _need(math.isfinite(v) and 0 <= v <= 100, f"risk.{k}", "must be a percentage within 0..100 (0 = off)")
+            _need(
+                math.isfinite(v) and 0 <= v <= 100,
+                f"risk.{k}",
+                "must be a percentage within 0..100 (0 = off)",
+            )
         pct_on = self.max_position_pct or self.max_sector_pct or self.max_var_pct
-        _need(not pct_on or self.capital > 0, "risk.capital", "must be > 0 when a % of equity limit is on")
-        _need(0 < self.max_correlation <= 1, "risk.max_correlation", "must be within (0, 1] (1 = off)")
-        _need(self.var_method in ("historical", "parametric", "both"), "risk.var_method",
-              "must be 'historical', 'parametric' or 'both'")
-        _need(0.5 < self.var_confidence < 1, "risk.var_confidence", "must be within (0.5, 1), e.g. 0.99")
-        _need(math.isfinite(self.var_horizon_days) and self.var_horizon_days > 0, "risk.var_horizon_days", "must be > 0")
-        _need(math.isfinite(self.returns_interval_s) and self.returns_interval_s > 0, "risk.returns_interval_s",
-              "must be > 0")
+        _need(
+            not pct_on or self.capital > 0,
+            "risk.capital",
+            "must be > 0 when a % of equity limit is on",
+        )
+        _need(
+            0 < self.max_correlation <= 1, "risk.max_correlation", "must be within (0, 1] (1 = off)"
+        )
+        _need(
+            self.var_method in ("historical", "parametric", "both"),
+            "risk.var_method",
+            "must be 'historical', 'parametric' or 'both'",
+        )
+        _need(
+            0.5 < self.var_confidence < 1,
+            "risk.var_confidence",
+            "must be within (0.5, 1), e.g. 0.99",
+        )
+        _need(
+            math.isfinite(self.var_horizon_days) and self.var_horizon_days > 0,
+            "risk.var_horizon_days",
+            "must be > 0",
+        )
+        _need(
+            math.isfinite(self.returns_interval_s) and self.returns_interval_s > 0,
+            "risk.returns_interval_s",
+            "must be > 0",
+        )
         _need(self.returns_window >= 3, "risk.returns_window", "must be >= 3")
-        _need(3 <= self.min_history <= self.returns_window, "risk.min_history", "must be within 3..returns_window")
-        _need(math.isfinite(self.trading_day_s) and self.trading_day_s > 0, "risk.trading_day_s", "must be > 0")
+        _need(
+            3 <= self.min_history <= self.returns_window,
+            "risk.min_history",
+            "must be within 3..returns_window",
+        )
+        _need(
+            math.isfinite(self.trading_day_s) and self.trading_day_s > 0,
+            "risk.trading_day_s",
+            "must be > 0",
+        )
         _need(self.max_orders_per_s >= 0, "risk.max_orders_per_s", "must be >= 0 (0 = off)")
-        _need(not self.daily_loss_halt_pct or self.daily_loss_reduce_pct <= self.daily_loss_halt_pct,
-              "risk.daily_loss_reduce_pct", "must not exceed daily_loss_halt_pct")
-        _need(not self.drawdown_halt_pct or self.drawdown_reduce_pct <= self.drawdown_halt_pct,
-              "risk.drawdown_reduce_pct", "must not exceed drawdown_halt_pct")
+        _need(
+            not self.daily_loss_halt_pct or self.daily_loss_reduce_pct <= self.daily_loss_halt_pct,
+            "risk.daily_loss_reduce_pct",
+            "must not exceed daily_loss_halt_pct",
+        )
+        _need(
+            not self.drawdown_halt_pct or self.drawdown_reduce_pct <= self.drawdown_halt_pct,
+            "risk.drawdown_reduce_pct",
+            "must not exceed drawdown_halt_pct",
+        )
         for k in ("flash_window_s", "flash_cooldown_s"):
             v = getattr(self, k)
             _need(math.isfinite(v) and v > 0, f"risk.{k}", "must be > 0")
-        _need(math.isfinite(self.refresh_interval_ms) and self.refresh_interval_ms > 0, "risk.refresh_interval_ms",
-              "must be > 0")
+        _need(
+            math.isfinite(self.refresh_interval_ms) and self.refresh_interval_ms > 0,
+            "risk.refresh_interval_ms",
+            "must be > 0",
+        )
 
 
 class BacktestSection(msgspec.Struct, **_STRICT):
@@ -315,14 +458,27 @@ class PortfolioSection(msgspec.Struct, **_STRICT):
             _need(math.isfinite(v), f"portfolio.cash.{ccy}", "must be a finite number")
         for ccy, v in self.fx_rates.items():
             _need(math.isfinite(v) and v > 0, f"portfolio.fx_rates.{ccy}", "must be > 0")
-        _need(self.lot_method in ("fifo", "lifo", "hifo"), "portfolio.lot_method", "must be fifo, lifo or hifo")
-        _need(math.isfinite(self.equity_interval_s) and self.equity_interval_s > 0, "portfolio.equity_interval_s",
-              "must be > 0")
-        _need(math.isfinite(self.risk_free_rate) and -1 < self.risk_free_rate < 1, "portfolio.risk_free_rate",
-              "must be within (-1, 1)")
+        _need(
+            self.lot_method in ("fifo", "lifo", "hifo"),
+            "portfolio.lot_method",
+            "must be fifo, lifo or hifo",
+        )
+        _need(
+            math.isfinite(self.equity_interval_s) and self.equity_interval_s > 0,
+            "portfolio.equity_interval_s",
+            "must be > 0",
+        )
+        _need(
+            math.isfinite(self.risk_free_rate) and -1 < self.risk_free_rate < 1,
+            "portfolio.risk_free_rate",
+            "must be within (-1, 1)",
+        )
         _need(0 < self.var_level < 1, "portfolio.var_level", "must be within (0, 1)")
-        _need(math.isfinite(self.wash_sale_days) and self.wash_sale_days >= 0, "portfolio.wash_sale_days",
-              "must be >= 0")
+        _need(
+            math.isfinite(self.wash_sale_days) and self.wash_sale_days >= 0,
+            "portfolio.wash_sale_days",
+            "must be >= 0",
+        )
 
     def portfolio_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``engine.portfolio.Portfolio`` (after the instruments)."""
@@ -365,11 +521,17 @@ class RedisSection(msgspec.Struct, **_STRICT):
     def __post_init__(self) -> None:
         if self.mode != "embedded":
             scheme = self.mode.split("://", 1)[0] if "://" in self.mode else ""
-            _need(scheme in _REDIS_SCHEMES, "storage.redis.mode",
-                  f"must be 'embedded' or a URL ({', '.join(s + '://' for s in _REDIS_SCHEMES)}), not {self.mode!r}")
+            _need(
+                scheme in _REDIS_SCHEMES,
+                "storage.redis.mode",
+                f"must be 'embedded' or a URL ({', '.join(s + '://' for s in _REDIS_SCHEMES)}), not {self.mode!r}",
+            )
         _need(math.isfinite(self.ttl_s) and self.ttl_s > 0, "storage.redis.ttl_s", "must be > 0")
-        _need(math.isfinite(self.socket_timeout_s) and self.socket_timeout_s > 0, "storage.redis.socket_timeout_s",
-              "must be > 0")
+        _need(
+            math.isfinite(self.socket_timeout_s) and self.socket_timeout_s > 0,
+            "storage.redis.socket_timeout_s",
+            "must be > 0",
+        )
 
 
 class PostgresSection(msgspec.Struct, **_STRICT):
@@ -385,18 +547,40 @@ class PostgresSection(msgspec.Struct, **_STRICT):
     journal_dir: str = ""  # the recorder's journal ("" = <var_dir>/journal)
     journal_fsync: bool = True  # fsync each journal append (off only for throwaway runs)
     snapshot_interval_s: float = 1.0  # positions / P&L snapshots (0 = off)
-    recovery_timeout_s: float = 10.0  # how long exec/risk wait for the recorder to catch up at start
+    recovery_timeout_s: float = (
+        10.0  # how long exec/risk wait for the recorder to catch up at start
+    )
 
     def __post_init__(self) -> None:
-        _need(self.mode in ("embedded", "off") or self.mode.startswith(("postgresql://", "postgres://")),
-              "storage.postgres.mode", f"must be 'embedded', 'off' or a postgresql:// DSN, not {self.mode!r}")
+        _need(
+            self.mode in ("embedded", "off")
+            or self.mode.startswith(("postgresql://", "postgres://")),
+            "storage.postgres.mode",
+            f"must be 'embedded', 'off' or a postgresql:// DSN, not {self.mode!r}",
+        )
         _need(1 <= self.pool_size <= 64, "storage.postgres.pool_size", "must be within 1..64")
-        for k in ("statement_timeout_s", "connect_timeout_s", "flush_interval_s", "recovery_timeout_s"):
+        for k in (
+            "statement_timeout_s",
+            "connect_timeout_s",
+            "flush_interval_s",
+            "recovery_timeout_s",
+        ):
             v = getattr(self, k)
-            _need(math.isfinite(v) and v > 0, f"storage.postgres.{k}", "must be a positive number of seconds")
-        _need(math.isfinite(self.snapshot_interval_s) and self.snapshot_interval_s >= 0,
-              "storage.postgres.snapshot_interval_s", "must be >= 0 (0 = off)")
-        _need(1 <= self.batch_rows <= 1_000_000, "storage.postgres.batch_rows", "must be within 1..1000000")
+            _need(
+                math.isfinite(v) and v > 0,
+                f"storage.postgres.{k}",
+                "must be a positive number of seconds",
+            )
+        _need(
+            math.isfinite(self.snapshot_interval_s) and self.snapshot_interval_s >= 0,
+            "storage.postgres.snapshot_interval_s",
+            "must be >= 0 (0 = off)",
+        )
+        _need(
+            1 <= self.batch_rows <= 1_000_000,
+            "storage.postgres.batch_rows",
+            "must be within 1..1000000",
+        )
 
 
 class StorageSection(msgspec.Struct, **_STRICT):
@@ -408,26 +592,45 @@ class BridgeSection(msgspec.Struct, **_STRICT):
     """``[bridge]``: forward local rings to Redis Streams and remote streams into the "remote" ring."""
 
     enabled: bool = False
-    publish: list[str] = msgspec.field(default_factory=lambda: ["events"])  # local rings forwarded to the stream gk:{<engine id>}:<ring>
+    publish: list[str] = msgspec.field(
+        default_factory=lambda: ["events"]
+    )  # local rings forwarded to the stream gk:{<engine id>}:<ring>
     gating: bool = True  # the bridge gates those rings (nothing lost) or reads them non-gating
-    subscribe: list[str] = []  # remote streams as "<engine id>:<ring>", delivered into the "remote" ring
+    subscribe: list[
+        str
+    ] = []  # remote streams as "<engine id>:<ring>", delivered into the "remote" ring
     group: str = ""  # consumer group on the remote streams ("" = this engine's id)
     maxlen: int = 1_000_000  # streams are trimmed (approximately) to this many entries
     batch: int = 512  # messages per XADD pipeline / XREADGROUP call
-    state_interval_s: float = 0.5  # latest-state hashes (tob, positions, health, risk) period; 0 = off
+    state_interval_s: float = (
+        0.5  # latest-state hashes (tob, positions, health, risk) period; 0 = off
+    )
 
     def __post_init__(self) -> None:
         for k, ring in enumerate(self.publish):
-            _need(ring in _BRIDGEABLE_RINGS, f"bridge.publish[{k}]", f"must be one of {', '.join(_BRIDGEABLE_RINGS)}")
+            _need(
+                ring in _BRIDGEABLE_RINGS,
+                f"bridge.publish[{k}]",
+                f"must be one of {', '.join(_BRIDGEABLE_RINGS)}",
+            )
         for k, sub in enumerate(self.subscribe):
-            _need(bool(re.fullmatch(r"[A-Za-z0-9]{1,12}:[a-z]+", sub)), f"bridge.subscribe[{k}]",
-                  f"must look like '<engine id>:<ring>', not {sub!r}")
-        _need(self.group == "" or bool(re.fullmatch(r"[\w.-]{1,64}", self.group)), "bridge.group",
-              "must be 1-64 letters, digits, '_', '.' or '-'")
+            _need(
+                bool(re.fullmatch(r"[A-Za-z0-9]{1,12}:[a-z]+", sub)),
+                f"bridge.subscribe[{k}]",
+                f"must look like '<engine id>:<ring>', not {sub!r}",
+            )
+        _need(
+            self.group == "" or bool(re.fullmatch(r"[\w.-]{1,64}", self.group)),
+            "bridge.group",
+            "must be 1-64 letters, digits, '_', '.' or '-'",
+        )
         _need(self.maxlen > 0, "bridge.maxlen", "must be > 0")
         _need(0 < self.batch <= 65536, "bridge.batch", "must be within 1..65536")
-        _need(math.isfinite(self.state_interval_s) and self.state_interval_s >= 0, "bridge.state_interval_s",
-              "must be >= 0 (0 = off)")
+        _need(
+            math.isfinite(self.state_interval_s) and self.state_interval_s >= 0,
+            "bridge.state_interval_s",
+            "must be >= 0 (0 = off)",
+        )
 
 
 _PROVIDER_RE = re.compile(r"[A-Za-z]+(ExecutionProvider)?")
@@ -449,17 +652,37 @@ class InferenceSection(msgspec.Struct, **_STRICT):
 
     def __post_init__(self) -> None:
         _need(bool(self.model_dir), "inference.model_dir", "must not be empty")
-        _need(len(self.providers) > 0, "inference.providers", "list at least one provider (e.g. \"cpu\")")
+        _need(
+            len(self.providers) > 0,
+            "inference.providers",
+            'list at least one provider (e.g. "cpu")',
+        )
         for k, p in enumerate(self.providers):
-            _need(bool(_PROVIDER_RE.fullmatch(p)), f"inference.providers[{k}]",
-                  f"must be a name like 'cuda', 'coreml', 'cpu' or 'CUDAExecutionProvider', not {p!r}")
-        _need(1 <= self.intra_op_threads <= 256, "inference.intra_op_threads", "must be within 1..256")
-        _need(math.isfinite(self.bar_seconds) and self.bar_seconds >= 0, "inference.bar_seconds",
-              "must be >= 0 (0 = the model's own)")
+            _need(
+                bool(_PROVIDER_RE.fullmatch(p)),
+                f"inference.providers[{k}]",
+                f"must be a name like 'cuda', 'coreml', 'cpu' or 'CUDAExecutionProvider', not {p!r}",
+            )
+        _need(
+            1 <= self.intra_op_threads <= 256, "inference.intra_op_threads", "must be within 1..256"
+        )
+        _need(
+            math.isfinite(self.bar_seconds) and self.bar_seconds >= 0,
+            "inference.bar_seconds",
+            "must be >= 0 (0 = the model's own)",
+        )
         _need(self.every_n_ticks >= 0, "inference.every_n_ticks", "must be >= 0 (0 = time bars)")
-        _need(math.isfinite(self.drift_margin) and self.drift_margin >= 0, "inference.drift_margin", "must be >= 0")
+        _need(
+            math.isfinite(self.drift_margin) and self.drift_margin >= 0,
+            "inference.drift_margin",
+            "must be >= 0",
+        )
         _need(self.drift_window > 0, "inference.drift_window", "must be > 0")
-        _need(math.isfinite(self.poll_model_s) and self.poll_model_s > 0, "inference.poll_model_s", "must be > 0")
+        _need(
+            math.isfinite(self.poll_model_s) and self.poll_model_s > 0,
+            "inference.poll_model_s",
+            "must be > 0",
+        )
 
 
 class InstrumentSection(msgspec.Struct, **_STRICT):
@@ -476,8 +699,14 @@ class InstrumentSection(msgspec.Struct, **_STRICT):
 
     def to_instrument(self) -> Instrument:
         return Instrument(
-            instrument_id=self.instrument_id, symbol=self.symbol, venue=self.venue, asset_class=self.asset_class,
-            sector=self.sector, tick_size=self.tick_size, lot_size=self.lot_size, currency=self.currency,
+            instrument_id=self.instrument_id,
+            symbol=self.symbol,
+            venue=self.venue,
+            asset_class=self.asset_class,
+            sector=self.sector,
+            tick_size=self.tick_size,
+            lot_size=self.lot_size,
+            currency=self.currency,
         )
 
 
@@ -509,31 +738,57 @@ class Config(msgspec.Struct, **_STRICT):
     source_path: str = ""
 
     def __post_init__(self) -> None:
-        _need(len(self.instruments) > 0, "instruments", "at least one [[instruments]] entry is needed")
+        _need(
+            len(self.instruments) > 0, "instruments", "at least one [[instruments]] entry is needed"
+        )
         ids = [i.instrument_id for i in self.instruments]
         for k, ins in enumerate(self.instruments):
             key = f"instruments[{k}]"
             _need(ins.instrument_id >= 0, f"{key}.instrument_id", "must be >= 0")
             _need(bool(ins.symbol), f"{key}.symbol", "must not be empty")
-            _need(ins.tick_size > 0 and math.isfinite(ins.tick_size), f"{key}.tick_size", "must be > 0")
-            _need(ins.lot_size > 0 and math.isfinite(ins.lot_size), f"{key}.lot_size", "must be > 0")
-            _need(ins.initial_price > 0 and math.isfinite(ins.initial_price), f"{key}.initial_price", "must be > 0")
-            _need(ins.annual_vol >= 0 and math.isfinite(ins.annual_vol), f"{key}.annual_vol", "must be >= 0")
-            _need(ids.count(ins.instrument_id) == 1, f"{key}.instrument_id", f"{ins.instrument_id} is used twice")
+            _need(
+                ins.tick_size > 0 and math.isfinite(ins.tick_size),
+                f"{key}.tick_size",
+                "must be > 0",
+            )
+            _need(
+                ins.lot_size > 0 and math.isfinite(ins.lot_size), f"{key}.lot_size", "must be > 0"
+            )
+            _need(
+                ins.initial_price > 0 and math.isfinite(ins.initial_price),
+                f"{key}.initial_price",
+                "must be > 0",
+            )
+            _need(
+                ins.annual_vol >= 0 and math.isfinite(ins.annual_vol),
+                f"{key}.annual_vol",
+                "must be >= 0",
+            )
+            _need(
+                ids.count(ins.instrument_id) == 1,
+                f"{key}.instrument_id",
+                f"{ins.instrument_id} is used twice",
+            )
         symbols = {i.symbol for i in self.instruments}
         _need(len(symbols) == len(self.instruments), "instruments", "symbols must be unique")
         sids = set()
         for k, s in enumerate(self.strategies):
             key = f"strategies[{k}]"
-            _need(bool(re.fullmatch(r"[\w.]+[:.][A-Za-z_]\w*", s.path)), f"{key}.path",
-                  f"must be a dotted path like 'package.module:Class', not {s.path!r}")
+            _need(
+                bool(re.fullmatch(r"[\w.]+[:.][A-Za-z_]\w*", s.path)),
+                f"{key}.path",
+                f"must be a dotted path like 'package.module:Class', not {s.path!r}",
+            )
             for sym in s.instruments:
                 _need(sym in symbols, f"{key}.instruments", f"unknown instrument {sym!r}")
             sid = s.id or k + 1
             _need(0 < sid < 256 and sid not in sids, f"{key}.id", "must be unique within 1..255")
             sids.add(sid)
-        _need(not self.portfolio.benchmark or self.portfolio.benchmark in symbols, "portfolio.benchmark",
-              f"unknown instrument {self.portfolio.benchmark!r}")
+        _need(
+            not self.portfolio.benchmark or self.portfolio.benchmark in symbols,
+            "portfolio.benchmark",
+            f"unknown instrument {self.portfolio.benchmark!r}",
+        )
         for sym in self.inference.instruments:
             _need(sym in symbols, "inference.instruments", f"unknown instrument {sym!r}")
         _check_venues(self.venues)

@@ -107,7 +107,9 @@ class RunRecord:
         self.portfolio.on_event(msg)
         if isinstance(msg, OrderPartiallyFilled):  # OrderFilled is a subclass
             self.fills.append(msg)
-            self.fill_position[msg.instrument_id] = self.fill_position.get(msg.instrument_id, 0) + msg.side * msg.fill_qty
+            self.fill_position[msg.instrument_id] = (
+                self.fill_position.get(msg.instrument_id, 0) + msg.side * msg.fill_qty
+            )
         elif isinstance(msg, OrderAccepted):
             self.accepted += 1
         elif isinstance(msg, OrderCanceled):
@@ -128,7 +130,9 @@ class RunRecord:
         snap = merge_snapshots([metrics["exec"].snapshots()["tick_to_order_ns"]])
         return {k: v for k, v in snap.summary().items()}
 
-    def summary(self, metrics: dict[str, MetricsRegion], positions: SeqlockTable | None) -> dict[str, Any]:
+    def summary(
+        self, metrics: dict[str, MetricsRegion], positions: SeqlockTable | None
+    ) -> dict[str, Any]:
         counters = {w: m.counters() for w, m in metrics.items()}
         self.maybe_sample(positions, force=True)  # the closing point of the equity curve
         table = positions.read_all() if positions is not None else []
@@ -148,7 +152,11 @@ class RunRecord:
             }
         lat = self.latency(metrics)
         stages = {}
-        for worker, hist in (("strategy", "tick_to_intent_ns"), ("risk", "tick_to_approval_ns"), ("exec", "tick_to_order_ns")):
+        for worker, hist in (
+            ("strategy", "tick_to_intent_ns"),
+            ("risk", "tick_to_approval_ns"),
+            ("exec", "tick_to_order_ns"),
+        ):
             if worker in metrics:
                 stages[hist] = metrics[worker].snapshots()[hist].summary()
         fills_by_instrument: dict[str, int] = {}
@@ -190,14 +198,20 @@ def _us(ns: float) -> str:
     return "-" if ns is None or (isinstance(ns, float) and math.isnan(ns)) else f"{ns / 1000:.0f}µs"
 
 
-def format_status(record: RunRecord, metrics: dict[str, MetricsRegion], positions: SeqlockTable, cfg: Any) -> str:
+def format_status(
+    record: RunRecord, metrics: dict[str, MetricsRegion], positions: SeqlockTable, cfg: Any
+) -> str:
     now = time.monotonic()
     ticks = metrics["feed"].counters()["md_out"]
     rate = (ticks - record._last_ticks) / max(now - record._last_t, 1e-9)
     record._last_ticks, record._last_t = ticks, now
     table = positions.read_all()
-    pos = " ".join(f"{record.symbols.get(int(r['instrument_id']), '?')}:{int(r['position']):+d}" for r in table)
-    pnl = float(sum(float(r["realized"]) + float(r["unrealized"]) - float(r["fees"]) for r in table))
+    pos = " ".join(
+        f"{record.symbols.get(int(r['instrument_id']), '?')}:{int(r['position']):+d}" for r in table
+    )
+    pnl = float(
+        sum(float(r["realized"]) + float(r["unrealized"]) - float(r["fees"]) for r in table)
+    )
     lat = record.latency(metrics)
     return (
         f"[{record.elapsed():6.1f}s] ticks/s {rate:8.0f}  orders {record.new_orders:6d}  fills {len(record.fills):6d}  "
@@ -208,13 +222,17 @@ def format_status(record: RunRecord, metrics: dict[str, MetricsRegion], position
 def format_summary(s: dict[str, Any], cfg: Any) -> str:
     lines = []
     lines.append("")
-    lines.append(f"Gekko run summary — engine {s.get('engine_id')}, {s.get('elapsed_s', 0):.1f}s, stopped: {s.get('stop_reason', '')}")
+    lines.append(
+        f"Gekko run summary — engine {s.get('engine_id')}, {s.get('elapsed_s', 0):.1f}s, stopped: {s.get('stop_reason', '')}"
+    )
     lines.append(
         f"  ticks {s.get('ticks', 0)}   intents {s.get('intents', 0)}   orders new/cancel/replace "
         f"{s.get('orders_new', 0)}/{s.get('orders_cancel', 0)}/{s.get('orders_replace', 0)}   fills {s.get('fills', 0)}   "
         f"rejects risk/venue {s.get('risk_rejects', 0)}/{s.get('venue_rejects', 0)}"
     )
-    lines.append(f"  {'instrument':<10} {'position':>9} {'from fills':>10} {'fills':>6} {'avg px':>10} {'realized':>11} {'unrealized':>11} {'fees':>9}")
+    lines.append(
+        f"  {'instrument':<10} {'position':>9} {'from fills':>10} {'fills':>6} {'avg px':>10} {'realized':>11} {'unrealized':>11} {'fees':>9}"
+    )
     for sym, v in s.get("positions", {}).items():
         ins = next((i for i in cfg.instruments if i.symbol == sym), None)
         tick = ins.tick_size if ins else 1.0
@@ -223,7 +241,9 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
             f"{v['avg_px'] * tick:>10.2f} {v['realized']:>11.2f} {v['unrealized']:>11.2f} {v['fees']:>9.2f}"
         )
     net = s.get("realized", 0) + s.get("unrealized", 0) - s.get("fees", 0)
-    lines.append(f"  P&L: realized {s.get('realized', 0):.2f}  unrealized {s.get('unrealized', 0):.2f}  fees {s.get('fees', 0):.2f}  net {net:+.2f}")
+    lines.append(
+        f"  P&L: realized {s.get('realized', 0):.2f}  unrealized {s.get('unrealized', 0):.2f}  fees {s.get('fees', 0):.2f}  net {net:+.2f}"
+    )
     lat = s.get("tick_to_order_ns") or {}
     if lat:
         lines.append(
@@ -234,10 +254,15 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
     if stages:
         lines.append(
             "  stages (p50/p99 since the tick): "
-            + "  ".join(f"{k.replace('_ns', '')} {_us(v.get('p50'))}/{_us(v.get('p99'))}" for k, v in stages.items())
+            + "  ".join(
+                f"{k.replace('_ns', '')} {_us(v.get('p50'))}/{_us(v.get('p99'))}"
+                for k, v in stages.items()
+            )
         )
     if s.get("restarts"):
-        lines.append(f"  restarts: {', '.join(r['worker'] + ' (' + r['reason'] + ')' for r in s['restarts'])}")
+        lines.append(
+            f"  restarts: {', '.join(r['worker'] + ' (' + r['reason'] + ')' for r in s['restarts'])}"
+        )
     lines += format_analytics(s.get("analytics") or {}, s.get("pnl_by_strategy") or {}, cfg)
     lines.append(f"  positions consistent with fills: {'yes' if s.get('consistent') else 'NO'}")
     return "\n".join(lines)

@@ -157,8 +157,11 @@ class Supervisor:
                     f"engine id {eid!r} is in use by a running engine (pid {hdr['creator_pid']}); "
                     "stop it or set another [engine] id"
                 )
-        names = ([r.name for r in TOPOLOGY] + ["remote", "health", "positions", "tob"]
-                 + [metrics_name(w) for w in ALL_WORKERS])
+        names = (
+            [r.name for r in TOPOLOGY]
+            + ["remote", "health", "positions", "tob"]
+            + [metrics_name(w) for w in ALL_WORKERS]
+        )
         removed = cleanup_stale(eid, names)
         for sem in list_semaphores(eid):  # waiter semaphores of a crashed run
             with contextlib.suppress(Exception):
@@ -166,7 +169,11 @@ class Supervisor:
 
                 posix_ipc.unlink_semaphore(sem)
         if removed:
-            log.warning("removed %d shared-memory regions left by a crashed run: %s", len(removed), ", ".join(removed))
+            log.warning(
+                "removed %d shared-memory regions left by a crashed run: %s",
+                len(removed),
+                ", ".join(removed),
+            )
         for spec in self.topology:
             self.rings[spec.name] = Ring.create(
                 eid,
@@ -176,13 +183,16 @@ class Supervisor:
                 consumers=spec.consumers,
             )
         self.health = SeqlockTable.create(eid, "health", HEALTH_DTYPE, len(ALL_WORKERS))
-        self.positions = SeqlockTable.create(eid, "positions", POSITION_DTYPE, len(self.cfg.instruments))
+        self.positions = SeqlockTable.create(
+            eid, "positions", POSITION_DTYPE, len(self.cfg.instruments)
+        )
         self.tob = SeqlockTable.create(eid, "tob", TOB_DTYPE, len(self.cfg.instruments))
         for k, ins in enumerate(self.cfg.instruments):
             self.positions.write(k, {"instrument_id": ins.instrument_id})
             self.tob.write(k, {"instrument_id": ins.instrument_id})
         self.metrics = {
-            w: MetricsRegion.create(eid, metrics_name(w), COUNTERS[w], HISTOGRAMS[w]) for w in self.workers
+            w: MetricsRegion.create(eid, metrics_name(w), COUNTERS[w], HISTOGRAMS[w])
+            for w in self.workers
         }
 
     def _remove_regions(self) -> None:
@@ -191,7 +201,11 @@ class Supervisor:
         for ring in self.rings.values():
             with contextlib.suppress(Exception):
                 ring.unlink()
-        for t in (getattr(self, "health", None), getattr(self, "positions", None), getattr(self, "tob", None)):
+        for t in (
+            getattr(self, "health", None),
+            getattr(self, "positions", None),
+            getattr(self, "tob", None),
+        ):
             if t is not None:
                 t.unlink()
         for m in getattr(self, "metrics", {}).values():
@@ -234,13 +248,21 @@ class Supervisor:
             for n in list(pending):
                 h = self.workers[n]
                 row = self._health(n)
-                if int(row["state"]) == STATE_READY and h.proc is not None and int(row["pid"]) == h.proc.pid:
+                if (
+                    int(row["state"]) == STATE_READY
+                    and h.proc is not None
+                    and int(row["pid"]) == h.proc.pid
+                ):
                     pending.discard(n)
                 elif h.proc is not None and h.proc.poll() is not None:
-                    raise RuntimeError(f"worker {n} exited with code {h.proc.returncode} during start-up")
+                    raise RuntimeError(
+                        f"worker {n} exited with code {h.proc.returncode} during start-up"
+                    )
             time.sleep(0.02)
         if pending and not self._stop_reason:
-            raise RuntimeError(f"workers not ready after {self.cfg.supervisor.startup_timeout_s}s: {sorted(pending)}")
+            raise RuntimeError(
+                f"workers not ready after {self.cfg.supervisor.startup_timeout_s}s: {sorted(pending)}"
+            )
 
     def _watch(self) -> None:
         """Restart workers that died or hung, with exponential backoff."""
@@ -260,7 +282,12 @@ class Supervisor:
                     age = (time.monotonic_ns() - int(row["heartbeat_ns"])) / 1e9
                     if age > sup.heartbeat_timeout_s:
                         hung = True
-                        log.error("%s (pid %d) missed heartbeats for %.1fs: killing it", h.name, h.proc.pid, age)
+                        log.error(
+                            "%s (pid %d) missed heartbeats for %.1fs: killing it",
+                            h.name,
+                            h.proc.pid,
+                            age,
+                        )
                         h.proc.kill()
                         h.proc.wait(5)
                         code = h.proc.returncode
@@ -276,7 +303,12 @@ class Supervisor:
             h.proc = None
             if h.restarts >= sup.max_restarts:
                 h.gave_up = True
-                log.error("%s %s; restarted %d times already: shutting the engine down", h.name, reason, h.restarts)
+                log.error(
+                    "%s %s; restarted %d times already: shutting the engine down",
+                    h.name,
+                    reason,
+                    h.restarts,
+                )
                 self._stop_reason = self._stop_reason or f"{h.name} failed repeatedly"
                 self.exit_code = 1
                 continue
@@ -284,8 +316,12 @@ class Supervisor:
             h.restarts += 1
             h.incarnation += 1
             h.next_start = now + delay
-            self.record.restarts.append({"worker": h.name, "reason": reason, "at_s": round(self.record.elapsed(), 3)})
-            log.warning("%s %s: restarting in %.2fs (restart %d)", h.name, reason, delay, h.restarts)
+            self.record.restarts.append(
+                {"worker": h.name, "reason": reason, "at_s": round(self.record.elapsed(), 3)}
+            )
+            log.warning(
+                "%s %s: restarting in %.2fs (restart %d)", h.name, reason, delay, h.restarts
+            )
 
     # --- the record ----------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -319,7 +355,10 @@ class Supervisor:
     def run(self) -> int:
         self.var.mkdir(parents=True, exist_ok=True)
         pidfile = self.var / f"gekko-{self.engine_id}.pid"
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+        old = {
+            s: signal.getsignal(s)
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+        }
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGUSR1, self._on_kill_signal)
@@ -338,7 +377,9 @@ class Supervisor:
             self.c_events = self.rings["events"].consumer("supervisor")
             self.c_risk = self.rings["risk"].consumer("supervisor")
             self.c_remote = None
-            if "remote" in self.rings:  # the bridge's envelopes: not engine.messages, its own decoder
+            if (
+                "remote" in self.rings
+            ):  # the bridge's envelopes: not engine.messages, its own decoder
                 from procs.bridge import REMOTE_DECODER, RemoteFilter
 
                 self.c_remote = self.rings["remote"].consumer("supervisor", decoder=REMOTE_DECODER)
@@ -355,8 +396,12 @@ class Supervisor:
                 self._start(self.workers["recorder"])
             self._wait_ready()
             self.record.start()
-            log.info("engine %s running: %d instruments, %d strategies", self.engine_id,
-                     len(self.cfg.instruments), len(self.cfg.strategies))
+            log.info(
+                "engine %s running: %d instruments, %d strategies",
+                self.engine_id,
+                len(self.cfg.instruments),
+                len(self.cfg.strategies),
+            )
             self._loop()
             self._shutdown()
         except Exception as exc:
@@ -400,7 +445,11 @@ class Supervisor:
             if now >= next_status:
                 next_status += sup.status_interval_s
                 if self.show_status:
-                    print(format_status(self.record, self.metrics, self.positions, self.cfg), file=self.out, flush=True)
+                    print(
+                        format_status(self.record, self.metrics, self.positions, self.cfg),
+                        file=self.out,
+                        flush=True,
+                    )
             time.sleep(0.02)
         log.info("stopping: %s", self._stop_reason)
 
@@ -409,7 +458,9 @@ class Supervisor:
         deadline = time.monotonic() + self.cfg.supervisor.shutdown_timeout_s
         while time.monotonic() < deadline:
             self._drain()
-            alive = [h for h in self.workers.values() if h.proc is not None and h.proc.poll() is None]
+            alive = [
+                h for h in self.workers.values() if h.proc is not None and h.proc.poll() is None
+            ]
             if not alive:
                 break
             time.sleep(0.02)
@@ -461,11 +512,17 @@ class Supervisor:
                 conn.autocommit = True
                 done = migrate(conn)
             if done:
-                log.info("database migrated: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in done))
+                log.info(
+                    "database migrated: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in done)
+                )
         except Exception as exc:
             if self.pg_server is not None:
                 raise
-            log.error("PostgreSQL at the configured DSN is unreachable (%s): the recorder journals until it is back", exc)
+            log.error(
+                "PostgreSQL at the configured DSN is unreachable (%s): the recorder journals until it is back",
+                exc,
+            )
+
     def _stop_postgres(self) -> None:
         if self.pg_server is not None:
             with contextlib.suppress(Exception):
@@ -488,7 +545,9 @@ class Supervisor:
 
     def _write_outputs(self) -> None:
         try:
-            summary = self.record.summary(getattr(self, "metrics", {}), getattr(self, "positions", None))
+            summary = self.record.summary(
+                getattr(self, "metrics", {}), getattr(self, "positions", None)
+            )
             summary["stop_reason"] = self._stop_reason
             summary["exit_code"] = self.exit_code
             from procs.risk import load_state, state_path
@@ -502,10 +561,14 @@ class Supervisor:
             enc = msgspec.json.Encoder()
             with open(self.run_dir / "orders.jsonl", "wb") as f:
                 for o in self.record.orders:
-                    f.write(enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n")
+                    f.write(
+                        enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n"
+                    )
             with open(self.run_dir / "fills.jsonl", "wb") as f:
                 for o in self.record.fills:
-                    f.write(enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n")
+                    f.write(
+                        enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n"
+                    )
             if self.remote:  # what the bridge delivered from other engines, in delivery order
                 from procs.bridge import remote_to_json
 
@@ -515,4 +578,3 @@ class Supervisor:
             print(format_summary(summary, self.cfg), file=self.out, flush=True)
         except Exception:
             log.exception("could not write the run summary")
-

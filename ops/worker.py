@@ -17,7 +17,12 @@ import sys
 from ops.config import ConfigError, load_config
 from ops.logs import setup_logging
 
-WORKER_MODULES = {"feed": "procs.feed", "strategy": "procs.strategy", "risk": "procs.risk", "exec": "procs.exec"}
+WORKER_MODULES = {
+    "feed": "procs.feed",
+    "strategy": "procs.strategy",
+    "risk": "procs.risk",
+    "exec": "procs.exec",
+}
 # the bridge's loop lives in procs.bridge; its entry is in ops because it needs the Redis store
 WORKER_MODULES["bridge"] = "ops.store.bus"
 WORKER_MODULES["infer"] = "procs.infer"

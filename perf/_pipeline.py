@@ -133,7 +133,10 @@ def _is_table_array(v: Any) -> bool:
 
 
 def write_bench_config(
-    wait: str, directory: Path, engine_id: str | None = None, cpus: dict[str, list[int]] | None = None
+    wait: str,
+    directory: Path,
+    engine_id: str | None = None,
+    cpus: dict[str, list[int]] | None = None,
 ) -> tuple[Any, Path]:
     """A copy of the repo's config.toml for the pipeline bench, written to ``directory``;
     returns (validated cfg, path).
@@ -147,7 +150,9 @@ def write_bench_config(
 
     doc = tomllib.loads(REPO_CONFIG.read_text())
     engine_id = engine_id or "pb" + secrets.token_hex(3)
-    doc.setdefault("engine", {}).update(id=engine_id, var_dir=str(Path(directory) / "var"), log_level="WARNING")
+    doc.setdefault("engine", {}).update(
+        id=engine_id, var_dir=str(Path(directory) / "var"), log_level="WARNING"
+    )
     procs = doc.setdefault("processes", {})
     for name in ("feed", "strategy", "risk", "exec"):
         procs.setdefault(name, {}).update(wait=wait, cpus=list((cpus or {}).get(name, [])))
@@ -199,7 +204,9 @@ class PipelineSession:
         cpus = None
         if pin:
             if len(pin) != 1 + len(PIPELINE_WORKERS):
-                raise ValueError(f"pin needs {1 + len(PIPELINE_WORKERS)} CPU ids (driver, strategy, risk, exec)")
+                raise ValueError(
+                    f"pin needs {1 + len(PIPELINE_WORKERS)} CPU ids (driver, strategy, risk, exec)"
+                )
             os.sched_setaffinity(0, {pin[0]})
             cpus = {n: [c] for n, c in zip(PIPELINE_WORKERS, pin[1:], strict=True)}
         self.cfg, self.config_path = write_bench_config(wait, self.tmp, cpus=cpus)
@@ -257,8 +264,14 @@ class PipelineSession:
                 h = self.sup.workers[n]
                 row = self.sup._health(n)
                 if h.proc is not None and h.proc.poll() is not None:
-                    raise PipelineError(f"worker {n} exited with code {h.proc.returncode} during start-up")
-                if int(row["state"]) == STATE_READY and h.proc is not None and int(row["pid"]) == h.proc.pid:
+                    raise PipelineError(
+                        f"worker {n} exited with code {h.proc.returncode} during start-up"
+                    )
+                if (
+                    int(row["state"]) == STATE_READY
+                    and h.proc is not None
+                    and int(row["pid"]) == h.proc.pid
+                ):
                     pending.discard(n)
             if not pending:
                 return
@@ -390,14 +403,19 @@ class PipelineSession:
         try:
             if self.workers_started:
                 with contextlib.suppress(Exception):
-                    self.control.publish(Control(int(ControlCommand.STOP), time.monotonic_ns(), "bench done"))
+                    self.control.publish(
+                        Control(int(ControlCommand.STOP), time.monotonic_ns(), "bench done")
+                    )
                 deadline = time.monotonic() + timeout_s
                 while time.monotonic() < deadline:
                     with contextlib.suppress(Exception):
                         self.events.poll_batch(4096)
                         self._drain_quiet()
-                    alive = [h for n, h in sup.workers.items()
-                             if n in PIPELINE_WORKERS and h.proc is not None and h.proc.poll() is None]
+                    alive = [
+                        h
+                        for n, h in sup.workers.items()
+                        if n in PIPELINE_WORKERS and h.proc is not None and h.proc.poll() is None
+                    ]
                     if not alive:
                         break
                     time.sleep(0.01)

@@ -78,9 +78,17 @@ def make_func(name: str, kind: str, wait: str | None) -> Any:
         s = _SESSIONS.get(name)
         if s is None:
             if kind == "pipeline":
-                pin = [int(c) for c in _ARGS.pin.split(",")] if _ARGS is not None and _ARGS.pin else None
-                s = PipelineSession(wait or "block", tick_timeout_s=TICK_TIMEOUT_S, pin=pin,
-                                    on_started=lambda sess: _record_pids(name, sess))
+                pin = (
+                    [int(c) for c in _ARGS.pin.split(",")]
+                    if _ARGS is not None and _ARGS.pin
+                    else None
+                )
+                s = PipelineSession(
+                    wait or "block",
+                    tick_timeout_s=TICK_TIMEOUT_S,
+                    pin=pin,
+                    on_started=lambda sess: _record_pids(name, sess),
+                )
                 _SESSIONS[name] = s
                 s.run(WARM_TICKS)
                 s.mark_warm()
@@ -119,7 +127,10 @@ def _close_sessions() -> None:
                         (Path(d) / f"pids.{name}.{os.getpid()}.json").unlink()
                 left = s.leftovers()
                 if left:
-                    print(f"bench_pipeline: {name}: left in /dev/shm: {', '.join(left)}", file=sys.stderr)
+                    print(
+                        f"bench_pipeline: {name}: left in /dev/shm: {', '.join(left)}",
+                        file=sys.stderr,
+                    )
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -191,14 +202,18 @@ def _verdict(v: float) -> str:
     return f"target {t:<7}  max {m}"
 
 
-def print_summary(results: dict[str, pyperf.Benchmark], hist_dir: str | None, load_before: str) -> None:
+def print_summary(
+    results: dict[str, pyperf.Benchmark], hist_dir: str | None, load_before: str
+) -> None:
     out: list[str] = []
     w = out.append
     ncpu = os.cpu_count() or 1
     w("")
     w("=" * 86)
-    w(f"bench_pipeline summary: {ncpu} CPUs ({_cpu_model()}), load average (1/5/15 min) "
-      f"{load_before} at start, {_loadavg()} at end")
+    w(
+        f"bench_pipeline summary: {ncpu} CPUs ({_cpu_model()}), load average (1/5/15 min) "
+        f"{load_before} at start, {_loadavg()} at end"
+    )
     w(f"spec: tick-to-order target {TARGET_S * 1e6:.0f} us, maximum {MAX_S * 1e6:.0f} us")
     w("=" * 86)
     w(f"{'benchmark':<30} {'median/tick':>12}  {'vs spec (median)':<30}")
@@ -218,29 +233,43 @@ def print_summary(results: dict[str, pyperf.Benchmark], hist_dir: str | None, lo
                 rows.append((name, f"{worker}.{stage}", snap))
     if rows:
         w("")
-        w("per-stage latency from the workers' shm histograms (since ts_recv of the tick; warm-up excluded)")
+        w(
+            "per-stage latency from the workers' shm histograms (since ts_recv of the tick; warm-up excluded)"
+        )
         w(f"{'benchmark':<30} {'stage':<30} {'p50':>11} {'p99':>11} {'count':>7}")
         for name, stage, snap in rows:
-            w(f"{name:<30} {stage:<30} {_fmt_us(snap.percentile(50) * 1e-9):>11} "
-              f"{_fmt_us(snap.percentile(99) * 1e-9):>11} {snap.count:>7}")
+            w(
+                f"{name:<30} {stage:<30} {_fmt_us(snap.percentile(50) * 1e-9):>11} "
+                f"{_fmt_us(snap.percentile(99) * 1e-9):>11} {snap.count:>7}"
+            )
         w("")
-        w("exec tick_to_order (the spec's tick-to-order: tick ts_recv -> order handed to the venue)")
+        w(
+            "exec tick_to_order (the spec's tick-to-order: tick ts_recv -> order handed to the venue)"
+        )
         for name, stage, snap in rows:
             if stage == "exec.tick_to_order_ns":
                 p50, p99 = snap.percentile(50) * 1e-9, snap.percentile(99) * 1e-9
-                w(f"  {name:<28} p50 {_fmt_us(p50):>11} [{'met' if p50 <= TARGET_S else 'NOT met'} "
-                  f"<= {TARGET_S * 1e6:.0f} us target]   p99 {_fmt_us(p99):>11} "
-                  f"[{'met' if p99 <= MAX_S else 'NOT met'} <= {MAX_S * 1e6:.0f} us max]")
+                w(
+                    f"  {name:<28} p50 {_fmt_us(p50):>11} [{'met' if p50 <= TARGET_S else 'NOT met'} "
+                    f"<= {TARGET_S * 1e6:.0f} us target]   p99 {_fmt_us(p99):>11} "
+                    f"[{'met' if p99 <= MAX_S else 'NOT met'} <= {MAX_S * 1e6:.0f} us max]"
+                )
     if any(kind == "pipeline" and name in results for name, kind, _ in BENCHMARKS):
         pin = _ARGS.pin if _ARGS is not None else None
         w("")
-        w(f"pipeline processes: {f'pinned to CPUs {pin} (driver,strategy,risk,exec)' if pin else 'unpinned'}")
+        w(
+            f"pipeline processes: {f'pinned to CPUs {pin} (driver,strategy,risk,exec)' if pin else 'unpinned'}"
+        )
     if "pipeline_spin-tick_to_ack" in results and ncpu < 4:
         w("")
-        w(f"note: {ncpu} CPUs. pipeline_spin needs one free core per spinning process (strategy, risk, "
-          "exec + this driver: 4)")
-        w("to mean anything; here the spinners share cores and the figure measures scheduler time "
-          "slices, not the pipeline.")
+        w(
+            f"note: {ncpu} CPUs. pipeline_spin needs one free core per spinning process (strategy, risk, "
+            "exec + this driver: 4)"
+        )
+        w(
+            "to mean anything; here the spinners share cores and the figure measures scheduler time "
+            "slices, not the pipeline."
+        )
     print("\n".join(out), flush=True)
 
 
@@ -262,14 +291,24 @@ def main() -> None:
         "tick -> order ack through strategy/risk/exec worker processes (spin, block), "
         "and the inline runtime's cost per tick"
     )
-    runner.argparser.add_argument("--only", metavar="REGEX", default=None,
-                                  help="run only the benchmarks whose name matches REGEX")
-    runner.argparser.add_argument("--pin", metavar="D,S,R,E", default=None,
-                                  help="pin the pipeline benchmarks' driver, strategy, risk and exec "
-                                       "to these four CPUs (one free core each; default: unpinned)")
+    runner.argparser.add_argument(
+        "--only",
+        metavar="REGEX",
+        default=None,
+        help="run only the benchmarks whose name matches REGEX",
+    )
+    runner.argparser.add_argument(
+        "--pin",
+        metavar="D,S,R,E",
+        default=None,
+        help="pin the pipeline benchmarks' driver, strategy, risk and exec "
+        "to these four CPUs (one free core each; default: unpinned)",
+    )
     runner.argparser.add_argument("--hist-dir", default=None, help=argparse.SUPPRESS)
     args = _ARGS = runner.parse_args()
-    if args.pin and (len(args.pin.split(",")) != 4 or not all(c.strip().isdigit() for c in args.pin.split(","))):
+    if args.pin and (
+        len(args.pin.split(",")) != 4 or not all(c.strip().isdigit() for c in args.pin.split(","))
+    ):
         runner.argparser.error("--pin needs four CPU ids: driver,strategy,risk,exec (e.g. 2,3,4,5)")
     owned_dir = None
     if not args.worker and not args.hist_dir and not args.compare_to:

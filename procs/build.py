@@ -43,7 +43,9 @@ def build_market(cfg: Config) -> Iterator[Any]:
                 )
             )
         return iter(
-            ReplaySource(instruments, quotes=m.replay_quotes or None, trades=m.replay_trades or None)
+            ReplaySource(
+                instruments, quotes=m.replay_quotes or None, trades=m.replay_trades or None
+            )
         )
     from engine.venues.synthetic import InstrumentSpec, JumpParams, SyntheticMarket
 
@@ -53,7 +55,9 @@ def build_market(cfg: Config) -> Iterator[Any]:
         )
         for i in cfg.instruments
     ]
-    jumps = JumpParams(rate_per_s=m.jump_rate_per_s, std=m.jump_std) if m.jump_rate_per_s > 0 else None
+    jumps = (
+        JumpParams(rate_per_s=m.jump_rate_per_s, std=m.jump_std) if m.jump_rate_per_s > 0 else None
+    )
     market = SyntheticMarket(
         specs,
         correlation=m.correlation,
@@ -65,7 +69,9 @@ def build_market(cfg: Config) -> Iterator[Any]:
     return iter(market)
 
 
-def build_venue(cfg: Config, instruments: InstrumentTable | None = None, record_path: Any = None) -> Any:
+def build_venue(
+    cfg: Config, instruments: InstrumentTable | None = None, record_path: Any = None
+) -> Any:
     """The simulated exchange with the configured latency and fees. ``record_path``: its own
     durable record (live runs: it outlives an exec crash the way a real venue would)."""
     from engine.venues.sim import SimExchange

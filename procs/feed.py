@@ -67,7 +67,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     # the first tick waits for its readers: a tick queued while a worker is still starting would
     # measure that start-up, not the pipeline
     if not w.wait_for_peers(STATE_READY, cfg.supervisor.startup_timeout_s):
-        log.warning("feed: not every worker is ready after %.0fs; publishing anyway", cfg.supervisor.startup_timeout_s)
+        log.warning(
+            "feed: not every worker is ready after %.0fs; publishing anyway",
+            cfg.supervisor.startup_timeout_s,
+        )
     t0 = time.monotonic()
     base_sent = sent
     log.info("feed ready (%s, wait=%s, resuming at event %d)", w.pinning, w.wait.kind, skip)
@@ -117,8 +120,18 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                     msg.ts_recv = t
                 # the table first: risk must never judge an order caused by this tick on older prices
                 if isinstance(msg, Quote):
-                    tob.write(rows[msg.instrument_id], (msg.instrument_id, msg.bid_px, msg.bid_qty, msg.ask_px,
-                                                        msg.ask_qty, last_px[msg.instrument_id], t))
+                    tob.write(
+                        rows[msg.instrument_id],
+                        (
+                            msg.instrument_id,
+                            msg.bid_px,
+                            msg.bid_qty,
+                            msg.ask_px,
+                            msg.ask_qty,
+                            last_px[msg.instrument_id],
+                            t,
+                        ),
+                    )
                 elif isinstance(msg, Trade):
                     last_px[msg.instrument_id] = msg.px
                 md.publish(msg)

@@ -58,7 +58,12 @@ TOPOLOGY: tuple[RingSpec, ...] = (
     RingSpec("md", "md_capacity", "feed", (("strategy", True), ("exec", True))),
     RingSpec("intents", "intents_capacity", "strategy", (("risk", True),)),
     RingSpec("orders", "orders_capacity", "risk", (("exec", True), ("supervisor", True))),
-    RingSpec("events", "events_capacity", "exec", (("strategy", True), ("risk", True), ("supervisor", True))),
+    RingSpec(
+        "events",
+        "events_capacity",
+        "exec",
+        (("strategy", True), ("risk", True), ("supervisor", True)),
+    ),
     RingSpec("risk", "risk_capacity", "risk", (("strategy", True), ("supervisor", True))),
     RingSpec("control", "control_capacity", "supervisor", tuple((w, True) for w in WORKERS)),
 )
@@ -92,13 +97,20 @@ def topology(cfg: Any) -> tuple[RingSpec, ...]:
     if worker_enabled(cfg, "bridge"):
         bridged = set(cfg.bridge.publish)
         specs = [
-            RingSpec(s.name, s.capacity_key, s.producer, (*s.consumers, ("bridge", bool(cfg.bridge.gating))))
+            RingSpec(
+                s.name,
+                s.capacity_key,
+                s.producer,
+                (*s.consumers, ("bridge", bool(cfg.bridge.gating))),
+            )
             if s.name in bridged
             else s
             for s in specs
         ]
         specs = [
-            RingSpec(s.name, s.capacity_key, s.producer, (*s.consumers, ("bridge", True))) if s.name == "control" else s
+            RingSpec(s.name, s.capacity_key, s.producer, (*s.consumers, ("bridge", True)))
+            if s.name == "control"
+            else s
             for s in specs
         ]
         specs.append(RingSpec("remote", "events_capacity", "bridge", (("supervisor", True),)))
@@ -106,7 +118,9 @@ def topology(cfg: Any) -> tuple[RingSpec, ...]:
         # infer reads market data NON-gating: a slow model must never hold the feed back (a lap
         # is counted); the strategy gates the forecasts so it sees every one of them
         specs = [
-            RingSpec(s.name, s.capacity_key, s.producer, (*s.consumers, ("infer", s.name == "control")))
+            RingSpec(
+                s.name, s.capacity_key, s.producer, (*s.consumers, ("infer", s.name == "control"))
+            )
             if s.name in ("md", "control")
             else s
             for s in specs
@@ -117,12 +131,15 @@ def topology(cfg: Any) -> tuple[RingSpec, ...]:
         # market data it reads non-gating (a slow database never holds the feed back: laps counted)
         gating = {"md": False, "orders": True, "events": True, "risk": True, "control": True}
         specs = [
-            RingSpec(s.name, s.capacity_key, s.producer, (*s.consumers, ("recorder", gating[s.name])))
+            RingSpec(
+                s.name, s.capacity_key, s.producer, (*s.consumers, ("recorder", gating[s.name]))
+            )
             if s.name in gating
             else s
             for s in specs
         ]
     return tuple(specs)
+
 
 # health table: one row per worker, written by that worker, read by the supervisor
 STATE_STARTING, STATE_READY, STATE_STOPPING, STATE_STOPPED = 1, 2, 3, 4
@@ -167,14 +184,58 @@ POSITION_DTYPE = np.dtype(
 COUNTERS: dict[str, list[str]] = {
     "feed": ["md_out", "md_rejected", "book_crossed", "book_gaps"],
     "strategy": ["md_in", "intents_out", "events_in", "strategy_errors"],
-    "risk": ["intents_in", "approved", "rejected", "events_in", "kills", "state_changes", "instrument_halts",
-             "instrument_resumes", "protective_orders"],
-    "exec": ["orders_in", "new_orders", "events_out", "fills", "venue_rejects", "anomalies", "md_in"],
-    "infer": ["md_in", "md_missed", "bars", "runs", "forecasts_out", "model_swaps", "model_rejects",
-              "drift_events", "infer_errors"],
-    "recorder": ["md_in", "md_missed", "records_in", "rows_written", "journaled", "journal_backlog",
-                 "db_errors", "replayed", "ignored", "db_rejected", "md_dropped"],
-    "bridge": ["forwarded", "xadd_duplicates", "received", "remote_duplicates", "redis_errors", "state_writes"],
+    "risk": [
+        "intents_in",
+        "approved",
+        "rejected",
+        "events_in",
+        "kills",
+        "state_changes",
+        "instrument_halts",
+        "instrument_resumes",
+        "protective_orders",
+    ],
+    "exec": [
+        "orders_in",
+        "new_orders",
+        "events_out",
+        "fills",
+        "venue_rejects",
+        "anomalies",
+        "md_in",
+    ],
+    "infer": [
+        "md_in",
+        "md_missed",
+        "bars",
+        "runs",
+        "forecasts_out",
+        "model_swaps",
+        "model_rejects",
+        "drift_events",
+        "infer_errors",
+    ],
+    "recorder": [
+        "md_in",
+        "md_missed",
+        "records_in",
+        "rows_written",
+        "journaled",
+        "journal_backlog",
+        "db_errors",
+        "replayed",
+        "ignored",
+        "db_rejected",
+        "md_dropped",
+    ],
+    "bridge": [
+        "forwarded",
+        "xadd_duplicates",
+        "received",
+        "remote_duplicates",
+        "redis_errors",
+        "state_writes",
+    ],
 }
 HISTOGRAMS: dict[str, list[str]] = {
     "feed": ["publish_ns"],
@@ -201,7 +262,10 @@ def pin_to_cpus(name: str, cpus: list[int]) -> str:
         return "not pinned"
     setter = getattr(os, "sched_setaffinity", None)
     if setter is None:
-        log.warning("%s: this OS cannot pin processes to CPUs (no sched_setaffinity); running unpinned", name)
+        log.warning(
+            "%s: this OS cannot pin processes to CPUs (no sched_setaffinity); running unpinned",
+            name,
+        )
         return "unpinnable"
     try:
         setter(0, set(cpus))
@@ -288,14 +352,19 @@ class Worker:
             log.error("%s: the supervisor (pid %d) is gone: exiting", self.name, self._ppid)
             raise SupervisorGone(self._ppid)
         self.health.write(
-            self.row, (os.getpid(), now, self.state, self.incarnation, self.processed, self.started_ns)
+            self.row,
+            (os.getpid(), now, self.state, self.incarnation, self.processed, self.started_ns),
         )
 
     def wait_for_peers(self, state: int, timeout_s: float) -> bool:
         """Wait until every other worker's health row shows ``state`` (beating meanwhile)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all(int(self.health.read_tuple(i)[2]) >= state for i in range(len(WORKERS)) if i != self.row):
+            if all(
+                int(self.health.read_tuple(i)[2]) >= state
+                for i in range(len(WORKERS))
+                if i != self.row
+            ):
                 return True
             self.beat()
             time.sleep(0.005)

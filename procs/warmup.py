@@ -22,7 +22,9 @@ WARMUP_EVENTS = 2000
 
 def _market(cfg: Any, n: int = WARMUP_EVENTS) -> list[Any]:
     # always a synthetic market of the configured instruments: a replay's files may be large
-    synthetic = msgspec.structs.replace(cfg, market=msgspec.structs.replace(cfg.market, source="synthetic"))
+    synthetic = msgspec.structs.replace(
+        cfg, market=msgspec.structs.replace(cfg.market, source="synthetic")
+    )
     msgs = list(itertools.islice(build_market(synthetic), n))
     enc = msgspec.msgpack.Encoder()
     dec = msgspec.msgpack.Decoder(Message)
@@ -47,13 +49,18 @@ def warm_risk(cfg: Any) -> None:
     gate.on_market_data(Quote(iid, 100, 1, 101, 1, 0, 0))
     for k in range(1, 50):
         gate.on_intent(
-            IntentNew(k, 1, iid, int(Side.BUY), int(OrderType.LIMIT), int(TimeInForce.IOC), 100, 1, 0, 0), k
+            IntentNew(
+                k, 1, iid, int(Side.BUY), int(OrderType.LIMIT), int(TimeInForce.IOC), 100, 1, 0, 0
+            ),
+            k,
         )
     # the periodic refresh and the VaR / correlation / flash-move kernels (numba)
     import numpy as np
 
     gate.on_prices(10**9)
-    gate.set_returns(np.random.default_rng(0).normal(0, 0.01, (max(gate.stats.min_obs, 3), len(gate.position))))
+    gate.set_returns(
+        np.random.default_rng(0).normal(0, 0.01, (max(gate.stats.min_obs, 3), len(gate.position)))
+    )
     gate.stats.hist_var(iid, 1.0)
     gate.stats.max_corr(iid, 1.0, gate.signs)
 
@@ -74,7 +81,10 @@ def warm_exec(cfg: Any) -> None:
     t = len(msgs)
     for k in range(1, 20):
         engine.on_order(
-            NewOrder(k, 0, iid, int(Side.BUY), int(OrderType.MARKET), int(TimeInForce.IOC), 0, 1, t, t), t
+            NewOrder(
+                k, 0, iid, int(Side.BUY), int(OrderType.MARKET), int(TimeInForce.IOC), 0, 1, t, t
+            ),
+            t,
         )
         engine.poll(t + 10**9)
     engine.cancel_all(t + 2 * 10**9)

@@ -151,11 +151,15 @@ class MetricsRegion:
         conf = region.array[128:152].view(np.uint64)
         self.n_counters, self.n_hists = int(conf[0]), int(conf[1])
         if int(conf[2]) != NBUCKETS:
-            raise LayoutVersionError(f"metrics {region.name}: {int(conf[2])} buckets, expected {NBUCKETS}")
+            raise LayoutVersionError(
+                f"metrics {region.name}: {int(conf[2])} buckets, expected {NBUCKETS}"
+            )
         names_off = 256
         n_names = self.n_counters + self.n_hists
         raw = bytes(region.buf[names_off : names_off + n_names * NAME_LEN])
-        names = [raw[i * NAME_LEN : (i + 1) * NAME_LEN].rstrip(b"\0").decode() for i in range(n_names)]
+        names = [
+            raw[i * NAME_LEN : (i + 1) * NAME_LEN].rstrip(b"\0").decode() for i in range(n_names)
+        ]
         self.counter_names = names[: self.n_counters]
         self.hist_names = names[self.n_counters :]
         words_off = _words_offset(n_names)
@@ -163,11 +167,14 @@ class MetricsRegion:
         self._w = region.buf[words_off : words_off + nwords * 8].cast("Q")
         self._cidx = {n: i for i, n in enumerate(self.counter_names)}
         self.histograms = {
-            n: Histogram(n, self._w, self.n_counters + k * H_WORDS) for k, n in enumerate(self.hist_names)
+            n: Histogram(n, self._w, self.n_counters + k * H_WORDS)
+            for k, n in enumerate(self.hist_names)
         }
 
     @classmethod
-    def create(cls, engine_id: str, name: str, counters: list[str], histograms: list[str]) -> MetricsRegion:
+    def create(
+        cls, engine_id: str, name: str, counters: list[str], histograms: list[str]
+    ) -> MetricsRegion:
         names = list(counters) + list(histograms)
         if len(set(names)) != len(names):
             raise ValueError("metric names must be unique")

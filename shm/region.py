@@ -53,7 +53,10 @@ def region_name(engine_id: str, name: str) -> str:
 
     macOS limits shared-memory names to 31 characters, so keep engine ids and names short.
     """
-    if not engine_id.replace("-", "").isalnum() or not name.replace("_", "").replace("-", "").isalnum():
+    if (
+        not engine_id.replace("-", "").isalnum()
+        or not name.replace("_", "").replace("-", "").isalnum()
+    ):
         raise ValueError(f"engine id and region name must be alphanumeric: {engine_id!r}, {name!r}")
     full = f"/{PREFIX}{engine_id}_{name}"
     if sys.platform == "darwin" and len(full) > 31:
@@ -84,7 +87,14 @@ class Region:
         self.array = np.frombuffer(mm, dtype=np.uint8)
         self.addr = int(self.array.ctypes.data)
         self.buf = memoryview(mm)
-        self.kind, self.layout, self.creator_pid, self.created_ns, self.engine_id, self.short_name = (
+        (
+            self.kind,
+            self.layout,
+            self.creator_pid,
+            self.created_ns,
+            self.engine_id,
+            self.short_name,
+        ) = (
             0,
             0,
             0,
@@ -150,7 +160,9 @@ class Region:
     def _validate(self, kind: int, layout: int) -> None:
         magic, k, lay, size, pid, cns, eng, nm = _HDR.unpack_from(self.mm, 0)
         if magic != MAGIC:
-            raise RegionError(f"region {self.name}: bad magic {magic:#x} (corrupted or not a Gekko region)")
+            raise RegionError(
+                f"region {self.name}: bad magic {magic:#x} (corrupted or not a Gekko region)"
+            )
         if k != kind:
             raise RegionError(
                 f"region {self.name}: is a {KIND_NAMES.get(k, k)} region, expected {KIND_NAMES.get(kind, kind)}"
@@ -161,7 +173,9 @@ class Region:
                 "stop the engine that created it (or remove the region) and start again"
             )
         if size != self.size:
-            raise RegionError(f"region {self.name}: header says {size} bytes, mapping has {self.size}")
+            raise RegionError(
+                f"region {self.name}: header says {size} bytes, mapping has {self.size}"
+            )
         self.kind, self.layout, self.creator_pid, self.created_ns = k, lay, pid, cns
         self.engine_id = eng.rstrip(b"\0").decode(errors="replace")
         self.short_name = nm.rstrip(b"\0").decode(errors="replace")

@@ -305,7 +305,9 @@ class Producer:
         self._q = self._data.cast("Q")
         pos, seq = K.snapshot(self._base)
         if pos < 0:
-            raise RingCorruptedError(f"ring {ring.name}: publication version stuck (producer died mid-commit)")
+            raise RingCorruptedError(
+                f"ring {ring.name}: publication version stuck (producer died mid-commit)"
+            )
         self.pos = pos
         self.seq = seq
         self._limit = 0
@@ -345,7 +347,9 @@ class Producer:
         next_check = time.monotonic() + 0.05
         while True:
             if self.wait.should_block(n):
-                self._sleep_for_space(end, min(self.wait.block_slice_s, max(deadline - time.monotonic(), 0)))
+                self._sleep_for_space(
+                    end, min(self.wait.block_slice_s, max(deadline - time.monotonic(), 0))
+                )
             else:
                 self.wait.idle(n)
             n += 1
@@ -377,7 +381,9 @@ class Producer:
     def _slowest(self) -> str:
         gating = [s for s in self.ring.slots() if s["state"] == "gating"]
         gating.sort(key=lambda s: s["cursor"])
-        return ", ".join(f"{s['name']}(pid {s['pid']}, lag {self.pos - s['cursor']} B)" for s in gating[:3])
+        return ", ".join(
+            f"{s['name']}(pid {s['pid']}, lag {self.pos - s['cursor']} B)" for s in gating[:3]
+        )
 
     def _drop_dead_readers(self, now: float) -> None:
         """Stop gating on consumers whose process is gone for longer than the grace period."""
@@ -538,7 +544,9 @@ class Producer:
             self.seq += 1
         self._commit()
 
-    def publish_raw_batch(self, types: np.ndarray, payload: np.ndarray, offsets: np.ndarray) -> None:
+    def publish_raw_batch(
+        self, types: np.ndarray, payload: np.ndarray, offsets: np.ndarray
+    ) -> None:
         """Publish ``len(types)`` raw frames: frame i is ``payload[offsets[i]:offsets[i+1]]``.
 
         The copy runs in numba, so this is the path for bulk transfers (≥ 10 M frames/s).
@@ -550,20 +558,33 @@ class Producer:
             return
         lengths = np.diff(offsets)
         if lengths.min() < 0 or int(lengths.max()) > self._max_payload:
-            raise FrameTooLargeError(f"ring {self.ring.name}: a frame exceeds max payload {self._max_payload}")
+            raise FrameTooLargeError(
+                f"ring {self.ring.name}: a frame exceeds max payload {self._max_payload}"
+            )
         if types.min() <= 0 or types.max() > MAX_TYPE:
             raise ValueError(f"frame types must be within 1..{MAX_TYPE}")
         i = 0
         while i < n:
             # write at most a quarter ring per step so non-gating readers keep slack behind the claim
             # (but always room for the next frame, wrap included, or a big frame would never go)
-            limit = min(self._refresh_limit(), max(self.pos + self._cap // 4, self._end_for(int(lengths[i]))))
+            limit = min(
+                self._refresh_limit(),
+                max(self.pos + self._cap // 4, self._end_for(int(lengths[i]))),
+            )
             if limit > self._claim:
                 self._claim = limit
                 self._hot = min(self._limit, self._claim)
                 K.set_claim(self._base, self._claim)
             i2, pos, seq = K.write_batch(
-                self.ring.data_addr, self._cap, self.pos, limit, self.seq, types, payload, offsets, i
+                self.ring.data_addr,
+                self._cap,
+                self.pos,
+                limit,
+                self.seq,
+                types,
+                payload,
+                offsets,
+                i,
             )
             if i2 == i:  # no room for the next frame: wait for consumers
                 self._ensure_space(self._end_for(int(lengths[i])))
@@ -646,19 +667,31 @@ class Consumer:
             st = ring._slot_word(i, SL_STATE)
             if st != SLOT_FREE and ring._slot_name(i) == name:
                 old_pid = ring._slot_word(i, SL_PID)
-                if st in (SLOT_GATING, SLOT_NONGATING) and old_pid not in (0, pid) and pid_alive(old_pid):
-                    raise RingError(f"ring {ring.name}: consumer {name!r} is already attached by pid {old_pid}")
+                if (
+                    st in (SLOT_GATING, SLOT_NONGATING)
+                    and old_pid not in (0, pid)
+                    and pid_alive(old_pid)
+                ):
+                    raise RingError(
+                        f"ring {ring.name}: consumer {name!r} is already attached by pid {old_pid}"
+                    )
                 K.store_word(ring._slot_addr(i, SL_PID), pid)
                 K.store_word(ring._slot_addr(i, SL_SLEEPING), 0)
                 if st != want:
                     if st == SLOT_DEAD and gating:
-                        log.warning("ring %s: consumer %r re-attaches after being dropped as dead", ring.name, name)
+                        log.warning(
+                            "ring %s: consumer %r re-attaches after being dropped as dead",
+                            ring.name,
+                            name,
+                        )
                     K.store_word(ring._slot_addr(i, SL_STATE), want)
                 return i, old_pid != 0 or ring._slot_word(i, SL_CURSOR) > 0
         # 2) a free (or closed) slot: start at the producer's current position
         for i in range(ring.max_consumers):
             st = ring._slot_word(i, SL_STATE)
-            if st in (SLOT_FREE, SLOT_CLOSED, SLOT_DEAD) and K.claim_slot(ring._slot_addr(i, SL_STATE), st, SLOT_CLOSED + 100):
+            if st in (SLOT_FREE, SLOT_CLOSED, SLOT_DEAD) and K.claim_slot(
+                ring._slot_addr(i, SL_STATE), st, SLOT_CLOSED + 100
+            ):
                 start = 0 if from_start else K.published(self._base)
                 K.store_word(ring._slot_addr(i, SL_CURSOR), start)
                 K.store_word(ring._slot_addr(i, SL_RECEIVED), 0)
@@ -679,7 +712,11 @@ class Consumer:
             self._next_seq = seq
         elif pos - self.pos > self._cap:
             if self.gating:
-                log.error("ring %s: gating consumer %r was overrun while away; resynchronising", self.ring.name, self.name)
+                log.error(
+                    "ring %s: gating consumer %r was overrun while away; resynchronising",
+                    self.ring.name,
+                    self.name,
+                )
             self._resync()
         elif self.pos == 0:
             self._next_seq = 0  # the stream's first frame
@@ -754,7 +791,9 @@ class Consumer:
                         return self.pos < self._refresh()
                     pid = self.ring.producer_pid
                     if pid and not pid_alive(pid) and self.pos >= self._refresh():
-                        raise ProducerDeadError(f"ring {self.ring.name}: producer pid {pid} is gone")
+                        raise ProducerDeadError(
+                            f"ring {self.ring.name}: producer pid {pid} is gone"
+                        )
                 if now >= deadline:
                     return False
 
@@ -804,8 +843,10 @@ class Consumer:
             length = w0 & 0xFFFFFFFF
             ftype = (w0 >> 32) & 0xFFFF
             total = (FRAME_HEADER + length + 7) & ~7
-            if (w0 >> 48) != FRAME_MARK or (ftype == TYPE_PAD and total != room) or (
-                ftype != TYPE_PAD and (length > self._max_payload or total > room)
+            if (
+                (w0 >> 48) != FRAME_MARK
+                or (ftype == TYPE_PAD and total != room)
+                or (ftype != TYPE_PAD and (length > self._max_payload or total > room))
             ):
                 if not self.gating and self._lapped(pos):
                     self._resync()
@@ -853,14 +894,20 @@ class Consumer:
                     total = (FRAME_HEADER + n + 7) & ~7
                     # mark and bounds are checked on every frame (corruption is an error, never a
                     # wild read); the sequence is checked by the slow path and the batch scan
-                    if (w0 >> 48) == FRAME_MARK and (w0 >> 32) & 0xFFFF != TYPE_PAD and off + total <= self._cap:
+                    if (
+                        (w0 >> 48) == FRAME_MARK
+                        and (w0 >> 32) & 0xFFFF != TYPE_PAD
+                        and off + total <= self._cap
+                    ):
                         self.pos = pos + total
                         self._next_seq += 1
                         start = off + FRAME_HEADER
                         try:
                             msg = self._decode(self._data[start : start + n])
                         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                            raise RingCorruptedError(f"ring {self.ring.name}: undecodable frame: {exc}") from exc
+                            raise RingCorruptedError(
+                                f"ring {self.ring.name}: undecodable frame: {exc}"
+                            ) from exc
                         self.received += 1
                         return msg
         while True:
@@ -875,7 +922,9 @@ class Consumer:
                 if not self.gating and self._lapped(frame_pos):
                     self._discard_and_resync()
                     continue
-                raise RingCorruptedError(f"ring {self.ring.name}: undecodable frame: {exc}") from exc
+                raise RingCorruptedError(
+                    f"ring {self.ring.name}: undecodable frame: {exc}"
+                ) from exc
             if not self.gating and self._lapped(frame_pos):
                 self._discard_and_resync()
                 continue
@@ -927,7 +976,9 @@ class Consumer:
             try:
                 return [decode(data[o : o + ln]) for o, ln in idx[:n, :2].tolist()]
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise RingCorruptedError(f"ring {self.ring.name}: undecodable frame: {exc}") from exc
+                raise RingCorruptedError(
+                    f"ring {self.ring.name}: undecodable frame: {exc}"
+                ) from exc
         out: list[Any] = []
         decode = self._decode
         data = self._data
@@ -943,7 +994,9 @@ class Consumer:
                 if not self.gating and self._lapped(frame_pos):
                     self._discard_and_resync()
                     continue
-                raise RingCorruptedError(f"ring {self.ring.name}: undecodable frame: {exc}") from exc
+                raise RingCorruptedError(
+                    f"ring {self.ring.name}: undecodable frame: {exc}"
+                ) from exc
             if not self.gating and self._lapped(frame_pos):
                 self._discard_and_resync()
                 continue
@@ -967,7 +1020,13 @@ class Consumer:
         if self._next_seq < 0:
             self._next_seq = int(self._q[((self.pos & self._mask) >> 3) + 1])
         n, pos, next_seq, err = K.scan(
-            self.ring.data_addr, self._cap, self.pos, self._avail, self._next_seq, self._max_payload, self._index[:max_n]
+            self.ring.data_addr,
+            self._cap,
+            self.pos,
+            self._avail,
+            self._next_seq,
+            self._max_payload,
+            self._index[:max_n],
         )
         if err:
             raise RingCorruptedError(

@@ -97,11 +97,15 @@ class SeqlockTable:
         self.nrows = int(conf[0])
         self.row_size = int(conf[1])
         if self.row_size != self.dtype.itemsize:
-            raise LayoutVersionError(f"table {region.name}: row size {self.row_size} != dtype's {self.dtype.itemsize}")
+            raise LayoutVersionError(
+                f"table {region.name}: row size {self.row_size} != dtype's {self.dtype.itemsize}"
+            )
         self._seq_base = region.addr + TABLE_SEQS
         self._rows_off = _rows_offset(self.nrows)
         self._rows_base = region.addr + self._rows_off
-        self.rows = region.array[self._rows_off : self._rows_off + self.nrows * self.row_size].view(self.dtype)
+        self.rows = region.array[self._rows_off : self._rows_off + self.nrows * self.row_size].view(
+            self.dtype
+        )
         self._stage = np.zeros(1, dtype=self.dtype)
         self._stage_addr = int(self._stage.ctypes.data)
         self._out = np.zeros(1, dtype=self.dtype)
@@ -135,7 +139,12 @@ class SeqlockTable:
                 st[k] = v
         else:
             st[0] = values
-        _write_row(self._seq_base + 8 * row, self._rows_base + row * self.row_size, self._stage_addr, self.row_size)
+        _write_row(
+            self._seq_base + 8 * row,
+            self._rows_base + row * self.row_size,
+            self._stage_addr,
+            self.row_size,
+        )
 
     def read(self, row: int, timeout_s: float = 0.5) -> np.void:
         """A consistent copy of row ``row``."""
@@ -143,10 +152,16 @@ class SeqlockTable:
             raise IndexError(f"row {row} out of range 0..{self.nrows - 1}")
         out = np.zeros(1, dtype=self.dtype)
         tries = _read_retrying(
-            self._seq_base + 8 * row, self._rows_base + row * self.row_size, int(out.ctypes.data), self.row_size, timeout_s
+            self._seq_base + 8 * row,
+            self._rows_base + row * self.row_size,
+            int(out.ctypes.data),
+            self.row_size,
+            timeout_s,
         )
         if tries < 0:
-            raise TornReadError(f"table {self.region.name}: row {row} stayed in mid-write for {timeout_s}s")
+            raise TornReadError(
+                f"table {self.region.name}: row {row} stayed in mid-write for {timeout_s}s"
+            )
         self.retries += tries - 1
         return out[0]
 
@@ -156,10 +171,16 @@ class SeqlockTable:
         if not 0 <= row < self.nrows:
             raise IndexError(f"row {row} out of range 0..{self.nrows - 1}")
         tries = _read_retrying(
-            self._seq_base + 8 * row, self._rows_base + row * self.row_size, self._out_addr, self.row_size, timeout_s
+            self._seq_base + 8 * row,
+            self._rows_base + row * self.row_size,
+            self._out_addr,
+            self.row_size,
+            timeout_s,
         )
         if tries < 0:
-            raise TornReadError(f"table {self.region.name}: row {row} stayed in mid-write for {timeout_s}s")
+            raise TornReadError(
+                f"table {self.region.name}: row {row} stayed in mid-write for {timeout_s}s"
+            )
         return self._out[0].item()
 
     def read_all(self) -> np.ndarray:
@@ -171,7 +192,9 @@ class SeqlockTable:
 
     def version(self, row: int) -> int:
         """The row's sequence word: even and growing by 2 per completed write."""
-        return int(self.region.array[TABLE_SEQS + 8 * row : TABLE_SEQS + 8 * row + 8].view(np.uint64)[0])
+        return int(
+            self.region.array[TABLE_SEQS + 8 * row : TABLE_SEQS + 8 * row + 8].view(np.uint64)[0]
+        )
 
     def close(self) -> None:
         self.rows = None  # type: ignore[assignment]

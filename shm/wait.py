@@ -41,7 +41,9 @@ class WaitStrategy(msgspec.Struct, frozen=True):
 
     def __post_init__(self) -> None:
         if self.kind not in WAIT_KINDS:
-            raise ValueError(f"wait strategy must be one of {', '.join(WAIT_KINDS)}, not {self.kind!r}")
+            raise ValueError(
+                f"wait strategy must be one of {', '.join(WAIT_KINDS)}, not {self.kind!r}"
+            )
         if self.spin_rounds < 0 or self.yield_rounds < 0:
             raise ValueError("spin_rounds and yield_rounds must be >= 0")
         if not (0 < self.min_sleep_s <= self.max_sleep_s):

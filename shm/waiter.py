@@ -29,7 +29,9 @@ class Waiter:
         self.sem_name = sem_name
         self._sem: posix_ipc.Semaphore | None = None
         if wait.blocks:
-            self._sem = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, mode=0o600, initial_value=0)
+            self._sem = posix_ipc.Semaphore(
+                sem_name, posix_ipc.O_CREAT, mode=0o600, initial_value=0
+            )
             for c in self.consumers:
                 c.set_wake(sem_name)
                 K.declare_sleep(c.sleep_flag_addr)  # load the kernels now, not on the first sleep

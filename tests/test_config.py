@@ -27,15 +27,27 @@ def test_shipped_config_loads() -> None:
     ("edit", "key", "problem"),
     [
         (("max_open_orders = 100", "max_open_orders = 0"), "risk.max_open_orders", "must be > 0"),
-        (("max_open_orders = 100", 'max_open_orders = "many"'), "risk.max_open_orders", "Expected `int`"),
+        (
+            ("max_open_orders = 100", 'max_open_orders = "many"'),
+            "risk.max_open_orders",
+            "Expected `int`",
+        ),
         (("[sim]\n", "[sim]\nlatncy_us = 1\n"), "sim.latncy_us", "unknown key"),
         (("md_capacity = 4194304", "md_capacity = 5000"), "rings.md_capacity", "power of two"),
         (('wait = "block"', 'wait = "nap"'), "processes.feed.wait", "must be one of"),
         (('id = "gekko"', 'id = "has space"'), "engine.id", "letters or digits"),
         (("tick_size = 0.01", "tick_size = -0.01"), "instruments[0].tick_size", "must be > 0"),
-        (('instruments = ["AAPL"]', 'instruments = ["NOPE"]'), "strategies[1].instruments", "unknown instrument"),
+        (
+            ('instruments = ["AAPL"]', 'instruments = ["NOPE"]'),
+            "strategies[1].instruments",
+            "unknown instrument",
+        ),
         (('source = "synthetic"', 'source = "replay"'), "market.replay_quotes", "a replay needs"),
-        (('replay_quotes = ""', 'replay_quotes = "/no/such.csv"'), "market.replay_quotes", "no such file"),
+        (
+            ('replay_quotes = ""', 'replay_quotes = "/no/such.csv"'),
+            "market.replay_quotes",
+            "no such file",
+        ),
     ],
 )
 def test_mistakes_name_the_key(edit: tuple[str, str], key: str, problem: str) -> None:

@@ -21,18 +21,26 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.timeout(180)
 
 
-def write_config(tmp_path: Path, engine_id: str, *, extra: str = "", strategies: str | None = None,
-                 market: str = "") -> Path:
+def write_config(
+    tmp_path: Path,
+    engine_id: str,
+    *,
+    extra: str = "",
+    strategies: str | None = None,
+    market: str = "",
+) -> Path:
     """The default config.toml with a private engine id and var dir, plus overrides."""
     text = (ROOT / "config.toml").read_text()
-    text = text.replace('id = "gekko"', f'id = "{engine_id}"').replace('var_dir = "var"', f'var_dir = "{tmp_path / "var"}"')
+    text = text.replace('id = "gekko"', f'id = "{engine_id}"').replace(
+        'var_dir = "var"', f'var_dir = "{tmp_path / "var"}"'
+    )
     if strategies is not None:
         text = text[: text.index("[[strategies]]")] + strategies
     for line in market.splitlines():  # "key = value" replaces that key's line in [market]
         key = line.split("=")[0].strip()
         start = text.index("[market]")
         at = text.index(f"\n{key} = ", start) + 1
-        text = text[:at] + line + text[text.index("\n", at):]
+        text = text[:at] + line + text[text.index("\n", at) :]
     path = tmp_path / "config.toml"
     path.write_text(text + "\n" + extra)
     return path
@@ -40,7 +48,12 @@ def write_config(tmp_path: Path, engine_id: str, *, extra: str = "", strategies:
 
 def gekko(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw
+        [sys.executable, "-m", "ops.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        **kw,
     )
 
 
@@ -65,10 +78,15 @@ def test_run_trades_and_positions_equal_signed_fills(tmp_path: Path, eid: str) -
     s = summary_of(tmp_path)
     assert s["ticks"] > 5000
     assert s["orders_new"] > 0 and s["fills"] > 0
-    fills = [json.loads(line) for line in (tmp_path / "var" / "last_run" / "fills.jsonl").read_text().splitlines()]
+    fills = [
+        json.loads(line)
+        for line in (tmp_path / "var" / "last_run" / "fills.jsonl").read_text().splitlines()
+    ]
     assert len(fills) == s["fills"]
     for sym, v in s["positions"].items():
-        signed = sum(f["side"] * f["fill_qty"] for f in fills if f["instrument_id"] == v["instrument_id"])
+        signed = sum(
+            f["side"] * f["fill_qty"] for f in fills if f["instrument_id"] == v["instrument_id"]
+        )
         assert v["position"] == signed == v["position_from_fills"], sym
     assert s["consistent"] is True
     assert "Gekko run summary" in r.stdout and "ticks/s" in r.stdout
@@ -123,8 +141,22 @@ def running_engine(cfg: Path, tmp_path: Path, eid: str) -> Iterator[subprocess.P
     """`gekko run` in the background, up and trading when the block starts; killed if the block
     leaves it running (a failed assertion must not leave an engine behind)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "60", "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "run",
+            "--config",
+            str(cfg),
+            "--duration",
+            "60",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 30)
@@ -161,9 +193,14 @@ def test_sigkill_worker_is_restarted_and_sigterm_exits_clean(tmp_path: Path, eid
     assert not any(_alive(p) for p in workers), "orphan worker left"
     assert shm_entries(eid) == []
     # orders kept flowing after the restart: the restarted incarnation's ids (block 1) appear
-    orders = [json.loads(x) for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()]
+    orders = [
+        json.loads(x)
+        for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()
+    ]
     new = [o for o in orders if o["type"] == "NewOrder"]
-    assert any((o["client_order_id"] & 0xFFFFFFFF) >= (1 << 24) for o in new), "no order after the restart"
+    assert any((o["client_order_id"] & 0xFFFFFFFF) >= (1 << 24) for o in new), (
+        "no order after the restart"
+    )
     assert len({o["client_order_id"] for o in new}) == len(new), "a client order id was reused"
 
 
@@ -179,16 +216,26 @@ size = 5
 """
 
 
-def test_same_data_same_strategy_gives_the_same_orders_inline_and_multiprocess(tmp_path: Path, eid: str) -> None:
+def test_same_data_same_strategy_gives_the_same_orders_inline_and_multiprocess(
+    tmp_path: Path, eid: str
+) -> None:
     events = 6000
-    cfg = write_config(tmp_path, eid, strategies=MOMENTUM_ONLY, market=f"max_events = {events}\nrate_hz = 4000.0")
+    cfg = write_config(
+        tmp_path, eid, strategies=MOMENTUM_ONLY, market=f"max_events = {events}\nrate_hz = 4000.0"
+    )
     r = gekko("run", "--config", str(cfg), "--until-feed-done", "--duration", "90")
     assert r.returncode == 0, r.stderr[-3000:]
     s = summary_of(tmp_path)
     assert s["stop_reason"] == "feed finished"
-    live = [json.loads(x) for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()]
-    live_new = [(o["client_order_id"], o["instrument_id"], o["side"], o["order_type"], o["px"], o["qty"])
-                for o in live if o["type"] == "NewOrder"]
+    live = [
+        json.loads(x)
+        for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()
+    ]
+    live_new = [
+        (o["client_order_id"], o["instrument_id"], o["side"], o["order_type"], o["px"], o["qty"])
+        for o in live
+        if o["type"] == "NewOrder"
+    ]
 
     from engine.backtest import InlineRuntime
     from engine.messages import NewOrder
@@ -197,10 +244,20 @@ def test_same_data_same_strategy_gives_the_same_orders_inline_and_multiprocess(t
 
     c = load_config(cfg)
     ins = c.instrument_table()
-    rt = InlineRuntime(ins, c.strategy_specs(), build_limits(c), build_venue(c, ins), build_market(c), max_ticks=events)
+    rt = InlineRuntime(
+        ins,
+        c.strategy_specs(),
+        build_limits(c),
+        build_venue(c, ins),
+        build_market(c),
+        max_ticks=events,
+    )
     summary = rt.run()
-    inline_new = [(o.client_order_id, o.instrument_id, o.side, o.order_type, o.px, o.qty)
-                  for o in summary["orders_sent"] if isinstance(o, NewOrder)]
+    inline_new = [
+        (o.client_order_id, o.instrument_id, o.side, o.order_type, o.px, o.qty)
+        for o in summary["orders_sent"]
+        if isinstance(o, NewOrder)
+    ]
     assert len(inline_new) > 5, "the momentum strategy should have traded"
     assert live_new == inline_new
 
@@ -208,14 +265,17 @@ def test_same_data_same_strategy_gives_the_same_orders_inline_and_multiprocess(t
 def test_hung_worker_is_killed_and_restarted(tmp_path: Path, eid: str) -> None:
     """A worker that stops beating (SIGSTOP: alive but frozen) is killed and replaced."""
     cfg = write_config(tmp_path, eid)
-    cfg.write_text(cfg.read_text().replace("heartbeat_timeout_s = 5.0", "heartbeat_timeout_s = 1.0"))
+    cfg.write_text(
+        cfg.read_text().replace("heartbeat_timeout_s = 5.0", "heartbeat_timeout_s = 1.0")
+    )
     with running_engine(cfg, tmp_path, eid) as proc:
         time.sleep(3)
         frozen = [c for c in _children(proc.pid) if "exec" in _cmd(c)]
         assert frozen, "exec worker not found"
         os.kill(frozen[0].pid, signal.SIGSTOP)
         assert _wait_for(
-            lambda: any("exec" in _cmd(c) and c.pid != frozen[0].pid for c in _children(proc.pid)), 30
+            lambda: any("exec" in _cmd(c) and c.pid != frozen[0].pid for c in _children(proc.pid)),
+            30,
         ), "no replacement exec worker"
         time.sleep(2)
         proc.send_signal(signal.SIGINT)
@@ -243,7 +303,10 @@ def test_kill_switch_halts_trading_until_resume(tmp_path: Path, eid: str) -> Non
     assert s["risk_events"] >= 1
     # after the kill every new order the strategies still try is refused by risk
     assert s["risk_rejects"] > 0
-    orders = [json.loads(x) for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()]
+    orders = [
+        json.loads(x)
+        for x in (tmp_path / "var" / "last_run" / "orders.jsonl").read_text().splitlines()
+    ]
     assert any(o["type"] == "CancelOrder" for o in orders), "open orders were not canceled"
     assert s["consistent"] is True
     # no engine running: the command says so
@@ -251,14 +314,18 @@ def test_kill_switch_halts_trading_until_resume(tmp_path: Path, eid: str) -> Non
     assert r.returncode == 1 and "no running engine" in r.stderr
 
 
-def test_workers_exit_when_the_supervisor_dies_and_the_next_start_cleans_up(tmp_path: Path, eid: str) -> None:
+def test_workers_exit_when_the_supervisor_dies_and_the_next_start_cleans_up(
+    tmp_path: Path, eid: str
+) -> None:
     cfg = write_config(tmp_path, eid)
     with running_engine(cfg, tmp_path, eid) as proc:
         assert _wait_for(lambda: len(_children(proc.pid)) >= 4, 30)
         workers = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)  # a crash: no clean-up at all
         proc.communicate(timeout=30)
-        assert _wait_for(lambda: not any(_alive(w) for w in workers), 15), "workers outlived the supervisor"
+        assert _wait_for(lambda: not any(_alive(w) for w in workers), 15), (
+            "workers outlived the supervisor"
+        )
     left = shm_entries(eid)
     assert left, "a crashed run leaves its regions behind"
     r = gekko("run", "--config", str(cfg), "--duration", "2", "--quiet")

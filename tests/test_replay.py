@@ -35,12 +35,15 @@ def _ts(msg: object) -> int:
 
 
 def test_quotes_csv_to_ticks_and_lots(tmp_path: Path) -> None:
-    q = _csv(tmp_path / "q.csv", """
+    q = _csv(
+        tmp_path / "q.csv",
+        """
 ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 300,BTC-USD,65000.5,0.125,65001.0,2
 100,AAA,100.01,10,100.02,5
 200,AAA,100.10,1,100.30,0
-""")
+""",
+    )
     src = ReplaySource(INS, quotes=q)
     out = list(src)
     assert out == [
@@ -52,31 +55,47 @@ ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 
 
 def test_merge_files_and_formats_in_time_order(tmp_path: Path) -> None:
-    quotes = _csv(tmp_path / "q.csv", """
+    quotes = _csv(
+        tmp_path / "q.csv",
+        """
 ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 50,AAA,9.99,1,10.01,1
 10,AAA,9.98,1,10.00,1
 50,AAA,9.97,1,10.02,1
-""")
+""",
+    )
     trades = tmp_path / "t.parquet"
-    pq.write_table(pa.table({
-        "ts_event": pa.array([40, 10, 50], pa.int64()),
-        "instrument_id": pa.array([1, 1, 7], pa.int32()),
-        "px": pa.array([10.0, 9.99, 65000.5]),
-        "qty": pa.array([3.0, 1.0, 0.002]),
-        "side": ["sell", "BUY", "-1"],
-    }), trades)
-    trades2 = _csv(tmp_path / "t2.csv", """
+    pq.write_table(
+        pa.table(
+            {
+                "ts_event": pa.array([40, 10, 50], pa.int64()),
+                "instrument_id": pa.array([1, 1, 7], pa.int32()),
+                "px": pa.array([10.0, 9.99, 65000.5]),
+                "qty": pa.array([3.0, 1.0, 0.002]),
+                "side": ["sell", "BUY", "-1"],
+            }
+        ),
+        trades,
+    )
+    trades2 = _csv(
+        tmp_path / "t2.csv",
+        """
 TS_Event,Symbol,Px,Qty,Side,trade_id
 45,AAA,10.01,2,b,99
-""")
+""",
+    )
     src = ReplaySource(INS, quotes=quotes, trades=[trades, trades2])
     out = list(src)
     assert [_ts(m) for m in out] == sorted(_ts(m) for m in out)
     # equal times: trades before quotes; equal-time quotes keep file order
     assert [(type(m).__name__, _ts(m)) for m in out] == [
-        ("Trade", 10), ("Quote", 10), ("Trade", 40), ("Trade", 45),
-        ("Trade", 50), ("Quote", 50), ("Quote", 50),
+        ("Trade", 10),
+        ("Quote", 10),
+        ("Trade", 40),
+        ("Trade", 45),
+        ("Trade", 50),
+        ("Quote", 50),
+        ("Quote", 50),
     ]
     t = [m for m in out if type(m) is Trade]
     assert t[0] == Trade(1, 999, 1, Side.BUY, 10, 10, 1)
@@ -89,15 +108,22 @@ TS_Event,Symbol,Px,Qty,Side,trade_id
 
 def test_parquet_decimal_timestamp_and_string_columns(tmp_path: Path) -> None:
     path = tmp_path / "q.parquet"
-    pq.write_table(pa.table({
-        "timestamp": pa.array([1_700_000_000_123_456_789, 1_700_000_000_000_000_000],
-                              pa.timestamp("ns", tz="UTC")),
-        "symbol": ["AAA", "AAA"],
-        "bid_px": pa.array([Decimal("1.23"), Decimal("1.20")], pa.decimal128(10, 4)),
-        "bid_qty": ["7", "8"],
-        "ask_px": pa.array([1.25, 1.21]),
-        "ask_qty": pa.array([1, 2], pa.int64()),
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "timestamp": pa.array(
+                    [1_700_000_000_123_456_789, 1_700_000_000_000_000_000],
+                    pa.timestamp("ns", tz="UTC"),
+                ),
+                "symbol": ["AAA", "AAA"],
+                "bid_px": pa.array([Decimal("1.23"), Decimal("1.20")], pa.decimal128(10, 4)),
+                "bid_qty": ["7", "8"],
+                "ask_px": pa.array([1.25, 1.21]),
+                "ask_qty": pa.array([1, 2], pa.int64()),
+            }
+        ),
+        path,
+    )
     out = list(ReplaySource(INS, quotes=path))
     assert out == [
         Quote(1, 120, 8, 121, 2, 1_700_000_000_000_000_000, 1_700_000_000_000_000_000, 1),
@@ -108,10 +134,12 @@ def test_parquet_decimal_timestamp_and_string_columns(tmp_path: Path) -> None:
 def test_iso_timestamps_and_gzip(tmp_path: Path) -> None:
     path = tmp_path / "t.csv.gz"
     with gzip.open(path, "wt") as f:
-        f.write("ts_event,symbol,px,qty,side\n"
-                "2024-01-02T09:30:00.000000001,AAA,1,1,\n"
-                "2024-01-02T09:30:00+01:00,AAA,1,1,none\n"
-                "2024-01-02 09:30:00.5Z,AAA,1,1,0\n")
+        f.write(
+            "ts_event,symbol,px,qty,side\n"
+            "2024-01-02T09:30:00.000000001,AAA,1,1,\n"
+            "2024-01-02T09:30:00+01:00,AAA,1,1,none\n"
+            "2024-01-02 09:30:00.5Z,AAA,1,1,0\n"
+        )
     out = list(ReplaySource(INS, trades=path))
     base = 1_704_187_800_000_000_000  # 2024-01-02T09:30:00Z
     assert [m.ts_event for m in out] == [base - 3_600 * 10**9, base + 1, base + 500_000_000]
@@ -119,15 +147,21 @@ def test_iso_timestamps_and_gzip(tmp_path: Path) -> None:
 
 
 def test_bars_stamped_at_close_and_ordered_by_it(tmp_path: Path) -> None:
-    bars = _csv(tmp_path / "bars.csv", """
+    bars = _csv(
+        tmp_path / "bars.csv",
+        """
 ts,symbol,open,high,low,close,volume,trades
 0,AAA,10,11,9,10.5,1000,12
-""")
-    quotes = _csv(tmp_path / "q.csv", """
+""",
+    )
+    quotes = _csv(
+        tmp_path / "q.csv",
+        """
 ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 500,AAA,10.4,1,10.6,1
 60000000000,AAA,10.4,1,10.6,1
-""")
+""",
+    )
     src = ReplaySource(INS, bars=bars, quotes=quotes, bar_interval_ns=60 * 10**9)
     out = list(src)
     assert [type(m) for m in out] == [Quote, Bar, Quote]  # the bar closes at 60 s, before the quote
@@ -135,10 +169,13 @@ ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 
 
 def test_streams_are_merged_and_checked(tmp_path: Path) -> None:
-    quotes = _csv(tmp_path / "q.csv", """
+    quotes = _csv(
+        tmp_path / "q.csv",
+        """
 ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 15,AAA,1,1,2,1
-""")
+""",
+    )
     stream = [
         BookSnapshot(1, [100], [1], [200], [1], 10, 10, 0),
         BookDelta(1, 1, 100, 5, 20, 20, 1),
@@ -154,11 +191,14 @@ ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 
 
 def test_iteration_is_repeatable_and_recounts(tmp_path: Path) -> None:
-    q = _csv(tmp_path / "q.csv", """
+    q = _csv(
+        tmp_path / "q.csv",
+        """
 ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 1,AAA,1,1,2,1
 2,ZZZ,1,1,2,1
-""")
+""",
+    )
     src = ReplaySource(INS, quotes=q)
     a = list(src)
     r = dict(src.rejected)
@@ -169,7 +209,9 @@ ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 
 
 def test_malformed_quote_rows_are_counted_not_fatal(tmp_path: Path) -> None:
-    q = _csv(tmp_path / "q.csv", """
+    q = _csv(
+        tmp_path / "q.csv",
+        """
 ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
 1,AAA,10.00,1,10.01,1
 2,AAA,NaN,1,10.01,1
@@ -186,18 +228,28 @@ nope,AAA,10.00,1,10.01,1
 13,AAA,inf,1,10.01,1
 ,AAA,10.00,1,10.01,1
 15,AAA,10.00,1,10.01,1
-""")
+""",
+    )
     src = ReplaySource(INS, quotes=q)
     out = list(src)
     assert [m.ts_event for m in out] == [1, 15]
     assert src.rejected == {
-        "nan": 2, "bad_price": 2, "crossed": 2, "unknown_symbol": 1, "missing_value": 1,
-        "bad_number": 1, "bad_ts": 2, "bad_qty": 1, "bad_row": 1,
+        "nan": 2,
+        "bad_price": 2,
+        "crossed": 2,
+        "unknown_symbol": 1,
+        "missing_value": 1,
+        "bad_number": 1,
+        "bad_ts": 2,
+        "bad_qty": 1,
+        "bad_row": 1,
     }
 
 
 def test_malformed_trade_and_bar_rows(tmp_path: Path) -> None:
-    t = _csv(tmp_path / "t.csv", """
+    t = _csv(
+        tmp_path / "t.csv",
+        """
 ts_event,instrument_id,px,qty,side
 1,1,10,1,buy
 2,1,10,0,buy
@@ -205,8 +257,11 @@ ts_event,instrument_id,px,qty,side
 4,99,10,1,sell
 5,x,10,1,sell
 6,7,65000.5,0.001,s
-""")
-    b = _csv(tmp_path / "b.csv", """
+""",
+    )
+    b = _csv(
+        tmp_path / "b.csv",
+        """
 date,symbol,open,high,low,close,volume
 2020-01-01,AAA,10,11,9,10,5
 2020-01-02,AAA,10,9,9,10,5
@@ -214,13 +269,18 @@ date,symbol,open,high,low,close,volume
 2020-01-04,AAA,10,11,9,10,-5
 2020-01-05,AAA,10,11,9,0,5
 not a date,AAA,10,11,9,10,5
-""")
+""",
+    )
     src = ReplaySource(INS, trades=t, bars=b)
     out = list(src)
     assert [type(m) for m in out] == [Trade, Trade, Bar]
     assert out[1].instrument_id == 7 and out[1].qty == 1
     assert src.rejected == {
-        "bad_qty": 2, "bad_side": 1, "unknown_symbol": 2, "bad_ohlc": 2, "bad_price": 1,
+        "bad_qty": 2,
+        "bad_side": 1,
+        "unknown_symbol": 2,
+        "bad_ohlc": 2,
+        "bad_price": 1,
         "bad_ts": 1,
     }
 
@@ -228,20 +288,26 @@ not a date,AAA,10,11,9,10,5
 ROW = st.tuples(
     st.one_of(st.integers(-5, 10**6).map(str), st.sampled_from(["", "x", "1.5", "NaN"])),
     st.sampled_from(["AAA", "BTC-USD", "ZZZ", ""]),
-    st.one_of(st.decimals(-10, 10**5, places=3, allow_nan=True).map(str),
-              st.sampled_from(["", "abc", "1e400"])),
+    st.one_of(
+        st.decimals(-10, 10**5, places=3, allow_nan=True).map(str),
+        st.sampled_from(["", "abc", "1e400"]),
+    ),
     st.one_of(st.decimals(-5, 10**4, places=3, allow_nan=False).map(str), st.just("")),
     st.one_of(st.decimals(-10, 10**5, places=3, allow_nan=True).map(str), st.just("inf")),
     st.one_of(st.decimals(-5, 10**4, places=3, allow_nan=False).map(str), st.just("?")),
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(rows=st.lists(ROW, max_size=40))
 def test_any_rows_never_crash_and_every_row_is_accounted(tmp_path: Path, rows: list) -> None:
     path = tmp_path / "fuzz.csv"
-    path.write_text("ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty\n"
-                    + "".join(",".join(r) + "\n" for r in rows))
+    path.write_text(
+        "ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty\n"
+        + "".join(",".join(r) + "\n" for r in rows)
+    )
     src = ReplaySource(INS, quotes=path)
     out = list(src)
     assert len(out) + sum(src.rejected.values()) == len(rows)
@@ -287,12 +353,15 @@ def test_unsupported_or_empty_file(tmp_path: Path) -> None:
 
 
 def test_load_bars_csv_yahoo_style(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "spx.csv", """
+    path = _csv(
+        tmp_path / "spx.csv",
+        """
 Date,Open,High,Low,Close,Adj Close,Volume
 2018-12-28,2498.77,2520.27,2472.89,2485.74,2485.74,2442510000
 2018-12-27,2442.50,2489.10,2397.94,2488.83,2488.83,2630860000
 2018-12-31,2498.94,2509.24,2482.82,2506.85,2506.85,
-""")
+""",
+    )
     spx = Instrument(instrument_id=3, symbol="SPX", tick_size=0.01, lot_size=1.0)
     rejected: dict[str, int] = {}
     bars = load_bars_csv(path, spx, rejected=rejected)
@@ -305,35 +374,46 @@ Date,Open,High,Low,Close,Adj Close,Volume
 
 
 def test_load_bars_adjusted(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "x.csv", """
+    path = _csv(
+        tmp_path / "x.csv",
+        """
 date,open,high,low,close,adj_close,volume
 2020-08-28,500,505,495,500,125,10
 2020-08-31,126,130,120,125,125,40
-""")
+""",
+    )
     ins = Instrument(instrument_id=4, symbol="X", tick_size=0.01)
     raw = load_bars_csv(path, ins)
     adj = load_bars_csv(path, ins, adjusted=True)
     assert [b.close for b in raw] == [50000, 12500]
     assert [(b.open, b.high, b.low, b.close) for b in adj] == [
-        (12500, 12625, 12375, 12500), (12600, 13000, 12000, 12500)]
+        (12500, 12625, 12375, 12500),
+        (12600, 13000, 12000, 12500),
+    ]
 
 
 # --- LOBSTER -----------------------------------------------------------------------------------
 
 
 def _lobster_files(tmp_path: Path) -> tuple[Path, Path]:
-    msg = _csv(tmp_path / "AAA_message_2.csv", """
+    msg = _csv(
+        tmp_path / "AAA_message_2.csv",
+        """
 34200.000000000,1,1,100,1000100,-1
 34200.500000000,1,2,10,1000000,1
 34201.000000000,4,1,40,1000100,-1
 34202.000000000,3,3,30,1000200,-1
-""")
-    book = _csv(tmp_path / "AAA_orderbook_2.csv", """
+""",
+    )
+    book = _csv(
+        tmp_path / "AAA_orderbook_2.csv",
+        """
 1000100,100,1000000,50,1000200,30,999900,20
 1000100,100,1000000,60,1000200,30,999900,20
 1000100,60,1000000,60,1000200,30,999900,20
 1000100,60,1000000,60,9999999999,0,999900,20
-""")
+""",
+    )
     return msg, book
 
 

@@ -82,7 +82,9 @@ def _slow_reader(engine_id: str, out) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.timeout(300)
 def test_five_million_frames_two_gating_one_lapped(engine_id: str) -> None:
     ctx = mp_context()
-    ring = Ring.create(engine_id, "stress", 1 << 20, consumers=[("a", True), ("b", True), ("monitor", False)])
+    ring = Ring.create(
+        engine_id, "stress", 1 << 20, consumers=[("a", True), ("b", True), ("monitor", False)]
+    )
     out = ctx.Queue()
     procs = [
         ctx.Process(target=_gating_reader, args=(engine_id, "a", out)),
@@ -156,7 +158,9 @@ def _reader_that_stalls(engine_id: str) -> None:
     time.sleep(60)  # reads once, then stalls until killed
 
 
-def test_killed_gating_consumer_stops_gating_after_grace(engine_id: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_killed_gating_consumer_stops_gating_after_grace(
+    engine_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
     ctx = mp_context()
     ring = Ring.create(engine_id, "k", 4096, consumers=[("victim", True)])
     prod = ring.producer(wait="backoff", timeout_s=10, dead_reader_grace_s=0.3)

@@ -62,7 +62,9 @@ def test_raw_view_gives_type_without_decoding(engine_id: str) -> None:
     read_batch=st.integers(1, 50),
     use_raw_batch=st.booleans(),
 )
-def test_any_frames_round_trip_byte_exact(sizes: list[int], batch: int, read_batch: int, use_raw_batch: bool) -> None:
+def test_any_frames_round_trip_byte_exact(
+    sizes: list[int], batch: int, read_batch: int, use_raw_batch: bool
+) -> None:
     """Any frame sizes, batch sizes and wraps: every payload comes back byte-exact, in order,
     and the consumer's cursor never passes the producer's, nor falls a lap behind."""
     import uuid
@@ -103,7 +105,11 @@ def test_any_frames_round_trip_byte_exact(sizes: list[int], batch: int, read_bat
                     continue
             else:
                 types = np.full(len(chunk), 9, dtype=np.uint16)
-                flat = np.frombuffer(b"".join(chunk), dtype=np.uint8) if sum(map(len, chunk)) else np.zeros(0, np.uint8)
+                flat = (
+                    np.frombuffer(b"".join(chunk), dtype=np.uint8)
+                    if sum(map(len, chunk))
+                    else np.zeros(0, np.uint8)
+                )
                 offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
                 offsets[1:] = np.cumsum([len(c) for c in chunk])
                 # the ring holds 4 KiB: publish what fits, draining between attempts
@@ -283,7 +289,9 @@ def test_raw_batch_at_a_lap_boundary_proceeds_once_drained(engine_id: str) -> No
     assert sum(got) == n + 1
 
 
-def test_publish_batch_commits_once_when_it_fits(engine_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publish_batch_commits_once_when_it_fits(
+    engine_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shm import ring as ring_mod
 
     ring = Ring.create(engine_id, "r", 1 << 16)
@@ -310,6 +318,8 @@ def test_raw_batch_frame_that_wraps_past_a_quarter_ring_is_written(engine_id: st
     cons.commit()
     assert ring.capacity - (prod.pos & (ring.capacity - 1)) == 784
     payload = np.frombuffer(b"y" * 900, dtype=np.uint8)
-    prod.publish_raw_batch(np.array([2], dtype=np.uint16), payload, np.array([0, 900], dtype=np.int64))
+    prod.publish_raw_batch(
+        np.array([2], dtype=np.uint16), payload, np.array([0, 900], dtype=np.int64)
+    )
     ftype, view = cons.poll_raw()
     assert (ftype, bytes(view)) == (2, b"y" * 900)

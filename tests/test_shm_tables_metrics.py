@@ -35,7 +35,12 @@ def test_seqlock_readers_never_see_a_torn_row(engine_id: str) -> None:
     while time.monotonic() < end:
         r = table.read(0)
         i = int(r["a"])
-        assert (int(r["b"]), int(r["c"]), float(r["d"]), r["tag"]) == (2 * i, 3 * i, float(i), str(i).encode() if i else b"")
+        assert (int(r["b"]), int(r["c"]), float(r["d"]), r["tag"]) == (
+            2 * i,
+            3 * i,
+            float(i),
+            str(i).encode() if i else b"",
+        )
         distinct.add(i)
         reads += 1
     p.join(10)

@@ -85,8 +85,10 @@ class _Consumer:
         if type(msg) is BookSnapshot:
             assert msg.bid_px == sorted(msg.bid_px, reverse=True)
             assert msg.ask_px == sorted(msg.ask_px)
-            self.books[iid] = (dict(zip(msg.bid_px, msg.bid_qty, strict=True)),
-                               dict(zip(msg.ask_px, msg.ask_qty, strict=True)))
+            self.books[iid] = (
+                dict(zip(msg.bid_px, msg.bid_qty, strict=True)),
+                dict(zip(msg.ask_px, msg.ask_qty, strict=True)),
+            )
             self.seq[iid] = msg.seq
             self.trade_id[iid] = 0
             self.last_quote[iid] = self.top(iid)
@@ -195,13 +197,19 @@ def test_messages_encode_as_plain_msgpack() -> None:
 def test_feed_is_consistent_realistic_params() -> None:
     specs = [
         InstrumentSpec.from_instrument(
-            Instrument(instrument_id=i, symbol=f"S{i}", tick_size=0.01), 20.0 * (i + 1),
+            Instrument(instrument_id=i, symbol=f"S{i}", tick_size=0.01),
+            20.0 * (i + 1),
             annual_vol=0.6,
         )
         for i in range(3)
     ]
-    m = SyntheticMarket(specs, 0.3, seed=11, mean_interval_ns=50_000_000,
-                        jumps=JumpParams(rate_per_s=0.05, std=0.005))
+    m = SyntheticMarket(
+        specs,
+        0.3,
+        seed=11,
+        mean_interval_ns=50_000_000,
+        jumps=JumpParams(rate_per_s=0.05, std=0.005),
+    )
     c = _run_consumer(m, 20_000)
     assert all(c.counts[t] > 1_000 for t in (BookDelta, Trade, Quote))
     for iid in m.instrument_ids:
@@ -214,10 +222,18 @@ def test_feed_is_consistent_realistic_params() -> None:
 
 def test_feed_is_consistent_violent_params_prices_stay_positive() -> None:
     # a few ticks of price, huge vol and downward jumps: the book is pushed against zero
-    specs = [InstrumentSpec(5, 0.01, 1.0, 0.08, vol=0.05),
-             InstrumentSpec(6, 0.5, 0.1, 3.0, vol=0.02)]
-    m = SyntheticMarket(specs, -0.4, seed=5, levels=4, level_gap_ticks=2,
-                        jumps=JumpParams(rate_per_s=100, mean=-0.05, std=0.2))
+    specs = [
+        InstrumentSpec(5, 0.01, 1.0, 0.08, vol=0.05),
+        InstrumentSpec(6, 0.5, 0.1, 3.0, vol=0.02),
+    ]
+    m = SyntheticMarket(
+        specs,
+        -0.4,
+        seed=5,
+        levels=4,
+        level_gap_ticks=2,
+        jumps=JumpParams(rate_per_s=100, mean=-0.05, std=0.2),
+    )
     c = _run_consumer(m, 5_000)
     assert c.counts[Trade] > 100
     assert min(min(b) for b, _ in c.books.values()) >= 1
@@ -360,10 +376,15 @@ def test_bad_spec_rejected(kwargs: dict) -> None:
 
 
 def test_bad_market_arguments_rejected() -> None:
-    specs = [InstrumentSpec(1, 0.01, 1.0, 10.0, vol=0.01), InstrumentSpec(2, 0.01, 1.0, 10.0, vol=0.01)]
+    specs = [
+        InstrumentSpec(1, 0.01, 1.0, 10.0, vol=0.01),
+        InstrumentSpec(2, 0.01, 1.0, 10.0, vol=0.01),
+    ]
     with pytest.raises(ValueError, match="positive definite"):
-        SyntheticMarket(specs + [InstrumentSpec(3, 0.01, 1, 10.0, vol=0.01)],
-                        [[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1]])
+        SyntheticMarket(
+            specs + [InstrumentSpec(3, 0.01, 1, 10.0, vol=0.01)],
+            [[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1]],
+        )
     with pytest.raises(ValueError, match="2x2"):
         SyntheticMarket(specs, [[1.0]])
     with pytest.raises(ValueError):

@@ -82,9 +82,20 @@ _PRIO_BAR, _PRIO_STREAM, _PRIO_TRADE, _PRIO_QUOTE = 0, 1, 2, 3
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".txt")
 _SIDES = {
-    "buy": Side.BUY, "b": Side.BUY, "1": Side.BUY, "+1": Side.BUY, "bid": Side.BUY,
-    "sell": Side.SELL, "s": Side.SELL, "-1": Side.SELL, "ask": Side.SELL,
-    "": Side.NONE, "0": Side.NONE, "none": Side.NONE, "unknown": Side.NONE, "n": Side.NONE,
+    "buy": Side.BUY,
+    "b": Side.BUY,
+    "1": Side.BUY,
+    "+1": Side.BUY,
+    "bid": Side.BUY,
+    "sell": Side.SELL,
+    "s": Side.SELL,
+    "-1": Side.SELL,
+    "ask": Side.SELL,
+    "": Side.NONE,
+    "0": Side.NONE,
+    "none": Side.NONE,
+    "unknown": Side.NONE,
+    "n": Side.NONE,
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_LIMIT = 1 << 63
@@ -102,8 +113,9 @@ class _Reject(Exception):
 class _File:
     """One loaded input file: its columns as Python lists, keyed by canonical name."""
 
-    def __init__(self, kind: str, path: Path, cols: dict[str, list[Any]], n: int,
-                 bad_rows: int) -> None:
+    def __init__(
+        self, kind: str, path: Path, cols: dict[str, list[Any]], n: int, bad_rows: int
+    ) -> None:
         self.kind = kind
         self.path = path
         self.cols = cols
@@ -137,7 +149,9 @@ class ReplaySource:
         already-built message sequences (each in time order, e.g. a LOBSTER replay), merged in
         as they are; a callable is called at each iteration so the source stays repeatable."""
         self.instruments = (
-            instruments if isinstance(instruments, InstrumentTable) else InstrumentTable(list(instruments))
+            instruments
+            if isinstance(instruments, InstrumentTable)
+            else InstrumentTable(list(instruments))
         )
         self._by_symbol = {ins.symbol: ins for ins in self.instruments}
         if symbol is not None:
@@ -193,13 +207,23 @@ class ReplaySource:
 
         def stream() -> Iterable[ReplayMessage]:
             return iter_book_deltas(
-                messages, books, instrument_id=instrument_id, price_divisor=price_divisor,
-                date_ns=date_ns, include_trades=include_trades, include_snapshot=True,
+                messages,
+                books,
+                instrument_id=instrument_id,
+                price_divisor=price_divisor,
+                date_ns=date_ns,
+                include_trades=include_trades,
+                include_snapshot=True,
             )
 
         if instruments is None:
-            instruments = [Instrument(instrument_id=instrument_id, symbol=f"LOBSTER{instrument_id}",
-                                      tick_size=price_divisor / 10_000)]
+            instruments = [
+                Instrument(
+                    instrument_id=instrument_id,
+                    symbol=f"LOBSTER{instrument_id}",
+                    tick_size=price_divisor / 10_000,
+                )
+            ]
         return cls(instruments, streams=[stream])
 
     def __iter__(self) -> Iterator[ReplayMessage]:
@@ -256,9 +280,7 @@ class ReplaySource:
                     ),
                 )
             else:
-                raise ValueError(
-                    f"{kind} file {path}: unsupported format (want .csv or .parquet)"
-                )
+                raise ValueError(f"{kind} file {path}: unsupported format (want .csv or .parquet)")
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{kind} file {path}: cannot read: {e}") from e
 
@@ -401,8 +423,11 @@ class ReplaySource:
         adj_col = c.get("adj_close") if self.adjust_bars else None
         ends: list[int | None] = []
         for i, t in enumerate(ts_col):
-            e = end_col[i] if end_col is not None else (
-                None if t is None else t + self.bar_interval_ns)
+            e = (
+                end_col[i]
+                if end_col is not None
+                else (None if t is None else t + self.bar_interval_ns)
+            )
             ends.append(e if e is not None and t is not None and e > t else None)
         for i in self._ordered(f, ends):
             try:
@@ -426,8 +451,12 @@ class ReplaySource:
                 continue
             end = ends[i]
             assert end is not None
-            yield end, _PRIO_BAR, src, i, Bar(
-                ins.instrument_id, ts_col[i], end, o, h, lo, cl, vol, n_trades
+            yield (
+                end,
+                _PRIO_BAR,
+                src,
+                i,
+                Bar(ins.instrument_id, ts_col[i], end, o, h, lo, cl, vol, n_trades),
             )
 
     def _stream_rows(
@@ -459,8 +488,13 @@ def load_bars_csv(
     ``Adj Close / Close`` so that splits do not look like crashes. Bad rows are skipped; pass a
     dict as ``rejected`` to receive the counts.
     """
-    src = ReplaySource([instrument], bars=path, symbol=instrument.symbol,
-                       bar_interval_ns=bar_interval_ns, adjust_bars=adjusted)
+    src = ReplaySource(
+        [instrument],
+        bars=path,
+        symbol=instrument.symbol,
+        bar_interval_ns=bar_interval_ns,
+        adjust_bars=adjusted,
+    )
     bars = [m for m in src if type(m) is Bar]
     if rejected is not None:
         rejected.update(src.rejected)

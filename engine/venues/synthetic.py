@@ -146,13 +146,23 @@ class InstrumentSpec:
 
     @classmethod
     def from_instrument(
-        cls, instrument: Instrument, price: float, *, vol: float | None = None,
-        annual_vol: float | None = None, garch: GarchParams | None = None,
+        cls,
+        instrument: Instrument,
+        price: float,
+        *,
+        vol: float | None = None,
+        annual_vol: float | None = None,
+        garch: GarchParams | None = None,
     ) -> InstrumentSpec:
         """Spec from an instrument definition, so tick and lot sizes have one source of truth."""
         return cls(
-            instrument_id=instrument.instrument_id, tick_size=instrument.tick_size,
-            lot_size=instrument.lot_size, price=price, vol=vol, annual_vol=annual_vol, garch=garch,
+            instrument_id=instrument.instrument_id,
+            tick_size=instrument.tick_size,
+            lot_size=instrument.lot_size,
+            price=price,
+            vol=vol,
+            annual_vol=annual_vol,
+            garch=garch,
         )
 
 
@@ -160,12 +170,29 @@ class _Book:
     """Mutable per-instrument state. Plain slotted attributes: this is the hot loop's data."""
 
     __slots__ = (
-        "iid", "tick", "x", "h", "e2", "omega", "alpha", "beta", "spread",
-        "bids", "asks", "bid_px", "ask_px", "bb", "ba", "seq", "trade_id", "last_top",
+        "iid",
+        "tick",
+        "x",
+        "h",
+        "e2",
+        "omega",
+        "alpha",
+        "beta",
+        "spread",
+        "bids",
+        "asks",
+        "bid_px",
+        "ask_px",
+        "bb",
+        "ba",
+        "seq",
+        "trade_id",
+        "last_top",
     )
 
-    def __init__(self, iid: int, tick: float, log_px: float, var: float, garch: GarchParams,
-                 spread: int) -> None:
+    def __init__(
+        self, iid: int, tick: float, log_px: float, var: float, garch: GarchParams, spread: int
+    ) -> None:
         self.iid = iid
         self.tick = tick
         self.x = log_px  # latent log price
@@ -224,8 +251,11 @@ class SyntheticMarket:
         probs = np.asarray(spread_probs, dtype=float)
         if probs.ndim != 1 or len(probs) == 0 or (probs < 0).any() or probs.sum() <= 0:
             raise ValueError("spread_probs must be a non-empty list of non-negative weights")
-        for name, p in (("spread_change_prob", spread_change_prob), ("trade_prob", trade_prob),
-                        ("update_prob", update_prob)):
+        for name, p in (
+            ("spread_change_prob", spread_change_prob),
+            ("trade_prob", trade_prob),
+            ("update_prob", update_prob),
+        ):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
 
@@ -263,11 +293,16 @@ class SyntheticMarket:
             else:
                 assert spec.annual_vol is not None
                 sigma = spec.annual_vol * math.sqrt(step_s / SECONDS_PER_YEAR)
-            self._books.append(_Book(
-                spec.instrument_id, spec.tick_size, math.log(spec.price), sigma * sigma,
-                spec.garch if spec.garch is not None else default_garch,
-                self._draw_spread(float(self._rng.random())),
-            ))
+            self._books.append(
+                _Book(
+                    spec.instrument_id,
+                    spec.tick_size,
+                    math.log(spec.price),
+                    sigma * sigma,
+                    spec.garch if spec.garch is not None else default_garch,
+                    self._draw_spread(float(self._rng.random())),
+                )
+            )
 
         self._block: list[tuple[int, list[float], list[float], list[list[float]]]] = []
         self._block_i = 0
@@ -354,8 +389,14 @@ class SyntheticMarket:
 
     def _snapshot(self, b: _Book, t: int) -> BookSnapshot:
         return BookSnapshot(
-            b.iid, list(b.bid_px), [b.bids[p] for p in b.bid_px],
-            list(b.ask_px), [b.asks[p] for p in b.ask_px], t, t, b.seq,
+            b.iid,
+            list(b.bid_px),
+            [b.bids[p] for p in b.bid_px],
+            list(b.ask_px),
+            [b.asks[p] for p in b.ask_px],
+            t,
+            t,
+            b.seq,
         )
 
     def _qty(self) -> int:
