@@ -553,6 +553,21 @@ class ReconciliationEvent(msgspec.Struct, tag=60, **_S):
     ts: int
 
 
+class Remote(msgspec.Struct, tag=48, **_S):
+    """A message from another engine, delivered by the bridge (procs/bridge.py) into the local
+    ``remote`` ring. It lives here, not in the bridge, so engine code (strategies: the hook
+    ``Strategy.on_remote``) can type it; ``msg`` is any engine message, e.g. a remote fill.
+
+    Delivery is at-least-once: ``stream_id`` increases per (``source``, ``ring``), and a reader
+    drops one that is not past the last it saw (``procs.bridge.RemoteFilter``)."""
+
+    source: str  # the engine id that produced it
+    ring: str  # its ring there (e.g. "events")
+    stream_id: str  # its Redis Streams id "<ms>-<seq>": the dedupe key
+    ts_recv: int  # our monotonic ns when the bridge delivered it
+    msg: Message
+
+
 Message = (
     Quote
     | Trade
@@ -587,6 +602,7 @@ Message = (
     | ModelSwapped
     | ModelRejected
     | ReconciliationEvent
+    | Remote
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]

@@ -10,6 +10,8 @@ Routing:
   configured (deterministic: the same data gives the same intents in both runtimes);
 - execution events go to the one strategy that owns the order, found from the top 32 bits of the
   ``client_order_id`` (``strategy_id << 32 | counter``) — no lookup table to keep in sync;
+- messages from other engines (``Remote`` envelopes from the bridge) go to every enabled strategy's
+  ``on_remote``, in delivery order, after the envelope's dedupe (delivery is at-least-once);
 - a strategy that raises is, by default, disabled and its open orders canceled, so one buggy
   plug-in cannot take the others down (``on_error="raise"`` re-raises instead, for tests).
 """
@@ -31,6 +33,7 @@ from engine.messages import (
     IntentNew,
     OrderPartiallyFilled,
     Quote,
+    Remote,
     Trade,
 )
 from engine.strategies.base import (
@@ -132,6 +135,8 @@ class StrategyHost:
         self.errors: list[tuple[str, str, str]] = []
         #: execution events whose client_order_id belongs to no hosted strategy
         self.unrouted = 0
+        #: remote messages handed to the strategies (``on_remote``)
+        self.remote_in = 0
         self.started = False
         self.stopped = False
 
@@ -268,6 +273,25 @@ class StrategyHost:
             return []  # a stopped strategy keeps its books straight but may not act
         fn = "on_fill" if isinstance(ev, OrderPartiallyFilled) else "on_order_event"
         return self._call(slot, now_ns, getattr(ev, "ts_recv", now_ns), fn, ev)
+
+    def on_remote(self, r: Remote, now_ns: int) -> list[Intent]:
+        """Hand another engine's message to every enabled strategy (``Strategy.on_remote``).
+
+        The caller drops re-delivered envelopes first (``procs.bridge.RemoteFilter``). Intents
+        sent in reaction carry the envelope's delivery time as ``ts_origin``.
+        """
+        if self.stopped:
+            return []
+        if not self.started:
+            self.start(now_ns)
+        self.remote_in += 1
+        out: list[Intent] = []
+        for slot in self.slots:
+            if slot.enabled:
+                out += self._call(
+                    slot, now_ns, r.ts_recv or now_ns, "on_remote", r.source, r.msg, slot.ctx
+                )
+        return out
 
     def on_timer(self, now_ns: int) -> list[Intent]:
         if self.stopped:

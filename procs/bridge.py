@@ -7,10 +7,11 @@ reader (gating: nothing is lost, a long Redis outage eventually back-pressures t
 non-gating: it may be lapped and counts what it missed), and only it talks to Redis.
 
 How remote messages enter this engine: each entry of a subscribed stream is decoded and published
-into the local ``remote`` ring as a ``Remote`` envelope — the original message plus the engine it
-came from, its ring, and its stream id (a reader can drop a repeated id: delivery is at-least-once).
-``Remote`` is this ring's own vocabulary, not an engine message: read the ring with
-``REMOTE_DECODER``. Today the supervisor reads it and writes ``var/last_run/remote.jsonl``.
+into the local ``remote`` ring as a ``Remote`` envelope (``engine.messages.Remote``, tag 48) — the
+original message plus the engine it came from, its ring, and its stream id (a reader can drop a
+repeated id: delivery is at-least-once). Two processes read the ring: the strategy process, which
+hands each message to its strategies' ``on_remote`` hook, and the supervisor, which writes
+``var/last_run/remote.jsonl``; both drop re-delivered ids with ``RemoteFilter``.
 
 The Redis side (ids, groups, acknowledgements, dedupe) is ``ops.store.bus``; this module gets a
 bus from its caller (``procs`` never imports ``ops``). Every Redis failure is logged, counted
@@ -26,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from engine.messages import Control, ControlCommand, Message
+from engine.messages import Control, ControlCommand, Message, Remote, tag_of
 from procs.runtime import (
     ALL_WORKERS,
     POSITION_DTYPE,
@@ -41,18 +42,7 @@ from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.bridge")
 
-REMOTE_TAG = 1000  # frame type of the remote ring (outside engine.messages' tags on purpose)
-
-
-class Remote(msgspec.Struct, tag=REMOTE_TAG, array_like=True, gc=False):
-    """A message from another engine, as delivered by the bridge."""
-
-    source: str  # the engine id that produced it
-    ring: str  # its ring there (e.g. "events")
-    stream_id: str  # its Redis Streams id: increasing per (source, ring); the dedupe key
-    ts_recv: int  # our monotonic ns when the bridge delivered it
-    msg: Message
-
+REMOTE_TAG = tag_of(Remote)  # frame type of the remote ring's envelopes (engine.messages.Remote)
 
 REMOTE_DECODER = msgspec.msgpack.Decoder(Remote)
 _MSG_DECODER = msgspec.msgpack.Decoder(Message)

@@ -91,7 +91,8 @@ def topology(cfg: Any) -> tuple[RingSpec, ...]:
     """The rings of this engine: ``TOPOLOGY`` plus the readers and rings of enabled optional workers.
 
     The bridge reads the rings listed in ``[bridge] publish`` (gating or not, as configured) and
-    produces the "remote" ring: messages from other engines, read (gating) by the supervisor.
+    produces the "remote" ring: messages from other engines, read (gating) by the strategy process
+    (its strategies' ``on_remote`` hook) and the supervisor (``remote.jsonl``).
     """
     specs = list(TOPOLOGY)
     if worker_enabled(cfg, "bridge"):
@@ -113,7 +114,11 @@ def topology(cfg: Any) -> tuple[RingSpec, ...]:
             else s
             for s in specs
         ]
-        specs.append(RingSpec("remote", "events_capacity", "bridge", (("supervisor", True),)))
+        specs.append(
+            RingSpec(
+                "remote", "events_capacity", "bridge", (("strategy", True), ("supervisor", True))
+            )
+        )
     if worker_enabled(cfg, "infer"):
         # infer reads market data NON-gating: a slow model must never hold the feed back (a lap
         # is counted); the strategy gates the forecasts so it sees every one of them
@@ -183,7 +188,14 @@ POSITION_DTYPE = np.dtype(
 
 COUNTERS: dict[str, list[str]] = {
     "feed": ["md_out", "md_rejected", "book_crossed", "book_gaps"],
-    "strategy": ["md_in", "intents_out", "events_in", "strategy_errors"],
+    "strategy": [
+        "md_in",
+        "intents_out",
+        "events_in",
+        "strategy_errors",
+        "remote_in",
+        "remote_duplicates",
+    ],
     "risk": [
         "intents_in",
         "approved",

@@ -1,4 +1,5 @@
-"""The strategy process: market data, execution events and risk replies in, intents out.
+"""The strategy process: market data, execution events, risk replies (and, with the bridge,
+other engines' messages) in, intents out.
 
 It hosts the configured strategies (``engine.strategy_host``); everything here is plumbing:
 drain each input ring in batches, hand messages to the host, publish the intents it returns.
@@ -12,7 +13,8 @@ import logging
 import time
 from typing import Any
 
-from engine.messages import Control, ControlCommand, Forecast, OrderRejected
+from engine.messages import Control, ControlCommand, Forecast, OrderRejected, Remote
+from procs.bridge import RemoteFilter
 from procs.build import build_strategy_host
 from procs.runtime import STATE_READY, STATE_STOPPING, Worker, worker_enabled
 from procs.warmup import warm_strategy
@@ -36,13 +38,35 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     intents = w.produce("intents")
     # model forecasts (procs/infer.py), when the engine runs the infer worker
     forecasts = w.consume("forecasts") if worker_enabled(cfg, "infer") else None
-    waiter = w.waiter(md, events, risk, control, *([forecasts] if forecasts is not None else []))
+    # other engines' messages (procs/bridge.py), when the bridge runs: each envelope once, to
+    # every strategy's on_remote (a re-delivered stream id is dropped here)
+    remote = w.consume("remote") if worker_enabled(cfg, "bridge") else None
+    remote_filter = RemoteFilter()
+    extra = [c for c in (forecasts, remote) if c is not None]
+    waiter = w.waiter(md, events, risk, control, *extra)
     c_md = w.metrics.counter_index("md_in")
     c_int = w.metrics.counter_index("intents_out")
     c_ev = w.metrics.counter_index("events_in")
+    c_rem = w.metrics.counter_index("remote_in")
+    c_rdup = w.metrics.counter_index("remote_duplicates")
     h_lat = w.metrics.hist("tick_to_intent_ns")
     timer_ns = 100_000_000
     next_timer = time.monotonic_ns() + timer_ns
+
+    def remote_batch() -> bool:
+        """Hand up to 256 remote envelopes to the host; False when the ring had none."""
+        batch = remote.poll_batch(256) if remote is not None else []
+        for r in batch:
+            if not isinstance(r, Remote) or not remote_filter.fresh(r):
+                w.metrics.inc_i(c_rdup)  # re-delivered (at-least-once) or not an envelope
+                continue
+            w.metrics.inc_i(c_rem)
+            out = host.on_remote(r, time.monotonic_ns())
+            if out:
+                intents.publish_batch(out)
+                w.metrics.inc_i(c_int, len(out))
+        return bool(batch)
+
     out = host.start(time.monotonic_ns())
     if out:
         intents.publish_batch(out)
@@ -56,6 +80,11 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
                     stop = True
             if stop:
+                # what other engines sent before the stop still reaches the strategies (bounded:
+                # a busy remote stream must not hold the shutdown)
+                for _ in range(64):
+                    if not remote_batch():
+                        break
                 out = host.stop(time.monotonic_ns())
                 if out:
                     intents.publish_batch(out)
@@ -88,6 +117,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                             w.metrics.inc_i(c_int, len(out))
                     else:  # model swaps, rejections, drift: the infer process logged them
                         log.debug("strategy: %s", f)
+            if remote is not None:
+                busy = remote_batch() or busy
             for msg in md.poll_batch(256):
                 busy = True
                 w.metrics.inc_i(c_md)

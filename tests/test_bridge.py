@@ -1,5 +1,6 @@
 """Two real engines on one Redis: the consumer sees the producer's fills, in order, across a crash
-of the producer's bridge and a restart of the producer engine."""
+of the producer's bridge and a restart of the producer engine — its supervisor records them and
+its strategies receive them (``Strategy.on_remote``, tests/remote_probe.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import redis
 from ops.store.bus import stream_name
 from ops.store.redis_store import client_for_url, key
 from tests.conftest import ROOT
+from tests.test_engine_e2e import is_ready
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -129,6 +131,12 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         tmp_path, consumer, redis_url, publish="[]", subscribe=f'["{producer}:events"]'
     )
     var_p = tmp_path / producer / "var" / "last_run"
+    probe_out = tmp_path / "probe.jsonl"  # what the consumer's strategy saw through on_remote
+    cfg_c.write_text(
+        cfg_c.read_text()
+        + '\n[[strategies]]\nid = 9\nname = "probe"\npath = "tests.remote_probe:RemoteProbe"\n'
+        + f'instruments = ["AAPL"]\n[strategies.params]\nout = "{probe_out}"\n'
+    )
 
     consumer_proc = gekko_run(cfg_c, "--duration", "200")
     try:
@@ -143,7 +151,8 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         # run 2: its bridge is killed mid-run, restarted by the supervisor, and resends what it may
         # not have confirmed; meanwhile the latest-state hashes are live
         t0 = time.monotonic()
-        run2 = gekko_run(cfg_p, "--duration", "5")
+        # (stopped by SIGTERM once the restarted bridge forwards again, not after a fixed time)
+        run2 = gekko_run(cfg_p, "--duration", "150")
         wait_for(lambda: client.xlen(stream) > n_run1 + 20, 150, "run 2 to forward events")
         wait_for(
             lambda: float(client.hget(key(producer, "tob:AAPL"), "bid_px") or 0) > 0, 20, "prices"
@@ -159,6 +168,11 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         victim = bridge_of(run2)
         assert victim is not None
         victim.send_signal(signal.SIGKILL)
+        # the supervisor restarts it: the new bridge reports READY and forwards again
+        wait_for(lambda: is_ready(producer, "bridge", not_pid=victim.pid), 150, "a new bridge")
+        n_restart = client.xlen(stream)
+        wait_for(lambda: client.xlen(stream) > n_restart + 5, 150, "the new bridge to forward")
+        run2.send_signal(signal.SIGTERM)
         finish(run2)
         print(f"run2 {time.monotonic() - t0:.1f}s")
         fills_2 = jsonl(var_p / "fills.jsonl")
@@ -200,6 +214,13 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         {k: v for k, v in r.items() if k not in ENVELOPE} for r in remote if r["type"] in FILL_TYPES
     ]
     assert seen_fills == fills_1 + fills_2  # every fill of both runs, once, in the producer's order
+    # the consumer's strategy got the same messages, each once, in the same order, fills included
+    probe = jsonl(probe_out)
+    assert {p["remote_source"] for p in probe} == {producer}
+    assert all(p.pop("own_ctx") for p in probe)
+    probed = [{k: v for k, v in p.items() if k != "remote_source"} for p in probe]
+    assert probed == [{k: v for k, v in r.items() if k not in ENVELOPE} for r in remote]
+    assert [p for p in probed if p["type"] in FILL_TYPES] == fills_1 + fills_2
     assert os.path.exists(tmp_path / consumer / "var" / "last_run" / "summary.json")
 
 

@@ -498,6 +498,12 @@ class Strategy:
     def on_timer(self, now_ns: int) -> None:
         """Periodic wake-up, if the runtime is configured with a timer."""
 
+    def on_remote(self, source_engine: str, msg: Any, ctx: StrategyContext) -> None:
+        """A message from another engine (``[bridge] subscribe``), e.g. its fills — each once, in
+        that engine's order. It is information, not our own state: ``ctx`` (this strategy's
+        context, the same as ``self.ctx``) is not updated by it; intents sent here go out as
+        usual. Default: ignore."""
+
     def on_stop(self) -> None:
         """Called once at shutdown; the host cancels whatever is still open afterwards."""
 
