@@ -20,6 +20,17 @@ stated once because every figure depends on them:
 - beta is cov(r, r_b) / var(r_b) against the benchmark's period returns, alpha the annualised
   intercept, excess return the annualised mean of r − r_b (and, over the whole curve, the
   total return minus the benchmark's), tracking error and information ratio from r − r_b.
+
+When to annualise (``annualisable``): scaling a 10-second demo's mean return by the number of
+seconds in a year gives a "Sharpe -16242" that means nothing. The annualised figures (annualised
+return, volatility, Sharpe, Sortino, Calmar, alpha, annualised excess return, tracking error,
+information ratio) are therefore reported only when the curve has at least
+``MIN_ANNUALISE_POINTS`` (30) points — enough returns for a mean and a deviation to be more than
+noise — spanning at least ``MIN_ANNUALISE_SPAN_NS`` (one day of its own clock: simulated time in
+a backtest, wall time in a run) — so at least 1/365 of the year the figure extrapolates to was
+seen; below that they are None (null in summary.json) with the reason in ``annualise_note``.
+The over-the-run figures do not extrapolate and are always given: total return, maximum
+drawdown, the per-period volatility, VaR/ES per sample period, beta, and the excess total return.
 """
 
 from __future__ import annotations
@@ -30,6 +41,40 @@ from typing import Any
 import numpy as np
 
 YEAR_NS = int(365.25 * 86_400 * 1_000_000_000)
+DAY_NS = 86_400 * 1_000_000_000
+#: the least a curve needs before annualised figures are reported (module docstring)
+MIN_ANNUALISE_POINTS = 30
+MIN_ANNUALISE_SPAN_NS = DAY_NS
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration for reports: "250 ms", "10.0 s", "5.0 min", "2.0 h", "3.0 d"."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    for unit, size in (("d", 86_400.0), ("h", 3_600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def annualisable(
+    ts_ns: np.ndarray,
+    min_points: int = MIN_ANNUALISE_POINTS,
+    min_span_ns: int = MIN_ANNUALISE_SPAN_NS,
+) -> tuple[bool, str]:
+    """(whether a curve sampled at ``ts_ns`` is long enough to annualise, why not if it is not).
+
+    The rule is the module docstring's: at least ``min_points`` points spanning at least
+    ``min_span_ns`` (last time minus first)."""
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    n = int(ts.size)
+    span = int(ts[-1] - ts[0]) if n >= 2 else 0
+    if n >= min_points and span >= min_span_ns:
+        return True, ""
+    return False, (
+        f"run too short to annualise: {n} points over {format_duration(span / 1e9)}, "
+        f"needs at least {min_points} points over at least {format_duration(min_span_ns / 1e9)}"
+    )
 
 
 def periods_per_year_of(ts_ns: np.ndarray) -> float:
@@ -176,22 +221,32 @@ def summarize(
     risk_free: float = 0.0,
     var_level: float = 0.95,
     periods_per_year: float | None = None,
+    min_points: int = MIN_ANNUALISE_POINTS,
+    min_span_ns: int = MIN_ANNUALISE_SPAN_NS,
 ) -> dict[str, Any]:
     """Every figure above for one equity curve (and benchmark price series, same times).
 
     Plain types only; a figure that cannot be computed (too few points, no variation, equity not
-    positive, no benchmark) is None."""
+    positive, no benchmark) is None, and so is every annualised one when the curve is too short
+    to annualise (``annualisable``; ``annualised`` False, the reason in ``annualise_note``)."""
     eq = np.asarray(equity, dtype=np.float64)
-    ppy = periods_per_year if periods_per_year is not None else periods_per_year_of(ts_ns)
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    ppy = periods_per_year if periods_per_year is not None else periods_per_year_of(ts)
     r = simple_returns(eq)
+    ok, note = annualisable(ts, min_points, min_span_ns)
     out: dict[str, Any] = {
         "points": int(eq.size),
+        "span_s": float(ts[-1] - ts[0]) / 1e9 if ts.size >= 2 else 0.0,
         "periods_per_year": _clean(ppy),
+        "sample_period_s": _clean(YEAR_NS / ppy / 1e9) if ppy and math.isfinite(ppy) else None,
+        "annualised": ok,
+        "annualise_note": note,
         "start_equity": _clean(eq[0]) if eq.size else None,
         "end_equity": _clean(eq[-1]) if eq.size else None,
         "total_return": _clean(eq[-1] / eq[0] - 1.0) if eq.size and eq[0] > 0 else None,
         "annualized_return": None,
         "volatility": None,
+        "period_volatility": None,
         "sharpe": None,
         "sortino": None,
         "max_drawdown": None,
@@ -210,13 +265,18 @@ def summarize(
         out["max_drawdown"] = _clean(max_drawdown(eq)[0])
     if r.size == 0 or ppy is None or not math.isfinite(ppy):
         return out
-    out["annualized_return"] = _clean(annualized_return(eq, ppy))
-    out["volatility"] = _clean(float(np.std(r, ddof=1)) * math.sqrt(ppy)) if r.size > 1 else None
-    out["sharpe"] = _clean(sharpe(r, ppy, risk_free))
-    out["sortino"] = _clean(sortino(r, ppy, risk_free))
-    out["calmar"] = _clean(calmar(eq, ppy))
+    # over the run (per sample period): always
+    out["period_volatility"] = _clean(float(np.std(r, ddof=1))) if r.size > 1 else None
     v, es = var_es(r, var_level)
     out["var"], out["expected_shortfall"] = _clean(v), _clean(es)
+    if ok:  # annualised: only from a curve long enough (module docstring)
+        out["annualized_return"] = _clean(annualized_return(eq, ppy))
+        out["volatility"] = (
+            _clean(float(np.std(r, ddof=1)) * math.sqrt(ppy)) if r.size > 1 else None
+        )
+        out["sharpe"] = _clean(sharpe(r, ppy, risk_free))
+        out["sortino"] = _clean(sortino(r, ppy, risk_free))
+        out["calmar"] = _clean(calmar(eq, ppy))
     if benchmark is not None:
         bench = np.asarray(benchmark, dtype=np.float64)
         # the benchmark may be unpriced at the first samples: compare from its first price on
@@ -226,8 +286,10 @@ def summarize(
         rk = simple_returns(eq[k:])
         if rb.size >= 2 and rb.size == rk.size:
             beta, alpha = beta_alpha(rk, rb, ppy)
-            out["beta"], out["alpha"] = _clean(beta), _clean(alpha)
-            rel = relative(rk, rb, ppy)
-            out.update({key: _clean(x) for key, x in rel.items()})
+            out["beta"] = _clean(beta)
+            if ok:
+                out["alpha"] = _clean(alpha)
+                rel = relative(rk, rb, ppy)
+                out.update({key: _clean(x) for key, x in rel.items()})
             out["excess_total_return"] = _clean(eq[-1] / eq[k] - bench[-1] / bench[k])
     return out

@@ -11,7 +11,7 @@ import math
 import time
 from typing import Any
 
-from engine.analytics import YEAR_NS, summarize
+from engine.analytics import YEAR_NS, format_duration, summarize
 from engine.messages import (
     CancelOrder,
     NewOrder,
@@ -274,23 +274,52 @@ def _fig(v: Any, pct: bool = False) -> str:
     return f"{v * 100:.2f}%" if pct else f"{v:.2f}"
 
 
+def _small_pct(v: Any) -> str:
+    """A percentage that may be tiny (one short sample period's VaR): three significant digits."""
+    return "-" if v is None else f"{v * 100:.3g}%"
+
+
 def format_analytics(a: dict[str, Any], by_strategy: dict[Any, Any], cfg: Any = None) -> list[str]:
-    """Report lines: the equity-curve analytics and the P&L attributed to each strategy."""
+    """Report lines: the equity-curve analytics and the P&L attributed to each strategy.
+
+    Over-the-run figures (return, drawdown, VaR/ES per sample period, beta) are always shown;
+    the annualised ones only when the curve was long enough to annualise
+    (``engine.analytics.annualisable``) — a 10-second run's "Sharpe -16242" is noise, not news.
+    """
     lines: list[str] = []
     if a.get("points"):
+        period = a.get("sample_period_s")
+        per = f" per {format_duration(period)} sample" if period else ""
+        span = a.get("span_s")
+        over = f" over {format_duration(span)}" if span else ""
         lines.append(
-            f"  performance ({a['points']} equity points): return {_fig(a.get('total_return'), True)}  "
-            f"Sharpe {_fig(a.get('sharpe'))}  Sortino {_fig(a.get('sortino'))}  "
-            f"max DD {_fig(a.get('max_drawdown'), True)}  Calmar {_fig(a.get('calmar'))}  "
-            f"VaR/ES {a.get('var_level', 0.95):.0%} {_fig(a.get('var'), True)}/{_fig(a.get('expected_shortfall'), True)}"
+            f"  performance ({a['points']} equity points{over}): "
+            f"return {_fig(a.get('total_return'), True)}  "
+            f"max DD {_fig(a.get('max_drawdown'), True)}  "
+            f"VaR/ES {a.get('var_level', 0.95):.0%}{per} "
+            f"{_small_pct(a.get('var'))}/{_small_pct(a.get('expected_shortfall'))}"
         )
+        if a.get("annualised", True):
+            lines.append(
+                f"  annualised: return {_fig(a.get('annualized_return'), True)}  "
+                f"volatility {_fig(a.get('volatility'), True)}  Sharpe {_fig(a.get('sharpe'))}  "
+                f"Sortino {_fig(a.get('sortino'))}  Calmar {_fig(a.get('calmar'))}"
+            )
+        else:
+            why = a.get("annualise_note") or "run too short to annualise"
+            lines.append(f"  annualised (return, volatility, Sharpe, Sortino, Calmar): n/a ({why})")
         if a.get("beta") is not None or a.get("excess_total_return") is not None:
             bench = getattr(getattr(cfg, "portfolio", None), "benchmark", "") or "benchmark"
-            lines.append(
-                f"  vs {bench}: beta {_fig(a.get('beta'))}  alpha {_fig(a.get('alpha'), True)}  "
-                f"excess return {_fig(a.get('excess_return'), True)} annualised, "
-                f"{_fig(a.get('excess_total_return'), True)} over the run  "
+            rel = (
+                f"alpha {_fig(a.get('alpha'), True)}  "
+                f"excess return {_fig(a.get('excess_return'), True)} annualised  "
                 f"information ratio {_fig(a.get('information_ratio'))}"
+                if a.get("annualised", True)
+                else "alpha, annualised excess return, information ratio n/a"
+            )
+            lines.append(
+                f"  vs {bench}: beta {_fig(a.get('beta'))}  "
+                f"excess return {_fig(a.get('excess_total_return'), True)} over the run  {rel}"
             )
     names: dict[int, str] = {}
     for k, st in enumerate(getattr(cfg, "strategies", None) or []):
