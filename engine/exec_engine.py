@@ -550,6 +550,8 @@ class ExecEngine:
         out: list[object] = []
         tp = type(msg)
         if tp is ExchangeStatus:
+            # the venue obeys its own status too (a simulated one refuses orders, stops matching)
+            self._filter(self.venue.on_market_data(msg, now_ns), now_ns, out)
             self._route(msg, now_ns, out)
             self._flush(out)
             return out
