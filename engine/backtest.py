@@ -46,6 +46,7 @@ from engine.messages import (
     Bar,
     CancelOrder,
     Control,
+    ExchangeStatus,
     Forecast,
     NewOrder,
     OrderPartiallyFilled,
@@ -254,6 +255,9 @@ class InlineRuntime:
                 self._book_order(msg)
             self._push_all(hop, _EVENT, self.exec.on_order(msg, t))
         elif kind == _EVENT:
+            if type(msg) is ExchangeStatus:  # the venue's status, forwarded by exec: risk obeys
+                self._risk_out(t, self.risk.on_status(msg, t))
+                return
             self.events += 1
             self.portfolio.on_event(msg)  # fills; terminal events end what it keeps per order
             if isinstance(msg, OrderPartiallyFilled):

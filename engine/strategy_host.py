@@ -264,7 +264,8 @@ class StrategyHost:
         Intents produced in reaction carry the event's ``ts_recv`` as ``ts_origin``: the event,
         not a market tick, is what caused them.
         """
-        slot = self._by_id.get(strategy_id_of(ev.client_order_id))  # type: ignore[attr-defined]
+        coid = getattr(ev, "client_order_id", None)  # a venue notice (ExchangeStatus) has none
+        slot = self._by_id.get(strategy_id_of(coid)) if coid is not None else None
         if slot is None:
             self.unrouted += 1
             return []

@@ -62,6 +62,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         build_market,
         build_strategy_host,
         build_venue,
+        with_exchange_status,
     )
     from procs.infer import with_forecasts
 
@@ -76,8 +77,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         build_limits(cfg),
         build_venue(cfg, instruments),
         # the market, with the forecasts the infer process would publish interleaved at their
-        # simulated time (procs.infer.with_forecasts; unchanged when [inference] is off)
-        with_forecasts(cfg, itertools.islice(build_market(cfg), events)),
+        # simulated time (procs.infer.with_forecasts; unchanged when [inference] is off), and
+        # the venue's halts where [sim] schedules them (procs.build.with_exchange_status)
+        with_forecasts(cfg, itertools.islice(with_exchange_status(cfg, build_market(cfg)), events)),
         exec_policy=build_exec_policy(cfg),
         **cfg.portfolio.backtest_kwargs(),
     )

@@ -209,11 +209,27 @@ class MarketSection(msgspec.Struct, **_STRICT):
             )
 
 
+class SimHalt(msgspec.Struct, **_STRICT):
+    """One scheduled halt of ``[sim] halts`` (``engine.venues.halts.ScheduledHalt``)."""
+
+    instrument: str  # a [[instruments]] symbol, or "*" for the whole venue
+    at_s: float  # seconds of market time after the first market event
+    duration_s: float
+    reason: str = "scheduled halt"
+
+
 class SimSection(msgspec.Struct, **_STRICT):
     latency_us: float = 50.0
     jitter_us: float = 10.0
     maker_fee_bps: float = -0.5
     taker_fee_bps: float = 2.0
+    # the exchange's own trading status (engine/venues/halts.py): scheduled halts, and a
+    # limit-up/limit-down breaker (0 = off) halting an instrument whose price moves more than
+    # circuit_breaker_pct % within circuit_breaker_window_s, for circuit_breaker_halt_s
+    halts: list[SimHalt] = []
+    circuit_breaker_pct: float = 0.0
+    circuit_breaker_window_s: float = 1.0
+    circuit_breaker_halt_s: float = 5.0
 
     def __post_init__(self) -> None:
         _need(self.latency_us >= 0, "sim.latency_us", "must be >= 0")
@@ -223,6 +239,22 @@ class SimSection(msgspec.Struct, **_STRICT):
             "sim.taker_fee_bps",
             "fees must be within ±1000 bps",
         )
+        _need(
+            0 <= self.circuit_breaker_pct < 100,
+            "sim.circuit_breaker_pct",
+            "must be in [0, 100) (0 = off)",
+        )
+        for k in ("circuit_breaker_window_s", "circuit_breaker_halt_s"):
+            v = getattr(self, k)
+            _need(v > 0 and math.isfinite(v), f"sim.{k}", "must be > 0")
+        for k, h in enumerate(self.halts):
+            key = f"sim.halts[{k}]"
+            _need(h.at_s >= 0 and math.isfinite(h.at_s), f"{key}.at_s", "must be >= 0")
+            _need(
+                h.duration_s > 0 and math.isfinite(h.duration_s),
+                f"{key}.duration_s",
+                "must be > 0",
+            )
 
 
 class VenueSection(msgspec.Struct, **_STRICT):
@@ -791,6 +823,12 @@ class Config(msgspec.Struct, **_STRICT):
         )
         for sym in self.inference.instruments:
             _need(sym in symbols, "inference.instruments", f"unknown instrument {sym!r}")
+        for k, h in enumerate(self.sim.halts):
+            _need(
+                h.instrument == "*" or h.instrument in symbols,
+                f"sim.halts[{k}].instrument",
+                f"unknown instrument {h.instrument!r} (a symbol, or '*' for the whole venue)",
+            )
         _check_venues(self.venues)
 
     def instrument_table(self) -> InstrumentTable:

@@ -69,6 +69,41 @@ def build_market(cfg: Config) -> Iterator[Any]:
     return iter(market)
 
 
+def build_exchange_rules(cfg: Config) -> Any:
+    """The simulated exchange's halts and circuit breaker from ``[sim]`` (None when it has
+    neither: the market stream passes unchanged)."""
+    s = cfg.sim
+    if not s.halts and not s.circuit_breaker_pct > 0:
+        return None
+    from engine.venues.halts import VENUE_WIDE, ExchangeRules, ScheduledHalt
+
+    ids = {i.symbol: i.instrument_id for i in cfg.instruments}
+    halts = [
+        ScheduledHalt(
+            VENUE_WIDE if h.instrument == "*" else ids[h.instrument],
+            int(h.at_s * 1e9),
+            int(h.duration_s * 1e9),
+            h.reason,
+        )
+        for h in s.halts
+    ]
+    return ExchangeRules(
+        ids.values(),
+        halts,
+        breaker_pct=s.circuit_breaker_pct,
+        breaker_window_ns=int(s.circuit_breaker_window_s * 1e9),
+        breaker_halt_ns=int(s.circuit_breaker_halt_s * 1e9),
+    )
+
+
+def with_exchange_status(cfg: Config, source: Iterator[Any], rules: Any = None) -> Iterator[Any]:
+    """``source`` with the venue's ``ExchangeStatus`` messages where they take effect (both
+    runtimes wrap their market this way, so they halt at the same market times)."""
+    from engine.venues.halts import with_exchange_status as wrap
+
+    return wrap(source, rules if rules is not None else build_exchange_rules(cfg))
+
+
 def build_venue(
     cfg: Config, instruments: InstrumentTable | None = None, record_path: Any = None
 ) -> Any:

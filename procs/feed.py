@@ -5,6 +5,13 @@ It paces the source in wall time (``market.rate_hz``) so a live run behaves like
 measurement), keeps an L2 book per instrument to flag crossed books and sequence gaps, and
 rejects — counted, never fatal — what would poison downstream state: unknown instruments,
 non-positive prices or quantities.
+
+It also carries the simulated exchange's trading status: the source is wrapped by the venue's
+rules (``[sim] halts``, ``circuit_breaker_*``; ``engine.venues.halts``), which insert
+``ExchangeStatus`` messages (HALTED / CIRCUIT_BREAKER / OPEN) where they take effect. They go out
+on ``md`` like any market data: exec's simulated exchange obeys them and exec forwards them on
+``events``, where risk reads them (risk has no ``md`` reader). Each is logged and counted
+(``exchange_status``).
 """
 
 from __future__ import annotations
@@ -14,8 +21,18 @@ import time
 from typing import Any
 
 from engine.book import L2Book
-from engine.messages import Bar, BookDelta, BookSnapshot, Control, ControlCommand, Quote, Trade
-from procs.build import build_market
+from engine.messages import (
+    Bar,
+    BookDelta,
+    BookSnapshot,
+    Control,
+    ControlCommand,
+    ExchangeStatus,
+    ExchangeStatusKind,
+    Quote,
+    Trade,
+)
+from procs.build import build_exchange_rules, build_market, with_exchange_status
 from procs.runtime import STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
 from shm.seqlock import SeqlockTable
 
@@ -25,6 +42,12 @@ log = logging.getLogger("gekko.feed")
 def valid(msg: Any, books: dict[int, L2Book]) -> str | None:
     """Why a market-data message must be dropped, or None if it may go out."""
     iid = getattr(msg, "instrument_id", None)
+    if isinstance(msg, ExchangeStatus):
+        if iid != -1 and iid not in books:
+            return "unknown instrument"
+        if msg.status not in tuple(ExchangeStatusKind):
+            return "unknown exchange status"
+        return None
     if iid not in books:
         return "unknown instrument"
     if isinstance(msg, Quote):
@@ -46,7 +69,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     md = w.produce("md")
     control = w.consume("control")
     books = {i.instrument_id: L2Book(i.instrument_id) for i in cfg.instruments}
-    source = build_market(cfg)
+    rules = build_exchange_rules(cfg)  # the venue's halts and breaker (None: none configured)
+    source = with_exchange_status(cfg, build_market(cfg), rules)
+    symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
     tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
     rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
     last_px = dict.fromkeys(rows, 0)
@@ -54,6 +79,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     c_rej = w.metrics.counter_index("md_rejected")
     c_cross = w.metrics.counter_index("book_crossed")
     c_gap = w.metrics.counter_index("book_gaps")
+    c_status = w.metrics.counter_index("exchange_status")
     h_pub = w.metrics.hist("publish_ns")
     rate = float(cfg.market.rate_hz)
     max_events = int(cfg.market.max_events)
@@ -134,6 +160,17 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                     )
                 elif isinstance(msg, Trade):
                     last_px[msg.instrument_id] = msg.px
+                elif isinstance(msg, ExchangeStatus):
+                    w.metrics.inc_i(c_status)
+                    if rules is not None:  # rare: a status change, not every tick
+                        w.metrics.set("breaker_trips", rules.trips)
+                        w.metrics.set("halt_withheld_trades", rules.suppressed_trades)
+                    log.warning(
+                        "feed: exchange status %s %s%s",
+                        symbols.get(msg.instrument_id, "venue"),
+                        ExchangeStatusKind(msg.status).name,
+                        f" ({msg.reason})" if msg.reason else "",
+                    )
                 md.publish(msg)
                 h_pub.record(time.monotonic_ns() - t)
                 w.metrics.inc_i(c_out)

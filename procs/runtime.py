@@ -187,7 +187,15 @@ POSITION_DTYPE = np.dtype(
 )
 
 COUNTERS: dict[str, list[str]] = {
-    "feed": ["md_out", "md_rejected", "book_crossed", "book_gaps"],
+    "feed": [
+        "md_out",
+        "md_rejected",
+        "book_crossed",
+        "book_gaps",
+        "exchange_status",  # the venue's status messages published (halts, breaker, reopenings)
+        "breaker_trips",
+        "halt_withheld_trades",
+    ],
     "strategy": [
         "md_in",
         "intents_out",

@@ -40,6 +40,15 @@ resting orders on the other side is rejected, as exchanges with "cancel newest" 
 Reduce-only: an order flagged REDUCE_ONLY is refused unless it is opposite to the venue's
 position and no larger; while it rests, its fills are capped at what is left of the position
 (other fills may have reduced it), so it never grows a position.
+
+Trading status (halts, the exchange's circuit breaker): an ``ExchangeStatus`` in the market data
+(``engine.venues.halts`` decides them and inserts them into the stream) halts one instrument, or
+with instrument id -1 the whole venue, until an OPEN for the same id. While halted the venue
+refuses new orders and replaces for the instrument with a reason that starts with ``"trading
+halted"`` and does not match: resting orders stay on the book untouched (cancels still work),
+the market book keeps following the feed. At the reopening, resting orders the book has moved
+through are filled at their price, as a reopening cross would. Statuses are part of the venue's
+durable record, so a reloaded venue is still halted.
 """
 
 from __future__ import annotations
@@ -62,6 +71,8 @@ from engine.messages import (
     BookDelta,
     BookSnapshot,
     CancelOrder,
+    ExchangeStatus,
+    ExchangeStatusKind,
     Liquidity,
     NewOrder,
     OrderAccepted,
@@ -93,7 +104,15 @@ _RecordFrame = (
     | OrderCanceled
     | OrderExpired
     | OrderReplaced
+    | ExchangeStatus
 )
+
+#: the key of a venue-wide status (``ExchangeStatus.instrument_id`` -1)
+_VENUE = -1
+_STATUS_NAMES = {
+    int(ExchangeStatusKind.HALTED): "venue halt",
+    int(ExchangeStatusKind.CIRCUIT_BREAKER): "exchange circuit breaker",
+}
 
 
 def prune_records(
@@ -156,6 +175,8 @@ class _Instrument:
     resting: dict[tuple[int, int], list[_Order]] = field(default_factory=dict)
     seen_trade: bool = False
     last_was_trade: bool = False
+    #: why trading is stopped (its own status, else the venue's); "" = open
+    halt_reason: str = ""
 
 
 @dataclass(slots=True)
@@ -249,6 +270,10 @@ class SimExchange:
         self._rec_buf: list[bytes] = []
         self._rec_enc = msgspec.msgpack.Encoder()
         self.reloaded_orders = 0
+        #: trading status per instrument id (-1: the whole venue): (status, reason) while halted
+        self._halts: dict[int, tuple[int, str]] = {}
+        #: new orders and replaces refused because the instrument was halted
+        self.halt_rejects = 0
         if record_path is not None:
             self._load_record(Path(record_path))
 
@@ -296,6 +321,9 @@ class SimExchange:
         self._advance(now_ns)
         t = max(self._clock, now_ns)
         self._clock = t
+        if type(msg) is ExchangeStatus:
+            self._on_status(msg, t)
+            return self._drain(now_ns)
         inst = self._insts.get(getattr(msg, "instrument_id", -1))
         if inst is None:
             self.ignored_market_data += 1
@@ -370,6 +398,11 @@ class SimExchange:
                 out.append((px, left))
         return out
 
+    def halted(self, instrument_id: int) -> str:
+        """Why trading in the instrument is stopped ("" when it is open)."""
+        inst = self._insts.get(instrument_id)
+        return inst.halt_reason if inst is not None else ""
+
     def queue_ahead(self, client_order_id: int) -> int | None:
         """Market size ahead of a resting order at its price (None if not resting)."""
         o = self._orders.get(client_order_id)
@@ -431,6 +464,9 @@ class SimExchange:
 
     def _replay_one(self, ev: Any, pending: dict[int, NewOrder]) -> None:
         t = type(ev)
+        if t is ExchangeStatus:
+            self._set_status(ev)
+            return
         coid = ev.client_order_id
         self._clock = max(self._clock, getattr(ev, "ts_event", 0))
         if t is NewOrder:
@@ -537,6 +573,10 @@ class SimExchange:
             return f"duplicate client_order_id {o.client_order_id}"
         if o.instrument_id not in self._insts:
             return f"unknown instrument {o.instrument_id}"
+        halt = self._insts[o.instrument_id].halt_reason
+        if halt:
+            self.halt_rejects += 1
+            return halt
         if o.order_type not in (OrderType.MARKET, OrderType.LIMIT):
             return (
                 f"unsupported order type {_enum_name(OrderType, o.order_type)}: "
@@ -664,6 +704,9 @@ class SimExchange:
             reason = f"new qty must be > 0, got {r.new_qty}"
         elif r.new_px <= 0:
             reason = f"new price must be > 0, got {r.new_px}"
+        elif self._insts[rec.order.instrument_id].halt_reason:
+            self.halt_rejects += 1
+            reason = self._insts[rec.order.instrument_id].halt_reason
         else:
             inst = self._insts[rec.order.instrument_id]
             if r.new_px != rec.px and self._own_cross(inst, rec.side, r.new_px):
@@ -892,6 +935,49 @@ class SimExchange:
                 if not crossed:
                     break  # worse-priced orders of this side cannot be crossed either
 
+    # --- trading status --------------------------------------------------------------------------
+    def _on_status(self, msg: ExchangeStatus, t: int) -> None:
+        iid = msg.instrument_id
+        known = iid == _VENUE or iid in self._insts
+        if not known or (msg.status != ExchangeStatusKind.OPEN and msg.status not in _STATUS_NAMES):
+            self.ignored_market_data += 1
+            return
+        if self._record_fd is not None:
+            self._rec_buf.append(self._rec_enc.encode(msg))
+        for inst in self._set_status(msg):  # reopened: the book may have moved through us
+            inst.consumed.clear()
+            inst.pending_trades.clear()
+            if inst.resting:
+                self._check_through(inst, t)
+
+    def _set_status(self, msg: ExchangeStatus) -> list[_Instrument]:
+        """Record a status; returns the instruments it reopened."""
+        key = msg.instrument_id
+        if msg.status == ExchangeStatusKind.OPEN:
+            self._halts.pop(key, None)
+        else:
+            self._halts[key] = (int(msg.status), msg.reason)
+        ids = list(self._insts) if key == _VENUE else [key] if key in self._insts else []
+        reopened = []
+        for iid in ids:
+            inst = self._insts[iid]
+            was = inst.halt_reason
+            inst.halt_reason = self._halt_reason(iid)
+            if was and not inst.halt_reason:
+                reopened.append(inst)
+        return reopened
+
+    def _halt_reason(self, iid: int) -> str:
+        """The reason an order is refused while ``iid`` is halted ("" if it is not)."""
+        own = self._halts.get(iid)
+        if own is not None:
+            kind, why = _STATUS_NAMES[own[0]], own[1]
+        elif _VENUE in self._halts:
+            kind, why = "venue-wide halt", self._halts[_VENUE][1]
+        else:
+            return ""
+        return f"trading halted: {kind}" + (f" ({why})" if why else "")
+
     # --- market data -----------------------------------------------------------------------------
     def _level_changed(
         self, inst: _Instrument, side: int, px: int, old: int, new: int, t: int
@@ -913,7 +999,7 @@ class SimExchange:
                     (not inst.seen_trade)
                     if self.fill_on_decrease is None
                     else self.fill_on_decrease
-                )
+                ) and not inst.halt_reason  # a halted market does not trade
                 self._consume_queue(inst, side, px, decrease - explained, fill_us, t)
         for rec in inst.resting.get(key, ()):
             rec.ahead = min(rec.ahead, new)  # nothing hidden ahead of us beyond what is shown
@@ -931,7 +1017,7 @@ class SimExchange:
         new = book.qty_at(d.side, d.px)
         if inst.resting or inst.consumed or inst.pending_trades:
             self._level_changed(inst, d.side, d.px, old, new, t)
-            if inst.resting:
+            if inst.resting and not inst.halt_reason:
                 self._check_through(inst, t)
 
     def _on_snapshot(self, inst: _Instrument, s: BookSnapshot, t: int) -> None:
@@ -946,7 +1032,7 @@ class SimExchange:
         for k in watched:
             self._level_changed(inst, k[0], k[1], old[k], book.qty_at(*k), t)
         inst.pending_trades.clear()
-        if inst.resting:
+        if inst.resting and not inst.halt_reason:
             self._check_through(inst, t)
 
     def _on_quote(self, inst: _Instrument, q: Quote, t: int) -> None:
@@ -970,7 +1056,7 @@ class SimExchange:
                 old = book.qty_at(side, px)
                 book.apply_delta(side, px, qty)
                 self._level_changed(inst, side, px, old, qty, t)
-        if inst.resting:
+        if inst.resting and not inst.halt_reason:
             self._check_through(inst, t)
 
     def _on_trade(self, inst: _Instrument, tr: Trade, t: int) -> None:
@@ -978,6 +1064,8 @@ class SimExchange:
         if tr.px <= 0 or tr.qty <= 0:
             self.ignored_market_data += 1
             return
+        if inst.halt_reason:
+            return  # a print while halted matches nothing here (the venue does not trade)
         inst.seen_trade = True
         if not inst.last_was_trade:
             inst.pending_trades.clear()  # a new batch of prints: older ones were settled
