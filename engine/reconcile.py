@@ -57,18 +57,28 @@ def reconcile(
     venue: Any,
     now_ns: int,
     pending_new: Iterable[int] = (),
+    algo_ids: Iterable[int] = (),
 ) -> Reconciliation:
-    """Rebuild the order table from the record and bring it in line with ``venue``."""
+    """Rebuild the order table from the record and bring it in line with ``venue``.
+
+    ``algo_ids``: algo parents and their children (``engine.algos.rebuild_parents`` rebuilds
+    those): they are not plain orders, so they are neither put in the table, adopted, closed nor
+    published here; their venue fills still count in the position check."""
     pending = set(pending_new)
+    algo = set(algo_ids)
     keep: list[NewOrder] = []
     dups: set[int] = set()
     for o in orders:
+        if o.client_order_id in algo or getattr(o, "algo", 0):
+            continue
         if o.client_order_id in pending:
             if not venue.knows_order(o.client_order_id):
                 continue  # exec never sent it: it will, from its input
             dups.add(o.client_order_id)
         keep.append(o)
     evs = list(events)
+    if algo:
+        evs = [e for e in evs if getattr(e, "client_order_id", None) not in algo]
     table = OrderTable.rebuild(keep, evs)
     out = Reconciliation(table=table, duplicates=dups)
     rec = out.events.append
@@ -99,7 +109,13 @@ def reconcile(
     known = {f.fill_id for f in stored_fills}
     last = max(known, default=0)
     missing = [f for f in venue.fills_since(last) if f.fill_id not in known]
-    venue_open = {o.client_order_id: o for o in venue.open_orders()}
+    algo_fills: list[OrderPartiallyFilled] = []
+    if algo:  # every venue fill of a child, seen upstream as a parent fill or not
+        algo_fills = [f for f in venue.fills_since(0) if f.client_order_id in algo]
+        missing = [f for f in missing if f.client_order_id not in algo]
+    venue_open = {
+        o.client_order_id: o for o in venue.open_orders() if o.client_order_id not in algo
+    }
     filled_coids = {f.client_order_id for f in missing}
 
     # 1. acks the record missed (the venue has the order open, or filled it)
@@ -191,7 +207,7 @@ def reconcile(
         )
     # 5. positions
     ours: dict[int, int] = {}
-    for f in out.fills:
+    for f in out.fills + algo_fills:
         ours[f.instrument_id] = ours.get(f.instrument_id, 0) + f.side * f.fill_qty
     theirs = venue.positions()
     for iid in sorted(set(ours) | set(theirs)):

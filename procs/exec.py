@@ -7,7 +7,9 @@ table from its fills, and on shutdown cancels every order still open before it c
 ``events`` ring. The order management policies (retries, price-gap band, halt policy, which
 order types the venue takes natively and which exec emulates) come from ``[exec]``; a restarted
 exec numbers its own orders (algo children, retries) in a fresh id block. Recovery after a
-restart: ``ExecEngine.restore(snapshots)`` rebuilds the order table (``engine.oms``).
+restart: ``ExecEngine.restore(snapshots)`` rebuilds the order table (``engine.oms``); algo
+parents come back through ``ExecEngine.restore_algos`` from exec's write-ahead algo log
+(``procs.algo_log``), the record and the venue (``procs.recovery``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from engine.messages import (
     OrderRejected,
 )
 from engine.portfolio import Portfolio
+from procs.algo_log import AlgoLog, algo_log_path
+from procs.algo_log import prune as prune_algo_logs
 from procs.build import build_exec_policy, build_venue, venue_record_path
 from procs.recovery import recover_exec
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker
@@ -43,7 +47,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     venue = build_venue(cfg, instruments, record_path=venue_record_path(cfg, run_id()))
     # a restarted exec numbers its own orders (algo children, retries) in a fresh id block
     engine = ExecEngine(venue, instruments, build_exec_policy(cfg, id_block=incarnation % 256))
-    portfolio = Portfolio(instruments)
+    algo_log = _open_algo_log(cfg, engine, incarnation)
+    portfolio = build_portfolio(cfg, instruments)
     positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
     rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
     orders = w.consume("orders")
@@ -106,6 +111,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         emit(rec.result.publish)
         for c in rec.result.to_cancel:
             emit(engine.on_order(c, time.monotonic_ns()))
+        # algo parents that were working: rebuilt, missed parent fills published, resumed
+        emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
     backlog = rec.backlog
     w.beat(STATE_READY)
     log.info(
@@ -175,9 +182,36 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             log.warning("exec: venue events refused by the order table: %s", engine.anomalies)
     finally:
         w.beat(STATE_STOPPING)
+        if algo_log is not None:
+            algo_log.close()
         waiter.close()
         w.close()
     return 0
+
+
+def build_portfolio(cfg: Any, instruments: Any) -> Portfolio:
+    """Exec's portfolio, with the account of ``[portfolio]`` (starting cash, lot method, base
+    currency, FX rates): without the cash its equity and weights would be meaningless."""
+    return Portfolio(instruments, **cfg.portfolio.portfolio_kwargs())
+
+
+def _open_algo_log(cfg: Any, engine: ExecEngine, incarnation: int) -> AlgoLog | None:
+    """The write-ahead log of algo parents and children (``procs.algo_log``), hooked into the
+    algo engine: a restarted exec rebuilds the parents from it (``procs.recovery``)."""
+    path = algo_log_path(cfg, run_id())
+    if path is None or engine.algo is None:
+        return None
+    if incarnation == 0:
+        prune_algo_logs(path.parent, cfg.engine.id, keep=path)
+    try:
+        alog = AlgoLog(path)
+    except OSError as exc:
+        log.error(
+            "exec: no algo log at %s (%s): algo parents will not survive a restart", path, exc
+        )
+        return None
+    engine.algo.on_record = alog.append
+    return alog
 
 
 def _gone(c: Any) -> bool:

@@ -12,7 +12,9 @@ The sequence for exec:
    the waiting orders minus those the venue already had (never placed twice).
 
 Risk takes its positions from exec's positions table at start (``procs/risk.py``), which exec
-rebuilt here first; it does not replay the record (that would count fills twice).
+rebuilt here first; it does not replay fills into positions (that would count them twice). Its
+open orders come back from the record (``recover_risk``, steps 1 and 3 above on risk's rings) so
+the kill switch and the breakers can cancel them (``engine.risk.RiskGate.restore``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.messages import NewOrder
+from engine.algos import rebuild_parents
+from engine.messages import NewOrder, OrderPartiallyFilled
 from engine.reconcile import Reconciliation, reconcile
+from procs.algo_log import algo_log_path
+from procs.algo_log import load as load_algo_log
 from procs.storage import open_recovery_source, run_id, wait_recorder_caught_up
 
 log = logging.getLogger("gekko.recovery")
@@ -34,6 +39,8 @@ class ExecRecovery:
     result: Reconciliation | None = None
     backlog: list[Any] = field(default_factory=list)  # orders to process before the ring's next
     stored_fills: list[Any] = field(default_factory=list)  # for the portfolio
+    #: algo parents to rebuild (``engine.algos.AlgoRecovery``; ``ExecEngine.restore_algos``)
+    algo: Any = None
 
 
 def recover_exec(w: Any, cfg: Any, venue: Any, orders: Any, events_ring: Any) -> ExecRecovery:
@@ -56,16 +63,34 @@ def recover_exec(w: Any, cfg: Any, venue: Any, orders: Any, events_ring: Any) ->
     pending = {o.client_order_id for o in out.backlog if isinstance(o, NewOrder)}
     state = source.load(run_id())
     now = time.monotonic_ns()
-    res = reconcile(state.orders, state.events, venue, now, pending_new=pending)
+    # algo parents: from exec's write-ahead algo log, the record and the venue; their ids are
+    # kept out of plain-order reconciliation, which would adopt or close their children
+    starts, kids = load_algo_log(algo_log_path(cfg, run_id()))
+    algo = rebuild_parents(starts, kids, state.events, venue, now)
+    res = reconcile(
+        state.orders, state.events, venue, now, pending_new=pending, algo_ids=algo.order_ids
+    )
     out.result = res
-    out.stored_fills = [f for f in res.fills if f not in res.publish]
+    out.algo = algo
+    out.stored_fills = [f for f in res.fills if f not in res.publish] + [
+        e
+        for e in state.events
+        if isinstance(e, OrderPartiallyFilled) and e.client_order_id in algo.order_ids
+    ]
     if res.duplicates:
         out.backlog = [
             o
             for o in out.backlog
             if not (isinstance(o, NewOrder) and o.client_order_id in res.duplicates)
         ]
-    source.record_reconciliation(run_id(), "exec", res.events)
+    source.record_reconciliation(run_id(), "exec", res.events + algo.events)
+    if starts:
+        log.warning(
+            "recovery: %d algo parents logged, %d rebuilt (%d child events upstream missed)",
+            len(starts),
+            len(algo.parents),
+            len(algo.replay),
+        )
     source.close()
     log.warning(
         "recovery: %d orders (%d open), %d events, %d from the journal; venue: %d differences resolved, "
@@ -81,3 +106,39 @@ def recover_exec(w: Any, cfg: Any, venue: Any, orders: Any, events_ring: Any) ->
         time.monotonic() - t0,
     )
     return out
+
+
+@dataclass
+class RiskRecovery:
+    orders: list[Any] = field(default_factory=list)  # every NewOrder of this run
+    events: list[Any] = field(default_factory=list)  # execution events and requests, in order
+
+
+def recover_risk(w: Any, cfg: Any, orders_out: Any, events_in: Any) -> RiskRecovery | None:
+    """A restarted risk process's view of this run's orders: wait (beating) until the recorder
+    has read what risk published on ``orders`` and exec on ``events``, then load the record
+    (journal, then PostgreSQL). None when there is nothing to load: storage off, or the run's
+    first risk start."""
+    source = open_recovery_source(cfg)
+    if source is None or not run_id() or w.incarnation == 0:
+        return None
+    t0 = time.monotonic()
+    try:
+        if not wait_recorder_caught_up(
+            [orders_out.ring, events_in.ring], cfg.storage.postgres.recovery_timeout_s, w.beat
+        ):
+            log.error(
+                "recovery (risk): the recorder did not catch up in time: open orders from what "
+                "is recorded"
+            )
+        state = source.load(run_id())
+    finally:
+        source.close()
+    log.warning(
+        "recovery (risk): %d orders, %d events (%d from the journal) in %.2fs",
+        len(state.orders),
+        len(state.events),
+        state.from_journal,
+        time.monotonic() - t0,
+    )
+    return RiskRecovery(list(state.orders), list(state.events))

@@ -37,6 +37,7 @@ from typing import Any
 from engine.algos.base import NS_PER_S, Algo, AlgoParamError, Child, Parent
 from engine.algos.iceberg import IcebergAlgo
 from engine.algos.pov import PovAlgo
+from engine.algos.recovery import AlgoRecovery, ChildSnapshot, ParentSnapshot, rebuild_parents
 from engine.algos.twap import TwapAlgo
 from engine.algos.vwap import VolumeProfile, VwapAlgo, VwapProfile
 from engine.instruments import Instrument, InstrumentTable
@@ -66,12 +67,16 @@ __all__ = [
     "ALGORITHMS",
     "AlgoEngine",
     "AlgoParamError",
+    "AlgoRecovery",
+    "ChildSnapshot",
+    "ParentSnapshot",
     "IcebergAlgo",
     "PovAlgo",
     "TwapAlgo",
     "VolumeProfile",
     "VwapAlgo",
     "VwapProfile",
+    "rebuild_parents",
 ]
 
 log = logging.getLogger("gekko.algos")
@@ -132,6 +137,12 @@ class AlgoEngine:
         self._out: list[object] = []
         self._dirty: dict[int, Parent] = {}
         self._now = 0
+        #: the write-ahead hook: called with (parent id, order, now_ns) for each parent as it is
+        #: accepted (order = the parent) and each child BEFORE it is handed out (exec appends
+        #: them to its algo log, ``procs.algo_log``, so a restart can rebuild the parent)
+        self.on_record: Callable[[int, NewOrder, int], None] | None = None
+        #: parents rebuilt by ``restore``
+        self.restored = 0
         #: parent NewOrders seen twice (ignored: idempotent submission)
         self.duplicates = 0
         #: child events that make no sense (unknown child, fill after close, duplicate fill id)
@@ -151,7 +162,7 @@ class AlgoEngine:
         if coid in self.parents:
             self.duplicates += 1
             return []
-        p = Parent(order=parent, algo=int(parent.algo), qty=int(parent.qty))
+        p = Parent(order=parent, algo=int(parent.algo), qty=int(parent.qty), start_ns=now_ns)
         self.parents[coid] = p
         reason = self._validate(parent)
         impl: Algo | None = None
@@ -174,6 +185,7 @@ class AlgoEngine:
             self._touch(p)
             return self._end()
         p.impl = impl
+        self._record(coid, parent, now_ns)
         self._working[coid] = p
         self._by_iid.setdefault(parent.instrument_id, []).append(p)
         self._out.append(
@@ -330,6 +342,194 @@ class AlgoEngine:
             if tr.instrument_id == instrument_id and tr.qty > 0:
                 vol.add(tr.ts_event, tr.qty)
 
+    # --- restart -------------------------------------------------------------------------------
+    def snapshot(self) -> list[ParentSnapshot]:
+        """Every parent not yet over, and every ended one that still has an open child, as
+        ``ParentSnapshot``s (what ``restore`` takes; ``rebuild_parents`` makes the same from
+        the algo log, the record and the venue after a crash)."""
+        out: list[ParentSnapshot] = []
+        for p in self.parents.values():
+            if p.state != AlgoState.WORKING and not p.open_children:
+                continue
+            out.append(
+                ParentSnapshot(
+                    order=p.order,
+                    start_ns=p.start_ns,
+                    state=int(p.state),
+                    filled=p.filled,
+                    notional_ticks=p.notional_ticks,
+                    fees=p.fees,
+                    ending=p.ending,
+                    target_qty=p.target_qty,
+                    child_rejects=p.child_rejects,
+                    children=[
+                        ChildSnapshot(
+                            client_order_id=c.client_order_id,
+                            qty=c.qty,
+                            px=c.px,
+                            sent_ns=c.sent_ns,
+                            leaves=c.leaves,
+                            cum=c.cum,
+                            is_open=c.is_open,
+                            accepted=c.accepted,
+                            cancel_sent=c.cancel_sent,
+                            outcome=c.outcome,
+                            fill_ids=sorted(c.fill_ids),
+                        )
+                        for c in p.children.values()
+                    ],
+                )
+            )
+        return out
+
+    def restore(
+        self, snapshots: Iterable[ParentSnapshot], now_ns: int, replay: Iterable[object] = ()
+    ) -> list[object]:
+        """Rebuild parents after an exec restart; returns what to send and publish.
+
+        1. Each parent and its children come back as the snapshot has them (``filled``, the
+           children's open quantity and fill ids, the child -> parent links), its algorithm
+           rebuilt from the original order and ``start_ns`` (so the schedule's times are the
+           original ones), but not yet running.
+        2. ``replay`` — venue events about children that upstream never saw as parent events
+           (``rebuild_parents``) — goes through the ordinary child-event bookkeeping: each missed
+           child fill becomes one parent fill (parent ``cum``/``leaves``; ``OrderFilled`` if it
+           completes the parent), each child the venue closed is closed. Algorithm callbacks
+           are held during the replay: nothing is sent on the strength of a half-restored state.
+        3. The policy, per parent still working:
+
+           - a cancel of the parent was requested before the crash -> it is canceled (open
+             children canceled, then one ``OrderCanceled``), as it would have been;
+           - its window ended while exec was down (TWAP / VWAP / POV with an end) -> it is NOT
+             traded late (a passive TWAP does not sweep either): open children are canceled and
+             the parent ends with ``OrderCanceled``, reason ``recovery: ... window ended while
+             exec was down``, carrying the unfilled quantity;
+           - its algorithm cannot be rebuilt (a VWAP on the RECORDED profile: the volume it was
+             scheduled on died with exec) -> ended the same way, reason ``recovery: cannot
+             resume: ...``;
+           - otherwise it resumes for what is left: a TWAP / VWAP runs its due slice at the next
+             ``on_timer`` (catching up to the schedule's target, net of open children — nothing
+             is sent twice), an iceberg shows its next child if none is resting, a POV counts
+             the market's volume again from now (``on_resume``).
+
+           Ended parents with children still open (upstream saw the end) get those children
+           canceled; a late fill of theirs is counted as an anomaly, never a second end.
+        4. A parent whose ``OrderAccepted`` upstream never saw (``announced = False``) gets it.
+
+        Parent ids already known are skipped (counted in ``duplicates``)."""
+        self._begin(now_ns)
+        rebuilt: list[Parent] = []
+        for s in snapshots:
+            coid = s.order.client_order_id
+            if coid in self.parents:
+                self.duplicates += 1
+                continue
+            o = s.order
+            p = Parent(
+                order=o,
+                algo=int(o.algo),
+                qty=int(o.qty),
+                state=int(s.state),
+                filled=int(s.filled),
+                notional_ticks=int(s.notional_ticks),
+                fees=float(s.fees),
+                ending=s.ending,
+                target_qty=int(s.target_qty),
+                child_rejects=int(s.child_rejects),
+                start_ns=int(s.start_ns),
+            )
+            for cs in s.children:
+                c = Child(
+                    cs.client_order_id,
+                    int(cs.qty),
+                    int(cs.px),
+                    int(cs.sent_ns),
+                    leaves=int(cs.leaves) if cs.is_open else 0,
+                    cum=int(cs.cum),
+                    is_open=bool(cs.is_open),
+                    accepted=bool(cs.accepted),
+                    cancel_sent=False,  # a cancel sent before the crash is sent again if needed
+                    outcome=cs.outcome,
+                    fill_ids=set(cs.fill_ids),
+                )
+                p.children[c.client_order_id] = c
+                self._child_parent[c.client_order_id] = coid
+                if c.is_open:
+                    p.open_children += 1
+                    p.open_qty += c.leaves
+            self.parents[coid] = p
+            self.restored += 1
+            if p.state == AlgoState.WORKING:
+                self._working[coid] = p
+                self._by_iid.setdefault(o.instrument_id, []).append(p)
+                if not s.announced:
+                    self._out.append(
+                        OrderAccepted(
+                            coid,
+                            0,
+                            o.instrument_id,
+                            o.side,
+                            o.px,
+                            o.qty,
+                            o.ts_origin,
+                            now_ns,
+                            now_ns,
+                        )
+                    )
+                if s.cancel_requested and not p.ending:
+                    p.ending = "canceled"
+            self._touch(p)
+            rebuilt.append(p)
+        # 2. what upstream missed, through the normal bookkeeping, callbacks held (impl None)
+        for ev in replay:
+            pc = self._child_parent.get(getattr(ev, "client_order_id", None))  # type: ignore[arg-type]
+            if pc is None or pc not in self.parents:
+                self._count("unknown_child")
+                continue
+            p = self.parents[pc]
+            c = p.children[ev.client_order_id]  # type: ignore[attr-defined]
+            if isinstance(ev, OrderPartiallyFilled):
+                self._on_child_fill(p, c, ev, now_ns)
+            elif c.is_open:
+                self._child_closed(p, c, "canceled")
+        # 3. the policy
+        for p in rebuilt:
+            if p.state != AlgoState.WORKING:
+                self._cancel_children(p, now_ns)  # ended upstream: nothing may stay open
+                continue
+            if p.ending:
+                reason, p.ending = p.ending, ""
+                self._wind_down(p, reason, now_ns)
+                continue
+            try:
+                impl = ALGORITHMS[p.algo](self, p, p.start_ns)
+            except Exception as exc:  # AlgoParamError, or a bug: end this parent, not exec
+                self._wind_down(p, f"recovery: cannot resume: {exc}", now_ns)
+                continue
+            end = impl.window_end_ns()
+            if end is not None and now_ns >= end:
+                self._wind_down(
+                    p,
+                    f"recovery: the {impl.name} window ended while exec was down; "
+                    f"{p.qty - p.filled} of {p.qty} lots unfilled",
+                    now_ns,
+                )
+                continue
+            p.impl = impl
+            self._guard(p, impl.on_resume, now_ns)
+            self._due(p, now_ns)
+        return self._end()
+
+    def _record(self, parent_coid: int, order: NewOrder, now_ns: int) -> None:
+        """Write-ahead: tell ``on_record`` before the order exists anywhere else."""
+        if self.on_record is None:
+            return
+        try:
+            self.on_record(parent_coid, order, now_ns)
+        except Exception:  # the log failing must not stop trading; the restart is then blind
+            log.exception("algo: could not log order %d", order.client_order_id)
+            self._count("log_error")
+
     # --- internals: called by Algo -------------------------------------------------------------
     def _send_child(
         self,
@@ -358,22 +558,22 @@ class AlgoEngine:
         p.children[coid] = c
         p.open_children += 1
         p.open_qty += q
-        self._out.append(
-            NewOrder(
-                client_order_id=coid,
-                strategy_id=o.strategy_id,
-                instrument_id=o.instrument_id,
-                side=o.side,
-                order_type=otype,
-                tif=tif_,
-                px=cpx,
-                qty=q,
-                ts_origin=now_ns,
-                ts_approved=now_ns,
-                flags=int(flags),
-                expire_ns=o.expire_ns if tif_ == TimeInForce.GTD else 0,
-            )
+        child = NewOrder(
+            client_order_id=coid,
+            strategy_id=o.strategy_id,
+            instrument_id=o.instrument_id,
+            side=o.side,
+            order_type=otype,
+            tif=tif_,
+            px=cpx,
+            qty=q,
+            ts_origin=now_ns,
+            ts_approved=now_ns,
+            flags=int(flags),
+            expire_ns=o.expire_ns if tif_ == TimeInForce.GTD else 0,
         )
+        self._record(p.client_order_id, child, now_ns)
+        self._out.append(child)
         self._touch(p)
         return c
 
@@ -450,7 +650,14 @@ class AlgoEngine:
         p.child_rejects = 0
         leaves = max(0, p.qty - p.filled)
         o = p.order
-        self._fill_seq += 1
+        # the parent fill carries its child's venue fill id: unique in the run whatever exec
+        # incarnation made it (the record keys fills by id), and it tells a restarted exec
+        # which child fills upstream has already seen (``engine.algos.recovery``)
+        if ev.fill_id:
+            fill_id = ev.fill_id
+        else:
+            self._fill_seq += 1
+            fill_id = self._fill_seq
         cls = OrderFilled if leaves == 0 else OrderPartiallyFilled
         self._out.append(
             cls(
@@ -464,7 +671,7 @@ class AlgoEngine:
                 leaves,
                 ev.fee,
                 ev.liquidity,
-                self._fill_seq,
+                fill_id,
                 o.ts_origin,
                 ev.ts_event,
                 ev.ts_recv,

@@ -80,6 +80,9 @@ class Parent:
     target_qty: int = 0  # what the schedule wants filled by now (scheduled algorithms)
     child_rejects: int = 0  # consecutive child rejections
     impl: Algo | None = None
+    #: exec's clock when the parent was accepted: the algorithm's schedule is rebuilt from it
+    #: after a restart (``AlgoEngine.restore``)
+    start_ns: int = 0
 
     @property
     def client_order_id(self) -> int:
@@ -204,6 +207,17 @@ class Algo:
 
     def on_child_closed(self, child: Child, now_ns: int) -> None:
         """A child ended (filled, canceled, expired or rejected)."""
+
+    def on_resume(self, now_ns: int) -> None:
+        """Called instead of ``on_start`` when the parent is rebuilt after an exec restart
+        (``AlgoEngine.restore``): the bookkeeping (filled, open children) is already restored;
+        the schedule itself was rebuilt by the constructor from the parent's original start."""
+
+    def window_end_ns(self) -> int | None:
+        """When the algorithm's window ends (None: it has none). A parent whose window ended
+        while exec was down is not resumed (see ``AlgoEngine.restore``)."""
+        end = getattr(self, "end_ns", None)
+        return int(end) if end is not None else None
 
     # actions -------------------------------------------------------------------------------------
     def send(

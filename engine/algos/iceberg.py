@@ -59,6 +59,9 @@ class IcebergAlgo(Algo):
     def on_start(self, now_ns: int) -> None:
         self._show(now_ns)
 
+    def on_resume(self, now_ns: int) -> None:
+        self._show(now_ns)  # the displayed child closed while exec was down: show the next
+
     def on_child_closed(self, child: Child, now_ns: int) -> None:
         if child.outcome == "filled":
             self.refreshes += 1

@@ -19,6 +19,7 @@ up at the next print.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from engine.algos.base import NS_PER_S, AlgoParamError, Parent, ScheduledAlgo, num
@@ -64,6 +65,13 @@ class PovAlgo(ScheduledAlgo):
             return
         self.market_volume += msg.qty  # type: ignore[attr-defined]
         self._step(now_ns)
+
+    def on_resume(self, now_ns: int) -> None:
+        # the market's volume while exec was down is unknown (and the count before it died with
+        # it): start counting again as if what is filled was exactly our share, so the parent
+        # resumes at its rate from now on instead of catching up on a guess
+        filled = self.parent.filled
+        self.market_volume = math.ceil(filled * (1.0 - self.rate) / self.rate - 1e-9)
 
     def on_child_closed(self, child: object, now_ns: int) -> None:
         self._step(now_ns)  # a capped or unfilled child: send the rest of the shortfall

@@ -1,0 +1,260 @@
+"""Algo parents across an exec restart: what a parent and its children looked like, and how to
+rebuild that from what survived the crash.
+
+Why it is built this way: a parent order lives only in exec's memory (``AlgoEngine``), but
+three things outlive exec and together say everything about it:
+
+- the **write-ahead algo log** exec keeps (``procs.algo_log``): every parent as it was
+  accepted (its ``NewOrder`` with ``algo`` / ``algo_params`` and exec's clock at acceptance,
+  from which the schedule is rebuilt) and every child ``NewOrder`` with its parent, appended
+  *before* the child leaves exec — so no child can be at the venue without its parent link;
+- the **record** (PostgreSQL + the recorder's journal): the parent events upstream has seen —
+  its acceptance, its fills (a parent fill carries its child's venue fill id, so a child fill is
+  "seen" exactly when its id is recorded), its end, and cancel requests for it;
+- the **venue**: which children it ever received, which are open (and their open quantity),
+  and every child fill.
+
+``rebuild_parents`` joins them into ``ParentSnapshot``s *as upstream last saw them*, plus the
+venue events upstream missed (``replay``: child fills, then child closes). ``AlgoEngine.restore``
+applies the snapshots, replays those events through the ordinary child-event bookkeeping (so a
+missed fill becomes exactly one parent fill, with the parent's ``cum``/``leaves``), then resumes
+the schedule for what is left, under the policy in its docstring. Pure logic: no I/O, the venue
+only queried, time passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from engine.messages import (
+    AlgoState,
+    CancelOrder,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    ReconciliationEvent,
+    ReconciliationKind,
+)
+
+K = ReconciliationKind
+
+
+class ChildSnapshot(msgspec.Struct, kw_only=True):
+    """One child order of a parent (``engine.algos.base.Child``)."""
+
+    client_order_id: int
+    qty: int
+    px: int
+    sent_ns: int
+    leaves: int
+    cum: int = 0
+    is_open: bool = True
+    accepted: bool = False
+    cancel_sent: bool = False
+    outcome: str = ""
+    fill_ids: list[int] = []
+
+
+class ParentSnapshot(msgspec.Struct, kw_only=True):
+    """A parent order and its children (``engine.algos.base.Parent``).
+
+    ``order`` is the parent as accepted (``algo`` and ``algo_params`` included); ``start_ns``
+    exec's clock when it was accepted. ``announced``: upstream has seen its ``OrderAccepted``
+    (if not, ``restore`` publishes one). ``children`` is the child order ``NewOrder`` list's
+    state; ``child_orders`` the orders themselves (the OMS needs them for open children)."""
+
+    order: NewOrder
+    start_ns: int
+    state: int = int(AlgoState.WORKING)
+    filled: int = 0
+    notional_ticks: int = 0
+    fees: float = 0.0
+    ending: str = ""
+    target_qty: int = 0
+    child_rejects: int = 0
+    announced: bool = True
+    cancel_requested: bool = False
+    children: list[ChildSnapshot] = []
+    child_orders: list[NewOrder] = []
+
+
+@dataclass
+class AlgoRecovery:
+    """What ``rebuild_parents`` found (see the module docstring)."""
+
+    parents: list[ParentSnapshot] = field(default_factory=list)
+    #: venue events about children that upstream never saw as parent events, in venue order
+    replay: list[Any] = field(default_factory=list)
+    #: children open at the venue: (the child order, its venue order id, its venue fills) —
+    #: exec's order table must know them so their later events are accepted
+    open_children: list[tuple[NewOrder, int, list[OrderPartiallyFilled]]] = field(
+        default_factory=list
+    )
+    #: every client order id that belongs to a parent (parents and children): plain-order
+    #: reconciliation (``engine.reconcile``) must leave them alone
+    order_ids: set[int] = field(default_factory=set)
+    events: list[ReconciliationEvent] = field(default_factory=list)
+
+
+_END = (OrderFilled, OrderCanceled, OrderExpired)
+
+
+def rebuild_parents(
+    starts: Iterable[tuple[NewOrder, int]],
+    children: Mapping[int, Iterable[NewOrder]],
+    events: Iterable[Any],
+    venue: Any,
+    now_ns: int,
+) -> AlgoRecovery:
+    """Rebuild every logged parent (see the module docstring).
+
+    ``starts``: (parent order, exec's clock at acceptance) from the algo log; ``children``:
+    parent id -> its child orders in the order they were sent; ``events``: the record's
+    execution events and requests in publication order; ``venue``: ``fills_since``,
+    ``open_orders``, ``knows_order``."""
+    out = AlgoRecovery()
+    starts = list(starts)
+    parent_ids = {o.client_order_id for o, _ in starts}
+    child_of: dict[int, int] = {}
+    for pc, kids in children.items():
+        for c in kids:
+            child_of[c.client_order_id] = pc
+    out.order_ids = parent_ids | set(child_of)
+    # what upstream saw of each parent
+    announced: set[int] = set()
+    ended: dict[int, int] = {}  # parent -> AlgoState it ended in
+    seen_fills: dict[int, list[OrderPartiallyFilled]] = {}
+    cancel_req: set[int] = set()
+    for ev in events:
+        coid = getattr(ev, "client_order_id", None)
+        if coid not in parent_ids:
+            continue
+        t = type(ev)
+        if t is OrderAccepted:
+            announced.add(coid)
+        elif t is OrderPartiallyFilled or t is OrderFilled:
+            seen_fills.setdefault(coid, []).append(ev)
+            if t is OrderFilled:
+                ended[coid] = int(AlgoState.DONE)
+        elif t is OrderCanceled or t is OrderExpired:
+            ended[coid] = int(AlgoState.CANCELED)
+        elif t is OrderRejected:
+            if not ev.reason.startswith(("cancel rejected:", "replace rejected:")):
+                ended[coid] = int(AlgoState.REJECTED)
+        elif t is CancelOrder:
+            cancel_req.add(coid)
+    # the venue's truth about the children
+    vfills: dict[int, list[OrderPartiallyFilled]] = {}
+    for f in venue.fills_since(0):
+        if f.client_order_id in child_of:
+            vfills.setdefault(f.client_order_id, []).append(f)
+    vopen = {o.client_order_id: o for o in venue.open_orders() if o.client_order_id in child_of}
+
+    def note(kind: int, o: Any, stored: int, venue_v: int, action: str) -> None:
+        out.events.append(
+            ReconciliationEvent(
+                int(kind), o.client_order_id, o.instrument_id, stored, venue_v, action, now_ns
+            )
+        )
+
+    replay_fills: list[OrderPartiallyFilled] = []
+    replay_close: list[Any] = []
+    for order, start_ns in starts:
+        pc = order.client_order_id
+        seen = {f.fill_id for f in seen_fills.get(pc, ()) if f.fill_id}
+        snap = ParentSnapshot(
+            order=order,
+            start_ns=int(start_ns),
+            state=ended.get(pc, int(AlgoState.WORKING)),
+            announced=pc in announced,
+            cancel_requested=pc in cancel_req,
+        )
+        for f in seen_fills.get(pc, ()):
+            snap.filled += f.fill_qty
+            snap.notional_ticks += f.fill_px * f.fill_qty
+            snap.fees += f.fee
+        kids = list(children.get(pc, ()))
+        for c in kids:
+            cc = c.client_order_id
+            fills = vfills.get(cc, [])
+            known = venue.knows_order(cc) or bool(fills) or cc in vopen
+            cs = ChildSnapshot(
+                client_order_id=cc,
+                qty=c.qty,
+                px=c.px,
+                sent_ns=c.ts_approved,
+                leaves=c.qty,
+                accepted=known,
+            )
+            if not known:  # lost on its way: it never existed at the venue
+                cs.is_open, cs.leaves, cs.outcome = False, 0, "not at the venue"
+                snap.children.append(cs)
+                continue
+            for f in fills:
+                if f.fill_id in seen:
+                    cs.cum += f.fill_qty
+                    cs.leaves -= f.fill_qty
+                    cs.fill_ids.append(f.fill_id)
+            cs.leaves = max(0, cs.leaves)
+            if cs.leaves == 0:
+                cs.is_open, cs.outcome = False, "filled"
+            unseen = [f for f in fills if f.fill_id not in seen]
+            if snap.state != AlgoState.WORKING:
+                if unseen:  # upstream saw the parent end: a later fill is an anomaly, noted
+                    for f in unseen:
+                        note(K.MISSING_FILL, f, 0, f.fill_qty, "child fill after its parent ended")
+                if cc in vopen:
+                    v = vopen[cc]
+                    cs.is_open, cs.leaves = True, v.qty
+                    out.open_children.append((c, _venue_oid(fills), fills))
+                    note(K.ORDER_MISMATCH, v, 0, v.qty, "child of an ended parent: canceled")
+                elif cs.is_open:
+                    cs.is_open, cs.leaves, cs.outcome = False, 0, "canceled"
+                snap.children.append(cs)
+                continue
+            replay_fills.extend(unseen)
+            if unseen:
+                note(
+                    K.MISSING_FILL,
+                    order,
+                    0,
+                    sum(f.fill_qty for f in unseen),
+                    "parent fill published",
+                )
+            if cc in vopen:
+                v = vopen[cc]
+                out.open_children.append((c, _venue_oid(fills), fills))
+            elif cs.is_open and cs.cum + sum(f.fill_qty for f in unseen) < c.qty:
+                # closed at the venue (an IOC remainder, a cancel, a reject) with quantity left
+                left = c.qty - cs.cum - sum(f.fill_qty for f in unseen)
+                replay_close.append(
+                    OrderCanceled(
+                        cc,
+                        c.instrument_id,
+                        left,
+                        "recovery: closed at the venue",
+                        0,
+                        now_ns,
+                        now_ns,
+                    )
+                )
+            snap.children.append(cs)
+        snap.child_orders = kids
+        if snap.state == AlgoState.WORKING or any(c.is_open for c in snap.children):
+            out.parents.append(snap)
+    # fills first (in the venue's order), then closes: a child's fills precede its close
+    replay_fills.sort(key=lambda f: f.fill_id)
+    out.replay = [*replay_fills, *replay_close]
+    return out
+
+
+def _venue_oid(fills: list[OrderPartiallyFilled]) -> int:
+    return fills[0].venue_order_id if fills else 0

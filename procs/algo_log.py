@@ -1,0 +1,132 @@
+"""Exec's write-ahead log of execution-algorithm parents and their children.
+
+Why it exists: child orders never travel on a ring (exec makes them and sends them to the
+venue itself), so neither the record nor the venue can say which parent a child belongs to.
+``AlgoEngine.on_record`` hands every accepted parent (with ``algo`` / ``algo_params`` and
+exec's clock at acceptance) and every child (with its parent's id) to ``AlgoLog.append``
+*before* the child leaves exec: a child at the venue is always in the log. After a restart,
+``load`` gives ``engine.algos.rebuild_parents`` what it needs to rebuild the parents.
+
+Format: ``var/algo/<engine>-<run>.algo``, frames ``[u32 length][u32 crc32][MessagePack]`` of
+``Entry``. Appends are plain ``write`` calls (no fsync): they survive the crash of the process,
+which is what an exec restart recovers from (the simulated venue's record makes the same
+choice). A torn last frame (killed mid-write) ends the reading and is cut off at the next open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine.messages import NewOrder
+
+log = logging.getLogger("gekko.exec")
+
+_HDR = struct.Struct("<II")
+_MAX_FRAME = 1 << 20
+
+
+class Entry(msgspec.Struct, array_like=True):
+    """A parent as accepted (``order.client_order_id == parent``) or a child of ``parent``."""
+
+    parent: int
+    ts: int  # exec's clock when the parent was accepted / the child sent
+    order: NewOrder
+
+
+def algo_log_path(cfg: Any, run_id: int) -> Path | None:
+    """Where run ``run_id``'s algo log lives (None outside a supervised run)."""
+    if not run_id:
+        return None
+    return Path(cfg.engine.var_dir) / "algo" / f"{cfg.engine.id}-{run_id}.algo"
+
+
+class AlgoLog:
+    """The append side (exec, one writer)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        good = sum(_HDR.size + len(f) for f in _frames(self.path))
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.ftruncate(self._fd, good)  # a torn tail is cut off
+        os.lseek(self._fd, good, os.SEEK_SET)
+        self._enc = msgspec.msgpack.Encoder()
+        self.appended = 0
+
+    def append(self, parent: int, order: NewOrder, ts: int) -> None:
+        """``AlgoEngine.on_record``: one entry, written before the caller goes on."""
+        f = self._enc.encode(Entry(parent, ts, order))
+        view = memoryview(_HDR.pack(len(f), zlib.crc32(f)) + f)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self.appended += 1
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def load(path: str | Path | None) -> tuple[list[tuple[NewOrder, int]], dict[int, list[NewOrder]]]:
+    """(parents as ``(order, accepted at)``, parent id -> children in sending order)."""
+    starts: list[tuple[NewOrder, int]] = []
+    children: dict[int, list[NewOrder]] = {}
+    if path is None:
+        return starts, children
+    dec = msgspec.msgpack.Decoder(Entry)
+    seen: set[int] = set()
+    for f in _frames(Path(path)):
+        try:
+            e = dec.decode(f)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("algo log %s: an entry that does not decode was skipped", path)
+            continue
+        coid = e.order.client_order_id
+        if coid in seen:
+            continue
+        seen.add(coid)
+        if coid == e.parent:
+            starts.append((e.order, e.ts))
+        else:
+            children.setdefault(e.parent, []).append(e.order)
+    return starts, children
+
+
+def prune(directory: str | Path, engine_id: str, keep: Path) -> int:
+    """Remove this engine's algo logs of earlier runs (a new run starts with no parent)."""
+    n = 0
+    for p in Path(directory).glob(f"{engine_id}-*.algo"):
+        if p != keep:
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def _frames(path: Path) -> list[bytes]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    out: list[bytes] = []
+    pos = 0
+    while pos + _HDR.size <= len(data):
+        n, crc = _HDR.unpack_from(data, pos)
+        start = pos + _HDR.size
+        if n > _MAX_FRAME or start + n > len(data):
+            break
+        frame = data[start : start + n]
+        if zlib.crc32(frame) != crc:
+            break
+        out.append(frame)
+        pos = start + n
+    return out

@@ -1,0 +1,247 @@
+"""Algo parents survive an exec restart (engine/algos/recovery.py, AlgoEngine.snapshot/restore,
+ExecEngine.restore_algos, procs/algo_log.py), and exec's portfolio has the configured cash.
+
+The in-process tests crash exec the way a SIGKILL does: the venue object and the engine are
+dropped, only files survive (the simulated venue's record, exec's algo log) plus a prefix of
+what exec published (the record). The last test does it to real processes."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import msgspec
+
+from engine.algos import AlgoEngine, ParentSnapshot, rebuild_parents
+from engine.exec_engine import ExecEngine, ExecPolicy
+from engine.instruments import Instrument, InstrumentTable
+from engine.messages import (
+    AlgoKind,
+    AlgoState,
+    BookSnapshot,
+    Message,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderType,
+    TimeInForce,
+)
+from engine.reconcile import reconcile
+from engine.venues.sim import SimExchange
+from procs.algo_log import AlgoLog
+from procs.algo_log import load as load_algo_log
+
+IID = 1
+TABLE = InstrumentTable([Instrument(instrument_id=IID, symbol="AAA", tick_size=0.01, lot_size=1)])
+MS = 1_000_000
+S = 1_000 * MS
+PARENT = 7 << 32 | 1
+
+
+def parent_order(qty: int = 100, **params: float) -> NewOrder:
+    p = {"duration_s": 10.0, "slices": 10.0, **params}
+    return NewOrder(
+        client_order_id=PARENT,
+        strategy_id=7,
+        instrument_id=IID,
+        side=1,
+        order_type=OrderType.LIMIT,
+        tif=TimeInForce.GTC,
+        px=102,
+        qty=qty,
+        ts_origin=1,
+        ts_approved=1,
+        algo=int(AlgoKind.TWAP),
+        algo_params=p,
+    )
+
+
+def book(t: int) -> BookSnapshot:
+    return BookSnapshot(IID, [100, 99], [40, 40], [101, 102], [7, 50], t, t, t // MS)
+
+
+class Exec:
+    """One exec incarnation: its venue (reloaded from the record file), engine and algo log."""
+
+    def __init__(self, tmp: Path, incarnation: int) -> None:
+        self.venue = SimExchange(TABLE, latency_ns=MS, record_path=tmp / "sim.venue")
+        self.engine = ExecEngine(self.venue, TABLE, ExecPolicy(id_block=incarnation))
+        self.log = AlgoLog(tmp / "x.algo")
+        self.engine.algo.on_record = self.log.append
+        self.out: list[object] = []  # what it published upstream
+        self.now = 0
+
+    def run_until(self, t_end: int) -> None:
+        """Market data every 100 ms, timers in between (what procs/exec does live)."""
+        t = self.now - self.now % (100 * MS) + 100 * MS
+        while t <= t_end:
+            self.out += self.engine.poll(t)
+            self.out += self.engine.on_market_data(book(t), t)
+            self.now = t
+            t += 100 * MS
+        self.now = t_end
+        self.out += self.engine.poll(t_end)
+
+    def recover(self, record: list[object], orders: list[NewOrder]) -> None:
+        """What procs/recovery + procs/exec do after a restart."""
+        self.out += self.engine.on_market_data(book(self.now), self.now)
+        starts, kids = load_algo_log(self.log.path)
+        rec = rebuild_parents(starts, kids, record, self.venue, self.now)
+        res = reconcile(orders, record, self.venue, self.now, algo_ids=rec.order_ids)
+        self.engine.table = res.table
+        self.out += res.publish
+        self.out += self.engine.restore_algos(rec, self.now)
+
+
+def venue_frames(tmp: Path) -> list[object]:
+    data = (tmp / "sim.venue").read_bytes()
+    dec = msgspec.msgpack.Decoder(Message)
+    out, pos = [], 0
+    while pos + 4 <= len(data):
+        (n,) = struct.unpack_from("<I", data, pos)
+        out.append(dec.decode(data[pos + 4 : pos + 4 + n]))
+        pos += 4 + n
+    return out
+
+
+def parent_events(events: list[object]) -> list[object]:
+    return [e for e in events if getattr(e, "client_order_id", None) == PARENT]
+
+
+def check_no_child_twice_and_parent_whole(tmp: Path, upstream: list[object], qty: int) -> None:
+    frames = venue_frames(tmp)
+    placed = [f.client_order_id for f in frames if type(f) is NewOrder]
+    assert len(placed) == len(set(placed)) > 0  # no child reached the venue twice
+    assert not [f for f in frames if isinstance(f, OrderRejected) and "duplicate" in f.reason]
+    venue_fills = [f for f in frames if isinstance(f, OrderPartiallyFilled)]
+    pf = [e for e in parent_events(upstream) if isinstance(e, OrderPartiallyFilled)]
+    # upstream saw each child fill exactly once, as a parent fill with the child's fill id
+    assert sorted(f.fill_id for f in pf) == sorted(f.fill_id for f in venue_fills)
+    assert sum(f.fill_qty for f in pf) == sum(f.fill_qty for f in venue_fills) == qty
+    assert [f.cum_qty for f in pf] == sorted(f.cum_qty for f in pf)  # cum never goes back
+    assert all(f.cum_qty + f.leaves_qty == qty for f in pf)
+    ends = [e for e in parent_events(upstream) if isinstance(e, OrderFilled | OrderCanceled)]
+    assert len(ends) == 1 and isinstance(ends[0], OrderFilled)
+
+
+def test_twap_parent_resumes_after_a_crash_with_a_lost_fill_and_a_child_in_flight(
+    tmp_path: Path,
+) -> None:
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(parent_order(), a.now)
+    # the 5th slice is due at 4.001 s: its child is sent, still on the wire when exec dies
+    a.run_until(4 * S + 1 * MS)
+    sent = [f for f in venue_frames(tmp_path) if type(f) is NewOrder]
+    assert len(sent) == 4  # slices 0-3 reached the venue; slice 4 did not
+    pf = [e for e in parent_events(a.out) if isinstance(e, OrderPartiallyFilled)]
+    assert sum(f.fill_qty for f in pf) == 40
+    # the record lost the last parent fill (the recorder had not read it)
+    record = [e for e in a.out if e is not pf[-1]]
+    del a  # SIGKILL: only the files survive
+    b = Exec(tmp_path, 1)
+    b.now = 4 * S + 500 * MS
+    b.recover(record, [parent_order()])
+    replayed = [e for e in parent_events(b.out) if isinstance(e, OrderPartiallyFilled)]
+    assert [f.fill_id for f in replayed] == [pf[-1].fill_id]  # published now, once
+    b.run_until(12 * S)
+    upstream = record + b.out
+    check_no_child_twice_and_parent_whole(tmp_path, upstream, 100)
+    assert b.engine.algo.parent(PARENT).state == AlgoState.DONE
+    assert not b.engine.open_orders()
+
+
+def test_passive_parent_keeps_its_resting_child_and_finishes(tmp_path: Path) -> None:
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(parent_order(60, slices=6.0, passive=1.0), a.now)
+    a.run_until(2 * S + 500 * MS)
+    resting = a.venue.open_orders()
+    assert len(resting) == 1  # a child rests at the bid (nobody sells to it here)
+    record = list(a.out)
+    del a
+    b = Exec(tmp_path, 1)
+    b.now = 3 * S
+    b.recover(record, [parent_order(60, slices=6.0, passive=1.0)])
+    p = b.engine.algo.parent(PARENT)
+    assert p.open_children == 1 and p.open_qty == resting[0].qty  # adopted, not re-sent
+    assert b.engine.state(resting[0].client_order_id) is not None  # the OMS knows it again
+    b.run_until(12 * S)  # re-posted each slice, swept at the end
+    check_no_child_twice_and_parent_whole(tmp_path, record + b.out, 60)
+    assert not b.venue.open_orders()
+
+
+def test_a_window_that_ended_while_exec_was_down_cancels_the_parent(tmp_path: Path) -> None:
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(parent_order(), a.now)
+    a.run_until(3 * S + 500 * MS)
+    record = list(a.out)
+    n_sent = len([f for f in venue_frames(tmp_path) if type(f) is NewOrder])
+    del a
+    b = Exec(tmp_path, 1)
+    b.now = 30 * S  # back long after the 10 s window
+    b.recover(record, [parent_order()])
+    b.run_until(31 * S)
+    assert len([f for f in venue_frames(tmp_path) if type(f) is NewOrder]) == n_sent
+    ends = [e for e in parent_events(b.out) if isinstance(e, OrderCanceled)]
+    assert len(ends) == 1
+    assert "window ended while exec was down" in ends[0].reason
+    assert ends[0].leaves_qty == 100 - 40
+    assert not [e for e in parent_events(b.out) if isinstance(e, OrderAccepted)]  # seen before
+
+
+def test_a_parent_upstream_never_saw_accepted_is_announced_then_worked(tmp_path: Path) -> None:
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(parent_order(), a.now)
+    a.run_until(1 * S + 500 * MS)
+    del a
+    b = Exec(tmp_path, 1)
+    b.now = 2 * S
+    b.recover([], [parent_order()])  # nothing reached the record
+    ev = parent_events(b.out)
+    assert isinstance(ev[0], OrderAccepted)
+    b.run_until(12 * S)
+    check_no_child_twice_and_parent_whole(tmp_path, b.out, 100)
+
+
+def test_snapshot_restore_round_trip_continues_the_schedule() -> None:
+    ids = iter(range(1000, 2000))
+    e1 = AlgoEngine(TABLE, lambda: next(ids))
+    out = e1.submit(parent_order(), 0)
+    out += e1.on_timer(2 * S)  # slice 0 at the start, slices 1-2 now: children of 10 and 20
+    kids = [o for o in out if type(o) is NewOrder]
+    assert [k.qty for k in kids] == [10, 20]
+    for k in kids[:1]:
+        q = k.qty
+        fill = OrderFilled(k.client_order_id, 5, IID, 1, 101, q, q, 0, 0.0, 1, 77, 0, 2 * S, 0)
+        e1.on_child_event(fill, 2 * S)
+    child = kids[1]  # still open when the snapshot is taken
+    snaps = e1.snapshot()
+    e2 = AlgoEngine(TABLE, lambda: next(ids))
+    wire = msgspec.msgpack.encode(snaps)  # a snapshot can be stored and read back
+    e2.restore(msgspec.msgpack.decode(wire, type=list[ParentSnapshot]), 2 * S)
+    assert e2.snapshot() == snaps
+    assert e2.is_child(child.client_order_id) and e2.parent(PARENT).filled == 10
+    assert e2.parent(PARENT).open_qty == 20
+    more = [o for o in e2.on_timer(5 * S) if type(o) is NewOrder]
+    assert sum(o.qty for o in more) == 60 - 10 - 20  # target 60 at slice 5, net of the open child
+    assert e2.restore(snaps, 5 * S) == [] and e2.duplicates == 1
+
+
+def test_exec_portfolio_starts_with_the_configured_cash(tmp_path: Path) -> None:
+    from ops.config import load_config
+    from procs.exec import build_portfolio
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "config.toml").read_text()
+    at = text.index("cash = { USD = 1000000.0 }")
+    text = text[:at] + "cash = { USD = 250000.0 }" + text[at + len("cash = { USD = 1000000.0 }") :]
+    (tmp_path / "c.toml").write_text(text)
+    cfg = load_config(tmp_path / "c.toml")
+    pf = build_portfolio(cfg, cfg.instrument_table())
+    assert pf.equity() == 250_000.0
