@@ -14,6 +14,8 @@ from typing import Any
 from engine.analytics import YEAR_NS, format_duration, summarize
 from engine.messages import (
     CancelOrder,
+    InstrumentHalted,
+    InstrumentResumed,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
@@ -44,6 +46,7 @@ class RunRecord:
         self.venue_rejects = 0
         self.risk_rejects = 0
         self.risk_events: list[RiskEvent] = []
+        self.halts: list[InstrumentHalted | InstrumentResumed] = []
         self.fill_position: dict[int, int] = {i: 0 for i in self.symbols}
         self.restarts: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
@@ -122,6 +125,8 @@ class RunRecord:
             self.risk_rejects += 1
         elif isinstance(msg, RiskEvent):
             self.risk_events.append(msg)
+        elif isinstance(msg, InstrumentHalted | InstrumentResumed):
+            self.halts.append(msg)  # venue halts, exchange breakers, flash moves (risk.jsonl)
 
     # --- views ---------------------------------------------------------------------------------
     def latency(self, metrics: dict[str, MetricsRegion]) -> dict[str, float]:

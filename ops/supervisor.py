@@ -569,6 +569,12 @@ class Supervisor:
                     f.write(
                         enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n"
                     )
+            # risk's record by time: rejections with their reasons, instrument halts and resumes
+            with open(self.run_dir / "risk.jsonl", "wb") as f:
+                for o in sorted(self.record.risk_events + self.record.halts, key=lambda m: m.ts):
+                    f.write(
+                        enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n"
+                    )
             if self.remote:  # what the bridge delivered from other engines, in delivery order
                 from procs.bridge import remote_to_json
 
