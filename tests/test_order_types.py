@@ -308,6 +308,8 @@ def test_halt_holds_or_rejects_new_orders(policy):
     assert e.state(1) == OrderState.INITIALIZED and not v.fills
     out = e.on_order(CancelOrder(2, 1, IID, 0, 0), 4)  # canceled while held: never sent
     assert types(out) == ["OrderCanceled"]
+    # the venue obeys the status too (it saw the HALTED): it reopens before exec sends
+    v.on_market_data(ExchangeStatus(IID, ExchangeStatusKind.OPEN, "", 5, 5), 5)
     out = e.set_trading_status(IID, False, 5)
     assert types(out) == ["OrderAccepted", "OrderFilled"] and out[0].client_order_id == 1
     assert [f.client_order_id for f in v.fills] == [1] and not e.held_orders()
