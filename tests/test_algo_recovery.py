@@ -245,3 +245,178 @@ def test_exec_portfolio_starts_with_the_configured_cash(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "c.toml")
     pf = build_portfolio(cfg, cfg.instrument_table())
     assert pf.equity() == 250_000.0
+
+
+# --- real processes: a TWAP parent working, SIGKILL exec, the supervisor restarts it ----------
+
+E2E_STRATEGY = """
+[[strategies]]
+id = 1
+path = "engine.strategies.scheduled:ScheduledExecution"
+instruments = ["AAPL"]
+[strategies.params]
+algo = "twap"
+side = "buy"
+qty = 300
+[strategies.params.algo_params]
+duration_s = 24
+slices = 24
+"""
+
+
+def _e2e_config(tmp_path: Path, eid: str, dsn: str) -> Path:
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "config.toml").read_text()
+    text = text.replace('id = "gekko"', f'id = "{eid}"', 1)
+    text = text.replace('var_dir = "var"', f'var_dir = "{tmp_path / "var"}"', 1)
+    at = text.index("[storage.postgres]")
+    at = text.index('mode = "embedded"', at)
+    text = text[:at] + f'mode = "{dsn}"' + text[at + len('mode = "embedded"') :]
+    inf = text.index("[inference]")
+    at = text.index("enabled = true", inf)  # no model serving: fewer processes on a small box
+    text = text[:at] + "enabled = false" + text[at + len("enabled = true") :]
+    text = text[: text.index("[[strategies]]")] + E2E_STRATEGY
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def _wait(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _parent_progress(dsn: str) -> tuple[int, int, int, int]:
+    """(parent id, parent fills stored, lots, parent ends stored); zeros before it exists."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as c:
+            row = c.execute("SELECT client_order_id FROM orders ORDER BY ts_approved").fetchone()
+            if row is None:
+                return 0, 0, 0, 0
+            n, lots = c.execute(
+                "SELECT count(*), coalesce(sum(qty), 0) FROM fills WHERE client_order_id = %s",
+                row,
+            ).fetchone()
+            (ends,) = c.execute(
+                "SELECT count(*) FROM order_events WHERE client_order_id = %s"
+                " AND kind IN ('OrderFilled', 'OrderCanceled', 'OrderRejected')",
+                row,
+            ).fetchone()
+            return row[0], int(n), int(lots), int(ends)
+    except psycopg.Error:
+        return 0, 0, 0, 0
+
+
+def test_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: Path, pg_dsn: str) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    import psutil
+    import psycopg
+
+    eid = "a" + uuid.uuid4().hex[:7]
+    cfg = _e2e_config(tmp_path, eid, pg_dsn)
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--duration", "120"]
+    proc = subprocess.Popen(
+        [*cmd, "--quiet"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+    def execs() -> list[psutil.Process]:
+        try:
+            kids = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        out = []
+        for k in kids:
+            try:
+                if "exec" in k.cmdline() and k.status() != psutil.STATUS_ZOMBIE:
+                    out.append(k)
+            except psutil.Error:
+                pass
+        return out
+
+    def stop() -> str:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate()
+        return err
+
+    try:
+        # the parent is working: some of its slices have filled, more are to come
+        ok = _wait(lambda: _parent_progress(pg_dsn)[1] >= 3, 150)
+        assert ok, "the TWAP parent never filled:\n" + stop()[-4000:]
+        parent, n_before, lots_before, ends = _parent_progress(pg_dsn)
+        assert ends == 0 and lots_before < 300
+        (victim,) = execs()
+        os.kill(victim.pid, signal.SIGKILL)
+        assert _wait(lambda: any(p.pid != victim.pid for p in execs()), 60), stop()[-4000:]
+        # the restarted exec rebuilds the parent and finishes it: one end, fully filled
+        ok = _wait(lambda: _parent_progress(pg_dsn)[3] >= 1, 90)
+        assert ok, "the parent never ended after the restart:\n" + stop()[-4000:]
+    finally:
+        err = stop()
+    assert proc.returncode == 0, err[-3000:]
+    assert "algo parents logged, 1 rebuilt" in err, err[-3000:]
+    summary = json.loads((tmp_path / "var" / "last_run" / "summary.json").read_text())
+    assert [r["worker"] for r in summary["restarts"]] == ["exec"]
+    # the exchange's own record: every child placed once, children summing to the parent
+    (vpath,) = (tmp_path / "var" / "venue").glob("*.venue")
+    data = vpath.read_bytes()
+    dec = msgspec.msgpack.Decoder(Message)
+    frames, pos = [], 0
+    while pos + 4 <= len(data):
+        (n,) = struct.unpack_from("<I", data, pos)
+        frames.append(dec.decode(data[pos + 4 : pos + 4 + n]))
+        pos += 4 + n
+    placed = [f.client_order_id for f in frames if type(f) is NewOrder]
+    assert len(placed) == len(set(placed)) > 0
+    assert not [f for f in frames if isinstance(f, OrderRejected) and "duplicate" in f.reason]
+    vfills = [f for f in frames if isinstance(f, OrderPartiallyFilled)]
+    assert sum(f.fill_qty for f in vfills) == 300  # no plain orders here: all are children
+    # the record: the parent filled once, each child fill once as a parent fill, in order
+    with psycopg.connect(pg_dsn) as c:
+        rows = c.execute(
+            "SELECT fill_id, qty, cum_qty, leaves_qty FROM fills WHERE client_order_id = %s"
+            " ORDER BY cum_qty",
+            (parent,),
+        ).fetchall()
+        ends = c.execute(
+            "SELECT kind FROM order_events WHERE client_order_id = %s"
+            " AND kind IN ('OrderFilled', 'OrderCanceled', 'OrderRejected')",
+            (parent,),
+        ).fetchall()
+    assert ends == [("OrderFilled",)]
+    assert sorted(r[0] for r in rows) == sorted(f.fill_id for f in vfills)
+    assert sum(r[1] for r in rows) == 300 and rows[-1][2:] == (300, 0)
+    assert all(cum + leaves == 300 for _, _, cum, leaves in rows)
+    assert len(rows) > n_before  # fills after the restart too
+    # what the engine published (the supervisor's record of the events ring) agrees
+    seen = [
+        json.loads(x)
+        for x in (tmp_path / "var" / "last_run" / "fills.jsonl").read_text().splitlines()
+    ]
+    mine = [f for f in seen if f["client_order_id"] == parent]
+    assert sum(f["fill_qty"] for f in mine) == 300
+    assert len({f["fill_id"] for f in mine}) == len(mine)
