@@ -221,6 +221,9 @@ class RiskGate:
         self.skipped_stats = 0  # exposure-increasing orders judged without VaR/correlation
         self._own_counter = own_id_base  # client_order_ids of risk's own orders: strategy_id 0
         self._protect: dict[int, int] = {}  # instrument -> open stop-loss/take-profit order id
+        # (order id, fill id) of the fills ``restore`` already took off open quantities: the
+        # events ring re-delivers some of them to a restarted risk process
+        self._restored_fills: set[tuple[int, int]] = set()
         # equity: capital + cash flows of fills + positions at the mark
         self.cash = 0.0
         self.equity = float(limits.capital)
@@ -581,6 +584,9 @@ class RiskGate:
             iid = ev.instrument_id
             if count_fill and 0 <= iid < self._n:
                 self._on_fill(iid, int(ev.side), int(ev.fill_qty), int(ev.fill_px), float(ev.fee))
+            if self._restored_fills and (ev.client_order_id, ev.fill_id) in self._restored_fills:
+                self._restored_fills.discard((ev.client_order_id, ev.fill_id))
+                return  # restore() took it off the order's open quantity already
             o = self.open_orders.get(ev.client_order_id)
             if o is not None:
                 filled = min(ev.fill_qty, o.leaves)
@@ -957,6 +963,56 @@ class RiskGate:
         snap["peak_equity"] = self.peak_equity
         snap["instrument_halts"] = {str(k): v for k, v in self.guard.snapshot().items()}
         return snap
+
+    def restore(self, orders: Iterable[Any], events: Iterable[Any]) -> int:
+        """After a restart of the risk process: the orders that were open, rebuilt from this run's
+        record — every approved ``NewOrder`` and, in publication order, the execution events and
+        the cancel / replace requests that followed — so that the kill switch and the breakers
+        cancel them and max open orders and the worst-case position count them. Returns how many
+        orders are open.
+
+        Open orders only: fills take quantity off their order but never move positions or cash
+        (those come from exec's positions table, ``seed_positions``; counting them here too
+        would count them twice). The trading state and the breakers' baselines (daily P&L
+        anchor, peak equity) come from ``restore_state``; the order-rate window starts empty.
+
+        Why the record and not exec's memory: the record (the recorder's journal plus
+        PostgreSQL, once the recorder has caught up with the ``orders`` and ``events`` rings)
+        holds every order risk approved, including those still waiting in exec's input ring that
+        exec's order table does not know yet, and it is there whether or not exec itself is
+        alive or restarting; it needs no new channel between the two processes. Fills restored
+        here that the events ring delivers again are recognised by (order id, fill id) and not
+        taken off twice."""
+        n0 = len(self.open_orders)
+        for o in orders:
+            if not isinstance(o, NewOrder) or o.client_order_id in self.open_orders:
+                continue
+            if self._known(o.instrument_id) is None or o.qty <= 0:
+                continue
+            if o.side not in (Side.BUY, Side.SELL):
+                continue
+            self.open_orders[o.client_order_id] = _Open(
+                o.instrument_id, o.side, o.px, o.qty, o.strategy_id
+            )
+            self._add_open(o.instrument_id, o.side, o.qty)
+        fills: set[tuple[int, int]] = set()
+        for ev in events:
+            if isinstance(ev, ReplaceOrder):  # in flight until OrderReplaced / its reject
+                r = self.open_orders.get(ev.client_order_id)
+                if r is not None and ev.new_qty > r.leaves:
+                    extra = ev.new_qty - r.leaves
+                    self._add_open(r.instrument_id, r.side, extra)
+                    r.leaves += extra
+                    r.reserved += extra
+                continue
+            if isinstance(ev, OrderPartiallyFilled):
+                fills.add((ev.client_order_id, ev.fill_id))
+            self.on_exec_event(ev, count_fill=False)
+        self._restored_fills |= {f for f in fills if f[0] in self.open_orders}
+        for coid, o in self.open_orders.items():  # risk's own stop / take-profit orders
+            if o.strategy_id == 0:
+                self._protect.setdefault(o.instrument_id, coid)
+        return len(self.open_orders) - n0
 
     def restore_state(self, snap: dict[str, Any]) -> None:
         """Put back ``persistent_state()`` (ValueError if it is not one). Instrument halts are

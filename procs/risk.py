@@ -14,8 +14,11 @@ The trading state outlives this process: every change is written, atomically (a 
 fsync, rename), to the state file (``[risk] state_file``, default
 ``<var_dir>/risk-state-<engine id>.json``) and published on the ``risk`` ring as a
 ``TradingStateChanged``. A restarted risk process (the supervisor restarts crashed workers)
-reads it back before it reports ready — a halted engine stays halted until ``gekko resume`` — and
-rebuilds positions and cash from exec's positions table.
+reads it back before it reports ready — a halted engine stays halted until ``gekko resume`` —
+rebuilds positions and cash from exec's positions table, and the orders that were open from this
+run's record (``procs.recovery.recover_risk``, ``RiskGate.restore``): a kill switch or a breaker
+after the restart cancels them too. With storage off there is no record: a restarted risk knows
+only the orders it approves from then on (logged).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from engine.messages import (
     TradingStateChanged,
 )
 from procs.build import build_limits
+from procs.recovery import recover_risk
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
 from procs.warmup import warm_risk
 from shm.seqlock import SeqlockTable
@@ -222,6 +226,17 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             gate.seed_positions(seed)
             seeded_ns = t_read
             log.info("risk: positions restored from exec's table: %s", {s[0]: s[1] for s in seed})
+    # Open orders: from the record (journal + PostgreSQL), not from the fills (see above)
+    rec = recover_risk(w, cfg, orders, events)
+    if rec is not None:
+        n_open = gate.restore(rec.orders, rec.events)
+        log.warning(
+            "risk: %d open orders restored from the record: %s",
+            n_open,
+            sorted(gate.open_orders)[:20],
+        )
+    elif incarnation > 0:
+        log.error("risk: restarted without a record (storage off): earlier open orders unknown")
     snap = load_state(path)
     if snap is not None:
         try:

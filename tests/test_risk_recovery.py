@@ -1,0 +1,293 @@
+"""Risk recovery after a crash: the orders that were open come back from the record.
+
+Unit level: ``RiskGate.restore`` rebuilds open orders from orders + events without moving
+positions, and fills the events ring delivers again are not taken off twice.
+
+Whole engine: a strategy leaves orders resting at the simulated venue up to ``max_open_orders``
+and keeps probing for one more; risk is SIGKILLed and restarted by the supervisor; the restarted
+risk still refuses the probes (it counts the restored orders), and `gekko kill` cancels every
+order that was open — at the venue, while the engine runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import struct
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from engine.instruments import Instrument
+from engine.messages import (
+    Control,
+    ControlCommand,
+    IntentNew,
+    Message,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderPartiallyFilled,
+    OrderReplaced,
+    OrderType,
+    ReplaceOrder,
+    RiskEventKind,
+    Side,
+    TimeInForce,
+)
+from engine.risk import RiskGate, RiskLimits
+from engine.strategies.base import Strategy, StrategyContext
+
+STRATEGY_ID = 7
+RESTING = 5  # = max_open_orders in the engine test
+
+
+# --- the gate alone --------------------------------------------------------------------------
+
+INS = [Instrument(instrument_id=1, symbol="AAA", sector="tech")]
+
+
+def _gate() -> RiskGate:
+    return RiskGate(
+        RiskLimits(max_order_notional=1e9, max_position_lots=1000, max_open_orders=3), INS
+    )
+
+
+def _new(coid: int, side: int, qty: int, px: int = 10_000) -> NewOrder:
+    return NewOrder(coid, 1, 1, side, int(OrderType.LIMIT), int(TimeInForce.GTC), px, qty, 1, 1)
+
+
+def _fill(coid: int, side: int, qty: int, cum: int, leaves: int, fill_id: int) -> Any:
+    return OrderPartiallyFilled(
+        coid, 100 + coid, 1, side, 10_000, qty, cum, leaves, 0.0, 1, fill_id, 1, 2, 2
+    )
+
+
+def test_restore_rebuilds_open_orders_without_touching_positions() -> None:
+    g = _gate()
+    orders = [_new(1, Side.BUY, 10), _new(2, Side.SELL, 4), _new(3, Side.BUY, 5)]
+    events = [
+        OrderAccepted(1, 101, 1, int(Side.BUY), 10_000, 10, 1, 2, 2),
+        _fill(1, Side.BUY, 3, 3, 7, fill_id=1),
+        OrderAccepted(2, 102, 1, int(Side.SELL), 10_000, 4, 1, 2, 2),
+        OrderCanceled(3, 1, 5, "canceled", 1, 2, 2),
+        ReplaceOrder(2, 1, 1, 10_100, 9, 3, 3),  # in flight: the larger size counts
+    ]
+    assert g.restore(orders, events) == 2
+    assert sorted(g.open_orders) == [1, 2]
+    assert int(g.open_buy[1]) == 7 and int(g.open_sell[1]) == 9
+    assert int(g.position[1]) == 0 and g.cash == 0.0  # positions come from exec's table
+    # the kill switch cancels exactly what is open
+    out = g.on_control(Control(int(ControlCommand.KILL), 5, "test"))
+    assert sorted(c.client_order_id for c in out if type(c).__name__ == "CancelOrder") == [1, 2]
+
+
+def test_restored_orders_count_against_max_open_orders() -> None:
+    g = _gate()
+    g.restore([_new(c, Side.BUY, 1) for c in (1, 2, 3)], [])
+    it = IntentNew(
+        9, 1, 1, int(Side.BUY), int(OrderType.LIMIT), int(TimeInForce.GTC), 10_000, 1, 1, 1
+    )
+    out = g.on_intent(it, 10)
+    assert [type(o).__name__ for o in out] == ["RiskEvent", "OrderRejected"]
+    assert out[0].reason == "max open orders"
+
+
+def test_a_redelivered_fill_is_not_taken_off_twice_and_a_new_one_is() -> None:
+    g = _gate()
+    f1 = _fill(1, Side.BUY, 3, 3, 7, fill_id=11)
+    g.restore([_new(1, Side.BUY, 10)], [f1])
+    assert g.open_orders[1].leaves == 7
+    g.on_exec_event(f1, count_fill=False)  # the events ring delivers it again
+    assert g.open_orders[1].leaves == 7 and int(g.open_buy[1]) == 7
+    g.on_exec_event(_fill(1, Side.BUY, 2, 5, 5, fill_id=12))  # a new fill
+    assert g.open_orders[1].leaves == 5 and int(g.open_buy[1]) == 5
+    assert int(g.position[1]) == 2  # only the new fill moved the position
+    g.on_exec_event(OrderReplaced(1, 1, 10_050, 4, 1, 3, 3))
+    assert int(g.open_buy[1]) == 4
+    g.on_exec_event(OrderCanceled(1, 1, 4, "canceled", 1, 4, 4))
+    assert g.open_orders == {} and int(g.open_buy[1]) == 0
+
+
+def test_restore_ignores_garbage() -> None:
+    g = _gate()
+    bad = [
+        _new(1, Side.BUY, 0),  # no quantity
+        NewOrder(2, 1, 99, 1, 2, 1, 10_000, 5, 1, 1),  # unknown instrument
+        NewOrder(3, 1, 1, 5, 2, 1, 10_000, 5, 1, 1),  # no such side
+        "not an order",
+    ]
+    assert g.restore(bad, [object(), None]) == 0
+    assert g.open_orders == {} and not g.open_buy.any() and not g.open_sell.any()
+
+
+# --- the whole engine --------------------------------------------------------------------------
+
+
+class RestingOrders(Strategy):
+    """``count`` limit buys of one lot ``below_pct`` under the bid (they rest and never fill),
+    then one more every ``probe_s`` — which risk must refuse while ``count`` are open."""
+
+    def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
+        super().__init__(ctx, params)
+        self.count = int(params.get("count", RESTING))
+        self.below = float(params.get("below_pct", 4.0)) / 100.0
+        self.probe_ns = int(float(params.get("probe_s", 0.2)) * 1e9)
+        self.sent = 0
+        self.next_probe = 0
+
+    def on_quote(self, q: Any) -> None:
+        bid = self.ctx.best_bid(q.instrument_id)
+        if bid is None:
+            return
+        now = time.monotonic_ns()
+        if self.sent >= self.count:
+            if now < self.next_probe:
+                return
+            self.next_probe = now + self.probe_ns
+        self.sent += 1
+        self.ctx.buy(q.instrument_id, 1, max(1, int(bid[0] * (1.0 - self.below))))
+
+
+STRATEGIES = f"""
+[[strategies]]
+id = {STRATEGY_ID}
+path = "tests.test_risk_recovery:RestingOrders"
+instruments = ["MSFT"]
+[strategies.params]
+count = {RESTING}
+"""
+
+
+def _config(tmp_path: Path, eid: str, dsn: str) -> Path:
+    from tests.test_engine_e2e import write_config
+
+    cfg = write_config(tmp_path, eid, strategies=STRATEGIES)
+    text = cfg.read_text()
+    for section, key, value in (
+        ("risk", "max_open_orders", str(RESTING)),
+        ("storage.postgres", "mode", f'"{dsn}"'),
+        ("inference", "enabled", "false"),  # fewer processes on a small test machine
+    ):
+        start = text.index(f"\n[{section}]\n")
+        m = re.compile(rf"(?m)^{key} = .*$").search(text, start)
+        assert m is not None, key
+        text = text[: m.start()] + f"{key} = {value}" + text[m.end() :]
+    cfg.write_text(text)
+    return cfg
+
+
+def venue_frames(tmp_path: Path) -> list[Any]:
+    """The simulated exchange's own record, read while it is written (a torn tail is left)."""
+    dec = msgspec.msgpack.Decoder(Message)
+    paths = list((tmp_path / "var" / "venue").glob("*.venue"))
+    if not paths:
+        return []
+    data = paths[0].read_bytes()
+    out, pos = [], 0
+    while pos + 4 <= len(data):
+        (n,) = struct.unpack_from("<I", data, pos)
+        if pos + 4 + n > len(data):
+            break
+        try:
+            out.append(dec.decode(data[pos + 4 : pos + 4 + n]))
+        except msgspec.DecodeError:
+            break
+        pos += 4 + n
+    return out
+
+
+def _ours(frames: list[Any], kind: type) -> set[int]:
+    """Our strategy's orders with a ``kind`` event at the venue (cancels: on request only)."""
+    return {
+        f.client_order_id
+        for f in frames
+        if isinstance(f, kind)
+        and f.client_order_id >> 32 == STRATEGY_ID
+        and (kind is not OrderCanceled or f.reason == "canceled")
+    }
+
+
+def _risk_events(dsn: str) -> list[tuple[str, int, float]]:
+    import psycopg
+
+    with psycopg.connect(dsn) as c:
+        return c.execute(
+            "SELECT reason, ts, value FROM risk_events WHERE kind = %s",
+            (int(RiskEventKind.ORDER_REJECTED),),
+        ).fetchall()
+
+
+@pytest.mark.timeout(240)
+def test_orders_open_before_a_risk_crash_are_counted_and_canceled_by_the_kill_switch(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    from tests.test_engine_e2e import (
+        _wait_for,
+        counter,
+        gekko,
+        health,
+        is_ready,
+        running_engine,
+        summary_of,
+        wait_counter,
+    )
+    from tests.test_risk_e2e import records
+
+    eid = "k" + uuid.uuid4().hex[:7]
+    cfg = _config(tmp_path, eid, pg_dsn)
+    with running_engine(cfg, tmp_path, eid) as proc:
+
+        def check(ok: bool, what: str) -> None:
+            if not ok:  # stop the engine and show what it said
+                proc.send_signal(signal.SIGTERM)
+                _, err = proc.communicate(timeout=90)
+                raise AssertionError(f"{what}\n{err[-4000:]}")
+
+        # the orders rest at the venue, and risk refuses the probes beyond them
+        check(
+            _wait_for(lambda: len(_ours(venue_frames(tmp_path), OrderAccepted)) >= RESTING, 90),
+            "the orders never rested at the venue",
+        )
+        check(wait_counter(eid, "risk", "rejected", 2), "no probe refused before the crash")
+        resting = _ours(venue_frames(tmp_path), OrderAccepted)
+        assert len(resting) == RESTING
+        old_pid = health(eid)["risk"][0]
+        os.kill(old_pid, signal.SIGKILL)  # a crash: the supervisor restarts it
+        check(_wait_for(lambda: is_ready(eid, "risk", not_pid=old_pid), 120), "risk not back")
+        t_back = time.monotonic_ns()
+        # the restarted risk counts the restored orders: the probes are still refused
+        n = counter(eid, "risk", "rejected")
+        check(wait_counter(eid, "risk", "rejected", n + 3), "no probe refused after the restart")
+        assert not _ours(venue_frames(tmp_path), OrderCanceled)  # all still resting
+        t_kill = time.monotonic_ns()
+        r = gekko("kill", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        # every order that was open before the crash is canceled at the venue (not by the
+        # shutdown: the engine is still running)
+        check(
+            _wait_for(lambda: _ours(venue_frames(tmp_path), OrderCanceled) >= resting, 60),
+            f"canceled at the venue: {_ours(venue_frames(tmp_path), OrderCanceled)} of {resting}",
+        )
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err[-3000:]
+    s = summary_of(tmp_path)
+    assert [x["worker"] for x in s["restarts"]] == ["risk"]
+    orders = records(tmp_path, "orders.jsonl")
+    ours = [o for o in orders if o["strategy_id"] == STRATEGY_ID]
+    # only the resting orders were ever approved: no probe got through, before or after
+    assert {o["client_order_id"] for o in ours if o["type"] == "NewOrder"} == resting
+    cancels = [o for o in ours if o["type"] == "CancelOrder"]
+    assert {c["client_order_id"] for c in cancels} >= resting
+    assert all(c["ts_approved"] >= t_kill for c in cancels)  # from the kill, after the restart
+    # the refusals after the restart were for max open orders, counting the restored ones
+    after = [(why, v) for why, ts, v in _risk_events(pg_dsn) if t_back <= ts < t_kill]
+    assert after and all(why == "max open orders" and v == RESTING + 1 for why, v in after), after
+    assert f"{RESTING} open orders restored from the record" in err, err[-3000:]
