@@ -243,9 +243,17 @@ CFG = Path(__file__).resolve().parent.parent / "config.toml"
 
 
 def _cfg(extra_sim: str) -> str:
-    text = CFG.read_text()
-    assert "\n[sim]\n" in text
-    return text.replace("\n[sim]\n", f"\n[sim]\n{extra_sim}\n", 1)
+    """The shipped config with ``key = value`` lines replacing those keys' lines in ``[sim]``."""
+    return sim_keys(CFG.read_text(), extra_sim)
+
+
+def sim_keys(text: str, lines: str) -> str:
+    start = text.index("\n[sim]\n")
+    for line in filter(None, lines.splitlines()):
+        key = line.split("=")[0].strip()
+        at = text.index(f"\n{key} = ", start) + 1
+        text = text[:at] + line + text[text.index("\n", at) :]
+    return text
 
 
 def test_config_keys_build_the_rules_and_errors_name_the_key() -> None:

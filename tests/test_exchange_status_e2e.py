@@ -11,6 +11,7 @@ import pytest
 
 from engine.messages import RiskEventKind
 from tests.test_engine_e2e import eid, gekko, summary_of, write_config  # noqa: F401
+from tests.test_exchange_status import sim_keys
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -32,11 +33,7 @@ def test_scheduled_halt_risk_refuses_the_halted_instrument_then_approves_again(
         market="rate_hz = 4000.0\nmax_events = 26000",
     )
     text = cfg.read_text()
-    text = text.replace(
-        "\n[sim]\n",
-        '\n[sim]\nhalts = [{instrument = "AAPL", at_s = 0.8, duration_s = 1.0}]\n',
-        1,
-    )
+    text = sim_keys(text, 'halts = [{instrument = "AAPL", at_s = 0.8, duration_s = 1.0}]')
     # no record needed here (and no embedded PostgreSQL to start on a loaded box)
     at = text.index("\nmode = ", text.index("[storage.postgres]")) + 1
     text = text[:at] + 'mode = "off"' + text[text.index("\n", at) :]
