@@ -101,7 +101,8 @@ def with_exchange_status(cfg: Config, source: Iterator[Any], rules: Any = None) 
     runtimes wrap their market this way, so they halt at the same market times)."""
     from engine.venues.halts import with_exchange_status as wrap
 
-    return wrap(source, rules if rules is not None else build_exchange_rules(cfg))
+    rules = rules if rules is not None else build_exchange_rules(cfg)
+    return source if rules is None else wrap(source, rules)  # nothing configured: no extra hop
 
 
 def build_venue(

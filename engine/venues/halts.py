@@ -101,7 +101,8 @@ class ExchangeRules:
 
     ``process(msg)`` takes one market-data message and returns what the venue's feed publishes:
     status changes due by the message's time, the message itself (unless it is a print during a
-    halt), then a breaker status the message caused.
+    halt), then a breaker status the message caused. The returned list is reused: it is valid
+    until the next call (the feed's per-message path allocates no list).
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class ExchangeRules:
         self.statuses = 0
         self.trips = 0
         self.suppressed_trades = 0
+        self._out: list[object] = []
 
     # --- what the venue says --------------------------------------------------------------------
     def status(self, instrument_id: int) -> tuple[int, str]:
@@ -155,10 +157,12 @@ class ExchangeRules:
 
     # --- the stream -------------------------------------------------------------------------------
     def process(self, msg: object) -> list[object]:
+        out = self._out
+        out.clear()
         ts = getattr(msg, "ts_event", None)
         if ts is None:  # not market data with a venue time (e.g. a Bar): passes unchanged
-            return [msg]
-        out: list[object] = []
+            out.append(msg)
+            return out
         if self.t0 is None:
             self._start(ts)
         self._run_timers(ts, out)
