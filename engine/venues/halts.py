@@ -140,6 +140,8 @@ class ExchangeRules:
         self.trips = 0
         self.suppressed_trades = 0
         self._out: list[object] = []
+        #: instruments halted now (their own status or the venue's): the per-message check
+        self._stopped: set[int] = set()
 
     # --- what the venue says --------------------------------------------------------------------
     def status(self, instrument_id: int) -> tuple[int, str]:
@@ -155,6 +157,10 @@ class ExchangeRules:
         """Whether trading in the instrument is stopped (by its own status or the venue's)."""
         return bool(self._sched[VENUE_WIDE]) or self.status(instrument_id)[0] != _OPEN
 
+    def _restate(self) -> None:
+        """Recompute the halted set (after a status change: rare)."""
+        self._stopped = {i for i in self.ids if self.halted(i)}
+
     # --- the stream -------------------------------------------------------------------------------
     def process(self, msg: object) -> list[object]:
         out = self._out
@@ -165,17 +171,20 @@ class ExchangeRules:
             return out
         if self.t0 is None:
             self._start(ts)
-        self._run_timers(ts, out)
+        timers = self._timers
+        if timers and timers[0][0] <= ts:
+            self._run_timers(ts, out)
         iid = getattr(msg, "instrument_id", None)
         if iid not in self.ids:
             out.append(msg)
             return out
         tp = type(msg)
-        if tp is Trade and self.halted(iid):
+        stopped = iid in self._stopped
+        if tp is Trade and stopped:
             self.suppressed_trades += 1  # a halted market does not trade
             return out
         out.append(msg)
-        if self.breaker > 0 and not self.halted(iid):
+        if self.breaker > 0 and not stopped:
             px2 = self._price2(msg, tp)
             if px2 > 0:
                 self._check_band(iid, px2, ts, out)
@@ -214,6 +223,7 @@ class ExchangeRules:
                 self._breaker_reason[iid] = ""
             if iid != VENUE_WIDE:
                 self._bands[iid].clear()  # the reference restarts at the reopening
+            self._restate()
             self._publish(iid, due, out)
 
     def _publish(self, iid: int, ts: int, out: list[object]) -> None:
@@ -271,6 +281,7 @@ class ExchangeRules:
         )
         self._timer(until, iid, 0, "")
         self._bands[iid].clear()
+        self._restate()
         self._publish(iid, ts, out)
 
 
@@ -281,5 +292,12 @@ def with_exchange_status(source: Iterable[object], rules: ExchangeRules | None) 
         yield from source
         return
     process = rules.process
+    timers, breaker = rules._timers, rules.breaker > 0
     for msg in source:
+        # the common case, inline: no status change due, nothing halted, no breaker to feed
+        if not (breaker or rules._stopped) and rules.t0 is not None:
+            ts = getattr(msg, "ts_event", None)
+            if ts is not None and not (timers and timers[0][0] <= ts):
+                yield msg
+                continue
         yield from process(msg)
