@@ -69,8 +69,8 @@ def reconcile(
     keep: list[NewOrder] = []
     dups: set[int] = set()
     for o in orders:
-        if o.client_order_id in algo or getattr(o, "algo", 0):
-            continue
+        if o.client_order_id in algo:
+            continue  # a parent the algo log lacks is closed here like an order (never resumed)
         if o.client_order_id in pending:
             if not venue.knows_order(o.client_order_id):
                 continue  # exec never sent it: it will, from its input

@@ -421,3 +421,31 @@ def test_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: Path, pg_dsn:
     mine = [f for f in seen if f["client_order_id"] == parent]
     assert sum(f["fill_qty"] for f in mine) == 280
     assert len({f["fill_id"] for f in mine}) == len(mine)
+
+
+def test_the_record_keeps_a_parents_algorithm_and_parameters(pg_dsn: str) -> None:
+    import psycopg
+
+    from ops.store import migrate as mig
+    from ops.store.pg import run_tx
+    from ops.store.reader import load_run_state
+    from ops.store.writer import Rows, Writer
+
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        mig.migrate(c)
+    plain = msgspec.structs.replace(parent_order(), client_order_id=5, algo=0, algo_params={})
+    odd = msgspec.structs.replace(  # a NaN parameter (the algo rejects it) must not break a batch
+        parent_order(), client_order_id=6, algo_params={"duration_s": float("nan")}
+    )
+    for _ in range(2):  # the second write is all duplicates: the staged ON CONFLICT path
+        rows = Rows()
+        for o in (parent_order(), plain, odd):
+            rows.add(9, o)
+        with psycopg.connect(pg_dsn) as c:
+            run_tx(c, lambda conn, rows=rows: Writer().write(conn, rows))
+    with psycopg.connect(pg_dsn) as c:
+        state = load_run_state(c, 9)
+    by_id = {o.client_order_id: o for o in state.orders}
+    assert by_id[PARENT] == parent_order()  # algo and algo_params exactly as sent
+    assert by_id[5].algo == 0 and by_id[5].algo_params == {}
+    assert by_id[6].algo == AlgoKind.TWAP and list(by_id[6].algo_params) == ["duration_s"]

@@ -55,11 +55,12 @@ def load_run_state(
     if conn is not None:
         for row in conn.execute(
             "SELECT client_order_id, strategy_id, instrument_id, side, order_type, tif, px, qty, ts_origin,"
-            " ts_approved, stop_px, flags, expire_ns FROM orders WHERE run_id = %s ORDER BY ts_approved,"
-            " client_order_id",
+            " ts_approved, stop_px, flags, expire_ns, algo, algo_params FROM orders WHERE run_id = %s"
+            " ORDER BY ts_approved, client_order_id",
             (run_id,),
         ).fetchall():
-            state.orders.append(NewOrder(*row))
+            params = row[14] if isinstance(row[14], dict) else {}
+            state.orders.append(NewOrder(*row[:14], algo_params=params))
             seen_orders.add(row[0])
         for h, msg in conn.execute(
             "SELECT event_hash, msg FROM order_events WHERE run_id = %s ORDER BY seq", (run_id,)

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 from psycopg.errors import UniqueViolation
+from psycopg.types.json import Jsonb
 
 from engine.messages import (
     Bar,
@@ -57,6 +58,8 @@ ORDER_COLS = (
     "expire_ns",
     "ts_origin",
     "ts_approved",
+    "algo",  # migration 0003: an algo parent's algorithm and parameters
+    "algo_params",
 )
 EVENT_COLS = (
     "run_id",
@@ -126,7 +129,7 @@ BAR_COLS = (
 #: formatting and parsing of every number); they must match the tables exactly
 _I8, _I4, _I2, _F8, _T, _B = "int8", "int4", "int2", "float8", "text", "bytea"
 TYPES: dict[str, tuple[str, ...]] = {
-    "orders": (_I8, _I8, _I4, _I4, _I2, _I2, _I2, _I8, _I8, _I8, _I4, _I8, _I8, _I8),
+    "orders": (_I8, _I8, _I4, _I4, _I2, _I2, _I2, _I8, _I8, _I8, _I4, _I8, _I8, _I8, _I2, "jsonb"),
     "order_events": (_I8, _B, _T, _I8, _I4, _T, _I8, _B),
     "fills": (_I8, _I8, _I8, _I8, _I4, _I2, _I8, _I8, _I8, _I8, _F8, _I2, _I8, _I8, _I8),
     "risk_events": (_I8, _B, _I2, _I4, _I8, _T, _F8, _F8, _I8, _I2),
@@ -168,6 +171,12 @@ _EVENT_TYPES = (
 )
 
 _encode = msgspec.msgpack.Encoder().encode
+
+
+def _json_text(obj: Any) -> str:
+    """JSON for jsonb columns: msgspec writes a NaN or an infinity as null, where the standard
+    library would write a token PostgreSQL refuses (failing the whole batch)."""
+    return msgspec.json.encode(obj).decode()
 
 
 def digest(frame: bytes) -> bytes:
@@ -278,6 +287,8 @@ class Rows:
                     msg.expire_ns,
                     msg.ts_origin,
                     msg.ts_approved,
+                    msg.algo,
+                    Jsonb(msg.algo_params, dumps=_json_text),
                 )
             )
             return
