@@ -328,3 +328,14 @@ def test_backtest_scheduled_halt_stops_only_that_instrument_and_trading_resumes(
     # ...and AAPL trades again after the reopening
     assert orders(aapl, 0, start) and orders(aapl, end, 1 << 62)
     assert not rt.exec.halted
+
+
+def test_feed_lets_statuses_through_and_drops_malformed_ones() -> None:
+    from engine.book import L2Book
+    from procs.feed import valid
+
+    books = {A: L2Book(A), B: L2Book(B)}
+    assert valid(status(A, HALTED, 1), books) is None
+    assert valid(status(VENUE_WIDE, OPEN, 1), books) is None  # the whole venue
+    assert valid(status(9, HALTED, 1), books) == "unknown instrument"
+    assert valid(ExchangeStatus(A, 42, "", 1, 1), books) == "unknown exchange status"
