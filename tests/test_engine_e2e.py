@@ -136,9 +136,79 @@ def _wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
+# Multi-process tests wait for what they can observe (health rows, files, counters), never for a
+# fixed time: on a loaded 2-core box the embedded services and the workers take a while to start.
+START_TIMEOUT_S = 150.0
+
+
+def health(eid: str) -> dict[str, tuple[int, int, int]]:
+    """Each worker's health row as (pid, state, incarnation); {} while the table does not exist."""
+    from procs.runtime import ALL_WORKERS, HEALTH_DTYPE
+    from shm.seqlock import SeqlockTable
+
+    try:
+        table = SeqlockTable.attach(eid, "health", HEALTH_DTYPE)
+    except Exception:
+        return {}
+    try:
+        rows = table.read_all()
+    finally:
+        table.close()
+    return {
+        name: (int(r["pid"]), int(r["state"]), int(r["incarnation"]))
+        for name, r in zip(ALL_WORKERS, rows, strict=False)
+    }
+
+
+def is_ready(eid: str, name: str, not_pid: int = 0) -> bool:
+    """Worker ``name`` reports READY (a process other than ``not_pid``: a replacement)."""
+    from procs.runtime import STATE_READY
+
+    pid, state, _ = health(eid).get(name, (0, 0, 0))
+    return pid != 0 and pid != not_pid and state == STATE_READY
+
+
+def wait_ready(
+    cfg: Path, eid: str, timeout: float = START_TIMEOUT_S, proc: subprocess.Popen | None = None
+) -> bool:
+    """Every worker the config enables reports READY (False on timeout or if ``proc`` exits)."""
+    from ops.config import load_config
+    from procs.runtime import enabled_workers
+
+    names = enabled_workers(load_config(cfg))
+    return _wait_for(
+        lambda: (
+            (proc is not None and proc.poll() is not None) or all(is_ready(eid, n) for n in names)
+        ),
+        timeout,
+    ) and (proc is None or proc.poll() is None)
+
+
+def counter(eid: str, worker: str, name: str) -> int:
+    """A worker's shared-memory counter (-1 while its region does not exist)."""
+    from procs.runtime import metrics_name
+    from shm.metrics import MetricsRegion
+
+    try:
+        m = MetricsRegion.attach(eid, metrics_name(worker))
+    except Exception:
+        return -1
+    try:
+        return int(m.counters().get(name, -1))
+    finally:
+        with contextlib.suppress(Exception):
+            m.close()
+
+
+def wait_counter(eid: str, worker: str, name: str, at_least: int, timeout: float = 90) -> bool:
+    """A worker's shared-memory counter reaches ``at_least`` within ``timeout`` seconds."""
+    return _wait_for(lambda: counter(eid, worker, name) >= at_least, timeout)
+
+
 @contextlib.contextmanager
 def running_engine(cfg: Path, tmp_path: Path, eid: str) -> Iterator[subprocess.Popen[str]]:
-    """`gekko run` in the background, up and trading when the block starts; killed if the block
+    """`gekko run` in the background, up (every enabled worker READY)
+    when the block starts; killed if the block
     leaves it running (a failed assertion must not leave an engine behind)."""
     proc = subprocess.Popen(
         [
@@ -159,7 +229,12 @@ def running_engine(cfg: Path, tmp_path: Path, eid: str) -> Iterator[subprocess.P
         start_new_session=True,
     )
     try:
-        assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 30)
+        assert _wait_for(lambda: (tmp_path / "var" / f"gekko-{eid}.pid").exists(), 60)
+        if not wait_ready(cfg, eid, proc=proc):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(f"the engine did not become ready: {health(eid)}\n{err[-4000:]}")
         yield proc
     finally:
         if proc.poll() is None:
@@ -171,17 +246,17 @@ def running_engine(cfg: Path, tmp_path: Path, eid: str) -> Iterator[subprocess.P
 def test_sigkill_worker_is_restarted_and_sigterm_exits_clean(tmp_path: Path, eid: str) -> None:
     cfg = write_config(tmp_path, eid)
     with running_engine(cfg, tmp_path, eid) as proc:
-        assert _wait_for(lambda: len(_children(proc.pid)) >= 4, 30)
-        time.sleep(6)  # trading under way
+        assert wait_counter(eid, "risk", "approved", 5), "no trading"
         victims = [c for c in _children(proc.pid) if "strategy" in _cmd(c)]
         assert victims, "strategy worker not found"
         old_pid = victims[0].pid
         os.kill(old_pid, signal.SIGKILL)
-        # a new strategy process appears
-        assert _wait_for(
-            lambda: any("strategy" in _cmd(c) and c.pid != old_pid for c in _children(proc.pid)), 30
-        )
-        time.sleep(6)  # trading resumes
+        # a new strategy process appears and reports ready
+        assert _wait_for(lambda: is_ready(eid, "strategy", not_pid=old_pid), 90)
+        assert any("strategy" in _cmd(c) and c.pid != old_pid for c in _children(proc.pid))
+        # trading resumes: the new strategy's intents are approved
+        approved = counter(eid, "risk", "approved")
+        assert wait_counter(eid, "risk", "approved", approved + 5), "no trading after the restart"
         workers = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
@@ -269,15 +344,14 @@ def test_hung_worker_is_killed_and_restarted(tmp_path: Path, eid: str) -> None:
         cfg.read_text().replace("heartbeat_timeout_s = 5.0", "heartbeat_timeout_s = 1.0")
     )
     with running_engine(cfg, tmp_path, eid) as proc:
-        time.sleep(3)
+        assert wait_counter(eid, "exec", "orders_in", 1), "exec never got an order"
         frozen = [c for c in _children(proc.pid) if "exec" in _cmd(c)]
         assert frozen, "exec worker not found"
         os.kill(frozen[0].pid, signal.SIGSTOP)
-        assert _wait_for(
-            lambda: any("exec" in _cmd(c) and c.pid != frozen[0].pid for c in _children(proc.pid)),
-            30,
-        ), "no replacement exec worker"
-        time.sleep(2)
+        assert _wait_for(lambda: is_ready(eid, "exec", not_pid=frozen[0].pid), 90), (
+            "no replacement exec worker"
+        )
+        assert any("exec" in _cmd(c) and c.pid != frozen[0].pid for c in _children(proc.pid))
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
@@ -291,10 +365,13 @@ def test_hung_worker_is_killed_and_restarted(tmp_path: Path, eid: str) -> None:
 def test_kill_switch_halts_trading_until_resume(tmp_path: Path, eid: str) -> None:
     cfg = write_config(tmp_path, eid)
     with running_engine(cfg, tmp_path, eid) as proc:
-        time.sleep(4)
+        # orders rest at the venue (the market maker's quotes) before the kill
+        assert wait_counter(eid, "exec", "new_orders", 5), "no orders reached exec"
         r = gekko("kill", "--config", str(cfg))
         assert r.returncode == 0, r.stderr
-        time.sleep(3)
+        # the kill arrived, and risk has since refused what the strategies still tried
+        assert wait_counter(eid, "risk", "kills", 1, 60)
+        assert wait_counter(eid, "risk", "rejected", counter(eid, "risk", "rejected") + 1, 60)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
@@ -319,7 +396,7 @@ def test_workers_exit_when_the_supervisor_dies_and_the_next_start_cleans_up(
 ) -> None:
     cfg = write_config(tmp_path, eid)
     with running_engine(cfg, tmp_path, eid) as proc:
-        assert _wait_for(lambda: len(_children(proc.pid)) >= 4, 30)
+        assert _wait_for(lambda: len(_children(proc.pid)) >= 4, 30)  # (all READY: see above)
         workers = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)  # a crash: no clean-up at all
         proc.communicate(timeout=30)
