@@ -449,3 +449,67 @@ def test_the_record_keeps_a_parents_algorithm_and_parameters(pg_dsn: str) -> Non
     assert by_id[PARENT] == parent_order()  # algo and algo_params exactly as sent
     assert by_id[5].algo == 0 and by_id[5].algo_params == {}
     assert by_id[6].algo == AlgoKind.TWAP and list(by_id[6].algo_params) == ["duration_s"]
+
+
+def test_iceberg_keeps_its_one_displayed_child_across_a_restart(tmp_path: Path) -> None:
+    from engine.messages import Trade
+
+    ice = msgspec.structs.replace(
+        parent_order(30), px=100, algo=int(AlgoKind.ICEBERG), algo_params={"display_qty": 10.0}
+    )
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(ice, a.now)
+    a.run_until(500 * MS)
+    (shown,) = a.venue.open_orders()  # one child of 10 rests at 100, behind the book's 40
+    assert shown.qty == 10
+    record = list(a.out)
+    del a
+    b = Exec(tmp_path, 1)
+    b.now = 1 * S
+    b.recover(record, [ice])
+    assert b.venue.open_orders() == [shown]  # adopted, nothing new shown
+    t = b.now
+    for _ in range(20):  # sellers hit the bid: the queue ahead, then our child, then the next
+        t += 10 * MS
+        b.out += b.engine.poll(t)
+        b.out += b.engine.on_market_data(Trade(IID, 100, 15, -1, t, t), t)
+        assert len(b.venue.open_orders()) <= 1  # never more than display_qty shown
+    b.out += b.engine.poll(t + 10 * MS)
+    check_no_child_twice_and_parent_whole(tmp_path, record + b.out, 30)
+
+
+def test_a_cancel_requested_before_the_crash_ends_the_parent(tmp_path: Path) -> None:
+    from engine.messages import CancelOrder
+
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(parent_order(60, slices=6.0, passive=1.0), a.now)
+    a.run_until(1 * S + 500 * MS)
+    # the cancel was recorded; exec died before the venue answered it
+    record = [*a.out, CancelOrder(PARENT, 7, IID, a.now, a.now)]
+    del a
+    b = Exec(tmp_path, 1)
+    b.now = 2 * S
+    b.recover(record, [parent_order(60, slices=6.0, passive=1.0)])
+    b.run_until(3 * S)
+    assert not b.venue.open_orders()
+    (end,) = [e for e in parent_events(b.out) if isinstance(e, OrderCanceled)]
+    assert end.reason == "canceled"
+    assert not [e for e in parent_events(b.out) if isinstance(e, OrderFilled)]
+
+
+def test_the_algo_log_cuts_a_torn_tail_and_keeps_the_rest(tmp_path: Path) -> None:
+    log = AlgoLog(tmp_path / "t.algo")
+    child = msgspec.structs.replace(parent_order(), client_order_id=99, algo=0, algo_params={})
+    log.append(PARENT, parent_order(), 5)
+    log.append(PARENT, child, 6)
+    log.close()
+    with open(tmp_path / "t.algo", "ab") as f:
+        f.write(b"\x40\x00\x00\x00\x01\x02")  # killed mid-append
+    starts, kids = load_algo_log(tmp_path / "t.algo")
+    assert starts == [(parent_order(), 5)] and kids == {PARENT: [child]}
+    again = AlgoLog(tmp_path / "t.algo")  # reopened: the torn bytes are cut, appends go on
+    again.append(PARENT, msgspec.structs.replace(child, client_order_id=100), 7)
+    again.close()
+    assert [c.client_order_id for c in load_algo_log(tmp_path / "t.algo")[1][PARENT]] == [99, 100]
