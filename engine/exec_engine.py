@@ -30,6 +30,8 @@ What it decides, by ``ExecPolicy`` (config ``[exec]``):
 - Algorithms: a ``NewOrder`` with ``algo != 0`` goes to the ``AlgoEngine``; its child orders go
   out through the same path as any order (table, halts, venue) and events of children go back to
   the algo engine, never upstream: upstream only sees the parent events the algo engine makes.
+  After a restart, ``restore_algos`` brings back the parents that were working
+  (``engine.algos.rebuild_parents``), their open children re-entered in the order table.
 """
 
 from __future__ import annotations

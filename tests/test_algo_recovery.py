@@ -377,11 +377,11 @@ def test_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: Path, pg_dsn:
         assert ok, "the parent never ended after the restart:\n" + stop()[-4000:]
     finally:
         err = stop()
-    (tmp_path / "stderr.txt").write_text(err)  # DEBUG
     assert proc.returncode == 0, err[-3000:]
     assert "algo parents logged, 1 rebuilt" in err, err[-3000:]
     summary = json.loads((tmp_path / "var" / "last_run" / "summary.json").read_text())
     assert [r["worker"] for r in summary["restarts"]] == ["exec"]
+    assert summary["consistent"] is True  # exec's positions = the fills the engine published
     # the exchange's own record: every child placed once, children summing to the parent
     (vpath,) = (tmp_path / "var" / "venue").glob("*.venue")
     data = vpath.read_bytes()

@@ -26,6 +26,12 @@ The algorithms (one module each): ``twap`` (equal slices over a window, optional
 catch-up), ``vwap`` (slices following a volume profile: a built-in or configured curve, or the
 volume recorded from the market's trades), ``iceberg`` (shows at most a display quantity,
 refreshes after fills), ``pov`` (a participation rate of the market's traded volume).
+
+Restarts: ``on_record`` is a write-ahead hook (exec logs every accepted parent and every child
+before it leaves, ``procs.algo_log``); ``snapshot()`` / ``restore(snapshots, now_ns, replay)``
+turn the parents into ``ParentSnapshot``s and back, and ``rebuild_parents``
+(``engine.algos.recovery``) makes those snapshots after a crash from the log, the record and the
+venue. ``restore``'s docstring has the policy (resume, or end a parent whose window passed).
 """
 
 from __future__ import annotations
