@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import psutil
@@ -21,10 +20,13 @@ from tests.test_engine_e2e import (
     _children,
     _cmd,
     _wait_for,
+    counter,
     eid,  # noqa: F401  (the fixture)
     gekko,
+    is_ready,
     running_engine,
     summary_of,
+    wait_counter,
     write_config,
 )
 
@@ -84,8 +86,10 @@ def test_breaker_halts_cancels_survives_a_risk_restart_then_flatten_and_resume(
         old = risk_worker(proc.pid)
         assert old is not None
         os.kill(old.pid, signal.SIGKILL)  # a crash: the supervisor restarts it
-        assert _wait_for(lambda: (w := risk_worker(proc.pid)) is not None and w.pid != old.pid, 30)
-        time.sleep(2)  # the strategies keep trying; the restarted risk must refuse them
+        assert _wait_for(lambda: is_ready(eid, "risk", not_pid=old.pid), 90)
+        assert (w := risk_worker(proc.pid)) is not None and w.pid != old.pid
+        # the strategies keep trying; the restarted risk refuses them
+        assert wait_counter(eid, "risk", "rejected", counter(eid, "risk", "rejected") + 3)
         r = gekko("status", "--config", str(cfg))
         assert r.returncode == 0 and "running" in r.stdout
         assert "HALTED" in r.stdout and "daily_loss" in r.stdout, r.stdout
@@ -104,7 +108,8 @@ def test_breaker_halts_cancels_survives_a_risk_restart_then_flatten_and_resume(
         assert _wait_for(lambda: state_of(tmp_path, eid).get("state") == "ACTIVE", 60)
         resumed = state_of(tmp_path, eid)
         assert resumed["source"] == "operator" and resumed["reason"] == "gekko resume"
-        time.sleep(2)
+        # trading again: new strategy orders approved after the resume
+        assert wait_counter(eid, "risk", "approved", counter(eid, "risk", "approved") + 3)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
