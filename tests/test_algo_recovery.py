@@ -11,6 +11,8 @@ import struct
 from pathlib import Path
 
 import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.algos import AlgoEngine, ParentSnapshot, rebuild_parents
 from engine.exec_engine import ExecEngine, ExecPolicy
@@ -59,8 +61,8 @@ def parent_order(qty: int = 100, **params: float) -> NewOrder:
     )
 
 
-def book(t: int) -> BookSnapshot:
-    return BookSnapshot(IID, [100, 99], [40, 40], [101, 102], [7, 50], t, t, t // MS)
+def book(t: int, depth: int = 50) -> BookSnapshot:
+    return BookSnapshot(IID, [100, 99], [40, 40], [101, 102], [7, depth], t, t, t // MS)
 
 
 class Exec:
@@ -73,13 +75,14 @@ class Exec:
         self.engine.algo.on_record = self.log.append
         self.out: list[object] = []  # what it published upstream
         self.now = 0
+        self.depth = 50  # lots offered at 102 (thin: children fill partly)
 
     def run_until(self, t_end: int) -> None:
         """Market data every 100 ms, timers in between (what procs/exec does live)."""
         t = self.now - self.now % (100 * MS) + 100 * MS
         while t <= t_end:
             self.out += self.engine.poll(t)
-            self.out += self.engine.on_market_data(book(t), t)
+            self.out += self.engine.on_market_data(book(t, self.depth), t)
             self.now = t
             t += 100 * MS
         self.now = t_end
@@ -87,7 +90,7 @@ class Exec:
 
     def recover(self, record: list[object], orders: list[NewOrder]) -> None:
         """What procs/recovery + procs/exec do after a restart."""
-        self.out += self.engine.on_market_data(book(self.now), self.now)
+        self.out += self.engine.on_market_data(book(self.now, self.depth), self.now)
         starts, kids = load_algo_log(self.log.path)
         rec = rebuild_parents(starts, kids, record, self.venue, self.now)
         res = reconcile(orders, record, self.venue, self.now, algo_ids=rec.order_ids)
@@ -125,6 +128,60 @@ def check_no_child_twice_and_parent_whole(tmp: Path, upstream: list[object], qty
     assert all(f.cum_qty + f.leaves_qty == qty for f in pf)
     ends = [e for e in parent_events(upstream) if isinstance(e, OrderFilled | OrderCanceled)]
     assert len(ends) == 1 and isinstance(ends[0], OrderFilled)
+
+
+def check_parent_invariants(tmp: Path, upstream: list[object], qty: int) -> None:
+    """What must hold whatever happened: no child placed twice, every child fill seen upstream
+    exactly once as a parent fill, parent fills never above the parent, one end."""
+    frames = venue_frames(tmp)
+    placed = [f.client_order_id for f in frames if type(f) is NewOrder]
+    assert len(placed) == len(set(placed))
+    assert not [f for f in frames if isinstance(f, OrderRejected) and "duplicate" in f.reason]
+    venue_fills = [f for f in frames if isinstance(f, OrderPartiallyFilled)]
+    pf = [e for e in parent_events(upstream) if isinstance(e, OrderPartiallyFilled)]
+    assert sorted(f.fill_id for f in pf) == sorted(f.fill_id for f in venue_fills)
+    assert len({f.fill_id for f in pf}) == len(pf)
+    total = sum(f.fill_qty for f in pf)
+    assert total == sum(f.fill_qty for f in venue_fills) <= qty
+    assert all(f.cum_qty + f.leaves_qty == qty for f in pf)
+    assert [f.cum_qty for f in pf] == sorted(f.cum_qty for f in pf)
+    ends = [e for e in parent_events(upstream) if isinstance(e, OrderFilled | OrderCanceled)]
+    assert len(ends) == 1
+    assert isinstance(ends[0], OrderFilled) == (total == qty)
+    if isinstance(ends[0], OrderCanceled):
+        assert ends[0].leaves_qty == qty - total
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    crash_ms=st.integers(2, 11_500),
+    down_ms=st.integers(0, 6_000),
+    kept=st.floats(0.0, 1.0),
+    passive=st.booleans(),
+    depth=st.sampled_from([0, 3, 50]),
+)
+def test_any_crash_point_keeps_the_parent_whole(
+    crash_ms: int, down_ms: int, kept: float, passive: bool, depth: int
+) -> None:
+    import tempfile
+
+    order = parent_order(100, passive=float(passive))
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        a = Exec(tmp, 0)
+        a.depth = depth
+        a.run_until(1 * MS)
+        a.out += a.engine.on_order(order, a.now)
+        a.run_until(crash_ms * MS)
+        record = a.out[: int(len(a.out) * kept)]  # what the recorder had stored
+        del a
+        b = Exec(tmp, 1)
+        b.depth = depth
+        b.now = (crash_ms + down_ms) * MS
+        b.recover(record, [order])
+        b.run_until(max(b.now + 1 * S, 12 * S))  # the end of the window, cancels answered
+        check_parent_invariants(tmp, record + b.out, 100)
+        assert not b.venue.open_orders()
 
 
 def test_twap_parent_resumes_after_a_crash_with_a_lost_fill_and_a_child_in_flight(
