@@ -570,3 +570,23 @@ def test_the_algo_log_cuts_a_torn_tail_and_keeps_the_rest(tmp_path: Path) -> Non
     again.append(PARENT, msgspec.structs.replace(child, client_order_id=100), 7)
     again.close()
     assert [c.client_order_id for c in load_algo_log(tmp_path / "t.algo")[1][PARENT]] == [99, 100]
+
+
+def test_two_crashes_in_a_row(tmp_path: Path) -> None:
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(parent_order(), a.now)
+    a.run_until(3 * S + 1 * MS)
+    record = a.out[:-3]
+    del a
+    b = Exec(tmp_path, 1)
+    b.now = 3 * S + 300 * MS
+    b.recover(record, [parent_order()])
+    b.run_until(6 * S + 1 * MS)
+    record += b.out  # all of the second incarnation's events reached the record this time
+    del b
+    c = Exec(tmp_path, 2)
+    c.now = 7 * S
+    c.recover(record, [parent_order()])
+    c.run_until(12 * S)
+    check_no_child_twice_and_parent_whole(tmp_path, record + c.out, 100)
