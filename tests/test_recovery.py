@@ -193,9 +193,17 @@ def _kill_exec_and_check(tmp_path: Path, eid: str, dsn: str, db_down: Any = None
     import json
     import os
     import signal
-    import time
 
-    from tests.test_engine_e2e import _children, _cmd, _wait_for, running_engine, summary_of
+    from tests.test_engine_e2e import (
+        _children,
+        _cmd,
+        _wait_for,
+        counter,
+        health,
+        running_engine,
+        summary_of,
+        wait_counter,
+    )
 
     cfg = _engine_config(tmp_path, eid, dsn)
 
@@ -208,19 +216,20 @@ def _kill_exec_and_check(tmp_path: Path, eid: str, dsn: str, db_down: Any = None
     with running_engine(cfg, tmp_path, eid) as proc:
         assert _wait_for(lambda: len(_children(proc.pid)) >= 5, 60)
         check(_wait_for(lambda: _fills_stored(dsn) >= 3, 120), "no fills recorded: never traded")
-        time.sleep(1)  # orders resting and in flight
+        # orders resting and in flight: exec keeps receiving new ones
+        n = counter(eid, "exec", "new_orders")
+        check(wait_counter(eid, "exec", "new_orders", n + 5), "no orders reaching exec")
         before = _fills_stored(dsn)
         if db_down is not None:
             db_down.stop()
-            time.sleep(1)
+            # the recorder has met the outage (and journals from here on)
+            check(wait_counter(eid, "recorder", "db_errors", 1), "the recorder saw no outage")
         victim = [c for c in _children(proc.pid) if "exec" in _cmd(c)][0]
         os.kill(victim.pid, signal.SIGKILL)
-        restarted = _wait_for(
-            lambda: any("exec" in _cmd(c) and c.pid != victim.pid for c in _children(proc.pid)), 30
-        )
+        # the new exec has started (its health row) and recovers while the database is down
+        restarted = _wait_for(lambda: health(eid).get("exec", (0,))[0] not in (0, victim.pid), 90)
         check(restarted, "exec was not restarted")
         if db_down is not None:
-            time.sleep(1.5)
             db_down.restart()
         # recovery, then trading again: new fills reach the database
         check(
