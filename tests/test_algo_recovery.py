@@ -301,7 +301,12 @@ def test_exec_portfolio_starts_with_the_configured_cash(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text(text)
     cfg = load_config(tmp_path / "c.toml")
     pf = build_portfolio(cfg, cfg.instrument_table())
-    assert pf.equity() == 250_000.0
+    assert pf.cash == 250_000.0 and pf.equity() == 250_000.0
+    # buy 100 AAPL at 200.00 (ticks of 0.01), no fee: equity unchanged, the weight is its share
+    pf.on_fill(OrderFilled(1 << 32 | 1, 1, 1, 1, 20_000, 100, 100, 0, 0.0, 1, 1, 0, 0, 0))
+    pf.mark(1, 20_000)
+    assert abs(pf.equity() - 250_000.0) < 1e-6
+    assert abs(pf.weight(1) - 20_000.0 / 250_000.0) < 1e-9
 
 
 # --- real processes: a TWAP parent working, SIGKILL exec, the supervisor restarts it ----------

@@ -122,6 +122,8 @@ def rebuild_parents(
     ``open_orders``, ``knows_order``."""
     out = AlgoRecovery()
     starts = list(starts)
+    if not starts:
+        return out  # no parent was ever accepted in this run
     parent_ids = {o.client_order_id for o, _ in starts}
     child_of: dict[int, int] = {}
     for pc, kids in children.items():
