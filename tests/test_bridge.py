@@ -190,7 +190,7 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
             return g is not None and g["last-delivered-id"] == last and g["pending"] == 0
 
         try:
-            wait_for(caught_up, 60, "the consumer engine to read the producer's stream")
+            wait_for(caught_up, 150, "the consumer engine to read the producer's stream")
         except AssertionError:
             consumer_proc.send_signal(signal.SIGTERM)
             _, err = consumer_proc.communicate(timeout=60)
