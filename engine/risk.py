@@ -221,9 +221,10 @@ class RiskGate:
         self.skipped_stats = 0  # exposure-increasing orders judged without VaR/correlation
         self._own_counter = own_id_base  # client_order_ids of risk's own orders: strategy_id 0
         self._protect: dict[int, int] = {}  # instrument -> open stop-loss/take-profit order id
-        # (order id, fill id) of the fills ``restore`` already took off open quantities: the
-        # events ring re-delivers some of them to a restarted risk process
-        self._restored_fills: set[tuple[int, int]] = set()
+        # events ``restore`` already applied to open orders (``_redelivery_key``) that the events
+        # ring may deliver again to a restarted risk process, up to exec's time ``_restored_ns``
+        self._restored: set[tuple] = set()
+        self._restored_ns = 0
         # equity: capital + cash flows of fills + positions at the mark
         self.cash = 0.0
         self.equity = float(limits.capital)
@@ -580,13 +581,20 @@ class RiskGate:
         """Track positions, cash and open orders from execution events (fills of unknown
         orders still move the position: the venue's fill is the truth). ``count_fill=False``:
         a fill the seeded positions already hold (after a restart) — open orders only."""
+        if self._restored and self._seen_in_restore(ev):
+            if (
+                count_fill
+                and isinstance(ev, OrderPartiallyFilled)
+                and 0 <= ev.instrument_id < self._n
+            ):
+                self._on_fill(
+                    ev.instrument_id, int(ev.side), int(ev.fill_qty), int(ev.fill_px), float(ev.fee)
+                )
+            return  # restore() applied it to the open orders already
         if isinstance(ev, OrderPartiallyFilled):  # and OrderFilled
             iid = ev.instrument_id
             if count_fill and 0 <= iid < self._n:
                 self._on_fill(iid, int(ev.side), int(ev.fill_qty), int(ev.fill_px), float(ev.fee))
-            if self._restored_fills and (ev.client_order_id, ev.fill_id) in self._restored_fills:
-                self._restored_fills.discard((ev.client_order_id, ev.fill_id))
-                return  # restore() took it off the order's open quantity already
             o = self.open_orders.get(ev.client_order_id)
             if o is not None:
                 filled = min(ev.fill_qty, o.leaves)
@@ -980,9 +988,10 @@ class RiskGate:
         PostgreSQL, once the recorder has caught up with the ``orders`` and ``events`` rings)
         holds every order risk approved, including those still waiting in exec's input ring that
         exec's order table does not know yet, and it is there whether or not exec itself is
-        alive or restarting; it needs no new channel between the two processes. Fills restored
-        here that the events ring delivers again are recognised by (order id, fill id) and not
-        taken off twice."""
+        alive or restarting; it needs no new channel between the two processes. Events applied
+        here that the events ring delivers again (those the crashed process had not read yet)
+        are recognised — fills by (order id, fill id), replaces and refused requests by their
+        content and times — and not applied twice."""
         n0 = len(self.open_orders)
         for o in orders:
             if not isinstance(o, NewOrder) or o.client_order_id in self.open_orders:
@@ -995,7 +1004,7 @@ class RiskGate:
                 o.instrument_id, o.side, o.px, o.qty, o.strategy_id
             )
             self._add_open(o.instrument_id, o.side, o.qty)
-        fills: set[tuple[int, int]] = set()
+        seen: set[tuple] = set()
         for ev in events:
             if isinstance(ev, ReplaceOrder):  # in flight until OrderReplaced / its reject
                 r = self.open_orders.get(ev.client_order_id)
@@ -1005,14 +1014,30 @@ class RiskGate:
                     r.leaves += extra
                     r.reserved += extra
                 continue
-            if isinstance(ev, OrderPartiallyFilled):
-                fills.add((ev.client_order_id, ev.fill_id))
+            key = _redelivery_key(ev)
+            if key is not None:
+                seen.add(key)
+                self._restored_ns = max(self._restored_ns, int(getattr(ev, "ts_recv", 0) or 0))
             self.on_exec_event(ev, count_fill=False)
-        self._restored_fills |= {f for f in fills if f[0] in self.open_orders}
+        self._restored |= {k for k in seen if k[1] in self.open_orders}
         for coid, o in self.open_orders.items():  # risk's own stop / take-profit orders
             if o.strategy_id == 0:
                 self._protect.setdefault(o.instrument_id, coid)
         return len(self.open_orders) - n0
+
+    def _seen_in_restore(self, ev: object) -> bool:
+        """Is ``ev`` one that ``restore`` applied already (delivered again by the ring)? Exec
+        publishes in ``ts_recv`` order, so once an event newer than every restored one arrives
+        the re-deliveries are over and the set is dropped (the check costs nothing after)."""
+        ts = getattr(ev, "ts_recv", None)
+        if isinstance(ts, int) and ts > self._restored_ns:
+            self._restored.clear()
+            return False
+        key = _redelivery_key(ev)
+        if key is None or key not in self._restored:
+            return False
+        self._restored.discard(key)
+        return True
 
     def restore_state(self, snap: dict[str, Any]) -> None:
         """Put back ``persistent_state()`` (ValueError if it is not one). Instrument halts are
@@ -1022,3 +1047,16 @@ class RiskGate:
             v = snap.get(key)
             if isinstance(v, int | float) and math.isfinite(v) and v > 0:
                 setattr(self, key, float(v))
+
+
+def _redelivery_key(ev: object) -> tuple | None:
+    """What identifies an execution event whose second application would change open orders
+    (a fill, a replace, a refused request); None for those that are idempotent (acks, cancels,
+    expiries, rejects of new orders close an order once)."""
+    if isinstance(ev, OrderPartiallyFilled):
+        return ("fill", ev.client_order_id, ev.fill_id)
+    if isinstance(ev, OrderReplaced):
+        return ("replaced", ev.client_order_id, ev.px, ev.qty, ev.ts_event, ev.ts_recv)
+    if isinstance(ev, OrderRejected) and is_request_reject(ev):
+        return ("refused", ev.client_order_id, ev.reason, ev.ts_event, ev.ts_recv)
+    return None

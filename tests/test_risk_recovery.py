@@ -22,12 +22,16 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.instruments import Instrument
 from engine.messages import (
     Control,
     ControlCommand,
+    IntentCancel,
     IntentNew,
+    IntentReplace,
     Message,
     NewOrder,
     OrderAccepted,
@@ -42,6 +46,8 @@ from engine.messages import (
 )
 from engine.risk import RiskGate, RiskLimits
 from engine.strategies.base import Strategy, StrategyContext
+from engine.venues.sim import SimExchange
+from tests.test_sim_exchange import TABLE, snap, trade
 
 STRATEGY_ID = 7
 RESTING = 5  # = max_open_orders in the engine test
@@ -124,6 +130,94 @@ def test_restore_ignores_garbage() -> None:
     ]
     assert g.restore(bad, [object(), None]) == 0
     assert g.open_orders == {} and not g.open_buy.any() and not g.open_sell.any()
+
+
+def _session(actions: list) -> tuple[RiskGate, list[NewOrder], list[Any]]:
+    """A live gate in front of a simulated venue: (the gate, the orders it approved, the stream
+    of requests and execution events in publication order)."""
+    lim = RiskLimits(max_order_notional=1e12, max_position_lots=10**9, max_open_orders=10**6)
+    gate = RiskGate(lim, TABLE)
+    venue = SimExchange(TABLE)
+    book = snap([(100, 50), (99, 20)], [(101, 10), (102, 20)])
+    venue.on_market_data(book, 1)
+    gate.on_market_data(book)
+    approved: list[NewOrder] = []
+    stream: list[Any] = []
+    t = 10
+    for kind, coid, side, off, qty in actions:
+        t += 1
+        out: list[Any] = []
+        if kind == "new":
+            px = (100 if side == Side.BUY else 101) + off
+            it = IntentNew(
+                coid, 1, 1, side, int(OrderType.LIMIT), int(TimeInForce.GTC), px, qty, t, t
+            )
+            out = gate.on_intent(it, t)
+        elif kind == "cancel":
+            out = gate.on_intent(IntentCancel(coid, 1, 1, t, t), t)
+        elif kind == "replace":
+            o = gate.open_orders.get(coid)
+            px = (100 if o is None or o.side == Side.BUY else 101) + off
+            out = gate.on_intent(IntentReplace(coid, 1, 1, px, qty, t, t), t)
+        evs: list[Any] = []
+        for o in out:
+            if isinstance(o, NewOrder):
+                approved.append(o)
+                evs += venue.submit(o, t)
+            elif type(o).__name__ == "CancelOrder":
+                stream.append(o)
+                evs += venue.cancel(o, t)
+            elif isinstance(o, ReplaceOrder):
+                stream.append(o)
+                evs += venue.replace(o, t)
+        if kind == "trade":
+            evs += venue.on_market_data(trade(100 + off, qty, side), t)
+        for k, ev in enumerate(evs):  # exec stamps them in the order it publishes them
+            ev = msgspec.structs.replace(ev, ts_recv=t * 1000 + k)
+            stream.append(ev)
+            gate.on_exec_event(ev)
+    return gate, approved, stream
+
+
+def _open_view(g: RiskGate) -> tuple:
+    return (
+        {c: (o.leaves, o.reserved, o.px) for c, o in g.open_orders.items()},
+        g.open_buy.tolist(),
+        g.open_sell.tolist(),
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["new", "new", "cancel", "replace", "trade"]),
+            st.integers(1, 8),  # client order id
+            st.sampled_from([int(Side.BUY), int(Side.SELL)]),
+            st.integers(-3, 3),  # price offset from the touch
+            st.integers(1, 30),  # quantity
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
+)
+def test_restore_then_the_ring_equals_the_live_gate(actions: list, cut: float, back: float) -> None:
+    """Whatever part of the events the record holds when risk restarts, and however many of
+    them the events ring delivers again, the restored gate ends with the live gate's open
+    orders and open quantities."""
+    live, approved, stream = _session(actions)
+    events = [i for i, e in enumerate(stream) if hasattr(e, "ts_recv")]
+    n_cut = int(len(events) * cut)  # events[:n_cut] are in the record
+    recorded = set(events[:n_cut])
+    record = [e for i, e in enumerate(stream) if i in recorded or not hasattr(e, "ts_recv")]
+    redeliver = events[int(n_cut * back) :]  # the crashed process had read up to here
+    g = RiskGate(live.limits, live.instruments)
+    g.restore(approved, record)
+    for i in redeliver:
+        g.on_exec_event(stream[i], count_fill=False)
+    assert _open_view(g) == _open_view(live)
 
 
 # --- the whole engine --------------------------------------------------------------------------
