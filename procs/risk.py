@@ -263,6 +263,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             )
         if snap.get("day") != day:
             gate.new_day()
+    if gate.open_orders and gate.state == TradingState.HALTED:
+        # halted means nothing rests: what is still open after the crash (a cancel lost or not
+        # yet confirmed) is canceled again; exec refuses a cancel of an order already gone
+        route(gate.cancel_all(time.monotonic_ns()))
     if rc.start_halted and gate.state != TradingState.HALTED:
         route(
             gate.on_control(
