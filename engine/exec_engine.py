@@ -53,6 +53,8 @@ from engine.messages import (
     ExchangeStatus,
     ExchangeStatusKind,
     NewOrder,
+    OpenOrderSnapshot,
+    OpenOrdersRequest,
     OrderAccepted,
     OrderAnomaly,
     OrderCanceled,
@@ -752,6 +754,45 @@ class ExecEngine:
     # --- views -----------------------------------------------------------------------------------
     def open_orders(self) -> list[NewOrder]:
         return [r.order for r in self.table.open_orders()]
+
+    def open_order_snapshot(self, req: OpenOrdersRequest, now_ns: int) -> list[object]:
+        """The answer to a restarted risk process (``OpenOrdersRequest``): one
+        ``OpenOrderSnapshot`` per order risk approved that is still open here — plain orders
+        (held and emulated ones included) at their current price and leaves, algo parents with
+        what the parent has left — then the end marker. Algo children are exec's own ids, never
+        risk's: left out."""
+        rid = req.request_id
+        out: list[object] = [
+            OpenOrderSnapshot(
+                rid,
+                r.client_order_id,
+                r.order.strategy_id,
+                r.instrument_id,
+                r.side,
+                r.px,
+                r.leaves_qty,
+                ts=now_ns,
+            )
+            for r in self.table.open_orders()
+            if r.client_order_id >> 32 != EXEC_STRATEGY_ID and r.leaves_qty > 0
+        ]
+        for p in self.algo.working() if self.algo is not None else ():
+            o = p.order
+            if p.qty > p.filled:
+                out.append(
+                    OpenOrderSnapshot(
+                        rid,
+                        o.client_order_id,
+                        o.strategy_id,
+                        o.instrument_id,
+                        o.side,
+                        o.px,
+                        p.qty - p.filled,
+                        ts=now_ns,
+                    )
+                )
+        out.append(OpenOrderSnapshot(rid, 0, 0, -1, 0, 0, 0, end=True, count=len(out), ts=now_ns))
+        return out
 
     def held_orders(self) -> list[NewOrder]:
         """Orders held by a halt, in arrival order."""

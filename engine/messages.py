@@ -568,6 +568,36 @@ class Remote(msgspec.Struct, tag=48, **_S):
     msg: Message
 
 
+class OpenOrdersRequest(msgspec.Struct, tag=49, **_S):
+    """Risk → exec on the ``orders`` ring: "tell me every order you hold open". Sent by a risk
+    process restarted without a record (storage off). It travels behind every order risk
+    approved before it died, so exec's answer (``OpenOrderSnapshot``) covers those too."""
+
+    request_id: int  # echoed in the answer: a later restart ignores an earlier one's answer
+    ts: int  # monotonic ns when risk sent it
+
+
+class OpenOrderSnapshot(msgspec.Struct, tag=47, **_S):
+    """Exec → risk on the ``events`` ring, answering ``OpenOrdersRequest``: one per order open
+    in exec (plain orders, held and emulated ones, algo parents with what the parent has left),
+    then one with ``end=True`` and ``count`` = how many came before it.
+
+    The id field is ``order_id``, not ``client_order_id``: readers of the events ring that route
+    by ``client_order_id`` (strategies, the record) see a message that is about no order of
+    theirs and ignore it."""
+
+    request_id: int
+    order_id: int  # the client_order_id risk approved (0 on the end marker)
+    strategy_id: int
+    instrument_id: int
+    side: int
+    px: int
+    leaves_qty: int  # still open, lots
+    end: bool = False
+    count: int = 0  # on the end marker: the snapshots sent for this request
+    ts: int = 0  # monotonic ns when exec answered
+
+
 Message = (
     Quote
     | Trade
@@ -603,6 +633,8 @@ Message = (
     | ModelRejected
     | ReconciliationEvent
     | Remote
+    | OpenOrdersRequest
+    | OpenOrderSnapshot
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]

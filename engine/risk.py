@@ -90,6 +90,7 @@ from engine.messages import (
     IntentNew,
     IntentReplace,
     NewOrder,
+    OpenOrderSnapshot,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -1024,6 +1025,36 @@ class RiskGate:
             if o.strategy_id == 0:
                 self._protect.setdefault(o.instrument_id, coid)
         return len(self.open_orders) - n0
+
+    def restore_open(self, snapshots: Iterable[Any]) -> list[int]:
+        """After a restart of the risk process without a record (storage off): the orders exec
+        holds open, from its answer to ``OpenOrdersRequest`` (``OpenOrderSnapshot``s, end marker
+        and anything else skipped). Returns the ids restored, so the caller can cancel exactly
+        those when the engine is halted.
+
+        Why exec's word is complete and needs no de-duplication: the request travelled on the
+        ``orders`` ring behind every order risk approved before it died, and exec answers in the
+        ``events`` ring behind every event it published before; events delivered before the
+        answer are already in it (they found no open order here: positions only), events after
+        it are newer. An order this gate already holds (its own, sent since the restart) is
+        kept as it is. Like ``restore``: open orders only, positions come from
+        ``seed_positions``."""
+        added: list[int] = []
+        for s in snapshots:
+            if not isinstance(s, OpenOrderSnapshot) or s.end or s.order_id in self.open_orders:
+                continue
+            if self._known(s.instrument_id) is None or s.leaves_qty <= 0 or s.px < 0:
+                continue
+            if s.side not in (Side.BUY, Side.SELL):
+                continue
+            self.open_orders[s.order_id] = _Open(
+                s.instrument_id, s.side, s.px, s.leaves_qty, s.strategy_id
+            )
+            self._add_open(s.instrument_id, s.side, s.leaves_qty)
+            if s.strategy_id == 0:  # risk's own stop / take-profit order
+                self._protect.setdefault(s.instrument_id, s.order_id)
+            added.append(s.order_id)
+        return added
 
     def _seen_in_restore(self, ev: object) -> bool:
         """Is ``ev`` one that ``restore`` applied already (delivered again by the ring)? Exec

@@ -379,9 +379,17 @@ class RiskSection(msgspec.Struct, **_STRICT):
     flash_cooldown_s: float = 5.0
     refresh_interval_ms: float = 20.0
     state_file: str = ""
+    # a risk restarted with storage off asks exec for its open orders: how long it holds new
+    # intents back waiting for the answer (procs/risk.py)
+    open_orders_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         _need(self.max_order_notional > 0, "risk.max_order_notional", "must be > 0")
+        _need(
+            math.isfinite(self.open_orders_timeout_s) and self.open_orders_timeout_s > 0,
+            "risk.open_orders_timeout_s",
+            "must be > 0 seconds",
+        )
         _need(self.max_position_lots > 0, "risk.max_position_lots", "must be > 0")
         _need(self.max_open_orders > 0, "risk.max_open_orders", "must be > 0")
         _need(math.isfinite(self.capital) and self.capital >= 0, "risk.capital", "must be >= 0")

@@ -23,6 +23,7 @@ from engine.messages import (
     Control,
     ControlCommand,
     NewOrder,
+    OpenOrdersRequest,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
@@ -146,6 +147,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                     w.metrics.inc_i(c_new)
                     if o.ts_origin:
                         h_t2o.record(now - o.ts_origin)
+                elif type(o) is OpenOrdersRequest:  # a restarted risk without a record
+                    emit(engine.open_order_snapshot(o, now))
+                    continue
                 emit(engine.on_order(o, now))
             emit(engine.poll(time.monotonic_ns()))
             now = time.monotonic_ns()

@@ -17,8 +17,11 @@ fsync, rename), to the state file (``[risk] state_file``, default
 reads it back before it reports ready — a halted engine stays halted until ``gekko resume`` —
 rebuilds positions and cash from exec's positions table, and the orders that were open from this
 run's record (``procs.recovery.recover_risk``, ``RiskGate.restore``): a kill switch or a breaker
-after the restart cancels them too. With storage off there is no record: a restarted risk knows
-only the orders it approves from then on (logged).
+after the restart cancels them too. With storage off there is no record: the restarted risk
+asks exec (``OpenOrdersRequest`` on ``orders``; exec answers on ``events`` with one
+``OpenOrderSnapshot`` per open order and an end marker, ``RiskGate.restore_open``) and approves
+no new intent until the answer is in or ``[risk] open_orders_timeout_s`` has passed (logged
+either way; an answer after the timeout is still applied).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from engine.messages import (
     InstrumentHalted,
     InstrumentResumed,
     NewOrder,
+    OpenOrderSnapshot,
+    OpenOrdersRequest,
     OrderRejected,
     Quote,
     ReplaceOrder,
@@ -191,6 +196,24 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         if dirty:
             save()
 
+    def on_snapshot(ev: OpenOrderSnapshot) -> None:
+        if ask is None or not ask.take(ev):
+            return  # not ours (an earlier incarnation's request): ignored
+        added = gate.restore_open(ask.rows)
+        log.warning(
+            "risk: %d open orders restored from exec's answer (%d sent%s): %s",
+            len(added),
+            ev.count,
+            ", after the timeout" if ask.timed_out else "",
+            sorted(added)[:20],
+        )
+        if len(ask.rows) != ev.count:
+            log.error("risk: exec announced %d open orders, %d arrived", ev.count, len(ask.rows))
+        w.metrics.set("orders_restored", len(added))
+        if added and gate.state == TradingState.HALTED:  # nothing may rest while halted
+            keep = set(added)
+            route([c for c in gate.cancel_all(time.monotonic_ns()) if c.client_order_id in keep])
+
     def read_prices(iids: Any) -> None:
         for iid in iids:
             k = rows.get(int(iid))
@@ -235,8 +258,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             n_open,
             sorted(gate.open_orders)[:20],
         )
-    elif incarnation > 0:
-        log.error("risk: restarted without a record (storage off): earlier open orders unknown")
+        w.metrics.set("orders_restored", n_open)
+    # storage off: exec is asked; its answer is read in the loop below (``on_snapshot``)
+    ask = AskExec(orders, rc.open_orders_timeout_s) if rec is None and incarnation > 0 else None
     snap = load_state(path)
     if snap is not None:
         try:
@@ -317,10 +341,13 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 w.metrics.inc_i(c_ev)
                 if isinstance(ev, ExchangeStatus):
                     route(gate.on_status(ev, time.monotonic_ns()))
+                elif type(ev) is OpenOrderSnapshot:
+                    on_snapshot(ev)
                 else:
                     counted = seeded_ns and getattr(ev, "ts_recv", seeded_ns + 1) <= seeded_ns
                     gate.on_exec_event(ev, count_fill=not counted)
-            batch = intents.poll_batch(256)
+            # storage off, just restarted: no new intent until exec said what is open
+            batch = intents.poll_batch(256) if ask is None or not ask.holding() else []
             if batch:  # the latest prices of the instruments concerned, before judging them
                 read_prices({it.instrument_id for it in batch})
             for it in batch:
@@ -370,6 +397,54 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         waiter.close()
         w.close()
     return 0
+
+
+class AskExec:
+    """A restarted risk process's question to exec: which orders are open (storage off, so no
+    record to load them from). Sends one ``OpenOrdersRequest`` on ``orders`` at once, then
+    collects the ``OpenOrderSnapshot`` rows with its request id until the end marker.
+
+    ``holding()`` tells the loop to keep new intents back: until the answer is complete, or
+    until ``timeout_s`` has passed (exec dead or restarting: trading goes on knowing only what
+    is approved from now on; logged). Orders approved after the timeout are later than the
+    request in the ``orders`` ring, so exec's late answer cannot hold them twice: it is applied
+    all the same."""
+
+    def __init__(self, orders: Any, timeout_s: float) -> None:
+        now = time.monotonic_ns()
+        self.request_id = now
+        self.deadline = now + int(timeout_s * 1e9)
+        self.rows: list[OpenOrderSnapshot] = []
+        self.done = False
+        self.timed_out = False
+        orders.publish(OpenOrdersRequest(self.request_id, now))
+        log.warning(
+            "risk: restarted without a record (storage off): asked exec for its open orders; "
+            "new intents wait up to %.1fs for the answer",
+            timeout_s,
+        )
+
+    def holding(self) -> bool:
+        if self.done or self.timed_out:
+            return False
+        if time.monotonic_ns() < self.deadline:
+            return True
+        self.timed_out = True
+        log.error(
+            "risk: no answer from exec about its open orders in time: approving again, knowing "
+            "only the orders approved from now on (a late answer is still applied)"
+        )
+        return False
+
+    def take(self, ev: OpenOrderSnapshot) -> bool:
+        """Collect one row of the answer; True when ``ev`` is the end marker of our request."""
+        if self.done or ev.request_id != self.request_id:
+            return False
+        if not ev.end:
+            self.rows.append(ev)
+            return False
+        self.done = True
+        return True
 
 
 def _refused(it: Any, reason: str, state: int) -> list[Any]:

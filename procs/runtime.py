@@ -214,6 +214,7 @@ COUNTERS: dict[str, list[str]] = {
         "instrument_halts",
         "instrument_resumes",
         "protective_orders",
+        "orders_restored",  # open orders a restarted risk took from the record or exec
     ],
     "exec": [
         "orders_in",

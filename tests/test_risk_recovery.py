@@ -25,8 +25,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.exec_engine import ExecEngine
 from engine.instruments import Instrument
 from engine.messages import (
+    AlgoKind,
+    CancelOrder,
     Control,
     ControlCommand,
     IntentCancel,
@@ -34,6 +37,8 @@ from engine.messages import (
     IntentReplace,
     Message,
     NewOrder,
+    OpenOrderSnapshot,
+    OpenOrdersRequest,
     OrderAccepted,
     OrderCanceled,
     OrderPartiallyFilled,
@@ -220,6 +225,152 @@ def test_restore_then_the_ring_equals_the_live_gate(actions: list, cut: float, b
     assert _open_view(g) == _open_view(live)
 
 
+# --- storage off: exec's answer (OpenOrdersRequest -> OpenOrderSnapshot) -----------------------
+
+
+def _exec_session(actions: list) -> tuple[RiskGate, ExecEngine]:
+    """A live gate in front of exec (``ExecEngine`` over a simulated venue), every order and
+    event passed on at once as the processes do."""
+    lim = RiskLimits(max_order_notional=1e12, max_position_lots=10**9, max_open_orders=10**6)
+    gate = RiskGate(lim, TABLE)
+    ex = ExecEngine(SimExchange(TABLE), TABLE)
+    book = snap([(100, 50), (99, 20)], [(101, 10), (102, 20)])
+    ex.on_market_data(book, 1)
+    gate.on_market_data(book)
+    t = 10
+    used: set[int] = set()  # a client order id is used once (exec ignores a reused one)
+    for kind, coid, side, off, qty in actions:
+        t += 1
+        if kind == "new" and coid not in used:
+            used.add(coid)
+            px = (100 if side == Side.BUY else 101) + off
+            out = gate.on_intent(
+                IntentNew(
+                    coid, 1, 1, side, int(OrderType.LIMIT), int(TimeInForce.GTC), px, qty, t, t
+                ),
+                t,
+            )
+        elif kind == "cancel":
+            out = gate.on_intent(IntentCancel(coid, 1, 1, t, t), t)
+        elif kind == "replace":
+            o = gate.open_orders.get(coid)
+            px = (100 if o is None or o.side == Side.BUY else 101) + off
+            out = gate.on_intent(IntentReplace(coid, 1, 1, px, qty, t, t), t)
+        else:
+            out = []
+        evs: list[Any] = []
+        for o in out:
+            if isinstance(o, NewOrder | CancelOrder | ReplaceOrder):
+                evs += ex.on_order(o, t)
+        if kind == "trade":
+            evs += ex.on_market_data(trade(100 + off, qty, side), t)
+        evs += ex.poll(t)
+        for ev in evs:
+            gate.on_exec_event(ev)
+    return gate, ex
+
+
+def _answer(ex: ExecEngine, rid: int = 5) -> list[Any]:
+    return ex.open_order_snapshot(OpenOrdersRequest(rid, 1), 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["new", "new", "cancel", "replace", "trade"]),
+            st.integers(1, 8),
+            st.sampled_from([int(Side.BUY), int(Side.SELL)]),
+            st.integers(-3, 3),
+            st.integers(1, 30),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_exec_answer_restores_the_live_gate_open_orders(actions: list) -> None:
+    """Whatever happened before the crash, a fresh gate fed exec's answer holds the live gate's
+    open orders, prices and open quantities — and ends where it does after one more event."""
+    live, ex = _exec_session(actions)
+    ans = _answer(ex)
+    assert ans[-1].end and ans[-1].count == len(ans) - 1 and ans[-1].request_id == 5
+    g = RiskGate(live.limits, live.instruments)
+    added = g.restore_open(ans)
+    assert sorted(added) == sorted(live.open_orders)
+    assert _open_view(g) == _open_view(live)
+    # the next event (here a cancel's) moves both alike
+    for coid in list(live.open_orders)[:1]:
+        for ev in ex.on_order(CancelOrder(coid, 1, 1, 99, 99), 99):
+            live.on_exec_event(ev)
+            g.on_exec_event(ev)
+        assert _open_view(g) == _open_view(live)
+
+
+def test_exec_answer_leaves_out_algo_children_and_counts_the_parent() -> None:
+    ex = ExecEngine(SimExchange(TABLE), TABLE)
+    ex.on_market_data(snap([(100, 50), (99, 20)], [(101, 10), (102, 20)]), 1)
+    parent = NewOrder(
+        7 << 32 | 1,
+        7,
+        1,
+        1,
+        int(OrderType.LIMIT),
+        int(TimeInForce.GTC),
+        95,
+        200,
+        1,
+        1,
+        algo=int(AlgoKind.ICEBERG),
+        algo_params={"display_qty": 20},
+    )
+    plain = NewOrder(
+        7 << 32 | 2, 7, 1, -1, int(OrderType.LIMIT), int(TimeInForce.GTC), 110, 4, 1, 1
+    )
+    ex.on_order(parent, 2)
+    ex.on_order(plain, 2)
+    ex.poll(3)
+    assert len(ex.table.open_orders()) == 2  # the plain order and one iceberg child
+    ans = _answer(ex, rid=9)
+    rows = {a.order_id: (a.side, a.px, a.leaves_qty, a.strategy_id) for a in ans if not a.end}
+    assert rows == {7 << 32 | 1: (1, 95, 200, 7), 7 << 32 | 2: (-1, 110, 4, 7)}
+    g = _gate()
+    assert sorted(g.restore_open(ans)) == sorted(rows)
+    assert int(g.open_buy[1]) == 200 and int(g.open_sell[1]) == 4
+    # the kill switch cancels the parent (exec cancels its children) and the plain order
+    out = g.on_control(Control(int(ControlCommand.KILL), 5, "test"))
+    assert sorted(c.client_order_id for c in out if isinstance(c, CancelOrder)) == sorted(rows)
+
+
+def test_restore_open_ignores_garbage_and_what_the_gate_holds() -> None:
+    g = _gate()
+    g.restore_open([OpenOrderSnapshot(1, 50, 7, 1, 1, 10_000, 3)])
+    bad = [
+        OpenOrderSnapshot(1, 50, 7, 1, 1, 10_000, 9),  # already open here: kept as it is
+        OpenOrderSnapshot(1, 51, 7, 99, 1, 10_000, 3),  # unknown instrument
+        OpenOrderSnapshot(1, 52, 7, -5, 1, 10_000, 3),  # negative instrument id
+        OpenOrderSnapshot(1, 53, 7, 1, 4, 10_000, 3),  # no such side
+        OpenOrderSnapshot(1, 54, 7, 1, 1, 10_000, 0),  # nothing left
+        OpenOrderSnapshot(1, 0, 0, -1, 0, 0, 0, end=True, count=6),
+        _new(55, Side.BUY, 3),  # not a snapshot
+        None,
+    ]
+    assert g.restore_open(bad) == []
+    assert list(g.open_orders) == [50] and int(g.open_buy[1]) == 3
+
+
+def test_open_orders_timeout_is_validated() -> None:
+    from ops.config import ConfigError, parse_config
+
+    text = (Path(__file__).resolve().parents[1] / "config.toml").read_text()
+    assert parse_config(text).risk.open_orders_timeout_s == 10.0
+    line = "\nopen_orders_timeout_s = 10.0"
+    assert line in text
+    for bad in ("0.0", "-1.0", "nan"):
+        with pytest.raises(ConfigError) as err:
+            parse_config(text.replace(line, f"\nopen_orders_timeout_s = {bad}"), "my.toml")
+        assert err.value.key == "risk.open_orders_timeout_s"
+
+
 # --- the whole engine --------------------------------------------------------------------------
 
 
@@ -385,3 +536,79 @@ def test_orders_open_before_a_risk_crash_are_counted_and_canceled_by_the_kill_sw
     after = [(why, v) for why, ts, v in _risk_events(pg_dsn) if t_back <= ts < t_kill]
     assert after and all(why == "max open orders" and v == RESTING + 1 for why, v in after), after
     assert f"{RESTING} open orders restored from the record" in err, err[-3000:]
+
+
+@pytest.mark.timeout(240)
+def test_storage_off_a_restarted_risk_takes_the_open_orders_from_exec(tmp_path: Path) -> None:
+    """No record to load: the restarted risk asks exec (``OpenOrdersRequest``), holds new
+    intents back until exec's answer is in, then counts the resting orders against
+    max_open_orders and the kill switch cancels every one of them at the venue."""
+    from tests.test_engine_e2e import (
+        _wait_for,
+        counter,
+        gekko,
+        health,
+        is_ready,
+        running_engine,
+        summary_of,
+        wait_counter,
+    )
+    from tests.test_risk_e2e import records
+
+    eid = "o" + uuid.uuid4().hex[:7]
+    cfg = _config(tmp_path, eid, "off")
+    with running_engine(cfg, tmp_path, eid) as proc:
+
+        def check(ok: bool, what: str) -> None:
+            if not ok:  # stop the engine and show what it said
+                proc.send_signal(signal.SIGTERM)
+                _, err = proc.communicate(timeout=90)
+                raise AssertionError(f"{what}\n{err[-4000:]}")
+
+        check(
+            _wait_for(lambda: len(_ours(venue_frames(tmp_path), OrderAccepted)) >= RESTING, 90),
+            "the orders never rested at the venue",
+        )
+        check(wait_counter(eid, "risk", "rejected", 2), "no probe refused before the crash")
+        resting = _ours(venue_frames(tmp_path), OrderAccepted)
+        assert len(resting) == RESTING
+        old_pid = health(eid)["risk"][0]
+        os.kill(old_pid, signal.SIGKILL)
+        check(_wait_for(lambda: is_ready(eid, "risk", not_pid=old_pid), 120), "risk not back")
+        check(wait_counter(eid, "risk", "orders_restored", RESTING), "exec's answer not applied")
+        t_back = time.monotonic_ns()
+        n = counter(eid, "risk", "rejected")
+        check(wait_counter(eid, "risk", "rejected", n + 3), "no probe refused after the restart")
+        assert counter(eid, "risk", "orders_restored") == RESTING
+        assert not _ours(venue_frames(tmp_path), OrderCanceled)  # all still resting
+        t_kill = time.monotonic_ns()
+        r = gekko("kill", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        check(
+            _wait_for(lambda: _ours(venue_frames(tmp_path), OrderCanceled) >= resting, 60),
+            f"canceled at the venue: {_ours(venue_frames(tmp_path), OrderCanceled)} of {resting}",
+        )
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err[-3000:]
+    assert [x["worker"] for x in summary_of(tmp_path)["restarts"]] == ["risk"]
+    assert f"{RESTING} open orders restored from exec's answer ({RESTING} sent)" in err, err[-3000:]
+    assert "no answer from exec" not in err
+    orders = records(tmp_path, "orders.jsonl")
+    # the question went to exec once, on the orders ring, after the crash
+    assert [o["type"] for o in orders].count("OpenOrdersRequest") == 1
+    ours = [o for o in orders if o.get("strategy_id") == STRATEGY_ID]
+    assert {o["client_order_id"] for o in ours if o["type"] == "NewOrder"} == resting
+    cancels = [o for o in ours if o["type"] == "CancelOrder"]
+    assert {c["client_order_id"] for c in cancels} >= resting
+    assert all(c["ts_approved"] >= t_kill for c in cancels)
+    # the refusals after the restart were for max open orders, counting exec's open orders
+    after = [
+        (e["reason"], e["value"])
+        for e in records(tmp_path, "risk.jsonl")
+        if e["type"] == "RiskEvent"
+        and e["kind"] == int(RiskEventKind.ORDER_REJECTED)
+        and t_back <= e["ts"] < t_kill
+    ]
+    assert after and all(why == "max open orders" and v == RESTING + 1 for why, v in after), after
