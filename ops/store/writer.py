@@ -155,7 +155,7 @@ def in_range(table: str, data: list[tuple]) -> list[tuple]:
 #: staging table -> (target table, columns, conflict key)
 _STAGED = {
     "orders": (ORDER_COLS, "(run_id, client_order_id)"),
-    "order_events": (EVENT_COLS, "(run_id, event_hash)"),
+    "order_events": (EVENT_COLS, "(run_id, client_order_id, event_hash)"),  # migration 0004
     "fills": (FILL_COLS, "(run_id, fill_id)"),
     "risk_events": (RISK_COLS, "(run_id, event_hash)"),
 }
