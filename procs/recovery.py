@@ -14,7 +14,9 @@ The sequence for exec:
 Risk takes its positions from exec's positions table at start (``procs/risk.py``), which exec
 rebuilt here first; it does not replay fills into positions (that would count them twice). Its
 open orders come back from the record (``recover_risk``, steps 1 and 3 above on risk's rings) so
-the kill switch and the breakers can cancel them (``engine.risk.RiskGate.restore``).
+the kill switch and the breakers can cancel them (``engine.risk.RiskGate.restore``). With
+storage off there is no record: ``recover_risk`` returns None and the restarted risk asks exec
+instead (``procs.risk.AskExec``, ``RiskGate.restore_open``).
 """
 
 from __future__ import annotations

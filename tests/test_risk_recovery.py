@@ -358,6 +358,67 @@ def test_restore_open_ignores_garbage_and_what_the_gate_holds() -> None:
     assert list(g.open_orders) == [50] and int(g.open_buy[1]) == 3
 
 
+class _Sink:
+    """Stands for the ``orders`` ring's producer: keeps what is published."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def publish(self, msg: Any) -> None:
+        self.sent.append(msg)
+
+
+def test_ask_exec_holds_intents_until_its_own_answer_is_complete() -> None:
+    from procs.risk import AskExec
+
+    sink = _Sink()
+    ask = AskExec(sink, timeout_s=60.0)
+    [req] = sink.sent
+    assert isinstance(req, OpenOrdersRequest) and req.request_id == ask.request_id
+    assert ask.holding()
+    rid = ask.request_id
+    row = OpenOrderSnapshot(rid, 50, 7, 1, 1, 10_000, 3)
+    assert not ask.take(OpenOrderSnapshot(rid - 1, 0, 0, -1, 0, 0, 0, end=True))  # not ours
+    assert not ask.take(row) and ask.holding()
+    assert ask.take(OpenOrderSnapshot(rid, 0, 0, -1, 0, 0, 0, end=True, count=1))
+    assert not ask.holding() and not ask.timed_out and ask.rows == [row]
+    assert not ask.take(OpenOrderSnapshot(rid, 0, 0, -1, 0, 0, 0, end=True))  # answered once
+
+
+def test_ask_exec_lets_intents_through_after_the_timeout_and_takes_a_late_answer() -> None:
+    from procs.risk import AskExec
+
+    ask = AskExec(_Sink(), timeout_s=0.001)
+    time.sleep(0.01)
+    assert not ask.holding() and ask.timed_out
+    assert ask.take(OpenOrderSnapshot(ask.request_id, 0, 0, -1, 0, 0, 0, end=True))
+
+
+def test_other_readers_of_the_events_ring_ignore_the_answer() -> None:
+    from engine.portfolio import Portfolio
+    from engine.strategy_host import StrategyHost
+
+    class Quiet(Strategy):
+        def on_order_event(self, ev: Any) -> None:
+            raise AssertionError(f"a strategy was handed {ev!r}")
+
+        on_fill = on_order_event
+
+    host = StrategyHost([Quiet], INS)
+    host.context(1)  # the hosted strategy is id 1: the answer names one of its orders
+    s = OpenOrderSnapshot(1, 1 << 32 | 1, 1, 1, 1, 10_000, 3)
+    end = OpenOrderSnapshot(1, 0, 0, -1, 0, 0, 0, end=True, count=1)
+    assert host.on_exec_event(s, 1) == [] and host.on_exec_event(end, 1) == []
+    p = Portfolio(INS)
+    p.on_event(s)
+    p.on_order(OpenOrdersRequest(1, 1))
+    assert not p.positions or all(x.position == 0 for x in p.positions.values())
+    # the frames cross the rings: both decode as themselves
+    dec = msgspec.msgpack.Decoder(Message)
+    for m in (s, end, OpenOrdersRequest(9, 9)):
+        assert dec.decode(msgspec.msgpack.encode(m)) == m
+
+
 def test_open_orders_timeout_is_validated() -> None:
     from ops.config import ConfigError, parse_config
 
