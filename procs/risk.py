@@ -261,6 +261,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         w.metrics.set("orders_restored", n_open)
     # storage off: exec is asked; its answer is read in the loop below (``on_snapshot``)
     ask = AskExec(orders, rc.open_orders_timeout_s) if rec is None and incarnation > 0 else None
+    holding = ask is not None  # new intents wait (the loop below)
     snap = load_state(path)
     if snap is not None:
         try:
@@ -347,7 +348,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                     counted = seeded_ns and getattr(ev, "ts_recv", seeded_ns + 1) <= seeded_ns
                     gate.on_exec_event(ev, count_fill=not counted)
             # storage off, just restarted: no new intent until exec said what is open
-            batch = intents.poll_batch(256) if ask is None or not ask.holding() else []
+            if holding:
+                holding = ask is not None and ask.holding()
+            batch = intents.poll_batch(256) if not holding else []
             if batch:  # the latest prices of the instruments concerned, before judging them
                 read_prices({it.instrument_id for it in batch})
             for it in batch:
@@ -405,7 +408,8 @@ class AskExec:
     collects the ``OpenOrderSnapshot`` rows with its request id until the end marker.
 
     ``holding()`` tells the loop to keep new intents back: until the answer is complete, or
-    until ``timeout_s`` has passed (exec dead or restarting: trading goes on knowing only what
+    until ``timeout_s`` has passed since the loop first asked — i.e. from READY, so a slow
+    warm-up does not eat the wait (exec dead or restarting: trading goes on knowing only what
     is approved from now on; logged). Orders approved after the timeout are later than the
     request in the ``orders`` ring, so exec's late answer cannot hold them twice: it is applied
     all the same."""
@@ -413,7 +417,8 @@ class AskExec:
     def __init__(self, orders: Any, timeout_s: float) -> None:
         now = time.monotonic_ns()
         self.request_id = now
-        self.deadline = now + int(timeout_s * 1e9)
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.deadline = 0  # set by the first ``holding()``
         self.rows: list[OpenOrderSnapshot] = []
         self.done = False
         self.timed_out = False
@@ -427,7 +432,10 @@ class AskExec:
     def holding(self) -> bool:
         if self.done or self.timed_out:
             return False
-        if time.monotonic_ns() < self.deadline:
+        now = time.monotonic_ns()
+        if not self.deadline:
+            self.deadline = now + self.timeout_ns
+        if now < self.deadline:
             return True
         self.timed_out = True
         log.error(

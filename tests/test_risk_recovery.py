@@ -388,8 +388,10 @@ def test_ask_exec_holds_intents_until_its_own_answer_is_complete() -> None:
 def test_ask_exec_lets_intents_through_after_the_timeout_and_takes_a_late_answer() -> None:
     from procs.risk import AskExec
 
-    ask = AskExec(_Sink(), timeout_s=0.001)
-    time.sleep(0.01)
+    ask = AskExec(_Sink(), timeout_s=0.05)
+    time.sleep(0.1)  # the wait counts from the loop's first question (READY), not from the request
+    assert ask.holding() and not ask.timed_out
+    time.sleep(0.1)
     assert not ask.holding() and ask.timed_out
     assert ask.take(OpenOrderSnapshot(ask.request_id, 0, 0, -1, 0, 0, 0, end=True))
 
@@ -470,7 +472,9 @@ count = {RESTING}
 """
 
 
-def _config(tmp_path: Path, eid: str, dsn: str) -> Path:
+def _config(
+    tmp_path: Path, eid: str, dsn: str, more: tuple[tuple[str, str, str], ...] = ()
+) -> Path:
     from tests.test_engine_e2e import write_config
 
     cfg = write_config(tmp_path, eid, strategies=STRATEGIES)
@@ -479,6 +483,7 @@ def _config(tmp_path: Path, eid: str, dsn: str) -> Path:
         ("risk", "max_open_orders", str(RESTING)),
         ("storage.postgres", "mode", f'"{dsn}"'),
         ("inference", "enabled", "false"),  # fewer processes on a small test machine
+        *more,
     ):
         start = text.index(f"\n[{section}]\n")
         m = re.compile(rf"(?m)^{key} = .*$").search(text, start)
@@ -673,3 +678,78 @@ def test_storage_off_a_restarted_risk_takes_the_open_orders_from_exec(tmp_path: 
         and t_back <= e["ts"] < t_kill
     ]
     assert after and all(why == "max open orders" and v == RESTING + 1 for why, v in after), after
+
+
+@pytest.mark.timeout(240)
+def test_storage_off_exec_answering_late_is_still_applied(tmp_path: Path) -> None:
+    """Exec is frozen (SIGSTOP) while risk restarts: risk waits ``open_orders_timeout_s``, logs
+    that no answer came, and approves again (the probes, up to max_open_orders, queue for exec
+    behind the request). Exec thawed answers the request first; risk applies the late answer,
+    so `gekko kill` still cancels the orders that rested before the crash."""
+    from tests.test_engine_e2e import (
+        _wait_for,
+        counter,
+        gekko,
+        health,
+        is_ready,
+        running_engine,
+        wait_counter,
+    )
+    from tests.test_risk_e2e import records
+
+    eid = "l" + uuid.uuid4().hex[:7]
+    more = (
+        ("risk", "open_orders_timeout_s", "0.5"),
+        ("supervisor", "heartbeat_timeout_s", "60.0"),  # a frozen exec is not restarted here
+    )
+    cfg = _config(tmp_path, eid, "off", more)
+    with running_engine(cfg, tmp_path, eid) as proc:
+
+        def check(ok: bool, what: str) -> None:
+            if not ok:
+                proc.send_signal(signal.SIGTERM)
+                _, err = proc.communicate(timeout=90)
+                raise AssertionError(f"{what}\n{err[-4000:]}")
+
+        check(
+            _wait_for(lambda: len(_ours(venue_frames(tmp_path), OrderAccepted)) >= RESTING, 90),
+            "the orders never rested at the venue",
+        )
+        check(wait_counter(eid, "risk", "rejected", 2), "no probe refused before the crash")
+        resting = _ours(venue_frames(tmp_path), OrderAccepted)
+        exec_pid, old_pid = health(eid)["exec"][0], health(eid)["risk"][0]
+        os.kill(exec_pid, signal.SIGSTOP)
+        try:
+            os.kill(old_pid, signal.SIGKILL)
+            check(_wait_for(lambda: is_ready(eid, "risk", not_pid=old_pid), 120), "risk not back")
+            # no answer: after the timeout the probes are approved again (exec has them queued)
+            n_ok = counter(eid, "risk", "approved")
+            check(
+                wait_counter(eid, "risk", "approved", n_ok + 1), "none approved after the timeout"
+            )
+            assert counter(eid, "risk", "orders_restored") == 0
+        finally:
+            os.kill(exec_pid, signal.SIGCONT)
+        check(wait_counter(eid, "risk", "orders_restored", RESTING), "late answer not applied")
+        r = gekko("kill", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        check(
+            _wait_for(lambda: _ours(venue_frames(tmp_path), OrderCanceled) >= resting, 60),
+            f"canceled at the venue: {_ours(venue_frames(tmp_path), OrderCanceled)} of {resting}",
+        )
+        assert health(eid)["exec"][0] == exec_pid  # the same exec answered
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err[-3000:]
+    assert "no answer from exec about its open orders in time" in err, err[-3000:]
+    assert (
+        f"{RESTING} open orders restored from exec's answer ({RESTING} sent, after the timeout)"
+        in err
+    )
+    orders = records(tmp_path, "orders.jsonl")
+    new_ids = [
+        o["client_order_id"]
+        for o in orders
+        if o["type"] == "NewOrder" and o.get("strategy_id") == STRATEGY_ID
+    ]
+    assert len(new_ids) == len(set(new_ids)) > RESTING  # probes approved after the timeout
