@@ -347,9 +347,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 else:
                     counted = seeded_ns and getattr(ev, "ts_recv", seeded_ns + 1) <= seeded_ns
                     gate.on_exec_event(ev, count_fill=not counted)
-            # storage off, just restarted: no new intent until exec said what is open
+            # storage off, just restarted: no new intent until exec said what is open (or the
+            # engine stops: then the strategies' cancels must get through)
             if holding:
-                holding = ask is not None and ask.holding()
+                holding = ask is not None and not stopping and ask.holding()
             batch = intents.poll_batch(256) if not holding else []
             if batch:  # the latest prices of the instruments concerned, before judging them
                 read_prices({it.instrument_id for it in batch})
