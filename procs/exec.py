@@ -40,6 +40,10 @@ from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.exec")
 
+#: the events that move positions (a tuple built once: ``A | B`` in isinstance builds a new
+#: union object per call, and emit runs per event)
+_FILLS = (OrderPartiallyFilled, OrderFilled)
+
 
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     w = Worker("exec", cfg, engine_id, incarnation)
@@ -72,7 +76,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         events.publish_batch(evs)
         w.metrics.inc_i(c_out, len(evs))
         for ev in evs:
-            if isinstance(ev, OrderPartiallyFilled | OrderFilled):
+            if isinstance(ev, _FILLS):
                 portfolio.on_fill(ev)
                 w.metrics.inc_i(c_fill)
                 dirty.add(ev.instrument_id)
@@ -130,11 +134,13 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
                     stopping = True
             busy = False
-            for msg in md.poll_batch(512):
+            mds = md.poll_batch(512)
+            if mds:
                 busy = True
-                w.metrics.inc_i(c_md)
-                portfolio.on_market_data(msg)
-                emit(engine.on_market_data(msg, time.monotonic_ns()))
+                for msg in mds:
+                    portfolio.on_market_data(msg)
+                    emit(engine.on_market_data(msg, time.monotonic_ns()))
+                w.metrics.inc_i(c_md, len(mds))  # once per batch, after it took effect
             batch = orders.poll_batch(256)
             if backlog:
                 batch, backlog = backlog + batch, []
