@@ -13,7 +13,14 @@ temporary directory (workers get its DSN through ``--dsn``):
   10,000 rows in one transaction (fills through the idempotent staging path, quotes into their
   day partition) — time per row, i.e. 1 / throughput;
 - ``pg_insert_fills`` / ``pg_insert_quotes`` (baseline): a plain ``INSERT`` per row in a loop,
-  same rows, one transaction.
+  same rows, one transaction;
+- ``pg_copy_fills_0003`` (baseline): ``pg_copy_fills`` into copies of ``order_events`` and
+  ``fills`` laid out as before migration 0004 (``order_events`` keyed by (run_id, event_hash),
+  plus an index on (run_id, seq)), in a schema of their own: what 0004 changed, measured in the
+  same run on the same machine.
+
+A fill message is two rows (its ``order_events`` row with the exact frame, and its ``fills``
+row): "fills/s" counts fill messages, i.e. pairs of rows.
 
 Run ``python perf/bench_store.py --fast``; the main process prints rows/s, the COPY/INSERT
 ratios and the latencies against the spec at the end. ``--only REGEX`` runs a subset.
@@ -144,10 +151,27 @@ def pg_read_row(args: argparse.Namespace) -> Callable[[int], float]:
     return run
 
 
-def _copy(args: argparse.Namespace, make: Callable[[int], Any]) -> Callable[[int], float]:
+#: schema holding the trading tables as they were before migration 0004 (the fills baseline)
+_BEFORE_0004 = "before_0004"
+_BEFORE_0004_SQL = (
+    f"CREATE SCHEMA {_BEFORE_0004}",
+    f"CREATE TABLE {_BEFORE_0004}.fills (LIKE public.fills INCLUDING ALL)",
+    f"CREATE TABLE {_BEFORE_0004}.order_events (LIKE public.order_events INCLUDING DEFAULTS)",
+    f"ALTER TABLE {_BEFORE_0004}.order_events ADD PRIMARY KEY (run_id, event_hash)",
+    f"CREATE INDEX ON {_BEFORE_0004}.order_events (run_id, seq)",
+)
+
+
+def _copy(
+    args: argparse.Namespace, make: Callable[[int], Any], schema: str = ""
+) -> Callable[[int], float]:
     from ops.store.writer import Rows, Writer
 
     conn = _db(args)
+    if schema:  # its own connection: the tables of that schema first, the rest from public
+        import psycopg
+
+        conn = psycopg.connect(args.dsn, autocommit=True, options=f"-c search_path={schema},public")
     writer = Writer()
 
     def run(loops: int) -> float:
@@ -196,6 +220,7 @@ BENCHMARKS: list[tuple[str, Callable[[argparse.Namespace], Callable[[int], float
     ("pg_write_row_async", pg_write_row_async, 1),
     ("pg_read_row", pg_read_row, 1),
     ("pg_copy_fills", lambda a: _copy(a, _fill), BATCH),
+    ("pg_copy_fills_0003", lambda a: _copy(a, _fill, _BEFORE_0004), BATCH),
     ("pg_insert_fills", lambda a: _insert(a, _fill, _FILL_INSERT, "fills"), BATCH),
     ("pg_copy_quotes", lambda a: _copy(a, _quote), BATCH),
     ("pg_insert_quotes", lambda a: _insert(a, _quote, _QUOTE_INSERT, "quotes"), BATCH),
@@ -229,6 +254,12 @@ def print_summary(results: dict[str, pyperf.Benchmark]) -> None:
                 line += f"   INSERT per row {1 / i:10,.0f} rows/s   COPY/INSERT = {i / c:5.1f}x"
             line += "   (aim: 200,000+ rows/s)"
             out.append(line)
+    c, b = med("pg_copy_fills"), med("pg_copy_fills_0003")
+    if c is not None and b is not None:
+        out.append(
+            f"  COPY fills, tables as before migration 0004 {1 / b:12,.0f} fills/s"
+            f"   now / before = {b / c:4.2f}x"
+        )
     print("\n".join(out), flush=True)
 
 
@@ -261,6 +292,8 @@ def main() -> None:
         args.dsn = server.get_uri()
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             migrate(conn)
+            for sql in _BEFORE_0004_SQL:
+                conn.execute(sql)
     results: dict[str, pyperf.Benchmark] = {}
     try:
         for name, factory, inner in BENCHMARKS:

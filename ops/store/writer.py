@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import msgspec
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
+from psycopg.types.string import BytesBinaryDumper
 
 from engine.messages import (
     Bar,
@@ -147,9 +149,20 @@ _NARROW = {
 
 
 def in_range(table: str, data: list[tuple]) -> list[tuple]:
-    """The rows of ``data`` whose narrow integer columns hold their values."""
+    """The rows of ``data`` whose narrow integer columns hold their values.
+
+    Almost every batch is entirely in range: each narrow column's minimum and maximum are found
+    at C speed (``map``/``itemgetter``, no Python code per row) and the batch is returned as it
+    is; only a batch holding a bad value is filtered row by row.
+    """
     checks = _NARROW[table]
-    return [r for r in data if all(lo <= r[i] <= hi for i, lo, hi in checks)]
+    if not data:
+        return data
+    for i, lo, hi in checks:
+        col = list(map(itemgetter(i), data))
+        if min(col) < lo or max(col) > hi:
+            return [r for r in data if all(lo <= r[i] <= hi for i, lo, hi in checks)]
+    return data
 
 
 #: staging table -> (target table, columns, conflict key)
@@ -355,6 +368,12 @@ def _copy(
     types: Sequence[str] | None = None,
 ) -> None:
     fmt = " (FORMAT BINARY)" if types else ""
+    if types and _B in types:
+        # by type name, psycopg picks the dumper registered last for bytea: the DB-API
+        # ``Binary`` wrapper's, in Python (about 0.4 µs a value: most of an order_events row's
+        # formatting). Our values are plain bytes: its compiled bytes dumper writes the same
+        # bytes. Registered on this cursor only.
+        cur.adapters.register_dumper(bytes, BytesBinaryDumper)
     with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN{fmt}") as cp:
         if types:
             cp.set_types(list(types))
