@@ -10,8 +10,9 @@ temporary directory (workers get its DSN through ``--dsn``):
   for the WAL flush; what the recorder uses for market data, never for trading records);
 - ``pg_read_row``: one fill SELECTed by primary key — the single-row read latency;
 - ``pg_copy_fills`` / ``pg_copy_quotes``: ``ops.store.writer.Writer`` COPYing a batch of
-  10,000 rows in one transaction (fills through the idempotent staging path, quotes into their
-  day partition) — time per row, i.e. 1 / throughput;
+  10,000 rows in one transaction (fills through the idempotent path: straight in under a
+  savepoint, no duplicate to stage; quotes into their day partition) — time per row, i.e.
+  1 / throughput;
 - ``pg_insert_fills`` / ``pg_insert_quotes`` (baseline): a plain ``INSERT`` per row in a loop,
   same rows, one transaction;
 - ``pg_copy_fills_0003`` (baseline): ``pg_copy_fills`` into copies of ``order_events`` and
