@@ -10,9 +10,14 @@ Two kinds of rows, two paths:
 - trading records (orders, order events, fills, risk events) must be stored exactly once even
   though they may be delivered twice (a recorder restarted mid-batch re-reads it; the journal is
   replayed after an outage). Each table has a unique natural key — (run, client order id), (run,
-  fill id), (run, digest of the exact frame) for events — so a duplicate cannot be stored. The
-  batch is COPYed straight in (inside a savepoint); only if a duplicate makes that fail is it
-  COPYed into a temporary staging table and moved with ``INSERT ... ON CONFLICT DO NOTHING``.
+  fill id), (run, client order id, digest of the exact frame) for events (migration 0004: the
+  order id first, so new keys land beside the recent orders, not at random) — so a duplicate
+  cannot be stored. The batch is COPYed straight in (inside a savepoint); only if a duplicate
+  makes that fail is it COPYed into a temporary staging table and moved with
+  ``INSERT ... ON CONFLICT DO NOTHING``.
+
+Commits stay the caller's: trading records commit synchronously (the journal is truncated only
+after), market data with ``synchronous_commit = off`` (``ops.store.sink``).
 """
 
 from __future__ import annotations
