@@ -145,23 +145,9 @@ class OrderRecord:
 
     def snapshot(self) -> OrderSnapshot:
         return OrderSnapshot(
-            order=self.order,
             state=int(self.state),
-            px=self.px,
-            qty=self.qty,
-            leaves_qty=self.leaves_qty,
-            submitted_ns=self.submitted_ns,
-            cum_qty=self.cum_qty,
-            notional_ticks=self.notional_ticks,
-            fees=self.fees,
-            venue_order_id=self.venue_order_id,
             fill_ids=sorted(self.fill_ids),
-            updated_ns=self.updated_ns,
-            reason=self.reason,
-            acked=self.acked,
-            emulated=self.emulated,
-            triggered=self.triggered,
-            stop_px=self.stop_px,
+            **{f: getattr(self, f) for f in _COPIED_FIELDS},
         )
 
 
@@ -185,6 +171,12 @@ class OrderSnapshot(msgspec.Struct, kw_only=True):
     emulated: bool = False
     triggered: bool = False
     stop_px: int = 0
+
+
+#: the snapshot fields copied as they are between an OrderRecord and its OrderSnapshot (the
+#: state and the fill-id set/list are converted): one list, so a new field cannot be forgotten
+#: on one side of the round trip
+_COPIED_FIELDS = tuple(f for f in OrderSnapshot.__struct_fields__ if f not in ("state", "fill_ids"))
 
 
 class OrderTable:
@@ -480,23 +472,9 @@ class OrderTable:
         for s in snapshots:
             state = OrderStatus(s.state)  # ValueError on garbage: refuse to guess
             r = OrderRecord(
-                order=s.order,
                 state=int(state),
-                px=s.px,
-                qty=s.qty,
-                leaves_qty=s.leaves_qty,
-                submitted_ns=s.submitted_ns,
-                cum_qty=s.cum_qty,
-                notional_ticks=s.notional_ticks,
-                fees=s.fees,
-                venue_order_id=s.venue_order_id,
                 fill_ids=set(s.fill_ids),
-                updated_ns=s.updated_ns,
-                reason=s.reason,
-                acked=s.acked,
-                emulated=s.emulated,
-                triggered=s.triggered,
-                stop_px=s.stop_px,
+                **{f: getattr(s, f) for f in _COPIED_FIELDS},
             )
             coid = s.order.client_order_id
             t.orders[coid] = r
