@@ -17,6 +17,7 @@ import signal
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -534,6 +535,41 @@ def _risk_events(dsn: str) -> list[tuple[str, int, float]]:
         ).fetchall()
 
 
+def _checker(proc: Any) -> Callable[[bool, str], None]:
+    """``check(ok, what)``: on failure, stop the engine and fail with what it said."""
+
+    def check(ok: bool, what: str) -> None:
+        if not ok:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=90)
+            raise AssertionError(f"{what}\n{err[-4000:]}")
+
+    return check
+
+
+def _wait_resting(check: Callable[[bool, str], None], tmp_path: Path, eid: str) -> set[int]:
+    """Wait until the strategy's RESTING orders rest at the venue and risk refuses the probes
+    beyond them; returns their client order ids."""
+    from tests.test_engine_e2e import _wait_for, wait_counter
+
+    check(
+        _wait_for(lambda: len(_ours(venue_frames(tmp_path), OrderAccepted)) >= RESTING, 90),
+        "the orders never rested at the venue",
+    )
+    check(wait_counter(eid, "risk", "rejected", 2), "no probe refused before the crash")
+    return _ours(venue_frames(tmp_path), OrderAccepted)
+
+
+def _wait_canceled(check: Callable[[bool, str], None], tmp_path: Path, resting: set[int]) -> None:
+    """Wait until every order in ``resting`` is canceled at the venue."""
+    from tests.test_engine_e2e import _wait_for
+
+    check(
+        _wait_for(lambda: _ours(venue_frames(tmp_path), OrderCanceled) >= resting, 60),
+        f"canceled at the venue: {_ours(venue_frames(tmp_path), OrderCanceled)} of {resting}",
+    )
+
+
 @pytest.mark.timeout(240)
 def test_orders_open_before_a_risk_crash_are_counted_and_canceled_by_the_kill_switch(
     tmp_path: Path, pg_dsn: str
@@ -553,20 +589,9 @@ def test_orders_open_before_a_risk_crash_are_counted_and_canceled_by_the_kill_sw
     eid = "k" + uuid.uuid4().hex[:7]
     cfg = _config(tmp_path, eid, pg_dsn)
     with running_engine(cfg, tmp_path, eid) as proc:
+        check = _checker(proc)
 
-        def check(ok: bool, what: str) -> None:
-            if not ok:  # stop the engine and show what it said
-                proc.send_signal(signal.SIGTERM)
-                _, err = proc.communicate(timeout=90)
-                raise AssertionError(f"{what}\n{err[-4000:]}")
-
-        # the orders rest at the venue, and risk refuses the probes beyond them
-        check(
-            _wait_for(lambda: len(_ours(venue_frames(tmp_path), OrderAccepted)) >= RESTING, 90),
-            "the orders never rested at the venue",
-        )
-        check(wait_counter(eid, "risk", "rejected", 2), "no probe refused before the crash")
-        resting = _ours(venue_frames(tmp_path), OrderAccepted)
+        resting = _wait_resting(check, tmp_path, eid)
         assert len(resting) == RESTING
         old_pid = health(eid)["risk"][0]
         os.kill(old_pid, signal.SIGKILL)  # a crash: the supervisor restarts it
@@ -581,10 +606,7 @@ def test_orders_open_before_a_risk_crash_are_counted_and_canceled_by_the_kill_sw
         assert r.returncode == 0, r.stderr
         # every order that was open before the crash is canceled at the venue (not by the
         # shutdown: the engine is still running)
-        check(
-            _wait_for(lambda: _ours(venue_frames(tmp_path), OrderCanceled) >= resting, 60),
-            f"canceled at the venue: {_ours(venue_frames(tmp_path), OrderCanceled)} of {resting}",
-        )
+        _wait_canceled(check, tmp_path, resting)
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
@@ -624,19 +646,9 @@ def test_storage_off_a_restarted_risk_takes_the_open_orders_from_exec(tmp_path: 
     eid = "o" + uuid.uuid4().hex[:7]
     cfg = _config(tmp_path, eid, "off")
     with running_engine(cfg, tmp_path, eid) as proc:
+        check = _checker(proc)
 
-        def check(ok: bool, what: str) -> None:
-            if not ok:  # stop the engine and show what it said
-                proc.send_signal(signal.SIGTERM)
-                _, err = proc.communicate(timeout=90)
-                raise AssertionError(f"{what}\n{err[-4000:]}")
-
-        check(
-            _wait_for(lambda: len(_ours(venue_frames(tmp_path), OrderAccepted)) >= RESTING, 90),
-            "the orders never rested at the venue",
-        )
-        check(wait_counter(eid, "risk", "rejected", 2), "no probe refused before the crash")
-        resting = _ours(venue_frames(tmp_path), OrderAccepted)
+        resting = _wait_resting(check, tmp_path, eid)
         assert len(resting) == RESTING
         old_pid = health(eid)["risk"][0]
         os.kill(old_pid, signal.SIGKILL)
@@ -650,10 +662,7 @@ def test_storage_off_a_restarted_risk_takes_the_open_orders_from_exec(tmp_path: 
         t_kill = time.monotonic_ns()
         r = gekko("kill", "--config", str(cfg))
         assert r.returncode == 0, r.stderr
-        check(
-            _wait_for(lambda: _ours(venue_frames(tmp_path), OrderCanceled) >= resting, 60),
-            f"canceled at the venue: {_ours(venue_frames(tmp_path), OrderCanceled)} of {resting}",
-        )
+        _wait_canceled(check, tmp_path, resting)
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
@@ -704,19 +713,9 @@ def test_storage_off_exec_answering_late_is_still_applied(tmp_path: Path) -> Non
     )
     cfg = _config(tmp_path, eid, "off", more)
     with running_engine(cfg, tmp_path, eid) as proc:
+        check = _checker(proc)
 
-        def check(ok: bool, what: str) -> None:
-            if not ok:
-                proc.send_signal(signal.SIGTERM)
-                _, err = proc.communicate(timeout=90)
-                raise AssertionError(f"{what}\n{err[-4000:]}")
-
-        check(
-            _wait_for(lambda: len(_ours(venue_frames(tmp_path), OrderAccepted)) >= RESTING, 90),
-            "the orders never rested at the venue",
-        )
-        check(wait_counter(eid, "risk", "rejected", 2), "no probe refused before the crash")
-        resting = _ours(venue_frames(tmp_path), OrderAccepted)
+        resting = _wait_resting(check, tmp_path, eid)
         exec_pid, old_pid = health(eid)["exec"][0], health(eid)["risk"][0]
         os.kill(exec_pid, signal.SIGSTOP)
         try:
@@ -733,10 +732,7 @@ def test_storage_off_exec_answering_late_is_still_applied(tmp_path: Path) -> Non
         check(wait_counter(eid, "risk", "orders_restored", RESTING), "late answer not applied")
         r = gekko("kill", "--config", str(cfg))
         assert r.returncode == 0, r.stderr
-        check(
-            _wait_for(lambda: _ours(venue_frames(tmp_path), OrderCanceled) >= resting, 60),
-            f"canceled at the venue: {_ours(venue_frames(tmp_path), OrderCanceled)} of {resting}",
-        )
+        _wait_canceled(check, tmp_path, resting)
         assert health(eid)["exec"][0] == exec_pid  # the same exec answered
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
