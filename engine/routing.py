@@ -180,7 +180,13 @@ class SmartRouter:
                 maker = float(getattr(v, "maker_fee_bps", 0.0))
                 taker = float(getattr(v, "taker_fee_bps", 0.0))
             self.fees[n] = (float(maker), float(taker))
-        self._orders: dict[int, _Routed] = {}
+        self._orders: dict[int, _Routed] = {}  # working orders only (finished ones are pruned)
+        #: client order ids of finished orders: kept for idempotency and ``knows_order``; a
+        #: finished order's bookkeeping (legs, reasons) is dropped once no leg can still speak
+        self._finished: set[int] = set()
+        #: orders pruned, and late leg events of pruned orders dropped (both for the status line)
+        self.pruned = 0
+        self.late_events = 0
         self._next_vid = 0
         self._next_fill = 0
         #: orders routed, and legs sent per venue (for the status line / tests)
@@ -194,7 +200,7 @@ class SmartRouter:
     # --- the Venue interface ------------------------------------------------------------------
     def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
         coid = order.client_order_id
-        if coid in self._orders:
+        if coid in self._orders or coid in self._finished:
             return [
                 OrderRejected(
                     coid,
@@ -210,7 +216,7 @@ class SmartRouter:
             # without the flag (one venue's leg may open a position there while the total shrinks)
             pos = self.positions().get(order.instrument_id, 0)
             if order.side * pos >= 0 or order.qty > abs(pos):
-                self._orders[coid] = _Routed(order, order.qty, order.px, 0, closed=True)
+                self._finished.add(coid)
                 return [
                     OrderRejected(
                         coid,
@@ -239,7 +245,7 @@ class SmartRouter:
         rec = self._orders.get(cancel.client_order_id)
         legs = rec.open_legs() if rec is not None and not rec.closed else []
         if not legs:
-            why = "unknown client_order_id" if rec is None else "order is no longer open"
+            why = "order is no longer open" if self._known(cancel) else "unknown client_order_id"
             return [self._request_reject(cancel, f"cancel rejected: {why}", now_ns)]
         pairs: list[tuple[str, object]] = []
         for leg in legs:
@@ -250,7 +256,7 @@ class SmartRouter:
         rec = self._orders.get(replace.client_order_id)
         legs = rec.open_legs() if rec is not None and not rec.closed else []
         if len(legs) != 1:
-            if rec is None:
+            if not self._known(replace):
                 why = "unknown client_order_id"
             elif not legs:
                 why = "order is no longer open"
@@ -296,8 +302,11 @@ class SmartRouter:
         return [f for f in self.fills if f.fill_id > fill_id]
 
     def knows_order(self, client_order_id: int) -> bool:
-        """Whether this client order id was routed (to any venue)."""
-        return client_order_id in self._orders
+        """Whether this client order id was routed (to any venue), working or finished."""
+        return client_order_id in self._orders or client_order_id in self._finished
+
+    def _known(self, req: Any) -> bool:
+        return self.knows_order(req.client_order_id)
 
     def next_event_ns(self) -> int | None:
         """The earliest event any venue has due (venues that cannot say are skipped)."""
@@ -406,14 +415,29 @@ class SmartRouter:
     def _merge(self, pairs: list[tuple[str, object]], now_ns: int) -> list[VenueEvent]:
         out: list[VenueEvent] = []
         for vname, ev in pairs:
-            rec = self._orders.get(getattr(ev, "client_order_id", -1))
+            coid = getattr(ev, "client_order_id", -1)
+            rec = self._orders.get(coid)
             leg = rec.legs.get(vname) if rec is not None else None
+            if rec is None and coid in self._finished:
+                # a leg speaking after its order finished (a venue's late duplicate): the order
+                # had every leg closed, where such an event changes nothing, so it is dropped
+                self.late_events += 1
+                continue
             if rec is None or leg is None:
                 self.unmatched_events += 1
                 out.append(ev)
                 continue
             self._on_leg_event(rec, leg, ev, out)
+            if rec.closed and not rec.open_legs():
+                self._prune(coid)
         return out
+
+    def _prune(self, coid: int) -> None:
+        """Forget a finished order's bookkeeping so a long run's memory follows its working
+        orders, not its history (the fills stay in ``fills``, the router's record)."""
+        del self._orders[coid]
+        self._finished.add(coid)
+        self.pruned += 1
 
     def _on_leg_event(self, rec: _Routed, leg: _Leg, ev: object, out: list[VenueEvent]) -> None:
         o = rec.order

@@ -500,3 +500,33 @@ def test_reduce_only_is_checked_against_the_position_over_all_venues() -> None:
     ev = router.submit(order(74, SELL, 8, flags=OrderFlag.REDUCE_ONLY), 8)
     assert type(fills(ev)[-1]) is OrderFilled and router.positions() == {IID: 2}
     assert a.positions() == {IID: -3} and b.positions() == {IID: 5}
+
+
+# --- a long run's memory follows its working orders ---------------------------------------------
+
+
+def test_finished_orders_are_pruned_yet_stay_known_and_idempotent() -> None:
+    router, a, _ = two_venues(([(99, 500)], [(100, 500)]), ([(99, 500)], [(101, 500)]))
+    for coid in range(100, 160):  # 60 market orders that fill at once
+        ev = router.submit(order(coid, BUY, 2), 5)
+        assert type(fills(ev)[-1]) is OrderFilled
+    router.submit(order(200, BUY, 5, 90), 5)  # one that rests
+    assert router.pruned == 60 and len(router._orders) == 1
+    assert all(router.knows_order(c) for c in (100, 159, 200)) and not router.knows_order(99)
+    # the same intent again never places a second order, finished or not
+    for coid in (100, 200):
+        dup = router.submit(order(coid, BUY, 2), 6)
+        assert of(dup, OrderRejected) and "duplicate" in dup[0].reason and not fills(dup)
+    assert router.positions() == {IID: 120}
+    # a finished order's cancel is refused for the right reason, an unknown one for its own
+    done = router.cancel(CancelOrder(100, 1, IID, 9, 9), 7)
+    assert "no longer open" in of(done, OrderRejected)[0].reason
+    unknown = router.cancel(CancelOrder(999, 1, IID, 9, 9), 7)
+    assert "unknown client_order_id" in of(unknown, OrderRejected)[0].reason
+    # a venue repeating an event of a finished order changes nothing and is not forwarded
+    late = router._merge([("A", OrderCanceled(100, IID, 0, "late", 1, 1, 1))], 8)
+    assert late == [] and router.late_events == 1
+    # the resting order is pruned once it ends
+    ev = router.cancel(CancelOrder(200, 1, IID, 9, 9), 9)
+    assert of(ev, OrderCanceled) and router._orders == {} and router.pruned == 61
+    assert router.fills_since(0)[-1].cum_qty == 2 and len(router.fills_since(0)) >= 60
