@@ -30,7 +30,7 @@ What it decides, by ``ExecPolicy`` (config ``[exec]``):
 - Algorithms: a ``NewOrder`` with ``algo != 0`` goes to the ``AlgoEngine``; its child orders go
   out through the same path as any order (table, halts, venue) and events of children go back to
   the algo engine, never upstream: upstream only sees the parent events the algo engine makes.
-  After a restart, ``restore_algos`` brings back the parents that were working
+  A ``ReplaceOrder`` addressed to a parent amends it (``AlgoEngine.amend``). After a restart, ``restore_algos`` brings back the parents that were working
   (``engine.algos.rebuild_parents``), their open children re-entered in the order table.
 """
 
@@ -194,7 +194,11 @@ class ExecEngine:
             else:
                 self._cancel(order, now_ns, out)  # type: ignore[arg-type]
         elif tp is ReplaceOrder:
-            self._replace(order, now_ns, out)  # type: ignore[arg-type]
+            if self.algo is not None and self.algo.is_parent(order.client_order_id):
+                # an amend of an algo parent (new total qty / limit): the algo engine fits it
+                self._algo_out(self.algo.amend(order, now_ns), now_ns, out)  # type: ignore[arg-type]
+            else:
+                self._replace(order, now_ns, out)  # type: ignore[arg-type]
         else:
             self.not_orders += 1  # something else on the orders ring: counted, never fatal
         self._flush(out)

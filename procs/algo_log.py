@@ -2,9 +2,11 @@
 
 Why it exists: child orders never travel on a ring (exec makes them and sends them to the
 venue itself), so neither the record nor the venue can say which parent a child belongs to.
-``AlgoEngine.on_record`` hands every accepted parent (with ``algo`` / ``algo_params`` and
-exec's clock at acceptance) and every child (with its parent's id) to ``AlgoLog.append``
-*before* the child leaves exec: a child at the venue is always in the log. After a restart,
+``AlgoEngine.on_record`` hands every accepted parent (with ``algo`` / ``algo_params``, exec's
+clock at acceptance and, for a VWAP on recorded volume, the profile it was scheduled on), every
+amend of a parent (its new quantity and limit and the schedule's rebase) and every child (with
+its parent's id) to ``AlgoLog.append`` *before* the child leaves exec or the amend takes effect:
+a child at the venue is always in the log, and so is the parent as last amended. After a restart,
 ``load`` gives ``engine.algos.rebuild_parents`` what it needs to rebuild the parents.
 
 Format: ``var/algo/<engine>-<run>.algo``, frames ``[u32 length][u32 crc32][MessagePack]`` of
@@ -24,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from engine.algos.recovery import AmendSnapshot, LoggedParent
 from engine.messages import NewOrder
 
 log = logging.getLogger("gekko.exec")
@@ -33,11 +36,18 @@ _MAX_FRAME = 1 << 20
 
 
 class Entry(msgspec.Struct, array_like=True):
-    """A parent as accepted (``order.client_order_id == parent``) or a child of ``parent``."""
+    """A parent as accepted (``order.client_order_id == parent``), an amend of it (``amend``
+    set; ``order`` is then the parent as amended), or a child of ``parent``.
+
+    ``amend`` and ``profile`` are trailing fields with defaults: logs written before they
+    existed still load."""
 
     parent: int
-    ts: int  # exec's clock when the parent was accepted / the child sent
+    ts: int  # exec's clock when the parent was accepted / amended / the child sent
     order: NewOrder
+    amend: AmendSnapshot | None = None
+    #: a VWAP on recorded volume: the profile it was accepted with (weights, period, origin)
+    profile: tuple[list[float], int, int] | None = None
 
 
 def algo_log_path(cfg: Any, run_id: int) -> Path | None:
@@ -60,9 +70,17 @@ class AlgoLog:
         self._enc = msgspec.msgpack.Encoder()
         self.appended = 0
 
-    def append(self, parent: int, order: NewOrder, ts: int) -> None:
+    def append(
+        self,
+        parent: int,
+        order: NewOrder,
+        ts: int,
+        *,
+        amend: AmendSnapshot | None = None,
+        profile: tuple[list[float], int, int] | None = None,
+    ) -> None:
         """``AlgoEngine.on_record``: one entry, written before the caller goes on."""
-        f = self._enc.encode(Entry(parent, ts, order))
+        f = self._enc.encode(Entry(parent, ts, order, amend, profile))
         view = memoryview(_HDR.pack(len(f), zlib.crc32(f)) + f)
         while view:
             view = view[os.write(self._fd, view) :]
@@ -74,14 +92,16 @@ class AlgoLog:
             self._fd = -1
 
 
-def load(path: str | Path | None) -> tuple[list[tuple[NewOrder, int]], dict[int, list[NewOrder]]]:
-    """(parents as ``(order, accepted at)``, parent id -> children in sending order)."""
-    starts: list[tuple[NewOrder, int]] = []
+def load(path: str | Path | None) -> tuple[list[LoggedParent], dict[int, list[NewOrder]]]:
+    """(parents as ``LoggedParent``: order as accepted, accepted at, its amends in order, a
+    recorded VWAP profile; parent id -> children in sending order)."""
+    starts: list[LoggedParent] = []
     children: dict[int, list[NewOrder]] = {}
     if path is None:
         return starts, children
     dec = msgspec.msgpack.Decoder(Entry)
     seen: set[int] = set()
+    index: dict[int, int] = {}  # parent id -> its place in starts
     for f in _frames(Path(path)):
         try:
             e = dec.decode(f)
@@ -89,11 +109,20 @@ def load(path: str | Path | None) -> tuple[list[tuple[NewOrder, int]], dict[int,
             log.warning("algo log %s: an entry that does not decode was skipped", path)
             continue
         coid = e.order.client_order_id
+        if e.amend is not None:
+            i = index.get(coid)
+            if i is None or coid != e.parent:
+                log.warning("algo log %s: an amend of unknown parent %d was skipped", path, coid)
+                continue
+            lp = starts[i]
+            starts[i] = lp._replace(amends=(*lp.amends, e.amend))
+            continue
         if coid in seen:
             continue
         seen.add(coid)
         if coid == e.parent:
-            starts.append((e.order, e.ts))
+            index[coid] = len(starts)
+            starts.append(LoggedParent(e.order, e.ts, (), e.profile))
         else:
             children.setdefault(e.parent, []).append(e.order)
     return starts, children

@@ -570,7 +570,7 @@ def test_the_algo_log_cuts_a_torn_tail_and_keeps_the_rest(tmp_path: Path) -> Non
     with open(tmp_path / "t.algo", "ab") as f:
         f.write(b"\x40\x00\x00\x00\x01\x02")  # killed mid-append
     starts, kids = load_algo_log(tmp_path / "t.algo")
-    assert starts == [(parent_order(), 5)] and kids == {PARENT: [child]}
+    assert [s[:2] for s in starts] == [(parent_order(), 5)] and kids == {PARENT: [child]}
     again = AlgoLog(tmp_path / "t.algo")  # reopened: the torn bytes are cut, appends go on
     again.append(PARENT, msgspec.structs.replace(child, client_order_id=100), 7)
     again.close()

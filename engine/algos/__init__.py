@@ -6,16 +6,33 @@ it like any order, for its full quantity; exec hands it to ``AlgoEngine.submit``
 venue. From then on the engine turns time and market data into child orders, and child events
 into parent events, so upstream (strategy, risk, portfolio, recorder) only ever sees the parent:
 
-    submit / cancel / on_market_data / on_timer / on_child_event   ->   list[object]
+    submit / cancel / amend / on_market_data / on_timer / on_child_event   ->   list[object]
 
 Every method returns a mix of
 
-- child orders for the venue: ``NewOrder`` / ``CancelOrder`` with ids from ``next_child_id``, the
-  parent's strategy, instrument and side, ``algo = 0``;
+- child orders for the venue: ``NewOrder`` / ``CancelOrder`` / ``ReplaceOrder`` (an amend
+  repricing or shrinking a resting child) with ids from ``next_child_id``, the parent's strategy,
+  instrument and side, ``algo = 0``;
 - events to publish upstream, all on the PARENT ``client_order_id``: ``OrderAccepted``,
   ``OrderRejected`` (bad parameters: never an exception), ``OrderPartiallyFilled`` /
   ``OrderFilled`` (one per child fill, parent ``cum``/``leaves``, fill ids unique per engine),
-  ``OrderCanceled`` (the parent ended with quantity left), and ``AlgoProgress`` after each change.
+  ``OrderCanceled`` (the parent ended with quantity left), ``OrderReplaced`` (an amend took
+  effect: ``qty`` is the parent's new open quantity, as for plain orders), and ``AlgoProgress``
+  after each change.
+
+Amends (``amend``, a ``ReplaceOrder`` addressed to the parent): ``new_qty`` is the parent's new
+TOTAL quantity — filled lots included, like a FIX cancel/replace's OrderQty, so a fill racing the
+request cannot make the parent larger than the trader asked — and ``new_px`` its new limit (a
+MARKET parent keeps no limit: its ``new_px`` is ignored). Rejected with ``OrderRejected``
+``"replace rejected: ..."`` (the parent goes on unchanged): an unknown or ended parent, a new
+quantity not above what is already filled, a LIMIT price <= 0. Accepted, in this order: the amend
+is written to the algo log (``on_record``), the parent takes the new quantity and limit, its open
+children are fitted to it (newest first, the children's open quantity is cut until filled + open
+<= the new quantity: a child cut to nothing is canceled, a resting child cut in part is replaced
+with the smaller quantity; a resting child priced beyond the new limit, or at the old limit, is
+replaced at the new limit; a marketable child that no longer fits is canceled), the algorithm
+rebases what is left of its schedule (``Algo.rebase_for`` / ``on_amend``), and ``OrderReplaced``
++ ``AlgoProgress`` go upstream.
 
 The caller (``engine.exec_engine.ExecEngine``, or any loop playing its role) sends the child
 orders to the venue and passes every venue event about a child (``is_child``) back to
@@ -40,10 +57,19 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 from engine.algos.base import NS_PER_S, Algo, AlgoParamError, Child, Parent
 from engine.algos.iceberg import IcebergAlgo
 from engine.algos.pov import PovAlgo
-from engine.algos.recovery import AlgoRecovery, ChildSnapshot, ParentSnapshot, rebuild_parents
+from engine.algos.recovery import (
+    AlgoRecovery,
+    AmendSnapshot,
+    ChildSnapshot,
+    LoggedParent,
+    ParentSnapshot,
+    rebuild_parents,
+)
 from engine.algos.twap import TwapAlgo
 from engine.algos.vwap import VolumeProfile, VwapAlgo, VwapProfile
 from engine.instruments import Instrument, InstrumentTable
@@ -64,6 +90,7 @@ from engine.messages import (
     OrderReplaced,
     OrderType,
     Quote,
+    ReplaceOrder,
     Side,
     TimeInForce,
     Trade,
@@ -74,6 +101,8 @@ __all__ = [
     "AlgoEngine",
     "AlgoParamError",
     "AlgoRecovery",
+    "AmendSnapshot",
+    "LoggedParent",
     "ChildSnapshot",
     "ParentSnapshot",
     "IcebergAlgo",
@@ -97,6 +126,7 @@ ALGORITHMS: dict[int, type[Algo]] = {
 
 DAY_NS = 86_400 * NS_PER_S
 _REQUEST_REJECT = ("cancel rejected:", "replace rejected:")
+_ORDER_TYPES = (NewOrder, CancelOrder, ReplaceOrder)
 
 
 class AlgoEngine:
@@ -191,7 +221,7 @@ class AlgoEngine:
             self._touch(p)
             return self._end()
         p.impl = impl
-        self._record(coid, parent, now_ns)
+        self._record(coid, parent, now_ns, profile=p.saved_profile)
         self._working[coid] = p
         self._by_iid.setdefault(parent.instrument_id, []).append(p)
         self._out.append(
@@ -230,6 +260,56 @@ class AlgoEngine:
         self._wind_down(p, "canceled", now_ns)
         return self._end()
 
+    def amend(self, rep: ReplaceOrder, now_ns: int) -> list[object]:
+        """Change a working parent's total quantity and/or limit (see the module docstring):
+        ``OrderReplaced`` + the child orders that fit the children to it, or ``OrderRejected``
+        (``"replace rejected: ..."``) and nothing else."""
+        self._begin(now_ns)
+        coid = rep.client_order_id
+        p = self.parents.get(coid)
+        why = ""
+        new_qty = int(rep.new_qty)
+        new_px = 0
+        if p is None:
+            why = "unknown parent order"
+        elif not p.is_working or p.impl is None:
+            why = "parent order is no longer working"
+        else:
+            o = p.order
+            new_px = int(rep.new_px) if o.order_type == OrderType.LIMIT else o.px
+            if new_qty <= p.filled:
+                why = (
+                    f"new qty {new_qty} must be above the {p.filled} lots already filled "
+                    "(cancel the parent to stop it)"
+                )
+            elif o.order_type == OrderType.LIMIT and new_px <= 0:
+                why = f"limit price must be > 0, got {new_px}"
+            else:
+                why = p.impl.check_amend(new_qty, new_px)
+        if why or p is None or p.impl is None:
+            iid = p.instrument_id if p is not None else rep.instrument_id
+            self._out.append(
+                OrderRejected(coid, iid, f"replace rejected: {why}", rep.ts_origin, now_ns, now_ns)
+            )
+            return self._end()
+        impl = p.impl
+        k0, base = impl.rebase_for(new_qty, now_ns)
+        a = AmendSnapshot(ts=now_ns, qty=new_qty, px=new_px, rebase_slice=k0, rebase_base=base)
+        old_px = p.order.px
+        amended = msgspec.structs.replace(p.order, qty=new_qty, px=new_px)
+        self._record(coid, amended, now_ns, amend=a)  # write-ahead: logged, then it happens
+        self._apply_amend(p, a)
+        impl.set_rebase(k0, base)
+        self._fit_children(p, old_px, now_ns)
+        self._out.append(
+            OrderReplaced(
+                coid, p.instrument_id, new_px, new_qty - p.filled, rep.ts_origin, now_ns, now_ns
+            )
+        )
+        self._touch(p)
+        self._guard(p, impl.on_amend, now_ns)
+        return self._end()
+
     def on_child_event(self, ev: object, now_ns: int) -> list[object]:
         """A venue event about one of our children."""
         self._begin(now_ns)
@@ -246,7 +326,13 @@ class AlgoEngine:
             c.accepted = True
         elif isinstance(ev, OrderRejected):
             if ev.reason.startswith(_REQUEST_REJECT):
-                pass  # our cancel crossed the child's end; its own event closes it
+                if c.replace_sent and c.is_open and ev.reason.startswith("replace"):
+                    # an amend's reprice/shrink was refused: the child may no longer fit the
+                    # parent, so it goes (the algorithm re-sends what is left once it closed)
+                    c.replace_sent = False
+                    self._count("child_replace_rejected")
+                    self._cancel_child(p, c, now_ns)
+                # else our cancel crossed the child's end; its own event closes it
             elif c.is_open:
                 self._child_closed(p, c, "rejected")
                 p.child_rejects += 1
@@ -263,10 +349,15 @@ class AlgoEngine:
             else:
                 self._count("event_after_child_closed")
         elif isinstance(ev, OrderReplaced):
-            if c.is_open:  # we never replace children; keep the arithmetic right if a venue does
+            if c.is_open:  # an amend repriced or shrank it (``qty`` = its new open quantity)
                 p.open_qty += ev.qty - c.leaves
                 c.leaves = ev.qty
                 c.px = ev.px
+                c.replace_sent = False
+                if p.is_working:
+                    # a fill that crossed a shrink leaves the venue's open quantity above
+                    # what the parent has room for: fit again
+                    self._fit_children(p, c.px, now_ns)
         else:
             self._count("unknown_event")
         return self._end()
@@ -359,7 +450,7 @@ class AlgoEngine:
                 continue
             out.append(
                 ParentSnapshot(
-                    order=p.order,
+                    order=p.original if p.original is not None else p.order,
                     start_ns=p.start_ns,
                     state=int(p.state),
                     filled=p.filled,
@@ -381,9 +472,12 @@ class AlgoEngine:
                             cancel_sent=c.cancel_sent,
                             outcome=c.outcome,
                             fill_ids=sorted(c.fill_ids),
+                            resting=c.resting,
                         )
                         for c in p.children.values()
                     ],
+                    amends=list(p.amends),
+                    profile=p.saved_profile,
                 )
             )
         return out
@@ -410,17 +504,21 @@ class AlgoEngine:
              traded late (a passive TWAP does not sweep either): open children are canceled and
              the parent ends with ``OrderCanceled``, reason ``recovery: ... window ended while
              exec was down``, carrying the unfilled quantity;
-           - its algorithm cannot be rebuilt (a VWAP on the RECORDED profile: the volume it was
-             scheduled on died with exec) -> ended the same way, reason ``recovery: cannot
-             resume: ...``;
+           - its algorithm cannot be rebuilt (a VWAP on the RECORDED profile logged by a version
+             that did not log the profile, bad parameters) -> ended the same way, reason
+             ``recovery: cannot resume: ...``;
            - otherwise it resumes for what is left: a TWAP / VWAP runs its due slice at the next
              ``on_timer`` (catching up to the schedule's target, net of open children — nothing
              is sent twice), an iceberg shows its next child if none is resting, a POV counts
-             the market's volume again from now (``on_resume``).
+             the market's volume again from now (``on_resume``). A parent amended before the
+             crash resumes AMENDED: its quantity, limit and rebased schedule are the last
+             logged amend's; a VWAP on recorded volume resumes on the profile it was accepted
+             with (both from the algo log).
 
            Ended parents with children still open (upstream saw the end) get those children
            canceled; a late fill of theirs is counted as an anomaly, never a second end.
-        4. A parent whose ``OrderAccepted`` upstream never saw (``announced = False``) gets it.
+        4. A parent whose ``OrderAccepted`` upstream never saw (``announced = False``) gets it;
+           one whose last amend's ``OrderReplaced`` upstream never saw gets that.
 
         Parent ids already known are skipped (counted in ``duplicates``)."""
         self._begin(now_ns)
@@ -443,7 +541,10 @@ class AlgoEngine:
                 target_qty=int(s.target_qty),
                 child_rejects=int(s.child_rejects),
                 start_ns=int(s.start_ns),
+                saved_profile=s.profile,
             )
+            for a in s.amends:  # the parent as last amended (fills are replayed against it)
+                self._apply_amend(p, a)
             for cs in s.children:
                 c = Child(
                     cs.client_order_id,
@@ -457,6 +558,7 @@ class AlgoEngine:
                     cancel_sent=False,  # a cancel sent before the crash is sent again if needed
                     outcome=cs.outcome,
                     fill_ids=set(cs.fill_ids),
+                    resting=bool(cs.resting),
                 )
                 p.children[c.client_order_id] = c
                 self._child_parent[c.client_order_id] = coid
@@ -480,6 +582,13 @@ class AlgoEngine:
                             o.ts_origin,
                             now_ns,
                             now_ns,
+                        )
+                    )
+                if s.amends and not s.amend_announced:
+                    o = p.order  # exec died between logging the amend and publishing it
+                    self._out.append(
+                        OrderReplaced(
+                            coid, o.instrument_id, o.px, max(0, p.qty - p.filled), 0, now_ns, now_ns
                         )
                     )
                 if s.cancel_requested and not p.ending:
@@ -509,6 +618,9 @@ class AlgoEngine:
                 continue
             try:
                 impl = ALGORITHMS[p.algo](self, p, p.start_ns)
+                if p.amends:
+                    last = p.amends[-1]
+                    impl.set_rebase(last.rebase_slice, last.rebase_base)
             except Exception as exc:  # AlgoParamError, or a bug: end this parent, not exec
                 self._wind_down(p, f"recovery: cannot resume: {exc}", now_ns)
                 continue
@@ -526,12 +638,14 @@ class AlgoEngine:
             self._due(p, now_ns)
         return self._end()
 
-    def _record(self, parent_coid: int, order: NewOrder, now_ns: int) -> None:
-        """Write-ahead: tell ``on_record`` before the order exists anywhere else."""
+    def _record(self, parent_coid: int, order: NewOrder, now_ns: int, **extra: Any) -> None:
+        """Write-ahead: tell ``on_record`` before the order exists anywhere else (``extra``: an
+        amend's ``AmendSnapshot``, a recorded VWAP's ``profile``; passed only when set)."""
         if self.on_record is None:
             return
+        extra = {k: v for k, v in extra.items() if v is not None}
         try:
-            self.on_record(parent_coid, order, now_ns)
+            self.on_record(parent_coid, order, now_ns, **extra)
         except Exception:  # the log failing must not stop trading; the restart is then blind
             log.exception("algo: could not log order %d", order.client_order_id)
             self._count("log_error")
@@ -560,7 +674,8 @@ class AlgoEngine:
             flags &= ~OrderFlag.POST_ONLY  # a marketable slice may take
         coid = int(self._next_id())
         self._child_parent[coid] = p.client_order_id
-        c = Child(coid, q, cpx, now_ns, leaves=q)
+        resting = otype == OrderType.LIMIT and tif_ not in (TimeInForce.IOC, TimeInForce.FOK)
+        c = Child(coid, q, cpx, now_ns, leaves=q, resting=resting)
         p.children[coid] = c
         p.open_children += 1
         p.open_qty += q
@@ -590,6 +705,53 @@ class AlgoEngine:
         self._cancel_children(p, now_ns)
         self._touch(p)
         self._maybe_end(p, now_ns)
+
+    def _apply_amend(self, p: Parent, a: AmendSnapshot) -> None:
+        if p.original is None:
+            p.original = p.order
+        p.order = msgspec.structs.replace(p.order, qty=int(a.qty), px=int(a.px))
+        p.qty = int(a.qty)
+        p.amends.append(a)
+
+    def _fit_children(self, p: Parent, old_px: int, now_ns: int) -> None:
+        """Fit the open children to the parent's quantity and limit (see ``amend``)."""
+        o = p.order
+        limit = o.order_type == OrderType.LIMIT
+        buy = o.side == Side.BUY
+        live = [c for c in p.children.values() if c.is_open and not c.cancel_sent]
+        excess = p.filled + sum(c.want_qty if c.replace_sent else c.leaves for c in live) - p.qty
+        for c in reversed(live):  # newest first: the oldest keep their place in the queue
+            q = c.want_qty if c.replace_sent else c.leaves
+            px = c.want_px if c.replace_sent else c.px
+            cut = min(q, max(0, excess))
+            excess -= cut
+            new_px = px
+            if limit and px > 0 and (px == old_px or (px > o.px if buy else px < o.px)):
+                new_px = o.px
+            if cut == q or (not c.resting and (cut or new_px != px)):
+                self._cancel_child(p, c, now_ns)
+            elif cut or new_px != px:
+                c.replace_sent, c.want_qty, c.want_px = True, q - cut, new_px
+                self._out.append(
+                    ReplaceOrder(
+                        c.client_order_id,
+                        o.strategy_id,
+                        o.instrument_id,
+                        new_px,
+                        q - cut,
+                        now_ns,
+                        now_ns,
+                    )
+                )
+
+    def _cancel_child(self, p: Parent, c: Child, now_ns: int) -> None:
+        if c.cancel_sent:
+            return
+        c.cancel_sent = True
+        o = p.order
+        self._out.append(
+            CancelOrder(c.client_order_id, o.strategy_id, o.instrument_id, now_ns, now_ns)
+        )
 
     def _cancel_children(self, p: Parent, now_ns: int) -> int:
         o = p.order
@@ -777,8 +939,8 @@ class AlgoEngine:
         """Upstream events (parent events, then progress) first, child orders last: a caller
         that sends a child gets the venue's answer and our reaction to it at once (nested),
         so anything we return after the orders would reach upstream out of date."""
-        orders = [x for x in self._out if type(x) is NewOrder or type(x) is CancelOrder]
-        out = [x for x in self._out if type(x) is not NewOrder and type(x) is not CancelOrder]
+        orders = [x for x in self._out if type(x) in _ORDER_TYPES]
+        out = [x for x in self._out if type(x) not in _ORDER_TYPES]
         now = self._now
         for p in self._dirty.values():
             out.append(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.messages import AlgoKind, AlgoState, NewOrder, OrderType, Side, TimeInForce
 
@@ -59,6 +59,13 @@ class Child:
     #: set when the child closed: "filled", "canceled", "expired", "rejected"
     outcome: str = ""
     fill_ids: set[int] = field(default_factory=set)
+    #: a LIMIT child with a resting time in force: an amend reprices it with a ReplaceOrder
+    #: (an IOC/market child is only ever canceled: it is gone before a replace could land)
+    resting: bool = False
+    #: a ReplaceOrder to this child is on its way (``want_px`` / ``want_qty``: what it asks)
+    replace_sent: bool = False
+    want_px: int = 0
+    want_qty: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -83,6 +90,13 @@ class Parent:
     #: exec's clock when the parent was accepted: the algorithm's schedule is rebuilt from it
     #: after a restart (``AlgoEngine.restore``)
     start_ns: int = 0
+    #: the parent as accepted, once an amend has changed ``order`` (a restart rebuilds from it)
+    original: NewOrder | None = None
+    #: the amends applied, oldest first (``engine.algos.recovery.AmendSnapshot``)
+    amends: list[Any] = field(default_factory=list)
+    #: the volume profile a VWAP on recorded volume was scheduled on, as
+    #: ``(weights, period_ns, origin_ns)``: logged with the parent so a restart resumes it
+    saved_profile: tuple[list[float], int, int] | None = None
 
     @property
     def client_order_id(self) -> int:
@@ -212,6 +226,24 @@ class Algo:
         """Called instead of ``on_start`` when the parent is rebuilt after an exec restart
         (``AlgoEngine.restore``): the bookkeeping (filled, open children) is already restored;
         the schedule itself was rebuilt by the constructor from the parent's original start."""
+
+    def check_amend(self, new_qty: int, new_px: int) -> str:
+        """Why this algorithm cannot take the amend ("" = it can). The engine has already checked
+        what holds for every parent (working, above the filled quantity, a valid limit)."""
+        return ""
+
+    def rebase_for(self, new_qty: int, now_ns: int) -> tuple[int, int]:
+        """Pure: how the remaining schedule would be rebased for ``new_qty`` (written to the
+        algo log with the amend, before it takes effect, so a restart rebuilds the same
+        schedule); ``(0, 0)`` for an algorithm without a schedule."""
+        return 0, 0
+
+    def set_rebase(self, from_slice: int, base: int) -> None:
+        """Apply a rebase made by ``rebase_for`` (live, or replayed after a restart)."""
+
+    def on_amend(self, now_ns: int) -> None:
+        """The parent's quantity and/or limit changed (``parent.qty`` / ``parent.order``); the
+        engine has already shrunk or repriced its open children to fit."""
 
     def window_end_ns(self) -> int | None:
         """When the algorithm's window ends (None: it has none). A parent whose window ended

@@ -14,6 +14,10 @@ sent for ``min(shown size, what is left)``. If the venue cancels or expires a ch
 (a DAY order at the close) or rejects one, the parent ends there with ``OrderCanceled``. The
 refresh waits for the previous child's final fill, so two children never rest at once: the book
 never shows more than ``display_qty``.
+
+Amends: a new limit reprices the displayed child (a ReplaceOrder: it keeps showing at most what
+it showed); a quantity cut shrinks it, or cancels it and shows the next for what is left; a
+larger quantity shows from the next refresh on.
 """
 
 from __future__ import annotations
@@ -66,8 +70,13 @@ class IcebergAlgo(Algo):
         if child.outcome == "filled":
             self.refreshes += 1
             self._show(now_ns)
+        elif child.outcome == "canceled" and child.cancel_sent:
+            self._show(now_ns)  # we canceled it (an amend): show what is left, if anything
         elif child.outcome in ("canceled", "expired"):
             self.finish(f"{self.name}: the venue {child.outcome} the displayed child", now_ns)
+
+    def on_amend(self, now_ns: int) -> None:
+        self._show(now_ns)  # nothing shown (the cut canceled it): show the next
 
     def _show(self, now_ns: int) -> None:
         p = self.parent

@@ -15,6 +15,9 @@ Parameters (``algo_params``):
 
 Children are marketable (IOC at the parent's limit, or market IOC); what did not fill is caught
 up at the next print.
+
+Amends: the target is ``min(qty, rate share)`` of the amended quantity; a cut cancels what no
+longer fits, a larger parent resumes at the rate at once if the old quantity capped it.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ class PovAlgo(ScheduledAlgo):
         # resumes at its rate from now on instead of catching up on a guess
         filled = self.parent.filled
         self.market_volume = math.ceil(filled * (1.0 - self.rate) / self.rate - 1e-9)
+
+    def on_amend(self, now_ns: int) -> None:
+        self._step(now_ns)  # a larger parent may lift the cap on what the rate wants now
 
     def on_child_closed(self, child: object, now_ns: int) -> None:
         self._step(now_ns)  # a capped or unfilled child: send the rest of the shortfall

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -40,11 +40,37 @@ from engine.messages import (
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
+    OrderReplaced,
+    OrderType,
     ReconciliationEvent,
     ReconciliationKind,
+    TimeInForce,
 )
 
 K = ReconciliationKind
+
+
+class AmendSnapshot(msgspec.Struct, kw_only=True):
+    """One accepted amend of a parent (``AlgoEngine.amend``): its new total quantity and limit,
+    when it took effect, and the rebase of the remaining schedule it made (``Algo.rebase_for``:
+    the first slice the rebase applies to and the quantity already due by then). Logged before
+    the amend takes effect; replayed on restore, so the rebuilt schedule is the amended one."""
+
+    ts: int
+    qty: int
+    px: int
+    rebase_slice: int = 0
+    rebase_base: int = 0
+
+
+class LoggedParent(NamedTuple):
+    """A parent as exec's algo log has it (``procs.algo_log.load``)."""
+
+    order: NewOrder  # as accepted
+    start_ns: int  # exec's clock at acceptance
+    amends: tuple[AmendSnapshot, ...] = ()
+    #: a VWAP on recorded volume: the profile it was accepted with (weights, period, origin)
+    profile: tuple[list[float], int, int] | None = None
 
 
 class ChildSnapshot(msgspec.Struct, kw_only=True):
@@ -61,6 +87,7 @@ class ChildSnapshot(msgspec.Struct, kw_only=True):
     cancel_sent: bool = False
     outcome: str = ""
     fill_ids: list[int] = []
+    resting: bool = False
 
 
 class ParentSnapshot(msgspec.Struct, kw_only=True):
@@ -69,7 +96,10 @@ class ParentSnapshot(msgspec.Struct, kw_only=True):
     ``order`` is the parent as accepted (``algo`` and ``algo_params`` included); ``start_ns``
     exec's clock when it was accepted. ``announced``: upstream has seen its ``OrderAccepted``
     (if not, ``restore`` publishes one). ``children`` is the child order ``NewOrder`` list's
-    state; ``child_orders`` the orders themselves (the OMS needs them for open children)."""
+    state; ``child_orders`` the orders themselves (the OMS needs them for open children).
+    ``amends``: the amends accepted since (``order`` stays the parent as accepted);
+    ``amend_announced``: upstream saw the last one's ``OrderReplaced`` (if not, ``restore``
+    publishes it). ``profile``: a recorded VWAP profile (``Parent.saved_profile``)."""
 
     order: NewOrder
     start_ns: int
@@ -84,6 +114,9 @@ class ParentSnapshot(msgspec.Struct, kw_only=True):
     cancel_requested: bool = False
     children: list[ChildSnapshot] = []
     child_orders: list[NewOrder] = []
+    amends: list[AmendSnapshot] = []
+    amend_announced: bool = True
+    profile: tuple[list[float], int, int] | None = None
 
 
 @dataclass
@@ -108,7 +141,7 @@ _END = (OrderFilled, OrderCanceled, OrderExpired)
 
 
 def rebuild_parents(
-    starts: Iterable[tuple[NewOrder, int]],
+    starts: Iterable[LoggedParent | tuple[NewOrder, int]],
     children: Mapping[int, Iterable[NewOrder]],
     events: Iterable[Any],
     venue: Any,
@@ -116,15 +149,16 @@ def rebuild_parents(
 ) -> AlgoRecovery:
     """Rebuild every logged parent (see the module docstring).
 
-    ``starts``: (parent order, exec's clock at acceptance) from the algo log; ``children``:
+    ``starts``: ``LoggedParent``s (or plain (parent order, exec's clock at acceptance)
+    pairs) from the algo log, with the amends and recorded profile logged; ``children``:
     parent id -> its child orders in the order they were sent; ``events``: the record's
     execution events and requests in publication order; ``venue``: ``fills_since``,
     ``open_orders``, ``knows_order``."""
     out = AlgoRecovery()
-    starts = list(starts)
-    if not starts:
+    logged = [s if isinstance(s, LoggedParent) else LoggedParent(*s) for s in starts]
+    if not logged:
         return out  # no parent was ever accepted in this run
-    parent_ids = {o.client_order_id for o, _ in starts}
+    parent_ids = {s.order.client_order_id for s in logged}
     child_of: dict[int, int] = {}
     for pc, kids in children.items():
         for c in kids:
@@ -135,6 +169,7 @@ def rebuild_parents(
     ended: dict[int, int] = {}  # parent -> AlgoState it ended in
     seen_fills: dict[int, list[OrderPartiallyFilled]] = {}
     cancel_req: set[int] = set()
+    replaced: dict[int, int] = {}  # parent -> OrderReplaced events upstream saw
     for ev in events:
         coid = getattr(ev, "client_order_id", None)
         if coid not in parent_ids:
@@ -153,6 +188,8 @@ def rebuild_parents(
                 ended[coid] = int(AlgoState.REJECTED)
         elif t is CancelOrder:
             cancel_req.add(coid)
+        elif t is OrderReplaced:
+            replaced[coid] = replaced.get(coid, 0) + 1
     # the venue's truth about the children
     vfills: dict[int, list[OrderPartiallyFilled]] = {}
     for f in venue.fills_since(0):
@@ -169,15 +206,20 @@ def rebuild_parents(
 
     replay_fills: list[OrderPartiallyFilled] = []
     replay_close: list[Any] = []
-    for order, start_ns in starts:
+    for lp in logged:
+        order = lp.order
         pc = order.client_order_id
         seen = {f.fill_id for f in seen_fills.get(pc, ()) if f.fill_id}
         snap = ParentSnapshot(
             order=order,
-            start_ns=int(start_ns),
+            start_ns=int(lp.start_ns),
             state=ended.get(pc, int(AlgoState.WORKING)),
             announced=pc in announced,
             cancel_requested=pc in cancel_req,
+            amends=list(lp.amends),
+            # the record has fewer OrderReplaced than the log has amends: exec died in between
+            amend_announced=replaced.get(pc, 0) >= len(lp.amends),
+            profile=lp.profile,
         )
         for f in seen_fills.get(pc, ()):
             snap.filled += f.fill_qty
@@ -195,6 +237,8 @@ def rebuild_parents(
                 sent_ns=c.ts_approved,
                 leaves=c.qty,
                 accepted=known,
+                resting=c.order_type == OrderType.LIMIT
+                and c.tif not in (TimeInForce.IOC, TimeInForce.FOK),
             )
             if not known:  # lost on its way: it never existed at the venue
                 cs.is_open, cs.leaves, cs.outcome = False, 0, "not at the venue"
@@ -209,6 +253,12 @@ def rebuild_parents(
             if cs.leaves == 0:
                 cs.is_open, cs.outcome = False, "filled"
             unseen = [f for f in fills if f.fill_id not in seen]
+            if cc in vopen:
+                # the venue's price and open quantity: an amend may have replaced the child
+                v = vopen[cc]
+                cs.is_open, cs.outcome, cs.px = True, "", v.px
+                cs.leaves = v.qty + sum(f.fill_qty for f in unseen)
+                c = msgspec.structs.replace(c, px=v.px, qty=v.qty + sum(f.fill_qty for f in fills))
             if snap.state != AlgoState.WORKING:
                 if unseen:  # upstream saw the parent end: a later fill is an anomaly, noted
                     for f in unseen:

@@ -18,6 +18,12 @@ Each slice sends a child for ``target - filled - open`` — marketable (IOC at t
 or market IOC) by default, resting at the touch when ``passive`` — so what an earlier slice could
 not fill is caught up by the next one. At ``end`` the parent ends; what is still unfilled is
 canceled (``OrderCanceled``, the reason says how much).
+
+Amends (``AlgoEngine.amend``): the slices already sent stand; what the schedule wanted by then
+(``base``, at most the new quantity) is kept, and the rest of the new quantity is spread over the
+slices still to come in the same proportions as before (TWAP: equally), so a larger parent does
+not jump ahead of the clock and a smaller one does not stall. An amend after the last slice sends
+the difference at once (there is no slice left to carry it).
 """
 
 from __future__ import annotations
@@ -75,10 +81,49 @@ class TwapAlgo(ScheduledAlgo):
         ]
         self.next_slice = 0
         self.wakeup_ns = self.times[0]
+        #: the last amend's rebase: slices from ``rebase_slice`` on spread ``qty - rebase_base``
+        self.rebase_slice = -1
+        self.rebase_base = 0
+
+    def share(self, k: int) -> float:
+        """The schedule's cumulative share of the parent once slice ``k`` has been sent."""
+        return (k + 1) / self.slices
 
     def slice_target(self, k: int) -> int:
         """Cumulative quantity wanted once slice ``k`` has been sent."""
+        q = self.parent.qty
+        k0 = self.rebase_slice
+        if k0 < 0:
+            return self.base_target(k)
+        if k < k0:
+            return min(q, self.rebase_base)
+        s0 = self.share(k0 - 1) if k0 > 0 else 0.0
+        span = 1.0 - s0
+        if k >= self.slices - 1 or span <= 0:
+            return q
+        part = (self.share(k) - s0) / span
+        return min(q, self.rebase_base + int((q - self.rebase_base) * part + 1e-9))
+
+    def base_target(self, k: int) -> int:
+        """``slice_target`` of a parent never amended."""
         return self.parent.qty * (k + 1) // self.slices
+
+    # amends ------------------------------------------------------------------------------------
+    def rebase_for(self, new_qty: int, now_ns: int) -> tuple[int, int]:
+        k0 = self.next_slice
+        if k0 >= self.slices:
+            return k0, new_qty  # no slice left: everything is due now
+        return k0, max(0, min(new_qty, self.target(now_ns)))
+
+    def set_rebase(self, from_slice: int, base: int) -> None:
+        self.rebase_slice, self.rebase_base = int(from_slice), int(base)
+
+    def on_amend(self, now_ns: int) -> None:
+        p = self.parent
+        p.target_qty = min(p.qty, self.target(now_ns))
+        self.engine._touch(p)
+        if self.next_slice >= self.slices and now_ns < self.end_ns and not self.sweeping:
+            self.catch_up(now_ns)  # after the last slice: the difference goes now
 
     def target(self, now_ns: int) -> int:
         k = self.next_slice - 1

@@ -12,7 +12,8 @@ market usually trades by ``t``. That share comes from a *volume profile*:
   engine sums the traded quantity per time-of-day bucket (``AlgoEngine(volume_buckets=...,
   volume_period_ns=...)``, or seeded from a recorded trade file with ``AlgoEngine.load_volume``)
   and the window takes the share of each bucket it covers. A window whose hours saw no recorded
-  volume is rejected rather than silently traded flat.
+  volume is rejected rather than silently traded flat. The profile is frozen when the parent is
+  accepted and written to exec's algo log with it, so a restarted exec resumes the same schedule.
 
 Scheduling is TWAP's (``engine.algos.twap``: ``slices`` default 20, ``randomize``, catch-up,
 end of window) with slice ``k`` aiming at ``floor(qty * F(t_{k+1}))``, where ``F`` is the
@@ -163,7 +164,16 @@ class VwapAlgo(TwapAlgo):
             if kind != int(kind) or int(kind) not in set(VwapProfile):
                 names = ", ".join(f"{p.value}={p.name}" for p in VwapProfile)
                 raise AlgoParamError(f"{self.name}: unknown profile {kind} ({names})")
-            if int(kind) == VwapProfile.RECORDED:
+            if int(kind) == VwapProfile.RECORDED and parent.saved_profile is not None:
+                # rebuilt after a restart: the profile it was accepted with, from the algo log
+                weights, period_ns, origin_ns = parent.saved_profile
+                try:
+                    self.profile = VolumeProfile(weights, period_ns, origin_ns)
+                except ValueError as exc:
+                    raise AlgoParamError(
+                        f"{self.name}: the logged profile is unusable: {exc}"
+                    ) from None
+            elif int(kind) == VwapProfile.RECORDED:
                 rec = engine.recorded_volume(parent.instrument_id)
                 if rec is None or rec.integral(self.end_ns) - rec.integral(self.start_ns) <= 0:
                     raise AlgoParamError(
@@ -171,6 +181,12 @@ class VwapAlgo(TwapAlgo):
                         "in the window's time of day; use a curve or a built-in profile"
                     )
                 self.profile = rec.copy()  # the schedule must not move as new trades come in
+                # ... nor after a restart: the algo log keeps it (``AlgoEngine.submit``)
+                parent.saved_profile = (
+                    self.profile.weights.tolist(),
+                    self.profile.period_ns,
+                    self.profile.origin_ns,
+                )
             else:
                 self.profile = VolumeProfile(CURVES[int(kind)], span, self.start_ns)
         step = span / self.slices
@@ -181,7 +197,10 @@ class VwapAlgo(TwapAlgo):
         ]
         self.shares[-1] = 1.0
 
-    def slice_target(self, k: int) -> int:
+    def share(self, k: int) -> float:
+        return self.shares[k]
+
+    def base_target(self, k: int) -> int:
         return int(self.parent.qty * self.shares[k] + 1e-9)  # 0.3 * 100 is 29.999...96
 
     def expected_share(self, t_ns: int) -> float:
