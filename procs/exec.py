@@ -32,7 +32,7 @@ from engine.portfolio import Portfolio
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.algo_log import prune as prune_algo_logs
 from procs.build import build_exec_policy, build_venue, venue_record_path
-from procs.recovery import recover_exec
+from procs.recovery import open_exec_journal, recover_exec
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker
 from procs.storage import run_id
 from procs.warmup import warm_exec
@@ -60,6 +60,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     md = w.consume("md")
     control = w.consume("control")
     events = w.produce("events")
+    # storage off: exec's own journal stands for the record at a restart (procs/recovery.py)
+    journal = open_exec_journal(cfg, incarnation)
     waiter = w.waiter(orders, md, control)
     c_in = w.metrics.counter_index("orders_in")
     c_new = w.metrics.counter_index("new_orders")
@@ -70,7 +72,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     h_t2o = w.metrics.hist("tick_to_order_ns")
     dirty: set[int] = set()
 
-    def emit(evs: list[Any]) -> None:
+    def emit(evs: list[Any], taken: Any = None) -> None:
+        if journal is not None and (evs or taken is not None):
+            journal.append(taken, evs, events.seq)  # before publishing (procs/recovery.py)
         if not evs:
             return
         events.publish_batch(evs)
@@ -107,7 +111,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     # recovery before READY (procs/recovery.py): the order table from the record, reconciled
     # with the venue; what the rest of the engine missed is published; re-delivered orders the
     # venue already has are dropped from ``backlog`` (the orders waiting in our input)
-    rec = recover_exec(w, cfg, venue, orders, events.ring)
+    rec = recover_exec(w, cfg, venue, orders, events)
     if rec.result is not None:
         engine.table = rec.result.table
         for f in rec.stored_fills:
@@ -156,7 +160,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 elif type(o) is OpenOrdersRequest:  # a restarted risk without a record
                     emit(engine.open_order_snapshot(o, now))
                     continue
-                emit(engine.on_order(o, now))
+                emit(engine.on_order(o, now), o)
             emit(engine.poll(time.monotonic_ns()))
             now = time.monotonic_ns()
             if dirty or now - last_mark > 200_000_000:
@@ -194,6 +198,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         w.beat(STATE_STOPPING)
         if algo_log is not None:
             algo_log.close()
+        if journal is not None:
+            journal.close()
         waiter.close()
         w.close()
     return 0

@@ -1,0 +1,374 @@
+"""Exec recovery with storage off (``[storage.postgres] mode = "off"``): no record, so exec's own
+journal (``procs.recovery.ExecJournal``), the algo log and the venue rebuild its orders and algo
+parents (``procs.recovery``).
+
+The in-process tests crash exec the way a SIGKILL does: engine and venue objects are dropped,
+only files survive (the simulated venue's record, the algo log, the exec journal) plus what was
+published upstream — which the ``events`` ring's sequence number tells. The last tests do it to
+real processes, started by ``gekko run`` as the other recovery tests do.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.exec_engine import ExecEngine, ExecPolicy
+from engine.instruments import Instrument, InstrumentTable
+from engine.messages import (
+    AlgoKind,
+    BookSnapshot,
+    CancelOrder,
+    NewOrder,
+    OpenOrderSnapshot,
+    OpenOrdersRequest,
+    OrderAccepted,
+    OrderCanceled,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderType,
+    TimeInForce,
+)
+from engine.venues.sim import SimExchange
+from procs.algo_log import AlgoLog, algo_log_path
+from procs.recovery import (
+    ExecJournal,
+    exec_journal_path,
+    load_exec_journal,
+    open_exec_journal,
+    recover_exec,
+)
+from procs.storage import RUN_ID_ENV
+
+IID = 1
+TABLE = InstrumentTable([Instrument(instrument_id=IID, symbol="AAA", tick_size=0.01, lot_size=1)])
+MS = 1_000_000
+S = 1_000 * MS
+PARENT = 7 << 32 | 1
+RUN = 4242
+
+
+def _cfg(tmp: Path, mode: str = "off") -> Any:
+    return SimpleNamespace(
+        engine=SimpleNamespace(var_dir=str(tmp), id="nostore"),
+        storage=SimpleNamespace(postgres=SimpleNamespace(mode=mode, recovery_timeout_s=1.0)),
+    )
+
+
+def _order(coid: int, side: int, px: int, qty: int, **kw: Any) -> NewOrder:
+    return NewOrder(
+        coid, 7, IID, side, int(OrderType.LIMIT), int(TimeInForce.GTC), px, qty, 1, 1, **kw
+    )
+
+
+def _parent(qty: int = 100) -> NewOrder:
+    return _order(
+        PARENT,
+        1,
+        102,
+        qty,
+        algo=int(AlgoKind.TWAP),
+        algo_params={"duration_s": 10.0, "slices": 10.0},
+    )
+
+
+def _book(t: int, depth: int) -> BookSnapshot:
+    return BookSnapshot(IID, [100, 99], [40, 40], [101, 102], [7, depth], t, t, t // MS)
+
+
+# --- the journal alone -------------------------------------------------------------------------
+
+
+def test_journal_keeps_what_was_published_and_cuts_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "x.journal"
+    j = ExecJournal(path)
+    o1, o2 = _order(1, 1, 100, 5), _order(2, -1, 110, 3)
+    acc1 = OrderAccepted(1, 11, IID, 1, 100, 5, 1, 2, 2)
+    acc2 = OrderAccepted(2, 12, IID, -1, 110, 3, 1, 3, 3)
+    fill = OrderPartiallyFilled(1, 11, IID, 1, 100, 2, 2, 3, 0.0, 1, 77, 1, 4, 4)
+    cancel = CancelOrder(2, 7, IID, 5, 5)
+    j.append(o1, [acc1], 0)  # seq 0 -> 1
+    j.append(o2, [], 1)  # the venue answers later (latency)
+    j.append(None, [acc2, fill], 1)  # seq 1 -> 3
+    j.append(cancel, [], 3)
+    j.append(o1, [], 3)  # the same order delivered again after a restart
+    j.append(None, [OrderCanceled(2, IID, 3, "canceled", 1, 6, 6)], 3)  # journaled, not out
+    j.close()
+    with open(path, "ab") as f:
+        f.write(b"\x40\x00\x00\x00torn")  # killed mid-write
+    st = load_exec_journal(path, published_seq=3)
+    assert st.found and st.entries == 6 and st.unpublished == 1
+    assert [o.client_order_id for o in st.orders] == [1, 2]  # the re-delivered one counts once
+    assert st.events == [acc1, acc2, fill, cancel]
+    # only part of the last batch went out (the ring filled mid-batch): the rest is left out
+    pj = ExecJournal(tmp_path / "p.journal")
+    pj.append(None, [acc1, acc2, fill], 10)
+    pj.close()
+    part = load_exec_journal(pj.path, published_seq=12)
+    assert part.events == [acc1, acc2] and part.unpublished == 1
+    # a new incarnation appends after the cut tail, publishing at the same sequence number the
+    # lost batch had: that batch stays unpublished after a second crash too
+    j2 = ExecJournal(path)
+    j2.append(None, [OrderCanceled(2, IID, 3, "canceled", 1, 7, 7)], 3)
+    j2.close()
+    st2 = load_exec_journal(path, published_seq=4)
+    assert st2.entries == 7 and isinstance(st2.events[-1], OrderCanceled)
+    assert st2.events[-1].ts_recv == 7 and st2.unpublished == 1
+    # garbage in the middle ends the reading, never raises
+    data = bytearray(path.read_bytes())
+    data[12] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert load_exec_journal(path, 10).entries == 0
+    assert not load_exec_journal(tmp_path / "none.journal", 10).found
+
+
+def test_journal_only_with_storage_off_and_a_new_run_removes_old_journals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RUN_ID_ENV, str(RUN))
+    assert open_exec_journal(_cfg(tmp_path, "embedded"), 0) is None
+    old = exec_journal_path(_cfg(tmp_path), RUN - 1)
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"")
+    j = open_exec_journal(_cfg(tmp_path), 0)
+    assert j is not None and j.path == exec_journal_path(_cfg(tmp_path), RUN)
+    assert not old.exists()
+    j.close()
+    monkeypatch.setenv(RUN_ID_ENV, "0")
+    assert open_exec_journal(_cfg(tmp_path), 0) is None  # outside a supervised run
+
+
+# --- exec crashes in process ---------------------------------------------------------------------
+
+
+class _Orders:
+    """Stands for the ``orders`` consumer: what is still waiting (re-delivered)."""
+
+    def __init__(self, waiting: list[Any]) -> None:
+        self.waiting = waiting
+
+    def poll_batch(self, n: int) -> list[Any]:
+        out, self.waiting = self.waiting[:n], self.waiting[n:]
+        return out
+
+
+class Exec:
+    """One exec incarnation as ``procs/exec.py`` wires it with storage off: venue (reloaded
+    from its record), engine, algo log, journal; ``upstream`` is what went out on ``events``."""
+
+    def __init__(self, tmp: Path, incarnation: int, upstream: list[Any]) -> None:
+        self.cfg = _cfg(tmp)
+        self.incarnation = incarnation
+        self.venue = SimExchange(TABLE, latency_ns=MS, record_path=tmp / "sim.venue")
+        self.engine = ExecEngine(self.venue, TABLE, ExecPolicy(id_block=incarnation))
+        self.alog = AlgoLog(algo_log_path(self.cfg, RUN))
+        self.engine.algo.on_record = self.alog.append
+        self.journal = open_exec_journal(self.cfg, incarnation)
+        self.upstream = upstream
+        self.now = 0
+        self.depth = 50
+        self.lose_next = False  # journal the next batch, then die before publishing it
+
+    def emit(self, evs: list[Any], taken: Any = None) -> None:
+        if evs or taken is not None:
+            self.journal.append(taken, evs, len(self.upstream))
+        if self.lose_next and evs:
+            raise _Crash
+        self.upstream += evs
+
+    def order(self, o: Any) -> None:
+        self.emit(self.engine.on_order(o, self.now), o)
+
+    def run_until(self, t_end: int) -> None:
+        t = self.now - self.now % (100 * MS) + 100 * MS
+        while t <= t_end:
+            self.emit(self.engine.poll(t))
+            self.emit(self.engine.on_market_data(_book(t, self.depth), t))
+            self.now = t
+            t += 100 * MS
+        self.now = t_end
+        self.emit(self.engine.poll(t_end))
+
+    def recover(self, waiting: list[Any]) -> Any:
+        """What ``procs/exec.py`` does before READY."""
+        self.emit(self.engine.on_market_data(_book(self.now, self.depth), self.now))
+        w = SimpleNamespace(incarnation=self.incarnation, beat=lambda: None)
+        events = SimpleNamespace(seq=len(self.upstream))
+        rec = recover_exec(w, self.cfg, self.venue, _Orders(waiting), events)
+        assert rec.result is not None
+        self.engine.table = rec.result.table
+        self.emit(rec.result.publish)
+        for c in rec.result.to_cancel:
+            self.emit(self.engine.on_order(c, self.now))
+        self.emit(self.engine.restore_algos(rec.algo, self.now))
+        for o in rec.backlog:
+            self.order(o)
+        return rec
+
+
+class _Crash(Exception):
+    pass
+
+
+def _check(tmp: Path, b: Exec, upstream: list[Any], qty: int, plain_ids: set[int]) -> None:
+    """Every child fill reached upstream exactly once as a parent fill, the parent ended once
+    and whole, plain fills were published once each, nothing was placed twice."""
+    frames = _read_venue(tmp)
+    placed = [f.client_order_id for f in frames if type(f) is NewOrder]
+    assert len(placed) == len(set(placed))
+    assert not [f for f in frames if isinstance(f, OrderRejected) and "duplicate" in f.reason]
+    vfills = [f for f in frames if isinstance(f, OrderPartiallyFilled)]
+    child = [f for f in vfills if f.client_order_id not in plain_ids]
+    pf = [e for e in upstream if isinstance(e, OrderPartiallyFilled)]
+    parent_fills = [f for f in pf if f.client_order_id == PARENT]
+    assert sorted(f.fill_id for f in parent_fills) == sorted(f.fill_id for f in child)
+    assert sum(f.fill_qty for f in parent_fills) == qty
+    assert [f.cum_qty for f in parent_fills] == sorted(f.cum_qty for f in parent_fills)
+    ends = [
+        e
+        for e in upstream
+        if getattr(e, "client_order_id", None) == PARENT
+        and isinstance(e, OrderFilled | OrderCanceled)
+    ]
+    assert len(ends) == 1 and isinstance(ends[0], OrderFilled)
+    plain_up = sorted(f.fill_id for f in pf if f.client_order_id in plain_ids)
+    assert plain_up == sorted(f.fill_id for f in vfills if f.client_order_id in plain_ids)
+
+
+def _read_venue(tmp: Path) -> list[Any]:
+    import struct
+
+    from engine.messages import Message
+
+    data = (tmp / "sim.venue").read_bytes()
+    dec = msgspec.msgpack.Decoder(Message)
+    out, pos = [], 0
+    while pos + 4 <= len(data):
+        (n,) = struct.unpack_from("<I", data, pos)
+        if pos + 4 + n > len(data):
+            break
+        out.append(dec.decode(data[pos + 4 : pos + 4 + n]))
+        pos += 4 + n
+    return out
+
+
+def _crash_and_recover(
+    tmp: Path, crash_ms: int, down_ms: int, lose: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Exec, list[Any]]:
+    monkeypatch.setenv(RUN_ID_ENV, str(RUN))
+    upstream: list[Any] = []
+    a = Exec(tmp, 0, upstream)
+    a.run_until(1 * MS)
+    a.order(_parent())
+    a.order(_order(7 << 32 | 2, 1, 95, 4))  # rests below the market: open throughout
+    a.order(_order(7 << 32 | 3, -1, 100, 6))  # sells into the bid: fills
+    try:
+        a.run_until(crash_ms * MS)
+        a.lose_next = lose
+        a.run_until(crash_ms * MS + 300 * MS)
+    except _Crash:
+        pass
+    a.journal.close()
+    a.alog.close()
+    del a  # SIGKILL: only the files and what went out survive
+    b = Exec(tmp, 1, upstream)
+    b.now = (crash_ms + 300 + down_ms) * MS
+    b.recover([])
+    return b, upstream
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    crash_ms=st.integers(2, 9_000),
+    down_ms=st.integers(0, 2_000),
+    lose=st.booleans(),
+)
+def test_any_crash_point_parent_completes_once_and_upstream_equals_the_venue(
+    crash_ms: int, down_ms: int, lose: bool
+) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
+        tmp = Path(d)
+        b, upstream = _crash_and_recover(tmp, crash_ms, down_ms, lose, mp)
+        b.run_until(max(b.now + 1 * S, 12 * S))
+        _check(tmp, b, upstream, 100, {7 << 32 | 2, 7 << 32 | 3})
+        # the resting plain order is exec's again, as at the venue
+        assert [o.client_order_id for o in b.engine.open_orders()] == [7 << 32 | 2]
+        assert [o.client_order_id for o in b.venue.open_orders()] == [7 << 32 | 2]
+
+
+def test_a_batch_journaled_but_never_published_is_published_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b, upstream = _crash_and_recover(tmp_path, 3_000, 200, True, monkeypatch)
+    st_ = load_exec_journal(exec_journal_path(b.cfg, RUN), len(upstream))
+    assert st_.unpublished > 0  # the crash did lose a journaled batch on its way out
+    fills = [e for e in upstream if isinstance(e, OrderPartiallyFilled)]
+    assert len({(f.client_order_id, f.fill_id) for f in fills}) == len(fills)
+    b.run_until(12 * S)
+    _check(tmp_path, b, upstream, 100, {7 << 32 | 2, 7 << 32 | 3})
+
+
+def test_restarted_exec_answers_risk_with_the_venue_open_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Risk restarted too: its request waits behind the re-delivered orders; exec answers after
+    recovery with every plain order open at the venue and the parent's remainder."""
+    monkeypatch.setenv(RUN_ID_ENV, str(RUN))
+    upstream: list[Any] = []
+    a = Exec(tmp_path, 0, upstream)
+    a.run_until(1 * MS)
+    a.order(_parent())
+    for k in range(2, 5):
+        a.order(_order(7 << 32 | k, 1, 90 + k, 2))
+    a.run_until(2 * S)
+    late = _order(7 << 32 | 9, -1, 130, 1)
+    a.order(late)  # taken, journaled; its cursor not handed back: delivered again
+    a.run_until(2 * S + 200 * MS)
+    filled = sum(
+        e.fill_qty
+        for e in upstream
+        if isinstance(e, OrderPartiallyFilled) and e.client_order_id == PARENT
+    )
+    a.journal.close()
+    a.alog.close()
+    del a
+    b = Exec(tmp_path, 1, upstream)
+    b.now = 2 * S + 500 * MS
+    rec = b.recover([late])
+    assert rec.backlog == []  # the venue has it: not sent twice
+    ans = b.engine.open_order_snapshot(OpenOrdersRequest(5, 1), b.now)
+    rows = {a.order_id: a.leaves_qty for a in ans if isinstance(a, OpenOrderSnapshot) and not a.end}
+    venue_plain = {o.client_order_id: o.qty for o in b.venue.open_orders() if o.strategy_id == 7}
+    assert venue_plain == {7 << 32 | k: q for k, q in [(2, 2), (3, 2), (4, 2), (9, 1)]}
+    assert rows == {**venue_plain, PARENT: 100 - filled}
+
+
+# --- real processes ----------------------------------------------------------------------------
+
+TWAP_QTY = 120
+
+TWAP = f"""
+[[strategies]]
+id = 1
+path = "engine.strategies.scheduled:ScheduledExecution"
+instruments = ["AAPL"]
+[strategies.params]
+algo = "twap"
+side = "buy"
+qty = {TWAP_QTY}
+[strategies.params.algo_params]
+duration_s = 6
+slices = 6
+"""
