@@ -161,7 +161,7 @@ def write_model_dir(
     version: str,
     cfg: TrainConfig,
     result: FitResult,
-    bar_seconds: int,
+    bar_seconds: float,
     data: str,
     data_sha256: str,
     metrics: dict,
@@ -185,7 +185,8 @@ def write_model_dir(
         "input_size": cfg.input_size,
         "horizon": cfg.horizon,
         "quantiles": list(cfg.quantiles),
-        "bar_seconds": int(bar_seconds),
+        # whole seconds stay an integer; sub-second bars (0.2 s) must not be truncated to 0
+        "bar_seconds": int(bar_seconds) if float(bar_seconds).is_integer() else float(bar_seconds),
         "scaler": scaler,
         "hyperparameters": cfg.to_dict(),
         "training": {

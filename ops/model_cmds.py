@@ -227,11 +227,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=progress,
         desc="final model",
     )
-    bar_s = (
-        max(1, int(round(args.bar_seconds)))
-        if args.source == "synthetic"
-        else (series[0].bar_seconds())
-    )
+    # The synthetic market's bars are exactly --bar-seconds long, sub-second ones included (the
+    # demo's 0.2 s bars): rounding to whole seconds would make infer serve the wrong bar length.
+    bar_s = args.bar_seconds if args.source == "synthetic" else series[0].bar_seconds()
     try:
         version = check_name("version", args.version) if args.version else None
         out = Path(args.out) if args.out else None
