@@ -357,11 +357,12 @@ def test_restarted_exec_answers_risk_with_the_venue_open_orders(
 
 # --- real processes ----------------------------------------------------------------------------
 
-TWAP_QTY = 120
+TWAP_QTY = 160
+TWAP_STRATEGY = 1
 
 TWAP = f"""
 [[strategies]]
-id = 1
+id = {TWAP_STRATEGY}
 path = "engine.strategies.scheduled:ScheduledExecution"
 instruments = ["AAPL"]
 [strategies.params]
@@ -369,6 +370,140 @@ algo = "twap"
 side = "buy"
 qty = {TWAP_QTY}
 [strategies.params.algo_params]
-duration_s = 6
-slices = 6
+duration_s = 8
+slices = 8
 """
+
+
+def _twap_config(tmp_path: Path, eid: str) -> Path:
+    import re
+
+    from tests.test_engine_e2e import write_config
+
+    cfg = write_config(tmp_path, eid, strategies=TWAP)
+    text = cfg.read_text()
+    for section, key, value in (
+        ("storage.postgres", "mode", '"off"'),
+        ("inference", "enabled", "false"),  # fewer processes on a small test machine
+    ):
+        start = text.index(f"\n[{section}]\n")
+        m = re.compile(rf"(?m)^{key} = .*$").search(text, start)
+        assert m is not None, key
+        text = text[: m.start()] + f"{key} = {value}" + text[m.end() :]
+    cfg.write_text(text)
+    return cfg
+
+
+def _venue_fills(tmp_path: Path) -> list[OrderPartiallyFilled]:
+    from tests.test_risk_recovery import venue_frames
+
+    return [f for f in venue_frames(tmp_path) if isinstance(f, OrderPartiallyFilled)]
+
+
+@pytest.mark.timeout(180)
+def test_storage_off_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: Path) -> None:
+    """No record: the restarted exec rebuilds the TWAP parent from its journal, the algo log and
+    the venue; the parent finishes once, every child fill reaches upstream exactly once."""
+    import json
+
+    from tests.test_engine_e2e import _wait_for, health, is_ready, running_engine, summary_of
+    from tests.test_risk_recovery import _checker, venue_frames
+
+    eid = "n" + uuid.uuid4().hex[:7]
+    cfg = _twap_config(tmp_path, eid)
+    with running_engine(cfg, tmp_path, eid) as proc:
+        check = _checker(proc)
+        check(_wait_for(lambda: len(_venue_fills(tmp_path)) >= 2, 60), "no child filled")
+        old = health(eid)["exec"][0]
+        os.kill(old, signal.SIGKILL)
+        before = sum(f.fill_qty for f in _venue_fills(tmp_path))
+        check(before < TWAP_QTY, "the parent was done before the crash: nothing to recover")
+        check(_wait_for(lambda: is_ready(eid, "exec", not_pid=old), 60), "exec not back")
+        check(
+            _wait_for(lambda: sum(f.fill_qty for f in _venue_fills(tmp_path)) >= TWAP_QTY, 60),
+            "the parent did not finish after the restart",
+        )
+        _wait_for(lambda: False, 0.5)  # the last parent fill goes out with the last child's
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err[-3000:]
+    assert "recovery (storage off): no record; rebuilt from exec's journal" in err, err[-3000:]
+    assert "algo parents logged, 1 rebuilt" in err, err[-3000:]
+    s = summary_of(tmp_path)
+    assert [r["worker"] for r in s["restarts"]] == ["exec"]
+    assert s["consistent"] is True  # exec's positions = the fills the engine published
+    frames = venue_frames(tmp_path)
+    placed = [f.client_order_id for f in frames if type(f) is NewOrder]
+    assert len(placed) == len(set(placed)) > 0  # no child placed twice
+    assert not [f for f in frames if isinstance(f, OrderRejected) and "duplicate" in f.reason]
+    vfills = [f for f in frames if isinstance(f, OrderPartiallyFilled)]
+    assert sum(f.fill_qty for f in vfills) == TWAP_QTY  # all children of the one parent
+    seen = [
+        json.loads(x)
+        for x in (tmp_path / "var" / "last_run" / "fills.jsonl").read_text().splitlines()
+    ]
+    mine = [f for f in seen if f["client_order_id"] >> 32 == TWAP_STRATEGY]
+    assert len({f["client_order_id"] for f in mine}) == 1  # the parent's fills, upstream
+    # upstream saw each venue fill exactly once, the parent end once
+    assert sorted(f["fill_id"] for f in mine) == sorted(f.fill_id for f in vfills)
+    assert sum(f["fill_qty"] for f in mine) == TWAP_QTY
+    assert [f["type"] for f in mine].count("OrderFilled") == 1
+    assert mine[-1]["type"] == "OrderFilled" and mine[-1]["cum_qty"] == TWAP_QTY
+    assert [f["cum_qty"] for f in mine] == sorted(f["cum_qty"] for f in mine)
+
+
+@pytest.mark.timeout(180)
+def test_storage_off_exec_and_risk_killed_risk_gets_the_venue_open_orders(tmp_path: Path) -> None:
+    """Exec and risk both SIGKILLed: the restarted exec rebuilds its orders from its journal and
+    the venue before it answers; the restarted risk's question waits behind that, so it counts
+    every order resting at the venue (the probes beyond max_open_orders stay refused) and the
+    kill switch cancels each of them."""
+    from tests.test_engine_e2e import (
+        _wait_for,
+        counter,
+        gekko,
+        health,
+        is_ready,
+        running_engine,
+        summary_of,
+        wait_counter,
+    )
+    from tests.test_risk_recovery import (
+        RESTING,
+        _checker,
+        _config,
+        _ours,
+        _wait_canceled,
+        _wait_resting,
+        venue_frames,
+    )
+
+    eid = "m" + uuid.uuid4().hex[:7]
+    cfg = _config(tmp_path, eid, "off")
+    with running_engine(cfg, tmp_path, eid) as proc:
+        check = _checker(proc)
+        resting = _wait_resting(check, tmp_path, eid)
+        assert len(resting) == RESTING
+        old_exec, old_risk = health(eid)["exec"][0], health(eid)["risk"][0]
+        os.kill(old_exec, signal.SIGKILL)
+        os.kill(old_risk, signal.SIGKILL)
+        for name, old in (("exec", old_exec), ("risk", old_risk)):
+            check(_wait_for(lambda n=name, o=old: is_ready(eid, n, not_pid=o), 60), f"{name}?")
+        check(wait_counter(eid, "risk", "orders_restored", RESTING, 30), "answer not applied")
+        n = counter(eid, "risk", "rejected")
+        check(wait_counter(eid, "risk", "rejected", n + 2, 30), "no probe refused after")
+        assert counter(eid, "risk", "orders_restored") == RESTING
+        venue_open = {
+            f.client_order_id for f in venue_frames(tmp_path) if isinstance(f, OrderAccepted)
+        } - _ours(venue_frames(tmp_path), OrderCanceled)
+        assert resting <= venue_open
+        r = gekko("kill", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        _wait_canceled(check, tmp_path, resting)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err[-3000:]
+    assert sorted(x["worker"] for x in summary_of(tmp_path)["restarts"]) == ["exec", "risk"]
+    assert "recovery (storage off): no record; rebuilt from exec's journal" in err, err[-3000:]
+    assert f"{RESTING} open orders restored from exec's answer ({RESTING} sent)" in err, err[-3000:]
+    assert "no answer from exec" not in err
