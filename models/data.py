@@ -52,11 +52,12 @@ class Bars:
             self.open, self.high, self.low, self.close, self.volume, self.ts_ns, stats
         )
 
-    def bar_seconds(self) -> int:
-        """Median spacing of the bars in seconds (what a model trained on them expects)."""
+    def bar_seconds(self) -> float:
+        """Median spacing of the bars in seconds (what a model trained on them expects), to the
+        microsecond: sub-second bars (the demo's 0.2 s) must not round to 0 or 1."""
         if len(self) < 2:
-            return 0
-        return int(round(float(np.median(np.diff(self.ts_ns))) / NS))
+            return 0.0
+        return round(float(np.median(np.diff(self.ts_ns))) / NS, 6)
 
 
 def clean_bars(symbol: str, ts: np.ndarray, cols: Sequence[np.ndarray]) -> Bars:

@@ -120,11 +120,11 @@ def wilson(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (mid - half, mid + half)
 
 
-def default_season(bar_seconds: int, n_bars: int = 0) -> int:
+def default_season(bar_seconds: float, n_bars: int = 0) -> int:
     """Bars per day for intraday bars when the data spans at least two days; a business week
     (5) for daily or slower bars; otherwise 1 (the previous bar's return: persistence)."""
     if 0 < bar_seconds < 86_400:
-        per_day = max(1, 86_400 // bar_seconds)
+        per_day = max(1, int(86_400 / bar_seconds + 1e-9))  # 86_400 // 0.2 is 431_999.0
         return per_day if n_bars >= 2 * per_day else 1
     return 5 if bar_seconds >= 86_400 else 1
 

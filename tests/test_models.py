@@ -368,3 +368,14 @@ def test_runtime_paths_work_without_torch(tmp_path):
 
     shipped = read_meta(SHIPPED)["version"]  # the row is named after the shipped version
     assert f"| nhits {shipped}" in r.stdout and "| random walk" in r.stdout
+
+
+def test_sub_second_bars_keep_their_length():
+    """Bars recorded from the demo (0.2 s) must not read as 0 s: infer would serve wrong bars."""
+    ts = (np.arange(50) * 200_000_000).astype(np.int64)
+    b = Bars("x", ts, *(np.ones(50) for _ in range(5)))
+    assert b.bar_seconds() == pytest.approx(0.2)
+    from models.evaluate import default_season
+
+    assert default_season(b.bar_seconds(), 50) == 1  # under two days of bars: persistence
+    assert default_season(0.2, 2 * 432_000) == 432_000  # bars per day at 0.2 s
