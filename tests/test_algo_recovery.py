@@ -28,7 +28,9 @@ from engine.messages import (
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
+    OrderReplaced,
     OrderType,
+    ReplaceOrder,
     TimeInForce,
 )
 from engine.reconcile import reconcile
@@ -595,3 +597,172 @@ def test_two_crashes_in_a_row(tmp_path: Path) -> None:
     c.recover(record, [parent_order()])
     c.run_until(12 * S)
     check_no_child_twice_and_parent_whole(tmp_path, record + c.out, 100)
+
+
+# --- amends and recorded VWAP profiles across a crash ---------------------------------------------
+
+
+def amend_parent(qty: int, px: int, now: int) -> ReplaceOrder:
+    return ReplaceOrder(PARENT, 7, IID, px, qty, now, now)
+
+
+def check_amended_parent_whole(tmp: Path, upstream: list[object], qty: int) -> None:
+    """No child placed twice; every child fill once upstream as a parent fill; the parent filled
+    exactly its amended ``qty`` and ended once."""
+    frames = venue_frames(tmp)
+    placed = [f.client_order_id for f in frames if type(f) is NewOrder]
+    assert len(placed) == len(set(placed)) > 0
+    venue_fills = [f for f in frames if isinstance(f, OrderPartiallyFilled)]
+    pf = [e for e in parent_events(upstream) if isinstance(e, OrderPartiallyFilled)]
+    assert sorted(f.fill_id for f in pf) == sorted(f.fill_id for f in venue_fills)
+    assert sum(f.fill_qty for f in pf) == qty
+    assert [f.cum_qty for f in pf] == sorted(f.cum_qty for f in pf)
+    ends = [e for e in parent_events(upstream) if isinstance(e, OrderFilled | OrderCanceled)]
+    assert len(ends) == 1 and isinstance(ends[0], OrderFilled) and ends[0].cum_qty == qty
+
+
+def test_a_parent_amended_before_the_crash_resumes_amended(tmp_path: Path) -> None:
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(parent_order(), a.now)
+    a.run_until(3 * S + 500 * MS)  # slices 0-3: 40 filled
+    a.out += a.engine.on_order(amend_parent(160, 102, a.now), a.now)  # 120 over 6 slices
+    a.run_until(5 * S + 500 * MS)
+    record = list(a.out)
+    del a
+    b = Exec(tmp_path, 1)
+    b.now = 6 * S
+    b.recover(record, [parent_order()])
+    p = b.engine.algo.parent(PARENT)
+    assert (p.qty, p.order.px, p.filled) == (160, 102, 80)  # the AMENDED parent came back
+    assert not [e for e in parent_events(b.out) if isinstance(e, OrderReplaced)]  # seen before
+    b.run_until(12 * S)
+    kids = [f.qty for f in venue_frames(tmp_path) if type(f) is NewOrder]
+    # the rebased schedule (120 over the 6 slices left), before and after the crash
+    assert kids[4:] == [20] * 6
+    check_amended_parent_whole(tmp_path, record + b.out, 160)
+
+
+def test_an_amend_logged_but_never_published_is_published_after_the_crash(
+    tmp_path: Path,
+) -> None:
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(parent_order(), a.now)
+    a.run_until(2 * S + 500 * MS)
+    record = list(a.out)  # the recorder saw nothing after this
+    a.out += a.engine.on_order(amend_parent(50, 102, a.now), a.now)
+    del a
+    b = Exec(tmp_path, 1)
+    b.now = 3 * S
+    b.recover(record, [parent_order()])
+    (rep,) = [e for e in parent_events(b.out) if isinstance(e, OrderReplaced)]
+    assert (rep.px, rep.qty) == (102, 50 - 30)  # the new open quantity
+    b.run_until(12 * S)
+    check_amended_parent_whole(tmp_path, record + b.out, 50)
+
+
+def test_a_repriced_resting_child_is_adopted_at_its_new_price(tmp_path: Path) -> None:
+    order = parent_order(60, slices=6.0, passive=1.0)
+    a = Exec(tmp_path, 0)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(order, a.now)
+    a.run_until(2 * S + 500 * MS)
+    (resting,) = a.venue.open_orders()
+    assert resting.px == 100  # at the bid
+    t_amend = a.now
+    a.out += a.engine.on_order(amend_parent(30, 99, a.now), a.now)
+    a.run_until(a.now + 10 * MS)  # the replace reached the venue
+    (moved,) = a.venue.open_orders()  # same child, replaced at the venue: new limit, cut
+    assert moved.client_order_id == resting.client_order_id
+    assert (moved.px, moved.qty) == (99, min(resting.qty, 30))
+    record = list(a.out)
+    del a
+    b = Exec(tmp_path, 1)
+    b.now = 3 * S
+    b.recover(record, [order])
+    p = b.engine.algo.parent(PARENT)
+    c = p.children[moved.client_order_id]
+    assert (c.px, c.leaves, c.is_open) == (99, moved.qty, True)  # the venue's price and size
+    assert (p.qty, p.order.px) == (30, 99)
+    b.run_until(12 * S)
+    new = [f for f in venue_frames(tmp_path) if type(f) is NewOrder]
+    assert all(f.px <= 99 for f in new if f.ts_origin >= t_amend)
+    assert not b.venue.open_orders()
+    (end,) = [e for e in parent_events(b.out) if isinstance(e, OrderFilled | OrderCanceled)]
+    pf = [e for e in parent_events(record + b.out) if isinstance(e, OrderPartiallyFilled)]
+    assert all(f.fill_px <= 99 for f in pf if f.ts_event > t_amend)  # nobody sells at <= 99
+    assert isinstance(end, OrderCanceled) and end.leaves_qty == 30 - sum(f.fill_qty for f in pf)
+    assert b.engine.algo.anomalies == {}
+
+
+def test_snapshot_restore_round_trip_keeps_an_amend() -> None:
+    ids = iter(range(1000, 2000))
+    e1 = AlgoEngine(TABLE, lambda: next(ids))
+    out = e1.submit(parent_order(), 0)
+    out += e1.on_timer(2 * S)
+    for k in [o for o in out if type(o) is NewOrder]:
+        q = k.qty
+        fill = OrderFilled(
+            k.client_order_id, 5, IID, 1, 101, q, q, 0, 0.0, 1, k.client_order_id, 0, 2 * S, 0
+        )
+        e1.on_child_event(fill, 2 * S)
+    assert e1.parent(PARENT).filled == 30
+    e1.amend(amend_parent(100 + 70, 103, 2 * S), 2 * S)  # 140 left over the 7 slices to come
+    snaps = e1.snapshot()
+    assert snaps[0].order == parent_order() and len(snaps[0].amends) == 1  # as accepted + amend
+    wire = msgspec.msgpack.encode(snaps)
+    e2 = AlgoEngine(TABLE, lambda: next(ids))
+    e2.restore(msgspec.msgpack.decode(wire, type=list[ParentSnapshot]), 2 * S)
+    assert e2.snapshot() == snaps
+    p = e2.parent(PARENT)
+    assert (p.qty, p.order.px) == (170, 103)
+    more = [o for o in e2.on_timer(5 * S) if type(o) is NewOrder]
+    assert sum(o.qty for o in more) == 30 + 3 * 20 - 30  # slices 3-5 of the rebased schedule
+    assert {o.px for o in more} == {103}
+
+
+def _recorded_vwap_exec(tmp: Path, incarnation: int, volume: bool) -> Exec:
+    """An exec whose algo engine keeps 1 s volume buckets of a 20 s "day" (seeded if asked)."""
+    from engine.messages import Trade
+
+    e = Exec(tmp, incarnation)
+    algo = AlgoEngine(TABLE, e.engine.next_exec_id, volume_buckets=20, volume_period_ns=20 * S)
+    algo.on_record = e.log.append
+    e.engine.algo = algo
+    if volume:  # yesterday: little early in the window, a lot late in it
+        trades = [Trade(IID, 100, 1 + (t // S) ** 2, 1, t, t) for t in range(0, 20 * S, 100 * MS)]
+        algo.load_volume(IID, trades)
+    return e
+
+
+def test_vwap_on_recorded_volume_resumes_on_its_profile_after_a_crash(tmp_path: Path) -> None:
+    order = msgspec.structs.replace(
+        parent_order(200, slices=10.0),
+        algo=int(AlgoKind.VWAP),
+        algo_params={
+            "duration_s": 10.0,
+            "slices": 10.0,
+            "profile": 0.0,
+        },
+    )
+    a = _recorded_vwap_exec(tmp_path, 0, volume=True)
+    a.run_until(1 * MS)
+    a.out += a.engine.on_order(order, a.now)
+    assert isinstance(parent_events(a.out)[0], OrderAccepted)
+    shares = list(a.engine.algo.parent(PARENT).impl.shares)
+    assert shares[4] < 0.3  # back-loaded: far from flat
+    a.run_until(4 * S + 500 * MS)
+    record = list(a.out)
+    del a
+    b = _recorded_vwap_exec(tmp_path, 1, volume=False)  # the volume died with exec
+    b.now = 5 * S
+    b.recover(record, [order])
+    p = b.engine.algo.parent(PARENT)
+    assert p.is_working and p.impl is not None, [e for e in b.out if isinstance(e, OrderCanceled)]
+    assert p.impl.shares == shares  # the same schedule, from the logged profile
+    b.run_until(12 * S)
+    kids = [f.qty for f in venue_frames(tmp_path) if type(f) is NewOrder]
+    targets = [int(200 * s + 1e-9) for s in shares]
+    assert kids == [t - (targets[i - 1] if i else 0) for i, t in enumerate(targets) if t]
+    check_no_child_twice_and_parent_whole(tmp_path, record + b.out, 200)

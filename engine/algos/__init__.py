@@ -30,7 +30,8 @@ is written to the algo log (``on_record``), the parent takes the new quantity an
 children are fitted to it (newest first, the children's open quantity is cut until filled + open
 <= the new quantity: a child cut to nothing is canceled, a resting child cut in part is replaced
 with the smaller quantity; a resting child priced beyond the new limit, or at the old limit, is
-replaced at the new limit; a marketable child that no longer fits is canceled), the algorithm
+replaced at the new limit — a passive scheduled child at the touch capped by it, so a higher
+limit never makes it take —; a marketable child that no longer fits is canceled), the algorithm
 rebases what is left of its schedule (``Algo.rebase_for`` / ``on_amend``), and ``OrderReplaced``
 + ``AlgoProgress`` go upstream.
 
@@ -717,7 +718,6 @@ class AlgoEngine:
         """Fit the open children to the parent's quantity and limit (see ``amend``)."""
         o = p.order
         limit = o.order_type == OrderType.LIMIT
-        buy = o.side == Side.BUY
         live = [c for c in p.children.values() if c.is_open and not c.cancel_sent]
         excess = p.filled + sum(c.want_qty if c.replace_sent else c.leaves for c in live) - p.qty
         for c in reversed(live):  # newest first: the oldest keep their place in the queue
@@ -726,8 +726,8 @@ class AlgoEngine:
             cut = min(q, max(0, excess))
             excess -= cut
             new_px = px
-            if limit and px > 0 and (px == old_px or (px > o.px if buy else px < o.px)):
-                new_px = o.px
+            if limit and px > 0 and p.impl is not None and px != o.px:
+                new_px = p.impl.reprice(c, px, old_px)
             if cut == q or (not c.resting and (cut or new_px != px)):
                 self._cancel_child(p, c, now_ns)
             elif cut or new_px != px:

@@ -241,6 +241,16 @@ class Algo:
     def set_rebase(self, from_slice: int, base: int) -> None:
         """Apply a rebase made by ``rebase_for`` (live, or replayed after a restart)."""
 
+    def reprice(self, child: Child, px: int, old_limit: int) -> int:
+        """The price a resting child at ``px`` should have under the parent's new limit
+        (``parent.order.px``). Default: one priced beyond the new limit, or at the old one
+        (it rested at the limit: an iceberg, a capped passive child), moves to the new limit."""
+        new = self.parent.order.px
+        buy = self.parent.order.side == Side.BUY
+        if px == old_limit or (px > new if buy else px < new):
+            return new
+        return px
+
     def on_amend(self, now_ns: int) -> None:
         """The parent's quantity and/or limit changed (``parent.qty`` / ``parent.order``); the
         engine has already shrunk or repriced its open children to fit."""
@@ -313,6 +323,16 @@ class ScheduledAlgo(Algo):
                         touch = min(touch, o.px) if buy else max(touch, o.px)
                     return int(OrderType.LIMIT), int(TimeInForce.GTC), touch
         return self.aggressive_style()
+
+    def reprice(self, child: Child, px: int, old_limit: int) -> int:
+        """A passive child goes where a new one would rest (the touch, capped by the new limit)
+        when it was capped by the old limit or is beyond the new one: a higher limit must not
+        turn a passive child into one that takes."""
+        moved = super().reprice(child, px, old_limit)
+        if moved == px or not self.passive:
+            return moved
+        otype, _, touch = self.child_style()
+        return touch if otype == OrderType.LIMIT and touch > 0 else moved
 
     def catch_up(
         self, now_ns: int, target: int | None = None, *, aggressive: bool = False

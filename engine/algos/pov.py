@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine.algos.base import NS_PER_S, AlgoParamError, Parent, ScheduledAlgo, num
+from engine.algos.base import NS_PER_S, AlgoParamError, Child, Parent, ScheduledAlgo, num
 from engine.messages import AlgoKind, Trade
 
 _KEYS = frozenset({"rate", "min_child", "max_child", "start_ns", "end_ns", "duration_s"})
@@ -79,8 +79,13 @@ class PovAlgo(ScheduledAlgo):
     def on_amend(self, now_ns: int) -> None:
         self._step(now_ns)  # a larger parent may lift the cap on what the rate wants now
 
-    def on_child_closed(self, child: object, now_ns: int) -> None:
-        self._step(now_ns)  # a capped or unfilled child: send the rest of the shortfall
+    def on_child_closed(self, child: Child, now_ns: int) -> None:
+        # a child capped by max_child filled: send the rest of the shortfall now. One that
+        # closed unfilled (the book had nothing within the limit) waits for the next print:
+        # re-sending at once would loop IOC after IOC against the same book (with a venue
+        # that answers synchronously, without end)
+        if child.outcome == "filled":
+            self._step(now_ns)
 
     def _step(self, now_ns: int) -> None:
         p = self.parent
