@@ -9,7 +9,9 @@ order types the venue takes natively and which exec emulates) come from ``[exec]
 exec numbers its own orders (algo children, retries) in a fresh id block. Recovery after a
 restart: ``ExecEngine.restore(snapshots)`` rebuilds the order table (``engine.oms``); algo
 parents come back through ``ExecEngine.restore_algos`` from exec's write-ahead algo log
-(``procs.algo_log``), the record and the venue (``procs.recovery``).
+(``procs.algo_log``), the record and the venue (``procs.recovery``). With storage off there is
+no record: exec journals what it takes and publishes (``procs.recovery.ExecJournal``, written
+before each publish) and recovers from that journal instead.
 """
 
 from __future__ import annotations
