@@ -280,6 +280,22 @@ def test_a_new_limit_reprices_the_resting_children(name: str) -> None:
     assert max(r.px for r in d.children()) <= px
 
 
+@pytest.mark.parametrize("name", ["twap", "vwap"])
+def test_a_higher_limit_moves_a_capped_passive_child_to_the_touch_not_across(name: str) -> None:
+    algo, _, params = RESTING[name]
+    d = Desk()
+    d.print_qty = 0
+    d.start(algo, 98, params)  # the bid (99) is above the limit: the child rests capped at 98
+    d.step(2)
+    (capped,) = d.open_children()
+    assert capped.px == 98
+    d.send(amend(100, 103, d.now))  # a limit above the ask (101) ...
+    (moved,) = d.open_children()
+    # ... moves it to the touch (99), where a new passive child would rest: it does not take
+    assert (moved.client_order_id, moved.px) == (capped.client_order_id, 99)
+    assert d.filled() == 0
+
+
 def test_iceberg_follows_a_higher_limit_and_a_cut_shrinks_its_displayed_child() -> None:
     algo, px, params = ALGOS["iceberg"]
     d = Desk()
@@ -377,7 +393,7 @@ _ACTION = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(["twap", "vwap", "iceberg", "pov", "passive"]),
     actions=st.lists(_ACTION, min_size=1, max_size=12),
