@@ -320,6 +320,26 @@ def test_a_batch_journaled_but_never_published_is_published_once(
     _check(tmp_path, b, upstream, 100, {7 << 32 | 2, 7 << 32 | 3})
 
 
+def test_two_crashes_in_a_row_each_losing_a_journaled_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second incarnation publishes at the sequence numbers the first one's lost batch had:
+    the journal still tells that batch never went out."""
+    b, upstream = _crash_and_recover(tmp_path, 2_000, 100, True, monkeypatch)
+    b.run_until(4 * S)
+    b.lose_next = True
+    with pytest.raises(_Crash):  # the batch was journaled, then exec died
+        b.run_until(5 * S)
+    b.journal.close()
+    b.alog.close()
+    c = Exec(tmp_path, 2, upstream)
+    c.now = 5 * S + 300 * MS
+    c.recover([])
+    c.run_until(12 * S)
+    assert load_exec_journal(exec_journal_path(c.cfg, RUN), len(upstream)).unpublished >= 2
+    _check(tmp_path, c, upstream, 100, {7 << 32 | 2, 7 << 32 | 3})
+
+
 def test_restarted_exec_answers_risk_with_the_venue_open_orders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
