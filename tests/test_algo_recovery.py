@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -34,6 +35,7 @@ from engine.messages import (
     TimeInForce,
 )
 from engine.reconcile import reconcile
+from engine.strategies.scheduled import ScheduledExecution
 from engine.venues.sim import SimExchange
 from procs.algo_log import AlgoLog
 from procs.algo_log import load as load_algo_log
@@ -311,21 +313,45 @@ def test_exec_portfolio_starts_with_the_configured_cash(tmp_path: Path) -> None:
     assert abs(pf.weight(1) - 20_000.0 / 250_000.0) < 1e-9
 
 
-# --- real processes: a TWAP parent working, SIGKILL exec, the supervisor restarts it ----------
+# --- real processes: a TWAP parent working, amended, SIGKILL exec, the supervisor restarts it ---
 
 E2E_STRATEGY = """
 [[strategies]]
 id = 1
-path = "engine.strategies.scheduled:ScheduledExecution"
+path = "tests.test_algo_recovery:AmendingExecution"
 instruments = ["AAPL"]
 [strategies.params]
 algo = "twap"
 side = "buy"
 qty = 280
+limit_ticks = 50
+amend_after = 2
+amend_qty = 200
 [strategies.params.algo_params]
 duration_s = 14
 slices = 14
 """
+
+
+class AmendingExecution(ScheduledExecution):
+    """``ScheduledExecution`` that amends its parent to ``amend_qty`` lots in total (same limit)
+    once ``amend_after`` parent fills arrived: the strategy of the real-process test below. A
+    cut, so risk books no extra exposure for it (risk sizes a replace as new qty - leaves)."""
+
+    def __init__(self, ctx: Any, params: dict[str, Any]) -> None:
+        params = dict(params)
+        self.amend_after = int(params.pop("amend_after", 2))
+        self.amend_qty = int(params.pop("amend_qty", 0))
+        super().__init__(ctx, params)
+        self.amended = False
+
+    def on_fill(self, ev: Any) -> None:
+        super().on_fill(ev)
+        if self.amended or not self.amend_qty or len(self.fills) < self.amend_after:
+            return
+        o = self.ctx.open_orders.get(self.parent)
+        if o is not None:
+            self.amended = self.ctx.replace(self.parent, o.px, self.amend_qty)
 
 
 def _e2e_config(tmp_path: Path, eid: str, dsn: str) -> Path:
@@ -379,7 +405,28 @@ def _parent_progress(dsn: str) -> tuple[int, int, int, int]:
         return 0, 0, 0, 0
 
 
-def test_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: Path, pg_dsn: str) -> None:
+def _replaced(dsn: str, parent: int) -> int:
+    """How many OrderReplaced of the parent the record holds."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as c:
+            (n,) = c.execute(
+                "SELECT count(*) FROM order_events WHERE client_order_id = %s"
+                " AND kind = 'OrderReplaced'",
+                (parent,),
+            ).fetchone()
+            return int(n)
+    except psycopg.Error:
+        return 0
+
+
+def test_sigkill_exec_mid_twap_after_an_amend_the_amended_parent_completes_once(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """Real processes: the strategy's TWAP parent (280 lots) is amended to 200 after two fills,
+    then exec is SIGKILLed; the restarted exec rebuilds the AMENDED parent from its algo log
+    and the parent fills exactly 200, once."""
     import json
     import os
     import signal
@@ -428,11 +475,13 @@ def test_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: Path, pg_dsn:
         return err
 
     try:
-        # the parent is working: some of its slices have filled, more are to come
+        # the parent is working, amended: some of its slices have filled, more are to come
         ok = _wait(lambda: _parent_progress(pg_dsn)[1] >= 3, 150)
         assert ok, "the TWAP parent never filled:\n" + stop()[-4000:]
+        ok = _wait(lambda: _replaced(pg_dsn, _parent_progress(pg_dsn)[0]) >= 1, 30)
+        assert ok, "the amend never reached the record:\n" + stop()[-4000:]
         parent, n_before, lots_before, ends = _parent_progress(pg_dsn)
-        assert ends == 0 and lots_before < 280
+        assert ends == 0 and lots_before < 200
         (victim,) = execs()
         os.kill(victim.pid, signal.SIGKILL)
         assert _wait(lambda: any(p.pid != victim.pid for p in execs()), 60), stop()[-4000:]
@@ -459,7 +508,7 @@ def test_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: Path, pg_dsn:
     assert len(placed) == len(set(placed)) > 0
     assert not [f for f in frames if isinstance(f, OrderRejected) and "duplicate" in f.reason]
     vfills = [f for f in frames if isinstance(f, OrderPartiallyFilled)]
-    assert sum(f.fill_qty for f in vfills) == 280  # no plain orders here: all are children
+    assert sum(f.fill_qty for f in vfills) == 200  # no plain orders here: all are children
     # the record: the parent filled once, each child fill once as a parent fill, in order
     with psycopg.connect(pg_dsn) as c:
         rows = c.execute(
@@ -474,8 +523,8 @@ def test_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: Path, pg_dsn:
         ).fetchall()
     assert ends == [("OrderFilled",)]
     assert sorted(r[0] for r in rows) == sorted(f.fill_id for f in vfills)
-    assert sum(r[1] for r in rows) == 280 and rows[-1][2:] == (280, 0)
-    assert all(cum + leaves == 280 for _, _, cum, leaves in rows)
+    assert sum(r[1] for r in rows) == 200 and rows[-1][2:] == (200, 0)
+    assert all(cum + leaves in (280, 200) for _, _, cum, leaves in rows)  # before / after
     assert len(rows) > n_before  # fills after the restart too
     # what the engine published (the supervisor's record of the events ring) agrees
     seen = [
@@ -483,7 +532,7 @@ def test_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: Path, pg_dsn:
         for x in (tmp_path / "var" / "last_run" / "fills.jsonl").read_text().splitlines()
     ]
     mine = [f for f in seen if f["client_order_id"] == parent]
-    assert sum(f["fill_qty"] for f in mine) == 280
+    assert sum(f["fill_qty"] for f in mine) == 200
     assert len({f["fill_id"] for f in mine}) == len(mine)
 
 
