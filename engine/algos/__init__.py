@@ -127,7 +127,6 @@ ALGORITHMS: dict[int, type[Algo]] = {
 
 DAY_NS = 86_400 * NS_PER_S
 _REQUEST_REJECT = ("cancel rejected:", "replace rejected:")
-_ORDER_TYPES = (NewOrder, CancelOrder, ReplaceOrder)
 
 
 class AlgoEngine:
@@ -939,8 +938,14 @@ class AlgoEngine:
         """Upstream events (parent events, then progress) first, child orders last: a caller
         that sends a child gets the venue's answer and our reaction to it at once (nested),
         so anything we return after the orders would reach upstream out of date."""
-        orders = [x for x in self._out if type(x) in _ORDER_TYPES]
-        out = [x for x in self._out if type(x) not in _ORDER_TYPES]
+        orders: list[object] = []
+        out: list[object] = []
+        for x in self._out:  # one pass, identity tests: this runs for every child event
+            t = type(x)
+            if t is NewOrder or t is CancelOrder or t is ReplaceOrder:
+                orders.append(x)
+            else:
+                out.append(x)
         now = self._now
         for p in self._dirty.values():
             out.append(
