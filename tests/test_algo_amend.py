@@ -85,8 +85,8 @@ def amend(qty: int, px: int, now: int, coid: int = PARENT) -> ReplaceOrder:
 class Desk:
     """Exec (ExecEngine + SimExchange, no latency) on the deterministic market."""
 
-    def __init__(self) -> None:
-        self.venue = SimExchange(TABLE)
+    def __init__(self, latency_ns: int = 0) -> None:
+        self.venue = SimExchange(TABLE, latency_ns=latency_ns)
         self.exec = ExecEngine(self.venue, TABLE)
         self.out: list[object] = []
         self.now = 0
@@ -459,3 +459,31 @@ def test_vwap_amend_keeps_the_profile_shape_for_what_is_left() -> None:
         want = int((300 - base) * (shares[k] - s0) / (1 - s0) + 1e-9)
         prev = int((300 - base) * (shares[k - 1] - s0) / (1 - s0) + 1e-9) if k > k0 else 0
         assert q == want - prev
+
+
+def test_a_fill_racing_a_cut_at_the_venue_is_forwarded_and_counted_not_lost() -> None:
+    """With latency, the venue can fill a child before the amend's shrink reaches it: the fill
+    is real, so the parent ends filled above its amended quantity, once, and it is counted."""
+    algo, px, params = ALGOS["iceberg"]
+    d = Desk(latency_ns=MS)
+    d.print_qty = 0
+    d.start(algo, px, params, qty=20)
+    d.step(1)
+    (shown,) = d.open_children()
+    assert shown.qty == 10
+    d.print_qty = 10
+    d.step(1)  # the first child filled, the second (10) is sent ...
+    assert d.filled() == 10
+    d.now += 2 * MS
+    d.out += d.exec.poll(d.now)  # ... and rests at the venue
+    (second,) = d.open_children()
+    assert second.qty == 10
+    d.send(amend(12, px, d.now))  # cut: the child must shrink to 2 ...
+    t = d.now + MS // 2  # ... but a print fills it before the replace lands
+    d.out += d.exec.on_market_data(Trade(IID, 100, 10, -1, t, t), t)
+    d.out += d.exec.poll(d.now + 5 * MS)
+    (end,) = d.ends()
+    assert isinstance(end, OrderFilled) and end.cum_qty == 20 == d.filled()
+    assert d.exec.algo.anomalies == {"fill_beyond_amended_qty": 1}
+    assert d.open_children() == []
+    assert sum(r.cum_qty for r in d.children()) == 20

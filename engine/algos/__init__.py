@@ -356,8 +356,9 @@ class AlgoEngine:
                 c.replace_sent = False
                 if p.is_working:
                     # a fill that crossed a shrink leaves the venue's open quantity above
-                    # what the parent has room for: fit again
-                    self._fit_children(p, c.px, now_ns)
+                    # what the parent has room for: fit again (quantities only: the limit is
+                    # passed as the old one, so nothing is repriced)
+                    self._fit_children(p, p.order.px, now_ns)
         else:
             self._count("unknown_event")
         return self._end()
@@ -815,6 +816,10 @@ class AlgoEngine:
         p.notional_ticks += ev.fill_px * q
         p.fees += ev.fee
         p.child_rejects = 0
+        if p.filled > p.qty:
+            # a fill that raced an amend's cut at the venue: real, forwarded, counted (the
+            # parent ends filled; upstream sees cum above the amended quantity)
+            self._count("fill_beyond_amended_qty")
         leaves = max(0, p.qty - p.filled)
         o = p.order
         # the parent fill carries its child's venue fill id: unique in the run whatever exec
