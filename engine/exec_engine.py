@@ -196,7 +196,19 @@ class ExecEngine:
         elif tp is ReplaceOrder:
             if self.algo is not None and self.algo.is_parent(order.client_order_id):
                 # an amend of an algo parent (new total qty / limit): the algo engine fits it
-                self._algo_out(self.algo.amend(order, now_ns), now_ns, out)  # type: ignore[arg-type]
+                amend = getattr(self.algo, "amend", None)
+                if amend is not None:
+                    self._algo_out(amend(order, now_ns), now_ns, out)
+                else:  # an algo engine without amends: the parent goes on unchanged
+                    rej = OrderRejected(
+                        order.client_order_id,
+                        order.instrument_id,
+                        "replace rejected: algo parents cannot be amended here",
+                        order.ts_origin,
+                        now_ns,
+                        now_ns,
+                    )
+                    out.append(rej)
             else:
                 self._replace(order, now_ns, out)  # type: ignore[arg-type]
         else:

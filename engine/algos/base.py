@@ -17,7 +17,11 @@ Quantity invariants the bookkeeping keeps, whatever an algorithm asks for:
   event;
 - a parent ends exactly once: ``OrderFilled`` when the children filled it, otherwise one
   ``OrderCanceled`` after the last open child has closed (cancel requested, window over, or the
-  algorithm gave up), carrying the quantity that will never fill.
+  algorithm gave up), carrying the quantity that will never fill;
+- an amend (``AlgoEngine.amend``) changes ``parent.qty`` (never to or below ``filled``) and
+  first fits the open children to it (shrunk or canceled), so the first rule holds again once
+  the venue has answered; a fill that races the cut at the venue is the only way past it, and it
+  is counted.
 
 Parameters arrive as ``dict[str, float]`` (``NewOrder.algo_params``): a fixed, typed wire shape
 that every algorithm reads with the helpers below, which turn any bad value into an
