@@ -15,7 +15,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.algos import AlgoEngine, ParentSnapshot, rebuild_parents
+from engine.algos import AlgoEngine, AmendSnapshot, ParentSnapshot, rebuild_parents
 from engine.exec_engine import ExecEngine, ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
@@ -815,3 +815,17 @@ def test_vwap_on_recorded_volume_resumes_on_its_profile_after_a_crash(tmp_path: 
     targets = [int(200 * s + 1e-9) for s in shares]
     assert kids == [t - (targets[i - 1] if i else 0) for i, t in enumerate(targets) if t]
     check_no_child_twice_and_parent_whole(tmp_path, record + b.out, 200)
+
+
+def test_an_algo_log_written_before_amends_and_profiles_still_loads(tmp_path: Path) -> None:
+    import zlib
+
+    # the old entry shape: [parent, ts, order], no amend and no profile fields
+    old = msgspec.msgpack.encode([PARENT, 5, parent_order()])
+    (tmp_path / "old.algo").write_bytes(struct.pack("<II", len(old), zlib.crc32(old)) + old)
+    log = AlgoLog(tmp_path / "old.algo")  # reopened and appended to by today's exec
+    log.append(PARENT, parent_order(150), 9, amend=AmendSnapshot(ts=9, qty=150, px=102))
+    log.close()
+    (lp,) = load_algo_log(tmp_path / "old.algo")[0]
+    assert (lp.order, lp.start_ns, lp.profile) == (parent_order(), 5, None)
+    assert [(a.ts, a.qty, a.px) for a in lp.amends] == [(9, 150, 102)]
