@@ -213,6 +213,8 @@ def test_amend_to_or_below_the_filled_quantity_is_rejected(name: str) -> None:
     d.start(algo, px, params)
     d.run_until_filled(30)
     filled = d.filled()
+    (big,) = d.send(amend(1 << 70, px, d.now))
+    assert big.reason.startswith("replace rejected: new qty") and "out of range" in big.reason
     for qty in (filled - 5, filled, 0, -3):
         (rej,) = [e for e in d.send(amend(qty, px, d.now)) if isinstance(e, OrderRejected)]
         assert rej.client_order_id == PARENT

@@ -127,6 +127,7 @@ ALGORITHMS: dict[int, type[Algo]] = {
 
 DAY_NS = 86_400 * NS_PER_S
 _REQUEST_REJECT = ("cancel rejected:", "replace rejected:")
+_MAX_QTY = 1 << 62  # an amend beyond this could not even be logged (MessagePack int64)
 
 
 class AlgoEngine:
@@ -282,10 +283,20 @@ class AlgoEngine:
                     f"new qty {new_qty} must be above the {p.filled} lots already filled "
                     "(cancel the parent to stop it)"
                 )
+            elif new_qty >= _MAX_QTY:
+                why = f"new qty {new_qty} is out of range"
             elif o.order_type == OrderType.LIMIT and new_px <= 0:
                 why = f"limit price must be > 0, got {new_px}"
             else:
                 why = p.impl.check_amend(new_qty, new_px)
+        k0 = base = 0
+        if not why and p is not None and p.impl is not None:
+            try:
+                k0, base = p.impl.rebase_for(new_qty, now_ns)
+            except Exception as exc:  # a bug must refuse one amend, not kill exec
+                log.exception("algo: amend of parent %d could not be planned", coid)
+                self._count("algo_error")
+                why = f"internal error: {exc!r}"
         if why or p is None or p.impl is None:
             iid = p.instrument_id if p is not None else rep.instrument_id
             self._out.append(
@@ -293,7 +304,6 @@ class AlgoEngine:
             )
             return self._end()
         impl = p.impl
-        k0, base = impl.rebase_for(new_qty, now_ns)
         a = AmendSnapshot(ts=now_ns, qty=new_qty, px=new_px, rebase_slice=k0, rebase_base=base)
         old_px = p.order.px
         amended = msgspec.structs.replace(p.order, qty=new_qty, px=new_px)
