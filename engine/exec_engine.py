@@ -195,7 +195,7 @@ class ExecEngine:
                 self._cancel(order, now_ns, out)  # type: ignore[arg-type]
         elif tp is ReplaceOrder:
             if self.algo is not None and self.algo.is_parent(order.client_order_id):
-                # an amend of an algo parent (new total qty / limit): the algo engine fits it
+                # an amend of an algo parent (new open qty / limit): the algo engine fits it
                 amend = getattr(self.algo, "amend", None)
                 if amend is not None:
                     self._algo_out(amend(order, now_ns), now_ns, out)

@@ -21,7 +21,9 @@ Exceptions, both chosen so that a strategy's order book view never diverges from
 Checks on a new order, in order (every limit configurable; 0 turns the optional ones off):
 
 1. trading state: HALTED (or the engine stopping) rejects; cancels always pass;
-2. well-formed: known instrument, qty > 0, price > 0 for priced orders, side;
+2. well-formed: known instrument, qty > 0, price > 0 for priced orders, side (a replace:
+   ``new_qty`` is the new open quantity, > 0; ``new_px`` > 0, except that a market order or
+   parent replaced at px 0 stays market and is checked as a new market order of that size);
 3. instrument halted (venue halt, exchange circuit breaker, flash move: ``engine.market_guard``);
 4. duplicate id, max open orders, max orders per second (new orders and replaces, sliding 1 s);
 5. max order notional (market orders valued at the opposite best, else the last trade);
@@ -513,6 +515,9 @@ class RiskGate:
         assert ins is not None
         reason = ""
         value = limit = 0.0
+        # a market order (an algo parent, mostly: a plain one rarely stays open) approved at px 0
+        # and replaced at px 0 stays market: sized and valued as a new market order would be
+        market = o.px == 0 and it.new_px == 0
         if self.trading.state == TradingState.HALTED:
             reason, value, limit = "trading halted", self.state, TradingState.ACTIVE
         elif self.stopping:
@@ -521,7 +526,7 @@ class RiskGate:
             reason = f"instrument halted: {self.guard.reason[o.instrument_id]}"
         elif it.new_qty <= 0:
             reason, value = "qty must be > 0", it.new_qty
-        elif it.new_px <= 0:
+        elif it.new_px <= 0 and not market:
             reason, value = "price must be > 0", it.new_px
         elif not self._rate_ok(now_ns):
             reason, value, limit = (
@@ -530,17 +535,21 @@ class RiskGate:
                 lim.max_orders_per_s,
             )
         else:
-            notional = ins.notional(it.new_px, it.new_qty)
-            if notional > lim.max_order_notional:
+            kind = int(OrderType.MARKET) if market else int(OrderType.LIMIT)
+            ref = self._ref_px(o.instrument_id, o.side, kind, it.new_px)
+            notional = ins.notional(ref, it.new_qty)
+            if ref <= 0:
+                reason, limit = "no price to value market order", lim.max_order_notional
+            elif notional > lim.max_order_notional:
                 reason, value, limit = "max order notional", notional, lim.max_order_notional
             else:
                 bad = self._order_checks(
                     o.instrument_id,
                     o.side,
-                    it.new_qty - o.leaves,
+                    it.new_qty - o.leaves,  # new_qty is the new OPEN quantity (as the venue's)
+                    ref,
                     it.new_px,
-                    it.new_px,
-                    True,
+                    not market,
                     False,
                 )
                 if bad is not None:

@@ -1,5 +1,6 @@
 """Amending a working algo parent (``AlgoEngine.amend``: a ReplaceOrder addressed to the parent,
-``new_qty`` = its new TOTAL quantity) through the real ExecEngine and SimExchange.
+``new_qty`` = its new OPEN quantity, as for a plain order: the new total is filled + new_qty)
+through the real ExecEngine and SimExchange.
 
 Each algorithm (TWAP, VWAP, iceberg, POV) is run on a small deterministic market: a book with
 the bid at 99 (50 lots) and a deep ask at 101, plus a 10-lot sell print at 100 every 100 ms.
@@ -180,7 +181,7 @@ def test_amend_qty_up_fills_the_new_quantity(name: str) -> None:
     d.start(algo, px, params)
     d.run_until_filled(30)
     filled = d.filled()
-    d.send(amend(160, px, d.now))
+    d.send(amend(160 - filled, px, d.now))  # to a total of 160
     rep = last_replaced(d)
     assert (rep.px, rep.qty) == (px, 160 - filled)  # qty = the new open quantity, as for plain
     prog = [e for e in d.events() if isinstance(e, AlgoProgress)][-1]
@@ -198,7 +199,7 @@ def test_amend_qty_down_stops_at_the_new_quantity(name: str) -> None:
     d.start(algo, px, params)
     d.run_until_filled(30)
     target = d.filled() + 7
-    d.send(amend(target, px, d.now))
+    d.send(amend(7, px, d.now))  # 7 more lots: a total of filled + 7
     assert last_replaced(d).qty == 7
     p = d.parent
     assert p.filled + p.open_qty <= target  # the open children fit the new quantity at once
@@ -215,11 +216,18 @@ def test_amend_to_or_below_the_filled_quantity_is_rejected(name: str) -> None:
     filled = d.filled()
     (big,) = d.send(amend(1 << 70, px, d.now))
     assert big.reason.startswith("replace rejected: new qty") and "out of range" in big.reason
-    for qty in (filled - 5, filled, 0, -3):
+    # the range check is on the total: an open quantity in range whose total (with the filled
+    # lots) is not, is refused too
+    (edge,) = d.send(amend((1 << 62) - filled, px, d.now))
+    assert edge.reason.startswith("replace rejected: new qty") and "out of range" in edge.reason
+    # totals of filled - 5, filled, 0 and -3 lots: new open quantities <= 0
+    for total in (filled - 5, filled, 0, -3):
+        qty = total - filled
         (rej,) = [e for e in d.send(amend(qty, px, d.now)) if isinstance(e, OrderRejected)]
         assert rej.client_order_id == PARENT
-        assert rej.reason.startswith("replace rejected: new qty")
-        assert f"{filled} lots already filled" in rej.reason
+        assert rej.reason == (
+            f"replace rejected: new qty must be > 0, got {qty} (cancel the parent to stop it)"
+        )
     assert not [e for e in d.events() if isinstance(e, OrderReplaced)]
     assert d.parent.qty == 100 and d.parent.is_working  # unchanged, goes on
     d.run_to_end()
@@ -233,7 +241,7 @@ def test_amend_after_the_parent_is_done_or_canceled_is_rejected(name: str) -> No
     d.start(algo, px, params)
     d.run_to_end()
     check_parent_whole(d, 100)
-    (rej,) = d.send(amend(200, px, d.now))
+    (rej,) = d.send(amend(100, px, d.now))  # 100 more: a total of 200
     assert isinstance(rej, OrderRejected)
     assert rej.reason == "replace rejected: parent order is no longer working"
     # a canceled one too
@@ -243,7 +251,7 @@ def test_amend_after_the_parent_is_done_or_canceled_is_rejected(name: str) -> No
     d2.send(CancelOrder(PARENT, 7, IID, d2.now, d2.now))
     d2.step()
     assert isinstance(d2.ends()[0], OrderCanceled)
-    (rej,) = d2.send(amend(200, px, d2.now))
+    (rej,) = d2.send(amend(200 - d2.filled(), px, d2.now))  # a total of 200
     assert rej.reason == "replace rejected: parent order is no longer working"
     # and an id no parent has is a plain replace of nothing: ignored, counted
     before = d2.exec.ignored_requests
@@ -264,7 +272,8 @@ def test_a_new_limit_reprices_the_resting_children(name: str) -> None:
     before = d.open_children()
     assert before, "a resting child"
     # buy: a lower limit below the resting price; the child moves to it, same id, same qty
-    d.send(amend(100, 98, d.now))
+    assert d.filled() == 0
+    d.send(amend(100, 98, d.now))  # total (= open) quantity unchanged
     after = d.open_children()
     assert [o.client_order_id for o in after] == [o.client_order_id for o in before]
     assert [o.qty for o in after] == [o.qty for o in before]
@@ -276,7 +285,7 @@ def test_a_new_limit_reprices_the_resting_children(name: str) -> None:
     d.print_qty = 10
     # back to the first limit: the prints fill the iceberg at 100; a passive parent takes what
     # is left at the end of its window (ask 101)
-    d.send(amend(100, px, d.now))
+    d.send(amend(100 - d.filled(), px, d.now))  # the total stays 100
     d.run_to_end()
     check_parent_whole(d, 100)
     assert max(r.px for r in d.children()) <= px
@@ -291,7 +300,7 @@ def test_a_higher_limit_moves_a_capped_passive_child_to_the_touch_not_across(nam
     d.step(2)
     (capped,) = d.open_children()
     assert capped.px == 98
-    d.send(amend(100, 103, d.now))  # a limit above the ask (101) ...
+    d.send(amend(100 - d.filled(), 103, d.now))  # a limit above the ask (101) ...
     (moved,) = d.open_children()
     # ... moves it to the touch (99), where a new passive child would rest: it does not take
     assert (moved.client_order_id, moved.px) == (capped.client_order_id, 99)
@@ -306,10 +315,11 @@ def test_iceberg_follows_a_higher_limit_and_a_cut_shrinks_its_displayed_child() 
     d.step(1)
     (shown,) = d.open_children()
     assert (shown.px, shown.qty) == (100, 6)
-    d.send(amend(100, 100, d.now))  # nothing changes: no replace, nothing canceled
-    assert d.open_children() == [shown]
     filled = d.filled()
-    d.send(amend(filled + 2, 100, d.now))  # cut: the displayed child shrinks to 2, same id
+    assert filled == 4
+    d.send(amend(100 - filled, 100, d.now))  # same total and limit: nothing changes ...
+    assert d.open_children() == [shown]  # ... no replace, nothing canceled
+    d.send(amend(2, 100, d.now))  # cut to filled + 2: the displayed child shrinks to 2, same id
     (small,) = d.open_children()
     assert (small.client_order_id, small.qty) == (shown.client_order_id, 2)
     d.run_to_end()
@@ -322,7 +332,7 @@ def test_pov_children_after_a_price_change_use_the_new_limit() -> None:
     d.start(algo, px, params)
     d.run_until_filled(20)
     n = len(d.children())
-    d.send(amend(100, 101, d.now))
+    d.send(amend(100 - d.filled(), 101, d.now))  # same total, a lower limit
     d.run_to_end()
     check_parent_whole(d, 100)
     assert {r.px for r in d.children()[n:]} == {101}
@@ -333,15 +343,16 @@ def test_twap_schedule_after_an_amend_spreads_what_is_left_over_the_remaining_sl
     d = Desk()
     d.start(algo, px, params)
     d.run_until_filled(30)  # slices 0-2 sent, 10 lots each
-    assert [r.qty for r in d.children()] == [10, 10, 10]
-    d.send(amend(170, px, d.now))  # 140 left over the 7 slices to come: 20 each
+    assert [r.qty for r in d.children()] == [10, 10, 10] and d.filled() == 30
+    d.send(amend(140, px, d.now))  # a total of 170: 140 left over the 7 slices to come, 20 each
     d.run_to_end()
     assert [r.qty for r in d.children()] == [10, 10, 10] + [20] * 7
     check_parent_whole(d, 170)
     d2 = Desk()
     d2.start(algo, px, params)
     d2.run_until_filled(30)
-    d2.send(amend(44, px, d2.now))  # 14 left over 7 slices: 2 each
+    assert d2.filled() == 30
+    d2.send(amend(14, px, d2.now))  # a total of 44: 14 left over 7 slices, 2 each
     d2.run_to_end()
     assert [r.qty for r in d2.children()] == [10, 10, 10] + [2] * 7
     check_parent_whole(d2, 44)
@@ -376,7 +387,8 @@ def test_an_amend_is_written_to_the_algo_log_before_it_takes_effect() -> None:
     d.exec.algo.on_record = hook
     d.start(algo, px, params)
     d.run_until_filled(30)
-    d.send(amend(150, 101, d.now))
+    assert d.filled() == 30
+    d.send(amend(120, 101, d.now))  # 120 open: the log holds the resulting total, 150
     (entry,) = [s for s in seen if s[4] is not None]
     assert entry[:4] == (PARENT, 150, 101, 100)
     assert (entry[4].qty, entry[4].px, entry[4].rebase_slice, entry[4].rebase_base) == (
@@ -414,13 +426,16 @@ def test_amends_interleaved_with_fills_never_overfill_the_parent(
             d.step(a)
         else:
             p = d.parent
-            new_qty, new_px = qty + a, px + b
+            # the amend asks for a total of qty + a: an open quantity of that less the filled
+            total, new_px = qty + a, px + b
             working, filled = p.is_working, p.filled
-            res = d.send(amend(new_qty, new_px, d.now))
+            new_open = total - filled
+            res = d.send(amend(new_open, new_px, d.now))
             ok = [e for e in res if isinstance(e, OrderReplaced)]
-            if working and new_qty > filled and new_px > 0:
-                assert ok and ok[0].qty == new_qty - filled
-                qty = new_qty
+            if working and new_open > 0 and new_px > 0:
+                assert ok and ok[0].qty == new_open
+                assert p.qty == filled + new_open == total
+                qty = total
             else:
                 assert not ok
                 assert [e for e in res if isinstance(e, OrderRejected)]
@@ -448,7 +463,7 @@ def test_vwap_amend_keeps_the_profile_shape_for_what_is_left() -> None:
     k0 = d.parent.impl.next_slice
     shares = d.parent.impl.shares
     filled = d.filled()
-    d.send(amend(300, px, d.now))
+    d.send(amend(300 - filled, px, d.now))  # to a total of 300
     d.run_to_end()
     check_parent_whole(d, 300)
     kids = [r.qty for r in d.children()]
@@ -480,7 +495,7 @@ def test_a_fill_racing_a_cut_at_the_venue_is_forwarded_and_counted_not_lost() ->
     d.out += d.exec.poll(d.now)  # ... and rests at the venue
     (second,) = d.open_children()
     assert second.qty == 10
-    d.send(amend(12, px, d.now))  # cut: the child must shrink to 2 ...
+    d.send(amend(2, px, d.now))  # cut to a total of 12: the child must shrink to 2 ...
     t = d.now + MS // 2  # ... but a print fills it before the replace lands
     d.out += d.exec.on_market_data(Trade(IID, 100, 10, -1, t, t), t)
     d.out += d.exec.poll(d.now + 5 * MS)

@@ -20,6 +20,7 @@ from engine.exec_engine import ExecEngine, ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     AlgoKind,
+    AlgoProgress,
     AlgoState,
     BookSnapshot,
     Message,
@@ -335,8 +336,12 @@ slices = 14
 
 class AmendingExecution(ScheduledExecution):
     """``ScheduledExecution`` that amends its parent to ``amend_qty`` lots in total (same limit)
-    once ``amend_after`` parent fills arrived: the strategy of the real-process test below. A
-    cut, so risk books no extra exposure for it (risk sizes a replace as new qty - leaves)."""
+    once ``amend_after`` parent fills arrived: the strategy of the real-process test below.
+
+    The replace carries the new OPEN quantity (the engine-wide meaning risk and exec read), so
+    exec makes the total what it has filled + that. The strategy amends between slices (an
+    ``AlgoProgress`` with no child open, all its fills seen), so no fill can race the request
+    and the total is exactly ``amend_qty``. A cut, so risk books no extra exposure for it."""
 
     def __init__(self, ctx: Any, params: dict[str, Any]) -> None:
         params = dict(params)
@@ -345,13 +350,15 @@ class AmendingExecution(ScheduledExecution):
         super().__init__(ctx, params)
         self.amended = False
 
-    def on_fill(self, ev: Any) -> None:
-        super().on_fill(ev)
+    def on_order_event(self, ev: Any) -> None:
+        super().on_order_event(ev)
         if self.amended or not self.amend_qty or len(self.fills) < self.amend_after:
             return
+        if not isinstance(ev, AlgoProgress) or ev.client_order_id != self.parent:
+            return
         o = self.ctx.open_orders.get(self.parent)
-        if o is not None:
-            self.amended = self.ctx.replace(self.parent, o.px, self.amend_qty)
+        if o is not None and ev.children_open == 0 and ev.filled_qty == o.cum_qty:
+            self.amended = self.ctx.replace(self.parent, o.px, self.amend_qty - o.cum_qty)
 
 
 def _e2e_config(tmp_path: Path, eid: str, dsn: str) -> Path:
@@ -675,7 +682,9 @@ def test_a_parent_amended_before_the_crash_resumes_amended(tmp_path: Path) -> No
     a.run_until(1 * MS)
     a.out += a.engine.on_order(parent_order(), a.now)
     a.run_until(3 * S + 500 * MS)  # slices 0-3: 40 filled
-    a.out += a.engine.on_order(amend_parent(160, 102, a.now), a.now)  # 120 over 6 slices
+    assert a.engine.algo.parent(PARENT).filled == 40
+    # to a total of 160: 120 open, over 6 slices
+    a.out += a.engine.on_order(amend_parent(120, 102, a.now), a.now)
     a.run_until(5 * S + 500 * MS)
     record = list(a.out)
     del a
@@ -700,7 +709,8 @@ def test_an_amend_logged_but_never_published_is_published_after_the_crash(
     a.out += a.engine.on_order(parent_order(), a.now)
     a.run_until(2 * S + 500 * MS)
     record = list(a.out)  # the recorder saw nothing after this
-    a.out += a.engine.on_order(amend_parent(50, 102, a.now), a.now)
+    assert a.engine.algo.parent(PARENT).filled == 30
+    a.out += a.engine.on_order(amend_parent(20, 102, a.now), a.now)  # to a total of 50
     del a
     b = Exec(tmp_path, 1)
     b.now = 3 * S
@@ -720,7 +730,9 @@ def test_a_repriced_resting_child_is_adopted_at_its_new_price(tmp_path: Path) ->
     (resting,) = a.venue.open_orders()
     assert resting.px == 100  # at the bid
     t_amend = a.now
-    a.out += a.engine.on_order(amend_parent(30, 99, a.now), a.now)
+    filled = a.engine.algo.parent(PARENT).filled
+    assert filled == 10
+    a.out += a.engine.on_order(amend_parent(30 - filled, 99, a.now), a.now)  # a total of 30
     a.run_until(a.now + 10 * MS)  # the replace reached the venue
     (moved,) = a.venue.open_orders()  # same child, replaced at the venue: new limit, cut
     assert moved.client_order_id == resting.client_order_id
@@ -757,7 +769,7 @@ def test_snapshot_restore_round_trip_keeps_an_amend() -> None:
         )
         e1.on_child_event(fill, 2 * S)
     assert e1.parent(PARENT).filled == 30
-    e1.amend(amend_parent(100 + 70, 103, 2 * S), 2 * S)  # 140 left over the 7 slices to come
+    e1.amend(amend_parent(140, 103, 2 * S), 2 * S)  # a total of 170: 140 over the 7 slices to come
     snaps = e1.snapshot()
     assert snaps[0].order == parent_order() and len(snaps[0].amends) == 1  # as accepted + amend
     wire = msgspec.msgpack.encode(snaps)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine.instruments import Instrument
+from engine.algos import AlgoEngine
+from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
+    AlgoKind,
     CancelOrder,
     Control,
     ControlCommand,
@@ -292,3 +294,97 @@ def test_fill_of_unknown_order_still_moves_position():
     g = gate()
     g.on_exec_event(OrderFilled(999, 1, 1, Side.SELL, 100, 4, 4, 0, 0.0, 1, 1, 0, 1, 1))
     assert g.position[1] == -4
+
+
+# --- replacing an algo parent: new_qty is the new OPEN quantity, as for any order ---------------
+
+S = 1_000_000_000
+
+
+def _parent_with_fills(g: RiskGate, otype: int, px: int) -> tuple[AlgoEngine, NewOrder]:
+    """Risk in front of a real ``AlgoEngine`` (exec's part that works parents): a BUY TWAP parent
+    of 80 lots (8 slices of 10), approved by ``g``, whose first 3 slices filled (30 lots); every
+    parent event went back to ``g`` as exec publishes it."""
+    ids = iter(range(1000, 2000))
+    algo = AlgoEngine(InstrumentTable(INS), lambda: next(ids))
+    params = {"duration_s": 8.0, "slices": 8.0}
+    it = msgspec.structs.replace(new(qty=80, px=px, otype=otype), algo=int(AlgoKind.TWAP))
+    parent = approved(g.on_intent(msgspec.structs.replace(it, algo_params=params), 1))
+    out = algo.submit(parent, 0) + algo.on_timer(2 * S)
+    up = [m for m in out if type(m) not in (NewOrder, CancelOrder, ReplaceOrder)]
+    for k in [m for m in out if type(m) is NewOrder]:
+        q, cid = k.qty, k.client_order_id
+        f = OrderFilled(cid, 5, 1, k.side, 10_000, q, q, 0, 0.0, 1, cid, 0, 2 * S, 2 * S)
+        up += algo.on_child_event(f, 2 * S)
+    for ev in up:
+        g.on_exec_event(ev)
+    assert algo.parent(parent.client_order_id).filled == 30
+    assert (g.position[1], g.open_buy[1]) == (30, 50)
+    return algo, parent
+
+
+def _amend(g: RiskGate, algo: AlgoEngine, parent: NewOrder, px: int, qty: int) -> list[object]:
+    """Risk's answer to a replace of the parent; an approved one is handed to the algo engine
+    and its events go back to risk, as in the running system."""
+    out = g.on_intent(IntentReplace(parent.client_order_id, 1, 1, px, qty, 3 * S, 3 * S), 3 * S)
+    if len(out) == 1 and isinstance(out[0], ReplaceOrder):
+        for ev in algo.amend(out[0], 3 * S):
+            g.on_exec_event(ev)
+    return out
+
+
+def test_amending_a_partly_filled_parent_near_the_position_limit_sizes_the_open_quantity():
+    # position 30 + 50 open = 80 worst case; limit 100. New open 70: 30 + 70 = 100, at the limit
+    g = gate(max_order_notional=1e12)
+    algo, parent = _parent_with_fills(g, OrderType.LIMIT, 10_000)
+    (rep,) = _amend(g, algo, parent, 10_000, 70)
+    assert isinstance(rep, ReplaceOrder) and rep.new_qty == 70
+    assert algo.parent(parent.client_order_id).qty == 100  # the engine's total: 30 filled + 70
+    assert (g.position[1], g.open_buy[1], g.open_orders[parent.client_order_id].reserved) == (
+        30,
+        70,
+        0,
+    )
+    ev = rejected(g.on_intent(new(qty=1), 4 * S), "max position")  # the book is full: 101
+    assert (ev.value, ev.limit) == (101, 100)
+    # just over: 71 open would make 101; the replace is refused and the parent canceled
+    g2 = gate(max_order_notional=1e12)
+    algo2, parent2 = _parent_with_fills(g2, OrderType.LIMIT, 10_000)
+    out = _amend(g2, algo2, parent2, 10_000, 71)
+    assert [type(m) for m in out] == [RiskEvent, CancelOrder]
+    assert "max position" in out[0].reason and (out[0].value, out[0].limit) == (101, 100)
+    assert algo2.parent(parent2.client_order_id).qty == 80  # never reached exec
+    # a LIMIT parent still needs a price
+    g3 = gate(max_order_notional=1e12)
+    algo3, parent3 = _parent_with_fills(g3, OrderType.LIMIT, 10_000)
+    out = _amend(g3, algo3, parent3, 0, 20)
+    assert [type(m) for m in out] == [RiskEvent, CancelOrder]
+    assert "price must be > 0" in out[0].reason
+
+
+def test_a_market_parent_replaced_at_px_0_stays_market_and_is_checked_as_one():
+    g = gate(max_order_notional=1e12)
+    g.on_market_data(Quote(1, 9_990, 50, 10_010, 50, 1, 1))
+    algo, parent = _parent_with_fills(g, OrderType.MARKET, 0)
+    (rep,) = _amend(g, algo, parent, 0, 70)  # more: 30 + 70 = 100, at the position limit
+    assert isinstance(rep, ReplaceOrder) and (rep.new_px, rep.new_qty) == (0, 70)
+    p = algo.parent(parent.client_order_id)
+    assert (p.qty, p.order.px, p.order.order_type) == (100, 0, OrderType.MARKET)
+    assert (g.position[1], g.open_buy[1], g.open_orders[parent.client_order_id].px) == (30, 70, 0)
+    (rep,) = _amend(g, algo, parent, 0, 20)  # and back down: still market
+    assert isinstance(rep, ReplaceOrder) and g.open_buy[1] == 20 and p.qty == 50
+    # it is checked like a new market order of that size: 71 more would make 101 ...
+    out = _amend(g, algo, parent, 0, 71)
+    assert [type(m) for m in out] == [RiskEvent, CancelOrder] and "max position" in out[0].reason
+    # ... and valued at the opposite best: 90 lots at 100.10 = 9_009 against the notional limit
+    for limit, ok in ((9_009.0, True), (9_008.99, False)):
+        g2 = gate(max_order_notional=limit, max_position_lots=1000)
+        g2.on_market_data(Quote(1, 9_990, 50, 10_010, 50, 1, 1))
+        algo2, parent2 = _parent_with_fills(g2, OrderType.MARKET, 0)  # 80 lots: 8_008
+        out = _amend(g2, algo2, parent2, 0, 90)
+        if ok:
+            assert len(out) == 1 and isinstance(out[0], ReplaceOrder)
+            assert algo2.parent(parent2.client_order_id).qty == 120
+        else:
+            assert [type(m) for m in out] == [RiskEvent, CancelOrder]
+            assert "max order notional" in out[0].reason and out[0].value == pytest.approx(9_009)

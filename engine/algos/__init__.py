@@ -21,14 +21,15 @@ Every method returns a mix of
   after each change.
 
 Amends (``amend``, a ``ReplaceOrder`` addressed to the parent): ``new_qty`` is the parent's new
-TOTAL quantity — filled lots included, like a FIX cancel/replace's OrderQty, so a fill racing the
-request cannot make the parent larger than the trader asked — and ``new_px`` its new limit (a
-MARKET parent keeps no limit: its ``new_px`` is ignored). Rejected with ``OrderRejected``
-``"replace rejected: ..."`` (the parent goes on unchanged): an unknown or ended parent, a new
-quantity not above what is already filled, a LIMIT price <= 0. Accepted, in this order: the amend
-is written to the algo log (``on_record``), the parent takes the new quantity and limit, its open
+OPEN quantity, as for a plain order (``engine.venues.sim``'s engine-wide meaning, which risk and
+the OMS read too), so the parent's new total is what is filled when exec takes the amend plus
+``new_qty``; ``new_px`` is its new limit (a MARKET parent keeps no limit: its ``new_px`` is
+ignored). Rejected with ``OrderRejected`` ``"replace rejected: ..."`` (the parent goes on
+unchanged): an unknown or ended parent, a new quantity <= 0 or a total out of range, a LIMIT
+price <= 0. Accepted, in this order: the amend is written to the algo log (``on_record``, with
+the resulting total), the parent takes the new total quantity and limit, its open
 children are fitted to it (newest first, the children's open quantity is cut until filled + open
-<= the new quantity: a child cut to nothing is canceled, a resting child cut in part is replaced
+<= the new total: a child cut to nothing is canceled, a resting child cut in part is replaced
 with the smaller quantity; a resting child priced beyond the new limit, or at the old limit, is
 replaced at the new limit — a passive scheduled child at the touch capped by it, so a higher
 limit never makes it take —; a marketable child that no longer fits is canceled), the algorithm
@@ -262,14 +263,18 @@ class AlgoEngine:
         return self._end()
 
     def amend(self, rep: ReplaceOrder, now_ns: int) -> list[object]:
-        """Change a working parent's total quantity and/or limit (see the module docstring):
+        """Change a working parent's open quantity and/or limit (see the module docstring):
         ``OrderReplaced`` + the child orders that fit the children to it, or ``OrderRejected``
-        (``"replace rejected: ..."``) and nothing else."""
+        (``"replace rejected: ..."``) and nothing else.
+
+        ``rep.new_qty`` is the new open quantity (the engine-wide meaning); from here on the
+        parent, its algorithm and the algo log work with the resulting total, filled + open."""
         self._begin(now_ns)
         coid = rep.client_order_id
         p = self.parents.get(coid)
         why = ""
-        new_qty = int(rep.new_qty)
+        new_open = int(rep.new_qty)
+        new_qty = 0  # the new total quantity: filled + new_open
         new_px = 0
         if p is None:
             why = "unknown parent order"
@@ -278,13 +283,11 @@ class AlgoEngine:
         else:
             o = p.order
             new_px = int(rep.new_px) if o.order_type == OrderType.LIMIT else o.px
-            if new_qty <= p.filled:
-                why = (
-                    f"new qty {new_qty} must be above the {p.filled} lots already filled "
-                    "(cancel the parent to stop it)"
-                )
+            new_qty = p.filled + new_open
+            if new_open <= 0:
+                why = f"new qty must be > 0, got {new_open} (cancel the parent to stop it)"
             elif new_qty >= _MAX_QTY:
-                why = f"new qty {new_qty} is out of range"
+                why = f"new qty {new_open} is out of range"
             elif o.order_type == OrderType.LIMIT and new_px <= 0:
                 why = f"limit price must be > 0, got {new_px}"
             else:
@@ -312,9 +315,7 @@ class AlgoEngine:
         impl.set_rebase(k0, base)
         self._fit_children(p, old_px, now_ns)
         self._out.append(
-            OrderReplaced(
-                coid, p.instrument_id, new_px, new_qty - p.filled, rep.ts_origin, now_ns, now_ns
-            )
+            OrderReplaced(coid, p.instrument_id, new_px, new_open, rep.ts_origin, now_ns, now_ns)
         )
         self._touch(p)
         self._guard(p, impl.on_amend, now_ns)
