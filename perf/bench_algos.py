@@ -222,8 +222,15 @@ def print_summary(results: dict[str, pyperf.Benchmark]) -> None:
             print(f"  {new} / {base}: x{med[new] / med[base]:.2f}")
 
 
+def _add_cmdline_args(cmd: list[str], args: Any) -> None:
+    """Workers must see ``--only`` too: pyperf numbers a worker's task by its position among the
+    benchmarks it registers, so a worker running the unfiltered list would time another one."""
+    if args.only:
+        cmd.extend(("--only", args.only))
+
+
 def main() -> None:
-    runner = pyperf.Runner(processes=4, values=3)
+    runner = pyperf.Runner(processes=4, values=3, add_cmdline_args=_add_cmdline_args)
     runner.metadata["description"] = "execution algorithms and smart routing beside baselines"
     runner.argparser.add_argument(
         "--only", metavar="REGEX", default=None, help="run only the benchmarks matching REGEX"

@@ -15,6 +15,9 @@ Benchmarks (one process; time is per unit named in ``unit_of_loop``):
 - ``exec-sim`` vs ``sim-direct``: a marketable limit order through ExecEngine to the simulated
   exchange (accept + fill back through the table) beside the same order sent to the simulated
   exchange directly: the OMS's share of a realistic round.
+- ``exec-sim-journal`` vs ``exec-sim``: the same round with storage off, where exec appends the
+  order and the events it caused to its recovery journal (``procs.recovery.ExecJournal``: one
+  ``writev``, no fsync) before publishing them: the journal's cost per order.
 
 Run ``python perf/bench_oms.py --fast`` (``make perf`` runs every suite); ``--only REGEX`` runs
 a subset. The main process prints a summary: rates, the added latency and the ratios.
@@ -164,6 +167,8 @@ def bench_exec(kind: str) -> Any:
     orders = _orders(otype, 0 if otype == OrderType.MARKET else (101 if market else 100))
     policy = ExecPolicy(price_gap_bps=100 if kind.endswith("gap") else 0)
 
+    journal = _journal() if kind.endswith("journal") else None
+
     def session() -> tuple[Any, Any]:
         if kind.startswith(("exec-sim", "sim-direct")):
             venue: Any = SimExchange(INS)
@@ -174,6 +179,8 @@ def bench_exec(kind: str) -> Any:
             e = ExecEngine(venue, INS, policy, algo_engine=None)
             for t in range(1, 40):
                 e.on_market_data(_quote(t), t)  # a mid history for the gap check
+            if journal is not None:
+                return _journaled(e.on_order, journal), venue
             return e.on_order, venue
         return venue.submit, venue
 
@@ -194,6 +201,34 @@ def bench_exec(kind: str) -> Any:
     return func
 
 
+def _journal() -> Any:
+    """A fresh exec journal in a temporary directory (removed at exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from procs.recovery import ExecJournal
+
+    d = tempfile.mkdtemp(prefix="gekko-bench-journal-")
+    j = ExecJournal(Path(d) / "exec.journal")
+    atexit.register(shutil.rmtree, d, True)
+    atexit.register(j.close)
+    return j
+
+
+def _journaled(on_order: Any, journal: Any) -> Any:
+    """exec's storage-off order step: the order, then its events journaled before publishing."""
+    seq = [0]
+
+    def call(o: Any, now: int) -> list[Any]:
+        evs = on_order(o, now)
+        journal.append(o, evs, seq[0])
+        seq[0] += len(evs)
+        return evs
+
+    return call
+
+
 BENCHMARKS: list[tuple[str, str, int]] = [
     ("oms-events", "event", 4),
     ("oms-events-cancel", "event", 4),
@@ -202,6 +237,7 @@ BENCHMARKS: list[tuple[str, str, int]] = [
     ("exec-null-venue-gap", "order", 1),
     ("sim-direct", "order", 1),
     ("exec-sim", "order", 1),
+    ("exec-sim-journal", "order", 1),
 ]
 
 
@@ -238,10 +274,23 @@ def print_summary(results: dict[str, pyperf.Benchmark]) -> None:
     if "exec-sim" in med and "sim-direct" in med:
         r = med["exec-sim"] / med["sim-direct"]
         print(f"  marketable order through exec to the sim: x{r:.2f} the sim alone")
+    if "exec-sim-journal" in med and "exec-sim" in med:
+        added = med["exec-sim-journal"] - med["exec-sim"]
+        print(
+            f"  storage-off journal append: +{added * 1e6:.2f} µs per order "
+            f"(x{med['exec-sim-journal'] / med['exec-sim']:.2f} exec-sim)"
+        )
+
+
+def _add_cmdline_args(cmd: list[str], args: Any) -> None:
+    """Workers must see ``--only`` too: pyperf numbers a worker's task by its position among the
+    benchmarks it registers, so a worker running the unfiltered list would time another one."""
+    if args.only:
+        cmd.extend(("--only", args.only))
 
 
 def main() -> None:
-    runner = pyperf.Runner(processes=4, values=3)
+    runner = pyperf.Runner(processes=4, values=3, add_cmdline_args=_add_cmdline_args)
     runner.metadata["description"] = "order management system: events/s, exec added latency"
     runner.argparser.add_argument(
         "--only", metavar="REGEX", default=None, help="run only the benchmarks matching REGEX"
