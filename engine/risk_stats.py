@@ -366,6 +366,28 @@ class ReturnSampler:
         self.count = min(self.count + 1, self.window)
         return True
 
+    def seed(self, prices: np.ndarray) -> np.ndarray:
+        """Fill the window from recorded history: ``prices`` is T × n, one row per past sample
+        time (oldest first, 0 where an instrument had no price yet), as the live loop would
+        have sampled them. Each row goes through ``sample`` itself, so a seeded window is the
+        window the live sampler would hold had it run through that history, and the next live
+        sample's return is measured from the last seeded price. Returns how many returns each
+        instrument got (rows where it had a price in both samples). Start-up only, not the
+        order path."""
+        p = np.asarray(prices, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != self.last.shape[0]:
+            raise ValueError(f"prices must be T x {self.last.shape[0]}, not {p.shape}")
+        p = np.where(np.isfinite(p) & (p > 0), p, 0.0)
+        valid = []
+        for row in p:
+            before = self.last > 0
+            if self.sample(row):
+                valid.append(before & (row > 0))
+        kept = valid[-self.window :]  # older rows left the window again
+        if not kept:
+            return np.zeros(p.shape[1], dtype=np.int64)
+        return np.sum(kept, axis=0, dtype=np.int64)
+
     def matrix(self) -> np.ndarray:
         """The window, oldest row first."""
         if self.count < self.window:

@@ -382,9 +382,28 @@ class RiskSection(msgspec.Struct, **_STRICT):
     # a risk restarted with storage off asks exec for its open orders: how long it holds new
     # intents back waiting for the answer (procs/risk.py)
     open_orders_timeout_s: float = 10.0
+    # the returns window is seeded at start from recorded prices (procs/risk_history.py):
+    # points older than this are not used (< 0: twice the window span; 0: any age) ...
+    history_max_age_s: float = -1.0
+    # ... and a CSV / Parquet file (timestamp, symbol, price) fills in instruments the record
+    # has fewer than min_history returns for ("" = none)
+    history_file: str = ""
 
     def __post_init__(self) -> None:
         _need(self.max_order_notional > 0, "risk.max_order_notional", "must be > 0")
+        _need(
+            math.isfinite(self.history_max_age_s),
+            "risk.history_max_age_s",
+            "must be a number of seconds (0 = any age, < 0 = twice the window span)",
+        )
+        if self.history_file:
+            hp = Path(self.history_file)
+            _need(
+                hp.suffix.lower() in (".csv", ".parquet", ".pq"),
+                "risk.history_file",
+                f"{self.history_file!r}: must be a .csv or .parquet file",
+            )
+            _need(hp.is_file(), "risk.history_file", f"{self.history_file!r}: no such file")
         _need(
             math.isfinite(self.open_orders_timeout_s) and self.open_orders_timeout_s > 0,
             "risk.open_orders_timeout_s",

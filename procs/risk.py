@@ -58,6 +58,7 @@ from engine.messages import (
 )
 from procs.build import build_limits
 from procs.recovery import recover_risk
+from procs.risk_history import seed_history
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
 from procs.warmup import warm_risk
 from shm.seqlock import SeqlockTable
@@ -302,9 +303,14 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     save()
 
     sampler = ReturnSampler(len(gate.position), rc.returns_window)
+    # VaR and correlation from the first order: the window seeded from recorded prices (one
+    # log line says what was seeded, or why nothing; a dead database only costs the seeding)
+    seeded = seed_history(cfg, gate, sampler, beat=w.beat).seeded
     refresh_ns = int(rc.refresh_interval_ms * 1e6)
     returns_ns = int(rc.returns_interval_s * 1e9)
     next_refresh = next_sample = time.monotonic_ns()
+    if seeded:  # the seeded window's last sample stands for now: the next one is due later
+        next_sample += returns_ns
     next_save = next_refresh + SAVE_EVERY_NS
     idle_s = min(cfg.supervisor.heartbeat_interval_s, rc.refresh_interval_ms / 1000.0)
 
