@@ -9,6 +9,7 @@ import bisect
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -32,6 +33,7 @@ from engine.messages import (
 from engine.risk import RiskGate
 from engine.risk_history import fill_newest_first, last_at_or_before, sample_grid
 from engine.risk_stats import ReturnSampler
+from engine.strategies.base import Strategy, StrategyContext
 from ops.config import ConfigError, parse_config
 from ops.store import migrate as mig
 from ops.store.pg import run_tx
@@ -488,3 +490,115 @@ def test_defaults_load_and_max_age_follows_the_window() -> None:
     assert cfg.risk.history_file == "" and cfg.risk.history_max_age_s < 0
     assert max_age_ns(cfg.risk) == 2 * WINDOW * INTERVAL_S * S
     assert max_age_ns(msgspec.structs.replace(cfg.risk, history_max_age_s=0.0)) == 0
+
+
+# --- the whole engine: a risk crash ----------------------------------------------------------
+
+
+class BigBuys(Strategy):
+    """A test strategy: every ``probe_s`` one buy of ``qty`` lots resting 4 % under the bid —
+    an order whose VaR is far over the (tiny) limit, so risk must refuse it whenever VaR
+    applies and can only approve it while VaR is skipped for lack of history."""
+
+    def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
+        super().__init__(ctx, params)
+        self.qty = int(params.get("qty", 100))
+        self.every_ns = int(float(params.get("probe_s", 0.1)) * 1e9)
+        self.next_ns = 0
+
+    def on_quote(self, q: Any) -> None:
+        bid = self.ctx.best_bid(q.instrument_id)
+        now = time.monotonic_ns()
+        if bid is None or now < self.next_ns:
+            return
+        self.next_ns = now + self.every_ns
+        self.ctx.buy(q.instrument_id, self.qty, max(1, int(bid[0] * 0.96)))
+
+
+@pytest.mark.timeout(240)
+def test_a_restarted_risk_is_seeded_and_refuses_a_var_breach_at_once(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    import os
+    import re
+    import signal
+    import uuid
+
+    from engine.messages import RiskEventKind
+    from tests.test_engine_e2e import (
+        _wait_for,
+        counter,
+        health,
+        is_ready,
+        running_engine,
+        wait_counter,
+        write_config,
+    )
+    from tests.test_risk_e2e import records
+
+    eid = "h" + uuid.uuid4().hex[:7]
+    cfg = write_config(
+        tmp_path,
+        eid,
+        strategies=(
+            '[[strategies]]\nid = 9\npath = "tests.test_risk_history:BigBuys"\n'
+            'instruments = ["MSFT"]\n[strategies.params]\nqty = 100\nprobe_s = 0.1\n'
+        ),
+    )
+    text = cfg.read_text()
+    for section, key, value in (
+        ("risk", "max_open_orders", "10000"),
+        ("risk", "max_position_lots", "1000000000"),
+        ("risk", "max_position_pct", "0.0"),
+        ("risk", "max_sector_pct", "0.0"),
+        ("risk", "max_var_pct", "0.0001"),  # $10 of VaR on $10M: 100 lots of MSFT breach it
+        ("risk", "returns_interval_s", "0.05"),
+        ("risk", "returns_window", "40"),
+        ("risk", "min_history", "20"),
+        ("risk", "history_max_age_s", "0.0"),  # the synthetic clock starts at 1970 every run
+        ("storage.postgres", "mode", f'"{pg_dsn}"'),
+        ("inference", "enabled", "false"),
+    ):
+        start = text.index(f"\n[{section}]\n")
+        m = re.compile(rf"(?m)^{key} = .*$").search(text, start)
+        assert m is not None, key
+        text = text[: m.start()] + f"{key} = {value}" + text[m.end() :]
+    cfg.write_text(text)
+    with running_engine(cfg, tmp_path, eid) as proc:
+
+        def check(ok: bool, what: str) -> None:
+            if not ok:
+                proc.send_signal(signal.SIGTERM)
+                _, err = proc.communicate(timeout=90)
+                raise AssertionError(f"{what}\n{err[-4000:]}")
+
+        # live VaR applies after min_history samples: the big buys are refused from then on
+        check(wait_counter(eid, "risk", "rejected", 3), "no VaR refusal before the crash")
+
+        def recorded_span_s() -> float:  # of the recorded quotes, on the venue's clock
+            with psycopg.connect(pg_dsn) as c:
+                lo, hi = c.execute("SELECT min(ts_event), max(ts_event) FROM quotes").fetchone()
+            return 0.0 if lo is None else (hi - lo) / 1e9
+
+        # more than the window (40 x 0.05 s) is in the record before risk dies
+        check(_wait_for(lambda: recorded_span_s() > 2.5, 60), "the recorder wrote too little")
+        old_pid = health(eid)["risk"][0]
+        t_kill = time.monotonic_ns()
+        os.kill(old_pid, signal.SIGKILL)
+        check(_wait_for(lambda: is_ready(eid, "risk", not_pid=old_pid), 120), "risk not back")
+        n = max(counter(eid, "risk", "rejected"), 0)
+        check(wait_counter(eid, "risk", "rejected", n + 3), "no refusal after the restart")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err[-3000:]
+    assert re.search(r"returns window seeded, returns per instrument: .*MSFT 40", err), err[-3000:]
+    with psycopg.connect(pg_dsn) as c:
+        after = c.execute(
+            "SELECT reason FROM risk_events WHERE kind = %s AND ts >= %s AND client_order_id >> 32 = 9",
+            (int(RiskEventKind.ORDER_REJECTED), t_kill),
+        ).fetchall()
+    # every big buy the restarted risk judged was refused for VaR: none slipped through while
+    # history was being rebuilt (unseeded, VaR would be skipped for 20 x 0.05 s)
+    assert len(after) >= 3 and {r for (r,) in after} == {"VaR"}, after
+    ours = [o for o in records(tmp_path, "orders.jsonl") if o["strategy_id"] == 9]
+    assert not [o for o in ours if o["type"] == "NewOrder" and o["ts_approved"] >= t_kill]
