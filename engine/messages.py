@@ -598,6 +598,39 @@ class OpenOrderSnapshot(msgspec.Struct, tag=47, **_S):
     ts: int = 0  # monotonic ns when exec answered
 
 
+# --- the audit trail and the model registry (-> recorder -> PostgreSQL) -----------------------
+
+
+class AuditEvent(msgspec.Struct, tag=53, **_S):
+    """Who did what, when: one ``audit_log`` row. Published by the supervisor on ``control``
+    (run start, worker restarts, operator commands) so the recorder journals and writes it, and
+    never a database call on a trading process. ``detail`` is a JSON object, as text (a Struct
+    field must have one type; the detail's keys differ per action). ``wall_ns``: time.time_ns()."""
+
+    wall_ns: int
+    actor: str
+    action: str
+    detail: str = "{}"
+
+
+class ModelRegistered(msgspec.Struct, tag=54, **_S):
+    """A model version to upsert into ``models`` (by name and version), with its audit row:
+    infer publishes one on ``forecasts`` when it starts serving a model or swaps one in.
+    ``params`` and ``metrics`` are JSON objects as text (hyper-parameters + training block;
+    the walk-forward evaluation), ``created`` the ISO time from meta.json."""
+
+    name: str
+    version: str
+    artifact: str
+    created: str
+    params: str
+    metrics: str
+    action: str  # "serve", "swap", "train", "export": the audit row's action is model.<action>
+    actor: str
+    wall_ns: int
+    old_version: str = ""
+
+
 Message = (
     Quote
     | Trade
@@ -635,6 +668,8 @@ Message = (
     | Remote
     | OpenOrdersRequest
     | OpenOrderSnapshot
+    | AuditEvent
+    | ModelRegistered
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]

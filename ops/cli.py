@@ -141,17 +141,32 @@ def _signal_engine(args: argparse.Namespace, sig: int, what: str) -> int:
     return 0
 
 
+def _operator_request(args: argparse.Namespace, kind: str, command: str) -> Path:
+    """Tell the supervisor who sends the signal that follows (its audit row's actor)."""
+    from ops.operator import write_request
+    from ops.store.audit import os_user
+
+    cfg = _load(args.config)
+    return write_request(cfg.engine.var_dir, cfg.engine.id, kind, command, os_user())
+
+
 def cmd_kill(args: argparse.Namespace) -> int:
     if getattr(args, "flatten", False):  # the supervisor reads this flag when the signal arrives
         cfg = _load(args.config)
         flag = Path(cfg.engine.var_dir) / f"gekko-{cfg.engine.id}.flatten"
         flag.parent.mkdir(parents=True, exist_ok=True)
         flag.write_text("flatten\n")
+        req = _operator_request(args, "flatten", "gekko kill --flatten")
         rc = _signal_engine(args, signal.SIGUSR1, "kill switch (flatten)")
         if rc != 0:
             flag.unlink(missing_ok=True)
+            req.unlink(missing_ok=True)
         return rc
-    return _signal_engine(args, signal.SIGUSR1, "kill switch")
+    req = _operator_request(args, "kill", "gekko kill")
+    rc = _signal_engine(args, signal.SIGUSR1, "kill switch")
+    if rc != 0:
+        req.unlink(missing_ok=True)
+    return rc
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -219,8 +234,23 @@ def cmd_resume(args: argparse.Namespace) -> int:
             print(
                 f"gekko: engine {cfg.engine.id!r} is not running; its recorded trading state is now ACTIVE"
             )
+            from ops.store.audit import audit_event, os_user, record_outside_run
+
+            ev = audit_event(
+                os_user(),
+                "operator.resume",
+                command="gekko resume",
+                engine_id=cfg.engine.id,
+                engine_running=False,
+                pid=os.getpid(),
+            )
+            record_outside_run(cfg, [ev], "the resume")
             return 0
-    return _signal_engine(args, signal.SIGUSR2, "resume")
+    req = _operator_request(args, "resume", "gekko resume")
+    rc = _signal_engine(args, signal.SIGUSR2, "resume")
+    if rc != 0:
+        req.unlink(missing_ok=True)
+    return rc
 
 
 def build_parser() -> argparse.ArgumentParser:

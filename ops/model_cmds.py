@@ -94,16 +94,21 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
     ev.add_argument("--json", default="", help="also write the report to this JSON file")
     ev.set_defaults(func=cmd_eval)
 
-    ex = sub.add_parser("export", help="re-export a trained model (model.pt) to ONNX, checked")
+    ex = with_config(
+        sub.add_parser("export", help="re-export a trained model (model.pt) to ONNX, checked")
+    )
     ex.add_argument("--model", required=True, help="model directory holding model.pt")
     ex.add_argument("--out", default="", help="ONNX path (default: <model>/model.onnx)")
     ex.set_defaults(func=cmd_export)
 
     mo = sub.add_parser("models", help="the model registry")
     mo_sub = mo.add_subparsers(dest="models_command", required=True)
-    ls = mo_sub.add_parser("list", help="list model versions with their scores")
+    ls = with_config(mo_sub.add_parser("list", help="list model versions with their scores"))
     ls.add_argument("--root", default=str(DEFAULT_ROOT))
     ls.add_argument("--json", action="store_true")
+    ls.add_argument(
+        "--db", action="store_true", help="list what PostgreSQL holds (the config's database)"
+    )
     ls.set_defaults(func=cmd_models_list)
 
 
@@ -257,7 +262,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"best {res.best_epoch}, train loss {res.train_loss:.4f}, val loss {res.val_loss:.4f}, "
         f"ONNX parity {meta['export']['parity_max_abs_diff']:.2g})"
     )
+    _register(args, out, "train")
     return 0
+
+
+def _register(args: argparse.Namespace, model_dir: Path, action: str) -> None:
+    """The model's row in PostgreSQL (after its files: they are the truth; a database that is
+    off or down costs one line, never the exit status)."""
+    from ops.store.model_registry import register_model_dir
+
+    register_model_dir(args.config, model_dir, action)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -343,16 +357,36 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"exported {out} (dynamic batch; onnxruntime vs torch max diff {worst:.2g} at batch "
         f"1, 8, 64, 333)"
     )
+    if out.resolve() == (d / "model.onnx").resolve() and (d / "meta.json").exists():
+        _register(args, d, "export")
     return 0
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    rows = list_models(args.root)
-    if args.json:
+    if getattr(args, "db", False):
+        from ops.cli import _load
+        from ops.store.db_cmds import _with_db
+        from ops.store.model_registry import db_models
+
+        got: list[dict] = []
+
+        def fetch(conn) -> int:
+            got.extend(db_models(conn))
+            return 0
+
+        rc = _with_db(_load(args.config), fetch)
+        if rc != 0:
+            return rc
+        return _print_models(got, args.json, "no models in PostgreSQL")
+    return _print_models(list_models(args.root), args.json, f"no models under {args.root}")
+
+
+def _print_models(rows: list[dict], as_json: bool, empty: str) -> int:
+    if as_json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no models under {args.root}")
+        print(empty)
         return 0
     print(
         f"{'name':<12} {'version':<8} {'arch':<8} {'L':>4} {'H':>3} {'bar s':>6} "

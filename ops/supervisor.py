@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -311,6 +312,9 @@ class Supervisor:
                 )
                 self._stop_reason = self._stop_reason or f"{h.name} failed repeatedly"
                 self.exit_code = 1
+                self._audit(
+                    "supervisor", "worker.gave_up", worker=h.name, reason=reason, run_id=self.run_id
+                )
                 continue
             delay = min(sup.restart_backoff_s * (2**h.restarts), sup.restart_backoff_max_s)
             h.restarts += 1
@@ -321,6 +325,15 @@ class Supervisor:
             )
             log.warning(
                 "%s %s: restarting in %.2fs (restart %d)", h.name, reason, delay, h.restarts
+            )
+            self._audit(
+                "supervisor",
+                "worker.restart",
+                worker=h.name,
+                reason=reason,
+                restart=h.restarts,
+                delay_s=round(delay, 3),
+                run_id=self.run_id,
             )
 
     # --- the record ----------------------------------------------------------------------------
@@ -350,6 +363,84 @@ class Supervisor:
 
     def _send_control(self, command: int, arg: str = "") -> None:
         self.control.publish(Control(command, time.monotonic_ns(), arg))
+
+    # --- the audit trail (ops/store/audit.py) --------------------------------------------------
+    def _audit(self, actor: str, action: str, **detail: Any) -> None:
+        """One audit record, through the recorder (``control`` -> journal -> PostgreSQL): the
+        supervisor never waits on the database while the engine runs. No recorder: no record."""
+        if "recorder" not in self.workers:
+            return
+        from ops.store.audit import audit_event
+
+        try:
+            detail.setdefault("engine_id", self.engine_id)
+            self.control.publish(audit_event(actor, action, **detail))
+        except Exception as exc:  # a record, never a reason to stop
+            log.error("audit: %s not recorded (%s)", action, exc)
+
+    def _audit_operator(self, command: int, arg: str) -> None:
+        """The operator command just forwarded, with the OS user the gekko CLI named."""
+        from ops.operator import take_request
+
+        kind = ControlCommand(command).name.lower()
+        req = take_request(self.var, self.engine_id, kind) or {}
+        self._audit(
+            str(req.get("actor") or "unknown (signal not sent by the gekko CLI)"),
+            f"operator.{kind}",
+            command=req.get("command", arg),
+            cli_pid=req.get("pid"),
+            run_id=self.run_id,
+        )
+
+    def _audit_start(self) -> None:
+        from ops.store.audit import file_sha256, os_user
+
+        self._audit(
+            os_user(),
+            "run.start",
+            run_id=self.run_id,
+            config_path=self.config_path,
+            config_sha256=file_sha256(self.config_path),
+            user=os_user(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            workers=list(self.workers),
+        )
+
+    def _audit_stop(self) -> None:
+        """``run.stop``, once every worker is gone (the recorder too): written directly, or
+        appended to this run's journal for the next run's recorder to replay."""
+        from ops.store.audit import audit_event, os_user, record_or_journal
+        from ops.store.pg import PgSettings
+        from ops.store.sink import journal_path
+
+        settings = PgSettings.from_config(self.cfg)
+        if not settings.enabled:
+            return
+        s = getattr(self, "_summary", None) or {}
+        ev = audit_event(
+            os_user(),
+            "run.stop",
+            engine_id=self.engine_id,
+            run_id=self.run_id,
+            reason=self._stop_reason,
+            exit_code=self.exit_code,
+            elapsed_s=s.get("elapsed_s"),
+            orders_new=s.get("orders_new"),
+            fills=s.get("fills"),
+            risk_rejects=s.get("risk_rejects"),
+            realized=s.get("realized"),
+            unrealized=s.get("unrealized"),
+            fees=s.get("fees"),
+            consistent=s.get("consistent"),
+            restarts=len(s.get("restarts") or []),
+        )
+        try:
+            record_or_journal(
+                self.pg_dsn, settings, journal_path(self.cfg, self.run_id), self.run_id, [ev]
+            )
+        except Exception as exc:
+            log.error("audit: run.stop not recorded (%s)", exc)
 
     # --- main ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -385,6 +476,7 @@ class Supervisor:
                 self.c_remote = self.rings["remote"].consumer("supervisor", decoder=REMOTE_DECODER)
                 self.remote_filter = RemoteFilter()
             self._start_redis()
+            self._audit_start()
             # PostgreSQL (initdb on a fresh var dir, start, migrate) takes seconds: it comes up
             # while the workers that do not need it start; the recorder starts once it is up
             pg = _Background(self._start_postgres)
@@ -410,6 +502,7 @@ class Supervisor:
             self._kill_all()
         finally:
             self._write_outputs()
+            self._audit_stop()
             self._remove_regions()
             self._stop_redis()
             self._stop_postgres()
@@ -430,6 +523,7 @@ class Supervisor:
                 cmd, arg = self._pending_controls.pop(0)
                 log.warning("control: %s (%s)", ControlCommand(cmd).name, arg)
                 self._send_control(cmd, arg)
+                self._audit_operator(cmd, arg)
             self._watch()
             self.record.maybe_sample(self.positions)  # equity curve for the run's analytics
             now = time.monotonic()
@@ -511,6 +605,15 @@ class Supervisor:
             with connect(self.pg_dsn, settings) as conn:
                 conn.autocommit = True
                 done = migrate(conn)
+                if done:
+                    from ops.store.audit import record_migrations
+
+                    try:  # the database is up right here: the row is written directly
+                        record_migrations(
+                            conn, done, "supervisor", f"gekko run (run {self.run_id})"
+                        )
+                    except Exception as exc:
+                        log.error("audit: migrations applied but not recorded (%s)", exc)
             if done:
                 log.info(
                     "database migrated: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in done)
@@ -550,6 +653,7 @@ class Supervisor:
             )
             summary["stop_reason"] = self._stop_reason
             summary["exit_code"] = self.exit_code
+            self._summary = summary  # its key figures go into the run.stop audit row
             from procs.risk import load_state, state_path
 
             summary["trading_state"] = load_state(state_path(self.cfg))  # as risk recorded it

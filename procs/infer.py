@@ -44,6 +44,7 @@ from engine.messages import (
 )
 from models.drift import DriftMonitor
 from models.features import FEATURES
+from models.registration import registered_message
 from models.serving import LoadedModel, ModelServer
 from models.windows import FeatureWindows
 from procs.runtime import STATE_READY, STATE_STOPPING, Worker
@@ -263,6 +264,32 @@ class InferEngine:
             self.counts["forecasts_out"] += 1
 
 
+def registrations(eng: InferEngine, out: list[Any]) -> list[Any]:
+    """``out`` plus, after each ``ModelSwapped``, the ``ModelRegistered`` the recorder turns
+    into the model's ``models`` row and a ``model.serve`` / ``model.swap`` audit row (infer has
+    no database connection: the record goes through the recorder and its journal)."""
+    model = eng.server.current
+    if model is None or not any(isinstance(m, ModelSwapped) for m in out):
+        return out
+    extra: list[Any] = []
+    for m in out:
+        extra.append(m)
+        if isinstance(m, ModelSwapped):
+            try:
+                extra.append(
+                    registered_message(
+                        model.path,
+                        model.meta,
+                        "swap" if m.old_version else "serve",
+                        "infer",
+                        m.old_version,
+                    )
+                )
+            except Exception as exc:  # a record, never a reason to stop serving
+                log.error("inference: model %s not registered (%s)", m.new_version, exc)
+    return extra
+
+
 def with_forecasts(cfg: Any, source: Iterable[Any]) -> Iterator[Any]:
     """The inline twin of the infer process, for ``gekko backtest``: every market message of
     ``source``, each followed by the forecasts it caused (a bar close), stamped on the simulated
@@ -306,7 +333,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     poll_ns = int(cfg.inference.poll_model_s * 1e9)
     out = eng.poll_model()  # loads (and trial-runs) the model before READY: no cold first bar
     if out:
-        forecasts.publish_batch(out)
+        forecasts.publish_batch(registrations(eng, out))
     next_poll = time.monotonic_ns() + poll_ns
     published = dict.fromkeys(eng.counts, 0)  # what the metrics region has (flushed each loop)
     w.beat(STATE_READY)
@@ -348,7 +375,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 next_poll = now + poll_ns
                 out = eng.poll_model()
                 if out:
-                    forecasts.publish_batch(out)
+                    forecasts.publish_batch(registrations(eng, out))
                 w.metrics.set("md_missed", md.missed)
             for name, v in eng.counts.items():
                 if v != published[name]:

@@ -24,14 +24,25 @@ from typing import Any
 
 import msgspec
 
-from engine.messages import Control, ControlCommand, Quote, RiskEvent, Trade
-from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker
+from engine.messages import (
+    AuditEvent,
+    Control,
+    ControlCommand,
+    ModelRegistered,
+    Quote,
+    RiskEvent,
+    Trade,
+)
+from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker, topology
 from procs.storage import RecordStore, open_record_store
 from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.recorder")
 
 GATING_RINGS = ("orders", "events", "risk")
+#: records that are not trading messages, taken off ``control`` (the supervisor's audit trail)
+#: and ``forecasts`` (infer's model registrations); everything else on those rings is not ours
+AUDIT_TYPES = (AuditEvent, ModelRegistered)
 
 
 class _Retry:
@@ -57,7 +68,15 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
     md = w.consume("md")
     gating = {name: w.consume(name) for name in GATING_RINGS}
     control = w.consume("control")
-    waiter = w.waiter(md, control, *gating.values())
+    # infer's model registrations (gating: none is skipped) when the engine runs infer
+    has_forecasts = any(
+        s.name == "forecasts" and any(r == "recorder" for r, _ in s.consumers)
+        for s in topology(cfg)
+    )
+    forecasts = w.consume("forecasts") if has_forecasts else None
+    extra = [forecasts] if forecasts is not None else []
+    waiter = w.waiter(md, control, *gating.values(), *extra)
+    watched = {**gating, **({"forecasts": forecasts} if forecasts is not None else {})}
     positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
     enc = msgspec.msgpack.Encoder()
     m = w.metrics
@@ -132,9 +151,16 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
     stopping = False
     try:
         while True:
+            fresh: list[tuple[Any, bytes]] = []
             for ctl in control.poll_batch(16):
                 if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
                     stopping = True
+                elif isinstance(ctl, AUDIT_TYPES):
+                    fresh.append((ctl, enc.encode(ctl)))
+            if forecasts is not None:
+                for f in forecasts.poll_batch(1024):
+                    if isinstance(f, AUDIT_TYPES):  # forecasts themselves are not recorded
+                        fresh.append((f, enc.encode(f)))
             busy = False
             now_ns = time.monotonic_ns()
             for msg in md.poll_batch(4096):
@@ -147,7 +173,6 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
             if md.missed != last_missed:
                 m.inc_i(c_missed, md.missed - last_missed)
                 last_missed = md.missed
-            fresh: list[tuple[Any, bytes]] = []
             for name, c in gating.items():
                 for msg in c.poll_batch(1024):
                     if name == "risk" and type(msg) is not RiskEvent:
@@ -177,7 +202,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
                 _snapshot(store, positions, len(cfg.instruments))
             w.processed += len(fresh)
             w.beat()
-            if stopping and not busy and _drained(gating):
+            if stopping and not busy and _drained(watched):
                 flush(time.monotonic())
                 give_up = time.monotonic() + min(5.0, cfg.supervisor.shutdown_timeout_s / 2)
                 while backlog and time.monotonic() < give_up:  # a few more tries, backing off

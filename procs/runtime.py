@@ -134,7 +134,16 @@ def topology(cfg: Any) -> tuple[RingSpec, ...]:
     if worker_enabled(cfg, "recorder"):
         # the recorder (PostgreSQL) must see every order, event and risk event: it gates them;
         # market data it reads non-gating (a slow database never holds the feed back: laps counted)
-        gating = {"md": False, "orders": True, "events": True, "risk": True, "control": True}
+        # forecasts (when infer runs): only infer's ModelRegistered records are kept, gating so
+        # that none is skipped (the audit trail and the models table, ops/store/audit.py)
+        gating = {
+            "md": False,
+            "orders": True,
+            "events": True,
+            "risk": True,
+            "control": True,
+            "forecasts": True,
+        }
         specs = [
             RingSpec(
                 s.name, s.capacity_key, s.producer, (*s.consumers, ("recorder", gating[s.name]))

@@ -48,8 +48,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     def go(conn: Any) -> int:
         done = migrate(conn)
         if done:
+            from ops.store.audit import os_user, record_migrations
+
             for m in done:
                 print(f"applied {m.version:04d}_{m.name}")
+            try:  # who migrated, in the database just migrated
+                record_migrations(conn, done, os_user(), "gekko db migrate")
+            except Exception as exc:
+                print(f"gekko: warning: migrations not audited ({exc})", file=sys.stderr)
         else:
             print("up to date")
         return 0
@@ -67,7 +73,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"{r['version']:04d}_{r['name']:<30} {r['state']}")
         counts = {}
         if all(r["state"] != "pending" for r in rows):
-            for t in ("runs", "orders", "order_events", "fills", "quotes", "trades", "risk_events"):
+            tables = ("runs", "orders", "order_events", "fills", "quotes", "trades", "risk_events")
+            for t in (*tables, "models", "audit_log"):
                 counts[t] = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             print("rows: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
         return 0 if all(r["state"] == "applied" for r in rows) else 1
@@ -75,12 +82,59 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _with_db(_load(args.config), go)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``gekko db audit [--last N] [--action X]``: the audit log, newest last."""
+    from ops.cli import _load
+    from ops.store.audit import format_row, query
+
+    if args.last < 0:
+        print("gekko: --last must be >= 0", file=sys.stderr)
+        return 2
+
+    def go(conn: Any) -> int:
+        rows = query(conn, args.last, args.action)
+        if args.json:
+            import json
+
+            for r in rows:
+                rid, ts, actor, action, detail, run_id = r
+                print(
+                    json.dumps(
+                        {
+                            "id": rid,
+                            "ts": ts.isoformat(),
+                            "actor": actor,
+                            "action": action,
+                            "run_id": run_id,
+                            "detail": detail,
+                        }
+                    )
+                )
+            return 0
+        if not rows:
+            print("no audit records" + (f" for action {args.action!r}" if args.action else ""))
+        for r in rows:
+            print(format_row(r))
+        return 0
+
+    return _with_db(_load(args.config), go)
+
+
 def add_parsers(
     sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 ) -> None:
-    db = sub.add_parser("db", help="the PostgreSQL system of record: migrate, status")
+    db = sub.add_parser("db", help="the PostgreSQL system of record: migrate, status, audit")
     dsub = db.add_subparsers(dest="db_command", required=True)
     m = with_config(dsub.add_parser("migrate", help="apply pending schema migrations"))
     m.set_defaults(func=cmd_migrate)
     s = with_config(dsub.add_parser("status", help="applied / pending migrations and row counts"))
     s.set_defaults(func=cmd_status)
+    a = with_config(
+        dsub.add_parser("audit", help="the audit log: who did what, when (newest last)")
+    )
+    a.add_argument("--last", type=int, default=50, help="how many records (default 50)")
+    a.add_argument(
+        "--action", default="", help="only this action, or a prefix: run, operator, model, ..."
+    )
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a.set_defaults(func=cmd_audit)

@@ -33,8 +33,10 @@ from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
 from engine.messages import (
+    AuditEvent,
     Bar,
     CancelOrder,
+    ModelRegistered,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
@@ -47,6 +49,7 @@ from engine.messages import (
     RiskEvent,
     Trade,
 )
+from ops.store.audit import audit_rows, model_row, write_rows
 
 DAY_NS = 86_400 * 1_000_000_000
 
@@ -213,6 +216,8 @@ class Rows:
         "order_events",
         "fills",
         "risk_events",
+        "audit",
+        "models",
         "ignored",
     )
 
@@ -224,6 +229,8 @@ class Rows:
         self.order_events: list[tuple] = []
         self.fills: list[tuple] = []
         self.risk_events: list[tuple] = []
+        self.audit: list[tuple] = []  # audit_log rows (ops.store.audit)
+        self.models: list[tuple] = []  # models rows
         self.ignored = 0
 
     def __len__(self) -> int:
@@ -235,6 +242,8 @@ class Rows:
             + len(self.order_events)
             + len(self.fills)
             + len(self.risk_events)
+            + len(self.audit)
+            + len(self.models)
         )
 
     def add(self, run_id: int, msg: Any, frame: bytes | None = None) -> None:
@@ -362,6 +371,11 @@ class Rows:
                 )
             )
             return
+        elif t is AuditEvent or t is ModelRegistered:
+            self.audit += audit_rows(run_id, msg, frame)
+            if t is ModelRegistered:
+                self.models.append(model_row(msg))
+            return
         self.ignored += 1
 
 
@@ -446,6 +460,9 @@ class Writer:
                     f"ON CONFLICT {conflict} DO NOTHING"
                 )
                 cur.execute(f"TRUNCATE {stage}")
+        if rows.audit or rows.models:  # a few per run: plain idempotent statements
+            write_rows(conn, rows.audit, rows.models)
+            n += len(rows.audit) + len(rows.models)
         return n
 
     # --- state that is not a ring message -------------------------------------------------------
