@@ -264,30 +264,22 @@ class InferEngine:
             self.counts["forecasts_out"] += 1
 
 
-def registrations(eng: InferEngine, out: list[Any]) -> list[Any]:
-    """``out`` plus, after each ``ModelSwapped``, the ``ModelRegistered`` the recorder turns
-    into the model's ``models`` row and a ``model.serve`` / ``model.swap`` audit row (infer has
-    no database connection: the record goes through the recorder and its journal)."""
+def publish_registrations(producer: Any, eng: InferEngine, out: list[Any]) -> None:
+    """After a ``ModelSwapped`` in ``out`` (already published), the ``ModelRegistered`` the
+    recorder turns into the model's ``models`` row and a ``model.serve`` / ``model.swap`` audit
+    row: infer has no database connection, the record goes through the recorder and its
+    journal. A record, never a reason to stop serving: a failure is logged."""
     model = eng.server.current
-    if model is None or not any(isinstance(m, ModelSwapped) for m in out):
-        return out
-    extra: list[Any] = []
     for m in out:
-        extra.append(m)
-        if isinstance(m, ModelSwapped):
-            try:
-                extra.append(
-                    registered_message(
-                        model.path,
-                        model.meta,
-                        "swap" if m.old_version else "serve",
-                        "infer",
-                        m.old_version,
-                    )
-                )
-            except Exception as exc:  # a record, never a reason to stop serving
-                log.error("inference: model %s not registered (%s)", m.new_version, exc)
-    return extra
+        if model is None or not isinstance(m, ModelSwapped):
+            continue
+        try:
+            action = "swap" if m.old_version else "serve"
+            producer.publish(
+                registered_message(model.path, model.meta, action, "infer", m.old_version)
+            )
+        except Exception as exc:  # a frame over a tiny ring's max payload, say
+            log.error("inference: model %s not registered (%s)", m.new_version, exc)
 
 
 def with_forecasts(cfg: Any, source: Iterable[Any]) -> Iterator[Any]:
@@ -333,7 +325,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     poll_ns = int(cfg.inference.poll_model_s * 1e9)
     out = eng.poll_model()  # loads (and trial-runs) the model before READY: no cold first bar
     if out:
-        forecasts.publish_batch(registrations(eng, out))
+        forecasts.publish_batch(out)
+        publish_registrations(forecasts, eng, out)
     next_poll = time.monotonic_ns() + poll_ns
     published = dict.fromkeys(eng.counts, 0)  # what the metrics region has (flushed each loop)
     w.beat(STATE_READY)
@@ -375,7 +368,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 next_poll = now + poll_ns
                 out = eng.poll_model()
                 if out:
-                    forecasts.publish_batch(registrations(eng, out))
+                    forecasts.publish_batch(out)
+                    publish_registrations(forecasts, eng, out)
                 w.metrics.set("md_missed", md.missed)
             for name, v in eng.counts.items():
                 if v != published[name]:

@@ -17,7 +17,7 @@ import msgspec
 import psycopg
 import pytest
 
-from engine.messages import AuditEvent, ModelRegistered
+from engine.messages import AuditEvent
 from models.registration import registered_message
 from models.registry import SHIPPED, read_meta
 from ops.store.audit import audit_event, os_user, record_or_journal
@@ -226,7 +226,7 @@ def test_train_registers_its_model_and_a_dead_database_only_warns(
     assert "registered model toy v1 in PostgreSQL" in capsys.readouterr().out
     ((name, version, artifact, params, metrics, _),) = _models(pg_dsn)
     meta = read_meta(root / "toy" / "v1")
-    assert (name, version, artifact) == ("toy", "v1", str((root / "toy" / "v1" / "model.onnx")))
+    assert (name, version, artifact) == ("toy", "v1", str(root / "toy" / "v1" / "model.onnx"))
     assert params["training"]["command"] == meta["training"]["command"]
     assert params["training"]["seed"] == meta["training"]["seed"] == 0
     assert {r["name"] for r in metrics["table"]} >= {"nhits", "random walk"}

@@ -269,15 +269,15 @@ def record_or_journal(
 
 # --- reading -------------------------------------------------------------------------------------
 def query(conn: Any, last: int = 50, action: str = "") -> list[tuple]:
-    """The newest ``last`` rows (``action``: exact, or a prefix such as ``operator``), oldest
-    first: (id, ts, actor, action, detail, run_id)."""
+    """The newest ``last`` rows by time (``action``: exact, or a prefix such as ``operator``),
+    oldest first: (id, ts, actor, action, detail, run_id)."""
     where, params = "", []
     if action:
         where = "WHERE action = %s OR action LIKE %s"
         params = [action, action.replace("%", r"\%").replace("_", r"\_") + ".%"]
     rows = conn.execute(
         f"SELECT id, ts, actor, action, detail, run_id FROM audit_log {where}"
-        " ORDER BY id DESC LIMIT %s",
+        " ORDER BY ts DESC, id DESC LIMIT %s",
         [*params, max(0, last)],
     ).fetchall()
     return rows[::-1]
