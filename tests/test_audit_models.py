@@ -112,7 +112,7 @@ def test_audit_and_model_records_are_stored_once_and_models_upserted(pg_dsn: str
 
 
 def test_run_stop_written_directly_or_journaled_and_replayed_by_the_next_run(
-    tmp_path: Path, pg_dsn: str
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ops.config import load_config
     from ops.store.sink import PgRecordStore, journal_path
@@ -131,16 +131,44 @@ def test_run_stop_written_directly_or_journaled_and_replayed_by_the_next_run(
     assert jpath.exists() and jpath.stat().st_size > 0
     assert len(_audit(pg_dsn, "run.stop")) == 1
     # ... and the next run's recorder replays it, with run 111's id
-    os.environ["GEKKO_PG_DSN"] = pg_dsn
-    try:
-        store = PgRecordStore(cfg, run_id=222)
-        store.write_gating([])
-        store.close()
-    finally:
-        del os.environ["GEKKO_PG_DSN"]
+    monkeypatch.setenv("GEKKO_PG_DSN", pg_dsn)
+    store = PgRecordStore(cfg, run_id=222)
+    store.write_gating([])
+    store.close()
     got = _audit(pg_dsn, "run.stop")
     assert [(d["exit_code"], r) for _, _, d, r in got] == [(0, 111), (1, 111)]
     assert not jpath.exists()
+
+
+def test_journaled_audit_and_model_records_are_replayed_once(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the recorder does with the supervisor's and infer's records while the database is
+    down: journaled like trading records, replayed (twice here: stored once)."""
+    from ops.config import load_config
+    from ops.store.sink import PgRecordStore
+    from procs.recorder import store_replay
+
+    _migrated(pg_dsn)
+    cfg = load_config(_config(tmp_path, pg_dsn, inference=False))
+    enc = msgspec.msgpack.Encoder()
+    msgs = [
+        audit_event("supervisor", "worker.restart", worker="exec", restart=1),
+        registered_message(SHIPPED, read_meta(SHIPPED), "swap", "infer", "v1"),
+    ]
+    monkeypatch.setenv("GEKKO_PG_DSN", pg_dsn)
+    store = PgRecordStore(cfg, run_id=333)
+    store.journal_append([enc.encode(m) for m in msgs])
+    assert store_replay(store) == 3 and store_replay(store) == 3  # 2 audit rows + 1 model
+    store.journal_truncate()
+    store.close()
+    got = _audit(pg_dsn)
+    assert [(a, b, r) for a, b, _, r in got] == [
+        ("supervisor", "worker.restart", 333),
+        ("infer", "model.swap", 333),
+    ]
+    assert got[1][2]["old_version"] == "v1"
+    assert len(_models(pg_dsn)) == 1
 
 
 def test_operator_requests_pair_with_their_signal_kind(tmp_path: Path) -> None:
@@ -211,7 +239,6 @@ TRAIN = [
     "--folds",
     "1",
     "--no-progress",
-    "--no-checkpoint",
 ]
 
 
@@ -224,14 +251,17 @@ def test_train_registers_its_model_and_a_dead_database_only_warns(
     root = tmp_path / "reg"
     assert main([*TRAIN, "--config", str(cfg), "--root", str(root), "--name", "toy"]) == 0
     assert "registered model toy v1 in PostgreSQL" in capsys.readouterr().out
+    # re-exported in place: the same row, and an audit row saying who did it
+    assert main(["export", "--model", str(root / "toy" / "v1"), "--config", str(cfg)]) == 0
+    assert "registered model toy v1 in PostgreSQL" in capsys.readouterr().out
     ((name, version, artifact, params, metrics, _),) = _models(pg_dsn)
     meta = read_meta(root / "toy" / "v1")
     assert (name, version, artifact) == ("toy", "v1", str(root / "toy" / "v1" / "model.onnx"))
     assert params["training"]["command"] == meta["training"]["command"]
     assert params["training"]["seed"] == meta["training"]["seed"] == 0
     assert {r["name"] for r in metrics["table"]} >= {"nhits", "random walk"}
-    ((actor, action, detail, _),) = _audit(pg_dsn, "model.")
-    assert (actor, action, detail["version"]) == (os_user(), "model.train", "v1")
+    got = [(actor, action, d["version"]) for actor, action, d, _ in _audit(pg_dsn, "model.")]
+    assert got == [(os_user(), "model.train", "v1"), (os_user(), "model.export", "v1")]
     assert main(["models", "list", "--db", "--config", str(cfg)]) == 0
     listing = capsys.readouterr().out
     (row,) = [x for x in listing.splitlines() if x.startswith("toy")]
@@ -241,7 +271,8 @@ def test_train_registers_its_model_and_a_dead_database_only_warns(
     # a database that does not answer: one warning, the files written, exit 0
     (tmp_path / "dead").mkdir()
     dead = _config(tmp_path / "dead", DEAD_DSN, inference=False)
-    assert main([*TRAIN, "--config", str(dead), "--root", str(root), "--name", "toy"]) == 0
+    dead_args = [*TRAIN, "--no-checkpoint", "--config", str(dead)]
+    assert main([*dead_args, "--root", str(root), "--name", "toy"]) == 0
     err = capsys.readouterr().err
     assert "warning: PostgreSQL unreachable" in err and "toy v2 not recorded" in err
     assert read_meta(root / "toy" / "v2")["version"] == "v2"
@@ -250,7 +281,12 @@ def test_train_registers_its_model_and_a_dead_database_only_warns(
     # storage off: one line saying so
     off = tmp_path / "off.toml"
     off.write_text(dead.read_text().replace(f'mode = "{DEAD_DSN}"', 'mode = "off"'))
-    assert main([*TRAIN, "--config", str(off), "--root", str(root), "--name", "toy"]) == 0
+    assert (
+        main(
+            [*TRAIN, "--no-checkpoint", "--config", str(off), "--root", str(root), "--name", "toy"]
+        )
+        == 0
+    )
     assert "mode is 'off': model toy v3 not recorded" in capsys.readouterr().err
 
 
