@@ -61,6 +61,11 @@ class EngineAlreadyRunning(RuntimeError):
     pass
 
 
+def _rounded(x: Any) -> Any:
+    """Money figures for the audit row: to 1e-6, not 240.69749499999995."""
+    return round(x, 6) if isinstance(x, float) else x
+
+
 class _Background:
     """Run ``fn`` in a thread; ``join`` re-raises what it raised."""
 
@@ -429,9 +434,9 @@ class Supervisor:
             orders_new=s.get("orders_new"),
             fills=s.get("fills"),
             risk_rejects=s.get("risk_rejects"),
-            realized=s.get("realized"),
-            unrealized=s.get("unrealized"),
-            fees=s.get("fees"),
+            realized=_rounded(s.get("realized")),
+            unrealized=_rounded(s.get("unrealized")),
+            fees=_rounded(s.get("fees")),
             consistent=s.get("consistent"),
             restarts=len(s.get("restarts") or []),
         )

@@ -25,10 +25,7 @@ def register_model_dir(config_path: str, model_dir: str | Path, action: str) -> 
     try:
         cfg = load_config(config_path)
     except (ConfigError, OSError) as exc:
-        print(
-            f"gekko: model not registered in PostgreSQL: config {config_path}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"gekko: model not registered in PostgreSQL: {exc}", file=sys.stderr)
         return False
     try:
         msg = registered_message(model_dir, read_meta(model_dir), action, os_user())
