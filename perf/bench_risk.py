@@ -18,16 +18,29 @@ Benchmarks:
   parametric VaR;
 - ``var-full-pandas`` (baseline): the same two VaR figures from the DataFrame;
 - ``returns-window``: ``RiskStats.set_returns`` — a new returns window (covariance and
-  correlation matrices, 1,000 × 1,000, over 500 rows), done once per returns interval.
+  correlation matrices, 1,000 × 1,000, over 500 rows), done once per returns interval;
+- ``seed-window``: what seeding the window at start adds in the process (``procs/risk_history``):
+  ``ReturnSampler.seed`` of 501 sampled mids × 1,000 instruments, then ``set_returns`` — beside
+  ``returns-window`` (its baseline: the recompute every live sample does anyway);
+- with ``--seed-db`` only (it starts an embedded PostgreSQL and records 1,000 instruments × 502
+  intervals × 2 quotes first, ~10 s): ``seed-db-probe``, reading those 501 samples per
+  instrument from the record as risk does at start (``load_record``: one index probe per
+  instrument and sample), and ``seed-db-scan`` (baseline): reading every quote of the window
+  and resampling in numpy.
 
-Run ``python perf/bench_risk.py --fast`` (``make perf`` runs every suite). The main process also
+Run ``python perf/bench_risk.py --fast`` (``make perf`` runs every suite; add ``--seed-db`` for
+the two PostgreSQL cases). The main process also
 times 20,000 single checks with ``perf_counter_ns`` and prints their p50 / p99 beside the spec
 (under 10 ms) and the aim (p99 under 20 µs), and the gate / baseline ratios.
 """
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import sys
+import tempfile
+from collections.abc import Callable
 from itertools import count
 from pathlib import Path
 from time import perf_counter, perf_counter_ns
@@ -186,6 +199,107 @@ def bench_returns_window(loops: int) -> float:
     return perf_counter() - t0
 
 
+def seed_prices() -> np.ndarray:
+    """501 sampled mids per instrument whose returns are ``R`` (what the record would give)."""
+    return 100.0 * np.vstack([np.ones(N), np.cumprod(1.0 + R, axis=0)])
+
+
+SEED_PX = seed_prices()
+
+
+def bench_seed_window(loops: int) -> float:
+    from engine.risk_stats import ReturnSampler
+
+    s = RiskStats(N, 0.99, 1.0)
+    t0 = perf_counter()
+    for _ in range(loops):
+        smp = ReturnSampler(N, T)
+        smp.seed(SEED_PX)
+        s.set_returns(smp.matrix())
+    return perf_counter() - t0
+
+
+# --- seeding from PostgreSQL (--seed-db) ---------------------------------------------------
+SEED_STEP = 60 * 10**9
+SEED_END = 1_790_000_000 * 10**9
+SEED_RUN = SEED_END - (T + 2) * SEED_STEP
+SYMBOLS = [i.symbol for i in INS]
+
+
+def populate(dsn: str) -> None:
+    """1,000 instruments, two quotes at random times in each of 502 one-minute intervals."""
+    import psycopg
+
+    from ops.store.migrate import migrate
+    from ops.store.pg import run_tx
+    from ops.store.writer import Rows, Writer
+    from procs.risk_history import record_run_instruments
+
+    rng = np.random.default_rng(5)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+    with psycopg.connect(dsn) as conn:
+        run_tx(conn, lambda c: record_run_instruments(c, SEED_RUN, INS))
+        for k in range(T + 2):
+            rows = Rows()
+            t_end = SEED_END - (T + 1 - k) * SEED_STEP
+            for i in range(N):
+                for t in t_end - rng.integers(0, SEED_STEP, 2):
+                    ask = MID + 1 + int(rng.integers(0, 5))
+                    rows.add(SEED_RUN, Quote(i, MID - 1, 1, ask, 1, int(t), int(t), 0))
+            run_tx(conn, lambda c, rows=rows: Writer().write(c, rows))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
+def bench_seed_db_probe(dsn: str) -> Callable[[int], float]:
+    import psycopg
+
+    from procs.risk_history import load_record
+
+    def run(loops: int) -> float:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            t0 = perf_counter()
+            for _ in range(loops):
+                rec = load_record(conn, SYMBOLS, SEED_STEP, T, SEED_END - 2 * T * SEED_STEP)
+            dt = perf_counter() - t0
+        assert rec.grid is not None and bool((rec.prices > 0).all())
+        return dt
+
+    return run
+
+
+def bench_seed_db_scan(dsn: str) -> Callable[[int], float]:
+    """Baseline: every quote of the window (and the one before it), resampled in numpy."""
+    import psycopg
+
+    from engine.risk_history import last_at_or_before, sample_grid
+
+    def run(loops: int) -> float:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            t0 = perf_counter()
+            for _ in range(loops):
+                grid = sample_grid(SEED_END, SEED_STEP, T)
+                rows = conn.execute(
+                    "SELECT instrument_id, ts_event, (bid_px + ask_px) / 2.0 FROM quotes"
+                    " WHERE run_id = %s AND ts_event >= %s AND ts_event <= %s"
+                    " ORDER BY instrument_id, ts_event",
+                    (SEED_RUN, int(grid[0]) - SEED_STEP, SEED_END),
+                ).fetchall()
+                a = np.array(rows, dtype=np.float64)
+                iid = a[:, 0].astype(np.int64)
+                cuts = np.searchsorted(iid, np.arange(N + 1))
+                out = np.zeros((T + 1, N))
+                for i in range(N):
+                    lo, hi = cuts[i], cuts[i + 1]
+                    out[:, i] = last_at_or_before(a[lo:hi, 1].astype(np.int64), a[lo:hi, 2], grid)
+            dt = perf_counter() - t0
+        assert bool((out > 0).all())
+        return dt
+
+    return run
+
+
 GATE = make_gate()
 PANDAS = PandasCheck()
 BENCHMARKS = [
@@ -194,7 +308,9 @@ BENCHMARKS = [
     ("var-full-gate", bench_var_gate),
     ("var-full-pandas", bench_var_pandas),
     ("returns-window", bench_returns_window),
+    ("seed-window", bench_seed_window),
 ]
+SEED_DB_BENCHMARKS = [("seed-db-probe", bench_seed_db_probe), ("seed-db-scan", bench_seed_db_scan)]
 
 
 def percentiles(n: int = 20_000) -> tuple[float, float, float]:
@@ -212,11 +328,40 @@ def percentiles(n: int = 20_000) -> tuple[float, float, float]:
     return float(p50), float(p99), float(mx)
 
 
+def _add_cmdline_args(cmd: list[str], args: argparse.Namespace) -> None:
+    if args.seed_db:
+        cmd.extend(("--seed-db", "--dsn", args.dsn))
+
+
 def main() -> None:
-    runner = pyperf.Runner()
+    runner = pyperf.Runner(add_cmdline_args=_add_cmdline_args)
     runner.metadata["description"] = "Risk: pre-trade check and VaR recompute, 1,000 instruments"
+    runner.argparser.add_argument(
+        "--seed-db", action="store_true", help="also time seeding from an embedded PostgreSQL"
+    )
+    runner.argparser.add_argument("--dsn", default="", help=argparse.SUPPRESS)
     args = runner.parse_args()
-    benches = {name: runner.bench_time_func(name, fn) for name, fn in BENCHMARKS}
+    server, base = None, ""
+    if args.seed_db and not args.worker and not args.dsn:
+        import pgserver
+
+        base = tempfile.mkdtemp(prefix="gkrisk", dir="/tmp")
+        server = pgserver.get_server(Path(base) / "pg", cleanup_mode="delete")
+        args.dsn = server.get_uri()
+        t0 = perf_counter()
+        populate(args.dsn)
+        took = perf_counter() - t0
+        print(f"recorded {N} instruments x {T + 2} intervals x 2 quotes in {took:.1f}s")
+    try:
+        benches = {name: runner.bench_time_func(name, fn) for name, fn in BENCHMARKS}
+        if args.seed_db:
+            for name, factory in SEED_DB_BENCHMARKS:
+                fn = factory(args.dsn) if args.worker else (lambda loops: 0.0)
+                benches[name] = runner.bench_time_func(name, fn)
+    finally:
+        if server is not None:
+            server.cleanup()
+            shutil.rmtree(base, ignore_errors=True)
     if args.worker:
         return
     res = {name: b.median() for name, b in benches.items() if b is not None}
@@ -232,6 +377,15 @@ def main() -> None:
     if "var-full-gate" in res and "var-full-pandas" in res:
         r = res["var-full-pandas"] / res["var-full-gate"]
         print(f"  full VaR recompute: gate x{r:,.1f} faster than pandas")
+    if "seed-window" in res and "returns-window" in res:
+        r = res["seed-window"] / res["returns-window"]
+        print(f"  seeding the window in the process: x{r:.2f} one live window recompute")
+    if "seed-db-probe" in res:
+        line = f"  seeding from PostgreSQL: {res['seed-db-probe']:.2f} s for {N} x {T + 1} samples"
+        if "seed-db-scan" in res:
+            line += f" (reading every quote: {res['seed-db-scan']:.2f} s,"
+            line += f" x{res['seed-db-scan'] / res['seed-db-probe']:.2f})"
+        print(line)
     p50, p99, mx = percentiles()
     verdict = "met" if p99 < 20 else "NOT met"
     print(

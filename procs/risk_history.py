@@ -51,6 +51,7 @@ log = logging.getLogger("gekko.risk")
 
 KEY_FILE = "risk.history_file"
 MAX_RUNS = 32  # runs read back at most (newest first): a bound on start-up work
+PROBES_PER_STATEMENT = 50_000  # index probes (instruments x samples) per statement (~0.3 s)
 _INT64_MAX = 2**63 - 1
 
 # --- SQL: one round trip per run and step; column names are fixed, never user input ----------
@@ -191,17 +192,27 @@ def load_record(
         tick = {c: t for _, c, t in pairs}
         probe = {"w": window, "g0": int(grid[0]), "step": interval_ns}
         q_pairs = [x for x in pairs if x[1] in newest_q]
+        chunk = max(1, PROBES_PER_STATEMENT // (window + 1))
+        late = False
         for sql, sel in (
             (_PROBE_QUOTE, q_pairs),
             (_PROBE_BAR, [x for x in bar_pairs if x[1] in newest_b]),
         ):
-            if not sel:
-                continue
-            a = dict(args, iids=[i for i, _, _ in sel], cols=[c for _, c, _ in sel], **probe)
-            for c, k, px in conn.execute(sql, a).fetchall():
-                layer[int(k), int(c)] = float(px) * tick[int(c)]
+            for j in range(0, len(sel), chunk):  # short statements: each well inside the timeout
+                if deadline is not None and time.monotonic() > deadline:
+                    late = True
+                    break
+                part = sel[j : j + chunk]
+                a = dict(args, iids=[i for i, _, _ in part], cols=[c for _, c, _ in part], **probe)
+                for c, k, px in conn.execute(sql, a).fetchall():
+                    layer[int(k), int(c)] = float(px) * tick[int(c)]
+                if beat is not None:
+                    beat()
         layers.append(layer)
         used.append(run)
+        if late:
+            log.warning("risk: history: out of time: some instruments are left unseeded")
+            break
         if bool(np.all(fill_newest_first(layers)[0] > 0)):
             break  # every symbol has a price from the first sample on: older runs add nothing
     if grid is None or not layers:
@@ -466,7 +477,9 @@ def collect_history(
     dsn = _record_dsn(cfg) if dsn is None else dsn
     if dsn:
         t0 = time.monotonic()
-        budget = max(1.0, float(cfg.storage.postgres.statement_timeout_s))
+        # the whole read: twice one statement's timeout (1,000 instruments x 500 samples take
+        # about 3 s on a 2-core VM); past it, what was read is used and the rest goes unseeded
+        budget = max(1.0, 2.0 * float(cfg.storage.postgres.statement_timeout_s))
         try:
             with _connect(dsn, cfg) as conn:
                 if run_id:
