@@ -4,6 +4,7 @@ random walk is not claimed to be predictable, training is reproducible, the comm
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,11 +86,27 @@ def test_metrics_and_interval():
     assert default_season(900, 1000) == 96 and default_season(900, 100) == 1
 
 
+def _no_record_config(tmp_path):
+    """The repository's config with var/ under tmp_path and no database: these commands must not
+    start (or register toy models in) the checkout's embedded PostgreSQL; registration in
+    PostgreSQL has its own tests (tests/test_audit_models.py)."""
+    text = (Path(__file__).resolve().parents[1] / "config.toml").read_text()
+    text = text.replace('var_dir = "var"', f'var_dir = "{tmp_path / "var"}"', 1)
+    at = text.index("[storage.postgres]")
+    at = text.index('mode = "embedded"', at)
+    text = text[:at] + 'mode = "off"' + text[at + len('mode = "embedded"') :]
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return str(path)
+
+
 def test_the_model_commands_end_to_end(tmp_path, capsys):
     from ops.cli import main
 
     root = tmp_path / "reg"
     args = [
+        "--config",
+        _no_record_config(tmp_path),
         "--source",
         "sine",
         "--bars",
@@ -139,7 +156,7 @@ def test_the_model_commands_end_to_end(tmp_path, capsys):
     assert report["table"][0]["name"] == "nhits v1"
     assert "IN-SAMPLE" in capsys.readouterr().err  # same bars it was trained on: said so
     before = meta["onnx_sha256"]
-    assert main(["export", "--model", str(root / "toy" / "v2")]) == 0
+    assert main(["export", "--config", args[1], "--model", str(root / "toy" / "v2")]) == 0
     after = json.loads((root / "toy" / "v2" / "meta.json").read_text())["onnx_sha256"]
     assert before == after  # same weights, same graph
     # bad input: a clear message and exit code 2, not a traceback
