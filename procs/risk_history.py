@@ -565,7 +565,10 @@ def seed_history(
         if result.grid is not None:
             by_id = np.zeros((prices.shape[0], sampler.last.shape[0]))
             ids = [i.instrument_id for i in cfg.instruments]
-            by_id[:, ids] = prices
+            # in this run's ticks, as the live loop samples them (``RiskGate.mids``): its first
+            # return is measured from the last seeded price
+            ticks = np.array([float(i.tick_size) for i in cfg.instruments])
+            by_id[:, ids] = prices / ticks
             counts = sampler.seed(by_id)
             result.counts = counts[ids]
             if sampler.count:

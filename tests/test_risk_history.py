@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from engine.messages import (
+    Bar,
     IntentNew,
     NewOrder,
     OrderFilled,
@@ -208,6 +209,15 @@ def test_seeded_from_two_runs_var_and_correlation_equal_numpy_and_apply_at_once(
     np.testing.assert_allclose(g.stats.rt.T, r, rtol=1e-12, atol=1e-15)
     assert g.stats.ready
     np.testing.assert_allclose(g.stats.corr[0, 1], np.corrcoef(r, rowvar=False)[0, 1], rtol=1e-9)
+    # the live sampler goes on from the last seeded mids, in this run's ticks
+    last = {
+        s: max((p for p in pts_new if p[0] == s), key=lambda p: p[1])[2] for s in ("AAA", "BBB")
+    }
+    np.testing.assert_allclose(smp.last[:2], [last["AAA"] / 0.01, last["BBB"] / 0.01], rtol=1e-12)
+    assert smp.sample(g.mids())
+    np.testing.assert_allclose(
+        smp.matrix()[-1, :2], [100.0 / last["AAA"] - 1, 50.0 / last["BBB"] - 1], rtol=1e-9
+    )
     # VaR of a long AAA position of q lots ($100 each): q * 100 * (-quantile of AAA's returns)
     unit = hist_var(r[:, 0] * 100.0)
     assert unit > 0
@@ -289,6 +299,37 @@ def test_a_newer_run_on_an_overlapping_clock_wins_and_is_not_stitched(db: str) -
     r = numpy_returns(merged, end)
     assert r.shape[0] == WINDOW
     np.testing.assert_allclose(g.stats.rt.T, r, rtol=1e-12, atol=1e-15)
+
+
+def test_bar_closes_where_a_run_kept_no_quotes_in_short_statements(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that recorded bars only is read from its closes (known at the bar's end); the
+    probes go out one instrument per statement here, with the same result."""
+    import procs.risk_history as rh
+
+    monkeypatch.setattr(rh, "PROBES_PER_STATEMENT", 1)
+    end = NOW - 120 * S
+    bar = 20 * S
+    start = end - (WINDOW + 3) * INTERVAL_S * S
+    rng = np.random.default_rng(10)
+    rows, points = Rows(), []
+    for iid, sym, p0 in ((0, "AAA", 100.0), (1, "BBB", 50.0)):
+        px = p0
+        for t in range(start, end - bar + 1, bar):
+            px *= 1 + rng.normal(0, 0.003)
+            close = int(round(px / 0.01))
+            rows.add(start, Bar(iid, t, t + bar, close, close, close, close, 10, 1))
+            points.append((sym, t + bar, close * 0.01))
+    with psycopg.connect(db, autocommit=False) as c:
+        run_tx(c, lambda conn: Writer().write(conn, rows))
+        ins = [_Ins(0, "AAA", 0.01), _Ins(1, "BBB", 0.01)]
+        run_tx(c, lambda conn: record_run_instruments(conn, start, ins))
+    cfg = config()
+    g, smp = fresh_gate(cfg)
+    res = seed_history(cfg, g, smp, dsn=db, now_ns=NOW, run_id=0)
+    assert list(res.sources) == ["record", "record"] and list(res.counts) == [WINDOW, WINDOW]
+    np.testing.assert_allclose(g.stats.rt.T, numpy_returns(points, end), rtol=1e-12, atol=1e-15)
 
 
 def test_this_runs_mapping_is_recorded_once_per_run(db: str) -> None:
