@@ -143,11 +143,11 @@ def load_record(
     runs: dict[int, list[tuple[int, int, float]]] = {}
     for run_id, iid, sym, tick in conn.execute(
         "SELECT run_id, instrument_id, symbol, tick_size FROM run_instruments"
-        " WHERE symbol = ANY(%s) ORDER BY run_id DESC, instrument_id",
-        (list(symbols),),
+        " WHERE symbol = ANY(%(s)s) AND run_id IN (SELECT DISTINCT run_id FROM run_instruments"
+        "  WHERE symbol = ANY(%(s)s) ORDER BY run_id DESC LIMIT %(n)s)"
+        " ORDER BY run_id DESC, instrument_id",
+        {"s": list(symbols), "n": MAX_RUNS},
     ).fetchall():
-        if len(runs) >= MAX_RUNS and run_id not in runs:
-            break
         if tick is not None and math.isfinite(tick) and tick > 0:
             runs.setdefault(int(run_id), []).append((int(iid), col_of[sym], float(tick)))
     if not runs:
