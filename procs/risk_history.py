@@ -18,7 +18,9 @@ Where the prices come from, in order:
    cannot be read at all is logged naming the key; neither stops risk.
 
 Only points younger than ``history_max_age_s`` (< 0: twice the window span; 0: any age) count:
-yesterday's intraday history must not pass for today's. The sample grid ends at the newest
+yesterday's intraday history must not pass for today's. Age is measured from the wall clock at
+a run's first start, and from the run's own newest recorded price after a restart (``run_clock``:
+the market's clock, which for the simulated market starts at 0 in every run). The sample grid ends at the newest
 usable point. Whatever fails (a dead database, the statement timeout, a bad file) is logged and
 risk starts with what it has, at worst unseeded, as before: seeding never stops the gate.
 
@@ -111,6 +113,18 @@ def record_run_instruments(conn: Any, run_id: int, instruments: Iterable[Any]) -
             " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
             rows,
         )
+
+
+def run_clock(conn: Any, run_id: int, instruments: Iterable[Any]) -> int:
+    """The newest two-sided quote time this run has recorded (0: none yet, a first start).
+
+    Ages are measured on the market's clock: after a restart that is the run's own newest
+    price, which for a live feed is about the wall clock and for the simulated market (whose
+    clock starts at 0 in every run) is the only "now" that makes its minutes-old prices fresh."""
+    ids = [int(i.instrument_id) for i in instruments]
+    args = {"run": run_id, "lo": 0, "hi": _INT64_MAX, "iids": ids, "cols": list(range(len(ids)))}
+    times = [t for _, t in conn.execute(_NEWEST_QUOTE, args).fetchall() if t is not None]
+    return int(max(times)) if times else 0
 
 
 @dataclass
@@ -487,6 +501,10 @@ def collect_history(
                         record_run_instruments(conn, run_id, cfg.instruments)
                     except Exception as exc:  # a read-only replica still serves the history
                         result.notes.append(f"run_instruments not written ({exc})")
+                    clock = run_clock(conn, run_id, cfg.instruments) if now_ns is None else 0
+                    if clock > 0:  # a restart: age is measured on this run's market clock
+                        now = clock
+                        lo = max(0, now - age) if age > 0 else 0
                 rec = load_record(
                     conn, symbols, interval_ns, window, lo, deadline=t0 + budget, beat=beat
                 )

@@ -280,6 +280,26 @@ def test_stale_history_is_not_used(db: str, caplog: pytest.LogCaptureFixture) ->
     assert 0 < res3.counts.max() <= WINDOW // 2
 
 
+def test_a_restart_measures_age_on_its_runs_market_clock(db: str) -> None:
+    """The simulated market's clock starts near 0 in every run: after a restart, the run's own
+    newest price is "now", so its minutes-old prices are fresh under the default max age; a
+    first start (no price of its own yet) measures from the wall clock and takes none of them."""
+    t0 = 10_000 * S  # 1970, as the synthetic market's clock
+    pts = market(t0, t0 + (WINDOW + 5) * INTERVAL_S * S, seed=11)
+    run = NOW + 10**15  # newer than every other run in the shared database
+    record(db, run, {"AAA": 0, "BBB": 1}, 0.01, pts)
+    cfg = config()  # default history_max_age_s: twice the window span
+    g, smp = fresh_gate(cfg)
+    res = seed_history(cfg, g, smp, dsn=db, run_id=run)  # no now_ns: the clock decides
+    end = max(p[1] for p in pts)
+    assert res.seeded and res.grid is not None and int(res.grid[-1]) == end
+    assert list(res.counts) == [WINDOW, WINDOW] and g.stats.ready
+    first = config()
+    g2, smp2 = fresh_gate(first)
+    res2 = seed_history(first, g2, smp2, dsn=db, run_id=run + 1)  # a new run, nothing recorded
+    assert not res2.seeded and smp2.count == 0
+
+
 def test_a_newer_run_on_an_overlapping_clock_wins_and_is_not_stitched(db: str) -> None:
     """Simulated clocks restart at 0 in every run: the older run, which ran longer, must not
     decide the window's end nor mix its prices into the newer run's."""
