@@ -86,15 +86,15 @@ def test_metrics_and_interval():
     assert default_season(900, 1000) == 96 and default_season(900, 100) == 1
 
 
-def _no_record_config(tmp_path):
-    """The repository's config with var/ under tmp_path and no database: these commands must not
-    start (or register toy models in) the checkout's embedded PostgreSQL; registration in
-    PostgreSQL has its own tests (tests/test_audit_models.py)."""
+def _no_record_config(tmp_path, mode="off"):
+    """The repository's config with var/ under tmp_path and no database (or the test's):
+    these commands must not start (or register toy models in) the checkout's embedded
+    PostgreSQL; registration in PostgreSQL has its own tests (tests/test_audit_models.py)."""
     text = (Path(__file__).resolve().parents[1] / "config.toml").read_text()
     text = text.replace('var_dir = "var"', f'var_dir = "{tmp_path / "var"}"', 1)
     at = text.index("[storage.postgres]")
     at = text.index('mode = "embedded"', at)
-    text = text[:at] + 'mode = "off"' + text[at + len('mode = "embedded"') :]
+    text = text[:at] + f'mode = "{mode}"' + text[at + len('mode = "embedded"') :]
     path = tmp_path / "config.toml"
     path.write_text(text)
     return str(path)
@@ -239,6 +239,8 @@ def test_bars_recorded_in_postgres_are_a_training_source(pg_dsn, tmp_path):
     out = tmp_path / "pgmodel"
     argv = [
         "train",
+        "--config",
+        _no_record_config(tmp_path, pg_dsn),  # the record is the test's database too
         "--source",
         "postgres:1",
         "--dsn",
@@ -260,3 +262,9 @@ def test_bars_recorded_in_postgres_are_a_training_source(pg_dsn, tmp_path):
     assert main(argv) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["bar_seconds"] == 60 and meta["training"]["data"] == "postgres:1"
+    with psycopg.connect(pg_dsn) as conn:  # registered in the config's record
+        (n,) = conn.execute(
+            "SELECT count(*) FROM models WHERE name = %s AND version = %s",
+            (meta["name"], meta["version"]),
+        ).fetchone()
+    assert n == 1
