@@ -34,7 +34,9 @@ def _with_db(cfg: Any, fn: Callable[[Any], int]) -> int:
             conn.autocommit = True
             return fn(conn)
     except Exception as exc:
-        print(f"gekko: database error: {exc}", file=sys.stderr)
+        # some failures carry no message (a server going down under us): name the type then
+        why = str(exc).strip() or f"{type(exc).__name__} (the database went away or refused us)"
+        print(f"gekko: database error: {why}", file=sys.stderr)
         return 1
     finally:
         if server is not None and started_here:
