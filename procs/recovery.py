@@ -73,7 +73,10 @@ from engine.messages import (
     CancelOrder,
     Message,
     NewOrder,
+    OrderCanceled,
     OrderPartiallyFilled,
+    OrderRejected,
+    OrderReplaced,
     ReplaceOrder,
 )
 from engine.reconcile import Reconciliation, reconcile
@@ -162,6 +165,13 @@ def _rebuild(
             for o in out.backlog
             if not (isinstance(o, NewOrder) and o.client_order_id in res.duplicates)
         ]
+    out.backlog, answered = drop_answered_requests(out.backlog, [*events, *res.publish])
+    if answered:
+        log.warning(
+            "recovery: %d re-delivered cancel/replace requests already answered before the "
+            "crash: not sent again",
+            answered,
+        )
     if starts:
         log.warning(
             "recovery: %d algo parents logged, %d rebuilt (%d child events upstream missed)",
@@ -170,6 +180,37 @@ def _rebuild(
             len(algo.replay),
         )
     return res, algo, starts
+
+
+def drop_answered_requests(backlog: list[Any], events: Iterable[Any]) -> tuple[list[Any], int]:
+    """The waiting orders without the cancel / replace requests that were answered before the
+    crash, and how many were dropped.
+
+    Why: exec's ``orders`` cursor moves on only when it asks for its next batch, so the batch it
+    was working on when it died is delivered again. A ``NewOrder`` is kept out by reconciliation
+    (the venue knows its id); a request has no id of its own, and doing it twice is not
+    harmless — ``ReplaceOrder.new_qty`` is the new *open* quantity, so a replace applied again
+    after a fill would re-open the filled lots. Every event a request causes carries its
+    ``ts_origin`` (``engine.venues.sim``), so an ``OrderReplaced`` / ``OrderCanceled`` / request
+    reject with the request's order id and ``ts_origin`` in what upstream saw (the record, the
+    journal, or what reconciliation publishes now) means it was done. A request whose answer
+    was lost with exec is still sent: the venue then refuses a second cancel, and reconciliation
+    has already published the venue's state for a replace it applied."""
+    done: set[tuple[int, int]] = set()
+    for e in events:
+        if isinstance(e, OrderReplaced | OrderCanceled) or (
+            isinstance(e, OrderRejected)
+            and e.reason.startswith(("cancel rejected", "replace rejected"))
+        ):
+            done.add((e.client_order_id, e.ts_origin))
+    kept = [
+        o
+        for o in backlog
+        if not (
+            isinstance(o, CancelOrder | ReplaceOrder) and (o.client_order_id, o.ts_origin) in done
+        )
+    ]
+    return kept, len(backlog) - len(kept)
 
 
 # --- storage off: exec's own journal ----------------------------------------------------------

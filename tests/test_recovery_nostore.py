@@ -43,6 +43,7 @@ from engine.venues.sim import SimExchange
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.recovery import (
     ExecJournal,
+    drop_answered_requests,
     exec_journal_path,
     load_exec_journal,
     open_exec_journal,
@@ -538,3 +539,43 @@ def test_storage_off_exec_and_risk_killed_risk_gets_the_venue_open_orders(tmp_pa
     assert "recovery (storage off): no record; rebuilt from exec's journal" in err, err[-3000:]
     assert f"{RESTING} open orders restored from exec's answer ({RESTING} sent)" in err, err[-3000:]
     assert "no answer from exec" not in err
+
+
+def test_a_replace_delivered_again_after_the_crash_does_not_reopen_filled_lots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch exec was working on when it died is delivered again. A replace already done
+    (its ``OrderReplaced`` went out) must not be done twice: ``new_qty`` is the new OPEN
+    quantity, so after the fills it caused it would re-open the filled lots."""
+    from engine.messages import OrderReplaced, ReplaceOrder
+
+    monkeypatch.setenv(RUN_ID_ENV, str(RUN))
+    upstream: list[Any] = []
+    a = Exec(tmp_path, 0, upstream)
+    a.run_until(1 * MS)
+    x = 7 << 32 | 9
+    a.order(_order(x, 1, 95, 10))  # rests below the market
+    a.run_until(3 * MS)
+    rep = ReplaceOrder(x, 7, IID, 101, 20, 5 * MS, 5 * MS)  # crosses the 7 lots at 101
+    a.order(rep)
+    a.run_until(4 * MS)
+    assert any(isinstance(e, OrderReplaced) and e.ts_origin == rep.ts_origin for e in upstream)
+    a.journal.close()
+    a.alog.close()
+    del a  # SIGKILL before the orders cursor moved on: the replace is delivered again
+    b = Exec(tmp_path, 1, upstream)
+    b.now = 5 * MS
+    rec = b.recover([rep])
+    assert rec.backlog == []  # answered before the crash: not sent again
+    b.run_until(20 * MS)  # anything in flight lands (the venue has 1 ms of latency)
+    filled = sum(
+        f.fill_qty
+        for f in _read_venue(tmp_path)
+        if isinstance(f, OrderPartiallyFilled) and f.client_order_id == x
+    )
+    open_qty = sum(o.qty for o in b.venue.open_orders() if o.client_order_id == x)
+    assert filled > 0 and filled + open_qty == 20  # what the replace asked for, once
+    # a request nobody answered yet (its ts_origin is new) is still sent
+    again = ReplaceOrder(x, 7, IID, 101, 5, 6 * MS, 6 * MS)
+    kept, dropped = drop_answered_requests([rep, again], upstream)
+    assert kept == [again] and dropped == 1
