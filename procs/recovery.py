@@ -165,7 +165,12 @@ def _rebuild(
             for o in out.backlog
             if not (isinstance(o, NewOrder) and o.client_order_id in res.duplicates)
         ]
-    out.backlog, answered = drop_answered_requests(out.backlog, [*events, *res.publish])
+    # an amend of an algo parent is in the algo log before it takes effect: done, even when
+    # its OrderReplaced died with exec (``restore_algos`` publishes it then)
+    amended = [(lp.order.client_order_id, a.origin) for lp in starts for a in lp.amends if a.origin]
+    out.backlog, answered = drop_answered_requests(
+        out.backlog, [*events, *res.publish], also=amended
+    )
     if answered:
         log.warning(
             "recovery: %d re-delivered cancel/replace requests already answered before the "
@@ -182,7 +187,9 @@ def _rebuild(
     return res, algo, starts
 
 
-def drop_answered_requests(backlog: list[Any], events: Iterable[Any]) -> tuple[list[Any], int]:
+def drop_answered_requests(
+    backlog: list[Any], events: Iterable[Any], also: Iterable[tuple[int, int]] = ()
+) -> tuple[list[Any], int]:
     """The waiting orders without the cancel / replace requests that were answered before the
     crash, and how many were dropped.
 
@@ -195,8 +202,9 @@ def drop_answered_requests(backlog: list[Any], events: Iterable[Any]) -> tuple[l
     reject with the request's order id and ``ts_origin`` in what upstream saw (the record, the
     journal, or what reconciliation publishes now) means it was done. A request whose answer
     was lost with exec is still sent: the venue then refuses a second cancel, and reconciliation
-    has already published the venue's state for a replace it applied."""
-    done: set[tuple[int, int]] = set()
+    has already published the venue's state for a replace it applied. ``also``: more
+    (order id, ts_origin) pairs known done (amends of algo parents, from the algo log)."""
+    done: set[tuple[int, int]] = set(also)
     for e in events:
         if isinstance(e, OrderReplaced | OrderCanceled) or (
             isinstance(e, OrderRejected)

@@ -710,13 +710,23 @@ def test_an_amend_logged_but_never_published_is_published_after_the_crash(
     a.run_until(2 * S + 500 * MS)
     record = list(a.out)  # the recorder saw nothing after this
     assert a.engine.algo.parent(PARENT).filled == 30
-    a.out += a.engine.on_order(amend_parent(20, 102, a.now), a.now)  # to a total of 50
+    amend = amend_parent(20, 102, a.now)
+    a.out += a.engine.on_order(amend, a.now)  # to a total of 50
     del a
     b = Exec(tmp_path, 1)
     b.now = 3 * S
+    # the amend request is delivered again after the crash: the algo log says it was done
+    # (its OrderReplaced never went out), so recovery does not apply it a second time
+    from procs.recovery import drop_answered_requests
+
+    starts, _ = load_algo_log(b.log.path)
+    logged = [(lp.order.client_order_id, am.origin) for lp in starts for am in lp.amends]
+    assert drop_answered_requests([amend], record, also=logged) == ([], 1)
+    assert drop_answered_requests([amend], record) == ([amend], 0)  # the record alone: unknown
     b.recover(record, [parent_order()])
     (rep,) = [e for e in parent_events(b.out) if isinstance(e, OrderReplaced)]
     assert (rep.px, rep.qty) == (102, 50 - 30)  # the new open quantity
+    assert rep.ts_origin == amend.ts_origin  # answers the request, as if just done
     b.run_until(12 * S)
     check_amended_parent_whole(tmp_path, record + b.out, 50)
 

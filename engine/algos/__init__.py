@@ -307,7 +307,14 @@ class AlgoEngine:
             )
             return self._end()
         impl = p.impl
-        a = AmendSnapshot(ts=now_ns, qty=new_qty, px=new_px, rebase_slice=k0, rebase_base=base)
+        a = AmendSnapshot(
+            ts=now_ns,
+            qty=new_qty,
+            px=new_px,
+            rebase_slice=k0,
+            rebase_base=base,
+            origin=int(rep.ts_origin),
+        )
         old_px = p.order.px
         amended = msgspec.structs.replace(p.order, qty=new_qty, px=new_px)
         self._record(coid, amended, now_ns, amend=a)  # write-ahead: logged, then it happens
@@ -598,9 +605,16 @@ class AlgoEngine:
                     )
                 if s.amends and not s.amend_announced:
                     o = p.order  # exec died between logging the amend and publishing it
+                    origin = int(s.amends[-1].origin)  # the request's, as if just answered
                     self._out.append(
                         OrderReplaced(
-                            coid, o.instrument_id, o.px, max(0, p.qty - p.filled), 0, now_ns, now_ns
+                            coid,
+                            o.instrument_id,
+                            o.px,
+                            max(0, p.qty - p.filled),
+                            origin,
+                            now_ns,
+                            now_ns,
                         )
                     )
                 if s.cancel_requested and not p.ending:

@@ -61,6 +61,9 @@ class AmendSnapshot(msgspec.Struct, kw_only=True):
     px: int
     rebase_slice: int = 0
     rebase_base: int = 0
+    #: the amend request's ``ts_origin`` (its ``OrderReplaced`` carries it): what tells a restart
+    #: that a re-delivered copy of the request was already done (``procs.recovery``)
+    origin: int = 0
 
 
 class LoggedParent(NamedTuple):
