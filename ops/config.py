@@ -125,17 +125,30 @@ class RingsSection(msgspec.Struct, **_STRICT):
         _need(self.publish_timeout_s > 0, "rings.publish_timeout_s", "must be > 0")
 
 
+# the wait of a process whose table leaves ``wait`` out: the trading hops block on a semaphore;
+# the background readers poll, so no producer ever posts a semaphore for them (shm/wait.py)
+DEFAULT_WAIT = {"bridge": "poll", "infer": "poll", "recorder": "poll"}
+
+
 class ProcessSection(msgspec.Struct, **_STRICT):
     cpus: list[int] = []
-    wait: str = "block"
+    wait: str = ""  # "" = DEFAULT_WAIT for this process, else "block"
+    poll_interval_ms: float = 10.0  # the sleep between visits of wait = "poll"
 
     def check(self, name: str) -> None:
+        if not self.wait:
+            self.wait = DEFAULT_WAIT.get(name, "block")
         _need(
             self.wait in WAIT_KINDS,
             f"processes.{name}.wait",
             f"must be one of {', '.join(WAIT_KINDS)}",
         )
         _need(all(c >= 0 for c in self.cpus), f"processes.{name}.cpus", "CPU ids must be >= 0")
+        _need(
+            0 < self.poll_interval_ms <= 1000,
+            f"processes.{name}.poll_interval_ms",
+            f"must be > 0 and <= 1000, not {self.poll_interval_ms}",
+        )
 
 
 class ProcessesSection(msgspec.Struct, **_STRICT):

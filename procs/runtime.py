@@ -315,7 +315,7 @@ class Worker:
         self.incarnation = incarnation
         proc_cfg = cfg.processes.get(name)
         self.pinning = pin_to_cpus(name, list(proc_cfg.cpus))
-        self.wait = make_wait(proc_cfg.wait)
+        self.wait = make_wait(proc_cfg.wait, poll_interval_s=proc_cfg.poll_interval_ms / 1e3)
         self.row = ALL_WORKERS.index(name)
         self.health = SeqlockTable.attach(engine_id, "health", HEALTH_DTYPE)
         self.metrics = MetricsRegion.attach(engine_id, metrics_name(name))

@@ -5,6 +5,10 @@ A worker process reads several rings (market data, execution events, control). W
 process's semaphore as its wake-up, the waiter raises every slot's sleeping flag, re-checks every
 ring (the flags are visible before the re-check: seq_cst fence), then sleeps. A producer that
 publishes into any of those rings sees the flag and posts the one semaphore.
+
+With the ``poll`` strategy there is no semaphore and no flag: the waiter sleeps its interval
+between checks, so the producers never post for it (the point for background readers: a busy
+market-data ring does not cost the feed a ``sem_post`` nor the machine a wake-up per tick).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class Waiter:
         self.wait = wait
         self.sem_name = sem_name
         self._sem: posix_ipc.Semaphore | None = None
-        if wait.blocks:
+        if wait.uses_semaphore:
             self._sem = posix_ipc.Semaphore(
                 sem_name, posix_ipc.O_CREAT, mode=0o600, initial_value=0
             )
@@ -61,12 +65,15 @@ class Waiter:
                 self.sleeps += 1
                 _sem_wait(self._sem, min(w.block_slice_s, remaining))
                 self._clear()
+            elif w.kind == "poll":
+                # one interval, never past the deadline (the caller's heartbeat depends on it)
+                time.sleep(max(0.0, min(w.poll_interval_s, deadline - time.monotonic())))
             else:
                 w.idle(n)
             n += 1
             if self.ready():
                 return True
-            if (n & 63 == 0 or self._sem is not None) and time.monotonic() >= deadline:
+            if (n & 63 == 0 or w.blocks) and time.monotonic() >= deadline:
                 return False
 
     def _clear(self) -> None:
