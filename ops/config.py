@@ -126,8 +126,10 @@ class RingsSection(msgspec.Struct, **_STRICT):
 
 
 # the wait of a process whose table leaves ``wait`` out: the trading hops block on a semaphore;
-# the background readers poll, so no producer ever posts a semaphore for them (shm/wait.py)
-DEFAULT_WAIT = {"bridge": "poll", "infer": "poll", "recorder": "poll"}
+# the background readers poll, so no producer ever posts a semaphore for them (shm/wait.py).
+# infer stays on block: its forecasts are on the tick-to-order path of forecast-driven orders,
+# and polling added up to the interval to them (perf/README.md, "Background readers")
+DEFAULT_WAIT = {"bridge": "poll", "recorder": "poll"}
 
 
 class ProcessSection(msgspec.Struct, **_STRICT):

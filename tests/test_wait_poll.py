@@ -209,10 +209,25 @@ def test_poll_strategy_fields() -> None:
 
 def test_shipped_config_puts_background_readers_on_poll() -> None:
     cfg = load_config(ROOT / "config.toml")
-    for name in ("recorder", "infer", "bridge"):
+    for name in ("recorder", "bridge"):
         assert cfg.processes.get(name).wait == "poll"
-    for name in ("feed", "strategy", "risk", "exec"):
+    for name in ("feed", "strategy", "risk", "exec", "infer"):
         assert cfg.processes.get(name).wait == "block"
+
+
+def test_a_table_without_wait_gets_the_process_default(tmp_path: Path) -> None:
+    """Only ``cpus`` given: the recorder still polls, exec still blocks (a config file written
+    before ``poll`` existed keeps its trading hops as they were)."""
+    text = (ROOT / "config.toml").read_text()
+    start = text.index("[processes.feed]")
+    end = text.index("[market]")
+    table = "[processes.recorder]\ncpus = [0]\n\n[processes.exec]\ncpus = [0]\n\n"
+    p = tmp_path / "config.toml"
+    p.write_text(text[:start] + table + text[end:])
+    cfg = load_config(p)
+    assert cfg.processes.recorder.wait == "poll" and cfg.processes.recorder.cpus == [0]
+    assert cfg.processes.bridge.wait == "poll"
+    assert cfg.processes.exec.wait == "block" and cfg.processes.infer.wait == "block"
 
 
 @pytest.mark.parametrize("bad", ["0", "-5", "nan", "5000"])
