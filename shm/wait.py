@@ -6,7 +6,7 @@ with growing pauses, so an idle process costs little; ``block`` sleeps on a POSI
 the other side posts *only* when it sees a declared sleeper, so the hot path pays one relaxed load
 for it and nothing else; ``poll`` sleeps a fixed interval between checks and never declares
 itself asleep, so a producer never posts for it and it wakes at most once per interval however
-busy the ring (for background readers: the recorder, infer, the bridge). Every wait has a
+busy the ring (for background readers: the recorder, the bridge). Every wait has a
 deadline: shutdown never hangs on an empty ring.
 """
 
