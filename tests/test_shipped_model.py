@@ -82,10 +82,18 @@ def test_training_keeps_the_bar_length_in_meta_json(tmp_path: Path, bar_s: str, 
     from ops.cli import main
 
     out = tmp_path / "m"
+    # the demo's market, but var/ under tmp_path and no database: training must not start
+    # (and register a toy model in) the checkout's embedded PostgreSQL
+    text = (ROOT / "config.toml").read_text()
+    text = text.replace('var_dir = "var"', f'var_dir = "{tmp_path / "var"}"', 1)
+    at = text.index('mode = "embedded"', text.index("[storage.postgres]"))
+    text = text[:at] + 'mode = "off"' + text[at + len('mode = "embedded"') :]
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(text)
     argv = [
         "train",
         "--config",
-        str(ROOT / "config.toml"),
+        str(cfg_path),
         "--source",
         "synthetic",
         "--sim-seconds",
