@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +26,10 @@ import msgspec
 
 from engine.algos.recovery import AmendSnapshot, LoggedParent
 from engine.messages import NewOrder
+from procs.framed_file import append_frame, open_for_append, read_frames
 
 log = logging.getLogger("gekko.exec")
 
-_HDR = struct.Struct("<II")
 _MAX_FRAME = 1 << 20
 
 
@@ -62,11 +60,7 @@ class AlgoLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        good = sum(_HDR.size + len(f) for f in _frames(self.path))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
-        os.ftruncate(self._fd, good)  # a torn tail is cut off
-        os.lseek(self._fd, good, os.SEEK_SET)
+        self._fd = open_for_append(self.path, _MAX_FRAME)  # a torn tail is cut off
         self._enc = msgspec.msgpack.Encoder()
         self.appended = 0
 
@@ -81,9 +75,7 @@ class AlgoLog:
     ) -> None:
         """``AlgoEngine.on_record``: one entry, written before the caller goes on."""
         f = self._enc.encode(Entry(parent, ts, order, amend, profile))
-        view = memoryview(_HDR.pack(len(f), zlib.crc32(f)) + f)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        append_frame(self._fd, f)
         self.appended += 1
 
     def close(self) -> None:
@@ -102,7 +94,7 @@ def load(path: str | Path | None) -> tuple[list[LoggedParent], dict[int, list[Ne
     dec = msgspec.msgpack.Decoder(Entry)
     seen: set[int] = set()
     index: dict[int, int] = {}  # parent id -> its place in starts
-    for f in _frames(Path(path)):
+    for f in read_frames(path, _MAX_FRAME):
         try:
             e = dec.decode(f)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -139,23 +131,3 @@ def prune(directory: str | Path, engine_id: str, keep: Path) -> int:
             except OSError:
                 pass
     return n
-
-
-def _frames(path: Path) -> list[bytes]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    out: list[bytes] = []
-    pos = 0
-    while pos + _HDR.size <= len(data):
-        n, crc = _HDR.unpack_from(data, pos)
-        start = pos + _HDR.size
-        if n > _MAX_FRAME or start + n > len(data):
-            break
-        frame = data[start : start + n]
-        if zlib.crc32(frame) != crc:
-            break
-        out.append(frame)
-        pos = start + n
-    return out

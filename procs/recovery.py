@@ -57,9 +57,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import struct
 import time
-import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -82,6 +80,7 @@ from engine.messages import (
 from engine.reconcile import Reconciliation, reconcile
 from procs.algo_log import algo_log_path
 from procs.algo_log import load as load_algo_log
+from procs.framed_file import append_frame, open_for_append, read_frames
 from procs.storage import open_recovery_source, run_id, wait_recorder_caught_up
 
 log = logging.getLogger("gekko.recovery")
@@ -237,7 +236,6 @@ def exec_journal_path(cfg: Any, rid: int) -> Path | None:
     return Path(cfg.engine.var_dir) / "exec" / f"{cfg.engine.id}-{rid}.journal"
 
 
-_HDR = struct.Struct("<II")  # [u32 length][u32 crc32] before each MessagePack frame
 _MAX_FRAME = 64 << 20
 
 
@@ -255,11 +253,7 @@ class ExecJournal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        good = sum(_HDR.size + len(f) for f in _frames(self.path))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
-        os.ftruncate(self._fd, good)  # a torn tail (killed mid-write) is cut off
-        os.lseek(self._fd, good, os.SEEK_SET)
+        self._fd = open_for_append(self.path, _MAX_FRAME)  # a torn tail is cut off
         self._enc = msgspec.msgpack.Encoder()
         self._buf = bytearray(256)
         self.appended = 0
@@ -271,13 +265,8 @@ class ExecJournal:
         a restart would then republish what the missing entry held."""
         buf = self._buf
         self._enc.encode_into((seq, taken, events), buf)
-        hdr = _HDR.pack(len(buf), zlib.crc32(buf))
         try:
-            n = os.writev(self._fd, (hdr, buf))
-            if n < len(hdr) + len(buf):  # a short write (rare): the rest, in order
-                rest = (hdr + buf)[n:]
-                while rest:
-                    rest = rest[os.write(self._fd, rest) :]
+            append_frame(self._fd, buf)
         except OSError as exc:
             self.failed += 1
             if self.failed == 1:
@@ -357,7 +346,7 @@ def load_exec_journal(path: str | Path | None, published_seq: int) -> JournalSta
                 st.events.append(m)
 
     entries: list[JournalEntry] = []
-    for f in _frames(path):
+    for f in read_frames(path, _MAX_FRAME):
         try:
             entries.append(dec.decode(f))
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -378,27 +367,6 @@ def load_exec_journal(path: str | Path | None, published_seq: int) -> JournalSta
     if st.skipped:
         log.warning("exec journal %s: %d entries that do not decode were skipped", path, st.skipped)
     return st
-
-
-def _frames(path: Path) -> list[bytes]:
-    """The whole frames of ``path``; reading stops at the first torn or corrupt one."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    out: list[bytes] = []
-    pos = 0
-    while pos + _HDR.size <= len(data):
-        n, crc = _HDR.unpack_from(data, pos)
-        start = pos + _HDR.size
-        if n > _MAX_FRAME or start + n > len(data):
-            break
-        frame = data[start : start + n]
-        if zlib.crc32(frame) != crc:
-            break
-        out.append(frame)
-        pos = start + n
-    return out
 
 
 def _recover_from_journal(
