@@ -177,27 +177,13 @@ def open_database(cfg: Any) -> Iterator[Any]:
     Migrations applied here are audited (actor: the OS user) in the same connection.
     """
     from ops.store.migrate import migrate
-    from ops.store.pg import EmbeddedPostgres, PgSettings, connect
+    from ops.store.pg import PgSettings, configured_connection
 
-    s = PgSettings.from_config(cfg)
-    server = None
-    started_here = False
-    try:
-        if s.mode == "embedded":
-            started_here = not (Path(s.data_dir) / "postmaster.pid").exists()
-            server = EmbeddedPostgres(s.data_dir)
-            dsn = server.start()
-        else:
-            dsn = s.mode
-        with connect(dsn, s) as conn:
-            conn.autocommit = True
-            done = migrate(conn)
-            if done:
-                record_migrations(conn, done, os_user(), "automatic, before writing the record")
-            yield conn
-    finally:
-        if server is not None and started_here:
-            server.stop()
+    with configured_connection(PgSettings.from_config(cfg)) as conn:
+        done = migrate(conn)
+        if done:
+            record_migrations(conn, done, os_user(), "automatic, before writing the record")
+        yield conn
 
 
 def record_migrations(conn: Any, done: Sequence[Any], actor: str, how: str) -> None:

@@ -10,37 +10,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 
 def _with_db(cfg: Any, fn: Callable[[Any], int]) -> int:
-    from ops.store.pg import EmbeddedPostgres, PgSettings, connect
+    from ops.store.pg import PgSettings, configured_connection
 
     s = PgSettings.from_config(cfg)
     if not s.enabled:
         print("gekko: [storage.postgres] mode is 'off': no database", file=sys.stderr)
         return 1
-    server = None
-    started_here = False
     try:
-        if s.mode == "embedded":
-            started_here = not (Path(s.data_dir) / "postmaster.pid").exists()
-            server = EmbeddedPostgres(s.data_dir)
-            dsn = server.start()
-        else:
-            dsn = s.mode
-        with connect(dsn, s) as conn:
-            conn.autocommit = True
+        with configured_connection(s) as conn:
             return fn(conn)
     except Exception as exc:
         # some failures carry no message (a server going down under us): name the type then
         why = str(exc).strip() or f"{type(exc).__name__} (the database went away or refused us)"
         print(f"gekko: database error: {why}", file=sys.stderr)
         return 1
-    finally:
-        if server is not None and started_here:
-            server.stop()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -156,6 +156,29 @@ def connect(dsn: str, settings: PgSettings | None = None) -> Any:
     return psycopg.connect(dsn, **conn_kwargs(settings or PgSettings()))
 
 
+@contextlib.contextmanager
+def configured_connection(settings: PgSettings) -> Any:
+    """An autocommit connection to the configured database for a command outside a run.
+
+    ``embedded``: the server under ``data_dir`` is adopted if an engine runs it, else started
+    for the block and stopped after it. Raises on failure."""
+    server = None
+    started_here = False
+    try:
+        if settings.mode == "embedded":
+            started_here = not (Path(settings.data_dir) / "postmaster.pid").exists()
+            server = EmbeddedPostgres(settings.data_dir)
+            dsn = server.start()
+        else:
+            dsn = settings.mode
+        with connect(dsn, settings) as conn:
+            conn.autocommit = True
+            yield conn
+    finally:
+        if server is not None and started_here:
+            server.stop()
+
+
 def make_pool(
     dsn: str, settings: PgSettings | None = None, *, open_wait_s: float | None = None
 ) -> Any:
