@@ -1,0 +1,42 @@
+"""Chaos suite options: the seed and the length of a run come from the environment.
+
+- ``CHAOS_SEED=<n>``: replay one seed (default: the bounded run's fixed seed; the long form draws
+  a fresh one and prints it).
+- ``CHAOS_SECONDS=<s>``: the length of each engine run. Unset: the bounded form that
+  ``make test`` runs (one ~45 s run, ~10 faults). ``make chaos`` sets it (default 600) and
+  selects the long form with ``-m chaos_long``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+BOUNDED_SECONDS = 45.0
+BOUNDED_SEED = 11
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "chaos_long: the long chaos run (make chaos); skipped unless CHAOS_SECONDS is set",
+    )
+
+
+@pytest.fixture
+def chaos_seed() -> int:
+    env = os.environ.get("CHAOS_SEED", "")
+    return int(env) if env else BOUNDED_SEED
+
+
+@pytest.fixture
+def chaos_long_seed() -> int:
+    env = os.environ.get("CHAOS_SEED", "")
+    return int(env) if env else random.SystemRandom().randrange(1, 1_000_000)
+
+
+@pytest.fixture
+def chaos_seconds() -> float:
+    return float(os.environ.get("CHAOS_SECONDS", "") or BOUNDED_SECONDS)

@@ -1,0 +1,38 @@
+"""The chaos suite: a live ``gekko run`` survives seeded faults with every invariant intact.
+
+``make test`` runs ``test_chaos_bounded`` (one seeded ~45 s run, ~10 faults); ``make chaos``
+runs ``test_chaos_long`` (``CHAOS_SECONDS``, default 600). A failure prints the seed and the
+replay command, the faults, what the harness did and when, each violated invariant and the
+engine's error lines (tests/chaos/harness.py ``ChaosResult.report``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import ChaosResult, run_chaos
+from tests.chaos.recovery import recovery_table
+
+
+def _run(seed: int, seconds: float, tmp_path: Path) -> ChaosResult:
+    print(f"\nchaos: seed {seed}, {seconds:g}s (replay: CHAOS_SEED={seed})", flush=True)
+    res = run_chaos(seed, seconds, tmp_path)
+    print(recovery_table([res]), flush=True)
+    return res
+
+
+@pytest.mark.timeout(600)
+def test_chaos_bounded(tmp_path: Path, chaos_seed: int) -> None:
+    res = _run(chaos_seed, 45.0, tmp_path)
+    assert not res.violations, res.report()
+
+
+@pytest.mark.chaos_long
+@pytest.mark.timeout(0)
+@pytest.mark.skipif(not os.environ.get("CHAOS_SECONDS"), reason="long form: make chaos")
+def test_chaos_long(tmp_path: Path, chaos_long_seed: int, chaos_seconds: float) -> None:
+    res = _run(chaos_long_seed, chaos_seconds, tmp_path)
+    assert not res.violations, res.report()
