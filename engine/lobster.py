@@ -97,17 +97,24 @@ def _read_columns(path: str | Path, float_first: bool) -> list[np.ndarray]:
     """Columns of a headerless numeric CSV (pyarrow: real files have millions of rows).
 
     The first column is float64 when ``float_first`` (LOBSTER's time), every other int64.
+    Anything wrong with the file is a ValueError naming it (never a bare pyarrow error):
+    these strict readers are for clean files; :func:`load_lobster_checked` reads dirty ones.
     """
     import pyarrow as pa
     from pyarrow import csv
 
-    table = csv.read_csv(
-        str(path),
-        read_options=csv.ReadOptions(autogenerate_column_names=True),
-        convert_options=csv.ConvertOptions(
-            column_types={"f0": pa.float64()} if float_first else None
-        ),
-    )
+    try:
+        table = csv.read_csv(
+            str(path),
+            read_options=csv.ReadOptions(autogenerate_column_names=True),
+            convert_options=csv.ConvertOptions(
+                column_types={"f0": pa.float64()} if float_first else None
+            ),
+        )
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"LOBSTER file {path}: {e}") from None
+    if any(col.null_count for col in table.columns):
+        raise ValueError(f"LOBSTER file {path}: empty cells")
     return [
         col.to_numpy().astype(np.float64 if (i == 0 and float_first) else np.int64)
         for i, col in enumerate(table.columns)
@@ -151,7 +158,10 @@ def read_lobster(
     messages = read_lobster_messages(message_path)
     books = read_lobster_orderbook(orderbook_path, levels)
     if len(messages) != len(books):
-        raise ValueError(f"{len(messages)} messages but {len(books)} orderbook rows")
+        raise ValueError(
+            f"LOBSTER files {message_path}, {orderbook_path}: {len(messages)} messages but "
+            f"{len(books)} orderbook rows"
+        )
     return messages, books
 
 

@@ -306,9 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ops.secrets import masked_std_streams
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with masked_std_streams():  # whatever a command prints, secrets are masked in it
+            return int(args.func(args))
     except SystemExit as exc:
         return int(exc.code or 0)
     except KeyboardInterrupt:

@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 
 from engine.instruments import Instrument, InstrumentTable
+from ops.secrets import SecretError, redact
+from ops.secrets import resolve as resolve_secrets
 from shm.wait import WAIT_KINDS
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
@@ -25,6 +27,7 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the key."""
 
     def __init__(self, path: str | Path, key: str, problem: str) -> None:
+        problem = redact(problem)  # a problem may quote the value: a DSN, a password
         self.path, self.key, self.problem = str(path), key, problem
         super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
 
@@ -936,3 +939,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(p, "", f"cannot read: {exc.strerror or exc}") from None
     return parse_config(text, p)
+    try:  # ${ENV} references and <key>_file siblings (ops/secrets.py), before validation
+        raw = resolve_secrets(raw, Config)
+    except SecretError as exc:
+        raise ConfigError(path, exc.key, exc.problem) from None

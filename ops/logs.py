@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 
-_SECRET = re.compile(r"(?i)(api[_-]?key|secret|password|passwd|token)(\s*[=:]\s*)(\S+)")
+from ops.secrets import redact
 
 
 def mask_secrets(text: str) -> str:
-    """Replace the value of anything that looks like ``key=...``/``secret: ...`` with ``***``."""
-    return _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    """``text`` as it may be shown: secrets masked (``ops.secrets.redact``: secret-looking keys,
+    URL userinfo passwords, libpq ``password=``, values read from ``${ENV}`` or ``*_file``)."""
+    return redact(text)
 
 
 class TextFormatter(logging.Formatter):
@@ -58,3 +58,11 @@ def setup_logging(process: str, level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    sys.excepthook = _masked_excepthook  # a traceback nobody caught is shown masked too
+
+
+def _masked_excepthook(typ: type[BaseException], exc: BaseException, tb: object) -> None:
+    import traceback
+
+    text = "".join(traceback.format_exception(typ, exc, tb))  # type: ignore[arg-type]
+    sys.stderr.write(mask_secrets(text))

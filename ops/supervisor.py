@@ -398,14 +398,14 @@ class Supervisor:
         )
 
     def _audit_start(self) -> None:
-        from ops.store.audit import file_sha256, os_user
+        from ops.store.audit import config_sha256, os_user
 
         self._audit(
             os_user(),
             "run.start",
             run_id=self.run_id,
             config_path=self.config_path,
-            config_sha256=file_sha256(self.config_path),
+            config_sha256=config_sha256(self.config_path),
             user=os_user(),
             host=socket.gethostname(),
             pid=os.getpid(),

@@ -34,18 +34,23 @@ book streams, trades, quotes; then file order. ``ts_recv`` is set to ``ts_event`
 receive stamps belong to the caller. Quotes from files get ``seq`` 1, 2, 3, ... per instrument in
 output order; trades without a ``trade_id`` column get 1, 2, 3, ... per instrument.
 
-Rejection reasons (keys of ``rejected``): ``bad_row`` (CSV row with the wrong number of fields),
-``missing_value``, ``bad_ts``, ``bad_number`` (unparseable, or beyond int64 ticks/lots),
-``nan`` (NaN or infinite), ``bad_price`` (<= 0, or rounds to 0 ticks), ``bad_qty`` (negative;
-zero for a trade), ``crossed`` (bid >= ask: crossed or locked), ``unknown_symbol``,
-``bad_side``, ``bad_ohlc`` (high/low inconsistent with
-open/close), ``out_of_order`` (a pre-built stream went back in time).
+Rejection reasons (keys of ``rejected``) are :data:`engine.md_rejects.REASONS`:
+``malformed_row`` (CSV row with the wrong number of fields), ``missing_value``, ``bad_time``,
+``unparsable`` (not a number, or beyond int64 ticks/lots), ``nan_value`` (NaN or infinite),
+``non_positive_price`` (<= 0, or rounds to 0 ticks), ``bad_size`` (negative; zero for a
+trade), ``crossed`` (bid >= ask: crossed or locked), ``unknown_instrument``, ``bad_side``,
+``bad_ohlc`` (high/low inconsistent with open/close), ``out_of_order_time`` (a pre-built stream
+went back in time). Each is also reported to the source's :class:`RejectCounter` with the file
+and row (the CSV line number, header = line 1; the 1-based row of a Parquet file), which logs
+the first few and, under ``on_bad_row = "fail"``, raises :class:`BadRowError` at the first.
+A blank line of a CSV file is not a row.
 """
 
 from __future__ import annotations
 
 import csv
 import heapq
+import inspect
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -60,6 +65,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from engine.instruments import Instrument, InstrumentTable
+from engine.md_rejects import RejectCounter
 from engine.messages import Bar, BookDelta, BookSnapshot, Quote, Side, Trade
 
 __all__ = ["DAY_NS", "ReplaySource", "load_bars_csv"]
@@ -111,16 +117,25 @@ class _Reject(Exception):
 
 
 class _File:
-    """One loaded input file: its columns as Python lists, keyed by canonical name."""
+    """One loaded input file: its columns as Python lists, keyed by canonical name; ``lines``
+    the row number of each (CSV line number, or 1-based Parquet row); ``bad_lines`` the CSV
+    lines with the wrong number of fields."""
 
     def __init__(
-        self, kind: str, path: Path, cols: dict[str, list[Any]], n: int, bad_rows: int
+        self,
+        kind: str,
+        path: Path,
+        cols: dict[str, list[Any]],
+        lines: list[int],
+        bad_lines: list[int],
     ) -> None:
         self.kind = kind
         self.path = path
+        self.where = f"{kind} file {path}"
         self.cols = cols
-        self.n = n
-        self.bad_rows = bad_rows
+        self.n = len(lines)
+        self.lines = lines
+        self.bad_lines = bad_lines
 
 
 class ReplaySource:
@@ -142,12 +157,16 @@ class ReplaySource:
         bar_interval_ns: int = DAY_NS,
         adjust_bars: bool = False,
         streams: Sequence[Iterable[ReplayMessage] | Callable[[], Iterable[ReplayMessage]]] = (),
+        rejects: RejectCounter | None = None,
     ) -> None:
         """``symbol`` names the instrument of files with neither a symbol nor an instrument_id
         column. ``adjust_bars`` scales open/high/low/close by ``adj_close / close`` where an
         ``adj_close`` column exists (splits and dividends in daily data). ``streams`` are
         already-built message sequences (each in time order, e.g. a LOBSTER replay), merged in
-        as they are; a callable is called at each iteration so the source stays repeatable."""
+        as they are; a callable is called at each iteration so the source stays repeatable
+        (a callable taking one argument gets ``rejects``, for streams that reject rows).
+        ``rejects`` is told of every rejected row (and under ``policy="fail"`` raises at the
+        first); by default one that skips and logs the first few."""
         self.instruments = (
             instruments
             if isinstance(instruments, InstrumentTable)
@@ -162,6 +181,8 @@ class ReplaySource:
         self.bar_interval_ns = int(bar_interval_ns)
         self.adjust_bars = adjust_bars
         self.rejected: dict[str, int] = {}
+        self.rejects = rejects if rejects is not None else RejectCounter()
+        self.lobster: Any = None  # the checked LOBSTER pair of from_lobster (rows, accepted)
         self._files: list[_File] = []
         for kind, paths, required in (
             ("quotes", quotes, _QUOTE_COLS),
@@ -187,33 +208,26 @@ class ReplaySource:
         date_ns: int = 0,
         include_trades: bool = True,
         instruments: InstrumentTable | Iterable[Instrument] | None = None,
+        rejects: RejectCounter | None = None,
     ) -> ReplaySource:
-        """Replay a LOBSTER message/orderbook file pair through ``engine.lobster``.
+        """Replay a LOBSTER message/orderbook file pair (``engine.lobster_checked``).
 
-        The LOBSTER reader and book reconstruction live with the engine's order book; this only
-        wraps them so a LOBSTER day merges and iterates like any other recorded source: a
-        BookSnapshot of the first book row (seq 0), then BookDeltas (seq 1, 2, ...) with a Trade
-        before each visible execution. ``price_divisor`` turns LOBSTER prices (dollars x 10000)
-        into ticks (100 for a one-cent tick); ``date_ns`` is midnight of the trading day.
+        The pair is read and checked line by line now (a file that is no LOBSTER file at all is
+        a ValueError naming it); bad lines (torn, truncated, garbage, impossible) are rejected
+        as the replay reaches them, and the book resynchronised with a snapshot after each. The
+        stream: a BookSnapshot of the first good row (seq 0), then BookDeltas (seq 1, 2, ...)
+        with a Trade before each visible execution. ``price_divisor`` turns LOBSTER prices
+        (dollars x 10000) into ticks (100 for a one-cent tick); ``date_ns`` is midnight of the
+        trading day. Imported lazily: a CSV replay must not pay for the order book's numba
+        compilation.
         """
-        read_lobster, iter_book_deltas = _lobster_api()
-        for p in (message_path, orderbook_path):
-            if not Path(p).is_file():
-                raise ValueError(f"LOBSTER file {p}: not found")
-        try:
-            messages, books = read_lobster(message_path, orderbook_path, levels)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"LOBSTER files {message_path}, {orderbook_path}: {e}") from e
+        from engine.lobster_checked import load_lobster_checked
 
-        def stream() -> Iterable[ReplayMessage]:
-            return iter_book_deltas(
-                messages,
-                books,
-                instrument_id=instrument_id,
-                price_divisor=price_divisor,
-                date_ns=date_ns,
-                include_trades=include_trades,
-                include_snapshot=True,
+        checked = load_lobster_checked(message_path, orderbook_path, levels, price_divisor)
+
+        def stream(counter: RejectCounter) -> Iterable[ReplayMessage]:
+            return checked.messages(
+                counter, instrument_id=instrument_id, date_ns=date_ns, include_trades=include_trades
             )
 
         if instruments is None:
@@ -224,20 +238,24 @@ class ReplaySource:
                     tick_size=price_divisor / 10_000,
                 )
             ]
-        return cls(instruments, streams=[stream])
+        src = cls(instruments, streams=[stream], rejects=rejects)
+        src.lobster = checked
+        return src
 
     def __iter__(self) -> Iterator[ReplayMessage]:
         self.rejected = {}
         for f in self._files:
-            if f.bad_rows:
-                self._count("bad_row", f.bad_rows)
+            for line in f.bad_lines:
+                self.reject("malformed_row", f.where, line)
         gens: list[Iterator[tuple[int, int, int, int, ReplayMessage]]] = []
         for i, f in enumerate(self._files):
             rows = {"quotes": self._quote_rows, "trades": self._trade_rows, "bars": self._bar_rows}
             gens.append(rows[f.kind](f, i))
         base = len(self._files)
         for j, s in enumerate(self._streams):
-            gens.append(self._stream_rows(s() if callable(s) else s, base + j))
+            if callable(s):
+                s = s(self) if inspect.signature(s).parameters else s()
+            gens.append(self._stream_rows(s, base + j))
         quote_seq: dict[int, int] = {}
         trade_ids: dict[int, int] = {}
         for _ts, prio, _src, _row, msg in heapq.merge(*gens):
@@ -256,29 +274,13 @@ class ReplaySource:
         if not path.is_file():
             raise ValueError(f"{kind} file {path}: not found")
         name = path.name.lower()
-        bad_rows = 0
+        bad_lines: list[int] = []
         try:
             if name.endswith(_PARQUET_SUFFIXES):
                 table = pq.read_table(path)
+                lines = list(range(1, table.num_rows + 1))
             elif name.endswith(_CSV_SUFFIXES):
-                header = _csv_header(path)
-
-                def skip(_row: object) -> str:
-                    nonlocal bad_rows
-                    bad_rows += 1
-                    return "skip"
-
-                table = pacsv.read_csv(
-                    path,
-                    parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
-                    # text, not inferred floats: decimals stay exact, and one bad cell costs a
-                    # row rather than the whole column's type
-                    convert_options=pacsv.ConvertOptions(
-                        column_types={h: pa.string() for h in header},
-                        strings_can_be_null=True,
-                        null_values=[""],
-                    ),
-                )
+                table, lines, bad_lines = _read_csv(path)
             else:
                 raise ValueError(f"{kind} file {path}: unsupported format (want .csv or .parquet)")
         except (pa.ArrowException, OSError) as e:
@@ -307,18 +309,23 @@ class ReplaySource:
                 f"{kind} file {path}: missing required column 'symbol' (or 'instrument_id'; "
                 f"or pass symbol= for a single-instrument file)"
             )
-        return _File(kind, path, cols, table.num_rows, bad_rows)
+        return _File(kind, path, cols, lines, bad_lines)
 
     # --- rows -> messages ----------------------------------------------------------------------
 
-    def _count(self, reason: str, n: int = 1) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + n
+    def reject(self, reason: str, where: str, row: int, detail: str = "") -> None:
+        """Count a rejected row here (``rejected``) and in ``rejects`` (which may raise)."""
+        self.rejects.reject(reason, where, row, detail)
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def _ordered(self, f: _File, ts_col: list[int | None]) -> list[int]:
         """Row indices with a valid time, stably sorted by that time (bad times counted)."""
         good = [i for i, t in enumerate(ts_col) if t is not None and t >= 0]
         if len(good) != len(ts_col):
-            self._count("bad_ts", len(ts_col) - len(good))
+            ok = set(good)
+            for i in range(len(ts_col)):
+                if i not in ok:
+                    self.reject("bad_time", f.where, f.lines[i])
         keys = np.fromiter((ts_col[i] for i in good), dtype=np.int64, count=len(good))
         return [good[k] for k in np.argsort(keys, kind="stable").tolist()]
 
@@ -336,13 +343,13 @@ class ReplaySource:
             try:
                 iid = int(v) if not isinstance(v, str) else int(v.strip())
             except (TypeError, ValueError):
-                raise _Reject("unknown_symbol") from None
+                raise _Reject("unknown_instrument") from None
             ins = self.instruments.get(iid)
         else:
             assert self.default_symbol is not None
             return self.instruments.by_symbol(self.default_symbol)
         if ins is None:
-            raise _Reject("unknown_symbol")
+            raise _Reject("unknown_instrument")
         return ins
 
     def _units(self, ins: Instrument, unit: str, v: Any) -> int:
@@ -360,13 +367,13 @@ class ReplaySource:
             pass
         d = _decimal(v)
         if d < 0:
-            raise _Reject("bad_price" if unit == "px" else "bad_qty")
+            raise _Reject("non_positive_price" if unit == "px" else "bad_size")
         try:
             n = ins.px_to_ticks(d) if unit == "px" else ins.qty_to_lots(d)
         except (ArithmeticError, ValueError):  # decimal.InvalidOperation: beyond its precision
-            raise _Reject("bad_number") from None
+            raise _Reject("unparsable") from None
         if n >= _INT64_LIMIT:  # the wire is int64
-            raise _Reject("bad_number")
+            raise _Reject("unparsable")
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         cache[v] = n
@@ -381,13 +388,13 @@ class ReplaySource:
                 bid = self._units(ins, "px", bp[i])
                 ask = self._units(ins, "px", ap[i])
                 if bid <= 0 or ask <= 0:
-                    raise _Reject("bad_price")
+                    raise _Reject("non_positive_price")
                 if bid >= ask:
                     raise _Reject("crossed")
                 bqty = self._units(ins, "qty", bq[i])
                 aqty = self._units(ins, "qty", aq[i])
             except _Reject as r:
-                self._count(r.reason)
+                self.reject(r.reason, f.where, f.lines[i])
                 continue
             ts = ts_col[i]
             yield ts, _PRIO_QUOTE, src, i, Quote(ins.instrument_id, bid, bqty, ask, aqty, ts, ts)
@@ -401,16 +408,16 @@ class ReplaySource:
                 ins = self._instrument(f, i)
                 px = self._units(ins, "px", px_col[i])
                 if px <= 0:
-                    raise _Reject("bad_price")
+                    raise _Reject("non_positive_price")
                 qty = self._units(ins, "qty", qty_col[i])
                 if qty <= 0:
-                    raise _Reject("bad_qty")
+                    raise _Reject("bad_size")
                 side = _side(side_col[i])
                 tid = 0
                 if tid_col is not None and tid_col[i] is not None:
                     tid = _int(tid_col[i])
             except _Reject as r:
-                self._count(r.reason)
+                self.reject(r.reason, f.where, f.lines[i])
                 continue
             ts = ts_col[i]
             yield ts, _PRIO_TRADE, src, i, Trade(ins.instrument_id, px, qty, side, ts, ts, tid)
@@ -439,7 +446,7 @@ class ReplaySource:
                         ohlc = [x * adj / ohlc[3] for x in ohlc]
                 o, h, lo, cl = (self._units(ins, "px", x) for x in ohlc)
                 if min(o, h, lo, cl) <= 0:
-                    raise _Reject("bad_price")
+                    raise _Reject("non_positive_price")
                 if h < max(o, cl, lo) or lo > min(o, cl, h):
                     raise _Reject("bad_ohlc")
                 vol = self._units(ins, "qty", v_col[i])
@@ -447,7 +454,7 @@ class ReplaySource:
                 if n_col is not None and n_col[i] is not None:
                     n_trades = _int(n_col[i])
             except _Reject as r:
-                self._count(r.reason)
+                self.reject(r.reason, f.where, f.lines[i])
                 continue
             end = ends[i]
             assert end is not None
@@ -466,7 +473,7 @@ class ReplaySource:
         for i, msg in enumerate(stream):
             ts = msg.end_ns if type(msg) is Bar else msg.ts_event
             if ts < last:
-                self._count("out_of_order")
+                self.reject("out_of_order_time", f"stream {src - len(self._files) + 1}", i + 1)
                 continue
             last = ts
             yield ts, _PRIO_STREAM, src, i, msg
@@ -504,27 +511,69 @@ def load_bars_csv(
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _lobster_api() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """``(read_lobster, iter_book_deltas)`` from whichever engine module provides them.
+def _read_csv(path: Path) -> tuple[pa.Table, list[int], list[int]]:
+    """(table, line number of each row, lines with the wrong number of fields) of a CSV file.
 
-    Imported lazily: the LOBSTER reader belongs to the order-book code, and a replay of CSV
-    files must not pay for (or break on) numba compilation it never uses.
+    Every cell is read as text: decimals stay exact, and one bad cell costs a row rather than
+    the whole column's type. Parsed on one thread, because only then does pyarrow number the
+    invalid lines, and the line numbers are what an operator needs to find a bad row. Blank
+    lines are dropped here (they are not rows); every other line is a row or a bad line.
     """
-    import importlib
+    header = _csv_header(path)
+    bad: list[int] = []
 
-    for name in ("engine.lobster", "engine.book"):
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        read = getattr(mod, "read_lobster", None)
-        deltas = getattr(mod, "iter_book_deltas", None)
-        if callable(read) and callable(deltas):
-            return read, deltas
-    raise NotImplementedError(
-        "LOBSTER replay needs read_lobster and iter_book_deltas from engine.lobster "
-        "(or engine.book); neither module provides them in this tree"
+    def invalid(row: pacsv.InvalidRow) -> str:
+        bad.append(-1 if row.number is None else int(row.number))
+        return "skip"
+
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=invalid, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={h: pa.string() for h in header},
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
     )
+    n = table.num_rows + len(bad)
+    if -1 in bad:  # pyarrow numbers lines only single-threaded; never misname a row
+        raise ValueError(f"file {path}: cannot number its lines")
+    skip = set(bad)
+    lines = [k for k in range(2, n + 2) if k not in skip]
+    empty = np.ones(table.num_rows, dtype=bool)
+    for col in table.columns:
+        empty &= col.is_null().to_numpy(zero_copy_only=False)
+    if empty.any():  # blank lines (or rows of empty cells, which are rows: they are rejected)
+        blank = _blank_lines(path, {lines[i] for i in np.flatnonzero(empty).tolist()})
+        keep = [i for i, ln in enumerate(lines) if ln not in blank]
+        if len(keep) != len(lines):
+            table = table.take(pa.array(keep, type=pa.int64()))
+            lines = [lines[i] for i in keep]
+    return table, lines, bad
+
+
+def _blank_lines(path: Path, candidates: set[int]) -> set[int]:
+    """Which of the ``candidates`` line numbers are blank (whitespace only) in the file."""
+    out: set[int] = set()
+    last = max(candidates)
+    with pa.input_stream(str(path), compression="detect") as f:
+        rest, k = b"", 0
+        while k < last:
+            chunk = f.read(1 << 20)
+            parts = (rest + chunk).split(b"\n")
+            rest = parts.pop() if chunk else b""
+            for part in parts:
+                k += 1
+                if k in candidates and not part.strip():
+                    out.add(k)
+            if not chunk:
+                if rest:
+                    k += 1
+                    if k in candidates and not rest.strip():
+                        out.add(k)
+                break
+    return out
 
 
 def _as_paths(paths: Paths) -> list[PathLike]:
@@ -607,10 +656,10 @@ def _decimal(v: Any) -> Decimal:
     if isinstance(v, Decimal):
         d = v
     elif isinstance(v, bool):
-        raise _Reject("bad_number")
+        raise _Reject("unparsable")
     elif isinstance(v, float):
         if not math.isfinite(v):
-            raise _Reject("nan")
+            raise _Reject("nan_value")
         d = Decimal(repr(v))
     elif isinstance(v, int):
         d = Decimal(v)
@@ -621,16 +670,16 @@ def _decimal(v: Any) -> Decimal:
         try:
             d = Decimal(s)
         except InvalidOperation:
-            raise _Reject("bad_number") from None
+            raise _Reject("unparsable") from None
     if not d.is_finite():
-        raise _Reject("nan")
+        raise _Reject("nan_value")
     return d
 
 
 def _int(v: Any) -> int:
     d = _decimal(v)
     if d != d.to_integral_value():
-        raise _Reject("bad_number")
+        raise _Reject("unparsable")
     return int(d)
 
 

@@ -49,18 +49,26 @@ def os_user() -> str:
 
 
 def audit_event(actor: str, action: str, **detail: Any) -> AuditEvent:
-    """An audit record stamped now; ``detail`` must be JSON-able (others become strings)."""
-    text = msgspec.json.encode(detail, enc_hook=str).decode()
+    """An audit record stamped now; ``detail`` must be JSON-able (others become strings).
+    Its text is redacted (``ops.secrets.redact``): the audit log is read by more people than
+    those who may know the database password."""
+    from ops.secrets import redact
+
+    text = redact(msgspec.json.encode(detail, enc_hook=str).decode())
     if len(text) > MAX_DETAIL:
         text = msgspec.json.encode({"truncated": text[:MAX_DETAIL]}).decode()
     return AuditEvent(time.time_ns(), actor, action, text)
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file ("" when it cannot be read: the audit row is still written)."""
+def config_sha256(path: str | Path) -> str:
+    """sha256 of a config file as redacted (``ops.secrets.config_digest``, the digest the bridge
+    caches in Redis): a digest of its plaintext password would let it be guessed offline.
+    "" when it cannot be read: the audit row is still written."""
+    from ops.secrets import config_digest
+
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
+        return config_digest(Path(path).read_text())
+    except (OSError, UnicodeDecodeError):
         return ""
 
 
@@ -218,7 +226,9 @@ def record_outside_run(cfg: Any, msgs: Sequence[Any], what: str) -> bool:
             write_messages(conn, 0, msgs)
         return True
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
+        from ops.secrets import redact
+
+        first = redact((str(exc).strip().splitlines() or [""])[0])
         print(
             f"gekko: warning: PostgreSQL unreachable ({type(exc).__name__}: {first}): "
             f"{what} not recorded in the database",

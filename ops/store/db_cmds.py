@@ -26,7 +26,9 @@ def _with_db(cfg: Any, fn: Callable[[Any], int]) -> int:
     except Exception as exc:
         # some failures carry no message (a server going down under us): name the type then
         why = str(exc).strip() or f"{type(exc).__name__} (the database went away or refused us)"
-        print(f"gekko: database error: {why}", file=sys.stderr)
+        from ops.secrets import redact  # a connection error may quote the DSN
+
+        print(f"gekko: database error: {redact(why)}", file=sys.stderr)
         return 1
 
 

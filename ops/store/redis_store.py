@@ -18,7 +18,6 @@ path: only the bridge worker (procs/bridge.py) writes here, from the shm tables 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import redis
@@ -229,16 +228,14 @@ def client_for_url(url: str, *, cluster: bool = False, socket_timeout_s: float =
     except RedisUnavailable:
         raise
     except Exception as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {shown}: {exc}") from exc
+        raise RedisUnavailable(_redact(f"cannot reach Redis at {shown}: {exc}")) from exc
     return client
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
+    from ops.secrets import redact
+
+    return redact(url)
 
 
 def redis_url(cfg: Any) -> str:
@@ -307,9 +304,9 @@ class ParamCache:
     """Model parameters by (model, version) and engine configurations, for every host to share.
 
     Model parameters are ``gk:{model:<name>}`` hashes: field ``v:<version>`` holds the
-    MessagePack-encoded parameters, ``current`` the version to use. A configuration is cached as
-    its text and SHA-256 under ``gk:{<engine>}:config``, so another host can check that it runs
-    the same settings.
+    MessagePack-encoded parameters, ``current`` the version to use. A configuration is cached
+    as its redacted text and SHA-256 under ``gk:{<engine>}:config``, so another host can check
+    that it runs the same settings.
     """
 
     def __init__(self, client: Any) -> None:
