@@ -916,6 +916,10 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(path, "", "expected a TOML table")
+    try:  # ${ENV} references and <key>_file siblings (ops/secrets.py), before validation
+        raw = resolve_secrets(raw, Config)
+    except SecretError as exc:
+        raise ConfigError(path, exc.key, exc.problem) from None
     raw["source_path"] = str(path)
     try:
         return msgspec.convert(raw, type=Config)
@@ -939,7 +943,3 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(p, "", f"cannot read: {exc.strerror or exc}") from None
     return parse_config(text, p)
-    try:  # ${ENV} references and <key>_file siblings (ops/secrets.py), before validation
-        raw = resolve_secrets(raw, Config)
-    except SecretError as exc:
-        raise ConfigError(path, exc.key, exc.problem) from None
