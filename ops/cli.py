@@ -2,8 +2,9 @@
 
 - ``gekko run [--config PATH] [--duration S] [--until-feed-done]`` — the whole engine, supervised.
 - ``gekko backtest [--config PATH] [--events N]`` — the same components inline, simulated clock.
-- ``gekko kill [--flatten]`` / ``gekko resume`` — the kill switch of a running engine (signals its
-  supervisor); ``gekko status`` — the trading state risk recorded, and why.
+- ``gekko kill [--flatten]`` / ``gekko resume`` — the kill switch of a running engine (over its
+  supervisor's control socket, ops/operator.py); ``gekko status`` — the trading state risk
+  recorded, and why.
 - ``gekko train`` / ``gekko eval`` / ``gekko export`` / ``gekko models list`` — forecasting models
   (``ops/model_cmds.py``).
 
@@ -15,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 from ops.config import Config, ConfigError, load_config
+from ops.fsperm import PRIVATE_UMASK
 from ops.logs import setup_logging
 
 DEFAULT_CONFIG = "config.toml"
@@ -34,14 +35,23 @@ def _load(path: str) -> Config:
         raise SystemExit(2) from None
 
 
+def _preflight(cfg: Config, command: str) -> None:
+    """Every check that needs nothing started (ops/preflight.py), before anything starts."""
+    from ops.preflight import preflight
+
+    try:
+        preflight(cfg, command)
+    except ConfigError as exc:
+        print(f"gekko: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ops.supervisor import Supervisor
 
     cfg = _load(args.config)
     setup_logging("supervisor", cfg.engine.log_level, cfg.engine.log_format)
-    if args.duration is not None and args.duration <= 0:
-        print("gekko: --duration must be > 0", file=sys.stderr)
-        return 2
+    _preflight(cfg, "run")
     sup = Supervisor(
         cfg,
         args.config,
@@ -60,7 +70,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         build_exec_policy,
         build_limits,
         build_market,
-        build_strategy_host,
         build_venue,
         with_exchange_status,
     )
@@ -68,8 +77,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     setup_logging("backtest", cfg.engine.log_level, cfg.engine.log_format)
+    _preflight(cfg, "backtest")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        print(f"gekko: --json {args.json}: no such directory", file=sys.stderr)
+        return 2
     events = args.events or cfg.backtest.events
-    build_strategy_host(cfg)  # fail early, with a clear message, on a broken strategy path
     instruments = cfg.instrument_table()
     rt = InlineRuntime(
         instruments,
@@ -125,75 +137,58 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
     return "\n".join(lines)
 
 
-def _signal_engine(args: argparse.Namespace, sig: int, what: str) -> int:
-    cfg = _load(args.config)
-    pidfile = Path(cfg.engine.var_dir) / f"gekko-{cfg.engine.id}.pid"
+def _operate(cfg: Config, kind: str, command: str) -> int:
+    """Deliver an operator command over the supervisor's control socket (ops/operator.py)."""
+    from ops.operator import CommandRefused, EngineNotRunning, operate
+    from ops.store.audit import os_user
+
     try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, sig)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        print(
-            f"gekko: no running engine {cfg.engine.id!r} (no live pid in {pidfile})",
-            file=sys.stderr,
-        )
+        line = operate(cfg.engine.var_dir, cfg.engine.id, kind, command, os_user())
+    except (EngineNotRunning, CommandRefused) as exc:
+        print(f"gekko: {exc}", file=sys.stderr)
         return 1
-    print(f"gekko: {what} sent to engine {cfg.engine.id!r} (supervisor pid {pid})")
+    print(f"gekko: {line}")
     return 0
 
 
-def _operator_request(args: argparse.Namespace, kind: str, command: str) -> Path:
-    """Tell the supervisor who sends the signal that follows (its audit row's actor)."""
-    from ops.operator import write_request
-    from ops.store.audit import os_user
-
-    cfg = _load(args.config)
-    return write_request(cfg.engine.var_dir, cfg.engine.id, kind, command, os_user())
-
-
 def cmd_kill(args: argparse.Namespace) -> int:
-    if getattr(args, "flatten", False):  # the supervisor reads this flag when the signal arrives
-        cfg = _load(args.config)
-        flag = Path(cfg.engine.var_dir) / f"gekko-{cfg.engine.id}.flatten"
-        flag.parent.mkdir(parents=True, exist_ok=True)
-        flag.write_text("flatten\n")
-        req = _operator_request(args, "flatten", "gekko kill --flatten")
-        rc = _signal_engine(args, signal.SIGUSR1, "kill switch (flatten)")
-        if rc != 0:
-            flag.unlink(missing_ok=True)
-            req.unlink(missing_ok=True)
-        return rc
-    req = _operator_request(args, "kill", "gekko kill")
-    rc = _signal_engine(args, signal.SIGUSR1, "kill switch")
-    if rc != 0:
-        req.unlink(missing_ok=True)
-    return rc
+    cfg = _load(args.config)
+    if getattr(args, "flatten", False):
+        return _operate(cfg, "flatten", "gekko kill --flatten")
+    return _operate(cfg, "kill", "gekko kill")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """The trading state as risk last recorded it (running or not), and whether the engine runs."""
     import datetime as dt
 
+    from ops.operator import probe
     from procs.risk import load_state, state_path
 
     cfg = _load(args.config)
     path = state_path(cfg)
     snap = load_state(path)
-    pidfile = Path(cfg.engine.var_dir) / f"gekko-{cfg.engine.id}.pid"
-    running = False
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-        running = True
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        pass
+    p = probe(cfg.engine.var_dir, cfg.engine.id)  # the control socket; a pid only if proven
     if args.json:
-        print(
-            json.dumps(
-                {"engine": cfg.engine.id, "running": running, "risk": snap, "state_file": str(path)}
-            )
-        )
+        out = {"engine": cfg.engine.id, "running": p.running, "risk": snap, "state_file": str(path)}
+        out.update(supervisor=p.answer, stale_pid_file=p.stale)
+        print(json.dumps(out))
         return 0
-    print(f"engine {cfg.engine.id!r}: {'running' if running else 'not running'}")
+    if p.answer is not None:
+        a = p.answer
+        print(
+            f"engine {cfg.engine.id!r}: running (supervisor pid {a.get('pid')}, "
+            f"run {a.get('run_id')}, {a.get('phase')})"
+        )
+    elif p.verified is not None:
+        print(
+            f"engine {cfg.engine.id!r}: running (supervisor pid {p.verified.pid}), "
+            f"but its control socket does not answer: {p.why}"
+        )
+    else:
+        print(f"engine {cfg.engine.id!r}: not running")
+        if p.stale:
+            print(f"  stale pid file: {p.stale}")
     if snap is None:
         print(f"trading state: ACTIVE (no state recorded yet in {path})")
         return 0
@@ -212,11 +207,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from ops.operator import probe
+
     cfg = _load(args.config)
-    pidfile = Path(cfg.engine.var_dir) / f"gekko-{cfg.engine.id}.pid"
-    try:
-        os.kill(int(pidfile.read_text().strip()), 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    if not probe(cfg.engine.var_dir, cfg.engine.id).running:
         # not running: clear the recorded halt so the next `gekko run` starts ACTIVE
         from procs.risk import load_state, save_state, state_path
 
@@ -246,11 +240,29 @@ def cmd_resume(args: argparse.Namespace) -> int:
             )
             record_outside_run(cfg, [ev], "the resume")
             return 0
-    req = _operator_request(args, "resume", "gekko resume")
-    rc = _signal_engine(args, signal.SIGUSR2, "resume")
-    if rc != 0:
-        req.unlink(missing_ok=True)
-    return rc
+    return _operate(cfg, "resume", "gekko resume")
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (a bad one is a usage error, exit 2)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {v}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     run = with_config(sub.add_parser("run", help="run the engine (supervisor + workers)"))
-    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument(
+        "--duration", type=_positive_seconds, default=None, help="stop after this many seconds"
+    )
     run.add_argument(
         "--until-feed-done",
         action="store_true",
@@ -275,7 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bt = with_config(sub.add_parser("backtest", help="inline backtest on a simulated clock"))
     bt.add_argument(
-        "--events", type=int, default=0, help="market events to replay (default: [backtest] events)"
+        "--events",
+        type=_non_negative_int,
+        default=0,
+        help="market events to replay (default, or 0: [backtest] events)",
     )
     bt.add_argument("--json", default="", help="also write the summary to this JSON file")
     bt.set_defaults(func=cmd_backtest)
@@ -309,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     from ops.secrets import masked_std_streams
 
     args = build_parser().parse_args(argv)
+    # what gekko and its workers write (var/: journals, records, state) is private to this OS
+    # user: files 0600, directories 0700 (ops/fsperm.py); restored for in-process callers
+    old_umask = os.umask(PRIVATE_UMASK)
     try:
         with masked_std_streams():  # whatever a command prints, secrets are masked in it
             return int(args.func(args))
@@ -316,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     except KeyboardInterrupt:
         return 130
+    finally:
+        os.umask(old_umask)
 
 
 if __name__ == "__main__":

