@@ -24,6 +24,12 @@ What it decides, by ``ExecPolicy`` (config ``[exec]``):
 - Price-gap protection: a MARKET order is refused when the mid moved more than ``price_gap_bps``
   between the tick that caused it (its ``ts_origin``; or its ``px`` when the strategy set one as
   the price it saw) and now: the decision was made on a market that is gone.
+- Staleness: a ``NewOrder`` from risk whose ``ts_origin`` is more than ``max_order_age_ns``
+  before now (or as far after: another clock) is refused, ``exec: stale_order``, counted in
+  ``stale_rejects`` — risk approved it in time, but it waited (in the orders ring while exec was
+  down or recovering, say) until the market it was built on is gone. Checked once, on arrival:
+  held, emulated and retried orders and algo children are exec's own to time; cancels and
+  replaces are never refused for age (risk judges a replace's age; a cancel is always safe).
 - Halts: while an instrument (or the whole venue) is halted — an ``ExchangeStatus`` from the
   venue or the feed, or ``set_trading_status`` — new orders are held until it reopens
   (``halt_policy = "hold"``) or rejected (``"reject"``). Cancels still go out.
@@ -102,6 +108,8 @@ class ExecPolicy:
     publish_anomalies: bool = True
     #: which block of exec-owned ids to use (a restarted exec takes a fresh block)
     id_block: int = 0
+    #: refuse a NewOrder whose ts_origin is older than this on arrival (0 = off)
+    max_order_age_ns: int = 0
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.retry_backoff_ns < 0 or self.retry_backoff_factor < 1:
@@ -112,6 +120,8 @@ class ExecPolicy:
             raise ValueError("halt_policy must be 'hold' or 'reject'")
         if not 0 <= self.id_block < (1 << (32 - EXEC_BLOCK_BITS)):
             raise ValueError("id_block out of range")
+        if self.max_order_age_ns < 0:
+            raise ValueError("max_order_age_ns must be >= 0")
 
 
 def _load_algo_engine() -> Any:
@@ -148,6 +158,7 @@ class ExecEngine:
         self.sent = 0  # NewOrders passed to the venue
         self.retried = 0  # venue rejects answered by a retry
         self.gap_rejects = 0  # market orders refused by the price-gap check
+        self.stale_rejects = 0  # new orders refused on arrival: their data was too old
         self.not_orders = 0  # messages given to on_order that are not orders (ignored)
         #: halted instrument ids (``VENUE_WIDE`` for the whole venue)
         self.halted: set[int] = set()
@@ -184,7 +195,9 @@ class ExecEngine:
         out: list[object] = []
         tp = type(order)
         if tp is NewOrder:
-            if order.algo:  # type: ignore[union-attr]
+            if self._stale(order, now_ns, out):  # type: ignore[arg-type]
+                pass
+            elif order.algo:  # type: ignore[union-attr]
                 self._new_parent(order, now_ns, out)  # type: ignore[arg-type]
             else:
                 self._new(order, now_ns, out)  # type: ignore[arg-type]
@@ -215,6 +228,24 @@ class ExecEngine:
             self.not_orders += 1  # something else on the orders ring: counted, never fatal
         self._flush(out)
         return out
+
+    def _stale(self, order: NewOrder, now_ns: int, out: list[object]) -> bool:
+        """Refuse a new order built on data older than ``max_order_age_ns`` (True if refused).
+        A resend of an order exec already knows is left to the duplicate check: its answer is
+        the first one's events, never a reject that would tell upstream a live order is dead."""
+        max_age = self.policy.max_order_age_ns
+        age = now_ns - order.ts_origin
+        if max_age <= 0 or -max_age <= age <= max_age:
+            return False
+        coid = order.client_order_id
+        if coid in self.table or (self.algo is not None and self.algo.is_parent(coid)):
+            return False
+        self.table.add(order, now_ns, submitted=False)
+        self.stale_rejects += 1
+        why = "stale_order" if age > 0 else "ts_origin_in_future"
+        detail = f"{why} (data {age / 1e6:.0f} ms old, limit {max_age / 1e6:.0f} ms)"
+        self._local_reject(order, detail, now_ns, out)
+        return True
 
     def _new(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
         ot = order.order_type

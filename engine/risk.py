@@ -21,6 +21,13 @@ Exceptions, both chosen so that a strategy's order book view never diverges from
 Checks on a new order, in order (every limit configurable; 0 turns the optional ones off):
 
 1. trading state: HALTED (or the engine stopping) rejects; cancels always pass;
+   staleness: an intent built on data older than ``max_intent_age_ns`` (``now_ns −
+   ts_origin``, both on the runtime's clock: monotonic in the processes, simulated in a
+   backtest) is refused with reason ``stale_intent`` (one with a ``ts_origin`` more than the
+   limit in the future: ``ts_origin_in_future``, a clock mix-up). A stale *replace* is refused
+   like any refused replace — the original is canceled — whether it would add exposure or
+   only move the price: a price computed from old data is as wrong as a new order from it,
+   and canceling is always safe. Cancels are never refused for age;
 2. well-formed: known instrument, qty > 0, price > 0 for priced orders, side (a replace:
    ``new_qty`` is the new open quantity, > 0; ``new_px`` > 0, except that a market order or
    parent replaced at px 0 stays market and is checked as a new market order of that size);
@@ -166,6 +173,7 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True):
     flash_window_ns: int = 1_000_000_000
     flash_cooldown_ns: int = 5_000_000_000
     flash_samples: int = 64  # price samples kept per instrument: window / refresh interval
+    max_intent_age_ns: int = 0  # refuse intents whose ts_origin is older than this (0 = off)
 
 
 @dataclass(slots=True)
@@ -222,6 +230,7 @@ class RiskGate:
         self.approved = 0
         self.rejected = 0
         self.skipped_stats = 0  # exposure-increasing orders judged without VaR/correlation
+        self.stale_rejected = 0  # new orders and replaces refused for the age of their data
         self._own_counter = own_id_base  # client_order_ids of risk's own orders: strategy_id 0
         self._protect: dict[int, int] = {}  # instrument -> open stop-loss/take-profit order id
         # events ``restore`` already applied to open orders (``_redelivery_key``) that the events
@@ -291,6 +300,18 @@ class RiskGate:
                 )
             )
         return out
+
+    def _stale(self, ts_origin: int, now_ns: int) -> tuple[str, float, float] | None:
+        """(reason, age ms, limit ms) when an intent's data is older than
+        ``max_intent_age_ns`` (or as far in the future: another clock), else None. Two integer
+        comparisons on the pass path; the tuple is built only for a refusal."""
+        max_age = self.limits.max_intent_age_ns
+        age = now_ns - ts_origin
+        if max_age <= 0 or -max_age <= age <= max_age:
+            return None
+        self.stale_rejected += 1
+        reason = "stale_intent" if age > 0 else "ts_origin_in_future"
+        return reason, age / 1e6, max_age / 1e6
 
     def _ref_px(self, iid: int, side: int, order_type: int, px: int) -> int:
         """Price used to value an order: its limit, or for a market order the price it would
@@ -407,7 +428,8 @@ class RiskGate:
         if isinstance(intent, IntentNew):
             return self._on_new(intent, now_ns)
         if isinstance(intent, IntentCancel):
-            # always allowed, whatever the state: reducing exposure is never blocked
+            # always allowed, whatever the state or the age of its data: reducing exposure is
+            # never blocked (a cancel is always safe)
             return [
                 CancelOrder(
                     client_order_id=intent.client_order_id,
@@ -427,6 +449,9 @@ class RiskGate:
             return self._reject(it, "trading halted", self.state, TradingState.ACTIVE, now_ns)
         if self.stopping:
             return self._reject(it, "engine stopping", 0, 0, now_ns)
+        stale = self._stale(it.ts_origin, now_ns)
+        if stale is not None:
+            return self._reject(it, stale[0], stale[1], stale[2], now_ns)
         iid = it.instrument_id
         ins = self._known(iid)
         if ins is None:
@@ -522,6 +547,8 @@ class RiskGate:
             reason, value, limit = "trading halted", self.state, TradingState.ACTIVE
         elif self.stopping:
             reason = "engine stopping"
+        elif (stale := self._stale(it.ts_origin, now_ns)) is not None:
+            reason, value, limit = stale  # the original is canceled: it rests on old data too
         elif self.guard.halted[o.instrument_id]:
             reason = f"instrument halted: {self.guard.reason[o.instrument_id]}"
         elif it.new_qty <= 0:

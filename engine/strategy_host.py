@@ -227,17 +227,43 @@ class StrategyHost:
             return []
         if not self.started:
             self.start(now_ns)
+        self.absorb(msg)
+        return self.dispatch(msg, now_ns)
+
+    def absorb(self, msg: object) -> bool:
+        """Apply a market-data message to the state the strategies read — the shared L2 book,
+        the last quote — without calling any strategy. True if it was such a message.
+
+        ``on_market_data`` is ``absorb`` + ``dispatch``; the strategy process absorbs the
+        ticks of a backlog it skips (``procs.backlog``) so the books stay exact, then
+        dispatches only the newest message of each instrument."""
+        iid = getattr(msg, "instrument_id", None)
+        if iid not in self._by_instrument:
+            return False  # an instrument we do not know: nobody can trade it
+        if isinstance(msg, Quote):
+            self.quotes[iid] = msg  # type: ignore[index]
+            return True
+        if isinstance(msg, BookDelta | BookSnapshot):
+            book = self.books.get(iid)  # type: ignore[arg-type]
+            if book is not None:
+                book.apply(msg)
+            return True
+        return False
+
+    def dispatch(self, msg: object, now_ns: int) -> list[Intent]:
+        """Call the strategies subscribed to ``msg``'s instrument; the state it carries must
+        already be applied (``absorb``)."""
+        if self.stopped:
+            return []
+        if not self.started:
+            self.start(now_ns)
         iid = msg.instrument_id  # type: ignore[attr-defined]
         slots = self._by_instrument.get(iid)
         if slots is None:
             return []  # an instrument we do not know: nobody can trade it
         if isinstance(msg, Quote):
-            self.quotes[iid] = msg
             fn, args, origin = "on_quote", (msg,), msg.ts_recv
         elif isinstance(msg, BookDelta | BookSnapshot):
-            book = self.books.get(iid)
-            if book is not None:
-                book.apply(msg)
             fn, args, origin = "on_book", (iid,), msg.ts_recv
         elif isinstance(msg, Trade):
             fn, args, origin = "on_trade", (msg,), msg.ts_recv

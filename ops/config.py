@@ -156,9 +156,25 @@ class ProcessSection(msgspec.Struct, **_STRICT):
         )
 
 
+class StrategyProcessSection(ProcessSection, **_STRICT):
+    """The strategy process's table: a process table plus its backlog guard."""
+
+    # more than this behind the market (ms): skip to the newest book instead of trading the
+    # backlog (procs/strategy.py; 0 = off)
+    max_backlog_ms: float = 250.0
+
+    def check(self, name: str) -> None:
+        super().check(name)
+        _need(
+            math.isfinite(self.max_backlog_ms) and self.max_backlog_ms >= 0,
+            f"processes.{name}.max_backlog_ms",
+            "must be >= 0 milliseconds (0 = off)",
+        )
+
+
 class ProcessesSection(msgspec.Struct, **_STRICT):
     feed: ProcessSection = msgspec.field(default_factory=ProcessSection)
-    strategy: ProcessSection = msgspec.field(default_factory=ProcessSection)
+    strategy: StrategyProcessSection = msgspec.field(default_factory=StrategyProcessSection)
     risk: ProcessSection = msgspec.field(default_factory=ProcessSection)
     exec: ProcessSection = msgspec.field(default_factory=ProcessSection)
     bridge: ProcessSection = msgspec.field(default_factory=ProcessSection)
@@ -406,9 +422,16 @@ class RiskSection(msgspec.Struct, **_STRICT):
     # ... and a CSV / Parquet file (timestamp, symbol, price) fills in instruments the record
     # has fewer than min_history returns for ("" = none)
     history_file: str = ""
+    # intents (and, at exec, new orders) built on data older than this are refused (0 = off)
+    max_intent_age_ms: float = 1000.0
 
     def __post_init__(self) -> None:
         _need(self.max_order_notional > 0, "risk.max_order_notional", "must be > 0")
+        _need(
+            math.isfinite(self.max_intent_age_ms) and self.max_intent_age_ms >= 0,
+            "risk.max_intent_age_ms",
+            "must be >= 0 milliseconds (0 = off)",
+        )
         _need(
             math.isfinite(self.history_max_age_s),
             "risk.history_max_age_s",

@@ -174,6 +174,7 @@ def build_exec_policy(cfg: Config, id_block: int = 0) -> Any:
         emulate=e.emulate,
         publish_anomalies=e.publish_anomalies,
         id_block=id_block,
+        max_order_age_ns=int(cfg.risk.max_intent_age_ms * 1_000_000),  # risk's limit, again
     )
 
 
@@ -204,6 +205,7 @@ def build_limits(cfg: Config) -> RiskLimits:
         flash_window_ns=int(r.flash_window_s * 1e9),
         flash_cooldown_ns=int(r.flash_cooldown_s * 1e9),
         flash_samples=min(4096, int(r.flash_window_s * 1000 / r.refresh_interval_ms) + 2),
+        max_intent_age_ns=int(r.max_intent_age_ms * 1_000_000),
     )
 
 

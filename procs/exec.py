@@ -169,6 +169,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 if now - last_mark > 200_000_000:
                     dirty.update(portfolio.positions)  # refresh marks for the P&L display
                     last_mark = now
+                    w.metrics.set("stale_orders", engine.stale_rejects)  # engine/exec_engine.py
                 write_positions()
             w.beat()
             if (
@@ -194,6 +195,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 "exec: %d orders still open at the venue after shutdown", len(engine.open_orders())
             )
         w.metrics.set("anomalies", engine.table.anomaly_count)
+        w.metrics.set("stale_orders", engine.stale_rejects)
         if engine.table.anomaly_count:
             log.warning("exec: venue events refused by the order table: %s", engine.anomalies)
     finally:

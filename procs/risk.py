@@ -141,6 +141,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     c_ok = w.metrics.counter_index("approved")
     c_rej = w.metrics.counter_index("rejected")
     c_ev = w.metrics.counter_index("events_in")
+    c_stale = w.metrics.counter_index("rejected_stale")
+    stale_log = StaleLog(rc.max_intent_age_ms)
     h_lat = w.metrics.hist("tick_to_approval_ns")
     path = state_path(cfg)
     day = _today()
@@ -369,12 +371,16 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 except Exception as exc:  # a malformed intent (or a bug) must not stop the door
                     log.exception("risk: intent %r refused: %s", it, exc)
                     out = _refused(it, f"risk error: {type(exc).__name__}", gate.state)
+                if gate.stale_rejected != stale_log.seen:  # refused for the age of its data
+                    w.metrics.inc_i(c_stale, gate.stale_rejected - stale_log.seen)
+                    stale_log.note(gate.stale_rejected, out)
                 route(out)
             now = time.monotonic_ns()
             if now >= next_refresh:  # off the order path: every instrument's price, the controls
                 next_refresh = now + refresh_ns
                 read_prices(ids)
                 route(gate.on_prices(now, time.time_ns()))
+                stale_log.flush()
                 if now >= next_sample:
                     next_sample = now + returns_ns
                     if sampler.sample(gate.mids()):
@@ -460,6 +466,44 @@ class AskExec:
             return False
         self.done = True
         return True
+
+
+class StaleLog:
+    """One warning a second at most about intents refused as stale (a backlog can refuse
+    thousands): how many since the last line and the oldest data among them."""
+
+    def __init__(self, limit_ms: float, every_s: float = 1.0) -> None:
+        self.limit_ms = limit_ms
+        self.every_ns = int(every_s * 1e9)
+        self.seen = 0  # the gate's stale_rejected at the last note
+        self.pending = 0
+        self.oldest_ms = 0.0
+        self.next_ns = 0
+
+    def note(self, total: int, out: list[Any]) -> None:
+        self.pending += total - self.seen
+        self.seen = total
+        for o in out:
+            if isinstance(o, RiskEvent):
+                self.oldest_ms = max(self.oldest_ms, abs(o.value))
+        self.flush()
+
+    def flush(self) -> None:
+        """Log what is pending when a line is due (the loop calls it off the order path too,
+        so the tail of a burst is reported)."""
+        now = time.monotonic_ns()
+        if not self.pending or now < self.next_ns:
+            return
+        self.next_ns = now + self.every_ns
+        log.warning(
+            "risk: refused %d intent(s) built on stale data (oldest %.0f ms, limit "
+            "[risk] max_intent_age_ms = %g ms): the strategy is behind the market",
+            self.pending,
+            self.oldest_ms,
+            self.limit_ms,
+        )
+        self.pending = 0
+        self.oldest_ms = 0.0
 
 
 def _refused(it: Any, reason: str, state: int) -> list[Any]:

@@ -212,6 +212,8 @@ COUNTERS: dict[str, list[str]] = {
         "strategy_errors",
         "remote_in",
         "remote_duplicates",
+        "md_skipped",  # ticks skipped to catch up ([processes.strategy] max_backlog_ms)
+        "backlog_episodes",  # times the strategy found itself behind and skipped
     ],
     "risk": [
         "intents_in",
@@ -224,6 +226,7 @@ COUNTERS: dict[str, list[str]] = {
         "instrument_resumes",
         "protective_orders",
         "orders_restored",  # open orders a restarted risk took from the record or exec
+        "rejected_stale",  # intents refused for the age of their data ([risk] max_intent_age_ms)
     ],
     "exec": [
         "orders_in",
@@ -233,6 +236,7 @@ COUNTERS: dict[str, list[str]] = {
         "venue_rejects",
         "anomalies",
         "md_in",
+        "stale_orders",  # new orders refused on arrival: data older than max_intent_age_ms
     ],
     "infer": [
         "md_in",

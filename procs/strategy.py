@@ -3,8 +3,10 @@ other engines' messages) in, intents out.
 
 It hosts the configured strategies (``engine.strategy_host``); everything here is plumbing:
 drain each input ring in batches, hand messages to the host, publish the intents it returns.
-On STOP the host cancels the strategies' open orders, the intents ring is closed, and the
-process leaves its reader slots so no producer waits on it.
+A strategy more than ``[processes.strategy] max_backlog_ms`` behind the market skips to the
+newest book instead of trading the backlog (``procs.backlog``); its execution events are
+always applied. On STOP the host cancels the strategies' open orders, the intents ring is
+closed, and the process leaves its reader slots so no producer waits on it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from typing import Any
 
 from engine.messages import Control, ControlCommand, Forecast, OrderRejected, Remote
+from procs.backlog import BacklogGuard
 from procs.bridge import RemoteFilter
 from procs.build import build_strategy_host
 from procs.runtime import STATE_READY, STATE_STOPPING, Worker, worker_enabled
@@ -49,7 +52,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     c_ev = w.metrics.counter_index("events_in")
     c_rem = w.metrics.counter_index("remote_in")
     c_rdup = w.metrics.counter_index("remote_duplicates")
+    c_skip = w.metrics.counter_index("md_skipped")
+    c_episodes = w.metrics.counter_index("backlog_episodes")
     h_lat = w.metrics.hist("tick_to_intent_ns")
+    guard = BacklogGuard(cfg.processes.strategy.max_backlog_ms)
     timer_ns = 100_000_000
     next_timer = time.monotonic_ns() + timer_ns
 
@@ -119,11 +125,20 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                         log.debug("strategy: %s", f)
             if remote is not None:
                 busy = remote_batch() or busy
-            for msg in md.poll_batch(256):
-                busy = True
+            skipped, episodes = guard.skipped, guard.episodes
+            batch, absorbed = guard.check(md.poll_batch(256), md, host, time.monotonic_ns())
+            busy = busy or bool(batch)
+            if absorbed:  # behind the market: the backlog is absorbed, the newest ticks remain
+                n = guard.skipped - skipped
+                w.metrics.inc_i(c_skip, n)
+                w.metrics.inc_i(c_md, n)
+                w.processed += n
+                w.metrics.inc_i(c_episodes, guard.episodes - episodes)
+            deliver = host.dispatch if absorbed else host.on_market_data
+            for msg in batch:
                 w.metrics.inc_i(c_md)
                 w.processed += 1
-                out = host.on_market_data(msg, time.monotonic_ns())
+                out = deliver(msg, time.monotonic_ns())
                 if out:
                     intents.publish_batch(out)
                     now = time.monotonic_ns()
