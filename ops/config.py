@@ -72,6 +72,7 @@ class SupervisorSection(msgspec.Struct, **_STRICT):
     status_interval_s: float = 1.0
     shutdown_timeout_s: float = 10.0
     startup_timeout_s: float = 30.0
+    pin_strict: bool = True  # a [processes.*] cpus entry this host lacks stops the start
 
     def __post_init__(self) -> None:
         for k in (
@@ -891,6 +892,11 @@ class Config(msgspec.Struct, **_STRICT):
         )
         for sym in self.inference.instruments:
             _need(sym in symbols, "inference.instruments", f"unknown instrument {sym!r}")
+        _need(
+            not self.market.replay_lobster_symbol or self.market.replay_lobster_symbol in symbols,
+            "market.replay_lobster_symbol",
+            f"unknown instrument {self.market.replay_lobster_symbol!r}",
+        )
         for k, h in enumerate(self.sim.halts):
             _need(
                 h.instrument == "*" or h.instrument in symbols,

@@ -18,7 +18,18 @@ What a strategy gets (``StrategyContext``):
   order, and a ``client_order_id`` of ``strategy_id << 32 | counter``: unique across strategies
   without coordination, and the host routes execution events back by its top bits alone.
 
-Strategies are loaded from config by dotted path (``load_strategy``).
+Strategies are loaded from config by dotted path (``load_strategy``), the shipped ones and a
+user's alike; a module in the directory ``gekko`` is started from imports in ``gekko run`` and
+``gekko backtest`` alike (``ops/preflight.py``).
+
+Parameters (``[strategies.params]``) are declared, not read ad hoc: a strategy class sets
+``Params`` to a ``engine.strategies.params.StrategyParams`` subclass (a msgspec Struct that
+refuses unknown fields) or a dataclass, one typed field with a default per parameter, range
+checks in its ``__post_init__`` (``params.check``). The base ``__init__`` parses the table into
+``self.p``; ``gekko run`` / ``gekko backtest`` do the same before anything starts, so a misspelt
+or mistyped parameter is a config error (exit 2) naming ``[[strategies]] id=N params.<key>``.
+A subclass that adds parameters extends its parent's ``Params``. A class without ``Params``
+still loads (its raw table is ``self.params``), with a warning at start that nothing checks it.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from engine.instruments import Instrument
 from engine.messages import (
@@ -52,6 +63,7 @@ from engine.messages import (
 )
 from engine.oms import is_request_reject
 from engine.sizing import SizingLimits, kelly_lots
+from engine.strategies.params import parse_params
 
 Intent = IntentNew | IntentCancel | IntentReplace
 OrderEvent = OrderAccepted | OrderRejected | OrderCanceled | OrderExpired | OrderReplaced
@@ -462,13 +474,20 @@ class StrategyContext:
 class Strategy:
     """Base class of every strategy: override the callbacks you need; all default to no-ops.
 
-    ``__init__`` receives the context and the ``params`` table from config; subclasses read their
-    parameters there and must not send orders before ``on_start`` (the host is not ready yet).
+    ``__init__`` receives the context and the ``params`` table from config and parses it into
+    ``self.p``, an instance of the class's ``Params`` (a ``ParamError``, a ValueError, for an
+    unknown key, a wrong type or a value out of range); ``self.params`` keeps the raw table.
+    Subclasses must not send orders before ``on_start`` (the host is not ready yet).
     """
+
+    #: the declared parameters (module docstring); None: undeclared, the table is not checked
+    Params: ClassVar[type | None] = None
 
     def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
         self.ctx = ctx
         self.params = dict(params)
+        declared = type(self).Params
+        self.p: Any = None if declared is None else parse_params(declared, self.params)
 
     def on_start(self) -> None:
         """Called once before any market data."""

@@ -15,8 +15,7 @@ Like ``MomentumTaker`` it decides from its inputs and its own target only — no
 the same forecasts give the same orders whatever the execution latency. A forecast older than
 ``max_age_ms`` (by the strategy clock versus the forecast's ``ts_recv``) is ignored.
 
-Params: ``size`` (10), ``steps`` (1), ``min_edge_bps`` (0.5), ``slippage_ticks`` (2),
-``max_age_ms`` (0 = no limit).
+Params: ``ForecastParams`` below (types, defaults, ranges).
 """
 
 from __future__ import annotations
@@ -26,23 +25,47 @@ from typing import Any
 
 from engine.messages import Forecast, OrderType, TimeInForce
 from engine.strategies.base import Strategy, StrategyContext
+from engine.strategies.params import StrategyParams, check
+
+
+class ForecastParams(StrategyParams):
+    """``[strategies.params]`` of ``ForecastTaker``."""
+
+    size: int = 10  # lots at full conviction
+    steps: int = 1  # forecast steps summed into the expected move
+    min_edge_bps: float = 0.5  # smaller expected moves give a flat target
+    slippage_ticks: int = 2  # how far through the opposite best the IOC order is priced
+    max_age_ms: float = 0.0  # forecasts older than this are ignored (0 = no limit)
+
+    def __post_init__(self) -> None:
+        check(self.size > 0, "size", "must be > 0")
+        check(self.steps > 0, "steps", "must be > 0")
+        check(
+            math.isfinite(self.min_edge_bps) and self.min_edge_bps >= 0,
+            "min_edge_bps",
+            "must be >= 0",
+        )
+        check(self.slippage_ticks >= 0, "slippage_ticks", "must be >= 0")
+        check(
+            math.isfinite(self.max_age_ms) and self.max_age_ms >= 0,
+            "max_age_ms",
+            "must be >= 0 (0 = no limit)",
+        )
 
 
 class ForecastTaker(Strategy):
     """Takes toward a target position set by each forecast (see the module docstring)."""
 
+    Params = ForecastParams
+
     def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
         super().__init__(ctx, params)
-        p = self.params
-        self.size = int(p.get("size", 10))
-        self.steps = int(p.get("steps", 1))
-        self.min_edge = float(p.get("min_edge_bps", 0.5)) * 1e-4
-        self.slippage_ticks = int(p.get("slippage_ticks", 2))
-        self.max_age_ns = int(float(p.get("max_age_ms", 0)) * 1e6)
-        if self.size <= 0 or self.steps <= 0:
-            raise ValueError("ForecastTaker: size and steps must be > 0")
-        if not (self.min_edge >= 0 and math.isfinite(self.min_edge)):
-            raise ValueError("ForecastTaker: min_edge_bps must be >= 0")
+        p: ForecastParams = self.p
+        self.size = p.size
+        self.steps = p.steps
+        self.min_edge = p.min_edge_bps * 1e-4
+        self.slippage_ticks = p.slippage_ticks
+        self.max_age_ns = int(p.max_age_ms * 1e6)
         self.targets: dict[int, int] = dict.fromkeys(ctx.instrument_ids, 0)
         self.forecasts = 0
         self.ignored = 0

@@ -21,8 +21,7 @@ It reacts to market data (quotes and book changes) and to its own fills (a fill 
 inventory skew and empties a side). It does not react to rejects: re-sending on a reject would
 loop against a risk limit; the next tick retries.
 
-Params: ``half_spread_ticks`` (2), ``size`` (1), ``skew_ticks_per_lot`` (0.0), ``max_inventory``
-(10), ``requote_ticks`` (1), ``use_microprice`` (true), ``post_only`` (false).
+Params: ``MarketMakerParams`` below (types, defaults, ranges).
 """
 
 from __future__ import annotations
@@ -33,6 +32,34 @@ from typing import Any
 
 from engine.messages import OrderFlag, Quote, Side
 from engine.strategies.base import FillEvent, Strategy, StrategyContext
+from engine.strategies.params import StrategyParams, check
+
+
+class MarketMakerParams(StrategyParams):
+    """``[strategies.params]`` of ``MarketMaker`` (ticks and lots of each instrument)."""
+
+    half_spread_ticks: float = 2.0  # quotes sit this far from the reservation price
+    size: int = 1  # lots per quote
+    skew_ticks_per_lot: float = 0.0  # reservation price moves this much per lot held
+    max_inventory: int = 10  # lots; the side that would go past it is not quoted
+    requote_ticks: float = 1.0  # re-quote once the reservation price moved this much
+    use_microprice: bool = True  # fair price: microprice (true) or mid (false)
+    post_only: bool = False  # quotes carry the POST_ONLY flag
+
+    def __post_init__(self) -> None:
+        check(
+            math.isfinite(self.half_spread_ticks) and self.half_spread_ticks >= 0,
+            "half_spread_ticks",
+            "must be >= 0",
+        )
+        check(self.size > 0, "size", "must be > 0")
+        check(math.isfinite(self.skew_ticks_per_lot), "skew_ticks_per_lot", "must be finite")
+        check(self.max_inventory >= 0, "max_inventory", "must be >= 0")
+        check(
+            math.isfinite(self.requote_ticks) and self.requote_ticks > 0,
+            "requote_ticks",
+            "must be > 0",
+        )
 
 
 @dataclass(slots=True)
@@ -47,24 +74,18 @@ class _Quoting:
 class MarketMaker(Strategy):
     """Quotes both sides of every instrument it trades (see the module docstring)."""
 
+    Params = MarketMakerParams
+
     def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
         super().__init__(ctx, params)
-        p = self.params
-        self.half_spread_ticks = float(p.get("half_spread_ticks", 2))
-        self.size = int(p.get("size", 1))
-        self.skew_ticks_per_lot = float(p.get("skew_ticks_per_lot", 0.0))
-        self.max_inventory = int(p.get("max_inventory", 10))
-        self.requote_ticks = float(p.get("requote_ticks", 1))
-        self.use_microprice = bool(p.get("use_microprice", True))
-        self.flags = int(OrderFlag.POST_ONLY) if p.get("post_only", False) else 0
-        if self.half_spread_ticks < 0:
-            raise ValueError("MarketMaker: half_spread_ticks must be >= 0")
-        if self.size <= 0:
-            raise ValueError("MarketMaker: size must be > 0")
-        if self.max_inventory < 0:
-            raise ValueError("MarketMaker: max_inventory must be >= 0")
-        if self.requote_ticks <= 0:
-            raise ValueError("MarketMaker: requote_ticks must be > 0")
+        p: MarketMakerParams = self.p
+        self.half_spread_ticks = p.half_spread_ticks
+        self.size = p.size
+        self.skew_ticks_per_lot = p.skew_ticks_per_lot
+        self.max_inventory = p.max_inventory
+        self.requote_ticks = p.requote_ticks
+        self.use_microprice = p.use_microprice
+        self.flags = int(OrderFlag.POST_ONLY) if p.post_only else 0
         self.state: dict[int, _Quoting] = {iid: _Quoting() for iid in ctx.instrument_ids}
 
     # --- callbacks ---------------------------------------------------------------------------

@@ -18,17 +18,51 @@ meaningful. The price of that choice: if an IOC order is not (fully) filled the 
 lags the target until the next crossing; the difference is visible in the portfolio and risk,
 which track real fills.
 
-Params: ``fast`` (10, EMA span in updates), ``slow`` (40), ``size`` (1), ``order`` ("ioc"),
-``slippage_ticks`` (2), ``warmup`` (= ``slow``), ``threshold_ticks`` (0.0).
+Params: ``MomentumParams`` below (types, defaults, ranges).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from engine.messages import OrderType, Quote, TimeInForce
 from engine.strategies.base import Strategy, StrategyContext
+from engine.strategies.params import StrategyParams, check
+
+
+class MomentumParams(StrategyParams):
+    """``[strategies.params]`` of ``MomentumTaker``."""
+
+    fast: int = 10  # fast EMA span, in updates (quotes or book changes)
+    slow: int = 40  # slow EMA span; must be > fast
+    size: int = 1  # target position, lots (long +size or short -size)
+    order: str = "ioc"  # "ioc": marketable limit through the opposite best | "market"
+    slippage_ticks: int = 2  # how far through the opposite best an "ioc" order is priced
+    warmup: int | None = None  # updates before trading (None: = slow)
+    threshold_ticks: float = 0.0  # |fast - slow| needed to change the target (hysteresis)
+
+    def __post_init__(self) -> None:
+        check(
+            1 <= self.fast < self.slow,
+            "fast",
+            f"need 1 <= fast < slow, got {self.fast}, {self.slow}",
+        )
+        check(self.size > 0, "size", "must be > 0")
+        self.order = self.order.lower()
+        check(
+            self.order in ("ioc", "market"),
+            "order",
+            f"must be 'ioc' or 'market', not {self.order!r}",
+        )
+        check(self.slippage_ticks >= 0, "slippage_ticks", "must be >= 0")
+        check(self.warmup is None or self.warmup >= 0, "warmup", "must be >= 0")
+        check(
+            math.isfinite(self.threshold_ticks) and self.threshold_ticks >= 0,
+            "threshold_ticks",
+            "must be >= 0",
+        )
 
 
 @dataclass(slots=True)
@@ -42,25 +76,18 @@ class _Signal:
 class MomentumTaker(Strategy):
     """EMA-crossover taker (see the module docstring for why it ignores fills)."""
 
+    Params = MomentumParams
+
     def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
         super().__init__(ctx, params)
-        p = self.params
-        fast = int(p.get("fast", 10))
-        slow = int(p.get("slow", 40))
-        if not 1 <= fast < slow:
-            raise ValueError(f"MomentumTaker: need 1 <= fast < slow, got fast={fast} slow={slow}")
-        self.alpha_fast = 2.0 / (fast + 1)
-        self.alpha_slow = 2.0 / (slow + 1)
-        self.size = int(p.get("size", 1))
-        if self.size <= 0:
-            raise ValueError("MomentumTaker: size must be > 0")
-        order = str(p.get("order", "ioc")).lower()
-        if order not in ("ioc", "market"):
-            raise ValueError(f"MomentumTaker: order must be 'ioc' or 'market', got {order!r}")
-        self.use_market = order == "market"
-        self.slippage_ticks = int(p.get("slippage_ticks", 2))
-        self.warmup = int(p.get("warmup", slow))
-        self.threshold_ticks = float(p.get("threshold_ticks", 0.0))
+        p: MomentumParams = self.p
+        self.alpha_fast = 2.0 / (p.fast + 1)
+        self.alpha_slow = 2.0 / (p.slow + 1)
+        self.size = p.size
+        self.use_market = p.order == "market"
+        self.slippage_ticks = p.slippage_ticks
+        self.warmup = p.slow if p.warmup is None else p.warmup
+        self.threshold_ticks = p.threshold_ticks
         self.signals: dict[int, _Signal] = {iid: _Signal() for iid in ctx.instrument_ids}
 
     def on_quote(self, q: Quote) -> None:

@@ -23,11 +23,7 @@ substitute meanwhile (or, without one, stays in cash). With ``avoid_wash_sales``
 loss), and a trim that would still realize a loss while a lot bought inside the window stays
 held — a wash sale by the purchase *before* it — is not sent.
 
-Params: ``targets`` ({symbol: weight}, required), ``capital`` (1e6), ``interval_s`` (60),
-``drift_band`` (0.02), ``cash_buffer`` (0.02), ``slippage_ticks`` (2), ``max_order_notional``
-(0 = no cap), ``harvest`` (false), ``harvest_threshold`` (0.05), ``harvest_min_loss`` (0),
-``substitutes`` ({symbol: symbol}), ``wash_sale_days`` (30), ``avoid_wash_sales`` (= ``harvest``:
-whether buys wait out the window after a loss sale even when not harvesting).
+Params: ``RebalancerParams`` below (types, defaults, ranges).
 """
 
 from __future__ import annotations
@@ -38,62 +34,84 @@ from typing import Any
 from engine.lots import NS_PER_DAY, WASH_SALE_DAYS, LotBook, LotRef
 from engine.messages import OrderPartiallyFilled, OrderType, Quote, TimeInForce
 from engine.strategies.base import Strategy, StrategyContext
+from engine.strategies.params import StrategyParams, check
 from engine.strategies.tax_harvest import HarvestPlanner
+
+
+class RebalancerParams(StrategyParams):
+    """``[strategies.params]`` of ``Rebalancer`` (symbols: the strategy's own instruments)."""
+
+    targets: dict[str, float]  # required: {symbol = weight of capital}, weights add up to <= 1
+    capital: float = 1_000_000.0  # the cash this strategy manages
+    interval_s: float = 60.0  # how often it checks the weights (strategy clock)
+    drift_band: float = 0.02  # trade an instrument only when its weight is this far off
+    cash_buffer: float = 0.02  # fraction of equity always kept in cash
+    slippage_ticks: int = 2  # how far through the opposite best its IOC orders are priced
+    max_order_notional: float = 0.0  # larger trades are split over intervals (0 = no cap)
+    harvest: bool = False  # tax-loss harvesting (module docstring)
+    harvest_threshold: float = 0.05  # loss (fraction of cost) that makes a lot a candidate
+    harvest_min_loss: float = 0.0  # ... and at least this loss in currency
+    substitutes: dict[str, str] = {}  # {symbol = substitute symbol}
+    wash_sale_days: float = WASH_SALE_DAYS  # the window after a loss sale
+    avoid_wash_sales: bool | None = None  # buys wait out the window (None: = harvest)
+
+    def __post_init__(self) -> None:
+        check(bool(self.targets), "targets", "must be a table {symbol = weight}, not empty")
+        for sym, w in self.targets.items():
+            check(
+                math.isfinite(w) and 0 <= w <= 1,
+                f"targets.{sym}",
+                f"must be within [0, 1], not {w}",
+            )
+        check(sum(self.targets.values()) <= 1 + 1e-9, "targets", "weights add up to more than 1")
+        for name, ok in (
+            ("capital", self.capital > 0),
+            ("interval_s", self.interval_s >= 0),
+            ("drift_band", 0 <= self.drift_band < 1),
+            ("cash_buffer", 0 <= self.cash_buffer < 1),
+            ("slippage_ticks", self.slippage_ticks >= 0),
+            ("max_order_notional", self.max_order_notional >= 0),
+            ("harvest_threshold", 0 < self.harvest_threshold < 1),
+            ("harvest_min_loss", self.harvest_min_loss >= 0),
+            ("wash_sale_days", self.wash_sale_days >= 0),
+        ):
+            v = getattr(self, name)
+            check(ok and math.isfinite(v), name, f"out of range: {v}")
 
 
 class Rebalancer(Strategy):
     """Target-weight rebalancing with drift bands, a cash buffer and optional harvesting."""
 
+    Params = RebalancerParams
+
     def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
         super().__init__(ctx, params)
-        p = self.params
+        p: RebalancerParams = self.p
         by_symbol = {ins.symbol: iid for iid, ins in ctx.instruments.items()}
 
-        def iid_of(sym: Any, what: str) -> int:
+        def iid_of(sym: str, what: str) -> int:
             if sym not in by_symbol:
                 raise ValueError(f"Rebalancer: {what}: {sym!r} is not one of its instruments")
             return by_symbol[sym]
 
-        raw = p.get("targets")
-        if not isinstance(raw, dict) or not raw:
-            raise ValueError("Rebalancer: params.targets must be a table {symbol = weight}")
-        self.targets: dict[int, float] = {}
-        for sym, w in raw.items():
-            w = float(w)
-            if not (math.isfinite(w) and 0 <= w <= 1):
-                raise ValueError(f"Rebalancer: targets.{sym} must be within [0, 1], not {w}")
-            self.targets[iid_of(sym, "targets")] = w
-        if sum(self.targets.values()) > 1 + 1e-9:
-            raise ValueError("Rebalancer: target weights add up to more than 1")
-        self.capital = float(p.get("capital", 1_000_000.0))
-        self.interval_ns = int(float(p.get("interval_s", 60.0)) * 1e9)
-        self.drift_band = float(p.get("drift_band", 0.02))
-        self.cash_buffer = float(p.get("cash_buffer", 0.02))
-        self.slippage_ticks = int(p.get("slippage_ticks", 2))
-        self.max_order_notional = float(p.get("max_order_notional", 0.0))
-        for name, v, ok in (
-            ("capital", self.capital, self.capital > 0),
-            ("interval_s", self.interval_ns, self.interval_ns >= 0),
-            ("drift_band", self.drift_band, 0 <= self.drift_band < 1),
-            ("cash_buffer", self.cash_buffer, 0 <= self.cash_buffer < 1),
-            ("slippage_ticks", self.slippage_ticks, self.slippage_ticks >= 0),
-            ("max_order_notional", self.max_order_notional, self.max_order_notional >= 0),
-        ):
-            if not ok or not math.isfinite(v):
-                raise ValueError(f"Rebalancer: {name} out of range: {v}")
-        self.harvest = bool(p.get("harvest", False))
+        self.targets: dict[int, float] = {iid_of(s, "targets"): w for s, w in p.targets.items()}
+        self.capital = p.capital
+        self.interval_ns = int(p.interval_s * 1e9)
+        self.drift_band = p.drift_band
+        self.cash_buffer = p.cash_buffer
+        self.slippage_ticks = p.slippage_ticks
+        self.max_order_notional = p.max_order_notional
+        self.harvest = p.harvest
         # wash-sale windows bind a taxable account; by default only one that harvests losses
-        self.avoid_wash_sales = bool(p.get("avoid_wash_sales", self.harvest))
+        self.avoid_wash_sales = p.harvest if p.avoid_wash_sales is None else p.avoid_wash_sales
         subs = {
-            iid_of(a, "substitutes"): iid_of(b, "substitutes")
-            for a, b in dict(p.get("substitutes", {})).items()
+            iid_of(a, "substitutes"): iid_of(b, "substitutes") for a, b in p.substitutes.items()
         }
-        window = int(float(p.get("wash_sale_days", WASH_SALE_DAYS)) * NS_PER_DAY)
         self.planner = HarvestPlanner(
             subs,
-            float(p.get("harvest_threshold", 0.05)),
-            min_loss=float(p.get("harvest_min_loss", 0.0)),
-            window_ns=window,
+            p.harvest_threshold,
+            min_loss=p.harvest_min_loss,
+            window_ns=int(p.wash_sale_days * NS_PER_DAY),
         )
         self.cash = self.capital
         self.books: dict[int, LotBook] = {

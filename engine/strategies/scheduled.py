@@ -28,10 +28,12 @@ instrument; ``parent``, ``fills`` and ``ctx.algo_progress`` tell how it went.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from engine.messages import AlgoKind, OrderCanceled, OrderExpired, OrderRejected, Quote, Side
 from engine.strategies.base import FillEvent, OrderEvent, Strategy, StrategyContext
+from engine.strategies.params import StrategyParams, check
 
 _ALGOS = {
     "twap": AlgoKind.TWAP,
@@ -41,31 +43,49 @@ _ALGOS = {
 }
 
 
+class ScheduledParams(StrategyParams):
+    """``[strategies.params]`` of ``ScheduledExecution`` (the module docstring shows a table)."""
+
+    algo: str = "twap"  # twap | vwap | iceberg | pov
+    side: str = "buy"  # buy | sell
+    qty: int = 100  # lots
+    limit_ticks: int = 0  # 0: no limit; else this many ticks through the touch at the start
+    start_after_s: float = 0.0  # wait this long after the first quote
+    curve: list[float] | None = None  # VWAP only: the volume curve (becomes w0, w1, ...)
+    algo_params: dict[str, float] = {}  # passed to the algorithm as they are
+
+    def __post_init__(self) -> None:
+        self.algo = self.algo.lower()
+        self.side = self.side.lower()
+        check(self.algo in _ALGOS, "algo", f"must be one of {', '.join(_ALGOS)}, not {self.algo!r}")
+        check(self.side in ("buy", "sell"), "side", f"must be 'buy' or 'sell', not {self.side!r}")
+        check(self.qty > 0, "qty", "must be > 0")
+        check(
+            math.isfinite(self.start_after_s) and self.start_after_s >= 0,
+            "start_after_s",
+            "must be >= 0",
+        )
+        check(
+            self.curve is None or self.algo == "vwap",
+            "curve",
+            "is a VWAP parameter (algo = 'vwap')",
+        )
+
+
 class ScheduledExecution(Strategy):
+    Params = ScheduledParams
+
     def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
         super().__init__(ctx, params)
-        name = str(params.get("algo", "twap")).lower()
-        if name not in _ALGOS:
-            raise ValueError(f"algo must be one of {', '.join(_ALGOS)}, not {name!r}")
-        self.kind = _ALGOS[name]
-        side = str(params.get("side", "buy")).lower()
-        if side not in ("buy", "sell"):
-            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
-        self.side = int(Side.BUY if side == "buy" else Side.SELL)
-        self.qty = int(params.get("qty", 100))
-        if self.qty <= 0:
-            raise ValueError("qty must be > 0")
-        self.limit_ticks = int(params.get("limit_ticks", 0))
-        self.start_after_ns = int(float(params.get("start_after_s", 0.0)) * 1e9)
-        self.algo_params = {
-            str(k): float(v) for k, v in dict(params.get("algo_params", {})).items()
-        }
-        curve = params.get("curve")
-        if curve is not None:
-            if self.kind != AlgoKind.VWAP:
-                raise ValueError("curve is a VWAP parameter")
-            for i, w in enumerate(curve):
-                self.algo_params[f"w{i}"] = float(w)
+        p: ScheduledParams = self.p
+        self.kind = _ALGOS[p.algo]
+        self.side = int(Side.BUY if p.side == "buy" else Side.SELL)
+        self.qty = p.qty
+        self.limit_ticks = p.limit_ticks
+        self.start_after_ns = int(p.start_after_s * 1e9)
+        self.algo_params = dict(p.algo_params)
+        for i, w in enumerate(p.curve or ()):
+            self.algo_params[f"w{i}"] = float(w)
         self.instrument_id = ctx.instrument_ids[0]
         self.first_quote_ns: int | None = None
         self.parent = 0  # the parent's client order id once sent
