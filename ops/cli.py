@@ -66,6 +66,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     import itertools
 
     from engine.backtest import InlineRuntime
+    from engine.md_rejects import BadRowError, MdValidator, RejectCounter, validated
     from procs.build import (
         build_exec_policy,
         build_limits,
@@ -83,6 +84,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return 2
     events = args.events or cfg.backtest.events
     instruments = cfg.instrument_table()
+    # the feed's checks and counts, as in `gekko run` (engine.md_rejects; [market] on_bad_row)
+    rejects = RejectCounter(cfg.market.on_bad_row)
+    try:
+        source = build_market(cfg, rejects)
+    except ValueError as exc:  # a replay file that is no such file at all
+        print(f"gekko: cannot replay: {exc}", file=sys.stderr)
+        return 2
+    market = validated(
+        itertools.islice(with_exchange_status(cfg, source), events),
+        MdValidator(instruments.ids),
+        rejects,
+    )
     rt = InlineRuntime(
         instruments,
         cfg.strategy_specs(),
@@ -91,13 +104,19 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         # the market, with the forecasts the infer process would publish interleaved at their
         # simulated time (procs.infer.with_forecasts; unchanged when [inference] is off), and
         # the venue's halts where [sim] schedules them (procs.build.with_exchange_status)
-        with_forecasts(cfg, itertools.islice(with_exchange_status(cfg, build_market(cfg)), events)),
+        with_forecasts(cfg, market),
         exec_policy=build_exec_policy(cfg),
         **cfg.portfolio.backtest_kwargs(),
     )
     t = time.perf_counter()
-    summary = rt.run()
+    try:
+        summary = rt.run()
+    except BadRowError as exc:
+        print(f"gekko: backtest stopped: {exc}", file=sys.stderr)
+        return 1
     wall = time.perf_counter() - t
+    summary["md_rejected"] = rejects.total
+    summary["md_rejected_by_reason"] = dict(sorted(rejects.counts.items()))
     print(format_backtest(summary, cfg, wall))
     if args.json:
         out = {k: v for k, v in summary.items() if k != "orders_sent"}
@@ -110,6 +129,9 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
     lines = ["", f"Gekko backtest — {s.get('ticks', 0)} ticks in {wall_s:.2f}s wall"]
     keys = ("ticks", "intents", "new_orders", "fills", "risk_rejects", "venue_rejects")
     lines.append("  " + "   ".join(f"{k} {s.get(k, 0)}" for k in keys))
+    from ops.report import format_md_rejected
+
+    lines += format_md_rejected(s)
     pf = s.get("portfolio") or {}
     per = pf.get("instruments") or pf.get("positions") or {}
     if per:

@@ -206,6 +206,7 @@ class MarketSection(msgspec.Struct, **_STRICT):
     replay_lobster_levels: int = 10
     replay_lobster_symbol: str = ""
     max_events: int = 0
+    on_bad_row: str = "skip"  # a bad market-data row: "skip" (count it) or "fail" (stop the run)
 
     def __post_init__(self) -> None:
         _need(
@@ -223,6 +224,7 @@ class MarketSection(msgspec.Struct, **_STRICT):
             "jump parameters must be >= 0",
         )
         _need(self.max_events >= 0, "market.max_events", "must be >= 0 (0 = unbounded)")
+        _need(self.on_bad_row in ("skip", "fail"), "market.on_bad_row", "must be 'skip' or 'fail'")
         if self.source == "replay":
             _need(
                 bool(self.replay_quotes or self.replay_trades or self.replay_lobster_messages),

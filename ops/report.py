@@ -173,6 +173,7 @@ class RunRecord:
             "elapsed_s": round(self.elapsed(), 3),
             "ticks": counters.get("feed", {}).get("md_out", 0),
             "md_rejected": counters.get("feed", {}).get("md_rejected", 0),
+            "md_rejected_by_reason": md_rejected_by_reason(counters.get("feed", {})),
             "intents": counters.get("strategy", {}).get("intents_out", 0),
             "orders_new": self.new_orders,
             "orders_cancel": self.cancels,
@@ -197,6 +198,37 @@ class RunRecord:
             "pnl_by_strategy": self.portfolio.strategy_pnl(),
             "analytics": self.analytics(),
         }
+
+
+#: ``gekko run``'s exit code when the run cannot be trusted: exec's positions disagree with the
+#: fills the engine published, or a worker refused to trade with its state in doubt
+UNTRUSTED_EXIT = 3
+
+
+def inconsistency(s: dict[str, Any]) -> str:
+    """Why the run's positions cannot be trusted ("" when they can): each instrument whose
+    position in exec's table differs from the sum of the fills the engine published."""
+    bad = [
+        f"{sym} {v['position']:+d} in exec vs {v['position_from_fills']:+d} from fills"
+        for sym, v in (s.get("positions") or {}).items()
+        if v["position"] != v["position_from_fills"]
+    ]
+    return "positions inconsistent with fills: " + ", ".join(bad) if bad else ""
+
+
+def md_rejected_by_reason(feed_counters: dict[str, int]) -> dict[str, int]:
+    """The feed's ``md_rej_<reason>`` counters that are not zero, as ``{reason: count}``."""
+    pre = "md_rej_"
+    return {k[len(pre) :]: v for k, v in feed_counters.items() if k.startswith(pre) and v}
+
+
+def format_md_rejected(s: dict[str, Any]) -> list[str]:
+    """The summary line of rejected market data (none when nothing was rejected)."""
+    total = int(s.get("md_rejected") or 0)
+    if not total:
+        return []
+    why = ", ".join(f"{k} {v}" for k, v in sorted((s.get("md_rejected_by_reason") or {}).items()))
+    return [f"  market data rejected: {total} ({why})"]
 
 
 def _us(ns: float) -> str:
@@ -235,6 +267,7 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
         f"{s.get('orders_new', 0)}/{s.get('orders_cancel', 0)}/{s.get('orders_replace', 0)}   fills {s.get('fills', 0)}   "
         f"rejects risk/venue {s.get('risk_rejects', 0)}/{s.get('venue_rejects', 0)}"
     )
+    lines += format_md_rejected(s)
     lines.append(
         f"  {'instrument':<10} {'position':>9} {'from fills':>10} {'fills':>6} {'avg px':>10} {'realized':>11} {'unrealized':>11} {'fees':>9}"
     )
@@ -270,6 +303,8 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
         )
     lines += format_analytics(s.get("analytics") or {}, s.get("pnl_by_strategy") or {}, cfg)
     lines.append(f"  positions consistent with fills: {'yes' if s.get('consistent') else 'NO'}")
+    if s.get("failure"):
+        lines.append(f"  FAILED (exit code {s.get('exit_code')}): {s['failure']}")
     return "\n".join(lines)
 
 

@@ -40,6 +40,7 @@ from procs.recovery import UNSAFE_EXIT
 from procs.runtime import (
     ALL_WORKERS,
     COUNTERS,
+    EXIT_STOP_RUN,
     HEALTH_DTYPE,
     HISTOGRAMS,
     POSITION_DTYPE,
@@ -49,6 +50,7 @@ from procs.runtime import (
     TOPOLOGY,
     enabled_workers,
     metrics_name,
+    stop_reason_path,
     topology,
 )
 from shm.metrics import MetricsRegion
@@ -313,6 +315,10 @@ class Supervisor:
                     and int(row["pid"]) == h.proc.pid
                 ):
                     pending.discard(n)
+                elif h.proc is not None and h.proc.poll() == EXIT_STOP_RUN:
+                    h.proc = None
+                    self._worker_stopped_run(h)  # says why itself: no traceback
+                    return
                 elif h.proc is not None and h.proc.poll() is not None:
                     raise RuntimeError(
                         f"worker {n} exited with code {h.proc.returncode} during start-up"
@@ -360,6 +366,9 @@ class Supervisor:
                 continue
             reason = "hung" if hung else f"exited with code {code}"
             h.proc = None
+            if code == EXIT_STOP_RUN:  # the worker says the run cannot go on: no restart
+                self._worker_stopped_run(h)
+                continue
             if code == UNSAFE_EXIT and not hung:  # its state is in doubt: so would a restart's
                 h.gave_up = True
                 log.error("%s refused to trade, its state in doubt: stopping the engine", h.name)
@@ -402,6 +411,23 @@ class Supervisor:
                 delay_s=round(delay, 3),
                 run_id=self.run_id,
             )
+
+    def _worker_stopped_run(self, h: Any) -> None:
+        """A worker exited with ``EXIT_STOP_RUN`` (e.g. a bad replay row under on_bad_row =
+        "fail"): stop the engine with the reason it left, and exit non-zero."""
+        path = stop_reason_path(self.cfg, self.engine_id, h.name)
+        try:
+            why = path.read_text().strip()
+            path.unlink()
+        except OSError:
+            why = "see its log"
+        h.gave_up = True
+        log.error("%s stopped the run: %s", h.name, why)
+        self._stop_reason = self._stop_reason or f"{h.name} stopped the run: {why}"
+        self.exit_code = 1
+        self._audit(
+            "supervisor", "worker.stopped_run", worker=h.name, reason=why, run_id=self.run_id
+        )
 
     # --- the record ----------------------------------------------------------------------------
     def _drain(self) -> None:

@@ -21,12 +21,19 @@ Config = Any
 SECONDS_PER_YEAR = 252 * 6.5 * 3600  # trading seconds: annual vol is quoted over trading time
 
 
-def build_market(cfg: Config) -> Iterator[Any]:
-    """The market-data source: the seeded synthetic market or a replay of files."""
+def build_market(cfg: Config, rejects: Any = None) -> Iterator[Any]:
+    """The market-data source: the seeded synthetic market or a replay of files.
+
+    ``rejects`` (an ``engine.md_rejects.RejectCounter``) is told of every replayed row that is
+    rejected; by default one with the policy of ``[market] on_bad_row``."""
     instruments = cfg.instrument_table()
     m = cfg.market
     if m.source == "replay":
+        from engine.md_rejects import RejectCounter
         from engine.venues.replay import ReplaySource
+
+        if rejects is None:
+            rejects = RejectCounter(m.on_bad_row)
 
         if m.replay_lobster_messages:
             sym = m.replay_lobster_symbol or cfg.instruments[0].symbol
@@ -40,11 +47,15 @@ def build_market(cfg: Config) -> Iterator[Any]:
                     ins.instrument_id,
                     price_divisor=divisor,
                     instruments=instruments,
+                    rejects=rejects,
                 )
             )
         return iter(
             ReplaySource(
-                instruments, quotes=m.replay_quotes or None, trades=m.replay_trades or None
+                instruments,
+                quotes=m.replay_quotes or None,
+                trades=m.replay_trades or None,
+                rejects=rejects,
             )
         )
     from engine.venues.synthetic import InstrumentSpec, JumpParams, SyntheticMarket

@@ -3,8 +3,10 @@
 It paces the source in wall time (``market.rate_hz``) so a live run behaves like a market, stamps
 ``ts_recv`` with the monotonic clock at publication (the start of every tick-to-order
 measurement), keeps an L2 book per instrument to flag crossed books and sequence gaps, and
-rejects — counted, never fatal — what would poison downstream state: unknown instruments,
-non-positive prices or quantities.
+rejects what would poison downstream state (``engine.md_rejects.MdValidator``: unknown
+instruments, non-positive prices, negative sizes, crossed or stale quotes). Those and the rows a
+replay rejects are counted per reason (``md_rej_<reason>``, total ``md_rejected``); under
+``[market] on_bad_row = "fail"`` the first one stops the run (exit ``EXIT_STOP_RUN``).
 
 It also carries the simulated exchange's trading status: the source is wrapped by the venue's
 rules (``[sim] halts``, ``circuit_breaker_*``; ``engine.venues.halts``), which insert
@@ -16,13 +18,14 @@ on ``md`` like any market data: exec's simulated exchange obeys them and exec fo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
 
 from engine.book import L2Book
+from engine.md_rejects import BadRowError, MdValidator, RejectCounter
 from engine.messages import (
-    Bar,
     BookDelta,
     BookSnapshot,
     Control,
@@ -33,35 +36,58 @@ from engine.messages import (
     Trade,
 )
 from procs.build import build_exchange_rules, build_market, with_exchange_status
-from procs.runtime import STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
+from procs.runtime import (
+    EXIT_STOP_RUN,
+    MD_REJECT_COUNTERS,
+    STATE_READY,
+    STATE_STOPPING,
+    TOB_DTYPE,
+    Worker,
+    stop_reason_path,
+)
 from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.feed")
 
 
-def valid(msg: Any, books: dict[int, L2Book]) -> str | None:
-    """Why a market-data message must be dropped, or None if it may go out."""
-    iid = getattr(msg, "instrument_id", None)
-    if isinstance(msg, ExchangeStatus):
-        if iid != -1 and iid not in books:
-            return "unknown instrument"
-        if msg.status not in tuple(ExchangeStatusKind):
-            return "unknown exchange status"
-        return None
-    if iid not in books:
-        return "unknown instrument"
-    if isinstance(msg, Quote):
-        if msg.bid_px < 0 or msg.ask_px < 0 or msg.bid_qty < 0 or msg.ask_qty < 0:
-            return "negative price or size"
-    elif isinstance(msg, Trade):
-        if msg.px <= 0 or msg.qty <= 0:
-            return "non-positive trade"
-    elif isinstance(msg, BookDelta):
-        if msg.px <= 0 or msg.qty < 0:
-            return "bad level"
-    elif isinstance(msg, Bar) and min(msg.open, msg.high, msg.low, msg.close) <= 0:
-        return "non-positive bar"
-    return None
+class FeedRejects:
+    """The feed's rejected market data: counted by reason from the start of the stream (the
+    replay's rows and the feed's own checks, ``engine.md_rejects``), pushed to the shm counters
+    ``md_rej_<reason>`` and their sum ``md_rejected``.
+
+    A restarted feed replays the source from its start to find its place, so it counts the
+    rows before that place again: pushing ``max(what an earlier incarnation left, our count)``
+    keeps the counters exact instead of doubling them.
+    """
+
+    def __init__(self, w: Worker, policy: str) -> None:
+        self.counter = RejectCounter(policy)
+        self.metrics = w.metrics
+        left = w.metrics.counters()
+        self._base = {r: left.get(c, 0) for r, c in MD_REJECT_COUNTERS.items()}
+        self._pushed = -1
+
+    def push(self) -> None:
+        if self.counter.total == self._pushed:
+            return
+        self._pushed = self.counter.total
+        total = 0
+        for r, c in MD_REJECT_COUNTERS.items():
+            n = max(self._base[r], self.counter.counts.get(r, 0))
+            total += n
+            if n:
+                self.metrics.set(c, n)
+        self.metrics.set("md_rejected", total)
+
+
+def _stop_run(cfg: Any, engine_id: str, why: str) -> int:
+    """This run cannot go on (a bad row under on_bad_row = "fail", an unreadable replay):
+    say why where the supervisor reads it, and exit so that it stops the engine."""
+    log.error("feed: %s", why)
+    path = stop_reason_path(cfg, engine_id, "feed")
+    with contextlib.suppress(OSError):
+        path.write_text(why)
+    return EXIT_STOP_RUN
 
 
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
@@ -70,25 +96,39 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     control = w.consume("control")
     books = {i.instrument_id: L2Book(i.instrument_id) for i in cfg.instruments}
     rules = build_exchange_rules(cfg)  # the venue's halts and breaker (None: none configured)
-    source = with_exchange_status(cfg, build_market(cfg), rules)
+    rejects = FeedRejects(w, cfg.market.on_bad_row)
+    validator = MdValidator(books)
+    try:
+        source = with_exchange_status(cfg, build_market(cfg, rejects.counter), rules)
+    except ValueError as exc:  # a replay file that cannot be read: restarting will not help
+        w.close()
+        return _stop_run(cfg, engine_id, f"cannot replay: {exc}")
     symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
     tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
     rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
     last_px = dict.fromkeys(rows, 0)
     c_out = w.metrics.counter_index("md_out")
-    c_rej = w.metrics.counter_index("md_rejected")
     c_cross = w.metrics.counter_index("book_crossed")
     c_gap = w.metrics.counter_index("book_gaps")
     c_status = w.metrics.counter_index("exchange_status")
     h_pub = w.metrics.hist("publish_ns")
     rate = float(cfg.market.rate_hz)
     max_events = int(cfg.market.max_events)
-    # a restarted feed resumes the synthetic stream where the previous one stopped publishing
+    # a restarted feed resumes the stream where the previous one stopped publishing: it skips
+    # as many messages as were published (rejected ones were not), counting rejections again
     skip = md.seq
-    for _ in range(skip):
-        if next(source, None) is None:
-            break
-    sent = skip
+    sent = published = 0
+    try:
+        while published < skip and (msg := next(source, None)) is not None:
+            sent += 1
+            reason = validator.check(msg)
+            if reason is None:
+                published += 1
+            else:
+                rejects.counter.reject(reason, "feed", sent)
+    except BadRowError as exc:
+        w.close()
+        return _stop_run(cfg, engine_id, str(exc))
     w.beat(STATE_READY)
     # the first tick waits for its readers: a tick queued while a worker is still starting would
     # measure that start-up, not the pipeline
@@ -104,6 +144,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     md_closed = False
     try:
         while True:
+            rejects.push()
             ctl = control.poll()
             if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
                 break
@@ -111,7 +152,11 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 if not md_closed:
                     md.close()  # readers drain what is there, then see the end of the stream
                     md_closed = True
-                    log.info("feed: finished after %d events", sent)
+                    log.info(
+                        "feed: finished after %d events, %s rejected",
+                        sent,
+                        rejects.counter.summary(),
+                    )
                 w.beat()
                 time.sleep(0.01)  # done: idle until told to stop
                 continue
@@ -128,7 +173,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 if msg is None:
                     exhausted = True
                     break
-                reason = valid(msg, books)
+                reason = validator.check(msg)
                 if reason is None and isinstance(msg, BookDelta | BookSnapshot):
                     book = books[msg.instrument_id]
                     gaps, crossed = book.gap_count, book.crossed_count
@@ -139,7 +184,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                         w.metrics.inc_i(c_cross)
                 sent += 1
                 if reason is not None:
-                    w.metrics.inc_i(c_rej)
+                    rejects.counter.reject(reason, "feed", sent)
                     continue
                 t = time.monotonic_ns()
                 if hasattr(msg, "ts_recv"):  # bars carry only their own interval
@@ -178,7 +223,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 if max_events and sent >= max_events:
                     break
             w.beat()
+    except BadRowError as exc:  # [market] on_bad_row = "fail"
+        return _stop_run(cfg, engine_id, str(exc))
     finally:
+        rejects.push()
         w.beat(STATE_STOPPING)
         w.close()
     return 0

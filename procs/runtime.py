@@ -13,10 +13,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engine.md_rejects import REASONS as MD_REJECT_REASONS
 from shm.metrics import MetricsRegion
 from shm.ring import Consumer, Producer, Ring
 from shm.seqlock import SeqlockTable
@@ -32,6 +34,17 @@ SUPERVISOR = "supervisor"
 # readers at all (``topology``), so it can never gate a producer.
 OPTIONAL_WORKERS = ("bridge", "infer", "recorder")
 ALL_WORKERS = WORKERS + OPTIONAL_WORKERS
+
+
+#: a worker's exit code for "this run cannot go on" (e.g. a bad replay row under
+#: ``[market] on_bad_row = "fail"``): the supervisor does not restart it, stops the engine and
+#: exits non-zero, with the reason the worker wrote to ``stop_reason_path`` as its stop reason
+EXIT_STOP_RUN = 4
+
+
+def stop_reason_path(cfg: Any, engine_id: str, worker: str) -> Path:
+    """Where a worker exiting with ``EXIT_STOP_RUN`` leaves its reason for the supervisor."""
+    return Path(cfg.engine.var_dir) / f"gekko-{engine_id}.{worker}.stop"
 
 
 class SupervisorGone(SystemExit):
@@ -195,10 +208,15 @@ POSITION_DTYPE = np.dtype(
     ]
 )
 
+#: the feed's counter of each market-data reject reason (engine.md_rejects.REASONS); their sum
+#: is ``md_rejected``
+MD_REJECT_COUNTERS = {r: f"md_rej_{r}" for r in MD_REJECT_REASONS}
+
 COUNTERS: dict[str, list[str]] = {
     "feed": [
         "md_out",
         "md_rejected",
+        *MD_REJECT_COUNTERS.values(),
         "book_crossed",
         "book_gaps",
         "exchange_status",  # the venue's status messages published (halts, breaker, reopenings)

@@ -331,11 +331,10 @@ def test_backtest_scheduled_halt_stops_only_that_instrument_and_trading_resumes(
 
 
 def test_feed_lets_statuses_through_and_drops_malformed_ones() -> None:
-    from engine.book import L2Book
-    from procs.feed import valid
+    from engine.md_rejects import MdValidator
 
-    books = {A: L2Book(A), B: L2Book(B)}
-    assert valid(status(A, HALTED, 1), books) is None
-    assert valid(status(VENUE_WIDE, OPEN, 1), books) is None  # the whole venue
-    assert valid(status(9, HALTED, 1), books) == "unknown instrument"
-    assert valid(ExchangeStatus(A, 42, "", 1, 1), books) == "unknown exchange status"
+    check = MdValidator([A, B]).check  # the feed's checks (and the backtest's)
+    assert check(status(A, HALTED, 1)) is None
+    assert check(status(VENUE_WIDE, OPEN, 1)) is None  # the whole venue
+    assert check(status(9, HALTED, 1)) == "unknown_instrument"
+    assert check(ExchangeStatus(A, 42, "", 1, 1)) == "bad_status"
