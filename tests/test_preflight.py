@@ -114,6 +114,7 @@ CASES = {
     "cpus": ("run", [("processes.risk", "cpus = [4099]")], "", [], "processes.risk.cpus: CPU 4099"),
     "events": ("backtest", [], "", ["--events", "-1"], "argument --events: must be >= 0"),
     "duration": ("run", [], "", ["--duration", "-1"], "argument --duration: must be > 0"),
+    "json_dir": ("backtest", [], "", ["--json", "/nonexistent-dir/s.json"], "no such directory"),
 }
 
 
