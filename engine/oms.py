@@ -43,6 +43,7 @@ import msgspec
 
 from engine.messages import (
     TAG_BY_TYPE,
+    CancelOrder,
     NewOrder,
     OrderAccepted,
     OrderAnomaly,
@@ -53,6 +54,7 @@ from engine.messages import (
     OrderRejected,
     OrderReplaced,
     OrderTriggered,
+    ReplaceOrder,
 )
 from engine.order_states import (
     FLAT,
@@ -487,10 +489,22 @@ class OrderTable:
 
     @classmethod
     def rebuild(cls, orders: Iterable[NewOrder], events: Iterable[object]) -> OrderTable:
-        """A table rebuilt by replaying stored orders (as sent) and venue events, in order."""
+        """A table rebuilt by replaying stored orders (as sent) and venue events, in order.
+
+        The record (and exec's journal) hold the cancel / replace requests exec took among the
+        events: they are replayed as the requests exec made (``request_cancel`` /
+        ``request_replace``, where the order's state allowed one, as exec checks), not applied
+        as venue events — which counted each as an ``unknown_event`` anomaly and lost a cancel
+        still pending at the crash (reconciliation cancels such an order at the venue)."""
         t = cls()
         for o in orders:
             t.add(o, o.ts_approved)
         for ev in events:
-            t.apply(ev)
+            tp = type(ev)
+            if tp is CancelOrder:
+                t.request_cancel(ev.client_order_id)  # type: ignore[attr-defined]
+            elif tp is ReplaceOrder:
+                t.request_replace(ev.client_order_id)  # type: ignore[attr-defined]
+            else:
+                t.apply(ev)
         return t

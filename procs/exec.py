@@ -7,11 +7,11 @@ table from its fills, and on shutdown cancels every order still open before it c
 ``events`` ring. The order management policies (retries, price-gap band, halt policy, which
 order types the venue takes natively and which exec emulates) come from ``[exec]``; a restarted
 exec numbers its own orders (algo children, retries) in a fresh id block. Recovery after a
-restart: ``ExecEngine.restore(snapshots)`` rebuilds the order table (``engine.oms``); algo
-parents come back through ``ExecEngine.restore_algos`` from exec's write-ahead algo log
-(``procs.algo_log``), the record and the venue (``procs.recovery``). With storage off there is
-no record: exec journals what it takes and publishes (``procs.recovery.ExecJournal``, written
-before each publish) and recovers from that journal instead.
+restart: exec journals what it takes and publishes (``procs.exec_journal``, written before each
+publish) and a restarted exec rebuilds its order table from that journal and the venue, its algo
+parents from the write-ahead algo log (``procs.algo_log``) too — never waiting for the database
+(``procs.recovery``). If the positions it rebuilt disagree with the venue's, or the journal
+lacks events the ring shows published, it does not trade: it exits ``UNSAFE_EXIT`` saying why.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from engine.portfolio import Portfolio
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.algo_log import prune as prune_algo_logs
 from procs.build import build_exec_policy, build_venue, venue_record_path
-from procs.recovery import open_exec_journal, recover_exec
+from procs.recovery import UNSAFE_EXIT, UnsafeToTrade, open_exec_journal, recover_exec
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker
 from procs.storage import run_id
 from procs.warmup import warm_exec
@@ -62,7 +62,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     md = w.consume("md")
     control = w.consume("control")
     events = w.produce("events")
-    # storage off: exec's own journal stands for the record at a restart (procs/recovery.py)
+    # exec's own journal: what a restart rebuilds from (procs/exec_journal.py)
     journal = open_exec_journal(cfg, incarnation)
     waiter = w.waiter(orders, md, control)
     c_in = w.metrics.counter_index("orders_in")
@@ -110,10 +110,21 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         log.info(
             "exec: rejecting %s orders (the venue lacks them, emulate = false)", ", ".join(emulated)
         )
-    # recovery before READY (procs/recovery.py): the order table from the record, reconciled
-    # with the venue; what the rest of the engine missed is published; re-delivered orders the
-    # venue already has are dropped from ``backlog`` (the orders waiting in our input)
-    rec = recover_exec(w, cfg, venue, orders, events)
+    # recovery before READY (procs/recovery.py): the order table from exec's journal,
+    # reconciled with the venue; what the rest of the engine missed is published; re-delivered
+    # orders the venue already has are dropped from ``backlog`` (the orders waiting in our input)
+    try:
+        rec = recover_exec(w, cfg, venue, orders, events)
+    except UnsafeToTrade as exc:
+        log.critical(
+            "exec: not trading: %s; %d orders left open at the venue; the engine stops",
+            exc,
+            len(venue.open_orders()),
+        )
+        for closing in (algo_log, journal, waiter, w):
+            if closing is not None:
+                closing.close()
+        return UNSAFE_EXIT
     if rec.result is not None:
         engine.table = rec.result.table
         for f in rec.stored_fills:

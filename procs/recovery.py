@@ -1,62 +1,38 @@
-"""Process-side recovery at start: exec rebuilds its state from the record and reconciles it
-with the venue before it reports READY.
+"""Process-side recovery at start: a restarted exec rebuilds its state from its own journal
+and the venue, and proves its positions agree with the venue's before it reports READY.
 
-The sequence for exec:
+The sequence for exec (``recover_exec``), never waiting for the database:
 
-1. wait (beating) until the recorder has read everything already published on the ``orders``
-   and ``events`` rings: then all of it is in the journal or the database;
-2. take the orders still waiting for exec in its input ring (re-delivered after the crash);
-3. load this run's orders and events (journal, then PostgreSQL) and let
+1. take the orders still waiting for exec in its input ring (re-delivered after the crash);
+2. load exec's journal (``procs.exec_journal``: what this run's exec took and published, cut
+   at what the ``events`` ring shows really went out) and the write-ahead algo log, and let
    ``engine.reconcile.reconcile`` rebuild the order table and compare it with the venue;
-4. file the reconciliation events, hand back the events to publish, the rebuilt table, and
-   the waiting orders minus those the venue already had (never placed twice).
+3. check the result: the journal must hold every event the ring shows published (no ``gap``)
+   and the fills it knows plus those found at the venue must give the venue's positions. If
+   either fails, exec's view of what upstream saw is in doubt: ``UnsafeToTrade`` — exec logs
+   why and exits ``UNSAFE_EXIT``, and the supervisor stops the engine instead of restarting it
+   (publishing or trading on a wrong view would corrupt positions upstream);
+4. hand back the events to publish, the rebuilt table, and the waiting orders minus those the
+   venue already had (never placed twice); file the reconciliation events in PostgreSQL in the
+   background, when there is one (a database that is down costs a log line, never a wait).
+
+Why not PostgreSQL: it may be down exactly when exec crashed. The recorder then holds only
+what it journaled since the outage, and a rebuild from that half — after waiting
+``recovery_timeout_s`` for the database — refused hundreds of events of orders it no longer
+knew and took exec's positions from half the fills (issue 11). Exec's journal is complete
+whatever the database does; when it is missing or has a hole, exec does not trade (step 3).
 
 Risk takes its positions from exec's positions table at start (``procs/risk.py``), which exec
 rebuilt here first; it does not replay fills into positions (that would count them twice). Its
-open orders come back from the record (``recover_risk``, steps 1 and 3 above on risk's rings) so
-the kill switch and the breakers can cancel them (``engine.risk.RiskGate.restore``). With
-storage off there is no record: ``recover_risk`` returns None and the restarted risk asks exec
-instead (``procs.risk.AskExec``, ``RiskGate.restore_open``).
-
-Storage off (``[storage.postgres] mode = "off"``): no recorder, no record. Exec then keeps its
-own: the **exec journal** (``ExecJournal``, ``var/exec/<engine>-<run>.journal``), one frame per
-order exec takes from ``orders`` together with the events that order caused, and one per other
-batch of events it publishes (market data, timers). A restarted exec loads it
-(``load_exec_journal``) and runs steps 2-4 above on it exactly as on the record — the same
-``reconcile`` and ``rebuild_parents`` — with the venue and the write-ahead algo log.
-
-Why the journal can stand for what upstream has seen, exactly once:
-
-- An entry is written *before* its events are published, together with the ``events`` ring's
-  publication sequence number at that moment. The ring lives in shared memory and outlives
-  exec, so at the restart its sequence says how many of the last entry's events really went
-  out: ``load_exec_journal`` keeps those and drops the rest, which reconciliation then finds
-  at the venue (a fill upstream missed is published once; a parent fill carries its child's
-  venue fill id, so ``rebuild_parents`` knows exactly which child fills upstream saw). Writing
-  after publishing instead would leave a window in which upstream saw a fill the journal lacks
-  and recovery would publish it a second time: risk, the strategies and the portfolio do not
-  drop a repeated fill by fill id (risk only right after its own restart), so at-least-once
-  would count it twice.
-- A crash after the venue took an order but before its entry was written loses nothing: the
-  ``orders`` consumer hands its cursor back only when it asks for the next batch, so that
-  order is delivered again; re-delivered ``NewOrder``s join the journal's orders, and like
-  with a record each is kept out of the table unless the venue knows it, and then not sent
-  twice (``reconcile``'s ``pending_new``).
-- The appends are plain ``write`` calls (no fsync): they survive the process, which is what an
-  exec restart recovers from, like the algo log and the simulated venue's record.
-
-What it does not do: survive the loss of the host or of ``var/`` (nothing would, without a
-record); and the journal only grows during a run (a new run starts a new one and removes the
-old ones). Without the journal file (it could not be opened) exec starts with an empty order
-table, logged as an error. A restarted risk asks exec for its open orders; exec answers only
-from its main loop, so after this reconciliation (``procs.risk.AskExec``).
+open orders it asks exec for (``recover_risk`` returns None, ``procs.risk.AskExec``,
+``RiskGate.restore_open``): exec answers only from its main loop, so after this reconciliation,
+with the orders really open at the venue — no database involved either.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -64,26 +40,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from engine.algos import rebuild_parents
 from engine.messages import (
     CancelOrder,
-    Message,
     NewOrder,
     OrderCanceled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    ReconciliationKind,
     ReplaceOrder,
 )
 from engine.reconcile import Reconciliation, reconcile
 from procs.algo_log import algo_log_path
 from procs.algo_log import load as load_algo_log
-from procs.framed_file import append_frame, open_for_append, read_frames
-from procs.storage import open_recovery_source, run_id, wait_recorder_caught_up
+from procs.exec_journal import (  # noqa: F401  (re-exported: the journal's API lived here)
+    ExecJournal,
+    JournalEntry,
+    JournalState,
+    exec_journal_path,
+    load_exec_journal,
+    open_exec_journal,
+)
+from procs.storage import open_recovery_source, run_id
 
 log = logging.getLogger("gekko.recovery")
+
+#: a worker's exit code for "my state is in doubt, I will not trade": the supervisor stops the
+#: engine (exit code 3) instead of restarting it into the same doubt
+UNSAFE_EXIT = 3
+
+
+class UnsafeToTrade(Exception):
+    """Recovery cannot vouch for exec's view of what upstream saw; the message says why."""
 
 
 @dataclass
@@ -96,46 +85,53 @@ class ExecRecovery:
 
 
 def recover_exec(w: Any, cfg: Any, venue: Any, orders: Any, events: Any) -> ExecRecovery:
-    """Steps 1-4 above, from the record; with storage off from exec's journal (steps 2-4).
-
-    ``events`` is exec's producer on the ``events`` ring (or the ring itself, with a record):
-    with storage off its sequence number tells which journaled events really went out."""
+    """Steps 1-4 above. ``events`` is exec's producer on the ``events`` ring: its sequence
+    number tells which journaled events really went out. Raises ``UnsafeToTrade``."""
     out = ExecRecovery()
     if not run_id() or w.incarnation == 0:
-        return out  # a first start of a run: the run's record and venue session are empty
-    source = open_recovery_source(cfg)
-    if source is None:
-        if no_record(cfg):
-            return _recover_from_journal(cfg, venue, orders, events, out)
-        return out
-    t0 = time.monotonic()
-    ring = events.ring if hasattr(events, "ring") else events
-    caught_up = wait_recorder_caught_up(
-        [orders.ring, ring], cfg.storage.postgres.recovery_timeout_s, w.beat
-    )
-    if not caught_up:
-        log.error(
-            "recovery: the recorder did not catch up in time: recovering from what is recorded"
+        return out  # a first start of a run: the run's journal and venue session are empty
+    path = exec_journal_path(cfg, run_id())
+    if path is None or not path.exists():
+        raise UnsafeToTrade(
+            f"no exec journal at {path} (it could not be written): which orders and fills "
+            "upstream has seen is unknown"
         )
-    out.backlog = orders.poll_batch(1 << 16)
-    state = source.load(run_id())
-    res, algo, starts = _rebuild(cfg, venue, state.orders, state.events, out)
-    source.record_reconciliation(run_id(), "exec", res.events + algo.events)
-    source.close()
-    log.warning(
-        "recovery: %d orders (%d open), %d events, %d from the journal; venue: %d differences resolved, "
-        "%d events published, %d re-delivered orders suppressed, %d cancels sent (%.2fs)",
-        len(res.table.orders),
-        len(res.table.open_orders()),
-        len(state.events),
-        state.from_journal,
-        len(res.events),
-        len(res.publish),
-        len(res.duplicates),
-        len(res.to_cancel),
-        time.monotonic() - t0,
-    )
+    _recover_from_journal(cfg, path, venue, orders, events, out)
+    assert out.result is not None
+    check_positions(out)
+    file_reconciliation(cfg, out.result.events + out.algo.events)
     return out
+
+
+def check_positions(out: ExecRecovery) -> None:
+    """Step 3: the fills exec knows (journaled, found at the venue, algo children) must give the
+    venue's positions; a difference means fills upstream saw are missing from what exec
+    rebuilt (a partial record) and nothing exec could publish would make it right."""
+    assert out.result is not None
+    bad = [e for e in out.result.events if e.kind == ReconciliationKind.POSITION_MISMATCH]
+    if bad:
+        raise UnsafeToTrade(
+            "positions rebuilt from the journal and the venue's fills differ from the venue's: "
+            + ", ".join(f"instrument {e.instrument_id}: {e.stored} vs {e.venue}" for e in bad)
+        )
+
+
+def file_reconciliation(cfg: Any, events: list[Any]) -> None:
+    """Store what reconciliation found in PostgreSQL, if the engine has one, in the background:
+    the log already says it, and a database that is down must not hold exec back."""
+    if not events:
+        return
+
+    def store() -> None:
+        source = open_recovery_source(cfg)
+        if source is None:
+            return
+        try:
+            source.record_reconciliation(run_id(), "exec", events)
+        finally:
+            source.close()
+
+    threading.Thread(target=store, name="file-reconciliation", daemon=True).start()
 
 
 def _rebuild(
@@ -220,171 +216,20 @@ def drop_answered_requests(
     return kept, len(backlog) - len(kept)
 
 
-# --- storage off: exec's own journal ----------------------------------------------------------
-
-
-def no_record(cfg: Any) -> bool:
-    """Whether this engine runs without a system of record (``[storage.postgres] mode = "off"``):
-    then exec keeps its journal and recovers from it."""
-    return getattr(getattr(getattr(cfg, "storage", None), "postgres", None), "mode", "") == "off"
-
-
-def exec_journal_path(cfg: Any, rid: int) -> Path | None:
-    """Where run ``rid``'s exec journal lives (None outside a supervised run)."""
-    if not rid:
-        return None
-    return Path(cfg.engine.var_dir) / "exec" / f"{cfg.engine.id}-{rid}.journal"
-
-
-_MAX_FRAME = 64 << 20
-
-
-class JournalEntry(msgspec.Struct, array_like=True):
-    """One write: the events ring's sequence number before ``events`` were published, the
-    order exec took from ``orders`` that caused them (None for market data, timers, ...)."""
-
-    seq: int
-    taken: Message | None
-    events: list[Message]
-
-
-class ExecJournal:
-    """The append side (exec, one writer; storage off only). See the module docstring."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._fd = open_for_append(self.path, _MAX_FRAME)  # a torn tail is cut off
-        self._enc = msgspec.msgpack.Encoder()
-        self._buf = bytearray(256)
-        self.appended = 0
-        self.failed = 0
-
-    def append(self, taken: Any, events: list[Any], seq: int) -> None:
-        """Write one entry before ``events`` are published (``seq``: the producer's sequence
-        number now). A failed write is logged and counted, never raised: trading goes on, and
-        a restart would then republish what the missing entry held."""
-        buf = self._buf
-        self._enc.encode_into((seq, taken, events), buf)
-        try:
-            append_frame(self._fd, buf)
-        except OSError as exc:
-            self.failed += 1
-            if self.failed == 1:
-                log.error(
-                    "exec journal %s: write failed (%s): recovery may repeat events", self.path, exc
-                )
-            return
-        self.appended += 1
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def open_exec_journal(cfg: Any, incarnation: int) -> ExecJournal | None:
-    """Exec's journal when there is no record (storage off, supervised run), else None. The
-    first incarnation of a run removes earlier runs' journals."""
-    path = exec_journal_path(cfg, run_id())
-    if path is None or not no_record(cfg):
-        return None
-    if incarnation == 0:
-        for old in path.parent.glob(f"{cfg.engine.id}-*.journal"):
-            if old != path:
-                with contextlib.suppress(OSError):
-                    old.unlink()
-    try:
-        j = ExecJournal(path)
-    except OSError as exc:
-        log.error("exec: no journal at %s (%s): a restart will not know its orders", path, exc)
-        return None
-    log.info("exec: storage off: journaling orders and events to %s for recovery", path)
-    return j
-
-
-@dataclass
-class JournalState:
-    """What ``load_exec_journal`` read: the record's shape (``orders``, ``events``)."""
-
-    orders: list[NewOrder] = field(default_factory=list)
-    events: list[Any] = field(default_factory=list)  # execution events and requests, in order
-    entries: int = 0
-    unpublished: int = 0  # journaled events the ring shows never went out (dropped here)
-    skipped: int = 0  # entries that did not decode
-    found: bool = False  # the file exists
-    from_journal: int = 0  # (the record's field; everything here is from the journal)
-
-
-def load_exec_journal(path: str | Path | None, published_seq: int) -> JournalState:
-    """Read the journal. ``published_seq``: the ``events`` ring's publication sequence number
-    now (a fresh producer's ``seq``). An entry's events beyond the next entry's sequence number
-    (beyond ``published_seq`` for the last one) were never published and are left out: the
-    sequence number of the ring that outlived every incarnation is the judge, so this holds
-    after any number of crashes. Events keep what the record keeps (orders' execution events and cancel / replace
-    requests); a message seen twice (an order delivered again after a restart) counts once."""
-    st = JournalState()
-    if path is None:
-        return st
-    path = Path(path)
-    st.found = path.exists()
-    dec = msgspec.msgpack.Decoder(JournalEntry)
-    enc = msgspec.msgpack.Encoder()
-    seen_orders: set[int] = set()
-    seen: set[bytes] = set()
-
-    def keep(m: Any) -> None:
-        if isinstance(m, NewOrder):
-            if m.client_order_id not in seen_orders:
-                seen_orders.add(m.client_order_id)
-                st.orders.append(m)
-        elif hasattr(m, "client_order_id") and (
-            isinstance(m, CancelOrder | ReplaceOrder) or hasattr(m, "ts_event")
-        ):
-            key = enc.encode(m)
-            if key not in seen:
-                seen.add(key)
-                st.events.append(m)
-
-    entries: list[JournalEntry] = []
-    for f in read_frames(path, _MAX_FRAME):
-        try:
-            entries.append(dec.decode(f))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            st.skipped += 1
-    st.entries = len(entries)
-    for k, e in enumerate(entries):
-        if e.taken is not None:
-            keep(e.taken)
-        # what went out of this entry: up to the next entry's sequence number (written after
-        # it, so the ring's position then; lower if an incarnation died before publishing
-        # it), or the ring's position now for the last one
-        limit = entries[k + 1].seq if k + 1 < len(entries) else published_seq
-        n = max(0, min(len(e.events), limit - e.seq))
-        st.unpublished += len(e.events) - n
-        for m in e.events[:n]:
-            keep(m)
-    st.from_journal = len(st.orders) + len(st.events)
-    if st.skipped:
-        log.warning("exec journal %s: %d entries that do not decode were skipped", path, st.skipped)
-    return st
-
-
 def _recover_from_journal(
-    cfg: Any, venue: Any, orders: Any, events: Any, out: ExecRecovery
-) -> ExecRecovery:
-    """Storage off: steps 2-4 on exec's journal instead of the record (module docstring)."""
+    cfg: Any, path: Path, venue: Any, orders: Any, events: Any, out: ExecRecovery
+) -> None:
+    """Steps 1-2 on exec's journal (module docstring), and its half of step 3: no gap."""
     t0 = time.monotonic()
-    path = exec_journal_path(cfg, run_id())
     seq = int(getattr(events, "seq", 0))
     out.backlog = orders.poll_batch(1 << 16)
     st = load_exec_journal(path, seq)
-    if not st.found:
-        log.error(
-            "recovery (storage off): no record and no exec journal at %s: the order table "
-            "starts empty (orders open at the venue are not managed)",
-            path,
+    if st.gap:
+        raise UnsafeToTrade(
+            f"exec journal {path} lacks {st.gap} of the events the ring shows published "
+            f"({st.entries} entries read, {st.skipped} unreadable; a failed write or a cut "
+            "file): exec cannot tell which fills upstream saw"
         )
-        return out
     # re-delivered orders the journal may lack (taken, crash before the entry was written)
     known = {o.client_order_id for o in st.orders}
     orders_all = st.orders + [
@@ -393,11 +238,11 @@ def _recover_from_journal(
     res, algo, starts = _rebuild(cfg, venue, orders_all, st.events, out)
     kinds = Counter(int(e.kind) for e in res.events + algo.events)
     log.warning(
-        "recovery (storage off): no record; rebuilt from exec's journal %s (%d entries, %d "
-        "orders, %d events; %d journaled events never published, left out) and the venue "
-        "(%d open orders, %d fills), %d algo parents from the algo log: %d orders (%d open), "
-        "%d differences resolved %s, %d events published, %d re-delivered orders suppressed, "
-        "%d cancels sent (%.2fs)",
+        "recovery: rebuilt from exec's journal %s (%d entries, %d orders, %d events; %d "
+        "journaled events never published, left out) and the venue (%d open orders, %d fills), "
+        "%d algo parents from the algo log, without the database: %d orders (%d open), %d "
+        "differences resolved %s, %d events published, %d re-delivered orders suppressed, %d "
+        "cancels sent (%.2fs)",
         path,
         st.entries,
         len(st.orders),
@@ -415,40 +260,3 @@ def _recover_from_journal(
         len(res.to_cancel),
         time.monotonic() - t0,
     )
-    return out
-
-
-@dataclass
-class RiskRecovery:
-    orders: list[Any] = field(default_factory=list)  # every NewOrder of this run
-    events: list[Any] = field(default_factory=list)  # execution events and requests, in order
-
-
-def recover_risk(w: Any, cfg: Any, orders_out: Any, events_in: Any) -> RiskRecovery | None:
-    """A restarted risk process's view of this run's orders: wait (beating) until the recorder
-    has read what risk published on ``orders`` and exec on ``events``, then load the record
-    (journal, then PostgreSQL). None when there is nothing to load: storage off, or the run's
-    first risk start."""
-    source = open_recovery_source(cfg)
-    if source is None or not run_id() or w.incarnation == 0:
-        return None
-    t0 = time.monotonic()
-    try:
-        if not wait_recorder_caught_up(
-            [orders_out.ring, events_in.ring], cfg.storage.postgres.recovery_timeout_s, w.beat
-        ):
-            log.error(
-                "recovery (risk): the recorder did not catch up in time: open orders from what "
-                "is recorded"
-            )
-        state = source.load(run_id())
-    finally:
-        source.close()
-    log.warning(
-        "recovery (risk): %d orders, %d events (%d from the journal) in %.2fs",
-        len(state.orders),
-        len(state.events),
-        state.from_journal,
-        time.monotonic() - t0,
-    )
-    return RiskRecovery(list(state.orders), list(state.events))

@@ -15,10 +15,10 @@ fsync, rename), to the state file (``[risk] state_file``, default
 ``<var_dir>/risk-state-<engine id>.json``) and published on the ``risk`` ring as a
 ``TradingStateChanged``. A restarted risk process (the supervisor restarts crashed workers)
 reads it back before it reports ready — a halted engine stays halted until ``gekko resume`` —
-rebuilds positions and cash from exec's positions table, and the orders that were open from this
-run's record (``procs.recovery.recover_risk``, ``RiskGate.restore``): a kill switch or a breaker
-after the restart cancels them too. With storage off there is no record: the restarted risk
-asks exec (``OpenOrdersRequest`` on ``orders``; exec answers on ``events`` with one
+rebuilds positions and cash from exec's positions table, and the orders that were open from
+exec, so a kill switch or a breaker after the restart cancels them too. Never from the database,
+which may be down (``procs/recovery.py``): the restarted risk asks exec
+(``OpenOrdersRequest`` on ``orders``; exec answers on ``events`` with one
 ``OpenOrderSnapshot`` per open order and an end marker, ``RiskGate.restore_open``) and approves
 no new intent until the answer is in or ``[risk] open_orders_timeout_s`` has passed (logged
 either way; an answer after the timeout is still applied).
@@ -57,7 +57,6 @@ from engine.messages import (
     TradingStateChanged,
 )
 from procs.build import build_limits
-from procs.recovery import recover_risk
 from procs.risk_history import seed_history
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
 from procs.warmup import warm_risk
@@ -252,18 +251,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             gate.seed_positions(seed)
             seeded_ns = t_read
             log.info("risk: positions restored from exec's table: %s", {s[0]: s[1] for s in seed})
-    # Open orders: from the record (journal + PostgreSQL), not from the fills (see above)
-    rec = recover_risk(w, cfg, orders, events)
-    if rec is not None:
-        n_open = gate.restore(rec.orders, rec.events)
-        log.warning(
-            "risk: %d open orders restored from the record: %s",
-            n_open,
-            sorted(gate.open_orders)[:20],
-        )
-        w.metrics.set("orders_restored", n_open)
-    # storage off: exec is asked; its answer is read in the loop below (``on_snapshot``)
-    ask = AskExec(orders, rc.open_orders_timeout_s) if rec is None and incarnation > 0 else None
+    # Open orders: exec is asked (never the database, which may be down: procs/recovery.py);
+    # its answer is read in the loop below (``on_snapshot``)
+    ask = AskExec(orders, rc.open_orders_timeout_s) if incarnation > 0 else None
     holding = ask is not None  # new intents wait (the loop below)
     snap = load_state(path)
     if snap is not None:
@@ -355,7 +345,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 else:
                     counted = seeded_ns and getattr(ev, "ts_recv", seeded_ns + 1) <= seeded_ns
                     gate.on_exec_event(ev, count_fill=not counted)
-            # storage off, just restarted: no new intent until exec said what is open (or the
+            # just restarted: no new intent until exec said what is open (or the
             # engine stops: then the strategies' cancels must get through)
             if holding:
                 holding = ask is not None and not stopping and ask.holding()
@@ -416,9 +406,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
 
 
 class AskExec:
-    """A restarted risk process's question to exec: which orders are open (storage off, so no
-    record to load them from). Sends one ``OpenOrdersRequest`` on ``orders`` at once, then
-    collects the ``OpenOrderSnapshot`` rows with its request id until the end marker.
+    """A restarted risk process's question to exec: which orders are open (exec rebuilt them
+    from its journal and the venue; the database may be down). Sends one ``OpenOrdersRequest``
+    on ``orders`` at once, then collects the ``OpenOrderSnapshot`` rows with its request id
+    until the end marker.
 
     ``holding()`` tells the loop to keep new intents back: until the answer is complete, or
     until ``timeout_s`` has passed since the loop first asked — i.e. from READY, so a slow
@@ -437,7 +428,7 @@ class AskExec:
         self.timed_out = False
         orders.publish(OpenOrdersRequest(self.request_id, now))
         log.warning(
-            "risk: restarted without a record (storage off): asked exec for its open orders; "
+            "risk: restarted: asked exec for its open orders; "
             "new intents wait up to %.1fs for the answer",
             timeout_s,
         )

@@ -1,16 +1,16 @@
 """The port through which processes reach the system of record without importing ``ops``.
 
-``procs`` sits below ``ops`` (DESIGN §1), but the recorder writes to PostgreSQL and exec / risk
-read their state back from it at start. So the storage implementation (``ops.store.sink``)
+``procs`` sits below ``ops`` (DESIGN §1), but the recorder writes to PostgreSQL and exec files
+what its start-up reconciliation found there. So the storage implementation (``ops.store.sink``)
 registers itself here (``ops.worker`` does it before a worker runs), and processes only see these
-two small protocols. With no store registered (storage off, inline tests) recovery is skipped
-and the recorder is not started.
+two small protocols. With no store registered (storage off, inline tests) the recorder is not
+started. Recovery never reads the database: exec rebuilds from its own journal and the venue,
+risk asks exec (``procs.recovery``), so a database that is down never holds a restart back.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -38,7 +38,8 @@ class RecordStore(Protocol):
 
 
 class RecoverySource(Protocol):
-    """What exec and risk read back at start, and where they file what reconciliation found."""
+    """The record of a run (``load``: for tools and tests; recovery does not use it), and where
+    exec files what reconciliation found."""
 
     def load(self, run_id: int) -> Any:
         """``ops.store.reader.RunState``-like: ``orders``, ``events`` (publication order)."""
@@ -77,27 +78,3 @@ def run_id() -> int:
         return int(os.environ.get(RUN_ID_ENV, "0"))
     except ValueError:
         return 0
-
-
-def wait_recorder_caught_up(
-    rings: Iterable[Any], timeout_s: float, beat: Callable[[], None]
-) -> bool:
-    """Wait until the recorder's cursor on each ring reaches what was published when we started
-    waiting: then everything published before us is journaled or stored. False on timeout (or
-    when there is no recorder reading those rings)."""
-    targets = [(r, r.published_pos) for r in rings]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        done = True
-        for r, pub in targets:
-            slot = next((s for s in r.slots() if s["name"] == "recorder"), None)
-            if slot is None:
-                return False
-            if slot["cursor"] < pub:
-                done = False
-        if done:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        beat()
-        time.sleep(0.005)

@@ -133,13 +133,14 @@ def test_journal_keeps_what_was_published_and_cuts_a_torn_tail(tmp_path: Path) -
     assert not load_exec_journal(tmp_path / "none.journal", 10).found
 
 
-def test_journal_only_with_storage_off_and_a_new_run_removes_old_journals(
+def test_journal_with_or_without_storage_and_a_new_run_removes_old_journals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(RUN_ID_ENV, str(RUN))
-    assert open_exec_journal(_cfg(tmp_path, "embedded"), 0) is None
+    with_db = open_exec_journal(_cfg(tmp_path, "embedded"), 0)  # kept with a database too
+    assert with_db is not None and with_db.path == exec_journal_path(_cfg(tmp_path), RUN)
+    with_db.close()
     old = exec_journal_path(_cfg(tmp_path), RUN - 1)
-    old.parent.mkdir(parents=True)
     old.write_bytes(b"")
     j = open_exec_journal(_cfg(tmp_path), 0)
     assert j is not None and j.path == exec_journal_path(_cfg(tmp_path), RUN)
@@ -459,7 +460,7 @@ def test_storage_off_sigkill_exec_mid_twap_the_parent_completes_once(tmp_path: P
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err[-3000:]
-    assert "recovery (storage off): no record; rebuilt from exec's journal" in err, err[-3000:]
+    assert "recovery: rebuilt from exec's journal" in err, err[-3000:]
     assert "algo parents logged, 1 rebuilt" in err, err[-3000:]
     s = summary_of(tmp_path)
     assert [r["worker"] for r in s["restarts"]] == ["exec"]
@@ -536,7 +537,7 @@ def test_storage_off_exec_and_risk_killed_risk_gets_the_venue_open_orders(tmp_pa
         _, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err[-3000:]
     assert sorted(x["worker"] for x in summary_of(tmp_path)["restarts"]) == ["exec", "risk"]
-    assert "recovery (storage off): no record; rebuilt from exec's journal" in err, err[-3000:]
+    assert "recovery: rebuilt from exec's journal" in err, err[-3000:]
     assert f"{RESTING} open orders restored from exec's answer ({RESTING} sent)" in err, err[-3000:]
     assert "no answer from exec" not in err
 
