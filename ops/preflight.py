@@ -193,7 +193,8 @@ def _lobster_problem(path: Path, columns: int) -> str:
 
 
 def check_var_dir(cfg: Config) -> None:
-    """``var_dir`` exists or can be created, and a file can be written in it."""
+    """``var_dir`` exists or can be created, and a file can be written in it; the storage
+    directories configured outside it could be created (they are not created here)."""
     var = Path(cfg.engine.var_dir)
     try:
         var.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -203,6 +204,28 @@ def check_var_dir(cfg: Config) -> None:
         raise _error(
             cfg, "engine.var_dir", f"{var} is not a writable directory: {exc.strerror or exc}"
         ) from None
+    pg = cfg.storage.postgres
+    if pg.mode == "off":
+        return
+    data_dir = pg.data_dir if pg.mode == "embedded" else ""
+    for key, value in (("data_dir", data_dir), ("journal_dir", pg.journal_dir)):
+        problem = _dir_problem(Path(value)) if value else ""
+        if problem:
+            raise _error(cfg, f"storage.postgres.{key}", f"{value}: {problem}")
+
+
+def _dir_problem(path: Path) -> str:
+    """Why ``path`` cannot be (or become) a writable directory ("" when it can)."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return "no existing parent directory"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return ""
 
 
 def available_cpus() -> set[int]:

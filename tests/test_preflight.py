@@ -111,6 +111,13 @@ CASES = {
         "missing required column 'ts_event'",
     ),
     "var_dir": ("run", [("engine", 'var_dir = "AFILE/var"')], "", [], "engine.var_dir: "),
+    "journal_dir": (
+        "run",
+        [("storage.postgres", 'journal_dir = "AFILE/journal"')],
+        "",
+        [],
+        "storage.postgres.journal_dir: ",
+    ),
     "cpus": ("run", [("processes.risk", "cpus = [4099]")], "", [], "processes.risk.cpus: CPU 4099"),
     "events": ("backtest", [], "", ["--events", "-1"], "argument --events: must be >= 0"),
     "duration": ("run", [], "", ["--duration", "-1"], "argument --duration: must be > 0"),
