@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 20
+CHAOS_SECONDS ?= 600
 
-.PHONY: run test perf lint backtest clean
+.PHONY: run test chaos perf lint backtest clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -26,7 +27,11 @@ backtest: $(VENV)/.installed-run
 	$(BIN)/gekko backtest --config config.toml
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not chaos_long"
+
+# the long chaos run (tests/chaos): CHAOS_SECONDS of faults; CHAOS_SEED=<n> replays a seed
+chaos: $(VENV)/.installed-test
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m pytest -q -s -m chaos_long tests/chaos
 
 perf: $(VENV)/.installed-test
 	mkdir -p perf/results

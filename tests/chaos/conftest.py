@@ -3,7 +3,7 @@
 - ``CHAOS_SEED=<n>``: replay one seed (default: the bounded run's fixed seed; the long form draws
   a fresh one and prints it).
 - ``CHAOS_SECONDS=<s>``: the length of each engine run. Unset: the bounded form that
-  ``make test`` runs (one ~45 s run, ~10 faults). ``make chaos`` sets it (default 600) and
+  ``make test`` runs (one ~55 s run, ~10 faults). ``make chaos`` sets it (default 600) and
   selects the long form with ``-m chaos_long``.
 """
 
@@ -14,8 +14,11 @@ import random
 
 import pytest
 
-BOUNDED_SECONDS = 45.0
-BOUNDED_SEED = 11
+BOUNDED_SECONDS = 55.0
+# the bounded run's seed, chosen for what it covers: the feed killed twice, exec stopped and
+# killed while PostgreSQL is down, risk, strategy, the recorder twice, Redis down, an operator
+# burst, a worker stopped past the heartbeat timeout (hung)
+BOUNDED_SEED = 1398
 
 
 def pytest_configure(config: pytest.Config) -> None:

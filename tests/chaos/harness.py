@@ -72,8 +72,14 @@ class ChaosResult:
 
 
 def notable_log_lines(text: str) -> list[str]:
-    keys = ("ERROR", "WARNING", "CRITICAL", "Traceback", "Error:", "crashed", "restart")
-    return [ln for ln in text.splitlines() if any(k in ln for k in keys)]
+    """Errors, exceptions and the supervisor's warnings (restarts); not the operator burst's
+    echo or the recorder's reconnection attempts."""
+    keys = ("ERROR", "CRITICAL", "Traceback", "Error:", "Error(", "crashed")
+    return [
+        ln
+        for ln in text.splitlines()
+        if any(k in ln for k in keys) or ("WARNING [supervisor]" in ln and "control:" not in ln)
+    ]
 
 
 def write_config(tmp: Path, engine_id: str, *, max_restarts: int = 5) -> Path:
@@ -196,6 +202,10 @@ def _inject_all(
 
 def _apply(f: F.Fault, res, proc, probe, at, note, background) -> None:  # type: ignore[no-untyped-def]
     var = res.var
+
+    def alive() -> bool:
+        return proc.poll() is None
+
     if f.kind in ("kill", "stop"):
         pid = probe.pid_of(f.target, wait_s=8.0)
         if not pid:
@@ -219,14 +229,14 @@ def _apply(f: F.Fault, res, proc, probe, at, note, background) -> None:  # type:
         at(
             f.at_s + f.hold_s,
             "pg start",
-            lambda: background("pg_ctl start", lambda: F.start_postgres(var / "pg")),
+            lambda: background("pg_ctl start", lambda: F.start_postgres(var / "pg", alive)),
         )
     elif f.kind == "redis":
         note(f"SIGKILL redis-server (pid {F.kill_redis(var / 'redis')})")
         at(
             f.at_s + f.hold_s,
             "redis start",
-            lambda: background("redis-server start", lambda: F.start_redis(var / "redis")),
+            lambda: background("redis-server start", lambda: F.start_redis(var / "redis", alive)),
         )
     elif f.kind == "control":
         note(f"operator burst of {f.burst} signals")
