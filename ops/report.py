@@ -200,8 +200,8 @@ class RunRecord:
         }
 
 
-#: ``gekko run``'s exit code when the run cannot be trusted: exec's positions disagree with the
-#: fills the engine published, or a worker refused to trade with its state in doubt
+#: ``gekko run``'s exit code when the run cannot be trusted: at the end, exec's positions
+#: disagree with the fills the engine published (``inconsistency``)
 UNTRUSTED_EXIT = 3
 
 

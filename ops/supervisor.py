@@ -36,7 +36,6 @@ from engine.messages import (
 from ops.config import Config
 from ops.control import ControlInbox, ControlItem, ControlServer, Peer, socket_path
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
-from procs.recovery import UNSAFE_EXIT
 from procs.runtime import (
     ALL_WORKERS,
     COUNTERS,
@@ -368,15 +367,6 @@ class Supervisor:
             h.proc = None
             if code == EXIT_STOP_RUN:  # the worker says the run cannot go on: no restart
                 self._worker_stopped_run(h)
-                continue
-            if code == UNSAFE_EXIT and not hung:  # its state is in doubt: so would a restart's
-                h.gave_up = True
-                log.error("%s refused to trade, its state in doubt: stopping the engine", h.name)
-                self._stop_reason = self._stop_reason or f"{h.name} halted: state in doubt"
-                self.exit_code = UNTRUSTED_EXIT
-                self._audit(
-                    "supervisor", "worker.gave_up", worker=h.name, reason=reason, run_id=self.run_id
-                )
                 continue
             if h.restarts >= sup.max_restarts:
                 h.gave_up = True

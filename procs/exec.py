@@ -11,11 +11,13 @@ restart: exec journals what it takes and publishes (``procs.exec_journal``, writ
 publish) and a restarted exec rebuilds its order table from that journal and the venue, its algo
 parents from the write-ahead algo log (``procs.algo_log``) too — never waiting for the database
 (``procs.recovery``). If the positions it rebuilt disagree with the venue's, or the journal
-lacks events the ring shows published, it does not trade: it exits ``UNSAFE_EXIT`` saying why.
+lacks events the ring shows published, it does not trade: it exits ``EXIT_STOP_RUN`` saying why
+and the supervisor stops the engine (exit code 1) instead of restarting it into the same doubt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -34,8 +36,15 @@ from engine.portfolio import Portfolio
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.algo_log import prune as prune_algo_logs
 from procs.build import build_exec_policy, build_venue, venue_record_path
-from procs.recovery import UNSAFE_EXIT, UnsafeToTrade, open_exec_journal, recover_exec
-from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker
+from procs.recovery import UnsafeToTrade, open_exec_journal, recover_exec
+from procs.runtime import (
+    EXIT_STOP_RUN,
+    POSITION_DTYPE,
+    STATE_READY,
+    STATE_STOPPING,
+    Worker,
+    stop_reason_path,
+)
 from procs.storage import run_id
 from procs.warmup import warm_exec
 from shm.seqlock import SeqlockTable
@@ -116,15 +125,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     try:
         rec = recover_exec(w, cfg, venue, orders, events)
     except UnsafeToTrade as exc:
-        log.critical(
-            "exec: not trading: %s; %d orders left open at the venue; the engine stops",
-            exc,
-            len(venue.open_orders()),
-        )
         for closing in (algo_log, journal, waiter, w):
             if closing is not None:
                 closing.close()
-        return UNSAFE_EXIT
+        return _stop_run(cfg, engine_id, f"{exc}; {len(venue.open_orders())} orders left open")
     if rec.result is not None:
         engine.table = rec.result.table
         for f in rec.stored_fills:
@@ -243,6 +247,16 @@ def _open_algo_log(cfg: Any, engine: ExecEngine, incarnation: int) -> AlgoLog | 
         return None
     engine.algo.on_record = alog.append
     return alog
+
+
+def _stop_run(cfg: Any, engine_id: str, why: str) -> int:
+    """Exec must not trade (``procs.recovery.UnsafeToTrade``): say why where the supervisor
+    reads it, and exit so that it stops the engine rather than restart exec."""
+    log.critical("exec: not trading: %s", why)
+    path = stop_reason_path(cfg, engine_id, "exec")
+    with contextlib.suppress(OSError):
+        path.write_text(f"not trading: {why}")
+    return EXIT_STOP_RUN
 
 
 def _gone(c: Any) -> bool:

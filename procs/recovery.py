@@ -10,8 +10,9 @@ The sequence for exec (``recover_exec``), never waiting for the database:
 3. check the result: the journal must hold every event the ring shows published (no ``gap``)
    and the fills it knows plus those found at the venue must give the venue's positions. If
    either fails, exec's view of what upstream saw is in doubt: ``UnsafeToTrade`` — exec logs
-   why and exits ``UNSAFE_EXIT``, and the supervisor stops the engine instead of restarting it
-   (publishing or trading on a wrong view would corrupt positions upstream);
+   why and exits ``EXIT_STOP_RUN``, and the supervisor stops the engine (exit code 1, the
+   reason as its stop reason) instead of restarting it (publishing or trading on a wrong view
+   would corrupt positions upstream);
 4. hand back the events to publish, the rebuilt table, and the waiting orders minus those the
    venue already had (never placed twice); file the reconciliation events in PostgreSQL in the
    background, when there is one (a database that is down costs a log line, never a wait).
@@ -65,10 +66,6 @@ from procs.exec_journal import (  # noqa: F401  (re-exported: the journal's API 
 from procs.storage import open_recovery_source, run_id
 
 log = logging.getLogger("gekko.recovery")
-
-#: a worker's exit code for "my state is in doubt, I will not trade": the supervisor stops the
-#: engine (exit code 3) instead of restarting it into the same doubt
-UNSAFE_EXIT = 3
 
 
 class UnsafeToTrade(Exception):

@@ -235,7 +235,7 @@ def test_positions_inconsistent_with_fills_at_the_end_fail_the_run(tmp_path: Pat
 def test_a_cut_exec_journal_halts_the_engine_with_a_reason(tmp_path: Path) -> None:
     """Exec's journal loses its tail, then exec is SIGKILLed: the new exec does not trade on
     what is left (it would publish again fills upstream already counted); the engine stops,
-    exit code 3, the reason in the log."""
+    exit code 1, the reason as the run's stop reason."""
     from tests.test_engine_e2e import _wait_for, health, running_engine, summary_of
     from tests.test_risk_recovery import _checker
 
@@ -250,10 +250,10 @@ def test_a_cut_exec_journal_halts_the_engine_with_a_reason(tmp_path: Path) -> No
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
         os.kill(old, signal.SIGKILL)
         _, err = proc.communicate(timeout=120)  # the engine stops by itself
-    assert proc.returncode == 3, err[-3000:]
+    assert proc.returncode == 1, err[-3000:]
     assert "exec: not trading: exec journal" in err and "lacks" in err, err[-3000:]
     s = summary_of(tmp_path)
-    assert s["stop_reason"] == "exec halted: state in doubt"
+    assert s["stop_reason"].startswith("exec stopped the run: not trading: exec journal")
     assert [r["worker"] for r in s["restarts"]] == ["exec"]  # restarted once, then no more
 
 
