@@ -413,7 +413,8 @@ class Supervisor:
             why = "see its log"
         h.gave_up = True
         log.error("%s stopped the run: %s", h.name, why)
-        self._stop_reason = self._stop_reason or f"{h.name} stopped the run: {why}"
+        # the true cause, even where the stop it caused was seen first (e.g. "feed finished")
+        self._stop_reason = f"{h.name} stopped the run: {why}"
         self.exit_code = 1
         self._audit(
             "supervisor", "worker.stopped_run", worker=h.name, reason=why, run_id=self.run_id
@@ -669,7 +670,9 @@ class Supervisor:
         self._kill_all()
         self._drain()
         for h in self.workers.values():
-            if h.proc is not None and h.proc.returncode not in (0, None):
+            if h.proc is not None and h.proc.returncode == EXIT_STOP_RUN:
+                self._worker_stopped_run(h)  # it stopped the run while the engine was stopping
+            elif h.proc is not None and h.proc.returncode not in (0, None):
                 log.warning("%s exited with code %s", h.name, h.proc.returncode)
         states = {n: int(self._health(n)["state"]) for n in self.workers}
         unclean = [n for n, st in states.items() if st != STATE_STOPPED]
