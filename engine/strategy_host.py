@@ -139,6 +139,8 @@ class StrategyHost:
         self.remote_in = 0
         self.started = False
         self.stopped = False
+        #: instrument -> the time its seeded position was read (``seed_positions``)
+        self._seeded: dict[int, int] = {}
 
         for pos, raw in enumerate(strategies, start=1):
             spec = StrategySpec.coerce(raw)
@@ -296,10 +298,44 @@ class StrategyHost:
             self.unrouted += 1
             return []
         slot.ctx.apply_exec_event(ev)
+        if self._seeded and isinstance(ev, OrderPartiallyFilled):
+            self._unseed(slot, ev)
         if not slot.enabled or self.stopped:
             return []  # a stopped strategy keeps its books straight but may not act
         fn = "on_fill" if isinstance(ev, OrderPartiallyFilled) else "on_order_event"
         return self._call(slot, now_ns, getattr(ev, "ts_recv", now_ns), fn, ev)
+
+    def seed_positions(self, positions: Mapping[int, int], as_of_ns: int) -> list[int]:
+        """After a restart of the strategy process: the position of each instrument (exec's
+        positions table, read at ``as_of_ns``) becomes the position of the one strategy that
+        trades it, so an inventory limit counts what the previous incarnation bought (a
+        strategy restarted flat would trade up to its limit again from there). Fills up to
+        ``as_of_ns`` that the events ring delivers again are in the table already: they are
+        not counted twice. Returns the instruments with a position that several strategies
+        trade: not seeded (the table cannot tell whose it is)."""
+        shared: list[int] = []
+        for iid, pos in positions.items():
+            slots = self._by_instrument.get(iid)
+            if not slots:
+                continue
+            if len(slots) > 1:
+                if pos:
+                    shared.append(iid)
+                continue
+            slots[0].ctx.positions[iid] = int(pos)
+            self._seeded[iid] = as_of_ns
+        return shared
+
+    def _unseed(self, slot: _Slot, ev: OrderPartiallyFilled) -> None:
+        """Take a re-delivered fill the seeded position holds back out (exec publishes in
+        ``ts_recv`` order: after the first newer fill of an instrument, none is left)."""
+        t = self._seeded.get(ev.instrument_id)
+        if t is None:
+            return
+        if ev.ts_recv <= t:
+            slot.ctx.positions[ev.instrument_id] -= ev.side * ev.fill_qty
+        else:
+            del self._seeded[ev.instrument_id]
 
     def on_remote(self, r: Remote, now_ns: int) -> list[Intent]:
         """Hand another engine's message to every enabled strategy (``Strategy.on_remote``).

@@ -19,7 +19,7 @@ from engine.messages import Control, ControlCommand, Forecast, OrderRejected, Re
 from procs.backlog import BacklogGuard
 from procs.bridge import RemoteFilter
 from procs.build import build_strategy_host
-from procs.runtime import STATE_READY, STATE_STOPPING, Worker, worker_enabled
+from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker, worker_enabled
 from procs.warmup import warm_strategy
 
 log = logging.getLogger("gekko.strategy")
@@ -34,6 +34,8 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     host = build_strategy_host(cfg)
     for slot in host.slots:
         slot.ctx.reserve_order_ids(incarnation * ORDER_ID_BLOCK)
+    if incarnation > 0:
+        _seed_positions(w, cfg, host)
     md = w.consume("md")
     events = w.consume("events")
     risk = w.consume("risk")
@@ -165,3 +167,32 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         waiter.close()
         w.close()
     return 0
+
+
+def _seed_positions(w: Worker, cfg: Any, host: Any) -> None:
+    """A restarted strategy process starts from the positions in exec's table, not flat: a
+    market maker restarted flat would quote up to its inventory limit again on top of what
+    it holds (``StrategyHost.seed_positions``). Nothing is seeded if the table cannot be
+    read (logged: the strategies start flat, risk's limits still hold)."""
+    from shm.seqlock import SeqlockTable
+
+    try:
+        table = SeqlockTable.attach(w.engine_id, "positions", POSITION_DTYPE)
+        try:
+            t_read = time.monotonic_ns()
+            rows = {int(r["instrument_id"]): int(r["position"]) for r in table.read_all()}
+        finally:
+            table.close()
+    except Exception as exc:  # exec has not written it yet, or it is gone
+        log.error("strategy: restarted, positions table unreadable (%s): starting flat", exc)
+        return
+    shared = host.seed_positions(rows, t_read)
+    symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
+    held = {symbols.get(i, i): p for i, p in rows.items() if p and i not in shared}
+    log.warning("strategy: restarted: positions from exec's table: %s", held or "all flat")
+    if shared:
+        log.error(
+            "strategy: restarted: %s traded by several strategies: their positions are not "
+            "seeded (each starts flat there; risk's limits still count the whole position)",
+            [symbols.get(i, i) for i in shared],
+        )

@@ -9,8 +9,9 @@ How it quotes (per instrument it trades):
 - **quotes** = bid at ⌊reservation − ``half_spread_ticks``⌋, ask at ⌈reservation +
   ``half_spread_ticks``⌉, each ``size`` lots, clamped so they never cross the market (a maker that
   crosses pays the taker fee and gets adverse selection for free);
-- **inventory cap**: the side that would take |position| beyond ``max_inventory`` lots is not
-  quoted (and canceled if it rests);
+- **inventory cap**: the side that would take |position| beyond ``max_inventory`` lots, counting
+  every other open order of ours on that side and the quote in full, is not quoted (and
+  canceled if it rests);
 - **re-quoting**: resting quotes are moved with a replace only when the reservation price has moved
   by at least ``requote_ticks`` since the last quote. Re-quoting on every tick would burn order
   rate limits and lose queue priority for nothing; the threshold is the knob between staleness
@@ -136,15 +137,25 @@ class MarketMaker(Strategy):
         res, bid_px, ask_px = t
         pos = self.ctx.position(instrument_id)
         moved = st.last_fair is None or abs(res - st.last_fair) >= self.requote_ticks
+        # worst case: the position, every other open order on that side, and this quote in full
+        buy = pos + self._other_open(instrument_id, Side.BUY, st.bid_coid) + self.size
+        sell = pos - self._other_open(instrument_id, Side.SELL, st.ask_coid) - self.size
         in_sync = True
+        in_sync &= self._side(st, instrument_id, Side.BUY, bid_px, buy <= self.max_inventory, moved)
         in_sync &= self._side(
-            st, instrument_id, Side.BUY, bid_px, pos + self.size <= self.max_inventory, moved
-        )
-        in_sync &= self._side(
-            st, instrument_id, Side.SELL, ask_px, pos - self.size >= -self.max_inventory, moved
+            st, instrument_id, Side.SELL, ask_px, sell >= -self.max_inventory, moved
         )
         if moved and in_sync:
             st.last_fair = res
+
+    def _other_open(self, iid: int, side: Side, quote_coid: int) -> int:
+        """Open lots on ``side`` of ``iid`` besides our quote there (one still being canceled,
+        one left from before a re-quote): they count against ``max_inventory`` too."""
+        return sum(
+            o.leaves_qty
+            for o in self.ctx.open_orders.values()
+            if o.instrument_id == iid and o.side == side and o.client_order_id != quote_coid
+        )
 
     def _side(
         self, st: _Quoting, iid: int, side: Side, px: int, allowed: bool, moved: bool
