@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.instruments import Instrument
+from engine.md_rejects import BadRowError, RejectCounter
 from engine.messages import Bar, BookDelta, BookSnapshot, Quote, Side, Trade
 from engine.venues.replay import DAY_NS, ReplaySource, load_bars_csv
 
@@ -430,3 +431,120 @@ def test_from_lobster(tmp_path: Path) -> None:
     ]
     with pytest.raises(ValueError, match="not found"):
         ReplaySource.from_lobster(tmp_path / "x.csv", book, 2, 1)
+
+
+# --- rows named, policy, garbage lines ---------------------------------------------------------
+
+
+def test_rejected_rows_are_named_by_file_and_line(tmp_path: Path) -> None:
+    q = _csv(
+        tmp_path / "q.csv",
+        """
+ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
+1,AAA,10.00,1,10.01,1
+
+2,AAA,10.00,1
+3,AAA,10.02,1,10.01,1
+4,AAA,10.00,1,10.01,1
+""",
+    )
+    seen: list[tuple[str, str, int]] = []
+    rejects = RejectCounter(sink=lambda reason, n: None)
+    src = ReplaySource(INS, quotes=q, rejects=rejects)
+    orig = rejects.reject
+
+    def spy(reason: str, where: str = "", row: int = -1, detail: str = "") -> None:
+        seen.append((reason, where, row))
+        orig(reason, where, row, detail)
+
+    rejects.reject = spy  # type: ignore[method-assign]
+    assert [m.ts_event for m in src] == [1, 4]
+    # the blank line 3 is no row; the 3-field line 4 and the crossed line 5 are named
+    assert seen == [
+        ("malformed_row", f"quotes file {q}", 4),
+        ("crossed", f"quotes file {q}", 5),
+    ]
+    assert rejects.counts == {"malformed_row": 1, "crossed": 1} == src.rejected
+
+
+def test_fail_policy_raises_at_the_first_bad_row(tmp_path: Path) -> None:
+    q = _csv(
+        tmp_path / "q.csv",
+        """
+ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty
+1,AAA,10.00,1,10.01,1
+2,AAA,NaN,1,10.01,1
+3,AAA,10.00,1,10.01,1
+""",
+    )
+    src = ReplaySource(INS, quotes=q, rejects=RejectCounter("fail"))
+    it = iter(src)
+    assert next(it).ts_event == 1
+    with pytest.raises(BadRowError, match=r"quotes file .*q\.csv row 3: nan_value") as e:
+        next(it)
+    assert (e.value.row, e.value.reason) == (3, "nan_value")
+
+
+def test_parquet_rows_are_rejected_the_same_way(tmp_path: Path) -> None:
+    p = tmp_path / "q.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "ts_event": [1, 2, 3, 4, 5, 6],
+                "symbol": ["AAA", "AAA", "AAA", "ZZZ", "AAA", "AAA"],
+                "bid_px": [10.0, float("nan"), 10.02, 10.0, -1.0, 10.0],
+                "bid_qty": [1.0, 1.0, 1.0, 1.0, 1.0, -3.0],
+                "ask_px": [10.01, 10.01, 10.01, 10.01, 10.01, 10.01],
+                "ask_qty": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            }
+        ),
+        p,
+    )
+    rejects = RejectCounter()
+    src = ReplaySource(INS, quotes=p, rejects=rejects)
+    assert [m.ts_event for m in src] == [1]
+    assert (
+        src.rejected
+        == rejects.counts
+        == {
+            "nan_value": 1,
+            "crossed": 1,
+            "unknown_instrument": 1,
+            "non_positive_price": 1,
+            "bad_size": 1,
+        }
+    )
+    with pytest.raises(BadRowError, match=r"q\.parquet row 2: nan_value"):
+        list(ReplaySource(INS, quotes=p, rejects=RejectCounter("fail")))
+
+
+GARBAGE_LINE = st.text(
+    # no quote (a CSV quote may legally span lines) and no line breaks: one line each
+    alphabet=st.characters(blacklist_characters='\n\r"', blacklist_categories=("Cs",)),
+    max_size=60,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(
+        st.one_of(
+            GARBAGE_LINE, ROW.map(",".join), st.sampled_from(["5,AAA,10.00,1,10.01,1", " ", ""])
+        ),
+        max_size=40,
+    )
+)
+def test_garbage_lines_never_crash_and_every_line_is_accounted(
+    tmp_path: Path, lines: list[str]
+) -> None:
+    path = tmp_path / "garbage.csv"
+    path.write_text(
+        "ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty\n" + "".join(x + "\n" for x in lines)
+    )
+    src = ReplaySource(INS, quotes=path, rejects=RejectCounter(log_first=0))
+    out = list(src)
+    rows = sum(1 for x in lines if x)  # empty lines are no rows
+    assert len(out) + sum(src.rejected.values()) == rows
+    assert [m.ts_event for m in out] == sorted(m.ts_event for m in out)

@@ -43,7 +43,7 @@ trade), ``crossed`` (bid >= ask: crossed or locked), ``unknown_instrument``, ``b
 went back in time). Each is also reported to the source's :class:`RejectCounter` with the file
 and row (the CSV line number, header = line 1; the 1-based row of a Parquet file), which logs
 the first few and, under ``on_bad_row = "fail"``, raises :class:`BadRowError` at the first.
-A blank line of a CSV file is not a row.
+An empty line of a CSV file is not a row (a line of spaces is a malformed one).
 """
 
 from __future__ import annotations
@@ -554,7 +554,7 @@ def _read_csv(path: Path) -> tuple[pa.Table, list[int], list[int]]:
 
 
 def _blank_lines(path: Path, candidates: set[int]) -> set[int]:
-    """Which of the ``candidates`` line numbers are blank (whitespace only) in the file."""
+    """Which of the ``candidates`` line numbers are empty in the file."""
     out: set[int] = set()
     last = max(candidates)
     with pa.input_stream(str(path), compression="detect") as f:
@@ -565,12 +565,12 @@ def _blank_lines(path: Path, candidates: set[int]) -> set[int]:
             rest = parts.pop() if chunk else b""
             for part in parts:
                 k += 1
-                if k in candidates and not part.strip():
+                if k in candidates and not part.rstrip(b"\r"):
                     out.add(k)
             if not chunk:
                 if rest:
                     k += 1
-                    if k in candidates and not rest.strip():
+                    if k in candidates and not rest.rstrip(b"\r"):
                         out.add(k)
                 break
     return out
