@@ -34,6 +34,7 @@ from shm.layout import (
     PUB_SEQ,
     PUB_VERSION,
     SL_CURSOR,
+    SL_SEQ,
     SL_SLEEPING,
     SL_STATE,
     SLOT_GATING,
@@ -112,6 +113,34 @@ def set_claim(base: int, claim: int) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
+def announce_claim(base: int, claim: int, nslots: int, floor: int) -> int:
+    """Announce a new claim, then read the gating cursors: the producer's side of a Dekker
+    hand-shake with a reader that re-attaches to a slot it had been dropped from (``revive``).
+
+    The full fence orders the claim store before the cursor/state loads, so either the reviving
+    reader sees this claim (and knows whether its frames are still intact) or this call sees the
+    reader gating again (and the producer's limit respects it). Returns ``min_gating``.
+    """
+    b = _u64(base)
+    store_relaxed(b + _u64(CLAIM), _u64(claim))
+    fence_seq_cst()
+    return min_gating(base, nslots, floor)
+
+
+@numba.njit(cache=True, nogil=True)
+def revive(state_addr: int, expected: int, new: int, base: int) -> int:
+    """A reader's side of that hand-shake: swap its slot state, then read the claim.
+
+    Returns the claim after the swap (a seq_cst compare-and-swap orders the state store before
+    the claim load), or -1 if the slot's state was no longer ``expected``.
+    """
+    if not cas_u64(_u64(state_addr), _u64(expected), _u64(new)):
+        return -1
+    fence_seq_cst()
+    return numba.int64(load_relaxed(_u64(base) + _u64(CLAIM)))
+
+
+@numba.njit(cache=True, nogil=True)
 def read_claim(base: int) -> int:
     """After reading frame bytes: the producer's claim (acquire fence first, seqlock-style)."""
     fence_acquire()
@@ -119,14 +148,16 @@ def read_claim(base: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def exchange(base: int, slot: int, pos: int) -> int:
+def exchange(base: int, slot: int, pos: int, next_seq: int) -> int:
     """A consumer's turn-around in one call: hand back its cursor (store-release; a non-gating
-    cursor is only informative), then acquire the producer's position.
+    cursor is only informative) with the sequence expected there (a restart that finds its
+    frames overwritten counts its loss from it), then acquire the producer's position.
 
     Returns that position, or ``-(position + 1)`` when the producer sleeps waiting for room and
     this caller won the right to wake it.
     """
     b = _u64(base)
+    store_relaxed(b + _u64(SLOTS + slot * SLOT_SIZE + SL_SEQ), _u64(next_seq + 1))
     store_release(b + _u64(SLOTS + slot * SLOT_SIZE + SL_CURSOR), _u64(pos))
     fence_seq_cst()
     a = b + _u64(PSLEEP)
@@ -169,6 +200,13 @@ def store_word(addr: int, val: int) -> None:
 @numba.njit(cache=True, nogil=True)
 def load_word(addr: int) -> int:
     return numba.int64(load_acquire(_u64(addr)))
+
+
+@numba.njit(cache=True, nogil=True)
+def store_fenced(addr: int, val: int) -> None:
+    """Store, then a full fence: the store is visible before any load that follows."""
+    store_release(_u64(addr), _u64(val))
+    fence_seq_cst()
 
 
 @numba.njit(cache=True, nogil=True)

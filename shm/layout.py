@@ -42,6 +42,7 @@ SL_SLEEPING = 24
 SL_ATTACH_NS = 32
 SL_MISSED = 40
 SL_RECEIVED = 48
+SL_SEQ = 56  # 1 + the sequence of the frame at the cursor, handed back with it (0: unknown)
 SL_NAME = 64
 SL_NAME_LEN = 32
 SL_WAKE = 96  # name of the semaphore to post when this consumer sleeps (block strategy)

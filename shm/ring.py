@@ -57,6 +57,7 @@ from shm.layout import (
     SL_NAME_LEN,
     SL_PID,
     SL_RECEIVED,
+    SL_SEQ,
     SL_SLEEPING,
     SL_STATE,
     SL_WAKE,
@@ -336,6 +337,19 @@ class Producer:
         self._hot = min(self._limit, self._claim)
         return self._limit
 
+    def _announce_claim(self, claim: int) -> None:
+        """Announce ``claim``, then re-read the gating cursors (one numba call).
+
+        Re-reading here, at every claim renewal (each ``capacity / 8`` bytes), and not only when
+        the cached limit runs out, is what protects a reader that re-attaches to a slot it had
+        been dropped from: it gates again from the next renewal on, and it checks the claim to
+        know whether the frames at its cursor are still intact (``Consumer._attach_slot``).
+        """
+        self._claim = claim
+        floor = K.announce_claim(self._base, claim, self._nslots, self.pos)
+        self._limit = floor + self._cap
+        self._hot = min(self._limit, claim)
+
     def _ensure_space(self, end: int, timeout_s: float | None = None) -> None:
         """Wait until writing up to ``end`` overwrites nothing a gating consumer still needs."""
         if end <= self._refresh_limit():
@@ -399,6 +413,12 @@ class Producer:
             since = self._dead_since.setdefault(i, now)
             if now - since >= self.dead_reader_grace_s:
                 if K.claim_slot(ring._slot_addr(i, SL_STATE), SLOT_GATING, SLOT_DEAD):
+                    if ring._slot_word(i, SL_PID) != pid:
+                        # a restarted reader took the slot after we looked at its pid: it
+                        # gates again (it may not see the drop, so we undo it, not it)
+                        K.claim_slot(ring._slot_addr(i, SL_STATE), SLOT_DEAD, SLOT_GATING)
+                        self._dead_since.pop(i, None)
+                        continue
                     self.dead_readers_dropped += 1
                     what = "never attached" if pid == 0 else f"pid {pid} is gone"
                     log.warning(
@@ -429,12 +449,10 @@ class Producer:
         room = self._cap - off
         need = total if total <= room else room + total
         end = pos + need
+        if end > self._claim:
+            self._announce_claim(end + self._claim_chunk)
         if end > self._limit:
             self._ensure_space(end)
-        if end > self._claim:
-            self._claim = end + self._claim_chunk
-            self._hot = min(self._limit, self._claim)
-            K.set_claim(self._base, self._claim)
         if total > room:
             if room >= FRAME_HEADER:
                 self._pack_hdr(self._data, off, room - FRAME_HEADER, TYPE_PAD, FRAME_MARK, 0)
@@ -567,14 +585,11 @@ class Producer:
         while i < n:
             # write at most a quarter ring per step so non-gating readers keep slack behind the claim
             # (but always room for the next frame, wrap included, or a big frame would never go)
-            limit = min(
-                self._refresh_limit(),
-                max(self.pos + self._cap // 4, self._end_for(int(lengths[i]))),
-            )
+            target = max(self.pos + self._cap // 4, self._end_for(int(lengths[i])))
+            limit = min(self._refresh_limit(), target)
             if limit > self._claim:
-                self._claim = limit
-                self._hot = min(self._limit, self._claim)
-                K.set_claim(self._base, self._claim)
+                self._announce_claim(limit)
+                limit = min(limit, self._limit)
             i2, pos, seq = K.write_batch(
                 self.ring.data_addr,
                 self._cap,
@@ -642,7 +657,7 @@ class Consumer:
         self.received = 0
         self.missed = 0
         self.laps = 0
-        self.slot, resumed = self._attach_slot(name, gating, from_start)
+        self.slot, resumed, claim = self._attach_slot(name, gating, from_start)
         self._sleep_addr = ring._slot_addr(self.slot, SL_SLEEPING)
         self.pos = ring._slot_word(self.slot, SL_CURSOR)
         self.received = ring._slot_word(self.slot, SL_RECEIVED)
@@ -652,13 +667,27 @@ class Consumer:
         self.resumed = resumed
         self._wake_sem_name = f"{ring.region.name}_{self.slot}"
         ring._set_wake_name(self.slot, self._wake_sem_name)
-        self._sync_seq()
+        if claim > self.pos + self._cap:
+            # re-attached to a slot the producer had dropped as dead, and it may have written
+            # over our cursor's frames since: what was there is lost, say so and count it
+            log.error(
+                "ring %s: consumer %r was dropped as dead and overrun while away; "
+                "resynchronising (the frames it missed are counted)",
+                ring.name,
+                name,
+            )
+            self._next_seq = ring._slot_word(self.slot, SL_SEQ) - 1  # as handed back, if known
+            self._resync()
+        else:
+            self._sync_seq()
         # load the kernels now rather than on the first frame (an empty scan, a cursor hand-back)
         K.scan(ring.data_addr, self._cap, self.pos, self.pos, 0, self._max_payload, self._index)
         self._refresh()
 
     # --- attach ----------------------------------------------------------------------------------
-    def _attach_slot(self, name: str, gating: bool, from_start: bool) -> tuple[int, bool]:
+    def _attach_slot(self, name: str, gating: bool, from_start: bool) -> tuple[int, bool, int]:
+        """(slot, resumed, claim): ``claim`` is the producer's claim seen when a slot it had
+        stopped honouring (dead) gates again, else 0 (our cursor's frames are intact)."""
         ring = self.ring
         want = SLOT_GATING if gating else SLOT_NONGATING
         pid = os.getpid()
@@ -675,17 +704,12 @@ class Consumer:
                     raise RingError(
                         f"ring {ring.name}: consumer {name!r} is already attached by pid {old_pid}"
                     )
-                K.store_word(ring._slot_addr(i, SL_PID), pid)
+                # our pid first (fenced), then the state: a producer dropping the dead pid at
+                # this moment either sees our pid and undoes the drop, or we see the drop here
+                K.store_fenced(ring._slot_addr(i, SL_PID), pid)
                 K.store_word(ring._slot_addr(i, SL_SLEEPING), 0)
-                if st != want:
-                    if st == SLOT_DEAD and gating:
-                        log.warning(
-                            "ring %s: consumer %r re-attaches after being dropped as dead",
-                            ring.name,
-                            name,
-                        )
-                    K.store_word(ring._slot_addr(i, SL_STATE), want)
-                return i, old_pid != 0 or ring._slot_word(i, SL_CURSOR) > 0
+                resumed = old_pid != 0 or ring._slot_word(i, SL_CURSOR) > 0
+                return i, resumed, self._take_state(i, want)
         # 2) a free (or closed) slot: start at the producer's current position
         for i in range(ring.max_consumers):
             st = ring._slot_word(i, SL_STATE)
@@ -696,32 +720,83 @@ class Consumer:
                 K.store_word(ring._slot_addr(i, SL_CURSOR), start)
                 K.store_word(ring._slot_addr(i, SL_RECEIVED), 0)
                 K.store_word(ring._slot_addr(i, SL_MISSED), 0)
+                K.store_word(ring._slot_addr(i, SL_SEQ), 0)
                 ring._init_slot(i, name, want, pid)
                 if not from_start:
                     # the producer may have moved on while we registered: start from where it is now
                     K.store_word(ring._slot_addr(i, SL_CURSOR), K.published(self._base))
-                return i, False
+                return i, False, 0
         raise RingError(f"ring {ring.name}: all {ring.max_consumers} consumer slots are taken")
 
+    def _take_state(self, i: int, want: int) -> int:
+        """Set our slot's state to ``want``; the producer's claim if it was dead, else 0."""
+        ring = self.ring
+        addr = ring._slot_addr(i, SL_STATE)
+        while True:
+            st = ring._slot_word(i, SL_STATE)
+            if st == want:
+                return 0
+            claim = K.revive(addr, st, want, self._base)
+            if claim < 0:
+                continue  # the producer changed it meanwhile: look again
+            if st == SLOT_DEAD and want == SLOT_GATING:
+                log.warning(
+                    "ring %s: consumer %r re-attaches after being dropped as dead",
+                    ring.name,
+                    ring._slot_name(i),
+                )
+                return claim
+            return 0
+
     def _sync_seq(self) -> None:
-        """Learn the sequence number expected at our cursor."""
+        """Learn the sequence number of the frame at our cursor.
+
+        A re-attached reader resumes mid-stream, after frames any producer incarnation may have
+        written: a gating reader reads the number from the first frame header at its cursor
+        (its frames are protected), never guesses it. A non-gating one learns it from the first
+        frame it reads, validated against laps (``_next_frame``).
+        """
         pos, seq = K.snapshot(self._base)
-        if pos < 0:
-            raise RingCorruptedError(f"ring {self.ring.name}: producer died mid-publication")
-        if pos == self.pos:
-            self._next_seq = seq
-        elif pos - self.pos > self._cap:
+        if pos < 0:  # the producer died mid-commit: its restart repairs the publication
+            pos, seq = K.published(self._base), -1
+        if pos - self.pos > self._cap:
             if self.gating:
                 log.error(
                     "ring %s: gating consumer %r was overrun while away; resynchronising",
                     self.ring.name,
                     self.name,
                 )
+            self._next_seq = self.ring._slot_word(self.slot, SL_SEQ) - 1  # as handed back
             self._resync()
-        elif self.pos == 0:
-            self._next_seq = 0  # the stream's first frame
+        elif pos == self.pos:
+            self._next_seq = seq
+        elif self.gating:
+            self._next_seq = self._seq_at(self.pos, pos, seq)
         else:
             self._next_seq = -1  # taken from the next frame header
+
+    def _seq_at(self, pos: int, end: int, end_seq: int) -> int:
+        """The sequence of the first data frame in [pos, end), pads skipped; ``end_seq`` if none.
+
+        Only for a gating reader (nothing it has not read is overwritten) and off the hot path.
+        """
+        q = self._q
+        while pos < end:
+            off = pos & self._mask
+            room = self._cap - off
+            if room < FRAME_HEADER:
+                pos += room
+                continue
+            w0 = q[off >> 3]
+            if (w0 >> 48) != FRAME_MARK:
+                raise RingCorruptedError(
+                    f"ring {self.ring.name}: bad frame at position {pos} (header {w0:#018x})"
+                )
+            if (w0 >> 32) & 0xFFFF == TYPE_PAD:
+                pos += room
+                continue
+            return int(q[(off >> 3) + 1])
+        return end_seq
 
     def _resync(self) -> None:
         """Jump to the producer's consistent (pos, seq) and count the frames skipped."""
@@ -746,7 +821,7 @@ class Consumer:
     # --- waiting ---------------------------------------------------------------------------------
     def _refresh(self) -> int:
         """Hand our cursor back, then acquire the producer's position (one numba call)."""
-        avail = K.exchange(self._base, self.slot, self.pos)
+        avail = K.exchange(self._base, self.slot, self.pos, self._next_seq)
         if avail < 0:  # the producer sleeps waiting for room: wake it
             avail = -avail - 1
             self._wake_producer()
@@ -885,7 +960,7 @@ class Consumer:
         if self.gating:
             # fast path: a plain data frame already known to be published
             pos = self.pos
-            if pos < self._avail:
+            if pos < self._avail and self._next_seq >= 0:
                 off = pos & self._mask
                 if self._cap - off >= FRAME_HEADER:
                     q = self._q
@@ -1018,7 +1093,7 @@ class Consumer:
         if self.pos >= self._avail and self.pos >= self._refresh():
             return 0, self._index  # nothing new: no scan
         if self._next_seq < 0:
-            self._next_seq = int(self._q[((self.pos & self._mask) >> 3) + 1])
+            self._next_seq = self._seq_at(self.pos, self._avail, -1)
         n, pos, next_seq, err = K.scan(
             self.ring.data_addr,
             self._cap,

@@ -1,0 +1,262 @@
+"""Ring re-attachment: restarted readers and producers, in any order, as often as it happens.
+
+A SIGKILLed process is modelled by abandoning its objects (nothing is closed, a reader's cursor
+is whatever it last handed back) and attaching a fresh ``Ring`` by name, as a restarted worker
+does. Whatever restarted before, a gating reader resumes at its cursor and reads every later
+frame in order, losing nothing, and never raises ``RingCorruptedError``; a non-gating reader
+reads in order and counts exactly what it missed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import msgspec
+import posix_ipc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.messages import Control
+from shm.layout import (
+    FRAME_MARK,
+    SL_CURSOR,
+    SL_PID,
+    SL_STATE,
+    SLOT_DEAD,
+    SLOT_GATING,
+    SLOT_SIZE,
+    SLOTS,
+)
+from shm.region import list_regions, list_semaphores
+from shm.ring import Consumer, Producer, Ring, RingFullError
+from tests.conftest import mp_context
+
+CAP = 4096  # the smallest ring: frames of up to ~600 bytes wrap it every few frames
+DECODER = msgspec.msgpack.Decoder(Control)
+
+
+def _remove(eid: str) -> None:
+    """What the ``engine_id`` fixture does (hypothesis runs many rings in one test)."""
+    for name in list_regions(eid):
+        with contextlib.suppress(Exception):
+            posix_ipc.unlink_shared_memory(name)
+    for name in list_semaphores(eid):
+        with contextlib.suppress(Exception):
+            posix_ipc.unlink_semaphore(name)
+
+
+def _msg(i: int, size: int) -> Control:
+    return Control(7, i, "x" * size)  # ``ts`` carries the frame's index in the stream
+
+
+def _producer(eid: str) -> Producer:
+    return Ring.attach(eid, "r").producer(wait="backoff", timeout_s=0.001)
+
+
+def _reader(eid: str, name: str, gating: bool = True) -> Consumer:
+    return Ring.attach(eid, "r").consumer(name, gating=gating, wait="backoff")
+
+
+def _read(c: Consumer, api: str, n: int) -> list[int]:
+    """Up to ``n`` frame indexes, by one of the consumer's read paths."""
+    if api == "poll":
+        out = []
+        while len(out) < n and (m := c.poll()) is not None:
+            out.append(m.ts)
+        return out
+    if api == "batch":
+        return [m.ts for m in c.poll_batch(n)]
+    if api == "raw":
+        out = []
+        while len(out) < n and (f := c.poll_raw()) is not None:
+            out.append(DECODER.decode(f[1]).ts)
+        return out
+    k, idx = c.poll_raw_batch(n)
+    return [DECODER.decode(c.data[o : o + ln]).ts for o, ln in idx[:k, :2].tolist()]
+
+
+class Model:
+    """One producer, a gating reader "g" and a non-gating reader "n", restarted at will."""
+
+    def __init__(self, eid: str) -> None:
+        self.eid = eid
+        Ring.create(eid, "r", CAP, consumers=[("g", True), ("n", False)])
+        self.prod = _producer(eid)
+        self.g = _reader(eid, "g")
+        self.n = _reader(eid, "n", gating=False)
+        self.sent = 0  # frames published (the next index)
+        self.g_next = 0  # the index the gating reader must read next
+        self.g_after: dict[int, int] = {0: 0}  # cursor position after a frame -> next index
+        self.n_last = -1
+
+    def publish(self, sizes: list[int]) -> None:
+        for size in sizes:
+            try:
+                self.prod.publish(_msg(self.sent, size))
+            except RingFullError:
+                return  # the gating reader holds the producer back: it must never be lapped
+            self.sent += 1
+
+    def read_g(self, api: str, n: int) -> None:
+        for i in _read(self.g, api, n):
+            assert i == self.g_next, f"gating reader got frame {i}, expected {self.g_next}"
+            self.g_next += 1
+            self.g_after[self.g.pos] = self.g_next
+
+    def read_n(self, n: int) -> None:
+        missed0 = self.n.missed
+        for i in _read(self.n, "poll", n):
+            assert i > self.n_last, "non-gating reader went backwards"
+            if self.n_last >= 0 and missed0 == self.n.missed:
+                assert i == self.n_last + 1, "a frame skipped without being counted"
+            missed0 = self.n.missed
+            self.n_last = i
+
+    def restart_g(self, commit: bool) -> None:
+        if commit:
+            self.g.commit()
+        cursor = self.g.ring._slot_word(self.g.slot, SL_CURSOR)
+        self.g = _reader(self.eid, "g")  # the killed process's objects are simply abandoned
+        assert self.g.resumed and self.g.pos == cursor
+        self.g_next = self.g_after[cursor]  # it resumes at its cursor: may re-read, never skip
+
+    def restart_n(self) -> None:
+        self.n = _reader(self.eid, "n", gating=False)
+        self.n_last = -1  # it may re-read from its cursor; order is checked from here on
+
+    def restart_producer(self, torn: int) -> None:
+        """The producer dies, after writing ``torn`` frames it never published."""
+        p = self.prod
+        for k in range(torn):
+            n = len(p._enc.encode(_msg(10**9 + k, 3)))
+            if p._end_for(n) > p._limit:
+                break
+            off = p._reserve(n)
+            p._pack_hdr(p._data, off, n, 41, FRAME_MARK, p.seq + 10**6)  # garbage, unpublished
+        self.prod = _producer(self.eid)
+
+    def drain(self) -> None:
+        while self.g_next < self.sent:
+            before = self.g_next
+            self.read_g("batch", 64)
+            assert self.g_next > before, "gating reader stuck before the last frame"
+        assert self.g_next == self.sent
+
+
+OPS = st.one_of(
+    st.tuples(st.just("pub"), st.lists(st.integers(0, 600), min_size=1, max_size=12)),
+    st.tuples(
+        st.just("g"), st.sampled_from(["poll", "batch", "raw", "rawbatch"]), st.integers(1, 9)
+    ),
+    st.tuples(st.just("n"), st.integers(1, 9)),
+    st.tuples(st.just("restart_g"), st.booleans()),
+    st.tuples(st.just("restart_n")),
+    st.tuples(st.just("restart_p"), st.integers(0, 2)),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(ops=st.lists(OPS, min_size=1, max_size=40))
+def test_restarts_in_any_order_lose_nothing_and_never_corrupt(ops: list[tuple]) -> None:
+    eid = "t" + uuid.uuid4().hex[:8]
+    try:
+        m = Model(eid)
+        for op in ops:
+            if op[0] == "pub":
+                m.publish(op[1])
+            elif op[0] == "g":
+                m.read_g(op[1], op[2])
+            elif op[0] == "n":
+                m.read_n(op[1])
+            elif op[0] == "restart_g":
+                m.restart_g(op[1])
+            elif op[0] == "restart_n":
+                m.restart_n()
+            else:
+                m.restart_producer(op[1])
+        m.publish([5, 300, 0])
+        m.drain()
+    finally:
+        _remove(eid)
+
+
+def test_reader_restarted_behind_the_producer_reads_on_after_new_frames(engine_id: str) -> None:
+    """The feed's crash (issue 11): the supervisor published on control while the feed was
+    down; the restarted feed read that frame, then crashed on the next one."""
+    Ring.create(engine_id, "r", CAP, consumers=[("feed", True)])
+    prod = _producer(engine_id)
+    feed = _reader(engine_id, "feed")
+    for i in range(2):
+        prod.publish(_msg(i, 10))
+    assert [feed.poll().ts for _ in range(2)] == [0, 1]
+    assert feed.poll() is None  # hands its cursor back
+    prod.publish(_msg(2, 10))  # "worker.restart" while the feed is down
+    feed = _reader(engine_id, "feed")
+    assert feed.poll().ts == 2
+    assert feed.poll() is None
+    prod.publish(_msg(3, 10))  # the next restart of anything
+    assert feed.poll().ts == 3
+
+
+def test_reader_restarted_on_a_padding_frame_reads_on(engine_id: str) -> None:
+    """A cursor left just before the wrap (a padding frame) is resumed by the batch reader."""
+    Ring.create(engine_id, "r", CAP, consumers=[("g", True)])
+    prod = _producer(engine_id)
+    g = _reader(engine_id, "g")
+    i = 0
+    while CAP - (prod.pos & (CAP - 1)) > 400:  # fill to just before the end of the data area
+        prod.publish(_msg(i, 200))
+        i += 1
+    assert len(_read(g, "rawbatch", 1000)) == i
+    g.commit()
+    prod.publish(_msg(i, 500))  # does not fit: a padding frame, then the frame at offset 0
+    assert (prod._q[(g.pos & (CAP - 1)) >> 3] >> 32) & 0xFFFF == 0xFFFF
+    g = _reader(engine_id, "g")
+    assert _read(g, "rawbatch", 10) == [i]
+    prod.publish(_msg(i + 1, 5))
+    assert _read(g, "poll", 10) == [i + 1]
+
+
+def _exit_at_once() -> None:
+    pass
+
+
+def _dead_pid() -> int:
+    p = mp_context().Process(target=_exit_at_once)
+    p.start()
+    p.join()
+    return p.pid
+
+
+def test_reader_dropped_as_dead_comes_back_counts_its_loss_and_gates_again(
+    engine_id: str,
+) -> None:
+    """A gating reader whose process died stops gating after the grace, and the producer
+    overwrites what it had not read. Its restart says so, counts exactly the frames it missed,
+    reads on in order, and gates the producer again from then on."""
+    ring = Ring.create(engine_id, "r", CAP, consumers=[("g", True)])
+    prod = ring.producer(wait="backoff", timeout_s=1.0, dead_reader_grace_s=0.0)
+    g = _reader(engine_id, "g")
+    prod.publish(_msg(0, 100))
+    assert _read(g, "poll", 1) == [0]
+    g.commit()
+    ring._words[(SLOTS + g.slot * SLOT_SIZE + SL_PID) // 8] = _dead_pid()  # its process died
+    sent = 1
+    while ring._slot_word(g.slot, SL_STATE) != SLOT_DEAD:  # the producer fills, then drops it
+        prod.publish(_msg(sent, 100))
+        sent += 1
+    for _ in range(20):
+        prod.publish(_msg(sent, 100))
+        sent += 1
+    g = _reader(engine_id, "g")  # the restart
+    assert ring._slot_word(g.slot, SL_STATE) == SLOT_GATING
+    assert g.missed > 0
+    prod.timeout_s = 0.05
+    with pytest.raises(RingFullError):  # it gates again: the producer cannot lap it
+        for _ in range(CAP):
+            prod.publish(_msg(sent, 100))
+            sent += 1
+    got = _read(g, "poll", 10 * CAP)
+    assert got == list(range(got[0], sent)) and g.missed == got[0] - 1
