@@ -23,6 +23,7 @@ from engine.messages import (
     OrderRejected,
     ReplaceOrder,
     RiskEvent,
+    RiskEventKind,
 )
 from engine.portfolio import Portfolio
 from shm.metrics import MetricsRegion, merge_snapshots
@@ -45,6 +46,7 @@ class RunRecord:
         self.canceled = 0
         self.venue_rejects = 0
         self.risk_rejects = 0
+        self.risk_rejects_by_reason: dict[str, int] = {}  # every refusal risk recorded
         self.risk_events: list[RiskEvent] = []
         self.halts: list[InstrumentHalted | InstrumentResumed] = []
         self.fill_position: dict[int, int] = {i: 0 for i in self.symbols}
@@ -125,6 +127,9 @@ class RunRecord:
             self.risk_rejects += 1
         elif isinstance(msg, RiskEvent):
             self.risk_events.append(msg)
+            if msg.kind == RiskEventKind.ORDER_REJECTED:  # (a refused replace has no reject)
+                why = msg.reason.split(":", 1)[0]  # "instrument halted: <why>" -> its kind
+                self.risk_rejects_by_reason[why] = self.risk_rejects_by_reason.get(why, 0) + 1
         elif isinstance(msg, InstrumentHalted | InstrumentResumed):
             self.halts.append(msg)  # venue halts, exchange breakers, flash moves (risk.jsonl)
 
@@ -182,6 +187,8 @@ class RunRecord:
             "canceled": self.canceled,
             "fills": len(self.fills),
             "risk_rejects": self.risk_rejects,
+            "risk_rejects_by_reason": dict(self.risk_rejects_by_reason),
+            "stale_orders": counters.get("exec", {}).get("stale_orders", 0),
             "venue_rejects": self.venue_rejects,
             "risk_events": len(self.risk_events),
             "positions": per,
@@ -229,6 +236,22 @@ def format_md_rejected(s: dict[str, Any]) -> list[str]:
         return []
     why = ", ".join(f"{k} {v}" for k, v in sorted((s.get("md_rejected_by_reason") or {}).items()))
     return [f"  market data rejected: {total} ({why})"]
+
+
+def format_rejects(s: dict[str, Any]) -> list[str]:
+    """Risk's refusals by reason (``stale_intent``: built on data older than ``[risk]
+    max_intent_age_ms``) and the new orders exec refused as stale; none when there were none."""
+    by = s.get("risk_rejects_by_reason") or {}
+    stale = int(s.get("stale_orders") or 0)
+    out = []
+    if by:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
+        out.append(f"  risk refusals by reason: {why}")
+    if stale:
+        out.append(
+            f"  exec refused {stale} new orders as stale_order (older than max_intent_age_ms)"
+        )
+    return out
 
 
 def _us(ns: float) -> str:

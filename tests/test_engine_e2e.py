@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -298,6 +299,13 @@ def test_same_data_same_strategy_gives_the_same_orders_inline_and_multiprocess(
     cfg = write_config(
         tmp_path, eid, strategies=MOMENTUM_ONLY, market=f"max_events = {events}\nrate_hz = 4000.0"
     )
+    # the staleness guards off: a stall of this shared box would (rightly) make the live run
+    # skip ticks or refuse old intents that the simulated clock never sees as old
+    text = cfg.read_text()
+    for key in ("max_intent_age_ms", "max_backlog_ms"):
+        text, n = re.subn(rf"(?m)^{key} = [0-9.]+", f"{key} = 0.0", text, count=1)
+        assert n == 1, key
+    cfg.write_text(text)
     r = gekko("run", "--config", str(cfg), "--until-feed-done", "--duration", "90")
     assert r.returncode == 0, r.stderr[-3000:]
     s = summary_of(tmp_path)

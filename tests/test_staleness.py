@@ -297,3 +297,36 @@ def test_market_maker_inventory_counts_its_other_open_orders() -> None:
     out = host.on_market_data(Quote(1, 99, 10, 101, 10, NOW, NOW), NOW)
     sides = [o.side for o in out if isinstance(o, IntentNew)]
     assert sides == [int(Side.BUY)]  # -5 - 10 - 10 = -25 would pass -20: no new ask
+
+
+def test_run_summary_counts_risk_refusals_by_reason() -> None:
+    from engine.messages import RiskEventKind
+    from ops.config import load_config
+    from ops.report import RunRecord, format_rejects
+    from tests.conftest import ROOT
+
+    rec = RunRecord(load_config(ROOT / "config.toml"))
+    for reason in ("stale_intent", "stale_intent", "instrument halted: venue"):
+        rec.on_risk(RiskEvent(int(RiskEventKind.ORDER_REJECTED), 1, 1, reason, 1.0, 1.0, 0, 0))
+    assert rec.risk_rejects_by_reason == {"stale_intent": 2, "instrument halted": 1}
+    line = format_rejects({"risk_rejects_by_reason": rec.risk_rejects_by_reason})
+    assert line == ["  risk refusals by reason: stale_intent 2, instrument halted 1"]
+
+
+def test_config_keys_of_the_guard(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ops.config import ConfigError, load_config
+    from tests.conftest import ROOT
+
+    text = (ROOT / "config.toml").read_text()
+    c = load_config(ROOT / "config.toml")
+    assert c.risk.max_intent_age_ms == 1000 and c.processes.strategy.max_backlog_ms == 250
+    for old, new, key in (
+        ("max_intent_age_ms = 1000.0", "max_intent_age_ms = -1.0", "risk.max_intent_age_ms"),
+        ("max_backlog_ms = 250.0", "max_backlog_ms = -5.0", "max_backlog_ms"),
+        ("[processes.risk]\n", "[processes.risk]\nmax_backlog_ms = 10.0\n", "max_backlog_ms"),
+    ):
+        p = tmp_path / "c.toml"
+        assert old in text
+        p.write_text(text.replace(old, new, 1))
+        with pytest.raises(ConfigError, match=key):
+            load_config(p)
