@@ -291,6 +291,7 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
         f"rejects risk/venue {s.get('risk_rejects', 0)}/{s.get('venue_rejects', 0)}"
     )
     lines += format_md_rejected(s)
+    lines += format_rejects(s)
     lines.append(
         f"  {'instrument':<10} {'position':>9} {'from fills':>10} {'fills':>6} {'avg px':>10} {'realized':>11} {'unrealized':>11} {'fees':>9}"
     )
