@@ -180,7 +180,9 @@ def _canonical_command(args: argparse.Namespace) -> str:
                 parts.append(flag)
         else:
             parts += [flag, str(value)]
-    return shlex.join(parts)
+    from ops.secrets import redact  # --dsn's password must not reach meta.json / the registry
+
+    return redact(shlex.join(parts))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

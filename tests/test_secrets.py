@@ -215,3 +215,13 @@ def test_audit_details_are_redacted() -> None:
         "password": "***",
         "n": 1,
     }
+
+
+def test_the_training_command_recorded_with_a_model_has_no_password() -> None:
+    import argparse
+
+    from ops.model_cmds import _canonical_command
+
+    args = argparse.Namespace(source="postgres", dsn=f"postgresql://u:{PW}@h/d", epochs=3)
+    cmd = _canonical_command(args)
+    assert PW not in cmd and "--dsn postgresql://u:***@h/d" in cmd
