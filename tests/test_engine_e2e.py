@@ -396,7 +396,7 @@ def test_kill_switch_halts_trading_until_resume(tmp_path: Path, eid: str) -> Non
     assert s["consistent"] is True
     # no engine running: the command says so
     r = gekko("kill", "--config", str(cfg))
-    assert r.returncode == 1 and "no running engine" in r.stderr
+    assert r.returncode == 1 and f"no engine {eid!r} is running" in r.stderr
 
 
 def test_workers_exit_when_the_supervisor_dies_and_the_next_start_cleans_up(

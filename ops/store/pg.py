@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -105,10 +106,35 @@ def server_running(data_dir: str | Path) -> bool:
 
 
 def pg_ctl_stop(data_dir: str | Path) -> None:
-    """``pg_ctl stop -m fast`` (open sessions ended, data flushed); raises on failure."""
+    """``pg_ctl stop -m fast`` (open sessions ended, data flushed); raises on failure.
+
+    Under root pg_ctl runs as the server's user, who may have lost its way to the data (a
+    parent narrowed meanwhile): then the postmaster named in ``postmaster.pid`` — checked to be
+    a postgres of this data directory — gets SIGINT, which is the same fast shutdown."""
     from pgserver._commands import pg_ctl
 
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=Path(data_dir).resolve(), user=system_user())
+    d = Path(data_dir).resolve()
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=d, user=system_user())
+    except subprocess.CalledProcessError:
+        if not _signal_postmaster(d):
+            raise
+
+
+def _signal_postmaster(d: Path) -> bool:
+    import psutil
+
+    try:
+        pid = int((d / "postmaster.pid").read_text().split()[0])
+        p = psutil.Process(pid)
+        if "postgres" not in p.name() or str(d) not in p.cmdline():
+            return False
+        p.send_signal(signal.SIGINT)
+        p.wait(30)
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return False
+    log.warning("embedded PostgreSQL under %s: pg_ctl failed; stopped by SIGINT", d)
+    return True
 
 
 def stop_if_owned_by(data_dir: str | Path, owner: ProcessIdentity) -> bool:
@@ -171,15 +197,6 @@ class EmbeddedPostgres:
     def dsn(self, database: str | None = None) -> str:
         return self._server.get_uri(database)
 
-    def _pg_ctl(self, *args: str) -> None:
-        from pgserver._commands import pg_ctl
-
-        pg_ctl(
-            list(args),
-            pgdata=self.data_dir,
-            user=self._server.system_user if self._server else None,
-        )
-
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are ended, data is flushed); an adopted
         server is left to its owner."""
@@ -187,7 +204,7 @@ class EmbeddedPostgres:
             return
         try:
             if not self.adopted:
-                self._pg_ctl("-w", "-m", "fast", "stop")
+                pg_ctl_stop(self.data_dir)
                 if self._me is not None:
                     remove_record_if_mine(owner_path(self.data_dir), self._me)
         except subprocess.CalledProcessError as exc:
