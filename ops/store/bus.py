@@ -200,7 +200,7 @@ def run(cfg: Any, engine_id: str, incarnation: int) -> int:
         client = connect(cfg)
         if (
             cfg.source_path and Path(cfg.source_path).is_file()
-        ):  # other hosts can check our settings
+        ):  # other hosts can check our settings (put_config stores it redacted)
             ParamCache(client).put_config(engine_id, Path(cfg.source_path).read_text())
         return (
             StreamBus(client, engine_id, maxlen=cfg.bridge.maxlen),
