@@ -31,7 +31,10 @@ from engine.messages import (
     Forecast,
     IntentCancel,
     IntentNew,
+    OrderAccepted,
+    OrderFilled,
     OrderPartiallyFilled,
+    OrderReplaced,
     Quote,
     Remote,
     Trade,
@@ -141,6 +144,9 @@ class StrategyHost:
         self.stopped = False
         #: instrument -> the time its seeded position was read (``seed_positions``)
         self._seeded: dict[int, int] = {}
+        #: order ids (their counter part) up to this were a previous incarnation's
+        self._orphans_upto = 0
+        self._orphans_canceled: set[int] = set()
 
         for pos, raw in enumerate(strategies, start=1):
             spec = StrategySpec.coerce(raw)
@@ -297,9 +303,13 @@ class StrategyHost:
         if slot is None:
             self.unrouted += 1
             return []
+        orphan = self._orphans_upto and self._is_orphan(slot, ev, coid)
         slot.ctx.apply_exec_event(ev)
         if self._seeded and isinstance(ev, OrderPartiallyFilled):
             self._unseed(slot, ev)
+        if orphan:
+            self._orphans_canceled.add(coid)
+            return [IntentCancel(coid, slot.strategy_id, ev.instrument_id, ev.ts_recv, now_ns)]  # type: ignore[attr-defined]
         if not slot.enabled or self.stopped:
             return []  # a stopped strategy keeps its books straight but may not act
         fn = "on_fill" if isinstance(ev, OrderPartiallyFilled) else "on_order_event"
@@ -325,6 +335,24 @@ class StrategyHost:
             slots[0].ctx.positions[iid] = int(pos)
             self._seeded[iid] = as_of_ns
         return shared
+
+    def cancel_orphans(self, upto_counter: int) -> None:
+        """After a restart: orders numbered up to ``upto_counter`` (a previous incarnation's
+        block) are unknown to the strategies but may rest at the venue. The first event that
+        shows one open (ack, replace, partial fill) is answered with a cancel, once; its fills
+        still move the position (``seed_positions``)."""
+        self._orphans_upto = upto_counter
+
+    def _is_orphan(self, slot: _Slot, ev: object, coid: int) -> bool:
+        if coid in slot.ctx.open_orders or coid in self._orphans_canceled:
+            return False
+        if (coid & 0xFFFFFFFF) > self._orphans_upto:
+            return False
+        if isinstance(ev, OrderFilled):
+            return False
+        if isinstance(ev, OrderPartiallyFilled):
+            return ev.leaves_qty > 0
+        return isinstance(ev, OrderAccepted | OrderReplaced)
 
     def _unseed(self, slot: _Slot, ev: OrderPartiallyFilled) -> None:
         """Take a re-delivered fill the seeded position holds back out (exec publishes in

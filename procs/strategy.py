@@ -36,6 +36,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         slot.ctx.reserve_order_ids(incarnation * ORDER_ID_BLOCK)
     if incarnation > 0:
         _seed_positions(w, cfg, host)
+        host.cancel_orphans(incarnation * ORDER_ID_BLOCK)  # the dead incarnations' orders
     md = w.consume("md")
     events = w.consume("events")
     risk = w.consume("risk")

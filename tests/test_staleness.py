@@ -255,10 +255,10 @@ def test_backtest_judges_age_on_the_simulated_clock() -> None:
 # --- a restarted strategy starts from its position; the market maker counts its open orders ------
 
 
-def fill(coid: int, iid: int, side: int, qty: int, ts_recv: int):  # type: ignore[no-untyped-def]
+def fill(coid: int, iid: int, side: int, qty: int, ts_recv: int, leaves: int = 0):  # type: ignore[no-untyped-def]
     from engine.messages import OrderPartiallyFilled
 
-    return OrderPartiallyFilled(coid, 0, iid, side, 100, qty, qty, 0, 0.0, 1, 1, 0, 0, ts_recv)
+    return OrderPartiallyFilled(coid, 0, iid, side, 100, qty, qty, leaves, 0.0, 1, 1, 0, 0, ts_recv)
 
 
 def test_restarted_host_seeds_positions_and_never_counts_a_fill_twice() -> None:
@@ -330,3 +330,21 @@ def test_config_keys_of_the_guard(tmp_path) -> None:  # type: ignore[no-untyped-
         p.write_text(text.replace(old, new, 1))
         with pytest.raises(ConfigError, match=key):
             load_config(p)
+
+
+def test_restarted_host_cancels_the_dead_incarnations_orders_when_they_show_up() -> None:
+    """A previous incarnation's quotes rest at the venue unknown to the restarted strategy: the
+    first event showing one open is answered with a cancel (once); a finished one is left."""
+    host = StrategyHost([Recorder], INS, on_error="raise")
+    host.cancel_orphans(1 << 24)
+    old = (1 << 32) | 17  # strategy 1, counter 17: the first incarnation's
+    ack = OrderAccepted(old, 9, 1, int(Side.SELL), 100, 10, NOW - MS, NOW, NOW)
+    (c,) = host.on_exec_event(ack, NOW)
+    assert isinstance(c, IntentCancel) and c.client_order_id == old and c.ts_origin == NOW
+    partial = fill(old, 1, int(Side.SELL), 3, NOW + MS, leaves=7)
+    assert host.on_exec_event(partial, NOW) == []  # asked once
+    other = (1 << 32) | 18
+    from engine.messages import OrderFilled
+
+    done = OrderFilled(other, 0, 1, int(Side.SELL), 100, 10, 0, 0, 0.0, 1, 1, 0, 0, NOW)
+    assert host.on_exec_event(done, NOW) == [] and host.context(1).position(1) == -13
