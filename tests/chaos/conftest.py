@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +47,15 @@ def chaos_long_seed() -> int:
 @pytest.fixture
 def chaos_seconds() -> float:
     return float(os.environ.get("CHAOS_SECONDS", "") or BOUNDED_SECONDS)
+
+
+@pytest.fixture
+def chaos_dir() -> Iterator[Path]:
+    """A short directory under /tmp for the run's config, logs and var/ (the embedded
+    PostgreSQL's socket lives in var/pg: 108-byte limit; its owner, not root, must be able to
+    reach it, which pytest's 0700 tmp_path does not allow). Kept when the run failed."""
+    d = Path(tempfile.mkdtemp(prefix="gkch", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    if not (d / "FAILED").exists():
+        shutil.rmtree(d, ignore_errors=True)

@@ -141,6 +141,11 @@ class Probe:
         self.workers = worker_pids(self.supervisor_pid)
         for name, pid in self.workers.items():
             self._remember(pid, f"worker {name}")
+        with contextlib.suppress(psutil.Error):  # anything else it started (e.g. a guardian)
+            for child in psutil.Process(self.supervisor_pid).children(recursive=True):
+                if child.pid not in self.seen:
+                    with contextlib.suppress(psutil.Error):
+                        self._remember(child.pid, " ".join(child.cmdline()[1:4])[:60])
         pm = postmaster_pid(self.var / "pg")
         if pm:
             self._remember(pm, "postgres")

@@ -17,22 +17,26 @@ from tests.chaos.harness import ChaosResult, run_chaos
 from tests.chaos.recovery import recovery_table
 
 
-def _run(seed: int, seconds: float, tmp_path: Path) -> ChaosResult:
+def _run(seed: int, seconds: float, tmp: Path) -> ChaosResult:
     print(f"\nchaos: seed {seed}, {seconds:g}s (replay: CHAOS_SEED={seed})", flush=True)
-    res = run_chaos(seed, seconds, tmp_path)
+    res = run_chaos(seed, seconds, tmp)
     print(recovery_table([res]), flush=True)
+    if res.violations:  # keep the run's directory (logs, var/) for reading
+        (tmp / "FAILED").write_text(res.report())
     return res
 
 
 @pytest.mark.timeout(600)
-def test_chaos_bounded(tmp_path: Path, chaos_seed: int) -> None:
-    res = _run(chaos_seed, 55.0, tmp_path)
-    assert not res.violations, res.report()
+def test_chaos_bounded(chaos_dir: Path, chaos_seed: int) -> None:
+    res = _run(chaos_seed, 55.0, chaos_dir)
+    if res.violations:
+        pytest.fail(res.report(), pytrace=False)
 
 
 @pytest.mark.chaos_long
 @pytest.mark.timeout(0)
 @pytest.mark.skipif(not os.environ.get("CHAOS_SECONDS"), reason="long form: make chaos")
-def test_chaos_long(tmp_path: Path, chaos_long_seed: int, chaos_seconds: float) -> None:
-    res = _run(chaos_long_seed, chaos_seconds, tmp_path)
-    assert not res.violations, res.report()
+def test_chaos_long(chaos_dir: Path, chaos_long_seed: int, chaos_seconds: float) -> None:
+    res = _run(chaos_long_seed, chaos_seconds, chaos_dir)
+    if res.violations:
+        pytest.fail(res.report(), pytrace=False)
