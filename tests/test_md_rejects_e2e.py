@@ -49,10 +49,12 @@ def _config(tmp_path: Path, eid: str, on_bad_row: str = "skip") -> Path:
     cfg = write_config(
         tmp_path,
         eid,
-        market=f'source = "replay"\nrate_hz = 20000.0\nreplay_quotes = "{q}"',
+        market=(
+            f'source = "replay"\nrate_hz = 20000.0\nreplay_quotes = "{q}"\n'
+            f'on_bad_row = "{on_bad_row}"'
+        ),
     )
     text = cfg.read_text()
-    text = text.replace("max_events = 0 ", f'on_bad_row = "{on_bad_row}"\nmax_events = 0 ', 1)
     # no record, no model: only the market data path matters here (and a fast start)
     at = text.index("\nmode = ", text.index("[storage.postgres]")) + 1
     text = text[:at] + 'mode = "off"' + text[text.index("\n", at) :]
