@@ -14,8 +14,10 @@ So when the next tick is more than ``[processes.strategy] max_backlog_ms`` old (
 - anything else (bars, venue notices) is dispatched as it comes: it is not state to catch up on.
 
 Execution events are never skipped: the loop reads them before market data, and a fill always
-moves the strategy's position. The skipped ticks are counted (``md_skipped``) and each episode
-is logged once when it starts and once when the strategy has caught up.
+moves the strategy's position. The skipped ticks are counted (``md_skipped``) and an episode
+is logged once when it starts and once when the strategy has caught up — at most one episode
+every ``LOG_EVERY_S`` (a starved box falls behind often: the next logged line says how many
+episodes went unlogged).
 
 Only the process loop has a backlog: the inline backtest hands every tick over on its simulated
 clock and never uses this (its results stay deterministic).
@@ -32,6 +34,8 @@ log = logging.getLogger("gekko.strategy")
 
 #: most messages one catch-up drains before it returns to the loop (heartbeats, fills)
 MAX_DRAIN = 16_384
+#: at most one episode logged per this many seconds
+LOG_EVERY_S = 5.0
 _KIND = {Quote: 0, BookDelta: 1, BookSnapshot: 1, Trade: 2}
 
 
@@ -44,6 +48,9 @@ class BacklogGuard:
         self.episodes = 0
         self._episode_skipped = 0
         self._episode_start = 0
+        self._logged = False  # this episode is logged
+        self._next_log = 0
+        self._unlogged = 0  # episodes since the last logged one
 
     @property
     def behind_now(self) -> bool:
@@ -94,17 +101,26 @@ class BacklogGuard:
         self.episodes += 1
         self._episode_start = now_ns
         self._episode_skipped = 0
+        self._logged = now_ns >= self._next_log
+        if not self._logged:
+            self._unlogged += 1
+            return
+        self._next_log = now_ns + int(LOG_EVERY_S * 1e9)
+        more = f" ({self._unlogged} more episodes since the last line)" if self._unlogged else ""
+        self._unlogged = 0
         log.warning(
             "strategy: %.0f ms behind the market (limit [processes.strategy] max_backlog_ms = "
-            "%g ms): skipping to the newest book of each instrument (fills are all applied)",
+            "%g ms): skipping to the newest book of each instrument (fills are all applied)%s",
             (now_ns - msg.ts_recv) / 1e6,
             self.max_ns / 1e6,
+            more,
         )
 
     def _end(self, now_ns: int) -> None:
-        log.warning(
-            "strategy: caught up with the market: %d ticks skipped in %.0f ms",
-            self._episode_skipped,
-            (now_ns - self._episode_start) / 1e6,
-        )
+        if self._logged:
+            log.warning(
+                "strategy: caught up with the market: %d ticks skipped in %.0f ms",
+                self._episode_skipped,
+                (now_ns - self._episode_start) / 1e6,
+            )
         self._episode_start = 0

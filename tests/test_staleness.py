@@ -348,3 +348,19 @@ def test_restarted_host_cancels_the_dead_incarnations_orders_when_they_show_up()
 
     done = OrderFilled(other, 0, 1, int(Side.SELL), 100, 10, 0, 0, 0.0, 1, 1, 0, 0, NOW)
     assert host.on_exec_event(done, NOW) == [] and host.context(1).position(1) == -13
+
+
+def test_backlog_episodes_are_logged_at_most_once_per_interval(caplog) -> None:  # type: ignore[no-untyped-def]
+    host = StrategyHost([Recorder], INS, on_error="raise")
+    guard = BacklogGuard(250)
+    with caplog.at_level("WARNING", logger="gekko.strategy"):
+        for k in range(3):  # three stalls within a second: three episodes, one logged
+            now = NOW + k * 300 * MS
+            guard.check(backlog(5, now - 2000 * MS), ListRing([]), host, now)
+            guard.check([Quote(1, 500, 1, 502, 1, now, now)], ListRing([]), host, now)
+        later = NOW + 10_000 * MS
+        guard.check(backlog(5, later - 2000 * MS), ListRing([]), host, later)
+    behind = [r.getMessage() for r in caplog.records if "behind the market" in r.getMessage()]
+    assert guard.episodes == 4 and len(behind) == 2
+    assert "(2 more episodes since the last line)" in behind[1]
+    assert sum("caught up" in r.getMessage() for r in caplog.records) == 1
