@@ -13,6 +13,9 @@ So when the next tick is more than ``[processes.strategy] max_backlog_ms`` old (
   order, so each strategy decides once, on the latest state;
 - anything else (bars, venue notices) is dispatched as it comes: it is not state to catch up on.
 
+Forecasts (``newest_forecasts``) the same way: when a batch holds one built on data (its
+``ts_origin``) older than the limit, only each instrument's newest forecast is handed over.
+
 Execution events are never skipped: the loop reads them before market data, and a fill always
 moves the strategy's position. The skipped ticks are counted (``md_skipped``) and an episode
 is logged once when it starts and once when the strategy has caught up — at most one episode
@@ -28,7 +31,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from engine.messages import BookDelta, BookSnapshot, Quote, Trade
+from engine.messages import BookDelta, BookSnapshot, Forecast, Quote, Trade
 
 log = logging.getLogger("gekko.strategy")
 
@@ -95,6 +98,20 @@ class BacklogGuard:
         n = len(msgs) - len(out)
         self.skipped += n
         self._episode_skipped += n
+        return out
+
+    def newest_forecasts(self, batch: list[Any], now_ns: int) -> list[Any]:
+        """``batch`` (from the forecasts ring), or only each instrument's newest forecast when
+        the oldest is over the limit (anything else in it is kept: it is not a forecast)."""
+        if not batch or self.max_ns <= 0:
+            return batch
+        origin = getattr(batch[0], "ts_origin", 0)
+        if not (isinstance(origin, int) and origin > 0 and now_ns - origin > self.max_ns):
+            return batch
+        newest = {f.instrument_id: i for i, f in enumerate(batch) if type(f) is Forecast}
+        keep = set(newest.values())
+        out = [f for i, f in enumerate(batch) if i in keep or type(f) is not Forecast]
+        self.skipped += len(batch) - len(out)
         return out
 
     def _start(self, msg: Any, now_ns: int) -> None:

@@ -230,7 +230,7 @@ COUNTERS: dict[str, list[str]] = {
         "strategy_errors",
         "remote_in",
         "remote_duplicates",
-        "md_skipped",  # ticks skipped to catch up ([processes.strategy] max_backlog_ms)
+        "md_skipped",  # ticks and forecasts skipped to catch up ([processes.strategy] max_backlog_ms)
         "backlog_episodes",  # times the strategy found itself behind and skipped
     ],
     "risk": [

@@ -117,7 +117,12 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                         intents.publish_batch(out)
                         w.metrics.inc_i(c_int, len(out))
             if forecasts is not None:
-                for f in forecasts.poll_batch(256):
+                fbatch = forecasts.poll_batch(256)
+                n = len(fbatch)
+                fbatch = guard.newest_forecasts(fbatch, time.monotonic_ns())
+                if len(fbatch) != n:  # behind: only each instrument's newest forecast
+                    w.metrics.inc_i(c_skip, n - len(fbatch))
+                for f in fbatch:
                     busy = True
                     if isinstance(f, Forecast):
                         out = host.on_forecast(f, time.monotonic_ns())

@@ -364,3 +364,16 @@ def test_backlog_episodes_are_logged_at_most_once_per_interval(caplog) -> None: 
     assert guard.episodes == 4 and len(behind) == 2
     assert "(2 more episodes since the last line)" in behind[1]
     assert sum("caught up" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_old_forecasts_are_skipped_to_each_instruments_newest() -> None:
+    from engine.messages import Forecast
+
+    def fc(iid: int, origin: int) -> Forecast:
+        return Forecast(iid, "v1", origin, origin, [0.0])
+
+    guard = BacklogGuard(250)
+    old = [fc(1, NOW - 900 * MS), fc(2, NOW - 800 * MS), fc(1, NOW - 700 * MS)]
+    assert guard.newest_forecasts(old, NOW) == old[1:] and guard.skipped == 1
+    fresh = [fc(1, NOW - 10 * MS), fc(1, NOW - 5 * MS)]
+    assert guard.newest_forecasts(fresh, NOW) == fresh and guard.skipped == 1
