@@ -90,6 +90,8 @@ class RejectCounter:
         self.sink = sink
         self.counts: dict[str, int] = {}
         self.total = 0
+        #: no log lines while set (a restarted feed re-reading rows it already reported)
+        self.quiet = False
 
     def reject(self, reason: str, where: str = "", row: int = -1, detail: str = "") -> None:
         """Count one rejected row; raises :class:`BadRowError` under ``policy="fail"``."""
@@ -101,7 +103,7 @@ class RejectCounter:
         self.total += 1
         if self.sink is not None:
             self.sink(reason, 1)
-        if self.total <= self.log_first:
+        if self.total <= self.log_first and not self.quiet:
             at = f"{where} row {row}" if row >= 0 else where
             log.warning(
                 "market data rejected: %s: %s%s", at, reason, f" ({detail})" if detail else ""

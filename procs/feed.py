@@ -118,6 +118,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     # as many messages as were published (rejected ones were not), counting rejections again
     skip = md.seq
     sent = published = 0
+    rejects.counter.quiet = skip > 0  # an earlier incarnation logged these rows already
     try:
         while published < skip and (msg := next(source, None)) is not None:
             sent += 1
@@ -129,6 +130,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     except BadRowError as exc:
         w.close()
         return _stop_run(cfg, engine_id, str(exc))
+    rejects.counter.quiet = False
     w.beat(STATE_READY)
     # the first tick waits for its readers: a tick queued while a worker is still starting would
     # measure that start-up, not the pipeline

@@ -4,10 +4,15 @@ stored in summary.json; `[market] on_bad_row = "fail"` stops the run naming file
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.test_engine_e2e import gekko, write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -116,3 +121,38 @@ def test_on_bad_row_fail_stops_backtest_and_run_naming_the_row(
     assert where in s["stop_reason"] and s["stop_reason"].startswith("feed stopped the run")
     assert not s["restarts"]  # stopped, not restarted into the same row again
     assert "Traceback" not in r.stderr
+
+
+def test_restarted_feed_counts_each_rejected_row_once(tmp_path: Path, engine_id: str) -> None:
+    """A restarted feed re-reads the replay from its start to find its place: the rows it
+    rejects again on the way must not be counted twice, and no good row is lost or repeated."""
+    cfg = _config(tmp_path, engine_id)
+    text = cfg.read_text().replace("rate_hz = 20000.0", "rate_hz = 100.0")  # ~4 s of data
+    cfg.write_text(text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--until-feed-done"]
+        + ["--duration", "60", "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        feed = None
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "started feed (pid" in line and feed is None:
+                feed = int(line.split("started feed (pid ")[1].split(",")[0])
+            if "market data rejected" in line:  # mid-replay, past the bad rows
+                break
+        assert feed is not None
+        os.kill(feed, signal.SIGKILL)
+        err = proc.stderr.read()  # type: ignore[union-attr]
+        assert proc.wait(90) == 0, err[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "feed exited with code -9: restarting" in err
+    s = json.loads((tmp_path / "var" / "last_run" / "summary.json").read_text())
+    assert s["md_rejected_by_reason"] == EXPECTED
+    assert s["ticks"] == GOOD_ROWS
