@@ -449,8 +449,10 @@ class RiskGate:
             return self._reject(it, "trading halted", self.state, TradingState.ACTIVE, now_ns)
         if self.stopping:
             return self._reject(it, "engine stopping", 0, 0, now_ns)
-        stale = self._stale(it.ts_origin, now_ns)
-        if stale is not None:
+        max_age = lim.max_intent_age_ns  # inline on the pass path: no call, no allocation
+        if max_age > 0 and not -max_age <= now_ns - it.ts_origin <= max_age:
+            stale = self._stale(it.ts_origin, now_ns)
+            assert stale is not None
             return self._reject(it, stale[0], stale[1], stale[2], now_ns)
         iid = it.instrument_id
         ins = self._known(iid)
