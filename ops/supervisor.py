@@ -35,6 +35,7 @@ from engine.messages import (
 )
 from ops.config import Config
 from ops.control import ControlInbox, ControlItem, ControlServer, Peer, socket_path
+from ops.identity import remove_record_if_mine
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
 from procs.runtime import (
     ALL_WORKERS,
@@ -542,30 +543,12 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGUSR1, self._on_kill_signal)
         signal.signal(signal.SIGUSR2, self._on_resume_signal)
-        try:
-            self._create_regions()
-        except EngineAlreadyRunning as exc:
-            print(f"gekko: {exc}", file=sys.stderr)
+        claimed = self._claim(pidfile)
+        if claimed is None:
             for s, h in old.items():
                 signal.signal(s, h)
             return 1
-        from ops.identity import ProcessIdentity, remove_record_if_mine, write_record
-
-        me = ProcessIdentity.current()
-        control = ControlServer(socket_path(self.var, self.engine_id), self._on_request)
-        try:
-            control.start()
-        except OSError as exc:
-            log.error("control socket %s: %s", control.path, exc)
-            self._remove_regions()
-            for s, h in old.items():
-                signal.signal(s, h)
-            return 1
-        # what proves this process is the engine's supervisor (ops/identity.py): a pid alone
-        # outlives a crash and is soon someone else's
-        write_record(
-            pidfile, me, engine_id=self.engine_id, run_id=self.run_id, socket=str(control.path)
-        )
+        control, me = claimed
         try:
             self._start_guardian()
             self.control = self.rings["control"].producer(wait="backoff", timeout_s=2.0)
@@ -623,6 +606,30 @@ class Supervisor:
             for s, h in old.items():
                 signal.signal(s, h)
         return self.exit_code
+
+    def _claim(self, pidfile: Path) -> tuple[ControlServer, Any] | None:
+        """Become this engine's supervisor: its regions, its control socket, its pid record
+        (pid and start time, ops/identity.py: a pid alone outlives a crash and is soon someone
+        else's). None, said why, when another engine runs with this id or no socket binds."""
+        from ops.identity import ProcessIdentity, write_record
+
+        try:
+            self._create_regions()
+        except EngineAlreadyRunning as exc:
+            print(f"gekko: {exc}", file=sys.stderr)
+            return None
+        control = ControlServer(socket_path(self.var, self.engine_id), self._on_request)
+        try:
+            control.start()
+        except OSError as exc:
+            print(f"gekko: control socket {control.path}: {exc}", file=sys.stderr)
+            self._remove_regions()
+            return None
+        me = ProcessIdentity.current()
+        write_record(
+            pidfile, me, engine_id=self.engine_id, run_id=self.run_id, socket=str(control.path)
+        )
+        return control, me
 
     def _loop(self) -> None:
         sup = self.cfg.supervisor
