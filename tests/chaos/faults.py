@@ -21,6 +21,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ class Fault:
             "stop": f"SIGSTOP {self.target} for {self.hold_s:.1f}s",
             "postgres": f"SIGKILL postgres, down {self.hold_s:.1f}s",
             "redis": f"SIGKILL redis, down {self.hold_s:.1f}s",
-            "control": f"operator burst: gekko kill, {self.burst} kill/resume signals, gekko resume",
+            "control": f"operator burst: {self.burst} kill/resume signals + socket requests",
         }[self.kind]
         return f"t+{self.at_s:5.1f}s {what}"
 
@@ -236,6 +237,24 @@ def catches(pid: int, sig: int) -> bool:
     return False
 
 
+def _socket_burst(var: Path, engine_id: str, n: int, problems: list[str]) -> None:
+    """``n`` kill/resume pairs over the supervisor's control socket (where it has one)."""
+    try:
+        from ops.control import ControlUnreachable, request, socket_path
+    except ImportError:  # an engine without a control socket: signals only
+        return
+    path = socket_path(var, engine_id)
+    for i in range(2 * n):
+        try:
+            reply = request(path, {"op": "kill" if i % 2 == 0 else "resume"}, timeout_s=30.0)
+        except ControlUnreachable as exc:
+            problems.append(f"control socket: {exc}")
+            return
+        if not reply.get("ok"):
+            problems.append(f"control socket refused: {reply.get('error')}")
+            return
+
+
 def gekko_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],
@@ -246,19 +265,28 @@ def gekko_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[
     )
 
 
-def control_burst(config: Path, supervisor_pid: int, n: int) -> str:
-    """Fill the control ring: ``gekko kill``, ``n`` raw kill/resume signals 2 ms apart (each is a
-    Control frame plus an audit frame on the control ring), ``gekko resume`` last, so trading
-    goes on. Returns what did not work ("" when all did)."""
-    problems = []
+def control_burst(config: Path, var: Path, engine_id: str, supervisor_pid: int, n: int) -> str:
+    """Fill the control ring: ``gekko kill``; then at once ``n`` raw kill/resume signals 2 ms
+    apart and ``n // 2`` kill/resume requests on the control socket from 4 threads (each command
+    is a Control frame plus an audit frame on the control ring); ``gekko resume`` last, so
+    trading goes on. Returns what did not work ("" when all did)."""
+    problems: list[str] = []
     r = gekko_cli("kill", "--config", str(config))
     if r.returncode != 0:
         problems.append(f"gekko kill exit {r.returncode}: {r.stderr.strip()[-200:]}")
+    senders = [
+        threading.Thread(target=_socket_burst, args=(var, engine_id, n // 8, problems))
+        for _ in range(4)
+    ]
+    for t in senders:
+        t.start()
     if catches(supervisor_pid, signal.SIGUSR1) and catches(supervisor_pid, signal.SIGUSR2):
         for i in range(n):
             if not signal_pid(supervisor_pid, signal.SIGUSR1 if i % 2 == 0 else signal.SIGUSR2):
                 break
             time.sleep(0.002)
+    for t in senders:
+        t.join(120)
     time.sleep(0.5)
     r = gekko_cli("resume", "--config", str(config))
     if r.returncode != 0:

@@ -240,7 +240,10 @@ def _apply(f: F.Fault, res, proc, probe, at, note, background) -> None:  # type:
         )
     elif f.kind == "control":
         note(f"operator burst of {f.burst} signals")
-        background("operator burst", lambda: F.control_burst(res.config, proc.pid, f.burst))
+        background(
+            "operator burst",
+            lambda: F.control_burst(res.config, var, res.engine_id, proc.pid, f.burst),
+        )
 
 
 def cleanup_orphans(res: ChaosResult) -> list[str]:
@@ -249,7 +252,7 @@ def cleanup_orphans(res: ChaosResult) -> list[str]:
     for pid, (created, what) in res.seen.items():
         with contextlib.suppress(psutil.Error):
             p = psutil.Process(pid)
-            if p.create_time() == created:
+            if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
                 p.kill()
                 killed.append(f"{what} {pid}")
     return killed
