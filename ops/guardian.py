@@ -21,10 +21,12 @@ import logging
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
 from ops.identity import ProcessIdentity
+from ops.logs import setup_logging
 
 log = logging.getLogger("gekko.guardian")
 
@@ -37,15 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis", default="")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s guardian %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging("guardian")
     line = sys.stdin.buffer.readline()  # blocks until ``done`` or the supervisor is gone (EOF)
     if line.strip() == b"done":
         return 0
     owner = ProcessIdentity(args.owner_pid, args.owner_start)
+    deadline = time.monotonic() + 30.0  # EOF with the owner alive: it is exiting; wait for it
+    while owner.alive():
+        if time.monotonic() > deadline:
+            log.error("pipe closed but pid %d still runs: leaving its servers alone", owner.pid)
+            return 1
+        time.sleep(0.05)
     if args.redis:  # first: it waits (bounded) for the dead engine's bridge to disconnect
         from ops.store.redis_store import stop_if_owned_by as stop_redis
 
