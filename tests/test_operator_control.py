@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ops.control import ControlServer, request, socket_path
-from ops.identity import ProcessIdentity
+from ops.identity import ProcessIdentity, write_record
 from tests import _leaks
 from tests.conftest import ROOT
 from tests.test_engine_e2e import _wait_for, gekko, running_engine, write_config
@@ -74,6 +74,44 @@ def test_a_stranger_in_the_pid_file_is_neither_reported_running_nor_signalled(
     r = gekko("kill", "--config", str(cfg), timeout=60)
     assert r.returncode == 1 and f"no engine {eid!r} is running" in r.stderr
     assert stranger.poll() is None
+
+
+_FAKE_SUPERVISOR = """
+import signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGUSR1, lambda *a: Path(sys.argv[1]).write_text("usr1"))
+print("up", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_silent_socket_falls_back_to_a_signal_only_for_a_proven_supervisor(
+    tmp_path: Path,
+) -> None:
+    """The control socket does not answer, but the pid file proves a live `gekko run` of this
+    engine (pid, start time, engine id, command line): the kill switch still gets through, as a
+    signal, with the operator named in a request file for the audit row."""
+    from ops.operator import operate, take_request
+
+    got = tmp_path / "got"
+    # argv after the script: what a `python -m ops.cli run` supervisor's command line holds
+    p = subprocess.Popen(
+        [sys.executable, "-c", _FAKE_SUPERVISOR, str(got), "ops.cli", "run"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "up"
+        ident = ProcessIdentity.of(p.pid)
+        assert ident is not None
+        write_record(tmp_path / "gekko-e1.pid", ident, engine_id="e1", run_id=1)
+        line = operate(tmp_path, "e1", "kill", "gekko kill", "alice")
+        assert f"verified supervisor pid {p.pid}" in line
+        assert _wait_for(got.exists, 10) and got.read_text() == "usr1"
+        assert take_request(tmp_path, "e1", "kill")["actor"] == "alice"
+    finally:
+        p.kill()
+        p.wait(10)
 
 
 def test_the_control_socket_is_private_and_names_its_peer(tmp_path: Path) -> None:
