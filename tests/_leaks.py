@@ -126,8 +126,9 @@ def _foreign_engines(snap: Snapshot, names: set[str]) -> set[str]:
 
 
 def session_regions(snap: Snapshot) -> list[str]:
-    new = _shm_names() - snap.shm
-    foreign = _foreign_engines(snap, new)
+    now = _shm_names()
+    foreign = _foreign_engines(snap, now)  # all regions: a foreign engine may predate the session
+    new = now - snap.shm
     return sorted(n for n in new if _engine_of(n) not in foreign)
 
 
