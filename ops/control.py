@@ -40,7 +40,11 @@ MAX_REQUEST = 65536
 
 
 class ControlUnreachable(RuntimeError):
-    """Nothing answers on the control socket (no socket, refused, or a timeout)."""
+    """Nothing listens on the control socket (no socket, or refused): the request was not sent."""
+
+
+class ControlNoAnswer(ControlUnreachable):
+    """The request was sent but no answer came: it may or may not have been acted on."""
 
 
 @dataclass(frozen=True)
@@ -182,18 +186,19 @@ def request(path: Path, body: dict[str, Any], timeout_s: float = 20.0) -> dict[s
         s.settimeout(timeout_s)
         try:
             s.connect(str(path))
+        except OSError as exc:
+            raise ControlUnreachable(f"nothing listens on {path} ({exc.strerror})") from None
+        try:
             s.sendall(json.dumps(body).encode() + b"\n")
             line = _read_line(s)
-        except (ConnectionRefusedError, FileNotFoundError) as exc:
-            raise ControlUnreachable(f"nothing listens on {path} ({exc.strerror})") from None
-        except (TimeoutError, OSError) as exc:
-            raise ControlUnreachable(f"no answer on {path} ({exc})") from None
+        except OSError as exc:  # TimeoutError included
+            raise ControlNoAnswer(f"no answer on {path} within {timeout_s:g}s ({exc})") from None
     try:
         reply = json.loads(line)
     except ValueError:
-        raise ControlUnreachable(f"a garbled answer on {path}") from None
+        raise ControlNoAnswer(f"no answer on {path} (the connection closed)") from None
     if not isinstance(reply, dict):
-        raise ControlUnreachable(f"a garbled answer on {path}")
+        raise ControlNoAnswer(f"a garbled answer on {path}")
     return reply
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ops.control import ControlUnreachable, request, socket_path
+from ops.control import ControlNoAnswer, ControlUnreachable, request, socket_path
 from ops.identity import ProcessIdentity, read_record
 
 #: control kinds, as the supervisor names them (ControlCommand names, lower case)
@@ -149,6 +149,10 @@ def operate(var_dir: str | Path, engine_id: str, kind: str, command: str, actor:
     path = socket_path(var_dir, engine_id)
     try:
         ans = request(path, {"op": kind, "command": command})
+    except ControlNoAnswer as exc:  # sent: a second delivery (a flatten twice) is worse
+        raise CommandRefused(
+            f"{command}: {exc}; it may have been delivered: see `gekko status` before repeating"
+        ) from None
     except ControlUnreachable as exc:
         return _signal_verified(var_dir, engine_id, kind, command, actor, str(exc))
     if not ans.get("ok"):
