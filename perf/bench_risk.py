@@ -29,7 +29,8 @@ Benchmarks:
   and resampling in numpy.
 
 Run ``python perf/bench_risk.py --fast`` (``make perf`` runs every suite; add ``--seed-db`` for
-the two PostgreSQL cases). The main process also
+the two PostgreSQL cases; ``--age-ab`` times only the staleness check: the gate with
+``max_intent_age_ns`` on and off, alternated in one process). The main process also
 times 20,000 single checks with ``perf_counter_ns`` and prints their p50 / p99 beside the spec
 (under 10 ms) and the aim (p99 under 20 µs), and the gate / baseline ratios.
 """
@@ -94,6 +95,7 @@ LIMITS = RiskLimits(
     min_history=20,
     max_orders_per_s=0,
     price_band_pct=5.0,
+    max_intent_age_ns=1_000_000_000,  # the staleness check runs (and passes) on every order
 )
 HELD = np.where(np.arange(N) % 2 == 0, 100, -80)  # lots, long and short
 
@@ -328,6 +330,35 @@ def percentiles(n: int = 20_000) -> tuple[float, float, float]:
     return float(p50), float(p99), float(mx)
 
 
+def age_ab(rounds: int = 30, n: int = 2_000) -> None:
+    """What the staleness check (``max_intent_age_ns``) costs: the same book with the limit on
+    and off, alternated round by round in this process (each round's median per check)."""
+    import statistics
+
+    import msgspec
+
+    gates = {"on": make_gate(), "off": make_gate()}
+    gates["off"].limits = msgspec.structs.replace(LIMITS, max_intent_age_ns=0)
+    med: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(rounds):
+        for name in ("on", "off") if r % 2 else ("off", "on"):
+            g, lat = gates[name], np.empty(n, dtype=np.int64)
+            for k in range(n):
+                it = order((k * 7) % N)
+                t0 = perf_counter_ns()
+                out = g.on_intent(it, 2)
+                lat[k] = perf_counter_ns() - t0
+                assert isinstance(out[0], NewOrder), out
+                g.on_exec_event(
+                    OrderCanceled(out[0].client_order_id, it.instrument_id, 10, "", 0, 3, 3)
+                )
+            med[name].append(float(np.median(lat)))
+    on, off = statistics.median(med["on"]), statistics.median(med["off"])
+    diff = statistics.median(a - b for a, b in zip(med["on"], med["off"], strict=True))
+    print(f"staleness check A/B ({rounds} alternated rounds x {n} checks, median of medians):")
+    print(f"  on {on / 1e3:.2f} µs  off {off / 1e3:.2f} µs  on - off {diff:+.0f} ns per check")
+
+
 def _add_cmdline_args(cmd: list[str], args: argparse.Namespace) -> None:
     if args.seed_db:
         cmd.extend(("--seed-db", "--dsn", args.dsn))
@@ -340,7 +371,13 @@ def main() -> None:
         "--seed-db", action="store_true", help="also time seeding from an embedded PostgreSQL"
     )
     runner.argparser.add_argument("--dsn", default="", help=argparse.SUPPRESS)
+    runner.argparser.add_argument(
+        "--age-ab", action="store_true", help="only the staleness check's A/B (on vs off)"
+    )
     args = runner.parse_args()
+    if args.age_ab:
+        age_ab()
+        return
     server, base = None, ""
     if args.seed_db and not args.worker and not args.dsn:
         import pgserver
