@@ -650,9 +650,8 @@ class PostgresSection(msgspec.Struct, **_STRICT):
     journal_dir: str = ""  # the recorder's journal ("" = <var_dir>/journal)
     journal_fsync: bool = True  # fsync each journal append (off only for throwaway runs)
     snapshot_interval_s: float = 1.0  # positions / P&L snapshots (0 = off)
-    recovery_timeout_s: float = (
-        10.0  # how long exec/risk wait for the recorder to catch up at start
-    )
+    #: how long a read of a run's record waits for the database (recovery never reads it)
+    recovery_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         _need(

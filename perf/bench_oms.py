@@ -15,9 +15,9 @@ Benchmarks (one process; time is per unit named in ``unit_of_loop``):
 - ``exec-sim`` vs ``sim-direct``: a marketable limit order through ExecEngine to the simulated
   exchange (accept + fill back through the table) beside the same order sent to the simulated
   exchange directly: the OMS's share of a realistic round.
-- ``exec-sim-journal`` vs ``exec-sim``: the same round with storage off, where exec appends the
-  order and the events it caused to its recovery journal (``procs.recovery.ExecJournal``: one
-  ``writev``, no fsync) before publishing them: the journal's cost per order.
+- ``exec-sim-journal`` vs ``exec-sim``: the same round as exec runs it, appending the order and
+  the events it caused to its recovery journal (``procs.exec_journal.ExecJournal``: one
+  ``writev``, no fsync; always on) before publishing them: the journal's cost per order.
 
 Run ``python perf/bench_oms.py --fast`` (``make perf`` runs every suite); ``--only REGEX`` runs
 a subset. The main process prints a summary: rates, the added latency and the ratios.
@@ -207,7 +207,7 @@ def _journal() -> Any:
     import shutil
     import tempfile
 
-    from procs.recovery import ExecJournal
+    from procs.exec_journal import ExecJournal
 
     d = tempfile.mkdtemp(prefix="gekko-bench-journal-")
     j = ExecJournal(Path(d) / "exec.journal")
@@ -217,7 +217,7 @@ def _journal() -> Any:
 
 
 def _journaled(on_order: Any, journal: Any) -> Any:
-    """exec's storage-off order step: the order, then its events journaled before publishing."""
+    """exec's order step: the order, then its events journaled before publishing."""
     seq = [0]
 
     def call(o: Any, now: int) -> list[Any]:
@@ -277,7 +277,7 @@ def print_summary(results: dict[str, pyperf.Benchmark]) -> None:
     if "exec-sim-journal" in med and "exec-sim" in med:
         added = med["exec-sim-journal"] - med["exec-sim"]
         print(
-            f"  storage-off journal append: +{added * 1e6:.2f} µs per order "
+            f"  exec journal append: +{added * 1e6:.2f} µs per order "
             f"(x{med['exec-sim-journal'] / med['exec-sim']:.2f} exec-sim)"
         )
 
