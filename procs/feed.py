@@ -101,7 +101,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     try:
         source = with_exchange_status(cfg, build_market(cfg, rejects.counter), rules)
     except ValueError as exc:  # a replay file that cannot be read: restarting will not help
-        w.close()
+        w.close(crashed=False)  # the run stops: the stream ends here
         return _stop_run(cfg, engine_id, f"cannot replay: {exc}")
     symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
     tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
@@ -128,7 +128,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             else:
                 rejects.counter.reject(reason, "feed", sent)
     except BadRowError as exc:
-        w.close()
+        w.close(crashed=False)
         return _stop_run(cfg, engine_id, str(exc))
     rejects.counter.quiet = False
     w.beat(STATE_READY)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -422,14 +423,24 @@ class Worker:
             time.sleep(0.005)
         return False
 
-    def close(self) -> None:
-        """Clean exit: close our producers (readers see the end), stop gating as a reader."""
+    def close(self, crashed: bool | None = None) -> None:
+        """Detach from every ring: how depends on whether this process will be restarted.
+
+        A clean exit closes our producers (readers see the end of the stream) and stops gating
+        as a reader. A crash (``crashed``, by default: an exception other than ``SystemExit``
+        on its way out of the ``finally`` that calls this) does neither: the restart continues
+        the same streams, so our readers see no end, and our reader slots keep their cursors and
+        gate until the producer's dead-reader grace, exactly as after a SIGKILL.
+        """
+        if crashed is None:
+            exc = sys.exc_info()[1]
+            crashed = exc is not None and not isinstance(exc, SystemExit | KeyboardInterrupt)
         for p in self.producers.values():
             with contextlib.suppress(Exception):
-                p.close()
+                p.detach() if crashed else p.close()
         for c in self.consumers.values():
             with contextlib.suppress(Exception):
-                c.leave()
+                c.close() if crashed else c.leave()
         self.beat(STATE_STOPPED)
 
 

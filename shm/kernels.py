@@ -102,6 +102,20 @@ def snapshot(base: int) -> tuple[int, int]:
 
 
 @numba.njit(cache=True, nogil=True)
+def unstick_version(base: int) -> bool:
+    """Make an odd publication version (its producer died inside ``commit``) even again.
+
+    Only a restarted producer calls this, before its first ``commit``; True if it was stuck.
+    """
+    b = _u64(base) + _u64(PUB_VERSION)
+    v = load_acquire(b)
+    if v & _u64(1):
+        store_release(b, v + _u64(1))
+        return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
 def set_claim(base: int, claim: int) -> None:
     """Announce that bytes up to ``claim`` may be overwritten *before* overwriting them.
 

@@ -49,6 +49,8 @@ from shm.layout import (
     PUB_CLOSED,
     PUB_HEARTBEAT_NS,
     PUB_PID,
+    PUB_POS,
+    PUB_SEQ,
     RING_LAYOUT_VERSION,
     SL_ATTACH_NS,
     SL_CURSOR,
@@ -306,9 +308,7 @@ class Producer:
         self._q = self._data.cast("Q")
         pos, seq = K.snapshot(self._base)
         if pos < 0:
-            raise RingCorruptedError(
-                f"ring {ring.name}: publication version stuck (producer died mid-commit)"
-            )
+            pos, seq = self._recover_publication()
         self.pos = pos
         self.seq = seq
         self._limit = 0
@@ -330,6 +330,55 @@ class Producer:
         self._refresh_limit()
         # first calls of a numba kernel load (or compile) it: pay that now, not on the first frame
         K.commit(self._base, self.pos, self.seq)  # republishes the same (pos, seq): harmless
+
+    def _recover_publication(self) -> tuple[int, int]:
+        """The previous producer died inside ``commit``: find the (pos, seq) it was publishing.
+
+        ``commit`` stores the sequence, then the position. Killed between the two, the ring says
+        (old position, new sequence): the frames from the old position on, complete and in
+        order, lead to the new one. Killed before or after, the pair is consistent as it stands.
+        """
+        w = self.ring._words
+        pos, seq = int(w[PUB_POS // 8]), int(w[PUB_SEQ // 8])
+        end = self._end_of_sequence(pos, seq)
+        K.unstick_version(self._base)
+        log.warning(
+            "ring %s: its previous producer (pid %d) died while publishing; resuming after frame "
+            "%d at position %d",
+            self.ring.name,
+            self.ring.producer_pid,
+            seq - 1,
+            end,
+        )
+        return end, seq
+
+    def _end_of_sequence(self, pos: int, seq: int) -> int:
+        """Where the frame numbered ``seq - 1`` ends, following complete frames from ``pos``
+        (``pos`` itself when the frame there already carries ``seq``, or when none leads there
+        within less than a lap: what lies there is from an earlier lap, or unpublished)."""
+        q, cap, mask = self._q, self._cap, self._mask
+        at, expect = pos, -1
+        while at < pos + cap:
+            off = at & mask
+            room = cap - off
+            if room < FRAME_HEADER:
+                at += room
+                continue
+            w0 = int(q[off >> 3])
+            length, ftype = w0 & 0xFFFFFFFF, (w0 >> 32) & 0xFFFF
+            total = frame_size(length)
+            if (w0 >> 48) != FRAME_MARK or total > room:
+                break
+            if ftype == TYPE_PAD:
+                at += room
+                continue
+            fseq = int(q[(off >> 3) + 1])
+            if fseq >= seq or (expect >= 0 and fseq != expect):
+                break
+            at, expect = at + total, fseq + 1
+            if expect == seq and at < pos + cap:
+                return at
+        return pos
 
     # --- space -----------------------------------------------------------------------------------
     def _refresh_limit(self) -> int:
@@ -616,6 +665,10 @@ class Producer:
         """Mark the stream finished: consumers drain what is left, then see the ring closed."""
         K.store_word(self._base + PUB_CLOSED, 1)
         self._wake((1 << self._nslots) - 1)
+        self.detach()
+
+    def detach(self) -> None:
+        """Let go of the ring without ending the stream (a crash: the restart continues it)."""
         for sem in self._sems.values():
             sem.close()
         self._sems.clear()
@@ -671,8 +724,8 @@ class Consumer:
             # re-attached to a slot the producer had dropped as dead, and it may have written
             # over our cursor's frames since: what was there is lost, say so and count it
             log.error(
-                "ring %s: consumer %r was dropped as dead and overrun while away; "
-                "resynchronising (the frames it missed are counted)",
+                "ring %s: consumer %r did not gate while away (dropped as dead, or left) and "
+                "may have been overrun; resynchronising (the frames it missed are counted)",
                 ring.name,
                 name,
             )
@@ -729,7 +782,8 @@ class Consumer:
         raise RingError(f"ring {ring.name}: all {ring.max_consumers} consumer slots are taken")
 
     def _take_state(self, i: int, want: int) -> int:
-        """Set our slot's state to ``want``; the producer's claim if it was dead, else 0."""
+        """Set our slot's state to ``want``: the producer's claim if the slot gates again after
+        the producer stopped honouring it (dropped as dead, or left), else 0."""
         ring = self.ring
         addr = ring._slot_addr(i, SL_STATE)
         while True:
@@ -739,14 +793,15 @@ class Consumer:
             claim = K.revive(addr, st, want, self._base)
             if claim < 0:
                 continue  # the producer changed it meanwhile: look again
-            if st == SLOT_DEAD and want == SLOT_GATING:
+            if want != SLOT_GATING:
+                return 0
+            if st == SLOT_DEAD:
                 log.warning(
                     "ring %s: consumer %r re-attaches after being dropped as dead",
                     ring.name,
                     ring._slot_name(i),
                 )
-                return claim
-            return 0
+            return claim  # it did not gate (dead, or left): the producer may have lapped it
 
     def _sync_seq(self) -> None:
         """Learn the sequence number of the frame at our cursor.
@@ -802,11 +857,12 @@ class Consumer:
         """Jump to the producer's consistent (pos, seq) and count the frames skipped."""
         pos, seq = K.snapshot(self._base)
         if pos < 0:
-            raise RingCorruptedError(f"ring {self.ring.name}: producer died mid-publication")
-        if self._next_seq >= 0:
+            # the producer died inside a commit: its published position stands; a non-gating
+            # reader counts the gap at the next frame, a gating one learns the sequence there
+            pos, seq = K.published(self._base), -1 if self.gating else self._next_seq
+        if self._next_seq >= 0 and seq >= 0:
             self.missed += seq - self._next_seq
-        else:
-            self.missed += 0  # position unknown before the first frame: nothing to count against
+        # else: position unknown before the first frame: nothing to count against
         self.laps += 1
         self.pos = pos
         self._avail = pos

@@ -20,7 +20,12 @@ from hypothesis import strategies as st
 
 from engine.messages import Control
 from shm.layout import (
+    FRAME_HEADER,
     FRAME_MARK,
+    PUB_PID,
+    PUB_POS,
+    PUB_SEQ,
+    PUB_VERSION,
     SL_CURSOR,
     SL_PID,
     SL_STATE,
@@ -92,6 +97,8 @@ class Model:
         self.n_last = -1
 
     def publish(self, sizes: list[int]) -> None:
+        if self.prod is None:
+            self.prod = _producer(self.eid)
         for size in sizes:
             try:
                 self.prod.publish(_msg(self.sent, size))
@@ -126,16 +133,37 @@ class Model:
         self.n = _reader(self.eid, "n", gating=False)
         self.n_last = -1  # it may re-read from its cursor; order is checked from here on
 
-    def restart_producer(self, torn: int) -> None:
-        """The producer dies, after writing ``torn`` frames it never published."""
+    def kill_producer(self, frames: int, stage: int) -> None:
+        """The producer dies after writing ``frames`` frames it had not published yet: torn
+        ones (stage 0), or complete ones, inside ``commit`` before it stored anything (1),
+        after it stored the new sequence (2), or after the new position too (3)."""
         p = self.prod
-        for k in range(torn):
-            n = len(p._enc.encode(_msg(10**9 + k, 3)))
-            if p._end_for(n) > p._limit:
+        if p is None:
+            return
+        written = 0
+        for k in range(frames):
+            msg = _msg(self.sent + k, 40)
+            buf = p._enc.encode(msg)
+            if p._end_for(len(buf)) > p._limit:
                 break
-            off = p._reserve(n)
-            p._pack_hdr(p._data, off, n, 41, FRAME_MARK, p.seq + 10**6)  # garbage, unpublished
-        self.prod = _producer(self.eid)
+            off = p._reserve(len(buf))
+            if stage == 0:  # a torn frame: garbage where the sequence should be
+                p._pack_hdr(p._data, off, len(buf), 41, FRAME_MARK, p.seq + 10**6)
+                continue
+            p._pack_hdr(p._data, off, len(buf), 41, FRAME_MARK, p.seq)
+            p._data[off + FRAME_HEADER : off + FRAME_HEADER + len(buf)] = buf
+            p.seq += 1
+            written += 1
+        w = p.ring._words
+        if stage >= 1:
+            w[PUB_VERSION // 8] += 1  # odd: a commit in progress, never finished
+        if stage >= 2:
+            w[PUB_SEQ // 8] = p.seq
+            self.sent += written  # the restarted producer publishes them
+        if stage >= 3:
+            w[PUB_POS // 8] = p.pos
+        w[PUB_PID // 8] = _dead_pid()
+        self.prod = None  # restarted when next needed: readers may re-attach meanwhile
 
     def drain(self) -> None:
         while self.g_next < self.sent:
@@ -153,7 +181,7 @@ OPS = st.one_of(
     st.tuples(st.just("n"), st.integers(1, 9)),
     st.tuples(st.just("restart_g"), st.booleans()),
     st.tuples(st.just("restart_n")),
-    st.tuples(st.just("restart_p"), st.integers(0, 2)),
+    st.tuples(st.just("kill_p"), st.integers(0, 3), st.integers(0, 3)),
 )
 
 
@@ -175,7 +203,7 @@ def test_restarts_in_any_order_lose_nothing_and_never_corrupt(ops: list[tuple]) 
             elif op[0] == "restart_n":
                 m.restart_n()
             else:
-                m.restart_producer(op[1])
+                m.kill_producer(op[1], op[2])
         m.publish([5, 300, 0])
         m.drain()
     finally:
@@ -260,3 +288,90 @@ def test_reader_dropped_as_dead_comes_back_counts_its_loss_and_gates_again(
             sent += 1
     got = _read(g, "poll", 10 * CAP)
     assert got == list(range(got[0], sent)) and g.missed == got[0] - 1
+
+
+def test_producer_killed_inside_commit_publishes_what_it_had_written(engine_id: str) -> None:
+    """Killed after ``commit`` stored the new sequence but not the new position: the restarted
+    producer publishes the frames its predecessor had written, and numbers on from there; a
+    reader that re-attaches meanwhile neither raises nor skips."""
+    Ring.create(engine_id, "r", CAP, consumers=[("g", True)])
+    m = Model.__new__(Model)  # the model's producer-killing step, without its readers
+    m.eid, m.sent = engine_id, 0
+    m.prod = _producer(engine_id)
+    for i in range(3):
+        m.prod.publish(_msg(i, 10))
+        m.sent += 1
+    g = _reader(engine_id, "g")
+    assert _read(g, "poll", 1) == [0]
+    g.commit()
+    m.kill_producer(2, 2)  # frames 3 and 4 written, sequence 5 stored, position not
+    assert m.sent == 5
+    g = _reader(engine_id, "g")  # a reader restarts while the publication is stuck
+    assert _read(g, "poll", 10) == [1, 2]
+    prod = _producer(engine_id)
+    assert prod.seq == 5
+    prod.publish(_msg(5, 10))
+    assert _read(g, "poll", 10) == [3, 4, 5]
+
+
+def test_a_crashed_worker_leaves_its_streams_open_and_its_reader_slots_gating(
+    engine_id: str,
+) -> None:
+    """A worker that dies of an exception detaches as a SIGKILLed one would: its readers see
+    no end of its stream, its reader slots keep their cursors, and its restart reads on. Only
+    a clean exit ends its streams and releases its slots."""
+    from ops.config import load_config
+    from procs.runtime import (
+        ALL_WORKERS,
+        COUNTERS,
+        HEALTH_DTYPE,
+        HISTOGRAMS,
+        Worker,
+        metrics_name,
+        topology,
+    )
+    from shm.layout import SLOT_CLOSED
+    from shm.metrics import MetricsRegion
+    from shm.seqlock import SeqlockTable
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "config.toml")
+    rings = {
+        s.name: Ring.create(
+            engine_id,
+            s.name,
+            getattr(cfg.rings, s.capacity_key),
+            max_consumers=max(8, len(s.consumers) + 2),
+            consumers=s.consumers,
+        )
+        for s in topology(cfg)
+    }
+    SeqlockTable.create(engine_id, "health", HEALTH_DTYPE, len(ALL_WORKERS))
+    MetricsRegion.create(engine_id, metrics_name("feed"), COUNTERS["feed"], HISTOGRAMS["feed"])
+    control = rings["control"].producer()
+    md_reader = rings["md"].consumer("strategy")
+
+    def feed(incarnation: int) -> tuple[Worker, Producer, Consumer]:
+        w = Worker("feed", cfg, engine_id, incarnation)
+        return w, w.produce("md"), w.consume("control")
+
+    w, md, ctl = feed(0)
+    md.publish(_msg(0, 1))
+    control.publish(_msg(100, 1))
+    assert ctl.read(1.0).ts == 100
+    with pytest.raises(RuntimeError):
+        try:
+            raise RuntimeError("boom")
+        finally:
+            w.close()
+    slot = ctl.slot
+    assert not rings["md"].closed
+    assert rings["control"]._slot_word(slot, SL_STATE) == SLOT_GATING
+    control.publish(_msg(101, 1))  # the supervisor's record of the restart
+    w, md, ctl = feed(1)
+    assert md.seq == 1 and ctl.read(1.0).ts == 101
+    md.publish(_msg(1, 1))
+    assert [md_reader.read(1.0).ts for _ in range(2)] == [0, 1]
+    w.close()  # a clean exit
+    assert rings["md"].closed
+    assert rings["control"]._slot_word(slot, SL_STATE) == SLOT_CLOSED
