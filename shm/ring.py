@@ -19,6 +19,11 @@ so the common path must be a handful of memory operations, not a system call or 
   counts exactly ``sequence gap`` frames as missed.
 - A consumer that dies stops gating the producer after a grace period; a producer that dies is
   noticed by consumers waiting on it. Corrupted frames raise ``RingCorruptedError``.
+- Restarts, of either side, in any order: a re-attached reader resumes at its handed-back cursor
+  and reads the sequence number there from the frame header (never assumes it); one the producer
+  had dropped checks the producer's claim to know whether it was overrun (a Dekker hand-shake
+  with the producer's claim renewal) and counts what it lost. A restarted producer resumes at
+  the published (pos, seq), repairing a publication its predecessor died inside.
 """
 
 from __future__ import annotations
