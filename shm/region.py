@@ -75,6 +75,23 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def pid_alive_since(pid: int, since_ns: int) -> bool:
+    """True if ``pid`` is a live process that already ran at ``since_ns`` (wall clock, ns).
+
+    Pids are reused (32768 of them by default on Linux): a process started after the stamp is a
+    newer one with the same pid, not the one that stamped it. ``since_ns`` 0 skips the check.
+    """
+    if not pid_alive(pid):
+        return False
+    if since_ns <= 0:
+        return True
+    try:
+        started = psutil.Process(pid).create_time()  # seconds, 10 ms resolution
+    except (psutil.Error, ProcessLookupError):
+        return False
+    return started <= since_ns / 1e9 + 1.0  # a second of slack for clock steps and rounding
+
+
 class Region:
     """One mapped shared-memory region. ``addr`` is the mapping's address for the numba kernels."""
 

@@ -81,7 +81,7 @@ from shm.layout import (
     data_offset,
     frame_size,
 )
-from shm.region import KIND_RING, Region, RegionError, pid_alive
+from shm.region import KIND_RING, Region, RegionError, pid_alive, pid_alive_since
 from shm.wait import WaitStrategy, make_wait
 
 log = logging.getLogger("gekko.shm.ring")
@@ -221,9 +221,15 @@ class Ring:
         raw = name.encode()[:SL_NAME_LEN].ljust(SL_NAME_LEN, b"\0")
         self.region.buf[o + SL_NAME : o + SL_NAME + SL_NAME_LEN] = raw
         self._set_wake_name(i, f"{self.region.name}_{i}")
+        K.store_word(self.base + o + SL_ATTACH_NS, time.time_ns())
         K.store_word(self.base + o + SL_PID, pid)
-        K.store_word(self.base + o + SL_ATTACH_NS, time.monotonic_ns())
         K.store_word(self.base + o + SL_STATE, state)
+
+    def _slot_owner_alive(self, i: int) -> tuple[int, bool]:
+        """(pid, alive): the slot's pid, and whether it is still the process that attached (its
+        stamp is written before its pid, so a new pid is read with its own stamp)."""
+        pid = K.load_word(self._slot_addr(i, SL_PID))
+        return pid, pid_alive_since(pid, K.load_word(self._slot_addr(i, SL_ATTACH_NS)))
 
     def _set_wake_name(self, i: int, sem_name: str) -> None:
         raw = sem_name.encode()
@@ -460,8 +466,8 @@ class Producer:
             if ring._slot_word(i, SL_STATE) != SLOT_GATING:
                 self._dead_since.pop(i, None)
                 continue
-            pid = ring._slot_word(i, SL_PID)
-            if pid != 0 and pid_alive(pid):
+            pid, alive = ring._slot_owner_alive(i)
+            if alive:
                 self._dead_since.pop(i, None)
                 continue
             since = self._dead_since.setdefault(i, now)
@@ -753,17 +759,14 @@ class Consumer:
         for i in range(ring.max_consumers):
             st = ring._slot_word(i, SL_STATE)
             if st != SLOT_FREE and ring._slot_name(i) == name:
-                old_pid = ring._slot_word(i, SL_PID)
-                if (
-                    st in (SLOT_GATING, SLOT_NONGATING)
-                    and old_pid not in (0, pid)
-                    and pid_alive(old_pid)
-                ):
+                old_pid, alive = ring._slot_owner_alive(i)
+                if st in (SLOT_GATING, SLOT_NONGATING) and old_pid not in (0, pid) and alive:
                     raise RingError(
                         f"ring {ring.name}: consumer {name!r} is already attached by pid {old_pid}"
                     )
-                # our pid first (fenced), then the state: a producer dropping the dead pid at
-                # this moment either sees our pid and undoes the drop, or we see the drop here
+                # our stamp, our pid (fenced), then the state: a producer dropping the dead pid
+                # at this moment either sees our pid and undoes the drop, or we see the drop here
+                K.store_word(ring._slot_addr(i, SL_ATTACH_NS), time.time_ns())
                 K.store_fenced(ring._slot_addr(i, SL_PID), pid)
                 K.store_word(ring._slot_addr(i, SL_SLEEPING), 0)
                 resumed = old_pid != 0 or ring._slot_word(i, SL_CURSOR) > 0

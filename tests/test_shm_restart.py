@@ -375,3 +375,32 @@ def test_a_crashed_worker_leaves_its_streams_open_and_its_reader_slots_gating(
     w.close()  # a clean exit
     assert rings["md"].closed
     assert rings["control"]._slot_word(slot, SL_STATE) == SLOT_CLOSED
+
+
+def test_a_dead_readers_pid_reused_by_another_process_does_not_hold_its_slot(
+    engine_id: str,
+) -> None:
+    """The OS gave the killed reader's pid to a newer, unrelated process: the restarted reader
+    still takes its slot back, and the producer does not wait for the impostor."""
+    import subprocess
+    import time
+
+    from shm.layout import SL_ATTACH_NS
+
+    ring = Ring.create(engine_id, "r", CAP, consumers=[("g", True)])
+    g = _reader(engine_id, "g")
+    words = ring._words
+    words[(SLOTS + g.slot * SLOT_SIZE + SL_ATTACH_NS) // 8] = time.time_ns() - 60 * 10**9
+    other = subprocess.Popen(["sleep", "30"])  # started a minute after the reader attached
+    try:
+        words[(SLOTS + g.slot * SLOT_SIZE + SL_PID) // 8] = other.pid
+        assert ring._slot_owner_alive(g.slot) == (other.pid, False)
+        prod = ring.producer(wait="backoff", timeout_s=1.0, dead_reader_grace_s=0.0)
+        for i in range(3 * CAP // 100):  # full: the producer drops the reader it cannot trust
+            prod.publish(_msg(i, 100))
+        assert ring._slot_word(g.slot, SL_STATE) == SLOT_DEAD
+        g = _reader(engine_id, "g")  # the restart is not refused as "already attached"
+        assert g.missed > 0 and ring._slot_word(g.slot, SL_STATE) == SLOT_GATING
+    finally:
+        other.kill()
+        other.wait()
