@@ -509,10 +509,12 @@ class Producer:
         room = self._cap - off
         need = total if total <= room else room + total
         end = pos + need
-        if end > self._claim:
-            self._announce_claim(end + self._claim_chunk)
         if end > self._limit:
             self._ensure_space(end)
+        if end > self._claim:
+            self._announce_claim(end + self._claim_chunk)
+            if end > self._limit:  # a reader gates again (re-attached): it holds us back too
+                self._ensure_space(end)
         if total > room:
             if room >= FRAME_HEADER:
                 self._pack_hdr(self._data, off, room - FRAME_HEADER, TYPE_PAD, FRAME_MARK, 0)
