@@ -305,8 +305,10 @@ def metrics_name(worker: str) -> str:
     return f"m{worker}"
 
 
-def waiter_sem_name(engine_id: str, worker: str) -> str:
-    return f"/gk_{engine_id}_w{worker}"
+def waiter_sem_name(engine_id: str, worker: str, incarnation: int = 0) -> str:
+    """The worker's wake-up semaphore: one per incarnation, because producers keep the ones they
+    post open, and a predecessor's (unlinked when it exited) would swallow the restart's."""
+    return f"/gk_{engine_id}_w{worker}" + (str(incarnation) if incarnation else "")
 
 
 def pin_to_cpus(name: str, cpus: list[int]) -> str:
@@ -387,7 +389,9 @@ class Worker:
         return p
 
     def waiter(self, *consumers: Consumer) -> Waiter:
-        return Waiter(consumers, self.wait, waiter_sem_name(self.engine_id, self.name))
+        return Waiter(
+            consumers, self.wait, waiter_sem_name(self.engine_id, self.name, self.incarnation)
+        )
 
     def beat(self, state: int | None = None, force: bool = False) -> None:
         """Stamp the heartbeat (at most once per interval unless forced or the state changes)."""

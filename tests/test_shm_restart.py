@@ -330,9 +330,11 @@ def test_a_crashed_worker_leaves_its_streams_open_and_its_reader_slots_gating(
         metrics_name,
         topology,
     )
+    from shm import kernels as K
     from shm.layout import SLOT_CLOSED
     from shm.metrics import MetricsRegion
     from shm.seqlock import SeqlockTable
+    from shm.waiter import Waiter
     from tests.conftest import ROOT
 
     cfg = load_config(ROOT / "config.toml")
@@ -351,11 +353,19 @@ def test_a_crashed_worker_leaves_its_streams_open_and_its_reader_slots_gating(
     control = rings["control"].producer()
     md_reader = rings["md"].consumer("strategy")
 
-    def feed(incarnation: int) -> tuple[Worker, Producer, Consumer]:
+    def feed(incarnation: int) -> tuple[Worker, Producer, Consumer, Waiter]:
         w = Worker("feed", cfg, engine_id, incarnation)
-        return w, w.produce("md"), w.consume("control")
+        ctl = w.consume("control")
+        return w, w.produce("md"), ctl, w.waiter(ctl)
 
-    w, md, ctl = feed(0)
+    def posted_when_asleep(ctl: Consumer, waiter: Waiter) -> bool:
+        K.declare_sleep(ctl.sleep_flag_addr)  # as ``wait_any`` does before it sleeps
+        control.publish(_msg(0, 1))
+        assert ctl.poll() is not None
+        return posix_ipc.Semaphore(waiter.sem_name).value == 1
+
+    w, md, ctl, waiter = feed(0)
+    assert posted_when_asleep(ctl, waiter)
     md.publish(_msg(0, 1))
     control.publish(_msg(100, 1))
     assert ctl.read(1.0).ts == 100
@@ -363,13 +373,17 @@ def test_a_crashed_worker_leaves_its_streams_open_and_its_reader_slots_gating(
         try:
             raise RuntimeError("boom")
         finally:
+            waiter.close()  # as every worker's ``finally`` does
             w.close()
     slot = ctl.slot
     assert not rings["md"].closed
     assert rings["control"]._slot_word(slot, SL_STATE) == SLOT_GATING
     control.publish(_msg(101, 1))  # the supervisor's record of the restart
-    w, md, ctl = feed(1)
+    w, md, ctl, waiter = feed(1)
     assert md.seq == 1 and ctl.read(1.0).ts == 101
+    # the supervisor still wakes it: it does not post its predecessor's semaphore
+    assert posted_when_asleep(ctl, waiter)
+    waiter.close()
     md.publish(_msg(1, 1))
     assert [md_reader.read(1.0).ts for _ in range(2)] == [0, 1]
     w.close()  # a clean exit
