@@ -125,6 +125,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     try:
         rec = recover_exec(w, cfg, venue, orders, events)
     except UnsafeToTrade as exc:
+        w.beat(STATE_STOPPING)
         for closing in (algo_log, journal, waiter, w):
             if closing is not None:
                 closing.close()
