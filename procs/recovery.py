@@ -25,9 +25,9 @@ whatever the database does; when it is missing or has a hole, exec does not trad
 
 Risk takes its positions from exec's positions table at start (``procs/risk.py``), which exec
 rebuilt here first; it does not replay fills into positions (that would count them twice). Its
-open orders it asks exec for (``recover_risk`` returns None, ``procs.risk.AskExec``,
-``RiskGate.restore_open``): exec answers only from its main loop, so after this reconciliation,
-with the orders really open at the venue — no database involved either.
+open orders it asks exec for (``procs.risk.AskExec``, ``RiskGate.restore_open``): exec answers
+only from its main loop, so after this reconciliation, with the orders really open at the venue
+— no database involved either.
 """
 
 from __future__ import annotations
