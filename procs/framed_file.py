@@ -44,9 +44,9 @@ def read_frames(path: str | Path, max_frame: int) -> list[bytes]:
 def open_for_append(path: str | Path, max_frame: int) -> int:
     """A write descriptor positioned after the last whole frame (a torn tail is cut off)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     good = sum(HEADER.size + len(f) for f in read_frames(path, max_frame))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)  # trading records: the owner's only
     os.ftruncate(fd, good)
     os.lseek(fd, good, os.SEEK_SET)
     return fd
