@@ -1,6 +1,7 @@
 """The staleness guard with every process running (issue 11, item 4): a strategy frozen for a few
 seconds (SIGSTOP, then SIGCONT) skips the market data it missed instead of trading it, and no
-order built on data older than ``[risk] max_intent_age_ms`` is approved."""
+order built on data older than ``[risk] max_intent_age_ms`` is approved; killed, it restarts
+from exec's positions (not flat) and skips what it missed while down."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from tests.test_engine_e2e import (
     _alive,
     _children,
     _cmd,
+    _wait_for,
     counter,
     eid,  # noqa: F401  (the fixture)
+    is_ready,
     running_engine,
     summary_of,
     wait_counter,
@@ -86,12 +89,17 @@ def test_frozen_strategy_skips_its_backlog_and_no_stale_order_is_approved(
         assert wait_counter(eid, "strategy", "md_skipped", 1, 30), "the backlog was not skipped"
         approved = counter(eid, "risk", "approved")
         assert wait_counter(eid, "risk", "approved", approved + 3, 30), "no trading after it"
+        os.kill(w.pid, signal.SIGKILL)  # a crash: restarted, from exec's positions
+        assert _wait_for(lambda: is_ready(eid, "strategy", not_pid=w.pid), 60), "no restart"
+        approved = counter(eid, "risk", "approved")
+        assert wait_counter(eid, "risk", "approved", approved + 3, 30), "no trading after it"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
     assert "behind the market" in err and "caught up" in err
+    assert "strategy: restarted: positions from exec's table" in err
     s = summary_of(tmp_path)
-    assert s["restarts"] == []  # the guard did the work, not a restart
+    assert [r["worker"] for r in s["restarts"]] == ["strategy"]  # the kill, not the freeze
     strat = s["counters"]["strategy"]
     assert strat["md_skipped"] > 0 and strat["backlog_episodes"] >= 1
     orders = [
