@@ -17,6 +17,7 @@ import signal
 import tempfile
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -120,7 +121,7 @@ def test_a_journal_with_a_hole_or_none_is_not_traded_on(
     """Events the ring shows published that no entry holds (a failed write, a cut file), or no
     journal at all: exec cannot tell which fills upstream saw, so recovery refuses
     (``UnsafeToTrade``) instead of publishing or trading on a guess."""
-    from procs.recovery import UnsafeToTrade, load_exec_journal
+    from procs.recovery import UnsafeToTrade, load_exec_journal, recover_exec
     from procs.storage import RUN_ID_ENV
     from tests.test_recovery_nostore import MS, RUN, Exec, _order
 
@@ -146,18 +147,9 @@ def test_a_journal_with_a_hole_or_none_is_not_traded_on(
     b.journal.close()
     b.alog.close()
     path.unlink()
+    w = SimpleNamespace(incarnation=1, beat=lambda: None)
     with pytest.raises(UnsafeToTrade, match="no exec journal"):
-        from types import SimpleNamespace
-
-        from procs.recovery import recover_exec
-
-        recover_exec(
-            SimpleNamespace(incarnation=1, beat=lambda: None),
-            b.cfg,
-            b.venue,
-            None,
-            SimpleNamespace(seq=len(upstream)),
-        )
+        recover_exec(w, b.cfg, b.venue, None, SimpleNamespace(seq=len(upstream)))
 
 
 def test_positions_that_disagree_with_the_venue_stop_recovery() -> None:
