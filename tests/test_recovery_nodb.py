@@ -54,10 +54,10 @@ def _venue_positions(tmp_path: Path) -> dict[int, int]:
 
 @pytest.mark.timeout(240)
 def test_database_down_then_exec_killed_recovers_from_its_journal(tmp_path: Path) -> None:
-    """PostgreSQL stopped (and left down), then exec SIGKILLed while orders keep coming: the
-    new exec is back from its own journal without waiting for the database, the order table
-    refuses nothing, exec's positions equal the fills the engine saw and the venue's, and the
-    run exits 0 because it is consistent."""
+    """PostgreSQL stopped (and left down), then exec and risk SIGKILLed while orders keep
+    coming: the new exec is back from its own journal without waiting for the database, the
+    order table refuses nothing, the new risk takes its open orders from exec, exec's positions
+    equal the fills the engine saw and the venue's, and the run exits 0 (it is consistent)."""
     from ops.store.pg import EmbeddedPostgres
     from tests.test_engine_e2e import (
         _wait_for,
@@ -85,9 +85,11 @@ def test_database_down_then_exec_killed_recovers_from_its_journal(tmp_path: Path
             # trading goes on while the database is down: orders it never recorded
             n = counter(eid, "exec", "fills")
             check(wait_counter(eid, "exec", "fills", n + 5, 30), "no fills during the outage")
-            old = health(eid)["exec"][0]
+            old, old_risk = health(eid)["exec"][0], health(eid)["risk"][0]
             os.kill(old, signal.SIGKILL)
+            os.kill(old_risk, signal.SIGKILL)
             check(_wait_for(lambda: is_ready(eid, "exec", not_pid=old), 60), "exec not back")
+            check(_wait_for(lambda: is_ready(eid, "risk", not_pid=old_risk), 60), "risk?")
             n = len(_venue_fills(tmp_path))
             check(_wait_for(lambda: len(_venue_fills(tmp_path)) >= n + 5, 30), "no trading after")
             proc.send_signal(signal.SIGTERM)
@@ -96,7 +98,7 @@ def test_database_down_then_exec_killed_recovers_from_its_journal(tmp_path: Path
         db.stop()
         shutil.rmtree(base, ignore_errors=True)
     s = summary_of(tmp_path)
-    assert [r["worker"] for r in s["restarts"]] == ["exec"], err[-3000:]
+    assert sorted(r["worker"] for r in s["restarts"]) == ["exec", "risk"], err[-3000:]
     # the order table refused nothing (no event of an order it forgot)
     assert "refused by the order table" not in err, err[-3000:]
     assert s["counters"]["exec"]["anomalies"] == 0
@@ -110,6 +112,9 @@ def test_database_down_then_exec_killed_recovers_from_its_journal(tmp_path: Path
     # rebuilt from exec's own journal; the database was neither waited for nor needed
     assert "recovery: rebuilt from exec's journal" in err, err[-3000:]
     assert "recovery: database unreachable" not in err, err[-3000:]
+    # risk asked exec, which answered after its recovery (nothing from the database either)
+    assert "open orders restored from exec's answer" in err, err[-3000:]
+    assert "no answer from exec" not in err and "recovery (risk)" not in err, err[-3000:]
 
 
 # --- fail closed: a journal exec cannot trust, positions that disagree --------------------------
