@@ -281,6 +281,15 @@ def check_no_regions(res: ChaosResult, rec: Record) -> list[str]:
     return [f"{len(left)} regions/semaphores left in /dev/shm: {left[:8]}"] if left else []
 
 
+def check_audit_complete(res: ChaosResult, rec: Record) -> list[str]:
+    """Every operator command and restart left its audit record (the supervisor logs
+    "audit: <action> not recorded (<why>)" when one is lost)."""
+    lost = [ln for ln in res.stderr.splitlines() if "audit:" in ln and "not recorded" in ln]
+    if not lost:
+        return []
+    return [f"{len(lost)} audit records lost, first: {lost[0].strip()[:300]}"]
+
+
 CHECKS: list[Callable[[ChaosResult, Record], list[str]]] = [
     check_ran_to_end,
     check_restarts_explained,
@@ -290,6 +299,7 @@ CHECKS: list[Callable[[ChaosResult, Record], list[str]]] = [
     check_fills_once,
     check_client_order_ids,
     check_staleness,
+    check_audit_complete,
 ]
 
 

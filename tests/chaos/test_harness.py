@@ -107,3 +107,14 @@ def test_an_early_stop_a_bad_exit_and_an_unexplained_crash_are_violations(tmp_pa
     bad.summary["restarts"] = [{"worker": "feed", "reason": "exited with code 1", "at_s": 3.0}]
     (v,) = I.check_restarts_explained(res, bad)
     assert "feed exited with code 1" in v and "no fault explains" in v
+
+
+def test_a_lost_audit_record_is_a_violation(tmp_path: Path) -> None:
+    res = _result(tmp_path, var=tmp_path / "run" / "var")
+    res.var.parent.mkdir()
+    (res.var.parent / "gekko.stderr").write_text(
+        "08:02:00.438 ERROR   [supervisor] audit: operator.resume not recorded (ring control: "
+        "no room for 168 bytes after 2.000s)\n"
+    )
+    (v,) = I.check_audit_complete(res, I.Record())
+    assert "1 audit records lost" in v and "operator.resume" in v
