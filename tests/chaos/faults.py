@@ -34,8 +34,9 @@ WORKERS = ("feed", "strategy", "risk", "exec", "infer", "recorder", "bridge")
 #: a SIGSTOP held longer than this outlives [supervisor] heartbeat_timeout_s (5 s): hung, killed
 LONG_STOP_S = (6.0, 7.5)
 #: no fault this close to the planned end: a restart (backoff + imports + recovery) takes up to
-#: ~12 s on a loaded 2-core box, and every restarted worker must be working before the end
-RECOVERY_BUDGET_S = 20.0
+#: ~15 s on a loaded 2-core box (infer: its 12-bar window again) and every restarted worker must be
+#: working before the end
+RECOVERY_BUDGET_S = 25.0
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ def plan(
 ) -> list[Fault]:
     """The faults of a ``seconds``-long run: evenly spread with jitter, none in the first 4 s or
     the last ``RECOVERY_BUDGET_S`` (every worker must be trading again before the planned end). The feed is
-    killed at least twice (more in long runs); each worker is killed at most ``max_per_worker``
-    times so the bounded run stays under the default ``max_restarts``."""
+    killed at least twice (more in long runs); half the database outages also kill exec while
+    the database is down; each worker is hit at most 3 times in a bounded run (the default
+    ``max_restarts`` is 5)."""
     rng = random.Random(seed)
     start, end = 4.0, max(8.0, seconds - RECOVERY_BUDGET_S)
     if n is None:
@@ -102,7 +104,12 @@ def plan(
             long = rng.random() < 0.25
             hold = rng.uniform(*LONG_STOP_S) if long else rng.uniform(0.3, 3.0)
             out.append(Fault(at, "stop", w, hold_s=round(hold, 2)))
-    return out
+    for f in [f for f in out if f.kind == "postgres"]:  # exec dies while the database is down
+        if rng.random() < 0.5 and per_worker.get("exec", 0) < cap:
+            per_worker["exec"] = per_worker.get("exec", 0) + 1
+            at = f.at_s + rng.uniform(0.3, max(0.4, f.hold_s - 0.3))
+            out.append(Fault(round(at, 2), "kill", "exec"))
+    return sorted(out, key=lambda f: f.at_s)
 
 
 def _draw_kind(rng: random.Random) -> str:

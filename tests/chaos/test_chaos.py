@@ -1,6 +1,6 @@
 """The chaos suite: a live ``gekko run`` survives seeded faults with every invariant intact.
 
-``make test`` runs ``test_chaos_bounded`` (one seeded ~55 s run, ~10 faults); ``make chaos``
+``make test`` runs ``test_chaos_bounded`` (one seeded 60 s run, 13 faults); ``make chaos``
 runs ``test_chaos_long`` (``CHAOS_SECONDS``, default 600). A failure prints the seed and the
 replay command, the faults, what the harness did and when, each violated invariant and the
 engine's error lines (tests/chaos/harness.py ``ChaosResult.report``).
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.conftest import BOUNDED_SECONDS
 from tests.chaos.harness import ChaosResult, run_chaos
 from tests.chaos.recovery import recovery_table
 
@@ -28,7 +29,7 @@ def _run(seed: int, seconds: float, tmp: Path) -> ChaosResult:
 
 @pytest.mark.timeout(600)
 def test_chaos_bounded(chaos_dir: Path, chaos_seed: int) -> None:
-    res = _run(chaos_seed, 55.0, chaos_dir)
+    res = _run(chaos_seed, BOUNDED_SECONDS, chaos_dir)
     if res.violations:
         pytest.fail(res.report(), pytrace=False)
 

@@ -34,13 +34,13 @@ def _fill_row(f: OrderFilled) -> dict:
 
 
 def test_the_plan_replays_from_its_seed_and_kills_the_feed_several_times() -> None:
-    a, b = F.plan(42, 55.0), F.plan(42, 55.0)
-    assert a == b and a != F.plan(43, 55.0)
-    assert 8 <= len(a) <= 12
+    a, b = F.plan(42, 60.0), F.plan(42, 60.0)
+    assert a == b and a != F.plan(43, 60.0)
+    assert 8 <= len(a) <= 14
     assert sum(f.kind == "kill" and f.target == "feed" for f in a) >= 2
-    assert all(4.0 <= f.at_s <= 55.0 - F.RECOVERY_BUDGET_S for f in a)
+    assert all(4.0 <= f.at_s <= 60.0 - F.RECOVERY_BUDGET_S for f in a)
     long = F.plan(42, 600.0)
-    assert len(long) == 120 and sum(f.target == "feed" for f in long) >= 15
+    assert len(long) >= 120 and sum(f.target == "feed" for f in long) >= 15
 
 
 def test_positions_that_disagree_anywhere_are_a_violation(tmp_path: Path) -> None:
