@@ -64,10 +64,10 @@ def plan(
     seed: int, seconds: float, workers: tuple[str, ...] = WORKERS, *, n: int | None = None
 ) -> list[Fault]:
     """The faults of a ``seconds``-long run: evenly spread with jitter, none in the first 4 s or
-    the last ``RECOVERY_BUDGET_S`` (every worker must be trading again before the planned end). The feed is
-    killed at least twice (more in long runs); half the database outages also kill exec while
-    the database is down; each worker is hit at most 3 times in a bounded run (the default
-    ``max_restarts`` is 5)."""
+    the last ``RECOVERY_BUDGET_S`` (every worker must be trading again before the planned end).
+    The feed is killed at least twice (more in long runs); half the database outages also kill
+    exec while the database is down; each worker is hit at most 3 times in a bounded run (the
+    default ``max_restarts`` is 5)."""
     rng = random.Random(seed)
     start, end = 4.0, max(8.0, seconds - RECOVERY_BUDGET_S)
     if n is None:
@@ -199,7 +199,13 @@ def start_postgres(pg_dir: Path, alive: Callable[[], bool], timeout_s: float = 3
     while time.monotonic() < deadline:
         if not alive():
             return "not started: the engine has exited"
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, **ids)  # type: ignore[call-overload]
+        r = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            **ids,  # type: ignore[call-overload]
+        )
         if r.returncode == 0:
             return ""
         why = (r.stderr or r.stdout).strip()[-300:]

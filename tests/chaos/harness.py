@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import os
 import signal
 import subprocess
@@ -83,7 +84,8 @@ def notable_log_lines(text: str) -> list[str]:
 
 
 def write_config(tmp: Path, engine_id: str, *, max_restarts: int = 5) -> Path:
-    """The default config.toml with a private engine id and var dir, the bridge on (Redis in use)."""
+    """The default config.toml with a private engine id and var dir, the bridge on (so Redis is
+    in use)."""
     text = (ROOT / "config.toml").read_text()
     text = text.replace('id = "gekko"', f'id = "{engine_id}"', 1)
     text = text.replace('var_dir = "var"', f'var_dir = "{tmp / "var"}"', 1)
@@ -151,7 +153,7 @@ def _drive(res: ChaosResult, proc: subprocess.Popen[bytes]) -> None:
     probe = Probe(res.engine_id, proc.pid, res.var)
     probe.start()
     try:
-        threads = _inject_all(res, proc, probe, ready)
+        threads = _Injector(res, proc, probe, ready).run()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(max(1.0, ready + res.seconds + EXIT_MARGIN_S - time.monotonic()))
         res.ran_s = time.monotonic() - ready
@@ -163,87 +165,82 @@ def _drive(res: ChaosResult, proc: subprocess.Popen[bytes]) -> None:
         res.seen = probe.seen
 
 
-def _inject_all(
-    res: ChaosResult, proc: subprocess.Popen[bytes], probe: Probe, ready: float
-) -> list[threading.Thread]:
-    """Run the schedule in time order; holds and slow actions become later steps or threads."""
-    steps: list[tuple[float, int, str, Callable[[], None]]] = []
-    threads: list[threading.Thread] = []
-    seq = 0
+class _Injector:
+    """Runs a schedule in time order: a hold (SIGCONT, a server's restart) becomes a later step,
+    a slow action (pg_ctl start, an operator burst) a thread, so no step delays the next."""
 
-    def at(t: float, desc: str, fn: Callable[[], None]) -> None:
-        nonlocal seq
-        seq += 1
-        heapq.heappush(steps, (t, seq, desc, fn))
+    def __init__(
+        self, res: ChaosResult, proc: subprocess.Popen[bytes], probe: Probe, ready: float
+    ) -> None:
+        self.res, self.proc, self.probe, self.ready = res, proc, probe, ready
+        self.steps: list[tuple[float, int, str, Callable[[], None]]] = []
+        self.threads: list[threading.Thread] = []
+        self._seq = itertools.count()  # ties keep their order (and never compare functions)
 
-    def note(msg: str) -> None:
-        res.events.append(f"t+{time.monotonic() - ready:6.2f}s {msg}")
+    def run(self) -> list[threading.Thread]:
+        for f in self.res.faults:
+            self.at(f.at_s, f.describe(), lambda f=f: self.apply(f))
+        while self.steps and self.alive():
+            t, _, desc, fn = heapq.heappop(self.steps)
+            time.sleep(max(0.0, self.ready + t - time.monotonic()))
+            if not self.alive():
+                self.note(f"engine gone (exit code {self.proc.returncode}): not done: {desc}")
+                break
+            fn()
+        return self.threads
 
-    def background(name: str, fn: Callable[[], str]) -> None:
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def at(self, t: float, desc: str, fn: Callable[[], None]) -> None:
+        heapq.heappush(self.steps, (t, next(self._seq), desc, fn))
+
+    def note(self, msg: str) -> None:
+        self.res.events.append(f"t+{time.monotonic() - self.ready:6.2f}s {msg}")
+
+    def background(self, name: str, fn: Callable[[], str]) -> None:
         def body() -> None:
             why = fn()
-            note(f"{name}: {'done' if not why else 'FAILED: ' + why}")
+            self.note(f"{name}: {'done' if not why else 'FAILED: ' + why}")
 
         t = threading.Thread(target=body, name=name, daemon=True)
         t.start()
-        threads.append(t)
+        self.threads.append(t)
 
-    for f in res.faults:
-        at(f.at_s, f.describe(), lambda f=f: _apply(f, res, proc, probe, at, note, background))
-    while steps and proc.poll() is None:
-        t, _, desc, fn = heapq.heappop(steps)
-        time.sleep(max(0.0, ready + t - time.monotonic()))
-        if proc.poll() is not None:
-            note(f"engine gone (exit code {proc.returncode}): not done: {desc}")
-            break
-        fn()
-    return threads
+    def apply(self, f: F.Fault) -> None:
+        var = self.res.var
+        if f.kind in ("kill", "stop"):
+            self._signal_worker(f)
+        elif f.kind == "postgres":
+            self.note(f"SIGKILL postgres (postmaster pid {F.kill_postgres(var / 'pg')})")
+            start = lambda: F.start_postgres(var / "pg", self.alive)  # noqa: E731
+            self.at(f.at_s + f.hold_s, "pg start", lambda: self.background("pg_ctl start", start))
+        elif f.kind == "redis":
+            self.note(f"SIGKILL redis-server (pid {F.kill_redis(var / 'redis')})")
+            start = lambda: F.start_redis(var / "redis", self.alive)  # noqa: E731
+            self.at(f.at_s + f.hold_s, "redis start", lambda: self.background("redis start", start))
+        elif f.kind == "control":
+            self.note(f"operator burst of {f.burst} signals")
+            eid, pid = self.res.engine_id, self.proc.pid
+            burst = lambda: F.control_burst(self.res.config, var, eid, pid, f.burst)  # noqa: E731
+            self.background("operator burst", burst)
 
-
-def _apply(f: F.Fault, res, proc, probe, at, note, background) -> None:  # type: ignore[no-untyped-def]
-    var = res.var
-
-    def alive() -> bool:
-        return proc.poll() is None
-
-    if f.kind in ("kill", "stop"):
-        pid = probe.pid_of(f.target, wait_s=8.0)
+    def _signal_worker(self, f: F.Fault) -> None:
+        pid = self.probe.pid_of(f.target, wait_s=8.0)
         if not pid:
-            note(f"{f.target}: no live process within 8 s, skipped: {f.describe()}")
+            self.note(f"{f.target}: no live process within 8 s, skipped: {f.describe()}")
             return
-        probe.expect_restart(f.target, pid, f.describe())
+        self.probe.expect_restart(f.target, pid, f.describe())
         sig = signal.SIGKILL if f.kind == "kill" else signal.SIGSTOP
         F.signal_pid(pid, sig)
-        note(f"{sig.name} {f.target} (pid {pid})")
+        self.note(f"{sig.name} {f.target} (pid {pid})")
         if f.kind == "stop":
-            at(
-                f.at_s + f.hold_s,
-                "SIGCONT",
-                lambda: note(
-                    f"SIGCONT {f.target} (pid {pid}): "
-                    + ("sent" if F.signal_pid(pid, signal.SIGCONT) else "already gone")
-                ),
-            )
-    elif f.kind == "postgres":
-        note(f"SIGKILL postgres (postmaster pid {F.kill_postgres(var / 'pg')})")
-        at(
-            f.at_s + f.hold_s,
-            "pg start",
-            lambda: background("pg_ctl start", lambda: F.start_postgres(var / "pg", alive)),
-        )
-    elif f.kind == "redis":
-        note(f"SIGKILL redis-server (pid {F.kill_redis(var / 'redis')})")
-        at(
-            f.at_s + f.hold_s,
-            "redis start",
-            lambda: background("redis-server start", lambda: F.start_redis(var / "redis", alive)),
-        )
-    elif f.kind == "control":
-        note(f"operator burst of {f.burst} signals")
-        background(
-            "operator burst",
-            lambda: F.control_burst(res.config, var, res.engine_id, proc.pid, f.burst),
-        )
+
+            def cont() -> None:
+                sent = F.signal_pid(pid, signal.SIGCONT)
+                self.note(f"SIGCONT {f.target} (pid {pid}): {'sent' if sent else 'already gone'}")
+
+            self.at(f.at_s + f.hold_s, "SIGCONT", cont)
 
 
 def cleanup_orphans(res: ChaosResult) -> list[str]:
