@@ -3,7 +3,7 @@
 - ``CHAOS_SEED=<n>``: replay one seed (default: the bounded run's fixed seed; the long form draws
   a fresh one and prints it).
 - ``CHAOS_SECONDS=<s>``: the length of each engine run. Unset: the bounded form that
-  ``make test`` runs (one 60 s run, 13 faults). ``make chaos`` sets it (default 600) and
+  ``make test`` runs (one 60 s run, 14 faults). ``make chaos`` sets it (default 600) and
   selects the long form with ``-m chaos_long``.
 """
 
@@ -21,7 +21,7 @@ import pytest
 BOUNDED_SECONDS = 60.0
 # the bounded run's seed, chosen for what it covers: every worker hit; the feed killed twice;
 # exec killed while PostgreSQL is down; strategy and exec stopped past the heartbeat timeout
-# (hung); short stops; Redis down; an operator burst
+# (hung); short stops; Redis down; an operator burst while exec is stopped
 BOUNDED_SEED = 240
 
 

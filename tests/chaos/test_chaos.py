@@ -1,6 +1,6 @@
 """The chaos suite: a live ``gekko run`` survives seeded faults with every invariant intact.
 
-``make test`` runs ``test_chaos_bounded`` (one seeded 60 s run, 13 faults); ``make chaos``
+``make test`` runs ``test_chaos_bounded`` (one seeded 60 s run, 14 faults); ``make chaos``
 runs ``test_chaos_long`` (``CHAOS_SECONDS``, default 600). A failure prints the seed and the
 replay command, the faults, what the harness did and when, each violated invariant and the
 engine's error lines (tests/chaos/harness.py ``ChaosResult.report``).
