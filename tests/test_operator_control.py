@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -29,8 +28,10 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def eid() -> str:
-    return "c" + uuid.uuid4().hex[:7]
+def eid(engine_id: str) -> str:
+    """A fresh engine id whose regions conftest's ``engine_id`` removes afterwards (a SIGKILLed
+    supervisor leaves them for the next start, which a test never makes)."""
+    return engine_id
 
 
 @pytest.fixture
