@@ -67,8 +67,8 @@ def plan(
     the last ``RECOVERY_BUDGET_S`` (every worker must be trading again before the planned end).
     The feed is killed at least twice (more in long runs); half the database outages also kill
     exec while the database is down; half the operator bursts come while a worker is stopped
-    (below the heartbeat timeout), so its control-ring cursor stands still; each worker is hit at most 3 times in a bounded run (the
-    default ``max_restarts`` is 5)."""
+    (3-4 s: well below the 5 s heartbeat timeout), so its control-ring cursor stands still;
+    each worker is hit at most 3 times in a bounded run (the default ``max_restarts`` is 5)."""
     rng = random.Random(seed)
     start, end = 4.0, max(8.0, seconds - RECOVERY_BUDGET_S)
     if n is None:
@@ -111,7 +111,7 @@ def plan(
             w = rng.choice(choices)
             per_worker[w] = per_worker.get(w, 0) + 1
             out.append(
-                Fault(round(f.at_s - 0.1, 2), "stop", w, hold_s=round(rng.uniform(3.5, 4.8), 2))
+                Fault(round(f.at_s - 0.1, 2), "stop", w, hold_s=round(rng.uniform(3.0, 4.0), 2))
             )
     for f in [f for f in out if f.kind == "postgres"]:  # exec dies while the database is down
         if rng.random() < 0.5 and per_worker.get("exec", 0) < cap:
