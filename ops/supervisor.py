@@ -30,11 +30,13 @@ from typing import Any
 import msgspec
 
 from engine.messages import (
+    AuditEvent,
     Control,
     ControlCommand,
 )
 from ops.config import Config
 from ops.control import ControlInbox, ControlItem, ControlServer, Peer, socket_path
+from ops.control_outbox import ControlOutbox
 from ops.identity import remove_record_if_mine
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
 from procs.runtime import (
@@ -192,6 +194,7 @@ class Supervisor:
     def _forward_controls(self) -> None:
         """Publish pending operator commands on the control ring (the main thread's job: the
         ring has one producer) and audit each with its actor."""
+        self.outbox.flush()
         while (item := self.inbox.take()) is not None:
             if not item.claim():
                 continue  # withdrawn: its requester was told it did not happen
@@ -447,7 +450,7 @@ class Supervisor:
         return True
 
     def _send_control(self, command: int, arg: str = "") -> None:
-        self.control.publish(Control(command, time.monotonic_ns(), arg))
+        self.outbox.send(Control(command, time.monotonic_ns(), arg))
 
     # --- the audit trail (ops/store/audit.py) --------------------------------------------------
     def _audit(self, actor: str, action: str, **detail: Any) -> None:
@@ -459,7 +462,7 @@ class Supervisor:
 
         try:
             detail.setdefault("engine_id", self.engine_id)
-            self.control.publish(audit_event(actor, action, **detail))
+            self.outbox.send(audit_event(actor, action, **detail))  # waits there if full
         except Exception as exc:  # a record, never a reason to stop
             log.error("audit: %s not recorded (%s)", action, exc)
 
@@ -524,9 +527,18 @@ class Supervisor:
             consistent=s.get("consistent"),
             restarts=len(s.get("restarts") or []),
         )
+        # audit records the control ring never took (a reader held it back to the end)
+        outbox = getattr(self, "outbox", None)
+        unsent = [m for m in (outbox.take_all() if outbox else []) if isinstance(m, AuditEvent)]
+        if unsent:
+            log.warning("audit: %d records the control ring never took, recorded now", len(unsent))
         try:
             record_or_journal(
-                self.pg_dsn, settings, journal_path(self.cfg, self.run_id), self.run_id, [ev]
+                self.pg_dsn,
+                settings,
+                journal_path(self.cfg, self.run_id),
+                self.run_id,
+                [*unsent, ev],
             )
         except Exception as exc:
             log.error("audit: run.stop not recorded (%s)", exc)
@@ -551,7 +563,10 @@ class Supervisor:
         control, me = claimed
         try:
             self._start_guardian()
-            self.control = self.rings["control"].producer(wait="backoff", timeout_s=2.0)
+            # never blocks the loop that replaces the worker holding the ring back: a message
+            # that finds the ring full waits, in order, in the outbox (ops/control_outbox.py)
+            self.control = self.rings["control"].producer(wait="backoff", timeout_s=0.02)
+            self.outbox = ControlOutbox(self.control)
             self.c_orders = self.rings["orders"].consumer("supervisor")
             self.c_events = self.rings["events"].consumer("supervisor")
             self.c_risk = self.rings["risk"].consumer("supervisor")
@@ -666,6 +681,7 @@ class Supervisor:
         self._send_control(int(ControlCommand.STOP), self._stop_reason)
         deadline = time.monotonic() + self.cfg.supervisor.shutdown_timeout_s
         while time.monotonic() < deadline:
+            self.outbox.flush()
             self._drain()
             alive = [
                 h for h in self.workers.values() if h.proc is not None and h.proc.poll() is None
