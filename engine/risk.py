@@ -81,7 +81,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from engine.instruments import Instrument, InstrumentTable
@@ -120,6 +119,7 @@ from engine.messages import (
     TradingStateChanged,
 )
 from engine.oms import is_request_reject
+from engine.risk_limits import RiskLimits
 from engine.risk_stats import METHODS, RiskStats
 from engine.trading_state import TradingStateMachine
 
@@ -142,38 +142,6 @@ _REDUCE_ONLY = int(OrderFlag.REDUCE_ONLY)
 #: tolerance (in percent) of the breakers and stops: a figure that lands on its threshold trips
 #: it even when binary floating point puts it a hair below
 _EPS = 1e-9
-
-
-class RiskLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """Pre-trade limits and real-time controls. Notional is in the instrument's currency,
-    position in lots, every ``*_pct`` in percent (5.0 = 5 %). 0 turns an optional control off
-    (and ``max_correlation`` >= 1)."""
-
-    max_order_notional: float
-    max_position_lots: int
-    max_open_orders: int
-    capital: float = 0.0  # starting equity; percentage-of-equity limits need it > 0
-    max_position_pct: float = 0.0
-    max_sector_pct: float = 0.0
-    max_correlation: float = 1.0
-    max_var_pct: float = 0.0
-    var_method: str = "both"  # historical | parametric | both (the larger)
-    var_confidence: float = 0.99
-    var_horizon: float = 1.0  # in return intervals
-    min_history: int = 20  # return intervals before VaR and correlation apply
-    max_orders_per_s: int = 0
-    price_band_pct: float = 0.0
-    daily_loss_reduce_pct: float = 0.0
-    daily_loss_halt_pct: float = 0.0
-    drawdown_reduce_pct: float = 0.0
-    drawdown_halt_pct: float = 0.0
-    stop_loss_pct: float = 0.0
-    take_profit_pct: float = 0.0
-    flash_band_pct: float = 0.0
-    flash_window_ns: int = 1_000_000_000
-    flash_cooldown_ns: int = 5_000_000_000
-    flash_samples: int = 64  # price samples kept per instrument: window / refresh interval
-    max_intent_age_ns: int = 0  # refuse intents whose ts_origin is older than this (0 = off)
 
 
 @dataclass(slots=True)
