@@ -247,7 +247,7 @@ class MarketSection(msgspec.Struct, **_STRICT):
 
 
 class SimHalt(msgspec.Struct, **_STRICT):
-    """One scheduled halt of ``[sim] halts`` (``engine.venues.halts.ScheduledHalt``)."""
+    """One scheduled halt of ``[sim] halts`` (``engine.sources.halts.ScheduledHalt``)."""
 
     instrument: str  # a [[instruments]] symbol, or "*" for the whole venue
     at_s: float  # seconds of market time after the first market event
@@ -260,7 +260,7 @@ class SimSection(msgspec.Struct, **_STRICT):
     jitter_us: float = 10.0
     maker_fee_bps: float = -0.5
     taker_fee_bps: float = 2.0
-    # the exchange's own trading status (engine/venues/halts.py): scheduled halts, and a
+    # the exchange's own trading status (engine/sources/halts.py): scheduled halts, and a
     # limit-up/limit-down breaker (0 = off) halting an instrument whose price moves more than
     # circuit_breaker_pct % within circuit_breaker_window_s, for circuit_breaker_halt_s
     halts: list[SimHalt] = []

@@ -102,7 +102,7 @@ def check_replay(cfg: Config) -> None:
     m = cfg.market
     if m.source != "replay":
         return
-    from engine.venues.replay import _QUOTE_COLS, _TRADE_COLS
+    from engine.sources.replay import _QUOTE_COLS, _TRADE_COLS
 
     for key, required in (("replay_quotes", _QUOTE_COLS), ("replay_trades", _TRADE_COLS)):
         path = getattr(m, key)
@@ -143,7 +143,7 @@ def _first_line(path: Path) -> str:
 
 def _table_problem(path: Path, required: tuple[str, ...]) -> str:
     """Why a quotes/trades file cannot be replayed ("" when its columns are right)."""
-    from engine.venues.replay import _CSV_SUFFIXES, _PARQUET_SUFFIXES, _TS_ALIASES, _norm
+    from engine.sources.replay import _CSV_SUFFIXES, _PARQUET_SUFFIXES, _TS_ALIASES, _norm
 
     name = path.name.lower()
     try:

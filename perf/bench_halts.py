@@ -1,7 +1,7 @@
 """pyperf suite: what the simulated exchange's status rules add to the feed, per market message.
 
 With ``[sim] halts`` or a circuit breaker configured, the feed runs every market-data message
-through ``engine.venues.halts.ExchangeRules`` (``with_exchange_status``) before publishing it.
+through ``engine.sources.halts.ExchangeRules`` (``with_exchange_status``) before publishing it.
 Benchmarks, time per message over a fixed, seeded synthetic stream (20 000 messages, three
 instruments: quotes, trades, book deltas):
 
@@ -31,13 +31,13 @@ if str(ROOT) not in sys.path:
 import pyperf  # noqa: E402
 
 from engine.instruments import Instrument  # noqa: E402
-from engine.venues.halts import (  # noqa: E402
+from engine.sources.halts import (  # noqa: E402
     VENUE_WIDE,
     ExchangeRules,
     ScheduledHalt,
     with_exchange_status,
 )
-from engine.venues.synthetic import InstrumentSpec, SyntheticMarket  # noqa: E402
+from engine.sources.synthetic import InstrumentSpec, SyntheticMarket  # noqa: E402
 
 N = 20_000
 S = 1_000_000_000

@@ -30,7 +30,7 @@ def build_market(cfg: Config, rejects: Any = None) -> Iterator[Any]:
     m = cfg.market
     if m.source == "replay":
         from engine.md_rejects import RejectCounter
-        from engine.venues.replay import ReplaySource
+        from engine.sources.replay import ReplaySource
 
         if rejects is None:
             rejects = RejectCounter(m.on_bad_row)
@@ -58,7 +58,7 @@ def build_market(cfg: Config, rejects: Any = None) -> Iterator[Any]:
                 rejects=rejects,
             )
         )
-    from engine.venues.synthetic import InstrumentSpec, JumpParams, SyntheticMarket
+    from engine.sources.synthetic import InstrumentSpec, JumpParams, SyntheticMarket
 
     specs = [
         InstrumentSpec.from_instrument(
@@ -86,7 +86,7 @@ def build_exchange_rules(cfg: Config) -> Any:
     s = cfg.sim
     if not s.halts and not s.circuit_breaker_pct > 0:
         return None
-    from engine.venues.halts import VENUE_WIDE, ExchangeRules, ScheduledHalt
+    from engine.sources.halts import VENUE_WIDE, ExchangeRules, ScheduledHalt
 
     ids = {i.symbol: i.instrument_id for i in cfg.instruments}
     halts = [
@@ -110,7 +110,7 @@ def build_exchange_rules(cfg: Config) -> Any:
 def with_exchange_status(cfg: Config, source: Iterator[Any], rules: Any = None) -> Iterator[Any]:
     """``source`` with the venue's ``ExchangeStatus`` messages where they take effect (both
     runtimes wrap their market this way, so they halt at the same market times)."""
-    from engine.venues.halts import with_exchange_status as wrap
+    from engine.sources.halts import with_exchange_status as wrap
 
     rules = rules if rules is not None else build_exchange_rules(cfg)
     return source if rules is None else wrap(source, rules)  # nothing configured: no extra hop

@@ -9,7 +9,7 @@ replay rejects are counted per reason (``md_rej_<reason>``, total ``md_rejected`
 ``[market] on_bad_row = "fail"`` the first one stops the run (exit ``EXIT_STOP_RUN``).
 
 It also carries the simulated exchange's trading status: the source is wrapped by the venue's
-rules (``[sim] halts``, ``circuit_breaker_*``; ``engine.venues.halts``), which insert
+rules (``[sim] halts``, ``circuit_breaker_*``; ``engine.sources.halts``), which insert
 ``ExchangeStatus`` messages (HALTED / CIRCUIT_BREAKER / OPEN) where they take effect. They go out
 on ``md`` like any market data: exec's simulated exchange obeys them and exec forwards them on
 ``events``, where risk reads them (risk has no ``md`` reader). Each is logged and counted

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.algos import AlgoEngine, VolumeProfile, VwapProfile
+from engine.algos.engine import AlgoEngine
+from engine.algos.vwap import VolumeProfile, VwapProfile
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     AlgoKind,
@@ -32,7 +33,7 @@ from engine.messages import (
     Trade,
 )
 from engine.venues.sim import SimExchange
-from engine.venues.synthetic import InstrumentSpec, SyntheticMarket
+from engine.sources.synthetic import InstrumentSpec, SyntheticMarket
 
 IID = 1
 INS = Instrument(instrument_id=IID, symbol="AAA", tick_size=0.01, lot_size=1.0)

@@ -1,6 +1,6 @@
 """The simulated exchange's own trading status: halts, its circuit breaker, and who obeys them.
 
-Unit tests of the rules that decide the status (``engine.venues.halts``) and of the simulated
+Unit tests of the rules that decide the status (``engine.sources.halts``) and of the simulated
 exchange obeying it (refuses orders, does not match, resumes); the ``[sim]`` config keys; and a
 backtest through the inline runtime where a scheduled halt stops one instrument's orders only.
 """
@@ -31,7 +31,7 @@ from engine.messages import (
     TimeInForce,
     Trade,
 )
-from engine.venues.halts import VENUE_WIDE, ExchangeRules, ScheduledHalt, with_exchange_status
+from engine.sources.halts import VENUE_WIDE, ExchangeRules, ScheduledHalt, with_exchange_status
 from engine.venues.sim import SimExchange
 from ops.config import ConfigError, parse_config
 from procs.build import (

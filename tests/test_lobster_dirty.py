@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from engine.lobster import iter_book_deltas, snapshot_from_row, write_lobster
 from engine.md_rejects import BadRowError, RejectCounter
 from engine.messages import BookSnapshot
-from engine.venues.replay import ReplaySource
+from engine.sources.replay import ReplaySource
 from tests.test_engine_e2e import gekko, write_config
 from tests.test_lobster import simulate_lobster
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from engine.instruments import Instrument
 from engine.md_rejects import BadRowError, RejectCounter
 from engine.messages import Bar, BookDelta, BookSnapshot, Quote, Side, Trade
-from engine.venues.replay import DAY_NS, ReplaySource, load_bars_csv
+from engine.sources.replay import DAY_NS, ReplaySource, load_bars_csv
 
 AAA = Instrument(instrument_id=1, symbol="AAA", tick_size=0.01, lot_size=1.0)
 BTC = Instrument(instrument_id=7, symbol="BTC-USD", tick_size=0.5, lot_size=0.001)

@@ -404,7 +404,7 @@ def test_config_duplicate_venue_names_are_refused() -> None:
 )
 def test_routed_orders_read_as_consistent_single_orders(seed, latency_us, ops) -> None:
     from engine.exec_engine import ExecEngine
-    from engine.venues.synthetic import InstrumentSpec, SyntheticMarket
+    from engine.sources.synthetic import InstrumentSpec, SyntheticMarket
 
     lat = latency_us * 1000
     router = build_sim_venues(

@@ -11,7 +11,7 @@ import pytest
 
 from engine.instruments import Instrument
 from engine.messages import BookDelta, BookSnapshot, Quote, Side, Trade
-from engine.venues.synthetic import (
+from engine.sources.synthetic import (
     SECONDS_PER_YEAR,
     GarchParams,
     InstrumentSpec,

@@ -42,7 +42,7 @@ position and no larger; while it rests, its fills are capped at what is left of 
 (other fills may have reduced it), so it never grows a position.
 
 Trading status (halts, the exchange's circuit breaker): an ``ExchangeStatus`` in the market data
-(``engine.venues.halts`` decides them and inserts them into the stream) halts one instrument, or
+(``engine.sources.halts`` decides them and inserts them into the stream) halts one instrument, or
 with instrument id -1 the whole venue, until an OPEN for the same id. While halted the venue
 refuses new orders and replaces for the instrument with a reason that starts with ``"trading
 halted"`` and does not match: resting orders stay on the book untouched (cancels still work),
