@@ -125,9 +125,9 @@ class ExecPolicy:
 
 
 def _load_algo_engine() -> Any:
-    """``engine.algos.AlgoEngine`` if that package is installed, else None."""
+    """``engine.algos.engine.AlgoEngine`` if that package is installed, else None."""
     try:
-        return importlib.import_module("engine.algos").AlgoEngine
+        return importlib.import_module("engine.algos.engine").AlgoEngine
     except (ImportError, AttributeError):
         return None
 

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 import pyperf  # noqa: E402
 
-from engine.algos import AlgoEngine  # noqa: E402
+from engine.algos.engine import AlgoEngine  # noqa: E402
 from engine.exec_engine import ExecEngine  # noqa: E402
 from engine.instruments import Instrument  # noqa: E402
 from engine.messages import (  # noqa: E402

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.algos import rebuild_parents
+from engine.algos.recovery import rebuild_parents
 from engine.messages import (
     CancelOrder,
     NewOrder,

@@ -15,7 +15,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.algos import AlgoEngine, AmendSnapshot, ParentSnapshot, rebuild_parents
+from engine.algos.engine import AlgoEngine
+from engine.algos.recovery import AmendSnapshot, ParentSnapshot, rebuild_parents
 from engine.exec_engine import ExecEngine, ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine.algos import AlgoEngine
+from engine.algos.engine import AlgoEngine
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     AlgoKind,

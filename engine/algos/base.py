@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from engine.messages import AlgoKind, AlgoState, NewOrder, OrderType, Side, TimeInForce
 
 if TYPE_CHECKING:  # the engine is passed in at run time; no import cycle
-    from engine.algos import AlgoEngine
+    from engine.algos.engine import AlgoEngine
 
 NS_PER_S = 1_000_000_000
 
