@@ -64,40 +64,16 @@ def reconcile(
     ``algo_ids``: algo parents and their children (``engine.algos.rebuild_parents`` rebuilds
     those): they are not plain orders, so they are neither put in the table, adopted, closed nor
     published here; their venue fills still count in the position check."""
-    pending = set(pending_new)
     algo = set(algo_ids)
-    keep: list[NewOrder] = []
-    dups: set[int] = set()
-    for o in orders:
-        if o.client_order_id in algo:
-            continue  # a parent the algo log lacks is closed here like an order (never resumed)
-        if o.client_order_id in pending:
-            if not venue.knows_order(o.client_order_id):
-                continue  # exec never sent it: it will, from its input
-            dups.add(o.client_order_id)
-        keep.append(o)
+    keep, dups = _kept_orders(orders, set(pending_new), algo, venue)
     evs = list(events)
     if algo:
         evs = [e for e in evs if getattr(e, "client_order_id", None) not in algo]
-    table = OrderTable.rebuild(keep, evs)
-    out = Reconciliation(table=table, duplicates=dups)
-    rec = out.events.append
-
-    def note(kind: int, o: Any, stored: int, venue_v: int, action: str) -> None:
-        rec(
-            ReconciliationEvent(
-                int(kind), o.client_order_id, o.instrument_id, stored, venue_v, action, now_ns
-            )
-        )
-
-    def publish(ev: Any) -> None:
-        if table.apply(ev):
-            out.publish.append(ev)
-
+    p = _Pass(Reconciliation(table=OrderTable.rebuild(keep, evs), duplicates=dups), now_ns)
     for coid in sorted(dups):
-        r = table.get(coid)
+        r = p.table.get(coid)
         if r is not None:
-            note(
+            p.note(
                 K.DUPLICATE_SUPPRESSED,
                 r.order,
                 0,
@@ -116,106 +92,183 @@ def reconcile(
     venue_open = {
         o.client_order_id: o for o in venue.open_orders() if o.client_order_id not in algo
     }
-    filled_coids = {f.client_order_id for f in missing}
+    p.missing_acks(venue_open, {f.client_order_id for f in missing})
+    p.missing_fills(missing)
+    p.out.fills = stored_fills + missing
+    p.open_at_venue(venue_open)
+    p.open_in_record_only(venue_open)
+    p.positions(p.out.fills + algo_fills, venue.positions())
+    return p.out
 
-    # 1. acks the record missed (the venue has the order open, or filled it)
-    for r in list(table.open_orders()):
-        if r.state == OrderStatus.SUBMITTED and (
-            r.client_order_id in venue_open or r.client_order_id in filled_coids
-        ):
-            note(K.MISSING_ACK, r.order, 0, 0, "acknowledged at the venue: OrderAccepted published")
-            o = r.order
-            publish(
-                OrderAccepted(
-                    o.client_order_id,
+
+def _kept_orders(
+    orders: Iterable[NewOrder], pending: set[int], algo: set[int], venue: Any
+) -> tuple[list[NewOrder], set[int]]:
+    """The recorded orders the table is rebuilt from, and the re-delivered ones the venue has."""
+    keep: list[NewOrder] = []
+    dups: set[int] = set()
+    for o in orders:
+        if o.client_order_id in algo:
+            continue  # a parent the algo log lacks is closed here like an order (never resumed)
+        if o.client_order_id in pending:
+            if not venue.knows_order(o.client_order_id):
+                continue  # exec never sent it: it will, from its input
+            dups.add(o.client_order_id)
+        keep.append(o)
+    return keep, dups
+
+
+class _Pass:
+    """One reconciliation pass: the steps, in order, each noting and publishing into ``out``."""
+
+    def __init__(self, out: Reconciliation, now_ns: int) -> None:
+        self.out = out
+        self.table = out.table
+        self.now_ns = now_ns
+
+    def note(self, kind: int, o: Any, stored: int, venue_v: int, action: str) -> None:
+        self.out.events.append(
+            ReconciliationEvent(
+                int(kind), o.client_order_id, o.instrument_id, stored, venue_v, action, self.now_ns
+            )
+        )
+
+    def publish(self, ev: Any) -> None:
+        if self.table.apply(ev):
+            self.out.publish.append(ev)
+
+    def missing_acks(self, venue_open: dict[int, Any], filled_coids: set[int]) -> None:
+        """1. acks the record missed (the venue has the order open, or filled it)."""
+        now_ns = self.now_ns
+        for r in list(self.table.open_orders()):
+            if r.state == OrderStatus.SUBMITTED and (
+                r.client_order_id in venue_open or r.client_order_id in filled_coids
+            ):
+                self.note(
+                    K.MISSING_ACK,
+                    r.order,
                     0,
-                    o.instrument_id,
-                    o.side,
-                    o.px,
-                    o.qty,
-                    o.ts_origin,
-                    now_ns,
-                    now_ns,
+                    0,
+                    "acknowledged at the venue: OrderAccepted published",
                 )
-            )
-    # 2. fills the record missed
-    for f in missing:
-        r = table.get(f.client_order_id)
-        note(K.MISSING_FILL, f, 0, f.fill_qty, "venue fill applied and published")
-        if r is None:
-            out.publish.append(f)  # an order we never recorded: the position still moves
-        else:
-            publish(f)
-    out.fills = stored_fills + missing
-    # 3. orders open at the venue
-    for coid, v in venue_open.items():
-        r = table.get(coid)
-        if r is None:
-            note(
-                K.UNKNOWN_LOCALLY, v, 0, v.qty, "open at the venue, unknown to the record: adopted"
-            )
-            table.add(v, now_ns)
-            publish(
-                OrderAccepted(
-                    coid, 0, v.instrument_id, v.side, v.px, v.qty, v.ts_origin, now_ns, now_ns
+                o = r.order
+                self.publish(
+                    OrderAccepted(
+                        o.client_order_id,
+                        0,
+                        o.instrument_id,
+                        o.side,
+                        o.px,
+                        o.qty,
+                        o.ts_origin,
+                        now_ns,
+                        now_ns,
+                    )
                 )
-            )
-        elif not r.is_open:
-            note(K.ORDER_MISMATCH, v, 0, v.qty, "closed in the record, open at the venue: canceled")
-            out.to_cancel.append(CancelOrder(coid, v.strategy_id, v.instrument_id, now_ns, now_ns))
-        else:
-            if r.px != v.px or r.leaves_qty != v.qty:
-                note(
+
+    def missing_fills(self, missing: list[OrderPartiallyFilled]) -> None:
+        """2. fills the record missed."""
+        for f in missing:
+            r = self.table.get(f.client_order_id)
+            self.note(K.MISSING_FILL, f, 0, f.fill_qty, "venue fill applied and published")
+            if r is None:
+                self.out.publish.append(f)  # an order we never recorded: the position still moves
+            else:
+                self.publish(f)
+
+    def open_at_venue(self, venue_open: dict[int, Any]) -> None:
+        """3. orders open at the venue: adopted, canceled there, or corrected from it."""
+        now_ns = self.now_ns
+        for coid, v in venue_open.items():
+            r = self.table.get(coid)
+            if r is None:
+                self.note(
+                    K.UNKNOWN_LOCALLY,
+                    v,
+                    0,
+                    v.qty,
+                    "open at the venue, unknown to the record: adopted",
+                )
+                self.table.add(v, now_ns)
+                self.publish(
+                    OrderAccepted(
+                        coid, 0, v.instrument_id, v.side, v.px, v.qty, v.ts_origin, now_ns, now_ns
+                    )
+                )
+            elif not r.is_open:
+                self.note(
                     K.ORDER_MISMATCH,
                     v,
-                    r.leaves_qty,
+                    0,
                     v.qty,
-                    "price/open quantity taken from the venue",
+                    "closed in the record, open at the venue: canceled",
                 )
-                publish(
-                    OrderReplaced(coid, v.instrument_id, v.px, v.qty, v.ts_origin, now_ns, now_ns)
-                )
-            if r.state == OrderStatus.PENDING_CANCEL:
-                out.to_cancel.append(
+                self.out.to_cancel.append(
                     CancelOrder(coid, v.strategy_id, v.instrument_id, now_ns, now_ns)
                 )
-    # 4. orders open in the record that the venue does not have open
-    for r in list(table.open_orders()):
-        if (
-            r.client_order_id in venue_open
-            or getattr(r, "emulated", False)
-            or r.state == OrderStatus.INITIALIZED
-        ):
-            continue
-        note(
-            K.UNKNOWN_AT_VENUE,
-            r.order,
-            r.leaves_qty,
-            0,
-            "not open at the venue: closed as canceled",
-        )
-        publish(
-            OrderCanceled(
-                r.client_order_id,
-                r.instrument_id,
+            else:
+                if r.px != v.px or r.leaves_qty != v.qty:
+                    self.note(
+                        K.ORDER_MISMATCH,
+                        v,
+                        r.leaves_qty,
+                        v.qty,
+                        "price/open quantity taken from the venue",
+                    )
+                    self.publish(
+                        OrderReplaced(
+                            coid, v.instrument_id, v.px, v.qty, v.ts_origin, now_ns, now_ns
+                        )
+                    )
+                if r.state == OrderStatus.PENDING_CANCEL:
+                    self.out.to_cancel.append(
+                        CancelOrder(coid, v.strategy_id, v.instrument_id, now_ns, now_ns)
+                    )
+
+    def open_in_record_only(self, venue_open: dict[int, Any]) -> None:
+        """4. orders open in the record that the venue does not have open: closed as canceled."""
+        for r in list(self.table.open_orders()):
+            if (
+                r.client_order_id in venue_open
+                or getattr(r, "emulated", False)
+                or r.state == OrderStatus.INITIALIZED
+            ):
+                continue
+            self.note(
+                K.UNKNOWN_AT_VENUE,
+                r.order,
                 r.leaves_qty,
-                "reconciliation: not open at the venue",
-                r.order.ts_origin,
-                now_ns,
-                now_ns,
+                0,
+                "not open at the venue: closed as canceled",
             )
-        )
-    # 5. positions
-    ours: dict[int, int] = {}
-    for f in out.fills + algo_fills:
-        ours[f.instrument_id] = ours.get(f.instrument_id, 0) + f.side * f.fill_qty
-    theirs = venue.positions()
-    for iid in sorted(set(ours) | set(theirs)):
-        a, b = ours.get(iid, 0), theirs.get(iid, 0)
-        if a != b:
-            rec(
-                ReconciliationEvent(
-                    int(K.POSITION_MISMATCH), 0, iid, a, b, "venue position is the truth", now_ns
+            self.publish(
+                OrderCanceled(
+                    r.client_order_id,
+                    r.instrument_id,
+                    r.leaves_qty,
+                    "reconciliation: not open at the venue",
+                    r.order.ts_origin,
+                    self.now_ns,
+                    self.now_ns,
                 )
             )
-    return out
+
+    def positions(self, fills: list[OrderPartiallyFilled], theirs: dict[int, int]) -> None:
+        """5. positions that still differ: reported, the venue's is the truth."""
+        ours: dict[int, int] = {}
+        for f in fills:
+            ours[f.instrument_id] = ours.get(f.instrument_id, 0) + f.side * f.fill_qty
+        for iid in sorted(set(ours) | set(theirs)):
+            a, b = ours.get(iid, 0), theirs.get(iid, 0)
+            if a != b:
+                self.out.events.append(
+                    ReconciliationEvent(
+                        int(K.POSITION_MISMATCH),
+                        0,
+                        iid,
+                        a,
+                        b,
+                        "venue position is the truth",
+                        self.now_ns,
+                    )
+                )
