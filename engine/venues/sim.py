@@ -55,24 +55,19 @@ from __future__ import annotations
 
 import heapq
 import os
-import struct
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
 
-from engine.book import BookFlag, L2Book
+from engine.book import L2Book
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     BookDelta,
     BookSnapshot,
     CancelOrder,
     ExchangeStatus,
-    ExchangeStatusKind,
     Liquidity,
     NewOrder,
     OrderAccepted,
@@ -91,48 +86,11 @@ from engine.messages import (
     Trade,
 )
 from engine.venues.base import VenueEvent
+from engine.venues.sim_flow import MarketFlow
+from engine.venues.sim_record import SimRecord, prune_records, restore
+from engine.venues.sim_state import DAY_NS, SimInstrument, SimOrder, SimRequest
 
-__all__ = ["SimExchange", "prune_records"]
-
-_REC_HDR = struct.Struct("<I")
-_RecordFrame = (
-    NewOrder
-    | OrderAccepted
-    | OrderRejected
-    | OrderPartiallyFilled
-    | OrderFilled
-    | OrderCanceled
-    | OrderExpired
-    | OrderReplaced
-    | ExchangeStatus
-)
-
-#: the key of a venue-wide status (``ExchangeStatus.instrument_id`` -1)
-_VENUE = -1
-#: sides as plain ints for the jitted book calls (an IntEnum argument costs a numba typeof)
-_BUY = int(Side.BUY)
-_SELL = int(Side.SELL)
-_STATUS_NAMES = {
-    int(ExchangeStatusKind.HALTED): "venue halt",
-    int(ExchangeStatusKind.CIRCUIT_BREAKER): "exchange circuit breaker",
-}
-
-
-def prune_records(
-    directory: str | os.PathLike[str], keep: str | os.PathLike[str] | None = None
-) -> int:
-    """Remove the simulated venue's record files in ``directory`` but ``keep``: each run starts a
-    fresh simulated exchange session (a restarted exec within the run reloads its own file)."""
-    d = Path(directory)
-    n = 0
-    for p in d.glob("*.venue"):
-        if keep is None or p.resolve() != Path(keep).resolve():
-            p.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-DAY_NS = 86_400 * 1_000_000_000
+__all__ = ["DAY_NS", "SimExchange", "prune_records"]
 
 _SUPPORTED_TIF = frozenset(
     {TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInForce.DAY, TimeInForce.GTD}
@@ -146,50 +104,7 @@ def _enum_name(enum: type, value: int) -> str:
         return str(value)
 
 
-@dataclass(slots=True, eq=False)
-class _Order:
-    """Our order as the venue holds it."""
-
-    order: NewOrder  # as submitted
-    venue_order_id: int
-    side: int
-    px: int  # current limit price (follows replaces); 0 for market orders
-    qty: int  # current total quantity = cum + leaves
-    cum: int = 0
-    leaves: int = 0
-    ahead: int = 0  # market size ahead of us at our price level
-    prio: int = 0  # time priority: smaller is earlier
-    expire_ns: int = 0  # DAY / GTD expiry (0 = none)
-    is_open: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class _Instrument:
-    """Per-instrument venue state."""
-
-    tick_size: float
-    lot_size: float
-    book: L2Book
-    #: (side, px) -> size our takers consumed at that level since the market last updated it
-    consumed: dict[tuple[int, int], int] = field(default_factory=dict)
-    #: (side, px) -> traded size already applied to queues, expected to show up as a decrease
-    pending_trades: dict[tuple[int, int], int] = field(default_factory=dict)
-    #: (side, px) -> our resting orders at that level in priority order
-    resting: dict[tuple[int, int], list[_Order]] = field(default_factory=dict)
-    seen_trade: bool = False
-    last_was_trade: bool = False
-    #: why trading is stopped (its own status, else the venue's); "" = open
-    halt_reason: str = ""
-
-
-@dataclass(slots=True)
-class _Request:
-    arrival_ns: int
-    seq: int
-    msg: Any = field(compare=False)
-
-
-class SimExchange:
+class SimExchange(MarketFlow):
     """A deterministic simulated venue implementing :class:`engine.venues.base.Venue`.
 
     Parameters
@@ -248,17 +163,17 @@ class SimExchange:
         self.fill_on_decrease = fill_on_decrease
         self.session_close_ns = int(session_close_ns)
         self._rng = np.random.default_rng(seed)
-        self._insts: dict[int, _Instrument] = {}
+        self._insts: dict[int, SimInstrument] = {}
         for iid, tick, lot in self._instrument_specs(instruments):
-            self._insts[iid] = _Instrument(tick, lot, L2Book(iid, max_levels))
+            self._insts[iid] = SimInstrument(tick, lot, L2Book(iid, max_levels))
         #: every fill the venue generated, in order (its own record, for reconciliation)
         self.fills: list[OrderPartiallyFilled] = []
         #: market-data messages ignored (unknown instrument or type, or rejected by the book)
         self.ignored_market_data = 0
-        self._orders: dict[int, _Order] = {}  # client_order_id -> order, open or closed
+        self._orders: dict[int, SimOrder] = {}  # client_order_id -> order, open or closed
         self._seen_ids: set[int] = set()
         self._positions: dict[int, int] = {}
-        self._requests: deque[_Request] = deque()
+        self._requests: deque[SimRequest] = deque()
         self._expiries: list[tuple[int, int, int]] = []  # (expire_ns, prio, client_order_id)
         self._outbox: list[tuple[int, int, object]] = []  # (due_ns, seq, event)
         self._clock = 0
@@ -268,17 +183,18 @@ class SimExchange:
         self._next_prio = 0
         self._next_vid = 0
         self._next_fill = 0
-        #: the venue's own durable record (see ``_load_record``): None = memory only
-        self._record_fd: int | None = None
-        self._rec_buf: list[bytes] = []
-        self._rec_enc = msgspec.msgpack.Encoder()
+        #: the venue's own durable record (``engine.venues.sim_record``): None = memory only
+        self._record: SimRecord | None = None
+        #: resting orders rebuilt from the record
         self.reloaded_orders = 0
         #: trading status per instrument id (-1: the whole venue): (status, reason) while halted
         self._halts: dict[int, tuple[int, str]] = {}
         #: new orders and replaces refused because the instrument was halted
         self.halt_rejects = 0
         if record_path is not None:
-            self._load_record(Path(record_path))
+            self._record = SimRecord(record_path)
+            restore(self, self._record.frames)
+            self._record.frames = []
 
     @staticmethod
     def _instrument_specs(
@@ -411,112 +327,6 @@ class SimExchange:
         o = self._orders.get(client_order_id)
         return o.ahead if o is not None and o.is_open else None
 
-    # --- the venue's own record ---------------------------------------------------------------
-    # A real venue survives our crash: its resting orders, fills and positions are still there
-    # when exec comes back and asks (``open_orders``, ``fills_since``, ``positions``). The
-    # simulated one lives inside the exec process, so it keeps an append-only file of what it
-    # did — every order it accepted (the NewOrder, then its events) and every event it
-    # emitted — written at the end of each call (before its events are handed out), and a new
-    # SimExchange on the same file replays it. Requests still travelling to the venue when exec
-    # died are lost, like packets on a dropped connection. Queue positions restart at the front.
-
-    def _flush_record(self) -> None:
-        data = b"".join(_REC_HDR.pack(len(f)) + f for f in self._rec_buf)
-        self._rec_buf.clear()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._record_fd, view) :]  # type: ignore[arg-type]
-
-    def _load_record(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        good = 0
-        if path.exists():
-            good = self._replay_record(path.read_bytes())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        os.ftruncate(fd, good)  # a torn last frame (killed mid-write) is cut off
-        os.lseek(fd, good, os.SEEK_SET)
-        self._record_fd = fd
-
-    def _replay_record(self, data: bytes) -> int:
-        """Rebuild orders, fills, positions and counters; returns the bytes of whole frames."""
-        dec = msgspec.msgpack.Decoder(_RecordFrame)
-        pending: dict[int, NewOrder] = {}
-        pos = 0
-        while pos + _REC_HDR.size <= len(data):
-            (n,) = _REC_HDR.unpack_from(data, pos)
-            end = pos + _REC_HDR.size + n
-            if end > len(data):
-                break
-            try:
-                ev = dec.decode(data[pos + _REC_HDR.size : end])
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                break
-            pos = end
-            self._replay_one(ev, pending)
-        for rec in self._orders.values():
-            if rec.is_open:
-                inst = self._insts.get(rec.order.instrument_id)
-                if inst is not None:
-                    self._rest(inst, rec)
-                    if rec.expire_ns:
-                        heapq.heappush(
-                            self._expiries, (rec.expire_ns, rec.prio, rec.order.client_order_id)
-                        )
-                    self.reloaded_orders += 1
-        return pos
-
-    def _replay_one(self, ev: Any, pending: dict[int, NewOrder]) -> None:
-        t = type(ev)
-        if t is ExchangeStatus:
-            self._set_status(ev)
-            return
-        coid = ev.client_order_id
-        self._clock = max(self._clock, getattr(ev, "ts_event", 0))
-        if t is NewOrder:
-            pending[coid] = ev
-            self._seen_ids.add(coid)
-            return
-        rec = self._orders.get(coid)
-        if t is OrderAccepted:
-            o = pending.pop(coid, None)
-            if o is None:
-                return
-            px = 0 if o.order_type == OrderType.MARKET else o.px
-            rec = _Order(o, ev.venue_order_id, o.side, px, o.qty, leaves=o.qty, is_open=True)
-            if o.tif == TimeInForce.GTD:
-                rec.expire_ns = o.expire_ns
-            elif o.tif == TimeInForce.DAY:
-                day_start = ev.ts_event - ev.ts_event % DAY_NS
-                exp = day_start + self.session_close_ns
-                rec.expire_ns = exp if exp > ev.ts_event else exp + DAY_NS
-            self._orders[coid] = rec
-            self._next_vid = max(self._next_vid, ev.venue_order_id)
-        elif t is OrderRejected:
-            if not ev.reason.startswith(("cancel rejected:", "replace rejected:")):
-                self._seen_ids.add(coid)
-        elif t is OrderPartiallyFilled or t is OrderFilled:
-            self.fills.append(ev)
-            self._next_fill = max(self._next_fill, ev.fill_id)
-            iid = ev.instrument_id
-            self._positions[iid] = self._positions.get(iid, 0) + ev.side * ev.fill_qty
-            if rec is not None:
-                rec.cum += ev.fill_qty
-                rec.leaves = ev.leaves_qty
-                if rec.leaves <= 0:
-                    rec.is_open = False
-        elif rec is not None and (t is OrderCanceled or t is OrderExpired):
-            rec.is_open = False
-        elif rec is not None and t is OrderReplaced:
-            rec.px, rec.leaves, rec.qty = ev.px, ev.qty, rec.cum + ev.qty
-
-    def close_record(self) -> None:
-        """Flush and close the venue's record file (a later SimExchange can reload it)."""
-        if self._record_fd is not None:
-            if self._rec_buf:
-                self._flush_record()
-            os.close(self._record_fd)
-            self._record_fd = None
-
     # --- time ----------------------------------------------------------------------------------
     def _send(self, msg: object, now_ns: int) -> None:
         delay = self.latency_ns
@@ -525,7 +335,7 @@ class SimExchange:
         arrival = max(now_ns + delay, self._last_arrival)  # one ordered session
         self._last_arrival = arrival
         self._next_req += 1
-        self._requests.append(_Request(arrival, self._next_req, msg))
+        self._requests.append(SimRequest(arrival, self._next_req, msg))
 
     def _advance(self, now_ns: int) -> None:
         """Process arrivals and expiries due by ``now_ns``, in time order."""
@@ -551,15 +361,22 @@ class SimExchange:
             else:
                 return
 
+    def close_record(self) -> None:
+        """Flush and close the venue's record file (a later SimExchange can reload it)."""
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+
     def _emit(self, ev: object, t: int) -> None:
-        if self._record_fd is not None:
-            self._rec_buf.append(self._rec_enc.encode(ev))
+        if self._record is not None:
+            self._record.append(ev)
         self._next_out += 1
         heapq.heappush(self._outbox, (t + self.response_latency_ns, self._next_out, ev))
 
     def _drain(self, now_ns: int) -> list[VenueEvent]:
-        if self._rec_buf:
-            self._flush_record()
+        rec = self._record
+        if rec is not None and rec.buf:
+            rec.flush()
         out: list[VenueEvent] = []
         box = self._outbox
         while box and box[0][0] <= now_ns:
@@ -636,10 +453,10 @@ class SimExchange:
             )
             return
         self._next_vid += 1
-        rec = _Order(o, self._next_vid, o.side, px, o.qty, leaves=o.qty)
+        rec = SimOrder(o, self._next_vid, o.side, px, o.qty, leaves=o.qty)
         self._orders[o.client_order_id] = rec
-        if self._record_fd is not None:
-            self._rec_buf.append(self._rec_enc.encode(o))  # the order itself, before its ack
+        if self._record is not None:
+            self._record.append(o)  # the order itself, before its ack
         self._emit(
             OrderAccepted(
                 o.client_order_id,
@@ -770,14 +587,14 @@ class SimExchange:
         )
 
     # --- order book of our own orders -------------------------------------------------------
-    def _rest(self, inst: _Instrument, rec: _Order) -> None:
+    def _rest(self, inst: SimInstrument, rec: SimOrder) -> None:
         """Join the back of the queue at our price (size displayed there is ahead of us)."""
         self._next_prio += 1
         rec.prio = self._next_prio
         rec.ahead = inst.book.qty_at(rec.side, rec.px)
         inst.resting.setdefault((rec.side, rec.px), []).append(rec)
 
-    def _unrest(self, inst: _Instrument, rec: _Order) -> None:
+    def _unrest(self, inst: SimInstrument, rec: SimOrder) -> None:
         key = (rec.side, rec.px)
         lst = inst.resting.get(key)
         if lst is not None and rec in lst:
@@ -785,11 +602,11 @@ class SimExchange:
             if not lst:
                 del inst.resting[key]
 
-    def _close(self, inst: _Instrument, rec: _Order) -> None:
+    def _close(self, inst: SimInstrument, rec: SimOrder) -> None:
         rec.is_open = False
         self._unrest(inst, rec)
 
-    def _cancel_rec(self, rec: _Order, reason: str, ts_origin: int, t: int) -> None:
+    def _cancel_rec(self, rec: SimOrder, reason: str, ts_origin: int, t: int) -> None:
         leaves = rec.leaves
         self._close(self._insts[rec.order.instrument_id], rec)
         self._emit(
@@ -805,12 +622,12 @@ class SimExchange:
             t,
         )
 
-    def _side_orders(self, inst: _Instrument, side: int) -> list[_Order]:
+    def _side_orders(self, inst: SimInstrument, side: int) -> list[SimOrder]:
         """Our resting orders on ``side``, best price first, then time priority."""
         keys = sorted((k for k in inst.resting if k[0] == side), key=lambda k: -side * k[1])
         return [o for k in keys for o in inst.resting[k]]
 
-    def _own_cross(self, inst: _Instrument, side: int, px: int) -> bool:
+    def _own_cross(self, inst: SimInstrument, side: int, px: int) -> bool:
         """Whether an order (px 0 = market) would trade with our own resting opposite order."""
         for s, p in inst.resting:
             if s == -side and (px == 0 or (p <= px if side == Side.BUY else p >= px)):
@@ -818,7 +635,7 @@ class SimExchange:
         return False
 
     # --- matching --------------------------------------------------------------------------------
-    def _available(self, inst: _Instrument, side: int, px: int, want: int) -> int:
+    def _available(self, inst: SimInstrument, side: int, px: int, want: int) -> int:
         """Opposite-side size an order of ``side`` limited at ``px`` (0 = market) could take
         now, counted up to ``want``."""
         book = inst.book
@@ -833,7 +650,7 @@ class SimExchange:
             total += max(0, lqty - inst.consumed.get((opp, lpx), 0))
         return total
 
-    def _take(self, inst: _Instrument, rec: _Order, t: int) -> None:
+    def _take(self, inst: SimInstrument, rec: SimOrder, t: int) -> None:
         """Take liquidity level by level, filling at each level's price (taker)."""
         book = inst.book
         opp = -rec.side
@@ -851,7 +668,7 @@ class SimExchange:
             inst.consumed[(opp, lpx)] = used + q
             self._fill(inst, rec, lpx, q, Liquidity.TAKER, t)
 
-    def _fill(self, inst: _Instrument, rec: _Order, px: int, q: int, liq: int, t: int) -> None:
+    def _fill(self, inst: SimInstrument, rec: SimOrder, px: int, q: int, liq: int, t: int) -> None:
         if rec.order.flags & OrderFlag.REDUCE_ONLY:
             # other fills may have shrunk the position since it arrived: never grow it
             q = min(q, max(0, -rec.side * self._positions.get(rec.order.instrument_id, 0)))
@@ -885,205 +702,3 @@ class SimExchange:
         if rec.leaves == 0:
             self._close(inst, rec)
         self._emit(ev, t)
-
-    def _consume_queue(
-        self, inst: _Instrument, side: int, px: int, volume: int, fill_us: bool, t: int
-    ) -> None:
-        """``volume`` left the front of the level (side, px): it eats the market size ahead of
-        each of our orders in turn and, if ``fill_us``, our orders themselves (maker)."""
-        lst = inst.resting.get((side, px))
-        if not lst or volume <= 0:
-            return
-        remaining = volume
-        market_used = 0
-        for rec in list(lst):
-            in_front = max(0, rec.ahead - market_used)
-            step = min(remaining, in_front)
-            remaining -= step
-            market_used += step
-            if remaining <= 0:
-                break
-            if fill_us:
-                q = min(remaining, rec.leaves)
-                remaining -= q
-                self._fill(inst, rec, px, q, Liquidity.MAKER, t)
-        for rec in inst.resting.get((side, px), ()):
-            rec.ahead = max(0, rec.ahead - market_used)
-
-    def _fill_through(self, inst: _Instrument, side: int, better_than: int, t: int) -> None:
-        """Fill in full our ``side`` orders priced better than a trade at ``better_than``."""
-        for rec in self._side_orders(inst, side):
-            if rec.px > better_than if side == Side.BUY else rec.px < better_than:
-                self._fill(inst, rec, rec.px, rec.leaves, Liquidity.MAKER, t)
-
-    def _check_through(self, inst: _Instrument, t: int) -> None:
-        """The opposite book reached our price: fill at our price against the size there."""
-        book = inst.book
-        for side in (Side.BUY, Side.SELL):
-            opp = -side
-            for rec in self._side_orders(inst, side):
-                i = 0
-                crossed = False
-                while rec.is_open:
-                    lpx, lqty = book.level(opp, i)
-                    i += 1
-                    if lqty == 0 or (lpx > rec.px if side == Side.BUY else lpx < rec.px):
-                        break
-                    crossed = True
-                    used = inst.consumed.get((opp, lpx), 0)
-                    q = min(lqty - used, rec.leaves)
-                    if q > 0:
-                        inst.consumed[(opp, lpx)] = used + q
-                        self._fill(inst, rec, rec.px, q, Liquidity.MAKER, t)
-                if not crossed:
-                    break  # worse-priced orders of this side cannot be crossed either
-
-    # --- trading status --------------------------------------------------------------------------
-    def _on_status(self, msg: ExchangeStatus, t: int) -> None:
-        iid = msg.instrument_id
-        known = iid == _VENUE or iid in self._insts
-        if not known or (msg.status != ExchangeStatusKind.OPEN and msg.status not in _STATUS_NAMES):
-            self.ignored_market_data += 1
-            return
-        if self._record_fd is not None:
-            self._rec_buf.append(self._rec_enc.encode(msg))
-        for inst in self._set_status(msg):  # reopened: the book may have moved through us
-            inst.consumed.clear()
-            inst.pending_trades.clear()
-            if inst.resting:
-                self._check_through(inst, t)
-
-    def _set_status(self, msg: ExchangeStatus) -> list[_Instrument]:
-        """Record a status; returns the instruments it reopened."""
-        key = msg.instrument_id
-        if msg.status == ExchangeStatusKind.OPEN:
-            self._halts.pop(key, None)
-        else:
-            self._halts[key] = (int(msg.status), msg.reason)
-        ids = list(self._insts) if key == _VENUE else [key] if key in self._insts else []
-        reopened = []
-        for iid in ids:
-            inst = self._insts[iid]
-            was = inst.halt_reason
-            inst.halt_reason = self._halt_reason(iid)
-            if was and not inst.halt_reason:
-                reopened.append(inst)
-        return reopened
-
-    def _halt_reason(self, iid: int) -> str:
-        """The reason an order is refused while ``iid`` is halted ("" if it is not)."""
-        own = self._halts.get(iid)
-        if own is not None:
-            kind, why = _STATUS_NAMES[own[0]], own[1]
-        elif _VENUE in self._halts:
-            kind, why = "venue-wide halt", self._halts[_VENUE][1]
-        else:
-            return ""
-        return f"trading halted: {kind}" + (f" ({why})" if why else "")
-
-    # --- market data -----------------------------------------------------------------------------
-    def _level_changed(
-        self, inst: _Instrument, side: int, px: int, old: int, new: int, t: int
-    ) -> None:
-        """The market set (side, px) from ``old`` to ``new``: a new state for that level."""
-        key = (side, px)
-        inst.consumed.pop(key, None)
-        if new < old:
-            decrease = old - new
-            pending = inst.pending_trades.get(key, 0)
-            explained = min(decrease, pending)
-            if explained:
-                if pending > explained:
-                    inst.pending_trades[key] = pending - explained
-                else:
-                    del inst.pending_trades[key]
-            if key in inst.resting:
-                fill_us = (
-                    (not inst.seen_trade)
-                    if self.fill_on_decrease is None
-                    else self.fill_on_decrease
-                ) and not inst.halt_reason  # a halted market does not trade
-                self._consume_queue(inst, side, px, decrease - explained, fill_us, t)
-        for rec in inst.resting.get(key, ()):
-            rec.ahead = min(rec.ahead, new)  # nothing hidden ahead of us beyond what is shown
-
-    def _on_delta(self, inst: _Instrument, d: BookDelta, t: int) -> None:
-        inst.last_was_trade = False
-        book = inst.book
-        if d.side not in (Side.BUY, Side.SELL):
-            self.ignored_market_data += 1
-            return
-        old = book.qty_at(d.side, d.px) if d.px > 0 else 0
-        if book.apply(d) & BookFlag.REJECTED:
-            self.ignored_market_data += 1
-            return
-        new = book.qty_at(d.side, d.px)
-        if inst.resting or inst.consumed or inst.pending_trades:
-            self._level_changed(inst, d.side, d.px, old, new, t)
-            if inst.resting and not inst.halt_reason:
-                self._check_through(inst, t)
-
-    def _on_snapshot(self, inst: _Instrument, s: BookSnapshot, t: int) -> None:
-        inst.last_was_trade = False
-        book = inst.book
-        watched = list(inst.resting)
-        old = {k: book.qty_at(*k) for k in watched}
-        if book.apply(s) & BookFlag.REJECTED:
-            self.ignored_market_data += 1
-            return
-        inst.consumed.clear()
-        for k in watched:
-            self._level_changed(inst, k[0], k[1], old[k], book.qty_at(*k), t)
-        inst.pending_trades.clear()
-        if inst.resting and not inst.halt_reason:
-            self._check_through(inst, t)
-
-    def _on_quote(self, inst: _Instrument, q: Quote, t: int) -> None:
-        """Top of book only: levels better than the quote are gone, the quoted ones are set."""
-        inst.last_was_trade = False
-        book = inst.book
-        if q.seq > 0 and q.seq == book.last_seq:
-            return  # summarises deltas this book already applied
-        if min(q.bid_px, q.bid_qty, q.ask_px, q.ask_qty) < 0:
-            self.ignored_market_data += 1
-            return
-        # plain ints, not the IntEnum members: numba re-types an enum argument on every call
-        # of the book's jitted apply_delta (~20 µs each), which dominated exec's tick cost
-        for side, px, qty in ((_BUY, q.bid_px, q.bid_qty), (_SELL, q.ask_px, q.ask_qty)):
-            empty = px == 0 or qty == 0
-            while book.n_levels(side):
-                lpx, lqty = book.level(side, 0)
-                if not empty and (lpx <= px if side == Side.BUY else lpx >= px):
-                    break
-                book.apply_delta(side, lpx, 0)
-                self._level_changed(inst, side, lpx, lqty, 0, t)
-            if not empty:
-                old = book.qty_at(side, px)
-                book.apply_delta(side, px, qty)
-                self._level_changed(inst, side, px, old, qty, t)
-        if inst.resting and not inst.halt_reason:
-            self._check_through(inst, t)
-
-    def _on_trade(self, inst: _Instrument, tr: Trade, t: int) -> None:
-        """A print: the resting side's queue at that price is eaten, better prices filled."""
-        if tr.px <= 0 or tr.qty <= 0:
-            self.ignored_market_data += 1
-            return
-        if inst.halt_reason:
-            return  # a print while halted matches nothing here (the venue does not trade)
-        inst.seen_trade = True
-        if not inst.last_was_trade:
-            inst.pending_trades.clear()  # a new batch of prints: older ones were settled
-        inst.last_was_trade = True
-        if tr.side == Side.BUY:
-            sides: tuple[int, ...] = (Side.SELL,)
-        elif tr.side == Side.SELL:
-            sides = (Side.BUY,)
-        else:
-            sides = (Side.BUY, Side.SELL)  # aggressor unknown
-        for side in sides:
-            key = (side, tr.px)
-            inst.pending_trades[key] = inst.pending_trades.get(key, 0) + tr.qty
-            if inst.resting:
-                self._fill_through(inst, side, tr.px, t)
-                self._consume_queue(inst, side, tr.px, tr.qty, True, t)

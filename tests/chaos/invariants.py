@@ -65,20 +65,10 @@ def load_record(res: ChaosResult) -> Record:
 
 
 def _load_venue(path: Path, rec: Record) -> None:
-    import msgspec
-
     from engine.messages import NewOrder, OrderPartiallyFilled, OrderRejected
-    from engine.venues.sim import _REC_HDR, _RecordFrame
+    from engine.venues.sim_record import read_frames
 
-    data, pos = path.read_bytes(), 0
-    dec = msgspec.msgpack.Decoder(_RecordFrame)
-    while pos + _REC_HDR.size <= len(data):
-        (n,) = _REC_HDR.unpack_from(data, pos)
-        end = pos + _REC_HDR.size + n
-        if end > len(data):
-            break
-        ev = dec.decode(data[pos + _REC_HDR.size : end])
-        pos = end
+    for ev in read_frames(path.read_bytes())[0]:
         if isinstance(ev, NewOrder):
             rec.venue_orders.append(ev)
         elif isinstance(ev, OrderPartiallyFilled):  # OrderFilled included
