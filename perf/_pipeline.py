@@ -447,11 +447,9 @@ class InlineSession:
 
     def __init__(self, config_path: Path = REPO_CONFIG) -> None:
         from ops.config import load_config
-        from procs.build import build_limits
-
         self.cfg = load_config(config_path)
         self.instruments = self.cfg.instrument_table()
-        self.limits = build_limits(self.cfg)
+        self.limits = self.cfg.risk
         self.specs = self.cfg.strategy_specs()
         self.last: dict[str, Any] = {}
 
