@@ -1,41 +1,201 @@
-"""The risk gate's limits: one frozen struct of every pre-trade limit and real-time control.
+"""The ``[risk]`` section: every pre-trade limit and real-time control, in config units.
 
-Its own module so that the configuration (``config.toml``'s ``[risk]`` section) can load into it
-without importing the gate, and so the limits read as one list.
+``config.toml``'s ``[risk]`` loads straight into ``RiskLimits`` (``engine/settings.py``): the
+field names are the keys, in the units the file documents (ms, s, percent, days); the ns and
+per-interval values the gate needs are derived once, below. Its own module so the configuration
+can load into it without importing the gate. config.toml's comments document each key.
 """
 
 from __future__ import annotations
 
-import msgspec
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+from engine.settings import Settings, need
+
+#: every control that is a percentage within 0..100 (0 = off)
+_PCT_KEYS = (
+    "max_position_pct",
+    "max_sector_pct",
+    "max_var_pct",
+    "price_band_pct",
+    "daily_loss_reduce_pct",
+    "daily_loss_halt_pct",
+    "drawdown_reduce_pct",
+    "drawdown_halt_pct",
+    "stop_loss_pct",
+    "take_profit_pct",
+    "flash_band_pct",
+)
+
+#: the values ``off()`` gives: every optional control off, a VaR horizon of one return interval
+_OFF: dict[str, Any] = {k: 0.0 for k in _PCT_KEYS} | {
+    "capital": 0.0,
+    "max_correlation": 1.0,
+    "max_orders_per_s": 0,
+    "max_intent_age_ms": 0.0,
+    "trading_day_s": 60.0,  # = returns_interval_s: var_horizon_days counts return intervals
+}
 
 
-class RiskLimits(msgspec.Struct, frozen=True, kw_only=True):
+_DERIVED = (
+    "var_horizon",
+    "flash_window_ns",
+    "flash_cooldown_ns",
+    "flash_samples",
+    "max_intent_age_ns",
+)
+
+
+class RiskLimits(Settings):
     """Pre-trade limits and real-time controls. Notional is in the instrument's currency,
     position in lots, every ``*_pct`` in percent (5.0 = 5 %). 0 turns an optional control off
-    (and ``max_correlation`` >= 1)."""
+    (and ``max_correlation`` 1)."""
 
-    max_order_notional: float
-    max_position_lots: int
-    max_open_orders: int
-    capital: float = 0.0  # starting equity; percentage-of-equity limits need it > 0
-    max_position_pct: float = 0.0
-    max_sector_pct: float = 0.0
-    max_correlation: float = 1.0
-    max_var_pct: float = 0.0
+    max_order_notional: float = 250_000.0
+    max_position_lots: int = 2_000
+    max_open_orders: int = 100
+    capital: float = 10_000_000.0  # starting equity; percentage-of-equity limits need it > 0
+    max_position_pct: float = 5.0
+    max_sector_pct: float = 15.0
+    max_correlation: float = 0.70
+    max_var_pct: float = 2.0
     var_method: str = "both"  # historical | parametric | both (the larger)
     var_confidence: float = 0.99
-    var_horizon: float = 1.0  # in return intervals
-    min_history: int = 20  # return intervals before VaR and correlation apply
-    max_orders_per_s: int = 0
-    price_band_pct: float = 0.0
-    daily_loss_reduce_pct: float = 0.0
-    daily_loss_halt_pct: float = 0.0
-    drawdown_reduce_pct: float = 0.0
-    drawdown_halt_pct: float = 0.0
+    var_horizon_days: float = 1.0
+    returns_interval_s: float = 60.0
+    returns_window: int = 500
+    min_history: int = 30  # return intervals before VaR and correlation apply
+    trading_day_s: float = 23_400.0
+    max_orders_per_s: int = 1_000
+    price_band_pct: float = 5.0
+    daily_loss_reduce_pct: float = 1.0
+    daily_loss_halt_pct: float = 2.0
+    drawdown_reduce_pct: float = 3.0
+    drawdown_halt_pct: float = 5.0
     stop_loss_pct: float = 0.0
     take_profit_pct: float = 0.0
-    flash_band_pct: float = 0.0
-    flash_window_ns: int = 1_000_000_000
-    flash_cooldown_ns: int = 5_000_000_000
-    flash_samples: int = 64  # price samples kept per instrument: window / refresh interval
-    max_intent_age_ns: int = 0  # refuse intents whose ts_origin is older than this (0 = off)
+    flash_band_pct: float = 3.0
+    flash_window_s: float = 1.0
+    flash_cooldown_s: float = 5.0
+    refresh_interval_ms: float = 20.0
+    max_intent_age_ms: float = 1000.0  # refuse intents whose ts_origin is older (0 = off)
+    # the risk process's own settings (procs/risk.py, procs/risk_history.py)
+    start_halted: bool = False
+    state_file: str = ""
+    open_orders_timeout_s: float = 10.0
+    history_max_age_s: float = -1.0
+    history_file: str = ""
+
+    @classmethod
+    def off(cls, **overrides: Any) -> RiskLimits:
+        """Every optional control off, with ``overrides``: a gate that checks only the hard
+        limits and what the caller names (tests, benchmarks, what-if backtests)."""
+        return cls(**(_OFF | overrides))
+
+    # -- derived once (engine/settings.py): the units the gate works in --
+
+    @functools.cached_property
+    def var_horizon(self) -> float:
+        """The VaR horizon in return intervals."""
+        return self.var_horizon_days * self.trading_day_s / self.returns_interval_s
+
+    @functools.cached_property
+    def flash_window_ns(self) -> int:
+        return int(self.flash_window_s * 1e9)
+
+    @functools.cached_property
+    def flash_cooldown_ns(self) -> int:
+        return int(self.flash_cooldown_s * 1e9)
+
+    @functools.cached_property
+    def flash_samples(self) -> int:
+        """Price samples kept per instrument: the flash window over the refresh interval."""
+        return min(4096, int(self.flash_window_s * 1000 / self.refresh_interval_ms) + 2)
+
+    @functools.cached_property
+    def max_intent_age_ns(self) -> int:
+        return int(self.max_intent_age_ms * 1_000_000)
+
+    def __post_init__(self) -> None:
+        self._check_orders()
+        self._check_exposure()
+        self._check_process()
+        for name in _DERIVED:
+            getattr(self, name)  # computed once, here
+
+    def _check_orders(self) -> None:
+        need(self.max_order_notional > 0, "max_order_notional", "must be > 0")
+        need(self.max_position_lots > 0, "max_position_lots", "must be > 0")
+        need(self.max_open_orders > 0, "max_open_orders", "must be > 0")
+        need(self.max_orders_per_s >= 0, "max_orders_per_s", "must be >= 0 (0 = off)")
+        need(
+            math.isfinite(self.max_intent_age_ms) and self.max_intent_age_ms >= 0,
+            "max_intent_age_ms",
+            "must be >= 0 milliseconds (0 = off)",
+        )
+        for k in _PCT_KEYS:
+            v = getattr(self, k)
+            need(
+                math.isfinite(v) and 0 <= v <= 100,
+                k,
+                "must be a percentage within 0..100 (0 = off)",
+            )
+        need(
+            not self.daily_loss_halt_pct or self.daily_loss_reduce_pct <= self.daily_loss_halt_pct,
+            "daily_loss_reduce_pct",
+            "must not exceed daily_loss_halt_pct",
+        )
+        need(
+            not self.drawdown_halt_pct or self.drawdown_reduce_pct <= self.drawdown_halt_pct,
+            "drawdown_reduce_pct",
+            "must not exceed drawdown_halt_pct",
+        )
+        for k in ("flash_window_s", "flash_cooldown_s", "refresh_interval_ms"):
+            v = getattr(self, k)
+            need(math.isfinite(v) and v > 0, k, "must be > 0")
+
+    def _check_exposure(self) -> None:
+        need(math.isfinite(self.capital) and self.capital >= 0, "capital", "must be >= 0")
+        pct_on = self.max_position_pct or self.max_sector_pct or self.max_var_pct
+        need(
+            not pct_on or self.capital > 0, "capital", "must be > 0 when a % of equity limit is on"
+        )
+        need(0 < self.max_correlation <= 1, "max_correlation", "must be within (0, 1] (1 = off)")
+        need(
+            self.var_method in ("historical", "parametric", "both"),
+            "var_method",
+            "must be 'historical', 'parametric' or 'both'",
+        )
+        need(0.5 < self.var_confidence < 1, "var_confidence", "must be within (0.5, 1), e.g. 0.99")
+        for k in ("var_horizon_days", "returns_interval_s", "trading_day_s"):
+            v = getattr(self, k)
+            need(math.isfinite(v) and v > 0, k, "must be > 0")
+        need(self.returns_window >= 3, "returns_window", "must be >= 3")
+        need(
+            3 <= self.min_history <= self.returns_window,
+            "min_history",
+            "must be within 3..returns_window",
+        )
+
+    def _check_process(self) -> None:
+        need(
+            math.isfinite(self.open_orders_timeout_s) and self.open_orders_timeout_s > 0,
+            "open_orders_timeout_s",
+            "must be > 0 seconds",
+        )
+        need(
+            math.isfinite(self.history_max_age_s),
+            "history_max_age_s",
+            "must be a number of seconds (0 = any age, < 0 = twice the window span)",
+        )
+        if self.history_file:
+            hp = Path(self.history_file)
+            need(
+                hp.suffix.lower() in (".csv", ".parquet", ".pq"),
+                "history_file",
+                f"{self.history_file!r}: must be a .csv or .parquet file",
+            )
+            need(hp.is_file(), "history_file", f"{self.history_file!r}: no such file")

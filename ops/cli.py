@@ -69,7 +69,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.md_rejects import BadRowError, MdValidator, RejectCounter, validated
     from procs.build import (
         build_exec_policy,
-        build_limits,
         build_market,
         build_venue,
         with_exchange_status,
@@ -99,7 +98,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     rt = InlineRuntime(
         instruments,
         cfg.strategy_specs(),
-        build_limits(cfg),
+        cfg.risk,
         build_venue(cfg, instruments),
         # the market, with the forecasts the infer process would publish interleaved at their
         # simulated time (procs.infer.with_forecasts; unchanged when [inference] is off), and

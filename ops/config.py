@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 
 from engine.instruments import Instrument, InstrumentTable
+from engine.risk_limits import RiskLimits
+from engine.settings import SettingError
 from ops.secrets import SecretError, redact
 from ops.secrets import resolve as resolve_secrets
 from shm.wait import WAIT_KINDS
@@ -37,10 +39,10 @@ def _need(cond: bool, key: str, problem: str) -> None:
         raise _KeyedError(key, problem)
 
 
-class _KeyedError(ValueError):
-    def __init__(self, key: str, problem: str) -> None:
-        self.key, self.problem = key, problem
-        super().__init__(f"{key}: {problem}")
+class _KeyedError(SettingError):
+    """A check of this module: its key is the full path (an engine struct's is relative)."""
+
+    relative = False
 
 
 class EngineSection(msgspec.Struct, **_STRICT):
@@ -385,157 +387,6 @@ class ExecSection(msgspec.Struct, **_STRICT):
         )
 
 
-class RiskSection(msgspec.Struct, **_STRICT):
-    max_order_notional: float = 250_000.0
-    max_position_lots: int = 2_000
-    max_open_orders: int = 100
-    start_halted: bool = False
-    # the risk engine (engine/risk.py): percentages are percent; 0 turns a control off
-    capital: float = 10_000_000.0
-    max_position_pct: float = 5.0
-    max_sector_pct: float = 15.0
-    max_correlation: float = 0.70
-    max_var_pct: float = 2.0
-    var_method: str = "both"
-    var_confidence: float = 0.99
-    var_horizon_days: float = 1.0
-    returns_interval_s: float = 60.0
-    returns_window: int = 500
-    min_history: int = 30
-    trading_day_s: float = 23_400.0
-    max_orders_per_s: int = 1_000
-    price_band_pct: float = 5.0
-    daily_loss_reduce_pct: float = 1.0
-    daily_loss_halt_pct: float = 2.0
-    drawdown_reduce_pct: float = 3.0
-    drawdown_halt_pct: float = 5.0
-    stop_loss_pct: float = 0.0
-    take_profit_pct: float = 0.0
-    flash_band_pct: float = 3.0
-    flash_window_s: float = 1.0
-    flash_cooldown_s: float = 5.0
-    refresh_interval_ms: float = 20.0
-    state_file: str = ""
-    # a risk restarted with storage off asks exec for its open orders: how long it holds new
-    # intents back waiting for the answer (procs/risk.py)
-    open_orders_timeout_s: float = 10.0
-    # the returns window is seeded at start from recorded prices (procs/risk_history.py):
-    # points older than this are not used (< 0: twice the window span; 0: any age) ...
-    history_max_age_s: float = -1.0
-    # ... and a CSV / Parquet file (timestamp, symbol, price) fills in instruments the record
-    # has fewer than min_history returns for ("" = none)
-    history_file: str = ""
-    # intents (and, at exec, new orders) built on data older than this are refused (0 = off)
-    max_intent_age_ms: float = 1000.0
-
-    def __post_init__(self) -> None:
-        _need(self.max_order_notional > 0, "risk.max_order_notional", "must be > 0")
-        _need(
-            math.isfinite(self.max_intent_age_ms) and self.max_intent_age_ms >= 0,
-            "risk.max_intent_age_ms",
-            "must be >= 0 milliseconds (0 = off)",
-        )
-        _need(
-            math.isfinite(self.history_max_age_s),
-            "risk.history_max_age_s",
-            "must be a number of seconds (0 = any age, < 0 = twice the window span)",
-        )
-        if self.history_file:
-            hp = Path(self.history_file)
-            _need(
-                hp.suffix.lower() in (".csv", ".parquet", ".pq"),
-                "risk.history_file",
-                f"{self.history_file!r}: must be a .csv or .parquet file",
-            )
-            _need(hp.is_file(), "risk.history_file", f"{self.history_file!r}: no such file")
-        _need(
-            math.isfinite(self.open_orders_timeout_s) and self.open_orders_timeout_s > 0,
-            "risk.open_orders_timeout_s",
-            "must be > 0 seconds",
-        )
-        _need(self.max_position_lots > 0, "risk.max_position_lots", "must be > 0")
-        _need(self.max_open_orders > 0, "risk.max_open_orders", "must be > 0")
-        _need(math.isfinite(self.capital) and self.capital >= 0, "risk.capital", "must be >= 0")
-        for k in (
-            "max_position_pct",
-            "max_sector_pct",
-            "max_var_pct",
-            "price_band_pct",
-            "daily_loss_reduce_pct",
-            "daily_loss_halt_pct",
-            "drawdown_reduce_pct",
-            "drawdown_halt_pct",
-            "stop_loss_pct",
-            "take_profit_pct",
-            "flash_band_pct",
-        ):
-            v = getattr(self, k)
-            _need(
-                math.isfinite(v) and 0 <= v <= 100,
-                f"risk.{k}",
-                "must be a percentage within 0..100 (0 = off)",
-            )
-        pct_on = self.max_position_pct or self.max_sector_pct or self.max_var_pct
-        _need(
-            not pct_on or self.capital > 0,
-            "risk.capital",
-            "must be > 0 when a % of equity limit is on",
-        )
-        _need(
-            0 < self.max_correlation <= 1, "risk.max_correlation", "must be within (0, 1] (1 = off)"
-        )
-        _need(
-            self.var_method in ("historical", "parametric", "both"),
-            "risk.var_method",
-            "must be 'historical', 'parametric' or 'both'",
-        )
-        _need(
-            0.5 < self.var_confidence < 1,
-            "risk.var_confidence",
-            "must be within (0.5, 1), e.g. 0.99",
-        )
-        _need(
-            math.isfinite(self.var_horizon_days) and self.var_horizon_days > 0,
-            "risk.var_horizon_days",
-            "must be > 0",
-        )
-        _need(
-            math.isfinite(self.returns_interval_s) and self.returns_interval_s > 0,
-            "risk.returns_interval_s",
-            "must be > 0",
-        )
-        _need(self.returns_window >= 3, "risk.returns_window", "must be >= 3")
-        _need(
-            3 <= self.min_history <= self.returns_window,
-            "risk.min_history",
-            "must be within 3..returns_window",
-        )
-        _need(
-            math.isfinite(self.trading_day_s) and self.trading_day_s > 0,
-            "risk.trading_day_s",
-            "must be > 0",
-        )
-        _need(self.max_orders_per_s >= 0, "risk.max_orders_per_s", "must be >= 0 (0 = off)")
-        _need(
-            not self.daily_loss_halt_pct or self.daily_loss_reduce_pct <= self.daily_loss_halt_pct,
-            "risk.daily_loss_reduce_pct",
-            "must not exceed daily_loss_halt_pct",
-        )
-        _need(
-            not self.drawdown_halt_pct or self.drawdown_reduce_pct <= self.drawdown_halt_pct,
-            "risk.drawdown_reduce_pct",
-            "must not exceed drawdown_halt_pct",
-        )
-        for k in ("flash_window_s", "flash_cooldown_s"):
-            v = getattr(self, k)
-            _need(math.isfinite(v) and v > 0, f"risk.{k}", "must be > 0")
-        _need(
-            math.isfinite(self.refresh_interval_ms) and self.refresh_interval_ms > 0,
-            "risk.refresh_interval_ms",
-            "must be > 0",
-        )
-
-
 class BacktestSection(msgspec.Struct, **_STRICT):
     events: int = 200_000
 
@@ -828,7 +679,7 @@ class Config(msgspec.Struct, **_STRICT):
     market: MarketSection = msgspec.field(default_factory=MarketSection)
     sim: SimSection = msgspec.field(default_factory=SimSection)
     exec: ExecSection = msgspec.field(default_factory=ExecSection)
-    risk: RiskSection = msgspec.field(default_factory=RiskSection)
+    risk: RiskLimits = msgspec.field(default_factory=RiskLimits)
     backtest: BacktestSection = msgspec.field(default_factory=BacktestSection)
     portfolio: PortfolioSection = msgspec.field(default_factory=PortfolioSection)
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
@@ -956,8 +807,12 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
     except msgspec.ValidationError as exc:
         text_ = str(exc)
         inner = exc.__context__ or exc.__cause__
-        if isinstance(inner, _KeyedError):
-            raise ConfigError(path, inner.key, inner.problem) from None
+        if isinstance(inner, SettingError):
+            key = inner.key
+            if inner.relative:  # an engine struct's check: prefix the section msgspec names
+                section = _key_from_msgspec(text_)[0]
+                key = f"{section}.{key}" if section else key
+            raise ConfigError(path, key, inner.problem) from None
         for keyed in re.finditer(r"^(\S+): (.*?)(?: - at `\$.*`)?$", text_):
             k, problem = keyed.group(1), keyed.group(2)
             if "." in k or "[" in k or k in ("instruments", "strategies"):

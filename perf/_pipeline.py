@@ -447,6 +447,7 @@ class InlineSession:
 
     def __init__(self, config_path: Path = REPO_CONFIG) -> None:
         from ops.config import load_config
+
         self.cfg = load_config(config_path)
         self.instruments = self.cfg.instrument_table()
         self.limits = self.cfg.risk

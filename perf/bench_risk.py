@@ -82,7 +82,7 @@ def make_returns(seed: int = 3) -> np.ndarray:
 
 R = make_returns()
 INS = [Instrument(instrument_id=i, symbol=f"S{i:04d}", sector=f"sector{i % 10}") for i in range(N)]
-LIMITS = RiskLimits(
+LIMITS = RiskLimits.off(
     max_order_notional=1e9,
     max_position_lots=10**6,
     max_open_orders=10_000,
@@ -95,7 +95,7 @@ LIMITS = RiskLimits(
     min_history=20,
     max_orders_per_s=0,
     price_band_pct=5.0,
-    max_intent_age_ns=1_000_000_000,  # the staleness check runs (and passes) on every order
+    max_intent_age_ms=1000.0,  # the staleness check runs (and passes) on every order
 )
 HELD = np.where(np.arange(N) % 2 == 0, 100, -80)  # lots, long and short
 
@@ -346,7 +346,7 @@ def age_ab(rounds: int = 30, n: int = 2_000) -> None:
     import msgspec
 
     gates = {"on": make_gate(), "off": make_gate()}
-    gates["off"].limits = msgspec.structs.replace(LIMITS, max_intent_age_ns=0)
+    gates["off"].limits = msgspec.structs.replace(LIMITS, max_intent_age_ms=0.0)
     med: dict[str, list[float]] = {"on": [], "off": []}
     for r in range(rounds):
         for name in ("on", "off") if r % 2 else ("off", "on"):

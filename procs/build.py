@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine.instruments import InstrumentTable
-from engine.risk import RiskLimits
 from engine.sizing import SizingLimits
 from engine.strategy_host import StrategyHost
 
@@ -185,44 +184,13 @@ def build_exec_policy(cfg: Config, id_block: int = 0) -> Any:
         emulate=e.emulate,
         publish_anomalies=e.publish_anomalies,
         id_block=id_block,
-        max_order_age_ns=int(cfg.risk.max_intent_age_ms * 1_000_000),  # risk's limit, again
-    )
-
-
-def build_limits(cfg: Config) -> RiskLimits:
-    r = cfg.risk
-    return RiskLimits(
-        max_order_notional=r.max_order_notional,
-        max_position_lots=r.max_position_lots,
-        max_open_orders=r.max_open_orders,
-        capital=r.capital,
-        max_position_pct=r.max_position_pct,
-        max_sector_pct=r.max_sector_pct,
-        max_correlation=r.max_correlation,
-        max_var_pct=r.max_var_pct,
-        var_method=r.var_method,
-        var_confidence=r.var_confidence,
-        var_horizon=r.var_horizon_days * r.trading_day_s / r.returns_interval_s,  # in intervals
-        min_history=r.min_history,
-        max_orders_per_s=r.max_orders_per_s,
-        price_band_pct=r.price_band_pct,
-        daily_loss_reduce_pct=r.daily_loss_reduce_pct,
-        daily_loss_halt_pct=r.daily_loss_halt_pct,
-        drawdown_reduce_pct=r.drawdown_reduce_pct,
-        drawdown_halt_pct=r.drawdown_halt_pct,
-        stop_loss_pct=r.stop_loss_pct,
-        take_profit_pct=r.take_profit_pct,
-        flash_band_pct=r.flash_band_pct,
-        flash_window_ns=int(r.flash_window_s * 1e9),
-        flash_cooldown_ns=int(r.flash_cooldown_s * 1e9),
-        flash_samples=min(4096, int(r.flash_window_s * 1000 / r.refresh_interval_ms) + 2),
-        max_intent_age_ns=int(r.max_intent_age_ms * 1_000_000),
+        max_order_age_ns=cfg.risk.max_intent_age_ns,  # risk's limit, again
     )
 
 
 def build_strategy_host(cfg: Config, instruments: InstrumentTable | None = None) -> StrategyHost:
     host = StrategyHost(cfg.strategy_specs(), instruments or cfg.instrument_table())
-    sizing = SizingLimits.from_risk(build_limits(cfg))  # Kelly sizing is capped by the risk limits
+    sizing = SizingLimits.from_risk(cfg.risk)  # Kelly sizing is capped by the risk limits
     for slot in host.slots:
         slot.ctx.sizing_limits = sizing
     return host

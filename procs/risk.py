@@ -56,7 +56,6 @@ from engine.messages import (
     TradingState,
     TradingStateChanged,
 )
-from procs.build import build_limits
 from procs.risk_history import seed_history
 from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
 from procs.warmup import warm_risk
@@ -123,9 +122,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     w = Worker("risk", cfg, engine_id, incarnation)
     rc = cfg.risk
     # risk's own orders (stops, flatten) are numbered in a fresh block per incarnation
-    gate = RiskGate(
-        build_limits(cfg), cfg.instrument_table(), own_id_base=(incarnation & 0xFF) << 24
-    )
+    gate = RiskGate(cfg.risk, cfg.instrument_table(), own_id_base=(incarnation & 0xFF) << 24)
     intents = w.consume("intents")
     events = w.consume("events")
     tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from engine.messages import IntentNew, Message, OrderType, Quote, Side, TimeInForce
-from procs.build import build_limits, build_market, build_strategy_host, build_venue
+from procs.build import build_market, build_strategy_host, build_venue
 
 WARMUP_EVENTS = 2000
 
@@ -44,7 +44,7 @@ def warm_strategy(cfg: Any) -> None:
 def warm_risk(cfg: Any) -> None:
     from engine.risk import RiskGate
 
-    gate = RiskGate(build_limits(cfg), cfg.instrument_table())
+    gate = RiskGate(cfg.risk, cfg.instrument_table())
     iid = cfg.instruments[0].instrument_id
     gate.on_market_data(Quote(iid, 100, 1, 101, 1, 0, 0))
     for k in range(1, 50):

@@ -182,7 +182,7 @@ class TwapBuyer(Strategy):
 def test_a_strategy_twap_goes_through_risk_and_exec_as_one_parent() -> None:
     venue = SimExchange(TABLE, latency_ns=100_000)
     spec = StrategySpec(TwapBuyer, instruments=[IID], strategy_id=5)
-    limits = RiskLimits(max_order_notional=1e9, max_position_lots=1000, max_open_orders=20)
+    limits = RiskLimits.off(max_order_notional=1e9, max_position_lots=1000, max_open_orders=20)
     rt = InlineRuntime(TABLE, [spec], limits, venue, market(seed=8), max_ticks=1500)
     s = rt.run()
     news = [o for o in s["orders_sent"] if isinstance(o, NewOrder)]
@@ -208,7 +208,7 @@ def test_scheduled_execution_strategy_runs_a_vwap_curve_from_its_params() -> Non
         "algo_params": {"duration_s": 0.3, "slices": 6},
     }
     spec = StrategySpec(ScheduledExecution, params=params, instruments=[IID], strategy_id=4)
-    limits = RiskLimits(max_order_notional=1e9, max_position_lots=1000, max_open_orders=20)
+    limits = RiskLimits.off(max_order_notional=1e9, max_position_lots=1000, max_open_orders=20)
     rt = InlineRuntime(TABLE, [spec], limits, venue, market(seed=12), max_ticks=1200)
     s = rt.run()
     strat = rt.host.slots[0].strategy

@@ -33,7 +33,7 @@ from engine.strategies.momentum import MomentumTaker
 from engine.strategy_host import StrategySpec
 
 INS = [Instrument(instrument_id=1, symbol="AAA"), Instrument(instrument_id=2, symbol="BBB")]
-LIMITS = RiskLimits(max_order_notional=1e9, max_position_lots=50, max_open_orders=20)
+LIMITS = RiskLimits.off(max_order_notional=1e9, max_position_lots=50, max_open_orders=20)
 
 
 class FakeVenue:
@@ -262,7 +262,7 @@ def test_market_maker_end_to_end_with_requotes_and_cleanup():
 
 
 def test_risk_rejects_reach_the_strategy():
-    limits = RiskLimits(max_order_notional=1e9, max_position_lots=1, max_open_orders=20)
+    limits = RiskLimits.off(max_order_notional=1e9, max_position_lots=1, max_open_orders=20)
     s = run_backtest(INS, [MOM], limits, FakeVenue(), wave())
     assert s["risk_rejects"] > 0 and s["rejects"] == s["risk_rejects"]
     assert s["orders"] == 0  # size 2 > max position 1: every new order is refused
@@ -430,7 +430,7 @@ SIM_SPECS = [
     ),
     StrategySpec(MomentumTaker, {"fast": 20, "slow": 100, "size": 5}, instruments=[2]),
 ]
-SIM_LIMITS = RiskLimits(max_order_notional=1e6, max_position_lots=100, max_open_orders=50)
+SIM_LIMITS = RiskLimits.off(max_order_notional=1e6, max_position_lots=100, max_open_orders=50)
 
 
 def test_end_to_end_with_sim_exchange_and_synthetic_market():

@@ -323,14 +323,14 @@ def test_same_data_same_strategy_gives_the_same_orders_inline_and_multiprocess(
     from engine.backtest import InlineRuntime
     from engine.messages import NewOrder
     from ops.config import load_config
-    from procs.build import build_limits, build_market, build_venue
+    from procs.build import build_market, build_venue
 
     c = load_config(cfg)
     ins = c.instrument_table()
     rt = InlineRuntime(
         ins,
         c.strategy_specs(),
-        build_limits(c),
+        c.risk,
         build_venue(c, ins),
         build_market(c),
         max_ticks=events,

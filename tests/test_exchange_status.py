@@ -37,7 +37,6 @@ from ops.config import ConfigError, parse_config
 from procs.build import (
     build_exchange_rules,
     build_exec_policy,
-    build_limits,
     build_market,
     build_venue,
 )
@@ -302,7 +301,7 @@ def test_backtest_scheduled_halt_stops_only_that_instrument_and_trading_resumes(
     rt = InlineRuntime(
         instruments,
         cfg.strategy_specs(),
-        build_limits(cfg),
+        cfg.risk,
         build_venue(cfg, instruments),
         source,
         exec_policy=build_exec_policy(cfg),

@@ -20,7 +20,7 @@ INS = [
     Instrument(instrument_id=2, symbol="BBB", tick_size=0.01),
     Instrument(instrument_id=3, symbol="CCC", tick_size=0.01),
 ]
-LIMITS = RiskLimits(max_order_notional=1e7, max_position_lots=100_000, max_open_orders=50)
+LIMITS = RiskLimits.off(max_order_notional=1e7, max_position_lots=100_000, max_open_orders=50)
 
 
 def quotes(prices, days: float, step_ns: int = 6 * HOUR):

@@ -35,7 +35,7 @@ from engine.risk import RiskGate, RiskLimits
 
 # tick 0.01, lot 1: notional = px_ticks * qty / 100
 INS = [Instrument(instrument_id=1, symbol="AAA"), Instrument(instrument_id=3, symbol="CCC")]
-LIMITS = RiskLimits(max_order_notional=10_000.0, max_position_lots=100, max_open_orders=5)
+LIMITS = RiskLimits.off(max_order_notional=10_000.0, max_position_lots=100, max_open_orders=5)
 
 _n = 0
 

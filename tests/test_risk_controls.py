@@ -45,7 +45,7 @@ from engine.trading_state import TradingStateMachine
 from procs.risk import load_state, save_state
 
 INS = [Instrument(instrument_id=0, symbol="A"), Instrument(instrument_id=1, symbol="B")]
-BASE = RiskLimits(
+BASE = RiskLimits.off(
     max_order_notional=1e12, max_position_lots=10**9, max_open_orders=1000, capital=1_000_000.0
 )
 _ids = itertools.count(1)
@@ -194,7 +194,7 @@ def test_average_entry_follows_adds_partial_closes_and_flips() -> None:
 
 
 def test_flash_move_halts_the_instrument_until_prices_are_calm() -> None:
-    g = gate(flash_band_pct=3.0, flash_window_ns=S, flash_cooldown_ns=5 * S)
+    g = gate(flash_band_pct=3.0, flash_window_s=1.0, flash_cooldown_s=5.0)
     step = S // 10  # risk samples prices every few ms; here every 100 ms
     t = 10 * S
 
@@ -202,7 +202,7 @@ def test_flash_move_halts_the_instrument_until_prices_are_calm() -> None:
         for k in range(10):
             assert not price(g, 0, 10_000 + 30 * k, t + k * step)
 
-    g2 = gate(flash_band_pct=3.0, flash_window_ns=S, flash_cooldown_ns=5 * S)
+    g2 = gate(flash_band_pct=3.0, flash_window_s=1.0, flash_cooldown_s=5.0)
     climb(g2)
     assert not price(g2, 0, 10_300, t + S)  # +3.00 % in 1 s: within the band
     climb(g)

@@ -39,7 +39,6 @@ from ops.config import ConfigError, parse_config
 from ops.store import migrate as mig
 from ops.store.pg import run_tx
 from ops.store.writer import Rows, Writer
-from procs.build import build_limits
 from procs.risk_history import (
     HistoryFileError,
     load_history_file,
@@ -167,7 +166,7 @@ def numpy_returns(points: list, end: int, symbols=("AAA", "BBB")) -> np.ndarray:
 
 
 def fresh_gate(cfg) -> tuple[RiskGate, ReturnSampler]:
-    g = RiskGate(build_limits(cfg), cfg.instrument_table())
+    g = RiskGate(cfg.risk, cfg.instrument_table())
     for iid, mid in ((0, 10_000), (1, 5_000)):  # AAA at $100, BBB at $50
         g.on_market_data(Quote(iid, mid - 1, 10, mid + 1, 10, 0, 0))
     g.on_prices(1)

@@ -37,7 +37,7 @@ INS = [
     Instrument(instrument_id=2, symbol="C", sector="tech"),
     Instrument(instrument_id=3, symbol="D", sector="energy"),
 ]
-BASE = RiskLimits(
+BASE = RiskLimits.off(
     max_order_notional=1e12, max_position_lots=10**9, max_open_orders=1000, capital=1_000_000.0
 )
 _ids = itertools.count(1)

@@ -66,7 +66,7 @@ INS = [Instrument(instrument_id=1, symbol="AAA", sector="tech")]
 
 def _gate() -> RiskGate:
     return RiskGate(
-        RiskLimits(max_order_notional=1e9, max_position_lots=1000, max_open_orders=3), INS
+        RiskLimits.off(max_order_notional=1e9, max_position_lots=1000, max_open_orders=3), INS
     )
 
 
@@ -141,7 +141,7 @@ def test_restore_ignores_garbage() -> None:
 def _session(actions: list) -> tuple[RiskGate, list[NewOrder], list[Any]]:
     """A live gate in front of a simulated venue: (the gate, the orders it approved, the stream
     of requests and execution events in publication order)."""
-    lim = RiskLimits(max_order_notional=1e12, max_position_lots=10**9, max_open_orders=10**6)
+    lim = RiskLimits.off(max_order_notional=1e12, max_position_lots=10**9, max_open_orders=10**6)
     gate = RiskGate(lim, TABLE)
     venue = SimExchange(TABLE)
     book = snap([(100, 50), (99, 20)], [(101, 10), (102, 20)])
@@ -232,7 +232,7 @@ def test_restore_then_the_ring_equals_the_live_gate(actions: list, cut: float, b
 def _exec_session(actions: list) -> tuple[RiskGate, ExecEngine]:
     """A live gate in front of exec (``ExecEngine`` over a simulated venue), every order and
     event passed on at once as the processes do."""
-    lim = RiskLimits(max_order_notional=1e12, max_position_lots=10**9, max_open_orders=10**6)
+    lim = RiskLimits.off(max_order_notional=1e12, max_position_lots=10**9, max_open_orders=10**6)
     gate = RiskGate(lim, TABLE)
     ex = ExecEngine(SimExchange(TABLE), TABLE)
     book = snap([(100, 50), (99, 20)], [(101, 10), (102, 20)])

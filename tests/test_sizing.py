@@ -114,7 +114,7 @@ def test_limits_come_from_the_risk_config_in_both_runtimes():
     assert lim.max_order_notional == cfg.risk.max_order_notional
 
     ins = [Instrument(instrument_id=3, symbol="XOM", tick_size=0.01)]
-    limits = RiskLimits(max_order_notional=1e4, max_position_lots=70, max_open_orders=5)
+    limits = RiskLimits.off(max_order_notional=1e4, max_position_lots=70, max_open_orders=5)
     rt = InlineRuntime(ins, [Strategy], limits, SimExchange(ins), [])
     ctx = rt.host.slots[0].ctx
     assert ctx.sizing_limits == SizingLimits(1.0, 70, 1e4)  # no % limit: no leverage

@@ -38,11 +38,11 @@ INS = [Instrument(instrument_id=1, symbol="AAA"), Instrument(instrument_id=2, sy
 
 def gate(max_age_ms: int = 1000) -> RiskGate:
     g = RiskGate(
-        RiskLimits(
+        RiskLimits.off(
             max_order_notional=1e9,
             max_position_lots=10_000,
             max_open_orders=100,
-            max_intent_age_ns=max_age_ms * MS,
+            max_intent_age_ms=max_age_ms,
         ),
         INS,
     )
@@ -238,9 +238,9 @@ def test_backtest_judges_age_on_the_simulated_clock() -> None:
             self.ctx.cancel_all()
             self.ctx.buy(q.instrument_id, 1, q.bid_px)
 
-    limits = RiskLimits(
+    limits = RiskLimits.off(
         max_order_notional=1e9, max_position_lots=1000, max_open_orders=100,
-        max_intent_age_ns=1000 * MS,
+        max_intent_age_ms=1000.0,
     )  # fmt: skip
     runs = [
         InlineRuntime(
