@@ -1,15 +1,16 @@
 """The inline runtime: every engine component in one process, on a simulated clock (DESIGN §5).
 
-``InlineRuntime`` wires the same state machines the multi-process runtime runs — StrategyHost,
-RiskGate, ExecEngine (+ venue), Portfolio — with the same topology::
+``InlineRuntime`` runs the same stages the worker processes run (``engine.stages``: strategy,
+risk, exec + portfolio), wired by the same topology (``engine.topology``): whatever a stage
+publishes on a ring reaches the handlers of that ring's readers::
 
-    source ──md──► venue (at ts_event)
-       └──md (ts_recv = ts_event + feed latency)──► strategy, risk, portfolio
-    strategy ──intents──► risk ──orders──► exec ──► venue
-    exec ──events──► strategy, risk, portfolio          risk ──OrderRejected──► strategy
+    source ──► exec's venue (md, at ts_event: the venue is where the market is)
+       └──md (ts_recv = ts_event + feed latency)──► strategy; the tob table ──► risk
+    strategy ──intents──► risk ──orders──► exec ──events──► strategy, risk
+                                risk ──risk (refusals, state)──► strategy
 
-Messages between components travel through a time-ordered queue: each hop (strategy→risk,
-risk→exec, exec→consumers) arrives ``hop_latency_ns`` after it was sent, ties kept in send
+Messages between stages travel through a time-ordered queue: each hop (strategy→risk,
+risk→exec, exec→readers) arrives ``hop_latency_ns`` after it was sent, ties kept in send
 order. With a zero hop latency everything a tick causes happens at the tick's time but still in
 topology order — the strategy decides before risk sees the orders, risk approves before exec
 sends — so a backtest never lets a component act on something it could not yet have received.
@@ -50,19 +51,20 @@ from engine.messages import (
     Forecast,
     NewOrder,
     OrderPartiallyFilled,
-    OrderRejected,
     ReplaceOrder,
     RiskEvent,
 )
 from engine.portfolio import Portfolio
 from engine.risk import RiskGate, RiskLimits
 from engine.sizing import SizingLimits
+from engine.stages import Handler
+from engine.stages.exec import ExecStage
+from engine.stages.risk import RiskStage
+from engine.stages.strategy import REFUSALS, StrategyStage
 from engine.strategies.base import Strategy
 from engine.strategy_host import StrategyHost, StrategySpec
+from engine.topology import TABLES, TOPOLOGY
 from engine.venues.base import Venue
-
-# queue item kinds, in the order a tick flows through the topology
-_MD, _INTENT, _ORDER, _EVENT, _REJECT, _CONTROL = range(6)
 
 #: items processed at one simulated instant before the runtime calls it a livelock (a strategy
 #: answering every reject with a new order at zero latency would otherwise spin forever)
@@ -102,7 +104,6 @@ class InlineRuntime:
     """
 
     RISK_REFRESH_NS = 20_000_000  # risk's periodic refresh, like [risk] refresh_interval_ms
-    _risk_refresh_at = 0
 
     def __init__(
         self,
@@ -177,7 +178,14 @@ class InlineRuntime:
         self.poll_interval_ns = int(poll_interval_ns)
         self._controls = sorted(controls, key=lambda c: c.ts)
         self._ci = 0  # next control to apply
-        self._next_timer: int | None = None
+        self.strategy_stage = StrategyStage(self.host, self, self.timer_interval_ns)
+        self.risk_stage = RiskStage(self.risk, self, refresh_ns=self.RISK_REFRESH_NS)
+        self.exec_stage = ExecStage(self.exec, self.portfolio, self)
+        self._routes = self._wire((self.strategy_stage, self.risk_stage, self.exec_stage))
+        # the stages' timers: [next due (None until the first tick), interval, fn]
+        self._timers: list[list[Any]] = [
+            [None, e.interval_ns, e.fn] for e in self.strategy_stage.timers
+        ]
         # a venue may say when it next has something due (exact event delivery); otherwise it is
         # polled when time advances, and every poll_interval_ns while orders are open
         # (exec's next_event_ns covers the venue's, retries, emulated expiries, algo slices)
@@ -202,13 +210,50 @@ class InlineRuntime:
         self.first_ns: int | None = None
         self.done = False
 
-    # --- the queue -----------------------------------------------------------------------------
-    def _push(self, t: int, kind: int, msg: object) -> None:
-        heapq.heappush(self._queue, (t, next(self._seq), kind, msg))
+    # --- the wiring ----------------------------------------------------------------------------
+    def _wire(self, stages: tuple[Any, ...]) -> dict[str, list[Handler]]:
+        """Each ring's readers' handlers, in topology order. Two differences from the rings of
+        the worker processes, both about where the simulated venue is: exec's venue sees the
+        market at the source's time (``_source_item``), not after the feed latency; and the
+        readers of the feed's top-of-book table (risk) get each market-data message with the
+        strategy, where the processes read the table when they need a price."""
+        by_name = {s.name: s for s in stages}
+        routes: dict[str, list[Handler]] = {}
+        for spec in TOPOLOGY:
+            routes[spec.name] = [
+                by_name[r].handlers[spec.name]
+                for r, _ in spec.consumers
+                if r in by_name
+                and spec.name in by_name[r].handlers
+                and not (spec.name == "md" and r == "exec")
+            ]
+        for table, writer, table_readers in TABLES:
+            if writer == "feed":
+                routes["md"] += [
+                    by_name[r].handlers[table]
+                    for r in table_readers
+                    if r in by_name and table in by_name[r].handlers
+                ]
+        return routes
 
-    def _push_all(self, t: int, kind: int, msgs: list[Any]) -> None:
+    # --- the queue: the outbox of every stage ----------------------------------------------------
+    def _push(self, t: int, ring: str, msg: object) -> None:
+        heapq.heappush(self._queue, (t, next(self._seq), ring, msg))
+
+    def publish(self, ring: str, msg: Any) -> None:
+        """A stage's output: it reaches the ring's readers one hop later."""
+        heapq.heappush(self._queue, (self.now_ns + self.hop_latency_ns, next(self._seq), ring, msg))
+        if ring == "intents":
+            self.intents += 1
+        elif ring == "risk":
+            if isinstance(msg, RiskEvent):
+                self.risk_events.append(msg)
+            elif isinstance(msg, REFUSALS):
+                self.risk_rejects += 1
+
+    def publish_batch(self, ring: str, msgs: Any) -> None:
         for m in msgs:
-            self._push(t, kind, m)
+            self.publish(ring, m)
 
     def _advance(self, t: int) -> None:
         """Move the clock to ``t`` and collect what the venue has made due by then."""
@@ -217,99 +262,55 @@ class InlineRuntime:
         self.now_ns = t
         if t > self._polled_at:
             self._polled_at = t
-            self._push_all(t + self.hop_latency_ns, _EVENT, self.exec.poll(t))
+            self.exec_stage.poll(t)
 
-    def _risk_out(self, t: int, out: list[Any]) -> None:
-        hop = t + self.hop_latency_ns
-        for m in out:
-            if isinstance(m, RiskEvent):
-                self.risk_events.append(m)
-            elif isinstance(m, OrderRejected):
-                self.risk_rejects += 1
-                self._push(hop, _REJECT, m)
-            elif isinstance(m, NewOrder | CancelOrder | ReplaceOrder):
-                self._push(hop, _ORDER, m)
-            # (TradingStateChanged, InstrumentHalted/Resumed: the risk record only)
-
-    def _handle(self, t: int, kind: int, msg: Any) -> None:
-        hop = t + self.hop_latency_ns
-        if kind == _MD:
-            intents = self.host.on_market_data(msg, t)
-            self.risk.on_market_data(msg)
-            if t >= self._risk_refresh_at:  # marks, breakers, stops: as the risk process does
-                self._risk_refresh_at = t + self.RISK_REFRESH_NS
-                self._risk_out(t, self.risk.on_prices(t))
-            self.portfolio.on_market_data(msg)
-            if self._next_sample is None or t >= self._next_sample:
-                self.portfolio.sample(t)
-                self._next_sample = t + self.equity_interval_ns
-            self.intents += len(intents)
-            self._push_all(hop, _INTENT, intents)
-        elif kind == _INTENT:
-            self._risk_out(t, self.risk.on_intent(msg, t))
-        elif kind == _ORDER:
+    def _handle(self, t: int, ring: str, msg: Any) -> None:
+        """A message reaches the readers of its ring (what the runtime records, around it)."""
+        if ring == "orders":
             self.orders_sent.append(msg)
             if isinstance(msg, NewOrder):
                 self.new_orders += 1
                 self.latencies_ns.append(t - msg.ts_origin)
-                self._book_order(msg)
-            self._push_all(hop, _EVENT, self.exec.on_order(msg, t))
-        elif kind == _EVENT:
-            if type(msg) is ExchangeStatus:  # the venue's status, forwarded by exec: risk obeys
-                self._risk_out(t, self.risk.on_status(msg, t))
-                return
+        elif ring == "events" and type(msg) is not ExchangeStatus:
             self.events += 1
-            self.portfolio.on_event(msg)  # fills; terminal events end what it keeps per order
             if isinstance(msg, OrderPartiallyFilled):
                 self.fills += 1
-            elif isinstance(msg, OrderRejected):
+            elif isinstance(msg, REFUSALS):
                 self.venue_rejects += 1
-            self.risk.on_exec_event(msg)
-            intents = self.host.on_exec_event(msg, t)
-            self.intents += len(intents)
-            self._push_all(hop, _INTENT, intents)
-        elif kind == _REJECT:
-            intents = self.host.on_exec_event(msg, t)
-            self.intents += len(intents)
-            self._push_all(hop, _INTENT, intents)
-        elif kind == _CONTROL:
-            self._risk_out(t, self.risk.on_control(msg))
-
-    def _book_order(self, msg: NewOrder) -> None:
-        """The portfolio learns the order's strategy (P&L attribution) and any lots the strategy
-        named for it (specific identification, e.g. a tax-loss harvest)."""
-        p = self.portfolio
-        p.on_order(msg)
-        try:
-            strat = self.host.strategy(msg.strategy_id)
-        except KeyError:
-            return
-        named = getattr(strat, "designated_lots", None)
-        if named and msg.client_order_id in named:
-            p.designate_lots(msg.client_order_id, named[msg.client_order_id])
+        for h in self._routes[ring]:
+            h(msg, t)
+        if ring == "md" and (self._next_sample is None or t >= self._next_sample):
+            self.portfolio.sample(t)  # the equity curve (analytics)
+            self._next_sample = t + self.equity_interval_ns
 
     def _source_item(self, msg: object) -> None:
         """A source message reaches the venue now, and our components after the feed latency."""
         if isinstance(msg, Control):
             self._advance(msg.ts)
-            self._push(self.now_ns, _CONTROL, msg)
+            self._push(self.now_ns, "control", msg)
             return
         self.ticks += 1
         self._advance(_msg_time(msg))
         if self.first_ns is None:
             self.first_ns = self.now_ns
         if not isinstance(msg, Forecast):  # a forecast is ours, not the market's
-            self._push_all(
-                self.now_ns + self.hop_latency_ns,
-                _EVENT,
-                self.exec.on_market_data(msg, self.now_ns),
-            )
+            self.exec_stage.on_md(msg, self.now_ns)
         t_recv = self.now_ns + self.feed_latency_ns
         if hasattr(msg, "ts_recv") and not isinstance(msg, Forecast):
             msg.ts_recv = t_recv  # type: ignore[attr-defined]
-        self._push(t_recv, _MD, msg)
+        self._push(t_recv, "md", msg)
 
     # --- scheduling ----------------------------------------------------------------------------
+    def _timer_due(self) -> int | None:
+        due = [tm[0] for tm in self._timers if tm[0] is not None]
+        return min(due) if due else None
+
+    def _fire_timers(self, t: int) -> None:
+        for tm in self._timers:
+            if tm[0] is not None and tm[0] <= t:
+                tm[0] = t + tm[1]
+                tm[2](t)
+
     def _next_poll(self, interval: int) -> int | None:
         """When the venue should next be polled: its own hint, or ``interval`` after the last
         poll while orders are open (there is nothing to hear about otherwise)."""
@@ -332,7 +333,7 @@ class InlineRuntime:
         while True:
             t_q = q[0][0] if q else None
             t_c = controls[self._ci].ts if self._ci < len(controls) else None
-            t_tm = self._next_timer if timers else None
+            t_tm = self._timer_due() if timers else None
             t_p = self._next_poll(poll_interval)
             cands = [t for t in (t_c, t_q, t_tm, t_p) if t is not None]
             if not cands:
@@ -352,16 +353,12 @@ class InlineRuntime:
                 self._ci += 1
                 self._source_item(controls[self._ci - 1])
             elif t_next == t_q:
-                t, _, kind, msg = heapq.heappop(q)
+                t, _, ring, msg = heapq.heappop(q)
                 self._advance(t)
-                self._handle(t, kind, msg)
+                self._handle(t, ring, msg)
             elif t_next == t_tm:
-                assert self._next_timer is not None
                 self._advance(t_next)
-                intents = self.host.on_timer(t_next)
-                self.intents += len(intents)
-                self._push_all(t_next + self.hop_latency_ns, _INTENT, intents)
-                self._next_timer = t_next + self.timer_interval_ns
+                self._fire_timers(t_next)
             else:
                 self._advance(t_next)
 
@@ -379,8 +376,9 @@ class InlineRuntime:
                 self.wall_ns_per_tick.append(now_wall - wall_prev)
             wall_prev = now_wall
             self._source_item(msg)
-            if self._next_timer is None and self.timer_interval_ns > 0:
-                self._next_timer = self.now_ns + self.timer_interval_ns
+            for tm in self._timers:
+                if tm[0] is None:
+                    tm[0] = self.now_ns + tm[1]
         # what the last tick caused, and controls scheduled after the data ends
         self._step(None, timers=False, poll_interval=0)
         if wall_prev is not None:
@@ -391,9 +389,7 @@ class InlineRuntime:
     def _finish(self) -> None:
         """Stop the strategies (cancels), then let the venue answer for up to ``drain_ns``."""
         t = self.now_ns
-        intents = self.host.stop(t)
-        self.intents += len(intents)
-        self._push_all(t + self.hop_latency_ns, _INTENT, intents)
+        self.strategy_stage.stop(t)
         self._step(
             t + self.drain_ns,
             timers=False,

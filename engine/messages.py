@@ -209,6 +209,9 @@ class IntentNew(msgspec.Struct, tag=10, **_S):
     expire_ns: int = 0
     algo: int = 0  # AlgoKind: 0 = a plain order
     algo_params: dict[str, float] = {}  # the algorithm's parameters (engine.algos)
+    # the lots its fills close first, (client_order_id, fill_id) of their opening fills:
+    # specific identification named by the strategy (engine.portfolio.Portfolio.designate_lots)
+    lots: list[tuple[int, int]] = []
 
 
 class IntentCancel(msgspec.Struct, tag=11, **_S):
@@ -248,6 +251,9 @@ class NewOrder(msgspec.Struct, tag=20, **_S):
     expire_ns: int = 0
     algo: int = 0  # AlgoKind: 0 = a plain order
     algo_params: dict[str, float] = {}  # the algorithm's parameters (engine.algos)
+    # the lots its fills close first, (client_order_id, fill_id) of their opening fills:
+    # specific identification named by the strategy (engine.portfolio.Portfolio.designate_lots)
+    lots: list[tuple[int, int]] = []
 
 
 class CancelOrder(msgspec.Struct, tag=21, **_S):

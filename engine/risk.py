@@ -494,6 +494,7 @@ class RiskGate:
                 expire_ns=it.expire_ns,
                 algo=it.algo,  # an algo parent stays one: exec works it, never sends it whole
                 algo_params=it.algo_params,
+                lots=it.lots,  # the lots its strategy named (engine.stages.exec designates them)
             )
         ]
 

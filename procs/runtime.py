@@ -1,9 +1,10 @@
 """What every worker process shares: the ring topology, heartbeats, metrics, pinning, shutdown.
 
-The topology (DESIGN §2) is declared once, here, as data: which process produces each ring and
-which processes read it, gating or not. The supervisor creates the regions from it (so gating
-readers are registered before any producer writes: nothing is missed by a reader that starts
-late, and a restarted reader resumes from its cursor); the workers attach by the same names.
+The topology (DESIGN §2) is declared once, as data, in ``engine.topology`` (re-exported here):
+which process produces each ring and which processes read it, gating or not. The supervisor
+creates the regions from it (so gating readers are registered before any producer writes:
+nothing is missed by a reader that starts late, and a restarted reader resumes from its cursor);
+the workers attach by the same names.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engine.codec import MESSAGE_DECODER
 from engine.md_rejects import REASONS as MD_REJECT_REASONS
+from engine.topology import RING_BY_NAME, TOPOLOGY, WORKERS, RingSpec  # noqa: F401 (re-exported)
 from shm.metrics import MetricsRegion
 from shm.ring import Consumer, Producer, Ring
 from shm.seqlock import SeqlockTable
@@ -28,7 +30,6 @@ from shm.waiter import Waiter
 
 log = logging.getLogger("gekko.procs")
 
-WORKERS = ("feed", "strategy", "risk", "exec")
 SUPERVISOR = "supervisor"
 # workers started only when their config enables them (``worker_enabled``). Each has a health row
 # after the core ones; the core workers never wait for them, and a disabled one has no ring
@@ -54,34 +55,6 @@ class SupervisorGone(SystemExit):
     def __init__(self, ppid: int) -> None:
         super().__init__(3)
         self.ppid = ppid
-
-
-@dataclass(frozen=True)
-class RingSpec:
-    name: str
-    capacity_key: str  # attribute of cfg.rings
-    producer: str
-    consumers: tuple[tuple[str, bool], ...]  # (reader, gating)
-
-
-TOPOLOGY: tuple[RingSpec, ...] = (
-    # trading readers gate market data: a strategy must see every tick for its orders to be
-    # reproducible; the supervisor's monitor may fall behind and only counts what it missed
-    # risk needs only the latest prices: it reads them from the feed's top-of-book table
-    # (the supervisor counts ticks from the feed's metrics: it never decodes market data)
-    RingSpec("md", "md_capacity", "feed", (("strategy", True), ("exec", True))),
-    RingSpec("intents", "intents_capacity", "strategy", (("risk", True),)),
-    RingSpec("orders", "orders_capacity", "risk", (("exec", True), ("supervisor", True))),
-    RingSpec(
-        "events",
-        "events_capacity",
-        "exec",
-        (("strategy", True), ("risk", True), ("supervisor", True)),
-    ),
-    RingSpec("risk", "risk_capacity", "risk", (("strategy", True), ("supervisor", True))),
-    RingSpec("control", "control_capacity", "supervisor", tuple((w, True) for w in WORKERS)),
-)
-RING_BY_NAME = {r.name: r for r in TOPOLOGY}
 
 
 def worker_enabled(cfg: Any, name: str) -> bool:
@@ -373,7 +346,9 @@ class Worker:
     def consume(self, ring: str) -> Consumer:
         spec = self._spec(ring)
         gating = dict(spec.consumers)[self.name]
-        c = self._ring(ring).consumer(self.name, gating=gating, wait=self.wait)
+        c = self._ring(ring).consumer(
+            self.name, gating=gating, wait=self.wait, decoder=MESSAGE_DECODER
+        )
         self.consumers[ring] = c
         return c
 
