@@ -39,6 +39,7 @@ from ops.control import ControlInbox, ControlItem, ControlServer, Peer, socket_p
 from ops.control_outbox import ControlOutbox
 from ops.identity import remove_record_if_mine
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
+from ops.services import Background, EmbeddedServices
 from procs.runtime import (
     ALL_WORKERS,
     COUNTERS,
@@ -81,32 +82,6 @@ def _rounded(x: Any) -> Any:
     return round(x, 6) if isinstance(x, float) else x
 
 
-class _Background:
-    """Run ``fn`` in a thread; ``join`` re-raises what it raised."""
-
-    def __init__(self, fn: Any) -> None:
-        import threading
-
-        self._exc: BaseException | None = None
-        self._t = threading.Thread(target=self._run, args=(fn,), name="pg-start", daemon=True)
-        self._t.start()
-
-    def _run(self, fn: Any) -> None:
-        try:
-            fn()
-        except BaseException as exc:  # handed to join()
-            self._exc = exc
-
-    def join(self, meanwhile: Any = None) -> None:
-        """Wait for it; ``meanwhile()`` runs every 20 ms until then."""
-        while self._t.is_alive():
-            if meanwhile is not None:
-                meanwhile()
-            self._t.join(0.02)
-        if self._exc is not None:
-            raise self._exc
-
-
 class WorkerHandle:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -140,12 +115,10 @@ class Supervisor:
         self.run_dir = self.var / "last_run"
         self.workers = {n: WorkerHandle(n) for n in enabled_workers(cfg)}
         self.topology = topology(cfg)
-        self.redis_server: Any = None  # the embedded Redis this run started (ops.store.redis_store)
-        # PostgreSQL: the embedded server this run started (ops.store.pg) and the DSN workers get;
         # run_id keys every stored trading row of this run (and the venue's own record)
-        self.pg_server: Any = None
-        self.pg_dsn = ""
         self.run_id = time.time_ns()
+        # var/, the embedded PostgreSQL and Redis, and the guardian that stops them if we die
+        self.services = EmbeddedServices(cfg, self.run_id)
         self.remote: list[Any] = []  # messages from other engines (the bridge's "remote" ring)
         self.c_remote: Any = None
         self.rings: dict[str, Ring] = {}
@@ -153,8 +126,12 @@ class Supervisor:
         self._stop_reason = ""
         self.inbox = ControlInbox()  # operator commands: control socket and signals
         self._phase = "starting"
-        self.guardian: Any = None  # ops/guardian.py: stops the embedded servers if we are killed
         self.exit_code = 0
+
+    @property
+    def pg_dsn(self) -> str:
+        """The DSN the workers get (empty: no PostgreSQL)."""
+        return self.services.pg_dsn
 
     # --- signals -------------------------------------------------------------------------------
     def _on_stop_signal(self, signum: int, frame: object) -> None:
@@ -545,7 +522,7 @@ class Supervisor:
 
     # --- main ----------------------------------------------------------------------------------
     def run(self) -> int:
-        self._secure_var()
+        self.services.secure_var()
         pidfile = self.var / f"gekko-{self.engine_id}.pid"
         old = {
             s: signal.getsignal(s)
@@ -562,7 +539,7 @@ class Supervisor:
             return 1
         control, me = claimed
         try:
-            self._start_guardian()
+            self.services.start_guardian()
             # never blocks the loop that replaces the worker holding the ring back: a message
             # that finds the ring full waits, in order, in the outbox (ops/control_outbox.py)
             self.control = self.rings["control"].producer(wait="backoff", timeout_s=0.02)
@@ -578,11 +555,11 @@ class Supervisor:
 
                 self.c_remote = self.rings["remote"].consumer("supervisor", decoder=REMOTE_DECODER)
                 self.remote_filter = RemoteFilter()
-            self._start_redis()
+            self.services.start_redis()
             self._audit_start()
             # PostgreSQL (initdb on a fresh var dir, start, migrate) takes seconds: it comes up
             # while the workers that do not need it start; the recorder starts once it is up
-            pg = _Background(self._start_postgres)
+            pg = Background(self.services.start_postgres)
             for h in self.workers.values():
                 if h.name != "recorder":
                     self._start(h)
@@ -613,10 +590,7 @@ class Supervisor:
             self._write_outputs()
             self._audit_stop()
             self._remove_regions()
-            self._stop_redis()
-            self._stop_postgres()
-            if self.guardian is not None:
-                self.guardian.done()
+            self.services.stop()
             remove_record_if_mine(pidfile, me)
             for s, h in old.items():
                 signal.signal(s, h)
@@ -701,104 +675,6 @@ class Supervisor:
         unclean = [n for n, st in states.items() if st != STATE_STOPPED]
         if unclean:
             log.warning("workers that did not stop cleanly: %s", ", ".join(unclean))
-
-    # --- var/ and the embedded servers' lifetime --------------------------------------------------
-    def _secure_var(self) -> None:
-        """``var/`` private (ops/fsperm.py); a var/ an older version left readable is narrowed."""
-        from ops.fsperm import tighten
-        from ops.store.pg import PgSettings
-
-        self.var.mkdir(parents=True, exist_ok=True)
-        pg_dir = Path(PgSettings.from_config(self.cfg).data_dir)
-        n = tighten(self.var, skip=[pg_dir])
-        if n:
-            log.warning(
-                "%s: %d files and directories were readable by other users; now private",
-                self.var,
-                n,
-            )
-
-    def _start_guardian(self) -> None:
-        """The process that stops our embedded PostgreSQL / Redis if we die without doing so."""
-        from ops.guardian import Guardian
-        from ops.store.pg import PgSettings
-        from ops.store.redis_store import embedded_dbfile, needs_redis
-
-        pg = PgSettings.from_config(self.cfg)
-        pg_dir = str(Path(pg.data_dir).resolve()) if pg.mode == "embedded" else ""
-        embedded_redis = needs_redis(self.cfg) and self.cfg.storage.redis.mode == "embedded"
-        rd = str(embedded_dbfile(self.cfg)) if embedded_redis else ""
-        if pg_dir or rd:
-            self.guardian = Guardian(pg_dir, rd)
-
-    def _start_redis(self) -> None:
-        """Start the embedded Redis before the workers that use it (none use it: none started)."""
-        from ops.store.redis_store import RedisUnavailable, needs_redis, start_embedded
-
-        if needs_redis(self.cfg) and self.cfg.storage.redis.mode == "embedded":
-            try:
-                self.redis_server = start_embedded(self.cfg)
-            except RedisUnavailable as exc:  # trading goes on; the bridge logs and retries
-                log.error("%s; the engine runs without Redis", exc)
-
-    def _start_postgres(self) -> None:
-        """Start the embedded PostgreSQL (or check the DSN's), apply migrations, before any worker.
-
-        A database given by DSN that does not answer is not fatal: the recorder journals until it
-        does. An embedded one that cannot start is (its data directory is ours to fix).
-        """
-        from engine.venues.sim import prune_records
-        from ops.store.migrate import migrate
-        from ops.store.pg import EmbeddedPostgres, PgSettings, connect
-        from procs.build import venue_record_path
-
-        # each run is a fresh simulated exchange session: earlier runs' venue records go
-        prune_records(self.var / "venue", keep=venue_record_path(self.cfg, self.run_id))
-        settings = PgSettings.from_config(self.cfg)
-        if not settings.enabled:
-            return
-        if settings.mode == "embedded":
-            self.pg_server = EmbeddedPostgres(settings.data_dir)
-            self.pg_dsn = self.pg_server.start()
-            log.info("embedded PostgreSQL running under %s", settings.data_dir)
-        else:
-            self.pg_dsn = settings.mode
-        try:
-            with connect(self.pg_dsn, settings) as conn:
-                conn.autocommit = True
-                done = migrate(conn)
-                if done:
-                    from ops.store.audit import record_migrations
-
-                    try:  # the database is up right here: the row is written directly
-                        record_migrations(
-                            conn, done, "supervisor", f"gekko run (run {self.run_id})"
-                        )
-                    except Exception as exc:
-                        log.error("audit: migrations applied but not recorded (%s)", exc)
-            if done:
-                log.info(
-                    "database migrated: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in done)
-                )
-        except Exception as exc:
-            if self.pg_server is not None:
-                raise
-            log.error(
-                "PostgreSQL at the configured DSN is unreachable (%s): the recorder journals until it is back",
-                exc,
-            )
-
-    def _stop_postgres(self) -> None:
-        if self.pg_server is not None:
-            with contextlib.suppress(Exception):
-                self.pg_server.stop()
-            self.pg_server = None
-
-    def _stop_redis(self) -> None:
-        if self.redis_server is not None:
-            with contextlib.suppress(Exception):
-                self.redis_server.stop()
-            self.redis_server = None
 
     def _kill_all(self) -> None:
         for h in self.workers.values():
