@@ -1,6 +1,6 @@
 """Walk-forward evaluation against baselines: MAE, MASE, sMAPE, directional accuracy with its CI.
 
-What each number means (the README repeats this next to the tables):
+What each number means (docs/forecasting.md shows the tables and points here):
 
 - MAE: mean absolute error of the forecast log returns, over every horizon step.
 - MASE: absolute errors divided by the in-sample MAE of the random-walk forecast (mean |ret| on
@@ -338,7 +338,7 @@ def evaluate_predictor(
 
 
 def format_report(r: EvalReport) -> str:
-    """The table ``gekko eval`` prints (also pasted, verbatim, into the README)."""
+    """The table ``gekko eval`` prints (also pasted, verbatim, into docs/forecasting.md)."""
     how = f"{r.folds}-fold walk-forward" if r.folds else "held-out last part"
     n = r.rows[0].n if r.rows else 0
     lines = [
