@@ -29,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from engine.codec import MESSAGE_DECODER
 from engine.messages import (
     AuditEvent,
     Control,
@@ -544,9 +545,9 @@ class Supervisor:
             # that finds the ring full waits, in order, in the outbox (ops/control_outbox.py)
             self.control = self.rings["control"].producer(wait="backoff", timeout_s=0.02)
             self.outbox = ControlOutbox(self.control)
-            self.c_orders = self.rings["orders"].consumer("supervisor")
-            self.c_events = self.rings["events"].consumer("supervisor")
-            self.c_risk = self.rings["risk"].consumer("supervisor")
+            self.c_orders = self.rings["orders"].consumer("supervisor", decoder=MESSAGE_DECODER)
+            self.c_events = self.rings["events"].consumer("supervisor", decoder=MESSAGE_DECODER)
+            self.c_risk = self.rings["risk"].consumer("supervisor", decoder=MESSAGE_DECODER)
             self.c_remote = None
             if (
                 "remote" in self.rings

@@ -31,6 +31,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from engine.codec import MESSAGE_DECODER
 from engine.messages import (
     BookSnapshot,
     Control,
@@ -242,9 +243,13 @@ class PipelineSession:
             dead_reader_grace_s=self.cfg.rings.dead_reader_grace_s,
         )
         self.control = rings["control"].producer(wait="backoff", timeout_s=2.0)
-        self.events = rings["events"].consumer("supervisor", wait=self.wait)
-        self.orders = rings["orders"].consumer("supervisor", wait=self.wait)
-        self.risk = rings["risk"].consumer("supervisor", wait=self.wait)
+        self.events = rings["events"].consumer(
+            "supervisor", wait=self.wait, decoder=MESSAGE_DECODER
+        )
+        self.orders = rings["orders"].consumer(
+            "supervisor", wait=self.wait, decoder=MESSAGE_DECODER
+        )
+        self.risk = rings["risk"].consumer("supervisor", wait=self.wait, decoder=MESSAGE_DECODER)
         for name in PIPELINE_WORKERS:
             sup._start(sup.workers[name])
         self.workers_started = True

@@ -1,6 +1,7 @@
 """Shared-memory transport, knowing nothing of trading (DESIGN §3).
 
-- ``shm.ring``: single-producer / multi-consumer rings of variable-length frames.
+- ``shm.ring``: single-producer / multi-consumer rings of variable-length frames (the roles in
+  ``shm.producer`` and ``shm.consumer``; the caller passes the consumer its decoder).
 - ``shm.wait``: wait strategies (spin, yield, backoff, block).
 - ``shm.seqlock``: one-writer, lock-free-reader tables of numpy records.
 - ``shm.metrics``: counters and log-linear latency histograms.

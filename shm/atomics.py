@@ -12,7 +12,7 @@ How: each intrinsic below emits the LLVM atomic instruction directly (``load ato
 ordering is the C++11 memory model's, enforced by the compiler for whatever CPU numba targets —
 not an accident of the host architecture. Addresses are plain ``uint64`` integers (the mmap's
 address plus an offset): passing scalars keeps numba's call overhead low, which matters because
-Python code on the hot path calls these through small jitted wrappers.
+Python code on the hot path calls these through the jitted kernels of ``shm.kernels``.
 
 Why that is enough: the ring has exactly one producer per sequence word and one writer per
 consumer cursor, so release/acquire pairs order all data hand-offs. The only place where a
@@ -23,7 +23,6 @@ consistent fence on both sides (``fence_seq_cst``), the classic Dekker pattern.
 
 from __future__ import annotations
 
-import numba
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -169,27 +168,3 @@ def u64_ptr(typingctx, addr):  # type: ignore[no-untyped-def]
         return builder.inttoptr(args[0], _I64.as_pointer())
 
     return sig, codegen
-
-
-# --- thin jitted wrappers callable from Python -----------------------------------------------
-# Each costs one numba dispatch (~150-200 ns); the ring amortises them over batches.
-
-
-@numba.njit(cache=True, nogil=True)
-def py_load_acquire(addr: int) -> int:
-    return load_acquire(numba.uint64(addr))
-
-
-@numba.njit(cache=True, nogil=True)
-def py_store_release(addr: int, val: int) -> None:
-    store_release(numba.uint64(addr), numba.uint64(val))
-
-
-@numba.njit(cache=True, nogil=True)
-def py_cas(addr: int, expected: int, new: int) -> bool:
-    return cas_u64(numba.uint64(addr), numba.uint64(expected), numba.uint64(new))
-
-
-@numba.njit(cache=True, nogil=True)
-def py_fetch_add(addr: int, delta: int) -> int:
-    return fetch_add_u64(numba.uint64(addr), numba.uint64(delta))

@@ -12,11 +12,13 @@ deadline: shutdown never hangs on an empty ring.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Literal
 
 import msgspec
+import posix_ipc
 
 WaitKind = Literal["spin", "yield", "backoff", "block", "poll"]
 WAIT_KINDS: tuple[str, ...] = ("spin", "yield", "backoff", "block", "poll")
@@ -117,3 +119,20 @@ def make_wait(kind: str | WaitStrategy, poll_interval_s: float | None = None) ->
     if kind == "block":
         return WaitStrategy(kind=kind, spin_rounds=20, **extra)
     return WaitStrategy(kind=kind, **extra)
+
+
+def sem_wait(sem: posix_ipc.Semaphore, timeout: float) -> None:
+    """Wait on ``sem`` for at most ``timeout`` seconds, on platforms with and without timed waits."""
+    if timeout <= 0:
+        return
+    if posix_ipc.SEMAPHORE_TIMEOUT_SUPPORTED:
+        with contextlib.suppress(posix_ipc.BusyError):
+            sem.acquire(timeout)
+        return
+    deadline = time.monotonic() + timeout  # macOS: no sem_timedwait; poll with short sleeps
+    while time.monotonic() < deadline:
+        try:
+            sem.acquire(0)
+            return
+        except posix_ipc.BusyError:
+            time.sleep(50e-6)

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import posix_ipc
 
 from shm import kernels as K
-from shm.ring import Consumer, _sem_wait
-from shm.wait import WaitStrategy
+from shm.consumer import Consumer
+from shm.wait import WaitStrategy, sem_wait
 
 
 class Waiter:
@@ -63,7 +63,7 @@ class Waiter:
                     self._clear()
                     return True
                 self.sleeps += 1
-                _sem_wait(self._sem, min(w.block_slice_s, remaining))
+                sem_wait(self._sem, min(w.block_slice_s, remaining))
                 self._clear()
             elif w.kind == "poll":
                 # one interval, never past the deadline (the caller's heartbeat depends on it)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.codec import MESSAGE_DECODER
 from engine.messages import AuditEvent, Control, ControlCommand
 from ops.control_outbox import ControlOutbox
 from shm.ring import Ring
@@ -23,7 +24,7 @@ def _msg(i: int) -> Control | AuditEvent:
 def _ring(engine_id: str, name: str) -> tuple[Ring, ControlOutbox, object]:
     ring = Ring.create(engine_id, name, 1 << 12, consumers=[("risk", True)])
     outbox = ControlOutbox(ring.producer(wait="backoff", timeout_s=0.001))
-    return ring, outbox, ring.consumer("risk")
+    return ring, outbox, ring.consumer("risk", decoder=MESSAGE_DECODER)
 
 
 def test_a_full_ring_queues_in_order_and_nothing_is_lost(engine_id: str) -> None:

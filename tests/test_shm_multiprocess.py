@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from engine.codec import MESSAGE_DECODER
 from engine.messages import Quote
 from shm import kernels as K
 from shm.region import cleanup_stale, list_regions, pid_alive
@@ -34,7 +35,7 @@ def _make_batch(start: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def _gating_reader(engine_id: str, name: str, out) -> None:  # type: ignore[no-untyped-def]
     ring = Ring.attach(engine_id, "stress")
-    cons = ring.consumer(name, wait="backoff")
+    cons = ring.consumer(name, wait="backoff", decoder=MESSAGE_DECODER)
     h = K.FNV_OFFSET
     count = 0
     first_bad = -1
@@ -60,7 +61,7 @@ def _gating_reader(engine_id: str, name: str, out) -> None:  # type: ignore[no-u
 
 def _slow_reader(engine_id: str, out) -> None:  # type: ignore[no-untyped-def]
     ring = Ring.attach(engine_id, "stress")
-    cons = ring.consumer("monitor", gating=False, wait="backoff")
+    cons = ring.consumer("monitor", gating=False, wait="backoff", decoder=MESSAGE_DECODER)
     received = 0
     last = -1
     in_order = True
@@ -123,7 +124,7 @@ def test_five_million_frames_two_gating_one_lapped(engine_id: str) -> None:
 
 
 def _struct_reader(engine_id: str, n: int, out) -> None:  # type: ignore[no-untyped-def]
-    cons = Ring.attach(engine_id, "q").consumer("r", wait="block")
+    cons = Ring.attach(engine_id, "q").consumer("r", wait="block", decoder=MESSAGE_DECODER)
     total = 0
     count = 0
     while count < n:
@@ -153,7 +154,7 @@ def test_structs_across_processes_with_block_wait(engine_id: str) -> None:
 
 
 def _reader_that_stalls(engine_id: str) -> None:
-    cons = Ring.attach(engine_id, "k").consumer("victim")
+    cons = Ring.attach(engine_id, "k").consumer("victim", decoder=MESSAGE_DECODER)
     cons.poll_raw()
     time.sleep(60)  # reads once, then stalls until killed
 
@@ -191,7 +192,7 @@ def _producer_then_die(engine_id: str) -> None:
 def test_consumer_notices_dead_producer(engine_id: str) -> None:
     ctx = mp_context()
     ring = Ring.create(engine_id, "d", 4096, consumers=[("c", True)])
-    cons = ring.consumer("c", wait="block")
+    cons = ring.consumer("c", wait="block", decoder=MESSAGE_DECODER)
     p = ctx.Process(target=_producer_then_die, args=(engine_id,))
     p.start()
     assert cons.wait_for_data(10.0)

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.codec import MESSAGE_DECODER
 from engine.messages import Control
 from shm.layout import (
     FRAME_HEADER,
@@ -61,7 +62,9 @@ def _producer(eid: str) -> Producer:
 
 
 def _reader(eid: str, name: str, gating: bool = True) -> Consumer:
-    return Ring.attach(eid, "r").consumer(name, gating=gating, wait="backoff")
+    return Ring.attach(eid, "r").consumer(
+        name, gating=gating, wait="backoff", decoder=MESSAGE_DECODER
+    )
 
 
 def _read(c: Consumer, api: str, n: int) -> list[int]:
@@ -351,7 +354,7 @@ def test_a_crashed_worker_leaves_its_streams_open_and_its_reader_slots_gating(
     SeqlockTable.create(engine_id, "health", HEALTH_DTYPE, len(ALL_WORKERS))
     MetricsRegion.create(engine_id, metrics_name("feed"), COUNTERS["feed"], HISTOGRAMS["feed"])
     control = rings["control"].producer()
-    md_reader = rings["md"].consumer("strategy")
+    md_reader = rings["md"].consumer("strategy", decoder=MESSAGE_DECODER)
 
     def feed(incarnation: int) -> tuple[Worker, Producer, Consumer, Waiter]:
         w = Worker("feed", cfg, engine_id, incarnation)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.codec import MESSAGE_DECODER
 from engine.messages import OrderFilled, Quote
 from shm import kernels as K
 from shm.layout import FRAME_HEADER
@@ -17,6 +18,7 @@ from shm.ring import (
     FrameTooLargeError,
     Ring,
     RingCorruptedError,
+    RingError,
     RingFullError,
 )
 
@@ -29,7 +31,7 @@ def _payload(i: int, size: int) -> bytes:
 def test_structs_round_trip_in_order(engine_id: str) -> None:
     ring = Ring.create(engine_id, "r", 1 << 14)
     prod = ring.producer()
-    cons = ring.consumer("a")
+    cons = ring.consumer("a", decoder=MESSAGE_DECODER)
     sent = [Quote(i % 3, 100 + i, 5, 101 + i, 7, i, i + 1, i) for i in range(5000)]
     got = []
     for m in sent:
@@ -46,13 +48,16 @@ def test_structs_round_trip_in_order(engine_id: str) -> None:
 def test_raw_view_gives_type_without_decoding(engine_id: str) -> None:
     ring = Ring.create(engine_id, "r", 1 << 12)
     prod = ring.producer()
-    cons = ring.consumer("a")
+    cons = ring.consumer("a")  # no decoder: the transport knows no message types
     prod.publish(Quote(1, 2, 3, 4, 5, 6, 7, 8))
     prod.publish_raw(77, b"abc")
     ftype, view = cons.poll_raw()
     assert ftype == 1  # Quote's tag
     ftype, view = cons.poll_raw()
     assert (ftype, bytes(view)) == (77, b"abc")
+    prod.publish(Quote(1, 2, 3, 4, 5, 6, 7, 8))
+    with pytest.raises(RingError, match="no decoder"):
+        cons.poll()
 
 
 @settings(max_examples=60, deadline=None)
@@ -73,7 +78,7 @@ def test_any_frames_round_trip_byte_exact(
     ring = Ring.create(eid, "p", 4096, max_payload=1024)
     try:
         prod = ring.producer(timeout_s=0.2)
-        cons = ring.consumer("a")
+        cons = ring.consumer("a", decoder=MESSAGE_DECODER)
         payloads = [_payload(i, s) for i, s in enumerate(sizes)]
         got: list[bytes] = []
 
@@ -134,7 +139,7 @@ def test_any_frames_round_trip_byte_exact(
 def test_gating_consumer_holds_back_producer(engine_id: str) -> None:
     ring = Ring.create(engine_id, "r", 4096)
     prod = ring.producer(timeout_s=0.1)
-    cons = ring.consumer("slow")
+    cons = ring.consumer("slow", decoder=MESSAGE_DECODER)
     with pytest.raises(RingFullError):
         for _ in range(10_000):
             prod.publish_raw(1, b"x" * 100)
@@ -169,16 +174,48 @@ def test_non_gating_consumer_counts_exactly_what_it_missed(engine_id: str) -> No
     assert received == sorted(received) and len(set(received)) == len(received)
 
 
+@pytest.mark.parametrize("read", ["poll", "poll_batch"])
+def test_non_gating_decoded_reads_count_exactly_what_they_missed(engine_id: str, read: str) -> None:
+    """The decoded reads of a lapped reader (the shared poll core) lose nothing silently."""
+    ring = Ring.create(engine_id, "r", 4096)
+    prod = ring.producer()
+    fast = ring.consumer("fast")
+    lazy = ring.consumer("lazy", gating=False, decoder=MESSAGE_DECODER)
+
+    def take(limit: int) -> list[Quote]:
+        if read == "poll_batch":
+            return lazy.poll_batch(limit)
+        out = []
+        while len(out) < limit and (m := lazy.poll()) is not None:
+            out.append(m)
+        return out
+
+    total = 3000
+    received: list[int] = []
+    for i in range(total):
+        prod.publish(Quote(1, i, 1 + i % 9, i + 1, 1, i, i, i))
+        while fast.poll_raw() is not None:
+            pass
+        if i % 97 == 0:  # the lazy one reads now and then
+            received += [q.bid_px for q in take(5)]
+    while batch := take(64):
+        received += [q.bid_px for q in batch]
+    assert lazy.laps > 0
+    assert len(received) + lazy.missed == total
+    assert lazy.received == len(received)
+    assert received == sorted(received) and len(set(received)) == len(received)
+
+
 def test_corrupted_frame_length_is_a_clear_error(engine_id: str) -> None:
     ring = Ring.create(engine_id, "r", 4096)
     prod = ring.producer()
-    cons = ring.consumer("a")
+    cons = ring.consumer("a", decoder=MESSAGE_DECODER)
     prod.publish_raw(1, b"hello world")
     # scribble over the frame's length word (the first 4 bytes of the header)
     ring.region.buf[ring.data_offset : ring.data_offset + 4] = (10**9).to_bytes(4, "little")
     with pytest.raises(RingCorruptedError, match="bad frame"):
         cons.poll_raw()
-    cons2 = ring.consumer("b", from_start=True)
+    cons2 = ring.consumer("b", from_start=True, decoder=MESSAGE_DECODER)
     with pytest.raises(RingCorruptedError):
         cons2.poll_raw_batch(16)
 
@@ -186,7 +223,7 @@ def test_corrupted_frame_length_is_a_clear_error(engine_id: str) -> None:
 def test_undecodable_payload_is_a_clear_error(engine_id: str) -> None:
     ring = Ring.create(engine_id, "r", 4096)
     prod = ring.producer()
-    cons = ring.consumer("a")
+    cons = ring.consumer("a", decoder=MESSAGE_DECODER)
     prod.publish_raw(1, b"\xc1\xc1\xc1")  # 0xc1 is never valid MessagePack
     with pytest.raises(RingCorruptedError, match="undecodable"):
         cons.poll()
@@ -195,7 +232,7 @@ def test_undecodable_payload_is_a_clear_error(engine_id: str) -> None:
 def test_oversized_frame_is_refused_and_nothing_is_lost(engine_id: str) -> None:
     ring = Ring.create(engine_id, "r", 4096, max_payload=512)
     prod = ring.producer()
-    cons = ring.consumer("a")
+    cons = ring.consumer("a", decoder=MESSAGE_DECODER)
     prod.publish_raw(1, b"ok")
     with pytest.raises(FrameTooLargeError):
         prod.publish_raw(1, b"x" * 513)
@@ -209,11 +246,13 @@ def test_preregistered_consumer_sees_everything_and_resumes(engine_id: str) -> N
     prod = ring.producer()
     for i in range(10):
         prod.publish_raw(1, bytes([i]))
-    cons = ring.consumer("risk")  # attaches after publication started: still sees frame 0
+    cons = ring.consumer(
+        "risk", decoder=MESSAGE_DECODER
+    )  # attaches after publication started: still sees frame 0
     assert [bytes(cons.poll_raw()[1])[0] for _ in range(4)] == [0, 1, 2, 3]
     cons.commit()
     cons.close()  # a crash-restart re-attaches by name and resumes from the cursor
-    again = Ring.attach(engine_id, "r").consumer("risk")
+    again = Ring.attach(engine_id, "r").consumer("risk", decoder=MESSAGE_DECODER)
     assert bytes(again.poll_raw()[1])[0] == 4
     assert again.resumed
 
@@ -252,7 +291,7 @@ def test_scan_kernel_rejects_garbage_without_looping() -> None:
 def test_closed_ring_drains_then_reports_closed(engine_id: str) -> None:
     ring = Ring.create(engine_id, "r", 4096)
     prod = ring.producer()
-    cons = ring.consumer("a", wait="block")
+    cons = ring.consumer("a", wait="block", decoder=MESSAGE_DECODER)
     prod.publish_raw(3, b"last")
     prod.close()
     assert bytes(cons.poll_raw()[1]) == b"last"
@@ -266,7 +305,7 @@ def test_raw_batch_at_a_lap_boundary_proceeds_once_drained(engine_id: str) -> No
 
     ring = Ring.create(engine_id, "r", 4096, consumers=[("c", True)])
     prod = ring.producer(timeout_s=2.0)
-    cons = ring.consumer("c")
+    cons = ring.consumer("c", decoder=MESSAGE_DECODER)
     n = 64  # 48-byte payloads make 64-byte frames: 64 of them fill the ring exactly
     types = np.full(n, 7, dtype=np.uint16)
     payload = np.zeros(48 * n, dtype=np.uint8)
@@ -292,14 +331,12 @@ def test_raw_batch_at_a_lap_boundary_proceeds_once_drained(engine_id: str) -> No
 def test_publish_batch_commits_once_when_it_fits(
     engine_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shm import ring as ring_mod
-
     ring = Ring.create(engine_id, "r", 1 << 16)
     prod = ring.producer()
-    cons = ring.consumer("a")
+    cons = ring.consumer("a", decoder=MESSAGE_DECODER)
     calls = []
-    real = ring_mod.K.commit
-    monkeypatch.setattr(ring_mod.K, "commit", lambda *a: calls.append(1) or real(*a))
+    real = K.commit
+    monkeypatch.setattr(K, "commit", lambda *a: calls.append(1) or real(*a))
     msgs = [Quote(1, i, 1, i + 1, 1, i, i, i) for i in range(300)]
     prod.publish_batch(msgs)
     assert len(calls) == 1
@@ -311,7 +348,7 @@ def test_raw_batch_frame_that_wraps_past_a_quarter_ring_is_written(engine_id: st
     spin forever (the batch writer caps each step at a quarter ring)."""
     ring = Ring.create(engine_id, "r", 4096, max_payload=2048)
     prod = ring.producer(timeout_s=1.0)
-    cons = ring.consumer("a")
+    cons = ring.consumer("a", decoder=MESSAGE_DECODER)
     for size in (1600, 1680):  # frames of 1616 + 1696 bytes: 784 bytes left before the end
         prod.publish_raw(1, b"x" * size)
         assert bytes(cons.poll_raw()[1]) == b"x" * size

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.codec import MESSAGE_DECODER
 from engine.messages import Quote
 from ops.config import ConfigError, load_config
 from shm import kernels as K
@@ -83,9 +84,9 @@ def test_poll_reader_is_never_posted_and_gets_every_message_in_order(
     try:
         total = sum(bursts)
         poll = make_wait("poll", poll_interval_s=poll_ms / 1e3)
-        hot = ring.consumer("hot", gating=True, wait="block")
-        bg = ring.consumer("bg", gating=True, wait=poll)
-        lossy = ring.consumer("lossy", gating=False, wait=poll)
+        hot = ring.consumer("hot", gating=True, wait="block", decoder=MESSAGE_DECODER)
+        bg = ring.consumer("bg", gating=True, wait=poll, decoder=MESSAGE_DECODER)
+        lossy = ring.consumer("lossy", gating=False, wait=poll, decoder=MESSAGE_DECODER)
         hot_w = Waiter([hot], hot.wait, f"/gk_{eid}_whot")
         bg_w = Waiter([bg], poll, f"/gk_{eid}_wbg")
         lossy_w = Waiter([lossy], poll, f"/gk_{eid}_wlossy")
@@ -136,7 +137,7 @@ def _poll_process(engine_id: str, total: int, q: Any) -> None:  # type: ignore[n
     """A separate process reading like the recorder: gating, ``poll`` wait, batches."""
     ring = Ring.attach(engine_id, "md")
     wait = make_wait("poll", poll_interval_s=0.002)
-    cons = ring.consumer("recorder", gating=True, wait=wait)
+    cons = ring.consumer("recorder", gating=True, wait=wait, decoder=MESSAGE_DECODER)
     waiter = Waiter([cons], wait, f"/gk_{engine_id}_wrecorder")
     out: list[Any] = []
     _reader(cons, waiter, total, out, 30.0)
@@ -181,7 +182,7 @@ def test_poll_waiter_times_out_without_data(engine_id: str) -> None:
     ring = Ring.create(engine_id, "md", 4096)
     try:
         wait = make_wait("poll", poll_interval_s=0.5)
-        cons = ring.consumer("bg", wait=wait)
+        cons = ring.consumer("bg", wait=wait, decoder=MESSAGE_DECODER)
         w = Waiter([cons], wait, f"/gk_{engine_id}_wbg")
         assert w.wait_any(0.02) is False
         assert cons.wait_for_data(0.02) is False
