@@ -152,18 +152,8 @@ def load_record(
     ``lo_ns``: points older than this are not used (0: any age). ``deadline`` (monotonic
     seconds): no further run is read after it (what was read is kept)."""
     n = len(symbols)
-    col_of = {s: k for k, s in enumerate(symbols)}
     empty = np.zeros((window + 1, n))
-    runs: dict[int, list[tuple[int, int, float]]] = {}
-    for run_id, iid, sym, tick in conn.execute(
-        "SELECT run_id, instrument_id, symbol, tick_size FROM run_instruments"
-        " WHERE symbol = ANY(%(s)s) AND run_id IN (SELECT DISTINCT run_id FROM run_instruments"
-        "  WHERE symbol = ANY(%(s)s) ORDER BY run_id DESC LIMIT %(n)s)"
-        " ORDER BY run_id DESC, instrument_id",
-        {"s": list(symbols), "n": MAX_RUNS},
-    ).fetchall():
-        if tick is not None and math.isfinite(tick) and tick > 0:
-            runs.setdefault(int(run_id), []).append((int(iid), col_of[sym], float(tick)))
+    runs = _runs_of(conn, symbols)
     if not runs:
         return RecordHistory(None, empty, why="no recorded run lists these symbols")
     order = list(runs)  # newest first
@@ -188,40 +178,16 @@ def load_record(
             "iids": [a for a, _, _ in pairs],
             "cols": [c for _, c, _ in pairs],
         }
-        newest_q = {c: t for c, t in conn.execute(_NEWEST_QUOTE, args).fetchall() if t is not None}
-        bar_pairs = [x for x in pairs if x[1] not in newest_q]
-        newest_b: dict[int, int] = {}
-        if bar_pairs:
-            bargs = dict(args, iids=[a for a, _, _ in bar_pairs], cols=[c for _, c, _ in bar_pairs])
-            newest_b = {
-                c: t for c, t in conn.execute(_NEWEST_BAR, bargs).fetchall() if t is not None
-            }
-        if not newest_q and not newest_b:
+        q_pairs, b_pairs, newest = _newest_of_run(conn, args, pairs)
+        if not newest:
             continue
         if grid is None:  # the newest run with usable data sets the end of the window
-            grid = sample_grid(max([*newest_q.values(), *newest_b.values()]), interval_ns, window)
+            grid = sample_grid(max(newest), interval_ns, window)
         if int(grid[0]) > hi:
             continue  # this run ended before the window began: nothing in it is sampled
-        layer = np.zeros((window + 1, n))
-        tick = {c: t for _, c, t in pairs}
         probe = {"w": window, "g0": int(grid[0]), "step": interval_ns}
-        q_pairs = [x for x in pairs if x[1] in newest_q]
-        chunk = max(1, PROBES_PER_STATEMENT // (window + 1))
-        late = False
-        for sql, sel in (
-            (_PROBE_QUOTE, q_pairs),
-            (_PROBE_BAR, [x for x in bar_pairs if x[1] in newest_b]),
-        ):
-            for j in range(0, len(sel), chunk):  # short statements: each well inside the timeout
-                if deadline is not None and time.monotonic() > deadline:
-                    late = True
-                    break
-                part = sel[j : j + chunk]
-                a = dict(args, iids=[i for i, _, _ in part], cols=[c for _, c, _ in part], **probe)
-                for c, k, px in conn.execute(sql, a).fetchall():
-                    layer[int(k), int(c)] = float(px) * tick[int(c)]
-                if beat is not None:
-                    beat()
+        layer = np.zeros((window + 1, n))
+        late = _probe_run(conn, dict(args, **probe), pairs, q_pairs, b_pairs, layer, deadline, beat)
         layers.append(layer)
         used.append(run)
         if late:
@@ -233,6 +199,68 @@ def load_record(
         age = "" if lo_ns <= 0 else " (within history_max_age_s)"
         return RecordHistory(None, empty, why=f"no recorded prices of these symbols{age}")
     return RecordHistory(grid, fill_newest_first(layers), used)
+
+
+_Pair = tuple[int, int, float]  # (instrument id in that run, column, tick size)
+
+
+def _runs_of(conn: Any, symbols: Sequence[str]) -> dict[int, list[_Pair]]:
+    """The newest ``MAX_RUNS`` runs that list any of ``symbols``, newest first, with their pairs."""
+    col_of = {s: k for k, s in enumerate(symbols)}
+    runs: dict[int, list[_Pair]] = {}
+    for run_id, iid, sym, tick in conn.execute(
+        "SELECT run_id, instrument_id, symbol, tick_size FROM run_instruments"
+        " WHERE symbol = ANY(%(s)s) AND run_id IN (SELECT DISTINCT run_id FROM run_instruments"
+        "  WHERE symbol = ANY(%(s)s) ORDER BY run_id DESC LIMIT %(n)s)"
+        " ORDER BY run_id DESC, instrument_id",
+        {"s": list(symbols), "n": MAX_RUNS},
+    ).fetchall():
+        if tick is not None and math.isfinite(tick) and tick > 0:
+            runs.setdefault(int(run_id), []).append((int(iid), col_of[sym], float(tick)))
+    return runs
+
+
+def _newest_of_run(
+    conn: Any, args: dict[str, Any], pairs: list[_Pair]
+) -> tuple[list[_Pair], list[_Pair], list[int]]:
+    """The pairs sampled from quotes, those sampled from bar closes (no quotes in the run), and
+    the newest usable time of each (empty: nothing usable in this run)."""
+    newest_q = {c: t for c, t in conn.execute(_NEWEST_QUOTE, args).fetchall() if t is not None}
+    bar_pairs = [x for x in pairs if x[1] not in newest_q]
+    newest_b: dict[int, int] = {}
+    if bar_pairs:
+        bargs = dict(args, iids=[a for a, _, _ in bar_pairs], cols=[c for _, c, _ in bar_pairs])
+        newest_b = {c: t for c, t in conn.execute(_NEWEST_BAR, bargs).fetchall() if t is not None}
+    q_pairs = [x for x in pairs if x[1] in newest_q]
+    b_pairs = [x for x in bar_pairs if x[1] in newest_b]
+    return q_pairs, b_pairs, [*newest_q.values(), *newest_b.values()]
+
+
+def _probe_run(
+    conn: Any,
+    args: dict[str, Any],
+    pairs: list[_Pair],
+    q_pairs: list[_Pair],
+    b_pairs: list[_Pair],
+    layer: np.ndarray,
+    deadline: float | None,
+    beat: Callable[[], Any] | None,
+) -> bool:
+    """Fill ``layer`` (samples x columns) with this run's prices at each grid time, in short
+    statements; True when the deadline cut it short."""
+    tick = {c: t for _, c, t in pairs}
+    chunk = max(1, PROBES_PER_STATEMENT // (int(args["w"]) + 1))
+    for sql, sel in ((_PROBE_QUOTE, q_pairs), (_PROBE_BAR, b_pairs)):
+        for j in range(0, len(sel), chunk):  # short statements: each well inside the timeout
+            if deadline is not None and time.monotonic() > deadline:
+                return True
+            part = sel[j : j + chunk]
+            a = dict(args, iids=[i for i, _, _ in part], cols=[c for _, c, _ in part])
+            for c, k, px in conn.execute(sql, a).fetchall():
+                layer[int(k), int(c)] = float(px) * tick[int(c)]
+            if beat is not None:
+                beat()
+    return False
 
 
 # --- the history file ------------------------------------------------------------------------
@@ -299,40 +327,9 @@ def load_history_file(path: str | Path, symbols: Iterable[str] | None = None) ->
     ``bad_ts``, ``bad_price``: not a number, NaN/inf or <= 0). HistoryFileError when the file
     cannot be used at all (missing, unreadable, a needed column absent)."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
     p = Path(path)
-    if not p.is_file():
-        raise HistoryFileError(p, "no such file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            table = pq.read_table(p)
-        elif suffix == ".csv":
-            skipped = 0
-
-            def skip(_row: object) -> str:
-                nonlocal skipped
-                skipped += 1
-                return "skip"
-
-            with open(p, "rb") as f:
-                head = f.readline().decode("utf-8-sig", errors="replace")
-            names = [h.strip() for h in head.strip().split(",")]
-            table = pacsv.read_csv(
-                p,
-                parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=dict.fromkeys(names, pa.string())
-                ),
-            )
-        else:
-            raise HistoryFileError(p, "must be a .csv or .parquet file")
-    except HistoryFileError:
-        raise
-    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
-        raise HistoryFileError(p, f"unreadable ({exc})") from exc
+    table, skipped = _read_table(p)
     cols = {c.strip().lower(): c for c in table.column_names}
     ts_col = next((cols[c] for c in _TS_NAMES if c in cols), None)
     px_col = next((cols[c] for c in _PX_NAMES if c in cols), None)
@@ -349,14 +346,59 @@ def load_history_file(path: str | Path, symbols: Iterable[str] | None = None) ->
         ts_vals = ts_arr.cast(pa.timestamp("ns")).cast(pa.int64()).to_pylist()
     else:
         ts_vals = ts_arr.to_pylist()
-    want = set(symbols) if symbols is not None else None
     rejected: Counter[str] = Counter()
-    if suffix == ".csv" and skipped:
+    if skipped:
         rejected["bad_row"] += skipped
-    acc: dict[str, tuple[list[int], list[float]]] = {}
-    for t, s, x in zip(
+    rows = zip(
         ts_vals, table.column(sym_col).to_pylist(), table.column(px_col).to_pylist(), strict=True
-    ):
+    )
+    series = _series(rows, set(symbols) if symbols is not None else None, rejected)
+    return FileHistory(series, rejected, table.num_rows)
+
+
+def _read_table(p: Path) -> tuple[Any, int]:
+    """The file as a pyarrow table (CSV columns as strings) and the CSV rows pyarrow could not
+    split (0 for Parquet)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if not p.is_file():
+        raise HistoryFileError(p, "no such file")
+    suffix = p.suffix.lower()
+    skipped = 0
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pq.read_table(p), 0
+        if suffix != ".csv":
+            raise HistoryFileError(p, "must be a .csv or .parquet file")
+
+        def skip(_row: object) -> str:
+            nonlocal skipped
+            skipped += 1
+            return "skip"
+
+        with open(p, "rb") as f:
+            head = f.readline().decode("utf-8-sig", errors="replace")
+        names = [h.strip() for h in head.strip().split(",")]
+        table = pacsv.read_csv(
+            p,
+            parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
+        )
+    except HistoryFileError:
+        raise
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+        raise HistoryFileError(p, f"unreadable ({exc})") from exc
+    return table, skipped
+
+
+def _series(
+    rows: Iterable[tuple[Any, Any, Any]], want: set[str] | None, rejected: Counter[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per symbol, times (ascending) and prices of the good rows; bad ones counted by reason."""
+    acc: dict[str, tuple[list[int], list[float]]] = {}
+    for t, s, x in rows:
         if t is None or s is None or x is None or str(s).strip() == "" or str(x).strip() == "":
             rejected["missing_value"] += 1
             continue
@@ -380,7 +422,7 @@ def load_history_file(path: str | Path, symbols: Iterable[str] | None = None) ->
         ts_a = np.asarray(ts_l, dtype=np.int64)
         order = np.argsort(ts_a, kind="stable")  # equal times: the later row wins
         series[sym] = (ts_a[order], np.asarray(px_l, dtype=np.float64)[order])
-    return FileHistory(series, rejected, table.num_rows)
+    return series
 
 
 # --- the whole seeding step --------------------------------------------------------------------
@@ -497,14 +539,7 @@ def collect_history(
         try:
             with _connect(dsn, cfg) as conn:
                 if run_id:
-                    try:
-                        record_run_instruments(conn, run_id, cfg.instruments)
-                    except Exception as exc:  # a read-only replica still serves the history
-                        result.notes.append(f"run_instruments not written ({exc})")
-                    clock = run_clock(conn, run_id, cfg.instruments) if now_ns is None else 0
-                    if clock > 0:  # a restart: age is measured on this run's market clock
-                        now = clock
-                        lo = max(0, now - age) if age > 0 else 0
+                    lo = _note_run(conn, cfg, run_id, lo, age, now_ns is None, result.notes)
                 rec = load_record(
                     conn, symbols, interval_ns, window, lo, deadline=t0 + budget, beat=beat
                 )
@@ -522,42 +557,74 @@ def collect_history(
         why.append("storage off: no record")
     need = [k for k in range(n) if returns_available(prices)[k] < rc.min_history]
     if rc.history_file and need:
-        try:
-            fh = load_history_file(rc.history_file, [symbols[k] for k in need])
-        except HistoryFileError as exc:
-            why.append(str(exc))
-            fh = None
-        if fh is not None:
-            bad = {r: c for r, c in fh.rejected.items() if r != "other_symbol"}
-            if bad:
-                result.notes.append(f"{KEY_FILE}: rows rejected {dict(sorted(bad.items()))}")
-                log.warning("risk: %s %s: %s rows rejected", KEY_FILE, rc.history_file, bad)
-            fresh = {
-                s: (ts[ts >= lo], px[ts >= lo])
-                for s, (ts, px) in fh.series.items()
-                if bool(np.any(ts >= lo))
-            }
-            if grid is None and fresh:
-                grid = sample_grid(
-                    max(int(ts[-1]) for ts, _ in fresh.values()), interval_ns, window
-                )
-            if grid is not None:
-                for k in need:
-                    s = symbols[k]
-                    if s not in fresh:
-                        continue
-                    col = last_at_or_before(*fresh[s], grid)
-                    if returns_available(col[:, None])[0] > returns_available(prices[:, [k]])[0]:
-                        prices[:, k] = col
-                        result.sources[k] = "file"
-            elif fh.series:
-                why.append(f"{KEY_FILE}: no prices within history_max_age_s")
+        grid = _fill_from_file(
+            rc.history_file, symbols, need, lo, grid, prices, interval_ns, window, result, why
+        )
     result.grid = grid
     if grid is None:
         result.why = "; ".join(why) or "no history"
     elif why:
         result.notes.extend(why)
     return prices, result
+
+
+def _note_run(
+    conn: Any, cfg: Any, run_id: int, lo: int, age: int, use_run_clock: bool, notes: list[str]
+) -> int:
+    """Record this run's instruments; on a restart (the run has prices already, and no
+    ``now_ns`` was given) return the freshness limit measured on the run's market clock."""
+    try:
+        record_run_instruments(conn, run_id, cfg.instruments)
+    except Exception as exc:  # a read-only replica still serves the history
+        notes.append(f"run_instruments not written ({exc})")
+    clock = run_clock(conn, run_id, cfg.instruments) if use_run_clock else 0
+    if clock > 0:  # a restart: age is measured on this run's market clock
+        return max(0, clock - age) if age > 0 else 0
+    return lo
+
+
+def _fill_from_file(
+    path: str,
+    symbols: list[str],
+    need: list[int],
+    lo: int,
+    grid: np.ndarray | None,
+    prices: np.ndarray,
+    interval_ns: int,
+    window: int,
+    result: SeedResult,
+    why: list[str],
+) -> np.ndarray | None:
+    """Fill the columns ``need`` of ``prices`` (in place) from the history file where it gives
+    more returns than the record did; returns the grid (set from the file if the record had none)."""
+    try:
+        fh = load_history_file(path, [symbols[k] for k in need])
+    except HistoryFileError as exc:
+        why.append(str(exc))
+        return grid
+    bad = {r: c for r, c in fh.rejected.items() if r != "other_symbol"}
+    if bad:
+        result.notes.append(f"{KEY_FILE}: rows rejected {dict(sorted(bad.items()))}")
+        log.warning("risk: %s %s: %s rows rejected", KEY_FILE, path, bad)
+    fresh = {
+        s: (ts[ts >= lo], px[ts >= lo])
+        for s, (ts, px) in fh.series.items()
+        if bool(np.any(ts >= lo))
+    }
+    if grid is None and fresh:
+        grid = sample_grid(max(int(ts[-1]) for ts, _ in fresh.values()), interval_ns, window)
+    if grid is not None:
+        for k in need:
+            s = symbols[k]
+            if s not in fresh:
+                continue
+            col = last_at_or_before(*fresh[s], grid)
+            if returns_available(col[:, None])[0] > returns_available(prices[:, [k]])[0]:
+                prices[:, k] = col
+                result.sources[k] = "file"
+    elif fh.series:
+        why.append(f"{KEY_FILE}: no prices within history_max_age_s")
+    return grid
 
 
 def seed_history(
