@@ -120,6 +120,8 @@ def _find(buf, kb, n, key):  # pragma: no cover - compiled
     return lo
 
 
+# long because: one numba kernel per book update (validate, sequence, then write in place);
+# split, its early return on a rejected update would need a flag threaded through the parts
 @njit(cache=True, nogil=True)
 def _apply_delta_nb(buf, side, px, qty, seq):  # pragma: no cover - compiled
     """Set the level ``px`` of ``side`` to ``qty`` (0 removes). Returns the flag mask.
