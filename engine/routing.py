@@ -53,6 +53,7 @@ from engine.messages import (
     TimeInForce,
 )
 from engine.venues.base import Venue, VenueEvent
+from engine.venues.reports import StatusReports
 
 __all__ = ["SmartRouter", "VenueQuote", "plan_take", "take_cost"]
 
@@ -144,7 +145,7 @@ class _Routed:
         return [leg for leg in self.legs.values() if leg.is_open]
 
 
-class SmartRouter:
+class SmartRouter(StatusReports):
     """A Venue over several named venues (see the module docstring).
 
     ``venues`` maps a name to a venue, or is a sequence of venues named by their ``name``.
@@ -304,6 +305,11 @@ class SmartRouter:
     def knows_order(self, client_order_id: int) -> bool:
         """Whether this client order id was routed (to any venue), working or finished."""
         return client_order_id in self._orders or client_order_id in self._finished
+
+    def close(self) -> None:
+        """Close every venue."""
+        for v in self.venues.values():
+            v.close()
 
     def _known(self, req: Any) -> bool:
         return self.knows_order(req.client_order_id)

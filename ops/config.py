@@ -17,6 +17,7 @@ import msgspec
 from engine.instruments import Instrument, InstrumentTable
 from engine.risk_limits import RiskLimits
 from engine.settings import SettingError
+from engine.venues.registry import known_kinds
 from ops.secrets import SecretError, redact
 from ops.secrets import resolve as resolve_secrets
 from shm.wait import WAIT_KINDS
@@ -320,7 +321,11 @@ def _check_venues(venues: list[VenueSection]) -> None:
         )
         _need(v.name not in names, f"{key}.name", f"{v.name!r} is used twice")
         names.add(v.name)
-        _need(v.kind == "sim", f"{key}.kind", "only 'sim' venues exist for now")
+        _need(
+            v.kind in known_kinds(),
+            f"{key}.kind",
+            f"unknown venue kind {v.kind!r}; known kinds: {', '.join(map(repr, known_kinds()))}",
+        )
         for f in ("maker_fee_bps", "taker_fee_bps"):
             x = getattr(v, f)
             _need(math.isfinite(x) and abs(x) < 1000, f"{key}.{f}", "must be within ±1000 bps")

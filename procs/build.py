@@ -8,11 +8,15 @@ so both build them here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 from engine.instruments import InstrumentTable
 from engine.sizing import SizingLimits
 from engine.strategy_host import StrategyHost
+from engine.venues.base import ExecutionClient
+from engine.venues.data import MarketDataClient
+from engine.venues.registry import VenueConfig
 
 #: the validated configuration (``ops.config.Config``); procs sits below ops and only reads it
 Config = Any
@@ -115,47 +119,79 @@ def with_exchange_status(cfg: Config, source: Iterator[Any], rules: Any = None) 
     return source if rules is None else wrap(source, rules)  # nothing configured: no extra hop
 
 
+def venue_configs(
+    cfg: Config, instruments: InstrumentTable | None = None, record_path: Any = None
+) -> list[VenueConfig]:
+    """One ``engine.venues.registry.VenueConfig`` per ``[[venues]]`` entry (seeds ``seed``,
+    ``seed + 1``, ...; no durable record: after an exec crash they start empty), or the one
+    simulated venue of ``[sim]`` with ``record_path`` (live runs: it outlives an exec crash the
+    way a real venue would). Every simulated venue serves the configured market."""
+    table = instruments or cfg.instrument_table()
+    market = partial(_market_stream, cfg)
+    if not getattr(cfg, "venues", None):
+        s = cfg.sim
+        settings = {
+            "latency_ns": int(s.latency_us * 1000),
+            "jitter_ns": int(s.jitter_us * 1000),
+            "maker_fee_bps": s.maker_fee_bps,
+            "taker_fee_bps": s.taker_fee_bps,
+        }
+        return [VenueConfig("sim", "sim", table, settings, cfg.market.seed, record_path, market)]
+    return [
+        VenueConfig(
+            v.name,
+            v.kind,
+            table,
+            {
+                "maker_fee_bps": v.maker_fee_bps,
+                "taker_fee_bps": v.taker_fee_bps,
+                "latency_ns": int(v.latency_us * 1000),
+                "jitter_ns": int(v.jitter_us * 1000),
+                "px_offset_ticks": v.px_offset_ticks,
+                "size_scale": v.size_scale,
+            },
+            cfg.market.seed + k,
+            None,
+            market,
+        )
+        for k, v in enumerate(cfg.venues)
+    ]
+
+
 def build_venue(
     cfg: Config, instruments: InstrumentTable | None = None, record_path: Any = None
-) -> Any:
-    """The simulated exchange with the configured latency and fees. ``record_path``: its own
-    durable record (live runs: it outlives an exec crash the way a real venue would)."""
-    from engine.venues.sim import SimExchange
+) -> ExecutionClient:
+    """The execution client of the configured venue, built by its kind's factory
+    (``engine.venues.registry``); several ``[[venues]]`` go behind a smart router
+    (``engine.routing.SmartRouter``). An unknown kind raises ``UnknownVenueKind``."""
+    from engine.venues.registry import lookup
 
-    if getattr(cfg, "venues", None):
-        return build_venues(cfg, instruments)
-    s = cfg.sim
-    return SimExchange(
-        instruments or cfg.instrument_table(),
-        latency_ns=int(s.latency_us * 1000),
-        jitter_ns=int(s.jitter_us * 1000),
-        maker_fee_bps=s.maker_fee_bps,
-        taker_fee_bps=s.taker_fee_bps,
-        seed=cfg.market.seed,
-        record_path=record_path,
-    )
+    clients = {
+        c.name: lookup(c.kind).execution(c) for c in venue_configs(cfg, instruments, record_path)
+    }
+    if len(clients) == 1:
+        return next(iter(clients.values()))
+    from engine.routing import SmartRouter
+
+    return SmartRouter(clients)
 
 
-def build_venues(cfg: Config, instruments: InstrumentTable | None = None) -> Any:
-    """``[[venues]]``: one simulated exchange per entry (own fees, latency, view of the market)
-    behind a smart router (``engine.routing.SmartRouter``); a single entry is used directly.
-    These venues keep no durable record (``record_path``): after an exec crash they start empty."""
-    from engine.venues.multi import VenueSpec, build_sim_venues
+def build_data_client(cfg: Config, rejects: Any = None, rules: Any = None) -> MarketDataClient:
+    """The market-data client the feed reads. Every configured venue is simulated today and
+    they share one market, so it is the first venue's client over ``build_market`` with the
+    exchange status of ``[sim]`` (``rejects``, ``rules``: as ``build_market`` and
+    ``with_exchange_status`` take them)."""
+    from dataclasses import replace
 
-    specs = [
-        VenueSpec(
-            name=v.name,
-            maker_fee_bps=v.maker_fee_bps,
-            taker_fee_bps=v.taker_fee_bps,
-            latency_ns=int(v.latency_us * 1000),
-            jitter_ns=int(v.jitter_us * 1000),
-            px_offset_ticks=v.px_offset_ticks,
-            size_scale=v.size_scale,
-        )
-        for v in cfg.venues
-    ]
-    router = build_sim_venues(instruments or cfg.instrument_table(), specs, seed=cfg.market.seed)
-    return router if len(specs) > 1 else next(iter(router.venues.values()))
+    from engine.venues.registry import lookup
+
+    c = venue_configs(cfg)[0]
+    c = replace(c, market=partial(_market_stream, cfg, rejects, rules))
+    return lookup(c.kind).market_data(c)
+
+
+def _market_stream(cfg: Config, rejects: Any = None, rules: Any = None) -> Iterator[Any]:
+    return with_exchange_status(cfg, build_market(cfg, rejects), rules)
 
 
 def venue_record_path(cfg: Config, run_id: int) -> Any:

@@ -8,6 +8,8 @@ instruments, non-positive prices, negative sizes, crossed or stale quotes). Thos
 replay rejects are counted per reason (``md_rej_<reason>``, total ``md_rejected``); under
 ``[market] on_bad_row = "fail"`` the first one stops the run (exit ``EXIT_STOP_RUN``).
 
+The stream comes from the venue's market-data client (``engine.venues.data.MarketDataClient``,
+built by ``procs.build.build_data_client``; the simulated venue serves the configured source).
 It also carries the simulated exchange's trading status: the source is wrapped by the venue's
 rules (``[sim] halts``, ``circuit_breaker_*``; ``engine.sources.halts``), which insert
 ``ExchangeStatus`` messages (HALTED / CIRCUIT_BREAKER / OPEN) where they take effect. They go out
@@ -35,7 +37,7 @@ from engine.messages import (
     Quote,
     Trade,
 )
-from procs.build import build_exchange_rules, build_market, with_exchange_status
+from procs.build import build_data_client, build_exchange_rules
 from procs.runtime import (
     EXIT_STOP_RUN,
     MD_REJECT_COUNTERS,
@@ -99,7 +101,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     rejects = FeedRejects(w, cfg.market.on_bad_row)
     validator = MdValidator(books)
     try:
-        source = with_exchange_status(cfg, build_market(cfg, rejects.counter), rules)
+        client = build_data_client(cfg, rejects.counter, rules)  # the venue's market data
+        client.connect()
+        client.subscribe(i.instrument_id for i in cfg.instruments)
+        source = client.updates()
     except ValueError as exc:  # a replay file that cannot be read: restarting will not help
         w.close(crashed=False)  # the run stops: the stream ends here
         return _stop_run(cfg, engine_id, f"cannot replay: {exc}")
@@ -229,6 +234,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         return _stop_run(cfg, engine_id, str(exc))
     finally:
         rejects.push()
+        client.close()
         w.beat(STATE_STOPPING)
         w.close()
     return 0

@@ -85,7 +85,9 @@ from engine.messages import (
     TimeInForce,
     Trade,
 )
+from engine.order_states import OrderStatus
 from engine.venues.base import VenueEvent
+from engine.venues.reports import OrderStatusReport, StatusReports
 from engine.venues.sim_flow import MarketFlow
 from engine.venues.sim_record import SimRecord, prune_records, restore
 from engine.venues.sim_state import DAY_NS, SimInstrument, SimOrder, SimRequest
@@ -104,8 +106,8 @@ def _enum_name(enum: type, value: int) -> str:
         return str(value)
 
 
-class SimExchange(MarketFlow):
-    """A deterministic simulated venue implementing :class:`engine.venues.base.Venue`.
+class SimExchange(MarketFlow, StatusReports):
+    """A deterministic simulated venue: an :class:`engine.venues.base.ExecutionClient`.
 
     Parameters
     ----------
@@ -293,6 +295,34 @@ class SimExchange(MarketFlow):
     def positions(self) -> dict[int, int]:
         """Net position in lots per instrument that has traded."""
         return dict(self._positions)
+
+    def query_order(self, client_order_id: int) -> OrderStatusReport | None:
+        """The order as the venue holds it (None: never accepted; an expired order reads as
+        CANCELED)."""
+        rec = self._orders.get(client_order_id)
+        if rec is None:
+            return None
+        if rec.is_open:
+            status = OrderStatus.PARTIALLY_FILLED if rec.cum else OrderStatus.ACCEPTED
+        else:
+            status = OrderStatus.FILLED if rec.cum >= rec.qty else OrderStatus.CANCELED
+        o = rec.order
+        return OrderStatusReport(
+            venue=self.name,
+            client_order_id=client_order_id,
+            instrument_id=o.instrument_id,
+            side=o.side,
+            order_type=o.order_type,
+            status=int(status),
+            px=rec.px,
+            open_qty=rec.leaves if rec.is_open else 0,
+            filled_qty=rec.cum,
+            venue_order_id=rec.venue_order_id,
+        )
+
+    def close(self) -> None:
+        """The protocol's close: the record file (the venue's state is in it)."""
+        self.close_record()
 
     # --- inspection (tests, tools) --------------------------------------------------------------
     def book(self, instrument_id: int) -> L2Book:
