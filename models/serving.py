@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -235,16 +234,7 @@ def load_model(
     """Load and validate one model directory; raise ``ModelError`` saying what is wrong."""
     d = Path(model_dir)
     meta = read_meta(d)
-    where = f"{d}/meta.json"
-    if list(meta["features"]) != list(features):
-        raise ModelError(
-            f"{where}: the model's input layout {list(meta['features'])} does not match the "
-            f"configured features {list(features)} (same names, same order): refusing to serve it"
-        )
-    if meta["target"] != features[0]:
-        raise ModelError(
-            f"{where}: target {meta['target']!r} must be the first feature {features[0]!r}"
-        )
+    _check_features(meta, features, f"{d}/meta.json")
     onnx_path = d / "model.onnx"
     if not onnx_path.is_file():
         raise ModelError(f"{onnx_path}: missing")
@@ -262,6 +252,38 @@ def load_model(
             f"{onnx_path}: onnxruntime cannot load it: {str(exc).splitlines()[0][:300]}"
         ) from None
     L, F, H = int(meta["input_size"]), len(features), int(meta["horizon"])
+    x_name = _check_signature(sess, onnx_path, L, F)
+    model = LoadedModel(
+        d,
+        meta,
+        sess,
+        x_name,
+        L,
+        H,
+        F,
+        tuple(float(q) for q in meta["quantiles"]),
+        list(sess.get_providers()),
+        sha,
+    )
+    _trial_runs(model, onnx_path, len(meta["quantiles"]))
+    return model
+
+
+def _check_features(meta: dict[str, Any], features: Sequence[str], where: str) -> None:
+    """The model reads the configured features, in their order, and predicts the first."""
+    if list(meta["features"]) != list(features):
+        raise ModelError(
+            f"{where}: the model's input layout {list(meta['features'])} does not match the "
+            f"configured features {list(features)} (same names, same order): refusing to serve it"
+        )
+    if meta["target"] != features[0]:
+        raise ModelError(
+            f"{where}: target {meta['target']!r} must be the first feature {features[0]!r}"
+        )
+
+
+def _check_signature(sess: Any, onnx_path: Path, L: int, F: int) -> str:
+    """One float32 input [dynamic batch, L, F], outputs 'point' and 'quantiles'; its name."""
     inputs = sess.get_inputs()
     if len(inputs) != 1:
         raise ModelError(f"{onnx_path}: expected one input 'x', found {[i.name for i in inputs]}")
@@ -285,20 +307,13 @@ def load_model(
         raise ModelError(
             f"{onnx_path}: outputs must be 'point' and 'quantiles', found {sorted(outs)}"
         )
-    nq = len(meta["quantiles"])
-    model = LoadedModel(
-        d,
-        meta,
-        sess,
-        x.name,
-        L,
-        H,
-        F,
-        tuple(float(q) for q in meta["quantiles"]),
-        list(sess.get_providers()),
-        sha,
-    )
-    for b in (1, 3):  # two batch sizes: a frozen batch dimension shows here, not on a live bar
+    return x.name  # type: ignore[no-any-return]
+
+
+def _trial_runs(model: LoadedModel, onnx_path: Path, nq: int) -> None:
+    """Run on zeros at two batch sizes: a frozen batch dimension shows here, not on a live bar."""
+    L, F, H = model.input_size, model.n_features, model.horizon
+    for b in (1, 3):
         try:
             point, q = model.run(np.zeros((b, L, F), dtype=np.float32))
         except Exception as exc:
@@ -312,7 +327,6 @@ def load_model(
             )
         if not (np.isfinite(point).all() and np.isfinite(q).all()):
             raise ModelError(f"{onnx_path}: trial run on zeros gives NaN or inf")
-    return model
 
 
 # --- the server: current model, hot swap -----------------------------------------------------
@@ -468,8 +482,3 @@ def _safe_version(d: Path) -> str:
         return str(json.loads((d / "meta.json").read_text()).get("version", d.name))
     except (OSError, ValueError, AttributeError):
         return d.name
-
-
-def finite_or(x: float, default: float = 0.0) -> float:
-    """``x`` if finite else ``default`` (forecasts on the wire are never NaN)."""
-    return x if math.isfinite(x) else default
