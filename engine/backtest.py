@@ -147,7 +147,9 @@ class InlineRuntime:
         for slot in self.host.slots:
             slot.ctx.sizing_limits = sizing
         self.risk = RiskGate(limits, self.instruments)
-        self.exec = ExecEngine(venue, self.instruments, exec_policy)
+        self.exec = ExecEngine(
+            venue, self.instruments, exec_policy, max_order_age_ns=limits.max_intent_age_ns
+        )
         if isinstance(benchmark, str):
             benchmark = self.instruments.by_symbol(benchmark).instrument_id
         self.portfolio = Portfolio(

@@ -47,12 +47,12 @@ import importlib
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from engine.emulation import EMULATABLE, StopEmulator
+from engine.exec_policy import ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     CancelOrder,
@@ -89,41 +89,6 @@ EXEC_STRATEGY_ID = (1 << 31) - 1
 EXEC_BLOCK_BITS = 24
 
 
-@dataclass(frozen=True, slots=True)
-class ExecPolicy:
-    """How exec handles what is not a plain order for a healthy venue (config ``[exec]``)."""
-
-    max_retries: int = 2
-    retry_backoff_ns: int = 50_000_000
-    retry_backoff_factor: float = 2.0
-    #: lower-case substrings of a venue's reject reason that make it worth retrying
-    retry_on: tuple[str, ...] = ("busy", "rate limit", "throttl", "timeout", "try again")
-    #: 0 disables the price-gap check
-    price_gap_bps: float = 0.0
-    halt_policy: str = "hold"  # "hold" | "reject"
-    native_order_types: frozenset[int] = field(
-        default_factory=lambda: frozenset({int(OrderType.MARKET), int(OrderType.LIMIT)})
-    )
-    emulate: bool = True
-    publish_anomalies: bool = True
-    #: which block of exec-owned ids to use (a restarted exec takes a fresh block)
-    id_block: int = 0
-    #: refuse a NewOrder whose ts_origin is older than this on arrival (0 = off)
-    max_order_age_ns: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_retries < 0 or self.retry_backoff_ns < 0 or self.retry_backoff_factor < 1:
-            raise ValueError("max_retries, retry_backoff_ns must be >= 0, backoff factor >= 1")
-        if not self.price_gap_bps >= 0:
-            raise ValueError("price_gap_bps must be >= 0")
-        if self.halt_policy not in ("hold", "reject"):
-            raise ValueError("halt_policy must be 'hold' or 'reject'")
-        if not 0 <= self.id_block < (1 << (32 - EXEC_BLOCK_BITS)):
-            raise ValueError("id_block out of range")
-        if self.max_order_age_ns < 0:
-            raise ValueError("max_order_age_ns must be >= 0")
-
-
 def _load_algo_engine() -> Any:
     """``engine.algos.engine.AlgoEngine`` if that package is installed, else None."""
     try:
@@ -142,7 +107,17 @@ class ExecEngine:
         policy: ExecPolicy | None = None,
         *,
         algo_engine: Any = "auto",
+        id_block: int = 0,
+        max_order_age_ns: int = 0,
     ) -> None:
+        """``id_block``: which block of exec-owned ids this incarnation uses (a restarted exec
+        takes a fresh one); ``max_order_age_ns``: refuse a NewOrder whose ts_origin is older on
+        arrival (risk's ``max_intent_age_ms``; 0 = off)."""
+        if not 0 <= id_block < (1 << (32 - EXEC_BLOCK_BITS)):
+            raise ValueError("id_block out of range")
+        if max_order_age_ns < 0:
+            raise ValueError("max_order_age_ns must be >= 0")
+        self.max_order_age_ns = max_order_age_ns
         self.venue = venue
         self.instruments = (
             instruments
@@ -170,7 +145,7 @@ class ExecEngine:
         self._retry_seq = 0
         self._expiries: list[tuple[int, int]] = []  # emulated DAY/GTD orders: (expire_ns, coid)
         self._mids: dict[int, tuple[deque[int], deque[int]]] = {}  # iid -> (ts, mid)
-        self._next_id = EXEC_STRATEGY_ID << 32 | self.policy.id_block << EXEC_BLOCK_BITS
+        self._next_id = EXEC_STRATEGY_ID << 32 | id_block << EXEC_BLOCK_BITS
         self._id_limit = self._next_id + (1 << EXEC_BLOCK_BITS) - 1
         self._anomalies: list[OrderAnomaly] = []
         self.table.on_anomaly = self._anomalies.append
@@ -233,7 +208,7 @@ class ExecEngine:
         """Refuse a new order built on data older than ``max_order_age_ns`` (True if refused).
         A resend of an order exec already knows is left to the duplicate check: its answer is
         the first one's events, never a reject that would tell upstream a live order is dead."""
-        max_age = self.policy.max_order_age_ns
+        max_age = self.max_order_age_ns
         age = now_ns - order.ts_origin
         if max_age <= 0 or -max_age <= age <= max_age:
             return False
@@ -249,7 +224,7 @@ class ExecEngine:
 
     def _new(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
         ot = order.order_type
-        native = self.policy.native_order_types
+        native = self.policy.native_types
         emulate = ot not in native and ot in EMULATABLE and self.policy.emulate
         r = self.table.add(order, now_ns, submitted=False, emulated=emulate)
         if r is None:

@@ -68,7 +68,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.backtest import InlineRuntime
     from engine.md_rejects import BadRowError, MdValidator, RejectCounter, validated
     from procs.build import (
-        build_exec_policy,
         build_market,
         build_venue,
         with_exchange_status,
@@ -104,7 +103,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         # simulated time (procs.infer.with_forecasts; unchanged when [inference] is off), and
         # the venue's halts where [sim] schedules them (procs.build.with_exchange_status)
         with_forecasts(cfg, market),
-        exec_policy=build_exec_policy(cfg),
+        exec_policy=cfg.exec,
         **cfg.portfolio.backtest_kwargs(),
     )
     t = time.perf_counter()

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from engine.exec_policy import ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.risk_limits import RiskLimits
 from engine.settings import SettingError
@@ -336,62 +337,6 @@ def _check_venues(venues: list[VenueSection]) -> None:
         _need(math.isfinite(v.size_scale) and v.size_scale > 0, f"{key}.size_scale", "must be > 0")
 
 
-_ORDER_TYPE_NAMES = ("MARKET", "LIMIT", "STOP", "STOP_LIMIT", "TRAILING_STOP")
-
-
-class ExecSection(msgspec.Struct, **_STRICT):
-    """The order management system's policies (engine.exec_engine.ExecPolicy)."""
-
-    max_retries: int = 2
-    retry_backoff_ms: float = 50.0
-    retry_backoff_factor: float = 2.0
-    retry_on: list[str] = msgspec.field(
-        default_factory=lambda: ["busy", "rate limit", "throttl", "timeout", "try again"]
-    )
-    price_gap_bps: float = 100.0
-    halt_policy: str = "hold"
-    native_order_types: list[str] = msgspec.field(default_factory=lambda: ["MARKET", "LIMIT"])
-    emulate: bool = True
-    publish_anomalies: bool = True
-
-    def __post_init__(self) -> None:
-        _need(0 <= self.max_retries <= 100, "exec.max_retries", "must be within 0..100")
-        _need(
-            math.isfinite(self.retry_backoff_ms) and self.retry_backoff_ms >= 0,
-            "exec.retry_backoff_ms",
-            "must be >= 0",
-        )
-        _need(
-            math.isfinite(self.retry_backoff_factor) and 1 <= self.retry_backoff_factor <= 100,
-            "exec.retry_backoff_factor",
-            "must be within 1..100",
-        )
-        _need(
-            all(isinstance(r, str) and r.strip() for r in self.retry_on),
-            "exec.retry_on",
-            "entries must be non-empty strings",
-        )
-        _need(
-            math.isfinite(self.price_gap_bps) and self.price_gap_bps >= 0,
-            "exec.price_gap_bps",
-            "must be >= 0 (0 = off)",
-        )
-        _need(
-            self.halt_policy in ("hold", "reject"), "exec.halt_policy", "must be 'hold' or 'reject'"
-        )
-        for t in self.native_order_types:
-            _need(
-                t in _ORDER_TYPE_NAMES,
-                "exec.native_order_types",
-                f"unknown order type {t!r} (one of {', '.join(_ORDER_TYPE_NAMES)})",
-            )
-        _need(
-            "MARKET" in self.native_order_types and "LIMIT" in self.native_order_types,
-            "exec.native_order_types",
-            "must include MARKET and LIMIT (they cannot be emulated)",
-        )
-
-
 class BacktestSection(msgspec.Struct, **_STRICT):
     events: int = 200_000
 
@@ -683,7 +628,7 @@ class Config(msgspec.Struct, **_STRICT):
     processes: ProcessesSection = msgspec.field(default_factory=ProcessesSection)
     market: MarketSection = msgspec.field(default_factory=MarketSection)
     sim: SimSection = msgspec.field(default_factory=SimSection)
-    exec: ExecSection = msgspec.field(default_factory=ExecSection)
+    exec: ExecPolicy = msgspec.field(default_factory=ExecPolicy)
     risk: RiskLimits = msgspec.field(default_factory=RiskLimits)
     backtest: BacktestSection = msgspec.field(default_factory=BacktestSection)
     portfolio: PortfolioSection = msgspec.field(default_factory=PortfolioSection)

@@ -203,27 +203,6 @@ def venue_record_path(cfg: Config, run_id: int) -> Any:
     return Path(cfg.engine.var_dir) / "venue" / f"sim-{cfg.engine.id}-{run_id}.venue"
 
 
-def build_exec_policy(cfg: Config, id_block: int = 0) -> Any:
-    """The OMS policies of ``[exec]`` (``id_block``: which block of exec-owned order ids)."""
-    from engine.exec_engine import ExecPolicy
-    from engine.messages import OrderType
-
-    e = cfg.exec
-    return ExecPolicy(
-        max_retries=e.max_retries,
-        retry_backoff_ns=int(e.retry_backoff_ms * 1_000_000),
-        retry_backoff_factor=e.retry_backoff_factor,
-        retry_on=tuple(s.lower() for s in e.retry_on),
-        price_gap_bps=e.price_gap_bps,
-        halt_policy=e.halt_policy,
-        native_order_types=frozenset(int(OrderType[t]) for t in e.native_order_types),
-        emulate=e.emulate,
-        publish_anomalies=e.publish_anomalies,
-        id_block=id_block,
-        max_order_age_ns=cfg.risk.max_intent_age_ns,  # risk's limit, again
-    )
-
-
 def build_strategy_host(cfg: Config, instruments: InstrumentTable | None = None) -> StrategyHost:
     host = StrategyHost(cfg.strategy_specs(), instruments or cfg.instrument_table())
     sizing = SizingLimits.from_risk(cfg.risk)  # Kelly sizing is capped by the risk limits

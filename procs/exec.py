@@ -35,7 +35,7 @@ from engine.messages import (
 from engine.portfolio import Portfolio
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.algo_log import prune as prune_algo_logs
-from procs.build import build_exec_policy, build_venue, venue_record_path
+from procs.build import build_venue, venue_record_path
 from procs.recovery import UnsafeToTrade, open_exec_journal, recover_exec
 from procs.runtime import (
     EXIT_STOP_RUN,
@@ -62,7 +62,13 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     # the simulated venue keeps its own record: a restarted exec finds its orders and fills there
     venue = build_venue(cfg, instruments, record_path=venue_record_path(cfg, run_id()))
     # a restarted exec numbers its own orders (algo children, retries) in a fresh id block
-    engine = ExecEngine(venue, instruments, build_exec_policy(cfg, id_block=incarnation % 256))
+    engine = ExecEngine(
+        venue,
+        instruments,
+        cfg.exec,
+        id_block=incarnation % 256,  # a restarted exec takes a fresh block of its own ids
+        max_order_age_ns=cfg.risk.max_intent_age_ns,  # risk's staleness limit, at exec too
+    )
     algo_log = _open_algo_log(cfg, engine, incarnation)
     portfolio = build_portfolio(cfg, instruments)
     positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)

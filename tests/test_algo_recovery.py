@@ -76,7 +76,7 @@ class Exec:
 
     def __init__(self, tmp: Path, incarnation: int) -> None:
         self.venue = SimExchange(TABLE, latency_ns=MS, record_path=tmp / "sim.venue")
-        self.engine = ExecEngine(self.venue, TABLE, ExecPolicy(id_block=incarnation))
+        self.engine = ExecEngine(self.venue, TABLE, ExecPolicy(), id_block=incarnation)
         self.log = AlgoLog(tmp / "x.algo")
         self.engine.algo.on_record = self.log.append
         self.out: list[object] = []  # what it published upstream

@@ -36,7 +36,6 @@ from engine.venues.sim import SimExchange
 from ops.config import ConfigError, parse_config
 from procs.build import (
     build_exchange_rules,
-    build_exec_policy,
     build_market,
     build_venue,
 )
@@ -304,7 +303,7 @@ def test_backtest_scheduled_halt_stops_only_that_instrument_and_trading_resumes(
         cfg.risk,
         build_venue(cfg, instruments),
         source,
-        exec_policy=build_exec_policy(cfg),
+        exec_policy=cfg.exec,
     )
     s = rt.run()
     news = [o for o in s["orders_sent"] if isinstance(o, NewOrder)]

@@ -1,23 +1,24 @@
-"""The ``[exec]`` config section: defaults, the policy built from it, errors that name the key."""
+"""The ``[exec]`` config section: it loads into ``ExecPolicy``; defaults, errors that name the key."""
 
 from __future__ import annotations
 
 import pytest
 
+from engine.exec_policy import ExecPolicy
 from engine.messages import OrderType
 from ops.config import ConfigError, load_config, parse_config
-from procs.build import build_exec_policy
 from tests.conftest import ROOT
 
 MINIMAL = '[[instruments]]\ninstrument_id = 0\nsymbol = "A"\n'
 
 
-def test_shipped_and_default_exec_sections_build_a_policy():
+def test_shipped_and_default_exec_sections_are_a_policy():
     cfg = load_config(ROOT / "config.toml")
-    p = build_exec_policy(cfg, id_block=2)
-    assert p.native_order_types == {int(OrderType.MARKET), int(OrderType.LIMIT)}
-    assert p.halt_policy in ("hold", "reject") and p.id_block == 2
-    d = build_exec_policy(parse_config(MINIMAL))  # no [exec] at all: the defaults
+    p = cfg.exec
+    assert isinstance(p, ExecPolicy)
+    assert p.native_types == {int(OrderType.MARKET), int(OrderType.LIMIT)}
+    assert p.halt_policy in ("hold", "reject")
+    d = parse_config(MINIMAL).exec  # no [exec] at all: the defaults
     assert d.max_retries == 2 and d.retry_backoff_ns == 50_000_000 and d.emulate
 
 
@@ -27,10 +28,10 @@ def test_exec_section_values_reach_the_policy():
         "price_gap_bps = 0\nhalt_policy = 'reject'\n"
         "native_order_types = ['MARKET', 'LIMIT', 'STOP']\nemulate = false\n" + MINIMAL
     )
-    p = build_exec_policy(parse_config(text))
+    p = parse_config(text).exec
     assert (p.max_retries, p.retry_backoff_ns, p.retry_on) == (5, 1_500_000, ("busy",))
     assert p.price_gap_bps == 0 and p.halt_policy == "reject" and not p.emulate
-    assert int(OrderType.STOP) in p.native_order_types
+    assert int(OrderType.STOP) in p.native_types
 
 
 @pytest.mark.parametrize(

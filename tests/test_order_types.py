@@ -248,7 +248,7 @@ class FlakyVenue(SimExchange):
 
 def test_retry_policy_resends_under_a_fresh_id_and_reports_on_the_original():
     v = FlakyVenue(busy=2)
-    e = ExecEngine(v, INS, ExecPolicy(max_retries=3, retry_backoff_ns=10), algo_engine=None)
+    e = ExecEngine(v, INS, ExecPolicy(max_retries=3, retry_backoff_ms=1e-5), algo_engine=None)
     e.on_market_data(quote(99, 101, 1), 1)
     assert e.on_order(new(1, BUY, 0, 5, typ=MKT), 2) == []  # refused: retry at 2 + 10
     assert e.poll(11) == [] and v.ids == [1]
@@ -262,7 +262,7 @@ def test_retry_policy_resends_under_a_fresh_id_and_reports_on_the_original():
     assert len(set(v.ids)) == 3 and v.ids[0] == 1 and e.retried == 2
     # retries exhausted: the venue's reason goes upstream
     v2 = FlakyVenue(busy=5)
-    e2 = ExecEngine(v2, INS, ExecPolicy(max_retries=1, retry_backoff_ns=10), algo_engine=None)
+    e2 = ExecEngine(v2, INS, ExecPolicy(max_retries=1, retry_backoff_ms=1e-5), algo_engine=None)
     e2.on_order(new(1, BUY, 0, 5, typ=MKT), 2)
     out = e2.poll(100)
     assert types(out) == ["OrderRejected"] and out[0].reason == "venue busy"
@@ -363,7 +363,7 @@ class FakeAlgo:
 
 def test_algo_parents_go_to_the_algo_engine_and_children_through_the_oms():
     v = SimExchange(INS)
-    e = ExecEngine(v, INS, ExecPolicy(id_block=3), algo_engine=None)
+    e = ExecEngine(v, INS, ExecPolicy(), algo_engine=None, id_block=3)
     algo = FakeAlgo(e.next_exec_id)
     e.algo = algo
     e.on_market_data(quote(99, 101, 1), 1)

@@ -172,7 +172,7 @@ class Exec:
         self.cfg = _cfg(tmp)
         self.incarnation = incarnation
         self.venue = SimExchange(TABLE, latency_ns=MS, record_path=tmp / "sim.venue")
-        self.engine = ExecEngine(self.venue, TABLE, ExecPolicy(id_block=incarnation))
+        self.engine = ExecEngine(self.venue, TABLE, ExecPolicy(), id_block=incarnation)
         self.alog = AlgoLog(algo_log_path(self.cfg, RUN))
         self.engine.algo.on_record = self.alog.append
         self.journal = open_exec_journal(self.cfg, incarnation)

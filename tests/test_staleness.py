@@ -119,7 +119,7 @@ def order(coid: int, ts_origin: int) -> NewOrder:
 
 def test_exec_refuses_a_new_order_that_waited_past_the_limit() -> None:
     venue = FakeVenue()
-    ex = ExecEngine(venue, INS[:1], ExecPolicy(max_order_age_ns=1000 * MS), algo_engine=None)
+    ex = ExecEngine(venue, INS[:1], ExecPolicy(), algo_engine=None, max_order_age_ns=1000 * MS)
     out = ex.on_order(order(7, NOW - 3000 * MS), NOW)
     assert venue.submitted == [] and ex.stale_rejects == 1
     (rej,) = out
@@ -135,7 +135,7 @@ def test_exec_refuses_a_new_order_that_waited_past_the_limit() -> None:
 
 def test_exec_resend_of_a_live_order_is_not_rejected_as_stale() -> None:
     venue = FakeVenue()
-    ex = ExecEngine(venue, INS[:1], ExecPolicy(max_order_age_ns=1000 * MS), algo_engine=None)
+    ex = ExecEngine(venue, INS[:1], ExecPolicy(), algo_engine=None, max_order_age_ns=1000 * MS)
     ex.on_order(order(7, NOW), NOW)
     later = NOW + 5000 * MS
     assert ex.on_order(order(7, NOW), later) == [] and ex.duplicates == 1
