@@ -19,57 +19,59 @@ from models.registry import DEFAULT_ROOT, RegistryError, check_name, list_models
 DEFAULT_SOURCE = "synthetic"
 
 
+def _data_args(p: argparse.ArgumentParser) -> None:
+    """Where the bars come from (train and eval)."""
+    p.add_argument(
+        "--source",
+        default=DEFAULT_SOURCE,
+        help="synthetic (the engine's market, from --config) | sine | random_walk | "
+        "arch:sp500 | arch:nasdaq | tsd:btc15m | postgres[:RUN_ID] | a CSV/Parquet file",
+    )
+    p.add_argument(
+        "--sim-seconds",
+        type=float,
+        default=1500.0,
+        help="synthetic market: simulated seconds to record (default 1500)",
+    )
+    p.add_argument(
+        "--bar-seconds",
+        type=float,
+        default=1.0,
+        help="synthetic market / generators: bar length in seconds (default 1)",
+    )
+    p.add_argument("--bars", type=int, default=5000, help="sine / random_walk: bars (default 5000)")
+    p.add_argument("--dsn", default="", help="postgres source: database (default: config)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """The architecture and its training (train and eval)."""
+    p.add_argument("--arch", choices=("nhits", "nbeatsx"), default="nhits")
+    p.add_argument("--input-size", type=int, default=32, help="bars in the input window")
+    p.add_argument("--horizon", type=int, default=4, help="bars forecast ahead")
+    p.add_argument("--quantiles", default="0.1,0.5,0.9", help="comma-separated, in (0, 1)")
+    p.add_argument("--scaler", choices=("robust", "standard"), default="robust")
+    p.add_argument("--hidden", type=int, default=64, help="MLP width of every block")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=3, help="walk-forward folds (0: no evaluation)")
+    p.add_argument(
+        "--season",
+        type=int,
+        default=0,
+        help="seasonal naive season in bars (0: bars per day, or 5 for daily bars)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
     """Register the model commands on the ``gekko`` sub-parser."""
 
-    def data_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--source",
-            default=DEFAULT_SOURCE,
-            help="synthetic (the engine's market, from --config) | sine | random_walk | "
-            "arch:sp500 | arch:nasdaq | tsd:btc15m | postgres[:RUN_ID] | a CSV/Parquet file",
-        )
-        p.add_argument(
-            "--sim-seconds",
-            type=float,
-            default=1500.0,
-            help="synthetic market: simulated seconds to record (default 1500)",
-        )
-        p.add_argument(
-            "--bar-seconds",
-            type=float,
-            default=1.0,
-            help="synthetic market / generators: bar length in seconds (default 1)",
-        )
-        p.add_argument(
-            "--bars", type=int, default=5000, help="sine / random_walk: bars (default 5000)"
-        )
-        p.add_argument("--dsn", default="", help="postgres source: database (default: config)")
-
-    def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--arch", choices=("nhits", "nbeatsx"), default="nhits")
-        p.add_argument("--input-size", type=int, default=32, help="bars in the input window")
-        p.add_argument("--horizon", type=int, default=4, help="bars forecast ahead")
-        p.add_argument("--quantiles", default="0.1,0.5,0.9", help="comma-separated, in (0, 1)")
-        p.add_argument("--scaler", choices=("robust", "standard"), default="robust")
-        p.add_argument("--hidden", type=int, default=64, help="MLP width of every block")
-        p.add_argument("--epochs", type=int, default=40)
-        p.add_argument("--batch-size", type=int, default=256)
-        p.add_argument("--lr", type=float, default=1e-3)
-        p.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--folds", type=int, default=3, help="walk-forward folds (0: no evaluation)")
-        p.add_argument(
-            "--season",
-            type=int,
-            default=0,
-            help="seasonal naive season in bars (0: bars per day, or 5 for daily bars)",
-        )
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
     tr = with_config(sub.add_parser("train", help="train a forecasting model, export it to ONNX"))
-    data_args(tr)
-    model_args(tr)
+    _data_args(tr)
+    _model_args(tr)
     tr.add_argument("--name", default="default", help="model name in the registry")
     tr.add_argument("--version", default="", help="version (default: next v<N>)")
     tr.add_argument("--root", default=str(DEFAULT_ROOT), help="registry root (default var/models)")
@@ -82,8 +84,8 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
     tr.set_defaults(func=cmd_train)
 
     ev = with_config(sub.add_parser("eval", help="walk-forward evaluation against baselines"))
-    data_args(ev)
-    model_args(ev)
+    _data_args(ev)
+    _model_args(ev)
     ev.add_argument(
         "--model",
         default="",
@@ -191,7 +193,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         series = _bars(args)
     except (ValueError, FileNotFoundError) as exc:
         return _err(str(exc))
-    from models.data import final_split, make_windows
     from models.evaluate import format_report, walk_forward_eval
     from models.export import write_model_dir
     from models.train import fit
@@ -211,11 +212,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
             print(format_report(report))
             metrics = report.to_dict()
-        parts = []
-        for b in series:
-            x, y = make_windows(b.features(), cfg.input_size, cfg.horizon)
-            if len(x):
-                parts.append((x, y, final_split(len(x), cfg.horizon)))
+        parts = _final_windows(series, cfg)
         if not parts:
             return _err("no series is long enough for one window")
     except ValueError as exc:
@@ -238,12 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # demo's 0.2 s bars): rounding to whole seconds would make infer serve the wrong bar length.
     bar_s = args.bar_seconds if args.source == "synthetic" else series[0].bar_seconds()
     try:
-        version = check_name("version", args.version) if args.version else None
-        out = Path(args.out) if args.out else None
-        if out is None:
-            version = version or next_version(args.root, args.name)
-            out = Path(args.root) / check_name("model name", args.name) / version
-        version = version or out.name
+        out, version = _train_target(args)
     except RegistryError as exc:
         return _err(str(exc))
     meta = write_model_dir(
@@ -266,6 +258,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     _register(args, out, "train")
     return 0
+
+
+def _final_windows(series: list, cfg) -> list:  # type: ignore[no-untyped-def]
+    """Per series long enough for one window: (x, y, its final train/val split)."""
+    from models.data import final_split, make_windows
+
+    parts = []
+    for b in series:
+        x, y = make_windows(b.features(), cfg.input_size, cfg.horizon)
+        if len(x):
+            parts.append((x, y, final_split(len(x), cfg.horizon)))
+    return parts
+
+
+def _train_target(args: argparse.Namespace) -> tuple[Path, str]:
+    """Where ``gekko train`` writes the model and its version (``--out``, else the registry's
+    next version); RegistryError for a bad name or version."""
+    version = check_name("version", args.version) if args.version else None
+    out = Path(args.out) if args.out else None
+    if out is None:
+        version = version or next_version(args.root, args.name)
+        out = Path(args.root) / check_name("model name", args.name) / version
+    return out, version or out.name
 
 
 def _register(args: argparse.Namespace, model_dir: Path, action: str) -> None:
