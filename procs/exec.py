@@ -23,19 +23,14 @@ import time
 from typing import Any
 
 from engine.exec_engine import ExecEngine
-from engine.messages import (
-    Control,
-    ControlCommand,
-    NewOrder,
-    OpenOrdersRequest,
-    OrderFilled,
-    OrderPartiallyFilled,
-    OrderRejected,
-)
+from engine.messages import NewOrder, OrderFilled, OrderPartiallyFilled
 from engine.portfolio import Portfolio
+from engine.stages.exec import ExecStage
+from engine.stages.strategy import REFUSALS
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.algo_log import prune as prune_algo_logs
 from procs.build import build_venue, venue_record_path
+from procs.loop import Input, Loop, Outbox, Timer
 from procs.recovery import UnsafeToTrade, open_exec_journal, recover_exec
 from procs.runtime import (
     EXIT_STOP_RUN,
@@ -71,51 +66,166 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     )
     algo_log = _open_algo_log(cfg, engine, incarnation)
     portfolio = build_portfolio(cfg, instruments)
-    positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
-    rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
     orders = w.consume("orders")
-    md = w.consume("md")
-    control = w.consume("control")
     events = w.produce("events")
     # exec's own journal: what a restart rebuilds from (procs/exec_journal.py)
     journal = open_exec_journal(cfg, incarnation)
-    waiter = w.waiter(orders, md, control)
-    c_in = w.metrics.counter_index("orders_in")
-    c_new = w.metrics.counter_index("new_orders")
-    c_out = w.metrics.counter_index("events_out")
-    c_fill = w.metrics.counter_index("fills")
-    c_rej = w.metrics.counter_index("venue_rejects")
-    c_md = w.metrics.counter_index("md_in")
-    h_t2o = w.metrics.hist("tick_to_order_ns")
-    dirty: set[int] = set()
+    table = PositionsTable(w, cfg, portfolio)
+    stage = ExecStage(
+        engine,
+        portfolio,
+        Outbox(w, counters={"events": "events_out"}, taps={"events": table.on_event}),
+    )
+    if journal is not None:  # before publishing (procs/recovery.py)
+        stage.journal = lambda taken, evs: journal.append(taken, evs, events.seq)
+    warm_exec(cfg)  # before READY: first calls compile and build caches
+    _log_emulation(cfg)
+    # recovery before READY (procs/recovery.py): the order table from exec's journal,
+    # reconciled with the venue; what the rest of the engine missed is published; re-delivered
+    # orders the venue already has are dropped from ``backlog`` (the orders waiting in our input)
+    try:
+        rec = recover_exec(w, cfg, venue, orders, events)
+    except UnsafeToTrade as exc:
+        w.beat(STATE_STOPPING)
+        for closing in (algo_log, journal, w):
+            if closing is not None:
+                closing.close()
+        return _stop_run(cfg, engine_id, f"{exc}; {len(venue.open_orders())} orders left open")
+    _apply_recovery(stage, table, rec)
+    on_order = _order_handler(w, stage)
 
-    def emit(evs: list[Any], taken: Any = None) -> None:
-        if journal is not None and (evs or taken is not None):
-            journal.append(taken, evs, events.seq)  # before publishing (procs/recovery.py)
-        if not evs:
-            return
-        events.publish_batch(evs)
-        w.metrics.inc_i(c_out, len(evs))
-        for ev in evs:
-            if isinstance(ev, _FILLS):
-                portfolio.on_fill(ev)
-                w.metrics.inc_i(c_fill)
-                dirty.add(ev.instrument_id)
-            elif isinstance(ev, OrderRejected):
-                w.metrics.inc_i(c_rej)
+    def each_pass(now: int) -> None:
+        stage.poll(now)
+        table.refresh(now)
 
-    def write_positions() -> None:
-        for iid in list(dirty):
-            p = portfolio.positions.get(iid)
-            if p is None or iid not in rows:
+    def on_exit() -> None:
+        for closing in (algo_log, journal):
+            if closing is not None:
+                closing.close()
+
+    loop = Loop(
+        w,
+        [Input("md", stage.on_md, batch=512, counter="md_in"), Input("orders", on_order)],
+        [Timer(0, each_pass)],
+        idle_s=min(cfg.supervisor.heartbeat_interval_s, 0.01),
+        drain="orders",  # on STOP: the strategies' last cancels still reach the venue
+        on_stop=lambda: _shut_down(stage, table),
+    )
+    w.beat(STATE_READY)
+    log.info(
+        "exec ready: venue %s (%s, wait=%s)",
+        getattr(venue, "name", type(venue).__name__),
+        w.pinning,
+        w.wait.kind,
+    )
+    for o in rec.backlog:  # orders taken before the restart, not yet at the venue
+        on_order(o, time.monotonic_ns())
+    return loop.run(on_exit=on_exit)
+
+
+def _order_handler(w: Worker, stage: ExecStage) -> Any:
+    """Orders to the stage, measured: tick-to-order latency as each new order is handed on."""
+    m = w.metrics
+    c_in, c_new = m.counter_index("orders_in"), m.counter_index("new_orders")
+    h_t2o = m.hist("tick_to_order_ns")
+
+    def on_order(o: Any, now: int) -> None:
+        m.inc_i(c_in)
+        w.processed += 1
+        if type(o) is NewOrder:
+            m.inc_i(c_new)
+            if o.ts_origin:
+                h_t2o.record(now - o.ts_origin)
+        stage.on_order(o, now)
+
+    return on_order
+
+
+class PositionsTable:
+    """Exec's positions table (risk and a restarted strategy read it), kept from the portfolio:
+    the instruments whose fills went out, and every 200 ms all of them (marks for the P&L)."""
+
+    MARK_EVERY_NS = 200_000_000
+
+    def __init__(self, w: Worker, cfg: Any, portfolio: Portfolio) -> None:
+        self.w = w
+        self.table = SeqlockTable.attach(w.engine_id, "positions", POSITION_DTYPE)
+        self.rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
+        self.portfolio = portfolio
+        self.dirty: set[int] = set()
+        self.last_mark = 0
+        self.stale_rejects = lambda: 0  # the engine's count, once there is one
+        self.c_fill = w.metrics.counter_index("fills")
+        self.c_rej = w.metrics.counter_index("venue_rejects")
+
+    def on_event(self, ev: Any) -> None:
+        """The tap on every published event."""
+        if isinstance(ev, _FILLS):
+            self.w.metrics.inc_i(self.c_fill)
+            self.dirty.add(ev.instrument_id)
+        elif isinstance(ev, REFUSALS):
+            self.w.metrics.inc_i(self.c_rej)
+
+    def refresh(self, now: int) -> None:
+        if now - self.last_mark > self.MARK_EVERY_NS:
+            self.dirty.update(self.portfolio.positions)  # refresh marks for the P&L display
+            self.last_mark = now
+            self.w.metrics.set("stale_orders", self.stale_rejects())  # engine/exec_engine.py
+        if self.dirty:
+            self.write()
+
+    def write(self) -> None:
+        for iid in list(self.dirty):
+            p = self.portfolio.positions.get(iid)
+            if p is None or iid not in self.rows:
                 continue
-            positions.write(
-                rows[iid],
+            self.table.write(
+                self.rows[iid],
                 (iid, p.position, p.fills, p.mark_px, p.avg_px, p.realized, p.unrealized, p.fees),
             )
-        dirty.clear()
+        self.dirty.clear()
 
-    warm_exec(cfg)  # before READY: first calls compile and build caches
+
+def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:
+    """What recovery rebuilt: the order table, the fills, what the engine missed (published),
+    the cancels it decided, the algo parents that were working (resumed)."""
+    engine = stage.engine
+    table.stale_rejects = lambda: engine.stale_rejects
+    if rec.result is None:
+        return
+    engine.table = rec.result.table
+    for f in rec.stored_fills:
+        stage.portfolio.on_fill(f)
+        table.dirty.add(f.instrument_id)
+    stage.emit(rec.result.publish)
+    for c in rec.result.to_cancel:
+        stage.emit(engine.on_order(c, time.monotonic_ns()))
+    # algo parents that were working: rebuilt, missed parent fills published, resumed
+    stage.emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
+
+
+def _shut_down(stage: ExecStage, table: PositionsTable) -> None:
+    """Cancel what is still open and let the venue's latency elapse so the cancels come back."""
+    engine = stage.engine
+    stage.cancel_all(time.monotonic_ns())
+    deadline = time.monotonic() + 1.0
+    while engine.open_orders() and time.monotonic() < deadline:
+        stage.poll(time.monotonic_ns())
+        time.sleep(0.001)
+    stage.poll(time.monotonic_ns())
+    table.dirty.update(stage.portfolio.positions)
+    table.write()
+    if engine.open_orders():
+        log.error(
+            "exec: %d orders still open at the venue after shutdown", len(engine.open_orders())
+        )
+    table.w.metrics.set("anomalies", engine.table.anomaly_count)
+    table.w.metrics.set("stale_orders", engine.stale_rejects)
+    if engine.table.anomaly_count:
+        log.warning("exec: venue events refused by the order table: %s", engine.anomalies)
+
+
+def _log_emulation(cfg: Any) -> None:
     emulated = [
         t for t in ("STOP", "STOP_LIMIT", "TRAILING_STOP") if t not in cfg.exec.native_order_types
     ]
@@ -125,110 +235,6 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         log.info(
             "exec: rejecting %s orders (the venue lacks them, emulate = false)", ", ".join(emulated)
         )
-    # recovery before READY (procs/recovery.py): the order table from exec's journal,
-    # reconciled with the venue; what the rest of the engine missed is published; re-delivered
-    # orders the venue already has are dropped from ``backlog`` (the orders waiting in our input)
-    try:
-        rec = recover_exec(w, cfg, venue, orders, events)
-    except UnsafeToTrade as exc:
-        w.beat(STATE_STOPPING)
-        for closing in (algo_log, journal, waiter, w):
-            if closing is not None:
-                closing.close()
-        return _stop_run(cfg, engine_id, f"{exc}; {len(venue.open_orders())} orders left open")
-    if rec.result is not None:
-        engine.table = rec.result.table
-        for f in rec.stored_fills:
-            portfolio.on_fill(f)
-            dirty.add(f.instrument_id)
-        emit(rec.result.publish)
-        for c in rec.result.to_cancel:
-            emit(engine.on_order(c, time.monotonic_ns()))
-        # algo parents that were working: rebuilt, missed parent fills published, resumed
-        emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
-    backlog = rec.backlog
-    w.beat(STATE_READY)
-    log.info(
-        "exec ready: venue %s (%s, wait=%s)",
-        getattr(venue, "name", type(venue).__name__),
-        w.pinning,
-        w.wait.kind,
-    )
-    stopping = False
-    last_mark = 0
-    try:
-        while True:
-            for ctl in control.poll_batch(16):
-                if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
-                    stopping = True
-            busy = False
-            mds = md.poll_batch(512)
-            if mds:
-                busy = True
-                for msg in mds:
-                    portfolio.on_market_data(msg)
-                    emit(engine.on_market_data(msg, time.monotonic_ns()))
-                w.metrics.inc_i(c_md, len(mds))  # once per batch, after it took effect
-            batch = orders.poll_batch(256)
-            if backlog:
-                batch, backlog = backlog + batch, []
-            for o in batch:
-                busy = True
-                w.metrics.inc_i(c_in)
-                w.processed += 1
-                now = time.monotonic_ns()
-                if isinstance(o, NewOrder):
-                    w.metrics.inc_i(c_new)
-                    if o.ts_origin:
-                        h_t2o.record(now - o.ts_origin)
-                elif type(o) is OpenOrdersRequest:  # a restarted risk without a record
-                    emit(engine.open_order_snapshot(o, now))
-                    continue
-                emit(engine.on_order(o, now), o)
-            emit(engine.poll(time.monotonic_ns()))
-            now = time.monotonic_ns()
-            if dirty or now - last_mark > 200_000_000:
-                if now - last_mark > 200_000_000:
-                    dirty.update(portfolio.positions)  # refresh marks for the P&L display
-                    last_mark = now
-                    w.metrics.set("stale_orders", engine.stale_rejects)  # engine/exec_engine.py
-                write_positions()
-            w.beat()
-            if (
-                stopping
-                and not busy
-                and not orders.has_data()
-                and (orders.ring.closed or _gone(orders))
-            ):
-                break
-            if not busy:
-                waiter.wait_any(min(cfg.supervisor.heartbeat_interval_s, 0.01))
-        # cancel what is still open and let the venue's latency elapse so the cancels come back
-        emit(engine.cancel_all(time.monotonic_ns()))
-        deadline = time.monotonic() + 1.0
-        while engine.open_orders() and time.monotonic() < deadline:
-            emit(engine.poll(time.monotonic_ns()))
-            time.sleep(0.001)
-        emit(engine.poll(time.monotonic_ns()))
-        dirty.update(portfolio.positions)
-        write_positions()
-        if engine.open_orders():
-            log.error(
-                "exec: %d orders still open at the venue after shutdown", len(engine.open_orders())
-            )
-        w.metrics.set("anomalies", engine.table.anomaly_count)
-        w.metrics.set("stale_orders", engine.stale_rejects)
-        if engine.table.anomaly_count:
-            log.warning("exec: venue events refused by the order table: %s", engine.anomalies)
-    finally:
-        w.beat(STATE_STOPPING)
-        if algo_log is not None:
-            algo_log.close()
-        if journal is not None:
-            journal.close()
-        waiter.close()
-        w.close()
-    return 0
 
 
 def build_portfolio(cfg: Any, instruments: Any) -> Portfolio:
@@ -264,10 +270,3 @@ def _stop_run(cfg: Any, engine_id: str, why: str) -> int:
     with contextlib.suppress(OSError):
         path.write_text(f"not trading: {why}")
     return EXIT_STOP_RUN
-
-
-def _gone(c: Any) -> bool:
-    from shm.region import pid_alive
-
-    pid = c.ring.producer_pid
-    return pid != 0 and not pid_alive(pid)

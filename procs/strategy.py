@@ -15,11 +15,13 @@ import logging
 import time
 from typing import Any
 
-from engine.messages import Control, ControlCommand, Forecast, OrderRejected, Remote
+from engine.messages import Remote
+from engine.stages.strategy import StrategyStage
 from procs.backlog import BacklogGuard
 from procs.bridge import RemoteFilter
 from procs.build import build_strategy_host
-from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker, worker_enabled
+from procs.loop import Input, Loop, Outbox, Timer
+from procs.runtime import POSITION_DTYPE, STATE_READY, Worker, worker_enabled
 from procs.warmup import warm_strategy
 
 log = logging.getLogger("gekko.strategy")
@@ -27,6 +29,8 @@ log = logging.getLogger("gekko.strategy")
 #: each incarnation of the process numbers its orders in its own block, so a restarted strategy
 #: never reuses a client order id (exec would refuse the duplicate)
 ORDER_ID_BLOCK = 1 << 24
+#: the strategies' ``on_timer``
+TIMER_NS = 100_000_000
 
 
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
@@ -37,142 +41,103 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     if incarnation > 0:
         _seed_positions(w, cfg, host)
         host.cancel_orphans(incarnation * ORDER_ID_BLOCK)  # the dead incarnations' orders
-    md = w.consume("md")
-    events = w.consume("events")
-    risk = w.consume("risk")
-    control = w.consume("control")
-    intents = w.produce("intents")
-    # model forecasts (procs/infer.py), when the engine runs the infer worker
-    forecasts = w.consume("forecasts") if worker_enabled(cfg, "infer") else None
-    # other engines' messages (procs/bridge.py), when the bridge runs: each envelope once, to
-    # every strategy's on_remote (a re-delivered stream id is dropped here)
-    remote = w.consume("remote") if worker_enabled(cfg, "bridge") else None
-    remote_filter = RemoteFilter()
-    extra = [c for c in (forecasts, remote) if c is not None]
-    waiter = w.waiter(md, events, risk, control, *extra)
-    c_md = w.metrics.counter_index("md_in")
-    c_int = w.metrics.counter_index("intents_out")
-    c_ev = w.metrics.counter_index("events_in")
-    c_rem = w.metrics.counter_index("remote_in")
-    c_rdup = w.metrics.counter_index("remote_duplicates")
-    c_skip = w.metrics.counter_index("md_skipped")
-    c_episodes = w.metrics.counter_index("backlog_episodes")
-    h_lat = w.metrics.hist("tick_to_intent_ns")
-    guard = BacklogGuard(cfg.processes.strategy.max_backlog_ms)
-    timer_ns = 100_000_000
-    next_timer = time.monotonic_ns() + timer_ns
+    w.produce("intents")
+    stage = StrategyStage(host, Outbox(w, counters={"intents": "intents_out"}), TIMER_NS)
+    inputs = _inputs(w, cfg, stage)
+    stage.start(time.monotonic_ns())
+    remote = next((i for i in inputs if i.ring == "remote"), None)
 
-    def remote_batch() -> bool:
-        """Hand up to 256 remote envelopes to the host; False when the ring had none."""
-        batch = remote.poll_batch(256) if remote is not None else []
-        for r in batch:
-            if not isinstance(r, Remote) or not remote_filter.fresh(r):
-                w.metrics.inc_i(c_rdup)  # re-delivered (at-least-once) or not an envelope
-                continue
-            w.metrics.inc_i(c_rem)
-            out = host.on_remote(r, time.monotonic_ns())
-            if out:
-                intents.publish_batch(out)
-                w.metrics.inc_i(c_int, len(out))
-        return bool(batch)
+    def stop() -> None:
+        # what other engines sent before the stop still reaches the strategies (bounded: a
+        # busy remote stream must not hold the shutdown)
+        if remote is not None:
+            for _ in range(64):
+                batch = w.consumers["remote"].poll_batch(256)
+                if not batch:
+                    break
+                remote.on_batch(batch)  # type: ignore[misc]
+        stage.stop(time.monotonic_ns())
 
-    out = host.start(time.monotonic_ns())
-    if out:
-        intents.publish_batch(out)
-    warm_strategy(cfg)  # before READY: first calls compile and build caches
-    w.beat(STATE_READY)
-    log.info("strategy ready: %d strategies (%s, wait=%s)", len(host.slots), w.pinning, w.wait.kind)
-    try:
-        while True:
-            stop = False
-            for ctl in control.poll_batch(16):
-                if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
-                    stop = True
-            if stop:
-                # what other engines sent before the stop still reaches the strategies (bounded:
-                # a busy remote stream must not hold the shutdown)
-                for _ in range(64):
-                    if not remote_batch():
-                        break
-                out = host.stop(time.monotonic_ns())
-                if out:
-                    intents.publish_batch(out)
-                    w.metrics.inc_i(c_int, len(out))
-                break
-            busy = False
-            # execution events and risk replies first: a strategy should know its fills
-            # before it reacts to the next tick
-            for ev in events.poll_batch(256):
-                busy = True
-                w.metrics.inc_i(c_ev)
-                out = host.on_exec_event(ev, time.monotonic_ns())
-                if out:
-                    intents.publish_batch(out)
-                    w.metrics.inc_i(c_int, len(out))
-            for ev in risk.poll_batch(256):
-                busy = True
-                if isinstance(ev, OrderRejected):
-                    out = host.on_exec_event(ev, time.monotonic_ns())
-                    if out:
-                        intents.publish_batch(out)
-                        w.metrics.inc_i(c_int, len(out))
-            if forecasts is not None:
-                fbatch = forecasts.poll_batch(256)
-                n = len(fbatch)
-                fbatch = guard.newest_forecasts(fbatch, time.monotonic_ns())
-                if len(fbatch) != n:  # behind: only each instrument's newest forecast
-                    w.metrics.inc_i(c_skip, n - len(fbatch))
-                for f in fbatch:
-                    busy = True
-                    if isinstance(f, Forecast):
-                        out = host.on_forecast(f, time.monotonic_ns())
-                        if out:
-                            intents.publish_batch(out)
-                            w.metrics.inc_i(c_int, len(out))
-                    else:  # model swaps, rejections, drift: the infer process logged them
-                        log.debug("strategy: %s", f)
-            if remote is not None:
-                busy = remote_batch() or busy
-            skipped, episodes = guard.skipped, guard.episodes
-            batch, absorbed = guard.check(md.poll_batch(256), md, host, time.monotonic_ns())
-            busy = busy or bool(batch)
-            if absorbed:  # behind the market: the backlog is absorbed, the newest ticks remain
-                n = guard.skipped - skipped
-                w.metrics.inc_i(c_skip, n)
-                w.metrics.inc_i(c_md, n)
-                w.processed += n
-                w.metrics.inc_i(c_episodes, guard.episodes - episodes)
-            deliver = host.dispatch if absorbed else host.on_market_data
-            for msg in batch:
-                w.metrics.inc_i(c_md)
-                w.processed += 1
-                out = deliver(msg, time.monotonic_ns())
-                if out:
-                    intents.publish_batch(out)
-                    now = time.monotonic_ns()
-                    w.metrics.inc_i(c_int, len(out))
-                    ts = getattr(msg, "ts_recv", 0)
-                    if ts:
-                        h_lat.record(now - ts)
-            now = time.monotonic_ns()
-            if now >= next_timer:
-                next_timer = now + timer_ns
-                out = host.on_timer(now)
-                if out:
-                    intents.publish_batch(out)
-                    w.metrics.inc_i(c_int, len(out))
-            w.beat()
-            if not busy:
-                waiter.wait_any(cfg.supervisor.heartbeat_interval_s)
-    finally:
-        w.beat(STATE_STOPPING)
+    def report() -> None:
         if host.errors:
             w.metrics.set("strategy_errors", len(host.errors))
             for name, fn, err in host.errors:
                 log.error("strategy %s failed in %s: %s", name, fn, err)
-        waiter.close()
-        w.close()
-    return 0
+
+    loop = Loop(w, inputs, [Timer(e.interval_ns, e.fn) for e in stage.timers], on_stop=stop)
+    warm_strategy(cfg)  # before READY: first calls compile and build caches
+    w.beat(STATE_READY)
+    log.info("strategy ready: %d strategies (%s, wait=%s)", len(host.slots), w.pinning, w.wait.kind)
+    return loop.run(on_exit=report)
+
+
+def _inputs(w: Worker, cfg: Any, stage: StrategyStage) -> list[Input]:
+    """The rings in priority order: execution events and risk replies first (a strategy should
+    know its fills before it reacts to the next tick), then forecasts, other engines' messages,
+    and market data last."""
+    inputs = [Input("events", stage.on_event, counter="events_in"), Input("risk", stage.on_risk)]
+    m = w.metrics
+    guard = BacklogGuard(cfg.processes.strategy.max_backlog_ms)
+    c_skip = m.counter_index("md_skipped")
+    if worker_enabled(cfg, "infer"):  # model forecasts (procs/infer.py)
+
+        def forecasts(batch: list[Any]) -> None:
+            n = len(batch)
+            batch = guard.newest_forecasts(batch, time.monotonic_ns())
+            if len(batch) != n:  # behind: only each instrument's newest forecast
+                m.inc_i(c_skip, n - len(batch))
+            for f in batch:
+                stage.on_forecast(f, time.monotonic_ns())
+
+        inputs.append(Input("forecasts", on_batch=forecasts))
+    if worker_enabled(cfg, "bridge"):
+        # other engines' messages (procs/bridge.py): each envelope once, to every strategy's
+        # on_remote (a re-delivered stream id is dropped here)
+        fresh = RemoteFilter().fresh
+        c_rem, c_rdup = m.counter_index("remote_in"), m.counter_index("remote_duplicates")
+
+        def remote(batch: list[Any]) -> None:
+            for r in batch:
+                if not isinstance(r, Remote) or not fresh(r):
+                    m.inc_i(c_rdup)  # re-delivered (at-least-once) or not an envelope
+                    continue
+                m.inc_i(c_rem)
+                stage.on_remote(r, time.monotonic_ns())
+
+        inputs.append(Input("remote", on_batch=remote))
+    inputs.append(Input("md", on_batch=_md_handler(w, stage, guard)))
+    return inputs
+
+
+def _md_handler(w: Worker, stage: StrategyStage, guard: BacklogGuard) -> Any:
+    """Market data: behind the market by more than ``max_backlog_ms``, the backlog is absorbed
+    (books exact) and only the newest ticks reach the strategies (``procs.backlog``)."""
+    m = w.metrics
+    md = w.consumers["md"] if "md" in w.consumers else w.consume("md")
+    c_md, c_skip = m.counter_index("md_in"), m.counter_index("md_skipped")
+    c_episodes = m.counter_index("backlog_episodes")
+    h_lat = m.hist("tick_to_intent_ns")
+    host = stage.host
+
+    def on_batch(batch: list[Any]) -> None:
+        skipped, episodes = guard.skipped, guard.episodes
+        batch, absorbed = guard.check(batch, md, host, time.monotonic_ns())
+        n = len(batch)
+        if absorbed:  # behind the market: the backlog is absorbed, the newest ticks remain
+            k = guard.skipped - skipped
+            m.inc_i(c_skip, k)
+            m.inc_i(c_episodes, guard.episodes - episodes)
+            n += k
+        m.inc_i(c_md, n)
+        w.processed += n
+        deliver = stage.dispatch if absorbed else stage.on_md
+        for msg in batch:
+            if deliver(msg, time.monotonic_ns()):
+                ts = getattr(msg, "ts_recv", 0)
+                if ts:
+                    h_lat.record(time.monotonic_ns() - ts)
+
+    return on_batch
 
 
 def _seed_positions(w: Worker, cfg: Any, host: Any) -> None:
