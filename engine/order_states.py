@@ -56,10 +56,10 @@ class OrderEvent(IntEnum):
     FILL = 4  # the fill that completes the order
     CANCEL_REQUEST = 5  # exec sends a cancel
     CANCELED = 6  # OrderCanceled
-    CANCEL_REJECT = 7  # the venue refused the cancel ("cancel rejected: ...")
+    CANCEL_REJECT = 7  # OrderCancelRejected: the venue refused the cancel
     REPLACE_REQUEST = 8  # exec sends a cancel/replace
     REPLACED = 9  # OrderReplaced
-    REPLACE_REJECT = 10  # the venue refused the replace ("replace rejected: ...")
+    REPLACE_REJECT = 10  # OrderReplaceRejected: the venue refused the replace
     EXPIRED = 11  # OrderExpired (GTD, DAY)
     TRIGGER = 12  # a stop's trigger fired (emulated locally, or reported by the venue)
 
@@ -171,10 +171,6 @@ FLAT: tuple[int, ...] = tuple(
 def target(state: int, event: int) -> int:
     """The state ``event`` moves an order in ``state`` to (``LIVE`` or ``ILLEGAL`` possible)."""
     return FLAT[state * N_EVENTS + event]
-
-
-def is_legal(state: int, event: int) -> bool:
-    return FLAT[state * N_EVENTS + event] != ILLEGAL
 
 
 def _check() -> None:

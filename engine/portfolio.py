@@ -363,9 +363,6 @@ class Portfolio:
         p = self.positions.get(instrument_id)
         return 0.0 if p is None else p.market_value * self.fx(p.currency)
 
-    def gross_exposure(self) -> float:
-        return sum(abs(p.market_value) * self.fx(p.currency) for p in self.positions.values())
-
     def weight(self, instrument_id: int) -> float:
         """Position value as a fraction of equity (0.0 when equity is not positive)."""
         eq = self.equity()

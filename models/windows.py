@@ -102,10 +102,6 @@ class FeatureWindows:
         self._prev_close[slots] = close[slots]
         return rows
 
-    def last_close(self, slot: int) -> float:
-        """The close of the slot's last bar (NaN before the first)."""
-        return float(self._prev_close[slot])
-
     def ready(self, slot: int, length: int) -> bool:
         return bool(self.count[slot] >= length)
 

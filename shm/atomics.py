@@ -8,7 +8,7 @@ a store-release and readers *observe* with a load-acquire; on ARM64 these compil
 ``ldar``, on x86-64 to plain ``mov`` with the compiler forbidden from reordering around them.
 
 How: each intrinsic below emits the LLVM atomic instruction directly (``load atomic ... acquire``,
-``store atomic ... release``, ``fence``, ``cmpxchg``, ``atomicrmw``) through llvmlite, so the
+``store atomic ... release``, ``fence``, ``cmpxchg``) through llvmlite, so the
 ordering is the C++11 memory model's, enforced by the compiler for whatever CPU numba targets —
 not an accident of the host architecture. Addresses are plain ``uint64`` integers (the mmap's
 address plus an offset): passing scalars keeps numba's call overhead low, which matters because
@@ -28,7 +28,6 @@ from numba import types
 from numba.extending import intrinsic
 
 _I64 = ir.IntType(64)
-_I32 = ir.IntType(32)
 _I8 = ir.IntType(8)
 
 
@@ -129,42 +128,11 @@ def cas_u64(typingctx, addr, expected, new):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def fetch_add_u64(typingctx, addr, delta):  # type: ignore[no-untyped-def]
-    """Atomic add (seq_cst); returns the previous value."""
-    sig = types.uint64(types.uint64, types.uint64)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.atomic_rmw("add", _ptr(builder, args[0]), args[1], "seq_cst")
-
-    return sig, codegen
-
-
-@intrinsic
 def u8_ptr(typingctx, addr):  # type: ignore[no-untyped-def]
     """Turn an integer address into a ``uint8*`` so ``numba.carray`` can view the memory."""
     sig = types.CPointer(types.uint8)(types.uint64)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         return builder.inttoptr(args[0], _I8.as_pointer())
-
-    return sig, codegen
-
-
-@intrinsic
-def u32_ptr(typingctx, addr):  # type: ignore[no-untyped-def]
-    sig = types.CPointer(types.uint32)(types.uint64)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.inttoptr(args[0], _I32.as_pointer())
-
-    return sig, codegen
-
-
-@intrinsic
-def u64_ptr(typingctx, addr):  # type: ignore[no-untyped-def]
-    sig = types.CPointer(types.uint64)(types.uint64)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.inttoptr(args[0], _I64.as_pointer())
 
     return sig, codegen

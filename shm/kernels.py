@@ -116,17 +116,6 @@ def unstick_version(base: int) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def set_claim(base: int, claim: int) -> None:
-    """Announce that bytes up to ``claim`` may be overwritten *before* overwriting them.
-
-    The release fence orders this store before the frame writes that follow, so a non-gating
-    reader that saw new bytes and then (after an acquire fence) reads the claim sees it too.
-    """
-    store_relaxed(_u64(base) + _u64(CLAIM), _u64(claim))
-    fence_release()
-
-
-@numba.njit(cache=True, nogil=True)
 def announce_claim(base: int, claim: int, nslots: int, floor: int) -> int:
     """Announce a new claim, then read the gating cursors: the producer's side of a Dekker
     hand-shake with a reader that re-attaches to a slot it had been dropped from (``revive``).

@@ -28,7 +28,6 @@ from shm.layout import (
     MAX_TYPE,
     PSLEEP,
     PUB_CLOSED,
-    PUB_HEARTBEAT_NS,
     PUB_PID,
     PUB_POS,
     PUB_SEQ,
@@ -428,10 +427,6 @@ class Producer:
             self.pos, self.seq = pos, seq
             i = i2
             self._commit()
-
-    def heartbeat(self) -> None:
-        """Record that the producer is alive (consumers may watch it)."""
-        K.store_word(self._base + PUB_HEARTBEAT_NS, time.monotonic_ns())
 
     def close(self) -> None:
         """Mark the stream finished: consumers drain what is left, then see the ring closed."""

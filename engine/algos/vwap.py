@@ -26,7 +26,7 @@ not supply, and the next slice catches up.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
 
@@ -85,14 +85,6 @@ class VolumeProfile:
     @classmethod
     def empty(cls, buckets: int, period_ns: int) -> VolumeProfile:
         return cls(np.zeros(buckets), period_ns)
-
-    @classmethod
-    def from_trades(cls, trades: Iterable[Any], buckets: int, period_ns: int) -> VolumeProfile:
-        """The profile of recorded trades (anything with ``ts_event`` and ``qty``)."""
-        prof = cls.empty(buckets, period_ns)
-        for tr in trades:
-            prof.add(tr.ts_event, tr.qty)
-        return prof
 
     def copy(self) -> VolumeProfile:
         return VolumeProfile(self.weights.copy(), self.period_ns, self.origin_ns)

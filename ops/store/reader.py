@@ -85,21 +85,3 @@ def load_run_state(
                 state.events.append(rec)
                 state.from_journal += 1
     return state
-
-
-def fills_of_run(conn: Any, run_id: int) -> list[tuple]:
-    """(fill_id, client_order_id, instrument_id, side, px, qty) of every stored fill of a run."""
-    return conn.execute(
-        "SELECT fill_id, client_order_id, instrument_id, side, px, qty FROM fills WHERE run_id = %s ORDER BY fill_id",
-        (run_id,),
-    ).fetchall()
-
-
-def orders_of_run(conn: Any, run_id: int) -> list[int]:
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT client_order_id FROM orders WHERE run_id = %s ORDER BY client_order_id",
-            (run_id,),
-        ).fetchall()
-    ]
