@@ -32,7 +32,14 @@ whose ``fn`` returns something truthy counts as work done (the loop does not sle
 
 STOP: with ``drain=None`` the loop ends at once (nothing upstream to wait for); with
 ``drain=<ring>`` it goes on until that ring is empty and its producer has closed it or is
-dead, so the upstream's last messages (the strategies' cancels) get through.
+dead, so the upstream's last messages (the strategies' cancels) get through. A process whose
+drain is its own (several rings, a deadline) passes ``drained=fn`` instead: the loop goes on
+after STOP until a pass does no work and ``fn()`` is true.
+
+Also: ``on_other`` gets what the control ring carries besides ``Control`` (the supervisor's
+audit records, for the recorder); ``wake`` names rings the process reads itself (raw, in a
+timer: the bridge) whose data also ends an idle wait; a handler raises ``ExitLoop(code)`` to
+end the run at once with that exit code (e.g. ``EXIT_STOP_RUN``), skipping ``on_stop``.
 """
 
 from __future__ import annotations
@@ -45,6 +52,14 @@ from typing import Any
 from engine.messages import Control, ControlCommand
 from procs.runtime import STATE_STOPPING, Worker
 from shm.ring import Consumer
+
+
+class ExitLoop(Exception):  # noqa: N818 - an exit, not an error
+    """Raised by a handler or timer: leave the loop now; ``Loop.run`` returns ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 @dataclass
@@ -122,6 +137,9 @@ class Loop:
         drain: str | None = None,
         on_control: Callable[[Control], Any] | None = None,
         on_stop: Callable[[], Any] | None = None,
+        on_other: Callable[[Any], Any] | None = None,
+        drained: Callable[[], bool] | None = None,
+        wake: Sequence[str] = (),
     ) -> None:
         self.w = w
         self.inputs = list(inputs)
@@ -129,19 +147,24 @@ class Loop:
         self.idle_s = w.cfg.supervisor.heartbeat_interval_s if idle_s is None else idle_s
         self.on_control = on_control
         self.on_stop = on_stop
+        self.on_other = on_other
+        self.drained = drained
         self.control = w.consumers.get("control") or w.consume("control")
         self._consumers = [w.consumers.get(i.ring) or w.consume(i.ring) for i in self.inputs]
         self._counters = [
             w.metrics.counter_index(i.counter) if i.counter else -1 for i in self.inputs
         ]
         self.drain = self._consumers[[i.ring for i in self.inputs].index(drain)] if drain else None
-        self.waiter = w.waiter(*self._consumers, self.control)
+        woken = [w.consumers.get(r) or w.consume(r) for r in wake]
+        self.waiter = w.waiter(*self._consumers, *woken, self.control)
         self.stopping = False  # STOP seen: draining (``drain``) or about to leave
 
     def run(self, on_exit: Callable[[], Any] | None = None) -> int:
         """Loop until STOP (and the drain), then ``on_stop``; always: heartbeat STOPPING,
-        ``on_exit``, the waiter and the worker closed. Returns the exit code (0)."""
+        ``on_exit``, the waiter and the worker closed. Returns the exit code (0, or an
+        ``ExitLoop``'s)."""
         w = self.w
+        code = 0
         try:
             now = time.monotonic_ns()
             for t in self.timers:
@@ -150,6 +173,8 @@ class Loop:
                 pass
             if self.on_stop is not None:
                 self.on_stop()
+        except ExitLoop as e:
+            code = e.code
         finally:
             w.beat(STATE_STOPPING)
             try:
@@ -158,19 +183,21 @@ class Loop:
             finally:
                 self.waiter.close()
                 w.close()
-        return 0
+        return code
 
     def _pass(self) -> bool:
         """One pass: control, each input's batch, timers, heartbeat, wait. True: leave."""
         w = self.w
         for ctl in self.control.poll_batch(16):
             if type(ctl) is not Control:
+                if self.on_other is not None:
+                    self.on_other(ctl)
                 continue
             if ctl.command == ControlCommand.STOP:
                 self.stopping = True
             elif self.on_control is not None:
                 self.on_control(ctl)
-        if self.stopping and self.drain is None:
+        if self.stopping and self.drain is None and self.drained is None:
             return True
         busy = False
         for inp, c, ctr in zip(self.inputs, self._consumers, self._counters, strict=True):
@@ -198,7 +225,7 @@ class Loop:
                     if t.fn(now):
                         busy = True
         w.beat()
-        if self.stopping and not busy and self._drained():
+        if self.stopping and not busy and (self.drained or self._drained)():
             return True
         if not busy:
             self.waiter.wait_any(self.idle_s)
