@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from engine.messages import Forecast
+from engine.risk_limits import RiskLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +43,14 @@ class SizingLimits:
             raise ValueError("max_order_notional must be > 0")
 
     @classmethod
-    def from_risk(cls, limits: object) -> SizingLimits:
-        """The caps the risk gate enforces, read from its limits (``engine.risk.RiskLimits`` or
-        anything with the same field names): ``max_position_pct`` (percent of equity; 0 = off,
+    def from_risk(cls, limits: RiskLimits) -> SizingLimits:
+        """The caps the risk gate enforces: ``max_position_pct`` (percent of equity; 0 = off,
         then no leverage: 100 %), ``max_position_lots``, ``max_order_notional``."""
-        pct = float(getattr(limits, "max_position_pct", 0.0) or 0.0)
-        lots = getattr(limits, "max_position_lots", None)
-        notional = getattr(limits, "max_order_notional", None)
+        pct = limits.max_position_pct
         return cls(
             max_weight=pct / 100.0 if pct > 0 else 1.0,
-            max_position_lots=int(lots) if lots else None,
-            max_order_notional=float(notional) if notional else None,
+            max_position_lots=int(limits.max_position_lots),
+            max_order_notional=float(limits.max_order_notional),
         )
 
 
