@@ -1,0 +1,300 @@
+"""Conformance of every registered venue kind to the two venue interfaces (engine/venues/).
+
+Parametrized by ``engine.venues.registry.known_kinds()``: a new kind (a real exchange) runs these
+same tests against its local protocol server by adding an entry to ``SETUPS``; a kind without
+one fails ``test_every_kind_has_a_conformance_setup``. Today the kind is ``"sim"``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.instruments import InstrumentTable
+from engine.messages import (
+    Bar,
+    BookDelta,
+    BookSnapshot,
+    CancelOrder,
+    ExchangeStatus,
+    NewOrder,
+    OrderAccepted,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderType,
+    Quote,
+    ReplaceOrder,
+    Side,
+    TimeInForce,
+    Trade,
+)
+from engine.order_states import OrderStatus
+from engine.venues.base import ExecutionClient
+from engine.venues.data import InstrumentRules, MarketDataClient, SequenceGuard
+from engine.venues.registry import (
+    UnknownVenueKind,
+    VenueConfig,
+    VenueKind,
+    known_kinds,
+    lookup,
+    register,
+)
+from engine.venues.reports import BalanceReport, FillReport, OrderStatusReport, PositionReport
+from ops.config import parse_config
+from procs.build import venue_configs
+from tests.conftest import ROOT
+
+SETTLE_NS = 10_000_000_000  # past any latency the venue models: its answers are all due
+MD_TYPES = (BookSnapshot, BookDelta, Quote, Trade, Bar, ExchangeStatus)
+
+
+@dataclass
+class Setup:
+    """One venue kind under test: its config and the instruments it lists."""
+
+    config: VenueConfig
+    instruments: InstrumentTable
+
+
+def _sim_setup(tmp_path: Path) -> Setup:
+    cfg = parse_config((ROOT / "config.toml").read_text())
+    vc = venue_configs(cfg, record_path=tmp_path / "sim.venue")[0]
+    return Setup(vc, cfg.instrument_table())
+
+
+SETUPS: dict[str, Callable[[Path], Setup]] = {"sim": _sim_setup}
+
+
+@pytest.fixture(params=known_kinds())
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
+    if request.param not in SETUPS:
+        pytest.fail(f"venue kind {request.param!r} has no conformance setup")
+    return SETUPS[request.param](tmp_path)
+
+
+def test_every_kind_has_a_conformance_setup() -> None:
+    assert set(known_kinds()) <= set(SETUPS)
+
+
+# --- market data ----------------------------------------------------------------------------------
+def _connected(s: Setup, ids: list[int] | None = None) -> MarketDataClient:
+    md = lookup(s.config.kind).market_data(s.config)
+    assert isinstance(md, MarketDataClient)
+    md.connect()
+    md.subscribe(ids if ids is not None else [i.instrument_id for i in s.instruments])
+    return md
+
+
+def test_data_client_lists_the_instruments_with_their_rules(setup: Setup) -> None:
+    md = _connected(setup)
+    rules = {r.instrument.instrument_id: r for r in md.instruments()}
+    assert all(isinstance(r, InstrumentRules) for r in rules.values())
+    for ins in setup.instruments:
+        r = rules[ins.instrument_id]
+        assert (r.instrument.tick_size, r.instrument.lot_size) == (ins.tick_size, ins.lot_size)
+        assert r.min_qty_lots >= 1 and r.check(r.min_qty_lots, 0) == ""
+        assert r.check(r.min_qty_lots - 1, 0) != ""
+    md.close()
+
+
+def test_data_client_streams_market_structs_snapshot_first_in_sequence(setup: Setup) -> None:
+    md = _connected(setup)
+    msgs = list(itertools.islice(md.updates(), 3000))
+    assert msgs and all(isinstance(m, MD_TYPES) for m in msgs)
+    first: dict[int, type] = {}
+    for m in msgs:
+        if isinstance(m, (BookSnapshot, BookDelta)):
+            first.setdefault(m.instrument_id, type(m))
+    assert first and set(first.values()) == {BookSnapshot}  # a book starts with a snapshot
+    guard = SequenceGuard()
+    assert all(guard.accept(m) for m in msgs) and guard.gaps == 0
+    assert md.gaps == 0
+    md.close()
+
+
+def test_data_client_sends_only_what_is_subscribed(setup: Setup) -> None:
+    one = setup.instruments.ids[0]
+    md = _connected(setup, [one])
+    msgs = list(itertools.islice(md.updates(), 2000))
+    assert msgs and {getattr(m, "instrument_id", -1) for m in msgs} <= {one, -1}
+    md.close()
+
+
+# --- execution ------------------------------------------------------------------------------------
+class Driven:
+    """An execution client fed from the same kind's market data, with the last quote kept."""
+
+    def __init__(self, s: Setup) -> None:
+        self.ex = lookup(s.config.kind).execution(s.config)
+        self.md = _connected(s)
+        self.stream: Iterator[object] = self.md.updates()
+        self.now = 0
+        self.quotes: dict[int, Quote] = {}
+        self.iid = s.instruments.ids[0]
+        self.events: list[object] = []
+        self.advance(2000)
+
+    def advance(self, n: int) -> None:
+        for m in itertools.islice(self.stream, n):
+            self.now = max(self.now, getattr(m, "ts_event", self.now))
+            if isinstance(m, Quote):
+                self.quotes[m.instrument_id] = m
+            self.events += self.ex.on_market_data(m, self.now)
+
+    def settle(self) -> list[object]:
+        self.now += SETTLE_NS
+        self.events += self.ex.poll(self.now)
+        return self.events
+
+    def order(self, coid: int, side: int, px: int, qty: int) -> NewOrder:
+        return NewOrder(coid, 1, self.iid, side, OrderType.LIMIT, TimeInForce.GTC, px, qty, 0, 0)
+
+    def submit(self, o: NewOrder) -> None:
+        self.events += self.ex.submit(o, self.now)
+
+    def close(self) -> None:
+        self.ex.close()
+        self.md.close()
+
+
+@pytest.fixture
+def driven(setup: Setup) -> Iterator[Driven]:
+    d = Driven(setup)
+    yield d
+    d.close()
+
+
+def _of(events: list[object], t: type, coid: int) -> list:
+    return [e for e in events if isinstance(e, t) and e.client_order_id == coid]
+
+
+def test_execution_client_implements_the_protocol(driven: Driven) -> None:
+    assert isinstance(driven.ex, ExecutionClient)
+    assert all(isinstance(b, BalanceReport) for b in driven.ex.balances())
+    assert driven.ex.knows_order(424242) is False
+    assert driven.ex.query_order(424242) is None
+
+
+def test_resting_order_is_reported_replaced_and_canceled(driven: Driven) -> None:
+    q = driven.quotes[driven.iid]
+    px = q.bid_px - 50  # far below the market: rests
+    driven.submit(driven.order(7, Side.BUY, px, 3))
+    ev = driven.settle()
+    assert len(_of(ev, OrderAccepted, 7)) == 1
+    assert driven.ex.knows_order(7)
+    assert [(o.client_order_id, o.px, o.qty) for o in driven.ex.open_orders()] == [(7, px, 3)]
+    (rep,) = driven.ex.order_status_reports()
+    assert isinstance(rep, OrderStatusReport)
+    assert (rep.client_order_id, rep.status, rep.px, rep.open_qty, rep.filled_qty) == (
+        7,
+        OrderStatus.ACCEPTED,
+        px,
+        3,
+        0,
+    )
+    one = driven.ex.query_order(7)
+    assert one is not None
+    assert (one.status, one.px, one.open_qty, one.filled_qty) == (OrderStatus.ACCEPTED, px, 3, 0)
+
+    driven.events += driven.ex.replace(ReplaceOrder(7, 1, driven.iid, px - 1, 2, 0, 0), driven.now)
+    driven.settle()
+    assert [(o.px, o.qty) for o in driven.ex.open_orders()] == [(px - 1, 2)]
+
+    driven.events += driven.ex.cancel(CancelOrder(7, 1, driven.iid, 0, 0), driven.now)
+    driven.settle()
+    assert driven.ex.open_orders() == [] and driven.ex.order_status_reports() == []
+    gone = driven.ex.query_order(7)
+    assert gone is None or gone.status == OrderStatus.CANCELED and gone.open_qty == 0
+    driven.events += driven.ex.cancel(CancelOrder(7, 1, driven.iid, 0, 0), driven.now)
+    driven.settle()  # a second cancel is refused, the order stays gone
+    assert driven.ex.open_orders() == []
+
+
+def test_fills_positions_and_their_reports_agree(driven: Driven) -> None:
+    q = driven.quotes[driven.iid]
+    driven.submit(driven.order(9, Side.BUY, q.ask_px + 20, 1))  # crosses: takes the ask
+    ev = driven.settle()
+    fills = driven.ex.fills_since(0)
+    assert fills and fills == [e for e in ev if isinstance(e, OrderPartiallyFilled)]
+    assert sum(f.fill_qty for f in fills if f.client_order_id == 9) == 1
+    assert driven.ex.fills_since(fills[-1].fill_id) == []
+    assert driven.ex.fill_reports() == [FillReport.from_fill(driven.ex.name, f) for f in fills]
+    pos = driven.ex.positions()
+    assert pos == {driven.iid: 1}
+    assert driven.ex.position_reports() == [
+        PositionReport(venue=driven.ex.name, instrument_id=driven.iid, qty=1)
+    ]
+    done = driven.ex.query_order(9)
+    assert done is not None and done.status == OrderStatus.FILLED and done.filled_qty == 1
+
+
+def test_a_reused_client_order_id_is_refused(driven: Driven) -> None:
+    q = driven.quotes[driven.iid]
+    driven.submit(driven.order(11, Side.SELL, q.ask_px + 50, 1))
+    driven.settle()
+    driven.submit(driven.order(11, Side.SELL, q.ask_px + 60, 1))
+    ev = driven.settle()
+    assert len(_of(ev, OrderRejected, 11)) == 1
+    assert [o.px for o in driven.ex.open_orders()] == [q.ask_px + 50]
+
+
+# --- the registry and the sequence guard ----------------------------------------------------------
+def test_unknown_kind_is_refused_naming_the_known_ones() -> None:
+    with pytest.raises(UnknownVenueKind, match="'binance'.*known kinds: 'sim'"):
+        lookup("binance")
+    sim = lookup("sim")
+    with pytest.raises(ValueError, match="registered twice"):
+        register(VenueKind("sim", sim.execution, sim.market_data))
+
+
+def test_unknown_kind_in_config_exits_2_naming_the_known_kinds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ops.cli import main
+
+    cfg = tmp_path / "gekko.toml"
+    text = (ROOT / "config.toml").read_text()
+    cfg.write_text(text + '\n[[venues]]\nname = "bn"\nkind = "binance"\n')
+    assert main(["backtest", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "venues[0].kind" in err and "'binance'" in err and "known kinds: 'sim'" in err
+
+
+def _delta(seq: int, iid: int = 1) -> BookDelta:
+    return BookDelta(iid, Side.BUY, 100, 5, 0, 0, seq)
+
+
+def _snap(seq: int, iid: int = 1) -> BookSnapshot:
+    return BookSnapshot(iid, [100], [5], [101], [5], 0, 0, seq)
+
+
+def test_sequence_guard_drops_a_gapped_instrument_until_its_next_snapshot() -> None:
+    g = SequenceGuard()
+    assert [g.accept(m) for m in (_snap(0), _delta(1), _delta(2))] == [True] * 3
+    assert g.accept(_delta(2)) is False and g.gaps == 0  # a duplicate, not a gap
+    assert g.accept(_delta(4)) is False and g.gaps == 1 and g.needs_snapshot == {1}
+    assert g.accept(_delta(5)) is False  # still waiting for a snapshot
+    assert g.accept(_delta(7, iid=2)) is True  # other instruments go on
+    assert g.accept(_snap(5)) is True and g.needs_snapshot == set()
+    assert g.accept(_delta(6)) is True and g.gaps == 1
+    assert g.accept(_delta(0)) is True  # an unnumbered delta always passes
+
+
+def test_instrument_rules_check_size_and_notional() -> None:
+    from engine.instruments import Instrument
+
+    r = InstrumentRules(
+        instrument=Instrument(instrument_id=1, symbol="X", tick_size=0.01, lot_size=1.0),
+        min_qty_lots=2,
+        max_qty_lots=10,
+        min_notional=5.0,
+    )
+    assert r.check(2, 1000) == ""  # 2 x 10.00
+    assert "below the venue minimum 2" in r.check(1, 1000)
+    assert "above the venue maximum 10" in r.check(11, 1000)
+    assert "notional 2 is below" in r.check(2, 100)
+    assert r.check(2, 0) == ""  # a market order: no price to check
