@@ -33,8 +33,6 @@ import numpy as np
 
 from engine.bars import BarAggregator
 from engine.messages import (
-    Control,
-    ControlCommand,
     DriftEvent,
     Forecast,
     ModelRejected,
@@ -47,7 +45,8 @@ from models.features import FEATURES
 from models.registration import registered_message
 from models.serving import LoadedModel, ModelServer
 from models.windows import FeatureWindows
-from procs.runtime import STATE_READY, STATE_STOPPING, Worker
+from procs.loop import Input, Loop, Timer
+from procs.runtime import STATE_READY, Worker
 
 log = logging.getLogger("gekko.infer")
 
@@ -314,21 +313,21 @@ def with_forecasts(cfg: Any, source: Iterable[Any]) -> Iterator[Any]:
 
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     w = Worker("infer", cfg, engine_id, incarnation)
-    md = w.consume("md")
-    control = w.consume("control")
+    md = w.consume("md")  # before the model loads, as a reader joins (the Loop reads it)
+    w.consume("control")
     forecasts = w.produce("forecasts")
-    waiter = w.waiter(md, control)
     eng = InferEngine(cfg)
-    idx = {name: w.metrics.counter_index(name) for name in (*eng.counts, "md_in", "md_missed")}
-    h_run = w.metrics.hist("run_ns")
-    h_t2f = w.metrics.hist("tick_to_forecast_ns")
-    poll_ns = int(cfg.inference.poll_model_s * 1e9)
     out = eng.poll_model()  # loads (and trial-runs) the model before READY: no cold first bar
     if out:
         forecasts.publish_batch(out)
         publish_registrations(forecasts, eng, out)
-    next_poll = time.monotonic_ns() + poll_ns
-    published = dict.fromkeys(eng.counts, 0)  # what the metrics region has (flushed each loop)
+    p = _InferProcess(w, eng, md, forecasts)
+    loop = Loop(
+        w,
+        [Input("md", p.on_md, batch=256, counter="md_in", processed=True)],
+        [Timer(int(cfg.inference.poll_model_s * 1e9), p.poll_model), Timer(0, p.flush_counts)],
+        idle_s=min(cfg.supervisor.heartbeat_interval_s, cfg.inference.poll_model_s),
+    )
     w.beat(STATE_READY)
     model = eng.model
     log.info(
@@ -338,55 +337,54 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         w.pinning,
         w.wait.kind,
     )
-    try:
-        while True:
-            stop = False
-            for ctl in control.poll_batch(16):
-                if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
-                    stop = True
-            if stop:
-                break
-            busy = False
-            n = 0
-            for msg in md.poll_batch(256):
-                busy = True
-                n += 1
-                runs = eng.counts["runs"]
-                out = eng.on_market_data(msg)
-                if out:
-                    forecasts.publish_batch(out)
-                    if eng.counts["runs"] != runs:
-                        h_run.record(eng.last_run_ns)
-                        ts = getattr(msg, "ts_recv", 0)
-                        if ts:
-                            h_t2f.record(time.monotonic_ns() - ts)
-            if n:
-                w.processed += n
-                w.metrics.inc_i(idx["md_in"], n)
-            now = time.monotonic_ns()
-            if now >= next_poll:
-                next_poll = now + poll_ns
-                out = eng.poll_model()
-                if out:
-                    forecasts.publish_batch(out)
-                    publish_registrations(forecasts, eng, out)
-                w.metrics.set("md_missed", md.missed)
-            for name, v in eng.counts.items():
-                if v != published[name]:
-                    w.metrics.inc_i(idx[name], v - published[name])
-                    published[name] = v
-            w.beat()
-            if not busy:
-                waiter.wait_any(
-                    min(cfg.supervisor.heartbeat_interval_s, cfg.inference.poll_model_s)
-                )
-    finally:
-        w.beat(STATE_STOPPING)
-        w.metrics.set("md_missed", md.missed)
-        c = eng.counts
-        for name, v in c.items():
-            if v != published[name]:
-                w.metrics.inc_i(idx[name], v - published[name])
+    return loop.run(on_exit=p.report)
+
+
+class _InferProcess:
+    """The infer process's handlers: market data in, forecasts out, counts to the metrics."""
+
+    def __init__(self, w: Worker, eng: InferEngine, md: Any, forecasts: Any) -> None:
+        self.w = w
+        self.eng = eng
+        self.md = md  # the md reader (its ``missed`` count)
+        self.forecasts = forecasts
+        self.idx = {n: w.metrics.counter_index(n) for n in (*eng.counts, "md_in", "md_missed")}
+        self.h_run = w.metrics.hist("run_ns")
+        self.h_t2f = w.metrics.hist("tick_to_forecast_ns")
+        self.published = dict.fromkeys(eng.counts, 0)  # what the metrics region has
+
+    def on_md(self, msg: Any, now_ns: int) -> None:
+        eng = self.eng
+        runs = eng.counts["runs"]
+        out = eng.on_market_data(msg)
+        if out:
+            self.forecasts.publish_batch(out)
+            if eng.counts["runs"] != runs:
+                self.h_run.record(eng.last_run_ns)
+                ts = getattr(msg, "ts_recv", 0)
+                if ts:
+                    self.h_t2f.record(time.monotonic_ns() - ts)
+
+    def poll_model(self, now_ns: int) -> None:
+        """A new model version (hot swap) or a refused one; the missed count with it."""
+        out = self.eng.poll_model()
+        if out:
+            self.forecasts.publish_batch(out)
+            publish_registrations(self.forecasts, self.eng, out)
+        self.w.metrics.set("md_missed", self.md.missed)
+
+    def flush_counts(self, now_ns: int = 0) -> None:
+        """The engine's counts into the metrics region (what changed since the last pass)."""
+        for name, v in self.eng.counts.items():
+            if v != self.published[name]:
+                self.w.metrics.inc_i(self.idx[name], v - self.published[name])
+                self.published[name] = v
+
+    def report(self) -> None:
+        """At exit: the last counts, and one line saying what the process did."""
+        self.w.metrics.set("md_missed", self.md.missed)
+        self.flush_counts()
+        c = self.eng.counts
         log.info(
             "infer: %d bars, %d model runs, %d forecasts, %d swaps, %d refused models, %d drift "
             "events, %d errors, %d market-data messages missed",
@@ -397,8 +395,5 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             c["model_rejects"],
             c["drift_events"],
             c["infer_errors"],
-            md.missed,
+            self.md.missed,
         )
-        waiter.close()
-        w.close()
-    return 0
