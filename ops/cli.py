@@ -67,11 +67,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     from engine.backtest import InlineRuntime
     from engine.md_rejects import BadRowError, MdValidator, RejectCounter, validated
-    from procs.build import (
-        build_market,
-        build_venue,
-        with_exchange_status,
-    )
+    from procs.build import build_data_client, build_venue
     from procs.infer import with_forecasts
 
     cfg = _load(args.config)
@@ -84,13 +80,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     instruments = cfg.instrument_table()
     # the feed's checks and counts, as in `gekko run` (engine.md_rejects; [market] on_bad_row)
     rejects = RejectCounter(cfg.market.on_bad_row)
+    # the venue's market data, as the feed reads it (procs.build.build_data_client)
+    client = build_data_client(cfg, rejects)
     try:
-        source = build_market(cfg, rejects)
+        client.connect()
     except ValueError as exc:  # a replay file that is no such file at all
         print(f"gekko: cannot replay: {exc}", file=sys.stderr)
         return 2
+    client.subscribe(instruments.ids)
     market = validated(
-        itertools.islice(with_exchange_status(cfg, source), events),
+        itertools.islice(client.updates(), events),
         MdValidator(instruments.ids),
         rejects,
     )
@@ -101,7 +100,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         build_venue(cfg, instruments),
         # the market, with the forecasts the infer process would publish interleaved at their
         # simulated time (procs.infer.with_forecasts; unchanged when [inference] is off), and
-        # the venue's halts where [sim] schedules them (procs.build.with_exchange_status)
+        # the venue's halts where [sim] schedules them (procs.build.build_data_client)
         with_forecasts(cfg, market),
         exec_policy=cfg.exec,
         **cfg.portfolio.backtest_kwargs(),
