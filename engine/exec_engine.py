@@ -3,8 +3,8 @@
 ``ExecEngine`` is the exec process's state machine (DESIGN §2). It owns one venue adapter (a
 smart router is a composite venue, so one is enough), the order table (``engine.oms``: every
 order's life cycle, by the transition table of ``engine.order_states``), the local emulation
-of order types the venue lacks (``engine.emulation``) and, when ``engine.algos`` is present, the
-execution algorithms. Every event it returns has passed through the table: consistent events
+of order types the venue lacks (``engine.emulation``) and the execution algorithms
+(``engine.algos``). Every event it returns has passed through the table: consistent events
 are forwarded (to strategies, risk, portfolio, recorder), anomalies are dropped and replaced by
 an ``OrderAnomaly`` record.
 
@@ -43,7 +43,6 @@ What it decides, by ``ExecPolicy`` (config ``[exec]``):
 from __future__ import annotations
 
 import heapq
-import importlib
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
@@ -51,6 +50,7 @@ from typing import Any
 
 import msgspec
 
+from engine.algos.engine import AlgoEngine
 from engine.emulation import EMULATABLE, StopEmulator
 from engine.exec_policy import ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
@@ -67,10 +67,12 @@ from engine.messages import (
     OrderExpired,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderTriggered,
     OrderType,
     Quote,
     ReplaceOrder,
+    ReplaceRejectReason,
     TimeInForce,
 )
 from engine.oms import OrderSnapshot, OrderState, OrderTable
@@ -87,14 +89,6 @@ MID_HISTORY = 256
 #: block of 2**24 ids per exec incarnation below it
 EXEC_STRATEGY_ID = (1 << 31) - 1
 EXEC_BLOCK_BITS = 24
-
-
-def _load_algo_engine() -> Any:
-    """``engine.algos.engine.AlgoEngine`` if that package is installed, else None."""
-    try:
-        return importlib.import_module("engine.algos.engine").AlgoEngine
-    except (ImportError, AttributeError):
-        return None
 
 
 class ExecEngine:
@@ -151,8 +145,7 @@ class ExecEngine:
         self.table.on_anomaly = self._anomalies.append
         self._now = 0
         if algo_engine == "auto":
-            cls = _load_algo_engine()
-            algo_engine = cls(self.instruments, self.next_exec_id) if cls is not None else None
+            algo_engine = AlgoEngine(self.instruments, self.next_exec_id)
         self.algo = algo_engine
 
     # --- ids -------------------------------------------------------------------------------------
@@ -188,11 +181,10 @@ class ExecEngine:
                 if amend is not None:
                     self._algo_out(amend(order, now_ns), now_ns, out)
                 else:  # an algo engine without amends: the parent goes on unchanged
-                    rej = OrderRejected(
-                        order.client_order_id,
-                        order.instrument_id,
-                        "replace rejected: algo parents cannot be amended here",
-                        order.ts_origin,
+                    rej = OrderReplaceRejected.for_request(
+                        order,
+                        ReplaceRejectReason.UNSUPPORTED,
+                        "algo parents cannot be amended here",
                         now_ns,
                         now_ns,
                     )
@@ -261,17 +253,7 @@ class ExecEngine:
         if exp:
             heapq.heappush(self._expiries, (exp, order.client_order_id))
         self._route(
-            OrderAccepted(
-                order.client_order_id,
-                0,
-                order.instrument_id,
-                order.side,
-                order.px,
-                order.qty,
-                order.ts_origin,
-                now_ns,
-                now_ns,
-            ),
+            OrderAccepted.for_order(order, 0, now_ns, now_ns),
             now_ns,
             out,
         )
@@ -340,11 +322,10 @@ class ExecEngine:
         if self._retry_due and any(c == coid for _, _, c in self._retry_due):
             # the venue does not have it (it refused it; the retry sends the original)
             self.table.request_replace(coid)
-            ev = OrderRejected(
-                coid,
-                rep.instrument_id,
-                "replace rejected: order awaiting a retry at the venue",
-                rep.ts_origin,
+            ev = OrderReplaceRejected.for_request(
+                rep,
+                ReplaceRejectReason.PENDING_RETRY,
+                "order awaiting a retry at the venue",
                 now_ns,
                 now_ns,
             )
@@ -371,9 +352,9 @@ class ExecEngine:
             self._held[coid] = msgspec.structs.replace(h, px=px, qty=rep.new_qty)
         if r.state not in (OrderStatus.INITIALIZED, OrderStatus.TRIGGERED):
             self.table.request_replace(coid)  # an accepted emulated order
-        if why:
-            ev: object = OrderRejected(
-                coid, rep.instrument_id, f"replace rejected: {why}", rep.ts_origin, now_ns, now_ns
+        if why:  # the order is held here: only the new terms can be wrong
+            ev: object = OrderReplaceRejected.for_request(
+                rep, ReplaceRejectReason.INVALID, why, now_ns, now_ns
             )
         else:
             ev = OrderReplaced(
@@ -462,7 +443,7 @@ class ExecEngine:
     def _retry(self, ev: OrderRejected, now_ns: int) -> bool:
         """Schedule a retry of a new order the venue refused for a passing reason."""
         p = self.policy
-        if not p.max_retries or ev.reason.startswith(("cancel rejected:", "replace rejected:")):
+        if not p.max_retries:
             return False
         coid = ev.client_order_id
         r = self.table.get(coid)
@@ -727,20 +708,7 @@ class ExecEngine:
         for child, venue_oid, fills in rec.open_children:
             if self.table.add(child, now_ns) is None:
                 continue  # already known (adopted by plain reconciliation): keep that record
-            o = child
-            self.table.apply(
-                OrderAccepted(
-                    o.client_order_id,
-                    venue_oid,
-                    o.instrument_id,
-                    o.side,
-                    o.px,
-                    o.qty,
-                    o.ts_origin,
-                    now_ns,
-                    now_ns,
-                )
-            )
+            self.table.apply(OrderAccepted.for_order(child, venue_oid, now_ns, now_ns))
             for f in fills:
                 self.table.apply(f)
         self._algo_out(self.algo.restore(rec.parents, now_ns, rec.replay), now_ns, out)

@@ -12,11 +12,16 @@ Why it looks like this (DESIGN §4):
 
 Enumerations are plain ``int`` fields on the wire (decoding an IntEnum costs a lookup on the hot
 path); the ``IntEnum`` classes below name the values for humans and are interchangeable with ints.
+What a message means is its type, never a prefix of its text: a refused cancel or replace is an
+``OrderCancelRejected`` / ``OrderReplaceRejected`` with a reason enum. A message built from
+another has a constructor on its struct (``NewOrder.from_intent``, ``OrderAccepted.for_order``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
+from typing import Any, Self
 
 import msgspec
 
@@ -100,6 +105,30 @@ class AlgoState(IntEnum):
     DONE = 2  # fully filled
     CANCELED = 3  # canceled by request (children canceled) or ended with quantity left
     REJECTED = 4
+
+
+class CancelRejectReason(IntEnum):
+    """Why a cancel was refused (``OrderCancelRejected.reason``); the order is unchanged."""
+
+    UNKNOWN_ORDER = 1  # the venue (or router, or algo engine) does not know the order
+    NOT_OPEN = 2  # already filled / canceled / expired: the cancel crossed the order's end
+    REFUSED = 3  # any other reason, said in ``detail`` (a real venue's own refusal)
+
+
+class ReplaceRejectReason(IntEnum):
+    """Why a replace (amend) was refused (``OrderReplaceRejected.reason``); the order is
+    unchanged. The first values match ``CancelRejectReason``'s."""
+
+    UNKNOWN_ORDER = 1
+    NOT_OPEN = 2  # already filled / canceled / expired (an algo parent no longer working)
+    PENDING_RETRY = 3  # exec holds it for a retry: the venue does not have it right now
+    INVALID = 4  # the new price or quantity is out of range
+    HALTED = 5  # trading in the instrument is halted at the venue
+    SELF_TRADE = 6  # the new price would trade with one of our own resting orders
+    POST_ONLY = 7  # a post-only order's new price would take liquidity
+    SPLIT = 8  # the order works at several venues: cancel it and send a new one
+    UNSUPPORTED = 9  # this engine cannot amend such an order (an algo parent without amends)
+    REFUSED = 10  # any other reason, said in ``detail`` (an algorithm's check, a venue's text)
 
 
 _S = {"array_like": True, "frozen": False, "gc": False}
@@ -236,6 +265,8 @@ class IntentReplace(msgspec.Struct, tag=12, **_S):
 
 
 class NewOrder(msgspec.Struct, tag=20, **_S):
+    """An approved order. ``from_intent`` builds it from the strategy's ``IntentNew``."""
+
     client_order_id: int
     strategy_id: int
     instrument_id: int
@@ -255,6 +286,12 @@ class NewOrder(msgspec.Struct, tag=20, **_S):
     # specific identification named by the strategy (engine.portfolio.Portfolio.designate_lots)
     lots: list[tuple[int, int]] = []
 
+    @classmethod
+    def from_intent(cls, intent: IntentNew, ts_approved: int) -> NewOrder:
+        """The order for an approved intent: every field the two share, by name (a field added
+        to both later is carried with no edit here), stamped ``ts_approved``."""
+        return _NEW_FROM_INTENT(intent, ts_approved)
+
 
 class CancelOrder(msgspec.Struct, tag=21, **_S):
     client_order_id: int
@@ -262,6 +299,11 @@ class CancelOrder(msgspec.Struct, tag=21, **_S):
     instrument_id: int
     ts_origin: int
     ts_approved: int
+
+    @classmethod
+    def from_intent(cls, intent: IntentCancel, ts_approved: int) -> CancelOrder:
+        """The cancel for an approved ``IntentCancel`` (shared fields by name)."""
+        return _CANCEL_FROM_INTENT(intent, ts_approved)
 
 
 class ReplaceOrder(msgspec.Struct, tag=22, **_S):
@@ -272,6 +314,11 @@ class ReplaceOrder(msgspec.Struct, tag=22, **_S):
     new_qty: int
     ts_origin: int
     ts_approved: int
+
+    @classmethod
+    def from_intent(cls, intent: IntentReplace, ts_approved: int) -> ReplaceOrder:
+        """The replace for an approved ``IntentReplace`` (shared fields by name)."""
+        return _REPLACE_FROM_INTENT(intent, ts_approved)
 
 
 # --- execution events (exec -> strategy, risk, recorder) ------------------------------------
@@ -287,6 +334,25 @@ class OrderAccepted(msgspec.Struct, tag=30, **_S):
     ts_origin: int
     ts_event: int
     ts_recv: int
+
+    @classmethod
+    def for_order(
+        cls, order: NewOrder, venue_order_id: int, ts_event: int, ts_recv: int
+    ) -> OrderAccepted:
+        """The acknowledgement of ``order`` as sent (its id, instrument, side, price, quantity
+        and ts_origin), under ``venue_order_id``."""
+        o = order
+        return cls(
+            o.client_order_id,
+            venue_order_id,
+            o.instrument_id,
+            o.side,
+            o.px,
+            o.qty,
+            o.ts_origin,
+            ts_event,
+            ts_recv,
+        )
 
 
 class OrderRejected(msgspec.Struct, tag=31, **_S):
@@ -348,6 +414,65 @@ class OrderReplaced(msgspec.Struct, tag=36, **_S):
     ts_origin: int
     ts_event: int
     ts_recv: int
+
+
+class OrderCancelRejected(msgspec.Struct, tag=39, **_S):
+    """A cancel request was refused: the order is unchanged (still working, or already over
+    when ``reason`` is NOT_OPEN). ``reason`` is a ``CancelRejectReason``, ``detail`` for humans.
+    Carries the request's ``ts_origin``, like every event a request causes."""
+
+    client_order_id: int
+    instrument_id: int
+    reason: int
+    detail: str
+    ts_origin: int
+    ts_event: int
+    ts_recv: int
+
+    @classmethod
+    def for_request(cls, req: Any, reason: int, detail: str, ts_event: int, ts_recv: int) -> Self:
+        """The refusal of ``req`` (a ``CancelOrder``: its order, instrument and ts_origin)."""
+        return cls(
+            req.client_order_id, req.instrument_id, reason, detail, req.ts_origin, ts_event, ts_recv
+        )
+
+    @property
+    def text(self) -> str:
+        """For humans (logs, the record's reason column): ``not_open: <detail>``."""
+        return _reason_text(CancelRejectReason, self.reason, self.detail)
+
+
+class OrderReplaceRejected(msgspec.Struct, tag=29, **_S):
+    """A replace (amend) request was refused: the order is unchanged. ``reason`` is a
+    ``ReplaceRejectReason``, ``detail`` for humans; ``ts_origin`` is the request's."""
+
+    client_order_id: int
+    instrument_id: int
+    reason: int
+    detail: str
+    ts_origin: int
+    ts_event: int
+    ts_recv: int
+
+    @classmethod
+    def for_request(cls, req: Any, reason: int, detail: str, ts_event: int, ts_recv: int) -> Self:
+        """The refusal of ``req`` (a ``ReplaceOrder``: its order, instrument and ts_origin)."""
+        return cls(
+            req.client_order_id, req.instrument_id, reason, detail, req.ts_origin, ts_event, ts_recv
+        )
+
+    @property
+    def text(self) -> str:
+        """For humans (logs, the record's reason column): ``self_trade: <detail>``."""
+        return _reason_text(ReplaceRejectReason, self.reason, self.detail)
+
+
+def _reason_text(kind: type[IntEnum], reason: int, detail: str) -> str:
+    try:
+        name = kind(reason).name.lower()
+    except ValueError:
+        name = f"reason {reason}"
+    return f"{name}: {detail}" if detail else name
 
 
 # --- risk, control, health ------------------------------------------------------------------
@@ -657,6 +782,8 @@ Message = (
     | OrderCanceled
     | OrderExpired
     | OrderReplaced
+    | OrderCancelRejected
+    | OrderReplaceRejected
     | RiskEvent
     | Control
     | Heartbeat
@@ -693,3 +820,38 @@ TERMINAL_EVENT_TYPES = (OrderFilled, OrderCanceled, OrderExpired, OrderRejected)
 def tag_of(msg_type: type[msgspec.Struct]) -> int:
     """The ring frame type of a message class."""
     return TAG_BY_TYPE[msg_type]
+
+
+def _copier(src: type[msgspec.Struct], dst: type[msgspec.Struct], *extra: str) -> Callable:
+    """A function ``(s, *extra) -> dst`` that copies every field ``src`` and ``dst`` share, by
+    name, and takes the ``extra`` fields as arguments; ``dst``'s other fields keep defaults.
+
+    Generated once at import, as ``dataclasses`` generates ``__init__``: a call costs what a
+    hand-written positional constructor does (these are on risk's hot path), with no per-call
+    reflection, and a field later added to both structs is carried without an edit. A ``dst``
+    field with no default that neither side supplies fails the import."""
+    have = set(src.__struct_fields__) | set(extra)
+    fields = dst.__struct_fields__
+    required = fields[: len(fields) - len(dst.__struct_defaults__)]
+    lacking = [f for f in required if f not in have]
+    if lacking:
+        raise TypeError(f"{dst.__name__} from {src.__name__}: nothing supplies {lacking}")
+    args: list[str] = []
+    by_name = False  # positional until a field is skipped (left to its default)
+    for f in fields:
+        if f not in have:
+            by_name = True
+            continue
+        v = f if f in extra else f"s.{f}"
+        args.append(f"{f}={v}" if by_name else v)
+    code = f"def copy(s, {', '.join(extra)}):\n    return dst({', '.join(args)})\n"
+    ns: dict[str, Any] = {"dst": dst}
+    exec(code, ns)  # noqa: S102 - generated from the structs' own field names
+    fn = ns["copy"]
+    fn.__qualname__ = fn.__name__ = f"{dst.__name__}_from_{src.__name__}"
+    return fn
+
+
+_NEW_FROM_INTENT = _copier(IntentNew, NewOrder, "ts_approved")
+_CANCEL_FROM_INTENT = _copier(IntentCancel, CancelOrder, "ts_approved")
+_REPLACE_FROM_INTENT = _copier(IntentReplace, ReplaceOrder, "ts_approved")

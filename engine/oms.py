@@ -17,11 +17,11 @@ if set: the exec engine publishes them), which carries what reconciliation with 
 the order's), ``event_unknown_order``,
 ``event_after_terminal``, ``duplicate_ack``, ``illegal_transition``, ``unknown_event``.
 
-A cancel or replace the venue cannot do is answered with an ``OrderRejected`` whose reason starts
-with ``"cancel rejected:"`` / ``"replace rejected:"`` (``engine.venues.sim`` and the strategies
-use this convention). Such a reject answers the *request*: the order goes back to its live state.
-A refusal that arrives after the order ended crossed its fill or cancel — a normal race — and is
-dropped and counted in ``late_request_rejects``, not as an anomaly.
+A cancel or replace the venue cannot do is answered with an ``OrderCancelRejected`` /
+``OrderReplaceRejected`` (its reason an enum). Such a refusal answers the *request*: the order
+goes back to its live state. A refusal that arrives after the order ended crossed its fill or
+cancel — a normal race — and is dropped and counted in ``late_request_rejects``, not as an
+anomaly.
 
 Rebuilding after a restart (persistence, reconciliation): ``snapshot()`` gives one
 ``OrderSnapshot`` per order (plain msgspec Structs, storable as JSON / MessagePack / rows);
@@ -48,11 +48,13 @@ from engine.messages import (
     OrderAccepted,
     OrderAnomaly,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderTriggered,
     ReplaceOrder,
 )
@@ -65,9 +67,6 @@ from engine.order_states import (
     OrderEvent,
     OrderStatus,
 )
-
-#: reason prefixes of an OrderRejected that refuses a cancel/replace request, not the order
-REQUEST_REJECT_PREFIXES = ("cancel rejected:", "replace rejected:")
 
 #: the life-cycle states (the old name; ``OrderStatus`` is the same enum)
 OrderState = OrderStatus
@@ -84,14 +83,11 @@ _EVENT_OF_TYPE: dict[type, int] = {
     OrderExpired: _E.EXPIRED,
     OrderReplaced: _E.REPLACED,
     OrderTriggered: _E.TRIGGER,
+    OrderCancelRejected: _E.CANCEL_REJECT,
+    OrderReplaceRejected: _E.REPLACE_REJECT,
 }
 # terminal-state membership by int value, for the hot path
 _TERMINAL = frozenset(int(s) for s in TERMINAL)
-
-
-def is_request_reject(ev: object) -> bool:
-    """True for an OrderRejected that answers a cancel or replace: the order is unchanged."""
-    return isinstance(ev, OrderRejected) and ev.reason.startswith(REQUEST_REJECT_PREFIXES)
 
 
 @dataclass(slots=True)
@@ -339,15 +335,11 @@ class OrderTable:
             return self._anomaly("unknown_event", ev, None, tp.__name__)
         coid = ev.client_order_id  # type: ignore[attr-defined]
         r = self.orders.get(coid)
-        request_reject = ""
-        if event == _E.REJECT and ev.reason.startswith(REQUEST_REJECT_PREFIXES):  # type: ignore[attr-defined]
-            request_reject = ev.reason[:6]  # type: ignore[attr-defined]  # "cancel" / "replac"
-            event = _E.CANCEL_REJECT if request_reject == "cancel" else _E.REPLACE_REJECT
         if r is None:
             return self._anomaly("event_unknown_order", ev, None)
         state = r.state
         if state in _TERMINAL:
-            if request_reject:
+            if event == _E.CANCEL_REJECT or event == _E.REPLACE_REJECT:
                 self.late_request_rejects += 1  # crossed the order's end: a normal race
                 return False
             return self._anomaly("event_after_terminal", ev, r)

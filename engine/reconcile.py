@@ -151,20 +151,7 @@ class _Pass:
                     0,
                     "acknowledged at the venue: OrderAccepted published",
                 )
-                o = r.order
-                self.publish(
-                    OrderAccepted(
-                        o.client_order_id,
-                        0,
-                        o.instrument_id,
-                        o.side,
-                        o.px,
-                        o.qty,
-                        o.ts_origin,
-                        now_ns,
-                        now_ns,
-                    )
-                )
+                self.publish(OrderAccepted.for_order(r.order, 0, now_ns, now_ns))
 
     def missing_fills(self, missing: list[OrderPartiallyFilled]) -> None:
         """2. fills the record missed."""
@@ -190,11 +177,7 @@ class _Pass:
                     "open at the venue, unknown to the record: adopted",
                 )
                 self.table.add(v, now_ns)
-                self.publish(
-                    OrderAccepted(
-                        coid, 0, v.instrument_id, v.side, v.px, v.qty, v.ts_origin, now_ns, now_ns
-                    )
-                )
+                self.publish(OrderAccepted.for_order(v, 0, now_ns, now_ns))
             elif not r.is_open:
                 self.note(
                     K.ORDER_MISMATCH,

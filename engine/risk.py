@@ -67,15 +67,7 @@ class RiskGate(RiskBook):
         if isinstance(intent, IntentCancel):
             # always allowed, whatever the state or the age of its data: reducing exposure is
             # never blocked (a cancel is always safe)
-            return [
-                CancelOrder(
-                    client_order_id=intent.client_order_id,
-                    strategy_id=intent.strategy_id,
-                    instrument_id=intent.instrument_id,
-                    ts_origin=intent.ts_origin,
-                    ts_approved=now_ns,
-                )
-            ]
+            return [CancelOrder.from_intent(intent, now_ns)]
         if isinstance(intent, IntentReplace):
             return check_replace(self, intent, now_ns)
         raise TypeError(f"not an intent: {type(intent).__name__}")

@@ -31,11 +31,13 @@ from engine.messages import (
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     Quote,
     ReplaceOrder,
     RiskEvent,
@@ -43,7 +45,6 @@ from engine.messages import (
     Trade,
     TradingStateChanged,
 )
-from engine.oms import is_request_reject
 from engine.risk_stats import METHODS, RiskStats
 from engine.trading_state import TradingStateMachine
 
@@ -184,9 +185,9 @@ class RiskBook:
                 o.leaves -= filled
                 if isinstance(ev, OrderFilled) or ev.leaves_qty <= 0 or o.leaves <= 0:
                     self.close(ev.client_order_id)
-        elif isinstance(ev, OrderRejected) and is_request_reject(ev):
+        elif isinstance(ev, OrderReplaceRejected):
             o = self.open_orders.get(ev.client_order_id)
-            if o is not None and o.reserved and ev.reason.startswith("replace"):
+            if o is not None and o.reserved:
                 undo = min(o.reserved, o.leaves)  # the replace will not happen: release it
                 self.add_open(o.instrument_id, o.side, -undo)
                 o.leaves -= undo
@@ -307,6 +308,8 @@ def redelivery_key(ev: object) -> tuple | None:
         return ("fill", ev.client_order_id, ev.fill_id)
     if isinstance(ev, OrderReplaced):
         return ("replaced", ev.client_order_id, ev.px, ev.qty, ev.ts_event, ev.ts_recv)
-    if isinstance(ev, OrderRejected) and is_request_reject(ev):
-        return ("refused", ev.client_order_id, ev.reason, ev.ts_event, ev.ts_recv)
+    if isinstance(ev, OrderReplaceRejected):
+        return ("replace_refused", ev.client_order_id, ev.reason, ev.ts_event, ev.ts_recv)
+    if isinstance(ev, OrderCancelRejected):
+        return ("cancel_refused", ev.client_order_id, ev.reason, ev.ts_event, ev.ts_recv)
     return None

@@ -191,26 +191,9 @@ def check_new(book: RiskBook, it: IntentNew, now_ns: int) -> list[RiskOutput]:
     rate_note(book, now_ns)
     book.open_orders[it.client_order_id] = RiskOrder(iid, it.side, it.px, it.qty, it.strategy_id)
     book.add_open(iid, it.side, it.qty)
-    return [
-        NewOrder(
-            client_order_id=it.client_order_id,
-            strategy_id=it.strategy_id,
-            instrument_id=iid,
-            side=it.side,
-            order_type=it.order_type,
-            tif=it.tif,
-            px=it.px,
-            qty=it.qty,
-            ts_origin=it.ts_origin,
-            ts_approved=now_ns,
-            stop_px=it.stop_px,
-            flags=it.flags,
-            expire_ns=it.expire_ns,
-            algo=it.algo,  # an algo parent stays one: exec works it, never sends it whole
-            algo_params=it.algo_params,
-            lots=it.lots,  # the lots its strategy named (engine.stages.exec designates them)
-        )
-    ]
+    # every field as the strategy asked: an algo parent stays one (exec works it, never sends
+    # it whole), the lots its strategy named travel with it (engine.stages.exec designates them)
+    return [NewOrder.from_intent(it, now_ns)]
 
 
 def check_replace(book: RiskBook, it: IntentReplace, now_ns: int) -> list[RiskOutput]:

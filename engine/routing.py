@@ -38,17 +38,21 @@ import msgspec
 
 from engine.messages import (
     CancelOrder,
+    CancelRejectReason,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     ReplaceOrder,
+    ReplaceRejectReason,
     Side,
     TimeInForce,
 )
@@ -56,8 +60,6 @@ from engine.venues.base import Venue, VenueEvent
 from engine.venues.reports import StatusReports
 
 __all__ = ["SmartRouter", "VenueQuote", "plan_take", "take_cost"]
-
-_REQUEST_REJECT = ("cancel rejected:", "replace rejected:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +248,11 @@ class SmartRouter(StatusReports):
         rec = self._orders.get(cancel.client_order_id)
         legs = rec.open_legs() if rec is not None and not rec.closed else []
         if not legs:
-            why = "order is no longer open" if self._known(cancel) else "unknown client_order_id"
-            return [self._request_reject(cancel, f"cancel rejected: {why}", now_ns)]
+            if self._known(cancel):
+                why, detail = CancelRejectReason.NOT_OPEN, "order is no longer open"
+            else:
+                why, detail = CancelRejectReason.UNKNOWN_ORDER, "unknown client_order_id"
+            return [OrderCancelRejected.for_request(cancel, why, detail, now_ns, now_ns)]
         pairs: list[tuple[str, object]] = []
         for leg in legs:
             pairs += self._tag(leg.venue, self.venues[leg.venue].cancel(cancel, now_ns))
@@ -257,13 +262,15 @@ class SmartRouter(StatusReports):
         rec = self._orders.get(replace.client_order_id)
         legs = rec.open_legs() if rec is not None and not rec.closed else []
         if len(legs) != 1:
+            R = ReplaceRejectReason
             if not self._known(replace):
-                why = "unknown client_order_id"
+                why, detail = R.UNKNOWN_ORDER, "unknown client_order_id"
             elif not legs:
-                why = "order is no longer open"
+                why, detail = R.NOT_OPEN, "order is no longer open"
             else:
-                why = f"order is working at {len(legs)} venues; cancel it and send a new one"
-            return [self._request_reject(replace, f"replace rejected: {why}", now_ns)]
+                why = R.SPLIT
+                detail = f"order is working at {len(legs)} venues; cancel it and send a new one"
+            return [OrderReplaceRejected.for_request(replace, why, detail, now_ns, now_ns)]
         v = legs[0].venue
         return self._merge(self._tag(v, self.venues[v].replace(replace, now_ns)), now_ns)
 
@@ -413,11 +420,6 @@ class SmartRouter(StatusReports):
     def _tag(name: str, events: Iterable[object]) -> list[tuple[str, object]]:
         return [(name, ev) for ev in events]
 
-    def _request_reject(self, req: Any, reason: str, now_ns: int) -> OrderRejected:
-        return OrderRejected(
-            req.client_order_id, req.instrument_id, reason, req.ts_origin, now_ns, now_ns
-        )
-
     def _merge(self, pairs: list[tuple[str, object]], now_ns: int) -> list[VenueEvent]:
         out: list[VenueEvent] = []
         for vname, ev in pairs:
@@ -488,12 +490,11 @@ class SmartRouter(StatusReports):
             leg.accepted = True
             if not rec.accepted:
                 self._accept(rec, ev, out)
+        elif isinstance(ev, OrderCancelRejected | OrderReplaceRejected):
+            # a refused cancel/replace: meaningful upstream only when the order is one leg
+            if len(rec.legs) == 1 and not rec.closed:
+                out.append(ev)
         elif isinstance(ev, OrderRejected):
-            if ev.reason.startswith(_REQUEST_REJECT):
-                # a refused cancel/replace: meaningful upstream only when the order is one leg
-                if len(rec.legs) == 1 and not rec.closed:
-                    out.append(ev)
-                return
             if leg.is_open:
                 leg.is_open = False
                 leg.leaves = 0
@@ -528,20 +529,7 @@ class SmartRouter(StatusReports):
 
     def _accept(self, rec: _Routed, ev: Any, out: list[VenueEvent]) -> None:
         rec.accepted = True
-        o = rec.order
-        out.append(
-            OrderAccepted(
-                o.client_order_id,
-                rec.venue_order_id,
-                o.instrument_id,
-                o.side,
-                o.px,
-                o.qty,
-                o.ts_origin,
-                ev.ts_event,
-                ev.ts_recv,
-            )
-        )
+        out.append(OrderAccepted.for_order(rec.order, rec.venue_order_id, ev.ts_event, ev.ts_recv))
 
     def _maybe_close(self, rec: _Routed, ev: Any, out: list[VenueEvent]) -> None:
         """Once every leg has closed: the order's one terminal event."""

@@ -19,8 +19,10 @@ from engine.messages import (
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderPartiallyFilled,
     OrderRejected,
+    OrderReplaceRejected,
     ReplaceOrder,
     RiskEvent,
     RiskEventKind,
@@ -45,6 +47,8 @@ class RunRecord:
         self.accepted = 0
         self.canceled = 0
         self.venue_rejects = 0
+        self.cancel_rejects = 0  # refused cancels (the order was unchanged)
+        self.replace_rejects = 0  # refused replaces
         self.risk_rejects = 0
         self.risk_rejects_by_reason: dict[str, int] = {}  # every refusal risk recorded
         self.risk_events: list[RiskEvent] = []
@@ -121,6 +125,10 @@ class RunRecord:
             self.canceled += 1
         elif isinstance(msg, OrderRejected):
             self.venue_rejects += 1
+        elif isinstance(msg, OrderCancelRejected):
+            self.cancel_rejects += 1
+        elif isinstance(msg, OrderReplaceRejected):
+            self.replace_rejects += 1
 
     def on_risk(self, msg: Any) -> None:
         if isinstance(msg, OrderRejected):
@@ -190,6 +198,8 @@ class RunRecord:
             "risk_rejects_by_reason": dict(self.risk_rejects_by_reason),
             "stale_orders": counters.get("exec", {}).get("stale_orders", 0),
             "venue_rejects": self.venue_rejects,
+            "cancel_rejects": self.cancel_rejects,
+            "replace_rejects": self.replace_rejects,
             "risk_events": len(self.risk_events),
             "positions": per,
             "fills_by_instrument": fills_by_instrument,
@@ -288,7 +298,8 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
     lines.append(
         f"  ticks {s.get('ticks', 0)}   intents {s.get('intents', 0)}   orders new/cancel/replace "
         f"{s.get('orders_new', 0)}/{s.get('orders_cancel', 0)}/{s.get('orders_replace', 0)}   fills {s.get('fills', 0)}   "
-        f"rejects risk/venue {s.get('risk_rejects', 0)}/{s.get('venue_rejects', 0)}"
+        f"rejects risk/venue {s.get('risk_rejects', 0)}/{s.get('venue_rejects', 0)}   "
+        f"refused cancels/replaces {s.get('cancel_rejects', 0)}/{s.get('replace_rejects', 0)}"
     )
     lines += format_md_rejected(s)
     lines += format_rejects(s)

@@ -46,9 +46,10 @@ from engine.messages import (
     CancelOrder,
     NewOrder,
     OrderCanceled,
+    OrderCancelRejected,
     OrderPartiallyFilled,
-    OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     ReconciliationKind,
     ReplaceOrder,
 )
@@ -198,9 +199,8 @@ def drop_answered_requests(
     (order id, ts_origin) pairs known done (amends of algo parents, from the algo log)."""
     done: set[tuple[int, int]] = set(also)
     for e in events:
-        if isinstance(e, OrderReplaced | OrderCanceled) or (
-            isinstance(e, OrderRejected)
-            and e.reason.startswith(("cancel rejected", "replace rejected"))
+        if isinstance(
+            e, OrderReplaced | OrderCanceled | OrderCancelRejected | OrderReplaceRejected
         ):
             done.add((e.client_order_id, e.ts_origin))
     kept = [

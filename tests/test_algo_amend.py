@@ -26,10 +26,11 @@ from engine.messages import (
     OrderCanceled,
     OrderFilled,
     OrderPartiallyFilled,
-    OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     ReplaceOrder,
+    ReplaceRejectReason,
     TimeInForce,
     Trade,
 )
@@ -215,19 +216,19 @@ def test_amend_to_or_below_the_filled_quantity_is_rejected(name: str) -> None:
     d.run_until_filled(30)
     filled = d.filled()
     (big,) = d.send(amend(1 << 70, px, d.now))
-    assert big.reason.startswith("replace rejected: new qty") and "out of range" in big.reason
+    assert isinstance(big, OrderReplaceRejected) and big.reason == ReplaceRejectReason.INVALID
+    assert big.detail.startswith("new qty") and "out of range" in big.detail
     # the range check is on the total: an open quantity in range whose total (with the filled
     # lots) is not, is refused too
     (edge,) = d.send(amend((1 << 62) - filled, px, d.now))
-    assert edge.reason.startswith("replace rejected: new qty") and "out of range" in edge.reason
+    assert isinstance(edge, OrderReplaceRejected) and edge.reason == ReplaceRejectReason.INVALID
+    assert edge.detail.startswith("new qty") and "out of range" in edge.detail
     # totals of filled - 5, filled, 0 and -3 lots: new open quantities <= 0
     for total in (filled - 5, filled, 0, -3):
         qty = total - filled
-        (rej,) = [e for e in d.send(amend(qty, px, d.now)) if isinstance(e, OrderRejected)]
-        assert rej.client_order_id == PARENT
-        assert rej.reason == (
-            f"replace rejected: new qty must be > 0, got {qty} (cancel the parent to stop it)"
-        )
+        (rej,) = [e for e in d.send(amend(qty, px, d.now)) if isinstance(e, OrderReplaceRejected)]
+        assert rej.client_order_id == PARENT and rej.reason == ReplaceRejectReason.INVALID
+        assert rej.detail == f"new qty must be > 0, got {qty} (cancel the parent to stop it)"
     assert not [e for e in d.events() if isinstance(e, OrderReplaced)]
     assert d.parent.qty == 100 and d.parent.is_working  # unchanged, goes on
     d.run_to_end()
@@ -242,8 +243,8 @@ def test_amend_after_the_parent_is_done_or_canceled_is_rejected(name: str) -> No
     d.run_to_end()
     check_parent_whole(d, 100)
     (rej,) = d.send(amend(100, px, d.now))  # 100 more: a total of 200
-    assert isinstance(rej, OrderRejected)
-    assert rej.reason == "replace rejected: parent order is no longer working"
+    assert isinstance(rej, OrderReplaceRejected) and rej.reason == ReplaceRejectReason.NOT_OPEN
+    assert rej.detail == "parent order is no longer working"
     # a canceled one too
     d2 = Desk()
     d2.start(algo, px, params)
@@ -252,7 +253,8 @@ def test_amend_after_the_parent_is_done_or_canceled_is_rejected(name: str) -> No
     d2.step()
     assert isinstance(d2.ends()[0], OrderCanceled)
     (rej,) = d2.send(amend(200 - d2.filled(), px, d2.now))  # a total of 200
-    assert rej.reason == "replace rejected: parent order is no longer working"
+    assert isinstance(rej, OrderReplaceRejected) and rej.reason == ReplaceRejectReason.NOT_OPEN
+    assert rej.detail == "parent order is no longer working"
     # and an id no parent has is a plain replace of nothing: ignored, counted
     before = d2.exec.ignored_requests
     assert d2.send(amend(5, px, d2.now, coid=12345)) == []
@@ -438,7 +440,7 @@ def test_amends_interleaved_with_fills_never_overfill_the_parent(
                 qty = total
             else:
                 assert not ok
-                assert [e for e in res if isinstance(e, OrderRejected)]
+                assert [e for e in res if isinstance(e, OrderReplaceRejected)]
         p = d.parent
         # child quantity that can still fill never exceeds what the parent has left ...
         open_at_venue = sum(o.qty for o in d.open_children())

@@ -22,9 +22,11 @@ from engine.messages import (
     AlgoState,
     BookSnapshot,
     CancelOrder,
+    CancelRejectReason,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
@@ -32,8 +34,8 @@ from engine.messages import (
     TimeInForce,
     Trade,
 )
-from engine.venues.sim import SimExchange
 from engine.sources.synthetic import InstrumentSpec, SyntheticMarket
+from engine.venues.sim import SimExchange
 
 IID = 1
 INS = Instrument(instrument_id=IID, symbol="AAA", tick_size=0.01, lot_size=1.0)
@@ -42,8 +44,6 @@ MS = 1_000_000
 S = 1_000_000_000
 BUY, SELL = 1, -1
 PARENT = 1 << 32 | 1
-#: an OrderRejected answering a cancel/replace (the order lives on), not the order
-REQUEST_REJECT = ("cancel rejected:", "replace rejected:")
 
 
 def parent(
@@ -172,7 +172,7 @@ def assert_children_sum_to_parent(loop: Loop, qty: int, coid: int = PARENT) -> N
     rejected = {
         e.client_order_id
         for e in loop.child_events
-        if isinstance(e, OrderRejected) and not e.reason.startswith(REQUEST_REJECT)
+        if isinstance(e, OrderRejected)  # (a refused cancel/replace is another type)
     }
     sent -= sum(o.qty for _, o in loop.children if o.client_order_id in rejected)
     assert sent - unfilled == cum
@@ -377,9 +377,12 @@ def test_cancel_of_the_parent_cancels_its_children() -> None:
     assert len(end) == 1 and end[0].leaves_qty == 95 and end[0].reason == "canceled"
     assert loop.progress()[-1].state == AlgoState.CANCELED
     assert_children_sum_to_parent(loop, 100)
-    # a second cancel is refused with the cancel-reject convention, not an exception
+    # a second cancel is refused as a venue refuses it, not with an exception
     out = loop.algos.cancel(PARENT, 700_000)
-    assert isinstance(out[0], OrderRejected) and out[0].reason.startswith("cancel rejected:")
+    assert isinstance(out[0], OrderCancelRejected) and out[0].reason == CancelRejectReason.NOT_OPEN
+    (unknown,) = loop.algos.cancel(PARENT + 99, 700_000)
+    assert isinstance(unknown, OrderCancelRejected)
+    assert unknown.reason == CancelRejectReason.UNKNOWN_ORDER
 
 
 # --- POV ----------------------------------------------------------------------------------------

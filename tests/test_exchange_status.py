@@ -24,9 +24,11 @@ from engine.messages import (
     OrderCanceled,
     OrderFilled,
     OrderRejected,
+    OrderReplaceRejected,
     OrderType,
     Quote,
     ReplaceOrder,
+    ReplaceRejectReason,
     RiskEventKind,
     TimeInForce,
     Trade,
@@ -95,8 +97,8 @@ def test_halted_instrument_refuses_new_orders_and_replaces_with_the_reason() -> 
     assert isinstance(rej, OrderRejected)
     assert rej.reason == "trading halted: venue halt (news pending)"
     [rep] = v.replace(ReplaceOrder(1, 1, A, 97, 5, 5, 0), 5)
-    assert isinstance(rep, OrderRejected)
-    assert rep.reason.startswith("replace rejected: trading halted")
+    assert isinstance(rep, OrderReplaceRejected) and rep.reason == ReplaceRejectReason.HALTED
+    assert rep.detail.startswith("trading halted")
     # the other instrument trades on; cancels of the halted one still work
     [ok] = v.submit(order(3, 1, 48, iid=B), 6)
     assert isinstance(ok, OrderAccepted)

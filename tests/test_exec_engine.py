@@ -8,18 +8,22 @@ from engine.exec_engine import ExecEngine, ExecPolicy
 from engine.instruments import Instrument
 from engine.messages import (
     CancelOrder,
+    CancelRejectReason,
     NewOrder,
     OrderAccepted,
     OrderAnomaly,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     Quote,
     ReplaceOrder,
+    ReplaceRejectReason,
     Side,
     TimeInForce,
 )
@@ -244,15 +248,17 @@ def test_refused_cancel_or_replace_leaves_the_order_live():
     assert t.request_replace(1) and t.state(1) == OrderState.PENDING_REPLACE
     assert t.apply(OrderReplaced(1, 1, 101, 5, 5, 1, 1))
     assert t.request_replace(1)
-    assert t.apply(OrderRejected(1, 1, "replace rejected: self-trade prevention", 5, 2, 2))
+    stp = ReplaceRejectReason.SELF_TRADE
+    assert t.apply(OrderReplaceRejected(1, 1, stp, "self-trade prevention", 5, 2, 2))
     assert t.request_cancel(1) and t.state(1) == OrderState.PENDING_CANCEL
-    assert t.apply(OrderRejected(1, 1, "cancel rejected: busy", 5, 2, 2))
+    assert t.apply(OrderCancelRejected(1, 1, CancelRejectReason.REFUSED, "busy", 5, 2, 2))
     r = t.get(1)
     assert r.is_open and (r.state, r.px, r.leaves_qty) == (OrderState.ACCEPTED, 101, 5)
     assert t.anomalies == {}
     # once the order is finished, a late refusal is an anomaly and is dropped
     assert t.apply(OrderCanceled(1, 1, 5, "user", 5, 3, 3))
-    assert not t.apply(OrderRejected(1, 1, "cancel rejected: order is no longer open", 5, 4, 4))
+    gone = OrderCancelRejected(1, 1, CancelRejectReason.NOT_OPEN, "no longer open", 5, 4, 4)
+    assert not t.apply(gone)
     assert t.anomalies == {} and t.late_request_rejects == 1
 
 

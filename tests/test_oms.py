@@ -16,17 +16,21 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from engine.messages import (
+    CancelRejectReason,
     NewOrder,
     OrderAccepted,
     OrderAnomaly,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderTriggered,
     OrderType,
+    ReplaceRejectReason,
     Side,
     TimeInForce,
 )
@@ -117,13 +121,25 @@ def test_fills_during_pending_cancel_count_and_a_refused_cancel_restores_the_liv
     assert t.request_cancel(1) and t.state(1) == S.PENDING_CANCEL
     assert t.apply(fill(1, 3, fid=1))
     assert t.state(1) == S.PENDING_CANCEL and t.get(1).leaves_qty == 7
-    assert t.apply(OrderRejected(1, 1, "cancel rejected: too late", 5, 9, 9))
+    assert t.apply(OrderCancelRejected(1, 1, CancelRejectReason.REFUSED, "too late", 5, 9, 9))
     assert t.state(1) == S.PARTIALLY_FILLED
     assert t.apply(fill(1, 7, fid=2, last=True)) and t.state(1) == S.FILLED
     assert t.open_count == 0 and t.position(1) == 10
     # a late refusal of a request is a normal race, not an anomaly
-    assert not t.apply(OrderRejected(1, 1, "cancel rejected: no longer open", 5, 9, 9))
-    assert t.late_request_rejects == 1 and t.anomalies == {}
+    late = OrderCancelRejected(1, 1, CancelRejectReason.NOT_OPEN, "no longer open", 5, 9, 9)
+    assert not t.apply(late)
+    assert not t.apply(OrderReplaceRejected(1, 1, ReplaceRejectReason.NOT_OPEN, "", 5, 9, 9))
+    assert t.late_request_rejects == 2 and t.anomalies == {}
+
+
+def test_an_order_rejected_is_the_order_s_end_whatever_its_reason_text_says():
+    """No string protocol: only the types say "a request was refused"."""
+    t = OrderTable()
+    t.add(order(1, qty=10), 0)
+    t.apply(ack(1))
+    assert t.request_cancel(1)
+    assert t.apply(OrderRejected(1, 1, "cancel rejected: too late", 5, 9, 9))
+    assert t.state(1) == S.REJECTED and t.late_request_rejects == 0
 
 
 def test_two_replaces_in_flight_stay_pending_until_both_are_answered():
@@ -133,11 +149,12 @@ def test_two_replaces_in_flight_stay_pending_until_both_are_answered():
     assert t.request_replace(1) and t.request_replace(1)
     assert t.apply(OrderReplaced(1, 1, 101, 8, 5, 9, 9))
     assert t.state(1) == S.PENDING_REPLACE
-    assert t.apply(OrderRejected(1, 1, "replace rejected: px", 5, 9, 9))
+    refused = OrderReplaceRejected(1, 1, ReplaceRejectReason.INVALID, "px", 5, 9, 9)
+    assert t.apply(refused)
     r = t.get(1)
     assert (r.state, r.px, r.qty, r.leaves_qty) == (S.ACCEPTED, 101, 8, 8)
     # an answer nobody asked for is illegal
-    assert not t.apply(OrderRejected(1, 1, "replace rejected: px", 5, 9, 9))
+    assert not t.apply(refused)
     assert t.anomalies == {"illegal_transition": 1}
 
 
@@ -321,10 +338,28 @@ class OmsMachine(RuleBasedStateMachine):
     def venue_canceled(self, coid: int) -> None:
         self._apply(OrderCanceled(coid, 1, 0, "canceled", 5, 9, 9), E.CANCELED)
 
-    @rule(coid=coids, kind=st.sampled_from(["cancel rejected: x", "replace rejected: x", "no"]))
-    def venue_reject(self, coid: int, kind: str) -> None:
-        e = {"c": E.CANCEL_REJECT, "r": E.REPLACE_REJECT, "n": E.REJECT}[kind[0]]
-        self._apply(OrderRejected(coid, 1, kind, 5, 9, 9), e)
+    @rule(
+        coid=coids,
+        kind=st.sampled_from(["cancel", "replace", "order"]),
+        reason=st.integers(1, 10),
+        detail=st.sampled_from(["", "x", "cancel rejected: x", "replace rejected: x"]),
+    )
+    def venue_reject(self, coid: int, kind: str, reason: int, detail: str) -> None:
+        if kind == "order":  # the order's own reject, whatever its text says: no prefix protocol
+            self._apply(OrderRejected(coid, 1, detail, 5, 9, 9), E.REJECT)
+            return
+        r = self.t.get(coid)
+        terms = None if r is None else (r.px, r.qty, r.cum_qty, r.leaves_qty, r.venue_order_id)
+        late = self.t.late_request_rejects
+        if kind == "cancel":
+            reason = min(reason, len(CancelRejectReason))
+            self._apply(OrderCancelRejected(coid, 1, reason, detail, 5, 9, 9), E.CANCEL_REJECT)
+        else:
+            self._apply(OrderReplaceRejected(coid, 1, reason, detail, 5, 9, 9), E.REPLACE_REJECT)
+        if r is not None:  # a refused request leaves the order's terms as they were
+            assert (r.px, r.qty, r.cum_qty, r.leaves_qty, r.venue_order_id) == terms
+            if r.state in TERMINAL:  # crossed the order's end: counted, never an anomaly
+                assert self.t.late_request_rejects == late + 1
 
     @rule(coid=coids, qty=st.integers(1, 20))
     def venue_replaced(self, coid: int, qty: int) -> None:

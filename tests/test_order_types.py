@@ -20,10 +20,12 @@ from engine.messages import (
     OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
+    OrderReplaceRejected,
     OrderTriggered,
     OrderType,
     Quote,
     ReplaceOrder,
+    ReplaceRejectReason,
     Side,
     TimeInForce,
     Trade,
@@ -141,7 +143,8 @@ def test_replace_amends_price_and_quantity(ex):
     assert (r.state, r.px, r.qty, r.leaves_qty) == (OrderState.ACCEPTED, 99, 8, 8)
     assert v.open_orders()[0].px == 99
     out = e.on_order(ReplaceOrder(1, 1, IID, 0, 8, 0, 0), 4)  # refused by the venue
-    assert out[0].reason.startswith("replace rejected:") and e.state(1) == OrderState.ACCEPTED
+    assert types(out) == ["OrderReplaceRejected"] and out[0].reason == ReplaceRejectReason.INVALID
+    assert e.state(1) == OrderState.ACCEPTED
 
 
 def test_idempotent_client_order_ids_place_one_order(ex):
@@ -253,7 +256,8 @@ def test_retry_policy_resends_under_a_fresh_id_and_reports_on_the_original():
     assert e.on_order(new(1, BUY, 0, 5, typ=MKT), 2) == []  # refused: retry at 2 + 10
     assert e.poll(11) == [] and v.ids == [1]
     out = e.on_order(ReplaceOrder(1, 1, IID, 0, 3, 0, 0), 11)  # not at the venue: refused
-    assert out[0].reason.startswith("replace rejected:") and e.state(1) == OrderState.SUBMITTED
+    assert isinstance(out[0], OrderReplaceRejected) and e.state(1) == OrderState.SUBMITTED
+    assert out[0].reason == ReplaceRejectReason.PENDING_RETRY
     assert e.poll(12) == []  # refused again: retry at 12 + 20
     assert e.poll(31) == [] and len(v.ids) == 2
     out = e.poll(32)

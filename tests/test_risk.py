@@ -10,6 +10,7 @@ from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     AlgoKind,
     CancelOrder,
+    CancelRejectReason,
     Control,
     ControlCommand,
     IntentCancel,
@@ -17,13 +18,16 @@ from engine.messages import (
     IntentReplace,
     NewOrder,
     OrderCanceled,
+    OrderCancelRejected,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     Quote,
     ReplaceOrder,
+    ReplaceRejectReason,
     RiskEvent,
     RiskEventKind,
     Side,
@@ -275,11 +279,11 @@ def test_refused_replace_releases_its_reservation_and_order_stays_open():
     o = approved(g.on_intent(new(qty=10), 1))
     g.on_intent(IntentReplace(o.client_order_id, 1, 1, 10_000, 30, 2, 2), 2)
     assert g.open_buy[1] == 30
-    g.on_exec_event(
-        OrderRejected(o.client_order_id, 1, "replace rejected: self-trade prevention", 2, 3, 3)
-    )
+    stp = ReplaceRejectReason.SELF_TRADE
+    g.on_exec_event(OrderReplaceRejected(o.client_order_id, 1, stp, "self-trade", 2, 3, 3))
     assert g.open_buy[1] == 10 and o.client_order_id in g.open_orders
-    g.on_exec_event(OrderRejected(o.client_order_id, 1, "cancel rejected: unknown", 2, 3, 3))
+    unknown = CancelRejectReason.UNKNOWN_ORDER
+    g.on_exec_event(OrderCancelRejected(o.client_order_id, 1, unknown, "unknown", 2, 3, 3))
     assert g.open_buy[1] == 10 and o.client_order_id in g.open_orders
 
 

@@ -10,17 +10,21 @@ from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     BookSnapshot,
     CancelOrder,
+    CancelRejectReason,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderFilled,
     OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     Quote,
     ReplaceOrder,
+    ReplaceRejectReason,
     TimeInForce,
     Trade,
 )
@@ -217,7 +221,8 @@ def test_limit_order_takes_what_crosses_and_rests_the_rest_then_cancels_cleanly(
     assert len(c) == 1 and c[0].leaves_qty == 20
     assert router.open_orders() == [] and a.open_orders() == []
     again = router.cancel(CancelOrder(13, 1, IID, 9, 9), 7)
-    assert of(again, OrderRejected)[0].reason.startswith("cancel rejected:")
+    assert of(again, OrderCancelRejected)[0].reason == CancelRejectReason.NOT_OPEN
+    assert not of(again, OrderRejected)
 
 
 def test_fok_is_only_split_when_the_books_can_fill_it_all() -> None:
@@ -466,12 +471,7 @@ def test_routed_orders_read_as_consistent_single_orders(seed, latency_us, ops) -
         evs = [e for e in out if getattr(e, "client_order_id", None) == coid]
         acks = [e for e in evs if type(e) is OrderAccepted]
         fl = [e for e in evs if isinstance(e, OrderPartiallyFilled)]
-        ends = [
-            e
-            for e in evs
-            if type(e) in (OrderFilled, OrderCanceled, OrderRejected)
-            and not (type(e) is OrderRejected and e.reason.startswith("cancel rejected:"))
-        ]
+        ends = [e for e in evs if type(e) in (OrderFilled, OrderCanceled, OrderRejected)]
         assert len(ends) == 1, evs
         assert len(acks) <= 1 and (acks or type(ends[0]) is OrderRejected)
         assert len({f.fill_id for f in fl}) == len(fl)
@@ -520,9 +520,21 @@ def test_finished_orders_are_pruned_yet_stay_known_and_idempotent() -> None:
     assert router.positions() == {IID: 120}
     # a finished order's cancel is refused for the right reason, an unknown one for its own
     done = router.cancel(CancelOrder(100, 1, IID, 9, 9), 7)
-    assert "no longer open" in of(done, OrderRejected)[0].reason
+    (refused,) = of(done, OrderCancelRejected)
+    assert refused.reason == CancelRejectReason.NOT_OPEN and "no longer open" in refused.detail
     unknown = router.cancel(CancelOrder(999, 1, IID, 9, 9), 7)
-    assert "unknown client_order_id" in of(unknown, OrderRejected)[0].reason
+    (refused,) = of(unknown, OrderCancelRejected)
+    assert refused.reason == CancelRejectReason.UNKNOWN_ORDER
+    assert "unknown client_order_id" in refused.detail
+    # the same for replaces, with the request's ts_origin
+    (refused,) = of(
+        router.replace(ReplaceOrder(100, 1, IID, 99, 1, 11, 11), 7), OrderReplaceRejected
+    )
+    assert (refused.reason, refused.ts_origin) == (ReplaceRejectReason.NOT_OPEN, 11)
+    (refused,) = of(
+        router.replace(ReplaceOrder(999, 1, IID, 99, 1, 12, 12), 7), OrderReplaceRejected
+    )
+    assert (refused.reason, refused.ts_origin) == (ReplaceRejectReason.UNKNOWN_ORDER, 12)
     # a venue repeating an event of a finished order changes nothing and is not forwarded
     late = router._merge([("A", OrderCanceled(100, IID, 0, "late", 1, 1, 1))], 8)
     assert late == [] and router.late_events == 1

@@ -12,19 +12,23 @@ from engine.messages import (
     BookDelta,
     BookSnapshot,
     CancelOrder,
+    CancelRejectReason,
     Liquidity,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     Quote,
     ReplaceOrder,
+    ReplaceRejectReason,
     TimeInForce,
     Trade,
 )
@@ -189,7 +193,8 @@ def test_post_only() -> None:
     ev = v.submit(new(2, BUY, 100, 5, flags=OrderFlag.POST_ONLY), 2)
     assert [type(e) for e in ev] == [OrderAccepted] and v.queue_ahead(2) == 50
     ev = v.replace(replace(2, 101, 5), 3)
-    assert [type(e) for e in ev] == [OrderRejected] and ev[0].reason.startswith("replace rejected")
+    assert [type(e) for e in ev] == [OrderReplaceRejected]
+    assert ev[0].reason == ReplaceRejectReason.POST_ONLY and "POST_ONLY" in ev[0].detail
     assert v.open_orders()[0].px == 100 and v.queue_ahead(2) == 50  # unchanged
 
 
@@ -343,9 +348,12 @@ def test_cancel() -> None:
     assert [type(e) for e in ev] == [OrderCanceled]
     assert ev[0].leaves_qty == 5 and ev[0].ts_origin == 77 and v.open_orders() == []
     ev = v.cancel(cancel(1), 3)
-    assert [type(e) for e in ev] == [OrderRejected] and ev[0].reason.startswith("cancel rejected")
-    ev = v.cancel(cancel(555), 4)
-    assert [type(e) for e in ev] == [OrderRejected] and "unknown client_order_id" in ev[0].reason
+    assert [type(e) for e in ev] == [OrderCancelRejected]
+    assert ev[0].reason == CancelRejectReason.NOT_OPEN and ev[0].ts_origin == 7
+    ev = v.cancel(cancel(555, ts_origin=78), 4)
+    assert [type(e) for e in ev] == [OrderCancelRejected] and ev[0].ts_origin == 78
+    assert ev[0].reason == CancelRejectReason.UNKNOWN_ORDER
+    assert "unknown client_order_id" in ev[0].detail
 
 
 def test_replace_priority_rules() -> None:
@@ -373,9 +381,11 @@ def test_replace_priority_rules() -> None:
     o2 = next(o for o in v.open_orders() if o.client_order_id == 2)
     assert (o2.px, o2.qty) == (101, 5)
     ev = v.replace(replace(2, 101, 0), 8)
-    assert [type(e) for e in ev] == [OrderRejected]
+    assert [type(e) for e in ev] == [OrderReplaceRejected]
+    assert ev[0].reason == ReplaceRejectReason.INVALID
     ev = v.replace(replace(42, 101, 1), 8)
-    assert [type(e) for e in ev] == [OrderRejected] and "unknown" in ev[0].reason
+    assert [type(e) for e in ev] == [OrderReplaceRejected] and "unknown" in ev[0].detail
+    assert ev[0].reason == ReplaceRejectReason.UNKNOWN_ORDER
 
 
 def test_replace_after_partial_fill_keeps_quantities_consistent() -> None:

@@ -11,18 +11,22 @@ from engine.instruments import Instrument
 from engine.messages import (
     BookDelta,
     BookSnapshot,
+    CancelRejectReason,
     Forecast,
     IntentCancel,
     IntentNew,
     IntentReplace,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     Quote,
+    ReplaceRejectReason,
     Side,
     TimeInForce,
     Trade,
@@ -262,10 +266,17 @@ def test_replaced_and_rejected_update_open_orders():
     assert not ctx.open_orders[a].pending_replace
     ctx.replace(b, 111, 5)
     ctx.cancel(a)
-    host.on_exec_event(OrderRejected(b, 1, "replace rejected: self-trade prevention", 0, 6, 6), 6)
-    host.on_exec_event(OrderRejected(a, 1, "cancel rejected: busy", 0, 6, 6), 6)
+    stp = ReplaceRejectReason.SELF_TRADE
+    host.on_exec_event(OrderReplaceRejected(b, 1, stp, "self-trade prevention", 0, 6, 6), 6)
     assert not ctx.open_orders[b].pending_replace and ctx.open_orders[b].px == 110
-    assert not ctx.open_orders[a].pending_cancel
+    assert ctx.open_orders[a].pending_cancel  # a refused replace says nothing of the cancel
+    host.on_exec_event(OrderCancelRejected(a, 1, CancelRejectReason.REFUSED, "busy", 0, 6, 6), 6)
+    assert not ctx.open_orders[a].pending_cancel and a in ctx.open_orders
+    calls = host.strategy(1).calls[-2:]
+    assert calls == [
+        ("order_event", "OrderReplaceRejected"),
+        ("order_event", "OrderCancelRejected"),
+    ]
     host.on_exec_event(OrderRejected(b, 1, "risk: max position", 0, 6, 6), 6)
     assert b not in ctx.open_orders
 

@@ -24,17 +24,16 @@ Amends (``amend``, a ``ReplaceOrder`` addressed to the parent): ``new_qty`` is t
 OPEN quantity, as for a plain order (``engine.venues.sim``'s engine-wide meaning, which risk and
 the OMS read too), so the parent's new total is what is filled when exec takes the amend plus
 ``new_qty``; ``new_px`` is its new limit (a MARKET parent keeps no limit: its ``new_px`` is
-ignored). Rejected with ``OrderRejected`` ``"replace rejected: ..."`` (the parent goes on
-unchanged): an unknown or ended parent, a new quantity <= 0 or a total out of range, a LIMIT
-price <= 0. Accepted, in this order: the amend is written to the algo log (``on_record``, with
-the resulting total), the parent takes the new total quantity and limit, its open
-children are fitted to it (newest first, the children's open quantity is cut until filled + open
-<= the new total: a child cut to nothing is canceled, a resting child cut in part is replaced
-with the smaller quantity; a resting child priced beyond the new limit, or at the old limit, is
-replaced at the new limit — a passive scheduled child at the touch capped by it, so a higher
-limit never makes it take —; a marketable child that no longer fits is canceled), the algorithm
-rebases what is left of its schedule (``Algo.rebase_for`` / ``on_amend``), and ``OrderReplaced``
-+ ``AlgoProgress`` go upstream.
+ignored). Refused with ``OrderReplaceRejected`` (the parent goes on unchanged): an unknown or
+ended parent, a new quantity <= 0 or a total out of range, a LIMIT price <= 0. Accepted, in this
+order: the amend is written to the algo log (``on_record``, with the resulting total), the
+parent takes the new total quantity and limit, its open children are fitted to it (newest first,
+the children's open quantity is cut until filled + open <= the new total: a child cut to nothing
+is canceled, a resting child cut in part is replaced with the smaller quantity; a resting child
+priced beyond the new limit, or at the old limit, is replaced at the new limit — a passive
+scheduled child at the touch capped by it, so a higher limit never makes it take —; a marketable
+child that no longer fits is canceled), the algorithm rebases what is left of its schedule
+(``Algo.rebase_for`` / ``on_amend``), and ``OrderReplaced`` + ``AlgoProgress`` go upstream.
 
 The caller (``engine.exec_engine.ExecEngine``, or any loop playing its role) sends the child
 orders to the venue and passes every venue event about a child (``is_child``) back to
@@ -78,18 +77,22 @@ from engine.messages import (
     AlgoState,
     BookSnapshot,
     CancelOrder,
+    CancelRejectReason,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     Quote,
     ReplaceOrder,
+    ReplaceRejectReason,
     Side,
     TimeInForce,
     Trade,
@@ -108,7 +111,6 @@ ALGORITHMS: dict[int, type[Algo]] = {
 }
 
 DAY_NS = 86_400 * NS_PER_S
-_REQUEST_REJECT = ("cancel rejected:", "replace rejected:")
 _MAX_QTY = 1 << 62  # an amend beyond this could not even be logged (MessagePack int64)
 
 
@@ -207,19 +209,7 @@ class AlgoEngine:
         self._record(coid, parent, now_ns, profile=p.saved_profile)
         self._working[coid] = p
         self._by_iid.setdefault(parent.instrument_id, []).append(p)
-        self._out.append(
-            OrderAccepted(
-                coid,
-                0,
-                parent.instrument_id,
-                parent.side,
-                parent.px,
-                parent.qty,
-                parent.ts_origin,
-                now_ns,
-                now_ns,
-            )
-        )
+        self._out.append(OrderAccepted.for_order(parent, 0, now_ns, now_ns))
         self._touch(p)
         self._guard(p, impl.on_start, now_ns)
         self._due(p, now_ns)
@@ -228,25 +218,29 @@ class AlgoEngine:
     def cancel(self, parent_coid: int, now_ns: int) -> list[object]:
         """Cancel a parent: its open children are canceled, then one parent ``OrderCanceled``.
 
-        A parent that is unknown or already over is answered with the venues' cancel-reject
-        convention (``OrderRejected``, reason ``"cancel rejected: ..."``)."""
+        A parent that is unknown or already over is answered as a venue answers such a cancel:
+        ``OrderCancelRejected`` (UNKNOWN_ORDER / NOT_OPEN)."""
         self._begin(now_ns)
         p = self.parents.get(parent_coid)
         if p is None or p.state != AlgoState.WORKING:
-            why = "unknown parent order" if p is None else "parent order is no longer working"
-            iid = p.instrument_id if p is not None else 0
-            ts = p.order.ts_origin if p is not None else now_ns
-            self._out.append(
-                OrderRejected(parent_coid, iid, f"cancel rejected: {why}", ts, now_ns, now_ns)
+            why, detail, iid, ts = (
+                CancelRejectReason.UNKNOWN_ORDER,
+                "unknown parent order",
+                0,
+                now_ns,
             )
+            if p is not None:
+                why, detail = CancelRejectReason.NOT_OPEN, "parent order is no longer working"
+                iid, ts = p.instrument_id, p.order.ts_origin
+            self._out.append(OrderCancelRejected(parent_coid, iid, why, detail, ts, now_ns, now_ns))
             return self._end()
         self._wind_down(p, "canceled", now_ns)
         return self._end()
 
     def amend(self, rep: ReplaceOrder, now_ns: int) -> list[object]:
         """Change a working parent's open quantity and/or limit (see the module docstring):
-        ``OrderReplaced`` + the child orders that fit the children to it, or ``OrderRejected``
-        (``"replace rejected: ..."``) and nothing else.
+        ``OrderReplaced`` + the child orders that fit the children to it, or
+        ``OrderReplaceRejected`` and nothing else.
 
         ``rep.new_qty`` is the new open quantity (the engine-wide meaning); from here on the
         parent, its algorithm and the algo log work with the resulting total, filled + open."""
@@ -254,13 +248,15 @@ class AlgoEngine:
         coid = rep.client_order_id
         p = self.parents.get(coid)
         why = ""
+        R = ReplaceRejectReason
+        code = R.INVALID  # the reason when ``why`` is set, unless a branch says otherwise
         new_open = int(rep.new_qty)
         new_qty = 0  # the new total quantity: filled + new_open
         new_px = 0
         if p is None:
-            why = "unknown parent order"
+            code, why = R.UNKNOWN_ORDER, "unknown parent order"
         elif not p.is_working or p.impl is None:
-            why = "parent order is no longer working"
+            code, why = R.NOT_OPEN, "parent order is no longer working"
         else:
             o = p.order
             new_px = int(rep.new_px) if o.order_type == OrderType.LIMIT else o.px
@@ -272,7 +268,7 @@ class AlgoEngine:
             elif o.order_type == OrderType.LIMIT and new_px <= 0:
                 why = f"limit price must be > 0, got {new_px}"
             else:
-                why = p.impl.check_amend(new_qty, new_px)
+                code, why = R.REFUSED, p.impl.check_amend(new_qty, new_px)
         k0 = base = 0
         if not why and p is not None and p.impl is not None:
             try:
@@ -280,11 +276,11 @@ class AlgoEngine:
             except Exception as exc:  # a bug must refuse one amend, not kill exec
                 log.exception("algo: amend of parent %d could not be planned", coid)
                 self._count("algo_error")
-                why = f"internal error: {exc!r}"
+                code, why = R.REFUSED, f"internal error: {exc!r}"
         if why or p is None or p.impl is None:
             iid = p.instrument_id if p is not None else rep.instrument_id
             self._out.append(
-                OrderRejected(coid, iid, f"replace rejected: {why}", rep.ts_origin, now_ns, now_ns)
+                OrderReplaceRejected(coid, iid, code, why, rep.ts_origin, now_ns, now_ns)
             )
             return self._end()
         impl = p.impl
@@ -323,16 +319,17 @@ class AlgoEngine:
             self._on_child_fill(p, c, ev, now_ns)
         elif isinstance(ev, OrderAccepted):
             c.accepted = True
+        elif isinstance(ev, OrderReplaceRejected):
+            if c.replace_sent and c.is_open:
+                # an amend's reprice/shrink was refused: the child may no longer fit the
+                # parent, so it goes (the algorithm re-sends what is left once it closed)
+                c.replace_sent = False
+                self._count("child_replace_rejected")
+                self._cancel_child(p, c, now_ns)
+        elif isinstance(ev, OrderCancelRejected):
+            pass  # our cancel crossed the child's end; its own event closes it
         elif isinstance(ev, OrderRejected):
-            if ev.reason.startswith(_REQUEST_REJECT):
-                if c.replace_sent and c.is_open and ev.reason.startswith("replace"):
-                    # an amend's reprice/shrink was refused: the child may no longer fit the
-                    # parent, so it goes (the algorithm re-sends what is left once it closed)
-                    c.replace_sent = False
-                    self._count("child_replace_rejected")
-                    self._cancel_child(p, c, now_ns)
-                # else our cancel crossed the child's end; its own event closes it
-            elif c.is_open:
+            if c.is_open:
                 self._child_closed(p, c, "rejected")
                 p.child_rejects += 1
                 limit = p.impl.max_child_rejects if p.impl is not None else 1
@@ -571,19 +568,7 @@ class AlgoEngine:
                 self._working[coid] = p
                 self._by_iid.setdefault(o.instrument_id, []).append(p)
                 if not s.announced:
-                    self._out.append(
-                        OrderAccepted(
-                            coid,
-                            0,
-                            o.instrument_id,
-                            o.side,
-                            o.px,
-                            o.qty,
-                            o.ts_origin,
-                            now_ns,
-                            now_ns,
-                        )
-                    )
+                    self._out.append(OrderAccepted.for_order(o, 0, now_ns, now_ns))
                 if s.amends and not s.amend_announced:
                     o = p.order  # exec died between logging the amend and publishing it
                     origin = int(s.amends[-1].origin)  # the request's, as if just answered

@@ -186,9 +186,8 @@ def rebuild_parents(
                 ended[coid] = int(AlgoState.DONE)
         elif t is OrderCanceled or t is OrderExpired:
             ended[coid] = int(AlgoState.CANCELED)
-        elif t is OrderRejected:
-            if not ev.reason.startswith(("cancel rejected:", "replace rejected:")):
-                ended[coid] = int(AlgoState.REJECTED)
+        elif t is OrderRejected:  # (a refused cancel/replace is another type: no end)
+            ended[coid] = int(AlgoState.REJECTED)
         elif t is CancelOrder:
             cancel_req.add(coid)
         elif t is OrderReplaced:

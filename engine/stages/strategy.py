@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import messages as M
-from engine.messages import Forecast, IntentNew
+from engine.messages import (
+    Forecast,
+    IntentNew,
+    OrderCancelRejected,
+    OrderRejected,
+    OrderReplaceRejected,
+)
 from engine.stages import Every, Outbox, Stage
 from engine.strategy_host import StrategyHost
 
-#: what risk refuses, handed to the strategy like a venue's refusal (the typed cancel/replace
-#: refusals, where engine.messages has them)
-REFUSALS: tuple[type, ...] = tuple(
-    getattr(M, n)
-    for n in ("OrderRejected", "OrderCancelRejected", "OrderReplaceRejected")
-    if hasattr(M, n)
-)
+#: what risk refuses, handed to the strategy like a venue's refusal
+REFUSALS = (OrderRejected, OrderCancelRejected, OrderReplaceRejected)
 
 
 class StrategyStage(Stage):

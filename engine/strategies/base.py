@@ -50,23 +50,32 @@ from engine.messages import (
     IntentReplace,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     Quote,
     Side,
     TimeInForce,
     Trade,
 )
-from engine.oms import is_request_reject
 from engine.sizing import SizingLimits, kelly_lots
 from engine.strategies.params import parse_params
 
 Intent = IntentNew | IntentCancel | IntentReplace
-OrderEvent = OrderAccepted | OrderRejected | OrderCanceled | OrderExpired | OrderReplaced
+OrderEvent = (
+    OrderAccepted
+    | OrderRejected
+    | OrderCanceled
+    | OrderExpired
+    | OrderReplaced
+    | OrderCancelRejected
+    | OrderReplaceRejected
+)
 FillEvent = OrderPartiallyFilled | OrderFilled
 
 #: order ids are ``strategy_id << 32 | counter``; both halves must fit so the id stays a
@@ -459,12 +468,12 @@ class StrategyContext:
                 o.qty = o.cum_qty + ev.qty
                 o.pending_replace = False
                 o.accepted = True
-        elif isinstance(ev, OrderRejected) and is_request_reject(ev):
-            if o is not None:  # a refused cancel/replace: the order lives on, as it was
-                if ev.reason.startswith("cancel"):
-                    o.pending_cancel = False
-                else:
-                    o.pending_replace = False
+        elif isinstance(ev, OrderCancelRejected):
+            if o is not None:  # a refused cancel: the order lives on, as it was
+                o.pending_cancel = False
+        elif isinstance(ev, OrderReplaceRejected):
+            if o is not None:  # a refused replace: the order lives on, as it was
+                o.pending_replace = False
         elif isinstance(ev, OrderRejected | OrderCanceled | OrderExpired):
             self.open_orders.pop(coid, None)
         elif isinstance(ev, AlgoProgress):
@@ -508,8 +517,9 @@ class Strategy:
         """A model forecast for one of our instruments."""
 
     def on_order_event(self, ev: OrderEvent) -> None:
-        """Accepted / rejected / canceled / expired / replaced for one of our orders (and
-        ``AlgoProgress`` for a parent order worked by an execution algorithm)."""
+        """Accepted / rejected / canceled / expired / replaced for one of our orders, a refused
+        cancel or replace (``OrderCancelRejected`` / ``OrderReplaceRejected``: the order is
+        unchanged), and ``AlgoProgress`` for a parent order worked by an execution algorithm."""
 
     def on_fill(self, ev: FillEvent) -> None:
         """A (partial) fill of one of our orders (``ctx.positions`` already updated)."""

@@ -116,7 +116,5 @@ class ScheduledExecution(Strategy):
     def on_order_event(self, ev: OrderEvent) -> None:
         if ev.client_order_id != self.parent:
             return
-        if isinstance(ev, OrderCanceled | OrderExpired) or (
-            isinstance(ev, OrderRejected) and not ev.reason.startswith("cancel rejected:")
-        ):
-            self.ended = ev
+        if isinstance(ev, OrderCanceled | OrderExpired | OrderRejected):
+            self.ended = ev  # (a refused cancel or replace is another type: the parent goes on)

@@ -30,9 +30,9 @@ Why it is built this way (DESIGN §6, the default venue):
 Semantics shared with the rest of the engine: ``ReplaceOrder.new_qty`` and ``OrderReplaced.qty``
 are the new *open* (leaves) quantity, as the OMS and strategies read them. Events caused by a
 cancel or replace request carry that request's ``ts_origin``; every other event carries the
-order's. A cancel or replace that cannot be done is answered with ``OrderRejected`` whose reason
-starts with ``"cancel rejected:"`` / ``"replace rejected:"`` (the vocabulary has no dedicated
-cancel-reject message); the order itself is unchanged.
+order's. A cancel or replace that cannot be done is answered with ``OrderCancelRejected`` /
+``OrderReplaceRejected`` (the reason an enum, the detail for humans); the order itself is
+unchanged.
 
 Self-trade prevention: an incoming order (or a replace) that would trade with one of our own
 resting orders on the other side is rejected, as exchanges with "cancel newest" STP do.
@@ -67,20 +67,24 @@ from engine.messages import (
     BookDelta,
     BookSnapshot,
     CancelOrder,
+    CancelRejectReason,
     ExchangeStatus,
     Liquidity,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     Quote,
     ReplaceOrder,
+    ReplaceRejectReason,
     Side,
     TimeInForce,
     Trade,
@@ -488,17 +492,7 @@ class SimExchange(MarketFlow, StatusReports):
         if self._record is not None:
             self._record.append(o)  # the order itself, before its ack
         self._emit(
-            OrderAccepted(
-                o.client_order_id,
-                rec.venue_order_id,
-                o.instrument_id,
-                o.side,
-                o.px,
-                o.qty,
-                o.ts_origin,
-                t,
-                t + self.response_latency_ns,
-            ),
+            OrderAccepted.for_order(o, rec.venue_order_id, t, t + self.response_latency_ns),
             t,
         )
         if o.tif == TimeInForce.FOK and self._available(inst, o.side, px, o.qty) < o.qty:
@@ -524,52 +518,47 @@ class SimExchange(MarketFlow, StatusReports):
 
     def _on_cancel(self, c: CancelOrder, t: int) -> None:
         rec = self._orders.get(c.client_order_id)
+        if rec is not None and rec.is_open:
+            self._cancel_rec(rec, "canceled", c.ts_origin, t)
+            return
         if rec is None:
-            self._reject(
-                c.client_order_id,
-                c.instrument_id,
-                f"cancel rejected: unknown client_order_id {c.client_order_id}",
-                c.ts_origin,
-                t,
-            )
-        elif not rec.is_open:
-            self._reject(
-                c.client_order_id,
-                c.instrument_id,
-                "cancel rejected: order is no longer open",
-                c.ts_origin,
-                t,
+            why, detail = (
+                CancelRejectReason.UNKNOWN_ORDER,
+                f"unknown client_order_id {c.client_order_id}",
             )
         else:
-            self._cancel_rec(rec, "canceled", c.ts_origin, t)
+            why, detail = CancelRejectReason.NOT_OPEN, "order is no longer open"
+        ev = OrderCancelRejected.for_request(c, why, detail, t, t + self.response_latency_ns)
+        self._emit(ev, t)
 
     def _on_replace(self, r: ReplaceOrder, t: int) -> None:
         rec = self._orders.get(r.client_order_id)
-        reason = ""
+        R = ReplaceRejectReason
+        why, reason = R.INVALID, ""
         if rec is None:
-            reason = f"unknown client_order_id {r.client_order_id}"
+            why, reason = R.UNKNOWN_ORDER, f"unknown client_order_id {r.client_order_id}"
         elif not rec.is_open:
-            reason = "order is no longer open"
+            why, reason = R.NOT_OPEN, "order is no longer open"
         elif r.new_qty <= 0:
             reason = f"new qty must be > 0, got {r.new_qty}"
         elif r.new_px <= 0:
             reason = f"new price must be > 0, got {r.new_px}"
         elif self._insts[rec.order.instrument_id].halt_reason:
             self.halt_rejects += 1
-            reason = self._insts[rec.order.instrument_id].halt_reason
+            why, reason = R.HALTED, self._insts[rec.order.instrument_id].halt_reason
         else:
             inst = self._insts[rec.order.instrument_id]
             if r.new_px != rec.px and self._own_cross(inst, rec.side, r.new_px):
+                why = R.SELF_TRADE
                 reason = "self-trade prevention: would trade with our own resting order"
             elif (
                 rec.order.flags & OrderFlag.POST_ONLY
                 and self._available(inst, rec.side, r.new_px, 1) > 0
             ):
-                reason = "POST_ONLY order would take liquidity"
+                why, reason = R.POST_ONLY, "POST_ONLY order would take liquidity"
         if reason:
-            self._reject(
-                r.client_order_id, r.instrument_id, f"replace rejected: {reason}", r.ts_origin, t
-            )
+            ev = OrderReplaceRejected.for_request(r, why, reason, t, t + self.response_latency_ns)
+            self._emit(ev, t)
             return
         assert rec is not None
         inst = self._insts[rec.order.instrument_id]

@@ -25,11 +25,13 @@ from engine.messages import (
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderType,
     TimeInForce,
 )
@@ -51,6 +53,8 @@ RecordFrame = (
     | OrderCanceled
     | OrderExpired
     | OrderReplaced
+    | OrderCancelRejected
+    | OrderReplaceRejected
     | ExchangeStatus
 )
 
@@ -170,9 +174,8 @@ def _restore_one(sim: SimExchange, ev: Any, pending: dict[int, NewOrder]) -> Non
             rec.expire_ns = exp if exp > ev.ts_event else exp + DAY_NS
         sim._orders[coid] = rec
         sim._next_vid = max(sim._next_vid, ev.venue_order_id)
-    elif t is OrderRejected:
-        if not ev.reason.startswith(("cancel rejected:", "replace rejected:")):
-            sim._seen_ids.add(coid)
+    elif t is OrderRejected:  # (a refused cancel/replace is another type: the id is not used)
+        sim._seen_ids.add(coid)
     elif t is OrderPartiallyFilled or t is OrderFilled:
         sim.fills.append(ev)
         sim._next_fill = max(sim._next_fill, ev.fill_id)

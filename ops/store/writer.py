@@ -40,10 +40,12 @@ from engine.messages import (
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderExpired,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     Quote,
     ReplaceOrder,
     RiskEvent,
@@ -187,6 +189,8 @@ _EVENT_TYPES = (
     OrderCanceled,
     OrderExpired,
     OrderReplaced,
+    OrderCancelRejected,
+    OrderReplaceRejected,
     CancelOrder,
     ReplaceOrder,
 )
@@ -321,6 +325,9 @@ class Rows:
             return
         elif isinstance(msg, _EVENT_TYPES):
             frame = frame if frame is not None else _encode(msg)
+            reason = getattr(msg, "reason", "")
+            if t is OrderCancelRejected or t is OrderReplaceRejected:
+                reason = msg.text  # the column is text: "not_open: order is no longer open"
             self.order_events.append(
                 (
                     run_id,
@@ -328,7 +335,7 @@ class Rows:
                     t.__name__,
                     msg.client_order_id,
                     msg.instrument_id,
-                    getattr(msg, "reason", ""),
+                    reason,
                     getattr(msg, "ts_event", 0) or getattr(msg, "ts_approved", 0),
                     frame,
                 )
