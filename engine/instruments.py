@@ -7,9 +7,12 @@ decided once and a float never leaks into a comparison.
 
 from __future__ import annotations
 
+import math
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import msgspec
+
+from engine.settings import need
 
 
 class Instrument(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,12 +28,12 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     currency: str = "USD"
 
     def __post_init__(self) -> None:
-        if self.instrument_id < 0:
-            raise ValueError(f"instrument {self.symbol}: instrument_id must be >= 0")
-        if not (self.tick_size > 0):
-            raise ValueError(f"instrument {self.symbol}: tick_size must be > 0")
-        if not (self.lot_size > 0):
-            raise ValueError(f"instrument {self.symbol}: lot_size must be > 0")
+        # the keys of an [[instruments]] table (config.toml loads into a subclass of this)
+        need(self.instrument_id >= 0, "instrument_id", f"must be >= 0 (instrument {self.symbol})")
+        need(bool(self.symbol), "symbol", "must not be empty")
+        for key in ("tick_size", "lot_size"):
+            v = getattr(self, key)
+            need(v > 0 and math.isfinite(v), key, f"must be > 0 (instrument {self.symbol})")
 
     # --- conversions ---------------------------------------------------------------------------
     def px_to_ticks(self, price: float | Decimal | str) -> int:

@@ -18,6 +18,7 @@ from engine.exec_policy import ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.risk_limits import RiskLimits
 from engine.settings import SettingError
+from engine.settings import need as _need_rel
 from engine.venues.registry import known_kinds
 from ops.secrets import SecretError, redact
 from ops.secrets import resolve as resolve_secrets
@@ -588,29 +589,26 @@ class InferenceSection(msgspec.Struct, **_STRICT):
         )
 
 
-class InstrumentSection(msgspec.Struct, **_STRICT):
-    instrument_id: int
-    symbol: str
-    venue: str = "sim"
-    asset_class: str = "equity"
-    sector: str = "unknown"
-    tick_size: float = 0.01
-    lot_size: float = 1.0
-    currency: str = "USD"
+class InstrumentSection(Instrument, forbid_unknown_fields=True):
+    """One ``[[instruments]]`` table: the engine's ``Instrument`` (its keys, defaults and checks)
+    plus what drives the synthetic market."""
+
     initial_price: float = 100.0
     annual_vol: float = 0.3
 
-    def to_instrument(self) -> Instrument:
-        return Instrument(
-            instrument_id=self.instrument_id,
-            symbol=self.symbol,
-            venue=self.venue,
-            asset_class=self.asset_class,
-            sector=self.sector,
-            tick_size=self.tick_size,
-            lot_size=self.lot_size,
-            currency=self.currency,
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _need_rel(
+            self.initial_price > 0 and math.isfinite(self.initial_price),
+            "initial_price",
+            "must be > 0",
         )
+        _need_rel(
+            self.annual_vol >= 0 and math.isfinite(self.annual_vol), "annual_vol", "must be >= 0"
+        )
+
+    def to_instrument(self) -> Instrument:
+        return Instrument(**{f: getattr(self, f) for f in Instrument.__struct_fields__})
 
 
 class StrategySection(msgspec.Struct, **_STRICT):
@@ -647,26 +645,6 @@ class Config(msgspec.Struct, **_STRICT):
         ids = [i.instrument_id for i in self.instruments]
         for k, ins in enumerate(self.instruments):
             key = f"instruments[{k}]"
-            _need(ins.instrument_id >= 0, f"{key}.instrument_id", "must be >= 0")
-            _need(bool(ins.symbol), f"{key}.symbol", "must not be empty")
-            _need(
-                ins.tick_size > 0 and math.isfinite(ins.tick_size),
-                f"{key}.tick_size",
-                "must be > 0",
-            )
-            _need(
-                ins.lot_size > 0 and math.isfinite(ins.lot_size), f"{key}.lot_size", "must be > 0"
-            )
-            _need(
-                ins.initial_price > 0 and math.isfinite(ins.initial_price),
-                f"{key}.initial_price",
-                "must be > 0",
-            )
-            _need(
-                ins.annual_vol >= 0 and math.isfinite(ins.annual_vol),
-                f"{key}.annual_vol",
-                "must be >= 0",
-            )
             _need(
                 ids.count(ins.instrument_id) == 1,
                 f"{key}.instrument_id",

@@ -129,6 +129,21 @@ def test_the_engine_gets_the_converted_values() -> None:
         ("[exec]\nretry_backoff_ms = -1.0\n", "exec.retry_backoff_ms", "must be >= 0"),
         ("[exec]\nretry_backoff_ns = 5\n", "exec.retry_backoff_ns", "unknown key"),
         ("[exec]\nid_block = 3\n", "exec.id_block", "unknown key"),  # not a setting
+        (
+            '[[instruments]]\ninstrument_id = 5\nsymbol = "B"\nlot_size = 0.0\n',
+            "instruments[0].lot_size",
+            "must be > 0 (instrument B)",
+        ),
+        (
+            '[[instruments]]\ninstrument_id = 5\nsymbol = "B"\nannual_vol = -1.0\n',
+            "instruments[0].annual_vol",
+            "must be >= 0",
+        ),
+        (
+            '[[instruments]]\ninstrument_id = 5\nsymbol = "B"\ntick = 0.1\n',
+            "instruments[0].tick",
+            "unknown key",
+        ),
     ],
 )
 def test_a_bad_engine_setting_names_its_key(text: str, key: str, problem: str) -> None:
