@@ -20,19 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from ops.config import Config, ConfigError, load_config
+from ops.cli_common import load_config_or_exit
+from ops.config import Config, ConfigError
 from ops.fsperm import PRIVATE_UMASK
 from ops.logs import setup_logging
 
 DEFAULT_CONFIG = "config.toml"
-
-
-def _load(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"gekko: config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def _preflight(cfg: Config, command: str) -> None:
@@ -49,7 +42,7 @@ def _preflight(cfg: Config, command: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from ops.supervisor import Supervisor
 
-    cfg = _load(args.config)
+    cfg = load_config_or_exit(args.config)
     setup_logging("supervisor", cfg.engine.log_level, cfg.engine.log_format)
     _preflight(cfg, "run")
     sup = Supervisor(
@@ -70,7 +63,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from procs.build import build_data_client, build_venue
     from procs.infer import with_forecasts
 
-    cfg = _load(args.config)
+    cfg = load_config_or_exit(args.config)
     setup_logging("backtest", cfg.engine.log_level, cfg.engine.log_format)
     _preflight(cfg, "backtest")
     if args.json and not Path(args.json).resolve().parent.is_dir():
@@ -171,7 +164,7 @@ def _operate(cfg: Config, kind: str, command: str) -> int:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_config_or_exit(args.config)
     if getattr(args, "flatten", False):
         return _operate(cfg, "flatten", "gekko kill --flatten")
     return _operate(cfg, "kill", "gekko kill")
@@ -184,7 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ops.operator import probe
     from procs.risk import load_state, state_path
 
-    cfg = _load(args.config)
+    cfg = load_config_or_exit(args.config)
     path = state_path(cfg)
     snap = load_state(path)
     p = probe(cfg.engine.var_dir, cfg.engine.id)  # the control socket; a pid only if proven
@@ -228,7 +221,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from ops.operator import probe
 
-    cfg = _load(args.config)
+    cfg = load_config_or_exit(args.config)
     if not probe(cfg.engine.var_dir, cfg.engine.id).running:
         # not running: clear the recorded halt so the next `gekko run` starts ACTIVE
         from procs.risk import load_state, save_state, state_path

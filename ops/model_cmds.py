@@ -15,6 +15,7 @@ from pathlib import Path
 
 from models.data import data_sha256
 from models.registry import DEFAULT_ROOT, RegistryError, check_name, list_models, next_version
+from ops.cli_common import load_config_or_exit, with_db
 
 DEFAULT_SOURCE = "synthetic"
 
@@ -124,9 +125,7 @@ def _bars(args: argparse.Namespace):
 
     cfg = None
     if args.source == "synthetic" or args.source.startswith("postgres"):
-        from ops.cli import _load
-
-        cfg = _load(args.config)
+        cfg = load_config_or_exit(args.config)
     return load_source(
         args.source,
         cfg=cfg,
@@ -381,8 +380,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     if getattr(args, "db", False):
-        from ops.cli import _load
-        from ops.store.db_cmds import _with_db
         from ops.store.model_registry import db_models
 
         got: list[dict] = []
@@ -391,7 +388,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             got.extend(db_models(conn))
             return 0
 
-        rc = _with_db(_load(args.config), fetch)
+        rc = with_db(load_config_or_exit(args.config), fetch)
         if rc != 0:
             return rc
         return _print_models(got, args.json, "no models in PostgreSQL")

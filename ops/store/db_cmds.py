@@ -12,28 +12,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-
-def _with_db(cfg: Any, fn: Callable[[Any], int]) -> int:
-    from ops.store.pg import PgSettings, configured_connection
-
-    s = PgSettings.from_config(cfg)
-    if not s.enabled:
-        print("gekko: [storage.postgres] mode is 'off': no database", file=sys.stderr)
-        return 1
-    try:
-        with configured_connection(s) as conn:
-            return fn(conn)
-    except Exception as exc:
-        # some failures carry no message (a server going down under us): name the type then
-        why = str(exc).strip() or f"{type(exc).__name__} (the database went away or refused us)"
-        from ops.secrets import redact  # a connection error may quote the DSN
-
-        print(f"gekko: database error: {redact(why)}", file=sys.stderr)
-        return 1
+from ops.cli_common import load_config_or_exit, with_db
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from ops.cli import _load
     from ops.store.migrate import migrate
 
     def go(conn: Any) -> int:
@@ -51,11 +33,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print("up to date")
         return 0
 
-    return _with_db(_load(args.config), go)
+    return with_db(load_config_or_exit(args.config), go)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ops.cli import _load
     from ops.store.migrate import status
 
     def go(conn: Any) -> int:
@@ -70,12 +51,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("rows: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
         return 0 if all(r["state"] == "applied" for r in rows) else 1
 
-    return _with_db(_load(args.config), go)
+    return with_db(load_config_or_exit(args.config), go)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """``gekko db audit [--last N] [--action X]``: the audit log, newest last."""
-    from ops.cli import _load
     from ops.store.audit import format_row, query
 
     if args.last < 0:
@@ -108,7 +88,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(format_row(r))
         return 0
 
-    return _with_db(_load(args.config), go)
+    return with_db(load_config_or_exit(args.config), go)
 
 
 def add_parsers(
