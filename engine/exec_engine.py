@@ -389,15 +389,7 @@ class ExecEngine:
 
     # --- local events ------------------------------------------------------------------------------
     def _local_reject(self, order: NewOrder, reason: str, now_ns: int, out: list[object]) -> None:
-        ev = OrderRejected(
-            order.client_order_id,
-            order.instrument_id,
-            f"exec: {reason}",
-            order.ts_origin,
-            now_ns,
-            now_ns,
-        )
-        self._route(ev, now_ns, out)
+        self._route(OrderRejected.for_order(order, f"exec: {reason}", now_ns, now_ns), now_ns, out)
 
     def _local_cancel(
         self, order: NewOrder, reason: str, ts_origin: int, now_ns: int, out: list[object]

@@ -356,12 +356,27 @@ class OrderAccepted(msgspec.Struct, tag=30, **_S):
 
 
 class OrderRejected(msgspec.Struct, tag=31, **_S):
+    """The order itself was refused (by risk, exec, an algorithm or the venue): it is over.
+    A refused cancel or replace is not this: see ``OrderCancelRejected``."""
+
     client_order_id: int
     instrument_id: int
     reason: str
     ts_origin: int
     ts_event: int
     ts_recv: int
+
+    @classmethod
+    def for_order(
+        cls,
+        order: NewOrder | IntentNew | IntentReplace | IntentCancel,
+        reason: str,
+        ts_event: int,
+        ts_recv: int,
+    ) -> OrderRejected:
+        """The refusal of ``order`` (or of the intent for it): its id, instrument, ts_origin."""
+        o = order
+        return cls(o.client_order_id, o.instrument_id, reason, o.ts_origin, ts_event, ts_recv)
 
 
 class OrderPartiallyFilled(msgspec.Struct, tag=32, **_S):

@@ -88,16 +88,7 @@ def reject(
         )
     ]
     if notify_strategy:
-        out.append(
-            OrderRejected(
-                client_order_id=intent.client_order_id,
-                instrument_id=intent.instrument_id,
-                reason=f"risk: {reason}",
-                ts_origin=intent.ts_origin,
-                ts_event=now_ns,
-                ts_recv=now_ns,
-            )
-        )
+        out.append(OrderRejected.for_order(intent, f"risk: {reason}", now_ns, now_ns))
     return out
 
 

@@ -204,32 +204,16 @@ class SmartRouter(StatusReports):
     def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
         coid = order.client_order_id
         if coid in self._orders or coid in self._finished:
-            return [
-                OrderRejected(
-                    coid,
-                    order.instrument_id,
-                    f"duplicate client_order_id {coid}",
-                    order.ts_origin,
-                    now_ns,
-                    now_ns,
-                )
-            ]
+            why = f"duplicate client_order_id {coid}"
+            return [OrderRejected.for_order(order, why, now_ns, now_ns)]
         if order.flags & OrderFlag.REDUCE_ONLY and order.qty > 0:
             # reduce-only means the position over all venues: checked here, and the legs go
             # without the flag (one venue's leg may open a position there while the total shrinks)
             pos = self.positions().get(order.instrument_id, 0)
             if order.side * pos >= 0 or order.qty > abs(pos):
                 self._finished.add(coid)
-                return [
-                    OrderRejected(
-                        coid,
-                        order.instrument_id,
-                        f"REDUCE_ONLY order of {order.qty} would increase the position {pos}",
-                        order.ts_origin,
-                        now_ns,
-                        now_ns,
-                    )
-                ]
+                why = f"REDUCE_ONLY order of {order.qty} would increase the position {pos}"
+                return [OrderRejected.for_order(order, why, now_ns, now_ns)]
             order = msgspec.structs.replace(order, flags=order.flags & ~OrderFlag.REDUCE_ONLY)
         self._next_vid += 1
         rec = _Routed(order, order.qty, order.px, self._next_vid)

@@ -77,12 +77,16 @@ def test_the_copier_carries_a_field_added_to_both_and_refuses_a_required_one_it_
         _copier(Src, Needs)
 
 
-def test_the_ack_of_an_order_is_built_from_the_order() -> None:
+def test_the_ack_and_the_reject_of_an_order_are_built_from_the_order() -> None:
     o = _distinct(NewOrder)
     ack = OrderAccepted.for_order(o, 55, 66, 77)
     assert ack == OrderAccepted(
         o.client_order_id, 55, o.instrument_id, o.side, o.px, o.qty, o.ts_origin, 66, 77
     )
+    rej = OrderRejected.for_order(o, "exec: no", 66, 77)
+    assert rej == OrderRejected(o.client_order_id, o.instrument_id, "exec: no", o.ts_origin, 66, 77)
+    it = _distinct(IntentNew)
+    assert OrderRejected.for_order(it, "risk: x", 1, 2).ts_origin == it.ts_origin
 
 
 def test_request_refusals_have_their_own_tags_and_round_trip_the_ring_codec() -> None:
