@@ -16,6 +16,7 @@ import msgspec
 
 from engine.exec_policy import ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
+from engine.portfolio_settings import PortfolioSettings
 from engine.risk_limits import RiskLimits
 from engine.settings import SettingError
 from engine.settings import need as _need_rel
@@ -345,71 +346,6 @@ class BacktestSection(msgspec.Struct, **_STRICT):
         _need(self.events > 0, "backtest.events", "must be > 0")
 
 
-class PortfolioSection(msgspec.Struct, **_STRICT):
-    """``[portfolio]``: starting cash, tax-lot method, benchmark and analytics (engine/portfolio.py)."""
-
-    cash: dict[str, float] = msgspec.field(default_factory=lambda: {"USD": 1_000_000.0})
-    base_currency: str = "USD"
-    fx_rates: dict[str, float] = {}  # currency -> value in base_currency (1.0 when absent)
-    lot_method: str = "fifo"  # fifo | lifo | hifo
-    benchmark: str = ""  # an [[instruments]] symbol ("" = none: no beta / excess return)
-    equity_interval_s: float = 0.1  # equity-curve sampling period (simulated time in backtests)
-    risk_free_rate: float = 0.0  # annual
-    var_level: float = 0.95
-    wash_sale_days: float = 30.0
-
-    def __post_init__(self) -> None:
-        for ccy, v in self.cash.items():
-            _need(math.isfinite(v), f"portfolio.cash.{ccy}", "must be a finite number")
-        for ccy, v in self.fx_rates.items():
-            _need(math.isfinite(v) and v > 0, f"portfolio.fx_rates.{ccy}", "must be > 0")
-        _need(
-            self.lot_method in ("fifo", "lifo", "hifo"),
-            "portfolio.lot_method",
-            "must be fifo, lifo or hifo",
-        )
-        _need(
-            math.isfinite(self.equity_interval_s) and self.equity_interval_s > 0,
-            "portfolio.equity_interval_s",
-            "must be > 0",
-        )
-        _need(
-            math.isfinite(self.risk_free_rate) and -1 < self.risk_free_rate < 1,
-            "portfolio.risk_free_rate",
-            "must be within (-1, 1)",
-        )
-        _need(0 < self.var_level < 1, "portfolio.var_level", "must be within (0, 1)")
-        _need(
-            math.isfinite(self.wash_sale_days) and self.wash_sale_days >= 0,
-            "portfolio.wash_sale_days",
-            "must be >= 0",
-        )
-
-    def portfolio_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``engine.portfolio.Portfolio`` (after the instruments)."""
-        return {
-            "initial_cash": dict(self.cash),
-            "lot_method": self.lot_method,
-            "base_currency": self.base_currency,
-            "fx_rates": dict(self.fx_rates),
-            "wash_sale_days": self.wash_sale_days,
-        }
-
-    def backtest_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``engine.backtest.InlineRuntime`` for this section."""
-        return {
-            "initial_cash": dict(self.cash),
-            "lot_method": self.lot_method,
-            "fx_rates": dict(self.fx_rates),
-            "base_currency": self.base_currency,
-            "wash_sale_days": self.wash_sale_days,
-            "benchmark": self.benchmark or None,
-            "equity_interval_ns": int(self.equity_interval_s * 1e9),
-            "risk_free": self.risk_free_rate,
-            "var_level": self.var_level,
-        }
-
-
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 _BRIDGEABLE_RINGS = ("md", "intents", "orders", "events", "risk")
 
@@ -629,7 +565,7 @@ class Config(msgspec.Struct, **_STRICT):
     exec: ExecPolicy = msgspec.field(default_factory=ExecPolicy)
     risk: RiskLimits = msgspec.field(default_factory=RiskLimits)
     backtest: BacktestSection = msgspec.field(default_factory=BacktestSection)
-    portfolio: PortfolioSection = msgspec.field(default_factory=PortfolioSection)
+    portfolio: PortfolioSettings = msgspec.field(default_factory=PortfolioSettings)
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
     bridge: BridgeSection = msgspec.field(default_factory=BridgeSection)
     inference: InferenceSection = msgspec.field(default_factory=InferenceSection)

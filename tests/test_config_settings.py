@@ -17,6 +17,7 @@ import pytest
 from engine.backtest import InlineRuntime
 from engine.exec_policy import ExecPolicy
 from engine.messages import OrderType
+from engine.portfolio_settings import PortfolioSettings
 from engine.risk import RiskGate
 from engine.risk_limits import RiskLimits
 from engine.settings import SettingError
@@ -67,14 +68,17 @@ def test_config_toml_states_the_code_defaults() -> None:
     assert sorted(_differences(raw, loaded, default, "")) == sorted(SHIPPED_OVERRIDES)
 
 
-@pytest.mark.parametrize(("section", "cls"), [("risk", RiskLimits), ("exec", ExecPolicy)])
+@pytest.mark.parametrize(
+    ("section", "cls"),
+    [("risk", RiskLimits), ("exec", ExecPolicy), ("portfolio", PortfolioSettings)],
+)
 def test_engine_sections_load_into_the_engine_structs_and_document_every_key(
     section: str, cls: type
 ) -> None:
     raw = msgspec.toml.decode(BASE)[section]
     assert set(raw) == set(cls.__struct_fields__)  # every field has its documented line
-    loaded = getattr(parse_config(BASE), section)
-    assert type(loaded) is cls and loaded == cls() == getattr(parse_config(MINIMAL), section)
+    assert type(getattr(parse_config(BASE), section)) is cls
+    assert getattr(parse_config(MINIMAL), section) == cls()  # left out: the struct's defaults
 
 
 def test_min_history_is_30_everywhere() -> None:
@@ -104,6 +108,7 @@ def test_derived_units() -> None:
     pol = ExecPolicy(retry_backoff_ms=1.5, retry_on=("Busy", "RATE limit"))
     assert pol.retry_backoff_ns == 1_500_000 and pol.retry_on == ("busy", "rate limit")
     assert pol.native_types == {int(OrderType.MARKET), int(OrderType.LIMIT)}
+    assert PortfolioSettings(equity_interval_s=0.25).equity_interval_ns == 250_000_000
 
 
 def test_the_engine_gets_the_converted_values() -> None:
