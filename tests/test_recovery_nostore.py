@@ -580,3 +580,25 @@ def test_a_replace_delivered_again_after_the_crash_does_not_reopen_filled_lots(
     again = ReplaceOrder(x, 7, IID, 101, 5, 6 * MS, 6 * MS)
     kept, dropped = drop_answered_requests([rep, again], upstream)
     assert kept == [again] and dropped == 1
+
+
+def test_a_request_refused_before_the_crash_counts_as_answered() -> None:
+    """A re-delivered cancel / replace whose typed refusal upstream already saw is not sent
+    again; an order's own reject with the same ts_origin answers no request."""
+    from engine.messages import (
+        CancelRejectReason,
+        OrderCancelRejected,
+        OrderReplaceRejected,
+        ReplaceOrder,
+        ReplaceRejectReason,
+    )
+
+    cxl = CancelOrder(5, 7, IID, 11, 11)
+    rep = ReplaceOrder(6, 7, IID, 101, 3, 12, 12)
+    other = CancelOrder(8, 7, IID, 13, 13)
+    upstream = [
+        OrderCancelRejected.for_request(cxl, CancelRejectReason.NOT_OPEN, "", 1, 1),
+        OrderReplaceRejected.for_request(rep, ReplaceRejectReason.INVALID, "", 1, 1),
+        OrderRejected(8, IID, "busy", 13, 1, 1),
+    ]
+    assert drop_answered_requests([cxl, rep, other], upstream) == ([other], 2)
