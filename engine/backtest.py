@@ -103,8 +103,6 @@ class InlineRuntime:
     ``controls`` adds more. ``max_ticks`` bounds an endless source (e.g. a SyntheticMarket).
     """
 
-    RISK_REFRESH_NS = 20_000_000  # risk's periodic refresh, like [risk] refresh_interval_ms
-
     def __init__(
         self,
         instruments: InstrumentTable | Iterable[Instrument],
@@ -181,7 +179,7 @@ class InlineRuntime:
         self._controls = sorted(controls, key=lambda c: c.ts)
         self._ci = 0  # next control to apply
         self.strategy_stage = StrategyStage(self.host, self, self.timer_interval_ns)
-        self.risk_stage = RiskStage(self.risk, self, refresh_ns=self.RISK_REFRESH_NS)
+        self.risk_stage = RiskStage(self.risk, self, refresh_ns=limits.refresh_interval_ns)
         self.exec_stage = ExecStage(self.exec, self.portfolio, self)
         self._routes = self._wire((self.strategy_stage, self.risk_stage, self.exec_stage))
         # the stages' timers: [next due (None until the first tick), interval, fn]

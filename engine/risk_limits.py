@@ -46,6 +46,8 @@ _DERIVED = (
     "flash_cooldown_ns",
     "flash_samples",
     "max_intent_age_ns",
+    "refresh_interval_ns",
+    "returns_interval_ns",
 )
 
 
@@ -118,6 +120,14 @@ class RiskLimits(Settings):
     @functools.cached_property
     def max_intent_age_ns(self) -> int:
         return int(self.max_intent_age_ms * 1_000_000)
+
+    @functools.cached_property
+    def refresh_interval_ns(self) -> int:
+        return int(self.refresh_interval_ms * 1_000_000)
+
+    @functools.cached_property
+    def returns_interval_ns(self) -> int:
+        return max(1, round(self.returns_interval_s * 1e9))
 
     def __post_init__(self) -> None:
         self._check_orders()

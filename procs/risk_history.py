@@ -522,7 +522,7 @@ def collect_history(
     symbols = [i.symbol for i in cfg.instruments]
     n = len(symbols)
     window = int(rc.returns_window)
-    interval_ns = max(1, int(round(rc.returns_interval_s * 1e9)))
+    interval_ns = rc.returns_interval_ns
     now = time.time_ns() if now_ns is None else int(now_ns)
     age = max_age_ns(rc)
     lo = max(0, now - age) if age > 0 else 0

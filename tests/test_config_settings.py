@@ -101,6 +101,7 @@ def test_derived_units() -> None:
     assert lim.flash_samples == 150 + 2  # the window over the refresh interval, + 2
     assert lim.max_intent_age_ns == 250_500_000
     assert lim.var_horizon == 780.0  # 2 days of 390 one-minute returns
+    assert lim.returns_interval_ns == 60_000_000_000 and lim.refresh_interval_ns == 10_000_000
     assert RiskLimits(flash_window_s=100.0, refresh_interval_ms=1.0).flash_samples == 4096  # cap
     assert RiskLimits.off().var_horizon == 1.0  # off(): one return interval
     moved = msgspec.structs.replace(lim, max_intent_age_ms=0.0)  # derived again, not copied
@@ -119,6 +120,7 @@ def test_the_engine_gets_the_converted_values() -> None:
     rt = InlineRuntime(ins, [], cfg.risk, SimExchange(ins), [], exec_policy=cfg.exec)
     assert rt.exec.max_order_age_ns == 40_000_000  # risk's staleness limit, at exec too
     assert rt.exec.policy is cfg.exec
+    assert rt.risk_stage.refresh_ns == 20_000_000  # [risk] refresh_interval_ms, as in gekko run
 
 
 @pytest.mark.parametrize(
