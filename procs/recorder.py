@@ -26,14 +26,13 @@ import msgspec
 
 from engine.messages import (
     AuditEvent,
-    Control,
-    ControlCommand,
     ModelRegistered,
     Quote,
     RiskEvent,
     Trade,
 )
-from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, Worker, topology
+from procs.loop import Input, Loop, Timer
+from procs.runtime import POSITION_DTYPE, STATE_READY, Worker, topology
 from procs.storage import RecordStore, open_record_store
 from shm.seqlock import SeqlockTable
 
@@ -67,158 +66,186 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
     store = store or open_record_store(cfg)
     md = w.consume("md")
     gating = {name: w.consume(name) for name in GATING_RINGS}
-    control = w.consume("control")
+    w.consume("control")
     # infer's model registrations (gating: none is skipped) when the engine runs infer
     has_forecasts = any(
         s.name == "forecasts" and any(r == "recorder" for r, _ in s.consumers)
         for s in topology(cfg)
     )
-    forecasts = w.consume("forecasts") if has_forecasts else None
-    extra = [forecasts] if forecasts is not None else []
-    waiter = w.waiter(md, control, *gating.values(), *extra)
-    watched = {**gating, **({"forecasts": forecasts} if forecasts is not None else {})}
+    watched = dict(gating)
+    if has_forecasts:
+        watched["forecasts"] = w.consume("forecasts")
     positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
-    enc = msgspec.msgpack.Encoder()
-    m = w.metrics
-    c_md, c_missed, c_in = (
-        m.counter_index("md_in"),
-        m.counter_index("md_missed"),
-        m.counter_index("records_in"),
+    rec = _Recorder(w, cfg, store, md, positions)
+    inputs = [Input("forecasts", on_batch=rec.on_audit_batch, batch=1024)] if has_forecasts else []
+    inputs.append(Input("md", on_batch=rec.on_md, batch=4096, counter="md_in"))
+    for name in GATING_RINGS:
+        handler = rec.on_risk if name == "risk" else rec.on_trading
+        inputs.append(Input(name, on_batch=handler, batch=1024))
+    loop = Loop(
+        w,
+        inputs,
+        [Timer(0, rec.end_of_pass)],
+        idle_s=min(pg.flush_interval_s, cfg.supervisor.heartbeat_interval_s),
+        on_other=rec.on_audit,  # the supervisor's audit records on control
+        drained=lambda: _drained(watched),
+        on_stop=rec.stop,
     )
-    c_rows, c_jr, _ = (
-        m.counter_index("rows_written"),
-        m.counter_index("journaled"),
-        m.counter_index("journal_backlog"),
-    )
-    c_err, c_rep, c_ign = (
-        m.counter_index("db_errors"),
-        m.counter_index("replayed"),
-        m.counter_index("ignored"),
-    )
-    h_flush, h_lag = m.hist("flush_ns"), m.hist("md_lag_ns")
+    w.beat(STATE_READY)
+    log.info("recorder ready (%s, wait=%s)", w.pinning, w.wait.kind)
+    return loop.run(on_exit=store.close)
 
-    pending: list[tuple[Any, bytes]] = []  # journaled, not yet in the database
-    md_buf: list[Any] = []
-    first_at = 0.0
-    retry = _Retry()
-    # a journal left by the previous incarnation is replayed before anything new
-    backlog = any(True for _ in store.journal_frames())
-    if backlog:
-        log.warning(
-            "recorder: a journal with unwritten records was found: it will be replayed first"
+
+class _Recorder:
+    """The recorder's handlers: each pass's trading records are journaled together at its end
+    (``end_of_pass``, before the next poll hands the rings our cursor), then written in batches."""
+
+    def __init__(
+        self, w: Worker, cfg: Any, store: RecordStore, md: Any, positions: SeqlockTable
+    ) -> None:
+        self.w = w
+        self.cfg = cfg
+        self.pg = cfg.storage.postgres
+        self.store = store
+        self.md = md
+        self.positions = positions
+        self.enc = msgspec.msgpack.Encoder()
+        m = self.m = w.metrics
+        self.c_missed, self.c_in = m.counter_index("md_missed"), m.counter_index("records_in")
+        self.c_rows, self.c_jr = m.counter_index("rows_written"), m.counter_index("journaled")
+        self.c_err, self.c_rep = m.counter_index("db_errors"), m.counter_index("replayed")
+        self.c_ign = m.counter_index("ignored")
+        self.h_flush, self.h_lag = m.hist("flush_ns"), m.hist("md_lag_ns")
+        self.fresh: list[tuple[Any, bytes]] = []  # this pass's records, not yet journaled
+        self.pending: list[tuple[Any, bytes]] = []  # journaled, not yet in the database
+        self.md_buf: list[Any] = []
+        self.first_at = 0.0
+        self.retry = _Retry()
+        # a journal left by the previous incarnation is replayed before anything new
+        self.backlog = any(True for _ in store.journal_frames())
+        if self.backlog:
+            log.warning(
+                "recorder: a journal with unwritten records was found: it will be replayed first"
+            )
+        self.last_snap = time.monotonic()
+        self.last_missed = md.missed
+
+    # --- the inputs ----------------------------------------------------------------------------
+    def on_audit(self, msg: Any) -> None:
+        if isinstance(msg, AUDIT_TYPES):
+            self.fresh.append((msg, self.enc.encode(msg)))
+
+    def on_audit_batch(self, msgs: list[Any]) -> None:
+        for f in msgs:
+            self.on_audit(f)  # forecasts themselves are not recorded
+
+    def on_md(self, msgs: list[Any]) -> None:
+        now_ns = time.monotonic_ns()
+        self.md_buf.extend(msgs)
+        h_lag = self.h_lag
+        for msg in msgs:
+            t = type(msg)
+            if (t is Quote or t is Trade) and msg.ts_recv:
+                h_lag.record(now_ns - msg.ts_recv)
+
+    def on_trading(self, msgs: list[Any]) -> None:
+        enc = self.enc
+        self.fresh.extend((msg, enc.encode(msg)) for msg in msgs)
+
+    def on_risk(self, msgs: list[Any]) -> None:
+        for msg in msgs:
+            if type(msg) is not RiskEvent:
+                self.m.inc_i(self.c_ign)  # replies to the strategy: the RiskEvent is the record
+                continue
+            self.fresh.append((msg, self.enc.encode(msg)))
+
+    # --- every pass: journal, write when due, snapshot -----------------------------------------
+    def end_of_pass(self, now_ns: int) -> bool:
+        m, md, pg, fresh = self.m, self.md, self.pg, self.fresh
+        if md.missed != self.last_missed:
+            m.inc_i(self.c_missed, md.missed - self.last_missed)
+            self.last_missed = md.missed
+        if fresh:
+            # durable before we poll on (which hands the rings our cursor)
+            self.store.journal_append([f for _, f in fresh])
+            m.inc_i(self.c_jr, len(fresh))
+            m.inc_i(self.c_in, len(fresh))
+            self.pending.extend(fresh)
+        now = time.monotonic()
+        if (self.pending or self.md_buf) and not self.first_at:
+            self.first_at = now
+        due = self.first_at and (
+            now - self.first_at >= pg.flush_interval_s
+            or len(self.pending) + len(self.md_buf) >= pg.batch_rows
         )
-    last_snap = time.monotonic()
-    last_missed = md.missed
+        if (due or self.backlog) and now >= self.retry.next_at:
+            self.flush(now)
+        elif self.backlog and self.md_buf and now < self.retry.next_at:
+            m.inc("md_dropped", len(self.md_buf))
+            self.md_buf = []  # the database is down: market data is not journaled (counted)
+        snap_due = pg.snapshot_interval_s and now - self.last_snap >= pg.snapshot_interval_s
+        if snap_due and not self.backlog:
+            self.last_snap = now
+            _snapshot(self.store, self.positions, len(self.cfg.instruments))
+        self.w.processed += len(fresh)
+        self.fresh = []
+        return bool(fresh)
 
-    def flush(now: float) -> None:
-        nonlocal backlog, first_at, md_buf, pending
+    def flush(self, now: float) -> None:
+        """Replay the journal (after an outage) or write what is pending, then the market data;
+        on failure everything stays journaled and the next try backs off."""
+        m, store = self.m, self.store
         t0 = time.monotonic_ns()
         try:
-            if backlog:
+            if self.backlog:
                 n = store_replay(store)
-                m.inc_i(c_rep, n)
-                backlog = False
+                m.inc_i(self.c_rep, n)
+                self.backlog = False
                 log.warning("recorder: database reachable again: %d journaled records replayed", n)
-            elif pending:
-                m.inc_i(c_rows, store.write_gating(pending))
+            elif self.pending:
+                m.inc_i(self.c_rows, store.write_gating(self.pending))
             store.journal_truncate()
-            pending = []
+            self.pending = []
             m.set("journal_backlog", 0)
-            if md_buf:
-                m.inc_i(c_rows, store.write_md(md_buf))
-            retry.ok()
+            if self.md_buf:
+                m.inc_i(self.c_rows, store.write_md(self.md_buf))
+            self.retry.ok()
             m.set("db_rejected", int(getattr(store, "rejected", 0)))
         except Exception as exc:  # the database is down or refused: journal, retry later
-            m.inc_i(c_err)
-            backlog = True
-            delay = retry.failed(now)
-            if retry.attempts == 1 or retry.attempts % 20 == 0:
+            m.inc_i(self.c_err)
+            self.backlog = True
+            delay = self.retry.failed(now)
+            if self.retry.attempts == 1 or self.retry.attempts % 20 == 0:
                 log.error(
                     "recorder: database write failed (%s); journaling, retry in %.2fs",
                     _short(exc),
                     delay,
                 )
-            m.set("journal_backlog", len(pending))
-            if md_buf:
-                m.inc("md_dropped", len(md_buf))
+            m.set("journal_backlog", len(self.pending))
+            if self.md_buf:
+                m.inc("md_dropped", len(self.md_buf))
         finally:
-            md_buf = []
-            first_at = 0.0
-            h_flush.record(time.monotonic_ns() - t0)
+            self.md_buf = []
+            self.first_at = 0.0
+            self.h_flush.record(time.monotonic_ns() - t0)
 
-    w.beat(STATE_READY)
-    log.info("recorder ready (%s, wait=%s)", w.pinning, w.wait.kind)
-    stopping = False
-    try:
-        while True:
-            fresh: list[tuple[Any, bytes]] = []
-            for ctl in control.poll_batch(16):
-                if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
-                    stopping = True
-                elif isinstance(ctl, AUDIT_TYPES):
-                    fresh.append((ctl, enc.encode(ctl)))
-            if forecasts is not None:
-                for f in forecasts.poll_batch(1024):
-                    if isinstance(f, AUDIT_TYPES):  # forecasts themselves are not recorded
-                        fresh.append((f, enc.encode(f)))
-            busy = False
-            now_ns = time.monotonic_ns()
-            for msg in md.poll_batch(4096):
-                busy = True
-                m.inc_i(c_md)
-                md_buf.append(msg)
-                t = type(msg)
-                if (t is Quote or t is Trade) and msg.ts_recv:
-                    h_lag.record(now_ns - msg.ts_recv)
-            if md.missed != last_missed:
-                m.inc_i(c_missed, md.missed - last_missed)
-                last_missed = md.missed
-            for name, c in gating.items():
-                for msg in c.poll_batch(1024):
-                    if name == "risk" and type(msg) is not RiskEvent:
-                        m.inc_i(c_ign)  # replies to the strategy: the RiskEvent is the record
-                        continue
-                    fresh.append((msg, enc.encode(msg)))
-            if fresh:
-                busy = True
-                # durable before we poll on (which hands the rings our cursor)
-                store.journal_append([f for _, f in fresh])
-                m.inc_i(c_jr, len(fresh))
-                m.inc_i(c_in, len(fresh))
-                pending.extend(fresh)
-            now = time.monotonic()
-            if (pending or md_buf) and not first_at:
-                first_at = now
-            due = first_at and (
-                now - first_at >= pg.flush_interval_s or len(pending) + len(md_buf) >= pg.batch_rows
+    # --- STOP, once every trading producer is done ---------------------------------------------
+    def stop(self) -> None:
+        """The last write (a few more tries if the database is down), the last snapshot, and
+        one line saying what the process did."""
+        self.flush(time.monotonic())
+        give_up = time.monotonic() + min(5.0, self.cfg.supervisor.shutdown_timeout_s / 2)
+        while self.backlog and time.monotonic() < give_up:  # a few more tries, backing off
+            time.sleep(max(0.0, self.retry.next_at - time.monotonic()))
+            self.w.beat()
+            self.flush(time.monotonic())
+        if self.backlog:  # nothing is lost: the next start replays the journal
+            log.error(
+                "recorder: stopping with the database unreachable: records stay in the journal"
             )
-            if (due or backlog) and now >= retry.next_at:
-                flush(now)
-            elif backlog and md_buf and now < retry.next_at:
-                m.inc("md_dropped", len(md_buf))
-                md_buf = []  # the database is down: market data is not journaled (counted)
-            if pg.snapshot_interval_s and now - last_snap >= pg.snapshot_interval_s and not backlog:
-                last_snap = now
-                _snapshot(store, positions, len(cfg.instruments))
-            w.processed += len(fresh)
-            w.beat()
-            if stopping and not busy and _drained(watched):
-                flush(time.monotonic())
-                give_up = time.monotonic() + min(5.0, cfg.supervisor.shutdown_timeout_s / 2)
-                while backlog and time.monotonic() < give_up:  # a few more tries, backing off
-                    time.sleep(max(0.0, retry.next_at - time.monotonic()))
-                    w.beat()
-                    flush(time.monotonic())
-                if backlog:  # nothing is lost: the next start replays the journal
-                    log.error(
-                        "recorder: stopping with the database unreachable: records stay in the journal"
-                    )
-                break
-            if not busy:
-                waiter.wait_any(min(pg.flush_interval_s, cfg.supervisor.heartbeat_interval_s))
-        _snapshot(store, positions, len(cfg.instruments))
-        c = m.counters()
-        lag = h_lag.snapshot()
+        _snapshot(self.store, self.positions, len(self.cfg.instruments))
+        c = self.m.counters()
+        lag = self.h_lag.snapshot()
         log.info(
             "recorder: %d trading records, %d rows written, %d market-data messages read, %d missed "
             "(lag p50 %.0fµs p99 %.0fµs), %d database errors, %d replayed, %d refused",
@@ -232,12 +259,6 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0, store: RecordStore | Non
             c["replayed"],
             c["db_rejected"],
         )
-    finally:
-        w.beat(STATE_STOPPING)
-        waiter.close()
-        store.close()
-        w.close()
-    return 0
 
 
 def store_replay(store: RecordStore) -> int:
