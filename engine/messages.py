@@ -829,7 +829,6 @@ TYPE_BY_TAG: dict[int, type[msgspec.Struct]] = {t.__struct_config__.tag: t for t
 TAG_BY_TYPE: dict[type[msgspec.Struct], int] = {t: tag for tag, t in TYPE_BY_TAG.items()}
 
 FILL_TYPES = (OrderPartiallyFilled, OrderFilled)
-TERMINAL_EVENT_TYPES = (OrderFilled, OrderCanceled, OrderExpired, OrderRejected)
 
 
 def tag_of(msg_type: type[msgspec.Struct]) -> int:

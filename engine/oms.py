@@ -71,8 +71,6 @@ from engine.order_states import (
 #: the life-cycle states (the old name; ``OrderStatus`` is the same enum)
 OrderState = OrderStatus
 
-TERMINAL_STATES = TERMINAL
-
 _E = OrderEvent
 _S = OrderStatus
 _FILL_TYPES = (OrderPartiallyFilled, OrderFilled)

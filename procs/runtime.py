@@ -30,7 +30,6 @@ from shm.waiter import Waiter
 
 log = logging.getLogger("gekko.procs")
 
-SUPERVISOR = "supervisor"
 # workers started only when their config enables them (``worker_enabled``). Each has a health row
 # after the core ones; the core workers never wait for them, and a disabled one has no ring
 # readers at all (``topology``), so it can never gate a producer.
