@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 from engine.instruments import Instrument
 from engine.messages import (
+    CancelRejectReason,
     NewOrder,
     OrderCanceled,
+    OrderCancelRejected,
     OrderFilled,
     OrderPartiallyFilled,
     Quote,
@@ -83,6 +85,11 @@ def test_specific_lots_named_for_an_order_close_first():
     p.on_event(OrderCanceled(21, 1, 0, "ioc", 0, 0, 0))
     p.on_fill(fill(1, Side.SELL, 10_000, 1, coid=21))
     assert [lot.qty for lot in p.lots(1)] == [7, 10]
+    # ... but a refused cancel leaves the order, and so its designation, as they were
+    p.designate_lots(22, [p.lots(1)[1].ref])
+    p.on_event(OrderCancelRejected(22, 1, CancelRejectReason.REFUSED, "busy", 0, 0, 0))
+    p.on_fill(fill(1, Side.SELL, 10_000, 1, coid=22))
+    assert [lot.qty for lot in p.lots(1)] == [7, 9]
 
 
 def test_crossing_zero_reopens_at_fill_price():
