@@ -107,6 +107,8 @@ class RunRecord:
         self.portfolio.on_order(msg)
         if isinstance(msg, NewOrder):
             self.new_orders += 1
+            if msg.lots:  # the lots its strategy named, as exec's portfolio applies them
+                self.portfolio.designate_lots(msg.client_order_id, msg.lots)
         elif isinstance(msg, CancelOrder):
             self.cancels += 1
         elif isinstance(msg, ReplaceOrder):

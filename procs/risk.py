@@ -38,10 +38,8 @@ from typing import Any
 import numpy as np
 
 from engine.messages import (
-    CancelOrder,
     Control,
     ControlCommand,
-    ExchangeStatus,
     InstrumentHalted,
     InstrumentResumed,
     NewOrder,
@@ -49,15 +47,16 @@ from engine.messages import (
     OpenOrdersRequest,
     OrderRejected,
     Quote,
-    ReplaceOrder,
     RiskEvent,
     RiskEventKind,
     Trade,
     TradingState,
     TradingStateChanged,
 )
+from engine.stages.risk import RiskStage
+from procs.loop import Input, Loop, Outbox, Timer
 from procs.risk_history import seed_history
-from procs.runtime import POSITION_DTYPE, STATE_READY, STATE_STOPPING, TOB_DTYPE, Worker
+from procs.runtime import POSITION_DTYPE, STATE_READY, TOB_DTYPE, Worker
 from procs.warmup import warm_risk
 from shm.seqlock import SeqlockTable
 
@@ -117,83 +116,302 @@ def _today() -> str:
 
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     from engine.risk import RiskGate
-    from engine.risk_stats import ReturnSampler
 
     w = Worker("risk", cfg, engine_id, incarnation)
     rc = cfg.risk
     # risk's own orders (stops, flatten) are numbered in a fresh block per incarnation
     gate = RiskGate(cfg.risk, cfg.instrument_table(), own_id_base=(incarnation & 0xFF) << 24)
-    intents = w.consume("intents")
-    events = w.consume("events")
-    tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
-    positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
-    rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
-    ids = np.array([i.instrument_id for i in cfg.instruments], dtype=np.int64)
-    control = w.consume("control")
+    w.consume("intents")  # not md: a tick alone needs no risk decision (prices: the tob table)
     orders = w.produce("orders")
-    replies = w.produce("risk")
-    waiter = w.waiter(intents, events, control)  # not md: a tick alone needs no risk decision
-    c_in = w.metrics.counter_index("intents_in")
-    c_ok = w.metrics.counter_index("approved")
-    c_rej = w.metrics.counter_index("rejected")
-    c_ev = w.metrics.counter_index("events_in")
-    c_stale = w.metrics.counter_index("rejected_stale")
+    w.produce("risk")
+    state = StateFile(cfg, engine_id, gate)
+    taps = Taps(w, state)
+    stage = RiskStage(
+        gate,
+        Outbox(w, taps={"orders": taps.on_order, "risk": taps.on_reply}),
+        contain_errors=True,  # a malformed intent (or a bug) must not stop the door
+    )
+    prices = Prices(engine_id, cfg, gate)
+    stage.seeded_ns = _seed_positions(engine_id, gate, prices)
+    # Open orders: exec is asked (never the database, which may be down: procs/recovery.py);
+    # its answer is read by the loop (``on_snapshot``)
+    ask = AskExec(orders, rc.open_orders_timeout_s) if incarnation > 0 else None
+    stage.on_snapshot = _snapshot_handler(w, stage, ask)
+    _restore_state(stage, state, rc.start_halted)
+    refresh = Refresher(w, cfg, stage, prices, state)
     stale_log = StaleLog(rc.max_intent_age_ms)
+    c_stale = w.metrics.counter_index("rejected_stale")
     h_lat = w.metrics.hist("tick_to_approval_ns")
-    path = state_path(cfg)
-    day = _today()
-    dirty = False
+    taps.latency = h_lat
 
-    def save() -> None:
-        nonlocal dirty
-        snap = gate.persistent_state()
-        snap["day"] = day
-        snap["engine_id"] = engine_id
+    replies: list[Any] = []
+
+    def judge(batch: list[Any]) -> None:
+        prices.read({it.instrument_id for it in batch})  # the latest, before judging them
+        taps.replies = replies
+        for it in batch:
+            replies.clear()
+            stage.on_intent(it, time.monotonic_ns())
+            if gate.stale_rejected != stale_log.seen:  # refused for the age of its data
+                w.metrics.inc_i(c_stale, gate.stale_rejected - stale_log.seen)
+                stale_log.note(gate.stale_rejected, replies)
+        taps.replies = None
+
+    holding = [ask is not None]
+
+    def admit() -> bool:
+        """Just restarted: no new intent until exec said what is open (or the engine stops:
+        then the strategies' cancels must get through)."""
+        if holding[0]:
+            holding[0] = ask is not None and not loop.stopping and ask.holding()
+        return not holding[0]
+
+    loop = Loop(
+        w,
+        [
+            Input("events", stage.on_event, counter="events_in"),
+            Input("intents", on_batch=judge, counter="intents_in", processed=True, when=admit),
+        ],
+        [Timer(rc.refresh_interval_ns, refresh.run, at_start=True)],
+        idle_s=min(cfg.supervisor.heartbeat_interval_s, rc.refresh_interval_ms / 1000.0),
+        drain="intents",  # on STOP: finish what the strategy still sends (its cancels)
+        on_control=lambda ctl: _on_control(w, stage, prices, state, ctl),
+    )
+    refresh.stale_log = stale_log
+    warm_risk(cfg)  # before READY: first calls compile and build caches
+    w.beat(STATE_READY)
+    log.info(
+        "risk ready (%s, wait=%s, state %s)", w.pinning, w.wait.kind, TradingState(gate.state).name
+    )
+    return loop.run(on_exit=state.save)
+
+
+def _on_control(w: Worker, stage: RiskStage, prices: Prices, state: StateFile, ctl: Any) -> None:
+    """The operator's commands: kill, flatten, resume, cancel-all (STOP is the loop's)."""
+    if ctl.command not in (
+        ControlCommand.KILL,
+        ControlCommand.FLATTEN,
+        ControlCommand.RESUME,
+        ControlCommand.CANCEL_ALL,
+    ):
+        return
+    log.warning("risk: control %s (%s)", ControlCommand(ctl.command).name, ctl.arg)
+    if ctl.command in (ControlCommand.KILL, ControlCommand.FLATTEN):
+        w.metrics.inc("kills")
+    if ctl.command in (ControlCommand.FLATTEN, ControlCommand.RESUME):
+        prices.read_all()  # flatten values at, and resume re-arms from, fresh marks
+        stage.gate.on_prices(time.monotonic_ns(), time.time_ns())
+    stage.on_control(ctl, time.monotonic_ns(), time.time_ns())
+    if ctl.command == ControlCommand.RESUME:
+        state.save()  # the re-armed baselines
+
+
+class Taps:
+    """The risk process's bookkeeping on what the stage publishes: metrics, logs, and the
+    state file written on every change of the trading state."""
+
+    def __init__(self, w: Worker, state: StateFile) -> None:
+        m = self.metrics = w.metrics
+        self.state = state
+        self.c_ok, self.c_rej = m.counter_index("approved"), m.counter_index("rejected")
+        self.latency: Any = None
+        self.replies: list[Any] | None = None  # when set, collects what goes out on ``risk``
+
+    def on_order(self, o: Any) -> None:
+        self.metrics.inc_i(self.c_ok)
+        if type(o) is NewOrder and o.ts_origin and self.latency is not None:
+            self.latency.record(time.monotonic_ns() - o.ts_origin)
+
+    def on_reply(self, o: Any) -> None:
+        if self.replies is not None:
+            self.replies.append(o)
+        if isinstance(o, OrderRejected):
+            self.metrics.inc_i(self.c_rej)
+        elif isinstance(o, TradingStateChanged):
+            self.metrics.inc("state_changes")
+            log.warning(
+                "risk: trading state %s -> %s (%s: %s)",
+                TradingState(o.prev_state).name,
+                TradingState(o.state).name,
+                o.source,
+                o.reason,
+            )
+            self.state.save()
+        elif isinstance(o, InstrumentHalted | InstrumentResumed):
+            halted = isinstance(o, InstrumentHalted)
+            self.metrics.inc("instrument_halts" if halted else "instrument_resumes")
+            log.warning("risk: instrument %d %s: %s", o.instrument_id, type(o).__name__, o.reason)
+        elif (
+            isinstance(o, RiskEvent)
+            and o.kind == RiskEventKind.LIMIT_BREACH
+            and o.instrument_id >= 0
+        ):
+            self.metrics.inc("protective_orders")
+
+
+class StateFile:
+    """The trading state between runs of the process (``state_path``), with the trading day."""
+
+    def __init__(self, cfg: Any, engine_id: str, gate: Any) -> None:
+        self.path = state_path(cfg)
+        self.engine_id = engine_id
+        self.gate = gate
+        self.day = _today()
+
+    def save(self) -> None:
+        snap = self.gate.persistent_state()
+        snap["day"] = self.day
+        snap["engine_id"] = self.engine_id
         try:
-            save_state(path, snap)
-            dirty = False
-        except OSError as exc:  # a full disk must not stop the gate: log, retry on the next change
-            log.error("risk: cannot write the state file %s: %s", path, exc)
+            save_state(self.path, snap)
+        except OSError as exc:  # a full disk must not stop the gate: log, retry on the next save
+            log.error("risk: cannot write the state file %s: %s", self.path, exc)
 
-    def route(out: Any) -> None:
-        nonlocal dirty
-        for o in out:
-            if isinstance(o, NewOrder | CancelOrder | ReplaceOrder):
-                orders.publish(o)
-                w.metrics.inc_i(c_ok)
-                if isinstance(o, NewOrder) and o.ts_origin:
-                    h_lat.record(time.monotonic_ns() - o.ts_origin)
-            else:
-                replies.publish(o)
-                if isinstance(o, OrderRejected):
-                    w.metrics.inc_i(c_rej)
-                elif isinstance(o, TradingStateChanged):
-                    dirty = True
-                    w.metrics.inc("state_changes")
-                    log.warning(
-                        "risk: trading state %s -> %s (%s: %s)",
-                        TradingState(o.prev_state).name,
-                        TradingState(o.state).name,
-                        o.source,
-                        o.reason,
+    def roll_day(self) -> None:
+        today = _today()
+        if today != self.day:
+            self.day = today
+            self.gate.new_day()
+            log.info(
+                "risk: new trading day %s: daily P&L from equity %.2f", today, self.gate.equity
+            )
+
+
+class Prices:
+    """The feed's top-of-book table, read into the gate (risk reads no market-data ring)."""
+
+    def __init__(self, engine_id: str, cfg: Any, gate: Any) -> None:
+        self.tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
+        self.rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
+        self.ids = np.array([i.instrument_id for i in cfg.instruments], dtype=np.int64)
+        self.gate = gate
+
+    def read(self, iids: Any) -> None:
+        for iid in iids:
+            k = self.rows.get(int(iid))
+            if k is None:
+                continue
+            _, bid, bid_qty, ask, ask_qty, last, ts = self.tob.read_tuple(k)
+            self.gate.on_market_data(Quote(int(iid), bid, bid_qty, ask, ask_qty, 0, ts))
+            if last > 0:
+                self.gate.on_market_data(Trade(int(iid), last, 1, 0, 0, ts))
+
+    def read_all(self) -> None:
+        self.read(self.ids)
+
+
+class Refresher:
+    """Off the order path, every ``refresh_interval_ms``: every instrument's price and the
+    controls on them; every ``returns_interval_s`` a sample of the returns window (VaR,
+    correlation); every ``SAVE_EVERY_NS`` the state file (and the trading day)."""
+
+    def __init__(self, w: Worker, cfg: Any, stage: RiskStage, prices: Prices, state: StateFile):
+        from engine.risk_stats import ReturnSampler
+
+        rc = cfg.risk
+        self.stage, self.prices, self.state = stage, prices, state
+        gate = stage.gate
+        self.sampler = ReturnSampler(len(gate.position), rc.returns_window)
+        # VaR and correlation from the first order: the window seeded from recorded prices (one
+        # log line says what was seeded, or why nothing; a dead database only costs the seeding)
+        seeded = seed_history(cfg, gate, self.sampler, beat=w.beat).seeded
+        self.returns_ns = rc.returns_interval_ns
+        now = time.monotonic_ns()
+        # the seeded window's last sample stands for now: the next one is due later
+        self.next_sample = now + self.returns_ns if seeded else now
+        self.next_save = now + SAVE_EVERY_NS
+        self.stale_log: StaleLog | None = None
+
+    def run(self, now: int) -> None:
+        self.prices.read_all()
+        self.stage.refresh(now, time.time_ns())
+        if self.stale_log is not None:
+            self.stale_log.flush()
+        if now >= self.next_sample:
+            self.next_sample = now + self.returns_ns
+            if self.sampler.sample(self.stage.gate.mids()):
+                self.stage.gate.set_returns(self.sampler.matrix())
+        if now >= self.next_save:
+            self.next_save = now + SAVE_EVERY_NS
+            self.state.roll_day()
+            self.state.save()
+
+
+def _seed_positions(engine_id: str, gate: Any, prices: Prices) -> int:
+    """Positions: exec's table holds every fill exec has applied; the events ring still holds
+    the fills this process had not read when it died (and those of its downtime), which the
+    table already counts: fills received by exec before the table was read are not counted
+    again (exec writes the table in the loop pass that publishes the fill: a window of one pass
+    remains). Returns when the table was read (0: nothing seeded)."""
+    with contextlib.suppress(Exception):  # exec may not have written anything yet
+        positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
+        t_read = time.monotonic_ns()
+        seed = [
+            (
+                int(r["instrument_id"]),
+                int(r["position"]),
+                float(r["avg_px"]),
+                float(r["realized"]),
+                float(r["fees"]),
+            )
+            for r in positions.read_all()
+            if int(r["position"]) != 0 or float(r["realized"]) != 0.0 or float(r["fees"]) != 0.0
+        ]
+        if seed:
+            prices.read_all()
+            gate.seed_positions(seed)
+            log.info("risk: positions restored from exec's table: %s", {s[0]: s[1] for s in seed})
+            return t_read
+    return 0
+
+
+def _restore_state(stage: RiskStage, state: StateFile, start_halted: bool) -> None:
+    """The trading state of the previous run (a halted engine stays halted until resumed);
+    halted means nothing rests; ``[risk] start_halted``; then written back."""
+    gate = stage.gate
+    snap = load_state(state.path)
+    if snap is not None:
+        try:
+            gate.restore_state(snap)
+        except ValueError as exc:
+            log.error("risk: %s: starting HALTED", exc)
+            gate.restore_state({"state": "HALTED", "reason": str(exc), "source": "restore"})
+        if gate.state != TradingState.ACTIVE:
+            now = time.monotonic_ns()
+            stage.route(
+                [
+                    TradingStateChanged(
+                        int(gate.state),
+                        int(TradingState.ACTIVE),
+                        f"restored: {gate.trading.reason}",
+                        "restore",
+                        now,
+                        time.time_ns(),
                     )
-                elif isinstance(o, InstrumentHalted | InstrumentResumed):
-                    w.metrics.inc(
-                        "instrument_halts"
-                        if isinstance(o, InstrumentHalted)
-                        else "instrument_resumes"
-                    )
-                    log.warning(
-                        "risk: instrument %d %s: %s", o.instrument_id, type(o).__name__, o.reason
-                    )
-                elif (
-                    isinstance(o, RiskEvent)
-                    and o.kind == RiskEventKind.LIMIT_BREACH
-                    and o.instrument_id >= 0
-                ):
-                    w.metrics.inc("protective_orders")
-        if dirty:
-            save()
+                ]
+            )
+            log.warning(
+                "risk: trading state %s restored from %s", TradingState(gate.state).name, state.path
+            )
+        if snap.get("day") != state.day:
+            gate.new_day()
+    if gate.open_orders and gate.state == TradingState.HALTED:
+        # halted means nothing rests: what is still open after the crash (a cancel lost or not
+        # yet confirmed) is canceled again; exec refuses a cancel of an order already gone
+        stage.route(gate.cancel_all(time.monotonic_ns()))
+    if start_halted and gate.state != TradingState.HALTED:
+        stage.route(
+            gate.on_control(
+                Control(int(ControlCommand.KILL), time.monotonic_ns(), "start_halted"),
+                time.time_ns(),
+            )
+        )
+    state.save()
+
+
+def _snapshot_handler(w: Worker, stage: RiskStage, ask: AskExec | None) -> Any:
+    """Exec's answer to a restarted risk: the open orders, restored into the gate."""
+    gate = stage.gate
 
     def on_snapshot(ev: OpenOrderSnapshot) -> None:
         if ask is None or not ask.take(ev):
@@ -211,195 +429,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         w.metrics.set("orders_restored", len(added))
         if added and gate.state == TradingState.HALTED:  # nothing may rest while halted
             keep = set(added)
-            route([c for c in gate.cancel_all(time.monotonic_ns()) if c.client_order_id in keep])
+            canceled = gate.cancel_all(time.monotonic_ns())
+            stage.route([c for c in canceled if c.client_order_id in keep])
 
-    def read_prices(iids: Any) -> None:
-        for iid in iids:
-            k = rows.get(int(iid))
-            if k is None:
-                continue
-            _, bid, bid_qty, ask, ask_qty, last, ts = tob.read_tuple(k)
-            gate.on_market_data(Quote(int(iid), bid, bid_qty, ask, ask_qty, 0, ts))
-            if last > 0:
-                gate.on_market_data(Trade(int(iid), last, 1, 0, 0, ts))
-
-    # --- restore what outlives this process ------------------------------------------------
-    # Positions: exec's table holds every fill exec has applied; the events ring still holds the
-    # fills this process had not read when it died (and those of its downtime), which the table
-    # already counts: fills received by exec before the table was read are not counted again
-    # (exec writes the table in the loop iteration that publishes the fill: a window of one
-    # iteration remains).
-    seeded_ns = 0
-    with contextlib.suppress(Exception):  # exec may not have written anything yet
-        t_read = time.monotonic_ns()
-        seed = [
-            (
-                int(r["instrument_id"]),
-                int(r["position"]),
-                float(r["avg_px"]),
-                float(r["realized"]),
-                float(r["fees"]),
-            )
-            for r in positions.read_all()
-            if int(r["position"]) != 0 or float(r["realized"]) != 0.0 or float(r["fees"]) != 0.0
-        ]
-        if seed:
-            read_prices(ids)
-            gate.seed_positions(seed)
-            seeded_ns = t_read
-            log.info("risk: positions restored from exec's table: %s", {s[0]: s[1] for s in seed})
-    # Open orders: exec is asked (never the database, which may be down: procs/recovery.py);
-    # its answer is read in the loop below (``on_snapshot``)
-    ask = AskExec(orders, rc.open_orders_timeout_s) if incarnation > 0 else None
-    holding = ask is not None  # new intents wait (the loop below)
-    snap = load_state(path)
-    if snap is not None:
-        try:
-            gate.restore_state(snap)
-        except ValueError as exc:
-            log.error("risk: %s: starting HALTED", exc)
-            gate.restore_state({"state": "HALTED", "reason": str(exc), "source": "restore"})
-        if gate.state != TradingState.ACTIVE:
-            now = time.monotonic_ns()
-            route(
-                [
-                    TradingStateChanged(
-                        int(gate.state),
-                        int(TradingState.ACTIVE),
-                        f"restored: {gate.trading.reason}",
-                        "restore",
-                        now,
-                        time.time_ns(),
-                    )
-                ]
-            )
-            log.warning(
-                "risk: trading state %s restored from %s", TradingState(gate.state).name, path
-            )
-        if snap.get("day") != day:
-            gate.new_day()
-    if gate.open_orders and gate.state == TradingState.HALTED:
-        # halted means nothing rests: what is still open after the crash (a cancel lost or not
-        # yet confirmed) is canceled again; exec refuses a cancel of an order already gone
-        route(gate.cancel_all(time.monotonic_ns()))
-    if rc.start_halted and gate.state != TradingState.HALTED:
-        route(
-            gate.on_control(
-                Control(int(ControlCommand.KILL), time.monotonic_ns(), "start_halted"),
-                time.time_ns(),
-            )
-        )
-    save()
-
-    sampler = ReturnSampler(len(gate.position), rc.returns_window)
-    # VaR and correlation from the first order: the window seeded from recorded prices (one
-    # log line says what was seeded, or why nothing; a dead database only costs the seeding)
-    seeded = seed_history(cfg, gate, sampler, beat=w.beat).seeded
-    refresh_ns = int(rc.refresh_interval_ms * 1e6)
-    returns_ns = int(rc.returns_interval_s * 1e9)
-    next_refresh = next_sample = time.monotonic_ns()
-    if seeded:  # the seeded window's last sample stands for now: the next one is due later
-        next_sample += returns_ns
-    next_save = next_refresh + SAVE_EVERY_NS
-    idle_s = min(cfg.supervisor.heartbeat_interval_s, rc.refresh_interval_ms / 1000.0)
-
-    warm_risk(cfg)  # before READY: first calls compile and build caches
-    w.beat(STATE_READY)
-    log.info(
-        "risk ready (%s, wait=%s, state %s)", w.pinning, w.wait.kind, TradingState(gate.state).name
-    )
-    stopping = False
-    try:
-        while True:
-            for ctl in control.poll_batch(16):
-                if not isinstance(ctl, Control):
-                    continue
-                if ctl.command == ControlCommand.STOP:
-                    stopping = True  # finish what the strategy still sends (its cancels)
-                elif ctl.command in (
-                    ControlCommand.KILL,
-                    ControlCommand.FLATTEN,
-                    ControlCommand.RESUME,
-                    ControlCommand.CANCEL_ALL,
-                ):
-                    log.warning("risk: control %s (%s)", ControlCommand(ctl.command).name, ctl.arg)
-                    if ctl.command in (ControlCommand.KILL, ControlCommand.FLATTEN):
-                        w.metrics.inc("kills")
-                    if ctl.command in (ControlCommand.FLATTEN, ControlCommand.RESUME):
-                        read_prices(ids)  # flatten values at, and resume re-arms from, fresh marks
-                        gate.on_prices(time.monotonic_ns(), time.time_ns())
-                    route(gate.on_control(ctl, time.time_ns()))
-                    if ctl.command == ControlCommand.RESUME:
-                        save()  # the re-armed baselines
-            busy = False
-            for ev in events.poll_batch(256):
-                busy = True
-                w.metrics.inc_i(c_ev)
-                if isinstance(ev, ExchangeStatus):
-                    route(gate.on_status(ev, time.monotonic_ns()))
-                elif type(ev) is OpenOrderSnapshot:
-                    on_snapshot(ev)
-                else:
-                    counted = seeded_ns and getattr(ev, "ts_recv", seeded_ns + 1) <= seeded_ns
-                    gate.on_exec_event(ev, count_fill=not counted)
-            # just restarted: no new intent until exec said what is open (or the
-            # engine stops: then the strategies' cancels must get through)
-            if holding:
-                holding = ask is not None and not stopping and ask.holding()
-            batch = intents.poll_batch(256) if not holding else []
-            if batch:  # the latest prices of the instruments concerned, before judging them
-                read_prices({it.instrument_id for it in batch})
-            for it in batch:
-                busy = True
-                w.metrics.inc_i(c_in)
-                w.processed += 1
-                try:
-                    out = gate.on_intent(it, time.monotonic_ns())
-                except Exception as exc:  # a malformed intent (or a bug) must not stop the door
-                    log.exception("risk: intent %r refused: %s", it, exc)
-                    out = _refused(it, f"risk error: {type(exc).__name__}", gate.state)
-                if gate.stale_rejected != stale_log.seen:  # refused for the age of its data
-                    w.metrics.inc_i(c_stale, gate.stale_rejected - stale_log.seen)
-                    stale_log.note(gate.stale_rejected, out)
-                route(out)
-            now = time.monotonic_ns()
-            if now >= next_refresh:  # off the order path: every instrument's price, the controls
-                next_refresh = now + refresh_ns
-                read_prices(ids)
-                route(gate.on_prices(now, time.time_ns()))
-                stale_log.flush()
-                if now >= next_sample:
-                    next_sample = now + returns_ns
-                    if sampler.sample(gate.mids()):
-                        gate.set_returns(sampler.matrix())
-                if now >= next_save:
-                    next_save = now + SAVE_EVERY_NS
-                    today = _today()
-                    if today != day:
-                        day = today
-                        gate.new_day()
-                        log.info(
-                            "risk: new trading day %s: daily P&L from equity %.2f", day, gate.equity
-                        )
-                    save()
-            w.beat()
-            # (the liveness check reads /proc: only once stopping, never on the hot path)
-            if (
-                stopping
-                and not busy
-                and not intents.has_data()
-                and (intents.ring.closed or not _alive(intents))
-            ):
-                break
-            if not busy:
-                waiter.wait_any(idle_s)
-    finally:
-        with contextlib.suppress(Exception):
-            save()
-        w.beat(STATE_STOPPING)
-        waiter.close()
-        w.close()
-    return 0
+    return on_snapshot
 
 
 class AskExec:
@@ -492,25 +525,3 @@ class StaleLog:
         )
         self.pending = 0
         self.oldest_ms = 0.0
-
-
-def _refused(it: Any, reason: str, state: int) -> list[Any]:
-    """The rejection of an intent the gate could not judge (never an order)."""
-    now = time.monotonic_ns()
-    coid = int(getattr(it, "client_order_id", 0) or 0)
-    iid = int(getattr(it, "instrument_id", -1) or 0)
-    out: list[Any] = [
-        RiskEvent(int(RiskEventKind.ORDER_REJECTED), iid, coid, reason, 0.0, 0.0, now, int(state))
-    ]
-    if type(it).__name__ == "IntentNew":
-        out.append(
-            OrderRejected(coid, iid, f"risk: {reason}", int(getattr(it, "ts_origin", 0)), now, now)
-        )
-    return out
-
-
-def _alive(c: Any) -> bool:
-    from shm.region import pid_alive
-
-    pid = c.ring.producer_pid
-    return pid == 0 or pid_alive(pid)

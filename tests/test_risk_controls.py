@@ -400,13 +400,13 @@ def test_bookkeeping_stays_exact_whatever_the_sequence(steps) -> None:
 
 
 def test_an_intent_the_gate_cannot_judge_is_refused_not_fatal() -> None:
-    from procs.risk import _refused
+    from engine.stages.risk import refused
 
     g = gate()
     with pytest.raises(TypeError, match="not an intent"):
         g.on_intent(Quote(0, 1, 1, 2, 1, 0, 0), 1)  # what the process catches
     it = new()
-    ev, rej = _refused(it, "risk error: TypeError", g.state)
+    ev, rej = refused(it, "risk error: TypeError", g.state, 5)
     assert isinstance(ev, RiskEvent) and ev.kind == RiskEventKind.ORDER_REJECTED
     assert (rej.client_order_id, rej.reason) == (it.client_order_id, "risk: risk error: TypeError")
-    assert len(_refused(Quote(0, 1, 1, 2, 1, 0, 0), "x", g.state)) == 1  # no strategy to tell
+    assert len(refused(Quote(0, 1, 1, 2, 1, 0, 0), "x", g.state, 5)) == 1  # no strategy to tell
