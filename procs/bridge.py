@@ -27,12 +27,12 @@ from typing import Any
 
 import msgspec
 
-from engine.messages import Control, ControlCommand, Message, Remote, tag_of
+from engine.messages import Message, Remote, tag_of
+from procs.loop import Loop, Timer
 from procs.runtime import (
     ALL_WORKERS,
     POSITION_DTYPE,
     STATE_READY,
-    STATE_STOPPING,
     TOB_DTYPE,
     Worker,
     metrics_name,
@@ -215,120 +215,22 @@ def run(
     *,
     stream_name: Callable[[str, str], str],
 ) -> int:
-    """The bridge's loop. ``factory()`` connects and returns ``(StreamBus, LatestState)``."""
+    """The bridge's process. ``factory()`` connects and returns ``(StreamBus, LatestState)``."""
     bc = cfg.bridge
     w = Worker("bridge", cfg, engine_id, incarnation)
-    control = w.consume("control")
+    w.consume("control")
     sources = [_Source(r, w.consume(r), stream_name(engine_id, r)) for r in bc.publish]
-    out = w.produce("remote")
-    run_id = {s.ring: str(s.consumer.ring.region.created_ns) for s in sources}
-    run_ms = {s.ring: s.consumer.ring.region.created_ns // 1_000_000 for s in sources}
-    subs = [(sub.split(":", 1)[0], sub.split(":", 1)[1]) for sub in bc.subscribe]
-    sub_streams = {stream_name(e, r): (e, r) for e, r in subs}
-    group = bc.group or engine_id
-    tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
-    positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
-    try:  # attached once: the state is written every state_interval_s
-        risk_metrics: Any = MetricsRegion.attach(engine_id, metrics_name("risk"))
-    except Exception:  # absent in a partial engine: the risk hash then has the trading state only
-        risk_metrics = None
-    m = w.metrics
-    c_fwd, c_dup, c_rcv = (
-        m.counter_index("forwarded"),
-        m.counter_index("xadd_duplicates"),
-        m.counter_index("received"),
+    b = _Bridge(w, factory, sources, w.produce("remote"), stream_name)
+    # its rings are read raw in ``step`` (held until Redis has them), not as the loop's inputs
+    loop = Loop(
+        w,
+        [],
+        [Timer(0, b.step)],
+        idle_s=min(cfg.supervisor.heartbeat_interval_s, bc.state_interval_s or 1.0),
+        drained=b.done,
+        wake=list(bc.publish),
     )
-    c_rdup, c_err, c_state = (
-        m.counter_index("remote_duplicates"),
-        m.counter_index("redis_errors"),
-        m.counter_index("state_writes"),
-    )
-    h_xadd = m.hist("xadd_ns")
-
-    bus: Any = None
-    state: Any = None
-    backoff = _Backoff()
-    subscribed = False
-    pending_reread = True  # after (re)connecting, first re-read what was delivered but not acked
-    next_state = 0.0
-
-    def connect() -> None:
-        nonlocal bus, state, subscribed, pending_reread
-        bus, state = factory()
-        for s in sources:
-            s.epoch = bus.epoch_for(s.stream, run_ms[s.ring], run_id[s.ring])
-        if sub_streams:
-            for st in sub_streams:
-                bus.ensure_group(st, group)
-            bus.load_seen(sub_streams)
-        subscribed = True
-        pending_reread = True
-        log.info(
-            "bridge connected: publishing %s, subscribed to %s (group %s)",
-            [s.stream for s in sources],
-            list(sub_streams),
-            group,
-        )
-
-    def redis_failed(what: str, exc: BaseException) -> None:
-        nonlocal bus, subscribed
-        m.inc_i(c_err)
-        if backoff.delay == 0.0:
-            log.error("bridge: %s failed (%s); retrying with backoff", what, exc)
-        backoff.failed()
-        bus, subscribed = None, False
-
-    def forward() -> bool:
-        busy = False
-        for s in sources:
-            s.fill(bc.batch)
-            if not s.pending:
-                continue
-            t0 = time.monotonic_ns()
-            added, dups = bus.publish(s.stream, s.epoch, s.pending, run_id[s.ring])
-            h_xadd.record(time.monotonic_ns() - t0)
-            m.inc_i(c_fwd, added)
-            if dups:
-                m.inc_i(c_dup, dups)
-            s.pending = []
-            busy = True
-        return busy
-
-    def receive(block_ms: int | None) -> bool:
-        nonlocal pending_reread
-        if not sub_streams:
-            return False
-        entries = bus.read(
-            list(sub_streams),
-            group,
-            engine_id,
-            count=bc.batch,
-            block_ms=block_ms,
-            pending=pending_reread,
-        )
-        if pending_reread and not entries:
-            pending_reread = False  # the backlog of unacknowledged entries is done
-            return True
-        done: list[tuple[str, str]] = []
-        for stream, eid, fields in entries:
-            done.append((stream, eid))
-            if not bus.is_new(stream, eid):
-                m.inc_i(c_rdup)
-                continue
-            src, ring = sub_streams[stream]
-            try:
-                msg = _MSG_DECODER.decode(fields.get(b"m", b""))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.error("bridge: %s %s: undecodable message dropped (%s)", stream, eid, exc)
-                m.inc_i(c_err)
-                continue
-            out.publish(Remote(src, ring, eid, time.monotonic_ns(), msg))
-            m.inc_i(c_rcv)
-        bus.delivered(group, done)
-        return bool(entries)
-
-    waiter = w.waiter(control, *(s.consumer for s in sources))
-    idle_s = min(cfg.supervisor.heartbeat_interval_s, bc.state_interval_s or 1.0)
+    b.loop = loop
     w.beat(STATE_READY)
     log.info(
         "bridge ready (%s): publish %s, subscribe %s",
@@ -336,55 +238,169 @@ def run(
         list(bc.publish),
         list(bc.subscribe),
     )
-    stopping = False
-    stop_deadline = 0.0
-    try:
-        while True:
-            w.beat()
-            for ctl in control.poll_batch(16):
-                if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP and not stopping:
-                    stopping = True  # forward what the producers still write, until they close
-                    stop_deadline = time.monotonic() + cfg.supervisor.shutdown_timeout_s * 0.8
-            busy = False
-            if bus is None and backoff.ready():
-                try:
-                    connect()
-                    backoff.ok()
-                except Exception as exc:
-                    redis_failed("connecting", exc)
-            if bus is not None:
-                try:
-                    busy = forward()
-                    now = time.monotonic()
-                    if bc.state_interval_s and now >= next_state:
-                        next_state = now + bc.state_interval_s
-                        state.write(_state_hashes(cfg, w, tob, positions, risk_metrics))
-                        m.inc_i(c_state)
-                    block = (
-                        None
-                        if busy or stopping
-                        else max(1, int(cfg.supervisor.heartbeat_interval_s * 500))
+    return loop.run(on_exit=b.report)
+
+
+class _Bridge:
+    """The bridge's work on each pass (``step``): (re)connect, forward the rings' batches, write
+    the latest state, deliver remote entries. Every Redis failure backs off and reconnects."""
+
+    def __init__(
+        self,
+        w: Worker,
+        factory: Callable[[], tuple[Any, Any]],
+        sources: list[_Source],
+        out: Any,
+        stream_name: Callable[[str, str], str],
+    ) -> None:
+        cfg, engine_id = w.cfg, w.engine_id
+        self.w, self.cfg, self.bc, self.factory = w, cfg, cfg.bridge, factory
+        self.sources, self.out, self.engine_id = sources, out, engine_id
+        self.loop: Any = None  # the Loop running this (its ``stopping``)
+        self.run_id = {s.ring: str(s.consumer.ring.region.created_ns) for s in sources}
+        self.run_ms = {s.ring: s.consumer.ring.region.created_ns // 1_000_000 for s in sources}
+        subs = [(sub.split(":", 1)[0], sub.split(":", 1)[1]) for sub in self.bc.subscribe]
+        self.sub_streams = {stream_name(e, r): (e, r) for e, r in subs}
+        self.group = self.bc.group or engine_id
+        self.tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
+        self.positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
+        try:  # attached once: the state is written every state_interval_s
+            self.risk_metrics: Any = MetricsRegion.attach(engine_id, metrics_name("risk"))
+        except Exception:  # absent in a partial engine: the risk hash has the trading state only
+            self.risk_metrics = None
+        m = self.m = w.metrics
+        self.c_fwd, self.c_dup = m.counter_index("forwarded"), m.counter_index("xadd_duplicates")
+        self.c_rcv, self.c_rdup = m.counter_index("received"), m.counter_index("remote_duplicates")
+        self.c_err, self.c_state = m.counter_index("redis_errors"), m.counter_index("state_writes")
+        self.h_xadd = m.hist("xadd_ns")
+        self.bus: Any = None
+        self.state: Any = None
+        self.backoff = _Backoff()
+        self.pending_reread = True  # after (re)connecting, first re-read what was not acked
+        self.next_state = 0.0
+        self.stop_deadline = 0.0
+        self.finished = False
+
+    def step(self, now_ns: int) -> bool:
+        """One pass of work. True also when it waited itself (in XREADGROUP's BLOCK, or paced
+        by the reconnect backoff): the loop then does not wait again."""
+        bc, stopping = self.bc, self.loop.stopping
+        if stopping and not self.stop_deadline:  # forward what the producers still write
+            self.stop_deadline = time.monotonic() + self.cfg.supervisor.shutdown_timeout_s * 0.8
+        busy = False
+        if self.bus is None and self.backoff.ready():
+            try:
+                self.connect()
+                self.backoff.ok()
+            except Exception as exc:
+                self.redis_failed("connecting", exc)
+        if self.bus is not None:
+            try:
+                busy = self.forward()
+                now = time.monotonic()
+                if bc.state_interval_s and now >= self.next_state:
+                    self.next_state = now + bc.state_interval_s
+                    hashes = _state_hashes(
+                        self.cfg, self.w, self.tob, self.positions, self.risk_metrics
                     )
-                    busy = receive(block) or busy
-                    backoff.ok()
-                except Exception as exc:
-                    redis_failed("a Redis call", exc)
-            if stopping and (all(s.drained() for s in sources) or time.monotonic() > stop_deadline):
-                break
-            if not busy:
-                if bus is None:
-                    time.sleep(0.01)  # reconnecting: the backoff paces the attempts
-                elif (
-                    not sub_streams or stopping
-                ):  # (a subscribed bridge idles in XREADGROUP's BLOCK)
-                    waiter.wait_any(idle_s)
-    finally:
-        w.beat(STATE_STOPPING)
-        undelivered = sum(len(s.pending) for s in sources)
+                    self.state.write(hashes)
+                    self.m.inc_i(self.c_state)
+                hb_ms = max(1, int(self.cfg.supervisor.heartbeat_interval_s * 500))
+                busy = self.receive(None if busy or stopping else hb_ms) or busy
+                self.backoff.ok()
+            except Exception as exc:
+                self.redis_failed("a Redis call", exc)
+        if stopping and (
+            all(s.drained() for s in self.sources) or time.monotonic() > self.stop_deadline
+        ):
+            self.finished = True
+            return False
+        if busy:
+            return True
+        if self.bus is None:
+            time.sleep(0.01)  # reconnecting: the backoff paces the attempts
+            return True
+        return bool(self.sub_streams) and not stopping  # (it idled in XREADGROUP's BLOCK)
+
+    def done(self) -> bool:
+        """STOP seen and every source forwarded to its end (or out of time)."""
+        return self.finished
+
+    def connect(self) -> None:
+        self.bus, self.state = self.factory()
+        for s in self.sources:
+            s.epoch = self.bus.epoch_for(s.stream, self.run_ms[s.ring], self.run_id[s.ring])
+        if self.sub_streams:
+            for st in self.sub_streams:
+                self.bus.ensure_group(st, self.group)
+            self.bus.load_seen(self.sub_streams)
+        self.pending_reread = True
+        log.info(
+            "bridge connected: publishing %s, subscribed to %s (group %s)",
+            [s.stream for s in self.sources],
+            list(self.sub_streams),
+            self.group,
+        )
+
+    def redis_failed(self, what: str, exc: BaseException) -> None:
+        self.m.inc_i(self.c_err)
+        if self.backoff.delay == 0.0:
+            log.error("bridge: %s failed (%s); retrying with backoff", what, exc)
+        self.backoff.failed()
+        self.bus = None
+
+    def forward(self) -> bool:
+        busy = False
+        for s in self.sources:
+            s.fill(self.bc.batch)
+            if not s.pending:
+                continue
+            t0 = time.monotonic_ns()
+            added, dups = self.bus.publish(s.stream, s.epoch, s.pending, self.run_id[s.ring])
+            self.h_xadd.record(time.monotonic_ns() - t0)
+            self.m.inc_i(self.c_fwd, added)
+            if dups:
+                self.m.inc_i(self.c_dup, dups)
+            s.pending = []
+            busy = True
+        return busy
+
+    def receive(self, block_ms: int | None) -> bool:
+        if not self.sub_streams:
+            return False
+        bus, m = self.bus, self.m
+        entries = bus.read(
+            list(self.sub_streams),
+            self.group,
+            self.engine_id,
+            count=self.bc.batch,
+            block_ms=block_ms,
+            pending=self.pending_reread,
+        )
+        if self.pending_reread and not entries:
+            self.pending_reread = False  # the backlog of unacknowledged entries is done
+            return True
+        done: list[tuple[str, str]] = []
+        for stream, eid, fields in entries:
+            done.append((stream, eid))
+            if not bus.is_new(stream, eid):
+                m.inc_i(self.c_rdup)
+                continue
+            src, ring = self.sub_streams[stream]
+            try:
+                msg = _MSG_DECODER.decode(fields.get(b"m", b""))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.error("bridge: %s %s: undecodable message dropped (%s)", stream, eid, exc)
+                m.inc_i(self.c_err)
+                continue
+            self.out.publish(Remote(src, ring, eid, time.monotonic_ns(), msg))
+            m.inc_i(self.c_rcv)
+        bus.delivered(self.group, done)
+        return bool(entries)
+
+    def report(self) -> None:
+        undelivered = sum(len(s.pending) for s in self.sources)
         if undelivered:
             log.error(
                 "bridge: %d messages not forwarded at shutdown (Redis unavailable)", undelivered
             )
-        waiter.close()
-        w.close()
-    return 0
