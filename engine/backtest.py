@@ -158,7 +158,7 @@ class InlineRuntime:
             base_currency=base_currency,
             benchmark=benchmark,
             wash_sale_days=wash_sale_days,
-        )
+        )  # the portfolio lives with exec (engine.stages.exec), as in the exec process
         if equity_interval_ns <= 0:
             raise ValueError("equity_interval_ns must be > 0")
         # the equity curve is sampled every equity_interval_ns of simulated time (analytics)
@@ -178,6 +178,15 @@ class InlineRuntime:
         self.poll_interval_ns = int(poll_interval_ns)
         self._controls = sorted(controls, key=lambda c: c.ts)
         self._ci = 0  # next control to apply
+        self._build_stages(limits)
+        self._queue: list[tuple[int, int, str, object]] = []
+        self._seq = itertools.count()
+        self.now_ns = 0
+        self._polled_at = -1
+        self._init_records()
+
+    def _build_stages(self, limits: RiskLimits) -> None:
+        """The stages around the components, the routes between them, their timers."""
         self.strategy_stage = StrategyStage(self.host, self, self.timer_interval_ns)
         self.risk_stage = RiskStage(self.risk, self, refresh_ns=limits.refresh_interval_ns)
         self.exec_stage = ExecStage(self.exec, self.portfolio, self)
@@ -191,11 +200,8 @@ class InlineRuntime:
         # (exec's next_event_ns covers the venue's, retries, emulated expiries, algo slices)
         self._venue_next = self.exec.next_event_ns
 
-        self._queue: list[tuple[int, int, int, object]] = []
-        self._seq = itertools.count()
-        self.now_ns = 0
-        self._polled_at = -1
-        # counters and records
+    def _init_records(self) -> None:
+        """What the run counts and keeps for ``summary()``."""
         self.ticks = 0
         self.intents = 0
         self.orders_sent: list[NewOrder | CancelOrder | ReplaceOrder] = []
