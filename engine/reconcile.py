@@ -37,6 +37,7 @@ from engine.messages import (
     ReconciliationKind,
 )
 from engine.oms import OrderStatus, OrderTable
+from engine.venues.base import ExecutionClient
 
 K = ReconciliationKind
 
@@ -54,7 +55,7 @@ class Reconciliation:
 def reconcile(
     orders: Iterable[NewOrder],
     events: Iterable[Any],
-    venue: Any,
+    venue: ExecutionClient,
     now_ns: int,
     pending_new: Iterable[int] = (),
     algo_ids: Iterable[int] = (),
@@ -102,7 +103,7 @@ def reconcile(
 
 
 def _kept_orders(
-    orders: Iterable[NewOrder], pending: set[int], algo: set[int], venue: Any
+    orders: Iterable[NewOrder], pending: set[int], algo: set[int], venue: ExecutionClient
 ) -> tuple[list[NewOrder], set[int]]:
     """The recorded orders the table is rebuilt from, and the re-delivered ones the venue has."""
     keep: list[NewOrder] = []

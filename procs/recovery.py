@@ -54,6 +54,7 @@ from engine.messages import (
     ReplaceOrder,
 )
 from engine.reconcile import Reconciliation, reconcile
+from engine.venues.base import ExecutionClient
 from procs.algo_log import algo_log_path
 from procs.algo_log import load as load_algo_log
 from procs.exec_journal import (  # noqa: F401  (re-exported: the journal's API lived here)
@@ -82,7 +83,7 @@ class ExecRecovery:
     algo: Any = None
 
 
-def recover_exec(w: Any, cfg: Any, venue: Any, orders: Any, events: Any) -> ExecRecovery:
+def recover_exec(w: Any, cfg: Any, venue: ExecutionClient, orders: Any, events: Any) -> ExecRecovery:
     """Steps 1-4 above. ``events`` is exec's producer on the ``events`` ring: its sequence
     number tells which journaled events really went out. Raises ``UnsafeToTrade``."""
     out = ExecRecovery()
@@ -133,7 +134,7 @@ def file_reconciliation(cfg: Any, events: list[Any]) -> None:
 
 
 def _rebuild(
-    cfg: Any, venue: Any, orders: Iterable[NewOrder], events: list[Any], out: ExecRecovery
+    cfg: Any, venue: ExecutionClient, orders: Iterable[NewOrder], events: list[Any], out: ExecRecovery
 ) -> tuple[Reconciliation, Any, list[Any]]:
     """Steps 3-4 on ``orders`` / ``events`` (the record's or the journal's) and ``out.backlog``
     (the waiting orders): fills ``out``; returns (the reconciliation, the algo recovery, the
@@ -214,7 +215,7 @@ def drop_answered_requests(
 
 
 def _recover_from_journal(
-    cfg: Any, path: Path, venue: Any, orders: Any, events: Any, out: ExecRecovery
+    cfg: Any, path: Path, venue: ExecutionClient, orders: Any, events: Any, out: ExecRecovery
 ) -> None:
     """Steps 1-2 on exec's journal (module docstring), and its half of step 3: no gap."""
     t0 = time.monotonic()

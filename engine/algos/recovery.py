@@ -46,6 +46,7 @@ from engine.messages import (
     ReconciliationKind,
     TimeInForce,
 )
+from engine.venues.base import ExecutionClient
 
 K = ReconciliationKind
 
@@ -147,7 +148,7 @@ def rebuild_parents(
     starts: Iterable[LoggedParent | tuple[NewOrder, int]],
     children: Mapping[int, Iterable[NewOrder]],
     events: Iterable[Any],
-    venue: Any,
+    venue: ExecutionClient,
     now_ns: int,
 ) -> AlgoRecovery:
     """Rebuild every logged parent (see the module docstring).
