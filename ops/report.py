@@ -46,9 +46,9 @@ class RunRecord:
         self.replaces = 0
         self.accepted = 0
         self.canceled = 0
-        self.venue_rejects = 0
-        self.cancel_rejects = 0  # refused cancels (the order was unchanged)
-        self.replace_rejects = 0  # refused replaces
+        self.venue_rejects = 0  # every refusal on the events ring, of orders and of requests
+        self.cancel_rejects = 0  # of which refused cancels (the order was unchanged)
+        self.replace_rejects = 0  # and refused replaces
         self.risk_rejects = 0
         self.risk_rejects_by_reason: dict[str, int] = {}  # every refusal risk recorded
         self.risk_events: list[RiskEvent] = []
@@ -128,8 +128,10 @@ class RunRecord:
         elif isinstance(msg, OrderRejected):
             self.venue_rejects += 1
         elif isinstance(msg, OrderCancelRejected):
+            self.venue_rejects += 1
             self.cancel_rejects += 1
         elif isinstance(msg, OrderReplaceRejected):
+            self.venue_rejects += 1
             self.replace_rejects += 1
 
     def on_risk(self, msg: Any) -> None:
@@ -300,8 +302,8 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
     lines.append(
         f"  ticks {s.get('ticks', 0)}   intents {s.get('intents', 0)}   orders new/cancel/replace "
         f"{s.get('orders_new', 0)}/{s.get('orders_cancel', 0)}/{s.get('orders_replace', 0)}   fills {s.get('fills', 0)}   "
-        f"rejects risk/venue {s.get('risk_rejects', 0)}/{s.get('venue_rejects', 0)}   "
-        f"refused cancels/replaces {s.get('cancel_rejects', 0)}/{s.get('replace_rejects', 0)}"
+        f"rejects risk/venue {s.get('risk_rejects', 0)}/{s.get('venue_rejects', 0)} "
+        f"(refused cancels/replaces {s.get('cancel_rejects', 0)}/{s.get('replace_rejects', 0)})"
     )
     lines += format_md_rejected(s)
     lines += format_rejects(s)

@@ -138,7 +138,7 @@ def test_the_record_stores_request_refusals_as_their_own_kind(pg_dsn: str) -> No
     ]
 
 
-def test_the_run_summary_counts_refused_cancels_and_replaces_apart_from_rejects() -> None:
+def test_the_run_summary_counts_refused_cancels_and_replaces_among_venue_rejects() -> None:
     from ops.config import load_config
     from ops.report import RunRecord, format_summary
     from tests.conftest import ROOT
@@ -149,6 +149,6 @@ def test_the_run_summary_counts_refused_cancels_and_replaces_apart_from_rejects(
     rec.on_event(OrderCancelRejected(2, 1, CancelRejectReason.NOT_OPEN, "", 0, 0, 0))
     rec.on_event(OrderCancelRejected(3, 1, CancelRejectReason.NOT_OPEN, "", 0, 0, 0))
     rec.on_event(OrderReplaceRejected(4, 1, ReplaceRejectReason.INVALID, "", 0, 0, 0))
-    assert (rec.venue_rejects, rec.cancel_rejects, rec.replace_rejects) == (1, 2, 1)
-    s = {"venue_rejects": 1, "cancel_rejects": 2, "replace_rejects": 1, "risk_rejects": 0}
-    assert "refused cancels/replaces 2/1" in format_summary(s, cfg)
+    assert (rec.venue_rejects, rec.cancel_rejects, rec.replace_rejects) == (4, 2, 1)
+    s = {"venue_rejects": 4, "cancel_rejects": 2, "replace_rejects": 1, "risk_rejects": 0}
+    assert "rejects risk/venue 0/4 (refused cancels/replaces 2/1)" in format_summary(s, cfg)
