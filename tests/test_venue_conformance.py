@@ -298,3 +298,34 @@ def test_instrument_rules_check_size_and_notional() -> None:
     assert "above the venue maximum 10" in r.check(11, 1000)
     assert "notional 2 is below" in r.check(2, 100)
     assert r.check(2, 0) == ""  # a market order: no price to check
+
+
+def test_a_router_over_several_venues_is_an_execution_client(tmp_path: Path) -> None:
+    """``[[venues]]`` with several entries: exec gets a SmartRouter, reports included."""
+    from procs.build import build_data_client, build_venue
+
+    text = (ROOT / "config.toml").read_text()
+    text += '\n[[venues]]\nname = "a"\n\n[[venues]]\nname = "b"\npx_offset_ticks = 1\n'
+    cfg = parse_config(text)
+    ex = build_venue(cfg)
+    assert isinstance(ex, ExecutionClient) and set(ex.venues) == {"a", "b"}
+    assert all(isinstance(v, ExecutionClient) for v in ex.venues.values())
+    md = build_data_client(cfg)
+    md.connect()
+    md.subscribe(cfg.instrument_table().ids)
+    now, quote = 0, None
+    iid = cfg.instrument_table().ids[0]
+    for m in itertools.islice(md.updates(), 2000):
+        now = max(now, getattr(m, "ts_event", now))
+        quote = m if isinstance(m, Quote) and m.instrument_id == iid else quote
+        ex.on_market_data(m, now)
+    assert quote is not None
+    o = NewOrder(5, 1, iid, Side.SELL, OrderType.LIMIT, TimeInForce.GTC, quote.bid_px - 20, 1, 0, 0)
+    ev = ex.submit(o, now) + ex.poll(now + SETTLE_NS)
+    assert sum(f.fill_qty for f in ev if isinstance(f, OrderPartiallyFilled)) == 1
+    assert ex.position_reports() == [PositionReport(venue=ex.name, instrument_id=iid, qty=-1)]
+    assert [r.qty for r in ex.fill_reports()] == [f.fill_qty for f in ex.fills_since(0)]
+    done = ex.query_order(5)
+    assert done is not None and done.status == OrderStatus.FILLED and done.filled_qty == 1
+    ex.close()
+    md.close()

@@ -122,20 +122,18 @@ def build_sim_venues(instruments: Any, specs: Sequence[VenueSpec], *, seed: int 
     """One ``SimExchange`` per spec (seeds ``seed``, ``seed + 1``, ...) behind a SmartRouter."""
     if not specs:
         raise ValueError("build_sim_venues needs at least one venue")
+    from engine.venues.registry import VenueConfig, lookup
+
+    sim = lookup("sim")
     venues: dict[str, Any] = {}
     for k, s in enumerate(specs):
-        sim = SimExchange(
-            instruments,
-            name=s.name,
-            maker_fee_bps=s.maker_fee_bps,
-            taker_fee_bps=s.taker_fee_bps,
-            latency_ns=s.latency_ns,
-            jitter_ns=s.jitter_ns,
-            seed=seed + k,
-        )
-        venues[s.name] = (
-            ShiftedVenue(sim, s.px_offset_ticks, s.size_scale)
-            if s.px_offset_ticks or s.size_scale != 1.0
-            else sim
-        )
+        settings = {
+            "maker_fee_bps": s.maker_fee_bps,
+            "taker_fee_bps": s.taker_fee_bps,
+            "latency_ns": s.latency_ns,
+            "jitter_ns": s.jitter_ns,
+            "px_offset_ticks": s.px_offset_ticks,
+            "size_scale": s.size_scale,
+        }
+        venues[s.name] = sim.execution(VenueConfig(s.name, "sim", instruments, settings, seed + k))
     return SmartRouter(venues)
