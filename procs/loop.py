@@ -155,6 +155,7 @@ class Loop:
             w.metrics.counter_index(i.counter) if i.counter else -1 for i in self.inputs
         ]
         self.drain = self._consumers[[i.ring for i in self.inputs].index(drain)] if drain else None
+        self._plan = list(zip(self.inputs, self._consumers, self._counters, strict=True))
         woken = [w.consumers.get(r) or w.consume(r) for r in wake]
         self.waiter = w.waiter(*self._consumers, *woken, self.control)
         self.stopping = False  # STOP seen: draining (``drain``) or about to leave
@@ -200,7 +201,7 @@ class Loop:
         if self.stopping and self.drain is None and self.drained is None:
             return True
         busy = False
-        for inp, c, ctr in zip(self.inputs, self._consumers, self._counters, strict=True):
+        for inp, c, ctr in self._plan:
             if inp.when is not None and not inp.when():
                 continue
             batch = c.poll_batch(inp.batch)
