@@ -315,11 +315,6 @@ class ReplaceOrder(msgspec.Struct, tag=22, **_S):
     ts_origin: int
     ts_approved: int
 
-    @classmethod
-    def from_intent(cls, intent: IntentReplace, ts_approved: int) -> ReplaceOrder:
-        """The replace for an approved ``IntentReplace`` (shared fields by name)."""
-        return _REPLACE_FROM_INTENT(intent, ts_approved)
-
 
 # --- execution events (exec -> strategy, risk, recorder) ------------------------------------
 
@@ -868,4 +863,3 @@ def _copier(src: type[msgspec.Struct], dst: type[msgspec.Struct], *extra: str) -
 
 _NEW_FROM_INTENT = _copier(IntentNew, NewOrder, "ts_approved")
 _CANCEL_FROM_INTENT = _copier(IntentCancel, CancelOrder, "ts_approved")
-_REPLACE_FROM_INTENT = _copier(IntentReplace, ReplaceOrder, "ts_approved")

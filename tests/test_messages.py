@@ -12,7 +12,6 @@ from engine.messages import (
     CancelRejectReason,
     IntentCancel,
     IntentNew,
-    IntentReplace,
     Message,
     NewOrder,
     OrderAccepted,
@@ -41,7 +40,7 @@ def _distinct(struct: type[msgspec.Struct]) -> msgspec.Struct:
 
 @pytest.mark.parametrize(
     ("intent_type", "order_type"),
-    [(IntentNew, NewOrder), (IntentCancel, CancelOrder), (IntentReplace, ReplaceOrder)],
+    [(IntentNew, NewOrder), (IntentCancel, CancelOrder)],
 )
 def test_an_order_from_its_intent_carries_every_shared_field(intent_type, order_type) -> None:
     intent = _distinct(intent_type)
