@@ -299,6 +299,7 @@ class InlineRuntime:
         self._advance(_msg_time(msg))
         if self.first_ns is None:
             self.first_ns = self.now_ns
+            self.strategy_stage.start(self.now_ns)  # on_start's intents go out, as in a process
         if not isinstance(msg, Forecast):  # a forecast is ours, not the market's
             self.exec_stage.on_md(msg, self.now_ns)
         t_recv = self.now_ns + self.feed_latency_ns

@@ -138,3 +138,20 @@ def test_risk_stage_routes_orders_to_exec_and_the_rest_on_risk() -> None:
     box.out.clear()
     RiskStage(FakeGate([]), box, contain_errors=True).on_intent(None, 5)
     assert [r for r, _ in box.out] == ["risk"]  # a RiskEvent; no strategy intent to refuse
+
+
+class Opener(Strategy):
+    """Places one bid in ``on_start``, before any market data."""
+
+    def on_start(self) -> None:
+        self.ctx.buy(1, 1, 90)
+
+
+def test_the_backtest_sends_what_a_strategy_places_in_on_start_as_a_process_does() -> None:
+    from engine.backtest import run_backtest
+    from tests.test_backtest import INS as BT_INS
+    from tests.test_backtest import LIMITS, FakeVenue
+
+    s = run_backtest(BT_INS, [Opener], LIMITS, FakeVenue(), [Quote(1, 100, 5, 102, 5, 1000, 0)])
+    news = [o for o in s["orders_sent"] if isinstance(o, NewOrder)]
+    assert [(o.side, o.px, o.qty) for o in news] == [(Side.BUY, 90, 1)]
