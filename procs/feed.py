@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from engine.book import L2Book
@@ -30,19 +31,17 @@ from engine.md_rejects import BadRowError, MdValidator, RejectCounter
 from engine.messages import (
     BookDelta,
     BookSnapshot,
-    Control,
-    ControlCommand,
     ExchangeStatus,
     ExchangeStatusKind,
     Quote,
     Trade,
 )
 from procs.build import build_data_client, build_exchange_rules
+from procs.loop import ExitLoop, Loop, Timer
 from procs.runtime import (
     EXIT_STOP_RUN,
     MD_REJECT_COUNTERS,
     STATE_READY,
-    STATE_STOPPING,
     TOB_DTYPE,
     Worker,
     stop_reason_path,
@@ -95,11 +94,10 @@ def _stop_run(cfg: Any, engine_id: str, why: str) -> int:
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     w = Worker("feed", cfg, engine_id, incarnation)
     md = w.produce("md")
-    control = w.consume("control")
+    w.consume("control")
     books = {i.instrument_id: L2Book(i.instrument_id) for i in cfg.instruments}
     rules = build_exchange_rules(cfg)  # the venue's halts and breaker (None: none configured)
     rejects = FeedRejects(w, cfg.market.on_bad_row)
-    validator = MdValidator(books)
     try:
         client = build_data_client(cfg, rejects.counter, rules)  # the venue's market data
         client.connect()
@@ -108,34 +106,12 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     except ValueError as exc:  # a replay file that cannot be read: restarting will not help
         w.close(crashed=False)  # the run stops: the stream ends here
         return _stop_run(cfg, engine_id, f"cannot replay: {exc}")
-    symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
-    tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
-    rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
-    last_px = dict.fromkeys(rows, 0)
-    c_out = w.metrics.counter_index("md_out")
-    c_cross = w.metrics.counter_index("book_crossed")
-    c_gap = w.metrics.counter_index("book_gaps")
-    c_status = w.metrics.counter_index("exchange_status")
-    h_pub = w.metrics.hist("publish_ns")
-    rate = float(cfg.market.rate_hz)
-    max_events = int(cfg.market.max_events)
-    # a restarted feed resumes the stream where the previous one stopped publishing: it skips
-    # as many messages as were published (rejected ones were not), counting rejections again
-    skip = md.seq
-    sent = published = 0
-    rejects.counter.quiet = skip > 0  # an earlier incarnation logged these rows already
+    feed = _Feed(w, md, source, books, rules, rejects)
     try:
-        while published < skip and (msg := next(source, None)) is not None:
-            sent += 1
-            reason = validator.check(msg)
-            if reason is None:
-                published += 1
-            else:
-                rejects.counter.reject(reason, "feed", sent)
+        skip = feed.resume()
     except BadRowError as exc:
         w.close(crashed=False)
         return _stop_run(cfg, engine_id, str(exc))
-    rejects.counter.quiet = False
     w.beat(STATE_READY)
     # the first tick waits for its readers: a tick queued while a worker is still starting would
     # measure that start-up, not the pipeline
@@ -144,97 +120,160 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             "feed: not every worker is ready after %.0fs; publishing anyway",
             cfg.supervisor.startup_timeout_s,
         )
-    t0 = time.monotonic()
-    base_sent = sent
+    feed.start()
     log.info("feed ready (%s, wait=%s, resuming at event %d)", w.pinning, w.wait.kind, skip)
-    exhausted = False
-    md_closed = False
-    try:
-        while True:
-            rejects.push()
-            ctl = control.poll()
-            if isinstance(ctl, Control) and ctl.command == ControlCommand.STOP:
-                break
-            if exhausted or (max_events and sent >= max_events):
-                if not md_closed:
-                    md.close()  # readers drain what is there, then see the end of the stream
-                    md_closed = True
-                    log.info(
-                        "feed: finished after %d events, %s rejected",
-                        sent,
-                        rejects.counter.summary(),
-                    )
-                w.beat()
-                time.sleep(0.01)  # done: idle until told to stop
-                continue
-            due = base_sent + int((time.monotonic() - t0) * rate) - sent
-            if due <= 0:
-                w.beat()
-                pause = (1 - ((time.monotonic() - t0) * rate % 1)) / rate
-                if w.wait.kind in ("spin", "yield"):
-                    continue
-                time.sleep(min(pause, 0.005))
-                continue
-            for _ in range(min(due, 512)):
-                msg = next(source, None)
-                if msg is None:
-                    exhausted = True
-                    break
-                reason = validator.check(msg)
-                if reason is None and isinstance(msg, BookDelta | BookSnapshot):
-                    book = books[msg.instrument_id]
-                    gaps, crossed = book.gap_count, book.crossed_count
-                    book.apply(msg)
-                    if book.gap_count != gaps:
-                        w.metrics.inc_i(c_gap)
-                    if book.crossed_count != crossed:
-                        w.metrics.inc_i(c_cross)
-                sent += 1
-                if reason is not None:
-                    rejects.counter.reject(reason, "feed", sent)
-                    continue
-                t = time.monotonic_ns()
-                if hasattr(msg, "ts_recv"):  # bars carry only their own interval
-                    msg.ts_recv = t
-                # the table first: risk must never judge an order caused by this tick on older prices
-                if isinstance(msg, Quote):
-                    tob.write(
-                        rows[msg.instrument_id],
-                        (
-                            msg.instrument_id,
-                            msg.bid_px,
-                            msg.bid_qty,
-                            msg.ask_px,
-                            msg.ask_qty,
-                            last_px[msg.instrument_id],
-                            t,
-                        ),
-                    )
-                elif isinstance(msg, Trade):
-                    last_px[msg.instrument_id] = msg.px
-                elif isinstance(msg, ExchangeStatus):
-                    w.metrics.inc_i(c_status)
-                    if rules is not None:  # rare: a status change, not every tick
-                        w.metrics.set("breaker_trips", rules.trips)
-                        w.metrics.set("halt_withheld_trades", rules.suppressed_trades)
-                    log.warning(
-                        "feed: exchange status %s %s%s",
-                        symbols.get(msg.instrument_id, "venue"),
-                        ExchangeStatusKind(msg.status).name,
-                        f" ({msg.reason})" if msg.reason else "",
-                    )
-                md.publish(msg)
-                h_pub.record(time.monotonic_ns() - t)
-                w.metrics.inc_i(c_out)
-                w.processed += 1
-                if max_events and sent >= max_events:
-                    break
-            w.beat()
-    except BadRowError as exc:  # [market] on_bad_row = "fail"
-        return _stop_run(cfg, engine_id, str(exc))
-    finally:
+
+    def on_exit() -> None:
         rejects.push()
         client.close()
-        w.beat(STATE_STOPPING)
-        w.close()
-    return 0
+
+    # no input ring: the feed produces from its source, paced in ``step``, which waits itself
+    return Loop(w, [], [Timer(0, feed.step)]).run(on_exit=on_exit)
+
+
+class _Feed:
+    """The feed's work: pace the source in wall time, validate, keep the books, stamp, publish."""
+
+    def __init__(
+        self,
+        w: Worker,
+        md: Any,
+        source: Iterator[Any],
+        books: dict[int, L2Book],
+        rules: Any,
+        rejects: FeedRejects,
+    ) -> None:
+        cfg = w.cfg
+        self.w, self.cfg, self.md, self.source = w, cfg, md, source
+        self.books, self.rules, self.rejects = books, rules, rejects
+        self.validator = MdValidator(books)
+        self.symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
+        self.tob = SeqlockTable.attach(w.engine_id, "tob", TOB_DTYPE)
+        self.rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
+        self.last_px = dict.fromkeys(self.rows, 0)
+        m = w.metrics
+        self.c_out, self.c_cross = m.counter_index("md_out"), m.counter_index("book_crossed")
+        self.c_gap, self.c_status = m.counter_index("book_gaps"), m.counter_index("exchange_status")
+        self.h_pub = m.hist("publish_ns")
+        self.rate = float(cfg.market.rate_hz)
+        self.max_events = int(cfg.market.max_events)
+        self.sent = 0
+        self.base_sent = 0
+        self.t0 = 0.0
+        self.exhausted = False
+        self.md_closed = False
+
+    def resume(self) -> int:
+        """A restarted feed resumes the stream where the previous one stopped publishing: it skips
+        as many messages as were published (rejected ones were not), counting rejections again.
+        Returns how many it skipped; BadRowError under on_bad_row = "fail"."""
+        skip = self.md.seq
+        published = 0
+        counter = self.rejects.counter
+        counter.quiet = skip > 0  # an earlier incarnation logged these rows already
+        while published < skip and (msg := next(self.source, None)) is not None:
+            self.sent += 1
+            reason = self.validator.check(msg)
+            if reason is None:
+                published += 1
+            else:
+                counter.reject(reason, "feed", self.sent)
+        counter.quiet = False
+        return skip
+
+    def start(self) -> None:
+        """The pacing clock starts now."""
+        self.t0 = time.monotonic()
+        self.base_sent = self.sent
+
+    def step(self, now_ns: int) -> bool:
+        """Publish what is due by now (or wait for the next one); always True: it waits itself."""
+        self.rejects.push()
+        sent, max_events = self.sent, self.max_events
+        if self.exhausted or (max_events and sent >= max_events):
+            if not self.md_closed:
+                self.md.close()  # readers drain what is there, then see the end of the stream
+                self.md_closed = True
+                log.info(
+                    "feed: finished after %d events, %s rejected",
+                    sent,
+                    self.rejects.counter.summary(),
+                )
+            time.sleep(0.01)  # done: idle until told to stop
+            return True
+        rate = self.rate
+        due = self.base_sent + int((time.monotonic() - self.t0) * rate) - sent
+        if due <= 0:
+            pause = (1 - ((time.monotonic() - self.t0) * rate % 1)) / rate
+            if self.w.wait.kind not in ("spin", "yield"):
+                time.sleep(min(pause, 0.005))
+            return True
+        try:
+            self.publish_due(min(due, 512))
+        except BadRowError as exc:  # [market] on_bad_row = "fail"
+            raise ExitLoop(_stop_run(self.cfg, self.w.engine_id, str(exc))) from None
+        return True
+
+    def publish_due(self, n: int) -> None:
+        for _ in range(n):
+            msg = next(self.source, None)
+            if msg is None:
+                self.exhausted = True
+                return
+            reason = self.validator.check(msg)
+            if reason is None and isinstance(msg, BookDelta | BookSnapshot):
+                self._apply_book(msg)
+            self.sent += 1
+            if reason is not None:
+                self.rejects.counter.reject(reason, "feed", self.sent)
+                continue
+            self.publish(msg)
+            if self.max_events and self.sent >= self.max_events:
+                return
+
+    def _apply_book(self, msg: BookDelta | BookSnapshot) -> None:
+        book = self.books[msg.instrument_id]
+        gaps, crossed = book.gap_count, book.crossed_count
+        book.apply(msg)
+        if book.gap_count != gaps:
+            self.w.metrics.inc_i(self.c_gap)
+        if book.crossed_count != crossed:
+            self.w.metrics.inc_i(self.c_cross)
+
+    def publish(self, msg: Any) -> None:
+        """Stamp ``ts_recv``, update the top-of-book table first (risk must never judge an order
+        caused by this tick on older prices), then publish."""
+        w = self.w
+        t = time.monotonic_ns()
+        if hasattr(msg, "ts_recv"):  # bars carry only their own interval
+            msg.ts_recv = t
+        if isinstance(msg, Quote):
+            self.tob.write(
+                self.rows[msg.instrument_id],
+                (
+                    msg.instrument_id,
+                    msg.bid_px,
+                    msg.bid_qty,
+                    msg.ask_px,
+                    msg.ask_qty,
+                    self.last_px[msg.instrument_id],
+                    t,
+                ),
+            )
+        elif isinstance(msg, Trade):
+            self.last_px[msg.instrument_id] = msg.px
+        elif isinstance(msg, ExchangeStatus):
+            w.metrics.inc_i(self.c_status)
+            if self.rules is not None:  # rare: a status change, not every tick
+                w.metrics.set("breaker_trips", self.rules.trips)
+                w.metrics.set("halt_withheld_trades", self.rules.suppressed_trades)
+            log.warning(
+                "feed: exchange status %s %s%s",
+                self.symbols.get(msg.instrument_id, "venue"),
+                ExchangeStatusKind(msg.status).name,
+                f" ({msg.reason})" if msg.reason else "",
+            )
+        self.md.publish(msg)
+        self.h_pub.record(time.monotonic_ns() - t)
+        w.metrics.inc_i(self.c_out)
+        w.processed += 1
