@@ -16,9 +16,12 @@ from engine.messages import (
     CancelOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderPartiallyFilled,
     OrderRejected,
+    OrderReplaceRejected,
     ReconciliationKind,
+    ReplaceOrder,
 )
 from engine.oms import OrderStatus
 from engine.reconcile import reconcile
@@ -50,6 +53,12 @@ def _session(v: SimExchange) -> list:
 def test_the_venue_record_survives_the_process_and_refuses_reused_ids(tmp_path: Path) -> None:
     path = tmp_path / "sim.venue"
     v1 = _venue(path)
+    # refused requests go into the record first (their own types, read back like the rest;
+    # they use no order id)
+    (refused,) = v1.cancel(CancelOrder(77, 1, 1, 5, 5), 5)
+    assert isinstance(refused, OrderCancelRejected)
+    (refused,) = v1.replace(ReplaceOrder(78, 1, 1, 106, 1, 6, 6), 6)
+    assert isinstance(refused, OrderReplaceRejected)
     events = _session(v1)
     fills = [e for e in events if isinstance(e, OrderPartiallyFilled)]
     assert [f.fill_qty for f in fills] == [4, 10]
@@ -61,7 +70,7 @@ def test_the_venue_record_survives_the_process_and_refuses_reused_ids(tmp_path: 
     assert v2.positions() == pos1 == {1: 14}
     assert v2.fills_since(0) == fills
     assert v2.fills_since(fills[0].fill_id) == fills[1:]
-    assert v2.knows_order(4) and not v2.knows_order(99)
+    assert v2.knows_order(4) and not v2.knows_order(99) and not v2.knows_order(77)
     # an order sent again after the crash is refused, not placed twice
     again = v2.submit(new(2, BUY, 100, 30), 20)
     assert isinstance(again[0], OrderRejected) and "duplicate" in again[0].reason
