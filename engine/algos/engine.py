@@ -209,17 +209,31 @@ class AlgoEngine:
         ``OrderCancelRejected`` (UNKNOWN_ORDER / NOT_OPEN)."""
         self._begin(now_ns)
         p = self.parents.get(parent_coid)
-        if p is None or p.state != AlgoState.WORKING:
-            why, detail, iid, ts = (
-                CancelRejectReason.UNKNOWN_ORDER,
-                "unknown parent order",
-                0,
-                now_ns,
+        if p is None:
+            self._out.append(
+                OrderCancelRejected(
+                    parent_coid,
+                    0,
+                    CancelRejectReason.UNKNOWN_ORDER,
+                    "unknown parent order",
+                    now_ns,
+                    now_ns,
+                    now_ns,
+                )
             )
-            if p is not None:
-                why, detail = CancelRejectReason.NOT_OPEN, "parent order is no longer working"
-                iid, ts = p.instrument_id, p.order.ts_origin
-            self._out.append(OrderCancelRejected(parent_coid, iid, why, detail, ts, now_ns, now_ns))
+            return self._end()
+        if p.state != AlgoState.WORKING:
+            self._out.append(
+                OrderCancelRejected(
+                    parent_coid,
+                    p.instrument_id,
+                    CancelRejectReason.NOT_OPEN,
+                    "parent order is no longer working",
+                    p.order.ts_origin,
+                    now_ns,
+                    now_ns,
+                )
+            )
             return self._end()
         self._wind_down(p, "canceled", now_ns)
         return self._end()

@@ -521,13 +521,10 @@ class SimExchange(MarketFlow, StatusReports):
         if rec is not None and rec.is_open:
             self._cancel_rec(rec, "canceled", c.ts_origin, t)
             return
+        why, detail = CancelRejectReason.NOT_OPEN, "order is no longer open"
         if rec is None:
-            why, detail = (
-                CancelRejectReason.UNKNOWN_ORDER,
-                f"unknown client_order_id {c.client_order_id}",
-            )
-        else:
-            why, detail = CancelRejectReason.NOT_OPEN, "order is no longer open"
+            why = CancelRejectReason.UNKNOWN_ORDER
+            detail = f"unknown client_order_id {c.client_order_id}"
         ev = OrderCancelRejected.for_request(c, why, detail, t, t + self.response_latency_ns)
         self._emit(ev, t)
 
