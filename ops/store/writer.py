@@ -301,7 +301,15 @@ class Rows:
                     )
                 )
                 return
-        elif t is NewOrder:
+        elif self._add_record(run_id, t, msg, frame):
+            return
+        self.ignored += 1
+
+    def _add_record(self, run_id: int, t: type, msg: Any, frame: bytes | None) -> bool:
+        """A trading record (order, execution event, risk event, audit / model record) to its
+        table(s); False when ``msg`` is none of these. Market data stays inline in ``add``: a
+        call per quote would show in perf/bench_store."""
+        if t is NewOrder:
             self.orders.append(
                 (
                     run_id,
@@ -322,45 +330,10 @@ class Rows:
                     Jsonb(msg.algo_params, dumps=_json_text),
                 )
             )
-            return
+            return True
         elif isinstance(msg, _EVENT_TYPES):
-            frame = frame if frame is not None else _encode(msg)
-            reason = getattr(msg, "reason", "")
-            if t is OrderCancelRejected or t is OrderReplaceRejected:
-                reason = msg.text  # the column is text: "not_open: order is no longer open"
-            self.order_events.append(
-                (
-                    run_id,
-                    digest(frame),
-                    t.__name__,
-                    msg.client_order_id,
-                    msg.instrument_id,
-                    reason,
-                    getattr(msg, "ts_event", 0) or getattr(msg, "ts_approved", 0),
-                    frame,
-                )
-            )
-            if isinstance(msg, OrderPartiallyFilled):
-                self.fills.append(
-                    (
-                        run_id,
-                        msg.fill_id,
-                        msg.client_order_id,
-                        msg.venue_order_id,
-                        msg.instrument_id,
-                        msg.side,
-                        msg.fill_px,
-                        msg.fill_qty,
-                        msg.cum_qty,
-                        msg.leaves_qty,
-                        float(msg.fee),
-                        msg.liquidity,
-                        msg.ts_origin,
-                        msg.ts_event,
-                        msg.ts_recv,
-                    )
-                )
-            return
+            self._add_event(run_id, t, msg, frame)
+            return True
         elif t is RiskEvent:
             frame = frame if frame is not None else _encode(msg)
             self.risk_events.append(
@@ -377,13 +350,52 @@ class Rows:
                     msg.state,
                 )
             )
-            return
+            return True
         elif t is AuditEvent or t is ModelRegistered:
             self.audit += audit_rows(run_id, msg, frame)
             if t is ModelRegistered:
                 self.models.append(model_row(msg))
-            return
-        self.ignored += 1
+            return True
+        return False
+
+    def _add_event(self, run_id: int, t: type, msg: Any, frame: bytes | None) -> None:
+        """An execution event (idempotent by its frame's digest); a fill also to ``fills``."""
+        frame = frame if frame is not None else _encode(msg)
+        reason = getattr(msg, "reason", "")
+        if t is OrderCancelRejected or t is OrderReplaceRejected:
+            reason = msg.text  # the column is text: "not_open: order is no longer open"
+        self.order_events.append(
+            (
+                run_id,
+                digest(frame),
+                t.__name__,
+                msg.client_order_id,
+                msg.instrument_id,
+                reason,
+                getattr(msg, "ts_event", 0) or getattr(msg, "ts_approved", 0),
+                frame,
+            )
+        )
+        if isinstance(msg, OrderPartiallyFilled):
+            self.fills.append(
+                (
+                    run_id,
+                    msg.fill_id,
+                    msg.client_order_id,
+                    msg.venue_order_id,
+                    msg.instrument_id,
+                    msg.side,
+                    msg.fill_px,
+                    msg.fill_qty,
+                    msg.cum_qty,
+                    msg.leaves_qty,
+                    float(msg.fee),
+                    msg.liquidity,
+                    msg.ts_origin,
+                    msg.ts_event,
+                    msg.ts_recv,
+                )
+            )
 
 
 def _copy(
