@@ -2,7 +2,7 @@
 
 Why it is shaped this way: a reader pays one acquire of the producer's position per batch of
 frames and hands its cursor back once per batch, so ``poll`` on a gating reader is a few memory
-reads plus the decode. Every other read goes through one core (``_poll_one``) that also handles
+reads plus the decode. Every other read goes through one core (``_poll_into``) that also handles
 what only a non-gating reader meets: being lapped while reading a frame, which it detects by
 checking the producer's claim after the read, and then resynchronises and counts as missed.
 The consumer decodes with the decoder its caller passes: the transport knows no message types.
@@ -388,22 +388,27 @@ class Consumer:
         """Whether the producer may have overwritten the frame at ``frame_pos`` by now."""
         return K.read_claim(self._base) > frame_pos + self._cap
 
-    def _poll_one(self, take: Callable[[memoryview], Any]) -> tuple[int, Any] | None:
-        """The poll core: (type, ``take(payload view)``) of the next frame, or None if empty.
+    def _poll_into(
+        self, take: Callable[[memoryview], Any], out: list[Any], max_n: int, typed: bool = False
+    ) -> None:
+        """The poll core: append ``take(payload view)`` of up to ``max_n`` next frames to ``out``
+        (``(type, take(...))`` when ``typed``); fewer when the ring runs dry.
 
         ``take`` decodes or copies the payload; a non-gating reader then checks that the producer
         did not lap the frame while it was being read (if it did, what was taken is discarded,
-        counted as missed, and the reader resynchronises). ``poll``'s inlined fast path is the
-        one read that bypasses this, for a gating reader only.
+        counted as missed, and the reader resynchronises). Only a gating reader's reads bypass
+        it: ``poll``'s inlined fast path and ``poll_raw`` (its frames cannot be lapped).
         """
-        while True:
+        data = self._data
+        got = 0
+        while got < max_n:
             frame_pos = self.pos
             f = self._next_frame()
             if f is None:
-                return None
+                break
             ftype, off, n = f
             try:
-                value = take(self._data[off : off + n])
+                value = take(data[off : off + n])
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 if not self.gating and self._lapped(frame_pos):
                     self._discard_and_resync()
@@ -412,8 +417,9 @@ class Consumer:
             if not self.gating and self._lapped(frame_pos):
                 self._discard_and_resync()
                 continue
-            self.received += 1
-            return ftype, value
+            out.append((ftype, value) if typed else value)
+            got += 1
+        self.received += got
 
     def _undecodable(self, exc: Exception) -> RingCorruptedError:
         return RingCorruptedError(f"ring {self.ring.name}: undecodable frame: {exc}")
@@ -452,8 +458,9 @@ class Consumer:
                             raise self._undecodable(exc) from exc
                         self.received += 1
                         return msg
-        got = self._poll_one(self._decode)
-        return None if got is None else got[1]
+        out: list[Any] = []
+        self._poll_into(self._decode, out, 1)
+        return out[0] if out else None
 
     def poll_raw(self) -> tuple[int, memoryview | bytes] | None:
         """(type, payload) of the next frame without decoding it.
@@ -461,7 +468,16 @@ class Consumer:
         For a gating consumer the payload is a view into the ring, valid until the next call;
         a non-gating consumer gets a validated copy (the producer may overwrite the ring).
         """
-        return self._poll_one(_view if self.gating else bytes)
+        if not self.gating:
+            out: list[tuple[int, bytes]] = []
+            self._poll_into(bytes, out, 1, True)
+            return out[0] if out else None
+        f = self._next_frame()  # a gating reader's frames stay put: no lap to check
+        if f is None:
+            return None
+        ftype, off, n = f
+        self.received += 1
+        return ftype, self._data[off : off + n]
 
     def read(self, timeout_s: float = 1.0) -> Any:
         """The next message, waiting up to ``timeout_s``; None on timeout or a closed, drained ring."""
@@ -488,12 +504,7 @@ class Consumer:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise self._undecodable(exc) from exc
         out: list[Any] = []
-        decode = self._decode
-        while len(out) < max_n:
-            got = self._poll_one(decode)
-            if got is None:
-                break
-            out.append(got[1])
+        self._poll_into(self._decode, out, max_n)
         return out
 
     def poll_raw_batch(self, max_n: int = 65536) -> tuple[int, np.ndarray]:
@@ -553,8 +564,3 @@ class Consumer:
         """Detach for good: the slot no longer gates the producer."""
         K.store_word(self.ring._slot_addr(self.slot, SL_STATE), SLOT_CLOSED)
         self.close()
-
-
-def _view(payload: memoryview) -> memoryview:
-    """A gating reader's raw payload: the view itself (its frames are not overwritten under it)."""
-    return payload
