@@ -168,147 +168,198 @@ def rebuild_parents(
         for c in kids:
             child_of[c.client_order_id] = pc
     out.order_ids = parent_ids | set(child_of)
-    # what upstream saw of each parent
-    announced: set[int] = set()
-    ended: dict[int, int] = {}  # parent -> AlgoState it ended in
-    seen_fills: dict[int, list[OrderPartiallyFilled]] = {}
-    cancel_req: set[int] = set()
-    replaced: dict[int, int] = {}  # parent -> OrderReplaced events upstream saw
+    r = _Rebuild(out, _seen_upstream(events, parent_ids), venue, child_of, now_ns)
+    for lp in logged:
+        snap = r.parent(lp, list(children.get(lp.order.client_order_id, ())))
+        if snap.state == AlgoState.WORKING or any(c.is_open for c in snap.children):
+            out.parents.append(snap)
+    # fills first (in the venue's order), then closes: a child's fills precede its close
+    r.replay_fills.sort(key=lambda f: f.fill_id)
+    out.replay = [*r.replay_fills, *r.replay_close]
+    return out
+
+
+@dataclass
+class _Upstream:
+    """What upstream saw of each parent, from the record."""
+
+    announced: set[int] = field(default_factory=set)
+    ended: dict[int, int] = field(default_factory=dict)  # parent -> AlgoState it ended in
+    fills: dict[int, list[OrderPartiallyFilled]] = field(default_factory=dict)
+    cancel_req: set[int] = field(default_factory=set)
+    replaced: dict[int, int] = field(default_factory=dict)  # parent -> OrderReplaced seen
+
+
+def _seen_upstream(events: Iterable[Any], parent_ids: set[int]) -> _Upstream:
+    up = _Upstream()
     for ev in events:
         coid = getattr(ev, "client_order_id", None)
         if coid not in parent_ids:
             continue
         t = type(ev)
         if t is OrderAccepted:
-            announced.add(coid)
+            up.announced.add(coid)
         elif t is OrderPartiallyFilled or t is OrderFilled:
-            seen_fills.setdefault(coid, []).append(ev)
+            up.fills.setdefault(coid, []).append(ev)
             if t is OrderFilled:
-                ended[coid] = int(AlgoState.DONE)
+                up.ended[coid] = int(AlgoState.DONE)
         elif t is OrderCanceled or t is OrderExpired:
-            ended[coid] = int(AlgoState.CANCELED)
+            up.ended[coid] = int(AlgoState.CANCELED)
         elif t is OrderRejected:  # (a refused cancel/replace is another type: no end)
-            ended[coid] = int(AlgoState.REJECTED)
+            up.ended[coid] = int(AlgoState.REJECTED)
         elif t is CancelOrder:
-            cancel_req.add(coid)
+            up.cancel_req.add(coid)
         elif t is OrderReplaced:
-            replaced[coid] = replaced.get(coid, 0) + 1
-    # the venue's truth about the children
-    vfills: dict[int, list[OrderPartiallyFilled]] = {}
-    for f in venue.fills_since(0):
-        if f.client_order_id in child_of:
-            vfills.setdefault(f.client_order_id, []).append(f)
-    vopen = {o.client_order_id: o for o in venue.open_orders() if o.client_order_id in child_of}
+            up.replaced[coid] = up.replaced.get(coid, 0) + 1
+    return up
 
-    def note(kind: int, o: Any, stored: int, venue_v: int, action: str) -> None:
-        out.events.append(
+
+class _Rebuild:
+    """One rebuild: the venue's truth about the children, and what it adds to ``out``."""
+
+    def __init__(
+        self,
+        out: AlgoRecovery,
+        up: _Upstream,
+        venue: ExecutionClient,
+        child_of: dict[int, int],
+        now_ns: int,
+    ) -> None:
+        self.out, self.up, self.venue, self.now_ns = out, up, venue, now_ns
+        self.vfills: dict[int, list[OrderPartiallyFilled]] = {}
+        for f in venue.fills_since(0):
+            if f.client_order_id in child_of:
+                self.vfills.setdefault(f.client_order_id, []).append(f)
+        self.vopen = {
+            o.client_order_id: o for o in venue.open_orders() if o.client_order_id in child_of
+        }
+        self.replay_fills: list[OrderPartiallyFilled] = []
+        self.replay_close: list[Any] = []
+
+    def note(self, kind: int, o: Any, stored: int, venue_v: int, action: str) -> None:
+        self.out.events.append(
             ReconciliationEvent(
-                int(kind), o.client_order_id, o.instrument_id, stored, venue_v, action, now_ns
+                int(kind), o.client_order_id, o.instrument_id, stored, venue_v, action, self.now_ns
             )
         )
 
-    replay_fills: list[OrderPartiallyFilled] = []
-    replay_close: list[Any] = []
-    for lp in logged:
-        order = lp.order
+    def parent(self, lp: LoggedParent, kids: list[NewOrder]) -> ParentSnapshot:
+        """The parent as upstream last saw it, with each child as the venue has it."""
+        up, order = self.up, lp.order
         pc = order.client_order_id
-        seen = {f.fill_id for f in seen_fills.get(pc, ()) if f.fill_id}
+        seen = {f.fill_id for f in up.fills.get(pc, ()) if f.fill_id}
         snap = ParentSnapshot(
             order=order,
             start_ns=int(lp.start_ns),
-            state=ended.get(pc, int(AlgoState.WORKING)),
-            announced=pc in announced,
-            cancel_requested=pc in cancel_req,
+            state=up.ended.get(pc, int(AlgoState.WORKING)),
+            announced=pc in up.announced,
+            cancel_requested=pc in up.cancel_req,
             amends=list(lp.amends),
             # the record has fewer OrderReplaced than the log has amends: exec died in between
-            amend_announced=replaced.get(pc, 0) >= len(lp.amends),
+            amend_announced=up.replaced.get(pc, 0) >= len(lp.amends),
             profile=lp.profile,
         )
-        for f in seen_fills.get(pc, ()):
+        for f in up.fills.get(pc, ()):
             snap.filled += f.fill_qty
             snap.notional_ticks += f.fill_px * f.fill_qty
             snap.fees += f.fee
-        kids = list(children.get(pc, ()))
         for c in kids:
-            cc = c.client_order_id
-            fills = vfills.get(cc, [])
-            known = venue.knows_order(cc) or bool(fills) or cc in vopen
-            cs = ChildSnapshot(
-                client_order_id=cc,
-                qty=c.qty,
-                px=c.px,
-                sent_ns=c.ts_approved,
-                leaves=c.qty,
-                accepted=known,
-                resting=c.order_type == OrderType.LIMIT
-                and c.tif not in (TimeInForce.IOC, TimeInForce.FOK),
-            )
-            if not known:  # lost on its way: it never existed at the venue
-                cs.is_open, cs.leaves, cs.outcome = False, 0, "not at the venue"
-                snap.children.append(cs)
-                continue
-            for f in fills:
-                if f.fill_id in seen:
-                    cs.cum += f.fill_qty
-                    cs.leaves -= f.fill_qty
-                    cs.fill_ids.append(f.fill_id)
-            cs.leaves = max(0, cs.leaves)
-            if cs.leaves == 0:
-                cs.is_open, cs.outcome = False, "filled"
-            unseen = [f for f in fills if f.fill_id not in seen]
-            if cc in vopen:
-                # the venue's price and open quantity: an amend may have replaced the child
-                v = vopen[cc]
-                cs.is_open, cs.outcome, cs.px = True, "", v.px
-                cs.leaves = v.qty + sum(f.fill_qty for f in unseen)
-                c = msgspec.structs.replace(c, px=v.px, qty=v.qty + sum(f.fill_qty for f in fills))
-            if snap.state != AlgoState.WORKING:
-                if unseen:  # upstream saw the parent end: a later fill is an anomaly, noted
-                    for f in unseen:
-                        note(K.MISSING_FILL, f, 0, f.fill_qty, "child fill after its parent ended")
-                if cc in vopen:
-                    v = vopen[cc]
-                    cs.is_open, cs.leaves = True, v.qty
-                    out.open_children.append((c, _venue_oid(fills), fills))
-                    note(K.ORDER_MISMATCH, v, 0, v.qty, "child of an ended parent: canceled")
-                elif cs.is_open:
-                    cs.is_open, cs.leaves, cs.outcome = False, 0, "canceled"
-                snap.children.append(cs)
-                continue
-            replay_fills.extend(unseen)
-            if unseen:
-                note(
-                    K.MISSING_FILL,
-                    order,
-                    0,
-                    sum(f.fill_qty for f in unseen),
-                    "parent fill published",
-                )
-            if cc in vopen:
-                v = vopen[cc]
-                out.open_children.append((c, _venue_oid(fills), fills))
-            elif cs.is_open and cs.cum + sum(f.fill_qty for f in unseen) < c.qty:
-                # closed at the venue (an IOC remainder, a cancel, a reject) with quantity left
-                left = c.qty - cs.cum - sum(f.fill_qty for f in unseen)
-                replay_close.append(
-                    OrderCanceled(
-                        cc,
-                        c.instrument_id,
-                        left,
-                        "recovery: closed at the venue",
-                        0,
-                        now_ns,
-                        now_ns,
-                    )
-                )
-            snap.children.append(cs)
+            snap.children.append(self.child(snap, c, seen))
         snap.child_orders = kids
-        if snap.state == AlgoState.WORKING or any(c.is_open for c in snap.children):
-            out.parents.append(snap)
-    # fills first (in the venue's order), then closes: a child's fills precede its close
-    replay_fills.sort(key=lambda f: f.fill_id)
-    out.replay = [*replay_fills, *replay_close]
-    return out
+        return snap
+
+    def child(self, snap: ParentSnapshot, c: NewOrder, seen: set[int]) -> ChildSnapshot:
+        """A child: the fills upstream saw count; the venue says whether it is open."""
+        cc = c.client_order_id
+        fills = self.vfills.get(cc, [])
+        vopen = self.vopen
+        known = self.venue.knows_order(cc) or bool(fills) or cc in vopen
+        cs = ChildSnapshot(
+            client_order_id=cc,
+            qty=c.qty,
+            px=c.px,
+            sent_ns=c.ts_approved,
+            leaves=c.qty,
+            accepted=known,
+            resting=c.order_type == OrderType.LIMIT
+            and c.tif not in (TimeInForce.IOC, TimeInForce.FOK),
+        )
+        if not known:  # lost on its way: it never existed at the venue
+            cs.is_open, cs.leaves, cs.outcome = False, 0, "not at the venue"
+            return cs
+        for f in fills:
+            if f.fill_id in seen:
+                cs.cum += f.fill_qty
+                cs.leaves -= f.fill_qty
+                cs.fill_ids.append(f.fill_id)
+        cs.leaves = max(0, cs.leaves)
+        if cs.leaves == 0:
+            cs.is_open, cs.outcome = False, "filled"
+        unseen = [f for f in fills if f.fill_id not in seen]
+        if cc in vopen:
+            # the venue's price and open quantity: an amend may have replaced the child
+            v = vopen[cc]
+            cs.is_open, cs.outcome, cs.px = True, "", v.px
+            cs.leaves = v.qty + sum(f.fill_qty for f in unseen)
+            c = msgspec.structs.replace(c, px=v.px, qty=v.qty + sum(f.fill_qty for f in fills))
+        if snap.state != AlgoState.WORKING:
+            self._of_ended_parent(cs, c, fills, unseen)
+        else:
+            self._of_working_parent(cs, c, snap.order, fills, unseen)
+        return cs
+
+    def _of_ended_parent(
+        self,
+        cs: ChildSnapshot,
+        c: NewOrder,
+        fills: list[OrderPartiallyFilled],
+        unseen: list[OrderPartiallyFilled],
+    ) -> None:
+        """Upstream saw the parent end: a later fill is an anomaly (noted), an open child is
+        canceled at the venue."""
+        cc = c.client_order_id
+        for f in unseen:
+            self.note(K.MISSING_FILL, f, 0, f.fill_qty, "child fill after its parent ended")
+        if cc in self.vopen:
+            v = self.vopen[cc]
+            cs.is_open, cs.leaves = True, v.qty
+            self.out.open_children.append((c, _venue_oid(fills), fills))
+            self.note(K.ORDER_MISMATCH, v, 0, v.qty, "child of an ended parent: canceled")
+        elif cs.is_open:
+            cs.is_open, cs.leaves, cs.outcome = False, 0, "canceled"
+
+    def _of_working_parent(
+        self,
+        cs: ChildSnapshot,
+        c: NewOrder,
+        order: NewOrder,
+        fills: list[OrderPartiallyFilled],
+        unseen: list[OrderPartiallyFilled],
+    ) -> None:
+        """The fills upstream missed are replayed; a child closed at the venue with quantity
+        left gets its close replayed."""
+        cc = c.client_order_id
+        self.replay_fills.extend(unseen)
+        if unseen:
+            self.note(
+                K.MISSING_FILL, order, 0, sum(f.fill_qty for f in unseen), "parent fill published"
+            )
+        if cc in self.vopen:
+            self.out.open_children.append((c, _venue_oid(fills), fills))
+        elif cs.is_open and cs.cum + sum(f.fill_qty for f in unseen) < c.qty:
+            # closed at the venue (an IOC remainder, a cancel, a reject) with quantity left
+            left = c.qty - cs.cum - sum(f.fill_qty for f in unseen)
+            self.replay_close.append(
+                OrderCanceled(
+                    cc,
+                    c.instrument_id,
+                    left,
+                    "recovery: closed at the venue",
+                    0,
+                    self.now_ns,
+                    self.now_ns,
+                )
+            )
 
 
 def _venue_oid(fills: list[OrderPartiallyFilled]) -> int:
