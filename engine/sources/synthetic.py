@@ -213,6 +213,29 @@ class _Book:
         self.last_top: tuple[int, int, int, int] = (0, 0, 0, 0)  # as last sent in a Quote
 
 
+def _check_args(
+    ids: list[int],
+    mean_interval_ns: int,
+    sizes: tuple[int, int, int],
+    probs: np.ndarray,
+    probabilities: dict[str, float],
+) -> None:
+    """``SyntheticMarket``'s arguments: ValueError naming the first bad one."""
+    if not ids:
+        raise ValueError("SyntheticMarket needs at least one instrument")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate instrument ids in {ids}")
+    if mean_interval_ns < 1:
+        raise ValueError("mean_interval_ns must be >= 1")
+    if min(sizes) < 1:
+        raise ValueError("levels, level_gap_ticks and max_qty_lots must be >= 1")
+    if probs.ndim != 1 or len(probs) == 0 or (probs < 0).any() or probs.sum() <= 0:
+        raise ValueError("spread_probs must be a non-empty list of non-negative weights")
+    for name, p in probabilities.items():
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1]")
+
+
 class SyntheticMarket:
     """Reproducible multi-instrument market data generator on a simulated clock.
 
@@ -239,25 +262,19 @@ class SyntheticMarket:
         trade_prob: float = 0.2,
         update_prob: float = 0.5,
     ) -> None:
-        if not instruments:
-            raise ValueError("SyntheticMarket needs at least one instrument")
         ids = [s.instrument_id for s in instruments]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"duplicate instrument ids in {ids}")
-        if mean_interval_ns < 1:
-            raise ValueError("mean_interval_ns must be >= 1")
-        if levels < 1 or level_gap_ticks < 1 or max_qty_lots < 1:
-            raise ValueError("levels, level_gap_ticks and max_qty_lots must be >= 1")
         probs = np.asarray(spread_probs, dtype=float)
-        if probs.ndim != 1 or len(probs) == 0 or (probs < 0).any() or probs.sum() <= 0:
-            raise ValueError("spread_probs must be a non-empty list of non-negative weights")
-        for name, p in (
-            ("spread_change_prob", spread_change_prob),
-            ("trade_prob", trade_prob),
-            ("update_prob", update_prob),
-        ):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1]")
+        _check_args(
+            ids,
+            mean_interval_ns,
+            (levels, level_gap_ticks, max_qty_lots),
+            probs,
+            {
+                "spread_change_prob": spread_change_prob,
+                "trade_prob": trade_prob,
+                "update_prob": update_prob,
+            },
+        )
 
         n = len(instruments)
         self.specs: tuple[InstrumentSpec, ...] = tuple(instruments)
@@ -284,16 +301,27 @@ class SyntheticMarket:
         self._qty_pool: list[int] = []
         self._qty_i = 0
 
-        default_garch = garch if garch is not None else GarchParams()
+        self._books = self._make_books(garch if garch is not None else GarchParams())
+
+        self._block: list[tuple[int, list[float], list[float], list[list[float]]]] = []
+        self._block_i = 0
+        self._started = False
+        self._start_ns = int(start_ns)
+        self._t = int(start_ns)  # time of the last emitted message
+        self._pending: list[MarketData] = []
+
+    def _make_books(self, default_garch: GarchParams) -> list[_Book]:
+        """One book per instrument: its per-step variance, GARCH parameters and first spread
+        (drawn in instrument order: the stream depends on it)."""
         step_s = self.mean_interval_ns * 1e-9
-        self._books: list[_Book] = []
+        books: list[_Book] = []
         for spec in self.specs:
             if spec.vol is not None:
                 sigma = spec.vol
             else:
                 assert spec.annual_vol is not None
                 sigma = spec.annual_vol * math.sqrt(step_s / SECONDS_PER_YEAR)
-            self._books.append(
+            books.append(
                 _Book(
                     spec.instrument_id,
                     spec.tick_size,
@@ -303,13 +331,7 @@ class SyntheticMarket:
                     self._draw_spread(float(self._rng.random())),
                 )
             )
-
-        self._block: list[tuple[int, list[float], list[float], list[list[float]]]] = []
-        self._block_i = 0
-        self._started = False
-        self._start_ns = int(start_ns)
-        self._t = int(start_ns)  # time of the last emitted message
-        self._pending: list[MarketData] = []
+        return books
 
     # --- public API ---------------------------------------------------------------------------
 
