@@ -127,6 +127,16 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
     assert not missing, f"docs pages README.md does not link to: {missing}"
 
 
+def test_every_perf_suite_has_its_section_and_command() -> None:
+    """perf/README.md has, per suite, a section named after it and the command that runs it."""
+    text = (ROOT / "perf" / "README.md").read_text(encoding="utf-8")
+    headings = {m.group(2).strip() for m in _HEADING.finditer(_FENCE.sub("", text))}
+    code = "\n".join(m.group(0) for m in _FENCE.finditer(text))
+    for suite in sorted((ROOT / "perf").glob("bench_*.py")):
+        assert suite.stem in headings, f"perf/README.md: no section '## {suite.stem}'"
+        assert f"perf/{suite.name}" in code, f"perf/README.md: no command running {suite.name}"
+
+
 # the checker itself: each rule must catch what it is for
 
 
