@@ -8,8 +8,8 @@ staleness limit) is given to ``ExecEngine`` itself. config.toml's comments docum
 
 from __future__ import annotations
 
-import functools
 import math
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -33,16 +33,17 @@ class ExecPolicy(Settings):
     emulate: bool = True
     publish_anomalies: bool = True
 
-    @functools.cached_property
-    def retry_backoff_ns(self) -> int:
-        return int(self.retry_backoff_ms * 1_000_000)
+    # -- derived once (engine/settings.py): the units the exec engine works in --
+    retry_backoff_ns: ClassVar[int]
+    native_types: ClassVar[frozenset[int]]  # native_order_types as OrderType values
 
-    @functools.cached_property
-    def native_types(self) -> frozenset[int]:
-        """``native_order_types`` as ``OrderType`` values."""
-        return frozenset(int(OrderType[t]) for t in self.native_order_types)
+    def derived(self) -> dict[str, Any]:
+        return {
+            "retry_backoff_ns": int(self.retry_backoff_ms * 1_000_000),
+            "native_types": frozenset(int(OrderType[t]) for t in self.native_order_types),
+        }
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         need(0 <= self.max_retries <= 100, "max_retries", "must be within 0..100")
         need(
             math.isfinite(self.retry_backoff_ms) and self.retry_backoff_ms >= 0,
@@ -59,7 +60,8 @@ class ExecPolicy(Settings):
             "retry_on",
             "entries must be non-empty strings",
         )
-        msgspec.structs.force_setattr(self, "retry_on", tuple(s.lower() for s in self.retry_on))
+        # matched against the lower-cased reject reason: kept lower-case
+        msgspec.structs.force_setattr(self, "retry_on", tuple(r.lower() for r in self.retry_on))
         need(
             math.isfinite(self.price_gap_bps) and self.price_gap_bps >= 0,
             "price_gap_bps",
@@ -77,4 +79,3 @@ class ExecPolicy(Settings):
             "native_order_types",
             "must include MARKET and LIMIT (they cannot be emulated)",
         )
-        self.retry_backoff_ns, self.native_types  # noqa: B018 (derived once, here)

@@ -8,9 +8,8 @@ document each key.
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -32,11 +31,12 @@ class PortfolioSettings(Settings):
     var_level: float = 0.95
     wash_sale_days: float = float(WASH_SALE_DAYS)
 
-    @functools.cached_property
-    def equity_interval_ns(self) -> int:
-        return int(self.equity_interval_s * 1e9)
+    equity_interval_ns: ClassVar[int]  # derived once (engine/settings.py)
 
-    def __post_init__(self) -> None:
+    def derived(self) -> dict[str, Any]:
+        return {"equity_interval_ns": int(self.equity_interval_s * 1e9)}
+
+    def check(self) -> None:
         for ccy, v in self.cash.items():
             need(math.isfinite(v), f"cash.{ccy}", "must be a finite number")
         for ccy, v in self.fx_rates.items():
@@ -60,7 +60,6 @@ class PortfolioSettings(Settings):
             "wash_sale_days",
             "must be >= 0",
         )
-        self.equity_interval_ns  # noqa: B018 (derived once, here)
 
     def portfolio_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``engine.portfolio.Portfolio`` (after the instruments)."""

@@ -8,10 +8,9 @@ can load into it without importing the gate. config.toml's comments document eac
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.settings import Settings, need
 
@@ -38,17 +37,6 @@ _OFF: dict[str, Any] = {k: 0.0 for k in _PCT_KEYS} | {
     "max_intent_age_ms": 0.0,
     "trading_day_s": 60.0,  # = returns_interval_s: var_horizon_days counts return intervals
 }
-
-
-_DERIVED = (
-    "var_horizon",
-    "flash_window_ns",
-    "flash_cooldown_ns",
-    "flash_samples",
-    "max_intent_age_ns",
-    "refresh_interval_ns",
-    "returns_interval_ns",
-)
 
 
 class RiskLimits(Settings):
@@ -98,43 +86,31 @@ class RiskLimits(Settings):
         return cls(**(_OFF | overrides))
 
     # -- derived once (engine/settings.py): the units the gate works in --
+    var_horizon: ClassVar[float]  # the VaR horizon in return intervals
+    flash_window_ns: ClassVar[int]
+    flash_cooldown_ns: ClassVar[int]
+    flash_samples: ClassVar[int]  # prices kept per instrument: the window / the refresh interval
+    max_intent_age_ns: ClassVar[int]
+    refresh_interval_ns: ClassVar[int]
+    returns_interval_ns: ClassVar[int]
 
-    @functools.cached_property
-    def var_horizon(self) -> float:
-        """The VaR horizon in return intervals."""
-        return self.var_horizon_days * self.trading_day_s / self.returns_interval_s
+    def derived(self) -> dict[str, Any]:
+        return {
+            "var_horizon": self.var_horizon_days * self.trading_day_s / self.returns_interval_s,
+            "flash_window_ns": int(self.flash_window_s * 1e9),
+            "flash_cooldown_ns": int(self.flash_cooldown_s * 1e9),
+            "flash_samples": min(
+                4096, int(self.flash_window_s * 1000 / self.refresh_interval_ms) + 2
+            ),
+            "max_intent_age_ns": int(self.max_intent_age_ms * 1_000_000),
+            "refresh_interval_ns": int(self.refresh_interval_ms * 1_000_000),
+            "returns_interval_ns": max(1, round(self.returns_interval_s * 1e9)),
+        }
 
-    @functools.cached_property
-    def flash_window_ns(self) -> int:
-        return int(self.flash_window_s * 1e9)
-
-    @functools.cached_property
-    def flash_cooldown_ns(self) -> int:
-        return int(self.flash_cooldown_s * 1e9)
-
-    @functools.cached_property
-    def flash_samples(self) -> int:
-        """Price samples kept per instrument: the flash window over the refresh interval."""
-        return min(4096, int(self.flash_window_s * 1000 / self.refresh_interval_ms) + 2)
-
-    @functools.cached_property
-    def max_intent_age_ns(self) -> int:
-        return int(self.max_intent_age_ms * 1_000_000)
-
-    @functools.cached_property
-    def refresh_interval_ns(self) -> int:
-        return int(self.refresh_interval_ms * 1_000_000)
-
-    @functools.cached_property
-    def returns_interval_ns(self) -> int:
-        return max(1, round(self.returns_interval_s * 1e9))
-
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         self._check_orders()
         self._check_exposure()
         self._check_process()
-        for name in _DERIVED:
-            getattr(self, name)  # computed once, here
 
     def _check_orders(self) -> None:
         need(self.max_order_notional > 0, "max_order_notional", "must be > 0")

@@ -7,6 +7,8 @@ the values derived in other units are right, and that a bad value still exits 2 
 
 from __future__ import annotations
 
+import copy
+import pickle
 import uuid
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,10 @@ def test_derived_units() -> None:
     assert RiskLimits.off().var_horizon == 1.0  # off(): one return interval
     moved = msgspec.structs.replace(lim, max_intent_age_ms=0.0)  # derived again, not copied
     assert moved.max_intent_age_ns == 0 and lim.max_intent_age_ns == 250_500_000
+    for again in (copy.copy(lim), copy.deepcopy(lim), pickle.loads(pickle.dumps(lim))):
+        assert (
+            again == lim and again.flash_samples == 152 and again.max_intent_age_ns == 250_500_000
+        )
     pol = ExecPolicy(retry_backoff_ms=1.5, retry_on=("Busy", "RATE limit"))
     assert pol.retry_backoff_ns == 1_500_000 and pol.retry_on == ("busy", "rate limit")
     assert pol.native_types == {int(OrderType.MARKET), int(OrderType.LIMIT)}
