@@ -3,6 +3,12 @@
 Why msgspec Structs with ``forbid_unknown_fields``: a misspelt key in a trading engine's config
 is a silent wrong setting; here it is an error that names the key and the file, at start, before
 any process or shared-memory region exists (the CLI exits with code 2).
+
+A section that configures one engine part loads straight into that part's struct, where its
+defaults, units and checks are stated once (``engine/settings.py``: ``[risk]`` is
+``RiskLimits``, ``[exec]`` ``ExecPolicy``, ``[portfolio]`` ``PortfolioSettings``,
+``[[instruments]]`` an ``Instrument``). This module holds the sections no engine part owns, the
+file's shape and the loader, which turns every failure into a ``ConfigError`` naming the key.
 """
 
 from __future__ import annotations
