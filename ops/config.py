@@ -267,27 +267,46 @@ class SimHalt(msgspec.Struct, **_STRICT):
     reason: str = "scheduled halt"
 
 
-class SimSection(msgspec.Struct, **_STRICT):
+class SimVenueKeys(msgspec.Struct, **_STRICT):
+    """The keys every simulated venue has, ``[sim]`` and each ``[[venues]]`` entry alike: stated
+    and checked once, converted to what ``engine.venues.registry``'s sim factory takes once."""
+
+    maker_fee_bps: float = -0.5  # negative = rebate
+    taker_fee_bps: float = 2.0
     latency_us: float = 50.0
     jitter_us: float = 10.0
-    maker_fee_bps: float = -0.5
-    taker_fee_bps: float = 2.0
-    # the exchange's own trading status (engine/sources/halts.py): scheduled halts, and a
-    # limit-up/limit-down breaker (0 = off) halting an instrument whose price moves more than
-    # circuit_breaker_pct % within circuit_breaker_window_s, for circuit_breaker_halt_s
+
+    def __post_init__(self) -> None:
+        for k in ("maker_fee_bps", "taker_fee_bps"):
+            v = getattr(self, k)
+            _need_rel(math.isfinite(v) and abs(v) < 1000, k, "must be within ±1000 bps")
+        for k in ("latency_us", "jitter_us"):
+            v = getattr(self, k)
+            _need_rel(math.isfinite(v) and v >= 0, k, "must be >= 0")
+
+    def venue_settings(self) -> dict[str, Any]:
+        """``engine.venues.registry.VenueConfig.settings`` of this venue (ns, not µs)."""
+        return {
+            "maker_fee_bps": self.maker_fee_bps,
+            "taker_fee_bps": self.taker_fee_bps,
+            "latency_ns": int(self.latency_us * 1000),
+            "jitter_ns": int(self.jitter_us * 1000),
+        }
+
+
+class SimSection(SimVenueKeys, **_STRICT):
+    """``[sim]``: the one simulated venue (when there is no ``[[venues]]``) and the exchange's
+    own trading status (engine/sources/halts.py): scheduled halts, and a limit-up/limit-down
+    breaker (0 = off) halting an instrument whose price moves more than circuit_breaker_pct %
+    within circuit_breaker_window_s, for circuit_breaker_halt_s."""
+
     halts: list[SimHalt] = []
     circuit_breaker_pct: float = 0.0
     circuit_breaker_window_s: float = 1.0
     circuit_breaker_halt_s: float = 5.0
 
     def __post_init__(self) -> None:
-        _need(self.latency_us >= 0, "sim.latency_us", "must be >= 0")
-        _need(self.jitter_us >= 0, "sim.jitter_us", "must be >= 0")
-        _need(
-            abs(self.maker_fee_bps) < 1000 and abs(self.taker_fee_bps) < 1000,
-            "sim.taker_fee_bps",
-            "fees must be within ±1000 bps",
-        )
+        super().__post_init__()
         _need(
             0 <= self.circuit_breaker_pct < 100,
             "sim.circuit_breaker_pct",
@@ -306,43 +325,42 @@ class SimSection(msgspec.Struct, **_STRICT):
             )
 
 
-class VenueSection(msgspec.Struct, **_STRICT):
+class VenueSection(SimVenueKeys, **_STRICT):
     """One simulated venue of ``[[venues]]`` (several: a smart router splits orders over them)."""
 
     name: str
     kind: str = "sim"
-    maker_fee_bps: float = -0.5
-    taker_fee_bps: float = 2.0
-    latency_us: float = 50.0
-    jitter_us: float = 10.0
     px_offset_ticks: int = 0  # this venue's book = the market's shifted by this many ticks
     size_scale: float = 1.0  # ... with every size multiplied by this
+
+    def __post_init__(self) -> None:
+        _need_rel(
+            bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.name)),
+            "name",
+            "must be 1-32 letters, digits, _ or -",
+        )
+        _need_rel(
+            self.kind in known_kinds(),
+            "kind",
+            f"unknown venue kind {self.kind!r}; known kinds: {', '.join(map(repr, known_kinds()))}",
+        )
+        super().__post_init__()
+        _need_rel(
+            math.isfinite(self.size_scale) and self.size_scale > 0, "size_scale", "must be > 0"
+        )
+
+    def venue_settings(self) -> dict[str, Any]:
+        return super().venue_settings() | {
+            "px_offset_ticks": self.px_offset_ticks,
+            "size_scale": self.size_scale,
+        }
 
 
 def _check_venues(venues: list[VenueSection]) -> None:
     names: set[str] = set()
     for k, v in enumerate(venues):
-        key = f"venues[{k}]"
-        _need(
-            bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", v.name)),
-            f"{key}.name",
-            "must be 1-32 letters, digits, _ or -",
-        )
-        _need(v.name not in names, f"{key}.name", f"{v.name!r} is used twice")
+        _need(v.name not in names, f"venues[{k}].name", f"{v.name!r} is used twice")
         names.add(v.name)
-        _need(
-            v.kind in known_kinds(),
-            f"{key}.kind",
-            f"unknown venue kind {v.kind!r}; known kinds: {', '.join(map(repr, known_kinds()))}",
-        )
-        for f in ("maker_fee_bps", "taker_fee_bps"):
-            x = getattr(v, f)
-            _need(math.isfinite(x) and abs(x) < 1000, f"{key}.{f}", "must be within ±1000 bps")
-        _need(
-            math.isfinite(v.latency_us) and v.latency_us >= 0, f"{key}.latency_us", "must be >= 0"
-        )
-        _need(math.isfinite(v.jitter_us) and v.jitter_us >= 0, f"{key}.jitter_us", "must be >= 0")
-        _need(math.isfinite(v.size_scale) and v.size_scale > 0, f"{key}.size_scale", "must be > 0")
 
 
 class BacktestSection(msgspec.Struct, **_STRICT):

@@ -129,31 +129,10 @@ def venue_configs(
     table = instruments or cfg.instrument_table()
     market = partial(_market_stream, cfg)
     if not getattr(cfg, "venues", None):
-        s = cfg.sim
-        settings = {
-            "latency_ns": int(s.latency_us * 1000),
-            "jitter_ns": int(s.jitter_us * 1000),
-            "maker_fee_bps": s.maker_fee_bps,
-            "taker_fee_bps": s.taker_fee_bps,
-        }
+        settings = cfg.sim.venue_settings()
         return [VenueConfig("sim", "sim", table, settings, cfg.market.seed, record_path, market)]
     return [
-        VenueConfig(
-            v.name,
-            v.kind,
-            table,
-            {
-                "maker_fee_bps": v.maker_fee_bps,
-                "taker_fee_bps": v.taker_fee_bps,
-                "latency_ns": int(v.latency_us * 1000),
-                "jitter_ns": int(v.jitter_us * 1000),
-                "px_offset_ticks": v.px_offset_ticks,
-                "size_scale": v.size_scale,
-            },
-            cfg.market.seed + k,
-            None,
-            market,
-        )
+        VenueConfig(v.name, v.kind, table, v.venue_settings(), cfg.market.seed + k, None, market)
         for k, v in enumerate(cfg.venues)
     ]
 

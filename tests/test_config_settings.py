@@ -116,6 +116,13 @@ def test_derived_units() -> None:
     assert pol.retry_backoff_ns == 1_500_000 and pol.retry_on == ("busy", "rate limit")
     assert pol.native_types == {int(OrderType.MARKET), int(OrderType.LIMIT)}
     assert PortfolioSettings(equity_interval_s=0.25).equity_interval_ns == 250_000_000
+    sim = parse_config("[sim]\nlatency_us = 12.5\njitter_us = 0.5\n" + MINIMAL).sim
+    assert sim.venue_settings() == {
+        "maker_fee_bps": -0.5,
+        "taker_fee_bps": 2.0,
+        "latency_ns": 12_500,
+        "jitter_ns": 500,
+    }
 
 
 def test_the_engine_gets_the_converted_values() -> None:
@@ -142,6 +149,9 @@ def test_the_engine_gets_the_converted_values() -> None:
         ("[exec]\nretry_backoff_ms = -1.0\n", "exec.retry_backoff_ms", "must be >= 0"),
         ("[exec]\nretry_backoff_ns = 5\n", "exec.retry_backoff_ns", "unknown key"),
         ("[exec]\nid_block = 3\n", "exec.id_block", "unknown key"),  # not a setting
+        ("[sim]\nmaker_fee_bps = 2000.0\n", "sim.maker_fee_bps", "within ±1000 bps"),
+        ("[sim]\njitter_us = -1.0\n", "sim.jitter_us", "must be >= 0"),
+        ('[[venues]]\nname = "a"\njitter_us = -1.0\n', "venues[0].jitter_us", "must be >= 0"),
         (
             '[[instruments]]\ninstrument_id = 5\nsymbol = "B"\nlot_size = 0.0\n',
             "instruments[0].lot_size",
