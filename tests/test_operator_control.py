@@ -108,7 +108,8 @@ def test_a_silent_socket_falls_back_to_a_signal_only_for_a_proven_supervisor(
         write_record(tmp_path / "gekko-e1.pid", ident, engine_id="e1", run_id=1)
         line = operate(tmp_path, "e1", "kill", "gekko kill", "alice")
         assert f"verified supervisor pid {p.pid}" in line
-        assert _wait_for(got.exists, 10) and got.read_text() == "usr1"
+        # the handler creates the file, then writes it: wait for the word, not the file
+        assert _wait_for(lambda: got.exists() and got.read_text() == "usr1", 10)
         assert take_request(tmp_path, "e1", "kill")["actor"] == "alice"
     finally:
         p.kill()
