@@ -21,9 +21,10 @@ What it decides, by ``ExecPolicy`` (config ``[exec]``):
 - Retries: a venue rejection of a new order whose reason matches ``retry_on`` (busy, throttled,
   ...) is retried up to ``max_retries`` times with exponential backoff, under a fresh venue-side
   id (venues refuse a reused client id); upstream sees only the final outcome, on the original id.
-- Price-gap protection: a MARKET order is refused when the mid moved more than ``price_gap_bps``
-  between the tick that caused it (its ``ts_origin``; or its ``px`` when the strategy set one as
-  the price it saw) and now: the decision was made on a market that is gone.
+- Price-gap protection (``engine.price_gap``): a MARKET order is refused when the mid moved
+  more than ``price_gap_bps`` between the tick that caused it (its ``ts_origin``; or its ``px``
+  when the strategy set one as the price it saw) and now: the decision was made on a market
+  that is gone.
 - Staleness: a ``NewOrder`` from risk whose ``ts_origin`` is more than ``max_order_age_ns``
   before now (or as far after: another clock) is refused, ``exec: stale_order``, counted in
   ``stale_rejects`` — risk approved it in time, but it waited (in the orders ring while exec was
@@ -43,8 +44,6 @@ What it decides, by ``ExecPolicy`` (config ``[exec]``):
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -77,13 +76,12 @@ from engine.messages import (
 )
 from engine.oms import OrderSnapshot, OrderState, OrderTable
 from engine.order_states import OrderStatus
+from engine.price_gap import PriceGapGuard
 from engine.venues.base import Venue
 
 DAY_NS = 86_400 * 1_000_000_000
 #: the key of a venue-wide halt in ``ExecEngine.halted``
 VENUE_WIDE = -1
-#: mids kept per instrument for the price-gap check (looked up by an order's ts_origin)
-MID_HISTORY = 256
 #: exec's own client order ids (algo children, retries) use a strategy id no strategy has
 #: (``strategy_id << 32 | counter`` is the id scheme; config allows strategy ids 1..255), and a
 #: block of 2**24 ids per exec incarnation below it
@@ -138,7 +136,7 @@ class ExecEngine:
         self._retry_due: list[tuple[int, int, int]] = []  # (due_ns, seq, coid)
         self._retry_seq = 0
         self._expiries: list[tuple[int, int]] = []  # emulated DAY/GTD orders: (expire_ns, coid)
-        self._mids: dict[int, tuple[deque[int], deque[int]]] = {}  # iid -> (ts, mid)
+        self._gaps = PriceGapGuard()  # recent mids, for the price-gap check (engine.price_gap)
         self._next_id = EXEC_STRATEGY_ID << 32 | id_block << EXEC_BLOCK_BITS
         self._id_limit = self._next_id + (1 << EXEC_BLOCK_BITS) - 1
         self._anomalies: list[OrderAnomaly] = []
@@ -269,7 +267,7 @@ class ExecEngine:
                 self._local_reject(order, "market halted", now_ns, out)
             return
         if order.order_type == OrderType.MARKET and self.policy.price_gap_bps > 0:
-            why = self._gap(order)
+            why = self._gaps.why(order, self.policy.price_gap_bps)
             if why:
                 self.gap_rejects += 1
                 self._local_reject(order, why, now_ns, out)
@@ -510,37 +508,6 @@ class ExecEngine:
                 del self._held[coid]
                 self._dispatch(o, now_ns, out)
 
-    # --- price-gap protection --------------------------------------------------------------------
-    def _note_mid(self, q: Quote) -> None:
-        if q.bid_qty <= 0 or q.ask_qty <= 0 or q.bid_px <= 0 or q.ask_px <= 0:
-            return
-        h = self._mids.get(q.instrument_id)
-        if h is None:
-            h = self._mids[q.instrument_id] = (deque(maxlen=MID_HISTORY), deque(maxlen=MID_HISTORY))
-        h[0].append(q.ts_recv)
-        h[1].append(q.bid_px + q.ask_px)  # 2 x mid: integer ticks, ratios are unchanged
-
-    def _gap(self, order: NewOrder) -> str:
-        """Why a market order is refused by the price-gap check ("" if it is not)."""
-        h = self._mids.get(order.instrument_id)
-        if not h or not h[1]:
-            return ""
-        now2 = h[1][-1]
-        if order.px > 0:
-            ref2 = 2 * order.px
-        else:
-            k = bisect_right(h[0], order.ts_origin) - 1
-            if k < 0:
-                return ""  # older than the history: nothing to compare with
-            ref2 = h[1][k]
-        moved = abs(now2 - ref2) * 1e4 / ref2
-        if moved > self.policy.price_gap_bps:
-            return (
-                f"price gap: mid moved {moved:.1f} bps since the intent "
-                f"(band {self.policy.price_gap_bps:g} bps)"
-            )
-        return ""
-
     # --- market data and time ----------------------------------------------------------------------
     def on_market_data(self, msg: object, now_ns: int) -> list[object]:
         """Feed market data to the venue (a simulated venue matches our orders against it), the
@@ -556,7 +523,7 @@ class ExecEngine:
             return out
         self._filter(self.venue.on_market_data(msg, now_ns), now_ns, out)
         if tp is Quote:
-            self._note_mid(msg)  # type: ignore[arg-type]
+            self._gaps.note(msg)  # type: ignore[arg-type]
         # always: the emulator keeps the last prices a new trailing stop starts from
         for trig in self.emulator.on_market_data(msg, getattr(msg, "ts_recv", now_ns)):
             self._fire(trig, now_ns, out)

@@ -1,0 +1,52 @@
+"""Price-gap protection for market orders: the recent mids per instrument, by receive time.
+
+A MARKET order is refused when the mid moved more than the band (``[exec] price_gap_bps``)
+between the tick that caused it (its ``ts_origin``; or its ``px`` when the strategy set one as
+the price it saw) and now: the decision was made on a market that is gone. Kept apart from
+``engine.exec_engine`` because it is one small job with its own state (a bounded history per
+instrument, looked up by time).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+
+from engine.messages import NewOrder, Quote
+
+#: mids kept per instrument for the price-gap check (looked up by an order's ts_origin)
+MID_HISTORY = 256
+
+
+class PriceGapGuard:
+    """The last ``MID_HISTORY`` two-sided mids of each instrument and the check against them."""
+
+    def __init__(self) -> None:
+        self._mids: dict[int, tuple[deque[int], deque[int]]] = {}  # iid -> (ts, mid)
+
+    def note(self, q: Quote) -> None:
+        if q.bid_qty <= 0 or q.ask_qty <= 0 or q.bid_px <= 0 or q.ask_px <= 0:
+            return
+        h = self._mids.get(q.instrument_id)
+        if h is None:
+            h = self._mids[q.instrument_id] = (deque(maxlen=MID_HISTORY), deque(maxlen=MID_HISTORY))
+        h[0].append(q.ts_recv)
+        h[1].append(q.bid_px + q.ask_px)  # 2 x mid: integer ticks, ratios are unchanged
+
+    def why(self, order: NewOrder, band_bps: float) -> str:
+        """Why a market order is refused by the price-gap check ("" if it is not)."""
+        h = self._mids.get(order.instrument_id)
+        if not h or not h[1]:
+            return ""
+        now2 = h[1][-1]
+        if order.px > 0:
+            ref2 = 2 * order.px
+        else:
+            k = bisect_right(h[0], order.ts_origin) - 1
+            if k < 0:
+                return ""  # older than the history: nothing to compare with
+            ref2 = h[1][k]
+        moved = abs(now2 - ref2) * 1e4 / ref2
+        if moved > band_bps:
+            return f"price gap: mid moved {moved:.1f} bps since the intent (band {band_bps:g} bps)"
+        return ""
