@@ -11,7 +11,7 @@ Why it looks like this (DESIGN §4):
   data tick that caused it, so tick-to-order latency is measurable on every single order.
 
 Enumerations are plain ``int`` fields on the wire (decoding an IntEnum costs a lookup on the hot
-path); the ``IntEnum`` classes below name the values for humans and are interchangeable with ints.
+path); the ``IntEnum`` classes in ``engine.enums`` (re-exported here) name the values for humans.
 What a message means is its type, never a prefix of its text: a refused cancel or replace is an
 ``OrderCancelRejected`` / ``OrderReplaceRejected`` with a reason enum. A message built from
 another has a constructor on its struct (``NewOrder.from_intent``, ``OrderAccepted.for_order``).
@@ -25,111 +25,22 @@ from typing import Any, Self
 
 import msgspec
 
-
-class Side(IntEnum):
-    """Order or aggressor side. The sign doubles as the sign of a position change."""
-
-    BUY = 1
-    SELL = -1
-    NONE = 0
-
-
-class OrderType(IntEnum):
-    MARKET = 1
-    LIMIT = 2
-    STOP = 3
-    STOP_LIMIT = 4
-    TRAILING_STOP = 5
-
-
-class TimeInForce(IntEnum):
-    GTC = 1
-    IOC = 2
-    FOK = 3
-    GTD = 4
-    DAY = 5
-
-
-class OrderFlag(IntEnum):
-    """Bit flags on an order."""
-
-    NONE = 0
-    POST_ONLY = 1
-    REDUCE_ONLY = 2
-
-
-class Liquidity(IntEnum):
-    MAKER = 1
-    TAKER = 2
-
-
-class ControlCommand(IntEnum):
-    """Commands sent to processes on the control ring."""
-
-    STOP = 1  # stop trading and shut down cleanly
-    KILL = 2  # kill switch: halt, cancel every open order
-    RESUME = 3  # explicit resume after a halt
-    CANCEL_ALL = 4
-    FLATTEN = 5  # kill switch variant that also closes positions
-
-
-class RiskEventKind(IntEnum):
-    ORDER_REJECTED = 1
-    LIMIT_BREACH = 2
-    KILL_SWITCH = 3
-    STATE_CHANGE = 4
-    RESUMED = 5
-
-
-class TradingState(IntEnum):
-    ACTIVE = 1
-    REDUCING = 2
-    HALTED = 3
-
-
-class AlgoKind(IntEnum):
-    """Execution algorithm of a parent order (``algo`` on IntentNew / NewOrder; 0 = a plain
-    order sent to the venue as it is). See ``engine.algos``."""
-
-    NONE = 0
-    TWAP = 1
-    VWAP = 2
-    ICEBERG = 3
-    POV = 4
-
-
-class AlgoState(IntEnum):
-    """Life cycle of a parent order run by an execution algorithm (``AlgoProgress.state``)."""
-
-    WORKING = 1
-    DONE = 2  # fully filled
-    CANCELED = 3  # canceled by request (children canceled) or ended with quantity left
-    REJECTED = 4
-
-
-class CancelRejectReason(IntEnum):
-    """Why a cancel was refused (``OrderCancelRejected.reason``); the order is unchanged."""
-
-    UNKNOWN_ORDER = 1  # the venue (or router, or algo engine) does not know the order
-    NOT_OPEN = 2  # already filled / canceled / expired: the cancel crossed the order's end
-    REFUSED = 3  # any other reason, said in ``detail`` (a real venue's own refusal)
-
-
-class ReplaceRejectReason(IntEnum):
-    """Why a replace (amend) was refused (``OrderReplaceRejected.reason``); the order is
-    unchanged. The first values match ``CancelRejectReason``'s."""
-
-    UNKNOWN_ORDER = 1
-    NOT_OPEN = 2  # already filled / canceled / expired (an algo parent no longer working)
-    PENDING_RETRY = 3  # exec holds it for a retry: the venue does not have it right now
-    INVALID = 4  # the new price or quantity is out of range
-    HALTED = 5  # trading in the instrument is halted at the venue
-    SELF_TRADE = 6  # the new price would trade with one of our own resting orders
-    POST_ONLY = 7  # a post-only order's new price would take liquidity
-    SPLIT = 8  # the order works at several venues: cancel it and send a new one
-    UNSUPPORTED = 9  # this engine cannot amend such an order (an algo parent without amends)
-    REFUSED = 10  # any other reason, said in ``detail`` (an algorithm's check, a venue's text)
-
+from engine.enums import (  # noqa: F401 - re-exported: each message names its values here
+    AlgoKind,
+    AlgoState,
+    CancelRejectReason,
+    ControlCommand,
+    ExchangeStatusKind,
+    Liquidity,
+    OrderFlag,
+    OrderType,
+    ReconciliationKind,
+    ReplaceRejectReason,
+    RiskEventKind,
+    Side,
+    TimeInForce,
+    TradingState,
+)
 
 _S = {"array_like": True, "frozen": False, "gc": False}
 
@@ -512,14 +423,6 @@ class Heartbeat(msgspec.Struct, tag=42, **_S):
     ts: int
 
 
-class ExchangeStatusKind(IntEnum):
-    """What a venue says about trading in an instrument (``ExchangeStatus.status``)."""
-
-    OPEN = 1
-    HALTED = 2  # a regulatory or venue halt
-    CIRCUIT_BREAKER = 3  # the exchange's own limit-up/limit-down or market-wide breaker
-
-
 class TradingStateChanged(msgspec.Struct, tag=43, **_S):
     """The engine-wide trading state moved (``TradingState``): who, why, when.
 
@@ -667,18 +570,6 @@ class ModelRejected(msgspec.Struct, tag=9, **_S):
     version: str
     reason: str
     ts: int
-
-
-class ReconciliationKind(IntEnum):
-    """What recovery found different between the stored record and the venue (tags 60-64)."""
-
-    MISSING_FILL = 1  # the venue filled us and the record did not know: applied
-    UNKNOWN_AT_VENUE = 2  # open in the record, not open at the venue: closed (canceled)
-    UNKNOWN_LOCALLY = 3  # open at the venue, unknown to the record: adopted
-    MISSING_ACK = 4  # the venue accepted an order the record still had as submitted
-    ORDER_MISMATCH = 5  # price or open quantity differ: the venue's are taken
-    POSITION_MISMATCH = 6  # the position from recorded fills differs from the venue's
-    DUPLICATE_SUPPRESSED = 7  # an order re-delivered after a crash that the venue already had
 
 
 class ReconciliationEvent(msgspec.Struct, tag=60, **_S):
