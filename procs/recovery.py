@@ -83,7 +83,9 @@ class ExecRecovery:
     algo: Any = None
 
 
-def recover_exec(w: Any, cfg: Any, venue: ExecutionClient, orders: Any, events: Any) -> ExecRecovery:
+def recover_exec(
+    w: Any, cfg: Any, venue: ExecutionClient, orders: Any, events: Any
+) -> ExecRecovery:
     """Steps 1-4 above. ``events`` is exec's producer on the ``events`` ring: its sequence
     number tells which journaled events really went out. Raises ``UnsafeToTrade``."""
     out = ExecRecovery()
@@ -134,7 +136,11 @@ def file_reconciliation(cfg: Any, events: list[Any]) -> None:
 
 
 def _rebuild(
-    cfg: Any, venue: ExecutionClient, orders: Iterable[NewOrder], events: list[Any], out: ExecRecovery
+    cfg: Any,
+    venue: ExecutionClient,
+    orders: Iterable[NewOrder],
+    events: list[Any],
+    out: ExecRecovery,
 ) -> tuple[Reconciliation, Any, list[Any]]:
     """Steps 3-4 on ``orders`` / ``events`` (the record's or the journal's) and ``out.backlog``
     (the waiting orders): fills ``out``; returns (the reconciliation, the algo recovery, the

@@ -20,11 +20,11 @@ from engine.messages import (
     TimeInForce,
 )
 from engine.risk import RiskLimits
+from engine.sources.synthetic import InstrumentSpec, SyntheticMarket
 from engine.strategies.base import Strategy
 from engine.strategy_host import StrategySpec
 from engine.venues.multi import VenueSpec, build_sim_venues
 from engine.venues.sim import SimExchange
-from engine.sources.synthetic import InstrumentSpec, SyntheticMarket
 
 IID = 1
 INS = Instrument(instrument_id=IID, symbol="AAA", tick_size=0.01, lot_size=1.0)

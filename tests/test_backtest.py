@@ -400,8 +400,8 @@ def test_stopped_strategies_do_not_act_on_late_events():
 
 
 def sim_setup(latency_ns: int, seed: int = 3):
-    from engine.venues.sim import SimExchange
     from engine.sources.synthetic import InstrumentSpec, SyntheticMarket
+    from engine.venues.sim import SimExchange
 
     market = SyntheticMarket(
         [
