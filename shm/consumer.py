@@ -397,7 +397,7 @@ class Consumer:
         ``take`` decodes or copies the payload; a non-gating reader then checks that the producer
         did not lap the frame while it was being read (if it did, what was taken is discarded,
         counted as missed, and the reader resynchronises). Only a gating reader's reads bypass
-        it: ``poll``'s inlined fast path and ``poll_raw`` (its frames cannot be lapped).
+        it: ``poll`` and ``poll_raw`` (its frames cannot be lapped).
         """
         data = self._data
         got = 0
@@ -458,6 +458,19 @@ class Consumer:
                             raise self._undecodable(exc) from exc
                         self.received += 1
                         return msg
+            # past the cached end, a pad or a first frame: one frame the careful way (a gating
+            # reader's frames cannot be lapped, so no list and no lap check: a caught-up reader
+            # lands here on most polls)
+            f = self._next_frame()
+            if f is None:
+                return None
+            _, off, n = f
+            try:
+                msg = self._decode(self._data[off : off + n])
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise self._undecodable(exc) from exc
+            self.received += 1
+            return msg
         out: list[Any] = []
         self._poll_into(self._decode, out, 1)
         return out[0] if out else None
