@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import msgspec
 
@@ -337,10 +337,12 @@ class OrderReplaced(msgspec.Struct, tag=36, **_S):
     ts_recv: int
 
 
-class OrderCancelRejected(msgspec.Struct, tag=39, **_S):
-    """A cancel request was refused: the order is unchanged (still working, or already over
-    when ``reason`` is NOT_OPEN). ``reason`` is a ``CancelRejectReason``, ``detail`` for humans.
-    Carries the request's ``ts_origin``, like every event a request causes."""
+class _RequestRefusal(msgspec.Struct, **_S):
+    """What a refused cancel and a refused replace share (each is its own tagged type below):
+    the order is unchanged; ``reason`` is the type's enum, ``detail`` for humans; ``ts_origin``
+    is the request's, like every event a request causes."""
+
+    REASONS: ClassVar[type[IntEnum]]
 
     client_order_id: int
     instrument_id: int
@@ -352,7 +354,7 @@ class OrderCancelRejected(msgspec.Struct, tag=39, **_S):
 
     @classmethod
     def for_request(cls, req: Any, reason: int, detail: str, ts_event: int, ts_recv: int) -> Self:
-        """The refusal of ``req`` (a ``CancelOrder``: its order, instrument and ts_origin)."""
+        """The refusal of ``req`` (its order, instrument and ts_origin)."""
         return cls(
             req.client_order_id, req.instrument_id, reason, detail, req.ts_origin, ts_event, ts_recv
         )
@@ -360,32 +362,21 @@ class OrderCancelRejected(msgspec.Struct, tag=39, **_S):
     @property
     def text(self) -> str:
         """For humans (logs, the record's reason column): ``not_open: <detail>``."""
-        return _reason_text(CancelRejectReason, self.reason, self.detail)
+        return _reason_text(self.REASONS, self.reason, self.detail)
 
 
-class OrderReplaceRejected(msgspec.Struct, tag=29, **_S):
-    """A replace (amend) request was refused: the order is unchanged. ``reason`` is a
-    ``ReplaceRejectReason``, ``detail`` for humans; ``ts_origin`` is the request's."""
+class OrderCancelRejected(_RequestRefusal, tag=39, **_S):
+    """A ``CancelOrder`` was refused: the order is still working, or already over when
+    ``reason`` is NOT_OPEN (``CancelRejectReason``)."""
 
-    client_order_id: int
-    instrument_id: int
-    reason: int
-    detail: str
-    ts_origin: int
-    ts_event: int
-    ts_recv: int
+    REASONS: ClassVar[type[IntEnum]] = CancelRejectReason
 
-    @classmethod
-    def for_request(cls, req: Any, reason: int, detail: str, ts_event: int, ts_recv: int) -> Self:
-        """The refusal of ``req`` (a ``ReplaceOrder``: its order, instrument and ts_origin)."""
-        return cls(
-            req.client_order_id, req.instrument_id, reason, detail, req.ts_origin, ts_event, ts_recv
-        )
 
-    @property
-    def text(self) -> str:
-        """For humans (logs, the record's reason column): ``self_trade: <detail>``."""
-        return _reason_text(ReplaceRejectReason, self.reason, self.detail)
+class OrderReplaceRejected(_RequestRefusal, tag=29, **_S):
+    """A ``ReplaceOrder`` (amend) was refused: the order keeps its terms
+    (``ReplaceRejectReason``)."""
+
+    REASONS: ClassVar[type[IntEnum]] = ReplaceRejectReason
 
 
 def _reason_text(kind: type[IntEnum], reason: int, detail: str) -> str:
