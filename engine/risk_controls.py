@@ -64,33 +64,49 @@ def breakers(book: RiskBook, now_ns: int, wall_ns: int) -> list[RiskOutput]:
     """Daily loss (from ``day_start_equity``) and drawdown (from ``peak_equity``): each escalates
     to its HALTED threshold, else its REDUCING one."""
     lim = book.limits
-    eq = book.equity
-    if eq > book.peak_equity:
-        book.peak_equity = eq
-    out: list[RiskOutput] = []
-    base = book.day_start_equity
-    if base > 0 and (lim.daily_loss_halt_pct > 0 or lim.daily_loss_reduce_pct > 0):
-        loss = (base - eq) / base * 100.0
-        for pct, st in (
-            (lim.daily_loss_halt_pct, TradingState.HALTED),
-            (lim.daily_loss_reduce_pct, TradingState.REDUCING),
-        ):
-            if pct > 0 and loss >= pct - _EPS:
-                why = f"daily loss {loss:.3f}% >= {pct:g}%"
-                out += escalate(book, st, why, "daily_loss", now_ns, wall_ns, loss, pct)
-                break
-    peak = book.peak_equity
-    if peak > 0 and (lim.drawdown_halt_pct > 0 or lim.drawdown_reduce_pct > 0):
-        dd = (peak - eq) / peak * 100.0
-        for pct, st in (
-            (lim.drawdown_halt_pct, TradingState.HALTED),
-            (lim.drawdown_reduce_pct, TradingState.REDUCING),
-        ):
-            if pct > 0 and dd >= pct - _EPS:
-                why = f"drawdown {dd:.3f}% >= {pct:g}%"
-                out += escalate(book, st, why, "drawdown", now_ns, wall_ns, dd, pct)
-                break
-    return out
+    if book.equity > book.peak_equity:
+        book.peak_equity = book.equity
+    out = _breaker(
+        book,
+        book.day_start_equity,
+        lim.daily_loss_halt_pct,
+        lim.daily_loss_reduce_pct,
+        "daily loss",
+        "daily_loss",
+        now_ns,
+        wall_ns,
+    )
+    return out + _breaker(
+        book,
+        book.peak_equity,
+        lim.drawdown_halt_pct,
+        lim.drawdown_reduce_pct,
+        "drawdown",
+        "drawdown",
+        now_ns,
+        wall_ns,
+    )
+
+
+def _breaker(
+    book: RiskBook,
+    base: float,
+    halt_pct: float,
+    reduce_pct: float,
+    what: str,
+    source: str,
+    now_ns: int,
+    wall_ns: int,
+) -> list[RiskOutput]:
+    """One breaker: the fall of equity from ``base``, in percent, against its two thresholds."""
+    if base <= 0 or (halt_pct <= 0 and reduce_pct <= 0):
+        return []
+    fall = (base - book.equity) / base * 100.0
+    for pct, st in ((halt_pct, TradingState.HALTED), (reduce_pct, TradingState.REDUCING)):
+        if pct > 0 and fall >= pct - _EPS:
+            why = f"{what} {fall:.3f}% >= {pct:g}%"
+            return escalate(book, st, why, source, now_ns, wall_ns, fall, pct)
+    return []
 
 
 def escalate(
