@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,31 +23,12 @@ import redis
 from ops.store.bus import stream_name
 from ops.store.redis_store import client_for_url, key
 from tests.conftest import ROOT
-from tests.test_engine_e2e import is_ready
+from tests.test_engine_e2e import is_ready, set_key
 
 pytestmark = pytest.mark.timeout(420)
 
 FILL_TYPES = ("OrderPartiallyFilled", "OrderFilled")
 ENVELOPE = ("remote_source", "remote_ring", "remote_id", "remote_delivered_ns")
-
-
-def set_key(text: str, section: str, key_: str, value: str) -> str:
-    """Set ``key = value`` in TOML ``[section]`` of ``text`` (adding the key or the section)."""
-    header = f"[{section}]"
-    at = text.find(f"\n{header}")
-    if at < 0:
-        return f"{text}\n{header}\n{key_} = {value}\n"
-    start = at + len(header) + 1
-    nxt = re.search(r"^\[", text[start + 1 :], re.M)
-    end = start + 1 + nxt.start() if nxt else len(text)
-    body = text[start:end]
-    line = re.search(rf"^{re.escape(key_)}\s*=.*$", body, re.M)
-    body = (
-        body[: line.start()] + f"{key_} = {value}" + body[line.end() :]
-        if line
-        else f"\n{key_} = {value}" + body
-    )
-    return text[:start] + body + text[end:]
 
 
 def engine_config(tmp: Path, eid: str, redis_url: str, **bridge: str) -> Path:

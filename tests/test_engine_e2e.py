@@ -47,6 +47,25 @@ def write_config(
     return path
 
 
+def set_key(text: str, section: str, key: str, value: str) -> str:
+    """Set ``key = value`` in TOML ``[section]`` of ``text`` (adding the key or the section)."""
+    header = f"[{section}]"
+    at = text.find(f"\n{header}")
+    if at < 0:
+        return f"{text}\n{header}\n{key} = {value}\n"
+    start = at + len(header) + 1
+    nxt = re.search(r"^\[", text[start + 1 :], re.M)
+    end = start + 1 + nxt.start() if nxt else len(text)
+    body = text[start:end]
+    line = re.search(rf"^{re.escape(key)}\s*=.*$", body, re.M)
+    body = (
+        body[: line.start()] + f"{key} = {value}" + body[line.end() :]
+        if line
+        else f"\n{key} = {value}" + body
+    )
+    return text[:start] + body + text[end:]
+
+
 def gekko(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     return subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],

@@ -19,7 +19,7 @@ import pytest
 from engine.messages import OrderPartiallyFilled, Quote, Side
 from engine.messages import TimeInForce as Tif
 from engine.strategies.base import Strategy
-from tests.test_engine_e2e import eid, gekko, summary_of, write_config  # noqa: F401
+from tests.test_engine_e2e import eid, gekko, set_key, summary_of, write_config  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,10 +89,7 @@ instruments = ["AAPL"]
         ("storage.postgres", "mode", '"off"'),
         ("inference", "enabled", "false"),
     ):
-        start = text.index(f"\n[{section}]\n")
-        m = re.compile(rf"(?m)^{key} = .*$").search(text, start)
-        assert m is not None, key
-        text = text[: m.start()] + f"{key} = {value}" + text[m.end() :]
+        text = set_key(text, section, key, value)
     cfg.write_text(text)
     return cfg
 

@@ -409,9 +409,8 @@ slices = 8
 
 
 def _twap_config(tmp_path: Path, eid: str) -> Path:
-    import re
 
-    from tests.test_engine_e2e import write_config
+    from tests.test_engine_e2e import set_key, write_config
 
     cfg = write_config(tmp_path, eid, strategies=TWAP)
     text = cfg.read_text()
@@ -419,10 +418,7 @@ def _twap_config(tmp_path: Path, eid: str) -> Path:
         ("storage.postgres", "mode", '"off"'),
         ("inference", "enabled", "false"),  # fewer processes on a small test machine
     ):
-        start = text.index(f"\n[{section}]\n")
-        m = re.compile(rf"(?m)^{key} = .*$").search(text, start)
-        assert m is not None, key
-        text = text[: m.start()] + f"{key} = {value}" + text[m.end() :]
+        text = set_key(text, section, key, value)
     cfg.write_text(text)
     return cfg
 

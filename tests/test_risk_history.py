@@ -591,6 +591,7 @@ def test_a_restarted_risk_is_seeded_and_refuses_a_var_breach_at_once(
         health,
         is_ready,
         running_engine,
+        set_key,
         wait_counter,
         write_config,
     )
@@ -619,10 +620,7 @@ def test_a_restarted_risk_is_seeded_and_refuses_a_var_breach_at_once(
         ("storage.postgres", "mode", f'"{pg_dsn}"'),
         ("inference", "enabled", "false"),
     ):
-        start = text.index(f"\n[{section}]\n")
-        m = re.compile(rf"(?m)^{key} = .*$").search(text, start)
-        assert m is not None, key
-        text = text[: m.start()] + f"{key} = {value}" + text[m.end() :]
+        text = set_key(text, section, key, value)
     cfg.write_text(text)
     with running_engine(cfg, tmp_path, eid) as proc:
 

@@ -12,7 +12,6 @@ order that was open — at the venue, while the engine runs.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import struct
 import time
@@ -476,7 +475,7 @@ count = {RESTING}
 def _config(
     tmp_path: Path, eid: str, dsn: str, more: tuple[tuple[str, str, str], ...] = ()
 ) -> Path:
-    from tests.test_engine_e2e import write_config
+    from tests.test_engine_e2e import set_key, write_config
 
     cfg = write_config(tmp_path, eid, strategies=STRATEGIES)
     text = cfg.read_text()
@@ -486,10 +485,7 @@ def _config(
         ("inference", "enabled", "false"),  # fewer processes on a small test machine
         *more,
     ):
-        start = text.index(f"\n[{section}]\n")
-        m = re.compile(rf"(?m)^{key} = .*$").search(text, start)
-        assert m is not None, key
-        text = text[: m.start()] + f"{key} = {value}" + text[m.end() :]
+        text = set_key(text, section, key, value)
     cfg.write_text(text)
     return cfg
 

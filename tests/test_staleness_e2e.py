@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.test_engine_e2e import (
     eid,  # noqa: F401  (the fixture)
     is_ready,
     running_engine,
+    set_key,
     summary_of,
     wait_counter,
     write_config,
@@ -51,10 +51,7 @@ def _config(tmp_path: Path, engine_id: str) -> Path:
         ("storage.postgres", "mode", '"off"'),  # no record needed: fewer processes, faster start
         ("inference", "enabled", "false"),
     ):
-        start = text.index(f"\n[{section}]\n")
-        m = re.compile(rf"(?m)^{key} = .*$").search(text, start)
-        assert m is not None, key
-        text = text[: m.start()] + f"{key} = {value}" + text[m.end() :]
+        text = set_key(text, section, key, value)
     cfg.write_text(text)
     return cfg
 
