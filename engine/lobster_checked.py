@@ -229,6 +229,9 @@ def _messages(values: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
+_NON_ASCII_TO_QMARK = bytes(range(128)) + b"?" * 128
+
+
 def _read_lines(path: Path, ncols: int, float_first: bool) -> tuple[np.ndarray, np.ndarray]:
     """(values (lines, ncols) float64, code per line) of a headerless numeric CSV.
 
@@ -243,6 +246,11 @@ def _read_lines(path: Path, ncols: int, float_first: bool) -> tuple[np.ndarray, 
     raw = path.read_bytes()
     if not raw.strip():
         return np.zeros((0, ncols)), np.zeros(0, np.int8)
+    if not raw.isascii():
+        # a numeric CSV is ASCII: any other byte makes its cell unparsable. pyarrow decodes a bad
+        # row's text as UTF-8 before handing it to ``invalid``, and a stray byte there fails the
+        # whole file instead of that line, so each such byte becomes "?" (lines and cells stay put)
+        raw = raw.translate(_NON_ASCII_TO_QMARK)
     bad_lines: list[int] = []
 
     def invalid(row: csv.InvalidRow) -> str:

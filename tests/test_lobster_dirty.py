@@ -73,6 +73,20 @@ def test_torn_last_line_is_truncated(tmp_path: Path, pair) -> None:  # type: ign
     _accounted(src)
 
 
+def test_bytes_that_are_not_text_cost_their_line_only(tmp_path: Path, pair) -> None:  # type: ignore[no-untyped-def]
+    """A line torn in the middle of a UTF-8 character (or any non-ASCII byte) is that line's
+    reject: the reader used to fail the whole file (pyarrow could not show the bad row)."""
+    msgs, books = pair
+    mp, op = _write(tmp_path, msgs, books)
+    mp.write_bytes(mp.read_bytes()[:-9] + b"\xc3")  # a write torn mid-character
+    lines = op.read_bytes().split(b"\n")
+    lines[49] = b"garbage \xff"
+    op.write_bytes(b"\n".join(lines))
+    out, src = _replay(mp, op)
+    assert src.rejected == {"truncated": 1, "malformed_row": 1}
+    _accounted(src)
+
+
 @pytest.mark.parametrize("short", ["message", "orderbook"])
 def test_one_file_shorter_than_the_other(tmp_path: Path, pair, short: str) -> None:  # type: ignore[no-untyped-def]
     msgs, books = pair
