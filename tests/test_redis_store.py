@@ -229,7 +229,10 @@ def test_a_server_restarted_during_the_run_is_the_one_stopped() -> None:
     deadline = time.monotonic() + 10
     while embedded_socket(db) is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = int(Path(settings["pidfile"]).read_text())
+    pidfile = Path(settings["pidfile"])
+    while not pidfile.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the socket can come up before the server writes its pid file
+    second = int(pidfile.read_text())
     assert second != first and srv.client.ping()
     try:
         srv.stop()
