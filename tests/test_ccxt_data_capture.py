@@ -46,6 +46,18 @@ def test_reference_book_follows_binances_procedure():
     assert px not in book.bids
 
 
+def test_a_snapshot_of_the_reference_book_is_spelled_as_binance_spells_it():
+    cap = bc.load()
+    book = bc.ReferenceBook(cap.snapshot)
+    assert book.snapshot_text() == cap.snapshot_text  # before any diff: the captured answer
+    for book in bc.replay_books(cap):
+        if book.update_id > cap.last_update_id + 5000:
+            break
+    again = bc.ReferenceBook(json.loads(book.snapshot_text(limit=5000)))
+    assert (again.bids, again.asks, again.update_id) == (book.bids, book.asks, book.update_id)
+    assert len(json.loads(book.snapshot_text(limit=5))["bids"]) == 5
+
+
 def test_reference_book_refuses_a_gap_and_a_diff_that_misses_the_snapshot():
     cap = bc.load()
     diffs = [d for d in cap.depth_diffs() if int(d["u"]) > cap.last_update_id]

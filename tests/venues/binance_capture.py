@@ -196,6 +196,18 @@ class ReferenceBook:
             bids, asks = bids[:depth], asks[:depth]
         return bids, asks
 
+    def snapshot_text(self, limit: int = 1000) -> bytes:
+        """This book as Binance's ``GET /api/v3/depth`` answers it (the best ``limit`` levels a
+        side, ``lastUpdateId`` = the book's update id): what a server answers a client that
+        resyncs in the middle of the replay. Numbers keep the capture's own spelling."""
+        bids, asks = self.levels(limit)
+        body = {
+            "lastUpdateId": self.update_id,
+            "bids": [[str(p), str(q)] for p, q in bids],
+            "asks": [[str(p), str(q)] for p, q in asks],
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
     def best(self) -> tuple[tuple[Decimal, Decimal] | None, tuple[Decimal, Decimal] | None]:
         bid = max(self.bids.items(), default=None)
         ask = min(self.asks.items(), default=None)
