@@ -1,0 +1,220 @@
+"""What keeps a live venue from throttling or banning us: a request-weight budget, ``Retry-After``,
+bans, and the clock offset its signatures depend on.
+
+Why we budget ourselves (ccxt's own limiter is off, ``ccxt_session.make_exchange``): ccxt waits
+``rateLimit`` ms between calls whatever they cost, while exchanges count weight per call in a
+window (Binance: 1200 weight per minute on Binance.US, an order book query costing more than a
+submit) and answer an overdraft with 429, then 418 and an IP ban of minutes to days. So:
+
+- ``WeightBudget``: a sliding window of the weight spent, sized from the exchange's published
+  limits (``DEFAULT_LIMITS``, overridable by the venue's ``rate_limit_weight`` /
+  ``rate_limit_window_s`` / ``request_weights`` settings); a request waits until it fits. A
+  ``X-MBX-USED-WEIGHT-1M`` header (Binance's own count) tops our count up when it is higher.
+- ``Guard.on_response``: a 429 blocks every request until its ``Retry-After`` has passed; a 418
+  (or any response saying we are banned) stops the venue's order entry until the ban's end, says
+  so in ``state``/``reason``, and no request is sent into it.
+- ``ClockSync``: the server's clock offset, measured with ``fetch_time`` at start and every
+  ``clock_sync_s``; Binance signs with a timestamp checked against ``recvWindow`` (-1021 when
+  outside), so a -1021 / ccxt ``InvalidNonce`` re-measures and the request is retried once.
+
+Pure logic: time comes in as ``now`` (monotonic seconds), so all of it is tested without a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_WEIGHTS",
+    "ClockSync",
+    "Guard",
+    "WeightBudget",
+    "retry_after_s",
+]
+
+#: (weight, window seconds) per exchange id, from each exchange's published REST limits
+DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
+    "binanceus": (1200.0, 60.0),  # REQUEST_WEIGHT 1200 / minute (exchangeInfo rateLimits)
+    "binance": (6000.0, 60.0),
+    "coinbase": (30.0, 1.0),  # Advanced Trade private endpoints: 30 requests / second
+    "kraken": (15.0, 45.0),  # counter 15, decaying 0.33 / s (Starter tier)
+}
+_FALLBACK_LIMIT = (10.0, 1.0)
+
+#: request weight per ccxt method and exchange (missing: 1)
+DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    "binanceus": {
+        "fetch_order": 4,
+        "fetch_open_orders": 6,
+        "fetch_closed_orders": 20,
+        "fetch_orders": 20,
+        "fetch_my_trades": 20,
+        "fetch_balance": 20,
+    },
+    "kraken": {  # orders count in the matching engine's own limit, not the REST counter
+        "create_order": 0,
+        "cancel_order": 0,
+        "edit_order": 0,
+        "fetch_my_trades": 2,
+        "fetch_closed_orders": 2,
+    },
+}
+DEFAULT_WEIGHTS["binance"] = DEFAULT_WEIGHTS["binanceus"]
+
+
+def retry_after_s(headers: Mapping[str, Any] | None, default: float) -> float:
+    """Seconds from a ``Retry-After`` header (seconds, or an HTTP date); ``default`` if none."""
+    if not headers:
+        return default
+    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if raw is None:
+        return default
+    try:
+        return max(0.0, float(raw))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(raw))
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, when.timestamp() - time.time())
+
+
+class WeightBudget:
+    """Weight spent in the last ``window_s`` seconds, at most ``limit``."""
+
+    def __init__(self, limit: float, window_s: float) -> None:
+        if limit <= 0 or window_s <= 0:
+            raise ValueError("rate limit weight and window must be > 0")
+        self.limit, self.window_s = float(limit), float(window_s)
+        self._spent: deque[tuple[float, float]] = deque()
+        self._total = 0.0
+
+    def _expire(self, now: float) -> None:
+        while self._spent and self._spent[0][0] <= now - self.window_s:
+            self._total -= self._spent.popleft()[1]
+
+    def used(self, now: float) -> float:
+        self._expire(now)
+        return self._total
+
+    def delay(self, weight: float, now: float) -> float:
+        """Seconds until ``weight`` fits (0: now)."""
+        self._expire(now)
+        if weight <= 0 or self._total + weight <= self.limit:
+            return 0.0
+        need = self._total + weight - self.limit
+        for t, w in self._spent:
+            need -= w
+            if need <= 0:
+                return t + self.window_s - now
+        return self.window_s  # heavier than the whole budget: one full window
+
+    def take(self, weight: float, now: float) -> None:
+        if weight > 0:
+            self._spent.append((now, weight))
+            self._total += weight
+
+    def observe_used(self, used: float, now: float) -> None:
+        """The venue's own count (a used-weight header): never count less than it does."""
+        gap = used - self.used(now)
+        if gap > 0:
+            self.take(gap, now)
+
+
+class ClockSync:
+    """The venue's clock minus ours, in ms (from a request's send / answer / server time)."""
+
+    def __init__(self, every_s: float = 300.0) -> None:
+        self.every_s = float(every_s)
+        self.offset_ms = 0
+        self.rtt_ms = 0
+        self.measured_at: float | None = None
+        self.measurements = 0
+
+    def update(self, server_ms: int, sent_ms: int, recv_ms: int, now: float) -> int:
+        """Offset = server time - the local midpoint of the round trip."""
+        self.rtt_ms = max(0, recv_ms - sent_ms)
+        self.offset_ms = int(server_ms - (sent_ms + recv_ms) // 2)
+        self.measured_at = now
+        self.measurements += 1
+        return self.offset_ms
+
+    def due(self, now: float) -> bool:
+        return self.measured_at is None or now - self.measured_at >= self.every_s
+
+
+class Guard:
+    """One venue's budget, blocks and bans (see the module docstring)."""
+
+    def __init__(self, exchange_id: str, settings: Mapping[str, Any] | None = None) -> None:
+        s = settings or {}
+        limit, window = DEFAULT_LIMITS.get(exchange_id, _FALLBACK_LIMIT)
+        self.budget = WeightBudget(
+            float(s.get("rate_limit_weight", limit)), float(s.get("rate_limit_window_s", window))
+        )
+        self.weights = dict(DEFAULT_WEIGHTS.get(exchange_id, {}))
+        self.weights.update({k: float(v) for k, v in dict(s.get("request_weights", {})).items()})
+        self.default_retry_s = float(s.get("retry_after_default_s", 1.0))
+        self.default_ban_s = float(s.get("ban_default_s", 120.0))
+        self.clock = ClockSync(float(s.get("clock_sync_s", 300.0)))
+        self.blocked_until = 0.0
+        self.banned_until = 0.0
+        self.ban_reason = ""
+        self.rate_limited = 0  # 429s seen
+        self.bans = 0  # 418s seen
+        self.refused_in_ban = 0  # order entries refused locally while banned
+
+    def weight(self, method: str) -> float:
+        return self.weights.get(method, 1.0)
+
+    def wait_s(self, method: str, now: float) -> float:
+        """How long a ``method`` request must wait: a ban's or a 429's end, or the budget."""
+        hold = max(self.blocked_until, self.banned_until) - now
+        return max(0.0, hold, self.budget.delay(self.weight(method), now))
+
+    def spend(self, method: str, now: float) -> None:
+        self.budget.take(self.weight(method), now)
+
+    def on_response(self, status: int, headers: Mapping[str, Any] | None, now: float) -> None:
+        """Every HTTP answer: used-weight headers, 429 blocks, 418 bans."""
+        if headers:
+            for k, v in headers.items():
+                if k.lower().startswith("x-mbx-used-weight-1m"):
+                    with contextlib.suppress(TypeError, ValueError):
+                        self.budget.observe_used(float(v), now)
+        if status == 429:
+            self.rate_limited += 1
+            until = now + retry_after_s(headers, self.default_retry_s)
+            self.blocked_until = max(self.blocked_until, until)
+        elif status == 418:
+            self.ban(retry_after_s(headers, self.default_ban_s), now, "HTTP 418: IP banned")
+
+    def ban(self, seconds: float, now: float, why: str) -> None:
+        self.bans += 1
+        self.banned_until = max(self.banned_until, now + seconds)
+        self.ban_reason = why
+
+    def banned(self, now: float) -> bool:
+        return now < self.banned_until
+
+    def refusal(self, now: float) -> str:
+        """Why a new order may not be sent now ("" if it may): a ban or a 429 block."""
+        if self.banned(now):
+            self.refused_in_ban += 1
+            return f"venue banned us for {self.banned_until - now:.0f} s more ({self.ban_reason})"
+        if now < self.blocked_until:
+            return f"venue rate limit: Retry-After {self.blocked_until - now:.1f} s more"
+        return ""
+
+    def reason(self, now: float) -> str:
+        """For ``state_reason``: the ban, else ""."""
+        if self.banned(now):
+            return f"banned for {self.banned_until - now:.0f} s ({self.ban_reason})"
+        return ""
