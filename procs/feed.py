@@ -10,6 +10,11 @@ replay rejects are counted per reason (``md_rej_<reason>``, total ``md_rejected`
 
 The stream comes from the venue's market-data client (``engine.venues.data.MarketDataClient``,
 built by ``procs.build.build_data_client``; the simulated venue serves the configured source).
+A live venue (``engine.venues.data.is_live``: a real exchange through ccxt) is not paced and not
+skipped into on a restart: the feed drains what arrived (``poll_updates``), idles briefly when
+nothing did, and a restarted feed starts from the venue's fresh snapshot. Its sequence gaps,
+book resyncs, reconnects and state go to the shm counters ``md_gaps``, ``md_resyncs``,
+``md_reconnects`` and ``md_state`` (0 connected, 1 resyncing, 2 down).
 It also carries the simulated exchange's trading status: the source is wrapped by the venue's
 rules (``[sim] halts``, ``circuit_breaker_*``; ``engine.sources.halts``), which insert
 ``ExchangeStatus`` messages (HALTED / CIRCUIT_BREAKER / OPEN) where they take effect. They go out
@@ -36,6 +41,7 @@ from engine.messages import (
     Quote,
     Trade,
 )
+from engine.venues.data import is_live
 from procs.build import build_data_client, build_exchange_rules
 from procs.loop import ExitLoop, Loop, Timer
 from procs.runtime import (
@@ -49,6 +55,9 @@ from procs.runtime import (
 from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.feed")
+
+#: ``md_state``: a live venue's market-data state as a counter value
+_STATE_CODES = {"connected": 0, "resyncing": 1, "down": 2}
 
 
 class FeedRejects:
@@ -102,11 +111,12 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         client = build_data_client(cfg, rejects.counter, rules)  # the venue's market data
         client.connect()
         client.subscribe(i.instrument_id for i in cfg.instruments)
-        source = client.updates()
+        live = is_live(client)
+        source = iter(()) if live else client.updates()
     except ValueError as exc:  # a replay file that cannot be read: restarting will not help
         w.close(crashed=False)  # the run stops: the stream ends here
         return _stop_run(cfg, engine_id, f"cannot replay: {exc}")
-    feed = _Feed(w, md, source, books, rules, rejects)
+    feed = _Feed(w, md, source, books, rules, rejects, client if live else None)
     try:
         skip = feed.resume()
     except BadRowError as exc:
@@ -142,8 +152,10 @@ class _Feed:
         books: dict[int, L2Book],
         rules: Any,
         rejects: FeedRejects,
+        live: Any = None,
     ) -> None:
         cfg = w.cfg
+        self.live = live  # a live venue's client (drained, not paced), or None
         self.w, self.cfg, self.md, self.source = w, cfg, md, source
         self.books, self.rules, self.rejects = books, rules, rejects
         self.validator = MdValidator(books)
@@ -162,12 +174,13 @@ class _Feed:
         self.t0 = 0.0
         self.exhausted = False
         self.md_closed = False
+        self.venue_pushed_at = 0.0
 
     def resume(self) -> int:
         """A restarted feed resumes the stream where the previous one stopped publishing: it skips
         as many messages as were published (rejected ones were not), counting rejections again.
         Returns how many it skipped; BadRowError under on_bad_row = "fail"."""
-        skip = self.md.seq
+        skip = 0 if self.live is not None else self.md.seq
         published = 0
         counter = self.rejects.counter
         counter.quiet = skip > 0  # an earlier incarnation logged these rows already
@@ -181,7 +194,7 @@ class _Feed:
         counter.quiet = False
         # what the ring holds is what was published: a feed killed between its publish and its
         # count left the count one short
-        self.w.metrics.set("md_out", skip)
+        self.w.metrics.set("md_out", self.md.seq)
         return skip
 
     def start(self) -> None:
@@ -204,6 +217,8 @@ class _Feed:
                 )
             time.sleep(0.01)  # done: idle until told to stop
             return True
+        if self.live is not None:
+            return self.step_live()
         rate = self.rate
         due = self.base_sent + int((time.monotonic() - self.t0) * rate) - sent
         if due <= 0:
@@ -223,16 +238,51 @@ class _Feed:
             if msg is None:
                 self.exhausted = True
                 return
-            reason = self.validator.check(msg)
-            if reason is None and isinstance(msg, BookDelta | BookSnapshot):
-                self._apply_book(msg)
-            self.sent += 1
-            if reason is not None:
-                self.rejects.counter.reject(reason, "feed", self.sent)
-                continue
-            self.publish(msg)
+            self.take(msg)
             if self.max_events and self.sent >= self.max_events:
                 return
+
+    def take(self, msg: Any) -> None:
+        """Validate one message, keep the book, publish it (or count why not)."""
+        reason = self.validator.check(msg)
+        if reason is None and isinstance(msg, BookDelta | BookSnapshot):
+            self._apply_book(msg)
+        self.sent += 1
+        if reason is not None:
+            self.rejects.counter.reject(reason, "feed", self.sent)
+            return
+        self.publish(msg)
+
+    def step_live(self) -> bool:
+        """Drain what the live venue delivered (no pacing); idle briefly when nothing came."""
+        client = self.live
+        n = 512
+        if self.max_events:
+            n = min(n, self.max_events - self.sent)
+        batch = client.poll_updates(n)
+        now = time.monotonic()
+        if now >= self.venue_pushed_at + 0.25:
+            self.venue_pushed_at = now
+            self.push_venue()
+        if not batch:
+            if self.w.wait.kind not in ("spin", "yield"):
+                time.sleep(0.0005)
+            return True
+        try:
+            for msg in batch:
+                self.take(msg)
+        except BadRowError as exc:  # [market] on_bad_row = "fail"
+            raise ExitLoop(_stop_run(self.cfg, self.w.engine_id, str(exc))) from None
+        return True
+
+    def push_venue(self) -> None:
+        """The live venue's gaps, resyncs, reconnects and state into the shm counters."""
+        client, m = self.live, self.w.metrics
+        counts = client.counters()
+        m.set("md_gaps", counts.get("gaps", 0))
+        m.set("md_resyncs", counts.get("resyncs", 0))
+        m.set("md_reconnects", counts.get("reconnects", 0))
+        m.set("md_state", _STATE_CODES.get(client.state(), 2))
 
     def _apply_book(self, msg: BookDelta | BookSnapshot) -> None:
         book = self.books[msg.instrument_id]

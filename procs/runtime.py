@@ -195,6 +195,10 @@ COUNTERS: dict[str, list[str]] = {
         "exchange_status",  # the venue's status messages published (halts, breaker, reopenings)
         "breaker_trips",
         "halt_withheld_trades",
+        "md_gaps",  # a live venue's sequence gaps (each cost a book resync)
+        "md_resyncs",  # books rebuilt from a fresh snapshot (gaps and reconnects)
+        "md_reconnects",  # sessions reopened (a drop, a silent stream, an error)
+        "md_state",  # the live venue's market data: 0 connected, 1 resyncing, 2 down
     ],
     "strategy": [
         "md_in",

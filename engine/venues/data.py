@@ -24,7 +24,13 @@ import msgspec
 from engine.instruments import Instrument
 from engine.messages import BookDelta, BookSnapshot
 
-__all__ = ["InstrumentRules", "MarketDataClient", "SequenceGuard"]
+__all__ = [
+    "InstrumentRules",
+    "LiveMarketDataClient",
+    "MarketDataClient",
+    "SequenceGuard",
+    "is_live",
+]
 
 
 class InstrumentRules(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,6 +88,30 @@ class MarketDataClient(Protocol):
     def close(self) -> None:
         """Close the connection; ``updates`` ends."""
         ...
+
+
+@runtime_checkable
+class LiveMarketDataClient(MarketDataClient, Protocol):
+    """A venue whose data arrives on its own time (a real exchange): after ``subscribe`` the
+    feed drains ``poll_updates`` instead of iterating ``updates()``. Nothing is paced and
+    nothing is skipped on a restart: a restarted client starts from a fresh snapshot.
+    ``state()`` is "connected", "resyncing" or "down"; ``counters()`` holds ``gaps``,
+    ``resyncs`` and ``reconnects`` since the client started."""
+
+    live: bool
+
+    def poll_updates(self, max_n: int = 512) -> list[object]:
+        """What arrived since the last call (at most ``max_n``), in order; never waits."""
+        ...
+
+    def state(self) -> str: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
+def is_live(client: object) -> bool:
+    """Whether the feed drains ``client`` (a live venue) rather than iterating it."""
+    return bool(getattr(client, "live", False)) and callable(getattr(client, "poll_updates", None))
 
 
 class SequenceGuard:
