@@ -77,6 +77,7 @@ from engine.messages import (
 from engine.oms import OrderSnapshot, OrderState, OrderTable
 from engine.order_states import OrderStatus
 from engine.price_gap import PriceGapGuard
+from engine.venue_state import AdoptedOrder
 from engine.venues.base import Venue
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -411,6 +412,11 @@ class ExecEngine:
             self._on_status(ev, now_ns, out)
             out.append(ev)
             return
+        if tp is AdoptedOrder:  # an order open at a live venue, ours from now on
+            if self.table.add(ev.order, now_ns) is None:
+                return  # known already: its own events speak for it
+            ev = OrderAccepted.for_order(ev.order, ev.venue_order_id, now_ns, now_ns)
+            tp = OrderAccepted
         coid = getattr(ev, "client_order_id", None)
         if coid is None:
             out.append(ev)  # not about an order (e.g. a venue notice): pass it on

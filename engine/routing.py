@@ -56,6 +56,7 @@ from engine.messages import (
     Side,
     TimeInForce,
 )
+from engine.venue_state import AdoptedOrder, VenueState, state_of
 from engine.venues.base import Venue, VenueEvent
 from engine.venues.reports import StatusReports
 
@@ -199,6 +200,14 @@ class SmartRouter(StatusReports):
         self.unmatched_events = 0
         #: every merged fill, in order (router fill ids increase): the router's own record
         self.fills: list[OrderPartiallyFilled] = []
+        #: venues with a state (live ones, ``engine.venue_state``): asked before each new order;
+        #: one that is not ``connected`` gets no new order, the others trade on
+        self._stateful = [
+            n
+            for n, v in items
+            if callable(getattr(v, "venue_status", None)) or callable(getattr(v, "state", None))
+        ]
+        self._up: frozenset[str] | None = None  # for the order being planned (None: all)
 
     # --- the Venue interface ------------------------------------------------------------------
     def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
@@ -215,11 +224,20 @@ class SmartRouter(StatusReports):
                 why = f"REDUCE_ONLY order of {order.qty} would increase the position {pos}"
                 return [OrderRejected.for_order(order, why, now_ns, now_ns)]
             order = msgspec.structs.replace(order, flags=order.flags & ~OrderFlag.REDUCE_ONLY)
+        down = self.down_venues()
+        if len(down) == len(self.venues):
+            why = "no venue takes orders: " + "; ".join(down.values())
+            self._finished.add(coid)
+            return [OrderRejected.for_order(order, why, now_ns, now_ns)]
+        self._up = frozenset(n for n in self.venues if n not in down) if down else None
         self._next_vid += 1
         rec = _Routed(order, order.qty, order.px, self._next_vid)
         self._orders[coid] = rec
         self.routed += 1
-        plan = self.plan(order) if order.qty > 0 else {next(iter(self.venues)): order.qty}
+        try:
+            plan = self.plan(order) if order.qty > 0 else {self._first_up(): order.qty}
+        finally:
+            self._up = None
         pairs: list[tuple[str, object]] = []
         for vname, q in plan.items():
             rec.legs[vname] = _Leg(vname, q, q)
@@ -316,11 +334,27 @@ class SmartRouter(StatusReports):
         return best
 
     # --- routing decisions ----------------------------------------------------------------------
+    def down_venues(self) -> dict[str, str]:
+        """Venues that take no new order now: name -> ``"<name> <state> (<reason>)"``."""
+        out: dict[str, str] = {}
+        for n in self._stateful:
+            st, why = state_of(self.venues[n])
+            if st != VenueState.CONNECTED:
+                out[n] = f"{n} {st.word}" + (f" ({why})" if why else "")
+        return out
+
+    def _candidates(self) -> list[tuple[str, Venue]]:
+        up = self._up
+        return [(n, v) for n, v in self.venues.items() if up is None or n in up]
+
+    def _first_up(self) -> str:
+        return self._candidates()[0][0]
+
     def quotes(self, instrument_id: int, side: int) -> list[VenueQuote]:
         """Every venue's takeable levels for an order of ``side``, with its taker fee."""
         return [
             VenueQuote(n, self._levels(v, instrument_id, side), self.fees[n][1])
-            for n, v in self.venues.items()
+            for n, v in self._candidates()
         ]
 
     def plan(self, order: NewOrder) -> dict[str, int]:
@@ -342,7 +376,7 @@ class SmartRouter(StatusReports):
             # nothing more is visible: the rest goes where the order already takes (or to the
             # best top), to be filled if liquidity arrives in flight, else canceled there
             target = max(takes, key=lambda n: takes[n]) if takes else None
-            target = target or self._best_top(quotes, side) or next(iter(self.venues))
+            target = target or self._best_top(quotes, side) or self._first_up()
         else:
             target = self._rest_venue(order)
         takes[target] = takes.get(target, 0) + rest
@@ -351,10 +385,10 @@ class SmartRouter(StatusReports):
     def _rest_venue(self, order: NewOrder) -> str:
         """The venue where resting at ``order.px`` has the best expected fill."""
         best: tuple[Any, ...] | None = None
-        best_name = next(iter(self.venues))
+        best_name = self._first_up()
         side, px = order.side, order.px
         post_only = bool(order.flags & OrderFlag.POST_ONLY)
-        for k, (n, v) in enumerate(self.venues.items()):
+        for k, (n, v) in enumerate(self._candidates()):
             book = _book(v, order.instrument_id)
             if book is None:
                 key: tuple[Any, ...] = (1, 0, 0, self.fees[n][0], k)
@@ -408,6 +442,10 @@ class SmartRouter(StatusReports):
         out: list[VenueEvent] = []
         for vname, ev in pairs:
             coid = getattr(ev, "client_order_id", -1)
+            if type(ev) is AdoptedOrder:
+                self._adopt(vname, ev)
+                out.append(ev)
+                continue
             rec = self._orders.get(coid)
             leg = rec.legs.get(vname) if rec is not None else None
             if rec is None and coid in self._finished:
@@ -423,6 +461,17 @@ class SmartRouter(StatusReports):
             if rec.closed and not rec.open_legs():
                 self._prune(coid)
         return out
+
+    def _adopt(self, vname: str, ev: AdoptedOrder) -> None:
+        """An order open at ``vname`` that we did not route (``external_orders = "adopt"``):
+        a one-leg order from now on, so its fills merge and its cancel reaches the venue."""
+        o = ev.order
+        if o.client_order_id in self._orders or o.client_order_id in self._finished:
+            return
+        self._next_vid += 1
+        rec = _Routed(o, o.qty, o.px, self._next_vid, accepted=True)
+        rec.legs[vname] = _Leg(vname, o.qty, o.qty, accepted=True)
+        self._orders[o.client_order_id] = rec
 
     def _prune(self, coid: int) -> None:
         """Forget a finished order's bookkeeping so a long run's memory follows its working

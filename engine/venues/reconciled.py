@@ -1,0 +1,346 @@
+"""A live venue behind reconciliation and a state gate: what exec talks to for a real exchange.
+
+``ReconciledVenue`` wraps one live execution client (``engine.venues.ccxt_exec``, or any client
+with ``state()`` and ``reconcile_snapshot()``) and is itself an ``ExecutionClient``:
+
+- **gate**: a new order (or a replace) goes out only while the venue is ``connected``
+  (``engine.venue_state``); otherwise it is refused at once, saying the venue's state and why —
+  never queued into a venue that is down, banned, resyncing or halted. Cancels always go out.
+- **applied once**: every fill passes through the venue's record (``engine.venue_recon``) by
+  fill id, so a fill the user stream and the REST backfill both report reaches exec once; an
+  order's end that reconciliation already closed is not passed on again.
+- **reconciliation after every (re)connect**: from the first connect, and every time the client
+  goes down and comes back, new orders wait (``resyncing``) until a snapshot refreshed after
+  the drop (``reconcile_snapshot().generation`` greater than when the drop was seen) has been
+  compared with the record; what it finds is acted on here, in ``poll`` — missed fills and
+  orders that ended unheard are published, unknown orders are adopted / canceled / halt the
+  venue per ``external_orders``, and a balance our fills cannot explain halts the venue (after
+  a second snapshot agrees, when the client can refresh on request: ``request_reconcile()``).
+- **never blocks**: ``reconcile_snapshot()`` returns what the client's own thread fetched last;
+  nothing here waits on the network, so it runs inside exec's hot loop.
+
+A venue-wide ``ExchangeStatus`` from the client is taken as its state, not passed on: passed
+on, it would halt every venue behind the router (``engine.exec_engine`` halts venue-wide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from engine.instruments import Instrument
+from engine.messages import (
+    CancelOrder,
+    ExchangeStatus,
+    NewOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderReplaced,
+    OrderReplaceRejected,
+    ReplaceOrder,
+    ReplaceRejectReason,
+)
+from engine.venue_recon import Findings, VenueRecord, compare
+from engine.venue_state import (
+    AdoptedOrder,
+    VenueState,
+    VenueStatus,
+    external_orders_policy,
+    state_of,
+)
+from engine.venues.base import ExecutionClient, VenueEvent
+
+__all__ = ["ReconciledVenue"]
+
+_ENDS = (OrderCanceled, OrderExpired, OrderRejected)
+_FILLS = (OrderPartiallyFilled, OrderFilled)
+
+
+class ReconciledVenue:
+    """See the module docstring. ``instruments``: those traded at this venue (balances are
+    checked for their base assets); ``external_orders``: ``"adopt" | "cancel" | "halt"``."""
+
+    def __init__(
+        self,
+        inner: ExecutionClient,
+        instruments: Iterable[Instrument],
+        *,
+        external_orders: str = "halt",
+    ) -> None:
+        self.inner = inner
+        self.name = str(getattr(inner, "name", "venue"))
+        ins = list(instruments)
+        mine = [i for i in ins if i.venue == self.name]
+        self.instruments = mine or ins  # one venue in the config: every instrument is its
+        self._tick = {i.instrument_id: i.tick_size for i in self.instruments}
+        self.policy = external_orders_policy({"external_orders": external_orders})
+        self.record = VenueRecord()
+        self._in_flight: set[int] = set()  # submitted, not yet answered
+        self._foreign: set[int] = set()  # external orders we canceled: their events stay here
+        self._drop_gen: int | None = -1  # resyncing until a snapshot newer than this is done
+        self._done_gen: int | None = None
+        self._halt = ""  # why reconciliation halted the venue ("" = it did not)
+        self._recheck = ""  # a balance difference waiting for a second snapshot
+        self._status = VenueStatus(self.name, VenueState.DOWN, "not connected yet", 0)
+        #: what reconciliation did, one line each, for the process to log (``take_notes``)
+        self.notes: list[str] = []
+        self.reconciliations = 0
+        self.duplicates_dropped = 0  # fills / ends seen twice (stream and REST, or replays)
+        self.refused = 0  # new orders and replaces refused while not connected
+
+    # --- state -----------------------------------------------------------------------------------
+    def venue_status(self) -> VenueStatus:
+        return self._status
+
+    def _compute(self) -> tuple[VenueState, str]:
+        if self._halt:
+            return VenueState.HALTED, self._halt
+        st, why = state_of(self.inner)
+        if st != VenueState.CONNECTED:
+            return st, why
+        if self._drop_gen is not None:
+            return VenueState.RESYNCING, "reconciling open orders, fills and balances"
+        if self._recheck:
+            return VenueState.RESYNCING, f"balances differ, checking again: {self._recheck}"
+        return VenueState.CONNECTED, ""
+
+    def _update(self, now_ns: int) -> None:
+        st, why = self._compute()
+        if st != self._status.state or why != self._status.reason:
+            self._status = VenueStatus(self.name, st, why, now_ns)
+
+    def take_notes(self) -> list[str]:
+        out, self.notes = self.notes, []
+        return out
+
+    # --- requests --------------------------------------------------------------------------------
+    def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
+        self._update(now_ns)
+        s = self._status
+        if s.state != VenueState.CONNECTED:
+            self.refused += 1
+            why = f"venue {self.name} {s.state.word}" + (f": {s.reason}" if s.reason else "")
+            return [OrderRejected.for_order(order, why, now_ns, now_ns)]
+        self.record.sent(order, now_ns)
+        self._in_flight.add(order.client_order_id)
+        return self._through(self.inner.submit(order, now_ns))
+
+    def cancel(self, cancel: CancelOrder, now_ns: int) -> list[VenueEvent]:
+        return self._through(self.inner.cancel(cancel, now_ns))
+
+    def replace(self, replace: ReplaceOrder, now_ns: int) -> list[VenueEvent]:
+        s = self._status
+        if s.state != VenueState.CONNECTED:
+            self.refused += 1
+            detail = f"venue {self.name} {s.state.word}: {s.reason}"
+            R = ReplaceRejectReason.HALTED
+            return [OrderReplaceRejected.for_request(replace, R, detail, now_ns, now_ns)]
+        return self._through(self.inner.replace(replace, now_ns))
+
+    def on_market_data(self, msg: object, now_ns: int) -> list[VenueEvent]:
+        return self._through(self.inner.on_market_data(msg, now_ns))
+
+    def poll(self, now_ns: int) -> list[VenueEvent]:
+        out = self._through(self.inner.poll(now_ns))
+        self._watch(now_ns, out)
+        self._update(now_ns)
+        return out
+
+    def __getattr__(self, attr: str) -> Any:  # queries, fees, book, close: the client's
+        return getattr(self.inner, attr)
+
+    # --- the operator ----------------------------------------------------------------------------
+    def resume(self, now_ns: int) -> None:
+        """An operator's resume: lift a reconciliation halt and take the venue's balances as
+        the new baseline (whoever moved them, the operator has seen it), after a fresh snapshot."""
+        if not self._halt and not self._recheck:
+            return
+        self.notes.append(
+            f"{self.name}: resumed by the operator (was: {self._halt or self._recheck})"
+        )
+        self._halt = self._recheck = ""
+        self.record.baseline = None
+        self._drop_gen = self._snapshot_gen()
+        self._request_refresh()
+        self._update(now_ns)
+
+    def kill(self, now_ns: int) -> list[VenueEvent]:
+        """The kill switch at this venue: cancel every order open there that the record does not
+        have open (external ones; exec cancels its own through the ordinary path)."""
+        snap = self._snapshot()
+        out: list[VenueEvent] = []
+        if snap is None:
+            return out
+        mine = set(self.record.open_ids())
+        for o in snap.open_orders:
+            if o.client_order_id not in mine:
+                out += self._cancel_foreign(o, now_ns)
+        return out
+
+    # --- events from the client ------------------------------------------------------------------
+    def _through(self, events: list[VenueEvent]) -> list[VenueEvent]:
+        if not events:
+            return events
+        out: list[VenueEvent] = []
+        rec = self.record
+        for ev in events:
+            tp = type(ev)
+            if tp is ExchangeStatus and ev.instrument_id < 0:  # type: ignore[attr-defined]
+                continue  # the venue's state: ``state()`` says it (module docstring)
+            coid = getattr(ev, "client_order_id", None)
+            if coid is not None and coid in self._foreign:
+                continue
+            if tp in _FILLS:
+                self._in_flight.discard(coid)  # type: ignore[arg-type]
+                if not rec.fill(ev, self._tick.get(ev.instrument_id, 0.0)):  # type: ignore[attr-defined]
+                    self.duplicates_dropped += 1
+                    continue
+            elif tp in _ENDS:
+                self._in_flight.discard(coid)  # type: ignore[arg-type]
+                if coid in rec.orders and not rec.close(coid):  # type: ignore[arg-type]
+                    self.duplicates_dropped += 1
+                    continue
+            elif tp is OrderAccepted:
+                self._in_flight.discard(coid)  # type: ignore[arg-type]
+            elif tp is OrderReplaced:
+                rec.replaced(coid, ev.px, ev.qty)  # type: ignore[arg-type,attr-defined]
+            out.append(ev)
+        return out
+
+    # --- reconciliation --------------------------------------------------------------------------
+    def _snapshot(self) -> Any:
+        f = getattr(self.inner, "reconcile_snapshot", None)
+        return f() if callable(f) else None
+
+    def _snapshot_gen(self) -> int:
+        snap = self._snapshot()
+        return -1 if snap is None else int(snap.generation)
+
+    def _request_refresh(self) -> bool:
+        f = getattr(self.inner, "request_reconcile", None)
+        if callable(f):
+            f()
+            return True
+        return False
+
+    def _watch(self, now_ns: int, out: list[VenueEvent]) -> None:
+        """Note a drop; reconcile each new snapshot; end ``resyncing`` once one newer than the
+        drop is done."""
+        st, _ = state_of(self.inner)
+        snap = self._snapshot()
+        gen = None if snap is None else int(snap.generation)
+        if st != VenueState.CONNECTED and self._drop_gen is None:
+            self._drop_gen = -1 if gen is None else gen
+        if snap is None or gen == self._done_gen:
+            return
+        self._done_gen = gen
+        self._reconcile(snap, now_ns, out)
+        if self._drop_gen is not None and gen is not None and gen > self._drop_gen:
+            self._drop_gen = None
+
+    def _reconcile(self, snap: Any, now_ns: int, out: list[VenueEvent]) -> None:
+        self.reconciliations += 1
+        f = compare(self.record, snap, self.instruments, self._in_flight)
+        self._apply_missing(f, now_ns, out)
+        for coid in f.ended:
+            o = self.record.orders[coid]
+            self.record.close(coid)
+            leaves = max(0, o.qty - o.filled)
+            why = f"reconciliation: not open at venue {self.name}"
+            out.append(
+                OrderCanceled(
+                    coid, o.order.instrument_id, leaves, why, o.order.ts_origin, now_ns, now_ns
+                )
+            )
+        for v in f.stale_open:
+            self.notes.append(
+                f"{self.name}: order {v.client_order_id} closed here, open there: canceled"
+            )
+            out += self.inner.cancel(_cancel_of(v, now_ns), now_ns)
+        self._external(f, now_ns, out)
+        self._balances(f)
+        if f.differences or f.foreign_fills:
+            self.notes.append(
+                f"{self.name}: reconciliation {snap.generation}: {len(f.missing)} missed fills "
+                f"applied, {len(f.ended)} orders ended unheard, {len(f.external)} unknown open "
+                f"({self.policy}), {len(f.stale_open)} stale open canceled, "
+                f"{len(f.foreign_fills)} fills of orders not ours"
+            )
+
+    def _apply_missing(self, f: Findings, now_ns: int, out: list[VenueEvent]) -> None:
+        """Missed fills, re-stated against the record (cum / leaves from what it has seen)."""
+        rec = self.record
+        for m in f.missing:
+            o = rec.orders[m.client_order_id]
+            if m.client_order_id in self._in_flight:  # its ack was missed too
+                self._in_flight.discard(m.client_order_id)
+                out.append(OrderAccepted.for_order(o.order, m.venue_order_id, now_ns, now_ns))
+            cum = o.filled + m.fill_qty
+            leaves = max(0, o.qty - cum)
+            cls = OrderFilled if leaves == 0 else OrderPartiallyFilled
+            ev = cls(
+                m.client_order_id,
+                m.venue_order_id,
+                m.instrument_id,
+                m.side,
+                m.fill_px,
+                m.fill_qty,
+                cum,
+                leaves,
+                m.fee,
+                m.liquidity,
+                m.fill_id,
+                m.ts_origin,
+                m.ts_event,
+                now_ns,
+            )
+            if rec.fill(ev, self._tick.get(m.instrument_id, 0.0)):
+                out.append(ev)
+
+    def _external(self, f: Findings, now_ns: int, out: list[VenueEvent]) -> None:
+        if not f.external:
+            return
+        ids = ", ".join(str(v.client_order_id) for v in f.external[:5])
+        if self.policy == "adopt":
+            for v in f.external:
+                self.record.sent(v, now_ns)
+                out.append(AdoptedOrder(v, self.name))
+            self.notes.append(f"{self.name}: adopted {len(f.external)} unknown open orders ({ids})")
+        elif self.policy == "cancel":
+            for v in f.external:
+                out += self._cancel_foreign(v, now_ns)
+            self.notes.append(
+                f"{self.name}: canceled {len(f.external)} unknown open orders ({ids})"
+            )
+        else:
+            self._halt = (
+                f"{len(f.external)} open orders at the venue unknown to our record ({ids}); "
+                'external_orders = "halt"'
+            )
+            self.notes.append(f"{self.name}: halted: {self._halt}")
+
+    def _cancel_foreign(self, v: NewOrder, now_ns: int) -> list[VenueEvent]:
+        self._foreign.add(v.client_order_id)
+        self.inner.cancel(_cancel_of(v, now_ns), now_ns)  # its answers are not ours to publish
+        return []
+
+    def _balances(self, f: Findings) -> None:
+        if not f.balance_errors:
+            self._recheck = ""
+            return
+        diff = "; ".join(f.balance_errors)
+        if self._recheck or not self._request_refresh():
+            self._recheck = ""
+            self._halt = f"balances our fills do not explain: {diff}"
+            self.notes.append(f"{self.name}: halted: {self._halt}")
+        else:
+            self._recheck = diff
+            self.notes.append(f"{self.name}: balances differ, checking again: {diff}")
+
+
+def _cancel_of(v: NewOrder, now_ns: int) -> CancelOrder:
+    return CancelOrder(v.client_order_id, v.strategy_id, v.instrument_id, now_ns, now_ns)
