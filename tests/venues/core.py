@@ -182,6 +182,7 @@ class Sock:
         self.account: str | None = None
         self.subs: set[str] = set()
         self.state: dict[str, Any] = {}
+        self.wrap: Callable[[str], str] | None = None  # user events: the venue's envelope
         self.sent = 0
         self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write())
@@ -321,7 +322,7 @@ class UserEvents:
 
     def _send(self, account: str, payload: str) -> None:
         for sock in self.hub.select("user", account):
-            sock.send(payload)
+            sock.send(payload if sock.wrap is None else sock.wrap(payload))
 
 
 # ---------------------------------------------------------------------------------------------
