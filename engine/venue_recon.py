@@ -16,7 +16,9 @@ or adopted there, every fill passed on, by fill id). What it finds:
 - ``balances``: for a spot venue, each base asset's balance against the baseline taken at the
   first reconciliation plus our fills since. A fee may be charged in the received asset (a buy
   pays it in the base asset on Binance without BNB), so a balance up to the fills' fees below
-  the expectation is explained; anything else is not, and its text says by how much.
+  the expectation is explained; and a client that states such a buy net of its fee in whole
+  lots (``engine.venues.ccxt_orders``) leaves up to a lot per fill above it as dust. Anything
+  else is not explained, and its text says by how much.
 
 Pure: no I/O, no clock; ``engine.venues.reconciled.ReconciledVenue`` acts on the findings.
 Start-up reconciliation against the exec journal is ``engine.reconcile``.
@@ -76,6 +78,7 @@ class VenueRecord:
     net_lots: dict[int, int] = field(default_factory=dict)  # per instrument, from our fills
     fee_quote: dict[int, float] = field(default_factory=dict)  # per instrument, fees paid
     fee_base: dict[int, float] = field(default_factory=dict)  # the same fees in base units
+    fill_count: dict[int, int] = field(default_factory=dict)  # per instrument
     baseline: dict[str, float] | None = None  # per asset: the balance our fills do not explain
 
     def sent(self, order: NewOrder, now_ns: int) -> None:
@@ -94,6 +97,7 @@ class VenueRecord:
                 o.is_open = False
         iid = f.instrument_id
         self.net_lots[iid] = self.net_lots.get(iid, 0) + f.side * f.fill_qty
+        self.fill_count[iid] = self.fill_count.get(iid, 0) + 1
         if f.fee:
             self.fee_quote[iid] = self.fee_quote.get(iid, 0.0) + f.fee
             px = f.fill_px * tick_size
@@ -189,8 +193,12 @@ def _balances(
     expect: dict[str, float] = {}
     fees: dict[str, float] = {}
     tol: dict[str, float] = {}
+    dust: dict[str, float] = {}
     pending = VenueRecord(
-        net_lots=dict(rec.net_lots), fee_base=dict(rec.fee_base), seen_fills=set()
+        net_lots=dict(rec.net_lots),
+        fee_base=dict(rec.fee_base),
+        fill_count=dict(rec.fill_count),
+        seen_fills=set(),
     )
     for f in missing:  # counted as applied
         ins = next((i for i in instruments if i.instrument_id == f.instrument_id), None)
@@ -204,6 +212,9 @@ def _balances(
         expect[a] = expect.get(a, 0.0) + pending.net_lots.get(iid, 0) * ins.lot_size
         fees[a] = fees.get(a, 0.0) + pending.fee_base.get(iid, 0.0)
         tol[a] = min(tol.get(a, ins.lot_size / 2), ins.lot_size / 2)  # rounding: half a lot
+        # a client that states a buy net of its base-asset fee rounds it down to whole lots:
+        # up to one lot per fill stays at the venue as dust
+        dust[a] = dust.get(a, 0.0) + pending.fill_count.get(iid, 0) * ins.lot_size
     if rec.baseline is None:
         rec.baseline = {a: totals.get(a, 0.0) - e for a, e in expect.items()}
         return []
@@ -212,7 +223,7 @@ def _balances(
         have = totals.get(a, 0.0)
         base = rec.baseline.get(a, 0.0)
         diff = have - base - e  # what our fills do not explain
-        if -fees[a] - tol[a] <= diff <= tol[a] + 1e-12:
+        if -fees[a] - tol[a] <= diff <= dust[a] + tol[a] + 1e-12:
             continue
         errors.append(
             f"{a}: {have:.8g} at the venue, {base + e:.8g} expected "

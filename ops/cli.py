@@ -192,6 +192,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"engine {cfg.engine.id!r}: running (supervisor pid {a.get('pid')}, "
             f"run {a.get('run_id')}, {a.get('phase')})"
         )
+        for v in a.get("venues") or []:  # live venues (procs/venue_status.py)
+            why = f": {v.get('reason')}" if v.get("reason") else ""
+            print(f"  venue {v.get('venue')}: {v.get('state')}{why}")
     elif p.verified is not None:
         print(
             f"engine {cfg.engine.id!r}: running (supervisor pid {p.verified.pid}), "

@@ -57,6 +57,10 @@ from procs.runtime import (
     stop_reason_path,
     topology,
 )
+from procs.venue_status import TABLE as VENUES_TABLE
+from procs.venue_status import create_table as create_venue_table
+from procs.venue_status import read_states as read_venue_states
+from procs.venue_status import status_words as venue_status_words
 from shm.metrics import MetricsRegion
 from shm.region import cleanup_stale, list_regions, list_semaphores, pid_alive, read_header
 from shm.ring import Ring
@@ -128,6 +132,8 @@ class Supervisor:
         self.inbox = ControlInbox()  # operator commands: control socket and signals
         self._phase = "starting"
         self.exit_code = 0
+        self._venue_states: list[dict[str, Any]] = []  # live venues' states (procs/venue_status)
+        self._venue_changes: dict[str, int] = {}
 
     @property
     def pg_dsn(self) -> str:
@@ -157,7 +163,13 @@ class Supervisor:
         me = {"engine": self.engine_id, "run_id": self.run_id, "pid": os.getpid()}
         op = req.get("op")
         if op == "status":
-            return {"ok": True, **me, "phase": self._phase, "stopping": self._stop_reason}
+            return {
+                "ok": True,
+                **me,
+                "phase": self._phase,
+                "stopping": self._stop_reason,
+                "venues": self._venue_states,  # the main loop's last read (one reference)
+            }
         if op not in _OPS:
             return {"ok": False, **me, "error": f"unknown request {op!r}"}
         if self._stop_reason:
@@ -200,7 +212,7 @@ class Supervisor:
                 )
         names = (
             [r.name for r in TOPOLOGY]
-            + ["remote", "health", "positions", "tob"]
+            + ["remote", "health", "positions", "tob", VENUES_TABLE]
             + [metrics_name(w) for w in ALL_WORKERS]
         )
         removed = cleanup_stale(eid, names)
@@ -228,6 +240,7 @@ class Supervisor:
             eid, "positions", POSITION_DTYPE, len(self.cfg.instruments)
         )
         self.tob = SeqlockTable.create(eid, "tob", TOB_DTYPE, len(self.cfg.instruments))
+        self.venue_table = create_venue_table(eid, self.cfg)  # procs/venue_status.py
         for k, ins in enumerate(self.cfg.instruments):
             self.positions.write(k, {"instrument_id": ins.instrument_id})
             self.tob.write(k, {"instrument_id": ins.instrument_id})
@@ -246,6 +259,7 @@ class Supervisor:
             getattr(self, "health", None),
             getattr(self, "positions", None),
             getattr(self, "tob", None),
+            getattr(self, "venue_table", None),
         ):
             if t is not None:
                 t.unlink()
@@ -630,6 +644,7 @@ class Supervisor:
             self._drain()
             self._forward_controls()
             self._watch()
+            self._watch_venues()
             self.record.maybe_sample(self.positions)  # equity curve for the run's analytics
             now = time.monotonic()
             if self.duration_s is not None and now - t0 >= self.duration_s:
@@ -644,13 +659,34 @@ class Supervisor:
             if now >= next_status:
                 next_status += sup.status_interval_s
                 if self.show_status:
-                    print(
-                        format_status(self.record, self.metrics, self.positions, self.cfg),
-                        file=self.out,
-                        flush=True,
-                    )
+                    line = format_status(self.record, self.metrics, self.positions, self.cfg)
+                    venues = venue_status_words(self._venue_states)
+                    print(f"{line}  {venues}" if venues else line, file=self.out, flush=True)
             time.sleep(0.02)
         log.info("stopping: %s", self._stop_reason)
+
+    def _watch_venues(self) -> None:
+        """The live venues' states from exec's table: kept for the status line and ``gekko
+        status``; each change audited (``venue.state``) and logged."""
+        table = getattr(self, "venue_table", None)
+        if table is None:
+            return
+        states = read_venue_states(table)
+        for v in states:
+            if self._venue_changes.get(v["venue"]) == v["changes"]:
+                continue
+            self._venue_changes[v["venue"]] = v["changes"]
+            log.warning("venue %s: %s %s", v["venue"], v["state"], v["reason"])
+            self._audit(
+                "exec",
+                "venue.state",
+                venue=v["venue"],
+                state=v["state"],
+                reason=v["reason"],
+                changes=v["changes"],
+                run_id=self.run_id,
+            )
+        self._venue_states = states
 
     def _shutdown(self) -> None:
         self._send_control(int(ControlCommand.STOP), self._stop_reason)

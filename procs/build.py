@@ -143,10 +143,13 @@ def build_venue(
     """The execution client of the configured venue, built by its kind's factory
     (``engine.venues.registry``); several ``[[venues]]`` go behind a smart router
     (``engine.routing.SmartRouter``). An unknown kind raises ``UnknownVenueKind``."""
+    from engine.venues.reconciled import wrap_live
     from engine.venues.registry import lookup
 
+    # a live client goes behind reconciliation and its state gate (engine.venues.reconciled)
     clients = {
-        c.name: lookup(c.kind).execution(c) for c in venue_configs(cfg, instruments, record_path)
+        c.name: wrap_live(lookup(c.kind).execution(c), c)
+        for c in venue_configs(cfg, instruments, record_path)
     }
     if len(clients) == 1:
         return next(iter(clients.values()))

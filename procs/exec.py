@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from engine.exec_engine import ExecEngine
-from engine.messages import NewOrder, OrderFilled, OrderPartiallyFilled
+from engine.messages import ControlCommand, NewOrder, OrderFilled, OrderPartiallyFilled
 from engine.portfolio import Portfolio
 from engine.stages.exec import ExecStage
 from engine.stages.strategy import REFUSALS
@@ -41,6 +41,7 @@ from procs.runtime import (
     stop_reason_path,
 )
 from procs.storage import run_id
+from procs.venue_status import VenueStates, attach_table, live_venues, venue_names
 from procs.warmup import warm_exec
 from shm.seqlock import SeqlockTable
 
@@ -93,10 +94,13 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         return _stop_run(cfg, engine_id, f"{exc}; {len(venue.open_orders())} orders left open")
     _apply_recovery(stage, table, rec)
     on_order = _order_handler(w, stage)
+    states = _venue_states(engine_id, cfg, venue, rec)
 
     def each_pass(now: int) -> None:
         stage.poll(now)
         table.refresh(now)
+        if states.live:
+            states.refresh()
 
     def on_exit() -> None:
         for closing in (algo_log, journal):
@@ -110,6 +114,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         idle_s=min(cfg.supervisor.heartbeat_interval_s, 0.01),
         drain="orders",  # on STOP: the strategies' last cancels still reach the venue
         on_stop=lambda: _shut_down(stage, table),
+        on_control=lambda ctl: _on_control(stage, states, ctl),
     )
     w.beat(STATE_READY)
     log.info(
@@ -202,6 +207,36 @@ def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:
         stage.emit(engine.on_order(c, time.monotonic_ns()))
     # algo parents that were working: rebuilt, missed parent fills published, resumed
     stage.emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
+
+
+def _venue_states(engine_id: str, cfg: Any, venue: Any, rec: Any) -> VenueStates:
+    """The live venues' states (``procs.venue_status``); after a restart, a live venue learns
+    what recovery rebuilt first (``ReconciledVenue.seed``: one venue; behind a router, which
+    venue held which order is not in the journal)."""
+    live = live_venues(venue)
+    if live and rec.result is not None and live[0] is venue:
+        venue.seed(rec.result.table.open_orders(), rec.result.fills)
+    table = attach_table(engine_id) if live else None
+    return VenueStates(table, venue_names(cfg), venue)
+
+
+def _on_control(stage: ExecStage, states: VenueStates, ctl: Any) -> None:
+    """The kill switch at live venues: risk cancels the orders it approved and flattens the
+    positions it knows (``engine.risk_controls``, through exec to the venue); with a live venue
+    exec also cancels every order its table holds open (adopted ones, algo children) and the
+    orders open at the venue that nobody here knows. A resume lifts a live venue's reconciliation
+    halt (with a fresh reconciliation first)."""
+    now = time.monotonic_ns()
+    if not states.live:
+        return  # the simulated venue: risk's cancels are the whole kill switch
+    if ctl.command in (ControlCommand.KILL, ControlCommand.FLATTEN):
+        log.warning(
+            "exec: %s: canceling every open order at the venue", ControlCommand(ctl.command).name
+        )
+        stage.cancel_all(now)
+        stage.emit(states.kill(now))
+    elif ctl.command == ControlCommand.RESUME:
+        states.resume(now)
 
 
 def _shut_down(stage: ExecStage, table: PositionsTable) -> None:

@@ -231,9 +231,9 @@ def test_an_order_that_ended_unheard_is_closed() -> None:
     assert eng.open_orders() == []
 
 
-def external(flaky: FlakySim, coid: int = 777) -> NewOrder:
+def external(flaky: FlakySim, coid: int = 777, now: int = 2) -> NewOrder:
     o = order(coid, SELL, 3, 10050, strategy=9)
-    flaky.sim.submit(o, 2)  # placed behind our back: we never see its events
+    flaky.sim.submit(o, now)  # placed behind our back: we never see its events
     return o
 
 

@@ -54,7 +54,7 @@ from engine.venue_state import (
 )
 from engine.venues.base import ExecutionClient, VenueEvent
 
-__all__ = ["ReconciledVenue"]
+__all__ = ["ReconciledVenue", "wrap_live"]
 
 _ENDS = (OrderCanceled, OrderExpired, OrderRejected)
 _FILLS = (OrderPartiallyFilled, OrderFilled)
@@ -80,17 +80,18 @@ class ReconciledVenue:
         self.policy = external_orders_policy({"external_orders": external_orders})
         self.record = VenueRecord()
         self._in_flight: set[int] = set()  # submitted, not yet answered
-        self._foreign: set[int] = set()  # external orders we canceled: their events stay here
         self._drop_gen: int | None = -1  # resyncing until a snapshot newer than this is done
         self._done_gen: int | None = None
         self._halt = ""  # why reconciliation halted the venue ("" = it did not)
         self._recheck = ""  # a balance difference waiting for a second snapshot
+        self._killed = False  # the kill switch is on: unknown open orders are canceled
         self._status = VenueStatus(self.name, VenueState.DOWN, "not connected yet", 0)
         #: what reconciliation did, one line each, for the process to log (``take_notes``)
         self.notes: list[str] = []
         self.reconciliations = 0
         self.duplicates_dropped = 0  # fills / ends seen twice (stream and REST, or replays)
         self.refused = 0  # new orders and replaces refused while not connected
+        self.foreign_events = 0  # events of orders neither sent nor adopted here (dropped)
 
     # --- state -----------------------------------------------------------------------------------
     def venue_status(self) -> VenueStatus:
@@ -153,10 +154,23 @@ class ReconciledVenue:
     def __getattr__(self, attr: str) -> Any:  # queries, fees, book, close: the client's
         return getattr(self.inner, attr)
 
+    def seed(self, orders: Iterable[Any], fills: Iterable[OrderPartiallyFilled]) -> None:
+        """After a restart's reconciliation (``engine.reconcile``): the open orders it rebuilt
+        (``OrderRecord``s of this venue) and every fill it knows, so the first snapshot compares
+        against them instead of calling them unknown and history missing."""
+        fills = list(fills)
+        for r in orders:
+            self.record.sent(r.order, 0)
+            mine = self.record.orders[r.client_order_id]
+            mine.qty = r.cum_qty + r.leaves_qty
+        for f in fills:
+            self.record.fill(f, self._tick.get(f.instrument_id, 0.0))
+
     # --- the operator ----------------------------------------------------------------------------
     def resume(self, now_ns: int) -> None:
         """An operator's resume: lift a reconciliation halt and take the venue's balances as
         the new baseline (whoever moved them, the operator has seen it), after a fresh snapshot."""
+        self._killed = False
         if not self._halt and not self._recheck:
             return
         self.notes.append(
@@ -170,15 +184,18 @@ class ReconciledVenue:
 
     def kill(self, now_ns: int) -> list[VenueEvent]:
         """The kill switch at this venue: cancel every order open there that the record does not
-        have open (external ones; exec cancels its own through the ordinary path)."""
+        have open (external ones; exec cancels its own through the ordinary path) — those in
+        the last snapshot now, and, until a resume, every one a later snapshot shows (a fresh
+        one is asked for)."""
+        self._killed = True
         snap = self._snapshot()
         out: list[VenueEvent] = []
-        if snap is None:
-            return out
-        mine = set(self.record.open_ids())
-        for o in snap.open_orders:
-            if o.client_order_id not in mine:
-                out += self._cancel_foreign(o, now_ns)
+        if snap is not None:
+            mine = set(self.record.open_ids())
+            for o in snap.open_orders:
+                if o.client_order_id not in mine:
+                    out += self._cancel_foreign(o, now_ns)
+        self._request_refresh()
         return out
 
     # --- events from the client ------------------------------------------------------------------
@@ -192,7 +209,8 @@ class ReconciledVenue:
             if tp is ExchangeStatus and ev.instrument_id < 0:  # type: ignore[attr-defined]
                 continue  # the venue's state: ``state()`` says it (module docstring)
             coid = getattr(ev, "client_order_id", None)
-            if coid is not None and coid in self._foreign:
+            if coid is not None and coid not in rec.orders:
+                self.foreign_events += 1  # an order not ours (yet): reconciliation decides
                 continue
             if tp in _FILLS:
                 self._in_flight.discard(coid)  # type: ignore[arg-type]
@@ -305,12 +323,13 @@ class ReconciledVenue:
         if not f.external:
             return
         ids = ", ".join(str(v.client_order_id) for v in f.external[:5])
-        if self.policy == "adopt":
+        policy = "cancel" if self._killed else self.policy  # after a kill: nothing stays open
+        if policy == "adopt":
             for v in f.external:
                 self.record.sent(v, now_ns)
                 out.append(AdoptedOrder(v, self.name))
             self.notes.append(f"{self.name}: adopted {len(f.external)} unknown open orders ({ids})")
-        elif self.policy == "cancel":
+        elif policy == "cancel":
             for v in f.external:
                 out += self._cancel_foreign(v, now_ns)
             self.notes.append(
@@ -324,7 +343,6 @@ class ReconciledVenue:
             self.notes.append(f"{self.name}: halted: {self._halt}")
 
     def _cancel_foreign(self, v: NewOrder, now_ns: int) -> list[VenueEvent]:
-        self._foreign.add(v.client_order_id)
         self.inner.cancel(_cancel_of(v, now_ns), now_ns)  # its answers are not ours to publish
         return []
 
@@ -344,3 +362,13 @@ class ReconciledVenue:
 
 def _cancel_of(v: NewOrder, now_ns: int) -> CancelOrder:
     return CancelOrder(v.client_order_id, v.strategy_id, v.instrument_id, now_ns, now_ns)
+
+
+def wrap_live(client: ExecutionClient, config: Any) -> ExecutionClient:
+    """``client`` behind a ``ReconciledVenue`` when it is a live one (it has
+    ``reconcile_snapshot``), with its venue's ``external_orders``; any other client as it is.
+    ``config`` is its ``engine.venues.registry.VenueConfig``."""
+    if not callable(getattr(client, "reconcile_snapshot", None)):
+        return client
+    policy = external_orders_policy(config.settings)
+    return ReconciledVenue(client, config.instruments, external_orders=policy)  # type: ignore[return-value]

@@ -132,6 +132,13 @@ class BinanceServer(ExchangeServer):
         r.add_get("/stream", self._ws_market)
         r.add_get("/ws-api/v3", self._ws_api)
 
+    def reset_limits(self) -> None:
+        """Forget bans, Retry-After windows and used weight (between tests)."""
+        self.faults.clear("ban")
+        self.faults.clear("rate_limit")
+        self._retry_until = 0.0
+        self._weight = [0, 0]
+
     def server_ms(self) -> int:
         return now_ms() + self.clock_offset_ms
 
@@ -631,7 +638,7 @@ class BinanceServer(ExchangeServer):
         self.events.publish(order.account, w.dumps(report))
         acct = self.matcher.accounts[order.account]
         position = w.account_position(acct, [order.spec.base, order.spec.quote])
-        self.events.publish(order.account, w.dumps(position))
+        self.events.publish(order.account, w.dumps(position), reorderable=False)
 
     # -- websockets
     async def _ws_market(self, request: web.Request) -> web.StreamResponse:

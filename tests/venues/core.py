@@ -297,17 +297,20 @@ class UserEvents:
         self.published = 0
         self._held: dict[str, str] = {}
 
-    def publish(self, account: str, payload: str) -> None:
+    def publish(self, account: str, payload: str, reorderable: bool = True) -> None:
+        """Send ``payload`` to the account's user sockets. Only ``reorderable`` events (order
+        events, not balance snapshots) take part in ``reorder_events``."""
         self.published += 1
         if self.faults.active("fill_while_down") is not None:
             self.withheld += 1
             return
-        held = self._held.pop(account, None)
-        if held is not None:
+        held = self._held.get(account)
+        if held is not None and reorderable:
+            del self._held[account]
             self._send(account, payload)
             self._send(account, held)
             return
-        if self.faults.take("reorder_events") is not None:
+        if reorderable and held is None and self.faults.take("reorder_events") is not None:
             self._held[account] = payload
             asyncio.get_running_loop().call_later(self.hold_s, self._flush, account, payload)
             return

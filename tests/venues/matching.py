@@ -3,9 +3,10 @@
 A price-time-priority book per symbol holds our resting orders beside a seeded "market"
 liquidity (owned by the ``MARKET`` account: unlimited balances, no events), so market and
 marketable orders really fill. Balances are free/locked per asset; fees are taken in the
-received asset (a buy pays in base, a sell in quote), like Binance without BNB. All money math
-is Decimal; nothing here knows an exchange: each server maps ``Reject.kind`` and the order
-events to its own wire format. Everything runs on the server's loop thread.
+received asset (a buy pays in base, a sell in quote), like Binance without BNB, or all in the
+quote asset (``Matcher.fee_in_quote``, Coinbase). All money math is Decimal; nothing here
+knows an exchange: each server maps ``Reject.kind`` and the order events to its own wire
+format. Everything runs on the server's loop thread.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -313,6 +314,7 @@ class Matcher:
         faults: Faults | None = None,
         first_order_id: int = 1000,
         first_trade_id: int = 5000,
+        fee_places: int = 8,
     ) -> None:
         self.specs = {s.symbol: s for s in specs}
         self.by_venue_symbol = {s.venue_symbol: s for s in self.specs.values()}
@@ -320,6 +322,10 @@ class Matcher:
         self.maker_fee = Decimal(maker_fee)
         self.taker_fee = Decimal(taker_fee)
         self.faults = faults
+        self.fee_step = Decimal(1).scaleb(-fee_places)  # fees rounded half-up to this, as venues do
+        # True: every fee is charged in the quote asset, on top of a buy's cost (Coinbase);
+        # a buy then holds its cost plus the larger fee rate. False: in the received asset.
+        self.fee_in_quote = False
         self.accounts: dict[str, Account] = {MARKET: Account(MARKET)}
         self.orders: dict[int, Order] = {}
         self.by_client: dict[tuple[str, str], Order] = {}
@@ -522,13 +528,19 @@ class Matcher:
         if order.side == "sell":
             need, asset = order.amount, spec.base
         elif order.type == "limit":
-            need, asset = order.amount * order.price, spec.quote  # type: ignore[operator]
+            need, asset = self._buy_hold(order.amount * order.price), spec.quote  # type: ignore[operator]
         elif order.quote_amount is not None:
-            need, asset = order.quote_amount, spec.quote
+            need, asset = self._buy_hold(order.quote_amount), spec.quote
         else:
-            need, asset = self._cost(book, order.amount), spec.quote
+            need, asset = self._buy_hold(self._cost(book, order.amount)), spec.quote
         acct.lock(asset, need)
         order.locked = need
+
+    def _buy_hold(self, cost: Decimal) -> Decimal:
+        """What a buy of quote value ``cost`` holds: the cost, plus the fee when paid in quote."""
+        if not self.fee_in_quote:
+            return cost
+        return cost * (1 + max(self.maker_fee, self.taker_fee))
 
     def _cost(self, book: Book, qty: Decimal) -> Decimal:
         """The quote cost of buying ``qty`` from the asks now (a market buy's lock)."""
@@ -604,19 +616,22 @@ class Matcher:
         acct = self.accounts[order.account]
         rate = self.maker_fee if maker else self.taker_fee
         if order.side == "buy":
-            fee, fee_ccy = qty * rate, spec.base
-            paid = qty * px
+            fee, fee_ccy = (
+                (qty * px * rate, spec.quote) if self.fee_in_quote else (qty * rate, spec.base)
+            )
+            fee = fee.quantize(self.fee_step, ROUND_HALF_UP)
+            paid = qty * px + (fee if self.fee_in_quote else D0)
             if order.type == "limit" and order.price is not None and order.quote_amount is None:
-                held = qty * order.price
+                held = self._buy_hold(qty * order.price)
             else:
                 held = min(paid, order.locked)
             acct.spend_locked(spec.quote, min(paid, held))
             if held > paid:  # a limit buy filled below its limit: the difference is free again
                 acct.unlock(spec.quote, held - paid)
             order.locked -= held
-            acct.receive(spec.base, qty - fee)
+            acct.receive(spec.base, qty if self.fee_in_quote else qty - fee)
         else:
-            fee, fee_ccy = qty * px * rate, spec.quote
+            fee, fee_ccy = (qty * px * rate).quantize(self.fee_step, ROUND_HALF_UP), spec.quote
             acct.spend_locked(spec.base, qty)
             order.locked -= qty
             acct.receive(spec.quote, qty * px - fee)
@@ -694,7 +709,8 @@ class Matcher:
         )
         self.validate(trial)
         if new_px == order.price and new_amt <= order.amount:
-            freed = (order.amount - new_amt) * (new_px if order.side == "buy" else 1)  # type: ignore[operator]
+            cut = order.amount - new_amt
+            freed = self._buy_hold(cut * new_px) if order.side == "buy" else cut  # type: ignore[operator]
             order.amount = new_amt
             acct.unlock(self._lock_asset(order)[0], freed)
             order.locked -= freed
@@ -705,7 +721,8 @@ class Matcher:
         self._release(acct, order)
         order.price, order.amount = new_px, new_amt
         try:
-            need = order.remaining * (new_px if order.side == "buy" else 1)  # type: ignore[operator]
+            rem = order.remaining
+            need = self._buy_hold(rem * new_px) if order.side == "buy" else rem  # type: ignore[operator]
             acct.lock(self._lock_asset(order)[0], need)
             order.locked = need
         except Reject:

@@ -1,0 +1,159 @@
+"""Venue states in shared memory: exec writes them, the supervisor shows and audits them.
+
+Exec is where a live venue's state is known (``engine.venues.reconciled.ReconciledVenue``:
+connected / resyncing / banned / halted / down, with a reason). Every operator view needs it
+without asking exec anything: the status line and ``gekko status`` (through the supervisor's
+control socket) read the ``venues`` seqlock table, one row per ``[[venues]]`` entry in config
+order; the supervisor audits each change (``venue.state``). A row whose ``state`` is 0 belongs
+to a venue without a state (the simulated exchange): nothing is shown for it.
+
+Exec also logs what reconciliation did (``ReconciledVenue.take_notes``) and hands the operator's
+kill / resume to the live venues: a kill cancels, at each venue, the orders open there that
+exec's record does not hold (exec cancels its own through the ordinary path); a resume lifts a
+reconciliation halt.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from engine.venue_state import VenueState, VenueStatus
+
+log = logging.getLogger("gekko.venues")
+
+NAME_LEN = 32
+REASON_LEN = 240
+VENUE_DTYPE = np.dtype(
+    [
+        ("name", f"S{NAME_LEN}"),
+        ("state", "<i8"),  # engine.venue_state.VenueState; 0: no state (simulated)
+        ("since_ns", "<i8"),  # time.monotonic_ns of the last change
+        ("changes", "<i8"),
+        ("reason", f"S{REASON_LEN}"),
+    ]
+)
+TABLE = "venues"
+
+
+def venue_names(cfg: Any) -> list[str]:
+    """The table's rows: the ``[[venues]]`` names in config order (``["sim"]`` without any)."""
+    names = [v.name for v in (getattr(cfg, "venues", None) or [])]
+    return names or ["sim"]
+
+
+def _clip(text: str, n: int) -> bytes:
+    b = text.encode("utf-8", "replace")[:n]
+    return b.decode("utf-8", "ignore").encode()  # never half a character
+
+
+def live_venues(venue: Any) -> list[Any]:
+    """The venues with a state inside exec's venue (itself, or a router's)."""
+    inner = getattr(venue, "venues", None)
+    parts = list(inner.values()) if isinstance(inner, dict) else [venue]
+    return [v for v in parts if callable(getattr(v, "venue_status", None))]
+
+
+class VenueStates:
+    """Exec's side: each pass, the live venues' states into the table (on change) and the log."""
+
+    def __init__(self, table: Any, names: list[str], venue: Any) -> None:
+        self.table = table
+        self.rows = {n: k for k, n in enumerate(names)}
+        self.live = live_venues(venue)
+        self.last: dict[str, VenueStatus] = {}
+        self.changes: dict[str, int] = {}
+
+    def refresh(self) -> None:
+        for v in self.live:
+            for note in v.take_notes():
+                log.warning("venue %s", note)
+            s: VenueStatus = v.venue_status()
+            if self.last.get(s.venue) is s:
+                continue
+            prev = self.last.get(s.venue)
+            self.last[s.venue] = s
+            self.changes[s.venue] = self.changes.get(s.venue, 0) + 1
+            lvl = logging.INFO if s.state == VenueState.CONNECTED else logging.WARNING
+            if prev is None or prev.state != s.state or prev.reason != s.reason:
+                log.log(lvl, "venue %s", s.line())
+            row = self.rows.get(s.venue)
+            if row is not None and self.table is not None:
+                self.table.write(
+                    row,
+                    (
+                        _clip(s.venue, NAME_LEN),
+                        int(s.state),
+                        s.since_ns,
+                        self.changes[s.venue],
+                        _clip(s.reason, REASON_LEN),
+                    ),
+                )
+
+    def kill(self, now_ns: int) -> list[Any]:
+        out: list[Any] = []
+        for v in self.live:
+            out += v.kill(now_ns)
+        return out
+
+    def resume(self, now_ns: int) -> None:
+        for v in self.live:
+            v.resume(now_ns)
+
+
+def read_states(table: Any) -> list[dict[str, Any]]:
+    """The rows with a state, as dicts (for the status line, ``gekko status``, the audit)."""
+    out = []
+    for r in table.read_all():
+        st = int(r["state"])
+        if st <= 0:
+            continue
+        try:
+            word = VenueState(st).word
+        except ValueError:
+            word = f"state {st}"
+        out.append(
+            {
+                "venue": bytes(r["name"]).decode("utf-8", "replace"),
+                "state": word,
+                "reason": bytes(r["reason"]).decode("utf-8", "replace"),
+                "since_ns": int(r["since_ns"]),
+                "changes": int(r["changes"]),
+            }
+        )
+    return out
+
+
+def status_words(states: list[dict[str, Any]]) -> str:
+    """``venues binanceus:connected kraken:HALTED`` (a state that takes no orders in capitals);
+    '' when no venue has a state."""
+    if not states:
+        return ""
+    return "venues " + " ".join(
+        f"{s['venue']}:{s['state'] if s['state'] == 'connected' else s['state'].upper()}"
+        for s in states
+    )
+
+
+def create_table(engine_id: str, cfg: Any) -> Any:
+    """The supervisor's: the table with one named row per venue."""
+    from shm.seqlock import SeqlockTable
+
+    names = venue_names(cfg)
+    t = SeqlockTable.create(engine_id, TABLE, VENUE_DTYPE, len(names))
+    for k, n in enumerate(names):
+        t.write(k, (_clip(n, NAME_LEN), 0, 0, 0, b""))
+    return t
+
+
+def attach_table(engine_id: str) -> Any:
+    """Exec's; None when the supervisor made none (an engine started by an older one)."""
+    from shm.seqlock import SeqlockTable
+
+    try:
+        return SeqlockTable.attach(engine_id, TABLE, VENUE_DTYPE)
+    except Exception as exc:  # a view, never a reason to stop trading
+        log.error("exec: no venues table (%s): venue states are only logged", exc)
+        return None

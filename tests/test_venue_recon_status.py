@@ -1,0 +1,94 @@
+"""Venue states where the operator looks (procs.venue_status): exec writes the shm ``venues``
+table, the supervisor reads it for the status line, ``gekko status`` and the audit log; the
+kill switch and resume reach the live venues."""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from engine.exec_engine import ExecEngine
+from engine.messages import CancelOrder
+from engine.routing import SmartRouter
+from engine.venue_state import VenueState
+from procs.venue_status import (
+    VenueStates,
+    create_table,
+    live_venues,
+    read_states,
+    status_words,
+    venue_names,
+)
+from tests.test_venue_recon import BUY, connect, external, live, order, table
+
+
+@pytest.fixture
+def venue_table():
+    cfg = SimpleNamespace(venues=[SimpleNamespace(name="A"), SimpleNamespace(name="B")])
+    t = create_table(f"vq{os.getpid() % 100000}", cfg)
+    yield t
+    t.unlink()
+
+
+def test_the_table_has_a_row_per_venue_and_shows_only_live_ones(venue_table) -> None:
+    assert venue_names(SimpleNamespace(venues=[])) == ["sim"]
+    assert read_states(venue_table) == []  # no live venue wrote: nothing to show
+    assert status_words([]) == ""
+
+
+def test_states_reach_the_table_on_change_with_their_reason(venue_table, caplog) -> None:
+    fa, a = live("A", policy="halt")
+    fb, b = live("B")
+    router = SmartRouter({"A": a, "B": b})
+    assert live_venues(router) == [a, b]
+    states = VenueStates(venue_table, ["A", "B"], router)
+    connect(fb, b, 1)
+    external(fa)
+    with caplog.at_level(logging.WARNING, logger="gekko.venues"):
+        connect(fa, a, 1)
+        states.refresh()
+    rows = {r["venue"]: r for r in read_states(venue_table)}
+    assert rows["B"]["state"] == "connected" and rows["B"]["reason"] == ""
+    assert rows["A"]["state"] == "halted" and "777" in rows["A"]["reason"]
+    assert status_words(list(rows.values())) == "venues A:HALTED B:connected"
+    assert "venue A halted" in caplog.text  # the log says it too, with the reason
+    changes = rows["A"]["changes"]
+    states.refresh()  # nothing changed: the row is not rewritten
+    assert {r["venue"]: r for r in read_states(venue_table)}["A"]["changes"] == changes
+    fb.drop()
+    b.poll(2)
+    states.refresh()
+    rows = {r["venue"]: r for r in read_states(venue_table)}
+    assert rows["B"]["state"] == "down" and "1006" in rows["B"]["reason"]
+
+
+def test_kill_cancels_what_nobody_here_knows_and_resume_lifts_a_halt(venue_table) -> None:
+    fa, a = live("A", policy="halt")
+    eng = ExecEngine(a, table("A"))
+    states = VenueStates(venue_table, ["A", "B"], a)
+    connect(fa, eng, 1)
+    eng.on_order(order(5, BUY, 2, 9000), 2)  # ours, resting
+    external(fa, 778)  # placed behind our back after the reconciliation
+    assert {o.client_order_id for o in fa.sim.open_orders()} == {5, 778}
+    eng.cancel_all(3)  # exec cancels its own
+    assert states.kill(3) == []  # and the venue's unknown ones, publishing nothing of them
+    assert fa.refreshes_requested == 1  # from a fresh view of the venue
+    assert [e for e in eng.poll(4) if getattr(e, "client_order_id", 0) == 778] == []
+    assert fa.sim.open_orders() == []
+    assert a.venue_status().state == VenueState.CONNECTED
+    external(fa, 780, now=5)  # until a resume, a kill cancels what appears there too
+    connect(fa, eng, 5)
+    assert fa.sim.open_orders() == []
+    states.resume(6)
+    external(fa, 779, now=6)
+    connect(fa, eng, 6)
+    assert a.venue_status().state == VenueState.HALTED  # after the resume: the policy again
+    fa.sim.cancel(CancelOrder(779, 9, 1, 7, 7), 7)  # the operator removed it by hand
+    states.resume(7)
+    eng.poll(8)
+    states.refresh()
+    assert a.venue_status().state == VenueState.CONNECTED
+    assert read_states(venue_table)[0]["state"] == "connected"
