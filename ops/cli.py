@@ -1,6 +1,7 @@
 """The ``gekko`` command.
 
-- ``gekko run [--config PATH] [--duration S] [--until-feed-done]`` — the whole engine, supervised.
+- ``gekko run [--config PATH] [--duration S] [--until-feed-done] [--venue V] [--live]`` — the
+  whole engine, supervised; on a real venue paper unless ``--live`` (ops/venue_run.py).
 - ``gekko backtest [--config PATH] [--events N]`` — the same components inline, simulated clock.
 - ``gekko kill [--flatten]`` / ``gekko resume`` — the kill switch of a running engine (over its
   supervisor's control socket, ops/operator.py); ``gekko status`` — the trading state risk
@@ -43,6 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ops.supervisor import Supervisor
 
     cfg = load_config_or_exit(args.config)
+    cfg = _venue_run(cfg, args.venue, args.live)
     setup_logging("supervisor", cfg.engine.log_level, cfg.engine.log_format)
     _preflight(cfg, "run")
     sup = Supervisor(
@@ -53,6 +55,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         status=not args.quiet,
     )
     return sup.run()
+
+
+def _venue_run(cfg: Config, venue: str, live: bool) -> Config:
+    """``--venue`` / ``--live`` (ops/venue_run.py): the venue, the three live gates, its markets.
+    The first line a run on a real venue prints says LIVE or PAPER, naming the venue."""
+    from ops.venue_run import live_gates, pick_venue, resolve_run
+
+    try:
+        only = ""
+        if venue:
+            cfg, only = pick_venue(cfg, venue)
+        keys = live_gates(cfg, live)
+        real = [v.name for v in cfg.real_venues()]
+        if keys:
+            print(f"LIVE trading on {', '.join(keys)}: real orders with real money", flush=True)
+        elif real:
+            print(
+                f"PAPER trading on {', '.join(real)}: live market data, simulated fills", flush=True
+            )
+        return resolve_run(cfg, only=only, live=keys)
+    except ConfigError as exc:
+        print(f"gekko: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -66,6 +91,13 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args.config)
     setup_logging("backtest", cfg.engine.log_level, cfg.engine.log_format)
     _preflight(cfg, "backtest")
+    if cfg.real_venues():  # a backtest replays the simulator's market, not a venue's
+        names = ", ".join(v.name for v in cfg.real_venues())
+        print(
+            f"gekko: backtest runs the simulator only; {names}: use gekko run --venue",
+            file=sys.stderr,
+        )
+        return 2
     if args.json and not Path(args.json).resolve().parent.is_dir():
         print(f"gekko: --json {args.json}: no such directory", file=sys.stderr)
         return 2
@@ -300,6 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop once the feed has finished and every ring is drained",
     )
     run.add_argument("--quiet", action="store_true", help="no status line")
+    run.add_argument(
+        "--venue",
+        default="",
+        help="trade on this venue only: a [[venues]] name or a kind (binanceus, coinbase, kraken); "
+        "paper unless --live",
+    )
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="trade live: also needs live = true for the venue and its API keys",
+    )
     run.set_defaults(func=cmd_run)
 
     bt = with_config(sub.add_parser("backtest", help="inline backtest on a simulated clock"))

@@ -29,6 +29,17 @@ from engine.settings import need as _need_rel
 from engine.venues.registry import known_kinds
 from ops.secrets import SecretError, redact
 from ops.secrets import resolve as resolve_secrets
+from ops.venue_config import (
+    REAL_VENUE_STRUCTS,
+    BinanceUsVenue,
+    CcxtVenue,
+    CoinbaseVenue,
+    KrakenVenue,
+    RealVenueKeys,
+    ResolvedVenues,
+    key_env_names,
+    secret_keys_in,
+)
 from shm.wait import WAIT_KINDS
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
@@ -325,11 +336,11 @@ class SimSection(SimVenueKeys, **_STRICT):
             )
 
 
-class VenueSection(SimVenueKeys, **_STRICT):
-    """One simulated venue of ``[[venues]]`` (several: a smart router splits orders over them)."""
+class VenueSection(SimVenueKeys, tag_field="kind", tag="sim", **_STRICT):
+    """One simulated venue of ``[[venues]]`` (several: a smart router splits orders over them).
+    ``kind`` is the tag of the ``[[venues]]`` union (a real venue: ``ops.venue_config``)."""
 
     name: str
-    kind: str = "sim"
     px_offset_ticks: int = 0  # this venue's book = the market's shifted by this many ticks
     size_scale: float = 1.0  # ... with every size multiplied by this
 
@@ -339,15 +350,14 @@ class VenueSection(SimVenueKeys, **_STRICT):
             "name",
             "must be 1-32 letters, digits, _ or -",
         )
-        _need_rel(
-            self.kind in known_kinds(),
-            "kind",
-            f"unknown venue kind {self.kind!r}; known kinds: {', '.join(map(repr, known_kinds()))}",
-        )
         super().__post_init__()
         _need_rel(
             math.isfinite(self.size_scale) and self.size_scale > 0, "size_scale", "must be > 0"
         )
+
+    @property
+    def kind(self) -> str:
+        return "sim"
 
     def venue_settings(self) -> dict[str, Any]:
         return super().venue_settings() | {
@@ -356,7 +366,35 @@ class VenueSection(SimVenueKeys, **_STRICT):
         }
 
 
-def _check_venues(venues: list[VenueSection]) -> None:
+AnyVenue = VenueSection | BinanceUsVenue | CoinbaseVenue | KrakenVenue | CcxtVenue
+
+
+def _prepare_venues(raw: dict[str, Any], path: str | Path) -> None:
+    """Before validation: a ``[[venues]]`` entry without ``kind`` is ``"sim"``; an unknown kind
+    names the known ones; anything named like an API key is refused (ops/venue_keys.py)."""
+    venues = raw.get("venues")
+    if not isinstance(venues, list):
+        return
+    for k, v in enumerate(venues):
+        if not isinstance(v, dict):
+            continue
+        kind = v.setdefault("kind", "sim")
+        if kind not in known_kinds() or (kind != "sim" and kind not in REAL_VENUE_STRUCTS):
+            known = ", ".join(map(repr, known_kinds()))
+            raise ConfigError(
+                path, f"venues[{k}].kind", f"unknown venue kind {kind!r}; known kinds: {known}"
+            )
+        for key in secret_keys_in(v, f"venues[{k}]"):
+            names = " / ".join(key_env_names(str(v.get("name", "")) or "<name>"))
+            raise ConfigError(
+                path,
+                key,
+                f"API keys never go in config.toml: set {names} in the environment, or "
+                "credentials_file = a file only you can read (chmod 600)",
+            )
+
+
+def _check_venues(venues: list[Any]) -> None:
     names: set[str] = set()
     for k, v in enumerate(venues):
         _need(v.name not in names, f"venues[{k}].name", f"{v.name!r} is used twice")
@@ -595,8 +633,10 @@ class Config(msgspec.Struct, **_STRICT):
     inference: InferenceSection = msgspec.field(default_factory=InferenceSection)
     instruments: list[InstrumentSection] = []
     strategies: list[StrategySection] = []
-    venues: list[VenueSection] = []  # empty: the one venue of [sim]
+    venues: list[AnyVenue] = []  # empty: the one venue of [sim]
     source_path: str = ""
+    #: what `gekko run`'s pre-flight decided (ops/venue_run.py); never read from the file
+    resolved: ResolvedVenues = msgspec.field(default_factory=ResolvedVenues)
 
     def __post_init__(self) -> None:
         _need(
@@ -661,6 +701,17 @@ class Config(msgspec.Struct, **_STRICT):
             for k, s in enumerate(self.strategies)
         ]
 
+    def real_venues(self) -> list[RealVenueKeys]:
+        """The ``[[venues]]`` entries of real exchanges (kinds of ``ops.venue_config``)."""
+        return [v for v in self.venues if isinstance(v, RealVenueKeys)]
+
+    def venue_credentials(self, name: str) -> Any:
+        """The API keys of venue ``name`` (ops/venue_keys.py; None when it has none)."""
+        from ops.venue_keys import load_credentials
+
+        venue = next(v for v in self.real_venues() if v.name == name)
+        return load_credentials(venue, self.source_path)
+
 
 _PATH_RE = re.compile(r"at `\$(.*)`")
 
@@ -685,6 +736,9 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(path, "", "expected a TOML table")
+    if "resolved" in raw:  # decided by the pre-flight, never read from a file
+        raise ConfigError(path, "resolved", "unknown key")
+    _prepare_venues(raw, path)
     try:  # ${ENV} references and <key>_file siblings (ops/secrets.py), before validation
         raw = resolve_secrets(raw, Config)
     except SecretError as exc:

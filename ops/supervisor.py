@@ -41,6 +41,7 @@ from ops.control_outbox import ControlOutbox
 from ops.identity import remove_record_if_mine
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
 from ops.services import Background, EmbeddedServices
+from ops.venue_run import OVERLAY_ENV, write_overlay
 from procs.runtime import (
     ALL_WORKERS,
     COUNTERS,
@@ -132,6 +133,7 @@ class Supervisor:
         self.inbox = ControlInbox()  # operator commands: control socket and signals
         self._phase = "starting"
         self.exit_code = 0
+        self.overlay: Path | None = None  # ops/venue_run.py: written at the start of run()
         self._venue_states: list[dict[str, Any]] = []  # live venues' states (procs/venue_status)
         self._venue_changes: dict[str, int] = {}
 
@@ -289,6 +291,8 @@ class Supervisor:
         env = dict(os.environ, GEKKO_SUPERVISOR_PID=str(os.getpid()), GEKKO_RUN_ID=str(self.run_id))
         if self.pg_dsn:
             env["GEKKO_PG_DSN"] = self.pg_dsn
+        if self.overlay is not None:  # the run's real venues as the pre-flight resolved them
+            env[OVERLAY_ENV] = str(self.overlay)
         h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         h.started_at = time.monotonic()
         log.info("started %s (pid %d, incarnation %d)", h.name, h.proc.pid, h.incarnation)
@@ -538,6 +542,7 @@ class Supervisor:
     # --- main ----------------------------------------------------------------------------------
     def run(self) -> int:
         self.services.secure_var()
+        self.overlay = write_overlay(self.cfg, self.var / "run" / f"venues-{self.engine_id}.json")
         pidfile = self.var / f"gekko-{self.engine_id}.pid"
         old = {
             s: signal.getsignal(s)

@@ -131,10 +131,32 @@ def venue_configs(
     if not getattr(cfg, "venues", None):
         settings = cfg.sim.venue_settings()
         return [VenueConfig("sim", "sim", table, settings, cfg.market.seed, record_path, market)]
+    if len(cfg.venues) == 1 and cfg.venues[0].kind != "sim":
+        return [_real_venue_config(cfg, cfg.venues[0], table, record_path)]
     return [
         VenueConfig(v.name, v.kind, table, v.venue_settings(), cfg.market.seed + k, None, market)
+        if v.kind == "sim"
+        else _real_venue_config(cfg, v, table, None, cfg.market.seed + k)
         for k, v in enumerate(cfg.venues)
     ]
+
+
+def _real_venue_config(
+    cfg: Config, v: Any, table: InstrumentTable, record_path: Any, seed: int | None = None
+) -> VenueConfig:
+    """A real venue (``engine.venues.ccxt_kinds``): its markets and whether it trades live, as
+    the run's pre-flight decided (``cfg.resolved``, ops/venue_run.py), and its keys when live.
+    Paper on its own: the simulated exchange keeps a durable record like ``[sim]``'s."""
+    live = v.name in cfg.resolved.live
+    settings = v.venue_settings() | {
+        "live": live,
+        "markets": cfg.resolved.markets.get(v.name, {}),
+    }
+    creds = cfg.venue_credentials(v.name) if live else None
+    seed = cfg.market.seed if seed is None else seed
+    return VenueConfig(
+        v.name, v.kind, table, settings, seed, None if live else record_path, credentials=creds
+    )
 
 
 def build_venue(

@@ -3,8 +3,8 @@
 One place says which venues exist, so the config check, the feed and exec all agree: a kind is
 registered once with a factory for its market-data client (``engine.venues.data``) and one for
 its execution client (``engine.venues.base``), both built from a ``VenueConfig``. Adding a real
-exchange is one ``register`` call (as NautilusTrader's per-adapter ``factories.py``). Today the
-only kind is ``"sim"``, the simulated exchange.
+exchange is one ``register`` call (as NautilusTrader's per-adapter ``factories.py``): ``"sim"``,
+the simulated exchange, here; the real exchanges in ``engine.venues.ccxt_kinds``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class VenueConfig:
     """What a factory gets: the venue's name and kind, the instruments, its own ``settings``
     (units already converted, e.g. ``latency_ns``), the run's seed, where its durable record
     goes (None: memory only), and ``market``, the local market source that a simulated venue
-    serves (None for a venue with its own market data)."""
+    serves (None for a venue with its own market data), and ``credentials`` (an
+    ``engine.venues.ccxt_session.Credentials``, live real venues only)."""
 
     name: str
     kind: str
@@ -42,6 +43,7 @@ class VenueConfig:
     seed: int = 0
     record_path: Path | None = None
     market: Callable[[], Iterator[object]] | None = None
+    credentials: Any = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -122,3 +124,7 @@ register(
         "the simulated exchange over the configured market source ([market], [sim])",
     )
 )
+
+
+# the real exchanges register themselves (their clients import ccxt only when built)
+from engine.venues import ccxt_kinds  # noqa: E402, F401

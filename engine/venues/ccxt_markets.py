@@ -1,0 +1,362 @@
+"""A real venue's instruments and order rules, taken from its ccxt markets.
+
+Why in one place: prices and quantities travel as integer ticks and lots, so the engine's tick
+and lot for an instrument must be the venue's exactly. At start the venue's markets are loaded
+once (``load_markets``, a blocking call: the supervisor's pre-flight, never a hot loop) into
+plain ``VenueMarket`` records; ``resolve_instruments`` checks every configured instrument
+against them (not listed, tick or lot disagreeing, not trading: ``MarketMismatch`` naming it,
+which the CLI turns into exit 2) and creates the venue's ``symbols``. ``OrderRulesGate`` then
+refuses, before it leaves, any order the venue would refuse (size, notional, price), with the
+venue's reason, counted per reason: paper and live runs see the same refusals the venue gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from engine.instruments import Instrument, InstrumentTable
+from engine.messages import NewOrder, OrderRejected, OrderReplaceRejected, Quote, ReplaceOrder
+from engine.venues.data import InstrumentRules
+
+__all__ = [
+    "MarketMismatch",
+    "MarketRules",
+    "OrderRulesGate",
+    "VenueMarket",
+    "load_markets",
+    "parse_market",
+    "resolve_instruments",
+    "venue_amount",
+    "venue_price",
+]
+
+log = logging.getLogger("gekko.venues")
+
+# ccxt's precision modes (ccxt.base.decimal_to_precision): what market["precision"] counts
+_DECIMAL_PLACES, _SIGNIFICANT_DIGITS, _TICK_SIZE = 2, 3, 4
+
+
+class VenueMarket(msgspec.Struct, frozen=True, kw_only=True):
+    """One market as the venue lists it: decimals as strings (exact), fees in bps."""
+
+    symbol: str  # ccxt's unified symbol, our ``Instrument.symbol``: "BTC/USDT"
+    venue_symbol: str  # the venue's own id: "BTCUSDT", "BTC-USD", "XXBTZUSD"
+    base: str
+    quote: str
+    tick: str
+    lot: str
+    min_qty: str = "0"
+    max_qty: str = "0"  # 0 = no limit
+    min_notional: str = "0"
+    status: str = "trading"  # "trading", or the venue's word for why not
+    maker_fee_bps: float = 0.0
+    taker_fee_bps: float = 0.0
+
+
+class MarketRules(InstrumentRules, frozen=True, kw_only=True):
+    """``InstrumentRules`` plus what a real venue adds: its own symbol, status and fees."""
+
+    venue_symbol: str = ""
+    status: str = "trading"
+    maker_fee_bps: float = 0.0
+    taker_fee_bps: float = 0.0
+
+
+class MarketMismatch(ValueError):
+    """A configured instrument the venue cannot trade as configured; names both."""
+
+    def __init__(self, venue: str, symbol: str, problem: str) -> None:
+        self.venue, self.symbol, self.problem = venue, symbol, problem
+        super().__init__(f"instrument {symbol!r} on venue {venue!r}: {problem}")
+
+
+# --- ccxt market -> VenueMarket -------------------------------------------------------------------
+def _dec(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    d = Decimal(str(value))
+    return d if d.is_finite() else None
+
+
+def _step(value: Any, mode: int, what: str, symbol: str) -> str:
+    """A precision entry as a step ("0.01"), whatever ccxt's precision mode."""
+    d = _dec(value)
+    if d is None:
+        raise ValueError(f"market {symbol!r} has no {what} precision")
+    if mode == _DECIMAL_PLACES:
+        return str(Decimal(1).scaleb(-int(d)))
+    if mode == _SIGNIFICANT_DIGITS:
+        raise ValueError(f"market {symbol!r}: significant-digit precision has no fixed {what} step")
+    if d <= 0:
+        raise ValueError(f"market {symbol!r}: {what} step {d} is not > 0")
+    return _plain(d)
+
+
+def _plain(d: Decimal) -> str:
+    """``Decimal`` as a plain string without exponent or trailing zeros ("0.00001", "5")."""
+    s = format(d.normalize(), "f")
+    return s
+
+
+def _limit(market: Mapping[str, Any], kind: str, bound: str) -> str:
+    d = _dec(((market.get("limits") or {}).get(kind) or {}).get(bound))
+    return _plain(d) if d is not None and d > 0 else "0"
+
+
+def _bps(fraction: Any) -> float:
+    d = _dec(fraction)
+    return float(d * 10_000) if d is not None else 0.0
+
+
+def market_status(market: Mapping[str, Any]) -> str:
+    """'trading', or the venue's own status word (ccxt's ``active`` False, or a raw status)."""
+    info = market.get("info") or {}
+    raw = info.get("status") if isinstance(info, Mapping) else None
+    if market.get("active") is False:
+        return str(raw or "inactive").lower()
+    if isinstance(raw, str) and raw.lower() not in ("trading", "online", "open", "enabled", ""):
+        return raw.lower()
+    return "trading"
+
+
+def parse_market(
+    market: Mapping[str, Any],
+    precision_mode: int = _TICK_SIZE,
+    fee: Mapping[str, Any] | None = None,
+) -> VenueMarket:
+    """ccxt's market structure (and its fee-tier entry, when fetched) as a ``VenueMarket``."""
+    symbol = str(market["symbol"])
+    precision = market.get("precision") or {}
+    fee = fee or {}
+    return VenueMarket(
+        symbol=symbol,
+        venue_symbol=str(market.get("id") or symbol),
+        base=str(market.get("base") or ""),
+        quote=str(market.get("quote") or ""),
+        tick=_step(precision.get("price"), precision_mode, "price", symbol),
+        lot=_step(precision.get("amount"), precision_mode, "amount", symbol),
+        min_qty=_limit(market, "amount", "min"),
+        max_qty=_limit(market, "amount", "max"),
+        min_notional=_limit(market, "cost", "min"),
+        status=market_status(market),
+        maker_fee_bps=_bps(fee.get("maker", market.get("maker"))),
+        taker_fee_bps=_bps(fee.get("taker", market.get("taker"))),
+    )
+
+
+def load_markets(
+    exchange_id: str,
+    settings: Mapping[str, Any],
+    credentials: Any = None,
+    timeout_s: float = 30.0,
+) -> dict[str, VenueMarket]:
+    """Every spot market the venue lists, by unified symbol (blocking: start-up only).
+
+    With credentials, the account's fee tier (``fetch_trading_fees``) replaces the markets'
+    published fees; a venue that will not answer that call keeps the published ones (logged)."""
+    return asyncio.run(asyncio.wait_for(_load(exchange_id, settings, credentials), timeout_s))
+
+
+async def _load(
+    exchange_id: str, settings: Mapping[str, Any], credentials: Any
+) -> dict[str, VenueMarket]:
+    import ccxt.async_support as ccxt_async
+
+    from engine.venues.ccxt_session import make_exchange
+
+    ex = make_exchange(exchange_id, settings, credentials)
+    try:
+        markets = await ex.load_markets()
+        fees: Mapping[str, Any] = {}
+        if credentials is not None and ex.has.get("fetchTradingFees"):
+            try:
+                fees = await ex.fetch_trading_fees()
+            except ccxt_async.BaseError as exc:
+                log.warning(
+                    "%s: fee tier not loaded (%s); the published fees apply", exchange_id, exc
+                )
+        out: dict[str, VenueMarket] = {}
+        for sym, m in markets.items():
+            if m.get("spot") is False:
+                continue  # derivatives: not traded here
+            try:
+                out[sym] = parse_market(m, int(ex.precisionMode), fees.get(sym))
+            except ValueError as exc:
+                log.debug("%s: market skipped: %s", exchange_id, exc)
+        return out
+    finally:
+        await ex.close()
+
+
+# --- configured instruments vs the venue ----------------------------------------------------------
+def _same(a: float, b: str) -> bool:
+    return Decimal(str(a)) == Decimal(b)
+
+
+def check_instrument(
+    venue: str, ins: Instrument, markets: Mapping[str, VenueMarket]
+) -> VenueMarket:
+    """The venue's market for ``ins``, or ``MarketMismatch`` saying what disagrees."""
+    m = markets.get(ins.symbol)
+    if m is None:
+        alias = next((v.symbol for v in markets.values() if v.venue_symbol == ins.symbol), "")
+        hint = f" (its symbol there is {alias!r})" if alias else ""
+        raise MarketMismatch(venue, ins.symbol, f"the venue does not list it{hint}")
+    if not _same(ins.tick_size, m.tick):
+        raise MarketMismatch(
+            venue, ins.symbol, f"tick_size {ins.tick_size:g} disagrees with the venue's {m.tick}"
+        )
+    if not _same(ins.lot_size, m.lot):
+        raise MarketMismatch(
+            venue, ins.symbol, f"lot_size {ins.lot_size:g} disagrees with the venue's {m.lot}"
+        )
+    if m.status != "trading":
+        raise MarketMismatch(venue, ins.symbol, f"the venue's status is {m.status!r}, not trading")
+    return m
+
+
+def instrument_for(iid: int, venue: str, m: VenueMarket) -> Instrument:
+    """An instrument created from a venue's market (a ``symbols`` entry)."""
+    return Instrument(
+        instrument_id=iid,
+        symbol=m.symbol,
+        venue=venue,
+        asset_class="crypto",
+        sector="crypto",
+        tick_size=float(m.tick),
+        lot_size=float(m.lot),
+        currency=m.quote or "USD",
+    )
+
+
+def rules_for(ins: Instrument, m: VenueMarket) -> MarketRules:
+    """The venue's rules for ``ins`` in lots (a minimum rounds up: the venue's is a floor)."""
+    lot = Decimal(m.lot)
+    min_lots = max(1, math.ceil(Decimal(m.min_qty) / lot))
+    max_lots = int(Decimal(m.max_qty) // lot) if Decimal(m.max_qty) > 0 else 0
+    return MarketRules(
+        instrument=ins,
+        min_qty_lots=min_lots,
+        max_qty_lots=max_lots,
+        min_notional=float(m.min_notional),
+        venue_symbol=m.venue_symbol,
+        status=m.status,
+        maker_fee_bps=m.maker_fee_bps,
+        taker_fee_bps=m.taker_fee_bps,
+    )
+
+
+def resolve_instruments(
+    venue: str,
+    configured: Iterable[Instrument],
+    symbols: Iterable[str],
+    markets: Mapping[str, VenueMarket],
+    first_id: int,
+) -> list[MarketRules]:
+    """The venue's instruments: each configured one checked (``MarketMismatch``), then each of
+    ``symbols`` not configured created from its market with ids from ``first_id`` on."""
+    out = [rules_for(ins, check_instrument(venue, ins, markets)) for ins in configured]
+    have = {r.instrument.symbol for r in out}
+    iid = first_id
+    for sym in symbols:
+        if sym in have:
+            continue
+        probe = Instrument(instrument_id=iid, symbol=sym, venue=venue)
+        m = markets.get(sym)
+        if m is None:
+            check_instrument(venue, probe, markets)  # raises: not listed (with a hint)
+            raise AssertionError("unreachable")
+        ins = instrument_for(iid, venue, m)
+        check_instrument(venue, ins, markets)  # its status
+        out.append(rules_for(ins, m))
+        have.add(sym)
+        iid += 1
+    return out
+
+
+# --- decimals for the wire ------------------------------------------------------------------------
+def venue_price(ins: Instrument, px_ticks: int) -> str:
+    """``px_ticks`` as the exact decimal the venue takes ("64123.45")."""
+    return _plain(Decimal(px_ticks) * Decimal(str(ins.tick_size)))
+
+
+def venue_amount(ins: Instrument, qty_lots: int) -> str:
+    """``qty_lots`` as the exact decimal the venue takes ("0.00150")."""
+    return _plain(Decimal(qty_lots) * Decimal(str(ins.lot_size)))
+
+
+# --- refusing what the venue would refuse ---------------------------------------------------------
+class OrderRulesGate:
+    """Wraps an execution client: a new order or a replace the venue's rules would refuse is
+    refused here (``OrderRejected`` / ``OrderReplaceRejected`` INVALID, the venue's reason) and
+    counted in ``rejected`` by reason; everything else is the wrapped client's. A market order's
+    notional is checked at the last mid seen (the venue checks it at its own price)."""
+
+    def __init__(self, inner: Any, rules: Iterable[InstrumentRules]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.rules: dict[int, InstrumentRules] = {r.instrument.instrument_id: r for r in rules}
+        self.rejected: dict[str, int] = {}
+        self._mid: dict[int, int] = {}
+
+    def why(self, iid: int, qty_lots: int, px_ticks: int) -> tuple[str, str]:
+        """(reason key, text) the venue would refuse this order for; ("", "") if none."""
+        r = self.rules.get(iid)
+        if r is None:
+            return "", ""  # not this gate's instrument: the venue itself decides
+        if isinstance(r, MarketRules) and r.status != "trading":
+            return "status", f"{r.instrument.symbol} is not trading at the venue ({r.status})"
+        if px_ticks < 0:
+            return "price", f"price {px_ticks} ticks is not > 0"
+        if qty_lots < r.min_qty_lots:
+            return "min_qty", f"qty {qty_lots} lots is below the venue minimum {r.min_qty_lots}"
+        if r.max_qty_lots and qty_lots > r.max_qty_lots:
+            return "max_qty", f"qty {qty_lots} lots is above the venue maximum {r.max_qty_lots}"
+        ref = px_ticks or self._mid.get(iid, 0)
+        if ref and r.min_notional > 0:
+            notional = r.instrument.notional(ref, qty_lots)
+            if notional < r.min_notional - 1e-12:
+                return "min_notional", (
+                    f"notional {notional:g} is below the venue minimum {r.min_notional:g}"
+                )
+        return "", ""
+
+    def _refuse(self, key: str) -> None:
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+
+    def submit(self, order: NewOrder, now_ns: int) -> list[Any]:
+        key, text = self.why(order.instrument_id, order.qty, order.px)
+        if key:
+            self._refuse(key)
+            return [OrderRejected.for_order(order, f"venue rules: {text}", now_ns, now_ns)]
+        return self.inner.submit(order, now_ns)
+
+    def replace(self, replace: ReplaceOrder, now_ns: int) -> list[Any]:
+        key, text = self.why(replace.instrument_id, replace.new_qty, replace.new_px)
+        if key:
+            self._refuse(key)
+            invalid = OrderReplaceRejected.REASONS.INVALID  # type: ignore[attr-defined]
+            ev = OrderReplaceRejected.for_request(
+                replace, int(invalid), f"venue rules: {text}", now_ns, now_ns
+            )
+            return [ev]
+        return self.inner.replace(replace, now_ns)
+
+    def on_market_data(self, msg: object, now_ns: int) -> list[Any]:
+        if type(msg) is Quote and msg.bid_px and msg.ask_px:  # type: ignore[attr-defined]
+            self._mid[msg.instrument_id] = (msg.bid_px + msg.ask_px) // 2  # type: ignore[attr-defined]
+        return self.inner.on_market_data(msg, now_ns)
+
+    def __getattr__(self, attr: str) -> Any:  # cancel, poll, queries, reports, close, state ...
+        return getattr(self.inner, attr)
+
+
+def rules_table(rules: Iterable[InstrumentRules]) -> InstrumentTable:
+    return InstrumentTable([r.instrument for r in rules])

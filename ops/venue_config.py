@@ -1,0 +1,186 @@
+"""``[[venues]]`` entries of the real kinds (binanceus, coinbase, kraken, ccxt): their keys.
+
+Why a struct of their own: a simulated venue's keys (fees, latency, a shifted view of the book)
+mean nothing for a real exchange, whose fees come from its fee schedule and whose book is its
+own. ``[[venues]]`` is a union tagged by ``kind`` (``"sim"`` when left out): each entry takes
+only its kind's keys, and a sim key on a real venue is an unknown key (exit 2).
+
+API keys never live in config.toml: an entry holding anything named like a key (``api_key``,
+``secret``, ``password``, ``token``, ...; in ``ccxt_options`` too) is refused naming the
+environment variables to use instead (``ops/venue_keys.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import msgspec
+
+from engine.settings import need
+from engine.venues.ccxt_markets import VenueMarket
+
+_STRICT = {"forbid_unknown_fields": True, "kw_only": True}
+EXTERNAL_ORDERS = ("adopt", "cancel", "halt")
+_SECRET_KEY = re.compile(
+    r"(?i)(api[_-]?key|apikey|secret|passw|passphrase|private[_-]?key|token|^uid$|signature)"
+)
+
+
+class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
+    """The keys of a real venue (docs: config.toml, docs/venues.md)."""
+
+    name: str
+    live: bool = False  # one of live trading's three gates (with keys and `gekko run --live`)
+    exchange: str = ""  # kind "ccxt" only: the ccxt exchange id
+    symbols: list[str] = []  # ccxt unified symbols ("BTC/USDT") traded besides [[instruments]]
+    rest_url: str = ""  # "" = the exchange's own; a test points it at a local server
+    ws_url: str = ""
+    external_orders: str = (
+        "halt"  # an order at the venue the engine did not send: adopt | cancel | halt
+    )
+    credentials_file: str = ""  # a 0600 TOML file with api_key / api_secret / api_password
+    stale_after_s: float = 10.0  # a stream silent this long is reconnected
+    reconnect_max_s: float = 30.0  # reconnect backoff cap (with jitter)
+    timeout_ms: int = 10_000  # one REST request
+    recv_window_ms: int = 5_000  # Binance: how late a signed request may arrive
+    weight_per_min: int = 0  # request weight budget per minute (0 = the exchange's published limit)
+    weight_headroom_pct: float = 10.0  # kept unused below that budget
+    paper_latency_us: float = 20_000.0  # paper: our order's one-way latency to the simulated match
+    paper_jitter_us: float = 5_000.0
+    ccxt_options: dict[str, Any] = {}  # merged into ccxt's exchange options
+
+    @property
+    def kind(self) -> str:
+        return type(self).__struct_config__.tag  # type: ignore[return-value]
+
+    def __post_init__(self) -> None:
+        need(
+            bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.name)),
+            "name",
+            "must be 1-32 letters, digits, _ or -",
+        )
+        if self.kind == "ccxt":
+            need(
+                bool(self.exchange), "exchange", 'kind "ccxt" needs exchange = "<ccxt exchange id>"'
+            )
+            need(
+                self.exchange in _ccxt_ids(), "exchange", f"ccxt has no exchange {self.exchange!r}"
+            )
+        else:
+            need(
+                not self.exchange,
+                "exchange",
+                f'only for kind "ccxt" (kind {self.kind!r} is its own)',
+            )
+        for k, sym in enumerate(self.symbols):
+            need(
+                bool(re.fullmatch(r"[A-Za-z0-9.\-]+/[A-Za-z0-9.\-]+(:\w+)?", sym)),
+                f"symbols[{k}]",
+                f"must be a ccxt symbol like 'BTC/USDT', not {sym!r}",
+            )
+        need(len(set(self.symbols)) == len(self.symbols), "symbols", "a symbol is listed twice")
+        need(
+            not self.rest_url or bool(re.fullmatch(r"https?://[^/\s]+/?", self.rest_url)),
+            "rest_url",
+            "must be http(s)://host[:port] (no path)",
+        )
+        need(
+            not self.ws_url or bool(re.fullmatch(r"wss?://[^/\s]+/?", self.ws_url)),
+            "ws_url",
+            "must be ws(s)://host[:port] (no path)",
+        )
+        need(
+            self.external_orders in EXTERNAL_ORDERS,
+            "external_orders",
+            f"must be one of {', '.join(EXTERNAL_ORDERS)}",
+        )
+        for key in ("stale_after_s", "reconnect_max_s"):
+            v = getattr(self, key)
+            need(math.isfinite(v) and v > 0, key, "must be > 0 seconds")
+        need(1 <= self.timeout_ms <= 120_000, "timeout_ms", "must be within 1..120000")
+        need(
+            1 <= self.recv_window_ms <= 60_000,
+            "recv_window_ms",
+            "must be within 1..60000 (Binance's maximum)",
+        )
+        need(self.weight_per_min >= 0, "weight_per_min", "must be >= 0 (0 = the published limit)")
+        need(0 <= self.weight_headroom_pct < 100, "weight_headroom_pct", "must be in [0, 100)")
+        for key in ("paper_latency_us", "paper_jitter_us"):
+            v = getattr(self, key)
+            need(math.isfinite(v) and v >= 0, key, "must be >= 0")
+
+    def venue_settings(self) -> dict[str, Any]:
+        """``engine.venues.registry.VenueConfig.settings`` (the paper latency in ns)."""
+        out = msgspec.structs.asdict(self)
+        out["latency_ns"] = int(self.paper_latency_us * 1000)
+        out["jitter_ns"] = int(self.paper_jitter_us * 1000)
+        out["live"] = False  # the run decides (three gates), not this key alone
+        return out
+
+
+class BinanceUsVenue(RealVenueKeys, tag="binanceus", **_STRICT):
+    """``kind = "binanceus"``: Binance.US spot. ``symbols`` defaults to what ``gekko run
+    --venue binanceus`` trades out of the box."""
+
+    symbols: list[str] = msgspec.field(default_factory=lambda: ["BTC/USDT"])
+
+
+class CoinbaseVenue(RealVenueKeys, tag="coinbase", **_STRICT):
+    """``kind = "coinbase"``: Coinbase Advanced Trade. ``symbols`` defaults to what ``gekko run
+    --venue coinbase`` trades out of the box."""
+
+    symbols: list[str] = msgspec.field(default_factory=lambda: ["BTC/USD"])
+
+
+class KrakenVenue(RealVenueKeys, tag="kraken", **_STRICT):
+    """``kind = "kraken"``: Kraken spot. ``symbols`` defaults to what ``gekko run
+    --venue kraken`` trades out of the box."""
+
+    symbols: list[str] = msgspec.field(default_factory=lambda: ["BTC/USD"])
+
+
+class CcxtVenue(RealVenueKeys, tag="ccxt", **_STRICT):
+    """``kind = "ccxt"``: any exchange ccxt supports, market data and paper only."""
+
+
+REAL_VENUE_STRUCTS: dict[str, type[RealVenueKeys]] = {
+    "binanceus": BinanceUsVenue,
+    "coinbase": CoinbaseVenue,
+    "kraken": KrakenVenue,
+    "ccxt": CcxtVenue,
+}
+
+
+def _ccxt_ids() -> set[str]:
+    import ccxt.pro
+
+    return set(ccxt.pro.exchanges)
+
+
+class ResolvedVenues(msgspec.Struct, **_STRICT):
+    """What `gekko run`'s pre-flight decided about the real venues (ops/venue_run.py); not a
+    config.toml section: the workers get it from the supervisor with the run's instruments."""
+
+    live: list[str] = []  # venues trading live: all three gates passed
+    markets: dict[str, dict[str, VenueMarket]] = {}  # venue -> symbol -> its market
+
+
+def key_env_names(venue: str) -> tuple[str, str, str]:
+    """The environment variables that hold ``venue``'s API key, secret and password."""
+    stem = re.sub(r"[^A-Za-z0-9]", "_", venue).upper()
+    return f"GEKKO_{stem}_API_KEY", f"GEKKO_{stem}_API_SECRET", f"GEKKO_{stem}_API_PASSWORD"
+
+
+def secret_keys_in(entry: dict[str, Any], where: str) -> list[str]:
+    """Keys of a raw ``[[venues]]`` entry (and its ``ccxt_options``) named like credentials."""
+    out = [
+        f"{where}.{k}"
+        for k in entry
+        if isinstance(k, str) and k != "credentials_file" and _SECRET_KEY.search(k)
+    ]
+    opts = entry.get("ccxt_options")
+    if isinstance(opts, dict):
+        out += secret_keys_in(opts, f"{where}.ccxt_options")
+    return out

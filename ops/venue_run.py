@@ -1,0 +1,233 @@
+"""A run on real venues: which venue (``--venue``), live or paper (three gates), its instruments.
+
+Why before anything starts: a live run must be exactly what the trader asked for, and an
+instrument the venue does not trade as configured must stop the start (exit 2 naming it), not
+surface as a rejected order later. ``gekko run`` (ops/cli.py) calls, in order:
+
+1. ``pick_venue`` (``--venue <name or kind>``): the run trades on that venue only; a known kind
+   with no ``[[venues]]`` entry gets one with the defaults.
+2. ``live_gates`` (``--live``): live needs ``live = true`` for the venue, its keys
+   (ops/venue_keys.py) and ``--live``; whatever is missing is named (exit 2). Without
+   ``--live`` every venue trades paper.
+3. ``resolve_run``: the venue's markets loaded once (ccxt ``load_markets``), every configured
+   instrument of the venue checked against them, its ``symbols`` created from them; the result
+   is a new ``Config`` whose ``resolved`` section holds the markets and the live venues.
+
+The supervisor hands that result to every worker as an overlay file (``write_overlay`` /
+``apply_overlay``), so no worker loads markets again or decides live on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine.venues.ccxt_kinds import LIVE_KINDS, REAL_KINDS
+from engine.venues.ccxt_markets import MarketMismatch, VenueMarket, load_markets
+from engine.venues.ccxt_markets import resolve_instruments as resolve_for_venue
+from ops.config import Config, ConfigError
+from ops.venue_config import REAL_VENUE_STRUCTS, RealVenueKeys, ResolvedVenues
+from ops.venue_keys import credentials_source, load_credentials
+
+__all__ = [
+    "OVERLAY_ENV",
+    "apply_overlay",
+    "live_gates",
+    "pick_venue",
+    "resolve_run",
+    "write_overlay",
+]
+
+log = logging.getLogger("gekko.venues")
+
+#: the environment variable that tells a worker where the run's overlay is
+OVERLAY_ENV = "GEKKO_RUN_OVERLAY"
+#: the sections a run on real venues may change (the overlay carries exactly these)
+_SECTIONS = ("instruments", "venues", "strategies", "portfolio", "inference", "sim", "resolved")
+
+Loader = Callable[[str, Mapping[str, Any], Any], dict[str, VenueMarket]]
+
+
+def _error(cfg: Config, key: str, problem: str) -> ConfigError:
+    return ConfigError(cfg.source_path or "<config>", key, problem)
+
+
+def _rebuild(cfg: Config, **sections: Any) -> Config:
+    """``cfg`` with ``sections`` replaced, validated again as a whole."""
+    raw = msgspec.to_builtins(cfg)
+    raw.update(msgspec.to_builtins(sections))
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise _error(cfg, "", f"the run's configuration: {exc}") from None
+
+
+# --- 1. --venue -----------------------------------------------------------------------------------
+def pick_venue(cfg: Config, arg: str) -> tuple[Config, str]:
+    """The config narrowed to venue ``arg`` (a ``[[venues]]`` name, or a kind) and its name."""
+    entry: Any = next((v for v in cfg.venues if v.name == arg), None)
+    if entry is None and arg in REAL_KINDS:
+        of_kind = [v for v in cfg.venues if v.kind == arg]
+        if len(of_kind) > 1:
+            names = ", ".join(v.name for v in of_kind)
+            raise _error(cfg, "--venue", f"several venues are of kind {arg!r} ({names}): name one")
+        if of_kind:
+            entry = of_kind[0]
+        elif arg == "ccxt":
+            raise _error(
+                cfg, "--venue", 'kind "ccxt" needs a [[venues]] entry with exchange = "<ccxt id>"'
+            )
+        else:
+            entry = REAL_VENUE_STRUCTS[arg](name=arg)
+    if entry is None and arg == "sim":
+        return _rebuild(cfg, venues=[]), "sim"
+    if entry is None:
+        known = sorted({*(v.name for v in cfg.venues), *REAL_KINDS, "sim"})
+        raise _error(cfg, "--venue", f"no venue {arg!r}; known: {', '.join(known)}")
+    if not isinstance(entry, RealVenueKeys):
+        return _rebuild(cfg, venues=[entry]), entry.name
+    # the instruments stay as they are until resolve_run knows the venue's markets
+    return msgspec.structs.replace(cfg, venues=[entry]), entry.name
+
+
+# --- 2. the live gates ----------------------------------------------------------------------------
+def live_gates(cfg: Config, live: bool) -> dict[str, Any]:
+    """The keys of each venue trading live (``{}``: paper). With ``--live`` every real venue
+    of the run must pass all three gates, else a ``ConfigError`` naming what is missing."""
+    real = cfg.real_venues()
+    if not live:
+        return {}
+    if not real:
+        raise _error(cfg, "--live", "needs a real venue: --venue <binanceus|coinbase|kraken>")
+    keys: dict[str, Any] = {}
+    for v in real:
+        where = f"venues[{v.name}]"
+        if v.kind not in LIVE_KINDS:
+            raise _error(cfg, where, f"kind {v.kind!r} is market data and paper only, never live")
+        missing = []
+        if not v.live:
+            missing.append(f"live = true for venue {v.name!r} in {cfg.source_path or 'config'}")
+        creds = load_credentials(v, cfg.source_path)
+        if creds is None:
+            missing.append(f"API keys in {credentials_source(v)}")
+        if missing:
+            raise _error(
+                cfg,
+                where,
+                "live trading needs all three of live = true, API keys and --live; missing: "
+                + "; ".join(missing),
+            )
+        keys[v.name] = creds
+    return keys
+
+
+# --- 3. markets and instruments ---------------------------------------------------------------------
+def resolve_run(
+    cfg: Config,
+    *,
+    only: str = "",
+    live: Mapping[str, Any] | None = None,
+    loader: Loader | None = None,
+) -> Config:
+    """The run's configuration with every real venue's instruments checked and created (see
+    the module docstring). ``only``: the venue of ``--venue`` (its instruments alone are
+    traded). ``MarketMismatch`` and unreachable venues become ``ConfigError``s (exit 2)."""
+    real = cfg.real_venues()
+    if not real:
+        return cfg
+    live = live or {}
+    loader = loader or load_markets
+    markets: dict[str, dict[str, VenueMarket]] = {}
+    configured = [i.to_instrument() for i in cfg.instruments]
+    sections = {i.symbol: i for i in cfg.instruments}
+    keep = [i for i in cfg.instruments if not only or i.venue == only]
+    added: list[Any] = []
+    next_id = max(i.instrument_id for i in cfg.instruments) + 1
+    for v in real:
+        settings = v.venue_settings()
+        # keys, where present, also in paper: the account's fee tier is what paper charges
+        creds = live.get(v.name) or load_credentials(v, cfg.source_path)
+        try:
+            got = loader(_exchange(v), settings, creds)
+        except Exception as exc:  # a venue that cannot be reached cannot be traded: say which
+            raise _error(cfg, f"venues[{v.name}]", f"markets not loaded: {exc}") from None
+        mine = [i for i in configured if i.venue == v.name]
+        try:
+            rules = resolve_for_venue(v.name, mine, v.symbols, got, next_id)
+        except MarketMismatch as exc:
+            raise _error(cfg, f"instruments[{exc.symbol}]", str(exc)) from None
+        used = {r.instrument.symbol for r in rules}
+        markets[v.name] = {s: m for s, m in got.items() if s in used}
+        for r in rules[len(mine) :]:
+            ins = r.instrument
+            if ins.symbol in sections:
+                raise _error(
+                    cfg, f"venues[{v.name}].symbols", f"{ins.symbol!r} is an instrument elsewhere"
+                )
+            added.append(msgspec.structs.asdict(ins) | {"initial_price": 1.0, "annual_vol": 0.0})
+            next_id = max(next_id, ins.instrument_id + 1)
+    instruments = [msgspec.to_builtins(i) for i in keep] + added
+    if not instruments:
+        raise _error(cfg, "instruments", f"venue {only!r} has no instruments: list its symbols")
+    resolved = ResolvedVenues(live=sorted(live), markets=markets)
+    changes: dict[str, Any] = {"instruments": instruments, "resolved": resolved}
+    if only:
+        changes |= _narrowed(cfg, {i["symbol"] for i in instruments})
+    return _rebuild(cfg, **changes)
+
+
+def _exchange(v: RealVenueKeys) -> str:
+    return v.exchange if v.kind == "ccxt" else v.kind
+
+
+def _narrowed(cfg: Config, symbols: set[str]) -> dict[str, Any]:
+    """Sections that name instruments, narrowed to ``symbols`` (a strategy left with none of
+    its instruments does not run: logged)."""
+    strategies = []
+    for k, s in enumerate(cfg.strategies):
+        names = [x for x in s.instruments if x in symbols]
+        if s.instruments and not names:
+            log.warning("strategy %s (%s) trades none of this venue's instruments", k + 1, s.path)
+            continue
+        strategies.append(msgspec.structs.replace(s, instruments=names, id=s.id or k + 1))
+    pf = cfg.portfolio
+    bench = pf.benchmark if pf.benchmark in symbols else ""
+    inf = cfg.inference
+    return {
+        "strategies": strategies,
+        "portfolio": msgspec.structs.replace(pf, benchmark=bench),
+        "inference": msgspec.structs.replace(
+            inf, instruments=[x for x in inf.instruments if x in symbols]
+        ),
+        "sim": msgspec.structs.replace(
+            cfg.sim, halts=[h for h in cfg.sim.halts if h.instrument in symbols | {"*"}]
+        ),
+    }
+
+
+# --- the overlay: the run's decisions, handed to every worker -------------------------------------
+def write_overlay(cfg: Config, path: Path) -> Path | None:
+    """Write the sections a run on real venues changed (None, nothing written: a run without
+    one). The file is the supervisor's, private to its user (var/ is 0700)."""
+    if not cfg.real_venues():
+        return None
+    data = {k: msgspec.to_builtins(getattr(cfg, k)) for k in _SECTIONS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+    return path
+
+
+def apply_overlay(cfg: Config, path: str | Path | None) -> Config:
+    """``cfg`` with a run's overlay applied (``path`` empty or None: unchanged)."""
+    if not path:
+        return cfg
+    data = json.loads(Path(path).read_text())
+    return _rebuild(cfg, **{k: v for k, v in data.items() if k in _SECTIONS})
