@@ -1,0 +1,884 @@
+"""A real venue's execution client on ccxt (REST) and ccxt.pro (user stream).
+
+Why it is shaped this way: exec's loop must never wait on a network, and a real venue answers
+late, twice, out of order or not at all. So the engine-side methods only check, record and
+enqueue; every network call runs on the venue's ``AsyncBridge`` thread, through the venue's
+``Guard`` (weight budget, ``Retry-After``, bans, clock offset); everything the venue says goes
+through the in-flight ``OrderTable`` (``ccxt_orders``), which turns it into engine events exactly
+once; ``poll`` hands those out. Queries (``open_orders``, ``positions``, ``fills_since``...) answer
+from the table and the last REST view, never from a request made while you wait.
+
+The rules a live bot dies of, and where they live here:
+- a submit that times out is UNKNOWN (``_submit``), queried until found, or until the venue's
+  window for accepting it (Binance: ``recvWindow``) has provably passed — never sent twice;
+  a second ``submit`` of a client order id the venue has (a restarted exec) is not sent;
+- the user stream (``watch_orders`` / ``watch_my_trades``) is backed by REST: after every
+  reconnect, and every ``rest_poll_s`` while orders are open, open orders and our trades since
+  the last one seen are fetched and applied (duplicates drop out in the table);
+- a replace is an amend where the venue amends in place (Coinbase edit, Kraken AmendOrder),
+  Binance's atomic cancelReplace otherwise (a new venue order of the same engine order), and a
+  cancel then a new order where ccxt has no edit for the venue.
+
+Venue state for the operator and reconciliation: ``state()`` is "connected" | "resyncing" (a
+backfill after a reconnect is running) | "banned" (418: order entry stops until the ban ends) |
+"halted" (``halt`` by reconciliation) | "down" (no answer from the venue); ``state_reason`` says
+why. A move into or out of "banned" / "halted" is also an ``ExchangeStatus`` for the whole venue
+(instrument -1, HALTED / OPEN) from ``poll``, so exec holds or refuses new orders meanwhile.
+``reconcile_snapshot()`` is the last REST view (open orders, recent fills, balances).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import ccxt.async_support  # noqa: F401 - the error classes below
+import msgspec
+from ccxt.base.errors import (
+    BadResponse,
+    DDoSProtection,
+    DuplicateOrderId,
+    ExchangeError,
+    InvalidNonce,
+    NetworkError,
+    NotSupported,
+    OrderNotFound,
+)
+
+from engine.instruments import Instrument, InstrumentTable
+from engine.messages import (
+    CancelOrder,
+    CancelRejectReason,
+    ExchangeStatus,
+    ExchangeStatusKind,
+    NewOrder,
+    OrderCancelRejected,
+    OrderFlag,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderReplaced,
+    OrderReplaceRejected,
+    OrderType,
+    ReplaceOrder,
+    ReplaceRejectReason,
+    Side,
+    TimeInForce,
+)
+from engine.venues.base import VenueEvent
+from engine.venues.ccxt_guard import Guard
+from engine.venues.ccxt_orders import OrderTable, Phase, Tracked, order_prefix, venue_client_id
+from engine.venues.ccxt_session import AsyncBridge, Credentials, make_exchange
+from engine.venues.reports import BalanceReport, OrderStatusReport, StatusReports
+
+__all__ = ["Banned", "CcxtExecutionClient", "ReconcileSnapshot"]
+
+#: the create_order parameter that carries our client order id, per exchange
+_CID_PARAM = {"binanceus": "newClientOrderId", "binance": "newClientOrderId"}
+_CID_PARAM |= {"coinbase": "client_order_id", "kraken": "clientOrderId"}
+#: how each venue replaces: amend in place, ccxt's edit as an atomic cancel + new, or two calls
+_REPLACE_MODE = {
+    "coinbase": "amend",
+    "kraken": "amend",
+    "binanceus": "edit_new",
+    "binance": "edit_new",
+}
+#: venues that find an order by our client id in one query
+_QUERY_BY_CID = {"binanceus": "origClientOrderId", "binance": "origClientOrderId"}
+_TIF = {TimeInForce.IOC: "IOC", TimeInForce.FOK: "FOK"}
+
+
+class Banned(Exception):
+    """Order entry refused locally: the venue banned us (never retried into the ban)."""
+
+
+class ReconcileSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """The last REST view of the venue: ccxt dicts as the venue gave them."""
+
+    taken_ns: int
+    open_orders: list[dict[str, Any]]
+    trades: list[dict[str, Any]]
+    balances: dict[str, dict[str, float]]
+
+
+class CcxtExecutionClient(StatusReports):
+    """``engine.venues.base.ExecutionClient`` for one ccxt exchange (see the module docstring).
+
+    Settings (the venue's table; units in the names): ``rest_url``, ``ws_url``, ``timeout_ms``,
+    ``recv_window_ms``, ``ccxt_options`` (``ccxt_session``); ``engine_id`` / ``order_prefix`` (our
+    client ids); ``start_timeout_s`` (the blocking start-up sync); ``rest_poll_s`` (REST check of
+    open orders), ``unknown_query_s`` / ``unknown_window_s`` (resolving UNKNOWN submits),
+    ``trade_lookback_s`` (fills fetched at start), ``reconnect_s`` / ``backoff_max_s`` (the
+    first and the longest wait before a user-stream reconnect);
+    the guard's ``rate_limit_weight``, ``rate_limit_window_s``, ``request_weights``,
+    ``clock_sync_s``, ``ban_default_s``; ``replace_mode`` ("amend" | "edit_new" |
+    "cancel_new")."""
+
+    live = True
+
+    def __init__(
+        self,
+        exchange_id: str,
+        name: str,
+        instruments: InstrumentTable,
+        settings: Mapping[str, Any] | None = None,
+        credentials: Credentials | None = None,
+        *,
+        clock: Callable[[], int] = time.monotonic_ns,
+        start: bool = True,
+    ) -> None:
+        s = dict(settings or {})
+        self.exchange_id, self.name, self.settings = exchange_id, name, s
+        self._insts = [i for i in instruments if i.venue == name] or list(instruments)
+        self._by_id = {i.instrument_id: i for i in self._insts}
+        prefix = s.get("order_prefix") or order_prefix(str(s.get("engine_id") or name))
+        self.table = OrderTable(name, str(prefix), self._insts)
+        self.guard = Guard(exchange_id, s)
+        self._clock = clock
+        self._creds = credentials
+        self._lock = threading.Lock()
+        self._out: deque[object] = deque()
+        self._bridge = AsyncBridge(f"exec-{name}")
+        self._ex: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closing = False
+        self._busy: dict[int, asyncio.Event] = {}
+        self._balances: dict[str, dict[str, float]] = {}
+        self._snapshot = ReconcileSnapshot(taken_ns=0, open_orders=[], trades=[], balances={})
+        self._last_trade_ms: dict[str, int] = {}
+        self._connected = False
+        self._resyncing = False
+        self._halted = ""
+        self._down_reason = "not started"
+        self._reported = "connected"
+        self._backfill_due = 0.0
+        self._next_rest_poll = 0.0
+        self._balances_dirty = False
+        self._next_balances = 0.0
+        self.synced = threading.Event()
+        #: counters for the status line / tests
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("submits", "duplicate_submits", "unknown", "resolved_unknown", "reconnects"), 0
+        )
+        self.stats |= dict.fromkeys(("backfills", "clock_syncs", "nonce_retries"), 0)
+        if start:
+            self.start(float(s.get("start_timeout_s", 30.0)))
+
+    # --- life cycle -----------------------------------------------------------------------------
+    def start(self, timeout_s: float = 30.0) -> bool:
+        """Connect, load markets, measure the clock, take the first REST view and start the user
+        stream (blocking: start-up only). False (state "down") if the venue did not answer in
+        time; the bridge keeps trying."""
+        self._bridge.start()
+        self._bridge.submit(self._run())
+        return self.synced.wait(timeout_s)
+
+    def close(self) -> None:
+        """Stop the stream and the bridge; the venue's orders stay where they are."""
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self._bridge.call(self._shutdown(), 5.0)
+        self._bridge.stop()
+
+    async def _shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._ex is not None:
+            with contextlib.suppress(Exception):
+                await self._ex.close()
+
+    # --- state ----------------------------------------------------------------------------------
+    def state(self) -> str:
+        now = time.monotonic()
+        if self.guard.banned(now):
+            return "banned"
+        if self._halted:
+            return "halted"
+        if not self._connected:
+            return "down"
+        return "resyncing" if self._resyncing else "connected"
+
+    @property
+    def state_reason(self) -> str:
+        st = self.state()
+        if st == "banned":
+            return self.guard.reason(time.monotonic())
+        if st == "halted":
+            return self._halted
+        if st == "down":
+            return self._down_reason
+        return "backfilling after a reconnect" if st == "resyncing" else ""
+
+    def halt(self, reason: str) -> None:
+        """Stop order entry on this venue (reconciliation found what it cannot explain)."""
+        self._halted = reason or "halted"
+
+    def resume(self) -> None:
+        self._halted = ""
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        return self.synced.wait(timeout_s)
+
+    def reconcile_snapshot(self) -> ReconcileSnapshot:
+        """The last REST view (open orders, recent trades, balances) the bridge took."""
+        return self._snapshot
+
+    # --- requests (engine side: check, record, enqueue) ------------------------------------------
+    def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
+        inst = self._by_id.get(order.instrument_id)
+        why = self._refusal(order, inst)
+        if why:
+            return [OrderRejected.for_order(order, f"{self.name}: {why}", now_ns, now_ns)]
+        assert inst is not None
+        with self._lock:
+            if self.table.get(order.client_order_id) is not None:
+                self.stats["duplicate_submits"] += 1  # the venue has (or may have) it: never twice
+                return []
+            self.table.add(order, inst, now_ns)
+        self.stats["submits"] += 1
+        self._bridge.submit(self._submit(order.client_order_id))
+        return []
+
+    def _refusal(self, order: NewOrder, inst: Instrument | None) -> str:
+        if inst is None:
+            return f"unknown instrument {order.instrument_id}"
+        if self._halted:
+            return f"venue halted: {self._halted}"
+        if not self._connected:
+            return f"venue down: {self._down_reason}"
+        if order.order_type not in (OrderType.MARKET, OrderType.LIMIT):
+            return f"unsupported order type {order.order_type} (MARKET and LIMIT only)"
+        if order.qty <= 0:
+            return f"qty must be > 0, got {order.qty}"
+        return self.guard.refusal(time.monotonic())
+
+    def cancel(self, cancel: CancelOrder, now_ns: int) -> list[VenueEvent]:
+        with self._lock:
+            t = self.table.get(cancel.client_order_id)
+            why = _closed_refusal(t)
+        if why is not None:
+            R = CancelRejectReason
+            return [OrderCancelRejected.for_request(cancel, int(R(why)), _NOT[why], now_ns, now_ns)]
+        self._bridge.submit(self._cancel(cancel))
+        return []
+
+    def replace(self, replace: ReplaceOrder, now_ns: int) -> list[VenueEvent]:
+        with self._lock:
+            t = self.table.get(replace.client_order_id)
+            why = _closed_refusal(t)
+        R = ReplaceRejectReason
+        if why is None and (replace.new_qty <= 0 or replace.new_px <= 0):
+            detail = f"new price and qty must be > 0 ({replace.new_px}, {replace.new_qty})"
+            return [OrderReplaceRejected.for_request(replace, R.INVALID, detail, now_ns, now_ns)]
+        if why is not None:
+            return [
+                OrderReplaceRejected.for_request(replace, int(R(why)), _NOT[why], now_ns, now_ns)
+            ]
+        refusal = self.guard.refusal(time.monotonic()) or self._halted
+        if refusal:
+            return [OrderReplaceRejected.for_request(replace, R.REFUSED, refusal, now_ns, now_ns)]
+        self._bridge.submit(self._replace(replace))
+        return []
+
+    def on_market_data(self, msg: object, now_ns: int) -> list[VenueEvent]:
+        return []  # the venue matches; its market data goes to the feed
+
+    def poll(self, now_ns: int) -> list[VenueEvent]:
+        """What the venue said since the last poll, and a venue-state change if any."""
+        out: list[VenueEvent] = []
+        q = self._out
+        while q:
+            out.append(q.popleft())
+        self._state_event(now_ns, out)
+        return out
+
+    def _state_event(self, now_ns: int, out: list[VenueEvent]) -> None:
+        """Entering or leaving "banned" / "halted": an ExchangeStatus for the whole venue."""
+        st, was = self.state(), self._reported
+        self._reported = st
+        stops = st in _STOPS
+        if st == was or (not stops and was not in _STOPS):
+            return
+        kind = ExchangeStatusKind.HALTED if stops else ExchangeStatusKind.OPEN
+        why = f"{self.name} {st}: {self.state_reason}" if stops else f"{self.name} {st}"
+        out.append(ExchangeStatus(-1, int(kind), why, now_ns, now_ns))
+
+    # --- queries (from the table and the last REST view) -----------------------------------------
+    def open_orders(self) -> list[NewOrder]:
+        with self._lock:
+            return [
+                msgspec.structs.replace(t.order, px=t.px, qty=t.leaves_lots())
+                for t in self.table.open()
+            ]
+
+    def fills_since(self, fill_id: int = 0) -> list[OrderPartiallyFilled]:
+        with self._lock:
+            return self.table.fills_since(fill_id)
+
+    def knows_order(self, client_order_id: int) -> bool:
+        """True for every order we sent or found, UNKNOWN ones included (they may be there:
+        whoever asks must not send them again)."""
+        with self._lock:
+            return self.table.get(client_order_id) is not None
+
+    def query_order(self, client_order_id: int) -> OrderStatusReport | None:
+        with self._lock:
+            return self.table.report(client_order_id)
+
+    def order_status_reports(self) -> list[OrderStatusReport]:
+        with self._lock:
+            reps = [self.table.report(t.order.client_order_id) for t in self.table.open()]
+        return [r for r in reps if r is not None]
+
+    def positions(self) -> dict[int, int]:
+        """Spot: the base asset held, in lots, per instrument (what a sell can sell)."""
+        out: dict[int, int] = {}
+        for inst in self._insts:
+            base = inst.symbol.partition("/")[0]
+            total = self._balances.get(base, {}).get("total")
+            if total:
+                out[inst.instrument_id] = inst.qty_to_lots(Decimal(str(total)))
+        return out
+
+    def balances(self) -> list[BalanceReport]:
+        return [
+            BalanceReport(venue=self.name, currency=c, total=b["total"], free=b["free"])
+            for c, b in sorted(self._balances.items())
+        ]
+
+    # --- bridge side: start and housekeeping -------------------------------------------------------
+    async def _run(self) -> None:
+        """Start (retrying until it works or we close), then keep house."""
+        delay = 0.5
+        while not self._closing:
+            try:
+                await self._connect()
+                break
+            except Exception as e:  # noqa: BLE001 - any failure: down, say why, try again
+                self._down_reason = f"start: {type(e).__name__}: {str(e)[:200]}"
+                await asyncio.sleep(delay * (1 + random.random() / 2))
+                delay = min(delay * 2, float(self.settings.get("backoff_max_s", 30.0)))
+        loop = asyncio.get_running_loop()
+        for method in ("watch_orders", "watch_my_trades"):
+            if self._ex.has.get(_HAS[method]):
+                self._tasks.append(loop.create_task(self._watch(method)))
+        self._tasks.append(loop.create_task(self._housekeeping()))
+
+    async def _connect(self) -> None:
+        if self._ex is None:
+            self._ex = make_exchange(self.exchange_id, self.settings, self._creds)
+            self._install_hook()
+        await self._request("load_markets")
+        await self._sync_clock()
+        await self._initial_sync()
+        self._next_rest_poll = time.monotonic() + float(self.settings.get("rest_poll_s", 5.0))
+        self._connected = True
+        self.synced.set()
+
+    def _install_hook(self) -> None:
+        """Every HTTP answer's status and headers reach the guard (429/418/used weight)."""
+        ex, orig = self._ex, self._ex.on_rest_response
+
+        def hook(code: Any, reason: Any, url: Any, method: Any, headers: Any, *rest: Any) -> Any:
+            with contextlib.suppress(TypeError, ValueError):
+                self.guard.on_response(int(code), headers, time.monotonic())
+            return orig(code, reason, url, method, headers, *rest)
+
+        ex.on_rest_response = hook
+
+    async def _housekeeping(self) -> None:
+        tick = float(self.settings.get("housekeeping_s", 0.2))
+        while not self._closing:
+            await asyncio.sleep(tick)
+            try:
+                await self._keep_house()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one failed round must not end the loop
+                self._note_failure(e)
+
+    async def _keep_house(self) -> None:
+        now = time.monotonic()
+        if self.guard.banned(now):
+            return  # nothing is sent into a ban
+        if self.guard.clock.due(now):
+            await self._sync_clock()
+        await self._resolve_unknown(now)
+        with self._lock:
+            has_open = bool(self.table.open())
+        poll_s = float(self.settings.get("rest_poll_s", 5.0))
+        if self._backfill_due and now >= self._backfill_due:
+            await self._backfill(full=True)
+        elif has_open and now >= self._next_rest_poll:
+            self._next_rest_poll = now + poll_s
+            await self._backfill(full=False)
+        every = float(self.settings.get("balance_refresh_s", 5.0))
+        if self._balances_dirty and now >= self._next_balances:
+            self._balances_dirty, self._next_balances = False, now + every
+            await self._fetch_balances()
+
+    def _note_failure(self, e: BaseException) -> None:
+        if isinstance(e, (NetworkError, BadResponse)) and not isinstance(e, DDoSProtection):
+            self._connected = False
+            self._down_reason = f"{type(e).__name__}: {str(e)[:200]}"
+            self._backfill_due = time.monotonic() + 0.5
+
+    # --- bridge side: the guarded request ---------------------------------------------------------
+    async def _request(self, method: str, *args: Any, order_entry: bool = False, **kw: Any) -> Any:
+        """One ccxt call through the guard: waits for the budget and any 429 block, never sends
+        into a ban (an order entry is refused instead), and on -1021 / InvalidNonce re-measures
+        the clock and retries once."""
+        for attempt in (0, 1):
+            await self._admit(method, order_entry)
+            try:
+                res = await getattr(self._ex, method)(*args, **kw)
+            except InvalidNonce:
+                if attempt or method == "fetch_time":
+                    raise
+                self.stats["nonce_retries"] += 1
+                await self._sync_clock()
+                continue
+            if not self._connected and self.synced.is_set():
+                self._connected, self._down_reason = True, ""
+            return res
+        raise AssertionError("unreachable")
+
+    async def _admit(self, method: str, order_entry: bool) -> None:
+        while True:
+            now = time.monotonic()
+            if order_entry and self.guard.banned(now):
+                raise Banned(self.guard.refusal(now))
+            wait = self.guard.wait_s(method, now)
+            if wait <= 0:
+                self.guard.spend(method, now)
+                return
+            await asyncio.sleep(min(wait, 0.5))
+
+    async def _sync_clock(self) -> None:
+        if not self._ex.has.get("fetchTime"):
+            self.guard.clock.measured_at = time.monotonic()
+            return
+        sent = self._ex.milliseconds()
+        try:
+            server = await self._request("fetch_time")
+        except NotSupported:
+            self.guard.clock.measured_at = time.monotonic()
+            return
+        off = self.guard.clock.update(int(server), sent, self._ex.milliseconds(), time.monotonic())
+        self._ex.options["timeDifference"] = -off  # ccxt signs with local ms - timeDifference
+        self.stats["clock_syncs"] += 1
+
+    # --- bridge side: the first REST view ----------------------------------------------------------
+    async def _initial_sync(self) -> None:
+        """Our orders and fills at the venue before we trade (a restarted exec adopts its own
+        orders by their client ids); nothing here is emitted: reconciliation asks the queries."""
+        lookback = float(self.settings.get("trade_lookback_s", 6 * 3600))
+        since = self._ex.milliseconds() - int(lookback * 1000)
+        orders, trades = [], []
+        for inst in self._insts:
+            orders += await self._request("fetch_open_orders", inst.symbol)
+            if self._ex.has.get("fetchClosedOrders"):
+                with contextlib.suppress(NotSupported):
+                    orders += await self._request("fetch_closed_orders", inst.symbol, since)
+            trades += await self._request("fetch_my_trades", inst.symbol, since)
+        now_ns = self._clock()
+        newest_gen_first = sorted(orders, key=lambda o: str(o.get("clientOrderId")), reverse=True)
+        with self._lock:
+            for o in newest_gen_first:
+                self.table.adopt(o, now_ns)
+            for o in orders:
+                self.table.on_order(o, now_ns)
+            for tr in sorted(trades, key=lambda x: x.get("timestamp") or 0):
+                self._note_trade_time(tr)
+                self.table.on_trade(tr, now_ns)
+            for o in orders:  # closed before the trades we can see: their fills at the average
+                t = self.table.find(o.get("clientOrderId"), o.get("id"))
+                if t is not None and t.close_status and t.missing() > 0:
+                    px = Decimal(str(o.get("average") or o.get("price") or 0))
+                    self.table.synthesize_missing(t.order.client_order_id, px, now_ns)
+        await self._fetch_balances()
+        self._take_snapshot([o for o in orders if o.get("status") == "open"], trades)
+
+    def _take_snapshot(
+        self, open_orders: list[dict[str, Any]], trades: list[dict[str, Any]]
+    ) -> None:
+        self._snapshot = ReconcileSnapshot(
+            taken_ns=self._clock(),
+            open_orders=[dict(o) for o in open_orders],
+            trades=[dict(t) for t in trades],
+            balances={k: dict(v) for k, v in self._balances.items()},
+        )
+
+    async def _fetch_balances(self) -> None:
+        bal = await self._request("fetch_balance")
+        out: dict[str, dict[str, float]] = {}
+        for cur, total in (bal.get("total") or {}).items():
+            if total is None:
+                continue
+            free = (bal.get("free") or {}).get(cur) or 0.0
+            out[str(cur)] = {"total": float(total), "free": float(free)}
+        self._balances = out
+
+    def _note_trade_time(self, tr: Mapping[str, Any]) -> None:
+        sym, ts = str(tr.get("symbol") or ""), tr.get("timestamp")
+        if sym and isinstance(ts, (int, float)):
+            self._last_trade_ms[sym] = max(self._last_trade_ms.get(sym, 0), int(ts))
+
+    # --- bridge side: orders ------------------------------------------------------------------------
+    def _emit(self, evs: list[object]) -> None:
+        if evs:
+            self._out.extend(evs)
+            if any(isinstance(e, OrderPartiallyFilled) for e in evs):
+                self._balances_dirty = True
+
+    async def _submit(self, coid: int) -> None:
+        busy = self._busy[coid] = asyncio.Event()
+        try:
+            await self._send_new(coid)
+        finally:
+            busy.set()
+            self._busy.pop(coid, None)
+
+    async def _send_new(self, coid: int) -> None:
+        with self._lock:
+            t = self.table.get(coid)
+            if t is None or t.phase != Phase.PENDING:
+                return
+            args, params = self._create_args(t)
+        try:
+            o = await self._request("create_order", *args, params, order_entry=True)
+        except Exception as e:  # noqa: BLE001 - every failure is sorted: refused or UNKNOWN
+            self._submit_failed(coid, e)
+            return
+        self._apply_order(o)
+
+    def _create_args(self, t: Tracked) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        o = t.order
+        kind = "market" if o.order_type == OrderType.MARKET else "limit"
+        px = float(t.inst.ticks_to_px(t.px)) if kind == "limit" else None
+        params: dict[str, Any] = {_CID_PARAM.get(self.exchange_id, "clientOrderId"): t.cid}
+        if o.tif in _TIF:
+            params["timeInForce"] = _TIF[TimeInForce(o.tif)]
+        if o.flags & OrderFlag.POST_ONLY:
+            params["postOnly"] = True
+        side = "buy" if o.side == Side.BUY else "sell"
+        return (t.inst.symbol, kind, side, float(t.amount), px), params
+
+    def _submit_failed(self, coid: int, e: BaseException) -> None:
+        """A refusal rejects; anything that may have reached the venue makes it UNKNOWN."""
+        now_ns = self._clock()
+        refused = isinstance(e, (Banned, DDoSProtection, InvalidNonce)) or (
+            isinstance(e, ExchangeError) and not isinstance(e, DuplicateOrderId)
+        )
+        with self._lock:
+            if refused:
+                evs = self.table.reject(coid, f"{self.name}: {_why(e)}", now_ns)
+            else:
+                t = self.table.get(coid)
+                if t is not None and t.phase == Phase.PENDING:
+                    self.table.mark_unknown(coid)
+                    self.stats["unknown"] += 1
+                evs = []
+        self._emit(evs)
+
+    def _apply_order(self, o: Mapping[str, Any], origin: int = 0) -> None:
+        now_ns = self._clock()
+        with self._lock:
+            evs = self.table.on_order(o, now_ns)
+            for tr in o.get("trades") or []:
+                tr = {"order": o.get("id"), "timestamp": o.get("timestamp"), **tr}
+                evs += self.table.on_trade(tr, now_ns)
+        if origin:
+            evs = [_with_origin(e, origin) for e in evs]
+        self._emit(evs)
+        self._soon_if_short()
+
+    def _soon_if_short(self) -> None:
+        """An order the venue closed with fills we have not seen: a REST check in a second."""
+        with self._lock:
+            short = any(t.close_status and t.missing() > 0 for t in self.table.open())
+        if short:
+            self._next_rest_poll = min(self._next_rest_poll, time.monotonic() + 1.0)
+
+    async def _settle(self, coid: int) -> Tracked | None:
+        """Wait for the order's submit to be answered; resolve it once if UNKNOWN."""
+        busy = self._busy.get(coid)
+        if busy is not None:
+            await busy.wait()
+        with self._lock:
+            t = self.table.get(coid)
+        if t is not None and t.phase == Phase.UNKNOWN:
+            await self._query(t)
+        return t
+
+    async def _cancel(self, c: CancelOrder) -> None:
+        t = await self._settle(c.client_order_id)
+        now = self._clock
+        R = CancelRejectReason
+        if t is None or t.phase != Phase.OPEN:
+            why = R.NOT_OPEN if t is not None and t.phase == Phase.CLOSED else R.REFUSED
+            detail = "order is no longer open" if why == R.NOT_OPEN else "order state unknown"
+            self._emit([OrderCancelRejected.for_request(c, int(why), detail, now(), now())])
+            return
+        try:
+            o = await self._request("cancel_order", t.venue_id, t.inst.symbol)
+        except OrderNotFound as e:
+            await self._query(t)
+            with self._lock:
+                closed = t.phase == Phase.CLOSED
+            why = R.NOT_OPEN if closed else R.REFUSED
+            self._emit([OrderCancelRejected.for_request(c, int(why), _why(e), now(), now())])
+            return
+        except Exception as e:  # noqa: BLE001 - refused, or unknown: the order stands as it was
+            self._emit([OrderCancelRejected.for_request(c, int(R.REFUSED), _why(e), now(), now())])
+            if isinstance(e, NetworkError):
+                self._backfill_due = time.monotonic() + 0.2
+            return
+        if o.get("status") is None or o.get("filled") is None:
+            await self._query(t)  # a cancel answered without the order's state (Coinbase)
+            return
+        self._apply_order({**o, "clientOrderId": o.get("clientOrderId") or t.cid}, c.ts_origin)
+
+    async def _replace(self, r: ReplaceOrder) -> None:
+        t = await self._settle(r.client_order_id)
+        R = ReplaceRejectReason
+        if t is None or t.phase != Phase.OPEN:
+            why = R.NOT_OPEN if t is not None and t.phase == Phase.CLOSED else R.REFUSED
+            detail = "order is no longer open" if why == R.NOT_OPEN else "order state unknown"
+            self._emit([OrderReplaceRejected.for_request(r, int(why), detail, *self._ts())])
+            return
+        new_open = Decimal(r.new_qty) * Decimal(str(t.inst.lot_size))
+        mode = self.settings.get("replace_mode") or _REPLACE_MODE.get(
+            self.exchange_id, "cancel_new"
+        )
+        try:
+            if mode == "amend":
+                await self._amend(t, new_open, r.new_px)
+            elif mode == "edit_new":
+                await self._edit_new(t, new_open, r.new_px)
+            else:
+                await self._cancel_new(t, new_open, r.new_px)
+        except Exception as e:  # noqa: BLE001 - the venue kept the old terms
+            self._emit([OrderReplaceRejected.for_request(r, int(R.REFUSED), _why(e), *self._ts())])
+            return
+        ts, now_ns = self._ts()
+        o = t.order
+        self._emit(
+            [
+                OrderReplaced(
+                    o.client_order_id, o.instrument_id, r.new_px, r.new_qty, r.ts_origin, ts, now_ns
+                )
+            ]
+        )
+
+    async def _amend(self, t: Tracked, new_open: Decimal, px: int) -> None:
+        """Amend in place: the venue order's size is its filled part plus the new open part."""
+        cur = t.venue_filled.get(t.venue_id, Decimal(0))
+        args = (t.venue_id, t.inst.symbol, "limit", _side(t), float(cur + new_open))
+        await self._request("edit_order", *args, float(t.inst.ticks_to_px(px)))
+        with self._lock:
+            self.table.amended(t.order.client_order_id, new_open, px)
+
+    async def _edit_new(self, t: Tracked, new_open: Decimal, px: int) -> None:
+        """ccxt's edit as the venue's atomic cancel + new (Binance cancelReplace): a new venue
+        order, the next generation of ours."""
+        cid = venue_client_id(self.table.prefix, t.order.client_order_id, t.gen + 1)
+        params = {_CID_PARAM.get(self.exchange_id, "clientOrderId"): cid}
+        args = (t.venue_id, t.inst.symbol, "limit", _side(t), float(new_open))
+        o = await self._request("edit_order", *args, float(t.inst.ticks_to_px(px)), params)
+        with self._lock:
+            self.table.new_generation(t.order.client_order_id, new_open, px)
+        self._apply_order({**o, "clientOrderId": o.get("clientOrderId") or cid})
+
+    async def _cancel_new(self, t: Tracked, new_open: Decimal, px: int) -> None:
+        """Two requests where the venue has no edit: cancel, then the next generation."""
+        await self._request("cancel_order", t.venue_id, t.inst.symbol)
+        with self._lock:
+            cid = self.table.new_generation(t.order.client_order_id, new_open, px)
+            args, params = self._create_args(t)
+        o = await self._request("create_order", *args, params, order_entry=True)
+        self._apply_order({**o, "clientOrderId": o.get("clientOrderId") or cid})
+
+    def _ts(self) -> tuple[int, int]:
+        now_ns = self._clock()
+        return now_ns, now_ns
+
+    # --- bridge side: UNKNOWN orders -----------------------------------------------------------------
+    async def _resolve_unknown(self, now: float) -> None:
+        every = float(self.settings.get("unknown_query_s", 0.5))
+        with self._lock:
+            todo = [t for t in self.table.open() if t.phase == Phase.UNKNOWN]
+        for t in todo:
+            if now - t.queried_at < every:
+                continue
+            await self._query(t)
+            with self._lock:
+                still = t.phase == Phase.UNKNOWN
+            if still and self._clock() - t.sent_ns > self._unknown_window_ns():
+                why = f"{self.name}: the submit timed out and the venue does not have the order"
+                with self._lock:
+                    evs = self.table.resolve_missing(t.order.client_order_id, why, self._clock())
+                self.stats["resolved_unknown"] += len(evs)
+                self._emit(evs)
+
+    def _unknown_window_ns(self) -> int:
+        """After this the venue can no longer take a submit we sent (Binance refuses a request
+        older than recvWindow; elsewhere a configured window)."""
+        s = self.settings
+        recv = float(s.get("recv_window_ms", self._ex.options.get("recvWindow", 0) or 0)) / 1000
+        base = float(s.get("unknown_window_s", max(recv, 10.0)))
+        return int((base + float(s.get("timeout_ms", 10_000)) / 1000 + 1.0) * 1e9)
+
+    async def _query(self, t: Tracked) -> None:
+        """Find one order at the venue (by our client id) and apply what the venue says."""
+        t.queried_at = time.monotonic()
+        try:
+            o = await self._find(t)
+        except (NetworkError, BadResponse, Banned):
+            return
+        if o is not None:
+            self._apply_order(o)
+
+    async def _find(self, t: Tracked) -> Mapping[str, Any] | None:
+        key = _QUERY_BY_CID.get(self.exchange_id)
+        if t.venue_id:
+            with contextlib.suppress(OrderNotFound):
+                return await self._request("fetch_order", t.venue_id, t.inst.symbol)
+        if key:
+            try:
+                return await self._request("fetch_order", None, t.inst.symbol, {key: t.cid})
+            except OrderNotFound:
+                return None
+        orders = await self._request("fetch_open_orders", t.inst.symbol)
+        if self._ex.has.get("fetchClosedOrders"):
+            since = self._ex.milliseconds() - 3_600_000
+            orders += await self._request("fetch_closed_orders", t.inst.symbol, since)
+        return next((o for o in orders if o.get("clientOrderId") == t.cid), None)
+
+    # --- bridge side: the user stream and its REST backfill ------------------------------------------
+    async def _watch(self, method: str) -> None:
+        """One user-stream loop: apply what arrives; on a drop, back off (with jitter),
+        resubscribe and schedule a REST backfill of what the gap hid."""
+        first = float(self.settings.get("reconnect_s", 0.2))
+        delay, cap = first, float(self.settings.get("backoff_max_s", 30.0))
+        while not self._closing:
+            try:
+                items = await getattr(self._ex, method)()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a dropped stream: reconnect, then backfill
+                self.stats["reconnects"] += 1
+                self._resyncing = True
+                self._backfill_due = time.monotonic() + delay + 0.3
+                self._down_reason = f"user stream: {type(e).__name__}"
+                await asyncio.sleep(delay * (1 + random.random() / 2))
+                delay = min(delay * 2, cap)
+                continue
+            delay = first
+            self._apply_stream(method, items)
+
+    def _apply_stream(self, method: str, items: list[dict[str, Any]]) -> None:
+        now_ns = self._clock()
+        with self._lock:
+            evs: list[object] = []
+            for it in items:
+                if method == "watch_orders":
+                    self._adopt_if_ours(it, now_ns)
+                    evs += self.table.on_order(it, now_ns)
+                else:
+                    self._note_trade_time(it)
+                    evs += self.table.on_trade(it, now_ns)
+        self._emit(evs)
+        self._soon_if_short()
+
+    def _adopt_if_ours(self, o: Mapping[str, Any], now_ns: int) -> None:
+        """An order of ours the table does not have (sent before a restart) is adopted."""
+        if self.table.find(o.get("clientOrderId"), o.get("id")) is None:
+            self.table.adopt(o, now_ns)
+
+    async def _backfill(self, full: bool) -> None:
+        """Open orders and our trades since the last one seen, over REST; orders we hold open
+        that the venue no longer lists are queried one by one."""
+        self._backfill_due = 0.0
+        now_ns = self._clock()
+        with self._lock:
+            mine = {t.inst.symbol for t in self.table.open()}
+        symbols = [i.symbol for i in self._insts if full or i.symbol in mine]
+        opened, trades = [], []
+        for sym in symbols:
+            opened += await self._request("fetch_open_orders", sym)
+            since = self._last_trade_ms.get(sym, self._ex.milliseconds() - 3_600_000) - 1000
+            trades += await self._request("fetch_my_trades", sym, since)
+        evs: list[object] = []
+        with self._lock:
+            for o in opened:
+                self._adopt_if_ours(o, now_ns)
+                evs += self.table.on_order(o, now_ns)
+            for tr in sorted(trades, key=lambda x: x.get("timestamp") or 0):
+                self._note_trade_time(tr)
+                evs += self.table.on_trade(tr, now_ns)
+            listed = {str(o.get("id")) for o in opened}
+            gone = [
+                t for t in self.table.open() if t.phase == Phase.OPEN and t.venue_id not in listed
+            ]
+        self._emit(evs)
+        for t in gone:
+            if t.inst.symbol in symbols:
+                await self._query(t)
+        await self._fill_the_gaps()
+        self.stats["backfills"] += 1
+        if full:
+            await self._fetch_balances()
+            self._take_snapshot(opened, trades)
+        self._connected, self._resyncing = True, False
+
+    async def _fill_the_gaps(self) -> None:
+        """Orders the venue closed with fills no trade accounts for (after the trade backfill):
+        one fill each at the order's average price."""
+        with self._lock:
+            short = [t for t in self.table.open() if t.close_status and t.missing() > 0]
+        for t in short:
+            try:
+                o = await self._request("fetch_order", t.venue_id, t.inst.symbol)
+            except (ExchangeError, NetworkError):
+                continue
+            px = Decimal(str(o.get("average") or o.get("price") or t.inst.ticks_to_px(t.px)))
+            with self._lock:
+                evs = self.table.synthesize_missing(t.order.client_order_id, px, self._clock())
+            self._emit(evs)
+
+
+_STOPS = ("banned", "halted")
+_HAS = {"watch_orders": "watchOrders", "watch_my_trades": "watchMyTrades"}
+_NOT = {1: "unknown client_order_id", 2: "order is no longer open"}
+
+
+def _closed_refusal(t: Tracked | None) -> int | None:
+    """UNKNOWN_ORDER (1) / NOT_OPEN (2) when a cancel or replace cannot apply; None if it can."""
+    if t is None:
+        return 1
+    return 2 if t.phase == Phase.CLOSED else None
+
+
+def _side(t: Tracked) -> str:
+    return "buy" if t.order.side == Side.BUY else "sell"
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e)[:300]}"
+
+
+def _with_origin(ev: object, origin: int) -> object:
+    """Events a cancel caused carry the cancel's ``ts_origin``."""
+    if hasattr(ev, "ts_origin") and not isinstance(ev, OrderPartiallyFilled):
+        return msgspec.structs.replace(ev, ts_origin=origin)  # type: ignore[type-var]
+    return ev
