@@ -15,6 +15,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 
 import aiohttp
 import ccxt
@@ -282,6 +283,8 @@ def test_user_stream_and_market_disconnect_are_network_errors(
 ) -> None:
     async def body(ex):  # noqa: ANN001, ANN202
         book = await ex.watch_order_book("BTC/USDT")
+        top = (await ex.watch_bids_asks(["BTC/USDT"]))["BTC/USDT"]
+        assert top["bid"] < top["ask"]
         watching = asyncio.ensure_future(ex.watch_orders("BTC/USDT"))
         await asyncio.sleep(0.3)
         await ex.create_order("BTC/USDT", "market", "sell", 0.01, None, {"clientOrderId": "gk-ws"})
@@ -451,3 +454,41 @@ def test_capture_is_served_byte_for_byte() -> None:
     with BinanceServer(market=CaptureMarket(speed=0)) as srv:
         snapshot, frames = asyncio.run(main())
     assert snapshot == capture.snapshot_text and frames == depth_frames
+
+
+def test_runs_as_a_process_and_takes_faults_over_http(tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.venues",
+            "binanceus",
+            "--key",
+            "k",
+            "--secret",
+            "s",
+            "--balance",
+            "BTC=2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("READY "), line
+        url = f"http://127.0.0.1:{int(line.split()[1])}"
+        req = urllib.request.Request(
+            f"{url}/__control/fault", data=b'{"name": "timestamp"}', method="POST"
+        )
+        assert json.loads(urllib.request.urlopen(req, timeout=5).read())["ok"]
+        state = json.loads(urllib.request.urlopen(f"{url}/__control/state", timeout=5).read())
+        assert state["accounts"]["main"]["BTC"] == {"free": "2", "locked": "0"}
+        assert urllib.request.urlopen(f"{url}/api/v3/ping", timeout=5).status == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

@@ -1,6 +1,6 @@
 """Run one local exchange server as a process (for cross-process and real-process tests).
 
-    python -m tests.venues <binanceus|coinbase|kraken> [--port N] [--capture PATH]
+    python -m tests.venues <binanceus|coinbase|kraken> [--port N] [--capture PATH] [--speed X]
         [--key K --secret S [--password P]] [--balance ASSET=AMOUNT ...]
 
 Prints ``READY <port>`` on stdout once listening and serves until SIGTERM/SIGINT. Faults are
@@ -22,6 +22,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("kind", choices=sorted(KINDS))
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--capture", default=None, help="market data capture (binanceus)")
+    p.add_argument(
+        "--speed", type=float, default=None, help="capture replay pace (binanceus; 0 = no pauses)"
+    )
     p.add_argument("--key", default=None)
     p.add_argument("--secret", default=None)
     p.add_argument("--password", default="")
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     kwargs: dict[str, object] = {"port": args.port}
     if args.capture:
         kwargs["capture"] = args.capture
+    if args.speed is not None:
+        kwargs["speed"] = args.speed
     server = cls(**kwargs)
     if args.key:
         balances = dict(b.split("=", 1) for b in args.balance)

@@ -651,7 +651,7 @@ class BinanceServer(ExchangeServer):
         if request.path == "/stream":
             sock.state["combined"] = True
             for stream in filter(None, request.query.get("streams", "").split("/")):
-                sock.subs.add(stream.lower())
+                sock.subs.add(_stream_name(stream))
             if sock.subs:
                 self._ensure_replay()
         return await self.hub.serve(sock, self._on_market_text)
@@ -664,11 +664,11 @@ class BinanceServer(ExchangeServer):
             sock.send(w.dumps({"error": {"code": 2, "msg": "Invalid request"}, "id": None}))
             return
         if method == "SUBSCRIBE":
-            sock.subs.update(str(p).lower() for p in params)
+            sock.subs.update(_stream_name(p) for p in params)
             sock.send(w.dumps({"result": None, "id": req_id}))
             self._ensure_replay()
         elif method == "UNSUBSCRIBE":
-            sock.subs.difference_update(str(p).lower() for p in params)
+            sock.subs.difference_update(_stream_name(p) for p in params)
             sock.send(w.dumps({"result": None, "id": req_id}))
         elif method == "LIST_SUBSCRIPTIONS":
             sock.send(w.dumps({"result": sorted(sock.subs), "id": req_id}))
@@ -773,6 +773,12 @@ class BinanceServer(ExchangeServer):
                     f'{{"stream":"{stream}","data":{text}}}' if sock.state.get("combined") else text
                 )
                 self.frames_sent += 1
+
+
+def _stream_name(name: object) -> str:
+    """Binance stream names: the symbol part is case-insensitive, the rest (bookTicker) is not."""
+    symbol, sep, rest = str(name).partition("@")
+    return symbol.lower() + sep + rest
 
 
 __all__ = ["DEPTH", "BinanceServer", "CaptureMarket", "SyntheticMarket"]
