@@ -9,12 +9,10 @@ once; ``poll`` hands those out. Queries (``open_orders``, ``positions``, ``fills
 from the table and the last REST view, never from a request made while you wait.
 
 The rules a live bot dies of, and where they live here:
-- a submit that times out is UNKNOWN (``_submit``), queried until found, or until the venue's
-  window for accepting it (Binance: ``recvWindow``) has provably passed — never sent twice;
-  a second ``submit`` of a client order id the venue has (a restarted exec) is not sent;
-- the user stream (``watch_orders`` / ``watch_my_trades``) is backed by REST: after every
-  reconnect, and every ``rest_poll_s`` while orders are open, open orders and our trades since
-  the last one seen are fetched and applied (duplicates drop out in the table);
+- a submit that times out or fails on the network is UNKNOWN (``_submit_failed``), never
+  rejected and never sent twice; a second ``submit`` of a client order id the venue has (a restarted exec) is not sent;
+- the user stream is backed by REST and UNKNOWN submits are settled by query
+  (``engine.venues.ccxt_sync``, the listening half of this client);
 - a replace is an amend where the venue amends in place (Coinbase edit, Kraken AmendOrder),
   Binance's atomic cancelReplace otherwise (a new venue order of the same engine order), and a
   cancel then a new order where ccxt has no edit for the venue.
@@ -72,9 +70,10 @@ from engine.messages import (
     TimeInForce,
 )
 from engine.venues.base import VenueEvent
-from engine.venues.ccxt_guard import Guard
+from engine.venues.ccxt_guard import Banned, Guard
 from engine.venues.ccxt_orders import OrderTable, Phase, Tracked, order_prefix, venue_client_id
 from engine.venues.ccxt_session import AsyncBridge, Credentials, make_exchange
+from engine.venues.ccxt_sync import HAS_WATCH, ReconcileSnapshot, VenueSync
 from engine.venues.reports import BalanceReport, OrderStatusReport, StatusReports
 
 __all__ = ["Banned", "CcxtExecutionClient", "ReconcileSnapshot"]
@@ -90,24 +89,10 @@ _REPLACE_MODE = {
     "binance": "edit_new",
 }
 #: venues that find an order by our client id in one query
-_QUERY_BY_CID = {"binanceus": "origClientOrderId", "binance": "origClientOrderId"}
 _TIF = {TimeInForce.IOC: "IOC", TimeInForce.FOK: "FOK"}
 
 
-class Banned(Exception):
-    """Order entry refused locally: the venue banned us (never retried into the ban)."""
-
-
-class ReconcileSnapshot(msgspec.Struct, frozen=True, kw_only=True):
-    """The last REST view of the venue: ccxt dicts as the venue gave them."""
-
-    taken_ns: int
-    open_orders: list[dict[str, Any]]
-    trades: list[dict[str, Any]]
-    balances: dict[str, dict[str, float]]
-
-
-class CcxtExecutionClient(StatusReports):
+class CcxtExecutionClient(VenueSync, StatusReports):
     """``engine.venues.base.ExecutionClient`` for one ccxt exchange (see the module docstring).
 
     Settings (the venue's table; units in the names): ``rest_url``, ``ws_url``, ``timeout_ms``,
@@ -369,7 +354,7 @@ class CcxtExecutionClient(StatusReports):
                 delay = min(delay * 2, float(self.settings.get("backoff_max_s", 30.0)))
         loop = asyncio.get_running_loop()
         for method in ("watch_orders", "watch_my_trades"):
-            if self._ex.has.get(_HAS[method]):
+            if self._ex.has.get(HAS_WATCH[method]):
                 self._tasks.append(loop.create_task(self._watch(method)))
         self._tasks.append(loop.create_task(self._housekeeping()))
 
@@ -476,62 +461,6 @@ class CcxtExecutionClient(StatusReports):
         off = self.guard.clock.update(int(server), sent, self._ex.milliseconds(), time.monotonic())
         self._ex.options["timeDifference"] = -off  # ccxt signs with local ms - timeDifference
         self.stats["clock_syncs"] += 1
-
-    # --- bridge side: the first REST view ----------------------------------------------------------
-    async def _initial_sync(self) -> None:
-        """Our orders and fills at the venue before we trade (a restarted exec adopts its own
-        orders by their client ids); nothing here is emitted: reconciliation asks the queries."""
-        lookback = float(self.settings.get("trade_lookback_s", 6 * 3600))
-        since = self._ex.milliseconds() - int(lookback * 1000)
-        orders, trades = [], []
-        for inst in self._insts:
-            orders += await self._request("fetch_open_orders", inst.symbol)
-            if self._ex.has.get("fetchClosedOrders"):
-                with contextlib.suppress(NotSupported):
-                    orders += await self._request("fetch_closed_orders", inst.symbol, since)
-            trades += await self._request("fetch_my_trades", inst.symbol, since)
-        now_ns = self._clock()
-        newest_gen_first = sorted(orders, key=lambda o: str(o.get("clientOrderId")), reverse=True)
-        with self._lock:
-            for o in newest_gen_first:
-                self.table.adopt(o, now_ns)
-            for o in orders:
-                self.table.on_order(o, now_ns)
-            for tr in sorted(trades, key=lambda x: x.get("timestamp") or 0):
-                self._note_trade_time(tr)
-                self.table.on_trade(tr, now_ns)
-            for o in orders:  # closed before the trades we can see: their fills at the average
-                t = self.table.find(o.get("clientOrderId"), o.get("id"))
-                if t is not None and t.close_status and t.missing() > 0:
-                    px = Decimal(str(o.get("average") or o.get("price") or 0))
-                    self.table.synthesize_missing(t.order.client_order_id, px, now_ns)
-        await self._fetch_balances()
-        self._take_snapshot([o for o in orders if o.get("status") == "open"], trades)
-
-    def _take_snapshot(
-        self, open_orders: list[dict[str, Any]], trades: list[dict[str, Any]]
-    ) -> None:
-        self._snapshot = ReconcileSnapshot(
-            taken_ns=self._clock(),
-            open_orders=[dict(o) for o in open_orders],
-            trades=[dict(t) for t in trades],
-            balances={k: dict(v) for k, v in self._balances.items()},
-        )
-
-    async def _fetch_balances(self) -> None:
-        bal = await self._request("fetch_balance")
-        out: dict[str, dict[str, float]] = {}
-        for cur, total in (bal.get("total") or {}).items():
-            if total is None:
-                continue
-            free = (bal.get("free") or {}).get(cur) or 0.0
-            out[str(cur)] = {"total": float(total), "free": float(free)}
-        self._balances = out
-
-    def _note_trade_time(self, tr: Mapping[str, Any]) -> None:
-        sym, ts = str(tr.get("symbol") or ""), tr.get("timestamp")
-        if sym and isinstance(ts, (int, float)):
-            self._last_trade_ms[sym] = max(self._last_trade_ms.get(sym, 0), int(ts))
 
     # --- bridge side: orders ------------------------------------------------------------------------
     def _emit(self, evs: list[object]) -> None:
@@ -712,153 +641,8 @@ class CcxtExecutionClient(StatusReports):
         now_ns = self._clock()
         return now_ns, now_ns
 
-    # --- bridge side: UNKNOWN orders -----------------------------------------------------------------
-    async def _resolve_unknown(self, now: float) -> None:
-        every = float(self.settings.get("unknown_query_s", 0.5))
-        with self._lock:
-            todo = [t for t in self.table.open() if t.phase == Phase.UNKNOWN]
-        for t in todo:
-            if now - t.queried_at < every:
-                continue
-            await self._query(t)
-            with self._lock:
-                still = t.phase == Phase.UNKNOWN
-            if still and self._clock() - t.sent_ns > self._unknown_window_ns():
-                why = f"{self.name}: the submit timed out and the venue does not have the order"
-                with self._lock:
-                    evs = self.table.resolve_missing(t.order.client_order_id, why, self._clock())
-                self.stats["resolved_unknown"] += len(evs)
-                self._emit(evs)
-
-    def _unknown_window_ns(self) -> int:
-        """After this the venue can no longer take a submit we sent (Binance refuses a request
-        older than recvWindow; elsewhere a configured window)."""
-        s = self.settings
-        recv = float(s.get("recv_window_ms", self._ex.options.get("recvWindow", 0) or 0)) / 1000
-        base = float(s.get("unknown_window_s", max(recv, 10.0)))
-        return int((base + float(s.get("timeout_ms", 10_000)) / 1000 + 1.0) * 1e9)
-
-    async def _query(self, t: Tracked) -> None:
-        """Find one order at the venue (by our client id) and apply what the venue says."""
-        t.queried_at = time.monotonic()
-        try:
-            o = await self._find(t)
-        except (NetworkError, BadResponse, Banned):
-            return
-        if o is not None:
-            self._apply_order(o)
-
-    async def _find(self, t: Tracked) -> Mapping[str, Any] | None:
-        key = _QUERY_BY_CID.get(self.exchange_id)
-        if t.venue_id:
-            with contextlib.suppress(OrderNotFound):
-                return await self._request("fetch_order", t.venue_id, t.inst.symbol)
-        if key:
-            try:
-                return await self._request("fetch_order", None, t.inst.symbol, {key: t.cid})
-            except OrderNotFound:
-                return None
-        orders = await self._request("fetch_open_orders", t.inst.symbol)
-        if self._ex.has.get("fetchClosedOrders"):
-            since = self._ex.milliseconds() - 3_600_000
-            orders += await self._request("fetch_closed_orders", t.inst.symbol, since)
-        return next((o for o in orders if o.get("clientOrderId") == t.cid), None)
-
-    # --- bridge side: the user stream and its REST backfill ------------------------------------------
-    async def _watch(self, method: str) -> None:
-        """One user-stream loop: apply what arrives; on a drop, back off (with jitter),
-        resubscribe and schedule a REST backfill of what the gap hid."""
-        first = float(self.settings.get("reconnect_s", 0.2))
-        delay, cap = first, float(self.settings.get("backoff_max_s", 30.0))
-        while not self._closing:
-            try:
-                items = await getattr(self._ex, method)()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a dropped stream: reconnect, then backfill
-                self.stats["reconnects"] += 1
-                self._resyncing = True
-                self._backfill_due = time.monotonic() + delay + 0.3
-                self._down_reason = f"user stream: {type(e).__name__}"
-                await asyncio.sleep(delay * (1 + random.random() / 2))
-                delay = min(delay * 2, cap)
-                continue
-            delay = first
-            self._apply_stream(method, items)
-
-    def _apply_stream(self, method: str, items: list[dict[str, Any]]) -> None:
-        now_ns = self._clock()
-        with self._lock:
-            evs: list[object] = []
-            for it in items:
-                if method == "watch_orders":
-                    self._adopt_if_ours(it, now_ns)
-                    evs += self.table.on_order(it, now_ns)
-                else:
-                    self._note_trade_time(it)
-                    evs += self.table.on_trade(it, now_ns)
-        self._emit(evs)
-        self._soon_if_short()
-
-    def _adopt_if_ours(self, o: Mapping[str, Any], now_ns: int) -> None:
-        """An order of ours the table does not have (sent before a restart) is adopted."""
-        if self.table.find(o.get("clientOrderId"), o.get("id")) is None:
-            self.table.adopt(o, now_ns)
-
-    async def _backfill(self, full: bool) -> None:
-        """Open orders and our trades since the last one seen, over REST; orders we hold open
-        that the venue no longer lists are queried one by one."""
-        self._backfill_due = 0.0
-        now_ns = self._clock()
-        with self._lock:
-            mine = {t.inst.symbol for t in self.table.open()}
-        symbols = [i.symbol for i in self._insts if full or i.symbol in mine]
-        opened, trades = [], []
-        for sym in symbols:
-            opened += await self._request("fetch_open_orders", sym)
-            since = self._last_trade_ms.get(sym, self._ex.milliseconds() - 3_600_000) - 1000
-            trades += await self._request("fetch_my_trades", sym, since)
-        evs: list[object] = []
-        with self._lock:
-            for o in opened:
-                self._adopt_if_ours(o, now_ns)
-                evs += self.table.on_order(o, now_ns)
-            for tr in sorted(trades, key=lambda x: x.get("timestamp") or 0):
-                self._note_trade_time(tr)
-                evs += self.table.on_trade(tr, now_ns)
-            listed = {str(o.get("id")) for o in opened}
-            gone = [
-                t for t in self.table.open() if t.phase == Phase.OPEN and t.venue_id not in listed
-            ]
-        self._emit(evs)
-        for t in gone:
-            if t.inst.symbol in symbols:
-                await self._query(t)
-        await self._fill_the_gaps()
-        self.stats["backfills"] += 1
-        if full:
-            await self._fetch_balances()
-            self._take_snapshot(opened, trades)
-        self._connected, self._resyncing = True, False
-
-    async def _fill_the_gaps(self) -> None:
-        """Orders the venue closed with fills no trade accounts for (after the trade backfill):
-        one fill each at the order's average price."""
-        with self._lock:
-            short = [t for t in self.table.open() if t.close_status and t.missing() > 0]
-        for t in short:
-            try:
-                o = await self._request("fetch_order", t.venue_id, t.inst.symbol)
-            except (ExchangeError, NetworkError):
-                continue
-            px = Decimal(str(o.get("average") or o.get("price") or t.inst.ticks_to_px(t.px)))
-            with self._lock:
-                evs = self.table.synthesize_missing(t.order.client_order_id, px, self._clock())
-            self._emit(evs)
-
 
 _STOPS = ("banned", "halted")
-_HAS = {"watch_orders": "watchOrders", "watch_my_trades": "watchMyTrades"}
 _NOT = {1: "unknown client_order_id", 2: "order is no longer open"}
 
 

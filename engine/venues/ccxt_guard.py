@@ -32,6 +32,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_WEIGHTS",
+    "Banned",
     "ClockSync",
     "Guard",
     "WeightBudget",
@@ -66,6 +67,10 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     },
 }
 DEFAULT_WEIGHTS["binance"] = DEFAULT_WEIGHTS["binanceus"]
+
+
+class Banned(Exception):
+    """Order entry refused locally: the venue banned us (never retried into the ban)."""
 
 
 def retry_after_s(headers: Mapping[str, Any] | None, default: float) -> float:
