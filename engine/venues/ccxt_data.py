@@ -90,6 +90,8 @@ class CcxtDataClient:
         self._closing = False
         self._last: dict[str, float] = {}
         self._session_had_data = False
+        #: why the last few reconnects and resyncs happened (newest last), for logs and tests
+        self.reasons: collections.deque[str] = collections.deque(maxlen=32)
 
     # --- MarketDataClient ----------------------------------------------------------------------
     def connect(self) -> None:
@@ -214,6 +216,7 @@ class CcxtDataClient:
             if self._session_had_data:
                 attempt = 0
             self.reconnects += 1
+            self.reasons.append(reason)
             self._set_state(_DOWN, reason)
             for tr in self.books.values():
                 tr.drop()
@@ -297,6 +300,7 @@ class CcxtDataClient:
 
     def _on_gap(self, tr: BookTracker, why: str) -> None:
         self.gaps += 1
+        self.reasons.append(why)
         tr.drop()
         self._set_state(_RESYNCING, why)
         log.warning("%s: book gap, resyncing (%s)", self.name, why)
