@@ -175,6 +175,7 @@ class Tracked:
     close_reason: str = ""
     final: str = ""  # what closed it, once CLOSED: filled / canceled / expired / rejected
     accepted: bool = False
+    queried_at: float = 0.0  # monotonic s of the last query of an UNKNOWN order
 
     @property
     def venue_id(self) -> str:
@@ -299,8 +300,8 @@ class OrderTable:
         parsed = parse_client_id(self.prefix, cid)
         gen = t.vid_gen.get(vid, parsed[1] if parsed else t.gen)
         current = gen == t.gen
-        if vid and current:
-            self._register(t, vid)
+        if vid:
+            self._register(t, vid, gen)
         status = str(o.get("status") or "open")
         evs: list[object] = []
         if t.phase in (Phase.PENDING, Phase.UNKNOWN):
@@ -322,15 +323,18 @@ class OrderTable:
     def _accept(self, t: Tracked, vid: str, o: Mapping[str, Any], now_ns: int) -> OrderAccepted:
         t.phase, t.accepted = Phase.OPEN, True
         if vid:
-            self._register(t, vid)
+            self._register(t, vid, t.gen)
         ts = _ts_ns(o, now_ns)
         return OrderAccepted.for_order(t.order, venue_order_int(vid), ts, now_ns)
 
-    def _register(self, t: Tracked, vid: str) -> None:
+    def _register(self, t: Tracked, vid: str, gen: int) -> None:
+        """Map a venue order id to ours; only the current generation's becomes ``venue_id``
+        (an older one's trades still count)."""
         if vid not in self.by_vid:
             self.by_vid[vid] = t.order.client_order_id
-            t.venue_ids.append(vid)
-            t.vid_gen[vid] = t.gen
+            t.vid_gen[vid] = gen
+            if gen == t.gen:
+                t.venue_ids.append(vid)
 
     def on_trade(self, tr: Mapping[str, Any], now_ns: int) -> list[object]:
         """A ccxt trade dict of ours (user stream or backfill): one fill, once."""
@@ -502,7 +506,7 @@ class OrderTable:
         t.phase, t.accepted = Phase.OPEN, True
         vid = str(o.get("id") or "")
         if vid:
-            self._register(t, vid)
+            self._register(t, vid, gen)
         return t
 
 
