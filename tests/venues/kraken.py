@@ -227,6 +227,7 @@ class KrakenServer(ExchangeServer):
     async def _public(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         try:
+            self._refuse_if_limited(private=None)
             self._refuse_if_limited(private=False)
             handler = self._PUBLIC.get(method)
             if handler is None:

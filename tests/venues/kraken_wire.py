@@ -136,7 +136,7 @@ class IdMaker:
 
     def make(self, prefix: str) -> str:
         while True:
-            s = "".join(self._rng.choice(_ALPHABET) for _ in range(15))
+            s = "".join(self._rng.choice(_ALPHABET) for _ in range(16))
             out = f"{prefix}{s[:5]}-{s[5:10]}-{s[10:]}"
             if out not in self._seen:
                 self._seen.add(out)
