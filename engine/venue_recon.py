@@ -79,6 +79,8 @@ class VenueRecord:
     fee_quote: dict[int, float] = field(default_factory=dict)  # per instrument, fees paid
     fee_base: dict[int, float] = field(default_factory=dict)  # the same fees in base units
     fill_count: dict[int, int] = field(default_factory=dict)  # per instrument
+    #: every fill as the balance check counts it: (ts_recv, instrument, signed lots, base fee)
+    log: list[tuple[int, int, int, float]] = field(default_factory=list)
     baseline: dict[str, float] | None = None  # per asset: the balance our fills do not explain
 
     def sent(self, order: NewOrder, now_ns: int) -> None:
@@ -98,11 +100,14 @@ class VenueRecord:
         iid = f.instrument_id
         self.net_lots[iid] = self.net_lots.get(iid, 0) + f.side * f.fill_qty
         self.fill_count[iid] = self.fill_count.get(iid, 0) + 1
+        fee_base = 0.0
         if f.fee:
             self.fee_quote[iid] = self.fee_quote.get(iid, 0.0) + f.fee
             px = f.fill_px * tick_size
             if px > 0:
-                self.fee_base[iid] = self.fee_base.get(iid, 0.0) + abs(f.fee) / px
+                fee_base = abs(f.fee) / px
+                self.fee_base[iid] = self.fee_base.get(iid, 0.0) + fee_base
+        self.log.append((f.ts_recv, iid, f.side * f.fill_qty, fee_base))
         return True
 
     def close(self, coid: int) -> bool:
@@ -188,33 +193,35 @@ def _balances(
     missing: list[OrderPartiallyFilled],
 ) -> list[str]:
     """The base assets whose venue balance our fills do not explain (sets the baseline the
-    first time). Fills are counted in base units: lots x lot size."""
+    first time). Fills are counted in base units (lots x lot size), those the record received
+    by the time the snapshot began (``ts_recv <= ts_ns``: a later one is not in its balances)
+    and the missing ones it shows."""
     totals = {str(b.currency).upper(): float(b.total) for b in snap.balances}
+    asset = {i.instrument_id: (base_asset(i) or "").upper() for i in instruments}
+    lot = {i.instrument_id: i.lot_size for i in instruments}
+    tick = {i.instrument_id: i.tick_size for i in instruments}
     expect: dict[str, float] = {}
     fees: dict[str, float] = {}
-    tol: dict[str, float] = {}
     dust: dict[str, float] = {}
-    pending = VenueRecord(
-        net_lots=dict(rec.net_lots),
-        fee_base=dict(rec.fee_base),
-        fill_count=dict(rec.fill_count),
-        seen_fills=set(),
-    )
-    for f in missing:  # counted as applied
-        ins = next((i for i in instruments if i.instrument_id == f.instrument_id), None)
-        pending.fill(f, ins.tick_size if ins else 0.0)
-    for ins in instruments:
-        asset = base_asset(ins)
-        if asset is None:
+    tol: dict[str, float] = {}
+    for iid, a in asset.items():
+        if a:
+            expect.setdefault(a, 0.0)
+            fees.setdefault(a, 0.0)
+            dust.setdefault(a, 0.0)
+            tol[a] = min(tol.get(a, lot[iid] / 2), lot[iid] / 2)  # rounding: half a lot
+    counted = [e for e in rec.log if e[0] <= snap.ts_ns] + [
+        (f.ts_recv, f.instrument_id, f.side * f.fill_qty, _fee_base(f, tick)) for f in missing
+    ]
+    for _, iid, lots, fee in counted:
+        a = asset.get(iid)
+        if not a:
             continue
-        a = asset.upper()
-        iid = ins.instrument_id
-        expect[a] = expect.get(a, 0.0) + pending.net_lots.get(iid, 0) * ins.lot_size
-        fees[a] = fees.get(a, 0.0) + pending.fee_base.get(iid, 0.0)
-        tol[a] = min(tol.get(a, ins.lot_size / 2), ins.lot_size / 2)  # rounding: half a lot
+        expect[a] += lots * lot[iid]
+        fees[a] += fee
         # a client that states a buy net of its base-asset fee rounds it down to whole lots:
         # up to one lot per fill stays at the venue as dust
-        dust[a] = dust.get(a, 0.0) + pending.fill_count.get(iid, 0) * ins.lot_size
+        dust[a] += lot[iid]
     if rec.baseline is None:
         rec.baseline = {a: totals.get(a, 0.0) - e for a, e in expect.items()}
         return []
@@ -231,3 +238,8 @@ def _balances(
             f"{diff:+.8g} unexplained"
         )
     return errors
+
+
+def _fee_base(f: OrderPartiallyFilled, tick: dict[int, float]) -> float:
+    px = f.fill_px * tick.get(f.instrument_id, 0.0)
+    return abs(f.fee) / px if f.fee and px > 0 else 0.0

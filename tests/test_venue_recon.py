@@ -121,7 +121,7 @@ class FlakySim:
 
     def request_reconcile(self) -> None:
         self.refreshes_requested += 1
-        self.refresh(0)
+        self.refresh(1 << 60)  # a fresh view: after everything so far
 
     def drop(self) -> None:
         self.connected = False

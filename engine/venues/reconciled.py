@@ -25,6 +25,7 @@ on, it would halt every venue behind the router (``engine.exec_engine`` halts ve
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,6 +54,7 @@ from engine.venue_state import (
     state_of,
 )
 from engine.venues.base import ExecutionClient, VenueEvent
+from engine.venues.live_view import track_external, view_of
 
 __all__ = ["ReconciledVenue", "wrap_live"]
 
@@ -85,6 +87,8 @@ class ReconciledVenue:
         self._halt = ""  # why reconciliation halted the venue ("" = it did not)
         self._recheck = ""  # a balance difference waiting for a second snapshot
         self._killed = False  # the kill switch is on: unknown open orders are canceled
+        self._raw: Any = None  # the client's last snapshot, and our view of it
+        self._view: Any = None
         self._status = VenueStatus(self.name, VenueState.DOWN, "not connected yet", 0)
         #: what reconciliation did, one line each, for the process to log (``take_notes``)
         self.notes: list[str] = []
@@ -177,6 +181,9 @@ class ReconciledVenue:
             f"{self.name}: resumed by the operator (was: {self._halt or self._recheck})"
         )
         self._halt = self._recheck = ""
+        f = getattr(self.inner, "resume", None)
+        if callable(f):
+            f()
         self.record.baseline = None
         self._drop_gen = self._snapshot_gen()
         self._request_refresh()
@@ -231,19 +238,34 @@ class ReconciledVenue:
 
     # --- reconciliation --------------------------------------------------------------------------
     def _snapshot(self) -> Any:
+        """The client's last REST view in reconciliation's terms (converted once per view)."""
         f = getattr(self.inner, "reconcile_snapshot", None)
-        return f() if callable(f) else None
+        raw = f() if callable(f) else None
+        if raw is not self._raw:
+            self._raw, self._view = raw, view_of(self.inner, raw)
+        return self._view
 
     def _snapshot_gen(self) -> int:
         snap = self._snapshot()
         return -1 if snap is None else int(snap.generation)
 
     def _request_refresh(self) -> bool:
+        """Ask the client for a fresh REST view; False if it cannot be asked."""
         f = getattr(self.inner, "request_reconcile", None)
         if callable(f):
             f()
             return True
+        if hasattr(self.inner, "_backfill_due"):  # CcxtExecutionClient: a full backfill soon
+            self.inner._backfill_due = time.monotonic()
+            return True
         return False
+
+    def _set_halt(self, reason: str) -> None:
+        self._halt = reason
+        self.notes.append(f"{self.name}: halted: {reason}")
+        f = getattr(self.inner, "halt", None)
+        if callable(f):
+            f(reason)  # the client refuses order entry too
 
     def _watch(self, now_ns: int, out: list[VenueEvent]) -> None:
         """Note a drop; reconcile each new snapshot; end ``resyncing`` once one newer than the
@@ -279,7 +301,7 @@ class ReconciledVenue:
                 f"{self.name}: order {v.client_order_id} closed here, open there: canceled"
             )
             out += self.inner.cancel(_cancel_of(v, now_ns), now_ns)
-        self._external(f, now_ns, out)
+        self._external(f, snap, now_ns, out)
         self._balances(f)
         if f.differences or f.foreign_fills:
             self.notes.append(
@@ -314,33 +336,34 @@ class ReconciledVenue:
                 m.fill_id,
                 m.ts_origin,
                 m.ts_event,
-                now_ns,
+                m.ts_recv,  # when the client learned it (the balance check compares by it)
             )
             if rec.fill(ev, self._tick.get(m.instrument_id, 0.0)):
                 out.append(ev)
 
-    def _external(self, f: Findings, now_ns: int, out: list[VenueEvent]) -> None:
+    def _external(self, f: Findings, snap: Any, now_ns: int, out: list[VenueEvent]) -> None:
         if not f.external:
             return
         ids = ", ".join(str(v.client_order_id) for v in f.external[:5])
         policy = "cancel" if self._killed else self.policy  # after a kill: nothing stays open
         if policy == "adopt":
             for v in f.external:
+                track_external(self.inner, snap, v.client_order_id, now_ns)
                 self.record.sent(v, now_ns)
                 out.append(AdoptedOrder(v, self.name))
             self.notes.append(f"{self.name}: adopted {len(f.external)} unknown open orders ({ids})")
         elif policy == "cancel":
             for v in f.external:
+                track_external(self.inner, snap, v.client_order_id, now_ns)
                 out += self._cancel_foreign(v, now_ns)
             self.notes.append(
                 f"{self.name}: canceled {len(f.external)} unknown open orders ({ids})"
             )
         else:
-            self._halt = (
+            self._set_halt(
                 f"{len(f.external)} open orders at the venue unknown to our record ({ids}); "
                 'external_orders = "halt"'
             )
-            self.notes.append(f"{self.name}: halted: {self._halt}")
 
     def _cancel_foreign(self, v: NewOrder, now_ns: int) -> list[VenueEvent]:
         self.inner.cancel(_cancel_of(v, now_ns), now_ns)  # its answers are not ours to publish
@@ -353,8 +376,7 @@ class ReconciledVenue:
         diff = "; ".join(f.balance_errors)
         if self._recheck or not self._request_refresh():
             self._recheck = ""
-            self._halt = f"balances our fills do not explain: {diff}"
-            self.notes.append(f"{self.name}: halted: {self._halt}")
+            self._set_halt(f"balances our fills do not explain: {diff}")
         else:
             self._recheck = diff
             self.notes.append(f"{self.name}: balances differ, checking again: {diff}")
