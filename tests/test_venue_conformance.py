@@ -2,12 +2,17 @@
 
 Parametrized by ``engine.venues.registry.known_kinds()``: a new kind (a real exchange) runs these
 same tests against its local protocol server by adding an entry to ``SETUPS``; a kind without
-one fails ``test_every_kind_has_a_conformance_setup``. Today the kind is ``"sim"``.
+one fails ``test_every_kind_has_a_conformance_setup``. The real kinds (engine/venues/ccxt_kinds.py)
+run against the local servers of tests/venues, paper (their execution side is the simulated
+exchange matching against the venue's real book); a live client's conformance is
+tests/test_ccxt_exec*.py's.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +59,12 @@ MD_TYPES = (BookSnapshot, BookDelta, Quote, Trade, Bar, ExchangeStatus)
 
 @dataclass
 class Setup:
-    """One venue kind under test: its config and the instruments it lists."""
+    """One venue kind under test: its config, the instruments it lists, and what to stop
+    after the test (a local server)."""
 
     config: VenueConfig
     instruments: InstrumentTable
+    close: Callable[[], None] | None = None
 
 
 def _sim_setup(tmp_path: Path) -> Setup:
@@ -66,14 +73,45 @@ def _sim_setup(tmp_path: Path) -> Setup:
     return Setup(vc, cfg.instrument_table())
 
 
-SETUPS: dict[str, Callable[[Path], Setup]] = {"sim": _sim_setup}
+def _real_setup(kind: str, server_kind: str, extra: str = "") -> Callable[[Path], Setup]:
+    """A real kind, paper, against the local server of ``server_kind``: config.toml's
+    ``[[venues]]`` entry → the run's pre-flight (markets loaded from the server over ccxt) →
+    ``venue_configs``, as `gekko run --venue` builds it."""
+
+    def make(tmp_path: Path) -> Setup:
+        from tests.test_venue_wiring import local_server, venue_run_config
+
+        pytest.importorskip("engine.venues.ccxt_data", reason="the ccxt market-data client")
+
+        server = local_server(server_kind)
+        try:
+            cfg = venue_run_config(kind, server, extra)
+            vc = venue_configs(cfg, record_path=tmp_path / f"{kind}.venue")[0]
+        except BaseException:
+            server.stop()
+            raise
+        return Setup(vc, cfg.instrument_table(), server.stop)
+
+    return make
+
+
+SETUPS: dict[str, Callable[[Path], Setup]] = {
+    "sim": _sim_setup,
+    "binanceus": _real_setup("binanceus", "binanceus"),
+    "coinbase": _real_setup("coinbase", "coinbase"),
+    "kraken": _real_setup("kraken", "kraken"),
+    "ccxt": _real_setup("ccxt", "binanceus", 'exchange = "binanceus"\nsymbols = ["BTC/USDT"]\n'),
+}
 
 
 @pytest.fixture(params=known_kinds())
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
     if request.param not in SETUPS:
         pytest.fail(f"venue kind {request.param!r} has no conformance setup")
-    return SETUPS[request.param](tmp_path)
+    s = SETUPS[request.param](tmp_path)
+    yield s
+    if s.close is not None:
+        s.close()
 
 
 def test_every_kind_has_a_conformance_setup() -> None:
@@ -81,6 +119,30 @@ def test_every_kind_has_a_conformance_setup() -> None:
 
 
 # --- market data ----------------------------------------------------------------------------------
+LIVE_WAIT_S = 5.0  # a live client: the longest wait for its first messages
+LIVE_IDLE_S = 0.5  # ... and how long a pause ends the take once some arrived
+
+
+def _take(md: MarketDataClient, n: int) -> list[object]:
+    """Up to ``n`` messages: a finite source's first ``n``; a live client's (``live``,
+    ``poll_updates``: engine/venues/data.py) arrivals until ``n``, a pause, or the deadline."""
+    if not getattr(md, "live", False):
+        return list(itertools.islice(md.updates(), n))
+    out: list[object] = []
+    deadline = time.monotonic() + LIVE_WAIT_S
+    idle_since = time.monotonic()
+    while len(out) < n and time.monotonic() < deadline:
+        got = md.poll_updates(n - len(out))  # type: ignore[attr-defined]
+        out += got
+        if got:
+            idle_since = time.monotonic()
+        elif out and time.monotonic() - idle_since > LIVE_IDLE_S:
+            break
+        else:
+            time.sleep(0.01)
+    return out
+
+
 def _connected(s: Setup, ids: list[int] | None = None) -> MarketDataClient:
     md = lookup(s.config.kind).market_data(s.config)
     assert isinstance(md, MarketDataClient)
@@ -103,7 +165,7 @@ def test_data_client_lists_the_instruments_with_their_rules(setup: Setup) -> Non
 
 def test_data_client_streams_market_structs_snapshot_first_in_sequence(setup: Setup) -> None:
     md = _connected(setup)
-    msgs = list(itertools.islice(md.updates(), 3000))
+    msgs = _take(md, 3000)
     assert msgs and all(isinstance(m, MD_TYPES) for m in msgs)
     first: dict[int, type] = {}
     for m in msgs:
@@ -119,27 +181,35 @@ def test_data_client_streams_market_structs_snapshot_first_in_sequence(setup: Se
 def test_data_client_sends_only_what_is_subscribed(setup: Setup) -> None:
     one = setup.instruments.ids[0]
     md = _connected(setup, [one])
-    msgs = list(itertools.islice(md.updates(), 2000))
+    msgs = _take(md, 2000)
     assert msgs and {getattr(m, "instrument_id", -1) for m in msgs} <= {one, -1}
     md.close()
 
 
 # --- execution ------------------------------------------------------------------------------------
 class Driven:
-    """An execution client fed from the same kind's market data, with the last quote kept."""
+    """An execution client fed from the same kind's market data, with the last quote kept.
+    Sizes are in ``unit``s: the smallest order the venue's rules take near the market (1 lot
+    on the simulator; a real venue's minimum quantity and notional, with room to move)."""
 
     def __init__(self, s: Setup) -> None:
         self.ex = lookup(s.config.kind).execution(s.config)
         self.md = _connected(s)
-        self.stream: Iterator[object] = self.md.updates()
         self.now = 0
         self.quotes: dict[int, Quote] = {}
         self.iid = s.instruments.ids[0]
         self.events: list[object] = []
         self.advance(2000)
+        r = {r.instrument.instrument_id: r for r in self.md.instruments()}[self.iid]
+        ins, q = r.instrument, self.quotes[self.iid]
+        lot_value = max(q.bid_px - 60, 1) * ins.tick_size * ins.lot_size
+        self.unit = max(r.min_qty_lots, math.ceil(r.min_notional / lot_value))
+
+    def q(self, units: int) -> int:
+        return units * self.unit
 
     def advance(self, n: int) -> None:
-        for m in itertools.islice(self.stream, n):
+        for m in _take(self.md, n):
             self.now = max(self.now, getattr(m, "ts_event", self.now))
             if isinstance(m, Quote):
                 self.quotes[m.instrument_id] = m
@@ -150,7 +220,8 @@ class Driven:
         self.events += self.ex.poll(self.now)
         return self.events
 
-    def order(self, coid: int, side: int, px: int, qty: int) -> NewOrder:
+    def order(self, coid: int, side: int, px: int, units: int) -> NewOrder:
+        qty = self.q(units)
         return NewOrder(coid, 1, self.iid, side, OrderType.LIMIT, TimeInForce.GTC, px, qty, 0, 0)
 
     def submit(self, o: NewOrder) -> None:
@@ -186,23 +257,31 @@ def test_resting_order_is_reported_replaced_and_canceled(driven: Driven) -> None
     ev = driven.settle()
     assert len(_of(ev, OrderAccepted, 7)) == 1
     assert driven.ex.knows_order(7)
-    assert [(o.client_order_id, o.px, o.qty) for o in driven.ex.open_orders()] == [(7, px, 3)]
+    three = driven.q(3)
+    assert [(o.client_order_id, o.px, o.qty) for o in driven.ex.open_orders()] == [(7, px, three)]
     (rep,) = driven.ex.order_status_reports()
     assert isinstance(rep, OrderStatusReport)
     assert (rep.client_order_id, rep.status, rep.px, rep.open_qty, rep.filled_qty) == (
         7,
         OrderStatus.ACCEPTED,
         px,
-        3,
+        three,
         0,
     )
     one = driven.ex.query_order(7)
     assert one is not None
-    assert (one.status, one.px, one.open_qty, one.filled_qty) == (OrderStatus.ACCEPTED, px, 3, 0)
-
-    driven.events += driven.ex.replace(ReplaceOrder(7, 1, driven.iid, px - 1, 2, 0, 0), driven.now)
+    assert (one.status, one.px, one.open_qty, one.filled_qty) == (
+        OrderStatus.ACCEPTED,
+        px,
+        three,
+        0,
+    )
+    two = driven.q(2)
+    driven.events += driven.ex.replace(
+        ReplaceOrder(7, 1, driven.iid, px - 1, two, 0, 0), driven.now
+    )
     driven.settle()
-    assert [(o.px, o.qty) for o in driven.ex.open_orders()] == [(px - 1, 2)]
+    assert [(o.px, o.qty) for o in driven.ex.open_orders()] == [(px - 1, two)]
 
     driven.events += driven.ex.cancel(CancelOrder(7, 1, driven.iid, 0, 0), driven.now)
     driven.settle()
@@ -220,16 +299,17 @@ def test_fills_positions_and_their_reports_agree(driven: Driven) -> None:
     ev = driven.settle()
     fills = driven.ex.fills_since(0)
     assert fills and fills == [e for e in ev if isinstance(e, OrderPartiallyFilled)]
-    assert sum(f.fill_qty for f in fills if f.client_order_id == 9) == 1
+    one = driven.q(1)
+    assert sum(f.fill_qty for f in fills if f.client_order_id == 9) == one
     assert driven.ex.fills_since(fills[-1].fill_id) == []
     assert driven.ex.fill_reports() == [FillReport.from_fill(driven.ex.name, f) for f in fills]
     pos = driven.ex.positions()
-    assert pos == {driven.iid: 1}
+    assert pos == {driven.iid: one}
     assert driven.ex.position_reports() == [
-        PositionReport(venue=driven.ex.name, instrument_id=driven.iid, qty=1)
+        PositionReport(venue=driven.ex.name, instrument_id=driven.iid, qty=one)
     ]
     done = driven.ex.query_order(9)
-    assert done is not None and done.status == OrderStatus.FILLED and done.filled_qty == 1
+    assert done is not None and done.status == OrderStatus.FILLED and done.filled_qty == one
 
 
 def test_a_reused_client_order_id_is_refused(driven: Driven) -> None:
@@ -244,7 +324,8 @@ def test_a_reused_client_order_id_is_refused(driven: Driven) -> None:
 
 # --- the registry and the sequence guard ----------------------------------------------------------
 def test_unknown_kind_is_refused_naming_the_known_ones() -> None:
-    with pytest.raises(UnknownVenueKind, match="'binance'.*known kinds: 'sim'"):
+    known = "known kinds: 'binanceus', 'ccxt', 'coinbase', 'kraken', 'sim'"
+    with pytest.raises(UnknownVenueKind, match=f"'binance'.*{known}"):
         lookup("binance")
     sim = lookup("sim")
     with pytest.raises(ValueError, match="registered twice"):
@@ -261,7 +342,8 @@ def test_unknown_kind_in_config_exits_2_naming_the_known_kinds(
     cfg.write_text(text + '\n[[venues]]\nname = "bn"\nkind = "binance"\n')
     assert main(["backtest", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "venues[0].kind" in err and "'binance'" in err and "known kinds: 'sim'" in err
+    assert "venues[0].kind" in err and "'binance'" in err
+    assert "known kinds: 'binanceus', 'ccxt', 'coinbase', 'kraken', 'sim'" in err
 
 
 def _delta(seq: int, iid: int = 1) -> BookDelta:
