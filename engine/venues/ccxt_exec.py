@@ -488,7 +488,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         except Exception as e:  # noqa: BLE001 - every failure is sorted: refused or UNKNOWN
             self._submit_failed(coid, e)
             return
-        self._apply_order(o)
+        self._apply_order({**o, "clientOrderId": o.get("clientOrderId") or t.cid})
 
     def _create_args(self, t: Tracked) -> tuple[tuple[Any, ...], dict[str, Any]]:
         o = t.order
