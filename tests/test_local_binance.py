@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -320,7 +321,6 @@ async def _user_socket(
     server: BinanceServer, key: tuple[str, str], session: aiohttp.ClientSession
 ) -> aiohttp.ClientWebSocketResponse:
     """A WS-API user-data subscription signed the way ccxt signs it."""
-    import time
 
     params = {"apiKey": key[0], "timestamp": int(time.time() * 1000)}
     payload = "&".join(f"{k}={params[k]}" for k in sorted(params))
@@ -489,6 +489,14 @@ def test_runs_as_a_process_and_takes_faults_over_http(tmp_path) -> None:  # noqa
         state = json.loads(urllib.request.urlopen(f"{url}/__control/state", timeout=5).read())
         assert state["accounts"]["main"]["BTC"] == {"free": "2", "locked": "0"}
         assert urllib.request.urlopen(f"{url}/api/v3/ping", timeout=5).status == 200
+        skew = b'{"clock_offset_ms": 3600000}'  # the venue's clock an hour ahead
+        req = urllib.request.Request(f"{url}/__control/settings", data=skew, method="POST")
+        assert json.loads(urllib.request.urlopen(req, timeout=5).read())["ok"]
+        before = time.time() * 1000
+        server_ms = json.loads(urllib.request.urlopen(f"{url}/api/v3/time", timeout=5).read())[
+            "serverTime"
+        ]
+        assert server_ms - before >= 3_600_000 - 1000
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

@@ -58,6 +58,7 @@ _RECENT_TRADES = 500
 
 class BinanceServer(BinanceStreams):
     kind = "binanceus"
+    settable = ("clock_offset_ms", "weight_limit", "ban_s")
 
     def __init__(
         self,

@@ -422,6 +422,7 @@ class ExchangeServer:
     """
 
     kind = "local"
+    settable: tuple[str, ...] = ()  # attributes ``POST /__control/settings`` may change
     default_specs: tuple[SymbolSpec, ...] = (SymbolSpec(),)
 
     def __init__(
@@ -465,6 +466,7 @@ class ExchangeServer:
         app.router.add_post("/__control/fill", self._ctl_fill)
         app.router.add_post("/__control/deposit", self._ctl_deposit)
         app.router.add_get("/__control/state", self._ctl_state)
+        app.router.add_post("/__control/settings", self._ctl_settings)
         app.on_shutdown.append(self._on_shutdown)
         self.add_routes(app)
         return app
@@ -538,6 +540,7 @@ class ExchangeServer:
             "requests": dict(self.requests),
             "ws_accepted": dict(self.hub.accepted),
             "withheld": self.events.withheld,
+            "submitted": dict(self.matcher.submitted),
             "trades": len(self.matcher.trades),
         }
 
@@ -598,6 +601,15 @@ class ExchangeServer:
     async def _ctl_deposit(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.matcher.account(body.get("account", "main"), {body["asset"]: body["amount"]})
+        return web.json_response({"ok": True})
+
+    async def _ctl_settings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        unknown = sorted(set(body) - set(self.settable))
+        if unknown:
+            return web.json_response({"ok": False, "error": f"not settable: {unknown}"}, status=400)
+        for name, value in body.items():
+            setattr(self, name, value)
         return web.json_response({"ok": True})
 
     async def _ctl_state(self, request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
@@ -329,6 +329,7 @@ class Matcher:
         self.accounts: dict[str, Account] = {MARKET: Account(MARKET)}
         self.orders: dict[int, Order] = {}
         self.by_client: dict[tuple[str, str], Order] = {}
+        self.submitted: Counter[str] = Counter()  # client order id -> order entries seen
         self.trades: list[Fill] = []  # every fill of a non-MARKET account, in order
         self.listeners: list[OrderListener] = []
         self._order_ids = itertools.count(first_order_id)
@@ -481,6 +482,7 @@ class Matcher:
         if order.account != account:
             order.account = account
         acct = self.account(account)
+        self.submitted[order.client_id] += 1
         if order.client_id and (account, order.client_id) in self.by_client:
             prior = self.by_client[(account, order.client_id)]
             if prior.is_open:
