@@ -319,3 +319,38 @@ def test_fills_while_disconnected_are_backfilled_once(
     fills = _fills(evs)
     assert server.state()["withheld"] >= 2  # the stream never told us: REST did
     assert len(fills) == 2 and fills[-1].cum_qty == BTC.qty_to_lots(0.02 * 0.999)
+
+
+def test_a_restarted_client_recognises_its_orders_and_never_resends(
+    server: BinanceServer,
+) -> None:
+    a = _client(server)
+    try:
+        a.submit(_order(116, Side.BUY, 59000.0, 0.02), time.monotonic_ns())
+        _collect(a, _has(OrderAccepted))
+        cid = a.table.get(116).cid
+    finally:
+        a.close()  # exec is gone; the order rests at the venue and trades meanwhile
+    venue = server.call(server.matcher.find, "main", None, cid)
+    server.call(server.matcher.fill_resting, venue, "0.01")
+    other = _client(server, engine_id="another")
+    try:
+        assert other.open_orders() == [] and not other.knows_order(116)
+    finally:
+        other.close()
+    b = _client(server)
+    try:
+        [o] = b.open_orders()
+        assert (o.client_order_id, o.qty, o.side) == (116, 1000, Side.BUY)
+        assert b.knows_order(116)
+        [f] = b.fills_since(0)
+        assert (f.client_order_id, f.fill_qty) == (116, BTC.qty_to_lots(0.01 * 0.999))
+        posts = server.requests["POST /api/v3/order"]
+        assert b.submit(_order(116, Side.BUY, 59000.0, 0.02), time.monotonic_ns()) == []
+        server.call(server.matcher.fill_resting, venue)
+        evs = _collect(b, _has(OrderFilled))
+        last = next(e for e in evs if type(e) is OrderFilled)
+        assert last.client_order_id == 116 and last.leaves_qty == 0
+        assert server.requests["POST /api/v3/order"] == posts  # never sent twice
+    finally:
+        b.close()

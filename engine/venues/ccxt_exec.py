@@ -48,6 +48,7 @@ from ccxt.base.errors import (
     NetworkError,
     NotSupported,
     OrderNotFound,
+    RateLimitExceeded,
 )
 
 from engine.instruments import Instrument, InstrumentTable
@@ -209,6 +210,10 @@ class CcxtExecutionClient(VenueSync, StatusReports):
 
     def resume(self) -> None:
         self._halted = ""
+
+    def request_reconcile(self) -> None:
+        """Ask for a fresh REST view (a full backfill at the next housekeeping round)."""
+        self._backfill_due = time.monotonic()
 
     def wait_synced(self, timeout_s: float) -> bool:
         return self.synced.wait(timeout_s)
@@ -412,7 +417,8 @@ class CcxtExecutionClient(VenueSync, StatusReports):
             await self._fetch_balances()
 
     def _note_failure(self, e: BaseException) -> None:
-        if isinstance(e, (NetworkError, BadResponse)) and not isinstance(e, DDoSProtection):
+        limited = isinstance(e, (DDoSProtection, RateLimitExceeded))  # the guard's business
+        if isinstance(e, (NetworkError, BadResponse)) and not limited:
             self._connected = False
             self._down_reason = f"{type(e).__name__}: {str(e)[:200]}"
             self._backfill_due = time.monotonic() + 0.5
@@ -505,7 +511,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
     def _submit_failed(self, coid: int, e: BaseException) -> None:
         """A refusal rejects; anything that may have reached the venue makes it UNKNOWN."""
         now_ns = self._clock()
-        refused = isinstance(e, (Banned, DDoSProtection, InvalidNonce)) or (
+        refused = isinstance(e, (Banned, DDoSProtection, RateLimitExceeded, InvalidNonce)) or (
             isinstance(e, ExchangeError) and not isinstance(e, DuplicateOrderId)
         )
         with self._lock:
