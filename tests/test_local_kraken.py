@@ -417,3 +417,26 @@ def test_fill_while_down_is_only_seen_over_rest(srv: KrakenServer, keys: tuple[s
 
     run(srv, keys, body)
     assert srv.events.withheld >= 2  # the trade and the filled status never went out
+
+
+def test_control_routes_for_other_processes(srv: KrakenServer, keys: tuple[str, str]) -> None:
+    """What a test in another process does over HTTP: fill an order by its txid, print a trade."""
+
+    async def body(ex: Any) -> None:
+        placed = await ex.create_order(BTC, "limit", "buy", 0.001, 45000)
+        async with aiohttp.ClientSession() as http:
+            fill = {"order_id": placed["id"], "qty": "0.0004"}
+            async with http.post(srv.rest_url + "/__control/fill", json=fill) as r:
+                assert (r.status, (await r.json())["ok"]) == (200, True)
+            trade = {"symbol": BTC, "side": "buy", "qty": "0.01"}
+            async with http.post(srv.rest_url + "/__control/trade", json=trade) as r:
+                assert (await r.json())["fills"] >= 1
+            bad = {"order_id": "ONOPE0-00000-000000"}
+            async with http.post(srv.rest_url + "/__control/fill", json=bad) as r:
+                assert r.status == 400
+        got = await ex.fetch_order(placed["id"])
+        assert (got["status"], got["filled"]) == ("open", 0.0004)
+        prints = await ex.fetch_trades(BTC)
+        assert prints[-1]["side"] == "buy" and prints[-1]["amount"] > 0
+
+    run(srv, keys, body)

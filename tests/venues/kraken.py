@@ -7,12 +7,13 @@ websockets on ``/v2`` (:mod:`tests.venues.kraken_ws`). Errors are Kraken's: HTTP
 market (:mod:`tests.venues.kraken_md`) over the shared matcher, so our orders rest in and trade
 against the same book the websockets publish.
 
-Kraken specifics a client must know (docs/venues.md has the long form): fees are charged in the
-QUOTE asset on both sides (``oflags`` ``fciq``, Kraken's usual default; ``fcib`` is refused);
-``AmendOrder`` changes an order in place (same txid, a size cut keeps queue priority; a size at
-or below the filled quantity cancels the rest); a post-only order that would take is accepted
-and then cancelled with reason ``Post only order``; ``cl_ord_id`` must be unique among OPEN
-orders. Faults: ``rate_limit`` → ``EAPI:Rate limit exceeded`` (private) / ``EGeneral:Too many
+Kraken specifics a client must know: fees are charged in the QUOTE asset on both sides
+(``oflags`` ``fciq``, Kraken's usual default; ``fcib`` is refused); ``AmendOrder`` changes an
+order in place (same txid, a size cut keeps queue priority; a size at or below the filled
+quantity cancels the rest); a post-only order that would take is accepted and then cancelled
+with reason ``Post only order``; ``cl_ord_id`` must be unique among OPEN orders; nonces are
+strictly increasing per key with no window, so concurrent private requests that arrive out of
+order are refused (``EAPI:Invalid nonce``, nothing done), as on a real key. Faults: ``rate_limit`` → ``EAPI:Rate limit exceeded`` (private) / ``EGeneral:Too many
 requests`` (public), ``ban`` → ``EGeneral:Temporary lockout`` on every request while it lasts,
 ``timestamp`` → ``EAPI:Invalid nonce``, ``delay_ack`` → order entry acts at once but answers
 ``delay_s`` later; the websocket faults are the core's.
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import hmac
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -81,6 +83,7 @@ class KrakenServer(ExchangeServer):
         self._trade_txids: dict[int, str] = {}
         self.nonces: dict[str, int] = {}
         self.tokens: dict[str, str] = {}  # websocket token -> account
+        self.refused: Counter[str] = Counter()  # Kraken error string -> times answered
         self.public_trades: dict[str, list[dict[str, Any]]] = {s: [] for s in self.pairs}
         self._public_trade_ids = iter(range(80_000_000, 1 << 62))
         self.ws = KrakenWs(self)
@@ -234,6 +237,7 @@ class KrakenServer(ExchangeServer):
                 raise Refused("EGeneral:Unknown method")
             return web.json_response(ok(handler(self, dict(request.query))))
         except Refused as e:
+            self.refused.update(e.errors)
             return web.json_response(err(*e.errors))
 
     async def _private(self, request: web.Request) -> web.Response:
@@ -249,6 +253,7 @@ class KrakenServer(ExchangeServer):
                 raise Refused("EGeneral:Unknown method")
             result = handler(self, account, params)
         except Refused as e:
+            self.refused.update(e.errors)
             return web.json_response(err(*e.errors))
         if method in _ORDER_ENTRY:
             delay = self.faults.take("delay_ack")
