@@ -120,6 +120,34 @@ def test_bad_signature_and_stale_timestamp_are_refused(
     assert run(server, key, body)["free"]["BTC"] == 1.0  # the same key, signed right: accepted
 
 
+def test_user_stream_subscription_checks_its_signature(
+    server: BinanceServer, key: tuple[str, str]
+) -> None:
+    async def main() -> list[dict]:
+        answers = []
+        async with aiohttp.ClientSession() as session:
+            for secret, offset_ms in (("not-the-secret", 0), (key[1], -120_000), (key[1], 0)):
+                params = {"apiKey": key[0], "timestamp": int(time.time() * 1000) + offset_ms}
+                payload = "&".join(f"{k}={params[k]}" for k in sorted(params))
+                params["signature"] = hmac.new(
+                    secret.encode(), payload.encode(), hashlib.sha256
+                ).hexdigest()
+                async with session.ws_connect(f"{server.ws_url}/ws-api/v3") as ws:
+                    request = {
+                        "id": "7",
+                        "method": "userDataStream.subscribe.signature",
+                        "params": params,
+                    }
+                    await ws.send_str(json.dumps(request))
+                    answers.append(json.loads((await ws.receive(timeout=5)).data))
+        return answers
+
+    bad, stale, good = asyncio.run(main())
+    assert (bad["status"], bad["error"]["code"]) == (400, -1022)
+    assert (stale["status"], stale["error"]["code"]) == (400, -1021)
+    assert good == {"id": "7", "status": 200, "result": {"subscriptionId": 0}}
+
+
 def test_order_round_trip_by_client_order_id(server: BinanceServer, key: tuple[str, str]) -> None:
     async def body(ex):  # noqa: ANN001, ANN202
         placed = await ex.create_order(
