@@ -25,7 +25,6 @@ on, it would halt every venue behind the router (``engine.exec_engine`` halts ve
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -253,10 +252,7 @@ class ReconciledVenue:
         """Ask the client for a fresh REST view; False if it cannot be asked."""
         f = getattr(self.inner, "request_reconcile", None)
         if callable(f):
-            f()
-            return True
-        if hasattr(self.inner, "_backfill_due"):  # CcxtExecutionClient: a full backfill soon
-            self.inner._backfill_due = time.monotonic()
+            f()  # CcxtExecutionClient: a full REST view at its next housekeeping round
             return True
         return False
 
