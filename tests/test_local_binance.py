@@ -153,6 +153,7 @@ def test_order_round_trip_by_client_order_id(server: BinanceServer, key: tuple[s
         placed = await ex.create_order(
             "BTC/USDT", "limit", "buy", 0.01, 50000, {"clientOrderId": "gk-1"}
         )
+        order_count = ex.last_response_headers["X-MBX-ORDER-COUNT-10S"]
         by_cid = await ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "gk-1"})
         opened = await ex.fetch_open_orders("BTC/USDT")
         balance = await ex.fetch_balance()
@@ -162,6 +163,7 @@ def test_order_round_trip_by_client_order_id(server: BinanceServer, key: tuple[s
             await ex.cancel_order(placed["id"], "BTC/USDT")
         with pytest.raises(ccxt.OrderNotFound, match="-2013"):
             await ex.fetch_order("999999", "BTC/USDT")
+        assert int(order_count) >= 1
         return placed, by_cid, opened, balance, cancelled, after, await ex.fetch_balance()
 
     placed, by_cid, opened, locked, cancelled, after, freed = run(server, key, body)

@@ -101,6 +101,8 @@ class BinanceServer(BinanceStreams):
         self.frames_sent = 0
         self.gaps = 0
         self._weight = [0, 0]  # [minute, used weight]
+        self._order_times: deque[float] = deque()  # order entries of the last 10 s
+        self._orders_today = 0
         self._retry_until = 0.0  # monotonic end of the last 429's Retry-After
         self._replay: asyncio.Task[None] | None = None
         self._cancel_cid = ""
@@ -161,6 +163,17 @@ class BinanceServer(BinanceStreams):
             resp = await handler(request)
         resp.headers["X-MBX-USED-WEIGHT-1M"] = str(self._weight[1])
         resp.headers["X-MBX-USED-WEIGHT"] = str(self._weight[1])
+        if request.method == "POST" and request.path in (
+            "/api/v3/order",
+            "/api/v3/order/cancelReplace",
+        ):
+            now = time.monotonic()
+            self._order_times.append(now)
+            while self._order_times and now - self._order_times[0] > 10:
+                self._order_times.popleft()
+            self._orders_today += 1
+            resp.headers["X-MBX-ORDER-COUNT-10S"] = str(len(self._order_times))
+            resp.headers["X-MBX-ORDER-COUNT-1D"] = str(self._orders_today)
         return resp
 
     def _refuse_by_limits(self, request: web.Request) -> web.Response | None:
