@@ -367,6 +367,7 @@ class CoinbaseServer(ExchangeServer):
                 return web.json_response(w.order_failure(e, config))
             self.feeds.after_orders(fills)
         else:  # Coinbase: a client_order_id already used answers with that order
+            self.matcher.submitted[cid] += 1
             order = prior
         delay = self.faults.take("delay_ack")
         if delay is not None:  # the order is in; only its answer is late
@@ -485,6 +486,15 @@ class CoinbaseServer(ExchangeServer):
         fills.reverse()  # newest first
         limit = int(q.get("limit", 100) or 100)
         return web.json_response({"fills": [w.fill_json(f) for f in fills[:limit]], "cursor": ""})
+
+    def state(self) -> dict[str, Any]:
+        """The core view plus each order's Coinbase id (``venue_id``: the UUID ccxt sees)."""
+        view = super().state()
+        for entry in view["orders"]:
+            entry["venue_id"] = self.matcher.orders[entry["id"]].uid
+        view["gaps"] = self.feeds.gaps
+        view["auth_refused"] = dict(self.refused)
+        return view
 
     # -- user events
     def on_order_event(self, event: str, order: Order, fill: Fill | None) -> None:
