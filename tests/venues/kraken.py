@@ -60,7 +60,12 @@ def _epoch(stamp: str) -> float:
 
 
 class KrakenServer(ExchangeServer):
-    """``with KrakenServer() as srv: srv.add_key(key, secret, balances={"USD": "10000"})``."""
+    """``with KrakenServer() as srv: srv.add_key(key, secret, balances={"USD": "10000"})``.
+
+    ``md_interval_s``: how often the synthetic market moves (None: a still market that changes
+    only when a test says so: ``market_level`` / ``market_take`` / ``fill``); ``md_burst``:
+    moves per interval (load tests); ``seed``: the same seed gives the same market and ids.
+    """
 
     kind = "kraken"
 
@@ -71,6 +76,7 @@ class KrakenServer(ExchangeServer):
         port: int = 0,
         seed: int = 13,
         md_interval_s: float | None = 0.2,
+        md_burst: int = 1,
     ) -> None:
         self.pairs = {p.spec.symbol: p for p in (pairs or DEFAULT_PAIRS)}
         self._by_name = {n: p for p in self.pairs.values() for n in (p.pair_id, p.altname)}
@@ -87,7 +93,7 @@ class KrakenServer(ExchangeServer):
         self.public_trades: dict[str, list[dict[str, Any]]] = {s: [] for s in self.pairs}
         self._public_trade_ids = iter(range(80_000_000, 1 << 62))
         self.ws = KrakenWs(self)
-        self.market = SyntheticMarket(self, seed, md_interval_s)
+        self.market = SyntheticMarket(self, seed, md_interval_s, md_burst)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- ids

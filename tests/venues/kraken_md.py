@@ -1,7 +1,8 @@
 """A seeded synthetic market for the local Kraken server (there is no Kraken capture to replay).
 
-Each pair starts with 25 levels a side around a fixed mid; every ``interval_s`` one pair's book
-changes at one level or a market order prints a trade (and the level it ate is refilled). The
+Each pair starts with 25 levels a side around a fixed mid; every ``interval_s`` (``burst`` times
+for a load test) one pair's book changes at one level or a market order prints a trade (and the
+level it ate is refilled), and the change goes out to the book's subscribers at once. The
 liquidity stays within 25 spacings of the mid and a market order never takes more than the best
 level holds, so an order of ours resting away from the mid is only filled when a test says so
 (``srv.call(srv.matcher.fill_resting, order)``). The same seed gives the same market.
@@ -26,10 +27,13 @@ QTY_STEP = Decimal("0.0001")
 
 
 class SyntheticMarket:
-    def __init__(self, srv: KrakenServer, seed: int, interval_s: float | None) -> None:
+    def __init__(
+        self, srv: KrakenServer, seed: int, interval_s: float | None, burst: int = 1
+    ) -> None:
         self.srv = srv
         self.rng = random.Random(seed)
         self.interval_s = interval_s
+        self.burst = burst
         self.steps = 0
         for pair in srv.pairs.values():
             spec = pair.spec
@@ -46,7 +50,8 @@ class SyntheticMarket:
         assert self.interval_s
         while True:
             await asyncio.sleep(self.interval_s)
-            self.step()
+            for _ in range(self.burst):
+                self.step()
 
     def step(self) -> None:
         """One change to one pair's market: a level's size, or a trade at the touch."""
@@ -73,4 +78,4 @@ class SyntheticMarket:
         else:
             near = sorted(market_prices, reverse=side_name == "buy")[:12]
             self.srv.matcher.set_level(symbol, side_name, self.rng.choice(near), self._qty())
-        self.srv.ws.mark(symbol)
+        self.srv.ws.publish_book(symbol)

@@ -170,6 +170,10 @@ class KrakenWs:
         for symbol in dirty:
             self._flush_book(self.srv.pairs[symbol])
 
+    def publish_book(self, symbol: str) -> None:
+        """Send the change of ``symbol``'s book now (one update message per subscriber)."""
+        self._flush_book(self.srv.pairs[symbol])
+
     def _flush_book(self, pair: KrakenPair) -> None:
         symbol = pair.spec.symbol
         socks = [s for s in self.subs["book"].get(symbol, ()) if not s.closed]
