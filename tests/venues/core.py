@@ -332,6 +332,14 @@ class UserEvents:
 # the server thread
 
 
+async def _cancel_other_tasks() -> None:
+    """Cancel what still runs on the server's loop (replays, writers) before it closes."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class LocalServer:
     """Runs an aiohttp app on 127.0.0.1 in a daemon thread (port 0 → a free port)."""
 
@@ -388,6 +396,8 @@ class LocalServer:
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 self.run(self._runner.cleanup(), timeout_s=5)
+        with contextlib.suppress(Exception):
+            self.run(_cancel_other_tasks(), timeout_s=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(5)
