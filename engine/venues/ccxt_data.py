@@ -36,6 +36,7 @@ from typing import Any
 
 from engine.instruments import Instrument, InstrumentTable
 from engine.venues.ccxt_book import BookTracker, TradeTracker
+from engine.venues.ccxt_integrity import install as install_checks
 from engine.venues.ccxt_session import AsyncBridge, Credentials, make_exchange
 from engine.venues.data import InstrumentRules
 
@@ -90,6 +91,7 @@ class CcxtDataClient:
         self._closing = False
         self._last: dict[str, float] = {}
         self._session_had_data = False
+        self._break: asyncio.Future[str] | None = None  # set: this session lost data
         #: why the last few reconnects and resyncs happened (newest last), for logs and tests
         self.reasons: collections.deque[str] = collections.deque(maxlen=32)
 
@@ -170,6 +172,7 @@ class CcxtDataClient:
 
     def _new_exchange(self) -> Any:
         ex = make_exchange(self.exchange_id, self.settings, self._credentials)
+        install_checks(ex, self._break_session)
         if self._markets is not None:
             ex.set_markets(*self._markets)
         return ex
@@ -229,6 +232,7 @@ class CcxtDataClient:
     async def _session(self, ex: Any) -> str:
         """Watch every stream of one connection; returns why it ended (it never ends well)."""
         self._session_had_data = False
+        self._break = asyncio.get_running_loop().create_future()
         self._set_state(_RESYNCING, "subscribing")
         now = time.monotonic()
         tasks: list[asyncio.Task[None]] = []
@@ -253,8 +257,12 @@ class CcxtDataClient:
         """Until a stream fails or falls silent: the reason."""
         checks = [v for v in limits.values() if v > 0]
         tick = max(0.05, min(checks) / 4) if checks else 1.0
+        assert self._break is not None
         while True:
-            done, _ = await asyncio.wait(tasks, timeout=tick, return_when=asyncio.FIRST_COMPLETED)
+            waits = [*tasks, self._break]
+            done, _ = await asyncio.wait(waits, timeout=tick, return_when=asyncio.FIRST_COMPLETED)
+            if self._break.done():
+                return self._break.result()
             for t in done:
                 exc = t.exception()
                 return f"{t.get_name()}: {type(exc).__name__}: {exc}" if exc else t.get_name()
@@ -297,6 +305,15 @@ class CcxtDataClient:
             trades = await ex.watch_trades(ins.symbol)
             self._last[key] = time.monotonic()
             self._out.extend(tt.on_trades(trades))
+
+    def _break_session(self, why: str) -> None:
+        """A venue check lost data on a connection (``ccxt_integrity``): a gap in every book
+        it carried; the session reconnects and resyncs them all."""
+        self.gaps += 1
+        self.reasons.append(why)
+        log.warning("%s: %s; reconnecting", self.name, why)
+        if self._break is not None and not self._break.done():
+            self._break.set_result(why)
 
     def _on_gap(self, tr: BookTracker, why: str) -> None:
         self.gaps += 1
