@@ -119,27 +119,24 @@ def test_every_kind_has_a_conformance_setup() -> None:
 
 
 # --- market data ----------------------------------------------------------------------------------
-LIVE_WAIT_S = 5.0  # a live client: the longest wait for its first messages
-LIVE_IDLE_S = 0.5  # ... and how long a pause ends the take once some arrived
+LIVE_WAIT_S = 5.0  # a live client: the longest wait for its first message
+LIVE_TAKE_S = 0.5  # ... and how long it is read after that
 
 
 def _take(md: MarketDataClient, n: int) -> list[object]:
     """Up to ``n`` messages: a finite source's first ``n``; a live client's (``live``,
-    ``poll_updates``: engine/venues/data.py) arrivals until ``n``, a pause, or the deadline."""
+    ``poll_updates``: engine/venues/data.py) arrivals for ``LIVE_TAKE_S`` after its first."""
     if not getattr(md, "live", False):
         return list(itertools.islice(md.updates(), n))
     out: list[object] = []
     deadline = time.monotonic() + LIVE_WAIT_S
-    idle_since = time.monotonic()
     while len(out) < n and time.monotonic() < deadline:
         got = md.poll_updates(n - len(out))  # type: ignore[attr-defined]
+        if got and not out:
+            deadline = min(deadline, time.monotonic() + LIVE_TAKE_S)
         out += got
-        if got:
-            idle_since = time.monotonic()
-        elif out and time.monotonic() - idle_since > LIVE_IDLE_S:
-            break
-        else:
-            time.sleep(0.01)
+        if not got:
+            time.sleep(0.005)
     return out
 
 
