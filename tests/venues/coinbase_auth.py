@@ -109,6 +109,8 @@ class JwtVerifier:
             raise AuthError("unknown api key")
         if not header.get("nonce"):
             raise AuthError("missing nonce")
+        if claims.get("iss") not in ("cdp", "coinbase-cloud"):
+            raise AuthError("invalid issuer")
         if len(signature) != 64:
             raise AuthError("invalid signature")
         der = encode_dss_signature(
