@@ -291,6 +291,13 @@ def test_rate_limit_ban_and_nonce_faults(srv: KrakenServer, keys: tuple[str, str
         with pytest.raises(ccxt.DDoSProtection, match="EGeneral:Too many requests"):
             await ex.fetch_order_book(BTC)
         await ex.fetch_balance()  # each was one request
+        srv.faults.arm("rate_limit", scope="orders", retry_after=0.5)
+        await ex.fetch_balance()  # not an order entry
+        for _ in range(2):  # refused until Kraken's counter has decayed
+            with pytest.raises(ccxt.DDoSProtection, match="EOrder:Rate limit exceeded"):
+                await ex.create_order(BTC, "limit", "buy", 0.001, 40000)
+        await asyncio.sleep(0.6)
+        await ex.fetch_open_orders()
         srv.faults.arm("ban", retry_after=30)
         for call in (ex.fetch_balance(), ex.fetch_time()):
             with pytest.raises(ccxt.DDoSProtection, match="EGeneral:Temporary lockout"):

@@ -13,10 +13,13 @@ order in place (same txid, a size cut keeps queue priority; a size at or below t
 quantity cancels the rest); a post-only order that would take is accepted and then cancelled
 with reason ``Post only order``; ``cl_ord_id`` must be unique among OPEN orders; nonces are
 strictly increasing per key with no window, so concurrent private requests that arrive out of
-order are refused (``EAPI:Invalid nonce``, nothing done), as on a real key. Faults: ``rate_limit`` → ``EAPI:Rate limit exceeded`` (private) / ``EGeneral:Too many
-requests`` (public), ``ban`` → ``EGeneral:Temporary lockout`` on every request while it lasts,
-``timestamp`` → ``EAPI:Invalid nonce``, ``delay_ack`` → order entry acts at once but answers
-``delay_s`` later; the websocket faults are the core's.
+order are refused (``EAPI:Invalid nonce``, nothing done), as on a real key.
+
+Faults: ``rate_limit`` → ``EAPI:Rate limit exceeded`` (private), ``EGeneral:Too many requests``
+(public) or ``EOrder:Rate limit exceeded`` (``scope="orders"``), lasting ``retry_after`` s;
+``ban`` → ``EGeneral:Temporary lockout`` on every request while it lasts; ``timestamp`` →
+``EAPI:Invalid nonce``; ``delay_ack`` → order entry acts at once but answers ``delay_s`` later;
+the websocket faults are the core's.
 """
 
 from __future__ import annotations
@@ -53,6 +56,14 @@ from tests.venues.kraken_wire import (
 from tests.venues.kraken_ws import KrakenWs
 
 _ORDER_ENTRY = {"AddOrder", "AmendOrder", "CancelOrder", "CancelAll"}
+
+
+def _in_scope(scope: str, kind: str) -> bool:
+    if scope == "all":
+        return True
+    if scope == "private":
+        return kind in ("private", "order")
+    return (scope, kind) in (("public", "public"), ("orders", "order"))
 
 
 def _epoch(stamp: str) -> float:
@@ -95,6 +106,7 @@ class KrakenServer(ExchangeServer):
         self.ws = KrakenWs(self)
         self.market = SyntheticMarket(self, seed, md_interval_s, md_burst)
         self._tasks: list[asyncio.Task[None]] = []
+        self._limit: tuple[str, float] = ("", 0.0)  # (scope, until) of a rate limit in force
 
     # -- ids
     def txid(self, order: Order) -> str:
@@ -236,8 +248,8 @@ class KrakenServer(ExchangeServer):
     async def _public(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         try:
-            self._refuse_if_limited(private=None)
-            self._refuse_if_limited(private=False)
+            self._lockout()
+            self._rate_limited("public")
             handler = self._PUBLIC.get(method)
             if handler is None:
                 raise Refused("EGeneral:Unknown method")
@@ -250,10 +262,12 @@ class KrakenServer(ExchangeServer):
         method = request.match_info["method"]
         body = await request.text()
         try:
-            self._refuse_if_limited(private=None)
+            self._lockout()
             params = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
             account = self._authenticate(request, body, params)
-            self._refuse_if_limited(private=True)
+            self._rate_limited("order" if method in _ORDER_ENTRY else "private")
+            if self.faults.take("timestamp") is not None:
+                raise Refused("EAPI:Invalid nonce")
             handler = self._PRIVATE.get(method)
             if handler is None:
                 raise Refused("EGeneral:Unknown method")
@@ -267,20 +281,32 @@ class KrakenServer(ExchangeServer):
                 await asyncio.sleep(float(delay.get("delay_s", 2.0)))
         return web.json_response(ok(result))
 
-    def _refuse_if_limited(self, private: bool | None) -> None:
-        """Faults that refuse a request: a lockout (every request), then rate limits, nonces."""
-        if private is None:
-            if self.faults.active("ban") is not None:
-                self.faults.fired["ban"] += 1
-                raise Refused("EGeneral:Temporary lockout")
-            return
-        limit = self.faults.active("rate_limit")
-        scope = (limit or {}).get("scope", "all")
-        if limit is not None and scope in ("all", "private" if private else "public"):
+    def _lockout(self) -> None:
+        """``ban``: Kraken's temporary lockout refuses every request while it lasts."""
+        if self.faults.active("ban") is not None:
+            self.faults.fired["ban"] += 1
+            raise Refused("EGeneral:Temporary lockout")
+
+    def _rate_limited(self, kind: str) -> None:
+        """``rate_limit`` (``scope`` all | public | private | orders): the next request in scope
+        is refused, and every one after it for ``retry_after`` s (Kraken's counter has to decay
+        first; Kraken sends no Retry-After). ``kind``: public | private | order."""
+        now = time.monotonic()
+        scope = self._limit[0] if now < self._limit[1] else None
+        if scope is None:
+            args = self.faults.active("rate_limit")
+            if args is None or not _in_scope(args.get("scope", "all"), kind):
+                return
             self.faults.take("rate_limit")
-            raise Refused("EAPI:Rate limit exceeded" if private else "EGeneral:Too many requests")
-        if private and self.faults.take("timestamp") is not None:
-            raise Refused("EAPI:Invalid nonce")
+            scope = args.get("scope", "all")
+            self._limit = (scope, now + float(args.get("retry_after", 0)))
+        if not _in_scope(scope, kind):
+            return
+        if kind == "public":
+            raise Refused("EGeneral:Too many requests")
+        raise Refused(
+            "EOrder:Rate limit exceeded" if scope == "orders" else "EAPI:Rate limit exceeded"
+        )
 
     def _authenticate(self, request: web.Request, body: str, params: dict[str, str]) -> str:
         """Kraken's checks in Kraken's order: key, signature, nonce (strictly increasing)."""

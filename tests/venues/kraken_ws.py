@@ -346,8 +346,9 @@ class KrakenWs:
         return entry
 
     def trade_entry(self, fill: Fill) -> dict[str, Any]:
+        """A fill. Its ``order_status`` is ``partially_filled`` even when it completes the order,
+        as Kraken documents it may be: completion is the separate ``filled`` event."""
         order = fill.order
-        status = "filled" if order.remaining <= 0 else "partially_filled"
         return self._ids(order) | {
             "exec_id": self.srv.trade_txid(fill),
             "exec_type": "trade",
@@ -358,7 +359,7 @@ class KrakenWs:
             "last_price": fill.price,
             "liquidity_ind": "m" if fill.maker else "t",
             "cost": fill.price * fill.qty,
-            "order_status": status,
+            "order_status": "partially_filled",
             "fee_usd_equiv": fill.fee,
             "fees": [{"asset": order.spec.quote, "qty": fill.fee}],
             "timestamp": iso(fill.ts_ms),
