@@ -116,7 +116,10 @@ def test_an_order_behind_our_back_halts_the_venue_until_resumed(server: BinanceS
         pump(eng, state_is(venue, VenueState.HALTED))
         why = venue.venue_status().reason
         assert "unknown to our record" in why and 'external_orders = "halt"' in why
-        refused = eng.on_order(order(1, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
+        # its instruments are halted upstream (risk refuses intents), exec holds what comes
+        assert eng.halted == {1}
+        assert eng.on_order(order(1, Side.BUY, 50000.0, 0.01), time.monotonic_ns()) == []
+        refused = venue.submit(order(2, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
         assert [type(e) for e in refused] == [OrderRejected] and "halted" in refused[0].reason
         assert client.state() == "halted"  # the client refuses order entry too
         assert len(server.call(server.matcher.open_orders, "main")) == 1  # left alone

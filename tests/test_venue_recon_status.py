@@ -40,8 +40,8 @@ def test_the_table_has_a_row_per_venue_and_shows_only_live_ones(venue_table) -> 
 
 
 def test_states_reach_the_table_on_change_with_their_reason(venue_table, caplog) -> None:
-    fa, a = live("A", policy="halt")
-    fb, b = live("B")
+    fa, a = live("A", policy="halt", shared=True)
+    fb, b = live("B", shared=True)
     router = SmartRouter({"A": a, "B": b})
     assert live_venues(router) == [a, b]
     states = VenueStates(venue_table, ["A", "B"], router)

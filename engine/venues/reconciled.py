@@ -32,6 +32,7 @@ from engine.instruments import Instrument
 from engine.messages import (
     CancelOrder,
     ExchangeStatus,
+    ExchangeStatusKind,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
@@ -77,6 +78,9 @@ class ReconciledVenue:
         ins = list(instruments)
         mine = [i for i in ins if i.venue == self.name]
         self.instruments = mine or ins  # one venue in the config: every instrument is its
+        self._own_ids = [i.instrument_id for i in mine]  # halted with it (``_announce``)
+        self._was_up = False
+        self._said_halted = False
         self._tick = {i.instrument_id: i.tick_size for i in self.instruments}
         self.policy = external_orders_policy({"external_orders": external_orders})
         self.record = VenueRecord()
@@ -152,7 +156,27 @@ class ReconciledVenue:
         out = self._through(self.inner.poll(now_ns))
         self._watch(now_ns, out)
         self._update(now_ns)
+        self._announce(now_ns, out)
         return out
+
+    def _announce(self, now_ns: int, out: list[VenueEvent]) -> None:
+        """Once the venue has traded, a stop (and the end of one) is also an ``ExchangeStatus``
+        per instrument of this venue, so risk halts those instruments and strategies hear it
+        (instead of a refusal per order). Only instruments that name this venue: one that
+        several venues share keeps trading on the others."""
+        s = self._status
+        if s.state == VenueState.CONNECTED:
+            self._was_up = True
+            if not self._said_halted:
+                return
+            self._said_halted, kind, why = False, ExchangeStatusKind.OPEN, f"{self.name} connected"
+        elif self._was_up and not self._said_halted:
+            self._said_halted, kind = True, ExchangeStatusKind.HALTED
+            why = f"{self.name} {s.state.word}: {s.reason}"
+        else:
+            return
+        for iid in self._own_ids:
+            out.append(ExchangeStatus(iid, int(kind), why, now_ns, now_ns))
 
     def __getattr__(self, attr: str) -> Any:  # queries, fees, book, close: the client's
         return getattr(self.inner, attr)
@@ -340,7 +364,8 @@ class ReconciledVenue:
     def _external(self, f: Findings, snap: Any, now_ns: int, out: list[VenueEvent]) -> None:
         if not f.external:
             return
-        ids = ", ".join(str(v.client_order_id) for v in f.external[:5])
+        raw = getattr(snap, "raw_external", {})
+        ids = ", ".join(_describe(v, raw.get(v.client_order_id)) for v in f.external[:5])
         policy = "cancel" if self._killed else self.policy  # after a kill: nothing stays open
         if policy == "adopt":
             for v in f.external:
@@ -376,6 +401,15 @@ class ReconciledVenue:
         else:
             self._recheck = diff
             self.notes.append(f"{self.name}: balances differ, checking again: {diff}")
+
+
+def _describe(v: NewOrder, raw: dict[str, Any] | None) -> str:
+    """An order as the operator finds it at the venue: its venue id and client id."""
+    if not raw:
+        return str(v.client_order_id)
+    return f"venue id {raw.get('id')}" + (
+        f" client id {raw.get('clientOrderId')}" if raw.get("clientOrderId") else ""
+    )
 
 
 def _cancel_of(v: NewOrder, now_ns: int) -> CancelOrder:
