@@ -293,3 +293,15 @@ def test_clock_offset_is_the_midpoint() -> None:
     assert c.due(0.0)
     assert c.update(server_ms=1_000_500, sent_ms=1_000_000, recv_ms=1_000_200, now=0.0) == 400
     assert not c.due(5.0) and c.due(10.0)
+
+
+def test_rate_limit_answers_without_a_status_still_block_or_ban() -> None:
+    g = Guard("kraken", {"retry_after_default_s": 3, "ban_default_s": 50})
+    g.on_limit_error("kraken EAPI:Rate limit exceeded", 10.0)
+    assert "rate limit" in g.refusal(11.0) and g.refusal(13.0) == ""
+    g.on_limit_error("kraken EGeneral:Temporary lockout", 20.0)
+    assert g.banned(60.0) and not g.banned(70.0)
+    # a 429 with its own Retry-After is not doubled by the exception that follows it
+    g.on_response(429, {"Retry-After": "1"}, 100.0)
+    g.on_limit_error("429 Too many requests", 100.1)
+    assert g.rate_limited == 2 and g.refusal(101.2) == ""

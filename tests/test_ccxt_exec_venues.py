@@ -20,6 +20,7 @@ from engine.messages import (
     OrderCanceled,
     OrderFilled,
     OrderPartiallyFilled,
+    OrderRejected,
     OrderReplaced,
     OrderType,
     ReplaceOrder,
@@ -27,6 +28,7 @@ from engine.messages import (
     TimeInForce,
 )
 from engine.venues.ccxt_exec import CcxtExecutionClient
+from engine.venues.ccxt_orders import Phase
 from engine.venues.ccxt_session import Credentials
 
 
@@ -73,8 +75,12 @@ VENUES = [
 ]
 
 
+Env = tuple[Venue, Any, Callable[..., CcxtExecutionClient]]
+
+
 @pytest.fixture(params=VENUES, ids=lambda v: v.kind)
-def venue(request: pytest.FixtureRequest) -> Iterator[tuple[Venue, Any, CcxtExecutionClient]]:
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    """(venue, its running server, a factory of connected clients closed at the end)."""
     v: Venue = request.param
     try:
         cls = getattr(importlib.import_module(v.module), v.server)
@@ -83,7 +89,9 @@ def venue(request: pytest.FixtureRequest) -> Iterator[tuple[Venue, Any, CcxtExec
     key, secret = v.keys()
     srv = cls()
     srv.add_key(key, secret, balances=v.balances)
-    with srv:
+    clients: list[CcxtExecutionClient] = []
+
+    def make(**extra: Any) -> CcxtExecutionClient:
         settings = {
             "rest_url": srv.rest_url,
             "ws_url": srv.ws_url,
@@ -91,26 +99,33 @@ def venue(request: pytest.FixtureRequest) -> Iterator[tuple[Venue, Any, CcxtExec
             "engine_id": "testv",
             "rest_poll_s": 0.5,
             "start_timeout_s": 20,
+            **extra,
         }
-        c = CcxtExecutionClient(
-            v.kind, v.inst.venue, InstrumentTable([v.inst]), settings, Credentials(key, secret)
-        )
+        creds = Credentials(key, secret)
+        c = CcxtExecutionClient(v.kind, v.inst.venue, InstrumentTable([v.inst]), settings, creds)
+        clients.append(c)
+        assert c.state() == "connected", c.state_reason
+        return c
+
+    with srv:
         try:
-            assert c.state() == "connected", c.state_reason
-            yield v, srv, c
+            yield v, srv, make
         finally:
-            c.close()
+            for c in clients:
+                c.close()
 
 
-def _order(inst: Instrument, coid: int, px: float, qty: float) -> NewOrder:
+def _order(
+    inst: Instrument, coid: int, px: float, qty: float, kind: int = OrderType.LIMIT
+) -> NewOrder:
     return NewOrder(
         client_order_id=coid,
         strategy_id=1,
         instrument_id=inst.instrument_id,
         side=int(Side.BUY),
-        order_type=int(OrderType.LIMIT),
+        order_type=int(kind),
         tif=int(TimeInForce.GTC),
-        px=inst.px_to_ticks(px),
+        px=inst.px_to_ticks(px) if kind == OrderType.LIMIT else 0,
         qty=inst.qty_to_lots(qty),
         ts_origin=5,
         ts_approved=6,
@@ -128,8 +143,9 @@ def _collect(c: CcxtExecutionClient, tp: type, timeout_s: float = 10.0) -> list[
     raise AssertionError(f"no {tp.__name__}; got {[type(e).__name__ for e in evs]}")
 
 
-def test_round_trip_cancel_replace(venue: tuple[Venue, Any, CcxtExecutionClient]) -> None:
-    v, srv, c = venue
+def test_round_trip_cancel_replace(env: Env) -> None:
+    v, srv, make = env
+    c = make()
     inst = v.inst
     # submit -> ack -> fill (the market trades with our resting order)
     c.submit(_order(inst, 201, 40000.0, 0.01), time.monotonic_ns())
@@ -163,3 +179,93 @@ def test_round_trip_cancel_replace(venue: tuple[Venue, Any, CcxtExecutionClient]
     fill = next(e for e in _collect(c, OrderFilled) if type(e) is OrderFilled)
     assert fill.client_order_id == 203 and fill.fill_px == new_px
     assert c.open_orders() == [] and c.state() == "connected"
+
+
+ORDER_POST = {"coinbase": "POST /api/v3/brokerage/orders", "kraken": "POST /0/private/AddOrder"}
+
+
+def _quiet(srv: Any, for_s: float = 0.6, timeout_s: float = 8.0) -> None:
+    """Wait until the client has stopped making requests (start-up, reconnects)."""
+    deadline, last, since = time.monotonic() + timeout_s, None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = dict(srv.requests)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= for_s:
+            return
+        time.sleep(0.05)
+
+
+def _fills(evs: list[object]) -> list[OrderPartiallyFilled]:
+    return [e for e in evs if isinstance(e, OrderPartiallyFilled)]
+
+
+def test_partial_fills(env: Env) -> None:
+    v, srv, make = env
+    c = make()
+    srv.faults.arm("partial_fill", parts=3)
+    c.submit(_order(v.inst, 211, 0, 0.03, OrderType.MARKET), time.monotonic_ns())
+    evs = _collect(c, OrderFilled)
+    time.sleep(0.5)
+    fills = _fills(evs + c.poll(time.monotonic_ns()))
+    assert [type(f) for f in fills] == [OrderPartiallyFilled] * 2 + [OrderFilled]
+    assert [f.cum_qty for f in fills] == [1_000_000, 2_000_000, 3_000_000]
+    assert [f.leaves_qty for f in fills] == [2_000_000, 1_000_000, 0]
+
+
+def test_fills_while_disconnected_are_backfilled_once(env: Env) -> None:
+    v, srv, make = env
+    c = make()
+    c.submit(_order(v.inst, 212, 40000.0, 0.02), time.monotonic_ns())
+    _collect(c, OrderAccepted)
+    order = srv.call(srv.matcher.find, "main", None, c.table.get(212).cid)
+    srv.faults.arm("fill_while_down")
+    try:
+        srv.call(srv.matcher.fill_resting, order, "0.01")
+        srv.call(srv.matcher.fill_resting, order)
+        evs = _collect(c, OrderFilled)
+    finally:
+        srv.faults.clear("fill_while_down")
+    time.sleep(0.6)
+    fills = _fills(evs + c.poll(time.monotonic_ns()))
+    assert srv.state()["withheld"] >= 2
+    assert [f.cum_qty for f in fills] == [1_000_000, 2_000_000]
+
+
+def test_unknown_submit_found_by_client_id_never_resent(env: Env) -> None:
+    v, srv, make = env
+    c = make(timeout_ms=700, unknown_query_s=0.3, rest_poll_s=60)
+    srv.faults.arm("fill_while_down")  # the user stream goes silent ...
+    try:
+        _quiet(srv)  # ... after its reconnect (whose snapshot would ack an order at once)
+        srv.faults.arm("delay_ack", delay_s=2.0, times=1)
+        c.submit(_order(v.inst, 213, 40000.0, 0.01), time.monotonic_ns())
+        deadline = time.monotonic() + 5
+        while c.table.get(213).phase == Phase.PENDING and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert c.table.get(213).phase == Phase.UNKNOWN and c.knows_order(213)
+        evs = _collect(c, OrderAccepted)
+        assert not any(type(e) is OrderRejected for e in evs)
+        assert c.submit(_order(v.inst, 213, 40000.0, 0.01), time.monotonic_ns()) == []
+        time.sleep(1.5)
+        assert not any(type(e) is OrderAccepted for e in c.poll(time.monotonic_ns()))
+        assert srv.requests[ORDER_POST[v.kind]] == 1
+    finally:
+        srv.faults.clear("fill_while_down")
+
+
+def test_rate_limit_retry_after_honoured(env: Env) -> None:
+    v, srv, make = env
+    c = make()
+    _quiet(srv)
+    srv.faults.arm("rate_limit", retry_after=2)
+    evs = c.submit(_order(v.inst, 214, 40000.0, 0.01), time.monotonic_ns())
+    evs = evs or _collect(c, OrderRejected)
+    assert type(evs[-1]) is OrderRejected
+    posts = srv.requests[ORDER_POST[v.kind]]
+    refused = c.submit(_order(v.inst, 215, 40000.0, 0.01), time.monotonic_ns())
+    assert type(refused[0]) is OrderRejected and "Retry-After" in refused[0].reason, evs
+    time.sleep(2.2)
+    c.submit(_order(v.inst, 216, 40000.0, 0.01), time.monotonic_ns())
+    _collect(c, OrderAccepted)
+    assert srv.requests[ORDER_POST[v.kind]] == posts + 1

@@ -90,6 +90,8 @@ _REPLACE_MODE = {
     "binance": "edit_new",
 }
 #: venues that find an order by our client id in one query
+#: venues whose private requests must reach them in nonce order
+_SERIAL = frozenset({"kraken"})
 _TIF = {TimeInForce.IOC: "IOC", TimeInForce.FOK: "FOK"}
 
 
@@ -104,7 +106,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
     first and the longest wait before a user-stream reconnect);
     the guard's ``rate_limit_weight``, ``rate_limit_window_s``, ``request_weights``,
     ``clock_sync_s``, ``ban_default_s``; ``replace_mode`` ("amend" | "edit_new" |
-    "cancel_new")."""
+    "cancel_new"); ``serial_requests`` (one request at a time: Kraken's default)."""
 
     live = True
 
@@ -132,6 +134,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         self._out: deque[object] = deque()
         self._bridge = AsyncBridge(f"exec-{name}")
         self._ex: Any = None
+        self._serial: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
         self._busy: dict[int, asyncio.Event] = {}
@@ -367,6 +370,8 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         if self._ex is None:
             self._ex = make_exchange(self.exchange_id, self.settings, self._creds)
             self._install_hook()
+            serial = self.settings.get("serial_requests", self.exchange_id in _SERIAL)
+            self._serial = asyncio.Lock() if serial else None
         await self._request("load_markets")
         await self._sync_clock()
         await self._initial_sync()
@@ -427,11 +432,16 @@ class CcxtExecutionClient(VenueSync, StatusReports):
     async def _request(self, method: str, *args: Any, order_entry: bool = False, **kw: Any) -> Any:
         """One ccxt call through the guard: waits for the budget and any 429 block, never sends
         into a ban (an order entry is refused instead), and on -1021 / InvalidNonce re-measures
-        the clock and retries once."""
+        the clock and retries once. One at a time where the venue's nonces must arrive in order
+        (Kraken: a later nonce overtaking an earlier one is refused)."""
         for attempt in (0, 1):
             await self._admit(method, order_entry)
             try:
-                res = await getattr(self._ex, method)(*args, **kw)
+                async with self._serial or contextlib.nullcontext():
+                    res = await getattr(self._ex, method)(*args, **kw)
+            except (DDoSProtection, RateLimitExceeded) as e:
+                self.guard.on_limit_error(str(e), time.monotonic())
+                raise
             except InvalidNonce:
                 if attempt or method == "fetch_time":
                     raise
@@ -506,6 +516,11 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         if o.flags & OrderFlag.POST_ONLY:
             params["postOnly"] = True
         side = "buy" if o.side == Side.BUY else "sell"
+        if kind == "market" and side == "buy" and self.exchange_id == "coinbase":
+            # ccxt spends a quote amount on a Coinbase market buy; ours is a base amount
+            size = self._ex.amount_to_precision(t.inst.symbol, float(t.amount))
+            params["order_configuration"] = {"market_market_ioc": {"base_size": size}}
+            params["cost"] = 1  # skips ccxt's quote-size path; order_configuration wins
         return (t.inst.symbol, kind, side, float(t.amount), px), params
 
     def _submit_failed(self, coid: int, e: BaseException) -> None:

@@ -175,6 +175,7 @@ class Guard:
         self.rate_limited = 0  # 429s seen
         self.bans = 0  # 418s seen
         self.refused_in_ban = 0  # order entries refused locally while banned
+        self._limit_seen = -1e18  # when a 429/418 status was last seen
 
     def weight(self, method: str) -> float:
         return self.weights.get(method, 1.0)
@@ -196,10 +197,26 @@ class Guard:
                         self.budget.observe_used(float(v), now)
         if status == 429:
             self.rate_limited += 1
+            self._limit_seen = now
             until = now + retry_after_s(headers, self.default_retry_s)
             self.blocked_until = max(self.blocked_until, until)
         elif status == 418:
+            self._limit_seen = now
             self.ban(retry_after_s(headers, self.default_ban_s), now, "HTTP 418: IP banned")
+
+    def on_limit_error(self, text: str, now: float) -> None:
+        """A rate-limit answer without a 429/418 status (Kraken answers HTTP 200 with
+        ``EAPI:Rate limit exceeded`` or ``EGeneral:Temporary lockout``): block for the default
+        wait, or ban for the default ban on a lockout. Nothing when the status said it already."""
+        if now - self._limit_seen < 1.0:
+            return
+        self._limit_seen = now
+        low = text.lower()
+        if "lockout" in low or "banned" in low:
+            self.ban(self.default_ban_s, now, text[:120])
+            return
+        self.rate_limited += 1
+        self.blocked_until = max(self.blocked_until, now + self.default_retry_s)
 
     def ban(self, seconds: float, now: float, why: str) -> None:
         self.bans += 1
