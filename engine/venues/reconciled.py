@@ -160,8 +160,8 @@ class ReconciledVenue:
         return out
 
     def _announce(self, now_ns: int, out: list[VenueEvent]) -> None:
-        """Once the venue has traded, a stop (and the end of one) is also an ``ExchangeStatus``
-        per instrument of this venue, so risk halts those instruments and strategies hear it
+        """Once the venue has traded (or reconciliation halts it, at start too), a stop and the
+        end of one is also an ``ExchangeStatus`` per instrument of this venue, so risk halts those instruments and strategies hear it
         (instead of a refusal per order). Only instruments that name this venue: one that
         several venues share keeps trading on the others."""
         s = self._status
@@ -170,7 +170,7 @@ class ReconciledVenue:
             if not self._said_halted:
                 return
             self._said_halted, kind, why = False, ExchangeStatusKind.OPEN, f"{self.name} connected"
-        elif self._was_up and not self._said_halted:
+        elif not self._said_halted and (self._was_up or s.state == VenueState.HALTED):
             self._said_halted, kind = True, ExchangeStatusKind.HALTED
             why = f"{self.name} {s.state.word}: {s.reason}"
         else:
