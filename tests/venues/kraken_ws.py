@@ -104,7 +104,10 @@ class KrakenWs:
         if method == "ping":
             sock.send(dumps(reply | {"time_out": iso(now_ms())} | {"method": "pong"}))
         elif method in ("subscribe", "unsubscribe"):
-            self._subscription(sock, method, params, reply)
+            try:
+                self._subscription(sock, method, params, reply)
+            except (ValueError, TypeError, AttributeError) as e:
+                sock.send(dumps(reply | {"error": f"Invalid request: {e}", "success": False}))
         else:
             sock.send(dumps(reply | {"error": "Method not found", "success": False}))
 
