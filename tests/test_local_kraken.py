@@ -447,3 +447,44 @@ def test_control_routes_for_other_processes(srv: KrakenServer, keys: tuple[str, 
         assert prints[-1]["side"] == "buy" and prints[-1]["amount"] > 0
 
     run(srv, keys, body)
+
+
+def test_runs_as_a_process(keys: tuple[str, str]) -> None:
+    """``python -m tests.venues kraken``: signed requests with the key it was given, faults
+    armed over HTTP (what the real-process tests do)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["--key", keys[0], "--secret", keys[1], "--balance", "USD=1000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.venues", "kraken", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("READY "), line
+        url = f"http://127.0.0.1:{int(line.split()[1])}"
+
+        async def body() -> None:
+            config = {"rest_url": url, "ws_url": url.replace("http", "ws")}
+            ex = make_exchange("kraken", config, Credentials(*keys))
+            try:
+                assert (await ex.fetch_balance())["USD"]["free"] == 1000
+                ban = {"name": "ban"}
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.post(url + "/__control/fault", json=ban) as r,
+                ):
+                    assert (await r.json())["ok"]
+                with pytest.raises(ccxt.DDoSProtection, match="Temporary lockout"):
+                    await ex.fetch_balance()
+            finally:
+                await ex.close()
+
+        asyncio.run(body())
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
