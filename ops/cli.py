@@ -43,7 +43,7 @@ def _preflight(cfg: Config, command: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from ops.supervisor import Supervisor
 
-    cfg = load_config_or_exit(args.config)
+    cfg = load_config_or_exit(args.config, args.venue)
     cfg = _venue_run(cfg, args.venue, args.live)
     setup_logging("supervisor", cfg.engine.log_level, cfg.engine.log_format)
     _preflight(cfg, "run")

@@ -15,10 +15,11 @@ from typing import Any
 from ops.config import Config, ConfigError, load_config
 
 
-def load_config_or_exit(path: str) -> Config:
-    """The config at ``path``; a bad one ends the command with exit code 2."""
+def load_config_or_exit(path: str, venue: str = "") -> Config:
+    """The config at ``path`` (``venue``: as ``ops.config.load_config`` takes it); a bad one
+    ends the command with exit code 2."""
     try:
-        return load_config(path)
+        return load_config(path, venue=venue)
     except ConfigError as exc:
         print(f"gekko: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

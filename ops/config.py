@@ -394,6 +394,16 @@ def _prepare_venues(raw: dict[str, Any], path: str | Path) -> None:
             )
 
 
+def _add_venue_entry(raw: dict[str, Any], venue: str) -> None:
+    """`--venue <kind>` with no entry of that name or kind: one with the kind's defaults."""
+    venues = raw.setdefault("venues", [])
+    if not isinstance(venues, list) or venue not in REAL_VENUE_STRUCTS or venue == "ccxt":
+        return
+    if any(isinstance(v, dict) and venue in (v.get("name"), v.get("kind")) for v in venues):
+        return
+    venues.append({"name": venue, "kind": venue})
+
+
 def _check_venues(venues: list[Any]) -> None:
     names: set[str] = set()
     for k, v in enumerate(venues):
@@ -652,6 +662,8 @@ class Config(msgspec.Struct, **_STRICT):
             )
         symbols = {i.symbol for i in self.instruments}
         _need(len(symbols) == len(self.instruments), "instruments", "symbols must be unique")
+        configured = symbols  # a real venue's symbols become instruments when the run starts
+        symbols = symbols | {s for v in self.real_venues() for s in v.symbols}
         sids = set()
         for k, s in enumerate(self.strategies):
             key = f"strategies[{k}]"
@@ -673,13 +685,14 @@ class Config(msgspec.Struct, **_STRICT):
         for sym in self.inference.instruments:
             _need(sym in symbols, "inference.instruments", f"unknown instrument {sym!r}")
         _need(
-            not self.market.replay_lobster_symbol or self.market.replay_lobster_symbol in symbols,
+            not self.market.replay_lobster_symbol
+            or self.market.replay_lobster_symbol in configured,
             "market.replay_lobster_symbol",
             f"unknown instrument {self.market.replay_lobster_symbol!r}",
         )
         for k, h in enumerate(self.sim.halts):
             _need(
-                h.instrument == "*" or h.instrument in symbols,
+                h.instrument == "*" or h.instrument in configured,
                 f"sim.halts[{k}].instrument",
                 f"unknown instrument {h.instrument!r} (a symbol, or '*' for the whole venue)",
             )
@@ -728,8 +741,18 @@ def _key_from_msgspec(msg: str) -> tuple[str, str]:
     return key, problem
 
 
-def parse_config(text: str, path: str | Path = "<string>") -> Config:
-    """Parse and validate TOML text; every failure is a ``ConfigError`` naming path and key."""
+def parse_config(
+    text: str,
+    path: str | Path = "<string>",
+    *,
+    venue: str = "",
+    overlay: dict[str, Any] | None = None,
+) -> Config:
+    """Parse and validate TOML text; every failure is a ``ConfigError`` naming path and key.
+
+    ``venue``: `gekko run --venue`'s argument; a real kind with no ``[[venues]]`` entry gets one
+    with its defaults. ``overlay``: a run's resolved sections (ops/venue_run.py), replacing the
+    file's before validation (how every worker gets the run the pre-flight decided)."""
     try:
         raw = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
@@ -738,6 +761,10 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
         raise ConfigError(path, "", "expected a TOML table")
     if "resolved" in raw:  # decided by the pre-flight, never read from a file
         raise ConfigError(path, "resolved", "unknown key")
+    if overlay:
+        raw.update(overlay)
+    if venue:
+        _add_venue_entry(raw, venue)
     _prepare_venues(raw, path)
     try:  # ${ENV} references and <key>_file siblings (ops/secrets.py), before validation
         raw = resolve_secrets(raw, Config)
@@ -763,10 +790,12 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
         raise ConfigError(path, key, problem) from None
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(
+    path: str | Path, *, venue: str = "", overlay: dict[str, Any] | None = None
+) -> Config:
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
         raise ConfigError(p, "", f"cannot read: {exc.strerror or exc}") from None
-    return parse_config(text, p)
+    return parse_config(text, p, venue=venue, overlay=overlay)

@@ -14,7 +14,8 @@ surface as a rejected order later. ``gekko run`` (ops/cli.py) calls, in order:
    is a new ``Config`` whose ``resolved`` section holds the markets and the live venues.
 
 The supervisor hands that result to every worker as an overlay file (``write_overlay`` /
-``apply_overlay``), so no worker loads markets again or decides live on its own.
+``read_overlay``, applied by ``ops.config.load_config``), so no worker loads markets again or
+decides live on its own.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ops.venue_keys import credentials_source, load_credentials
 
 __all__ = [
     "OVERLAY_ENV",
-    "apply_overlay",
+    "read_overlay",
     "live_gates",
     "pick_venue",
     "resolve_run",
@@ -225,9 +226,9 @@ def write_overlay(cfg: Config, path: Path) -> Path | None:
     return path
 
 
-def apply_overlay(cfg: Config, path: str | Path | None) -> Config:
-    """``cfg`` with a run's overlay applied (``path`` empty or None: unchanged)."""
+def read_overlay(path: str | Path | None) -> dict[str, Any] | None:
+    """A run's overlay (``ops.config.load_config(..., overlay=)`` applies it; None: none)."""
     if not path:
-        return cfg
+        return None
     data = json.loads(Path(path).read_text())
-    return _rebuild(cfg, **{k: v for k, v in data.items() if k in _SECTIONS})
+    return {k: v for k, v in data.items() if k in _SECTIONS}

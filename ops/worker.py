@@ -18,7 +18,7 @@ import sys
 from ops.config import ConfigError, load_config
 from ops.fsperm import PRIVATE_UMASK
 from ops.logs import setup_logging
-from ops.venue_run import OVERLAY_ENV, apply_overlay
+from ops.venue_run import OVERLAY_ENV, read_overlay
 
 WORKER_MODULES = {
     "feed": "procs.feed",
@@ -49,10 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        cfg = load_config(args.config)
         # a run on real venues: its instruments, markets and live venues as the supervisor's
         # pre-flight resolved them (ops/venue_run.py), the same for every worker
-        cfg = apply_overlay(cfg, os.environ.get(OVERLAY_ENV))
+        cfg = load_config(args.config, overlay=read_overlay(os.environ.get(OVERLAY_ENV)))
     except ConfigError as exc:
         print(f"gekko: {exc}", file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ from engine.venues.registry import VenueConfig, lookup
 from ops.config import Config, ConfigError, parse_config
 from ops.secrets import redact
 from ops.venue_keys import load_credentials
-from ops.venue_run import apply_overlay, pick_venue, resolve_run, write_overlay
+from ops.venue_run import pick_venue, read_overlay, resolve_run, write_overlay
 from tests.conftest import ROOT
 
 BASE = (ROOT / "config.toml").read_text()
@@ -411,7 +411,7 @@ def test_the_overlay_gives_every_worker_the_same_run(tmp_path: Path) -> None:
     cfg = resolve_run(*_picked("binanceus")[:1], only="binanceus", loader=fake_loader())
     path = write_overlay(cfg, tmp_path / "run" / "venues.json")
     assert path is not None and path.is_file()
-    again = apply_overlay(parse_config(BASE, "gekko.toml"), path)
+    again = parse_config(BASE, "gekko.toml", overlay=read_overlay(path))
     assert again == cfg and again.instrument_table().by_symbol("BTC/USDT").instrument_id == 4
     assert write_overlay(parse_config(BASE), tmp_path / "none.json") is None  # sim: nothing
 
