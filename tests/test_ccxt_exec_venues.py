@@ -269,3 +269,52 @@ def test_rate_limit_retry_after_honoured(env: Env) -> None:
     c.submit(_order(v.inst, 216, 40000.0, 0.01), time.monotonic_ns())
     _collect(c, OrderAccepted)
     assert srv.requests[ORDER_POST[v.kind]] == posts + 1
+
+
+def test_kraken_lockout_stops_order_entry() -> None:
+    from tests.venues.kraken import KrakenServer
+
+    v = VENUES[1]
+    key, secret = v.keys()
+    with KrakenServer() as srv:
+        srv.add_key(key, secret, balances=v.balances)
+        settings = {"rest_url": srv.rest_url, "ws_url": srv.ws_url, "ban_default_s": 2}
+        c = CcxtExecutionClient(
+            "kraken", "kr", InstrumentTable([v.inst]), settings, Credentials(key, secret)
+        )
+        try:
+            _quiet(srv)
+            srv.faults.arm("ban", retry_after=2)
+            evs = c.submit(_order(v.inst, 221, 40000.0, 0.01), time.monotonic_ns())
+            evs = evs or _collect(c, OrderRejected)
+            assert c.state() == "banned" and "lockout" in c.state_reason
+            refused = c.submit(_order(v.inst, 222, 40000.0, 0.01), time.monotonic_ns())
+            assert type(refused[0]) is OrderRejected and "banned" in refused[0].reason
+            srv.faults.clear("ban")
+            deadline = time.monotonic() + 6
+            while c.state() != "connected" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            c.submit(_order(v.inst, 223, 40000.0, 0.01), time.monotonic_ns())
+            _collect(c, OrderAccepted)
+        finally:
+            c.close()
+
+
+def test_coinbase_token_times_follow_the_venue_clock() -> None:
+    from tests.venues.coinbase import CoinbaseServer
+
+    v = VENUES[0]
+    key, secret = v.keys()
+    with CoinbaseServer(clock_offset_s=600) as srv:  # 10 min ahead: a token lives 120 s
+        srv.add_key(key, secret, balances=v.balances)
+        settings = {"rest_url": srv.rest_url, "ws_url": srv.ws_url, "start_timeout_s": 20}
+        c = CcxtExecutionClient(
+            "coinbase", "cb", InstrumentTable([v.inst]), settings, Credentials(key, secret)
+        )
+        try:
+            assert c.state() == "connected", c.state_reason
+            assert abs(c.guard.clock.offset_ms - 600_000) < 2000
+            c.submit(_order(v.inst, 224, 40000.0, 0.01), time.monotonic_ns())
+            _collect(c, OrderAccepted)
+        finally:
+            c.close()

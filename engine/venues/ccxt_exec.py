@@ -90,6 +90,8 @@ _REPLACE_MODE = {
     "binance": "edit_new",
 }
 #: venues that find an order by our client id in one query
+#: venues whose signatures carry a time ccxt takes from ``seconds()`` (Coinbase's JWT)
+_JWT_CLOCK = frozenset({"coinbase"})
 #: venues whose private requests must reach them in nonce order
 _SERIAL = frozenset({"kraken"})
 _TIF = {TimeInForce.IOC: "IOC", TimeInForce.FOK: "FOK"}
@@ -372,8 +374,8 @@ class CcxtExecutionClient(VenueSync, StatusReports):
             self._install_hook()
             serial = self.settings.get("serial_requests", self.exchange_id in _SERIAL)
             self._serial = asyncio.Lock() if serial else None
+        await self._sync_clock()  # first: loading markets may sign requests already
         await self._request("load_markets")
-        await self._sync_clock()
         await self._initial_sync()
         self._next_rest_poll = time.monotonic() + float(self.settings.get("rest_poll_s", 5.0))
         self._connected = True
@@ -476,6 +478,8 @@ class CcxtExecutionClient(VenueSync, StatusReports):
             return
         off = self.guard.clock.update(int(server), sent, self._ex.milliseconds(), time.monotonic())
         self._ex.options["timeDifference"] = -off  # ccxt signs with local ms - timeDifference
+        if self.exchange_id in _JWT_CLOCK:  # its tokens are stamped with ccxt's seconds()
+            self._ex.seconds = lambda off=off: int((time.time() * 1000 + off) // 1000)
         self.stats["clock_syncs"] += 1
 
     # --- bridge side: orders ------------------------------------------------------------------------
