@@ -320,6 +320,8 @@ def test_user_stream_and_market_disconnect_are_network_errors(
         await asyncio.sleep(0.3)
         await ex.create_order("BTC/USDT", "market", "sell", 0.01, None, {"clientOrderId": "gk-ws"})
         seen = await asyncio.wait_for(watching, 5)
+        while seen[-1]["status"] != "closed":  # NEW and TRADE may come in two updates
+            seen = await asyncio.wait_for(ex.watch_orders("BTC/USDT"), 5)
         server.faults.arm("disconnect")
         with pytest.raises(ccxt.NetworkError):
             await asyncio.wait_for(ex.watch_order_book("BTC/USDT"), 5)

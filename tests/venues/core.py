@@ -185,12 +185,22 @@ class Sock:
         self.wrap: Callable[[str], str] | None = None  # user events: the venue's envelope
         self.sent = 0
         self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._loop = asyncio.get_running_loop()
+        self._writer = self._loop.create_task(self._write())
         self.closed = False
 
     def send(self, payload: str | bytes) -> None:
-        if not self.closed:
+        """Queue ``payload`` in order; safe from another thread (then it hops to the loop)."""
+        if self.closed:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
             self._queue.put_nowait(payload)
+        else:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, payload)
 
     def stalled(self) -> bool:
         args = self.hub.faults.active("stall")
