@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from engine.settings import need
+from engine.venues.ccxt_guard import DEFAULT_LIMITS
 from engine.venues.ccxt_markets import VenueMarket
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
@@ -45,7 +46,8 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
     reconnect_max_s: float = 30.0  # reconnect backoff cap (with jitter)
     timeout_ms: int = 10_000  # one REST request
     recv_window_ms: int = 5_000  # Binance: how late a signed request may arrive
-    weight_per_min: int = 0  # request weight budget per minute (0 = the exchange's published limit)
+    rate_limit_weight: float = 0.0  # request weight per window (0 = the exchange's published)
+    rate_limit_window_s: float = 0.0  # that window (0 = the exchange's published)
     weight_headroom_pct: float = 10.0  # kept unused below that budget
     paper_latency_us: float = 20_000.0  # paper: our order's one-way latency to the simulated match
     paper_jitter_us: float = 5_000.0
@@ -105,7 +107,9 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
             "recv_window_ms",
             "must be within 1..60000 (Binance's maximum)",
         )
-        need(self.weight_per_min >= 0, "weight_per_min", "must be >= 0 (0 = the published limit)")
+        for key in ("rate_limit_weight", "rate_limit_window_s"):
+            v = getattr(self, key)
+            need(math.isfinite(v) and v >= 0, key, "must be >= 0 (0 = the published limit)")
         need(0 <= self.weight_headroom_pct < 100, "weight_headroom_pct", "must be in [0, 100)")
         for key in ("paper_latency_us", "paper_jitter_us"):
             v = getattr(self, key)
@@ -117,6 +121,14 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
         out["latency_ns"] = int(self.paper_latency_us * 1000)
         out["jitter_ns"] = int(self.paper_jitter_us * 1000)
         out["live"] = False  # the run decides (three gates), not this key alone
+        out["backoff_max_s"] = self.reconnect_max_s  # engine.venues.ccxt_exec's name for it
+        # engine.venues.ccxt_guard's budget: the published limit (or ours), less the headroom
+        ex = self.exchange if self.kind == "ccxt" else self.kind
+        limit, window = DEFAULT_LIMITS.get(ex, (0.0, 0.0))
+        weight, window = self.rate_limit_weight or limit, self.rate_limit_window_s or window
+        if weight and window:  # else: the guard's own fallback for an exchange it does not know
+            out["rate_limit_weight"] = weight * (1 - self.weight_headroom_pct / 100)
+            out["rate_limit_window_s"] = window
         return out
 
 

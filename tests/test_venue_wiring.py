@@ -116,6 +116,11 @@ def test_a_real_venue_takes_its_keys_with_documented_defaults() -> None:
     s = v.venue_settings()
     assert s["live"] is False  # the key alone never makes a run live
     assert s["latency_ns"] == 20_000_000 and s["timeout_ms"] == 10_000
+    # the names the adapters read: the guard's budget (published, less 10 %), the backoff cap
+    assert (s["rate_limit_weight"], s["rate_limit_window_s"]) == (1080.0, 60.0)
+    assert s["backoff_max_s"] == 30.0 and s["stale_after_s"] == 10.0
+    own = parse_config(ONE + '[[venues]]\nname = "k"\nkind = "kraken"\nrate_limit_weight = 8.0\n')
+    assert own.venues[0].venue_settings()["rate_limit_weight"] == pytest.approx(7.2)
     sim = parse_config(ONE + '[[venues]]\nname = "a"\n').venues[0]  # kind left out: sim
     assert sim.kind == "sim" and sim.venue_settings()["maker_fee_bps"] == -0.5
 
