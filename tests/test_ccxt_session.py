@@ -48,6 +48,23 @@ def test_make_exchange_points_every_address_at_the_local_server(exchange_id: str
         asyncio.run(ex.close())
 
 
+def test_binanceus_signs_in_only_at_binance_us() -> None:
+    """Every address a spot Binance.US session uses — REST, market streams and the WebSocket API
+    that carries the user stream — is on the domain of its REST API (ccxt's own default sends the
+    user stream to another exchange)."""
+    from urllib.parse import urlsplit
+
+    ex = make_exchange("binanceus", {})
+    try:
+        api = ex.urls["api"]
+        used = [api["public"], api["private"], api["sapi"], api["ws"]["spot"]]
+        used.append(api["ws"]["ws-api"]["spot"])
+        domain = urlsplit(api["public"]).hostname.split(".", 1)[1]
+        assert all(urlsplit(u).hostname.endswith("." + domain) for u in used), used
+    finally:
+        asyncio.run(ex.close())
+
+
 def test_make_exchange_refuses_an_unknown_exchange() -> None:
     with pytest.raises(ValueError, match="no websocket exchange 'nosuch'"):
         make_exchange("nosuch", {})

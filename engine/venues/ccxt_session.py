@@ -17,8 +17,9 @@ import asyncio
 import concurrent.futures
 import re
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["AsyncBridge", "Credentials", "make_exchange", "rebase_urls"]
 
@@ -87,6 +88,9 @@ def make_exchange(
         if credentials.uid:
             config["uid"] = credentials.uid
     exchange = cls(config)
+    fix = _ADDRESS_FIXES.get(exchange_id)
+    if fix is not None:
+        fix(exchange)
     rest_url, ws_url = settings.get("rest_url", ""), settings.get("ws_url", "")
     if rest_url or ws_url:
         exchange.urls["api"] = rebase_urls(exchange.urls["api"], rest_url, ws_url)
@@ -95,6 +99,20 @@ def make_exchange(
     options = settings.get("ccxt_options") or {}
     exchange.options.update(dict(options))
     return exchange
+
+
+def _binanceus_user_stream(exchange: Any) -> None:
+    """ccxt 4.5.90's ``binanceus`` inherits Binance.com's WebSocket-API address, where ccxt
+    subscribes spot user streams (orders, fills): a live Binance.US run would sign in at the
+    wrong exchange. Point it at the WebSocket API of the domain its REST API is on."""
+    host = urlsplit(exchange.urls["api"]["public"]).hostname or ""
+    domain = host.split(".", 1)[1] if "." in host else host
+    ws = exchange.urls["api"]["ws"]
+    ws["ws-api"] = dict(ws.get("ws-api") or {}) | {"spot": f"wss://ws-api.{domain}:443/ws-api/v3"}
+
+
+#: per exchange id, what ccxt gets wrong about where that exchange is
+_ADDRESS_FIXES: dict[str, Callable[[Any], None]] = {"binanceus": _binanceus_user_stream}
 
 
 class AsyncBridge:
