@@ -65,13 +65,24 @@ def warm_risk(cfg: Any) -> None:
     gate.stats.max_corr(iid, 1.0, gate.signs)
 
 
+def _warm_venue(cfg: Any, instruments: Any) -> Any:
+    """The venue the warm-up trades on: the configured one only when every venue is simulated.
+    A real venue's client would connect to the exchange, reconcile it (adopting or canceling
+    what it finds there) and send the warm-up's orders for real: the simulator warms instead."""
+    if any(getattr(v, "kind", "sim") != "sim" for v in getattr(cfg, "venues", None) or []):
+        from engine.venues.sim import SimExchange
+
+        return SimExchange(instruments)
+    return build_venue(cfg, instruments)
+
+
 def warm_exec(cfg: Any) -> None:
     from engine.exec_engine import ExecEngine
     from engine.messages import NewOrder
     from engine.portfolio import Portfolio
 
     instruments = cfg.instrument_table()
-    engine = ExecEngine(build_venue(cfg, instruments), instruments)
+    engine = ExecEngine(_warm_venue(cfg, instruments), instruments)
     portfolio = Portfolio(instruments)
     msgs = _market(cfg)
     for t, m in enumerate(msgs):
