@@ -354,3 +354,22 @@ def test_a_restarted_client_recognises_its_orders_and_never_resends(
         assert server.requests["POST /api/v3/order"] == posts  # never sent twice
     finally:
         b.close()
+
+
+def test_selling_everything_bought_sells_what_the_fee_left() -> None:
+    srv = BinanceServer()
+    srv.add_key(KEY, SECRET, balances={"USDT": "100000"})  # no BTC but what we buy
+    with srv:
+        c = _client(srv)
+        try:
+            c.submit(_order(117, Side.BUY, 0, 0.1, OrderType.MARKET), time.monotonic_ns())
+            bought = _fills(_collect(c, _has(OrderFilled)))
+            held = sum(f.fill_qty for f in bought)
+            assert held == BTC.qty_to_lots(0.1 * 0.999)  # the fee was 0.0001 BTC
+            assert c.fees_paid()["BTC"] == pytest.approx(0.0001)
+            c.submit(_order(118, Side.SELL, 0, BTC.lots_to_qty(held), OrderType.MARKET), 0)
+            evs = _collect(c, lambda e: _has(OrderFilled)(e) or _has(OrderRejected)(e))
+            assert not any(type(e) is OrderRejected for e in evs)
+            assert sum(f.fill_qty for f in _fills(evs)) == held
+        finally:
+            c.close()

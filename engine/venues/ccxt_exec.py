@@ -104,7 +104,8 @@ class CcxtExecutionClient(VenueSync, StatusReports):
     ``recv_window_ms``, ``ccxt_options`` (``ccxt_session``); ``engine_id`` / ``order_prefix`` (our
     client ids); ``start_timeout_s`` (the blocking start-up sync); ``rest_poll_s`` (REST check of
     open orders), ``unknown_query_s`` / ``unknown_window_s`` (resolving UNKNOWN submits),
-    ``trade_lookback_s`` (fills fetched at start), ``reconnect_s`` / ``backoff_max_s`` (the
+    ``trade_lookback_s`` (fills fetched at start), ``trade_grace_s`` (how long a fill an
+    order update reports may wait for its trade on the stream), ``reconnect_s`` / ``backoff_max_s`` (the
     first and the longest wait before a user-stream reconnect);
     the guard's ``rate_limit_weight``, ``rate_limit_window_s``, ``request_weights``,
     ``clock_sync_s``, ``ban_default_s``; ``replace_mode`` ("amend" | "edit_new" |
@@ -150,6 +151,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         self._reported = "connected"
         self._backfill_due = 0.0
         self._next_rest_poll = 0.0
+        self._short_due = 0.0  # when to fetch trades an order update says we miss
         self._balances_dirty = False
         self._next_balances = 0.0
         self.synced = threading.Event()
@@ -344,6 +346,15 @@ class CcxtExecutionClient(VenueSync, StatusReports):
                 out[inst.instrument_id] = inst.qty_to_lots(Decimal(str(total)))
         return out
 
+    def fees_paid(self) -> dict[str, float]:
+        """Every fee charged on our fills, per currency it was charged in."""
+        out: dict[str, float] = {}
+        with self._lock:
+            for t in self.table.orders.values():
+                for f in t.fees:
+                    out[f.currency] = out.get(f.currency, 0.0) + float(f.cost)
+        return out
+
     def balances(self) -> list[BalanceReport]:
         return [
             BalanceReport(venue=self.name, currency=c, total=b["total"], free=b["free"])
@@ -415,6 +426,10 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         poll_s = float(self.settings.get("rest_poll_s", 5.0))
         if self._backfill_due and now >= self._backfill_due:
             await self._backfill(full=True)
+        elif self._short_due and now >= self._short_due:
+            self._short_due = 0.0
+            if self._short():  # still: the trades did not come on the stream
+                await self._backfill(full=False)
         elif has_open and now >= self._next_rest_poll:
             self._next_rest_poll = now + poll_s
             await self._backfill(full=False)
@@ -556,12 +571,20 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         self._emit(evs)
         self._soon_if_short()
 
-    def _soon_if_short(self) -> None:
-        """An order the venue closed with fills we have not seen: a REST check in a second."""
+    def _short(self) -> bool:
+        """Whether the venue reports fills for an order that no trade we have accounts for."""
         with self._lock:
-            short = any(t.close_status and t.missing() > 0 for t in self.table.open())
-        if short:
-            self._next_rest_poll = min(self._next_rest_poll, time.monotonic() + 1.0)
+            return any(t.missing() > 0 for t in self.table.open())
+
+    def _soon_if_short(self) -> None:
+        """Fills we have not seen: fetch the trades soon — at once where the venue streams no
+        trades (Coinbase), else after ``trade_grace_s`` (the trade usually follows its order
+        update on the stream, and a REST look costs weight)."""
+        if self._short_due or not self._short():
+            return
+        streams = self._ex is not None and self._ex.has.get("watchMyTrades")
+        grace = float(self.settings.get("trade_grace_s", 1.0)) if streams else 0.0
+        self._short_due = time.monotonic() + grace
 
     async def _settle(self, coid: int) -> Tracked | None:
         """Wait for the order's submit to be answered; resolve it once if UNKNOWN."""
