@@ -211,7 +211,8 @@ def test_cancel_replace_generations_share_one_order() -> None:
     t = tb.add(_order(), BTC, NOW)
     tb.on_order(_odict(t), NOW)
     tb.on_trade(_trade("t1", "0.4"), NOW)
-    cid = tb.new_generation(7, Decimal("0.3"), 4_900_000)
+    tb.new_generation(7, Decimal("0.3"), 4_900_000)
+    cid = t.cid
     assert parse_client_id(tb.prefix, cid) == (7, 1)
     # the old venue order's cancel does not close ours
     assert tb.on_order(_odict(t, "canceled", "0.4", cid=venue_client_id(tb.prefix, 7)), NOW) == []
@@ -305,3 +306,26 @@ def test_rate_limit_answers_without_a_status_still_block_or_ban() -> None:
     g.on_response(429, {"Retry-After": "1"}, 100.0)
     g.on_limit_error("429 Too many requests", 100.1)
     assert g.rate_limited == 2 and g.refusal(101.2) == ""
+
+
+def test_a_refused_replace_keeps_the_terms_and_its_stray_order_is_flagged() -> None:
+    tb = _table()
+    t = tb.add(_order(), BTC, NOW)
+    tb.on_order(_odict(t), NOW)
+    old_cid = t.cid
+    before = tb.new_generation(7, Decimal("0.3"), 4_900_000)
+    tb.undo_generation(7, before)
+    assert (t.cid, t.gen, t.amount, t.px) == (old_cid, 0, Decimal("1"), 5_000_000)
+    # the venue placed the new order after all (a lost answer): ours, but not tracked
+    new = venue_client_id(tb.prefix, 7, 1)
+    assert tb.on_order(_odict(t, "open", vid="950", cid=new), NOW) == []
+    assert tb.strays == {"950": "BTC/USDT"} and t.venue_id == "900"
+
+
+def test_an_unknown_order_given_up_that_turns_up_is_a_stray() -> None:
+    tb = _table()
+    t = tb.add(_order(), BTC, NOW)
+    tb.mark_unknown(7)
+    tb.resolve_missing(7, "not there", NOW)
+    assert tb.on_order(_odict(t), NOW) == []
+    assert tb.strays == {"900": "BTC/USDT"}

@@ -72,7 +72,7 @@ from engine.messages import (
 )
 from engine.venues.base import VenueEvent
 from engine.venues.ccxt_guard import Banned, Guard
-from engine.venues.ccxt_orders import OrderTable, Phase, Tracked, order_prefix, venue_client_id
+from engine.venues.ccxt_orders import OrderTable, Phase, Tracked, order_prefix
 from engine.venues.ccxt_session import AsyncBridge, Credentials, make_exchange
 from engine.venues.ccxt_sync import HAS_WATCH, ReconcileSnapshot, VenueSync
 from engine.venues.reports import BalanceReport, OrderStatusReport, StatusReports
@@ -160,6 +160,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
             ("submits", "duplicate_submits", "unknown", "resolved_unknown", "reconnects"), 0
         )
         self.stats |= dict.fromkeys(("backfills", "clock_syncs", "nonce_retries"), 0)
+        self.stats["strays_canceled"] = 0
         if start:
             self.start(float(s.get("start_timeout_s", 30.0)))
 
@@ -421,6 +422,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         if self.guard.clock.due(now):
             await self._sync_clock()
         await self._resolve_unknown(now)
+        await self._cancel_strays()
         with self._lock:
             has_open = bool(self.table.open())
         poll_s = float(self.settings.get("rest_poll_s", 5.0))
@@ -437,6 +439,15 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         if self._balances_dirty and now >= self._next_balances:
             self._balances_dirty, self._next_balances = False, now + every
             await self._fetch_balances()
+
+    async def _cancel_strays(self) -> None:
+        """Cancel open orders of ours the table gave up on (``OrderTable.strays``)."""
+        with self._lock:
+            strays, self.table.strays = self.table.strays, {}
+        for vid, symbol in strays.items():
+            self.stats["strays_canceled"] += 1
+            with contextlib.suppress(OrderNotFound):
+                await self._request("cancel_order", vid, symbol)
 
     def _note_failure(self, e: BaseException) -> None:
         limited = isinstance(e, (DDoSProtection, RateLimitExceeded))  # the guard's business
@@ -668,22 +679,29 @@ class CcxtExecutionClient(VenueSync, StatusReports):
     async def _edit_new(self, t: Tracked, new_open: Decimal, px: int) -> None:
         """ccxt's edit as the venue's atomic cancel + new (Binance cancelReplace): a new venue
         order, the next generation of ours."""
-        cid = venue_client_id(self.table.prefix, t.order.client_order_id, t.gen + 1)
-        params = {_CID_PARAM.get(self.exchange_id, "clientOrderId"): cid}
-        args = (t.venue_id, t.inst.symbol, "limit", _side(t), float(new_open))
-        o = await self._request("edit_order", *args, float(t.inst.ticks_to_px(px)), params)
+        coid, old_vid = t.order.client_order_id, t.venue_id
         with self._lock:
-            self.table.new_generation(t.order.client_order_id, new_open, px)
+            before = self.table.new_generation(coid, new_open, px)
+            cid = t.cid
+        params = {_CID_PARAM.get(self.exchange_id, "clientOrderId"): cid}
+        args = (old_vid, t.inst.symbol, "limit", _side(t), float(new_open))
+        try:
+            o = await self._request("edit_order", *args, float(t.inst.ticks_to_px(px)), params)
+        except Exception:
+            with self._lock:
+                self.table.undo_generation(coid, before)
+            self._backfill_due = time.monotonic() + 0.2  # a lost answer: see what the venue did
+            raise
         self._apply_order({**o, "clientOrderId": o.get("clientOrderId") or cid})
 
     async def _cancel_new(self, t: Tracked, new_open: Decimal, px: int) -> None:
         """Two requests where the venue has no edit: cancel, then the next generation."""
         await self._request("cancel_order", t.venue_id, t.inst.symbol)
         with self._lock:
-            cid = self.table.new_generation(t.order.client_order_id, new_open, px)
+            self.table.new_generation(t.order.client_order_id, new_open, px)
             args, params = self._create_args(t)
         o = await self._request("create_order", *args, params, order_entry=True)
-        self._apply_order({**o, "clientOrderId": o.get("clientOrderId") or cid})
+        self._apply_order({**o, "clientOrderId": o.get("clientOrderId") or t.cid})
 
     def _ts(self) -> tuple[int, int]:
         now_ns = self._clock()

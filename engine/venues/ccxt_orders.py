@@ -211,6 +211,10 @@ class OrderTable:
         #: orders / trades at the venue that are not ours (for reconciliation)
         self.external_orders: dict[str, dict[str, Any]] = {}
         self.external_trades: dict[str, dict[str, Any]] = {}
+        #: open venue orders of ours the table will not track (venue order id -> symbol): an
+        #: UNKNOWN submit given up as rejected that turned up after all, or a cancel-replace's
+        #: new order after the replace was given up. The client cancels them (fail closed).
+        self.strays: dict[str, str] = {}
         #: counters (``stats``)
         self.duplicate_trades = 0
         self.stale_updates = 0
@@ -265,14 +269,23 @@ class OrderTable:
         t.phase, t.final = Phase.CLOSED, "rejected"
         return OrderRejected.for_order(t.order, reason, now_ns, now_ns)
 
-    def new_generation(self, coid: int, new_open: Decimal, px: int) -> str:
-        """A cancel-replace sends a new venue order: its client id and the order's new size."""
+    def new_generation(self, coid: int, new_open: Decimal, px: int) -> tuple[int, Decimal, int]:
+        """A cancel-replace is about to send a new venue order: the order's next client id,
+        size and price, taken before the request leaves (the stream may tell of the new order
+        before the request's answer does). Returns what to pass ``undo_generation``."""
         t = self.orders[coid]
+        before = (t.gen, t.amount, t.px)
         t.gen += 1
         t.cid = venue_client_id(self.prefix, coid, t.gen)
         t.amount = t.filled + new_open
         t.px = px
-        return t.cid
+        return before
+
+    def undo_generation(self, coid: int, before: tuple[int, Decimal, int]) -> None:
+        """The cancel-replace was refused: the order keeps its terms."""
+        t = self.orders[coid]
+        t.gen, t.amount, t.px = before
+        t.cid = venue_client_id(self.prefix, coid, t.gen)
 
     def amended(self, coid: int, new_open: Decimal, px: int) -> None:
         """An amend in place (or a cancel-replace) took effect: the order's new terms."""
@@ -303,6 +316,8 @@ class OrderTable:
         if vid:
             self._register(t, vid, gen)
         status = str(o.get("status") or "open")
+        if status not in _CLOSED and vid and (gen > t.gen or t.final == "rejected"):
+            self.strays[vid] = str(o.get("symbol") or t.inst.symbol)  # see ``strays``
         evs: list[object] = []
         if t.phase in (Phase.PENDING, Phase.UNKNOWN):
             if status == "rejected":
