@@ -40,7 +40,7 @@ from engine.venues.ccxt_integrity import install as install_checks
 from engine.venues.ccxt_session import AsyncBridge, Credentials, make_exchange
 from engine.venues.data import InstrumentRules
 
-__all__ = ["CcxtDataClient"]
+__all__ = ["CcxtDataClient", "backoff_s"]
 
 log = logging.getLogger("gekko.venues.md")
 
@@ -89,6 +89,7 @@ class CcxtDataClient:
         self._bridge = AsyncBridge(f"md-{name}")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._streaming = False
         self._last: dict[str, float] = {}
         self._session_had_data = False
         self._break: asyncio.Future[str] | None = None  # set: this session lost data
@@ -110,6 +111,7 @@ class CcxtDataClient:
         markets = self._markets[0] if self._markets else {}
         missing = [i.symbol for i in self._table if i.symbol not in markets]
         if missing:
+            self.close()
             raise ValueError(f"venue {self.name!r} ({self.exchange_id}) lists no {missing}")
 
     def instruments(self) -> list[InstrumentRules]:
@@ -117,11 +119,14 @@ class CcxtDataClient:
         return [_rules(i, markets.get(i.symbol)) for i in self._table]
 
     def subscribe(self, instrument_ids: Iterable[int]) -> None:
+        """Start streaming these instruments (once: the set is fixed for the client's life)."""
+        if self._streaming:
+            raise RuntimeError(f"market-data client {self.name!r}: subscribe() twice")
         want = {int(i) for i in instrument_ids}
         self._subscribed = [i for i in self._table if i.instrument_id in want]
-        if self._task is None:
-            self._bridge.start()
-            self._bridge.submit(self._start())
+        self._streaming = True
+        self._bridge.start()
+        self._bridge.submit(self._start())
 
     def poll_updates(self, max_n: int = 512) -> list[Any]:
         """What arrived since the last call, at most ``max_n`` messages, in arrival order;
@@ -223,8 +228,7 @@ class CcxtDataClient:
             self._set_state(_DOWN, reason)
             for tr in self.books.values():
                 tr.drop()
-            delay = min(self.reconnect_max_s, self.reconnect_min_s * 2**attempt)
-            delay *= 0.5 + 0.5 * self._rng.random()
+            delay = backoff_s(attempt, self.reconnect_min_s, self.reconnect_max_s, self._rng)
             attempt += 1
             log.warning("%s: reconnecting in %.2fs (%s)", self.name, delay, reason)
             await asyncio.sleep(delay)
@@ -324,6 +328,12 @@ class CcxtDataClient:
 
     def _set_state(self, state: str, reason: str) -> None:
         self._state, self.state_reason = state, reason
+
+
+def backoff_s(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """The wait before reconnect ``attempt`` (0 first): ``low`` doubling per attempt up to
+    ``high``, times a random 0.5-1.0 so that many clients dropped at once do not return at once."""
+    return min(high, low * 2 ** min(attempt, 32)) * (0.5 + 0.5 * rng.random())
 
 
 async def _close_quietly(ex: Any) -> None:
