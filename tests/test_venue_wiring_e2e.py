@@ -46,6 +46,8 @@ def run_config(tmp_path: Path, venue: str, storage: bool, symbol: str, qty: int)
     text = BASE.replace('id = "gekko"', f'id = "{eid}"', 1)
     text = text.replace('var_dir = "var"', f'var_dir = "{tmp_path / "var"}"', 1)
     text = set_key(text, "inference", "enabled = false")
+    # lots of a satoshi (Coinbase, Kraken): a position of 0.02 BTC is 2,000,000 lots
+    text = set_key(text, "risk", "max_position_lots = 100000000")
     if not storage:
         text = set_key(text, "storage.postgres", 'mode = "off"')
     text = text[: text.index("[[strategies]]")]  # the shipped strategies trade the simulator's
@@ -73,6 +75,35 @@ def _signed_fills(var: Path) -> dict[int, int]:
         side = 1 if f["side"] == 1 else -1  # engine.messages.Side.BUY
         net[f["instrument_id"]] = net.get(f["instrument_id"], 0) + side * f["fill_qty"]
     return net
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("kind", "symbol", "qty"),
+    [("coinbase", "BTC/USD", 2_000_000), ("kraken", "BTC/USD", 2_000_000)],
+)
+def test_paper_run_on_each_venue_trades_with_positions_from_its_fills(
+    tmp_path: Path, kind: str, symbol: str, qty: int
+) -> None:
+    """`gekko run --venue <kind>` with no [[venues]] entry but its URLs: paper on the venue's
+    market data, a TWAP of market orders filled against its book, positions = fills."""
+    pytest.importorskip("engine.venues.ccxt_data", reason="the ccxt market-data client")
+    server = local_server(kind)
+    try:
+        cfg = run_config(tmp_path, venue_toml(kind, server), False, symbol, qty)
+        r = gekko_env(
+            "run", "--config", str(cfg), "--venue", kind, "--duration", "5", "--quiet",
+            cwd=tmp_path, env={},
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert r.stdout.splitlines()[0].startswith(f"PAPER trading on {kind}")
+    var = tmp_path / "var"
+    summary = json.loads((var / "last_run" / "summary.json").read_text())
+    (pos,) = summary["positions"].values()
+    assert pos["position"] == qty and summary["fills"] >= 4
+    assert _signed_fills(var) == {pos["instrument_id"]: qty} and summary.get("consistent")
 
 
 @pytest.mark.timeout(120)
