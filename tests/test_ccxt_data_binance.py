@@ -29,13 +29,13 @@ BTC = Instrument(
 
 @pytest.fixture
 def venue():
-    """A server replaying the capture at 20x (about 17 s of data) and a client on it."""
+    """A server replaying the capture at 40x (about 9 s of data) and a client on it."""
     from tests.venues.binance import BinanceServer, CaptureMarket
 
     made: list = []
 
     def make(**settings) -> tuple:
-        srv = BinanceServer(market=CaptureMarket(speed=20)).start()
+        srv = BinanceServer(market=CaptureMarket(speed=40)).start()
         made.append(srv)
         base = {"rest_url": srv.rest_url, "ws_url": srv.ws_url, "marks": 100_000}
         client = CcxtDataClient("binanceus", "binanceus", InstrumentTable([BTC]), base | settings)
