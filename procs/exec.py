@@ -41,7 +41,15 @@ from procs.runtime import (
     stop_reason_path,
 )
 from procs.storage import run_id
-from procs.venue_status import VenueStates, attach_table, live_venues, venue_names
+from procs.venue_status import (
+    VenueStates,
+    attach_table,
+    baseline_path,
+    live_venues,
+    load_baseline,
+    save_baseline,
+    venue_names,
+)
 from procs.warmup import warm_exec
 from shm.seqlock import SeqlockTable
 
@@ -84,6 +92,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     # recovery before READY (procs/recovery.py): the order table from exec's journal,
     # reconciled with the venue; what the rest of the engine missed is published; re-delivered
     # orders the venue already has are dropped from ``backlog`` (the orders waiting in our input)
+    _keep_baselines(cfg, engine_id, venue, incarnation)
     try:
         rec = recover_exec(w, cfg, venue, orders, events)
     except UnsafeToTrade as exc:
@@ -218,6 +227,23 @@ def _venue_states(engine_id: str, cfg: Any, venue: Any, rec: Any) -> VenueStates
         venue.seed(rec.result.table.open_orders(), rec.result.fills)
     table = attach_table(engine_id) if live else None
     return VenueStates(table, venue_names(cfg), venue)
+
+
+def _keep_baselines(cfg: Any, engine_id: str, venue: Any, incarnation: int) -> None:
+    """A live venue's balance baseline (``engine.venue_recon``) outlives an exec restart in
+    ``<var_dir>/venue/``: a restarted exec compares the balances with the run's baseline and
+    the journal's fills, so coins moved while it was down still halt that venue. Only with one
+    venue (its record is rebuilt from the journal; behind a router it is not, and a restored
+    baseline without the fills would halt it for our own trades)."""
+    live = live_venues(venue)
+    for v in live:
+        path = baseline_path(cfg, engine_id, run_id(), v.name)
+        if path is None:
+            continue
+        kept = load_baseline(path) if incarnation and live[0] is venue and path.exists() else None
+        if kept is not None:
+            v.restore_baseline(kept)
+        v.on_baseline = lambda b, p=path: save_baseline(p, b)
 
 
 def _on_control(stage: ExecStage, states: VenueStates, ctl: Any) -> None:

@@ -15,7 +15,9 @@ reconciliation halt.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -156,4 +158,33 @@ def attach_table(engine_id: str) -> Any:
         return SeqlockTable.attach(engine_id, TABLE, VENUE_DTYPE)
     except Exception as exc:  # a view, never a reason to stop trading
         log.error("exec: no venues table (%s): venue states are only logged", exc)
+        return None
+
+
+# --- the balance baseline across exec restarts ----------------------------------------------------
+def baseline_path(cfg: Any, engine_id: str, run_id: int, venue: str) -> Path | None:
+    """Where a live venue's baseline of run ``run_id`` is kept (None outside a run)."""
+    if not run_id:
+        return None
+    return Path(cfg.engine.var_dir) / "venue" / f"{engine_id}-{run_id}-{venue}.baseline.json"
+
+
+def save_baseline(path: Path, baseline: dict[str, float]) -> None:
+    """Written whole and renamed (a crash mid-write leaves the old one or none)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(baseline, sort_keys=True))
+        tmp.replace(path)
+    except OSError as exc:  # a restart then takes a new baseline: said, never fatal
+        log.error("exec: venue baseline not kept at %s (%s)", path, exc)
+
+
+def load_baseline(path: Path) -> dict[str, float] | None:
+    """The kept baseline; None (a new one is taken, and the log says so) if unreadable."""
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): float(v) for k, v in data.items()}
+    except (OSError, ValueError, AttributeError) as exc:
+        log.error("exec: venue baseline at %s unreadable (%s): a new one is taken", path, exc)
         return None

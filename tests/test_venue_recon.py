@@ -370,3 +370,39 @@ def test_external_orders_setting_is_checked() -> None:
     assert external_orders_policy({"external_orders": "Adopt"}) == "adopt"
     with pytest.raises(ValueError, match="external_orders"):
         external_orders_policy({"external_orders": "ignore"})
+
+
+def test_start_up_reconciliation_leaves_a_spot_venues_positions_to_its_balance_check() -> None:
+    from engine.reconcile import reconcile
+
+    o = order(70, BUY, 5, 10000)
+    # the journal has a fill this venue never reported: positions disagree
+    fill = OrderFilled(70, 1, IID, BUY, 10000, 5, 5, 0, 0.0, 1, 99, 1, 2, 2)
+    flaky, v = live()
+    plain = SimExchange(table("A"), name="A")
+    kinds = [e.kind for e in reconcile([o], [fill], plain, 3).events]
+    assert 6 in kinds  # POSITION_MISMATCH: exec would not trade (procs.recovery)
+    kinds = [e.kind for e in reconcile([o], [fill], v, 3).events]
+    assert 6 not in kinds  # the venue's balance check decides, halting that venue only
+
+
+def test_the_baseline_outlives_a_restart_so_coins_moved_meanwhile_halt_the_venue() -> None:
+    flaky, v = live()
+    kept: list[dict] = []
+    v.on_baseline = kept.append
+    eng = ExecEngine(v, table("A"))
+    connect(flaky, eng, 1)
+    assert kept == [{"BTC": 2.0}]
+    eng.on_order(order(80, BUY, 100), 2)  # 0.1 BTC bought
+    connect(flaky, eng, 3)
+    fills = [f for f in flaky.sim.fills_since(0)]
+    # exec restarts: a new client view over the same venue, the baseline and the journal's fills
+    for moved, expect in ((0.0, VenueState.CONNECTED), (0.3, VenueState.HALTED)):
+        flaky.deposit = moved
+        again = ReconciledVenue(flaky, table("A"))
+        again.restore_baseline(kept[0])
+        again.seed([], fills)
+        connect(flaky, again, 4)
+        again.poll(5)  # the second look a difference gets
+        assert again.venue_status().state == expect, again.venue_status()
+    assert "+0.3 unexplained" in again.venue_status().reason

@@ -25,7 +25,7 @@ on, it would halt every venue behind the router (``engine.exec_engine`` halts ve
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.instruments import Instrument
@@ -95,14 +95,25 @@ class ReconciledVenue:
         self._status = VenueStatus(self.name, VenueState.DOWN, "not connected yet", 0)
         #: what reconciliation did, one line each, for the process to log (``take_notes``)
         self.notes: list[str] = []
+        #: told the baseline when reconciliation sets one (the process keeps it for a restart)
+        self.on_baseline: Callable[[dict[str, float]], None] | None = None
         self.reconciliations = 0
         self.duplicates_dropped = 0  # fills / ends seen twice (stream and REST, or replays)
         self.refused = 0  # new orders and replaces refused while not connected
         self.foreign_events = 0  # events of orders neither sent nor adopted here (dropped)
 
     # --- state -----------------------------------------------------------------------------------
+    #: start-up reconciliation leaves positions to this venue's balance check
+    #: (``engine.reconcile``)
+    checks_balances = True
+
     def venue_status(self) -> VenueStatus:
         return self._status
+
+    def restore_baseline(self, baseline: dict[str, float]) -> None:
+        """The run's baseline from before a restart (what the process kept of ``on_baseline``),
+        so that balances moved while exec was down are not taken into a new baseline."""
+        self.record.baseline = dict(baseline)
 
     def _compute(self) -> tuple[VenueState, str]:
         if self._halt:
@@ -304,7 +315,10 @@ class ReconciledVenue:
 
     def _reconcile(self, snap: Any, now_ns: int, out: list[VenueEvent]) -> None:
         self.reconciliations += 1
+        had = self.record.baseline
         f = compare(self.record, snap, self.instruments, self._in_flight)
+        if had is None and self.record.baseline is not None and self.on_baseline is not None:
+            self.on_baseline(dict(self.record.baseline))
         self._apply_missing(f, now_ns, out)
         for coid in f.ended:
             o = self.record.orders[coid]
