@@ -28,6 +28,7 @@ from engine.messages import (
     RiskEventKind,
 )
 from engine.portfolio import Portfolio
+from engine.venues.ccxt_markets import RULES_PREFIX
 from shm.metrics import MetricsRegion, merge_snapshots
 from shm.seqlock import SeqlockTable
 
@@ -51,6 +52,8 @@ class RunRecord:
         self.replace_rejects = 0  # and refused replaces
         self.risk_rejects = 0
         self.risk_rejects_by_reason: dict[str, int] = {}  # every refusal risk recorded
+        #: new orders refused before they left because a real venue's rules would refuse them
+        self.venue_rules_rejects_by_reason: dict[str, int] = {}
         self.risk_events: list[RiskEvent] = []
         self.halts: list[InstrumentHalted | InstrumentResumed] = []
         self.fill_position: dict[int, int] = {i: 0 for i in self.symbols}
@@ -127,6 +130,10 @@ class RunRecord:
             self.canceled += 1
         elif isinstance(msg, OrderRejected):
             self.venue_rejects += 1
+            if msg.reason.startswith(RULES_PREFIX):  # "venue rules: min_notional: ..."
+                why = msg.reason[len(RULES_PREFIX) :].split(":", 1)[0]
+                by = self.venue_rules_rejects_by_reason
+                by[why] = by.get(why, 0) + 1
         elif isinstance(msg, OrderCancelRejected):
             self.venue_rejects += 1
             self.cancel_rejects += 1
@@ -200,6 +207,7 @@ class RunRecord:
             "fills": len(self.fills),
             "risk_rejects": self.risk_rejects,
             "risk_rejects_by_reason": dict(self.risk_rejects_by_reason),
+            "venue_rules_rejects_by_reason": dict(self.venue_rules_rejects_by_reason),
             "stale_orders": counters.get("exec", {}).get("stale_orders", 0),
             "venue_rejects": self.venue_rejects,
             "cancel_rejects": self.cancel_rejects,
@@ -265,6 +273,10 @@ def format_rejects(s: dict[str, Any]) -> list[str]:
         out.append(
             f"  exec refused {stale} new orders as stale_order (older than max_intent_age_ms)"
         )
+    rules = s.get("venue_rules_rejects_by_reason") or {}
+    if rules:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(rules.items(), key=lambda kv: -kv[1]))
+        out.append(f"  refused before the venue would have (its rules): {why}")
     return out
 
 

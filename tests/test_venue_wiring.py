@@ -343,7 +343,7 @@ def test_orders_the_venue_would_refuse_are_refused_first_and_counted() -> None:
     assert gate.submit(_order(1, 100, px), 5) == [] and inner.sent  # 0.001 BTC = $60: passes
     (rej,) = gate.submit(_order(2, 5, px), 5)  # 0.00005 BTC = $3 < $5
     assert isinstance(rej, OrderRejected) and rej.client_order_id == 2
-    assert rej.reason == "venue rules: notional 3 is below the venue minimum 5"
+    assert rej.reason == "venue rules: min_notional: notional 3 is below the venue minimum 5"
     (rej,) = gate.submit(_order(3, 0, px), 5)
     assert "below the venue minimum 1" in rej.reason
     (rej,) = gate.submit(_order(4, 900_000_001, px), 5)
@@ -356,6 +356,14 @@ def test_orders_the_venue_would_refuse_are_refused_first_and_counted() -> None:
     assert isinstance(rr, OrderReplaceRejected) and rr.text.startswith("invalid: venue rules")
     assert gate.rejected == {"min_notional": 3, "min_qty": 1, "max_qty": 1}
     assert [o.client_order_id for o in inner.sent] == [1, 5]  # nothing refused left
+    from ops.report import RunRecord, format_rejects
+
+    record = RunRecord(parse_config(BASE))
+    for e in [rej, gate.submit(_order(7, 0, px), 9)[0]]:
+        record.on_event(e)
+    assert record.venue_rules_rejects_by_reason == {"min_notional": 1, "min_qty": 1}
+    line = format_rejects({"venue_rules_rejects_by_reason": record.venue_rules_rejects_by_reason})
+    assert line == ["  refused before the venue would have (its rules): min_notional 1, min_qty 1"]
     assert gate.poll(9) == ["polled"] and gate.name == "bn"  # the rest is the venue's
 
 

@@ -28,6 +28,7 @@ from engine.venues.data import InstrumentRules
 __all__ = [
     "MarketMismatch",
     "MarketRules",
+    "RULES_PREFIX",
     "OrderRulesGate",
     "VenueMarket",
     "load_markets",
@@ -293,10 +294,14 @@ def venue_amount(ins: Instrument, qty_lots: int) -> str:
 
 
 # --- refusing what the venue would refuse ---------------------------------------------------------
+#: how a refusal by ``OrderRulesGate`` starts: "venue rules: <reason key>: <text>"
+RULES_PREFIX = "venue rules: "
+
+
 class OrderRulesGate:
     """Wraps an execution client: a new order or a replace the venue's rules would refuse is
-    refused here (``OrderRejected`` / ``OrderReplaceRejected`` INVALID, the venue's reason) and
-    counted in ``rejected`` by reason; everything else is the wrapped client's. A market order's
+    refused here (``OrderRejected`` / ``OrderReplaceRejected`` INVALID, the venue's reason after
+    ``RULES_PREFIX`` and the reason key) and counted in ``rejected`` by reason key; everything else is the wrapped client's. A market order's
     notional is checked at the last mid seen (the venue checks it at its own price)."""
 
     def __init__(self, inner: Any, rules: Iterable[InstrumentRules]) -> None:
@@ -335,7 +340,8 @@ class OrderRulesGate:
         key, text = self.why(order.instrument_id, order.qty, order.px)
         if key:
             self._refuse(key)
-            return [OrderRejected.for_order(order, f"venue rules: {text}", now_ns, now_ns)]
+            reason = f"{RULES_PREFIX}{key}: {text}"
+            return [OrderRejected.for_order(order, reason, now_ns, now_ns)]
         return self.inner.submit(order, now_ns)
 
     def replace(self, replace: ReplaceOrder, now_ns: int) -> list[Any]:
@@ -344,7 +350,7 @@ class OrderRulesGate:
             self._refuse(key)
             invalid = OrderReplaceRejected.REASONS.INVALID  # type: ignore[attr-defined]
             ev = OrderReplaceRejected.for_request(
-                replace, int(invalid), f"venue rules: {text}", now_ns, now_ns
+                replace, int(invalid), f"{RULES_PREFIX}{key}: {text}", now_ns, now_ns
             )
             return [ev]
         return self.inner.replace(replace, now_ns)
