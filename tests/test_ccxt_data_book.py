@@ -175,3 +175,12 @@ def test_published_book_equals_binances_procedure_at_every_update_id():
     # and the reference's own Decimal book agrees with the tick mirror at the end
     assert {BTC.px_to_ticks(p): BTC.qty_to_lots(q) for p, q in ref.bids.items()} == mirror[0]
     assert Decimal(max(ref.bids)) < Decimal(min(ref.asks))
+
+
+def test_sizes_convert_exactly_as_the_instrument_rounds():
+    from engine.venues.ccxt_book import _Units
+
+    u = _Units(BTC)
+    for qty in (0.3, 3.78826, 0.00001, 1234.56789, 0.123456, 0.000025, 0.000015, 0.0, 1e-9):
+        assert u.lots(qty) == BTC.qty_to_lots(qty), qty
+    assert u.lots("0.000025") == 2  # half-even, through the instrument

@@ -37,13 +37,16 @@ _SIDES = {"buy": Side.BUY, "sell": Side.SELL}
 
 
 class _Units:
-    """Decimal ↔ ticks/lots for one instrument, prices cached (a book revisits its prices)."""
+    """Decimal ↔ ticks/lots for one instrument, prices cached (a book revisits its prices).
+    A size that is a whole number of lots (what a venue's book holds) is divided in floats;
+    anything else goes through ``Instrument.qty_to_lots``, the one rounding rule."""
 
-    __slots__ = ("ins", "_px")
+    __slots__ = ("ins", "_px", "_lot")
 
     def __init__(self, ins: Instrument) -> None:
         self.ins = ins
         self._px: dict[float, int] = {}
+        self._lot = float(ins.lot_size)
 
     def ticks(self, px: Any) -> int:
         t = self._px.get(px)
@@ -54,6 +57,11 @@ class _Units:
         return t
 
     def lots(self, qty: Any) -> int:
+        if type(qty) is float:
+            q = qty / self._lot
+            n = round(q)
+            if abs(q - n) <= 1e-9 * (abs(n) + 1):
+                return n
         return self.ins.qty_to_lots(qty)
 
 
@@ -137,11 +145,16 @@ class BookTracker:
         u = self.units
         for k, side in ((0, Side.BUY), (1, Side.SELL)):
             old_raw, new_raw, lots = self._raw[k], raw[k], self._lots[k]
-            for px in old_raw.keys() - new_raw.keys():
+            for px in old_raw:
+                if px in new_raw:
+                    continue
                 t = u.ticks(px)
                 if lots.pop(t, 0):
                     removals.append((side, t))
-            for px, sz in new_raw.items() - old_raw.items():
+            get = old_raw.get
+            for px, sz in new_raw.items():
+                if get(px) == sz:
+                    continue
                 t, n = u.ticks(px), u.lots(sz)
                 if n <= 0:
                     if lots.pop(t, 0):
