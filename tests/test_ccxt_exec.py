@@ -154,10 +154,10 @@ def test_replace_is_binances_cancel_replace(
 
 
 def test_unknown_submit_resolved_by_query_never_resent(server: BinanceServer) -> None:
-    c = _client(server, timeout_ms=700, unknown_query_s=0.3, rest_poll_s=60, reconnect_s=4)
+    c = _client(server, timeout_ms=500, unknown_query_s=0.3, rest_poll_s=60, reconnect_s=4)
     try:
         server.faults.arm("fill_while_down")  # the user stream says nothing meanwhile
-        server.faults.arm("delay_ack", delay_s=2.0, times=1)
+        server.faults.arm("delay_ack", delay_s=1.2, times=1)
         c.submit(_order(104, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
         deadline = time.monotonic() + 5
         while c.table.get(104).phase == Phase.PENDING and time.monotonic() < deadline:
@@ -170,7 +170,7 @@ def test_unknown_submit_resolved_by_query_never_resent(server: BinanceServer) ->
         # submitted again (a restarted exec re-delivering it): not sent twice
         assert c.submit(_order(104, Side.BUY, 50000.0, 0.01), time.monotonic_ns()) == []
         assert c.stats["duplicate_submits"] == 1
-        time.sleep(1.5)  # the late answer arrives too: still one order, one ack
+        time.sleep(1.0)  # the late answer arrives too: still one order, one ack
         evs = c.poll(time.monotonic_ns())
         assert not any(type(e) is OrderAccepted for e in evs)
         assert server.requests["POST /api/v3/order"] == 1
@@ -258,7 +258,7 @@ def test_429_retry_after_honoured(server: BinanceServer, client: CcxtExecutionCl
 def test_418_ban_stops_order_entry_and_says_so(
     server: BinanceServer, client: CcxtExecutionClient
 ) -> None:
-    server.faults.arm("ban", retry_after=3)
+    server.faults.arm("ban", retry_after=2)
     client.submit(_order(110, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
     evs = _collect(client, _has(OrderRejected))
     assert client.state() == "banned" and "418" in client.state_reason
@@ -267,7 +267,7 @@ def test_418_ban_stops_order_entry_and_says_so(
     seen = sum(server.requests.values())
     refused = client.submit(_order(111, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
     assert type(refused[0]) is OrderRejected and "banned" in refused[0].reason
-    time.sleep(1.0)
+    time.sleep(0.5)
     assert sum(server.requests.values()) == seen  # nothing at all is sent into the ban
     evs = _collect(client, lambda e: client.state() == "connected", timeout_s=6)
     evs += client.poll(time.monotonic_ns())

@@ -99,6 +99,7 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
             "engine_id": "testv",
             "rest_poll_s": 0.5,
             "start_timeout_s": 20,
+            "retry_after_default_s": 2,  # Kraken says no Retry-After
             **extra,
         }
         creds = Credentials(key, secret)
@@ -234,11 +235,11 @@ def test_fills_while_disconnected_are_backfilled_once(env: Env) -> None:
 
 def test_unknown_submit_found_by_client_id_never_resent(env: Env) -> None:
     v, srv, make = env
-    c = make(timeout_ms=700, unknown_query_s=0.3, rest_poll_s=60)
+    c = make(timeout_ms=500, unknown_query_s=0.3, rest_poll_s=60)
     srv.faults.arm("fill_while_down")  # the user stream goes silent ...
     try:
         _quiet(srv)  # ... after its reconnect (whose snapshot would ack an order at once)
-        srv.faults.arm("delay_ack", delay_s=2.0, times=1)
+        srv.faults.arm("delay_ack", delay_s=1.2, times=1)
         c.submit(_order(v.inst, 213, 40000.0, 0.01), time.monotonic_ns())
         deadline = time.monotonic() + 5
         while c.table.get(213).phase == Phase.PENDING and time.monotonic() < deadline:
@@ -247,7 +248,7 @@ def test_unknown_submit_found_by_client_id_never_resent(env: Env) -> None:
         evs = _collect(c, OrderAccepted)
         assert not any(type(e) is OrderRejected for e in evs)
         assert c.submit(_order(v.inst, 213, 40000.0, 0.01), time.monotonic_ns()) == []
-        time.sleep(1.5)
+        time.sleep(1.0)  # the late answer arrives too
         assert not any(type(e) is OrderAccepted for e in c.poll(time.monotonic_ns()))
         assert srv.requests[ORDER_POST[v.kind]] == 1
     finally:
