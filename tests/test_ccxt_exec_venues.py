@@ -1,6 +1,6 @@
-"""CcxtExecutionClient's round trip on each venue's local server (Binance.US in
-tests/test_ccxt_exec.py with its faults; here Coinbase Advanced and Kraken): submit → ack → fill,
-cancel, replace (an amend in place on both), all through real ccxt requests and signatures."""
+"""CcxtExecutionClient on the local Coinbase Advanced and Kraken servers (Binance.US: in
+tests/test_ccxt_exec.py): submit → ack → fill, cancel, replace (an amend in place on both), and
+the faults each server has, all through real ccxt requests and signatures."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ from the table and the last REST view, never from a request made while you wait.
 
 The rules a live bot dies of, and where they live here:
 - a submit that times out or fails on the network is UNKNOWN (``_submit_failed``), never
-  rejected and never sent twice; a second ``submit`` of a client order id the venue has (a restarted exec) is not sent;
+  rejected and never sent twice; a second ``submit`` of a client order id the venue has (a
+  restarted exec) is not sent;
 - the user stream is backed by REST and UNKNOWN submits are settled by query
   (``engine.venues.ccxt_sync``, the listening half of this client);
 - a replace is an amend where the venue amends in place (Coinbase edit, Kraken AmendOrder),
@@ -101,15 +102,15 @@ class CcxtExecutionClient(VenueSync, StatusReports):
     """``engine.venues.base.ExecutionClient`` for one ccxt exchange (see the module docstring).
 
     Settings (the venue's table; units in the names): ``rest_url``, ``ws_url``, ``timeout_ms``,
-    ``recv_window_ms``, ``ccxt_options`` (``ccxt_session``); ``engine_id`` / ``order_prefix`` (our
-    client ids); ``start_timeout_s`` (the blocking start-up sync); ``rest_poll_s`` (REST check of
-    open orders), ``unknown_query_s`` / ``unknown_window_s`` (resolving UNKNOWN submits),
-    ``trade_lookback_s`` (fills fetched at start), ``trade_grace_s`` (how long a fill an
-    order update reports may wait for its trade on the stream), ``reconnect_s`` / ``backoff_max_s`` (the
-    first and the longest wait before a user-stream reconnect);
-    the guard's ``rate_limit_weight``, ``rate_limit_window_s``, ``request_weights``,
-    ``clock_sync_s``, ``ban_default_s``; ``replace_mode`` ("amend" | "edit_new" |
-    "cancel_new"); ``serial_requests`` (one request at a time: Kraken's default)."""
+    ``recv_window_ms``, ``ccxt_options`` (``ccxt_session``); ``engine_id`` / ``order_prefix``
+    (our client ids); ``start_timeout_s`` (the blocking start-up sync); ``rest_poll_s`` (REST
+    check of open orders); ``unknown_query_s`` / ``unknown_window_s`` (settling UNKNOWN
+    submits); ``trade_lookback_s`` (fills fetched at start); ``trade_grace_s`` (how long a fill
+    an order update reports may wait for its trade on the stream); ``reconnect_s`` /
+    ``backoff_max_s`` (the first and the longest wait before a user-stream reconnect);
+    ``balance_refresh_s``; ``replace_mode`` ("amend" | "edit_new" | "cancel_new");
+    ``serial_requests`` (one request at a time: Kraken's default); and the guard's
+    (``engine.venues.ccxt_guard.Guard``)."""
 
     live = True
 
@@ -362,7 +363,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
             for c, b in sorted(self._balances.items())
         ]
 
-    # --- bridge side: start and housekeeping -------------------------------------------------------
+    # --- bridge side: start and housekeeping ------------------------------------------------------
     async def _run(self) -> None:
         """Start (retrying until it works or we close), then keep house."""
         delay = 0.5
@@ -508,7 +509,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
             self._ex.seconds = lambda off=off: int((time.time() * 1000 + off) // 1000)
         self.stats["clock_syncs"] += 1
 
-    # --- bridge side: orders ------------------------------------------------------------------------
+    # --- bridge side: orders ----------------------------------------------------------------------
     def _emit(self, evs: list[object]) -> None:
         if evs:
             self._out.extend(evs)

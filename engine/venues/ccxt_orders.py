@@ -1,4 +1,4 @@
-"""The in-flight order table of a real venue: its ccxt order and trade dicts → engine events, once.
+"""The in-flight order table of a real venue: ccxt order and trade dicts → engine events, once.
 
 Why it exists (Hummingbot's in-flight order tracker, in our event vocabulary): a real venue tells
 us about an order several times and in any order — the REST answer to the submit, the user

@@ -75,7 +75,7 @@ class VenueSync:
     _apply_order: Callable[..., None]
     _soon_if_short: Callable[[], None]
 
-    # --- bridge side: the first REST view ----------------------------------------------------------
+    # --- bridge side: the first REST view ---------------------------------------------------------
     async def _initial_sync(self) -> None:
         """Our orders and fills at the venue before we trade (a restarted exec adopts its own
         orders by their client ids); nothing here is emitted: reconciliation asks the queries."""
@@ -131,7 +131,7 @@ class VenueSync:
         if sym and isinstance(ts, (int, float)):
             self._last_trade_ms[sym] = max(self._last_trade_ms.get(sym, 0), int(ts))
 
-    # --- bridge side: UNKNOWN orders -----------------------------------------------------------------
+    # --- bridge side: UNKNOWN orders --------------------------------------------------------------
     async def _resolve_unknown(self, now: float) -> None:
         every = float(self.settings.get("unknown_query_s", 0.5))
         with self._lock:
@@ -183,7 +183,7 @@ class VenueSync:
             orders += await self._request("fetch_closed_orders", t.inst.symbol, since)
         return next((o for o in orders if o.get("clientOrderId") == t.cid), None)
 
-    # --- bridge side: the user stream and its REST backfill ------------------------------------------
+    # --- bridge side: the user stream and its REST backfill ---------------------------------------
     async def _watch(self, method: str) -> None:
         """One user-stream loop: apply what arrives; on a drop, back off (with jitter),
         resubscribe and schedule a REST backfill of what the gap hid."""
