@@ -175,6 +175,9 @@ class _Feed:
         self.exhausted = False
         self.md_closed = False
         self.venue_pushed_at = 0.0
+        # a restarted feed's client counts from 0: what earlier incarnations counted is kept
+        left = w.metrics.counters()
+        self.venue_base = {c: left.get(c, 0) for c in ("md_gaps", "md_resyncs", "md_reconnects")}
 
     def resume(self) -> int:
         """A restarted feed resumes the stream where the previous one stopped publishing: it skips
@@ -278,10 +281,9 @@ class _Feed:
     def push_venue(self) -> None:
         """The live venue's gaps, resyncs, reconnects and state into the shm counters."""
         client, m = self.live, self.w.metrics
-        counts = client.counters()
-        m.set("md_gaps", counts.get("gaps", 0))
-        m.set("md_resyncs", counts.get("resyncs", 0))
-        m.set("md_reconnects", counts.get("reconnects", 0))
+        counts, base = client.counters(), self.venue_base
+        for name in ("gaps", "resyncs", "reconnects"):
+            m.set(f"md_{name}", base[f"md_{name}"] + counts.get(name, 0))
         m.set("md_state", _STATE_CODES.get(client.state(), 2))
 
     def _apply_book(self, msg: BookDelta | BookSnapshot) -> None:

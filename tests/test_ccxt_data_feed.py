@@ -1,6 +1,6 @@
 """The feed on a live venue, as real processes: `gekko run --venue binanceus` (paper) against the
 local Binance.US server. The feed drains the venue unpaced, its venue counters reach shared
-memory, and a feed killed mid-run comes back from a fresh snapshot: it skips nothing (a replay's
+memory (a skipped diff: a gap and a resync), and a feed killed mid-run comes back from a fresh snapshot: it skips nothing (a replay's
 restarted feed skips what its predecessor published; a live one must not wait for that many
 new messages before publishing again)."""
 
@@ -66,6 +66,9 @@ def test_live_feed_drains_the_venue_and_a_restarted_feed_starts_from_a_snapshot(
         assert wait_counter(eid, "feed", "md_out", 100, timeout=150), "the feed published nothing"
         assert _wait_for(lambda: counter(eid, "feed", "md_state") == 0, 30)  # connected
         assert counter(eid, "feed", "md_gaps") == 0
+        server.faults.arm("gap")  # a skipped diff: counted in shm, the book resynced
+        assert wait_counter(eid, "feed", "md_gaps", 1, timeout=30)
+        assert wait_counter(eid, "feed", "md_resyncs", 1, timeout=30)
         feeds = [c for c in _children(proc.pid) if "feed" in _cmd(c)]
         assert feeds, "feed worker not found"
         old = feeds[0].pid
@@ -74,6 +77,7 @@ def test_live_feed_drains_the_venue_and_a_restarted_feed_starts_from_a_snapshot(
         assert _wait_for(lambda: is_ready(eid, "feed", not_pid=old), 90)
         # the new feed publishes at once (a fresh snapshot, then the stream): nothing skipped
         assert wait_counter(eid, "feed", "md_out", published + 100, timeout=60)
+        assert counter(eid, "feed", "md_gaps") >= 1  # what the killed feed counted is kept
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
     finally:
