@@ -212,6 +212,14 @@ def test_partial_fills_from_cumulative_filled(
     assert fills[-1].cum_qty == sum(f.fill_qty for f in fills) == BTC.qty_to_lots(0.03 * 0.999)
     assert [f.leaves_qty for f in fills] == [2000, 1000, 0]
     assert len({f.fill_id for f in fills}) == 3
+    # a restarted client rebuilds the same fills, under the same ids, from the venue's REST
+    again = _client(server)
+    try:
+        assert [(f.fill_id, f.cum_qty) for f in again.fills_since(0)] == [
+            (f.fill_id, f.cum_qty) for f in fills
+        ]
+    finally:
+        again.close()
 
 
 def test_duplicate_and_reordered_user_events_apply_once(

@@ -575,8 +575,9 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         now_ns = self._clock()
         with self._lock:
             evs = self.table.on_order(o, now_ns)
-            for tr in o.get("trades") or []:
-                tr = {"order": o.get("id"), "timestamp": o.get("timestamp"), **tr}
+            for tr in o.get("trades") or []:  # fills in the answer (Binance FULL)
+                ts = tr.get("timestamp") or o.get("timestamp")  # the trade's time: its fill id
+                tr = {**tr, "order": tr.get("order") or o.get("id"), "timestamp": ts}
                 evs += self.table.on_trade(tr, now_ns)
         if origin:
             evs = [_with_origin(e, origin) for e in evs]
