@@ -147,9 +147,15 @@ def test_missing_trades_can_be_synthesized_once() -> None:
     tb = _table()
     t = tb.add(_order(), BTC, NOW)
     tb.on_order(_odict(t, "canceled", "0.25"), NOW)
-    evs = tb.synthesize_missing(7, Decimal("50000"), NOW)
+    evs = tb.synthesize_missing(7, Decimal("50000"), NOW, ts_ms=1_700_000_000_500)
     assert [type(e) for e in evs] == [OrderPartiallyFilled, OrderCanceled]
     assert evs[0].fill_qty == 25_000
+    # a restarted table derives the same fill id from the same order
+    tb2 = _table()
+    t2 = tb2.add(_order(), BTC, NOW + 1)
+    tb2.on_order(_odict(t2, "canceled", "0.25"), NOW + 1)
+    again = tb2.synthesize_missing(7, Decimal("50000"), NOW + 1, ts_ms=1_700_000_000_500)
+    assert again[0].fill_id == evs[0].fill_id
     assert tb.synthesize_missing(7, Decimal("50000"), NOW) == []
 
 

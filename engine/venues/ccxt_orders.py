@@ -450,16 +450,20 @@ class OrderTable:
             OrderCanceled(o.client_order_id, o.instrument_id, leaves, why, o.ts_origin, ts, now_ns)
         ]
 
-    def synthesize_missing(self, coid: int, px: Decimal, now_ns: int) -> list[object]:
+    def synthesize_missing(
+        self, coid: int, px: Decimal, now_ns: int, ts_ms: int | None = None
+    ) -> list[object]:
         """The venue's order says more is filled than any trade it lists (a venue without
         per-trade history, or trades aged out): one fill for the difference at ``px`` (the
-        order's average), under an id derived from the order and its cumulative fill."""
+        order's average), under an id derived from the order, its cumulative fill and the
+        venue's time of its last update ``ts_ms`` (so a restarted exec derives the same)."""
         t = self.orders.get(coid)
         if t is None or t.phase == Phase.CLOSED or t.missing() <= 0:
             return []
         total = sum(t.venue_filled.values(), _ZERO)
         tid = f"{t.venue_id}:filled:{total}"
         tr = {"id": tid, "order": t.venue_id, "amount": t.missing(), "price": px}
+        tr["timestamp"] = ts_ms
         return self.on_trade(tr, now_ns)
 
     # --- queries --------------------------------------------------------------------------------

@@ -102,7 +102,8 @@ class VenueSync:
                 t = self.table.find(o.get("clientOrderId"), o.get("id"))
                 if t is not None and t.close_status and t.missing() > 0:
                     px = Decimal(str(o.get("average") or o.get("price") or 0))
-                    self.table.synthesize_missing(t.order.client_order_id, px, now_ns)
+                    ts = _last_update_ms(o)
+                    self.table.synthesize_missing(t.order.client_order_id, px, now_ns, ts)
         await self._fetch_balances()
         self._take_snapshot([o for o in orders if o.get("status") == "open"], trades)
 
@@ -272,5 +273,15 @@ class VenueSync:
                 continue
             px = Decimal(str(o.get("average") or o.get("price") or t.inst.ticks_to_px(t.px)))
             with self._lock:
-                evs = self.table.synthesize_missing(t.order.client_order_id, px, self._clock())
+                coid, ts = t.order.client_order_id, _last_update_ms(o)
+                evs = self.table.synthesize_missing(coid, px, self._clock(), ts)
             self._emit(evs)
+
+
+def _last_update_ms(o: Mapping[str, Any]) -> int | None:
+    """The venue's time of an order's last change (its fills' time when no trade says)."""
+    for k in ("lastTradeTimestamp", "lastUpdateTimestamp", "timestamp"):
+        v = o.get(k)
+        if isinstance(v, (int, float)) and v > 0:
+            return int(v)
+    return None
