@@ -172,9 +172,10 @@ class ReconciledVenue:
 
     def _announce(self, now_ns: int, out: list[VenueEvent]) -> None:
         """Once the venue has traded (or reconciliation halts it, at start too), a stop and the
-        end of one is also an ``ExchangeStatus`` per instrument of this venue, so risk halts those instruments and strategies hear it
-        (instead of a refusal per order). Only instruments that name this venue: one that
-        several venues share keeps trading on the others."""
+        end of one is also an ``ExchangeStatus`` per instrument of this venue, so risk halts
+        those instruments and strategies hear it (instead of a refusal per order). Only
+        instruments that name this venue: one that several venues share keeps trading on the
+        others."""
         s = self._status
         if s.state == VenueState.CONNECTED:
             self._was_up = True
