@@ -381,3 +381,26 @@ def test_selling_everything_bought_sells_what_the_fee_left() -> None:
             assert sum(f.fill_qty for f in _fills(evs)) == held
         finally:
             c.close()
+
+
+def test_a_reconnect_storm_loses_and_repeats_no_fill(server: BinanceServer) -> None:
+    c = _client(server, reconnect_s=0.05, rest_poll_s=60)
+    try:
+        c.submit(_order(119, Side.BUY, 59000.0, 0.05), time.monotonic_ns())
+        _collect(c, _has(OrderAccepted))
+        venue = server.call(server.matcher.find, "main", None, c.table.get(119).cid)
+        evs: list[object] = []
+        for _ in range(5):
+            server.faults.arm("disconnect", stream="user")
+            server.call(server.matcher.fill_resting, venue, "0.01")
+            time.sleep(0.1)
+            evs += c.poll(time.monotonic_ns())
+        evs += _collect(c, _has(OrderFilled))
+        time.sleep(0.5)
+        fills = _fills(evs + c.poll(time.monotonic_ns()))
+        net = BTC.qty_to_lots(0.01 * 0.999)
+        assert [f.cum_qty for f in fills] == [net * k for k in range(1, 6)]
+        assert c.stats["reconnects"] >= 2 and c.stats["backfills"] >= 1
+        assert c.state() == "connected"
+    finally:
+        c.close()
