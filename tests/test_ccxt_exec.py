@@ -404,3 +404,18 @@ def test_a_reconnect_storm_loses_and_repeats_no_fill(server: BinanceServer) -> N
         assert c.state() == "connected"
     finally:
         c.close()
+
+
+def test_fills_during_a_silent_user_stream_stall_come_over_rest(
+    server: BinanceServer, client: CcxtExecutionClient
+) -> None:
+    client.submit(_order(120, Side.BUY, 59000.0, 0.01), time.monotonic_ns())
+    _collect(client, _has(OrderAccepted))
+    venue = server.call(server.matcher.find, "main", None, client.table.get(120).cid)
+    server.faults.arm("stall", stream="user")  # the socket stays open and says nothing
+    try:
+        server.call(server.matcher.fill_resting, venue)
+        fills = _fills(_collect(client, _has(OrderFilled)))
+    finally:
+        server.faults.clear("stall")
+    assert len(fills) == 1 and client.stats["reconnects"] == 0  # found by the REST check
