@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,26 +74,39 @@ def _sim_setup(tmp_path: Path) -> Setup:
     return Setup(vc, cfg.instrument_table())
 
 
+_SERVED: dict[str, tuple[object, object]] = {}  # kind -> (local server, resolved config)
+
+
 def _real_setup(kind: str, server_kind: str, extra: str = "") -> Callable[[Path], Setup]:
     """A real kind, paper, against the local server of ``server_kind``: config.toml's
     ``[[venues]]`` entry → the run's pre-flight (markets loaded from the server over ccxt) →
-    ``venue_configs``, as `gekko run --venue` builds it."""
+    ``venue_configs``, as `gekko run --venue` builds it. One server and pre-flight per kind for
+    the module (``_stop_servers``); each test builds its own clients."""
 
     def make(tmp_path: Path) -> Setup:
         from tests.test_venue_wiring import local_server, venue_run_config
 
         pytest.importorskip("engine.venues.ccxt_data", reason="the ccxt market-data client")
-
-        server = local_server(server_kind)
-        try:
-            cfg = venue_run_config(kind, server, extra)
-            vc = venue_configs(cfg, record_path=tmp_path / f"{kind}.venue")[0]
-        except BaseException:
-            server.stop()
-            raise
-        return Setup(vc, cfg.instrument_table(), server.stop)
+        if kind not in _SERVED:
+            server = local_server(server_kind)
+            try:
+                _SERVED[kind] = (server, venue_run_config(kind, server, extra))
+            except BaseException:
+                server.stop()
+                raise
+        cfg: Any = _SERVED[kind][1]
+        vc = venue_configs(cfg, record_path=tmp_path / f"{kind}.venue")[0]
+        return Setup(vc, cfg.instrument_table())
 
     return make
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_servers() -> Iterator[None]:
+    yield
+    while _SERVED:
+        server: Any = _SERVED.popitem()[1][0]
+        server.stop()
 
 
 SETUPS: dict[str, Callable[[Path], Setup]] = {
@@ -197,6 +211,9 @@ class Driven:
         self.iid = s.instruments.ids[0]
         self.events: list[object] = []
         self.advance(2000)
+        deadline = time.monotonic() + LIVE_WAIT_S
+        while self.iid not in self.quotes and time.monotonic() < deadline:
+            self.advance(2000)  # a live venue: until its book has both sides
         r = {r.instrument.instrument_id: r for r in self.md.instruments()}[self.iid]
         ins, q = r.instrument, self.quotes[self.iid]
         lot_value = max(q.bid_px - 60, 1) * ins.tick_size * ins.lot_size
