@@ -227,6 +227,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for v in a.get("venues") or []:  # live venues (procs/venue_status.py)
             why = f": {v.get('reason')}" if v.get("reason") else ""
             print(f"  venue {v.get('venue')}: {v.get('state')}{why}")
+        if a.get("market_data"):
+            print(f"  market data: {a.get('market_data')}")
     elif p.verified is not None:
         print(
             f"engine {cfg.engine.id!r}: running (supervisor pid {p.verified.pid}), "

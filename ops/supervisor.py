@@ -60,6 +60,7 @@ from procs.runtime import (
 )
 from procs.venue_status import TABLE as VENUES_TABLE
 from procs.venue_status import create_table as create_venue_table
+from procs.venue_status import md_state_word
 from procs.venue_status import read_states as read_venue_states
 from procs.venue_status import status_words as venue_status_words
 from shm.metrics import MetricsRegion
@@ -136,6 +137,7 @@ class Supervisor:
         self.overlay: Path | None = None  # ops/venue_run.py: written at the start of run()
         self._venue_states: list[dict[str, Any]] = []  # live venues' states (procs/venue_status)
         self._venue_changes: dict[str, int] = {}
+        self._md_state = ""  # the feed's live market data (procs/venue_status.md_state_word)
 
     @property
     def pg_dsn(self) -> str:
@@ -171,6 +173,7 @@ class Supervisor:
                 "phase": self._phase,
                 "stopping": self._stop_reason,
                 "venues": self._venue_states,  # the main loop's last read (one reference)
+                "market_data": self._md_state,
             }
         if op not in _OPS:
             return {"ok": False, **me, "error": f"unknown request {op!r}"}
@@ -665,7 +668,7 @@ class Supervisor:
                 next_status += sup.status_interval_s
                 if self.show_status:
                     line = format_status(self.record, self.metrics, self.positions, self.cfg)
-                    venues = venue_status_words(self._venue_states)
+                    venues = venue_status_words(self._venue_states, self._md_state)
                     print(f"{line}  {venues}" if venues else line, file=self.out, flush=True)
             time.sleep(0.02)
         log.info("stopping: %s", self._stop_reason)
@@ -692,6 +695,15 @@ class Supervisor:
                 run_id=self.run_id,
             )
         self._venue_states = states
+        md = (
+            md_state_word(self.cfg, self.metrics["feed"].counters())
+            if "feed" in self.metrics
+            else ""
+        )
+        if md != self._md_state:
+            self._md_state = md
+            log.warning("venue market data: %s", md)
+            self._audit("feed", "venue.market_data", state=md, run_id=self.run_id)
 
     def _shutdown(self) -> None:
         self._send_control(int(ControlCommand.STOP), self._stop_reason)

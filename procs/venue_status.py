@@ -128,15 +128,28 @@ def read_states(table: Any) -> list[dict[str, Any]]:
     return out
 
 
-def status_words(states: list[dict[str, Any]]) -> str:
-    """``venues binanceus:connected kraken:HALTED`` (a state that takes no orders in capitals);
-    '' when no venue has a state."""
-    if not states:
-        return ""
-    return "venues " + " ".join(
+def status_words(states: list[dict[str, Any]], md: str = "") -> str:
+    """``venues binanceus:connected kraken:HALTED md:connected`` (a state that takes no orders
+    in capitals; ``md``: the feed's live market data); '' when nothing has a state."""
+    words = [
         f"{s['venue']}:{s['state'] if s['state'] == 'connected' else s['state'].upper()}"
         for s in states
-    )
+    ]
+    if md:
+        words.append(f"md:{md if md == 'connected' else md.upper()}")
+    return "venues " + " ".join(words) if words else ""
+
+
+#: the feed's ``md_state`` counter (procs/feed.py) as a word
+MD_STATES = {0: "connected", 1: "resyncing", 2: "down"}
+
+
+def md_state_word(cfg: Any, counters: dict[str, int]) -> str:
+    """The live market data's state ('' when the feed reads no real venue: a simulated market
+    has none)."""
+    if not any(getattr(v, "kind", "sim") != "sim" for v in getattr(cfg, "venues", None) or []):
+        return ""
+    return MD_STATES.get(int(counters.get("md_state", 2)), "down")
 
 
 def create_table(engine_id: str, cfg: Any) -> Any:

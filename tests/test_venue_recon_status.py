@@ -92,3 +92,16 @@ def test_kill_cancels_what_nobody_here_knows_and_resume_lifts_a_halt(venue_table
     states.refresh()
     assert a.venue_status().state == VenueState.CONNECTED
     assert read_states(venue_table)[0]["state"] == "connected"
+
+
+def test_the_live_market_data_state_shows_beside_the_venues() -> None:
+    from procs.venue_status import md_state_word
+
+    sim_only = SimpleNamespace(venues=[SimpleNamespace(kind="sim")])
+    real = SimpleNamespace(venues=[SimpleNamespace(kind="binanceus")])
+    assert md_state_word(sim_only, {"md_state": 0}) == ""  # a simulated market has no state
+    assert md_state_word(real, {"md_state": 0}) == "connected"
+    assert md_state_word(real, {"md_state": 2}) == "down"
+    rows = [{"venue": "bn", "state": "connected"}]
+    assert status_words(rows, "down") == "venues bn:connected md:DOWN"
+    assert status_words([], "resyncing") == "venues md:RESYNCING"  # paper on live data
