@@ -64,6 +64,9 @@ def _venue_run(cfg: Config, venue: str, live: bool) -> Config:
 
     try:
         only = ""
+        real = cfg.real_venues()
+        if not venue and len(cfg.venues) == 1 and real:  # the one venue configured
+            venue = real[0].name
         if venue:
             cfg, only = pick_venue(cfg, venue)
         keys = live_gates(cfg, live)

@@ -42,6 +42,7 @@ from engine.venues.ccxt_markets import (
 from engine.venues.registry import VenueConfig, lookup
 from ops.config import Config, ConfigError, parse_config
 from ops.secrets import redact
+from ops.venue_config import BinanceUsVenue
 from ops.venue_keys import load_credentials
 from ops.venue_run import pick_venue, read_overlay, resolve_run, write_overlay
 from tests.conftest import ROOT
@@ -187,6 +188,7 @@ def test_config_toml_ships_the_sim_and_commented_examples_that_parse() -> None:
         ("kraken", "kraken"),
         ("okx", "ccxt"),
     ]
+    assert cfg.venues[0] == BinanceUsVenue(name="binanceus")  # the example states the defaults
     fields = set(cfg.venues[0].__struct_fields__)
     documented = {ln.split("=")[0].strip() for ln in lines if "=" in ln and not ln.startswith("[")}
     assert fields <= documented  # every key of a real venue has its documented line
@@ -494,7 +496,7 @@ def test_a_live_run_says_live_first_even_when_the_venue_is_down(
     assert "venues[bn]: markets not loaded" in out.err
     assert key not in out.out + out.err and secret not in out.out + out.err
     capsys.readouterr()
-    assert main(["run", "--config", str(cfg), "--venue", "bn", "--duration", "1"]) == 2
+    assert main(["run", "--config", str(cfg), "--duration", "1"]) == 2  # its one venue: bn
     assert capsys.readouterr().out.splitlines()[0].startswith("PAPER trading on bn")
 
 
