@@ -406,3 +406,24 @@ def test_the_baseline_outlives_a_restart_so_coins_moved_meanwhile_halt_the_venue
         again.poll(5)  # the second look a difference gets
         assert again.venue_status().state == expect, again.venue_status()
     assert "+0.3 unexplained" in again.venue_status().reason
+
+
+def test_an_order_adopted_behind_a_router_is_canceled_where_it_rests() -> None:
+    fa, a = live("A", policy="adopt", shared=True)
+    fb, b = live("B", shared=True)
+    router = SmartRouter({"A": a, "B": b})
+    eng = ExecEngine(router, table("any"))
+    external(fa)
+    fb.refresh(3)
+    evs = connect(fa, eng, 3)
+    assert [e.client_order_id for e in of(evs, OrderAccepted)] == [777]
+    assert [o.client_order_id for o in router.open_orders()] == [777]
+    fills = eng.on_market_data(Trade(IID, 10060, 3, BUY, 6, 6, 1), 6)  # A's book trades through
+    assert [(f.client_order_id, f.fill_qty) for f in of(fills, OrderFilled)] == [(777, 3)]
+    assert eng.position(IID) == -3 and eng.table.anomaly_count == 0
+    external(fa, 778, now=7)
+    fa.refresh(7)
+    eng.poll(8)
+    out = eng.cancel_all(9)
+    assert [e.client_order_id for e in of(out, OrderCanceled)] == [778]
+    assert fa.sim.open_orders() == [] and router.open_orders() == []
