@@ -50,6 +50,8 @@ def run_config(tmp_path: Path, venue: str, storage: bool, symbol: str, qty: int)
     text = set_key(text, "risk", "max_position_lots = 100000000")
     if not storage:
         text = set_key(text, "storage.postgres", 'mode = "off"')
+    else:  # and Redis: the bridge publishes the events and the latest state there
+        text = set_key(text, "bridge", "enabled = true")
     text = text[: text.index("[[strategies]]")]  # the shipped strategies trade the simulator's
     cfg = tmp_path / "gekko.toml"
     cfg.write_text(text + TWAP.format(symbol=symbol, qty=qty) + venue)
@@ -140,6 +142,8 @@ def test_paper_run_on_binanceus_trades_and_keeps_keys_out_of_everything(tmp_path
     ]
     assert leaked == []
     assert key not in r.stdout + r.stderr and secret not in r.stdout + r.stderr
+    stores = {p.relative_to(var).parts[0] for p in var.rglob("*") if p.is_file()}
+    assert {"pg", "redis", "journal", "last_run"} <= stores  # what was searched
 
 
 @pytest.mark.timeout(120)
