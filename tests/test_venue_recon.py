@@ -427,3 +427,18 @@ def test_an_order_adopted_behind_a_router_is_canceled_where_it_rests() -> None:
     out = eng.cancel_all(9)
     assert [e.client_order_id for e in of(out, OrderCanceled)] == [778]
     assert fa.sim.open_orders() == [] and router.open_orders() == []
+
+
+def test_a_ban_that_ends_without_a_reconnect_is_reconciled_before_orders_go_again() -> None:
+    flaky, v = live()
+    connect(flaky, v, 1)
+    flaky.state = lambda: "banned"  # 418: the client refuses order entry; nothing reconnects
+    v.poll(2)
+    assert v.venue_status().state == VenueState.BANNED
+    assert of(v.submit(order(90, BUY, 1, 10000), 3), OrderRejected)
+    del flaky.state  # the ban is over
+    v.poll(4)  # back, but with the view from before the ban: a fresh one is asked for
+    assert flaky.refreshes_requested == 1
+    v.poll(5)
+    assert v.venue_status().state == VenueState.CONNECTED
+    assert of(v.submit(order(91, BUY, 1, 10000), 6), OrderAccepted)

@@ -87,6 +87,7 @@ class ReconciledVenue:
         self._in_flight: set[int] = set()  # submitted, not yet answered
         self._drop_gen: int | None = -1  # resyncing until a snapshot newer than this is done
         self._done_gen: int | None = None
+        self._asked = False  # a fresh view was asked for since the drop
         self._halt = ""  # why reconciliation halted the venue ("" = it did not)
         self._recheck = ""  # a balance difference waiting for a second snapshot
         self._killed = False  # the kill switch is on: unknown open orders are canceled
@@ -301,12 +302,17 @@ class ReconciledVenue:
 
     def _watch(self, now_ns: int, out: list[VenueEvent]) -> None:
         """Note a drop; reconcile each new snapshot; end ``resyncing`` once one newer than the
-        drop is done."""
+        drop is done. A client back to connected without a fresh view (a ban ended: nothing
+        reconnected) is asked for one, once per drop."""
         st, _ = state_of(self.inner)
         snap = self._snapshot()
         gen = None if snap is None else int(snap.generation)
-        if st != VenueState.CONNECTED and self._drop_gen is None:
-            self._drop_gen = -1 if gen is None else gen
+        if st != VenueState.CONNECTED:
+            if self._drop_gen is None:
+                self._drop_gen = -1 if gen is None else gen
+            self._asked = False
+        elif self._drop_gen is not None and not self._asked and gen is not None:
+            self._asked = gen > self._drop_gen or self._request_refresh()
         if snap is None or gen == self._done_gen:
             return
         self._done_gen = gen
