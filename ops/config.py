@@ -37,6 +37,7 @@ from ops.venue_config import (
     KrakenVenue,
     RealVenueKeys,
     ResolvedVenues,
+    add_venue_entry,
     key_env_names,
     secret_keys_in,
 )
@@ -392,16 +393,6 @@ def _prepare_venues(raw: dict[str, Any], path: str | Path) -> None:
                 f"API keys never go in config.toml: set {names} in the environment, or "
                 "credentials_file = a file only you can read (chmod 600)",
             )
-
-
-def _add_venue_entry(raw: dict[str, Any], venue: str) -> None:
-    """`--venue <kind>` with no entry of that name or kind: one with the kind's defaults."""
-    venues = raw.setdefault("venues", [])
-    if not isinstance(venues, list) or venue not in REAL_VENUE_STRUCTS or venue == "ccxt":
-        return
-    if any(isinstance(v, dict) and venue in (v.get("name"), v.get("kind")) for v in venues):
-        return
-    venues.append({"name": venue, "kind": venue})
 
 
 def _check_venues(venues: list[Any]) -> None:
@@ -764,7 +755,7 @@ def parse_config(
     if overlay:
         raw.update(overlay)
     if venue:
-        _add_venue_entry(raw, venue)
+        add_venue_entry(raw, venue)
     _prepare_venues(raw, path)
     try:  # ${ENV} references and <key>_file siblings (ops/secrets.py), before validation
         raw = resolve_secrets(raw, Config)

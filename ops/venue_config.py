@@ -196,3 +196,13 @@ def secret_keys_in(entry: dict[str, Any], where: str) -> list[str]:
     if isinstance(opts, dict):
         out += secret_keys_in(opts, f"{where}.ccxt_options")
     return out
+
+
+def add_venue_entry(raw: dict[str, Any], venue: str) -> None:
+    """`--venue <kind>` with no entry of that name or kind: one with the kind's defaults."""
+    venues = raw.setdefault("venues", [])
+    if not isinstance(venues, list) or venue not in REAL_VENUE_STRUCTS or venue == "ccxt":
+        return
+    if any(isinstance(v, dict) and venue in (v.get("name"), v.get("kind")) for v in venues):
+        return
+    venues.append({"name": venue, "kind": venue})
