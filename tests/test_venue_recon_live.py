@@ -180,3 +180,20 @@ def test_a_fill_while_disconnected_is_applied_once_and_balances_agree(
         assert "BTC" in why and "+0.5 unexplained" in why
     finally:
         client.close()
+
+
+def test_a_ban_stops_order_entry_and_its_end_is_reconciled_first(server: BinanceServer) -> None:
+    client, venue, eng = start(server, "halt")
+    try:
+        pump(eng, state_is(venue, VenueState.CONNECTED))
+        server.faults.arm("ban", retry_after=2)
+        eng.on_order(order(1, Side.BUY, 50000.0, 0.01), time.monotonic_ns())  # meets the 418
+        pump(eng, state_is(venue, VenueState.BANNED))
+        assert "418" in venue.venue_status().reason
+        refused = venue.submit(order(2, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
+        assert "venue bn banned" in refused[0].reason  # never sent into the ban
+        backfills = client.stats["backfills"]
+        pump(eng, state_is(venue, VenueState.CONNECTED), timeout_s=15)
+        assert client.stats["backfills"] > backfills  # a fresh REST view before orders again
+    finally:
+        client.close()
