@@ -366,7 +366,8 @@ size_scale = 0.5
     ("entry", "key"),
     [
         ('name = "a"\nsize_scale = 0.0', "venues[0].size_scale"),
-        ('name = "a"\nkind = "ccxt"', "venues[0].kind"),
+        ('name = "a"\nkind = "binance"', "venues[0].kind"),  # not a kind ("ccxt" is, now)
+        ('name = "a"\nkind = "ccxt"', "venues[0].exchange"),  # the generic kind names its own
         ('name = "a b"', "venues[0].name"),
         ('name = "a"\ntaker_fee_bps = 5000.0', "venues[0].taker_fee_bps"),
         ('name = "a"\nlatency_us = -1.0', "venues[0].latency_us"),
