@@ -197,3 +197,48 @@ def test_a_ban_stops_order_entry_and_its_end_is_reconciled_first(server: Binance
         assert client.stats["backfills"] > backfills  # a fresh REST view before orders again
     finally:
         client.close()
+
+
+def _venues() -> list:
+    from tests.test_ccxt_exec_venues import VENUES
+
+    return VENUES
+
+
+@pytest.mark.parametrize("v", _venues(), ids=lambda v: v.kind)
+def test_coinbase_and_kraken_an_order_behind_our_back_adopted_and_canceled(v) -> None:
+    import importlib
+
+    cls = getattr(importlib.import_module(v.module), v.server)
+    key, secret = v.keys()
+    srv = cls()
+    srv.add_key(key, secret, balances=v.balances)
+    table = InstrumentTable([v.inst])
+    with srv:
+        settings = {
+            "rest_url": srv.rest_url,
+            "ws_url": srv.ws_url,
+            "timeout_ms": 3000,
+            "engine_id": "testq",
+            "rest_poll_s": 0.5,
+            "reconnect_s": 0.1,
+            "start_timeout_s": 20,
+        }
+        creds = Credentials(key, secret)
+        client = CcxtExecutionClient(v.kind, v.inst.venue, table, settings, creds)
+        try:
+            venue = ReconciledVenue(client, table, external_orders="adopt")
+            eng = ExecEngine(venue, table)
+            pump(eng, state_is(venue, VenueState.CONNECTED))
+            spec = srv.matcher.spec(v.inst.symbol)
+            o = Order(0, "", "main", spec, "sell", "limit", Decimal("0.01"), Decimal("90000"))
+            srv.call(srv.matcher.submit, "main", o)
+            evs = reconnect(srv, client, eng)
+            evs += pump(eng, lambda e: any(type(x) is OrderAccepted for x in evs + e))
+            coid = next(e.client_order_id for e in evs if type(e) is OrderAccepted)
+            assert eng.table.get(coid).is_open
+            eng.cancel_all(time.monotonic_ns())
+            pump(eng, lambda e: any(type(x) is OrderCanceled for x in e))
+            assert srv.call(lambda: o.status) == "canceled"
+        finally:
+            client.close()
