@@ -208,6 +208,7 @@ class SmartRouter(StatusReports):
             if callable(getattr(v, "venue_status", None)) or callable(getattr(v, "state", None))
         ]
         self._up: frozenset[str] | None = None  # for the order being planned (None: all)
+        self._by_iid: dict[int, list[str]] = {}  # instrument -> the venues that trade it
 
     # --- the Venue interface ------------------------------------------------------------------
     def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
@@ -224,12 +225,16 @@ class SmartRouter(StatusReports):
                 why = f"REDUCE_ONLY order of {order.qty} would increase the position {pos}"
                 return [OrderRejected.for_order(order, why, now_ns, now_ns)]
             order = msgspec.structs.replace(order, flags=order.flags & ~OrderFlag.REDUCE_ONLY)
-        down = self.down_venues()
-        if len(down) == len(self.venues):
+        names = self.trading(order.instrument_id)
+        down = self.down_venues(names)
+        if len(down) == len(names):
             why = "no venue takes orders: " + "; ".join(down.values())
+            if not names:
+                why = f"no venue trades instrument {order.instrument_id}"
             self._finished.add(coid)
             return [OrderRejected.for_order(order, why, now_ns, now_ns)]
-        self._up = frozenset(n for n in self.venues if n not in down) if down else None
+        if down or len(names) < len(self.venues):
+            self._up = frozenset(n for n in names if n not in down)
         self._next_vid += 1
         rec = _Routed(order, order.qty, order.px, self._next_vid)
         self._orders[coid] = rec
@@ -334,10 +339,28 @@ class SmartRouter(StatusReports):
         return best
 
     # --- routing decisions ----------------------------------------------------------------------
-    def down_venues(self) -> dict[str, str]:
-        """Venues that take no new order now: name -> ``"<name> <state> (<reason>)"``."""
+    def trading(self, instrument_id: int) -> list[str]:
+        """The venues an instrument trades at: those whose ``trades_instrument`` says so (a live
+        venue trades its own symbols only: BTC/USDT is not at a venue quoting BTC/USD), and
+        every venue without one (a simulated venue trades them all)."""
+        names = self._by_iid.get(instrument_id)
+        if names is None:
+            names = [
+                n
+                for n, v in self.venues.items()
+                if not callable(f := getattr(v, "trades_instrument", None)) or f(instrument_id)
+            ]
+            self._by_iid[instrument_id] = names
+        return names
+
+    def down_venues(self, names: Iterable[str] | None = None) -> dict[str, str]:
+        """Venues (of ``names``; None: all) that take no new order now: name ->
+        ``"<name> <state> (<reason>)"``."""
         out: dict[str, str] = {}
+        among = None if names is None else set(names)
         for n in self._stateful:
+            if among is not None and n not in among:
+                continue
             st, why = state_of(self.venues[n])
             if st != VenueState.CONNECTED:
                 out[n] = f"{n} {st.word}" + (f" ({why})" if why else "")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 
 from engine.exec_engine import ExecEngine
@@ -442,3 +443,29 @@ def test_a_ban_that_ends_without_a_reconnect_is_reconciled_before_orders_go_agai
     v.poll(5)
     assert v.venue_status().state == VenueState.CONNECTED
     assert of(v.submit(order(91, BUY, 1, 10000), 6), OrderAccepted)
+
+
+def test_an_instrument_is_routed_only_to_the_venues_that_trade_it() -> None:
+    two = InstrumentTable(
+        [
+            Instrument(instrument_id=1, symbol="BTC/USDT", venue="A", tick_size=0.01, lot_size=LOT),
+            Instrument(instrument_id=2, symbol="BTC/USD", venue="B", tick_size=0.01, lot_size=LOT),
+        ]
+    )
+    flakies, venues = {}, {}
+    for name in ("A", "B"):
+        sim = SimExchange(two, name=name)
+        for iid in (1, 2):
+            sim.on_market_data(BookSnapshot(iid, [9990], [1000], [10010], [1000], 1, 1), 1)
+        flakies[name] = FlakySim(sim)
+        venues[name] = ReconciledVenue(flakies[name], two)
+        flakies[name].refresh(1)
+        venues[name].poll(1)
+    router = SmartRouter(venues)
+    buy_usd = msgspec.structs.replace(order(100, BUY, 2), instrument_id=2)
+    assert of(router.submit(buy_usd, 2), OrderFilled)
+    assert router.legs_sent == {"A": 0, "B": 1}  # A, listed first, does not quote BTC/USD
+    flakies["B"].drop()
+    venues["B"].poll(3)
+    rej = router.submit(msgspec.structs.replace(order(101, BUY, 2), instrument_id=2), 4)
+    assert of(rej, OrderRejected) and "B down" in rej[0].reason  # not sent to A instead

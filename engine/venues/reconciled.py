@@ -111,6 +111,11 @@ class ReconciledVenue:
     def venue_status(self) -> VenueStatus:
         return self._status
 
+    def trades_instrument(self, instrument_id: int) -> bool:
+        """Whether this venue trades the instrument (``engine.routing`` routes by it): its own
+        instruments, or every one when none names it."""
+        return not self._own_ids or instrument_id in self._own_ids
+
     def restore_baseline(self, baseline: dict[str, float]) -> None:
         """The run's baseline from before a restart (what the process kept of ``on_baseline``),
         so that balances moved while exec was down are not taken into a new baseline."""
