@@ -357,6 +357,8 @@ class SmartRouter(StatusReports):
         """Venues (of ``names``; None: all) that take no new order now: name ->
         ``"<name> <state> (<reason>)"``."""
         out: dict[str, str] = {}
+        if not self._stateful:
+            return out  # simulated venues only: always up (the per-order path stays cheap)
         among = None if names is None else set(names)
         for n in self._stateful:
             if among is not None and n not in among:
