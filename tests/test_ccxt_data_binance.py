@@ -179,8 +179,11 @@ def test_book_equals_binances_procedure_at_every_update_id_and_trades_match(venu
     }
     snaps = [m for m in msgs if type(m) is BookSnapshot]
     assert len(snaps) == 1 and snaps[0].seq == 1
-    first_mark = client.books[BTC.instrument_id].marks[0]
-    assert first_mark == (1, bc.load().last_update_id)  # the captured REST snapshot
+    # the captured REST snapshot carries no time: it goes out with the first diff's, as one
+    # snapshot of the book at that diff's update id
+    seq, update_id = client.books[BTC.instrument_id].marks[0]
+    diff = next(d for d in bc.load().depth_diffs() if d["u"] == update_id)
+    assert seq == 1 and snaps[0].ts_event == diff["E"] * 1_000_000
     seqs = [m.seq for m in msgs if type(m) in (BookSnapshot, BookDelta)]
     assert seqs == list(range(1, len(seqs) + 1))  # contiguous: the feed's book never gaps
     assert _check_books(msgs, client, depth=0) >= 150

@@ -49,9 +49,12 @@ def _apply(mirror: tuple[dict, dict], msgs) -> None:
 
 def test_snapshot_then_deltas_then_quote_with_contiguous_seq():
     tr = BookTracker(BTC, depth=0, marks=10)
-    first = tr.on_book(_book([("100.01", "1"), ("100.00", "2")], [("100.02", "0.5")], nonce=10))
-    assert [type(m) for m in first] == [BookSnapshot]  # no venue time yet: no quote
+    snapshot = _book([("100.01", "1"), ("100.00", "2")], [("100.02", "0.5")], nonce=10)
+    assert tr.on_book(snapshot) == [] and tr.held  # no venue time at all yet: held
+    first = tr.on_book(snapshot, venue_ns=3_000_000)  # a time seen elsewhere (a trade)
+    assert not tr.held and [type(m) for m in first] == [BookSnapshot, Quote]
     snap = first[0]
+    assert snap.ts_event == 3_000_000 and first[1].ts_event == 3_000_000
     assert (snap.bid_px, snap.bid_qty, snap.ask_px, snap.ask_qty, snap.seq) == (
         [10001, 10000],
         [100000, 200000],
@@ -79,6 +82,10 @@ def test_snapshot_then_deltas_then_quote_with_contiguous_seq():
         4,
     )
     assert list(tr.marks) == [(1, 10), (4, 14)]
+    # venue time never goes back: an older book time keeps the last one
+    older = tr.on_book(_book([("100.00", "4")], [("100.01", "0.5"), ("100.02", "0.5")], ts=1))
+    assert {m.ts_event for m in older} == {5_000_000}
+    tr.on_book(_book([("100.00", "3")], [("100.01", "0.5"), ("100.02", "0.5")], ts=5))
     # the same book again: nothing to say
     assert (
         tr.on_book(_book([("100.00", "3")], [("100.01", "0.5"), ("100.02", "0.5")], nonce=15, ts=6))
@@ -87,7 +94,7 @@ def test_snapshot_then_deltas_then_quote_with_contiguous_seq():
     # after a drop the next book is published whole, with the next seq
     tr.drop()
     again = tr.on_book(_book([("99", "1")], [("101", "1")], nonce=40, ts=7))
-    assert type(again[0]) is BookSnapshot and again[0].seq == 5
+    assert type(again[0]) is BookSnapshot and again[0].seq == 7
     guard, book = SequenceGuard(), L2Book(7)
     for m in first + msgs + again:
         assert guard.accept(m)
@@ -146,7 +153,7 @@ def test_published_book_equals_binances_procedure_at_every_update_id():
     ob["nonce"] = cap.last_update_id
     tr = BookTracker(BTC, depth=0, marks=0)
     ours: tuple[dict, dict] = ({}, {})
-    _apply(ours, tr.on_book(ob))
+    _apply(ours, tr.on_book(ob, venue_ns=1))
     ref = bc.ReferenceBook(snap)
     mirror: tuple[dict, dict] = ({}, {})
     for side, levels in ((mirror[0], ref.bids), (mirror[1], ref.asks)):

@@ -97,7 +97,7 @@ class _Book:
 
     def __init__(self) -> None:
         self.sides: tuple[dict[int, int], dict[int, int]] = ({}, {})
-        self.snapshots = self.quotes = self.trades = 0
+        self.snapshots = self.quotes = self.trades = self.snap_ts = 0
 
     def apply(self, msgs: list) -> None:
         bids, asks = self.sides
@@ -105,6 +105,7 @@ class _Book:
             t = type(m)
             if t is BookSnapshot:
                 self.snapshots += 1
+                self.snap_ts = m.ts_event
                 bids.clear()
                 asks.clear()
                 bids.update(zip(m.bid_px, m.bid_qty, strict=True))
@@ -174,6 +175,9 @@ def test_book_snapshot_first_then_equal_to_the_venue(venue):
     client = make(stale_after_s=0)
     book = _Book()
     _until(client, book, lambda: book.snapshots == 1 and client.state() == "connected")
+    # the market has not moved: a snapshot without a venue time still goes out (after
+    # book_hold_s, stamped with our clock), with its quote
+    assert book.quotes == 1 and book.snap_ts > 0
     _steps(v, 40)
     _settles_equal(v, client, book)
     assert book.snapshots == 1 and book.quotes >= 1

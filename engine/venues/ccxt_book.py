@@ -82,6 +82,7 @@ class BookTracker:
         self.seq = 0
         self.synced = False
         self.last_ts = 0
+        self.held = False  # a book waits for a venue time (see on_book)
         self.venue_nonce: int | None = None
         #: (our last seq, the venue's update id) after each venue update (``marks`` kept; 0: none)
         self.marks: deque[tuple[int, int]] = deque(maxlen=marks or 1)
@@ -94,12 +95,22 @@ class BookTracker:
         """The venue's book is gone (a gap, a reconnect): the next book is published whole."""
         self.synced = False
 
-    def on_book(self, book: Any, recv_ns: int = 0) -> list[Any]:
+    def on_book(self, book: Any, recv_ns: int = 0, venue_ns: int = 0) -> list[Any]:
         """Messages that take the published book to ``book`` (a ccxt order book: ``bids``,
-        ``asks`` best first, ``timestamp`` ms, ``nonce``). A snapshot after ``drop``."""
+        ``asks`` best first, ``timestamp`` ms, ``nonce``). A snapshot after ``drop``.
+
+        ``ts_event`` is the venue's time, never going back: the book's own ``timestamp``, else
+        ``venue_ns`` (the latest venue time the caller saw elsewhere, e.g. on trades). A book
+        with neither (a REST snapshot before any update) is held — nothing is published, ``held``
+        is True — until one is known: a time of 0 would open the infer's bars at 1970."""
         ts = book.get("timestamp")
-        if ts:
-            self.last_ts = int(ts) * 1_000_000
+        ts_ns = int(ts) * 1_000_000 if ts else venue_ns
+        if ts_ns > self.last_ts:
+            self.last_ts = ts_ns
+        if not self.last_ts:
+            self.held = True
+            return []
+        self.held = False
         recv = recv_ns or time.monotonic_ns()
         raw = (_view(book["bids"], self.depth), _view(book["asks"], self.depth))
         if not self.synced:
@@ -174,13 +185,12 @@ class BookTracker:
         return out
 
     def _quote(self, recv: int) -> Quote | None:
-        """The top of the published book when it changed (never before a venue time is known:
-        a REST snapshot has none, and the feed refuses quotes that go back in time)."""
+        """The top of the published book when it changed."""
         bids, asks = self._lots
         bp = max(bids) if bids else 0
         ap = min(asks) if asks else 0
         top = (bp, bids.get(bp, 0), ap, asks.get(ap, 0))
-        if top == self._top or not self.last_ts or not (bp or ap):
+        if top == self._top or not (bp or ap):
             return None
         self._top = top
         return Quote(self.iid, top[0], top[1], top[2], top[3], self.last_ts, recv, self.seq)

@@ -19,8 +19,10 @@ trades into messages; this module keeps the streams honest:
 
 Settings (a venue's ``[[venues]]`` keys, as ``make_exchange`` takes them, plus): ``book_depth``
 levels per side published (default 100; 0 = the whole book), ``snapshot_limit`` (the ``limit``
-ccxt asks the venue's snapshot for; default ccxt's), ``trades`` (default true), ``seed`` (the
-jitter), ``marks`` (how many (seq, venue update id) pairs each book keeps, for tests).
+ccxt asks the venue's snapshot for; default ccxt's), ``book_hold_s`` (how long a book whose
+snapshot carries no time waits for a venue time before it goes out stamped with ours; default
+1), ``trades`` (default true), ``seed`` (the jitter), ``marks`` (how many (seq, venue update
+id) pairs each book keeps, for tests).
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ class CcxtDataClient:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._streaming = False
+        self.hold_s = float(s.get("book_hold_s", 1.0))
+        #: the latest venue time seen on any stream (ns): the time of a book that has none
+        self.venue_ns = 0
+        self._held: dict[int, tuple[Any, float]] = {}
         self._last: dict[str, float] = {}
         self._session_had_data = False
         self._break: asyncio.Future[str] | None = None  # set: this session lost data
@@ -237,6 +243,7 @@ class CcxtDataClient:
         """Watch every stream of one connection; returns why it ended (it never ends well)."""
         self._session_had_data = False
         self._break = asyncio.get_running_loop().create_future()
+        self._held.clear()
         self._set_state(_RESYNCING, "subscribing")
         now = time.monotonic()
         tasks: list[asyncio.Task[None]] = []
@@ -251,16 +258,20 @@ class CcxtDataClient:
                 limits[key] = self.trade_stale_after_s
         self._last = dict.fromkeys(limits, now)
         try:
-            return await self._watch(tasks, limits)
+            return await self._watch(ex, tasks, limits)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _watch(self, tasks: list[asyncio.Task[None]], limits: dict[str, float]) -> str:
-        """Until a stream fails or falls silent: the reason."""
-        checks = [v for v in limits.values() if v > 0]
-        tick = max(0.05, min(checks) / 4) if checks else 1.0
+    async def _watch(
+        self, ex: Any, tasks: list[asyncio.Task[None]], limits: dict[str, float]
+    ) -> str:
+        """Until a stream fails or falls silent: the reason. Meanwhile a book held for want of
+        a venue time (``BookTracker.on_book``) goes out after ``book_hold_s`` stamped with our
+        clock: a quiet venue whose snapshots carry no time still gets its book published."""
+        checks = [v for v in limits.values() if v > 0] + [self.hold_s]
+        tick = max(0.05, min(checks) / 4)
         assert self._break is not None
         while True:
             waits = [*tasks, self._break]
@@ -271,6 +282,12 @@ class CcxtDataClient:
                 exc = t.exception()
                 return f"{t.get_name()}: {type(exc).__name__}: {exc}" if exc else t.get_name()
             now = time.monotonic()
+            for iid, (book, since) in list(self._held.items()):
+                if now - since >= self.hold_s:
+                    del self._held[iid]
+                    tr = self.books[iid]
+                    if ex.orderbooks.get(tr.ins.symbol) is book:  # still ccxt's live book
+                        self._publish_book(tr, book, time.time_ns())
             for key, limit in limits.items():
                 if limit > 0 and now - self._last[key] > limit:
                     return f"{key}: silent for {now - self._last[key]:.1f}s"
@@ -294,21 +311,32 @@ class CcxtDataClient:
             if went_back and int(nonce) < tr.venue_nonce:  # ccxt missed it: start again
                 self._on_gap(tr, f"{key}: update id went back {tr.venue_nonce} -> {nonce}")
                 raise _Reconnect(f"{key}: update id went back")
-            resync = not tr.synced and tr.seq > 0
-            self._out.extend(tr.on_book(book))
-            if resync:
-                self.resyncs += 1
-            if self._state != _CONNECTED and all(
-                self.books[i.instrument_id].synced for i in self._subscribed
-            ):
-                self._set_state(_CONNECTED, "")
+            self._publish_book(tr, book, self.venue_ns)
+
+    def _publish_book(self, tr: BookTracker, book: Any, venue_ns: int) -> None:
+        resync = not tr.synced and tr.seq > 0
+        self._out.extend(tr.on_book(book, venue_ns=venue_ns))
+        if tr.held:
+            self._held.setdefault(tr.iid, (book, time.monotonic()))
+            return
+        self._held.pop(tr.iid, None)
+        self.venue_ns = max(self.venue_ns, tr.last_ts)
+        if resync:
+            self.resyncs += 1
+        if self._state != _CONNECTED and all(
+            self.books[i.instrument_id].synced for i in self._subscribed
+        ):
+            self._set_state(_CONNECTED, "")
 
     async def _trade_loop(self, ex: Any, ins: Instrument, key: str) -> None:
         tt = self.trades[ins.instrument_id]
         while True:
             trades = await ex.watch_trades(ins.symbol)
             self._last[key] = time.monotonic()
-            self._out.extend(tt.on_trades(trades))
+            out = tt.on_trades(trades)
+            if out:
+                self.venue_ns = max(self.venue_ns, out[-1].ts_event)
+                self._out.extend(out)
 
     def _break_session(self, why: str) -> None:
         """A venue check lost data on a connection (``ccxt_integrity``): a gap in every book
