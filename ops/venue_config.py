@@ -185,13 +185,32 @@ def key_env_names(venue: str) -> tuple[str, str, str]:
     return f"GEKKO_{stem}_API_KEY", f"GEKKO_{stem}_API_SECRET", f"GEKKO_{stem}_API_PASSWORD"
 
 
+def looks_like_key(value: Any) -> bool:
+    """A long token of letters and digits with no path or URL shape: what an API key or secret
+    looks like (base64, hex, a Binance key), not a file name or an address."""
+    return (
+        isinstance(value, str)
+        and len(value) >= 24
+        and bool(_KEY_VALUE.fullmatch(value))
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+    )
+
+
+_KEY_VALUE = re.compile(r"[A-Za-z0-9+=_\-]+")
+_PLAIN_KEYS = ("name", "kind", "exchange", "external_orders", "rest_url", "ws_url", "symbols")
+
+
 def secret_keys_in(entry: dict[str, Any], where: str) -> list[str]:
-    """Keys of a raw ``[[venues]]`` entry (and its ``ccxt_options``) named like credentials."""
-    out = [
-        f"{where}.{k}"
-        for k in entry
-        if isinstance(k, str) and k != "credentials_file" and _SECRET_KEY.search(k)
-    ]
+    """Keys of a raw ``[[venues]]`` entry (and its ``ccxt_options``) named like credentials, or
+    holding a value that looks like one (``looks_like_key``)."""
+    out = []
+    for k, v in entry.items():
+        if not isinstance(k, str) or k in _PLAIN_KEYS:
+            continue
+        named = k != "credentials_file" and _SECRET_KEY.search(k)
+        if named or looks_like_key(v):
+            out.append(f"{where}.{k}")
     opts = entry.get("ccxt_options")
     if isinstance(opts, dict):
         out += secret_keys_in(opts, f"{where}.ccxt_options")

@@ -159,6 +159,15 @@ def test_a_bad_real_venue_key_names_itself(entry: str, key: str, problem: str) -
         ('api_key_file = "/tmp/k"', "venues[0].api_key_file"),
         ('ccxt_options = { password = "pw123456" }', "venues[0].ccxt_options.password"),
         ('ccxt_options = { privateKey = "0xabc" }', "venues[0].ccxt_options.privateKey"),
+        # a value that looks like a key, whatever its name: pasted where it does not belong
+        (
+            'credentials_file = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"',
+            "venues[0].credentials_file",
+        ),
+        (
+            'ccxt_options = { broker = "abcd1234abcd1234abcd1234ab" }',
+            "venues[0].ccxt_options.broker",
+        ),
     ],
 )
 def test_a_key_in_config_toml_is_refused_naming_the_environment(entry: str, key: str) -> None:
@@ -167,6 +176,15 @@ def test_a_key_in_config_toml_is_refused_naming_the_environment(entry: str, key:
     assert err.value.key == key
     assert "GEKKO_BN_US_API_KEY / GEKKO_BN_US_API_SECRET" in err.value.problem
     assert "abcd1234" not in str(err.value) and "pw123456" not in str(err.value)
+    assert "vmPUZE6mv9" not in str(err.value)
+
+
+def test_ordinary_values_are_not_taken_for_keys() -> None:
+    entry = (
+        'credentials_file = "~/.config/gekko/binanceus-keys.toml"\n'
+        'ccxt_options = { defaultType = "spot", adjustForTimeDifference = true }\n'
+    )
+    parse_config(f'{ONE}[[venues]]\nname = "bn"\nkind = "binanceus"\n{entry}')
 
 
 def test_the_run_section_is_never_read_from_the_file() -> None:
