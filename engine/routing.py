@@ -209,6 +209,7 @@ class SmartRouter(StatusReports):
         ]
         self._up: frozenset[str] | None = None  # for the order being planned (None: all)
         self._by_iid: dict[int, list[str]] = {}  # instrument -> the venues that trade it
+        self._items = list(self.venues.items())
 
     # --- the Venue interface ------------------------------------------------------------------
     def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
@@ -370,7 +371,9 @@ class SmartRouter(StatusReports):
 
     def _candidates(self) -> list[tuple[str, Venue]]:
         up = self._up
-        return [(n, v) for n, v in self.venues.items() if up is None or n in up]
+        if up is None:
+            return self._items
+        return [(n, v) for n, v in self._items if n in up]
 
     def _first_up(self) -> str:
         return self._candidates()[0][0]
