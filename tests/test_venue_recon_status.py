@@ -105,3 +105,30 @@ def test_the_live_market_data_state_shows_beside_the_venues() -> None:
     rows = [{"venue": "bn", "state": "connected"}]
     assert status_words(rows, "down") == "venues bn:connected md:DOWN"
     assert status_words([], "resyncing") == "venues md:RESYNCING"  # paper on live data
+
+
+def test_the_supervisor_audits_each_venue_state_change_once(venue_table) -> None:
+    from ops.supervisor import Supervisor
+
+    sup = Supervisor.__new__(Supervisor)  # only what _watch_venues reads
+    sup.venue_table, sup.run_id, sup.metrics = venue_table, 7, {}
+    sup.cfg = SimpleNamespace(venues=[SimpleNamespace(name="A", kind="binanceus")])
+    sup._venue_states, sup._venue_changes, sup._md_state = [], {}, ""
+    audited: list[tuple[str, str, dict]] = []
+    sup._audit = lambda actor, action, **d: audited.append((actor, action, d))
+    fa, a = live("A", policy="halt")
+    states = VenueStates(venue_table, ["A", "B"], a)
+    connect(fa, a, 1)
+    states.refresh()
+    sup._watch_venues()
+    sup._watch_venues()  # nothing changed: nothing more
+    external(fa, 5, now=2)
+    connect(fa, a, 2)
+    states.refresh()
+    sup._watch_venues()
+    assert [(x[1], x[2]["venue"], x[2]["state"]) for x in audited] == [
+        ("venue.state", "A", "connected"),
+        ("venue.state", "A", "halted"),
+    ]
+    assert "unknown to our record" in audited[-1][2]["reason"]
+    assert sup._venue_states[0]["state"] == "halted"  # what gekko status answers
