@@ -132,3 +132,27 @@ def test_the_supervisor_audits_each_venue_state_change_once(venue_table) -> None
     ]
     assert "unknown to our record" in audited[-1][2]["reason"]
     assert sup._venue_states[0]["state"] == "halted"  # what gekko status answers
+
+
+def test_exec_hands_the_kill_switch_and_resume_to_live_venues_only(venue_table) -> None:
+    from engine.messages import Control, ControlCommand
+    from procs.exec import _on_control
+
+    calls: list[str] = []
+    stage = SimpleNamespace(
+        cancel_all=lambda now: calls.append("cancel_all"), emit=lambda evs: calls.append("emit")
+    )
+    sim_only = VenueStates(None, ["sim"], object())
+    _on_control(stage, sim_only, Control(int(ControlCommand.KILL), 1, "gekko kill"))
+    assert calls == []  # the simulator: risk's cancels are the kill switch
+    fa, a = live("A", policy="halt")
+    states = VenueStates(venue_table, ["A", "B"], a)
+    external(fa, 5, now=2)
+    connect(fa, a, 2)
+    assert a.venue_status().state == VenueState.HALTED
+    _on_control(stage, states, Control(int(ControlCommand.KILL), 3, "gekko kill"))
+    assert calls == ["cancel_all", "emit"] and fa.refreshes_requested == 1
+    fa.sim.cancel(CancelOrder(5, 9, 1, 4, 4), 4)
+    _on_control(stage, states, Control(int(ControlCommand.RESUME), 5, "gekko resume"))
+    a.poll(6)
+    assert a.venue_status().state == VenueState.CONNECTED
