@@ -469,3 +469,16 @@ def test_an_instrument_is_routed_only_to_the_venues_that_trade_it() -> None:
     venues["B"].poll(3)
     rej = router.submit(msgspec.structs.replace(order(101, BUY, 2), instrument_id=2), 4)
     assert of(rej, OrderRejected) and "B down" in rej[0].reason  # not sent to A instead
+
+
+def test_a_balance_difference_the_next_view_does_not_confirm_is_no_halt() -> None:
+    flaky, v = live()
+    connect(flaky, v, 1)
+    flaky.deposit = 0.05  # e.g. a fill that landed between the REST calls of one view
+    connect(flaky, v, 2)
+    assert v.venue_status().state == VenueState.RESYNCING  # no orders until it is rechecked
+    assert "checking again" in v.venue_status().reason
+    flaky.deposit = 0.0
+    flaky.refresh(3)
+    v.poll(3)
+    assert v.venue_status().state == VenueState.CONNECTED
