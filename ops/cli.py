@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -44,8 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ops.supervisor import Supervisor
 
     cfg = load_config_or_exit(args.config, args.venue)
-    cfg = _venue_run(cfg, args.venue, args.live)
     setup_logging("supervisor", cfg.engine.log_level, cfg.engine.log_format)
+    cfg = _venue_run(cfg, args.venue, args.live)
     _preflight(cfg, "run")
     sup = Supervisor(
         cfg,
@@ -73,6 +74,7 @@ def _venue_run(cfg: Config, venue: str, live: bool) -> Config:
         real = [v.name for v in cfg.real_venues()]
         if keys:
             print(f"LIVE trading on {', '.join(keys)}: real orders with real money", flush=True)
+            logging.getLogger("gekko").warning("LIVE trading on %s", ", ".join(keys))
         elif real:
             print(
                 f"PAPER trading on {', '.join(real)}: live market data, simulated fills", flush=True
