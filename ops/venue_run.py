@@ -197,6 +197,13 @@ def _narrowed(cfg: Config, symbols: set[str]) -> dict[str, Any]:
             log.warning("strategy %s (%s) trades none of this venue's instruments", k + 1, s.path)
             continue
         strategies.append(msgspec.structs.replace(s, instruments=names, id=s.id or k + 1))
+    if cfg.strategies and not strategies:
+        log.warning(
+            "no strategy trades this venue's instruments (%s): the run only watches the "
+            'market; add a [[strategies]] table with instruments = ["%s"] to trade',
+            ", ".join(sorted(symbols)),
+            min(symbols),
+        )
     pf = cfg.portfolio
     bench = pf.benchmark if pf.benchmark in symbols else ""
     inf = cfg.inference

@@ -410,7 +410,9 @@ def _resolved(arg: str, extra: str = "") -> Config:
 
 
 # --- --venue and the run's instruments --------------------------------------------------------------
-def test_venue_kind_without_an_entry_gets_one_and_its_symbols() -> None:
+def test_venue_kind_without_an_entry_gets_one_and_its_symbols(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     load = fake_loader()
     cfg = resolve_run(*_picked("binanceus")[:1], only="binanceus", loader=load)
     assert load.seen == [("binanceus", None)]
@@ -419,6 +421,7 @@ def test_venue_kind_without_an_entry_gets_one_and_its_symbols() -> None:
         ("BTC/USDT", "binanceus", 4)
     ]
     assert cfg.strategies == []  # the shipped strategies trade the simulator's equities only
+    assert 'add a [[strategies]] table with instruments = ["BTC/USDT"]' in caplog.text
     assert cfg.portfolio.benchmark == "" and list(cfg.resolved.markets) == ["binanceus"]
 
 
