@@ -172,6 +172,27 @@ def test_a_fill_while_disconnected_is_applied_once_and_balances_agree(
         assert fills[0].fill_qty == net and eng.position(1) == net
         # the balance check takes the fee paid in BTC as explained
         assert venue.venue_status().state == VenueState.CONNECTED, venue.venue_status()
+        # a flatten (risk's market order closing the position) sells what we hold, not what
+        # we bought: it fills, and the balances still agree
+        close = NewOrder(
+            client_order_id=8,
+            strategy_id=0,
+            instrument_id=1,
+            side=int(Side.SELL),
+            order_type=int(OrderType.MARKET),
+            tif=int(TimeInForce.IOC),
+            px=0,
+            qty=eng.position(1),
+            ts_origin=time.monotonic_ns(),
+            ts_approved=time.monotonic_ns(),
+        )
+        eng.on_order(close, time.monotonic_ns())
+        pump(eng, lambda e: any(type(x) is OrderFilled for x in e))
+        assert eng.position(1) == 0
+        reconnect(server, client, eng)
+        time.sleep(0.3)
+        eng.poll(time.monotonic_ns())
+        assert venue.venue_status().state == VenueState.CONNECTED, venue.venue_status()
         # coins moved in behind our back: not explained; checked twice, then that venue halts
         server.call(lambda: server.matcher.account("main").deposit("BTC", "0.5"))
         reconnect(server, client, eng)
