@@ -225,8 +225,21 @@ def _venue_states(engine_id: str, cfg: Any, venue: Any, rec: Any) -> VenueStates
     live = live_venues(venue)
     if live and rec.result is not None and live[0] is venue:
         venue.seed(rec.result.table.open_orders(), rec.result.fills)
+        _seed_algo_children(venue, rec.algo)
     table = attach_table(engine_id) if live else None
     return VenueStates(table, venue_names(cfg), venue)
+
+
+def _seed_algo_children(venue: Any, algo: Any) -> None:
+    """An algo's children, not its parents, are the venue's orders, and plain-order recovery
+    leaves them out (``rec.result``): the children still open and every fill the venue holds
+    for them are ours too, else the first reconciliation calls them unknown and halts the
+    venue on a balance they explain."""
+    if algo is None or not algo.order_ids:
+        return
+    for child, _venue_id, _fills in algo.open_children:
+        venue.record.sent(child, 0)
+    venue.seed((), [f for f in venue.fills_since(0) if f.client_order_id in algo.order_ids])
 
 
 def _keep_baselines(cfg: Any, engine_id: str, venue: Any, incarnation: int) -> None:

@@ -335,3 +335,13 @@ def test_an_unknown_order_given_up_that_turns_up_is_a_stray() -> None:
     tb.resolve_missing(7, "not there", NOW)
     assert tb.on_order(_odict(t), NOW) == []
     assert tb.strays == {"900": "BTC/USDT"}
+
+
+def test_a_trade_without_its_amount_does_not_hide_the_complete_one() -> None:
+    tb = _table()
+    t = tb.add(_order(), BTC, NOW)
+    tb.on_order(_odict(t), NOW)
+    assert tb.on_trade(_trade("t1", None), NOW) == []  # a stream message ccxt half parsed
+    assert tb.incomplete_trades == 1
+    evs = tb.on_trade(_trade("t1", "1"), NOW)  # the REST copy
+    assert [type(e) for e in evs] == [OrderFilled]

@@ -575,10 +575,11 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         now_ns = self._clock()
         with self._lock:
             evs = self.table.on_order(o, now_ns)
-            for tr in o.get("trades") or []:  # fills in the answer (Binance FULL)
-                ts = tr.get("timestamp") or o.get("timestamp")  # the trade's time: its fill id
-                tr = {**tr, "order": tr.get("order") or o.get("id"), "timestamp": ts}
-                evs += self.table.on_trade(tr, now_ns)
+            for tr in o.get("trades") or []:  # fills in the answer (Binance FULL) ...
+                if tr.get("timestamp"):  # ... only with the trade's own time: its fill id
+                    evs += self.table.on_trade(
+                        {**tr, "order": tr.get("order") or o.get("id")}, now_ns
+                    )
         if origin:
             evs = [_with_origin(e, origin) for e in evs]
         self._emit(evs)

@@ -219,6 +219,7 @@ class OrderTable:
         self.duplicate_trades = 0
         self.stale_updates = 0
         self.late_trades = 0
+        self.incomplete_trades = 0  # trades without an id or amount (ignored)
         self.unknown_resolved = 0
         self.fee_rounding_closes = 0
 
@@ -361,6 +362,10 @@ class OrderTable:
         if tid in t.trade_ids:
             self.duplicate_trades += 1
             return []
+        amt = _dec(tr.get("amount"))
+        if amt <= 0 or not tid:
+            self.incomplete_trades += 1  # not marked seen: a complete copy may follow (REST)
+            return []
         t.trade_ids.add(tid)
         if t.phase == Phase.CLOSED:
             self.late_trades += 1  # reconciliation sees it in the fees/fills it compares
@@ -368,7 +373,6 @@ class OrderTable:
         evs: list[object] = []
         if t.phase in (Phase.PENDING, Phase.UNKNOWN):
             evs.append(self._accept(t, vid, tr, now_ns))
-        amt = _dec(tr.get("amount"))
         key = vid or t.venue_id
         t.trade_filled[key] = t.trade_filled.get(key, _ZERO) + amt
         t.venue_filled[key] = max(t.venue_filled.get(key, _ZERO), t.trade_filled[key])

@@ -226,40 +226,62 @@ class VenueSync:
             self.table.adopt(o, now_ns)
 
     async def _backfill(self, full: bool) -> None:
-        """Open orders and our trades since the last one seen, over REST; orders we hold open
-        that the venue no longer lists are queried one by one."""
+        """Over REST: the open orders of each symbol we have orders in (``full``: every symbol,
+        with trades, balances and a new snapshot), the orders we hold open that the venue no
+        longer lists, and our trades since the last one seen wherever an order reports fills
+        no trade explains (a periodic check costs one open-orders request per symbol)."""
         self._backfill_due = 0.0
-        now_ns = self._clock()
         with self._lock:
             mine = {t.inst.symbol for t in self.table.open()}
-        symbols = [i.symbol for i in self._insts if full or i.symbol in mine]
-        opened, trades = [], []
-        for sym in symbols:
-            opened += await self._request("fetch_open_orders", sym)
-            since = self._last_trade_ms.get(sym, self._ex.milliseconds() - 3_600_000) - 1000
-            trades += await self._request("fetch_my_trades", sym, since)
-        evs: list[object] = []
-        with self._lock:
-            for o in opened:
-                self._adopt_if_ours(o, now_ns)
-                evs += self.table.on_order(o, now_ns)
-            for tr in sorted(trades, key=lambda x: x.get("timestamp") or 0):
-                self._note_trade_time(tr)
-                evs += self.table.on_trade(tr, now_ns)
-            listed = {str(o.get("id")) for o in opened}
-            gone = [
-                t for t in self.table.open() if t.phase == Phase.OPEN and t.venue_id not in listed
-            ]
-        self._emit(evs)
-        for t in gone:
-            if t.inst.symbol in symbols:
-                await self._query(t)
+        opened: list[dict[str, Any]] = []
+        trades: list[dict[str, Any]] = []
+        for sym in [i.symbol for i in self._insts if full or i.symbol in mine]:
+            o, tr = await self._backfill_symbol(sym, full)
+            opened += o
+            trades += tr
         await self._fill_the_gaps()
         self.stats["backfills"] += 1
         if full:
             await self._fetch_balances()
             self._take_snapshot(opened, trades)
         self._connected, self._resyncing = True, False
+
+    async def _backfill_symbol(
+        self, sym: str, full: bool
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        now_ns = self._clock()
+        opened = await self._request("fetch_open_orders", sym)
+        evs: list[object] = []
+        with self._lock:
+            for o in opened:
+                self._adopt_if_ours(o, now_ns)
+                evs += self.table.on_order(o, now_ns)
+            listed = {str(o.get("id")) for o in opened}
+            gone = [
+                t
+                for t in self.table.open()
+                if t.inst.symbol == sym and t.phase == Phase.OPEN and t.venue_id not in listed
+            ]
+        self._emit(evs)
+        for t in gone:  # closed while we were not looking: its final state, filled included
+            await self._query(t)
+        with self._lock:
+            short = any(t.inst.symbol == sym and t.missing() > 0 for t in self.table.open())
+        trades: list[dict[str, Any]] = []
+        if full or short:
+            since = self._last_trade_ms.get(sym, self._ex.milliseconds() - 3_600_000) - 1000
+            trades = await self._request("fetch_my_trades", sym, since)
+            self._apply_trades(trades)
+        return opened, trades
+
+    def _apply_trades(self, trades: list[dict[str, Any]]) -> None:
+        now_ns = self._clock()
+        evs: list[object] = []
+        with self._lock:
+            for tr in sorted(trades, key=lambda x: x.get("timestamp") or 0):
+                self._note_trade_time(tr)
+                evs += self.table.on_trade(tr, now_ns)
+        self._emit(evs)
 
     async def _fill_the_gaps(self) -> None:
         """Orders the venue closed with fills no trade accounts for (after the trade backfill):
