@@ -11,8 +11,9 @@ submit) and answer an overdraft with 429, then 418 and an IP ban of minutes to d
   ``rate_limit_window_s`` / ``request_weights`` settings); a request waits until it fits. A
   ``X-MBX-USED-WEIGHT-1M`` header (Binance's own count) tops our count up when it is higher.
 - ``Guard.on_response``: a 429 blocks every request until its ``Retry-After`` has passed; a 418
-  (or any response saying we are banned) stops the venue's order entry until the ban's end, says
-  so in ``state``/``reason``, and no request is sent into it.
+  stops the venue's order entry until the ban's end, says so in ``reason``, and no request is
+  sent into it. ``on_limit_error`` does the same for a venue that says it in an HTTP 200 body
+  (Kraken's ``EAPI:Rate limit exceeded`` / ``EGeneral:Temporary lockout``).
 - ``ClockSync``: the server's clock offset, measured with ``fetch_time`` at start and every
   ``clock_sync_s``; Binance signs with a timestamp checked against ``recvWindow`` (-1021 when
   outside), so a -1021 / ccxt ``InvalidNonce`` re-measures and the request is retried once.
