@@ -214,8 +214,20 @@ def test_silent_stream_reconnects_and_resyncs(venue):
         _until(client, book, lambda: client.reconnects >= 1 and client.state() == "connected")
     finally:
         stepper.stop()
-    assert any("silent" in r for r in client.reasons) and client.resyncs >= 1
+    assert any("keepalive" in r for r in client.reasons) and client.resyncs >= 1
     _settles_equal(v, client, book)
+
+
+def test_a_quiet_market_on_a_live_connection_is_left_alone_unless_a_data_timer_says(venue):
+    v, make = venue
+    client = make(stale_after_s=0.3)  # pings every 0.1 s; the market does not move at all
+    book = _Book()
+    _until(client, book, lambda: client.state() == "connected")
+    time.sleep(1.5)
+    assert client.reconnects == 0 and client.state() == "connected", list(client.reasons)
+    timed = make(stale_after_s=0.3, book_stale_after_s=0.3, reconnect_min_s=0.05)
+    _until(timed, _Book(), lambda: timed.reconnects >= 1)
+    assert any("silent" in r for r in timed.reasons)
 
 
 def test_dropped_connection_reconnects_and_resyncs(venue):

@@ -9,9 +9,13 @@ trades into messages; this module keeps the streams honest:
 - a sequence break (ccxt's ``InvalidNonce`` / ``ChecksumError``, or a book whose update id goes
   back) drops that book; ccxt resubscribes and rebuilds it from a fresh snapshot (REST on
   Binance), which we publish whole — counted in ``gaps`` and ``resyncs``;
-- every stream has a staleness timer (``stale_after_s``; trades ``trade_stale_after_s``, 0 = off,
-  as a quiet market prints nothing for minutes): a silent stream, a dropped connection or any
-  other error closes the session and opens a new one after an exponential backoff with jitter
+- a silent connection is told from a quiet market by pings: ccxt pings every third of
+  ``stale_after_s`` (its ``keepAlive``) and fails the connection when no pong comes back, so a
+  connection that gets no frame at all — data or pong — for ``stale_after_s`` is dead, while a
+  quiet book on a live connection is left alone. Streams may also have data timers
+  (``book_stale_after_s``, ``trade_stale_after_s``; 0 = off, the default: a quiet market
+  publishes nothing for minutes). A dead or silent connection, a dropped one or any other error
+  closes the session and opens a new one after an exponential backoff with jitter
   (``reconnect_min_s`` doubling to ``reconnect_max_s``, times 0.5-1.0), which resubscribes and
   resyncs every book — counted in ``reconnects``;
 - ``state()`` says "connected" (every book synced), "resyncing" (a book being rebuilt) or "down"
@@ -74,6 +78,7 @@ class CcxtDataClient:
         self.depth = int(s.get("book_depth", 100))
         self.snapshot_limit = s.get("snapshot_limit")
         self.stale_after_s = float(s.get("stale_after_s", 30.0))
+        self.book_stale_after_s = float(s.get("book_stale_after_s", 0.0))
         self.trade_stale_after_s = float(s.get("trade_stale_after_s", 0.0))
         self.reconnect_min_s = float(s.get("reconnect_min_s", 0.5))
         self.reconnect_max_s = float(s.get("reconnect_max_s", 30.0))
@@ -96,6 +101,7 @@ class CcxtDataClient:
         #: the latest venue time seen on any stream (ns): the time of a book that has none
         self.venue_ns = 0
         self._held: dict[int, tuple[Any, float]] = {}
+        self._unsynced: dict[int, float] = {}  # books waiting for a snapshot, since when
         self._last: dict[str, float] = {}
         self._session_had_data = False
         self._break: asyncio.Future[str] | None = None  # set: this session lost data
@@ -184,6 +190,10 @@ class CcxtDataClient:
     def _new_exchange(self) -> Any:
         ex = make_exchange(self.exchange_id, self.settings, self._credentials)
         install_checks(ex, self._break_session)
+        if self.stale_after_s > 0:  # a pong at least every third of the window on a live link
+            ping_ms = max(50, int(self.stale_after_s * 1000 / 3))
+            current = int(ex.streaming.get("keepAlive") or ping_ms)
+            ex.streaming = {**ex.streaming, "keepAlive": min(current, ping_ms)}
         if self._markets is not None:
             ex.set_markets(*self._markets)
         return ex
@@ -244,6 +254,9 @@ class CcxtDataClient:
         self._session_had_data = False
         self._break = asyncio.get_running_loop().create_future()
         self._held.clear()
+        self._unsynced = dict.fromkeys(
+            (i.instrument_id for i in self._subscribed), time.monotonic()
+        )
         self._set_state(_RESYNCING, "subscribing")
         now = time.monotonic()
         tasks: list[asyncio.Task[None]] = []
@@ -251,7 +264,7 @@ class CcxtDataClient:
         for ins in self._subscribed:
             key = f"book {ins.symbol}"
             tasks.append(asyncio.create_task(self._book_loop(ex, ins, key), name=key))
-            limits[key] = self.stale_after_s
+            limits[key] = self.book_stale_after_s
             if self.want_trades and ex.has.get("watchTrades"):
                 key = f"trades {ins.symbol}"
                 tasks.append(asyncio.create_task(self._trade_loop(ex, ins, key), name=key))
@@ -282,6 +295,9 @@ class CcxtDataClient:
                 exc = t.exception()
                 return f"{t.get_name()}: {type(exc).__name__}: {exc}" if exc else t.get_name()
             now = time.monotonic()
+            late = self._late_book(now)
+            if late:
+                return late
             for iid, (book, since) in list(self._held.items()):
                 if now - since >= self.hold_s:
                     del self._held[iid]
@@ -320,6 +336,7 @@ class CcxtDataClient:
             self._held.setdefault(tr.iid, (book, time.monotonic()))
             return
         self._held.pop(tr.iid, None)
+        self._unsynced.pop(tr.iid, None)
         self.venue_ns = max(self.venue_ns, tr.last_ts)
         if resync:
             self.resyncs += 1
@@ -347,10 +364,22 @@ class CcxtDataClient:
         if self._break is not None and not self._break.done():
             self._break.set_result(why)
 
+    def _late_book(self, now: float) -> str:
+        """A book not rebuilt in time (its snapshot lost on a live link): why, or ""."""
+        if self.stale_after_s <= 0:
+            return ""
+        limit = self.stale_after_s + self.hold_s
+        for iid, since in self._unsynced.items():
+            if now - since > limit:
+                sym = self.books[iid].ins.symbol
+                return f"book {sym}: no snapshot within {now - since:.1f}s"
+        return ""
+
     def _on_gap(self, tr: BookTracker, why: str) -> None:
         self.gaps += 1
         self.reasons.append(why)
         tr.drop()
+        self._unsynced.setdefault(tr.iid, time.monotonic())
         self._set_state(_RESYNCING, why)
         log.warning("%s: book gap, resyncing (%s)", self.name, why)
 
