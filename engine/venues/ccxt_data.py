@@ -83,6 +83,7 @@ class CcxtDataClient:
         self.reconnect_min_s = float(s.get("reconnect_min_s", 0.5))
         self.reconnect_max_s = float(s.get("reconnect_max_s", 30.0))
         self.want_trades = bool(s.get("trades", True))
+        self.hold_s = float(s.get("book_hold_s", 1.0))
         self._rng = random.Random(s.get("seed", 0))
         self.gaps = self.resyncs = self.reconnects = 0
         self.state_reason = "not connected"
@@ -97,7 +98,6 @@ class CcxtDataClient:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._streaming = False
-        self.hold_s = float(s.get("book_hold_s", 1.0))
         #: the latest venue time seen on any stream (ns): the time of a book that has none
         self.venue_ns = 0
         self._held: dict[int, tuple[Any, float]] = {}
