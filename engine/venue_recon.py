@@ -81,6 +81,8 @@ class VenueRecord:
     fill_count: dict[int, int] = field(default_factory=dict)  # per instrument
     #: every fill as the balance check counts it: (ts_recv, instrument, signed lots, base fee)
     log: list[tuple[int, int, int, float]] = field(default_factory=list)
+    #: the log's entries every later snapshot counts, summed: instrument -> (lots, fee, fills)
+    folded: dict[int, tuple[int, float, int]] = field(default_factory=dict)
     baseline: dict[str, float] | None = None  # per asset: the balance our fills do not explain
 
     def sent(self, order: NewOrder, now_ns: int) -> None:
@@ -210,10 +212,11 @@ def _balances(
             fees.setdefault(a, 0.0)
             dust.setdefault(a, 0.0)
             tol[a] = min(tol.get(a, lot[iid] / 2), lot[iid] / 2)  # rounding: half a lot
-    counted = [e for e in rec.log if e[0] <= snap.ts_ns] + [
-        (f.ts_recv, f.instrument_id, f.side * f.fill_qty, _fee_base(f, tick)) for f in missing
+    _fold(rec, snap.ts_ns)  # snapshots only move forward: what this one counts, all later do
+    counted = [(iid, lots, fee, n) for iid, (lots, fee, n) in rec.folded.items()] + [
+        (f.instrument_id, f.side * f.fill_qty, _fee_base(f, tick), 1) for f in missing
     ]
-    for _, iid, lots, fee in counted:
+    for iid, lots, fee, n in counted:
         a = asset.get(iid)
         if not a:
             continue
@@ -221,7 +224,7 @@ def _balances(
         fees[a] += fee
         # a client that states a buy net of its base-asset fee rounds it down to whole lots:
         # up to one lot per fill stays at the venue as dust
-        dust[a] += lot[iid]
+        dust[a] += n * lot[iid]
     if rec.baseline is None:
         rec.baseline = {a: totals.get(a, 0.0) - e for a, e in expect.items()}
         return []
@@ -238,6 +241,19 @@ def _balances(
             f"{diff:+.8g} unexplained"
         )
     return errors
+
+
+def _fold(rec: VenueRecord, upto_ns: int) -> None:
+    """Sum the log's entries received by ``upto_ns`` into ``folded`` (a long run's record
+    stays the size of its instruments, not of its fills)."""
+    keep = []
+    for e in rec.log:
+        if e[0] > upto_ns:
+            keep.append(e)
+            continue
+        lots, fee, n = rec.folded.get(e[1], (0, 0.0, 0))
+        rec.folded[e[1]] = (lots + e[2], fee + e[3], n + 1)
+    rec.log = keep
 
 
 def _fee_base(f: OrderPartiallyFilled, tick: dict[int, float]) -> float:
