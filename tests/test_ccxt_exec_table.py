@@ -345,3 +345,9 @@ def test_a_trade_without_its_amount_does_not_hide_the_complete_one() -> None:
     assert tb.incomplete_trades == 1
     evs = tb.on_trade(_trade("t1", "1"), NOW)  # the REST copy
     assert [type(e) for e in evs] == [OrderFilled]
+
+
+def test_guard_takes_zero_as_the_published_limit() -> None:
+    g = Guard("binanceus", {"rate_limit_weight": 0.0, "rate_limit_window_s": 0.0})
+    assert (g.budget.limit, g.budget.window_s) == (1200.0, 60.0)
+    assert Guard("nosuch", {"rate_limit_weight": 0.0}).budget.limit > 0

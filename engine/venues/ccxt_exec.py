@@ -374,7 +374,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
             except Exception as e:  # noqa: BLE001 - any failure: down, say why, try again
                 self._down_reason = f"start: {type(e).__name__}: {str(e)[:200]}"
                 await asyncio.sleep(delay * (1 + random.random() / 2))
-                delay = min(delay * 2, float(self.settings.get("backoff_max_s", 30.0)))
+                delay = min(delay * 2, self._backoff_max_s())
         loop = asyncio.get_running_loop()
         for method in ("watch_orders", "watch_my_trades"):
             if self._ex.has.get(HAS_WATCH[method]):
@@ -449,6 +449,10 @@ class CcxtExecutionClient(VenueSync, StatusReports):
             self.stats["strays_canceled"] += 1
             with contextlib.suppress(OrderNotFound):
                 await self._request("cancel_order", vid, symbol)
+
+    def _backoff_max_s(self) -> float:
+        s = self.settings
+        return float(s.get("backoff_max_s") or s.get("reconnect_max_s") or 30.0)
 
     def _note_failure(self, e: BaseException) -> None:
         limited = isinstance(e, (DDoSProtection, RateLimitExceeded))  # the guard's business

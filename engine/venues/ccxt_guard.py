@@ -162,9 +162,9 @@ class Guard:
     def __init__(self, exchange_id: str, settings: Mapping[str, Any] | None = None) -> None:
         s = settings or {}
         limit, window = DEFAULT_LIMITS.get(exchange_id, _FALLBACK_LIMIT)
-        self.budget = WeightBudget(
-            float(s.get("rate_limit_weight", limit)), float(s.get("rate_limit_window_s", window))
-        )
+        limit = float(s.get("rate_limit_weight") or limit)  # 0: the exchange's published
+        window = float(s.get("rate_limit_window_s") or window)
+        self.budget = WeightBudget(limit, window)  # (ops/venue_config takes its headroom off)
         self.weights = dict(DEFAULT_WEIGHTS.get(exchange_id, {}))
         self.weights.update({k: float(v) for k, v in dict(s.get("request_weights", {})).items()})
         self.default_retry_s = float(s.get("retry_after_default_s", 1.0))

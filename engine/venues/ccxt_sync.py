@@ -74,6 +74,7 @@ class VenueSync:
     _emit: Callable[[list[object]], None]
     _apply_order: Callable[..., None]
     _soon_if_short: Callable[[], None]
+    _backoff_max_s: Callable[[], float]
 
     # --- bridge side: the first REST view ---------------------------------------------------------
     async def _initial_sync(self) -> None:
@@ -189,7 +190,7 @@ class VenueSync:
         """One user-stream loop: apply what arrives; on a drop, back off (with jitter),
         resubscribe and schedule a REST backfill of what the gap hid."""
         first = float(self.settings.get("reconnect_s", 0.2))
-        delay, cap = first, float(self.settings.get("backoff_max_s", 30.0))
+        delay, cap = first, self._backoff_max_s()
         while not self._closing:
             try:
                 items = await getattr(self._ex, method)()
