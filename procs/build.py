@@ -151,6 +151,9 @@ def _real_venue_config(
     settings = v.venue_settings() | {
         "live": live,
         "markets": cfg.resolved.markets.get(v.name, {}),
+        # our client order ids carry the engine's prefix: two engines on one account never
+        # claim each other's orders (engine.venues.ccxt_orders.order_prefix)
+        "engine_id": cfg.engine.id,
     }
     creds = cfg.venue_credentials(v.name) if live else None
     seed = cfg.market.seed if seed is None else seed

@@ -555,3 +555,9 @@ def test_a_live_venue_config_carries_its_keys_to_the_execution_side(
     assert isinstance(vc, VenueConfig) and vc.settings["live"] is True
     assert vc.credentials.api_key == "kkkk-1234" and vc.record_path is None
     assert "kkkk-1234" not in repr(vc)
+    # the client ids it sends carry this engine's prefix, not the venue name's (two engines
+    # trading one account under the same venue name must not claim each other's orders)
+    from engine.venues.ccxt_orders import order_prefix
+
+    assert vc.settings["engine_id"] == cfg.engine.id
+    assert order_prefix(cfg.engine.id) != order_prefix(cfg.engine.id + "x")
