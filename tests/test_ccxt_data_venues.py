@@ -241,3 +241,66 @@ def test_dropped_connection_reconnects_and_resyncs(venue):
     _steps(v, 10)
     _settles_equal(v, client, book)
     assert client.resyncs >= 1 and book.snapshots >= 2
+
+
+def test_a_reconnect_storm_backs_off_and_ends_with_the_right_book(venue):
+    v, make = venue
+    client = make(stale_after_s=0, reconnect_min_s=0.05, reconnect_max_s=0.4)
+    book = _Book()
+    _until(client, book, lambda: client.state() == "connected")
+    for k in range(5):  # the link drops again as soon as it is back, before the book is
+        _until(client, book, lambda: bool(v.server.hub.select()))  # ... rebuilt, at times
+        v.server.faults.arm("disconnect")
+        _until(client, book, lambda k=k: client.reconnects > k)
+    _until(client, book, lambda: client.state() == "connected")
+    _steps(v, 10)
+    _settles_equal(v, client, book)
+    assert client.reconnects == 5 and book.snapshots == 1 + client.resyncs
+    # the waits grew (0.05 s doubling, jittered 0.5-1x): by the fourth drop at least 0.2 s
+    waits = list(client.waits)
+    assert len(waits) == 5 and waits[0] <= 0.05 and max(waits[3:]) >= 0.2
+
+
+def test_a_lost_update_on_one_book_leaves_the_other_alone():
+    pytest.importorskip("tests.venues.kraken", reason="the local kraken server")
+    from tests.venues.kraken import KrakenServer
+
+    with KrakenServer(md_interval_s=None) as srv:
+        btc = Instrument(
+            instrument_id=5, symbol="BTC/USD", venue="kraken", tick_size=0.1, lot_size=0.00000001
+        )
+        eth = Instrument(
+            instrument_id=6, symbol="ETH/USD", venue="kraken", tick_size=0.01, lot_size=0.00000001
+        )
+        settings = {
+            "rest_url": srv.rest_url,
+            "ws_url": srv.ws_url,
+            "book_depth": DEPTH,
+            "stale_after_s": 0,
+        }
+        client = CcxtDataClient("kraken", "kraken", InstrumentTable([btc, eth]), settings)
+        try:
+            client.connect()
+            client.subscribe([5, 6])
+            msgs: list = []
+            deadline = time.monotonic() + 15
+            while client.state() != "connected" and time.monotonic() < deadline:
+                msgs += client.poll_updates()
+                time.sleep(0.01)
+            assert client.state() == "connected"
+            for _ in range(40):  # lose one update at a time until a checksum shows one
+                srv.faults.arm("gap")
+                for _ in range(3):
+                    srv.call(srv.market.step)
+                time.sleep(0.05)
+                if client.gaps:
+                    break
+            deadline = time.monotonic() + 15
+            while client.resyncs < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            msgs += client.poll_updates(100_000)
+            assert client.gaps == 1 and client.resyncs == 1 and client.reconnects == 0
+            snaps = [m.instrument_id for m in msgs if type(m) is BookSnapshot]
+            assert sorted(snaps[:2]) == [5, 6] and len(snaps) == 3  # one book rebuilt, once
+        finally:
+            client.close()

@@ -16,8 +16,10 @@ trades into messages; this module keeps the streams honest:
   (``book_stale_after_s``, ``trade_stale_after_s``; 0 = off, the default: a quiet market
   publishes nothing for minutes). A dead or silent connection, a dropped one or any other error
   closes the session and opens a new one after an exponential backoff with jitter
-  (``reconnect_min_s`` doubling to ``reconnect_max_s``, times 0.5-1.0), which resubscribes and
-  resyncs every book — counted in ``reconnects``;
+  (``reconnect_min_s`` doubling to ``reconnect_max_s``, times 0.5-1.0; back to the minimum only
+  after a session that lasted ``reconnect_max_s``, so a link that drops right after each
+  snapshot still backs off), which resubscribes and resyncs every book — counted in
+  ``reconnects``;
 - ``state()`` says "connected" (every book synced), "resyncing" (a book being rebuilt) or "down"
   (no session), with ``state_reason``.
 
@@ -107,6 +109,8 @@ class CcxtDataClient:
         self._break: asyncio.Future[str] | None = None  # set: this session lost data
         #: why the last few reconnects and resyncs happened (newest last), for logs and tests
         self.reasons: collections.deque[str] = collections.deque(maxlen=32)
+        #: the last reconnect waits (s): a storm backs off, a link that worked starts over
+        self.waits: collections.deque[float] = collections.deque(maxlen=32)
 
     # --- MarketDataClient ----------------------------------------------------------------------
     def connect(self) -> None:
@@ -221,6 +225,7 @@ class CcxtDataClient:
         attempt = 0
         while not self._closing:
             ex = None
+            began = time.monotonic()
             try:
                 ex = self._new_exchange()
                 if self._markets is None:
@@ -237,8 +242,8 @@ class CcxtDataClient:
                     await _close_quietly(ex)
             if self._closing:
                 return
-            if self._session_had_data:
-                attempt = 0
+            if self._session_had_data and time.monotonic() - began >= self.reconnect_max_s:
+                attempt = 0  # it worked a while: a fresh drop, not a storm
             self.reconnects += 1
             self.reasons.append(reason)
             self._set_state(_DOWN, reason)
@@ -246,6 +251,7 @@ class CcxtDataClient:
                 tr.drop()
             delay = backoff_s(attempt, self.reconnect_min_s, self.reconnect_max_s, self._rng)
             attempt += 1
+            self.waits.append(delay)
             log.warning("%s: reconnecting in %.2fs (%s)", self.name, delay, reason)
             await asyncio.sleep(delay)
 
