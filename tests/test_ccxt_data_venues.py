@@ -223,7 +223,7 @@ def test_a_quiet_market_on_a_live_connection_is_left_alone_unless_a_data_timer_s
     client = make(stale_after_s=0.3)  # pings every 0.1 s; the market does not move at all
     book = _Book()
     _until(client, book, lambda: client.state() == "connected")
-    time.sleep(1.5)
+    time.sleep(1.0)  # three windows without a market update, pongs flowing
     assert client.reconnects == 0 and client.state() == "connected", list(client.reasons)
     timed = make(stale_after_s=0.3, book_stale_after_s=0.3, reconnect_min_s=0.05)
     _until(timed, _Book(), lambda: timed.reconnects >= 1)
