@@ -42,8 +42,15 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
         "halt"  # an order at the venue the engine did not send: adopt | cancel | halt
     )
     credentials_file: str = ""  # a 0600 TOML file with api_key / api_secret / api_password
-    stale_after_s: float = 10.0  # a stream silent this long is reconnected
-    reconnect_max_s: float = 30.0  # reconnect backoff cap (with jitter)
+    stale_after_s: float = 10.0  # a connection that receives nothing (not even a pong) this
+    # long is reconnected; a quiet market is not (ccxt pings every third of it)
+    book_stale_after_s: float = 0.0  # a book with no update this long: reconnect (0 = off)
+    trade_stale_after_s: float = 0.0  # no trade print this long: reconnect (0 = off)
+    reconnect_min_s: float = 0.5  # first reconnect wait; doubles (with jitter) ...
+    reconnect_max_s: float = 30.0  # ... up to this
+    book_depth: int = 100  # levels per side published from the venue's book (0 = all)
+    snapshot_limit: int = 0  # levels the venue's snapshot is asked for (0 = ccxt's default)
+    book_hold_s: float = 1.0  # a snapshot with no venue time waits this long for one
     timeout_ms: int = 10_000  # one REST request
     recv_window_ms: int = 5_000  # Binance: how late a signed request may arrive
     rate_limit_weight: float = 0.0  # request weight per window (0 = the exchange's published)
@@ -98,9 +105,19 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
             "external_orders",
             f"must be one of {', '.join(EXTERNAL_ORDERS)}",
         )
-        for key in ("stale_after_s", "reconnect_max_s"):
+        for key in ("stale_after_s", "reconnect_min_s", "reconnect_max_s"):
             v = getattr(self, key)
             need(math.isfinite(v) and v > 0, key, "must be > 0 seconds")
+        need(
+            self.reconnect_min_s <= self.reconnect_max_s,
+            "reconnect_min_s",
+            "must be <= reconnect_max_s",
+        )
+        for key in ("book_stale_after_s", "trade_stale_after_s", "book_hold_s"):
+            v = getattr(self, key)
+            need(math.isfinite(v) and v >= 0, key, "must be >= 0 seconds (0 = off)")
+        need(0 <= self.book_depth <= 5000, "book_depth", "must be within 0..5000 (0 = all)")
+        need(0 <= self.snapshot_limit <= 5000, "snapshot_limit", "must be within 0..5000")
         need(1 <= self.timeout_ms <= 120_000, "timeout_ms", "must be within 1..120000")
         need(
             1 <= self.recv_window_ms <= 60_000,
@@ -121,6 +138,8 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
         out["latency_ns"] = int(self.paper_latency_us * 1000)
         out["jitter_ns"] = int(self.paper_jitter_us * 1000)
         out["live"] = False  # the run decides (three gates), not this key alone
+        if not self.snapshot_limit:
+            del out["snapshot_limit"]  # ccxt's own default for the exchange
         out["backoff_max_s"] = self.reconnect_max_s  # engine.venues.ccxt_exec's name for it
         # engine.venues.ccxt_guard's budget: the published limit (or ours), less the headroom
         ex = self.exchange if self.kind == "ccxt" else self.kind
@@ -151,6 +170,7 @@ class KrakenVenue(RealVenueKeys, tag="kraken", **_STRICT):
     --venue kraken`` trades out of the box."""
 
     symbols: list[str] = msgspec.field(default_factory=lambda: ["BTC/USD"])
+    snapshot_limit: int = 100  # Kraken's websocket book is 10 levels unless asked for more
 
 
 class CcxtVenue(RealVenueKeys, tag="ccxt", **_STRICT):

@@ -126,6 +126,14 @@ def test_a_real_venue_takes_its_keys_with_documented_defaults() -> None:
     assert sim.kind == "sim" and sim.venue_settings()["maker_fee_bps"] == -0.5
 
 
+def test_market_data_keys_reach_the_client_and_kraken_asks_for_a_deeper_book() -> None:
+    kraken = parse_config(f'{ONE}[[venues]]\nname = "k"\nkind = "kraken"\nbook_depth = 20\n')
+    s = kraken.venues[0].venue_settings()
+    assert (s["book_depth"], s["snapshot_limit"], s["reconnect_min_s"]) == (20, 100, 0.5)
+    bn = parse_config(f'{ONE}[[venues]]\nname = "b"\nkind = "binanceus"\n').venues[0]
+    assert "snapshot_limit" not in bn.venue_settings()  # 0: ccxt's own default, not a limit of 0
+
+
 @pytest.mark.parametrize(
     ("entry", "key", "problem"),
     [
@@ -140,6 +148,13 @@ def test_a_real_venue_takes_its_keys_with_documented_defaults() -> None:
         ('kind = "kraken"\nsymbols = ["XBTUSD"]', "venues[0].symbols[0]", "like 'BTC/USDT'"),
         ('kind = "kraken"\nstale_after_s = 0.0', "venues[0].stale_after_s", "> 0"),
         ('kind = "kraken"\nrecv_window_ms = 70000', "venues[0].recv_window_ms", "60000"),
+        (
+            'kind = "kraken"\nreconnect_min_s = 40.0',
+            "venues[0].reconnect_min_s",
+            "<= reconnect_max",
+        ),
+        ('kind = "kraken"\nbook_depth = -1', "venues[0].book_depth", "0..5000"),
+        ('kind = "coinbase"\nbook_hold_s = -1.0', "venues[0].book_hold_s", ">= 0"),
         ('kind = "kraken"\nlive = "yes"', "venues[0].live", "Expected `bool`"),
         ('kind = "binance"', "venues[0].kind", "known kinds: 'binanceus', 'ccxt'"),
     ],
