@@ -84,6 +84,7 @@ class RiskBook:
         instruments: InstrumentTable | Iterable[Instrument],
         *,
         own_id_base: int = 0,
+        notional_limited: Iterable[int] = (),
     ) -> None:
         self.limits = limits
         self.instruments = (
@@ -101,6 +102,14 @@ class RiskBook:
         self.ask = np.zeros(n, dtype=np.int64)
         self.last = np.zeros(n, dtype=np.int64)
         self.mult = np.array([i.tick_size * i.lot_size if i else 0.0 for i in self.ins])
+        # the position limit per instrument: max_position_lots, or for ``notional_limited``
+        # ones (a real venue's) max_position_notional at the order's price (no lot count)
+        self.max_lots = np.full(n, limits.max_position_lots, dtype=np.int64)
+        self.max_notional = np.zeros(n)
+        for iid in notional_limited:
+            if 0 <= iid < n:
+                self.max_lots[iid] = np.iinfo(np.int64).max
+                self.max_notional[iid] = limits.max_position_notional
         self.avg_px = np.zeros(n)  # average entry price of the position, ticks
         self.marks = np.zeros(n)  # ticks, at the last refresh
         self.exposure = np.zeros(n)  # signed money: position × mark × multiplier

@@ -294,8 +294,12 @@ def order_checks(
     else:
         proj = pos - int(book.open_sell[iid]) - extra
     worst = proj if side == Side.BUY else -proj
-    if extra > 0 and worst > lim.max_position_lots:
-        return "max position", worst, lim.max_position_lots
+    if extra > 0:
+        if worst > book.max_lots[iid]:
+            return "max position", worst, int(book.max_lots[iid])
+        cap = book.max_notional[iid]
+        if cap > 0 and worst * ref * book.mult[iid] > cap:
+            return "max position notional", worst * ref * float(book.mult[iid]), float(cap)
     increases = abs(proj) > abs(pos)
     reducing = reduce_only or book.trading.state == TradingState.REDUCING
     if reducing and extra > 0 and (increases or proj * pos < 0):

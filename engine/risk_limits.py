@@ -46,6 +46,9 @@ class RiskLimits(Settings):
 
     max_order_notional: float = 250_000.0
     max_position_lots: int = 2_000
+    #: a real venue's instruments: the position limit in notional (instrument's currency) instead
+    #: of lots, their lot being the venue's quantity step (1e-8 BTC: a count of lots is no size)
+    max_position_notional: float = 100_000.0
     max_open_orders: int = 100
     capital: float = 10_000_000.0  # starting equity; percentage-of-equity limits need it > 0
     max_position_pct: float = 5.0
@@ -115,6 +118,11 @@ class RiskLimits(Settings):
     def _check_orders(self) -> None:
         need(self.max_order_notional > 0, "max_order_notional", "must be > 0")
         need(self.max_position_lots > 0, "max_position_lots", "must be > 0")
+        need(
+            math.isfinite(self.max_position_notional) and self.max_position_notional > 0,
+            "max_position_notional",
+            "must be > 0",
+        )
         need(self.max_open_orders > 0, "max_open_orders", "must be > 0")
         need(self.max_orders_per_s >= 0, "max_orders_per_s", "must be >= 0 (0 = off)")
         need(

@@ -231,7 +231,7 @@ class SmartRouter(StatusReports):
         if len(down) == len(names):
             why = "no venue takes orders: " + "; ".join(down.values())
             if not names:
-                why = f"no venue trades instrument {order.instrument_id}"
+                why = f"unknown instrument {order.instrument_id}: no venue trades it"
             self._finished.add(coid)
             return [OrderRejected.for_order(order, why, now_ns, now_ns)]
         if down or len(names) < len(self.venues):

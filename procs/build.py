@@ -24,12 +24,15 @@ Config = Any
 SECONDS_PER_YEAR = 252 * 6.5 * 3600  # trading seconds: annual vol is quoted over trading time
 
 
-def build_market(cfg: Config, rejects: Any = None) -> Iterator[Any]:
-    """The market-data source: the seeded synthetic market or a replay of files.
+def build_market(
+    cfg: Config, rejects: Any = None, instruments: InstrumentTable | None = None
+) -> Iterator[Any]:
+    """The market-data source: the seeded synthetic market or a replay of files, of
+    ``instruments`` (default: the simulator's, ``sim_instrument_table``).
 
     ``rejects`` (an ``engine.md_rejects.RejectCounter``) is told of every replayed row that is
     rejected; by default one with the policy of ``[market] on_bad_row``."""
-    instruments = cfg.instrument_table()
+    instruments = instruments or sim_instrument_table(cfg)
     m = cfg.market
     if m.source == "replay":
         from engine.md_rejects import RejectCounter
@@ -68,6 +71,7 @@ def build_market(cfg: Config, rejects: Any = None) -> Iterator[Any]:
             instruments.by_id(i.instrument_id), i.initial_price, annual_vol=i.annual_vol
         )
         for i in cfg.instruments
+        if i.instrument_id in instruments
     ]
     jumps = (
         JumpParams(rate_per_s=m.jump_rate_per_s, std=m.jump_std) if m.jump_rate_per_s > 0 else None
@@ -119,6 +123,30 @@ def with_exchange_status(cfg: Config, source: Iterator[Any], rules: Any = None) 
     return source if rules is None else wrap(source, rules)  # nothing configured: no extra hop
 
 
+def real_venue_names(cfg: Config) -> set[str]:
+    """The names of the ``[[venues]]`` entries that are real exchanges (not ``kind = "sim"``)."""
+    return {v.name for v in getattr(cfg, "venues", None) or [] if v.kind != "sim"}
+
+
+def sim_instrument_table(
+    cfg: Config, instruments: InstrumentTable | None = None
+) -> InstrumentTable:
+    """The instruments the simulator trades: all but those of a real venue (their market is
+    the venue's own: the synthetic market and the simulated venues leave them alone)."""
+    table = instruments or cfg.instrument_table()
+    real = real_venue_names(cfg)
+    if not real:
+        return table
+    return InstrumentTable([i for i in table if i.venue not in real])
+
+
+def real_venue_instrument_ids(cfg: Config) -> list[int]:
+    """The instruments of real venues: risk limits their positions in notional
+    (``[risk] max_position_notional``), their lot being the venue's quantity step."""
+    real = real_venue_names(cfg)
+    return [i.instrument_id for i in cfg.instruments if i.venue in real]
+
+
 def venue_configs(
     cfg: Config, instruments: InstrumentTable | None = None, record_path: Any = None
 ) -> list[VenueConfig]:
@@ -133,8 +161,9 @@ def venue_configs(
         return [VenueConfig("sim", "sim", table, settings, cfg.market.seed, record_path, market)]
     if len(cfg.venues) == 1 and cfg.venues[0].kind != "sim":
         return [_real_venue_config(cfg, cfg.venues[0], table, record_path)]
+    sims = sim_instrument_table(cfg, table)  # a simulated venue beside real ones: not theirs
     return [
-        VenueConfig(v.name, v.kind, table, v.venue_settings(), cfg.market.seed + k, None, market)
+        VenueConfig(v.name, v.kind, sims, v.venue_settings(), cfg.market.seed + k, None, market)
         if v.kind == "sim"
         else _real_venue_config(cfg, v, table, None, cfg.market.seed + k)
         for k, v in enumerate(cfg.venues)
@@ -184,17 +213,29 @@ def build_venue(
 
 
 def build_data_client(cfg: Config, rejects: Any = None, rules: Any = None) -> MarketDataClient:
-    """The market-data client the feed reads. Every configured venue is simulated today and
-    they share one market, so it is the first venue's client over ``build_market`` with the
-    exchange status of ``[sim]`` (``rejects``, ``rules``: as ``build_market`` and
-    ``with_exchange_status`` take them)."""
+    """The market-data client the feed reads: the venue's own with one venue; with several, an
+    ``engine.venues.merged_data.MergedDataClient`` over every real venue's client and the
+    simulated market (simulated venues share one: ``build_market`` with the exchange status of
+    ``[sim]``, over the instruments no real venue trades; ``rejects``, ``rules``: as
+    ``build_market`` and ``with_exchange_status`` take them)."""
     from dataclasses import replace
 
     from engine.venues.registry import lookup
 
-    c = venue_configs(cfg)[0]
-    c = replace(c, market=partial(_market_stream, cfg, rejects, rules))
-    return lookup(c.kind).market_data(c)
+    clients: list[MarketDataClient] = []
+    sim_done = False
+    for c in venue_configs(cfg):
+        if c.kind == "sim":
+            if sim_done or not len(c.instruments):
+                continue  # one simulated market serves every simulated venue
+            sim_done = True
+            c = replace(c, market=partial(_market_stream, cfg, rejects, rules))
+        clients.append(lookup(c.kind).market_data(c))
+    if len(clients) == 1:
+        return clients[0]
+    from engine.venues.merged_data import MergedDataClient
+
+    return MergedDataClient(clients, cfg.market.rate_hz)
 
 
 def _market_stream(cfg: Config, rejects: Any = None, rules: Any = None) -> Iterator[Any]:

@@ -14,7 +14,10 @@ A live venue (``engine.venues.data.is_live``: a real exchange through ccxt) is n
 skipped into on a restart: the feed drains what arrived (``poll_updates``), idles briefly when
 nothing did, and a restarted feed starts from the venue's fresh snapshot. Its sequence gaps,
 book resyncs, reconnects and state go to the shm counters ``md_gaps``, ``md_resyncs``,
-``md_reconnects`` and ``md_state`` (0 connected, 1 resyncing, 2 down).
+``md_reconnects`` and ``md_state`` (0 connected, 1 resyncing, 2 down). Several venues come as
+one live client (``engine.venues.merged_data``): ``md_state`` is the worst one's, ``md_states``
+each one's, and ``md_paced`` how much of the simulated market beside them was published (where
+a restarted feed resumes it).
 It also carries the simulated exchange's trading status: the source is wrapped by the venue's
 rules (``[sim] halts``, ``circuit_breaker_*``; ``engine.sources.halts``), which insert
 ``ExchangeStatus`` messages (HALTED / CIRCUIT_BREAKER / OPEN) where they take effect. They go out
@@ -52,6 +55,7 @@ from procs.runtime import (
     Worker,
     stop_reason_path,
 )
+from procs.venue_status import pack_md_states, venue_names
 from shm.seqlock import SeqlockTable
 
 log = logging.getLogger("gekko.feed")
@@ -178,12 +182,17 @@ class _Feed:
         # a restarted feed's client counts from 0: what earlier incarnations counted is kept
         left = w.metrics.counters()
         self.venue_base = {c: left.get(c, 0) for c in ("md_gaps", "md_resyncs", "md_reconnects")}
+        self.venue_rows = venue_names(cfg)
 
     def resume(self) -> int:
         """A restarted feed resumes the stream where the previous one stopped publishing: it skips
         as many messages as were published (rejected ones were not), counting rejections again.
         Returns how many it skipped; BadRowError under on_bad_row = "fail"."""
         skip = 0 if self.live is not None else self.md.seq
+        if callable(getattr(self.live, "skip_paced", None)):  # the simulator beside live venues
+            skip = self.live.skip_paced(self.w.metrics.counters().get("md_paced", 0))
+            self.w.metrics.set("md_out", self.md.seq)
+            return skip
         published = 0
         counter = self.rejects.counter
         counter.quiet = skip > 0  # an earlier incarnation logged these rows already
@@ -276,6 +285,9 @@ class _Feed:
                 self.take(msg)
         except BadRowError as exc:  # [market] on_bad_row = "fail"
             raise ExitLoop(_stop_run(self.cfg, self.w.engine_id, str(exc))) from None
+        paced = getattr(client, "paced_taken", None)
+        if paced is not None:  # where a restarted feed resumes the simulated market
+            self.w.metrics.set("md_paced", paced)
         return True
 
     def push_venue(self) -> None:
@@ -285,6 +297,9 @@ class _Feed:
         for name in ("gaps", "resyncs", "reconnects"):
             m.set(f"md_{name}", base[f"md_{name}"] + counts.get(name, 0))
         m.set("md_state", _STATE_CODES.get(client.state(), 2))
+        states = getattr(client, "states", None)
+        if callable(states):  # several live venues: each one's (procs.venue_status.md_states)
+            m.set("md_states", pack_md_states(self.venue_rows, states()))
 
     def _apply_book(self, msg: BookDelta | BookSnapshot) -> None:
         book = self.books[msg.instrument_id]

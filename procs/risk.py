@@ -54,6 +54,7 @@ from engine.messages import (
     TradingStateChanged,
 )
 from engine.stages.risk import RiskStage
+from procs.build import real_venue_instrument_ids
 from procs.loop import Input, Loop, Outbox, Timer
 from procs.risk_history import seed_history
 from procs.runtime import POSITION_DTYPE, STATE_READY, TOB_DTYPE, Worker
@@ -120,7 +121,12 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     w = Worker("risk", cfg, engine_id, incarnation)
     rc = cfg.risk
     # risk's own orders (stops, flatten) are numbered in a fresh block per incarnation
-    gate = RiskGate(cfg.risk, cfg.instrument_table(), own_id_base=(incarnation & 0xFF) << 24)
+    gate = RiskGate(
+        cfg.risk,
+        cfg.instrument_table(),
+        own_id_base=(incarnation & 0xFF) << 24,
+        notional_limited=real_venue_instrument_ids(cfg),
+    )
     w.consume("intents")  # not md: a tick alone needs no risk decision (prices: the tob table)
     orders = w.produce("orders")
     w.produce("risk")

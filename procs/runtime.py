@@ -199,6 +199,8 @@ COUNTERS: dict[str, list[str]] = {
         "md_resyncs",  # books rebuilt from a fresh snapshot (gaps and reconnects)
         "md_reconnects",  # sessions reopened (a drop, a silent stream, an error)
         "md_state",  # the live venue's market data: 0 connected, 1 resyncing, 2 down
+        "md_states",  # several live venues: each one's state (procs.venue_status.md_states)
+        "md_paced",  # the simulated market's messages taken beside live venues (restart point)
     ],
     "strategy": [
         "md_in",

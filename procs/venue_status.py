@@ -146,10 +146,38 @@ MD_STATES = {0: "connected", 1: "resyncing", 2: "down"}
 
 def md_state_word(cfg: Any, counters: dict[str, int]) -> str:
     """The live market data's state ('' when the feed reads no real venue: a simulated market
-    has none)."""
-    if not any(getattr(v, "kind", "sim") != "sim" for v in getattr(cfg, "venues", None) or []):
+    has none). Beside other venues, a real venue that is not connected is named
+    ("kraken down", "binanceus down, kraken resyncing")."""
+    venues = getattr(cfg, "venues", None) or []
+    if not any(getattr(v, "kind", "sim") != "sim" for v in venues):
         return ""
-    return MD_STATES.get(int(counters.get("md_state", 2)), "down")
+    word = MD_STATES.get(int(counters.get("md_state", 2)), "down")
+    if len(venues) < 2 or word == "connected":
+        return word
+    each = md_states(venue_names(cfg), int(counters.get("md_states", 0)))
+    return ", ".join(f"{n} {st}" for n, st in each.items() if st != "connected") or word
+
+
+def pack_md_states(names: list[str], states: dict[str, str]) -> int:
+    """Each live venue's market-data state in one counter: two bits per ``[[venues]]`` row
+    (``venue_names`` order; 0 = no live market data, else 1 + the ``md_state`` code)."""
+    codes = {w: c for c, w in MD_STATES.items()}
+    out = 0
+    for k, n in enumerate(names[:31]):
+        st = states.get(n)
+        if st is not None:
+            out |= (1 + codes.get(st, 2)) << (2 * k)
+    return out
+
+
+def md_states(names: list[str], packed: int) -> dict[str, str]:
+    """``pack_md_states`` read back: venue name -> state, for the venues with live data."""
+    out = {}
+    for k, n in enumerate(names[:31]):
+        code = (packed >> (2 * k)) & 3
+        if code:
+            out[n] = MD_STATES[code - 1]
+    return out
 
 
 def create_table(engine_id: str, cfg: Any) -> Any:

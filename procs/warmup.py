@@ -25,7 +25,8 @@ def _market(cfg: Any, n: int = WARMUP_EVENTS) -> list[Any]:
     synthetic = msgspec.structs.replace(
         cfg, market=msgspec.structs.replace(cfg.market, source="synthetic")
     )
-    msgs = list(itertools.islice(build_market(synthetic), n))
+    # every instrument, a real venue's too (its strategies and risk warm up the same way)
+    msgs = list(itertools.islice(build_market(synthetic, None, cfg.instrument_table()), n))
     enc = msgspec.msgpack.Encoder()
     dec = msgspec.msgpack.Decoder(Message)
     for m in msgs[:200]:  # the ring's codec path too
@@ -43,8 +44,11 @@ def warm_strategy(cfg: Any) -> None:
 
 def warm_risk(cfg: Any) -> None:
     from engine.risk import RiskGate
+    from procs.build import real_venue_instrument_ids
 
-    gate = RiskGate(cfg.risk, cfg.instrument_table())
+    gate = RiskGate(
+        cfg.risk, cfg.instrument_table(), notional_limited=real_venue_instrument_ids(cfg)
+    )
     iid = cfg.instruments[0].instrument_id
     gate.on_market_data(Quote(iid, 100, 1, 101, 1, 0, 0))
     for k in range(1, 50):

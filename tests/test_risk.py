@@ -175,6 +175,22 @@ def test_position_is_per_instrument():
     approved(g.on_intent(new(qty=100, iid=3), 1))
 
 
+def test_a_real_venues_position_limit_is_notional_not_lots():
+    """Its lot is the venue's quantity step (0.00001 BTC): 100 lots would be 0.001 BTC. Its
+    worst-case position is valued at the order's price against max_position_notional instead;
+    the simulator's instruments keep their lot limit."""
+    btc = Instrument(instrument_id=3, symbol="BTC/USDT", venue="bn", lot_size=0.00001)
+    lim = msgspec.structs.replace(LIMITS, max_order_notional=1e12, max_position_notional=1_000.0)
+    g = RiskGate(lim, [INS[0], btc], notional_limited=[3])
+    px = 6_000_000  # 60000.00 USDT: one lot is 0.6 USDT
+    approved(g.on_intent(new(qty=1_000, px=px, iid=3), 1))  # 600 USDT, 1000 lots > 100
+    approved(g.on_intent(new(qty=666, px=px, iid=3), 1))  # 999.6 in all, open orders counted
+    ev = rejected(g.on_intent(new(qty=1, px=px, iid=3), 1), "max position notional")
+    assert ev.value == pytest.approx(1_000.2) and ev.limit == 1_000.0
+    approved(g.on_intent(new(qty=100, iid=1), 1))
+    rejected(g.on_intent(new(qty=1, iid=1), 1), "max position")  # lots, as before
+
+
 def test_max_open_orders_and_slots_freed_by_terminal_events():
     g = gate(max_order_notional=1e12)
     orders = [approved(g.on_intent(new(qty=1), 1)) for _ in range(5)]

@@ -237,6 +237,11 @@ class SimExchange(MarketFlow, StatusReports):
         self._send(replace, now_ns)
         return self.poll(now_ns)
 
+    def trades_instrument(self, instrument_id: int) -> bool:
+        """Whether this venue lists the instrument (``engine.routing`` routes by it: beside a
+        real venue, the simulator does not trade that venue's instruments)."""
+        return instrument_id in self._insts
+
     def on_market_data(self, msg: object, now_ns: int) -> list[VenueEvent]:
         """Apply a Quote / BookSnapshot / BookDelta / Trade at venue time ``now_ns``.
 

@@ -1,0 +1,184 @@
+"""Several venues at once: the feed reads every venue's market data (one merging client,
+``engine.venues.merged_data``), the simulator keeps to its own instruments beside a real venue,
+and each live venue's market-data state reaches the operator's views by name."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from engine.instruments import Instrument, InstrumentTable
+from engine.messages import NewOrder, OrderType, Quote, Side, TimeInForce
+from engine.venues.data import InstrumentRules
+from engine.venues.merged_data import MergedDataClient, worst_state
+from engine.venues.sim_data import SimDataClient
+from ops.config import parse_config
+from procs.build import build_data_client, build_market, build_venue, venue_configs
+from procs.venue_status import md_state_word, md_states, pack_md_states, status_words
+from tests.test_venue_wiring import BASE, fake_loader
+
+
+class FakeLive:
+    """A live venue's client: delivers what the test puts in ``queue``, never waits."""
+
+    live = True
+
+    def __init__(self, name: str, iid: int) -> None:
+        self.name, self.gaps = name, 0
+        self.iid = iid
+        self.queue: list[Any] = []
+        self._state = "connected"
+        self.subscribed: list[int] = []
+        self.closed = False
+        self.n = {"gaps": 1, "resyncs": 2, "reconnects": 3}
+
+    def connect(self) -> None:
+        pass
+
+    def instruments(self) -> list[InstrumentRules]:
+        return [
+            InstrumentRules(
+                instrument=Instrument(
+                    instrument_id=self.iid, symbol=f"X{self.iid}", venue=self.name
+                )
+            )
+        ]
+
+    def subscribe(self, ids: Any) -> None:
+        self.subscribed = list(ids)
+
+    def poll_updates(self, max_n: int = 512) -> list[Any]:
+        out, self.queue = self.queue[:max_n], self.queue[max_n:]
+        return out
+
+    def updates(self) -> Any:
+        raise AssertionError("a live client is drained, never iterated")
+
+    def state(self) -> str:
+        return self._state
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.n)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _q(iid: int, k: int) -> Quote:
+    return Quote(iid, 100 + k, 1, 101 + k, 1, k, 0)
+
+
+def _sim(n: int | None = None) -> SimDataClient:
+    table = InstrumentTable([Instrument(instrument_id=1, symbol="A")])
+    return SimDataClient(
+        table, lambda: (_q(1, k) for k in (range(n) if n is not None else itertools.count()))
+    )
+
+
+def test_merged_client_paces_the_simulator_and_drains_every_live_venue() -> None:
+    a, b = FakeLive("a", 7), FakeLive("b", 8)
+    m = MergedDataClient([_sim(), a, b], rate_hz=1000.0)
+    m.connect()
+    m.subscribe([1, 7, 8, 99])
+    assert a.subscribed == [7] and b.subscribed == [8]  # each only what it lists
+    assert [r.instrument.instrument_id for r in m.instruments()] == [1, 7, 8]
+    b._state = "down"  # a dead venue delivers nothing: the others go on
+    a.queue = [_q(7, k) for k in range(5)]
+    got: list[Any] = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.2:
+        got += m.poll_updates(64)
+    sim = [x for x in got if x.instrument_id == 1]
+    assert [x.instrument_id for x in got if x.instrument_id != 1] == [7] * 5
+    # paced at rate_hz, not drained: about 200 in 0.2 s (never the whole infinite source)
+    assert 50 <= len(sim) <= 400 and m.paced_taken == len(sim)
+    assert [x.bid_px for x in sim] == [100 + k for k in range(len(sim))]  # in order
+    assert m.state() == "down" and m.states() == {"a": "connected", "b": "down"}
+    assert m.counters() == {"gaps": 2, "resyncs": 4, "reconnects": 6}
+    m.close()
+    assert a.closed and b.closed
+
+
+def test_a_busy_venue_cannot_starve_another() -> None:
+    a, b = FakeLive("a", 7), FakeLive("b", 8)
+    m = MergedDataClient([a, b], rate_hz=1.0)
+    m.subscribe([7, 8])
+    a.queue = [_q(7, k) for k in range(1000)]
+    b.queue = [_q(8, 0)]
+    assert 8 in {x.instrument_id for x in m.poll_updates(10)}
+
+
+def test_a_restarted_merged_client_resumes_the_simulator_and_outlives_its_end() -> None:
+    a = FakeLive("a", 7)
+    m = MergedDataClient([_sim(50), a], rate_hz=1e9)
+    m.connect()
+    m.subscribe([1, 7])
+    assert m.skip_paced(20) == 20  # what the killed feed had published
+    got = m.poll_updates(512)  # the pacing clock starts at the first poll
+    time.sleep(0.01)
+    got += m.poll_updates(512)
+    assert [x.bid_px for x in got] == [100 + k for k in range(20, 50)]
+    a.queue = [_q(7, 0)]  # the replay ended; the live venue goes on
+    assert [x.instrument_id for x in m.poll_updates(512)] == [7]
+    assert worst_state([]) == "connected" and worst_state(["connected", "odd"]) == "odd"
+    with pytest.raises(ValueError, match="at most one simulated market"):
+        MergedDataClient([_sim(), _sim()], 1.0)
+
+
+MIXED = """
+[[venues]]
+name = "alpha"
+kind = "sim"
+
+[[venues]]
+name = "bn"
+kind = "binanceus"
+rest_url = "http://127.0.0.1:9"
+ws_url = "ws://127.0.0.1:9"
+"""
+
+
+def _mixed() -> Any:
+    from ops.venue_run import resolve_run
+
+    return resolve_run(parse_config(BASE + MIXED, "g.toml"), loader=fake_loader())
+
+
+def test_beside_a_real_venue_the_simulator_keeps_to_its_own_instruments() -> None:
+    cfg = _mixed()
+    btc = next(i for i in cfg.instruments if i.symbol == "BTC/USDT")
+    assert btc.venue == "bn"
+    sim, real = venue_configs(cfg)
+    assert btc.instrument_id not in sim.instruments and len(sim.instruments) == 3
+    # the synthetic market quotes the simulator's instruments only (BTC/USDT is the venue's)
+    seen = {m.instrument_id for m in itertools.islice(build_market(cfg), 2000)}
+    assert seen and btc.instrument_id not in seen
+    client = build_data_client(cfg)
+    assert isinstance(client, MergedDataClient)
+    assert [type(c).__name__ for c in client.members] == ["SimDataClient", "CcxtDataClient"]
+    assert [c.name for c in client.members] == ["alpha", "bn"]
+    # exec: an order goes only to a venue that trades its instrument
+    router = build_venue(cfg)
+    aapl = next(i.instrument_id for i in cfg.instruments if i.symbol == "AAPL")
+    assert router.trading(aapl) == ["alpha"]
+    assert router.trading(btc.instrument_id) == ["bn"]
+    order = NewOrder(
+        1, 1, btc.instrument_id, Side.BUY, OrderType.MARKET, TimeInForce.IOC, 0, 1000, 0, 0
+    )
+    router.submit(order, 1)
+    assert router.legs_sent == {"alpha": 0, "bn": 1}
+
+
+def test_each_live_venues_market_data_state_is_shown_by_name() -> None:
+    names = ["alpha", "bn", "kr"]
+    packed = pack_md_states(names, {"bn": "connected", "kr": "down"})
+    assert md_states(names, packed) == {"bn": "connected", "kr": "down"}
+    cfg = parse_config(BASE + MIXED + '\n[[venues]]\nname = "kr"\nkind = "kraken"\n', "g.toml")
+    word = md_state_word(cfg, {"md_state": 2, "md_states": packed})
+    assert word == "kr down"
+    assert status_words([], word) == "venues md:KR DOWN"
+    both = pack_md_states(names, {"bn": "connected", "kr": "connected"})
+    assert md_state_word(cfg, {"md_state": 0, "md_states": both}) == "connected"
