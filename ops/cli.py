@@ -79,10 +79,22 @@ def _venue_run(cfg: Config, venue: str, live: bool) -> Config:
             print(
                 f"PAPER trading on {', '.join(real)}: live market data, simulated fills", flush=True
             )
-        return resolve_run(cfg, only=only, live=keys)
+        cfg = resolve_run(cfg, only=only, live=keys)
     except ConfigError as exc:
         print(f"gekko: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    from ops.venue_run import DEFAULT_NAME, DEFAULT_STRATEGY
+
+    for s in cfg.strategies:  # the run's first lines say what trades
+        if s.name == DEFAULT_NAME and s.path == DEFAULT_STRATEGY:
+            sym = s.instruments[0]
+            cur = next((i.currency for i in cfg.instruments if i.symbol == sym), "")
+            print(
+                f"default strategy on {sym}: momentum taker, long only, {s.params['notional']:g}"
+                f" {cur} a trade (no [[strategies]] trades {only}'s symbols)",
+                flush=True,
+            )
+    return cfg
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ import msgspec
 from engine.venues.ccxt_kinds import LIVE_KINDS, REAL_KINDS
 from engine.venues.ccxt_markets import MarketMismatch, VenueMarket, load_markets
 from engine.venues.ccxt_markets import resolve_instruments as resolve_for_venue
-from ops.config import Config, ConfigError
+from ops.config import Config, ConfigError, StrategySection
 from ops.venue_config import REAL_VENUE_STRUCTS, RealVenueKeys, ResolvedVenues
 from ops.venue_keys import credentials_source, load_credentials
 
@@ -179,17 +179,47 @@ def resolve_run(
     resolved = ResolvedVenues(live=sorted(live), markets=markets)
     changes: dict[str, Any] = {"instruments": instruments, "resolved": resolved}
     if only:
-        changes |= _narrowed(cfg, {i["symbol"] for i in instruments})
+        first = instruments[0]["symbol"]
+        # paper only: a live run trades real money with the trader's own strategies alone
+        default = None if live else default_strategy(first, markets.get(only, {}).get(first))
+        changes |= _narrowed(cfg, {i["symbol"] for i in instruments}, default)
     return _rebuild(cfg, **changes)
+
+
+#: what a ``--venue`` run that no strategy trades runs (see ``default_strategy``)
+DEFAULT_STRATEGY = "engine.strategies.momentum:MomentumTaker"
+DEFAULT_NAME = "default"
+#: its size per trade, in the quote currency: at least this, and twice the venue's minimum
+DEFAULT_NOTIONAL = 100.0
+
+
+def default_strategy(symbol: str, market: VenueMarket | None) -> dict[str, Any]:
+    """The strategy a ``--venue`` run gets when no ``[[strategies]]`` names the venue's
+    instruments (a trader runs ``gekko run --venue binanceus`` to see it trade paper): the
+    momentum taker on the venue's first symbol, long only (a spot account cannot sell what it
+    does not hold), paper only, each trade ``DEFAULT_NOTIONAL`` or twice the venue's minimum
+    notional in the quote currency, in whole lots at the first mid (it passes the venue's
+    rules and stays far inside ``[risk] max_position_notional``)."""
+    floor = float(market.min_notional) if market is not None else 0.0
+    notional = max(DEFAULT_NOTIONAL, 2 * floor)
+    params = {"fast": 10, "slow": 40, "notional": notional, "long_only": True}
+    return {
+        "path": DEFAULT_STRATEGY,
+        "name": DEFAULT_NAME,
+        "instruments": [symbol],
+        "params": params,
+    }
 
 
 def _exchange(v: RealVenueKeys) -> str:
     return v.exchange if v.kind == "ccxt" else v.kind
 
 
-def _narrowed(cfg: Config, symbols: set[str]) -> dict[str, Any]:
+def _narrowed(
+    cfg: Config, symbols: set[str], default: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Sections that name instruments, narrowed to ``symbols`` (a strategy left with none of
-    its instruments does not run: logged)."""
+    its instruments does not run: logged; none left: ``default`` runs, said at warning level)."""
     strategies = []
     for k, s in enumerate(cfg.strategies):
         names = [x for x in s.instruments if x in symbols]
@@ -197,7 +227,16 @@ def _narrowed(cfg: Config, symbols: set[str]) -> dict[str, Any]:
             log.warning("strategy %s (%s) trades none of this venue's instruments", k + 1, s.path)
             continue
         strategies.append(msgspec.structs.replace(s, instruments=names, id=s.id or k + 1))
-    if cfg.strategies and not strategies:
+    if not strategies and default is not None:
+        strategies.append(msgspec.convert(default | {"id": 1}, StrategySection))
+        log.warning(
+            "no strategy trades this venue's instruments (%s): the default strategy trades "
+            "%s (%s); add a [[strategies]] table naming the venue's symbols to run your own",
+            ", ".join(sorted(symbols)),
+            default["instruments"][0],
+            default["path"],
+        )
+    elif cfg.strategies and not strategies:
         log.warning(
             "no strategy trades this venue's instruments (%s): the run only watches the "
             'market; add a [[strategies]] table with instruments = ["%s"] to trade',

@@ -490,6 +490,21 @@ def test_momentum_goes_long_then_reverses_short():
     assert target == (1 if out[-1].side == Side.BUY else -1)
 
 
+def test_momentum_sized_in_notional_long_only():
+    """A real venue's default strategy: sized in the quote currency (its lot is 0.00001 BTC),
+    flat instead of short when the market falls."""
+    qs = trend_quotes()
+    params = {"fast": 5, "slow": 20, "notional": 750.0, "long_only": True}
+    out = run_momentum(qs, None, params)
+    per_lot = INS[0].notional((qs[0].bid_px + qs[0].ask_px) // 2, 1)
+    lots = math.ceil(750.0 / per_lot)
+    assert lots > 1 and out and all(i.qty == lots for i in out)  # at the first mid, whole lots
+    assert [i.side for i in out[:2]] == [Side.BUY, Side.SELL]  # long, then flat (not short)
+    assert sum(i.qty if i.side == Side.BUY else -i.qty for i in out) in (0, lots)
+    with pytest.raises(ValueError):
+        StrategyHost([StrategySpec(MomentumTaker, {"notional": -1.0})], INS)
+
+
 def test_momentum_warmup_and_param_validation():
     qs = trend_quotes(30)
     assert run_momentum(qs, None, {"fast": 5, "slow": 20, "warmup": 30}) == []

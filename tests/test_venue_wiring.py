@@ -435,8 +435,23 @@ def test_venue_kind_without_an_entry_gets_one_and_its_symbols(
     assert [(i.symbol, i.venue, i.instrument_id) for i in cfg.instruments] == [
         ("BTC/USDT", "binanceus", 4)
     ]
-    assert cfg.strategies == []  # the shipped strategies trade the simulator's equities only
-    assert 'add a [[strategies]] table with instruments = ["BTC/USDT"]' in caplog.text
+    # the shipped strategies trade the simulator's equities only: the venue gets the default
+    # one (ops/venue_run.default_strategy), sized above the venue's minimum notional
+    (s,) = cfg.strategies
+    assert (s.path, s.name, s.instruments) == (
+        "engine.strategies.momentum:MomentumTaker",
+        "default",
+        ["BTC/USDT"],
+    )
+    assert s.params["long_only"] is True and s.params["notional"] >= 2 * float(BTC.min_notional)
+    assert "the default strategy trades BTC/USDT" in caplog.text
+    live = resolve_run(
+        *_picked("binanceus")[:1],
+        only="binanceus",
+        live={"binanceus": object()},
+        loader=fake_loader(),
+    )
+    assert live.strategies == []  # never a default strategy with real money
     assert cfg.portfolio.benchmark == "" and list(cfg.resolved.markets) == ["binanceus"]
 
 

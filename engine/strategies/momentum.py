@@ -42,6 +42,9 @@ class MomentumParams(StrategyParams):
     slippage_ticks: int = 2  # how far through the opposite best an "ioc" order is priced
     warmup: int | None = None  # updates before trading (None: = slow)
     threshold_ticks: float = 0.0  # |fast - slow| needed to change the target (hysteresis)
+    notional: float = 0.0  # > 0: the size in the instrument's currency instead of ``size``,
+    # in whole lots at the first mid (a real venue's lot is its quantity step, 1e-5 BTC)
+    long_only: bool = False  # a falling market is a flat target, never a short (spot venues)
 
     def __post_init__(self) -> None:
         check(
@@ -58,6 +61,11 @@ class MomentumParams(StrategyParams):
         )
         check(self.slippage_ticks >= 0, "slippage_ticks", "must be >= 0")
         check(self.warmup is None or self.warmup >= 0, "warmup", "must be >= 0")
+        check(
+            math.isfinite(self.notional) and self.notional >= 0,
+            "notional",
+            "must be >= 0 (0 = size)",
+        )
         check(
             math.isfinite(self.threshold_ticks) and self.threshold_ticks >= 0,
             "threshold_ticks",
@@ -84,6 +92,9 @@ class MomentumTaker(Strategy):
         self.alpha_fast = 2.0 / (p.fast + 1)
         self.alpha_slow = 2.0 / (p.slow + 1)
         self.size = p.size
+        self.notional = p.notional
+        self.long_only = p.long_only
+        self.sizes: dict[int, int] = {}  # per instrument, fixed at its first mid (notional)
         self.use_market = p.order == "market"
         self.slippage_ticks = p.slippage_ticks
         self.warmup = p.slow if p.warmup is None else p.warmup
@@ -107,6 +118,7 @@ class MomentumTaker(Strategy):
             return
         if s.n == 0:
             s.fast = s.slow = mid
+            self.sizes[instrument_id] = self._size(instrument_id, mid)
         else:
             s.fast += self.alpha_fast * (mid - s.fast)
             s.slow += self.alpha_slow * (mid - s.slow)
@@ -114,10 +126,11 @@ class MomentumTaker(Strategy):
         if s.n <= self.warmup:
             return
         diff = s.fast - s.slow
+        size = self.sizes[instrument_id]
         if diff > self.threshold_ticks:
-            want = self.size
+            want = size
         elif diff < -self.threshold_ticks:
-            want = -self.size
+            want = 0 if self.long_only else -size
         else:
             return
         if want == s.target:
@@ -125,6 +138,13 @@ class MomentumTaker(Strategy):
         delta = want - s.target
         s.target = want
         self._take(instrument_id, delta)
+
+    def _size(self, iid: int, mid: float) -> int:
+        """The target size in lots: ``size``, or ``notional`` at ``mid`` rounded up to lots."""
+        if self.notional <= 0:
+            return self.size
+        per_lot = self.ctx.instrument(iid).notional(max(1, round(mid)), 1)
+        return max(1, math.ceil(self.notional / per_lot - 1e-9))
 
     def _take(self, iid: int, delta: int) -> None:
         ctx = self.ctx
