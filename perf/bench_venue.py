@@ -23,7 +23,12 @@ Benchmarks, ``<measure>-<who>``:
   server and loopback allow at most); ``md_rate-ccxt``: raw ccxt.pro until its book reaches the
   replay's last update id; ``md_rate-adapter``: ``CcxtDataClient`` until the consumer has every
   message of the last update. Time per depth update, from the server's first frame (the REST
-  snapshot fetch included); updates/s = 1 / that.
+  snapshot fetch included); updates/s = 1 / that. In such a burst ccxt coalesces (its callback
+  runs a few times a replay), so ``md_book`` gives the cost of every update alone:
+- ``md_book-ccxt``: the same replay's diffs, ``json.loads`` + ccxt.pro's own
+  ``handle_order_book_message`` on a book reset from the snapshot, in one thread, no network;
+  ``md_book-adapter``: that plus ``BookTracker.on_book`` (``engine/venues/ccxt_book.py``: the
+  book's best 100 levels diffed into BookDelta/Quote) after every diff. Time per update.
 
 The main process prints medians, p50/p99 of the latencies, updates/s, and each adapter / ccxt
 ratio. Run ``python perf/bench_venue.py --fast`` (``make perf`` runs every suite); ``--only
@@ -75,8 +80,10 @@ BENCHMARKS = (
     "md_rate-ws",
     "md_rate-ccxt",
     "md_rate-adapter",
+    "md_book-ccxt",
+    "md_book-adapter",
 )
-PAIRS = {"md_latency": "ccxt", "order_ack": "ccxt", "md_rate": "ccxt"}
+PAIRS = {"md_latency": "ccxt", "order_ack": "ccxt", "md_rate": "ccxt", "md_book": "ccxt"}
 KEY, SECRET = "bench-venue-key", "bench-venue-secret"  # perf/_venue_server.py's made-up key
 SYMBOL = "BTC/USDT"
 INS = Instrument(instrument_id=1, symbol=SYMBOL, venue="bn", tick_size=0.01, lot_size=0.00001)
@@ -380,6 +387,41 @@ class Session:
         self._keep("messages", n)
         return self._elapsed_per_update(end)
 
+    # --- md_book: every update alone, no network ------------------------------------------------
+    def _md_book_ccxt(self) -> float:
+        return self._book_pass(adapter=False)
+
+    def _md_book_adapter(self) -> float:
+        return self._book_pass(adapter=True)
+
+    def _book_pass(self, adapter: bool) -> float:
+        from engine.venues.ccxt_book import BookTracker
+        from perf._venue_server import FixedReplay
+
+        if self.client is None:
+            replay = FixedReplay(synthetic=self.srv.source != "capture")
+            snap = json.loads(replay.snapshot)
+            self.client = (make_exchange("binanceus", {}), snap, replay.frames)
+        ex, snap, frames = self.client
+        book = ex.order_book({})
+        book.reset(ex.parse_order_book(snap, SYMBOL, None, "bids", "asks"))
+        book["nonce"] = first = int(snap["lastUpdateId"])
+        tr = BookTracker(INS, 100)
+        tr.on_book(book)  # the snapshot: untimed
+        handle, loads, on_book = ex.handle_order_book_message, json.loads, tr.on_book
+        n = 0
+        t0 = time.perf_counter()
+        for text in frames:
+            msg = loads(text)
+            if msg["u"] <= first:
+                continue
+            handle(None, msg, book)
+            if adapter:
+                n += len(on_book(book))
+        elapsed = time.perf_counter() - t0
+        self._keep("messages", n)
+        return elapsed
+
     # --- shutdown --------------------------------------------------------------------------------
     def close(self) -> None:
         if self.samples and self.args.samples_dir:
@@ -453,9 +495,9 @@ def print_summary(results: dict[str, pyperf.Benchmark], servers: Servers, sample
     for n, v in med.items():
         measure, _, who = n.partition("-")
         s = _load_samples(samples, n)
-        if measure == "md_rate":
+        if measure in ("md_rate", "md_book"):
             line = f"{v * 1e6:9.1f} µs / update  ({1 / v:9,.0f} updates/s)"
-            if "messages" in s:
+            if s.get("messages") and any(s["messages"]):
                 msgs = sum(s["messages"]) / len(s["messages"])
                 line += f", {msgs:,.0f} messages a replay"
             if "callbacks" in s:
@@ -477,10 +519,21 @@ def print_summary(results: dict[str, pyperf.Benchmark], servers: Servers, sample
         if a and b:
             if measure == "md_rate":
                 print(f"  {measure}: adapter {1 / a:,.0f} updates/s = {b / a:.2f}x raw ccxt")
+            elif measure == "md_book":
+                print(
+                    f"  {measure}: adapter / raw ccxt = {a / b:.2f}x per update "
+                    f"(+{(a - b) * 1e6:.1f} µs: BookTracker.on_book)"
+                )
             else:
+                va = _load_samples(samples, f"{measure}-adapter").get("values")
+                vb = _load_samples(samples, f"{measure}-{base}").get("values")
+                p50 = ""
+                if va and vb:
+                    pa, pb = _pct(va, 0.5), _pct(vb, 0.5)
+                    p50 = f"; p50s {pa / pb:.2f}x (+{(pa - pb) * 1e6:.0f} µs)"
                 print(
                     f"  {measure}: adapter / raw ccxt = {a / b:.2f}x "
-                    f"(+{(a - b) * 1e6:.0f} µs added by the adapter)"
+                    f"(+{(a - b) * 1e6:.0f} µs added by the adapter){p50}"
                 )
     if servers.source != "capture":
         print("  (the Binance capture is absent: md_rate replayed synthetic diffs instead)")
@@ -531,7 +584,7 @@ def main() -> None:
     for name in BENCHMARKS:
         if args.only and not re.search(args.only, name):
             continue
-        inner = Servers(args.servers).frames if name.startswith("md_rate") else None
+        inner = Servers(args.servers).frames if name.startswith(("md_rate", "md_book")) else None
         bench = runner.bench_time_func(name, make_func(name, args), inner_loops=inner)
         if bench is not None:
             results[name] = bench
