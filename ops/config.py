@@ -654,7 +654,10 @@ class Config(msgspec.Struct, **_STRICT):
         symbols = {i.symbol for i in self.instruments}
         _need(len(symbols) == len(self.instruments), "instruments", "symbols must be unique")
         configured = symbols  # a real venue's symbols become instruments when the run starts
-        symbols = symbols | {s for v in self.real_venues() for s in v.symbols}
+        # either name of a real venue's symbol: the run decides which it gets (instrument_names)
+        symbols = symbols | {
+            x for v in self.real_venues() for s in v.symbols for x in (s, f"{s}@{v.name}")
+        }
         sids = set()
         for k, s in enumerate(self.strategies):
             key = f"strategies[{k}]"

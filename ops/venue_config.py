@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -183,6 +184,28 @@ REAL_VENUE_STRUCTS: dict[str, type[RealVenueKeys]] = {
     "kraken": KrakenVenue,
     "ccxt": CcxtVenue,
 }
+
+
+def instrument_names(
+    venues: list[RealVenueKeys], configured: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """venue -> each ``symbols`` entry it creates (one no ``[[instruments]]`` of that venue
+    covers) -> the instrument's name: the symbol itself, or "<symbol>@<venue>" where another real
+    venue creates it too or an ``[[instruments]]`` table (``configured``: name -> venue) is named
+    so. Instrument names are unique in the engine; the venue is asked by its own symbol."""
+    own = {
+        v.name: {n.partition("@")[0] for n, at in configured.items() if at == v.name}
+        for v in venues
+    }
+    created = {v.name: [s for s in v.symbols if s not in own[v.name]] for v in venues}
+    count: dict[str, int] = {}
+    for syms in created.values():
+        for sym in syms:
+            count[sym] = count.get(sym, 0) + 1
+    return {
+        venue: {s: f"{s}@{venue}" if count[s] > 1 or s in configured else s for s in syms}
+        for venue, syms in created.items()
+    }
 
 
 def _ccxt_ids() -> set[str]:

@@ -30,10 +30,10 @@ from typing import Any
 import msgspec
 
 from engine.venues.ccxt_kinds import LIVE_KINDS, REAL_KINDS
-from engine.venues.ccxt_markets import MarketMismatch, VenueMarket, load_markets
+from engine.venues.ccxt_markets import MarketMismatch, VenueMarket, load_markets, market_symbol
 from engine.venues.ccxt_markets import resolve_instruments as resolve_for_venue
 from ops.config import Config, ConfigError, StrategySection
-from ops.venue_config import REAL_VENUE_STRUCTS, RealVenueKeys, ResolvedVenues
+from ops.venue_config import REAL_VENUE_STRUCTS, RealVenueKeys, ResolvedVenues, instrument_names
 from ops.venue_keys import credentials_source, load_credentials
 
 __all__ = [
@@ -146,10 +146,11 @@ def resolve_run(
     loader = loader or load_markets
     markets: dict[str, dict[str, VenueMarket]] = {}
     configured = [i.to_instrument() for i in cfg.instruments]
-    sections = {i.symbol: i for i in cfg.instruments}
     keep = [i for i in cfg.instruments if not only or i.venue == only]
+    sections = {i.symbol: i for i in keep}  # the run's names (--venue: its venue's alone)
     added: list[Any] = []
     next_id = max(i.instrument_id for i in cfg.instruments) + 1
+    names = instrument_names(real, {i.symbol: i.venue for i in keep})
     for v in real:
         settings = v.venue_settings()
         # keys, where present, also in paper: the account's fee tier is what paper charges
@@ -160,10 +161,10 @@ def resolve_run(
             raise _error(cfg, f"venues[{v.name}]", f"markets not loaded: {exc}") from None
         mine = [i for i in configured if i.venue == v.name]
         try:
-            rules = resolve_for_venue(v.name, mine, v.symbols, got, next_id)
+            rules = resolve_for_venue(v.name, mine, v.symbols, got, next_id, names[v.name])
         except MarketMismatch as exc:
             raise _error(cfg, f"instruments[{exc.symbol}]", str(exc)) from None
-        used = {r.instrument.symbol for r in rules}
+        used = {market_symbol(r.instrument.symbol) for r in rules}
         markets[v.name] = {s: m for s, m in got.items() if s in used}
         for r in rules[len(mine) :]:
             ins = r.instrument
@@ -177,6 +178,7 @@ def resolve_run(
     if not instruments:
         raise _error(cfg, "instruments", f"venue {only!r} has no instruments: list its symbols")
     resolved = ResolvedVenues(live=sorted(live), markets=markets)
+    cfg = _unsuffixed(cfg, instruments)
     changes: dict[str, Any] = {"instruments": instruments, "resolved": resolved}
     if only:
         first = instruments[0]["symbol"]
@@ -213,6 +215,26 @@ def default_strategy(symbol: str, market: VenueMarket | None) -> dict[str, Any]:
 
 def _exchange(v: RealVenueKeys) -> str:
     return v.exchange if v.kind == "ccxt" else v.kind
+
+
+def _unsuffixed(cfg: Config, instruments: list[dict[str, Any]]) -> Config:
+    """``cfg`` whose strategies, inference and benchmark name "<symbol>@<venue>" as the run
+    names the instrument: the plain symbol where no other venue lists it (``instrument_names``;
+    config.toml may use either name)."""
+    names = {i["symbol"] for i in instruments}
+    alias = {
+        f"{i['symbol']}@{i['venue']}": i["symbol"] for i in instruments if "@" not in i["symbol"]
+    }
+
+    def rename(xs: list[str]) -> list[str]:
+        return [x if x in names else alias.get(x, x) for x in xs]
+
+    strategies = [
+        msgspec.structs.replace(s, instruments=rename(s.instruments)) for s in cfg.strategies
+    ]
+    inf = msgspec.structs.replace(cfg.inference, instruments=rename(cfg.inference.instruments))
+    pf = msgspec.structs.replace(cfg.portfolio, benchmark=rename([cfg.portfolio.benchmark])[0])
+    return msgspec.structs.replace(cfg, strategies=strategies, inference=inf, portfolio=pf)
 
 
 def _narrowed(

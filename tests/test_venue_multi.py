@@ -102,6 +102,33 @@ def test_merged_client_paces_the_simulator_and_drains_every_live_venue() -> None
     assert a.closed and b.closed
 
 
+def test_a_venue_that_goes_down_halts_its_instruments_until_it_is_back() -> None:
+    from engine.enums import ExchangeStatusKind as K
+    from engine.messages import ExchangeStatus
+
+    a, b = FakeLive("a", 7), FakeLive("b", 8)
+    m = MergedDataClient([a, b], rate_hz=1.0)
+    m.subscribe([7, 8])
+    b._state = "down"  # never connected yet: nothing of it traded, no halt
+    assert m.poll_updates() == []
+    b._state = "connected"
+    assert m.poll_updates() == []
+    b._state, b.state_reason = "down", "stream silent"
+
+    def statuses() -> list[tuple[int, int, str]]:
+        got = m.poll_updates()
+        return [(x.instrument_id, x.status, x.reason) for x in got if type(x) is ExchangeStatus]
+
+    assert statuses() == [(8, K.HALTED, "market data down: stream silent")]
+    assert statuses() == []  # once
+    b._state = "resyncing"
+    assert statuses() == []
+    b._state = "connected"
+    assert statuses() == [(8, K.OPEN, "market data back")]
+    a._state = "resyncing"  # a book being rebuilt comes back whole: no halt
+    assert statuses() == []
+
+
 def test_a_busy_venue_cannot_starve_another() -> None:
     a, b = FakeLive("a", 7), FakeLive("b", 8)
     m = MergedDataClient([a, b], rate_hz=1.0)
@@ -182,3 +209,52 @@ def test_each_live_venues_market_data_state_is_shown_by_name() -> None:
     assert status_words([], word) == "venues md:KR DOWN"
     both = pack_md_states(names, {"bn": "connected", "kr": "connected"})
     assert md_state_word(cfg, {"md_state": 0, "md_states": both}) == "connected"
+
+
+TWO = """
+[[venues]]
+name = "bn"
+kind = "binanceus"
+
+[[venues]]
+name = "bn2"
+kind = "binanceus"
+symbols = ["BTC/USDT", "ETH/USDT"]
+
+[[strategies]]
+id = 7
+path = "engine.strategies.momentum:MomentumTaker"
+instruments = ["BTC/USDT@bn2"]
+"""
+
+
+def test_two_venues_listing_one_symbol_each_get_an_instrument_named_by_venue() -> None:
+    from engine.venues.ccxt_markets import market_symbol
+    from ops.venue_run import pick_venue, resolve_run
+    from tests.test_venue_wiring import BTC
+
+    cfg = parse_config(BASE + TWO, "g.toml")
+    load = fake_loader({"BTC/USDT": BTC})
+    with pytest.raises(Exception, match="ETH/USDT"):  # not listed: exit 2 naming it
+        resolve_run(cfg, loader=load)
+    cfg = parse_config(BASE + TWO.replace(', "ETH/USDT"', ""), "g.toml")
+    run = resolve_run(cfg, loader=load)
+    mine = {i.symbol: i.venue for i in run.instruments if i.venue != "sim"}
+    assert mine == {"BTC/USDT@bn": "bn", "BTC/USDT@bn2": "bn2"}
+    ids = {i.symbol: i.instrument_id for i in run.instruments}
+    strat = next(s for s in run.strategies if s.id == 7)
+    assert strat.instruments == ["BTC/USDT@bn2"]
+    # each venue's clients ask for BTC/USDT, under the venue's own instrument id
+    client = build_data_client(run)
+    assert isinstance(client, MergedDataClient)
+    tables = {c.name: [(i.symbol, i.instrument_id) for i in c._table] for c in client.lives}
+    assert tables == {
+        "bn": [("BTC/USDT", ids["BTC/USDT@bn"])],
+        "bn2": [("BTC/USDT", ids["BTC/USDT@bn2"])],
+    }
+    assert market_symbol("BTC/USDT@bn2") == "BTC/USDT"
+    # alone on its venue (--venue bn2) the instrument is plain BTC/USDT, the strategy follows
+    picked, only = pick_venue(cfg, "bn2")
+    one = resolve_run(picked, only=only, loader=load)
+    assert [i.symbol for i in one.instruments] == ["BTC/USDT"]
+    assert [s.instruments for s in one.strategies] == [["BTC/USDT"]]

@@ -2,8 +2,9 @@
 the shipped config with a simulated venue beside a paper Binance.US venue at the local server
 (``python -m tests.venues binanceus``). The feed reads both (engine.venues.merged_data); the
 server is SIGKILLed mid-run; the simulator's instruments go on filling, the dead venue's market
-data is named down where the operator looks (`gekko status`, the supervisor's log), and the run
-ends consistent (positions = fills, the venue's instrument included)."""
+data is named down where the operator looks (`gekko status`, the supervisor's log), its
+instrument is halted (its book is stale), and the run ends consistent (positions = fills, the
+venue's instrument included)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,9 @@ def test_a_dead_venue_leaves_the_simulator_trading(tmp_path: Path) -> None:
             out, err = stop(proc)
     assert proc.returncode == 0, err[-4000:]
     assert "venue market data: bn down" in err
+    # its instruments halted on its stale book (fail closed), the simulator's never
+    halts = [ln for ln in err.splitlines() if "exchange status" in ln and "HALTED" in ln]
+    assert halts and all("BTC/USDT" in ln and "market data down" in ln for ln in halts), halts
     s = summary(tmp_path)
     assert s["consistent"] is True, s
     pos = s["positions"]

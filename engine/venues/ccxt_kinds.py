@@ -23,7 +23,7 @@ import msgspec
 
 from engine.instruments import InstrumentTable
 from engine.venues.base import ExecutionClient
-from engine.venues.ccxt_markets import MarketRules, OrderRulesGate, VenueMarket
+from engine.venues.ccxt_markets import MarketRules, OrderRulesGate, VenueMarket, venue_view
 from engine.venues.data import MarketDataClient
 from engine.venues.registry import VenueConfig, VenueKind, register
 
@@ -96,7 +96,7 @@ def _execution(c: VenueConfig) -> ExecutionClient:
         raise ValueError(f"venue {c.name!r}: live trading needs API keys")
     from engine.venues.ccxt_exec import CcxtExecutionClient
 
-    table = InstrumentTable([r.instrument for r in rules])
+    table = venue_view(r.instrument for r in rules)  # the venue's symbols ("BTC/USDT@x": its own)
     client = CcxtExecutionClient(exchange_id(c), c.name, table, c.settings, c.credentials)
     return OrderRulesGate(client, rules)  # type: ignore[return-value]
 
@@ -104,7 +104,7 @@ def _execution(c: VenueConfig) -> ExecutionClient:
 def _market_data(c: VenueConfig) -> MarketDataClient:
     from engine.venues.ccxt_data import CcxtDataClient
 
-    table = InstrumentTable([i for i in c.instruments if i.venue == c.name])
+    table = venue_view(i for i in c.instruments if i.venue == c.name)
     return CcxtDataClient(exchange_id(c), c.name, table, c.settings)
 
 

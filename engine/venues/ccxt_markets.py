@@ -201,11 +201,32 @@ def _same(a: float, b: str) -> bool:
     return Decimal(str(a)) == Decimal(b)
 
 
+def market_symbol(name: str) -> str:
+    """The ccxt symbol of an instrument named ``name``: "BTC/USDT" for "BTC/USDT" and for
+    "BTC/USDT@kraken" (the name of a symbol several venues list: ``@`` and the venue's name keep
+    the engine's instrument names unique; the venue knows it by its own symbol)."""
+    return name.partition("@")[0]
+
+
+def venue_view(instruments: Iterable[Instrument]) -> InstrumentTable:
+    """``instruments`` under their ccxt symbols, for the clients that talk to the venue (ids,
+    ticks and lots unchanged: the engine's messages never carry a symbol)."""
+    return InstrumentTable(
+        [
+            msgspec.structs.replace(i, symbol=market_symbol(i.symbol)) if "@" in i.symbol else i
+            for i in instruments
+        ]
+    )
+
+
 def check_instrument(
     venue: str, ins: Instrument, markets: Mapping[str, VenueMarket]
 ) -> VenueMarket:
     """The venue's market for ``ins``, or ``MarketMismatch`` saying what disagrees."""
-    m = markets.get(ins.symbol)
+    sym, at, named = ins.symbol.partition("@")
+    if at and named != venue:
+        raise MarketMismatch(venue, ins.symbol, f"its name says venue {named!r}, not {venue!r}")
+    m = markets.get(sym)
     if m is None:
         alias = next((v.symbol for v in markets.values() if v.venue_symbol == ins.symbol), "")
         hint = f" (its symbol there is {alias!r})" if alias else ""
@@ -223,11 +244,12 @@ def check_instrument(
     return m
 
 
-def instrument_for(iid: int, venue: str, m: VenueMarket) -> Instrument:
-    """An instrument created from a venue's market (a ``symbols`` entry)."""
+def instrument_for(iid: int, venue: str, m: VenueMarket, name: str = "") -> Instrument:
+    """An instrument created from a venue's market (a ``symbols`` entry), named ``name`` (default:
+    the market's symbol)."""
     return Instrument(
         instrument_id=iid,
-        symbol=m.symbol,
+        symbol=name or m.symbol,
         venue=venue,
         asset_class="crypto",
         sector="crypto",
@@ -260,11 +282,13 @@ def resolve_instruments(
     symbols: Iterable[str],
     markets: Mapping[str, VenueMarket],
     first_id: int,
+    names: Mapping[str, str] | None = None,
 ) -> list[MarketRules]:
     """The venue's instruments: each configured one checked (``MarketMismatch``), then each of
-    ``symbols`` not configured created from its market with ids from ``first_id`` on."""
+    ``symbols`` not configured created from its market with ids from ``first_id`` on, named
+    ``names[symbol]`` where given (``market_symbol``)."""
     out = [rules_for(ins, check_instrument(venue, ins, markets)) for ins in configured]
-    have = {r.instrument.symbol for r in out}
+    have = {market_symbol(r.instrument.symbol) for r in out}
     iid = first_id
     for sym in symbols:
         if sym in have:
@@ -274,7 +298,7 @@ def resolve_instruments(
         if m is None:
             check_instrument(venue, probe, markets)  # raises: not listed (with a hint)
             raise AssertionError("unreachable")
-        ins = instrument_for(iid, venue, m)
+        ins = instrument_for(iid, venue, m, (names or {}).get(sym, ""))
         check_instrument(venue, ins, markets)  # its status
         out.append(rules_for(ins, m))
         have.add(sym)

@@ -20,6 +20,12 @@ replay) ends only its own part: the live venues go on.
 
 ``state()`` is the worst live member's state ("down" over "resyncing" over "connected");
 ``states()`` says each one's; ``counters()`` sums gaps, resyncs and reconnects.
+
+A live member that goes down after it was connected halts its instruments: an ``ExchangeStatus``
+HALTED ("market data down: <reason>") for each goes out with the data, and OPEN once it is
+connected again. Fail closed: its last book is stale, so nothing may trade on it meanwhile (the
+simulated exchange matches nothing, exec holds orders, risk refuses intents), while the other
+venues' instruments trade on. A book being resynced is not a halt: it comes back whole.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from engine.enums import ExchangeStatusKind
+from engine.messages import ExchangeStatus
 from engine.venues.data import InstrumentRules, MarketDataClient, is_live
 
 __all__ = ["MergedDataClient", "worst_state"]
@@ -63,6 +71,8 @@ class MergedDataClient:
         self._t0 = 0.0
         self._base = 0
         self._next = 0  # the live member served first in the next poll
+        self._ids: dict[str, list[int]] = {}  # a live member's subscribed instruments
+        self._halted: dict[str, bool] = {}  # live members seen connected: halted now?
 
     @property
     def gaps(self) -> int:
@@ -82,8 +92,14 @@ class MergedDataClient:
         """Each member is asked for the instruments it lists."""
         want = {int(i) for i in instrument_ids}
         for m in self.members:
-            mine = [r.instrument.instrument_id for r in m.instruments()]
-            m.subscribe(i for i in mine if i in want)
+            mine = [
+                r.instrument.instrument_id
+                for r in m.instruments()
+                if r.instrument.instrument_id in want
+            ]
+            m.subscribe(mine)
+            if is_live(m):
+                self._ids[m.name] = mine
         if self.paced is not None:
             self._source = iter(self.paced.updates())
 
@@ -110,6 +126,8 @@ class MergedDataClient:
             if due > 0:
                 self._take_paced(out, min(due, max_n))
         lives = self.lives
+        for m in lives:
+            self._watch(m, out)
         if lives and len(out) < max_n:
             k = self._next % len(lives)
             self._next = k + 1
@@ -120,6 +138,25 @@ class MergedDataClient:
                 share = max(1, room // (len(lives) - j))
                 out += lives[(k + j) % len(lives)].poll_updates(share)
         return out
+
+    def _watch(self, m: Any, out: list[object]) -> None:
+        """Halt ``m``'s instruments when it goes down, reopen them when it is back."""
+        st = m.state()
+        was = self._halted.get(m.name)
+        if was is None:  # not yet connected: nothing of it has traded
+            if st == "connected":
+                self._halted[m.name] = False
+            return
+        if st == "down" and not was:
+            why = f"market data down: {getattr(m, 'state_reason', '') or m.name}"
+            kind = ExchangeStatusKind.HALTED
+        elif st == "connected" and was:
+            why, kind = "market data back", ExchangeStatusKind.OPEN
+        else:
+            return
+        self._halted[m.name] = not was
+        now = time.time_ns()
+        out += [ExchangeStatus(i, int(kind), why[:200], now, 0) for i in self._ids.get(m.name, [])]
 
     def _take_paced(self, out: list[object], n: int) -> None:
         src = self._source
