@@ -25,6 +25,7 @@ from tests.venue_e2e import (
     assert_each_order_sent_once,
     assert_position_is_the_venue_balance,
     engine,
+    expect,
     fills,
     gekko_cmd,
     key_env,
@@ -35,7 +36,6 @@ from tests.venue_e2e import (
     stop,
     summary,
     venue_orders,
-    wait_for,
     write_config,
 )
 
@@ -82,9 +82,14 @@ def test_live_run_orders_reach_the_venue_and_positions_equal_its_balances(
         with engine(cmd, key_env(v, key, secret)) as proc:
             first = proc.stdout.readline()  # type: ignore[union-attr]
             assert first.strip() == f"LIVE trading on {kind}: real orders with real money", first
-            ok = wait_for(lambda: settled(srv, eid, v, orders=4), 180, proc)
+            expect(
+                lambda: settled(srv, eid, v, orders=4),
+                180,
+                proc,
+                "orders done, positions settled",
+                srv.state,
+            )
             out, err = stop(proc)
-            assert ok, f"the venue: {srv.state()}\n{err[-4000:]}"
         st = srv.state()
     assert proc.returncode == 0, err[-4000:]
     s = summary(tmp_path)

@@ -314,9 +314,15 @@ def engine_position(eid: str) -> int | None:
         table.close()
 
 
-def settled(srv: ServerProcess, eid: str, v: Venue, orders: int) -> bool:
+def settled(
+    srv: ServerProcess, eid: str, v: Venue, orders: int = 1, not_before: float = 0.0
+) -> bool:
     """At least ``orders`` of ours reached the venue, none is still open there, and the position
-    exec published is what the venue's balance says (within the fee's dust)."""
+    exec published is what the venue's balance says (within the fee's dust); never before
+    ``not_before`` (``time.monotonic()``: when the algo's window is over, for a run whose
+    faults may have cost it some of its children)."""
+    if time.monotonic() < not_before:
+        return False
     st = srv.state()
     mine = venue_orders(st)
     if len(mine) < orders or any(o["status"] == "open" for o in mine):
@@ -327,3 +333,25 @@ def settled(srv: ServerProcess, eid: str, v: Venue, orders: int) -> bool:
     held, ours = base_balance(st, v), pos * v.lot
     filled = sum(1 for o in mine if Decimal(o["filled"]) > 0)
     return ours <= held <= ours + filled * v.lot
+
+
+def expect(
+    pred: Callable[[], bool],
+    timeout_s: float,
+    proc: Any,
+    what: str,
+    show: Callable[[], object] | None = None,
+) -> None:
+    """``wait_for``, or an AssertionError saying ``what`` did not happen, with the engine's
+    stderr (a running engine is stopped for it)."""
+    if wait_for(pred, timeout_s, proc):
+        return
+    seen = show() if show is not None else ""  # (``show``: what to print beside it)
+    err = ""
+    with contextlib.suppress(Exception):  # still running: stopped, for its log
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1] or ""
+    raise AssertionError(
+        f"{what}: not within {timeout_s} s (engine exit {proc.poll()})\n{seen}\n{err[-5000:]}"
+    )
