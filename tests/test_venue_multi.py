@@ -91,8 +91,9 @@ def test_merged_client_paces_the_simulator_and_drains_every_live_venue() -> None
     t0 = time.monotonic()
     while time.monotonic() - t0 < 0.2:
         got += m.poll_updates(64)
-    sim = [x for x in got if x.instrument_id == 1]
-    assert [x.instrument_id for x in got if x.instrument_id != 1] == [7] * 5
+    sim = [x for x in got if type(x) is Quote and x.instrument_id == 1]
+    data = [x for x in got if type(x) is Quote]
+    assert [x.instrument_id for x in data if x.instrument_id != 1] == [7] * 5
     # paced at rate_hz, not drained: about 200 in 0.2 s (never the whole infinite source)
     assert 50 <= len(sim) <= 400 and m.paced_taken == len(sim)
     assert [x.bid_px for x in sim] == [100 + k for k in range(len(sim))]  # in order
@@ -109,15 +110,16 @@ def test_a_venue_that_goes_down_halts_its_instruments_until_it_is_back() -> None
     a, b = FakeLive("a", 7), FakeLive("b", 8)
     m = MergedDataClient([a, b], rate_hz=1.0)
     m.subscribe([7, 8])
-    b._state = "down"  # never connected yet: nothing of it traded, no halt
-    assert m.poll_updates() == []
-    b._state = "connected"
-    assert m.poll_updates() == []
-    b._state, b.state_reason = "down", "stream silent"
 
     def statuses() -> list[tuple[int, int, str]]:
         got = m.poll_updates()
         return [(x.instrument_id, x.status, x.reason) for x in got if type(x) is ExchangeStatus]
+
+    b._state = "down"  # never connected yet: nothing of it traded, no halt
+    assert statuses() == [(7, K.OPEN, "market data back")]  # a, connected from the start
+    b._state = "connected"  # an earlier feed may have halted it: OPEN (a no-op otherwise)
+    assert statuses() == [(8, K.OPEN, "market data back")]
+    b._state, b.state_reason = "down", "stream silent"
 
     assert statuses() == [(8, K.HALTED, "market data down: stream silent")]
     assert statuses() == []  # once
@@ -147,9 +149,9 @@ def test_a_restarted_merged_client_resumes_the_simulator_and_outlives_its_end() 
     got = m.poll_updates(512)  # the pacing clock starts at the first poll
     time.sleep(0.01)
     got += m.poll_updates(512)
-    assert [x.bid_px for x in got] == [100 + k for k in range(20, 50)]
+    assert [x.bid_px for x in got if type(x) is Quote] == [100 + k for k in range(20, 50)]
     a.queue = [_q(7, 0)]  # the replay ended; the live venue goes on
-    assert [x.instrument_id for x in m.poll_updates(512)] == [7]
+    assert [x.instrument_id for x in m.poll_updates(512) if type(x) is Quote] == [7]
     assert worst_state([]) == "connected" and worst_state(["connected", "odd"]) == "odd"
     with pytest.raises(ValueError, match="at most one simulated market"):
         MergedDataClient([_sim(), _sim()], 1.0)

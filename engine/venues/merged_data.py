@@ -23,7 +23,8 @@ replay) ends only its own part: the live venues go on.
 
 A live member that goes down after it was connected halts its instruments: an ``ExchangeStatus``
 HALTED ("market data down: <reason>") for each goes out with the data, and OPEN once it is
-connected again. Fail closed: its last book is stale, so nothing may trade on it meanwhile (the
+connected again (and at its first connect: a feed restarted during an outage must lift the halt
+its predecessor announced). Fail closed: its last book is stale, so nothing may trade on it meanwhile (the
 simulated exchange matches nothing, exec holds orders, risk refuses intents), while the other
 venues' instruments trade on. A book being resynced is not a halt: it comes back whole.
 """
@@ -143,10 +144,11 @@ class MergedDataClient:
         """Halt ``m``'s instruments when it goes down, reopen them when it is back."""
         st = m.state()
         was = self._halted.get(m.name)
-        if was is None:  # not yet connected: nothing of it has traded
-            if st == "connected":
-                self._halted[m.name] = False
-            return
+        if was is None:  # not yet connected since this client started
+            if st != "connected":
+                return
+            # OPEN at the first connect: an earlier feed may have halted it (a no-op otherwise)
+            was = True
         if st == "down" and not was:
             why = f"market data down: {getattr(m, 'state_reason', '') or m.name}"
             kind = ExchangeStatusKind.HALTED
