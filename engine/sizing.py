@@ -8,7 +8,8 @@ of it (half Kelly by default), and the result is then capped by the same limits 
 enforces, so a Kelly-sized order is not one risk has to reject:
 
 - ``max_weight``: a single position's value ≤ this fraction of equity (5 % by default);
-- ``max_position_lots``: the per-instrument position limit, in lots;
+- ``max_position_lots``: the per-instrument position limit, in lots (a real venue's
+  instruments: ``max_position_notional`` in notional instead, as risk enforces it);
 - ``max_order_notional``: one order's value (applies to the *change* of position, see
   ``order_lots``).
 
@@ -19,6 +20,7 @@ that is not usable (NaN, non-positive variance, no price) sizes to zero: no view
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -33,6 +35,9 @@ class SizingLimits:
     max_weight: float = 0.05
     max_position_lots: int | None = None
     max_order_notional: float | None = None
+    #: the instruments whose position cap is ``max_position_notional`` instead of lots
+    notional_ids: frozenset[int] = frozenset()
+    max_position_notional: float | None = None
 
     def __post_init__(self) -> None:
         if not (0 < self.max_weight <= 1e6 and math.isfinite(self.max_weight)):
@@ -43,14 +48,18 @@ class SizingLimits:
             raise ValueError("max_order_notional must be > 0")
 
     @classmethod
-    def from_risk(cls, limits: RiskLimits) -> SizingLimits:
+    def from_risk(cls, limits: RiskLimits, notional_ids: Iterable[int] = ()) -> SizingLimits:
         """The caps the risk gate enforces: ``max_position_pct`` (percent of equity; 0 = off,
-        then no leverage: 100 %), ``max_position_lots``, ``max_order_notional``."""
+        then no leverage: 100 %), ``max_position_lots`` (``max_position_notional`` for
+        ``notional_ids``: a real venue's instruments), ``max_order_notional``."""
         pct = limits.max_position_pct
+        ids = frozenset(notional_ids)
         return cls(
             max_weight=pct / 100.0 if pct > 0 else 1.0,
             max_position_lots=int(limits.max_position_lots),
             max_order_notional=float(limits.max_order_notional),
+            notional_ids=ids,
+            max_position_notional=float(limits.max_position_notional) if ids else None,
         )
 
 
@@ -75,19 +84,24 @@ def kelly_lots(
     fraction: float = 0.5,
     risk_free: float = 0.0,
     limits: SizingLimits | None = None,
+    instrument_id: int = -1,
 ) -> int:
     """Target position in lots (signed) for ``equity`` in currency at ``price`` (ticks).
 
     ``lot_value`` is the currency value of one lot per tick of price (``tick_size × lot_size``),
-    so one lot is worth ``price × lot_value``."""
+    so one lot is worth ``price × lot_value``; ``instrument_id`` picks its position cap."""
     lim = limits or SizingLimits()
     if not (equity > 0 and price > 0 and lot_value > 0 and math.isfinite(equity)):
         return 0
     w = kelly_fraction(expected_return, variance, fraction, risk_free)
     w = max(-lim.max_weight, min(lim.max_weight, w))
     lots = int(w * equity / (price * lot_value))  # int() truncates toward zero
-    if lim.max_position_lots is not None:
-        lots = max(-lim.max_position_lots, min(lim.max_position_lots, lots))
+    cap = lim.max_position_lots
+    if instrument_id in lim.notional_ids:
+        notional = lim.max_position_notional
+        cap = None if notional is None else int(notional / (price * lot_value))
+    if cap is not None:
+        lots = max(-cap, min(cap, lots))
     return lots
 
 

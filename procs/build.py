@@ -253,7 +253,8 @@ def venue_record_path(cfg: Config, run_id: int) -> Any:
 
 def build_strategy_host(cfg: Config, instruments: InstrumentTable | None = None) -> StrategyHost:
     host = StrategyHost(cfg.strategy_specs(), instruments or cfg.instrument_table())
-    sizing = SizingLimits.from_risk(cfg.risk)  # Kelly sizing is capped by the risk limits
+    # Kelly sizing is capped by the risk limits (a real venue's positions in notional)
+    sizing = SizingLimits.from_risk(cfg.risk, real_venue_instrument_ids(cfg))
     for slot in host.slots:
         slot.ctx.sizing_limits = sizing
     return host

@@ -97,6 +97,20 @@ def test_strategy_context_helper_uses_the_mid_and_the_caps():
     assert ctx.kelly_lots(3, 0.02, 0.04, 1e6) == 50
 
 
+def test_a_real_venues_instrument_is_capped_in_notional_not_lots():
+    """Its lot is the venue's quantity step (0.00001 BTC): 2000 lots would be 0.02 BTC."""
+    from engine.risk import RiskLimits
+
+    lim = SizingLimits.from_risk(
+        RiskLimits(max_position_pct=50.0, max_position_notional=30_000.0), notional_ids=[7]
+    )
+    # equity 1e6 at 60000.00 (6_000_000 ticks x 0.01 x 0.00001 lot): one lot is 0.6
+    full = kelly_lots(0.02, 0.04, 1e6, 6_000_000, 1e-7, fraction=1.0, limits=lim, instrument_id=7)
+    assert full == 50_000  # 30 000 of notional, far above 2000 lots
+    other = kelly_lots(0.02, 0.04, 1e6, 6_000_000, 1e-7, fraction=1.0, limits=lim)
+    assert other == lim.max_position_lots == 2_000  # the simulator's instruments: in lots
+
+
 def test_limits_come_from_the_risk_config_in_both_runtimes():
     from engine.backtest import InlineRuntime
     from engine.risk import RiskLimits

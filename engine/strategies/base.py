@@ -261,6 +261,7 @@ class StrategyContext:
             ins.tick_size * ins.lot_size,
             fraction=fraction,
             limits=self.sizing_limits,
+            instrument_id=instrument_id,
         )
 
     # --- order helpers -----------------------------------------------------------------------
