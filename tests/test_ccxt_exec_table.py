@@ -266,6 +266,19 @@ def test_weight_budget_waits_for_the_window() -> None:
     assert b.delay(1, 60.0) > 0
 
 
+def test_krakens_budget_is_a_counter_that_decays() -> None:
+    g = Guard("kraken")  # 15, losing 15 / 45 s = one point every 3 s
+    assert g.budget.decaying and g.weight("load_markets") == 0 and g.weight("fetch_time") == 0
+    b = g.budget
+    b.take(15, 0.0)
+    assert b.delay(1, 0.0) == pytest.approx(3.0)  # a window would hold it for 45 s
+    assert b.delay(2, 1.5) == pytest.approx(4.5)
+    assert b.delay(1, 3.0) == 0.0 and b.used(30.0) == pytest.approx(5.0)
+    b.observe_used(15, 30.0)  # the venue counts more than we do
+    assert b.delay(1, 30.0) == pytest.approx(3.0)
+    assert not Guard("binanceus").budget.decaying
+
+
 def test_retry_after_header_forms() -> None:
     assert retry_after_s({"Retry-After": "3"}, 1.0) == 3.0
     assert retry_after_s({"retry-after": "junk"}, 1.5) == 1.5

@@ -4,18 +4,15 @@ the faults each server has, all through real ccxt requests and signatures."""
 
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from engine.instruments import Instrument, InstrumentTable
+from engine.instruments import InstrumentTable
 from engine.messages import (
     CancelOrder,
-    NewOrder,
     OrderAccepted,
     OrderCanceled,
     OrderFilled,
@@ -24,124 +21,33 @@ from engine.messages import (
     OrderReplaced,
     OrderType,
     ReplaceOrder,
-    Side,
-    TimeInForce,
 )
 from engine.venues.ccxt_exec import CcxtExecutionClient
 from engine.venues.ccxt_orders import Phase
 from engine.venues.ccxt_session import Credentials
+from tests._venue_clients import (
+    COINBASE,
+    KRAKEN,
+    Make,
+    Venue,
+    collect,
+    fills,
+    order,
+    quiet,
+    venue_env,
+)
 
-
-@dataclass(frozen=True)
-class Venue:
-    kind: str
-    module: str
-    server: str
-    keys: Callable[[], tuple[str, str]]
-    inst: Instrument
-    balances: dict[str, str]
-
-
-def _coinbase_keys() -> tuple[str, str]:
-    from tests.venues.coinbase_auth import new_test_key
-
-    name, pem, _ = new_test_key()
-    return name, pem
-
-
-def _kraken_keys() -> tuple[str, str]:
-    from tests.venues.kraken_wire import new_test_key
-
-    return new_test_key()
-
-
-VENUES = [
-    Venue(
-        "coinbase",
-        "tests.venues.coinbase",
-        "CoinbaseServer",
-        _coinbase_keys,
-        Instrument(instrument_id=1, symbol="BTC/USD", venue="cb", tick_size=0.01, lot_size=1e-8),
-        {"USD": "100000", "BTC": "2"},
-    ),
-    Venue(
-        "kraken",
-        "tests.venues.kraken",
-        "KrakenServer",
-        _kraken_keys,
-        Instrument(instrument_id=1, symbol="BTC/USD", venue="kr", tick_size=0.1, lot_size=1e-8),
-        {"USD": "100000", "BTC": "2"},
-    ),
-]
-
-
-Env = tuple[Venue, Any, Callable[..., CcxtExecutionClient]]
+VENUES = [COINBASE, KRAKEN]
+Env = tuple[Venue, Any, Make]
+_order, _collect, _quiet, _fills = order, collect, quiet, fills
 
 
 @pytest.fixture(params=VENUES, ids=lambda v: v.kind)
 def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     """(venue, its running server, a factory of connected clients closed at the end)."""
     v: Venue = request.param
-    try:
-        cls = getattr(importlib.import_module(v.module), v.server)
-    except (ImportError, AttributeError) as e:
-        pytest.skip(f"the local {v.kind} server is not there yet: {e}")
-    key, secret = v.keys()
-    srv = cls()
-    srv.add_key(key, secret, balances=v.balances)
-    clients: list[CcxtExecutionClient] = []
-
-    def make(**extra: Any) -> CcxtExecutionClient:
-        settings = {
-            "rest_url": srv.rest_url,
-            "ws_url": srv.ws_url,
-            "timeout_ms": 3000,
-            "engine_id": "testv",
-            "rest_poll_s": 0.5,
-            "start_timeout_s": 20,
-            "retry_after_default_s": 2,  # Kraken says no Retry-After
-            **extra,
-        }
-        creds = Credentials(key, secret)
-        c = CcxtExecutionClient(v.kind, v.inst.venue, InstrumentTable([v.inst]), settings, creds)
-        clients.append(c)
-        assert c.state() == "connected", c.state_reason
-        return c
-
-    with srv:
-        try:
-            yield v, srv, make
-        finally:
-            for c in clients:
-                c.close()
-
-
-def _order(
-    inst: Instrument, coid: int, px: float, qty: float, kind: int = OrderType.LIMIT
-) -> NewOrder:
-    return NewOrder(
-        client_order_id=coid,
-        strategy_id=1,
-        instrument_id=inst.instrument_id,
-        side=int(Side.BUY),
-        order_type=int(kind),
-        tif=int(TimeInForce.GTC),
-        px=inst.px_to_ticks(px) if kind == OrderType.LIMIT else 0,
-        qty=inst.qty_to_lots(qty),
-        ts_origin=5,
-        ts_approved=6,
-    )
-
-
-def _collect(c: CcxtExecutionClient, tp: type, timeout_s: float = 10.0) -> list[object]:
-    evs: list[object] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        evs += c.poll(time.monotonic_ns())
-        if any(type(e) is tp for e in evs):
-            return evs
-        time.sleep(0.02)
-    raise AssertionError(f"no {tp.__name__}; got {[type(e).__name__ for e in evs]}")
+    with venue_env(v, retry_after_default_s=2) as (srv, make):  # Kraken says no Retry-After
+        yield v, srv, make
 
 
 def test_round_trip_cancel_replace(env: Env) -> None:
@@ -182,23 +88,7 @@ def test_round_trip_cancel_replace(env: Env) -> None:
     assert c.open_orders() == [] and c.state() == "connected"
 
 
-ORDER_POST = {"coinbase": "POST /api/v3/brokerage/orders", "kraken": "POST /0/private/AddOrder"}
-
-
-def _quiet(srv: Any, for_s: float = 0.6, timeout_s: float = 8.0) -> None:
-    """Wait until the client has stopped making requests (start-up, reconnects)."""
-    deadline, last, since = time.monotonic() + timeout_s, None, time.monotonic()
-    while time.monotonic() < deadline:
-        now = dict(srv.requests)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= for_s:
-            return
-        time.sleep(0.05)
-
-
-def _fills(evs: list[object]) -> list[OrderPartiallyFilled]:
-    return [e for e in evs if isinstance(e, OrderPartiallyFilled)]
+ORDER_POST = {v.kind: v.order_post for v in VENUES}
 
 
 def test_partial_fills(env: Env) -> None:

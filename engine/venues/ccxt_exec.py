@@ -41,6 +41,7 @@ from typing import Any
 import ccxt.async_support  # noqa: F401 - the error classes below
 import msgspec
 from ccxt.base.errors import (
+    AuthenticationError,
     BadResponse,
     DDoSProtection,
     DuplicateOrderId,
@@ -107,7 +108,9 @@ class CcxtExecutionClient(VenueSync, StatusReports):
     check of open orders); ``unknown_query_s`` / ``unknown_window_s`` (settling UNKNOWN
     submits); ``trade_lookback_s`` (fills fetched at start); ``trade_grace_s`` (how long a fill
     an order update reports may wait for its trade on the stream); ``reconnect_s`` /
-    ``backoff_max_s`` (the first and the longest wait before a user-stream reconnect);
+    ``backoff_max_s`` (the first and the longest wait before a user-stream reconnect; or the
+    venue keys' ``reconnect_min_s`` / ``reconnect_max_s``); ``stale_after_s`` (a user stream
+    that answers no ping this long is reconnected and backfilled);
     ``balance_refresh_s``; ``replace_mode`` ("amend" | "edit_new" | "cancel_new");
     ``serial_requests`` (one request at a time: Kraken's default); and the guard's
     (``engine.venues.ccxt_guard.Guard``)."""
@@ -385,6 +388,7 @@ class CcxtExecutionClient(VenueSync, StatusReports):
         if self._ex is None:
             self._ex = make_exchange(self.exchange_id, self.settings, self._creds)
             self._install_hook()
+            _ping_within(self._ex, float(self.settings.get("stale_after_s", 30.0)))
             serial = self.settings.get("serial_requests", self.exchange_id in _SERIAL)
             self._serial = asyncio.Lock() if serial else None
         await self._sync_clock()  # first: loading markets may sign requests already
@@ -464,8 +468,8 @@ class CcxtExecutionClient(VenueSync, StatusReports):
     # --- bridge side: the guarded request ---------------------------------------------------------
     async def _request(self, method: str, *args: Any, order_entry: bool = False, **kw: Any) -> Any:
         """One ccxt call through the guard: waits for the budget and any 429 block, never sends
-        into a ban (an order entry is refused instead), and on -1021 / InvalidNonce re-measures
-        the clock and retries once. One at a time where the venue's nonces must arrive in order
+        into a ban (an order entry is refused instead), and on a clock error (``_clock_error``)
+        re-measures the clock and retries once. One at a time where the venue's nonces must arrive in order
         (Kraken: a later nonce overtaking an earlier one is refused)."""
         for attempt in (0, 1):
             await self._admit(method, order_entry)
@@ -475,8 +479,8 @@ class CcxtExecutionClient(VenueSync, StatusReports):
             except (DDoSProtection, RateLimitExceeded) as e:
                 self.guard.on_limit_error(str(e), time.monotonic())
                 raise
-            except InvalidNonce:
-                if attempt or method == "fetch_time":
+            except (InvalidNonce, AuthenticationError) as e:
+                if not _clock_error(e) or attempt or method == "fetch_time":
                     raise
                 self.stats["nonce_retries"] += 1
                 await self._sync_clock()
@@ -724,6 +728,23 @@ def _closed_refusal(t: Tracked | None) -> int | None:
     if t is None:
         return 1
     return 2 if t.phase == Phase.CLOSED else None
+
+
+def _ping_within(ex: Any, stale_after_s: float) -> None:
+    """A user stream is quiet while nothing trades, so only pongs tell a live one from a stalled
+    one: ccxt pings every third of ``stale_after_s`` and fails the connection after two missed
+    pongs (its own keepAlive is minutes on some venues: Binance's 180 s)."""
+    if stale_after_s > 0:
+        ping_ms = max(50, int(stale_after_s * 1000 / 3))
+        current = int(ex.streaming.get("keepAlive") or ping_ms)
+        ex.streaming = {**ex.streaming, "keepAlive": min(current, ping_ms)}
+
+
+def _clock_error(e: BaseException) -> bool:
+    """A request refused for its time, not done: Binance -1021 / Kraken's nonce (ccxt's
+    InvalidNonce), or Coinbase's JWT outside its window (an AuthenticationError saying "request
+    timestamp expired": ccxt matches the error id before the message)."""
+    return isinstance(e, InvalidNonce) or "timestamp expired" in str(e).lower()
 
 
 def _side(t: Tracked) -> str:

@@ -6,9 +6,10 @@ Why we budget ourselves (ccxt's own limiter is off, ``ccxt_session.make_exchange
 window (Binance: 1200 weight per minute on Binance.US, an order book query costing more than a
 submit) and answer an overdraft with 429, then 418 and an IP ban of minutes to days. So:
 
-- ``WeightBudget``: a sliding window of the weight spent, sized from the exchange's published
-  limits (``DEFAULT_LIMITS``, overridable by the venue's ``rate_limit_weight`` /
-  ``rate_limit_window_s`` / ``request_weights`` settings); a request waits until it fits. A
+- ``WeightBudget``: a sliding window of the weight spent (Kraken: a decaying counter), sized
+  from the exchange's published limits (``DEFAULT_LIMITS``, overridable by the venue's
+  ``rate_limit_weight`` / ``rate_limit_window_s`` / ``request_weights`` settings); a request
+  waits until it fits. A
   ``X-MBX-USED-WEIGHT-1M`` header (Binance's own count) tops our count up when it is higher.
 - ``Guard.on_response``: a 429 blocks every request until its ``Retry-After`` has passed; a 418
   stops the venue's order entry until the ban's end, says so in ``reason``, and no request is
@@ -33,6 +34,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_WEIGHTS",
+    "DECAYING",
     "Banned",
     "ClockSync",
     "Guard",
@@ -48,6 +50,8 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
     "kraken": (15.0, 45.0),  # counter 15, decaying 0.33 / s (Starter tier)
 }
 _FALLBACK_LIMIT = (10.0, 1.0)
+#: exchanges whose limit is a counter decaying at limit / window per second, not a window
+DECAYING = frozenset({"kraken"})
 
 #: request weight per ccxt method and exchange (missing: 1)
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
@@ -59,7 +63,9 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
         "fetch_my_trades": 20,
         "fetch_balance": 20,
     },
-    "kraken": {  # orders count in the matching engine's own limit, not the REST counter
+    "kraken": {  # orders count in the matching engine's own limit, public calls per IP:
+        "fetch_time": 0,  # neither is the private REST counter
+        "load_markets": 0,
         "create_order": 0,
         "cancel_order": 0,
         "edit_order": 0,
@@ -93,16 +99,25 @@ def retry_after_s(headers: Mapping[str, Any] | None, default: float) -> float:
 
 
 class WeightBudget:
-    """Weight spent in the last ``window_s`` seconds, at most ``limit``."""
+    """Weight spent in the last ``window_s`` seconds, at most ``limit``; or, ``decaying``, a
+    counter that loses ``limit / window_s`` per second (Kraken's model: a window would hold a
+    spent point for 45 s where Kraken's counter frees one every 3 s)."""
 
-    def __init__(self, limit: float, window_s: float) -> None:
+    def __init__(self, limit: float, window_s: float, decaying: bool = False) -> None:
         if limit <= 0 or window_s <= 0:
             raise ValueError("rate limit weight and window must be > 0")
         self.limit, self.window_s = float(limit), float(window_s)
+        self.decaying = decaying
         self._spent: deque[tuple[float, float]] = deque()
         self._total = 0.0
+        self._at = 0.0  # decaying: when ``_total`` was last brought up to date
 
     def _expire(self, now: float) -> None:
+        if self.decaying:
+            rate = self.limit / self.window_s
+            self._total = max(0.0, self._total - rate * max(0.0, now - self._at))
+            self._at = max(self._at, now)
+            return
         while self._spent and self._spent[0][0] <= now - self.window_s:
             self._total -= self._spent.popleft()[1]
 
@@ -116,6 +131,8 @@ class WeightBudget:
         if weight <= 0 or self._total + weight <= self.limit:
             return 0.0
         need = self._total + weight - self.limit
+        if self.decaying:
+            return min(need, self.limit) * self.window_s / self.limit
         for t, w in self._spent:
             need -= w
             if need <= 0:
@@ -124,7 +141,9 @@ class WeightBudget:
 
     def take(self, weight: float, now: float) -> None:
         if weight > 0:
-            self._spent.append((now, weight))
+            self._expire(now)
+            if not self.decaying:
+                self._spent.append((now, weight))
             self._total += weight
 
     def observe_used(self, used: float, now: float) -> None:
@@ -164,7 +183,8 @@ class Guard:
         limit, window = DEFAULT_LIMITS.get(exchange_id, _FALLBACK_LIMIT)
         limit = float(s.get("rate_limit_weight") or limit)  # 0: the exchange's published
         window = float(s.get("rate_limit_window_s") or window)
-        self.budget = WeightBudget(limit, window)  # (ops/venue_config takes its headroom off)
+        # (ops/venue_config takes its headroom off)
+        self.budget = WeightBudget(limit, window, exchange_id in DECAYING)
         self.weights = dict(DEFAULT_WEIGHTS.get(exchange_id, {}))
         self.weights.update({k: float(v) for k, v in dict(s.get("request_weights", {})).items()})
         self.default_retry_s = float(s.get("retry_after_default_s", 1.0))

@@ -189,7 +189,9 @@ class VenueSync:
     async def _watch(self, method: str) -> None:
         """One user-stream loop: apply what arrives; on a drop, back off (with jitter),
         resubscribe and schedule a REST backfill of what the gap hid."""
-        first = float(self.settings.get("reconnect_s", 0.2))
+        first = float(
+            self.settings.get("reconnect_s") or self.settings.get("reconnect_min_s") or 0.2
+        )
         delay, cap = first, self._backoff_max_s()
         while not self._closing:
             try:
