@@ -56,7 +56,7 @@ def _live_line(proc: subprocess.Popen[str], kind: str) -> None:
     assert first.strip() == f"LIVE trading on {kind}: real orders with real money", first
 
 
-KILL_TWAP_S = 16.0  # 4 children, 4 s apart: exec's restart (seconds here) fits in the window
+KILL_TWAP_S = 10.0  # 4 children, 2.5 s apart: exec's restart (seconds here) fits in the window
 
 
 @pytest.mark.parametrize("kind", KINDS)
