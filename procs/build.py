@@ -213,8 +213,9 @@ def build_venue(
 
 
 def build_data_client(cfg: Config, rejects: Any = None, rules: Any = None) -> MarketDataClient:
-    """The market-data client the feed reads: the venue's own with one venue; with several, an
-    ``engine.venues.merged_data.MergedDataClient`` over every real venue's client and the
+    """The market-data client the feed reads: the simulated venue's own when it is the only
+    one; otherwise an ``engine.venues.merged_data.MergedDataClient`` over every real venue's
+    client (one alone too: it halts the venue's instruments while its data is down) and the
     simulated market (simulated venues share one: ``build_market`` with the exchange status of
     ``[sim]``, over the instruments no real venue trades; ``rejects``, ``rules``: as
     ``build_market`` and ``with_exchange_status`` take them)."""
@@ -231,9 +232,13 @@ def build_data_client(cfg: Config, rejects: Any = None, rules: Any = None) -> Ma
             sim_done = True
             c = replace(c, market=partial(_market_stream, cfg, rejects, rules))
         clients.append(lookup(c.kind).market_data(c))
-    if len(clients) == 1:
-        return clients[0]
+    from engine.venues.data import is_live
     from engine.venues.merged_data import MergedDataClient
+
+    if len(clients) == 1 and not is_live(clients[0]):
+        return clients[0]
+    # a live venue, even alone, goes through the merging client: its instruments halt while its
+    # market data is down (fail closed: the simulated exchange must not match a stale book)
 
     return MergedDataClient(clients, cfg.market.rate_hz)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine.instruments import Instrument, InstrumentTable
-from engine.messages import NewOrder, OrderType, Quote, Side, TimeInForce
+from engine.messages import ExchangeStatusKind, NewOrder, OrderType, Quote, Side, TimeInForce
 from engine.venues.data import InstrumentRules
 from engine.venues.merged_data import MergedDataClient, worst_state
 from engine.venues.sim_data import SimDataClient
@@ -260,3 +260,30 @@ def test_two_venues_listing_one_symbol_each_get_an_instrument_named_by_venue() -
     one = resolve_run(picked, only=only, loader=load)
     assert [i.symbol for i in one.instruments] == ["BTC/USDT"]
     assert [s.instruments for s in one.strategies] == [["BTC/USDT"]]
+
+
+def test_a_real_venue_alone_still_halts_its_instruments_while_its_data_is_down() -> None:
+    """One real venue and no simulator: the feed reads it through the merging client too, so
+    an outage of its market data halts its instruments (the simulated exchange of a paper run
+    must not match our orders against the book it last saw)."""
+    from ops.venue_run import pick_venue, resolve_run
+    from tests.test_venue_wiring import BTC
+
+    cfg, only = pick_venue(parse_config(BASE, "g.toml"), "binanceus")
+    run = resolve_run(cfg, only=only, loader=fake_loader({"BTC/USDT": BTC}))
+    client = build_data_client(run)
+    assert isinstance(client, MergedDataClient)
+    assert [type(c).__name__ for c in client.members] == ["CcxtDataClient"]
+    client.close()
+    # what the merging client does with that one member when it goes down and comes back
+    live = FakeLive("bn", 5)
+    merged = MergedDataClient([live], 1000.0)
+    merged.connect()
+    merged.subscribe([5])
+    merged.poll_updates()
+    live._state = "down"
+    (halt,) = merged.poll_updates()
+    assert halt.instrument_id == 5 and halt.status == ExchangeStatusKind.HALTED
+    live._state = "connected"
+    (reopen,) = merged.poll_updates()
+    assert reopen.instrument_id == 5 and reopen.status == ExchangeStatusKind.OPEN
