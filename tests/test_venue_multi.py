@@ -116,9 +116,9 @@ def test_a_venue_that_goes_down_halts_its_instruments_until_it_is_back() -> None
         return [(x.instrument_id, x.status, x.reason) for x in got if type(x) is ExchangeStatus]
 
     b._state = "down"  # never connected yet: nothing of it traded, no halt
-    assert statuses() == [(7, K.OPEN, "market data back")]  # a, connected from the start
+    assert statuses() == [(7, K.OPEN, "market data connected")]  # a, connected from the start
     b._state = "connected"  # an earlier feed may have halted it: OPEN (a no-op otherwise)
-    assert statuses() == [(8, K.OPEN, "market data back")]
+    assert statuses() == [(8, K.OPEN, "market data connected")]
     b._state, b.state_reason = "down", "stream silent"
 
     assert statuses() == [(8, K.HALTED, "market data down: stream silent")]
@@ -126,7 +126,7 @@ def test_a_venue_that_goes_down_halts_its_instruments_until_it_is_back() -> None
     b._state = "resyncing"
     assert statuses() == []
     b._state = "connected"
-    assert statuses() == [(8, K.OPEN, "market data back")]
+    assert statuses() == [(8, K.OPEN, "market data connected")]
     a._state = "resyncing"  # a book being rebuilt comes back whole: no halt
     assert statuses() == []
 

@@ -153,7 +153,7 @@ class MergedDataClient:
             why = f"market data down: {getattr(m, 'state_reason', '') or m.name}"
             kind = ExchangeStatusKind.HALTED
         elif st == "connected" and was:
-            why, kind = "market data back", ExchangeStatusKind.OPEN
+            why, kind = "market data connected", ExchangeStatusKind.OPEN
         else:
             return
         self._halted[m.name] = not was
