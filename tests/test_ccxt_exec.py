@@ -93,6 +93,13 @@ def _collect(
     raise AssertionError(f"timed out; got {[type(e).__name__ for e in evs]}")
 
 
+def _wait(cond: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cond()
+
+
 def _has(tp: type, n: int = 1) -> Callable[[list[object]], bool]:
     return lambda evs: sum(type(e) is tp for e in evs) >= n
 
@@ -157,7 +164,8 @@ def test_unknown_submit_resolved_by_query_never_resent(server: BinanceServer) ->
     c = _client(server, timeout_ms=500, unknown_query_s=0.3, rest_poll_s=60, reconnect_s=4)
     try:
         server.faults.arm("fill_while_down")  # the user stream says nothing meanwhile
-        server.faults.arm("delay_ack", delay_s=1.2, times=1)
+        server.faults.arm("delay_ack", delay_s=0.8, times=1)
+        sent = time.monotonic()
         c.submit(_order(104, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
         deadline = time.monotonic() + 5
         while c.table.get(104).phase == Phase.PENDING and time.monotonic() < deadline:
@@ -170,7 +178,8 @@ def test_unknown_submit_resolved_by_query_never_resent(server: BinanceServer) ->
         # submitted again (a restarted exec re-delivering it): not sent twice
         assert c.submit(_order(104, Side.BUY, 50000.0, 0.01), time.monotonic_ns()) == []
         assert c.stats["duplicate_submits"] == 1
-        time.sleep(1.0)  # the late answer arrives too: still one order, one ack
+        time.sleep(max(0.0, sent + 0.8 + 0.4 - time.monotonic()))  # the late answer came too
+        # still one order, one ack
         evs = c.poll(time.monotonic_ns())
         assert not any(type(e) is OrderAccepted for e in evs)
         assert server.requests["POST /api/v3/order"] == 1
@@ -247,7 +256,7 @@ def test_duplicate_and_reordered_user_events_apply_once(
 
 
 def test_429_retry_after_honoured(server: BinanceServer, client: CcxtExecutionClient) -> None:
-    server.faults.arm("rate_limit", retry_after=2)
+    server.faults.arm("rate_limit", retry_after=1)  # Retry-After: 1 (whole seconds)
     client.submit(_order(107, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
     evs = _collect(client, _has(OrderRejected))
     assert "RateLimitExceeded" in evs[-1].reason or "DDoS" in evs[-1].reason
@@ -256,7 +265,7 @@ def test_429_retry_after_honoured(server: BinanceServer, client: CcxtExecutionCl
     posts = server.requests["POST /api/v3/order"]
     refused = client.submit(_order(108, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
     assert type(refused[0]) is OrderRejected and "Retry-After" in refused[0].reason
-    time.sleep(2.2)
+    _wait(lambda: time.monotonic() >= client.guard.blocked_until, 5)
     client.submit(_order(109, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
     _collect(client, _has(OrderAccepted))
     assert server.requests["POST /api/v3/order"] == posts + 1
@@ -266,7 +275,7 @@ def test_429_retry_after_honoured(server: BinanceServer, client: CcxtExecutionCl
 def test_418_ban_stops_order_entry_and_says_so(
     server: BinanceServer, client: CcxtExecutionClient
 ) -> None:
-    server.faults.arm("ban", retry_after=2)
+    server.faults.arm("ban", retry_after=1)
     client.submit(_order(110, Side.BUY, 50000.0, 0.01), time.monotonic_ns())
     evs = _collect(client, _has(OrderRejected))
     assert client.state() == "banned" and "418" in client.state_reason

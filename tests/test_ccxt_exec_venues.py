@@ -46,7 +46,7 @@ _order, _collect, _quiet, _fills = order, collect, quiet, fills
 def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     """(venue, its running server, a factory of connected clients closed at the end)."""
     v: Venue = request.param
-    with venue_env(v, retry_after_default_s=2) as (srv, make):  # Kraken says no Retry-After
+    with venue_env(v, retry_after_default_s=1) as (srv, make):  # Kraken says no Retry-After
         yield v, srv, make
 
 
@@ -129,7 +129,8 @@ def test_unknown_submit_found_by_client_id_never_resent(env: Env) -> None:
     srv.faults.arm("fill_while_down")  # the user stream goes silent ...
     try:
         _quiet(srv)  # ... after its reconnect (whose snapshot would ack an order at once)
-        srv.faults.arm("delay_ack", delay_s=1.2, times=1)
+        srv.faults.arm("delay_ack", delay_s=0.8, times=1)
+        sent = time.monotonic()
         c.submit(_order(v.inst, 213, 40000.0, 0.01), time.monotonic_ns())
         deadline = time.monotonic() + 5
         while c.table.get(213).phase == Phase.PENDING and time.monotonic() < deadline:
@@ -138,7 +139,7 @@ def test_unknown_submit_found_by_client_id_never_resent(env: Env) -> None:
         evs = _collect(c, OrderAccepted)
         assert not any(type(e) is OrderRejected for e in evs)
         assert c.submit(_order(v.inst, 213, 40000.0, 0.01), time.monotonic_ns()) == []
-        time.sleep(1.0)  # the late answer arrives too
+        time.sleep(max(0.0, sent + 0.8 + 0.4 - time.monotonic()))  # the late answer came too
         assert not any(type(e) is OrderAccepted for e in c.poll(time.monotonic_ns()))
         assert srv.requests[ORDER_POST[v.kind]] == 1
     finally:
@@ -149,14 +150,16 @@ def test_rate_limit_retry_after_honoured(env: Env) -> None:
     v, srv, make = env
     c = make()
     _quiet(srv)
-    srv.faults.arm("rate_limit", retry_after=2)
+    srv.faults.arm("rate_limit", retry_after=1)  # Retry-After: 1 (whole seconds)
     evs = c.submit(_order(v.inst, 214, 40000.0, 0.01), time.monotonic_ns())
     evs = evs or _collect(c, OrderRejected)
     assert type(evs[-1]) is OrderRejected
     posts = srv.requests[ORDER_POST[v.kind]]
     refused = c.submit(_order(v.inst, 215, 40000.0, 0.01), time.monotonic_ns())
     assert type(refused[0]) is OrderRejected and "Retry-After" in refused[0].reason, evs
-    time.sleep(2.2)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < min(c.guard.blocked_until, deadline):
+        time.sleep(0.02)
     c.submit(_order(v.inst, 216, 40000.0, 0.01), time.monotonic_ns())
     _collect(c, OrderAccepted)
     assert srv.requests[ORDER_POST[v.kind]] == posts + 1
@@ -169,13 +172,13 @@ def test_kraken_lockout_stops_order_entry() -> None:
     key, secret = v.keys()
     with KrakenServer() as srv:
         srv.add_key(key, secret, balances=v.balances)
-        settings = {"rest_url": srv.rest_url, "ws_url": srv.ws_url, "ban_default_s": 2}
+        settings = {"rest_url": srv.rest_url, "ws_url": srv.ws_url, "ban_default_s": 1}
         c = CcxtExecutionClient(
             "kraken", "kr", InstrumentTable([v.inst]), settings, Credentials(key, secret)
         )
         try:
             _quiet(srv)
-            srv.faults.arm("ban", retry_after=2)
+            srv.faults.arm("ban", retry_after=1)
             evs = c.submit(_order(v.inst, 221, 40000.0, 0.01), time.monotonic_ns())
             evs = evs or _collect(c, OrderRejected)
             assert c.state() == "banned" and "lockout" in c.state_reason

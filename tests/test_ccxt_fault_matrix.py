@@ -81,7 +81,7 @@ def _lots(v: Venue, qty: float) -> int:
 @OTHERS
 def test_dropped_user_stream_backfills_the_fill_it_missed_and_resubscribes(v: Venue) -> None:
     with venue_env(v) as (srv, make):
-        c = make(reconnect_s=1.0, rest_poll_s=60)  # REST checks only after a reconnect
+        c = make(reconnect_s=0.5, rest_poll_s=60)  # REST checks only after a reconnect
         venue = _resting_sell(c, srv, v, 301, 0.02)
         srv.faults.arm("disconnect", stream="user")  # TCP dropped, no close frame: 1006
         srv.call(srv.matcher.fill_resting, venue, "0.01")  # no user socket is open to tell
@@ -182,9 +182,9 @@ def test_ban_or_lockout_stops_order_entry_and_nothing_is_sent_into_it(v: Venue) 
     """Kraken: ``EGeneral:Temporary lockout`` (HTTP 200, no Retry-After: ``ban_default_s``);
     Coinbase has no 418: its refusal is a 429 whose Retry-After lasts the whole block."""
     with venue_env(v) as (srv, make):
-        c = make(ban_default_s=2.0)
+        c = make(ban_default_s=1.0)
         quiet(srv)
-        srv.faults.arm("ban", retry_after=1.5)
+        srv.faults.arm("ban", retry_after=1)  # Retry-After: 1 (whole seconds)
         evs = c.submit(order(v.inst, 306, ASK, 0.01, side=Side.SELL), time.monotonic_ns())
         evs = evs or collect(c, OrderRejected)
         refused = c.submit(order(v.inst, 307, ASK, 0.01, side=Side.SELL), time.monotonic_ns())
