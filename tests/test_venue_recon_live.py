@@ -211,7 +211,7 @@ def test_a_ban_stops_order_entry_and_its_end_is_reconciled_first(server: Binance
     client, venue, eng = start(server, "halt")
     try:
         pump(eng, state_is(venue, VenueState.CONNECTED))
-        server.faults.arm("ban", retry_after=2)
+        server.faults.arm("ban", retry_after=1)  # Retry-After: 1 (whole seconds)
         eng.on_order(order(1, Side.BUY, 50000.0, 0.01), time.monotonic_ns())  # meets the 418
         pump(eng, state_is(venue, VenueState.BANNED))
         assert "418" in venue.venue_status().reason
