@@ -137,9 +137,12 @@ LIVE_WAIT_S = 5.0  # a live client: the longest wait for its first message
 LIVE_TAKE_S = 0.5  # ... and how long it is read after that
 
 
-def _take(md: MarketDataClient, n: int) -> list[object]:
+def _take(
+    md: MarketDataClient, n: int, enough: Callable[[list[object]], bool] | None = None
+) -> list[object]:
     """Up to ``n`` messages: a finite source's first ``n``; a live client's (``live``,
-    ``poll_updates``: engine/venues/data.py) arrivals for ``LIVE_TAKE_S`` after its first."""
+    ``poll_updates``: engine/venues/data.py) arrivals for ``LIVE_TAKE_S`` after its first, or
+    until ``enough(what came)``."""
     if not getattr(md, "live", False):
         return list(itertools.islice(md.updates(), n))
     out: list[object] = []
@@ -149,6 +152,8 @@ def _take(md: MarketDataClient, n: int) -> list[object]:
         if got and not out:
             deadline = min(deadline, time.monotonic() + LIVE_TAKE_S)
         out += got
+        if enough is not None and enough(out):
+            break
         if not got:
             time.sleep(0.005)
     return out
@@ -210,10 +215,10 @@ class Driven:
         self.quotes: dict[int, Quote] = {}
         self.iid = s.instruments.ids[0]
         self.events: list[object] = []
-        self.advance(2000)
+        self.advance(2000, self._quoted)
         deadline = time.monotonic() + LIVE_WAIT_S
         while self.iid not in self.quotes and time.monotonic() < deadline:
-            self.advance(2000)  # a live venue: until its book has both sides
+            self.advance(2000, self._quoted)  # a live venue: until its book has both sides
         r = {r.instrument.instrument_id: r for r in self.md.instruments()}[self.iid]
         ins, q = r.instrument, self.quotes[self.iid]
         lot_value = max(q.bid_px - 60, 1) * ins.tick_size * ins.lot_size
@@ -222,8 +227,11 @@ class Driven:
     def q(self, units: int) -> int:
         return units * self.unit
 
-    def advance(self, n: int) -> None:
-        for m in _take(self.md, n):
+    def _quoted(self, msgs: list[object]) -> bool:
+        return any(isinstance(m, Quote) and m.instrument_id == self.iid for m in msgs)
+
+    def advance(self, n: int, enough: Callable[[list[object]], bool] | None = None) -> None:
+        for m in _take(self.md, n, enough):
             self.now = max(self.now, getattr(m, "ts_event", self.now))
             if isinstance(m, Quote):
                 self.quotes[m.instrument_id] = m
