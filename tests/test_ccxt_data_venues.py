@@ -79,7 +79,12 @@ def venue(request: pytest.FixtureRequest) -> Iterator[tuple[Venue, Callable[...,
     clients: list[CcxtDataClient] = []
 
     def client(**settings: Any) -> CcxtDataClient:
-        base = {"rest_url": v.server.rest_url, "ws_url": v.server.ws_url, "book_depth": DEPTH}
+        base = {
+            "rest_url": v.server.rest_url,
+            "ws_url": v.server.ws_url,
+            "book_depth": DEPTH,
+            "book_hold_s": 0.3,  # a resting market's snapshots carry no venue time: held this
+        }
         c = CcxtDataClient(v.kind, v.kind, InstrumentTable([v.ins]), base | settings)
         clients.append(c)
         c.connect()
@@ -277,6 +282,7 @@ def test_a_lost_update_on_one_book_leaves_the_other_alone():
             "ws_url": srv.ws_url,
             "book_depth": DEPTH,
             "stale_after_s": 0,
+            "book_hold_s": 0.3,
         }
         client = CcxtDataClient("kraken", "kraken", InstrumentTable([btc, eth]), settings)
         try:
