@@ -5,7 +5,7 @@ its own keys, API keys never come from config.toml, live needs all three gates (
 is named, exit 2) and a live run's first line says LIVE, configured instruments are checked
 against the venue's markets (exit 2 naming the instrument), an order the venue would refuse is
 refused first and counted, and the run's resolution reaches every worker (the overlay).
-The real-process paper runs against the local servers are in tests/test_venue_wiring_e2e.py.
+The real-process paper runs against the local servers are in tests/test_venue_e2e.py.
 """
 
 from __future__ import annotations

@@ -174,15 +174,19 @@ def write_config(
     slices: int = 4,
     duration_s: float = 2.0,
     venue_extra: str = "",
+    storage: bool = False,
 ) -> tuple[Path, str]:
     """config.toml with a unique engine id, a tmp var dir, no inference, PostgreSQL off (exec
-    journals for recovery), one TWAP buy of ``v.qty`` and a ``[[venues]]`` entry of ``v.kind``
-    at ``srv``. Returns (path, engine id)."""
+    journals for recovery; ``storage``: PostgreSQL on and the Redis bridge too), one TWAP buy of
+    ``v.qty`` and a ``[[venues]]`` entry of ``v.kind`` at ``srv``. Returns (path, engine id)."""
     eid = "ve" + uuid.uuid4().hex[:8]
     text = BASE.replace('id = "gekko"', f'id = "{eid}"', 1)
     text = text.replace('var_dir = "var"', f'var_dir = "{tmp_path / "var"}"', 1)
     text = set_key(text, "inference", "enabled = false")
-    text = set_key(text, "storage.postgres", 'mode = "off"')
+    if storage:  # the bridge publishes the events and the latest state to Redis
+        text = set_key(text, "bridge", "enabled = true")
+    else:
+        text = set_key(text, "storage.postgres", 'mode = "off"')
     # a lot of 1e-8 BTC (Coinbase, Kraken): 0.01 BTC is a million lots
     text = set_key(text, "risk", "max_position_lots = 100000000")
     text = text[: text.index("[[strategies]]")]  # the shipped strategies trade the simulator's
@@ -262,6 +266,16 @@ def position(s: dict[str, Any], v: Venue) -> int:
     assert pos is not None, s["positions"]
     assert pos["position"] == pos["position_from_fills"], pos
     return int(pos["position"])
+
+
+def leaked_keys(tmp_path: Path, key: str, secret: str) -> list[str]:
+    """Files under the run's var dir (logs, summaries, journals, Redis and PostgreSQL files)
+    that hold the API key or secret."""
+    return [
+        str(p)
+        for p in (tmp_path / "var").rglob("*")
+        if p.is_file() and (key.encode() in p.read_bytes() or secret.encode() in p.read_bytes())
+    ]
 
 
 def signed_fills(fs: list[dict[str, Any]]) -> int:
