@@ -128,7 +128,7 @@ def test_reconnect_storm_loses_and_repeats_no_fill(v: Venue) -> None:
 def test_silent_user_stream_is_caught_by_its_pings_and_backfilled(v: Venue) -> None:
     with venue_env(v) as (srv, make):
         # no REST check of open orders: only the stream's staleness can find this fill
-        c = make(stale_after_s=0.9, reconnect_s=0.1, rest_poll_s=60)
+        c = make(stale_after_s=0.6, reconnect_s=0.1, rest_poll_s=60)  # pings every 0.2 s
         venue = _resting_sell(c, srv, v, 303, 0.01)
         srv.faults.arm("stall", stream="user")  # the socket stays open, says nothing, no pongs
         try:
