@@ -495,7 +495,9 @@ def test_momentum_sized_in_notional_long_only():
     flat instead of short when the market falls."""
     qs = trend_quotes()
     params = {"fast": 5, "slow": 20, "notional": 750.0, "long_only": True}
-    out = run_momentum(qs, None, params)
+    # nothing filled: nothing to sell (selling the target's size would go short)
+    assert all(i.side == Side.BUY for i in run_momentum(qs, None, params))
+    out = run_momentum(qs, 0, params)  # every order filled on the next quote
     per_lot = INS[0].notional((qs[0].bid_px + qs[0].ask_px) // 2, 1)
     lots = math.ceil(750.0 / per_lot)
     assert lots > 1 and out and all(i.qty == lots for i in out)  # at the first mid, whole lots

@@ -149,6 +149,12 @@ class MomentumTaker(Strategy):
     def _take(self, iid: int, delta: int) -> None:
         ctx = self.ctx
         qty = abs(delta)
+        if self.long_only and delta < 0:
+            # sell what was bought, never more: an IOC buy that missed (or filled in part) leaves
+            # the target ahead of the position, and selling the target's size would go short
+            qty = min(qty, max(0, ctx.position(iid)))
+            if not qty:
+                return
         if self.use_market:
             if delta > 0:
                 ctx.buy(iid, qty)
