@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 20
 CHAOS_SECONDS ?= 600
 
-.PHONY: run test chaos perf lint backtest clean
+.PHONY: run test venues chaos perf lint backtest clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -27,7 +27,11 @@ backtest: $(VENV)/.installed-run
 	$(BIN)/gekko backtest --config config.toml
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m "not chaos_long"
+	$(BIN)/python -m pytest -q -m "not chaos_long and not venue_matrix"
+
+# the real-process venue runs of Coinbase and Kraken (Binance.US's run in `make test`)
+venues: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m venue_matrix tests
 
 # the long chaos run (tests/chaos): CHAOS_SECONDS of faults; CHAOS_SEED=<n> replays a seed
 chaos: $(VENV)/.installed-test

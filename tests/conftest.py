@@ -135,3 +135,10 @@ def redis_server() -> Iterator[object]:
 @pytest.fixture
 def redis_url(redis_server: object) -> str:
     return redis_server.url  # type: ignore[attr-defined]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "venue_matrix: the real-process venue runs of Coinbase and Kraken (make venues)",
+    )

@@ -25,6 +25,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.test_preflight import set_key
 from tests.venues import binance_capture
@@ -72,7 +74,10 @@ VENUES = {
         "kraken", "BTC/USD", "BTC", "USD", 1_000_000, Decimal("0.00000001"), _kraken_keys
     ),
 }
-KINDS = list(VENUES)
+#: Binance.US runs in `make test`; Coinbase and Kraken repeat the same real-process runs in
+#: `make venues` (marker venue_matrix, to keep `make test` inside its time budget): their adapters'
+#: own tests (tests/test_ccxt_*.py, tests/test_venue_conformance.py) run in `make test` too
+KINDS = [k if k == "binanceus" else pytest.param(k, marks=pytest.mark.venue_matrix) for k in VENUES]
 
 
 # --- the local exchange server, as a process --------------------------------------------------------
