@@ -655,13 +655,15 @@ class Supervisor:
             self._watch_venues()
             self.record.maybe_sample(self.positions)  # equity curve for the run's analytics
             now = time.monotonic()
+            # a reason set above (a worker that stopped the run, seen by _watch in this same
+            # pass) is the true cause: neither the duration nor the stream's end replaces it
             if self.duration_s is not None and now - t0 >= self.duration_s:
-                self._stop_reason = f"--duration {self.duration_s:g}s reached"
+                self._stop_reason = self._stop_reason or f"--duration {self.duration_s:g}s reached"
             if self.until_feed_done:
                 if self._quiescent():
                     quiet_since = quiet_since or now
                     if now - quiet_since > 0.3:
-                        self._stop_reason = "feed finished"
+                        self._stop_reason = self._stop_reason or "feed finished"
                 else:
                     quiet_since = 0.0
             if now >= next_status:

@@ -118,14 +118,16 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         live = is_live(client)
         source = iter(()) if live else client.updates()
     except ValueError as exc:  # a replay file that cannot be read: restarting will not help
+        code = _stop_run(cfg, engine_id, f"cannot replay: {exc}")  # the reason before the end
         w.close(crashed=False)  # the run stops: the stream ends here
-        return _stop_run(cfg, engine_id, f"cannot replay: {exc}")
+        return code
     feed = _Feed(w, md, source, books, rules, rejects, client if live else None)
     try:
         skip = feed.resume()
     except BadRowError as exc:
+        code = _stop_run(cfg, engine_id, str(exc))
         w.close(crashed=False)
-        return _stop_run(cfg, engine_id, str(exc))
+        return code
     w.beat(STATE_READY)
     # the first tick waits for its readers: a tick queued while a worker is still starting would
     # measure that start-up, not the pipeline
