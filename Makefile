@@ -26,7 +26,12 @@ run: $(VENV)/.installed-run
 backtest: $(VENV)/.installed-run
 	$(BIN)/gekko backtest --config config.toml
 
+# the HTML report's browser test renders in Debian's headless Chromium: installed here where
+# apt-get can (root); elsewhere that test says why it skipped
 test: $(VENV)/.installed-test
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| echo "note: no chromium (Debian package chromium): the report's browser test will skip"; }
 	$(BIN)/python -m pytest -q -m "not chaos_long and not venue_matrix"
 
 # the real-process venue runs of Coinbase and Kraken (Binance.US's run in `make test`)
