@@ -29,7 +29,7 @@ backtest: $(VENV)/.installed-run
 # the HTML report's browser test renders in Debian's headless Chromium: installed here where
 # apt-get can (root); elsewhere that test says why it skipped
 test: $(VENV)/.installed-test
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	@export DEBIAN_FRONTEND=noninteractive; command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
 		|| echo "note: no chromium (Debian package chromium): the report's browser test will skip"; }
 	$(BIN)/python -m pytest -q -m "not chaos_long and not venue_matrix"
