@@ -190,8 +190,9 @@ class MetricsRegion:
         return cls(region)
 
     @classmethod
-    def attach(cls, engine_id: str, name: str) -> MetricsRegion:
-        return cls(Region.attach(engine_id, name, KIND_METRICS, METRICS_LAYOUT))
+    def attach(cls, engine_id: str, name: str, *, readonly: bool = False) -> MetricsRegion:
+        region = Region.attach(engine_id, name, KIND_METRICS, METRICS_LAYOUT, readonly=readonly)
+        return cls(region)
 
     # --- hot path ------------------------------------------------------------------------------
     def counter_index(self, name: str) -> int:

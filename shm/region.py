@@ -154,8 +154,12 @@ class Region:
         return region
 
     @classmethod
-    def attach(cls, engine_id: str, name: str, kind: int, layout: int) -> Region:
-        """Map an existing region, refusing one of another kind, layout or a corrupted header."""
+    def attach(
+        cls, engine_id: str, name: str, kind: int, layout: int, *, readonly: bool = False
+    ) -> Region:
+        """Map an existing region, refusing one of another kind, layout or a corrupted header.
+
+        ``readonly`` maps it PROT_READ (monitors: a stray write faults instead of corrupting)."""
         full = region_name(engine_id, name)
         try:
             shm = posix_ipc.SharedMemory(full)
@@ -164,7 +168,8 @@ class Region:
         if shm.size < HEADER_SIZE:
             shm.close_fd()
             raise RegionError(f"region {full} is too small ({shm.size} bytes) to be a Gekko region")
-        mm = mmap.mmap(shm.fd, shm.size)
+        prot = mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE
+        mm = mmap.mmap(shm.fd, shm.size, prot=prot)
         shm.close_fd()
         region = cls(full, shm, mm, created=False)
         try:

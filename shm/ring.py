@@ -164,8 +164,11 @@ class Ring:
         return ring
 
     @classmethod
-    def attach(cls, engine_id: str, name: str) -> Ring:
-        return cls(Region.attach(engine_id, name, KIND_RING, RING_LAYOUT_VERSION))
+    def attach(cls, engine_id: str, name: str, *, readonly: bool = False) -> Ring:
+        """Map a ring; ``readonly`` for monitors (header and slots only: no role can be taken)."""
+        return cls(
+            Region.attach(engine_id, name, KIND_RING, RING_LAYOUT_VERSION, readonly=readonly)
+        )
 
     def _semaphore_names(self) -> list[str]:
         return [f"{self.region.name}_{i}" for i in range(self.max_consumers)] + [

@@ -124,9 +124,13 @@ class SeqlockTable:
         return cls(region, dtype)
 
     @classmethod
-    def attach(cls, engine_id: str, name: str, dtype: np.dtype) -> SeqlockTable:
-        """Attach; a table made with a different row dtype is refused (its layout hash differs)."""
-        return cls(Region.attach(engine_id, name, KIND_TABLE, _dtype_hash(np.dtype(dtype))), dtype)
+    def attach(
+        cls, engine_id: str, name: str, dtype: np.dtype, *, readonly: bool = False
+    ) -> SeqlockTable:
+        """Attach; a table made with a different row dtype is refused (its layout hash differs).
+        ``readonly``: for readers only (``write`` then faults)."""
+        layout = _dtype_hash(np.dtype(dtype))
+        return cls(Region.attach(engine_id, name, KIND_TABLE, layout, readonly=readonly), dtype)
 
     def write(self, row: int, values: tuple | np.void | dict) -> None:
         """Replace row ``row`` atomically with respect to readers."""
