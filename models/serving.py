@@ -6,8 +6,9 @@ onnxruntime alone — torch is a training/test extra — so nothing here imports
 Three jobs, one per section:
 
 - ``make_session``: an ``InferenceSession`` with the configured execution providers, in order
-  (e.g. CUDA, CoreML, CPU). A provider this build of onnxruntime does not have is skipped with one
-  log line naming what is used instead; CPU is always the last resort. Session options favour
+  (e.g. CUDA, CoreML, CPU). A provider this build of onnxruntime does not have is skipped: the
+  serving line names it (a warning only when the list names no provider that is there); CPU is
+  always the last resort. Session options favour
   latency over throughput: full graph optimisation, sequential execution, a fixed small intra-op
   thread pool (one thread by default: the infer process owns one core, and thread hand-offs
   cost more than the tiny matmuls of a forecasting MLP).
@@ -85,7 +86,10 @@ def resolve_providers(
 ) -> list[str]:
     """The requested providers this onnxruntime build has, in order, CPU always last.
 
-    Each requested provider that is missing costs exactly one warning naming the fallback.
+    A list is an order of preference: a missing provider followed by one that is there (the
+    default ``["cuda", "coreml", "cpu"]`` on a CPU-only build) is a DEBUG line, and the serving
+    line names what was skipped (``ModelServer``). A fallback to a provider the list does not
+    name (CPU after ``["cuda"]``) is one WARNING per missing provider, naming the fallback.
     """
     have = set(ort.get_available_providers() if available is None else available)
     wanted = [provider_name(p) for p in requested] or [CPU]
@@ -95,13 +99,24 @@ def resolve_providers(
             if p not in out:
                 out.append(p)
             continue
-        nxt = next((q for q in wanted[k + 1 :] if q in have), CPU)
-        log.warning(
-            "inference: execution provider %s is not available here; falling back to %s", p, nxt
+        nxt = next((q for q in wanted[k + 1 :] if q in have), None)
+        log.log(
+            logging.DEBUG if nxt else logging.WARNING,
+            "inference: execution provider %s is not available here; falling back to %s",
+            p,
+            nxt or CPU,
         )
     if CPU not in out:
         out.append(CPU)
     return out
+
+
+def unavailable_providers(
+    requested: Sequence[str], available: Sequence[str] | None = None
+) -> list[str]:
+    """The requested providers this onnxruntime build lacks (their config names), in order."""
+    have = set(ort.get_available_providers() if available is None else available)
+    return [p for p in requested if provider_name(p) not in have]
 
 
 def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
@@ -394,6 +409,7 @@ class ModelServer:
         self.features = tuple(features)
         # resolved once: a missing provider is reported once per process, not at every swap
         self.providers = resolve_providers(providers)
+        self.skipped = unavailable_providers(providers)  # said once, in the serving line
         self.intra_op_threads = intra_op_threads
         self.current: LoadedModel | None = None
         self._current_sig: tuple[Path, tuple[int, ...] | None] | None = None
@@ -456,7 +472,7 @@ class ModelServer:
         self.last_error = ""
         if old is None:
             log.info(
-                "inference: serving %s %s from %s (input %d x %d, horizon %d, providers %s)",
+                "inference: serving %s %s from %s (input %d x %d, horizon %d, providers %s%s)",
                 model.name,
                 model.version,
                 cand,
@@ -464,6 +480,9 @@ class ModelServer:
                 model.n_features,
                 model.horizon,
                 ",".join(model.providers),
+                f"; {', '.join(self.skipped)}: not in this onnxruntime build"
+                if self.skipped
+                else "",
             )
             return SwapEvent("loaded", cand, model.version)
         self.swaps += 1

@@ -45,7 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ops.supervisor import Supervisor
 
     cfg = load_config_or_exit(args.config, args.venue)
-    setup_logging("supervisor", cfg.engine.log_level, cfg.engine.log_format)
+    setup_logging(
+        "supervisor", cfg.engine.log_level, cfg.engine.log_format, engine_id=cfg.engine.id
+    )
     cfg = _venue_run(cfg, args.venue, args.live)
     _preflight(cfg, "run")
     sup = Supervisor(
@@ -106,7 +108,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from procs.infer import with_forecasts
 
     cfg = load_config_or_exit(args.config)
-    setup_logging("backtest", cfg.engine.log_level, cfg.engine.log_format)
+    setup_logging("backtest", cfg.engine.log_level, cfg.engine.log_format, engine_id=cfg.engine.id)
     _preflight(cfg, "backtest")
     if cfg.real_venues():  # a backtest replays the simulator's market, not a venue's
         names = ", ".join(v.name for v in cfg.real_venues())

@@ -10,7 +10,8 @@ supervisor dies, however it dies: end of file. Then the guardian stops what the 
 very process (pid and start time), never a server another engine has adopted — and exits. A
 supervisor that stops cleanly writes ``done`` first: the guardian exits without acting.
 
-``python -m ops.guardian --owner-pid PID --owner-start T [--pg DATA_DIR] [--redis DBFILE]``
+``python -m ops.guardian --owner-pid PID --owner-start T [--pg DATA_DIR] [--redis DBFILE]
+[--log-format text|json] [--engine-id ID]``
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--owner-start", type=float, required=True)
     ap.add_argument("--pg", default="")
     ap.add_argument("--redis", default="")
+    ap.add_argument("--log-format", default="text", choices=("text", "json"))
+    ap.add_argument("--engine-id", default="")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    setup_logging("guardian")
+    setup_logging("guardian", fmt=args.log_format, engine_id=args.engine_id)
     line = sys.stdin.buffer.readline()  # blocks until ``done`` or the supervisor is gone (EOF)
     if line.strip() == b"done":
         return 0
@@ -69,10 +72,17 @@ def main(argv: list[str] | None = None) -> int:
 class Guardian:
     """The supervisor's side: start it, tell it ``done`` at a clean end."""
 
-    def __init__(self, pg_data_dir: str = "", redis_dbfile: str = "") -> None:
+    def __init__(
+        self,
+        pg_data_dir: str = "",
+        redis_dbfile: str = "",
+        log_format: str = "text",
+        engine_id: str = "",
+    ) -> None:
         me = ProcessIdentity.current()
         cmd = [sys.executable, "-m", "ops.guardian", "--owner-pid", str(me.pid)]
         cmd += ["--owner-start", repr(me.create_time)]
+        cmd += ["--log-format", log_format, "--engine-id", engine_id]
         if pg_data_dir:
             cmd += ["--pg", pg_data_dir]
         if redis_dbfile:

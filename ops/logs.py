@@ -1,17 +1,30 @@
 """Logging set-up: one line per record, plain text or JSON, secrets masked.
 
 Every process of the engine logs to stderr with its name, so one terminal (or journald) shows the
-whole engine; ``log_format = "json"`` makes each line a JSON object for log shippers.
+whole engine; ``log_format = "json"`` makes each line a JSON object for log shippers, and then
+*every* stderr line of the engine is one: Python warnings are routed through logging and an
+uncaught traceback is written as a record too. The fields and the noise we silence on purpose
+are listed in docs/operations.md ("Logs").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
 import time
+import warnings
+from datetime import UTC, datetime
 
 from ops.secrets import redact
+
+#: third-party warnings that say nothing a Gekko user can act on, silenced in every process.
+#: pgserver asks platformdirs for a per-user runtime dir at import (for a lock file); without
+#: $XDG_RUNTIME_DIR (containers, CI, ssh, root) platformdirs warns and uses /tmp/runtime-<uid>,
+#: which works: the warning is noise on every run.
+QUIET_WARNINGS = (r"XDG_RUNTIME_DIR is not set",)
 
 
 def mask_secrets(text: str) -> str:
@@ -21,7 +34,7 @@ def mask_secrets(text: str) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self, process: str) -> None:
+    def __init__(self, process: str, engine_id: str = "", incarnation: int = 0) -> None:
         super().__init__()
         self.process = process
 
@@ -35,34 +48,78 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, process: str) -> None:
+    """One JSON object per record, on one line (a message's own newlines are escaped)."""
+
+    def __init__(self, process: str, engine_id: str = "", incarnation: int = 0) -> None:
         super().__init__()
         self.process = process
+        self.engine_id = engine_id
+        self.incarnation = int(incarnation)
 
     def format(self, record: logging.LogRecord) -> str:
         obj = {
-            "ts": record.created,
+            "ts": iso_utc(record.created),
             "level": record.levelname,
+            "engine_id": self.engine_id,
             "process": self.process,
+            "incarnation": self.incarnation,
+            "pid": record.process or os.getpid(),
             "logger": record.name,
             "msg": mask_secrets(record.getMessage()),
         }
         if record.exc_info:
             obj["exc"] = mask_secrets(self.formatException(record.exc_info))
-        return json.dumps(obj)
+        elif record.exc_text:
+            obj["exc"] = mask_secrets(record.exc_text)
+        return json.dumps(obj, ensure_ascii=False)
 
 
-def setup_logging(process: str, level: str = "INFO", fmt: str = "text") -> None:
+def iso_utc(created: float) -> str:
+    """``2026-12-07T15:41:18.185123Z``: what log shippers parse without a format string."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def setup_logging(
+    process: str,
+    level: str = "INFO",
+    fmt: str = "text",
+    *,
+    engine_id: str = "",
+    incarnation: int = 0,
+) -> None:
+    """Log records of this process to stderr as ``fmt`` ("text" | "json"); ``process`` is the
+    worker's name (or supervisor, backtest, guardian), ``incarnation`` its restart count."""
+    cls = JsonFormatter if fmt == "json" else TextFormatter
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(process) if fmt == "json" else TextFormatter(process))
+    handler.setFormatter(cls(process, engine_id, incarnation))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # warnings.warn() becomes a record: JSON in json mode
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     sys.excepthook = _masked_excepthook  # a traceback nobody caught is shown masked too
+    threading.excepthook = _thread_excepthook
 
 
 def _masked_excepthook(typ: type[BaseException], exc: BaseException, tb: object) -> None:
-    import traceback
+    """An uncaught exception, through the root handler (masked; one JSON record in json
+    mode); plain stderr if logging is not set up."""
+    if issubclass(typ, KeyboardInterrupt) or not logging.getLogger().handlers:
+        import traceback
 
-    text = "".join(traceback.format_exception(typ, exc, tb))  # type: ignore[arg-type]
-    sys.stderr.write(mask_secrets(text))
+        text = "".join(traceback.format_exception(typ, exc, tb))  # type: ignore[arg-type]
+        sys.stderr.write(mask_secrets(text))
+        return
+    logging.getLogger("gekko").critical("uncaught exception", exc_info=(typ, exc, tb))  # type: ignore[arg-type]
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("gekko").error(
+        "uncaught exception in thread %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )

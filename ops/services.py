@@ -82,7 +82,7 @@ class EmbeddedServices:
         embedded_redis = needs_redis(self.cfg) and self.cfg.storage.redis.mode == "embedded"
         rd = str(embedded_dbfile(self.cfg)) if embedded_redis else ""
         if pg_dir or rd:
-            self.guardian = Guardian(pg_dir, rd)
+            self.guardian = Guardian(pg_dir, rd, self.cfg.engine.log_format, self.cfg.engine.id)
 
     def start_redis(self) -> None:
         """Start the embedded Redis before the workers that use it (none use it: none started)."""

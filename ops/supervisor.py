@@ -42,6 +42,7 @@ from ops.identity import remove_record_if_mine
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
 from ops.services import Background, EmbeddedServices
 from ops.venue_run import OVERLAY_ENV, write_overlay
+from ops.worker import STORE_USERS
 from procs.runtime import (
     ALL_WORKERS,
     COUNTERS,
@@ -581,14 +582,16 @@ class Supervisor:
             self.services.start_redis()
             self._audit_start()
             # PostgreSQL (initdb on a fresh var dir, start, migrate) takes seconds: it comes up
-            # while the workers that do not need it start; the recorder starts once it is up
+            # while the workers that do not need it start; those that use the record (the
+            # recorder; exec and risk recover and seed from it) start once it is up, with its DSN
             pg = Background(self.services.start_postgres)
             for h in self.workers.values():
-                if h.name != "recorder":
+                if h.name not in STORE_USERS:
                     self._start(h)
             pg.join(self._forward_controls)
-            if "recorder" in self.workers:
-                self._start(self.workers["recorder"])
+            for h in self.workers.values():
+                if h.name in STORE_USERS:
+                    self._start(h)
             self._wait_ready()
             self.record.start()
             log.info(

@@ -55,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gekko: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.name, cfg.engine.log_level, cfg.engine.log_format)
+    setup_logging(
+        args.name,
+        cfg.engine.log_level,
+        cfg.engine.log_format,
+        engine_id=args.engine_id,
+        incarnation=args.incarnation,
+    )
     if args.name in STORE_USERS and cfg.storage.postgres.mode != "off":
         from ops.store.sink import install
 

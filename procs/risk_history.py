@@ -438,6 +438,10 @@ class SeedResult:
     grid: np.ndarray | None = None
     why: str = ""  # why nothing was seeded (or what went wrong on the way)
     notes: list[str] = field(default_factory=list)
+    #: something failed (the record unreachable, the file unreadable, a bug): a warning. An
+    #: empty or stale record is a first start, or a synthetic market whose clock starts at 1970
+    #: in every run: an INFO line, not a warning on every demo run
+    failed: bool = False
 
     @property
     def seeded(self) -> bool:
@@ -446,8 +450,10 @@ class SeedResult:
     def summary(self) -> str:
         """The one log line."""
         if not self.seeded:
-            return f"risk: returns window not seeded: {self.why or 'no history'}" + (
-                f" ({'; '.join(self.notes)})" if self.notes else ""
+            return (
+                f"risk: returns window not seeded: {self.why or 'no history'}"
+                + (f" ({'; '.join(self.notes)})" if self.notes else "")
+                + "; VaR and correlation start from this run's own prices"
             )
         assert self.grid is not None
         span = (
@@ -553,8 +559,10 @@ def collect_history(
                         result.sources[k] = "record"
         except Exception as exc:  # dead database, timeout, missing table: start unseeded
             why.append(f"record unavailable ({type(exc).__name__}: {str(exc).strip()[:200]})")
+            result.failed = True
     else:
-        why.append("storage off: no record")
+        off = cfg.storage.postgres.mode == "off"
+        why.append('no record ([storage.postgres] mode = "off")' if off else "no record DSN given")
     need = [k for k in range(n) if returns_available(prices)[k] < rc.min_history]
     if rc.history_file and need:
         grid = _fill_from_file(
@@ -601,6 +609,7 @@ def _fill_from_file(
         fh = load_history_file(path, [symbols[k] for k in need])
     except HistoryFileError as exc:
         why.append(str(exc))
+        result.failed = True
         return grid
     bad = {r: c for r, c in fh.rejected.items() if r != "other_symbol"}
     if bad:
@@ -665,9 +674,11 @@ def seed_history(
             np.zeros(len(cfg.instruments), dtype=np.int64),
             [""] * len(cfg.instruments),
             why=f"error: {type(exc).__name__}: {exc}",
+            failed=True,
         )
-    if result.seeded or not (dsn or cfg.risk.history_file):
-        log.info(result.summary())  # (storage off and no file: nothing was expected)
-    else:
+    # a warning when something failed, or a history file was given and seeded nothing
+    if result.failed or (cfg.risk.history_file and not result.seeded):
         log.warning(result.summary())
+    else:
+        log.info(result.summary())
     return result

@@ -11,26 +11,50 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from models.serving import CPU, ModelError, ModelServer, load_model, make_session, resolve_providers
+from models.serving import (
+    CPU,
+    ModelError,
+    ModelServer,
+    load_model,
+    make_session,
+    resolve_providers,
+    unavailable_providers,
+)
 from tests._onnx_models import build_onnx, write_model
 
 
-def test_missing_providers_fall_back_in_order_with_one_log_line_each(
+def test_a_preference_list_falls_back_in_order_without_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="gekko.models.serving"):
+    """The default ["cuda", "coreml", "cpu"] on a CPU-only build: no warning on every run (the
+    serving line names what was skipped), one DEBUG line per missing provider."""
+    with caplog.at_level(logging.DEBUG, logger="gekko.models.serving"):
         chain = resolve_providers(["cuda", "coreml", "cpu"], available=["CPUExecutionProvider"])
     assert chain == [CPU]
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG, logging.DEBUG]
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2
     assert "CUDAExecutionProvider is not available" in lines[0] and lines[0].endswith(
         "falling back to CPUExecutionProvider"
     )
     assert "CoreMLExecutionProvider is not available" in lines[1]
+    assert unavailable_providers(["cuda", "coreml", "cpu"], available=[CPU]) == ["cuda", "coreml"]
+
+
+def test_a_fallback_the_list_does_not_name_is_one_warning_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="gekko.models.serving"):
+        chain = resolve_providers(["cuda", "coreml"], available=[CPU])
+    assert chain == [CPU]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and all(r.levelno == logging.WARNING for r in caplog.records)
+    assert "CUDAExecutionProvider is not available" in lines[0]
+    assert lines[0].endswith("falling back to CPUExecutionProvider")
+    assert "CoreMLExecutionProvider is not available" in lines[1]
 
 
 def test_fallback_names_the_next_available_provider(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="gekko.models.serving"):
+    with caplog.at_level(logging.DEBUG, logger="gekko.models.serving"):
         chain = resolve_providers(
             ["cuda", "coreml", "cpu"], available=["CoreMLExecutionProvider", CPU]
         )
@@ -170,6 +194,23 @@ def test_bad_new_version_is_refused_and_the_last_good_model_keeps_serving(
     _touch_later(d3)
     ev = srv.poll()
     assert ev is not None and ev.kind == "swapped" and srv.current.version == "v3"
+
+
+def test_the_serving_line_names_the_skipped_providers_and_nothing_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a new user sees on a CPU-only machine with the default providers: one INFO line."""
+    monkeypatch.setattr("models.serving.ort.get_available_providers", lambda: [CPU])
+    with caplog.at_level(logging.DEBUG, logger="gekko.models.serving"):
+        srv = ModelServer(write_model(tmp_path / "m"), providers=["cuda", "coreml", "cpu"])
+        assert srv.poll().kind == "loaded"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    serving = [r.getMessage() for r in caplog.records if "serving" in r.getMessage()]
+    assert len(serving) == 1
+    assert (
+        "providers CPUExecutionProvider; cuda, coreml: not in this onnxruntime build"
+        in (serving[0])
+    )
 
 
 def test_single_model_directory_is_reloaded_when_its_files_change(tmp_path: Path) -> None:
