@@ -211,6 +211,7 @@ class InlineRuntime:
         self.risk_rejects = 0
         self.venue_rejects = 0
         self.fills = 0
+        self.fill_log: list[OrderPartiallyFilled] = []  # every fill, for the report's charts
         self.events = 0
         self.wall_ns_per_tick: list[int] = []
         self.first_ns: int | None = None
@@ -281,6 +282,7 @@ class InlineRuntime:
             self.events += 1
             if isinstance(msg, OrderPartiallyFilled):
                 self.fills += 1
+                self.fill_log.append(msg)
             elif isinstance(msg, REFUSALS):
                 self.venue_rejects += 1
         for h in self._routes[ring]:

@@ -178,6 +178,7 @@ class Portfolio:
         self._curve_ts: list[int] = []
         self._curve_equity: list[float] = []
         self._curve_bench: list[float] = []
+        self._curve_marks: list[tuple[int, ...]] = []  # every instrument's mark (ticks), per point
 
     # --- money ---------------------------------------------------------------------------------
     def fx(self, currency: str) -> float:
@@ -324,8 +325,10 @@ class Portfolio:
             self._curve_ts.pop()
             self._curve_equity.pop()
             self._curve_bench.pop()
+            self._curve_marks.pop()
         self._curve_ts.append(int(ts_ns))
         self._curve_equity.append(self.equity())
+        self._curve_marks.append(tuple(p.mark_px for p in self.positions.values()))
         bench = 0.0
         if self.benchmark is not None:
             b = self.positions[self.benchmark]
@@ -338,6 +341,15 @@ class Portfolio:
             np.asarray(self._curve_ts, dtype=np.int64),
             np.asarray(self._curve_equity, dtype=np.float64),
             np.asarray(self._curve_bench, dtype=np.float64),
+        )
+
+    def mark_curve(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """(the equity curve's times ns, each instrument's mark in ticks at those times — 0 until
+        it was first marked): the price line of the HTML report (ops/report_data.py)."""
+        marks = np.asarray(self._curve_marks, dtype=np.int64).reshape(-1, len(self.positions))
+        return (
+            np.asarray(self._curve_ts, dtype=np.int64),
+            {iid: marks[:, k].copy() for k, iid in enumerate(self.positions)},
         )
 
     # --- views -----------------------------------------------------------------------------------

@@ -409,6 +409,12 @@ class BacktestSection(msgspec.Struct, **_STRICT):
         _need(self.events > 0, "backtest.events", "must be > 0")
 
 
+class ReportSection(msgspec.Struct, **_STRICT):
+    """``[report]``: the HTML report every run and backtest writes (ops/html_report.py)."""
+
+    html: bool = True
+
+
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 _BRIDGEABLE_RINGS = ("md", "intents", "orders", "events", "risk")
 
@@ -629,6 +635,7 @@ class Config(msgspec.Struct, **_STRICT):
     risk: RiskLimits = msgspec.field(default_factory=RiskLimits)
     backtest: BacktestSection = msgspec.field(default_factory=BacktestSection)
     portfolio: PortfolioSettings = msgspec.field(default_factory=PortfolioSettings)
+    report: ReportSection = msgspec.field(default_factory=ReportSection)
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
     bridge: BridgeSection = msgspec.field(default_factory=BridgeSection)
     inference: InferenceSection = msgspec.field(default_factory=InferenceSection)

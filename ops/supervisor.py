@@ -749,6 +749,7 @@ class Supervisor:
                 getattr(self, "metrics", {}), getattr(self, "positions", None)
             )
             summary["stop_reason"] = self._stop_reason
+            summary["run_id"] = self.run_id  # `gekko report RUN_ID` rebuilds its report
             failure = inconsistency(summary)  # exec's positions vs the fills the engine saw
             if failure:
                 summary["failure"] = failure
@@ -790,3 +791,9 @@ class Supervisor:
             print(format_summary(summary, self.cfg), file=self.out, flush=True)
         except Exception:
             log.exception("could not write the run summary")
+            return
+        from ops.html_report import after_run  # report.html; its run_reports row in PostgreSQL
+
+        metrics = getattr(self, "metrics", {})
+        pg = self.services.pg_dsn
+        after_run(self.cfg, self.record, summary, metrics, self.run_id, self.run_dir, pg, self.out)
