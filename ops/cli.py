@@ -162,6 +162,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.json:
         out = {k: v for k, v in summary.items() if k != "orders_sent"}
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+    if cfg.report.html:  # after the run: nothing of it is on the backtest's clock
+        from ops.html_report import after_backtest, backtest_path
+
+        path = after_backtest(rt, summary, cfg, backtest_path(cfg, args.report, args.json))
+        print(f"  report: {path}")
     return 0
 
 
@@ -374,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="market events to replay (default, or 0: [backtest] events)",
     )
     bt.add_argument("--json", default="", help="also write the summary to this JSON file")
+    bt.add_argument(
+        "--report",
+        default="",
+        help="the HTML report's path (default: beside --json, else var_dir/last_backtest/)",
+    )
     bt.set_defaults(func=cmd_backtest)
 
     kill = with_config(sub.add_parser("kill", help="engage the kill switch of a running engine"))
@@ -398,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.redis_cmds import add_parsers as add_redis_parsers  # state (latest state in Redis)
 
     add_redis_parsers(sub, with_config)
+    from ops.html_report import add_parsers as add_report_parsers  # report RUN_ID
+
+    add_report_parsers(sub, with_config)
     from ops.doctor import add_parsers as add_doctor_parsers  # doctor (host checks)
 
     add_doctor_parsers(sub, with_config)
