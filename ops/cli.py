@@ -408,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.redis_cmds import add_parsers as add_redis_parsers  # state (latest state in Redis)
 
     add_redis_parsers(sub, with_config)
+    from ops.top import add_parsers as add_top_parsers  # top (live console)
+
+    add_top_parsers(sub, with_config)
     from ops.html_report import add_parsers as add_report_parsers  # report RUN_ID
 
     add_report_parsers(sub, with_config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from typing import Any
 
 from engine.analytics import YEAR_NS, format_duration, summarize
@@ -48,6 +49,8 @@ class RunRecord:
         self.accepted = 0
         self.canceled = 0
         self.venue_rejects = 0  # every refusal on the events ring, of orders and of requests
+        #: the last refusals, ("risk" | "venue", message), for `gekko top` (ops/activity.py)
+        self.recent_rejects: deque[tuple[str, Any]] = deque(maxlen=64)
         self.cancel_rejects = 0  # of which refused cancels (the order was unchanged)
         self.replace_rejects = 0  # and refused replaces
         self.risk_rejects = 0
@@ -130,6 +133,7 @@ class RunRecord:
             self.canceled += 1
         elif isinstance(msg, OrderRejected):
             self.venue_rejects += 1
+            self.recent_rejects.append(("venue", msg))
             if msg.reason.startswith(RULES_PREFIX):  # "venue rules: min_notional: ..."
                 why = msg.reason[len(RULES_PREFIX) :].split(":", 1)[0]
                 by = self.venue_rules_rejects_by_reason
@@ -137,13 +141,16 @@ class RunRecord:
         elif isinstance(msg, OrderCancelRejected):
             self.venue_rejects += 1
             self.cancel_rejects += 1
+            self.recent_rejects.append(("venue", msg))
         elif isinstance(msg, OrderReplaceRejected):
             self.venue_rejects += 1
             self.replace_rejects += 1
+            self.recent_rejects.append(("venue", msg))
 
     def on_risk(self, msg: Any) -> None:
         if isinstance(msg, OrderRejected):
             self.risk_rejects += 1
+            self.recent_rejects.append(("risk", msg))
         elif isinstance(msg, RiskEvent):
             self.risk_events.append(msg)
             if msg.kind == RiskEventKind.ORDER_REJECTED:  # (a refused replace has no reject)

@@ -35,6 +35,7 @@ from engine.messages import (
     Control,
     ControlCommand,
 )
+from ops.activity import activity
 from ops.config import Config
 from ops.control import ControlInbox, ControlItem, ControlServer, Peer, socket_path
 from ops.control_outbox import ControlOutbox
@@ -139,6 +140,9 @@ class Supervisor:
         self._venue_states: list[dict[str, Any]] = []  # live venues' states (procs/venue_status)
         self._venue_changes: dict[str, int] = {}
         self._md_state = ""  # the feed's live market data (procs/venue_status.md_state_word)
+        #: recent orders, fills, rejects and P&L per strategy for `gekko top` (ops/activity.py):
+        #: built by the main loop each status tick, handed out by the control socket's thread
+        self._activity: dict[str, Any] = {}
 
     @property
     def pg_dsn(self) -> str:
@@ -176,6 +180,8 @@ class Supervisor:
                 "venues": self._venue_states,  # the main loop's last read (one reference)
                 "market_data": self._md_state,
             }
+        if op == "activity":  # read-only: what the main loop last built (one reference)
+            return {"ok": True, **me, "phase": self._phase, **self._activity}
         if op not in _OPS:
             return {"ok": False, **me, "error": f"unknown request {op!r}"}
         if self._stop_reason:
@@ -600,6 +606,7 @@ class Supervisor:
                 len(self.cfg.instruments),
                 len(self.cfg.strategies),
             )
+            self._activity = activity(self.record, self.cfg)
             self._phase = "running"
             self._loop()
             self._phase = "stopping"
@@ -671,6 +678,7 @@ class Supervisor:
                     quiet_since = 0.0
             if now >= next_status:
                 next_status += sup.status_interval_s
+                self._activity = activity(self.record, self.cfg)
                 if self.show_status:
                     line = format_status(self.record, self.metrics, self.positions, self.cfg)
                     venues = venue_status_words(self._venue_states, self._md_state)
