@@ -415,6 +415,22 @@ class ReportSection(msgspec.Struct, **_STRICT):
     html: bool = True
 
 
+class MetricsSection(msgspec.Struct, **_STRICT):
+    """``[metrics]``: the Prometheus exporter (ops/exporter.py, docs/metrics.md)."""
+
+    listen: str = "127.0.0.1:9464"  # host:port; "" = off; port 0 = any free port
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            return
+        host, sep, port = self.listen.rpartition(":")
+        _need(
+            bool(sep and host.strip("[]")) and port.isdigit() and int(port) <= 65535,
+            "metrics.listen",
+            f'must be "host:port" (e.g. "127.0.0.1:9464") or "" (off), not {self.listen!r}',
+        )
+
+
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 _BRIDGEABLE_RINGS = ("md", "intents", "orders", "events", "risk")
 
@@ -636,6 +652,7 @@ class Config(msgspec.Struct, **_STRICT):
     backtest: BacktestSection = msgspec.field(default_factory=BacktestSection)
     portfolio: PortfolioSettings = msgspec.field(default_factory=PortfolioSettings)
     report: ReportSection = msgspec.field(default_factory=ReportSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
     bridge: BridgeSection = msgspec.field(default_factory=BridgeSection)
     inference: InferenceSection = msgspec.field(default_factory=InferenceSection)

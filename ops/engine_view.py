@@ -197,6 +197,31 @@ class EngineView:
             self._procs.pop(pid, None)
             return None, None
 
+    def cpu_times(self) -> dict[str, dict[str, float]]:
+        """Per worker: CPU seconds (user + system) and context switches (voluntary: wake-ups
+        from a sleep; involuntary: preemptions) of its current process."""
+        assert self.health is not None
+        out: dict[str, dict[str, float]] = {}
+        for name in self.workers:
+            pid = int(self.health.read(ALL_WORKERS.index(name))["pid"])
+            if pid <= 0:
+                continue
+            try:
+                p = self._procs.get(pid)
+                if p is None:
+                    p = self._procs[pid] = psutil.Process(pid)
+                    p.cpu_percent(None)  # the baseline of ``_cpu``'s next reading
+                with p.oneshot():
+                    t, cs = p.cpu_times(), p.num_ctx_switches()
+                out[name] = {
+                    "cpu_s": t.user + t.system,
+                    "voluntary": cs.voluntary,
+                    "involuntary": cs.involuntary,
+                }
+            except (psutil.Error, ProcessLookupError):
+                continue
+        return out
+
     def _rings(self) -> list[dict[str, Any]]:
         out = []
         for name, ring in self.rings.items():
@@ -221,6 +246,7 @@ class EngineView:
                     "name": name,
                     "capacity_bytes": ring.capacity,
                     "published": pub,
+                    "messages": ring.published_seq,  # frames (rates: gekko top)
                     "closed": ring.closed,
                     "readers": readers,
                 }

@@ -15,8 +15,10 @@ from typing import Any
 from engine.analytics import YEAR_NS, format_duration, summarize
 from engine.messages import (
     CancelOrder,
+    Forecast,
     InstrumentHalted,
     InstrumentResumed,
+    ModelSwapped,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
@@ -60,6 +62,12 @@ class RunRecord:
         self.risk_events: list[RiskEvent] = []
         self.halts: list[InstrumentHalted | InstrumentResumed] = []
         self.fill_position: dict[int, int] = {i: 0 for i in self.symbols}
+        # labelled counts for the Prometheus exporter (ops/exporter.py reads copies of them)
+        self.orders_by: dict[tuple[str, int, int, int], int] = {}  # (action, type, strategy, iid)
+        self.fills_by: dict[tuple[int, int], int] = {}  # (strategy, iid)
+        self.venue_rejects_by: dict[tuple[int, str], int] = {}  # (iid, reason word)
+        #: the model infer serves and when its last forecast was published (monotonic ns)
+        self.model: dict[str, Any] = {}
         self.restarts: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
         self._last_ticks = 0
@@ -111,6 +119,7 @@ class RunRecord:
     def on_order(self, msg: Any) -> None:
         self.orders.append(msg)
         self.portfolio.on_order(msg)
+        _count(self.orders_by, _order_key(msg))
         if isinstance(msg, NewOrder):
             self.new_orders += 1
             if msg.lots:  # the lots its strategy named, as exec's portfolio applies them
@@ -124,6 +133,8 @@ class RunRecord:
         self.portfolio.on_event(msg)
         if isinstance(msg, OrderPartiallyFilled):  # OrderFilled is a subclass
             self.fills.append(msg)
+            # the id's top 32 bits are its strategy's (engine/strategy_host.py)
+            _count(self.fills_by, (msg.client_order_id >> 32, msg.instrument_id))
             self.fill_position[msg.instrument_id] = (
                 self.fill_position.get(msg.instrument_id, 0) + msg.side * msg.fill_qty
             )
@@ -133,6 +144,7 @@ class RunRecord:
             self.canceled += 1
         elif isinstance(msg, OrderRejected):
             self.venue_rejects += 1
+            _count(self.venue_rejects_by, (msg.instrument_id, reason_word(msg.reason)))
             self.recent_rejects.append(("venue", msg))
             if msg.reason.startswith(RULES_PREFIX):  # "venue rules: min_notional: ..."
                 why = msg.reason[len(RULES_PREFIX) :].split(":", 1)[0]
@@ -141,11 +153,21 @@ class RunRecord:
         elif isinstance(msg, OrderCancelRejected):
             self.venue_rejects += 1
             self.cancel_rejects += 1
+            _count(self.venue_rejects_by, (msg.instrument_id, "cancel_rejected"))
             self.recent_rejects.append(("venue", msg))
         elif isinstance(msg, OrderReplaceRejected):
             self.venue_rejects += 1
             self.replace_rejects += 1
+            _count(self.venue_rejects_by, (msg.instrument_id, "replace_rejected"))
             self.recent_rejects.append(("venue", msg))
+
+    def on_forecast(self, msg: Any) -> None:
+        """The forecasts ring (read non-gating): the model served, the last forecast's time."""
+        if isinstance(msg, Forecast):
+            self.model["last_forecast_ns"] = msg.ts_recv
+            self.model.setdefault("version", msg.model_version)
+        elif isinstance(msg, ModelSwapped):
+            self.model.update(name=msg.model_name, version=msg.new_version)
 
     def on_risk(self, msg: Any) -> None:
         if isinstance(msg, OrderRejected):
@@ -234,6 +256,29 @@ class RunRecord:
             "pnl_by_strategy": self.portfolio.strategy_pnl(),
             "analytics": self.analytics(),
         }
+
+
+def _count(d: dict[Any, int], key: Any) -> None:
+    d[key] = d.get(key, 0) + 1
+
+
+def _order_key(msg: Any) -> tuple[str, int, int, int]:
+    """(action, order type (0: not a new order), strategy id, instrument id) of an order."""
+    action = {NewOrder: "new", CancelOrder: "cancel", ReplaceOrder: "replace"}.get(type(msg), "")
+    otype = int(msg.order_type) if action == "new" else 0
+    sid, iid = getattr(msg, "strategy_id", 0), getattr(msg, "instrument_id", -1)
+    return action or type(msg).__name__.lower(), otype, int(sid), int(iid)
+
+
+def reason_word(reason: str) -> str:
+    """A refusal's reason as a short label: its first clause, lower case, ``_`` for blanks
+    ("venue rules: min_notional: ..." -> "rules_min_notional"; free text stays bounded)."""
+    if reason.startswith(RULES_PREFIX):
+        head = "rules " + reason[len(RULES_PREFIX) :].split(":", 1)[0]
+    else:
+        head = reason.split(":", 1)[0]
+    word = "".join(c if c.isalnum() else "_" for c in head.strip().lower())[:40].strip("_")
+    return word or "unknown"
 
 
 #: ``gekko run``'s exit code when the run cannot be trusted: at the end, exec's positions

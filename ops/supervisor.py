@@ -39,6 +39,7 @@ from ops.activity import activity
 from ops.config import Config
 from ops.control import ControlInbox, ControlItem, ControlServer, Peer, socket_path
 from ops.control_outbox import ControlOutbox
+from ops.exporter import Exporter, record_figures
 from ops.identity import remove_record_if_mine
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
 from ops.services import Background, EmbeddedServices
@@ -111,7 +112,7 @@ class Supervisor:
         duration_s: float | None = None,
         until_feed_done: bool = False,
         status: bool = True,
-        out=sys.stdout,  # type: ignore[no-untyped-def]
+        out=None,  # type: ignore[no-untyped-def]
     ) -> None:
         self.cfg = cfg
         self.config_path = str(Path(config_path).resolve())
@@ -119,7 +120,7 @@ class Supervisor:
         self.duration_s = duration_s
         self.until_feed_done = until_feed_done
         self.show_status = status
-        self.out = out
+        self.out = out if out is not None else sys.stdout  # as set up now (ops/logs.py: json)
         self.var = Path(cfg.engine.var_dir)
         self.run_dir = self.var / "last_run"
         self.workers = {n: WorkerHandle(n) for n in enabled_workers(cfg)}
@@ -140,6 +141,11 @@ class Supervisor:
         self._venue_states: list[dict[str, Any]] = []  # live venues' states (procs/venue_status)
         self._venue_changes: dict[str, int] = {}
         self._md_state = ""  # the feed's live market data (procs/venue_status.md_state_word)
+        #: the Prometheus exporter (ops/exporter.py), and what the main loop hands it each
+        #: status tick (one reference: its scrape thread never walks the record)
+        self.exporter: Exporter | None = None
+        self._metric_figures: dict[str, Any] = {}
+        self.c_forecasts: Any = None
         #: recent orders, fills, rejects and P&L per strategy for `gekko top` (ops/activity.py):
         #: built by the main loop each status tick, handed out by the control socket's thread
         self._activity: dict[str, Any] = {}
@@ -438,6 +444,9 @@ class Supervisor:
             self.record.on_event(msg)
         for msg in self.c_risk.poll_batch(4096):
             self.record.on_risk(msg)
+        if self.c_forecasts is not None:  # non-gating: the model served, the forecasts' age
+            for msg in self.c_forecasts.poll_batch(4096):
+                self.record.on_forecast(msg)
         if self.c_remote is not None:
             fresh = self.remote_filter.fresh  # a re-delivered message (at-least-once) is dropped
             self.remote.extend(r for r in self.c_remote.poll_batch(4096) if fresh(r))
@@ -577,6 +586,11 @@ class Supervisor:
             self.c_orders = self.rings["orders"].consumer("supervisor", decoder=MESSAGE_DECODER)
             self.c_events = self.rings["events"].consumer("supervisor", decoder=MESSAGE_DECODER)
             self.c_risk = self.rings["risk"].consumer("supervisor", decoder=MESSAGE_DECODER)
+            if "forecasts" in self.rings:
+                self.c_forecasts = self.rings["forecasts"].consumer(
+                    "supervisor", gating=False, decoder=MESSAGE_DECODER
+                )
+            self._start_exporter()
             self.c_remote = None
             if (
                 "remote" in self.rings
@@ -622,12 +636,23 @@ class Supervisor:
             self._refuse_pending("the engine stopped")
             self._write_outputs()
             self._audit_stop()
+            if self.exporter is not None:  # before the regions it maps are removed
+                self.exporter.stop()
             self._remove_regions()
             self.services.stop()
             remove_record_if_mine(pidfile, me)
             for s, h in old.items():
                 signal.signal(s, h)
         return self.exit_code
+
+    def _start_exporter(self) -> None:
+        """The Prometheus exporter, when ``[metrics] listen`` names an address."""
+        if not self.cfg.metrics.listen:
+            return
+        self._metric_figures = record_figures(self.record, self.cfg)
+        ex = Exporter(self.cfg, self.run_id, lambda: self._metric_figures)
+        if ex.start():
+            self.exporter = ex
 
     def _claim(self, pidfile: Path) -> tuple[ControlServer, Any] | None:
         """Become this engine's supervisor: its regions, its control socket, its pid record
@@ -678,6 +703,8 @@ class Supervisor:
                     quiet_since = 0.0
             if now >= next_status:
                 next_status += sup.status_interval_s
+                if self.exporter is not None:
+                    self._metric_figures = record_figures(self.record, self.cfg)
                 self._activity = activity(self.record, self.cfg)
                 if self.show_status:
                     line = format_status(self.record, self.metrics, self.positions, self.cfg)

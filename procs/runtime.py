@@ -116,7 +116,16 @@ def topology(cfg: Any) -> tuple[RingSpec, ...]:
             else s
             for s in specs
         ]
-        specs.append(RingSpec("forecasts", "forecasts_capacity", "infer", (("strategy", True),)))
+        # the supervisor reads them non-gating (the model served and the last forecast's time,
+        # for the exporter): never a reason for infer to wait
+        specs.append(
+            RingSpec(
+                "forecasts",
+                "forecasts_capacity",
+                "infer",
+                (("strategy", True), ("supervisor", False)),
+            )
+        )
     if worker_enabled(cfg, "recorder"):
         # the recorder (PostgreSQL) must see every order, event and risk event: it gates them;
         # market data it reads non-gating (a slow database never holds the feed back: laps counted)
