@@ -41,6 +41,9 @@ import onnxruntime as ort
 from models.features import FEATURES
 
 log = logging.getLogger("gekko.models.serving")
+# onnxruntime's own process-wide logger writes warnings to stderr (a provider library that is
+# missing, say) in its own format; our log lines say what matters: errors only
+ort.set_default_logger_severity(3)
 
 #: short names accepted in config.toml for the usual execution providers
 PROVIDER_ALIASES: dict[str, str] = {

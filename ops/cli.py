@@ -46,7 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config_or_exit(args.config, args.venue)
     setup_logging(
-        "supervisor", cfg.engine.log_level, cfg.engine.log_format, engine_id=cfg.engine.id
+        "supervisor",
+        cfg.engine.log_level,
+        cfg.engine.log_format,
+        engine_id=cfg.engine.id,
+        stdout=True,  # json: the status lines and the summary are JSON lines too
     )
     cfg = _venue_run(cfg, args.venue, args.live)
     _preflight(cfg, "run")

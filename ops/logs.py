@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from datetime import UTC, datetime
+from typing import Any, TextIO
 
 from ops.secrets import redact
 
@@ -74,6 +75,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(obj, ensure_ascii=False)
 
 
+class JsonLines:
+    """A standard stream in json mode: each line Python code writes to it directly (a status
+    line, a ``print`` to stderr, a library's message) becomes one JSON record, logger ``stdout``
+    (INFO) or ``stderr`` (WARNING). Only Python's writes: a native library writing to the file
+    descriptor itself is not seen."""
+
+    def __init__(self, inner: TextIO, formatter: logging.Formatter, name: str) -> None:
+        self.inner = inner
+        self.formatter = formatter
+        self.name = name
+        self.level = logging.INFO if name == "stdout" else logging.WARNING
+        self._buf = ""
+
+    def write(self, s: str) -> int:
+        self._buf += s
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            self._emit(line)
+        return len(s)
+
+    def flush(self) -> None:
+        if self._buf:
+            line, self._buf = self._buf, ""
+            self._emit(line)
+        self.inner.flush()
+
+    def _emit(self, line: str) -> None:
+        if not line.strip():
+            return
+        rec = logging.LogRecord(self.name, self.level, "", 0, line.rstrip(), None, None)
+        self.inner.write(self.formatter.format(rec) + "\n")
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, ...
+        return getattr(self.inner, name)
+
+
+def _plain(stream: Any) -> Any:
+    return stream.inner if isinstance(stream, JsonLines) else stream
+
+
 def iso_utc(created: float) -> str:
     """``2026-12-07T15:41:18.185123Z``: what log shippers parse without a format string."""
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
@@ -86,12 +127,21 @@ def setup_logging(
     *,
     engine_id: str = "",
     incarnation: int = 0,
+    stdout: bool = False,
 ) -> None:
     """Log records of this process to stderr as ``fmt`` ("text" | "json"); ``process`` is the
-    worker's name (or supervisor, backtest, guardian), ``incarnation`` its restart count."""
-    cls = JsonFormatter if fmt == "json" else TextFormatter
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(cls(process, engine_id, incarnation))
+    worker's name (or supervisor, backtest, guardian), ``incarnation`` its restart count.
+
+    In json mode what Python code writes to stderr itself becomes records too (``JsonLines``),
+    and so does stdout with ``stdout=True`` (``gekko run``: its status lines and summary; a
+    backtest's printed result stays plain text)."""
+    err, out = _plain(sys.stderr), _plain(sys.stdout)
+    formatter = (JsonFormatter if fmt == "json" else TextFormatter)(process, engine_id, incarnation)
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(formatter)
+    json_mode = fmt == "json"
+    sys.stderr = JsonLines(err, formatter, "stderr") if json_mode else err  # type: ignore[assignment]
+    sys.stdout = JsonLines(out, formatter, "stdout") if json_mode and stdout else out  # type: ignore[assignment]
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

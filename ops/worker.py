@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.engine.log_format,
         engine_id=args.engine_id,
         incarnation=args.incarnation,
+        stdout=True,
     )
     if args.name in STORE_USERS and cfg.storage.postgres.mode != "off":
         from ops.store.sink import install
