@@ -186,12 +186,28 @@ def _x_axis(f: _Frame, origin: float) -> list[str]:
     return out
 
 
-def _y_axis(f: _Frame, fmt=fmt_num) -> list[str]:  # type: ignore[no-untyped-def]
+def tick_labels(ticks: list[float]) -> list[str]:
+    """Axis labels exact enough to tell neighbours apart: as many decimals as the step needs
+    (999,950 / 999,975, 190.02 / 190.04); millions abbreviated only when the step is that big."""
+    if len(ticks) < 2:
+        return [fmt_num(v) for v in ticks]
+    step, unit, suffix = abs(ticks[1] - ticks[0]), 1.0, ""
+    if step >= 1e5:
+        unit, suffix = 1e6, "M"
+    s = step / unit
+    dec = max(0, -math.floor(math.log10(s) + 1e-9))
+    while dec < 9 and abs(s * 10**dec - round(s * 10**dec)) > 1e-6:  # a 2.5 step: one more
+        dec += 1
+    return [f"{v / unit:,.{dec}f}{suffix}" for v in ticks]
+
+
+def _y_axis(f: _Frame) -> list[str]:
     out = []
-    for v in nice_ticks(f.y0, f.y1, 5):
+    ticks = nice_ticks(f.y0, f.y1, 5)
+    for v, label in zip(ticks, tick_labels(ticks), strict=True):
         y = float(f.py(np.array([v]))[0])
         out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt(v)}</text>')
+        out.append(f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     return out
 
 
