@@ -309,3 +309,12 @@ def test_what_the_page_shows_is_escaped_and_secrets_are_masked(tmp_path: Path) -
         "Drawdown from the running peak (%)",
         "A<B: mark price and 2 fills",
     ]
+
+
+def test_axis_labels_tell_neighbouring_ticks_apart() -> None:
+    from ops.report_charts import nice_ticks, tick_labels
+
+    for lo, hi in ((999_900.0, 1_000_010.0), (189.97, 190.05), (-0.015, 0.0), (1.0, 12.0)):
+        labels = tick_labels(nice_ticks(lo, hi, 5))
+        assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+    assert tick_labels([0.0, 500_000.0, 1_000_000.0]) == ["0.0M", "0.5M", "1.0M"]
