@@ -93,9 +93,11 @@ def activity(record: Any, cfg: Any, n: int = RECENT) -> dict[str, Any]:
         if isinstance(m, NewOrder | CancelOrder | ReplaceOrder)
     ]
     rejects = [_reject_row(src, m, symbols) for src, m in list(record.recent_rejects)[-n:]]
+    by_id = record.portfolio.strategy_pnl()  # only strategies with fills: the rest are zeros
+    none = dict.fromkeys(("realized", "unrealized", "fees", "net", "fills", "notional"), 0.0)
     pnl = [
-        {"strategy_id": sid, "strategy": str(names.get(sid, sid)), **figs}
-        for sid, figs in record.portfolio.strategy_pnl().items()
+        {"strategy_id": sid, "strategy": str(names.get(sid, sid)), **by_id.get(sid, none)}
+        for sid in sorted(set(names) | set(by_id))
     ]
     return {
         "orders": orders,

@@ -211,6 +211,10 @@ def live(cfg: Any, interval_s: float) -> int:
         with cbreak(fd) as can_read, Live(console=term, screen=True, auto_refresh=False) as screen:
 
             def redraw() -> None:
+                # the terminal's own size, each frame: a resize is followed, and a COLUMNS or
+                # LINES left in the environment (which rich would prefer) is not
+                with contextlib.suppress(OSError):
+                    term.size = os.get_terminal_size(sys.stdout.fileno())
                 screen.update(render(c.frame(term.width)), refresh=True)
 
             while True:

@@ -176,7 +176,7 @@ def processes(f: Frame) -> Table:
 
 
 def ring_rate(ring: dict[str, Any], prev: dict[str, Any] | None, dt_s: float) -> tuple[float, str]:
-    """(rate, unit): messages a second where the snapshot counts them, else bytes a second."""
+    """(rate, unit): frames a second where the snapshot counts them, else bytes a second."""
     key, unit = ("messages", "msg") if "messages" in ring else ("published", "B")
     if prev is None or dt_s <= 0 or key not in prev:
         return math.nan, unit

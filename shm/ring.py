@@ -50,6 +50,7 @@ from shm.layout import (
     CONF_MAX_PAYLOAD,
     PUB_CLOSED,
     PUB_PID,
+    PUB_SEQ,
     RING_LAYOUT_VERSION,
     SL_ATTACH_NS,
     SL_CURSOR,
@@ -250,6 +251,12 @@ class Ring:
     @property
     def published_pos(self) -> int:
         return K.published(self.base)
+
+    @property
+    def published_seq(self) -> int:
+        """Frames published so far (the next frame's sequence number): a monitor's count, read
+        on its own, not paired with the position (``shm.kernels.snapshot`` pairs them)."""
+        return int(self._words[PUB_SEQ // 8])
 
     @property
     def producer_pid(self) -> int:
