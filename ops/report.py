@@ -321,6 +321,11 @@ def format_rejects(s: dict[str, Any]) -> list[str]:
     if by:
         why = ", ".join(f"{k} {v}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
         out.append(f"  risk refusals by reason: {why}")
+        if "replace of unknown order" in by:  # in most runs: say it is not a fault
+            out.append(
+                "    (replace of unknown order: its order had filled, been canceled or refused"
+                " by the time the replace reached risk; nothing was sent: a race, not a fault)"
+            )
     if stale:
         out.append(
             f"  exec refused {stale} new orders as stale_order (older than max_intent_age_ms)"
@@ -333,7 +338,13 @@ def format_rejects(s: dict[str, Any]) -> list[str]:
 
 
 def _us(ns: float) -> str:
-    return "-" if ns is None or (isinstance(ns, float) and math.isnan(ns)) else f"{ns / 1000:.0f}µs"
+    """A latency as a person reads it: µs under 10 ms (the target's scale), then ms, then s."""
+    if ns is None or (isinstance(ns, float) and math.isnan(ns)):
+        return "-"
+    us = ns / 1000
+    if us < 10_000:
+        return f"{us:.0f}µs"
+    return f"{us / 1000:.1f}ms" if us < 1_000_000 else f"{us / 1e6:.2f}s"
 
 
 def format_status(

@@ -248,13 +248,13 @@ class _Recorder:
         lag = self.h_lag.snapshot()
         log.info(
             "recorder: %d trading records, %d rows written, %d market-data messages read, %d missed "
-            "(lag p50 %.0fµs p99 %.0fµs), %d database errors, %d replayed, %d refused",
+            "(lag p50 %.1fms p99 %.1fms), %d database errors, %d replayed, %d refused",
             c["records_in"],
             c["rows_written"],
             c["md_in"],
             c["md_missed"],
-            lag.percentile(50) / 1e3 if lag.count else 0.0,
-            lag.percentile(99) / 1e3 if lag.count else 0.0,
+            lag.percentile(50) / 1e6 if lag.count else 0.0,
+            lag.percentile(99) / 1e6 if lag.count else 0.0,
             c["db_errors"],
             c["replayed"],
             c["db_rejected"],

@@ -34,6 +34,14 @@ def _record(line: str) -> dict[str, Any]:
     return obj
 
 
+def _micros(text: str) -> float:
+    """``817µs`` / ``14.7ms`` / ``1.02s`` (ops/report.py ``_us``) in µs."""
+    for unit, scale in (("µs", 1.0), ("ms", 1e3), ("s", 1e6)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise ValueError(text)
+
+
 @dataclass
 class Run:
     engine_id: str
@@ -202,6 +210,27 @@ def test_a_default_run_prints_none_of_the_noise_a_new_user_tripped_on(json_run: 
     # a tick-to-order above the target is explained in the line below it (and only then)
     out = [_record(line)["msg"] for line in json_run.stdout]
     at = next(k for k, m in enumerate(out) if m.strip().startswith("tick-to-order:"))
-    p50_us = float(out[at].split("p50 ")[1].split("µs")[0])
+    p50_us = _micros(out[at].split("p50 ")[1].split()[0])
     explained = "above target:" in out[at + 1] and "docs/performance.md" in out[at + 1]
     assert explained == (p50_us > 50), out[at : at + 2]
+
+
+def test_the_summary_reads_as_a_person_reads_it() -> None:
+    """Latencies in their unit (not 1021313µs), the note under a tick-to-order above target
+    (and none under one that meets it), and the benign race behind a refusal every run has."""
+    from ops.config import load_config
+    from ops.report import _us, format_rejects, latency_note
+
+    assert [_us(x) for x in (817_000, 14_713_000, 251_285_000, 1_021_313_000)] == [
+        "817µs",
+        "14.7ms",
+        "251.3ms",
+        "1.02s",
+    ]
+    cfg = load_config(ROOT / "config.toml")
+    (note,) = latency_note(817_000, cfg)
+    assert "not pinned" in note and "wait=block" in note and "docs/performance.md" in note
+    assert latency_note(40_000, cfg) == [] and latency_note(None, cfg) == []
+    lines = format_rejects({"risk_rejects_by_reason": {"replace of unknown order": 3}})
+    assert len(lines) == 2 and "a race, not a fault" in lines[1]
+    assert len(format_rejects({"risk_rejects_by_reason": {"stale_intent": 1}})) == 1
