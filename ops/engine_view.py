@@ -29,8 +29,8 @@ from procs.runtime import (
     metrics_name,
     topology,
 )
+from procs.venue_status import STATS_DTYPE, STATS_TABLE, VENUE_DTYPE, read_states, read_stats
 from procs.venue_status import TABLE as VENUES_TABLE
-from procs.venue_status import VENUE_DTYPE, read_states
 from shm.metrics import H_BUCKETS, H_COUNT, H_SUM, HistogramSnapshot, MetricsRegion, bucket_index
 from shm.region import RegionError, pid_alive, read_header, region_name
 from shm.ring import Ring
@@ -77,6 +77,7 @@ class EngineView:
         self.health: SeqlockTable | None = None
         self.positions: SeqlockTable | None = None
         self.venues: SeqlockTable | None = None
+        self.venue_stats: SeqlockTable | None = None
         self.metrics: dict[str, MetricsRegion] = {}
         self.rings: dict[str, Ring] = {}
         self._procs: dict[int, psutil.Process] = {}
@@ -107,6 +108,8 @@ class EngineView:
         self.positions = SeqlockTable.attach(eid, "positions", POSITION_DTYPE, readonly=True)
         with contextlib.suppress(RegionError):  # an engine without a venues table
             self.venues = SeqlockTable.attach(eid, VENUES_TABLE, VENUE_DTYPE, readonly=True)
+        with contextlib.suppress(RegionError):
+            self.venue_stats = SeqlockTable.attach(eid, STATS_TABLE, STATS_DTYPE, readonly=True)
         for w in self.workers:
             self.metrics[w] = MetricsRegion.attach(eid, metrics_name(w), readonly=True)
         for spec in topology(self.cfg):
@@ -119,11 +122,11 @@ class EngineView:
             m.close()
         for r in self.rings.values():
             r.close()
-        for t in (self.health, self.positions, self.venues):
+        for t in (self.health, self.positions, self.venues, self.venue_stats):
             if t is not None:
                 t.close()
         self.metrics, self.rings = {}, {}
-        self.health = self.positions = self.venues = None
+        self.health = self.positions = self.venues = self.venue_stats = None
 
     # --- the snapshot --------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -148,6 +151,8 @@ class EngineView:
             },
             "kill_switch": state.get("state") == "HALTED" and state.get("source") == "operator",
             "venues": read_states(self.venues) if self.venues is not None else [],
+            # live venues' figures (exec writes them once a second; [] for the simulated one)
+            "venue_stats": read_stats(self.venue_stats) if self.venue_stats is not None else [],
         }
 
     def alive(self) -> bool:

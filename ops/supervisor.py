@@ -61,7 +61,9 @@ from procs.runtime import (
     stop_reason_path,
     topology,
 )
+from procs.venue_status import STATS_TABLE as VENUE_STATS_TABLE
 from procs.venue_status import TABLE as VENUES_TABLE
+from procs.venue_status import create_stats_table as create_venue_stats_table
 from procs.venue_status import create_table as create_venue_table
 from procs.venue_status import md_state_word
 from procs.venue_status import read_states as read_venue_states
@@ -230,7 +232,7 @@ class Supervisor:
                 )
         names = (
             [r.name for r in TOPOLOGY]
-            + ["remote", "health", "positions", "tob", VENUES_TABLE]
+            + ["remote", "health", "positions", "tob", VENUES_TABLE, VENUE_STATS_TABLE]
             + [metrics_name(w) for w in ALL_WORKERS]
         )
         removed = cleanup_stale(eid, names)
@@ -259,6 +261,7 @@ class Supervisor:
         )
         self.tob = SeqlockTable.create(eid, "tob", TOB_DTYPE, len(self.cfg.instruments))
         self.venue_table = create_venue_table(eid, self.cfg)  # procs/venue_status.py
+        self.venue_stats_table = create_venue_stats_table(eid, self.cfg)  # the exporter's
         for k, ins in enumerate(self.cfg.instruments):
             self.positions.write(k, {"instrument_id": ins.instrument_id})
             self.tob.write(k, {"instrument_id": ins.instrument_id})
@@ -278,6 +281,7 @@ class Supervisor:
             getattr(self, "positions", None),
             getattr(self, "tob", None),
             getattr(self, "venue_table", None),
+            getattr(self, "venue_stats_table", None),
         ):
             if t is not None:
                 t.unlink()

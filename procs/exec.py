@@ -43,6 +43,7 @@ from procs.runtime import (
 from procs.storage import run_id
 from procs.venue_status import (
     VenueStates,
+    attach_stats_table,
     attach_table,
     baseline_path,
     live_venues,
@@ -227,7 +228,8 @@ def _venue_states(engine_id: str, cfg: Any, venue: Any, rec: Any) -> VenueStates
         venue.seed(rec.result.table.open_orders(), rec.result.fills)
         _seed_algo_children(venue, rec.algo)
     table = attach_table(engine_id) if live else None
-    return VenueStates(table, venue_names(cfg), venue)
+    stats = attach_stats_table(engine_id) if live else None  # the exporter's venue figures
+    return VenueStates(table, venue_names(cfg), venue, stats)
 
 
 def _seed_algo_children(venue: Any, algo: Any) -> None:

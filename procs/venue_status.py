@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,26 @@ VENUE_DTYPE = np.dtype(
     ]
 )
 TABLE = "venues"
+
+#: each live venue's figures for the exporter (``ReconciledVenue.venue_stats``), one row per
+#: ``[[venues]]`` entry like ``TABLE``; exec rewrites them at most once a second
+STATS_TABLE = "vstats"
+STATS_DTYPE = np.dtype(
+    [
+        ("name", f"S{NAME_LEN}"),
+        ("updated_ns", "<i8"),  # time.monotonic_ns of the write; 0: no figures (simulated)
+        ("reconnects", "<i8"),
+        ("resyncs", "<i8"),
+        ("budget_left", "<f8"),
+        ("http_429", "<i8"),
+        ("http_418", "<i8"),
+        ("clock_offset_ms", "<i8"),
+        ("round_trip_ns", "<i8"),
+        ("in_flight", "<i8"),
+        ("oldest_sent_ns", "<i8"),
+    ]
+)
+STATS_EVERY_NS = 1_000_000_000
 
 
 def venue_names(cfg: Any) -> list[str]:
@@ -61,14 +82,18 @@ def live_venues(venue: Any) -> list[Any]:
 class VenueStates:
     """Exec's side: each pass, the live venues' states into the table (on change) and the log."""
 
-    def __init__(self, table: Any, names: list[str], venue: Any) -> None:
+    def __init__(self, table: Any, names: list[str], venue: Any, stats: Any = None) -> None:
         self.table = table
+        self.stats = stats  # the STATS_TABLE (None: figures not published)
         self.rows = {n: k for k, n in enumerate(names)}
         self.live = live_venues(venue)
         self.last: dict[str, VenueStatus] = {}
         self.changes: dict[str, int] = {}
+        self._next_stats = 0
 
     def refresh(self) -> None:
+        if self.stats is not None and self.live:
+            self._publish_stats()
         for v in self.live:
             for note in v.take_notes():
                 log.warning("venue %s", note)
@@ -93,6 +118,35 @@ class VenueStates:
                         _clip(s.reason, REASON_LEN),
                     ),
                 )
+
+    def _publish_stats(self) -> None:
+        """Each live venue's figures into the stats table, at most once a second."""
+        now = time.monotonic_ns()
+        if now < self._next_stats:
+            return
+        self._next_stats = now + STATS_EVERY_NS
+        for v in self.live:
+            get = getattr(v, "venue_stats", None)
+            row = self.rows.get(getattr(v, "name", ""))
+            if get is None or row is None:
+                continue
+            s = get(now)
+            self.stats.write(
+                row,
+                (
+                    _clip(s["venue"], NAME_LEN),
+                    now,
+                    s["reconnects"],
+                    s["resyncs"],
+                    s["budget_left"],
+                    s["http_429"],
+                    s["http_418"],
+                    s["clock_offset_ms"],
+                    s["round_trip_ns"],
+                    s["in_flight"],
+                    s["oldest_sent_ns"],
+                ),
+            )
 
     def kill(self, now_ns: int) -> list[Any]:
         out: list[Any] = []
@@ -123,6 +177,32 @@ def read_states(table: Any) -> list[dict[str, Any]]:
                 "reason": bytes(r["reason"]).decode("utf-8", "replace"),
                 "since_ns": int(r["since_ns"]),
                 "changes": int(r["changes"]),
+            }
+        )
+    return out
+
+
+def read_stats(table: Any, now_ns: int | None = None) -> list[dict[str, Any]]:
+    """The stats table's rows that exec has written, in base units (seconds, ratios)."""
+    now = time.monotonic_ns() if now_ns is None else now_ns
+    out = []
+    for r in table.read_all():
+        if int(r["updated_ns"]) <= 0:
+            continue
+        oldest = int(r["oldest_sent_ns"])
+        out.append(
+            {
+                "venue": bytes(r["name"]).decode("utf-8", "replace"),
+                "reconnects": int(r["reconnects"]),
+                "resyncs": int(r["resyncs"]),
+                "budget_left": float(r["budget_left"]),
+                "http_429": int(r["http_429"]),
+                "http_418": int(r["http_418"]),
+                "clock_offset_s": int(r["clock_offset_ms"]) / 1e3,
+                "order_rtt_s": int(r["round_trip_ns"]) / 1e9,
+                "in_flight": int(r["in_flight"]),
+                "oldest_in_flight_s": max(0, now - oldest) / 1e9 if oldest else 0.0,
+                "age_s": max(0, now - int(r["updated_ns"])) / 1e9,
             }
         )
     return out
@@ -189,6 +269,28 @@ def create_table(engine_id: str, cfg: Any) -> Any:
     for k, n in enumerate(names):
         t.write(k, (_clip(n, NAME_LEN), 0, 0, 0, b""))
     return t
+
+
+def create_stats_table(engine_id: str, cfg: Any) -> Any:
+    """The supervisor's: the venue figures table, one named row per venue."""
+    from shm.seqlock import SeqlockTable
+
+    names = venue_names(cfg)
+    t = SeqlockTable.create(engine_id, STATS_TABLE, STATS_DTYPE, len(names))
+    for k, n in enumerate(names):
+        t.write(k, {"name": _clip(n, NAME_LEN)})
+    return t
+
+
+def attach_stats_table(engine_id: str) -> Any:
+    """Exec's; None when the supervisor made none (the figures are then not published)."""
+    from shm.seqlock import SeqlockTable
+
+    try:
+        return SeqlockTable.attach(engine_id, STATS_TABLE, STATS_DTYPE)
+    except Exception as exc:  # a view, never a reason to stop trading
+        log.error("exec: no venue stats table (%s): venue figures are not exported", exc)
+        return None
 
 
 def attach_table(engine_id: str) -> Any:

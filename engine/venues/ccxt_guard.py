@@ -146,6 +146,16 @@ class WeightBudget:
                 self._spent.append((now, weight))
             self._total += weight
 
+    def left_ratio(self, now: float) -> float:
+        """The fraction of the budget still free at ``now`` (1: untouched), read without
+        changing anything (a monitor on another thread may call it)."""
+        if self.decaying:
+            rate = self.limit / self.window_s
+            used = max(0.0, self._total - rate * max(0.0, now - self._at))
+        else:
+            used = sum(w for t, w in list(self._spent) if t > now - self.window_s)
+        return max(0.0, 1.0 - used / self.limit)
+
     def observe_used(self, used: float, now: float) -> None:
         """The venue's own count (a used-weight header): never count less than it does."""
         gap = used - self.used(now)

@@ -102,6 +102,7 @@ class ReconciledVenue:
         self.duplicates_dropped = 0  # fills / ends seen twice (stream and REST, or replays)
         self.refused = 0  # new orders and replaces refused while not connected
         self.foreign_events = 0  # events of orders neither sent nor adopted here (dropped)
+        self.last_round_trip_ns = 0  # submit to the venue's first answer, of the last answered
 
     # --- state -----------------------------------------------------------------------------------
     #: start-up reconciliation leaves positions to this venue's balance check
@@ -261,21 +262,59 @@ class ReconciledVenue:
                 self.foreign_events += 1  # an order not ours (yet): reconciliation decides
                 continue
             if tp in _FILLS:
-                self._in_flight.discard(coid)  # type: ignore[arg-type]
+                self._answered(coid, ev)
                 if not rec.fill(ev, self._tick.get(ev.instrument_id, 0.0)):  # type: ignore[attr-defined]
                     self.duplicates_dropped += 1
                     continue
             elif tp in _ENDS:
-                self._in_flight.discard(coid)  # type: ignore[arg-type]
+                self._answered(coid, ev)
                 if coid in rec.orders and not rec.close(coid):  # type: ignore[arg-type]
                     self.duplicates_dropped += 1
                     continue
             elif tp is OrderAccepted:
-                self._in_flight.discard(coid)  # type: ignore[arg-type]
+                self._answered(coid, ev)
             elif tp is OrderReplaced:
                 rec.replaced(coid, ev.px, ev.qty)  # type: ignore[arg-type,attr-defined]
             out.append(ev)
         return out
+
+    def _answered(self, coid: Any, ev: Any) -> None:
+        """The venue's first answer to an order in flight: its round trip is measured (once per
+        order, from its ``sent_ns`` to the answer's ``ts_recv``, both monotonic)."""
+        if coid in self._in_flight:
+            self._in_flight.discard(coid)
+            o = self.record.orders.get(coid)
+            ts = getattr(ev, "ts_recv", 0)
+            if o is not None and ts:
+                self.last_round_trip_ns = max(0, ts - o.sent_ns)
+
+    def venue_stats(self, now_ns: int) -> dict[str, Any]:
+        """For the operator's views (procs/venue_status.py writes it to shm once a second):
+        sessions reopened, reconciliations, the request budget, 429/418 answers, the clock
+        offset, the last order round trip, and the orders in flight with the oldest one's age.
+        Figures the client does not keep are 0."""
+        inner = self.inner
+        stats = getattr(inner, "stats", None) or {}
+        guard = getattr(inner, "guard", None)
+        orders = self.record.orders
+        sent = [o.sent_ns for c in list(self._in_flight) if (o := orders.get(c)) and o.sent_ns]
+        budget_left = 1.0
+        offset_ms = 0
+        if guard is not None:
+            budget_left = guard.budget.left_ratio(now_ns / 1e9)
+            offset_ms = guard.clock.offset_ms
+        return {
+            "venue": self.name,
+            "reconnects": int(stats.get("reconnects", 0)),
+            "resyncs": self.reconciliations,
+            "budget_left": float(budget_left),
+            "http_429": int(getattr(guard, "rate_limited", 0)),
+            "http_418": int(getattr(guard, "bans", 0)),
+            "clock_offset_ms": int(offset_ms),
+            "round_trip_ns": int(self.last_round_trip_ns),
+            "in_flight": len(sent),
+            "oldest_sent_ns": min(sent) if sent else 0,
+        }
 
     # --- reconciliation --------------------------------------------------------------------------
     def _snapshot(self) -> Any:
