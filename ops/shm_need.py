@@ -25,7 +25,7 @@ from procs.runtime import (
     enabled_workers,
     topology,
 )
-from procs.venue_status import VENUE_DTYPE, venue_names
+from procs.venue_status import STATS_DTYPE, VENUE_DTYPE, venue_names
 from shm.layout import data_offset
 from shm.metrics import H_WORDS, _words_offset
 from shm.region import HEADER_SIZE
@@ -101,7 +101,9 @@ def shm_need(cfg: Any) -> ShmNeed:
     need.regions["table:health"] = pages(table_bytes(HEALTH_DTYPE, len(ALL_WORKERS)))
     need.regions["table:positions"] = pages(table_bytes(POSITION_DTYPE, n_ins))
     need.regions["table:tob"] = pages(table_bytes(TOB_DTYPE, n_ins))
-    need.regions["table:venues"] = pages(table_bytes(VENUE_DTYPE, len(venue_names(cfg))))
+    n_venues = len(venue_names(cfg))
+    need.regions["table:venues"] = pages(table_bytes(VENUE_DTYPE, n_venues))
+    need.regions["table:vstats"] = pages(table_bytes(STATS_DTYPE, n_venues))
     workers = enabled_workers(cfg)
     for w in workers:
         need.regions[f"metrics:{w}"] = pages(metrics_bytes(len(COUNTERS[w]), len(HISTOGRAMS[w])))

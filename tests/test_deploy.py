@@ -127,6 +127,10 @@ def test_prometheus_scrapes_gekko_and_grafana_reads_prometheus(
         if v.startswith("./ops/deploy/grafana/dashboards")
     }
     assert paths & mounts, f"grafana reads dashboards from {paths}, compose mounts them at {mounts}"
+    home = Path(
+        compose()["services"]["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    )
+    assert str(home.parent) in mounts and (DEPLOY / "grafana/dashboards" / home.name).is_file()
 
 
 # --- Kubernetes -------------------------------------------------------------------------------
