@@ -14,9 +14,12 @@ messages' own monotonic stamps (ns), for ordering only.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from engine.messages import CancelOrder, NewOrder, ReplaceOrder
+
+log = logging.getLogger("gekko.activity")
 
 RECENT = 12  # rows of each kind: what fits a console panel
 
@@ -84,7 +87,24 @@ def _reject_row(source: str, msg: Any, symbols: dict[int, Any]) -> dict[str, Any
 
 
 def activity(record: Any, cfg: Any, n: int = RECENT) -> dict[str, Any]:
-    """The last ``n`` orders, fills and rejects (newest last), the counts, and P&L per strategy."""
+    """The last ``n`` orders, fills and rejects (newest last), the counts, and P&L per strategy.
+
+    It runs in the supervisor's main loop: a figure it cannot build costs the console that
+    figure (the answer says why, the log says it once), never the engine its supervisor."""
+    global _failed
+    try:
+        return _activity(record, cfg, n)
+    except Exception as exc:
+        if not _failed:
+            _failed = True
+            log.warning("gekko top's activity could not be built: %s", exc, exc_info=True)
+        return {"error": f"the supervisor could not build its activity: {exc}"}
+
+
+_failed = False  # logged once per process
+
+
+def _activity(record: Any, cfg: Any, n: int) -> dict[str, Any]:
     symbols = {i.instrument_id: i for i in cfg.instruments}
     names = {s["strategy_id"]: s.get("name") or _short(s["path"]) for s in cfg.strategy_specs()}
     orders = [

@@ -100,7 +100,7 @@ def fetch_activity(cfg: Any) -> tuple[dict[str, Any] | None, str]:
         )
     except ControlUnreachable as exc:
         return None, f"no answer from the supervisor: {exc}"
-    if not ans.get("ok"):
+    if not ans.get("ok") or "error" in ans:  # refused, or it could not build the figures
         return None, f"the supervisor says: {ans.get('error')}"
     return ans, ""
 

@@ -134,8 +134,11 @@ def header(f: Frame) -> Text:
         ("ENGAGED", "bold white on red") if s.get("kill_switch") else ("off", "green"),
         f"  {when}",
     )
+    phase = (f.activity or {}).get("phase", "running")
     if not s.get("alive", True):
         t.append("  ENGINE STOPPED", style="bold white on red")
+    elif phase != "running":  # starting, or stopping: the figures are about to freeze
+        t.append(f"  engine {phase}", style="bold yellow")
     t.append("   keys: k kill switch · r release · q quit", style="dim")
     return t
 
@@ -201,7 +204,11 @@ def rings(f: Frame) -> Table:
         rate, unit = ring_rate(r, before.get(r["name"]), dt_s)
         rate_s = fmt_rate(None if math.isnan(rate) else rate, unit)
         label = str(r["name"]) + (" (closed)" if r.get("closed") else "")
-        for i, rd in enumerate(r.get("readers") or [{}]):
+        readers = r.get("readers") or [{}]
+        if len(readers) > 1 and not any(rd.get("lag_bytes") or rd.get("missed") for rd in readers):
+            # an idle or caught-up ring takes one row, not one per reader
+            readers = [{"name": f"all {len(readers)} readers", "lag_bytes": 0, "fill": 0.0}]
+        for i, rd in enumerate(readers):
             fill = _num(rd.get("fill"))
             style = "" if fill is None or fill < 0.5 else ("yellow" if fill < 0.9 else "bold red")
             gating = "" if rd.get("gating", True) else " (non-gating)"
@@ -398,17 +405,15 @@ def render(f: Frame) -> RenderableType:
     parts: list[RenderableType] = [header(f)]
     if f.prompt:
         parts.append(Text(f.prompt, style="bold reverse"))
-    wide = f.width >= WIDE
-    side = Group(risk(f), venues(f))
-    blocks: list[tuple[RenderableType, ...]] = [
-        (processes(f), side),
-        (rings(f), latency(f)),
-        (positions(f), strategies(f)),
-        tuple(recent(f)),
-    ]
-    for b in blocks:
-        if wide:
-            parts.append(_row(*b))
-        else:
-            parts.extend(b)
+    if f.width >= WIDE:
+        blocks: list[tuple[RenderableType, ...]] = [
+            (processes(f), Group(risk(f), venues(f))),
+            (rings(f), latency(f)),
+            (positions(f), strategies(f)),
+            tuple(recent(f)),
+        ]
+        parts.extend(_row(*b) for b in blocks)
+    else:  # stacked: what a short terminal must not crop first
+        parts += [processes(f), risk(f), latency(f), positions(f), strategies(f), venues(f)]
+        parts += [rings(f), *recent(f)]
     return Group(*parts)

@@ -82,6 +82,14 @@ def _snap(ts: float, md_published: int, *, kill: bool = False, hb: float = 0.05)
                     },
                 ],
             },
+            {
+                "name": "control",
+                "published": 512,
+                "readers": [
+                    {"name": w, "gating": True, "lag_bytes": 0, "fill": 0.0, "missed": 0}
+                    for w in ("feed", "strategy", "risk", "exec")
+                ],
+            },
         ],  # fmt: skip
         "latency": {
             "tick_to_order": {
@@ -150,6 +158,8 @@ def test_the_screen_shows_processes_rings_latency_risk_and_positions() -> None:
         # the ring's rate is over the two snapshots: 204 frames in 2 s; a row per reader
         assert re.search(r"md +102/s +9\.0 KiB +strategy +1\.0 KiB +0\.0% +0\b", text)
         assert re.search(r" +recorder \(non-gating\) +3\.7 MiB +93\.0% +12\b", text)
+        # a ring whose readers are all caught up takes one row
+        assert re.search(r"control +0 B/s +512 B +all 4 readers +0 B +0\.0% +0\b", text), text
         assert re.search(r"tick_to_order +1,234 +41\.0µs +60\.0µs +95\.0µs +2,100µs +-", text)
         assert "187.25" in _line(text, "AAPL") and "188.01" in _line(text, "AAPL")
         assert "MarketMaker" in text and "risk: kill switch" in text and "187.31" in text
@@ -228,6 +238,8 @@ def test_the_supervisors_activity_is_in_instrument_units_newest_last() -> None:
         "venue_rejects": 1,
         "risk_events": 0,
     }
+    # what cannot be built is said, never raised into the supervisor's loop
+    assert "could not build" in activity(object(), cfg)["error"]
     # every configured strategy, by name; those without a fill at zero
     pnl = {s["strategy_id"]: s for s in a["pnl_by_strategy"]}
     assert sorted(pnl) == sorted(s["strategy_id"] for s in cfg.strategy_specs())
