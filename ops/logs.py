@@ -2,9 +2,10 @@
 
 Every process of the engine logs to stderr with its name, so one terminal (or journald) shows the
 whole engine; ``log_format = "json"`` makes each line a JSON object for log shippers, and then
-*every* stderr line of the engine is one: Python warnings are routed through logging and an
-uncaught traceback is written as a record too. The fields and the noise we silence on purpose
-are listed in docs/operations.md ("Logs").
+*every* line the engine writes is one (a shipper reading a container's or a unit's output sees
+nothing else): Python warnings are routed through logging, an uncaught traceback is a record,
+and what code prints to stderr (and ``gekko run`` to stdout) is wrapped line by line
+(``JsonLines``). The fields and the noise silenced on purpose: docs/operations.md ("Logs").
 """
 
 from __future__ import annotations
