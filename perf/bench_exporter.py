@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 WARM_TICKS = 200
+_ORIGINAL_CONFIG: Any = None  # perf._pipeline.write_bench_config, wrapped by _bench_config
 SCRAPE_EVERY_S = 1.0
 
 
@@ -127,6 +128,22 @@ class ExporterProcess:
 
 
 # --- the driver ----------------------------------------------------------------------------------
+def _bench_config(wait: str, directory: Any, cpus: Any = None) -> Any:
+    """bench_pipeline's config, plus: no recorder (no process would drain its gating slots) and
+    no staleness guard (a stall of a loaded box must cost a slow tick here, not a refusal)."""
+    import tomllib
+
+    from ops.config import load_config
+    from perf import _pipeline
+
+    _, path = _ORIGINAL_CONFIG(wait, directory, cpus=cpus)
+    doc = tomllib.loads(path.read_text())
+    doc.setdefault("storage", {}).setdefault("postgres", {})["mode"] = "off"
+    doc.setdefault("risk", {})["max_intent_age_ms"] = 0.0
+    path.write_text(_pipeline.to_toml(doc))
+    return load_config(path), path
+
+
 def _exec_hist(session: Any) -> Any:
     return session.histograms()["exec"]
 
@@ -211,8 +228,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.serve:
         return exporter_main(args.serve, args.exporter_cpu)
+    from perf import _pipeline
     from perf._pipeline import PipelineSession
 
+    global _ORIGINAL_CONFIG
+    _ORIGINAL_CONFIG = _pipeline.write_bench_config
+    _pipeline.write_bench_config = _bench_config
     pin = [int(c) for c in args.pin.split(",")] if args.pin else None
     session = PipelineSession(args.wait, tick_timeout_s=5.0, pin=pin)
     ex = None
