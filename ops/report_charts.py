@@ -215,7 +215,7 @@ def _svg(title: str, body: list[str], points: int, legend: list[tuple[str, str]]
     leg = []
     x = W - MR
     for name, color in reversed(legend):
-        w = 14 + 7 * len(name)
+        w = 22 + 7 * len(name)
         x -= w
         leg.append(
             f'<rect x="{x}" y="8" width="10" height="10" fill="{color}"/>'
