@@ -201,12 +201,9 @@ def _prices(d: ReportData, x0: int | None, x1: int | None) -> list[str]:
         for side, shape, color, word in ((1, "up", BUY, "buy"), (-1, "down", SELL, "sell")):
             m = sel & (f["side"] == side) if sel.size else sel
             if m.any():
-                labels = [
-                    f"{word} {q} @ {p * tick:.6g} (strategy {s})"
-                    for q, p, s in zip(f["qty"][m], f["px"][m], f["strategy"][m], strict=True)
-                ]
+                label = _fill_label(word, f["qty"][m], f["px"][m] * tick, f["strategy"][m])
                 markers.append(
-                    Markers(f"{word}s", f["ts"][m], f["px"][m] * tick, color, shape, labels)
+                    Markers(f"{word}s", f["ts"][m], f["px"][m] * tick, color, shape, label)
                 )
         if not series and not markers:
             continue
@@ -215,6 +212,13 @@ def _prices(d: ReportData, x0: int | None, x1: int | None) -> list[str]:
         out.append(time_chart(Chart(title, "", series, markers, x0=x0, x1=x1)))
         drawn += 1
     return out if drawn else [*out, _none("no prices and no fills to draw")]
+
+
+def _fill_label(
+    word: str, qty: np.ndarray, px: np.ndarray, strategy: np.ndarray
+) -> Callable[[int], str]:
+    """The hover text of fill i, made only for the fills a chart keeps."""
+    return lambda i: f"{word} {qty[i]} @ {px[i]:.6g} (strategy {strategy[i]})"
 
 
 def _positions(d: ReportData, x0: int | None, x1: int | None) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +41,8 @@ class Markers:
     y: np.ndarray
     color: str
     shape: str = "up"  # up | down | dot
-    labels: Sequence[str] | None = None
+    label: Callable[[int], str] | None = None  # the hover text of marker i (of x), if any
+    index: np.ndarray | None = None  # after thinning: which of the original markers are kept
 
 
 @dataclass
@@ -84,13 +85,12 @@ def minmax_reduce(x: np.ndarray, y: np.ndarray, x0: float, x1: float, width: int
 
 
 def thin_markers(m: Markers, x0: float, x1: float, width: int) -> Markers:
-    """One marker per pixel column (the first); labels follow."""
+    """One marker per pixel column (the first); ``index`` says which were kept."""
     if m.x.size <= width:
-        return m
+        return Markers(m.name, m.x, m.y, m.color, m.shape, m.label, np.arange(m.x.size))
     col = columns(m.x, x0, x1, width)
     _, first = np.unique(col, return_index=True)
-    labels = [m.labels[i] for i in first] if m.labels is not None else None
-    return Markers(m.name, m.x[first], m.y[first], m.color, m.shape, labels)
+    return Markers(m.name, m.x[first], m.y[first], m.color, m.shape, m.label, first)
 
 
 # --- axes -----------------------------------------------------------------------------------------
@@ -272,7 +272,13 @@ def time_chart(c: Chart) -> str:
         px, py = f.px(m.x), f.py(m.y)
         for k in range(m.x.size):
             body.append(
-                _marker(m.shape, px[k], py[k], m.color, m.labels[k] if m.labels else m.name)
+                _marker(
+                    m.shape,
+                    px[k],
+                    py[k],
+                    m.color,
+                    m.label(int(m.index[k])) if m.label and m.index is not None else m.name,
+                )
             )
         points += int(m.x.size)
     legend = [(s.name, s.color) for s in c.series] + [(m.name, m.color) for m in c.markers]

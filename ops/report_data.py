@@ -137,7 +137,10 @@ def log_histogram(values: np.ndarray, weights: np.ndarray | None = None) -> dict
     """Latencies (ns) binned four bins an octave; percentiles from the values themselves."""
     values = np.asarray(values, dtype=np.float64)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    counts, _ = np.histogram(np.clip(values, _EDGES_NS[0], _EDGES_NS[-1]), _EDGES_NS, weights=w)
+    # the bin of each value straight from its logarithm (no sort: a million values in ms)
+    k = np.floor(np.log2(np.clip(values, _EDGES_NS[0], _EDGES_NS[-1])) * 4.0) - 6 * 4
+    k = np.clip(k, 0, _EDGES_NS.size - 2).astype(np.int64)
+    counts = np.bincount(k, weights=w, minlength=_EDGES_NS.size - 1)
     nz = np.nonzero(counts)[0]
     lo, hi = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
     total = float(counts.sum())
@@ -146,8 +149,12 @@ def log_histogram(values: np.ndarray, weights: np.ndarray | None = None) -> dict
         "counts": counts[lo:hi].astype(np.int64).tolist(),
         "count": int(total),
     }
-    for p in (50, 99):
-        out[f"p{p}"] = _weighted_percentile(values, w, p) if total else None
+    if not total:
+        out["p50"] = out["p99"] = None
+    elif w is None:
+        out["p50"], out["p99"] = (float(v) for v in np.percentile(values, [50, 99]))
+    else:
+        out["p50"], out["p99"] = (_weighted_percentile(values, w, p) for p in (50, 99))
     return out
 
 
