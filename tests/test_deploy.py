@@ -92,6 +92,7 @@ def test_compose_services_images_ports_and_mounted_files() -> None:
     env = gekko["environment"]
     assert "@postgres:5432/" in env["GEKKO_PG_DSN"] and "redis://redis:" in env["GEKKO_REDIS_URL"]
     assert gekko["ulimits"]["nofile"] >= 65536
+    assert gekko["init"] is True  # the supervisor is not PID 1 (signals, orphans)
     assert int(gekko["stop_grace_period"].rstrip("s")) > 10  # > shutdown_timeout_s
     dashboards = ROOT / "ops/deploy/grafana/dashboards"
     assert list(dashboards.glob("*.json")), "no Grafana dashboard to provision"
@@ -178,6 +179,7 @@ def test_k8s_statefulset_is_guaranteed_with_integer_cpus_and_a_sized_shm(
     assert {"name": "metrics", "containerPort": port} in main["ports"]
     assert "kill" in main["lifecycle"]["preStop"]["exec"]["command"]  # the kill switch on stop
     assert pod["spec"]["terminationGracePeriodSeconds"] > cfg.supervisor.shutdown_timeout_s
+    assert pod["spec"]["shareProcessNamespace"] is True  # the supervisor is not PID 1
 
 
 def test_k8s_secrets_configmap_and_mounts(monkeypatch: pytest.MonkeyPatch) -> None:
