@@ -7,7 +7,7 @@ and venue tables); this module maps those regions PROT_READ — a stray write fa
 corrupting the engine — and turns them into one plain dict. Two figures live outside shm: the
 trading state (risk writes it to its state file on every change, ``procs.risk.state_path``) and
 per-process CPU (the OS, through psutil). ``snapshot()`` costs a few milliseconds: fine once a
-second, never on a trading path. Key meanings: docs/metrics.md.
+second, never on a trading path. Users: ``ops/exporter.py`` (docs/metrics.md), ``ops/top.py``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,17 @@ class EngineView:
 
     # --- the snapshot --------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """Everything an operator view shows, as plain Python values (docs/metrics.md)."""
+        """Everything an operator view shows, as plain Python values:
+
+        ``workers`` [{name, pid, state, heartbeat_age_s, incarnation, restarts, processed, core,
+        cpu_pct}], ``rings`` [{name, capacity_bytes, published (bytes), closed, readers: [{name,
+        state, gating, cursor, lag_bytes, fill (0..1), received, missed}]}], ``latency`` {stage:
+        {worker, count, sum_ns, p50_ns, p90_ns, p99_ns, p99.9_ns, max_ns}}, ``histograms``
+        {stage: (bucket bounds in ns, cumulative counts below each)}, ``counters`` {worker:
+        {name: n}}, ``positions`` [{instrument, instrument_id, venue, qty (lots), avg_px, mark_px,
+        exposure, fills, realized, unrealized, fees}], ``trading_state`` {state, reason, source,
+        since_wall_ns}, ``kill_switch``, ``venues`` (``procs.venue_status.read_states``),
+        ``venue_stats`` (``read_stats``: live venues only)."""
         latency, hists = self._latency()
         state = load_state(self._state_path) or {}
         return {

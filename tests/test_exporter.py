@@ -95,6 +95,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         out = _scrape_settled(proc, cfg)
         out["second_exporter"] = _second_exporter(cfg, out["addr"])
+        out["killed"] = _kill_and_scrape(cfg_path, out["addr"])
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -125,6 +126,24 @@ def _scrape_settled(proc: subprocess.Popen[str], cfg: Any) -> dict[str, Any]:
         time.sleep(1.2)  # the record's figures are handed over once a status tick (1 s)
 
 
+def _kill_and_scrape(cfg_path: Path, addr: str) -> dict[str, Any]:
+    """`gekko kill`, then the scrape that shows it (risk writes its state file on the change)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "kill", "--config", str(cfg_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        fams = _scrape(addr)
+        if _value(fams, "gekko_kill_switch_engaged") == 1 or time.monotonic() > deadline:
+            return fams
+        time.sleep(0.2)
+
+
 def _second_exporter(cfg: Any, addr: str) -> dict[str, Any]:
     """A second exporter on the address the first holds: it must say so and start nothing."""
     cfg.metrics.listen = addr
@@ -145,16 +164,19 @@ def test_counts_equal_the_summary(run: dict[str, Any]) -> None:
     f, s = run["fams"], run["summary"]
     assert s["ticks"] == MAX_EVENTS
     assert _value(f, "gekko_market_data_messages") == s["ticks"]
-    # the strategies cancel what is open when the run stops (after the scrape): those intents
-    # and cancels are the only difference
+    # after the scrape: the kill switch (risk cancels what is open, refuses what comes) and the
+    # stop (the strategies cancel what is still open): cancels, refusals and their intents only
     late_cancels = s["orders_cancel"] - _value(f, "gekko_orders", action="cancel")
-    assert _value(f, "gekko_intents") == s["intents"] - late_cancels
+    late_rejects = s["risk_rejects"] - _value(f, "gekko_risk_rejects")
+    assert late_cancels >= 0 and late_rejects >= 0
+    assert 0 <= s["intents"] - _value(f, "gekko_intents") <= late_cancels + late_rejects
     assert _value(f, "gekko_orders", action="new") == s["orders_new"] > 0
     assert _value(f, "gekko_orders", action="replace") == s["orders_replace"]
     assert _value(f, "gekko_fills") == s["fills"] > 0
     for sym, n in s["fills_by_instrument"].items():
         assert _value(f, "gekko_fills", instrument=sym) == n, sym
-    assert _value(f, "gekko_risk_rejects") == s["risk_rejects"]
+    for reason, n in s["risk_rejects_by_reason"].items():
+        assert _value(f, "gekko_risk_rejects", reason=reason) <= n, reason
     assert _value(f, "gekko_venue_rejects") <= s["venue_rejects"]
     names = {
         str(st.id or k + 1): st.name or st.path.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
@@ -241,6 +263,14 @@ def test_the_exporter_says_where_and_a_taken_port_costs_one_warning(run: dict[st
     assert [lvl for lvl, _ in second["logs"]] == [logging.WARNING]
     assert run["addr"] in second["logs"][0][1]
     assert not run["addr_file_left"]  # removed when the engine stopped
+
+
+def test_the_kill_switch_and_the_trading_state(run: dict[str, Any]) -> None:
+    f, s = run["killed"], run["summary"]
+    assert _value(f, "gekko_kill_switch_engaged") == 1
+    assert _value(f, "gekko_trading_state", state="HALTED") == 1
+    assert _value(f, "gekko_trading_state", state="ACTIVE") == 0
+    assert s["trading_state"]["state"] == "HALTED" and s["trading_state"]["source"] == "operator"
 
 
 # --- without a running engine -----------------------------------------------------------------
