@@ -142,3 +142,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "venue_matrix: the real-process venue runs of Coinbase and Kraken (make venues)",
     )
+    from ops.logs import QUIET_WARNINGS  # the engine's silenced noise, silenced here too
+
+    for pattern in QUIET_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{pattern}")
