@@ -73,6 +73,19 @@ def _fill_row(msg: Any, symbols: dict[int, Any]) -> dict[str, Any]:
     }
 
 
+def _positions(portfolio: Any, sid: int, symbols: dict[int, Any]) -> dict[str, float]:
+    """The strategy's own open positions (its lot books), by symbol, in instrument units."""
+    sb = portfolio.strategies.get(sid)
+    if sb is None:
+        return {}
+    out = {}
+    for iid, book in sb.books.items():
+        if book.position:
+            ins = symbols.get(iid)
+            out[ins.symbol if ins is not None else str(iid)] = _qty(ins, book.position)
+    return out
+
+
 def _reject_row(source: str, msg: Any, symbols: dict[int, Any]) -> dict[str, Any]:
     ins = symbols.get(msg.instrument_id)
     detail = getattr(msg, "detail", "") or ""
@@ -116,7 +129,12 @@ def _activity(record: Any, cfg: Any, n: int) -> dict[str, Any]:
     by_id = record.portfolio.strategy_pnl()  # only strategies with fills: the rest are zeros
     none = dict.fromkeys(("realized", "unrealized", "fees", "net", "fills", "notional"), 0.0)
     pnl = [
-        {"strategy_id": sid, "strategy": str(names.get(sid, sid)), **by_id.get(sid, none)}
+        {
+            "strategy_id": sid,
+            "strategy": str(names.get(sid, sid)),
+            **by_id.get(sid, none),
+            "positions": _positions(record.portfolio, sid, symbols),
+        }
         for sid in sorted(set(names) | set(by_id))
     ]
     return {

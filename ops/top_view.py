@@ -4,7 +4,8 @@ Why pure: the console's loop (ops/top.py) reads the engine (``EngineView.snapsho
 supervisor's ``activity`` answer) and handles keys; everything drawn is a function of those dicts
 and the previous snapshot (for rates), so a test can draw any state without an engine, and
 ``--once`` prints exactly the frame the live view shows. Rendered with rich; the keys of the
-snapshot are documented in docs/metrics.md, those of the activity in ops/activity.py.
+snapshot are ``EngineView.snapshot()``'s (ops/engine_view.py), those of the activity
+ops/activity.py's.
 """
 
 from __future__ import annotations
@@ -334,10 +335,11 @@ def strategies(f: Frame) -> Table:
         "unrealized",
         "fees",
         "net",
+        "positions",
         right=("fills", "realized", "unrealized", "fees", "net"),
     )
     if f.activity is None:
-        t.add_row(f.activity_note or "no answer from the supervisor", "", "", "", "", "")
+        t.add_row(f.activity_note or "no answer from the supervisor", "", "", "", "", "", "")
         return t
     for s in f.activity.get("pnl_by_strategy") or []:
         t.add_row(
@@ -347,6 +349,10 @@ def strategies(f: Frame) -> Table:
             fmt_money(s.get("unrealized")),
             fmt_fees(s.get("fees")),
             fmt_money(s.get("net")),
+            Text(
+                " · ".join(f"{k} {fmt_qty(v)}" for k, v in (s.get("positions") or {}).items()),
+                overflow="ellipsis",
+            ),
         )
     return t
 

@@ -6,7 +6,6 @@ processes and rings on screen, ``k`` ``y`` engaging the kill switch, ``r`` ``y``
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -25,7 +24,7 @@ from engine.messages import NewOrder, OrderFilled, OrderRejected
 from ops.activity import activity
 from ops.config import load_config
 from ops.report import RunRecord
-from ops.top import KeyState
+from ops.top import KeyState, fetch_activity
 from ops.top_view import Frame, render
 from tests.conftest import ROOT
 
@@ -145,7 +144,8 @@ def test_the_screen_shows_processes_rings_latency_risk_and_positions() -> None:
         "fills": [{"instrument": "AAPL", "side": "sell", "qty": 5.0, "px": 187.29, "fee": 0.01}],
         "rejects": [{"source": "risk", "instrument": "AAPL", "reason": "risk: kill switch"}],
         "pnl_by_strategy": [{"strategy": "MarketMaker", "fills": 3, "realized": 1.0,
-                             "unrealized": -2.0, "fees": 0.1, "net": -1.1}],
+                             "unrealized": -2.0, "fees": 0.1, "net": -1.1,
+                             "positions": {"AAPL": 12.0, "MSFT": -3.0}}],
         "counts": {"orders_new": 5, "fills": 3, "risk_rejects": 1, "venue_rejects": 0},
     }  # fmt: skip
     prev = _snap(100.0, 1000)
@@ -162,6 +162,7 @@ def test_the_screen_shows_processes_rings_latency_risk_and_positions() -> None:
         assert re.search(r"control +0 B/s +512 B +all 4 readers +0 B +0\.0% +0\b", text), text
         assert re.search(r"tick_to_order +1,234 +41\.0µs +60\.0µs +95\.0µs +2,100µs +-", text)
         assert "187.25" in _line(text, "AAPL") and "188.01" in _line(text, "AAPL")
+        assert re.search(r"MarketMaker +3 +1\.00 +-2\.00 +0\.10 +-1\.10 +AAPL 12 · MSFT -3", text)
         assert "MarketMaker" in text and "risk: kill switch" in text and "187.31" in text
         assert "approved 120" in text and "orders 5" in text
 
@@ -244,6 +245,7 @@ def test_the_supervisors_activity_is_in_instrument_units_newest_last() -> None:
     pnl = {s["strategy_id"]: s for s in a["pnl_by_strategy"]}
     assert sorted(pnl) == sorted(s["strategy_id"] for s in cfg.strategy_specs())
     assert pnl[sid]["fills"] == 1 and pnl[sid]["strategy"] == "MarketMaker"
+    assert pnl[sid]["positions"] == {ins.symbol: ins.lots_to_qty(5)}  # its own, in units
     assert all(s["fills"] == 0 and s["net"] == 0 for i, s in pnl.items() if i != sid)
 
 
@@ -257,7 +259,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     tmp = tmp_path_factory.mktemp("top")
     eid = "t" + uuid.uuid4().hex[:8]
     cfg = write_config(tmp, eid)
-    cfg.write_text(set_key(cfg.read_text(), "storage.postgres", "mode", '"off"'))
+    text = set_key(cfg.read_text(), "storage.postgres", "mode", '"off"')
+    cfg.write_text(set_key(text, "report", "html", "false"))  # a faster stop
     try:
         with running_engine(cfg, tmp, eid) as proc:
             yield cfg, eid
@@ -295,15 +298,24 @@ def _wait(pred: Any, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_top_once_prints_the_engine_and_the_supervisors_activity(engine: tuple[Path, str]) -> None:
+def test_top_once_prints_the_engine_and_the_supervisors_activity(
+    engine: tuple[Path, str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg, eid = engine
-    from tests.test_engine_e2e import gekko, wait_counter
+    from ops.cli import main
+    from tests.test_engine_e2e import wait_counter
 
     assert wait_counter(eid, "exec", "new_orders", 3), "no orders reached exec"
-    env = {**os.environ, "COLUMNS": "100"}  # as wide as a terminal would say (stacked panels)
-    r = gekko("top", "--once", "--interval", "0.3", "--config", str(cfg), timeout=60, env=env)
-    assert r.returncode == 0, r.stderr
-    out = r.stdout
+    # the supervisor's read-only answer: built by its loop once a second, so wait for orders
+    conf = load_config(cfg)
+    assert _wait(lambda: (fetch_activity(conf)[0] or {}).get("orders")), fetch_activity(conf)
+    got, _ = fetch_activity(conf)
+    assert got is not None and got["engine"] == eid and got["phase"] == "running"
+    symbols = {i.symbol for i in conf.instruments}
+    assert {o["instrument"] for o in got["orders"]} <= symbols
+    monkeypatch.setenv("COLUMNS", "100")  # as wide as a terminal would say (stacked panels)
+    assert main(["top", "--once", "--interval", "0.3", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
     assert f"engine {eid}" in out and "trading ACTIVE" in out
     for worker in ("feed", "strategy", "risk", "exec"):
         assert re.search(rf"^{worker} +\d+ +ready ", out, re.M), out
