@@ -209,7 +209,9 @@ def _prices(d: ReportData, x0: int | None, x1: int | None) -> list[str]:
             continue
         n = int(sel.sum())
         title = f"{sym}: mark price and {n} fills"
-        out.append(time_chart(Chart(title, "", series, markers, x0=x0, x1=x1)))
+        ev = [(int(e["ts"]), f"{e['kind']}: {e['reason']}") for e in d.risk_events
+              if int(e["instrument_id"]) == iid]  # fmt: skip
+        out.append(time_chart(Chart(title, "", series, markers, events=ev, x0=x0, x1=x1)))
         drawn += 1
     return out if drawn else [*out, _none("no prices and no fills to draw")]
 
