@@ -249,6 +249,21 @@ def test_the_supervisors_activity_is_in_instrument_units_newest_last() -> None:
     assert all(s["fills"] == 0 and s["net"] == 0 for i, s in pnl.items() if i != sid)
 
 
+def test_top_without_an_engine_or_a_terminal_says_so(
+    tmp_path: Path, engine_id: str, capsys: pytest.CaptureFixture
+) -> None:
+    from ops.cli import main
+    from tests.test_engine_e2e import write_config
+
+    cfg = write_config(tmp_path, engine_id)
+    assert main(["top", "--once", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert f"no engine {engine_id!r} is running" in err, err
+    # the live console needs a terminal (here stdout is captured): it says to use --once
+    assert main(["top", "--config", str(cfg)]) == 2
+    assert "use --once" in capsys.readouterr().err
+
+
 # --- a real engine, a real terminal ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
