@@ -70,6 +70,7 @@ class RunRecord:
         self.model: dict[str, Any] = {}
         self.restarts: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
+        self.t_stop: float | None = None  # when the run stopped trading (``stopping``)
         self._last_ticks = 0
         self._last_t = self.t0
         # the account as the record sees it: every order and fill, marked from exec's positions
@@ -112,6 +113,11 @@ class RunRecord:
 
     def start(self) -> None:
         self.t0 = self._last_t = time.monotonic()
+
+    def stopping(self) -> None:
+        """The run stops trading now: ``trading_s`` in the summary ends here (the workers'
+        shutdown, seconds under load, is in ``elapsed_s`` only)."""
+        self.t_stop = time.monotonic()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -224,6 +230,7 @@ class RunRecord:
         return {
             "engine_id": self.cfg.engine.id,
             "elapsed_s": round(self.elapsed(), 3),
+            "trading_s": round((self.t_stop or time.monotonic()) - self.t0, 3),
             "ticks": counters.get("feed", {}).get("md_out", 0),
             "md_rejected": counters.get("feed", {}).get("md_rejected", 0),
             "md_rejected_by_reason": md_rejected_by_reason(counters.get("feed", {})),
@@ -337,6 +344,15 @@ def format_rejects(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _ran(s: dict[str, Any]) -> str:
+    """``20.0s trading (+9.3s to stop)``: a --duration 20 run does not read as 29.3 s."""
+    total = float(s.get("elapsed_s", 0) or 0)
+    trading = s.get("trading_s")
+    if trading is None or total - float(trading) < 0.05:
+        return f"{total:.1f}s"
+    return f"{float(trading):.1f}s trading (+{total - float(trading):.1f}s to stop)"
+
+
 def _us(ns: float) -> str:
     """A latency as a person reads it: µs under 10 ms (the target's scale), then ms, then s."""
     if ns is None or (isinstance(ns, float) and math.isnan(ns)):
@@ -372,7 +388,7 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
     lines = []
     lines.append("")
     lines.append(
-        f"Gekko run summary — engine {s.get('engine_id')}, {s.get('elapsed_s', 0):.1f}s, stopped: {s.get('stop_reason', '')}"
+        f"Gekko run summary — engine {s.get('engine_id')}, {_ran(s)}, stopped: {s.get('stop_reason', '')}"
     )
     lines.append(
         f"  ticks {s.get('ticks', 0)}   intents {s.get('intents', 0)}   orders new/cancel/replace "

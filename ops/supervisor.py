@@ -627,6 +627,7 @@ class Supervisor:
             self._activity = activity(self.record, self.cfg)
             self._phase = "running"
             self._loop()
+            self.record.stopping()
             self._phase = "stopping"
             self._refuse_pending(f"the engine is stopping ({self._stop_reason})")
             self._shutdown()

@@ -219,7 +219,7 @@ def test_the_summary_reads_as_a_person_reads_it() -> None:
     """Latencies in their unit (not 1021313µs), the note under a tick-to-order above target
     (and none under one that meets it), and the benign race behind a refusal every run has."""
     from ops.config import load_config
-    from ops.report import _us, format_rejects, latency_note
+    from ops.report import _ran, _us, format_rejects, latency_note
 
     assert [_us(x) for x in (817_000, 14_713_000, 251_285_000, 1_021_313_000)] == [
         "817µs",
@@ -234,3 +234,6 @@ def test_the_summary_reads_as_a_person_reads_it() -> None:
     lines = format_rejects({"risk_rejects_by_reason": {"replace of unknown order": 3}})
     assert len(lines) == 2 and "a race, not a fault" in lines[1]
     assert len(format_rejects({"risk_rejects_by_reason": {"stale_intent": 1}})) == 1
+    # a --duration 20 run that took 9 s more to stop does not read as a 29 s run
+    assert _ran({"elapsed_s": 29.3, "trading_s": 20.0}) == "20.0s trading (+9.3s to stop)"
+    assert _ran({"elapsed_s": 5.0}) == "5.0s"
