@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,28 @@ def _status(cfg: Path) -> str:
         cwd=ROOT,
     )
     return r.stdout + r.stderr
+
+
+def _venue_metrics(tmp_path: Path, eid: str, kind: str) -> dict[str, float]:
+    """The live venue's figures as Prometheus scrapes them (docs/metrics.md), once exec has
+    published them (at most a second after a change)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    addr = (tmp_path / "var" / "run" / f"metrics-{eid}.addr").read_text().strip()
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
+        fams = text_string_to_metric_families(r.read().decode())
+    out: dict[str, float] = {}
+    for f in fams:
+        for s in f.samples:
+            if s.labels.get("venue", kind) != kind:
+                continue
+            key = s.name + "".join(
+                f"|{k}={s.labels[k]}"
+                for k in ("state", "code", "worker", "action")
+                if k in s.labels
+            )
+            out[key] = out.get(key, 0.0) + s.value
+    return out
 
 
 def _has_all(text: str, parts: tuple[str, ...]) -> bool:
@@ -148,8 +171,26 @@ def test_live_run_says_live_survives_exec_sigkill_mid_order_and_a_reconnect_stor
                 "the venue and its market data connected in `gekko status`",
                 lambda: _status(cfg),
             )
+            # the same, as Prometheus sees it: the storm's reconnects, exec's restart, the orders
+            m: dict[str, float] = {}
+
+            def scraped() -> bool:
+                m.clear()
+                m.update(_venue_metrics(tmp_path, eid, kind))
+                return m.get("gekko_venue_reconnects_total", 0) >= 1
+
+            expect(scraped, 30, proc, "the venue's reconnects in the scrape", lambda: m)
             out, err = stop(proc)
         st = srv.state()
+    assert m["gekko_venue_state|state=connected"] == 1, m
+    assert m["gekko_venue_state|state=down"] == 0
+    assert m["gekko_venue_resyncs_total"] >= 1  # reconciled after each reconnect
+    assert 0 < m["gekko_venue_rate_budget_remaining_ratio"] <= 1
+    assert m["gekko_venue_order_round_trip_seconds"] > 0
+    assert m["gekko_venue_orders_in_flight"] == 0 and m["gekko_venue_oldest_in_flight_seconds"] == 0
+    assert m["gekko_worker_restarts_total|worker=exec"] == 1
+    assert m["gekko_market_data_reconnects_total"] >= 1
+    assert m["gekko_orders_total|action=new"] >= 1  # the TWAP parent (its children: exec's)
     assert proc.returncode == 0, err[-4000:]
     # the supervisor logged the venue's state changes: away from connected and back
     states = re.findall(rf"venue {kind}: (\w+)", err)

@@ -188,6 +188,8 @@ def write_config(
     text = BASE.replace('id = "gekko"', f'id = "{eid}"', 1)
     text = text.replace('var_dir = "var"', f'var_dir = "{tmp_path / "var"}"', 1)
     text = set_key(text, "inference", "enabled = false")
+    # the exporter on any free port (<var>/run/metrics-<eid>.addr): runs side by side never collide
+    text = set_key(text, "metrics", 'listen = "127.0.0.1:0"')
     if storage:  # the bridge publishes the events and the latest state to Redis
         text = set_key(text, "bridge", "enabled = true")
     else:
