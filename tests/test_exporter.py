@@ -96,6 +96,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         out = _scrape_settled(proc, cfg)
         out["second_exporter"] = _second_exporter(cfg, out["addr"])
         out["killed"] = _kill_and_scrape(cfg_path, out["addr"])
+        out["mappings"] = _mappings(cfg)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -142,6 +143,18 @@ def _kill_and_scrape(cfg_path: Path, addr: str) -> dict[str, Any]:
         if _value(fams, "gekko_kill_switch_engaged") == 1 or time.monotonic() > deadline:
             return fams
         time.sleep(0.2)
+
+
+def _mappings(cfg: Any) -> dict[str, bool]:
+    """Whether each region the view maps is mapped read-only (it can never write to the engine)."""
+    view = EngineView.attach(cfg.engine.id, cfg)
+    try:
+        regions = {"health": view.health.region, "positions": view.positions.region}
+        regions |= {f"metrics {w}": m.region for w, m in view.metrics.items()}
+        regions |= {f"ring {n}": r.region for n, r in view.rings.items()}
+        return {name: r.buf.readonly for name, r in regions.items()}
+    finally:
+        view.close()
 
 
 def _second_exporter(cfg: Any, addr: str) -> dict[str, Any]:
@@ -271,6 +284,12 @@ def test_the_kill_switch_and_the_trading_state(run: dict[str, Any]) -> None:
     assert _value(f, "gekko_trading_state", state="HALTED") == 1
     assert _value(f, "gekko_trading_state", state="ACTIVE") == 0
     assert s["trading_state"]["state"] == "HALTED" and s["trading_state"]["source"] == "operator"
+
+
+def test_the_view_maps_every_region_read_only(run: dict[str, Any]) -> None:
+    m = run["mappings"]
+    assert {"health", "positions", "metrics exec", "ring md", "ring orders"} <= set(m)
+    assert all(m.values()), m
 
 
 # --- without a running engine -----------------------------------------------------------------
