@@ -307,3 +307,20 @@ def test_no_engine_no_view(tmp_path: Path) -> None:
     cfg = load_config(_config(tmp_path, "xnone" + uuid.uuid4().hex[:5]))
     with pytest.raises(EngineNotRunning, match="is running"):
         EngineView.attach(cfg.engine.id, cfg)
+
+
+def test_model_and_forecast_age_from_the_forecasts_ring(tmp_path: Path) -> None:
+    from engine.messages import Forecast, ModelSwapped
+    from ops.exporter import _Labels, _Out, _record, record_figures
+    from ops.report import RunRecord
+
+    cfg = load_config(_config(tmp_path, "xfc"))
+    rec = RunRecord(cfg)
+    now = time.monotonic_ns()
+    rec.on_forecast(ModelSwapped("nhits", "", "v7", "/m/v7", now))
+    rec.on_forecast(Forecast(0, "v7", now, now - 3_000_000_000, [0.1]))
+    out = _Out()
+    _record(out, record_figures(rec, cfg), _Labels(cfg))
+    got = {s.name: s for f in out.families for s in f.samples}
+    assert got["gekko_model_info"].labels == {"model": "nhits", "version": "v7"}
+    assert 3.0 <= got["gekko_forecast_age_seconds"].value < 60
