@@ -133,7 +133,8 @@ class EngineView:
         """Everything an operator view shows, as plain Python values:
 
         ``workers`` [{name, pid, state, heartbeat_age_s, incarnation, restarts, processed, core,
-        cpu_pct}], ``rings`` [{name, capacity_bytes, published (bytes), closed, readers: [{name,
+        cpu_pct}], ``rings`` [{name, capacity_bytes, published (bytes), messages (frames),
+        closed, readers: [{name,
         state, gating, cursor, lag_bytes, fill (0..1), received, missed}]}], ``latency`` {stage:
         {worker, count, sum_ns, p50_ns, p90_ns, p99_ns, p99.9_ns, max_ns}}, ``histograms``
         {stage: (bucket bounds in ns, cumulative counts below each)}, ``counters`` {worker:

@@ -143,6 +143,7 @@ def _le(ns: int) -> str:
 def _rings(out: _Out, snap: dict[str, Any]) -> None:
     cap = out.gauge("gekko_ring_capacity_bytes")
     pub = out.counter("gekko_ring_published_bytes_total")
+    frames = out.counter("gekko_ring_messages_total")
     lag = out.gauge("gekko_ring_lag_bytes")
     fill = out.gauge("gekko_ring_fill_ratio")
     missed = out.counter("gekko_ring_missed_total")
@@ -150,6 +151,7 @@ def _rings(out: _Out, snap: dict[str, Any]) -> None:
     for r in snap["rings"]:
         cap.add_metric([r["name"]], r["capacity_bytes"])
         pub.add_metric([r["name"]], r["published"])
+        frames.add_metric([r["name"]], r["messages"])
         closed.add_metric([r["name"]], 1.0 if r["closed"] else 0.0)
         for rd in r["readers"]:
             if rd["state"] in ("closed", "dead"):

@@ -54,6 +54,7 @@ CATALOG: tuple[MetricDef, ...] = (
     # --- rings ---------------------------------------------------------------------------------
     _m("gekko_ring_capacity_bytes", "gauge", "ring", "the ring's data capacity", "ring header"),
     _m("gekko_ring_published_bytes_total", "counter", "ring", "bytes the producer has published (its position)", "ring header"),
+    _m("gekko_ring_messages_total", "counter", "ring", "frames (messages) the producer has published", "ring header"),
     _m("gekko_ring_lag_bytes", "gauge", "ring reader gating", "bytes published that the reader has not consumed yet", "ring slots"),
     _m("gekko_ring_fill_ratio", "gauge", "ring reader", "the reader's lag as a fraction of the capacity (1: a gating reader holds the producer)", "ring slots"),
     _m("gekko_ring_missed_total", "counter", "ring reader", "frames a non-gating reader lost to being lapped", "ring slots"),

@@ -240,6 +240,9 @@ def test_processes_rings_and_risk(run: dict[str, Any]) -> None:
     assert _value(f, "gekko_worker_wakeups", worker="strategy") > 0
     assert _value(f, "gekko_ring_capacity_bytes", ring="md") == cfg.rings.md_capacity
     assert _value(f, "gekko_ring_published_bytes", ring="md") > 0
+    # every order risk approved is one frame on the orders ring
+    assert _value(f, "gekko_ring_messages", ring="orders") == _value(f, "gekko_orders") > 0
+    assert _value(f, "gekko_ring_messages", ring="md") >= s["ticks"]
     readers = {(x.labels["ring"], x.labels["reader"]) for x in f["gekko_ring_fill_ratio"].samples}
     assert ("orders", "supervisor") in readers and ("md", "strategy") in readers
     assert _value(f, "gekko_trading_state", state="ACTIVE") == 1
