@@ -144,8 +144,9 @@ def write_bench_config(
 
     Unique engine id, var_dir under ``directory``, ``wait`` for every process, CPU pinning from
     ``cpus`` (process -> CPU ids; unpinned otherwise), one instrument (the
-    repo's first), ``PingStrategy`` as the only strategy, zero venue latency and jitter, and
-    logging at WARNING (the workers share the terminal with pyperf).
+    repo's first), ``PingStrategy`` as the only strategy, zero venue latency and jitter, no
+    recorder, no staleness guard, and logging at WARNING (the workers share the terminal with
+    pyperf).
     """
     from ops.config import load_config
 
@@ -171,6 +172,10 @@ def write_bench_config(
     # the ping's far-off IOC buys are deliberate (never filled), and a benchmark sends orders as
     # fast as it can: risk's price band and order-rate limit do not apply here
     doc.setdefault("risk", {}).update(price_band_pct=0.0, max_orders_per_s=0)
+    # no recorder (no process here drains its gating slots) and no staleness guard: a stall of
+    # a loaded box must cost a slow tick, not a refused order
+    doc.setdefault("storage", {}).setdefault("postgres", {})["mode"] = "off"
+    doc["risk"]["max_intent_age_ms"] = 0.0
     sup = doc.setdefault("supervisor", {})
     sup["startup_timeout_s"] = max(float(sup.get("startup_timeout_s", 30.0)), 60.0)
     path = Path(directory) / "config.toml"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -42,7 +43,6 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 WARM_TICKS = 200
-_ORIGINAL_CONFIG: Any = None  # perf._pipeline.write_bench_config, wrapped by _bench_config
 SCRAPE_EVERY_S = 1.0
 
 
@@ -128,22 +128,6 @@ class ExporterProcess:
 
 
 # --- the driver ----------------------------------------------------------------------------------
-def _bench_config(wait: str, directory: Any, cpus: Any = None) -> Any:
-    """bench_pipeline's config, plus: no recorder (no process would drain its gating slots) and
-    no staleness guard (a stall of a loaded box must cost a slow tick here, not a refusal)."""
-    import tomllib
-
-    from ops.config import load_config
-    from perf import _pipeline
-
-    _, path = _ORIGINAL_CONFIG(wait, directory, cpus=cpus)
-    doc = tomllib.loads(path.read_text())
-    doc.setdefault("storage", {}).setdefault("postgres", {})["mode"] = "off"
-    doc.setdefault("risk", {})["max_intent_age_ms"] = 0.0
-    path.write_text(_pipeline.to_toml(doc))
-    return load_config(path), path
-
-
 def _exec_hist(session: Any) -> Any:
     return session.histograms()["exec"]
 
@@ -217,6 +201,16 @@ def report(rounds: list[tuple[str, list[float], Any]], scrapes: tuple[int, int],
     return "\n".join(lines)
 
 
+def figures(rounds: list[tuple[str, list[float], Any]]) -> dict[str, Any]:
+    """Per mode: ticks and publish-to-ack p50/p99 (s); the on/off ratio of the medians."""
+    out: dict[str, Any] = {}
+    for mode in ("off", "on"):
+        ticks = [t for m, ts, _ in rounds if m == mode for t in ts]
+        out[mode] = {"ticks": len(ticks), "p50_s": _pct(ticks, 50), "p99_s": _pct(ticks, 99)}
+    out["ratio_on_off_p50"] = out["on"]["p50_s"] / out["off"]["p50_s"]
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10, help="rounds in all, alternated (even)")
@@ -225,15 +219,17 @@ def main() -> int:
     ap.add_argument("--pin", default=None, metavar="D,S,R,E")
     ap.add_argument("--exporter-cpu", type=int, default=None)
     ap.add_argument("--serve", default=None, help=argparse.SUPPRESS)
+    # make perf's options (pyperf's names): fewer, shorter rounds; the figures as JSON; no rounds
+    ap.add_argument("--fast", action="store_true", help="4 rounds of 2 s")
+    ap.add_argument("-o", "--output", default=None, help="write the figures as JSON here")
+    ap.add_argument("--quiet", action="store_true", help="no line per round")
     args = ap.parse_args()
     if args.serve:
         return exporter_main(args.serve, args.exporter_cpu)
-    from perf import _pipeline
     from perf._pipeline import PipelineSession
 
-    global _ORIGINAL_CONFIG
-    _ORIGINAL_CONFIG = _pipeline.write_bench_config
-    _pipeline.write_bench_config = _bench_config
+    if args.fast:
+        args.rounds, args.round_s = 4, 2.0
     pin = [int(c) for c in args.pin.split(",")] if args.pin else None
     session = PipelineSession(args.wait, tick_timeout_s=5.0, pin=pin)
     ex = None
@@ -246,10 +242,13 @@ def main() -> int:
             ex.say(mode)
             ticks, hist = run_round(session, args.round_s)
             rounds.append((mode, ticks, hist))
-            print(f"round {k + 1}: scrape {mode:<3} {len(ticks)} ticks, median "
-                  f"{_us(statistics.median(ticks)).strip()}", file=sys.stderr, flush=True)  # fmt: skip
+            if not args.quiet:
+                print(f"round {k + 1}: scrape {mode:<3} {len(ticks)} ticks, median "
+                      f"{_us(statistics.median(ticks)).strip()}", file=sys.stderr, flush=True)  # fmt: skip
         scrapes = ex.say("off")
         print(report(rounds, scrapes, args), flush=True)
+        if args.output:
+            Path(args.output).write_text(json.dumps(figures(rounds), indent=2))
     finally:
         if ex is not None:
             ex.close()
