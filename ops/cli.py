@@ -66,8 +66,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _venue_run(cfg: Config, venue: str, live: bool) -> Config:
     """``--venue`` / ``--live`` (ops/venue_run.py): the venue, the three live gates, its markets.
-    The first line a run on a real venue prints says LIVE or PAPER, naming the venue."""
-    from ops.venue_run import live_gates, pick_venue, resolve_run
+    The first line a run on a real venue prints says LIVE or PAPER, naming the venue. The
+    venue's keys are used here and forgotten after (``ops.secrets.transient``): exec loads its
+    own; the supervisor keeps none."""
+    from ops.secrets import transient
+
+    with transient():
+        return _venue_preflight(cfg, venue, live)
+
+
+def _venue_preflight(cfg: Config, venue: str, live: bool) -> Config:
+    from ops.venue_run import KeyRefused, check_keys, live_gates, pick_venue, resolve_run
 
     try:
         only = ""
@@ -76,7 +85,8 @@ def _venue_run(cfg: Config, venue: str, live: bool) -> Config:
             venue = real[0].name
         if venue:
             cfg, only = pick_venue(cfg, venue)
-        keys = live_gates(cfg, live)
+        rules: dict = {}
+        keys = live_gates(cfg, live, rules)
         real = [v.name for v in cfg.real_venues()]
         if keys:
             print(f"LIVE trading on {', '.join(keys)}: real orders with real money", flush=True)
@@ -86,8 +96,17 @@ def _venue_run(cfg: Config, venue: str, live: bool) -> Config:
                 f"PAPER trading on {', '.join(real)}: live market data, simulated fills", flush=True
             )
         cfg = resolve_run(cfg, only=only, live=keys)
+        check_keys(cfg, keys, rules)  # none that can withdraw (the venue is asked)
+        del keys
     except ConfigError as exc:
         print(f"gekko: config error: {exc}", file=sys.stderr)
+        if isinstance(exc, KeyRefused):  # a security refusal: on the audit record too
+            from ops.store.audit import audit_event, os_user, record_outside_run
+
+            ev = audit_event(
+                os_user(), "keys.refused", engine_id=cfg.engine.id, key=exc.key, reason=str(exc)
+            )
+            record_outside_run(cfg, [ev], "the refusal")
         raise SystemExit(2) from None
     from ops.venue_run import DEFAULT_NAME, DEFAULT_STRATEGY
 
@@ -421,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.doctor import add_parsers as add_doctor_parsers  # doctor (host checks)
 
     add_doctor_parsers(sub, with_config)
+    from ops.keys_cmds import add_parsers as add_keys_parsers  # keys add|list|rotate|remove
+
+    add_keys_parsers(sub, with_config)
     return ap
 
 

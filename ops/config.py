@@ -14,6 +14,7 @@ file's shape and the loader, which turns every failure into a ``ConfigError`` na
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -415,6 +416,20 @@ class ReportSection(msgspec.Struct, **_STRICT):
     html: bool = True
 
 
+class KeystoreSection(msgspec.Struct, **_STRICT):
+    """``[keystore]``: venue API keys encrypted at rest (ops/keystore.py, docs/security.md)."""
+
+    path: str = ""  # the keystore file ("" = none); relative: to the config file
+    passphrase_file: str = ""  # a 0600 file holding the passphrase ("" = env, systemd, prompt)
+
+    def file(self, config_path: str) -> str:
+        """``path`` made absolute (relative to the config file's directory)."""
+        p = Path(os.path.expanduser(self.path))
+        if self.path and not p.is_absolute():
+            p = (Path(config_path).resolve().parent if config_path else Path.cwd()) / p
+        return str(p) if self.path else ""
+
+
 class MetricsSection(msgspec.Struct, **_STRICT):
     """``[metrics]``: the Prometheus exporter (ops/exporter.py, docs/metrics.md)."""
 
@@ -656,6 +671,7 @@ class Config(msgspec.Struct, **_STRICT):
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
     bridge: BridgeSection = msgspec.field(default_factory=BridgeSection)
     inference: InferenceSection = msgspec.field(default_factory=InferenceSection)
+    keystore: KeystoreSection = msgspec.field(default_factory=KeystoreSection)
     instruments: list[InstrumentSection] = []
     strategies: list[StrategySection] = []
     venues: list[AnyVenue] = []  # empty: the one venue of [sim]
@@ -741,7 +757,7 @@ class Config(msgspec.Struct, **_STRICT):
         from ops.venue_keys import load_credentials
 
         venue = next(v for v in self.real_venues() if v.name == name)
-        return load_credentials(venue, self.source_path)
+        return load_credentials(venue, self.source_path, keystore=self.keystore)
 
 
 _PATH_RE = re.compile(r"at `\$(.*)`")

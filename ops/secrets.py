@@ -57,6 +57,26 @@ def register(values: Iterable[str]) -> None:
         _known_re = re.compile("|".join(re.escape(v) for v in alts))
 
 
+def _recompile() -> None:
+    global _known_re
+    alts = sorted(_known, key=len, reverse=True)
+    _known_re = re.compile("|".join(re.escape(v) for v in alts)) if alts else None
+
+
+@contextlib.contextmanager
+def transient() -> Iterator[None]:
+    """Secrets first registered inside the block are forgotten after it: a process that uses
+    a secret once (the supervisor's pre-flight with the venue's keys) keeps no reference to
+    it (Python cannot wipe a string; dropping every reference is what it can do)."""
+    before = set(_known)
+    try:
+        yield
+    finally:
+        if _known - before:
+            _known.intersection_update(before)
+            _recompile()
+
+
 # --- resolution: ${ENV} and <key>_file -----------------------------------------------------------
 _REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 

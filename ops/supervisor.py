@@ -43,6 +43,7 @@ from ops.exporter import Exporter, record_figures
 from ops.identity import remove_record_if_mine
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
 from ops.services import Background, EmbeddedServices
+from ops.venue_keys import worker_env
 from ops.venue_run import OVERLAY_ENV, write_overlay
 from ops.worker import STORE_USERS
 from procs.runtime import (
@@ -309,6 +310,7 @@ class Supervisor:
             str(h.incarnation),
         ]
         env = dict(os.environ, GEKKO_SUPERVISOR_PID=str(os.getpid()), GEKKO_RUN_ID=str(self.run_id))
+        env = worker_env(env, h.name)  # the venue keys' variables: exec's alone
         if self.pg_dsn:
             env["GEKKO_PG_DSN"] = self.pg_dsn
         if self.overlay is not None:  # the run's real venues as the pre-flight resolved them

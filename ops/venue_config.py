@@ -43,6 +43,7 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
         "halt"  # an order at the venue the engine did not send: adopt | cancel | halt
     )
     credentials_file: str = ""  # a 0600 TOML file with api_key / api_secret / api_password
+    keystore_entry: str = ""  # the [keystore] entry holding its keys (`gekko keys add`)
     stale_after_s: float = 10.0  # a connection that receives nothing (not even a pong) this
     # long is reconnected; a quiet market is not (ccxt pings every third of it)
     book_stale_after_s: float = 0.0  # a book with no update this long: reconnect (0 = off)
@@ -241,7 +242,16 @@ def looks_like_key(value: Any) -> bool:
 
 
 _KEY_VALUE = re.compile(r"[A-Za-z0-9+=_\-]+")
-_PLAIN_KEYS = ("name", "kind", "exchange", "external_orders", "rest_url", "ws_url", "symbols")
+_PLAIN_KEYS = (
+    "name",
+    "kind",
+    "exchange",
+    "external_orders",
+    "rest_url",
+    "ws_url",
+    "symbols",
+    "keystore_entry",
+)
 
 
 def secret_keys_in(entry: dict[str, Any], where: str) -> list[str]:

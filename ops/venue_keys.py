@@ -5,24 +5,31 @@ Where they come from, in order: the environment variables ``GEKKO_<NAME>_API_KEY
 (``<NAME>`` = the venue's name upper-cased, anything but letters and digits as ``_``), or the
 venue's ``credentials_file``: a TOML file with ``api_key``, ``api_secret`` and optionally
 ``api_password``, refused unless only its owner may read it (mode 0600). Both at once is an
-error (which one would win is a guess). Every value found is registered with ``ops.secrets`` at
-once, so no log line, summary, Redis key or PostgreSQL row can carry it.
+error (which one would win is a guess). Or, with ``keystore_entry`` on the venue and
+``[keystore] path`` set, that entry of the encrypted keystore (ops/keystore.py; with the
+environment or credentials_file too: an error). Every value found is registered with
+``ops.secrets`` at once, so no log line, summary, Redis key or PostgreSQL row can carry it.
+
+Only the processes that talk to the venue with the keys load them: the supervisor's pre-flight
+(markets, fee tier, the live gates and the withdraw check), then exec; each loads them itself
+from the source, so nothing hands them from process to process.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
 
 from engine.venues.ccxt_session import Credentials
-from ops.config import ConfigError
+from ops.config import ConfigError, KeystoreSection
 from ops.secrets import SecretError, read_secret_file, register
 from ops.venue_config import RealVenueKeys, key_env_names
 
-__all__ = ["credentials_source", "load_credentials"]
+__all__ = ["KeyRules", "credentials_source", "load_credentials", "load_key", "worker_env"]
 
 _FILE_KEYS = ("api_key", "api_secret", "api_password")
 
@@ -66,33 +73,103 @@ def _from_file(venue: RealVenueKeys, base: Path) -> Credentials:
     return Credentials(key, secret, pw if isinstance(pw, str) else "")
 
 
-def load_credentials(
-    venue: RealVenueKeys, config_path: str | Path = "", env: Mapping[str, str] | None = None
-) -> Credentials | None:
-    """The venue's keys (None: it has none); a ``ConfigError`` naming the venue when they are
-    half there, in a readable file, or in two places. A relative ``credentials_file`` is
-    relative to the config file."""
+class KeyRules(msgspec.Struct, frozen=True):
+    """What Gekko may do with a venue's keys: a keystore entry says; keys from the
+    environment or a credentials file may trade and may never withdraw."""
+
+    name: str = ""  # the keystore entry ("" = not from the keystore)
+    permissions: str = "trade"  # "read" | "trade"
+    allow_withdraw: bool = False
+
+
+def _from_keystore(
+    venue: RealVenueKeys, config_path: str | Path, ks: KeystoreSection, env: Mapping[str, str]
+) -> tuple[Credentials, KeyRules]:
+    from ops import keystore
+
+    path = ks.file(str(config_path))
+    if not path:
+        raise ValueError(f"keystore_entry {venue.keystore_entry!r} needs [keystore] path")
+    try:
+        secret, _ = keystore.passphrase(ks.passphrase_file, env, can_prompt=False)
+        entry = keystore.find(keystore.load(path, secret), venue.keystore_entry, path)
+    except keystore.KeystoreError as exc:
+        raise ValueError(str(exc)) from None
+    if entry.venue not in (venue.name, venue.kind):
+        raise ValueError(
+            f"keystore entry {entry.name!r} is for venue {entry.venue!r}, not {venue.name!r}"
+        )
+    creds = Credentials(entry.api_key, entry.api_secret, entry.api_password)
+    return creds, KeyRules(entry.name, entry.permissions, entry.allow_withdraw)
+
+
+def load_key(
+    venue: RealVenueKeys,
+    config_path: str | Path = "",
+    env: Mapping[str, str] | None = None,
+    keystore: KeystoreSection | None = None,
+) -> tuple[Credentials, KeyRules] | None:
+    """The venue's keys and their rules (None: it has none); a ``ConfigError`` naming the
+    venue when they are half there, unreadable, or in two places. A relative
+    ``credentials_file`` is relative to the config file."""
     env = os.environ if env is None else env
     where = f"venues[{venue.name}]"
     path = config_path or "<config>"
     try:
         from_env = _from_env(venue, env)
-        if venue.credentials_file and from_env is not None:
-            raise ValueError(
-                f"keys in both the environment ({key_env_names(venue.name)[0]}) and "
-                f"credentials_file: give one"
+        given = [
+            what
+            for what, there in (
+                (f"the environment ({key_env_names(venue.name)[0]})", from_env is not None),
+                ("credentials_file", bool(venue.credentials_file)),
+                ("keystore_entry", bool(venue.keystore_entry)),
             )
+            if there
+        ]
+        if len(given) > 1:
+            raise ValueError(f"keys in both {' and '.join(given)}: give one")
+        if venue.keystore_entry:
+            return _from_keystore(venue, config_path, keystore or KeystoreSection(), env)
         if venue.credentials_file:
             base = Path(config_path).resolve().parent if config_path else Path.cwd()
-            return _from_file(venue, base)
-        return from_env
+            return _from_file(venue, base), KeyRules()
+        return None if from_env is None else (from_env, KeyRules())
     except ValueError as exc:
         raise ConfigError(path, where, str(exc)) from None
 
 
+def load_credentials(
+    venue: RealVenueKeys,
+    config_path: str | Path = "",
+    env: Mapping[str, str] | None = None,
+    keystore: KeystoreSection | None = None,
+) -> Credentials | None:
+    """The venue's keys alone (``load_key``)."""
+    got = load_key(venue, config_path, env, keystore)
+    return None if got is None else got[0]
+
+
 def credentials_source(venue: RealVenueKeys) -> str:
     """Where the keys are looked for, for messages ("GEKKO_BN_API_KEY and ..." or the file)."""
+    if venue.keystore_entry:
+        return f"keystore entry {venue.keystore_entry}"
     if venue.credentials_file:
         return f"credentials_file {venue.credentials_file}"
     key_name, secret_name, _ = key_env_names(venue.name)
     return f"the environment variables {key_name} and {secret_name}"
+
+
+#: the one worker that talks to a venue with its keys (live orders); no other worker gets them
+KEY_WORKERS = ("exec",)
+_KEY_VAR = re.compile(r"GEKKO_[A-Z0-9_]+_API_(?:KEY|SECRET|PASSWORD)")
+
+
+def worker_env(env: Mapping[str, str], worker: str) -> dict[str, str]:
+    """The environment a worker starts with: the venues' key variables and the keystore's
+    passphrase only for ``KEY_WORKERS`` (a strategy's code, the recorder or the bridge never
+    see them, not even in /proc/<pid>/environ)."""
+    from ops.keystore import PASSPHRASE_ENV
+
+    if worker in KEY_WORKERS:
+        return dict(env)
+    return {k: v for k, v in env.items() if k != PASSPHRASE_ENV and not _KEY_VAR.fullmatch(k)}

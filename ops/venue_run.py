@@ -12,6 +12,10 @@ surface as a rejected order later. ``gekko run`` (ops/cli.py) calls, in order:
 3. ``resolve_run``: the venue's markets loaded once (ccxt ``load_markets``), every configured
    instrument of the venue checked against them, its ``symbols`` created from them; the result
    is a new ``Config`` whose ``resolved`` section holds the markets and the live venues.
+4. ``check_keys`` (live): the key itself. A keystore entry of ``permissions = "read"`` is
+   refused, and the venue is asked what the key may do (engine/venues/ccxt_permissions.py):
+   one that can withdraw is refused unless its keystore entry says ``allow_withdraw``, one the
+   venue says cannot trade is refused, and no answer is a refusal too (``KeyRefused``).
 
 The supervisor hands that result to every worker as an overlay file (``write_overlay`` /
 ``read_overlay``, applied by ``ops.config.load_config``), so no worker loads markets again or
@@ -34,10 +38,11 @@ from engine.venues.ccxt_markets import MarketMismatch, VenueMarket, load_markets
 from engine.venues.ccxt_markets import resolve_instruments as resolve_for_venue
 from ops.config import Config, ConfigError, StrategySection
 from ops.venue_config import REAL_VENUE_STRUCTS, RealVenueKeys, ResolvedVenues, instrument_names
-from ops.venue_keys import credentials_source, load_credentials
+from ops.venue_keys import KeyRules, credentials_source, load_credentials, load_key
 
 __all__ = [
     "OVERLAY_ENV",
+    "KeyRefused",
     "read_overlay",
     "live_gates",
     "pick_venue",
@@ -98,9 +103,51 @@ def pick_venue(cfg: Config, arg: str) -> tuple[Config, str]:
 
 
 # --- 2. the live gates ----------------------------------------------------------------------------
-def live_gates(cfg: Config, live: bool) -> dict[str, Any]:
+class KeyRefused(ConfigError):
+    """A live key refused for what it may do (a security event: the CLI audits it)."""
+
+
+Probe = Callable[[str, Mapping[str, Any], Any], Any]
+
+
+def check_key(cfg: Config, v: RealVenueKeys, creds: Any, rules: KeyRules, probe: Probe) -> str:
+    """Refuse (``KeyRefused``) a key live trading must not use; the venue's answer otherwise."""
+    where = f"venues[{v.name}]"
+    named = f"keystore entry {rules.name!r}" if rules.name else f"the key of {v.name}"
+    if rules.permissions != "trade":
+        raise KeyRefused(
+            cfg.source_path or "<config>",
+            where,
+            f'{named} has permissions = "{rules.permissions}": live trading needs "trade"',
+        )
+    try:
+        got = probe(_exchange(v), v.venue_settings(), creds)
+    except Exception as exc:  # no answer: cannot tell, so refused (fail closed)
+        raise KeyRefused(
+            cfg.source_path or "<config>",
+            where,
+            f"cannot tell whether {named} can withdraw ({type(exc).__name__}: {exc}): refused",
+        ) from None
+    if got.can_withdraw is None:
+        problem = f"the venue did not say whether {named} can withdraw ({got.how}): refused"
+    elif got.can_withdraw and not rules.allow_withdraw:
+        problem = (
+            f"the venue says {named} can withdraw ({got.how}): refused; use a key without "
+            "withdrawal rights, or set allow_withdraw on its keystore entry (gekko keys add)"
+        )
+    elif got.can_trade is False:
+        problem = f"the venue says {named} cannot trade ({got.how})"
+    else:
+        if got.can_withdraw:
+            log.warning("%s can withdraw: allowed by its keystore entry (allow_withdraw)", named)
+        return got.how
+    raise KeyRefused(cfg.source_path or "<config>", where, problem)
+
+
+def live_gates(cfg: Config, live: bool, rules: dict[str, KeyRules] | None = None) -> dict[str, Any]:
     """The keys of each venue trading live (``{}``: paper). With ``--live`` every real venue
-    of the run must pass all three gates, else a ``ConfigError`` naming what is missing."""
+    of the run must pass all three gates, else a ``ConfigError`` naming what is missing.
+    ``rules``: filled with each key's rules, for ``check_keys``."""
     real = cfg.real_venues()
     if not live:
         return {}
@@ -114,8 +161,8 @@ def live_gates(cfg: Config, live: bool) -> dict[str, Any]:
         missing = []
         if not v.live:
             missing.append(f"live = true for venue {v.name!r} in {cfg.source_path or 'config'}")
-        creds = load_credentials(v, cfg.source_path)
-        if creds is None:
+        got = load_key(v, cfg.source_path, keystore=cfg.keystore)
+        if got is None:
             missing.append(f"API keys in {credentials_source(v)}")
         if missing:
             raise _error(
@@ -124,8 +171,23 @@ def live_gates(cfg: Config, live: bool) -> dict[str, Any]:
                 "live trading needs all three of live = true, API keys and --live; missing: "
                 + "; ".join(missing),
             )
-        keys[v.name] = creds
+        assert got is not None
+        keys[v.name] = got[0]
+        if rules is not None:
+            rules[v.name] = got[1]
     return keys
+
+
+def check_keys(
+    cfg: Config, keys: Mapping[str, Any], rules: Mapping[str, KeyRules], probe: Probe | None = None
+) -> None:
+    """``check_key`` for each live venue (after its markets loaded: a venue that cannot be
+    reached says so first). ``probe``: how the venue is asked (tests pass their own)."""
+    if probe is None:
+        from engine.venues.ccxt_permissions import probe_key as probe
+    for v in cfg.real_venues():
+        if v.name in keys:
+            check_key(cfg, v, keys[v.name], rules.get(v.name, KeyRules()), probe)
 
 
 # --- 3. markets and instruments ---------------------------------------------------------------------
@@ -154,7 +216,7 @@ def resolve_run(
     for v in real:
         settings = v.venue_settings()
         # keys, where present, also in paper: the account's fee tier is what paper charges
-        creds = live.get(v.name) or load_credentials(v, cfg.source_path)
+        creds = live.get(v.name) or load_credentials(v, cfg.source_path, keystore=cfg.keystore)
         try:
             got = loader(_exchange(v), settings, creds)
         except Exception as exc:  # a venue that cannot be reached cannot be traded: say which

@@ -148,7 +148,10 @@ def real_venue_instrument_ids(cfg: Config) -> list[int]:
 
 
 def venue_configs(
-    cfg: Config, instruments: InstrumentTable | None = None, record_path: Any = None
+    cfg: Config,
+    instruments: InstrumentTable | None = None,
+    record_path: Any = None,
+    with_keys: bool = True,
 ) -> list[VenueConfig]:
     """One ``engine.venues.registry.VenueConfig`` per ``[[venues]]`` entry (seeds ``seed``,
     ``seed + 1``, ...; no durable record: after an exec crash they start empty), or the one
@@ -160,18 +163,23 @@ def venue_configs(
         settings = cfg.sim.venue_settings()
         return [VenueConfig("sim", "sim", table, settings, cfg.market.seed, record_path, market)]
     if len(cfg.venues) == 1 and cfg.venues[0].kind != "sim":
-        return [_real_venue_config(cfg, cfg.venues[0], table, record_path)]
+        return [_real_venue_config(cfg, cfg.venues[0], table, record_path, with_keys=with_keys)]
     sims = sim_instrument_table(cfg, table)  # a simulated venue beside real ones: not theirs
     return [
         VenueConfig(v.name, v.kind, sims, v.venue_settings(), cfg.market.seed + k, None, market)
         if v.kind == "sim"
-        else _real_venue_config(cfg, v, table, None, cfg.market.seed + k)
+        else _real_venue_config(cfg, v, table, None, cfg.market.seed + k, with_keys)
         for k, v in enumerate(cfg.venues)
     ]
 
 
 def _real_venue_config(
-    cfg: Config, v: Any, table: InstrumentTable, record_path: Any, seed: int | None = None
+    cfg: Config,
+    v: Any,
+    table: InstrumentTable,
+    record_path: Any,
+    seed: int | None = None,
+    with_keys: bool = True,
 ) -> VenueConfig:
     """A real venue (``engine.venues.ccxt_kinds``): its markets and whether it trades live, as
     the run's pre-flight decided (``cfg.resolved``, ops/venue_run.py), and its keys when live.
@@ -184,7 +192,8 @@ def _real_venue_config(
         # claim each other's orders (engine.venues.ccxt_orders.order_prefix)
         "engine_id": cfg.engine.id,
     }
-    creds = cfg.venue_credentials(v.name) if live else None
+    # the keys: exec's alone (the feed's market data is public: it never loads them)
+    creds = cfg.venue_credentials(v.name) if live and with_keys else None
     seed = cfg.market.seed if seed is None else seed
     return VenueConfig(
         v.name, v.kind, table, settings, seed, None if live else record_path, credentials=creds
@@ -225,7 +234,7 @@ def build_data_client(cfg: Config, rejects: Any = None, rules: Any = None) -> Ma
 
     clients: list[MarketDataClient] = []
     sim_done = False
-    for c in venue_configs(cfg):
+    for c in venue_configs(cfg, with_keys=False):  # market data is public: no keys
         if c.kind == "sim":
             if sim_done or not len(c.instruments):
                 continue  # one simulated market serves every simulated venue

@@ -43,6 +43,7 @@ from tests.venue_e2e import (
     fills,
     gekko_cmd,
     key_env,
+    keystore_for,
     leaked_keys,
     position,
     server,
@@ -61,6 +62,12 @@ pytestmark = pytest.mark.timeout(300)
 TWAP_S, SLICES = 10.0, 4
 STORM = [("disconnect", {}), ("stall", {"seconds": 1.5}), ("disconnect", {})]
 STORM += [("stall", {"seconds": 1.5}), ("disconnect", {})]
+# the call that asks the venue what the key may do (engine/venues/ccxt_permissions.py)
+_PROBES = {
+    "binanceus": "/sapi/v1/account/apiRestrictions",
+    "coinbase": "/api/v3/brokerage/key_permissions",
+    "kraken": "/0/private/WithdrawMethods",
+}
 
 
 def _accepted(srv: ServerProcess) -> int:
@@ -132,6 +139,13 @@ def test_live_run_says_live_survives_exec_sigkill_mid_order_and_a_reconnect_stor
 ) -> None:
     v = VENUES[kind]
     key, secret = v.keys()
+    # Binance.US: the keys from the encrypted keystore (its passphrase in a 0600 file), so
+    # exec's restart loads them again from it; the others: from the environment
+    venue_extra, config_extra, passphrase = "", "", ""
+    env = key_env(v, key, secret)
+    if kind == "binanceus":
+        venue_extra, config_extra, passphrase = keystore_for(tmp_path, v, key, secret)
+        env = dict(os.environ)
     with server(v, key, secret) as srv:
         # a silent stream is noticed after 1 s (the default, 10 s, would outlast the test)
         cfg, eid = write_config(
@@ -141,11 +155,12 @@ def test_live_run_says_live_survives_exec_sigkill_mid_order_and_a_reconnect_stor
             live=True,
             slices=SLICES,
             duration_s=TWAP_S,
-            venue_extra="stale_after_s = 1.0\n",
+            venue_extra="stale_after_s = 1.0\n" + venue_extra,
+            config_extra=config_extra,
         )
         srv.fault("delay_ack", delay_s=3.0)  # the first order's answer: held 3 s
         cmd = gekko_cmd(cfg, v, "--live", "--duration", "120", "--quiet")
-        with engine(cmd, key_env(v, key, secret)) as proc:
+        with engine(cmd, env) as proc:
             first = proc.stdout.readline()  # type: ignore[union-attr]
             assert first.strip() == f"LIVE trading on {kind}: real orders with real money", first
             _kill_exec_mid_order(srv, proc, eid)
@@ -205,5 +220,9 @@ def test_live_run_says_live_survives_exec_sigkill_mid_order_and_a_reconnect_stor
     assert len(venue_orders(st)) >= 2 and all(o["status"] != "open" for o in venue_orders(st))
     assert_position_is_the_venue_balance(s, st, v)
     assert key not in out + err and secret not in out + err
-    assert leaked_keys(tmp_path, key, secret) == []
+    more = (passphrase,) if passphrase else ()
+    assert leaked_keys(tmp_path, key, secret, *more) == []
+    assert not passphrase or passphrase not in out + err
+    # the venue was asked what the key may do (it cannot withdraw: the run went live)
+    assert sum(n for k, n in st["requests"].items() if _PROBES[kind] in k) == 1
     assert shm_entries(eid) == []

@@ -180,6 +180,7 @@ def write_config(
     duration_s: float = 2.0,
     venue_extra: str = "",
     storage: bool = False,
+    config_extra: str = "",
 ) -> tuple[Path, str]:
     """config.toml with a unique engine id, a tmp var dir, no inference, PostgreSQL off (exec
     journals for recovery; ``storage``: PostgreSQL on and the Redis bridge too), one TWAP buy of
@@ -192,11 +193,13 @@ def write_config(
     text = set_key(text, "metrics", 'listen = "127.0.0.1:0"')
     if storage:  # the bridge publishes the events and the latest state to Redis
         text = set_key(text, "bridge", "enabled = true")
+        text = set_key(text, "bridge", 'mac_key = "made-up-bridge-key-venue-e2e-0123456"')
     else:
         text = set_key(text, "storage.postgres", 'mode = "off"')
     # a lot of 1e-8 BTC (Coinbase, Kraken): 0.01 BTC is a million lots
     text = set_key(text, "risk", "max_position_lots = 100000000")
     text = text[: text.index("[[strategies]]")]  # the shipped strategies trade the simulator's
+    text += config_extra
     text += TWAP.format(symbol=v.symbol, qty=v.qty, duration_s=duration_s, slices=slices)
     text += (
         f'\n[[venues]]\nname = "{v.kind}"\nkind = "{v.kind}"\nlive = {str(live).lower()}\n'
@@ -205,6 +208,26 @@ def write_config(
     cfg = tmp_path / "gekko.toml"
     cfg.write_text(text)
     return cfg, eid
+
+
+def keystore_for(tmp_path: Path, v: Venue, key: str, secret: str) -> tuple[str, str, str]:
+    """The keys in an encrypted keystore (ops/keystore.py) outside the run's var dir, its
+    passphrase in a 0600 file: (the venue's ``keystore_entry`` line, the ``[keystore]``
+    section, the passphrase, which must appear nowhere either)."""
+    from ops import keystore as ks
+
+    passphrase = "e2e passphrase " + uuid.uuid4().hex
+    pw = tmp_path / "keystore.pass"
+    pw.write_text(passphrase + "\n")
+    pw.chmod(0o600)
+    path = tmp_path / "keys.json"
+    entry = ks.KeyEntry(
+        name=f"{v.kind}-main", venue=v.kind, api_key=key, api_secret=secret, created=ks.now()
+    )
+    fast = ks.KdfParams(iterations=2, lanes=1, memory_kib=ks.MIN_MEMORY_KIB)
+    ks.save(path, passphrase, [entry], fast)
+    section = f'\n[keystore]\npath = "{path}"\npassphrase_file = "{pw}"\n\n'
+    return f'keystore_entry = "{v.kind}-main"\n', section, passphrase
 
 
 def key_env(v: Venue, key: str, secret: str) -> dict[str, str]:
@@ -275,13 +298,14 @@ def position(s: dict[str, Any], v: Venue) -> int:
     return int(pos["position"])
 
 
-def leaked_keys(tmp_path: Path, key: str, secret: str) -> list[str]:
-    """Files under the run's var dir (logs, summaries, journals, Redis and PostgreSQL files)
-    that hold the API key or secret."""
+def leaked_keys(tmp_path: Path, key: str, secret: str, *more: str) -> list[str]:
+    """Files under the run's var dir (logs, summaries, reports, journals, Redis and PostgreSQL
+    files) that hold the API key or secret (or any of ``more``: a keystore's passphrase)."""
+    needles = [x.encode() for x in (key, secret, *more)]
     return [
         str(p)
         for p in (tmp_path / "var").rglob("*")
-        if p.is_file() and (key.encode() in p.read_bytes() or secret.encode() in p.read_bytes())
+        if p.is_file() and any(n in p.read_bytes() for n in needles)
     ]
 
 

@@ -28,6 +28,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--key", default=None)
     p.add_argument("--secret", default=None)
     p.add_argument("--password", default="")
+    p.add_argument("--withdraw", action="store_true", help="--key may withdraw (permission probe)")
     p.add_argument(
         "--balance", action="append", default=[], help="ASSET=AMOUNT for --key's account"
     )
@@ -45,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     server = cls(**kwargs)
     if args.key:
         balances = dict(b.split("=", 1) for b in args.balance)
-        server.add_key(args.key, args.secret or "", password=args.password, balances=balances)
+        server.add_key(
+            args.key,
+            args.secret or "",
+            password=args.password,
+            balances=balances,
+            withdraw=args.withdraw,
+        )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

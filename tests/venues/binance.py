@@ -122,6 +122,7 @@ class BinanceServer(BinanceStreams):
         r.add_get("/api/v3/account/commission", self._signed(self._commission))
         r.add_get("/sapi/v1/asset/tradeFee", self._signed(self._trade_fee))
         r.add_get("/sapi/v1/asset/query/trading-fee", self._signed(self._trade_fee))
+        r.add_get("/sapi/v1/account/apiRestrictions", self._signed(self._api_restrictions))
         r.add_post("/api/v3/order", self._signed(self._new_order))
         r.add_post("/api/v3/order/test", self._signed(self._test_order))
         r.add_get("/api/v3/order", self._signed(self._query_order))
@@ -408,6 +409,25 @@ class BinanceServer(BinanceStreams):
                 "balances": w.balances(acct),
                 "permissions": ["SPOT"],
                 "uid": 1,
+            }
+        )
+
+    async def _api_restrictions(
+        self, request: web.Request, key: ApiKey, params: dict[str, str]
+    ) -> web.Response:
+        """What the key may do (Gekko refuses one that can withdraw, ops/venue_run.py)."""
+        return web.json_response(
+            {
+                "ipRestrict": False,
+                "createTime": now_ms(),
+                "enableReading": True,
+                "enableSpotAndMarginTrading": True,
+                "enableWithdrawals": key.withdraw,
+                "enableInternalTransfer": False,
+                "enableMargin": False,
+                "enableFutures": False,
+                "permitsUniversalTransfer": False,
+                "enableVanillaOptions": False,
             }
         )
 

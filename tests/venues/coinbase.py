@@ -111,10 +111,11 @@ class CoinbaseServer(ExchangeServer):
         account: str = "main",
         password: str = "",
         balances: dict[str, Any] | None = None,
+        withdraw: bool = False,
     ) -> ApiKey:
         """``secret``: the key's PEM, private (as a client holds it) or public."""
         self.auth.add_key(api_key, public_key_of(secret))
-        return super().add_key(api_key, "", account, password, balances)
+        return super().add_key(api_key, "", account, password, balances, withdraw)
 
     def add_routes(self, app: web.Application) -> None:
         app.middlewares.append(self._limits_mw)
@@ -137,6 +138,7 @@ class CoinbaseServer(ExchangeServer):
         r.add_get(f"{V3}/products/{{product_id}}/ticker", self._signed(self._private_ticker))
         r.add_get(f"{V3}/transaction_summary", self._signed(self._fees))
         r.add_get(f"{V3}/accounts", self._signed(self._accounts))
+        r.add_get(f"{V3}/key_permissions", self._signed(self._key_permissions))
         r.add_post(f"{V3}/orders", self._signed(self._create))
         r.add_post(f"{V3}/orders/batch_cancel", self._signed(self._batch_cancel))
         r.add_post(f"{V3}/orders/edit", self._signed(self._edit))
@@ -303,6 +305,18 @@ class CoinbaseServer(ExchangeServer):
     # -- account
     async def _fees(self, request: web.Request, key: ApiKey, _: dict) -> web.Response:
         return web.json_response(w.fee_tier(self.matcher.maker_fee, self.matcher.taker_fee))
+
+    async def _key_permissions(self, request: web.Request, key: ApiKey, _: dict) -> web.Response:
+        """What the key may do (Gekko refuses one that can transfer out, ops/venue_run.py)."""
+        return web.json_response(
+            {
+                "can_view": True,
+                "can_trade": True,
+                "can_transfer": key.withdraw,
+                "portfolio_uuid": "00000000-0000-4000-8000-000000000000",
+                "portfolio_type": "DEFAULT",
+            }
+        )
 
     async def _accounts(self, request: web.Request, key: ApiKey, _: dict) -> web.Response:
         accounts = w.v3_accounts(self.matcher.account(key.account))

@@ -431,6 +431,7 @@ class ApiKey:
     secret: str
     account: str = "main"
     password: str = ""
+    withdraw: bool = False  # the key may withdraw (what the venue's permission probe reports)
 
 
 class ExchangeServer:
@@ -473,8 +474,9 @@ class ExchangeServer:
         account: str = "main",
         password: str = "",
         balances: dict[str, Any] | None = None,
+        withdraw: bool = False,
     ) -> ApiKey:
-        key = self.keys[api_key] = ApiKey(api_key, secret, account, password)
+        key = self.keys[api_key] = ApiKey(api_key, secret, account, password, withdraw)
         self.matcher.account(account, balances)
         return key
 

@@ -269,6 +269,8 @@ class KrakenServer(ExchangeServer):
             if self.faults.take("timestamp") is not None:
                 raise Refused("EAPI:Invalid nonce")
             handler = self._PRIVATE.get(method)
+            if method == "WithdrawMethods" and not self.keys[request.headers["API-Key"]].withdraw:
+                raise Refused("EGeneral:Permission denied")  # the key's Withdraw permission
             if handler is None:
                 raise Refused("EGeneral:Unknown method")
             result = handler(self, account, params)

@@ -330,6 +330,11 @@ def websockets_token(srv: KrakenServer, account: str, p: dict[str, str]) -> dict
     return {"token": token, "expires": TOKEN_EXPIRES_S}
 
 
+def withdraw_methods(srv: KrakenServer, account: str, p: dict[str, str]) -> list[Any]:
+    """Only for a key with withdraw permission (checked in ``KrakenServer._private``)."""
+    return [{"asset": "XXBT", "method": "Bitcoin", "network": "Bitcoin", "minimum": "0.0004"}]
+
+
 PRIVATE = {
     "AddOrder": add_order,
     "AmendOrder": amend_order,
@@ -344,4 +349,5 @@ PRIVATE = {
     "BalanceEx": balance_ex,
     "TradeVolume": trade_volume,
     "GetWebSocketsToken": websockets_token,
+    "WithdrawMethods": withdraw_methods,
 }
