@@ -30,6 +30,7 @@ from engine.settings import need as _need_rel
 from engine.venues.registry import known_kinds
 from ops.secrets import SecretError, redact
 from ops.secrets import resolve as resolve_secrets
+from ops.tls import PgTls, RedisTls, TlsConfigError
 from ops.venue_config import (
     REAL_VENUE_STRUCTS,
     BinanceUsVenue,
@@ -458,6 +459,23 @@ class RedisSection(msgspec.Struct, **_STRICT):
     cluster: bool = False  # the URL names a Redis Cluster node (or use a redis+cluster:// URL)
     ttl_s: float = 10.0  # latest-state hashes expire this long after their last write
     socket_timeout_s: float = 2.0
+    # TLS (ops/tls.py, docs/security.md "TLS"): a rediss:// URL verifies the server against
+    # ssl_ca_certs ("" = the system's CAs); redis:// to another host needs allow_plaintext
+    allow_plaintext: bool = False
+    ssl_ca_certs: str = ""
+    ssl_certfile: str = ""  # client certificate (with ssl_keyfile, a 0600 file)
+    ssl_keyfile: str = ""
+    ssl_min_version: str = "TLSv1.3"  # or "TLSv1.2" for a server without 1.3
+
+    @property
+    def tls(self) -> RedisTls:
+        return RedisTls(
+            self.ssl_ca_certs,
+            self.ssl_certfile,
+            self.ssl_keyfile,
+            self.ssl_min_version,
+            self.allow_plaintext,
+        )
 
     def __post_init__(self) -> None:
         if self.mode != "embedded":
@@ -467,6 +485,10 @@ class RedisSection(msgspec.Struct, **_STRICT):
                 "storage.redis.mode",
                 f"must be 'embedded' or a URL ({', '.join(s + '://' for s in _REDIS_SCHEMES)}), not {self.mode!r}",
             )
+            try:
+                self.tls.kwargs(self.mode)
+            except TlsConfigError as exc:
+                raise _KeyedError(f"storage.redis.{exc.key}", exc.problem) from None
         _need(math.isfinite(self.ttl_s) and self.ttl_s > 0, "storage.redis.ttl_s", "must be > 0")
         _need(
             math.isfinite(self.socket_timeout_s) and self.socket_timeout_s > 0,
@@ -490,6 +512,28 @@ class PostgresSection(msgspec.Struct, **_STRICT):
     snapshot_interval_s: float = 1.0  # positions / P&L snapshots (0 = off)
     #: how long a read of a run's record waits for the database (recovery never reads it)
     recovery_timeout_s: float = 10.0
+    # TLS for a DSN (ops/tls.py, docs/security.md "TLS"); libpq's names
+    allow_plaintext: bool = False  # another host without verify-full: refused unless true
+    sslmode: str = ""  # "" = verify-full for another host or with a CA / client cert given
+    sslrootcert: str = ""  # the CA file ("system": the OS store)
+    sslcert: str = ""  # client certificate (with sslkey, a 0600 file)
+    sslkey: str = ""
+    ssl_min_protocol_version: str = "TLSv1.3"  # or "TLSv1.2" for a server without 1.3
+
+    @property
+    def tls(self) -> PgTls:
+        return PgTls(
+            self.sslmode,
+            self.sslrootcert,
+            self.sslcert,
+            self.sslkey,
+            self.ssl_min_protocol_version,
+            self.allow_plaintext,
+        )
+
+    def dsn(self) -> str:
+        """``mode`` as connections use it: a DSN gains its TLS parameters; else unchanged."""
+        return self.mode if self.mode in ("embedded", "off") else self.tls.dsn(self.mode)
 
     def __post_init__(self) -> None:
         _need(
@@ -498,6 +542,11 @@ class PostgresSection(msgspec.Struct, **_STRICT):
             "storage.postgres.mode",
             f"must be 'embedded', 'off' or a postgresql:// DSN, not {self.mode!r}",
         )
+        if self.mode not in ("embedded", "off"):
+            try:
+                self.tls.params(self.mode)
+            except TlsConfigError as exc:
+                raise _KeyedError(f"storage.postgres.{exc.key}", exc.problem) from None
         _need(1 <= self.pool_size <= 64, "storage.postgres.pool_size", "must be within 1..64")
         for k in (
             "statement_timeout_s",

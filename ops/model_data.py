@@ -121,7 +121,7 @@ def _postgres_source(source: str, cfg: Config | None, dsn: str) -> list[Bars]:
     symbols = {i.instrument_id: i.symbol for i in cfg.instruments} if cfg else {}
     dsn = dsn or os.environ.get("GEKKO_PG_DSN", "")
     if not dsn and cfg is not None and cfg.storage.postgres.mode not in ("embedded", "off"):
-        dsn = cfg.storage.postgres.mode
+        dsn = cfg.storage.postgres.dsn()  # with its TLS parameters (ops/tls.py)
     if dsn:
         return postgres_bars(dsn, run_id=run_id, symbols=symbols)
     if cfg is None or cfg.storage.postgres.mode != "embedded":

@@ -55,6 +55,17 @@ class EmbeddedServices:
         self.pg_server: Any = None  # the embedded PostgreSQL this run started (ops.store.pg)
         self.pg_dsn = ""
         self.guardian: Any = None  # ops/guardian.py: stops the embedded servers if we are killed
+        self.tls_refused: list[tuple[str, str]] = []  # (service, why): audited by the supervisor
+
+    def warn_plaintext(self) -> None:
+        """A warning at every start for each remote address ``allow_plaintext`` leaves unverified."""
+        from ops.tls import plaintext_allowed
+
+        st = self.cfg.storage
+        for line in plaintext_allowed(
+            st.postgres.mode, st.postgres.tls, st.redis.mode, st.redis.tls
+        ):
+            log.warning("%s (docs/security.md, TLS)", line)
 
     def secure_var(self) -> None:
         """``var/`` private (ops/fsperm.py); a var/ an older version left readable is narrowed."""
@@ -136,6 +147,11 @@ class EmbeddedServices:
         except Exception as exc:
             if self.pg_server is not None:
                 raise
+            from ops.secrets import redact
+            from ops.tls import is_tls_failure
+
+            if is_tls_failure(str(exc)):  # refused, never downgraded: the recorder journals
+                self.tls_refused.append(("postgres", redact(str(exc))))
             log.error(
                 "PostgreSQL at the configured DSN is unreachable (%s): the recorder journals until it is back",
                 exc,

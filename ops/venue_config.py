@@ -22,6 +22,7 @@ import msgspec
 from engine.settings import need
 from engine.venues.ccxt_guard import DEFAULT_LIMITS
 from engine.venues.ccxt_markets import VenueMarket
+from ops.tls import plaintext_to_remote
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
 EXTERNAL_ORDERS = ("adopt", "cancel", "halt")
@@ -39,6 +40,7 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
     symbols: list[str] = []  # ccxt unified symbols ("BTC/USDT") traded besides [[instruments]]
     rest_url: str = ""  # "" = the exchange's own; a test points it at a local server
     ws_url: str = ""
+    allow_plaintext: bool = False  # http:// / ws:// to another host: refused unless true
     external_orders: str = (
         "halt"  # an order at the venue the engine did not send: adopt | cancel | halt
     )
@@ -102,6 +104,14 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
             "ws_url",
             "must be ws(s)://host[:port] (no path)",
         )
+        for key in ("rest_url", "ws_url"):
+            host = plaintext_to_remote(getattr(self, key))
+            need(
+                host is None or self.allow_plaintext,
+                key,
+                f"plain text to {host} (not this host): use https:// / wss://, "
+                "or write allow_plaintext = true to accept it",
+            )
         need(
             self.external_orders in EXTERNAL_ORDERS,
             "external_orders",

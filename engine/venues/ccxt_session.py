@@ -80,6 +80,7 @@ def make_exchange(
     config: dict[str, Any] = {
         "enableRateLimit": False,
         "timeout": int(settings.get("timeout_ms", 10_000)),
+        "verify": True,  # TLS: certificates and host names checked (docs/security.md "TLS")
     }
     if credentials is not None:
         config |= {"apiKey": credentials.api_key, "secret": credentials.secret}
@@ -98,6 +99,8 @@ def make_exchange(
         exchange.options["recvWindow"] = int(settings["recv_window_ms"])
     options = settings.get("ccxt_options") or {}
     exchange.options.update(dict(options))
+    if exchange.verify is not True or not exchange.validateServerSsl:
+        raise ValueError(f"{exchange_id}: TLS verification must stay on")  # fail closed
     return exchange
 
 

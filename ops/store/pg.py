@@ -12,7 +12,9 @@ Why it looks like this:
   finds a server whose owner is gone stops that orphan (a log line says so) before starting
   fresh. A server whose owner is alive (another engine, a ``gekko db`` command) is adopted and
   left running at the end.
-- Any other mode value is a DSN (``postgresql://...``) of a server someone else runs.
+- Any other mode value is a DSN (``postgresql://...``) of a server someone else runs; its TLS
+  parameters (``sslmode`` verify-full for another host, the CA, a client certificate, TLS 1.3)
+  are appended to it once, in ``PgSettings.from_config`` (ops/tls.py).
 - Every connection carries a ``statement_timeout``: a stuck database must turn into an error the
   recorder can handle (journal, retry), never into a process that hangs.
 - Reconnection and retries back off exponentially with full jitter, so a fleet of processes that
@@ -60,8 +62,9 @@ class PgSettings:
     def from_config(cls, cfg: Any) -> PgSettings:
         p = cfg.storage.postgres
         data_dir = p.data_dir or str(Path(cfg.engine.var_dir) / "pg")
+        # p.dsn(): a DSN carries its TLS parameters (ops/tls.py) to every connection, workers too
         return cls(
-            p.mode, data_dir, p.pool_size, int(p.statement_timeout_s * 1000), p.connect_timeout_s
+            p.dsn(), data_dir, p.pool_size, int(p.statement_timeout_s * 1000), p.connect_timeout_s
         )
 
     @property

