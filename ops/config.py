@@ -28,6 +28,7 @@ from engine.risk_limits import RiskLimits
 from engine.settings import SettingError
 from engine.settings import need as _need_rel
 from engine.venues.registry import known_kinds
+from ops.bridge_config import BridgePeer, check_bridge_auth
 from ops.secrets import SecretError, redact
 from ops.secrets import resolve as resolve_secrets
 from ops.tls import PgTls, RedisTls, TlsConfigError
@@ -594,6 +595,9 @@ class BridgeSection(msgspec.Struct, **_STRICT):
     state_interval_s: float = (
         0.5  # latest-state hashes (tob, positions, health, risk) period; 0 = off
     )
+    authenticate: bool = True  # sign and check frames (ops/bridge_config.py); false: warned
+    mac_key: str = ""  # this engine's HMAC key (or mac_key_file / "${ENV}"), 32+ characters
+    peers: dict[str, BridgePeer] = {}  # engine id -> its key: the engines accepted
 
     def __post_init__(self) -> None:
         for k, ring in enumerate(self.publish):
@@ -620,6 +624,7 @@ class BridgeSection(msgspec.Struct, **_STRICT):
             "bridge.state_interval_s",
             "must be >= 0 (0 = off)",
         )
+        check_bridge_auth(self)
 
 
 _PROVIDER_RE = re.compile(r"[A-Za-z]+(ExecutionProvider)?")

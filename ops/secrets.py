@@ -197,7 +197,7 @@ def resolve(raw: dict[str, Any], schema: type) -> dict[str, Any]:
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/?#@:'\"]*:)([^\s/?#'\"]+)@")
 _SECRET_NAME = (
     r"[A-Za-z0-9_.\-]*?(?:password|passwd|passphrase|secret|token|credentials?"
-    r"|api[_-]?key|apikey|(?:private|access|auth|signing|encryption|master)[_-]?key)"
+    r"|api[_-]?key|apikey|(?:private|access|auth|signing|encryption|master|mac)[_-]?key)"
     r"[A-Za-z0-9_\-]*"
 )
 _KEYVAL = re.compile(

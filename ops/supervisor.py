@@ -455,7 +455,11 @@ class Supervisor:
                 self.record.on_forecast(msg)
         if self.c_remote is not None:
             fresh = self.remote_filter.fresh  # a re-delivered message (at-least-once) is dropped
-            self.remote.extend(r for r in self.c_remote.poll_batch(4096) if fresh(r))
+            for r in self.c_remote.poll_batch(4096):
+                if type(r) is AuditEvent:  # the bridge refused a frame (procs/bridge_recv.py)
+                    self._audit_bridge(r)
+                elif fresh(r):
+                    self.remote.append(r)
 
     def _quiescent(self) -> bool:
         """The feed finished and every gating reader has caught up with every ring."""
@@ -486,6 +490,16 @@ class Supervisor:
             self.outbox.send(audit_event(actor, action, **detail))  # waits there if full
         except Exception as exc:  # a record, never a reason to stop
             log.error("audit: %s not recorded (%s)", action, exc)
+
+    def _audit_bridge(self, ev: AuditEvent) -> None:
+        """A bridge record (a refused remote frame, authentication off) into the trail."""
+        try:
+            detail = json.loads(ev.detail)
+        except ValueError:
+            detail = None
+        self._audit(
+            ev.actor, ev.action, **(detail if isinstance(detail, dict) else {"raw": ev.detail})
+        )
 
     def _audit_operator(self, item: ControlItem) -> None:
         """The operator command just forwarded, with its OS user: the control socket's peer,
@@ -601,9 +615,9 @@ class Supervisor:
             if (
                 "remote" in self.rings
             ):  # the bridge's envelopes: not engine.messages, its own decoder
-                from procs.bridge import REMOTE_DECODER, RemoteFilter
+                from procs.bridge import RING_DECODER, RemoteFilter
 
-                self.c_remote = self.rings["remote"].consumer("supervisor", decoder=REMOTE_DECODER)
+                self.c_remote = self.rings["remote"].consumer("supervisor", decoder=RING_DECODER)
                 self.remote_filter = RemoteFilter()
             self.services.start_redis()
             self._audit_start()

@@ -12,7 +12,9 @@ Benchmarks:
 - ``state_write`` — ``LatestState.write`` of one top-of-book hash: DEL + HSET + PEXPIRE, one
   pipelined round trip (what the bridge does per instrument and period);
 - ``xadd_batch64`` — ``StreamBus.publish`` of 64 event frames (~80 B) in one pipeline, per frame
-  (the bridge forwarding a ring batch).
+  (the bridge forwarding a ring batch);
+- ``xadd_batch64_signed`` — the same with each frame signed (``procs.bridge_auth``: its
+  sequence number and HMAC-SHA256, as the bridge publishes with authentication on).
 
 The main process prints medians, each one's ratio to ``ping``, and set/get against the 500 µs
 goal. Run ``python perf/bench_redis.py --fast`` (``make perf`` runs every suite).
@@ -41,7 +43,7 @@ from ops.store.bus import StreamBus  # noqa: E402
 from ops.store.redis_store import EmbeddedRedis, LatestState, client_for_url  # noqa: E402
 
 GOAL_US = 500.0
-BENCHMARKS = ("ping", "set", "get", "state_write", "xadd_batch64")
+BENCHMARKS = ("ping", "set", "get", "state_write", "xadd_batch64", "xadd_batch64_signed")
 _client: Any = None
 
 
@@ -94,7 +96,11 @@ def make_func(name: str, url: str) -> Any:
             for _ in range(loops):
                 st.write(row)
             return perf_counter() - t0
-        if name == "xadd_batch64":
+        if name in ("xadd_batch64", "xadd_batch64_signed"):
+            from procs.bridge_auth import FrameSigner
+
+            sign = FrameSigner(ns, "made-up-bench-key-0123456789abcdefgh").fields
+            signed = name == "xadd_batch64_signed"
             bus = StreamBus(c, ns, maxlen=10_000)
             stream = f"gk:{{{ns}}}:s:events"
             payload = b"\x9e" + b"\x01" * 79
@@ -104,7 +110,10 @@ def make_func(name: str, url: str) -> Any:
                 frames = [(seq + i, 33, payload) for i in range(64)]
                 seq += 64
                 t0 = perf_counter()
-                bus.publish(stream, 1, frames, "bench")
+                auth = (
+                    [sign("events", 1, q, b"bench", t, p) for q, t, p in frames] if signed else None
+                )
+                bus.publish(stream, 1, frames, "bench", auth=auth)
                 elapsed += perf_counter() - t0
             c.delete(stream)
             return elapsed * loops / (max(1, loops // 64) * 64)
@@ -120,7 +129,7 @@ def print_summary(results: dict[str, pyperf.Benchmark], url: str) -> None:
     base = med.get("ping")
     for n, us in med.items():
         ratio = f"  {us / base:5.2f}x ping" if base else ""
-        print(f"  {n:<14} {us:9.1f} µs{ratio}")
+        print(f"  {n:<20} {us:9.1f} µs{ratio}")
     for n in ("set", "get"):
         if n in med:
             verdict = "met" if med[n] < GOAL_US else "NOT met"

@@ -16,6 +16,11 @@ hands each message to its strategies' ``on_remote`` hook, and the supervisor, wh
 The Redis side (ids, groups, acknowledgements, dedupe) is ``ops.store.bus``; this module gets a
 bus from its caller (``procs`` never imports ``ops``). Every Redis failure is logged, counted
 (``redis_errors``) and retried with backoff — a dead Redis never crashes the bridge.
+
+Authentication (``procs.bridge_auth``): with a key, every published entry carries its sequence
+number and an HMAC; with ``authenticate`` on (the default), the receiving half
+(``procs.bridge_recv``) drops, counts and audits what fails the checks. Off, a warning is logged
+and audited at every start.
 """
 
 from __future__ import annotations
@@ -27,7 +32,15 @@ from typing import Any
 
 import msgspec
 
-from engine.messages import Message, Remote, tag_of
+from engine.messages import AuditEvent, Remote, tag_of
+from procs.bridge_auth import (
+    FrameGuard,
+    FrameSigner,
+    RejectAudit,
+    marks_path,
+    unauthenticated_notice,
+)
+from procs.bridge_recv import MSG_DECODER, Receiver
 from procs.loop import Loop, Timer
 from procs.runtime import (
     ALL_WORKERS,
@@ -45,7 +58,9 @@ log = logging.getLogger("gekko.bridge")
 REMOTE_TAG = tag_of(Remote)  # frame type of the remote ring's envelopes (engine.messages.Remote)
 
 REMOTE_DECODER = msgspec.msgpack.Decoder(Remote)
-_MSG_DECODER = msgspec.msgpack.Decoder(Message)
+#: what the remote ring carries: envelopes, and the bridge's audit records (for the supervisor)
+RING_DECODER = msgspec.msgpack.Decoder(Remote | AuditEvent)
+_MSG_DECODER = MSG_DECODER  # (the fuzz targets decode bridged frames with it)
 
 
 def remote_to_json(r: Remote) -> dict[str, Any]:
@@ -231,6 +246,8 @@ def run(
         wake=list(bc.publish),
     )
     b.loop = loop
+    if not bc.authenticate:  # warned and audited at every start
+        b.out.publish(unauthenticated_notice(engine_id, cfg.source_path))
     w.beat(STATE_READY)
     log.info(
         "bridge ready (%s): publish %s, subscribe %s",
@@ -262,6 +279,16 @@ class _Bridge:
         subs = [(sub.split(":", 1)[0], sub.split(":", 1)[1]) for sub in self.bc.subscribe]
         self.sub_streams = {stream_name(e, r): (e, r) for e, r in subs}
         self.group = self.bc.group or engine_id
+        bc = self.bc  # its keys were checked at load (ops/config.py: fail closed)
+        self.signer = FrameSigner(engine_id, bc.mac_key) if bc.mac_key else None
+        guard = audit = None
+        if bc.authenticate and self.sub_streams:
+            peers = {e: [p.mac_key, p.previous_mac_key] for e, p in bc.peers.items()}
+            guard = FrameGuard(peers, marks_path(cfg.engine.var_dir, engine_id))
+            audit = RejectAudit(engine_id)
+        self.receiver = Receiver(
+            engine_id, self.group, self.sub_streams, bc.batch, out, w.metrics, guard, audit
+        )
         self.tob = SeqlockTable.attach(engine_id, "tob", TOB_DTYPE)
         self.positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
         try:  # attached once: the state is written every state_interval_s
@@ -270,13 +297,11 @@ class _Bridge:
             self.risk_metrics = None
         m = self.m = w.metrics
         self.c_fwd, self.c_dup = m.counter_index("forwarded"), m.counter_index("xadd_duplicates")
-        self.c_rcv, self.c_rdup = m.counter_index("received"), m.counter_index("remote_duplicates")
         self.c_err, self.c_state = m.counter_index("redis_errors"), m.counter_index("state_writes")
         self.h_xadd = m.hist("xadd_ns")
         self.bus: Any = None
         self.state: Any = None
         self.backoff = _Backoff()
-        self.pending_reread = True  # after (re)connecting, first re-read what was not acked
         self.next_state = 0.0
         self.stop_deadline = 0.0
         self.finished = False
@@ -306,7 +331,7 @@ class _Bridge:
                     self.state.write(hashes)
                     self.m.inc_i(self.c_state)
                 hb_ms = max(1, int(self.cfg.supervisor.heartbeat_interval_s * 500))
-                busy = self.receive(None if busy or stopping else hb_ms) or busy
+                busy = self.receiver.receive(None if busy or stopping else hb_ms) or busy
                 self.backoff.ok()
             except Exception as exc:
                 self.redis_failed("a Redis call", exc)
@@ -329,12 +354,13 @@ class _Bridge:
     def connect(self) -> None:
         self.bus, self.state = self.factory()
         for s in self.sources:
-            s.epoch = self.bus.epoch_for(s.stream, self.run_ms[s.ring], self.run_id[s.ring])
+            # a forged last entry must not lend us its epoch: only our own (MAC-checked) counts
+            ours = (lambda f, r=s.ring: self.signer.authentic(r, f)) if self.signer else None
+            s.epoch = self.bus.epoch_for(
+                s.stream, self.run_ms[s.ring], self.run_id[s.ring], authentic=ours
+            )
         if self.sub_streams:
-            for st in self.sub_streams:
-                self.bus.ensure_group(st, self.group)
-            self.bus.load_seen(self.sub_streams)
-        self.pending_reread = True
+            self.receiver.connect(self.bus)
         log.info(
             "bridge connected: publishing %s, subscribed to %s (group %s)",
             [s.stream for s in self.sources],
@@ -356,7 +382,13 @@ class _Bridge:
             if not s.pending:
                 continue
             t0 = time.monotonic_ns()
-            added, dups = self.bus.publish(s.stream, s.epoch, s.pending, self.run_id[s.ring])
+            auth = None
+            if self.signer is not None:
+                run, sign = self.run_id[s.ring].encode(), self.signer.fields
+                auth = [sign(s.ring, s.epoch, q, run, t, p) for q, t, p in s.pending]
+            added, dups = self.bus.publish(
+                s.stream, s.epoch, s.pending, self.run_id[s.ring], auth=auth
+            )
             self.h_xadd.record(time.monotonic_ns() - t0)
             self.m.inc_i(self.c_fwd, added)
             if dups:
@@ -365,40 +397,11 @@ class _Bridge:
             busy = True
         return busy
 
-    def receive(self, block_ms: int | None) -> bool:
-        if not self.sub_streams:
-            return False
-        bus, m = self.bus, self.m
-        entries = bus.read(
-            list(self.sub_streams),
-            self.group,
-            self.engine_id,
-            count=self.bc.batch,
-            block_ms=block_ms,
-            pending=self.pending_reread,
-        )
-        if self.pending_reread and not entries:
-            self.pending_reread = False  # the backlog of unacknowledged entries is done
-            return True
-        done: list[tuple[str, str]] = []
-        for stream, eid, fields in entries:
-            done.append((stream, eid))
-            if not bus.is_new(stream, eid):
-                m.inc_i(self.c_rdup)
-                continue
-            src, ring = self.sub_streams[stream]
-            try:
-                msg = _MSG_DECODER.decode(fields.get(b"m", b""))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.error("bridge: %s %s: undecodable message dropped (%s)", stream, eid, exc)
-                m.inc_i(self.c_err)
-                continue
-            self.out.publish(Remote(src, ring, eid, time.monotonic_ns(), msg))
-            m.inc_i(self.c_rcv)
-        bus.delivered(self.group, done)
-        return bool(entries)
-
     def report(self) -> None:
+        try:
+            self.receiver.report()
+        except Exception as exc:  # the ring may be closed already: the totals were logged
+            log.debug("bridge: exit audit records not published (%s)", exc)
         undelivered = sum(len(s.pending) for s in self.sources)
         if undelivered:
             log.error(

@@ -275,6 +275,9 @@ COUNTERS: dict[str, list[str]] = {
         "remote_duplicates",
         "redis_errors",
         "state_writes",
+        "remote_bad_mac",  # remote frames dropped: MAC missing or wrong (procs/bridge_auth.py)
+        "remote_replayed",  # ... a sequence repeated or gone back
+        "remote_unknown_engine",  # ... from an engine not in [bridge.peers]
     ],
 }
 HISTOGRAMS: dict[str, list[str]] = {

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from engine.messages import Remote
+from engine.messages import AuditEvent, Remote
 from engine.stages.strategy import StrategyStage
 from procs.backlog import BacklogGuard
 from procs.bridge import RemoteFilter
@@ -98,6 +98,8 @@ def _inputs(w: Worker, cfg: Any, stage: StrategyStage) -> list[Input]:
 
         def remote(batch: list[Any]) -> None:
             for r in batch:
+                if type(r) is AuditEvent:  # the bridge's, for the supervisor's audit trail
+                    continue
                 if not isinstance(r, Remote) or not fresh(r):
                     m.inc_i(c_rdup)  # re-delivered (at-least-once) or not an envelope
                     continue

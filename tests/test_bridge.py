@@ -1,11 +1,11 @@
 """Two real engines on one Redis: the consumer sees the producer's fills, in order, across a crash
 of the producer's bridge and a restart of the producer engine — its supervisor records them and
-its strategies receive them (``Strategy.on_remote``, tests/remote_probe.py)."""
+its strategies receive them (``Strategy.on_remote``, tests/remote_probe.py) — and none of the
+forged, replayed or foreign entries written into the producer's stream meanwhile."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -20,6 +20,7 @@ import psutil
 import pytest
 import redis
 
+from ops.secrets import config_digest, redact
 from ops.store.bus import stream_name
 from ops.store.redis_store import client_for_url, key
 from tests.conftest import ROOT
@@ -31,14 +32,24 @@ FILL_TYPES = ("OrderPartiallyFilled", "OrderFilled")
 ENVELOPE = ("remote_source", "remote_ring", "remote_id", "remote_delivered_ns")
 
 
-def engine_config(tmp: Path, eid: str, redis_url: str, **bridge: str) -> Path:
+def mac_key_of(eid: str) -> str:
+    """A made-up bridge key per engine (what ``[bridge] mac_key_file`` would hold)."""
+    return f"made-up-bridge-key-of-{eid}-0123456789abcdef"
+
+
+def engine_config(
+    tmp: Path, eid: str, redis_url: str, peers: tuple[str, ...] = (), **bridge: str
+) -> Path:
     text = (ROOT / "config.toml").read_text()
     text = set_key(text, "engine", "id", f'"{eid}"')
     text = set_key(text, "engine", "var_dir", f'"{tmp / eid / "var"}"')
     text = set_key(text, "storage.redis", "mode", f'"{redis_url}"')
     text = set_key(text, "bridge", "enabled", "true")
+    text = set_key(text, "bridge", "mac_key", f'"{mac_key_of(eid)}"')
     for k, v in bridge.items():
         text = set_key(text, "bridge", k, v)
+    for peer in peers:  # the engines whose frames this one accepts, with their keys
+        text = set_key(text, f"bridge.peers.{peer}", "mac_key", f'"{mac_key_of(peer)}"')
     # a loaded CI box may take long to restart a worker: give the shutdown room to drain
     text = set_key(text, "supervisor", "shutdown_timeout_s", "40.0")
     text = set_key(
@@ -108,7 +119,12 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         tmp_path, producer, redis_url, publish='["events"]', state_interval_s="0.2"
     )
     cfg_c = engine_config(
-        tmp_path, consumer, redis_url, publish="[]", subscribe=f'["{producer}:events"]'
+        tmp_path,
+        consumer,
+        redis_url,
+        peers=(producer,),
+        publish="[]",
+        subscribe=f'["{producer}:events"]',
     )
     var_p = tmp_path / producer / "var" / "last_run"
     probe_out = tmp_path / "probe.jsonl"  # what the consumer's strategy saw through on_remote
@@ -127,6 +143,8 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         fills_1 = jsonl(var_p / "fills.jsonl")
         n_run1 = client.xlen(stream)
         assert fills_1 and n_run1 > len(fills_1)
+        inject_bad_entries(client, stream, producer)  # none of which may reach the consumer
+        n_run1 = client.xlen(stream)
 
         # run 2: its bridge is killed mid-run, restarted by the supervisor, and resends what it may
         # not have confirmed; meanwhile the latest-state hashes are live
@@ -143,8 +161,9 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         assert b"exec" in client.hgetall(key(producer, "health"))
         assert client.hget(key(producer, "risk"), "trading_state") == b"ACTIVE"
         cached = client.hgetall(key(producer, "config"))  # the engine's settings, for other hosts
-        assert cached[b"text"].decode() == cfg_p.read_text()
-        assert cached[b"sha256"].decode() == hashlib.sha256(cfg_p.read_bytes()).hexdigest()
+        assert cached[b"text"].decode() == redact(cfg_p.read_text())  # its bridge key masked
+        assert mac_key_of(producer).encode() not in cached[b"text"]
+        assert cached[b"sha256"].decode() == config_digest(cfg_p.read_text())
         victim = bridge_of(run2)
         assert victim is not None
         victim.send_signal(signal.SIGKILL)
@@ -179,8 +198,10 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
     finally:
         if consumer_proc.poll() is None:
             consumer_proc.send_signal(signal.SIGTERM)
-    finish(consumer_proc)
+    err_c = finish(consumer_proc)
     client.close()
+    # each bad entry dropped and counted (the bridge's exit line; the audit path: test_bridge_auth)
+    assert "frames dropped: 1 bad mac, 1 replayed, 1 unknown engine" in err_c, err_c[-3000:]
 
     remote = jsonl(tmp_path / consumer / "var" / "last_run" / "remote.jsonl")
     assert (
@@ -202,6 +223,22 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
     assert probed == [{k: v for k, v in r.items() if k not in ENVELOPE} for r in remote]
     assert [p for p in probed if p["type"] in FILL_TYPES] == fills_1 + fills_2
     assert os.path.exists(tmp_path / consumer / "var" / "last_run" / "summary.json")
+
+
+def inject_bad_entries(client: redis.Redis, stream: str, producer: str) -> None:
+    """What a host that can write to Redis could add to the producer's stream: a fill with a
+    wrong MAC, a copy of an authentic fill under a fresh id, and a frame signed by an engine the
+    consumer does not know."""
+    from engine.messages import OrderFilled, OrderPartiallyFilled, tag_of
+    from procs.bridge_auth import FrameSigner
+
+    fill_tags = {str(tag_of(t)).encode() for t in (OrderFilled, OrderPartiallyFilled)}
+    authentic = next(f for _, f in client.xrange(stream) if f[b"t"] in fill_tags)  # of run 1
+    client.xadd(stream, {**authentic, b"q": b"99999999999999-0"})  # its MAC no longer matches
+    client.xadd(stream, authentic)  # a replay: the same authentic frame again, under a new id
+    mallory = FrameSigner("mallory", mac_key_of("mallory"))
+    own = mallory.fields("events", 1, 0, authentic[b"run"], int(authentic[b"t"]), authentic[b"m"])
+    client.xadd(stream, {**authentic, b"src": b"mallory", **own})
 
 
 def test_a_dead_redis_never_stops_the_engine(tmp_path: Path) -> None:

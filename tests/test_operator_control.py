@@ -161,7 +161,8 @@ def test_a_sigkilled_supervisor_takes_its_postgres_and_redis_along(eid: str) -> 
     cfg = write_config(base, eid)
     text = cfg.read_text()
     at = text.index("enabled = false", text.index("[bridge]"))  # the bridge: embedded Redis
-    cfg.write_text(text[:at] + "enabled = true" + text[at + len("enabled = false") :])
+    on = 'enabled = true\nmac_key = "made-up-bridge-key-for-this-test-0123"'
+    cfg.write_text(text[:at] + on + text[at + len("enabled = false") :])
     var = base / "var"
     pg = rd = None
     try:

@@ -87,6 +87,8 @@ def test_a_run_leaves_the_database_password_nowhere(
     text = set_key(text, "storage.postgres", "journal_fsync", "false")
     text = set_key(text, "storage.redis", "mode", f'"{redis_url}"')
     text = set_key(text, "bridge", "enabled", "true")
+    mac_key = "made-up-bridge-mac-key-" + uuid.uuid4().hex  # (written in the file itself)
+    text = set_key(text, "bridge", "mac_key", f'"{mac_key}"')
     text = set_key(text, "inference", "enabled", "false")
     text = set_key(text, "supervisor", "startup_timeout_s", "120.0")
     cfg.write_text(text)
@@ -102,13 +104,15 @@ def test_a_run_leaves_the_database_password_nowhere(
     assert conf in blobs and b"postgresql://" in blobs[conf]  # the bridge cached it, redacted
     leaks = [k for k, v in blobs.items() if password.encode() in v]
     assert leaks == [], f"password in Redis keys {leaks}"
-    assert _tables_holding(dsn, password) == []
+    assert [k for k, v in blobs.items() if mac_key.encode() in v] == []  # nor the bridge's key
+    assert _tables_holding(dsn, password) == [] and _tables_holding(dsn, mac_key) == []
     var = tmp_path / "var"
     files = [p for p in var.rglob("*") if p.is_file()]
     assert (var / "last_run" / "summary.json") in files and (
         var / "last_run" / "fills.jsonl"
     ) in files
     assert [p for p in files if password.encode() in p.read_bytes()] == []
+    assert [p for p in files if mac_key.encode() in p.read_bytes()] == []
     for out in (r.stdout, r.stderr, audit.out, audit.err):
-        assert password not in out
+        assert password not in out and mac_key not in out
     assert shm_entries(eid) == []

@@ -18,6 +18,10 @@ Delivery is at-least-once end to end, and duplicates are discarded by id on both
   ``gk:{<engine>}:bridge:seen``, written before the XACK; a re-delivered entry at or below it is
   acknowledged and dropped (``remote_duplicates``).
 
+- **Authentication.** With a key, each entry also carries ``q`` (its sequence number, the id it
+  was given) and ``mac``; the receiving bridge checks them (``procs.bridge_auth``) before the
+  dedupe above, and keeps its own record of the sequences accepted, which Redis cannot roll back.
+
 This module also holds the bridge worker's entry point (``run``): the loop lives in
 ``procs.bridge`` and gets the bus from here, so ``procs`` never imports ``ops``.
 """
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,26 +69,42 @@ class StreamBus:
         self._seen: dict[str, tuple[int, int]] = {}
 
     # --- producing -------------------------------------------------------------------------
-    def epoch_for(self, stream: str, run_ms: int, run_id: str) -> int:
+    def epoch_for(
+        self,
+        stream: str,
+        run_ms: int,
+        run_id: str,
+        *,
+        authentic: Callable[[dict[bytes, bytes]], bool] | None = None,
+    ) -> int:
         """The id epoch (ms) for this run on ``stream``: stable across bridge restarts in the run.
 
         If the stream's last entry belongs to this run, its epoch is ours; otherwise the run's
-        time, moved past the last entry's time should a clock have gone backwards.
+        time, moved past the last entry's time should a clock have gone backwards. With
+        ``authentic`` (the MAC check of our own entries), a last entry that fails it is not ours
+        whatever its ``run`` field says (someone else wrote into our stream).
         """
         last = self.client.xrevrange(stream, count=1)
         if not last:
             return run_ms
         last_id, fields = last[0]
         last_ms, _ = parse_id(last_id)
-        if fields.get(b"run") == run_id.encode():
+        if fields.get(b"run") == run_id.encode() and (authentic is None or authentic(fields)):
             return last_ms
         return max(run_ms, last_ms + 1)
 
     def publish(
-        self, stream: str, epoch: int, frames: Sequence[tuple[int, int, bytes]], run_id: str
+        self,
+        stream: str,
+        epoch: int,
+        frames: Sequence[tuple[int, int, bytes]],
+        run_id: str,
+        *,
+        auth: Sequence[dict[bytes, bytes]] | None = None,
     ) -> tuple[int, int]:
         """XADD ``(seq, type, payload)`` frames as ``<epoch>-<seq>`` in one pipeline.
 
+        ``auth``: per frame, the authentication fields to add (``procs.bridge_auth``).
         Returns (added, duplicates). Any error but "id too small" raises (the caller retries
         the whole batch, which is safe: what got in is refused the second time).
         """
@@ -93,10 +113,13 @@ class StreamBus:
         pipe = self.client.pipeline(transaction=False)
         src = self.engine_id.encode()
         run = run_id.encode()
-        for seq, ftype, payload in frames:
+        for k, (seq, ftype, payload) in enumerate(frames):
+            fields = {b"src": src, b"run": run, b"t": ftype, b"m": payload}
+            if auth is not None:
+                fields.update(auth[k])
             pipe.xadd(
                 stream,
-                {b"src": src, b"run": run, b"t": ftype, b"m": payload},
+                fields,
                 id=f"{epoch}-{seq}",
                 maxlen=self.maxlen,
                 approximate=True,
@@ -112,10 +135,11 @@ class StreamBus:
         return added, dups
 
     # --- consuming -------------------------------------------------------------------------
-    def ensure_group(self, stream: str, group: str) -> None:
-        """Create ``group`` on ``stream`` (and the stream) reading from its start; idempotent."""
+    def ensure_group(self, stream: str, group: str, *, start: str = "0") -> None:
+        """Create ``group`` on ``stream`` (and the stream) reading after ``start`` (its start,
+        or what this engine already accepted); idempotent: an existing group keeps its place."""
         try:
-            self.client.xgroup_create(stream, group, id="0", mkstream=True)
+            self.client.xgroup_create(stream, group, id=start, mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

@@ -91,7 +91,8 @@ def write_config(tmp: Path, engine_id: str, *, max_restarts: int = 5) -> Path:
     text = text.replace('var_dir = "var"', f'var_dir = "{tmp / "var"}"', 1)
     text = text.replace("max_restarts = 5 ", f"max_restarts = {max_restarts} ", 1)
     at = text.index("[bridge]")
-    text = text[:at] + text[at:].replace("enabled = false", "enabled = true", 1)
+    on = 'enabled = true\nmac_key = "chaos-made-up-bridge-key-0123456789"'  # (signs its frames)
+    text = text[:at] + text[at:].replace("enabled = false", on, 1)
     path = tmp / "config.toml"
     path.write_text(text)
     return path
