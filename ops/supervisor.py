@@ -620,6 +620,7 @@ class Supervisor:
                 self.c_remote = self.rings["remote"].consumer("supervisor", decoder=RING_DECODER)
                 self.remote_filter = RemoteFilter()
             self.services.start_redis()
+            self.services.warn_plaintext()
             self._audit_start()
             # PostgreSQL (initdb on a fresh var dir, start, migrate) takes seconds: it comes up
             # while the workers that do not need it start; those that use the record (the
@@ -629,6 +630,10 @@ class Supervisor:
                 if h.name not in STORE_USERS:
                     self._start(h)
             pg.join(self._forward_controls)
+            for service, why in self.services.tls_refused:  # ops/tls.py: the server not verified
+                self._audit(
+                    "supervisor", "tls.refused", run_id=self.run_id, service=service, reason=why
+                )
             for h in self.workers.values():
                 if h.name in STORE_USERS:
                     self._start(h)
