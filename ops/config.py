@@ -578,6 +578,29 @@ class StorageSection(msgspec.Struct, **_STRICT):
     postgres: PostgresSection = msgspec.field(default_factory=PostgresSection)
 
 
+class AuditSection(msgspec.Struct, **_STRICT):
+    """``[audit]``: anchoring the audit log's hash chain (ops/store/audit_anchor.py)."""
+
+    anchor_every: int = 100  # records: the recorder anchors the chain head this often ...
+    anchor_interval_s: float = 60.0  # ... and this long after an un-anchored record at most
+    anchor_file: str = ""  # also append each anchor here (an absolute path; "" = journal only)
+
+    def __post_init__(self) -> None:
+        _need(
+            1 <= self.anchor_every <= 1_000_000, "audit.anchor_every", "must be within 1..1000000"
+        )
+        _need(
+            math.isfinite(self.anchor_interval_s) and self.anchor_interval_s > 0,
+            "audit.anchor_interval_s",
+            "must be a positive number of seconds",
+        )
+        _need(
+            not self.anchor_file or os.path.isabs(self.anchor_file),
+            "audit.anchor_file",
+            f"must be an absolute path or empty, not {self.anchor_file!r}",
+        )
+
+
 class BridgeSection(msgspec.Struct, **_STRICT):
     """``[bridge]``: forward local rings to Redis Streams and remote streams into the "remote" ring."""
 
@@ -726,6 +749,7 @@ class Config(msgspec.Struct, **_STRICT):
     bridge: BridgeSection = msgspec.field(default_factory=BridgeSection)
     inference: InferenceSection = msgspec.field(default_factory=InferenceSection)
     keystore: KeystoreSection = msgspec.field(default_factory=KeystoreSection)
+    audit: AuditSection = msgspec.field(default_factory=AuditSection)
     instruments: list[InstrumentSection] = []
     strategies: list[StrategySection] = []
     venues: list[AnyVenue] = []  # empty: the one venue of [sim]

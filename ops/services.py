@@ -136,7 +136,11 @@ class EmbeddedServices:
 
                     try:  # the database is up right here: the row is written directly
                         record_migrations(
-                            conn, done, "supervisor", f"gekko run (run {self.run_id})"
+                            conn,
+                            done,
+                            "supervisor",
+                            f"gekko run (run {self.run_id})",
+                            cfg=self.cfg,
                         )
                     except Exception as exc:
                         log.error("audit: migrations applied but not recorded (%s)", exc)

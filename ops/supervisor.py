@@ -574,6 +574,7 @@ class Supervisor:
                 journal_path(self.cfg, self.run_id),
                 self.run_id,
                 [*unsent, ev],
+                cfg=self.cfg,
             )
         except Exception as exc:
             log.error("audit: run.stop not recorded (%s)", exc)

@@ -187,6 +187,7 @@ class _Recorder:
         if snap_due and not self.backlog:
             self.last_snap = now
             _snapshot(self.store, self.positions, len(self.cfg.instruments))
+        self.store.tick(now)  # the audit chain's anchor, when due
         self.w.processed += len(fresh)
         self.fresh = []
         return bool(fresh)

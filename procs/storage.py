@@ -34,6 +34,11 @@ class RecordStore(Protocol):
 
     def journal_truncate(self) -> None: ...
 
+    def tick(self, now: float) -> None:
+        """Every pass (``now``: monotonic seconds): periodic work such as anchoring the audit
+        chain's head."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -367,3 +367,13 @@ def test_a_run_leaves_its_audit_trail_and_the_served_models(tmp_path: Path, pg_d
     assert set(got) == {("x", "v1"), ("x", "v2")}
     assert got[("x", "v2")][0] == str(reg / "v2" / "model.onnx")
     assert got[("x", "v1")][1]["table"] == read_meta(SHIPPED)["metrics"]["table"]
+    # one intact hash chain, the engine's, whose last anchor is run.stop's (the supervisor's)
+    from ops.config import load_config
+    from ops.store.audit_anchor import anchor_paths, read_anchors
+    from ops.store.audit_verify import verify
+
+    anchors, problems = read_anchors(anchor_paths(load_config(cfg)))
+    assert not problems and anchors and anchors[-1].seq == len(rows)
+    with psycopg.connect(pg_dsn) as c:
+        rep = verify(c, anchors)
+    assert rep.intact and [(ch.engine_id, ch.rows) for ch in rep.chains] == [(eid, len(rows))]

@@ -8,6 +8,9 @@ Who did what, when. Two ways in, chosen by who is writing:
   calls ``audit_rows`` / ``write_rows`` below). A database that is down delays them, it loses
   and blocks nothing. Each row carries the digest of its frame (migration 0006), so a record
   delivered twice (a recorder restart, a journal replay) is stored once.
+- **either way** a row is stored as the next link of its engine's hash chain
+  (``ops.store.audit_chain``, migration 0008) and the chain's head is anchored outside the
+  database (``ops.store.audit_anchor``): ``gekko db audit --verify`` checks both.
 - **outside a run** (``gekko db migrate``, ``gekko train`` / ``export``, ``gekko resume`` of a
   stopped engine) the command writes directly (``record_outside_run``) with the statement
   timeout, and a database that does not answer costs one warning line, never the command.
@@ -32,6 +35,8 @@ from typing import Any
 import msgspec
 
 from engine.messages import AuditEvent, ModelRegistered
+from ops.store.audit_chain import Head
+from ops.store.audit_chain import append as append_chained
 
 log = logging.getLogger("gekko.audit")
 
@@ -143,10 +148,6 @@ def model_row(msg: ModelRegistered) -> tuple:
     )
 
 
-_AUDIT_SQL = (
-    "INSERT INTO audit_log (ts, actor, action, detail, run_id, event_hash)"
-    " VALUES (%s, %s, %s, %s::jsonb, %s, %s) ON CONFLICT (event_hash) DO NOTHING"
-)
 _MODEL_SQL = (
     "INSERT INTO models (name, version, created_at, artifact, params, metrics)"
     " VALUES (%s, %s, coalesce(%s, now()), %s, %s::jsonb, %s::jsonb)"
@@ -155,16 +156,18 @@ _MODEL_SQL = (
 )
 
 
-def write_rows(conn: Any, audit: Sequence[tuple], models: Sequence[tuple]) -> None:
-    """Store rows inside the caller's transaction (a few per run: plain statements)."""
-    with conn.cursor() as cur:
-        if models:
+def write_rows(
+    conn: Any, audit: Sequence[tuple], models: Sequence[tuple], engine_id: str = ""
+) -> Head | None:
+    """Store rows inside the caller's transaction (a few per run: plain statements), the audit
+    rows chained to ``engine_id``'s log; returns its new head (None: no audit rows)."""
+    if models:
+        with conn.cursor() as cur:
             cur.executemany(_MODEL_SQL, list(models))
-        if audit:
-            cur.executemany(_AUDIT_SQL, list(audit))
+    return append_chained(conn, engine_id, audit)
 
 
-def write_messages(conn: Any, run_id: int, msgs: Iterable[Any]) -> None:
+def write_messages(conn: Any, run_id: int, msgs: Iterable[Any], engine_id: str = "") -> Head | None:
     """Store ``AuditEvent`` / ``ModelRegistered`` messages (one transaction, the caller's)."""
     audit: list[tuple] = []
     models: list[tuple] = []
@@ -172,7 +175,15 @@ def write_messages(conn: Any, run_id: int, msgs: Iterable[Any]) -> None:
         audit += audit_rows(run_id, m)
         if type(m) is ModelRegistered:
             models.append(model_row(m))
-    write_rows(conn, audit, models)
+    return write_rows(conn, audit, models, engine_id)
+
+
+def _anchor(cfg: Any, head: Head | None, run_id: int = 0) -> None:
+    """Anchor a committed head written outside the recorder (it is that command's last)."""
+    if cfg is not None and head is not None and head.added:
+        from ops.store.audit_anchor import write_anchor
+
+        write_anchor(cfg, head, run_id)
 
 
 # --- outside a run: write directly, warn on failure ----------------------------------------------
@@ -190,12 +201,17 @@ def open_database(cfg: Any) -> Iterator[Any]:
     with configured_connection(PgSettings.from_config(cfg)) as conn:
         done = migrate(conn)
         if done:
-            record_migrations(conn, done, os_user(), "automatic, before writing the record")
+            record_migrations(
+                conn, done, os_user(), "automatic, before writing the record", cfg=cfg
+            )
         yield conn
 
 
-def record_migrations(conn: Any, done: Sequence[Any], actor: str, how: str) -> None:
-    """One ``migration.apply`` row for the migrations just applied on ``conn``."""
+def record_migrations(
+    conn: Any, done: Sequence[Any], actor: str, how: str, *, cfg: Any = None
+) -> None:
+    """One ``migration.apply`` row for the migrations just applied on ``conn`` (in the chain of
+    ``cfg``'s engine, anchored; without ``cfg``: the chain of engine "")."""
     ev = audit_event(
         actor,
         "migration.apply",
@@ -204,7 +220,8 @@ def record_migrations(conn: Any, done: Sequence[Any], actor: str, how: str) -> N
         pid=os.getpid(),
     )
     with conn.transaction():
-        write_messages(conn, 0, [ev])
+        head = write_messages(conn, 0, [ev], cfg.engine.id if cfg is not None else "")
+    _anchor(cfg, head)
 
 
 def record_outside_run(cfg: Any, msgs: Sequence[Any], what: str) -> bool:
@@ -222,8 +239,10 @@ def record_outside_run(cfg: Any, msgs: Sequence[Any], what: str) -> bool:
         )
         return False
     try:
-        with open_database(cfg) as conn, conn.transaction():
-            write_messages(conn, 0, msgs)
+        with open_database(cfg) as conn:
+            with conn.transaction():
+                head = write_messages(conn, 0, msgs, cfg.engine.id)
+            _anchor(cfg, head)
         return True
     except Exception as exc:
         from ops.secrets import redact
@@ -238,17 +257,28 @@ def record_outside_run(cfg: Any, msgs: Sequence[Any], what: str) -> bool:
 
 
 def record_or_journal(
-    dsn: str, settings: Any, journal: str | Path, run_id: int, msgs: Sequence[Any]
+    dsn: str,
+    settings: Any,
+    journal: str | Path,
+    run_id: int,
+    msgs: Sequence[Any],
+    *,
+    cfg: Any = None,
 ) -> bool:
-    """The supervisor at the end of a run (its recorder has stopped): write directly; if the
-    database does not answer, append the records to the run's journal, which the next run's
-    recorder replays (``PgRecordStore.replay_leftovers``). Returns written now?"""
+    """The supervisor at the end of a run (its recorder has stopped): write directly (in the
+    chain of ``cfg``'s engine, anchored); if the database does not answer, append the records to
+    the run's journal, which the next run's recorder replays
+    (``PgRecordStore.replay_leftovers``). Returns written now?"""
     from ops.store.pg import connect
 
     if dsn:
         try:
-            with connect(dsn, settings) as conn, conn.transaction():
-                write_messages(conn, run_id, msgs)
+            with connect(dsn, settings) as conn:
+                with conn.transaction():
+                    head = write_messages(
+                        conn, run_id, msgs, cfg.engine.id if cfg is not None else ""
+                    )
+                _anchor(cfg, head, run_id)
             return True
         except Exception as exc:
             log.warning("audit: database unreachable at stop (%s): journaled for the next run", exc)

@@ -18,6 +18,8 @@ from ops.cli_common import load_config_or_exit, with_db
 def cmd_migrate(args: argparse.Namespace) -> int:
     from ops.store.migrate import migrate
 
+    cfg = load_config_or_exit(args.config)
+
     def go(conn: Any) -> int:
         done = migrate(conn)
         if done:
@@ -26,14 +28,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             for m in done:
                 print(f"applied {m.version:04d}_{m.name}")
             try:  # who migrated, in the database just migrated
-                record_migrations(conn, done, os_user(), "gekko db migrate")
+                record_migrations(conn, done, os_user(), "gekko db migrate", cfg=cfg)
             except Exception as exc:
                 print(f"gekko: warning: migrations not audited ({exc})", file=sys.stderr)
         else:
             print("up to date")
         return 0
 
-    return with_db(load_config_or_exit(args.config), go)
+    return with_db(cfg, go)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -54,10 +56,42 @@ def cmd_status(args: argparse.Namespace) -> int:
     return with_db(load_config_or_exit(args.config), go)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``gekko db audit --verify``: every engine's hash chain and anchors (ops/store/audit_verify.py).
+    Exit 0: intact; 1: a break (the first named first) or no database."""
+    from ops.store.audit_anchor import anchor_paths, read_anchors
+    from ops.store.audit_verify import format_report, verify
+
+    cfg = load_config_or_exit(args.config)
+    anchors, problems = read_anchors(anchor_paths(cfg, args.anchors))
+
+    def go(conn: Any) -> int:
+        from ops.store.migrate import applied
+
+        with conn.transaction():
+            chained = 8 in applied(conn)
+        if not chained:
+            print(
+                "gekko: this database has no audit chain yet (migration 0008):"
+                " run `gekko db migrate` first",
+                file=sys.stderr,
+            )
+            return 1
+        rep = verify(conn, anchors)
+        rep.problems += problems
+        for line in format_report(rep):
+            print(line)
+        return 0 if rep.intact else 1
+
+    return with_db(cfg, go)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """``gekko db audit [--last N] [--action X]``: the audit log, newest last."""
     from ops.store.audit import format_row, query
 
+    if args.verify:
+        return cmd_verify(args)
     if args.last < 0:
         print("gekko: --last must be >= 0", file=sys.stderr)
         return 2
@@ -108,4 +142,18 @@ def add_parsers(
         "--action", default="", help="only this action, or a prefix: run, operator, model, ..."
     )
     a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a.add_argument(
+        "--verify",
+        action="store_true",
+        help="prove every engine's hash chain intact and its anchors matched, or name the first"
+        " altered, inserted or deleted record (exit 1)",
+    )
+    a.add_argument(
+        "--anchors",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with --verify: also check the anchors in FILE (a copy of [audit] anchor_file or of"
+        " an <engine>.anchors journal); repeatable",
+    )
     a.set_defaults(func=cmd_audit)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ops.store.audit_anchor import AnchorPolicy
 from ops.store.journal import Journal, iter_frames
 from ops.store.pg import PgSettings, make_pool, resolve_dsn, run_tx
 from ops.store.reader import RunState, load_run_state
@@ -54,7 +55,8 @@ class PgRecordStore:
         self.journal = Journal(
             journal_path(cfg, self.run_id), fsync=cfg.storage.postgres.journal_fsync
         )
-        self.writer = Writer()
+        self.writer = Writer(cfg.engine.id)
+        self.anchors = AnchorPolicy(cfg, self.run_id)
         dsn = resolve_dsn(self.settings)
         if not dsn:
             raise RuntimeError(
@@ -86,6 +88,7 @@ class PgRecordStore:
             frames = list(iter_frames(p))
             if frames:
                 n += self._write_frames(int(mt.group("run")), frames)
+                self.anchors.note(self.writer.head)
                 log.warning("replayed %d records journaled by run %s", len(frames), mt.group("run"))
             p.unlink()
         return n
@@ -114,7 +117,9 @@ class PgRecordStore:
         for msg, frame in records:
             rows.add(self.run_id, msg, frame)
         try:
-            return run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
+            n = run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
+            self.anchors.note(self.writer.head)  # committed: the chain's head may be anchored
+            return n
         except Exception as exc:
             if is_unavailable(exc) or len(records) == 1:
                 raise
@@ -176,7 +181,12 @@ class PgRecordStore:
         if self.journal.appended or self.journal.path.exists() and self.journal.path.stat().st_size:
             self.journal.truncate()
 
+    def tick(self, now: float) -> None:
+        """Time passes (the recorder, every pass): anchor the audit chain when it is due."""
+        self.anchors.tick(now)
+
     def close(self) -> None:
+        self.anchors.anchor()  # what this recorder wrote and did not anchor yet
         self.journal.close()
         with contextlib.suppress(Exception):
             self.pool.close(timeout=1.0)

@@ -52,6 +52,7 @@ from engine.messages import (
     Trade,
 )
 from ops.store.audit import audit_rows, model_row, write_rows
+from ops.store.audit_chain import Head
 
 DAY_NS = 86_400 * 1_000_000_000
 
@@ -421,11 +422,15 @@ def _copy(
 
 
 class Writer:
-    """Writes ``Rows`` batches; knows which day partitions exist."""
+    """Writes ``Rows`` batches; knows which day partitions exist. Audit rows go into the hash
+    chain of ``engine_id`` (``ops.store.audit_chain``); ``head`` is that chain's head after the
+    last ``write`` that appended to it (None otherwise): the caller anchors it once committed."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine_id: str = "") -> None:
         self._partitions: set[tuple[str, int]] = set()
         self.refused = 0  # rows with a value out of their column's range (never written)
+        self.engine_id = engine_id
+        self.head: Head | None = None
 
     def _checked(self, table: str, data: list[tuple]) -> list[tuple]:
         good = in_range(table, data)
@@ -444,6 +449,7 @@ class Writer:
     def write(self, conn: Any, rows: Rows) -> int:
         """Write one batch inside the caller's transaction; returns the rows handed to COPY."""
         n = 0
+        self.head = None
         with conn.cursor() as cur:
             for table, cols, key in (
                 ("quotes", QUOTE_COLS, 6),
@@ -480,7 +486,7 @@ class Writer:
                 )
                 cur.execute(f"TRUNCATE {stage}")
         if rows.audit or rows.models:  # a few per run: plain idempotent statements
-            write_rows(conn, rows.audit, rows.models)
+            self.head = write_rows(conn, rows.audit, rows.models, self.engine_id)
             n += len(rows.audit) + len(rows.models)
         return n
 
