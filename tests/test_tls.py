@@ -415,3 +415,57 @@ def test_a_venue_with_an_untrusted_certificate_is_refused(certs: SimpleNamespace
     assert "the server's certificate was refused" in tls_reason(err.value)
     assert "unable to get local issuer certificate" in tls_reason(err.value)
     assert proxy.errors  # the handshake ended at the client's refusal
+
+
+# --- the engine: every process that uses the record goes through TLS ------------------------------
+def _engine_over_tls(tmp_path: Path, eid: str, port: int, dbname: str, ca: Path) -> Path:
+    from tests.test_engine_e2e import set_key
+    from tests.test_recovery import _engine_config
+
+    dsn = f"postgresql://postgres@db.test.example:{port}/{dbname}?hostaddr=127.0.0.1"
+    cfg = _engine_config(tmp_path, eid, dsn)
+    cfg.write_text(set_key(cfg.read_text(), "storage.postgres", "sslrootcert", f'"{ca}"'))
+    return cfg
+
+
+def test_a_refused_database_is_kept_for_the_audit_and_is_not_fatal(
+    tmp_path: Path, pg_dsn: str, pg_socket: str, certs: SimpleNamespace
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from ops.config import load_config
+    from ops.services import EmbeddedServices
+
+    dbname = conninfo_to_dict(pg_dsn)["dbname"]
+    with TlsProxy(server_context(*certs.expired), pg_socket, postgres=True) as proxy:
+        cfg = load_config(_engine_over_tls(tmp_path, "tlsref", proxy.port, dbname, certs.ca))
+        services = EmbeddedServices(cfg, run_id=1)
+        services.start_postgres()  # the recorder journals until the database is verified
+    [(service, why)] = services.tls_refused  # the supervisor audits it as tls.refused
+    assert service == "postgres" and "certificate verify failed" in why
+
+
+@pytest.mark.timeout(120)
+def test_a_whole_run_records_through_verified_tls(
+    tmp_path: Path, pg_dsn: str, pg_socket: str, certs: SimpleNamespace
+) -> None:
+    """The DSN with its TLS parameters reaches every worker (GEKKO_PG_DSN): the proxy takes TLS
+    only, so every row the run wrote came over a verified TLS 1.3 connection."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    from tests.test_engine_e2e import gekko
+
+    dbname = conninfo_to_dict(pg_dsn)["dbname"]
+    eid = "t" + uuid.uuid4().hex[:7]
+    with TlsProxy(server_context(*certs.good), pg_socket, postgres=True) as proxy:
+        cfg = _engine_over_tls(tmp_path, eid, proxy.port, dbname, certs.ca)
+        r = gekko("run", "--config", str(cfg), "--duration", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert proxy.errors == [] and len(proxy.versions) >= 2  # the supervisor's and the workers'
+    assert set(proxy.versions) == {"TLSv1.3"}
+    with psycopg.connect(pg_dsn) as c:
+        assert c.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+        assert c.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
