@@ -212,6 +212,23 @@ def check_var_dir(cfg: Config) -> None:
         problem = _dir_problem(Path(value)) if value else ""
         if problem:
             raise _error(cfg, f"storage.postgres.{key}", f"{value}: {problem}")
+    check_anchor_file(cfg)
+
+
+def check_anchor_file(cfg: Config) -> None:
+    """``[audit] anchor_file`` opens for appending (created if missing): an anchor target that
+    fails only when the first anchor is due would leave the audit chain unanchored unnoticed."""
+    path = cfg.audit.anchor_file
+    if not path:
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise _error(
+            cfg,
+            "audit.anchor_file",
+            f"{path} cannot be opened for appending: {exc.strerror or exc}",
+        ) from None
 
 
 def _dir_problem(path: Path) -> str:

@@ -296,6 +296,7 @@ def test_gekko_db_audit_verify(chained: tuple, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "engine 'e1': 8 chained records (seq 1..8), 2 anchors checked" in out
     assert "2 records from before the chain" in out and "audit log intact" in out
+    assert "warning: engine 'e2' has no anchors here" in out  # written without an anchor
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("DELETE FROM audit_log WHERE id = %s", (ids[3],))
     assert main(["db", "audit", "--verify", "--config", path]) == 1
@@ -345,6 +346,22 @@ def test_an_unwritable_anchor_file_is_an_error_naming_it(
         os.chmod(target.parent, 0o700)
     assert f"audit: chain anchor seq 1 not written to {target}" in caplog.text
     assert [a.seq for a in read_anchors(anchor_paths(cfg)[:1])[0]] == [1]  # the journal has it
+
+
+def test_an_anchor_file_that_cannot_be_appended_to_is_refused_before_the_run(
+    tmp_path: Path,
+) -> None:
+    from ops.preflight import check_anchor_file
+
+    bad = _cfg(tmp_path, DEAD_DSN, anchor_file=str(tmp_path / "no" / "dir" / "a.jsonl"))
+    with pytest.raises(ConfigError) as exc:
+        check_anchor_file(bad)
+    assert exc.value.key == "audit.anchor_file" and "cannot be opened for appending" in str(
+        exc.value
+    )
+    good = _cfg(tmp_path, DEAD_DSN, anchor_file=str(tmp_path / "a.jsonl"))
+    check_anchor_file(good)
+    assert (tmp_path / "a.jsonl").exists()
 
 
 @pytest.mark.parametrize(

@@ -287,6 +287,12 @@ def format_report(rep: Report) -> list[str]:
         how = "frozen by its genesis" if rep.frozen else "not frozen yet: no chain has begun"
         lines.append(f"{rep.legacy_rows} records from before the chain, {how}")
     lines += [f"warning: {p}" for p in rep.problems]
+    lines += [
+        f"warning: engine {c.engine_id!r} has no anchors here: rows cut off the end of its"
+        " chain, or a chain re-hashed after a change, cannot be seen"
+        for c in rep.chains
+        if c.rows and not c.anchors
+    ]
     if rep.intact:
         lines.append("audit log intact")
         return lines
