@@ -228,13 +228,32 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
     return "\n".join(lines)
 
 
-def _operate(cfg: Config, kind: str, command: str) -> int:
-    """Deliver an operator command over the supervisor's control socket (ops/operator.py)."""
+def _operate(cfg: Config, kind: str, command: str, args: argparse.Namespace | None = None) -> int:
+    """Deliver an operator command over the supervisor's control socket (ops/operator.py), or,
+    with ``--remote``, signed over the Redis bus (ops/remote_cmds.py)."""
     from ops.operator import CommandRefused, EngineNotRunning, operate
     from ops.store.audit import os_user
 
+    engine = cfg.engine.id
+    if getattr(args, "remote", False):
+        engine = args.engine or engine
+        from ops.remote_cmds import RemoteError, send_remote
+
+        try:
+            print(f"gekko: {send_remote(cfg, engine, kind, command + ' --remote')}")
+        except RemoteError as exc:
+            print(f"gekko: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
-        line = operate(cfg.engine.var_dir, cfg.engine.id, kind, command, os_user())
+        line = operate(
+            cfg.engine.var_dir,
+            engine,
+            kind,
+            command,
+            os_user(),
+            socket_dir=cfg.security.control_socket_dir,
+        )
     except (EngineNotRunning, CommandRefused) as exc:
         print(f"gekko: {exc}", file=sys.stderr)
         return 1
@@ -243,10 +262,24 @@ def _operate(cfg: Config, kind: str, command: str) -> int:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
+    if args.engine and not args.remote:
+        print("gekko: --engine goes with --remote (locally: --config)", file=sys.stderr)
+        return 2
     cfg = load_config_or_exit(args.config)
     if getattr(args, "flatten", False):
-        return _operate(cfg, "flatten", "gekko kill --flatten")
-    return _operate(cfg, "kill", "gekko kill")
+        return _operate(cfg, "flatten", "gekko kill --flatten", args)
+    return _operate(cfg, "kill", "gekko kill", args)
+
+
+def _denied(path: Path) -> bool:
+    """This user may not read ``path`` (an OSError other than a permission is load_state's)."""
+    try:
+        with path.open("rb"):
+            return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -258,8 +291,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     cfg = load_config_or_exit(args.config)
     path = state_path(cfg)
-    snap = load_state(path)
-    p = probe(cfg.engine.var_dir, cfg.engine.id)  # the control socket; a pid only if proven
+    denied = _denied(path)  # another user's (a [security.roles] viewer): var/ is private
+    snap = None if denied else load_state(path)
+    # the control socket; a pid only if proven
+    p = probe(cfg.engine.var_dir, cfg.engine.id, socket_dir=cfg.security.control_socket_dir)
     if args.json:
         out = {"engine": cfg.engine.id, "running": p.running, "risk": snap, "state_file": str(path)}
         out.update(supervisor=p.answer, stale_pid_file=p.stale)
@@ -285,6 +320,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"engine {cfg.engine.id!r}: not running")
         if p.stale:
             print(f"  stale pid file: {p.stale}")
+    if denied:  # not HALTED, not ACTIVE: unknown to this user ([security.roles] viewers)
+        print(f"trading state: not readable by this user ({path})")
+        return 0
     if snap is None:
         print(f"trading state: ACTIVE (no state recorded yet in {path})")
         return 0
@@ -305,8 +343,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from ops.operator import probe
 
+    if args.engine and not args.remote:
+        print("gekko: --engine goes with --remote (locally: --config)", file=sys.stderr)
+        return 2
     cfg = load_config_or_exit(args.config)
-    if not probe(cfg.engine.var_dir, cfg.engine.id).running:
+    if args.remote:
+        return _operate(cfg, "resume", "gekko resume", args)
+    socket_dir = cfg.security.control_socket_dir
+    if not probe(cfg.engine.var_dir, cfg.engine.id, socket_dir=socket_dir).running:
         # not running: clear the recorded halt so the next `gekko run` starts ACTIVE
         from procs.risk import load_state, save_state, state_path
 
@@ -336,7 +380,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
             )
             record_outside_run(cfg, [ev], "the resume")
             return 0
-    return _operate(cfg, "resume", "gekko resume")
+    return _operate(cfg, "resume", "gekko resume", args)
+
+
+def _remote_args(p: argparse.ArgumentParser) -> None:
+    """``--remote`` and ``--engine`` of kill / resume (docs/security.md, "Remote control")."""
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="send it over the Redis bus, signed with [security.remote_control] key_file",
+    )
+    p.add_argument(
+        "--engine", default="", help="with --remote: the engine's id (default: [engine] id)"
+    )
 
 
 def _positive_seconds(text: str) -> float:
@@ -413,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     kill.add_argument(
         "--flatten", action="store_true", help="also close every position with market orders"
     )
+    _remote_args(kill)
     kill.set_defaults(func=cmd_kill)
     status = with_config(
         sub.add_parser("status", help="trading state (ACTIVE / REDUCING / HALTED) and why")
@@ -420,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
     resume = with_config(sub.add_parser("resume", help="resume trading after a kill"))
+    _remote_args(resume)
     resume.set_defaults(func=cmd_resume)
 
     from ops.model_cmds import add_parsers as add_model_parsers  # train, eval, export, models
@@ -443,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.keys_cmds import add_parsers as add_keys_parsers  # keys add|list|rotate|remove
 
     add_keys_parsers(sub, with_config)
+    from ops.remote_cmds import add_parsers as add_remote_parsers  # remote keygen
+
+    add_remote_parsers(sub, with_config)
     return ap
 
 

@@ -31,6 +31,7 @@ from engine.venues.registry import known_kinds
 from ops.bridge_config import BridgePeer, check_bridge_auth
 from ops.secrets import SecretError, redact
 from ops.secrets import resolve as resolve_secrets
+from ops.security_config import SecuritySection, check_security
 from ops.tls import PgTls, RedisTls, TlsConfigError
 from ops.venue_config import (
     REAL_VENUE_STRUCTS,
@@ -748,6 +749,7 @@ class Config(msgspec.Struct, **_STRICT):
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
     bridge: BridgeSection = msgspec.field(default_factory=BridgeSection)
     inference: InferenceSection = msgspec.field(default_factory=InferenceSection)
+    security: SecuritySection = msgspec.field(default_factory=SecuritySection)
     keystore: KeystoreSection = msgspec.field(default_factory=KeystoreSection)
     audit: AuditSection = msgspec.field(default_factory=AuditSection)
     instruments: list[InstrumentSection] = []
@@ -809,6 +811,7 @@ class Config(msgspec.Struct, **_STRICT):
                 f"unknown instrument {h.instrument!r} (a symbol, or '*' for the whole venue)",
             )
         _check_venues(self.venues)
+        check_security(self)
 
     def instrument_table(self) -> InstrumentTable:
         return InstrumentTable([i.to_instrument() for i in self.instruments])

@@ -9,8 +9,11 @@ that OS user is the audit row's actor, not a name the client claims.
 
 - The socket is ``<var_dir>/gekko-<id>.sock``, mode 0600; a path too long for a unix socket
   (~104 bytes) moves to ``<tmp>/gekko-<uid>/<id>-<hash of var_dir>.sock`` (a 0700 directory of
-  this user, checked). Both sides compute the same path from the config.
-- One JSON line each way. Only the supervisor's own user (or root) is served.
+  this user, checked). With ``[security] control_socket_dir`` it is ``<dir>/gekko-<id>.sock``,
+  mode 0666 in a 0755 directory of this user: other local users can connect, and ops/roles.py
+  decides what each may do. Both sides compute the same path from the config.
+- One JSON line each way. Who is served is the ``authorize`` callback's word (default: only
+  the supervisor's own user and root); a refusal is answered ``{"ok": false, "error": ...}``.
 - Requests are handled one at a time on a thread of the supervisor; the handler decides the reply.
 """
 
@@ -54,6 +57,7 @@ class Peer:
     pid: int | None
     uid: int
     user: str
+    gid: int | None = None
 
 
 def _private_tmp_dir() -> Path:
@@ -68,7 +72,11 @@ def _private_tmp_dir() -> Path:
     return d
 
 
-def socket_path(var_dir: str | Path, engine_id: str) -> Path:
+def socket_path(var_dir: str | Path, engine_id: str, socket_dir: str = "") -> Path:
+    """Where engine ``engine_id``'s control socket is (``socket_dir``: [security]
+    control_socket_dir, shared with other users)."""
+    if socket_dir:
+        return Path(socket_dir) / f"gekko-{engine_id}.sock"
     var = Path(var_dir).resolve()
     p = var / f"gekko-{engine_id}.sock"
     if len(str(p)) < SOCKET_MAX:
@@ -88,15 +96,16 @@ def peer_of(conn: socket.socket) -> Peer:
     """The connecting process's pid (where the OS says it) and user."""
     if hasattr(socket, "SO_PEERCRED"):  # Linux: struct ucred {pid, uid, gid}
         raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _gid = struct.unpack("3i", raw)
-        return Peer(pid, uid, _user(uid))
+        pid, uid, gid = struct.unpack("3i", raw)
+        return Peer(pid, uid, _user(uid), gid)
     # macOS / BSD: SOL_LOCAL (0), LOCAL_PEERCRED (1) -> struct xucred; LOCAL_PEERPID (2)
     fmt = "IIh16I"
-    uid = struct.unpack(fmt, conn.getsockopt(0, 1, struct.calcsize(fmt)))[1]
+    cred = struct.unpack(fmt, conn.getsockopt(0, 1, struct.calcsize(fmt)))
+    uid, gid = cred[1], (cred[3] if cred[2] else None)  # cr_groups[0]: the effective gid
     pid: int | None = None
     with contextlib.suppress(OSError):
         pid = struct.unpack("i", conn.getsockopt(0, 2, 4))[0]
-    return Peer(pid, uid, _user(uid))
+    return Peer(pid, uid, _user(uid), gid)
 
 
 def _read_line(conn: socket.socket) -> bytes:
@@ -110,25 +119,60 @@ def _read_line(conn: socket.socket) -> bytes:
 
 
 Handler = Callable[[dict[str, Any], Peer], dict[str, Any]]
+#: (request, peer) -> "" to serve it, else why not (the reply's error)
+Authorize = Callable[[dict[str, Any], Peer], str]
+
+
+def owner_only(req: dict[str, Any], peer: Peer) -> str:
+    """The default: only the supervisor's own OS user and root are served."""
+    if peer.uid in (os.getuid(), 0):
+        return ""
+    return f"user {peer.user} may not control it"
+
+
+def prepare_shared_dir(d: Path) -> None:
+    """A directory other users may reach the socket in: ours (or root's), 0755, nobody else may
+    write to it (they could replace the socket with their own). Raises ``OSError`` saying why."""
+    with contextlib.suppress(FileExistsError):
+        d.mkdir(mode=0o755, parents=True)
+    st = d.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.getuid(), 0):
+        raise OSError(f"{d}: not a directory of this user or root: refused for the control socket")
+    if st.st_mode & 0o022:
+        raise OSError(f"{d}: writable by other users: refused for the control socket")
+    if st.st_uid == os.getuid():
+        os.chmod(d, 0o755)
 
 
 class ControlServer:
-    """The listening side, on a daemon thread of the supervisor."""
+    """The listening side, on a daemon thread of the supervisor. ``shared``: the socket is
+    0666 (its directory prepared by ``prepare_shared_dir``), for other local users."""
 
-    def __init__(self, path: Path, handle: Handler) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handle: Handler,
+        *,
+        authorize: Authorize = owner_only,
+        shared: bool = False,
+    ) -> None:
         self.path = path
         self._handle = handle
+        self._authorize = authorize
+        self._shared = shared
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self._shared:
+            prepare_shared_dir(self.path.parent)
         # a leftover socket file: the caller has proven no live engine owns this id
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(str(self.path))  # in a 0700 directory: nobody else reaches it before the chmod
-        os.chmod(self.path, 0o600)
+        s.bind(str(self.path))  # 0700 dir, or umask 077: nobody else reaches it before the chmod
+        os.chmod(self.path, 0o666 if self._shared else 0o600)
         s.listen(8)
         s.settimeout(0.2)
         self._sock = s
@@ -153,18 +197,22 @@ class ControlServer:
     def _one(self, conn: socket.socket) -> None:
         conn.settimeout(2.0)
         peer = peer_of(conn)
-        if peer.uid not in (os.getuid(), 0):
-            reply: dict[str, Any] = {"ok": False, "error": f"user {peer.user} may not control it"}
-            log.warning("control: refused a request from %s (pid %s)", peer.user, peer.pid)
+        try:
+            req = json.loads(_read_line(conn) or b"null")
+        except ValueError:
+            req = None
+        if not isinstance(req, dict):
+            req = {"op": None}
+        why = self._authorize(req, peer)  # before the handler: a refused request reaches nothing
+        if why:
+            reply: dict[str, Any] = {"ok": False, "error": why}
+            log.warning(
+                "control: refused %r from %s (pid %s): %s", req.get("op"), peer.user, peer.pid, why
+            )
+        elif req.get("op") is None:
+            reply = {"ok": False, "error": "not a request"}
         else:
-            try:
-                req = json.loads(_read_line(conn) or b"null")
-            except ValueError:
-                req = None
-            if isinstance(req, dict):
-                reply = self._handle(req, peer)
-            else:
-                reply = {"ok": False, "error": "not a request"}
+            reply = self._handle(req, peer)
         conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
@@ -212,6 +260,7 @@ class ControlItem:
     actor: str | None  # the OS user (socket); None: a signal (ops/operator.py names the sender)
     cli_pid: int | None = None
     via: str = "signal"
+    detail: dict[str, Any] = field(default_factory=dict)  # more for its audit row
     done: threading.Event = field(default_factory=threading.Event)
     result: str = ""  # "forwarded", or why not
     _lock: threading.Lock = field(default_factory=threading.Lock)

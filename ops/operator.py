@@ -126,9 +126,11 @@ def _runs_gekko(pid: int) -> bool:
     return "run" in cmd and any(Path(a).name == "gekko" or a == "ops.cli" for a in cmd)
 
 
-def probe(var_dir: str | Path, engine_id: str) -> Probe:
+def probe(var_dir: str | Path, engine_id: str, *, socket_dir: str = "") -> Probe:
+    """``socket_dir``: [security] control_socket_dir (ops/control.py ``socket_path``)."""
     try:
-        ans = request(socket_path(var_dir, engine_id), {"op": "status"}, timeout_s=10.0)
+        path = socket_path(var_dir, engine_id, socket_dir)
+        ans = request(path, {"op": "status"}, timeout_s=10.0)
         if ans.get("ok") and ans.get("engine") == engine_id:
             return Probe(ans, None, "")
         why = f"the control socket answered {ans!r}"
@@ -141,12 +143,20 @@ def probe(var_dir: str | Path, engine_id: str) -> Probe:
 _SIGNALS = {"kill": signal.SIGUSR1, "flatten": signal.SIGUSR1, "resume": signal.SIGUSR2}
 
 
-def operate(var_dir: str | Path, engine_id: str, kind: str, command: str, actor: str) -> str:
+def operate(
+    var_dir: str | Path,
+    engine_id: str,
+    kind: str,
+    command: str,
+    actor: str,
+    *,
+    socket_dir: str = "",
+) -> str:
     """Deliver ``kind`` (kill / flatten / resume) to the running engine; the line to print.
 
     Raises ``EngineNotRunning`` (nothing answers, no proven supervisor: nothing signalled) or
-    ``CommandRefused`` (the engine answered no)."""
-    path = socket_path(var_dir, engine_id)
+    ``CommandRefused`` (the engine answered no: a role too low is one, ops/roles.py)."""
+    path = socket_path(var_dir, engine_id, socket_dir)
     try:
         ans = request(path, {"op": kind, "command": command})
     except ControlNoAnswer as exc:  # sent: a second delivery (a flatten twice) is worse

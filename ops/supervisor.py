@@ -15,6 +15,7 @@ Order of life:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -42,6 +43,7 @@ from ops.control_outbox import ControlOutbox
 from ops.exporter import Exporter, record_figures
 from ops.identity import remove_record_if_mine
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
+from ops.roles import ControlGate, RoleMap
 from ops.services import Background, EmbeddedServices
 from ops.venue_keys import worker_env
 from ops.venue_run import OVERLAY_ENV, write_overlay
@@ -138,6 +140,11 @@ class Supervisor:
         self.record = RunRecord(cfg)
         self._stop_reason = ""
         self.inbox = ControlInbox()  # operator commands: control socket and signals
+        #: who may do what on the control socket (ops/roles.py); its refusals, and the remote
+        #: listener's (ops/remote_listener.py), wait here for the main thread to audit them
+        self.roles = RoleMap.from_config(cfg)
+        self._audits: collections.deque[tuple[str, str, dict[str, Any]]] = collections.deque()
+        self.remote_listener: Any = None
         self._phase = "starting"
         self.exit_code = 0
         self.overlay: Path | None = None  # ops/venue_run.py: written at the start of run()
@@ -193,19 +200,28 @@ class Supervisor:
             return {"ok": True, **me, "phase": self._phase, **self._activity}
         if op not in _OPS:
             return {"ok": False, **me, "error": f"unknown request {op!r}"}
-        if self._stop_reason:
-            return {"ok": False, **me, "error": f"the engine is stopping ({self._stop_reason})"}
         arg = str(req.get("command") or f"gekko {op}")[:200]
-        item = ControlItem(int(_OPS[op]), arg, peer.user, peer.pid, "socket")
-        result = self.inbox.submit(item, FORWARD_TIMEOUT_S)
+        result = self._submit(ControlItem(int(_OPS[op]), arg, peer.user, peer.pid, "socket"))
         if result != "forwarded":
             return {"ok": False, **me, "error": result}
         return {"ok": True, **me}
+
+    def _submit(self, item: ControlItem) -> str:
+        """An authorised operator command into the inbox (socket and remote threads):
+        "forwarded" once it is on the control ring, else why not."""
+        if self._stop_reason:
+            return f"the engine is stopping ({self._stop_reason})"
+        return self.inbox.submit(item, FORWARD_TIMEOUT_S)
+
+    def _record_later(self, actor: str, action: str, detail: dict[str, Any]) -> None:
+        """An audit record from another thread: the main thread writes it (one producer)."""
+        self._audits.append((actor, action, detail))
 
     def _forward_controls(self) -> None:
         """Publish pending operator commands on the control ring (the main thread's job: the
         ring has one producer) and audit each with its actor."""
         self.outbox.flush()
+        self._audit_pending()
         while (item := self.inbox.take()) is not None:
             if not item.claim():
                 continue  # withdrawn: its requester was told it did not happen
@@ -220,6 +236,13 @@ class Supervisor:
     def _refuse_pending(self, why: str) -> None:
         while (item := self.inbox.take()) is not None:
             item.finish(why)
+        if getattr(self, "outbox", None) is not None:
+            self._audit_pending()
+
+    def _audit_pending(self) -> None:
+        while self._audits:
+            actor, action, detail = self._audits.popleft()
+            self._audit(actor, action, run_id=self.run_id, **detail)
 
     # --- regions -------------------------------------------------------------------------------
     def _create_regions(self) -> None:
@@ -517,6 +540,7 @@ class Supervisor:
             cli_pid=item.cli_pid if item.actor else req.get("pid"),
             via=item.via,
             run_id=self.run_id,
+            **item.detail,
         )
 
     def _audit_start(self) -> None:
@@ -622,6 +646,12 @@ class Supervisor:
                 self.remote_filter = RemoteFilter()
             self.services.start_redis()
             self.services.warn_plaintext()
+            if self.cfg.security.remote_control.enabled:  # signed commands over the Redis bus
+                from ops.remote_listener import start_listener
+
+                self.remote_listener = start_listener(
+                    self.cfg, self.roles, self._submit, self._record_later
+                )
             self._audit_start()
             # PostgreSQL (initdb on a fresh var dir, start, migrate) takes seconds: it comes up
             # while the workers that do not need it start; those that use the record (the
@@ -660,6 +690,8 @@ class Supervisor:
         finally:
             self._phase = "stopping"
             control.close()
+            if self.remote_listener is not None:
+                self.remote_listener.stop()
             self._refuse_pending("the engine stopped")
             self._write_outputs()
             self._audit_stop()
@@ -692,7 +724,19 @@ class Supervisor:
         except EngineAlreadyRunning as exc:
             print(f"gekko: {exc}", file=sys.stderr)
             return None
-        control = ControlServer(socket_path(self.var, self.engine_id), self._on_request)
+        sock_dir = self.cfg.security.control_socket_dir
+        control = ControlServer(
+            socket_path(self.var, self.engine_id, sock_dir),
+            self._on_request,
+            authorize=ControlGate(self.roles, self._record_later),
+            shared=bool(sock_dir),
+        )
+        if self.roles.names and not sock_dir:
+            log.warning(
+                "[security.roles] names other users, but the control socket is in %s (private "
+                "to this user): they cannot reach it; set [security] control_socket_dir",
+                self.var,
+            )
         try:
             control.start()
         except OSError as exc:

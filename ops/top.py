@@ -94,7 +94,7 @@ def fetch_activity(cfg: Any) -> tuple[dict[str, Any] | None, str]:
 
     try:
         ans = request(
-            socket_path(cfg.engine.var_dir, cfg.engine.id),
+            socket_path(cfg.engine.var_dir, cfg.engine.id, cfg.security.control_socket_dir),
             {"op": "activity"},
             timeout_s=ACTIVITY_TIMEOUT_S,
         )
@@ -111,7 +111,14 @@ def operate_key(cfg: Any, kind: str, command: str) -> str:
     from ops.store.audit import os_user
 
     try:
-        return operate(cfg.engine.var_dir, cfg.engine.id, kind, command, os_user())
+        return operate(
+            cfg.engine.var_dir,
+            cfg.engine.id,
+            kind,
+            command,
+            os_user(),
+            socket_dir=cfg.security.control_socket_dir,
+        )
     except (EngineNotRunning, CommandRefused) as exc:
         return f"FAILED: {exc}"
 
