@@ -37,6 +37,7 @@ from engine.venues.ccxt_kinds import LIVE_KINDS, REAL_KINDS
 from engine.venues.ccxt_markets import MarketMismatch, VenueMarket, load_markets, market_symbol
 from engine.venues.ccxt_markets import resolve_instruments as resolve_for_venue
 from ops.config import Config, ConfigError, StrategySection
+from ops.tls import tls_reason
 from ops.venue_config import REAL_VENUE_STRUCTS, RealVenueKeys, ResolvedVenues, instrument_names
 from ops.venue_keys import KeyRules, credentials_source, load_credentials, load_key
 
@@ -126,7 +127,8 @@ def check_key(cfg: Config, v: RealVenueKeys, creds: Any, rules: KeyRules, probe:
         raise KeyRefused(
             cfg.source_path or "<config>",
             where,
-            f"cannot tell whether {named} can withdraw ({type(exc).__name__}: {exc}): refused",
+            f"cannot tell whether {named} can withdraw ({type(exc).__name__}: {tls_reason(exc)}): "
+            "refused",
         ) from None
     if got.can_withdraw is None:
         problem = f"the venue did not say whether {named} can withdraw ({got.how}): refused"
@@ -220,7 +222,8 @@ def resolve_run(
         try:
             got = loader(_exchange(v), settings, creds)
         except Exception as exc:  # a venue that cannot be reached cannot be traded: say which
-            raise _error(cfg, f"venues[{v.name}]", f"markets not loaded: {exc}") from None
+            why = tls_reason(exc)  # ccxt's own text names the URL only, not a refused certificate
+            raise _error(cfg, f"venues[{v.name}]", f"markets not loaded: {why}") from None
         mine = [i for i in configured if i.venue == v.name]
         try:
             rules = resolve_for_venue(v.name, mine, v.symbols, got, next_id, names[v.name])

@@ -6,7 +6,6 @@ a self-signed one, an old protocol version or a missing client certificate."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import ssl
@@ -20,7 +19,7 @@ from ops.config import Config, ConfigError, parse_config
 from ops.store.pg import PgSettings, connect
 from ops.store.redis_store import RedisUnavailable
 from ops.store.redis_store import connect as redis_connect
-from ops.tls import plaintext_allowed, tls_reason
+from ops.tls import plaintext_allowed
 from tests._tls_proxy import TlsProxy, self_signed, server_context
 from tests.conftest import ROOT
 
@@ -393,27 +392,21 @@ def test_a_redis_cluster_over_tls_keeps_the_1_3_floor_on_its_nodes(
 
 # --- venues: ccxt verifies (the engine's own exchange factory) ------------------------------------
 def test_a_venue_with_an_untrusted_certificate_is_refused(certs: SimpleNamespace) -> None:
-    import ccxt
-
+    """The start of a run (config -> resolve_run -> ccxt's load_markets) against an https
+    address whose certificate no CA the system trusts signed: refused, naming why."""
     from engine.venues.ccxt_session import make_exchange
+    from ops.venue_run import resolve_run
 
-    async def fetch(port: int) -> None:
-        ex = make_exchange(
-            "binanceus", {"rest_url": f"https://127.0.0.1:{port}", "timeout_ms": 3000}
-        )
-        try:
-            assert ex.verify is True
-            await ex.load_markets()
-        finally:
-            await ex.close()
-
-    # a certificate from a CA the system does not trust (the proxy's upstream is never reached)
-    ctx = server_context(*certs.good)
-    with TlsProxy(ctx, ("127.0.0.1", 9)) as proxy, pytest.raises(ccxt.NetworkError) as err:
-        asyncio.run(fetch(proxy.port))
-    # ccxt says "binanceus GET <url>"; the TLS reason is in the chain it raised from
-    assert "the server's certificate was refused" in tls_reason(err.value)
-    assert "unable to get local issuer certificate" in tls_reason(err.value)
+    assert make_exchange("binanceus", {}).verify is True  # and it refuses to build without
+    venue = '\n[[venues]]\nname = "bx"\nkind = "binanceus"\nrest_url = "https://127.0.0.1:{}"\n'
+    ctx = server_context(*certs.good)  # the proxy's upstream is never reached
+    with TlsProxy(ctx, ("127.0.0.1", 9)) as proxy, pytest.raises(ConfigError) as err:
+        resolve_run(parse_config(BASE + venue.format(proxy.port), "t.toml"))
+    assert err.value.key == "venues[bx]"
+    assert (
+        "markets not loaded: TLS: the server's certificate was refused "
+        "(unable to get local issuer certificate)" in err.value.problem
+    )
     assert proxy.errors  # the handshake ended at the client's refusal
 
 
