@@ -143,3 +143,30 @@ def test_gekko_run_live_refuses_a_withdrawing_key_exit_2_and_audits_it(
         ).fetchall()
     assert len(rows) == 1 and "can withdraw" in rows[0][1]
     assert key not in out.out + out.err + rows[0][1] and secret not in rows[0][1]
+
+
+def test_the_pre_flight_uses_the_keys_then_forgets_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live pre-flight that passes (the key cannot withdraw): the supervisor's process keeps
+    no reference to the keys (no longer masked: not registered), the run's config holds none."""
+    import msgspec
+
+    from ops.cli import _venue_run
+    from ops.secrets import redact
+
+    key, secret = _keys("binanceus")
+    monkeypatch.setenv("GEKKO_BN_API_KEY", key)
+    monkeypatch.setenv("GEKKO_BN_API_SECRET", secret)
+    with server_class("binanceus")() as srv:
+        srv.add_key(key, secret)
+        extra = (
+            f'\n[[venues]]\nname = "bn"\nkind = "binanceus"\nlive = true\n'
+            f'rest_url = "{srv.rest_url}"\nws_url = "{srv.ws_url}"\n'
+        )
+        cfg = _venue_run(parse_config(BASE + extra, tmp_path / "gekko.toml"), "bn", True)
+        assert srv.requests["GET /sapi/v1/account/apiRestrictions"] == 1
+    assert capsys.readouterr().out.startswith("LIVE trading on bn")
+    assert cfg.resolved.live == ["bn"]
+    assert key not in str(msgspec.to_builtins(cfg)) and secret not in str(msgspec.to_builtins(cfg))
+    assert redact(key) == key and redact(secret) == secret  # forgotten by this process
