@@ -20,6 +20,7 @@ import psutil
 import pytest
 import redis
 
+from ops.cli import main as gekko_main
 from ops.secrets import config_digest, redact
 from ops.store.bus import stream_name
 from ops.store.redis_store import client_for_url, key
@@ -38,7 +39,12 @@ def mac_key_of(eid: str) -> str:
 
 
 def engine_config(
-    tmp: Path, eid: str, redis_url: str, peers: tuple[str, ...] = (), **bridge: str
+    tmp: Path,
+    eid: str,
+    redis_url: str,
+    peers: tuple[str, ...] = (),
+    record: bool = False,
+    **bridge: str,
 ) -> Path:
     text = (ROOT / "config.toml").read_text()
     text = set_key(text, "engine", "id", f'"{eid}"')
@@ -56,7 +62,9 @@ def engine_config(
         text, "supervisor", "startup_timeout_s", "180.0"
     )  # (numba compiles, 2 busy cores)
     text = set_key(text, "supervisor", "heartbeat_timeout_s", "30.0")
-    if "\n[storage.postgres]" in text:  # not what this test is about: keep the engines light
+    if record:  # the embedded PostgreSQL: where the audit records go
+        text = set_key(text, "storage.postgres", "journal_fsync", "false")
+    elif "\n[storage.postgres]" in text:  # not what this test is about: keep the engines light
         text = set_key(text, "storage.postgres", "mode", '"off"')
     if "\n[inference]" in text:
         text = set_key(text, "inference", "enabled", "false")
@@ -110,7 +118,7 @@ def jsonl(path: Path) -> list[dict]:
 
 
 def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture
 ) -> None:
     producer, consumer = "p" + uuid.uuid4().hex[:6], "c" + uuid.uuid4().hex[:6]
     client: redis.Redis = client_for_url(redis_url)
@@ -123,6 +131,7 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
         consumer,
         redis_url,
         peers=(producer,),
+        record=True,
         publish="[]",
         subscribe=f'["{producer}:events"]',
     )
@@ -200,8 +209,19 @@ def test_consumer_engine_sees_producer_fills_in_order_across_crash_and_restart(
             consumer_proc.send_signal(signal.SIGTERM)
     err_c = finish(consumer_proc)
     client.close()
-    # each bad entry dropped and counted (the bridge's exit line; the audit path: test_bridge_auth)
+    # each bad entry dropped, counted (the bridge's exit line) and audited (in its PostgreSQL)
     assert "frames dropped: 1 bad mac, 1 replayed, 1 unknown engine" in err_c, err_c[-3000:]
+    capsys.readouterr()
+    assert gekko_main(["db", "audit", "--config", str(cfg_c), "--action", "bridge"]) == 0
+    audit = capsys.readouterr().out  # each in the audit trail, with the engine it claimed
+    for action, claimed in (
+        ("bad_mac", producer),
+        ("replayed", producer),
+        ("unknown_engine", "mallory"),
+    ):
+        assert f"bridge.{action}" in audit and f'"claimed_source":"{claimed}"' in audit.replace(
+            " ", ""
+        ), audit
 
     remote = jsonl(tmp_path / consumer / "var" / "last_run" / "remote.jsonl")
     assert (
