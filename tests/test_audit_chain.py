@@ -138,6 +138,35 @@ def test_every_writer_continues_the_same_chain_and_anchors_it(
     assert [(ch.engine_id, ch.rows) for ch in rep.chains] == [("e1", 8), ("e2", 1)]
 
 
+def test_a_writer_that_finds_its_last_head_gone_records_it_in_the_chain(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows cut off the chain's end while the recorder runs: its next write says so, in the
+    chain itself (and the log), so --verify finds it even with no anchor after the cut."""
+    monkeypatch.setenv("GEKKO_PG_DSN", pg_dsn)
+    cfg = _cfg(tmp_path, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        migrate(c)
+    s = _store(cfg, 1)
+    s.write_gating(_records("operator.kill", "operator.resume", "operator.flatten"))
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("DELETE FROM audit_log WHERE engine_id = 'e1' AND seq = 3")
+    s.write_gating(_records("config.reload"))
+    s.close()
+    rows = _chain(pg_dsn, "e1")
+    assert _linked(rows) and [r[4] for r in rows] == [
+        "operator.kill",
+        "operator.resume",
+        "audit.chain_tampered",
+        "config.reload",
+    ]
+    assert "the chain of e1 lost its seq 3 since this process wrote it (missing" in caplog.text
+    with psycopg.connect(pg_dsn) as c:
+        rep = verify(c, [])
+    assert [b.kind for b in rep.breaks] == ["deleted"], format_report(rep)
+    assert f"'e1' seq 3: missing when id {rows[2][0]} (seq 3" in rep.breaks[0].text
+
+
 # --- breaks, made directly in PostgreSQL --------------------------------------------------------
 @pytest.fixture
 def chained(tmp_path: Path, pg_dsn: str) -> Iterator[tuple[str, Any, list[int], list[Anchor]]]:

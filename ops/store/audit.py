@@ -157,14 +157,20 @@ _MODEL_SQL = (
 
 
 def write_rows(
-    conn: Any, audit: Sequence[tuple], models: Sequence[tuple], engine_id: str = ""
+    conn: Any,
+    audit: Sequence[tuple],
+    models: Sequence[tuple],
+    engine_id: str = "",
+    *,
+    expect: Head | None = None,
 ) -> Head | None:
     """Store rows inside the caller's transaction (a few per run: plain statements), the audit
-    rows chained to ``engine_id``'s log; returns its new head (None: no audit rows)."""
+    rows chained to ``engine_id``'s log (``expect``: see ``audit_chain.append``); returns its
+    new head (None: no audit rows)."""
     if models:
         with conn.cursor() as cur:
             cur.executemany(_MODEL_SQL, list(models))
-    return append_chained(conn, engine_id, audit)
+    return append_chained(conn, engine_id, audit, expect)
 
 
 def write_messages(conn: Any, run_id: int, msgs: Iterable[Any], engine_id: str = "") -> Head | None:

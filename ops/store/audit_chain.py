@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
 
+log = logging.getLogger("gekko.audit")
+
 VERSION = 1
+TAMPERED = "audit.chain_tampered"  # the action of a writer's record that its last head is gone
 _LOCK = 0x67_6B_61_63  # "gkac": first key of pg_advisory_xact_lock(int, int), per engine second
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _US = dt.timedelta(microseconds=1)
@@ -156,17 +160,49 @@ def head(conn: Any, engine_id: str) -> Head:
     return Head(engine_id, 0, _genesis(conn, engine_id))
 
 
-def append(conn: Any, engine_id: str, rows: Sequence[tuple]) -> Head | None:
+def _lost(conn: Any, expect: Head, top: Head, run_id: int) -> tuple | None:
+    """An ``audit.chain_tampered`` row when the head this writer committed last (``expect``)
+    is no longer in the database as it wrote it: rows deleted or rewritten under it."""
+    got = conn.execute(
+        "SELECT hash FROM audit_log WHERE engine_id = %s AND seq = %s",
+        (expect.engine_id, expect.seq),
+    ).fetchone()
+    if got is not None and bytes(got[0]) == expect.hash:
+        return None
+    found = "missing" if got is None else "a different hash"
+    log.error(
+        "audit: the chain of %s lost its seq %d since this process wrote it (%s; the head is"
+        " now seq %d): records were deleted or rewritten in the database",
+        expect.engine_id,
+        expect.seq,
+        found,
+        top.seq,
+    )
+    detail = {"expected_seq": expect.seq, "expected_hash": expect.hash.hex(), "found": found}
+    detail["head_seq"] = top.seq
+    key = hashlib.blake2b(_enc.encode([expect, top]), digest_size=16).digest()
+    now = dt.datetime.now(dt.UTC)
+    return (now, "gekko", TAMPERED, msgspec.json.encode(detail).decode(), run_id, key)
+
+
+def append(
+    conn: Any, engine_id: str, rows: Sequence[tuple], expect: Head | None = None
+) -> Head | None:
     """Chain and store ``audit_log`` rows (ts, actor, action, detail text, run_id, event_hash)
     of ``engine_id``, in order, inside the caller's transaction (a savepoint of its own).
 
-    A row whose frame digest is stored already is skipped and takes no position. Returns the
-    new head (``added`` = rows appended), or None when ``rows`` is empty."""
+    A row whose frame digest is stored already is skipped and takes no position. ``expect``:
+    the head this writer committed last; if the database lost it, an ``audit.chain_tampered``
+    row goes first. Returns the new head (``added`` = rows appended), or None when ``rows`` is
+    empty."""
     if not rows:
         return None
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK, engine_id))
         top = head(conn, engine_id)
+        if expect is not None and expect.seq > 0:
+            tampered = _lost(conn, expect, top, rows[0][4])
+            rows = [tampered, *rows] if tampered else rows
         # the detail as the database will store and return it (jsonb normalises the text)
         texts = [r[3] for r in rows]
         norm = conn.execute(

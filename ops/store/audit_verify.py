@@ -20,13 +20,14 @@ genesis froze. Breaks are reported in the order of the log (by row id); the firs
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ops.store.audit_anchor import Anchor
-from ops.store.audit_chain import genesis_hash, legacy_digest, read_legacy, row_hash
+from ops.store.audit_chain import TAMPERED, genesis_hash, legacy_digest, read_legacy, row_hash
 
 _ROWS_SQL = (
     "SELECT id, engine_id, seq, prev_hash, hash, ts, actor, action, detail::text, run_id,"
@@ -126,6 +127,20 @@ def _where(r: Row) -> str:
     return f"id {r.id} (seq {r.seq}, {r.action} by {r.actor})"
 
 
+def _tampered(engine_id: str, row: Row) -> Break:
+    """The writer's own record that the head it had written was gone when it wrote next."""
+    try:
+        d = json.loads(row.detail)
+        seq, found = int(d["expected_seq"]), str(d["found"])
+    except (ValueError, KeyError, TypeError):
+        seq, found = 0, "?"
+    text = (
+        f"engine {engine_id!r} seq {seq}: {found} when {_where(row)} was written: rows deleted"
+        " or rewritten in the database while the engine ran (recorded by its writer)"
+    )
+    return Break("deleted" if found == "missing" else "rewritten", engine_id, row.id, text)
+
+
 def walk(engine_id: str, start: bytes, rows: Sequence[Row], out: list[Break]) -> Chain:
     """Walk one engine's rows (by seq, then id) from the genesis hash ``start``."""
     chain = Chain(engine_id)
@@ -176,6 +191,8 @@ def walk(engine_id: str, start: bytes, rows: Sequence[Row], out: list[Break]) ->
             else:
                 text = f"{_where(row)}: neither linked to the record before it nor hashed by Gekko"
                 out.append(Break("inserted", engine_id, row.id, text))
+        if row.action == TAMPERED:
+            out.append(_tampered(engine_id, row))
         chain.rows += 1
         chain.hashes[seq] = (row.id, row.hash or b"")
         expected, prev_hash, prev = seq + 1, row.hash or b"", row  # resync after a break
@@ -209,9 +226,10 @@ def check_anchors(chain: Chain, anchors: Iterable[Anchor], out: list[Break]) -> 
                     "rewritten",
                     chain.engine_id,
                     min(ids) if ids else got[0],
-                    f"engine {chain.engine_id!r}: a record in seq {matched + 1}..{a.seq}"
-                    f" (ids {min(ids) if ids else got[0]}..{got[0]}) was changed and the chain"
-                    f" re-hashed after it: seq {a.seq} is not the hash anchored {when}",
+                    f"engine {chain.engine_id!r} seq {matched + 1}..{a.seq}"
+                    f" (ids {min(ids) if ids else got[0]}..{got[0]}) differ from the chain"
+                    f" anchored {when}: a record among them was changed and the chain re-hashed"
+                    " after it, or the newest were deleted and others written in their place",
                 )
             )
             return

@@ -88,7 +88,7 @@ class PgRecordStore:
             frames = list(iter_frames(p))
             if frames:
                 n += self._write_frames(int(mt.group("run")), frames)
-                self.anchors.note(self.writer.head)
+                self._committed()
                 log.warning("replayed %d records journaled by run %s", len(frames), mt.group("run"))
             p.unlink()
         return n
@@ -105,6 +105,13 @@ class PgRecordStore:
                 rows.add(run_id, dec.decode(f), f)
         return run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
 
+    def _committed(self) -> None:
+        """A write committed: the audit chain's head it left is what the next write expects to
+        find (``Writer.committed``), and may be due for an anchor."""
+        if self.writer.head is not None:
+            self.writer.committed = self.writer.head
+        self.anchors.note(self.writer.head)
+
     @property
     def rejected(self) -> int:
         """Records refused: by the database, or before it (a value out of its column's range)."""
@@ -118,7 +125,7 @@ class PgRecordStore:
             rows.add(self.run_id, msg, frame)
         try:
             n = run_tx(self.pool, lambda conn: self.writer.write(conn, rows))
-            self.anchors.note(self.writer.head)  # committed: the chain's head may be anchored
+            self._committed()
             return n
         except Exception as exc:
             if is_unavailable(exc) or len(records) == 1:

@@ -431,6 +431,9 @@ class Writer:
         self.refused = 0  # rows with a value out of their column's range (never written)
         self.engine_id = engine_id
         self.head: Head | None = None
+        #: the chain head this writer's last committed write left (the caller sets it): a
+        #: database that no longer holds it was tampered with (``audit_chain.append``)
+        self.committed: Head | None = None
 
     def _checked(self, table: str, data: list[tuple]) -> list[tuple]:
         good = in_range(table, data)
@@ -486,7 +489,9 @@ class Writer:
                 )
                 cur.execute(f"TRUNCATE {stage}")
         if rows.audit or rows.models:  # a few per run: plain idempotent statements
-            self.head = write_rows(conn, rows.audit, rows.models, self.engine_id)
+            self.head = write_rows(
+                conn, rows.audit, rows.models, self.engine_id, expect=self.committed
+            )
             n += len(rows.audit) + len(rows.models)
         return n
 
