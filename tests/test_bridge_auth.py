@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.messages import AuditEvent, OrderFilled, Remote
 from ops.config import ConfigError, parse_config
@@ -28,7 +30,9 @@ from procs.bridge_auth import (
     FrameGuard,
     FrameSigner,
     RejectAudit,
+    frame_mac,
     marks_path,
+    parse_seq,
     unauthenticated_notice,
 )
 from procs.bridge_recv import Receiver
@@ -376,3 +380,31 @@ def test_supervisor_takes_bridge_records_into_the_audit_trail() -> None:
             },
         )
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(
+        st.sampled_from([b"src", b"run", b"t", b"m", b"q", b"mac", b"x"]),
+        st.one_of(st.binary(max_size=48), st.sampled_from([b"alpha", b"1-2", b"33", b""])),
+    )
+)
+def test_any_entry_is_judged_without_error_and_only_a_signed_one_passes(fields: dict) -> None:
+    """Whatever a Redis writer puts in an entry, the check answers (never raises) and says "ok"
+    only for what alpha's key signed."""
+    g = FrameGuard({"alpha": [KEY_A]}, Path("/nonexistent/never-written.json"))
+    verdict, _ = g.check("s", "alpha", "events", fields)
+    assert verdict in ("bad_mac", "unknown_engine")  # no MAC made without the key
+    if fields.get(b"src") == b"alpha" and all(k in fields for k in (b"run", b"t")):
+        q = fields.get(b"q", b"1-2")
+        signed = {**fields, b"q": q}
+        signed[b"mac"] = frame_mac(
+            KEY_A.encode(),
+            "alpha",
+            "events",
+            q,
+            fields[b"run"],
+            fields[b"t"],
+            fields.get(b"m", b""),
+        )
+        assert g.check("s", "alpha", "events", signed)[0] == ("ok" if parse_seq(q) else "bad_mac")
