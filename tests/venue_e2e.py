@@ -194,7 +194,6 @@ def write_config(
     if storage:  # the bridge publishes the events and the latest state to Redis
         text = set_key(text, "bridge", "enabled = true")
         text = set_key(text, "bridge", 'mac_key = "made-up-bridge-key-venue-e2e-0123456"')
-        text = set_key(text, "bridge", 'mac_key = "made-up-bridge-key-venue-e2e-0123456"')
     else:
         text = set_key(text, "storage.postgres", 'mode = "off"')
     # a lot of 1e-8 BTC (Coinbase, Kraken): 0.01 BTC is a million lots
