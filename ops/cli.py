@@ -525,5 +525,19 @@ def main(argv: list[str] | None = None) -> int:
         os.umask(old_umask)
 
 
+# the long runs leave without the interpreter's teardown (ops/fast_exit.py); others exit plainly
+_FAST_EXIT = ("run", "backtest")
+
+
+def entry() -> None:
+    """The ``gekko`` console script."""
+    code = main()
+    if len(sys.argv) > 1 and sys.argv[1] in _FAST_EXIT:
+        from ops.fast_exit import exit_now
+
+        exit_now(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

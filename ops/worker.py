@@ -9,7 +9,6 @@ shutdown order — and treats SIGTERM as "stop now, cleanly".
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import logging
 import os
@@ -17,6 +16,7 @@ import signal
 import sys
 
 from ops.config import ConfigError, load_config
+from ops.fast_exit import exit_now
 from ops.fsperm import PRIVATE_UMASK
 from ops.logs import setup_logging
 from ops.venue_run import OVERLAY_ENV, read_overlay
@@ -78,18 +78,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _exit_now(code: int) -> None:
-    """Leave without the interpreter's teardown: its last garbage collection over every module
-    numba, numpy and onnxruntime loaded took seconds on a loaded host (a run's stop waited on
-    it). Safe because a worker already survives SIGKILL at any instant with nothing lost (its
-    journals and rings are written through); here it has also stopped in order: logs and the
-    standard streams are flushed first."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    _exit_now(main())
+    exit_now(main())
