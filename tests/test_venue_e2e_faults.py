@@ -124,6 +124,21 @@ def _kill_exec_mid_order(srv: ServerProcess, proc: subprocess.Popen[str], eid: s
     expect(lambda: is_ready(eid, "exec", not_pid=old), 120, proc, "exec restarted")
 
 
+def _workers_with(proc: subprocess.Popen[str], var: str) -> list[str]:
+    """The workers whose environment holds ``var`` (ops.venue_keys.worker_env)."""
+    out = []
+    for c in _children(proc.pid):
+        cmd = _cmd(c)
+        if "ops.worker" in cmd:
+            try:
+                env = c.environ()
+            except Exception:  # gone meanwhile
+                continue
+            if var in env:
+                out.append(cmd[cmd.index("ops.worker") + 1])
+    return sorted(out)
+
+
 def _storm(srv: ServerProcess, proc: subprocess.Popen[str], eid: str) -> None:
     """Each fault, then the engine's new connection."""
     for name, args in STORM:
@@ -164,6 +179,8 @@ def test_live_run_says_live_survives_exec_sigkill_mid_order_and_a_reconnect_stor
             first = proc.stdout.readline()  # type: ignore[union-attr]
             assert first.strip() == f"LIVE trading on {kind}: real orders with real money", first
             _kill_exec_mid_order(srv, proc, eid)
+            if kind != "binanceus":  # keys in the environment: exec's alone among the workers
+                assert _workers_with(proc, f"GEKKO_{kind.upper()}_API_SECRET") == ["exec"]
             window_end = time.monotonic() + TWAP_S  # the TWAP sends nothing after it
             # one order after the restart: the TWAP went on (before the storm, which may cost
             # the children due during it their slot)
