@@ -258,6 +258,12 @@ def run(
     return loop.run(on_exit=b.report)
 
 
+def tls_refused_notice(engine_id: str, reason: str) -> AuditEvent:
+    """The audit record of a Redis server whose TLS handshake was refused (once an outage)."""
+    detail = {"engine_id": engine_id, "service": "redis", "reason": reason[:500]}
+    return AuditEvent(time.time_ns(), "bridge", "tls.refused", msgspec.json.encode(detail).decode())
+
+
 class _Bridge:
     """The bridge's work on each pass (``step``): (re)connect, forward the rings' batches, write
     the latest state, deliver remote entries. Every Redis failure backs off and reconnects."""
@@ -372,6 +378,8 @@ class _Bridge:
         self.m.inc_i(self.c_err)
         if self.backoff.delay == 0.0:
             log.error("bridge: %s failed (%s); retrying with backoff", what, exc)
+            if "TLS" in str(exc):  # the server not verified (ops/tls.py): refused, audited
+                self.out.publish(tls_refused_notice(self.engine_id, str(exc)))
         self.backoff.failed()
         self.bus = None
 

@@ -390,6 +390,34 @@ def test_a_redis_cluster_over_tls_keeps_the_1_3_floor_on_its_nodes(
     assert set(proxy.versions) == {"TLSv1.3"}
 
 
+def test_the_bridge_audits_a_redis_refused_for_tls_once_an_outage(
+    redis_socket: str, certs: SimpleNamespace
+) -> None:
+    import json
+
+    from procs.bridge import _Backoff, _Bridge
+
+    ctx = server_context(*certs.expired)
+    with TlsProxy(ctx, redis_socket) as proxy, pytest.raises(RedisUnavailable) as err:
+        _redis_connect(proxy.port, certs)  # what the bridge's factory raises (ops/store/bus.py)
+
+    published: list = []
+    bridge = SimpleNamespace(  # the state redis_failed uses
+        m=SimpleNamespace(inc_i=lambda *a: None),
+        c_err=0,
+        backoff=_Backoff(),
+        out=SimpleNamespace(publish=published.append),
+        engine_id="e1",
+        bus=object(),
+    )
+    _Bridge.redis_failed(bridge, "connecting", err.value)  # type: ignore[arg-type]
+    _Bridge.redis_failed(bridge, "connecting", err.value)  # type: ignore[arg-type]  # same outage
+    [ev] = published
+    assert (ev.actor, ev.action) == ("bridge", "tls.refused") and bridge.bus is None
+    detail = json.loads(ev.detail)
+    assert detail["service"] == "redis" and "certificate has expired" in detail["reason"]
+
+
 # --- venues: ccxt verifies (the engine's own exchange factory) ------------------------------------
 def test_a_venue_with_an_untrusted_certificate_is_refused(certs: SimpleNamespace) -> None:
     """The start of a run (config -> resolve_run -> ccxt's load_markets) against an https
