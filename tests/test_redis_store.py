@@ -230,9 +230,16 @@ def test_a_server_restarted_during_the_run_is_the_one_stopped() -> None:
     while embedded_socket(db) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     pidfile = Path(settings["pidfile"])
-    while not pidfile.read_text().strip() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the socket can come up before the server writes its pid file
-    second = int(pidfile.read_text())
+
+    def written_pid() -> int:
+        text = pidfile.read_text().strip() if pidfile.exists() else ""
+        return int(text) if text.isdigit() else 0
+
+    # the socket can come up before the new server writes its pid file, which until then still
+    # holds the SIGKILLed server's pid (or nothing)
+    while written_pid() in (0, first) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = written_pid()
     assert second != first and srv.client.ping()
     try:
         srv.stop()
