@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from engine.codec import MESSAGE_DECODER
 from engine.messages import (
     AuditEvent,
@@ -44,6 +42,8 @@ from ops.exporter import Exporter, record_figures
 from ops.identity import remove_record_if_mine
 from ops.report import UNTRUSTED_EXIT, RunRecord, format_status, format_summary, inconsistency
 from ops.roles import ControlGate, RoleMap
+from ops.run_audit import record_run_stop
+from ops.run_outputs import write_run_files
 from ops.services import Background, EmbeddedServices
 from ops.venue_keys import worker_env
 from ops.venue_run import OVERLAY_ENV, write_overlay
@@ -90,11 +90,6 @@ _OPS = {
     "flatten": ControlCommand.FLATTEN,
     "resume": ControlCommand.RESUME,
 }
-
-
-def _rounded(x: Any) -> Any:
-    """Money figures for the audit row: to 1e-6, not 240.69749499999995."""
-    return round(x, 6) if isinstance(x, float) else x
 
 
 class WorkerHandle:
@@ -559,49 +554,12 @@ class Supervisor:
         )
 
     def _audit_stop(self) -> None:
-        """``run.stop``, once every worker is gone (the recorder too): written directly, or
-        appended to this run's journal for the next run's recorder to replay."""
-        from ops.store.audit import audit_event, os_user, record_or_journal
-        from ops.store.pg import PgSettings
-        from ops.store.sink import journal_path
-
-        settings = PgSettings.from_config(self.cfg)
-        if not settings.enabled:
-            return
-        s = getattr(self, "_summary", None) or {}
-        ev = audit_event(
-            os_user(),
-            "run.stop",
-            engine_id=self.engine_id,
-            run_id=self.run_id,
-            reason=self._stop_reason,
-            exit_code=self.exit_code,
-            elapsed_s=s.get("elapsed_s"),
-            orders_new=s.get("orders_new"),
-            fills=s.get("fills"),
-            risk_rejects=s.get("risk_rejects"),
-            realized=_rounded(s.get("realized")),
-            unrealized=_rounded(s.get("unrealized")),
-            fees=_rounded(s.get("fees")),
-            consistent=s.get("consistent"),
-            restarts=len(s.get("restarts") or []),
-        )
-        # audit records the control ring never took (a reader held it back to the end)
+        """``run.stop``, once every worker is gone (ops/run_audit.py)."""
+        summary = getattr(self, "_summary", None) or {}
         outbox = getattr(self, "outbox", None)
-        unsent = [m for m in (outbox.take_all() if outbox else []) if isinstance(m, AuditEvent)]
-        if unsent:
-            log.warning("audit: %d records the control ring never took, recorded now", len(unsent))
-        try:
-            record_or_journal(
-                self.pg_dsn,
-                settings,
-                journal_path(self.cfg, self.run_id),
-                self.run_id,
-                [*unsent, ev],
-                cfg=self.cfg,
-            )
-        except Exception as exc:
-            log.error("audit: run.stop not recorded (%s)", exc)
+        record_run_stop(
+            self.cfg, self.pg_dsn, self.run_id, self._stop_reason, self.exit_code, summary, outbox
+        )
 
     # --- main ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -869,31 +827,7 @@ class Supervisor:
             infer_metrics = getattr(self, "metrics", {}).get("infer")
             if infer_metrics is not None:  # the infer worker's counts: bars, runs, forecasts, ...
                 summary["inference"] = infer_metrics.counters()
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-            enc = msgspec.json.Encoder()
-            with open(self.run_dir / "orders.jsonl", "wb") as f:
-                for o in self.record.orders:
-                    f.write(
-                        enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n"
-                    )
-            with open(self.run_dir / "fills.jsonl", "wb") as f:
-                for o in self.record.fills:
-                    f.write(
-                        enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n"
-                    )
-            # risk's record by time: rejections with their reasons, instrument halts and resumes
-            with open(self.run_dir / "risk.jsonl", "wb") as f:
-                for o in sorted(self.record.risk_events + self.record.halts, key=lambda m: m.ts):
-                    f.write(
-                        enc.encode({"type": type(o).__name__, **msgspec.structs.asdict(o)}) + b"\n"
-                    )
-            if self.remote:  # what the bridge delivered from other engines, in delivery order
-                from procs.bridge import remote_to_json
-
-                with open(self.run_dir / "remote.jsonl", "wb") as f:
-                    for r in self.remote:
-                        f.write(enc.encode(remote_to_json(r)) + b"\n")
+            write_run_files(self.run_dir, summary, self.record, self.remote)
             print(format_summary(summary, self.cfg), file=self.out, flush=True)
         except Exception:
             log.exception("could not write the run summary")
