@@ -55,11 +55,20 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
         return px_ticks * self.tick_size * qty_lots * self.lot_size
 
 
+_INT64 = 1 << 63
+
+
 def _to_units(value: float | Decimal | str, unit: float) -> int:
     d = value if isinstance(value, Decimal) else Decimal(str(value))
     if not d.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
-    return int((d / Decimal(str(unit))).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    try:  # quantize refuses a result of more digits than the context holds (28)
+        n = int((d / Decimal(str(unit))).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    except ArithmeticError:
+        n = _INT64
+    if not -_INT64 <= n < _INT64:  # ticks and lots travel as int64 (engine.messages)
+        raise ValueError(f"{value!r} is beyond an int64 count of {unit}")
+    return n
 
 
 class InstrumentTable:

@@ -60,7 +60,7 @@ class _Units:
         if type(qty) is float:
             q = qty / self._lot
             n = round(q)
-            if abs(q - n) <= 1e-9 * (abs(n) + 1):
+            if abs(q - n) <= 1e-9 * (abs(n) + 1) and abs(n) < 1 << 53:  # exact in a float
                 return n
         return self.ins.qty_to_lots(qty)
 
@@ -104,7 +104,7 @@ class BookTracker:
         with neither (a REST snapshot before any update) is held — nothing is published, ``held``
         is True — until one is known: a time of 0 would open the infer's bars at 1970."""
         ts = book.get("timestamp")
-        ts_ns = int(ts) * 1_000_000 if ts else venue_ns
+        ts_ns = _ms_to_ns(ts) if ts else venue_ns
         if ts_ns > self.last_ts:
             self.last_ts = ts_ns
         if not self.last_ts:
@@ -211,36 +211,41 @@ class TradeTracker:
         self.units = _Units(ins)
         self._seen: deque[str] = deque(maxlen=4096)
         self._seen_set: set[str] = set()
+        self.malformed = 0  # trades skipped: a price, size or time that is no number
 
     def on_trades(self, trades: Iterable[dict[str, Any]], recv_ns: int = 0) -> list[Trade]:
         recv = recv_ns or time.monotonic_ns()
         out: list[Trade] = []
         for t in trades:
             tid = str(t.get("id") or "")
+            if tid in self._seen_set:
+                continue
+            try:  # a trade with no usable number is skipped, the rest of the batch is not
+                qty = self.units.lots(t["amount"])
+                px = self.units.ticks(t["price"])
+                ts = _ms_to_ns(t.get("timestamp") or 0)
+            except (KeyError, TypeError, ValueError, ArithmeticError):
+                self.malformed += 1
+                continue
             if tid:
-                if tid in self._seen_set:
-                    continue
                 if len(self._seen) == self._seen.maxlen:
                     self._seen_set.discard(self._seen[0])
                 self._seen.append(tid)
                 self._seen_set.add(tid)
-            qty = self.units.lots(t["amount"])
             if qty <= 0:
                 continue  # below one lot: nothing the engine can count
-            side = _SIDES.get(t.get("side") or "", Side.NONE)
-            ts = int(t.get("timestamp") or 0) * 1_000_000
-            out.append(
-                Trade(
-                    self.iid,
-                    self.units.ticks(t["price"]),
-                    qty,
-                    int(side),
-                    ts,
-                    recv,
-                    _trade_id(tid),
-                )
-            )
+            side = _SIDES.get(str(t.get("side") or ""), Side.NONE)
+            out.append(Trade(self.iid, px, qty, int(side), ts, recv, _trade_id(tid)))
         return out
+
+
+def _ms_to_ns(ms: Any) -> int:
+    """A venue's millisecond time as int64 nanoseconds; ValueError where it is none (the data
+    session then reconnects: ``engine.venues.ccxt_data``)."""
+    ns = int(ms) * 1_000_000
+    if not 0 <= ns < 1 << 63:
+        raise ValueError(f"venue time {ms!r} ms is not an int64 of nanoseconds")
+    return ns
 
 
 def _trade_id(tid: str) -> int:

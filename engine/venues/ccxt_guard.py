@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import math
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -80,22 +81,25 @@ class Banned(Exception):
     """Order entry refused locally: the venue banned us (never retried into the ban)."""
 
 
+MAX_WAIT_S = 7 * 86_400.0  # the longest wait a venue's header may impose (Binance bans: <= 3 days)
+
+
 def retry_after_s(headers: Mapping[str, Any] | None, default: float) -> float:
-    """Seconds from a ``Retry-After`` header (seconds, or an HTTP date); ``default`` if none."""
+    """Seconds from a ``Retry-After`` header (seconds, or an HTTP date); ``default`` if none.
+    A wait that is no number (NaN, inf) is ``default``; none is longer than ``MAX_WAIT_S``."""
     if not headers:
         return default
-    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    raw = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
     if raw is None:
         return default
     try:
-        return max(0.0, float(raw))
+        s = float(raw)
     except (TypeError, ValueError):
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(str(raw))
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            s = email.utils.parsedate_to_datetime(str(raw)).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return default
+    return min(max(0.0, s), MAX_WAIT_S) if math.isfinite(s) else default
 
 
 class WeightBudget:
@@ -223,9 +227,11 @@ class Guard:
         """Every HTTP answer: used-weight headers, 429 blocks, 418 bans."""
         if headers:
             for k, v in headers.items():
-                if k.lower().startswith("x-mbx-used-weight-1m"):
+                if str(k).lower().startswith("x-mbx-used-weight-1m"):
                     with contextlib.suppress(TypeError, ValueError):
-                        self.budget.observe_used(float(v), now)
+                        used = float(v)
+                        if math.isfinite(used):  # inf would poison the budget with NaN
+                            self.budget.observe_used(used, now)
         if status == 429:
             self.rate_limited += 1
             self._limit_seen = now

@@ -80,10 +80,20 @@ class MarketMismatch(ValueError):
 
 # --- ccxt market -> VenueMarket -------------------------------------------------------------------
 def _dec(value: Any) -> Decimal | None:
+    """A market's number; None where it has none (absent, NaN, inf). A value that is no number,
+    or one beyond 1e-30..1e30 (whose plain spelling would run to a billion digits), is a
+    ``ValueError``: the market is skipped, never read wrong."""
     if value is None:
         return None
-    d = Decimal(str(value))
-    return d if d.is_finite() else None
+    try:
+        d = Decimal(str(value))
+    except ArithmeticError:  # decimal.InvalidOperation
+        raise ValueError(f"not a number: {str(value)[:40]!r}") from None
+    if not d.is_finite():
+        return None
+    if d and not -30 <= d.adjusted() <= 30:
+        raise ValueError(f"{str(value)[:40]!r} is out of range")
+    return d
 
 
 def _step(value: Any, mode: int, what: str, symbol: str) -> str:
@@ -92,6 +102,8 @@ def _step(value: Any, mode: int, what: str, symbol: str) -> str:
     if d is None:
         raise ValueError(f"market {symbol!r} has no {what} precision")
     if mode == _DECIMAL_PLACES:
+        if d != int(d) or not 0 <= d <= 30:
+            raise ValueError(f"market {symbol!r}: {what} precision {d} is not 0..30 decimals")
         return str(Decimal(1).scaleb(-int(d)))
     if mode == _SIGNIFICANT_DIGITS:
         raise ValueError(f"market {symbol!r}: significant-digit precision has no fixed {what} step")
@@ -106,8 +118,19 @@ def _plain(d: Decimal) -> str:
     return s
 
 
+def _field(d: Any, *path: str) -> Any:
+    """``d[path[0]][path[1]]...``, None where absent; a ValueError where a level is no table."""
+    for key in path:
+        if d is None:
+            return None
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{key!r} is inside a {type(d).__name__}, not a table")
+        d = d.get(key)
+    return d
+
+
 def _limit(market: Mapping[str, Any], kind: str, bound: str) -> str:
-    d = _dec(((market.get("limits") or {}).get(kind) or {}).get(bound))
+    d = _dec(_field(market, "limits", kind, bound))
     return _plain(d) if d is not None and d > 0 else "0"
 
 
@@ -133,8 +156,12 @@ def parse_market(
     fee: Mapping[str, Any] | None = None,
 ) -> VenueMarket:
     """ccxt's market structure (and its fee-tier entry, when fetched) as a ``VenueMarket``."""
-    symbol = str(market["symbol"])
-    precision = market.get("precision") or {}
+    if not isinstance(market.get("symbol"), str):
+        raise ValueError(f"market without a symbol: {str(market.get('id'))[:40]!r}")
+    symbol = market["symbol"]
+    precision = {k: _field(market, "precision", k) for k in ("price", "amount")}
+    if not isinstance(fee or {}, Mapping):
+        raise ValueError(f"market {symbol!r}: fee entry {fee!r} is no table")
     fee = fee or {}
     return VenueMarket(
         symbol=symbol,

@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 _ZERO = Decimal(0)
+_INT64 = 1 << 63
+_MAX_MS = (_INT64 - 1) // 1_000_000  # the last venue millisecond an int64 of ns holds
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _CLOSED = {"closed", "canceled", "cancelled", "expired", "rejected"}
 
@@ -98,10 +100,14 @@ def parse_client_id(prefix: str, cid: object) -> tuple[int, int] | None:
     if not isinstance(cid, str) or not cid.startswith(prefix) or len(cid) <= len(prefix):
         return None
     body, _, gen = cid[len(prefix) :].partition("_")
-    try:
-        return int(body, 36), int(gen, 36) if gen else 0
-    except ValueError:
-        return None
+    if not _b36_word(body) or (gen and not _b36_word(gen)):
+        return None  # int(..., 36) would take " 7", "+7" or "1_0" too: never ours
+    coid, g = int(body, 36), int(gen, 36) if gen else 0
+    return (coid, g) if coid < _INT64 and g < _INT64 else None  # ours are int64 on the wire
+
+
+def _b36_word(s: str) -> bool:
+    return 0 < len(s) <= 13 and s.isascii() and s.isalnum()  # 13 digits hold any int64
 
 
 def venue_order_int(venue_order_id: object) -> int:
@@ -118,10 +124,23 @@ def fill_id_for(ts_ms: int, trade_id: str) -> int:
     return max(ts_ms, 0) * 1_000_000 + zlib.crc32(trade_id.encode()) % 1_000_000
 
 
+class Malformed(ValueError):
+    """A venue's dict with a number that is no number (counted in ``malformed``, ignored)."""
+
+
 def _dec(v: object) -> Decimal:
+    """A venue's number as a finite Decimal (None and "" are 0); ``Malformed`` otherwise."""
     if v is None or v == "":
         return _ZERO
-    return v if isinstance(v, Decimal) else Decimal(str(v))
+    if isinstance(v, bool):
+        raise Malformed(f"not a number: {v!r}")
+    try:
+        d = v if isinstance(v, Decimal) else Decimal(str(v))
+    except ArithmeticError:  # decimal.InvalidOperation: "abc"
+        raise Malformed(f"not a number: {v!r}") from None
+    if not d.is_finite():
+        raise Malformed(f"not a finite number: {v!r}")
+    return d
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -220,6 +239,7 @@ class OrderTable:
         self.stale_updates = 0
         self.late_trades = 0
         self.incomplete_trades = 0  # trades without an id or amount (ignored)
+        self.malformed = 0  # orders / trades with a number that is none (ignored)
         self.unknown_resolved = 0
         self.fee_rounding_closes = 0
 
@@ -304,12 +324,18 @@ class OrderTable:
         return self.orders.get(coid) if coid is not None else None
 
     def on_order(self, o: Mapping[str, Any], now_ns: int) -> list[object]:
-        """A ccxt order dict (REST answer, user stream or backfill)."""
+        """A ccxt order dict (REST answer, user stream or backfill). One whose ``filled`` is no
+        number changes nothing (``malformed``): every number is read before anything changes."""
         cid, vid = o.get("clientOrderId"), str(o.get("id") or "")
         t = self.find(cid, vid)
         if t is None:
             if vid:
                 self.external_orders[vid] = dict(o)
+            return []
+        try:
+            filled = _dec(o.get("filled"))
+        except Malformed:
+            self.malformed += 1
             return []
         parsed = parse_client_id(self.prefix, cid)
         gen = t.vid_gen.get(vid, parsed[1] if parsed else t.gen)
@@ -326,7 +352,6 @@ class OrderTable:
             evs.append(self._accept(t, vid, o, now_ns))
         if t.phase == Phase.CLOSED:
             return evs
-        filled = _dec(o.get("filled"))
         if vid:
             if filled < t.venue_filled.get(vid, _ZERO):
                 self.stale_updates += 1
@@ -362,7 +387,12 @@ class OrderTable:
         if tid in t.trade_ids:
             self.duplicate_trades += 1
             return []
-        amt = _dec(tr.get("amount"))
+        try:  # every number first: a malformed trade changes nothing
+            amt, px, fees = _dec(tr.get("amount")), _dec(tr.get("price")), _fees_of(tr)
+            t.inst.px_to_ticks(px), t.inst.qty_to_lots(t.filled + amt)  # they fit the wire
+        except ValueError:  # Malformed, or beyond an int64 of ticks / lots
+            self.malformed += 1  # not marked seen: a well-formed copy may follow (REST)
+            return []
         if amt <= 0 or not tid:
             self.incomplete_trades += 1  # not marked seen: a complete copy may follow (REST)
             return []
@@ -377,8 +407,7 @@ class OrderTable:
         t.trade_filled[key] = t.trade_filled.get(key, _ZERO) + amt
         t.venue_filled[key] = max(t.venue_filled.get(key, _ZERO), t.trade_filled[key])
         t.filled += amt
-        px = _dec(tr.get("price"))
-        self._fees(t, tid, tr, px)
+        self._fees(t, tid, fees, px)
         ev = self._fill_event(t, tid, tr, px, now_ns)
         if ev is not None:
             evs.append(ev)
@@ -387,10 +416,8 @@ class OrderTable:
         evs += self._maybe_close(t, now_ns, _ts_ns(tr, now_ns))
         return evs
 
-    def _fees(self, t: Tracked, tid: str, tr: Mapping[str, Any], px: Decimal) -> None:
-        fees = tr.get("fees") or ([tr["fee"]] if tr.get("fee") else [])
-        for f in fees:
-            cost, cur = _dec(f.get("cost")), str(f.get("currency") or "")
+    def _fees(self, t: Tracked, tid: str, fees: list[tuple[Decimal, str]], px: Decimal) -> None:
+        for cost, cur in fees:
             if not cost:
                 continue
             value = cost * px if cur == t.base else cost if cur == t.quote else _ZERO
@@ -510,8 +537,13 @@ class OrderTable:
             return None
         coid, gen = parsed
         side = Side.BUY if o.get("side") == "buy" else Side.SELL
-        px = inst.px_to_ticks(_dec(o.get("price"))) if o.get("price") else 0
-        amount = _dec(o.get("amount"))
+        try:
+            px = inst.px_to_ticks(_dec(o.get("price"))) if o.get("price") else 0
+            amount = _dec(o.get("amount"))
+            qty = inst.qty_to_lots(amount)
+        except ValueError:  # Malformed, or beyond an int64 of ticks / lots
+            self.malformed += 1
+            return None
         order = NewOrder(
             client_order_id=coid,
             strategy_id=coid >> 32,
@@ -520,7 +552,7 @@ class OrderTable:
             order_type=int(OrderType.LIMIT if px else OrderType.MARKET),
             tif=int(TimeInForce.GTC),
             px=px,
-            qty=inst.qty_to_lots(amount),
+            qty=qty,
             ts_origin=now_ns,
             ts_approved=now_ns,
         )
@@ -531,6 +563,14 @@ class OrderTable:
         if vid:
             self._register(t, vid, gen)
         return t
+
+
+def _fees_of(tr: Mapping[str, Any]) -> list[tuple[Decimal, str]]:
+    """(cost, currency) of each fee of a ccxt trade (``Malformed`` if one is no fee)."""
+    fees = tr.get("fees") or ([tr["fee"]] if tr.get("fee") else [])
+    if not isinstance(fees, list) or not all(isinstance(f, Mapping) for f in fees):
+        raise Malformed(f"fees {fees!r}")
+    return [(_dec(f.get("cost")), str(f.get("currency") or "")) for f in fees]
 
 
 def _status(t: Tracked) -> OrderStatus:
@@ -557,4 +597,5 @@ def _reason(o: Mapping[str, Any], default: str) -> str:
 
 def _ts_ns(d: Mapping[str, Any], now_ns: int) -> int:
     ts = d.get("lastUpdateTimestamp") or d.get("timestamp")
-    return int(ts) * 1_000_000 if isinstance(ts, (int, float)) and ts > 0 else now_ns
+    ok = isinstance(ts, (int, float)) and not isinstance(ts, bool) and 0 < ts <= _MAX_MS
+    return int(ts) * 1_000_000 if ok else now_ns  # NaN, inf and beyond int64 ns: not a time

@@ -96,7 +96,7 @@ class VenueSync:
                 self.table.adopt(o, now_ns)
             for o in orders:
                 self.table.on_order(o, now_ns)
-            for tr in sorted(trades, key=lambda x: x.get("timestamp") or 0):
+            for tr in sorted(trades, key=lambda x: _venue_ms(x.get("timestamp")) or 0):
                 self._note_trade_time(tr)
                 self.table.on_trade(tr, now_ns)
             for o in orders:  # closed before the trades we can see: their fills at the average
@@ -129,9 +129,9 @@ class VenueSync:
         self._balances = out
 
     def _note_trade_time(self, tr: Mapping[str, Any]) -> None:
-        sym, ts = str(tr.get("symbol") or ""), tr.get("timestamp")
-        if sym and isinstance(ts, (int, float)):
-            self._last_trade_ms[sym] = max(self._last_trade_ms.get(sym, 0), int(ts))
+        sym, ts = str(tr.get("symbol") or ""), _venue_ms(tr.get("timestamp"))
+        if sym and ts is not None:
+            self._last_trade_ms[sym] = max(self._last_trade_ms.get(sym, 0), ts)
 
     # --- bridge side: UNKNOWN orders --------------------------------------------------------------
     async def _resolve_unknown(self, now: float) -> None:
@@ -281,7 +281,7 @@ class VenueSync:
         now_ns = self._clock()
         evs: list[object] = []
         with self._lock:
-            for tr in sorted(trades, key=lambda x: x.get("timestamp") or 0):
+            for tr in sorted(trades, key=lambda x: _venue_ms(x.get("timestamp")) or 0):
                 self._note_trade_time(tr)
                 evs += self.table.on_trade(tr, now_ns)
         self._emit(evs)
@@ -306,7 +306,14 @@ class VenueSync:
 def _last_update_ms(o: Mapping[str, Any]) -> int | None:
     """The venue's time of an order's last change (its fills' time when no trade says)."""
     for k in ("lastTradeTimestamp", "lastUpdateTimestamp", "timestamp"):
-        v = o.get(k)
-        if isinstance(v, (int, float)) and v > 0:
-            return int(v)
+        v = _venue_ms(o.get(k))
+        if v:
+            return v
+    return None
+
+
+def _venue_ms(v: object) -> int | None:
+    """A venue's millisecond time, or None where it is none (NaN, inf, text, beyond int64 ns)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 2**63 // 1_000_000:
+        return int(v)
     return None
