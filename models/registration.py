@@ -50,7 +50,8 @@ def model_record(model_dir: str | Path, meta: dict[str, Any]) -> dict[str, str]:
     if len(p) > MAX_JSON:
         p = _json({k: params[k] for k in params if k != "training"} | {"truncated": True})
     if len(m) > MAX_JSON:
-        m = _json({"truncated": True, "keys": sorted(metrics)})
+        keys = sorted(metrics) if isinstance(metrics, dict) else []  # a list may mix types
+        m = _json({"truncated": True, "keys": keys})
     return {
         "name": str(meta.get("name", "")),
         "version": str(meta.get("version", "")),

@@ -87,8 +87,10 @@ def read_meta(model_dir: str | Path) -> dict:
         meta = json.loads(p.read_text())
     except FileNotFoundError:
         raise RegistryError(f"{d}: no meta.json") from None
-    except json.JSONDecodeError as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RegistryError(f"{p}: not valid JSON ({exc})") from None
+    except RecursionError:  # json's C parser recurses: a deeply nested document
+        raise RegistryError(f"{p}: not valid JSON (nested too deeply)") from None
     if not isinstance(meta, dict):
         raise RegistryError(f"{p}: not a JSON object")
     if meta.get("format") != FORMAT:
@@ -108,6 +110,14 @@ def verify_onnx_hash(model_dir: str | Path, meta: dict) -> None:
         raise RegistryError(f"{onnx}: sha256 differs from meta.json (modified or truncated)")
 
 
+def _get(d: object, *path: str) -> object:
+    """``d[path[0]][path[1]]...`` of a meta.json, None where a level is absent or no object:
+    a listing shows what it can of a hand-edited file rather than failing on it."""
+    for key in path:
+        d = d.get(key) if isinstance(d, dict) else None
+    return d
+
+
 def list_models(root: str | Path = DEFAULT_ROOT, include_shipped: bool = True) -> list[dict]:
     """One summary per model directory under ``root`` (and the shipped default), sorted."""
     dirs = sorted(p.parent for p in Path(root).glob("*/*/meta.json")) if Path(root).exists() else []
@@ -120,8 +130,15 @@ def list_models(root: str | Path = DEFAULT_ROOT, include_shipped: bool = True) -
         except RegistryError as exc:
             out.append({"path": str(d), "error": str(exc)})
             continue
-        table = (meta.get("metrics") or {}).get("table") or []
-        mine = next((r for r in table if r.get("name") == meta["architecture"]), None)
+        table = _get(meta, "metrics", "table") or []
+        mine = (
+            next(
+                (r for r in table if isinstance(r, dict) and r.get("name") == meta["architecture"]),
+                None,
+            )
+            if isinstance(table, list)
+            else None
+        )
         out.append(
             {
                 "path": str(d),
@@ -131,7 +148,7 @@ def list_models(root: str | Path = DEFAULT_ROOT, include_shipped: bool = True) -
                 "input_size": meta["input_size"],
                 "horizon": meta["horizon"],
                 "bar_seconds": meta["bar_seconds"],
-                "data": meta["training"].get("data", ""),
+                "data": _get(meta, "training", "data") or "",
                 "created": meta["created"],
                 "mase": mine.get("mase") if mine else None,
                 "dir_acc": mine.get("dir_acc") if mine else None,

@@ -221,6 +221,8 @@ def read_meta(model_dir: str | Path) -> dict[str, Any]:
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{p}: not readable JSON: {exc}") from None
+    except RecursionError:  # json's C parser recurses: a deeply nested document
+        raise ModelError(f"{p}: not readable JSON: nested too deeply") from None
     if not isinstance(meta, dict):
         raise ModelError(f"{p}: expected a JSON object")
     for key, typ in _REQUIRED_META.items():

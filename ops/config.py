@@ -872,6 +872,8 @@ def parse_config(
         raw = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses: arrays or inline tables nested thousands deep
+        raise ConfigError(path, "", "not valid TOML: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError(path, "", "expected a TOML table")
     if "resolved" in raw:  # decided by the pre-flight, never read from a file
@@ -910,7 +912,9 @@ def load_config(
 ) -> Config:
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")  # TOML is UTF-8, whatever the locale says
     except OSError as exc:
         raise ConfigError(p, "", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(p, "", f"not UTF-8 text (byte {exc.start}): not a TOML file") from None
     return parse_config(text, p, venue=venue, overlay=overlay)

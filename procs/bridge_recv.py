@@ -27,6 +27,34 @@ log = logging.getLogger("gekko.bridge")
 MSG_DECODER = msgspec.msgpack.Decoder(Message)  # a bridged frame's message
 
 
+def decode_remote(raw: bytes) -> Any:
+    """A bridged frame's message, or a ValueError / RecursionError saying why it is none.
+
+    msgspec refuses bad bytes with ``DecodeError``, but bad UTF-8 in a string with
+    ``UnicodeDecodeError`` and a deeply nested frame with ``RecursionError``: all three must drop
+    the entry, never end the bridge (which would re-read it, unacknowledged, at every restart).
+    An envelope inside the envelope and an int beyond int64 (the rings' and numpy's type; msgspec
+    takes up to 2**64 - 1) are refused too: no engine publishes either."""
+    msg = MSG_DECODER.decode(raw)
+    if type(msg) is Remote:
+        raise ValueError("a Remote envelope inside a bridged frame")
+    if not _int64_only(msgspec.structs.astuple(msg)):
+        raise ValueError(f"{type(msg).__name__}: an integer beyond int64")
+    return msg
+
+
+def _int64_only(v: Any) -> bool:
+    if isinstance(v, int):
+        return -(1 << 63) <= v < 1 << 63
+    if isinstance(v, list | tuple):
+        return all(_int64_only(x) for x in v)
+    if isinstance(v, dict):
+        return all(_int64_only(x) for x in v.values())
+    if isinstance(v, msgspec.Struct):
+        return _int64_only(msgspec.structs.astuple(v))
+    return True
+
+
 class Receiver:
     """Delivers ``sub_streams`` (stream → (engine, ring)) through consumer group ``group``."""
 
@@ -100,8 +128,8 @@ class Receiver:
                 m.inc_i(self.c_rdup)
                 continue
             try:
-                msg = MSG_DECODER.decode(fields.get(b"m", b""))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                msg = decode_remote(fields.get(b"m", b""))
+            except (ValueError, RecursionError) as exc:
                 log.error("bridge: %s %s: undecodable message dropped (%s)", stream, eid, exc)
                 m.inc_i(self.c_err)
                 continue

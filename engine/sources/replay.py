@@ -320,7 +320,7 @@ class ReplaySource:
 
     def _ordered(self, f: _File, ts_col: list[int | None]) -> list[int]:
         """Row indices with a valid time, stably sorted by that time (bad times counted)."""
-        good = [i for i, t in enumerate(ts_col) if t is not None and t >= 0]
+        good = [i for i, t in enumerate(ts_col) if t is not None and 0 <= t < _INT64_LIMIT]
         if len(good) != len(ts_col):
             ok = set(good)
             for i in range(len(ts_col)):
@@ -678,7 +678,7 @@ def _decimal(v: Any) -> Decimal:
 
 def _int(v: Any) -> int:
     d = _decimal(v)
-    if d != d.to_integral_value():
+    if d != d.to_integral_value() or not -_INT64_LIMIT <= d < _INT64_LIMIT:  # the wire's int64
         raise _Reject("unparsable")
     return int(d)
 
