@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 20
 CHAOS_SECONDS ?= 600
+FUZZ_SECONDS ?= 60
 
-.PHONY: run test venues chaos perf lint backtest clean
+.PHONY: run test venues chaos fuzz perf lint backtest clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -41,6 +42,15 @@ venues: $(VENV)/.installed-test
 # the long chaos run (tests/chaos): CHAOS_SECONDS of faults; CHAOS_SEED=<n> replays a seed
 chaos: $(VENV)/.installed-test
 	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m pytest -q -s -m chaos_long tests/chaos
+
+# every fuzz target (tests/fuzz) under atheris for FUZZ_SECONDS each; findings under var/fuzz/
+# (make test runs their fast hypothesis form). atheris has Linux wheels only: its own extra
+$(VENV)/.installed-fuzz: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,fuzz]'
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
+
+fuzz: $(VENV)/.installed-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m tests.fuzz.run_atheris --seconds $(FUZZ_SECONDS)
 
 perf: $(VENV)/.installed-test
 	mkdir -p perf/results
