@@ -231,3 +231,24 @@ def test_regress_units_beyond_int64_are_a_value_error():
     assert ins.px_to_ticks("92233720368547758.07") == 2**63 - 1
     with pytest.raises(ValueError, match="int64"):
         ins.px_to_ticks("92233720368547758.08")
+
+
+def test_regress_integrity_hooks_treat_a_garbled_number_as_a_break():
+    from engine.venues import ccxt_integrity
+    from tests.fuzz import targets_wire as tw
+
+    cb, breaks, client = tw._Exchange("coinbase"), [], tw._Client()
+    ccxt_integrity.install(cb, breaks.append)
+    cb.handle_message(client, {"sequence_num": 1})
+    cb.handle_message(client, {"sequence_num": "abc"})  # ValueError stalled ccxt's receive loop
+    cb.handle_message(client, {"sequence_num": 2})
+    assert cb.handled == 1 and len(breaks) == 1 and "no number" in breaks[0]
+    kr = tw._Exchange("kraken")
+    ccxt_integrity._install_kraken(kr)
+    for msg in ({"data": {"symbol": "BTC/USD"}}, {"data": [{"symbol": ["x"], "checksum": 1}]}):
+        c = tw._Client()
+        kr.handle_order_book(c, msg)  # KeyError / TypeError before: now no checksum to check
+        assert len(c.resolved) == 1
+    c = tw._Client()
+    kr.handle_order_book(c, {"data": [{"symbol": "BTC/USD", "checksum": "x"}]})
+    assert not c.resolved and len(c.rejected) == 1  # a checksum that is no number fails

@@ -64,8 +64,10 @@ def _install_kraken(ex: Any) -> None:
     handle = ex.handle_order_book
 
     def checked(client: Any, message: dict[str, Any]) -> None:
-        first = (message.get("data") or [{}])[0]
+        data = message.get("data") if isinstance(message, dict) else None
+        first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
         symbol, expected = first.get("symbol"), first.get("checksum")
+        symbol = symbol if isinstance(symbol, str) else None
         held: list[tuple[Any, Any]] = []
         resolve = client.resolve
         client.resolve = lambda result, h=None: held.append((result, h))  # hold until checked
@@ -78,7 +80,7 @@ def _install_kraken(ex: Any) -> None:
             market = ex.markets.get(symbol) or {}
             prec = market.get("precision") or {}
             got = kraken_checksum(book, _decimals(prec.get("price")), _decimals(prec.get("amount")))
-            if got != int(expected):
+            if got != _int_or_none(expected):  # a checksum that is no number fails it too
                 key = ex.get_message_hash("orderbook", None, symbol)
                 client.subscriptions.pop(key, None)
                 ex.orderbooks.pop(symbol, None)
@@ -101,7 +103,11 @@ def _install_coinbase(ex: Any, on_break: Callable[[str], None]) -> None:
             return None  # a connection that lost a message: nothing more from it counts
         seq = message.get("sequence_num") if isinstance(message, dict) else None
         if seq is not None:
-            seq, prev = int(seq), state[0]
+            seq, prev = _int_or_none(seq), state[0]
+            if seq is None:  # a garbled sequence number: the count can no longer be trusted
+                state[1] = True
+                on_break(f"{ex.id} sequence_num {message.get('sequence_num')!r:.40} is no number")
+                return None
             if prev is not None and seq > prev + 1:
                 state[1] = True
                 on_break(f"{ex.id} sequence_num {prev} -> {seq}: {seq - prev - 1} lost")
@@ -111,3 +117,13 @@ def _install_coinbase(ex: Any, on_break: Callable[[str], None]) -> None:
         return handle(client, message)
 
     ex.handle_message = checked
+
+
+def _int_or_none(v: Any) -> int | None:
+    """A venue's integer field as an int; None where it is none (text, NaN, inf, a bool)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        return None

@@ -183,6 +183,20 @@ def _guard() -> st.SearchStrategy[bytes]:
     return doc.map(dumps)
 
 
+def _integrity() -> st.SearchStrategy[bytes]:
+    """Coinbase messages with ``sequence_num`` and Kraken book messages with ``checksum``."""
+    seq = st.one_of(st.integers(0, 6), numberish)
+    cb = st.fixed_dictionaries({"channel": st.just("l2_data"), "sequence_num": seq})
+    first = st.fixed_dictionaries(
+        {}, optional={"symbol": st.one_of(st.just("BTC/USD"), json_leaf), "checksum": numberish}
+    )
+    kr = st.fixed_dictionaries(
+        {"channel": st.just("book")},
+        optional={"data": st.one_of(st.lists(first, max_size=2), json_value)},
+    )
+    return st.lists(st.one_of(cb, kr, json_value), min_size=1, max_size=8).map(dumps)
+
+
 def _cells(n: int) -> st.SearchStrategy[list[str]]:
     cell = st.one_of(numberish.map(lambda v: "" if v is None else str(v)), st.text(max_size=5))
     return st.lists(cell, min_size=max(0, n - 1), max_size=n + 1)
@@ -305,6 +319,7 @@ STRUCTURED = {
     "venue_orders": _orders,
     "venue_markets": _markets,
     "venue_guard": _guard,
+    "venue_integrity": _integrity,
     "config_toml": _config,
     "replay_csv": _csv,
     "replay_parquet": _parquet,

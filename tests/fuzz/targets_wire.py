@@ -321,6 +321,63 @@ def venue_guard(data: bytes) -> None:
     g.reason(300.0)
 
 
+class _Client:
+    """A ccxt websocket client as the integrity hooks use it."""
+
+    def __init__(self) -> None:
+        self.subscriptions: dict[str, Any] = {}
+        self.resolved: list[Any] = []
+        self.rejected: list[Any] = []
+
+    def resolve(self, result: Any, h: Any = None) -> None:
+        self.resolved.append(result)
+
+    def reject(self, err: Any, h: Any = None) -> None:
+        self.rejected.append(err)
+
+
+class _Exchange:
+    """What the hooks read of a ccxt.pro exchange; its handlers just record (ccxt's own parsing
+    is not ours: ``binance_ws`` drives Binance's)."""
+
+    def __init__(self, ex_id: str) -> None:
+        self.id, self.handled = ex_id, 0
+        self.orderbooks: dict[str, Any] = {}
+        self.markets = {"BTC/USD": {"precision": {"price": 0.1, "amount": 1e-08}}}
+
+    def handle_message(self, client: Any, message: Any) -> None:
+        self.handled += 1
+
+    def handle_order_book(self, client: Any, message: Any) -> None:
+        self.orderbooks["BTC/USD"] = {"bids": [[60000.1, 0.5]], "asks": [[60000.2, 0.25]]}
+        client.resolve(self.orderbooks["BTC/USD"], "orderbook:BTC/USD")
+
+    def get_message_hash(self, *parts: Any) -> str:
+        return ":".join(str(p) for p in parts)
+
+
+def venue_integrity(data: bytes) -> None:
+    """Raw websocket messages through our integrity hooks (``ccxt_integrity``): Coinbase's
+    connection-wide ``sequence_num`` and Kraken's book ``checksum``. Nothing may escape (it would
+    stall ccxt's receive loop until the keep-alive gives up); a garbled number is a break."""
+    from engine.venues import ccxt_integrity
+
+    msgs = _json(data)
+    if not isinstance(msgs, list):
+        return
+    cb, breaks, client = _Exchange("coinbase"), [], _Client()
+    ccxt_integrity.install(cb, breaks.append)
+    for m in msgs[:16]:
+        cb.handle_message(client, m)
+    assert not breaks or cb.handled < len(msgs[:16])  # after a break nothing more is handled
+    kr = _Exchange("kraken")
+    ccxt_integrity._install_kraken(kr)
+    for m in msgs[:16]:
+        kc = _Client()
+        kr.handle_order_book(kc, m)
+        assert len(kc.resolved) + len(kc.rejected) == 1  # the book goes out, or is dropped
+
+
 _ANY = (Exception,)  # market data: any exception is a refusal (the session reconnects)
 
 TARGETS = (
@@ -332,4 +389,5 @@ TARGETS = (
     Target("venue_orders", venue_orders),
     Target("venue_markets", venue_markets, (ValueError,)),
     Target("venue_guard", venue_guard),
+    Target("venue_integrity", venue_integrity),
 )
