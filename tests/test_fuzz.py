@@ -252,3 +252,24 @@ def test_regress_integrity_hooks_treat_a_garbled_number_as_a_break():
     c = tw._Client()
     kr.handle_order_book(c, {"data": [{"symbol": "BTC/USD", "checksum": "x"}]})
     assert not c.resolved and len(c.rejected) == 1  # a checksum that is no number fails
+
+
+def test_regress_replay_header_and_parquet_dates_found_by_atheris(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.instruments import Instrument
+    from engine.sources.replay import ReplaySource
+
+    ins = [Instrument(instrument_id=1, symbol="A")]
+    p = tmp_path / "bars.csv"
+    p.write_bytes(b"ts_ent,sd\r1\x02Date,Open,High,Low\n")  # csv.Error escaped ReplaySource
+    with pytest.raises(ValueError, match="unreadable header line"):
+        ReplaySource(ins, bars=p, symbol="A")
+    q = tmp_path / "bars.parquet"
+    one = [1.0, 1.0]
+    table = {"open": one, "high": one, "low": one, "close": one, "volume": [1, 1]}
+    pq.write_table(pa.table({"ts": pa.array([19700, -1493283595], pa.date32())} | table), q)
+    src = ReplaySource(ins, bars=q, symbol="A")  # OverflowError: a date no datetime can hold
+    assert [b.start_ns for b in src] == [19700 * 86_400 * 10**9]
+    assert src.rejected == {"bad_time": 1}

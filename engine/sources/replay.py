@@ -105,6 +105,7 @@ _SIDES = {
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_LIMIT = 1 << 63
+_UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}  # a Parquet timestamp's unit
 _CACHE_LIMIT = 1 << 20  # distinct decimal strings remembered per instrument and unit
 
 
@@ -600,7 +601,10 @@ def _csv_header(path: Path) -> list[str]:
     line = buf.split(b"\n", 1)[0]
     if not line.strip():
         raise ValueError(f"file {path}: empty (no header line)")
-    return next(csv.reader([line.decode("utf-8-sig")]))
+    try:
+        return next(csv.reader([line.decode("utf-8-sig")]))
+    except (UnicodeDecodeError, csv.Error) as e:  # not text, or a bare CR inside the header
+        raise ValueError(f"file {path}: unreadable header line ({e})") from None
 
 
 def _ts_list(arr: pa.ChunkedArray) -> list[int | None]:
@@ -609,8 +613,12 @@ def _ts_list(arr: pa.ChunkedArray) -> list[int | None]:
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         try:
             return arr.cast(pa.timestamp("ns")).cast(pa.int64()).to_pylist()
-        except pa.ArrowException:
-            pass
+        except pa.ArrowException:  # a value beyond int64 nanoseconds: that row's time is bad
+            unit = DAY_NS if pa.types.is_date32(t) else 10**6 if pa.types.is_date64(t) else None
+            unit = unit or _UNIT_NS[t.unit]
+            store = pa.int32() if pa.types.is_date32(t) else pa.int64()
+            raw = arr.cast(store).to_pylist()  # the stored count of days / ms / units
+            return [None if v is None or abs(v * unit) >= _INT64_LIMIT else v * unit for v in raw]
     if pa.types.is_integer(t):
         return arr.to_pylist()
     return [_parse_ts(v) for v in arr.to_pylist()]
