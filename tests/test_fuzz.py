@@ -273,3 +273,17 @@ def test_regress_replay_header_and_parquet_dates_found_by_atheris(tmp_path):
     src = ReplaySource(ins, bars=q, symbol="A")  # OverflowError: a date no datetime can hold
     assert [b.start_ns for b in src] == [19700 * 86_400 * 10**9]
     assert src.rejected == {"bad_time": 1}
+
+
+def test_regress_market_limits_beyond_decimal_precision_found_by_atheris():
+    from engine.venues.ccxt_markets import instrument_for, parse_market, rules_for
+
+    m = parse_market(
+        {
+            "symbol": "BTC/USDT",
+            "precision": {"price": 0.01, "amount": 1e-05},
+            "limits": {"amount": {"min": 1e25, "max": 9007777777777777777777777}},
+        }
+    )
+    rules = rules_for(instrument_for(1, "binanceus", m), m)  # DivisionImpossible before
+    assert rules.max_qty_lots == 0 and rules.min_qty_lots == 2**63 - 1  # no max; no order fits

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import msgspec
@@ -42,6 +42,7 @@ log = logging.getLogger("gekko.venues")
 
 # ccxt's precision modes (ccxt.base.decimal_to_precision): what market["precision"] counts
 _DECIMAL_PLACES, _SIGNIFICANT_DIGITS, _TICK_SIZE = 2, 3, 4
+_INT64_MAX = (1 << 63) - 1  # lots travel as int64
 
 
 class VenueMarket(msgspec.Struct, frozen=True, kw_only=True):
@@ -289,8 +290,12 @@ def instrument_for(iid: int, venue: str, m: VenueMarket, name: str = "") -> Inst
 def rules_for(ins: Instrument, m: VenueMarket) -> MarketRules:
     """The venue's rules for ``ins`` in lots (a minimum rounds up: the venue's is a floor)."""
     lot = Decimal(m.lot)
-    min_lots = max(1, math.ceil(Decimal(m.min_qty) / lot))
-    max_lots = int(Decimal(m.max_qty) // lot) if Decimal(m.max_qty) > 0 else 0
+    with localcontext() as ctx:
+        ctx.prec = 80  # parse_market keeps every number within 1e-30..1e30: exact here
+        min_lots = max(1, math.ceil(Decimal(m.min_qty) / lot))
+        max_lots = int(Decimal(m.max_qty) // lot) if Decimal(m.max_qty) > 0 else 0
+    min_lots = min(min_lots, _INT64_MAX)  # beyond int64: no order meets it (refused, not wrapped)
+    max_lots = 0 if max_lots > _INT64_MAX else max_lots  # beyond int64: no order reaches it
     return MarketRules(
         instrument=ins,
         min_qty_lots=min_lots,

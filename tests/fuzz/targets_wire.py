@@ -299,7 +299,7 @@ def venue_markets(data: bytes) -> None:
         assert len(s) < 64 and Decimal(s).is_finite(), s
     assert math.isfinite(m.maker_fee_bps) and math.isfinite(m.taker_fee_bps)
     ins = instrument_for(1, "binanceus", m)
-    rules_for(ins, m)
+    wire_ok(rules_for(ins, m))
 
 
 def venue_guard(data: bytes) -> None:
