@@ -32,14 +32,14 @@ def cmd_state(args: argparse.Namespace) -> int:
     try:
         prefix = key(engine, "")
         names = sorted(
-            k.decode()[len(prefix) :] for k in client.scan_iter(match=f"{prefix}*", count=500)
+            _text(k)[len(prefix) :] for k in client.scan_iter(match=f"{prefix}*", count=500)
         )
         state: dict[str, Any] = {}
         for name in names:
             if client.type(key(engine, name)) != b"hash" or name.startswith(("bridge:", "config")):
                 continue
             raw = client.hgetall(key(engine, name))
-            state[name] = {k.decode(): _value(v.decode()) for k, v in raw.items()}
+            state[name] = {_text(k): _value(_text(v)) for k, v in raw.items()}
     finally:
         client.close()
     if args.json:
@@ -51,9 +51,9 @@ def cmd_state(args: argparse.Namespace) -> int:
         )
         return 1
     for name, fields in state.items():
-        print(f"{name}:")
+        print(f"{_shown(name)}:")
         for k, v in fields.items():
-            print(f"  {k:<18} {v}")
+            print(f"  {_shown(k):<18} {_shown(v)}")
     return 0
 
 
@@ -61,8 +61,19 @@ def _value(text: str) -> Any:
     """Numbers and JSON objects as such; anything else as the string it is."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return text
+
+
+def _text(raw: bytes) -> str:
+    """Redis bytes as text: anyone on the bus may have written them, UTF-8 or not."""
+    return raw.decode("utf-8", "replace")
+
+
+def _shown(v: Any) -> str:
+    """A value for the terminal, its control characters escaped: a bus writer must not be able
+    to move the cursor, rewrite lines or set the window title of the operator's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(v))
 
 
 def add_parsers(

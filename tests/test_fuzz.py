@@ -287,3 +287,12 @@ def test_regress_market_limits_beyond_decimal_precision_found_by_atheris():
     )
     rules = rules_for(instrument_for(1, "binanceus", m), m)  # DivisionImpossible before
     assert rules.max_qty_lots == 0 and rules.min_qty_lots == 2**63 - 1  # no max; no order fits
+
+
+def test_regress_gekko_state_shows_what_a_bus_writer_wrote_harmlessly():
+    from ops.redis_cmds import _shown, _text, _value
+
+    assert _text(b"\xff\xfe") == "\ufffd\ufffd"  # UnicodeDecodeError ended gekko state
+    assert _value("[" * 100_000) == "[" * 100_000  # RecursionError ended gekko state
+    # an escape sequence in a latest-state hash would have reached the operator's terminal
+    assert _shown("\x1b]0;pwned\x07\x1b[2J ok") == "\\x1b]0;pwned\\x07\\x1b[2J ok"
