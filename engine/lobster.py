@@ -126,9 +126,13 @@ def read_lobster_messages(path: str | Path) -> np.ndarray:
     cols = _read_columns(path, float_first=True)
     if len(cols) < 6:
         raise ValueError(f"{path}: a message file has 6 columns, found {len(cols)}")
-    out = np.empty(len(cols[0]), MESSAGE_DTYPE)
-    out["time"] = cols[0]
-    out["time_ns"] = np.rint(cols[0] * 1e9).astype(np.int64)
+    t = cols[0]
+    bad = ~(np.isfinite(t) & (np.abs(t) < 2.0**62 / 1e9))  # NaN, inf, beyond int64 ns
+    if bad.any():
+        raise ValueError(f"{path}: line {int(np.argmax(bad)) + 1}: time {float(t[bad][0])!r} is no time")
+    out = np.empty(len(t), MESSAGE_DTYPE)
+    out["time"] = t
+    out["time_ns"] = np.rint(t * 1e9).astype(np.int64)
     for name, col in zip(
         ("type", "order_id", "size", "price", "direction"), cols[1:6], strict=True
     ):

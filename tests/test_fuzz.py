@@ -104,9 +104,8 @@ def test_regress_bridge_drops_poison_entries_and_delivers_the_rest():
 
     good = Quote(1, 100, 2, 101, 3, 5, 6, 1)
     bad_utf8 = b"\x955\x01\xa1\x80\xa1x\xa2{}"  # a str field that is no UTF-8
-    deep = msgspec.msgpack.encode([1, 1, 1, 1, 1, 1, 1, 1])
-    for _ in range(100_000):  # Remote(Remote(Remote(...))): RecursionError in msgspec
-        deep = b"\x96\x30\xa1p\xa1r\xa31-0\x01" + deep
+    # Remote(Remote(Remote(...))) 100,000 deep: RecursionError in msgspec
+    deep = b"\x96\x30\xa1p\xa1r\xa31-0\x01" * 100_000 + msgspec.msgpack.encode([1] * 8)
     nested = msgspec.msgpack.encode(Remote("p", "r", "1-0", 1, good))
     wide = msgspec.msgpack.encode([1, 1, 2**64 - 1, 2, 101, 3, 5, 6, 1])  # uint64: no int64
     out = _receive(bad_utf8, deep, nested, wide, msgspec.msgpack.encode(good))
@@ -296,3 +295,14 @@ def test_regress_gekko_state_shows_what_a_bus_writer_wrote_harmlessly():
     assert _value("[" * 100_000) == "[" * 100_000  # RecursionError ended gekko state
     # an escape sequence in a latest-state hash would have reached the operator's terminal
     assert _shown("\x1b]0;pwned\x07\x1b[2J ok") == "\\x1b]0;pwned\\x07\\x1b[2J ok"
+
+
+def test_regress_strict_lobster_reader_refuses_a_time_that_is_no_time(tmp_path):
+    from engine.lobster import read_lobster
+
+    m, b = tmp_path / "m.csv", tmp_path / "b.csv"
+    b.write_text("10000,100,9000,100\n")
+    for t in ("inf", "1e300"):  # became time_ns -2**63 with a RuntimeWarning, read as good
+        m.write_text(f"{t},1,1,100,10000,1\n")
+        with pytest.raises(ValueError, match="is no time"):
+            read_lobster(m, b, levels=1)
