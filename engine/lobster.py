@@ -129,7 +129,9 @@ def read_lobster_messages(path: str | Path) -> np.ndarray:
     t = cols[0]
     bad = ~(np.isfinite(t) & (np.abs(t) < 2.0**62 / 1e9))  # NaN, inf, beyond int64 ns
     if bad.any():
-        raise ValueError(f"{path}: line {int(np.argmax(bad)) + 1}: time {float(t[bad][0])!r} is no time")
+        raise ValueError(
+            f"{path}: line {int(np.argmax(bad)) + 1}: time {float(t[bad][0])!r} is no time"
+        )
     out = np.empty(len(t), MESSAGE_DTYPE)
     out["time"] = t
     out["time_ns"] = np.rint(t * 1e9).astype(np.int64)
