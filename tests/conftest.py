@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 
+@pytest.fixture(autouse=True)
+def _secrets_of_a_test_stay_in_it() -> Iterator[None]:
+    """What a test registers as a secret (a ${VAR}'s value, a password) is forgotten after it:
+    a host name one test took from the environment must not be masked in another's message."""
+    from ops.secrets import transient
+
+    with transient():
+        yield
+
+
 @pytest.fixture
 def engine_id() -> Iterator[str]:
     """A fresh engine id; every region and semaphore it names is removed afterwards."""
