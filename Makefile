@@ -33,14 +33,16 @@ test: $(VENV)/.installed-test
 	@export DEBIAN_FRONTEND=noninteractive; command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
 		|| echo "note: no chromium (Debian package chromium): the report's browser test will skip"; }
-	$(BIN)/python -m pytest -q -m "not chaos_long and not venue_matrix"
+	$(BIN)/python -m pytest -q -m "not chaos_long and not chaos_bounded and not venue_matrix"
 
 # the real-process venue runs of Coinbase and Kraken (Binance.US's run in `make test`)
 venues: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m venue_matrix tests
 
-# the long chaos run (tests/chaos): CHAOS_SECONDS of faults; CHAOS_SEED=<n> replays a seed
+# the chaos runs (tests/chaos): the seeded 60 s one, then CHAOS_SECONDS of faults;
+# CHAOS_SEED=<n> replays a seed
 chaos: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -s -m chaos_bounded tests/chaos
 	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m pytest -q -s -m chaos_long tests/chaos
 
 # every fuzz target (tests/fuzz) under atheris for FUZZ_SECONDS each; findings under var/fuzz/

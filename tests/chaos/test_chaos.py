@@ -1,7 +1,7 @@
 """The chaos suite: a live ``gekko run`` survives seeded faults with every invariant intact.
 
-``make test`` runs ``test_chaos_bounded`` (one seeded 60 s run, 14 faults); ``make chaos``
-runs ``test_chaos_long`` (``CHAOS_SECONDS``, default 600). A failure prints the seed and the
+``make chaos`` runs ``test_chaos_bounded`` (one seeded 60 s run, 14 faults), then
+``test_chaos_long`` (``CHAOS_SECONDS``, default 600). A failure prints the seed and the
 replay command, the faults, what the harness did and when, each violated invariant and the
 engine's error lines (tests/chaos/harness.py ``ChaosResult.report``).
 """
@@ -27,6 +27,7 @@ def _run(seed: int, seconds: float, tmp: Path) -> ChaosResult:
     return res
 
 
+@pytest.mark.chaos_bounded
 @pytest.mark.timeout(600)
 def test_chaos_bounded(chaos_dir: Path, chaos_seed: int) -> None:
     res = _run(chaos_seed, BOUNDED_SECONDS, chaos_dir)
