@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 import psutil
 
 TOKEN_VAR = "GEKKO_TEST_SESSION"
+#: a file every process of the session appends its server directories to (pytest-xdist: the
+#: workers' servers are the controller's to judge once every worker has finished)
+DIRS_VAR = "GEKKO_TEST_DIRS_FILE"
 SHM_DIR = "/dev/shm"
 PREFIX = "gk_"
 
@@ -46,7 +49,22 @@ _DIRS: set[str] = set()
 
 def register_dir(path: os.PathLike[str] | str) -> None:
     """A directory a fixture made for a server: a process living in it is the session's."""
-    _DIRS.add(os.path.realpath(path))
+    real = os.path.realpath(path)
+    _DIRS.add(real)
+    shared = os.environ.get(DIRS_VAR)
+    if shared:
+        with contextlib.suppress(OSError), open(shared, "a", encoding="utf-8") as f:
+            f.write(real + "\n")
+
+
+def registered_dirs() -> set[str]:
+    """Every directory registered by any process of the session (this one's and the file's)."""
+    found = set(_DIRS)
+    shared = os.environ.get(DIRS_VAR)
+    if shared:
+        with contextlib.suppress(OSError), open(shared, encoding="utf-8") as f:
+            found |= {line.strip() for line in f if line.strip()}
+    return found
 
 
 def _in_dirs(proc: psutil.Process, dirs: set[str]) -> bool:
@@ -89,7 +107,7 @@ def session_processes(snap: Snapshot) -> list[psutil.Process]:
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(me).children(recursive=True):
             found[child.pid] = child
-    dirs = snap.dirs | _DIRS
+    dirs = snap.dirs | registered_dirs()
     for proc in psutil.process_iter():
         if proc.pid not in snap.pids and _is_ours(proc, snap.token, me, dirs):
             found[proc.pid] = proc
@@ -119,7 +137,9 @@ def _foreign_engines(snap: Snapshot, names: set[str]) -> set[str]:
             continue
         with contextlib.suppress(psutil.Error):
             creator = psutil.Process(int(hdr["creator_pid"]))  # type: ignore[arg-type]
-            ours = creator.pid == me or _is_ours(creator, snap.token, me, snap.dirs | _DIRS)
+            ours = creator.pid == me or _is_ours(
+                creator, snap.token, me, snap.dirs | registered_dirs()
+            )
             if not ours and creator.status() != psutil.STATUS_ZOMBIE:
                 foreign.add(_engine_of(name))
     return foreign

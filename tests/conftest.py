@@ -69,11 +69,21 @@ os.environ.setdefault("GEKKO_TESTING", "1")
 _SNAPSHOT: _leaks.Snapshot | None = None
 
 
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    """The controller (or a plain run) takes the snapshot; pytest-xdist workers inherit its token
+    and its directory file, and leave the judging to it: a worker cannot tell its own leftovers
+    from the live processes of the worker beside it."""
     global _SNAPSHOT
+    if _is_xdist_worker(session.config):
+        return
     _SNAPSHOT = _leaks.Snapshot.take(_leaks.install_token())
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist has stopped its workers
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Runs after every fixture is torn down: whatever is still there was leaked by a test."""
     if _SNAPSHOT is None or os.environ.get("GEKKO_LEAK_CHECK", "1") == "0":
@@ -82,16 +92,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if factory is not None:
         with contextlib.suppress(Exception):
             _SNAPSHOT.dirs.add(os.path.realpath(factory.getbasetemp()))
-    procs, regions = _leaks.find_leaks(_SNAPSHOT)
-    if not procs and not regions:
-        return
-    lines = ["", "LEAK CHECK FAILED: the test session left behind:"]
-    lines += [f"  process {p}" for p in procs]
-    lines += [f"  /dev/shm/{r}" for r in regions]
-    lines.append("  (processes killed now; fix the fixture or test that started them)")
-    print("\n".join(lines), file=sys.stderr)
-    _leaks.kill_leaked(_SNAPSHOT)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    try:
+        procs, regions = _leaks.find_leaks(_SNAPSHOT)
+        if not procs and not regions:
+            return
+        lines = ["", "LEAK CHECK FAILED: the test session left behind:"]
+        lines += [f"  process {p}" for p in procs]
+        lines += [f"  /dev/shm/{r}" for r in regions]
+        lines.append("  (processes killed now; fix the fixture or test that started them)")
+        print("\n".join(lines), file=sys.stderr)
+        _leaks.kill_leaked(_SNAPSHOT)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(os.environ.pop(_leaks.DIRS_VAR, ""))
 
 
 # --- PostgreSQL: ONE embedded server per test session, a fresh database per test --------------
@@ -148,6 +162,12 @@ def redis_url(redis_server: object) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not _is_xdist_worker(config):  # before pytest-xdist starts its workers: they inherit both
+        _leaks.install_token()
+        if not os.environ.get(_leaks.DIRS_VAR):
+            fd, path = tempfile.mkstemp(prefix="gk-test-dirs-", suffix=".txt")
+            os.close(fd)
+            os.environ[_leaks.DIRS_VAR] = path
     config.addinivalue_line(
         "markers",
         "venue_matrix: the real-process venue runs of Coinbase and Kraken (make venues)",
