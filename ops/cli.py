@@ -123,12 +123,8 @@ def _venue_preflight(cfg: Config, venue: str, live: bool) -> Config:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    import itertools
-
-    from engine.backtest import InlineRuntime
-    from engine.md_rejects import BadRowError, MdValidator, RejectCounter, validated
-    from procs.build import build_data_client, build_venue
-    from procs.infer import with_forecasts
+    from engine.md_rejects import BadRowError
+    from ops.backtest_build import MarketUnavailable, build_backtest
 
     cfg = load_config_or_exit(args.config)
     setup_logging("backtest", cfg.engine.log_level, cfg.engine.log_format, engine_id=cfg.engine.id)
@@ -143,35 +139,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.json and not Path(args.json).resolve().parent.is_dir():
         print(f"gekko: --json {args.json}: no such directory", file=sys.stderr)
         return 2
-    events = args.events or cfg.backtest.events
-    instruments = cfg.instrument_table()
-    # the feed's checks and counts, as in `gekko run` (engine.md_rejects; [market] on_bad_row)
-    rejects = RejectCounter(cfg.market.on_bad_row)
-    # the venue's market data, as the feed reads it (procs.build.build_data_client)
-    client = build_data_client(cfg, rejects)
-    try:
-        client.connect()
-    except ValueError as exc:  # a replay file that is no such file at all
+    try:  # built as every sweep trial builds its backtest (ops/backtest_build.py)
+        bt = build_backtest(cfg, args.events or cfg.backtest.events)
+    except MarketUnavailable as exc:
         print(f"gekko: cannot replay: {exc}", file=sys.stderr)
         return 2
-    client.subscribe(instruments.ids)
-    market = validated(
-        itertools.islice(client.updates(), events),
-        MdValidator(instruments.ids),
-        rejects,
-    )
-    rt = InlineRuntime(
-        instruments,
-        cfg.strategy_specs(),
-        cfg.risk,
-        build_venue(cfg, instruments),
-        # the market, with the forecasts the infer process would publish interleaved at their
-        # simulated time (procs.infer.with_forecasts; unchanged when [inference] is off), and
-        # the venue's halts where [sim] schedules them (procs.build.build_data_client)
-        with_forecasts(cfg, market),
-        exec_policy=cfg.exec,
-        **cfg.portfolio.backtest_kwargs(),
-    )
+    rt, rejects = bt.runtime, bt.rejects
     t = time.perf_counter()
     try:
         summary = rt.run()
