@@ -6,7 +6,8 @@ builds. This module reads ``../shared/data/binance/btcusdt_20240808_ws.jsonl.gz`
 ``../shared/data/README.md``, ``<receive ns> <JSON>`` a line) into:
 
 - ``snapshot_text``: the REST ``GET /api/v3/depth`` answer, byte for byte;
-- ``frames``: every websocket frame in capture order, with its stream name and the raw bytes of
+- ``frames``: every websocket frame (``engine.sources.binance_capture.Frame``, the format
+  the catalog import reads too) in capture order, with its stream name and the raw bytes of
   its ``data`` object exactly as captured (a server subscribed per stream sends those) and the
   whole combined-stream line (a ``/stream`` server sends that);
 - ``ReferenceBook``: the L2 book by Binance's documented snapshot + diff procedure (drop diffs
@@ -26,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+
+from engine.sources.binance_capture import Frame, parse_frame, split_line
 
 __all__ = [
     "CAPTURE_PATH",
@@ -53,27 +56,9 @@ DEPTH_STREAM = "btcusdt@depth@100ms"
 TRADE_STREAM = "btcusdt@trade"
 BOOK_TICKER_STREAM = "btcusdt@bookTicker"
 
-_STREAM_HEAD = b'{"stream":"'
-_DATA_KEY = b'","data":'
-
 
 def available(path: Path | None = None) -> bool:
     return (path or CAPTURE_PATH).is_file()
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One websocket message of the capture. ``data`` is the ``data`` object's bytes as
-    received; ``raw`` the whole combined-stream message; ``recv_ns`` the capturing host's clock
-    (about 1.27 s behind the exchange's: order by capture order or exchange ids, not by it)."""
-
-    recv_ns: int
-    stream: str
-    data: bytes
-    raw: bytes
-
-    def json(self) -> dict:
-        return json.loads(self.data)
 
 
 @dataclass(frozen=True)  # not slotted: ``snapshot`` is a cached_property
@@ -105,21 +90,6 @@ class Capture:
         return [f.json() for f in self.frames if f.stream == DEPTH_STREAM]
 
 
-def _split(line: bytes) -> tuple[int, bytes]:
-    ns, _, body = line.rstrip(b"\n").partition(b" ")
-    return int(ns), body
-
-
-def _frame(recv_ns: int, body: bytes) -> Frame:
-    """The stream name and the raw ``data`` bytes of a combined-stream message, cut out of the
-    captured bytes (not re-serialised)."""
-    if not body.startswith(_STREAM_HEAD) or not body.endswith(b"}"):
-        raise ValueError(f"not a combined-stream message: {body[:60]!r}")
-    end = body.index(_DATA_KEY, len(_STREAM_HEAD))
-    stream = body[len(_STREAM_HEAD) : end].decode()
-    return Frame(recv_ns, stream, body[end + len(_DATA_KEY) : -1], body)
-
-
 @functools.lru_cache(maxsize=2)
 def load(path: Path | None = None) -> Capture:
     """The capture, parsed once per process (``FileNotFoundError`` where absent)."""
@@ -130,11 +100,11 @@ def load(path: Path | None = None) -> Capture:
         for line in fh:
             if not line.strip():
                 continue
-            ns, body = _split(line)
+            ns, body = split_line(line)
             if body.startswith(b'{"lastUpdateId"'):
                 snap = (ns, body, len(frames))
             else:
-                frames.append(_frame(ns, body))
+                frames.append(parse_frame(ns, body))
     if snap is None:
         raise ValueError(f"{src}: no REST depth snapshot line")
     return Capture(
