@@ -9,7 +9,8 @@ of a million rows must not write a million log lines) and one policy, ``[market]
 :class:`BadRowError` naming file, row and reason).
 
 :class:`MdValidator` holds the checks every market message passes before it is published (the
-feed in ``gekko run``, the same wrapper in ``gekko backtest``, so both drop the same messages).
+feed in ``gekko run``, the same wrapper in ``gekko backtest``, so both drop the same messages);
+:func:`validate_rows` makes the same checks over columnar rows (``engine.md_columns``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
+
+from engine.md_columns import MdKind
 from engine.messages import (
     Bar,
     BookDelta,
@@ -28,7 +32,15 @@ from engine.messages import (
     Trade,
 )
 
-__all__ = ["ON_BAD_ROW", "REASONS", "BadRowError", "MdValidator", "RejectCounter", "validated"]
+__all__ = [
+    "ON_BAD_ROW",
+    "REASONS",
+    "BadRowError",
+    "MdValidator",
+    "RejectCounter",
+    "validate_rows",
+    "validated",
+]
 
 log = logging.getLogger("gekko.md")
 
@@ -53,6 +65,8 @@ REASONS: dict[str, str] = {
     "bad_message": "LOBSTER message or book row that cannot be applied",
     "bad_status": "unknown exchange status",
 }
+
+_MIN_TS = -(2**63)
 
 #: the first rejections are logged one per line, with file and row; the rest are only counted
 LOG_FIRST = 5
@@ -178,3 +192,80 @@ def validated(
             yield msg
         else:
             rejects.reject(reason, "feed", k)
+
+
+# --- the same checks over columnar rows (engine.md_columns) ---------------------------------------
+
+#: reasons a row can get, indexed by the codes of :func:`_row_reasons` (0: passes)
+_ROW_REASONS = (
+    "",
+    "unknown_instrument",
+    "non_positive_price",
+    "bad_size",
+    "crossed",
+    "out_of_order_time",
+    "bad_message",
+)
+_RC = {r: i for i, r in enumerate(_ROW_REASONS)}
+
+
+def validate_rows(
+    rows: np.ndarray,
+    known_ids: Iterable[int],
+    counter: RejectCounter,
+    *,
+    last_quote_ts: dict[int, int] | None = None,
+    where: str = "feed",
+    offset: int = 0,
+) -> np.ndarray:
+    """The ``MD_DTYPE`` rows :class:`MdValidator` would pass, vectorised.
+
+    Each rejected row is counted in ``counter`` in row order (``where``, row ``offset + i``)
+    with the validator's reason (a row of no known kind: ``bad_message``), so ``on_bad_row =
+    "fail"`` raises the same :class:`BadRowError`. ``last_quote_ts`` carries the stale-quote
+    check across batches: pass the same dict with each batch of one stream."""
+    ids = np.fromiter((int(i) for i in known_ids), np.int64)
+    code = _row_reasons(rows, ids)
+    _stale_quotes(rows, code, {} if last_quote_ts is None else last_quote_ts)
+    bad = np.flatnonzero(code)
+    for i in bad.tolist():
+        counter.reject(_ROW_REASONS[code[i]], where, offset + i)
+    return rows if len(bad) == 0 else rows[code == 0]
+
+
+def _row_reasons(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """A reason code per row (0 = passes), the first failing check in MdValidator's order;
+    the stale-quote check is :func:`_stale_quotes`'s."""
+    code = np.zeros(len(rows), np.int8)
+    kind, px, qty = rows["kind"], rows["px"], rows["qty"]
+    quote, trade, delta = kind == MdKind.QUOTE, kind == MdKind.TRADE, kind == MdKind.DELTA
+    bpx, apx = rows["bid_px"], rows["ask_px"]
+    checks = (
+        (~(quote | trade | delta), "bad_message"),
+        (~np.isin(rows["instrument_id"], ids), "unknown_instrument"),
+        (quote & ((bpx < 0) | (apx < 0)), "non_positive_price"),
+        (quote & ((rows["bid_qty"] < 0) | (rows["ask_qty"] < 0)), "bad_size"),
+        (quote & (bpx > 0) & (apx > 0) & (bpx >= apx), "crossed"),
+        ((trade | delta) & (px <= 0), "non_positive_price"),
+        (trade & (qty <= 0), "bad_size"),
+        (delta & (qty < 0), "bad_size"),
+    )
+    for bad, reason in checks:
+        code[bad & (code == 0)] = _RC[reason]
+    return code
+
+
+def _stale_quotes(rows: np.ndarray, code: np.ndarray, last: dict[int, int]) -> None:
+    """Mark quotes older than the newest quote before them of their instrument (the running
+    maximum: a stale quote lies below it, so counting it in does not move it), and record the
+    newest per instrument in ``last``."""
+    ok = (code == 0) & (rows["kind"] == MdKind.QUOTE)
+    if not ok.any():
+        return
+    iid, ts = rows["instrument_id"], rows["ts_event"]
+    for i in np.unique(iid[ok]).tolist():
+        idx = np.flatnonzero(ok & (iid == i))
+        t = ts[idx]
+        before = np.maximum.accumulate(np.concatenate(([last.get(i, _MIN_TS)], t[:-1])))
+        code[idx[t < before]] = _RC["out_of_order_time"]
+        last[i] = max(int(before[-1]), int(t[-1]))
