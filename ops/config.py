@@ -32,6 +32,7 @@ from ops.bridge_config import BridgePeer, check_bridge_auth
 from ops.secrets import SecretError, redact
 from ops.secrets import resolve as resolve_secrets
 from ops.security_config import SecuritySection, check_security
+from ops.sweep_config import SweepSection
 from ops.tls import PgTls, RedisTls, TlsConfigError
 from ops.venue_config import (
     REAL_VENUE_STRUCTS,
@@ -743,6 +744,7 @@ class Config(msgspec.Struct, **_STRICT):
     exec: ExecPolicy = msgspec.field(default_factory=ExecPolicy)
     risk: RiskLimits = msgspec.field(default_factory=RiskLimits)
     backtest: BacktestSection = msgspec.field(default_factory=BacktestSection)
+    sweep: SweepSection = msgspec.field(default_factory=SweepSection)
     portfolio: PortfolioSettings = msgspec.field(default_factory=PortfolioSettings)
     report: ReportSection = msgspec.field(default_factory=ReportSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
