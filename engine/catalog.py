@@ -44,6 +44,7 @@ __all__ = [
     "CatalogUnits",
     "CatalogWriter",
     "day_of",
+    "list_catalog",
     "load_units",
     "part_priority",
     "partition_dir",
@@ -268,3 +269,46 @@ class CatalogWriter:
             f.tmp.unlink(missing_ok=True)
         self._files.clear()
         self.written.clear()
+
+
+def list_catalog(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """What the catalog holds, one entry per venue and instrument: first and last date, days,
+    rows (from the files' footers: no data read), bytes, part names."""
+    import pyarrow.dataset as ds
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"catalog {root}: no such directory")
+    dset = ds.dataset(
+        root, format="parquet", partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive")
+    )
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for frag in dset.get_fragments():
+        keys = ds.get_partition_keys(frag.partition_expression)
+        e = acc.setdefault(
+            (keys["venue"], keys["instrument"]),
+            {"days": set(), "rows": 0, "bytes": 0, "parts": set()},
+        )
+        e["days"].add(keys["date"])
+        e["rows"] += frag.metadata.num_rows
+        e["bytes"] += os.path.getsize(frag.path)
+        e["parts"].add(Path(frag.path).name.rsplit("-", 1)[0])
+    units = load_units(root)
+    out = []
+    for (venue, sym), e in sorted(acc.items()):
+        u = units.get(venue, {}).get(sym)
+        out.append(
+            {
+                "venue": venue,
+                "instrument": sym,
+                "first": str(min(e["days"])),
+                "last": str(max(e["days"])),
+                "days": len(e["days"]),
+                "rows": e["rows"],
+                "bytes": e["bytes"],
+                "parts": sorted(e["parts"]),
+                "tick_size": u.tick_size if u else None,
+                "lot_size": u.lot_size if u else None,
+            }
+        )
+    return out
