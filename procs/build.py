@@ -27,13 +27,15 @@ SECONDS_PER_YEAR = 252 * 6.5 * 3600  # trading seconds: annual vol is quoted ove
 def build_market(
     cfg: Config, rejects: Any = None, instruments: InstrumentTable | None = None
 ) -> Iterator[Any]:
-    """The market-data source: the seeded synthetic market or a replay of files, of
+    """The market-data source: the seeded synthetic market, a replay of files or the catalog, of
     ``instruments`` (default: the simulator's, ``sim_instrument_table``).
 
     ``rejects`` (an ``engine.md_rejects.RejectCounter``) is told of every replayed row that is
     rejected; by default one with the policy of ``[market] on_bad_row``."""
     instruments = instruments or sim_instrument_table(cfg)
     m = cfg.market
+    if m.source == "catalog":  # rows checked on import: nothing is rejected on the way out
+        return iter(build_catalog_source(cfg, instruments))
     if m.source == "replay":
         from engine.md_rejects import RejectCounter
         from engine.sources.replay import ReplaySource
@@ -85,6 +87,23 @@ def build_market(
         jumps=jumps,
     )
     return iter(market)
+
+
+def build_catalog_source(cfg: Config, instruments: InstrumentTable | None = None) -> Any:
+    """``[market] source = "catalog"``: the catalog's rows of ``instruments`` (default: the
+    simulator's) in ``[catalog_start, catalog_end)`` as an ``engine.catalog_read.CatalogSource``
+    (a columnar source: the fast replay reads its batches, everything else its messages)."""
+    from engine.catalog_read import CatalogSource
+
+    m = cfg.market
+    start, end = m.catalog_window()
+    return CatalogSource(
+        m.catalog_dir,
+        instruments or sim_instrument_table(cfg),
+        venue=m.catalog_venue,
+        start_ns=start,
+        end_ns=end,
+    )
 
 
 def build_exchange_rules(cfg: Config) -> Any:
