@@ -477,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.remote_cmds import add_parsers as add_remote_parsers  # remote keygen
 
     add_remote_parsers(sub, with_config)
+    from ops.data_cmds import add_parsers as add_data_parsers  # data import|ls (the catalog)
+
+    add_data_parsers(sub, with_config)
     from ops.sweep import add_parsers as add_sweep_parsers  # sweep (grid / optuna on Ray)
 
     add_sweep_parsers(sub, with_config)

@@ -234,14 +234,18 @@ class MarketSection(msgspec.Struct, **_STRICT):
     replay_lobster_orderbook: str = ""
     replay_lobster_levels: int = 10
     replay_lobster_symbol: str = ""
+    catalog_dir: str = "var/catalog"  # the Parquet catalog (docs/data-catalog.md)
+    catalog_venue: str = ""  # its venue partition to read ("": the catalog's only venue)
+    catalog_start: str = ""  # window start: ISO date/time (UTC) or ns; "" = from the first row
+    catalog_end: str = ""  # window end (exclusive; a bare date: through that day); "" = to the last
     max_events: int = 0
     on_bad_row: str = "skip"  # a bad market-data row: "skip" (count it) or "fail" (stop the run)
 
     def __post_init__(self) -> None:
         _need(
-            self.source in ("synthetic", "replay"),
+            self.source in ("synthetic", "replay", "catalog"),
             "market.source",
-            "must be 'synthetic' or 'replay'",
+            "must be 'synthetic', 'replay' or 'catalog'",
         )
         _need(math.isfinite(self.rate_hz) and self.rate_hz > 0, "market.rate_hz", "must be > 0")
         _need(self.event_interval_us > 0, "market.event_interval_us", "must be > 0")
@@ -254,6 +258,8 @@ class MarketSection(msgspec.Struct, **_STRICT):
         )
         _need(self.max_events >= 0, "market.max_events", "must be >= 0 (0 = unbounded)")
         _need(self.on_bad_row in ("skip", "fail"), "market.on_bad_row", "must be 'skip' or 'fail'")
+        if self.source == "catalog":
+            self._check_catalog()
         if self.source == "replay":
             _need(
                 bool(self.replay_quotes or self.replay_trades or self.replay_lobster_messages),
@@ -273,6 +279,30 @@ class MarketSection(msgspec.Struct, **_STRICT):
                 "market.replay_lobster_orderbook",
                 "LOBSTER needs both the message and the orderbook file",
             )
+
+    def catalog_window(self) -> tuple[int | None, int | None]:
+        """``[catalog_start, catalog_end)`` in ns (None: unbounded)."""
+        from engine.catalog_read import window_ns
+
+        return window_ns(self.catalog_start), window_ns(self.catalog_end, end=True)
+
+    def _check_catalog(self) -> None:
+        from engine.catalog_read import window_ns
+
+        d = self.catalog_dir
+        _need(bool(d) and Path(d).is_dir(), "market.catalog_dir", f"no such directory: {d}")
+        bounds: list[int | None] = []
+        for key, end in (("catalog_start", False), ("catalog_end", True)):
+            try:
+                bounds.append(window_ns(getattr(self, key), end=end))
+            except (ValueError, OverflowError):
+                _need(False, f"market.{key}", "must be an ISO date/time (UTC), ns, or empty")
+        start, end_ns = bounds
+        _need(
+            start is None or end_ns is None or end_ns > start,
+            "market.catalog_end",
+            "must be after catalog_start",
+        )
 
 
 class SimHalt(msgspec.Struct, **_STRICT):
