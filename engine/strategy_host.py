@@ -7,7 +7,10 @@ strategy trading that instrument, so N strategies on one instrument cost one boo
 
 Routing:
 - market data goes to the strategies subscribed to its instrument, in the order they were
-  configured (deterministic: the same data gives the same intents in both runtimes);
+  configured (deterministic: the same data gives the same intents in both runtimes), and only
+  to those whose ``subscriptions`` take its kind (``engine.strategies.base.subscriptions_of``:
+  a "top" subscriber's ``on_book`` runs only when the best bid or ask changed since its last
+  book callback);
 - execution events go to the one strategy that owns the order, found from the top 32 bits of the
   ``client_order_id`` (``strategy_id << 32 | counter``) — no lookup table to keep in sync;
 - messages from other engines (``Remote`` envelopes from the bridge) go to every enabled strategy's
@@ -22,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.book import L2Book
+from engine.book import BookFlag, L2Book
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     Bar,
@@ -46,7 +49,17 @@ from engine.strategies.base import (
     StrategyContext,
     load_strategy,
     strategy_id_of,
+    subscriptions_of,
 )
+
+#: the subscription that takes each market callback
+_KIND = {
+    "on_quote": "quote",
+    "on_trade": "trade",
+    "on_book": "book",
+    "on_bar": "bar",
+    "on_forecast": "forecast",
+}
 
 
 @dataclass
@@ -105,6 +118,8 @@ class _Slot:
     strategy: Strategy
     ctx: StrategyContext
     enabled: bool = True
+    #: the market callbacks it takes (``subscriptions_of`` its class)
+    subs: frozenset[str] = frozenset()
 
 
 class StrategyHost:
@@ -147,6 +162,8 @@ class StrategyHost:
         #: order ids (their counter part) up to this were a previous incarnation's
         self._orphans_upto = 0
         self._orphans_canceled: set[int] = set()
+        #: instruments whose best bid/ask changed since the last book callback ("top")
+        self._top_moved: set[int] = set()
 
         for pos, raw in enumerate(strategies, start=1):
             spec = StrategySpec.coerce(raw)
@@ -161,7 +178,7 @@ class StrategyHost:
             ins = self._resolve_instruments(spec)
             ctx = StrategyContext(sid, ins, books=self.books, quotes=self.quotes)
             name = spec.name or f"{cls.__name__}#{sid}"
-            slot = _Slot(sid, name, cls(ctx, dict(spec.params)), ctx)
+            slot = _Slot(sid, name, cls(ctx, dict(spec.params)), ctx, subs=subscriptions_of(cls))
             self.slots.append(slot)
             self._by_id[sid] = slot
             for i in ins:
@@ -253,10 +270,15 @@ class StrategyHost:
             return True
         if isinstance(msg, BookDelta | BookSnapshot):
             book = self.books.get(iid)  # type: ignore[arg-type]
-            if book is not None:
-                book.apply(msg)
+            if book is not None and book.apply(msg) & BookFlag.TOP_CHANGED:
+                self._top_moved.add(iid)  # type: ignore[arg-type]
             return True
         return False
+
+    def subscribers(self, iid: int, kind: str) -> list[_Slot]:
+        """The slots that take ``kind`` ("quote", "trade", "book", "top", "bar", "forecast")
+        on instrument ``iid``, in configured order (enabled or not: check ``slot.enabled``)."""
+        return [s for s in self._by_instrument.get(iid, ()) if kind in s.subs]
 
     def dispatch(self, msg: object, now_ns: int) -> list[Intent]:
         """Call the strategies subscribed to ``msg``'s instrument; the state it carries must
@@ -269,10 +291,13 @@ class StrategyHost:
         slots = self._by_instrument.get(iid)
         if slots is None:
             return []  # an instrument we do not know: nobody can trade it
+        top = False
         if isinstance(msg, Quote):
             fn, args, origin = "on_quote", (msg,), msg.ts_recv
         elif isinstance(msg, BookDelta | BookSnapshot):
             fn, args, origin = "on_book", (iid,), msg.ts_recv
+            top = iid in self._top_moved
+            self._top_moved.discard(iid)
         elif isinstance(msg, Trade):
             fn, args, origin = "on_trade", (msg,), msg.ts_recv
         elif isinstance(msg, Forecast):
@@ -283,9 +308,11 @@ class StrategyHost:
             fn, args, origin = "on_bar", (msg,), now_ns
         else:
             return []
+        kind = _KIND[fn]
         out: list[Intent] = []
         for slot in slots:
-            if slot.enabled:
+            subs = slot.subs
+            if slot.enabled and (kind in subs or (top and "top" in subs)):
                 out += self._call(slot, now_ns, origin, fn, *args)
         return out
 

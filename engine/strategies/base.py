@@ -22,6 +22,13 @@ Strategies are loaded from config by dotted path (``load_strategy``), the shippe
 user's alike; a module in the directory ``gekko`` is started from imports in ``gekko run`` and
 ``gekko backtest`` alike (``ops/preflight.py``).
 
+Subscriptions (``Strategy.subscriptions``): which market callbacks the host makes — "quote"
+(``on_quote``), "trade" (``on_trade``), "book" (``on_book`` after every book change), "top"
+(``on_book`` only when the best bid or ask price or size changed), "bar", "forecast". The default
+is everything; a callback the class leaves as this base class's no-op is never called either
+(``subscriptions_of``), which changes nothing a strategy can see and lets the fast replay
+(``engine.replay_fast``) skip the rows nobody listens to.
+
 Parameters (``[strategies.params]``) are declared, not read ad hoc: a strategy class sets
 ``Params`` to a ``engine.strategies.params.StrategyParams`` subclass (a msgspec Struct that
 refuses unknown fields) or a dataclass, one typed field with a default per parameter, range
@@ -39,6 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from engine.book import L2Book
 from engine.instruments import Instrument
 from engine.messages import (
     AlgoKind,
@@ -82,6 +90,36 @@ FillEvent = OrderPartiallyFilled | OrderFilled
 #: positive int64 on the wire
 MAX_STRATEGY_ID = (1 << 31) - 1
 _COUNTER_MASK = (1 << 32) - 1
+
+
+#: what a strategy may subscribe to (``Strategy.subscriptions``)
+SUBSCRIPTIONS = frozenset({"quote", "trade", "book", "top", "bar", "forecast"})
+#: the default: every market callback (today's dispatch)
+ALL_MARKET = frozenset({"quote", "trade", "book", "bar", "forecast"})
+_CALLBACK = {
+    "quote": "on_quote",
+    "trade": "on_trade",
+    "book": "on_book",
+    "top": "on_book",
+    "bar": "on_bar",
+    "forecast": "on_forecast",
+}
+
+
+def subscriptions_of(cls: type) -> frozenset[str]:
+    """What the host dispatches to a strategy class: its declared ``subscriptions`` less the
+    callbacks it leaves as ``Strategy``'s no-ops ("book" covers "top"). ValueError for a name
+    that is none of ``SUBSCRIPTIONS``."""
+    subs = frozenset(getattr(cls, "subscriptions", ALL_MARKET))
+    unknown = subs - SUBSCRIPTIONS
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__}.subscriptions: unknown {sorted(unknown)} (known: {sorted(SUBSCRIPTIONS)})"
+        )
+    out = {s for s in subs if getattr(cls, _CALLBACK[s]) is not getattr(Strategy, _CALLBACK[s])}
+    if "book" in out:
+        out.discard("top")
+    return frozenset(out)
 
 
 def strategy_id_of(client_order_id: int) -> int:
@@ -208,6 +246,16 @@ class StrategyContext:
 
     def mid(self, instrument_id: int) -> float | None:
         """Mid price in ticks (float: a mid may fall between ticks), None if a side is empty."""
+        book = self.books.get(instrument_id)
+        if type(book) is L2Book:  # the host's book: the same answer, without the tuples
+            m = book.mid()
+            if m == m:  # both sides in the book
+                return m
+            if not book.n_levels(1) and not book.n_levels(-1):  # no book: the last quote
+                q = self.quotes.get(instrument_id)
+                if q is None or q.bid_qty <= 0 or q.bid_px <= 0 or q.ask_qty <= 0 or q.ask_px <= 0:
+                    return None
+                return (q.bid_px + q.ask_px) / 2.0
         bid = self.best_bid(instrument_id)
         ask = self.best_ask(instrument_id)
         if bid is None or ask is None:
@@ -492,6 +540,8 @@ class Strategy:
 
     #: the declared parameters (module docstring); None: undeclared, the table is not checked
     Params: ClassVar[type | None] = None
+    #: the market callbacks this strategy wants (module docstring, ``SUBSCRIPTIONS``)
+    subscriptions: ClassVar[frozenset[str]] = ALL_MARKET
 
     def __init__(self, ctx: StrategyContext, params: dict[str, Any]) -> None:
         self.ctx = ctx
