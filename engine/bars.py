@@ -14,11 +14,20 @@ Prices are the mid of each Quote (always present, unlike trades, and never a bid
 volume is the traded quantity of each Trade. An instrument with no quote in a bar gets a flat bar
 at its last mid; one that never had a quote has no bar (``valid`` is False). State is a handful
 of preallocated numpy arrays indexed by slot: nothing is allocated per event.
+
+``feed`` is the batch form for backtests: a numba kernel walks arrays of events (time, slot,
+mid, traded qty) with exactly the per-event rules above and records every bar it closes
+(``ClosedBars``), so a replay of millions of events builds its bars without a Python call per
+event. It shares the state above: per-event and batch calls can be mixed.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
+from numba import njit
 
 
 class BarAggregator:
@@ -52,6 +61,7 @@ class BarAggregator:
         self.closed_end_ns = 0
         self._ticks = 0
         self.bars_closed = 0
+        self._state = np.zeros(2, dtype=np.int64)  # feed's (start_ns, ticks) in and out
 
     # --- input -------------------------------------------------------------------------------
     def on_quote(self, slot: int, bid_px: int, ask_px: int) -> None:
@@ -117,3 +127,212 @@ class BarAggregator:
     #: ``BarAggregator.close(agg)`` still works for callers written before the method was renamed
     #: (on an instance, ``close`` is the array of close prices)
     close = close_bar  # type: ignore[assignment]
+
+    # --- batches (backtests) -----------------------------------------------------------------
+    def feed(
+        self,
+        ts: np.ndarray,
+        slot: np.ndarray,
+        mid: np.ndarray,
+        qty: np.ndarray,
+        out: ClosedBars,
+        start: int = 0,
+    ) -> int:
+        """Events ``start..`` through the per-event rules, every closed bar recorded into ``out``
+        (from row 0; ``out.n`` of them). Returns the index of the first event not fed: ``len(ts)``,
+        or less when ``out`` is full (feed the rest after reading ``out``).
+
+        ``slot`` is -1 for an instrument without a slot (it still counts and moves time), ``mid``
+        NaN where an event gives no price (not a quote with both sides > 0), ``qty`` 0 where it
+        trades nothing. A bar closed before event i (time bars) or after it (tick bars) has
+        ``out.at`` = i.
+        """
+        st = self._state
+        st[0], st[1] = self.start_ns, self._ticks
+        i, n = _feed_kernel(
+            ts, slot, mid, qty, start, self.bar_ns, self.every_n_ticks, self.max_gap_bars,
+            self._o, self._h, self._l, self._v, self._has, self._last, st,
+            out.at, out.start_ns, out.end_ns, out.open, out.high, out.low, out.close,
+            out.volume, out.valid,
+        )  # fmt: skip
+        self.start_ns, self._ticks = int(st[0]), int(st[1])
+        out.n = n
+        if n:
+            self.bars_closed += n
+            self.open[:] = out.open[n - 1]
+            self.high[:] = out.high[n - 1]
+            self.low[:] = out.low[n - 1]
+            self.close[:] = out.close[n - 1]
+            self.volume[:] = out.volume[n - 1]
+            self.valid[:] = out.valid[n - 1]
+            self.closed_start_ns = int(out.start_ns[n - 1])
+            self.closed_end_ns = int(out.end_ns[n - 1])
+        return i
+
+
+@dataclass
+class ClosedBars:
+    """Bars ``feed`` closed, one row each (``[capacity, n_slots]`` per column), ``n`` filled."""
+
+    at: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    valid: np.ndarray
+    n: int = 0
+
+    @classmethod
+    def alloc(cls, capacity: int, n_slots: int) -> ClosedBars:
+        """Room for ``capacity`` closes (at least ``max_gap_bars + 2``: one event may close that
+        many bars, and ``feed`` never splits an event)."""
+
+        def f() -> np.ndarray:
+            return np.zeros((capacity, n_slots))
+
+        return cls(
+            np.zeros(capacity, dtype=np.int64),
+            np.zeros(capacity, dtype=np.int64),
+            np.zeros(capacity, dtype=np.int64),
+            f(), f(), f(), f(), f(),
+            np.zeros((capacity, n_slots), dtype=np.bool_),
+        )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _close_into(
+    k, start, end, o, h, lo, v, has, last, at_i, oat, ost, oend, oo, oh, ol, oc, ov, ova
+):  # type: ignore[no-untyped-def]
+    """``close_bar`` into output row ``k``."""
+    oat[k] = at_i
+    ost[k] = start
+    oend[k] = end
+    for s in range(last.shape[0]):
+        x = last[s]
+        ova[k, s] = not math.isnan(x)
+        if has[s]:
+            oo[k, s] = o[s]
+            oh[k, s] = h[s]
+            ol[k, s] = lo[s]
+        else:
+            oo[k, s] = x
+            oh[k, s] = x
+            ol[k, s] = x
+        oc[k, s] = x
+        ov[k, s] = v[s]
+        has[s] = False
+        v[s] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def _feed_kernel(
+    ts,
+    slot,
+    mid,
+    qty,
+    i0,
+    bar_ns,
+    every_n,
+    max_gap,
+    o,
+    h,
+    lo,
+    v,
+    has,
+    last,
+    st,
+    oat,
+    ost,
+    oend,
+    oo,
+    oh,
+    ol,
+    oc,
+    ov,
+    ova,
+):  # type: ignore[no-untyped-def]
+    """``due`` / ``close_bar`` / ``on_quote`` / ``on_trade`` / ``tick`` per event (see feed)."""
+    cap = oat.shape[0]
+    n = 0
+    start_ns, ticks = st[0], st[1]
+    i = i0
+    while i < ts.shape[0]:
+        t = ts[i]
+        if bar_ns > 0:
+            if start_ns < 0:
+                start_ns = t - t % bar_ns
+                due = 0
+            else:
+                due = (t - start_ns) // bar_ns
+                if due > max_gap:
+                    due = max_gap
+            if due < 0:
+                due = 0
+            if n + due > cap:
+                break  # out is full: the caller reads it and feeds on from event i
+            if due > 0 and (t - start_ns) // bar_ns > max_gap:  # a long silence: skip ahead
+                start_ns = t - t % bar_ns - max_gap * bar_ns
+            for _ in range(due):
+                s0 = max(start_ns, 0)
+                _close_into(
+                    n,
+                    s0,
+                    s0 + bar_ns,
+                    o,
+                    h,
+                    lo,
+                    v,
+                    has,
+                    last,
+                    i,
+                    oat,
+                    ost,
+                    oend,
+                    oo,
+                    oh,
+                    ol,
+                    oc,
+                    ov,
+                    ova,
+                )
+                n += 1
+                ticks = 0
+                start_ns = s0 + bar_ns
+        elif n + 1 > cap:
+            break
+        s = slot[i]
+        if s >= 0:
+            px = mid[i]
+            if not math.isnan(px):
+                if not has[s]:
+                    has[s] = True
+                    o[s] = px
+                    h[s] = px
+                    lo[s] = px
+                elif px > h[s]:
+                    h[s] = px
+                elif px < lo[s]:
+                    lo[s] = px
+                last[s] = px
+            q = qty[i]
+            if q > 0:
+                v[s] += q
+        if every_n > 0:
+            if start_ns < 0:
+                start_ns = t
+            ticks += 1
+            if ticks >= every_n:
+                s0 = max(start_ns, 0)
+                _close_into(
+                    n, s0, t, o, h, lo, v, has, last, i, oat, ost, oend, oo, oh, ol, oc, ov, ova
+                )
+                n += 1
+                ticks = 0
+                start_ns = -1
+        i += 1
+    st[0] = start_ns
+    st[1] = ticks
+    return i, n

@@ -11,6 +11,10 @@ baseline ``gekko eval`` reports against) and raises a drift event when
 over a full window. The event fires once on entering drift and once on leaving it (hysteresis
 through the full window), not on every bar. Everything is preallocated: two float64 rings and a
 pending forecast per instrument.
+
+``replay`` is the batch form for backtests: a numba kernel applies many bars' scores and
+forecasts in order and stops at any bar where the state may change, so ``check`` (numpy, the
+one rule) decides there exactly as it would have bar by bar.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,20 @@ class DriftMonitor:
         self._i = int((self._i + m) % self.window)
         self.samples = min(self.window, self.samples + m)
 
+    def replay(
+        self, valid: np.ndarray, ret: np.ndarray, fc_ok: np.ndarray, fc: np.ndarray, start: int = 0
+    ) -> int:
+        """Bars ``start..`` of a batch (``[B, n_slots]``: which slots closed a bar and their
+        return; which were forecast and the step-1 forecast), as ``on_bars`` then
+        ``on_forecasts`` per bar would. Returns the first bar after which the drift state may
+        change (call ``check``, then replay from the next bar), or B when none may."""
+        st = np.array([self._i, self.samples, int(self.drifting)], dtype=np.int64)
+        b = _replay_kernel(
+            valid, ret, fc_ok, fc, start, self._pending, self._model, self._naive, st, self.margin
+        )
+        self._i, self.samples = int(st[0]), int(st[1])
+        return int(b)
+
     def maes(self) -> tuple[float, float]:
         """(model MAE, naive MAE) over the errors in the window (NaN when empty)."""
         n = self.samples
@@ -114,3 +133,39 @@ class DriftMonitor:
         self.samples = 0
         self._pending[:] = np.nan
         self.drifting = False
+
+
+@njit(cache=True, nogil=True)
+def _replay_kernel(valid, ret, fc_ok, fc, start, pending, model, naive, st, margin):  # type: ignore[no-untyped-def]
+    """``replay``'s loop. The state may change where the in-order means (close to numpy's
+    pairwise ones, not always equal) differ from the state, or nearly tie: stop there."""
+    window = model.shape[0]
+    i, samples, drifting = st[0], st[1], st[2] != 0
+    b = start
+    while b < valid.shape[0]:
+        for s in range(valid.shape[1]):
+            if valid[b, s]:
+                f = pending[s]
+                r = np.float64(ret[b, s])
+                if not math.isnan(f) and math.isfinite(r):
+                    pending[s] = np.nan
+                    model[i] = abs(r - f)
+                    naive[i] = abs(r)
+                    i = i + 1 if i + 1 < window else 0
+                    if samples < window:
+                        samples += 1
+        for s in range(valid.shape[1]):
+            if fc_ok[b, s]:
+                pending[s] = fc[b, s]
+        if samples >= window:
+            m = 0.0
+            n = 0.0
+            for k in range(window):
+                m += model[k]
+                n += naive[k]
+            lhs, rhs = m / window, n / window * (1.0 + margin)
+            if (lhs > rhs) != drifting or abs(lhs - rhs) < 1e-9 * max(abs(lhs), abs(rhs)):
+                break
+        b += 1
+    st[0], st[1] = i, samples
+    return b

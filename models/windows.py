@@ -12,6 +12,10 @@ contiguous slice ``[pos, pos + capacity)`` in time order: reading a window is a 
 gathering a batch is one ``np.take`` into a preallocated array with a preallocated index. The
 storage never grows or moves; the only per-bar allocations are the few small temporaries of the
 one ``compute_features`` call ``push_all`` makes per bar close (not per tick).
+
+``push_bars`` is the batch form for backtests: many closes at once, every feature row still from
+one ``compute_features`` call (so rows are bit-identical to ``push_all``'s), and ``Pushed`` gives
+the window each slot had after each of those closes.
 """
 
 from __future__ import annotations
@@ -102,6 +106,62 @@ class FeatureWindows:
         self._prev_close[slots] = close[slots]
         return rows
 
+    def push_bars(
+        self,
+        valid: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        volume: np.ndarray,
+        ts_ns: np.ndarray,
+    ) -> Pushed:
+        """``push_all`` for B closes at once (columns ``[B, n_slots]``, ``ts_ns`` ``[B]``).
+
+        Each slot's previous close is chained through its own valid bars, and all rows come from
+        one ``compute_features`` call on the same interleaved (previous close, bar) pairs as
+        ``push_all``; the windows end up as B ``push_all`` calls leave them.
+        """
+        nb, ns = valid.shape
+        cap, nf = self.capacity, self.n_features
+        vb, vs = np.nonzero(valid)
+        order = np.argsort(vs, kind="stable")  # slot by slot, bars in time order
+        ss, bb = vs[order], vb[order]
+        k = len(ss)
+        cs = close[bb, ss].astype(np.float64)
+        first = np.ones(k, dtype=bool)
+        first[1:] = ss[1:] != ss[:-1]
+        prev = np.empty(k)
+        prev[1:] = cs[:-1]
+        prev[first] = self._prev_close[ss[first]]
+        c2 = np.empty(2 * k)
+        c2[0::2], c2[1::2] = prev, cs
+        h2, l2 = np.ones(2 * k), np.ones(2 * k)
+        h2[1::2], l2[1::2] = high[bb, ss], low[bb, ss]
+        v2 = np.zeros(2 * k)
+        v2[1::2] = volume[bb, ss]
+        t2 = np.zeros(2 * k, dtype=np.int64)
+        t2[1::2] = ts_ns[bb]
+        feats = compute_features(c2, h2, l2, c2, v2, t2)[1::2]
+        per_slot = np.bincount(ss, minlength=ns)
+        rank = np.arange(k) - (np.cumsum(per_slot) - per_slot)[ss]
+        hist = np.empty((ns, cap + int(per_slot.max(initial=0)), nf), dtype=np.float32)
+        sl = np.arange(ns)
+        hist[:, :cap] = self._buf[sl[:, None], self._pos[:, None] + self._ar]  # the windows now
+        hist[ss, cap + rank] = feats
+        pushed = np.cumsum(valid, axis=0)
+        out = Pushed(hist, cap + pushed, self.count + pushed, np.zeros((nb, ns), dtype=np.float32))
+        out.ret[bb, ss] = feats[:, 0]
+        # the state B push_all calls leave: the last ``capacity`` rows of each slot, pos 0
+        end = cap + per_slot
+        last = hist[sl[:, None], (end - cap)[:, None] + self._ar]
+        self._buf[:, :cap] = last
+        self._buf[:, cap:] = last
+        self._pos[:] = 0
+        self.count += per_slot
+        got = per_slot > 0
+        self._prev_close[got] = cs[(np.cumsum(per_slot) - 1)[got]]
+        return out
+
     def ready(self, slot: int, length: int) -> bool:
         return bool(self.count[slot] >= length)
 
@@ -156,3 +216,20 @@ class FeatureWindows:
         self._pos[sl] = 0
         self.count[sl] = 0
         self._prev_close[sl] = np.nan
+
+
+class Pushed:
+    """What ``push_bars`` pushed: per close b and slot s, the slot's ``count`` after b and the
+    window it had then (``gather``); ``ret[b, s]`` is the return feature of a pushed row."""
+
+    def __init__(self, hist: np.ndarray, end: np.ndarray, count: np.ndarray, ret: np.ndarray):
+        self._hist = hist  # [slots, rows, F]: the windows before, then the new rows in time order
+        self._end = end  # [B, slots]: one past the slot's newest row in hist after close b
+        self.count = count
+        self.ret = ret
+
+    def gather(self, bars: np.ndarray, slots: np.ndarray, length: int) -> np.ndarray:
+        """The windows (last ``length`` rows) of ``slots[i]`` after close ``bars[i]``:
+        ``[k, length, F]`` float32, C-contiguous."""
+        first = self._end[bars, slots] - length
+        return self._hist[slots[:, None], first[:, None] + np.arange(length)]

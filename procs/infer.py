@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.bars import BarAggregator
+from engine.md_columns import MdKind
 from engine.messages import (
     DriftEvent,
     Forecast,
@@ -40,11 +41,12 @@ from engine.messages import (
     Quote,
     Trade,
 )
-from models.drift import DriftMonitor
+from models.drift import DriftMonitor, DriftStatus
 from models.features import FEATURES
 from models.registration import registered_message
 from models.serving import LoadedModel, ModelServer
 from models.windows import FeatureWindows
+from procs.infer_batch import BatchInfer
 from procs.loop import Input, Loop, Timer
 from procs.runtime import STATE_READY, Worker
 
@@ -200,36 +202,42 @@ class InferEngine:
         ready = np.flatnonzero(win.count >= model.input_size)
         if ready.size:
             self._run(ready, origin, out)
-        st = self.drift.check()
-        if st is not None:
-            self.counts["drift_events"] += 1
-            if st.drifting:
-                log.warning(
-                    "inference: model %s is drifting: live MAE %.3g > naive %.3g x (1 + %.2f) over %d bars",
-                    model.version,
-                    st.model_mae,
-                    st.naive_mae,
-                    st.margin,
-                    st.samples,
-                )
-            else:
-                log.info(
-                    "inference: model %s back within the drift margin (MAE %.3g vs naive %.3g)",
-                    model.version,
-                    st.model_mae,
-                    st.naive_mae,
-                )
-            out.append(
-                DriftEvent(
-                    model.version,
-                    int(st.drifting),
-                    st.model_mae,
-                    st.naive_mae,
-                    st.margin,
-                    st.samples,
-                    self.clock(),
-                )
+        ev = self.note_drift(self.drift.check())
+        if ev is not None:
+            out.append(ev)
+
+    def note_drift(self, st: DriftStatus | None) -> DriftEvent | None:
+        """A change of drift state: counted, logged, and the event that publishes it."""
+        if st is None:
+            return None
+        model = self.model
+        assert model is not None
+        self.counts["drift_events"] += 1
+        if st.drifting:
+            log.warning(
+                "inference: model %s is drifting: live MAE %.3g > naive %.3g x (1 + %.2f) over %d bars",
+                model.version,
+                st.model_mae,
+                st.naive_mae,
+                st.margin,
+                st.samples,
             )
+        else:
+            log.info(
+                "inference: model %s back within the drift margin (MAE %.3g vs naive %.3g)",
+                model.version,
+                st.model_mae,
+                st.naive_mae,
+            )
+        return DriftEvent(
+            model.version,
+            int(st.drifting),
+            st.model_mae,
+            st.naive_mae,
+            st.margin,
+            st.samples,
+            self.clock(),
+        )
 
     def _run(self, slots: np.ndarray, origin: int, out: list[Any]) -> None:
         model, win = self.model, self.windows
@@ -281,6 +289,115 @@ def publish_registrations(producer: Any, eng: InferEngine, out: list[Any]) -> No
             log.error("inference: model %s not registered (%s)", m.new_version, exc)
 
 
+class ForecastOverlay:
+    """The forecasts ``InferEngine`` would publish on a backtest's market data, computed in
+    batches (``procs.infer_batch``): ``on_rows`` for the fast replay's ``MD_DTYPE`` row batches,
+    ``on_messages`` for messages (a columnar source's preamble, the object path). Feed every
+    market event once, in time order, through one or the other.
+
+    Each call returns the forecasts its events caused, in order (``ts_origin`` = ``ts_recv`` =
+    the ``ts_event`` of the event that closed the bar), and sets ``after``: for each forecast
+    the index (in that call's rows or messages) of the event it follows — it is delivered right
+    after that event, before the next one, as ``with_forecasts`` yields it. ``enabled`` is False
+    with inference off or no usable model (the reason is logged): then nothing is ever forecast.
+    """
+
+    #: messages ``with_forecasts`` reads ahead per batch
+    READ_AHEAD = 8192
+
+    def __init__(self, cfg: Any) -> None:
+        self.enabled = False
+        self.after = np.zeros(0, dtype=np.int64)
+        if not cfg.inference.enabled:
+            return
+        self._now = 0
+        self.eng = InferEngine(cfg, clock=lambda: self._now)
+        self.eng.poll_model()
+        if self.eng.model is None:
+            return
+        self._batch = BatchInfer(self.eng)
+        ids = np.asarray(self.eng.iids, dtype=np.int64)
+        self._ids_order = np.argsort(ids, kind="stable")
+        self._ids_sorted = ids[self._ids_order]
+        self._codes: dict[type, int] = {Quote: _QUOTE, Trade: _TRADE}
+        self.enabled = True
+
+    def on_rows(self, rows: np.ndarray) -> list[Forecast]:
+        """Forecasts caused by a batch of ``engine.md_columns.MD_DTYPE`` rows (``after``: row
+        indexes)."""
+        if not self.enabled or len(rows) == 0:
+            self.after = np.zeros(0, dtype=np.int64)
+            return []
+        kind = rows["kind"]
+        bid, ask, qty = rows["bid_px"], rows["ask_px"], rows["qty"]
+        quoted = (kind == _QUOTE) & (bid > 0) & (ask > 0)
+        return self._feed(
+            np.ascontiguousarray(rows["ts_event"]),
+            self._slots(rows["instrument_id"]),
+            np.where(quoted, (bid + ask) * 0.5, np.nan),
+            np.where((kind == _TRADE) & (qty > 0), qty, 0).astype(np.float64),
+        )
+
+    def on_messages(self, msgs: Sequence[Any]) -> list[Forecast]:
+        """Forecasts caused by a list of messages (``after``: message indexes); a message
+        without ``ts_event`` (a forecast, a control) is passed over, as ``InferEngine`` does."""
+        self.after = np.zeros(0, dtype=np.int64)
+        if not self.enabled or not msgs:
+            return []
+        ts = [getattr(m, "ts_event", None) for m in msgs]
+        idx = None
+        if None in ts:  # only messages with a venue time are events
+            idx = [k for k, t in enumerate(ts) if t is not None]
+            msgs = [msgs[k] for k in idx]
+            ts = [ts[k] for k in idx]
+            if not ts:
+                return []
+        codes = self._codes
+        code = np.array(
+            [codes[t] if t in codes else self._code(t) for t in map(type, msgs)], dtype=np.int8
+        )
+        n = len(msgs)
+        mid = np.full(n, np.nan)
+        q = np.flatnonzero(code == _QUOTE)
+        if q.size:
+            bid = np.array([msgs[k].bid_px for k in q.tolist()], dtype=np.int64)
+            ask = np.array([msgs[k].ask_px for k in q.tolist()], dtype=np.int64)
+            mid[q] = np.where((bid > 0) & (ask > 0), (bid + ask) * 0.5, np.nan)
+        qty = np.zeros(n)
+        tr = np.flatnonzero(code == _TRADE)
+        if tr.size:
+            lots = np.array([msgs[k].qty for k in tr.tolist()], dtype=np.int64)
+            qty[tr] = np.where(lots > 0, lots, 0)
+        iid = np.array([getattr(m, "instrument_id", -1) for m in msgs], dtype=np.int64)
+        fcs = self._feed(np.array(ts, dtype=np.int64), self._slots(iid), mid, qty)
+        if idx is not None:
+            self.after = np.array(idx, dtype=np.int64)[self.after]
+        return fcs
+
+    def _code(self, t: type) -> int:
+        """A message type's row kind for bars (a subclass of Quote / Trade counts as one)."""
+        c = _QUOTE if issubclass(t, Quote) else _TRADE if issubclass(t, Trade) else 0
+        self._codes[t] = c
+        return c
+
+    def _slots(self, iid: np.ndarray) -> np.ndarray:
+        """The inference slot of each instrument id (-1: not forecast)."""
+        iid = iid.astype(np.int64, copy=False)
+        at = np.minimum(np.searchsorted(self._ids_sorted, iid), len(self._ids_sorted) - 1)
+        return np.where(self._ids_sorted[at] == iid, self._ids_order[at], -1)
+
+    def _feed(
+        self, ts: np.ndarray, slot: np.ndarray, mid: np.ndarray, qty: np.ndarray
+    ) -> list[Forecast]:
+        if len(ts):
+            self._now = int(ts[-1])  # the clock of a drift event (logged)
+        out, self.after = self._batch.feed(ts, slot, mid, qty)
+        return out
+
+
+_QUOTE, _TRADE = int(MdKind.QUOTE), int(MdKind.TRADE)
+
+
 def with_forecasts(cfg: Any, source: Iterable[Any]) -> Iterator[Any]:
     """The inline twin of the infer process, for ``gekko backtest``: every market message of
     ``source``, each followed by the forecasts it caused (a bar close), stamped on the simulated
@@ -288,27 +405,38 @@ def with_forecasts(cfg: Any, source: Iterable[Any]) -> Iterator[Any]:
     strategies get forecasts at the simulated time the live engine would compute them.
 
     Only ``Forecast`` messages are yielded (swaps and drift events are logged); with inference
-    disabled, or no usable model, the source passes through unchanged.
+    disabled, or no usable model, the source passes through unchanged. The source is read
+    ahead (``ForecastOverlay.READ_AHEAD`` messages) so inference runs in batches; the sequence
+    is the same as event by event, and an error the source raises comes after every message
+    before it (and their forecasts) was yielded.
     """
-    if not cfg.inference.enabled:
+    ov = ForecastOverlay(cfg)
+    if not ov.enabled:
         yield from source
         return
-    now = [0]
-    eng = InferEngine(cfg, clock=lambda: now[0])
-    eng.poll_model()
-    if eng.model is None:
-        yield from source
-        return
-    for msg in source:
-        yield msg
-        ts = getattr(msg, "ts_event", None)
-        if ts is None:
-            continue
-        now[0] = ts
-        for f in eng.on_market_data(msg, ts_recv=ts):
-            if isinstance(f, Forecast):
-                f.ts_recv = ts
-                yield f
+    it = iter(source)
+    while True:
+        chunk: list[Any] = []
+        err: Exception | None = None
+        try:
+            for msg in it:
+                chunk.append(msg)
+                if len(chunk) >= ov.READ_AHEAD:
+                    break
+        except Exception as exc:  # raised again once what came before it is out
+            err = exc
+        fcs = ov.on_messages(chunk)
+        after = ov.after.tolist()
+        j, nf = 0, len(fcs)
+        for k, msg in enumerate(chunk):
+            yield msg
+            while j < nf and after[j] == k:
+                yield fcs[j]
+                j += 1
+        if err is not None:
+            raise err
+        if len(chunk) < ov.READ_AHEAD:
+            return
 
 
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:

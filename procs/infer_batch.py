@@ -1,0 +1,140 @@
+"""Bar-close inference over many closes at once, for backtests (``procs.infer.ForecastOverlay``).
+
+Why: a replay knows its market data ahead of time, so it need not pay a Python call per event
+and a model call per bar close as the live infer process does. Here arrays of events go through
+``BarAggregator.feed`` (numba), every bar they close is turned into feature rows by one
+``FeatureWindows.push_bars`` call, the windows of every (close, instrument) pair that was ready
+go to the model in a few large batches, and the drift monitor replays its scores in numba.
+
+The result is what ``InferEngine.on_market_data`` gives event by event — the same forecasts in
+the same order, each with the index of the event it follows — because every step reuses the
+engine's own state and rules (bars, windows, drift) and the model is a pure function of its
+window (onnxruntime's CPU provider gives the same numbers for a row whatever the batch: a test
+checks it on the shipped model). A model failure on a big batch falls back to one call per
+close, so a failing close costs what it cost before: its forecasts and one ``infer_errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from engine.bars import ClosedBars
+from engine.messages import Forecast
+
+log = logging.getLogger("gekko.infer")
+
+#: windows per model call (onnxruntime's per-row cost is flat from a few hundred rows on)
+MODEL_BATCH = 1024
+#: closes recorded per kernel pass (at least ``max_gap_bars + 2``; see ``ClosedBars.alloc``)
+CLOSES_PER_PASS = 4096
+
+
+class BatchInfer:
+    """Events in (arrays), forecasts out, on an ``InferEngine``'s state (``eng``: its bars,
+    windows, model, drift monitor and counts; the model loaded already)."""
+
+    def __init__(self, eng: Any) -> None:
+        self.eng = eng
+        bars = eng.bars
+        self.closed = ClosedBars.alloc(max(CLOSES_PER_PASS, bars.max_gap_bars + 2), bars.n_slots)
+
+    def feed(
+        self, ts: np.ndarray, slot: np.ndarray, mid: np.ndarray, qty: np.ndarray
+    ) -> tuple[list[Forecast], np.ndarray]:
+        """Events in time order (see ``BarAggregator.feed`` for the columns); returns the
+        forecasts they caused, in order, and for each the index of the event it follows (its
+        ``ts_origin`` and ``ts_recv`` are that event's time)."""
+        out: list[Forecast] = []
+        after: list[np.ndarray] = []
+        i, n = 0, len(ts)
+        while i < n:
+            i = self.eng.bars.feed(ts, slot, mid, qty, self.closed, i)
+            if self.closed.n:
+                self._closes(ts, out, after)
+        return out, (np.concatenate(after) if after else np.zeros(0, dtype=np.int64))
+
+    def _closes(self, ts: np.ndarray, out: list[Forecast], after: list[np.ndarray]) -> None:
+        eng, c = self.eng, self.closed
+        model, n = eng.model, c.n
+        eng.counts["bars"] += n
+        pushed = eng.windows.push_bars(
+            c.valid[:n], c.high[:n], c.low[:n], c.close[:n], c.volume[:n], c.start_ns[:n]
+        )
+        rb, rs = np.nonzero(pushed.count >= model.input_size)  # per close, slots ascending
+        fc_ok = np.zeros((n, c.valid.shape[1]), dtype=np.bool_)
+        fc = np.zeros((n, c.valid.shape[1]))
+        if rb.size:
+            point, quant, ran = self._run(pushed.gather(rb, rs, model.input_size), rb)
+            ok = ran & np.isfinite(point).all(axis=1) & np.isfinite(quant).all(axis=(1, 2))
+            eng.counts["infer_errors"] += int(np.count_nonzero(ran & ~ok))
+            fc_ok[rb[ok], rs[ok]] = True
+            fc[rb[ok], rs[ok]] = point[ok, 0]
+            at = c.at[rb[ok]]
+            after.append(at)
+            self._forecasts(rs[ok], ts[at], point[ok], quant[ok], out)
+        self._drift(c.valid[:n], pushed.ret, fc_ok, fc)
+
+    def _run(self, x: np.ndarray, rb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The model over ``x`` in batches of MODEL_BATCH; a batch that fails is run again one
+        close at a time, and a close that still fails has ``ran`` False (counted, logged once)."""
+        eng = self.eng
+        model = eng.model
+        k = len(x)
+        point = np.zeros((k, model.horizon), dtype=np.float32)
+        quant = np.zeros((k, model.horizon, len(model.quantiles)), dtype=np.float32)
+        ran = np.ones(k, dtype=bool)
+        for a in range(0, k, MODEL_BATCH):
+            b = min(k, a + MODEL_BATCH)
+            try:
+                point[a:b], quant[a:b] = model.run(x[a:b])
+                eng.counts["runs"] += 1
+                continue
+            except Exception:  # the same failure as before, close by close (below)
+                pass
+            bounds = np.flatnonzero(np.diff(rb[a:b])) + 1
+            for lo, hi in zip(np.r_[0, bounds] + a, np.r_[bounds, b - a] + a, strict=True):
+                try:
+                    point[lo:hi], quant[lo:hi] = model.run(x[lo:hi])
+                    eng.counts["runs"] += 1
+                except Exception as exc:  # a provider failure, say: no forecast for this close
+                    ran[lo:hi] = False
+                    eng.counts["infer_errors"] += 1
+                    if not eng._error_logged:
+                        eng._error_logged = True
+                        log.error(
+                            "inference: model %s failed on a batch of %d: %s",
+                            model.version,
+                            hi - lo,
+                            exc,
+                        )
+        return point, quant, ran
+
+    def _forecasts(
+        self,
+        slots: np.ndarray,
+        times: np.ndarray,
+        point: np.ndarray,
+        quant: np.ndarray,
+        out: list[Forecast],
+    ) -> None:
+        eng = self.eng
+        iids, version = eng.iids, eng.model.version
+        levels = list(eng.model.quantiles)
+        points = point.tolist()
+        paths = quant.transpose(0, 2, 1).tolist()  # [k, levels, horizon]: a path per level
+        for s, t, p, q in zip(slots.tolist(), times.tolist(), points, paths, strict=True):
+            out.append(Forecast(iids[s], version, t, t, p, levels, q))
+        eng.counts["forecasts_out"] += len(points)
+
+    def _drift(self, valid: np.ndarray, ret: np.ndarray, fc_ok: np.ndarray, fc: np.ndarray) -> None:
+        """The drift monitor as bar-by-bar closes would have left it; a change is logged."""
+        eng = self.eng
+        b, n = 0, len(valid)
+        while b < n:
+            b = eng.drift.replay(valid, ret, fc_ok, fc, b)
+            if b < n:
+                eng.note_drift(eng.drift.check())
+                b += 1
