@@ -2,7 +2,9 @@
 
 Why it is shaped this way: a reader pays one acquire of the producer's position per batch of
 frames and hands its cursor back once per batch, so ``poll`` on a gating reader is a few memory
-reads plus the decode. Every other read goes through one core (``_poll_into``) that also handles
+reads plus the decode. Where ``shm.fastpath`` allows it (x86-64 Linux) that turn-around is plain
+word stores and loads instead of a numba call, which matters most to a reader that keeps up
+one message at a time: it turns around on nearly every message. Every other read goes through one core (``_poll_into``) that also handles
 what only a non-gating reader meets: being lapped while reading a frame, which it detects by
 checking the producer's claim after the read, and then resynchronises and counts as missed.
 The consumer decodes with the decoder its caller passes: the transport knows no message types.
@@ -21,10 +23,14 @@ import msgspec
 import numpy as np
 import posix_ipc
 
+from shm import fastpath
 from shm import kernels as K
 from shm.layout import (
+    CLAIM,
     FRAME_HEADER,
     FRAME_MARK,
+    PSLEEP,
+    PUB_POS,
     SL_ATTACH_NS,
     SL_CURSOR,
     SL_MISSED,
@@ -38,6 +44,8 @@ from shm.layout import (
     SLOT_FREE,
     SLOT_GATING,
     SLOT_NONGATING,
+    SLOT_SIZE,
+    SLOTS,
     TYPE_PAD,
 )
 from shm.region import pid_alive
@@ -52,6 +60,13 @@ if TYPE_CHECKING:  # the ring builds its roles: it imports us, not the other way
     from shm.ring import Ring
 
 log = logging.getLogger("gekko.shm.ring")
+
+# header word indices (plain path) and the bounds of a data frame's first word: the mark, and a
+# type other than padding ((mark << 48) <= w0 < (mark << 48) | (TYPE_PAD << 32))
+_POS_W, _CLAIM_W, _PSLEEP_W = PUB_POS // 8, CLAIM // 8, PSLEEP // 8
+_HEAD_MIN = FRAME_MARK << 48
+_HEAD_PAD = (FRAME_MARK << 48) | (TYPE_PAD << 32)
+_HDR_TOP = FRAME_HEADER + 7  # (FRAME_HEADER + n + 7) & ~7 == (n + _HDR_TOP) & ~7
 
 
 class Consumer:
@@ -83,6 +98,8 @@ class Consumer:
         self._max_payload = ring.max_payload
         self._data = ring.region.buf[ring.data_offset : ring.data_offset + ring.capacity]
         self._q = self._data.cast("Q")
+        self._h = ring.region.buf[: ring.data_offset].cast("Q")
+        self._plain = fastpath.use_plain()
         self._dec = decoder
         self._decode = decoder.decode if decoder is not None else self._no_decoder
         self._sem: posix_ipc.Semaphore | None = None
@@ -92,6 +109,8 @@ class Consumer:
         self.laps = 0
         self.slot, resumed, claim = self._attach_slot(name, gating, from_start)
         self._sleep_addr = ring._slot_addr(self.slot, SL_SLEEPING)
+        self._cursor_w = (SLOTS + self.slot * SLOT_SIZE + SL_CURSOR) // 8
+        self._seq_w = (SLOTS + self.slot * SLOT_SIZE + SL_SEQ) // 8
         self.pos = ring._slot_word(self.slot, SL_CURSOR)
         self.received = ring._slot_word(self.slot, SL_RECEIVED)
         self.missed = ring._slot_word(self.slot, SL_MISSED)
@@ -137,7 +156,7 @@ class Consumer:
                 # at this moment either sees our pid and undoes the drop, or we see the drop here
                 K.store_word(ring._slot_addr(i, SL_ATTACH_NS), time.time_ns())
                 K.store_fenced(ring._slot_addr(i, SL_PID), pid)
-                K.store_word(ring._slot_addr(i, SL_SLEEPING), 0)
+                K.clear_slot_sleep(self._base, i)
                 resumed = old_pid != 0 or ring._slot_word(i, SL_CURSOR) > 0
                 return i, resumed, self._take_state(i, want)
         # 2) a free (or closed) slot: start at the producer's current position
@@ -253,7 +272,15 @@ class Consumer:
 
     # --- waiting ---------------------------------------------------------------------------------
     def _refresh(self) -> int:
-        """Hand our cursor back, then acquire the producer's position (one numba call)."""
+        """Hand our cursor back, then acquire the producer's position: plain stores and loads
+        where ``shm.fastpath`` allows (unless the producer sleeps), else one numba call."""
+        if self._plain:
+            h = self._h
+            h[self._seq_w] = self._next_seq + 1
+            h[self._cursor_w] = self.pos
+            if not h[_PSLEEP_W]:
+                avail = self._avail = h[_POS_W]
+                return avail
         avail = K.exchange(self._base, self.slot, self.pos, self._next_seq)
         if avail < 0:  # the producer sleeps waiting for room: wake it
             avail = -avail - 1
@@ -321,15 +348,24 @@ class Consumer:
     def sleep_flag_addr(self) -> int:
         return self._sleep_addr
 
+    def declare_sleep(self) -> None:
+        """Raise our sleeping flag (and our bit in the producer's summary), fenced: the caller
+        re-checks the ring after this, then sleeps on our wake semaphore."""
+        K.declare_slot_sleep(self._base, self.slot)
+
+    def clear_sleep(self) -> None:
+        K.clear_slot_sleep(self._base, self.slot)
+
     def _sleep(self, timeout: float) -> None:
         if self._sem is None:
             self._sem = posix_ipc.Semaphore(self._wake_sem_name)
-        K.declare_sleep(self._sleep_addr)
+        self.declare_sleep()
+        fastpath.heavy_barrier()  # the producer skips its fence before the sleepers' check
         if self.pos < K.published(self._base) or self.ring.closed:
-            K.clear_word(self._sleep_addr)
+            self.clear_sleep()
             return
         sem_wait(self._sem, timeout)
-        K.clear_word(self._sleep_addr)
+        self.clear_sleep()
 
     # --- reading ---------------------------------------------------------------------------------
     def _next_frame(self) -> tuple[int, int, int] | None:
@@ -385,7 +421,10 @@ class Consumer:
             return ftype, off + FRAME_HEADER, length
 
     def _lapped(self, frame_pos: int) -> bool:
-        """Whether the producer may have overwritten the frame at ``frame_pos`` by now."""
+        """Whether the producer may have overwritten the frame at ``frame_pos`` by now (on the
+        plain path a load: x86-64 does not reorder it before the frame's loads)."""
+        if self._plain:
+            return self._h[_CLAIM_W] > frame_pos + self._cap
         return K.read_claim(self._base) > frame_pos + self._cap
 
     def _poll_into(
@@ -432,32 +471,29 @@ class Consumer:
 
     def poll(self) -> Any:
         """The next decoded message, or None if nothing is available."""
+        pos = self.pos
+        if pos >= self._avail and pos >= self._refresh():
+            return None  # caught up: one turn-around, nothing new
         if self.gating:
-            # fast path: a plain data frame already known to be published
-            pos = self.pos
-            if pos < self._avail and self._next_seq >= 0:
+            # fast path: a plain data frame (published: it lies before the acquired position)
+            if self._next_seq >= 0:
                 off = pos & self._mask
-                if self._cap - off >= FRAME_HEADER:
-                    q = self._q
-                    w0 = q[off >> 3]
-                    n = w0 & 0xFFFFFFFF
-                    total = (FRAME_HEADER + n + 7) & ~7
-                    # mark and bounds are checked on every frame (corruption is an error, never a
-                    # wild read); the sequence is checked by the slow path and the batch scan
-                    if (
-                        (w0 >> 48) == FRAME_MARK
-                        and (w0 >> 32) & 0xFFFF != TYPE_PAD
-                        and off + total <= self._cap
-                    ):
-                        self.pos = pos + total
-                        self._next_seq += 1
-                        start = off + FRAME_HEADER
-                        try:
-                            msg = self._decode(self._data[start : start + n])
-                        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                            raise self._undecodable(exc) from exc
-                        self.received += 1
-                        return msg
+                w0 = self._q[off >> 3]
+                n = w0 & 0xFFFFFFFF
+                total = (n + _HDR_TOP) & -8
+                # mark, type and bounds are checked on every frame (corruption is an error, never
+                # a wild read; fewer than 16 bytes before the end never pass the bound); the
+                # sequence is checked by the slow path and the batch scan
+                if _HEAD_MIN <= w0 < _HEAD_PAD and off + total <= self._cap:
+                    self.pos = pos + total
+                    self._next_seq += 1
+                    start = off + FRAME_HEADER
+                    try:
+                        msg = self._decode(self._data[start : start + n])
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        raise self._undecodable(exc) from exc
+                    self.received += 1
+                    return msg
             # past the cached end, a pad or a first frame: one frame the careful way (a gating
             # reader's frames cannot be lapped, so no list and no lap check: a caught-up reader
             # lands here on most polls)
@@ -571,6 +607,7 @@ class Consumer:
         if self._sem is not None:
             self._sem.close()
         self._q.release()
+        self._h.release()
         self._data.release()
 
     def leave(self) -> None:

@@ -37,6 +37,7 @@ from shm.layout import (
     SL_SEQ,
     SL_SLEEPING,
     SL_STATE,
+    SLEEPERS,
     SLOT_GATING,
     SLOT_SIZE,
     SLOTS,
@@ -68,6 +69,14 @@ def commit(base: int, pos: int, seq: int) -> int:
     store_relaxed(b + PUB_SEQ, _u64(seq))
     store_release(b + PUB_POS, _u64(pos))
     store_release(b + PUB_VERSION, v + _u64(2))
+    return take_sleepers(base)
+
+
+@numba.njit(cache=True, nogil=True)
+def take_sleepers(base: int) -> int:
+    """After a publication: a full fence, then the bitmask of consumer slots whose sleeping flag
+    this call cleared (it wakes them; a flag cleared by another call is not ours to post)."""
+    b = _u64(base)
     fence_seq_cst()
     mask = 0
     nslots = numba.int64(load_relaxed(b + _u64(CONF_MAX_CONSUMERS)))
@@ -188,6 +197,34 @@ def declare_sleep(addr: int) -> None:
     """Set a sleeping flag and make it visible before the caller re-checks the condition."""
     store_relaxed(_u64(addr), _u64(1))
     fence_seq_cst()
+
+
+@numba.njit(cache=True, nogil=True)
+def declare_slot_sleep(base: int, slot: int) -> None:
+    """A consumer's "I am going to sleep": its slot's flag, then its bit in ``SLEEPERS`` (the
+    producer's one-word summary), then a full fence before the caller re-checks the ring."""
+    b = _u64(base)
+    store_relaxed(b + _u64(SLOTS + slot * SLOT_SIZE + SL_SLEEPING), _u64(1))
+    a = b + _u64(SLEEPERS)
+    bit = _u64(1) << _u64(slot)
+    while True:
+        old = load_relaxed(a)
+        if cas_u64(a, old, old | bit):
+            break
+    fence_seq_cst()
+
+
+@numba.njit(cache=True, nogil=True)
+def clear_slot_sleep(base: int, slot: int) -> None:
+    """Undo ``declare_slot_sleep`` (awake again, or the slot changes hands)."""
+    b = _u64(base)
+    store_release(b + _u64(SLOTS + slot * SLOT_SIZE + SL_SLEEPING), _u64(0))
+    a = b + _u64(SLEEPERS)
+    keep = ~(_u64(1) << _u64(slot))
+    while True:
+        old = load_relaxed(a)
+        if cas_u64(a, old, old & keep):
+            break
 
 
 @numba.njit(cache=True, nogil=True)

@@ -7,7 +7,7 @@ consumer's cursor never share a cache line: no false sharing between cores.
 
 from __future__ import annotations
 
-RING_LAYOUT_VERSION = 4
+RING_LAYOUT_VERSION = 5
 
 LINE = 128
 
@@ -32,6 +32,10 @@ PUB_HEARTBEAT_NS = PUB + 40
 CLAIM = 384
 # the producer declares here that it sleeps on the "space" semaphore (block strategy)
 PSLEEP = 512
+# bit i set while consumer slot i declares it sleeps (its SL_SLEEPING flag): the producer's one
+# load per publication that tells it whether any flag needs looking at (rarely written, so it
+# shares PSLEEP's line)
+SLEEPERS = PSLEEP + 8
 
 SLOTS = 640
 SLOT_SIZE = LINE

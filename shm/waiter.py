@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import posix_ipc
 
-from shm import kernels as K
+from shm import fastpath
 from shm.consumer import Consumer
 from shm.wait import WaitStrategy, sem_wait
 
@@ -38,8 +38,8 @@ class Waiter:
             )
             for c in self.consumers:
                 c.set_wake(sem_name)
-                K.declare_sleep(c.sleep_flag_addr)  # load the kernels now, not on the first sleep
-                K.clear_word(c.sleep_flag_addr)
+                c.declare_sleep()  # load the kernels now, not on the first sleep
+                c.clear_sleep()
         self.sleeps = 0
 
     def ready(self) -> bool:
@@ -58,7 +58,8 @@ class Waiter:
                 if remaining <= 0:
                     return False
                 for c in self.consumers:
-                    K.declare_sleep(c.sleep_flag_addr)
+                    c.declare_sleep()
+                fastpath.heavy_barrier()  # producers skip their fence before checking (fastpath)
                 if self.ready():
                     self._clear()
                     return True
@@ -78,7 +79,7 @@ class Waiter:
 
     def _clear(self) -> None:
         for c in self.consumers:
-            K.clear_word(c.sleep_flag_addr)
+            c.clear_sleep()
 
     def close(self, unlink: bool = True) -> None:
         if self._sem is not None:

@@ -356,7 +356,6 @@ def test_a_crashed_worker_leaves_its_streams_open_and_its_reader_slots_gating(
         metrics_name,
         topology,
     )
-    from shm import kernels as K
     from shm.layout import SLOT_CLOSED
     from shm.metrics import MetricsRegion
     from shm.seqlock import SeqlockTable
@@ -385,7 +384,7 @@ def test_a_crashed_worker_leaves_its_streams_open_and_its_reader_slots_gating(
         return w, w.produce("md"), ctl, w.waiter(ctl)
 
     def posted_when_asleep(ctl: Consumer, waiter: Waiter) -> bool:
-        K.declare_sleep(ctl.sleep_flag_addr)  # as ``wait_any`` does before it sleeps
+        ctl.declare_sleep()  # as ``wait_any`` does before it sleeps
         control.publish(_msg(0, 1))
         assert ctl.poll() is not None
         return posix_ipc.Semaphore(waiter.sem_name).value == 1
