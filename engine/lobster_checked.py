@@ -34,6 +34,8 @@ from engine.lobster import (
     LobsterReconstructor,
     snapshot_from_row,
 )
+from engine.lobster_rows import BAD_LINE, DONE, FULL, RESYNC, LobsterKernel
+from engine.md_columns import BATCH_ROWS, empty
 from engine.md_rejects import RejectCounter
 from engine.messages import BookDelta, BookSnapshot, Trade
 
@@ -199,6 +201,85 @@ class CheckedLobster:
                 seq += 1
                 side, px, qty = change
                 yield BookDelta(instrument_id, side, px, qty, ts, ts, seq)
+
+    # --- the same replay as columnar rows (engine.md_columns) ---------------------------------
+
+    def preamble(
+        self, *, instrument_id: int, date_ns: int = 0, include_trades: bool = True
+    ) -> list[BookSnapshot]:
+        """The BookSnapshot :meth:`messages` starts with (none when no line is good)."""
+        del include_trades  # the first event's print is in its book row
+        good = np.flatnonzero(self.code == 0)
+        if len(good) == 0:
+            return []
+        k = int(good[0])
+        ts = date_ns + int(self.messages_arr["time_ns"][k])
+        return [
+            snapshot_from_row(
+                self.books[k],
+                instrument_id=instrument_id,
+                price_divisor=self.price_divisor,
+                ts_event=ts,
+                ts_recv=ts,
+            )
+        ]
+
+    # long because: one loop over the kernel's stop reasons (full, rejected line, resync)
+    def row_batches(
+        self,
+        rejects: RejectCounter,
+        *,
+        instrument_id: int,
+        date_ns: int = 0,
+        include_trades: bool = True,
+        batch_rows: int = BATCH_ROWS,
+    ) -> Iterator[np.ndarray]:
+        """What :meth:`messages` yields after :meth:`preamble`, as ``MD_DTYPE`` row batches
+        (``engine.lobster_rows``): the same trades and deltas, rejections counted as reached
+        (a batch ends before each, so ``on_bad_row = "fail"`` stops after the same rows). A
+        resync after a rejected line is DELTA rows taking the book to that line's orderbook
+        row (the message form sends a BookSnapshot): the same book, ``seq`` 0 on all but the
+        last, which takes the snapshot's ``seq``."""
+        paths = (str(self.message_path), str(self.orderbook_path))
+        good = np.flatnonzero(self.code == 0)
+        first = int(good[0]) if len(good) else self.rows
+        for k in range(first):
+            rejects.reject(_CODES[self.code[k]], f"LOBSTER file {paths[self.where[k]]}", k + 1)
+        if first == self.rows:
+            return
+        kern = LobsterKernel(
+            self.messages_arr,
+            self.books,
+            instrument_id=instrument_id,
+            price_divisor=self.price_divisor,
+            date_ns=date_ns,
+            include_trades=include_trades,
+            codes=self.code,
+        )
+        kern.start_at(first)
+        book = kern.rec.book
+        out, n = empty(batch_rows), 0
+        while True:
+            m, status = kern.run(out[n:])
+            n += m
+            if status == RESYNC:
+                need = book.n_levels(1) + book.n_levels(-1) + 2 * self.levels
+                if n + need > len(out):
+                    yield out[:n]
+                    out, n = empty(max(batch_rows, need)), 0
+                n, _ = kern.resync(out, n)
+                continue
+            if n:
+                yield out[:n]
+                out, n = empty(batch_rows), 0
+            if status == BAD_LINE:
+                k = kern.position
+                rejects.reject(_CODES[self.code[k]], f"LOBSTER file {paths[self.where[k]]}", k + 1)
+                kern.skip_line()
+            elif status == DONE:
+                return
+            elif status != FULL:
+                raise ValueError(f"LOBSTER line {kern.position + 1}: cannot be applied")
 
 
 def load_lobster_checked(

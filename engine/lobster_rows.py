@@ -23,10 +23,18 @@ import numpy as np
 from numba import njit
 
 from engine.book import _HDR, _S_CAP, _apply_delta_nb, _qty_at_nb
-from engine.lobster import LobsterReconstructor
+from engine.lobster import EMPTY_ASK_PX, EMPTY_BID_PX, LobsterReconstructor
 from engine.md_columns import BATCH_ROWS, MdKind, empty
 
-__all__ = ["LobsterKernel", "lobster_rows"]
+__all__ = [
+    "BAD_LINE",
+    "BAD_MESSAGE",
+    "DONE",
+    "FULL",
+    "RESYNC",
+    "LobsterKernel",
+    "lobster_rows",
+]
 
 # status of a kernel call (state[_ST])
 _DONE = 0  # every message consumed
@@ -34,6 +42,8 @@ _FULL = 1  # the output is full: call again from state[_K]
 _BAD_LINE = 2  # codes[state[_K]] != 0: Python counts the rejection, then continues after it
 _RESYNC = 3  # line state[_K] is the first good one after a rejection: Python resyncs
 _BAD_MESSAGE = 4  # a book-changing message that cannot be applied (strict replay: ValueError)
+#: the stop reasons, for callers of :meth:`LobsterKernel.run`
+DONE, FULL, BAD_LINE, RESYNC, BAD_MESSAGE = _DONE, _FULL, _BAD_LINE, _RESYNC, _BAD_MESSAGE
 # state slots
 _K, _ST, _SEQ, _TID, _UNDER, _N = 0, 1, 2, 3, 4, 5
 
@@ -217,8 +227,8 @@ class LobsterKernel:
         ts = self.date_ns + int(self.cols[4][k])
         buf = self.rec.book._buf
         m = n
-        for side, px, qty in ((1, bp, bq), (-1, ap, aq)):
-            live = (qty > 0) & (np.abs(px) != 9999999999)
+        for side, px, qty, none in ((1, bp, bq, EMPTY_BID_PX), (-1, ap, aq, EMPTY_ASK_PX)):
+            live = (qty > 0) & (px != none)
             m = _resync_nb(buf, px[live] // self.div, qty[live].copy(), side, ts, cols, m)
         self.state[_SEQ] += 1  # the snapshot's seq in the message form
         if m > n:

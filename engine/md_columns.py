@@ -123,5 +123,11 @@ class ColumnarSource(Protocol):
 
 
 def is_columnar(src: object) -> bool:
-    """Whether ``src`` offers the columnar form (has ``preamble`` and ``batches``)."""
-    return callable(getattr(src, "preamble", None)) and callable(getattr(src, "batches", None))
+    """Whether ``src`` offers the columnar form: it has ``preamble`` and ``batches``, and no
+    ``columnar`` attribute that says False (a source whose data may have no row form, such
+    as a replay with bars, says so there)."""
+    return (
+        callable(getattr(src, "preamble", None))
+        and callable(getattr(src, "batches", None))
+        and bool(getattr(src, "columnar", True))
+    )

@@ -58,3 +58,6 @@ def test_is_columnar() -> None:
             yield from to_messages(np.concatenate(list(self.batches())))
 
     assert is_columnar(Src()) and not is_columnar([1, 2]) and not is_columnar(iter(()))
+    no = Src()
+    no.columnar = False  # type: ignore[attr-defined]
+    assert not is_columnar(no)

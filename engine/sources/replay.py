@@ -51,6 +51,7 @@ from __future__ import annotations
 import csv
 import heapq
 import inspect
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -65,7 +66,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from engine.instruments import Instrument, InstrumentTable
-from engine.md_rejects import RejectCounter
+from engine.md_columns import BATCH_ROWS, from_messages
+from engine.md_rejects import RejectCounter, validate_rows
 from engine.messages import Bar, BookDelta, BookSnapshot, Quote, Side, Trade
 
 __all__ = ["DAY_NS", "ReplaySource", "load_bars_csv"]
@@ -184,6 +186,7 @@ class ReplaySource:
         self.rejected: dict[str, int] = {}
         self.rejects = rejects if rejects is not None else RejectCounter()
         self.lobster: Any = None  # the checked LOBSTER pair of from_lobster (rows, accepted)
+        self._lobster_kw: dict[str, Any] = {}  # its replay's instrument, day and trades
         self._files: list[_File] = []
         for kind, paths, required in (
             ("quotes", quotes, _QUOTE_COLS),
@@ -241,7 +244,49 @@ class ReplaySource:
             ]
         src = cls(instruments, streams=[stream], rejects=rejects)
         src.lobster = checked
+        src._lobster_kw = {
+            "instrument_id": instrument_id,
+            "date_ns": date_ns,
+            "include_trades": include_trades,
+        }
         return src
+
+    # --- columnar form (engine.md_columns.ColumnarSource) --------------------------------------
+
+    @property
+    def columnar(self) -> bool:
+        """Whether :meth:`batches` can carry this source: quote and trade files, or a LOBSTER
+        pair alone. Bars and other pre-built streams have no row form."""
+        if self.lobster is not None:
+            return not self._files and len(self._streams) == 1
+        return not self._streams and all(f.kind != "bars" for f in self._files)
+
+    def preamble(self) -> list[ReplayMessage]:
+        """What comes before the rows: a LOBSTER pair's opening BookSnapshot."""
+        return self.lobster.preamble(**self._lobster_kw) if self.lobster is not None else []
+
+    def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[np.ndarray]:
+        """The data after :meth:`preamble` as ``MD_DTYPE`` row batches in time order, checked
+        by the feed's rules (``engine.md_rejects.validate_rows``, counted in ``rejects``).
+
+        A LOBSTER pair goes through the numba kernel (``engine.lobster_rows``); quote and
+        trade files are parsed as for the message form, then packed (their parsing is
+        per-cell Decimal work either way: the data catalog is the fast store). ``TypeError``
+        where :attr:`columnar` is False."""
+        if not self.columnar:
+            raise TypeError("this replay has bars or pre-built streams: it has no row form")
+        self.rejected = {}
+        if self.lobster is not None:
+            raw = self.lobster.row_batches(self, batch_rows=batch_rows, **self._lobster_kw)
+        else:
+            raw = _packed(iter(self), batch_rows)
+        ids, last = self.instruments.ids, {}
+        offset = len(self.preamble())
+        for rows in raw:
+            kept = validate_rows(rows, ids, self.rejects, last_quote_ts=last, offset=offset)
+            offset += len(rows)
+            if len(kept):
+                yield kept
 
     def __iter__(self) -> Iterator[ReplayMessage]:
         self.rejected = {}
@@ -478,6 +523,12 @@ class ReplaySource:
                 continue
             last = ts
             yield ts, _PRIO_STREAM, src, i, msg
+
+
+def _packed(msgs: Iterator[Any], batch_rows: int) -> Iterator[np.ndarray]:
+    """Messages packed into row batches of ``batch_rows``."""
+    while chunk := list(itertools.islice(msgs, batch_rows)):
+        yield from_messages(chunk)
 
 
 def load_bars_csv(
