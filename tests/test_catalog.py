@@ -1,0 +1,460 @@
+"""The market-data catalog (engine/catalog*.py, ops/data_cmds.py): what is written is read back
+exactly, a filtered read opens only what it needs, reads stream in bounded batches, books open
+correctly inside a window, every import kind lands with its bad rows counted, and a backtest
+from the catalog trades exactly as the replay of the same file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.catalog import DAY_NS, SNAPSHOT, CatalogWriter, list_catalog
+from engine.catalog_read import CatalogSource, window_ns
+from engine.catalog_rows import BookRows, message_batches
+from engine.instruments import Instrument
+from engine.md_rejects import BadRowError, RejectCounter
+from engine.messages import BookDelta, BookSnapshot, Quote, Trade
+from ops.config import ConfigError, load_config
+from tests.conftest import shared_data_dir
+from tests.test_engine_e2e import write_config
+
+T0 = 1_723_161_000_000_000_000  # 2024-08-08 23:50 UTC
+BTC = Instrument(instrument_id=1, symbol="BTC/USDT", tick_size=0.01, lot_size=0.001)
+ETH = Instrument(instrument_id=2, symbol="ETH/USDT", tick_size=0.01, lot_size=0.01)
+LOBSTER = shared_data_dir() / "lobster"
+BINANCE = shared_data_dir() / "binance" / "btcusdt_20240808_ws.jsonl.gz"
+
+
+def _book_stream(n: int, step: int = 10**9) -> list[object]:
+    """A BTC book (snapshot, deltas, a trade every 7th) crossing midnight, and ETH quotes."""
+    out: list[object] = [BookSnapshot(1, [100, 99], [5, 6], [101, 102], [7, 8], T0, T0, 0)]
+    for k in range(1, n):
+        ts = T0 + k * step
+        if k % 7 == 0:
+            out.append(Trade(1, 101, 1, 1, ts, ts, k))
+        out.append(
+            BookDelta(1, 1 if k % 2 else -1, 99 - k % 5 if k % 2 else 102 + k % 5, k, ts, ts, k)
+        )
+        out.append(Quote(2, 10, 1, 11, k, ts, ts, k))
+    return out
+
+
+def _write(root: Path, msgs: list[object], part: str = "stream", **kw) -> CatalogWriter:  # type: ignore[no-untyped-def]
+    with CatalogWriter(root, "x", part, [BTC, ETH], **kw) as w:
+        for rows in BookRows().feed(message_batches(msgs, batch_rows=kw.pop("batch", 1000))):
+            w.write(rows)
+    return w
+
+
+def _book_at(msgs: list[object], iid: int, until: int) -> tuple[dict[int, int], dict[int, int]]:
+    bids: dict[int, int] = {}
+    asks: dict[int, int] = {}
+    for m in msgs:
+        if m.ts_event >= until or getattr(m, "instrument_id", -1) != iid:
+            continue
+        if type(m) is BookSnapshot:
+            bids, asks = (
+                dict(zip(m.bid_px, m.bid_qty, strict=True)),
+                dict(zip(m.ask_px, m.ask_qty, strict=True)),
+            )
+        elif type(m) is BookDelta:
+            side = bids if m.side == 1 else asks
+            if m.qty:
+                side[m.px] = m.qty
+            else:
+                side.pop(m.px, None)
+    return bids, asks
+
+
+def test_round_trip_is_exact_typed_and_partitioned(tmp_path: Path) -> None:
+    msgs = _book_stream(1500)  # 25 minutes from 23:50: two dates
+    _write(tmp_path, msgs)
+    src = CatalogSource(tmp_path, [BTC, ETH])
+    assert list(src) == msgs  # the snapshot first (preamble), then everything in order
+    assert [type(m) for m in src.preamble()] == [BookSnapshot]
+    days = sorted(p.name for p in (tmp_path / "venue=x" / "instrument=BTC%2FUSDT").iterdir())
+    assert days == ["date=2024-08-08", "date=2024-08-09"]
+    f = next((tmp_path / "venue=x" / "instrument=BTC%2FUSDT" / "date=2024-08-09").glob("*.parquet"))
+    schema = pq.read_schema(f)
+    assert schema.field("ts_event").type == pa.timestamp("ns", tz="UTC")
+    assert schema.field("px").type == pa.int64() and schema.field("qty").type == pa.int64()
+    kinds = pq.read_table(f).column("kind").to_pylist()
+    assert kinds[0] == SNAPSHOT  # a day of a book opens with its book: readable on its own
+    # the ids are the reader's: the same catalog read with other instrument ids
+    other = [Instrument(instrument_id=9, symbol="ETH/USDT", tick_size=0.01, lot_size=0.01)]
+    got = list(CatalogSource(tmp_path, other))
+    assert got and all(m.instrument_id == 9 for m in got) and len(got) == 1499
+
+
+def test_a_filtered_read_opens_only_the_matching_partitions_and_row_groups(tmp_path: Path) -> None:
+    msgs = _book_stream(3000, step=10**8)
+    _write(tmp_path, msgs, row_group_rows=200)
+    total_groups = sum(pq.ParquetFile(p).num_row_groups for p in tmp_path.rglob("*.parquet"))
+    start, end = T0 + 1000 * 10**8, T0 + 1100 * 10**8
+    src = CatalogSource(tmp_path, [BTC, ETH], symbols=["ETH/USDT"], start_ns=start, end_ns=end)
+    got = [r for b in src.batches() for r in b.tolist()]
+    want = [m for m in msgs if type(m) is Quote and start <= m.ts_event < end]
+    assert len(got) == len(want) == 100
+    assert src.stats["files"] == 1  # one instrument, one day: BTC's files never opened
+    assert src.stats["row_groups"] <= 2 < total_groups  # statistics pruned the rest
+    assert src.stats["rows_read"] <= 400
+    day2 = CatalogSource(tmp_path, [BTC, ETH], start_ns=T0 + DAY_NS)  # nothing there
+    assert list(day2) == [] and day2.stats["files"] == 0
+
+
+def test_reads_stream_in_bounded_batches(tmp_path: Path) -> None:
+    msgs = _book_stream(4000, step=10**8)
+    _write(tmp_path, msgs, row_group_rows=256)
+    src = CatalogSource(tmp_path, [BTC, ETH], batch_rows=300)
+    it = src.batches()
+    first = next(it)
+    assert len(first) == 300
+    assert src.stats["rows_read"] < 1500  # the first batch came before the files were read
+    sizes = [len(first)] + [len(b) for b in it]
+    assert max(sizes) <= 300 and sum(sizes) == len(msgs) - 1
+    rows = np.concatenate([first] + list(CatalogSource(tmp_path, [BTC, ETH]).batches())[0:0])
+    assert (np.diff(rows["ts_event"]) >= 0).all()
+
+
+def test_a_window_inside_a_book_day_opens_with_the_book_at_its_start(tmp_path: Path) -> None:
+    msgs = _book_stream(1500)
+    _write(tmp_path, msgs)
+    start = T0 + 700 * 10**9 + 1  # the 2024-08-09 file, after its opening snapshot
+    src = CatalogSource(tmp_path, [BTC, ETH], start_ns=start)
+    (snap,) = src.preamble()
+    bids, asks = _book_at(msgs, 1, start)
+    assert dict(zip(snap.bid_px, snap.bid_qty, strict=True)) == bids
+    assert dict(zip(snap.ask_px, snap.ask_qty, strict=True)) == asks
+    assert snap.seq == 700 and snap.ts_event < start
+    assert list(src)[1:] == [m for m in msgs if m.ts_event >= start]
+
+
+def test_a_book_with_a_missing_day_is_refused(tmp_path: Path) -> None:
+    msgs = _book_stream(1500)
+    _write(tmp_path, msgs)
+    later = [BookDelta(1, 1, 90, 1, T0 + 3 * DAY_NS, T0 + 3 * DAY_NS, 5000)]
+    _write(tmp_path, later, part="later")
+    with pytest.raises(ValueError, match="no data between 2024-08-09 and 2024-08-11"):
+        CatalogSource(tmp_path, [BTC, ETH]).preamble()
+    # either side of the gap reads
+    assert list(CatalogSource(tmp_path, [BTC], start_ns=T0 + 2 * DAY_NS))[-1] == later[0]
+
+
+def test_units_and_order_are_guarded(tmp_path: Path) -> None:
+    _write(tmp_path, _book_stream(20))
+    coarse = Instrument(instrument_id=1, symbol="BTC/USDT", tick_size=0.1, lot_size=0.001)
+    with pytest.raises(ValueError, match="tick_size 0.01"):
+        CatalogWriter(tmp_path, "x", "more", [coarse])
+    with pytest.raises(ValueError, match="tick_size 0.01"):
+        CatalogSource(tmp_path, [coarse])
+    rejects = RejectCounter()
+    late = [Quote(2, 10, 1, 11, 1, T0 + 10, T0 + 10), Quote(2, 10, 1, 11, 1, T0 + 5, T0 + 5)]
+    late.append(Quote(7, 10, 1, 11, 1, T0 + 11, T0 + 11))
+    _write(tmp_path, late, part="quotes", rejects=rejects)
+    assert rejects.counts == {"out_of_order_time": 1, "unknown_instrument": 1}
+    with pytest.raises(BadRowError, match="out_of_order_time"):
+        _write(tmp_path, late, part="quotes2", rejects=RejectCounter("fail"))
+    assert not list(tmp_path.rglob("quotes2-*")) and not list(tmp_path.rglob(".tmp-*"))
+    assert window_ns("2024-08-09") == T0 - T0 % DAY_NS + DAY_NS
+    assert window_ns("2024-08-09", end=True) == window_ns("2024-08-10")
+
+
+# --- the imports ---------------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> int:
+    from ops.cli import main
+
+    return main(list(args))
+
+
+def _quotes_csv(path: Path, n: int) -> None:
+    rng = np.random.default_rng(1)
+    lines = ["ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty"]
+    t0 = 1_700_000_000_000_000_000
+    for sym, p0 in (("AAPL", 190.0), ("MSFT", 410.0)):
+        mid = p0 * np.exp(np.cumsum(rng.normal(0, 0.0005, n)))
+        for k in range(n):
+            b = round(mid[k] - 0.01, 2)
+            q1, q2 = rng.integers(1, 500, 2)
+            lines.append(
+                f"{t0 + k * 50_000_000 + (7 if sym == 'MSFT' else 0)},{sym},{b:.2f},{q1},{b + 0.02:.2f},{q2}"
+            )
+    lines += [f"{t0 + 5},AAPL,nan,1,2,3", f"{t0 + 6},AAPL,10,1,9,3", f"{t0 + 8},AAPL,10,1"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_import_quotes_and_trades_counts_bad_rows(tmp_path: Path, engine_id: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path, engine_id)
+    cat = tmp_path / "cat"
+    _quotes_csv(tmp_path / "q.csv", 50)
+    (tmp_path / "t.csv").write_text(
+        "ts_event,symbol,px,qty,side\n1700000000000000001,AAPL,190.01,5,buy\n"
+        "1700000000000000002,AAPL,190.01,0,buy\n1700000000000000003,XOM,abc,5,sell\n"
+    )
+    assert (
+        _cli(
+            "data",
+            "import",
+            "quotes",
+            str(tmp_path / "q.csv"),
+            "--config",
+            str(cfg),
+            "--catalog",
+            str(cat),
+            "--venue",
+            "sim",
+            "--json",
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["rejected"] == {"crossed": 1, "malformed_row": 1, "nan_value": 1}
+    assert out["written"] == {"sim/AAPL/2023-11-14": 50, "sim/MSFT/2023-11-14": 50}
+    assert (
+        _cli(
+            "data",
+            "import",
+            "trades",
+            str(tmp_path / "t.csv"),
+            "--config",
+            str(cfg),
+            "--catalog",
+            str(cat),
+            "--venue",
+            "sim",
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert (
+        "sim/AAPL/2023-11-14: 1 rows" in text and "rejected: 2 (bad_size 1, unparsable 1)" in text
+    )
+    assert _cli("data", "ls", "--config", str(cfg), "--catalog", str(cat)) == 0
+    ls = capsys.readouterr().out.splitlines()
+    assert ls[0].split() == ["venue", "instrument", "first", "last", "days", "rows", "MiB", "parts"]
+    assert ls[1].split()[:6] == ["sim", "AAPL", "2023-11-14", "2023-11-14", "1", "51"]
+    assert ls[1].split()[-1] == "quotes,trades"
+    # the same file again replaces its part, never doubles it
+    assert (
+        _cli(
+            "data",
+            "import",
+            "quotes",
+            str(tmp_path / "q.csv"),
+            "--config",
+            str(cfg),
+            "--catalog",
+            str(cat),
+            "--venue",
+            "sim",
+        )
+        == 0
+    )
+    assert [r["rows"] for r in list_catalog(cat)] == [51, 50]
+    # an instrument the config lacks needs its units
+    assert (
+        _cli(
+            "data",
+            "import",
+            "quotes",
+            str(tmp_path / "q.csv"),
+            "--config",
+            str(cfg),
+            "--catalog",
+            str(cat),
+            "--symbol",
+            "ZZZ",
+        )
+        == 2
+    )
+
+
+@pytest.mark.skipif(not LOBSTER.is_dir(), reason="../shared/data/lobster absent")
+def test_import_lobster_replays_as_the_pair_does(tmp_path: Path, engine_id: str) -> None:
+    from engine.sources.replay import ReplaySource
+
+    cfg = write_config(tmp_path, engine_id)
+    m = LOBSTER / "AAPL_2012-06-21_34200000_57600000_message_10.csv"
+    o = LOBSTER / "AAPL_2012-06-21_34200000_57600000_orderbook_10.csv"
+    assert (
+        _cli(
+            "data",
+            "import",
+            "lobster",
+            str(m),
+            str(o),
+            "--config",
+            str(cfg),
+            "--catalog",
+            str(tmp_path / "cat"),
+        )
+        == 0
+    )
+    aapl = load_config(cfg).instrument_table().by_symbol("AAPL")
+    date_ns = 1_340_236_800 * 10**9  # 2012-06-21 UTC
+    want = list(ReplaySource.from_lobster(m, o, 10, aapl.instrument_id, date_ns=date_ns))
+    got = list(CatalogSource(tmp_path / "cat", [aapl], venue="nasdaq"))
+    assert got == want and type(got[0]) is BookSnapshot
+
+
+@pytest.mark.skipif(not BINANCE.is_file(), reason="../shared/data/binance absent")
+def test_import_binance_capture_builds_binances_book(
+    tmp_path: Path, engine_id: str, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.venues import binance_capture as bc
+
+    cfg = write_config(tmp_path, engine_id)
+    cat = tmp_path / "cat"
+    args = ("--symbol", "BTC/USDT", "--tick-size", "0.01", "--lot-size", "0.00001", "--json")
+    assert (
+        _cli(
+            "data",
+            "import",
+            "binance",
+            str(BINANCE),
+            "--config",
+            str(cfg),
+            "--catalog",
+            str(cat),
+            *args,
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["rejected"] == {} and set(out["written"]) == {
+        "binance/BTC/USDT/2024-08-08",
+        "binance/BTC/USDT/2024-08-09",  # the capture crosses midnight UTC
+    }
+    ins = Instrument(instrument_id=1, symbol="BTC/USDT", tick_size=0.01, lot_size=0.00001)
+    msgs = list(CatalogSource(cat, [ins]))
+    counts = {t: sum(type(m) is t for m in msgs) for t in (Quote, Trade, BookSnapshot)}
+    # trades and tickers come before the book's snapshot: the book enters as the deltas that
+    # build it (a columnar source has snapshots only before its rows)
+    assert counts == {Quote: 28_040, Trade: 9_757, BookSnapshot: 0}
+    ts = [m.ts_event for m in msgs]
+    assert ts == sorted(ts)
+    ref = bc.ReferenceBook(bc.load().snapshot)
+    for diff in bc.load().depth_diffs():
+        ref.apply(diff)
+    bids, asks = _book_at(msgs, 1, 1 << 62)
+    rb, ra = ref.levels()
+    assert bids == {ins.px_to_ticks(p): ins.qty_to_lots(q) for p, q in rb}
+    assert asks == {ins.px_to_ticks(p): ins.qty_to_lots(q) for p, q in ra}
+
+
+def test_import_a_recorded_run_from_postgres(
+    tmp_path: Path, engine_id: str, pg_dsn: str, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    from ops.store.migrate import migrate
+
+    cfg = write_config(tmp_path, engine_id)
+    t = 1_700_000_000_000_000_000
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute("INSERT INTO runs (run_id, engine_id) VALUES (7, 'x')")
+        conn.execute(
+            "INSERT INTO run_instruments VALUES (7, 41, 'AAPL', 0.01), (7, 42, 'MSFT', 0.01)"
+        )
+        conn.execute(
+            f"CREATE TABLE quotes_d PARTITION OF quotes FOR VALUES FROM ({t}) TO ({t + DAY_NS})"
+        )
+        conn.execute(
+            f"CREATE TABLE trades_d PARTITION OF trades FOR VALUES FROM ({t}) TO ({t + DAY_NS})"
+        )
+        q = [(41, 100, 5, 101, 5, t + k, k) for k in range(5)] + [(42, 200, 5, 199, 5, t + 9, 9)]
+        q.append((43, 100, 5, 101, 5, t + 10, 10))  # an instrument the config does not know
+        for iid, bp, bq, ap, aq, ts, seq in q:
+            conn.execute(
+                "INSERT INTO quotes VALUES (7, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (iid, bp, bq, ap, aq, ts, ts, seq),
+            )
+        conn.execute("INSERT INTO trades VALUES (7, 42, 200, 3, -1, %s, %s, 77)", (t + 3, t + 3))
+    cat = tmp_path / "cat"
+    assert (
+        _cli(
+            "data",
+            "import",
+            "postgres",
+            "--dsn",
+            pg_dsn,
+            "--config",
+            str(cfg),
+            "--catalog",
+            str(cat),
+            "--json",
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["rejected"] == {"crossed": 1, "unknown_instrument": 1}
+    table = load_config(cfg).instrument_table()
+    got = list(CatalogSource(cat, table, venue="gekko"))
+    aapl, msft = table.by_symbol("AAPL").instrument_id, table.by_symbol("MSFT").instrument_id
+    assert [type(m) for m in got] == [Quote] * 3 + [Trade] + [Quote] * 2
+    assert got[3] == Trade(msft, 200, 3, -1, t + 3, t + 3, 77)
+    assert {m.instrument_id for m in got if type(m) is Quote} == {aapl}
+
+
+# --- the engine reads it -----------------------------------------------------------------------
+
+
+def test_config_refuses_a_catalog_it_cannot_read(tmp_path: Path, engine_id: str) -> None:
+    bad = write_config(
+        tmp_path, engine_id, market=f'source = "catalog"\ncatalog_dir = "{tmp_path / "no"}"'
+    )
+    with pytest.raises(ConfigError, match="market.catalog_dir"):
+        load_config(bad)
+    (tmp_path / "cat").mkdir()
+    bad = write_config(
+        tmp_path,
+        engine_id,
+        market=f'source = "catalog"\ncatalog_dir = "{tmp_path / "cat"}"\ncatalog_start = "soon"',
+    )
+    with pytest.raises(ConfigError, match="market.catalog_start"):
+        load_config(bad)
+
+
+def test_a_backtest_from_the_catalog_trades_as_the_replay_of_its_file(
+    tmp_path: Path, engine_id: str
+) -> None:
+    from ops.backtest_build import build_backtest
+
+    _quotes_csv(tmp_path / "q.csv", 400)
+    cat = tmp_path / "cat"
+    base = write_config(tmp_path, engine_id)
+    assert (
+        _cli(
+            "data",
+            "import",
+            "quotes",
+            str(tmp_path / "q.csv"),
+            "--config",
+            str(base),
+            "--catalog",
+            str(cat),
+            "--venue",
+            "sim",
+        )
+        == 0
+    )
+    runs = {}
+    for name, market in (
+        ("replay", f'source = "replay"\nreplay_quotes = "{tmp_path / "q.csv"}"'),
+        ("catalog", f'source = "catalog"\ncatalog_dir = "{cat}"\ncatalog_venue = "sim"'),
+    ):
+        (tmp_path / name).mkdir()
+        cfg = load_config(write_config(tmp_path / name, engine_id, market=market))
+        bt = build_backtest(cfg)
+        runs[name] = bt.runtime.run()
+    r, c = runs["replay"], runs["catalog"]
+    assert r["fills"] > 0 and r["ticks"] == c["ticks"] >= 800
+    for key in ("intents", "new_orders", "fills", "positions", "pnl", "pnl_by_strategy"):
+        assert c[key] == r[key], key
