@@ -37,6 +37,8 @@ SHIPPED_OVERRIDES = {
     "portfolio.benchmark": "names one of the shipped instruments; by default there is none",
     "inference.enabled": "the shipped config serves the shipped model; by default no infer",
     "processes.infer.poll_interval_ms": "1 ms if infer is ever switched to poll",
+    "sweep.strategy": "the shipped config sweeps the momentum taker; by default the first entry",
+    "sweep.params": "the momentum taker's EMA spans; by default nothing is swept",
 }
 
 
