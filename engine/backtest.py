@@ -130,6 +130,8 @@ class InlineRuntime:
         risk_free: float = 0.0,
         var_level: float = 0.95,
         exec_policy: ExecPolicy | None = None,
+        engine: str = "fast",
+        overlay: Any = None,
     ) -> None:
         self.instruments = (
             instruments
@@ -184,6 +186,30 @@ class InlineRuntime:
         self.now_ns = 0
         self._polled_at = -1
         self._init_records()
+        self._choose_engine(engine, source, max_ticks, overlay)
+
+    def _choose_engine(
+        self, engine: str, source: object, max_ticks: int | None, overlay: Any
+    ) -> None:
+        """``engine = "fast"`` replays a columnar source on ``engine.replay_fast`` (same orders
+        and fills, far less work per row) when it can; ``"exact"``, or a case it does not take
+        (``replay_note`` says which), runs every message through the machinery. ``overlay``:
+        forecasts the fast path merges into the rows (``procs.infer.ForecastOverlay``)."""
+        if engine not in ("fast", "exact"):
+            raise ValueError(f"engine must be 'fast' or 'exact', got {engine!r}")
+        self.replay_engine = "exact"
+        self.replay_note = ""
+        self._fast: Any = None
+        if engine == "exact":
+            return
+        from engine.replay_fast import FastReplay, fast_unsupported
+
+        why = fast_unsupported(self, source)
+        if why:
+            self.replay_note = why
+            return
+        self._fast = FastReplay(self, source, max_ticks, overlay)
+        self.replay_engine = "fast"
 
     def _build_stages(self, limits: RiskLimits) -> None:
         """The stages around the components, the routes between them, their timers."""
@@ -376,6 +402,16 @@ class InlineRuntime:
         """Run the source to its end, stop the strategies, drain the venue; return ``summary()``."""
         if self.done:
             return self.summary()
+        if self._fast is not None:
+            self._fast.run()
+            self._step(None, timers=False, poll_interval=0)  # as below
+        else:
+            self._run_exact()
+        self._finish()
+        return self.summary()
+
+    def _run_exact(self) -> None:
+        """Every source message through the machinery, one by one."""
         wall_prev: int | None = None
         for msg in self.source:
             # everything that happens up to this message: queued items, controls, timers, polls
@@ -392,8 +428,6 @@ class InlineRuntime:
         self._step(None, timers=False, poll_interval=0)
         if wall_prev is not None:
             self.wall_ns_per_tick.append(time.perf_counter_ns() - wall_prev)
-        self._finish()
-        return self.summary()
 
     def _finish(self) -> None:
         """Stop the strategies (cancels), then let the venue answer for up to ``drain_ns``."""
@@ -451,6 +485,8 @@ class InlineRuntime:
             "sim_start_ns": self.first_ns,
             "sim_end_ns": self.now_ns,
             "orders_sent": list(self.orders_sent),
+            "replay_engine": self.replay_engine,
+            "replay_note": self.replay_note,
         }
 
     def analytics(self) -> dict[str, Any]:

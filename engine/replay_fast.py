@@ -1,0 +1,677 @@
+"""The fast replay: a columnar source through ``InlineRuntime`` doing per row only what it needs.
+
+Why: the exact path (``engine.backtest``) turns every row into a message and walks it through
+the venue, exec, the portfolio, the strategy host and risk, although while nothing of ours is
+working at the venue almost all of that is book keeping only the latest row decides. Here, while
+the runtime is *idle* (nothing queued, no open order, no venue request or event pending, no algo
+working), rows are taken as arrays:
+
+- the strategy host's books follow the deltas in a numba kernel (``engine.replay_kernels``) on the
+  books' own buffers, stopping at the rows a strategy subscribed to (``Strategy.subscriptions``),
+  which are handed to the strategies through bound methods, as ``StrategyHost.dispatch`` would;
+- the venue's books, exec's prices (price-gap history, stop emulator, algo tops and volume), the
+  portfolio's marks and risk's prices lag behind and are brought up to date from the rows
+  (``_sync_*``) when something needs them: risk's refresh (every ``refresh_ns``), an equity
+  sample (every ``equity_interval_ns``), and above all whenever the exact machinery must run;
+- the exact machinery runs from the row where the runtime stops being idle — a strategy sent an
+  intent, risk published something, a control, a timer or a forecast is due — with every
+  component synced, row by row through ``InlineRuntime``'s own ``_step`` / ``_source_item``, until
+  it is idle again.
+
+So orders, fills, positions and P&L are those of the exact path (tests/test_replay_fast.py
+compares them). What differs: ``wall_ns_per_tick`` is the batch's average per row. Cases it does
+not take (another venue than ``SimExchange``, a feed latency, a venue with a durable record, a
+source that is not columnar) run the exact path; ``fast_unsupported`` says why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine import replay_kernels as rk
+from engine.md_columns import MdKind, is_columnar
+from engine.messages import BookDelta, Quote, Trade
+from engine.price_gap import MID_HISTORY
+
+if TYPE_CHECKING:
+    from engine.backtest import InlineRuntime
+
+_Q, _T, _D = int(MdKind.QUOTE), int(MdKind.TRADE), int(MdKind.DELTA)
+_COLS = ("kind", "instrument_id", "side", "px", "qty", "bid_px", "bid_qty", "ask_px", "ask_qty")
+_PEND_CAP = 4096  # prints of one batch remembered per instrument (more: the venue takes the row)
+_MAX_ID = 1 << 20  # instrument ids above this: the exact path (the slot tables are arrays)
+
+
+def fast_unsupported(rt: InlineRuntime, source: object) -> str:
+    """Why ``rt`` cannot replay ``source`` on the fast path ("" when it can)."""
+    from engine.venues.sim import SimExchange
+
+    if not is_columnar(source):
+        return "the source is not columnar"
+    if type(rt.venue) is not SimExchange:
+        return f"the venue is a {type(rt.venue).__name__}, not the simulated exchange"
+    if rt.venue._record is not None:
+        return "the simulated exchange keeps a durable record"
+    if rt.feed_latency_ns:
+        return "a feed latency is set (the fast path replays with none)"
+    ids = rt.instruments.ids
+    if ids and (min(ids) < 0 or max(ids) > _MAX_ID):
+        return f"instrument ids beyond 0..{_MAX_ID}"
+    return ""
+
+
+class _Batch:
+    """One batch of rows as contiguous columns (for the kernels) and lists (for Python)."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.n = len(rows)
+        self.ts = np.ascontiguousarray(rows["ts_event"])
+        self.seq = np.ascontiguousarray(rows["seq"])
+        for name in _COLS:
+            setattr(self, name, np.ascontiguousarray(rows[name]))
+        self.ts_l: list[int] = self.ts.tolist()
+        self.seq_l: list[int] = self.seq.tolist()
+        self.kind_l: list[int] = self.kind.tolist()
+        self.iid_l: list[int] = self.instrument_id.tolist()
+        self.side_l: list[int] = self.side.tolist()
+        self.px_l: list[int] = self.px.tolist()
+        self.qty_l: list[int] = self.qty.tolist()
+        self.bpx_l: list[int] = self.bid_px.tolist()
+        self.bqty_l: list[int] = self.bid_qty.tolist()
+        self.apx_l: list[int] = self.ask_px.tolist()
+        self.aqty_l: list[int] = self.ask_qty.tolist()
+
+    def quote(self, i: int) -> Quote:
+        t = self.ts_l[i]
+        return Quote(
+            self.iid_l[i],
+            self.bpx_l[i],
+            self.bqty_l[i],
+            self.apx_l[i],
+            self.aqty_l[i],
+            t,
+            t,
+            self.seq_l[i],
+        )
+
+    def trade(self, i: int) -> Trade:
+        t = self.ts_l[i]
+        return Trade(
+            self.iid_l[i], self.px_l[i], self.qty_l[i], self.side_l[i], t, t, self.seq_l[i]
+        )
+
+    def message(self, i: int) -> Any:
+        k = self.kind_l[i]
+        if k == _Q:
+            return self.quote(i)
+        if k == _T:
+            return self.trade(i)
+        t = self.ts_l[i]
+        return BookDelta(
+            self.iid_l[i], self.side_l[i], self.px_l[i], self.qty_l[i], t, t, self.seq_l[i]
+        )
+
+
+class FastReplay:
+    """Runs a columnar source through ``rt`` (an ``InlineRuntime``): the fast rows here, the
+    rest through its exact machinery. ``run`` replaces the runtime's loop over its source;
+    the runtime drains and finishes as usual afterwards."""
+
+    def __init__(
+        self,
+        rt: InlineRuntime,
+        source: Any,
+        max_rows: int | None = None,
+        overlay: Any = None,
+    ) -> None:
+        self.rt = rt
+        self.source = source
+        self.max_rows = max_rows
+        self.overlay = (
+            overlay if overlay is not None and getattr(overlay, "enabled", True) else None
+        )
+        self.fast_rows = 0  # rows taken on the fast path (the rest went through the machinery)
+        self.exact_rows = 0
+        host = rt.host
+        ids = sorted(rt.instruments.ids)
+        size = (max(ids) + 1) if ids else 1
+        # the host's books and the venue's, by slot (the kernels write into their buffers)
+        self.ids = ids
+        self.slot_of = np.full(size, -1, np.int64)
+        for s, iid in enumerate(ids):
+            self.slot_of[iid] = s
+        self.host_bufs = tuple(host.books[iid]._buf for iid in ids)
+        venue = rt.venue
+        self.v_ids = sorted(venue._insts)
+        self.v_slot_of = np.full(max(size, max(self.v_ids, default=0) + 1), -1, np.int64)
+        for s, iid in enumerate(self.v_ids):
+            self.v_slot_of[iid] = s
+        self.v_bufs = tuple(venue._insts[iid].book._buf for iid in self.v_ids)
+        self._build_dispatch()
+        self.no_top = np.zeros(len(ids), np.bool_)
+        self.lasts = np.zeros((len(ids), 5), np.int64)
+        self._risk_clean = False  # nothing but prices changed since the last full risk refresh
+        self._px_moved = False  # risk's prices changed since its marks were last computed
+        self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = 0
+        self.tick_idx = 0
+        rk.warm_up()
+
+    # --- the strategies' subscriptions as tables -----------------------------------------------
+    def _build_dispatch(self) -> None:
+        """Per instrument and row kind, the (slot, callback, top only) to call, in configured
+        order; and per kind a lookup array: does any strategy take this instrument's rows."""
+        host = self.rt.host
+        n = len(self.slot_of)
+        self.sub_q = np.zeros(n, np.bool_)
+        self.sub_t = np.zeros(n, np.bool_)
+        self.sub_b = np.zeros(n, np.bool_)
+        self.top_sub = np.zeros(len(self.ids), np.bool_)  # by slot (the kernel's index)
+        self.on_q: dict[int, list[tuple[Any, Any, Any, bool]]] = {}
+        self.on_t: dict[int, list[tuple[Any, Any, Any, bool]]] = {}
+        self.on_b: dict[int, list[tuple[Any, Any, Any, bool]]] = {}
+        for iid in self.ids:
+            slots = host._by_instrument.get(iid, [])
+            q = [(s, s.ctx, s.strategy.on_quote, False) for s in slots if "quote" in s.subs]
+            t = [(s, s.ctx, s.strategy.on_trade, False) for s in slots if "trade" in s.subs]
+            b = [
+                (s, s.ctx, s.strategy.on_book, "book" not in s.subs)
+                for s in slots
+                if "book" in s.subs or "top" in s.subs
+            ]
+            self.on_q[iid], self.on_t[iid], self.on_b[iid] = q, t, b
+            self.sub_q[iid], self.sub_t[iid] = bool(q), bool(t)
+            self.sub_b[iid] = any(not top for *_, top in b)
+            self.top_sub[self.slot_of[iid]] = any(top for *_, top in b)
+        self.any_top = bool(self.top_sub.any())
+
+    # --- running -------------------------------------------------------------------------------
+    def run(self) -> None:
+        rt = self.rt
+        left = self.max_rows
+        for msg in self.source.preamble():  # e.g. the opening BookSnapshot: the exact path
+            if left is not None:
+                if left <= 0:
+                    return
+                left -= 1
+            self._exact_item(msg)
+            self.exact_rows += 1
+        for rows in self.source.batches():
+            if left is not None:
+                if left <= 0:
+                    break
+                rows = rows[:left]
+                left -= len(rows)
+            if len(rows):
+                t0 = time.perf_counter_ns()
+                b = _Batch(rows)
+                self._run_batch(b, self._extras(b, rows))
+                per = (time.perf_counter_ns() - t0) // len(rows)
+                rt.wall_ns_per_tick.extend(itertools.repeat(per, len(rows)))
+
+    def _exact_item(self, msg: object, wall: bool = True) -> None:
+        """One source item through the machinery, as ``InlineRuntime.run``'s loop takes it."""
+        from engine.backtest import _msg_time
+
+        rt = self.rt
+        rt._step(_msg_time(msg), timers=True, poll_interval=rt.poll_interval_ns)
+        rt._source_item(msg)
+        for tm in rt._timers:
+            if tm[0] is None:
+                tm[0] = rt.now_ns + tm[1]
+
+    def _extras(self, b: _Batch, rows: np.ndarray) -> dict[int, list[object]]:
+        """The overlay's forecasts for this batch, by the row they follow."""
+        if self.overlay is None:
+            return {}
+        fcs = self.overlay.on_rows(rows)
+        after = getattr(self.overlay, "after", None)
+        if after is None or len(after) != len(fcs):
+            after = np.searchsorted(b.ts, [f.ts_recv for f in fcs], "right") - 1
+        out: dict[int, list[object]] = {}
+        for f, a in zip(fcs, np.asarray(after).tolist(), strict=True):
+            out.setdefault(int(a), []).append(f)
+        return out
+
+    # --- one batch ------------------------------------------------------------------------------
+    def _begin_batch(self, b: _Batch) -> None:
+        """Every component has taken the rows before this batch; which rows a strategy takes."""
+        self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = 0
+        self.tick_idx = 0
+        kind, iid = b.kind, b.instrument_id.astype(np.int64)
+        known = (iid >= 0) & (iid < len(self.slot_of))
+        iid = np.where(known, iid, 0)
+        disp = known & (
+            ((kind == _Q) & self.sub_q[iid])
+            | ((kind == _T) & self.sub_t[iid])
+            | ((kind == _D) & self.sub_b[iid])
+        )
+        b.disp = np.flatnonzero(disp).tolist()
+        # quotes no strategy takes still become the host's last quote (ctx.quote, best_bid)
+        b.lazy_quotes = bool(np.any(known & (kind == _Q) & ~disp))
+        b.dcum = np.concatenate(([0], np.cumsum(kind == _D))).tolist()
+
+    def _run_batch(self, b: _Batch, extras: dict[int, list[object]]) -> None:
+        rt = self.rt
+        self._begin_batch(b)
+        n = b.n
+        i = 0
+        if rt._queue:  # the last row before this batch reaches the strategies
+            rt._step(b.ts_l[0], timers=True, poll_interval=rt.poll_interval_ns)
+        fast = self._idle()
+        while i < n:
+            if fast:
+                i, fast = self._fast(b, i, extras)
+                continue
+            self._exact_item(b.message(i))
+            self.exact_rows += 1
+            for f in extras.get(i, ()):
+                self._exact_item(f)
+            i += 1
+            self._synced(b, i)
+            if i < n:  # what is due before the next row: then is the runtime idle again?
+                rt._step(b.ts_l[i], timers=True, poll_interval=rt.poll_interval_ns)
+                fast = self._idle()
+        if fast:
+            self._sync_all(b, n)
+
+    def _synced(self, b: _Batch, k: int) -> None:
+        """The machinery took rows ``< k`` itself: every component is current there."""
+        self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = k
+        self.tick_idx = k
+        self._risk_clean = False
+
+    def _idle(self) -> bool:
+        """Nothing of ours is working: no message queued, no order open or held, no venue
+        request, event or expiry pending, no retry, no algo parent, no stop."""
+        rt = self.rt
+        ex = rt.exec
+        v = rt.venue
+        if rt._queue or rt.first_ns is None or rt.host.stopped or ex.table.open_count:
+            return False
+        if ex._retry_due or ex._expiries or ex._held:
+            return False
+        if ex.algo is not None and ex.algo._working:
+            return False
+        if any(ex.emulator._stops.values()):
+            return False
+        if v._requests or v._outbox or v._expiries:
+            return False
+        return not any(inst.resting for inst in v._insts.values())
+
+    def _sched_row(self, b: _Batch, i: int) -> int:
+        """The first row (from ``i``) before which a control or a timer is due."""
+        rt = self.rt
+        due = [tm[0] for tm in rt._timers if tm[0] is not None]
+        if rt._ci < len(rt._controls):
+            due.append(rt._controls[rt._ci].ts)
+        if not due:
+            return b.n
+        return bisect_left(b.ts_l, min(due), i)
+
+    def _clock_row(self, b: _Batch, i: int) -> int:
+        """The first row (from ``i``) on which risk refreshes or the equity curve is sampled."""
+        rt = self.rt
+        if rt._next_sample is None:
+            return i
+        return bisect_left(b.ts_l, min(self.rt.risk_stage._refresh_at, rt._next_sample), i)
+
+    # long because: the fast loop itself; its steps are kept inline (each is per row)
+    def _fast(self, b: _Batch, i: int, extras: dict[int, list[object]]) -> tuple[int, bool]:
+        """Rows from ``i`` while the runtime stays idle. Returns the next row and whether the
+        runtime is still idle (False: the machinery takes the next row)."""
+        rt = self.rt
+        n = b.n
+        disp = b.disp
+        ts_l = b.ts_l
+        p = bisect_left(disp, i)
+        nd = len(disp)
+        c_row = self._clock_row(b, i)
+        s_row = self._sched_row(b, i)
+        e_rows = sorted(a for a in extras if a >= i)
+        e = 0
+        while True:
+            d = disp[p] if p < nd else n
+            e_row = e_rows[e] if e < len(e_rows) else n
+            target = min(d, c_row, e_row)
+            if s_row <= target:  # a control or timer is due before row s_row
+                r, top = self._absorb(b, s_row)
+                if not top:
+                    self._sync_all(b, s_row)
+                    return s_row, False
+            elif target >= n:
+                r, top = self._absorb(b, n)
+                if not top:
+                    return n, True
+            else:
+                r, top = self._absorb(b, target + 1)
+                if not top:
+                    r = target
+            # row r: the strategies that take it, then risk's prices, then the equity curve
+            t = ts_l[r]
+            rt.now_ns = t
+            if r == d or top:
+                self._dispatch(b, r, top)
+            if r == c_row:
+                self._clock(b, r, t)
+                c_row = self._clock_row(b, r + 1)
+            while p < nd and disp[p] <= r:
+                p += 1
+            post = extras.get(r) if r == e_row else None
+            if r == e_row:
+                e += 1
+            if rt._queue or post:
+                self._sync_all(b, r + 1)
+                for f in post or ():
+                    self._exact_item(f)
+                return r + 1, False
+
+    # --- per row --------------------------------------------------------------------------------
+    def _absorb(self, b: _Batch, lim: int) -> tuple[int, bool]:
+        """The host's books take the deltas up to row ``lim`` (exclusive). With "top"
+        subscribers it stops after a row that moved a watched top: ``(that row, True)``;
+        else ``(lim, False)``."""
+        i0 = self.host_idx
+        if i0 >= lim:
+            return lim, False
+        if self.any_top:
+            r = rk.host_absorb(
+                b.kind, b.instrument_id, b.side, b.px, b.qty, b.seq, i0, lim,
+                self.slot_of, self.host_bufs, self.top_sub,
+            )  # fmt: skip
+            if r < lim:
+                self.host_idx = r + 1
+                return r, True
+        elif b.dcum[lim] != b.dcum[i0]:
+            if lim - i0 == 1:  # one delta (a book subscriber takes every one): no kernel call
+                book = self.rt.host.books.get(b.iid_l[i0])
+                if book is not None:
+                    book.apply_delta(b.side_l[i0], b.px_l[i0], b.qty_l[i0], b.seq_l[i0])
+            else:
+                rk.host_absorb(
+                    b.kind, b.instrument_id, b.side, b.px, b.qty, b.seq, i0, lim,
+                    self.slot_of, self.host_bufs, self.no_top,
+                )  # fmt: skip
+        self.host_idx = lim
+        return lim, False
+
+    def _dispatch(self, b: _Batch, r: int, top: bool) -> None:
+        """Row ``r`` to the strategies that take it, as ``StrategyHost.dispatch`` calls them."""
+        rt = self.rt
+        k = b.kind_l[r]
+        iid = b.iid_l[r]
+        t = b.ts_l[r]
+        if b.lazy_quotes:
+            self._sync_host_quotes(b, r + 1)
+        if k == _Q:
+            if b.lazy_quotes:
+                arg: Any = rt.host.quotes[iid]
+            else:
+                arg = b.quote(r)
+                rt.host.quotes[iid] = arg
+            subs = self.on_q[iid]
+        elif k == _T:
+            arg, subs = b.trade(r), self.on_t[iid]
+        else:
+            arg, subs = iid, self.on_b[iid]
+        out: list[Any] | None = None
+        for slot, ctx, fn, top_only in subs:
+            if not slot.enabled or (top_only and not top):
+                continue
+            ctx.now_ns = t
+            ctx.ts_origin = t
+            try:
+                fn(arg)
+            except Exception as exc:
+                got = self._failed(slot, fn.__name__, exc)
+            else:
+                if not ctx._outbox:
+                    continue
+                got = ctx.take_intents()
+            out = got if out is None else out + got
+        if out:
+            rt.strategy_stage._send(out)
+
+    def _failed(self, slot: Any, fn: str, exc: Exception) -> list[Any]:
+        """A strategy raised: as ``StrategyHost._call`` (re-raise, or disable and cancel)."""
+        host = self.rt.host
+        if host.on_error == "raise":
+            raise exc
+        return host._disable(slot, fn, exc)
+
+    def _clock(self, b: _Batch, r: int, t: int) -> None:
+        """Risk's refresh and the equity sample, when due at row ``r`` (``RiskStage.on_price``,
+        ``InlineRuntime._handle``)."""
+        rt = self.rt
+        rs = rt.risk_stage
+        if t >= rs._refresh_at:
+            self._sync_risk(b, r + 1)
+            rs._refresh_at = t + rs.refresh_ns
+            self._refresh(t)
+        if rt._next_sample is None or t >= rt._next_sample:
+            self._sync_portfolio(b, r + 1)
+            rt.portfolio.sample(t)
+            rt._next_sample = t + rt.equity_interval_ns
+
+    def _refresh(self, t: int) -> None:
+        """``RiskStage.refresh``; while nothing but prices changed since the last full one and
+        those prices move no exposure (flat, or unchanged), only what can differ: the marks and
+        the flash-move guard (exposure, equity, sector totals, VaR and breakers would come out
+        the same)."""
+        rt = self.rt
+        g = rt.risk
+        lim = g.limits
+        protective = lim.stop_loss_pct > 0 or lim.take_profit_pct > 0
+        if self._risk_clean and not protective and (not self._px_moved or not g.position.any()):
+            if self._px_moved:
+                m = g.mids()
+                g.marks = np.where(m > 0, m, g.marks)
+                self._px_moved = False
+            out = g.guard.on_prices(g.marks, t)
+            if out:
+                rt.risk_stage.route(out)
+            return
+        rt.risk_stage.refresh(t)
+        self._risk_clean = True
+        self._px_moved = False
+
+    # --- bringing the lagging components up to a row ---------------------------------------------
+    def _sync_all(self, b: _Batch, k: int) -> None:
+        """Every component as the exact path leaves it after rows ``< k`` (the host's books
+        already are: ``_absorb``)."""
+        rt = self.rt
+        if b.lazy_quotes:
+            self._sync_host_quotes(b, k)
+        self._sync_venue(b, k)
+        self._sync_exec(b, k)
+        self._sync_portfolio(b, k)
+        self._sync_risk(b, k)
+        t = b.ts_l[k - 1]
+        rt.now_ns = max(rt.now_ns, t)
+        rt._polled_at = max(rt._polled_at, t)
+        rt.ticks += k - self.tick_idx
+        self.fast_rows += k - self.tick_idx
+        self.tick_idx = k
+        self._risk_clean = False
+
+    def _lasts(self, b: _Batch, i0: int, k: int) -> np.ndarray:
+        out = self.lasts
+        rk.scan_lasts(
+            b.kind, b.instrument_id, b.bid_px, b.bid_qty, b.ask_px, b.ask_qty, b.px, i0, k,
+            self.slot_of, out,
+        )  # fmt: skip
+        return out
+
+    def _sync_host_quotes(self, b: _Batch, k: int) -> None:
+        if self.q_idx >= k:
+            return
+        lasts = self._lasts(b, self.q_idx, k)
+        quotes = self.rt.host.quotes
+        for s in np.flatnonzero(lasts[:, 0] >= 0).tolist():
+            quotes[self.ids[s]] = b.quote(int(lasts[s, 0]))
+        self.q_idx = k
+
+    def _sync_portfolio(self, b: _Batch, k: int) -> None:
+        if self.p_idx >= k:
+            return
+        lasts = self._lasts(b, self.p_idx, k)
+        pf = self.rt.portfolio
+        for s in np.flatnonzero(lasts[:, 4] >= 0).tolist():
+            i = int(lasts[s, 4])
+            px = b.px_l[i] if b.kind_l[i] == _T else (b.bpx_l[i] + b.apx_l[i]) // 2
+            pf.mark(self.ids[s], px)
+        self.p_idx = k
+
+    def _sync_risk(self, b: _Batch, k: int) -> None:
+        if self.r_idx >= k:
+            return
+        lasts = self._lasts(b, self.r_idx, k)
+        g = self.rt.risk
+        for s in np.flatnonzero((lasts[:, 1:4] >= 0).any(axis=1)).tolist():
+            iid = self.ids[s]
+            if not 0 <= iid < g.n:
+                continue
+            for col, arr, vals in ((1, g.bid, b.bpx_l), (2, g.ask, b.apx_l), (3, g.last, b.px_l)):
+                i = int(lasts[s, col])
+                if i >= 0 and arr[iid] != vals[i]:
+                    arr[iid] = vals[i]
+                    self._px_moved = True
+        self.r_idx = k
+
+    def _sync_exec(self, b: _Batch, k: int) -> None:
+        """Exec's view of the rows: the stop emulator's and the algos' prices, the algos'
+        traded volume, the price-gap history (``ExecEngine.on_market_data``)."""
+        i0 = self.e_idx
+        if i0 >= k:
+            return
+        ex = self.rt.exec
+        if k - i0 <= 64:  # a few rows: as exec itself takes them, one by one
+            for i in range(i0, k):
+                self._exec_row(ex, b, i)
+        else:
+            self._exec_rows(ex, b, i0, k)
+        ex._now = b.ts_l[k - 1]
+        self.e_idx = k
+
+    def _sync_venue(self, b: _Batch, k: int) -> None:
+        """The simulated exchange's books and match state after rows ``< k`` (no order of ours
+        rests there: ``_idle``). A row the kernel cannot take goes to the venue itself."""
+        i0 = self.v_idx
+        if i0 >= k:
+            return
+        v = self.rt.venue
+        if not self._load_venue():  # a flood of prints: the venue takes the rows itself
+            for j in range(i0, k):
+                v.on_market_data(b.message(j), b.ts_l[j])
+            i0 = k
+        while i0 < k:
+            j = rk.venue_apply(
+                b.kind, b.instrument_id, b.side, b.px, b.qty, b.bid_px, b.bid_qty, b.ask_px,
+                b.ask_qty, b.seq, i0, k, self.v_slot_of, self.v_bufs, self.v_flags,
+                self.v_pend, self.v_npend, self.v_cons, self.v_ncons, self.v_ignored,
+            )  # fmt: skip
+            self._store_venue()
+            if j >= k:
+                break
+            v.on_market_data(b.message(j), b.ts_l[j])  # idle: it answers nothing
+            i0 = j + 1
+            if i0 < k and not self._load_venue():
+                for jj in range(i0, k):
+                    v.on_market_data(b.message(jj), b.ts_l[jj])
+                break
+        v._clock = max(v._clock, b.ts_l[k - 1])
+        self.v_idx = k
+
+    def _load_venue(self) -> bool:
+        """The venue's per-instrument match state into the kernel's arrays (False: more
+        prints pending than the kernel's table holds)."""
+        v = self.rt.venue
+        nv = len(self.v_ids)
+        if not hasattr(self, "v_flags"):
+            self.v_flags = np.zeros(nv, np.int64)
+            self.v_npend = np.zeros(nv, np.int64)
+            self.v_ncons = np.zeros(nv, np.int64)
+            self.v_ignored = np.zeros(1, np.int64)
+            self.v_pend = np.zeros((nv, _PEND_CAP, 3), np.int64)
+            self.v_cons = np.zeros((nv, 16, 3), np.int64)
+        for s, iid in enumerate(self.v_ids):
+            inst = v._insts[iid]
+            self.v_flags[s] = (
+                int(bool(inst.last_was_trade))
+                | int(bool(inst.seen_trade)) << 1
+                | int(bool(inst.halt_reason)) << 2
+            )
+            pend = inst.pending_trades
+            if len(pend) > _PEND_CAP - 2:
+                return False
+            self.v_npend[s] = len(pend)
+            for n, ((side, px), q) in enumerate(pend.items()):
+                self.v_pend[s, n] = (side, px, q)
+            cons = inst.consumed
+            if len(cons) > self.v_cons.shape[1]:
+                self.v_cons = np.zeros((nv, 2 * len(cons), 3), np.int64)
+            self.v_ncons[s] = len(cons)
+            for n, (side, px) in enumerate(cons):
+                self.v_cons[s, n] = (side, px, 1)
+        self.v_ignored[0] = 0
+        return True
+
+    def _store_venue(self) -> None:
+        """The kernel's arrays back into the venue's per-instrument match state."""
+        v = self.rt.venue
+        for s, iid in enumerate(self.v_ids):
+            inst = v._insts[iid]
+            f = int(self.v_flags[s])
+            inst.last_was_trade = bool(f & 1)
+            inst.seen_trade = bool(f & 2)
+            n = int(self.v_npend[s])
+            pend = self.v_pend[s, :n].tolist()
+            inst.pending_trades = {(sd, px): q for sd, px, q in pend if q > 0}
+            for sd, px, alive in self.v_cons[s, : int(self.v_ncons[s])].tolist():
+                if not alive:
+                    inst.consumed.pop((sd, px), None)
+        v.ignored_market_data += int(self.v_ignored[0])
+        self.v_ignored[0] = 0
+
+    def _exec_row(self, ex: Any, b: _Batch, i: int) -> None:
+        """One row as ``ExecEngine.on_market_data`` takes it (less the venue's part)."""
+        k = b.kind_l[i]
+        if k == _Q:
+            msg: Any = b.quote(i)
+            ex._gaps.note(msg)
+        elif k == _T:
+            msg = b.trade(i)
+        else:
+            return  # a delta: nothing for exec but the venue
+        ex.emulator.on_market_data(msg, msg.ts_recv)
+        if ex.algo is not None:
+            ex.algo.on_market_data(msg, msg.ts_event)
+
+    def _exec_rows(self, ex: Any, b: _Batch, i0: int, k: int) -> None:
+        """Many rows: only what the last of each kind leaves (prices), every print (the algos'
+        volume), the last ``MID_HISTORY`` quotes of each instrument (the price-gap history)."""
+        lasts = self._lasts(b, i0, k)
+        for s in np.flatnonzero(lasts[:, 0] >= 0).tolist():
+            q = b.quote(int(lasts[s, 0]))
+            ex.emulator.on_market_data(q, q.ts_recv)
+            if ex.algo is not None:
+                ex.algo.on_market_data(q, q.ts_event)
+        for s in np.flatnonzero(lasts[:, 3] >= 0).tolist():
+            tr = b.trade(int(lasts[s, 3]))
+            ex.emulator.on_market_data(tr, tr.ts_recv)
+        kind = b.kind[i0:k]
+        if ex.algo is not None:  # every print counts in the volume profile
+            for i in (np.flatnonzero((kind == _T) & (b.qty[i0:k] > 0)) + i0).tolist():
+                ex.algo.on_market_data(b.trade(i), b.ts_l[i])
+        ok = (kind == _Q) & (b.bid_qty[i0:k] > 0) & (b.ask_qty[i0:k] > 0)
+        ok &= (b.bid_px[i0:k] > 0) & (b.ask_px[i0:k] > 0)
+        rows = np.flatnonzero(ok) + i0
+        if len(rows):
+            iids = b.instrument_id[rows]
+            for iid in np.unique(iids).tolist():
+                for i in rows[iids == iid][-MID_HISTORY:].tolist():
+                    ex._gaps.note(b.quote(i))
