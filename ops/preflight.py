@@ -32,6 +32,7 @@ def preflight(cfg: Config, command: str) -> None:
     ensure_import_path()
     check_strategies(cfg)
     check_replay(cfg)
+    check_catalog(cfg)
     if command == "run":
         check_var_dir(cfg)
         check_cpus(cfg)
@@ -119,6 +120,19 @@ def check_replay(cfg: Config) -> None:
             problem = _lobster_problem(Path(path), want)
             if problem:
                 raise _error(cfg, f"market.{key}", f"{path}: {problem}")
+
+
+def check_catalog(cfg: Config) -> None:
+    """``source = "catalog"``: the venue is there and the instruments' units are the catalog's
+    (its index alone is read: the data is the replay's to stream)."""
+    if cfg.market.source != "catalog":
+        return
+    from procs.build import build_catalog_source
+
+    try:
+        build_catalog_source(cfg)
+    except ValueError as exc:
+        raise _error(cfg, "market.catalog_dir", str(exc)) from None
 
 
 def _first_line(path: Path) -> str:

@@ -420,6 +420,13 @@ def test_config_refuses_a_catalog_it_cannot_read(tmp_path: Path, engine_id: str)
     )
     with pytest.raises(ConfigError, match="market.catalog_start"):
         load_config(bad)
+    from ops.preflight import preflight
+
+    empty = write_config(
+        tmp_path, engine_id, market=f'source = "catalog"\ncatalog_dir = "{tmp_path / "cat"}"'
+    )
+    with pytest.raises(ConfigError, match="import data first"):
+        preflight(load_config(empty), "backtest")
 
 
 def test_a_backtest_from_the_catalog_trades_as_the_replay_of_its_file(
