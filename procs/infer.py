@@ -308,11 +308,17 @@ class ForecastOverlay:
     def __init__(self, cfg: Any) -> None:
         self.enabled = False
         self.after = np.zeros(0, dtype=np.int64)
+        #: wall time spent forecasting in ``on_rows`` / ``on_messages`` (a backtest's inference share)
+        self.busy_ns = 0
+        #: wall time loading (and trial-running) the model
+        self.load_ns = 0
         if not cfg.inference.enabled:
             return
         self._now = 0
+        t0 = time.perf_counter_ns()
         self.eng = InferEngine(cfg, clock=lambda: self._now)
         self.eng.poll_model()
+        self.load_ns = time.perf_counter_ns() - t0
         if self.eng.model is None:
             return
         self._batch = BatchInfer(self.eng)
@@ -328,15 +334,18 @@ class ForecastOverlay:
         if not self.enabled or len(rows) == 0:
             self.after = np.zeros(0, dtype=np.int64)
             return []
+        t0 = time.perf_counter_ns()
         kind = rows["kind"]
         bid, ask, qty = rows["bid_px"], rows["ask_px"], rows["qty"]
         quoted = (kind == _QUOTE) & (bid > 0) & (ask > 0)
-        return self._feed(
+        out = self._feed(
             np.ascontiguousarray(rows["ts_event"]),
             self._slots(rows["instrument_id"]),
             np.where(quoted, (bid + ask) * 0.5, np.nan),
             np.where((kind == _TRADE) & (qty > 0), qty, 0).astype(np.float64),
         )
+        self.busy_ns += time.perf_counter_ns() - t0
+        return out
 
     def on_messages(self, msgs: Sequence[Any]) -> list[Forecast]:
         """Forecasts caused by a list of messages (``after``: message indexes); a message
@@ -344,6 +353,7 @@ class ForecastOverlay:
         self.after = np.zeros(0, dtype=np.int64)
         if not self.enabled or not msgs:
             return []
+        t0 = time.perf_counter_ns()
         ts = [getattr(m, "ts_event", None) for m in msgs]
         idx = None
         if None in ts:  # only messages with a venue time are events
@@ -351,6 +361,7 @@ class ForecastOverlay:
             msgs = [msgs[k] for k in idx]
             ts = [ts[k] for k in idx]
             if not ts:
+                self.busy_ns += time.perf_counter_ns() - t0
                 return []
         codes = self._codes
         code = np.array(
@@ -372,6 +383,7 @@ class ForecastOverlay:
         fcs = self._feed(np.array(ts, dtype=np.int64), self._slots(iid), mid, qty)
         if idx is not None:
             self.after = np.array(idx, dtype=np.int64)[self.after]
+        self.busy_ns += time.perf_counter_ns() - t0
         return fcs
 
     def _code(self, t: type) -> int:
@@ -398,7 +410,9 @@ class ForecastOverlay:
 _QUOTE, _TRADE = int(MdKind.QUOTE), int(MdKind.TRADE)
 
 
-def with_forecasts(cfg: Any, source: Iterable[Any]) -> Iterator[Any]:
+def with_forecasts(
+    cfg: Any, source: Iterable[Any], overlay: ForecastOverlay | None = None
+) -> Iterator[Any]:
     """The inline twin of the infer process, for ``gekko backtest``: every market message of
     ``source``, each followed by the forecasts it caused (a bar close), stamped on the simulated
     clock (``ts_origin`` and ``ts_recv`` = the closing message's ``ts_event``), so the backtest's
@@ -408,9 +422,9 @@ def with_forecasts(cfg: Any, source: Iterable[Any]) -> Iterator[Any]:
     disabled, or no usable model, the source passes through unchanged. The source is read
     ahead (``ForecastOverlay.READ_AHEAD`` messages) so inference runs in batches; the sequence
     is the same as event by event, and an error the source raises comes after every message
-    before it (and their forecasts) was yielded.
+    before it (and their forecasts) was yielded. Pass ``overlay`` to read its ``busy_ns`` after.
     """
-    ov = ForecastOverlay(cfg)
+    ov = overlay or ForecastOverlay(cfg)
     if not ov.enabled:
         yield from source
         return
