@@ -42,8 +42,9 @@ def _scan_and_push(
 ) -> None:
     """For each instrument with a price: ``moved[i]`` if ``px[i]`` is more than ``band`` away
     (relative) from any sample younger than ``window_ns`` (``ref[i]`` = the farthest one); then
-    push ``px[i]`` as the newest sample."""
+    push ``px[i]`` as the newest sample. Returns whether any moved."""
     n, k = hist_px.shape
+    any_moved = False
     for i in range(n):
         p = px[i]
         moved[i] = False
@@ -59,10 +60,12 @@ def _scan_and_push(
                     worst = dev
                     ref[i] = q
         moved[i] = worst > band
+        any_moved |= moved[i]
         h = head[i]
         hist_px[i, h] = p
         hist_ts[i, h] = now
         head[i] = (h + 1) % k
+    return any_moved
 
 
 class MarketGuard:
@@ -133,7 +136,7 @@ class MarketGuard:
         of 0 turns flash-move halts off."""
         if not self.band > 0:
             return []
-        _scan_and_push(
+        moved = _scan_and_push(
             mids,
             now_ns,
             self._px,
@@ -144,6 +147,8 @@ class MarketGuard:
             self._moved,
             self._ref,
         )
+        if not moved and not self.flash_halted.any():
+            return []  # the common case: nothing moved, nothing halted
         out: list[GuardOutput] = []
         for i in np.flatnonzero(self._moved | self.flash_halted):
             i = int(i)

@@ -335,6 +335,18 @@ class Portfolio:
             bench = b.mark_px * self.instruments.by_id(self.benchmark).tick_size
         self._curve_bench.append(bench)
 
+    def sample_same(self, ts_ns: int) -> None:
+        """Append the last point of the equity curve again at ``ts_ns`` (after it), for a caller
+        that knows no mark, position, cash or rate moved since: what ``sample`` would append,
+        without computing it (the fast replay, ``engine.replay_fast``)."""
+        if not self._curve_ts or ts_ns <= self._curve_ts[-1]:
+            self.sample(ts_ns)
+            return
+        self._curve_ts.append(int(ts_ns))
+        self._curve_equity.append(self._curve_equity[-1])
+        self._curve_marks.append(self._curve_marks[-1])
+        self._curve_bench.append(self._curve_bench[-1])
+
     def equity_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(times ns, equity in base currency, benchmark price — 0 where none/unmarked)."""
         return (

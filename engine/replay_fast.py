@@ -157,6 +157,8 @@ class FastReplay:
         self.lasts = np.zeros((len(ids), 5), np.int64)
         self._risk_clean = False  # nothing but prices changed since the last full risk refresh
         self._px_moved = False  # risk's prices changed since its marks were last computed
+        self._pf_moved = True  # a mark or the account changed since the last equity point
+        self.pmarks = np.zeros(len(ids), np.int64)
         self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = 0
         self.tick_idx = 0
         rk.warm_up()
@@ -284,6 +286,7 @@ class FastReplay:
         self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = k
         self.tick_idx = k
         self._risk_clean = False
+        self._pf_moved = True
 
     def _idle(self) -> bool:
         """Nothing of ours is working: no message queued, no order open or held, no venue
@@ -454,7 +457,11 @@ class FastReplay:
             self._refresh(t)
         if rt._next_sample is None or t >= rt._next_sample:
             self._sync_portfolio(b, r + 1)
-            rt.portfolio.sample(t)
+            if self._pf_moved:
+                rt.portfolio.sample(t)
+                self._pf_moved = False
+            else:  # nothing moved since the last point (``_pf_moved``)
+                rt.portfolio.sample_same(t)
             rt._next_sample = t + rt.equity_interval_ns
 
     def _refresh(self, t: int) -> None:
@@ -497,6 +504,7 @@ class FastReplay:
         self.fast_rows += k - self.tick_idx
         self.tick_idx = k
         self._risk_clean = False
+        self._pf_moved = True
 
     def _lasts(self, b: _Batch, i0: int, k: int) -> np.ndarray:
         out = self.lasts
@@ -518,28 +526,29 @@ class FastReplay:
     def _sync_portfolio(self, b: _Batch, k: int) -> None:
         if self.p_idx >= k:
             return
-        lasts = self._lasts(b, self.p_idx, k)
-        pf = self.rt.portfolio
-        for s in np.flatnonzero(lasts[:, 4] >= 0).tolist():
-            i = int(lasts[s, 4])
-            px = b.px_l[i] if b.kind_l[i] == _T else (b.bpx_l[i] + b.apx_l[i]) // 2
-            pf.mark(self.ids[s], px)
+        got = rk.marks(
+            b.kind, b.instrument_id, b.bid_px, b.bid_qty, b.ask_px, b.ask_qty, b.px,
+            self.p_idx, k, self.slot_of, self.pmarks,
+        )  # fmt: skip
+        if got:
+            pf = self.rt.portfolio
+            for s, m in enumerate(self.pmarks.tolist()):
+                if m:
+                    pos = pf.positions.get(self.ids[s])
+                    if pos is not None and pos.mark != m:
+                        pf.mark(self.ids[s], m)
+                        self._pf_moved = True
         self.p_idx = k
 
     def _sync_risk(self, b: _Batch, k: int) -> None:
         if self.r_idx >= k:
             return
-        lasts = self._lasts(b, self.r_idx, k)
         g = self.rt.risk
-        for s in np.flatnonzero((lasts[:, 1:4] >= 0).any(axis=1)).tolist():
-            iid = self.ids[s]
-            if not 0 <= iid < g.n:
-                continue
-            for col, arr, vals in ((1, g.bid, b.bpx_l), (2, g.ask, b.apx_l), (3, g.last, b.px_l)):
-                i = int(lasts[s, col])
-                if i >= 0 and arr[iid] != vals[i]:
-                    arr[iid] = vals[i]
-                    self._px_moved = True
+        if rk.risk_prices(
+            b.kind, b.instrument_id, b.bid_px, b.bid_qty, b.ask_px, b.ask_qty, b.px,
+            self.r_idx, k, g.bid, g.ask, g.last,
+        ):  # fmt: skip
+            self._px_moved = True
         self.r_idx = k
 
     def _sync_exec(self, b: _Batch, k: int) -> None:

@@ -207,6 +207,56 @@ def scan_lasts(kind, iid, bpx, bqty, apx, aqty, px, i0, i1, slot_of, out):  # pr
 
 
 @njit(cache=True, nogil=True)
+def risk_prices(kind, iid, bpx, bqty, apx, aqty, px, i0, i1, bid, ask, last):  # pragma: no cover
+    """``RiskBook.on_market_data`` over rows ``[i0, i1)``: the last usable bid, ask and trade
+    price per instrument id into ``bid`` / ``ask`` / ``last``. Returns whether any changed."""
+    n = bid.shape[0]
+    changed = False
+    for i in range(i0, i1):
+        ins = iid[i]
+        if ins < 0 or ins >= n:
+            continue
+        k = kind[i]
+        if k == _QUOTE:
+            if bqty[i] > 0 and bpx[i] > 0 and bid[ins] != bpx[i]:
+                bid[ins] = bpx[i]
+                changed = True
+            if aqty[i] > 0 and apx[i] > 0 and ask[ins] != apx[i]:
+                ask[ins] = apx[i]
+                changed = True
+        elif k == _TRADE and px[i] > 0 and last[ins] != px[i]:
+            last[ins] = px[i]
+            changed = True
+    return changed
+
+
+@njit(cache=True, nogil=True)
+def marks(kind, iid, bpx, bqty, apx, aqty, px, i0, i1, slot_of, out):  # pragma: no cover
+    """``Portfolio.on_market_data``'s marks over rows ``[i0, i1)``: per slot the last one (a
+    two-sided quote's mid rounded down, a trade's price; only > 0), 0 where none. Returns how
+    many slots got one."""
+    out[:] = 0
+    for i in range(i0, i1):
+        ins = iid[i]
+        s = slot_of[ins] if 0 <= ins < slot_of.shape[0] else -1
+        if s < 0:
+            continue
+        k = kind[i]
+        if k == _QUOTE:
+            if bqty[i] > 0 and aqty[i] > 0:
+                m = (bpx[i] + apx[i]) // 2
+                if m > 0:
+                    out[s] = m
+        elif k == _TRADE and px[i] > 0:
+            out[s] = px[i]
+    got = 0
+    for s in range(out.shape[0]):
+        if out[s] > 0:
+            got += 1
+    return got
+
+
+@njit(cache=True, nogil=True)
 def clock_rows(ts, i0, t_at):  # pragma: no cover - compiled
     """The first row at or after ``i0`` with ``ts >= t_at`` (``len(ts)`` if none)."""
     n = ts.shape[0]
@@ -238,3 +288,5 @@ def warm_up() -> None:
     host_absorb(k, ii, sd, z, z, z, 0, 1, slot, bufs, np.zeros(1, np.bool_))
     scan_lasts(k, ii, z, z, z, z, z, 0, 1, slot, np.zeros((1, 5), np.int64))
     clock_rows(z, 0, 0)
+    risk_prices(k, ii, z, z, z, z, z, 0, 1, z.copy(), z.copy(), z.copy())
+    marks(k, ii, z, z, z, z, z, 0, 1, slot, z.copy())
