@@ -136,8 +136,6 @@ class _PartFile:
         self.final = final
         self.tmp = final.with_name(f".tmp-{final.name}")
         self.writer: pq.ParquetWriter | None = None
-        self.last_ts = -(1 << 63)
-        self.rows = 0
 
 
 class CatalogWriter:
@@ -159,8 +157,8 @@ class CatalogWriter:
         rejects: RejectCounter | None = None,
         row_group_rows: int = BATCH_ROWS,
     ) -> None:
-        if not venue or not part or not part.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"venue and part must be non-empty names, not {venue!r} / {part!r}")
+        if not venue or not part.replace("_", "").isalnum():
+            raise ValueError(f"venue and part must be names (part: letters, digits, _): {part!r}")
         self.root = Path(root)
         self.venue = venue
         self.part = part
@@ -168,7 +166,11 @@ class CatalogWriter:
         self.row_group_rows = int(row_group_rows)
         self._token = secrets.token_hex(4)
         self._symbols: dict[int, str] = {}
-        self._files: dict[tuple[int, int], _PartFile] = {}
+        self._open: dict[tuple[int, int], _PartFile] = {}  # by (instrument id, day)
+        self._closed: list[_PartFile] = []  # written, published at close()
+        self._numbers: dict[tuple[int, int], int] = {}  # files so far per partition
+        self._last_ts: dict[tuple[int, int], int] = {}  # per partition: rows never go back
+        self._max_day = 0
         #: rows written per (symbol, date)
         self.written: dict[tuple[str, date], int] = {}
         self.root.mkdir(parents=True, exist_ok=True)
@@ -219,55 +221,68 @@ class CatalogWriter:
             for _ in range(len(rows)):
                 self.rejects.reject("unknown_instrument", where)
             return 0
-        f = self._files.get((iid, day))
-        if f is None:
-            d = day_of(day * DAY_NS)
-            final = (
-                partition_dir(self.root, self.venue, sym, d) / f"{self.part}-{self._token}.parquet"
-            )
-            f = self._files[(iid, day)] = _PartFile(final)
         ts = rows["ts_event"]
-        run_max = np.maximum.accumulate(np.concatenate(([f.last_ts], ts)))[:-1]
-        late = ts < run_max  # older than a row already written to this part
-        if late.any():
+        last = self._last_ts.get((iid, day), -(1 << 63))
+        late = ts < np.maximum.accumulate(np.concatenate(([last], ts)))[:-1]
+        if late.any():  # older than a row already written to this partition
             for _ in range(int(late.sum())):
                 self.rejects.reject("out_of_order_time", where)
             rows = rows[~late]
             if len(rows) == 0:
                 return 0
-        if f.writer is None:
-            f.tmp.parent.mkdir(parents=True, exist_ok=True)
-            f.writer = pq.ParquetWriter(f.tmp, FILE_SCHEMA, compression="zstd")
-        f.writer.write_table(to_table(rows), row_group_size=self.row_group_rows)
-        f.last_ts = int(rows["ts_event"][-1])
-        f.rows += len(rows)
+        f = self._file(iid, day, sym)
+        f.writer.write_table(to_table(rows), row_group_size=self.row_group_rows)  # type: ignore[union-attr]
+        self._last_ts[(iid, day)] = int(rows["ts_event"][-1])
         key = (sym, day_of(day * DAY_NS))
         self.written[key] = self.written.get(key, 0) + len(rows)
         return len(rows)
 
+    def _file(self, iid: int, day: int, sym: str) -> _PartFile:
+        """The open file of a partition; a time-ordered import is done with a day once it is
+        two days on, so those files are closed (an import of years keeps few files open)."""
+        if day > self._max_day:
+            self._max_day = day
+            for key in [k for k in self._open if k[1] < day - 1]:
+                self._retire(key)
+        f = self._open.get((iid, day))
+        if f is None:
+            n = self._numbers.get((iid, day), 0)
+            self._numbers[(iid, day)] = n + 1
+            name = f"{self.part}-{self._token}-{n:04d}.parquet"
+            final = partition_dir(self.root, self.venue, sym, day_of(day * DAY_NS)) / name
+            f = self._open[(iid, day)] = _PartFile(final)
+            f.tmp.parent.mkdir(parents=True, exist_ok=True)
+            f.writer = pq.ParquetWriter(f.tmp, FILE_SCHEMA, compression="zstd")
+        return f
+
+    def _retire(self, key: tuple[int, int]) -> None:
+        f = self._open.pop(key)
+        if f.writer is not None:
+            f.writer.close()
+        self._closed.append(f)
+
     def close(self) -> dict[tuple[str, date], int]:
         """Publish this import: close its files, move them in, drop the files of the same part
         name earlier imports left in those partitions. Returns rows per (symbol, date)."""
-        for f in self._files.values():
-            if f.writer is not None:
-                f.writer.close()
-        for f in self._files.values():
-            if f.writer is None:
-                continue
-            for old in f.final.parent.glob(f"{self.part}-*.parquet"):
-                if old.name != f.final.name:
-                    old.unlink()
+        for key in list(self._open):
+            self._retire(key)
+        for f in self._closed:  # the new files first: a crash here leaves both, never neither
             os.replace(f.tmp, f.final)
-        self._files.clear()
+        mine = {f.final for f in self._closed}
+        for d in {f.final.parent for f in self._closed}:
+            for old in d.glob(f"{self.part}-*.parquet"):
+                if old not in mine:
+                    old.unlink()
+        self._closed.clear()
         return self.written
 
     def abort(self) -> None:
         """Discard what this import wrote (the catalog is as it was before)."""
-        for f in self._files.values():
-            if f.writer is not None:
-                f.writer.close()
+        for key in list(self._open):
+            self._retire(key)
+        for f in self._closed:
             f.tmp.unlink(missing_ok=True)
-        self._files.clear()
+        self._closed.clear()
         self.written.clear()
 
 
@@ -292,7 +307,7 @@ def list_catalog(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
         e["days"].add(keys["date"])
         e["rows"] += frag.metadata.num_rows
         e["bytes"] += os.path.getsize(frag.path)
-        e["parts"].add(Path(frag.path).name.rsplit("-", 1)[0])
+        e["parts"].add(Path(frag.path).name.split("-", 1)[0])
     units = load_units(root)
     out = []
     for (venue, sym), e in sorted(acc.items()):

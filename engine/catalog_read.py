@@ -206,25 +206,30 @@ class CatalogSource:
         seen: dict[str, date] = {}  # the last day each book was read
         first = plan.days[0] if plan.days else None
         for day in plan.days:
+            streams: dict[str, list[_Frag]] = {}  # book-stream files (priority 0) by symbol
             for f in plan.frags[day]:
-                if f.order >= len(self._ids) or not _has_snapshot(f.frag):
-                    continue  # trades/quotes parts, or a stream without book rows
-                f.book = True
-                last = seen.get(f.symbol)
-                seen[f.symbol] = day
+                if f.order < len(self._ids):
+                    streams.setdefault(f.symbol, []).append(f)
+            for sym, files in streams.items():
+                head = files[0]  # an import's files of a day are numbered in time order
+                if not _has_snapshot(head.frag):
+                    continue  # a stream without book rows
+                head.book = True
+                last = seen.get(sym)
+                seen[sym] = day
                 if last is not None:
                     if last != day - timedelta(days=1):
                         raise ValueError(
-                            f"catalog {self.root}: the book of {self.venue}/{f.symbol} has no "
+                            f"catalog {self.root}: the book of {self.venue}/{sym} has no "
                             f"data between {last} and {day}; read the windows on either side "
                             f"of the gap separately"
                         )
                     continue  # a following day: its opening snapshot is where we already are
-                snap = self._fold(f) if day == first else None
+                snap = self._fold(files) if day == first else None
                 if snap is not None and snap.ts_event <= self._first_ts(plan.frags[day]):
                     plan.preamble.append(snap)
                 else:
-                    f.snapshots = "deltas"
+                    head.snapshots = "deltas"
 
     def _first_ts(self, frags: list[_Frag]) -> int:
         """The earliest time any of ``frags`` may yield (row-group statistics, no data read)."""
@@ -242,17 +247,22 @@ class CatalogSource:
                 lo = min(lo, max(_ns(st.min), self.start_ns or 0))
         return lo
 
-    def _fold(self, f: _Frag) -> BookSnapshot | None:
-        """The book of ``f``'s instrument at the window's start: its day's snapshot and every
-        delta before the start. None when the part holds no snapshot."""
+    def _fold(self, files: list[_Frag]) -> BookSnapshot | None:
+        """The book of one instrument at the window's start: its day's snapshot and every
+        delta before the start, from its book-stream ``files`` of that day, in order."""
         expr = ds.field("kind") == SNAPSHOT
         if self.start_ns is not None:
             expr = expr | (ds.field("ts_event") < pa.scalar(self.start_ns, TS_TYPE))
         bids: dict[int, int] = {}
         asks: dict[int, int] = {}
         ts = seq = -1
-        for batch in f.frag.to_batches(filter=expr, batch_size=self.batch_rows):
-            rows = _rows(batch, f.iid)
+        batches = (
+            (f.iid, b)
+            for f in files
+            for b in f.frag.to_batches(filter=expr, batch_size=self.batch_rows)
+        )
+        for iid, batch in batches:
+            rows = _rows(batch, iid)
             self.stats["rows_read"] += len(rows)
             cols = (rows[k].tolist() for k in ("kind", "side", "px", "qty", "ts_event", "seq"))
             for kind, side, px, qty, t, s in zip(*cols, strict=True):
@@ -272,7 +282,7 @@ class CatalogSource:
         bp = sorted(bids, reverse=True)
         ap = sorted(asks)
         return BookSnapshot(
-            f.iid, bp, [bids[p] for p in bp], ap, [asks[p] for p in ap], ts, ts, max(seq, 0)
+            files[0].iid, bp, [bids[p] for p in bp], ap, [asks[p] for p in ap], ts, ts, max(seq, 0)
         )
 
     # --- reading ------------------------------------------------------------------------------

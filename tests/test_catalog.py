@@ -117,7 +117,7 @@ def test_reads_stream_in_bounded_batches(tmp_path: Path) -> None:
     assert src.stats["rows_read"] < 1500  # the first batch came before the files were read
     sizes = [len(first)] + [len(b) for b in it]
     assert max(sizes) <= 300 and sum(sizes) == len(msgs) - 1
-    rows = np.concatenate([first] + list(CatalogSource(tmp_path, [BTC, ETH]).batches())[0:0])
+    rows = np.concatenate(list(CatalogSource(tmp_path, [BTC, ETH], batch_rows=300).batches()))
     assert (np.diff(rows["ts_event"]) >= 0).all()
 
 
@@ -143,6 +143,28 @@ def test_a_book_with_a_missing_day_is_refused(tmp_path: Path) -> None:
         CatalogSource(tmp_path, [BTC, ETH]).preamble()
     # either side of the gap reads
     assert list(CatalogSource(tmp_path, [BTC], start_ns=T0 + 2 * DAY_NS))[-1] == later[0]
+
+
+def test_an_import_closes_the_days_it_is_done_with_and_reopens_them_in_order(
+    tmp_path: Path,
+) -> None:
+    msgs = _book_stream(400)
+    btc = [m for m in msgs if m.instrument_id == 1]
+    far = [Quote(2, 10, 1, 11, 1, T0 + 3 * DAY_NS, T0 + 3 * DAY_NS)]
+    with CatalogWriter(tmp_path, "x", "stream", [BTC, ETH]) as w:
+        rows = BookRows()
+        for part in (btc[:200], far, btc[200:]):  # day 3 retires day 1's file; day 1 again
+            for r in rows.feed(message_batches(part)):
+                w.write(r)
+    day1 = tmp_path / "venue=x" / "instrument=BTC%2FUSDT" / "date=2024-08-08"
+    assert len(list(day1.glob("stream-*.parquet"))) == 2
+    assert list(CatalogSource(tmp_path, [BTC])) == btc
+    start = btc[300].ts_event  # in the second file: the fold reads both
+    (snap,) = CatalogSource(tmp_path, [BTC], start_ns=start).preamble()
+    assert (
+        dict(zip(snap.bid_px, snap.bid_qty, strict=True)),
+        dict(zip(snap.ask_px, snap.ask_qty, strict=True)),
+    ) == _book_at(btc, 1, start)
 
 
 def test_units_and_order_are_guarded(tmp_path: Path) -> None:
