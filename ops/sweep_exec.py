@@ -84,15 +84,14 @@ class RayExecutor:
         self.started = False
         if not ray.is_initialized():
             kw: dict[str, Any] = {
-                "include_dashboard": False,
                 "log_to_driver": False,  # a trial's own output stays in Ray's logs
-                "configure_logging": False,
+                "configure_logging": False,  # our logging stays ours
+                **(ray_kwargs or {}),
             }
-            if address:
-                ray.init(address=address, **kw, **(ray_kwargs or {}))
+            if address:  # a cluster: its resources are its own
+                ray.init(address=address, **kw)
             else:
-                kw["num_cpus"] = num_cpus or None
-                ray.init(address="local", **kw, **(ray_kwargs or {}))
+                ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False, **kw)
             self.started = True
         self.max_retries = max_retries
         self.timeout_s = timeout_s

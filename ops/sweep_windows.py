@@ -21,8 +21,9 @@ class SweepError(ValueError):
     """A sweep that cannot run as configured (the message says which key)."""
 
 
-def parse_time_ns(text: str, key: str) -> int:
-    """ISO 8601 (no zone: UTC) or integer nanoseconds since the epoch."""
+def parse_time_ns(text: str, key: str, *, end: bool = False) -> int:
+    """ISO 8601 (no zone: UTC) or integer nanoseconds since the epoch; a bare date as an ``end``
+    means the end of that day (as ``[market] catalog_end`` reads it)."""
     s = str(text).strip()
     if s.lstrip("-").isdigit():
         return int(s)
@@ -33,7 +34,22 @@ def parse_time_ns(text: str, key: str) -> int:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
     delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    return ns + (86_400 * 10**9 if end and len(s) == 10 else 0)
+
+
+def _catalog_span(m: Any) -> tuple[str, str]:
+    """The catalog's own span (whole days, from its partitions) when ``catalog_start`` /
+    ``catalog_end`` leave it open."""
+    start, end = m.catalog_start, m.catalog_end
+    if start and end:
+        return start, end
+    from engine.catalog import list_catalog
+
+    held = [e for e in list_catalog(m.catalog_dir) if e["venue"] == (m.catalog_venue or e["venue"])]
+    if not held:
+        raise SweepError(f"market.catalog_dir: {m.catalog_dir} holds no data to cut into windows")
+    return start or min(e["first"] for e in held), end or max(e["last"] for e in held)
 
 
 def make_windows(cfg: Any) -> list[Window]:
@@ -49,15 +65,15 @@ def make_windows(cfg: Any) -> list[Window]:
             '(gekko data import lobster) and sweep over [market] source = "catalog"'
         )
     start, end = sw.start, sw.end
-    if m.source == "catalog":
-        start = start or str(getattr(m, "catalog_start", "") or "")
-        end = end or str(getattr(m, "catalog_end", "") or "")
+    if m.source == "catalog" and not (start and end):
+        own = _catalog_span(m)
+        start, end = start or own[0], end or own[1]
     if not start or not end:
         raise SweepError(
             "sweep.start / sweep.end: a replay is cut into windows by time; give the span "
-            "(ISO or ns; for the catalog, [market] catalog_start / catalog_end serve too)"
+            "(ISO or ns)"
         )
-    t0, t1 = parse_time_ns(start, "sweep.start"), parse_time_ns(end, "sweep.end")
+    t0, t1 = parse_time_ns(start, "sweep.start"), parse_time_ns(end, "sweep.end", end=True)
     if t1 <= t0:
         raise SweepError("sweep.end: must be after sweep.start")
     edges = [t0 + (t1 - t0) * k // n for k in range(n + 1)]

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from ops.config import ConfigError, parse_config
@@ -133,7 +134,8 @@ def test_retries_and_failures_are_reported_never_missing(
     ray_runtime: object, tmp_path: Path
 ) -> None:
     """A trial failing once is retried and completes; one that always raises and one whose
-    worker dies come back failed after max_retries + 1 attempts, with the error."""
+    worker dies come back failed after max_retries + 1 attempts, with the error; one that hangs
+    is cancelled at the timeout and reported."""
     from ops.sweep_exec import RayExecutor
     from ops.sweep_search import run_search
     from tests._sweep_faults import faulty_trial
@@ -152,6 +154,14 @@ def test_retries_and_failures_are_reported_never_missing(
         out = run_search(cfg, [w], spec, ex)
     finally:
         ex.close()
+    hang = msgspec.structs.replace(
+        cfg, sweep=msgspec.structs.replace(cfg.sweep, params={"fast": [6]})
+    )
+    ex = RayExecutor(faulty_trial, max_retries=1, timeout_s=2.0)
+    try:
+        (hung,) = run_search(hang, [w], spec, ex).trials
+    finally:
+        ex.close()
     assert ray_runtime.is_initialized()  # type: ignore[attr-defined]  (not ours to stop)
     by_fast = {t.params["fast"]: t for t in out.trials}
     assert sorted(by_fast) == [2, 3, 4]
@@ -159,6 +169,7 @@ def test_retries_and_failures_are_reported_never_missing(
     assert by_fast[3].status == "failed"
     assert "RuntimeError after 2 attempt(s): always broken" in by_fast[3].error
     assert by_fast[4].status == "failed" and "Worker" in by_fast[4].error
+    assert hung.status == "timeout" and "cancelled after 2 s" in hung.error
 
 
 def test_optuna_walk_forward_inline(tmp_path: Path) -> None:
@@ -205,9 +216,11 @@ def test_windows_points_and_strategy() -> None:
     with pytest.raises(SweepError, match="sweep.start"):
         make_windows(parse_config(rep))
     rep = rep.replace("windows = 3", 'windows = 2\nstart = "2024-01-02"\nend = "2024-01-03"')
-    a, b = make_windows(parse_config(rep))
-    assert a.end_ns == b.start_ns and b.end_ns - a.start_ns == 86_400 * 10**9
+    a, b = make_windows(parse_config(rep))  # a bare date as the end: through that day
+    assert a.end_ns == b.start_ns and b.end_ns - a.start_ns == 2 * 86_400 * 10**9
     assert (a.seed, a.start_ns) == (None, 1_704_153_600 * 10**9)
+    a, b = make_windows(parse_config(rep.replace('"2024-01-03"', '"2024-01-03T00:00:00"')))
+    assert b.end_ns - a.start_ns == 86_400 * 10**9
 
 
 def test_time_window_cuts_the_replay(tmp_path: Path) -> None:
@@ -244,3 +257,33 @@ def test_sweep_config_is_validated(tmp_path: Path) -> None:
     assert main(["sweep", "--config", str(cfg), "--inline", "--no-store"]) == 2
     cfg = write_config(tmp_path, "")
     assert main(["sweep", "--config", str(cfg), "--inline", "--no-store"]) == 2  # no params
+
+
+def test_catalog_windows_cut_the_catalog(tmp_path: Path) -> None:
+    """A catalog swept in two windows: each trial reads its half of the quotes (pushed down as
+    catalog_start / catalog_end), none lost or read twice."""
+    from ops.cli import main
+    from ops.sweep import prepare
+    from ops.sweep_exec import InlineExecutor
+    from ops.sweep_search import run_search
+
+    t0 = 1_700_000_000_000_000_000
+    rows = ["ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty"]
+    rows += [f"{t0 + k * 10**8},AAPL,190.{k % 50:02d},5,190.{k % 50 + 2:02d},5" for k in range(300)]
+    (tmp_path / "q.csv").write_text("\n".join(rows) + "\n")
+    base = write_config(tmp_path, "")
+    cat = tmp_path / "cat"
+    imp = ["data", "import", "quotes", str(tmp_path / "q.csv"), "--config", str(base)]
+    assert main([*imp, "--catalog", str(cat), "--venue", "sim"]) == 0
+    sweep = f'windows = 2\nstart = "{t0}"\nend = "{t0 + 30 * 10**9}"\n[sweep.params]\nfast = [2]'
+    text = write_config(tmp_path, sweep).read_text()
+    text = text.replace(
+        'source = "synthetic"', f'source = "catalog"\ncatalog_dir = "{cat}"\ncatalog_venue = "sim"'
+    )
+    path = tmp_path / "cat.toml"
+    path.write_text(text)
+    cfg = parse_config(text, path)
+    windows, make_spec = prepare(cfg, text)
+    out = run_search(cfg, windows, make_spec, InlineExecutor())
+    assert [t.status for t in out.trials] == ["ok", "ok"], [t.error for t in out.trials]
+    assert [t.metrics["ticks"] for t in out.trials] == [150, 150]
