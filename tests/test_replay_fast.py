@@ -1,0 +1,368 @@
+"""The fast replay (engine/replay_fast.py) gives the exact path's orders, fills, positions, P&L
+and equity curve on the same data; strategies get only what they subscribed to, in both."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import md_columns as mc
+from engine.backtest import InlineRuntime
+from engine.book import L2Book
+from engine.instruments import Instrument
+from engine.messages import (
+    BookSnapshot,
+    Control,
+    ControlCommand,
+    Forecast,
+    OrderType,
+    Quote,
+    TimeInForce,
+    Trade,
+)
+from engine.risk import RiskLimits
+from engine.sources.synthetic import InstrumentSpec, SyntheticMarket
+from engine.strategies.base import Strategy
+from engine.strategies.market_maker import MarketMaker
+from engine.strategies.momentum import MomentumTaker
+from engine.strategy_host import StrategySpec
+from engine.venues.sim import SimExchange
+
+INS = [
+    Instrument(instrument_id=1, symbol="AAA", tick_size=0.01),
+    Instrument(instrument_id=2, symbol="BBB", tick_size=0.01),
+]
+LIMITS = RiskLimits.off(max_order_notional=1e9, max_position_lots=200, max_open_orders=50)
+T0 = 1_700_000_000_000_000_000
+LOBSTER = Path(__file__).resolve().parents[2] / "shared" / "data" / "lobster"
+
+
+class Rows:
+    """A columnar source over fixed rows (and messages before them), in batches of ``size``."""
+
+    def __init__(self, rows: np.ndarray, pre: list[object] | None = None, size: int = 4096):
+        self.rows, self.pre, self.size = rows, list(pre or ()), size
+
+    def preamble(self) -> list[object]:
+        return list(self.pre)
+
+    def batches(self):
+        for i in range(0, len(self.rows), self.size):
+            yield self.rows[i : i + self.size]
+
+    def __iter__(self):
+        yield from self.pre
+        yield from mc.to_messages(self.rows)
+
+
+def quotes(n: int, seed: int = 1, iids: tuple[int, ...] = (1,)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = mc.empty(n)
+    rows["ts_event"] = T0 + np.cumsum(rng.integers(1, 2_000_000, n))
+    rows["instrument_id"] = rng.choice(iids, n)
+    rows["kind"] = mc.MdKind.QUOTE
+    mid = 10_000 + np.cumsum(rng.choice([-1, 0, 0, 1], n))
+    rows["bid_px"] = mid
+    rows["ask_px"] = mid + 1 + (rng.random(n) < 0.3)
+    rows["bid_qty"] = rng.integers(1, 50, n)
+    rows["ask_qty"] = rng.integers(1, 50, n)
+    rows["seq"] = np.arange(1, n + 1)
+    return rows
+
+
+def synthetic(n: int, seed: int = 3) -> tuple[list[object], np.ndarray]:
+    """The synthetic market's L2 stream (snapshots, then deltas, trades and quotes) as rows."""
+    specs = [
+        InstrumentSpec.from_instrument(i, p, vol=3e-4)
+        for i, p in zip(INS, (100.0, 50.0), strict=True)
+    ]
+    msgs = list(itertools.islice(iter(SyntheticMarket(specs, 0.5, seed=seed)), n))
+    pre = [m for m in msgs if isinstance(m, BookSnapshot)]
+    assert msgs[: len(pre)] == pre  # the snapshots open the stream
+    return pre, mc.from_messages(msgs[len(pre) :])
+
+
+def venue(latency_ns: int = 50_000) -> SimExchange:
+    return SimExchange(
+        INS,
+        latency_ns=latency_ns,
+        jitter_ns=10_000,
+        response_latency_ns=latency_ns,
+        maker_fee_bps=-0.5,
+        taker_fee_bps=2.0,
+        seed=1,
+    )
+
+
+def both(make_source, specs, *, latency_ns: int = 50_000, **kw) -> tuple:
+    """The same run on the exact and the fast path (an equity point every 20 ms)."""
+    kw.setdefault("equity_interval_ns", 20_000_000)
+    out = []
+    for engine in ("exact", "fast"):
+        rt = InlineRuntime(
+            INS, specs, LIMITS, venue(latency_ns), make_source(), engine=engine, **kw
+        )
+        out.append((rt, rt.run()))
+    (ex, a), (fa, b) = out
+    assert a["replay_engine"] == "exact" and b["replay_engine"] == "fast", b["replay_note"]
+    return ex, a, fa, b
+
+
+def assert_same(ex: InlineRuntime, a: dict, fa: InlineRuntime, b: dict) -> None:
+    for k in (
+        "orders_sent",
+        "ticks",
+        "intents",
+        "fills",
+        "rejects",
+        "positions",
+        "risk_positions",
+        "venue_positions",
+        "pnl",
+        "pnl_by_strategy",
+        "analytics",
+        "risk_events",
+        "trading_state",
+        "open_orders",
+        "sim_start_ns",
+        "sim_end_ns",
+        "tick_to_order_ns",
+    ):
+        assert a[k] == b[k], k
+    assert ex.fill_log == fa.fill_log
+    for x, y in zip(ex.portfolio.equity_curve(), fa.portfolio.equity_curve(), strict=True):
+        assert np.array_equal(x, y)
+    assert ex.venue.ignored_market_data == fa.venue.ignored_market_data
+    for iid in (1, 2):  # the venue's and the strategies' books end the same
+        assert np.array_equal(ex.venue.book(iid)._buf, fa.venue.book(iid)._buf)
+        assert np.array_equal(ex.host.books[iid]._buf, fa.host.books[iid]._buf)
+        assert ex.host.quotes.get(iid) == fa.host.quotes.get(iid)
+    assert ex.venue.fills == fa.venue.fills
+
+
+def momentum(params: dict, iid: int = 1) -> list[StrategySpec]:
+    return [StrategySpec(MomentumTaker, params, instruments=[iid])]
+
+
+def test_quotes_never_trading_all_rows_fast():
+    ex, a, fa, b = both(lambda: Rows(quotes(6_000)), momentum({"threshold_ticks": 1e9}))
+    assert_same(ex, a, fa, b)
+    assert a["orders"] == 0 and b["ticks"] == 6_000
+    assert fa._fast.exact_rows == 1  # the first row starts the strategies; the rest is fast
+    assert len(fa.portfolio.equity_curve()[0]) > 100
+
+
+def test_quotes_trading_heavily():
+    ex, a, fa, b = both(lambda: Rows(quotes(6_000), size=500), momentum({"fast": 3, "slow": 8}))
+    assert_same(ex, a, fa, b)
+    assert a["orders"] > 500 and a["fills"] > 500
+    assert fa._fast.fast_rows > 1_000 and fa._fast.exact_rows > 500
+
+
+def test_two_instruments_market_orders_and_tiny_batches():
+    specs = momentum({"fast": 5, "slow": 20, "order": "market", "size": 3}, 1)
+    specs.append(StrategySpec(MomentumTaker, {"fast": 4, "slow": 9}, instruments=[2]))
+    ex, a, fa, b = both(lambda: Rows(quotes(4_000, 2, (1, 2)), size=7), specs, hop_latency_ns=3_000)
+    assert_same(ex, a, fa, b)
+    assert a["orders"] > 100
+
+
+def test_l2_stream_with_resting_orders_and_trades():
+    pre, rows = synthetic(8_000)
+    specs = [
+        StrategySpec(
+            MarketMaker,
+            {"half_spread_ticks": 2, "size": 3, "max_inventory": 20, "skew_ticks_per_lot": 0.1},
+            instruments=[1],
+        ),
+        StrategySpec(MomentumTaker, {"fast": 20, "slow": 100, "size": 5}, instruments=[2]),
+    ]
+    ex, a, fa, b = both(lambda: Rows(rows, pre, 1000), specs, poll_interval_ns=20_000)
+    assert_same(ex, a, fa, b)
+    assert a["fills"] > 20 and a["replaces"] > 0  # (quotes always rest: all of it is exact)
+
+
+def test_l2_stream_taker_only_mostly_fast():
+    pre, rows = synthetic(8_000, seed=5)
+    ex, a, fa, b = both(lambda: Rows(rows, pre), momentum({"fast": 10, "slow": 40}, 2))
+    assert_same(ex, a, fa, b)
+    assert a["orders"] > 5 and fa._fast.fast_rows > fa._fast.exact_rows
+
+
+class TimerBuyer(Strategy):
+    """Buys one lot (IOC through the ask) on every 40th timer tick."""
+
+    n = 0
+
+    def on_timer(self, now_ns: int) -> None:
+        self.n += 1
+        ask = self.ctx.best_ask(1)
+        if self.n % 40 == 0 and ask is not None:
+            self.ctx.buy(1, 1, ask[0] + 1, OrderType.LIMIT, TimeInForce.IOC)
+
+
+def test_timers_and_controls_between_fast_rows():
+    rows = quotes(5_000)
+    t_kill = int(rows["ts_event"][3_000])
+    controls = [
+        Control(command=ControlCommand.KILL, ts=t_kill + 1, arg="test"),
+        Control(command=ControlCommand.RESUME, ts=t_kill + 50_000_000),
+    ]
+    ex, a, fa, b = both(
+        lambda: Rows(rows),
+        [StrategySpec(TimerBuyer, instruments=[1])],
+        timer_interval_ns=5_000_000,
+        controls=controls,
+    )
+    assert_same(ex, a, fa, b)
+    assert a["orders"] > 3 and a["risk_events"] > 0
+
+
+class Overlay:
+    """Stands in for procs.infer.ForecastOverlay: a forecast after every 500th row."""
+
+    enabled = True
+
+    def on_rows(self, rows: np.ndarray) -> list[Forecast]:
+        idx = np.flatnonzero(rows["seq"] % 500 == 0)
+        self.after = idx
+        return [
+            Forecast(1, "m1", int(t), int(t), [float(rows["seq"][i] % 3 - 1)])
+            for i, t in zip(idx.tolist(), rows["ts_event"][idx].tolist(), strict=True)
+        ]
+
+
+class ForecastTaker(Strategy):
+    subscriptions = frozenset({"forecast"})
+
+    def on_forecast(self, f: Forecast) -> None:
+        bid, ask = self.ctx.best_bid(1), self.ctx.best_ask(1)
+        if f.point[0] > 0 and ask:
+            self.ctx.buy(1, 2, ask[0] + 2, OrderType.LIMIT, TimeInForce.IOC)
+        elif f.point[0] < 0 and bid:
+            self.ctx.sell(1, 2, bid[0] - 2, OrderType.LIMIT, TimeInForce.IOC)
+
+
+def test_forecasts_merged_like_the_interleaved_stream():
+    rows = quotes(5_000)
+    specs = [StrategySpec(ForecastTaker, instruments=[1])]
+
+    def interleaved():
+        ov = Overlay()
+        fcs = ov.on_rows(rows)
+        after = dict(zip(ov.after.tolist(), fcs, strict=True))
+        for i, m in enumerate(mc.to_messages(rows)):
+            yield m
+            if i in after:
+                yield after[i]
+
+    ex = InlineRuntime(INS, specs, LIMITS, venue(), interleaved(), engine="exact")
+    a = ex.run()
+    fa = InlineRuntime(INS, specs, LIMITS, venue(), Rows(rows, size=777), overlay=Overlay())
+    b = fa.run()
+    assert b["replay_engine"] == "fast"
+    assert_same(ex, a, fa, b)
+    assert a["orders"] >= 5
+
+
+# --- subscriptions -----------------------------------------------------------------------------
+
+
+class Counts(Strategy):
+    subscriptions = frozenset({"trade", "top"})
+
+    def __init__(self, ctx, params):
+        super().__init__(ctx, params)
+        self.seen: list[tuple[str, int]] = []
+
+    def on_quote(self, q: Quote) -> None:
+        self.seen.append(("quote", q.ts_event))
+
+    def on_trade(self, t: Trade) -> None:
+        self.seen.append(("trade", t.ts_event))
+
+    def on_book(self, instrument_id: int) -> None:
+        top = self.ctx.best_bid(instrument_id), self.ctx.best_ask(instrument_id)
+        self.seen.append(("book", hash(top)))
+
+
+def test_subscriptions_honoured_on_both_paths():
+    pre, rows = synthetic(4_000, seed=9)
+    # what a "top" subscriber must see: one callback per change of the best levels
+    books = {i: L2Book(i) for i in (1, 2)}
+    for s in pre:
+        books[s.instrument_id].apply(s)
+    want_books = 0
+    for m in mc.to_messages(rows):
+        if m.instrument_id == 1 and type(m).__name__ == "BookDelta":
+            before = books[1].best_bid(), books[1].best_ask()
+            books[1].apply(m)
+            want_books += (books[1].best_bid(), books[1].best_ask()) != before
+    trades = int(np.sum((rows["kind"] == mc.MdKind.TRADE) & (rows["instrument_id"] == 1)))
+    seen = []
+    for engine in ("exact", "fast"):
+        rt = InlineRuntime(
+            INS, [StrategySpec(Counts, instruments=[1])], LIMITS, venue(), Rows(rows, pre, 333),
+            engine=engine,
+        )  # fmt: skip
+        rt.run()
+        seen.append(rt.host.strategy(1).seen)
+    assert seen[0] == seen[1]
+    kinds = [k for k, _ in seen[0]]
+    assert "quote" not in kinds
+    assert kinds.count("trade") == trades > 0
+    # the opening snapshot is one top change too
+    assert kinds.count("book") == want_books + 1 > 10
+
+
+def test_unknown_subscription_is_refused():
+    class Bad(Strategy):
+        subscriptions = frozenset({"quotes"})
+
+    with pytest.raises(ValueError, match="unknown"):
+        InlineRuntime(INS, [Bad], LIMITS, venue(), Rows(quotes(10)))
+
+
+def test_exact_forced_and_what_the_fast_path_does_not_take():
+    rows = quotes(200)
+    rt = InlineRuntime(INS, momentum({}), LIMITS, venue(), Rows(rows), engine="exact")
+    assert rt.run()["replay_engine"] == "exact"
+    rt = InlineRuntime(INS, momentum({}), LIMITS, venue(), list(mc.to_messages(rows)))
+    s = rt.run()
+    assert s["replay_engine"] == "exact" and "not columnar" in s["replay_note"]
+    rt = InlineRuntime(INS, momentum({}), LIMITS, venue(), Rows(rows), feed_latency_ns=5)
+    assert "feed latency" in rt.run()["replay_note"]
+    with pytest.raises(ValueError, match="engine"):
+        InlineRuntime(INS, momentum({}), LIMITS, venue(), Rows(rows), engine="turbo")
+
+
+def test_max_ticks_counts_rows_and_preamble():
+    pre, rows = synthetic(3_000)
+    ex, a, fa, b = both(lambda: Rows(rows, pre, 256), momentum({"fast": 5, "slow": 20}, 2),
+                        max_ticks=1_234)  # fmt: skip
+    assert a["ticks"] == b["ticks"] == 1_234
+    assert_same(ex, a, fa, b)
+
+
+@pytest.mark.skipif(not LOBSTER.is_dir(), reason="no LOBSTER sample in ../shared/data/lobster")
+def test_lobster_day_same_orders_and_fills():
+    from engine.sources.replay import ReplaySource
+
+    msgs = ReplaySource.from_lobster(
+        LOBSTER / "GOOG_2012-06-21_34200000_57600000_message_5.csv",
+        LOBSTER / "GOOG_2012-06-21_34200000_57600000_orderbook_5.csv",
+        5,
+        1,
+        price_divisor=100,
+        instruments=INS,
+    )
+    # the first 30,000 events of the day (the whole day takes the exact path ~10 s here)
+    msgs = list(itertools.islice(iter(msgs), 30_000))
+    pre = [m for m in msgs[:1] if isinstance(m, BookSnapshot)]
+    rows = mc.from_messages(msgs[len(pre) :])
+    ex, a, fa, b = both(lambda: Rows(rows, pre, 8192), momentum({"fast": 10, "slow": 40}))
+    assert_same(ex, a, fa, b)
+    assert a["orders"] > 20 and a["fills"] > 10
