@@ -19,6 +19,10 @@ Around that:
 ``InferEngine`` is the whole state machine (message in, messages out, time passed in); ``run`` is
 the ring plumbing around it. Market data is read non-gating: a slow model never holds the feed
 back; what it misses is counted (``md_missed``).
+
+Backtests compute the same forecasts in batches across bar closes: ``ForecastOverlay`` (row
+batches of the fast replay, or messages) and ``with_forecasts`` (the exact path) on
+``procs.infer_batch`` (docs/backtesting.md, "Forecasts in backtests").
 """
 
 from __future__ import annotations
