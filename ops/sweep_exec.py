@@ -14,8 +14,8 @@ module's contract: a sweep never silently loses a trial.
   (ops/sweep_trial.py).
 
 Ray is started here with ``address="local"`` (a new runtime of our own, never one found in
-/tmp/ray by chance) unless ``[sweep] address`` / ``--address`` names a cluster; it is shut
-down when the sweep ends if we started it.
+/tmp/ray by chance; no dashboard; its node address the loopback one) unless ``[sweep] address``
+/ ``--address`` names a cluster; it is shut down when the sweep ends if we started it.
 """
 
 from __future__ import annotations
@@ -91,7 +91,13 @@ class RayExecutor:
             if address:  # a cluster: its resources are its own
                 ray.init(address=address, **kw)
             else:
-                ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False, **kw)
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus or None,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",  # this host's runtime: reached on loopback
+                    **kw,
+                )
             self.started = True
         self.max_retries = max_retries
         self.timeout_s = timeout_s

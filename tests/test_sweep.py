@@ -81,6 +81,7 @@ def ray_runtime() -> Iterator[object]:
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
+        _node_ip_address="127.0.0.1",
         _temp_dir=base,
     )
     yield ray
