@@ -111,6 +111,7 @@ class Consumer:
         self._sleep_addr = ring._slot_addr(self.slot, SL_SLEEPING)
         self._cursor_w = (SLOTS + self.slot * SLOT_SIZE + SL_CURSOR) // 8
         self._seq_w = (SLOTS + self.slot * SLOT_SIZE + SL_SEQ) // 8
+        self._handed = -1  # the cursor last handed back on the plain path (-1: none yet)
         self.pos = ring._slot_word(self.slot, SL_CURSOR)
         self.received = ring._slot_word(self.slot, SL_RECEIVED)
         self.missed = ring._slot_word(self.slot, SL_MISSED)
@@ -276,11 +277,15 @@ class Consumer:
         where ``shm.fastpath`` allows (unless the producer sleeps), else one numba call."""
         if self._plain:
             h = self._h
-            h[self._seq_w] = self._next_seq + 1
-            h[self._cursor_w] = self.pos
+            pos = self.pos
+            if pos != self._handed:  # a reader spinning on an empty ring stores nothing
+                h[self._seq_w] = self._next_seq + 1
+                h[self._cursor_w] = pos
+                self._handed = pos
             if not h[_PSLEEP_W]:
                 avail = self._avail = h[_POS_W]
                 return avail
+        self._handed = self.pos
         avail = K.exchange(self._base, self.slot, self.pos, self._next_seq)
         if avail < 0:  # the producer sleeps waiting for room: wake it
             avail = -avail - 1

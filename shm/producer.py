@@ -383,9 +383,14 @@ class Producer:
         seq = self.seq
         q = self._q
         i = off >> 3
-        q[i] = n | (self._heads.get(type(msg)) or self._head(msg))
+        try:
+            head = self._heads[type(msg)]  # a plain dict subscription: the cheapest look-up
+        except KeyError:
+            head = self._head(msg)
+        q[i] = n | head
         q[i + 1] = seq
-        self._data[off + FRAME_HEADER : off + FRAME_HEADER + n] = buf
+        off += FRAME_HEADER
+        self._data[off : off + n] = buf
         seq += 1
         self.seq = seq
         if self._plain:  # the commit as plain stores (shm.fastpath says why that is enough)
