@@ -195,13 +195,21 @@ class FastReplay:
     def run(self) -> None:
         rt = self.rt
         left = self.max_rows
-        for msg in self.source.preamble():  # e.g. the opening BookSnapshot: the exact path
+        pre = self.source.preamble()
+        # the overlay sees every event, the preamble's too (a snapshot counts as a tick bar's
+        # tick and starts the first time bar, as it does on the message path)
+        extras = self._pre_extras(pre)
+        for k, msg in enumerate(pre):  # e.g. the opening BookSnapshot: the exact path
             if left is not None:
                 if left <= 0:
                     return
                 left -= 1
+            t0 = time.perf_counter_ns()
             self._exact_item(msg)
             self.exact_rows += 1
+            for f in extras.get(k, ()):
+                self._exact_item(f)
+            rt.wall_ns_per_tick.append(time.perf_counter_ns() - t0)
         for rows in self.source.batches():
             if left is not None:
                 if left <= 0:
@@ -225,6 +233,17 @@ class FastReplay:
         for tm in rt._timers:
             if tm[0] is None:
                 tm[0] = rt.now_ns + tm[1]
+
+    def _pre_extras(self, pre: list[object]) -> dict[int, list[object]]:
+        """The overlay's forecasts for the preamble, by the message they follow."""
+        on_messages = getattr(self.overlay, "on_messages", None)
+        if on_messages is None or not pre:
+            return {}
+        fcs = on_messages(pre)
+        out: dict[int, list[object]] = {}
+        for f, a in zip(fcs, self.overlay.after.tolist(), strict=True):
+            out.setdefault(a, []).append(f)
+        return out
 
     def _extras(self, b: _Batch, rows: np.ndarray) -> dict[int, list[object]]:
         """The overlay's forecasts for this batch, by the row they follow."""
