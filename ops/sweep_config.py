@@ -19,7 +19,7 @@ import msgspec
 from engine.settings import need
 
 METHODS = ("grid", "optuna")
-OBJECTIVES = ("sharpe", "net_pnl")
+OBJECTIVES = ("sharpe", "net_pnl", "strategy_net_pnl")
 _RANGE_KEYS = frozenset({"low", "high", "step", "log"})
 
 

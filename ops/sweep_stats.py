@@ -134,7 +134,9 @@ def pbo_cscv(returns: np.ndarray, blocks: int = 8) -> Overfitting:
     m = np.asarray(returns, dtype=np.float64)
     t, n = m.shape
     if n < 2 or blocks < 2 or blocks % 2 or t < 2 * blocks:
-        raise ValueError(f"CSCV needs >= 2 trials and >= {2 * blocks} periods, got {n} x {t}")
+        raise ValueError(
+            f"CSCV needs >= 2 trials and >= {2 * blocks} periods, got {n} trials x {t} periods"
+        )
     parts = np.array_split(np.arange(t), blocks)
     logits = []
     for chosen in itertools.combinations(range(blocks), blocks // 2):

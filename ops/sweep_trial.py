@@ -132,6 +132,10 @@ def run_trial(spec: TrialSpec) -> TrialResult:
         return result_of(spec, "failed", f"strategy error: {errors[0]}", wall_s=wall)
     ts, eq, _ = bt.runtime.portfolio.equity_curve()
     metrics = figures(summary, eq, cfg)
+    mine = summary["pnl_by_strategy"].get(
+        cfg.strategies[spec.strategy_index].id or spec.strategy_index + 1
+    )
+    metrics["strategy_net_pnl"] = float(mine["net"]) if mine else 0.0  # the swept one's own
     metrics["md_rejected"] = bt.rejects.total
     if ts.size > CURVE_POINTS:
         keep = np.linspace(0, ts.size - 1, CURVE_POINTS).astype(np.int64)

@@ -197,6 +197,8 @@ def test_optuna_walk_forward_inline(tmp_path: Path) -> None:
         assert f.is_trial.window == f.fold and f.oos_trial.window == f.fold + 1
     assert all(2 <= t.params["fast"] <= 6 and isinstance(t.params["fast"], int) for t in search)
     assert all(t.ok and t.metrics["ticks"] == 300 for t in out.trials)
+    # the only strategy: its own P&L is the portfolio's
+    assert all(t.metrics["strategy_net_pnl"] == pytest.approx(t.metrics["net_pnl"]) for t in oos)
 
 
 def test_windows_points_and_strategy() -> None:
