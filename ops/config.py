@@ -439,9 +439,17 @@ def _check_venues(venues: list[Any]) -> None:
 
 class BacktestSection(msgspec.Struct, **_STRICT):
     events: int = 200_000
+    #: "fast": a columnar source (replay files, the catalog) on engine.replay_fast (same orders
+    #: and fills); "exact": every message through the machinery (docs/backtesting.md)
+    engine: str = "fast"
 
     def __post_init__(self) -> None:
         _need(self.events > 0, "backtest.events", "must be > 0")
+        _need(
+            self.engine in ("fast", "exact"),
+            "backtest.engine",
+            f"must be 'fast' or 'exact', not {self.engine!r}",
+        )
 
 
 class ReportSection(msgspec.Struct, **_STRICT):
