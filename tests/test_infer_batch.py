@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from engine.bars import BarAggregator, ClosedBars
-from engine.md_columns import from_messages
-from engine.messages import BookDelta, Forecast, Quote, Trade
+from engine.md_columns import from_messages, to_messages
+from engine.messages import BookDelta, BookSnapshot, Forecast, Quote, Trade
 from models.drift import DriftMonitor
 from models.windows import FeatureWindows
 from procs.build import build_market
@@ -278,3 +278,57 @@ def test_a_failing_model_batch_is_run_again_close_by_close(
     monkeypatch.setattr(LoadedModel, "run", down)
     assert ov.on_messages(msgs) == []
     assert ov.eng.counts["infer_errors"] == len(fcs) // 3  # one per close, as before
+
+
+class _Columnar:
+    """A synthetic market as a columnar source: its opening snapshots, then rows."""
+
+    def __init__(self, msgs: list[Any]) -> None:
+        k = next(i for i, m in enumerate(msgs) if not isinstance(m, BookSnapshot))
+        self.pre, self.rows = msgs[:k], from_messages(msgs[k:])
+
+    def preamble(self) -> list[Any]:
+        return list(self.pre)
+
+    def batches(self) -> Iterator[np.ndarray]:
+        for a in range(0, len(self.rows), 4096):
+            yield self.rows[a : a + 4096]
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.pre
+        yield from to_messages(self.rows)
+
+
+def test_fast_replay_with_the_overlay_trades_as_the_message_path(tmp_path: Path) -> None:
+    """The overlay in engine.replay_fast (preamble included: the opening snapshots are tick-bar
+    ticks) gives the strategies the forecasts with_forecasts gives the message path."""
+    from engine.backtest import InlineRuntime
+    from procs.build import build_venue
+
+    cfg = make_cfg(write_model(tmp_path / "m", input_size=4, scale=50.0), every_n_ticks=50)
+    msgs = list(itertools.islice(build_market(cfg), 12_000))
+    inst = cfg.instrument_table()
+    runs = []
+    for engine in ("exact", "fast"):
+        src = _Columnar(msgs)
+        ov = ForecastOverlay(cfg)
+        kw: dict[str, Any] = {"engine": engine, **cfg.portfolio.backtest_kwargs()}
+        if engine == "fast":
+            kw["overlay"] = ov
+        rt = InlineRuntime(
+            inst,
+            cfg.strategy_specs(),
+            cfg.risk,
+            build_venue(cfg, inst),
+            src if engine == "fast" else with_forecasts(cfg, src, ov),
+            exec_policy=cfg.exec,
+            **kw,
+        )
+        runs.append((rt, rt.run(), ov.eng.counts["forecasts_out"]))
+        assert rt.replay_engine == engine
+    (ex, a, na), (fa, b, nb) = runs
+    assert na == nb > 100
+    for k in ("ticks", "intents", "fills", "positions", "pnl_by_strategy"):
+        assert a[k] == b[k], k
+    assert ex.fill_log == fa.fill_log
+    assert b["pnl_by_strategy"][3]["fills"] > 0  # strategy 3: the ForecastTaker traded
