@@ -201,6 +201,7 @@ class InlineRuntime:
         self.replay_note = ""
         self._fast: Any = None
         if engine == "exact":
+            self.replay_note = "engine = exact"
             return
         from engine.replay_fast import FastReplay, fast_unsupported
 

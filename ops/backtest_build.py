@@ -11,6 +11,12 @@ strategies, risk limits, simulated venue, exec policy and portfolio.
 ``window_ns``: only market data with ``start <= ts_event < end`` (a sweep's time window of a
 quote/trade replay); the catalog source pushes its own ``[market] catalog_start/_end`` down to
 the files instead.
+
+With ``[backtest] engine = "fast"`` (the default), a columnar market (replay files, a LOBSTER
+pair, the catalog: ``engine.md_columns``) with nothing the stream itself must carry (the
+venue's scheduled halts) goes to the runtime as row batches, for ``engine.replay_fast``, with
+the forecasts as an overlay merged into the rows (``procs.infer.ForecastOverlay``): the same
+orders and fills as the message path (docs/backtesting.md).
 """
 
 from __future__ import annotations
@@ -55,6 +61,26 @@ def build_backtest(
     instruments = cfg.instrument_table()
     # the feed's checks and counts, as in `gekko run` (engine.md_rejects; [market] on_bad_row)
     rejects = RejectCounter(cfg.market.on_bad_row)
+    columnar = _columnar_market(cfg, rejects, window_ns)
+    if columnar is not None:
+        from procs.infer import ForecastOverlay
+
+        overlay = ForecastOverlay(cfg)
+        rt = InlineRuntime(
+            instruments,
+            cfg.strategy_specs(),
+            cfg.risk,
+            build_venue(cfg, instruments),
+            columnar,
+            max_ticks=events or cfg.backtest.events,
+            exec_policy=cfg.exec,
+            engine="fast",
+            overlay=overlay if overlay.enabled else None,
+            **cfg.portfolio.backtest_kwargs(),
+        )
+        if rt.replay_engine == "fast":
+            return Backtest(rt, rejects)
+        rejects = RejectCounter(cfg.market.on_bad_row)  # the message path below, from scratch
     # the venue's market data, as the feed reads it (procs.build.build_data_client)
     client = build_data_client(cfg, rejects)
     try:
@@ -80,6 +106,49 @@ def build_backtest(
         # the venue's halts where [sim] schedules them (procs.build.build_data_client)
         with_forecasts(cfg, market),
         exec_policy=cfg.exec,
+        engine=cfg.backtest.engine,  # a message stream: the exact path whatever it says
         **cfg.portfolio.backtest_kwargs(),
     )
     return Backtest(rt, rejects)
+
+
+def _columnar_market(cfg: Config, rejects: Any, window_ns: tuple[int, int] | None) -> Any:
+    """The market as a columnar source for the fast replay, or None (``[backtest] engine =
+    "exact"``, a synthetic market, scheduled halts, a source without a row form)."""
+    from engine.md_columns import is_columnar
+    from procs.build import build_exchange_rules, market_source, venue_configs
+
+    if cfg.backtest.engine != "fast" or build_exchange_rules(cfg) is not None:
+        return None
+    if len(venue_configs(cfg, with_keys=False)) != 1 or cfg.market.source == "synthetic":
+        return None
+    try:
+        src = market_source(cfg, rejects)
+    except ValueError as exc:  # a replay file that is no such file at all
+        raise MarketUnavailable(str(exc)) from None
+    if not is_columnar(src) or not getattr(src, "columnar", True):
+        return None
+    return src if window_ns is None else _RowWindow(src, *window_ns)
+
+
+class _RowWindow:
+    """A columnar source cut to ``start <= ts_event < end`` (what ``_in_window`` does to the
+    messages)."""
+
+    def __init__(self, src: Any, start: int, end: int) -> None:
+        self.src, self.start, self.end = src, start, end
+
+    def preamble(self) -> list[Any]:
+        return list(_in_window(self.src.preamble(), self.start, self.end))
+
+    def batches(self) -> Iterator[Any]:
+        for rows in self.src.batches():
+            ts = rows["ts_event"]
+            cut = rows[(ts >= self.start) & (ts < self.end)]
+            if len(cut):
+                yield cut
+            if len(ts) and ts[-1] >= self.end:
+                return
+
+    def __iter__(self) -> Iterator[Any]:
+        return _in_window(self.src, self.start, self.end)

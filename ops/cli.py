@@ -192,6 +192,9 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
     from ops.report import format_analytics
 
     lines += format_analytics(s.get("analytics") or {}, s.get("pnl_by_strategy") or {}, cfg)
+    if s.get("replay_engine"):  # which path replayed it (docs/backtesting.md)
+        note = f" ({s['replay_note']})" if s.get("replay_note") else ""
+        lines.append(f"  replay: {s['replay_engine']}{note}")
     wall = s.get("wall_ns_per_tick") or {}
     if isinstance(wall, dict) and wall:
         lines.append(

@@ -27,7 +27,15 @@ SECONDS_PER_YEAR = 252 * 6.5 * 3600  # trading seconds: annual vol is quoted ove
 def build_market(
     cfg: Config, rejects: Any = None, instruments: InstrumentTable | None = None
 ) -> Iterator[Any]:
-    """The market-data source: the seeded synthetic market, a replay of files or the catalog, of
+    """An iterator over ``market_source`` (the messages, in time order)."""
+    return iter(market_source(cfg, rejects, instruments))
+
+
+def market_source(
+    cfg: Config, rejects: Any = None, instruments: InstrumentTable | None = None
+) -> Any:
+    """The market-data source: the seeded synthetic market, a replay of files or the catalog (the
+    last two are columnar, ``engine.md_columns.is_columnar``: the fast replay takes them), of
     ``instruments`` (default: the simulator's, ``sim_instrument_table``).
 
     ``rejects`` (an ``engine.md_rejects.RejectCounter``) is told of every replayed row that is
@@ -35,7 +43,7 @@ def build_market(
     instruments = instruments or sim_instrument_table(cfg)
     m = cfg.market
     if m.source == "catalog":  # rows checked on import: nothing is rejected on the way out
-        return iter(build_catalog_source(cfg, instruments))
+        return build_catalog_source(cfg, instruments)
     if m.source == "replay":
         from engine.md_rejects import RejectCounter
         from engine.sources.replay import ReplaySource
@@ -47,24 +55,20 @@ def build_market(
             sym = m.replay_lobster_symbol or cfg.instruments[0].symbol
             ins = instruments.by_symbol(sym)
             divisor = round(100 * 0.01 / ins.tick_size) if ins.tick_size else 100
-            return iter(
-                ReplaySource.from_lobster(
-                    m.replay_lobster_messages,
-                    m.replay_lobster_orderbook,
-                    m.replay_lobster_levels,
-                    ins.instrument_id,
-                    price_divisor=divisor,
-                    instruments=instruments,
-                    rejects=rejects,
-                )
-            )
-        return iter(
-            ReplaySource(
-                instruments,
-                quotes=m.replay_quotes or None,
-                trades=m.replay_trades or None,
+            return ReplaySource.from_lobster(
+                m.replay_lobster_messages,
+                m.replay_lobster_orderbook,
+                m.replay_lobster_levels,
+                ins.instrument_id,
+                price_divisor=divisor,
+                instruments=instruments,
                 rejects=rejects,
             )
+        return ReplaySource(
+            instruments,
+            quotes=m.replay_quotes or None,
+            trades=m.replay_trades or None,
+            rejects=rejects,
         )
     from engine.sources.synthetic import InstrumentSpec, JumpParams, SyntheticMarket
 
@@ -86,7 +90,7 @@ def build_market(
         levels=m.book_levels,
         jumps=jumps,
     )
-    return iter(market)
+    return market
 
 
 def build_catalog_source(cfg: Config, instruments: InstrumentTable | None = None) -> Any:

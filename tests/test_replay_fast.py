@@ -366,3 +366,38 @@ def test_lobster_day_same_orders_and_fills():
     ex, a, fa, b = both(lambda: Rows(rows, pre, 8192), momentum({"fast": 10, "slow": 40}))
     assert_same(ex, a, fa, b)
     assert a["orders"] > 20 and a["fills"] > 10
+
+
+@pytest.mark.skipif(not LOBSTER.is_dir(), reason="no LOBSTER sample in ../shared/data/lobster")
+def test_gekko_backtest_default_config_fast_equals_exact(tmp_path):
+    """`gekko backtest`'s runtime (ops/backtest_build.py) on a LOBSTER replay with the default
+    strategies and inference: [backtest] engine = "fast" gives what "exact" gives."""
+    from ops.backtest_build import build_backtest
+    from ops.config import parse_config
+
+    root = Path(__file__).resolve().parents[1]
+    base = (root / "config.toml").read_text()
+    pair = LOBSTER / "AAPL_2012-06-21_34200000_57600000_{}_10.csv"
+    base = base.replace('source = "synthetic"', 'source = "replay"', 1)
+    base = base.replace(
+        'replay_lobster_messages = ""',
+        f'replay_lobster_messages = "{pair.as_posix().format("message")}"',
+    )
+    base = base.replace(
+        'replay_lobster_orderbook = ""',
+        f'replay_lobster_orderbook = "{pair.as_posix().format("orderbook")}"',
+    )
+    base = base.replace('var_dir = "var"', f'var_dir = "{tmp_path}"')
+    out = []
+    for engine in ("exact", "fast"):
+        text = base.replace('engine = "fast"', f'engine = "{engine}"', 1)
+        cfg = parse_config(text, tmp_path / f"{engine}.toml")
+        bt = build_backtest(cfg)
+        out.append((bt.runtime, bt.runtime.run(), bt.rejects.counts))
+    (ex, a, ra), (fa, b, rb) = out
+    assert a["replay_engine"] == "exact" and b["replay_engine"] == "fast", b["replay_note"]
+    assert ra == rb
+    for k in ("orders_sent", "ticks", "fills", "positions", "pnl", "analytics", "risk_events"):
+        assert a[k] == b[k], k
+    assert ex.fill_log == fa.fill_log
+    assert a["ticks"] > 900
