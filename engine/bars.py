@@ -205,7 +205,7 @@ class ClosedBars:
 @njit(cache=True, nogil=True)
 def _close_into(
     k, start, end, o, h, lo, v, has, last, at_i, oat, ost, oend, oo, oh, ol, oc, ov, ova
-):  # type: ignore[no-untyped-def]
+):  # pragma: no cover - compiled
     """``close_bar`` into output row ``k``."""
     oat[k] = at_i
     ost[k] = start
@@ -253,7 +253,7 @@ def _feed_kernel(
     oc,
     ov,
     ova,
-):  # type: ignore[no-untyped-def]
+):  # pragma: no cover - compiled
     """``due`` / ``close_bar`` / ``on_quote`` / ``on_trade`` / ``tick`` per event (see feed)."""
     cap = oat.shape[0]
     n = 0

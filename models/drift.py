@@ -136,7 +136,9 @@ class DriftMonitor:
 
 
 @njit(cache=True, nogil=True)
-def _replay_kernel(valid, ret, fc_ok, fc, start, pending, model, naive, st, margin):  # type: ignore[no-untyped-def]
+def _replay_kernel(
+    valid, ret, fc_ok, fc, start, pending, model, naive, st, margin
+):  # pragma: no cover - compiled
     """``replay``'s loop. The state may change where the in-order means (close to numpy's
     pairwise ones, not always equal) differ from the state, or nearly tie: stop there."""
     window = model.shape[0]
