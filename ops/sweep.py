@@ -46,7 +46,8 @@ def _swept(cfg: Config, args: argparse.Namespace) -> Config:
     except (msgspec.ValidationError, SettingError) as exc:
         inner = exc.__context__ if isinstance(exc.__context__, SettingError) else exc
         key = getattr(inner, "key", "")
-        raise ConfigError(cfg.source_path, f"sweep.{key}" if key else "sweep", str(inner)) from None
+        why = str(getattr(inner, "problem", inner))
+        raise ConfigError(cfg.source_path, f"sweep.{key}" if key else "sweep", why) from None
     return msgspec.structs.replace(cfg, sweep=sw)
 
 

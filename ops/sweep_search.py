@@ -46,7 +46,7 @@ class WindowStats:
 class Fold:
     fold: int
     is_trial: TrialResult
-    oos_trial: TrialResult | None  # None: the out-of-sample trial did not come back ok
+    oos_trial: TrialResult | None  # the best's trial on window k+1, ok or not
 
 
 @dataclass
@@ -163,7 +163,7 @@ def run_search(
                     queue.append(make_spec(n, windows[r.window + 1], best.params, "oos", r.window))
     results.sort(key=lambda r: r.trial)
     stats = [window_stats(w, results, sw) for w in searched]
-    folds = make_folds(results, stats, wf, grid) if wf else []
+    folds = make_folds(results, stats, grid) if wf else []
     return SweepOutcome(
         sw.method, sw.objective, windows, results, stats, folds,
         time.perf_counter() - t0, executor.parallelism,
@@ -215,9 +215,9 @@ def window_stats(w: Window, results: list[TrialResult], sw: Any) -> WindowStats:
     return WindowStats(w.index, len(mine), len(ok), best, dsr, pbo, "; ".join(notes))
 
 
-def make_folds(
-    results: list[TrialResult], stats: list[WindowStats], wf: bool, grid: bool
-) -> list[Fold]:
+def make_folds(results: list[TrialResult], stats: list[WindowStats], grid: bool) -> list[Fold]:
+    """Fold k: window k's best, and the same parameters' trial on window k+1 (whatever its
+    status; None only if there is none: window k had no completed trial to take on)."""
     folds = []
     by_window = {s.window: s for s in stats}
     last = max((r.window for r in results), default=-1)

@@ -242,7 +242,7 @@ def test_time_window_cuts_the_replay(tmp_path: Path) -> None:
     assert r.metrics["ticks"] == 5
 
 
-def test_sweep_config_is_validated(tmp_path: Path) -> None:
+def test_sweep_config_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from ops.cli import main
 
     def bad(sweep: str) -> str:
@@ -260,6 +260,9 @@ def test_sweep_config_is_validated(tmp_path: Path) -> None:
     assert main(["sweep", "--config", str(cfg), "--inline", "--no-store"]) == 2
     cfg = write_config(tmp_path, "")
     assert main(["sweep", "--config", str(cfg), "--inline", "--no-store"]) == 2  # no params
+    cfg = write_config(tmp_path, "[sweep.params]\nfast = [2]")
+    assert main(["sweep", "--config", str(cfg), "--trials", "0"]) == 2  # options checked too
+    assert "sweep.trials: must be >= 1" in capsys.readouterr().err
 
 
 def test_catalog_windows_cut_the_catalog(tmp_path: Path) -> None:
