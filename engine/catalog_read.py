@@ -46,6 +46,13 @@ __all__ = ["CatalogSource", "resolve_venue", "window_ns"]
 
 _DELTA = int(MdKind.DELTA)
 _NAMES = list(MD_DTYPE.names)
+#: one batch read ahead per file: pyarrow's default (16) holds ~100 MB per open file
+_SCAN = {
+    "batch_readahead": 1,
+    "fragment_readahead": 1,
+    "use_threads": False,
+    "fragment_scan_options": ds.ParquetFragmentScanOptions(pre_buffer=False),
+}
 
 
 def resolve_venue(units: dict[str, dict[str, CatalogUnits]], venue: str, root: Path) -> str:
@@ -259,7 +266,7 @@ class CatalogSource:
         batches = (
             (f.iid, b)
             for f in files
-            for b in f.frag.to_batches(filter=expr, batch_size=self.batch_rows)
+            for b in f.frag.to_batches(filter=expr, batch_size=self.batch_rows, **_SCAN)
         )
         for iid, batch in batches:
             rows = _rows(batch, iid)
@@ -294,7 +301,7 @@ class CatalogSource:
         self.stats["files"] += 1
         for g in groups:
             self.stats["row_groups"] += g.num_row_groups if flt is None else 1
-            for batch in g.to_batches(filter=flt, batch_size=self.batch_rows):
+            for batch in g.to_batches(filter=flt, batch_size=self.batch_rows, **_SCAN):
                 rows = _rows(batch, f.iid)
                 self.stats["rows_read"] += len(rows)
                 snap = rows["kind"] == SNAPSHOT

@@ -121,6 +121,25 @@ def test_reads_stream_in_bounded_batches(tmp_path: Path) -> None:
     assert (np.diff(rows["ts_event"]) >= 0).all()
 
 
+def test_a_read_holds_a_few_batches_never_the_table(tmp_path: Path) -> None:
+    from engine.md_columns import empty
+
+    n = 400_000
+    rows = empty(n)
+    rows["ts_event"] = T0 + np.arange(n) * 1000
+    rows["instrument_id"] = 1 + np.arange(n) % 2
+    rows["kind"], rows["bid_px"], rows["ask_px"] = 1, 100, 101
+    with CatalogWriter(tmp_path, "x", "quotes", [BTC, ETH], row_group_rows=2048) as w:
+        w.write(rows)
+    base = pa.total_allocated_bytes()
+    peak = seen = 0
+    for b in CatalogSource(tmp_path, [BTC, ETH], batch_rows=2048).batches():
+        peak = max(peak, pa.total_allocated_bytes() - base)
+        seen += len(b)
+    assert seen == n
+    assert peak < rows.nbytes / 5  # Arrow's buffers: a few row groups per file (no read-ahead)
+
+
 def test_a_window_inside_a_book_day_opens_with_the_book_at_its_start(tmp_path: Path) -> None:
     msgs = _book_stream(1500)
     _write(tmp_path, msgs)
