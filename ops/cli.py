@@ -8,6 +8,8 @@
   recorded, and why.
 - ``gekko train`` / ``gekko eval`` / ``gekko export`` / ``gekko models list`` — forecasting models
   (``ops/model_cmds.py``).
+- ``gekko data import KIND PATH...`` / ``gekko data ls`` — the Parquet market-data catalog
+  (``ops/data_cmds.py``).
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
 """
