@@ -23,13 +23,16 @@ import numpy as np
 
 from engine.bars import ClosedBars
 from engine.messages import Forecast
+from models.windows import Pushed
 
 log = logging.getLogger("gekko.infer")
 
 #: windows per model call (onnxruntime's per-row cost is flat from a few hundred rows on)
 MODEL_BATCH = 1024
-#: closes recorded per kernel pass (at least ``max_gap_bars + 2``; see ``ClosedBars.alloc``)
+#: closes recorded per kernel pass (at least ``max_gap_bars + 2``; see ``ClosedBars.alloc``),
+#: fewer with many instruments (about 32 MiB of bars at most)
 CLOSES_PER_PASS = 4096
+_CELLS_PER_PASS = 1 << 20
 
 
 class BatchInfer:
@@ -39,7 +42,8 @@ class BatchInfer:
     def __init__(self, eng: Any) -> None:
         self.eng = eng
         bars = eng.bars
-        self.closed = ClosedBars.alloc(max(CLOSES_PER_PASS, bars.max_gap_bars + 2), bars.n_slots)
+        per_pass = min(CLOSES_PER_PASS, _CELLS_PER_PASS // max(1, bars.n_slots))
+        self.closed = ClosedBars.alloc(max(per_pass, bars.max_gap_bars + 2), bars.n_slots)
 
     def feed(
         self, ts: np.ndarray, slot: np.ndarray, mid: np.ndarray, qty: np.ndarray
@@ -67,7 +71,7 @@ class BatchInfer:
         fc_ok = np.zeros((n, c.valid.shape[1]), dtype=np.bool_)
         fc = np.zeros((n, c.valid.shape[1]))
         if rb.size:
-            point, quant, ran = self._run(pushed.gather(rb, rs, model.input_size), rb)
+            point, quant, ran = self._run(pushed, rb, rs)
             ok = ran & np.isfinite(point).all(axis=1) & np.isfinite(quant).all(axis=(1, 2))
             eng.counts["infer_errors"] += int(np.count_nonzero(ran & ~ok))
             fc_ok[rb[ok], rs[ok]] = True
@@ -77,27 +81,39 @@ class BatchInfer:
             self._forecasts(rs[ok], ts[at], point[ok], quant[ok], out)
         self._drift(c.valid[:n], pushed.ret, fc_ok, fc)
 
-    def _run(self, x: np.ndarray, rb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The model over ``x`` in batches of MODEL_BATCH; a batch that fails is run again one
-        close at a time, and a close that still fails has ``ran`` False (counted, logged once)."""
+    def _run(
+        self, pushed: Pushed, rb: np.ndarray, rs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The model over the windows of (close ``rb[i]``, slot ``rs[i]``) in batches of about
+        MODEL_BATCH, whole closes each; a batch that fails is run again one close at a time, and
+        a close that still fails has ``ran`` False (counted, logged once)."""
         eng = self.eng
         model = eng.model
-        k = len(x)
+        k = len(rb)
         point = np.zeros((k, model.horizon), dtype=np.float32)
         quant = np.zeros((k, model.horizon, len(model.quantiles)), dtype=np.float32)
         ran = np.ones(k, dtype=bool)
-        for a in range(0, k, MODEL_BATCH):
-            b = min(k, a + MODEL_BATCH)
+        ends = np.r_[np.flatnonzero(np.diff(rb)) + 1, k]  # where each close's windows end
+        a = 0
+        while a < k:
+            j = int(np.searchsorted(ends, a + MODEL_BATCH, "right")) - 1
+            b = (
+                int(ends[j])
+                if j >= 0 and ends[j] > a
+                else int(ends[np.searchsorted(ends, a, "right")])
+            )
+            x = pushed.gather(rb[a:b], rs[a:b], model.input_size)
+            a0, a = a, b
             try:
-                point[a:b], quant[a:b] = model.run(x[a:b])
+                point[a0:b], quant[a0:b] = model.run(x)
                 eng.counts["runs"] += 1
                 continue
             except Exception:  # the same failure as before, close by close (below)
                 pass
-            bounds = np.flatnonzero(np.diff(rb[a:b])) + 1
-            for lo, hi in zip(np.r_[0, bounds] + a, np.r_[bounds, b - a] + a, strict=True):
+            bounds = np.flatnonzero(np.diff(rb[a0:b])) + 1
+            for lo, hi in zip(np.r_[0, bounds] + a0, np.r_[bounds, b - a0] + a0, strict=True):
                 try:
-                    point[lo:hi], quant[lo:hi] = model.run(x[lo:hi])
+                    point[lo:hi], quant[lo:hi] = model.run(x[lo - a0 : hi - a0])
                     eng.counts["runs"] += 1
                 except Exception as exc:  # a provider failure, say: no forecast for this close
                     ran[lo:hi] = False

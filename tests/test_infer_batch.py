@@ -249,10 +249,14 @@ def test_a_source_error_comes_after_what_came_before_it() -> None:
     assert got == want and any(isinstance(m, Forecast) for m in got)
 
 
+@pytest.mark.parametrize("per_call", [2, 7, 1024])  # windows per model call: < 1, 2, many closes
 def test_a_failing_model_batch_is_run_again_close_by_close(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_call: int
 ) -> None:
     from models.serving import LoadedModel
+    from procs import infer_batch
+
+    monkeypatch.setattr(infer_batch, "MODEL_BATCH", per_call)
 
     cfg = make_cfg(write_model(tmp_path / "m", input_size=4), every_n_ticks=50)
     msgs = list(itertools.islice(build_market(cfg), 10_000))
