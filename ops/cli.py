@@ -10,6 +10,8 @@
   (``ops/model_cmds.py``).
 - ``gekko data import KIND PATH...`` / ``gekko data ls`` — the Parquet market-data catalog
   (``ops/data_cmds.py``).
+- ``gekko sweep`` — a grid / Optuna search of a strategy's parameters over data windows on Ray,
+  walk-forward, deflated Sharpe ratio and PBO (``ops/sweep.py``).
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
 """

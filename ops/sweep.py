@@ -111,6 +111,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if cfg.real_venues():
         print("gekko: sweep runs the simulator only, like gekko backtest", file=sys.stderr)
         return 2
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        print(f"gekko: --json {args.json}: no such directory", file=sys.stderr)
+        return 2
     config_text = Path(args.config).read_text(encoding="utf-8")
     try:
         preflight(cfg, "backtest")
