@@ -299,8 +299,9 @@ def _import_pg(
         ids = pg_id_map(conn, run_id, table)
         out: dict[str, int] = {}
         for what in ("quotes", "trades"):
-            items = pg_batches(conn, what, run_id, ids, rejects)
-            out |= _write(root, venue, f"{what}_run{run_id}", table, items, rejects)
+            with conn.transaction():  # a server-side cursor lives in a transaction
+                items = pg_batches(conn, what, run_id, ids, rejects)
+                out |= _write(root, venue, f"{what}_run{run_id}", table, items, rejects)
         return out
 
     if args.dsn:
@@ -324,6 +325,13 @@ def cmd_data_import(args: argparse.Namespace) -> int:
         return 2
     except (BadRowError, ValueError, OSError) as e:
         print(f"gekko data import: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # the database's errors (psycopg is imported only when needed)
+        if not type(e).__module__.startswith("psycopg"):
+            raise
+        from ops.secrets import redact  # a connection error may quote the DSN
+
+        print(f"gekko data import: database error: {redact(str(e))}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(out, indent=1))

@@ -21,7 +21,7 @@ from engine.md_rejects import BadRowError, RejectCounter
 from engine.messages import BookDelta, BookSnapshot, Quote, Trade
 from ops.config import ConfigError, load_config
 from tests.conftest import shared_data_dir
-from tests.test_engine_e2e import write_config
+from tests.test_engine_e2e import set_key, write_config
 
 T0 = 1_723_161_000_000_000_000  # 2024-08-08 23:50 UTC
 BTC = Instrument(instrument_id=1, symbol="BTC/USDT", tick_size=0.01, lot_size=0.001)
@@ -397,6 +397,8 @@ def test_import_a_recorded_run_from_postgres(
     from ops.store.migrate import migrate
 
     cfg = write_config(tmp_path, engine_id)
+    # the configured database (an autocommit connection)
+    cfg.write_text(set_key(cfg.read_text(), "storage.postgres", "mode", f'"{pg_dsn}"'))
     t = 1_700_000_000_000_000_000
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         migrate(conn)
@@ -424,8 +426,6 @@ def test_import_a_recorded_run_from_postgres(
             "data",
             "import",
             "postgres",
-            "--dsn",
-            pg_dsn,
             "--config",
             str(cfg),
             "--catalog",
@@ -442,6 +442,10 @@ def test_import_a_recorded_run_from_postgres(
     assert [type(m) for m in got] == [Quote] * 3 + [Trade] + [Quote] * 2
     assert got[3] == Trade(msft, 200, 3, -1, t + 3, t + 3, 77)
     assert {m.instrument_id for m in got if type(m) is Quote} == {aapl}
+    again = ("--dsn", pg_dsn, "--run", "7", "--config", str(cfg), "--catalog", str(cat))
+    assert _cli("data", "import", "postgres", *again) == 0  # the run's parts, replaced
+    assert list(CatalogSource(cat, table, venue="gekko")) == got
+    assert _cli("data", "import", "postgres", *again[:2], "--run", "8", *again[4:]) == 2
 
 
 # --- the engine reads it -----------------------------------------------------------------------
