@@ -314,6 +314,29 @@ def test_import_quotes_and_trades_counts_bad_rows(tmp_path: Path, engine_id: str
         )
         == 2
     )
+    capsys.readouterr()
+    # Parquet input, typed columns: the same reader, the same reasons
+    t0 = 1_700_000_000_000_000_000
+    pq.write_table(
+        pa.table(
+            {
+                "ts_event": pa.array([t0 + 1, t0 + 2], pa.timestamp("ns", "UTC")),
+                "symbol": ["AAPL", "AAPL"],
+                "bid_px": [190.0, float("nan")],
+                "bid_qty": [1, 1],
+                "ask_px": [190.02, 191.0],
+                "ask_qty": [2, 2],
+            }
+        ),
+        tmp_path / "q.parquet",
+    )
+    pq_args = ("--config", str(cfg), "--catalog", str(cat), "--venue", "pq", "--json")
+    assert _cli("data", "import", "quotes", str(tmp_path / "q.parquet"), *pq_args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"written": {"pq/AAPL/2023-11-14": 1}, "rejected": {"nan_value": 1}}
+    aapl = load_config(cfg).instrument_table().by_symbol("AAPL")
+    got = list(CatalogSource(cat, [aapl], venue="pq"))
+    assert got == [Quote(aapl.instrument_id, 19000, 1, 19002, 2, t0 + 1, t0 + 1, 1)]
 
 
 @pytest.mark.skipif(not LOBSTER.is_dir(), reason="../shared/data/lobster absent")
