@@ -118,9 +118,12 @@ def _equity_charts(out: SweepOutcome) -> list[str]:
     parts = []
     for st in out.stats:
         mine = [
-            t for t in out.trials
-            if t.window == st.window and t.role == "search" and objective_of(t, out.objective) is not None
-        ]  # fmt: skip
+            t
+            for t in out.trials
+            if t.window == st.window
+            and t.role == "search"
+            and objective_of(t, out.objective) is not None
+        ]
         mine.sort(key=lambda t: (-(objective_of(t, out.objective) or 0.0), t.trial))
         series = [
             Series(f"#{t.trial} {_params(t.params)}", t.curve_ts, t.curve_eq, PALETTE[k % 7])
@@ -188,8 +191,17 @@ def render_html(out: SweepOutcome, s: dict[str, Any], config_text: str) -> str:
         rows, cats, is_v, oos_v = [], [], [], []
         for f in s["folds"]:
             i, o = f["in_sample"], f["out_of_sample"] or {}
-            rows.append([f["fold"], _params(f["params"]), _f(i["objective"]), _f(o.get("objective")),
-                         _f(i["net_pnl"], ",.2f"), _f(o.get("net_pnl"), ",.2f"), o.get("status", "missing")])  # fmt: skip
+            rows.append(
+                [
+                    f["fold"],
+                    _params(f["params"]),
+                    _f(i["objective"]),
+                    _f(o.get("objective")),
+                    _f(i["net_pnl"], ",.2f"),
+                    _f(o.get("net_pnl"), ",.2f"),
+                    o.get("status", "missing"),
+                ]
+            )
             cats.append(f"fold {f['fold']}")
             is_v.append(i["objective"] or 0.0)
             oos_v.append(o.get("objective") or 0.0)

@@ -43,7 +43,7 @@ def sharpe(returns: np.ndarray) -> float:
 
 
 def moments(returns: np.ndarray) -> tuple[float, float]:
-    """(skewness, kurtosis) of ``returns``; (0, 3) — the normal's — when they have no variation."""
+    """(skewness, kurtosis) of ``returns``; the normal's (0, 3) when they have no variation."""
     r = np.asarray(returns, dtype=np.float64)
     if r.size < 2:
         return 0.0, 3.0

@@ -1,8 +1,9 @@
 """Trial runners that fail on purpose, for tests/test_sweep.py: Ray workers import this module
 by name (the test session's working directory is on their path), so they stay module-level.
 
-Which fault a trial gets is read from its ``fast`` parameter: 2 fails on its first attempt only (a marker file beside the config remembers the
-attempt across worker processes), 3 always raises, 4 kills its worker every time, 6 hangs.
+Which fault a trial gets is read from its ``fast`` parameter: 2 fails on its first attempt
+only (a marker file beside the config remembers the attempt across worker processes), 3 always
+raises, 4 kills its worker every time, 6 hangs.
 """
 
 from __future__ import annotations
