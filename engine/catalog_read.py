@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = ["CatalogSource", "resolve_venue", "window_ns"]
 
 _DELTA = int(MdKind.DELTA)
 _NAMES = list(MD_DTYPE.names)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: one batch read ahead per file: pyarrow's default (16) holds ~100 MB per open file
 _SCAN = {
     "batch_readahead": 1,
@@ -142,6 +143,11 @@ class CatalogSource:
         #: what this source has read so far: files and row groups opened, rows decoded
         self.stats = {"files": 0, "row_groups": 0, "rows_read": 0}
         self._plan_cache: _Plan | None = None
+
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols this source reads (the instruments the catalog holds)."""
+        return list(self._ids)
 
     # --- ColumnarSource ------------------------------------------------------------------------
 
@@ -396,7 +402,11 @@ def window_ns(value: str | int | None, *, end: bool = False) -> int | None:
     s = str(value).strip()
     if s.lstrip("-").isdigit():
         return int(s)
-    ns = int(np.datetime64(s.rstrip("Zz"), "ns").astype(np.int64))
+    if s[-1:] in "Zz" or "+" in s[10:] or "-" in s[10:]:  # an offset: exact to the microsecond
+        d = datetime.fromisoformat(s) - _EPOCH
+        ns = (d.days * 86_400 + d.seconds) * 10**9 + d.microseconds * 1000
+    else:  # naive: UTC, to the nanosecond
+        ns = int(np.datetime64(s, "ns").astype(np.int64))
     if end and len(s) == 10:  # a date: through its last nanosecond
         ns += DAY_NS
     return ns

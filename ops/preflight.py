@@ -130,9 +130,17 @@ def check_catalog(cfg: Config) -> None:
     from procs.build import build_catalog_source
 
     try:
-        build_catalog_source(cfg)
+        src = build_catalog_source(cfg)
     except ValueError as exc:
         raise _error(cfg, "market.catalog_dir", str(exc)) from None
+    if not src.symbols:
+        have = ", ".join(src.missing)
+        raise _error(
+            cfg,
+            "market.catalog_dir",
+            f"{src.root} holds none of the instruments ({have}) "
+            f"for venue {src.venue!r}: gekko data ls shows what it holds",
+        )
 
 
 def _first_line(path: Path) -> str:

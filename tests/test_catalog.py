@@ -203,6 +203,8 @@ def test_units_and_order_are_guarded(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("quotes2-*")) and not list(tmp_path.rglob(".tmp-*"))
     assert window_ns("2024-08-09") == T0 - T0 % DAY_NS + DAY_NS
     assert window_ns("2024-08-09", end=True) == window_ns("2024-08-10")
+    assert window_ns("2024-08-09T02:00:00+02:00") == window_ns("2024-08-09T00:00:00Z")
+    assert window_ns("2024-08-09T00:00:00.000000001") == window_ns("2024-08-09") + 1
 
 
 # --- the imports ---------------------------------------------------------------------------------
@@ -494,6 +496,9 @@ def test_config_refuses_a_catalog_it_cannot_read(tmp_path: Path, engine_id: str)
         tmp_path, engine_id, market=f'source = "catalog"\ncatalog_dir = "{tmp_path / "cat"}"'
     )
     with pytest.raises(ConfigError, match="import data first"):
+        preflight(load_config(empty), "backtest")
+    _write(tmp_path / "cat", _book_stream(5))  # BTC and ETH: none of the config's instruments
+    with pytest.raises(ConfigError, match=r"none of the instruments \(AAPL, MSFT, XOM\)"):
         preflight(load_config(empty), "backtest")
 
 
