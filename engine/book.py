@@ -436,6 +436,12 @@ class L2Book:
             return (-k if s == 0 else k), mv[_HDR + (2 + s) * self.max_levels + i]
         return 0, 0
 
+    @property
+    def is_empty(self) -> bool:
+        """No level on either side."""
+        mv = self._mv
+        return not (mv[_S_NBID] or mv[_S_NASK])
+
     def n_levels(self, side: int) -> int:
         """Number of levels held on ``side``."""
         return self._mv[_side_index(side)]

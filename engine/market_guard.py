@@ -149,6 +149,11 @@ class MarketGuard:
         )
         if not moved and not self.flash_halted.any():
             return []  # the common case: nothing moved, nothing halted
+        return self.decide(mids, now_ns)
+
+    def decide(self, mids: np.ndarray, now_ns: int) -> list[GuardOutput]:
+        """The halts the sample just pushed starts or ends (``on_prices``' second half, for a
+        caller that pushed the sample itself: ``engine.replay_kernels.flat_refresh``)."""
         out: list[GuardOutput] = []
         for i in np.flatnonzero(self._moved | self.flash_halted):
             i = int(i)

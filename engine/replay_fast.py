@@ -158,6 +158,7 @@ class FastReplay:
         self._risk_clean = False  # nothing but prices changed since the last full risk refresh
         self._px_moved = False  # risk's prices changed since its marks were last computed
         self._pf_moved = True  # a mark or the account changed since the last equity point
+        self._flat = False  # risk held no position at its last full refresh
         self.pmarks = np.zeros(len(ids), np.int64)
         self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = 0
         self.tick_idx = 0
@@ -357,6 +358,13 @@ class FastReplay:
         e_rows = sorted(a for a in extras if a >= i)
         e = 0
         while True:
+            # the common run: rows a strategy takes, no delta to absorb before them, no clock
+            lim = min(c_row, s_row, e_rows[e] if e < len(e_rows) else n)
+            if not self.any_top:
+                p = self._run(b, p, lim)
+                if rt._queue:  # the row before p sent something: the machinery takes over
+                    self._sync_all(b, disp[p - 1] + 1)
+                    return disp[p - 1] + 1, False
             d = disp[p] if p < nd else n
             e_row = e_rows[e] if e < len(e_rows) else n
             target = min(d, c_row, e_row)
@@ -391,6 +399,57 @@ class FastReplay:
                 for f in post or ():
                     self._exact_item(f)
                 return r + 1, False
+
+    # long because: the innermost loop of the fast path, inlined on purpose (a call per row
+    # would cost as much as the row)
+    def _run(self, b: _Batch, p: int, lim: int) -> int:
+        """The rows ``disp[p:]`` before ``lim`` a strategy takes, while no delta lies between
+        them (the host's books are current) and nothing is sent; returns the next ``p``."""
+        rt = self.rt
+        disp, ts_l, kind_l, iid_l = b.disp, b.ts_l, b.kind_l, b.iid_l
+        bpx_l, bqty_l, apx_l, aqty_l, seq_l = b.bpx_l, b.bqty_l, b.apx_l, b.aqty_l, b.seq_l
+        dcum = b.dcum
+        deltas = dcum[-1] > 0
+        lazy = b.lazy_quotes
+        quotes = rt.host.quotes
+        on_q = self.on_q
+        nd = len(disp)
+        while p < nd:
+            r = disp[p]
+            if r >= lim or (deltas and dcum[r + 1] != dcum[self.host_idx]):
+                break
+            self.host_idx = r + 1
+            t = ts_l[r]
+            rt.now_ns = t
+            p += 1
+            if kind_l[r] != _Q or lazy:
+                self._dispatch(b, r, False)
+                if rt._queue:
+                    break
+                continue
+            iid = iid_l[r]
+            q = Quote(iid, bpx_l[r], bqty_l[r], apx_l[r], aqty_l[r], t, t, seq_l[r])
+            quotes[iid] = q
+            out = None
+            for slot, ctx, fn, _ in on_q[iid]:
+                if not slot.enabled:
+                    continue
+                ctx.now_ns = t
+                ctx.ts_origin = t
+                try:
+                    fn(q)
+                except Exception as exc:
+                    got = self._failed(slot, fn.__name__, exc)
+                else:
+                    if not ctx._outbox:
+                        continue
+                    got = ctx.take_intents()
+                out = got if out is None else out + got
+            if out:
+                rt.strategy_stage._send(out)
+                if rt._queue:
+                    break
+        return p
 
     # --- per row --------------------------------------------------------------------------------
     def _absorb(self, b: _Batch, lim: int) -> tuple[int, bool]:
@@ -492,18 +551,22 @@ class FastReplay:
         g = rt.risk
         lim = g.limits
         protective = lim.stop_loss_pct > 0 or lim.take_profit_pct > 0
-        if self._risk_clean and not protective and (not self._px_moved or not g.position.any()):
-            if self._px_moved:
-                m = g.mids()
-                g.marks = np.where(m > 0, m, g.marks)
-                self._px_moved = False
-            out = g.guard.on_prices(g.marks, t)
-            if out:
-                rt.risk_stage.route(out)
+        if self._risk_clean and not protective and (not self._px_moved or self._flat):
+            gd = g.guard
+            g.marks = g.marks.copy()  # a new array, as refresh_exposure makes one
+            if rk.flat_refresh(
+                g.bid, g.ask, g.last, g.marks, t, gd._px, gd._ts, gd._head, gd.window_ns,
+                gd.band, gd._moved, gd._ref, gd.flash_halted,
+            ):  # fmt: skip
+                out = gd.decide(g.marks, t)
+                if out:
+                    rt.risk_stage.route(out)
+            self._px_moved = False
             return
         rt.risk_stage.refresh(t)
         self._risk_clean = True
         self._px_moved = False
+        self._flat = not g.position.any()
 
     # --- bringing the lagging components up to a row ---------------------------------------------
     def _sync_all(self, b: _Batch, k: int) -> None:

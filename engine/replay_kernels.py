@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from engine.book import _apply_delta_nb, _qty_at_nb
+from engine.market_guard import _scan_and_push
 
 _QUOTE, _TRADE, _DELTA = 1, 2, 3
 _REJECTED = 16
@@ -257,6 +258,27 @@ def marks(kind, iid, bpx, bqty, apx, aqty, px, i0, i1, slot_of, out):  # pragma:
 
 
 @njit(cache=True, nogil=True)
+def flat_refresh(
+    bid, ask, last, marks, now, hist_px, hist_ts, head, window_ns, band, moved, ref, halted
+):  # pragma: no cover - compiled
+    """What ``RiskBook.refresh_exposure`` + ``MarketGuard.on_prices`` change when only prices
+    moved and no position is open: the marks (``mids`` where known, in place) and the guard's
+    sample. Returns whether the guard has a halt to start or end (``MarketGuard.decide``)."""
+    for i in range(bid.shape[0]):
+        if bid[i] > 0 and ask[i] > 0:
+            m = (bid[i] + ask[i]) / 2.0
+        else:
+            m = float(last[i])
+        if m > 0:
+            marks[i] = m
+    if not band > 0:
+        return False
+    if _scan_and_push(marks, now, hist_px, hist_ts, head, window_ns, band, moved, ref):
+        return True
+    return halted.any()
+
+
+@njit(cache=True, nogil=True)
 def clock_rows(ts, i0, t_at):  # pragma: no cover - compiled
     """The first row at or after ``i0`` with ``ts >= t_at`` (``len(ts)`` if none)."""
     n = ts.shape[0]
@@ -290,3 +312,7 @@ def warm_up() -> None:
     clock_rows(z, 0, 0)
     risk_prices(k, ii, z, z, z, z, z, 0, 1, z.copy(), z.copy(), z.copy())
     marks(k, ii, z, z, z, z, z, 0, 1, slot, z.copy())
+    f = np.zeros(1)
+    hp, ht = np.zeros((1, 2)), np.zeros((1, 2), np.int64)
+    b1 = np.zeros(1, np.bool_)
+    flat_refresh(z, z, z, f, 0, hp, ht, z.copy(), 1, 0.1, b1, f.copy(), b1.copy())

@@ -251,7 +251,7 @@ class StrategyContext:
             m = book.mid()
             if m == m:  # both sides in the book
                 return m
-            if not book.n_levels(1) and not book.n_levels(-1):  # no book: the last quote
+            if book.is_empty:  # no book: the last quote
                 q = self.quotes.get(instrument_id)
                 if q is None or q.bid_qty <= 0 or q.bid_px <= 0 or q.ask_qty <= 0 or q.ask_px <= 0:
                     return None
