@@ -18,6 +18,7 @@ not know the book after the gap.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -143,6 +144,18 @@ class CatalogSource:
         #: what this source has read so far: files and row groups opened, rows decoded
         self.stats = {"files": 0, "row_groups": 0, "rows_read": 0}
         self._plan_cache: _Plan | None = None
+
+    def narrowed(self, start_ns: int | None, end_ns: int | None) -> CatalogSource:
+        """This source over the part of ``[start_ns, end_ns)`` inside its own window, pushed
+        down (a sweep's window: read only that, and open books with their state at its start,
+        which cutting the rows afterwards would lose)."""
+        lo = max(x for x in (self.start_ns, start_ns, -(1 << 63)) if x is not None)
+        hi = min(x for x in (self.end_ns, end_ns, (1 << 63) - 1) if x is not None)
+        out = copy.copy(self)
+        out.start_ns, out.end_ns = lo, max(hi, lo + 1)
+        out.stats = {"files": 0, "row_groups": 0, "rows_read": 0}
+        out._plan_cache = None
+        return out
 
     @property
     def symbols(self) -> list[str]:

@@ -151,6 +151,9 @@ def test_a_window_inside_a_book_day_opens_with_the_book_at_its_start(tmp_path: P
     assert dict(zip(snap.ask_px, snap.ask_qty, strict=True)) == asks
     assert snap.seq == 700 and snap.ts_event < start
     assert list(src)[1:] == [m for m in msgs if m.ts_event >= start]
+    # a window narrowed later (a sweep's) is pushed down the same way
+    narrow = CatalogSource(tmp_path, [BTC, ETH]).narrowed(start, None)
+    assert narrow.preamble() == [snap] and list(narrow) == list(src)
 
 
 def test_a_book_with_a_missing_day_is_refused(tmp_path: Path) -> None:
