@@ -90,7 +90,11 @@ def ray_runtime() -> Iterator[object]:
 
 
 def test_grid_walk_forward_on_ray_into_postgres(
-    ray_runtime: object, tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ray_runtime: object,
+    tmp_path: Path,
+    pg_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """2 points x 2 windows on Ray: one point the strategy refuses (fast >= slow) is reported
     invalid on each window, never missing; fold 0's best runs out of sample on window 1; the
@@ -106,6 +110,9 @@ def test_grid_walk_forward_on_ray_into_postgres(
     js, html = tmp_path / "out.json", tmp_path / "r.html"
     code = main(["sweep", "--config", str(cfg), "--json", str(js), "--report", str(html)])
     assert code == 0
+    table = capsys.readouterr().out
+    assert "walk-forward (optimise on window k, test on k+1)" in table
+    assert "invalid" in table and "fast=2 slow=12" in table and "sweep 1 in PostgreSQL" in table
     s = json.loads(js.read_text())
     assert s["trials"] == 4 and s["not_ok"] == {"invalid": 2, "failed": 0, "timeout": 0}
     assert [w["seed"] for w in s["windows"]] == [11, 12]
