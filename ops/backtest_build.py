@@ -37,6 +37,7 @@ class MarketUnavailable(Exception):
 class Backtest:
     runtime: Any  # engine.backtest.InlineRuntime
     rejects: Any  # engine.md_rejects.RejectCounter: the market data's rejected rows
+    overlay: Any = None  # procs.infer.ForecastOverlay: the forecasts and their cost (busy_ns)
 
 
 def _in_window(source: Iterable[Any], start: int, end: int) -> Iterator[Any]:
@@ -56,16 +57,14 @@ def build_backtest(
     from engine.backtest import InlineRuntime
     from engine.md_rejects import MdValidator, RejectCounter, validated
     from procs.build import build_data_client, build_venue
-    from procs.infer import with_forecasts
+    from procs.infer import ForecastOverlay, with_forecasts
 
     instruments = cfg.instrument_table()
+    overlay = ForecastOverlay(cfg)  # one model load, whichever path runs
     # the feed's checks and counts, as in `gekko run` (engine.md_rejects; [market] on_bad_row)
     rejects = RejectCounter(cfg.market.on_bad_row)
     columnar = _columnar_market(cfg, rejects, window_ns)
     if columnar is not None:
-        from procs.infer import ForecastOverlay
-
-        overlay = ForecastOverlay(cfg)
         rt = InlineRuntime(
             instruments,
             cfg.strategy_specs(),
@@ -79,7 +78,7 @@ def build_backtest(
             **cfg.portfolio.backtest_kwargs(),
         )
         if rt.replay_engine == "fast":
-            return Backtest(rt, rejects)
+            return Backtest(rt, rejects, overlay)
         rejects = RejectCounter(cfg.market.on_bad_row)  # the message path below, from scratch
     # the venue's market data, as the feed reads it (procs.build.build_data_client)
     client = build_data_client(cfg, rejects)
@@ -104,12 +103,12 @@ def build_backtest(
         # the market, with the forecasts the infer process would publish interleaved at their
         # simulated time (procs.infer.with_forecasts; unchanged when [inference] is off), and
         # the venue's halts where [sim] schedules them (procs.build.build_data_client)
-        with_forecasts(cfg, market),
+        with_forecasts(cfg, market, overlay),
         exec_policy=cfg.exec,
         engine=cfg.backtest.engine,  # a message stream: the exact path whatever it says
         **cfg.portfolio.backtest_kwargs(),
     )
-    return Backtest(rt, rejects)
+    return Backtest(rt, rejects, overlay)
 
 
 def _columnar_market(cfg: Config, rejects: Any, window_ns: tuple[int, int] | None) -> Any:

@@ -158,6 +158,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t
     summary["md_rejected"] = rejects.total
     summary["md_rejected_by_reason"] = dict(sorted(rejects.counts.items()))
+    if bt.overlay is not None and bt.overlay.enabled:  # what the forecasts cost (of `wall`)
+        summary["forecasts"] = bt.overlay.eng.counts["forecasts_out"]
+        summary["inference_s"] = bt.overlay.busy_ns / 1e9
     print(format_backtest(summary, cfg, wall))
     if args.json:
         out = {k: v for k, v in summary.items() if k != "orders_sent"}
@@ -175,6 +178,10 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
     lines = ["", f"Gekko backtest — {s.get('ticks', 0)} ticks in {wall_s:.2f}s wall"]
     keys = ("ticks", "intents", "new_orders", "fills", "risk_rejects", "venue_rejects")
     lines.append("  " + "   ".join(f"{k} {s.get(k, 0)}" for k in keys))
+    if "inference_s" in s:
+        inf = s["inference_s"]
+        share = f" ({100 * inf / wall_s:.1f}% of the run)" if wall_s > 0 else ""
+        lines.append(f"  forecasts {s['forecasts']}   inference {inf:.2f}s{share}")
     from ops.report import format_md_rejected
 
     lines += format_md_rejected(s)
