@@ -21,6 +21,9 @@ Ray is started here with ``address="local"`` (a new runtime of our own, never on
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +68,24 @@ def failed(spec: TrialSpec, exc: BaseException, attempts: int) -> TrialResult:
     return result_of(spec, "failed", f"{type(exc).__name__} after {attempts} attempt(s): {text}")
 
 
+class DriverState:
+    """What ``ray.init`` changes in the calling process and ``ray.shutdown`` leaves changed: the
+    environment (``RAY_*``, ``PYTHONBREAKPOINT``, inherited by every process started later) and
+    the SIGTERM handler (``sys.exit``). ``restore`` puts them back, so an in-process caller (a
+    test session, ``ops.cli.main``) is as it was."""
+
+    def __init__(self) -> None:
+        self.env = dict(os.environ)
+        self.sigterm = signal.getsignal(signal.SIGTERM)
+
+    def restore(self) -> None:
+        for k in set(os.environ) - set(self.env):
+            del os.environ[k]
+        os.environ.update(self.env)
+        if threading.current_thread() is threading.main_thread() and self.sigterm is not None:
+            signal.signal(signal.SIGTERM, self.sigterm)
+
+
 class RayExecutor:
     """Trials as Ray tasks: ``submit`` returns at once, ``next_done`` waits for at least one."""
 
@@ -82,6 +103,7 @@ class RayExecutor:
 
         self.ray = ray
         self.started = False
+        self._before = DriverState()
         if not ray.is_initialized():
             kw: dict[str, Any] = {
                 "log_to_driver": False,  # a trial's own output stays in Ray's logs
@@ -145,3 +167,4 @@ class RayExecutor:
         self._refs.clear()
         if self.started:
             self.ray.shutdown()
+            self._before.restore()

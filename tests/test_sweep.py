@@ -71,8 +71,10 @@ def ray_runtime() -> Iterator[object]:
     its directory is short (Ray's sockets live in it) and registered for the leak check."""
     import ray
 
+    from ops.sweep_exec import DriverState
     from tests import _leaks
 
+    before = DriverState()  # Ray's environment and SIGTERM handler: not for the later tests
     base = tempfile.mkdtemp(prefix="gkray", dir="/tmp")
     _leaks.register_dir(base)
     ray.init(
@@ -86,6 +88,7 @@ def ray_runtime() -> Iterator[object]:
     )
     yield ray
     ray.shutdown()
+    before.restore()
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -300,3 +303,18 @@ def test_catalog_windows_cut_the_catalog(tmp_path: Path) -> None:
     out = run_search(cfg, windows, make_spec, InlineExecutor())
     assert [t.status for t in out.trials] == ["ok", "ok"], [t.error for t in out.trials]
     assert [t.metrics["ticks"] for t in out.trials] == [150, 150]
+
+
+def test_driver_state_puts_back_what_ray_init_leaves() -> None:
+    import signal
+
+    from ops.sweep_exec import DriverState
+
+    before = DriverState()
+    os.environ["RAY_SWEEP_TEST"] = "1"
+    os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    before.restore()
+    assert "RAY_SWEEP_TEST" not in os.environ
+    assert os.environ.get("PYTHONBREAKPOINT") == before.env.get("PYTHONBREAKPOINT")
+    assert signal.getsignal(signal.SIGTERM) == before.sigterm
