@@ -79,6 +79,12 @@ class ModelError(Exception):
 # --- sessions ---------------------------------------------------------------------------------
 
 
+def first_line(exc: BaseException, limit: int) -> str:
+    """An exception's first line for a log or error message (its type when it says nothing)."""
+    lines = str(exc).splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 def provider_name(name: str) -> str:
     """``"cuda"`` → ``"CUDAExecutionProvider"``; full names pass through unchanged."""
     return PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
@@ -159,7 +165,7 @@ def make_session(
             log.warning(
                 "inference: execution provider %s failed to start (%s); falling back to %s",
                 failed,
-                str(exc).splitlines()[0][:200],
+                first_line(exc, 200),
                 chain[0],
             )
 
@@ -269,7 +275,7 @@ def load_model(
         sess = make_session(onnx_path, providers, intra_op_threads)
     except Exception as exc:
         raise ModelError(
-            f"{onnx_path}: onnxruntime cannot load it: {str(exc).splitlines()[0][:300]}"
+            f"{onnx_path}: onnxruntime cannot load it: {first_line(exc, 300)}"
         ) from None
     L, F, H = int(meta["input_size"]), len(features), int(meta["horizon"])
     x_name = _check_signature(sess, onnx_path, L, F)
@@ -338,7 +344,7 @@ def _trial_runs(model: LoadedModel, onnx_path: Path, nq: int) -> None:
             point, q = model.run(np.zeros((b, L, F), dtype=np.float32))
         except Exception as exc:
             raise ModelError(
-                f"{onnx_path}: trial run at batch {b} failed: {str(exc).splitlines()[0][:300]}"
+                f"{onnx_path}: trial run at batch {b} failed: {first_line(exc, 300)}"
             ) from None
         if point.shape != (b, H) or q.shape != (b, H, nq):
             raise ModelError(

@@ -231,3 +231,10 @@ def test_no_model_at_all_serves_nothing_without_raising(
         assert srv.poll() is None and srv.poll() is None
     assert srv.current is None
     assert caplog.text.count("no model at") == 1
+
+
+def test_an_exception_that_says_nothing_is_named_by_its_type_not_an_index_error() -> None:
+    from models.serving import first_line
+
+    assert first_line(RuntimeError(""), 300) == "RuntimeError"
+    assert first_line(RuntimeError("bad shape\ndetails"), 5) == "bad s"
