@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.book import L2Book
 from engine.instruments import Instrument
@@ -145,3 +147,59 @@ def test_dirty_lobster_fail_policy_stops_after_the_same_rows(tmp_path: Path) -> 
         for m in exact:
             ref.append(m)
     assert [*src.preamble(), *to_messages(np.concatenate(got))] == ref
+
+
+GOOD = st.decimals(1, 40, places=1)
+CELL = st.one_of(
+    GOOD.map(str),
+    st.decimals(-3, 500, places=2, allow_nan=True).map(str),
+    st.sampled_from(["", "abc", "1e400", "7", " 7 ", "0", "inf"]),
+)
+TS = st.integers(0, 12).map(str)
+DIRTY_Q = st.tuples(
+    st.one_of(TS, st.sampled_from(["-1", "", "x", "1970-01-01T00:00:00.000000005"])),
+    st.sampled_from(["AAA", "BBB", "ZZZ", ""]),
+    CELL, CELL, CELL, CELL,
+)  # fmt: skip
+CLEAN_Q = st.builds(
+    lambda ts, sym, bid, spread, bq, aq: (ts, sym, str(bid), str(bq), str(bid + spread), str(aq)),
+    TS,
+    st.sampled_from(["AAA", "BBB"]),
+    GOOD,
+    st.decimals(0, 2, places=1),
+    GOOD,
+    GOOD,
+)  # fmt: skip (a spread of 0 is a locked quote: rejected)
+DIRTY_T = st.tuples(
+    TS, st.sampled_from(["1", "2", "9", "", "x"]), CELL, CELL,
+    st.sampled_from(["buy", "s", "0", "", "?", "-1"]), st.sampled_from(["", "0", "5", "x", "2.5"]),
+)  # fmt: skip
+CLEAN_T = st.tuples(
+    TS, st.sampled_from(["1", "2"]), GOOD.map(str), GOOD.map(str),
+    st.sampled_from(["buy", "s", "0", ""]), st.sampled_from(["", "", "0", "5"]),
+)  # fmt: skip
+QROW = st.one_of(CLEAN_Q, CLEAN_Q, DIRTY_Q)
+TROW = st.one_of(CLEAN_T, CLEAN_T, DIRTY_T)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(quotes=st.lists(QROW, max_size=30), trades=st.lists(TROW, max_size=30))
+def test_file_rows_equal_the_message_form_on_dirty_files(
+    tmp_path: Path, quotes: list, trades: list
+) -> None:
+    q, t = tmp_path / "q.csv", tmp_path / "t.csv"
+    q.write_text("ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty\n" + "".join(
+        ",".join(r) + "\n" for r in quotes))  # fmt: skip
+    t.write_text("time,instrument_id,px,qty,side,trade_id\n" + "".join(
+        ",".join(r) + "\n" for r in trades))  # fmt: skip
+    ref_counter, row_counter = RejectCounter(log_first=0), RejectCounter(log_first=0)
+    exact = ReplaySource([AAA, BBB], quotes=q, trades=t, rejects=ref_counter)
+    ref = list(validated(exact, MdValidator([1, 2]), ref_counter))
+    src = ReplaySource([AAA, BBB], quotes=[q, q], trades=t, rejects=row_counter)
+    src._files = src._files[:1] + src._files[2:]  # the same files (a second load: no cache)
+    got = [b for b in src.batches(batch_rows=7)]
+    rows = np.concatenate(got) if got else from_messages([])
+    assert list(to_messages(rows)) == ref
+    assert row_counter.counts == ref_counter.counts

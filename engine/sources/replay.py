@@ -87,6 +87,7 @@ _TS_ALIASES = {
 }
 # merge priority at equal timestamps (lower first)
 _PRIO_BAR, _PRIO_STREAM, _PRIO_TRADE, _PRIO_QUOTE = 0, 1, 2, 3
+_TIME_COLS = ("ts_event", "ts", "end_ts")  # canonical names of time columns
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".txt")
 _SIDES = {
@@ -120,25 +121,35 @@ class _Reject(Exception):
 
 
 class _File:
-    """One loaded input file: its columns as Python lists, keyed by canonical name; ``lines``
-    the row number of each (CSV line number, or 1-based Parquet row); ``bad_lines`` the CSV
-    lines with the wrong number of fields."""
+    """One loaded input file: its columns keyed by canonical name, as pyarrow arrays
+    (``arrays``) and, converted on first use, as Python lists (``cols``; time columns as int
+    ns or None); ``lines`` the row number of each (CSV line number, or 1-based Parquet row);
+    ``bad_lines`` the CSV lines with the wrong number of fields."""
 
     def __init__(
         self,
         kind: str,
         path: Path,
-        cols: dict[str, list[Any]],
+        arrays: dict[str, pa.ChunkedArray],
         lines: list[int],
         bad_lines: list[int],
     ) -> None:
         self.kind = kind
         self.path = path
         self.where = f"{kind} file {path}"
-        self.cols = cols
+        self.arrays = arrays
+        self._cols: dict[str, list[Any]] | None = None
         self.n = len(lines)
         self.lines = lines
         self.bad_lines = bad_lines
+
+    @property
+    def cols(self) -> dict[str, list[Any]]:
+        if self._cols is None:
+            self._cols = {
+                k: _ts_list(a) if k in _TIME_COLS else a.to_pylist() for k, a in self.arrays.items()
+            }
+        return self._cols
 
 
 class ReplaySource:
@@ -270,15 +281,19 @@ class ReplaySource:
         by the feed's rules (``engine.md_rejects.validate_rows``, counted in ``rejects``).
 
         A LOBSTER pair goes through the numba kernel (``engine.lobster_rows``); quote and
-        trade files are parsed as for the message form, then packed (their parsing is
-        per-cell Decimal work either way: the data catalog is the fast store). ``TypeError``
-        where :attr:`columnar` is False."""
+        trade files are converted per distinct cell (``engine.sources.replay_rows``), or,
+        under ``on_bad_row = "fail"``, parsed as messages and packed. ``TypeError`` where
+        :attr:`columnar` is False."""
         if not self.columnar:
             raise TypeError("this replay has bars or pre-built streams: it has no row form")
         self.rejected = {}
         if self.lobster is not None:
             raw = self.lobster.row_batches(self, batch_rows=batch_rows, **self._lobster_kw)
-        else:
+        elif self.rejects.policy == "skip":
+            from engine.sources.replay_rows import file_rows
+
+            raw = file_rows(self, batch_rows)
+        else:  # "fail": the message form's order of rows and of the first error
             raw = _packed(iter(self), batch_rows)
         ids, last = self.instruments.ids, {}
         offset = len(self.preamble())
@@ -335,7 +350,7 @@ class ReplaySource:
         by_name: dict[str, int] = {}
         for i, col in enumerate(table.column_names):
             by_name.setdefault(_norm(col), i)
-        cols: dict[str, list[Any]] = {}
+        cols: dict[str, pa.ChunkedArray] = {}
         for want in required:
             aliases = _TS_ALIASES.get(want, (want,))
             found = next((a for a in aliases if a in by_name), None)
@@ -345,11 +360,11 @@ class ReplaySource:
                     f"(columns: {', '.join(table.column_names)})"
                 )
             arr = table.column(by_name[found])
-            cols[want] = _ts_list(arr) if want in _TS_ALIASES else arr.to_pylist()
+            cols[want] = arr
         for opt in ("symbol", "instrument_id", "trade_id", "trades", "end_ts", "adj_close"):
             if opt in by_name and opt not in cols:
                 arr = table.column(by_name[opt])
-                cols[opt] = _ts_list(arr) if opt == "end_ts" else arr.to_pylist()
+                cols[opt] = arr
         if "symbol" not in cols and "instrument_id" not in cols and self.default_symbol is None:
             raise ValueError(
                 f"{kind} file {path}: missing required column 'symbol' (or 'instrument_id'; "
