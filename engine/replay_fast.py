@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine import replay_kernels as rk
+from engine.book import _apply_delta_nb
 from engine.md_columns import MdKind, is_columnar
 from engine.messages import BookDelta, Quote, Trade
 from engine.price_gap import MID_HISTORY
@@ -75,16 +76,25 @@ class _Batch:
         for name in _COLS:
             setattr(self, name, np.ascontiguousarray(rows[name]))
         self.ts_l: list[int] = self.ts.tolist()
-        self.seq_l: list[int] = self.seq.tolist()
         self.kind_l: list[int] = self.kind.tolist()
         self.iid_l: list[int] = self.instrument_id.tolist()
-        self.side_l: list[int] = self.side.tolist()
-        self.px_l: list[int] = self.px.tolist()
-        self.qty_l: list[int] = self.qty.tolist()
-        self.bpx_l: list[int] = self.bid_px.tolist()
-        self.bqty_l: list[int] = self.bid_qty.tolist()
-        self.apx_l: list[int] = self.ask_px.tolist()
-        self.aqty_l: list[int] = self.ask_qty.tolist()
+        self.seq_l: list[int] = self.seq.tolist()
+
+    def __getattr__(self, name: str) -> list[int]:
+        """The other columns as lists, made when first asked for (a quote stream never needs
+        ``px_l``, a delta stream never ``bpx_l``)."""
+        if name in ("bpx_l", "bqty_l", "apx_l", "aqty_l"):
+            self.bpx_l, self.bqty_l = self.bid_px.tolist(), self.bid_qty.tolist()
+            self.apx_l, self.aqty_l = self.ask_px.tolist(), self.ask_qty.tolist()
+        elif name in ("side_l", "px_l", "qty_l"):
+            self.side_l, self.px_l, self.qty_l = (
+                self.side.tolist(),
+                self.px.tolist(),
+                self.qty.tolist(),
+            )
+        else:
+            raise AttributeError(name)
+        return self.__dict__[name]
 
     def quote(self, i: int) -> Quote:
         t = self.ts_l[i]
@@ -146,6 +156,7 @@ class FastReplay:
         for s, iid in enumerate(ids):
             self.slot_of[iid] = s
         self.host_bufs = tuple(host.books[iid]._buf for iid in ids)
+        self.host_buf_of = {iid: host.books[iid]._buf for iid in ids}
         venue = rt.venue
         self.v_ids = sorted(venue._insts)
         self.v_slot_of = np.full(max(size, max(self.v_ids, default=0) + 1), -1, np.int64)
@@ -276,6 +287,8 @@ class FastReplay:
         # quotes no strategy takes still become the host's last quote (ctx.quote, best_bid)
         b.lazy_quotes = bool(np.any(known & (kind == _Q) & ~disp))
         b.dcum = np.concatenate(([0], np.cumsum(kind == _D))).tolist()
+        # quotes and trades (what moves marks and risk's prices) up to each row
+        b.qtcum = np.concatenate(([0], np.cumsum(kind != _D))).tolist()
 
     def _run_batch(self, b: _Batch, extras: dict[int, list[object]]) -> None:
         rt = self.rt
@@ -359,9 +372,9 @@ class FastReplay:
         e = 0
         while True:
             # the common run: rows a strategy takes, no delta to absorb before them, no clock
-            lim = min(c_row, s_row, e_rows[e] if e < len(e_rows) else n)
+            lim = min(s_row, e_rows[e] if e < len(e_rows) else n)
             if not self.any_top:
-                p = self._run(b, p, lim)
+                p, c_row = self._run(b, p, lim, c_row)
                 if rt._queue:  # the row before p sent something: the machinery takes over
                     self._sync_all(b, disp[p - 1] + 1)
                     return disp[p - 1] + 1, False
@@ -402,42 +415,59 @@ class FastReplay:
 
     # long because: the innermost loop of the fast path, inlined on purpose (a call per row
     # would cost as much as the row)
-    def _run(self, b: _Batch, p: int, lim: int) -> int:
+    def _run(self, b: _Batch, p: int, lim: int, c_row: int) -> tuple[int, int]:
         """The rows ``disp[p:]`` before ``lim`` a strategy takes, while no delta lies between
-        them (the host's books are current) and nothing is sent; returns the next ``p``."""
+        them (the host's books are current), no clock row that is none of them comes first
+        and nothing is sent; returns the next ``p`` and the next clock row."""
         rt = self.rt
         disp, ts_l, kind_l, iid_l = b.disp, b.ts_l, b.kind_l, b.iid_l
         bpx_l, bqty_l, apx_l, aqty_l, seq_l = b.bpx_l, b.bqty_l, b.apx_l, b.aqty_l, b.seq_l
         dcum = b.dcum
         deltas = dcum[-1] > 0
+        if deltas:
+            side_l, px_l, qty_l = b.side_l, b.px_l, b.qty_l
         lazy = b.lazy_quotes
         quotes = rt.host.quotes
-        on_q = self.on_q
+        on_q, on_b = self.on_q, self.on_b
+        bufs = self.host_buf_of
         nd = len(disp)
         while p < nd:
             r = disp[p]
-            if r >= lim or (deltas and dcum[r + 1] != dcum[self.host_idx]):
+            if r >= lim or r > c_row:
                 break
+            k = kind_l[r]
+            if deltas and dcum[r + 1] - dcum[self.host_idx] != (k == _D):
+                break  # other deltas to take first
             self.host_idx = r + 1
             t = ts_l[r]
             rt.now_ns = t
             p += 1
-            if kind_l[r] != _Q or lazy:
+            iid = iid_l[r]
+            if k == _D:  # the host's book takes it (as StrategyHost.absorb), then on_book
+                buf = bufs.get(iid)
+                if buf is not None:
+                    _apply_delta_nb(buf, side_l[r], px_l[r], qty_l[r], seq_l[r])
+                subs, arg = on_b[iid], iid
+            elif k != _Q or lazy:
                 self._dispatch(b, r, False)
+                if r == c_row:
+                    self._clock(b, r, t)
+                    c_row = self._clock_row(b, r + 1)
                 if rt._queue:
                     break
                 continue
-            iid = iid_l[r]
-            q = Quote(iid, bpx_l[r], bqty_l[r], apx_l[r], aqty_l[r], t, t, seq_l[r])
-            quotes[iid] = q
+            else:
+                arg = Quote(iid, bpx_l[r], bqty_l[r], apx_l[r], aqty_l[r], t, t, seq_l[r])
+                quotes[iid] = arg
+                subs = on_q[iid]
             out = None
-            for slot, ctx, fn, _ in on_q[iid]:
+            for slot, ctx, fn, _ in subs:
                 if not slot.enabled:
                     continue
                 ctx.now_ns = t
                 ctx.ts_origin = t
                 try:
-                    fn(q)
+                    fn(arg)
                 except Exception as exc:
                     got = self._failed(slot, fn.__name__, exc)
                 else:
@@ -447,9 +477,12 @@ class FastReplay:
                 out = got if out is None else out + got
             if out:
                 rt.strategy_stage._send(out)
-                if rt._queue:
-                    break
-        return p
+            if r == c_row:  # risk's refresh and the equity point come after the strategies
+                self._clock(b, r, t)
+                c_row = self._clock_row(b, r + 1)
+            if rt._queue:
+                break
+        return p, c_row
 
     # --- per row --------------------------------------------------------------------------------
     def _absorb(self, b: _Batch, lim: int) -> tuple[int, bool]:
@@ -608,6 +641,9 @@ class FastReplay:
     def _sync_portfolio(self, b: _Batch, k: int) -> None:
         if self.p_idx >= k:
             return
+        if b.qtcum[k] == b.qtcum[self.p_idx]:  # deltas only: no mark moves
+            self.p_idx = k
+            return
         got = rk.marks(
             b.kind, b.instrument_id, b.bid_px, b.bid_qty, b.ask_px, b.ask_qty, b.px,
             self.p_idx, k, self.slot_of, self.pmarks,
@@ -624,6 +660,9 @@ class FastReplay:
 
     def _sync_risk(self, b: _Batch, k: int) -> None:
         if self.r_idx >= k:
+            return
+        if b.qtcum[k] == b.qtcum[self.r_idx]:  # deltas only: risk reads no price from them
+            self.r_idx = k
             return
         g = self.rt.risk
         if rk.risk_prices(
