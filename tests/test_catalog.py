@@ -417,6 +417,42 @@ def test_import_binance_capture_builds_binances_book(
     assert asks == {ins.px_to_ticks(p): ins.qty_to_lots(q) for p, q in ra}
 
 
+_CAPTURE = """\
+1 {"stream":"btcusdt@depth@100ms","data":{"E":1723161255208,"U":10,"u":12,"b":[["100.00","1.0"]],"a":[]}}
+2 {"lastUpdateId":11,"bids":[["100.00","0.5"],["99.00","1.0"]],"asks":[["101.00","1.0"]]}
+3 {"stream":"btcusdt@bookTicker","data":{"u":13,"s":"BTCUSDT","b":"100.00","B":"1.0","a":"101.00","A":"2.0"}}
+4 {"stream":"btcusdt@trade","data":{"E":1723161255300,"t":5,"p":"100.50","q":"0.1","T":1723161255299,"m":true}}
+5 {"stream":"btcusdt@depth@100ms","data":{"E":1723161255308,"U":13,"u":14,"b":[["100.00","0"]],"a":[]}}
+6 {"stream":"btcusdt@trade","data":{"E":1,"t":99999999999999999999999,"p":"1","q":"1","T":1,"m":true}}
+7 {"stream":"btcusdt@trade","data":{"E":1,"t":6,"p":"1e999999999","q":"1","T":1723161255301,"m":true}}
+8 {"stream":"btcusdt@trade","data":[1,2]}
+9 {"stream":"btcusdt@bookTicker","data":{"u":15,"s":"BTCUSDT","b":"101.00","B":"1.0","a":"100.00","A":"2.0"}}
+garbage
+10 {"stream":"btcusdt@kline_1m","data":{}}
+11 {"stream":"btcusdt@depth@100ms","data":{"E":1723161255408,"U":20,"u":21,"b":[],"a":[]}}
+12 {"stream":"btcusdt@depth@100ms","data":{"E":1723161255508,"U":22,"u":23,"b":[],"a":[]}}
+"""
+
+
+def test_a_binance_capture_s_bad_lines_are_counted_never_raised(tmp_path: Path) -> None:
+    from engine.sources.binance_capture import capture_messages
+
+    path = tmp_path / "c.jsonl"
+    path.write_text(_CAPTURE + "13 " + "[" * 100_000 + "\n")
+    ins = Instrument(instrument_id=1, symbol="BTC/USDT", tick_size=0.01, lot_size=0.00001)
+    rejects = RejectCounter()
+    got = list(capture_messages(path, ins, rejects=rejects))
+    assert rejects.counts == {"unparsable": 5, "crossed": 1, "bad_message": 3}
+    e0, e1 = 1723161255208 * 10**6, 1723161255308 * 10**6
+    assert got == [
+        BookSnapshot(1, [10000, 9900], [50000, 100000], [10100], [100000], e0, e0, 0),
+        BookDelta(1, 1, 10000, 100000, e0, e0, 1),
+        Quote(1, 10000, 100000, 10100, 200000, e0, e0, 13),  # the latest exchange time
+        Trade(1, 10050, 10000, -1, e0 + 91_000_000, e0 + 91_000_000, 5),
+        BookDelta(1, 1, 10000, 0, e1, e1, 2),
+    ]
+
+
 def test_import_a_recorded_run_from_postgres(
     tmp_path: Path, engine_id: str, pg_dsn: str, capsys
 ) -> None:  # type: ignore[no-untyped-def]

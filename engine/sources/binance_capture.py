@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,11 @@ def read_capture(path: str | os.PathLike[str]) -> Iterator[tuple[int, int, bytes
             yield k, ns, body
 
 
+_INT64 = 1 << 63
+_MAX_HELD = 100_000  # depth diffs kept while waiting for the snapshot (Binance: a few seconds)
+_MAX_DIGITS = 40  # a price or size string longer than this is no price (Decimal would grind)
+
+
 class _Units:
     """Decimal strings to ticks / lots, memoised (a capture repeats its prices endlessly)."""
 
@@ -96,25 +101,35 @@ class _Units:
         self._qty: dict[str, int] = {}
 
     def px(self, s: Any) -> int:
-        v = self._px.get(s)
+        v = self._px.get(s) if isinstance(s, str) else None
         if v is None:
-            v = self._px[s] = self.ins.px_to_ticks(_decimal(s))
+            v = self._px[s] = _int64(self.ins.px_to_ticks(_decimal(s)))
         return v
 
     def qty(self, s: Any) -> int:
-        v = self._qty.get(s)
+        v = self._qty.get(s) if isinstance(s, str) else None
         if v is None:
-            v = self._qty[s] = self.ins.qty_to_lots(_decimal(s))
+            v = self._qty[s] = _int64(self.ins.qty_to_lots(_decimal(s)))
         return v
 
 
 def _decimal(s: Any) -> Decimal:
-    if not isinstance(s, str):
-        raise ValueError(f"not a decimal string: {s!r}")
+    if not isinstance(s, str) or len(s) > _MAX_DIGITS:
+        raise ValueError(f"not a decimal string: {str(s)[:40]!r}")
     d = Decimal(s)
-    if not d.is_finite() or d < 0:
+    if not d.is_finite() or d < 0 or abs(d.adjusted()) > _MAX_DIGITS:
         raise ValueError(f"not a finite decimal >= 0: {s!r}")
     return d
+
+
+def _int64(v: Any) -> int:
+    """An id, sequence, tick or lot count as the wire's int64 (ValueError beyond it)."""
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise ValueError(f"not an integer: {str(v)[:40]!r}")
+    n = int(v)
+    if not -_INT64 <= n < _INT64:
+        raise ValueError(f"{n} is beyond int64")
+    return n
 
 
 class _Converter:
@@ -149,17 +164,21 @@ class _Converter:
             if "@depth" in frame.stream:
                 if self.update_id < 0:
                     self._time(data["E"])  # known although the diff waits for the snapshot
+                    if len(self.held) >= _MAX_HELD:
+                        why = f"more than {_MAX_HELD} depth diffs before the snapshot"
+                        self.rejects.reject("bad_message", self.where, k, why)
+                        return []
                     self.held.append((k, data))
                     return []
                 return self._diff(k, data)
-        except (ValueError, KeyError, TypeError, ArithmeticError, InvalidOperation) as e:
+        except (ValueError, KeyError, TypeError, ArithmeticError, RecursionError) as e:
             self.rejects.reject("unparsable", self.where, k, str(e)[:80])
             return []
         self.rejects.reject("bad_message", self.where, k, f"unknown stream {frame.stream!r}")
         return []
 
     def _time(self, ms: Any) -> int:
-        ns = int(ms) * 1_000_000
+        ns = _int64(ms) * 1_000_000
         if not 0 <= ns < 1 << 63:
             raise ValueError(f"time {ms!r} ms is not an int64 of ns")
         self.venue_ns = max(self.venue_ns, ns)
@@ -171,7 +190,7 @@ class _Converter:
         if px <= 0 or qty <= 0:
             raise ValueError("trade price or size not > 0")
         side = -1 if d["m"] else 1  # the buyer was the maker: a seller took
-        return [(ts, Trade(self.iid, px, qty, side, ts, ts, int(d["t"])))]
+        return [(ts, Trade(self.iid, px, qty, side, ts, ts, _int64(d["t"])))]
 
     def _ticker(self, k: int, d: dict) -> list[tuple[int, Any]]:
         if not self.venue_ns:
@@ -187,7 +206,7 @@ class _Converter:
             self.rejects.reject("crossed", self.where, k)
             return []
         ts = self.venue_ns
-        return [(ts, Quote(self.iid, bp, bq, ap, aq, ts, ts, int(d["u"])))]
+        return [(ts, Quote(self.iid, bp, bq, ap, aq, ts, ts, _int64(d["u"])))]
 
     def _snapshot(self, k: int, d: dict) -> list[tuple[int, Any]]:
         if self.update_id >= 0:
@@ -199,7 +218,7 @@ class _Converter:
             {p: q for p, q in bids.items() if q > 0},
             {p: q for p, q in asks.items() if q > 0},
         )
-        self.update_id = int(d["lastUpdateId"])
+        self.update_id = _int64(d["lastUpdateId"])
         out: list[tuple[int, Any]] = []
         held, self.held = self.held, []
         for hk, diff in held:
@@ -207,7 +226,7 @@ class _Converter:
         return out
 
     def _diff(self, k: int, d: dict) -> list[tuple[int, Any]]:
-        first, last = int(d["U"]), int(d["u"])
+        first, last = _int64(d["U"]), _int64(d["u"])
         if self.broken:
             self.rejects.reject("bad_message", self.where, k, "depth diff after a sequence break")
             return []
