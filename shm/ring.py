@@ -10,7 +10,9 @@ so the common path must be a handful of memory operations, not a system call or 
 - The producer writes the frame, then publishes its position with a store-release
   (``shm.kernels.commit``); a consumer load-acquires the position, then reads frames before it.
   It does the acquire once per *batch* of available frames, and hands its cursor back with a
-  store-release once per batch too, so Python pays the numba dispatch rarely.
+  store-release once per batch too, so Python pays the numba dispatch rarely. On x86-64 Linux
+  the one-message paths do both as plain word stores and loads (``shm.fastpath``: why TSO
+  plus a sleeper-side ``membarrier`` is enough), so they pay no dispatch at all.
 - Gating consumers: the producer never writes past ``min(gating cursors) + capacity``. It caches
   that limit and re-reads the cursors only when it would run out of room.
 - Non-gating consumers may be lapped. The producer announces, before overwriting, how far it may
