@@ -106,11 +106,17 @@ def load_units(root: Path) -> dict[str, dict[str, CatalogUnits]]:
     path = Path(root) / META_FILE
     if not path.is_file():
         return {}
-    raw = json.loads(path.read_text())
-    return {
-        v: {s: CatalogUnits(float(u["tick_size"]), float(u["lot_size"])) for s, u in syms.items()}
-        for v, syms in raw.items()
-    }
+    try:
+        raw = json.loads(path.read_text())
+        return {
+            str(v): {
+                str(s): CatalogUnits(float(u["tick_size"]), float(u["lot_size"]))
+                for s, u in syms.items()
+            }
+            for v, syms in raw.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise ValueError(f"catalog {path}: not a catalog index ({type(e).__name__})") from None
 
 
 def _save_units(root: Path, units: Mapping[str, Mapping[str, CatalogUnits]]) -> None:

@@ -31,6 +31,7 @@ import pyarrow.dataset as ds
 
 from engine.catalog import (
     DAY_NS,
+    FILE_SCHEMA,
     PARTITION_SCHEMA,
     SNAPSHOT,
     TS_TYPE,
@@ -215,6 +216,8 @@ class CatalogSource:
             part = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
             dset = ds.dataset(self.root, format="parquet", partitioning=part)
             for frag in dset.get_fragments(filter=self._partition_filter()):
+                if not frag.physical_schema.equals(FILE_SCHEMA, check_metadata=False):
+                    raise ValueError(f"catalog file {frag.path}: not a part file of a catalog")
                 keys = ds.get_partition_keys(frag.partition_expression)
                 sym, day = keys["instrument"], keys["date"]
                 prio = part_priority(frag.path)

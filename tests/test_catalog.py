@@ -206,6 +206,14 @@ def test_units_and_order_are_guarded(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("quotes2-*")) and not list(tmp_path.rglob(".tmp-*"))
     assert window_ns("2024-08-09") == T0 - T0 % DAY_NS + DAY_NS
     assert window_ns("2024-08-09", end=True) == window_ns("2024-08-10")
+    stray = next(tmp_path.rglob("quotes-*.parquet")).with_name("quotes-x-0000.parquet")
+    pq.write_table(pa.table({"ts_event": [1]}), stray)
+    with pytest.raises(ValueError, match="not a part file of a catalog"):
+        CatalogSource(tmp_path, [ETH]).preamble()
+    stray.unlink()
+    (tmp_path / "_instruments.json").write_text("[1]")
+    with pytest.raises(ValueError, match="not a catalog index"):
+        CatalogSource(tmp_path, [ETH])
     assert window_ns("2024-08-09T02:00:00+02:00") == window_ns("2024-08-09T00:00:00Z")
     assert window_ns("2024-08-09T00:00:00.000000001") == window_ns("2024-08-09") + 1
 
