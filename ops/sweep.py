@@ -85,16 +85,17 @@ def _check_first(cfg: Config, make_spec: Any, windows: list[Any]) -> None:
 
 def prepare(cfg: Config, config_text: str) -> tuple[list[Any], Any]:
     """(windows, make_spec) of the sweep ``cfg`` describes; raises ConfigError / SweepError."""
-    from ops.sweep_trial import TrialSpec
+    from ops.sweep_trial import TrialSpec, trial_tables
     from ops.sweep_windows import SweepError, make_windows, strategy_index
 
     if not cfg.sweep.params:
         raise SweepError("sweep.params: nothing to sweep (give [sweep.params] name = [values])")
     windows = make_windows(cfg)
     idx, cwd, path = strategy_index(cfg), os.getcwd(), str(cfg.source_path)
+    tables = trial_tables(config_text)
 
     def make_spec(trial: int, window: Any, params: dict, role: str, fold: int | None) -> TrialSpec:
-        return TrialSpec(trial, window, params, role, fold, config_text, path, cwd, idx)
+        return TrialSpec(trial, window, params, role, fold, tables, path, cwd, idx)
 
     _check_first(cfg, make_spec, windows)
     return windows, make_spec

@@ -2,9 +2,12 @@
 the market cut to one data window; what it returns is all the sweep needs of it.
 
 It runs in a Ray worker (or inline, ``gekko sweep --inline``), so everything it takes and
-gives is plain, picklable data: the config's text (re-parsed and validated here, with the
-trial's changes applied as an overlay of ``[[strategies]]`` / ``[market]``), the window, the
-parameters; back come the figures and the equity curve (thinned to ``CURVE_POINTS``).
+gives is plain, picklable data: the config's tables as decoded TOML (validated again here, with
+the trial's changes to ``[[strategies]]`` / ``[market]``), the window, the parameters; back
+come the figures and the equity curve (thinned to ``CURVE_POINTS``). The tables a backtest never
+reads (storage, bridge, audit, keystore, security, metrics: ``NOT_FOR_TRIALS``) are left out
+before the config travels: no database address or key goes to the workers, and a worker needs
+none of the environment they name.
 
 Failures, told apart because only one kind is worth running again:
 - ``invalid``: the trial cannot be built (parameters the strategy refuses, a window the
@@ -28,6 +31,8 @@ import numpy as np
 
 #: the most equity-curve points a trial sends back (the report's chart and CSCV use them)
 CURVE_POINTS = 4096
+#: config tables a backtest never reads: not sent to the workers (module docstring)
+NOT_FOR_TRIALS = ("storage", "bridge", "audit", "keystore", "security", "metrics")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class TrialSpec:
     params: dict[str, Any]
     role: str  # "search" (a candidate on its window) or "oos" (a fold's best, on the next one)
     fold: int | None  # walk-forward fold of an "oos" trial
-    config_text: str
+    config: dict[str, Any]  # the config's tables (``trial_tables``)
     config_path: str
     cwd: str  # relative paths of the config resolve here (when it exists on the worker)
     strategy_index: int  # the [[strategies]] entry swept
@@ -80,14 +85,20 @@ def result_of(spec: TrialSpec, status: str, error: str = "", **kw: Any) -> Trial
     )
 
 
+def trial_tables(config_text: str) -> dict[str, Any]:
+    """The tables of a config file that its trials get (all but ``NOT_FOR_TRIALS``)."""
+    import msgspec
+
+    raw = msgspec.toml.decode(config_text)
+    return {k: v for k, v in raw.items() if k not in NOT_FOR_TRIALS}
+
+
 def trial_config(spec: TrialSpec) -> tuple[Any, tuple[int, int] | None]:
     """The trial's validated Config and the time window the builder cuts (None: the source's
     own keys do it). Raises ``ConfigError``."""
-    import msgspec
-
     from ops.config import parse_config
 
-    raw = msgspec.toml.decode(spec.config_text)
+    raw = spec.config
     strategies = copy.deepcopy(raw.get("strategies", []))
     entry = strategies[spec.strategy_index]
     entry["params"] = {**entry.get("params", {}), **spec.params}
@@ -101,11 +112,12 @@ def trial_config(spec: TrialSpec) -> tuple[Any, tuple[int, int] | None]:
         else:
             cut = (w.start_ns, w.end_ns)
     overlay = {
+        **raw,
         "strategies": strategies,
         "market": market,
         "report": {**raw.get("report", {}), "html": False},
     }
-    return parse_config(spec.config_text, spec.config_path, overlay=overlay), cut
+    return parse_config("", spec.config_path, overlay=overlay), cut
 
 
 def run_trial(spec: TrialSpec) -> TrialResult:

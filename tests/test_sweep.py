@@ -149,6 +149,7 @@ def test_retries_and_failures_are_reported_never_missing(
     is cancelled at the timeout and reported."""
     from ops.sweep_exec import RayExecutor
     from ops.sweep_search import run_search
+    from ops.sweep_trial import trial_tables
     from tests._sweep_faults import faulty_trial
 
     path = write_config(
@@ -156,9 +157,10 @@ def test_retries_and_failures_are_reported_never_missing(
     )
     cfg = parse_config(path.read_text(), path)
     w = Window(0, "seed 11", seed=11, events=300)
+    tables = trial_tables(path.read_text())
 
     def spec(n: int, window: Window, params: dict, role: str, fold: int | None) -> TrialSpec:
-        return TrialSpec(n, window, params, role, fold, path.read_text(), str(path), os.getcwd(), 0)
+        return TrialSpec(n, window, params, role, fold, tables, str(path), os.getcwd(), 0)
 
     ex = RayExecutor(faulty_trial, max_retries=1)
     try:
@@ -238,7 +240,7 @@ def test_windows_points_and_strategy() -> None:
 
 def test_time_window_cuts_the_replay(tmp_path: Path) -> None:
     """A quote replay cut to [start, end): only the quotes inside it reach the backtest."""
-    from ops.sweep_trial import run_trial
+    from ops.sweep_trial import run_trial, trial_tables
 
     rows = ["ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty"]
     rows += [f"{(10 + k) * 10**9},AAPL,190.00,5,190.02,5" for k in range(20)]
@@ -247,7 +249,9 @@ def test_time_window_cuts_the_replay(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, "").read_text()
     cfg = cfg.replace('source = "synthetic"', f'source = "replay"\nreplay_quotes = "{quotes}"')
     w = Window(0, "t", start_ns=13 * 10**9, end_ns=18 * 10**9)
-    r = run_trial(TrialSpec(1, w, {}, "search", None, cfg, str(tmp_path / "c.toml"), "", 0))
+    spec = TrialSpec(1, w, {}, "search", None, trial_tables(cfg), str(tmp_path / "c.toml"), "", 0)
+    assert "storage" not in spec.config and "market" in spec.config  # no DSN travels
+    r = run_trial(spec)
     assert r.ok, r.error
     assert r.metrics["ticks"] == 5
 
