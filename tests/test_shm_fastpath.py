@@ -59,7 +59,10 @@ def test_the_plain_path_is_taken_where_the_platform_allows(engine_id: str) -> No
 @given(
     ops=st.lists(
         st.one_of(
-            st.tuples(st.just("pub"), st.lists(st.integers(0, 1000), min_size=1, max_size=8)),
+            st.tuples(
+                st.sampled_from(["pub", "batch"]),
+                st.lists(st.integers(0, 1000), min_size=1, max_size=8),
+            ),
             st.tuples(st.just("g"), st.integers(1, 12)),
             st.tuples(st.just("n"), st.integers(1, 12)),
         ),
@@ -86,13 +89,16 @@ def test_one_message_publish_and_poll_round_trip(plain: bool, ops: list[tuple]) 
                 out.append(m)
 
         for op in ops:
-            if op[0] == "pub":
-                for size in op[1]:
+            if op[0] in ("pub", "batch"):
+                for size in op[1] if op[0] == "pub" else op[1][:1]:
                     # room for a frame and its wrap padding behind the cursor handed back
                     if prod.pos - ring._slot_word(g.slot, SL_CURSOR) > _CAP - 2200:
                         read(g, got_g, 1 << 30)
                     m = _Blob(len(sent), bytes([len(sent) & 0xFF]) * size)
-                    prod.publish(m)
+                    if op[0] == "pub":
+                        prod.publish(m)
+                    else:
+                        prod.publish_batch([m])  # a batch of one takes publish's path
                     sent.append(m)
                     assert prod.published == len(sent)
             else:
