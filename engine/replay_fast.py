@@ -586,7 +586,6 @@ class FastReplay:
         protective = lim.stop_loss_pct > 0 or lim.take_profit_pct > 0
         if self._risk_clean and not protective and (not self._px_moved or self._flat):
             gd = g.guard
-            g.marks = g.marks.copy()  # a new array, as refresh_exposure makes one
             if rk.flat_refresh(
                 g.bid, g.ask, g.last, g.marks, t, gd._px, gd._ts, gd._head, gd.window_ns,
                 gd.band, gd._moved, gd._ref, gd.flash_halted,
