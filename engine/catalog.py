@@ -44,10 +44,12 @@ __all__ = [
     "CatalogUnits",
     "CatalogWriter",
     "day_of",
+    "concat_rows",
     "list_catalog",
     "load_units",
     "part_priority",
     "partition_dir",
+    "pick_rows",
     "to_table",
 ]
 
@@ -127,6 +129,23 @@ def _save_units(root: Path, units: Mapping[str, Mapping[str, CatalogUnits]]) -> 
     tmp = root / f".{META_FILE}.{secrets.token_hex(4)}"
     tmp.write_text(json.dumps(body, indent=1) + "\n")
     os.replace(tmp, root / META_FILE)
+
+
+#: MD rows as opaque records: numpy copies a packed structured dtype field by field (~15x
+#: slower to concatenate, index or mask); these views copy whole records
+_RECORD = np.dtype((np.void, MD_DTYPE.itemsize))
+
+
+def concat_rows(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate`` of MD row arrays, as whole records."""
+    if not parts:
+        return np.zeros(0, MD_DTYPE)
+    return np.concatenate([p.view(_RECORD) for p in parts]).view(MD_DTYPE)
+
+
+def pick_rows(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``rows[index]`` (an int or bool index), as whole records."""
+    return rows.view(_RECORD)[index].view(MD_DTYPE)
 
 
 def to_table(rows: np.ndarray) -> pa.Table:
@@ -217,7 +236,7 @@ class CatalogWriter:
         done = 0
         for idx in np.split(order, bounds):
             iid, day = int(iids[idx[0]]), int(days[idx[0]])
-            done += self._write_group(iid, day, rows[np.sort(idx)])
+            done += self._write_group(iid, day, pick_rows(rows, np.sort(idx)))
         return done
 
     def _write_group(self, iid: int, day: int, rows: np.ndarray) -> int:
@@ -233,7 +252,7 @@ class CatalogWriter:
         if late.any():  # older than a row already written to this partition
             for _ in range(int(late.sum())):
                 self.rejects.reject("out_of_order_time", where)
-            rows = rows[~late]
+            rows = pick_rows(rows, ~late)
             if len(rows) == 0:
                 return 0
         f = self._file(iid, day, sym)

@@ -36,9 +36,11 @@ from engine.catalog import (
     SNAPSHOT,
     TS_TYPE,
     CatalogUnits,
+    concat_rows,
     day_of,
     load_units,
     part_priority,
+    pick_rows,
 )
 from engine.instruments import Instrument, InstrumentTable
 from engine.md_columns import BATCH_ROWS, MD_DTYPE, MdKind, empty, to_messages
@@ -177,10 +179,10 @@ class CatalogSource:
                 out.append(rows)
                 n += len(rows)
                 if n >= self.batch_rows:
-                    yield from _split(np.concatenate(out), self.batch_rows)
+                    yield from _split(concat_rows(out), self.batch_rows)
                     out, n = [], 0
         if n:
-            yield from _split(np.concatenate(out), self.batch_rows)
+            yield from _split(concat_rows(out), self.batch_rows)
 
     def __iter__(self) -> Iterator[object]:
         yield from self.preamble()
@@ -332,7 +334,7 @@ class CatalogSource:
                         rows["kind"][snap & (rows["side"] != 0)] = _DELTA
                         rows["seq"][snap] = 0
                         snap = rows["kind"] == SNAPSHOT
-                    rows = rows[~snap]
+                    rows = pick_rows(rows, ~snap)
                 if len(rows):
                     yield rows
 
@@ -347,7 +349,7 @@ class CatalogSource:
             if nxt is None:
                 live[i] = False
             else:
-                bufs[i] = np.concatenate((bufs[i], nxt)) if len(bufs[i]) else nxt
+                bufs[i] = concat_rows([bufs[i], nxt]) if len(bufs[i]) else nxt
 
         while True:
             for i in range(len(frags)):
@@ -364,8 +366,11 @@ class CatalogSource:
                     taken.append(b[:k])
                     bufs[i] = b[k:]
             if taken:
-                rows = np.concatenate(taken)
-                yield rows[np.argsort(rows["ts_event"], kind="stable")]
+                if len(taken) == 1:
+                    yield taken[0]  # one file's rows: already in order
+                else:
+                    rows = concat_rows(taken)
+                    yield pick_rows(rows, np.argsort(rows["ts_event"], kind="stable"))
             elif not open_:
                 return
             else:  # every open buffer starts at the cut: read on in the file(s) ending there

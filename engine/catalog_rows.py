@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from engine.catalog import DAY_NS, SNAPSHOT
-from engine.md_columns import BATCH_ROWS, MD_DTYPE, MdKind, empty, from_messages
+from engine.catalog import DAY_NS, SNAPSHOT, concat_rows
+from engine.md_columns import BATCH_ROWS, MdKind, empty, from_messages
 from engine.messages import BookDelta, BookSnapshot, Quote, Trade
 
 __all__ = ["BookRows", "message_batches", "snapshot_rows"]
@@ -148,4 +148,4 @@ class BookRows:
             parts += [rows[start:k], snap]
             start = k
         parts.append(rows[start:])
-        return np.concatenate(parts).astype(MD_DTYPE, copy=False)
+        return concat_rows(parts)
