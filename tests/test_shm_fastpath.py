@@ -63,7 +63,7 @@ def test_the_plain_path_is_taken_where_the_platform_allows(engine_id: str) -> No
                 st.sampled_from(["pub", "batch"]),
                 st.lists(st.integers(0, 1000), min_size=1, max_size=8),
             ),
-            st.tuples(st.just("g"), st.integers(1, 12)),
+            st.tuples(st.sampled_from(["g", "gb"]), st.integers(1, 12)),
             st.tuples(st.just("n"), st.integers(1, 12)),
         ),
         min_size=1,
@@ -101,6 +101,8 @@ def test_one_message_publish_and_poll_round_trip(plain: bool, ops: list[tuple]) 
                         prod.publish_batch([m])  # a batch of one takes publish's path
                     sent.append(m)
                     assert prod.published == len(sent)
+            elif op[0] == "gb":  # a few bytes available: frame by frame; more: the numba scan
+                got_g.extend(g.poll_batch(op[1]))
             else:
                 read(g if op[0] == "g" else ng, got_g if op[0] == "g" else got_n, op[1])
             assert g.pos <= prod.pos and prod.pos - g.pos <= _CAP
