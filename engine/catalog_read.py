@@ -176,6 +176,9 @@ class CatalogSource:
         n = 0
         for day in plan.days:
             for rows in self._merge(plan.frags[day]):
+                if not out and self.batch_rows // 2 <= len(rows) <= self.batch_rows:
+                    yield rows  # a batch already: no copy
+                    continue
                 out.append(rows)
                 n += len(rows)
                 if n >= self.batch_rows:
