@@ -6,7 +6,7 @@ DEMO_SECONDS ?= 20
 CHAOS_SECONDS ?= 600
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test venues chaos fuzz perf lint backtest clean
+.PHONY: run test venues chaos fuzz perf lint backtest sweep clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -26,6 +26,14 @@ run: $(VENV)/.installed-run
 
 backtest: $(VENV)/.installed-run
 	$(BIN)/gekko backtest --config config.toml
+
+# gekko sweep on a local Ray runtime (Ray and Optuna are the sweep extra, not the engine's)
+$(VENV)/.installed-sweep: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[sweep]'
+	touch $@ $(VENV)/.installed-run
+
+sweep: $(VENV)/.installed-sweep
+	$(BIN)/gekko sweep --config config.toml
 
 # the HTML report's browser test renders in Debian's headless Chromium: installed here where
 # apt-get can (root); elsewhere that test says why it skipped
