@@ -170,6 +170,8 @@ class FastReplay:
         self._px_moved = False  # risk's prices changed since its marks were last computed
         self._pf_moved = True  # a mark or the account changed since the last equity point
         self._flat = False  # risk held no position at its last full refresh
+        self._quiet = False  # the flash guard's last scan found no move and nothing halted
+        self._pushes: list[int] = []  # the flash guard's samples not yet written
         self.pmarks = np.zeros(len(ids), np.int64)
         self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = 0
         self.tick_idx = 0
@@ -584,21 +586,40 @@ class FastReplay:
         g = rt.risk
         lim = g.limits
         protective = lim.stop_loss_pct > 0 or lim.take_profit_pct > 0
+        gd = g.guard
         if self._risk_clean and not protective and (not self._px_moved or self._flat):
-            gd = g.guard
+            if not self._px_moved and self._quiet:  # the last scan found nothing at these prices
+                self._pushes.append(t)  # nor can this one: only its sample, written later
+                return
+            self._push_samples()
             if rk.flat_refresh(
                 g.bid, g.ask, g.last, g.marks, t, gd._px, gd._ts, gd._head, gd.window_ns,
                 gd.band, gd._moved, gd._ref, gd.flash_halted,
             ):  # fmt: skip
                 out = gd.decide(g.marks, t)
+                self._quiet = False
                 if out:
                     rt.risk_stage.route(out)
+            else:
+                self._quiet = True
             self._px_moved = False
             return
+        self._push_samples()
         rt.risk_stage.refresh(t)
         self._risk_clean = True
         self._px_moved = False
         self._flat = not g.position.any()
+        self._quiet = not (gd._moved.any() or gd.flash_halted.any())
+
+    def _push_samples(self) -> None:
+        """The flash guard's deferred samples (``_refresh``), before anything reads it."""
+        if self._pushes:
+            g = self.rt.risk
+            gd = g.guard
+            if gd.band > 0:
+                times = np.array(self._pushes, np.int64)
+                rk.guard_pushes(g.marks, times, gd._px, gd._ts, gd._head)
+            self._pushes = []
 
     # --- bringing the lagging components up to a row ---------------------------------------------
     def _sync_all(self, b: _Batch, k: int) -> None:
@@ -611,6 +632,7 @@ class FastReplay:
         self._sync_exec(b, k)
         self._sync_portfolio(b, k)
         self._sync_risk(b, k)
+        self._push_samples()
         t = b.ts_l[k - 1]
         rt.now_ns = max(rt.now_ns, t)
         rt._polled_at = max(rt._polled_at, t)

@@ -279,6 +279,23 @@ def flat_refresh(
 
 
 @njit(cache=True, nogil=True)
+def guard_pushes(marks, times, hist_px, hist_ts, head):  # pragma: no cover - compiled
+    """The flash guard's samples at ``times`` with unchanged ``marks``: what ``_scan_and_push``
+    writes to the history when its scan can find no move (the prices are those of a scan that
+    found none, so no sample in the window is farther from them)."""
+    k = hist_px.shape[1]
+    for t in times:
+        for i in range(marks.shape[0]):
+            p = marks[i]
+            if not p > 0.0:
+                continue
+            h = head[i]
+            hist_px[i, h] = p
+            hist_ts[i, h] = t
+            head[i] = (h + 1) % k
+
+
+@njit(cache=True, nogil=True)
 def clock_rows(ts, i0, t_at):  # pragma: no cover - compiled
     """The first row at or after ``i0`` with ``ts >= t_at`` (``len(ts)`` if none)."""
     n = ts.shape[0]
@@ -316,3 +333,4 @@ def warm_up() -> None:
     hp, ht = np.zeros((1, 2)), np.zeros((1, 2), np.int64)
     b1 = np.zeros(1, np.bool_)
     flat_refresh(z, z, z, f, 0, hp, ht, z.copy(), 1, 0.1, b1, f.copy(), b1.copy())
+    guard_pushes(f, z, hp, ht, z.copy())
