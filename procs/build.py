@@ -54,7 +54,10 @@ def market_source(
         if m.replay_lobster_messages:
             sym = m.replay_lobster_symbol or cfg.instruments[0].symbol
             ins = instruments.by_symbol(sym)
-            divisor = round(100 * 0.01 / ins.tick_size) if ins.tick_size else 100
+            # LOBSTER prices are dollars x 10000: one tick is tick_size x 10000 of them
+            divisor = round(ins.tick_size * 10_000) if ins.tick_size else 100
+            if divisor < 1 or abs(divisor - ins.tick_size * 10_000) > 1e-6:
+                raise ValueError(f"{sym}: tick_size {ins.tick_size} is no multiple of $0.0001")
             return ReplaySource.from_lobster(
                 m.replay_lobster_messages,
                 m.replay_lobster_orderbook,

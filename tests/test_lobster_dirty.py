@@ -260,3 +260,34 @@ def test_backtest_of_a_truncated_lobster_pair(tmp_path: Path, engine_id: str, pa
     r = gekko("backtest", "--config", str(cfg), timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "X_message_5.csv" in r.stderr
+
+
+@pytest.mark.parametrize(("tick", "divisor"), [(0.01, 100), (0.001, 10), (0.0001, 1)])
+def test_config_replay_prices_lobster_in_the_instruments_ticks(
+    tmp_path: Path,
+    engine_id: str,
+    pair,  # type: ignore[no-untyped-def]
+    tick: float,
+    divisor: int,
+) -> None:
+    """LOBSTER prices are dollars x 10000: a tick of 0.001 is 10 of them (the replay divided by
+    1000 there, a factor of 100 off, when it assumed a 0.01 tick scaled the wrong way)."""
+    from ops.config import load_config
+    from procs.build import market_source
+
+    msgs, books = pair
+    mp, op = _write(tmp_path, msgs, books)
+    path = write_config(
+        tmp_path,
+        engine_id,
+        market=(
+            f'source = "replay"\nreplay_lobster_messages = "{mp}"\n'
+            f'replay_lobster_orderbook = "{op}"\nreplay_lobster_levels = {LEVELS}\n'
+            'replay_lobster_symbol = "AAPL"'
+        ),
+    )
+    text = path.read_text().replace("tick_size = 0.01", f"tick_size = {tick}", 1)
+    path.write_text(text)
+    first = next(iter(market_source(load_config(path))))
+    assert isinstance(first, BookSnapshot)
+    assert first.bid_px[0] * divisor == int(books[0][2])  # LOBSTER's best bid, in its units
