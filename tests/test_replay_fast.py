@@ -309,8 +309,10 @@ def test_subscriptions_honoured_on_both_paths():
             engine=engine,
         )  # fmt: skip
         rt.run()
-        seen.append(rt.host.strategy(1).seen)
-    assert seen[0] == seen[1]
+        # quotes no strategy takes still become the host's last quote
+        seen.append((rt.host.strategy(1).seen, dict(rt.host.quotes)))
+    assert seen[0] == seen[1] and len(seen[0][1]) == 2
+    seen = [s for s, _ in seen]
     kinds = [k for k, _ in seen[0]]
     assert "quote" not in kinds
     assert kinds.count("trade") == trades > 0
