@@ -403,3 +403,24 @@ def test_gekko_backtest_default_config_fast_equals_exact(tmp_path):
         assert a[k] == b[k], k
     assert ex.fill_log == fa.fill_log
     assert a["ticks"] > 900
+
+
+class Breaks(MomentumTaker):
+    """The momentum taker until its 700th quote, which it cannot take."""
+
+    seen = 0
+
+    def on_quote(self, q: Quote) -> None:
+        self.seen += 1
+        if self.seen == 700:
+            raise RuntimeError("boom")
+        super().on_quote(q)
+
+
+def test_a_failing_strategy_is_contained_alike():
+    specs = [StrategySpec(Breaks, {"fast": 3, "slow": 8}, instruments=[1])]
+    specs.append(StrategySpec(MomentumTaker, {"fast": 4, "slow": 9}, instruments=[1]))
+    ex, a, fa, b = both(lambda: Rows(quotes(3_000), size=256), specs, on_error="disable")
+    assert_same(ex, a, fa, b)
+    assert a["strategy_errors"] == b["strategy_errors"] and len(a["strategy_errors"]) == 1
+    assert not fa.host.slots[0].enabled and fa.host.slots[1].enabled
