@@ -172,6 +172,12 @@ class FastReplay:
         self._flat = False  # risk held no position at its last full refresh
         self._quiet = False  # the flash guard's last scan found no move and nothing halted
         self._pushes: list[int] = []  # the flash guard's samples not yet written
+        g = rt.risk
+        self._kernel_exposure = (
+            len(g.marks) < 8
+            and g.position.dtype == np.int64
+            and (len(g.sector_of) == 0 or int(g.sector_of.max()) < len(g.sector_gross))
+        )
         self.pmarks = np.zeros(len(ids), np.int64)
         self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = 0
         self.tick_idx = 0
@@ -605,11 +611,42 @@ class FastReplay:
             self._px_moved = False
             return
         self._push_samples()
-        rt.risk_stage.refresh(t)
+        if self._kernel_exposure:
+            self._full_refresh(t)
+        else:
+            rt.risk_stage.refresh(t)
         self._risk_clean = True
         self._px_moved = False
         self._flat = not g.position.any()
         self._quiet = not (gd._moved.any() or gd.flash_halted.any())
+
+    def _full_refresh(self, t: int) -> None:
+        """``RiskGate.on_prices`` (``risk_controls.on_prices``) with ``refresh_exposure``'s
+        arithmetic in one kernel (the same operations in the same order: the caller made sure
+        there are fewer than 8 instruments, where numpy sums in order too)."""
+        from engine.enums import TradingState
+        from engine.risk_controls import breakers, protective
+
+        g = self.rt.risk
+        exp = np.empty(len(g.marks))
+        gross = np.zeros(len(g.sector_gross))
+        g.marks = g.marks.copy()
+        g.equity = float(
+            rk.exposure(
+                g.bid, g.ask, g.last, g.marks, g.position, g.mult, g.sector_of, exp, gross,
+                g.limits.capital + g.cash,
+            )
+        )  # fmt: skip
+        g.exposure, g.sector_gross = exp, gross
+        g.stats.set_exposure(exp)
+        out = g.guard.on_prices(g.marks, t)
+        out += breakers(g, t, 0)
+        lim = g.limits
+        if (lim.stop_loss_pct > 0 or lim.take_profit_pct > 0) and not (
+            g.trading.state == TradingState.HALTED or g.stopping
+        ):
+            out += protective(g, t)
+        self.rt.risk_stage.route(out)
 
     def _push_samples(self) -> None:
         """The flash guard's deferred samples (``_refresh``), before anything reads it."""

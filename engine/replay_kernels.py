@@ -279,6 +279,29 @@ def flat_refresh(
 
 
 @njit(cache=True, nogil=True)
+def exposure(
+    bid, ask, last, marks, position, mult, sector_of, exp, gross, base
+):  # pragma: no cover
+    """``RiskBook.refresh_exposure`` in one pass: marks (in place), exposures into ``exp``,
+    sector gross into ``gross`` (zeroed by the caller); returns the equity, ``base`` (capital +
+    cash) plus the exposures summed in order — numpy's sum of fewer than 8 values, the only
+    case the caller uses this for."""
+    total = 0.0
+    for i in range(bid.shape[0]):
+        if bid[i] > 0 and ask[i] > 0:
+            m = (bid[i] + ask[i]) / 2.0
+        else:
+            m = float(last[i])
+        if m > 0:
+            marks[i] = m
+        e = position[i] * marks[i] * mult[i]
+        exp[i] = e
+        total += e
+        gross[sector_of[i]] += abs(e)
+    return base + total
+
+
+@njit(cache=True, nogil=True)
 def guard_pushes(marks, times, hist_px, hist_ts, head):  # pragma: no cover - compiled
     """The flash guard's samples at ``times`` with unchanged ``marks``: what ``_scan_and_push``
     writes to the history when its scan can find no move (the prices are those of a scan that
@@ -334,3 +357,4 @@ def warm_up() -> None:
     b1 = np.zeros(1, np.bool_)
     flat_refresh(z, z, z, f, 0, hp, ht, z.copy(), 1, 0.1, b1, f.copy(), b1.copy())
     guard_pushes(f, z, hp, ht, z.copy())
+    exposure(z, z, z, f, z, f, z, f.copy(), f.copy(), 0.0)

@@ -97,13 +97,13 @@ def venue(latency_ns: int = 50_000) -> SimExchange:
     )
 
 
-def both(make_source, specs, *, latency_ns: int = 50_000, **kw) -> tuple:
+def both(make_source, specs, *, latency_ns: int = 50_000, limits=LIMITS, **kw) -> tuple:
     """The same run on the exact and the fast path (an equity point every 20 ms)."""
     kw.setdefault("equity_interval_ns", 20_000_000)
     out = []
     for engine in ("exact", "fast"):
         rt = InlineRuntime(
-            INS, specs, LIMITS, venue(latency_ns), make_source(), engine=engine, **kw
+            INS, specs, limits, venue(latency_ns), make_source(), engine=engine, **kw
         )
         out.append((rt, rt.run()))
     (ex, a), (fa, b) = out
@@ -141,6 +141,13 @@ def assert_same(ex: InlineRuntime, a: dict, fa: InlineRuntime, b: dict) -> None:
         assert np.array_equal(ex.host.books[iid]._buf, fa.host.books[iid]._buf)
         assert ex.host.quotes.get(iid) == fa.host.quotes.get(iid)
     assert ex.venue.fills == fa.venue.fills
+    # risk's own state: equity, peak, marks, exposures, the flash guard's samples
+    g, h = ex.risk, fa.risk
+    assert (g.equity, g.peak_equity, int(g.state)) == (h.equity, h.peak_equity, int(h.state))
+    for name in ("marks", "exposure", "sector_gross", "bid", "ask", "last", "position"):
+        assert np.array_equal(getattr(g, name), getattr(h, name)), name
+    for name in ("_px", "_ts", "_head", "flash_halted"):
+        assert np.array_equal(getattr(g.guard, name), getattr(h.guard, name)), name
 
 
 def momentum(params: dict, iid: int = 1) -> list[StrategySpec]:
@@ -156,7 +163,11 @@ def test_quotes_never_trading_all_rows_fast():
 
 
 def test_quotes_trading_heavily():
-    ex, a, fa, b = both(lambda: Rows(quotes(6_000), size=500), momentum({"fast": 3, "slow": 8}))
+    # with risk's defaults (breakers, the flash guard): its refreshes are the exact path's
+    limits = RiskLimits(max_position_lots=200, max_order_notional=1e9, capital=1e6)
+    ex, a, fa, b = both(
+        lambda: Rows(quotes(6_000), size=500), momentum({"fast": 3, "slow": 8}), limits=limits
+    )
     assert_same(ex, a, fa, b)
     assert a["orders"] > 500 and a["fills"] > 500
     assert fa._fast.fast_rows > 1_000 and fa._fast.exact_rows > 500
