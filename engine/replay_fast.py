@@ -172,6 +172,8 @@ class FastReplay:
         self._flat = False  # risk held no position at its last full refresh
         self._quiet = False  # the flash guard's last scan found no move and nothing halted
         self._pushes: list[int] = []  # the flash guard's samples not yet written
+        lim = rt.risk.limits
+        self._protective = lim.stop_loss_pct > 0 or lim.take_profit_pct > 0
         g = rt.risk
         self._kernel_exposure = (
             len(g.marks) < 8
@@ -438,6 +440,8 @@ class FastReplay:
         quotes = rt.host.quotes
         on_q, on_b = self.on_q, self.on_b
         bufs = self.host_buf_of
+        qtcum = b.qtcum
+        quiet = not self._protective
         nd = len(disp)
         while p < nd:
             r = disp[p]
@@ -486,7 +490,14 @@ class FastReplay:
             if out:
                 rt.strategy_stage._send(out)
             if r == c_row:  # risk's refresh and the equity point come after the strategies
-                self._clock(b, r, t)
+                if (
+                    quiet
+                    and qtcum[r + 1] == qtcum[min(self.r_idx, self.p_idx)]
+                    and self._quiet_clock(r, t)
+                ):
+                    pass  # nothing priced since the last quiet refresh: only the guard sample
+                else:
+                    self._clock(b, r, t)
                 c_row = self._clock_row(b, r + 1)
             if rt._queue:
                 break
@@ -564,6 +575,27 @@ class FastReplay:
         if host.on_error == "raise":
             raise exc
         return host._disable(slot, fn, exc)
+
+    def _quiet_clock(self, r: int, t: int) -> bool:
+        """``_clock`` at a row with no price since risk's and the portfolio's last sync (the
+        caller checked), when risk's last refresh was quiet and nothing moved the marks since
+        the last equity point: a deferred guard sample and the last equity point again, as
+        ``_refresh`` and ``_clock`` would do. False (nothing done): take ``_clock``."""
+        rt = self.rt
+        ns = rt._next_sample
+        if ns is None or not (self._risk_clean and self._quiet):
+            return False
+        if self._px_moved or self._pf_moved:
+            return False
+        rs = rt.risk_stage
+        if t >= rs._refresh_at:
+            rs._refresh_at = t + rs.refresh_ns
+            self._pushes.append(t)
+        self.r_idx = self.p_idx = r + 1
+        if t >= ns:
+            rt.portfolio.sample_same(t)
+            rt._next_sample = t + rt.equity_interval_ns
+        return True
 
     def _clock(self, b: _Batch, r: int, t: int) -> None:
         """Risk's refresh and the equity sample, when due at row ``r`` (``RiskStage.on_price``,
