@@ -202,7 +202,7 @@ class Case:
 
         msgs, books = self.msgs[:first], self.books[:first]
         t0 = time.perf_counter()
-        if self.side == "numba":
+        if self.side.endswith("numba"):
             n = sum(len(b) for b in lobster_rows(msgs, books, include_trades=True))
         else:
             n = sum(1 for _ in iter_book_deltas(msgs, books, include_trades=True))
