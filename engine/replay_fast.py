@@ -673,12 +673,10 @@ class FastReplay:
         g.stats.set_exposure(exp)
         out = g.guard.on_prices(g.marks, t)
         out += breakers(g, t, 0)
-        lim = g.limits
-        if (lim.stop_loss_pct > 0 or lim.take_profit_pct > 0) and not (
-            g.trading.state == TradingState.HALTED or g.stopping
-        ):
+        if self._protective and not (g.trading.state == TradingState.HALTED or g.stopping):
             out += protective(g, t)
-        self.rt.risk_stage.route(out)
+        if out:
+            self.rt.risk_stage.route(out)
 
     def _push_samples(self) -> None:
         """The flash guard's deferred samples (``_refresh``), before anything reads it."""
