@@ -442,6 +442,7 @@ class FastReplay:
         bufs = self.host_buf_of
         qtcum = b.qtcum
         quiet = not self._protective
+        rs = rt.risk_stage
         nd = len(disp)
         while p < nd:
             r = disp[p]
@@ -498,7 +499,12 @@ class FastReplay:
                     pass  # nothing priced since the last quiet refresh: only the guard sample
                 else:
                     self._clock(b, r, t)
-                c_row = self._clock_row(b, r + 1)
+                ns = rt._next_sample  # the next clock row (``_clock_row``, inline)
+                c_row = (
+                    bisect_left(ts_l, min(rs._refresh_at, ns), r + 1)
+                    if ns is not None
+                    else self._clock_row(b, r + 1)
+                )
             if rt._queue:
                 break
         return p, c_row
