@@ -11,7 +11,7 @@ working), rows are taken as arrays:
   which are handed to the strategies through bound methods, as ``StrategyHost.dispatch`` would;
 - the venue's books, exec's prices (price-gap history, stop emulator, algo tops and volume), the
   portfolio's marks and risk's prices lag behind and are brought up to date from the rows
-  (``_sync_*``) when something needs them: risk's refresh (every ``refresh_ns``), an equity
+  (``engine.replay_sync``) when something needs them: risk's refresh (every ``refresh_ns``), an equity
   sample (every ``equity_interval_ns``), and above all whenever the exact machinery must run;
 - the exact machinery runs from the row where the runtime stops being idle — a strategy sent an
   intent, risk published something, a control, a timer or a forecast is due — with every
@@ -36,15 +36,14 @@ import numpy as np
 from engine import replay_kernels as rk
 from engine.book import _apply_delta_nb
 from engine.md_columns import MdKind, is_columnar
-from engine.messages import BookDelta, Quote, Trade
-from engine.price_gap import MID_HISTORY
+from engine.messages import Quote
+from engine.replay_batch import RowBatch
+from engine.replay_sync import LaggingSync
 
 if TYPE_CHECKING:
     from engine.backtest import InlineRuntime
 
 _Q, _T, _D = int(MdKind.QUOTE), int(MdKind.TRADE), int(MdKind.DELTA)
-_COLS = ("kind", "instrument_id", "side", "px", "qty", "bid_px", "bid_qty", "ask_px", "ask_qty")
-_PEND_CAP = 4096  # prints of one batch remembered per instrument (more: the venue takes the row)
 _MAX_ID = 1 << 20  # instrument ids above this: the exact path (the slot tables are arrays)
 
 
@@ -66,68 +65,7 @@ def fast_unsupported(rt: InlineRuntime, source: object) -> str:
     return ""
 
 
-class _Batch:
-    """One batch of rows as contiguous columns (for the kernels) and lists (for Python)."""
-
-    def __init__(self, rows: np.ndarray) -> None:
-        self.n = len(rows)
-        self.ts = np.ascontiguousarray(rows["ts_event"])
-        self.seq = np.ascontiguousarray(rows["seq"])
-        for name in _COLS:
-            setattr(self, name, np.ascontiguousarray(rows[name]))
-        self.ts_l: list[int] = self.ts.tolist()
-        self.kind_l: list[int] = self.kind.tolist()
-        self.iid_l: list[int] = self.instrument_id.tolist()
-        self.seq_l: list[int] = self.seq.tolist()
-
-    def __getattr__(self, name: str) -> list[int]:
-        """The other columns as lists, made when first asked for (a quote stream never needs
-        ``px_l``, a delta stream never ``bpx_l``)."""
-        if name in ("bpx_l", "bqty_l", "apx_l", "aqty_l"):
-            self.bpx_l, self.bqty_l = self.bid_px.tolist(), self.bid_qty.tolist()
-            self.apx_l, self.aqty_l = self.ask_px.tolist(), self.ask_qty.tolist()
-        elif name in ("side_l", "px_l", "qty_l"):
-            self.side_l, self.px_l, self.qty_l = (
-                self.side.tolist(),
-                self.px.tolist(),
-                self.qty.tolist(),
-            )
-        else:
-            raise AttributeError(name)
-        return self.__dict__[name]
-
-    def quote(self, i: int) -> Quote:
-        t = self.ts_l[i]
-        return Quote(
-            self.iid_l[i],
-            self.bpx_l[i],
-            self.bqty_l[i],
-            self.apx_l[i],
-            self.aqty_l[i],
-            t,
-            t,
-            self.seq_l[i],
-        )
-
-    def trade(self, i: int) -> Trade:
-        t = self.ts_l[i]
-        return Trade(
-            self.iid_l[i], self.px_l[i], self.qty_l[i], self.side_l[i], t, t, self.seq_l[i]
-        )
-
-    def message(self, i: int) -> Any:
-        k = self.kind_l[i]
-        if k == _Q:
-            return self.quote(i)
-        if k == _T:
-            return self.trade(i)
-        t = self.ts_l[i]
-        return BookDelta(
-            self.iid_l[i], self.side_l[i], self.px_l[i], self.qty_l[i], t, t, self.seq_l[i]
-        )
-
-
-class FastReplay:
+class FastReplay(LaggingSync):
     """Runs a columnar source through ``rt`` (an ``InlineRuntime``): the fast rows here, the
     rest through its exact machinery. ``run`` replaces the runtime's loop over its source;
     the runtime drains and finishes as usual afterwards."""
@@ -240,7 +178,7 @@ class FastReplay:
                 left -= len(rows)
             if len(rows):
                 t0 = time.perf_counter_ns()
-                b = _Batch(rows)
+                b = RowBatch(rows)
                 self._run_batch(b, self._extras(b, rows))
                 per = (time.perf_counter_ns() - t0) // len(rows)
                 rt.wall_ns_per_tick.extend(itertools.repeat(per, len(rows)))
@@ -267,7 +205,7 @@ class FastReplay:
             out.setdefault(a, []).append(f)
         return out
 
-    def _extras(self, b: _Batch, rows: np.ndarray) -> dict[int, list[object]]:
+    def _extras(self, b: RowBatch, rows: np.ndarray) -> dict[int, list[object]]:
         """The overlay's forecasts for this batch, by the row they follow."""
         if self.overlay is None:
             return {}
@@ -281,7 +219,7 @@ class FastReplay:
         return out
 
     # --- one batch ------------------------------------------------------------------------------
-    def _begin_batch(self, b: _Batch) -> None:
+    def _begin_batch(self, b: RowBatch) -> None:
         """Every component has taken the rows before this batch; which rows a strategy takes."""
         self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = 0
         self.tick_idx = 0
@@ -300,7 +238,7 @@ class FastReplay:
         # quotes and trades (what moves marks and risk's prices) up to each row
         b.qtcum = np.concatenate(([0], np.cumsum(kind != _D))).tolist()
 
-    def _run_batch(self, b: _Batch, extras: dict[int, list[object]]) -> None:
+    def _run_batch(self, b: RowBatch, extras: dict[int, list[object]]) -> None:
         rt = self.rt
         self._begin_batch(b)
         n = b.n
@@ -324,7 +262,7 @@ class FastReplay:
         if fast:
             self._sync_all(b, n)
 
-    def _synced(self, b: _Batch, k: int) -> None:
+    def _synced(self, b: RowBatch, k: int) -> None:
         """The machinery took rows ``< k`` itself: every component is current there."""
         self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = k
         self.tick_idx = k
@@ -349,7 +287,7 @@ class FastReplay:
             return False
         return not any(inst.resting for inst in v._insts.values())
 
-    def _sched_row(self, b: _Batch, i: int) -> int:
+    def _sched_row(self, b: RowBatch, i: int) -> int:
         """The first row (from ``i``) before which a control or a timer is due."""
         rt = self.rt
         due = [tm[0] for tm in rt._timers if tm[0] is not None]
@@ -359,7 +297,7 @@ class FastReplay:
             return b.n
         return bisect_left(b.ts_l, min(due), i)
 
-    def _clock_row(self, b: _Batch, i: int) -> int:
+    def _clock_row(self, b: RowBatch, i: int) -> int:
         """The first row (from ``i``) on which risk refreshes or the equity curve is sampled."""
         rt = self.rt
         if rt._next_sample is None:
@@ -367,7 +305,7 @@ class FastReplay:
         return bisect_left(b.ts_l, min(self.rt.risk_stage._refresh_at, rt._next_sample), i)
 
     # long because: the fast loop itself; its steps are kept inline (each is per row)
-    def _fast(self, b: _Batch, i: int, extras: dict[int, list[object]]) -> tuple[int, bool]:
+    def _fast(self, b: RowBatch, i: int, extras: dict[int, list[object]]) -> tuple[int, bool]:
         """Rows from ``i`` while the runtime stays idle. Returns the next row and whether the
         runtime is still idle (False: the machinery takes the next row)."""
         rt = self.rt
@@ -425,7 +363,7 @@ class FastReplay:
 
     # long because: the innermost loop of the fast path, inlined on purpose (a call per row
     # would cost as much as the row)
-    def _run(self, b: _Batch, p: int, lim: int, c_row: int) -> tuple[int, int]:
+    def _run(self, b: RowBatch, p: int, lim: int, c_row: int) -> tuple[int, int]:
         """The rows ``disp[p:]`` before ``lim`` a strategy takes, while no delta lies between
         them (the host's books are current), no clock row that is none of them comes first
         and nothing is sent; returns the next ``p`` and the next clock row."""
@@ -510,7 +448,7 @@ class FastReplay:
         return p, c_row
 
     # --- per row --------------------------------------------------------------------------------
-    def _absorb(self, b: _Batch, lim: int) -> tuple[int, bool]:
+    def _absorb(self, b: RowBatch, lim: int) -> tuple[int, bool]:
         """The host's books take the deltas up to row ``lim`` (exclusive). With "top"
         subscribers it stops after a row that moved a watched top: ``(that row, True)``;
         else ``(lim, False)``."""
@@ -538,7 +476,7 @@ class FastReplay:
         self.host_idx = lim
         return lim, False
 
-    def _dispatch(self, b: _Batch, r: int, top: bool) -> None:
+    def _dispatch(self, b: RowBatch, r: int, top: bool) -> None:
         """Row ``r`` to the strategies that take it, as ``StrategyHost.dispatch`` calls them."""
         rt = self.rt
         k = b.kind_l[r]
@@ -603,7 +541,7 @@ class FastReplay:
             rt._next_sample = t + rt.equity_interval_ns
         return True
 
-    def _clock(self, b: _Batch, r: int, t: int) -> None:
+    def _clock(self, b: RowBatch, r: int, t: int) -> None:
         """Risk's refresh and the equity sample, when due at row ``r`` (``RiskStage.on_price``,
         ``InlineRuntime._handle``)."""
         rt = self.rt
@@ -695,7 +633,7 @@ class FastReplay:
             self._pushes = []
 
     # --- bringing the lagging components up to a row ---------------------------------------------
-    def _sync_all(self, b: _Batch, k: int) -> None:
+    def _sync_all(self, b: RowBatch, k: int) -> None:
         """Every component as the exact path leaves it after rows ``< k`` (the host's books
         already are: ``_absorb``)."""
         rt = self.rt
@@ -714,188 +652,3 @@ class FastReplay:
         self.tick_idx = k
         self._risk_clean = False
         self._pf_moved = True
-
-    def _lasts(self, b: _Batch, i0: int, k: int) -> np.ndarray:
-        out = self.lasts
-        rk.scan_lasts(
-            b.kind, b.instrument_id, b.bid_px, b.bid_qty, b.ask_px, b.ask_qty, b.px, i0, k,
-            self.slot_of, out,
-        )  # fmt: skip
-        return out
-
-    def _sync_host_quotes(self, b: _Batch, k: int) -> None:
-        if self.q_idx >= k:
-            return
-        lasts = self._lasts(b, self.q_idx, k)
-        quotes = self.rt.host.quotes
-        for s in np.flatnonzero(lasts[:, 0] >= 0).tolist():
-            quotes[self.ids[s]] = b.quote(int(lasts[s, 0]))
-        self.q_idx = k
-
-    def _sync_portfolio(self, b: _Batch, k: int) -> None:
-        if self.p_idx >= k:
-            return
-        if b.qtcum[k] == b.qtcum[self.p_idx]:  # deltas only: no mark moves
-            self.p_idx = k
-            return
-        got = rk.marks(
-            b.kind, b.instrument_id, b.bid_px, b.bid_qty, b.ask_px, b.ask_qty, b.px,
-            self.p_idx, k, self.slot_of, self.pmarks,
-        )  # fmt: skip
-        if got:
-            pf = self.rt.portfolio
-            for s, m in enumerate(self.pmarks.tolist()):
-                if m:
-                    pos = pf.positions.get(self.ids[s])
-                    if pos is not None and pos.mark != m:
-                        pf.mark(self.ids[s], m)
-                        self._pf_moved = True
-        self.p_idx = k
-
-    def _sync_risk(self, b: _Batch, k: int) -> None:
-        if self.r_idx >= k:
-            return
-        if b.qtcum[k] == b.qtcum[self.r_idx]:  # deltas only: risk reads no price from them
-            self.r_idx = k
-            return
-        g = self.rt.risk
-        if rk.risk_prices(
-            b.kind, b.instrument_id, b.bid_px, b.bid_qty, b.ask_px, b.ask_qty, b.px,
-            self.r_idx, k, g.bid, g.ask, g.last,
-        ):  # fmt: skip
-            self._px_moved = True
-        self.r_idx = k
-
-    def _sync_exec(self, b: _Batch, k: int) -> None:
-        """Exec's view of the rows: the stop emulator's and the algos' prices, the algos'
-        traded volume, the price-gap history (``ExecEngine.on_market_data``)."""
-        i0 = self.e_idx
-        if i0 >= k:
-            return
-        ex = self.rt.exec
-        if k - i0 <= 64:  # a few rows: as exec itself takes them, one by one
-            for i in range(i0, k):
-                self._exec_row(ex, b, i)
-        else:
-            self._exec_rows(ex, b, i0, k)
-        ex._now = b.ts_l[k - 1]
-        self.e_idx = k
-
-    def _sync_venue(self, b: _Batch, k: int) -> None:
-        """The simulated exchange's books and match state after rows ``< k`` (no order of ours
-        rests there: ``_idle``). A row the kernel cannot take goes to the venue itself."""
-        i0 = self.v_idx
-        if i0 >= k:
-            return
-        v = self.rt.venue
-        if not self._load_venue():  # a flood of prints: the venue takes the rows itself
-            for j in range(i0, k):
-                v.on_market_data(b.message(j), b.ts_l[j])
-            i0 = k
-        while i0 < k:
-            j = rk.venue_apply(
-                b.kind, b.instrument_id, b.side, b.px, b.qty, b.bid_px, b.bid_qty, b.ask_px,
-                b.ask_qty, b.seq, i0, k, self.v_slot_of, self.v_bufs, self.v_flags,
-                self.v_pend, self.v_npend, self.v_cons, self.v_ncons, self.v_ignored,
-            )  # fmt: skip
-            self._store_venue()
-            if j >= k:
-                break
-            v.on_market_data(b.message(j), b.ts_l[j])  # idle: it answers nothing
-            i0 = j + 1
-            if i0 < k and not self._load_venue():
-                for jj in range(i0, k):
-                    v.on_market_data(b.message(jj), b.ts_l[jj])
-                break
-        v._clock = max(v._clock, b.ts_l[k - 1])
-        self.v_idx = k
-
-    def _load_venue(self) -> bool:
-        """The venue's per-instrument match state into the kernel's arrays (False: more
-        prints pending than the kernel's table holds)."""
-        v = self.rt.venue
-        nv = len(self.v_ids)
-        if not hasattr(self, "v_flags"):
-            self.v_flags = np.zeros(nv, np.int64)
-            self.v_npend = np.zeros(nv, np.int64)
-            self.v_ncons = np.zeros(nv, np.int64)
-            self.v_ignored = np.zeros(1, np.int64)
-            self.v_pend = np.zeros((nv, _PEND_CAP, 3), np.int64)
-            self.v_cons = np.zeros((nv, 16, 3), np.int64)
-        for s, iid in enumerate(self.v_ids):
-            inst = v._insts[iid]
-            self.v_flags[s] = (
-                int(bool(inst.last_was_trade))
-                | int(bool(inst.seen_trade)) << 1
-                | int(bool(inst.halt_reason)) << 2
-            )
-            pend = inst.pending_trades
-            if len(pend) > _PEND_CAP - 2:
-                return False
-            self.v_npend[s] = len(pend)
-            for n, ((side, px), q) in enumerate(pend.items()):
-                self.v_pend[s, n] = (side, px, q)
-            cons = inst.consumed
-            if len(cons) > self.v_cons.shape[1]:
-                self.v_cons = np.zeros((nv, 2 * len(cons), 3), np.int64)
-            self.v_ncons[s] = len(cons)
-            for n, (side, px) in enumerate(cons):
-                self.v_cons[s, n] = (side, px, 1)
-        self.v_ignored[0] = 0
-        return True
-
-    def _store_venue(self) -> None:
-        """The kernel's arrays back into the venue's per-instrument match state."""
-        v = self.rt.venue
-        for s, iid in enumerate(self.v_ids):
-            inst = v._insts[iid]
-            f = int(self.v_flags[s])
-            inst.last_was_trade = bool(f & 1)
-            inst.seen_trade = bool(f & 2)
-            n = int(self.v_npend[s])
-            pend = self.v_pend[s, :n].tolist()
-            inst.pending_trades = {(sd, px): q for sd, px, q in pend if q > 0}
-            for sd, px, alive in self.v_cons[s, : int(self.v_ncons[s])].tolist():
-                if not alive:
-                    inst.consumed.pop((sd, px), None)
-        v.ignored_market_data += int(self.v_ignored[0])
-        self.v_ignored[0] = 0
-
-    def _exec_row(self, ex: Any, b: _Batch, i: int) -> None:
-        """One row as ``ExecEngine.on_market_data`` takes it (less the venue's part)."""
-        k = b.kind_l[i]
-        if k == _Q:
-            msg: Any = b.quote(i)
-            ex._gaps.note(msg)
-        elif k == _T:
-            msg = b.trade(i)
-        else:
-            return  # a delta: nothing for exec but the venue
-        ex.emulator.on_market_data(msg, msg.ts_recv)
-        if ex.algo is not None:
-            ex.algo.on_market_data(msg, msg.ts_event)
-
-    def _exec_rows(self, ex: Any, b: _Batch, i0: int, k: int) -> None:
-        """Many rows: only what the last of each kind leaves (prices), every print (the algos'
-        volume), the last ``MID_HISTORY`` quotes of each instrument (the price-gap history)."""
-        lasts = self._lasts(b, i0, k)
-        for s in np.flatnonzero(lasts[:, 0] >= 0).tolist():
-            q = b.quote(int(lasts[s, 0]))
-            ex.emulator.on_market_data(q, q.ts_recv)
-            if ex.algo is not None:
-                ex.algo.on_market_data(q, q.ts_event)
-        for s in np.flatnonzero(lasts[:, 3] >= 0).tolist():
-            tr = b.trade(int(lasts[s, 3]))
-            ex.emulator.on_market_data(tr, tr.ts_recv)
-        kind = b.kind[i0:k]
-        if ex.algo is not None:  # every print counts in the volume profile
-            for i in (np.flatnonzero((kind == _T) & (b.qty[i0:k] > 0)) + i0).tolist():
-                ex.algo.on_market_data(b.trade(i), b.ts_l[i])
-        ok = (kind == _Q) & (b.bid_qty[i0:k] > 0) & (b.ask_qty[i0:k] > 0)
-        ok &= (b.bid_px[i0:k] > 0) & (b.ask_px[i0:k] > 0)
-        rows = np.flatnonzero(ok) + i0
-        if len(rows):
-            iids = b.instrument_id[rows]
-            for iid in np.unique(iids).tolist():
-                for i in rows[iids == iid][-MID_HISTORY:].tolist():
-                    ex._gaps.note(b.quote(i))
