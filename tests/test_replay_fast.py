@@ -381,6 +381,41 @@ def test_lobster_day_same_orders_and_fills():
     assert a["orders"] > 20 and a["fills"] > 10
 
 
+def test_gekko_backtest_quote_file_fast_equals_exact(tmp_path):
+    """`gekko backtest`'s runtime on a quote file with bad rows in it: the same orders, fills
+    and rejected rows by reason on both paths."""
+    from ops.backtest_build import build_backtest
+    from ops.config import parse_config
+
+    rng = np.random.default_rng(4)
+    lines = ["ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty"]
+    t, mid = T0, 150.0
+    for k in range(3_000):
+        t += int(rng.integers(100_000, 3_000_000))
+        mid += 0.01 * int(rng.integers(-1, 2))
+        bad = k % 500 == 7  # a crossed row now and then: rejected, counted
+        bid, ask = (mid + 0.05, mid) if bad else (mid, mid + 0.01 * int(rng.integers(1, 3)))
+        lines.append(f"{t},AAPL,{bid:.2f},{int(rng.integers(1, 900))},{ask:.2f},7")
+    quotes_csv = tmp_path / "q.csv"
+    quotes_csv.write_text("\n".join(lines) + "\n")
+    root = Path(__file__).resolve().parents[1]
+    base = (root / "config.toml").read_text()
+    base = base.replace('source = "synthetic"', 'source = "replay"', 1)
+    base = base.replace('replay_quotes = ""', f'replay_quotes = "{quotes_csv.as_posix()}"')
+    base = base.replace('var_dir = "var"', f'var_dir = "{tmp_path}"')
+    out = []
+    for engine in ("exact", "fast"):
+        text = base.replace('engine = "fast"', f'engine = "{engine}"', 1)
+        bt = build_backtest(parse_config(text, tmp_path / f"{engine}.toml"))
+        out.append((bt.runtime, bt.runtime.run(), dict(bt.rejects.counts)))
+    (ex, a, ra), (fa, b, rb) = out
+    assert b["replay_engine"] == "fast", b["replay_note"]
+    assert ra == rb and sum(ra.values()) >= 5
+    for k in ("orders_sent", "ticks", "fills", "positions", "pnl", "analytics", "risk_events"):
+        assert a[k] == b[k], k
+    assert a["orders"] > 10
+
+
 @pytest.mark.skipif(not LOBSTER.is_dir(), reason="no LOBSTER sample in ../shared/data/lobster")
 def test_gekko_backtest_default_config_fast_equals_exact(tmp_path):
     """`gekko backtest`'s runtime (ops/backtest_build.py) on a LOBSTER replay with the default
