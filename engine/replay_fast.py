@@ -121,7 +121,7 @@ class FastReplay(LaggingSync):
         self.pmarks = np.zeros(len(ids), np.int64)
         self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = 0
         self.tick_idx = 0
-        rk.warm_up()
+        rk.warm_up(len(self.host_bufs), len(self.v_bufs))
 
     # --- the strategies' subscriptions as tables -----------------------------------------------
     def _build_dispatch(self) -> None:

@@ -318,22 +318,9 @@ def guard_pushes(marks, times, hist_px, hist_ts, head):  # pragma: no cover - co
             head[i] = (h + 1) % k
 
 
-@njit(cache=True, nogil=True)
-def clock_rows(ts, i0, t_at):  # pragma: no cover - compiled
-    """The first row at or after ``i0`` with ``ts >= t_at`` (``len(ts)`` if none)."""
-    n = ts.shape[0]
-    lo, hi = i0, n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if ts[mid] < t_at:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-def warm_up() -> None:
-    """Compile (or load from the cache) the int64 specialisations before the first batch."""
+def warm_up(n_host: int = 1, n_venue: int = 1) -> None:
+    """Compile (or load from the cache) the specialisations a run uses before its first batch:
+    the books go in as tuples, one specialisation per number of instruments."""
     z = np.zeros(1, np.int64)
     k = np.array([_QUOTE], np.uint8)
     ii = np.zeros(1, np.int32)
@@ -341,15 +328,15 @@ def warm_up() -> None:
     slot = np.zeros(1, np.int64)
     buf = np.zeros(_HDR + 8, np.int64)
     buf[_S_CAP] = 2
-    bufs = (buf,)
+    hbufs = (buf,) * max(1, n_host)
+    vbufs = (buf,) * max(1, n_venue)
     pend = np.zeros((1, 4, 3), np.int64)
     cons = np.zeros((1, 4, 3), np.int64)
     n1 = np.zeros(1, np.int64)
-    venue_apply(k, ii, sd, z, z, z, z, z, z, z, 0, 1, slot, bufs, n1.copy(), pend, n1.copy(),
+    venue_apply(k, ii, sd, z, z, z, z, z, z, z, 0, 1, slot, vbufs, n1.copy(), pend, n1.copy(),
                 cons, n1.copy(), n1.copy())  # fmt: skip
-    host_absorb(k, ii, sd, z, z, z, 0, 1, slot, bufs, np.zeros(1, np.bool_))
+    host_absorb(k, ii, sd, z, z, z, 0, 1, slot, hbufs, np.zeros(1, np.bool_))
     scan_lasts(k, ii, z, z, z, z, z, 0, 1, slot, np.zeros((1, 5), np.int64))
-    clock_rows(z, 0, 0)
     risk_prices(k, ii, z, z, z, z, z, 0, 1, z.copy(), z.copy(), z.copy())
     marks(k, ii, z, z, z, z, z, 0, 1, slot, z.copy())
     f = np.zeros(1)
