@@ -1,4 +1,4 @@
-"""Ring consumer read paths in one process: ns per message to drain frames already published.
+"""Ring consumer read paths (and the one-message publish) in one process: ns per message.
 
 Why: ``bench_ring.py`` measures producer and consumer in two spinning processes, which needs a
 free core per process to mean anything. This measures the consumer's CPU work alone (decode or
@@ -8,7 +8,9 @@ copy, lap checks, cursor hand-back), so an A/B of consumer code is readable on a
 
 ``ROOT`` is a checkout whose ``shm`` is measured (default: this one; e.g. a ``git worktree`` of
 the old code for an A/B). Prints one JSON object: ``{gating|nongating}-{poll|poll_raw|poll_batch}``
--> the best (minimum) ns per message over the repeats.
+-> the best (minimum) ns per message over the repeats to drain frames already published, and
+``producer-publish`` -> the same for ``publish`` one message at a time (the producer's side of
+``bench_ring``'s one-way single-message figure, without the second process).
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ def main() -> None:
         cons = {g: ring.consumer(f"c{int(g)}", gating=g, decoder=dec) for g in (True, False)}
         best: dict[str, float] = {}
         for _ in range(REPEATS):
+            pub = prod.publish
+            t = time.perf_counter_ns()
+            for m in msgs:
+                pub(m)
+            best["producer-publish"] = min(
+                best.get("producer-publish", float("inf")), (time.perf_counter_ns() - t) / N
+            )
+            for c in cons.values():
+                drain(c, "poll_raw")
             for how in ("poll", "poll_raw", "poll_batch"):
                 for gating, c in cons.items():
                     prod.publish_batch(msgs)
