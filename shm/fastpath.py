@@ -21,7 +21,8 @@ Why: a numba call costs ~200-250 ns of dispatch, as much as the rest of a one-me
 ARM64 (Apple silicon, Graviton) reorders stores and loads: there the fast path stays off and the
 numba kernels (``stlr`` / ``ldar`` / ``dmb``) do the work, as on a kernel without ``membarrier``.
 ``GEKKO_SHM_PLAIN=0`` turns it off too (the tests run both paths). Sleepers issue the barrier
-whenever the syscall exists, whatever their own process chose: the other side may be plain.
+wherever the plain path may run (x86-64 Linux with the syscall), whatever their own process
+chose: the other side may be plain.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import sys
 _CMD_QUERY = 0
 _CMD_GLOBAL_EXPEDITED = 1 << 1
 _CMD_REGISTER_GLOBAL_EXPEDITED = 1 << 2
-_SYSCALL_NR = {"x86_64": 324, "aarch64": 283}
+_SYSCALL_NR = {"x86_64": 324}  # elsewhere no process takes the plain path: no barrier needed
 
 _syscall = None
 _registered_pid = 0
@@ -61,12 +62,10 @@ def _probe() -> bool:
     return True
 
 
-#: the asymmetric barrier exists on this host: sleepers issue it
+#: the asymmetric barrier exists on this (x86-64 Linux) host: sleepers issue it
 MEMBARRIER = _probe()
 #: roles made in this process use plain loads/stores on their per-message paths
-PLAIN = (
-    MEMBARRIER and platform.machine() == "x86_64" and os.environ.get("GEKKO_SHM_PLAIN", "1") != "0"
-)
+PLAIN = MEMBARRIER and os.environ.get("GEKKO_SHM_PLAIN", "1") != "0"
 
 
 def use_plain() -> bool:
