@@ -127,7 +127,11 @@ def _columnar_market(cfg: Config, rejects: Any, window_ns: tuple[int, int] | Non
         raise MarketUnavailable(str(exc)) from None
     if not is_columnar(src) or not getattr(src, "columnar", True):
         return None
-    return src if window_ns is None else _RowWindow(src, *window_ns)
+    if window_ns is None:
+        return src
+    if hasattr(src, "narrowed"):  # the catalog: pushed down, books opened at the window's start
+        return src.narrowed(*window_ns)
+    return _RowWindow(src, *window_ns)
 
 
 class _RowWindow:

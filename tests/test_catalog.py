@@ -585,3 +585,32 @@ def test_a_backtest_from_the_catalog_trades_as_the_replay_of_its_file(
     assert r["fills"] > 0 and r["ticks"] == c["ticks"] >= 800
     for key in ("intents", "new_orders", "fills", "positions", "pnl", "pnl_by_strategy"):
         assert c[key] == r[key], key
+
+
+def test_a_sweep_window_on_the_catalog_opens_the_book_at_its_start(
+    tmp_path: Path, engine_id: str
+) -> None:
+    """The backtest builder narrows a catalog to a window by pushing it down (cutting the rows
+    afterwards would drop the day's opening snapshot, and the book with it)."""
+    from ops.backtest_build import _columnar_market
+
+    aapl = Instrument(instrument_id=1, symbol="AAPL", tick_size=0.01, lot_size=1.0)
+    msgs = [m for m in _book_stream(900) if getattr(m, "instrument_id", 0) == 1]
+    with CatalogWriter(tmp_path / "cat", "sim", "stream", [aapl]) as w:
+        for rows in BookRows().feed(message_batches(msgs, batch_rows=1000)):
+            w.write(rows)
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            engine_id,
+            market=f'source = "catalog"\ncatalog_dir = "{tmp_path / "cat"}"\ncatalog_venue = "sim"',
+        )
+    )
+    start = T0 + 300 * 10**9 + 1
+    src = _columnar_market(cfg, RejectCounter("skip"), (start, start + 100 * 10**9))
+    (snap,) = src.preamble()
+    bids, asks = _book_at(msgs, 1, start)
+    assert dict(zip(snap.bid_px, snap.bid_qty, strict=True)) == bids
+    assert dict(zip(snap.ask_px, snap.ask_qty, strict=True)) == asks
+    rows = np.concatenate(list(src.batches()))
+    assert rows["ts_event"].min() >= start and rows["ts_event"].max() < start + 100 * 10**9
