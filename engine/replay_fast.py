@@ -593,8 +593,9 @@ class FastReplay(LaggingSync):
             rt.risk_stage.refresh(t)
         self._risk_clean = True
         self._px_moved = False
-        self._flat = not g.position.any()
-        self._quiet = not (gd._moved.any() or gd.flash_halted.any())
+        cnz = np.count_nonzero  # what ``.any()`` says, without its Python-level reduction
+        self._flat = not cnz(g.position)
+        self._quiet = not (cnz(gd._moved) or cnz(gd.flash_halted))
 
     def _full_refresh(self, t: int) -> None:
         """``RiskGate.on_prices`` (``risk_controls.on_prices``) with ``refresh_exposure``'s

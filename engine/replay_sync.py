@@ -219,8 +219,16 @@ class LaggingSync:
             ex.emulator.on_market_data(tr, tr.ts_recv)
         kind = b.kind[i0:k]
         if ex.algo is not None:  # every print counts in the volume profile
-            for i in (np.flatnonzero((kind == _T) & (b.qty[i0:k] > 0)) + i0).tolist():
-                ex.algo.on_market_data(b.trade(i), b.ts_l[i])
+            prints = np.flatnonzero((kind == _T) & (b.qty[i0:k] > 0)) + i0
+            if ex.algo._working:
+                for i in prints.tolist():
+                    ex.algo.on_market_data(b.trade(i), b.ts_l[i])
+            elif len(prints):  # it only records them: in bulk, instruments in order of first print
+                iids = b.instrument_id[prints]
+                _, first = np.unique(iids, return_index=True)
+                for iid in iids[np.sort(first)].tolist():
+                    on = prints[iids == iid]
+                    ex.algo.record_prints(iid, b.ts[on], b.qty[on])
         ok = (kind == _Q) & (b.bid_qty[i0:k] > 0) & (b.ask_qty[i0:k] > 0)
         ok &= (b.bid_px[i0:k] > 0) & (b.ask_px[i0:k] > 0)
         rows = np.flatnonzero(ok) + i0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -604,3 +605,20 @@ def test_passive_twap_rests_at_the_touch_reposts_each_slice_and_sweeps_at_the_en
     assert isinstance(fills[-1], OrderFilled) and fills[-1].liquidity == 2
     assert max(o.qty for _, o in loop.children[:-1]) <= 30
     assert_children_sum_to_parent(loop, 40)
+
+
+def test_volume_profile_add_many_is_add_one_by_one():
+    """The fast replay records prints in bulk: the same buckets and sums as ``add`` per print,
+    bucket edges and times before the origin included."""
+    rng = np.random.default_rng(5)
+    period = 86_400_000_000_000
+    edges = np.arange(-3, 300) * (period // 7) + rng.integers(-2, 3, 303)
+    ts = np.concatenate([rng.integers(-period, 3 * period, 2000), edges])
+    qty = rng.integers(1, 10_000, len(ts))
+    for buckets, origin in ((288, 0), (7, 12_345), (1, 0)):
+        one = VolumeProfile(np.zeros(buckets), period, origin)
+        many = VolumeProfile(np.zeros(buckets), period, origin)
+        for t, q in zip(ts.tolist(), qty.tolist(), strict=True):
+            one.add(t, q)
+        many.add_many(ts, qty)
+        assert np.array_equal(one.weights, many.weights)

@@ -59,6 +59,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from engine.algos import restart
 from engine.algos.base import NS_PER_S, Algo, AlgoParamError, Child, Parent
@@ -392,6 +393,15 @@ class AlgoEngine:
                 self._guard(p, p.impl.on_market_data, msg, now_ns)
         self._all_due(now_ns)
         return self._end()
+
+    def record_prints(self, iid: int, ts_ns: np.ndarray, qty: np.ndarray) -> None:
+        """``on_market_data`` for many prints (``qty > 0``) of one instrument while no parent
+        is working (it would only record their volume): the fast replay's bulk form."""
+        vol = self._volume.get(iid)
+        if vol is None:
+            vol = VolumeProfile.empty(self.volume_buckets, self.volume_period_ns)
+            self._volume[iid] = vol
+        vol.add_many(ts_ns, qty)
 
     def on_timer(self, now_ns: int) -> list[object]:
         """Run the slices that are due by ``now_ns``."""

@@ -102,6 +102,13 @@ class VolumeProfile:
         self.weights[i] += qty
         self._cum = None
 
+    def add_many(self, ts_ns: np.ndarray, qty: np.ndarray) -> None:
+        """``add`` for each ``(ts_ns[j], qty[j])`` in order (the same buckets: numpy's floor
+        division of an int by a float is Python's; ``np.add.at`` adds one by one, in order)."""
+        i = ((ts_ns.astype(np.int64) - self.origin_ns) % self.period_ns) // self.bucket_ns
+        np.add.at(self.weights, np.minimum(i.astype(np.int64), len(self.weights) - 1), qty)
+        self._cum = None
+
     def integral(self, t_ns: int) -> float:
         """Volume from ``origin_ns`` to ``t_ns`` (the step function integrated)."""
         if self._cum is None:
