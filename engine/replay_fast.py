@@ -110,6 +110,9 @@ class FastReplay(LaggingSync):
         self._flat = False  # risk held no position at its last full refresh
         self._quiet = False  # the flash guard's last scan found no move and nothing halted
         self._pushes: list[int] = []  # the flash guard's samples not yet written
+        self._deferred: list[int] = []  # rows of risk refreshes not yet computed (_flush_risk)
+        self._deferred_b: RowBatch | None = None  # their batch (flushed before it ends)
+        self._defer_ok = False  # ``_deferrable``, as of the current fast stretch
         lim = rt.risk.limits
         self._protective = lim.stop_loss_pct > 0 or lim.take_profit_pct > 0
         g = rt.risk
@@ -223,6 +226,8 @@ class FastReplay(LaggingSync):
         """Every component has taken the rows before this batch; which rows a strategy takes."""
         self.host_idx = self.v_idx = self.e_idx = self.p_idx = self.r_idx = self.q_idx = 0
         self.tick_idx = 0
+        assert not self._deferred
+        self._deferred_b = b
         kind, iid = b.kind, b.instrument_id.astype(np.int64)
         known = (iid >= 0) & (iid < len(self.slot_of))
         iid = np.where(known, iid, 0)
@@ -318,6 +323,7 @@ class FastReplay(LaggingSync):
         s_row = self._sched_row(b, i)
         e_rows = sorted(a for a in extras if a >= i)
         e = 0
+        self._defer_ok = self._deferrable()  # limits change only in the machinery
         while True:
             # the common run: rows a strategy takes, no delta to absorb before them, no clock
             lim = min(s_row, e_rows[e] if e < len(e_rows) else n)
@@ -381,6 +387,8 @@ class FastReplay(LaggingSync):
         qtcum = b.qtcum
         quiet = not self._protective
         rs = rt.risk_stage
+        defer = self._defer_ok
+        deferred = self._deferred
         nd = len(disp)
         while p < nd:
             r = disp[p]
@@ -429,7 +437,11 @@ class FastReplay(LaggingSync):
             if out:
                 rt.strategy_stage._send(out)
             if r == c_row:  # risk's refresh and the equity point come after the strategies
-                if (
+                ns = rt._next_sample
+                if defer and self._risk_clean and ns is not None and rs._refresh_at <= t < ns:
+                    rs._refresh_at = t + rs.refresh_ns  # ``_clock``'s deferral, inline
+                    deferred.append(r)
+                elif (
                     quiet
                     and qtcum[r + 1] == qtcum[min(self.r_idx, self.p_idx)]
                     and self._quiet_clock(r, t)
@@ -527,7 +539,7 @@ class FastReplay(LaggingSync):
         ``_refresh`` and ``_clock`` would do. False (nothing done): take ``_clock``."""
         rt = self.rt
         ns = rt._next_sample
-        if ns is None or not (self._risk_clean and self._quiet):
+        if ns is None or not (self._risk_clean and self._quiet) or self._deferred:
             return False
         if self._px_moved or self._pf_moved:
             return False
@@ -547,9 +559,14 @@ class FastReplay(LaggingSync):
         rt = self.rt
         rs = rt.risk_stage
         if t >= rs._refresh_at:
-            self._sync_risk(b, r + 1)
-            rs._refresh_at = t + rs.refresh_ns
-            self._refresh(t)
+            if self._risk_clean and self._defer_ok:
+                rs._refresh_at = t + rs.refresh_ns
+                self._deferred.append(r)  # computed when something reads risk (_flush_risk)
+            else:
+                self._flush_risk()
+                self._sync_risk(b, r + 1)
+                rs._refresh_at = t + rs.refresh_ns
+                self._refresh(t)
         if rt._next_sample is None or t >= rt._next_sample:
             self._sync_portfolio(b, r + 1)
             if self._pf_moved:
@@ -597,6 +614,47 @@ class FastReplay(LaggingSync):
         self._flat = not cnz(g.position)
         self._quiet = not (cnz(gd._moved) or cnz(gd.flash_halted))
 
+    def _deferrable(self) -> bool:
+        """A refresh while nothing but prices changed since the last full one can wait when
+        all it leaves behind is the marks, exposures, equity and its peak: no protective
+        order, no flash guard (band 0), no loss or drawdown breaker, the kernel's exposure."""
+        g = self.rt.risk
+        lim = g.limits
+        return (
+            self._kernel_exposure
+            and not self._protective
+            and not g.guard.band > 0
+            and lim.daily_loss_halt_pct <= 0
+            and lim.daily_loss_reduce_pct <= 0
+            and lim.drawdown_halt_pct <= 0
+            and lim.drawdown_reduce_pct <= 0
+        )
+
+    def _flush_risk(self) -> None:
+        """The deferred refreshes (``_clock``), before anything reads risk: every one but the
+        last only for the equity's running peak (one kernel), the last as ``_refresh``."""
+        if not self._deferred:
+            return
+        rows = self._deferred.copy()
+        self._deferred.clear()
+        b = self._deferred_b
+        assert b is not None
+        g = self.rt.risk
+        if len(rows) > 1 and g.position.any():  # flat: the equity stays the last one
+            g.marks = g.marks.copy()
+            g.peak_equity = float(
+                rk.deferred_peak(
+                    b.kind, b.instrument_id, b.bid_px, b.bid_qty, b.ask_px, b.ask_qty, b.px,
+                    self.r_idx, np.array(rows[:-1], np.int64), g.bid, g.ask, g.last, g.marks,
+                    g.position, g.mult, g.limits.capital + g.cash, g.peak_equity,
+                )
+            )  # fmt: skip
+            self.r_idx = rows[-2] + 1
+            self._px_moved = True
+        r = rows[-1]
+        self._sync_risk(b, r + 1)
+        self._refresh(b.ts_l[r])
+
     def _full_refresh(self, t: int) -> None:
         """``RiskGate.on_prices`` (``risk_controls.on_prices``) with ``refresh_exposure``'s
         arithmetic in one kernel (the same operations in the same order: the caller made sure
@@ -638,6 +696,7 @@ class FastReplay(LaggingSync):
         """Every component as the exact path leaves it after rows ``< k`` (the host's books
         already are: ``_absorb``)."""
         rt = self.rt
+        self._flush_risk()
         if b.lazy_quotes:
             self._sync_host_quotes(b, k)
         self._sync_venue(b, k)

@@ -302,6 +302,45 @@ def exposure(
 
 
 @njit(cache=True, nogil=True)
+def deferred_peak(
+    kind, iid, bpx, bqty, apx, aqty, px, i0, rows, bid, ask, last, marks, position, mult, base, peak
+):  # pragma: no cover - compiled
+    """Risk's refreshes at ``rows`` (ascending, from ``i0``) when only the prices moved and
+    nothing but the equity's peak outlives them (no breaker, guard or protective order): per
+    row, ``risk_prices`` up to it, then the marks and the equity as ``exposure`` computes them
+    (the same operations in the same order); returns the peak (``breakers``' running max)."""
+    n = bid.shape[0]
+    j = i0
+    for r in rows:
+        for i in range(j, r + 1):
+            ins = iid[i]
+            if ins < 0 or ins >= n:
+                continue
+            k = kind[i]
+            if k == _QUOTE:
+                if bqty[i] > 0 and bpx[i] > 0:
+                    bid[ins] = bpx[i]
+                if aqty[i] > 0 and apx[i] > 0:
+                    ask[ins] = apx[i]
+            elif k == _TRADE and px[i] > 0:
+                last[ins] = px[i]
+        j = r + 1
+        total = 0.0
+        for s in range(n):
+            if bid[s] > 0 and ask[s] > 0:
+                m = (bid[s] + ask[s]) / 2.0
+            else:
+                m = float(last[s])
+            if m > 0:
+                marks[s] = m
+            total += position[s] * marks[s] * mult[s]
+        eq = base + total
+        if eq > peak:
+            peak = eq
+    return peak
+
+
+@njit(cache=True, nogil=True)
 def guard_pushes(marks, times, hist_px, hist_ts, head):  # pragma: no cover - compiled
     """The flash guard's samples at ``times`` with unchanged ``marks``: what ``_scan_and_push``
     writes to the history when its scan can find no move (the prices are those of a scan that
@@ -345,3 +384,4 @@ def warm_up(n_host: int = 1, n_venue: int = 1) -> None:
     flat_refresh(z, z, z, f, 0, hp, ht, z.copy(), 1, 0.1, b1, f.copy(), b1.copy())
     guard_pushes(f, z, hp, ht, z.copy())
     exposure(z, z, z, f, z, f, z, f.copy(), f.copy(), 0.0)
+    deferred_peak(k, ii, z, z, z, z, z, 0, z, z.copy(), z.copy(), z.copy(), f, z, f, 0.0, 0.0)

@@ -469,3 +469,28 @@ def test_a_failing_strategy_is_contained_alike():
     assert_same(ex, a, fa, b)
     assert a["strategy_errors"] == b["strategy_errors"] and len(a["strategy_errors"]) == 1
     assert not fa.host.slots[0].enabled and fa.host.slots[1].enabled
+
+
+class BuyOnce(Strategy):
+    """Buys once on the first quote, then only watches: the fast path's refreshes while a
+    position is open and nothing else happens."""
+
+    subscriptions = frozenset({"quote"})
+
+    def on_quote(self, q: Quote) -> None:
+        if not self.ctx.position(q.instrument_id) and not getattr(self, "sent", False):
+            self.sent = True
+            self.ctx.buy(q.instrument_id, 5)
+
+
+def test_refreshes_while_a_position_is_open_keep_the_equity_peak():
+    """Risk's refreshes over a long quiet stretch with a position open (the fast path computes
+    them when something reads risk): the same peak equity, reached in the middle of it."""
+    rows = quotes(6_000)
+    up = np.minimum(np.arange(6_000), 6_000 - np.arange(6_000)) // 10  # up, then down again
+    rows["bid_px"] = 10_000 + up
+    rows["ask_px"] = 10_001 + up
+    ex, a, fa, b = both(lambda: Rows(rows), [StrategySpec(BuyOnce, {}, instruments=[1])])
+    assert_same(ex, a, fa, b)
+    assert a["orders"] == 1 and a["fills"] == 1
+    assert fa.risk.peak_equity > fa.risk.equity + 10  # the peak is an intermediate refresh
