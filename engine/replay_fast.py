@@ -390,14 +390,16 @@ class FastReplay(LaggingSync):
         defer = self._defer_ok
         deferred = self._deferred
         nd = len(disp)
+        stop = min(lim, c_row + 1)
+        hi = self.host_idx
         while p < nd:
             r = disp[p]
-            if r >= lim or r > c_row:
+            if r >= stop:
                 break
             k = kind_l[r]
-            if deltas and dcum[r + 1] - dcum[self.host_idx] != (k == _D):
-                break  # other deltas to take first
-            self.host_idx = r + 1
+            if r != hi and deltas and dcum[r + 1] - dcum[hi] != (k == _D):
+                break  # other deltas to take first (none when r is the host's next row)
+            hi = self.host_idx = r + 1
             t = ts_l[r]
             rt.now_ns = t
             p += 1
@@ -412,6 +414,7 @@ class FastReplay(LaggingSync):
                 if r == c_row:
                     self._clock(b, r, t)
                     c_row = self._clock_row(b, r + 1)
+                    stop = min(lim, c_row + 1)
                 if rt._queue:
                     break
                 continue
@@ -455,6 +458,7 @@ class FastReplay(LaggingSync):
                     if ns is not None
                     else self._clock_row(b, r + 1)
                 )
+                stop = min(lim, c_row + 1)
             if rt._queue:
                 break
         return p, c_row
