@@ -390,7 +390,7 @@ class FastReplay(LaggingSync):
         defer = self._defer_ok
         deferred = self._deferred
         nd = len(disp)
-        stop = min(lim, c_row + 1)
+        stop = lim if lim <= c_row else c_row + 1
         hi = self.host_idx
         while p < nd:
             r = disp[p]
@@ -414,7 +414,7 @@ class FastReplay(LaggingSync):
                 if r == c_row:
                     self._clock(b, r, t)
                     c_row = self._clock_row(b, r + 1)
-                    stop = min(lim, c_row + 1)
+                    stop = lim if lim <= c_row else c_row + 1
                 if rt._queue:
                     break
                 continue
@@ -454,11 +454,11 @@ class FastReplay(LaggingSync):
                     self._clock(b, r, t)
                 ns = rt._next_sample  # the next clock row (``_clock_row``, inline)
                 c_row = (
-                    bisect_left(ts_l, min(rs._refresh_at, ns), r + 1)
+                    bisect_left(ts_l, ns if ns < rs._refresh_at else rs._refresh_at, r + 1)
                     if ns is not None
                     else self._clock_row(b, r + 1)
                 )
-                stop = min(lim, c_row + 1)
+                stop = lim if lim <= c_row else c_row + 1
             if rt._queue:
                 break
         return p, c_row
