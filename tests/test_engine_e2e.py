@@ -35,6 +35,8 @@ def write_config(
     text = text.replace('id = "gekko"', f'id = "{engine_id}"').replace(
         'var_dir = "var"', f'var_dir = "{tmp_path / "var"}"'
     )
+    # any free port for the exporter: engines of tests running side by side never share one
+    text = text.replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"', 1)
     if strategies is not None:
         text = text[: text.index("[[strategies]]")] + strategies
     for line in market.splitlines():  # "key = value" replaces that key's line in [market]

@@ -210,9 +210,10 @@ def test_a_default_run_prints_none_of_the_noise_a_new_user_tripped_on(json_run: 
     # a tick-to-order above the target is explained in the line below it (and only then)
     out = [_record(line)["msg"] for line in json_run.stdout]
     at = next(k for k, m in enumerate(out) if m.strip().startswith("tick-to-order:"))
-    p50_us = _micros(out[at].split("p50 ")[1].split()[0])
-    explained = "above target:" in out[at + 1] and "docs/performance.md" in out[at + 1]
-    assert explained == (p50_us > 50), out[at : at + 2]
+    p50 = out[at].split("p50 ")[1].split()[0]  # "-": no order yet (a loaded host's short run)
+    nxt = out[at + 1] if at + 1 < len(out) else ""
+    explained = "above target:" in nxt and "docs/performance.md" in nxt
+    assert explained == (p50 != "-" and _micros(p50) > 50), out[at : at + 2]
 
 
 def test_the_summary_reads_as_a_person_reads_it() -> None:

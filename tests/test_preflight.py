@@ -47,6 +47,7 @@ def write_config(tmp_path: Path, edits: list[tuple[str, str]] = (), strategies: 
     eid = "p" + uuid.uuid4().hex[:7]
     text = (ROOT / "config.toml").read_text()
     text = text.replace('id = "gekko"', f'id = "{eid}"', 1)
+    text = text.replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"', 1)  # side by side
     text = set_key(text, "engine", f'var_dir = "{tmp_path / "var"}"')
     for section, line in edits:
         text = set_key(text, section, line)

@@ -31,7 +31,12 @@ from tests.conftest import ROOT
 from tests.test_preflight import set_key
 from tests.venues import binance_capture
 
-BASE = (ROOT / "config.toml").read_text()
+# any free port for the exporter: engines of tests running side by side never share one
+BASE = (
+    (ROOT / "config.toml")
+    .read_text()
+    .replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"', 1)
+)
 
 
 def _hex_keys() -> tuple[str, str]:
