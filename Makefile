@@ -35,13 +35,14 @@ $(VENV)/.installed-sweep: pyproject.toml | $(BIN)/python
 sweep: $(VENV)/.installed-sweep
 	$(BIN)/gekko sweep --config config.toml
 
+# the suite runs on two pytest-xdist workers, each file on one (its module fixtures run once);
 # the HTML report's browser test renders in Debian's headless Chromium: installed here where
 # apt-get can (root); elsewhere that test says why it skipped
 test: $(VENV)/.installed-test
 	@export DEBIAN_FRONTEND=noninteractive; command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
 		|| echo "note: no chromium (Debian package chromium): the report's browser test will skip"; }
-	$(BIN)/python -m pytest -q -m "not chaos_long and not chaos_bounded and not venue_matrix"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not chaos_long and not chaos_bounded and not venue_matrix"
 
 # the real-process venue runs of Coinbase and Kraken (Binance.US's run in `make test`)
 venues: $(VENV)/.installed-test
