@@ -178,7 +178,8 @@ class StrategyHost:
             ins = self._resolve_instruments(spec)
             ctx = StrategyContext(sid, ins, books=self.books, quotes=self.quotes)
             name = spec.name or f"{cls.__name__}#{sid}"
-            slot = _Slot(sid, name, cls(ctx, dict(spec.params)), ctx, subs=subscriptions_of(cls))
+            strategy = cls(ctx, dict(spec.params))
+            slot = _Slot(sid, name, strategy, ctx, subs=subscriptions_of(cls, strategy))
             self.slots.append(slot)
             self._by_id[sid] = slot
             for i in ins:

@@ -28,7 +28,7 @@ from engine.sources.synthetic import InstrumentSpec, SyntheticMarket
 from engine.strategies.base import Strategy
 from engine.strategies.market_maker import MarketMaker
 from engine.strategies.momentum import MomentumTaker
-from engine.strategy_host import StrategySpec
+from engine.strategy_host import StrategyHost, StrategySpec
 from engine.venues.sim import SimExchange
 
 INS = [
@@ -494,3 +494,64 @@ def test_refreshes_while_a_position_is_open_keep_the_equity_peak():
     assert_same(ex, a, fa, b)
     assert a["orders"] == 1 and a["fills"] == 1
     assert fa.risk.peak_equity > fa.risk.equity + 10  # the peak is an intermediate refresh
+
+
+class CountingTaker(MomentumTaker):
+    """The momentum taker, counting its updates."""
+
+    updates = 0
+
+    def update(self, instrument_id: int) -> None:
+        type(self).updates += 1
+        super().update(instrument_id)
+
+
+def test_momentum_updating_on_the_top_only_is_called_for_top_changes_alike():
+    """``updates_on = "top"``: the taker hears quotes and best bid / ask changes only, on both
+    paths (the fast one skips the deeper deltas without calling it), and trades alike."""
+    pre, rows = synthetic(8_000, seed=5)
+    counts = {}
+    for mode in ("book", "top"):
+        CountingTaker.updates = 0
+        specs = [
+            StrategySpec(
+                CountingTaker, {"fast": 10, "slow": 40, "updates_on": mode}, instruments=[2]
+            )
+        ]
+        ex, a, fa, b = both(lambda: Rows(rows, pre), specs)
+        assert_same(ex, a, fa, b)
+        counts[mode] = CountingTaker.updates // 2  # both runs counted
+        assert a["orders"] > 5
+    mine = rows[(rows["instrument_id"] == 2) & (rows["kind"] != mc.MdKind.TRADE)]
+    snaps = sum(m.instrument_id == 2 for m in pre)
+    assert counts["book"] == len(mine) + snaps  # every snapshot, quote and delta of its own
+    assert 0 < counts["top"] < counts["book"] // 2  # most deltas are below the top
+
+
+def test_updates_on_is_checked():
+    from engine.strategies.params import ParamError
+
+    with pytest.raises(ParamError, match="updates_on"):
+        StrategyHost([StrategySpec(MomentumTaker, {"updates_on": "depth"}, instruments=[1])], INS)
+
+
+@pytest.mark.skipif(not LOBSTER.is_dir(), reason="no LOBSTER sample in ../shared/data/lobster")
+def test_lobster_day_top_subscriber_same_orders_and_fills():
+    from engine.sources.replay import ReplaySource
+
+    msgs = list(
+        ReplaySource.from_lobster(
+            LOBSTER / "GOOG_2012-06-21_34200000_57600000_message_5.csv",
+            LOBSTER / "GOOG_2012-06-21_34200000_57600000_orderbook_5.csv",
+            5,
+            1,
+            price_divisor=100,
+            instruments=INS,
+        )
+    )
+    pre = [m for m in msgs[:1] if isinstance(m, BookSnapshot)]
+    rows = mc.from_messages(msgs[len(pre) :])
+    specs = momentum({"fast": 10, "slow": 40, "updates_on": "top"})
+    ex, a, fa, b = both(lambda: Rows(rows, pre, 8192), specs)
+    assert_same(ex, a, fa, b)
+    assert a["orders"] > 100 and a["fills"] > 50

@@ -106,11 +106,14 @@ _CALLBACK = {
 }
 
 
-def subscriptions_of(cls: type) -> frozenset[str]:
-    """What the host dispatches to a strategy class: its declared ``subscriptions`` less the
-    callbacks it leaves as ``Strategy``'s no-ops ("book" covers "top"). ValueError for a name
-    that is none of ``SUBSCRIPTIONS``."""
-    subs = frozenset(getattr(cls, "subscriptions", ALL_MARKET))
+def subscriptions_of(cls: type, strategy: object = None) -> frozenset[str]:
+    """What the host dispatches to a strategy class: its declared ``subscriptions`` (the
+    instance's, when ``strategy`` set its own from a parameter) less the callbacks it leaves as
+    ``Strategy``'s no-ops ("book" covers "top"). ValueError for a name that is none of
+    ``SUBSCRIPTIONS``."""
+    subs = frozenset(
+        getattr(strategy if strategy is not None else cls, "subscriptions", ALL_MARKET)
+    )
     unknown = subs - SUBSCRIPTIONS
     if unknown:
         raise ValueError(

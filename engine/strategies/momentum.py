@@ -45,8 +45,17 @@ class MomentumParams(StrategyParams):
     notional: float = 0.0  # > 0: the size in the instrument's currency instead of ``size``,
     # in whole lots at the first mid (a real venue's lot is its quantity step, 1e-5 BTC)
     long_only: bool = False  # a falling market is a flat target, never a short (spot venues)
+    # what counts as an update: "book" every quote and book change (deeper levels too), "top"
+    # quotes and changes of the best bid / ask only (on an L2 feed: the fast replay skips the
+    # deltas below the top without calling the strategy)
+    updates_on: str = "book"
 
     def __post_init__(self) -> None:
+        check(
+            self.updates_on in ("book", "top"),
+            "updates_on",
+            f"must be 'book' or 'top', not {self.updates_on!r}",
+        )
         check(
             1 <= self.fast < self.slow,
             "fast",
@@ -100,6 +109,8 @@ class MomentumTaker(Strategy):
         self.warmup = p.slow if p.warmup is None else p.warmup
         self.threshold_ticks = p.threshold_ticks
         self.signals: dict[int, _Signal] = {iid: _Signal() for iid in ctx.instrument_ids}
+        if p.updates_on == "top":  # the host dispatches by it (engine.strategies.base)
+            self.subscriptions = frozenset({"quote", "top"})
 
     def on_quote(self, q: Quote) -> None:
         self.update(q.instrument_id)
