@@ -332,6 +332,9 @@ def _read_lines(path: Path, ncols: int, float_first: bool) -> tuple[np.ndarray, 
         # row's text as UTF-8 before handing it to ``invalid``, and a stray byte there fails the
         # whole file instead of that line, so each such byte becomes "?" (lines and cells stay put)
         raw = raw.translate(_NON_ASCII_TO_QMARK)
+    clean = _read_clean(raw, ncols, float_first)
+    if clean is not None:
+        return clean, np.zeros(len(clean), np.int8)
     bad_lines: list[int] = []
 
     def invalid(row: csv.InvalidRow) -> str:
@@ -359,7 +362,7 @@ def _read_lines(path: Path, ncols: int, float_first: bool) -> tuple[np.ndarray, 
         raise ValueError(f"LOBSTER file {path}: cannot number its lines")
     bad_idx = np.asarray(bad_lines, np.int64) - 1
     code[bad_idx] = _C["malformed_row"]
-    good_idx = np.setdiff1d(np.arange(n), bad_idx)
+    good_idx = np.setdiff1d(np.arange(n), bad_idx) if bad_lines else np.arange(n)
     for j, col in enumerate(table.columns):
         values[good_idx, j], cell_code = _parse_column(col, int_only=not (float_first and j == 0))
         sub = code[good_idx]
@@ -367,6 +370,33 @@ def _read_lines(path: Path, ncols: int, float_first: bool) -> tuple[np.ndarray, 
     if not raw.endswith(b"\n") and code[-1] != 0:
         code[-1] = _C["truncated"]
     return values, code
+
+
+def _read_clean(raw: bytes, ncols: int, float_first: bool) -> np.ndarray | None:
+    """The values of a file with nothing wrong in it, parsed typed in one pass (a real day's
+    files: several times faster than reading strings and checking each column); None at the
+    first thing that is not a number in its place (a missing cell, a line of the wrong length,
+    a torn last line), and ``_read_lines`` reads the file line by line instead."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    names = [f"f{i}" for i in range(ncols)]
+    types = {n: pa.float64() if float_first and j == 0 else pa.int64() for j, n in enumerate(names)}
+    try:
+        table = csv.read_csv(
+            pa.BufferReader(raw),
+            read_options=csv.ReadOptions(column_names=names, use_threads=False),
+            parse_options=csv.ParseOptions(ignore_empty_lines=False),
+            convert_options=csv.ConvertOptions(column_types=types, null_values=[""]),
+        )
+    except (pa.ArrowException, ValueError):
+        return None
+    if any(col.null_count for col in table.columns):
+        return None
+    values = np.empty((table.num_rows, ncols))
+    for j, col in enumerate(table.columns):
+        values[:, j] = col.to_numpy()
+    return values
 
 
 def _parse_column(col: object, int_only: bool) -> tuple[np.ndarray, np.ndarray]:
