@@ -16,6 +16,10 @@ Benchmarks; pyperf's value is the time per event (events/s = 1 / value), the run
   shared data folder or ``--lobster-dir``) replayed from the file pair
   (``ReplaySource.from_lobster``) with the momentum taker: per event of the replay (deltas,
   trades, the opening snapshot).
+- ``lobster-top-fast`` / ``lobster-top-exact``: the same day with the taker's
+  ``updates_on = "top"`` (it hears the best bid / ask changes, not the deeper deltas: the fast
+  path applies those in its kernel without calling Python); its goal is set against
+  ``lobster-exact``, today's taker on today's path.
 - ``lobster-rebuild-numba`` / ``lobster-rebuild-python``: the book reconstruction alone, per
   LOBSTER message: ``engine.lobster_rows.lobster_rows`` against ``iter_book_deltas``
   (trades included).
@@ -66,6 +70,8 @@ BENCHMARKS = (
     "trading-nautilus",
     "lobster-fast",
     "lobster-exact",
+    "lobster-top-fast",
+    "lobster-top-exact",
     "lobster-rebuild-numba",
     "lobster-rebuild-python",
     "infer-on",
@@ -124,7 +130,7 @@ def has_fast() -> bool:
     return "engine" in inspect.signature(InlineRuntime).parameters
 
 
-def gekko_runtime(source: Any, params: tuple, engine: str) -> Any:
+def gekko_runtime(source: Any, params: tuple, engine: str, updates_on: str = "book") -> Any:
     from engine.backtest import InlineRuntime
     from engine.instruments import Instrument
     from engine.risk import RiskLimits
@@ -137,7 +143,7 @@ def gekko_runtime(source: Any, params: tuple, engine: str) -> Any:
     spec = StrategySpec(
         MomentumTaker,
         {"fast": fast, "slow": slow, "threshold_ticks": threshold, "slippage_ticks": slip,
-         "size": size},
+         "size": size, "updates_on": updates_on},
         instruments=[1],
     )  # fmt: skip
     limits = RiskLimits.off(max_order_notional=1e9, max_position_lots=1000, max_open_orders=100)
@@ -151,6 +157,8 @@ class Case:
     def __init__(self, args: argparse.Namespace, name: str) -> None:
         self.args, self.name = args, name
         self.kind, _, self.side = name.partition("-")
+        self.updates_on = "top" if self.side.startswith("top-") else "book"
+        self.side = self.side.removeprefix("top-")
         data = Path(args.data_dir)
         self.events = json.loads((data / "events.json").read_text())[name]
         self.params = TRADING  # the LOBSTER day's taker trades
@@ -171,7 +179,7 @@ class Case:
             self._lobster_day()  # warm: load the fast path's kernels from numba's cache
 
     def _gekko(self, source: Any) -> tuple[float, dict[str, Any]]:
-        rt = gekko_runtime(source, self.params, self.side)
+        rt = gekko_runtime(source, self.params, self.side, self.updates_on)
         t0 = time.perf_counter()
         s = rt.run()
         wall = time.perf_counter() - t0
@@ -335,12 +343,18 @@ def print_summary(
     goal("pure replay >= 3x NautilusTrader", ratio("replay-fast", "replay-nautilus"), 3)
     goal("trading >= 10x NautilusTrader", ratio("trading-fast", "trading-nautilus"), 10)
     goal("LOBSTER day fast >= 10x exact", ratio("lobster-fast", "lobster-exact"), 10)
+    goal(
+        "LOBSTER day, taker on the top of book, fast >= 10x today's exact",
+        ratio("lobster-top-fast", "lobster-exact"),
+        10,
+    )
     goal("LOBSTER reconstruction >= 1,000,000 msg/s", rate.get("lobster-rebuild-numba"), 1e6, "/s")
     for a, b in (
         ("replay-fast", "replay-exact"),
         ("replay-exact", "replay-nautilus"),
         ("trading-fast", "trading-exact"),
         ("trading-exact", "trading-nautilus"),
+        ("lobster-top-fast", "lobster-top-exact"),
         ("lobster-rebuild-numba", "lobster-rebuild-python"),
     ):
         r = ratio(a, b)
@@ -374,7 +388,10 @@ def _skips(args: argparse.Namespace) -> dict[str, str]:
         why.update({"replay-nautilus": msg, "trading-nautilus": msg})
     if not has_fast():
         why.update(
-            dict.fromkeys(("replay-fast", "trading-fast", "lobster-fast"), "no fast path yet")
+            dict.fromkeys(
+                ("replay-fast", "trading-fast", "lobster-fast", "lobster-top-fast"),
+                "no fast path yet",
+            )
         )
     if not (Path(args.lobster_dir) / GOOG.format("message")).is_file():
         msg = f"no LOBSTER day in {args.lobster_dir} (--lobster-dir)"
@@ -400,7 +417,9 @@ def _prepare(args: argparse.Namespace) -> None:
         mp, op = day / GOOG.format("message"), day / GOOG.format("orderbook")
         src = ReplaySource.from_lobster(mp, op, 5, 1)
         n = len(src.preamble()) + sum(len(b) for b in src.batches())
-        events |= {"lobster-fast": n, "lobster-exact": n}
+        events |= dict.fromkeys(
+            ("lobster-fast", "lobster-exact", "lobster-top-fast", "lobster-top-exact"), n
+        )
         n = len(read_lobster_messages(mp))
         events |= {"lobster-rebuild-numba": n, "lobster-rebuild-python": n}
     (d / "events.json").write_text(json.dumps(events))
