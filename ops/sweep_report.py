@@ -138,24 +138,10 @@ def _equity_charts(out: SweepOutcome) -> list[str]:
     return parts
 
 
-def render_html(out: SweepOutcome, s: dict[str, Any], config_text: str) -> str:
-    """The page: per-window verdicts, walk-forward folds (table and chart), the best trials'
-    equity curves, every trial, the configuration."""
-    from ops.sweep_store import trial_brief
-
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    title = f"Gekko sweep report — {s['method']}, objective {s['objective']}"
-    bad = s["not_ok"]
-    parts = [
-        f"<h1>{html.escape(title)}</h1><p class=meta>{when} · {s['trials']} trials · "
-        f"{s['parallelism']} at a time · {s['wall_s']:.1f} s · not ok: {bad['invalid']} invalid,"
-        f" {bad['failed']} failed, {bad['timeout']} timed out</p>",
-        "<h2>Per window</h2><p>DSR: the probability that the best trial's Sharpe ratio is skill "
-        "rather than the luck of trying this many; PBO: the probability that the in-sample best "
-        "ranks at or below the median out of sample (docs/sweeps.md).</p>",
-    ]
+def _window_table(s: dict[str, Any]) -> str:
+    """Per window: the best trial, its deflated Sharpe ratio, PBO."""
     labels = {w["window"]: w["label"] for w in s["windows"]}
-    parts.append(
+    return (
         _table(
             [
                 "window",
@@ -186,45 +172,55 @@ def render_html(out: SweepOutcome, s: dict[str, Any], config_text: str) -> str:
             ],
         )  # fmt: skip
     )
-    if s["folds"]:
-        parts.append("<h2>Walk-forward: in sample beside out of sample</h2>")
-        rows, cats, is_v, oos_v = [], [], [], []
-        for f in s["folds"]:
-            i, o = f["in_sample"], f["out_of_sample"] or {}
-            rows.append(
-                [
-                    f["fold"],
-                    _params(f["params"]),
-                    _f(i["objective"]),
-                    _f(o.get("objective")),
-                    _f(i["net_pnl"], ",.2f"),
-                    _f(o.get("net_pnl"), ",.2f"),
-                    o.get("status", "missing"),
-                ]
-            )
-            cats.append(f"fold {f['fold']}")
-            is_v.append(i["objective"] or 0.0)
-            oos_v.append(o.get("objective") or 0.0)
-        parts.append(
-            _table(
-                [
-                    "fold",
-                    "params",
-                    "IS objective",
-                    "OOS objective",
-                    "IS net P&L",
-                    "OOS net P&L",
-                    "OOS status",
-                ],
-                rows,
-            )  # fmt: skip
+
+
+def _fold_parts(s: dict[str, Any]) -> list[str]:
+    """Walk-forward: each fold's in-sample and out-of-sample figures, table and chart."""
+    if not s["folds"]:
+        return []
+    parts: list[str] = []
+    parts.append("<h2>Walk-forward: in sample beside out of sample</h2>")
+    rows, cats, is_v, oos_v = [], [], [], []
+    for f in s["folds"]:
+        i, o = f["in_sample"], f["out_of_sample"] or {}
+        rows.append(
+            [
+                f["fold"],
+                _params(f["params"]),
+                _f(i["objective"]),
+                _f(o.get("objective")),
+                _f(i["net_pnl"], ",.2f"),
+                _f(o.get("net_pnl"), ",.2f"),
+                o.get("status", "missing"),
+            ]
         )
-        parts.append(bar_chart(f"{s['objective']}: in sample vs out of sample", cats,
-                               {"in sample": is_v, "out of sample": oos_v}))  # fmt: skip
-    parts.append("<h2>Equity curves</h2>")
-    parts += _equity_charts(out) or ["<p class=none>no trial completed</p>"]
-    parts.append("<h2>Every trial</h2>")
+        cats.append(f"fold {f['fold']}")
+        is_v.append(i["objective"] or 0.0)
+        oos_v.append(o.get("objective") or 0.0)
     parts.append(
+        _table(
+            [
+                "fold",
+                "params",
+                "IS objective",
+                "OOS objective",
+                "IS net P&L",
+                "OOS net P&L",
+                "OOS status",
+            ],
+            rows,
+        )  # fmt: skip
+    )
+    parts.append(bar_chart(f"{s['objective']}: in sample vs out of sample", cats,
+                           {"in sample": is_v, "out of sample": oos_v}))  # fmt: skip
+    return parts
+
+
+def _trials_table(out: SweepOutcome) -> str:
+    """Every trial, one row each."""
+    from ops.sweep_store import trial_brief
+
+    return (
         _table(
             [
                 "trial",
@@ -259,6 +255,28 @@ def render_html(out: SweepOutcome, s: dict[str, Any], config_text: str) -> str:
             ],
         )  # fmt: skip
     )
+
+
+def render_html(out: SweepOutcome, s: dict[str, Any], config_text: str) -> str:
+    """The page: per-window verdicts, walk-forward folds (table and chart), the best trials'
+    equity curves, every trial, the configuration."""
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    title = f"Gekko sweep report — {s['method']}, objective {s['objective']}"
+    bad = s["not_ok"]
+    parts = [
+        f"<h1>{html.escape(title)}</h1><p class=meta>{when} · {s['trials']} trials · "
+        f"{s['parallelism']} at a time · {s['wall_s']:.1f} s · not ok: {bad['invalid']} invalid,"
+        f" {bad['failed']} failed, {bad['timeout']} timed out</p>",
+        "<h2>Per window</h2><p>DSR: the probability that the best trial's Sharpe ratio is skill "
+        "rather than the luck of trying this many; PBO: the probability that the in-sample best "
+        "ranks at or below the median out of sample (docs/sweeps.md).</p>",
+    ]
+    parts.append(_window_table(s))
+    parts += _fold_parts(s)
+    parts.append("<h2>Equity curves</h2>")
+    parts += _equity_charts(out) or ["<p class=none>no trial completed</p>"]
+    parts.append("<h2>Every trial</h2>")
+    parts.append(_trials_table(out))
     parts.append(
         "<h2>Configuration used</h2><details><summary>config.toml (secrets masked)</summary>"
         f"<pre>{html.escape(config_text)}</pre></details>"
