@@ -24,6 +24,10 @@ class OrderType(IntEnum):
     STOP = 3
     STOP_LIMIT = 4
     TRAILING_STOP = 5
+    MARKET_IF_TOUCHED = 6  # a MARKET when the price touches ``stop_px`` (buy: at or below)
+    LIMIT_IF_TOUCHED = 7  # a LIMIT at ``px`` when the price touches ``stop_px``
+    TRAILING_STOP_LIMIT = 8  # a trailing stop that sends a LIMIT offset from the stop
+    MARKET_TO_LIMIT = 9  # takes the touch; what is left rests as a LIMIT at the first fill's price
 
 
 class TimeInForce(IntEnum):
@@ -32,6 +36,8 @@ class TimeInForce(IntEnum):
     FOK = 3
     GTD = 4
     DAY = 5
+    AT_THE_OPEN = 6  # works in the venue's opening auction / at the session open only
+    AT_THE_CLOSE = 7  # works at the session close only
 
 
 class OrderFlag(IntEnum):
@@ -63,6 +69,8 @@ class RiskEventKind(IntEnum):
     KILL_SWITCH = 3
     STATE_CHANGE = 4
     RESUMED = 5
+    MARGIN_CALL = 6  # an account's equity fell below its maintenance margin
+    LIQUIDATION = 7  # the venue (or the simulated one) closed a position for want of margin
 
 
 class TradingState(IntEnum):
@@ -133,3 +141,34 @@ class ReconciliationKind(IntEnum):
     ORDER_MISMATCH = 5  # price or open quantity differ: the venue's are taken
     POSITION_MISMATCH = 6  # the position from recorded fills differs from the venue's
     DUPLICATE_SUPPRESSED = 7  # an order re-delivered after a crash that the venue already had
+
+
+class ContingencyType(IntEnum):
+    """How an order of an order list depends on its peers (``contingency`` on IntentNew /
+    NewOrder; DESIGN: NautilusTrader's OTO/OCO/OUO). A bracket is an OTO entry whose two
+    children are an OCO pair (take-profit + stop-loss)."""
+
+    NONE = 0
+    OTO = 1  # one-triggers-other: this order is released by fills of ``parent_id``
+    OCO = 2  # one-cancels-other: a fill of this order cancels the ``linked`` orders
+    OUO = 3  # one-updates-other: a fill of this order reduces the ``linked`` orders by as much
+
+
+class SettlementKind(IntEnum):
+    """Why a position was settled (``Settlement.kind``)."""
+
+    EXPIRY = 1  # a dated future expired at ``px``
+    RESOLVED = 2  # a binary contract or betting selection resolved (``outcome`` 1 or 0)
+    VOID = 3  # the market was voided: its trades are undone, stakes returned
+
+
+class InstrumentKind:
+    """The kinds an ``Instrument.kind`` may name (strings in config.toml)."""
+
+    SPOT = "spot"
+    PERPETUAL = "perpetual"
+    FUTURE = "future"
+    FX = "fx"
+    BINARY = "binary"
+    BETTING = "betting"
+    ALL = (SPOT, PERPETUAL, FUTURE, FX, BINARY, BETTING)

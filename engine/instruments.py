@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import msgspec
 
+from engine.enums import InstrumentKind
 from engine.settings import need
 
 
@@ -25,7 +26,26 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     sector: str = "unknown"
     tick_size: float = 0.01
     lot_size: float = 1.0
-    currency: str = "USD"
+    currency: str = "USD"  # the quote and settlement currency: P&L, fees, funding in it
+    # --- what kind of contract (engine.enums.InstrumentKind; docs/instruments.md) -------------
+    kind: str = InstrumentKind.SPOT
+    base_currency: str = ""  # spot / FX: the currency bought (EUR of EUR/USD)
+    contract_size: float = 1.0  # units of the underlying per lot-quantity 1 (futures, perps)
+    initial_margin: float = 0.0  # fraction of notional to open (0: fully funded, no leverage)
+    maintenance_margin: float = 0.0  # fraction of notional to keep; below it: margin call
+    funding_interval_s: int = 0  # perpetual: seconds between funding payments (8 h: 28800)
+    funding_rate: float = 0.0  # perpetual: the simulated venue's rate per interval
+    expiry_ns: int = 0  # future: expiry (UTC ns); settles at the mark then
+    pip_size: float = 0.0  # FX: a pip (0.0001; 0.01 for JPY quotes)
+    financing_long_rate: float = 0.0  # FX: annual rate paid (< 0) or received on a long
+    financing_short_rate: float = 0.0  # ... on a short
+    market_id: str = ""  # binary / betting: the market (event) this outcome belongs to
+    outcome: str = ""  # binary: the outcome token ("Yes"); betting: the selection's name
+    resolves_ns: int = 0  # binary / betting: when the simulated venue resolves it (0: never)
+    resolution: str = ""  # the simulated venue's result: "1" / "0" / "void" ("": unresolved)
+    session_tz: str = ""  # a venue with sessions: IANA zone of session_open / session_close
+    session_open: str = ""  # "HH:MM" local; at-the-open orders work then
+    session_close: str = ""  # "HH:MM" local; at-the-close orders work then
 
     def __post_init__(self) -> None:
         # the keys of an [[instruments]] table (config.toml loads into a subclass of this)
@@ -34,6 +54,53 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
         for key in ("tick_size", "lot_size"):
             v = getattr(self, key)
             need(v > 0 and math.isfinite(v), key, f"must be > 0 (instrument {self.symbol})")
+        self._check_kind()
+
+    def _check_kind(self) -> None:
+        """What each kind needs to be modelled at all; refused rather than approximated."""
+        sym, kind = self.symbol, self.kind
+        need(kind in InstrumentKind.ALL, "kind", f"must be one of {', '.join(InstrumentKind.ALL)}")
+        need(self.contract_size > 0, "contract_size", f"must be > 0 (instrument {sym})")
+        im, mm = self.initial_margin, self.maintenance_margin
+        need(
+            0 <= im < 1 and 0 <= mm <= im,
+            "maintenance_margin",
+            f"must satisfy 0 <= maintenance_margin <= initial_margin < 1 (instrument {sym})",
+        )
+        if kind == InstrumentKind.PERPETUAL:
+            need(self.funding_interval_s > 0, "funding_interval_s", f"a perpetual needs it ({sym})")
+        if kind == InstrumentKind.FUTURE:
+            need(self.expiry_ns > 0, "expiry", f"a dated future needs its expiry ({sym})")
+        if kind == InstrumentKind.FX:
+            need(self.pip_size > 0, "pip_size", f"an FX pair needs its pip size ({sym})")
+            need(bool(self.base_currency), "base_currency", f"an FX pair needs it ({sym})")
+        if kind in (InstrumentKind.BINARY, InstrumentKind.BETTING):
+            need(bool(self.market_id), "market_id", f"a {kind} instrument needs its market ({sym})")
+            need(
+                self.resolution in ("", "1", "0", "void"),
+                "resolution",
+                f'must be "1", "0", "void" or "" (instrument {sym})',
+            )
+        if kind == InstrumentKind.BINARY:
+            need(self.tick_size < 1, "tick_size", f"a binary contract prices in (0, 1) ({sym})")
+        if self.session_open or self.session_close:
+            need(bool(self.session_tz), "session_tz", f"sessions need their time zone ({sym})")
+
+    @property
+    def is_margined(self) -> bool:
+        """Whether positions post margin rather than pay in full (perpetuals, futures, FX)."""
+        return self.initial_margin > 0
+
+    def px_in_range(self, px_ticks: int) -> bool:
+        """Whether a price can exist for this kind: > 0 always; a binary contract's below 1;
+        decimal odds of a betting selection from 1.01 to 1000 (Betfair's ladder ends)."""
+        if px_ticks <= 0:
+            return False
+        if self.kind == InstrumentKind.BINARY:
+            return px_ticks * self.tick_size < 1.0 - 1e-12
+        if self.kind == InstrumentKind.BETTING:
+            return 1.01 - 1e-9 <= px_ticks * self.tick_size <= 1000.0 + 1e-9
+        return True
 
     # --- conversions ---------------------------------------------------------------------------
     def px_to_ticks(self, price: float | Decimal | str) -> int:

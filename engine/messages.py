@@ -29,6 +29,7 @@ from engine.enums import (  # noqa: F401 - re-exported: each message names its v
     AlgoKind,
     AlgoState,
     CancelRejectReason,
+    ContingencyType,
     ControlCommand,
     ExchangeStatusKind,
     Liquidity,
@@ -37,6 +38,7 @@ from engine.enums import (  # noqa: F401 - re-exported: each message names its v
     ReconciliationKind,
     ReplaceRejectReason,
     RiskEventKind,
+    SettlementKind,
     Side,
     TimeInForce,
     TradingState,
@@ -152,6 +154,12 @@ class IntentNew(msgspec.Struct, tag=10, **_S):
     # the lots its fills close first, (client_order_id, fill_id) of their opening fills:
     # specific identification named by the strategy (engine.portfolio.Portfolio.designate_lots)
     lots: list[tuple[int, int]] = []
+    # order lists (engine.enums.ContingencyType): OTO children name their ``parent_id``; OCO /
+    # OUO peers name each other in ``linked``; every order of one list shares ``list_id``
+    contingency: int = 0
+    parent_id: int = 0
+    linked: list[int] = []
+    list_id: int = 0
 
 
 class IntentCancel(msgspec.Struct, tag=11, **_S):
@@ -196,6 +204,12 @@ class NewOrder(msgspec.Struct, tag=20, **_S):
     # the lots its fills close first, (client_order_id, fill_id) of their opening fills:
     # specific identification named by the strategy (engine.portfolio.Portfolio.designate_lots)
     lots: list[tuple[int, int]] = []
+    # order lists (engine.enums.ContingencyType): OTO children name their ``parent_id``; OCO /
+    # OUO peers name each other in ``linked``; every order of one list shares ``list_id``
+    contingency: int = 0
+    parent_id: int = 0
+    linked: list[int] = []
+    list_id: int = 0
 
     @classmethod
     def from_intent(cls, intent: IntentNew, ts_approved: int) -> NewOrder:
@@ -654,6 +668,85 @@ class ModelRegistered(msgspec.Struct, tag=54, **_S):
     old_version: str = ""
 
 
+# --- account events (venue -> exec -> portfolio, risk, recorder): money that moves without a fill
+
+
+class FundingPayment(msgspec.Struct, tag=55, **_S):
+    """A perpetual's funding at the venue's schedule: ``amount`` in ``currency``, signed as the
+    account sees it (> 0 received). ``rate`` is the interval's rate, ``mark_px`` the mark in
+    ticks it was charged at, ``position`` the lots held then."""
+
+    instrument_id: int
+    rate: float
+    mark_px: int
+    position: int
+    amount: float
+    currency: str
+    ts_event: int
+    ts_recv: int
+    payment_id: int = 0  # the venue's id: a payment is applied once
+
+
+class Financing(msgspec.Struct, tag=56, **_S):
+    """An FX position carried over the daily rollover: ``amount`` in ``currency`` (> 0 received),
+    ``days`` the days it paid for (3 over a weekend's value dates)."""
+
+    instrument_id: int
+    position: int
+    amount: float
+    currency: str
+    days: int
+    ts_event: int
+    ts_recv: int
+    payment_id: int = 0
+
+
+class Settlement(msgspec.Struct, tag=57, **_S):
+    """A position closed by the market itself (``SettlementKind``): a future's expiry at ``px``,
+    a binary contract or betting selection resolved (``outcome`` 1 won / 0 lost; ``px`` the
+    payout in ticks), or a voided market (``outcome`` -1: trades undone). ``position`` is the
+    lots the venue settled."""
+
+    instrument_id: int
+    kind: int
+    px: int
+    outcome: int
+    position: int
+    ts_event: int
+    ts_recv: int
+    settlement_id: int = 0
+
+
+class Liquidation(msgspec.Struct, tag=58, **_S):
+    """The venue closed ``qty`` lots (side: the closing trade's) at ``px`` for want of margin;
+    applied like a fill that no order of ours made, ``fee`` in the instrument's currency."""
+
+    instrument_id: int
+    side: int
+    px: int
+    qty: int
+    fee: float
+    ts_event: int
+    ts_recv: int
+    liquidation_id: int = 0
+
+
+class MarginStatus(msgspec.Struct, tag=59, **_S):
+    """One margin account's state, published when it changes materially and on a margin call.
+    Money in ``currency`` (the account's)."""
+
+    venue: str
+    currency: str
+    equity: float
+    initial_margin: float
+    maintenance_margin: float
+    ts_event: int
+    margin_call: bool = False
+
+
+ACCOUNT_EVENT_TYPES = (FundingPayment, Financing, Settlement, Liquidation, MarginStatus)
+
+
 Message = (
     Quote
     | Trade
@@ -695,6 +788,11 @@ Message = (
     | OpenOrderSnapshot
     | AuditEvent
     | ModelRegistered
+    | FundingPayment
+    | Financing
+    | Settlement
+    | Liquidation
+    | MarginStatus
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]
