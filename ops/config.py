@@ -36,10 +36,14 @@ from ops.sweep_config import SweepSection
 from ops.tls import PgTls, RedisTls, TlsConfigError
 from ops.venue_config import (
     REAL_VENUE_STRUCTS,
+    BetfairVenue,
+    BinanceUsdmVenue,
     BinanceUsVenue,
     CcxtVenue,
     CoinbaseVenue,
     KrakenVenue,
+    OandaVenue,
+    PolymarketVenue,
     RealVenueKeys,
     ResolvedVenues,
     add_venue_entry,
@@ -402,7 +406,17 @@ class VenueSection(SimVenueKeys, tag_field="kind", tag="sim", **_STRICT):
         }
 
 
-AnyVenue = VenueSection | BinanceUsVenue | CoinbaseVenue | KrakenVenue | CcxtVenue
+AnyVenue = (
+    VenueSection
+    | BinanceUsVenue
+    | CoinbaseVenue
+    | KrakenVenue
+    | CcxtVenue
+    | OandaVenue
+    | PolymarketVenue
+    | BetfairVenue
+    | BinanceUsdmVenue
+)
 
 
 def _prepare_venues(raw: dict[str, Any], path: str | Path) -> None:

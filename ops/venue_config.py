@@ -189,11 +189,35 @@ class CcxtVenue(RealVenueKeys, tag="ccxt", **_STRICT):
     """``kind = "ccxt"``: any exchange ccxt supports, market data and paper only."""
 
 
+class OandaVenue(RealVenueKeys, tag="oanda", **_STRICT):
+    """``kind = "oanda"``: OANDA v20 (FX). Its keys: engine/venues/oanda_kind.py."""
+
+    symbols: list[str] = msgspec.field(default_factory=lambda: ["EUR/USD"])
+
+
+class PolymarketVenue(RealVenueKeys, tag="polymarket", **_STRICT):
+    """``kind = "polymarket"``: Polymarket's CLOB (binary outcome tokens)."""
+
+
+class BetfairVenue(RealVenueKeys, tag="betfair", **_STRICT):
+    """``kind = "betfair"``: the Betfair Exchange (back / lay on selections)."""
+
+
+class BinanceUsdmVenue(RealVenueKeys, tag="binanceusdm", **_STRICT):
+    """``kind = "binanceusdm"``: Binance USD-M perpetual futures through ccxt."""
+
+    symbols: list[str] = msgspec.field(default_factory=lambda: ["BTC/USDT:USDT"])
+
+
 REAL_VENUE_STRUCTS: dict[str, type[RealVenueKeys]] = {
     "binanceus": BinanceUsVenue,
     "coinbase": CoinbaseVenue,
     "kraken": KrakenVenue,
     "ccxt": CcxtVenue,
+    "oanda": OandaVenue,
+    "polymarket": PolymarketVenue,
+    "betfair": BetfairVenue,
+    "binanceusdm": BinanceUsdmVenue,
 }
 
 

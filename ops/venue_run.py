@@ -33,9 +33,9 @@ from typing import Any
 
 import msgspec
 
-from engine.venues.ccxt_kinds import LIVE_KINDS, REAL_KINDS
-from engine.venues.ccxt_markets import MarketMismatch, VenueMarket, load_markets, market_symbol
+from engine.venues.ccxt_markets import MarketMismatch, VenueMarket, market_symbol
 from engine.venues.ccxt_markets import resolve_instruments as resolve_for_venue
+from engine.venues.registry import live_kinds, lookup, real_kinds
 from ops.config import Config, ConfigError, StrategySection
 from ops.tls import tls_reason
 from ops.venue_config import REAL_VENUE_STRUCTS, RealVenueKeys, ResolvedVenues, instrument_names
@@ -79,7 +79,7 @@ def _rebuild(cfg: Config, **sections: Any) -> Config:
 def pick_venue(cfg: Config, arg: str) -> tuple[Config, str]:
     """The config narrowed to venue ``arg`` (a ``[[venues]]`` name, or a kind) and its name."""
     entry: Any = next((v for v in cfg.venues if v.name == arg), None)
-    if entry is None and arg in REAL_KINDS:
+    if entry is None and arg in real_kinds():
         of_kind = [v for v in cfg.venues if v.kind == arg]
         if len(of_kind) > 1:
             names = ", ".join(v.name for v in of_kind)
@@ -95,7 +95,7 @@ def pick_venue(cfg: Config, arg: str) -> tuple[Config, str]:
     if entry is None and arg == "sim":
         return _rebuild(cfg, venues=[]), "sim"
     if entry is None:
-        known = sorted({*(v.name for v in cfg.venues), *REAL_KINDS, "sim"})
+        known = sorted({*(v.name for v in cfg.venues), *real_kinds(), "sim"})
         raise _error(cfg, "--venue", f"no venue {arg!r}; known: {', '.join(known)}")
     if not isinstance(entry, RealVenueKeys):
         return _rebuild(cfg, venues=[entry]), entry.name
@@ -158,7 +158,7 @@ def live_gates(cfg: Config, live: bool, rules: dict[str, KeyRules] | None = None
     keys: dict[str, Any] = {}
     for v in real:
         where = f"venues[{v.name}]"
-        if v.kind not in LIVE_KINDS:
+        if v.kind not in live_kinds():
             raise _error(cfg, where, f"kind {v.kind!r} is market data and paper only, never live")
         missing = []
         if not v.live:
@@ -207,7 +207,6 @@ def resolve_run(
     if not real:
         return cfg
     live = live or {}
-    loader = loader or load_markets
     markets: dict[str, dict[str, VenueMarket]] = {}
     configured = [i.to_instrument() for i in cfg.instruments]
     keep = [i for i in cfg.instruments if not only or i.venue == only]
@@ -220,7 +219,10 @@ def resolve_run(
         # keys, where present, also in paper: the account's fee tier is what paper charges
         creds = live.get(v.name) or load_credentials(v, cfg.source_path, keystore=cfg.keystore)
         try:
-            got = loader(_exchange(v), settings, creds)
+            load = loader or lookup(v.kind).markets
+            if load is None:
+                raise ValueError(f"kind {v.kind!r} lists no markets")
+            got = load(_exchange(v), settings, creds)
         except Exception as exc:  # a venue that cannot be reached cannot be traded: say which
             why = tls_reason(exc)  # ccxt's own text names the URL only, not a refused certificate
             raise _error(cfg, f"venues[{v.name}]", f"markets not loaded: {why}") from None

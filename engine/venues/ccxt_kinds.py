@@ -108,10 +108,26 @@ def _market_data(c: VenueConfig) -> MarketDataClient:
     return CcxtDataClient(exchange_id(c), c.name, table, c.settings)
 
 
+def _load_markets(exchange: str, settings: Mapping[str, Any], creds: Any) -> dict[str, Any]:
+    from engine.venues.ccxt_markets import load_markets
+
+    return load_markets(exchange, settings, creds)  # type: ignore[return-value]
+
+
 for _kind, _doc in (
     ("binanceus", "Binance.US spot through ccxt: paper on its live data, or live"),
     ("coinbase", "Coinbase Advanced Trade through ccxt: paper on its live data, or live"),
     ("kraken", "Kraken spot through ccxt: paper on its live data, or live"),
     ("ccxt", 'any ccxt exchange (exchange = "<id>"): its market data, paper trading only'),
 ):
-    register(VenueKind(_kind, _execution, _market_data, _doc))
+    register(
+        VenueKind(
+            _kind,
+            _execution,
+            _market_data,
+            _doc,
+            real=True,
+            live=_kind in LIVE_KINDS,
+            markets=_load_markets,
+        )
+    )

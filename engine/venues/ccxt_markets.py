@@ -60,6 +60,10 @@ class VenueMarket(msgspec.Struct, frozen=True, kw_only=True):
     status: str = "trading"  # "trading", or the venue's word for why not
     maker_fee_bps: float = 0.0
     taker_fee_bps: float = 0.0
+    asset_class: str = "crypto"
+    # what kind of contract it is, as ``engine.instruments.Instrument`` keys ("kind",
+    # "contract_size", "initial_margin", "pip_size", "market_id", ...): {} = spot
+    instrument: dict[str, Any] = {}
 
 
 class MarketRules(InstrumentRules, frozen=True, kw_only=True):
@@ -269,6 +273,11 @@ def check_instrument(
         )
     if m.status != "trading":
         raise MarketMismatch(venue, ins.symbol, f"the venue's status is {m.status!r}, not trading")
+    kind = str(m.instrument.get("kind", "spot"))
+    if ins.kind != kind:
+        raise MarketMismatch(
+            venue, ins.symbol, f"kind {ins.kind!r} disagrees with the venue's {kind!r}"
+        )
     return m
 
 
@@ -279,11 +288,12 @@ def instrument_for(iid: int, venue: str, m: VenueMarket, name: str = "") -> Inst
         instrument_id=iid,
         symbol=name or m.symbol,
         venue=venue,
-        asset_class="crypto",
-        sector="crypto",
+        asset_class=m.asset_class,
+        sector=m.asset_class,
         tick_size=float(m.tick),
         lot_size=float(m.lot),
         currency=m.quote or "USD",
+        **m.instrument,
     )
 
 

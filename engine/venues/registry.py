@@ -46,14 +46,24 @@ class VenueConfig:
     credentials: Any = field(default=None, repr=False)
 
 
+#: ``(exchange id or kind, venue settings, credentials) -> {symbol: VenueMarket}``: what a real
+#: venue lists, loaded once by the pre-flight (ops/venue_run.py)
+MarketsLoader = Callable[[str, Mapping[str, Any], Any], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class VenueKind:
-    """A registered kind: ``execution`` and ``market_data`` build its clients."""
+    """A registered kind: ``execution`` and ``market_data`` build its clients. A real venue
+    (``real``) has ``markets``, its pre-flight's loader, and a ``[[venues]]`` struct of its own
+    in ops/venue_config.py; ``live``: it may trade real money (all three gates passed)."""
 
     kind: str
     execution: Callable[[VenueConfig], ExecutionClient]
     market_data: Callable[[VenueConfig], MarketDataClient]
     doc: str = ""
+    real: bool = False
+    live: bool = False
+    markets: MarketsLoader | None = None
 
 
 class UnknownVenueKind(ValueError):
@@ -86,6 +96,16 @@ def lookup(kind: str) -> VenueKind:
 
 def known_kinds() -> tuple[str, ...]:
     return tuple(sorted(_KINDS))
+
+
+def real_kinds() -> tuple[str, ...]:
+    """The kinds of real venues (their own market data; paper by default)."""
+    return tuple(sorted(k for k, e in _KINDS.items() if e.real))
+
+
+def live_kinds() -> tuple[str, ...]:
+    """The real kinds that may trade live."""
+    return tuple(sorted(k for k, e in _KINDS.items() if e.live))
 
 
 # --- the simulated exchange ---------------------------------------------------------------------
@@ -126,5 +146,11 @@ register(
 )
 
 
-# the real exchanges register themselves (their clients import ccxt only when built)
-from engine.venues import ccxt_kinds  # noqa: E402, F401
+# the real venues register themselves (their clients import their libraries only when built)
+from engine.venues import (  # noqa: E402, F401
+    betfair_kind,
+    ccxt_kinds,
+    oanda_kind,
+    perp_kinds,
+    polymarket_kind,
+)

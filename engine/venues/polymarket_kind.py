@@ -1,0 +1,1 @@
+"""The ``polymarket`` venue kind's registration (issue 17: being built; registers nothing yet)."""
