@@ -705,7 +705,8 @@ class Settlement(msgspec.Struct, tag=57, **_S):
     """A position closed by the market itself (``SettlementKind``): a future's expiry at ``px``,
     a binary contract or betting selection resolved (``outcome`` 1 won / 0 lost; ``px`` the
     payout in ticks), or a voided market (``outcome`` -1: trades undone). ``position`` is the
-    lots the venue settled."""
+    lots the venue settled. ``fee``: a betting market's commission on its net winnings, on the
+    settlement that closes the market (its other selections' settlements carry 0)."""
 
     instrument_id: int
     kind: int
@@ -715,6 +716,7 @@ class Settlement(msgspec.Struct, tag=57, **_S):
     ts_event: int
     ts_recv: int
     settlement_id: int = 0
+    fee: float = 0.0  # charged at settlement, in the instrument's currency
 
 
 class Liquidation(msgspec.Struct, tag=58, **_S):
