@@ -28,6 +28,7 @@ from engine.risk_limits import RiskLimits
 from engine.settings import SettingError
 from engine.settings import need as _need_rel
 from engine.venues.registry import known_kinds
+from ops.account_config import AccountKeys, check_accounts, check_kind_prices, iso_ns
 from ops.bridge_config import BridgePeer, check_bridge_auth
 from ops.secrets import SecretError, redact
 from ops.secrets import resolve as resolve_secrets
@@ -318,14 +319,19 @@ class SimHalt(msgspec.Struct, **_STRICT):
     reason: str = "scheduled halt"
 
 
-class SimVenueKeys(msgspec.Struct, **_STRICT):
+class SimVenueKeys(AccountKeys, **_STRICT):
     """The keys every simulated venue has, ``[sim]`` and each ``[[venues]]`` entry alike: stated
-    and checked once, converted to what ``engine.venues.registry``'s sim factory takes once."""
+    and checked once, converted to what ``engine.venues.registry``'s sim factory takes once.
+    The account keys (``account``, ``position_mode``, ``leverage``): ops/account_config.py."""
 
     maker_fee_bps: float = -0.5  # negative = rebate
     taker_fee_bps: float = 2.0
     latency_us: float = 50.0
     jitter_us: float = 10.0
+    # a margin account: the venue liquidates at the mark when equity < maintenance margin x this
+    liquidation_buffer: float = 1.0
+    # a betting account: commission on each market's net winnings at settlement, % (Betfair's 5)
+    commission_pct: float = 5.0
 
     def __post_init__(self) -> None:
         for k in ("maker_fee_bps", "taker_fee_bps"):
@@ -334,6 +340,11 @@ class SimVenueKeys(msgspec.Struct, **_STRICT):
         for k in ("latency_us", "jitter_us"):
             v = getattr(self, k)
             _need_rel(math.isfinite(v) and v >= 0, k, "must be >= 0")
+        self.check_account("sim")
+        b = self.liquidation_buffer
+        _need_rel(math.isfinite(b) and 0 < b <= 10, "liquidation_buffer", "must be in (0, 10]")
+        c = self.commission_pct
+        _need_rel(math.isfinite(c) and 0 <= c < 100, "commission_pct", "must be in [0, 100)")
 
     def venue_settings(self) -> dict[str, Any]:
         """``engine.venues.registry.VenueConfig.settings`` of this venue (ns, not µs)."""
@@ -342,7 +353,9 @@ class SimVenueKeys(msgspec.Struct, **_STRICT):
             "taker_fee_bps": self.taker_fee_bps,
             "latency_ns": int(self.latency_us * 1000),
             "jitter_ns": int(self.jitter_us * 1000),
-        }
+            "liquidation_buffer": self.liquidation_buffer,
+            "commission_pct": self.commission_pct,
+        } | self.account_settings()
 
 
 class SimSection(SimVenueKeys, **_STRICT):
@@ -762,8 +775,22 @@ class InstrumentSection(Instrument, forbid_unknown_fields=True):
 
     initial_price: float = 100.0
     annual_vol: float = 0.3
+    expiry: str = ""  # ISO-8601 (UTC unless it says): sets expiry_ns
+    resolves: str = ""  # ISO-8601: sets resolves_ns
 
     def __post_init__(self) -> None:
+        for key in ("expiry", "resolves"):
+            text = getattr(self, key)
+            if not text:
+                continue
+            try:
+                ns = iso_ns(text)
+            except ValueError:
+                raise SettingError(key, f"must be an ISO-8601 date/time, not {text!r}") from None
+            _need_rel(ns > 0, key, f"must be after 1970-01-01, not {text!r}")
+            have = getattr(self, f"{key}_ns")
+            _need_rel(have in (0, ns), key, f"and {key}_ns = {have} disagree: give one of them")
+            msgspec.structs.force_setattr(self, f"{key}_ns", ns)
         super().__post_init__()
         _need_rel(
             self.initial_price > 0 and math.isfinite(self.initial_price),
@@ -865,6 +892,9 @@ class Config(msgspec.Struct, **_STRICT):
                 f"unknown instrument {h.instrument!r} (a symbol, or '*' for the whole venue)",
             )
         _check_venues(self.venues)
+        for k, ins in enumerate(self.instruments):
+            check_kind_prices(k, ins)
+        check_accounts(self)
         check_security(self)
 
     def instrument_table(self) -> InstrumentTable:

@@ -22,6 +22,7 @@ import msgspec
 from engine.settings import need
 from engine.venues.ccxt_guard import DEFAULT_LIMITS
 from engine.venues.ccxt_markets import VenueMarket
+from ops.account_config import AccountKeys
 from ops.tls import plaintext_to_remote
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
@@ -31,8 +32,9 @@ _SECRET_KEY = re.compile(
 )
 
 
-class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
-    """The keys of a real venue (docs: config.toml, docs/venues.md)."""
+class RealVenueKeys(AccountKeys, tag_field="kind", **_STRICT):
+    """The keys of a real venue (docs: config.toml, docs/venues.md); the account keys
+    (``account``, ``position_mode``, ``leverage``): ops/account_config.py ``REAL_ACCOUNTS``."""
 
     name: str
     live: bool = False  # one of live trading's three gates (with keys and `gekko run --live`)
@@ -74,6 +76,7 @@ class RealVenueKeys(msgspec.Struct, tag_field="kind", **_STRICT):
             "name",
             "must be 1-32 letters, digits, _ or -",
         )
+        self.check_account(self.kind)
         if self.kind == "ccxt":
             need(
                 bool(self.exchange), "exchange", 'kind "ccxt" needs exchange = "<ccxt exchange id>"'

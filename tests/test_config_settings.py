@@ -124,6 +124,11 @@ def test_derived_units() -> None:
         "taker_fee_bps": 2.0,
         "latency_ns": 12_500,
         "jitter_ns": 500,
+        "liquidation_buffer": 1.0,
+        "commission_pct": 5.0,
+        "account": "cash",
+        "position_mode": "netting",
+        "leverage": 0.0,
     }
 
 
