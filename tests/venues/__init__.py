@@ -13,6 +13,7 @@ KINDS = {
     "binanceus": "tests.venues.binance:BinanceServer",
     "coinbase": "tests.venues.coinbase:CoinbaseServer",
     "kraken": "tests.venues.kraken:KrakenServer",
+    "binanceusdm": "tests.venues.binance_futures:BinanceFuturesServer",
     "oanda": "tests.venues.oanda:OandaServer",
 }
 
