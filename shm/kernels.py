@@ -15,7 +15,6 @@ import numpy as np
 from shm.atomics import (
     cas_u64,
     fence_acquire,
-    fence_release,
     fence_seq_cst,
     load_acquire,
     load_relaxed,
@@ -25,14 +24,16 @@ from shm.atomics import (
 )
 from shm.layout import (
     CLAIM,
+    CONF_CAPACITY,
+    CONF_DATA_OFFSET,
     CONF_MAX_CONSUMERS,
     FRAME_ALIGN,
     FRAME_HEADER,
     FRAME_MARK,
     PSLEEP,
+    PUB_CK,
+    PUB_GEN,
     PUB_POS,
-    PUB_SEQ,
-    PUB_VERSION,
     SL_CURSOR,
     SL_SEQ,
     SL_SLEEPING,
@@ -56,20 +57,30 @@ ERR_PAD = 4
 
 @numba.njit(cache=True, nogil=True)
 def commit(base: int, pos: int, seq: int) -> int:
-    """Publish (pos, seq) and return a bitmask of consumer slots that declared they sleep.
+    """Publish ``pos``, checkpoint (pos, seq), and return a bitmask of consumer slots that
+    declared they sleep.
 
-    The version counter lets a reader take (pos, seq) as a consistent pair (seqlock); the
-    store-release of pos is what orders the frame bytes before it for the fast-path readers.
-    The seq_cst fence orders the publication before reading the sleepers' flags (Dekker).
+    The store-release of pos is the publication: it orders the frame bytes before it. The
+    checkpoint goes into the slot the generation does not name, then the generation moves on
+    (``shm.layout``: a reader walks the frames from it to find the sequence at ``pos``). The
+    seq_cst fence in ``take_sleepers`` orders the publication before the sleepers' flags
+    (Dekker).
     """
     b = _u64(base)
-    v = load_relaxed(b + PUB_VERSION)
-    store_relaxed(b + PUB_VERSION, v + _u64(1))
-    fence_release()
-    store_relaxed(b + PUB_SEQ, _u64(seq))
     store_release(b + PUB_POS, _u64(pos))
-    store_release(b + PUB_VERSION, v + _u64(2))
+    checkpoint(base, pos, seq)
     return take_sleepers(base)
+
+
+@numba.njit(cache=True, nogil=True)
+def checkpoint(base: int, pos: int, seq: int) -> None:
+    """Record that the frame numbered ``seq`` starts at ``pos`` (already published)."""
+    b = _u64(base)
+    g = load_relaxed(b + PUB_GEN) + _u64(1)
+    ck = b + _u64(PUB_CK) + (g & _u64(1)) * _u64(16)
+    store_relaxed(ck, _u64(pos))
+    store_relaxed(ck + _u64(8), _u64(seq))
+    store_release(b + PUB_GEN, g)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -95,33 +106,54 @@ def published(base: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def snapshot(base: int) -> tuple[int, int]:
-    """A consistent (pos, seq) pair, or (-1, -1) if the producer died mid-publication."""
-    b = _u64(base)
-    for _ in range(1_000_000):
-        v1 = load_acquire(b + PUB_VERSION)
-        if v1 & _u64(1):
-            continue
-        pos = load_relaxed(b + PUB_POS)
-        seq = load_relaxed(b + PUB_SEQ)
-        fence_acquire()
-        v2 = load_relaxed(b + PUB_VERSION)
-        if v1 == v2:
-            return numba.int64(pos), numba.int64(seq)
-    return -1, -1
+    """A consistent (pos, seq) pair: the published position and the sequence number of the frame
+    that will start there, or (-1, -1) if the frames from the checkpoint do not lead to it (a
+    corrupted ring).
 
-
-@numba.njit(cache=True, nogil=True)
-def unstick_version(base: int) -> bool:
-    """Make an odd publication version (its producer died inside ``commit``) even again.
-
-    Only a restarted producer calls this, before its first ``commit``; True if it was stuck.
+    The frames between the checkpoint and the position cannot be overwritten while the
+    generation stays the same (the producer checkpoints at every claim renewal, long before it
+    laps them), so a walk that starts and ends under one generation read frames that were there.
     """
-    b = _u64(base) + _u64(PUB_VERSION)
-    v = load_acquire(b)
-    if v & _u64(1):
-        store_release(b, v + _u64(1))
-        return True
-    return False
+    b = _u64(base)
+    cap = numba.int64(load_relaxed(b + _u64(CONF_CAPACITY)))
+    mem = numba.carray(u8_ptr(b + load_relaxed(b + _u64(CONF_DATA_OFFSET))), cap)
+    mask = cap - 1
+    for _ in range(100_000):
+        g = load_acquire(b + PUB_GEN)
+        ck = b + _u64(PUB_CK) + (g & _u64(1)) * _u64(16)
+        at = numba.int64(load_relaxed(ck))
+        seq = numba.int64(load_relaxed(ck + _u64(8)))
+        pos = numba.int64(load_acquire(b + PUB_POS))
+        ok = at <= pos <= at + cap
+        while ok and at < pos:
+            off = at & mask
+            room = cap - off
+            if room < FRAME_HEADER:
+                at += room
+                continue
+            w0 = _u64(0)
+            for k in range(8):
+                w0 |= _u64(mem[off + k]) << _u64(8 * k)
+            if (w0 >> _u64(48)) != _u64(FRAME_MARK):
+                ok = False
+            elif ((w0 >> _u64(32)) & _u64(0xFFFF)) == _u64(TYPE_PAD):
+                at += room
+            else:
+                total = (FRAME_HEADER + numba.int64(w0 & _u64(0xFFFFFFFF)) + FRAME_ALIGN - 1) & ~(
+                    FRAME_ALIGN - 1
+                )
+                fseq = _u64(0)
+                for k in range(8):
+                    fseq |= _u64(mem[off + 8 + k]) << _u64(8 * k)
+                if total > room or numba.int64(fseq) != seq:
+                    ok = False
+                else:
+                    seq += 1
+                    at += total
+        fence_acquire()
+        if ok and at == pos and load_relaxed(b + PUB_GEN) == g:
+            return pos, seq
+    return -1, -1
 
 
 @numba.njit(cache=True, nogil=True)

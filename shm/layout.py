@@ -7,7 +7,7 @@ consumer's cursor never share a cache line: no false sharing between cores.
 
 from __future__ import annotations
 
-RING_LAYOUT_VERSION = 5
+RING_LAYOUT_VERSION = 6
 
 LINE = 128
 
@@ -18,15 +18,19 @@ CONF_MAX_CONSUMERS = CONF + 8
 CONF_MAX_PAYLOAD = CONF + 16
 CONF_DATA_OFFSET = CONF + 24
 
-# producer publication: (pos, seq) published under a version counter so a reader can take a
-# consistent pair; pos alone is published with release semantics for the fast path
+# producer publication: the position alone, one store per publication (release: the frames
+# before it are complete). Every frame header carries its sequence number, so the sequence at
+# the position is found by walking the frames from a checkpoint (pos, seq) the producer writes on
+# its slow path (at least once per claim renewal, i.e. per capacity / 8 bytes): into the slot the
+# generation word does not name, then the generation bumped (one store). A producer killed at any
+# point leaves a published position and a whole checkpoint behind it (shm.kernels.snapshot).
 PUB = 256
-PUB_VERSION = PUB + 0
+PUB_GEN = PUB + 0
 PUB_POS = PUB + 8
-PUB_SEQ = PUB + 16
 PUB_PID = PUB + 24
 PUB_CLOSED = PUB + 32
 PUB_HEARTBEAT_NS = PUB + 40
+PUB_CK = PUB + 48  # checkpoint slot k (k = generation & 1): (pos, seq) at PUB_CK + 16 k
 
 # how far the producer may have overwritten: non-gating readers validate their frames against it
 CLAIM = 384

@@ -31,11 +31,11 @@ from shm.layout import (
     FRAME_MARK,
     MAX_TYPE,
     PSLEEP,
+    PUB_CK,
     PUB_CLOSED,
+    PUB_GEN,
     PUB_PID,
     PUB_POS,
-    PUB_SEQ,
-    PUB_VERSION,
     SL_PID,
     SL_STATE,
     SLEEPERS,
@@ -46,6 +46,7 @@ from shm.layout import (
 )
 from shm.ring_errors import (
     FrameTooLargeError,
+    RingCorruptedError,
     RingFullError,
 )
 from shm.wait import WaitStrategy, sem_wait
@@ -57,7 +58,7 @@ log = logging.getLogger("gekko.shm.ring")
 
 _commit = K.commit
 # word indices of the publication in the header (plain path)
-_VER_W, _POS_W, _SEQ_W, _SLEEPERS_W = PUB_VERSION // 8, PUB_POS // 8, PUB_SEQ // 8, SLEEPERS // 8
+_GEN_W, _POS_W, _CK_W, _SLEEPERS_W = PUB_GEN // 8, PUB_POS // 8, PUB_CK // 8, SLEEPERS // 8
 _HDR_TOP = FRAME_HEADER + 7  # (FRAME_HEADER + n + 7) & ~7 == (n + _HDR_TOP) & ~7
 
 
@@ -88,7 +89,10 @@ class Producer:
         self._plain = fastpath.use_plain()
         pos, seq = K.snapshot(self._base)
         if pos < 0:
-            pos, seq = self._recover_publication()
+            raise RingCorruptedError(
+                f"ring {ring.name}: the frames from its checkpoint do not lead to its published "
+                "position; refusing to write over it"
+            )
         self.pos = pos
         self.seq = seq
         self._limit = 0
@@ -113,55 +117,6 @@ class Producer:
         self._refresh_limit()
         # first calls of a numba kernel load (or compile) it: pay that now, not on the first frame
         K.commit(self._base, self.pos, self.seq)  # republishes the same (pos, seq): harmless
-
-    def _recover_publication(self) -> tuple[int, int]:
-        """The previous producer died inside ``commit``: find the (pos, seq) it was publishing.
-
-        ``commit`` stores the sequence, then the position. Killed between the two, the ring says
-        (old position, new sequence): the frames from the old position on, complete and in
-        order, lead to the new one. Killed before or after, the pair is consistent as it stands.
-        """
-        w = self.ring._words
-        pos, seq = int(w[PUB_POS // 8]), int(w[PUB_SEQ // 8])
-        end = self._end_of_sequence(pos, seq)
-        K.unstick_version(self._base)
-        log.warning(
-            "ring %s: its previous producer (pid %d) died while publishing; resuming after frame "
-            "%d at position %d",
-            self.ring.name,
-            self.ring.producer_pid,
-            seq - 1,
-            end,
-        )
-        return end, seq
-
-    def _end_of_sequence(self, pos: int, seq: int) -> int:
-        """Where the frame numbered ``seq - 1`` ends, following complete frames from ``pos``
-        (``pos`` itself when the frame there already carries ``seq``, or when none leads there
-        within less than a lap: what lies there is from an earlier lap, or unpublished)."""
-        q, cap, mask = self._q, self._cap, self._mask
-        at, expect = pos, -1
-        while at < pos + cap:
-            off = at & mask
-            room = cap - off
-            if room < FRAME_HEADER:
-                at += room
-                continue
-            w0 = int(q[off >> 3])
-            length, ftype = w0 & 0xFFFFFFFF, (w0 >> 32) & 0xFFFF
-            total = frame_size(length)
-            if (w0 >> 48) != FRAME_MARK or total > room:
-                break
-            if ftype == TYPE_PAD:
-                at += room
-                continue
-            fseq = int(q[(off >> 3) + 1])
-            if fseq >= seq or (expect >= 0 and fseq != expect):
-                break
-            at, expect = at + total, fseq + 1
-            if expect == seq and at < pos + cap:
-                return at
-        return pos
 
     # --- space -----------------------------------------------------------------------------------
     def _refresh_limit(self) -> int:
@@ -314,18 +269,25 @@ class Producer:
             self._wake(mask)
 
     def _commit_one(self) -> None:
-        """Publish (pos, seq) after one frame: plain stores where ``shm.fastpath`` allows."""
+        """Publish pos after one frame, with a checkpoint: plain stores where ``shm.fastpath``
+        allows (off the hot path: ``publish_raw`` and ``publish``'s slow path)."""
         if not self._plain:
             self._commit()
             return
         h = self._h
-        v = h[_VER_W]
-        h[_VER_W] = v + 1
-        h[_SEQ_W] = self.seq
         h[_POS_W] = self.pos
-        h[_VER_W] = v + 2
+        self._checkpoint()
         if h[_SLEEPERS_W]:
             self._wake_sleepers()
+
+    def _checkpoint(self) -> None:
+        """``shm.kernels.checkpoint`` as plain stores (x86-64: ordered as written)."""
+        h = self._h
+        g = h[_GEN_W] + 1
+        k = _CK_W + 2 * (g & 1)
+        h[k] = self.pos
+        h[k + 1] = self.seq
+        h[_GEN_W] = g
 
     def _wake_sleepers(self) -> None:
         """A consumer declared it sleeps: fence, take the flags, post their semaphores."""
@@ -375,11 +337,11 @@ class Producer:
         pos = self.pos
         end = pos + ((n + _HDR_TOP) & -8)
         if end > self._hot or n > self._max_payload:
-            off = self._reserve(n)  # slow path: oversize, wrap, full ring or claim renewal
-            end = self.pos
-        else:
-            off = pos & self._mask
-            self.pos = end
+            # slow path: oversize, wrap, full ring or claim renewal; its commit checkpoints
+            self._publish_slow(msg, buf, n)
+            return
+        off = pos & self._mask
+        self.pos = end
         seq = self.seq
         q = self._q
         i = off >> 3
@@ -393,19 +355,31 @@ class Producer:
         self._data[off : off + n] = buf
         seq += 1
         self.seq = seq
-        if self._plain:  # the commit as plain stores (shm.fastpath says why that is enough)
+        if self._plain:  # the commit as a plain store (shm.fastpath says why that is enough)
             h = self._h
-            v = h[_VER_W]
-            h[_VER_W] = v + 1
-            h[_SEQ_W] = seq
             h[_POS_W] = end
-            h[_VER_W] = v + 2
             if h[_SLEEPERS_W]:
                 self._wake_sleepers()
         else:
             mask = _commit(self._base, end, seq)
             if mask:
                 self._wake(mask)
+
+    def _publish_slow(self, msg: msgspec.Struct, buf: bytearray, n: int) -> None:
+        """``publish`` when the frame needs room made, a wrap or a claim renewal."""
+        off = self._reserve(n)
+        try:
+            head = self._heads[type(msg)]
+        except KeyError:
+            head = self._head(msg)
+        q = self._q
+        i = off >> 3
+        q[i] = n | head
+        q[i + 1] = self.seq
+        off += FRAME_HEADER
+        self._data[off : off + n] = buf
+        self.seq += 1
+        self._commit_one()
 
     def publish_raw(self, ftype: int, payload: bytes | bytearray | memoryview) -> None:
         """Publish an already-encoded payload with frame type ``ftype``."""

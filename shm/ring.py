@@ -52,7 +52,6 @@ from shm.layout import (
     CONF_MAX_PAYLOAD,
     PUB_CLOSED,
     PUB_PID,
-    PUB_SEQ,
     RING_LAYOUT_VERSION,
     SL_ATTACH_NS,
     SL_CURSOR,
@@ -256,9 +255,12 @@ class Ring:
 
     @property
     def published_seq(self) -> int:
-        """Frames published so far (the next frame's sequence number): a monitor's count, read
-        on its own, not paired with the position (``shm.kernels.snapshot`` pairs them)."""
-        return int(self._words[PUB_SEQ // 8])
+        """Frames published so far (the next frame's sequence number), exact: the walk from the
+        producer's checkpoint to its position (``shm.kernels.snapshot``)."""
+        seq = K.snapshot(self.base)[1]
+        if seq < 0:
+            raise RingCorruptedError(f"ring {self.name}: its frames do not lead to its position")
+        return seq
 
     @property
     def producer_pid(self) -> int:

@@ -23,10 +23,10 @@ from engine.messages import Control
 from shm.layout import (
     FRAME_HEADER,
     FRAME_MARK,
+    PUB_CK,
+    PUB_GEN,
     PUB_PID,
     PUB_POS,
-    PUB_SEQ,
-    PUB_VERSION,
     SL_CURSOR,
     SL_PID,
     SL_STATE,
@@ -149,8 +149,9 @@ class Model:
 
     def kill_producer(self, frames: int, stage: int) -> None:
         """The producer dies after writing ``frames`` frames it had not published yet: torn
-        ones (stage 0), or complete ones, inside ``commit`` before it stored anything (1),
-        after it stored the new sequence (2), or after the new position too (3)."""
+        ones (stage 0), or complete ones, before it stored the new position (1), after it
+        stored it but before any checkpoint (2), or in the middle of writing a checkpoint (3:
+        the slot the generation does not name half written, the generation not bumped)."""
         p = self.prod
         if p is None:
             return
@@ -169,13 +170,13 @@ class Model:
             p.seq += 1
             written += 1
         w = p.ring._words
-        if stage >= 1:
-            w[PUB_VERSION // 8] += 1  # odd: a commit in progress, never finished
         if stage >= 2:
-            w[PUB_SEQ // 8] = p.seq
-            self.sent += written  # the restarted producer publishes them
-        if stage >= 3:
             w[PUB_POS // 8] = p.pos
+            self.sent += written  # published: the restarted producer numbers on after them
+        if stage >= 3:
+            spare = PUB_CK // 8 + 2 * ((int(w[PUB_GEN // 8]) + 1) & 1)
+            w[spare] = p.pos
+            w[spare + 1] = p.seq + 10**6  # torn: never named by the generation
         w[PUB_PID // 8] = _dead_pid()
         self.prod = None  # restarted when next needed: readers may re-attach meanwhile
 
@@ -316,10 +317,12 @@ def test_reader_dropped_as_dead_comes_back_counts_its_loss_and_gates_again(
     assert got == list(range(got[0], sent)) and g.missed == got[0] - 1
 
 
-def test_producer_killed_inside_commit_publishes_what_it_had_written(engine_id: str) -> None:
-    """Killed after ``commit`` stored the new sequence but not the new position: the restarted
-    producer publishes the frames its predecessor had written, and numbers on from there; a
-    reader that re-attaches meanwhile neither raises nor skips."""
+def test_producer_killed_before_its_position_store_loses_only_what_it_never_published(
+    engine_id: str,
+) -> None:
+    """Killed after writing two frames but before storing the new position: those frames were
+    never published, so the restarted producer numbers on from the published ones and writes
+    over them; a reader that re-attaches meanwhile neither raises nor skips."""
     Ring.create(engine_id, "r", CAP, consumers=[("g", True)])
     m = Model.__new__(Model)  # the model's producer-killing step, without its readers
     m.eid, m.sent = engine_id, 0
@@ -330,14 +333,39 @@ def test_producer_killed_inside_commit_publishes_what_it_had_written(engine_id: 
     g = _reader(engine_id, "g")
     assert _read(g, "poll", 1) == [0]
     g.commit()
-    m.kill_producer(2, 2)  # frames 3 and 4 written, sequence 5 stored, position not
-    assert m.sent == 5
-    g = _reader(engine_id, "g")  # a reader restarts while the publication is stuck
+    m.kill_producer(2, 1)  # frames 3 and 4 written, the position not stored
+    assert m.sent == 3
+    g = _reader(engine_id, "g")  # a reader restarts while the producer is dead
     assert _read(g, "poll", 10) == [1, 2]
+    prod = _producer(engine_id)
+    assert prod.seq == 3
+    prod.publish(_msg(3, 10))
+    assert _read(g, "poll", 10) == [3]
+
+
+def test_producer_killed_inside_a_checkpoint_resumes_from_the_published_position(
+    engine_id: str,
+) -> None:
+    """Killed after publishing two more frames and while writing a checkpoint: the half-written
+    slot is never named, the walk from the last whole one finds the sequence at the published
+    position, and nothing is lost or numbered twice."""
+    Ring.create(engine_id, "r", CAP, consumers=[("g", True)])
+    m = Model.__new__(Model)
+    m.eid, m.sent = engine_id, 0
+    m.prod = _producer(engine_id)
+    for i in range(3):
+        m.prod.publish(_msg(i, 10))
+        m.sent += 1
+    m.kill_producer(2, 3)
+    assert m.sent == 5
+    ring = Ring.attach(engine_id, "r")
+    assert ring.published_seq == 5
+    g = _reader(engine_id, "g")
     prod = _producer(engine_id)
     assert prod.seq == 5
     prod.publish(_msg(5, 10))
-    assert _read(g, "poll", 10) == [3, 4, 5]
+    assert _read(g, "poll", 10) == [0, 1, 2, 3, 4, 5]
+    ring.close()
 
 
 def test_a_crashed_worker_leaves_its_streams_open_and_its_reader_slots_gating(
