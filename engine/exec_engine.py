@@ -50,7 +50,9 @@ from typing import Any
 import msgspec
 
 from engine.algos.engine import AlgoEngine
+from engine.contingent import ContingentBook, is_list_order
 from engine.emulation import EMULATABLE, StopEmulator
+from engine.exec_lists import ListWorker
 from engine.exec_policy import ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
@@ -146,6 +148,10 @@ class ExecEngine:
         if algo_engine == "auto":
             algo_engine = AlgoEngine(self.instruments, self.next_exec_id)
         self.algo = algo_engine
+        #: order lists (OTO / OCO / OUO, brackets): ``engine.contingent`` says what each leg
+        #: should be, ``engine.exec_lists`` makes it so through this engine's paths
+        self.lists = ContingentBook()
+        self._lw = ListWorker(self)
 
     # --- ids -------------------------------------------------------------------------------------
     def next_exec_id(self) -> int:
@@ -166,11 +172,15 @@ class ExecEngine:
                 pass
             elif order.algo:  # type: ignore[union-attr]
                 self._new_parent(order, now_ns, out)  # type: ignore[arg-type]
+            elif is_list_order(order):
+                self._lw.new_member(order, now_ns, out)  # type: ignore[arg-type]
             else:
                 self._new(order, now_ns, out)  # type: ignore[arg-type]
         elif tp is CancelOrder:
             if self.algo is not None and self.algo.is_parent(order.client_order_id):
                 self._algo_out(self.algo.cancel(order.client_order_id, now_ns), now_ns, out)
+            elif self._lw.cancel_waiting(order, now_ns, out):  # type: ignore[arg-type]
+                pass
             else:
                 self._cancel(order, now_ns, out)  # type: ignore[arg-type]
         elif tp is ReplaceOrder:
@@ -188,6 +198,8 @@ class ExecEngine:
                         now_ns,
                     )
                     out.append(rej)
+            elif order.client_order_id in self.lists:
+                self._lw.replace_member(order, now_ns, out)  # type: ignore[arg-type]
             else:
                 self._replace(order, now_ns, out)  # type: ignore[arg-type]
         else:
@@ -221,22 +233,30 @@ class ExecEngine:
         if r is None:
             self.duplicates += 1
             return
-        reason = ""
-        if order.instrument_id not in self._iids:
-            reason = f"unknown instrument {order.instrument_id}"
-        elif ot not in native:
-            if ot not in EMULATABLE:
-                reason = f"unsupported order type {ot}"
-            elif not self.policy.emulate:
-                reason = (
-                    f"unsupported order type {_type_name(ot)}: the venue lacks it, emulation off"
-                )
+        reason = self._refusal(order)
         if reason:
             self._local_reject(order, reason, now_ns, out)
         elif emulate:
             self._emulate(order, now_ns, out)
         else:
             self._dispatch(order, now_ns, out)
+
+    def _refusal(self, order: NewOrder) -> str:
+        """Why exec cannot take a new order at all ("" = it can)."""
+        ot = order.order_type
+        if order.instrument_id not in self._iids:
+            return f"unknown instrument {order.instrument_id}"
+        if ot not in self.policy.native_types:
+            if ot not in EMULATABLE:
+                return f"unsupported order type {ot}"
+            if not self.policy.emulate:
+                return f"unsupported order type {_type_name(ot)}: the venue lacks it, emulation off"
+        return ""
+
+    def emulates(self, order: NewOrder) -> bool:
+        """Whether exec emulates this order's type (the venue lacks it)."""
+        ot = order.order_type
+        return ot not in self.policy.native_types and ot in EMULATABLE and self.policy.emulate
 
     def _emulate(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
         """Hold a stop / stop-limit / trailing stop locally until market data triggers it."""
@@ -435,6 +455,8 @@ class ExecEngine:
             self._algo_out(algo.on_child_event(ev, now_ns), now_ns, out)
         else:
             out.append(ev)
+        if self.lists.legs and coid in self.lists:  # after the event: then what it caused
+            self._lw.on_event(ev, now_ns, out)
 
     def _retry(self, ev: OrderRejected, now_ns: int) -> bool:
         """Schedule a retry of a new order the venue refused for a passing reason."""
@@ -565,6 +587,7 @@ class ExecEngine:
         self._now = now_ns
         out: list[object] = []
         self._filter(self.venue.poll(now_ns), now_ns, out)
+        self._lw.flush_native(now_ns, out)
         if self._retry_due and self._retry_due[0][0] <= now_ns:
             self._send_retries(now_ns, out)
         if self._expiries and self._expiries[0][0] <= now_ns:
@@ -648,6 +671,8 @@ class ExecEngine:
         self.table = table
         for r in table.open_orders():
             coid = r.client_order_id
+            if is_list_order(r.order):
+                continue  # list legs: ``restore_lists`` holds or arms them
             if r.emulated and not r.triggered:
                 self.emulator.add(msgspec.structs.replace(r.order, qty=r.leaves_qty))
             elif r.state == OrderStatus.INITIALIZED:
@@ -656,6 +681,27 @@ class ExecEngine:
         for coid in table.orders:
             if lo < coid <= self._id_limit:
                 self._next_id = max(self._next_id, coid)
+
+    def restore_lists(self, now_ns: int, local: set[int] | None = None) -> list[object]:
+        """Bring the order lists back after a restart, once the order table is restored or
+        rebuilt (``engine.exec_lists.ListWorker.restore``); returns the events to publish.
+        ``local``: the legs that never reached the venue (``engine.exec_lists.local_members``,
+        which is the default)."""
+        self._now = now_ns
+        return self._lw.restore(now_ns, local)
+
+    @property
+    def list_stats(self) -> dict[str, int]:
+        """Order-list counters: legs, releases, resizes, ends, OCO races (count and lots)."""
+        lw, b = self._lw, self.lists
+        return {
+            "legs": len(b),
+            "released": lw.released,
+            "resized": lw.resized,
+            "ended": lw.ended,
+            "oco_races": b.oco_races,
+            "oco_race_qty": b.oco_race_qty,
+        }
 
     def restore_algos(self, rec: Any, now_ns: int) -> list[object]:
         """Rebuild the algo parents that were working before a restart (after the order table
@@ -691,7 +737,11 @@ class ExecEngine:
         """
         venue_open = {o.client_order_id for o in self.venue.open_orders()}
         by_venue_id = {self._venue_id.get(c, c): c for c in self.table._open}
-        local = set(self._held) | {c for c in self.table._open if c in self.emulator}
+        local = set(self._held) | {
+            c
+            for c in self.table._open
+            if c in self.emulator or ((leg := self.lists.legs.get(c)) is not None and leg.waiting)
+        }
         missing = [
             c
             for v, c in by_venue_id.items()

@@ -1,0 +1,335 @@
+"""Exec's hands for order lists: holds, releases, resizes and cancels the legs that
+``engine.contingent`` says should change, through the exec engine's own paths.
+
+Why apart from ``engine.exec_engine``: the rules live in ``ContingentBook`` (pure, level-
+triggered); this is the glue that turns "the take-profit should be 7 lots now" into a local
+``OrderReplaced`` of a held order, a venue amend, an ``OrderTriggered`` release or a cancel —
+and brings the lists back after a restart. Every event it makes goes through the engine's
+``_route`` (the order table, then upstream), so strategies, risk, the portfolio and the
+recorder see each leg as the order it is.
+
+What upstream sees of a list leg (docs/orders-and-algos.md):
+
+- a held OTO child is accepted by exec itself (``OrderAccepted`` with ``venue_order_id`` 0),
+  at the size the strategy sent;
+- its release: an ``OrderReplaced`` to the size the parent's fills give (when that differs),
+  then an ``OrderTriggered`` (``emulated``, ``trigger_px`` the parent's average fill price) as
+  it goes to the venue — a stop child instead goes to exec's stop emulation, triggered later
+  like any emulated stop; growth with later parent fills: ``OrderReplaced`` (an amend);
+- an end the list decides (parent ended unfilled, an OCO peer filled, OUO peers took it all):
+  ``OrderCanceled``.
+
+Native lists: where the venue client says ``supports_contingency(kind)`` for every kind a leg
+involves and offers ``submit_list(orders, now_ns)``, legs are collected and handed over
+together at exec's next ``poll`` (a strategy sends a list's legs together, so they arrive in
+one batch); the venue then runs the list and exec only forwards its events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from engine.contingent import OTO, Facts, is_list_order
+from engine.messages import (
+    CancelOrder,
+    NewOrder,
+    OrderAccepted,
+    OrderPartiallyFilled,
+    OrderReplaced,
+    OrderTriggered,
+    OrderType,
+    ReplaceOrder,
+)
+from engine.order_states import OrderStatus
+
+if TYPE_CHECKING:  # the engine owns us: no import cycle
+    from engine.exec_engine import ExecEngine
+
+_BUSY = (OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_REPLACE)
+#: order types whose ``px`` is not a limit: an amend's price is their trigger level
+_STOP_PX = (int(OrderType.STOP), int(OrderType.TRAILING_STOP), int(OrderType.MARKET_IF_TOUCHED))
+
+
+def local_members(orders: Iterable[NewOrder], table: Any, venue: Any) -> set[int]:
+    """List legs open in ``table`` that never reached the venue: held children and emulated
+    legs not yet triggered. A restart keeps them open (reconciliation would otherwise close
+    them as "not open at the venue") and exec holds or arms them again."""
+    out: set[int] = set()
+    for o in orders:
+        if not is_list_order(o):
+            continue
+        r = table.get(o.client_order_id)
+        if r is None or not r.is_open or r.triggered or r.venue_order_id:
+            continue
+        if not venue.knows_order(o.client_order_id):
+            out.add(o.client_order_id)
+    return out
+
+
+class ListWorker:
+    """Works the exec engine's ``ContingentBook``."""
+
+    def __init__(self, engine: ExecEngine) -> None:
+        self.e = engine
+        self.lists = engine.lists
+        self._queue: list[int] = []
+        self._draining = False
+        self._native_buf: list[NewOrder] = []
+        self.released = 0  # children released (sent on, or armed) after their parent filled
+        self.resized = 0  # amends exec made to keep a leg at its wanted size
+        self.ended = 0  # legs the list ended (cancels of held or working legs)
+
+    # --- what the book reads ---------------------------------------------------------------------
+    def facts(self, coid: int) -> Facts | None:
+        r = self.e.table.get(coid)
+        if r is None:
+            return None
+        return Facts(r.cum_qty, r.is_open, r.order.qty)
+
+    # --- new legs, requests --------------------------------------------------------------------
+    def new_member(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
+        """A leg of a list from risk: refused, held, handed to the venue's list, or sent."""
+        e = self.e
+        coid = order.client_order_id
+        if coid in e.table:
+            e.duplicates += 1
+            return
+        why = e._refusal(order) or self._check_emulated(order)
+        if not why:
+            why = self.lists.admit(order, self.facts)
+            if not why and not order.parent_id:
+                why = self.lists.dead(coid, self.facts)  # an OCO peer filled before it came
+                if why:
+                    self.lists.forget([coid])
+        if why:
+            e.table.add(order, now_ns, submitted=False)
+            e._local_reject(order, why, now_ns, out)
+            return
+        leg = self.lists.legs[coid]
+        if self._native_ok(order):
+            leg.native, leg.waiting = True, False
+            e.table.add(order, now_ns, submitted=False)
+            self._native_buf.append(order)
+            return
+        if leg.waiting:
+            e.table.add(order, now_ns, submitted=False, emulated=e.emulates(order))
+            e._route(OrderAccepted.for_order(order, 0, now_ns, now_ns), now_ns, out)
+        else:
+            e._new(order, now_ns, out)
+        self.touch([coid], now_ns, out)
+
+    def _check_emulated(self, order: NewOrder) -> str:
+        """An emulated leg's terms, checked on arrival (a held stop is armed only later)."""
+        if not self.e.emulates(order):
+            return ""
+        em = self.e.emulator
+        why = em.add(order)
+        if not why:
+            em.cancel(order.client_order_id)
+        return why
+
+    def _native_ok(self, order: NewOrder) -> bool:
+        v = self.e.venue
+        sup = getattr(v, "supports_contingency", None)
+        if sup is None or not hasattr(v, "submit_list"):
+            return False
+        kinds = {order.contingency} - {0}
+        if order.parent_id:
+            parent = self.lists.legs.get(order.parent_id)
+            if parent is None or not parent.native:
+                return False
+            kinds.add(OTO)
+        return all(sup(k) for k in kinds)
+
+    def flush_native(self, now_ns: int, out: list[object]) -> None:
+        """Hand the legs collected since the last poll to the venue as one list."""
+        if not self._native_buf:
+            return
+        e = self.e
+        legs = [o for o in self._native_buf if e.table.submit(o.client_order_id, now_ns)]
+        self._native_buf.clear()
+        if legs:
+            e.sent += len(legs)
+            e._filter(e.venue.submit_list(legs, now_ns), now_ns, out)
+
+    def cancel_waiting(self, c: CancelOrder, now_ns: int, out: list[object]) -> bool:
+        """A cancel of a leg exec holds (a waiting child, a native leg not yet handed over):
+        done here. False: not such a leg (the ordinary cancel path takes it)."""
+        coid = c.client_order_id
+        leg = self.lists.legs.get(coid)
+        r = self.e.table.get(coid)
+        if leg is None or r is None or not r.is_open:
+            return False
+        if leg.waiting:
+            leg.waiting = False
+        elif leg.native and any(o.client_order_id == coid for o in self._native_buf):
+            self._native_buf = [o for o in self._native_buf if o.client_order_id != coid]
+        else:
+            return False
+        self.e._local_cancel(r.order, "canceled", c.ts_origin, now_ns, out)
+        return True
+
+    def replace_member(self, rep: ReplaceOrder, now_ns: int, out: list[object]) -> None:
+        """The strategy amends a leg: its full size follows (the rules keep the amend); a held
+        leg is amended here, a working one at the venue."""
+        e = self.e
+        coid = rep.client_order_id
+        r = e.table.get(coid)
+        leg = self.lists.legs[coid]
+        if r is None or not r.is_open or rep.new_qty <= 0:
+            e._replace(rep, now_ns, out)  # the ordinary path answers (ignored / refused)
+            return
+        self.lists.amended(coid, r.cum_qty + rep.new_qty, self.facts)
+        if not leg.waiting:
+            e._replace(rep, now_ns, out)
+            return
+        o = leg.order
+        if o.order_type in _STOP_PX:
+            leg.order = msgspec.structs.replace(o, stop_px=rep.new_px or o.stop_px)
+        else:
+            leg.order = msgspec.structs.replace(o, px=rep.new_px)
+        ev = OrderReplaced(
+            coid, rep.instrument_id, rep.new_px, rep.new_qty, rep.ts_origin, now_ns, now_ns
+        )
+        e._route(ev, now_ns, out)
+
+    # --- events ------------------------------------------------------------------------------
+    def on_event(self, ev: Any, now_ns: int, out: list[object]) -> None:
+        """An event of a leg passed the order table: count an OCO race, then let the rules act
+        on the legs it may move."""
+        coid = ev.client_order_id
+        if isinstance(ev, OrderPartiallyFilled):
+            self.lists.note_fill(coid, ev.fill_qty, self.facts)
+        self.touch(self.lists.affected(coid), now_ns, out)
+
+    def touch(self, coids: list[int], now_ns: int, out: list[object]) -> None:
+        """Bring these legs to what the rules want (one pass at a time: what it causes queues)."""
+        self._queue.extend(coids)
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._queue:
+                self._sync(self._queue.pop(0), now_ns, out)
+        finally:
+            self._draining = False
+
+    def _sync(self, coid: int, now_ns: int, out: list[object]) -> None:
+        lists = self.lists
+        leg = lists.legs.get(coid)
+        r = self.e.table.get(coid)
+        if leg is None or leg.native or r is None or not r.is_open or r.state in _BUSY:
+            return
+        why = lists.dead(coid, self.facts)
+        if leg.waiting:
+            if why:
+                leg.waiting = False
+                self.ended += 1
+                self.e._local_cancel(r.order, why, now_ns, now_ns, out)
+                return
+            want = lists.want(coid, self.facts)
+            if want > 0:
+                self._release(leg, r, want, now_ns, out)
+            return
+        if not why and not lists.governed(coid):
+            return
+        want = lists.want(coid, self.facts)
+        if why or want <= r.cum_qty:
+            self._end(r, why or "contingent: reduced to nothing by its OUO peers", now_ns, out)
+        elif want != r.qty:
+            self.resized += 1
+            px = r.px if r.px or r.order.order_type not in _STOP_PX else r.stop_px
+            rep = ReplaceOrder(
+                coid, r.order.strategy_id, r.instrument_id, px, want - r.cum_qty, now_ns, now_ns
+            )
+            self.e._replace(rep, now_ns, out)
+
+    def _release(self, leg: Any, r: Any, want: int, now_ns: int, out: list[object]) -> None:
+        """A held child goes on at ``want`` lots: to the venue, or armed if exec emulates it."""
+        e = self.e
+        coid = r.client_order_id
+        leg.waiting = False
+        self.released += 1
+        o = leg.order
+        if want != r.qty:
+            px = r.px if r.px or o.order_type not in _STOP_PX else o.stop_px
+            resized = OrderReplaced(coid, r.instrument_id, px, want, o.ts_origin, now_ns, now_ns)
+            e._route(resized, now_ns, out)
+        order = msgspec.structs.replace(o, qty=want, ts_origin=now_ns)
+        if r.emulated:
+            why = e.emulator.add(order)
+            if why:
+                e._local_reject(order, why, now_ns, out)
+            return
+        parent = e.table.get(o.parent_id)
+        trig_px = round(parent.avg_px) if parent is not None else 0
+        ev = OrderTriggered(
+            coid,
+            o.instrument_id,
+            o.side,
+            0,
+            trig_px,
+            o.order_type,
+            o.px,
+            want,
+            True,
+            o.ts_origin,
+            now_ns,
+            now_ns,
+        )
+        e._route(ev, now_ns, out)
+        r = e.table.get(coid)
+        if r is not None and r.state == OrderStatus.TRIGGERED:
+            e._dispatch(order, now_ns, out)
+
+    def _end(self, r: Any, why: str, now_ns: int, out: list[object]) -> None:
+        """What is open of a working leg is canceled: locally if exec holds it, else at the
+        venue."""
+        e = self.e
+        coid = r.client_order_id
+        self.ended += 1
+        if coid in e.emulator or coid in e._held:
+            e._drop_local(coid)
+            e._local_cancel(r.order, why, now_ns, now_ns, out)
+            return
+        c = CancelOrder(coid, r.order.strategy_id, r.instrument_id, now_ns, now_ns)
+        e._cancel(c, now_ns, out)
+
+    # --- restart -------------------------------------------------------------------------------
+    def restore(self, now_ns: int, local: set[int] | None = None) -> list[object]:
+        """Bring the lists back from the order table after a restart (the table rebuilt from
+        the journal and the venue first): every leg registered again; legs that never reached
+        the venue (``local``; by default found by ``local_members``) held again, or armed if
+        exec emulates them and their parent filled; then every leg brought to what the rules
+        want now — a parent fill exec missed while down releases or grows its children, a
+        peer's fill cancels its OCO peers."""
+        e = self.e
+        out: list[object] = []
+        orders = [r.order for r in e.table.orders.values()]
+        if local is None:
+            local = local_members(orders, e.table, e.venue)
+        members = [o for o in orders if is_list_order(o)]
+        for o in members:
+            if o.client_order_id not in self.lists:
+                self.lists.register(o, self.facts)
+        for o in members:
+            coid = o.client_order_id
+            leg = self.lists.legs[coid]
+            r = e.table.get(coid)
+            leg.native = self._native_ok(o) and coid not in local
+            leg.waiting = False
+            if r is None or not r.is_open or coid not in local:
+                continue
+            pf = self.facts(o.parent_id) if o.parent_id else None
+            if pf is not None and pf.filled == 0:
+                leg.waiting = True  # its parent has not filled: held again
+            elif r.emulated and coid not in e.emulator:
+                e.emulator.add(msgspec.structs.replace(o, qty=r.leaves_qty))
+            elif not r.emulated:
+                leg.waiting = True  # released in exec's mind, never sent: released again
+        self.touch([o.client_order_id for o in members], now_ns, out)
+        e._flush(out)
+        return out
