@@ -206,17 +206,22 @@ class MarginSummary:
     def leverage(self) -> float:
         return _ratio(self.notional, self.equity)
 
-    def as_dict(self) -> dict[str, float | bool]:
+    def as_dict(self) -> dict[str, float | bool | None]:
+        """Plain types for JSON (an infinite ratio: None)."""
         return {
             "equity": self.equity,
             "initial_margin": self.initial,
             "maintenance_margin": self.maintenance,
             "notional": self.notional,
             "free_margin": self.free,
-            "margin_usage": self.usage,
-            "leverage": self.leverage,
+            "margin_usage": _finite(self.usage),
+            "leverage": _finite(self.leverage),
             "margin_call": self.margin_call,
         }
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _ratio(num: float, equity: float) -> float:
