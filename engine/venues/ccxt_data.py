@@ -275,6 +275,9 @@ class CcxtDataClient:
                 key = f"trades {ins.symbol}"
                 tasks.append(asyncio.create_task(self._trade_loop(ex, ins, key), name=key))
                 limits[key] = self.trade_stale_after_s
+        for key, coro in self._more_streams(ex):  # a subclass's own streams (perp: marks)
+            tasks.append(asyncio.create_task(coro, name=key))
+            limits[key] = 0.0
         self._last = dict.fromkeys(limits, now)
         try:
             return await self._watch(ex, tasks, limits)
@@ -282,6 +285,11 @@ class CcxtDataClient:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _more_streams(self, ex: Any) -> list[tuple[str, Any]]:
+        """(name, coroutine) of further streams a session watches (none here; a coroutine that
+        ends or fails ends the session like any other stream)."""
+        return []
 
     async def _watch(
         self, ex: Any, tasks: list[asyncio.Task[None]], limits: dict[str, float]

@@ -181,7 +181,37 @@ def parse_market(
         status=market_status(market),
         maker_fee_bps=_bps(fee.get("maker", market.get("maker"))),
         taker_fee_bps=_bps(fee.get("taker", market.get("taker"))),
+        instrument=contract_keys(market),
     )
+
+
+#: a perpetual's funding interval where the venue lists none (Binance, Bybit, OKX: 8 h)
+DEFAULT_FUNDING_INTERVAL_S = 8 * 3600
+
+
+def contract_keys(market: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``Instrument`` keys of a contract market ({} for spot): a linear perpetual (ccxt
+    ``swap``) or dated future with its contract size and, where the venue's market lists them
+    (Binance's ``requiredMarginPercent`` / ``maintMarginPercent``), its margins. An inverse or
+    option contract is a ``ValueError``: not modelled (the market is skipped)."""
+    if market.get("spot") is not False or not market.get("contract"):
+        return {}
+    symbol = market.get("symbol")
+    if not market.get("linear") or market.get("option"):
+        raise ValueError(f"market {symbol!r}: only linear perpetuals and futures are modelled")
+    size = _dec(market.get("contractSize")) or Decimal(1)
+    out: dict[str, Any] = {"contract_size": float(size)}
+    if market.get("swap"):
+        out |= {"kind": "perpetual", "funding_interval_s": DEFAULT_FUNDING_INTERVAL_S}
+    elif market.get("future") and market.get("expiry"):
+        out |= {"kind": "future", "expiry_ns": int(market["expiry"]) * 1_000_000}
+    else:
+        raise ValueError(f"market {symbol!r}: a contract that is neither a swap nor a future")
+    info = market.get("info") if isinstance(market.get("info"), Mapping) else {}
+    im, mm = _dec(info.get("requiredMarginPercent")), _dec(info.get("maintMarginPercent"))
+    if im is not None and mm is not None and 0 <= mm <= im < 100:
+        out |= {"initial_margin": float(im / 100), "maintenance_margin": float(mm / 100)}
+    return out
 
 
 def load_markets(
@@ -277,6 +307,13 @@ def check_instrument(
     if ins.kind != kind:
         raise MarketMismatch(
             venue, ins.symbol, f"kind {ins.kind!r} disagrees with the venue's {kind!r}"
+        )
+    size = m.instrument.get("contract_size")
+    if size is not None and not _same(ins.contract_size, str(size)):
+        raise MarketMismatch(
+            venue,
+            ins.symbol,
+            f"contract_size {ins.contract_size:g} disagrees with the venue's {size}",
         )
     return m
 
