@@ -35,6 +35,7 @@ import numpy as np
 
 from engine import replay_kernels as rk
 from engine.book import _apply_delta_nb
+from engine.enums import InstrumentKind
 from engine.md_columns import MdKind, is_columnar
 from engine.messages import Quote
 from engine.replay_batch import RowBatch
@@ -59,6 +60,9 @@ def fast_unsupported(rt: InlineRuntime, source: object) -> str:
         return "the simulated exchange keeps a durable record"
     if rt.feed_latency_ns:
         return "a feed latency is set (the fast path replays with none)"
+    odd = [i.symbol for i in rt.instruments if i.kind != InstrumentKind.SPOT]
+    if odd:  # funding, expiry, resolution, margin: the simulator's accounts run on messages
+        return f"instruments that are not spot ({', '.join(odd[:3])}): the exact path"
     ids = rt.instruments.ids
     if ids and (min(ids) < 0 or max(ids) > _MAX_ID):
         return f"instrument ids beyond 0..{_MAX_ID}"

@@ -185,14 +185,18 @@ def venue_configs(
     way a real venue would). Every simulated venue serves the configured market."""
     table = instruments or cfg.instrument_table()
     market = partial(_market_stream, cfg)
+    # a simulated venue's account starts with the portfolio's cash (engine.venues.sim_accounts)
+    balance = {"balance": dict(cfg.portfolio.cash)}
     if not getattr(cfg, "venues", None):
-        settings = cfg.sim.venue_settings()
+        settings = cfg.sim.venue_settings() | balance
         return [VenueConfig("sim", "sim", table, settings, cfg.market.seed, record_path, market)]
     if len(cfg.venues) == 1 and cfg.venues[0].kind != "sim":
         return [_real_venue_config(cfg, cfg.venues[0], table, record_path, with_keys=with_keys)]
     sims = sim_instrument_table(cfg, table)  # a simulated venue beside real ones: not theirs
     return [
-        VenueConfig(v.name, v.kind, sims, v.venue_settings(), cfg.market.seed + k, None, market)
+        VenueConfig(
+            v.name, v.kind, sims, v.venue_settings() | balance, cfg.market.seed + k, None, market
+        )
         if v.kind == "sim"
         else _real_venue_config(cfg, v, table, None, cfg.market.seed + k, with_keys)
         for k, v in enumerate(cfg.venues)
@@ -218,8 +222,12 @@ def _real_venue_config(
         # claim each other's orders (engine.venues.ccxt_orders.order_prefix)
         "engine_id": cfg.engine.id,
     }
-    # the keys: exec's alone (the feed's market data is public: it never loads them)
-    creds = cfg.venue_credentials(v.name) if live and with_keys else None
+    # the keys: exec's alone (the feed's market data is public: it never loads them), and a
+    # kind's whose prices need them (``private_data``: OANDA), paper too
+    from engine.venues.registry import lookup
+
+    private = lookup(v.kind).private_data
+    creds = cfg.venue_credentials(v.name) if (live or private) and with_keys else None
     seed = cfg.market.seed if seed is None else seed
     return VenueConfig(
         v.name, v.kind, table, settings, seed, None if live else record_path, credentials=creds
@@ -266,7 +274,10 @@ def build_data_client(cfg: Config, rejects: Any = None, rules: Any = None) -> Ma
                 continue  # one simulated market serves every simulated venue
             sim_done = True
             c = replace(c, market=partial(_market_stream, cfg, rejects, rules))
-        clients.append(lookup(c.kind).market_data(c))
+        kind = lookup(c.kind)
+        if kind.private_data:  # its prices need the account's keys (OANDA)
+            c = replace(c, credentials=cfg.venue_credentials(c.name))
+        clients.append(kind.market_data(c))
     from engine.venues.data import is_live
     from engine.venues.merged_data import MergedDataClient
 

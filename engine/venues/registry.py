@@ -55,7 +55,9 @@ MarketsLoader = Callable[[str, Mapping[str, Any], Any], dict[str, Any]]
 class VenueKind:
     """A registered kind: ``execution`` and ``market_data`` build its clients. A real venue
     (``real``) has ``markets``, its pre-flight's loader, and a ``[[venues]]`` struct of its own
-    in ops/venue_config.py; ``live``: it may trade real money (all three gates passed)."""
+    in ops/venue_config.py; ``live``: it may trade real money (all three gates passed);
+    ``private_data``: its market data needs the account's keys (OANDA's prices), so its
+    market-data client is built with them and the feed gets them."""
 
     kind: str
     execution: Callable[[VenueConfig], ExecutionClient]
@@ -64,6 +66,7 @@ class VenueKind:
     real: bool = False
     live: bool = False
     markets: MarketsLoader | None = None
+    private_data: bool = False
 
 
 class UnknownVenueKind(ValueError):
@@ -112,6 +115,7 @@ def live_kinds() -> tuple[str, ...]:
 def _sim_execution(c: VenueConfig) -> ExecutionClient:
     from engine.venues.multi import ShiftedVenue
     from engine.venues.sim import SimExchange
+    from engine.venues.sim_odds import OddsVenue, odds_pivots
 
     s = c.settings
     sim = SimExchange(
@@ -123,9 +127,17 @@ def _sim_execution(c: VenueConfig) -> ExecutionClient:
         jitter_ns=s.get("jitter_ns", 0),
         seed=c.seed,
         record_path=c.record_path,
+        # the account (engine.venues.sim_accounts): its cash, a betting market's commission
+        balance=s.get("balance"),
+        commission_pct=s.get("commission_pct", 0.0),
+        liquidation_buffer=s.get("liquidation_buffer", 1.0),
+        leverage=s.get("leverage", 0.0),
+        position_mode=s.get("position_mode", "netting"),
     )
+    pivots = odds_pivots(c.instruments)  # betting: matched on inverted odds
+    venue: Any = OddsVenue(sim, pivots) if pivots else sim
     off, scale = s.get("px_offset_ticks", 0), s.get("size_scale", 1.0)
-    return ShiftedVenue(sim, off, scale) if off or scale != 1.0 else sim  # type: ignore[return-value]
+    return ShiftedVenue(venue, off, scale) if off or scale != 1.0 else venue
 
 
 def _sim_market_data(c: VenueConfig) -> MarketDataClient:

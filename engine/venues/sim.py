@@ -92,6 +92,7 @@ from engine.messages import (
 from engine.order_states import OrderStatus
 from engine.venues.base import VenueEvent
 from engine.venues.reports import OrderStatusReport, StatusReports
+from engine.venues.sim_accounts import SimAccounts
 from engine.venues.sim_flow import MarketFlow
 from engine.venues.sim_record import SimRecord, prune_records, restore
 from engine.venues.sim_state import DAY_NS, SimInstrument, SimOrder, SimRequest
@@ -136,6 +137,11 @@ class SimExchange(MarketFlow, StatusReports):
         conservative assumption for queue position.
     session_close_ns:
         DAY orders expire at this offset from UTC midnight (default: midnight).
+    balance, commission_pct, liquidation_buffer, leverage:
+        The account (``engine.venues.sim_accounts``): starting cash per currency, a betting
+        market's commission on its net winnings (%), liquidation below maintenance margin x
+        the buffer, the leverage cap. The accounts exist only when an instrument is not plain
+        spot.
     """
 
     def __init__(
@@ -155,7 +161,16 @@ class SimExchange(MarketFlow, StatusReports):
         session_close_ns: int = DAY_NS,
         max_levels: int = 256,
         record_path: str | os.PathLike[str] | None = None,
+        balance: Mapping[str, float] | None = None,
+        commission_pct: float = 0.0,
+        liquidation_buffer: float = 1.0,
+        leverage: float = 0.0,
+        position_mode: str = "netting",
     ) -> None:
+        if position_mode != "netting":
+            raise ValueError("position_mode: the simulated exchange nets positions")
+        if not isinstance(instruments, InstrumentTable | Mapping):
+            instruments = list(instruments)  # read twice: specs, then the accounts
         if latency_ns < 0 or jitter_ns < 0 or response_latency_ns < 0:
             raise ValueError("latencies must be >= 0")
         if not 0 < session_close_ns <= DAY_NS:
@@ -197,6 +212,18 @@ class SimExchange(MarketFlow, StatusReports):
         self._halts: dict[int, tuple[int, str]] = {}
         #: new orders and replaces refused because the instrument was halted
         self.halt_rejects = 0
+        defs = SimAccounts.of(instruments)
+        #: funding, financing, expiry, resolution, margin (None: every instrument is spot)
+        self._accounts: SimAccounts | None = None
+        if SimAccounts.needed(defs):
+            self._accounts = SimAccounts(
+                defs,
+                venue=name,
+                balance=balance,
+                commission_pct=commission_pct,
+                liquidation_buffer=liquidation_buffer,
+                leverage=leverage,
+            )
         if record_path is not None:
             self._record = SimRecord(record_path)
             restore(self, self._record.frames)
@@ -261,6 +288,8 @@ class SimExchange(MarketFlow, StatusReports):
             self._on_delta(inst, msg, t)
         elif type(msg) is Trade:
             self._on_trade(inst, msg, t)
+            if self._accounts is not None:
+                self._accounts.on_trade(msg.instrument_id, msg.px)
         elif type(msg) is Quote:
             self._on_quote(inst, msg, t)
         elif type(msg) is BookSnapshot:
@@ -377,13 +406,24 @@ class SimExchange(MarketFlow, StatusReports):
         self._requests.append(SimRequest(arrival, self._next_req, msg))
 
     def _advance(self, now_ns: int) -> None:
-        """Process arrivals and expiries due by ``now_ns``, in time order."""
+        """Process arrivals, expiries and the accounts' schedule due by ``now_ns``, in time
+        order."""
         reqs = self._requests
         exps = self._expiries
+        acc = self._accounts
         while True:
             t_req = reqs[0].arrival_ns if reqs else None
             t_exp = exps[0][0] if exps else None
-            if t_exp is not None and t_exp <= now_ns and (t_req is None or t_exp <= t_req):
+            t_acc = acc.next_due(max(self._clock, now_ns)) if acc is not None else None
+            if (
+                t_acc is not None
+                and t_acc <= now_ns
+                and (t_req is None or t_acc <= t_req)
+                and (t_exp is None or t_acc <= t_exp)
+            ):
+                self._clock = max(self._clock, t_acc)
+                acc.run_due(self, t_acc)  # type: ignore[union-attr]
+            elif t_exp is not None and t_exp <= now_ns and (t_req is None or t_exp <= t_req):
                 _, _, coid = heapq.heappop(exps)
                 self._clock = max(self._clock, t_exp)
                 self._expire(coid, self._clock)
@@ -413,6 +453,8 @@ class SimExchange(MarketFlow, StatusReports):
         heapq.heappush(self._outbox, (t + self.response_latency_ns, self._next_out, ev))
 
     def _drain(self, now_ns: int) -> list[VenueEvent]:
+        if self._accounts is not None:  # margin after what moved the market or our positions
+            self._accounts.check_margin(self, self._clock)
         rec = self._record
         if rec is not None and rec.buf:
             rec.flush()
@@ -432,6 +474,10 @@ class SimExchange(MarketFlow, StatusReports):
             return f"duplicate client_order_id {o.client_order_id}"
         if o.instrument_id not in self._insts:
             return f"unknown instrument {o.instrument_id}"
+        if self._accounts is not None:
+            why = self._accounts.refuse(o.instrument_id, o.px, o.order_type == OrderType.LIMIT)
+            if why:
+                return why
         halt = self._insts[o.instrument_id].halt_reason
         if halt:
             self.halt_rejects += 1
@@ -720,6 +766,8 @@ class SimExchange(MarketFlow, StatusReports):
         )
         self.fills.append(ev)
         self._positions[o.instrument_id] = self._positions.get(o.instrument_id, 0) + rec.side * q
+        if self._accounts is not None:
+            self._accounts.on_fill(o.instrument_id, rec.side, px, q, fee)
         if rec.leaves == 0:
             self._close(inst, rec)
         self._emit(ev, t)

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engine.messages import (
+    ACCOUNT_EVENT_TYPES,
     ExchangeStatus,
+    Financing,
+    FundingPayment,
+    Liquidation,
+    MarginStatus,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
@@ -33,6 +38,7 @@ from engine.messages import (
     OrderReplaced,
     OrderReplaceRejected,
     OrderType,
+    Settlement,
     TimeInForce,
 )
 from engine.venues.sim_state import DAY_NS, SimOrder
@@ -56,6 +62,11 @@ RecordFrame = (
     | OrderCancelRejected
     | OrderReplaceRejected
     | ExchangeStatus
+    | FundingPayment
+    | Financing
+    | Settlement
+    | Liquidation
+    | MarginStatus
 )
 
 
@@ -153,6 +164,11 @@ def _restore_one(sim: SimExchange, ev: Any, pending: dict[int, NewOrder]) -> Non
     if t is ExchangeStatus:
         sim._set_status(ev)
         return
+    if t in ACCOUNT_EVENT_TYPES:  # what the market did to our positions and cash
+        sim._clock = max(sim._clock, ev.ts_event)
+        if sim._accounts is not None:
+            sim._accounts.restore(sim, ev)
+        return
     coid = ev.client_order_id
     sim._clock = max(sim._clock, getattr(ev, "ts_event", 0))
     if t is NewOrder:
@@ -181,6 +197,8 @@ def _restore_one(sim: SimExchange, ev: Any, pending: dict[int, NewOrder]) -> Non
         sim._next_fill = max(sim._next_fill, ev.fill_id)
         iid = ev.instrument_id
         sim._positions[iid] = sim._positions.get(iid, 0) + ev.side * ev.fill_qty
+        if sim._accounts is not None:
+            sim._accounts.on_fill(iid, ev.side, ev.fill_px, ev.fill_qty, ev.fee)
         if rec is not None:
             rec.cum += ev.fill_qty
             rec.leaves = ev.leaves_qty
