@@ -197,8 +197,9 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
                 f"  {sym:<10} {v.get('position', 0):>9d} {v.get('fills', 0):>6d} {v.get('realized', 0.0):>11.2f} "
                 f"{v.get('unrealized', 0.0):>11.2f} {v.get('fees', 0.0):>9.2f}"
             )
-    for k in ("realized", "unrealized", "fees", "equity"):
-        if k in pf:
+    # the P&L components apart: funding, financing and commission where the portfolio has them
+    for k in ("realized", "unrealized", "fees", "funding", "financing", "commission", "equity"):
+        if isinstance(pf.get(k), int | float):
             lines.append(f"  {k}: {pf[k]:.2f}")
     from ops.report import format_analytics
 

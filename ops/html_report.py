@@ -110,11 +110,13 @@ def _money(v: Any) -> str:
     return "-" if v is None else f"{float(v):+,.2f}"
 
 
+_COMPONENTS = (("funding", "funding"), ("financing", "financing"), ("commission", "commission"))
+
+
 def _figures(d: ReportData) -> str:
     s = d.summary
-    net = sum(float(s.get(k) or 0.0) for k in ("realized", "unrealized")) - float(
-        s.get("fees") or 0.0
-    )
+    net = sum(float(s.get(k) or 0.0) for k in ("realized", "unrealized", "funding", "financing"))
+    net -= float(s.get("fees") or 0.0) + float(s.get("commission") or 0.0)
     rows = [
         ["market events", s.get("ticks")],
         ["intents", s.get("intents")],
@@ -129,8 +131,10 @@ def _figures(d: ReportData) -> str:
         ["realized P&L", _money(s.get("realized"))],
         ["unrealized P&L", _money(s.get("unrealized"))],
         ["fees", "-" if s.get("fees") is None else f"{float(s['fees']):,.2f}"],
-        ["net P&L", _money(net)],
     ]
+    # the account's P&L components (ops/report_accounts.py), where the run had them
+    rows += [[name, _money(s[k])] for k, name in _COMPONENTS if s.get(k)]
+    rows.append(["net P&L", _money(net)])
     return "<h2>Figures</h2>" + _table(["", "value"], rows, "figures")
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.analytics import YEAR_NS, format_duration, summarize
 from engine.messages import (
+    ACCOUNT_EVENT_TYPES,
     CancelOrder,
     Forecast,
     InstrumentHalted,
@@ -32,6 +33,7 @@ from engine.messages import (
 )
 from engine.portfolio import Portfolio
 from engine.venues.ccxt_markets import RULES_PREFIX
+from ops.report_accounts import AccountTally, format_account
 from shm.metrics import MetricsRegion, merge_snapshots
 from shm.seqlock import SeqlockTable
 
@@ -82,6 +84,11 @@ class RunRecord:
             benchmark=self._benchmark_id(pcfg),
         )
         self.sample_interval_ns = int((pcfg.equity_interval_s if pcfg is not None else 1.0) * 1e9)
+        # funding, financing, settlements, liquidations, margin (ops/report_accounts.py)
+        self.accounts = AccountTally(
+            {i.instrument_id: i.currency for i in cfg.instruments},
+            getattr(pcfg, "fx_rates", None) or {},
+        )
         self._next_sample_ns = 0
 
     def _benchmark_id(self, pcfg: Any) -> int | None:
@@ -137,7 +144,12 @@ class RunRecord:
 
     def on_event(self, msg: Any) -> None:
         self.portfolio.on_event(msg)
-        if isinstance(msg, OrderPartiallyFilled):  # OrderFilled is a subclass
+        if isinstance(msg, ACCOUNT_EVENT_TYPES):
+            moved = self.accounts.on_event(msg)  # a settlement or liquidation moves a position
+            iid = getattr(msg, "instrument_id", None)
+            if moved and iid is not None:
+                self.fill_position[iid] = self.fill_position.get(iid, 0) + moved
+        elif isinstance(msg, OrderPartiallyFilled):  # OrderFilled is a subclass
             self.fills.append(msg)
             # the id's top 32 bits are its strategy's (engine/strategy_host.py)
             _count(self.fills_by, (msg.client_order_id >> 32, msg.instrument_id))
@@ -181,6 +193,7 @@ class RunRecord:
             self.recent_rejects.append(("risk", msg))
         elif isinstance(msg, RiskEvent):
             self.risk_events.append(msg)
+            self.accounts.on_risk(msg)
             if msg.kind == RiskEventKind.ORDER_REJECTED:  # (a refused replace has no reject)
                 why = msg.reason.split(":", 1)[0]  # "instrument halted: <why>" -> its kind
                 self.risk_rejects_by_reason[why] = self.risk_rejects_by_reason.get(why, 0) + 1
@@ -255,6 +268,7 @@ class RunRecord:
             "realized": sum(v["realized"] for v in per.values()),
             "unrealized": sum(v["unrealized"] for v in per.values()),
             "fees": sum(v["fees"] for v in per.values()),
+            **self.accounts.summary(),  # funding, financing, commission and "account"
             "tick_to_order_ns": lat,
             "latency_stages": stages,
             "restarts": self.restarts,
@@ -374,7 +388,9 @@ def format_status(
     pos = " ".join(
         f"{record.symbols.get(int(r['instrument_id']), '?')}:{int(r['position']):+d}" for r in table
     )
-    pnl = float(
+    acct = record.accounts
+    pnl = acct.in_base("funding") + acct.in_base("financing") - acct.in_base("commission")
+    pnl += float(
         sum(float(r["realized"]) + float(r["unrealized"]) - float(r["fees"]) for r in table)
     )
     lat = record.latency(metrics)
@@ -408,10 +424,8 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
             f"  {sym:<10} {v['position']:>9d} {v['position_from_fills']:>10d} {v['fills']:>6d} "
             f"{v['avg_px'] * tick:>10.2f} {v['realized']:>11.2f} {v['unrealized']:>11.2f} {v['fees']:>9.2f}"
         )
-    net = s.get("realized", 0) + s.get("unrealized", 0) - s.get("fees", 0)
-    lines.append(
-        f"  P&L: realized {s.get('realized', 0):.2f}  unrealized {s.get('unrealized', 0):.2f}  fees {s.get('fees', 0):.2f}  net {net:+.2f}"
-    )
+    lines += format_pnl(s)
+    lines += format_account(s)
     lat = s.get("tick_to_order_ns") or {}
     if lat:
         lines.append(
@@ -437,6 +451,32 @@ def format_summary(s: dict[str, Any], cfg: Any) -> str:
     if s.get("failure"):
         lines.append(f"  FAILED (exit code {s.get('exit_code')}): {s['failure']}")
     return "\n".join(lines)
+
+
+def net_pnl(s: dict[str, Any]) -> float:
+    """realized + unrealized − fees + funding + financing − commission (account currency)."""
+    g = s.get
+    return (
+        g("realized", 0)
+        + g("unrealized", 0)
+        - g("fees", 0)
+        + (g("funding") or 0)
+        + (g("financing") or 0)
+        - (g("commission") or 0)
+    )
+
+
+def format_pnl(s: dict[str, Any]) -> list[str]:
+    """The P&L line: each component apart (funding, financing and commission where a run had
+    them), and the net."""
+    parts = [f"realized {s.get('realized', 0):.2f}", f"unrealized {s.get('unrealized', 0):.2f}"]
+    parts.append(f"fees {s.get('fees', 0):.2f}")
+    for k in ("funding", "financing"):
+        if s.get(k):
+            parts.append(f"{k} {s[k]:+.2f}")
+    if s.get("commission"):
+        parts.append(f"commission {s['commission']:.2f}")
+    return [f"  P&L: {'  '.join(parts)}  net {net_pnl(s):+.2f}"]
 
 
 #: the workers on the tick-to-order path: what a free core each would change

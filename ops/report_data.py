@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from engine.enums import RiskEventKind
+from ops.report_accounts import tally_from_pg
 from ops.secrets import redact
 
 #: latency histogram bins: four per octave from 64 ns to 2^36 ns (about 69 s)
@@ -36,6 +37,10 @@ SUMMARY_KEYS = (
     "realized",
     "unrealized",
     "fees",
+    "funding",  # the account's P&L components besides (ops/report_accounts.py)
+    "financing",
+    "commission",
+    "account",
     "stop_reason",
     "elapsed_s",
     "exit_code",
@@ -204,6 +209,7 @@ def from_backtest(rt: Any, summary: dict[str, Any], cfg: Any) -> ReportData:
         "realized": pnl.get("realized"),
         "unrealized": pnl.get("unrealized"),
         "fees": pnl.get("fees"),
+        **{k: _component(summary, k) for k in ("funding", "financing", "commission")},
         "md_rejected": summary.get("md_rejected"),
         "analytics": summary.get("analytics") or {},
         "pnl_by_strategy": summary.get("pnl_by_strategy") or {},
@@ -222,6 +228,16 @@ def from_backtest(rt: Any, summary: dict[str, Any], cfg: Any) -> ReportData:
         latency=lat,
         config_text=config_text(cfg),
     )
+
+
+def _component(summary: dict[str, Any], key: str) -> float | None:
+    """A backtest's P&L component besides realized / unrealized / fees (funding, financing,
+    commission): its ``pnl`` figure, else the portfolio summary's (None: the run had none)."""
+    for where in (summary.get("pnl") or {}, summary.get("portfolio") or {}):
+        v = where.get(key)
+        if isinstance(v, int | float):
+            return float(v)
+    return None
 
 
 def from_run(record: Any, summary: dict[str, Any], metrics: dict[str, Any], cfg: Any, run_id: int):
@@ -313,6 +329,7 @@ def load_from_pg(conn: Any, run_id: int) -> ReportData:
     ):
         for k, v in zip(fills, (ts, iid, side, px, qty, int(coid) >> 32), strict=True):
             fills[k].append(int(v))
+    extra = {"account_events": tally_from_pg(conn, run_id)}  # migration 0010
     risk = [
         {"ts": int(ts), "kind": _kind_name(int(kind)), "instrument_id": int(iid), "reason": why}
         for ts, kind, iid, why in conn.execute(
@@ -333,4 +350,5 @@ def load_from_pg(conn: Any, run_id: int) -> ReportData:
         risk_events=risk,
         latency=latency,
         config_text=cfg_text,
+        extra=extra,
     )

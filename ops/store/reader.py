@@ -1,4 +1,6 @@
-"""Queries recovery needs: this run's orders and order events, from PostgreSQL plus the journal.
+"""Queries recovery needs: this run's orders, order events and account events (funding,
+financing, settlements, liquidations, margin status: ``account_events``), from PostgreSQL plus
+the journal.
 
 Order matters: the journal is read *before* the database. The recorder truncates the journal
 only after the same records are committed, so whatever the journal loses between our two reads
@@ -14,6 +16,7 @@ from typing import Any
 import msgspec
 
 from engine.messages import (
+    ACCOUNT_EVENT_TYPES,
     CancelOrder,
     Message,
     NewOrder,
@@ -33,6 +36,8 @@ class RunState:
 
     orders: list[NewOrder] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)  # execution events and cancel/replace requests
+    #: FundingPayment, Financing, Settlement, Liquidation, MarginStatus in publication order
+    account_events: list[Any] = field(default_factory=list)
     from_journal: int = 0  # records found only in the journal
 
     @property
@@ -70,8 +75,22 @@ def load_run_state(
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
             seen_events.add(bytes(h))
+        for h, msg in conn.execute(
+            "SELECT event_hash, msg FROM account_events WHERE run_id = %s ORDER BY seq", (run_id,)
+        ).fetchall():
+            try:
+                state.account_events.append(_DEC.decode(msg))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            seen_events.add(bytes(h))
     for rec in journal:  # only what the database does not have yet (it is newer)
-        if isinstance(rec, NewOrder):
+        if isinstance(rec, ACCOUNT_EVENT_TYPES):
+            h = digest(_ENC.encode(rec))
+            if h not in seen_events:
+                seen_events.add(h)
+                state.account_events.append(rec)
+                state.from_journal += 1
+        elif isinstance(rec, NewOrder):
             if rec.client_order_id not in seen_orders:
                 seen_orders.add(rec.client_order_id)
                 state.orders.append(rec)

@@ -51,6 +51,13 @@ from engine.messages import (
     RiskEvent,
     Trade,
 )
+from ops.store.account_rows import (
+    ACCOUNT_COLS,
+    ACCOUNT_TYPES,
+    account_row,
+    instrument_spec,
+    is_account_event,
+)
 from ops.store.audit import audit_rows, model_row, write_rows
 from ops.store.audit_chain import Head
 
@@ -149,6 +156,7 @@ TYPES: dict[str, tuple[str, ...]] = {
     "quotes": (_I8, _I4, _I8, _I8, _I8, _I8, _I8, _I8, _I8),
     "trades": (_I8, _I4, _I8, _I8, _I2, _I8, _I8, _I8),
     "bars": (_I8, _I4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8),
+    "account_events": ACCOUNT_TYPES,  # migration 0010 (ops/store/account_rows.py)
 }
 
 #: narrow integer columns: binary COPY would silently wrap a value out of their range, so rows
@@ -182,6 +190,7 @@ _STAGED = {
     "order_events": (EVENT_COLS, "(run_id, client_order_id, event_hash)"),  # migration 0004
     "fills": (FILL_COLS, "(run_id, fill_id)"),
     "risk_events": (RISK_COLS, "(run_id, event_hash)"),
+    "account_events": (ACCOUNT_COLS, "(run_id, event_hash)"),
 }
 _EVENT_TYPES = (
     OrderAccepted,
@@ -221,6 +230,7 @@ class Rows:
         "order_events",
         "fills",
         "risk_events",
+        "account_events",
         "audit",
         "models",
         "ignored",
@@ -234,6 +244,7 @@ class Rows:
         self.order_events: list[tuple] = []
         self.fills: list[tuple] = []
         self.risk_events: list[tuple] = []
+        self.account_events: list[tuple] = []  # funding, financing, settlements, ... (0010)
         self.audit: list[tuple] = []  # audit_log rows (ops.store.audit)
         self.models: list[tuple] = []  # models rows
         self.ignored = 0
@@ -247,6 +258,7 @@ class Rows:
             + len(self.order_events)
             + len(self.fills)
             + len(self.risk_events)
+            + len(self.account_events)
             + len(self.audit)
             + len(self.models)
         )
@@ -351,6 +363,9 @@ class Rows:
                     msg.state,
                 )
             )
+            return True
+        elif is_account_event(msg):
+            self.account_events.append(account_row(run_id, msg, frame))
             return True
         elif t is AuditEvent or t is ModelRegistered:
             self.audit += audit_rows(run_id, msg, frame)
@@ -537,13 +552,16 @@ class Writer:
 
     @staticmethod
     def write_instruments(conn: Any, instruments: Iterable[Any]) -> None:
+        """Upsert each instrument: its plain columns, its kind and its kind's keys (``spec``)."""
         for i in instruments:
             conn.execute(
                 "INSERT INTO instruments (instrument_id, symbol, venue, asset_class, sector, tick_size, lot_size,"
-                " currency) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (instrument_id) DO UPDATE SET"
+                " currency, kind, spec) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (instrument_id) DO UPDATE SET"
                 " symbol = EXCLUDED.symbol, venue = EXCLUDED.venue, asset_class = EXCLUDED.asset_class,"
                 " sector = EXCLUDED.sector, tick_size = EXCLUDED.tick_size, lot_size = EXCLUDED.lot_size,"
-                " currency = EXCLUDED.currency, updated_at = now()",
+                " currency = EXCLUDED.currency, kind = EXCLUDED.kind, spec = EXCLUDED.spec,"
+                " updated_at = now()",
                 (
                     i.instrument_id,
                     i.symbol,
@@ -553,6 +571,8 @@ class Writer:
                     i.tick_size,
                     i.lot_size,
                     i.currency,
+                    getattr(i, "kind", "spot"),
+                    Jsonb(instrument_spec(i), dumps=_json_text),
                 ),
             )
 
