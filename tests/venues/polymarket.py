@@ -146,13 +146,13 @@ class PolymarketServer(ExchangeServer):
     def add_routes(self, app: web.Application) -> None:
         app.middlewares.append(self._rate_mw)
         r = app.router
-        r.add_get("/time", lambda _: web.json_response(int(time.time())))
+        r.add_get("/time", self._time)
         r.add_get("/markets", self._markets)
         r.add_get("/markets/{cid}", self._market)
         r.add_get("/book", self._book)
         r.add_get("/tick-size", self._tick_size)
-        r.add_get("/neg-risk", lambda _: web.json_response({"neg_risk": False}))
-        r.add_get("/fee-rate", lambda _: web.json_response({"base_fee": 0}))
+        r.add_get("/neg-risk", self._neg_risk)
+        r.add_get("/fee-rate", self._fee_rate)
         r.add_get("/auth/derive-api-key", self._derive)
         r.add_post("/auth/api-key", self._create)
         r.add_post("/order", self._post_order)
@@ -180,6 +180,15 @@ class PolymarketServer(ExchangeServer):
         return await handler(request)
 
     # --- public ----------------------------------------------------------------------------------
+    async def _time(self, request: web.Request) -> web.Response:
+        return web.json_response(int(time.time()))
+
+    async def _neg_risk(self, request: web.Request) -> web.Response:
+        return web.json_response({"neg_risk": False})
+
+    async def _fee_rate(self, request: web.Request) -> web.Response:
+        return web.json_response({"base_fee": 0})
+
     async def _markets(self, request: web.Request) -> web.Response:
         data = [m.wire() for m in self.markets.values()]
         return web.json_response(
