@@ -193,13 +193,58 @@ class CcxtVenue(RealVenueKeys, tag="ccxt", **_STRICT):
 
 
 class OandaVenue(RealVenueKeys, tag="oanda", **_STRICT):
-    """``kind = "oanda"``: OANDA v20 (FX). Its keys: engine/venues/oanda_kind.py."""
+    """``kind = "oanda"``: OANDA v20 (FX); docs/oanda.md. ``rest_url`` is required (the REST
+    host of the account's environment, practice or live), ``stream_url`` the streaming host
+    ("" = ``rest_url``); ``account_id`` the v20 account (or ``api_secret`` of its keys)."""
 
     symbols: list[str] = msgspec.field(default_factory=lambda: ["EUR/USD"])
+    stream_url: str = ""  # OANDA's streaming host for the pricing and transaction streams
+    account_id: str = ""  # the v20 account id ("101-001-1234567-001")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        need(bool(self.rest_url), "rest_url", "OANDA needs its REST host (docs/oanda.md)")
+        need(
+            not self.stream_url or bool(re.fullmatch(r"https?://[^/\s]+/?", self.stream_url)),
+            "stream_url",
+            "must be http(s)://host[:port] (no path)",
+        )
+        host = plaintext_to_remote(self.stream_url)
+        need(
+            host is None or self.allow_plaintext,
+            "stream_url",
+            f"plain text to {host} (not this host): use https://, or allow_plaintext = true",
+        )
+        need(
+            not self.account_id or bool(re.fullmatch(r"[A-Za-z0-9-]{1,64}", self.account_id)),
+            "account_id",
+            "must be a v20 account id (letters, digits and -)",
+        )
 
 
 class PolymarketVenue(RealVenueKeys, tag="polymarket", **_STRICT):
-    """``kind = "polymarket"``: Polymarket's CLOB (binary outcome tokens)."""
+    """``kind = "polymarket"``: Polymarket's CLOB (binary outcome tokens; docs/polymarket.md).
+    ``rest_url`` and ``ws_url`` must be set (no venue address is built in). Keys:
+    ``api_secret`` = the wallet's private key (hex); the CLOB API key is derived from it."""
+
+    chain_id: int = 137  # the chain the venue's signatures are bound to (137 = Polygon)
+    signature_type: int = 0  # 0 = the wallet signs for itself (EOA); 1/2 = proxy / safe wallets
+    funder: str = ""  # the address holding the funds ("" = the wallet; set for 1/2)
+    market_ids: list[str] = []  # condition ids to list ([] = every market of the CLOB)
+    ping_s: float = 10.0  # "PING" on the channels this often (the venue drops silent ones)
+    rest_poll_s: float = 2.0  # live: open orders, trades and resolutions checked this often
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        need(self.signature_type in (0, 1, 2), "signature_type", "must be 0, 1 or 2")
+        need(
+            self.signature_type == 0 or bool(re.fullmatch(r"0x[0-9a-fA-F]{40}", self.funder)),
+            "funder",
+            "a proxy or safe wallet (signature_type 1/2) needs its 0x address",
+        )
+        for key in ("ping_s", "rest_poll_s"):
+            v = getattr(self, key)
+            need(math.isfinite(v) and v > 0, key, "must be > 0 seconds")
 
 
 class BetfairVenue(RealVenueKeys, tag="betfair", **_STRICT):

@@ -239,7 +239,11 @@ def resolve_run(
                 raise _error(
                     cfg, f"venues[{v.name}].symbols", f"{ins.symbol!r} is an instrument elsewhere"
                 )
-            added.append(msgspec.structs.asdict(ins) | {"initial_price": 1.0, "annual_vol": 0.0})
+            # a price the kind can have (a binary contract's is a probability in (0, 1))
+            first_px = 0.5 if ins.kind == "binary" else 1.0
+            added.append(
+                msgspec.structs.asdict(ins) | {"initial_price": first_px, "annual_vol": 0.0}
+            )
             next_id = max(next_id, ins.instrument_id + 1)
     instruments = [msgspec.to_builtins(i) for i in keep] + added
     if not instruments:

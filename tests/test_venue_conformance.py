@@ -101,6 +101,13 @@ def _real_setup(kind: str, server_kind: str, extra: str = "") -> Callable[[Path]
     return make
 
 
+def _oanda_keys(tmp_path: Path) -> str:
+    """OANDA's prices need the account's keys (a 0600 file) and its id."""
+    from tests.venues.oanda import ACCOUNT, write_credentials
+
+    return f'account_id = "{ACCOUNT}"\ncredentials_file = "{write_credentials(tmp_path)}"\n'
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _stop_servers() -> Iterator[None]:
     yield
@@ -115,6 +122,10 @@ SETUPS: dict[str, Callable[[Path], Setup]] = {
     "coinbase": _real_setup("coinbase", "coinbase"),
     "kraken": _real_setup("kraken", "kraken"),
     "ccxt": _real_setup("ccxt", "binanceus", 'exchange = "binanceus"\nsymbols = ["BTC/USDT"]\n'),
+    "oanda": lambda tmp: _real_setup("oanda", "oanda", _oanda_keys(tmp))(tmp),
+    "polymarket": _real_setup(
+        "polymarket", "polymarket", 'symbols = ["will-it-rain-in-lisbon-YES/USDC"]\n'
+    ),
 }
 
 
@@ -346,7 +357,8 @@ def test_a_reused_client_order_id_is_refused(driven: Driven) -> None:
 
 # --- the registry and the sequence guard ----------------------------------------------------------
 def test_unknown_kind_is_refused_naming_the_known_ones() -> None:
-    known = "known kinds: 'binanceus', 'ccxt', 'coinbase', 'kraken', 'sim'"
+    known = "known kinds: " + ", ".join(repr(k) for k in known_kinds())
+    assert {"binanceus", "ccxt", "coinbase", "kraken", "sim"} <= set(known_kinds())
     with pytest.raises(UnknownVenueKind, match=f"'binance'.*{known}"):
         lookup("binance")
     sim = lookup("sim")
@@ -365,7 +377,7 @@ def test_unknown_kind_in_config_exits_2_naming_the_known_kinds(
     assert main(["backtest", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "venues[0].kind" in err and "'binance'" in err
-    assert "known kinds: 'binanceus', 'ccxt', 'coinbase', 'kraken', 'sim'" in err
+    assert "known kinds: " + ", ".join(repr(k) for k in known_kinds()) in err
 
 
 def _delta(seq: int, iid: int = 1) -> BookDelta:

@@ -15,6 +15,7 @@ KINDS = {
     "kraken": "tests.venues.kraken:KrakenServer",
     "binanceusdm": "tests.venues.binance_futures:BinanceFuturesServer",
     "oanda": "tests.venues.oanda:OandaServer",
+    "polymarket": "tests.venues.polymarket:PolymarketServer",
 }
 
 
