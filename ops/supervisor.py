@@ -328,7 +328,8 @@ class Supervisor:
             str(h.incarnation),
         ]
         env = dict(os.environ, GEKKO_SUPERVISOR_PID=str(os.getpid()), GEKKO_RUN_ID=str(self.run_id))
-        env = worker_env(env, h.name)  # the venue keys' variables: exec's alone
+        # the venue keys' variables: exec's alone, and the feed's of venues whose prices need them
+        env = worker_env(env, h.name, self._feed_key_venues())
         if self.pg_dsn:
             env["GEKKO_PG_DSN"] = self.pg_dsn
         if self.overlay is not None:  # the run's real venues as the pre-flight resolved them
@@ -336,6 +337,12 @@ class Supervisor:
         h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         h.started_at = time.monotonic()
         log.info("started %s (pid %d, incarnation %d)", h.name, h.proc.pid, h.incarnation)
+
+    def _feed_key_venues(self) -> tuple[str, ...]:
+        """The venues whose market data needs their keys (a kind with ``private_data``)."""
+        from engine.venues.registry import lookup
+
+        return tuple(v.name for v in self.cfg.real_venues() if lookup(v.kind).private_data)
 
     def _health(self, name: str) -> Any:
         return self.health.read(ALL_WORKERS.index(name))

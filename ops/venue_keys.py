@@ -164,12 +164,22 @@ KEY_WORKERS = ("exec",)
 _KEY_VAR = re.compile(r"GEKKO_[A-Z0-9_]+_API_(?:KEY|SECRET|PASSWORD)")
 
 
-def worker_env(env: Mapping[str, str], worker: str) -> dict[str, str]:
+def worker_env(
+    env: Mapping[str, str], worker: str, feed_venues: tuple[str, ...] = ()
+) -> dict[str, str]:
     """The environment a worker starts with: the venues' key variables and the keystore's
     passphrase only for ``KEY_WORKERS`` (a strategy's code, the recorder or the bridge never
-    see them, not even in /proc/<pid>/environ)."""
+    see them, not even in /proc/<pid>/environ). ``feed_venues``: venues whose market data
+    needs their keys (a kind with ``private_data``: OANDA's prices); the feed gets theirs."""
     from ops.keystore import PASSPHRASE_ENV
 
     if worker in KEY_WORKERS:
         return dict(env)
-    return {k: v for k, v in env.items() if k != PASSPHRASE_ENV and not _KEY_VAR.fullmatch(k)}
+    keep: set[str] = set()
+    if worker == "feed" and feed_venues:
+        keep = {n for v in feed_venues for n in key_env_names(v)} | {PASSPHRASE_ENV}
+    return {
+        k: v
+        for k, v in env.items()
+        if k in keep or (k != PASSPHRASE_ENV and not _KEY_VAR.fullmatch(k))
+    }

@@ -203,6 +203,23 @@ def venue_configs(
     ]
 
 
+def venue_accounts(cfg: Config) -> dict[str, Any]:
+    """Each venue's account as the portfolio books it (``engine.accounts.Account``: its kind,
+    position mode, leverage cap and a betting exchange's commission), by venue name."""
+    from engine.accounts import Account
+
+    out: dict[str, Any] = {}
+    for c in venue_configs(cfg, with_keys=False):
+        s = c.settings
+        out[c.name] = Account(
+            kind=s.get("account", "cash"),
+            position_mode=s.get("position_mode", "netting"),
+            leverage=float(s.get("leverage", 0.0)),
+            commission=float(s.get("commission_pct", 0.0)) / 100.0,
+        )
+    return out
+
+
 def _real_venue_config(
     cfg: Config,
     v: Any,
@@ -221,6 +238,9 @@ def _real_venue_config(
         # our client order ids carry the engine's prefix: two engines on one account never
         # claim each other's orders (engine.venues.ccxt_orders.order_prefix)
         "engine_id": cfg.engine.id,
+        # paper on a margin account (OANDA): the simulated account starts with the portfolio's
+        # cash (engine.venues.sim_accounts)
+        "balance": dict(cfg.portfolio.cash),
     }
     # the keys: exec's alone (the feed's market data is public: it never loads them), and a
     # kind's whose prices need them (``private_data``: OANDA), paper too

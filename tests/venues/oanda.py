@@ -24,6 +24,7 @@ import json
 import random
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -73,6 +74,7 @@ class OandaServer:
         self.faults.on_arm(self._fault_armed)
         self.server = LocalServer(self._app(), port)
         self._ticker: asyncio.Task[None] | None = None
+        self.add_key()  # the made-up account every test uses (TOKEN, ACCOUNT)
 
     # --- set-up and running ------------------------------------------------------------------------
     def add_key(
@@ -96,8 +98,19 @@ class OandaServer:
         return self.server.rest_url
 
     @property
-    def ws_url(self) -> str:  # the stream host: the same server
-        return self.server.rest_url
+    def ws_url(self) -> str:  # unused by OANDA (its streams are HTTP: stream_url)
+        return self.server.ws_url
+
+    def venue_toml(self, directory: Path, name: str = "oanda", extra: str = "") -> str:
+        """A ``[[venues]]`` entry for this server, its keys in a 0600 credentials file."""
+        return f'[[venues]]\nname = "{name}"\nkind = "oanda"\n{self.venue_keys(directory)}{extra}'
+
+    def venue_keys(self, directory: Path) -> str:
+        """The keys of a ``[[venues]]`` entry of kind oanda that point it at this server."""
+        return (
+            f'rest_url = "{self.rest_url}"\nstream_url = "{self.rest_url}"\n'
+            f'account_id = "{ACCOUNT}"\ncredentials_file = "{write_credentials(directory)}"\n'
+        )
 
     def start(self) -> OandaServer:
         self.server.start()
@@ -420,6 +433,14 @@ class OandaServer:
 
     async def _ctl_state(self, request: web.Request) -> web.Response:
         return web.json_response(self.state())
+
+
+def write_credentials(directory: Path, token: str = TOKEN, account: str = ACCOUNT) -> Path:
+    """A 0600 credentials file with the made-up token (api_key) and account id (api_secret)."""
+    path = Path(directory) / "oanda-keys.toml"
+    path.write_text(f'api_key = "{token}"\napi_secret = "{account}"\n')
+    path.chmod(0o600)
+    return path
 
 
 def _err(status: int, message: str, code: str = "") -> web.Response:
