@@ -38,6 +38,9 @@ TOKEN = "local-oanda-token-0001"  # made-up credentials the tests use
 ACCOUNT = "101-001-1234567-001"
 
 
+_ACCT = web.RequestKey("acct", Account)
+
+
 class _Stream:
     """One open chunked stream: its queue of lines and what it wants."""
 
@@ -208,7 +211,7 @@ class OandaServer:
                 resp = _err(429, "Requests are being rate limited.")
                 resp.headers["Retry-After"] = str(limit.get("retry_after", 0.2))
                 return resp
-        request["acct"] = acct
+        request[_ACCT] = acct
         return await handler(request)
 
     def _ok(self, acct: Account, body: dict[str, Any], status: int = 200) -> web.Response:
@@ -218,10 +221,10 @@ class OandaServer:
     async def _instruments(self, request: web.Request) -> web.Response:
         want = set(filter(None, request.query.get("instruments", "").split(",")))
         ins = [s.json() for s in self.book.specs.values() if not want or s.name in want]
-        return self._ok(request["acct"], {"instruments": ins})
+        return self._ok(request[_ACCT], {"instruments": ins})
 
     async def _summary(self, request: web.Request) -> web.Response:
-        acct = request["acct"]
+        acct = request[_ACCT]
         return self._ok(acct, {"account": self.book.summary(acct)})
 
     async def _pricing(self, request: web.Request) -> web.Response:
@@ -230,12 +233,12 @@ class OandaServer:
         if not names or bad:
             return _err(400, f"Invalid value specified for 'instruments': {bad}")
         return self._ok(
-            request["acct"],
+            request[_ACCT],
             {"prices": [self.book.price_json(n) for n in names], "time": now_rfc3339()},
         )
 
     async def _create(self, request: web.Request) -> web.Response:
-        acct = request["acct"]
+        acct = request[_ACCT]
         body = (await request.json()).get("order") or {}
         try:
             out = self.book.create(acct, body)
@@ -262,14 +265,14 @@ class OandaServer:
         return self._ok(acct, out, e.status)
 
     async def _get_order(self, request: web.Request) -> web.Response:
-        acct = request["acct"]
+        acct = request[_ACCT]
         o = self.book.find(acct, request.match_info["spec"])
         if o is None:
             return _err(404, "The Order specified does not exist", "ORDER_DOESNT_EXIST")
         return self._ok(acct, {"order": o.json()})
 
     async def _replace(self, request: web.Request) -> web.Response:
-        acct = request["acct"]
+        acct = request[_ACCT]
         body = (await request.json()).get("order") or {}
         try:
             out = self.book.replace(acct, request.match_info["spec"], body)
@@ -278,7 +281,7 @@ class OandaServer:
         return self._ok(acct, {**out, "relatedTransactionIDs": _ids(out)}, 201)
 
     async def _cancel(self, request: web.Request) -> web.Response:
-        acct = request["acct"]
+        acct = request[_ACCT]
         try:
             tx = self.book.cancel(acct, request.match_info["spec"])
         except Reject as e:
@@ -286,20 +289,20 @@ class OandaServer:
         return self._ok(acct, {"orderCancelTransaction": tx, "relatedTransactionIDs": [tx["id"]]})
 
     async def _pending(self, request: web.Request) -> web.Response:
-        acct = request["acct"]
+        acct = request[_ACCT]
         orders = [o.json() for o in acct.orders.values() if o.state == "PENDING"]
         return self._ok(acct, {"orders": orders})
 
     async def _trades(self, request: web.Request) -> web.Response:
-        acct = request["acct"]
+        acct = request[_ACCT]
         return self._ok(acct, {"trades": [t.json() for t in acct.trades.values() if t.current]})
 
     async def _positions(self, request: web.Request) -> web.Response:
-        acct = request["acct"]
+        acct = request[_ACCT]
         return self._ok(acct, {"positions": self.book.positions(acct)})
 
     async def _since(self, request: web.Request) -> web.Response:
-        acct = request["acct"]
+        acct = request[_ACCT]
         since = request.query.get("id", "")
         if not since.isdigit():
             return _err(400, "Invalid value specified for 'id'")
@@ -311,13 +314,13 @@ class OandaServer:
         names = {n for n in request.query.get("instruments", "").split(",") if n}
         if not names or names - set(self.book.specs):
             return _err(400, "Invalid value specified for 'instruments'")
-        st = _Stream("pricing", request["acct"].id, names)
+        st = _Stream("pricing", request[_ACCT].id, names)
         for n in sorted(names):  # the current price of each first, as v20 does
             st.queue.put_nowait(json.dumps(self.book.price_json(n)))
         return await self._serve(request, st, lambda: {"type": "HEARTBEAT", "time": now_rfc3339()})
 
     async def _tx_stream(self, request: web.Request) -> web.StreamResponse:
-        acct = request["acct"]
+        acct = request[_ACCT]
         st = _Stream("transactions", acct.id, set())
 
         def beat() -> dict[str, Any]:

@@ -536,6 +536,7 @@ class V20Book:
         return self._tx(
             acct,
             "DAILY_FINANCING",
+            time=now_rfc3339(when_ns),  # the rollover it pays for
             financing=fmt(total, 4),
             accountBalance=fmt(acct.balance, 4),
             accountFinancingMode="DAILY",
