@@ -209,15 +209,17 @@ class ContingentBook:
             (o := self.legs.get(p)) is not None and o.order.contingency == OUO for p in leg.peers
         )
 
-    def amended(self, coid: int, total: int, lookup: Lookup) -> None:
-        """The strategy amended a member to ``total`` lots (filled included) as things stand:
-        its full size follows, so the rules keep the amend."""
+    def set_base(self, coid: int, full: int) -> None:
+        """The strategy amended a list-governed member: for such a leg an amend's quantity is
+        its full size (filled lots included; a child's at its parent's full fill, before OUO
+        peers' fills), so the journaled request alone says it after a restart."""
         leg = self.legs.get(coid)
         if leg is not None:
-            leg.base = max(0, total + self.reduction(coid, lookup))
+            leg.base = max(0, full)
 
     def note_fill(self, coid: int, qty: int, lookup: Lookup) -> None:
-        """Count a fill of an OCO member whose group had filled before: the venue's race."""
+        """Count a fill of an OCO member whose group had filled before: the venue's race (the
+        fill is already applied to ``coid``; a peer with fills means it came second)."""
         leg = self.legs.get(coid)
         if leg is None:
             return

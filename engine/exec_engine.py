@@ -682,13 +682,16 @@ class ExecEngine:
             if lo < coid <= self._id_limit:
                 self._next_id = max(self._next_id, coid)
 
-    def restore_lists(self, now_ns: int, local: set[int] | None = None) -> list[object]:
+    def restore_lists(
+        self, now_ns: int, local: set[int] | None = None, requests: Iterable[object] = ()
+    ) -> list[object]:
         """Bring the order lists back after a restart, once the order table is restored or
         rebuilt (``engine.exec_lists.ListWorker.restore``); returns the events to publish.
         ``local``: the legs that never reached the venue (``engine.exec_lists.local_members``,
-        which is the default)."""
+        which is the default); ``requests``: the cancel / replace requests exec took, in
+        order (the journal's: an amend of a list-sized leg sets its full size)."""
         self._now = now_ns
-        return self._lw.restore(now_ns, local)
+        return self._lw.restore(now_ns, local, requests)
 
     @property
     def list_stats(self) -> dict[str, int]:

@@ -173,17 +173,21 @@ class ListWorker:
         return True
 
     def replace_member(self, rep: ReplaceOrder, now_ns: int, out: list[object]) -> None:
-        """The strategy amends a leg: its full size follows (the rules keep the amend); a held
-        leg is amended here, a working one at the venue."""
+        """The strategy amends a leg. A leg the list sizes (an OTO child, an OUO peer) takes
+        the amend's quantity as its full size (``ContingentBook.set_base``) and is brought to
+        what the rules then want; a held one is amended here, a working one at the venue.
+        Another leg (a parent, an OCO leg) is amended as any order."""
         e = self.e
         coid = rep.client_order_id
         r = e.table.get(coid)
         leg = self.lists.legs[coid]
-        if r is None or not r.is_open or rep.new_qty <= 0:
-            e._replace(rep, now_ns, out)  # the ordinary path answers (ignored / refused)
+        if r is None or not r.is_open or rep.new_qty <= 0 or not self.lists.governed(coid):
+            e._replace(rep, now_ns, out)  # the ordinary path (and its answers)
             return
-        self.lists.amended(coid, r.cum_qty + rep.new_qty, self.facts)
+        self.lists.set_base(coid, rep.new_qty)
         if not leg.waiting:
+            want = self.lists.want(coid, self.facts)
+            rep = msgspec.structs.replace(rep, new_qty=max(1, want - r.cum_qty))
             e._replace(rep, now_ns, out)
             return
         o = leg.order
@@ -299,13 +303,17 @@ class ListWorker:
         e._cancel(c, now_ns, out)
 
     # --- restart -------------------------------------------------------------------------------
-    def restore(self, now_ns: int, local: set[int] | None = None) -> list[object]:
+    def restore(
+        self, now_ns: int, local: set[int] | None = None, requests: Iterable[object] = ()
+    ) -> list[object]:
         """Bring the lists back from the order table after a restart (the table rebuilt from
         the journal and the venue first): every leg registered again; legs that never reached
         the venue (``local``; by default found by ``local_members``) held again, or armed if
         exec emulates them and their parent filled; then every leg brought to what the rules
         want now — a parent fill exec missed while down releases or grows its children, a
-        peer's fill cancels its OCO peers."""
+        peer's fill cancels its OCO peers. ``requests``: the cancel / replace requests exec
+        took (the journal's), in order: a strategy's amend of a list-sized leg says its full
+        size."""
         e = self.e
         out: list[object] = []
         orders = [r.order for r in e.table.orders.values()]
@@ -315,6 +323,10 @@ class ListWorker:
         for o in members:
             if o.client_order_id not in self.lists:
                 self.lists.register(o, self.facts)
+        for q in requests:
+            c = getattr(q, "client_order_id", 0)
+            if type(q) is ReplaceOrder and c in self.lists and self.lists.governed(c):
+                self.lists.set_base(c, q.new_qty)
         for o in members:
             coid = o.client_order_id
             leg = self.lists.legs[coid]
@@ -323,13 +335,15 @@ class ListWorker:
             leg.waiting = False
             if r is None or not r.is_open or coid not in local:
                 continue
-            pf = self.facts(o.parent_id) if o.parent_id else None
-            if pf is not None and pf.filled == 0:
-                leg.waiting = True  # its parent has not filled: held again
+            r.emulated = e.emulates(o)  # a table rebuilt from the journal does not know it
+            if o.parent_id and not r.emulated:
+                # never sent, so held: its size is the strategy's (amends included), exec never
+                # resized it; released below if its parent's fills give it lots
+                leg.waiting = True
+            elif o.parent_id and self.lists.want(coid, self.facts) == 0:
+                leg.waiting = True  # an emulated child its parent's fills have not released
             elif r.emulated and coid not in e.emulator:
                 e.emulator.add(msgspec.structs.replace(o, qty=r.leaves_qty))
-            elif not r.emulated:
-                leg.waiting = True  # released in exec's mind, never sent: released again
         self.touch([o.client_order_id for o in members], now_ns, out)
         e._flush(out)
         return out

@@ -63,12 +63,15 @@ def reconcile(
     now_ns: int,
     pending_new: Iterable[int] = (),
     algo_ids: Iterable[int] = (),
+    local_ids: Iterable[int] = (),
 ) -> Reconciliation:
     """Rebuild the order table from the record and bring it in line with ``venue``.
 
     ``algo_ids``: algo parents and their children (``engine.algos.rebuild_parents`` rebuilds
     those): they are not plain orders, so they are neither put in the table, adopted, closed nor
-    published here; their venue fills still count in the position check."""
+    published here; their venue fills still count in the position check. ``local_ids``: orders
+    exec holds itself that never reached the venue (held or armed legs of order lists,
+    ``engine.exec_lists.local_members``): kept open, not closed as missing at the venue."""
     algo = set(algo_ids)
     keep, dups = _kept_orders(orders, set(pending_new), algo, venue)
     evs = list(events)
@@ -101,7 +104,7 @@ def reconcile(
     p.missing_fills(missing)
     p.out.fills = stored_fills + missing
     p.open_at_venue(venue_open)
-    p.open_in_record_only(venue_open)
+    p.open_in_record_only(venue_open, set(local_ids))
     if not getattr(venue, "checks_balances", False):
         p.positions(p.out.fills + algo_fills, venue.positions())
     return p.out
@@ -214,11 +217,12 @@ class _Pass:
                         CancelOrder(coid, v.strategy_id, v.instrument_id, now_ns, now_ns)
                     )
 
-    def open_in_record_only(self, venue_open: dict[int, Any]) -> None:
+    def open_in_record_only(self, venue_open: dict[int, Any], local: set[int]) -> None:
         """4. orders open in the record that the venue does not have open: closed as canceled."""
         for r in list(self.table.open_orders()):
             if (
                 r.client_order_id in venue_open
+                or r.client_order_id in local
                 or getattr(r, "emulated", False)
                 or r.state == OrderStatus.INITIALIZED
             ):

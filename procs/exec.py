@@ -217,6 +217,8 @@ def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:
         stage.emit(engine.on_order(c, time.monotonic_ns()))
     # algo parents that were working: rebuilt, missed parent fills published, resumed
     stage.emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
+    # order lists: legs held or armed again, what the rules want now done (engine.exec_lists)
+    stage.emit(engine.restore_lists(time.monotonic_ns(), rec.local, rec.requests))
 
 
 def _venue_states(engine_id: str, cfg: Any, venue: Any, rec: Any) -> VenueStates:

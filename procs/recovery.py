@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.algos.recovery import rebuild_parents
+from engine.contingent import is_list_order
 from engine.messages import (
     CancelOrder,
     NewOrder,
@@ -81,6 +82,9 @@ class ExecRecovery:
     stored_fills: list[Any] = field(default_factory=list)  # for the portfolio
     #: algo parents to rebuild (``engine.algos.AlgoRecovery``; ``ExecEngine.restore_algos``)
     algo: Any = None
+    #: order-list legs that never reached the venue (``ExecEngine.restore_lists``)
+    local: set[int] = field(default_factory=set)
+    requests: list[Any] = field(default_factory=list)  # the journal's replace requests
 
 
 def recover_exec(
@@ -151,7 +155,23 @@ def _rebuild(
     # kept out of plain-order reconciliation, which would adopt or close their children
     starts, kids = load_algo_log(algo_log_path(cfg, run_id()))
     algo = rebuild_parents(starts, kids, events, venue, now)
-    res = reconcile(orders, events, venue, now, pending_new=pending, algo_ids=algo.order_ids)
+    # order-list legs exec held or armed itself (never at the venue) stay open: exec holds or
+    # arms them again (``ExecEngine.restore_lists``)
+    orders = list(orders)
+    out.local = {
+        o.client_order_id
+        for o in orders
+        if is_list_order(o) and not venue.knows_order(o.client_order_id)
+    }
+    res = reconcile(
+        orders,
+        events,
+        venue,
+        now,
+        pending_new=pending,
+        algo_ids=algo.order_ids,
+        local_ids=out.local,
+    )
     out.result = res
     out.algo = algo
     out.stored_fills = [f for f in res.fills if f not in res.publish] + [
@@ -240,6 +260,7 @@ def _recover_from_journal(
         o for o in out.backlog if isinstance(o, NewOrder) and o.client_order_id not in known
     ]
     res, algo, starts = _rebuild(cfg, venue, orders_all, st.events, out)
+    out.requests = [e for e in st.events if isinstance(e, ReplaceOrder)]
     kinds = Counter(int(e.kind) for e in res.events + algo.events)
     log.warning(
         "recovery: rebuilt from exec's journal %s (%d entries, %d orders, %d events; %d "
