@@ -29,6 +29,19 @@ own, so the strategies' net P&L sums to the portfolio's.
 Equity curve: ``sample(ts_ns)`` appends (time, equity, benchmark price); ``engine.analytics``
 turns that into Sharpe, drawdown, beta and the rest.
 
+Instrument kinds and accounts (``engine.accounts``, ``engine.betting``;
+docs/instruments-and-accounts.md): how a fill moves cash depends on the instrument's cash style —
+spot and binary contracts pay the notional; perpetuals, futures and margined FX move cash by
+realized P&L and fees only (their equity value is their unrealized P&L); a betting selection's
+bets move nothing until the market settles (its value is the green-up value at the mark). The
+account events move money without a fill: ``FundingPayment`` and ``Financing`` (cash and their
+own P&L component), ``Settlement`` (expiry at a price, resolution 1 / 0, void), ``Liquidation``
+(a fill no order of ours made); betting commission is charged on a market's net winnings as its
+selections settle. Both views still agree: realized + unrealized − fees + funding + financing −
+commission = equity − initial cash, for every kind. A venue whose account hedges keeps a long
+and a short book per instrument (``REDUCE_ONLY`` orders close the opposite side's).
+``margin(...)``, ``liquidation_price(...)`` and ``exposure(...)`` are the numbers risk reads.
+
 Prices are ticks and sizes lots, converted with each instrument's tick and lot size.
 """
 
@@ -41,6 +54,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.accounts import Account, CashStyle, cash_style, multiplier
+from engine.betting import BetBook
+from engine.enums import InstrumentKind, OrderFlag
 from engine.instruments import Instrument, InstrumentTable
 from engine.lots import (
     LOT_METHODS,
@@ -65,14 +81,22 @@ from engine.messages import (
     Quote,
     Trade,
 )
+from engine.portfolio_accounts import ACCOUNT_EVENTS, AccountViews
+
+# the P&L components, each kept per currency (``Portfolio.pnl_components``)
+COMPONENTS = ("realized", "unrealized", "fees", "funding", "financing", "commission")
+_REDUCE_ONLY = int(OrderFlag.REDUCE_ONLY)
 
 
 @dataclass(slots=True)
 class PositionState:
-    """One instrument's position; prices in ticks, money in the instrument's currency."""
+    """One instrument's position; prices in ticks, money in the instrument's currency.
+
+    ``book`` holds the lots (a ``BetBook`` for a betting selection); in hedging mode it is the
+    long leg and ``short_book`` the short leg, ``position`` their sum."""
 
     instrument_id: int
-    multiplier: float  # currency per (tick × lot)
+    multiplier: float  # currency per (tick × lot), contract size included
     position: int = 0
     avg_px: float = 0.0
     realized: float = 0.0
@@ -84,7 +108,15 @@ class PositionState:
     sold: int = 0
     venue: str = "sim"
     currency: str = "USD"
-    book: LotBook | None = None
+    book: LotBook | BetBook | None = None
+    kind: str = InstrumentKind.SPOT
+    style: str = CashStyle.NOTIONAL  # engine.accounts.cash_style
+    short_book: LotBook | None = None  # hedging mode: the short leg
+    funding: float = 0.0  # received (> 0) or paid, in ``currency``
+    financing: float = 0.0
+    commission: float = 0.0
+    liquidations: int = 0
+    settlements: int = 0
 
     @property
     def mark_px(self) -> int:
@@ -92,34 +124,76 @@ class PositionState:
 
     @property
     def unrealized(self) -> float:
-        if self.position == 0 or self.book is None:
+        b = self.book
+        if b is None:
             return 0.0
-        return self.book.unrealized(self.mark_px)
+        if self.style == CashStyle.BET:
+            return b.unrealized(self.mark_px)
+        u = b.unrealized(self.mark_px) if b.position else 0.0
+        s = self.short_book
+        if s is not None and s.position:
+            u += s.unrealized(self.mark_px)
+        return u
 
     @property
     def market_value(self) -> float:
+        """Signed value at the mark: the notional (a bet: its green-up value)."""
+        if self.style == CashStyle.BET:
+            return self.unrealized
         return self.mark_px * self.position * self.multiplier
 
     @property
+    def equity_value(self) -> float:
+        """What the position adds to equity: its market value where buying paid the notional,
+        its unrealized P&L where only P&L moves cash (margined, bets)."""
+        if self.style == CashStyle.NOTIONAL:
+            return self.mark_px * self.position * self.multiplier
+        return self.unrealized
+
+    @property
+    def long_qty(self) -> int:
+        """Lots held long (hedging: the long leg; netting: the position if long)."""
+        if self.short_book is not None:
+            return self.book.position if self.book is not None else 0
+        return max(self.position, 0)
+
+    @property
+    def short_qty(self) -> int:
+        """Lots held short, >= 0."""
+        if self.short_book is not None:
+            return -self.short_book.position
+        return max(-self.position, 0)
+
+    @property
     def lots(self) -> list[Lot]:
-        """The open lots, oldest first."""
-        return [] if self.book is None else list(self.book.lots)
+        """The open lots, oldest first (hedging: the long leg's, then the short leg's)."""
+        out = [] if self.book is None else list(self.book.lots)
+        if self.short_book is not None:
+            out.extend(self.short_book.lots)
+        return out
 
 
 @dataclass(slots=True)
 class StrategyBook:
-    """One strategy's share of the portfolio: its own lots, realized P&L, fees and volume."""
+    """One strategy's share of the portfolio: its own lots, realized P&L, fees and volume, and
+    its share of funding, financing and commission (base currency)."""
 
     strategy_id: int
-    books: dict[int, LotBook] = field(default_factory=dict)
+    books: dict[int, LotBook | BetBook] = field(default_factory=dict)
     realized: float = 0.0
     fees: float = 0.0
     fills: int = 0
     notional: float = 0.0  # traded, in base currency
+    funding: float = 0.0
+    financing: float = 0.0
+    commission: float = 0.0
 
 
-class Portfolio:
-    """Positions, lots and P&L from fill events (see the module docstring)."""
+class Portfolio(AccountViews):
+    """Positions, lots and P&L from fill and account events (see the module docstring).
+
+    ``accounts``: each venue's ``engine.accounts.Account`` (kind, position mode, leverage,
+    betting commission); a venue not named has a cash, netting account."""
 
     def __init__(
         self,
@@ -131,6 +205,7 @@ class Portfolio:
         fx_rates: Mapping[str, float] | None = None,
         benchmark: int | None = None,
         wash_sale_days: float = WASH_SALE_DAYS,
+        accounts: Mapping[str, Account] | None = None,
     ) -> None:
         self.instruments = (
             instruments
@@ -152,16 +227,10 @@ class Portfolio:
         self.initial_cash_by_currency = dict(cash)
         self.cash_by_currency: dict[str, float] = dict(cash)
         self.initial_cash = self._to_base_total(cash)
+        self.accounts: dict[str, Account] = dict(accounts or {})
         self.positions: dict[int, PositionState] = {}
         for ins in self.instruments:
-            mult = ins.tick_size * ins.lot_size
-            self.positions[ins.instrument_id] = PositionState(
-                ins.instrument_id,
-                mult,
-                venue=ins.venue,
-                currency=ins.currency,
-                book=LotBook(ins.instrument_id, mult, lot_method),
-            )
+            self.positions[ins.instrument_id] = self._new_position(ins)
             self.cash_by_currency.setdefault(ins.currency, 0.0)
         if benchmark is not None and benchmark not in self.positions:
             raise ValueError(f"benchmark instrument {benchmark} is not in the instrument table")
@@ -171,6 +240,7 @@ class Portfolio:
         self.bad_fills = 0  # fills with a non-positive quantity or price, or a non-finite fee
         self.strategies: dict[int, StrategyBook] = {}
         self._strategy_of: dict[int, int] = {}  # client_order_id -> strategy_id, exceptions only
+        self._reduce_only: set[int] = set()  # hedging venues' REDUCE_ONLY orders
         self._designated: dict[int, list[LotRef]] = {}
         self.closed_lots_count = 0
         self.last_closed: list[ClosedLot] = []  # the lots the latest fill closed
@@ -179,6 +249,34 @@ class Portfolio:
         self._curve_equity: list[float] = []
         self._curve_bench: list[float] = []
         self._curve_marks: list[tuple[int, ...]] = []  # every instrument's mark (ticks), per point
+        self._init_accounts()
+
+    def _new_position(self, ins: Instrument) -> PositionState:
+        iid, style = ins.instrument_id, cash_style(ins)
+        mult = multiplier(ins)
+        short: LotBook | None = None
+        book: LotBook | BetBook
+        if style == CashStyle.BET:
+            book = BetBook(iid, ins.lot_size, ins.tick_size)
+        else:
+            book = LotBook(iid, mult, self.lot_method)
+            if self.account(ins.venue).hedging:
+                short = LotBook(iid, mult, self.lot_method)
+        return PositionState(
+            iid,
+            mult,
+            venue=ins.venue,
+            currency=ins.currency,
+            book=book,
+            kind=ins.kind,
+            style=style,
+            short_book=short,
+        )
+
+    def account(self, venue: str) -> Account:
+        """The venue's account (cash, netting where not configured)."""
+        acct = self.accounts.get(venue)
+        return acct if acct is not None else _CASH_NETTING
 
     # --- money ---------------------------------------------------------------------------------
     def fx(self, currency: str) -> float:
@@ -195,9 +293,16 @@ class Portfolio:
 
     # --- input ---------------------------------------------------------------------------------
     def on_order(self, msg: object) -> None:
-        """Remember which strategy sent an order (only where its id does not already say so)."""
-        if isinstance(msg, NewOrder | IntentNew) and msg.client_order_id >> 32 != msg.strategy_id:
+        """Remember which strategy sent an order (only where its id does not already say so),
+        and a hedging venue's reduce-only orders (they close the opposite side's position)."""
+        if not isinstance(msg, NewOrder | IntentNew):
+            return
+        if msg.client_order_id >> 32 != msg.strategy_id:
             self._strategy_of[msg.client_order_id] = msg.strategy_id
+        if msg.flags & _REDUCE_ONLY:
+            p = self.positions.get(msg.instrument_id)
+            if p is not None and p.short_book is not None:
+                self._reduce_only.add(msg.client_order_id)
 
     def designate_lots(self, client_order_id: int, refs: Sequence[LotRef]) -> None:
         """Specific identification: fills of this order close these lots first, in this order."""
@@ -225,15 +330,6 @@ class Portfolio:
         self.fill_count += 1
         p.fills += 1
         p.last_fill_px = px
-        if signed > 0:
-            p.bought += qty
-        else:
-            p.sold += qty
-        p.fees += ev.fee
-        self.cash_by_currency[p.currency] -= signed * px * p.multiplier + ev.fee
-
-        book = p.book
-        assert book is not None
         ref = (coid, ev.fill_id)
         select: Sequence[LotRef] = ()
         done = isinstance(ev, OrderFilled) or ev.leaves_qty <= 0
@@ -241,22 +337,105 @@ class Portfolio:
             select = self._designated.get(coid, ())
             if done:
                 self._designated.pop(coid, None)
-        was_long = book.position > 0
-        closed = book.apply(signed, px, ts, ref, select)
+        reduce_only = coid in self._reduce_only if self._reduce_only else False
+        self._trade(p, signed, px, ts, ref, select, ev.fee, reduce_only)
+        self._attribute(coid, p, signed, px, ts, ref, select, ev.fee)
+        if done:
+            if self._strategy_of:
+                self._strategy_of.pop(coid, None)
+            if reduce_only:
+                self._reduce_only.discard(coid)
+
+    def _trade(
+        self,
+        p: PositionState,
+        signed: int,
+        px: int,
+        ts: int,
+        ref: LotRef,
+        select: Sequence[LotRef],
+        fee: float,
+        reduce_only: bool = False,
+    ) -> None:
+        """A trade of ``signed`` lots at ``px`` into the position's books and cash (a fill, or
+        a liquidation)."""
+        if signed > 0:
+            p.bought += signed
+        else:
+            p.sold -= signed
+        p.fees += fee
+        if p.short_book is not None:
+            closed = self._apply_hedged(p, signed, px, ts, ref, select, reduce_only)
+        else:
+            book = p.book
+            assert book is not None
+            was_long = book.position > 0
+            closed = book.apply(signed, px, ts, ref, select)
+            if closed and was_long:
+                self.wash_sales.on_sale(p.instrument_id, ts, closed, book.lots)
+            if signed > 0 and book.position > 0:
+                self.wash_sales.on_buy(p.instrument_id, ts)
+            p.position = book.position
+            p.avg_px = book.avg_px
         self.last_closed = closed
+        realized = 0.0
         if closed:
             self.closed_lots_count += len(closed)
             for c in closed:
-                p.realized += c.pnl
-            if was_long:
-                self.wash_sales.on_sale(p.instrument_id, ts, closed, book.lots)
-        if signed > 0 and book.position > 0:
-            self.wash_sales.on_buy(p.instrument_id, ts)
-        p.position = book.position
-        p.avg_px = book.avg_px
-        self._attribute(coid, p, signed, px, ts, ref, select, ev.fee)
-        if done and self._strategy_of:
-            self._strategy_of.pop(coid, None)
+                realized += c.pnl
+            p.realized += realized
+        style = p.style
+        if style == CashStyle.NOTIONAL:
+            self.cash_by_currency[p.currency] -= signed * px * p.multiplier + fee
+        elif style == CashStyle.PNL:
+            self.cash_by_currency[p.currency] += realized - fee
+        else:  # a bet: only the fee now, the result at settlement
+            self.cash_by_currency[p.currency] -= fee
+
+    def _apply_hedged(
+        self,
+        p: PositionState,
+        signed: int,
+        px: int,
+        ts: int,
+        ref: LotRef,
+        select: Sequence[LotRef],
+        reduce_only: bool,
+    ) -> list[ClosedLot]:
+        """Hedging mode: a reduce-only trade closes the opposite side's leg (what exceeds it
+        opens the trade's own side, as a netting venue would); any other trade opens or grows
+        its own side's leg."""
+        long_b, short_b = p.book, p.short_book
+        assert isinstance(long_b, LotBook) and short_b is not None
+        closed: list[ClosedLot] = []
+        rest = signed
+        if reduce_only:
+            target = long_b if signed < 0 else short_b
+            q = min(abs(signed), abs(target.position))
+            if q:
+                part = -q if signed < 0 else q
+                closed = target.apply(part, px, ts, ref, select)
+                rest = signed - part
+        if rest:
+            (long_b if rest > 0 else short_b).apply(rest, px, ts, ref)
+        p.position = long_b.position + short_b.position
+        lead = long_b if long_b.position >= -short_b.position else short_b
+        p.avg_px = lead.avg_px
+        return closed
+
+    def _strategy_book(self, sid: int, p: PositionState) -> tuple[StrategyBook, Any]:
+        sb = self.strategies.get(sid)
+        if sb is None:
+            sb = self.strategies[sid] = StrategyBook(sid)
+        book = sb.books.get(p.instrument_id)
+        if book is None:
+            if p.style == CashStyle.BET:
+                assert isinstance(p.book, BetBook)
+                book = BetBook(p.instrument_id, p.book.multiplier, p.book.tick)
+            else:
+                book = LotBook(p.instrument_id, p.multiplier, self.lot_method)
+            sb.books[p.instrument_id] = book
+        return sb, book
 
     def _attribute(
         self,
@@ -271,13 +450,9 @@ class Portfolio:
     ) -> None:
         sid = self._strategy_of.get(coid, coid >> 32)
         sb = self.strategies.get(sid)
-        if sb is None:
-            sb = self.strategies[sid] = StrategyBook(sid)
-        book = sb.books.get(p.instrument_id)
+        book = None if sb is None else sb.books.get(p.instrument_id)
         if book is None:
-            book = sb.books[p.instrument_id] = LotBook(
-                p.instrument_id, p.multiplier, self.lot_method
-            )
+            sb, book = self._strategy_book(sid, p)
         fx = self.fx_rates.get(p.currency, 1.0)
         for c in book.apply(signed, px, ts, ref, select):
             sb.realized += c.pnl * fx
@@ -286,16 +461,20 @@ class Portfolio:
         sb.notional += abs(signed) * px * p.multiplier * fx
 
     def on_event(self, ev: object) -> None:
-        """Fills update the portfolio, orders feed attribution, terminal events end lot
-        designations; every other event is ignored."""
+        """Fills update the portfolio, account events move money and positions, orders feed
+        attribution, terminal events end lot designations; every other event is ignored."""
         if isinstance(ev, OrderPartiallyFilled):
             self.on_fill(ev)
         elif isinstance(ev, NewOrder | IntentNew):
             self.on_order(ev)
         elif isinstance(ev, OrderCanceled | OrderExpired | OrderRejected):
             # the order is over: forget what was remembered for it (bounded memory)
-            self._designated.pop(ev.client_order_id, None)
-            self._strategy_of.pop(ev.client_order_id, None)
+            coid = ev.client_order_id
+            self._designated.pop(coid, None)
+            self._strategy_of.pop(coid, None)
+            self._reduce_only.discard(coid)
+        elif isinstance(ev, ACCOUNT_EVENTS):
+            self.on_account_event(ev)
 
     def mark(self, instrument_id: int, px_ticks: int) -> None:
         """Set the mark price (ticks) used for unrealized P&L and equity."""
@@ -402,30 +581,45 @@ class Portfolio:
         return sum(p.fees * self.fx(p.currency) for p in self.positions.values())
 
     def equity(self) -> float:
-        """Cash plus every position at its mark, in the base currency."""
+        """Cash plus every position's equity value at its mark (the notional where it was paid
+        for, the unrealized P&L where it is margined or a bet), in the base currency."""
         return self.cash + sum(
-            p.market_value * self.fx(p.currency) for p in self.positions.values()
+            p.equity_value * self.fx(p.currency) for p in self.positions.values()
         )
 
     def net_pnl(self) -> float:
-        """Realized + unrealized − fees (equals equity − initial cash)."""
-        return self.realized() + self.unrealized() - self.fees()
+        """Realized + unrealized − fees + funding + financing − commission (equals equity −
+        initial cash)."""
+        return (
+            self.realized()
+            + self.unrealized()
+            - self.fees()
+            + self.funding()
+            + self.financing()
+            - self.commission()
+        )
 
     def strategy_pnl(self) -> dict[int, dict[str, float]]:
-        """P&L attribution: per strategy id, realized / unrealized / fees / net / fills /
-        traded notional (base currency); the nets sum to ``net_pnl()``."""
+        """P&L attribution: per strategy id, realized / unrealized / fees / funding / financing /
+        commission / net / fills / traded notional (base currency); the nets sum to
+        ``net_pnl()`` (account events without an order are shared by the strategies' positions,
+        strategy 0 holding what no strategy does)."""
         out: dict[int, dict[str, float]] = {}
         for sid, sb in sorted(self.strategies.items()):
             unreal = 0.0
             for iid, book in sb.books.items():
                 p = self.positions[iid]
-                if book.position:
+                if book.position or (p.style == CashStyle.BET and book.bets):
                     unreal += book.unrealized(p.mark_px) * self.fx(p.currency)
+            other = sb.funding + sb.financing - sb.commission
             out[sid] = {
                 "realized": sb.realized,
                 "unrealized": unreal,
                 "fees": sb.fees,
-                "net": sb.realized + unreal - sb.fees,
+                "funding": sb.funding,
+                "financing": sb.financing,
+                "commission": sb.commission,
+                "net": sb.realized + unreal - sb.fees + other,
                 "fills": sb.fills,
                 "notional": sb.notional,
             }
@@ -446,8 +640,15 @@ class Portfolio:
                 "fills": p.fills,
                 "bought": p.bought,
                 "sold": p.sold,
-                "open_lots": len(p.book.lots) if p.book is not None else 0,
+                "open_lots": len(p.lots),
+                "kind": p.kind,
+                "funding": p.funding,
+                "financing": p.financing,
+                "commission": p.commission,
+                "liquidations": p.liquidations,
+                "settlements": p.settlements,
             }
+            | ({"long": p.long_qty, "short": p.short_qty} if p.short_book is not None else {})
             for iid, p in self.positions.items()
         }
         return {
@@ -455,7 +656,11 @@ class Portfolio:
             "realized": self.realized(),
             "unrealized": self.unrealized(),
             "fees": self.fees(),
+            "funding": self.funding(),
+            "financing": self.financing(),
+            "commission": self.commission(),
             "net_pnl": self.net_pnl(),
+            "pnl_components": self.pnl_components(),
             "cash": self.cash,
             "cash_by_currency": dict(self.cash_by_currency),
             "equity": self.equity(),
@@ -465,4 +670,7 @@ class Portfolio:
             "by_strategy": self.strategy_pnl(),
             "wash_sales": len(self.wash_sales.flagged),
             "wash_sale_disallowed_loss": self.wash_sales.disallowed_loss,
-        }
+        } | self.account_summary()
+
+
+_CASH_NETTING = Account()
