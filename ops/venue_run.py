@@ -185,11 +185,12 @@ def check_keys(
 ) -> None:
     """``check_key`` for each live venue (after its markets loaded: a venue that cannot be
     reached says so first). ``probe``: how the venue is asked (tests pass their own)."""
-    if probe is None:
-        from engine.venues.ccxt_permissions import probe_key as probe
+    from engine.venues.ccxt_permissions import probe_key
+
     for v in cfg.real_venues():
         if v.name in keys:
-            check_key(cfg, v, keys[v.name], rules.get(v.name, KeyRules()), probe)
+            ask = probe or lookup(v.kind).probe or probe_key  # a kind may ask its own way
+            check_key(cfg, v, keys[v.name], rules.get(v.name, KeyRules()), ask)
 
 
 # --- 3. markets and instruments ---------------------------------------------------------------------
@@ -239,8 +240,9 @@ def resolve_run(
                 raise _error(
                     cfg, f"venues[{v.name}].symbols", f"{ins.symbol!r} is an instrument elsewhere"
                 )
-            # a price the kind can have (a binary contract's is a probability in (0, 1))
-            first_px = 0.5 if ins.kind == "binary" else 1.0
+            # a price the kind can have (a binary contract's is a probability in (0, 1), a
+            # betting selection's decimal odds from 1.01)
+            first_px = 0.5 if ins.kind == "binary" else 2.0 if ins.kind == "betting" else 1.0
             added.append(
                 msgspec.structs.asdict(ins) | {"initial_price": first_px, "annual_vol": 0.0}
             )

@@ -321,6 +321,8 @@ class PolymarketExecutionClient(StatusReports):
             except RateLimited as e:
                 self._hold_until = time.monotonic() + e.retry_after_s
             except Exception as exc:  # the venue is unreachable: say so, try again
+                if self._closing:
+                    return
                 self._state, self.state_reason = "down", f"REST: {exc!r}"
                 log.warning("%s: %s", self.name, self.state_reason)
 

@@ -86,6 +86,31 @@ def _load_markets(_kind: str, settings: Mapping[str, Any], _creds: Any) -> dict[
     return load_markets(settings)  # type: ignore[return-value]
 
 
+def _probe(_kind: str, settings: Mapping[str, Any], creds: Any) -> Any:
+    """What the key may do: the venue must know it (its API key derives), and a wallet's
+    private key controls the wallet's funds, so it can always withdraw (a live run needs
+    ``allow_withdraw`` on its keystore entry: docs/polymarket.md)."""
+    import asyncio
+
+    from engine.venues.ccxt_permissions import KeyAbilities
+    from engine.venues.polymarket_rest import ClobRest
+
+    async def derive() -> str:
+        rest = ClobRest(
+            str(settings.get("rest_url") or ""), int(settings.get("timeout_ms", 10_000))
+        )
+        try:
+            chain = int(settings.get("chain_id", 137))
+            await rest.derive_creds(str(getattr(creds, "secret", "") or ""), chain)
+            return rest.address
+        finally:
+            await rest.close()
+
+    address = asyncio.run(derive())
+    how = f"polymarket: the API key of wallet {address} derives; the wallet key holds its funds"
+    return KeyAbilities(can_withdraw=True, can_trade=True, how=how)
+
+
 register(
     VenueKind(
         "polymarket",
@@ -95,5 +120,6 @@ register(
         real=True,
         live=True,
         markets=_load_markets,
+        probe=_probe,
     )
 )

@@ -67,6 +67,9 @@ class VenueKind:
     live: bool = False
     markets: MarketsLoader | None = None
     private_data: bool = False
+    #: ``(exchange or kind, settings, credentials) -> KeyAbilities`` (engine/venues/
+    #: ccxt_permissions.py): what the key may do, asked before a live run (None: ccxt's)
+    probe: Callable[[str, Mapping[str, Any], Any], Any] | None = None
 
 
 class UnknownVenueKind(ValueError):

@@ -709,6 +709,19 @@ class PolymarketServer(ExchangeServer):
         """Another participant's order taking ``qty`` (fills our resting orders when best)."""
         fills = self.matcher.take(token_id, side, qty, price)
         self._publish_books()
+        if fills:
+            last = fills[-1]
+            trade = {
+                "event_type": "last_trade_price",
+                "asset_id": token_id,
+                "market": self.token_market[token_id].condition_id,
+                "price": fmt(last.price),
+                "size": fmt(sum((f.qty for f in fills), Decimal(0))),
+                "side": side.upper(),
+                "fee_rate_bps": "0",
+                "timestamp": str(int(time.time() * 1000)),
+            }
+            self.hub.broadcast("market", json.dumps(trade), token_id)
         return fills
 
 
