@@ -248,13 +248,68 @@ class PolymarketVenue(RealVenueKeys, tag="polymarket", **_STRICT):
 
 
 class BetfairVenue(RealVenueKeys, tag="betfair", **_STRICT):
-    """``kind = "betfair"``: the Betfair Exchange (back / lay on selections)."""
+    """``kind = "betfair"``: the Betfair Exchange (back / lay on selections; docs/betfair.md).
+    ``symbols`` are selections, "<marketId>/<selectionId>". Keys: ``api_key`` = the app key,
+    ``api_secret`` = a session token, or the username when ``api_password`` is set (login)."""
+
+    stream_url: str = ""  # the Exchange Stream API, "tls://host:port" ("" = Betfair's own)
+    stream_ca_file: str = ""  # a PEM the stream's certificate is checked against ("" = system)
+    market_ids: list[str] = []  # markets whose every selection is listed (besides `symbols`)
+    catalogue_max: int = 100  # markets listed when neither market_ids nor symbols name one
+    currency: str = "GBP"  # the account's currency: stakes, P&L and commission in it
+    min_stake: float = 1.0  # the smallest stake the venue takes, in `currency`
+    commission_pct: float = 5.0  # paper: the commission on a market's net winnings (%)
+    persistence: str = "LAPSE"  # a GTC bet's persistence: LAPSE | PERSIST | MARKET_ON_CLOSE
+    heartbeat_ms: int = 5000  # the stream's heartbeat (500-5000); stale_after_s must exceed it
+    rest_poll_s: float = 5.0  # live: listCurrentOrders / account funds checked this often
+    unknown_window_s: float = 10.0  # live: an unanswered placement not found by then: not placed
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        need(
+            not self.stream_url or bool(re.fullmatch(r"tls://[^/:]+:\d{1,5}", self.stream_url)),
+            "stream_url",
+            'must be "tls://host:port"',
+        )
+        need(not self.ws_url, "ws_url", "betfair's stream is not a websocket: use stream_url")
+        need(
+            self.persistence in ("LAPSE", "PERSIST", "MARKET_ON_CLOSE"),
+            "persistence",
+            "must be LAPSE, PERSIST or MARKET_ON_CLOSE",
+        )
+        need(500 <= self.heartbeat_ms <= 5000, "heartbeat_ms", "must be 500-5000 (Betfair's)")
+        need(
+            self.stale_after_s * 1000 > self.heartbeat_ms,
+            "stale_after_s",
+            "must be longer than heartbeat_ms",
+        )
+        need(bool(re.fullmatch(r"[A-Z]{3}", self.currency)), "currency", "must be like GBP")
+        for key in ("min_stake", "rest_poll_s", "unknown_window_s"):
+            v = getattr(self, key)
+            need(math.isfinite(v) and v > 0, key, "must be > 0")
+        need(0 <= self.commission_pct < 100, "commission_pct", "must be in [0, 100)")
+        for k, m in enumerate(self.market_ids):
+            need(bool(re.fullmatch(r"\d+\.\d+", m)), f"market_ids[{k}]", "must be like 1.2345")
 
 
 class BinanceUsdmVenue(RealVenueKeys, tag="binanceusdm", **_STRICT):
-    """``kind = "binanceusdm"``: Binance USD-M perpetual futures through ccxt."""
+    """``kind = "binanceusdm"``: Binance USD-M perpetual futures through ccxt (linear
+    perpetuals, one-way positions, cross margin: docs/perpetuals.md)."""
 
     symbols: list[str] = msgspec.field(default_factory=lambda: ["BTC/USDT:USDT"])
+    perp_poll_s: float = 5.0  # live: positions, account and funding income over REST this often
+    funding_lookback_s: float = 0.0  # live: funding paid this long before the start is reported
+    margin_report_pct: float = 1.0  # live: a MarginStatus when equity or margin moves this much
+    # paper: the simulated account's starting balance per currency ({} = [portfolio] cash, a
+    # USD amount also counted as USDT / USDC)
+    paper_balance: dict[str, float] = {}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        need(self.perp_poll_s > 0, "perp_poll_s", "must be > 0")
+        need(self.funding_lookback_s >= 0, "funding_lookback_s", "must be >= 0")
+        need(self.margin_report_pct >= 0, "margin_report_pct", "must be >= 0")
+        need(all(v >= 0 for v in self.paper_balance.values()), "paper_balance", "must be >= 0")
 
 
 REAL_VENUE_STRUCTS: dict[str, type[RealVenueKeys]] = {

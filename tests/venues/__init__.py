@@ -16,6 +16,7 @@ KINDS = {
     "binanceusdm": "tests.venues.binance_futures:BinanceFuturesServer",
     "oanda": "tests.venues.oanda:OandaServer",
     "polymarket": "tests.venues.polymarket:PolymarketServer",
+    "betfair": "tests.venues.betfair:BetfairServer",
 }
 
 

@@ -1,0 +1,661 @@
+"""Live execution at Betfair: placeOrders / cancelOrders / replaceOrders, the order stream,
+listCurrentOrders and listClearedOrders, settlement.
+
+Exec's loop never waits on the network: ``submit`` / ``cancel`` / ``replace`` check and queue
+(the checks a bet would fail at the venue — a price off the ladder, an order type or time in
+force Betfair has not, a suspended market — are refused here at once); one worker thread sends
+the requests in order; the order stream (``orderSubscription`` on a ``StreamWorker``) and the
+answers go through ``OrderBook`` (``betfair_orders``), which makes each fill and each end once;
+``poll`` hands the events out. A placement that gets no answer is UNKNOWN, never resent: the
+periodic check (``rest_poll_s``: listCurrentOrders by our ``customerOrderRef``) settles it, and
+also books any fill the stream missed. TOO_MANY_REQUESTS is waited out and the call sent again
+(an error answer means the venue did nothing).
+
+Mapping (docs/betfair.md): BUY = BACK, SELL = LAY, LIMIT orders only; GTC -> persistence
+``persistence`` (LAPSE: the unmatched part lapses when the market turns in-play or closes),
+FOK -> timeInForce FILL_OR_KILL, IOC -> FILL_OR_KILL with minFillSize of one lot. A price
+change is replaceOrders (a new bet at the new odds for the remainder), a smaller stake
+cancelOrders with sizeReduction; a larger stake is refused (Betfair cannot add to a bet).
+
+Suspension: an ``ExchangeStatus`` HALTED for a selection (from the market stream, through
+``on_market_data``) refuses new orders and replaces on it until OPEN. Settlement: when the
+order stream says a market closed (or its ExchangeStatus says "settled"), listClearedOrders
+(SETTLED and VOIDED bets, and the market's commission) becomes one ``Settlement`` per selection
+we hold: RESOLVED with outcome 1 / 0, or VOID (outcome -1); px 0 (a bet's P&L is in its
+fills), ``position`` the net lots settled, ``fee`` the market's commission on its last one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from engine.betting import betfair_ladder_ok
+from engine.enums import ExchangeStatusKind, OrderType, SettlementKind, Side, TimeInForce
+from engine.instruments import Instrument
+from engine.messages import (
+    CancelOrder,
+    CancelRejectReason,
+    ExchangeStatus,
+    NewOrder,
+    OrderCancelRejected,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderReplaced,
+    OrderReplaceRejected,
+    ReplaceOrder,
+    ReplaceRejectReason,
+    Settlement,
+)
+from engine.venues.base import VenueEvent
+from engine.venues.betfair_orders import BetState, OrderBook, Tracked, order_prefix, parse_ref
+from engine.venues.betfair_session import BetfairApi, StreamSocket, StreamWorker, api_error_code
+from engine.venues.betfair_wire import odds, settlement_of, split_symbol, stake
+from engine.venues.reports import BalanceReport, OrderStatusReport, StatusReports
+
+__all__ = ["BetfairExecutionClient"]
+
+_D = Decimal
+
+
+def _bet(d: Mapping[str, Any], complete: bool | None = None) -> BetState:
+    """A bet from an order-stream ``uo`` or a listCurrentOrders row."""
+    if "sm" in d:  # the order stream's short names
+        return BetState(
+            str(d["id"]),
+            _D(str(d.get("sm", 0))),
+            _D(str(d.get("avp", 0))),
+            _D(str(d.get("sr", 0))),
+            _D(str(d.get("sc", 0))),
+            _D(str(d.get("sl", 0))),
+            _D(str(d.get("sv", 0))),
+            d.get("status") == "EC" if complete is None else complete,
+        )
+    return BetState(
+        str(d["betId"]),
+        _D(str(d.get("sizeMatched", 0))),
+        _D(str(d.get("averagePriceMatched", 0))),
+        _D(str(d.get("sizeRemaining", 0))),
+        _D(str(d.get("sizeCancelled", 0))),
+        _D(str(d.get("sizeLapsed", 0))),
+        _D(str(d.get("sizeVoided", 0))),
+        d.get("status") == "EXECUTION_COMPLETE" if complete is None else complete,
+    )
+
+
+class BetfairExecutionClient(StatusReports):
+    """``engine.venues.base.ExecutionClient`` for Betfair (see the module docstring).
+
+    Settings: ``rest_url`` / ``stream_url`` / ``stream_ca_file`` (``betfair_session``),
+    ``persistence``, ``rest_poll_s``, ``unknown_window_s`` (how long an unanswered placement
+    may stay unknown before it is taken as not placed), ``rate_limit_retries``,
+    ``start_timeout_s``, ``heartbeat_ms``, ``currency``, ``engine_id`` / ``order_prefix``."""
+
+    live = True
+
+    def __init__(
+        self,
+        name: str,
+        instruments: Iterable[Instrument],
+        settings: Mapping[str, Any],
+        credentials: Any,
+        *,
+        start: bool = True,
+    ) -> None:
+        s = dict(settings)
+        self.name, self.settings = name, s
+        self._insts = {i.instrument_id: i for i in instruments}
+        self._by_sel = {split_symbol(i.symbol): i for i in self._insts.values()}
+        prefix = s.get("order_prefix") or order_prefix(str(s.get("engine_id") or name))
+        self.book = OrderBook(name, str(prefix))
+        self.api = BetfairApi(credentials, s)
+        self._lock = threading.RLock()
+        self._out: deque[object] = deque()
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._halted: dict[int, str] = {}
+        self._positions: dict[int, int] = {}
+        self._settled: set[int] = set()
+        self._settling: set[str] = set()
+        self._balances: list[BalanceReport] = []
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name=f"betfair-{name}", daemon=True)
+        self._stream: StreamWorker | None = None
+        self._next_poll = 0.0
+        self.synced = threading.Event()
+        self.stats = dict.fromkeys(("submits", "unknown", "rate_limited", "external"), 0)
+        if start:
+            self.start(float(s.get("start_timeout_s", 30.0)))
+
+    # --- life cycle -----------------------------------------------------------------------------
+    def start(self, timeout_s: float = 30.0) -> bool:
+        """Log in, take the venue's view of our orders and balance, start the order stream."""
+        self._thread.start()
+        self._jobs.put(self._startup)
+        return self.synced.wait(timeout_s)
+
+    def _startup(self) -> None:
+        self.api.ensure_session()
+        self._refresh_balance()
+        self._check_orders(all_open=True)
+        self._stream = StreamWorker(
+            f"{self.name}-orders",
+            "ocm",
+            self.api,
+            self.settings,
+            self._subscribe,
+            self._on_stream,
+        )
+        self._stream.start()
+        self._stream.connected.wait(float(self.settings.get("start_timeout_s", 30.0)))
+        self.synced.set()
+
+    def _subscribe(self, s: StreamSocket, initial_clk: str | None, clk: str | None) -> None:
+        s.subscribe_to_orders(
+            {"includeOverallPosition": False},
+            initial_clk=initial_clk,
+            clk=clk,
+            conflate_ms=0,
+            heartbeat_ms=int(self.settings.get("heartbeat_ms", 5000)),
+        )
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._stream is not None:
+            self._stream.stop()
+        self._jobs.put(None)
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def state(self) -> str:
+        st = self._stream
+        return "connected" if st is not None and st.connected.is_set() else "down"
+
+    # --- the worker -----------------------------------------------------------------------------
+    def _work(self) -> None:
+        poll_s = float(self.settings.get("rest_poll_s", 5.0))
+        while True:
+            try:
+                job = self._jobs.get(timeout=0.1)
+            except queue.Empty:
+                job = self._periodic
+            if job is None:
+                return
+            if job is self._periodic and time.monotonic() < self._next_poll:
+                continue
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - one failed request must not stop the worker
+                import logging
+
+                logging.getLogger(__name__).exception("betfair %s: a request failed", self.name)
+            if job is self._periodic:
+                self._next_poll = time.monotonic() + poll_s
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn`` with TOO_MANY_REQUESTS waited out (``rate_limit_retries`` times)."""
+        wait = 0.2
+        for attempt in range(int(self.settings.get("rate_limit_retries", 5)) + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if api_error_code(exc) != "TOO_MANY_REQUESTS" or attempt >= 5:
+                    raise
+                self.stats["rate_limited"] += 1
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    def _emit(self, events: Iterable[object]) -> None:
+        with self._lock:
+            for e in events:
+                if isinstance(e, OrderPartiallyFilled):
+                    d = e.fill_qty if e.side == Side.BUY else -e.fill_qty
+                    self._positions[e.instrument_id] = self._positions.get(e.instrument_id, 0) + d
+                self._out.append(e)
+
+    # --- requests -------------------------------------------------------------------------------
+    def _refuse(self, order: NewOrder, now_ns: int) -> str:
+        ins = self._insts.get(order.instrument_id)
+        if ins is None:
+            return f"instrument {order.instrument_id} is not listed at {self.name}"
+        if order.client_order_id in self.book.orders:
+            return f"duplicate client order id {order.client_order_id}"
+        if order.order_type != OrderType.LIMIT:
+            return "betfair takes LIMIT orders only (back at the best lay odds to take them)"
+        if order.tif not in (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK):
+            return f"betfair has no time in force {TimeInForce(order.tif).name} (GTC, IOC, FOK)"
+        if not betfair_ladder_ok(order.px, ins.tick_size):
+            return f"odds {odds(ins, order.px)} are not on Betfair's price ladder"
+        if order.instrument_id in self._halted:
+            return f"market {ins.market_id} is {self._halted[order.instrument_id]} at the venue"
+        if order.instrument_id in self._settled:
+            return f"market {ins.market_id} has settled"
+        return ""
+
+    def submit(self, order: NewOrder, now_ns: int) -> list[VenueEvent]:
+        why = self._refuse(order, now_ns)
+        if why:
+            return [OrderRejected.for_order(order, why, now_ns, now_ns)]
+        ins = self._insts[order.instrument_id]
+        mid, sid = split_symbol(ins.symbol)
+        ref = self.book.ref(order.client_order_id)
+        t = Tracked(order, ins, mid, sid, ref, order.px, order.qty)
+        with self._lock:
+            self.book.orders[order.client_order_id] = t
+        self.stats["submits"] += 1
+        self._jobs.put(lambda: self._place(t))
+        return []
+
+    def _instruction(self, t: Tracked) -> dict[str, Any]:
+        o, ins = t.order, t.ins
+        limit: dict[str, Any] = {"size": stake(ins, o.qty), "price": odds(ins, o.px)}
+        if o.tif == TimeInForce.GTC:
+            limit["persistenceType"] = str(self.settings.get("persistence", "LAPSE"))
+        else:
+            limit["timeInForce"] = "FILL_OR_KILL"
+            if o.tif == TimeInForce.IOC:
+                limit["minFillSize"] = stake(ins, 1)
+        return {
+            "orderType": "LIMIT",
+            "selectionId": t.selection_id,
+            "handicap": 0,
+            "side": "BACK" if o.side == Side.BUY else "LAY",
+            "limitOrder": limit,
+            "customerOrderRef": t.ref,
+        }
+
+    def _place(self, t: Tracked) -> None:
+        now = time.time_ns()
+        try:
+            r = self._call(
+                self.api.betting.place_orders,
+                t.market_id,
+                [self._instruction(t)],
+                customer_ref=t.ref,
+            )
+        except Exception as exc:
+            code = api_error_code(exc)
+            if code:  # the venue answered no
+                self._reject(t, f"betfair: {code}", now)
+            else:  # no answer: it may or may not be placed; settled by query, never resent
+                with self._lock:
+                    t.phase, t.since = "unknown", time.monotonic()
+                self.stats["unknown"] += 1
+            return
+        rep = (r.get("instructionReports") or [{}])[0]
+        if r.get("status") != "SUCCESS" or rep.get("status") != "SUCCESS":
+            self._reject(t, f"betfair: {rep.get('errorCode') or r.get('errorCode')}", now)
+            return
+        bet = str(rep["betId"])
+        sm, avp = _D(str(rep.get("sizeMatched") or 0)), _D(str(rep.get("averagePriceMatched") or 0))
+        done = rep.get("orderStatus") == "EXECUTION_COMPLETE"
+        with self._lock:
+            ev = self.book.accept(t, bet, now)
+            rem = _D(str(stake(t.ins, t.order.qty))) - sm
+            if done:
+                rem = _D(0)  # a FILL_OR_KILL's unmatched part was cancelled by the venue
+            state = BetState(bet, sm, avp, rem, complete=done, lapsed=_D(0))
+            ev += self.book.on_bet(t, state, now, now, taker=True)
+            if done and t.phase == "open":
+                ev += self.book.end(t, lapsed=False, ts=now, now_ns=now, why="not matched at once")
+        self._emit(ev)
+
+    def _reject(self, t: Tracked, why: str, now: int) -> None:
+        with self._lock:
+            t.phase = "rejected"
+        self._emit([OrderRejected.for_order(t.order, why, now, now)])
+
+    def cancel(self, cancel: CancelOrder, now_ns: int) -> list[VenueEvent]:
+        t = self.book.orders.get(cancel.client_order_id)
+        reasons = CancelRejectReason
+        if t is None:
+            return [self._cancel_rej(cancel, reasons.UNKNOWN_ORDER, "unknown order", now_ns)]
+        if t.phase != "open":
+            return [self._cancel_rej(cancel, reasons.NOT_OPEN, f"order is {t.phase}", now_ns)]
+        self._jobs.put(lambda: self._cancel(t, cancel, None))
+        return []
+
+    @staticmethod
+    def _cancel_rej(c: CancelOrder, reason: int, detail: str, now: int) -> OrderCancelRejected:
+        return OrderCancelRejected(
+            c.client_order_id, c.instrument_id, int(reason), detail, c.ts_origin, now, now
+        )
+
+    def _cancel(self, t: Tracked, c: CancelOrder | None, reduce_to: int | None) -> bool:
+        """Cancel the current bet (``reduce_to``: down to that many lots). True: done."""
+        now = time.time_ns()
+        ins: dict[str, Any] = {"betId": t.bet_id}
+        if reduce_to is not None:
+            ins["sizeReduction"] = stake(t.ins, t.leaves - reduce_to)
+        try:
+            r = self._call(self.api.betting.cancel_orders, t.market_id, [ins])
+            rep = (r.get("instructionReports") or [{}])[0]
+            ok = r.get("status") == "SUCCESS" and rep.get("status") == "SUCCESS"
+            why = str(rep.get("errorCode") or r.get("errorCode") or "")
+        except Exception as exc:
+            ok, why = False, api_error_code(exc) or f"no answer ({type(exc).__name__})"
+        if not ok:
+            if c is not None:
+                reason = (
+                    CancelRejectReason.NOT_OPEN if "TAKEN" in why else CancelRejectReason.REFUSED
+                )
+                self._emit([self._cancel_rej(c, reason, f"betfair: {why}", now)])
+            return False
+        if reduce_to is None:
+            with self._lock:
+                ev = self.book.end(t, lapsed=False, ts=now, now_ns=now)
+            self._emit(ev)
+        else:
+            with self._lock:
+                t.leaves = reduce_to
+        return True
+
+    def replace(self, replace: ReplaceOrder, now_ns: int) -> list[VenueEvent]:
+        t = self.book.orders.get(replace.client_order_id)
+        rr = ReplaceRejectReason
+        why: tuple[int, str] | None = None
+        if t is None:
+            why = (rr.UNKNOWN_ORDER, "unknown order")
+        elif t.phase != "open":
+            why = (rr.NOT_OPEN, f"order is {t.phase}")
+        elif replace.new_qty <= 0 or not betfair_ladder_ok(replace.new_px, t.ins.tick_size):
+            why = (rr.INVALID, f"odds {odds(t.ins, replace.new_px)} not on the ladder or qty <= 0")
+        elif replace.new_qty > t.leaves:
+            why = (rr.UNSUPPORTED, "betfair cannot add to a bet's stake: cancel, place anew")
+        elif replace.instrument_id in self._halted:
+            why = (rr.HALTED, f"market is {self._halted[replace.instrument_id]}")
+        if why is not None:
+            ev = OrderReplaceRejected.for_request(replace, int(why[0]), why[1], now_ns, now_ns)
+            return [ev]
+        assert t is not None
+        self._jobs.put(lambda: self._replace(t, replace))
+        return []
+
+    def _replace(self, t: Tracked, rep: ReplaceOrder) -> None:
+        now = time.time_ns()
+        if rep.new_qty < t.leaves and not self._cancel(t, None, rep.new_qty):
+            self._replace_rej(rep, "betfair refused the stake reduction", now)
+            return
+        if rep.new_px != t.px:
+            try:
+                r = self._call(
+                    self.api.betting.replace_orders,
+                    t.market_id,
+                    [{"betId": t.bet_id, "newPrice": odds(t.ins, rep.new_px)}],
+                )
+                rp = (r.get("instructionReports") or [{}])[0]
+                placed = rp.get("placeInstructionReport") or {}
+                if r.get("status") != "SUCCESS" or placed.get("status") != "SUCCESS":
+                    why = rp.get("errorCode") or r.get("errorCode")
+                    self._replace_rej(rep, f"betfair: {why}", now)
+                    return
+            except Exception as exc:
+                self._replace_rej(rep, f"betfair: {api_error_code(exc) or 'no answer'}", now)
+                return
+            new = str(placed["betId"])
+            sm = _D(str(placed.get("sizeMatched") or 0))
+            avp = _D(str(placed.get("averagePriceMatched") or 0))
+            with self._lock:
+                self.book.switch_bet(t, new, rep.new_px)
+                ev: list[object] = [
+                    OrderReplaced(
+                        t.order.client_order_id,
+                        t.order.instrument_id,
+                        rep.new_px,
+                        rep.new_qty,
+                        rep.ts_origin,
+                        now,
+                        now,
+                    )
+                ]
+                size = _D(str(stake(t.ins, rep.new_qty)))
+                ev += self.book.on_bet(t, BetState(new, sm, avp, size - sm), now, now, taker=True)
+            self._emit(ev)
+            return
+        self._emit(
+            [
+                OrderReplaced(
+                    t.order.client_order_id,
+                    t.order.instrument_id,
+                    t.px,
+                    rep.new_qty,
+                    rep.ts_origin,
+                    now,
+                    now,
+                )
+            ]
+        )
+
+    def _replace_rej(self, rep: ReplaceOrder, why: str, now: int) -> None:
+        reason = int(
+            ReplaceRejectReason.NOT_OPEN if "TAKEN" in why else ReplaceRejectReason.INVALID
+        )
+        self._emit([OrderReplaceRejected.for_request(rep, reason, why, now, now)])
+
+    # --- what the venue says --------------------------------------------------------------------
+    def _on_stream(self, msg: dict[str, Any]) -> None:
+        if msg.get("op") != "ocm":
+            return
+        ts = int(msg.get("pt") or 0) * 1_000_000 or time.time_ns()
+        now = time.time_ns()
+        ev: list[object] = []
+        closed: list[str] = []
+        with self._lock:
+            for oc in msg.get("oc") or []:
+                for orc in oc.get("orc") or []:
+                    for uo in orc.get("uo") or []:
+                        t = self.book.find(str(uo.get("id")), str(uo.get("rfo") or ""))
+                        if t is None:
+                            self.stats["external"] += 1
+                            continue
+                        ev += self.book.on_bet(t, _bet(uo), ts, now)
+                if oc.get("closed"):
+                    closed.append(str(oc.get("id")))
+        self._emit(ev)
+        for mid in closed:
+            self._settle_later(mid)
+
+    def _settle_later(self, market_id: str) -> None:
+        with self._lock:
+            if market_id in self._settling:
+                return
+            self._settling.add(market_id)
+        self._jobs.put(lambda: self._settle(market_id))
+
+    def _periodic(self) -> None:
+        self._check_orders()
+        self._refresh_balance()
+
+    def _check_orders(self, all_open: bool = False) -> None:
+        """listCurrentOrders: fills the stream missed, ends, and unknown placements settled."""
+        with self._lock:
+            live = [t for t in self.book.orders.values() if t.phase in ("open", "unknown")]
+        if not live and not all_open:
+            return
+        markets = sorted({t.market_id for t in live})
+        kwargs: dict[str, Any] = {"order_projection": "ALL"}
+        if markets:
+            kwargs["market_ids"] = markets
+        got = self._call(self.api.betting.list_current_orders, **kwargs)
+        now = time.time_ns()
+        seen: set[int] = set()
+        ev: list[object] = []
+        window = float(self.settings.get("unknown_window_s", 10.0))
+        with self._lock:
+            for row in got.get("currentOrders") or []:
+                t = self.book.find(str(row["betId"]), str(row.get("customerOrderRef") or ""))
+                if t is None:
+                    t = self._adopt(row)
+                    if t is None:
+                        continue
+                seen.add(t.order.client_order_id)
+                ev += self.book.on_bet(t, _bet(row), now, now)
+            for t in live:
+                late = time.monotonic() - t.since > window
+                if t.phase == "unknown" and t.order.client_order_id not in seen and late:
+                    t.phase = "rejected"
+                    ev.append(OrderRejected.for_order(t.order, "not placed (no answer)", now, now))
+        self._emit(ev)
+
+    def _adopt(self, row: Mapping[str, Any]) -> Tracked | None:
+        """An order of ours the venue has and we do not (a restarted exec): known again."""
+        coid = parse_ref(self.book.prefix, str(row.get("customerOrderRef") or ""))
+        ins = self._by_sel.get((str(row["marketId"]), int(row["selectionId"])))
+        if coid is None or ins is None:
+            return None
+        ps = row.get("priceSize") or {}
+        side = Side.BUY if row.get("side") == "BACK" else Side.SELL
+        px, qty = ins.px_to_ticks(str(ps.get("price"))), ins.qty_to_lots(str(ps.get("size")))
+        o = NewOrder(
+            coid,
+            0,
+            ins.instrument_id,
+            int(side),
+            int(OrderType.LIMIT),
+            int(TimeInForce.GTC),
+            px,
+            qty,
+            0,
+            0,
+        )
+        mid, sid = split_symbol(ins.symbol)
+        t = Tracked(o, ins, mid, sid, str(row.get("customerOrderRef")), px, qty, phase="pending")
+        self.book.orders[coid] = t
+        return t
+
+    def _refresh_balance(self) -> None:
+        f = self._call(self.api.account.get_account_funds)
+        ccy = str(self.settings.get("currency", "GBP"))
+        free = float(f.get("availableToBetBalance") or 0.0)
+        total = free - float(f.get("exposure") or 0.0)
+        with self._lock:
+            self._balances = [BalanceReport(venue=self.name, currency=ccy, total=total, free=free)]
+
+    def _settle(self, market_id: str) -> None:
+        """A closed market's Settlement per selection we hold (see the module docstring)."""
+        try:
+            self._settle_market(market_id)
+        finally:
+            with self._lock:
+                self._settling.discard(market_id)
+
+    def _settle_market(self, market_id: str) -> None:
+        bets: list[Mapping[str, Any]] = []
+        for status in ("SETTLED", "VOIDED"):
+            got = self._call(
+                self.api.betting.list_cleared_orders, bet_status=status, market_ids=[market_id]
+            )
+            bets += [b | {"_status": status} for b in got.get("clearedOrders") or []]
+        if not bets:
+            return  # not cleared yet: the next close notice or check tries again
+        fee = 0.0
+        grouped = self._call(
+            self.api.betting.list_cleared_orders,
+            bet_status="SETTLED",
+            market_ids=[market_id],
+            group_by="MARKET",
+        )
+        for row in grouped.get("clearedOrders") or []:
+            fee += float(row.get("commission") or 0.0)
+        per: dict[int, list[Mapping[str, Any]]] = {}
+        for b in bets:
+            ins = self._by_sel.get((market_id, int(b["selectionId"])))
+            if ins is not None and ins.instrument_id not in self._settled:
+                per.setdefault(ins.instrument_id, []).append(b)
+        now = time.time_ns()
+        ev: list[object] = []
+        for k, (iid, mine) in enumerate(sorted(per.items())):
+            ins = self._insts[iid]
+            pos = sum(
+                ins.qty_to_lots(str(b.get("sizeSettled") or 0)) * (1 if b["side"] == "BACK" else -1)
+                for b in mine
+            )
+            settled = [b for b in mine if b["_status"] == "SETTLED"]
+            if settled:
+                b = settled[0]
+                won = (b.get("betOutcome") == "WON") == (b["side"] == "BACK")
+                kind, outcome = int(SettlementKind.RESOLVED), int(won)
+            else:
+                kind, outcome = int(SettlementKind.VOID), -1
+            last = k == len(per) - 1
+            ev.append(
+                Settlement(
+                    iid,
+                    kind,
+                    0,
+                    outcome,
+                    pos,
+                    now,
+                    now,
+                    settlement_id=int(mine[0]["betId"]),
+                    fee=fee if last else 0.0,
+                )
+            )
+            with self._lock:
+                self._settled.add(iid)
+                self._positions[iid] = 0
+                self._halted[iid] = "settled"
+        self._emit(ev)
+
+    # --- the engine's side ----------------------------------------------------------------------
+    def on_market_data(self, msg: object, now_ns: int) -> list[VenueEvent]:
+        if type(msg) is ExchangeStatus and msg.instrument_id in self._insts:  # type: ignore[attr-defined]
+            iid, reason = msg.instrument_id, msg.reason  # type: ignore[attr-defined]
+            with self._lock:
+                if msg.status == ExchangeStatusKind.OPEN:  # type: ignore[attr-defined]
+                    self._halted.pop(iid, None)
+                else:
+                    self._halted[iid] = reason
+            if settlement_of(reason) is not None:
+                self._settle_later(self._insts[iid].market_id)
+        return []
+
+    def poll(self, now_ns: int) -> list[VenueEvent]:
+        with self._lock:
+            out = list(self._out)
+            self._out.clear()
+        return out
+
+    # --- queries --------------------------------------------------------------------------------
+    def open_orders(self) -> list[NewOrder]:
+        with self._lock:
+            return self.book.open_orders()
+
+    def positions(self) -> dict[int, int]:
+        with self._lock:
+            return {k: v for k, v in self._positions.items() if v}
+
+    def fills_since(self, fill_id: int = 0) -> list[OrderPartiallyFilled]:
+        with self._lock:
+            return [f for f in self.book.fills if f.fill_id > fill_id]
+
+    def knows_order(self, client_order_id: int) -> bool:
+        t = self.book.orders.get(client_order_id)
+        return t is not None and t.phase != "rejected"
+
+    def query_order(self, client_order_id: int) -> OrderStatusReport | None:
+        t = self.book.orders.get(client_order_id)
+        with self._lock:
+            return None if t is None else self.book.report(t)
+
+    def order_status_reports(self) -> list[OrderStatusReport]:
+        with self._lock:
+            reps = [self.book.report(t) for t in self.book.orders.values() if t.phase == "open"]
+        return [r for r in reps if r is not None]
+
+    def balances(self) -> list[BalanceReport]:
+        with self._lock:
+            return list(self._balances)
+
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Tests: every queued request has been sent and answered."""
+        done = threading.Event()
+        self._jobs.put(done.set)
+        return done.wait(timeout_s)
