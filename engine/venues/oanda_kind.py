@@ -23,7 +23,7 @@ from engine.venues.ccxt_markets import OrderRulesGate, VenueMarket, resolve_inst
 from engine.venues.data import MarketDataClient
 from engine.venues.registry import VenueConfig, VenueKind, register
 
-__all__ = ["load_markets"]
+__all__ = ["load_markets", "probe_key"]
 
 
 def load_markets(
@@ -48,6 +48,26 @@ async def _load(settings: Mapping[str, Any], credentials: Any) -> dict[str, Venu
         return {m.symbol: m for m in (market_of(i) for i in await client.instruments())}
     finally:
         await client.close()
+
+
+def probe_key(kind: str, settings: Mapping[str, Any], credentials: Any) -> Any:
+    """What an OANDA token may do (the live start's key check): v20 has no endpoint that moves
+    money off the account, so no token can withdraw; one that reads the account's summary
+    reaches the account it trades. A failure raises: the start is refused (fail closed)."""
+    from engine.venues.ccxt_permissions import KeyAbilities
+
+    async def ask() -> None:
+        from engine.venues.oanda_data import v20_client
+
+        client = v20_client(settings, credentials)
+        try:
+            await client.summary()
+        finally:
+            await client.close()
+
+    asyncio.run(asyncio.wait_for(ask(), 30.0))
+    how = "v20 has no withdrawal endpoint; GET /v3/accounts/{id}/summary answered"
+    return KeyAbilities(False, True, how)
 
 
 def _markets(c: VenueConfig) -> dict[str, VenueMarket]:
@@ -105,5 +125,6 @@ register(
         live=True,
         markets=load_markets,
         private_data=True,
+        probe=probe_key,
     )
 )
