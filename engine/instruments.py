@@ -27,7 +27,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     tick_size: float = 0.01
     lot_size: float = 1.0
     currency: str = "USD"  # the quote and settlement currency: P&L, fees, funding in it
-    # --- what kind of contract (engine.enums.InstrumentKind; docs/instruments.md) -------------
+    # --- what kind of contract (engine.enums.InstrumentKind; docs/instruments-and-accounts.md) -
     kind: str = InstrumentKind.SPOT
     base_currency: str = ""  # spot / FX: the currency bought (EUR of EUR/USD)
     contract_size: float = 1.0  # units of the underlying per lot-quantity 1 (futures, perps)
