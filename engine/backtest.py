@@ -44,6 +44,7 @@ from engine.analytics import YEAR_NS, summarize
 from engine.exec_engine import ExecEngine, ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
+    ACCOUNT_EVENT_TYPES,
     Bar,
     CancelOrder,
     Control,
@@ -82,6 +83,15 @@ def _stats(values: list[int]) -> dict[str, float]:
         "p99": float(np.percentile(a, 99)),
         "max": float(a.max()),
     }
+
+
+def _counts(events: list[Any]) -> dict[str, int]:
+    """Events by type name."""
+    out: dict[str, int] = {}
+    for ev in events:
+        name = type(ev).__name__
+        out[name] = out.get(name, 0) + 1
+    return out
 
 
 def _msg_time(msg: object) -> int:
@@ -132,6 +142,7 @@ class InlineRuntime:
         exec_policy: ExecPolicy | None = None,
         engine: str = "fast",
         overlay: Any = None,
+        accounts: Mapping[str, Any] | None = None,
     ) -> None:
         self.instruments = (
             instruments
@@ -160,6 +171,7 @@ class InlineRuntime:
             base_currency=base_currency,
             benchmark=benchmark,
             wash_sale_days=wash_sale_days,
+            accounts=accounts,  # each venue's account (engine.accounts.Account) by venue name
         )  # the portfolio lives with exec (engine.stages.exec), as in the exec process
         if equity_interval_ns <= 0:
             raise ValueError("equity_interval_ns must be > 0")
@@ -239,6 +251,9 @@ class InlineRuntime:
         self.venue_rejects = 0
         self.fills = 0
         self.fill_log: list[OrderPartiallyFilled] = []  # every fill, for the report's charts
+        #: what the market did to our positions and cash (funding, financing, settlements,
+        #: liquidations, margin): engine.venues.sim_accounts
+        self.account_log: list[Any] = []
         self.events = 0
         self.wall_ns_per_tick: list[int] = []
         self.first_ns: int | None = None
@@ -312,6 +327,8 @@ class InlineRuntime:
                 self.fill_log.append(msg)
             elif isinstance(msg, REFUSALS):
                 self.venue_rejects += 1
+            elif isinstance(msg, ACCOUNT_EVENT_TYPES):
+                self.account_log.append(msg)
         for h in self._routes[ring]:
             h(msg, t)
         if ring == "md" and (self._next_sample is None or t >= self._next_sample):
@@ -470,6 +487,9 @@ class InlineRuntime:
                 "realized": p.realized(),
                 "unrealized": p.unrealized(),
                 "fees": p.fees(),
+                "funding": p.funding(),  # account events (engine.venues.sim_accounts)
+                "financing": p.financing(),
+                "commission": p.commission(),
                 "net": p.net_pnl(),
                 "equity": p.equity(),
             },
@@ -479,6 +499,7 @@ class InlineRuntime:
             "tick_to_order_ns": _stats(self.latencies_ns),
             "wall_ns_per_tick": _stats(self.wall_ns_per_tick),
             "risk_events": len(self.risk_events),
+            "account_events": _counts(self.account_log),
             "trading_state": int(self.risk.state),
             "anomalies": dict(self.exec.anomalies),
             "late_request_rejects": self.exec.table.late_request_rejects,

@@ -52,6 +52,9 @@ def fast_unsupported(rt: InlineRuntime, source: object) -> str:
     """Why ``rt`` cannot replay ``source`` on the fast path ("" when it can)."""
     from engine.venues.sim import SimExchange
 
+    odd = [i.symbol for i in rt.instruments if i.kind != InstrumentKind.SPOT]
+    if odd:  # funding, expiry, resolution, margin: the simulator's accounts run on messages
+        return f"instruments that are not spot ({', '.join(odd[:3])}): the exact path"
     if not is_columnar(source):
         return "the source is not columnar"
     if type(rt.venue) is not SimExchange:
@@ -60,9 +63,6 @@ def fast_unsupported(rt: InlineRuntime, source: object) -> str:
         return "the simulated exchange keeps a durable record"
     if rt.feed_latency_ns:
         return "a feed latency is set (the fast path replays with none)"
-    odd = [i.symbol for i in rt.instruments if i.kind != InstrumentKind.SPOT]
-    if odd:  # funding, expiry, resolution, margin: the simulator's accounts run on messages
-        return f"instruments that are not spot ({', '.join(odd[:3])}): the exact path"
     ids = rt.instruments.ids
     if ids and (min(ids) < 0 or max(ids) > _MAX_ID):
         return f"instrument ids beyond 0..{_MAX_ID}"

@@ -56,7 +56,7 @@ def build_backtest(
     ``[backtest] events``); raises ``MarketUnavailable``."""
     from engine.backtest import InlineRuntime
     from engine.md_rejects import MdValidator, RejectCounter, validated
-    from procs.build import build_data_client, build_venue
+    from procs.build import build_data_client, build_venue, venue_accounts
     from procs.infer import ForecastOverlay, with_forecasts
 
     instruments = cfg.instrument_table()
@@ -75,6 +75,7 @@ def build_backtest(
             exec_policy=cfg.exec,
             engine="fast",
             overlay=overlay if overlay.enabled else None,
+            accounts=venue_accounts(cfg),
             **cfg.portfolio.backtest_kwargs(),
         )
         if rt.replay_engine == "fast":
@@ -106,6 +107,7 @@ def build_backtest(
         with_forecasts(cfg, market, overlay),
         exec_policy=cfg.exec,
         engine=cfg.backtest.engine,  # a message stream: the exact path whatever it says
+        accounts=venue_accounts(cfg),
         **cfg.portfolio.backtest_kwargs(),
     )
     return Backtest(rt, rejects, overlay)

@@ -361,3 +361,27 @@ def test_fill_types_are_unchanged_for_kinds():
     t0 = _ns("2026-01-05T01:00:00")
     _md(sim, PERP, 49_999.9, 50_000.0, t0)
     assert type(_fills(sim.submit(_order(PERP, Side.BUY, 1, t0), t0))[0]) is OrderFilled
+
+
+def test_synthetic_market_prices_each_kind_within_its_bounds():
+    from engine.betting import betfair_ladder_ok
+    from engine.messages import BookDelta, BookSnapshot, Trade
+    from engine.sources.synthetic import InstrumentSpec, SyntheticMarket
+
+    specs = [  # wild volatility: the walk pushes against the bounds
+        InstrumentSpec(1, 0.01, 1.0, 0.5, annual_vol=5_000.0, kind="binary"),
+        InstrumentSpec(2, 0.01, 1.0, 3.0, annual_vol=5_000.0, kind="betting"),
+        InstrumentSpec(3, 0.00001, 1_000.0, 1.085, annual_vol=0.08, kind="fx"),
+    ]
+    pxs: dict[int, list[int]] = {1: [], 2: [], 3: []}
+    for m in SyntheticMarket(specs, seed=3, mean_interval_ns=10**9).events(20_000):
+        if isinstance(m, Quote):
+            assert m.bid_px < m.ask_px
+            pxs[m.instrument_id] += [m.bid_px, m.ask_px]
+        elif isinstance(m, BookDelta | Trade):
+            pxs[m.instrument_id].append(m.px)
+        elif isinstance(m, BookSnapshot):
+            pxs[m.instrument_id] += m.bid_px + m.ask_px
+    assert min(pxs[1]) >= 1 and max(pxs[1]) <= 99 and max(pxs[1]) - min(pxs[1]) > 50
+    assert all(betfair_ladder_ok(p, 0.01) for p in pxs[2]) and max(pxs[2]) > 1_000
+    assert min(pxs[3]) > 100_000 and max(pxs[3]) < 120_000  # EUR/USD stays near 1.085

@@ -68,6 +68,7 @@ import numpy as np
 
 from engine.instruments import Instrument
 from engine.messages import BookDelta, BookSnapshot, Quote, Side, Trade
+from engine.sources.synthetic_kinds import BinaryGrid, OddsGrid, grid_for
 
 #: Calendar seconds in a year: the simulated clock runs continuously (no sessions or weekends).
 SECONDS_PER_YEAR = 365.25 * 86_400.0
@@ -129,6 +130,7 @@ class InstrumentSpec:
     vol: float | None = None
     annual_vol: float | None = None
     garch: GarchParams | None = None
+    kind: str = "spot"  # engine.enums.InstrumentKind: binary and betting prices are bounded
 
     def __post_init__(self) -> None:
         if not (self.tick_size > 0 and self.lot_size > 0):
@@ -163,6 +165,7 @@ class InstrumentSpec:
             vol=vol,
             annual_vol=annual_vol,
             garch=garch,
+            kind=instrument.kind,
         )
 
 
@@ -188,6 +191,7 @@ class _Book:
         "seq",
         "trade_id",
         "last_top",
+        "grid",
     )
 
     def __init__(
@@ -211,6 +215,8 @@ class _Book:
         self.seq = 0  # last BookDelta seq
         self.trade_id = 0
         self.last_top: tuple[int, int, int, int] = (0, 0, 0, 0)  # as last sent in a Quote
+        #: a bounded kind's prices (engine.sources.synthetic_kinds); None: exp(x), any > 0
+        self.grid: BinaryGrid | OddsGrid | None = None
 
 
 def _check_args(
@@ -321,16 +327,17 @@ class SyntheticMarket:
             else:
                 assert spec.annual_vol is not None
                 sigma = spec.annual_vol * math.sqrt(step_s / SECONDS_PER_YEAR)
-            books.append(
-                _Book(
-                    spec.instrument_id,
-                    spec.tick_size,
-                    math.log(spec.price),
-                    sigma * sigma,
-                    spec.garch if spec.garch is not None else default_garch,
-                    self._draw_spread(float(self._rng.random())),
-                )
+            grid = grid_for(spec.kind, spec.tick_size)
+            book = _Book(
+                spec.instrument_id,
+                spec.tick_size,
+                math.log(spec.price) if grid is None else grid.latent(spec.price),
+                sigma * sigma,
+                spec.garch if spec.garch is not None else default_garch,
+                self._draw_spread(float(self._rng.random())),
             )
+            book.grid = grid
+            books.append(book)
         return books
 
     # --- public API ---------------------------------------------------------------------------
@@ -387,7 +394,7 @@ class SyntheticMarket:
         """The latent (unrounded) mid price in ticks: what the book is built around."""
         for b in self._books:
             if b.iid == instrument_id:
-                return math.exp(b.x) / b.tick
+                return math.exp(b.x) / b.tick if b.grid is None else b.grid.mid(b.x)
         raise KeyError(f"unknown instrument id {instrument_id}")
 
     # --- internals ----------------------------------------------------------------------------
@@ -397,10 +404,10 @@ class SyntheticMarket:
         out: list[MarketData] = []
         t = self._start_ns
         for b in self._books:
-            bb, ba = self._touch(b, math.exp(b.x) / b.tick)
+            bb, ba = self._book_touch(b)
             b.bb, b.ba = bb, ba
-            b.bid_px = self._ladder(bb, -1)
-            b.ask_px = self._ladder(ba, +1)
+            b.bid_px = self._levels(b, bb, -1)
+            b.ask_px = self._levels(b, ba, +1)
             b.bids = {px: self._qty() for px in b.bid_px}
             b.asks = {px: self._qty() for px in b.ask_px}
             b.last_top = (bb, b.bids[bb], ba, b.asks[ba])
@@ -436,6 +443,18 @@ class SyntheticMarket:
             if v < c:  # zero-weight buckets have c equal to the previous one: never picked
                 return k + 1
         return len(self._spread_cdf)
+
+    def _book_touch(self, b: _Book) -> tuple[int, int]:
+        """Best bid/ask of the book's latent price (a bounded kind: on its grid)."""
+        if b.grid is None:
+            return self._touch(b, math.exp(b.x) / b.tick)
+        return b.grid.touch(b.x, b.spread)
+
+    def _levels(self, b: _Book, touch: int, direction: int) -> list[int]:
+        """Level prices best first (a bounded kind: on its grid, within its bounds)."""
+        if b.grid is None:
+            return self._ladder(touch, direction)
+        return b.grid.ladder(touch, direction, self.levels, self.level_gap)
 
     def _touch(self, b: _Book, m: float) -> tuple[int, int]:
         """Best bid/ask for a mid of ``m`` ticks; the best bid is kept at >= 1 tick."""
@@ -498,7 +517,7 @@ class SyntheticMarket:
             b.spread = self._draw_spread(u[1])
         iid = b.iid
         bids, asks = b.bids, b.asks
-        bb, ba = self._touch(b, math.exp(b.x) / b.tick)
+        bb, ba = self._book_touch(b)
 
         if bb != b.bb or ba != b.ba:
             t = self._move(b, bb, ba, t, out)
@@ -555,8 +574,8 @@ class SyntheticMarket:
         """
         iid = b.iid
         bids, asks = b.bids, b.asks
-        new_bid_px = self._ladder(bb, -1)
-        new_ask_px = self._ladder(ba, +1)
+        new_bid_px = self._levels(b, bb, -1)
+        new_ask_px = self._levels(b, ba, +1)
         if ba > b.ba:  # buyers lifted every offer below the new best ask
             for px in b.ask_px:
                 if px >= ba:
