@@ -8,21 +8,27 @@ processes that reach it over 127.0.0.1 like any other venue.
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.venue_e2e import (
     Venue,
+    engine,
+    expect,
     fills,
     gekko_cmd,
     key_env,
     leaked_keys,
     position,
     signed_fills,
+    stop,
     summary,
     write_config,
 )
@@ -91,3 +97,34 @@ def test_live_run_sends_each_order_once_and_ends_with_the_accounts_position(
     cids = [o["clientExtensions"]["id"] for o in created]
     assert len(cids) == len(set(cids)) == _orders_sent(srv) >= 2  # each child sent once
     assert leaked_keys(tmp_path, TOKEN, TOKEN) == []  # the account id is no secret
+
+
+def test_financing_paid_while_the_stream_was_down_reaches_the_run(
+    tmp_path: Path, srv: OandaServer
+) -> None:
+    """A live run holds EUR/USD over a (Wednesday) rollover that OANDA pays while the
+    transaction stream is down: the reconnect reads it from the log, and the run's financing is
+    what OANDA booked."""
+    extra = f'stream_url = "{srv.rest_url}"\naccount_id = "{ACCOUNT}"\n'
+    cfg, _ = write_config(tmp_path, FX, srv, live=True, duration_s=1.0, venue_extra=extra)  # type: ignore[arg-type]
+    cmd = gekko_cmd(cfg, FX, "--duration", "30", "--quiet", "--live")
+
+    def held() -> bool:
+        pos = srv.state()["accounts"][ACCOUNT]["positions"]
+        return bool(pos) and Decimal(pos[0]["long"]["units"]) == FX.qty
+
+    with engine(cmd, key_env(FX, TOKEN, ACCOUNT)) as proc:
+        expect(held, 60, proc, "the TWAP filled at OANDA")
+        srv.faults.arm("fill_while_down")  # the stream drops; nothing is streamed meanwhile
+        wednesday = dt.datetime(2026, 12, 9, 17, 0, tzinfo=ZoneInfo("America/New_York"))
+        tx = srv.rollover(when_ns=int(wednesday.timestamp() * 1e9))
+        srv.faults.clear("fill_while_down")
+        expect(lambda: srv.state()["streams"]["transactions"] >= 1, 30, proc, "reconnected")
+        time.sleep(2.0)  # the backfill and the portfolio's booking
+        out, err = stop(proc)
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
+    assert srv.withheld >= 1
+    s = summary(tmp_path)
+    want = float(tx["financing"])
+    assert want < 0  # long EUR at a negative long rate: the account pays, three days' worth
+    assert s["financing"] == pytest.approx(want, abs=1e-6), s
