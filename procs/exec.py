@@ -29,7 +29,7 @@ from engine.stages.exec import ExecStage
 from engine.stages.strategy import REFUSALS
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.algo_log import prune as prune_algo_logs
-from procs.build import build_venue, venue_record_path
+from procs.build import build_venue, venue_accounts, venue_record_path
 from procs.loop import Input, Loop, Outbox, Timer
 from procs.recovery import UnsafeToTrade, open_exec_journal, recover_exec
 from procs.runtime import (
@@ -317,8 +317,9 @@ def _log_emulation(cfg: Any) -> None:
 
 def build_portfolio(cfg: Any, instruments: Any) -> Portfolio:
     """Exec's portfolio, with the account of ``[portfolio]`` (starting cash, lot method, base
-    currency, FX rates): without the cash its equity and weights would be meaningless."""
-    return Portfolio(instruments, **cfg.portfolio.portfolio_kwargs())
+    currency, FX rates): without the cash its equity and weights would be meaningless; and each
+    venue's account (kind, position mode, leverage, a betting exchange's commission)."""
+    return Portfolio(instruments, accounts=venue_accounts(cfg), **cfg.portfolio.portfolio_kwargs())
 
 
 def _open_algo_log(cfg: Any, engine: ExecEngine, incarnation: int) -> AlgoLog | None:

@@ -364,3 +364,41 @@ def test_units_are_exact_decimals() -> None:
     body = order_body(EUR, _order(1, Side.SELL, OrderType.LIMIT, 108123, 2500), "G1")
     assert (body["units"], body["price"], body["type"]) == ("-2500", "1.08123", "LIMIT")
     assert Decimal(body["price"]) == Decimal("1.08123")
+
+
+def test_a_bracket_through_the_kind_reconciliation_and_the_rules_gate(srv: OandaServer) -> None:
+    """What exec holds for a live OANDA venue (the kind's client behind ``OrderRulesGate`` and
+    ``ReconciledVenue``) takes a bracket whole, and its legs' events are exec's."""
+    from engine.venues.reconciled import ReconciledVenue, wrap_live
+    from engine.venues.registry import VenueConfig, lookup
+
+    vc = VenueConfig("oanda", "oanda", TABLE, _settings(srv, live=True), credentials=KEYS)
+    venue = wrap_live(lookup("oanda").execution(vc), vc)
+    assert isinstance(venue, ReconciledVenue)
+    try:
+        deadline = time.monotonic() + 10
+        while venue.venue_status().state.word != "connected":
+            venue.poll(time.monotonic_ns())
+            assert time.monotonic() < deadline, venue.venue_status()
+            time.sleep(0.02)
+        OTO, OCO = int(ContingencyType.OTO), int(ContingencyType.OCO)
+        entry = _order(50, Side.SELL, OrderType.MARKET, 0, 300, contingency=OTO)
+        tp = _order(51, Side.BUY, OrderType.LIMIT, 107000, 300, contingency=OCO, parent_id=50)
+        sl = _order(
+            52, Side.BUY, OrderType.STOP, 0, 300, stop_px=109000, contingency=OCO, parent_id=50
+        )
+        assert venue.supports_contingency(OTO) and not venue.supports_contingency(OCO)
+        assert venue.submit_list([entry, tp, sl], time.monotonic_ns()) == []
+        got: list[Any] = []
+        deadline = time.monotonic() + 10
+        while len(_of(got, OrderAccepted)) < 3:
+            got += venue.poll(time.monotonic_ns())
+            assert time.monotonic() < deadline, got
+            time.sleep(0.01)
+        assert _of(got, OrderFilled, 50) and venue.foreign_events == 0
+        too_small = _order(53, Side.BUY, OrderType.MARKET, 0, 0, contingency=OTO)
+        kid = _order(54, Side.SELL, OrderType.LIMIT, 109000, 0, parent_id=53)
+        refused = venue.submit_list([too_small, kid], time.monotonic_ns())
+        assert {e.client_order_id for e in _of(refused, OrderRejected)} == {53, 54}
+    finally:
+        venue.close()

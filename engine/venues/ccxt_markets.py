@@ -447,6 +447,17 @@ class OrderRulesGate:
             return [OrderRejected.for_order(order, reason, now_ns, now_ns)]
         return self.inner.submit(order, now_ns)
 
+    def submit_list(self, orders: list[NewOrder], now_ns: int) -> list[Any]:
+        """A native order list (``supports_contingency``): every leg refused when one would
+        be (a list is sent whole or not at all)."""
+        for o in orders:
+            key, text = self.why(o.instrument_id, o.qty, o.px)
+            if key:
+                self._refuse(key)
+                reason = f"{RULES_PREFIX}{key}: order {o.client_order_id} of the list: {text}"
+                return [OrderRejected.for_order(x, reason, now_ns, now_ns) for x in orders]
+        return self.inner.submit_list(orders, now_ns)
+
     def replace(self, replace: ReplaceOrder, now_ns: int) -> list[Any]:
         key, text = self.why(replace.instrument_id, replace.new_qty, replace.new_px)
         if key:

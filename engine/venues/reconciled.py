@@ -155,6 +155,25 @@ class ReconciledVenue:
         self._in_flight.add(order.client_order_id)
         return self._through(self.inner.submit(order, now_ns))
 
+    def supports_contingency(self, kind: int) -> bool:
+        """Whether the client runs order lists of ``kind`` itself (``engine.contingent``)."""
+        f = getattr(self.inner, "supports_contingency", None)
+        return bool(callable(f) and f(kind))
+
+    def submit_list(self, orders: list[NewOrder], now_ns: int) -> list[VenueEvent]:
+        """A native order list: gated like ``submit`` (every leg refused while not
+        connected) and every leg recorded, so its events are ours."""
+        self._update(now_ns)
+        s = self._status
+        if s.state != VenueState.CONNECTED:
+            self.refused += len(orders)
+            why = f"venue {self.name} {s.state.word}" + (f": {s.reason}" if s.reason else "")
+            return [OrderRejected.for_order(o, why, now_ns, now_ns) for o in orders]
+        for o in orders:
+            self.record.sent(o, now_ns)
+            self._in_flight.add(o.client_order_id)
+        return self._through(self.inner.submit_list(orders, now_ns))  # type: ignore[attr-defined]
+
     def cancel(self, cancel: CancelOrder, now_ns: int) -> list[VenueEvent]:
         return self._through(self.inner.cancel(cancel, now_ns))
 
