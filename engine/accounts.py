@@ -63,7 +63,8 @@ class Account:
 
     ``leverage`` is the most the account may use (0: no cap but the instruments' own
     ``initial_margin``); ``commission`` the betting exchange's rate on net market winnings
-    (0.05 = 5 %), charged at settlement (``engine.betting.commission``)."""
+    (0.05 = 5 %; the venue charges it at settlement, ``engine.betting.commission``, and reports
+    the amount on the market's last ``Settlement.fee``, which is what the portfolio books)."""
 
     kind: str = AccountKind.CASH
     position_mode: str = PositionMode.NETTING

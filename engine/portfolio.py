@@ -36,8 +36,8 @@ realized P&L and fees only (their equity value is their unrealized P&L); a betti
 bets move nothing until the market settles (its value is the green-up value at the mark). The
 account events move money without a fill: ``FundingPayment`` and ``Financing`` (cash and their
 own P&L component), ``Settlement`` (expiry at a price, resolution 1 / 0, void), ``Liquidation``
-(a fill no order of ours made); betting commission is charged on a market's net winnings as its
-selections settle. Both views still agree: realized + unrealized − fees + funding + financing −
+(a fill no order of ours made); betting commission is what the venue charges on a market's net
+winnings, on the settlement that closes the market. Both views still agree: realized + unrealized − fees + funding + financing −
 commission = equity − initial cash, for every kind. A venue whose account hedges keeps a long
 and a short book per instrument (``REDUCE_ONLY`` orders close the opposite side's).
 ``margin(...)``, ``liquidation_price(...)`` and ``exposure(...)`` are the numbers risk reads.

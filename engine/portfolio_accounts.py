@@ -10,7 +10,9 @@ Every amount is booked in its own currency (cash and the component's per-currenc
 valued in the base (account) currency with the portfolio's fx rates. A strategy's share of an
 event no order of its made (funding, financing, a settlement, a liquidation, commission) follows
 its own position in the instrument; what no strategy holds goes to strategy 0. A venue's id on an
-event (``payment_id``, ``settlement_id``, ``liquidation_id``; 0: none) applies it once.
+event (``payment_id``, ``settlement_id``, ``liquidation_id``; 0: none) applies it once. Betting
+commission is the venue's own figure (``Settlement.fee`` on the settlement that closes a market:
+the rate on its net winnings), shared by the strategies that won in that market.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from engine.accounts import (
     margin_call,
     notional,
 )
-from engine.betting import BetBook, commission, market_exposure
+from engine.betting import BetBook, market_exposure
 from engine.enums import InstrumentKind, SettlementKind
 from engine.lots import LotBook
 from engine.messages import Financing, FundingPayment, Liquidation, MarginStatus, Settlement
@@ -51,7 +53,6 @@ class AccountViews:
         self.duplicate_events = 0  # an id already applied
         self._seen: set[tuple[type, int]] = set()
         self._market_net: dict[str, dict[int, float]] = {}  # market -> strategy -> settled P&L
-        self._market_comm: dict[str, dict[int, float]] = {}  # market -> strategy -> charged
 
     # --- input ---------------------------------------------------------------------------------
     def on_account_event(self: Portfolio, ev: object) -> None:
@@ -120,24 +121,32 @@ class AccountViews:
     # --- settlement ------------------------------------------------------------------------------
     def _on_settlement(self: Portfolio, p: PositionState, ev: Settlement) -> None:
         ins = self.instruments.by_id(p.instrument_id)
+        px = ev.px
+        binary = ev.kind == SettlementKind.RESOLVED and ins.kind == InstrumentKind.BINARY
+        if binary and px <= 0 and ev.outcome == 1:  # a payout left out: 1 a share
+            px = round(1.0 / ins.tick_size)
+        if px < 0 or not math.isfinite(ev.fee):
+            self.bad_events += 1
+            return
         p.settlements += 1
+        holders = self._holders(p) if ev.fee and p.style != CashStyle.BET else []
         if ev.kind == SettlementKind.VOID:
             self._void(p)
         elif p.style == CashStyle.BET:
             self._settle_bets(p, ins.market_id, ev.outcome == 1)
         else:
-            px = ev.px
-            resolved_binary = (
-                ev.kind == SettlementKind.RESOLVED and ins.kind == InstrumentKind.BINARY
-            )
-            if resolved_binary and px <= 0 and ev.outcome == 1:  # a payout left out: 1 a share
-                px = round(1.0 / ins.tick_size)
-            if px < 0:
-                self.bad_events += 1
-                return
             self._close_at(p, px, ev.ts_event)
             if px > 0:
                 p.mark = px
+        if not ev.fee:
+            return
+        if p.style == CashStyle.BET:
+            self._charge_commission(p, ins.market_id, ev.fee)
+        else:  # a venue's settlement fee: a fee like a fill's, shared by the holders
+            p.fees += ev.fee
+            self.cash_by_currency[p.currency] -= ev.fee
+            for sb, share in holders:
+                sb.fees += ev.fee * share * self.fx(p.currency)
 
     def _close_at(self: Portfolio, p: PositionState, px: int, ts: int) -> None:
         """Close every leg of the position at ``px`` (an expiry or a resolution: no fee)."""
@@ -196,9 +205,8 @@ class AccountViews:
             self._strategy_book(0, p)[0].realized += rest * fx
 
     def _settle_bets(self: Portfolio, p: PositionState, market: str, won: bool) -> None:
-        """A selection resolved: its bets pay; then the market's commission is brought to
-        rate × its net winnings so far (charged, or given back when a later selection's loss
-        lowers them), shared by the strategies that won."""
+        """A selection resolved: its bets pay (each strategy's result is remembered for the
+        market's commission)."""
         assert isinstance(p.book, BetBook)
         result = p.book.settle(won)
         p.realized += result
@@ -211,23 +219,19 @@ class AccountViews:
                 r = b.settle(won) * fx
                 sb.realized += r
                 nets[sid] = nets.get(sid, 0.0) + r
-        rate = self.account(p.venue).commission
-        charged = self._market_comm.setdefault(market, {})
-        target = commission(sum(nets.values()), rate)
-        gains = {sid: v for sid, v in nets.items() if v > 0}
-        total_gain = sum(gains.values())
-        delta_all = 0.0
-        for sid in set(charged) | set(gains):
-            want = target * gains.get(sid, 0.0) / total_gain if total_gain > 0 else 0.0
-            delta = want - charged.get(sid, 0.0)
-            if delta:
-                charged[sid] = want
-                self._strategy_book(sid, p)[0].commission += delta
-                delta_all += delta
-        if delta_all:
-            amount = delta_all / fx
-            self._book_cash("commission", p.currency, amount)
-            p.commission += amount
+
+    def _charge_commission(self: Portfolio, p: PositionState, market: str, fee: float) -> None:
+        """The venue's commission on the market's net winnings (``Settlement.fee``, on the
+        settlement that closes the market), shared by the strategies that won there."""
+        self._book_cash("commission", p.currency, fee)
+        p.commission += fee
+        fx = self.fx(p.currency)
+        gains = {sid: v for sid, v in self._market_net.pop(market, {}).items() if v > 0}
+        total = sum(gains.values())
+        if total <= 0:
+            gains, total = {0: 1.0}, 1.0
+        for sid, g in gains.items():
+            self._strategy_book(sid, p)[0].commission += fee * fx * g / total
 
     # --- liquidation ---------------------------------------------------------------------------
     def _on_liquidation(self: Portfolio, p: PositionState, ev: Liquidation) -> None:

@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.accounts import Account, financing_amount, funding_amount, rollover_days
-from engine.betting import green_up_stake
+from engine.betting import commission, green_up_stake
 from engine.enums import OrderFlag, SettlementKind
 from engine.instruments import Instrument
 from engine.messages import (
@@ -207,26 +207,27 @@ def test_back_and_lay_bets_settled_with_commission_on_net_winnings():
     p.on_event(fill(6, Side.SELL, 250, 10))  # lay B 10 at 2.5 (liability 15)
     assert p.cash_by_currency["GBP"] == 100.0  # nothing moves until settlement
     assert p.exposure("1.1") == pytest.approx(25.0)  # B wins: -10 - 15; A wins: +20 + 10
-    # B loses first: the lay wins 10, commission 5 % of 10
+    # B loses first: the lay wins 10; the market is still open, no commission yet
     p.on_event(Settlement(6, SettlementKind.RESOLVED, 0, 0, 10, 1, 1, settlement_id=6))
-    assert p.commission() == pytest.approx(0.5)
-    # A wins: +20, net market winnings 30, commission 1.50 in all
-    p.on_event(Settlement(5, SettlementKind.RESOLVED, 0, 1, 10, 1, 1, settlement_id=5))
+    assert p.commission() == 0.0 and p.realized() == pytest.approx(10.0)
+    # A wins: +20, net market winnings 30: the venue charges 5 % of 30 on the market's last
+    fee = commission(10.0 + 20.0, 0.05)
+    p.on_event(Settlement(5, SettlementKind.RESOLVED, 0, 1, 10, 1, 1, settlement_id=5, fee=fee))
     assert p.realized() == pytest.approx(30.0) and p.commission() == pytest.approx(1.5)
     assert p.cash_by_currency["GBP"] == pytest.approx(128.5)
     assert p.net_pnl() == pytest.approx(28.5) and p.exposures() == {}
     check_views(p)
 
 
-def test_bets_losing_on_net_pay_no_commission_and_a_refund_follows_the_net():
+def test_bets_that_net_nothing_pay_no_commission():
     p = pf({"GBP": 100.0})
     p.on_event(fill(5, Side.BUY, 300, 10))  # back A 10 at 3.0
     p.on_event(fill(6, Side.SELL, 250, 10))  # lay B 10 at 2.5
-    # A loses (-10) after B lost (+10): commission first charged on 10, then given back
+    # A loses (-10), B loses (+10): net market winnings 0, so no commission on B's +10
     p.on_event(Settlement(6, SettlementKind.RESOLVED, 0, 0, 10, 1, 1))
-    assert p.commission() == pytest.approx(0.5)
-    p.on_event(Settlement(5, SettlementKind.RESOLVED, 0, 0, 10, 1, 1))
-    assert p.commission() == pytest.approx(0.0) and p.realized() == pytest.approx(0.0)
+    fee = commission(-10.0 + 10.0, 0.05)
+    p.on_event(Settlement(5, SettlementKind.RESOLVED, 0, 0, 10, 1, 1, fee=fee))
+    assert p.commission() == 0.0 and p.realized() == pytest.approx(0.0)
     assert p.cash_by_currency["GBP"] == pytest.approx(100.0)
     check_views(p)
 
@@ -237,11 +238,11 @@ def test_commission_is_shared_by_the_strategies_that_won():
     p.on_event(fill(6, Side.BUY, 200, 30, coid=(2 << 32) | 1))  # strategy 2 backs B 30 at 2.0
     p.on_event(Settlement(5, SettlementKind.RESOLVED, 0, 1, 0, 1, 1))  # A won: +20
     p.on_event(Settlement(6, SettlementKind.RESOLVED, 0, 0, 0, 1, 1))  # B lost: -30
-    assert p.commission() == 0.0  # the market lost 10 on net: no commission
+    assert p.commission() == 0.0  # the market lost 10 on net: the venue charged nothing
     p2 = pf({"GBP": 100.0})
     p2.on_event(fill(5, Side.BUY, 300, 10, coid=(1 << 32) | 1))
     p2.on_event(fill(5, Side.BUY, 300, 30, coid=(2 << 32) | 1))
-    p2.on_event(Settlement(5, SettlementKind.RESOLVED, 0, 1, 0, 1, 1))  # +20 and +60
+    p2.on_event(Settlement(5, SettlementKind.RESOLVED, 0, 1, 0, 1, 1, fee=4.0))  # +20, +60
     by = p2.strategy_pnl()
     assert p2.commission() == pytest.approx(4.0)
     assert (by[1]["commission"], by[2]["commission"]) == pytest.approx((1.0, 3.0))
@@ -269,8 +270,9 @@ def test_green_up_cash_out_locks_the_same_result_either_way():
         assert stake == pytest.approx(15.0)
         p.on_event(fill(5, Side.SELL, 200, 15))  # lay 15 at 2.0: +5 whatever happens
         assert p.exposure("1.1") == 0.0
-        p.on_event(Settlement(5, SettlementKind.RESOLVED, 0, won, 0, 1, 1))
+        p.on_event(Settlement(5, SettlementKind.RESOLVED, 0, won, 0, 1, 1, fee=0.25))
         assert p.realized() == pytest.approx(5.0) and p.commission() == pytest.approx(0.25)
+        assert p.cash_by_currency["GBP"] == pytest.approx(104.75)
         check_views(p)
 
 
@@ -343,7 +345,8 @@ def _step(draw):
         return ("pay", iid, draw(st.floats(-50, 50, allow_nan=False)), draw(st.booleans()))
     if what == "settle":
         kind = draw(st.sampled_from(list(SettlementKind)))
-        return ("settle", iid, kind, draw(st.sampled_from([0, 1])), px)
+        fee = draw(st.sampled_from([0.0, 0.0, 1.5]))
+        return ("settle", iid, kind, draw(st.sampled_from([0, 1])), px, fee)
     if what == "liq":
         return ("liq", iid, draw(st.sampled_from([Side.BUY, Side.SELL])), px,
                 draw(st.integers(1, 300)), draw(st.floats(0, 2, allow_nan=False)))  # fmt: skip
@@ -355,20 +358,20 @@ def _step(draw):
 @example(  # a void after lots the strategies hold differently from the portfolio
     steps=[("liq", 1, Side.BUY, 104, 1, 0.0)]
     + [("fill", 1, Side.BUY, 1, 1, 0.0, 1, False)] * 4
-    + [("fill", 1, Side.SELL, 1, 1, 0.0, 1, False), ("settle", 1, SettlementKind.VOID, 0, 1)]
+    + [("fill", 1, Side.SELL, 1, 1, 0.0, 1, False), ("settle", 1, SettlementKind.VOID, 0, 1, 0.0)]
 )
 @example(  # a void of hedged legs that net to nothing: the lots' difference goes to strategy 0
     steps=[
         ("fill", 7, Side.BUY, 100_000, 1, 0.0, 1, False),
         ("fill", 7, Side.SELL, 200_000, 1, 0.0, 1, False),
-        ("settle", 7, SettlementKind.VOID, 0, 1),
+        ("settle", 7, SettlementKind.VOID, 0, 1, 0.0),
     ]
 )
 @example(  # two strategies win in one market: the commission is shared, not charged twice
     steps=[
         ("fill", 5, Side.BUY, 300, 10, 0.0, 1, False),
         ("fill", 5, Side.BUY, 300, 10, 0.0, 2, False),
-        ("settle", 5, SettlementKind.RESOLVED, 1, 0),
+        ("settle", 5, SettlementKind.RESOLVED, 1, 0, 4.0),
     ]
 )
 def test_cost_view_equals_cash_view_for_every_kind(steps):
@@ -390,8 +393,8 @@ def test_cost_view_equals_cash_view_for_every_kind(steps):
             else:
                 p.on_event(FundingPayment(iid, 0.0, 1, p.position(iid), step[2], ccy, n, n))
         elif kind == "settle":
-            _, _, skind, outcome, px = step
-            p.on_event(Settlement(iid, skind, px, outcome, 0, n, n))
+            _, _, skind, outcome, px, fee = step
+            p.on_event(Settlement(iid, skind, px, outcome, 0, n, n, fee=fee))
         else:
             _, _, side, px, qty, fee = step
             p.on_event(Liquidation(iid, side, px, qty, fee, n, n))
