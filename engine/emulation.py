@@ -1,4 +1,6 @@
-"""Local emulation of the order types a venue lacks: stop, stop-limit, trailing stop.
+"""Local emulation of the order types a venue lacks: stop, stop-limit, trailing stop,
+trailing-stop-limit, market-if-touched, limit-if-touched (and market-to-limit, converted on
+arrival).
 
 Why: a venue that only takes market and limit orders (the simulated exchange, many crypto
 venues for some types) would refuse a stop; a strategy should not have to care. Exec keeps such
@@ -18,6 +20,16 @@ Trailing stops: the stop follows the best price seen since the order was accepte
 the highest bid or trade ("high-water mark") minus the trail; for a buy, the lowest ask or
 trade plus the trail. The trail is ``stop_px`` ticks when ``stop_px`` > 0 (by amount), else
 ``algo_params["trail_pct"]`` percent of the mark (by percent). The stop only ever tightens.
+A trailing-stop-limit trails the same way and sends a LIMIT ``algo_params["limit_offset"]``
+ticks (default 0) beyond the stop level it fired at (below it for a sell, above for a buy).
+
+If-touched orders fire the other way round from stops: a buy market-if-touched (MIT) or
+limit-if-touched (LIT) fires when the price it would buy at falls to ``stop_px`` or below (a
+sell when it rises to it or above) and sends a MARKET (MIT) or a LIMIT at ``px`` (LIT).
+
+Market-to-limit is not held: ``market_to_limit`` turns it on arrival into a LIMIT at the
+touch (best ask for a buy, best bid for a sell), which takes what is there and rests what is
+left at that price, the first fill's price; without a quote to take it is refused.
 """
 
 from __future__ import annotations
@@ -30,8 +42,53 @@ import msgspec
 from engine.messages import BookSnapshot, NewOrder, OrderType, Quote, Side, Trade
 
 EMULATABLE = frozenset(
-    {int(OrderType.STOP), int(OrderType.STOP_LIMIT), int(OrderType.TRAILING_STOP)}
+    {
+        int(OrderType.STOP),
+        int(OrderType.STOP_LIMIT),
+        int(OrderType.TRAILING_STOP),
+        int(OrderType.TRAILING_STOP_LIMIT),
+        int(OrderType.MARKET_IF_TOUCHED),
+        int(OrderType.LIMIT_IF_TOUCHED),
+    }
 )
+#: trailing types (the stop follows the market)
+_TRAILING = frozenset({int(OrderType.TRAILING_STOP), int(OrderType.TRAILING_STOP_LIMIT)})
+#: if-touched types (fire when the price comes to them, not when it runs through them)
+_TOUCHED = frozenset({int(OrderType.MARKET_IF_TOUCHED), int(OrderType.LIMIT_IF_TOUCHED)})
+#: the types whose triggered order is a LIMIT at ``px``
+_LIMIT_AT_PX = frozenset({int(OrderType.STOP_LIMIT), int(OrderType.LIMIT_IF_TOUCHED)})
+
+
+def triggered_order(o: NewOrder, stop_px: int, ts: int = 0) -> NewOrder:
+    """The order an emulated one becomes when it fires at ``stop_px``: same id, MARKET, or a
+    LIMIT at ``px`` (stop-limit, limit-if-touched) or offset from the stop (trailing-stop-
+    limit)."""
+    ot = o.order_type
+    if ot in _LIMIT_AT_PX:
+        limit = True
+        px = o.px
+    elif ot == OrderType.TRAILING_STOP_LIMIT:
+        limit = True
+        off = int(float(getattr(o, "algo_params", {}).get("limit_offset", 0.0) or 0.0))
+        px = max(1, stop_px - off if o.side == Side.SELL else stop_px + off)
+    else:
+        limit, px = False, 0
+    return msgspec.structs.replace(
+        o,
+        order_type=int(OrderType.LIMIT if limit else OrderType.MARKET),
+        px=px,
+        stop_px=0,
+        ts_origin=ts or o.ts_origin,
+    )
+
+
+def market_to_limit(order: NewOrder, bid: int, ask: int) -> tuple[NewOrder | None, str]:
+    """A market-to-limit order as the LIMIT at the touch exec sends; (None, why) without a
+    touch to take."""
+    px = ask if order.side == Side.BUY else bid
+    if px <= 0:
+        return None, "market-to-limit needs a quote to take: no best price yet"
+    return msgspec.structs.replace(order, order_type=int(OrderType.LIMIT), px=px), ""
 
 
 @dataclass(slots=True)
@@ -84,10 +141,10 @@ class StopEmulator:
             return f"invalid side {order.side}"
         if order.qty <= 0:
             return f"qty must be > 0, got {order.qty}"
-        if ot == OrderType.STOP_LIMIT and order.px <= 0:
-            return f"stop-limit needs a limit price > 0, got {order.px}"
+        if ot in _LIMIT_AT_PX and order.px <= 0:
+            return f"{OrderType(ot).name.lower()} needs a limit price > 0, got {order.px}"
         s = _Stop(order, order.stop_px)
-        if ot == OrderType.TRAILING_STOP:
+        if ot in _TRAILING:
             pct = float(getattr(order, "algo_params", {}).get("trail_pct", 0.0) or 0.0)
             if order.stop_px > 0:
                 s.trail_ticks = order.stop_px
@@ -122,11 +179,11 @@ class StopEmulator:
             return f"new qty must be > 0, got {new_qty}"
         s = self._stops[iid][coid]
         ot = s.order.order_type
-        if ot == OrderType.TRAILING_STOP:
+        if ot in _TRAILING:
             s.order = msgspec.structs.replace(s.order, qty=new_qty)
         elif new_px <= 0:
             return f"new price must be > 0, got {new_px}"
-        elif ot == OrderType.STOP_LIMIT:
+        elif ot in _LIMIT_AT_PX:
             s.order = msgspec.structs.replace(s.order, px=new_px, qty=new_qty)
         else:
             s.stop_px = new_px
@@ -193,23 +250,13 @@ class StopEmulator:
             px = buy_px if buy else sell_px
             if px <= 0:
                 continue
+            if s.order.order_type in _TOUCHED:  # comes down to a buy, up to a sell
+                buy = not buy
             if s.stop_px and (px >= s.stop_px if buy else px <= s.stop_px):
                 del stops[coid]
                 del self._coid_iid[coid]
                 self.triggered += 1
-                fired.append(Trigger(self._child(s.order, ts_recv), s.stop_px, px))
+                fired.append(Trigger(triggered_order(s.order, s.stop_px, ts_recv), s.stop_px, px))
             elif s.trail_ticks or s.trail_frac:
                 self._trail(s, px)
         return fired
-
-    @staticmethod
-    def _child(o: NewOrder, ts_recv: int) -> NewOrder:
-        """The order a fired stop becomes: same id, MARKET (LIMIT at px for a stop-limit)."""
-        limit = o.order_type == OrderType.STOP_LIMIT
-        return msgspec.structs.replace(
-            o,
-            order_type=int(OrderType.LIMIT if limit else OrderType.MARKET),
-            px=o.px if limit else 0,
-            stop_px=0,
-            ts_origin=ts_recv or o.ts_origin,
-        )

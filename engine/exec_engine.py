@@ -51,7 +51,7 @@ import msgspec
 
 from engine.algos.engine import AlgoEngine
 from engine.contingent import ContingentBook, is_list_order
-from engine.emulation import EMULATABLE, StopEmulator
+from engine.emulation import EMULATABLE, StopEmulator, market_to_limit, triggered_order
 from engine.exec_lists import ListWorker
 from engine.exec_policy import ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
@@ -79,6 +79,7 @@ from engine.messages import (
 from engine.oms import OrderSnapshot, OrderState, OrderTable
 from engine.order_states import OrderStatus
 from engine.price_gap import PriceGapGuard
+from engine.sessions import SESSION_TIFS, next_session_ns, session_refusal, session_time
 from engine.venue_state import AdoptedOrder
 from engine.venues.base import Venue
 
@@ -139,6 +140,12 @@ class ExecEngine:
         self._retry_due: list[tuple[int, int, int]] = []  # (due_ns, seq, coid)
         self._retry_seq = 0
         self._expiries: list[tuple[int, int]] = []  # emulated DAY/GTD orders: (expire_ns, coid)
+        #: at-the-open / at-the-close orders exec holds until their session time (engine.sessions)
+        self._session_wait: dict[int, NewOrder] = {}
+        self._session_due: list[tuple[int, int]] = []  # (due_ns, coid)
+        #: wall clock minus ``now_ns``'s clock (the exec process runs on the monotonic clock;
+        #: session times are wall-clock times). 0: ``now_ns`` is epoch ns (backtests, tests)
+        self.wall_offset_ns = 0
         self._gaps = PriceGapGuard()  # recent mids, for the price-gap check (engine.price_gap)
         self._next_id = EXEC_STRATEGY_ID << 32 | id_block << EXEC_BLOCK_BITS
         self._id_limit = self._next_id + (1 << EXEC_BLOCK_BITS) - 1
@@ -236,6 +243,19 @@ class ExecEngine:
         reason = self._refusal(order)
         if reason:
             self._local_reject(order, reason, now_ns, out)
+        elif order.tif in SESSION_TIFS:
+            self._session_hold(order, now_ns, out)
+        elif ot == OrderType.MARKET_TO_LIMIT and ot not in native:
+            limit, why = market_to_limit(
+                order,
+                self.emulator.bid.get(order.instrument_id, 0),
+                self.emulator.ask.get(order.instrument_id, 0),
+            )
+            if limit is None:
+                self._local_reject(order, why, now_ns, out)
+            else:
+                r.px = limit.px  # what it rests at (the order as the strategy sent it stays)
+                self._dispatch(limit, now_ns, out)
         elif emulate:
             self._emulate(order, now_ns, out)
         else:
@@ -247,11 +267,40 @@ class ExecEngine:
         if order.instrument_id not in self._iids:
             return f"unknown instrument {order.instrument_id}"
         if ot not in self.policy.native_types:
-            if ot not in EMULATABLE:
+            if ot not in EMULATABLE and ot != OrderType.MARKET_TO_LIMIT:
                 return f"unsupported order type {ot}"
             if not self.policy.emulate:
                 return f"unsupported order type {_type_name(ot)}: the venue lacks it, emulation off"
+        if order.tif in SESSION_TIFS:
+            return session_refusal(self.instruments.get(order.instrument_id), order.tif)
         return ""
+
+    def _session_hold(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
+        """Hold an at-the-open / at-the-close order until its session time (engine.sessions)."""
+        ins = self.instruments.by_id(order.instrument_id)
+        wall = now_ns + self.wall_offset_ns
+        due = next_session_ns(wall, ins.session_tz, session_time(ins, order.tif))
+        self._session_wait[order.client_order_id] = order
+        heapq.heappush(self._session_due, (due - self.wall_offset_ns, order.client_order_id))
+        self._route(OrderAccepted.for_order(order, 0, now_ns, now_ns), now_ns, out)
+
+    def _send_sessions(self, now_ns: int, out: list[object]) -> None:
+        """Session orders whose time came go out as IOC: they take what the market has then."""
+        q = self._session_due
+        while q and q[0][0] <= now_ns:
+            _, coid = heapq.heappop(q)
+            o = self._session_wait.pop(coid, None)
+            if o is None:
+                continue  # canceled meanwhile
+            ev = OrderTriggered(
+                coid, o.instrument_id, o.side, 0, 0, o.order_type, o.px, o.qty, True,
+                o.ts_origin, now_ns, now_ns,
+            )  # fmt: skip
+            self._route(ev, now_ns, out)
+            r = self.table.get(coid)
+            if r is not None and r.state == OrderStatus.TRIGGERED:
+                sent = msgspec.structs.replace(o, tif=int(TimeInForce.IOC), qty=r.qty)
+                self._dispatch(sent, now_ns, out)
 
     def emulates(self, order: NewOrder) -> bool:
         """Whether exec emulates this order's type (the venue lacks it)."""
@@ -305,7 +354,12 @@ class ExecEngine:
         if r is None or not r.is_open:
             self.ignored_requests += 1  # unknown, or already finished (a normal race)
             return
-        local = coid in self._held or coid in self.emulator or coid in self._retry_count
+        local = (
+            coid in self._held
+            or coid in self.emulator
+            or coid in self._retry_count
+            or coid in self._session_wait
+        )
         if local and self._drop_local(coid):
             self._local_cancel(r.order, "canceled", c.ts_origin, now_ns, out)
             return
@@ -322,6 +376,8 @@ class ExecEngine:
         if self._held.pop(coid, None) is not None:
             return True
         if self.emulator.cancel(coid) is not None:
+            return True
+        if self._session_wait.pop(coid, None) is not None:
             return True
         if any(c == coid for _, _, c in self._retry_due):
             self._retry_due = [x for x in self._retry_due if x[2] != coid]
@@ -492,20 +548,12 @@ class ExecEngine:
             self._venue_id[coid] = vid
             self._alias[vid] = coid
             o = r.order
-            if r.triggered:
-                o = msgspec.structs.replace(
-                    o,
-                    order_type=int(
-                        OrderType.LIMIT
-                        if o.order_type == OrderType.STOP_LIMIT
-                        else OrderType.MARKET
-                    ),
-                    px=o.px if o.order_type == OrderType.STOP_LIMIT else 0,
-                    stop_px=0,
-                )
+            if r.triggered and o.order_type in EMULATABLE:
+                o = triggered_order(o, r.stop_px)
             self.sent += 1
+            o = msgspec.structs.replace(o, client_order_id=vid, qty=r.qty)  # a list leg's size
             self._filter(
-                self.venue.submit(msgspec.structs.replace(o, client_order_id=vid), now_ns),
+                self.venue.submit(o, now_ns),
                 now_ns,
                 out,
             )
@@ -592,6 +640,8 @@ class ExecEngine:
             self._send_retries(now_ns, out)
         if self._expiries and self._expiries[0][0] <= now_ns:
             self._expire(now_ns, out)
+        if self._session_due and self._session_due[0][0] <= now_ns:
+            self._send_sessions(now_ns, out)
         if self.algo is not None:
             self._algo_out(self.algo.on_timer(now_ns), now_ns, out)
         self._flush(out)
@@ -607,6 +657,8 @@ class ExecEngine:
             cands.append(self._retry_due[0][0])
         if self._expiries:
             cands.append(self._expiries[0][0])
+        if self._session_due:
+            cands.append(self._session_due[0][0])
         if self.algo is not None and hasattr(self.algo, "next_wakeup_ns"):
             cands.append(self.algo.next_wakeup_ns())
         ts = [t for t in cands if t is not None]
@@ -740,11 +792,16 @@ class ExecEngine:
         """
         venue_open = {o.client_order_id for o in self.venue.open_orders()}
         by_venue_id = {self._venue_id.get(c, c): c for c in self.table._open}
-        local = set(self._held) | {
-            c
-            for c in self.table._open
-            if c in self.emulator or ((leg := self.lists.legs.get(c)) is not None and leg.waiting)
-        }
+        local = (
+            set(self._held)
+            | set(self._session_wait)
+            | {
+                c
+                for c in self.table._open
+                if c in self.emulator
+                or ((leg := self.lists.legs.get(c)) is not None and leg.waiting)
+            }
+        )
         missing = [
             c
             for v, c in by_venue_id.items()

@@ -74,6 +74,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         id_block=incarnation % 256,  # a restarted exec takes a fresh block of its own ids
         max_order_age_ns=cfg.risk.max_intent_age_ns,  # risk's staleness limit, at exec too
     )
+    engine.wall_offset_ns = time.time_ns() - time.monotonic_ns()  # session times are wall-clock
     algo_log = _open_algo_log(cfg, engine, incarnation)
     portfolio = build_portfolio(cfg, instruments)
     orders = w.consume("orders")
