@@ -402,3 +402,39 @@ def test_a_bracket_through_the_kind_reconciliation_and_the_rules_gate(srv: Oanda
         assert {e.client_order_id for e in _of(refused, OrderRejected)} == {53, 54}
     finally:
         venue.close()
+
+
+# --- config and keys -----------------------------------------------------------------------------
+def test_the_feed_gets_only_the_keys_of_venues_whose_prices_need_them() -> None:
+    from ops.venue_keys import worker_env
+
+    env = {"GEKKO_OANDA_API_KEY": "t", "GEKKO_OANDA_API_SECRET": "a", "GEKKO_BN_API_KEY": "b"}
+    env |= {"PATH": "/bin"}
+    assert set(worker_env(env, "feed", ("oanda",))) == {
+        "GEKKO_OANDA_API_KEY",
+        "GEKKO_OANDA_API_SECRET",
+        "PATH",
+    }
+    assert set(worker_env(env, "feed")) == {"PATH"}
+    assert set(worker_env(env, "strategy", ("oanda",))) == {"PATH"}
+    assert set(worker_env(env, "exec")) == set(env)
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        ("", "venues[0].rest_url"),
+        (
+            'rest_url = "http://127.0.0.1:1"\nstream_url = "ws://127.0.0.1:1"',
+            "venues[0].stream_url",
+        ),
+        ('rest_url = "http://127.0.0.1:1"\naccount_id = "a b"', "venues[0].account_id"),
+    ],
+)
+def test_an_oanda_venue_without_its_host_or_with_a_bad_key_is_refused(entry: str, key: str) -> None:
+    from ops.config import ConfigError, parse_config
+
+    text = f'[[instruments]]\ninstrument_id = 1\nsymbol = "A"\n[[venues]]\nname = "o"\nkind = "oanda"\n{entry}\n'
+    with pytest.raises(ConfigError) as e:
+        parse_config(text)
+    assert e.value.key == key, e.value
