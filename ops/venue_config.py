@@ -225,23 +225,19 @@ class OandaVenue(RealVenueKeys, tag="oanda", **_STRICT):
 class PolymarketVenue(RealVenueKeys, tag="polymarket", **_STRICT):
     """``kind = "polymarket"``: Polymarket's CLOB (binary outcome tokens; docs/polymarket.md).
     ``rest_url`` and ``ws_url`` must be set (no venue address is built in). Keys:
-    ``api_secret`` = the wallet's private key (hex); the CLOB API key is derived from it."""
+    ``api_secret`` = the wallet's private key (hex), ``api_key`` = the address holding the
+    funds (the wallet's own for ``wallet_type`` 0); the CLOB API key is derived from them."""
 
     chain_id: int = 137  # the chain the venue's signatures are bound to (137 = Polygon)
-    signature_type: int = 0  # 0 = the wallet signs for itself (EOA); 1/2 = proxy / safe wallets
-    funder: str = ""  # the address holding the funds ("" = the wallet; set for 1/2)
+    wallet_type: int = 0  # the order's signature type: 0 = the key's own wallet (EOA),
+    # 1 = a Polymarket proxy wallet, 2 = a Gnosis safe (the funds at the keys' api_key address)
     market_ids: list[str] = []  # condition ids to list ([] = every market of the CLOB)
     ping_s: float = 10.0  # "PING" on the channels this often (the venue drops silent ones)
     rest_poll_s: float = 2.0  # live: open orders, trades and resolutions checked this often
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        need(self.signature_type in (0, 1, 2), "signature_type", "must be 0, 1 or 2")
-        need(
-            self.signature_type == 0 or bool(re.fullmatch(r"0x[0-9a-fA-F]{40}", self.funder)),
-            "funder",
-            "a proxy or safe wallet (signature_type 1/2) needs its 0x address",
-        )
+        need(self.wallet_type in (0, 1, 2), "wallet_type", "must be 0, 1 or 2")
         for key in ("ping_s", "rest_poll_s"):
             v = getattr(self, key)
             need(math.isfinite(v) and v > 0, key, "must be > 0 seconds")

@@ -86,10 +86,11 @@ _E6 = Decimal(10**6)
 class PolymarketExecutionClient(StatusReports):
     """``engine.venues.base.ExecutionClient`` for the CLOB (see the module docstring).
 
-    Settings: ``rest_url``, ``ws_url``, ``timeout_ms``, ``chain_id``, ``signature_type``,
-    ``funder``, ``ping_s``, ``rest_poll_s``, ``unknown_window_s`` (how long an UNKNOWN submit
+    Settings: ``rest_url``, ``ws_url``, ``timeout_ms``, ``chain_id``, ``wallet_type``,
+    ``ping_s``, ``rest_poll_s``, ``unknown_window_s`` (how long an UNKNOWN submit
     may stay unfound before it is rejected), ``reconnect_min_s`` / ``reconnect_max_s``.
-    ``credentials.secret`` is the wallet's private key."""
+    ``credentials.secret`` is the wallet's private key, ``credentials.api_key`` the address
+    holding the funds ("" = the wallet)."""
 
     live = True
 
@@ -113,6 +114,10 @@ class PolymarketExecutionClient(StatusReports):
         self._cid = {iid: str(m.instrument.get("market_id", "")) for iid, m in self._market.items()}
         self.table = OrderTable(name, "pm", self._insts)
         self._key = str(getattr(credentials, "secret", "") or "")
+        # the address holding the funds: the keys' api_key (a proxy or safe wallet's), or the
+        # wallet itself ("" or its own address, wallet_type 0)
+        wallet_type = int(s.get("wallet_type", 0))
+        self._funder = str(getattr(credentials, "api_key", "") or "") if wallet_type else ""
         self._chain = int(s.get("chain_id", wire.CHAIN_ID))
         self._lock = threading.Lock()
         self._out: collections.deque[VenueEvent] = collections.deque()
@@ -508,8 +513,8 @@ class PolymarketExecutionClient(StatusReports):
             tick=m.tick,
             fee_rate_bps=int(m.taker_fee_bps),
             expiration=expiration,
-            funder=str(s.get("funder") or ""),
-            signature_type=int(s.get("signature_type", 0)),
+            funder=self._funder,
+            signature_type=int(s.get("wallet_type", 0)),
         )
         return d, wire.order_hash(d, self._chain)
 
