@@ -504,6 +504,8 @@ class ExecEngine:
                 coid = parent
         if tp is OrderRejected and self._retry(ev, now_ns):
             return
+        if tp is OrderCanceled and self._lw.why_ended:  # a cancel a list decided: say why
+            ev = self._lw.named_cancel(ev)
         if not self.table.apply(ev):
             return
         algo = self.algo

@@ -37,6 +37,7 @@ from engine.messages import (
     CancelOrder,
     NewOrder,
     OrderAccepted,
+    OrderCanceled,
     OrderPartiallyFilled,
     OrderReplaced,
     OrderTriggered,
@@ -81,6 +82,8 @@ class ListWorker:
         self.released = 0  # children released (sent on, or armed) after their parent filled
         self.resized = 0  # amends exec made to keep a leg at its wanted size
         self.ended = 0  # legs the list ended (cancels of held or working legs)
+        #: cancels sent to the venue because of the list: the reason their OrderCanceled gives
+        self.why_ended: dict[int, str] = {}
 
     # --- what the book reads ---------------------------------------------------------------------
     def facts(self, coid: int) -> Facts | None:
@@ -299,8 +302,14 @@ class ListWorker:
             e._drop_local(coid)
             e._local_cancel(r.order, why, now_ns, now_ns, out)
             return
+        self.why_ended[coid] = why
         c = CancelOrder(coid, r.order.strategy_id, r.instrument_id, now_ns, now_ns)
         e._cancel(c, now_ns, out)
+
+    def named_cancel(self, ev: OrderCanceled) -> OrderCanceled:
+        """The venue's ``OrderCanceled`` of a leg the list canceled, with the list's reason."""
+        why = self.why_ended.pop(ev.client_order_id, None)
+        return ev if why is None else msgspec.structs.replace(ev, reason=why)
 
     # --- restart -------------------------------------------------------------------------------
     def restore(

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from engine.book import L2Book
+from engine.contingent import OCO, OTO, OUO
 from engine.instruments import Instrument
 from engine.messages import (
     AlgoKind,
@@ -160,6 +161,41 @@ class OpenOrder:
     pending_cancel: bool = False
     pending_replace: bool = False
     venue_order_id: int = 0
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """One leg of an order list (``StrategyContext.oto`` / ``oco``), as ``buy`` / ``sell``
+    take it: ``px=None`` is a market order; ``order_type`` / ``tif`` default as there."""
+
+    instrument_id: int
+    side: int
+    qty: int
+    px: int | None = None
+    order_type: int | None = None
+    tif: int | None = None
+    stop_px: int = 0
+    flags: int = 0
+    expire_ns: int = 0
+
+
+@dataclass(frozen=True)
+class _Link:
+    """A leg's place in its list: its id and the ``contingency`` fields of its IntentNew."""
+
+    coid: int
+    contingency: int
+    parent_id: int
+    linked: list[int]
+    list_id: int
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "contingency": int(self.contingency),
+            "parent_id": self.parent_id,
+            "linked": list(self.linked),
+            "list_id": self.list_id,
+        }
 
 
 def _top(level: Any) -> tuple[int, int] | None:
@@ -378,6 +414,7 @@ class StrategyContext:
         expire_ns: int,
         algo: int = 0,
         algo_params: dict[str, float] | None = None,
+        link: _Link | None = None,
     ) -> int:
         self.instrument(instrument_id)  # raises for an instrument the strategy does not trade
         if order_type is None:
@@ -385,7 +422,7 @@ class StrategyContext:
         if tif is None:
             tif = TimeInForce.IOC if order_type == OrderType.MARKET else TimeInForce.GTC
         ipx = 0 if px is None else int(px)
-        coid = self.next_client_order_id()
+        coid = link.coid if link is not None else self.next_client_order_id()
         self._outbox.append(
             IntentNew(
                 client_order_id=coid,
@@ -403,6 +440,7 @@ class StrategyContext:
                 expire_ns=int(expire_ns),
                 algo=int(algo),
                 algo_params=algo_params or {},
+                **(link.fields() if link is not None else {}),
             )
         )
         self.open_orders[coid] = OpenOrder(
@@ -437,6 +475,70 @@ class StrategyContext:
             raise ValueError("algo: kind must be an execution algorithm, not AlgoKind.NONE")
         fields = {str(k): float(v) for k, v in params.items()}
         return self._new(side, instrument_id, qty, px, None, tif, 0, 0, 0, int(kind), fields)
+
+    # --- order lists (engine.contingent; docs/orders-and-algos.md) -------------------------------
+    def bracket(
+        self,
+        instrument_id: int,
+        side: int,
+        qty: int,
+        entry_px: int | None,
+        take_profit_px: int,
+        stop_loss_px: int,
+        *,
+        stop_limit_px: int = 0,
+        entry_tif: int | None = None,
+    ) -> tuple[int, int, int]:
+        """An entry with its exits: the entry (``entry_px=None``: a market order) and, on the
+        other side, a take-profit LIMIT at ``take_profit_px`` and a stop-loss STOP at
+        ``stop_loss_px`` (a STOP_LIMIT at ``stop_limit_px`` if given), one-cancels-other. Exec
+        holds the exits until the entry fills and sizes them to its fills. Each leg is an order
+        of its own (risk approves each; this context sees each). Returns (entry, tp, sl) ids."""
+        exit_side = -int(side)
+        e, tp, sl = (self.next_client_order_id() for _ in range(3))
+        self._new(
+            side, instrument_id, qty, entry_px, None, entry_tif, 0, 0, 0,
+            link=_Link(e, OTO, 0, [], e),
+        )  # fmt: skip
+        self._new(
+            exit_side, instrument_id, qty, take_profit_px, OrderType.LIMIT, TimeInForce.GTC, 0,
+            0, 0, link=_Link(tp, OCO, e, [sl], e),
+        )  # fmt: skip
+        sl_type = OrderType.STOP_LIMIT if stop_limit_px else OrderType.STOP
+        self._new(
+            exit_side, instrument_id, qty, stop_limit_px or None, sl_type, TimeInForce.GTC, 0,
+            stop_loss_px, 0, link=_Link(sl, OCO, e, [tp], e),
+        )  # fmt: skip
+        return e, tp, sl
+
+    def oto(self, parent: OrderSpec, *children: OrderSpec) -> list[int]:
+        """One-triggers-other: ``parent`` goes out; exec holds each child until the parent
+        fills and sizes it to the parent's filled share (a child of the parent's size tracks
+        its fills lot for lot); a parent that ends unfilled ends them. Returns the ids,
+        parent first."""
+        ids = [self.next_client_order_id() for _ in range(1 + len(children))]
+        pid = ids[0]
+        self._spec(parent, _Link(pid, OTO, 0, [], pid))
+        for coid, c in zip(ids[1:], children, strict=True):
+            self._spec(c, _Link(coid, 0, pid, [], pid))
+        return ids
+
+    def oco(self, *legs: OrderSpec, reduce: bool = False) -> list[int]:
+        """One-cancels-other (``reduce=True``: one-updates-other): a fill of any leg cancels
+        what is open of the others (OUO: reduces each by the quantity filled). Returns the ids."""
+        if len(legs) < 2:
+            raise ValueError("oco: an order list needs at least two legs")
+        kind = OUO if reduce else OCO
+        ids = [self.next_client_order_id() for _ in legs]
+        for coid, leg in zip(ids, legs, strict=True):
+            self._spec(leg, _Link(coid, kind, 0, [c for c in ids if c != coid], ids[0]))
+        return ids
+
+    def _spec(self, o: OrderSpec, link: _Link) -> int:
+        return self._new(
+            o.side, o.instrument_id, o.qty, o.px, o.order_type, o.tif, o.flags, o.stop_px,
+            o.expire_ns, link=link,
+        )  # fmt: skip
 
     def cancel(self, client_order_id: int) -> bool:
         """Ask to cancel one of our open orders. False (and no intent) if it is not open or a
