@@ -301,22 +301,34 @@ class AccountViews:
             for name, by in per.items()
         }
 
-    def margin(self: Portfolio, venue: str | None = None) -> MarginSummary:
-        """Margin of the margined positions (of ``venue``, or all), money in the base currency.
-        The collateral is the whole portfolio's equity (one cross-margin account)."""
+    def margin(
+        self: Portfolio, venue: str | None = None, currency: str | None = None
+    ) -> MarginSummary:
+        """Margin of the margined positions (of ``venue``, or all), money in the base currency,
+        the collateral the whole portfolio's equity (one cross-margin account). With
+        ``currency``: that currency's cross-margin account alone (a USDT-margined book: its
+        cash and positions in USDT), money in that currency — how the simulated venue and
+        USD-M exchanges count it."""
         im = mm = gross = 0.0
         for iid, p in self.positions.items():
             if p.style != CashStyle.PNL or (venue is not None and p.venue != venue):
+                continue
+            if currency is not None and p.currency != currency:
                 continue
             qty = p.long_qty + p.short_qty  # both legs of a hedged position post margin
             if not qty:
                 continue
             ins = self.instruments.by_id(iid)
-            fx, mark = self.fx(p.currency), p.mark_px
+            fx, mark = (1.0 if currency else self.fx(p.currency)), p.mark_px
             gross += notional(ins, qty, mark) * fx
             im += initial_margin(ins, qty, mark, self.account(p.venue).leverage) * fx
             mm += maintenance_margin(ins, qty, mark) * fx
-        eq = self.equity()
+        if currency is None:
+            eq = self.equity()
+        else:
+            eq = self.cash_by_currency.get(currency, 0.0) + sum(
+                p.equity_value for p in self.positions.values() if p.currency == currency
+            )
         return MarginSummary(eq, im, mm, gross, margin_call(eq, mm))
 
     def liquidation_price(self: Portfolio, instrument_id: int) -> float:

@@ -146,6 +146,11 @@ def test_liquidation_price_then_liquidation():
     assert not m.margin_call and m.leverage == pytest.approx(43_000 / 3_000)
     p.mark(1, 421_000)  # 42,100: equity 2,100 < maintenance 2,105
     assert p.margin().margin_call
+    # the USDT account alone says the same; a USD deposit elsewhere would not back it
+    assert p.margin(currency="USDT").equity == pytest.approx(2_100.0)
+    p.cash_by_currency["USD"] += 1_000_000.0
+    assert p.margin(currency="USDT").margin_call and not p.margin().margin_call
+    p.cash_by_currency["USD"] -= 1_000_000.0
     p.on_event(Liquidation(1, Side.SELL, 421_000, 1000, 10.0, 5, 5, liquidation_id=3))
     pos = p.positions[1]
     assert pos.position == 0 and pos.liquidations == 1
