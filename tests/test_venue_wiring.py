@@ -156,7 +156,7 @@ def test_market_data_keys_reach_the_client_and_kraken_asks_for_a_deeper_book() -
         ('kind = "kraken"\nbook_depth = -1', "venues[0].book_depth", "0..5000"),
         ('kind = "coinbase"\nbook_hold_s = -1.0', "venues[0].book_hold_s", ">= 0"),
         ('kind = "kraken"\nlive = "yes"', "venues[0].live", "Expected `bool`"),
-        ('kind = "binance"', "venues[0].kind", "known kinds: 'binanceus', 'ccxt'"),
+        ('kind = "binance"', "venues[0].kind", "'binanceus', 'binanceusdm', 'ccxt'"),
     ],
 )
 def test_a_bad_real_venue_key_names_itself(entry: str, key: str, problem: str) -> None:

@@ -5,7 +5,7 @@ can is a loss waiting for a leak; what the key may do is the venue's setting, no
 can change after the key was stored. One call per venue, at a live start (ops/venue_run.py):
 
 - Binance.US: ``GET /sapi/v1/account/apiRestrictions`` (``enableWithdrawals``,
-  ``enableSpotAndMarginTrading``).
+  ``enableSpotAndMarginTrading``); Binance USD-M futures: the same call (``enableFutures``).
 - Coinbase Advanced: ``GET /api/v3/brokerage/key_permissions`` (``can_transfer``,
   ``can_trade``).
 - Kraken has no permission query: ``POST /0/private/WithdrawMethods`` needs the key's
@@ -44,6 +44,13 @@ async def _ask(exchange_id: str, ex: Any) -> KeyAbilities:
         return KeyAbilities(
             _flag(r, "enableWithdrawals"),
             _flag(r, "enableSpotAndMarginTrading"),
+            "GET /sapi/v1/account/apiRestrictions",
+        )
+    if exchange_id == "binanceusdm":  # the same account API answers for a futures key
+        r = await ex.sapiGetAccountApiRestrictions()
+        return KeyAbilities(
+            _flag(r, "enableWithdrawals"),
+            _flag(r, "enableFutures"),
             "GET /sapi/v1/account/apiRestrictions",
         )
     if exchange_id == "coinbase":

@@ -24,7 +24,7 @@ from engine.venues.ccxt_markets import MarketRules, OrderRulesGate, VenueMarket,
 from engine.venues.data import MarketDataClient
 from engine.venues.registry import VenueConfig, VenueKind, register
 
-__all__ = ["PERP_EXCHANGE_IDS"]
+__all__ = ["PERP_EXCHANGE_IDS", "paper_balance"]
 
 #: kind -> ccxt exchange id
 PERP_EXCHANGE_IDS = {"binanceusdm": "binanceusdm"}
@@ -60,9 +60,46 @@ def _rules(c: VenueConfig) -> list[MarketRules]:
     return resolve_instruments(c.name, mine, (), _markets(c), 0)
 
 
-def _execution(c: VenueConfig) -> ExecutionClient:
-    from engine.venues.ccxt_kinds import _paper
+def paper_balance(c: VenueConfig, currencies: set[str]) -> dict[str, float]:
+    """The simulated account's starting balance: the venue's ``paper_balance``, else the run's
+    (``settings["balance"]``: the portfolio's cash) with a USD amount also counted in each
+    USD stablecoin the contracts settle in (USDT, USDC: 1 USD each) that it does not name."""
+    own = dict(c.settings.get("paper_balance") or {})
+    if own:
+        return {k: float(v) for k, v in own.items()}
+    out = {k: float(v) for k, v in dict(c.settings.get("balance") or {}).items()}
+    for ccy in currencies:
+        if ccy not in out and ccy in _USD_STABLE and "USD" in out:
+            out[ccy] = out["USD"]
+    return out
 
+
+_USD_STABLE = frozenset({"USDT", "USDC"})
+
+
+def _paper(c: VenueConfig, rules: list[MarketRules]) -> Any:
+    """The simulated exchange on the venue's book: its fees (the highest of these markets'),
+    the account's leverage cap and starting balance (``paper_balance``)."""
+    from engine.instruments import InstrumentTable
+    from engine.venues.sim import SimExchange
+
+    s = c.settings
+    insts = [r.instrument for r in rules]
+    return SimExchange(
+        InstrumentTable(insts),
+        name=c.name,
+        maker_fee_bps=max((r.maker_fee_bps for r in rules), default=0.0),
+        taker_fee_bps=max((r.taker_fee_bps for r in rules), default=0.0),
+        latency_ns=int(s.get("latency_ns", 0)),
+        jitter_ns=int(s.get("jitter_ns", 0)),
+        seed=c.seed,
+        record_path=c.record_path,
+        balance=paper_balance(c, {i.currency for i in insts}),
+        leverage=float(s.get("leverage") or 0.0),
+    )
+
+
+def _execution(c: VenueConfig) -> ExecutionClient:
     settings = _settings(c)
     rules = _rules(c)
     if not c.settings.get("live"):

@@ -187,6 +187,9 @@ class BinanceFuturesServer(BinanceServer):
             ("/fapi/v1/openAlgoOrders", s(self._no_algo_orders)),
         ):
             r.add_get(path, handler)
+        r.add_post("/__control/fund", self._ctl_fund)
+        r.add_post("/__control/transfer", self._ctl_transfer)
+        r.add_get("/sapi/v1/account/apiRestrictions", s(self._futures_restrictions))
         r.add_post("/fapi/v1/order", s(self._new_order))
         r.add_delete("/fapi/v1/order", s(self._cancel_order))
         r.add_delete("/fapi/v1/allOpenOrders", s(self._cancel_all))
@@ -199,6 +202,35 @@ class BinanceFuturesServer(BinanceServer):
             r.add_get(f"/{cat}/ws/{{name}}", self._ws_market)
             r.add_get(f"/{cat}/stream", self._ws_market)
         r.add_get("/private/ws", self._ws_private)
+
+    def state(self) -> dict[str, Any]:
+        """The core's view plus each futures account: wallet, positions, income by kind."""
+        out = super().state()
+        out["futures"] = {
+            a.name: {
+                "wallet": w.p8(a.wallet),
+                "positions": {s: w.p8(p.amt) for s, p in a.positions.items()},
+                "income": {
+                    k: w.p8(sum((i.amount for i in a.income if i.kind == k), D0))
+                    for k in {i.kind for i in a.income}
+                },
+            }
+            for a in self.ledger.accounts.values()
+        }
+        out["force_orders"] = sum(len(v) for v in self.force_orders.values())
+        return out
+
+    async def _ctl_fund(self, request: web.Request) -> web.Response:
+        """A funding time now (``pay_funding``), from another process."""
+        return web.json_response({"ok": True, "paid": [w.p8(x) for x in self.pay_funding()]})
+
+    async def _ctl_transfer(self, request: web.Request) -> web.Response:
+        """Move margin asset in (> 0) or out of an account's futures wallet (a test fault:
+        Binance would refuse a transfer out that the positions' margin needs)."""
+        body = await request.json()
+        acct = self.ledger.account(body.get("account", "main"))
+        acct.wallet += dec(body["amount"])
+        return web.json_response({"ok": True, "wallet": w.p8(acct.wallet)})
 
     # -- marks and funding
     def mark(self, symbol: str = PERP_SYMBOL) -> Decimal:
@@ -299,6 +331,11 @@ class BinanceFuturesServer(BinanceServer):
 
     def _ensure_replay(self) -> None:
         super()._ensure_replay()
+        self._ensure_marks()
+
+    def _ensure_marks(self) -> None:
+        """The mark loop (marks, margin checks, funding): from the first subscription or the
+        first user stream, whichever comes first."""
         if self._marks is None:
             self._marks = asyncio.get_running_loop().create_task(self._mark_loop())
 
@@ -352,6 +389,7 @@ class BinanceFuturesServer(BinanceServer):
             return w.error(-1125, "This listenKey does not exist.")
         sock = await self.hub.open(request, "user")
         sock.account = self.listen_keys[token]
+        self._ensure_marks()
         return await self.hub.serve(sock, self._on_market_text)
 
     async def _listen_key(self, request: web.Request) -> web.Response:
@@ -499,6 +537,14 @@ class BinanceFuturesServer(BinanceServer):
             and r.time_ms >= int(p.get("startTime", 0))
         ]
         return web.json_response(out[: int(p.get("limit", 100))])
+
+    async def _futures_restrictions(
+        self, request: web.Request, key: ApiKey, p: dict[str, str]
+    ) -> Any:
+        """The key's permissions (the spot account API answers for futures keys too)."""
+        resp = await self._api_restrictions(request, key, p)
+        body = json.loads(resp.text or "{}") | {"enableFutures": True}
+        return web.json_response(body)
 
     async def _force_orders(self, request: web.Request, key: ApiKey, p: dict[str, str]) -> Any:
         rows = [fw.order_json(o) for o in self.force_orders.get(key.account, [])]
