@@ -201,6 +201,9 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
     for k in ("realized", "unrealized", "fees", "funding", "financing", "commission", "equity"):
         if isinstance(pf.get(k), int | float):
             lines.append(f"  {k}: {pf[k]:.2f}")
+    acct = s.get("account_events") or {}
+    if acct:  # what the market did to the positions (docs/backtesting.md, instrument kinds)
+        lines.append("  account events: " + ", ".join(f"{k} {n}" for k, n in sorted(acct.items())))
     from ops.report import format_analytics
 
     lines += format_analytics(s.get("analytics") or {}, s.get("pnl_by_strategy") or {}, cfg)
