@@ -200,12 +200,12 @@ class BetfairExecutionClient(StatusReports):
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn`` with TOO_MANY_REQUESTS waited out (``rate_limit_retries`` times)."""
-        wait = 0.2
-        for attempt in range(int(self.settings.get("rate_limit_retries", 5)) + 1):
+        wait, retries = 0.2, int(self.settings.get("rate_limit_retries", 5))
+        for attempt in range(retries + 1):
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                if api_error_code(exc) != "TOO_MANY_REQUESTS" or attempt >= 5:
+                if api_error_code(exc) != "TOO_MANY_REQUESTS" or attempt >= retries:
                     raise
                 self.stats["rate_limited"] += 1
                 time.sleep(wait)
@@ -295,16 +295,17 @@ class BetfairExecutionClient(StatusReports):
             return
         bet = str(rep["betId"])
         sm, avp = _D(str(rep.get("sizeMatched") or 0)), _D(str(rep.get("averagePriceMatched") or 0))
+        size = _D(str(stake(t.ins, t.order.qty)))
         done = rep.get("orderStatus") == "EXECUTION_COMPLETE"
         with self._lock:
             ev = self.book.accept(t, bet, now)
-            rem = _D(str(stake(t.ins, t.order.qty))) - sm
-            if done:
-                rem = _D(0)  # a FILL_OR_KILL's unmatched part was cancelled by the venue
-            state = BetState(bet, sm, avp, rem, complete=done, lapsed=_D(0))
+            whole = done and sm >= size
+            state = BetState(bet, sm, avp, size - sm if not done else _D(0), complete=whole)
             ev += self.book.on_bet(t, state, now, now, taker=True)
-            if done and t.phase == "open":
-                ev += self.book.end(t, lapsed=False, ts=now, now_ns=now, why="not matched at once")
+            if done and not whole:  # a fill or kill's rest: not matched at once, cancelled
+                t.leaves = t.order.qty - t.filled
+                why = "fill or kill: the rest was not matched at once"
+                ev += self.book.end(t, lapsed=False, ts=now, now_ns=now, why=why)
         self._emit(ev)
 
     def _reject(self, t: Tracked, why: str, now: int) -> None:
@@ -384,6 +385,8 @@ class BetfairExecutionClient(StatusReports):
             self._replace_rej(rep, "betfair refused the stake reduction", now)
             return
         if rep.new_px != t.px:
+            with self._lock:
+                t.replacing = True
             try:
                 r = self._call(
                     self.api.betting.replace_orders,
@@ -394,10 +397,11 @@ class BetfairExecutionClient(StatusReports):
                 placed = rp.get("placeInstructionReport") or {}
                 if r.get("status") != "SUCCESS" or placed.get("status") != "SUCCESS":
                     why = rp.get("errorCode") or r.get("errorCode")
-                    self._replace_rej(rep, f"betfair: {why}", now)
+                    self._replace_failed(t, rep, f"betfair: {why}", now)
                     return
             except Exception as exc:
-                self._replace_rej(rep, f"betfair: {api_error_code(exc) or 'no answer'}", now)
+                why = f"betfair: {api_error_code(exc) or 'no answer'}"
+                self._replace_failed(t, rep, why, now)
                 return
             new = str(placed["betId"])
             sm = _D(str(placed.get("sizeMatched") or 0))
@@ -432,6 +436,13 @@ class BetfairExecutionClient(StatusReports):
                 )
             ]
         )
+
+    def _replace_failed(self, t: Tracked, rep: ReplaceOrder, why: str, now: int) -> None:
+        """The old bet stands (or has ended: the next check of the orders says so)."""
+        with self._lock:
+            t.replacing = False
+        self._next_poll = 0.0
+        self._replace_rej(rep, why, now)
 
     def _replace_rej(self, rep: ReplaceOrder, why: str, now: int) -> None:
         reason = int(
@@ -491,12 +502,15 @@ class BetfairExecutionClient(StatusReports):
         with self._lock:
             for row in got.get("currentOrders") or []:
                 t = self.book.find(str(row["betId"]), str(row.get("customerOrderRef") or ""))
+                adopted = t is None
                 if t is None:
                     t = self._adopt(row)
                     if t is None:
                         continue
                 seen.add(t.order.client_order_id)
-                ev += self.book.on_bet(t, _bet(row), now, now)
+                said = self.book.on_bet(t, _bet(row), now, now)
+                if not adopted:  # an adopted order's past is the record's: known, not re-sent
+                    ev += said
             for t in live:
                 late = time.monotonic() - t.since > window
                 if t.phase == "unknown" and t.order.client_order_id not in seen and late:

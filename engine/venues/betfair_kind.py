@@ -23,7 +23,7 @@ from engine.venues.ccxt_markets import MarketRules, OrderRulesGate, VenueMarket,
 from engine.venues.data import MarketDataClient
 from engine.venues.registry import VenueConfig, VenueKind, register
 
-__all__ = ["load_markets", "venue_rules"]
+__all__ = ["load_markets", "probe_key", "venue_rules"]
 
 #: what listMarketCatalogue is asked to project
 _PROJECTION = ["RUNNER_DESCRIPTION", "MARKET_DESCRIPTION", "EVENT"]
@@ -112,6 +112,19 @@ def _market_data(c: VenueConfig) -> MarketDataClient:
     return BetfairDataClient(c.name, table, rules, c.settings, c.credentials)  # type: ignore[return-value]
 
 
+def probe_key(_kind: str, settings: Mapping[str, Any], creds: Any) -> Any:
+    """What the key may do: it logs in and reads the account's funds (it can bet); Betfair's
+    API (API-NG) has no withdrawal operation, so no app key or session can withdraw."""
+    from engine.venues.betfair_session import BetfairApi
+    from engine.venues.ccxt_permissions import KeyAbilities
+
+    api = BetfairApi(creds, settings)
+    api.ensure_session()
+    api.account.get_account_funds()
+    how = "betfair: the session reads the account's funds; API-NG has no withdrawal operation"
+    return KeyAbilities(can_withdraw=False, can_trade=True, how=how)
+
+
 register(
     VenueKind(
         "betfair",
@@ -122,5 +135,6 @@ register(
         live=True,
         markets=load_markets,
         private_data=True,  # its market data needs the account's session, paper too
+        probe=probe_key,
     )
 )

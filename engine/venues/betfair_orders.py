@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from engine.enums import Liquidity
+from engine.enums import Liquidity, TimeInForce
 from engine.instruments import Instrument
 from engine.messages import (
     NewOrder,
@@ -70,6 +70,7 @@ class Tracked:
     bet_id: str = ""  # the current bet
     venue_order_id: int = 0  # the first bet's id
     booked: dict[str, tuple[int, Decimal]] = field(default_factory=dict)  # bet -> (lots, value)
+    replacing: bool = False  # a replaceOrders is in flight: its old bet's end is no end
     end: int = 0  # the OrderStatus it ended with
     since: float = 0.0  # monotonic time it went unknown
 
@@ -104,7 +105,7 @@ class OrderBook:
     def switch_bet(self, t: Tracked, bet_id: str, px: int) -> None:
         """A replace put the order's remainder on a new bet at ``px``."""
         self.by_bet[bet_id] = t.order.client_order_id
-        t.bet_id, t.px = bet_id, px
+        t.bet_id, t.px, t.replacing = bet_id, px, False
 
     def on_bet(
         self, t: Tracked, b: BetState, ts: int, now_ns: int, taker: bool = False
@@ -113,6 +114,7 @@ class OrderBook:
         ``taker``: ``b`` is the answer to our own placement (what matched at once took)."""
         out: list[object] = []
         if t.phase in ("pending", "unknown"):
+            taker = True  # matched before the placement was even answered: it took
             out += self.accept(t, b.bet_id, now_ns)
         self.by_bet.setdefault(b.bet_id, t.order.client_order_id)
         ins = t.ins
@@ -120,17 +122,20 @@ class OrderBook:
         value = b.matched * b.avg_price
         had_lots, had_value = t.booked.get(b.bet_id, (0, Decimal(0)))
         current = b.bet_id == t.bet_id
-        if current and t.phase == "open":
+        if current and t.phase == "open" and not b.complete:
             t.leaves = ins.qty_to_lots(b.remaining)
         if lots > had_lots:
             t.booked[b.bet_id] = (lots, value)
             qty = lots - had_lots
-            step = (value - had_value) / (b.matched - ins.lots_to_qty(had_lots) or 1)
+            had_qty = Decimal(had_lots) * Decimal(str(ins.lot_size))
+            step = (value - had_value) / (b.matched - had_qty)
             px = ins.px_to_ticks(step)
             t.filled += qty
             self._fill_id += 1
-            done = t.phase == "open" and current and b.complete and b.remaining == 0
-            done = done and b.cancelled + b.lapsed + b.voided == 0
+            if current and b.complete:  # what is left of ours is what this fill did not take
+                t.leaves = max(t.leaves - qty, 0)
+            done = t.phase == "open" and current and b.complete and t.leaves == 0
+            done = done and not t.replacing
             kind = OrderFilled if done else OrderPartiallyFilled
             fill = kind(
                 t.order.client_order_id,
@@ -153,7 +158,10 @@ class OrderBook:
             if done:
                 t.phase, t.end, t.leaves = "done", int(OrderStatus.FILLED), 0
                 return out
-        if current and b.complete and b.remaining == 0 and t.phase == "open":
+        if current and b.complete and b.remaining == 0 and t.phase == "open" and not t.replacing:
+            if t.order.tif != TimeInForce.GTC:  # what a fill-or-kill leaves is cancelled
+                why = "fill or kill: the rest was not matched at once"
+                return out + self.end(t, lapsed=False, ts=ts, now_ns=now_ns, why=why)
             out += self.end(t, lapsed=b.lapsed > 0 or b.voided > 0, ts=ts, now_ns=now_ns)
         return out
 

@@ -28,10 +28,8 @@ from engine.messages import BookDelta, BookSnapshot, ExchangeStatus, Quote, Trad
 from engine.venues.ccxt_markets import VenueMarket
 
 __all__ = [
-    "LADDER",
     "SETTLED_PREFIX",
     "MarketStream",
-    "ladder_ok",
     "markets_from_catalogue",
     "odds",
     "settlement_of",
@@ -39,27 +37,8 @@ __all__ = [
     "stake",
 ]
 
-#: Betfair's odds ladder: (from, to, increment)
-LADDER = (
-    (Decimal("1.01"), Decimal("2"), Decimal("0.01")),
-    (Decimal("2"), Decimal("3"), Decimal("0.02")),
-    (Decimal("3"), Decimal("4"), Decimal("0.05")),
-    (Decimal("4"), Decimal("6"), Decimal("0.1")),
-    (Decimal("6"), Decimal("10"), Decimal("0.2")),
-    (Decimal("10"), Decimal("20"), Decimal("0.5")),
-    (Decimal("20"), Decimal("30"), Decimal("1")),
-    (Decimal("30"), Decimal("50"), Decimal("2")),
-    (Decimal("50"), Decimal("100"), Decimal("5")),
-    (Decimal("100"), Decimal("1000"), Decimal("10")),
-)
 SETTLED_PREFIX = "settled: "
 BID, ASK = 1, -1  # BookDelta.side: the bid side (available to back) and the ask side
-
-
-def ladder_ok(px_ticks: int, tick: float) -> bool:
-    """Whether ``px_ticks`` of ``tick`` is a price on Betfair's ladder."""
-    price = Decimal(px_ticks) * Decimal(str(tick))
-    return any(lo <= price <= hi and (price - lo) % step == 0 for lo, hi, step in LADDER)
 
 
 def odds(ins: Instrument, px_ticks: int) -> float:

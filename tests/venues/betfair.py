@@ -265,8 +265,9 @@ class BetfairServer:
             self._auth(request)
             if self.faults.take("rate_limit") is not None:
                 raise ApiError("TOO_MANY_REQUESTS", "too many requests")
-            if self.faults.active("delay_ack") and "Orders" in method:
-                await asyncio.sleep(float(self.faults.take("delay_ack").get("delay_s", 0.5)))  # type: ignore[union-attr]
+            delay = self.faults.take("delay_ack") if "Orders" in method else None
+            if delay is not None:  # an order request answered late
+                await asyncio.sleep(float(delay.get("delay_s", 0.5)))
             name = method.rpartition("/")[2]
             self.requests.append(name)
             handler = getattr(self, f"_m_{name}", None)
@@ -395,18 +396,24 @@ class BetfairServer:
             return head | {"status": "FAILURE", "errorCode": code, "instructionReports": reports}
         for ins in instructions:
             lo = ins["limitOrder"]
+            price, size = _dec(lo["price"], "price"), _dec(lo["size"], "size")
+            fok = lo.get("timeInForce") == "FILL_OR_KILL"
+            sel = m.selections[int(ins["selectionId"])]  # type: ignore[union-attr]
+            need = _dec(lo.get("minFillSize") or size, "minFillSize")
             bet, fills = self.ex.place(
                 mid,
                 int(ins["selectionId"]),
                 ins["side"],
-                _dec(lo["price"], "price"),
-                _dec(lo["size"], "size"),
+                price,
+                size,
                 acct,
                 ref=str(ins.get("customerOrderRef") or ""),
                 persistence=str(lo.get("persistenceType") or "LAPSE"),
+                match=not fok or self._available(sel, ins["side"], price) >= need,
             )
-            if lo.get("timeInForce") == "FILL_OR_KILL":
-                self.ex.cancel(bet.bet_id)  # the unmatched part (enough matched: _check)
+            if fok:  # what did not match at once lapses (all of it when too little was there)
+                bet.lapsed += bet.remaining
+                self.ex.cancel(bet.bet_id, Decimal(0))
             fills_all += fills
             placed.append(bet)
             reports.append(
@@ -440,10 +447,6 @@ class BetfairServer:
             return "INVALID_BET_SIZE"
         if lo.get("persistenceType", "LAPSE") not in ("LAPSE", "PERSIST", "MARKET_ON_CLOSE"):
             return "INVALID_PERSISTENCE_TYPE"
-        if lo.get("timeInForce") == "FILL_OR_KILL":
-            need = _dec(lo.get("minFillSize") or size, "minFillSize")
-            if self._available(sel, ins["side"], price) < need:
-                return "BET_LAPSED_PRICE_IMPROVEMENT_TOO_LARGE"
         liability = size if ins["side"] == "BACK" else size * (price - 1)
         if liability + self.ex.exposure(acct) > self.ex.balance.get(acct, Decimal(0)):
             return "INSUFFICIENT_FUNDS"

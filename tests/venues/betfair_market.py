@@ -150,8 +150,9 @@ class Exchange:
         account: str | None,
         ref: str = "",
         persistence: str = "LAPSE",
+        match: bool = True,
     ) -> tuple[Bet, list[Fill]]:
-        """A new bet matched at once as far as it goes; the rest rests."""
+        """A new bet matched at once as far as it goes (``match``); the rest rests."""
         bet = Bet(
             str(next(self._ids)),
             market_id,
@@ -165,6 +166,8 @@ class Exchange:
             seq=next(self._seq),
         )
         self.bets[bet.bet_id] = bet
+        if not match:
+            return bet, []
         return bet, self._match(bet)
 
     def _match(self, bet: Bet) -> list[Fill]:

@@ -238,7 +238,8 @@ class StreamServer:
 
     # --- pushing --------------------------------------------------------------------------------
     def _send(self, c: Conn, msg: dict[str, Any]) -> None:
-        if self.faults.active("stall") and msg.get("op") not in ("connection", "status"):
+        stalled = self.faults.active("stall") is not None
+        if stalled and msg.get("op") not in ("connection", "status"):
             return
         c.last_send = asyncio.get_running_loop().time()
         with contextlib.suppress(Exception):
