@@ -438,3 +438,34 @@ def test_an_oanda_venue_without_its_host_or_with_a_bad_key_is_refused(entry: str
     with pytest.raises(ConfigError) as e:
         parse_config(text)
     assert e.value.key == key, e.value
+
+
+def test_a_restarted_client_knows_its_orders_and_the_fills_it_missed(srv: OandaServer) -> None:
+    """Exec restarts: its orders and the fills that came while it was gone are read back from
+    the log by our client ids (the journal has the rest), and nothing is sent twice."""
+    first = OandaExecutionClient("oanda", TABLE, _settings(srv), KEYS, start=False)
+    assert first.start(10.0)
+    first.submit(_order(60, Side.BUY, OrderType.LIMIT, 107500, 400), 0)
+    first.submit(_order(61, Side.BUY, OrderType.LIMIT, 100000, 100), 0)
+    _until(first, [], lambda g: len(_of(g, OrderAccepted)) == 2)
+    first.close()
+    srv.set_price("EUR_USD", "1.07490", "1.07500")  # 60 fills while nobody listens
+    again = OandaExecutionClient("oanda", TABLE, _settings(srv), KEYS, start=False)
+    try:
+        assert again.start(10.0)
+        assert again.knows_order(60) and again.knows_order(61) and not again.knows_order(62)
+        done = again.query_order(60)
+        assert done is not None and done.filled_qty == 400 and done.open_qty == 0
+        assert [(f.client_order_id, f.fill_qty, f.fill_px) for f in again.fills_since(0)] == [
+            (60, 400, 107500)
+        ]
+        assert [(o.client_order_id, o.px, o.qty) for o in again.open_orders()] == [
+            (61, 100000, 100)
+        ]
+        assert again.positions() == {1: 400} and again.poll(0) == []
+        snap = again.reconcile_snapshot()
+        assert snap is not None and [o.client_order_id for o in snap.open_orders] == [61]
+        again.submit(_order(61, Side.BUY, OrderType.LIMIT, 100000, 100), 0)  # never twice
+        assert sum(n for k, n in srv.state()["requests"].items() if k == "POST orders") == 2
+    finally:
+        again.close()

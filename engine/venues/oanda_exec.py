@@ -361,11 +361,20 @@ class OandaExecutionClient(StatusReports):
         if self._v20 is None:
             self._v20 = v20_client(self.settings, self._creds)
         acct = await self._v20.summary()
+        last = int(acct.get("lastTransactionID") or 0)
+        # the log read back (``restart_lookback_tx``): our orders and fills from before a
+        # restart are known again, by client id, for exec's reconciliation (nothing emitted)
+        back = max(0, last - int(self.settings.get("restart_lookback_tx", 1000)))
+        old = await self._v20.transactions_since(back) if back < last else {}
         positions = await self._v20.open_positions()
         with self._lock:
             self.log.currency = str(acct.get("currency") or "USD")
+            self.log.last_id, self.log.adopting = back, True
+            self.log.ingest(old.get("transactions") or [], self._clock())
+            self.log.adopting = False
             self.log.balance = float(acct.get("balance") or 0.0)
-            self.log.last_id = int(acct.get("lastTransactionID") or 0)
+            self.log.last_id = max(self.log.last_id, last)
+            self.log.positions.clear()
             for p in positions:
                 ins = self.log.by_name.get(str(p.get("instrument")))
                 if ins is not None:

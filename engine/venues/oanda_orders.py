@@ -36,7 +36,9 @@ from engine.messages import (
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
+    OrderType,
     Side,
+    TimeInForce,
 )
 from engine.order_states import OrderStatus
 from engine.venues.oanda_wire import coid_of, rfc3339_ns, venue_symbol
@@ -84,6 +86,8 @@ class V20Orders:
         self.balance = 0.0
         self.last_id = 0  # the last transaction applied
         self.foreign = 0  # transactions of orders not ours (placed by hand: reconciliation's)
+        #: reading the log back at start: orders of ours (our prefix) found in it are adopted
+        self.adopting = False
 
     def add(self, order: NewOrder, inst: Instrument) -> Tracked:
         t = self.orders[order.client_order_id] = Tracked(order, inst, order.px, order.qty)
@@ -139,6 +143,8 @@ class V20Orders:
 
     def _created(self, tx: Mapping[str, Any], now_ns: int) -> list[Any]:
         t = self._ours(tx)
+        if t is None and self.adopting:
+            t = self._adopt(tx)
         if t is None or not t.open:
             return []
         t.venue_id = int(tx["id"])
@@ -251,6 +257,35 @@ class V20Orders:
             self.financing.append(ev)
             out.append(ev)
         return out
+
+    def _adopt(self, tx: Mapping[str, Any]) -> Tracked | None:
+        """An order of ours from before a restart, as its create transaction has it (the
+        journal has the rest: exec's reconciliation matches them by client order id)."""
+        coid = coid_of(self.prefix, (tx.get("clientExtensions") or {}).get("id"))
+        ins = self.by_name.get(str(tx.get("instrument") or ""))
+        if coid is None or ins is None or coid in self.orders:
+            return None
+        self.foreign -= 1  # counted by ``_ours``: it is ours after all
+        units = Decimal(str(tx.get("units") or "0"))
+        kind = str(tx.get("type"))
+        px = ins.px_to_ticks(str(tx["price"])) if tx.get("price") is not None else 0
+        ot = {"LIMIT_ORDER": OrderType.LIMIT, "STOP_ORDER": OrderType.STOP}.get(kind)
+        ot = ot or (OrderType.MARKET_IF_TOUCHED if px else OrderType.MARKET)
+        stop = px if ot == OrderType.STOP else 0
+        o = NewOrder(
+            coid,
+            0,
+            ins.instrument_id,
+            int(Side.BUY if units > 0 else Side.SELL),
+            int(ot),
+            int(TimeInForce.GTC),
+            0 if stop else px,
+            ins.qty_to_lots(abs(units)),
+            0,
+            0,
+            stop_px=stop,
+        )
+        return self.add(o, ins)
 
     def reject(self, coid: int, reason: str, now_ns: int) -> list[Any]:
         """Our order refused by the venue's answer (no log entry of ours follows)."""
