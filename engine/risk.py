@@ -26,6 +26,8 @@ The gate is thin: one module per job, each a set of functions of the state they 
   with no extra indirection;
 - ``engine.risk_checks``: the pre-trade checks, in order (the hot path: allocation-free numpy);
 - ``engine.risk_controls``: breakers, stop loss / take profit, kill switch, flatten, cancel-all;
+- ``engine.risk_margin``: margin, leverage, betting liability and binary exposure; margin calls
+  and liquidations;
 - ``engine.risk_state``: what the risk process persists and rebuilds after a restart of itself.
 """
 
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import risk_controls, risk_state
+from engine import risk_controls, risk_margin, risk_state
 from engine.messages import (
     CancelOrder,
     Control,
@@ -82,6 +84,11 @@ class RiskGate(RiskBook):
         (``on_market_data`` or the top-of-book table), then the breakers, stop loss / take
         profit and flash-move halts. Returns what must be sent or recorded."""
         return risk_controls.on_prices(self, now_ns, wall_ns)
+
+    def on_account_event(self, ev: object, now_ns: int) -> list[RiskOutput]:
+        """Funding, financing, a settlement, a liquidation or a venue's margin status
+        (``engine.risk_margin``): cash and positions, and MARGIN_CALL / LIQUIDATION events."""
+        return risk_margin.on_account_event(self, ev, now_ns)
 
     def on_status(self, msg: ExchangeStatus, now_ns: int) -> list[RiskOutput]:
         """A venue's status for an instrument (or the whole venue)."""

@@ -45,6 +45,7 @@ from engine.messages import (
     Trade,
     TradingStateChanged,
 )
+from engine.risk_margin import AccountRisk
 from engine.risk_stats import METHODS, RiskStats
 from engine.trading_state import TradingStateMachine
 
@@ -101,7 +102,12 @@ class RiskBook:
         self.bid = np.zeros(n, dtype=np.int64)  # last known best bid / ask / trade, ticks (0: none)
         self.ask = np.zeros(n, dtype=np.int64)
         self.last = np.zeros(n, dtype=np.int64)
-        self.mult = np.array([i.tick_size * i.lot_size if i else 0.0 for i in self.ins])
+        # money per (tick x lot): a futures contract's size included (engine.accounts.multiplier)
+        self.mult = np.array(
+            [i.tick_size * i.lot_size * i.contract_size if i else 0.0 for i in self.ins]
+        )
+        # margin, betting and binary markets (engine.risk_margin; nothing for a spot-only book)
+        self.acct = AccountRisk(self.ins, self.mult)
         # the position limit per instrument: max_position_lots, or for ``notional_limited``
         # ones (a real venue's) max_position_notional at the order's price (no lot count)
         self.max_lots = np.full(n, limits.max_position_lots, dtype=np.int64)
@@ -228,7 +234,8 @@ class RiskBook:
         return True
 
     def on_fill(self, iid: int, side: int, qty: int, px: int, fee: float) -> None:
-        """Position, average entry, cash, equity and exposures after one fill: O(n + T)."""
+        """Position, average entry, cash, equity and exposures after one fill: O(n + T). A
+        matched bet moves no cash (``engine.risk_margin``: its P&L comes at settlement)."""
         mult = float(self.mult[iid])
         pos = int(self.position[iid])
         new = pos + side * qty
@@ -242,6 +249,9 @@ class RiskBook:
         self.avg_px[iid] = avg
         self.position[iid] = new
         self.signs[iid] = 1.0 if new > 0 else (-1.0 if new < 0 else 0.0)
+        if self.acct.betting and iid in self.acct.betting:
+            self._on_bet(iid, side, qty, px, fee)
+            return
         self.cash -= side * qty * px * mult + fee
         mark = float(self.marks[iid]) or float(px)
         self.marks[iid] = mark
@@ -252,6 +262,17 @@ class RiskBook:
         self.exposure[iid] = old + d
         self.sector_gross[s] += abs(old + d) - abs(old)
         self.stats.add_exposure(iid, d)
+        if self.acct.any_margined:
+            self.acct.update(iid, new, mark)
+
+    def _on_bet(self, iid: int, side: int, qty: int, px: int, fee: float) -> None:
+        """A betting selection's fill (its stake position, back +, lay −, and average odds
+        already booked): the bet's win / lose P&L; only the fee moves cash now."""
+        self.acct.bet(iid, side, qty, px)
+        self.cash -= fee
+        self.equity -= fee
+        if not self.marks[iid]:
+            self.marks[iid] = float(px)
 
     def close(self, coid: int) -> None:
         """Forget order ``coid`` (terminal): its open quantity no longer counts."""
@@ -302,6 +323,9 @@ class RiskBook:
         m = self.mids()
         self.marks = np.where(m > 0, m, self.marks)
         self.exposure = self.position * self.marks * self.mult
+        if self.acct.betting:  # a bet is not a holding worth stake x odds
+            self.exposure *= self.acct.linear
+        self.acct.refresh(self.position, self.marks)
         self.equity = float(self.limits.capital + self.cash + self.exposure.sum())
         self.sector_gross = np.bincount(
             self.sector_of, weights=np.abs(self.exposure), minlength=self.sector_gross.shape[0]

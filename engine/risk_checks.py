@@ -31,7 +31,11 @@ Checks on a new order, in order (every limit configurable; 0 turns the optional 
    correlation with every held position (signed by direction: long/short of two correlated
    instruments is a hedge) ≤ ``max_correlation``; portfolio VaR after the order ≤
    ``max_var_pct`` of equity (an order that lowers VaR always passes). VaR and correlation need
-   ``min_history`` return intervals; before that they are skipped (counted in ``skipped_stats``).
+   ``min_history`` return intervals; before that they are skipped (counted in ``skipped_stats``);
+10. the account (``engine.risk_margin``): a betting market's liability and a binary market's
+   exposure after the order, open orders counted (any order that makes them worse); for a
+   margined instrument's exposure-increasing order, initial margin in use (% of equity) and
+   gross leverage.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from engine.messages import (
     TradingState,
 )
 from engine.risk_book import RiskBook, RiskOrder, RiskOutput
+from engine.risk_margin import margin_check, market_check
 
 #: order types whose ``px`` is a limit price (must be > 0)
 _PRICED = (int(OrderType.LIMIT), int(OrderType.STOP_LIMIT))
@@ -305,8 +310,17 @@ def order_checks(
     if reducing and extra > 0 and (increases or proj * pos < 0):
         why = "reduce-only order" if reduce_only else "reduce-only (trading state REDUCING)"
         return why, proj, pos
+    acct = book.acct
+    if acct.market and extra > 0 and iid in acct.market:  # a betting or binary market
+        bad = market_check(book, iid, side, extra, px if priced else ref)
+        if bad is not None or iid in acct.betting:
+            return bad  # a bet's size is its liability: not a holding in % of equity
     if not increases or extra <= 0:
         return None
+    if acct.any_margined and acct.margined[iid]:
+        bad = margin_check(book, iid, pos, proj, ref)
+        if bad is not None:
+            return bad
     return exposure_checks(book, iid, proj, ref)
 
 

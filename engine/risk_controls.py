@@ -39,6 +39,7 @@ from engine.messages import (
     TradingState,
 )
 from engine.risk_book import RiskBook, RiskOrder, RiskOutput
+from engine.risk_margin import margin_controls
 
 #: tolerance (in percent) of the breakers and stops: a figure that lands on its threshold trips
 #: it even when binary floating point puts it a hair below
@@ -52,6 +53,8 @@ def on_prices(book: RiskBook, now_ns: int, wall_ns: int = 0) -> list[RiskOutput]
     out: list[RiskOutput] = []
     out += book.guard.on_prices(book.marks, now_ns)
     out += breakers(book, now_ns, wall_ns)
+    if book.acct.any_margined:  # equity below the maintenance margin (engine.risk_margin)
+        out += margin_controls(book, now_ns, wall_ns)
     # (halted means nothing leaves but cancels and an operator's flatten: no stops either)
     if (book.limits.stop_loss_pct > 0 or book.limits.take_profit_pct > 0) and not (
         book.trading.state == TradingState.HALTED or book.stopping
@@ -264,6 +267,9 @@ def _resume(book: RiskBook, ctl: Control, wall_ns: int) -> list[RiskOutput]:
     ch = book.trading.resume(ctl.arg or "resume", "operator", ctl.ts, wall_ns)
     # re-arm the breakers from here: the operator has seen the loss and chosen to go on
     book.day_start_equity = book.peak_equity = book.equity
+    # ... but not the margin call: still below maintenance, it is raised again at the next refresh
+    book.acct.called = False
+    book.acct.venue_called.clear()
     out: list[RiskOutput] = [
         RiskEvent(
             kind=int(RiskEventKind.RESUMED),

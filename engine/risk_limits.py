@@ -27,6 +27,7 @@ _PCT_KEYS = (
     "stop_loss_pct",
     "take_profit_pct",
     "flash_band_pct",
+    "max_margin_pct",
 )
 
 #: the values ``off()`` gives: every optional control off, a VaR horizon of one return interval
@@ -75,6 +76,11 @@ class RiskLimits(Settings):
     flash_cooldown_s: float = 5.0
     refresh_interval_ms: float = 20.0
     max_intent_age_ms: float = 1000.0  # refuse intents whose ts_origin is older (0 = off)
+    # the account (engine/risk_margin.py): margined instruments, betting and binary markets
+    max_margin_pct: float = 100.0  # initial margin in use after an order, % of equity (0 = off)
+    max_leverage: float = 0.0  # gross notional of margined positions / equity (0 = off)
+    max_market_liability: float = 0.0  # a betting market's worst-case loss, currency (0 = off)
+    max_binary_exposure: float = 0.0  # a binary market's worst loss at resolution (0 = off)
     # the risk process's own settings (procs/risk.py, procs/risk_history.py)
     start_halted: bool = False
     state_file: str = ""
@@ -113,6 +119,7 @@ class RiskLimits(Settings):
     def check(self) -> None:
         self._check_orders()
         self._check_exposure()
+        self._check_account()
         self._check_process()
 
     def _check_orders(self) -> None:
@@ -173,6 +180,11 @@ class RiskLimits(Settings):
             "min_history",
             "must be within 3..returns_window",
         )
+
+    def _check_account(self) -> None:
+        for k in ("max_leverage", "max_market_liability", "max_binary_exposure"):
+            v = getattr(self, k)
+            need(math.isfinite(v) and v >= 0, k, "must be >= 0 (0 = off)")
 
     def _check_process(self) -> None:
         need(

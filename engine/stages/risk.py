@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.messages import (
+    ACCOUNT_EVENT_TYPES,
     CancelOrder,
     Control,
     ExchangeStatus,
@@ -89,6 +90,10 @@ class RiskStage(Stage):
         else:
             seeded = self.seeded_ns
             counted = seeded and getattr(ev, "ts_recv", seeded + 1) <= seeded
+            if t in ACCOUNT_EVENT_TYPES:  # funding, settlement, liquidation, margin status
+                if not counted:  # (else: already in the seeded positions)
+                    self.route(self.gate.on_account_event(ev, now_ns))
+                return
             self.gate.on_exec_event(ev, count_fill=not counted)
 
     def on_control(self, ctl: Control, now_ns: int, wall_ns: int = 0) -> None:
