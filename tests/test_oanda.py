@@ -469,3 +469,21 @@ def test_a_restarted_client_knows_its_orders_and_the_fills_it_missed(srv: OandaS
         assert sum(n for k, n in srv.state()["requests"].items() if k == "POST orders") == 2
     finally:
         again.close()
+
+
+def test_a_submit_whose_answer_is_lost_is_settled_by_the_log_and_never_resent(
+    srv: OandaServer,
+) -> None:
+    c = OandaExecutionClient("oanda", TABLE, _settings(srv, timeout_ms=300), KEYS, start=False)
+    try:
+        assert c.start(10.0)
+        srv.faults.arm("delay_ack", delay_s=1.0)  # made at OANDA, answered after our timeout
+        c.submit(_order(70, Side.BUY, OrderType.MARKET, 0, 50), 0)
+        evs = _until(c, [], lambda g: bool(_of(g, OrderFilled, 70)))
+        time.sleep(1.2)
+        evs += c.poll(0)
+        assert len(_of(evs, OrderFilled, 70)) == 1 and len(_of(evs, OrderAccepted, 70)) == 1
+        assert c.stats["unknown"] == 1 and c.positions() == {1: 50}
+        assert sum(n for k, n in srv.state()["requests"].items() if k == "POST orders") == 1
+    finally:
+        c.close()

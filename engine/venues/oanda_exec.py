@@ -462,16 +462,25 @@ class OandaExecutionClient(StatusReports):
             await self._read(txs)  # the reject transaction moves the log on
 
     async def _settle_unknown(self, coid: int) -> None:
-        """A submit with no answer: the log first, then the order by our client id."""
-        for _ in range(10):
-            with contextlib.suppress(Exception):
+        """A submit with no answer: the log first, then the order by our client id (404:
+        it never reached OANDA, so it is rejected; never sent again)."""
+        assert self._v20 is not None
+        cid = client_id(self.prefix, coid)
+        for _ in range(20):
+            try:
                 await self._backfill()
                 with self._lock:
                     t = self.log.get(coid)
                     if t is None or t.accepted or not t.open:
                         return
-                assert self._v20 is not None
-                await self._v20.order("@" + client_id(self.prefix, coid))
+                await self._v20.order("@" + cid)
+            except V20Error as e:
+                if e.status == 404:
+                    await self._refused(coid, e)
+                    return
+            except Exception:  # noqa: BLE001,S110 - OANDA unreachable: ask again
+                pass
+            else:
                 await self._backfill()  # it is there: the log has its create
                 return
             await asyncio.sleep(0.5)

@@ -12,7 +12,8 @@ model is tests/venues/oanda_book.py.
 Faults (``srv.faults.arm(name, ...)`` or ``POST /__control/fault``): ``disconnect`` (every
 stream's TCP connection dropped), ``stall`` (streams send nothing, heartbeats neither, and stay
 open), ``rate_limit`` (429 + Retry-After for the next ``times`` REST requests),
-``fill_while_down`` (transactions kept off the stream; REST still has them). Control:
+``fill_while_down`` (transactions kept off the stream; REST still has them), ``delay_ack``
+(an order made, its answer ``delay_s`` late). Control:
 ``/__control/price``, ``/__control/rollover``, ``/__control/state``. Prices walk on their own
 every ``tick_s`` (0 = only when told) so that a paper run sees a market move.
 """
@@ -240,10 +241,13 @@ class OandaServer:
     async def _create(self, request: web.Request) -> web.Response:
         acct = request[_ACCT]
         body = (await request.json()).get("order") or {}
+        late = self.faults.take("delay_ack")  # the order is made; its answer comes late
         try:
             out = self.book.create(acct, body)
         except Reject as e:
             return self._reject(acct, e, body)
+        if late is not None:
+            await asyncio.sleep(float(late.get("delay_s", 1.0)))
         return self._ok(acct, {**out, "relatedTransactionIDs": _ids(out)}, 201)
 
     def _reject(self, acct: Account, e: Reject, body: dict[str, Any]) -> web.Response:
