@@ -17,16 +17,20 @@ from engine.messages import (
     Liquidation,
     MarginStatus,
     NewOrder,
+    OrderAccepted,
     OrderExpired,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
+    OrderReplaced,
     OrderType,
     Quote,
+    ReplaceOrder,
     Settlement,
     SettlementKind,
     Side,
     TimeInForce,
+    Trade,
 )
 from engine.venues.sim import SimExchange
 from engine.venues.sim_odds import OddsVenue, odds_pivots
@@ -385,3 +389,40 @@ def test_synthetic_market_prices_each_kind_within_its_bounds():
     assert min(pxs[1]) >= 1 and max(pxs[1]) <= 99 and max(pxs[1]) - min(pxs[1]) > 50
     assert all(betfair_ladder_ok(p, 0.01) for p in pxs[2]) and max(pxs[2]) > 1_000
     assert min(pxs[3]) > 100_000 and max(pxs[3]) < 120_000  # EUR/USD stays near 1.085
+
+
+def test_betting_orders_read_back_in_odds():
+    """Resting, replaced, reported and filled: every price the venue says is decimal odds."""
+    venue, a, _ = _betting("", "")
+    t0 = _ns("2026-04-01T14:00:00")
+    _md(venue, a, 3.0, 3.2, t0)
+    # a lay at 3.1 (no lay offered that low: the best is 3.2) rests, the new best back odds
+    o = _order(a, Side.SELL, 10, t0, px=3.1)
+    ev = venue.submit(o, t0)
+    assert [e.px for e in _of(ev, OrderAccepted)] == [310] and _fills(ev) == []
+    assert [x.px for x in venue.open_orders()] == [310]
+    assert venue.query_order(o.client_order_id).px == 310
+    rep = ReplaceOrder(o.client_order_id, 1, a.instrument_id, 315, 10, t0, t0)
+    assert [e.px for e in _of(venue.replace(rep, t0), OrderReplaced)] == [315]
+    # a backer takes 4 at 3.15 (more than the market's 3.0): ours, the only lay there
+    ev = venue.on_market_data(Trade(a.instrument_id, 315, 4, Side.BUY, t0 + 1, t0 + 1, 1), t0 + 1)
+    assert [(f.fill_px, f.fill_qty) for f in _fills(ev)] == [(315, 4)]
+    assert [f.fill_px for f in venue.fills_since(0)][-1] == 315
+    # a lay takes the market's lay offer at 3.2
+    assert venue.takeable(a.instrument_id, Side.SELL)[0][0] == 320
+
+
+def test_margin_call_before_liquidation_with_a_buffer():
+    sim = SimExchange([PERP], balance={"USDT": 1_000.0}, liquidation_buffer=0.5)
+    t0 = _ns("2026-01-05T01:00:00")
+    _md(sim, PERP, 49_999.9, 50_000.0, t0)
+    sim.submit(_order(PERP, Side.BUY, 200, t0), t0)
+    # mark 47300: equity 460 < maintenance 473 (call) but >= 473 x 0.5 (no liquidation yet)
+    ev = _md(sim, PERP, 47_299.9, 47_300.1, t0 + 1)
+    assert [m.margin_call for m in _of(ev, MarginStatus)] == [True] and not _of(ev, Liquidation)
+    ev = _md(sim, PERP, 47_299.9, 47_300.1, t0 + 2)
+    assert _of(ev, MarginStatus) == []  # no news while still called
+    # mark 46000: equity 200 < 460 x 0.5 = 230: liquidated
+    ev = _md(sim, PERP, 45_999.9, 46_000.1, t0 + 3)
+    assert [(x.px, x.qty) for x in _of(ev, Liquidation)] == [(460_000, 200)]
+    assert sim._accounts.cash["USDT"] == pytest.approx(1_000 - 0.2 * 4_000)
