@@ -220,6 +220,17 @@ def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:
     stage.emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
     # order lists: legs held or armed again, what the rules want now done (engine.exec_lists)
     stage.emit(engine.restore_lists(time.monotonic_ns(), rec.local, rec.requests))
+    if engine.lists.legs:
+        legs = engine.lists.legs
+        log.warning(
+            "recovery: %d order-list legs restored (%d held until their parent fills, %d armed "
+            "in exec's emulation, %d open at the venue)",
+            len(legs),
+            sum(leg.waiting for leg in legs.values()),
+            sum(c in engine.emulator for c in legs),
+            sum(1 for c in legs if c not in rec.local and engine.table.get(c) is not None
+                and engine.table.get(c).is_open),
+        )  # fmt: skip
 
 
 def _venue_states(engine_id: str, cfg: Any, venue: Any, rec: Any) -> VenueStates:
