@@ -237,6 +237,8 @@ class PolymarketVenue(RealVenueKeys, tag="polymarket", **_STRICT):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for key in ("rest_url", "ws_url"):
+            need(bool(getattr(self, key)), key, "Polymarket needs the CLOB's (docs/polymarket.md)")
         need(self.wallet_type in (0, 1, 2), "wallet_type", "must be 0, 1 or 2")
         for key in ("ping_s", "rest_poll_s"):
             v = getattr(self, key)
