@@ -487,3 +487,36 @@ def test_a_submit_whose_answer_is_lost_is_settled_by_the_log_and_never_resent(
         assert sum(n for k, n in srv.state()["requests"].items() if k == "POST orders") == 1
     finally:
         c.close()
+
+
+def test_a_pair_that_stops_trading_halts_and_opens_again(srv: OandaServer) -> None:
+    from engine.messages import ExchangeStatus, ExchangeStatusKind
+
+    md = OandaDataClient("oanda", TABLE, _settings(srv), KEYS)
+    md.connect()
+    md.subscribe([1])
+    try:
+        got: list[Any] = []
+
+        def wait(ok: Callable[[list[Any]], bool]) -> None:
+            deadline = time.monotonic() + 5
+            while not ok(got):
+                got.extend(md.poll_updates())
+                assert time.monotonic() < deadline, got
+                time.sleep(0.01)
+
+        wait(lambda g: any(type(m) is Quote for m in g))
+        srv.set_tradeable("EUR_USD", False)  # the weekend close
+        wait(lambda g: any(type(m) is ExchangeStatus for m in g))
+        (halt,) = [m for m in got if type(m) is ExchangeStatus]
+        assert (halt.instrument_id, halt.status) == (1, ExchangeStatusKind.HALTED)
+        quotes = sum(1 for m in got if type(m) is Quote)
+        srv.set_tradeable("EUR_USD", True)
+        wait(lambda g: sum(1 for m in g if type(m) is ExchangeStatus) == 2)
+        assert [m for m in got if type(m) is ExchangeStatus][-1].status == ExchangeStatusKind.OPEN
+        after_halt = got[got.index(halt) + 1 :]
+        opened = next(i for i, m in enumerate(after_halt) if type(m) is ExchangeStatus)
+        assert not any(type(m) is Quote for m in after_halt[:opened])  # no book while closed
+        assert quotes >= 1
+    finally:
+        md.close()

@@ -8,7 +8,9 @@ to gap) plus its ``Quote``. A stream that sends nothing — not even the heartbe
 5 s — for ``stale_after_s`` is dead; it and a dropped or refused one are reopened after a
 backoff (``reconnect_min_s`` doubling to ``reconnect_max_s``, with jitter), counted in
 ``reconnects``. ``state()``: "connected" once every subscribed instrument has a price on the
-current stream, "resyncing" before, "down" between streams.
+current stream, "resyncing" before, "down" between streams. A price OANDA marks not
+``tradeable`` (the weekend close, a halt) publishes no book, and the change is an
+``ExchangeStatus`` (HALTED, then OPEN again).
 
 OANDA prices are private: the stream needs the account's token (``credentials.api_key``) and
 id (``account_id``), so this client, unlike the crypto ones, is built with the venue's keys.
@@ -26,12 +28,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from engine.instruments import Instrument, InstrumentTable
+from engine.messages import ExchangeStatus, ExchangeStatusKind
 from engine.venues.ccxt_data import backoff_s
 from engine.venues.ccxt_markets import VenueMarket, rules_for
 from engine.venues.ccxt_session import AsyncBridge
 from engine.venues.data import InstrumentRules
 from engine.venues.oanda_http import V20Client
-from engine.venues.oanda_wire import book_of, market_of, venue_symbol
+from engine.venues.oanda_wire import book_of, market_of, rfc3339_ns, venue_symbol
 
 __all__ = ["OandaDataClient", "v20_client"]
 
@@ -85,6 +88,7 @@ class OandaDataClient:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.reasons: collections.deque[str] = collections.deque(maxlen=32)
+        self._open: dict[int, bool] = {}  # per instrument: OANDA's last ``tradeable``
 
     # --- MarketDataClient ----------------------------------------------------------------------
     def connect(self) -> None:
@@ -210,7 +214,9 @@ class OandaDataClient:
             ins = self._subscribed.get(str(obj.get("instrument")))
             if ins is None:
                 continue
-            msgs = book_of(ins, obj, time.monotonic_ns())
+            recv = time.monotonic_ns()
+            self._tradeable(ins, obj, recv)
+            msgs = book_of(ins, obj, recv)
             if not msgs:
                 continue
             self._out.extend(msgs)
@@ -221,3 +227,16 @@ class OandaDataClient:
                         self.resyncs += 1
                     self._state, self.state_reason = _CONNECTED, ""
         return "the pricing stream ended"
+
+    def _tradeable(self, ins: Instrument, price: Mapping[str, Any], recv: int) -> None:
+        """OANDA's ``tradeable`` flag (false over the weekend close and in a halt) as an
+        ``ExchangeStatus`` when it changes: risk holds the pair while it cannot trade."""
+        now = price.get("tradeable") is not False
+        was = self._open.get(ins.instrument_id, True)
+        self._open[ins.instrument_id] = now
+        if now == was:
+            return
+        kind = ExchangeStatusKind.OPEN if now else ExchangeStatusKind.HALTED
+        why = f"{self.name}: {ins.symbol} " + ("tradeable" if now else "not tradeable")
+        ts = rfc3339_ns(str(price["time"]))
+        self._out.append(ExchangeStatus(ins.instrument_id, int(kind), why, ts, recv))

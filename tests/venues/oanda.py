@@ -14,7 +14,7 @@ stream's TCP connection dropped), ``stall`` (streams send nothing, heartbeats ne
 open), ``rate_limit`` (429 + Retry-After for the next ``times`` REST requests),
 ``fill_while_down`` (transactions kept off the stream; REST still has them), ``delay_ack``
 (an order made, its answer ``delay_s`` late). Control:
-``/__control/price``, ``/__control/rollover``, ``/__control/state``. Prices walk on their own
+``/__control/price``, ``/__control/tradeable``, ``/__control/rollover``, ``/__control/state``. Prices walk on their own
 every ``tick_s`` (0 = only when told) so that a paper run sees a market move.
 """
 
@@ -139,6 +139,20 @@ class OandaServer:
     def set_price(self, name: str, bid: Any, ask: Any) -> None:
         self.call(self.book.set_price, name, bid, ask)
 
+    def set_tradeable(self, name: str, tradeable: bool) -> None:
+        """The market closes (the weekend, a halt) or opens again: prices say so."""
+
+        def flip() -> None:
+            self.book.tradeable[name] = tradeable
+            bid, ask = self.book.prices[name]
+            self.book.set_price(name, bid, ask)
+
+        loop = self.server.loop
+        if loop is not None and _on(loop):
+            flip()
+        else:
+            self.call(flip)
+
     def rollover(self, account: str = ACCOUNT, when_ns: int | None = None) -> Any:
         return self.call(self.book.rollover, self.book.accounts[account], when_ns)
 
@@ -184,6 +198,7 @@ class OandaServer:
         r.add_delete("/__control/fault", self._ctl_clear)
         r.add_post("/__control/price", self._ctl_price)
         r.add_post("/__control/rollover", self._ctl_rollover)
+        r.add_post("/__control/tradeable", self._ctl_tradeable)
         r.add_post("/__control/settings", self._ctl_settings)
         r.add_get("/__control/state", self._ctl_state)
         app.on_shutdown.append(self._on_shutdown)
@@ -423,6 +438,11 @@ class OandaServer:
         self.book.set_price(body["instrument"], body["bid"], body["ask"])
         return web.json_response({"ok": True})
 
+    async def _ctl_tradeable(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.set_tradeable(body["instrument"], bool(body["tradeable"]))
+        return web.json_response({"ok": True})
+
     async def _ctl_rollover(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
         acct = self.book.accounts[body.get("account", ACCOUNT)]
@@ -440,6 +460,13 @@ class OandaServer:
 
     async def _ctl_state(self, request: web.Request) -> web.Response:
         return web.json_response(self.state())
+
+
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def write_credentials(directory: Path, token: str = TOKEN, account: str = ACCOUNT) -> Path:
