@@ -316,9 +316,16 @@ def _shut_down(stage: ExecStage, table: PositionsTable) -> None:
 
 
 def _log_emulation(cfg: Any) -> None:
-    emulated = [
-        t for t in ("STOP", "STOP_LIMIT", "TRAILING_STOP") if t not in cfg.exec.native_order_types
-    ]
+    kinds = (
+        "STOP",
+        "STOP_LIMIT",
+        "TRAILING_STOP",
+        "TRAILING_STOP_LIMIT",
+        "MARKET_IF_TOUCHED",
+        "LIMIT_IF_TOUCHED",
+        "MARKET_TO_LIMIT",
+    )
+    emulated = [t for t in kinds if t not in cfg.exec.native_order_types]
     if emulated and cfg.exec.emulate:
         log.info("exec: emulating %s from market data (the venue lacks them)", ", ".join(emulated))
     elif emulated:

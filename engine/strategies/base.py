@@ -16,7 +16,9 @@ What a strategy gets (``StrategyContext``):
   ``IntentNew`` / ``IntentCancel`` / ``IntentReplace`` structs. Each intent carries ``ts_origin``,
   the ``ts_recv`` of the message being processed, so tick-to-order latency is measured on every
   order, and a ``client_order_id`` of ``strategy_id << 32 | counter``: unique across strategies
-  without coordination, and the host routes execution events back by its top bits alone.
+  without coordination, and the host routes execution events back by its top bits alone;
+- order lists ``bracket`` / ``oto`` / ``oco`` (``OrderSpec`` legs): each leg its own intent,
+  tied by ``contingency`` / ``parent_id`` / ``linked`` (rules: ``engine.contingent``).
 
 Strategies are loaded from config by dotted path (``load_strategy``), the shipped ones and a
 user's alike; a module in the directory ``gekko`` is started from imports in ``gekko run`` and
