@@ -198,3 +198,29 @@ def test_reduce_only_and_margin_refusals(venue) -> None:
     _collect(c, out, lambda: len(_of(out, OrderRejected)) == 2)
     assert "Margin is insufficient" in _of(out, OrderRejected)[1].reason
     assert c.positions() == {}
+
+
+def test_a_liquidation_the_stream_missed_is_found_over_rest(venue) -> None:
+    """The user stream is down while the venue liquidates: the closing order is found in the
+    venue's forceOrders (no fee there), reported once, and reconciliation's view of the
+    position (the base asset's balance) is still what our own fills explain."""
+    srv, make = venue
+    c = make()
+    out: list = []
+    _buy(c, 1, 100)
+    _collect(c, out, lambda: c.positions() == {1: 100})
+    btc = lambda: {b.currency: b.total for b in c.balances()}.get("BTC")  # noqa: E731
+    _collect(c, out, lambda: btc() == pytest.approx(0.1))
+    srv.faults.arm("fill_while_down")  # the user socket dropped, its events withheld
+    srv.call(setattr, srv, "mark_override", "50000.0")
+    _collect(c, out, lambda: bool(_of(out, Liquidation)))
+    srv.faults.clear("fill_while_down")
+    (liq,) = _of(out, Liquidation)
+    assert (liq.side, liq.px, liq.qty, liq.fee) == (int(Side.SELL), 500_000, 100, 0.0)
+    assert srv.call(lambda: srv.events.withheld) > 0  # the stream never said it
+    _collect(c, out, lambda: c.positions() == {})
+    c.request_reconcile()
+    _collect(c, out, lambda: c.reconcile_snapshot().balances.get("BTC", {}).get("total") == 0.1)
+    time.sleep(0.5)
+    out.extend(c.poll(time.monotonic_ns()))
+    assert len(_of(out, Liquidation)) == 1

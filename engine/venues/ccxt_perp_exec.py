@@ -22,10 +22,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from engine.instruments import Instrument, InstrumentTable
-from engine.messages import MarginStatus, OrderFlag
+from engine.messages import Liquidation, MarginStatus, OrderFlag, Side
+from engine.venue_recon import base_asset
 from engine.venues.ccxt_exec import CcxtExecutionClient
 from engine.venues.ccxt_orders import Tracked
 from engine.venues.ccxt_perp import (
@@ -60,7 +62,9 @@ class PerpExecutionClient(CcxtExecutionClient):
         s = dict(settings or {})
         self._pos: dict[int, int] = {}
         self._seen_funding: set[int] = set()
-        self._seen_liq: set[tuple[int, int]] = set()
+        self._liq_orders: set[int] = set()  # the venue's closing orders already reported
+        self._liq_units: dict[str, Decimal] = {}  # per base asset: what they moved, signed
+        self._liq_primed = False  # the closing orders listed before the start: not ours to report
         self._perp_due = 0.0
         self._funding_due = 0.0
         self._margin: MarginStatus | None = None
@@ -148,13 +152,21 @@ class PerpExecutionClient(CcxtExecutionClient):
 
     def _on_liquidation(self, o: Mapping[str, Any], ts_ms: int) -> None:
         ins = self._by_venue_id.get(str(o.get("s")))
-        key = (int(o.get("i") or 0), int(o.get("t") or 0))
-        if ins is None or key in self._seen_liq:
+        oid = int(o.get("i") or 0)
+        if ins is None or oid in self._liq_orders:
             return
         ev = liquidation_from_update(ins, o, ts_ms, self._clock())
         if ev is None:
             return
-        self._seen_liq.add(key)
+        if str(o.get("X")) == "FILLED":
+            self._liq_orders.add(oid)  # a partly filled one: its later trades still count
+        self._count_liquidation(ins, ev)
+
+    def _count_liquidation(self, ins: Instrument, ev: Liquidation) -> None:
+        units = Decimal(ev.qty) * Decimal(str(ins.lot_size)) * Decimal(str(ins.contract_size))
+        base = base_asset(ins) or ins.symbol
+        sign = 1 if ev.side == int(Side.BUY) else -1
+        self._liq_units[base] = self._liq_units.get(base, Decimal(0)) + sign * units
         self.perp_stats["liquidations"] += 1
         log.warning("%s: liquidated %s lots of %s at %s", self.name, ev.qty, ins.symbol, ev.px)
         self._emit([ev])
@@ -182,9 +194,59 @@ class PerpExecutionClient(CcxtExecutionClient):
         self._perp_due = time.monotonic()
 
     # --- REST: positions, account, funding ----------------------------------------------------
+    async def _fetch_balances(self) -> None:
+        """The account's balances, and each base asset's position as reconciliation counts a
+        spot balance (``engine.venue_recon``): the venue's net contracts in base units, less
+        what the venue's own closing orders moved (each reported as a ``Liquidation``, found
+        here over REST too when the stream missed it), so our fills alone must explain it."""
+        await super()._fetch_balances()
+        await self._liquidations_backfill()
+        rows = await self._request("fetch_positions", [i.symbol for i in self._insts])
+        by_sym = {i.symbol: i for i in self._insts}
+        units: dict[str, Decimal] = {}
+        for p in rows or []:
+            ins = by_sym.get(str(p.get("symbol")))
+            if ins is None:
+                continue
+            base = base_asset(ins) or ins.symbol
+            lots = position_lots(ins, p.get("contracts") or 0, p.get("side"))
+            size = Decimal(lots) * Decimal(str(ins.lot_size)) * Decimal(str(ins.contract_size))
+            units[base] = units.get(base, Decimal(0)) + size
+        for base in {base_asset(i) or i.symbol for i in self._insts}:
+            net = units.get(base, Decimal(0)) - self._liq_units.get(base, Decimal(0))
+            self._balances[base] = {"total": float(net), "free": float(net)}
+
+    async def _liquidations_backfill(self) -> None:
+        """The venue's closing orders of our symbols (Binance ``forceOrders``) the stream did
+        not bring: each a ``Liquidation`` at its average price (no fee: the venue lists none).
+        Those listed at the first look (before this start) are only marked seen."""
+        primed, self._liq_primed = self._liq_primed, True
+        for ins in self._insts:
+            venue_id = self._ex.market(ins.symbol)["id"]
+            rows = await self._request("fapiPrivateGetForceOrders", {"symbol": venue_id})
+            for r in rows or []:
+                oid = int(r.get("orderId") or 0)
+                if oid in self._liq_orders or str(r.get("status")) != "FILLED":
+                    continue
+                self._liq_orders.add(oid)
+                if not primed:  # before this start: in the position the baseline takes
+                    continue
+                o = {
+                    "S": r.get("side"),
+                    "l": r.get("executedQty"),
+                    "ap": r.get("avgPrice"),
+                    "n": "0",
+                    "T": r.get("updateTime"),
+                    "i": oid,
+                }
+                ev = liquidation_from_update(ins, o, int(r.get("time") or 0), self._clock())
+                if ev is not None:
+                    self._count_liquidation(ins, ev)
+
     async def _perp_refresh(self) -> None:
         self._perp_due = time.monotonic() + float(self.settings.get("perp_poll_s", 5.0))
         self._funding_due = 0.0
+        await self._liquidations_backfill()  # before the positions they explain
         symbols = [i.symbol for i in self._insts]
         rows = await self._request("fetch_positions", symbols)
         by_sym = {i.symbol: i for i in self._insts}
