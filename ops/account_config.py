@@ -8,7 +8,7 @@ issue's rule is to refuse rather than approximate: exit 2, naming the key (docs/
 "Accounts"). The models themselves: docs/instruments-and-accounts.md.
 
 Every venue has the three keys: the simulated ones (``[sim]``, ``[[venues]] kind = "sim"``) can
-be any account; a real venue only what the exchange offers (``REAL_ACCOUNTS``), and leaving
+be any account; a real venue only what the exchange offers (``VENUE_ACCOUNTS``), and leaving
 ``account`` out gives its own.
 """
 
@@ -21,15 +21,17 @@ from typing import Any
 
 import msgspec
 
+from engine.accounts import AccountKind, PositionMode
 from engine.enums import InstrumentKind
 from engine.settings import SettingError, need
 
-ACCOUNT_KINDS = ("cash", "margin", "betting")
-POSITION_MODES = ("netting", "hedging")
+ACCOUNT_KINDS = AccountKind.ALL  # "cash", "margin", "betting"
+POSITION_MODES = PositionMode.ALL  # "netting", "hedging"
 
-#: what a real venue's account is: the accounts it offers (the first: its default), and whether
-#: it keeps a long and a short of one instrument apart (hedging)
-REAL_ACCOUNTS: dict[str, tuple[tuple[str, ...], bool]] = {
+#: what a venue's account is: the accounts it offers (the first: its default), and whether it
+#: keeps a long and a short of one instrument apart (hedging: no venue of ours models it yet,
+#: the portfolio could — a venue that does says True here)
+VENUE_ACCOUNTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "binanceus": (("cash",), False),
     "coinbase": (("cash",), False),
     "kraken": (("cash",), False),
@@ -37,7 +39,9 @@ REAL_ACCOUNTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "oanda": (("margin",), False),  # v20 accounts net by default (FIFO); hedging ones: not here
     "polymarket": (("cash",), False),  # outcome tokens are paid in full
     "betfair": (("betting",), False),
-    "binanceusdm": (("margin",), True),  # "hedge mode" (dualSidePosition)
+    "binanceusdm": (("margin",), False),  # its hedge mode: not our client's (perp_kinds)
+    # the simulated exchange: any account, netting (engine/venues/sim.py)
+    "sim": (ACCOUNT_KINDS, False),
 }
 
 #: the kinds a margin account may hold with margin (``initial_margin`` > 0)
@@ -71,7 +75,7 @@ class AccountKeys(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     def check_account(self, venue_kind: str) -> None:
         """The keys on their own (relative keys); ``account = ""`` becomes the venue's own."""
-        offered, hedges = REAL_ACCOUNTS.get(venue_kind, (ACCOUNT_KINDS, True))
+        offered, hedges = VENUE_ACCOUNTS.get(venue_kind, (ACCOUNT_KINDS, False))
         if not self.account:
             self.account = offered[0]
         need(

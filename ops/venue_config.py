@@ -34,7 +34,7 @@ _SECRET_KEY = re.compile(
 
 class RealVenueKeys(AccountKeys, tag_field="kind", **_STRICT):
     """The keys of a real venue (docs: config.toml, docs/venues.md); the account keys
-    (``account``, ``position_mode``, ``leverage``): ops/account_config.py ``REAL_ACCOUNTS``."""
+    (``account``, ``position_mode``, ``leverage``): ops/account_config.py ``VENUE_ACCOUNTS``."""
 
     name: str
     live: bool = False  # one of live trading's three gates (with keys and `gekko run --live`)

@@ -69,9 +69,9 @@ def refused(text: str) -> ConfigError:
          "instruments[0].initial_price", "1.01 to 1000"),
         (BETTING + "tick_size = 0.03\n", 'account = "betting"',
          "instruments[0].tick_size", "divide 0.01"),
-        ("", 'position_mode = "hedging"', "sim.position_mode", "needs a margin account"),
-        ("", 'account = "margin"\nposition_mode = "hedging"', "sim.position_mode",
-         "paid in full"),
+        ("", 'position_mode = "hedging"', "sim.position_mode", "nets positions"),
+        (PERP, 'account = "margin"\nposition_mode = "hedging"', "sim.position_mode",
+         "nets positions"),
         ("", "leverage = 5", "sim.leverage", "no leverage"),
         (PERP, 'account = "margin"\nleverage = 50', "sim.leverage", "1 / initial_margin = 20"),
         (PERP, 'account = "margin"\nleverage = 0.5', "sim.leverage", "must be >= 1"),
@@ -114,11 +114,9 @@ def test_every_simulated_venue_of_an_instrument_is_checked() -> None:
 
 
 def test_accepted_accounts_reach_the_venue_settings() -> None:
-    cfg = parse_config(
-        config(PERP, 'account = "margin"\nposition_mode = "hedging"\nleverage = 10'), "k.toml"
-    )
+    cfg = parse_config(config(PERP, 'account = "margin"\nleverage = 10'), "k.toml")
     s = cfg.sim.venue_settings()
-    assert (s["account"], s["position_mode"], s["leverage"]) == ("margin", "hedging", 10.0)
+    assert (s["account"], s["position_mode"], s["leverage"]) == ("margin", "netting", 10.0)
     assert s["liquidation_buffer"] == 1.0 and s["commission_pct"] == 5.0
     bet = parse_config(config(BETTING, 'account = "betting"\ncommission_pct = 2'), "k.toml")
     assert bet.sim.venue_settings()["commission_pct"] == 2.0
