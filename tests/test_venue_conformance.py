@@ -130,6 +130,7 @@ SETUPS: dict[str, Callable[[Path], Setup]] = {
         "polymarket", "polymarket", 'symbols = ["will-it-rain-in-lisbon-YES/USDC"]\n'
     ),
     "betfair": _real_setup("betfair", "betfair", lambda srv, tmp: _betfair_extra(srv, tmp)),
+    "binanceusdm": _real_setup("binanceusdm", "binanceusdm"),
 }
 
 
