@@ -82,28 +82,12 @@ def test_paper_run_trades_on_oandas_prices_and_sends_it_nothing(
     assert TOKEN not in r.stdout + r.stderr
 
 
-def test_live_run_sends_each_order_once_and_ends_with_the_accounts_position(
+def test_live_run_sends_each_order_once_and_books_financing_paid_while_the_stream_was_down(
     tmp_path: Path, srv: OandaServer
 ) -> None:
-    r = _run(tmp_path, srv, live=True)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    assert r.stdout.splitlines()[0].startswith("LIVE trading on oanda"), r.stdout[:300]
-    s = summary(tmp_path)
-    assert position(s, FX) == FX.qty == signed_fills(fills(tmp_path))
-    st = srv.state()["accounts"][ACCOUNT]
-    (pos,) = st["positions"]
-    assert Decimal(pos["long"]["units"]) == FX.qty  # OANDA holds what the engine says it holds
-    created = [o for o in st["orders"] if o["state"] == "FILLED"]
-    cids = [o["clientExtensions"]["id"] for o in created]
-    assert len(cids) == len(set(cids)) == _orders_sent(srv) >= 2  # each child sent once
-    assert leaked_keys(tmp_path, TOKEN, TOKEN) == []  # the account id is no secret
-
-
-def test_financing_paid_while_the_stream_was_down_reaches_the_run(
-    tmp_path: Path, srv: OandaServer
-) -> None:
-    """A live run holds EUR/USD over a (Wednesday) rollover that OANDA pays while the
-    transaction stream is down: the reconnect reads it from the log, and the run's financing is
+    """A live run: every TWAP child reaches OANDA once and the engine ends with the account's
+    position; it holds EUR/USD over a (Wednesday) rollover that OANDA pays while the
+    transaction stream is down: the log is read from our last id, and the run's financing is
     what OANDA booked."""
     extra = f'stream_url = "{srv.rest_url}"\naccount_id = "{ACCOUNT}"\n'
     cfg, _ = write_config(tmp_path, FX, srv, live=True, duration_s=1.0, venue_extra=extra)  # type: ignore[arg-type]
@@ -118,13 +102,27 @@ def test_financing_paid_while_the_stream_was_down_reaches_the_run(
         srv.faults.arm("fill_while_down")  # the stream drops; nothing is streamed meanwhile
         wednesday = dt.datetime(2026, 12, 9, 17, 0, tzinfo=ZoneInfo("America/New_York"))
         tx = srv.rollover(when_ns=int(wednesday.timestamp() * 1e9))
+        asked = _log_reads(srv)
         srv.faults.clear("fill_while_down")
-        expect(lambda: srv.state()["streams"]["transactions"] >= 1, 30, proc, "reconnected")
-        time.sleep(2.0)  # the backfill and the portfolio's booking
+        # the client reads the log after the rollover (a reconnect, or a heartbeat ahead of it)
+        expect(lambda: _log_reads(srv) > asked, 30, proc, "the log read after the rollover")
+        time.sleep(0.5)  # from exec through the rings to the portfolio
         out, err = stop(proc)
     assert proc.returncode == 0, out[-2000:] + err[-4000:]
-    assert srv.withheld >= 1
+    assert out.splitlines()[0].startswith("LIVE trading on oanda"), out[:300]
+    assert srv.withheld >= 1  # the financing never came on the stream
     s = summary(tmp_path)
+    assert position(s, FX) == FX.qty == signed_fills(fills(tmp_path))
+    st = srv.state()["accounts"][ACCOUNT]
+    (pos,) = st["positions"]
+    assert Decimal(pos["long"]["units"]) == FX.qty  # OANDA holds what the engine says it holds
+    cids = [o["clientExtensions"]["id"] for o in st["orders"] if o["state"] == "FILLED"]
+    assert len(cids) == len(set(cids)) == _orders_sent(srv) >= 2  # each child sent once
     want = float(tx["financing"])
     assert want < 0  # long EUR at a negative long rate: the account pays, three days' worth
     assert s["financing"] == pytest.approx(want, abs=1e-6), s
+    assert leaked_keys(tmp_path, TOKEN, TOKEN) == []  # the account id is no secret
+
+
+def _log_reads(srv: OandaServer) -> int:
+    return int(srv.state()["requests"].get("GET transactions/sinceid", 0))
