@@ -409,3 +409,16 @@ def test_a_restarted_client_knows_its_orders_from_the_journal(
         assert not any(o.is_open for o in srv.matcher.orders.values() if o.account != "market")
     finally:
         again.ex.close()
+
+
+def test_gtd_orders_carry_the_venues_minute_of_margin(live: Live) -> None:
+    exp = time.time_ns() + 30 * 10**9
+    live.order(1, RAIN_YES, Side.BUY, 450, 1000, tif=TimeInForce.GTD, expire_ns=exp)
+    live.order(2, RAIN_YES, Side.BUY, 450, 1000, tif=TimeInForce.GTD)  # no expiry given
+    live.order(3, RAIN_YES, Side.BUY, 450, 1000, tif=TimeInForce.DAY)
+    assert live.wait(lambda ev: live.of(OrderAccepted, 1))
+    assert "GTD needs expire_ns" in live.of(OrderRejected, 2)[0].reason
+    assert "the CLOB has GTC, GTD, FOK and IOC" in live.of(OrderRejected, 3)[0].reason
+    (o,) = [o for o in live.srv.matcher.orders.values() if o.is_open and o.account != "market"]
+    assert o.extra["order_type"] == "GTD"
+    assert int(o.extra["expiration"]) == exp // 10**9 + 60

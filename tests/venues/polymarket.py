@@ -33,7 +33,17 @@ from typing import Any
 from aiohttp import web
 
 from engine.venues import polymarket_wire as wire
-from tests.venues.core import MARKET, ExchangeServer, Fill, Order, Reject, Sock, SymbolSpec, fmt
+from tests.venues.core import (
+    MARKET,
+    ApiKey,
+    ExchangeServer,
+    Fill,
+    Order,
+    Reject,
+    Sock,
+    SymbolSpec,
+    fmt,
+)
 
 __all__ = ["ClobMarket", "PolymarketServer", "token_id_of"]
 
@@ -253,8 +263,23 @@ class PolymarketServer(ExchangeServer):
             hashlib.sha256(seed).hexdigest()[:64],
         )
         self.api_keys[key.api_key] = self.by_wallet[(addr.lower(), nonce)] = key
-        self.matcher.account(addr.lower(), {"USDC": self.start_usdc})
+        if addr.lower() not in self.matcher.accounts:  # a wallet funded before keeps its funds
+            self.matcher.account(addr.lower(), {"USDC": self.start_usdc})
         return key
+
+    def add_key(  # type: ignore[override]
+        self,
+        api_key: str,
+        secret: str = "",
+        account: str = "main",
+        password: str = "",
+        balances: dict[str, Any] | None = None,
+        withdraw: bool = False,
+    ) -> ApiKey:
+        """Fund a wallet (``api_key`` = its address) with ``balances``; its CLOB key is derived
+        by the wallet itself (level 1), as on the venue (``python -m tests.venues``'s --key)."""
+        self.matcher.account(api_key.lower(), balances or {"USDC": self.start_usdc})
+        return ApiKey(api_key, secret, api_key.lower(), password, withdraw)
 
     @staticmethod
     def _creds(k: _Key) -> web.Response:
@@ -608,7 +633,16 @@ class PolymarketServer(ExchangeServer):
         with contextlib.suppress(asyncio.CancelledError):
             while True:
                 await asyncio.sleep(0.02)
+                self._expire_gtd()
                 self._publish_books()
+
+    def _expire_gtd(self) -> None:
+        """GTD orders past their expiration leave the book (the venue's own sweep)."""
+        now = time.time()
+        for o in list(self.matcher.orders.values()):
+            exp = int(o.extra.get("expiration", "0") or 0)
+            if o.is_open and o.extra.get("order_type") == "GTD" and 0 < exp <= now:
+                self.matcher.cancel(o.account, o.order_id)
 
     def _levels(self, tid: str) -> dict[str, dict[Decimal, Decimal]]:
         depth = self.matcher.books[tid].depth()
