@@ -224,3 +224,23 @@ def test_a_liquidation_the_stream_missed_is_found_over_rest(venue) -> None:
     time.sleep(0.5)
     out.extend(c.poll(time.monotonic_ns()))
     assert len(_of(out, Liquidation)) == 1
+
+
+def test_funding_paid_on_the_venues_schedule(venue) -> None:
+    """The venue pays every ``funding_every_s``: each payment reported once, by hand."""
+    srv, make = venue
+    c = make()
+    out: list = []
+    _buy(c, 1, 100)
+    _collect(c, out, lambda: c.positions() == {1: 100})
+    srv.call(setattr, srv, "mark_override", "60000.0")
+    srv.call(setattr, srv, "funding_rate", "-0.0002")  # shorts pay: the long receives
+    srv.call(setattr, srv, "funding_every_s", 0.4)
+    _collect(c, out, lambda: len(_of(out, FundingPayment)) >= 2)
+    srv.call(setattr, srv, "funding_every_s", 0.0)
+    fps = _of(out, FundingPayment)
+    # -0.1 * 60000 * -0.0002 = +1.2 USDT each
+    assert {(f.amount, f.rate, f.mark_px, f.position) for f in fps} == {
+        (1.2, -0.0002, 600_000, 100)
+    }
+    assert len({f.payment_id for f in fps}) == len(fps)

@@ -194,3 +194,31 @@ def test_paper_on_the_real_capture_as_usdm(server) -> None:
     assert snap.bid_px[0] == round(best_bid / 0.01)
     assert sum(e.fill_qty for e in events if isinstance(e, OrderPartiallyFilled)) == 10
     assert md.counters()["gaps"] == 0  # pu continuity held over the replayed diffs
+
+
+def test_a_skipped_futures_depth_diff_breaks_pu_and_the_book_resyncs(server) -> None:
+    srv = server()
+    kind = lookup("binanceusdm")
+    cfg = VenueConfig(
+        name="bf", kind="binanceusdm", instruments=InstrumentTable([PERP]), settings=_where(srv)
+    )
+    md = kind.market_data(cfg)
+    md.connect()
+    md.subscribe([PERP.instrument_id])
+    try:
+        got: list = []
+        deadline = time.monotonic() + 20
+        armed = False
+        while time.monotonic() < deadline:
+            got.extend(md.poll_updates(4096))
+            if not armed and any(type(m) is BookSnapshot for m in got):
+                srv.faults.arm("gap")
+                armed = True
+            if armed and md.counters()["gaps"] >= 1 and md.state() == "connected":
+                break
+            time.sleep(0.02)
+        assert srv.gaps == 1 and md.counters()["gaps"] >= 1
+        assert md.counters()["resyncs"] >= 1 and md.state() == "connected"
+        assert sum(type(m) is BookSnapshot for m in got) >= 1
+    finally:
+        md.close()
