@@ -186,8 +186,6 @@ class ExecEngine:
         elif tp is CancelOrder:
             if self.algo is not None and self.algo.is_parent(order.client_order_id):
                 self._algo_out(self.algo.cancel(order.client_order_id, now_ns), now_ns, out)
-            elif self._lw.cancel_waiting(order, now_ns, out):  # type: ignore[arg-type]
-                pass
             else:
                 self._cancel(order, now_ns, out)  # type: ignore[arg-type]
         elif tp is ReplaceOrder:
@@ -359,6 +357,7 @@ class ExecEngine:
             or coid in self.emulator
             or coid in self._retry_count
             or coid in self._session_wait
+            or self._lw.holds(coid)
         )
         if local and self._drop_local(coid):
             self._local_cancel(r.order, "canceled", c.ts_origin, now_ns, out)
@@ -372,8 +371,11 @@ class ExecEngine:
         self._filter(self.venue.cancel(c, now_ns), now_ns, out)
 
     def _drop_local(self, coid: int) -> bool:
-        """Forget an order exec holds itself (halted, emulated, awaiting a retry)."""
+        """Forget an order exec holds itself (halted, emulated, awaiting a retry, a held leg of
+        an order list)."""
         if self._held.pop(coid, None) is not None:
+            return True
+        if self._lw.drop(coid):
             return True
         if self.emulator.cancel(coid) is not None:
             return True
@@ -756,6 +758,7 @@ class ExecEngine:
             "released": lw.released,
             "resized": lw.resized,
             "ended": lw.ended,
+            "refused": lw.refused,
             "oco_races": b.oco_races,
             "oco_race_qty": b.oco_race_qty,
         }

@@ -38,8 +38,10 @@ from engine.messages import (
     NewOrder,
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderPartiallyFilled,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderTriggered,
     OrderType,
     ReplaceOrder,
@@ -84,6 +86,8 @@ class ListWorker:
         self.ended = 0  # legs the list ended (cancels of held or working legs)
         #: cancels sent to the venue because of the list: the reason their OrderCanceled gives
         self.why_ended: dict[int, str] = {}
+        self.refused = 0  # amends / cancels of legs the venue refused
+        self._refused: dict[int, int] = {}  # leg -> the wanted size the venue refused to make
 
     # --- what the book reads ---------------------------------------------------------------------
     def facts(self, coid: int) -> Facts | None:
@@ -158,21 +162,23 @@ class ListWorker:
             e.sent += len(legs)
             e._filter(e.venue.submit_list(legs, now_ns), now_ns, out)
 
-    def cancel_waiting(self, c: CancelOrder, now_ns: int, out: list[object]) -> bool:
-        """A cancel of a leg exec holds (a waiting child, a native leg not yet handed over):
-        done here. False: not such a leg (the ordinary cancel path takes it)."""
-        coid = c.client_order_id
+    def holds(self, coid: int) -> bool:
+        """Whether exec holds this leg itself: a waiting child, a native leg not yet handed
+        over (a cancel of it is done locally)."""
         leg = self.lists.legs.get(coid)
-        r = self.e.table.get(coid)
-        if leg is None or r is None or not r.is_open:
+        if leg is None:
             return False
-        if leg.waiting:
-            leg.waiting = False
-        elif leg.native and any(o.client_order_id == coid for o in self._native_buf):
-            self._native_buf = [o for o in self._native_buf if o.client_order_id != coid]
-        else:
+        return leg.waiting or (
+            leg.native and any(o.client_order_id == coid for o in self._native_buf)
+        )
+
+    def drop(self, coid: int) -> bool:
+        """Stop holding a leg (it is being canceled); False if exec did not hold it."""
+        if not self.holds(coid):
             return False
-        self.e._local_cancel(r.order, "canceled", c.ts_origin, now_ns, out)
+        leg = self.lists.legs[coid]
+        leg.waiting = False
+        self._native_buf = [o for o in self._native_buf if o.client_order_id != coid]
         return True
 
     def replace_member(self, rep: ReplaceOrder, now_ns: int, out: list[object]) -> None:
@@ -208,6 +214,14 @@ class ListWorker:
         """An event of a leg passed the order table: count an OCO race, then let the rules act
         on the legs it may move."""
         coid = ev.client_order_id
+        tp = type(ev)
+        if tp is OrderReplaceRejected or tp is OrderCancelRejected:
+            # the venue will not amend / cancel it: not asked again for the same size (a
+            # venue that cannot amend keeps the leg at its size; counted in ``refused``)
+            self.refused += 1
+            self._refused[coid] = self.lists.want(coid, self.facts)
+            self.touch([c for c in self.lists.affected(coid) if c != coid], now_ns, out)
+            return
         if isinstance(ev, OrderPartiallyFilled):
             self.lists.note_fill(coid, ev.fill_qty, self.facts)
         self.touch(self.lists.affected(coid), now_ns, out)
@@ -244,6 +258,8 @@ class ListWorker:
         if not why and not lists.governed(coid):
             return
         want = lists.want(coid, self.facts)
+        if self._refused.get(coid) == want:
+            return  # the venue refused to make it so: not asked again until the want moves
         if why or want <= r.cum_qty:
             self._end(r, why or "contingent: reduced to nothing by its OUO peers", now_ns, out)
         elif want != r.qty:

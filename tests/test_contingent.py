@@ -274,3 +274,48 @@ def test_strategy_oco_and_oto_helpers_name_their_peers():
     assert it[u1].contingency == OUO == it[u2].contingency
     with pytest.raises(ValueError):
         ctx.oco(OrderSpec(IID, SELL, 1, 110))
+
+
+class NoAmendVenue(SimExchange):
+    """A venue that cannot amend: every replace is refused."""
+
+    def replace(self, replace, now_ns):
+        from engine.messages import OrderReplaceRejected, ReplaceRejectReason
+
+        return [
+            OrderReplaceRejected.for_request(
+                replace, ReplaceRejectReason.UNSUPPORTED, "no amends here", now_ns, now_ns
+            )
+        ]
+
+
+def test_a_venue_that_cannot_amend_keeps_the_child_at_its_size_without_asking_again():
+    v = NoAmendVenue(INS)
+    e = ExecEngine(v, INS, ExecPolicy(max_retries=0), algo_engine=None)
+    e.on_market_data(q(99, 101, 1), 1)
+    bracket(e)
+    e.on_market_data(q(98, 100, 5, aq=4), 5)  # released at 4
+    out = e.on_market_data(q(98, 100, 6, aq=3), 6)  # 7 filled: the amend to 7 is refused once
+    assert types(out).count("OrderReplaceRejected") == 1
+    assert e.table.get(2).qty == 4 and e.list_stats["refused"] == 1
+    assert e.emulator.held()[0].qty == 7  # the stop-loss is exec's own: it grows
+    out = e.on_market_data(q(98, 100, 7, aq=3), 7)  # 10 filled: asked once more, for 10
+    assert types(out).count("OrderReplaceRejected") == 1 and e.list_stats["refused"] == 2
+
+
+def test_cancel_all_ends_held_children_locally(ex):
+    e, v = ex
+    bracket(e)
+    out = e.cancel_all(8)
+    assert sorted(x.client_order_id for x in out if isinstance(x, OrderCanceled)) == [1, 2, 3]
+    assert not v.knows_order(2) and not e.open_orders()
+
+
+def test_an_expired_parent_ends_its_children(ex):
+    e, v = ex
+    day_end = 86_400 * 1_000_000_000
+    e.on_order(NewOrder(1, 1, IID, BUY, LMT, TimeInForce.DAY, 90, 5, 0, 0, contingency=OTO), 2)
+    e.on_order(new(2, SELL, 110, 5, parent_id=1), 3)
+    out = e.poll(day_end + 1)
+    assert [type(x).__name__ for x in out] == ["OrderExpired", "OrderCanceled"]
+    assert out[1].client_order_id == 2 and "parent 1 ended" in out[1].reason
