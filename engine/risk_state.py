@@ -49,6 +49,11 @@ def seed_positions(book: RiskBook, rows: Iterable[tuple[int, int, float, float, 
         book.position[iid] = int(pos)
         book.avg_px[iid] = float(avg)
         book.signs[iid] = float(np.sign(pos))
+        if iid in book.acct.betting:  # bets move no cash: their P&L as one bet at the average
+            if pos:  # odds (exact while every bet of the selection is on one side)
+                book.acct.bet(iid, 1 if pos > 0 else -1, abs(int(pos)), float(avg))
+            book.cash += float(realized) - float(fees)
+            continue
         book.cash += float(realized) - float(fees) - int(pos) * float(avg) * float(book.mult[iid])
     book.refresh_exposure()
 

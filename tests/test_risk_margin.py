@@ -223,3 +223,13 @@ def test_the_account_limits_are_config_keys() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(base.replace("[[", "[risk]\nmax_margin_pct = 120\n[["), "r.toml")
     assert err.value.key == "risk.max_margin_pct"
+
+
+def test_a_restarted_gate_rebuilds_a_selections_liability_from_the_positions_table() -> None:
+    g = gate(max_market_liability=50.0)
+    # exec's table: HOME backed for 40 at 3.0 (average odds in ticks), fees 0.1
+    g.seed_positions([(2, 40, 300.0, 0.0, 0.1)])
+    assert (g.acct.win[2], g.acct.lose[2]) == (pytest.approx(80.0), pytest.approx(-40.0))
+    assert g.equity == pytest.approx(10_000.0 - 0.1)  # a bet is no holding worth stake x odds
+    ev = refusal(g.on_intent(intent(2, Side.BUY, 20, 300), 2))
+    assert ev.value == pytest.approx(60.0)
