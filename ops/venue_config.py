@@ -296,6 +296,8 @@ class BinanceUsdmVenue(RealVenueKeys, tag="binanceusdm", **_STRICT):
 
     symbols: list[str] = msgspec.field(default_factory=lambda: ["BTC/USDT:USDT"])
     perp_poll_s: float = 5.0  # live: positions, account and funding income over REST this often
+    funding_poll_s: float = 60.0  # live: funding income looked at this often besides the
+    # stream's word that it was paid (the income call weighs 30)
     funding_lookback_s: float = 0.0  # live: funding paid this long before the start is reported
     margin_report_pct: float = 1.0  # live: a MarginStatus when equity or margin moves this much
     # paper: the simulated account's starting balance per currency ({} = [portfolio] cash, a
@@ -305,6 +307,7 @@ class BinanceUsdmVenue(RealVenueKeys, tag="binanceusdm", **_STRICT):
     def __post_init__(self) -> None:
         super().__post_init__()
         need(self.perp_poll_s > 0, "perp_poll_s", "must be > 0")
+        need(self.funding_poll_s > 0, "funding_poll_s", "must be > 0")
         need(self.funding_lookback_s >= 0, "funding_lookback_s", "must be >= 0")
         need(self.margin_report_pct >= 0, "margin_report_pct", "must be >= 0")
         need(all(v >= 0 for v in self.paper_balance.values()), "paper_balance", "must be >= 0")

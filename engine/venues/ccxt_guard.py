@@ -47,6 +47,7 @@ __all__ = [
 DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
     "binanceus": (1200.0, 60.0),  # REQUEST_WEIGHT 1200 / minute (exchangeInfo rateLimits)
     "binance": (6000.0, 60.0),
+    "binanceusdm": (2400.0, 60.0),  # USD-M futures: REQUEST_WEIGHT 2400 / minute
     "coinbase": (30.0, 1.0),  # Advanced Trade private endpoints: 30 requests / second
     "kraken": (15.0, 45.0),  # counter 15, decaying 0.33 / s (Starter tier)
 }
@@ -75,6 +76,14 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     },
 }
 DEFAULT_WEIGHTS["binance"] = DEFAULT_WEIGHTS["binanceus"]
+DEFAULT_WEIGHTS["binanceusdm"] = {  # USD-M's own weights (one symbol named)
+    "fetch_balance": 5,
+    "fetch_positions": 5,
+    "fetch_my_trades": 5,
+    "fetch_closed_orders": 5,
+    "fetch_funding_history": 30,
+    "fapiPrivateGetForceOrders": 20,
+}
 
 
 class Banned(Exception):

@@ -3,16 +3,19 @@ a margined contract has — leverage, positions, funding, margin calls and liqui
 
 Why a subclass with hooks rather than a second client: orders, fills, the guard, the user
 stream and its REST backfill are the same on a futures account (``CcxtExecutionClient``). What
-differs hangs off four hooks: ``_initial_sync`` (set the venue's ``leverage`` on every traded
+differs hangs off the spot client's methods: ``_initial_sync`` (set the venue's ``leverage`` on every traded
 symbol, then the first positions / account / funding view), ``_install_hook`` (every raw
 user-stream message is read here before ccxt parses it: ccxt has no event for a margin call, and
 a liquidation must not reach the order table as an order of someone else's), ``_apply_stream``
-(the venue's closing orders are kept out of the order table) and ``_keep_house`` (positions,
-account and funding income over REST every ``perp_poll_s``, and at once after the stream says
-funding was paid or a position changed). The translations are ``engine.venues.ccxt_perp``.
+(the venue's closing orders are kept out of the order table) and ``_keep_house`` (positions
+and account totals over REST every ``perp_poll_s``, the venue's closing orders when a position
+moved, funding income every ``funding_poll_s`` and at once after the stream says funding was
+paid), ``_fetch_balances`` (each base asset's position as reconciliation counts a balance)
+and ``_create_args`` (reduce-only). The translations are ``engine.venues.ccxt_perp``.
 
 Settings besides the spot client's: ``leverage`` (the venue key: set at start; 0 = leave the
-venue's), ``perp_poll_s`` (default 5), ``funding_lookback_s`` (income fetched at start;
+venue's), ``perp_poll_s`` (default 5), ``funding_poll_s`` (income looked at without the
+stream's word, default 60), ``funding_lookback_s`` (income fetched at start;
 default 0: only what is paid from now on), ``margin_report_pct`` (a MarginStatus goes out when
 equity or a margin total moves this much, default 1 %, and on every margin call).
 """
@@ -67,6 +70,8 @@ class PerpExecutionClient(CcxtExecutionClient):
         self._liq_primed = False  # the closing orders listed before the start: not ours to report
         self._perp_due = 0.0
         self._funding_due = 0.0
+        self._funding_next = 0.0  # the next funding-income look without the stream's word
+        self._rest_pos: dict[int, int] = {}  # positions at the last REST look
         self._margin: MarginStatus | None = None
         self._funding_from_ms = int((time.time() - float(s.get("funding_lookback_s", 0))) * 1000)
         self.perp_stats: dict[str, int] = dict.fromkeys(
@@ -244,9 +249,13 @@ class PerpExecutionClient(CcxtExecutionClient):
                     self._count_liquidation(ins, ev)
 
     async def _perp_refresh(self) -> None:
-        self._perp_due = time.monotonic() + float(self.settings.get("perp_poll_s", 5.0))
+        """Positions and account totals every ``perp_poll_s``; the venue's closing orders when
+        a position moved since the last look; funding income when the stream said it was paid
+        or every ``funding_poll_s`` (the income and forceOrders calls weigh 30 and 20)."""
+        now = time.monotonic()
+        self._perp_due = now + float(self.settings.get("perp_poll_s", 5.0))
+        funding = bool(self._funding_due) or now >= self._funding_next
         self._funding_due = 0.0
-        await self._liquidations_backfill()  # before the positions they explain
         symbols = [i.symbol for i in self._insts]
         rows = await self._request("fetch_positions", symbols)
         by_sym = {i.symbol: i for i in self._insts}
@@ -257,10 +266,15 @@ class PerpExecutionClient(CcxtExecutionClient):
                 seen[ins.instrument_id] = seen.get(ins.instrument_id, 0) + position_lots(
                     ins, p.get("contracts") or 0, p.get("side")
                 )
-        self._pos = seen
+        if seen != self._rest_pos:
+            await self._liquidations_backfill()
+        self._pos = dict(seen)
+        self._rest_pos = seen
         bal = await self._request("fetch_balance")
         self._report_margin(bal.get("info") or {})
-        await self._funding_round()
+        if funding:
+            self._funding_next = now + float(self.settings.get("funding_poll_s", 60.0))
+            await self._funding_round()
 
     def _report_margin(self, account: Mapping[str, Any]) -> None:
         if "totalMarginBalance" not in account:
