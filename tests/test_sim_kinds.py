@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from engine.instruments import Instrument
@@ -110,7 +111,7 @@ def test_perpetual_pays_funding_at_its_schedule_at_the_mark():
     assert fp.amount == pytest.approx(-2 * 50_100.1 * 0.0001)
     assert fp.payment_id == 1
     # 16:00 at the 09:00 mark (50200.1): the same formula, a second payment
-    ev = sim.poll(_ns("2026-01-05T16:00:00"))
+    ev = _md(sim, PERP, 50_200.0, 50_200.2, _ns("2026-01-05T16:00:00"))
     (fp2,) = _of(ev, FundingPayment)
     assert fp2.amount == pytest.approx(-2 * 50_200.1 * 0.0001) and fp2.payment_id == 2
     # the venue's cash: 10000 - 2 x 50000.2 + both payments (positions are not cash)
@@ -122,7 +123,7 @@ def test_flat_perpetual_pays_no_funding():
     sim = SimExchange([PERP])
     t0 = _ns("2026-01-05T06:00:00")
     _md(sim, PERP, 50_000.0, 50_000.2, t0)
-    assert _of(sim.poll(t0 + 30 * H), FundingPayment) == []
+    assert _of(_md(sim, PERP, 50_000.0, 50_000.2, t0 + 30 * H), FundingPayment) == []
 
 
 def test_margin_account_is_liquidated_below_maintenance():
@@ -188,12 +189,13 @@ def test_fx_position_is_financed_at_the_new_york_rollover_wednesday_three_days()
     assert tue.ts_event == _ns("2026-01-06T22:00:00") and tue.days == 1
     # 100000 EUR x 1.2 x -2% / 365: paid on the long
     assert tue.amount == pytest.approx(100_000 * 1.2 * -0.02 / 365) and tue.currency == "USD"
-    ev = sim.poll(_ns("2026-01-07T23:00:00"))  # Wednesday's rollover counts the weekend
+    # Wednesday's rollover counts the weekend
+    ev = _md(sim, EURUSD, 1.19999, 1.20001, _ns("2026-01-07T23:00:00"))
     (wed,) = _of(ev, Financing)
     assert wed.days == 3 and wed.amount == pytest.approx(100_000 * 1.2 * -0.02 / 365 * 3)
     # short: the short rate (received); Saturday and Sunday have no rollover
     sim.submit(_order(EURUSD, Side.SELL, 150_000, wed.ts_event + 1), wed.ts_event + 1)
-    ev = sim.poll(_ns("2026-01-12T12:00:00"))  # Thu, Fri; nothing on Sat, Sun
+    ev = _md(sim, EURUSD, 1.19999, 1.20001, _ns("2026-01-12T12:00:00"))  # Thu, Fri only
     days = [e.days for e in _of(ev, Financing)]
     assert days == [1, 1]
     assert _of(ev, Financing)[0].amount == pytest.approx(50_000 * 1.2 * 0.01 / 365)
@@ -310,7 +312,7 @@ def test_back_and_lay_match_on_the_odds_ladder_and_settle_with_commission():
     assert _fills(venue.submit(_order(a, Side.BUY, 5, t0, px=3.1), t0)) == []
     rej = _of(venue.submit(_order(a, Side.BUY, 5, t0, px=3.03), t0), OrderRejected)
     assert "ladder" in rej[0].reason
-    ev = venue.poll(_ns("2026-04-01T16:00:00"))
+    ev = _md(venue, a, 3.0, 3.05, _ns("2026-04-01T16:00:00"))
     st = {s.instrument_id: s for s in _of(ev, Settlement)}
     assert st[5].outcome == 1 and st[6].outcome == 0
     # back 10 @ 3.0 won: +20; lay 10 @ 2.0, the selection lost: +10; 5% of the net 30
@@ -326,13 +328,13 @@ def test_lost_back_and_won_lay_pay_no_commission_and_void_returns_stakes():
     _md(venue, b, 1.98, 2.0, t0)
     venue.submit(_order(a, Side.BUY, 10, t0, px=3.0), t0)  # back 10 @ 3.0: loses 10
     venue.submit(_order(b, Side.SELL, 10, t0, px=2.0), t0)  # lay 10 @ 2.0: liability 10
-    ev = venue.poll(_ns("2026-04-01T17:00:00"))
+    ev = _md(venue, a, 3.0, 3.05, _ns("2026-04-01T17:00:00"))
     assert sum(s.fee for s in _of(ev, Settlement)) == 0
     assert venue._accounts.cash["GBP"] == pytest.approx(1_000 - 10 - 10)
     venue, a, b = _betting("void", "void")
     _md(venue, a, 3.0, 3.05, t0)
     venue.submit(_order(a, Side.BUY, 10, t0, px=3.0), t0)
-    ev = venue.poll(_ns("2026-04-01T17:00:00"))
+    ev = _md(venue, a, 3.0, 3.05, _ns("2026-04-01T17:00:00"))
     assert {s.kind for s in _of(ev, Settlement)} == {SettlementKind.VOID}
     assert venue._accounts.cash["GBP"] == pytest.approx(1_000)
 
@@ -426,3 +428,27 @@ def test_margin_call_before_liquidation_with_a_buffer():
     ev = _md(sim, PERP, 45_999.9, 46_000.1, t0 + 3)
     assert [(x.px, x.qty) for x in _of(ev, Liquidation)] == [(460_000, 200)]
     assert sim._accounts.cash["USDT"] == pytest.approx(1_000 - 0.2 * 4_000)
+
+
+def test_schedule_runs_on_market_time_when_the_venue_clock_differs():
+    """In a process the venue's clock is the monotonic one and the market's is its own (the
+    synthetic market's from 0, a live venue's UTC): funding and resolution follow the market's
+    ts_event and are delivered at once."""
+    perp = msgspec.structs.replace(PERP, funding_interval_s=1)
+    coin = msgspec.structs.replace(_binary("1"), resolves_ns=3 * 10**9)
+    sim = SimExchange([perp, coin], balance={"USDT": 10_000.0, "USD": 100.0})
+    mono = 50_000 * 10**9  # the venue's clock, far ahead of the market's
+
+    def md(ins: Instrument, bid: float, ask: float, market_t: int, lag: int = 0) -> list:
+        return sim.on_market_data(_quote(ins, bid, ask, market_t), mono + market_t + lag)
+
+    md(perp, 49_999.9, 50_000.1, 10)
+    assert _of(md(coin, 0.39, 0.40, 20), Settlement) == []  # not resolved at market time 0
+    sim.submit(_order(perp, Side.BUY, 1_000, mono + 30), mono + 30)
+    sim.submit(_order(coin, Side.BUY, 10, mono + 30), mono + 30)
+    ev = md(perp, 49_999.9, 50_000.1, 2 * 10**9 + 5, lag=7 * 10**9)  # market 2 s, clock later
+    assert [f.ts_event for f in _of(ev, FundingPayment)] == [10**9, 2 * 10**9]
+    assert all(f.amount == pytest.approx(-50_000 * 0.0001) for f in _of(ev, FundingPayment))
+    ev = md(coin, 0.39, 0.40, 3 * 10**9 + 1, lag=7 * 10**9)
+    (st,) = _of(ev, Settlement)
+    assert st.ts_event == 3 * 10**9 and st.outcome == 1 and st.position == 10

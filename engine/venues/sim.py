@@ -273,8 +273,12 @@ class SimExchange(MarketFlow, StatusReports):
         """Apply a Quote / BookSnapshot / BookDelta / Trade at venue time ``now_ns``.
 
         Requests that reached the venue by ``now_ns`` are matched first, against the book as
-        it was before this message.
+        it was before this message; so are the accounts' events (funding, settlements, ...)
+        whose market time the message's ``ts_event`` has passed.
         """
+        ts = getattr(msg, "ts_event", None)
+        if self._accounts is not None and ts is not None:
+            self._accounts.run_due(self, ts, now_ns - ts)
         self._advance(now_ns)
         t = max(self._clock, now_ns)
         self._clock = t
@@ -406,24 +410,13 @@ class SimExchange(MarketFlow, StatusReports):
         self._requests.append(SimRequest(arrival, self._next_req, msg))
 
     def _advance(self, now_ns: int) -> None:
-        """Process arrivals, expiries and the accounts' schedule due by ``now_ns``, in time
-        order."""
+        """Process arrivals and expiries due by ``now_ns``, in time order."""
         reqs = self._requests
         exps = self._expiries
-        acc = self._accounts
         while True:
             t_req = reqs[0].arrival_ns if reqs else None
             t_exp = exps[0][0] if exps else None
-            t_acc = acc.next_due(max(self._clock, now_ns)) if acc is not None else None
-            if (
-                t_acc is not None
-                and t_acc <= now_ns
-                and (t_req is None or t_acc <= t_req)
-                and (t_exp is None or t_acc <= t_exp)
-            ):
-                self._clock = max(self._clock, t_acc)
-                acc.run_due(self, t_acc)  # type: ignore[union-attr]
-            elif t_exp is not None and t_exp <= now_ns and (t_req is None or t_exp <= t_req):
+            if t_exp is not None and t_exp <= now_ns and (t_req is None or t_exp <= t_req):
                 _, _, coid = heapq.heappop(exps)
                 self._clock = max(self._clock, t_exp)
                 self._expire(coid, self._clock)

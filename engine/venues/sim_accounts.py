@@ -200,7 +200,7 @@ class SimAccounts:
 
     # --- the schedule ---------------------------------------------------------------------------
     def _start(self, t: int) -> None:
-        """The first time the venue's clock is known: schedule from there."""
+        """The first market time the venue sees: schedule from there."""
         self._started = True
         for iid, b in self.books.items():
             ins = b.ins
@@ -216,20 +216,22 @@ class SimAccounts:
     def _push(self, t: int, kind: int, iid: int) -> None:
         heapq.heappush(self._schedule, (t, kind, iid))
 
-    def next_due(self, now_ns: int) -> int | None:
-        """When the next scheduled event is due (None: nothing scheduled)."""
+    def run_due(self, sim: SimExchange, market_t: int, offset: int) -> None:
+        """Every scheduled event the market's time ``market_t`` (a market-data message's
+        ``ts_event``) has passed, in time order. The schedule is market time (UTC ns: a
+        replay's, a live venue's or the synthetic clock); the venue's clock may differ
+        (``offset`` = venue time - market time: 0 in a backtest, the monotonic clock's lead in
+        a process). Requests that reached the venue before an event are matched first."""
         if not self._started:
-            self._start(now_ns)
-        return self._schedule[0][0] if self._schedule else None
-
-    def run_due(self, sim: SimExchange, t: int) -> None:
-        """Every scheduled event due at ``t`` (the venue's clock is there)."""
+            self._start(market_t)
         q = self._schedule
-        while q and q[0][0] <= t:
+        while q and q[0][0] <= market_t:
             due, kind, iid = heapq.heappop(q)
             b = self.books[iid]
             if b.settled:
                 continue
+            sim._advance(due + offset)  # what arrived before it, against the book of then
+            sim._clock = max(sim._clock, due + offset)
             if kind == _FUNDING:
                 self._funding(sim, b, due)
                 self._push(acc.next_funding_ns(b.ins, due), _FUNDING, iid)
@@ -258,7 +260,7 @@ class SimAccounts:
         recv = self._recv(sim, t)
         iid = b.ins.instrument_id
         ev = FundingPayment(iid, rate, mark, b.pos, amount, ccy, t, recv, payment_id=self._id())
-        sim._emit(ev, t)
+        sim._emit(ev, sim._clock)
 
     def _financing(self, sim: SimExchange, b: _Book, t: int, days: int) -> None:
         """amount = |units| x mid x annual rate / 365 x days, the rate of the position's side as
@@ -272,7 +274,7 @@ class SimAccounts:
         self._book_cash(b, amount)
         iid, recv = b.ins.instrument_id, self._recv(sim, t)
         ev = Financing(iid, b.pos, amount, b.ins.currency, days, t, recv, payment_id=self._id())
-        sim._emit(ev, t)
+        sim._emit(ev, sim._clock)
 
     def _book_cash(self, b: _Book, amount: float) -> None:
         ccy = b.ins.currency
@@ -280,7 +282,8 @@ class SimAccounts:
 
     @staticmethod
     def _recv(sim: SimExchange, t: int) -> int:
-        return t + sim.response_latency_ns
+        """An account event's ``ts_recv``: the venue's clock (not the market's) + latency."""
+        return sim._clock + sim.response_latency_ns
 
     # --- settlement -----------------------------------------------------------------------------
     def _resolve(self, sim: SimExchange, b: _Book, t: int) -> None:
@@ -304,7 +307,7 @@ class SimAccounts:
         trading it."""
         b.settled = why
         iid = b.ins.instrument_id
-        self._close_orders(sim, iid, t, why, expire=True)
+        self._close_orders(sim, iid, sim._clock, why, expire=True)
         pos = b.pos
         fee = 0.0
         if b.ins.kind == InstrumentKind.BETTING:
@@ -323,7 +326,7 @@ class SimAccounts:
         ev = Settlement(
             iid, int(kind), int(px), int(outcome), pos, t, recv, settlement_id=self._id(), fee=fee
         )
-        sim._emit(ev, t)
+        sim._emit(ev, sim._clock)
 
     def _commission(self, b: _Book, pnl: float) -> float:
         """Commission on the market's net winnings, charged when its last selection settles."""
@@ -351,7 +354,7 @@ class SimAccounts:
                 ev: Any = OrderExpired(o.client_order_id, iid, leaves, o.ts_origin, t, t + lat)
             else:
                 ev = OrderCanceled(o.client_order_id, iid, leaves, why, o.ts_origin, t, t + lat)
-            sim._emit(ev, t)
+            sim._emit(ev, sim._clock)
 
     # --- margin -----------------------------------------------------------------------------------
     def margin(self, sim: SimExchange, ccy: str) -> tuple[float, float, float]:
@@ -407,7 +410,7 @@ class SimAccounts:
             sim._positions[iid] = 0
             recv = self._recv(sim, t)
             ev = Liquidation(iid, side, px, qty, fee, t, recv, liquidation_id=self._id())
-            sim._emit(ev, t)
+            sim._emit(ev, sim._clock)
         self._in_call[ccy] = False
         equity, im, mm = self.margin(sim, ccy)
         sim._emit(MarginStatus(self.venue, ccy, equity, im, mm, t, False), t)

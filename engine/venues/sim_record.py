@@ -164,8 +164,7 @@ def _restore_one(sim: SimExchange, ev: Any, pending: dict[int, NewOrder]) -> Non
     if t is ExchangeStatus:
         sim._set_status(ev)
         return
-    if t in ACCOUNT_EVENT_TYPES:  # what the market did to our positions and cash
-        sim._clock = max(sim._clock, ev.ts_event)
+    if t in ACCOUNT_EVENT_TYPES:  # what the market did (ts_event: market time, not the clock)
         if sim._accounts is not None:
             sim._accounts.restore(sim, ev)
         return
