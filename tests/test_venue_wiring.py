@@ -485,7 +485,11 @@ def test_the_overlay_gives_every_worker_the_same_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "extra", "expected"),
     [
-        (["--venue", "nosuch"], "", "--venue: no venue 'nosuch'; known: betfair, binanceus, binanceusdm, ccxt"),
+        (
+            ["--venue", "nosuch"],
+            "",
+            "--venue: no venue 'nosuch'; known: betfair, binanceus, binanceusdm, ccxt",
+        ),
         (["--venue", "ccxt"], "", 'kind "ccxt" needs a [[venues]] entry with exchange'),
         (["--live"], "", "--live: needs a real venue"),
         (
