@@ -276,9 +276,10 @@ class SimExchange(MarketFlow, StatusReports):
         it was before this message; so are the accounts' events (funding, settlements, ...)
         whose market time the message's ``ts_event`` has passed.
         """
-        ts = getattr(msg, "ts_event", None)
-        if self._accounts is not None and ts is not None:
-            self._accounts.run_due(self, ts, now_ns - ts)
+        if self._accounts is not None:  # spot alone: nothing scheduled, nothing to look up
+            ts = getattr(msg, "ts_event", None)
+            if ts is not None:
+                self._accounts.run_due(self, ts, now_ns - ts)
         self._advance(now_ns)
         t = max(self._clock, now_ns)
         self._clock = t
