@@ -27,6 +27,7 @@ fills), ``position`` the net lots settled, ``fee`` the market's commission on it
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -59,6 +60,8 @@ from engine.venues.betfair_wire import odds, settlement_of, split_symbol, stake
 from engine.venues.reports import BalanceReport, OrderStatusReport, StatusReports
 
 __all__ = ["BetfairExecutionClient"]
+
+log = logging.getLogger(__name__)
 
 _D = Decimal
 
@@ -192,9 +195,7 @@ class BetfairExecutionClient(StatusReports):
             try:
                 job()
             except Exception:  # noqa: BLE001 - one failed request must not stop the worker
-                import logging
-
-                logging.getLogger(__name__).exception("betfair %s: a request failed", self.name)
+                log.exception("betfair %s: a request failed", self.name)
             if job is self._periodic:
                 self._next_poll = time.monotonic() + poll_s
 

@@ -94,6 +94,7 @@ class BetfairServer:
         app.router.add_post("/api/logout", self._logout)
         app.router.add_post("/exchange/betting/json-rpc/v1", self._rpc)
         app.router.add_post("/exchange/account/json-rpc/v1", self._rpc)
+        app.router.add_get("/__control/stream", self._ctl_stream)
         self.local = LocalServer(app, port)
 
     # --- life -----------------------------------------------------------------------------------
@@ -211,6 +212,10 @@ class BetfairServer:
             mine[b.bet_id] = b
         if mine:
             self.stream.orders_changed(list(mine.values()))
+
+    async def _ctl_stream(self, request: web.Request) -> web.Response:
+        """Where the stream is and what to trust (a client of ``python -m tests.venues``)."""
+        return web.json_response({"stream_url": self.stream_url, "ca_file": self.ca_file})
 
     # --- identity -------------------------------------------------------------------------------
     async def _login(self, request: web.Request) -> web.Response:
