@@ -111,6 +111,8 @@ def test_margins_from_brackets_and_leverage(server) -> None:
     assert (m.instrument["initial_margin"], m.instrument["maintenance_margin"]) == (0.05, 0.004)
     with pytest.raises(ValueError, match="leverage 200 is above the venue's 125"):
         load_perp_markets("binanceusdm", _where(srv, leverage=200), keys)
+    with pytest.raises(ValueError, match="whole numbers"):
+        load_perp_markets("binanceusdm", _where(srv, leverage=12.5), keys)
 
 
 def _paper_run(srv: BinanceFuturesServer, ins: Instrument) -> tuple[list, list, PerpDataClient]:

@@ -107,6 +107,10 @@ def refine(
             keys["initial_margin"] = 1.0 / float(first["maxLeverage"])
     leverage = float(settings.get("leverage") or 0)
     top = float(first.get("maxLeverage") or 0) if isinstance(first, Mapping) else 0.0
+    if leverage != int(leverage):
+        raise ValueError(
+            f"market {m.symbol!r}: leverage {leverage:g} — the venue sets whole numbers"
+        )
     if leverage > 0 and top and leverage > top:
         raise ValueError(f"market {m.symbol!r}: leverage {leverage:g} is above the venue's {top:g}")
     if leverage > 0:
