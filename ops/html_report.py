@@ -135,6 +135,10 @@ def _figures(d: ReportData) -> str:
     # the account's P&L components (ops/report_accounts.py), where the run had them
     rows += [[name, _money(s[k])] for k, name in _COMPONENTS if s.get(k)]
     rows.append(["net P&L", _money(net)])
+    acct = s.get("account") or {}
+    for key in ("settlements", "liquidations", "margin_calls"):
+        if acct.get(key):
+            rows.append([key.replace("_", " "), acct[key]])
     return "<h2>Figures</h2>" + _table(["", "value"], rows, "figures")
 
 

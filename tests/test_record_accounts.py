@@ -182,6 +182,12 @@ def test_the_run_summary_shows_the_pnl_components_apart() -> None:
     assert "funding +1.20 USDT" in text and "liquidation fees +1.50 USDT" in text
     assert "settlements 1  liquidations 1  margin calls 1" in text
     assert "MARGIN CALL" in text
+    from ops.html_report import render
+    from ops.report_data import from_run
+
+    page = render(from_run(rec, s, {}, cfg, RUN))
+    for figure in ("funding", "financing", "commission", "liquidations", "margin calls"):
+        assert f"<td>{figure}</td>" in page
 
 
 def test_both_sources_of_the_report_agree(db: str) -> None:
