@@ -20,6 +20,7 @@ leaves the position open, as the market would.
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -105,7 +106,9 @@ class SimAccounts:
         self._schedule: list[tuple[int, int, int]] = []  # (t, kind, instrument id)
         self._started = False
         self._in_call: dict[str, bool] = {}
-        self._next_id = 0
+        #: event ids (payment / settlement / liquidation): the venue's name in the top bits, so
+        #: two venues' events never share one (the portfolio applies each id once)
+        self._next_id = (zlib.crc32(venue.encode()) & 0x7FFF) << 40
         self._markets: dict[str, list[int]] = {}
         for iid, b in self.books.items():
             if b.ins.kind == InstrumentKind.BETTING:
