@@ -77,6 +77,7 @@ def test_contract_markets_as_perpetual_instruments(server) -> None:
         "funding_interval_s": 14400,
         "initial_margin": 0.008,
         "maintenance_margin": 0.004,
+        "funding_rate": 0.0001,  # premiumIndex's lastFundingRate: what paper's venue charges
     }
     ins = instrument_for(7, "bf", m)
     assert (ins.kind, ins.contract_size, ins.is_margined) == ("perpetual", 1.0, True)
@@ -224,3 +225,21 @@ def test_a_skipped_futures_depth_diff_breaks_pu_and_the_book_resyncs(server) -> 
         assert sum(type(m) is BookSnapshot for m in got) >= 1
     finally:
         md.close()
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "problem"),
+    [
+        ('position_mode = "hedging"', "venues[0].position_mode", "hedging cannot"),
+        ('account = "cash"', "venues[0].account", "margin"),
+        ("perp_poll_s = 0.0", "venues[0].perp_poll_s", "> 0"),
+        ("paper_balance = { USDT = -1.0 }", "venues[0].paper_balance", ">= 0"),
+    ],
+)
+def test_venue_keys_the_kind_cannot_model_are_refused(entry: str, key: str, problem: str) -> None:
+    from ops.config import ConfigError, parse_config
+
+    one = '[[instruments]]\ninstrument_id = 1\nsymbol = "A"\n'
+    with pytest.raises(ConfigError) as err:
+        parse_config(f'{one}[[venues]]\nname = "bf"\nkind = "binanceusdm"\n{entry}\n', "my.toml")
+    assert err.value.key == key and problem in err.value.problem, str(err.value)

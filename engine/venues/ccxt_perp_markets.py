@@ -7,7 +7,8 @@ symbols whose interval was changed), and its margins depend on the account: main
 first notional bracket's ``maintMarginRatio`` (``fetch_leverage_tiers``, signed: with keys
 only), initial is ``1 / leverage`` where the venue's ``leverage`` key sets one (the client sets
 it at the venue at start), else the bracket's highest leverage. Without keys the market's own
-published percents stay (``contract_keys``). Only linear perpetuals are kept: the venue's spot,
+published percents stay (``contract_keys``). The current funding rate (``premiumIndex``) becomes
+the instrument's ``funding_rate``: the rate a paper run's simulated venue charges. Only linear perpetuals are kept: the venue's spot,
 inverse and option markets are not this kind's (blocking: the pre-flight, never a hot loop).
 """
 
@@ -62,6 +63,12 @@ async def _load(
                 intervals = {s: _interval_s(v) for s, v in got.items() if _interval_s(v)}
             except ccxt_async.BaseError as exc:
                 log.warning("%s: funding intervals not loaded (%s): 8 h", exchange_id, exc)
+        rates: Mapping[str, Any] = {}
+        if ex.has.get("fetchFundingRates"):
+            try:
+                rates = await ex.fetch_funding_rates()
+            except ccxt_async.BaseError as exc:
+                log.warning("%s: funding rates not loaded (%s)", exchange_id, exc)
         if credentials is not None and ex.has.get("fetchLeverageTiers"):
             try:
                 tiers = await ex.fetch_leverage_tiers()
@@ -76,7 +83,8 @@ async def _load(
             except ValueError as exc:
                 log.debug("%s: market skipped: %s", exchange_id, exc)
                 continue
-            out[sym] = refine(vm, intervals.get(sym), tiers.get(sym), settings)  # may refuse
+            rate = (rates.get(sym) or {}).get("fundingRate")
+            out[sym] = refine(vm, intervals.get(sym), tiers.get(sym), settings, rate)  # may refuse
         return out
     finally:
         await ex.close()
@@ -95,9 +103,13 @@ def refine(
     interval_s: int | None,
     tiers: Any,
     settings: Mapping[str, Any],
+    funding_rate: Any = None,
 ) -> VenueMarket:
-    """``m`` with its funding interval and the account's margins (module docstring)."""
+    """``m`` with its funding interval, the current funding rate (what a paper run's simulated
+    venue charges at each funding time) and the account's margins (module docstring)."""
     keys = dict(m.instrument)
+    if funding_rate is not None:
+        keys["funding_rate"] = float(funding_rate)
     if interval_s:
         keys["funding_interval_s"] = int(interval_s)
     first = tiers[0] if isinstance(tiers, list) and tiers else None
