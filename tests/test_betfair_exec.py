@@ -419,3 +419,52 @@ def test_a_restarted_client_knows_its_resting_bets_from_the_venue(live: Live) ->
         assert again.ex.poll(time.time_ns()) == []  # known again quietly, not accepted twice
     finally:
         again.close()
+
+
+# --- the local venue speaks Betfair's shapes ------------------------------------------------------
+def test_betfairlightweights_own_resources_and_stream_caches_read_the_local_venue(
+    srv: BetfairServer,
+) -> None:
+    """The library's typed resources (not our lightweight dicts) and its stream caches need
+    every field Betfair documents as always there: the local venue sends them."""
+    import json
+
+    import requests
+    from betfairlightweight import APIClient
+    from betfairlightweight.streaming import StreamListener
+
+    from tests.venues.betfair_stream import market_change, market_state, order_json
+
+    c = APIClient(USERNAME, PASSWORD, app_key=APP_KEY, session=requests.Session())
+    c.identity_uri, c.api_uri = f"{srv.rest_url}/api/", f"{srv.rest_url}/exchange/"
+    c.login_interactive()
+    proj = ["RUNNER_DESCRIPTION", "EVENT", "MARKET_DESCRIPTION"]
+    cat = c.betting.list_market_catalogue(filter={}, market_projection=proj, max_results=10)
+    assert [r.runner_name for r in cat[0].runners] == ["Arsenal", "Chelsea", "The Draw"]
+    (book,) = c.betting.list_market_book([MID])
+    assert (book.status, book.runners[0].ex.available_to_back[0].price) == ("OPEN", 2)
+    limit = {"size": 2.0, "price": 1.5, "persistenceType": "LAPSE"}
+    ins = {"orderType": "LIMIT", "selectionId": ARSENAL, "side": "LAY", "limitOrder": limit}
+    placed = c.betting.place_orders(MID, [ins | {"customerOrderRef": "r1"}])
+    bet = placed.place_instruction_reports[0].bet_id
+    rep = c.betting.replace_orders(MID, [{"betId": bet, "newPrice": 1.6}])
+    new = rep.replace_instruction_reports[0].place_instruction_reports.bet_id
+    assert [o.bet_id for o in c.betting.list_current_orders().orders] == [bet, new]
+    assert c.betting.cancel_orders(MID, [{"betId": new}]).status == "SUCCESS"
+    assert c.account.get_account_funds().available_to_bet_balance == 1000
+    srv.settle(MID, ARSENAL)
+    assert c.betting.list_cleared_orders(bet_status="SETTLED").orders == []  # nothing matched
+    m = srv.ex.markets[MID]
+    mcm = {"op": "mcm", "id": 1, "clk": "1", "pt": 1, "ct": "SUB_IMAGE"}
+    lst = StreamListener(max_latency=None)
+    lst.register_stream(1, "marketSubscription")
+    lst.on_data(json.dumps(mcm | {"mc": [market_change(m, market_state(m), None)]}))
+    (mb,) = lst.snap()
+    assert (mb.status, [r.status for r in mb.runners]) == ("CLOSED", ["WINNER", "LOSER", "LOSER"])
+    ocm = {"op": "ocm", "id": 2, "clk": "1", "pt": 1, "ct": "SUB_IMAGE"}
+    orc = {"id": ARSENAL, "fullImage": True, "uo": [order_json(srv.ex.bets[bet])]}
+    orders = StreamListener(max_latency=None)
+    orders.register_stream(2, "orderSubscription")
+    orders.on_data(json.dumps(ocm | {"oc": [{"id": MID, "orc": [orc]}]}))
+    (o,) = orders.snap()[0].orders
+    assert (o.bet_id, o.customer_order_ref, o.status) == (bet, "r1", "EXECUTION_COMPLETE")

@@ -317,13 +317,26 @@ class BetfairServer:
                     "marketId": m.market_id,
                     "marketName": m.name,
                     "totalMatched": 0.0,
-                    "event": {"id": m.event, "name": "Arsenal v Chelsea", "countryCode": "GB"},
+                    "event": {
+                        "id": m.event,
+                        "name": "Arsenal v Chelsea",
+                        "countryCode": "GB",
+                        "timezone": "Europe/London",
+                        "openDate": "2026-12-08T20:00:00.000Z",
+                    },
                     "eventType": {"id": "1", "name": "Soccer"},
                     "description": {
                         "bettingType": "ODDS",
                         "marketType": "MATCH_ODDS",
                         "persistenceEnabled": True,
                         "marketBaseRate": 5.0,
+                        "bspMarket": False,
+                        "turnInPlayEnabled": True,
+                        "marketTime": "2026-12-08T20:00:00.000Z",
+                        "suspendTime": "2026-12-08T20:00:00.000Z",
+                        "regulator": "MALTA LOTTERIES AND GAMBLING AUTHORITY",
+                        "discountAllowed": True,
+                        "wallet": "UK wallet",
                     },
                     "runners": [
                         {
@@ -522,15 +535,12 @@ class BetfairServer:
             elif not on_ladder(price):
                 err = "INVALID_ODDS"
             if err:
+                failed = {"status": "FAILURE", "errorCode": err}
                 reports.append(
-                    {
-                        "status": "FAILURE",
-                        "errorCode": err,
-                        "cancelInstructionReport": {
-                            "status": "FAILURE",
-                            "errorCode": err,
-                            "instruction": ins,
-                        },
+                    failed
+                    | {
+                        "cancelInstructionReport": failed | {"instruction": ins},
+                        "placeInstructionReport": failed,
                     }
                 )
                 continue

@@ -34,7 +34,20 @@ def num(d: Decimal) -> float | int:
 
 
 def market_definition(m: Market) -> dict[str, Any]:
+    active = sum(1 for s in m.selections.values() if s.status == "ACTIVE")
     return {
+        "betDelay": 5 if m.in_play else 0,
+        "bspReconciled": False,
+        "crossMatching": True,
+        "discountAllowed": True,
+        "marketTime": "2026-12-08T20:00:00.000Z",
+        "openDate": "2026-12-08T20:00:00.000Z",
+        "suspendTime": "2026-12-08T20:00:00.000Z",
+        "numberOfActiveRunners": active if m.status != "CLOSED" else 0,
+        "regulators": ["MR_INT"],
+        "runnersVoidable": False,
+        "timezone": "Europe/London",
+        "countryCode": "GB",
         "bspMarket": False,
         "turnInPlayEnabled": True,
         "persistenceEnabled": True,
