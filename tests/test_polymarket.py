@@ -226,7 +226,7 @@ def test_market_channel_books_in_sequence_prints_reconnects_and_halts(
         why = next(
             m.reason for m in got if isinstance(m, ExchangeStatus) and m.instrument_id == fed
         )
-        assert why == "market resolved: No"
+        assert why == "market resolved (No): pays 0"
     finally:
         md.close()
 
@@ -326,7 +326,7 @@ def test_live_orders_rest_replace_fill_and_are_refused_with_the_venues_reasons(l
     assert "limit orders only" in why[6]
     assert live.ex.positions() == {live.iid(RAIN_YES): 2500}
 
-    live.srv.faults.arm("rate_limit", retry_after=0.2)
+    live.srv.faults.arm("rate_limit", retry_after=0.2, path="/order")
     live.order(7, RAIN_YES, Side.BUY, 400, 1000)
     assert live.wait(lambda ev: live.of(OrderRejected, 7))
     assert "rate limited by the venue" in live.of(OrderRejected, 7)[0].reason
@@ -422,3 +422,35 @@ def test_gtd_orders_carry_the_venues_minute_of_margin(live: Live) -> None:
     (o,) = [o for o in live.srv.matcher.orders.values() if o.is_open and o.account != "market"]
     assert o.extra["order_type"] == "GTD"
     assert int(o.extra["expiration"]) == exp // 10**9 + 60
+
+
+def test_paper_settles_when_the_channel_says_the_market_resolved(srv: PolymarketServer) -> None:
+    """The paper venue (the simulated exchange on the CLOB's book) closes its position at the
+    payout the market channel names: 10 YES bought at 0.52, the market resolves YES (1)."""
+    from engine.venues.polymarket_paper import payout_of, resolved_reason
+    from engine.venues.registry import VenueConfig, lookup
+
+    markets = load_markets(_settings(srv))
+    yes = instrument_for(1, "pm", markets[RAIN_YES])
+    settings = _settings(srv) | {"markets": markets, "latency_ns": 1000}
+    ex = lookup("polymarket").execution(
+        VenueConfig("pm", "polymarket", InstrumentTable([yes]), settings)
+    )
+    t = 10**9
+    ev = ex.on_market_data(BookSnapshot(1, [480], [30_000], [520], [30_000], t, t, 1), t)
+    ev += ex.submit(
+        NewOrder(1, 1, 1, Side.BUY, OrderType.LIMIT, TimeInForce.GTC, 520, 1000, t, t), t
+    )
+    ev += ex.poll(2 * t)
+    assert [type(e) for e in ev] == [OrderAccepted, OrderFilled] and ex.positions() == {1: 1000}
+    why = resolved_reason("Yes", Decimal(1))
+    assert why == "market resolved (Yes): pays 1" and payout_of(why) == 1
+    assert payout_of(resolved_reason("50-50", Decimal("0.5"))) == Decimal("0.5")
+    assert payout_of("tick size changed to 0.01 (configured 0.001): restart") is None
+    ev = ex.on_market_data(ExchangeStatus(1, ExchangeStatusKind.HALTED, why, 3 * t, 3 * t), 3 * t)
+    ev += ex.poll(4 * t)
+    (st,) = [e for e in ev if type(e) is Settlement]
+    assert (st.px, st.outcome, st.position) == (1000, 1, 1000)
+    assert ex.positions().get(1, 0) == 0
+    ex.on_market_data(ExchangeStatus(1, ExchangeStatusKind.HALTED, why, 5 * t, 5 * t), 5 * t)
+    assert not [e for e in ex.poll(6 * t) if type(e) is Settlement]  # once

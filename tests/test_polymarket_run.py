@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import uuid
 from decimal import Decimal
@@ -22,7 +21,7 @@ import pytest
 from eth_account import Account
 
 from tests.test_preflight import set_key
-from tests.venue_e2e import BASE, engine, expect, stop, summary
+from tests.venue_e2e import BASE, engine, engine_position, expect, stop, summary
 from tests.venues.polymarket import PolymarketServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -71,22 +70,33 @@ def _ours(srv: PolymarketServer, address: str) -> list[Any]:
     return [o for o in srv.matcher.orders.values() if o.account == address.lower()]
 
 
-def test_paper_run_buys_on_the_clobs_book_and_sends_it_nothing(tmp_path: Path) -> None:
+def test_paper_run_buys_on_the_clobs_book_settles_its_resolution_and_sends_it_nothing(
+    tmp_path: Path,
+) -> None:
+    """Paper: 20 YES bought at 0.52 on the CLOB's book through the simulated exchange; the
+    market resolves YES on the venue and the paper position settles at 1: realized +9.60."""
     with PolymarketServer() as srv:
         cfg = _config(tmp_path, srv, live=False)
-        out = subprocess.run(
-            [*_cmd(cfg, "--duration", "6", "--quiet")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=os.environ,
-        )
-        assert out.returncode == 0, out.stderr[-4000:]
-        assert "PAPER" in out.stdout + out.stderr or "paper" in (out.stdout + out.stderr).lower()
+        eid = _engine_id(cfg)
+        with engine(_cmd(cfg, "--duration", "60", "--quiet"), dict(os.environ)) as proc:
+            expect(lambda: engine_position(eid) == 2000, 45, proc, "the paper TWAP filled")
+            cid = next(m.condition_id for m in srv.markets.values() if m.slug in SYMBOL)
+            srv.call(srv.resolve, cid, "Yes")
+            expect(lambda: engine_position(eid) == 0, 15, proc, "the paper position settled")
+            out, err = stop(proc)
+        assert proc.returncode == 0, err[-4000:]
+        assert "PAPER" in out + err
         pos = summary(tmp_path)["positions"][SYMBOL]
-        assert pos["position"] == pos["position_from_fills"] == 2000
+        assert pos["position"] == pos["position_from_fills"] == 0
+        assert pos["realized"] == pytest.approx(9.60), json.dumps(pos)
         assert srv.requests.get("POST /order", 0) == 0 and not srv.api_keys  # no key, no order
         assert srv.requests["GET /markets"] >= 1  # the pre-flight listed its markets
+
+
+def _engine_id(cfg: Path) -> str:
+    import tomllib
+
+    return str(tomllib.loads(cfg.read_text())["engine"]["id"])
 
 
 def _keystore(tmp_path: Path, address: str, pk: str) -> str:

@@ -11,7 +11,8 @@ and the venue answers "PONG"; nothing at all for ``stale_after_s`` reconnects.
 
 Refused rather than approximated: a tick size change makes our integer ticks wrong, so that
 token is HALTED (``ExchangeStatus``) and its book is no longer published until a restart takes
-the new tick; a resolved market's tokens are HALTED with the winner in the reason.
+the new tick; a resolved market's tokens are HALTED, the reason naming the winner and what a
+share pays (``polymarket_paper.resolved_reason``: the paper venue settles on it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -35,6 +37,7 @@ from engine.venues import polymarket_wire as wire
 from engine.venues.ccxt_markets import VenueMarket, rules_for
 from engine.venues.ccxt_session import AsyncBridge
 from engine.venues.data import InstrumentRules
+from engine.venues.polymarket_paper import resolved_reason
 
 __all__ = ["PolymarketDataClient"]
 
@@ -221,8 +224,8 @@ class PolymarketDataClient:
             for tok in m.get("assets_ids") or []:
                 ins = self._by_token.get(str(tok))
                 if ins is not None:
-                    why = f"market resolved: {m.get('winning_outcome') or 'no winner'}"
-                    self._halt(ins, why, now)
+                    outcome = str(m.get("winning_outcome") or "")
+                    self._halt(ins, resolved_reason(outcome, _payout(ins, str(tok), m)), now)
 
     def _halt(self, ins: Instrument, why: str, now: int) -> None:
         if ins.instrument_id in self.halted:
@@ -279,3 +282,15 @@ class PolymarketDataClient:
         ap = min(asks, default=0)
         q = Quote(iid, bp, bids.get(bp, 0), ap, asks.get(ap, 0), ts, now, self._seq[iid])
         self._out.append(q)
+
+
+def _payout(ins: Instrument, token: str, m: Mapping[str, Any]) -> Decimal:
+    """What a share of ``token`` pays by a ``market_resolved`` message: 1 for the winning
+    token (by id, else by outcome), 0.5 each where no token won (a 50/50), else 0."""
+    winner = str(m.get("winning_asset_id") or "")
+    if winner:
+        return Decimal(int(winner == token))
+    outcome = str(m.get("winning_outcome") or "")
+    if outcome and outcome.lower() == ins.outcome.lower():
+        return Decimal(1)
+    return Decimal("0.5") if outcome.replace("/", "-").lower() in ("50-50", "") else Decimal(0)

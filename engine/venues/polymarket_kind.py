@@ -2,7 +2,8 @@
 
 Market data always comes from the venue's market channel (``polymarket_data``). Execution is
 paper unless the run decided live (``settings["live"]``: ops/venue_run.py's three gates): paper
-is the simulated exchange matching our orders against the venue's real book; live is
+is the simulated exchange matching our orders against the venue's real book, settled when the
+venue resolves a market (``polymarket_paper``); live is
 ``polymarket_exec.PolymarketExecutionClient`` (orders signed with the wallet's key). Both sit
 behind ``OrderRulesGate``: the market's minimum size and status refuse an order before it
 leaves, the same in paper and live. Credentials: ``api_secret`` is the wallet's private key.
@@ -61,7 +62,9 @@ def _execution(c: VenueConfig) -> ExecutionClient:
             seed=c.seed,
             record_path=c.record_path,
         )
-        return OrderRulesGate(paper, rules)  # type: ignore[return-value]
+        from engine.venues.polymarket_paper import ResolvingPaper
+
+        return OrderRulesGate(ResolvingPaper(paper), rules)  # type: ignore[return-value]
     if c.credentials is None:
         raise ValueError(f"venue {c.name!r}: live trading needs the wallet key (api_secret)")
     from engine.venues.polymarket_exec import PolymarketExecutionClient

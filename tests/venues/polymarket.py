@@ -10,7 +10,7 @@ and its size at least the market's minimum. Each outcome token is one book of
 :class:`tests.venues.matching.Matcher` (symbol = token id; buying locks USDC, selling the token).
 
 Faults: ``disconnect`` (``stream`` market | user | all), ``rate_limit`` (429 with Retry-After
-on the next ``times`` REST requests), and ``resolve`` / ``change_tick`` as actions: a market
+on the next ``times`` REST requests, of ``path`` only where given), and ``resolve`` / ``change_tick`` as actions: a market
 resolved while our orders rest cancels them (user channel CANCELLATION), pays the tokens out
 (1 / 0, or 0.5 each for a 50/50) and sends ``market_resolved`` on the market channel.
 """
@@ -180,7 +180,10 @@ class PolymarketServer(ExchangeServer):
 
     @web.middleware
     async def _rate_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if not request.path.startswith(("/__control", "/ws/")):
+        armed = self.faults.active("rate_limit")
+        scope = (armed or {}).get("path", request.path)  # a path, or every REST request
+        rest = not request.path.startswith(("/__", "/ws/"))
+        if armed is not None and scope == request.path and rest:
             args = self.faults.take("rate_limit")
             if args is not None:
                 after = str(args.get("retry_after", 1))
