@@ -357,7 +357,7 @@ class ExecEngine:
             or coid in self.emulator
             or coid in self._retry_count
             or coid in self._session_wait
-            or self._lw.holds(coid)
+            or (bool(self.lists.legs) and self._lw.holds(coid))
         )
         if local and self._drop_local(coid):
             self._local_cancel(r.order, "canceled", c.ts_origin, now_ns, out)
@@ -375,7 +375,7 @@ class ExecEngine:
         an order list)."""
         if self._held.pop(coid, None) is not None:
             return True
-        if self._lw.drop(coid):
+        if self.lists.legs and self._lw.drop(coid):
             return True
         if self.emulator.cancel(coid) is not None:
             return True
