@@ -407,16 +407,24 @@ def test_rate_limits_are_waited_out_and_a_stale_stream_is_reconnected(live: Live
 
 def test_a_restarted_client_knows_its_resting_bets_from_the_venue(live: Live) -> None:
     o = live.order((MID, CHELSEA), Side.BUY, "6.0", "3")
+    done = live.order((MID, ARSENAL), Side.BUY, "2.0", "10")
     live.submit(o)
+    live.submit(done)
     live.wait(lambda: live.of(OrderAccepted, o.client_order_id) != [], why="resting")
+    live.wait(lambda: live.of(OrderFilled, done.client_order_id) != [], why="matched")
     live.ex.close()
     again = Live(live.srv)
     try:
-        assert again.ex.knows_order(o.client_order_id)
+        assert again.ex.knows_order(o.client_order_id) and again.ex.knows_order(
+            done.client_order_id
+        )
         assert [(x.client_order_id, x.px, x.qty) for x in again.ex.open_orders()] == [
             (o.client_order_id, 600, 300)
         ]
         assert again.ex.poll(time.time_ns()) == []  # known again quietly, not accepted twice
+        # the matched bet is the venue's position; its fills are the record's, not new ones
+        assert again.ex.positions() == {done.instrument_id: 1000}
+        assert again.ex.fills_since(0) == []
     finally:
         again.close()
 

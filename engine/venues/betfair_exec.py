@@ -510,7 +510,9 @@ class BetfairExecutionClient(StatusReports):
                         continue
                 seen.add(t.order.client_order_id)
                 said = self.book.on_bet(t, _bet(row), now, now)
-                if not adopted:  # an adopted order's past is the record's: known, not re-sent
+                if adopted:
+                    self._baseline(said)
+                else:
                     ev += said
             for t in live:
                 late = time.monotonic() - t.since > window
@@ -518,6 +520,16 @@ class BetfairExecutionClient(StatusReports):
                     t.phase = "rejected"
                     ev.append(OrderRejected.for_order(t.order, "not placed (no answer)", now, now))
         self._emit(ev)
+
+    def _baseline(self, said: list[object]) -> None:
+        """An adopted bet's matched stake: the venue's position, not new fills (the record
+        has them; a fill made while no exec ran shows as a position the record lacks, which
+        reconciliation reports: docs/betfair.md)."""
+        for e in said:
+            if isinstance(e, OrderPartiallyFilled):
+                self.book.fills.remove(e)
+                d = e.fill_qty if e.side == Side.BUY else -e.fill_qty
+                self._positions[e.instrument_id] = self._positions.get(e.instrument_id, 0) + d
 
     def _adopt(self, row: Mapping[str, Any]) -> Tracked | None:
         """An order of ours the venue has and we do not (a restarted exec): known again."""
