@@ -210,7 +210,7 @@ def test_market_channel_books_in_sequence_prints_reconnects_and_halts(
         srv.faults.arm("disconnect", stream="market")
         n = len(got)
         assert take(lambda ms: sum(isinstance(m, BookSnapshot) for m in ms[n:]) == 4)
-        assert md.counters()["reconnects"] >= 1
+        assert md.counters()["reconnects"] >= 1 and md.counters()["resyncs"] >= 4
 
         srv.call(srv.change_tick, token, "0.01")
         assert take(lambda ms: any(isinstance(m, ExchangeStatus) for m in ms))
@@ -235,7 +235,9 @@ def test_market_channel_books_in_sequence_prints_reconnects_and_halts(
 class Live:
     """A live execution client on a fresh wallet, with what it said so far."""
 
-    def __init__(self, srv: PolymarketServer, journal: Path | None = None, pk: str = "") -> None:
+    def __init__(
+        self, srv: PolymarketServer, journal: Path | None = None, pk: str = "", **settings: Any
+    ) -> None:
         self.srv = srv
         self.markets = load_markets(_settings(srv))
         self.table = _table(self.markets)
@@ -244,7 +246,7 @@ class Live:
             "pm",
             self.table,
             self.markets,
-            _settings(srv),
+            _settings(srv) | settings,
             Credentials("", self.pk),
             journal=journal,
         )
@@ -454,3 +456,13 @@ def test_paper_settles_when_the_channel_says_the_market_resolved(srv: Polymarket
     assert ex.positions().get(1, 0) == 0
     ex.on_market_data(ExchangeStatus(1, ExchangeStatusKind.HALTED, why, 5 * t, 5 * t), 5 * t)
     assert not [e for e in ex.poll(6 * t) if type(e) is Settlement]  # once
+
+
+def test_a_silent_user_channel_is_reconnected(srv: PolymarketServer) -> None:
+    lv = Live(srv, stale_after_s=0.4, ping_s=0.1)
+    try:
+        assert lv.ex.state() == "connected"
+        srv.faults.arm("stall", seconds=1.0, stream="user")  # no events, no PONG
+        assert _until(lambda: lv.ex.stats["user_reconnects"] >= 1)
+    finally:
+        lv.ex.close()

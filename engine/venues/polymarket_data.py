@@ -242,7 +242,7 @@ class PolymarketDataClient:
         iid = ins.instrument_id
         if iid in self.halted:
             return
-        if iid in self._books:
+        if self._seq.get(iid):  # a book again (a reconnect, or the venue's own resend)
             self.resyncs += 1
         seq = self._seq[iid] = self._seq.get(iid, 0) + 1
         snap = wire.book_snapshot(ins, m, seq, now, self.depth)

@@ -366,7 +366,7 @@ class PolymarketExecutionClient(StatusReports):
             markets = sorted(set(self._cid.values()))
             await ws.send_str(json.dumps({"auth": auth, "markets": markets, "type": "user"}))
             self._poke.set()  # a backfill after every (re)connect
-            last_ping = time.monotonic()
+            last_ping = heard = time.monotonic()
             while not self._closing:
                 if time.monotonic() - last_ping >= ping:
                     await ws.send_str("PING")
@@ -374,7 +374,10 @@ class PolymarketExecutionClient(StatusReports):
                 try:
                     msg = await asyncio.wait_for(ws.receive(), min(ping, stale))
                 except TimeoutError:
+                    if time.monotonic() - heard > stale:  # not even a PONG: a dead link
+                        raise ClobError(0, f"user channel silent for {stale:g} s") from None
                     continue
+                heard = time.monotonic()
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     raise ClobError(0, f"user channel closed ({msg.type.name})")
                 if msg.data not in ("PONG", "PING"):
