@@ -453,3 +453,101 @@ def test_schedule_runs_on_market_time_when_the_venue_clock_differs():
     ev = md(coin, 0.39, 0.40, 3 * 10**9 + 1, lag=7 * 10**9)
     (st,) = _of(ev, Settlement)
     assert st.ts_event == 3 * 10**9 and st.outcome == 1 and st.position == 10
+
+
+_PAPER = """
+[engine]
+id = "{eid}"
+var_dir = "{var}"
+[inference]
+enabled = false
+[report]
+html = false
+[metrics]
+listen = "127.0.0.1:0"
+[storage.postgres]
+mode = "off"
+[sim]
+account = "margin"
+maker_fee_bps = 0.0
+taker_fee_bps = 0.0
+[exec]
+price_gap_bps = 0.0
+[portfolio]
+cash = {{ USD = 100000.0, USDT = 100000.0 }}
+benchmark = ""
+[risk]
+max_position_pct = 100.0
+max_sector_pct = 100.0
+flash_band_pct = 50.0
+price_band_pct = 50.0
+[[instruments]]
+instrument_id = 1
+symbol = "BTC-PERP"
+kind = "perpetual"
+currency = "USDT"
+tick_size = 0.1
+lot_size = 0.001
+initial_margin = 0.05
+maintenance_margin = 0.025
+funding_interval_s = 1
+funding_rate = 0.0001
+initial_price = 60000.0
+annual_vol = 0.6
+[[instruments]]
+instrument_id = 2
+symbol = "RAIN-YES"
+kind = "binary"
+market_id = "rain"
+tick_size = 0.01
+initial_price = 0.35
+annual_vol = 1.0
+resolves_ns = 300000000
+resolution = "1"
+[[strategies]]
+id = 1
+path = "tests.test_backtest_kinds:Script"
+instruments = ["BTC-PERP", "RAIN-YES"]
+[strategies.params]
+orders = [["BTC-PERP", "buy", 100, 0], ["RAIN-YES", "buy", 50, 0]]
+"""
+
+
+@pytest.mark.timeout(240)
+def test_paper_run_on_the_simulator_pays_funding_and_resolves_a_binary(tmp_path):
+    """`gekko run` (paper, real processes, the synthetic market's clock from 0): a binary that
+    resolves at market time 0.3 s pays 1 a share, a perpetual pays funding every market second;
+    exec's portfolio, the run's record and the venue's own record agree, by hand."""
+    import json
+    import os
+    import sys
+    import time
+
+    from engine.venues.sim_record import read_frames
+    from tests.test_engine_e2e import counter
+    from tests.venue_e2e import engine, stop, summary, wait_for
+
+    eid = "sk" + os.urandom(4).hex()
+    cfg = tmp_path / "gekko.toml"
+    cfg.write_text(_PAPER.format(eid=eid, var=(tmp_path / "var").as_posix()))
+    cmd = [sys.executable, "-m", "ops.cli", "run", "--config", str(cfg), "--quiet"]
+    with engine(cmd, dict(os.environ)) as proc:
+        assert wait_for(lambda: counter(eid, "exec", "fills") >= 2, 120, proc)
+        time.sleep(6)  # the market's clock passes 0.3 s (it runs at ~0.1-0.25x wall time)
+        _, err = stop(proc)
+    assert proc.returncode == 0, err[-3000:]
+    s = summary(tmp_path)
+    assert s["consistent"] is True and s["account"]["settlements"] == 1, s["account"]
+    fills = (tmp_path / "var" / "last_run" / "fills.jsonl").read_text().splitlines()
+    coin = [f for f in map(json.loads, fills) if f["instrument_id"] == 2]
+    cost = sum(f["fill_px"] * 0.01 * f["fill_qty"] for f in coin)
+    assert sum(f["fill_qty"] for f in coin) == 50
+    assert s["positions"]["RAIN-YES"]["position"] == 0
+    assert s["positions"]["RAIN-YES"]["realized"] == pytest.approx(50 * 1.0 - cost)
+    (rec,) = (tmp_path / "var" / "venue").iterdir()
+    frames, _ = read_frames(rec.read_bytes())
+    paid = [f for f in frames if type(f) is FundingPayment]
+    assert [f.ts_event for f in paid] == [k * 10**9 for k in range(1, len(paid) + 1)]
+    funding = sum(-f.position * f.mark_px * 0.1 * 0.001 * 0.0001 for f in paid)
+    assert s["funding"] == pytest.approx(funding)
+    assert [type(f) for f in frames if type(f) is Settlement] == [Settlement]
