@@ -111,8 +111,8 @@ class SimAccounts:
         self._next_id = (zlib.crc32(venue.encode()) & 0x7FFF) << 40
         self._markets: dict[str, list[int]] = {}
         for iid, b in self.books.items():
-            if b.ins.kind == InstrumentKind.BETTING:
-                self._markets.setdefault(b.ins.market_id, []).append(iid)
+            if b.ins.kind == InstrumentKind.BETTING and b.ins.resolution and b.ins.resolves_ns:
+                self._markets.setdefault(b.ins.market_id, []).append(iid)  # those that settle
         self._market_pnl: dict[str, float] = {}
         self._margined = any(b.margined for b in self.books.values())
         #: a margined position changed since the last margin check
