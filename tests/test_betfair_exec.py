@@ -476,3 +476,30 @@ def test_betfairlightweights_own_resources_and_stream_caches_read_the_local_venu
     orders.on_data(json.dumps(ocm | {"oc": [{"id": MID, "orc": [orc]}]}))
     (o,) = orders.snap()[0].orders
     assert (o.bet_id, o.customer_order_ref, o.status) == (bet, "r1", "EXECUTION_COMPLETE")
+
+
+@pytest.mark.parametrize("policy", ["halt", "cancel"])
+def test_a_bet_this_engine_did_not_place_halts_the_venue_or_is_canceled(
+    srv: BetfairServer, policy: str
+) -> None:
+    live = Live(srv, external_orders=policy)
+    try:
+        live.wait(lambda: live.ex.state() == "connected", why="connected")
+        manual = BetfairApi(CREDS, _settings(srv))  # the account's owner, by hand
+        manual.ensure_session()
+        limit = {"size": 5.0, "price": 1.5, "persistenceType": "LAPSE"}
+        ins = {"orderType": "LIMIT", "selectionId": ARSENAL, "side": "LAY", "limitOrder": limit}
+        got = manual.betting.place_orders(MID, [ins | {"customerOrderRef": "by-hand"}])
+        bet = srv.ex.bets[got["instructionReports"][0]["betId"]]
+        if policy == "halt":
+            live.wait(lambda: live.ex.state() == "halted", why="halted")
+            (st,) = [e for e in live.events if type(e) is ExchangeStatus]
+            assert (st.instrument_id, st.status) == (-1, ExchangeStatusKind.HALTED)
+            (r,) = live.ex.submit(live.order((MID, CHELSEA), Side.BUY, "3.0", "2"), 1)
+            assert type(r) is OrderRejected and "not placed by this engine" in r.reason
+            assert bet.remaining == 5  # left alone
+        else:
+            live.wait(lambda: bet.remaining == 0, why="canceled at the venue")
+            assert live.ex.state() == "connected" and bet.cancelled == 5
+    finally:
+        live.close()

@@ -53,6 +53,7 @@ from engine.messages import (
     ReplaceRejectReason,
     Settlement,
 )
+from engine.venue_state import external_orders_policy
 from engine.venues.base import VenueEvent
 from engine.venues.betfair_orders import BetState, OrderBook, Tracked, order_prefix, parse_ref
 from engine.venues.betfair_session import BetfairApi, StreamSocket, StreamWorker, api_error_code
@@ -121,6 +122,9 @@ class BetfairExecutionClient(StatusReports):
         self._out: deque[object] = deque()
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._halted: dict[int, str] = {}
+        self._external = external_orders_policy(s)
+        self._venue_halt = ""  # why the whole venue is halted ("": it is not)
+        self._external_seen: set[str] = set()
         self._positions: dict[int, int] = {}
         self._settled: set[int] = set()
         self._settling: set[str] = set()
@@ -177,6 +181,10 @@ class BetfairExecutionClient(StatusReports):
             self._thread.join(5)
 
     def state(self) -> str:
+        """ "halted" (an external bet under ``external_orders = "halt"``), "connected" (the
+        order stream is up) or "down"."""
+        if self._venue_halt:
+            return "halted"
         st = self._stream
         return "connected" if st is not None and st.connected.is_set() else "down"
 
@@ -234,6 +242,8 @@ class BetfairExecutionClient(StatusReports):
             return f"betfair has no time in force {TimeInForce(order.tif).name} (GTC, IOC, FOK)"
         if not betfair_ladder_ok(order.px, ins.tick_size):
             return f"odds {odds(ins, order.px)} are not on Betfair's price ladder"
+        if self._venue_halt:
+            return f"venue halted: {self._venue_halt}"
         if order.instrument_id in self._halted:
             return f"market {ins.market_id} is {self._halted[order.instrument_id]} at the venue"
         if order.instrument_id in self._settled:
@@ -465,7 +475,8 @@ class BetfairExecutionClient(StatusReports):
                     for uo in orc.get("uo") or []:
                         t = self.book.find(str(uo.get("id")), str(uo.get("rfo") or ""))
                         if t is None:
-                            self.stats["external"] += 1
+                            if uo.get("status") == "E":
+                                ev += self._external_bet(str(oc.get("id")), str(uo["id"]), now)
                             continue
                         ev += self.book.on_bet(t, _bet(uo), ts, now)
                 if oc.get("closed"):
@@ -507,6 +518,9 @@ class BetfairExecutionClient(StatusReports):
                 if t is None:
                     t = self._adopt(row)
                     if t is None:
+                        if row.get("status") == "EXECUTABLE":
+                            bet = str(row["betId"])
+                            ev += self._external_bet(str(row["marketId"]), bet, now)
                         continue
                 seen.add(t.order.client_order_id)
                 said = self.book.on_bet(t, _bet(row), now, now)
@@ -520,6 +534,30 @@ class BetfairExecutionClient(StatusReports):
                     t.phase = "rejected"
                     ev.append(OrderRejected.for_order(t.order, "not placed (no answer)", now, now))
         self._emit(ev)
+
+    def _external_bet(self, market_id: str, bet_id: str, now: int) -> list[object]:
+        """A working bet this engine did not place (``external_orders``): "adopt" leaves it
+        be, "cancel" cancels it, "halt" stops new orders on the whole venue (an
+        ``ExchangeStatus`` for instrument -1) until an operator looks."""
+        if bet_id in self._external_seen:
+            return []
+        self._external_seen.add(bet_id)
+        self.stats["external"] += 1
+        log.warning(
+            "betfair %s: bet %s in %s is not ours (%s)",
+            self.name,
+            bet_id,
+            market_id,
+            self._external,
+        )
+        if self._external == "cancel":
+            ins = [{"betId": bet_id}]
+            self._jobs.put(lambda: self._call(self.api.betting.cancel_orders, market_id, ins))
+        elif self._external == "halt" and not self._venue_halt:
+            self._venue_halt = f"bet {bet_id} in {market_id} was not placed by this engine"
+            halted = int(ExchangeStatusKind.HALTED)
+            return [ExchangeStatus(-1, halted, self._venue_halt, now, now)]
+        return []
 
     def _baseline(self, said: list[object]) -> None:
         """An adopted bet's matched stake: the venue's position, not new fills (the record
