@@ -381,7 +381,7 @@ class SimAccounts:
         if not self._margined:
             return
         changed, self.changed = self.changed, False
-        for ccy in {b.ins.currency for b in self.books.values() if b.margined}:
+        for ccy in sorted({b.ins.currency for b in self.books.values() if b.margined}):
             has_pos = any(
                 b.pos and b.margined for b in self.books.values() if b.ins.currency == ccy
             )
