@@ -114,7 +114,9 @@ class SimAccounts:
             if b.ins.kind == InstrumentKind.BETTING and b.ins.resolution and b.ins.resolves_ns:
                 self._markets.setdefault(b.ins.market_id, []).append(iid)  # those that settle
         self._market_pnl: dict[str, float] = {}
-        self._margined = any(b.margined for b in self.books.values())
+        #: the currencies of margined instruments, in a fixed order (the events' order)
+        self._margin_ccys = sorted({b.ins.currency for b in self.books.values() if b.margined})
+        self._margined = bool(self._margin_ccys)
         #: a margined position changed since the last margin check
         self.changed = False
 
@@ -381,7 +383,7 @@ class SimAccounts:
         if not self._margined:
             return
         changed, self.changed = self.changed, False
-        for ccy in sorted({b.ins.currency for b in self.books.values() if b.margined}):
+        for ccy in self._margin_ccys:
             has_pos = any(
                 b.pos and b.margined for b in self.books.values() if b.ins.currency == ccy
             )
