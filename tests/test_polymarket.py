@@ -399,12 +399,14 @@ def test_a_restarted_client_knows_its_orders_from_the_journal(
     first = Live(srv, journal=tmp_path / "pm.venue")
     first.order(1, RAIN_YES, Side.BUY, 450, 2000)
     assert first.wait(lambda ev: first.of(OrderAccepted, 1))
+    first.events += first.ex.replace(ReplaceOrder(1, 1, first.iid(RAIN_YES), 440, 1500, 0, 0), 0)
+    assert first.wait(lambda ev: first.of(OrderReplaced, 1))
     first.ex.close()
     again = Live(srv, journal=tmp_path / "pm.venue", pk=first.pk)
     try:
         assert again.ex.knows_order(1) and again.ex.stats["restored"] == 1
         assert [(o.client_order_id, o.px, o.qty) for o in again.ex.open_orders()] == [
-            (1, 450, 2000)
+            (1, 440, 1500)  # the replaced terms
         ]
         again.events += again.ex.cancel(CancelOrder(1, 1, again.iid(RAIN_YES), 0, 0), 0)
         assert again.wait(lambda ev: again.of(OrderCanceled, 1))

@@ -368,6 +368,13 @@ class OrderTable:
         ts = _ts_ns(o, now_ns)
         return OrderAccepted.for_order(t.order, venue_order_int(vid), ts, now_ns)
 
+    def expect_venue_id(self, coid: int, vid: str) -> None:
+        """The venue order id of ``coid``'s current generation, known before the venue answers
+        (a venue whose order id is the hash of what we sign: Polymarket). Its updates find the
+        order from then on, a timed-out submit included."""
+        t = self.orders[coid]
+        self._register(t, vid, t.gen)
+
     def _register(self, t: Tracked, vid: str, gen: int) -> None:
         """Map a venue order id to ours; only the current generation's becomes ``venue_id``
         (an older one's trades still count)."""

@@ -521,16 +521,19 @@ class PolymarketExecutionClient(StatusReports):
         )
         return d, wire.order_hash(d, self._chain)
 
-    def _journal_add(self, coid: int, vid: str, order: NewOrder) -> None:
+    def _journal_add(self, coid: int, vid: str, t: Tracked) -> None:
+        """One line per venue order: (client order id, hash) and the order's terms then (a
+        replace's new generation, price and total size)."""
         if self._journal is None:
             return
-        line = {"coid": coid, "vid": vid, "order": msgspec.to_builtins(order)}
+        line = {"coid": coid, "vid": vid, "gen": t.gen, "px": t.px, "amount": str(t.amount)}
+        line["order"] = msgspec.to_builtins(t.order)
         with self._journal.open("a") as f:
             f.write(json.dumps(line) + "\n")
 
     def _restore(self) -> None:
-        """Journaled orders back into the table (their state comes from the backfill; no
-        events: exec has them already)."""
+        """Journaled orders back into the table, each at its last generation's terms (their
+        state comes from the backfill; no events: exec has them already)."""
         if self._journal is None or not self._journal.exists():
             return
         for line in self._journal.read_text().splitlines():
@@ -541,10 +544,13 @@ class PolymarketExecutionClient(StatusReports):
                 if ins is None:
                     continue
                 with self._lock:
-                    t = self.table.get(order.client_order_id) or self.table.add(order, ins, 0)
+                    t = self.table.get(order.client_order_id)
+                    if t is None:
+                        t = self.table.add(order, ins, 0)
+                        self.stats["restored"] += 1
                     t.phase, t.accepted = Phase.OPEN, True
-                    self.table._register(t, str(e["vid"]), t.gen)
-                self.stats["restored"] += 1
+                    t.gen, t.px, t.amount = int(e["gen"]), int(e["px"]), Decimal(e["amount"])
+                    self.table.expect_venue_id(order.client_order_id, str(e["vid"]))
 
     async def _post(self, t: Tracked, d: dict[str, Any]) -> dict[str, Any]:
         assert self._rest is not None and self._rest.creds is not None
@@ -567,8 +573,8 @@ class PolymarketExecutionClient(StatusReports):
             return
         d, vid = self._signed(t, t.order.qty, t.order.px)
         with self._lock:
-            self.table._register(t, vid, t.gen)  # its id before the answer: the stream may win
-        self._journal_add(coid, vid, t.order)
+            self.table.expect_venue_id(coid, vid)  # its id before the answer: the stream may win
+        self._journal_add(coid, vid, t)
         try:
             got = await self._post(t, d)
         except RateLimited as e:
@@ -651,8 +657,8 @@ class PolymarketExecutionClient(StatusReports):
             before = self.table.new_generation(r.client_order_id, new_open, r.new_px)
         d, vid = self._signed(t, r.new_qty, r.new_px)
         with self._lock:
-            self.table._register(t, vid, t.gen)
-        self._journal_add(r.client_order_id, vid, t.order)
+            self.table.expect_venue_id(r.client_order_id, vid)
+        self._journal_add(r.client_order_id, vid, t)
         try:
             got = await self._post(t, d)
             ok, why = bool(got.get("success", True)), str(got.get("errorMsg") or "")
