@@ -392,6 +392,15 @@ def test_a_fill_while_the_stream_is_down_arrives_once_after_the_reconnect(live: 
     assert live.md.counters()["reconnects"] >= 1
 
 
+def test_an_expired_session_is_logged_in_again_and_the_bet_placed_once(live: Live) -> None:
+    live.srv.sessions.clear()  # the venue forgot every session (expired)
+    o = live.order((MID, ARSENAL), Side.BUY, "2.0", "3")
+    live.submit(o)
+    live.wait(lambda: live.of(OrderFilled, o.client_order_id) != [], why="placed after login")
+    assert live.ex.inner.stats["relogins"] >= 1
+    assert [b.size for b in srv_bets(live)] == [Decimal(3)]
+
+
 def test_rate_limits_are_waited_out_and_a_stale_stream_is_reconnected(live: Live) -> None:
     live.srv.faults.arm("rate_limit", times=2)
     o = live.order((MID, ARSENAL), Side.BUY, "2.0", "2")

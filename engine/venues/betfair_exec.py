@@ -135,6 +135,7 @@ class BetfairExecutionClient(StatusReports):
         self._next_poll = 0.0
         self.synced = threading.Event()
         self.stats = dict.fromkeys(("submits", "unknown", "rate_limited", "external"), 0)
+        self.stats["relogins"] = 0
         if start:
             self.start(float(s.get("start_timeout_s", 30.0)))
 
@@ -208,13 +209,21 @@ class BetfairExecutionClient(StatusReports):
                 self._next_poll = time.monotonic() + poll_s
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn`` with TOO_MANY_REQUESTS waited out (``rate_limit_retries`` times)."""
+        """``fn`` with TOO_MANY_REQUESTS waited out (``rate_limit_retries`` times) and, with
+        a login, an expired session logged in again once (the venue did nothing either way)."""
         wait, retries = 0.2, int(self.settings.get("rate_limit_retries", 5))
-        for attempt in range(retries + 1):
+        relogged = False
+        for attempt in range(retries + 2):
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                if api_error_code(exc) != "TOO_MANY_REQUESTS" or attempt >= retries:
+                code = api_error_code(exc)
+                if code == "INVALID_SESSION_INFORMATION" and self.api.interactive and not relogged:
+                    relogged = True
+                    self.stats["relogins"] += 1
+                    self.api.login_interactive()
+                    continue
+                if code != "TOO_MANY_REQUESTS" or attempt >= retries:
                     raise
                 self.stats["rate_limited"] += 1
                 time.sleep(wait)
@@ -493,6 +502,7 @@ class BetfairExecutionClient(StatusReports):
         self._jobs.put(lambda: self._settle(market_id))
 
     def _periodic(self) -> None:
+        self.api.ensure_session()  # keepAlive (or a new login) past half the session's life
         self._check_orders()
         self._refresh_balance()
 

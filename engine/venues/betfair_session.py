@@ -220,6 +220,8 @@ class StreamWorker:
             if self._stop.is_set():
                 break
             self._on_state("down")
+            if "SESSION" in self.listener.error and self.api.interactive:
+                self.api.session_token = None  # expired: the next connect logs in again
             self.listener.error = ""
             self._stop.wait(wait * (1 + random.random() * 0.2))
             wait = min(wait * 2, self._max_s)
