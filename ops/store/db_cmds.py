@@ -48,7 +48,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts = {}
         if all(r["state"] != "pending" for r in rows):
             tables = ("runs", "orders", "order_events", "fills", "quotes", "trades", "risk_events")
-            for t in (*tables, "models", "audit_log"):
+            for t in (*tables, "account_events", "models", "audit_log"):
                 counts[t] = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             print("rows: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
         return 0 if all(r["state"] == "applied" for r in rows) else 1
