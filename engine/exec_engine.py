@@ -717,7 +717,8 @@ class ExecEngine:
         """Rebuild the order table after a restart (``OrderTable.restore``), before any order.
 
         Emulated stops not yet triggered are armed again (a trailing stop's mark restarts from
-        the market); orders that were held (INITIALIZED) come back held — a later
+        the market; legs of order lists are left to ``restore_lists``, call it next); orders that
+        were held (INITIALIZED) come back held — a later
         ``ExchangeStatus`` OPEN or ``set_trading_status(VENUE_WIDE, False, now)`` sends them.
         Exec's own id counter moves past every restored id of its block. Reconcile the result
         with the venue's open orders and positions before trading (DESIGN §7).

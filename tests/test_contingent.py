@@ -319,3 +319,19 @@ def test_an_expired_parent_ends_its_children(ex):
     out = e.poll(day_end + 1)
     assert [type(x).__name__ for x in out] == ["OrderExpired", "OrderCanceled"]
     assert out[1].client_order_id == 2 and "parent 1 ended" in out[1].reason
+
+
+def test_a_table_snapshot_restores_the_lists(ex):
+    """ExecEngine.restore (stored OrderSnapshots) then restore_lists: the same lists, the same
+    held and armed legs, and the run goes on from there."""
+    e, v = ex
+    bracket(e, qty=10, child=5)
+    e.on_market_data(q(98, 100, 5, aq=1), 5)  # 1 of 10: the half-size children still held
+    e2 = ExecEngine(v, INS, ExecPolicy(max_retries=0), algo_engine=None, id_block=1)
+    e2.restore(e.table.snapshot())
+    assert e2.restore_lists(6) == []
+    assert e2.lists.state() == e.lists.state() and e2.lists.legs[3].waiting
+    e2.on_market_data(q(98, 100, 7, aq=9), 7)  # the rest: children released at 5
+    assert e2.table.get(2).qty == 5 and e2.emulator.held()[0].qty == 5
+    e2.on_market_data(q(89, 91, 8), 8)  # the stop-loss fires, the take-profit is canceled
+    assert e2.state(3) == OrderState.FILLED and e2.state(2) == OrderState.CANCELED
