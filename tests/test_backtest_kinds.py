@@ -150,7 +150,7 @@ def test_perpetual_funding_payment(tmp_path):
             ("2026-01-05T09:00:00", "BTCUSDT-PERP", 50_100.0, 50_100.2),
         ],
         [["BTCUSDT-PERP", "buy", 2_000, 0]],  # 2 BTC at the ask, 50000.2
-        cash="{ USDT = 10000.0 }",
+        cash="{ USDT = 20000.0 }",  # 10% of the notional to open
         sim='account = "margin"',
     )
     assert s["positions"][1] == 2_000 and s["risk_positions"][1] == 2_000
@@ -160,7 +160,7 @@ def test_perpetual_funding_payment(tmp_path):
     assert s["pnl"]["funding"] == pytest.approx(funding)
     assert s["pnl"]["unrealized"] == pytest.approx(2 * (50_100.1 - 50_000.2))
     assert s["pnl"]["net"] == pytest.approx(2 * 99.9 + funding)
-    assert s["pnl"]["equity"] == pytest.approx(10_000 + 2 * 99.9 + funding)
+    assert s["pnl"]["equity"] == pytest.approx(20_000 + 2 * 99.9 + funding)
 
 
 def test_liquidation(tmp_path):

@@ -95,7 +95,7 @@ PERP = Instrument(
 
 
 def test_perpetual_pays_funding_at_its_schedule_at_the_mark():
-    sim = SimExchange([PERP], balance={"USDT": 10_000.0})
+    sim = SimExchange([PERP], balance={"USDT": 20_000.0})  # 10% of 2 x 50000 to open
     t0 = _ns("2026-01-05T06:00:00")
     _md(sim, PERP, 50_000.0, 50_000.2, t0)
     ev = sim.submit(_order(PERP, Side.BUY, 2_000, t0), t0)  # 2 BTC at the ask, 50000.2
@@ -116,7 +116,7 @@ def test_perpetual_pays_funding_at_its_schedule_at_the_mark():
     (fp2,) = _of(ev, FundingPayment)
     assert fp2.amount == pytest.approx(-2 * 50_200.1 * 0.0001) and fp2.payment_id == base + 2
     # the venue's cash: 10000 - 2 x 50000.2 + both payments (positions are not cash)
-    cash = 10_000 - 2 * 50_000.2 - 2 * 50_100.1 * 0.0001 - 2 * 50_200.1 * 0.0001
+    cash = 20_000 - 2 * 50_000.2 - 2 * 50_100.1 * 0.0001 - 2 * 50_200.1 * 0.0001
     assert sim._accounts.cash["USDT"] == pytest.approx(cash)
 
 
@@ -154,12 +154,13 @@ def test_margin_account_is_liquidated_below_maintenance():
 
 
 def test_liquidation_cancels_open_orders_of_the_instrument():
-    sim = SimExchange([PERP], balance={"USDT": 1_000.0})
+    sim = SimExchange([PERP], balance={"USDT": 1_100.0})
     t0 = _ns("2026-01-05T01:00:00")
     _md(sim, PERP, 49_999.9, 50_000.0, t0)
     sim.submit(_order(PERP, Side.BUY, 200, t0), t0)
     sim.submit(_order(PERP, Side.BUY, 10, t0, px=40_000.0), t0)
-    ev = _md(sim, PERP, 47_000.0, 47_000.2, t0 + 1)
+    # mark 46500: equity 1100 - 0.2 x 3500 = 400 < maintenance 0.2 x 46500 x 5% = 465
+    ev = _md(sim, PERP, 46_499.9, 46_500.1, t0 + 1)
     assert [e.reason for e in ev if type(e).__name__ == "OrderCanceled"] == ["liquidation"]
     assert sim.open_orders() == []
 
@@ -364,7 +365,7 @@ def test_spot_only_venue_has_no_accounts():
 
 def test_fill_types_are_unchanged_for_kinds():
     # a filled order on a perpetual is an ordinary OrderFilled (the portfolio books it)
-    sim = SimExchange([PERP])
+    sim = SimExchange([PERP], balance={"USDT": 100.0})
     t0 = _ns("2026-01-05T01:00:00")
     _md(sim, PERP, 49_999.9, 50_000.0, t0)
     assert type(_fills(sim.submit(_order(PERP, Side.BUY, 1, t0), t0))[0]) is OrderFilled
@@ -551,3 +552,16 @@ def test_paper_run_on_the_simulator_pays_funding_and_resolves_a_binary(tmp_path)
     funding = sum(-f.position * f.mark_px * 0.1 * 0.001 * 0.0001 for f in paid)
     assert s["funding"] == pytest.approx(funding)
     assert [type(f) for f in frames if type(f) is Settlement] == [Settlement]
+
+
+def test_orders_adding_to_a_margined_position_need_the_initial_margin():
+    sim = SimExchange([PERP], balance={"USDT": 1_000.0})
+    t0 = _ns("2026-01-05T01:00:00")
+    _md(sim, PERP, 49_999.9, 50_000.0, t0)
+    # 0.21 BTC at the mark 49999.9: 10% = 1050 > equity 1000
+    (rej,) = _of(sim.submit(_order(PERP, Side.BUY, 210, t0), t0), OrderRejected)
+    assert rej.reason.startswith("insufficient margin: 1050.00 USDT")
+    assert _fills(sim.submit(_order(PERP, Side.BUY, 200, t0), t0))  # 999.99: fits
+    # a limit buy adds 0.01 x 40000 x 10% = 40 more: refused; a sell reducing it always passes
+    assert _of(sim.submit(_order(PERP, Side.BUY, 10, t0, px=40_000.0), t0), OrderRejected)
+    assert _fills(sim.submit(_order(PERP, Side.SELL, 150, t0), t0))

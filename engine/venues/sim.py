@@ -469,7 +469,7 @@ class SimExchange(MarketFlow, StatusReports):
         if o.instrument_id not in self._insts:
             return f"unknown instrument {o.instrument_id}"
         if self._accounts is not None:
-            why = self._accounts.refuse(o.instrument_id, o.px, o.order_type == OrderType.LIMIT)
+            why = self._accounts.refuse(self, o)
             if why:
                 return why
         halt = self._insts[o.instrument_id].halt_reason

@@ -34,8 +34,10 @@ from engine.messages import (
     FundingPayment,
     Liquidation,
     MarginStatus,
+    NewOrder,
     OrderCanceled,
     OrderExpired,
+    OrderType,
     Settlement,
 )
 
@@ -137,20 +139,40 @@ class SimAccounts:
         )
 
     # --- what the venue tells us ----------------------------------------------------------------
-    def refuse(self, instrument_id: int, px: int, limit: bool) -> str:
-        """Why an order for the instrument is refused by the market's state ("" if it is not)."""
-        b = self.books.get(instrument_id)
+    def refuse(self, sim: SimExchange, o: NewOrder) -> str:
+        """Why the venue refuses a new order for the market's state or the account's margin
+        ("" if it does not)."""
+        b = self.books.get(o.instrument_id)
         if b is None:
             return ""
         if b.settled:
             return f"instrument {b.ins.symbol} no longer trades: {b.settled}"
-        if not limit:
+        limit = o.order_type == OrderType.LIMIT
+        if limit:
+            real = self.real_px(b, o.px)
+            if not b.ins.px_in_range(real):
+                return f"price {real} ticks is outside what {b.ins.kind} trades at"
+            if b.ins.kind == InstrumentKind.BETTING and not betfair_ladder_ok(
+                real, b.ins.tick_size
+            ):
+                return f"odds {real * b.ins.tick_size:g} are not on the betting ladder"
+        if b.margined:
+            return self._margin_refusal(sim, b, o, o.px if limit else self.mark(sim, b))
+        return ""
+
+    def _margin_refusal(self, sim: SimExchange, b: _Book, o: NewOrder, px: int) -> str:
+        """An order that adds to a margined position needs the initial margin of the
+        account's positions and its own within the account's equity (a reducing one never)."""
+        added = o.qty if o.side * b.pos >= 0 else max(0, o.qty - abs(b.pos))
+        if added == 0 or px <= 0:
             return ""
-        real = self.real_px(b, px)
-        if not b.ins.px_in_range(real):
-            return f"price {real} ticks is outside what {b.ins.kind} trades at"
-        if b.ins.kind == InstrumentKind.BETTING and not betfair_ladder_ok(real, b.ins.tick_size):
-            return f"odds {real * b.ins.tick_size:g} are not on the betting ladder"
+        equity, im, _ = self.margin(sim, b.ins.currency)
+        need = im + acc.initial_margin(b.ins, added, px, self.leverage)
+        if need > equity:
+            return (
+                f"insufficient margin: {need:.2f} {b.ins.currency} of initial margin needed, "
+                f"equity {equity:.2f}"
+            )
         return ""
 
     def real_px(self, b: _Book, px: int) -> int:
