@@ -198,6 +198,18 @@ def check_kind_prices(n: int, ins: Any) -> None:
             f"{key}.initial_price",
             f'a binary contract prices a probability in (0, 1), not {ins.initial_price:g} ("{sym}")',
         )
+        per = 1.0 / ins.tick_size
+        _need(
+            abs(per - round(per)) < 1e-6,
+            f"{key}.tick_size",
+            f'a binary contract pays 1: its tick must divide 1 (0.01, 0.001), not {ins.tick_size:g} ("{sym}")',
+        )
+    if ins.kind in (InstrumentKind.BINARY, InstrumentKind.BETTING):
+        _need(
+            not ins.resolution or ins.resolves_ns > 0,
+            f"{key}.resolves",
+            f'resolution = "{ins.resolution}" needs the time it resolves (resolves = "<ISO-8601>") ("{sym}")',
+        )
     if ins.kind == InstrumentKind.BETTING:
         step = 0.01 / ins.tick_size
         _need(
