@@ -52,7 +52,7 @@ import msgspec
 from engine.algos.engine import AlgoEngine
 from engine.contingent import ContingentBook, is_list_order
 from engine.emulation import EMULATABLE, StopEmulator, market_to_limit, triggered_order
-from engine.exec_lists import ListWorker
+from engine.exec_lists import ListWorker, local_members
 from engine.exec_policy import ExecPolicy
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
@@ -746,9 +746,36 @@ class ExecEngine:
         rebuilt (``engine.exec_lists.ListWorker.restore``); returns the events to publish.
         ``local``: the legs that never reached the venue (``engine.exec_lists.local_members``,
         which is the default); ``requests``: the cancel / replace requests exec took, in
-        order (the journal's: an amend of a list-sized leg sets its full size)."""
+        order (the journal's: an amend of a list-sized leg sets its full size).
+
+        At-the-open / at-the-close orders exec held (in ``local`` too) are held again until
+        their session time — the one that was due when they arrived; if it passed while exec
+        was down, they are canceled (``recovery: its session time passed while exec was
+        down``): a missed open is not traded at the next one."""
         self._now = now_ns
-        return self._lw.restore(now_ns, local, requests)
+        if local is None:
+            orders = [r.order for r in self.table.orders.values()]
+            local = local_members(orders, self.table, self.venue)
+        out: list[object] = []
+        self._restore_sessions(local, now_ns, out)
+        return out + self._lw.restore(now_ns, local, requests)
+
+    def _restore_sessions(self, local: set[int], now_ns: int, out: list[object]) -> None:
+        off = self.wall_offset_ns
+        for r in self.table.open_orders():
+            o = r.order
+            coid = o.client_order_id
+            if o.tif not in SESSION_TIFS or coid not in local or coid in self._session_wait:
+                continue  # (list legs never wait for a session: refused on arrival)
+            ins = self.instruments.by_id(o.instrument_id)
+            due = next_session_ns(o.ts_approved + off, ins.session_tz, session_time(ins, o.tif))
+            if due - off <= now_ns:
+                why = "recovery: its session time passed while exec was down"
+                self._local_cancel(o, why, now_ns, now_ns, out)
+                continue
+            self._session_wait[coid] = o
+            heapq.heappush(self._session_due, (due - off, coid))
+        self._flush(out)
 
     @property
     def list_stats(self) -> dict[str, int]:

@@ -47,6 +47,7 @@ from engine.messages import (
     ReplaceOrder,
 )
 from engine.order_states import OrderStatus
+from engine.sessions import SESSION_TIFS
 
 if TYPE_CHECKING:  # the engine owns us: no import cycle
     from engine.exec_engine import ExecEngine
@@ -56,13 +57,20 @@ _BUSY = (OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_REPLACE)
 _STOP_PX = (int(OrderType.STOP), int(OrderType.TRAILING_STOP), int(OrderType.MARKET_IF_TOUCHED))
 
 
+def held_by_exec(o: NewOrder) -> bool:
+    """Whether exec may hold this order itself without the venue ever seeing it across a
+    restart: a leg of an order list, an at-the-open / at-the-close order."""
+    return is_list_order(o) or o.tif in SESSION_TIFS
+
+
 def local_members(orders: Iterable[NewOrder], table: Any, venue: Any) -> set[int]:
-    """List legs open in ``table`` that never reached the venue: held children and emulated
-    legs not yet triggered. A restart keeps them open (reconciliation would otherwise close
-    them as "not open at the venue") and exec holds or arms them again."""
+    """Orders open in ``table`` that never reached the venue and that exec holds again after
+    a restart (``held_by_exec``): held children, emulated legs not yet triggered, session
+    orders. Reconciliation keeps them open (it would otherwise close them as "not open at the
+    venue")."""
     out: set[int] = set()
     for o in orders:
-        if not is_list_order(o):
+        if not held_by_exec(o):
             continue
         r = table.get(o.client_order_id)
         if r is None or not r.is_open or r.triggered or r.venue_order_id:
@@ -105,6 +113,8 @@ class ListWorker:
             e.duplicates += 1
             return
         why = e._refusal(order) or self._check_emulated(order)
+        if not why and order.tif in SESSION_TIFS:
+            why = "contingent: a leg of an order list cannot wait for a session (at-the-open/close)"
         if not why:
             why = self.lists.admit(order, self.facts)
             if not why and not order.parent_id:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.algos.recovery import rebuild_parents
-from engine.contingent import is_list_order
+from engine.exec_lists import held_by_exec
 from engine.messages import (
     CancelOrder,
     NewOrder,
@@ -155,13 +155,13 @@ def _rebuild(
     # kept out of plain-order reconciliation, which would adopt or close their children
     starts, kids = load_algo_log(algo_log_path(cfg, run_id()))
     algo = rebuild_parents(starts, kids, events, venue, now)
-    # order-list legs exec held or armed itself (never at the venue) stay open: exec holds or
-    # arms them again (``ExecEngine.restore_lists``)
+    # order-list legs and session orders exec held or armed itself (never at the venue) stay
+    # open: exec holds or arms them again (``ExecEngine.restore_lists``)
     orders = list(orders)
     out.local = {
         o.client_order_id
         for o in orders
-        if is_list_order(o) and not venue.knows_order(o.client_order_id)
+        if held_by_exec(o) and not venue.knows_order(o.client_order_id)
     }
     res = reconcile(
         orders,

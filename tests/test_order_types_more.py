@@ -213,3 +213,46 @@ def test_a_filled_if_touched_order_ends_filled(ex):
     out = e.on_market_data(quote(100, 102, 3), 3)
     assert isinstance(out[-1], OrderFilled) and e.state(1) == OrderState.FILLED
     assert not any(isinstance(x, OrderCanceled | OrderAccepted) for x in out[2:])
+
+
+def _restarted(e: ExecEngine, venue: SimExchange, orders, events, now: int) -> ExecEngine:
+    """A new exec over the same venue from what its journal would hold (as procs.recovery)."""
+    from engine.exec_lists import held_by_exec
+    from engine.reconcile import reconcile
+
+    local = {
+        o.client_order_id
+        for o in orders
+        if held_by_exec(o) and not venue.knows_order(o.client_order_id)
+    }
+    res = reconcile(orders, events, venue, now, local_ids=local)
+    e2 = ExecEngine(venue, INS, ExecPolicy(max_retries=0), algo_engine=None, id_block=1)
+    e2.table = res.table
+    assert res.publish == []
+    e2.out = e2.restore_lists(now, local)  # type: ignore[attr-defined]
+    return e2
+
+
+def test_a_session_order_is_held_again_after_a_restart():
+    venue = SimExchange(INS)
+    e = ExecEngine(venue, INS, ExecPolicy(max_retries=0), algo_engine=None)
+    t0 = _ns(2026, 3, 4, 8, 0)
+    o = new(1, BUY, 0, 2, OrderType.MARKET, tif=TimeInForce.AT_THE_OPEN, iid=IID_S)
+    o = NewOrder(**{**{f: getattr(o, f) for f in o.__struct_fields__}, "ts_approved": t0})
+    evs = e.on_order(o, t0)
+    e2 = _restarted(e, venue, [o], evs, t0 + 60_000_000_000)
+    assert e2.out == [] and e2.next_event_ns() == _ns(2026, 3, 4, 9, 30)
+    out = e2.poll(_ns(2026, 3, 4, 9, 30))
+    assert types(out)[:2] == ["OrderTriggered", "OrderAccepted"]
+
+
+def test_a_session_time_missed_while_exec_was_down_cancels_the_order():
+    venue = SimExchange(INS)
+    e = ExecEngine(venue, INS, ExecPolicy(max_retries=0), algo_engine=None)
+    t0 = _ns(2026, 3, 4, 8, 0)
+    o = new(1, BUY, 0, 2, OrderType.MARKET, tif=TimeInForce.AT_THE_OPEN, iid=IID_S)
+    o = NewOrder(**{**{f: getattr(o, f) for f in o.__struct_fields__}, "ts_approved": t0})
+    evs = e.on_order(o, t0)
+    e2 = _restarted(e, venue, [o], evs, _ns(2026, 3, 4, 10, 0))  # back after the open
+    assert types(e2.out) == ["OrderCanceled"] and "session time passed" in e2.out[0].reason
+    assert e2.state(1) == OrderState.CANCELED and e2.next_event_ns() is None
