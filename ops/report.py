@@ -34,6 +34,7 @@ from engine.messages import (
 from engine.portfolio import Portfolio
 from engine.venues.ccxt_markets import RULES_PREFIX
 from ops.report_accounts import AccountTally, format_account
+from procs.build import venue_accounts
 from shm.metrics import MetricsRegion, merge_snapshots
 from shm.seqlock import SeqlockTable
 
@@ -82,6 +83,7 @@ class RunRecord:
             cfg.instrument_table(),
             **(pcfg.portfolio_kwargs() if pcfg is not None else {}),
             benchmark=self._benchmark_id(pcfg),
+            accounts=venue_accounts(cfg),  # each venue's account, as exec's portfolio books it
         )
         self.sample_interval_ns = int((pcfg.equity_interval_s if pcfg is not None else 1.0) * 1e9)
         # funding, financing, settlements, liquidations, margin (ops/report_accounts.py)
