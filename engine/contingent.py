@@ -55,6 +55,7 @@ class Leg:
     peers: set[int] = field(default_factory=set)
     waiting: bool = False  # an OTO child exec holds until its parent fills
     native: bool = False  # the venue runs the list itself (``submit_list``): exec only watches
+    raced: bool = False  # an OCO member that filled after a peer had (the venue's race)
 
 
 class Facts:
@@ -218,20 +219,26 @@ class ContingentBook:
             leg.base = max(0, full)
 
     def note_fill(self, coid: int, qty: int, lookup: Lookup) -> None:
-        """Count a fill of an OCO member whose group had filled before: the venue's race (the
-        fill is already applied to ``coid``; a peer with fills means it came second)."""
+        """Count a fill of an OCO member that filled second: its first fill came when a peer of
+        its OCO group had filled already (the venue filled it between that fill and our cancel:
+        the venue's race). Every fill of such a member counts; the first member's never do.
+        Call after the fill is applied to ``coid``."""
         leg = self.legs.get(coid)
-        if leg is None:
+        me = lookup(coid)
+        if leg is None or me is None:
             return
-        for p in leg.peers:
-            other = self.legs.get(p)
-            pf = lookup(p)
-            if other is None or pf is None or pf.filled <= 0:
-                continue
-            if other.order.contingency == OCO or leg.order.contingency == OCO:
-                self.oco_races += 1
-                self.oco_race_qty += qty
-                return
+        if me.filled == qty:  # its first fill: did a peer of its OCO group fill before?
+            for p in leg.peers:
+                other = self.legs.get(p)
+                pf = lookup(p)
+                if other is None or pf is None or pf.filled <= 0:
+                    continue
+                if other.order.contingency == OCO or leg.order.contingency == OCO:
+                    leg.raced = True
+                    break
+        if leg.raced:
+            self.oco_races += 1
+            self.oco_race_qty += qty
 
     # --- views -----------------------------------------------------------------------------------
     def state(self) -> dict[int, tuple[Any, ...]]:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine.contingent import OTO, Facts, is_list_order
+from engine.contingent import OCO, OTO, Facts, is_list_order
 from engine.messages import (
     CancelOrder,
     NewOrder,
@@ -358,6 +358,15 @@ class ListWorker:
         for o in members:
             if o.client_order_id not in self.lists:
                 self.lists.register(o, self.facts)
+        for o in members:  # an OCO leg that filled second (by the venue's fill ids) raced
+            r = e.table.get(o.client_order_id)
+            if r is None or not r.fill_ids or o.contingency != OCO:
+                continue
+            first = min(r.fill_ids)
+            for p in self.lists.legs[o.client_order_id].peers:
+                pr = e.table.get(p)
+                if pr is not None and pr.fill_ids and min(pr.fill_ids) < first:
+                    self.lists.legs[o.client_order_id].raced = True
         for q in requests:
             c = getattr(q, "client_order_id", 0)
             if type(q) is ReplaceOrder and c in self.lists and self.lists.governed(c):

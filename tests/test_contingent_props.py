@@ -60,8 +60,8 @@ class Run:
     engine: ExecEngine
     orders: list[NewOrder] = field(default_factory=list)
     events: list[object] = field(default_factory=list)
-    fills: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # coid -> (t, qty)
-    first_fill: dict[int, int] = field(default_factory=dict)
+    fills: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # coid -> (seq, qty)
+    raced_before: int = 0  # race lots counted by earlier incarnations (before a restart)
     t: int = 1
 
     def keep(self, out: list[object]) -> None:
@@ -69,7 +69,8 @@ class Run:
             if hasattr(ev, "client_order_id") and hasattr(ev, "ts_event"):
                 self.events.append(ev)
             if isinstance(ev, OrderPartiallyFilled):
-                self.fills.setdefault(ev.client_order_id, []).append((self.t, ev.fill_qty))
+                seq = sum(len(x) for x in self.fills.values())  # the order fills came in
+                self.fills.setdefault(ev.client_order_id, []).append((seq, ev.fill_qty))
 
     def take(self, o: object) -> None:
         self.t += MS
@@ -163,12 +164,13 @@ def check(run: Run, shape: str, qty: int, child_qty: int, settled: bool) -> None
         a, b = run.fills.get(TP, []), run.fills.get(SL, [])
         if a and b:  # both filled: whatever the later leg filled is the counted race
             second = b if a[0][0] <= b[0][0] else a
-            assert sum(q for _, q in second) <= eng.lists.oco_race_qty
+            raced = run.raced_before + eng.lists.oco_race_qty
+            assert sum(q for _, q in second) == raced
             assert eng.venue.latency_ns > 0, "no race without venue latency"
             # bounded by what the later leg had open at the venue: never more than its size
-            assert eng.lists.oco_race_qty <= max(child_qty, qty)
+            assert raced <= max(child_qty, qty)
         else:
-            assert eng.lists.oco_race_qty == 0
+            assert run.raced_before + eng.lists.oco_race_qty == 0
     if not settled:
         return
     for c in kids:  # sizes track the parent's fills
@@ -210,6 +212,7 @@ def restart(run: Run) -> Run:
     eng.emulator.ask.update(run.engine.emulator.ask)
     out = res.publish + eng.restore_lists(run.t, local, run.events)
     new = Run(run.venue, eng, list(run.orders), list(run.events), run.fills, t=run.t)
+    new.raced_before = run.raced_before + run.engine.lists.oco_race_qty
     new.keep(out)
     return new
 
@@ -230,7 +233,7 @@ def picture(eng: ExecEngine) -> tuple:
     return rows, armed, lists
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     shape=shapes,
     qty=st.integers(1, 12),
