@@ -312,6 +312,15 @@ class ExecEngine(ExecRestart):
         if why:
             self._local_reject(order, why, now_ns, out)
             return
+        self.schedule_expiry(order, now_ns)
+        self._route(
+            OrderAccepted.for_order(order, 0, now_ns, now_ns),
+            now_ns,
+            out,
+        )
+
+    def schedule_expiry(self, order: NewOrder, now_ns: int) -> None:
+        """A DAY / GTD order exec holds itself (emulated, a held list leg) expires here."""
         exp = 0
         if order.tif == TimeInForce.GTD:
             exp = order.expire_ns
@@ -319,11 +328,6 @@ class ExecEngine(ExecRestart):
             exp = now_ns - now_ns % DAY_NS + DAY_NS
         if exp:
             heapq.heappush(self._expiries, (exp, order.client_order_id))
-        self._route(
-            OrderAccepted.for_order(order, 0, now_ns, now_ns),
-            now_ns,
-            out,
-        )
 
     def _dispatch(self, order: NewOrder, now_ns: int, out: list[object]) -> None:
         """Send an order the table holds (INITIALIZED, or TRIGGERED) — unless a halt holds or
@@ -674,9 +678,11 @@ class ExecEngine(ExecRestart):
         while q and q[0][0] <= now_ns:
             _, coid = heapq.heappop(q)
             o = self.emulator.cancel(coid)
+            r = self.table.get(coid)
+            if o is None and r is not None and self.lists.legs and self._lw.drop(coid):
+                o = r.order  # a held list leg
             if o is None:
                 continue  # triggered or canceled meanwhile
-            r = self.table.get(coid)
             leaves = r.leaves_qty if r is not None else o.qty
             ev = OrderExpired(coid, o.instrument_id, leaves, o.ts_origin, now_ns, now_ns)
             self._route(ev, now_ns, out)

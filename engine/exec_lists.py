@@ -133,6 +133,7 @@ class ListWorker:
             return
         if leg.waiting:
             e.table.add(order, now_ns, submitted=False, emulated=e.emulates(order))
+            e.schedule_expiry(order, now_ns)  # held by exec: a DAY / GTD leg expires here
             e._route(OrderAccepted.for_order(order, 0, now_ns, now_ns), now_ns, out)
         else:
             e._new(order, now_ns, out)

@@ -335,3 +335,17 @@ def test_a_table_snapshot_restores_the_lists(ex):
     assert e2.table.get(2).qty == 5 and e2.emulator.held()[0].qty == 5
     e2.on_market_data(q(89, 91, 8), 8)  # the stop-loss fires, the take-profit is canceled
     assert e2.state(3) == OrderState.FILLED and e2.state(2) == OrderState.CANCELED
+
+
+def test_a_held_gtd_child_expires_while_its_parent_waits(ex):
+    e, v = ex
+    e.on_order(new(1, BUY, 90, 5, contingency=OTO), 2)
+    child = NewOrder(
+        2, 1, IID, SELL, LMT, TimeInForce.GTD, 110, 5, 0, 0, expire_ns=1_000, parent_id=1
+    )
+    e.on_order(child, 3)
+    out = e.poll(1_000)
+    assert types(out) == ["OrderExpired"] and out[0].client_order_id == 2
+    assert e.state(2) == OrderState.EXPIRED and not e.lists.legs[2].waiting
+    e.on_market_data(q(88, 90, 5), 5)  # the parent fills later: the expired child stays ended
+    assert e.state(1) == OrderState.FILLED and not v.knows_order(2)
