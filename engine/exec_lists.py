@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engine.contingent import OCO, OTO, Facts, is_list_order
+from engine.emulation import market_to_limit
 from engine.messages import (
     CancelOrder,
     NewOrder,
@@ -316,8 +317,18 @@ class ListWorker:
         )
         e._route(ev, now_ns, out)
         r = e.table.get(coid)
-        if r is not None and r.state == OrderStatus.TRIGGERED:
-            e._dispatch(order, now_ns, out)
+        if r is None or r.state != OrderStatus.TRIGGERED:
+            return
+        if o.order_type == OrderType.MARKET_TO_LIMIT and o.order_type not in e.policy.native_types:
+            iid = o.instrument_id
+            limit, why = market_to_limit(
+                order, e.emulator.bid.get(iid, 0), e.emulator.ask.get(iid, 0)
+            )
+            if limit is None:
+                e._local_reject(order, why, now_ns, out)
+                return
+            order, r.px = limit, limit.px
+        e._dispatch(order, now_ns, out)
 
     def _end(self, r: Any, why: str, now_ns: int, out: list[object]) -> None:
         """What is open of a working leg is canceled: locally if exec holds it, else at the

@@ -17,6 +17,7 @@ from engine.messages import (
     OrderAccepted,
     OrderCanceled,
     OrderFilled,
+    OrderPartiallyFilled,
     OrderTriggered,
     OrderType,
     Quote,
@@ -349,3 +350,14 @@ def test_a_held_gtd_child_expires_while_its_parent_waits(ex):
     assert e.state(2) == OrderState.EXPIRED and not e.lists.legs[2].waiting
     e.on_market_data(q(88, 90, 5), 5)  # the parent fills later: the expired child stays ended
     assert e.state(1) == OrderState.FILLED and not v.knows_order(2)
+
+
+def test_a_market_to_limit_child_takes_the_touch_when_released(ex):
+    e, v = ex
+    e.on_order(new(1, BUY, 100, 4, contingency=OTO), 2)
+    e.on_order(new(2, SELL, 0, 4, OrderType.MARKET_TO_LIMIT, parent_id=1), 3)
+    e.on_market_data(q(97, 101, 4, bq=1), 4)  # the touch for a sell: 1 lot bid at 97
+    out = e.on_market_data(q(97, 100, 5, bq=1), 5)  # the entry fills
+    sells = [x for x in out if isinstance(x, OrderPartiallyFilled) and x.client_order_id == 2]
+    assert [(f.fill_px, f.fill_qty) for f in sells] == [(97, 1)]
+    assert [(o.px, o.qty) for o in v.open_orders()] == [(97, 3)]  # the rest rests at 97
