@@ -145,13 +145,19 @@ class RunRecord:
             self.replaces += 1
 
     def on_event(self, msg: Any) -> None:
-        self.portfolio.on_event(msg)
         if isinstance(msg, ACCOUNT_EVENT_TYPES):
-            moved = self.accounts.on_event(msg)  # a settlement or liquidation moves a position
+            # a settlement or liquidation moves a position as the portfolio books it (a
+            # betting selection's stake stays after its market settles; a future's closes)
             iid = getattr(msg, "instrument_id", None)
-            if moved and iid is not None:
-                self.fill_position[iid] = self.fill_position.get(iid, 0) + moved
-        elif isinstance(msg, OrderPartiallyFilled):  # OrderFilled is a subclass
+            before = self.portfolio.position(iid) if iid in self.fill_position else 0
+            self.portfolio.on_event(msg)
+            self.accounts.on_event(msg)
+            if iid in self.fill_position:
+                moved = self.portfolio.position(iid) - before
+                self.fill_position[iid] += moved
+            return
+        self.portfolio.on_event(msg)
+        if isinstance(msg, OrderPartiallyFilled):  # OrderFilled is a subclass
             self.fills.append(msg)
             # the id's top 32 bits are its strategy's (engine/strategy_host.py)
             _count(self.fills_by, (msg.client_order_id >> 32, msg.instrument_id))

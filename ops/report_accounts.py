@@ -48,9 +48,8 @@ class AccountTally:
             book = self.money[what]
             book[ccy] = book.get(ccy, 0.0) + float(amount)
 
-    def on_event(self, msg: Any) -> int:
-        """Count one account event; returns the change of its instrument's position it made
-        (lots: a liquidation's trade, minus a settled position), 0 for the others."""
+    def on_event(self, msg: Any) -> None:
+        """Count one account event."""
         t = type(msg)
         if t is FundingPayment:
             self._add("funding", msg.currency, msg.amount)
@@ -59,11 +58,9 @@ class AccountTally:
         elif t is Settlement:
             self.settlements += 1
             self._add("commission", self.currency_of.get(msg.instrument_id, ""), msg.fee)
-            return -int(msg.position)
         elif t is Liquidation:
             self.liquidations += 1
             self._add("liquidation_fees", self.currency_of.get(msg.instrument_id, ""), msg.fee)
-            return int(msg.side) * int(msg.qty)
         elif t is MarginStatus:
             self.margin[msg.venue] = {
                 "currency": msg.currency,
@@ -72,7 +69,6 @@ class AccountTally:
                 "maintenance_margin": msg.maintenance_margin,
                 "margin_call": msg.margin_call,
             }
-        return 0
 
     def on_risk(self, msg: Any) -> None:
         if isinstance(msg, RiskEvent) and msg.kind == RiskEventKind.MARGIN_CALL:
