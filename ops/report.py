@@ -90,6 +90,7 @@ class RunRecord:
         self.accounts = AccountTally(
             {i.instrument_id: i.currency for i in cfg.instruments},
             getattr(pcfg, "fx_rates", None) or {},
+            [i.instrument_id for i in cfg.instruments if i.kind == "betting"],
         )
         self._next_sample_ns = 0
 

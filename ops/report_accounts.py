@@ -11,7 +11,7 @@ the supervisor's record of the rings (``AccountTally``) and PostgreSQL's ``accou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.enums import RiskEventKind
@@ -25,17 +25,25 @@ from engine.messages import (
 )
 
 #: money components, each {currency: amount}: funding and financing as the account sees them
-#: (> 0 received); commission and liquidation fees are charges (> 0 paid). Liquidation fees are
-#: part of ``fees`` already (a liquidation is booked like a fill): shown, never added again
+#: (> 0 received); commission (a betting market's, on its settlement) and liquidation fees are
+#: charges (> 0 paid). Liquidation fees are part of ``fees`` already (a liquidation is booked like
+#: a fill), as is any other settlement's fee: shown, never added again
 COMPONENTS = ("funding", "financing", "commission", "liquidation_fees")
 
 
 class AccountTally:
     """Account events and margin risk events, added up (see the module docstring).
-    ``currency_of``: instrument id -> its currency (a settlement or liquidation names none)."""
+    ``currency_of``: instrument id -> its currency (a settlement or liquidation names none);
+    ``betting``: the ids of betting selections (their settlement's fee is the commission)."""
 
-    def __init__(self, currency_of: Mapping[int, str], fx_rates: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        currency_of: Mapping[int, str],
+        fx_rates: Mapping[str, float],
+        betting: Iterable[int] = (),
+    ) -> None:
         self.currency_of = dict(currency_of)
+        self.betting = set(betting)
         self.fx_rates = dict(fx_rates)
         self.money: dict[str, dict[str, float]] = {k: {} for k in COMPONENTS}
         self.settlements = 0
@@ -57,7 +65,8 @@ class AccountTally:
             self._add("financing", msg.currency, msg.amount)
         elif t is Settlement:
             self.settlements += 1
-            self._add("commission", self.currency_of.get(msg.instrument_id, ""), msg.fee)
+            if msg.instrument_id in self.betting:
+                self._add("commission", self.currency_of.get(msg.instrument_id, ""), msg.fee)
         elif t is Liquidation:
             self.liquidations += 1
             self._add("liquidation_fees", self.currency_of.get(msg.instrument_id, ""), msg.fee)
@@ -108,9 +117,11 @@ def tally_from_pg(conn: Any, run_id: int) -> dict[str, Any]:
         "Liquidation": "liquidation_fees",
     }
     # a settlement or liquidation names no currency: its instrument's (the latest mapping of
-    # its id, as the run that wrote it left it)
+    # its id, as the run that wrote it left it); only a betting market's settlement fee is
+    # commission (another's is a fee, in ``fees`` already)
     for kind, ccy, total, n in conn.execute(
-        "SELECT a.kind, coalesce(nullif(a.currency, ''), i.currency, ''), sum(a.amount), count(*)"
+        "SELECT a.kind, coalesce(nullif(a.currency, ''), i.currency, ''),"
+        " sum(a.amount) FILTER (WHERE a.kind <> 'Settlement' OR i.kind = 'betting'), count(*)"
         " FROM account_events a LEFT JOIN instruments i ON i.instrument_id = a.instrument_id"
         " WHERE a.run_id = %s GROUP BY 1, 2",
         (run_id,),

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from engine.enums import RiskEventKind, SettlementKind
+from engine.instruments import Instrument
 from engine.messages import (
     Financing,
     FundingPayment,
@@ -23,8 +24,10 @@ from engine.messages import (
     Settlement,
 )
 from ops.config import parse_config
+from ops.html_report import render
 from ops.report import RunRecord, format_summary, net_pnl
 from ops.report_accounts import AccountTally, tally_from_pg
+from ops.report_data import from_run
 from ops.store import migrate as mig
 from ops.store.journal import Journal
 from ops.store.pg import run_tx
@@ -163,10 +166,11 @@ def test_the_run_summary_shows_the_pnl_components_apart() -> None:
         rec.on_event(e)
     rec.on_risk(RiskEvent(int(RiskEventKind.MARGIN_CALL), -1, 0, "margin call", 900, 150, 2_500))
     s = rec.summary({}, None)
-    # funding in USDT (-6 + 7.2) at 0.5 USD; financing in USD; commission 0.25 USDT
+    # funding in USDT (-6 + 7.2) at 0.5 USD; financing in USD; the expiry's fee is a fee (in
+    # exec's fees already), not a betting commission
     assert s["funding"] == pytest.approx(0.6)
     assert s["financing"] == pytest.approx(-0.75)
-    assert s["commission"] == pytest.approx(0.125)
+    assert s["commission"] == 0.0
     acct = s["account"]
     assert acct["by_currency"]["funding"] == {"USDT": pytest.approx(1.2)}
     assert acct["by_currency"]["liquidation_fees"] == {"USDT": 1.5}
@@ -175,34 +179,55 @@ def test_the_run_summary_shows_the_pnl_components_apart() -> None:
     # the fill, the liquidation's sell of 4 and the settlement of the 6 left: flat by the record
     assert rec.fill_position[1] == 0
     s.update(realized=10.0, unrealized=0.0, fees=0.3)
-    assert net_pnl(s) == pytest.approx(10.0 - 0.3 + 0.6 - 0.75 - 0.125)
+    assert net_pnl(s) == pytest.approx(10.0 - 0.3 + 0.6 - 0.75)
     text = format_summary(s | {"positions": {}}, cfg)
-    assert "funding +0.60" in text and "financing -0.75" in text and "commission 0.12" in text
+    assert "funding +0.60" in text and "financing -0.75" in text and "commission" not in text
     assert f"net {net_pnl(s):+.2f}" in text
     assert "funding +1.20 USDT" in text and "liquidation fees +1.50 USDT" in text
     assert "settlements 1  liquidations 1  margin calls 1" in text
     assert "MARGIN CALL" in text
-    from ops.html_report import render
-    from ops.report_data import from_run
-
     page = render(from_run(rec, s, {}, cfg, RUN))
-    for figure in ("funding", "financing", "commission", "liquidations", "margin calls"):
+    for figure in ("funding", "financing", "liquidations", "margin calls"):
         assert f"<td>{figure}</td>" in page
 
 
+def test_a_betting_markets_commission_is_its_own_component() -> None:
+    cfg = parse_config(
+        '[engine]\nid = "bet"\n[sim]\naccount = "betting"\n[[instruments]]\ninstrument_id = 3\n'
+        'symbol = "HOME"\nkind = "betting"\nmarket_id = "1.1"\noutcome = "Home"\n'
+        'currency = "GBP"\ninitial_price = 3.0\n[portfolio]\nfx_rates = { GBP = 1.25 }\n',
+        "b.toml",
+    )
+    rec = RunRecord(cfg)
+    rec.on_event(OrderFilled(1, 9, 3, 1, 300, 40, 40, 0, 0.0, 2, 1, 5, 900, 901))  # back 40 @ 3
+    rec.on_event(Settlement(3, int(SettlementKind.RESOLVED), 0, 1, 40, 9, 9, 7, fee=4.0))
+    s = rec.summary({}, None)
+    assert s["commission"] == pytest.approx(5.0)  # 4 GBP at 1.25
+    assert s["account"]["by_currency"]["commission"] == {"GBP": 4.0}
+    assert "commission 5.00" in format_summary(s | {"positions": {}}, cfg)
+    page = render(from_run(rec, s, {}, cfg, RUN))
+    assert "<td>commission</td>" in page
+
+
 def test_both_sources_of_the_report_agree(db: str) -> None:
-    evs = _events()
+    # a betting selection of another venue: its settlement's fee is the market's commission
+    bet = Settlement(9, int(SettlementKind.RESOLVED), 0, 1, 40, 6_000, 6_001, 8, fee=2.0)
+    evs = [*_events(), bet]
     _write(db, evs)
     cfg = parse_config(CONFIG, "a.toml")
+    home = Instrument(
+        instrument_id=9, symbol="HOME", kind="betting", market_id="1.1", currency="GBP"
+    )
     with psycopg.connect(db) as c:  # the recorder writes the instruments at its start
-        run_tx(c, lambda conn: Writer.write_instruments(conn, cfg.instruments))
-    tally = AccountTally({1: "USDT", 2: "USD"}, {})
+        run_tx(c, lambda conn: Writer.write_instruments(conn, [*cfg.instruments, home]))
+    tally = AccountTally({1: "USDT", 2: "USD", 9: "GBP"}, {}, betting=[9])
     for e in evs:
         tally.on_event(e)
     with psycopg.connect(db) as c:
         pg = tally_from_pg(c, RUN)
-    assert pg["by_currency"] == tally.summary()["account"]["by_currency"]
-    assert (pg["settlements"], pg["liquidations"], pg["margin_status"]) == (1, 1, 1)
+    mine = tally.summary()["account"]["by_currency"]
+    assert pg["by_currency"] == mine and mine["commission"] == {"GBP": 2.0}
+    assert (pg["settlements"], pg["liquidations"], pg["margin_status"]) == (2, 1, 1)
 
 
 @pytest.mark.timeout(120)
