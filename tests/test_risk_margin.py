@@ -233,3 +233,29 @@ def test_a_restarted_gate_rebuilds_a_selections_liability_from_the_positions_tab
     assert g.equity == pytest.approx(10_000.0 - 0.1)  # a bet is no holding worth stake x odds
     ev = refusal(g.on_intent(intent(2, Side.BUY, 20, 300), 2))
     assert ev.value == pytest.approx(60.0)
+
+
+def test_a_backtest_liquidation_reaches_risk(tmp_path) -> None:
+    """Through the inline runtime: the simulated venue's margin call and liquidation (its
+    account events) are risk's MARGIN_CALL and LIQUIDATION, REDUCING, and a flat position."""
+    from tests.test_backtest_kinds import PERP as PERP_TABLE
+    from tests.test_backtest_kinds import _backtest
+
+    rt, s = _backtest(
+        tmp_path,
+        [PERP_TABLE],
+        [
+            ("2026-01-05T01:00:00", "BTCUSDT-PERP", 49_999.9, 50_000.0),
+            ("2026-01-05T01:01:00", "BTCUSDT-PERP", 47_399.9, 47_400.1),
+            ("2026-01-05T01:02:00", "BTCUSDT-PERP", 47_299.9, 47_300.1),
+        ],
+        [["BTCUSDT-PERP", "buy", 200, 0]],
+        cash="{ USDT = 1000.0 }",
+        sim='account = "margin"',
+        taker=4.0,
+    )
+    kinds = [e.kind for e in rt.risk_events]
+    assert RiskEventKind.MARGIN_CALL in kinds and RiskEventKind.LIQUIDATION in kinds
+    assert kinds.index(RiskEventKind.MARGIN_CALL) < kinds.index(RiskEventKind.LIQUIDATION)
+    assert s["risk_positions"][1] == 0 == s["positions"][1]
+    assert rt.risk.state == TradingState.REDUCING
