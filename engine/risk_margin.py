@@ -316,6 +316,10 @@ def settle(book: RiskBook, ev: Settlement) -> None:
         return
     if pos == 0:
         return
-    px = int(round(book.avg_px[iid])) if ev.kind == SettlementKind.VOID else int(ev.px)
+    px = float(ev.px)
+    if ev.kind == SettlementKind.VOID:
+        px = float(book.avg_px[iid])  # unwound at its cost: realized 0
+    elif iid in a.binary and ev.outcome == 1 and px <= 0:
+        px = float(a.payout[iid])  # a payout left out: 1 a share
     side = -1 if pos > 0 else 1
-    book.on_fill(iid, side, abs(pos), px, fee)
+    book.on_fill(iid, side, abs(pos), px, fee)  # type: ignore[arg-type]

@@ -201,6 +201,13 @@ def test_binary_exposure_per_market_and_resolution() -> None:
     assert g.cash == pytest.approx(60.0)
 
 
+def test_a_binary_resolved_1_without_its_payout_pays_1_a_share() -> None:
+    g = gate()
+    g.on_fill(4, Side.BUY, 100, 40, 0.0)
+    g.on_account_event(Settlement(4, int(SettlementKind.RESOLVED), 0, 1, 100, 5, 5), 5)
+    assert int(g.position[4]) == 0 and g.cash == pytest.approx(60.0)
+
+
 def test_a_voided_binary_is_unwound_at_its_cost() -> None:
     g = gate()
     g.on_fill(4, Side.BUY, 100, 40, 0.5)
