@@ -264,6 +264,8 @@ def resolve_run(
 #: what a ``--venue`` run that no strategy trades runs (see ``default_strategy``)
 DEFAULT_STRATEGY = "engine.strategies.momentum:MomentumTaker"
 DEFAULT_NAME = "default"
+#: ... on a betting venue (``default_strategy``)
+DEFAULT_BET_STRATEGY = "engine.strategies.green_up:GreenUp"
 #: its size per trade, in the quote currency: at least this, and twice the venue's minimum
 DEFAULT_NOTIONAL = 100.0
 
@@ -275,11 +277,28 @@ def default_strategy(symbol: str, market: VenueMarket | None) -> dict[str, Any]:
     does not hold), paper only, each trade ``DEFAULT_NOTIONAL`` or twice the venue's minimum
     notional in the quote currency, in whole lots at the first mid (it passes the venue's
     rules and stays far inside ``[risk] max_position_notional``)."""
+    if market is not None and market.instrument.get("kind") == "betting":
+        return _default_bet(symbol, market)
     floor = float(market.min_notional) if market is not None else 0.0
     notional = max(DEFAULT_NOTIONAL, 2 * floor)
     params = {"fast": 10, "slow": 40, "notional": notional, "long_only": True}
     return {
         "path": DEFAULT_STRATEGY,
+        "name": DEFAULT_NAME,
+        "instruments": [symbol],
+        "params": params,
+    }
+
+
+def _default_bet(symbol: str, market: VenueMarket) -> dict[str, Any]:
+    """A betting selection's default: ``engine.strategies.green_up:GreenUp`` (a momentum
+    taker's BUY would back at the lay odds: docs/betfair.md), backing twice the venue's
+    minimum stake (at least 10 in its currency) and cashing out on the next quote."""
+    stake = max(10.0, 2 * float(market.min_qty))
+    lots = round(stake / float(market.lot))
+    params = {"stake": lots, "cash_out_at": 0.0}
+    return {
+        "path": DEFAULT_BET_STRATEGY,
         "name": DEFAULT_NAME,
         "instruments": [symbol],
         "params": params,

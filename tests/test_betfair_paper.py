@@ -153,3 +153,16 @@ def test_paper_position_is_voided_with_its_market(paper: Paper) -> None:
     paper.pump(lambda: paper.of(Settlement) != [])
     (v,) = [s for s in paper.of(Settlement) if s.instrument_id == paper.ids[arsenal]]
     assert (v.kind, v.outcome, v.position, v.fee) == (SettlementKind.VOID, -1, 700, 0.0)
+
+
+def test_a_venue_run_without_strategies_greens_up_by_default(tmp_path: Path) -> None:
+    """`gekko run --venue betfair` with no [[strategies]] for its selections: GreenUp on the
+    first (a momentum taker's BUY would back at the lay odds), twice the minimum stake."""
+    with BetfairServer() as srv:
+        cfg = venue_run_config("betfair", srv, venue_extra(srv, tmp_path))
+    (s,) = cfg.strategies
+    assert (s.path, s.instruments, s.params) == (
+        "engine.strategies.green_up:GreenUp",
+        [SYMBOLS[0]],
+        {"stake": 1000, "cash_out_at": 0.0},
+    )
