@@ -512,3 +512,28 @@ def test_a_bet_this_engine_did_not_place_halts_the_venue_or_is_canceled(
             assert live.ex.state() == "connected" and bet.cancelled == 5
     finally:
         live.close()
+
+
+def test_a_venue_down_at_start_is_tried_again_until_it_answers() -> None:
+    import socket
+
+    from engine.venues.betfair_exec import BetfairExecutionClient
+
+    ports = []
+    for _ in range(2):  # ports nobody listens on yet
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    srv = BetfairServer(port=ports[0], stream_port=ports[1])
+    s = _settings(srv) | {"rest_url": f"http://127.0.0.1:{ports[0]}", "timeout_ms": 500}
+    ex = BetfairExecutionClient("betfair", [], s, CREDS, start=False)
+    try:
+        assert ex.start(0.5) is False and ex.state() == "down"
+        srv.start()
+        deadline = time.monotonic() + 10
+        while ex.state() != "connected" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ex.state() == "connected" and ex.synced.is_set()
+    finally:
+        ex.close()
+        srv.stop()

@@ -141,7 +141,9 @@ class BetfairExecutionClient(StatusReports):
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self, timeout_s: float = 30.0) -> bool:
-        """Log in, take the venue's view of our orders and balance, start the order stream."""
+        """Log in, take the venue's view of our orders and balance, start the order stream
+        (blocking: start-up only). False (state "down") if the venue did not answer in time;
+        the worker keeps trying every ``rest_poll_s``."""
         self._thread.start()
         self._jobs.put(self._startup)
         return self.synced.wait(timeout_s)
@@ -502,6 +504,10 @@ class BetfairExecutionClient(StatusReports):
         self._jobs.put(lambda: self._settle(market_id))
 
     def _periodic(self) -> None:
+        if self._stream is None:  # the start failed (the venue did not answer): again
+            if not self._closing:
+                self._startup()
+            return
         self.api.ensure_session()  # keepAlive (or a new login) past half the session's life
         self._check_orders()
         self._refresh_balance()

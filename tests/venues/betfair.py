@@ -74,8 +74,11 @@ class BetfairServer:
         self.sessions: dict[str, tuple[str, str]] = {}  # token -> (account, app key)
         self.requests: list[str] = []  # methods called, in order
         self._tokens = itertools.count(1)
+        from tests._tls_proxy import self_signed
+
         self._tmp = tempfile.TemporaryDirectory(prefix="betfair-tls-")
-        self.ca_file = ""
+        cert, key = self_signed(Path(self._tmp.name), ["127.0.0.1"])  # made for this server
+        self.ca_file, self._key_file = str(cert), str(key)
         self.stream = StreamServer(self.ex, self.faults, self.sessions)
         self._stream_port = stream_port
         for mid, (name, event, runners) in MARKETS.items():
@@ -99,13 +102,9 @@ class BetfairServer:
 
     # --- life -----------------------------------------------------------------------------------
     def start(self) -> BetfairServer:
-        from tests._tls_proxy import self_signed
-
-        cert, key = self_signed(Path(self._tmp.name), ["127.0.0.1"])
-        self.ca_file = str(cert)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(str(cert), str(key))
+        ctx.load_cert_chain(self.ca_file, self._key_file)
         self.local.start()
         self.local.run(self.stream.start(ctx, self._stream_port))
         return self
@@ -137,7 +136,7 @@ class BetfairServer:
 
     @property
     def stream_url(self) -> str:
-        return f"tls://127.0.0.1:{self.stream.port}"
+        return f"tls://127.0.0.1:{self.stream.port or self._stream_port}"
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self.local.call(fn, *args, **kwargs)
