@@ -537,3 +537,19 @@ def test_a_venue_down_at_start_is_tried_again_until_it_answers() -> None:
     finally:
         ex.close()
         srv.stop()
+
+
+def test_the_data_client_refuses_bad_keys_and_waits_out_a_venue_that_does_not_answer(
+    srv: BetfairServer,
+) -> None:
+    from engine.instruments import InstrumentTable
+    from engine.venues.betfair_data import BetfairDataClient
+
+    wrong = Credentials(APP_KEY, USERNAME, "not-the-password")
+    md = BetfairDataClient("betfair", InstrumentTable([]), [], _settings(srv), wrong)
+    with pytest.raises(ValueError, match="INVALID_USERNAME_OR_PASSWORD"):
+        md.connect()  # retrying would not fix it: the feed says so and stops
+    away = _settings(srv) | {"rest_url": "http://127.0.0.1:1", "timeout_ms": 300}
+    md = BetfairDataClient("betfair", InstrumentTable([]), [], away, CREDS)
+    md.connect()  # not answered: the stream's reconnects try again
+    assert md.state() == "down"

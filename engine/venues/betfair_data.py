@@ -11,18 +11,23 @@ again, so each selection starts over from a snapshot; suspension and settlement 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from betfairlightweight.exceptions import LoginError
+
 from engine.instruments import InstrumentTable
-from engine.venues.betfair_session import BetfairApi, StreamSocket, StreamWorker
+from engine.venues.betfair_session import BetfairApi, StreamSocket, StreamWorker, api_error_code
 from engine.venues.betfair_wire import MarketStream
 from engine.venues.data import InstrumentRules
 
 __all__ = ["MARKET_FIELDS", "BetfairDataClient"]
+
+log = logging.getLogger(__name__)
 
 #: what the market subscription asks for (marketDataFilter.fields)
 MARKET_FIELDS = ["EX_ALL_OFFERS", "EX_TRADED", "EX_TRADED_VOL", "EX_LTP", "EX_MARKET_DEF"]
@@ -57,8 +62,18 @@ class BetfairDataClient:
 
     # --- life cycle -----------------------------------------------------------------------------
     def connect(self) -> None:
+        """Log in. Refused keys are a ``ValueError`` (retrying will not fix them); a venue that
+        does not answer is left to the stream's own reconnects."""
         self._api = BetfairApi(self._creds, self.settings)
-        self._api.ensure_session()
+        try:
+            self._api.ensure_session()
+        except Exception as exc:  # noqa: BLE001 - sorted below: refused, or not reached
+            text = str(exc)
+            if isinstance(exc, LoginError) or api_error_code(exc).startswith("INVALID"):
+                raise ValueError(f"betfair refused the login: {text.strip()[:200]}") from None
+            log.warning(
+                "betfair %s: login not answered (%s); the stream retries", self.name, text[:200]
+            )
 
     def instruments(self) -> list[InstrumentRules]:
         return list(self._rules)
