@@ -355,6 +355,21 @@ def test_a_back_and_a_lay_settle_with_commission_on_the_net_winnings(live: Live)
     assert type(r) is OrderRejected
 
 
+def test_listings_are_read_page_by_page(live: Live) -> None:
+    live.srv.page_size = 1  # one row a call: every listing needs its pages
+    bets = [live.order((MID, CHELSEA), Side.BUY, odds, "2") for odds in ("6.0", "6.2", "6.4")]
+    for o in bets:
+        live.submit(o)
+    live.wait(lambda: len(live.of(OrderAccepted)) == 3, why="three resting bets")
+    live.ex.close()
+    again = Live(live.srv)  # the restart reads listCurrentOrders: three pages
+    try:
+        assert sorted(x.px for x in again.ex.open_orders()) == [600, 620, 640]
+        assert live.srv.requests.count("listCurrentOrders") >= 3
+    finally:
+        again.close()
+
+
 def test_a_market_voided_after_fills_undoes_the_bets(live: Live) -> None:
     back = live.order((MID2, UNDER), Side.BUY, "2.0", "6")
     rest = live.order((MID2, UNDER), Side.BUY, "9.0", "3")  # rests: lapses at the close

@@ -522,7 +522,11 @@ class BetfairExecutionClient(StatusReports):
         kwargs: dict[str, Any] = {"order_projection": "ALL"}
         if markets:
             kwargs["market_ids"] = markets
-        got = self._call(self.api.betting.list_current_orders, **kwargs)
+        got = {
+            "currentOrders": self._pages(
+                self.api.betting.list_current_orders, "currentOrders", **kwargs
+            )
+        }
         now = time.time_ns()
         seen: set[int] = set()
         ev: list[object] = []
@@ -619,6 +623,17 @@ class BetfairExecutionClient(StatusReports):
         with self._lock:
             self._balances = [BalanceReport(venue=self.name, currency=ccy, total=total, free=free)]
 
+    def _pages(self, fn: Callable[..., Any], key: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every row of a paged listing (``moreAvailable``: the next page from where it ended)."""
+        rows: list[dict[str, Any]] = []
+        page = int(self.settings.get("page_size", 1000))
+        while True:
+            got = self._call(fn, from_record=len(rows), record_count=page, **kwargs)
+            more = got.get(key) or []
+            rows += more
+            if not got.get("moreAvailable") or not more:
+                return rows
+
     def _settle(self, market_id: str) -> None:
         """A closed market's Settlement per selection we hold (see the module docstring)."""
         try:
@@ -630,10 +645,13 @@ class BetfairExecutionClient(StatusReports):
     def _settle_market(self, market_id: str) -> None:
         bets: list[Mapping[str, Any]] = []
         for status in ("SETTLED", "VOIDED"):
-            got = self._call(
-                self.api.betting.list_cleared_orders, bet_status=status, market_ids=[market_id]
+            rows = self._pages(
+                self.api.betting.list_cleared_orders,
+                "clearedOrders",
+                bet_status=status,
+                market_ids=[market_id],
             )
-            bets += [b | {"_status": status} for b in got.get("clearedOrders") or []]
+            bets += [b | {"_status": status} for b in rows]
         if not bets:
             return  # not cleared yet: the next close notice or check tries again
         fee = 0.0

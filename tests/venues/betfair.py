@@ -73,6 +73,7 @@ class BetfairServer:
         self.users: dict[str, tuple[str, str]] = {}  # username -> (password, account)
         self.sessions: dict[str, tuple[str, str]] = {}  # token -> (account, app key)
         self.requests: list[str] = []  # methods called, in order
+        self.page_size = 1000  # rows listCurrentOrders / listClearedOrders answer at most
         self._tokens = itertools.count(1)
         from tests._tls_proxy import self_signed
 
@@ -628,7 +629,7 @@ class BetfairServer:
                     "customerOrderRef": b.ref,
                 }
             )
-        return {"currentOrders": out, "moreAvailable": False}
+        return self._page(p, "currentOrders", out)
 
     def _m_listClearedOrders(self, acct: str, p: dict[str, Any]) -> dict[str, Any]:
         status = p.get("betStatus") or "SETTLED"
@@ -666,7 +667,14 @@ class BetfairServer:
             if b.outcome:
                 row["betOutcome"] = b.outcome
             out.append(row)
-        return {"clearedOrders": out, "moreAvailable": False}
+        return self._page(p, "clearedOrders", out)
+
+    def _page(self, p: dict[str, Any], key: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """``fromRecord`` / ``recordCount``, at most ``page_size`` rows a call (the API caps
+        a listing's page too; a test lowers it to see the pages)."""
+        start = int(p.get("fromRecord") or 0)
+        count = min(int(p.get("recordCount") or self.page_size), self.page_size)
+        return {key: rows[start : start + count], "moreAvailable": start + count < len(rows)}
 
     def _by_market(self, acct: str, status: str, mids: set[str]) -> list[dict[str, Any]]:
         """Cleared bets summed per market, with the commission on its net winnings."""
