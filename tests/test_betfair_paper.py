@@ -144,6 +144,18 @@ def test_paper_halts_on_suspension_and_settles_with_the_market(paper: Paper) -> 
     ]
 
 
+def test_paper_commission_is_on_the_markets_net_winnings(paper: Paper) -> None:
+    """By hand: back 10 on Arsenal at 2.00 (wins: +10.00) and back 5 on Chelsea at 3.00
+    (loses: -5.00): the market's net +5.00, commission 5 % = 0.25 (not 5 % of the 10.00 won)."""
+    arsenal, chelsea = SYMBOLS
+    paper.submit(1, arsenal, Side.BUY, 200, 1000)
+    paper.submit(2, chelsea, Side.BUY, 300, 500)
+    paper.pump(lambda: len(paper.of(OrderFilled)) == 2)
+    paper.srv.settle(MID, ARSENAL)
+    paper.pump(lambda: len(paper.of(Settlement)) == 2)
+    assert sum(s.fee for s in paper.of(Settlement)) == pytest.approx(0.25)
+
+
 def test_paper_position_is_voided_with_its_market(paper: Paper) -> None:
     arsenal, _ = SYMBOLS
     paper.submit(1, arsenal, Side.BUY, 200, 700)

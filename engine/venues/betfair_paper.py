@@ -31,6 +31,14 @@ class BetfairPaper:
         self.inner, self.sim = inner, sim
         self.name = inner.name
         self.settled: dict[int, str] = {}
+        acc = getattr(sim, "_accounts", None)
+        if acc is not None and not callable(getattr(sim, "resolve", None)):
+            # until the simulator has a public hook: every selection here settles (when the
+            # venue says), so a market's commission waits for all of them (on its net)
+            for iid, b in acc.books.items():
+                mine = acc._markets.setdefault(b.ins.market_id, [])  # noqa: SLF001
+                if b.ins.kind == "betting" and iid not in mine:
+                    mine.append(iid)
 
     def on_market_data(self, msg: object, now_ns: int) -> list[Any]:
         out = self.inner.on_market_data(msg, now_ns)
