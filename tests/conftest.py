@@ -162,6 +162,10 @@ def redis_url(redis_server: object) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the Ethereum libraries raise the recursion limit when imported (and a test module imports
+    # them at collection): loaded through the engine's guard first, the limit stays what it is
+    import engine.venues.polymarket_wire  # noqa: F401
+
     if not _is_xdist_worker(config):  # before pytest-xdist starts its workers: they inherit both
         _leaks.install_token()
         if not os.environ.get(_leaks.DIRS_VAR):

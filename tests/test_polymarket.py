@@ -468,3 +468,28 @@ def test_a_silent_user_channel_is_reconnected(srv: PolymarketServer) -> None:
         assert _until(lambda: lv.ex.stats["user_reconnects"] >= 1)
     finally:
         lv.ex.close()
+
+
+def test_the_ethereum_libraries_leave_the_recursion_limit_and_poison_frames_raise() -> None:
+    """py_ecc raises the recursion limit to 100,000 on import; the engine puts it back, so a
+    deeply nested frame is still a RecursionError for the bridge, not a crashed process."""
+    code = (
+        "import sys\n"
+        "limit = sys.getrecursionlimit()\n"
+        "import engine.venues.polymarket_wire\n"
+        "import eth_account, py_clob_client.client\n"
+        "assert sys.getrecursionlimit() == limit, sys.getrecursionlimit()\n"
+        "from procs.bridge_recv import decode_remote\n"
+        "deep = b'\\x96\\x30\\xa1p\\xa1r\\xa31-0\\x01' * 100_000\n"
+        "try:\n"
+        "    decode_remote(deep)\n"
+        "except RecursionError:\n"
+        "    print('refused')\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "refused", out.stderr[-2000:]

@@ -19,6 +19,7 @@ sends, so both use these functions. Pure: no network, no clock (times come in).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
@@ -210,6 +211,24 @@ def trade_of(ins: Instrument, msg: Mapping[str, Any], now_ns: int, trade_id: int
 
 
 # --- auth -----------------------------------------------------------------------------------------
+def load_eth() -> None:
+    """Import the Ethereum libraries, keeping the interpreter's recursion limit.
+
+    ``py_ecc`` (under eth-account and py-clob-client) raises the limit to 100,000 when it is
+    imported. With it, a deeply nested frame no longer raises ``RecursionError`` in msgspec's
+    decoder but overflows the C stack (a segmentation fault): the bridge's and the feed's
+    defence against poison frames (procs/bridge_recv.py) relies on the error. Called once at
+    import, so every later import of those libraries finds ``py_ecc`` loaded."""
+    limit = sys.getrecursionlimit()
+    try:
+        import py_ecc  # noqa: F401
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+load_eth()
+
+
 def _signer(private_key: str, chain_id: int) -> Any:
     from py_clob_client.signer import Signer
 
