@@ -161,6 +161,9 @@ class ListWorker:
             if parent is None or not parent.native:
                 return False
             kinds.add(OTO)
+        lv = getattr(v, "list_venue", None)  # a router: one of its venues must take it all
+        if callable(lv) and lv([order.instrument_id], kinds) is None:
+            return False
         return all(sup(k) for k in kinds)
 
     def flush_native(self, now_ns: int, out: list[object]) -> None:

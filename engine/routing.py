@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from engine.enums import ContingencyType, InstrumentKind
 from engine.messages import (
     CancelOrder,
     CancelRejectReason,
@@ -164,6 +165,7 @@ class SmartRouter(StatusReports):
         *,
         name: str = "smart",
         fees: Mapping[str, tuple[float, float]] | None = None,
+        instruments: Any = None,
     ) -> None:
         if isinstance(venues, Mapping):
             items = list(venues.items())
@@ -176,6 +178,8 @@ class SmartRouter(StatusReports):
             raise ValueError(f"venue names must be unique, got {names}")
         self.name = name
         self.venues: dict[str, Venue] = dict(items)
+        #: the instruments (``.get(iid)``), to know a betting selection; None: none is refused
+        self.instruments = instruments
         self.fees: dict[str, tuple[float, float]] = {}
         for n, v in items:
             if fees is not None and n in fees:
@@ -226,6 +230,10 @@ class SmartRouter(StatusReports):
                 why = f"REDUCE_ONLY order of {order.qty} would increase the position {pos}"
                 return [OrderRejected.for_order(order, why, now_ns, now_ns)]
             order = msgspec.structs.replace(order, flags=order.flags & ~OrderFlag.REDUCE_ONLY)
+        why = self.unroutable(order.instrument_id)
+        if why:
+            self._finished.add(coid)
+            return [OrderRejected.for_order(order, why, now_ns, now_ns)]
         names = self.trading(order.instrument_id)
         down = self.down_venues(names)
         if len(down) == len(names):
@@ -251,6 +259,70 @@ class SmartRouter(StatusReports):
             leg_order = order if q == order.qty else msgspec.structs.replace(order, qty=q)
             pairs += self._tag(vname, self.venues[vname].submit(leg_order, now_ns))
         return self._merge(pairs, now_ns)
+
+    def supports_contingency(self, kind: int) -> bool:
+        """Whether some venue runs order lists of ``kind`` (which one takes a given list:
+        ``list_venue``)."""
+        return any(_supports(v, kind) for v in self.venues.values())
+
+    def list_venue(self, instrument_ids: Iterable[int], kinds: Iterable[int]) -> str | None:
+        """The first venue, up now, that trades every instrument and runs every contingency
+        kind of a list (None: no single venue takes it; exec emulates the list)."""
+        iids, ks = set(instrument_ids), set(kinds)
+        if any(self.unroutable(i) for i in iids):
+            return None
+        for n, v in self._items:
+            if not callable(getattr(v, "submit_list", None)):
+                continue
+            if not all(n in self.trading(i) for i in iids) or n in self.down_venues([n]):
+                continue
+            if all(_supports(v, k) for k in ks):
+                return n
+        return None
+
+    def submit_list(self, orders: list[NewOrder], now_ns: int) -> list[VenueEvent]:
+        """A native order list, whole to the one venue that takes it (``list_venue``); every
+        leg refused when none does or a leg's id is not new."""
+        kinds = {o.contingency for o in orders if o.contingency} | {
+            int(ContingencyType.OTO) for o in orders if o.parent_id
+        }
+        vname = self.list_venue([o.instrument_id for o in orders], kinds)
+        dup = [o.client_order_id for o in orders if self.knows_order(o.client_order_id)]
+        if vname is None or dup:
+            why = (
+                f"duplicate client_order_id {dup[0]}"
+                if dup
+                else "no single venue takes this order list (its instruments and contingency "
+                "kinds at one venue that is up)"
+            )
+            for o in orders:
+                if o.client_order_id not in dup:
+                    self._finished.add(o.client_order_id)
+            return [OrderRejected.for_order(o, why, now_ns, now_ns) for o in orders]
+        for o in orders:
+            self._next_vid += 1
+            rec = _Routed(o, o.qty, o.px, self._next_vid)
+            rec.legs[vname] = _Leg(vname, o.qty, o.qty)
+            self._orders[o.client_order_id] = rec
+            self.routed += 1
+            self.legs_sent[vname] += 1
+        venue: Any = self.venues[vname]
+        return self._merge(self._tag(vname, venue.submit_list(orders, now_ns)), now_ns)
+
+    def unroutable(self, instrument_id: int) -> str:
+        """Why the router refuses an instrument ("" = it routes): a betting selection that
+        several venues trade (odds are not prices: see the module docstring)."""
+        ins = self.instruments.get(instrument_id) if self.instruments is not None else None
+        if ins is None or ins.kind != InstrumentKind.BETTING:
+            return ""
+        names = self.trading(instrument_id)
+        if len(names) < 2:
+            return ""
+        return (
+            f"betting instrument {instrument_id} trades at {len(names)} venues "
+            f"({', '.join(names)}): odds are not prices, the router does not compare or split "
+            "them; trade it at one venue"
+        )
 
     def cancel(self, cancel: CancelOrder, now_ns: int) -> list[VenueEvent]:
         rec = self._orders.get(cancel.client_order_id)
@@ -634,6 +706,11 @@ class SmartRouter(StatusReports):
                     ev.ts_recv,
                 )
             )
+
+
+def _supports(venue: Any, kind: int) -> bool:
+    f = getattr(venue, "supports_contingency", None)
+    return bool(callable(f) and f(kind))
 
 
 def _book(venue: Venue, iid: int) -> Any | None:

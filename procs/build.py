@@ -272,7 +272,7 @@ def build_venue(
         return next(iter(clients.values()))
     from engine.routing import SmartRouter
 
-    return SmartRouter(clients)
+    return SmartRouter(clients, instruments=instruments)
 
 
 def build_data_client(cfg: Config, rejects: Any = None, rules: Any = None) -> MarketDataClient:

@@ -136,4 +136,4 @@ def build_sim_venues(instruments: Any, specs: Sequence[VenueSpec], *, seed: int 
             "size_scale": s.size_scale,
         }
         venues[s.name] = sim.execution(VenueConfig(s.name, "sim", instruments, settings, seed + k))
-    return SmartRouter(venues)
+    return SmartRouter(venues, instruments=instruments)
