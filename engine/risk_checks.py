@@ -14,12 +14,19 @@ Checks on a new order, in order (every limit configurable; 0 turns the optional 
    like any refused replace — the original is canceled — whether it would add exposure or
    only move the price: a price computed from old data is as wrong as a new order from it,
    and canceling is always safe. Cancels are never refused for age;
-2. well-formed: known instrument, qty > 0, price > 0 for priced orders, side (a replace:
+2. well-formed: known instrument, qty > 0, price > 0 for priced orders (LIMIT, STOP_LIMIT,
+   LIMIT_IF_TOUCHED: the limit exec sends), a trigger > 0 for STOP, STOP_LIMIT, MARKET_IF_TOUCHED
+   and LIMIT_IF_TOUCHED, a trail for TRAILING_STOP / TRAILING_STOP_LIMIT, a session for an
+   AT_THE_OPEN / AT_THE_CLOSE order (exec's own refusals, made before anything is counted
+   open), side (a replace:
    ``new_qty`` is the new open quantity, > 0; ``new_px`` > 0, except that a market order or
    parent replaced at px 0 stays market and is checked as a new market order of that size);
 3. instrument halted (venue halt, exchange circuit breaker, flash move: ``engine.market_guard``);
 4. duplicate id, max open orders, max orders per second (new orders and replaces, sliding 1 s);
-5. max order notional (market orders valued at the opposite best, else the last trade);
+5. max order notional (market orders valued at the opposite best, else the last trade: so are
+   the types exec sends at the market — stops and market-if-touched when they fire,
+   market-to-limit at the touch, a trailing-stop-limit's limit; a session order is valued at
+   today's prices);
 6. price band (fat finger): a limit price more than ``price_band_pct`` from the mid;
 7. max position in lots, worst case: the filled position plus every open order on the same side
    plus this one;
@@ -57,11 +64,22 @@ from engine.messages import (
 )
 from engine.risk_book import RiskBook, RiskOrder, RiskOutput
 from engine.risk_margin import margin_check, market_check
+from engine.sessions import SESSION_TIFS, session_refusal
 
-#: order types whose ``px`` is a limit price (must be > 0)
-_PRICED = (int(OrderType.LIMIT), int(OrderType.STOP_LIMIT))
+#: order types whose ``px`` is the limit price exec sends (must be > 0): valued and banded at
+#: it. The others go out at the market — a MARKET, a stop / market-if-touched when it fires, a
+#: market-to-limit at the touch, a trailing-stop-limit at an offset from a stop level that does
+#: not exist yet — and are valued at the opposite best (``ref_px``).
+_PRICED = (int(OrderType.LIMIT), int(OrderType.STOP_LIMIT), int(OrderType.LIMIT_IF_TOUCHED))
 #: order types that need a trigger price (``stop_px`` > 0)
-_STOPPED = (int(OrderType.STOP), int(OrderType.STOP_LIMIT))
+_STOPPED = (
+    int(OrderType.STOP),
+    int(OrderType.STOP_LIMIT),
+    int(OrderType.MARKET_IF_TOUCHED),
+    int(OrderType.LIMIT_IF_TOUCHED),
+)
+#: trailing types: a trail in ticks (``stop_px`` > 0) or ``algo_params["trail_pct"]`` in (0, 100)
+_TRAILING = (int(OrderType.TRAILING_STOP), int(OrderType.TRAILING_STOP_LIMIT))
 _REDUCE_ONLY = int(OrderFlag.REDUCE_ONLY)
 
 #: a refusal: (reason, the offending value, the limit)
@@ -108,6 +126,12 @@ def stale(book: RiskBook, ts_origin: int, now_ns: int) -> Refusal | None:
     book.stale_rejected += 1
     reason = "stale_intent" if age > 0 else "ts_origin_in_future"
     return reason, age / 1e6, max_age / 1e6
+
+
+def _trail_pct_ok(it: IntentNew) -> bool:
+    """A trailing order's trail by percent (exec's emulator takes 0 < trail_pct < 100)."""
+    pct = float(it.algo_params.get("trail_pct", 0.0) or 0.0) if it.algo_params else 0.0
+    return 0.0 < pct < 100.0
 
 
 def ref_px(book: RiskBook, iid: int, side: int, order_type: int, px: int) -> int:
@@ -157,6 +181,13 @@ def check_new(book: RiskBook, it: IntentNew, now_ns: int) -> list[RiskOutput]:
         return reject(book, it, "price must be > 0", it.px, 0, now_ns)
     if it.order_type in _STOPPED and it.stop_px <= 0:
         return reject(book, it, "stop price must be > 0", it.stop_px, 0, now_ns)
+    if it.order_type in _TRAILING and it.stop_px <= 0 and not _trail_pct_ok(it):
+        why = (
+            "trailing stop needs stop_px (trail in ticks) > 0 or algo_params trail_pct in (0, 100)"
+        )
+        return reject(book, it, why, it.stop_px, 0, now_ns)
+    if it.tif in SESSION_TIFS and (why := session_refusal(ins, it.tif)):
+        return reject(book, it, why, it.tif, 0, now_ns)
     if it.side not in (Side.BUY, Side.SELL):
         return reject(book, it, "side must be BUY or SELL", it.side, 0, now_ns)
     if book.guard.halted[iid]:
