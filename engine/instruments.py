@@ -42,7 +42,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     market_id: str = ""  # binary / betting: the market (event) this outcome belongs to
     outcome: str = ""  # binary: the outcome token ("Yes"); betting: the selection's name
     resolves_ns: int = 0  # binary / betting: when the simulated venue resolves it (0: never)
-    resolution: str = ""  # the simulated venue's result: "1" / "0" / "void" ("": unresolved)
+    resolution: str = ""  # the simulated venue's result: "1" / "0" / "void" / "0.5" (binary 50/50)
     session_tz: str = ""  # a venue with sessions: IANA zone of session_open / session_close
     session_open: str = ""  # "HH:MM" local; at-the-open orders work then
     session_close: str = ""  # "HH:MM" local; at-the-close orders work then
@@ -76,10 +76,16 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
             need(bool(self.base_currency), "base_currency", f"an FX pair needs it ({sym})")
         if kind in (InstrumentKind.BINARY, InstrumentKind.BETTING):
             need(bool(self.market_id), "market_id", f"a {kind} instrument needs its market ({sym})")
+            # a binary's 50/50 pays half a share (Polymarket); a betting selection wins or loses
+            ok = (
+                ("", "1", "0", "void", "0.5")
+                if kind == InstrumentKind.BINARY
+                else ("", "1", "0", "void")
+            )
             need(
-                self.resolution in ("", "1", "0", "void"),
+                self.resolution in ok,
                 "resolution",
-                f'must be "1", "0", "void" or "" (instrument {sym})',
+                f"must be one of {', '.join(repr(r) for r in ok)} (instrument {sym})",
             )
         if kind == InstrumentKind.BINARY:
             need(self.tick_size < 1, "tick_size", f"a binary contract prices in (0, 1) ({sym})")

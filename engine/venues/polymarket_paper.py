@@ -5,8 +5,9 @@ Why a wrapper: the simulated exchange settles a binary contract at its configure
 ``resolves_ns`` with its configured ``resolution`` (a backtest knows both in advance); on the
 venue's live data nobody does, so the market channel's ``market_resolved`` — an
 ``ExchangeStatus`` HALTED whose reason ``polymarket_data`` writes as ``market resolved
-(<outcome>): pays <payout>`` — settles the paper position at that payout, as the venue settles
-a live one (``polymarket_exec``). Everything else is the simulated exchange's.
+(<outcome>): pays <payout>`` — settles the paper position at that payout through the simulated
+exchange's public ``resolve`` (the path a configured resolution takes), as the venue settles a
+live one (``polymarket_exec``). Everything else is the simulated exchange's.
 """
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from engine.enums import SettlementKind
 from engine.messages import ExchangeStatus
 
-__all__ = ["ResolvingPaper", "payout_of", "resolved_reason"]
+__all__ = ["ResolvingPaper", "payout_of", "resolution_of", "resolved_reason"]
 
+_PAYS = (Decimal(0), Decimal("0.5"), Decimal(1))  # what a CLOB share pays (None is not in)
 _RESOLVED = re.compile(r"market resolved \((?P<outcome>[^)]*)\): pays (?P<pay>[0-9.]+)")
 
 
 def resolved_reason(outcome: str, pay: Decimal) -> str:
     """The ``ExchangeStatus`` reason of a token whose market resolved (paying ``pay``)."""
     return f"market resolved ({outcome or 'no winner'}): pays {pay.normalize():f}"
+
+
+def resolution_of(pay: Decimal) -> str:
+    """The simulated exchange's ``resolution`` for a payout a share: "1", "0" or "0.5" (a
+    50/50: the only payouts the CLOB has)."""
+    return f"{pay.normalize():f}"
 
 
 def payout_of(reason: str) -> Decimal | None:
@@ -52,22 +59,16 @@ class ResolvingPaper:
         if type(msg) is ExchangeStatus:
             pay = payout_of(msg.reason)  # type: ignore[attr-defined]
             iid = msg.instrument_id  # type: ignore[attr-defined]
-            if pay is not None and iid not in self.settled:
+            if pay in _PAYS and iid not in self.settled and self._lists(iid):
                 self.settled.add(iid)
-                self._settle(iid, pay, msg.ts_event)  # type: ignore[attr-defined]
+                out = out + self.inner.resolve(iid, resolution_of(pay), now_ns)
         return out
 
-    def _settle(self, iid: int, pay: Decimal, ts: int) -> None:
-        """Close the paper position at the payout, expire its orders (they come from
-        ``poll``). Uses the simulated exchange's account settlement (engine/venues/
-        sim_accounts.py), the same path a configured resolution takes."""
-        accounts = getattr(self.inner, "_accounts", None)
-        book = accounts.books.get(iid) if accounts is not None else None
-        if book is None:
-            return
-        px = book.ins.px_to_ticks(pay)
-        kind = int(SettlementKind.RESOLVED)
-        accounts._settle(self.inner, book, kind, px, int(pay > 0), ts, "market resolved")
+    def _lists(self, iid: int) -> bool:
+        """Whether the simulated exchange holds the token (its public ``resolve`` raises
+        otherwise)."""
+        trades = getattr(self.inner, "trades_instrument", None)
+        return trades is None or bool(trades(iid))
 
     def __getattr__(self, attr: str) -> Any:  # submit, cancel, poll, queries, reports, close
         return getattr(self.inner, attr)

@@ -390,6 +390,28 @@ class SimExchange(MarketFlow, StatusReports):
                 out.append((px, left))
         return out
 
+    # --- the venue's own settlements (a paper venue hears them from the real one) ---------------
+    def resolve(self, instrument_id: int, resolution: str, now_ns: int) -> list[VenueEvent]:
+        """Resolve a binary contract or betting selection at venue time ``now_ns``, as its
+        configured ``resolves_ns`` would (``resolution``: "1" won, "0" lost, "void", "0.5" a
+        binary's 50/50): the position closes (``Settlement``), its open orders expire, it no
+        longer trades. Requests that reached the venue before are matched first. Returns the
+        events due by ``now_ns``; resolving a settled instrument again does nothing. A betting
+        market resolved this way settles every selection of it the venue lists: its
+        commission waits for all of them (engine.venues.sim_accounts)."""
+        acc = self._accounts
+        if acc is None or instrument_id not in acc.books:
+            raise ValueError(f"instrument {instrument_id}: not a binary or betting instrument here")
+        self._advance(now_ns)
+        self._clock = max(self._clock, now_ns)
+        acc.resolve(self, instrument_id, resolution, self._clock)
+        return self._drain(now_ns)
+
+    def settled(self, instrument_id: int) -> str:
+        """Why the instrument no longer trades (settled, expired, voided); "" while it does."""
+        b = self._accounts.books.get(instrument_id) if self._accounts is not None else None
+        return b.settled if b is not None else ""
+
     def halted(self, instrument_id: int) -> str:
         """Why trading in the instrument is stopped ("" when it is open)."""
         inst = self._insts.get(instrument_id)

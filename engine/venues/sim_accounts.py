@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from engine import accounts as acc
 from engine.betting import betfair_ladder_ok, commission
 from engine.enums import InstrumentKind, SettlementKind
@@ -313,19 +315,40 @@ class SimAccounts:
         return sim._clock + sim.response_latency_ns
 
     # --- settlement -----------------------------------------------------------------------------
+    def resolve(self, sim: SimExchange, iid: int, resolution: str, t: int) -> bool:
+        """Resolve a binary contract or betting selection now, as the venue says (its
+        ``resolution``: "1", "0", "void"; "0.5" for a binary's 50/50); False when it already
+        settled. A betting market resolved this way settles every selection the venue lists
+        (the venue settles whole markets), so its commission waits for all of them."""
+        b = self.books.get(iid)
+        if b is None or b.ins.kind not in (InstrumentKind.BINARY, InstrumentKind.BETTING):
+            raise ValueError(f"instrument {iid}: only binary and betting instruments resolve")
+        if b.settled:
+            return False
+        b.ins = msgspec.structs.replace(b.ins, resolution=resolution)  # checked by Instrument
+        if b.ins.kind == InstrumentKind.BETTING:
+            mine = self._markets.setdefault(b.ins.market_id, [])
+            m = b.ins.market_id
+            for j, o in self.books.items():
+                if o.ins.kind == InstrumentKind.BETTING and o.ins.market_id == m and j not in mine:
+                    mine.append(j)
+        self._resolve(sim, b, t)
+        return True
+
     def _resolve(self, sim: SimExchange, b: _Book, t: int) -> None:
-        """A binary contract or betting selection resolves per its ``resolution``."""
+        """A binary contract or betting selection resolves per its ``resolution`` (a binary
+        pays it per share: 1, 0 or 0.5; ``outcome`` 1 when it pays)."""
         res = b.ins.resolution
         if res == "void":
             px = round(b.avg_px) if b.ins.kind != InstrumentKind.BETTING else 0
             self._settle(sim, b, SettlementKind.VOID, px, -1, t, "market voided")
             return
-        won = 1 if res == "1" else 0
         if b.ins.kind == InstrumentKind.BETTING:
+            won = 1 if res == "1" else 0
             self._settle(sim, b, SettlementKind.RESOLVED, 0, won, t, "market settled")
         else:
-            pay = round(1.0 / b.ins.tick_size) if won else 0
-            self._settle(sim, b, SettlementKind.RESOLVED, pay, won, t, "market resolved")
+            pay = round(float(res) / b.ins.tick_size)
+            self._settle(sim, b, SettlementKind.RESOLVED, pay, int(pay > 0), t, "market resolved")
 
     def _settle(
         self, sim: SimExchange, b: _Book, kind: int, px: int, outcome: int, t: int, why: str
