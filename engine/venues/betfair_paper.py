@@ -39,7 +39,7 @@ class BetfairPaper:
                 self.settled[iid] = _RESOLUTION[got[1]]
                 # the simulator's public settlement: a market resolved this way settles all
                 # its selections, so the commission waits for them all (on the market's net)
-                out = out + self.sim.resolve(iid, self.settled[iid], now_ns)
+                out = out + self.inner.resolve(iid, self.settled[iid], now_ns)
                 out = out + self.inner.poll(now_ns)
         return out
 

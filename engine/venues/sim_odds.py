@@ -84,6 +84,10 @@ class OddsVenue:
     def poll(self, now_ns: int) -> list[Any]:
         return self._out(self.inner.poll(now_ns))
 
+    def resolve(self, instrument_id: int, resolution: str, now_ns: int) -> list[Any]:
+        """The simulator's public settlement (``SimExchange.resolve``), its events in odds."""
+        return self._out(self.inner.resolve(instrument_id, resolution, now_ns))
+
     def on_market_data(self, msg: Any, now_ns: int) -> list[Any]:
         k = self.pivots.get(getattr(msg, "instrument_id", -1))
         if k is not None:
