@@ -22,7 +22,8 @@ What it decides, by ``ExecPolicy`` (config ``[exec]``):
   ...) is retried up to ``max_retries`` times with exponential backoff, under a fresh venue-side
   id (venues refuse a reused client id); upstream sees only the final outcome, on the original id.
 - Price-gap protection (``engine.price_gap``): a MARKET order is refused when the mid moved
-  more than ``price_gap_bps`` between the tick that caused it (its ``ts_origin``; or its ``px``
+  more than ``price_gap_bps`` (a binary: ``price_gap_ticks``; a betting selection:
+  ``price_gap_ladder_ticks``) between the tick that caused it (its ``ts_origin``; or its ``px``
   when the strategy set one as the price it saw) and now: the decision was made on a market
   that is gone.
 - Staleness: a ``NewOrder`` from risk whose ``ts_origin`` is more than ``max_order_age_ns``
@@ -339,8 +340,15 @@ class ExecEngine(ExecRestart):
             else:
                 self._local_reject(order, "market halted", now_ns, out)
             return
-        if order.order_type == OrderType.MARKET and self.policy.price_gap_bps > 0:
-            why = self._gaps.why(order, self.policy.price_gap_bps)
+        if order.order_type == OrderType.MARKET:
+            pol = self.policy
+            why = self._gaps.why(
+                order,
+                pol.price_gap_bps,
+                self.instruments.get(iid),
+                pol.price_gap_ticks,
+                pol.price_gap_ladder_ticks,
+            )
             if why:
                 self.gap_rejects += 1
                 self._local_reject(order, why, now_ns, out)

@@ -72,6 +72,7 @@ from engine.messages import (
     Bar,
     BookSnapshot,
     IntentNew,
+    MarkPrice,
     NewOrder,
     OrderCanceled,
     OrderExpired,
@@ -117,6 +118,7 @@ class PositionState:
     commission: float = 0.0
     liquidations: int = 0
     settlements: int = 0
+    venue_mark: bool = False  # marked by the venue's MarkPrice: the book no longer marks it
 
     @property
     def mark_px(self) -> int:
@@ -484,7 +486,16 @@ class Portfolio(AccountViews):
 
     def on_market_data(self, msg: object) -> None:
         """Mark from market data: mid of a quote/snapshot top (rounded down), a trade price, or
-        a bar close."""
+        a bar close; a perpetual whose venue publishes its mark (``MarkPrice``) is marked by
+        that alone, from the first one on (the venue's margin and funding use it)."""
+        if isinstance(msg, MarkPrice):
+            p = self.positions.get(msg.instrument_id)
+            if p is not None and msg.mark_px > 0:
+                p.mark, p.venue_mark = int(msg.mark_px), True
+            return
+        p = self.positions.get(getattr(msg, "instrument_id", -1))
+        if p is not None and p.venue_mark:
+            return
         if isinstance(msg, Quote):
             if msg.bid_qty > 0 and msg.ask_qty > 0:
                 self.mark(msg.instrument_id, (msg.bid_px + msg.ask_px) // 2)

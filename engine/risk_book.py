@@ -28,6 +28,7 @@ from engine.messages import (
     CancelOrder,
     InstrumentHalted,
     InstrumentResumed,
+    MarkPrice,
     NewOrder,
     OrderAccepted,
     OrderCanceled,
@@ -102,6 +103,9 @@ class RiskBook:
         self.bid = np.zeros(n, dtype=np.int64)  # last known best bid / ask / trade, ticks (0: none)
         self.ask = np.zeros(n, dtype=np.int64)
         self.last = np.zeros(n, dtype=np.int64)
+        # a perpetual's mark as its venue publishes it (MarkPrice; 0: none): it values the
+        # position where present, as the venue's margin and funding do
+        self.venue_mark = np.zeros(n, dtype=np.int64)
         # money per (tick x lot): a futures contract's size included (engine.accounts.multiplier)
         self.mult = np.array(
             [i.tick_size * i.lot_size * i.contract_size if i else 0.0 for i in self.ins]
@@ -305,9 +309,14 @@ class RiskBook:
                     self.bid[iid] = msg.bid_px[0]
                 if msg.ask_px:
                     self.ask[iid] = msg.ask_px[0]
+        elif isinstance(msg, MarkPrice) and 0 <= msg.instrument_id < self.n and msg.mark_px > 0:
+            self.venue_mark[msg.instrument_id] = msg.mark_px
 
     def mark(self, instrument_id: int) -> float:
-        """Mid of the last known bid/ask (ticks), else the last trade; 0.0 if nothing known."""
+        """The venue's mark (``MarkPrice``) where one came, else the mid of the last known
+        bid/ask (ticks), else the last trade; 0.0 if nothing known."""
+        if self.venue_mark[instrument_id] > 0:
+            return float(self.venue_mark[instrument_id])
         b, a = int(self.bid[instrument_id]), int(self.ask[instrument_id])
         if b > 0 and a > 0:
             return (b + a) / 2.0
@@ -316,7 +325,8 @@ class RiskBook:
     def mids(self) -> np.ndarray:
         """Every instrument's mark (ticks; 0 where nothing is known), vectorised."""
         both = (self.bid > 0) & (self.ask > 0)
-        return np.where(both, (self.bid + self.ask) / 2.0, self.last.astype(np.float64))
+        m = np.where(both, (self.bid + self.ask) / 2.0, self.last.astype(np.float64))
+        return np.where(self.venue_mark > 0, self.venue_mark.astype(np.float64), m)
 
     def refresh_exposure(self) -> None:
         """Marks, exposures, equity, sector totals and the VaR caches from the latest prices."""

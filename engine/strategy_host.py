@@ -34,6 +34,7 @@ from engine.messages import (
     Forecast,
     IntentCancel,
     IntentNew,
+    MarkPrice,
     OrderAccepted,
     OrderFilled,
     OrderPartiallyFilled,
@@ -59,6 +60,7 @@ _KIND = {
     "on_book": "book",
     "on_bar": "bar",
     "on_forecast": "forecast",
+    "on_mark": "mark",
 }
 
 
@@ -307,6 +309,8 @@ class StrategyHost:
             fn, args, origin = "on_forecast", (msg,), msg.ts_origin
         elif isinstance(msg, Bar):
             fn, args, origin = "on_bar", (msg,), now_ns
+        elif isinstance(msg, MarkPrice):
+            fn, args, origin = "on_mark", (msg,), msg.ts_recv
         else:
             return []
         kind = _KIND[fn]

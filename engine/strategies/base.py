@@ -26,7 +26,8 @@ user's alike; a module in the directory ``gekko`` is started from imports in ``g
 
 Subscriptions (``Strategy.subscriptions``): which market callbacks the host makes — "quote"
 (``on_quote``), "trade" (``on_trade``), "book" (``on_book`` after every book change), "top"
-(``on_book`` only when the best bid or ask price or size changed), "bar", "forecast". The default
+(``on_book`` only when the best bid or ask price or size changed), "bar", "forecast", "mark"
+(``on_mark``: a perpetual's mark price, index and funding rate from its venue). The default
 is everything; a callback the class leaves as this base class's no-op is never called either
 (``subscriptions_of``), which changes nothing a strategy can see and lets the fast replay
 (``engine.replay_fast``) skip the rows nobody listens to.
@@ -59,6 +60,7 @@ from engine.messages import (
     IntentCancel,
     IntentNew,
     IntentReplace,
+    MarkPrice,
     OrderAccepted,
     OrderCanceled,
     OrderCancelRejected,
@@ -96,9 +98,9 @@ _COUNTER_MASK = (1 << 32) - 1
 
 
 #: what a strategy may subscribe to (``Strategy.subscriptions``)
-SUBSCRIPTIONS = frozenset({"quote", "trade", "book", "top", "bar", "forecast"})
+SUBSCRIPTIONS = frozenset({"quote", "trade", "book", "top", "bar", "forecast", "mark"})
 #: the default: every market callback (today's dispatch)
-ALL_MARKET = frozenset({"quote", "trade", "book", "bar", "forecast"})
+ALL_MARKET = frozenset({"quote", "trade", "book", "bar", "forecast", "mark"})
 _CALLBACK = {
     "quote": "on_quote",
     "trade": "on_trade",
@@ -106,6 +108,7 @@ _CALLBACK = {
     "top": "on_book",
     "bar": "on_bar",
     "forecast": "on_forecast",
+    "mark": "on_mark",
 }
 
 
@@ -673,6 +676,10 @@ class Strategy:
 
     def on_forecast(self, f: Forecast) -> None:
         """A model forecast for one of our instruments."""
+
+    def on_mark(self, m: MarkPrice) -> None:
+        """The venue's mark of one of our perpetuals (``MarkPrice``: mark, index, funding rate,
+        next funding time)."""
 
     def on_order_event(self, ev: OrderEvent) -> None:
         """Accepted / rejected / canceled / expired / replaced for one of our orders, a refused
