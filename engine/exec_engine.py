@@ -50,6 +50,7 @@ from typing import Any
 
 import msgspec
 
+from engine.account_events import AccountGate
 from engine.algos.engine import AlgoEngine
 from engine.contingent import ContingentBook, is_list_order
 from engine.emulation import EMULATABLE, StopEmulator, market_to_limit, triggered_order
@@ -125,6 +126,7 @@ class ExecEngine(ExecRestart):
         self.policy = policy or ExecPolicy()
         self._iids = frozenset(self.instruments.ids)
         self.table = OrderTable()
+        self.accounts = AccountGate(self.instruments)  # account events: once, in the table
         self.emulator = StopEmulator()
         self.duplicates = 0  # NewOrders resent with a known client_order_id
         self.ignored_requests = 0  # cancels/replaces for unknown, finished or canceling orders
@@ -509,8 +511,9 @@ class ExecEngine(ExecRestart):
             ev = OrderAccepted.for_order(ev.order, ev.venue_order_id, now_ns, now_ns)
             tp = OrderAccepted
         coid = getattr(ev, "client_order_id", None)
-        if coid is None:
-            out.append(ev)  # not about an order (e.g. a venue notice): pass it on
+        if coid is None:  # not about an order (an account event, a venue notice): pass it on
+            if self.accounts.admit(ev, self.table):  # a repeated account event stops here
+                out.append(ev)
             return
         if self._alias:
             parent = self._alias.get(coid)
