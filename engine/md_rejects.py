@@ -28,6 +28,7 @@ from engine.messages import (
     BookSnapshot,
     ExchangeStatus,
     ExchangeStatusKind,
+    MarkPrice,
     Quote,
     Trade,
 )
@@ -149,10 +150,12 @@ class MdValidator:
             if msg.instrument_id != -1 and msg.instrument_id not in self.ids:
                 return "unknown_instrument"
             return None if msg.status in tuple(ExchangeStatusKind) else "bad_status"
-        if t not in (Quote, Trade, BookDelta, BookSnapshot, Bar):
+        if t not in (Quote, Trade, BookDelta, BookSnapshot, Bar, MarkPrice):
             return None
         if msg.instrument_id not in self.ids:
             return "unknown_instrument"
+        if t is MarkPrice:
+            return "non_positive_price" if msg.mark_px <= 0 else None
         if t is Quote:
             return self._quote(msg)
         if t is Trade:

@@ -749,6 +749,22 @@ class MarginStatus(msgspec.Struct, tag=59, **_S):
 ACCOUNT_EVENT_TYPES = (FundingPayment, Financing, Settlement, Liquidation, MarginStatus)
 
 
+class MarkPrice(msgspec.Struct, tag=61, **_S):
+    """A perpetual's mark from its venue (market data: feed -> strategy, exec, risk's prices,
+    recorder). ``mark_px`` / ``index_px`` in ticks (``index_px`` 0: unknown), ``funding_rate``
+    the current interval's rate, ``next_funding_ns`` the next funding time (ns since the epoch;
+    0 unknown). Where one is present the portfolio and risk value the perpetual at ``mark_px``
+    rather than the book's mid (docs/perpetuals.md)."""
+
+    instrument_id: int
+    mark_px: int
+    index_px: int
+    funding_rate: float
+    next_funding_ns: int
+    ts_event: int
+    ts_recv: int
+
+
 Message = (
     Quote
     | Trade
@@ -795,6 +811,7 @@ Message = (
     | Settlement
     | Liquidation
     | MarginStatus
+    | MarkPrice
 )
 
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = Message.__args__  # type: ignore[attr-defined]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from engine.messages import BookDelta, BookSnapshot, Forecast, Quote, Trade
+from engine.messages import BookDelta, BookSnapshot, Forecast, MarkPrice, Quote, Trade
 
 log = logging.getLogger("gekko.strategy")
 
@@ -39,7 +39,7 @@ log = logging.getLogger("gekko.strategy")
 MAX_DRAIN = 16_384
 #: at most one episode logged per this many seconds
 LOG_EVERY_S = 5.0
-_KIND = {Quote: 0, BookDelta: 1, BookSnapshot: 1, Trade: 2}
+_KIND = {Quote: 0, BookDelta: 1, BookSnapshot: 1, Trade: 2, MarkPrice: 3}
 
 
 class BacklogGuard:

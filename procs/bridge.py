@@ -167,7 +167,7 @@ def _state_hashes(
     realized = unrealized = fees = 0.0
     for row, ins in enumerate(cfg.instruments):
         tick = ins.tick_size
-        _, bid, bid_q, ask, ask_q, last, ts = tob.read_tuple(row)
+        _, bid, bid_q, ask, ask_q, last, ts, _mark = tob.read_tuple(row)
         out[f"tob:{ins.symbol}"] = {
             "bid_px": round(bid * tick, 10),
             "bid_qty": bid_q,

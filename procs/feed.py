@@ -41,6 +41,7 @@ from engine.messages import (
     BookSnapshot,
     ExchangeStatus,
     ExchangeStatusKind,
+    MarkPrice,
     Quote,
     Trade,
 )
@@ -169,6 +170,7 @@ class _Feed:
         self.tob = SeqlockTable.attach(w.engine_id, "tob", TOB_DTYPE)
         self.rows = {i.instrument_id: k for k, i in enumerate(cfg.instruments)}
         self.last_px = dict.fromkeys(self.rows, 0)
+        self.mark_px = dict.fromkeys(self.rows, 0)  # a perpetual's venue mark (MarkPrice)
         m = w.metrics
         self.c_out, self.c_cross = m.counter_index("md_out"), m.counter_index("book_crossed")
         self.c_gap, self.c_status = m.counter_index("book_gaps"), m.counter_index("exchange_status")
@@ -330,10 +332,15 @@ class _Feed:
                     msg.ask_qty,
                     self.last_px[msg.instrument_id],
                     t,
+                    self.mark_px[msg.instrument_id],
                 ),
             )
         elif isinstance(msg, Trade):
             self.last_px[msg.instrument_id] = msg.px
+        elif isinstance(msg, MarkPrice):  # the feed is the table's one writer: row kept whole
+            self.mark_px[msg.instrument_id] = msg.mark_px
+            row = self.rows[msg.instrument_id]
+            self.tob.write(row, (*self.tob.read_tuple(row)[:-1], msg.mark_px))
         elif isinstance(msg, ExchangeStatus):
             w.metrics.inc_i(self.c_status)
             if self.rules is not None:  # rare: a status change, not every tick

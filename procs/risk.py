@@ -42,6 +42,7 @@ from engine.messages import (
     ControlCommand,
     InstrumentHalted,
     InstrumentResumed,
+    MarkPrice,
     NewOrder,
     OpenOrderSnapshot,
     OpenOrdersRequest,
@@ -297,10 +298,12 @@ class Prices:
             k = self.rows.get(int(iid))
             if k is None:
                 continue
-            _, bid, bid_qty, ask, ask_qty, last, ts = self.tob.read_tuple(k)
+            _, bid, bid_qty, ask, ask_qty, last, ts, mark = self.tob.read_tuple(k)
             self.gate.on_market_data(Quote(int(iid), bid, bid_qty, ask, ask_qty, 0, ts))
             if last > 0:
                 self.gate.on_market_data(Trade(int(iid), last, 1, 0, 0, ts))
+            if mark > 0:  # a perpetual's venue mark: it values the position (risk_book)
+                self.gate.on_market_data(MarkPrice(int(iid), mark, 0, 0.0, 0, ts, ts))
 
     def read_all(self) -> None:
         self.read(self.ids)

@@ -173,6 +173,7 @@ TOB_DTYPE = np.dtype(
         ("ask_qty", "<i8"),
         ("last_px", "<i8"),
         ("ts_recv", "<i8"),
+        ("mark_px", "<i8"),  # a perpetual's venue mark (MarkPrice; 0: none)
     ]
 )
 

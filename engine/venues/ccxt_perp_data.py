@@ -1,13 +1,13 @@
 """A perpetual venue's market data: the contract's book and trades (``CcxtDataClient``) plus
 its mark price and funding rate.
 
-Why here and not on the rings: the engine's market-data messages are quotes, trades and books;
-a mark and a funding rate are the venue's own numbers for margin and funding, which the live
-execution client takes from the venue's account answers. This client keeps the last of each per
-instrument (``marks()``) from the venue's mark-price stream (ccxt ``watch_mark_price``:
-Binance's ``<symbol>@markPrice@1s``, which carries the mark, the current funding rate ``r`` and
-the next funding time ``T``), for the operator and tests; a stream that fails ends the session
-like the book's (reconnect, resync).
+The venue's mark-price stream (ccxt ``watch_mark_price``: Binance's ``<symbol>@markPrice@1s``,
+which carries the mark ``p``, the index ``i``, the current funding rate ``r`` and the next
+funding time ``T``) becomes a ``MarkPrice`` message on the market-data ring, so the portfolio and
+risk value the contract at the venue's mark (what its margin and funding use), and strategies
+subscribed to "mark" hear it. The client also keeps the last of each per instrument
+(``marks()``) for the operator and tests; a stream that fails ends the session like the book's
+(reconnect, resync).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from engine.instruments import Instrument
+from engine.messages import MarkPrice
 from engine.venues.ccxt_data import CcxtDataClient
 
 __all__ = ["Mark", "PerpDataClient"]
@@ -32,6 +33,19 @@ class Mark(msgspec.Struct, frozen=True):
     rate: float
     next_funding_ns: int
     ts_event: int
+    index_px: int = 0  # ticks; 0 unknown
+
+    def message(self, instrument_id: int) -> MarkPrice:
+        """This mark as the ring's ``MarkPrice`` (``ts_recv`` stamped now; the feed restamps)."""
+        return MarkPrice(
+            instrument_id,
+            self.px,
+            self.index_px,
+            self.rate,
+            self.next_funding_ns,
+            self.ts_event,
+            time.monotonic_ns(),
+        )
 
 
 class PerpDataClient(CcxtDataClient):
@@ -57,6 +71,7 @@ class PerpDataClient(CcxtDataClient):
             mark = _mark_of(ins, ticker)
             if mark is not None:
                 self._marks[ins.instrument_id] = mark
+                self._out.append(mark.message(ins.instrument_id))
 
 
 def _mark_of(ins: Instrument, ticker: Mapping[str, Any]) -> Mark | None:
@@ -65,9 +80,11 @@ def _mark_of(ins: Instrument, ticker: Mapping[str, Any]) -> Mark | None:
     if px in (None, ""):
         return None
     ts = int(info.get("E") or ticker.get("timestamp") or 0) * 1_000_000 or time.time_ns()
+    index = ticker.get("indexPrice") or info.get("i")
     return Mark(
         px=ins.px_to_ticks(str(px)),
         rate=float(info.get("r") or 0.0),
         next_funding_ns=int(info.get("T") or 0) * 1_000_000,
         ts_event=ts,
+        index_px=ins.px_to_ticks(str(index)) if index not in (None, "") else 0,
     )

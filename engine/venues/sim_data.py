@@ -4,15 +4,18 @@ The simulated exchange has no market of its own: it trades against whatever the 
 configured to replay or generate (``engine.sources``: the synthetic market, a replay, with the
 exchange-status rules of ``[sim]`` applied). This client serves that stream through
 ``engine.venues.data.MarketDataClient``, so the feed reads a simulated venue exactly as it will
-read a real one. The source is local and numbered by its producer, so it never gaps.
+read a real one. The source is local and numbered by its producer, so it never gaps. Where
+the venue lists perpetuals it publishes their mark too (``engine.venues.sim_marks``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
+from engine.enums import InstrumentKind
 from engine.instruments import InstrumentTable
 from engine.venues.data import InstrumentRules
+from engine.venues.sim_marks import with_marks
 
 __all__ = ["SimDataClient"]
 
@@ -50,10 +53,12 @@ class SimDataClient:
         if self._stream is None:
             raise RuntimeError(f"market-data client {self.name!r}: updates() before connect()")
         want = self._subscribed or set()
-        if want >= {i.instrument_id for i in self._table}:
-            return self._stream
-        keep = want | {-1}  # -1: venue-wide (and messages of no instrument)
-        return (m for m in self._stream if getattr(m, "instrument_id", -1) in keep)
+        stream: Iterator[object] = self._stream
+        if not want >= {i.instrument_id for i in self._table}:
+            keep = want | {-1}  # -1: venue-wide (and messages of no instrument)
+            stream = (m for m in stream if getattr(m, "instrument_id", -1) in keep)
+        perps = [i for i in self._table if i.kind == InstrumentKind.PERPETUAL]
+        return with_marks(stream, perps) if perps else stream  # the venue's marks (sim_marks)
 
     def close(self) -> None:
         close = getattr(self._stream, "close", None)

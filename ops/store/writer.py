@@ -36,6 +36,7 @@ from engine.messages import (
     AuditEvent,
     Bar,
     CancelOrder,
+    MarkPrice,
     ModelRegistered,
     NewOrder,
     OrderAccepted,
@@ -132,6 +133,16 @@ QUOTE_COLS = (
     "seq",
 )
 TRADE_COLS = ("run_id", "instrument_id", "px", "qty", "side", "ts_event", "ts_recv", "trade_id")
+MARK_COLS = (  # migration 0011: a perpetual's venue mark (MarkPrice)
+    "run_id",
+    "instrument_id",
+    "mark_px",
+    "index_px",
+    "funding_rate",
+    "next_funding_ns",
+    "ts_event",
+    "ts_recv",
+)
 BAR_COLS = (
     "run_id",
     "instrument_id",
@@ -156,6 +167,7 @@ TYPES: dict[str, tuple[str, ...]] = {
     "quotes": (_I8, _I4, _I8, _I8, _I8, _I8, _I8, _I8, _I8),
     "trades": (_I8, _I4, _I8, _I8, _I2, _I8, _I8, _I8),
     "bars": (_I8, _I4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8),
+    "marks": (_I8, _I4, _I8, _I8, _F8, _I8, _I8, _I8),
     "account_events": ACCOUNT_TYPES,  # migration 0010 (ops/store/account_rows.py)
 }
 
@@ -226,6 +238,7 @@ class Rows:
         "quotes",
         "trades",
         "bars",
+        "marks",
         "orders",
         "order_events",
         "fills",
@@ -240,6 +253,7 @@ class Rows:
         self.quotes: list[tuple] = []
         self.trades: list[tuple] = []
         self.bars: list[tuple] = []
+        self.marks: list[tuple] = []  # a perpetual's venue mark (0011)
         self.orders: list[tuple] = []
         self.order_events: list[tuple] = []
         self.fills: list[tuple] = []
@@ -254,6 +268,7 @@ class Rows:
             len(self.quotes)
             + len(self.trades)
             + len(self.bars)
+            + len(self.marks)
             + len(self.orders)
             + len(self.order_events)
             + len(self.fills)
@@ -311,6 +326,21 @@ class Rows:
                         msg.close,
                         msg.volume,
                         msg.trades,
+                    )
+                )
+                return
+        elif t is MarkPrice:
+            if msg.ts_event >= 0:
+                self.marks.append(
+                    (
+                        run_id,
+                        msg.instrument_id,
+                        msg.mark_px,
+                        msg.index_px,
+                        float(msg.funding_rate),
+                        msg.next_funding_ns,
+                        msg.ts_event,
+                        msg.ts_recv,
                     )
                 )
                 return
@@ -473,6 +503,7 @@ class Writer:
                 ("quotes", QUOTE_COLS, 6),
                 ("trades", TRADE_COLS, 5),
                 ("bars", BAR_COLS, 2),
+                ("marks", MARK_COLS, 6),
             ):
                 data = self._checked(table, getattr(rows, table))
                 if data:
