@@ -12,6 +12,7 @@ these functions so the numbers agree. docs/instruments-and-accounts.md has the u
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 # Betfair's ladder: (from, to, step) in hundredths of decimal odds; a price is valid when it lies
@@ -70,6 +71,26 @@ def ladder_ticks(odds: float, tick: float, *, up: bool = False) -> int:
     else:
         pick = next((p for p in reversed(_LADDER_C) if p <= c + 1e-6), _LADDER_C[0])
     return round(pick / 100.0 / tick)
+
+
+def ladder_position(px_ticks: float, tick: float) -> float:
+    """Where a price lies on the ladder, in ladder ticks from 1.01 (0.0): a price between two
+    ladder prices (a mid) by linear interpolation, clamped to the ladder's ends. A move of
+    ``n`` ladder ticks is ``n`` here whatever the odds (guards measure bounded prices so)."""
+    c = px_ticks * tick * 100.0
+    lad = _LADDER_C
+    if c <= lad[0]:
+        return 0.0
+    if c >= lad[-1]:
+        return float(len(lad) - 1)
+    j = bisect_right(lad, c)  # lad[j - 1] <= c < lad[j]
+    lo, hi = lad[j - 1], lad[j]
+    return (j - 1) + (c - lo) / (hi - lo)
+
+
+def ladder_positions_ticks(tick: float) -> list[float]:
+    """Every ladder price in ticks of ``tick``, ascending (for kernels that interpolate)."""
+    return [c / 100.0 / tick for c in _LADDER_C]
 
 
 def ladder_step(px_ticks: int, tick: float, steps: int) -> int:

@@ -22,7 +22,8 @@ What it decides, by ``ExecPolicy`` (config ``[exec]``):
   ...) is retried up to ``max_retries`` times with exponential backoff, under a fresh venue-side
   id (venues refuse a reused client id); upstream sees only the final outcome, on the original id.
 - Price-gap protection (``engine.price_gap``): a MARKET order is refused when the mid moved
-  more than ``price_gap_bps`` between the tick that caused it (its ``ts_origin``; or its ``px``
+  more than ``price_gap_bps`` (a binary: ``price_gap_ticks``; a betting selection:
+  ``price_gap_ladder_ticks``) between the tick that caused it (its ``ts_origin``; or its ``px``
   when the strategy set one as the price it saw) and now: the decision was made on a market
   that is gone.
 - Staleness: a ``NewOrder`` from risk whose ``ts_origin`` is more than ``max_order_age_ns``
@@ -49,6 +50,7 @@ from typing import Any
 
 import msgspec
 
+from engine.account_events import AccountGate
 from engine.algos.engine import AlgoEngine
 from engine.contingent import ContingentBook, is_list_order
 from engine.emulation import EMULATABLE, StopEmulator, market_to_limit, triggered_order
@@ -124,6 +126,7 @@ class ExecEngine(ExecRestart):
         self.policy = policy or ExecPolicy()
         self._iids = frozenset(self.instruments.ids)
         self.table = OrderTable()
+        self.accounts = AccountGate(self.instruments)  # account events: once, in the table
         self.emulator = StopEmulator()
         self.duplicates = 0  # NewOrders resent with a known client_order_id
         self.ignored_requests = 0  # cancels/replaces for unknown, finished or canceling orders
@@ -339,8 +342,15 @@ class ExecEngine(ExecRestart):
             else:
                 self._local_reject(order, "market halted", now_ns, out)
             return
-        if order.order_type == OrderType.MARKET and self.policy.price_gap_bps > 0:
-            why = self._gaps.why(order, self.policy.price_gap_bps)
+        if order.order_type == OrderType.MARKET:
+            pol = self.policy
+            why = self._gaps.why(
+                order,
+                pol.price_gap_bps,
+                self.instruments.get(iid),
+                pol.price_gap_ticks,
+                pol.price_gap_ladder_ticks,
+            )
             if why:
                 self.gap_rejects += 1
                 self._local_reject(order, why, now_ns, out)
@@ -501,8 +511,9 @@ class ExecEngine(ExecRestart):
             ev = OrderAccepted.for_order(ev.order, ev.venue_order_id, now_ns, now_ns)
             tp = OrderAccepted
         coid = getattr(ev, "client_order_id", None)
-        if coid is None:
-            out.append(ev)  # not about an order (e.g. a venue notice): pass it on
+        if coid is None:  # not about an order (an account event, a venue notice): pass it on
+            if self.accounts.admit(ev, self.table):  # a repeated account event stops here
+                out.append(ev)
             return
         if self._alias:
             parent = self._alias.get(coid)

@@ -28,6 +28,8 @@ class ExecPolicy(Settings):
     #: substrings of a venue's reject reason that make it worth retrying (matched lower-case)
     retry_on: tuple[str, ...] = ("busy", "rate limit", "throttl", "timeout", "try again")
     price_gap_bps: float = 100.0  # 0 disables the price-gap check
+    price_gap_ticks: float = 3.0  # a binary's band, in ticks of its price (0 = off for binaries)
+    price_gap_ladder_ticks: float = 5.0  # a betting selection's, in ladder ticks (0 = off)
     halt_policy: str = "hold"  # "hold" | "reject"
     native_order_types: tuple[str, ...] = ("MARKET", "LIMIT")
     emulate: bool = True
@@ -67,6 +69,9 @@ class ExecPolicy(Settings):
             "price_gap_bps",
             "must be >= 0 (0 = off)",
         )
+        for key in ("price_gap_ticks", "price_gap_ladder_ticks"):
+            v = getattr(self, key)
+            need(math.isfinite(v) and v >= 0, key, "must be >= 0 (0 = off)")
         need(self.halt_policy in ("hold", "reject"), "halt_policy", "must be 'hold' or 'reject'")
         for t in self.native_order_types:
             need(

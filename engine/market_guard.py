@@ -9,6 +9,11 @@ Two causes, tracked separately because they end differently:
   has stayed within the band of every sample of a whole window, for ``cooldown_ns`` more — the
   market has found a level.
 
+A bounded price moves in steps, not in proportions (a binary at 0.03 moves 33 % on one tick;
+odds are a ladder whose step grows with the odds), so a binary's move is measured in ticks
+(``band_ticks``) and a betting selection's in ladder ticks (``band_ladder_ticks``: its position
+on Betfair's ladder, ``engine.betting.ladder_position``); the others keep the relative band.
+
 The guard is fed sampled mids (``on_prices``, from the risk process's periodic read of the
 top-of-book table) rather than every tick, so its cost does not grow with the market data rate.
 Per instrument it keeps a ring of the last ``samples`` (time, mid) pairs (the caller sizes it to
@@ -18,14 +23,52 @@ scans them with a numba kernel: O(n·SAMPLES) per sample, allocation-free.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba
 import numpy as np
 
+from engine.betting import ladder_positions_ticks, ladder_prices
+from engine.enums import InstrumentKind
+from engine.instruments import Instrument
 from engine.messages import ExchangeStatus, ExchangeStatusKind, InstrumentHalted, InstrumentResumed
 
 SAMPLES = 64
 
 GuardOutput = InstrumentHalted | InstrumentResumed
+
+
+#: how an instrument's move is measured (``MarketGuard._mode``)
+RELATIVE, TICKS, LADDER = 0, 1, 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _ladder_pos(p: float, lad: np.ndarray) -> float:
+    """``p`` (ticks) as a position on the ladder ``lad`` (ascending prices in ticks),
+    interpolated between its prices, clamped to its ends (``engine.betting.ladder_position``)."""
+    m = lad.shape[0]
+    if p <= lad[0]:
+        return 0.0
+    if p >= lad[m - 1]:
+        return float(m - 1)
+    lo, hi = 0, m - 1  # lad[lo] < p < lad[hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if lad[mid] <= p:
+            lo = mid
+        else:
+            hi = mid
+    return lo + (p - lad[lo]) / (lad[hi] - lad[lo])
+
+
+@numba.njit(cache=True, nogil=True)
+def _distance(p: float, q: float, mode: int, lad: np.ndarray) -> float:
+    """How far ``p`` is from ``q``: relative, in ticks, or in ladder ticks (``mode``)."""
+    if mode == TICKS:
+        return abs(p - q)
+    if mode == LADDER:
+        return abs(_ladder_pos(p, lad) - _ladder_pos(q, lad))
+    return abs(p - q) / q
 
 
 @numba.njit(cache=True, nogil=True)
@@ -36,13 +79,16 @@ def _scan_and_push(
     hist_ts: np.ndarray,
     head: np.ndarray,
     window_ns: int,
-    band: float,
+    bands: np.ndarray,
     moved: np.ndarray,
     ref: np.ndarray,
+    mode: np.ndarray,
+    ladders: np.ndarray,
 ) -> None:
-    """For each instrument with a price: ``moved[i]`` if ``px[i]`` is more than ``band`` away
-    (relative) from any sample younger than ``window_ns`` (``ref[i]`` = the farthest one); then
-    push ``px[i]`` as the newest sample. Returns whether any moved."""
+    """For each instrument with a price: ``moved[i]`` if ``px[i]`` is more than ``bands[i]``
+    away (``_distance`` by ``mode[i]``; ``ladders[i]`` its ladder; a band of 0: never) from any
+    sample younger than ``window_ns`` (``ref[i]`` = the farthest one); then push ``px[i]`` as
+    the newest sample. Returns whether any moved."""
     n, k = hist_px.shape
     any_moved = False
     for i in range(n):
@@ -52,14 +98,15 @@ def _scan_and_push(
         if not p > 0.0:
             continue
         worst = 0.0
+        lad = ladders[i if ladders.shape[0] == n else 0]
         for s in range(k):
             q = hist_px[i, s]
             if q > 0.0 and now - hist_ts[i, s] <= window_ns:
-                dev = abs(p - q) / q
+                dev = _distance(p, q, mode[i], lad)
                 if dev > worst:
                     worst = dev
                     ref[i] = q
-        moved[i] = worst > band
+        moved[i] = bands[i] > 0.0 and worst > bands[i]
         any_moved |= moved[i]
         h = head[i]
         hist_px[i, h] = p
@@ -78,9 +125,28 @@ class MarketGuard:
         window_ns: int = 1_000_000_000,
         cooldown_ns: int = 5_000_000_000,
         samples: int = SAMPLES,
+        instruments: Sequence[Instrument | None] = (),
+        band_ticks: float = 0.0,
+        band_ladder_ticks: float = 0.0,
     ) -> None:
         self.n = n
         self.band = float(band)
+        # per instrument (``instruments`` by id): how a move is measured and its band
+        self._mode = np.full(n, RELATIVE, dtype=np.int64)
+        self.bands = np.full(n, self.band)
+        betting = [i for i in instruments if i is not None and i.kind == InstrumentKind.BETTING]
+        # a betting selection's ladder in its ticks; one dummy row when none (the kernel's shape)
+        self._ladders = np.ones((n if betting else 1, len(ladder_prices()) if betting else 2))
+        for ins in instruments:
+            if ins is None or not 0 <= ins.instrument_id < n:
+                continue
+            i = ins.instrument_id
+            if ins.kind == InstrumentKind.BINARY:
+                self._mode[i], self.bands[i] = TICKS, float(band_ticks)
+            elif ins.kind == InstrumentKind.BETTING:
+                self._mode[i], self.bands[i] = LADDER, float(band_ladder_ticks)
+                self._ladders[i] = ladder_positions_ticks(ins.tick_size)
+        self.on = bool((self.bands > 0).any())  # a flash-move halt can happen at all
         self.window_ns = int(window_ns)
         self.cooldown_ns = int(cooldown_ns)
         self.venue_halted = np.zeros(n, dtype=np.bool_)
@@ -134,7 +200,7 @@ class MarketGuard:
     def on_prices(self, mids: np.ndarray, now_ns: int) -> list[GuardOutput]:
         """One sample of mid prices (ticks, 0 where unknown), indexed by instrument id. A band
         of 0 turns flash-move halts off."""
-        if not self.band > 0:
+        if not self.on:
             return []
         moved = _scan_and_push(
             mids,
@@ -143,9 +209,11 @@ class MarketGuard:
             self._ts,
             self._head,
             self.window_ns,
-            self.band,
+            self.bands,
             self._moved,
             self._ref,
+            self._mode,
+            self._ladders,
         )
         if not moved and not self.flash_halted.any():
             return []  # the common case: nothing moved, nothing halted
@@ -161,13 +229,23 @@ class MarketGuard:
                 self.calm_since[i] = now_ns
                 if not self.flash_halted[i]:
                     self.flash_halted[i] = True
-                    move = mids[i] / self._ref[i] - 1.0
-                    why = f"flash move {move:+.2%} within {self.window_ns / 1e9:g}s (band {self.band:.2%})"
+                    why = self._why(i, float(mids[i]))
                     out += self._update(i, now_ns, why, float(mids[i]), float(self._ref[i]))
             elif now_ns - self.calm_since[i] >= self.cooldown_ns:
                 self.flash_halted[i] = False
                 out += self._update(i, now_ns, "market sane again")
         return out
+
+    def _why(self, i: int, px: float) -> str:
+        """The reason a flash-move halt gives, in the unit its band is in."""
+        ref, mode, within = float(self._ref[i]), int(self._mode[i]), self.window_ns / 1e9
+        if mode == RELATIVE:
+            move = px / ref - 1.0
+            return f"flash move {move:+.2%} within {within:g}s (band {self.band:.2%})"
+        lad = self._ladders[i if self._ladders.shape[0] == self.n else 0]
+        d = _distance(px, ref, mode, lad) * (1 if px >= ref else -1)
+        unit = "ticks" if mode == TICKS else "ladder ticks"
+        return f"flash move {d:+.1f} {unit} within {within:g}s (band {self.bands[i]:g} {unit})"
 
     def snapshot(self) -> dict[int, str]:
         """Halted instruments and why (for status displays and the persisted state)."""

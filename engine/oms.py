@@ -41,7 +41,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from engine.account_events import moves_position, position_after
 from engine.messages import (
+    ACCOUNT_EVENT_TYPES,
     TAG_BY_TYPE,
     CancelOrder,
     NewOrder,
@@ -447,6 +449,13 @@ class OrderTable:
                     r.state = _S.PARTIALLY_FILLED
         return True
 
+    def apply_account(self, ev: object) -> None:
+        """A settlement (flat) or a liquidation (its trade) moves the position like the
+        portfolio's (``engine.account_events``); other account events move none."""
+        if moves_position(ev):
+            iid = ev.instrument_id  # type: ignore[attr-defined]
+            self.positions[iid] = position_after(self.positions.get(iid, 0), ev)
+
     # --- persistence -------------------------------------------------------------------------
     def snapshot(self) -> list[OrderSnapshot]:
         """Every order as a storable ``OrderSnapshot``, in submission order."""
@@ -495,6 +504,8 @@ class OrderTable:
                 t.request_cancel(ev.client_order_id)  # type: ignore[attr-defined]
             elif tp is ReplaceOrder:
                 t.request_replace(ev.client_order_id)  # type: ignore[attr-defined]
+            elif tp in ACCOUNT_EVENT_TYPES:
+                t.apply_account(ev)  # journaled account events: positions as exec had them
             else:
                 t.apply(ev)
         return t

@@ -9,8 +9,10 @@ file has one job; the formulas are ``engine.accounts``' and ``engine.betting``'s
 Every amount is booked in its own currency (cash and the component's per-currency total) and
 valued in the base (account) currency with the portfolio's fx rates. A strategy's share of an
 event no order of its made (funding, financing, a settlement, a liquidation, commission) follows
-its own position in the instrument; what no strategy holds goes to strategy 0. A venue's id on an
-event (``payment_id``, ``settlement_id``, ``liquidation_id``; 0: none) applies it once. Betting
+its own position in the instrument; what no strategy holds goes to strategy 0. A settlement
+leaves the position flat, a betting selection's too (``engine.account_events``). A venue's id on
+an event (``payment_id``, ``settlement_id``, ``liquidation_id``; 0: none) applies it once: the
+same (venue, type, id) twice is a repeat. Betting
 commission is the venue's own figure (``Settlement.fee`` on the settlement that closes a market:
 the rate on its net winnings), shared by the strategies that won in that market.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from engine.account_events import SeenEvents
 from engine.accounts import (
     CashStyle,
     MarginSummary,
@@ -51,7 +54,7 @@ class AccountViews:
         self.unknown_events = 0  # account events of instruments not in the table
         self.bad_events = 0  # non-finite amounts, non-positive prices or quantities
         self.duplicate_events = 0  # an id already applied
-        self._seen: set[tuple[type, int]] = set()
+        self._seen = SeenEvents()  # (venue, type, venue id): applied once
         self._market_net: dict[str, dict[int, float]] = {}  # market -> strategy -> settled P&L
 
     # --- input ---------------------------------------------------------------------------------
@@ -66,18 +69,9 @@ class AccountViews:
         if p is None:
             self.unknown_events += 1
             return
-        vid = (
-            ev.payment_id
-            if isinstance(ev, FundingPayment | Financing)
-            else ev.settlement_id
-            if isinstance(ev, Settlement)
-            else ev.liquidation_id
-        )
-        if vid:
-            if (type(ev), vid) in self._seen:
-                self.duplicate_events += 1
-                return
-            self._seen.add((type(ev), vid))
+        if not self._seen.first(p.venue, ev):
+            self.duplicate_events += 1
+            return
         if isinstance(ev, FundingPayment | Financing):
             self._on_payment(p, ev)
         elif isinstance(ev, Settlement):
@@ -209,6 +203,7 @@ class AccountViews:
         market's commission)."""
         assert isinstance(p.book, BetBook)
         result = p.book.settle(won)
+        p.position, p.avg_px = 0, 0.0  # settled: flat (its P&L realized)
         p.realized += result
         self.cash_by_currency[p.currency] += result
         fx = self.fx(p.currency)

@@ -2,7 +2,10 @@
 
 A MARKET order is refused when the mid moved more than the band (``[exec] price_gap_bps``)
 between the tick that caused it (its ``ts_origin``; or its ``px`` when the strategy set one as
-the price it saw) and now: the decision was made on a market that is gone. Kept apart from
+the price it saw) and now: the decision was made on a market that is gone. A bounded price
+moves in steps, not in a proportion (one tick of a binary at 0.03 is 33 %; odds are a ladder), so
+a binary's move is measured in ticks (``price_gap_ticks``) and a betting selection's in ladder
+ticks (``price_gap_ladder_ticks``: 2.00 -> 1.98 is 2, 3.00 -> 2.98 is 1). Kept apart from
 ``engine.exec_engine`` because it is one small job with its own state (a bounded history per
 instrument, looked up by time).
 """
@@ -12,6 +15,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 
+from engine.betting import ladder_position
+from engine.enums import InstrumentKind
+from engine.instruments import Instrument
 from engine.messages import NewOrder, Quote
 
 #: mids kept per instrument for the price-gap check (looked up by an order's ts_origin)
@@ -33,8 +39,24 @@ class PriceGapGuard:
         h[0].append(q.ts_recv)
         h[1].append(q.bid_px + q.ask_px)  # 2 x mid: integer ticks, ratios are unchanged
 
-    def why(self, order: NewOrder, band_bps: float) -> str:
-        """Why a market order is refused by the price-gap check ("" if it is not)."""
+    def why(
+        self,
+        order: NewOrder,
+        band_bps: float,
+        ins: Instrument | None = None,
+        band_ticks: float = 0.0,
+        band_ladder_ticks: float = 0.0,
+    ) -> str:
+        """Why a market order is refused by the price-gap check ("" if it is not): a move over
+        ``band_bps``, or for a binary over ``band_ticks`` ticks, for a betting selection over
+        ``band_ladder_ticks`` ladder ticks (a band of 0 turns that check off)."""
+        kind = ins.kind if ins is not None else InstrumentKind.SPOT
+        bounded = kind in (InstrumentKind.BINARY, InstrumentKind.BETTING)
+        band = band_bps
+        if bounded:
+            band = band_ticks if kind == InstrumentKind.BINARY else band_ladder_ticks
+        if not band > 0:
+            return ""
         h = self._mids.get(order.instrument_id)
         if not h or not h[1]:
             return ""
@@ -46,7 +68,18 @@ class PriceGapGuard:
             if k < 0:
                 return ""  # older than the history: nothing to compare with
             ref2 = h[1][k]
-        moved = abs(now2 - ref2) * 1e4 / ref2
-        if moved > band_bps:
-            return f"price gap: mid moved {moved:.1f} bps since the intent (band {band_bps:g} bps)"
+        if kind == InstrumentKind.BINARY:
+            moved, unit = abs(now2 - ref2) / 2.0, "ticks"
+        elif kind == InstrumentKind.BETTING:
+            assert ins is not None
+            moved = abs(
+                ladder_position(now2 / 2, ins.tick_size) - ladder_position(ref2 / 2, ins.tick_size)
+            )
+            unit = "ladder ticks"
+        else:
+            moved, unit = abs(now2 - ref2) * 1e4 / ref2, "bps"
+        if moved > band:
+            return (
+                f"price gap: mid moved {moved:.1f} {unit} since the intent (band {band:g} {unit})"
+            )
         return ""

@@ -12,7 +12,9 @@ the venue, with the execution events the rest of the engine missed:
 - an order open in the record that the venue does not have open is closed (``OrderCanceled``);
 - an order closed in the record but open at the venue, or with a cancel pending, is canceled
   at the venue (``to_cancel``): nobody would manage it otherwise;
-- positions that still differ after all that are reported (``POSITION_MISMATCH``) — except at
+- positions that still differ after all that are reported (``POSITION_MISMATCH``; ours are the
+  fills and the account events that move positions — a settlement leaves one flat, a
+  liquidation trades it, ``engine.account_events``) — except at
   a venue that checks its balances itself (``checks_balances``: a live spot venue behind
   ``engine.venues.reconciled.ReconciledVenue``, whose "position" is a balance that holds more
   than this run's fills; its first snapshot compares it with the run's baseline and halts that
@@ -30,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.account_events import moves_position, position_after
 from engine.messages import (
     CancelOrder,
     NewOrder,
@@ -39,6 +42,7 @@ from engine.messages import (
     OrderReplaced,
     ReconciliationEvent,
     ReconciliationKind,
+    Settlement,
 )
 from engine.oms import OrderStatus, OrderTable
 from engine.venues.base import ExecutionClient
@@ -106,8 +110,19 @@ def reconcile(
     p.open_at_venue(venue_open)
     p.open_in_record_only(venue_open, set(local_ids))
     if not getattr(venue, "checks_balances", False):
-        p.positions(p.out.fills + algo_fills, venue.positions())
+        moved = [e for e in evs if isinstance(e, OrderPartiallyFilled) or moves_position(e)]
+        p.positions(moved + missing + _after_settlements(algo_fills, moved), venue.positions())
     return p.out
+
+
+def _after_settlements(fills: list[OrderPartiallyFilled], moved: list[Any]) -> list[Any]:
+    """The algo children's venue fills (all of them, in no order with the journal's events)
+    less those on an instrument settled after they filled: the settlement left it flat."""
+    settled: dict[int, int] = {}
+    for e in moved:
+        if type(e) is Settlement:
+            settled[e.instrument_id] = max(settled.get(e.instrument_id, 0), e.ts_event)
+    return [f for f in fills if f.ts_event > settled.get(f.instrument_id, -1)]
 
 
 def _kept_orders(
@@ -246,11 +261,16 @@ class _Pass:
                 )
             )
 
-    def positions(self, fills: list[OrderPartiallyFilled], theirs: dict[int, int]) -> None:
-        """5. positions that still differ: reported, the venue's is the truth."""
+    def positions(self, moved: list[Any], theirs: dict[int, int]) -> None:
+        """5. positions that still differ: reported, the venue's is the truth. ``moved``: the
+        fills and the account events that move positions (settled: flat), in order."""
         ours: dict[int, int] = {}
-        for f in fills:
-            ours[f.instrument_id] = ours.get(f.instrument_id, 0) + f.side * f.fill_qty
+        for f in moved:
+            iid = f.instrument_id
+            if isinstance(f, OrderPartiallyFilled):
+                ours[iid] = ours.get(iid, 0) + f.side * f.fill_qty
+            else:
+                ours[iid] = position_after(ours.get(iid, 0), f)
         for iid in sorted(set(ours) | set(theirs)):
             a, b = ours.get(iid, 0), theirs.get(iid, 0)
             if a != b:

@@ -601,7 +601,7 @@ class FastReplay(LaggingSync):
             self._push_samples()
             if rk.flat_refresh(
                 g.bid, g.ask, g.last, g.marks, t, gd._px, gd._ts, gd._head, gd.window_ns,
-                gd.band, gd._moved, gd._ref, gd.flash_halted,
+                gd.on, gd.bands, gd._moved, gd._ref, gd.flash_halted, gd._mode, gd._ladders,
             ):  # fmt: skip
                 out = gd.decide(g.marks, t)
                 self._quiet = False
@@ -631,7 +631,7 @@ class FastReplay(LaggingSync):
         return (
             self._kernel_exposure
             and not self._protective
-            and not g.guard.band > 0
+            and not g.guard.on
             and lim.daily_loss_halt_pct <= 0
             and lim.daily_loss_reduce_pct <= 0
             and lim.drawdown_halt_pct <= 0
@@ -694,7 +694,7 @@ class FastReplay(LaggingSync):
         if self._pushes:
             g = self.rt.risk
             gd = g.guard
-            if gd.band > 0:
+            if gd.on:
                 times = np.array(self._pushes, np.int64)
                 rk.guard_pushes(g.marks, times, gd._px, gd._ts, gd._head)
             self._pushes = []

@@ -36,6 +36,8 @@ _OFF: dict[str, Any] = {k: 0.0 for k in _PCT_KEYS} | {
     "max_correlation": 1.0,
     "max_orders_per_s": 0,
     "max_intent_age_ms": 0.0,
+    "flash_band_ticks": 0.0,
+    "flash_band_ladder_ticks": 0.0,
     "trading_day_s": 60.0,  # = returns_interval_s: var_horizon_days counts return intervals
 }
 
@@ -72,6 +74,10 @@ class RiskLimits(Settings):
     stop_loss_pct: float = 0.0
     take_profit_pct: float = 0.0
     flash_band_pct: float = 3.0
+    # a bounded price moves in steps (engine.market_guard): a binary's band in ticks, a betting
+    # selection's in ladder ticks (2.00 -> 1.60 is 40); 0 = off for that kind
+    flash_band_ticks: float = 10.0
+    flash_band_ladder_ticks: float = 50.0
     flash_window_s: float = 1.0
     flash_cooldown_s: float = 5.0
     refresh_interval_ms: float = 20.0
@@ -154,6 +160,9 @@ class RiskLimits(Settings):
             "drawdown_reduce_pct",
             "must not exceed drawdown_halt_pct",
         )
+        for k in ("flash_band_ticks", "flash_band_ladder_ticks"):
+            v = getattr(self, k)
+            need(math.isfinite(v) and v >= 0, k, "must be >= 0 (0 = off)")
         for k in ("flash_window_s", "flash_cooldown_s", "refresh_interval_ms"):
             v = getattr(self, k)
             need(math.isfinite(v) and v > 0, k, "must be > 0")

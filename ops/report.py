@@ -147,8 +147,8 @@ class RunRecord:
 
     def on_event(self, msg: Any) -> None:
         if isinstance(msg, ACCOUNT_EVENT_TYPES):
-            # a settlement or liquidation moves a position as the portfolio books it (a
-            # betting selection's stake stays after its market settles; a future's closes)
+            # a settlement or liquidation moves a position as the portfolio books it (settled:
+            # flat, a betting selection's too; engine/account_events.py)
             iid = getattr(msg, "instrument_id", None)
             before = self.portfolio.position(iid) if iid in self.fill_position else 0
             self.portfolio.on_event(msg)

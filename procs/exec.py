@@ -23,13 +23,20 @@ import time
 from typing import Any
 
 from engine.exec_engine import ExecEngine
-from engine.messages import ControlCommand, NewOrder, OrderFilled, OrderPartiallyFilled
+from engine.messages import (
+    ACCOUNT_EVENT_TYPES,
+    ControlCommand,
+    NewOrder,
+    OrderFilled,
+    OrderPartiallyFilled,
+)
 from engine.portfolio import Portfolio
 from engine.stages.exec import ExecStage
 from engine.stages.strategy import REFUSALS
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.algo_log import prune as prune_algo_logs
 from procs.build import build_venue, venue_accounts, venue_record_path
+from procs.exec_trails import open_trail_log
 from procs.loop import Input, Loop, Outbox, Timer
 from procs.recovery import UnsafeToTrade, open_exec_journal, recover_exec
 from procs.runtime import (
@@ -76,6 +83,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     )
     engine.wall_offset_ns = time.time_ns() - time.monotonic_ns()  # session times are wall-clock
     algo_log = _open_algo_log(cfg, engine, incarnation)
+    trail_log = open_trail_log(cfg, run_id(), incarnation)  # trailing stops' marks (restart)
+    if trail_log is not None:
+        engine.emulator.on_trail = trail_log.append
     portfolio = build_portfolio(cfg, instruments)
     orders = w.consume("orders")
     events = w.produce("events")
@@ -99,7 +109,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         rec = recover_exec(w, cfg, venue, orders, events)
     except UnsafeToTrade as exc:
         w.beat(STATE_STOPPING)
-        for closing in (algo_log, journal, w):
+        for closing in (algo_log, journal, trail_log, w):
             if closing is not None:
                 closing.close()
         return _stop_run(cfg, engine_id, f"{exc}; {len(venue.open_orders())} orders left open")
@@ -114,7 +124,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             states.refresh()
 
     def on_exit() -> None:
-        for closing in (algo_log, journal):
+        for closing in (algo_log, journal, trail_log):
             if closing is not None:
                 closing.close()
 
@@ -179,6 +189,8 @@ class PositionsTable:
         if isinstance(ev, _FILLS):
             self.w.metrics.inc_i(self.c_fill)
             self.dirty.add(ev.instrument_id)
+        elif isinstance(ev, ACCOUNT_EVENT_TYPES) and hasattr(ev, "instrument_id"):
+            self.dirty.add(ev.instrument_id)  # settled, liquidated, paid: the row moves
         elif isinstance(ev, REFUSALS):
             self.w.metrics.inc_i(self.c_rej)
 
@@ -210,9 +222,14 @@ def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:
     if rec.result is None:
         return
     engine.table = rec.result.table
-    for f in rec.stored_fills:
-        stage.portfolio.on_fill(f)
-        table.dirty.add(f.instrument_id)
+    for f in rec.stored_fills:  # fills and account events, in the journal's order
+        if isinstance(f, ACCOUNT_EVENT_TYPES):
+            stage.portfolio.on_event(f)
+            engine.accounts.remember(f)  # a repeat from the venue is still dropped
+        else:
+            stage.portfolio.on_fill(f)
+        if hasattr(f, "instrument_id"):
+            table.dirty.add(f.instrument_id)
     stage.emit(rec.result.publish)
     for c in rec.result.to_cancel:
         stage.emit(engine.on_order(c, time.monotonic_ns()))
@@ -220,6 +237,7 @@ def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:
     stage.emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
     # order lists: legs held or armed again, what the rules want now done (engine.exec_lists)
     stage.emit(engine.restore_lists(time.monotonic_ns(), rec.local, rec.requests))
+    engine.restore_trails(rec.trails)  # trailing stops go on from their journaled marks
     if engine.lists.legs:
         legs = engine.lists.legs
         log.warning(

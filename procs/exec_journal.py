@@ -42,7 +42,7 @@ from typing import Any
 
 import msgspec
 
-from engine.messages import CancelOrder, Message, NewOrder, ReplaceOrder
+from engine.messages import ACCOUNT_EVENT_TYPES, CancelOrder, Message, NewOrder, ReplaceOrder
 from procs.framed_file import append_frame, open_for_append, read_frames
 from procs.storage import run_id
 
@@ -130,7 +130,7 @@ class JournalState:
     """What ``load_exec_journal`` read: the record's shape (``orders``, ``events``)."""
 
     orders: list[NewOrder] = field(default_factory=list)
-    events: list[Any] = field(default_factory=list)  # execution events and requests, in order
+    events: list[Any] = field(default_factory=list)  # execution, account events, requests, in order
     entries: int = 0
     unpublished: int = 0  # journaled events the ring shows never went out (dropped here)
     skipped: int = 0  # entries that did not decode
@@ -145,8 +145,9 @@ def load_exec_journal(path: str | Path | None, published_seq: int) -> JournalSta
     now (a fresh producer's ``seq``). An entry's events beyond the next entry's sequence number
     (beyond ``published_seq`` for the last one) were never published and are left out: the
     sequence number of the ring that outlived every incarnation is the judge, so this holds
-    after any number of crashes. Events keep what the record keeps (orders' execution events
-    and cancel / replace requests); a message seen twice (an order delivered again after a
+    after any number of crashes. Events keep what the record keeps (orders' execution events,
+    cancel / replace requests, and the account events: a settlement or a liquidation moves a
+    position as a fill does, a payment moves cash); a message seen twice (an order delivered again after a
     restart) counts once. Events published that no entry holds are counted in ``gap``."""
     st = JournalState()
     if path is None:
@@ -197,8 +198,9 @@ class _Keeper:
             if m.client_order_id not in self.orders:
                 self.orders.add(m.client_order_id)
                 self.st.orders.append(m)
-        elif hasattr(m, "client_order_id") and (
-            isinstance(m, CancelOrder | ReplaceOrder) or hasattr(m, "ts_event")
+        elif isinstance(m, ACCOUNT_EVENT_TYPES) or (
+            hasattr(m, "client_order_id")
+            and (isinstance(m, CancelOrder | ReplaceOrder) or hasattr(m, "ts_event"))
         ):
             key = self.enc.encode(m)
             if key not in self.seen:

@@ -42,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.algos.recovery import rebuild_parents
+from engine.emulation import emulated_under
 from engine.exec_lists import held_by_exec
 from engine.messages import (
+    ACCOUNT_EVENT_TYPES,
     CancelOrder,
     NewOrder,
     OrderCanceled,
@@ -51,6 +53,7 @@ from engine.messages import (
     OrderPartiallyFilled,
     OrderReplaced,
     OrderReplaceRejected,
+    OrderTriggered,
     ReconciliationKind,
     ReplaceOrder,
 )
@@ -66,6 +69,7 @@ from procs.exec_journal import (  # noqa: F401  (re-exported: the journal's API 
     load_exec_journal,
     open_exec_journal,
 )
+from procs.exec_trails import exec_trails_path, load_trails
 from procs.storage import open_recovery_source, run_id
 
 log = logging.getLogger("gekko.recovery")
@@ -79,12 +83,16 @@ class UnsafeToTrade(Exception):
 class ExecRecovery:
     result: Reconciliation | None = None
     backlog: list[Any] = field(default_factory=list)  # orders to process before the ring's next
-    stored_fills: list[Any] = field(default_factory=list)  # for the portfolio
+    #: the journal's fills and account events, in order, for exec's portfolio (a settlement
+    #: after its fills leaves the position flat, as it did before the crash)
+    stored_fills: list[Any] = field(default_factory=list)
     #: algo parents to rebuild (``engine.algos.AlgoRecovery``; ``ExecEngine.restore_algos``)
     algo: Any = None
     #: order-list legs that never reached the venue (``ExecEngine.restore_lists``)
     local: set[int] = field(default_factory=set)
     requests: list[Any] = field(default_factory=list)  # the journal's replace requests
+    #: trailing orders' last journaled (mark, level) (``procs.exec_trails``)
+    trails: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def recover_exec(
@@ -102,6 +110,7 @@ def recover_exec(
             "upstream has seen is unknown"
         )
     _recover_from_journal(cfg, path, venue, orders, events, out)
+    out.trails = load_trails(exec_trails_path(cfg, run_id()))
     assert out.result is not None
     check_positions(out)
     file_reconciliation(cfg, out.result.events + out.algo.events)
@@ -155,14 +164,11 @@ def _rebuild(
     # kept out of plain-order reconciliation, which would adopt or close their children
     starts, kids = load_algo_log(algo_log_path(cfg, run_id()))
     algo = rebuild_parents(starts, kids, events, venue, now)
-    # order-list legs and session orders exec held or armed itself (never at the venue) stay
-    # open: exec holds or arms them again (``ExecEngine.restore_lists``)
+    # order-list legs, session orders and emulated orders not triggered exec held or armed
+    # itself (never at the venue) stay open: exec holds or arms them again
+    # (``ExecEngine.restore_lists``); an emulated order that triggered went to the venue
     orders = list(orders)
-    out.local = {
-        o.client_order_id
-        for o in orders
-        if held_by_exec(o) and not venue.knows_order(o.client_order_id)
-    }
+    out.local = exec_local(orders, events, venue, cfg.exec)
     res = reconcile(
         orders,
         events,
@@ -174,7 +180,8 @@ def _rebuild(
     )
     out.result = res
     out.algo = algo
-    out.stored_fills = [f for f in res.fills if f not in res.publish] + [
+    stored = {id(f) for f in res.fills if f not in res.publish}
+    out.stored_fills = [e for e in events if id(e) in stored or type(e) in ACCOUNT_EVENT_TYPES] + [
         e
         for e in events
         if isinstance(e, OrderPartiallyFilled) and e.client_order_id in algo.order_ids
@@ -205,6 +212,22 @@ def _rebuild(
             len(algo.replay),
         )
     return res, algo, starts
+
+
+def exec_local(
+    orders: Iterable[NewOrder], events: Iterable[Any], venue: Any, policy: Any
+) -> set[int]:
+    """The orders exec held or armed itself and never sent (the venue does not know them):
+    order-list legs and session orders (``held_by_exec``), and emulated orders (by ``policy``,
+    the ``[exec]`` section) that never triggered — one that triggered went to the venue.
+    Reconciliation keeps them open; ``ExecEngine.restore_lists`` holds or arms them again."""
+    fired = {e.client_order_id for e in events if isinstance(e, OrderTriggered)}
+    return {
+        o.client_order_id
+        for o in orders
+        if (held_by_exec(o) or (emulated_under(policy, o) and o.client_order_id not in fired))
+        and not venue.knows_order(o.client_order_id)
+    }
 
 
 def drop_answered_requests(

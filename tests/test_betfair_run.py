@@ -5,9 +5,9 @@ Both runs trade ``engine.strategies.green_up:GreenUp`` on Arsenal (1.200000001/4
 backers at 1.60 on the venue: the best lay odds fall to 1.60) cash out with the lay that evens
 the two outcomes: 20 x 2.00 / 1.60 = 25.00 at 1.60. By hand: Arsenal wins: +20.00 - 25 x 0.60 =
 +5.00; Arsenal loses: -20.00 + 25.00 = +5.00. The market settles (Arsenal wins); commission 5 %
-of the market's net winnings 5.00 = 0.25, so realized +5.00 and +4.75 after commission. The
-selection's position stays its net stake (20.00 backed - 25.00 laid = -500 lots): a settled
-bet's stake is its record, its money is in the realized P&L.
+of the market's net winnings 5.00 = 0.25, so realized +5.00 and +4.75 after commission. Settled
+is flat: the selection's position is 0 after the settlement everywhere (the record, exec's table,
+the summary), its money in the realized P&L; the bets stay in the fills.
 
 Paper: the bets are matched by the simulated exchange on the venue's ladders and the venue sees
 none (its session is used for market data: Betfair shows nothing without one). Live: both bets
@@ -118,13 +118,14 @@ def test_a_green_up_run_backs_cashes_out_and_settles_by_hand(tmp_path: Path, liv
             _shorten(srv)
             expect(lambda: engine_position(eid) == -500, 30, proc, "laid 25.00: greened up")
             srv.settle(MID, ARSENAL)
-            # the stake stays a betting selection's position; the settlement realizes its P&L
+            # settled is flat: the position is 0, the settlement realizes its P&L
             expect(lambda: _realized(eid) == pytest.approx(5.00), 30, proc, "settled")
+            expect(lambda: engine_position(eid) == 0, 30, proc, "flat after the settlement")
             out, err = stop(proc)
         assert proc.returncode == 0, err[-4000:]
         s = summary(tmp_path)
         pos = s["positions"][SYMBOL]
-        assert pos["position"] == pos["position_from_fills"] == -500, pos
+        assert pos["position"] == pos["position_from_fills"] == 0, pos
         assert pos["realized"] == pytest.approx(5.00), pos
         assert s["commission"] == pytest.approx(0.25)  # 5 % of the market's net 5.00
         assert s["pnl_by_strategy"]["1"]["net"] == pytest.approx(4.75)

@@ -220,11 +220,32 @@ def test_config_toml_ships_the_sim_and_commented_examples_that_parse() -> None:
         ("coinbase", "coinbase"),
         ("kraken", "kraken"),
         ("okx", "ccxt"),
+        ("oanda", "oanda"),
+        ("polymarket", "polymarket"),
+        ("betfair", "betfair"),
+        ("binanceusdm", "binanceusdm"),
     ]
     assert cfg.venues[0] == BinanceUsVenue(name="binanceus")  # the example states the defaults
     fields = set(cfg.venues[0].__struct_fields__)
     documented = {ln.split("=")[0].strip() for ln in lines if "=" in ln and not ln.startswith("[")}
     assert fields <= documented  # every key of a real venue has its documented line
+    # the other kinds' examples: each states its own keys (and the account it has) in its block
+    blocks = examples.split("[[venues]]")[1:]
+    common = set(BinanceUsVenue.__struct_fields__)
+    for v, block in zip(cfg.venues[4:], blocks[4:], strict=True):
+        own = set(type(v).__struct_fields__) - common
+        keys = {ln.split("=")[0].strip() for ln in block.splitlines() if "=" in ln}
+        assert own | {"account"} <= keys, (v.kind, own - keys)
+        defaults = msgspec.structs.asdict(type(v)(name=v.name, **_required(v.kind)))
+        assert {k: getattr(v, k) for k in own} == {k: defaults[k] for k in own}, v.kind
+
+
+def _required(kind: str) -> dict[str, str]:
+    """The keys a kind cannot do without (its example's placeholders)."""
+    return {
+        "oanda": {"rest_url": "https://HOST"},
+        "polymarket": {"rest_url": "https://HOST", "ws_url": "wss://HOST"},
+    }.get(kind, {})
 
 
 # --- keys -------------------------------------------------------------------------------------------
