@@ -20,6 +20,8 @@ Trailing stops: the stop follows the best price seen since the order was accepte
 the highest bid or trade ("high-water mark") minus the trail; for a buy, the lowest ask or
 trade plus the trail. The trail is ``stop_px`` ticks when ``stop_px`` > 0 (by amount), else
 ``algo_params["trail_pct"]`` percent of the mark (by percent). The stop only ever tightens.
+Across an exec restart a held order keeps its amended terms (``rearm``) and a trailing one its
+mark and level (``on_trail`` reports each move for exec to journal, ``set_trail`` gives it back).
 A trailing-stop-limit trails the same way and sends a LIMIT ``algo_params["limit_offset"]``
 ticks (default 0) beyond the stop level it fired at (below it for a sell, above for a buy).
 
@@ -35,7 +37,9 @@ left at that price, the first fill's price; without a quote to take it is refuse
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -57,6 +61,13 @@ _TRAILING = frozenset({int(OrderType.TRAILING_STOP), int(OrderType.TRAILING_STOP
 _TOUCHED = frozenset({int(OrderType.MARKET_IF_TOUCHED), int(OrderType.LIMIT_IF_TOUCHED)})
 #: the types whose triggered order is a LIMIT at ``px``
 _LIMIT_AT_PX = frozenset({int(OrderType.STOP_LIMIT), int(OrderType.LIMIT_IF_TOUCHED)})
+
+
+def emulated_under(policy: Any, order: Any) -> bool:
+    """Whether exec emulates ``order``'s type under ``policy`` (``engine.exec_policy``: the
+    venue lacks it and emulation is on)."""
+    ot = order.order_type
+    return ot not in policy.native_types and ot in EMULATABLE and bool(policy.emulate)
 
 
 def triggered_order(o: NewOrder, stop_px: int, ts: int = 0) -> NewOrder:
@@ -120,6 +131,9 @@ class StopEmulator:
         self.ask: dict[int, int] = {}
         self.last: dict[int, int] = {}
         self.triggered = 0
+        #: called with (coid, mark, stop level) when a trailing order's level moves: exec
+        #: journals it (``procs.exec_trails``) so a restart goes on from there (``set_trail``)
+        self.on_trail: Callable[[int, int, int], None] | None = None
 
     def __len__(self) -> int:
         return len(self._coid_iid)
@@ -190,6 +204,47 @@ class StopEmulator:
             s.order = msgspec.structs.replace(s.order, stop_px=new_px, qty=new_qty)
         return ""
 
+    def rearm(self, order: NewOrder, leaves: int, amended_px: int = 0) -> str:
+        """Hold again, after a restart, an order this emulator held: ``leaves`` lots of it, at
+        ``amended_px`` when an amend changed its price (the order table's ``px``, which an
+        ``OrderReplaced`` of a held order sets as ``amend`` reads it; 0 or the order's own
+        ``px``: not amended). Returns why it cannot be held ("" if held)."""
+        coid = order.client_order_id
+        why = self.add(msgspec.structs.replace(order, qty=leaves))
+        if not why and amended_px > 0 and amended_px != order.px:
+            why = self.amend(coid, amended_px, leaves)
+            if why:
+                self.cancel(coid)
+        return why
+
+    def trail_state(self, coid: int) -> tuple[int, int] | None:
+        """A held trailing order's (mark, stop level) — what a restart needs to go on trailing
+        from where it was (``set_trail``); None if ``coid`` is not a held trailing order."""
+        iid = self._coid_iid.get(coid)
+        if iid is None:
+            return None
+        s = self._stops[iid][coid]
+        if not (s.trail_ticks or s.trail_frac):
+            return None
+        return s.mark, s.stop_px
+
+    def set_trail(self, coid: int, mark: int, stop_px: int) -> None:
+        """Give a held trailing order back the mark and level it had (``trail_state``); the
+        level only ever tightens, so a better one seen since is kept."""
+        iid = self._coid_iid.get(coid)
+        if iid is None or mark <= 0:
+            return
+        s = self._stops[iid][coid]
+        if not (s.trail_ticks or s.trail_frac):
+            return
+        sell = s.order.side == Side.SELL
+        if s.mark == 0 or (mark > s.mark if sell else mark < s.mark):
+            s.mark = mark
+        if stop_px > 0 and (
+            s.stop_px == 0 or (stop_px > s.stop_px if sell else stop_px < s.stop_px)
+        ):
+            s.stop_px = stop_px
+
     def held(self) -> list[NewOrder]:
         return [s.order for stops in self._stops.values() for s in stops.values()]
 
@@ -258,5 +313,8 @@ class StopEmulator:
                 self.triggered += 1
                 fired.append(Trigger(triggered_order(s.order, s.stop_px, ts_recv), s.stop_px, px))
             elif s.trail_ticks or s.trail_frac:
+                before = s.stop_px
                 self._trail(s, px)
+                if s.stop_px != before and self.on_trail is not None:
+                    self.on_trail(coid, s.mark, s.stop_px)
         return fired

@@ -64,6 +64,15 @@ def held_by_exec(o: NewOrder) -> bool:
     return is_list_order(o) or o.tif in SESSION_TIFS
 
 
+def amended(o: NewOrder, px: int) -> NewOrder:
+    """A held leg with an amend's price: the trigger level of a stop-priced type, else the
+    limit (0 keeps a stop's level). The same rule reads the ``px`` an ``OrderReplaced`` left in
+    the order table back after a restart."""
+    if o.order_type in _STOP_PX:
+        return msgspec.structs.replace(o, stop_px=px or o.stop_px)
+    return msgspec.structs.replace(o, px=px)
+
+
 def local_members(orders: Iterable[NewOrder], table: Any, venue: Any) -> set[int]:
     """Orders open in ``table`` that never reached the venue and that exec holds again after
     a restart (``held_by_exec``): held children, emulated legs not yet triggered, session
@@ -214,11 +223,7 @@ class ListWorker:
             rep = msgspec.structs.replace(rep, new_qty=max(1, want - r.cum_qty))
             e._replace(rep, now_ns, out)
             return
-        o = leg.order
-        if o.order_type in _STOP_PX:
-            leg.order = msgspec.structs.replace(o, stop_px=rep.new_px or o.stop_px)
-        else:
-            leg.order = msgspec.structs.replace(o, px=rep.new_px)
+        leg.order = amended(leg.order, rep.new_px)
         ev = OrderReplaced(
             coid, rep.instrument_id, rep.new_px, rep.new_qty, rep.ts_origin, now_ns, now_ns
         )
@@ -395,6 +400,8 @@ class ListWorker:
             if r is None or not r.is_open or coid not in local:
                 continue
             r.emulated = e.emulates(o)  # a table rebuilt from the journal does not know it
+            if r.px > 0 and r.px != o.px:  # an amend of the held leg (its OrderReplaced)
+                leg.order = o = amended(o, r.px)
             if o.parent_id and not r.emulated:
                 # never sent, so held: its size is the strategy's (amends included), exec never
                 # resized it; released below if its parent's fills give it lots
@@ -402,7 +409,7 @@ class ListWorker:
             elif o.parent_id and self.lists.want(coid, self.facts) == 0:
                 leg.waiting = True  # an emulated child its parent's fills have not released
             elif r.emulated and coid not in e.emulator:
-                e.emulator.add(msgspec.structs.replace(o, qty=r.leaves_qty))
+                e.emulator.rearm(o, r.leaves_qty)
         self.touch([o.client_order_id for o in members], now_ns, out)
         e._flush(out)
         return out

@@ -14,8 +14,6 @@ import heapq
 from collections.abc import Iterable
 from typing import Any
 
-import msgspec
-
 from engine.contingent import is_list_order
 from engine.exec_lists import local_members
 from engine.messages import OrderAccepted
@@ -32,8 +30,9 @@ class ExecRestart:
     def restore(self, snapshots: Iterable[OrderSnapshot]) -> None:
         """Rebuild the order table after a restart (``OrderTable.restore``), before any order.
 
-        Emulated stops not yet triggered are armed again (a trailing stop's mark restarts from
-        the market; legs of order lists are left to ``restore_lists``, call it next); orders that
+        Emulated stops not yet triggered are armed again at their amended terms (a trailing
+        stop's mark restarts from the market unless ``restore_trails`` gives it back; legs of
+        order lists are left to ``restore_lists``, call it next); orders that
         were held (INITIALIZED) come back held — a later
         ``ExchangeStatus`` OPEN or ``set_trading_status(VENUE_WIDE, False, now)`` sends them.
         Exec's own id counter moves past every restored id of its block. Reconcile the result
@@ -47,7 +46,7 @@ class ExecRestart:
             if is_list_order(r.order):
                 continue  # list legs: ``restore_lists`` holds or arms them
             if r.emulated and not r.triggered:
-                self.emulator.add(msgspec.structs.replace(r.order, qty=r.leaves_qty))
+                self.emulator.rearm(r.order, r.leaves_qty, r.px)
             elif r.state == OrderStatus.INITIALIZED:
                 self._held[coid] = r.order
         lo = self._next_id
@@ -74,7 +73,39 @@ class ExecRestart:
             local = local_members(orders, self.table, self.venue)
         out: list[object] = []
         self._restore_sessions(local, now_ns, out)
+        self._restore_emulated(local, now_ns, out)
         return out + self._lw.restore(now_ns, local, requests)
+
+    def restore_trails(self, trails: dict[int, tuple[int, int]]) -> int:
+        """Give the trailing orders armed again (after ``restore`` / ``restore_lists``) the mark
+        and level they had (``procs.exec_trails``: the last one exec journaled for each);
+        returns how many it set."""
+        n = 0
+        for coid, (mark, stop) in trails.items():
+            if self.emulator.trail_state(coid) is not None:
+                self.emulator.set_trail(coid, mark, stop)
+                n += 1
+        return n
+
+    def _restore_emulated(self, local: set[int], now_ns: int, out: list[object]) -> None:
+        """Plain orders exec emulated and never sent (in ``local``: not triggered, unknown to
+        the venue) armed again, at their amended terms (the table's ``px``, set by the
+        ``OrderReplaced`` of an amend); a table rebuilt from the journal does not know they are
+        emulated, so it is said here. One the emulator refuses now is canceled."""
+        for r in self.table.open_orders():
+            o = r.order
+            coid = o.client_order_id
+            if coid not in local or coid in self.emulator or r.triggered:
+                continue
+            if is_list_order(o) or o.tif in SESSION_TIFS or not self.emulates(o):
+                continue  # list legs: ``restore_lists``; session orders: ``_restore_sessions``
+            r.emulated = True
+            why = self.emulator.rearm(o, r.leaves_qty, r.px)
+            if why:
+                self._local_cancel(o, f"recovery: {why}", now_ns, now_ns, out)
+            else:
+                self.schedule_expiry(o, now_ns)
+        self._flush(out)
 
     def _restore_sessions(self, local: set[int], now_ns: int, out: list[object]) -> None:
         off = self.wall_offset_ns
