@@ -3,7 +3,8 @@
 ``Portfolio`` is fed fills (and, optionally, orders and market data) and keeps, per instrument
 (an instrument is one symbol *on one venue*, so this is also the per-venue position):
 
-- the net position in lots — the sum of signed fills, nothing else moves it;
+- the net position in lots — the sum of signed fills and liquidations, 0 after a settlement
+  (``engine.account_events``: every holder of positions moves them so);
 - its tax lots (``engine.lots``): FIFO by default, ``lifo`` / ``hifo`` by config, and specific
   lots for one order when a caller names them (``designate_lots``); realized P&L is what the
   closed lots realized, unrealized is the open lots against the mark, ``avg_px`` their average;
@@ -35,8 +36,9 @@ spot and binary contracts pay the notional; perpetuals, futures and margined FX 
 realized P&L and fees only (their equity value is their unrealized P&L); a betting selection's
 bets move nothing until the market settles (its value is the green-up value at the mark). The
 account events move money without a fill: ``FundingPayment`` and ``Financing`` (cash and their
-own P&L component), ``Settlement`` (expiry at a price, resolution 1 / 0, void), ``Liquidation``
-(a fill no order of ours made); betting commission is what the venue charges on a market's net
+own P&L component), ``Settlement`` (expiry at a price, resolution 1 / 0, void: the position is flat after it, a
+betting selection's too), ``Liquidation`` (a fill no order of ours made), each applied once per
+(venue, type, venue id); betting commission is what the venue charges on a market's net
 winnings, on the settlement that closes the market. Both views still agree: realized + unrealized − fees + funding + financing −
 commission = equity − initial cash, for every kind. A venue whose account hedges keeps a long
 and a short book per instrument (``REDUCE_ONLY`` orders close the opposite side's).

@@ -13,6 +13,9 @@ Routing:
   book callback);
 - execution events go to the one strategy that owns the order, found from the top 32 bits of the
   ``client_order_id`` (``strategy_id << 32 | counter``) — no lookup table to keep in sync;
+- the venue's account events (a settlement, a liquidation, a payment) go to every strategy
+  trading the instrument: their positions follow, and "account" subscribers hear them
+  (``engine.strategy_accounts``);
 - messages from other engines (``Remote`` envelopes from the bridge) go to every enabled strategy's
   ``on_remote``, in delivery order, after the envelope's dedupe (delivery is at-least-once);
 - a strategy that raises is, by default, disabled and its open orders canceled, so one buggy
@@ -25,9 +28,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import strategy_accounts
 from engine.book import BookFlag, L2Book
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
+    ACCOUNT_EVENT_TYPES,
     Bar,
     BookDelta,
     BookSnapshot,
@@ -331,6 +336,8 @@ class StrategyHost:
         not a market tick, is what caused them.
         """
         coid = getattr(ev, "client_order_id", None)  # a venue notice (ExchangeStatus) has none
+        if coid is None and isinstance(ev, ACCOUNT_EVENT_TYPES):  # settled, liquidated, paid
+            return strategy_accounts.on_account_event(self, ev, now_ns)
         slot = self._by_id.get(strategy_id_of(coid)) if coid is not None else None
         if slot is None:
             self.unrouted += 1

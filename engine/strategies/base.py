@@ -27,7 +27,9 @@ user's alike; a module in the directory ``gekko`` is started from imports in ``g
 Subscriptions (``Strategy.subscriptions``): which market callbacks the host makes — "quote"
 (``on_quote``), "trade" (``on_trade``), "book" (``on_book`` after every book change), "top"
 (``on_book`` only when the best bid or ask price or size changed), "bar", "forecast", "mark"
-(``on_mark``: a perpetual's mark price, index and funding rate from its venue). The default
+(``on_mark``: a perpetual's mark price, index and funding rate from its venue), "account"
+(``on_account_event``: a settlement, liquidation, funding or financing payment on one of its
+instruments, a venue's margin status; ``engine.strategy_accounts``). The default
 is everything; a callback the class leaves as this base class's no-op is never called either
 (``subscriptions_of``), which changes nothing a strategy can see and lets the fast replay
 (``engine.replay_fast``) skip the rows nobody listens to.
@@ -98,9 +100,9 @@ _COUNTER_MASK = (1 << 32) - 1
 
 
 #: what a strategy may subscribe to (``Strategy.subscriptions``)
-SUBSCRIPTIONS = frozenset({"quote", "trade", "book", "top", "bar", "forecast", "mark"})
+SUBSCRIPTIONS = frozenset({"quote", "trade", "book", "top", "bar", "forecast", "mark", "account"})
 #: the default: every market callback (today's dispatch)
-ALL_MARKET = frozenset({"quote", "trade", "book", "bar", "forecast", "mark"})
+ALL_MARKET = frozenset({"quote", "trade", "book", "bar", "forecast", "mark", "account"})
 _CALLBACK = {
     "quote": "on_quote",
     "trade": "on_trade",
@@ -109,6 +111,7 @@ _CALLBACK = {
     "bar": "on_bar",
     "forecast": "on_forecast",
     "mark": "on_mark",
+    "account": "on_account_event",
 }
 
 
@@ -680,6 +683,11 @@ class Strategy:
     def on_mark(self, m: MarkPrice) -> None:
         """The venue's mark of one of our perpetuals (``MarkPrice``: mark, index, funding rate,
         next funding time)."""
+
+    def on_account_event(self, ev: Any) -> None:
+        """A venue's account event on one of our instruments (``Settlement``, ``Liquidation``,
+        ``FundingPayment``, ``Financing``) or a venue's ``MarginStatus`` ("account"
+        subscription; ``ctx.positions`` already moved: 0 after a settlement)."""
 
     def on_order_event(self, ev: OrderEvent) -> None:
         """Accepted / rejected / canceled / expired / replaced for one of our orders, a refused
