@@ -21,6 +21,7 @@ from engine.messages import (
     OrderCanceled,
     OrderPartiallyFilled,
     OrderTriggered,
+    OrderType,
     Quote,
     Side,
 )
@@ -133,3 +134,57 @@ def test_a_working_bracket_survives_an_exec_restart(
     assert dict(ends)[sl] == "canceled"  # by exec: it held the stop-loss after the restart
     placed = [f.client_order_id for f in _venue_frames(tmp_path) if type(f) is NewOrder]
     assert placed.count(tp) == 1 and sl not in placed and placed.count(entry) == 1
+
+
+STOP_STRATEGY = """
+[[strategies]]
+id = 1
+path = "tests.test_contingent_restart:StopAtStart"
+instruments = ["AAPL"]
+"""
+
+
+class StopAtStart(Strategy):
+    """A buy that takes the ask (1 lot) and a plain sell stop 4% under the bid (not a list):
+    exec emulates it (the simulated venue takes MARKET and LIMIT only)."""
+
+    def __init__(self, ctx, params) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(ctx, params)
+        self.sent = False
+
+    def on_quote(self, q: Quote) -> None:
+        if self.sent or q.ask_qty <= 0 or q.bid_qty <= 0:
+            return
+        self.sent = True
+        self.ctx.buy(q.instrument_id, 1, q.ask_px + 20)
+        self.ctx.sell(q.instrument_id, 1, order_type=OrderType.STOP, stop_px=q.bid_px * 96 // 100)
+
+
+def test_a_plain_emulated_stop_survives_an_exec_restart(
+    tmp_path: Path,
+    eid: str,  # noqa: F811
+) -> None:
+    cfg = write_config(tmp_path, eid, strategies=STOP_STRATEGY)
+    text = set_key(cfg.read_text(), "storage.postgres", "mode", '"off"')
+    cfg.write_text(set_key(text, "inference", "enabled", "false"))
+    with running_engine(cfg, tmp_path, eid) as proc:
+        assert wait_counter(eid, "exec", "fills", 1, 60), "the buy never filled"
+        w = _exec_worker(proc.pid)
+        assert w is not None
+        os.kill(w.pid, signal.SIGKILL)
+        assert _wait_for(lambda: is_ready(eid, "exec", not_pid=w.pid), 60), "no restart"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    s = summary_of(tmp_path)
+    assert [r["worker"] for r in s["restarts"]] == ["exec"] and s["consistent"]
+    (journal,) = (tmp_path / "var" / "exec").glob("*.journal")
+    st = load_exec_journal(journal, 1 << 62)
+    (stop,) = [o.client_order_id for o in st.orders if o.order_type == OrderType.STOP]
+    ends = [(e.client_order_id, e.reason) for e in st.events if isinstance(e, OrderCanceled)]
+    # not closed by reconciliation as "not open at the venue": still armed after the restart,
+    # and canceled by exec itself at shutdown, once
+    assert [(c, r) for c, r in ends if c == stop] == [(stop, "canceled")], ends
+    assert not [e for e in st.events if isinstance(e, OrderTriggered)]
+    placed = [f.client_order_id for f in _venue_frames(tmp_path) if type(f) is NewOrder]
+    assert stop not in placed
