@@ -159,7 +159,12 @@ class ListWorker:
             em.cancel(order.client_order_id)
         return why
 
-    def _native_ok(self, order: NewOrder) -> bool:
+    def _native_ok(self, order: NewOrder, late: bool = True) -> bool:
+        """Whether the venue runs this leg in its list. A child whose native parent went to the
+        venue already (``late``: at an earlier poll, without it) is the venue's only where the
+        client says it takes such a child (``accepts_child(child) -> why``, "" = yes); else exec
+        holds it and releases it on the parent's fills like any child (the parent's events
+        pass the order table either way)."""
         v = self.e.venue
         sup = getattr(v, "supports_contingency", None)
         if sup is None or not hasattr(v, "submit_list"):
@@ -169,6 +174,10 @@ class ListWorker:
             parent = self.lists.legs.get(order.parent_id)
             if parent is None or not parent.native:
                 return False
+            if late and not any(o.client_order_id == order.parent_id for o in self._native_buf):
+                acc = getattr(v, "accepts_child", None)
+                if not callable(acc) or acc(order):
+                    return False
             kinds.add(OTO)
         lv = getattr(v, "list_venue", None)  # a router: one of its venues must take it all
         if callable(lv) and lv([order.instrument_id], kinds) is None:
@@ -395,7 +404,7 @@ class ListWorker:
             coid = o.client_order_id
             leg = self.lists.legs[coid]
             r = e.table.get(coid)
-            leg.native = self._native_ok(o) and coid not in local
+            leg.native = self._native_ok(o, late=False) and coid not in local
             leg.waiting = False
             if r is None or not r.is_open or coid not in local:
                 continue

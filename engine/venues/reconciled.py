@@ -105,9 +105,13 @@ class ReconciledVenue:
         self.last_round_trip_ns = 0  # submit to the venue's first answer, of the last answered
 
     # --- state -----------------------------------------------------------------------------------
-    #: start-up reconciliation leaves positions to this venue's balance check
-    #: (``engine.reconcile``)
-    checks_balances = True
+    @property
+    def checks_balances(self) -> bool:
+        """Start-up reconciliation leaves positions to this venue's balance check
+        (``engine.reconcile``) — unless the client's account holds no balances of what it
+        trades (``holds_balances`` False: a betting venue, whose bets are no assets): then
+        start-up compares positions as for any venue."""
+        return bool(getattr(self.inner, "holds_balances", True))
 
     def venue_status(self) -> VenueStatus:
         return self._status
@@ -159,6 +163,12 @@ class ReconciledVenue:
         """Whether the client runs order lists of ``kind`` itself (``engine.contingent``)."""
         f = getattr(self.inner, "supports_contingency", None)
         return bool(callable(f) and f(kind))
+
+    def accepts_child(self, child: NewOrder) -> str:
+        """Why the client cannot take a child whose list it runs after the parent went alone
+        ("" = it can; a client without ``accepts_child`` cannot: exec holds the child)."""
+        f = getattr(self.inner, "accepts_child", None)
+        return f(child) if callable(f) else "the venue takes no child after its parent"
 
     def submit_list(self, orders: list[NewOrder], now_ns: int) -> list[VenueEvent]:
         """A native order list: gated like ``submit`` (every leg refused while not
