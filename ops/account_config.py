@@ -29,8 +29,8 @@ ACCOUNT_KINDS = AccountKind.ALL  # "cash", "margin", "betting"
 POSITION_MODES = PositionMode.ALL  # "netting", "hedging"
 
 #: what a venue's account is: the accounts it offers (the first: its default), and whether it
-#: keeps a long and a short of one instrument apart (hedging: no venue of ours models it yet,
-#: the portfolio could — a venue that does says True here)
+#: keeps a long and a short of one instrument apart (hedging: the simulated exchange does; a real
+#: venue says True here once its adapter implements it)
 VENUE_ACCOUNTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "binanceus": (("cash",), False),
     "coinbase": (("cash",), False),
@@ -40,8 +40,8 @@ VENUE_ACCOUNTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "polymarket": (("cash",), False),  # outcome tokens are paid in full
     "betfair": (("betting",), False),
     "binanceusdm": (("margin",), False),  # its hedge mode: not our client's (perp_kinds)
-    # the simulated exchange: any account, netting (engine/venues/sim.py)
-    "sim": (ACCOUNT_KINDS, False),
+    # the simulated exchange: any account, netting or hedging (engine/venues/sim.py)
+    "sim": (ACCOUNT_KINDS, True),
 }
 
 #: the kinds a margin account may hold with margin (``initial_margin`` > 0)
@@ -96,7 +96,8 @@ class AccountKeys(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         need(
             self.position_mode == "netting" or hedges,
             "position_mode",
-            f"a {venue_kind} venue nets positions: hedging cannot be modelled there",
+            f"a {venue_kind} venue nets positions here: its adapter does not implement hedging "
+            "(only the simulated exchange does)",
         )
         need(
             self.position_mode == "netting" or self.account == "margin",

@@ -173,6 +173,17 @@ def real_venue_instrument_ids(cfg: Config) -> list[int]:
     return [i.instrument_id for i in cfg.instruments if i.venue in real]
 
 
+def hedging_instrument_ids(cfg: Config) -> list[int]:
+    """The instruments of venues whose account hedges (``position_mode = "hedging"``: only
+    simulated venues do, ops/account_config.py): risk keeps their long and short legs apart."""
+    venues = getattr(cfg, "venues", None)
+    if not venues:
+        hedges = getattr(cfg.sim, "position_mode", "netting") == "hedging"
+        return [i.instrument_id for i in cfg.instruments] if hedges else []
+    names = {v.name for v in venues if getattr(v, "position_mode", "netting") == "hedging"}
+    return [i.instrument_id for i in cfg.instruments if i.venue in names]
+
+
 def venue_configs(
     cfg: Config,
     instruments: InstrumentTable | None = None,

@@ -72,9 +72,9 @@ def refused(text: str) -> ConfigError:
          "instruments[0].initial_price", "1.01 to 1000"),
         (BETTING + "tick_size = 0.03\n", 'account = "betting"',
          "instruments[0].tick_size", "divide 0.01"),
-        ("", 'position_mode = "hedging"', "sim.position_mode", "nets positions"),
-        (PERP, 'account = "margin"\nposition_mode = "hedging"', "sim.position_mode",
-         "nets positions"),
+        ("", 'position_mode = "hedging"', "sim.position_mode", "needs a margin account"),
+        (BINARY, 'account = "margin"\nposition_mode = "hedging"', "sim.position_mode",
+         "paid in full"),
         ("", "leverage = 5", "sim.leverage", "no leverage"),
         (PERP, 'account = "margin"\nleverage = 50', "sim.leverage", "1 / initial_margin = 20"),
         (PERP, 'account = "margin"\nleverage = 0.5', "sim.leverage", "must be >= 1"),
@@ -100,6 +100,7 @@ def test_a_real_venue_offers_only_its_own_account() -> None:
     venue = '[[venues]]\nname = "bus"\nkind = "binanceus"\n'
     err = refused(config(sim="", venues=venue + 'position_mode = "hedging"\n'))
     assert err.key == "venues[0].position_mode" and "nets positions" in err.problem
+    assert "does not implement hedging" in err.problem
     err = refused(config(venues=venue + 'account = "margin"\n'))
     assert err.key == "venues[0].account" and "cash" in err.problem
     # left out: the venue's own, and its settings carry it to the venue's clients
@@ -124,6 +125,17 @@ def test_accepted_accounts_reach_the_venue_settings() -> None:
     bet = parse_config(config(BETTING, 'account = "betting"\ncommission_pct = 2'), "k.toml")
     assert bet.sim.venue_settings()["commission_pct"] == 2.0
     assert parse_config(config(), "k.toml").sim.venue_settings()["account"] == "cash"
+
+
+def test_hedging_is_accepted_on_a_simulated_margin_venue_and_reaches_venue_and_risk() -> None:
+    from procs.build import hedging_instrument_ids, venue_accounts
+
+    text = config(PERP, 'account = "margin"\nposition_mode = "hedging"')
+    cfg = parse_config(text, "k.toml")
+    assert cfg.sim.venue_settings()["position_mode"] == "hedging"
+    assert venue_accounts(cfg)["sim"].hedging
+    assert hedging_instrument_ids(cfg) == [1]
+    assert hedging_instrument_ids(parse_config(config(PERP, 'account = "margin"'), "k.toml")) == []
 
 
 def test_iso_dates_become_ns() -> None:

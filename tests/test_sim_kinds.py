@@ -360,7 +360,7 @@ def test_spot_only_venue_has_no_accounts():
     spot = Instrument(instrument_id=9, symbol="AAPL")
     assert SimExchange([spot])._accounts is None
     with pytest.raises(ValueError, match="position_mode"):
-        SimExchange([spot], position_mode="hedging")
+        SimExchange([spot], position_mode="pooled")  # netting or hedging (test_sim_hedging)
 
 
 def test_fill_types_are_unchanged_for_kinds():

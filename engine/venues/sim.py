@@ -94,6 +94,7 @@ from engine.venues.base import VenueEvent
 from engine.venues.reports import OrderStatusReport, StatusReports
 from engine.venues.sim_accounts import SimAccounts
 from engine.venues.sim_flow import MarketFlow
+from engine.venues.sim_hedging import Legs
 from engine.venues.sim_record import SimRecord, prune_records, restore
 from engine.venues.sim_state import DAY_NS, SimInstrument, SimOrder, SimRequest
 
@@ -167,8 +168,8 @@ class SimExchange(MarketFlow, StatusReports):
         leverage: float = 0.0,
         position_mode: str = "netting",
     ) -> None:
-        if position_mode != "netting":
-            raise ValueError("position_mode: the simulated exchange nets positions")
+        if position_mode not in ("netting", "hedging"):
+            raise ValueError(f"position_mode must be netting or hedging, not {position_mode!r}")
         if not isinstance(instruments, InstrumentTable | Mapping):
             instruments = list(instruments)  # read twice: specs, then the accounts
         if latency_ns < 0 or jitter_ns < 0 or response_latency_ns < 0:
@@ -194,6 +195,9 @@ class SimExchange(MarketFlow, StatusReports):
         self._orders: dict[int, SimOrder] = {}  # client_order_id -> order, open or closed
         self._seen_ids: set[int] = set()
         self._positions: dict[int, int] = {}
+        #: hedging mode (``engine.venues.sim_hedging``): a long and a short leg per instrument
+        self.position_mode = position_mode
+        self._legs: Legs | None = Legs() if position_mode == "hedging" else None
         self._requests: deque[SimRequest] = deque()
         self._expiries: list[tuple[int, int, int]] = []  # (expire_ns, prio, client_order_id)
         self._outbox: list[tuple[int, int, object]] = []  # (due_ns, seq, event)
@@ -336,8 +340,15 @@ class SimExchange(MarketFlow, StatusReports):
         return client_order_id in self._seen_ids
 
     def positions(self) -> dict[int, int]:
-        """Net position in lots per instrument that has traded."""
+        """Net position in lots per instrument that has traded (hedging: long + short)."""
         return dict(self._positions)
+
+    def positions_by_side(self) -> dict[int, tuple[int, int]]:
+        """(long, short) lots per instrument: a hedging venue's legs; netting: the position on
+        its side."""
+        if self._legs is not None:
+            return self._legs.sides()
+        return {i: (max(p, 0), min(p, 0)) for i, p in self._positions.items()}
 
     def query_order(self, client_order_id: int) -> OrderStatusReport | None:
         """The order as the venue holds it (None: never accepted; an expired order reads as
@@ -481,6 +492,17 @@ class SimExchange(MarketFlow, StatusReports):
         return out
 
     # --- requests ------------------------------------------------------------------------------
+    def book_fill(
+        self, iid: int, side: int, px: int, q: int, fee: float, reduce_only: bool
+    ) -> None:
+        """A fill of ours moves the position (hedging: its leg) and the account (a live fill,
+        or one read back from the venue's record)."""
+        self._positions[iid] = self._positions.get(iid, 0) + side * q
+        if self._legs is not None:
+            self._legs.trade(iid, side, q, px, reduce_only)
+        if self._accounts is not None:
+            self._accounts.on_fill(iid, side, px, q, fee, reduce_only)
+
     def _reject(self, coid: int, iid: int, reason: str, ts_origin: int, t: int) -> None:
         self._emit(OrderRejected(coid, iid, reason, ts_origin, t, t + self.response_latency_ns), t)
 
@@ -507,7 +529,12 @@ class SimExchange(MarketFlow, StatusReports):
             return f"unsupported time in force {_enum_name(TimeInForce, o.tif)}"
         if o.flags & ~(OrderFlag.POST_ONLY | OrderFlag.REDUCE_ONLY):
             return f"unsupported order flags {o.flags:#x}: only POST_ONLY and REDUCE_ONLY"
-        if o.flags & OrderFlag.REDUCE_ONLY:
+        if o.flags & OrderFlag.REDUCE_ONLY and self._legs is not None:
+            held = self._legs.closable(o.instrument_id, o.side)
+            if o.qty > held:
+                leg = "long" if o.side < 0 else "short"
+                return f"REDUCE_ONLY order of {o.qty} would close more than the {leg} leg {held}"
+        elif o.flags & OrderFlag.REDUCE_ONLY:
             pos = self._positions.get(o.instrument_id, 0)
             if o.side * pos >= 0 or o.qty > abs(pos):
                 return f"REDUCE_ONLY order of {o.qty} would increase the position {pos}"
@@ -752,9 +779,14 @@ class SimExchange(MarketFlow, StatusReports):
             self._fill(inst, rec, lpx, q, Liquidity.TAKER, t)
 
     def _fill(self, inst: SimInstrument, rec: SimOrder, px: int, q: int, liq: int, t: int) -> None:
-        if rec.order.flags & OrderFlag.REDUCE_ONLY:
+        reduce_only = bool(rec.order.flags & OrderFlag.REDUCE_ONLY)
+        if reduce_only:
             # other fills may have shrunk the position since it arrived: never grow it
-            q = min(q, max(0, -rec.side * self._positions.get(rec.order.instrument_id, 0)))
+            iid = rec.order.instrument_id
+            if self._legs is not None:  # hedging: never past the opposite leg
+                q = min(q, max(0, self._legs.closable(iid, rec.side)))
+            else:
+                q = min(q, max(0, -rec.side * self._positions.get(iid, 0)))
             if q <= 0:
                 return
         rec.cum += q
@@ -781,9 +813,7 @@ class SimExchange(MarketFlow, StatusReports):
             t + self.response_latency_ns,
         )
         self.fills.append(ev)
-        self._positions[o.instrument_id] = self._positions.get(o.instrument_id, 0) + rec.side * q
-        if self._accounts is not None:
-            self._accounts.on_fill(o.instrument_id, rec.side, px, q, fee)
+        self.book_fill(o.instrument_id, rec.side, px, q, fee, reduce_only)
         if rec.leaves == 0:
             self._close(inst, rec)
         self._emit(ev, t)

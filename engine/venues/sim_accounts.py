@@ -39,6 +39,7 @@ from engine.messages import (
     NewOrder,
     OrderCanceled,
     OrderExpired,
+    OrderFlag,
     OrderType,
     Settlement,
 )
@@ -165,7 +166,10 @@ class SimAccounts:
     def _margin_refusal(self, sim: SimExchange, b: _Book, o: NewOrder, px: int) -> str:
         """An order that adds to a margined position needs the initial margin of the
         account's positions and its own within the account's equity (a reducing one never)."""
-        added = o.qty if o.side * b.pos >= 0 else max(0, o.qty - abs(b.pos))
+        if sim._legs is not None:  # hedging: only a reduce-only order closes (a leg)
+            added = 0 if o.flags & OrderFlag.REDUCE_ONLY else o.qty
+        else:
+            added = o.qty if o.side * b.pos >= 0 else max(0, o.qty - abs(b.pos))
         if added == 0 or px <= 0:
             return ""
         equity, im, _ = self.margin(sim, b.ins.currency)
@@ -182,8 +186,11 @@ class SimAccounts:
         k = self.odds_pivots.get(b.ins.instrument_id)
         return k - px if k is not None and px else px
 
-    def on_fill(self, iid: int, side: int, px: int, qty: int, fee: float) -> None:
-        """A fill of ours moved cash and the position."""
+    def on_fill(
+        self, iid: int, side: int, px: int, qty: int, fee: float, reduce_only: bool = False
+    ) -> None:
+        """A fill of ours moved cash and the position (hedging: ``sim._legs`` keeps the legs;
+        here the net)."""
         b = self.books.get(iid)
         if b is None:
             return
@@ -226,6 +233,15 @@ class SimAccounts:
             if bb and ba:
                 return (bb + ba) // 2
         return b.last_px
+
+    @staticmethod
+    def legs(sim: SimExchange, b: _Book) -> list[tuple[int, float]]:
+        """(lots, average cost) of each open leg: a hedging venue's long and short apart, a
+        netting venue's one position."""
+        if sim._legs is not None:
+            iid = b.ins.instrument_id
+            return [(lg.qty, lg.avg_px) for lg in sim._legs.of(iid) if lg.qty]
+        return [(b.pos, b.avg_px)] if b.pos else []
 
     # --- the schedule ---------------------------------------------------------------------------
     def _start(self, t: int) -> None:
@@ -295,9 +311,10 @@ class SimAccounts:
         """amount = |units| x mid x annual rate / 365 x days, the rate of the position's side as
         the account sees it (< 0: paid), in the quote currency."""
         mark = self.mark(sim, b)
-        if b.pos == 0 or mark <= 0:
+        if mark <= 0 or not self.legs(sim, b):
             return
-        amount = acc.financing_amount(b.ins, b.pos, mark, days)
+        # each leg at its own side's rate (a hedged long and short both pay or receive)
+        amount = sum(acc.financing_amount(b.ins, q, mark, days) for q, _ in self.legs(sim, b))
         if amount == 0:
             return
         self._book_cash(b, amount)
@@ -366,12 +383,14 @@ class SimAccounts:
             self._book_cash(b, pnl)
             fee = self._commission(b, pnl if outcome >= 0 else 0.0)
             b.stake = b.win = 0.0
-        elif kind == SettlementKind.VOID:
-            self._book_cash(b, pos * b.avg_px * b.mult)  # unwound at its average cost
+        elif kind == SettlementKind.VOID:  # unwound at its average cost (each leg at its own)
+            self._book_cash(b, sum(q * avg for q, avg in self.legs(sim, b)) * b.mult)
         else:
             self._book_cash(b, pos * px * b.mult)
         b.pos, b.avg_px = 0, 0.0
         sim._positions[iid] = 0
+        if sim._legs is not None:
+            sim._legs.clear(iid)
         recv = self._recv(sim, t)
         ev = Settlement(
             iid, int(kind), int(px), int(outcome), pos, t, recv, settlement_id=self._id(), fee=fee
@@ -413,13 +432,17 @@ class SimAccounts:
         equity = self.cash.get(ccy, 0.0)
         im = mm = 0.0
         for b in self.books.values():
-            if b.ins.currency != ccy or b.pos == 0 or b.ins.kind == InstrumentKind.BETTING:
+            if b.ins.currency != ccy or b.ins.kind == InstrumentKind.BETTING:
+                continue
+            legs = self.legs(sim, b)
+            if not legs:
                 continue
             mark = self.mark(sim, b)
             equity += b.pos * mark * b.mult
-            if b.margined:
-                im += acc.initial_margin(b.ins, b.pos, mark, self.leverage)
-                mm += acc.maintenance_margin(b.ins, b.pos, mark)
+            if b.margined:  # per leg: a hedged long and short each post their margin
+                for q, _ in legs:
+                    im += acc.initial_margin(b.ins, q, mark, self.leverage)
+                    mm += acc.maintenance_margin(b.ins, q, mark)
         return equity, im, mm
 
     def check_margin(self, sim: SimExchange, t: int) -> None:
@@ -430,7 +453,9 @@ class SimAccounts:
         changed, self.changed = self.changed, False
         for ccy in self._margin_ccys:
             has_pos = any(
-                b.pos and b.margined for b in self.books.values() if b.ins.currency == ccy
+                b.margined and self.legs(sim, b)
+                for b in self.books.values()
+                if b.ins.currency == ccy
             )
             was = self._in_call.get(ccy, False)
             if not has_pos and not was and not changed:
@@ -447,20 +472,24 @@ class SimAccounts:
         """Close every margined position of the account at its mark (taker fee), cancel their
         open orders, publish the account after."""
         for b in self.books.values():
-            if b.ins.currency != ccy or not b.margined or b.pos == 0:
+            legs = self.legs(sim, b)
+            if b.ins.currency != ccy or not b.margined or not legs:
                 continue
             iid = b.ins.instrument_id
             self._close_orders(sim, iid, t, "liquidation", expire=False)
             px = self.mark(sim, b)
-            side = -1 if b.pos > 0 else 1
-            qty = abs(b.pos)
-            fee = px * qty * b.mult * sim.taker_fee_bps / 1e4
-            self.cash[ccy] = self.cash.get(ccy, 0.0) - side * px * qty * b.mult - fee
-            self._move(b, side * qty, px)
+            for pos, _ in legs:  # hedging: one liquidation per leg (it closes that leg)
+                side = -1 if pos > 0 else 1
+                qty = abs(pos)
+                fee = px * qty * b.mult * sim.taker_fee_bps / 1e4
+                self.cash[ccy] = self.cash.get(ccy, 0.0) - side * px * qty * b.mult - fee
+                self._move(b, side * qty, px)
+                if sim._legs is not None:
+                    sim._legs.trade(iid, side, qty, px, reduce_only=True)
+                recv = self._recv(sim, t)
+                ev = Liquidation(iid, side, px, qty, fee, t, recv, liquidation_id=self._id())
+                sim._emit(ev, sim._clock)
             sim._positions[iid] = 0
-            recv = self._recv(sim, t)
-            ev = Liquidation(iid, side, px, qty, fee, t, recv, liquidation_id=self._id())
-            sim._emit(ev, sim._clock)
         self._in_call[ccy] = False
         equity, im, mm = self.margin(sim, ccy)
         sim._emit(MarginStatus(self.venue, ccy, equity, im, mm, t, False), t)
@@ -475,6 +504,8 @@ class SimAccounts:
         elif tp is Liquidation:
             iid = ev.instrument_id
             sim._positions[iid] = sim._positions.get(iid, 0) + ev.side * ev.qty
+            if sim._legs is not None:  # a liquidation closes the leg opposite its side
+                sim._legs.trade(iid, ev.side, ev.qty, ev.px, reduce_only=True)
         if tp is FundingPayment or tp is Financing:
             if b is not None:
                 self._book_cash(b, ev.amount)
@@ -484,10 +515,13 @@ class SimAccounts:
                 pnl = 0.0 if ev.outcome < 0 else (b.win if ev.outcome == 1 else -b.stake)
                 self._book_cash(b, pnl * b.ins.lot_size - ev.fee)
                 b.stake = b.win = 0.0
+            elif ev.kind == SettlementKind.VOID:
+                self._book_cash(b, sum(q * avg for q, avg in self.legs(sim, b)) * b.mult)
             else:
-                px = b.avg_px if ev.kind == SettlementKind.VOID else ev.px
-                self._book_cash(b, b.pos * px * b.mult)
+                self._book_cash(b, b.pos * ev.px * b.mult)
             b.pos, b.avg_px = 0, 0.0
+            if sim._legs is not None:
+                sim._legs.clear(ev.instrument_id)
         elif tp is Liquidation and b is not None:
             q = ev.side * ev.qty
             self.cash[b.ins.currency] = (

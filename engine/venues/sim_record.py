@@ -33,6 +33,7 @@ from engine.messages import (
     OrderCancelRejected,
     OrderExpired,
     OrderFilled,
+    OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
@@ -195,9 +196,8 @@ def _restore_one(sim: SimExchange, ev: Any, pending: dict[int, NewOrder]) -> Non
         sim.fills.append(ev)
         sim._next_fill = max(sim._next_fill, ev.fill_id)
         iid = ev.instrument_id
-        sim._positions[iid] = sim._positions.get(iid, 0) + ev.side * ev.fill_qty
-        if sim._accounts is not None:
-            sim._accounts.on_fill(iid, ev.side, ev.fill_px, ev.fill_qty, ev.fee)
+        reduce_only = rec is not None and bool(rec.order.flags & OrderFlag.REDUCE_ONLY)
+        sim.book_fill(iid, ev.side, ev.fill_px, ev.fill_qty, ev.fee, reduce_only)
         if rec is not None:
             rec.cum += ev.fill_qty
             rec.leaves = ev.leaves_qty
