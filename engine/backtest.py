@@ -157,7 +157,12 @@ class InlineRuntime:
         sizing = SizingLimits.from_risk(limits)  # Kelly sizing is capped by the risk limits
         for slot in self.host.slots:
             slot.ctx.sizing_limits = sizing
-        self.risk = RiskGate(limits, self.instruments)
+        hedged = [  # instruments of hedging venues: risk keeps their legs apart
+            i.instrument_id
+            for i in self.instruments
+            if accounts and (a := accounts.get(i.venue)) is not None and a.hedging
+        ]
+        self.risk = RiskGate(limits, self.instruments, hedging=hedged)
         self.exec = ExecEngine(
             venue, self.instruments, exec_policy, max_order_age_ns=limits.max_intent_age_ns
         )

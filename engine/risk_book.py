@@ -75,6 +75,7 @@ class RiskOrder:
     leaves: int
     strategy_id: int
     reserved: int = 0  # extra open qty counted while a size-increasing replace is in flight
+    reduce_only: bool = False  # REDUCE_ONLY: on a hedging venue it closes the opposite leg
 
 
 class RiskBook:
@@ -87,6 +88,7 @@ class RiskBook:
         *,
         own_id_base: int = 0,
         notional_limited: Iterable[int] = (),
+        hedging: Iterable[int] = (),
     ) -> None:
         self.limits = limits
         self.instruments = (
@@ -97,7 +99,15 @@ class RiskBook:
         n = (max(self.instruments.ids) + 1) if len(self.instruments) else 0
         self.n = n
         self.ins: list[Instrument | None] = [self.instruments.get(i) for i in range(n)]
-        self.position = np.zeros(n, dtype=np.int64)  # filled, lots
+        self.position = np.zeros(n, dtype=np.int64)  # filled, lots (hedging: long + short)
+        # instruments of hedging venues (engine.venues.sim_hedging): a long and a short leg
+        # apart; an order moves its own side's leg, a REDUCE_ONLY one the opposite leg's
+        self.hedged = np.zeros(n, dtype=np.bool_)
+        for iid in hedging:
+            if 0 <= iid < n:
+                self.hedged[iid] = True
+        self.long_pos = np.zeros(n, dtype=np.int64)  # hedging: the long leg, lots
+        self.short_pos = np.zeros(n, dtype=np.int64)  # hedging: the short leg, lots (<= 0)
         self.open_buy = np.zeros(n, dtype=np.int64)  # open buy quantity, lots
         self.open_sell = np.zeros(n, dtype=np.int64)
         self.bid = np.zeros(n, dtype=np.int64)  # last known best bid / ask / trade, ticks (0: none)
@@ -159,6 +169,9 @@ class RiskBook:
             limits.flash_window_ns,
             limits.flash_cooldown_ns,
             limits.flash_samples,
+            self.ins,
+            limits.flash_band_ticks,
+            limits.flash_band_ladder_ticks,
         )
 
     @property
@@ -189,15 +202,24 @@ class RiskBook:
                 and isinstance(ev, OrderPartiallyFilled)
                 and 0 <= ev.instrument_id < self.n
             ):
+                o = self.open_orders.get(ev.client_order_id)
+                ro = o is not None and o.reduce_only
                 self.on_fill(
-                    ev.instrument_id, int(ev.side), int(ev.fill_qty), int(ev.fill_px), float(ev.fee)
+                    ev.instrument_id,
+                    int(ev.side),
+                    int(ev.fill_qty),
+                    int(ev.fill_px),
+                    float(ev.fee),
+                    ro,
                 )
             return  # restore() applied it to the open orders already
         if isinstance(ev, OrderPartiallyFilled):  # and OrderFilled
             iid = ev.instrument_id
-            if count_fill and 0 <= iid < self.n:
-                self.on_fill(iid, int(ev.side), int(ev.fill_qty), int(ev.fill_px), float(ev.fee))
             o = self.open_orders.get(ev.client_order_id)
+            if count_fill and 0 <= iid < self.n:
+                ro = o is not None and o.reduce_only
+                fill = int(ev.fill_qty), int(ev.fill_px), float(ev.fee)
+                self.on_fill(iid, int(ev.side), *fill, ro)
             if o is not None:
                 filled = min(ev.fill_qty, o.leaves)
                 self.add_open(o.instrument_id, o.side, -filled)
@@ -237,9 +259,17 @@ class RiskBook:
         self.restored.discard(key)
         return True
 
-    def on_fill(self, iid: int, side: int, qty: int, px: int, fee: float) -> None:
+    def on_fill(
+        self, iid: int, side: int, qty: int, px: int, fee: float, reduce_only: bool = False
+    ) -> None:
         """Position, average entry, cash, equity and exposures after one fill: O(n + T). A
-        matched bet moves no cash (``engine.risk_margin``: its P&L comes at settlement)."""
+        matched bet moves no cash (``engine.risk_margin``: its P&L comes at settlement). On a
+        hedging venue the fill moves one leg: a reduce-only one the opposite side's."""
+        if self.hedged[iid]:
+            if (side > 0) != reduce_only:
+                self.long_pos[iid] += side * qty
+            else:
+                self.short_pos[iid] += side * qty
         mult = float(self.mult[iid])
         pos = int(self.position[iid])
         new = pos + side * qty

@@ -216,7 +216,9 @@ def check_new(book: RiskBook, it: IntentNew, now_ns: int) -> list[RiskOutput]:
 
     book.approved += 1
     rate_note(book, now_ns)
-    book.open_orders[it.client_order_id] = RiskOrder(iid, it.side, it.px, it.qty, it.strategy_id)
+    book.open_orders[it.client_order_id] = RiskOrder(
+        iid, it.side, it.px, it.qty, it.strategy_id, reduce_only=reduce_only
+    )
     book.add_open(iid, it.side, it.qty)
     # every field as the strategy asked: an algo parent stays one (exec works it, never sends
     # it whole), the lots its strategy named travel with it (engine.stages.exec designates them)
@@ -325,6 +327,8 @@ def order_checks(
             if dev > lim.price_band_pct:
                 return "price band", dev, lim.price_band_pct
     pos = int(book.position[iid])
+    if book.hedged[iid]:  # a hedging venue: the leg it moves (reduce-only: the opposite one)
+        pos = int(book.long_pos[iid] if (side == Side.BUY) != reduce_only else book.short_pos[iid])
     if side == Side.BUY:
         proj = pos + int(book.open_buy[iid]) + extra
     else:

@@ -31,6 +31,7 @@ from engine.messages import (
     Control,
     ControlCommand,
     NewOrder,
+    OrderFlag,
     OrderType,
     RiskEvent,
     RiskEventKind,
@@ -142,7 +143,10 @@ def cancel_increasing(book: RiskBook, now_ns: int) -> list[RiskOutput]:
     out: list[RiskOutput] = []
     for coid, o in book.open_orders.items():
         pos = int(book.position[o.instrument_id])
-        if o.strategy_id != 0 and (pos == 0 or (pos > 0) == (o.side > 0)):
+        if book.hedged[o.instrument_id]:  # a hedging venue: every order but a reduce-only adds
+            if o.strategy_id != 0 and not o.reduce_only:
+                out.append(CancelOrder(coid, o.strategy_id, o.instrument_id, now_ns, now_ns))
+        elif o.strategy_id != 0 and (pos == 0 or (pos > 0) == (o.side > 0)):
             out.append(CancelOrder(coid, o.strategy_id, o.instrument_id, now_ns, now_ns))
     return out
 
@@ -154,7 +158,8 @@ def protective(book: RiskBook, now_ns: int) -> list[RiskOutput]:
     pos = book.position
     avg = book.avg_px
     mk = book.marks
-    live = (pos != 0) & (avg > 0) & (mk > 0) & ~book.guard.halted
+    # not on a hedging venue's instrument: its legs have no one entry price (flatten closes them)
+    live = (pos != 0) & (avg > 0) & (mk > 0) & ~book.guard.halted & ~book.hedged
     if not live.any():
         return []
     move = np.zeros_like(mk)
@@ -193,15 +198,17 @@ def protective(book: RiskBook, now_ns: int) -> list[RiskOutput]:
     return out
 
 
-def own_close(book: RiskBook, iid: int, now_ns: int) -> NewOrder:
-    """A market IOC order of risk's own (strategy 0) closing instrument ``iid``'s position."""
-    pos = int(book.position[iid])
+def own_close(book: RiskBook, iid: int, now_ns: int, leg: int = 0) -> NewOrder:
+    """A market IOC order of risk's own (strategy 0) closing instrument ``iid``'s position (on
+    a hedging venue: the ``leg`` given, REDUCE_ONLY)."""
+    pos = leg or int(book.position[iid])
     book.own_counter += 1
     coid = book.own_counter  # strategy_id 0 << 32 | counter
     side = int(Side.SELL if pos > 0 else Side.BUY)
-    book.open_orders[coid] = RiskOrder(iid, side, 0, abs(pos), 0)
+    book.open_orders[coid] = RiskOrder(iid, side, 0, abs(pos), 0, reduce_only=bool(leg))
     book.add_open(iid, side, abs(pos))
     return NewOrder(
+        flags=int(OrderFlag.REDUCE_ONLY) if leg else 0,
         client_order_id=coid,
         strategy_id=0,
         instrument_id=iid,
@@ -305,7 +312,11 @@ def flatten(book: RiskBook, now_ns: int) -> list[RiskOutput]:
     """Market orders closing every filled position (risk's own order ids, strategy 0)."""
     out: list[RiskOutput] = []
     for iid in range(book.n):
-        if int(book.position[iid]) == 0 or book.ins[iid] is None:
+        if book.ins[iid] is None:
             continue
-        out.append(own_close(book, iid, now_ns))
+        if book.hedged[iid]:  # each leg by a reduce-only order (a plain one opens a leg)
+            legs = int(book.long_pos[iid]), int(book.short_pos[iid])
+            out += [own_close(book, iid, now_ns, q) for q in legs if q]
+        elif int(book.position[iid]):
+            out.append(own_close(book, iid, now_ns))
     return out

@@ -226,7 +226,8 @@ def on_account_event(book: RiskBook, ev: object, now_ns: int) -> list[RiskOutput
 def _liquidated(book: RiskBook, ev: Liquidation, now_ns: int) -> list[RiskOutput]:
     iid = ev.instrument_id
     if 0 <= iid < book.n and book.ins[iid] is not None:
-        book.on_fill(iid, int(ev.side), int(ev.qty), int(ev.px), float(ev.fee))
+        # reduce-only: on a hedging venue a liquidation closes the leg opposite its side
+        book.on_fill(iid, int(ev.side), int(ev.qty), int(ev.px), float(ev.fee), True)
     why = f"liquidation: {ev.qty} lots at {ev.px} ticks"
     ev_out = RiskEvent(
         int(RiskEventKind.LIQUIDATION), iid, 0, why, float(ev.qty), float(ev.px), now_ns, 0
@@ -323,3 +324,4 @@ def settle(book: RiskBook, ev: Settlement) -> None:
         px = float(a.payout[iid])  # a payout left out: 1 a share
     side = -1 if pos > 0 else 1
     book.on_fill(iid, side, abs(pos), px, fee)  # type: ignore[arg-type]
+    book.long_pos[iid] = book.short_pos[iid] = 0  # hedging: both legs closed at px

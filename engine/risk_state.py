@@ -47,6 +47,8 @@ def seed_positions(book: RiskBook, rows: Iterable[tuple[int, int, float, float, 
         if not 0 <= iid < book.n or book.ins[iid] is None:
             continue
         book.position[iid] = int(pos)
+        if book.hedged[iid]:  # exec's table is net: the legs come back as one (on its side)
+            book.long_pos[iid], book.short_pos[iid] = max(int(pos), 0), min(int(pos), 0)
         book.avg_px[iid] = float(avg)
         book.signs[iid] = float(np.sign(pos))
         if iid in book.acct.betting:  # bets move no cash: their P&L as one bet at the average

@@ -55,7 +55,7 @@ from engine.messages import (
     TradingStateChanged,
 )
 from engine.stages.risk import RiskStage
-from procs.build import real_venue_instrument_ids
+from procs.build import hedging_instrument_ids, real_venue_instrument_ids
 from procs.loop import Input, Loop, Outbox, Timer
 from procs.risk_history import seed_history
 from procs.runtime import POSITION_DTYPE, STATE_READY, TOB_DTYPE, Worker
@@ -127,6 +127,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         cfg.instrument_table(),
         own_id_base=(incarnation & 0xFF) << 24,
         notional_limited=real_venue_instrument_ids(cfg),
+        hedging=hedging_instrument_ids(cfg),
     )
     w.consume("intents")  # not md: a tick alone needs no risk decision (prices: the tob table)
     orders = w.produce("orders")
