@@ -70,7 +70,7 @@ def test_public_resolve_settles_now_expires_orders_and_happens_once():
     assert (st.px, st.outcome, st.position, st.ts_event) == (50, 1, -100, t1)
     assert [e.client_order_id for e in _of(ev, OrderExpired)] == [resting.client_order_id]
     assert sim._accounts.cash["USD"] == pytest.approx(1_000 + 60 - 50)
-    assert sim.positions()[4] == 0 and sim.settled(4) == "market resolved"
+    assert sim.positions()[4] == 0 and sim._accounts.books[4].settled == "market resolved"
     assert sim.resolve(4, "1", t1 + 1) == []
     rej = _of(sim.submit(_order(ins, Side.BUY, 1, t1 + 2), t1 + 2), OrderRejected)
     assert "no longer trades" in rej[0].reason

@@ -94,7 +94,7 @@ from engine.venues.base import VenueEvent
 from engine.venues.reports import OrderStatusReport, StatusReports
 from engine.venues.sim_accounts import SimAccounts
 from engine.venues.sim_flow import MarketFlow
-from engine.venues.sim_hedging import Legs
+from engine.venues.sim_hedging import Legs, reduce_only_refusal, reducible
 from engine.venues.sim_record import SimRecord, prune_records, restore
 from engine.venues.sim_state import DAY_NS, SimInstrument, SimOrder, SimRequest
 
@@ -344,8 +344,7 @@ class SimExchange(MarketFlow, StatusReports):
         return dict(self._positions)
 
     def positions_by_side(self) -> dict[int, tuple[int, int]]:
-        """(long, short) lots per instrument: a hedging venue's legs; netting: the position on
-        its side."""
+        """(long, short) lots per instrument: a hedging venue's legs (netting: one is 0)."""
         if self._legs is not None:
             return self._legs.sides()
         return {i: (max(p, 0), min(p, 0)) for i, p in self._positions.items()}
@@ -403,13 +402,8 @@ class SimExchange(MarketFlow, StatusReports):
 
     # --- the venue's own settlements (a paper venue hears them from the real one) ---------------
     def resolve(self, instrument_id: int, resolution: str, now_ns: int) -> list[VenueEvent]:
-        """Resolve a binary contract or betting selection at venue time ``now_ns``, as its
-        configured ``resolves_ns`` would (``resolution``: "1" won, "0" lost, "void", "0.5" a
-        binary's 50/50): the position closes (``Settlement``), its open orders expire, it no
-        longer trades. Requests that reached the venue before are matched first. Returns the
-        events due by ``now_ns``; resolving a settled instrument again does nothing. A betting
-        market resolved this way settles every selection of it the venue lists: its
-        commission waits for all of them (engine.venues.sim_accounts)."""
+        """Resolve a binary or betting instrument now ("1", "0", "void", a binary's "0.5"), as
+        a configured ``resolves_ns`` would; again: nothing. Contract: ``SimAccounts.resolve``."""
         acc = self._accounts
         if acc is None or instrument_id not in acc.books:
             raise ValueError(f"instrument {instrument_id}: not a binary or betting instrument here")
@@ -417,11 +411,6 @@ class SimExchange(MarketFlow, StatusReports):
         self._clock = max(self._clock, now_ns)
         acc.resolve(self, instrument_id, resolution, self._clock)
         return self._drain(now_ns)
-
-    def settled(self, instrument_id: int) -> str:
-        """Why the instrument no longer trades (settled, expired, voided); "" while it does."""
-        b = self._accounts.books.get(instrument_id) if self._accounts is not None else None
-        return b.settled if b is not None else ""
 
     def halted(self, instrument_id: int) -> str:
         """Why trading in the instrument is stopped ("" when it is open)."""
@@ -495,8 +484,7 @@ class SimExchange(MarketFlow, StatusReports):
     def book_fill(
         self, iid: int, side: int, px: int, q: int, fee: float, reduce_only: bool
     ) -> None:
-        """A fill of ours moves the position (hedging: its leg) and the account (a live fill,
-        or one read back from the venue's record)."""
+        """A fill of ours (live or from the record) moves the position, its leg, the account."""
         self._positions[iid] = self._positions.get(iid, 0) + side * q
         if self._legs is not None:
             self._legs.trade(iid, side, q, px, reduce_only)
@@ -529,15 +517,10 @@ class SimExchange(MarketFlow, StatusReports):
             return f"unsupported time in force {_enum_name(TimeInForce, o.tif)}"
         if o.flags & ~(OrderFlag.POST_ONLY | OrderFlag.REDUCE_ONLY):
             return f"unsupported order flags {o.flags:#x}: only POST_ONLY and REDUCE_ONLY"
-        if o.flags & OrderFlag.REDUCE_ONLY and self._legs is not None:
-            held = self._legs.closable(o.instrument_id, o.side)
-            if o.qty > held:
-                leg = "long" if o.side < 0 else "short"
-                return f"REDUCE_ONLY order of {o.qty} would close more than the {leg} leg {held}"
-        elif o.flags & OrderFlag.REDUCE_ONLY:
-            pos = self._positions.get(o.instrument_id, 0)
-            if o.side * pos >= 0 or o.qty > abs(pos):
-                return f"REDUCE_ONLY order of {o.qty} would increase the position {pos}"
+        if o.flags & OrderFlag.REDUCE_ONLY and (
+            why := reduce_only_refusal(self._legs, self._positions, o)
+        ):
+            return why
         if o.side not in (Side.BUY, Side.SELL):
             return f"invalid side {o.side}"
         if o.qty <= 0:
@@ -782,11 +765,7 @@ class SimExchange(MarketFlow, StatusReports):
         reduce_only = bool(rec.order.flags & OrderFlag.REDUCE_ONLY)
         if reduce_only:
             # other fills may have shrunk the position since it arrived: never grow it
-            iid = rec.order.instrument_id
-            if self._legs is not None:  # hedging: never past the opposite leg
-                q = min(q, max(0, self._legs.closable(iid, rec.side)))
-            else:
-                q = min(q, max(0, -rec.side * self._positions.get(iid, 0)))
+            q = min(q, reducible(self._legs, self._positions, rec.order.instrument_id, rec.side))
             if q <= 0:
                 return
         rec.cum += q

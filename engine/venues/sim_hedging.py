@@ -12,8 +12,9 @@ The net position (long + short) is what ``SimExchange.positions`` reports.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Leg", "Legs"]
+__all__ = ["Leg", "Legs", "reduce_only_refusal", "reducible"]
 
 
 @dataclass(slots=True)
@@ -67,3 +68,25 @@ class Legs:
     def sides(self) -> dict[int, tuple[int, int]]:
         """(long lots, short lots <= 0) per instrument traded."""
         return {iid: (lg.qty, sh.qty) for iid, (lg, sh) in self.by_iid.items()}
+
+
+def reducible(legs: Legs | None, positions: dict[int, int], iid: int, side: int) -> int:
+    """How much a REDUCE_ONLY order of ``side`` may still fill: the opposite leg (hedging) or
+    the net position against it (netting), never below 0."""
+    if legs is not None:
+        return max(0, legs.closable(iid, side))
+    return max(0, -side * positions.get(iid, 0))
+
+
+def reduce_only_refusal(legs: Legs | None, positions: dict[int, int], o: Any) -> str:
+    """Why the venue refuses a REDUCE_ONLY ``NewOrder`` ("" if it does not)."""
+    if legs is not None:
+        held = legs.closable(o.instrument_id, o.side)
+        if o.qty > held:
+            leg = "long" if o.side < 0 else "short"
+            return f"REDUCE_ONLY order of {o.qty} would close more than the {leg} leg {held}"
+        return ""
+    pos = positions.get(o.instrument_id, 0)
+    if o.side * pos >= 0 or o.qty > abs(pos):
+        return f"REDUCE_ONLY order of {o.qty} would increase the position {pos}"
+    return ""
