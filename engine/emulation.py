@@ -174,6 +174,8 @@ class StopEmulator:
             return f"stop price must be > 0, got {order.stop_px}"
         self._stops.setdefault(order.instrument_id, {})[order.client_order_id] = s
         self._coid_iid[order.client_order_id] = order.instrument_id
+        if s.mark and self.on_trail is not None:  # its first level, from the market now
+            self.on_trail(order.client_order_id, s.mark, s.stop_px)
         return ""
 
     def cancel(self, coid: int) -> NewOrder | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.contingent import OCO, OTO, OUO
@@ -38,11 +38,13 @@ from engine.messages import (
 from engine.order_states import OrderStatus
 from engine.reconcile import reconcile
 from engine.venues.sim import SimExchange
+from procs.recovery import exec_local
 
 IID = 1
 INS = [Instrument(instrument_id=IID, symbol="AAA")]
 BUY, SELL = int(Side.BUY), int(Side.SELL)
 LMT, STP = int(OrderType.LIMIT), int(OrderType.STOP)
+TRAIL = int(OrderType.TRAILING_STOP)
 ENTRY, TP, SL = 1, 2, 3  # the bracket's ids (OCO / OUO pairs use TP and SL)
 MS = 1_000_000
 
@@ -63,6 +65,11 @@ class Run:
     fills: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # coid -> (seq, qty)
     raced_before: int = 0  # race lots counted by earlier incarnations (before a restart)
     t: int = 1
+    #: trailing orders' (mark, level) as exec journals them (procs.exec_trails)
+    trails: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def hook(self) -> None:
+        self.engine.emulator.on_trail = lambda c, m, s: self.trails.__setitem__(c, (m, s))
 
     def keep(self, out: list[object]) -> None:
         for ev in out:
@@ -94,6 +101,7 @@ def start(latency_ns: int) -> Run:
     venue = SimExchange(INS, latency_ns=latency_ns, response_latency_ns=latency_ns)
     eng = ExecEngine(venue, INS, ExecPolicy(max_retries=0), algo_engine=None)
     run = Run(venue, eng)
+    run.hook()
     run.market(99, 101, 10, 10)
     return run
 
@@ -108,10 +116,19 @@ quotes = st.tuples(
     st.integers(85, 112), st.integers(1, 6), st.integers(1, 12), st.integers(1, 12)
 ).map(lambda t: ("quote", t[0], t[0] + t[1], t[2], t[3]))
 requests = st.sampled_from(
-    [("cancel", ENTRY), ("cancel", TP), ("cancel", SL), ("amend", TP), ("amend", ENTRY)]
+    [
+        ("cancel", ENTRY),
+        ("cancel", TP),
+        ("cancel", SL),
+        ("amend", TP),
+        ("amend", ENTRY),
+        ("reprice", SL),
+        ("reprice", TP),
+    ]
 )
 steps = st.lists(st.one_of(quotes, quotes, quotes, requests), min_size=1, max_size=25)
-shapes = st.sampled_from(["bracket", "oco", "ouo", "oto"])
+#: "stop" / "trail": a plain emulated stop / trailing stop (no list): armed across restarts
+shapes = st.sampled_from(["bracket", "oco", "ouo", "oto", "stop", "trail"])
 
 
 def send_list(run: Run, shape: str, qty: int, child_qty: int) -> None:
@@ -124,6 +141,10 @@ def send_list(run: Run, shape: str, qty: int, child_qty: int) -> None:
         )
     elif shape == "oto":
         run.take(order(TP, SELL, child_qty, 108, parent_id=ENTRY))
+    elif shape == "stop":
+        run.take(order(SL, SELL, qty, 0, STP, 94))
+    elif shape == "trail":
+        run.take(order(SL, SELL, qty, 0, TRAIL, 4))
     else:
         kind = OCO if shape == "oco" else OUO
         run.take(order(TP, SELL, qty, 104, contingency=kind, linked=[SL]))
@@ -141,6 +162,16 @@ def apply(run: Run, step: tuple) -> None:
             return
         if step[0] == "cancel":
             run.take(CancelOrder(coid, 1, IID, run.t + MS, run.t + MS))
+        elif step[0] == "reprice":  # a new price, the same size: a stop one tick lower
+            eng = run.engine
+            leg = eng.lists.legs.get(coid)
+            o = leg.order if leg is not None else r.order
+            if o.order_type == LMT:
+                px = (r.px or o.px) + 1
+            else:
+                px = max(1, (eng.emulator.stop_px(coid) or r.stop_px or o.stop_px) - 1)
+            new_qty = leg.base if leg is not None and eng.lists.governed(coid) else r.leaves_qty
+            run.take(ReplaceOrder(coid, 1, IID, px, new_qty, run.t + MS, run.t + MS))
         else:
             px = r.px if r.px else r.stop_px
             new_qty = max(1, r.leaves_qty - 1)
@@ -204,14 +235,17 @@ def check(run: Run, shape: str, qty: int, child_qty: int, settled: bool) -> None
 
 def restart(run: Run) -> Run:
     """A new engine over the same venue, from what a journal would hold (as procs.recovery)."""
-    local = {o.client_order_id for o in run.orders if not run.venue.knows_order(o.client_order_id)}
+    local = exec_local(run.orders, run.events, run.venue, ExecPolicy(max_retries=0))
     res = reconcile(run.orders, run.events, run.venue, run.t, local_ids=local)
     eng = ExecEngine(run.venue, INS, ExecPolicy(max_retries=0), algo_engine=None, id_block=1)
     eng.table = res.table
     eng.emulator.bid.update(run.engine.emulator.bid)  # the market as the feed gives it again
     eng.emulator.ask.update(run.engine.emulator.ask)
     out = res.publish + eng.restore_lists(run.t, local, run.events)
+    eng.restore_trails(run.trails)
     new = Run(run.venue, eng, list(run.orders), list(run.events), run.fills, t=run.t)
+    new.trails = dict(run.trails)
+    new.hook()
     new.raced_before = run.raced_before + run.engine.lists.oco_race_qty
     new.keep(out)
     return new
@@ -230,10 +264,20 @@ def picture(eng: ExecEngine) -> tuple:
         c: v if eng.table.get(c) is not None and eng.table.get(c).is_open else (*v[:2], *v[3:])
         for c, v in eng.lists.state().items()
     }
-    return rows, armed, lists
+    held = {  # what exec holds of a waiting leg (an amend's price included)
+        c: (leg.order.px, leg.order.stop_px, leg.order.qty)
+        for c, leg in sorted(eng.lists.legs.items())
+        if leg.waiting
+    }
+    return rows, armed, lists, held
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# restarts the random search reaches only now and then: a trailing stop whose mark is above the
+# market at the restart, an amended plain stop, an amended stop-loss exec still holds
+@example("trail", 2, 1.0, 0, [("quote", b, b + 1, 5, 5) for b in (100, 110, 108, 109)], 3)
+@example("stop", 3, 1.0, 0, [("reprice", SL), ("quote", 100, 101, 5, 5)], 1)
+@example("bracket", 4, 1.0, 0, [("reprice", SL), ("quote", 97, 99, 5, 5)], 1)
 @given(
     shape=shapes,
     qty=st.integers(1, 12),
