@@ -258,7 +258,40 @@ def resolve_run(
         # paper only: a live run trades real money with the trader's own strategies alone
         default = None if live else default_strategy(first, markets.get(only, {}).get(first))
         changes |= _narrowed(cfg, {i["symbol"] for i in instruments}, default)
+        v = next(v for v in real if v.name == only)
+        cash = account_cash(v, dict(cfg.portfolio.cash), instruments, v.name in live)
+        changes["portfolio"] = msgspec.structs.replace(changes["portfolio"], cash=cash)
     return _rebuild(cfg, **changes)
+
+
+#: USD stablecoins a margin account may hold its cash in (1 USD each)
+_USD_COINS = ("USDT", "USDC")
+
+
+def account_cash(
+    v: RealVenueKeys, cash: dict[str, float], instruments: list[dict[str, Any]], live: bool
+) -> dict[str, float]:
+    """The portfolio's cash for a run on ``v`` alone, in the currency of its account: a margin
+    account margins each instrument in the instrument's currency, so cash held in another is
+    no margin (a USDT perpetual on an account with USD only is liquidated at once). Paper with
+    a ``paper_balance``: that balance (the simulated account's). Else a margin account whose
+    instruments all settle in one USD stablecoin the cash does not name books the USD amount
+    in it (USDT, 1 USD each), not in both: the portfolio and the venue's account hold the same
+    money. Anything else: ``cash`` as configured."""
+    if v.account != "margin":
+        return cash
+    own = dict(getattr(v, "paper_balance", {}) or {})
+    if own and not live:
+        return {k: float(x) for k, x in own.items()}
+    ccys = {str(i.get("currency") or "USD") for i in instruments}
+    if len(ccys) != 1:
+        return cash
+    ccy = ccys.pop()
+    if ccy in _USD_COINS and ccy not in cash and "USD" in cash:
+        out = {k: x for k, x in cash.items() if k != "USD"}
+        out[ccy] = cash["USD"]
+        return out
+    return cash
 
 
 #: what a ``--venue`` run that no strategy trades runs (see ``default_strategy``)

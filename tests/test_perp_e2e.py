@@ -82,6 +82,9 @@ def test_paper_run_trades_the_perpetual_and_sends_the_venue_nothing(tmp_path: Pa
     assert margin["initial_margin"] == pytest.approx(600.0, rel=1e-3)
     assert margin["maintenance_margin"] == pytest.approx(24.0, rel=1e-3)
     assert s["account"]["liquidations"] == 0
+    # the portfolio's cash is the account's USDT (the [portfolio] USD booked in it), not USD
+    cash = s["portfolio"]["cash_by_currency"]
+    assert set(cash) == {"USDT"} and cash["USDT"] == pytest.approx(1_000_000.0, abs=10.0)
     assert st["submitted"] == {} and "POST /fapi/v1/order" not in st["requests"]
 
 

@@ -119,7 +119,11 @@ def test_margins_from_brackets_and_leverage(server) -> None:
 def _paper_run(srv: BinanceFuturesServer, ins: Instrument) -> tuple[list, list, PerpDataClient]:
     kind = lookup("binanceusdm")
     cfg = VenueConfig(
-        name="bf", kind="binanceusdm", instruments=InstrumentTable([ins]), settings=_where(srv)
+        name="bf",
+        kind="binanceusdm",
+        instruments=InstrumentTable([ins]),
+        # cash in the instrument's currency: its margin (with none, the venue refuses the buy)
+        settings=_where(srv, paper_balance={ins.currency: 100_000.0}),
     )
     md = kind.market_data(cfg)
     assert isinstance(md, PerpDataClient)
