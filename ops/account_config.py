@@ -96,8 +96,8 @@ class AccountKeys(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         need(
             self.position_mode == "netting" or hedges,
             "position_mode",
-            f"a {venue_kind} venue nets positions here: its adapter does not implement hedging "
-            "(only the simulated exchange does)",
+            f"a {venue_kind} venue nets positions: hedging cannot be modelled there, its "
+            "adapter does not implement hedging (only the simulated exchange does)",
         )
         need(
             self.position_mode == "netting" or self.account == "margin",
