@@ -147,6 +147,7 @@ class MarketGuard:
                 self._mode[i], self.bands[i] = LADDER, float(band_ladder_ticks)
                 self._ladders[i] = ladder_positions_ticks(ins.tick_size)
         self.on = bool((self.bands > 0).any())  # a flash-move halt can happen at all
+        self.bounded = self._mode != RELATIVE  # measured in (ladder) ticks: risk's price band too
         self.window_ns = int(window_ns)
         self.cooldown_ns = int(cooldown_ns)
         self.venue_halted = np.zeros(n, dtype=np.bool_)
@@ -235,6 +236,16 @@ class MarketGuard:
                 self.flash_halted[i] = False
                 out += self._update(i, now_ns, "market sane again")
         return out
+
+    def in_ticks(self, i: int) -> bool:
+        """Whether instrument ``i`` moves in ticks (a binary; else ladder ticks or relative)."""
+        return int(self._mode[i]) == TICKS
+
+    def steps(self, i: int, p: float, q: float) -> float:
+        """How far ``p`` is from ``q`` (ticks) for bounded instrument ``i``: in ticks (a binary)
+        or ladder ticks (a betting selection); the relative distance for the others."""
+        lad = self._ladders[i if self._ladders.shape[0] == self.n else 0]
+        return float(_distance(p, q, int(self._mode[i]), lad))
 
     def _why(self, i: int, px: float) -> str:
         """The reason a flash-move halt gives, in the unit its band is in."""

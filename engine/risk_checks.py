@@ -27,7 +27,8 @@ Checks on a new order, in order (every limit configurable; 0 turns the optional 
    the types exec sends at the market — stops and market-if-touched when they fire,
    market-to-limit at the touch, a trailing-stop-limit's limit; a session order is valued at
    today's prices);
-6. price band (fat finger): a limit price more than ``price_band_pct`` from the mid;
+6. price band (fat finger): a limit price more than ``price_band_pct`` from the mid (a binary:
+   ``price_band_ticks`` ticks; a betting selection: ``price_band_ladder_ticks`` ladder ticks);
 7. max position in lots, worst case: the filled position plus every open order on the same side
    plus this one;
 8. reduce-only, when the trading state is REDUCING or the order carries the REDUCE_ONLY flag:
@@ -319,7 +320,14 @@ def order_checks(
     exposure. ``extra`` is the additional open quantity on ``side``. Returns (reason, value,
     limit) for a rejection, None to approve."""
     lim = book.limits
-    if priced and lim.price_band_pct > 0:
+    if priced and book.guard.bounded[iid]:  # a binary in ticks, a betting selection in ladder ticks
+        b, a = int(book.bid[iid]), int(book.ask[iid])
+        band = lim.price_band_ticks if book.guard.in_ticks(iid) else lim.price_band_ladder_ticks
+        if b > 0 and a > 0 and band > 0:
+            dev = book.guard.steps(iid, float(px), (b + a) / 2.0)
+            if dev > band:
+                return "price band", dev, band
+    elif priced and lim.price_band_pct > 0:
         b, a = int(book.bid[iid]), int(book.ask[iid])
         if b > 0 and a > 0:
             mid = (b + a) / 2.0

@@ -37,6 +37,8 @@ _OFF: dict[str, Any] = {k: 0.0 for k in _PCT_KEYS} | {
     "max_orders_per_s": 0,
     "max_intent_age_ms": 0.0,
     "flash_band_ticks": 0.0,
+    "price_band_ticks": 0.0,
+    "price_band_ladder_ticks": 0.0,
     "flash_band_ladder_ticks": 0.0,
     "trading_day_s": 60.0,  # = returns_interval_s: var_horizon_days counts return intervals
 }
@@ -67,6 +69,8 @@ class RiskLimits(Settings):
     trading_day_s: float = 23_400.0
     max_orders_per_s: int = 1_000
     price_band_pct: float = 5.0
+    price_band_ticks: float = 5.0  # a binary's price band, in ticks of its price (0 = off)
+    price_band_ladder_ticks: float = 10.0  # a betting selection's, in ladder ticks (0 = off)
     daily_loss_reduce_pct: float = 1.0
     daily_loss_halt_pct: float = 2.0
     drawdown_reduce_pct: float = 3.0
@@ -160,7 +164,12 @@ class RiskLimits(Settings):
             "drawdown_reduce_pct",
             "must not exceed drawdown_halt_pct",
         )
-        for k in ("flash_band_ticks", "flash_band_ladder_ticks"):
+        for k in (
+            "flash_band_ticks",
+            "flash_band_ladder_ticks",
+            "price_band_ticks",
+            "price_band_ladder_ticks",
+        ):
             v = getattr(self, k)
             need(math.isfinite(v) and v >= 0, k, "must be >= 0 (0 = off)")
         for k in ("flash_window_s", "flash_cooldown_s", "refresh_interval_ms"):

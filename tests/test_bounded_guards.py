@@ -160,3 +160,35 @@ def test_flash_guard_keeps_the_relative_band_for_other_kinds():
     assert only_bounded.on and not flash(only_bounded, 0, 100.0, 200.0)
     assert flash(only_bounded, 2, 200.0, 120.0)  # 80 ladder ticks
     assert not RiskGate(RiskLimits.off(), INS).guard.on
+
+
+def test_risks_price_band_of_bounded_kinds_is_in_ticks():
+    """A limit buy of a binary at 0.04 with the mid at 0.03 is 33 % away but one tick: passes
+    (5 ticks); 0.10 is 7: refused. A back at 2.10 with the mid 2.00 is 5 ladder ticks (10
+    pass); 2.50 is 25. A spot limit keeps the relative band (5 %)."""
+    from engine.messages import IntentNew
+
+    lim = RiskLimits.off(
+        max_order_notional=1e9,
+        max_position_lots=10**6,
+        price_band_pct=5.0,
+        price_band_ticks=5.0,
+        price_band_ladder_ticks=10.0,
+    )
+    g = RiskGate(lim, INS)
+    for iid, (b, a) in ((0, (9_990, 10_010)), (1, (2, 4)), (2, (199, 201))):
+        g.on_market_data(quote(iid, b, a, 1))
+
+    def limit(iid: int, px: int, coid: int) -> list:
+        it = IntentNew(coid, 1, iid, Side.BUY, OrderType.LIMIT, TimeInForce.GTC, px, 1, 1, 1)
+        return g.on_intent(it, 2)
+
+    assert isinstance(limit(1, 4, 1)[0], NewOrder)
+    assert isinstance(limit(1, 8, 2)[0], NewOrder)  # 5 ticks: the band
+    out = limit(1, 10, 3)
+    assert "price band" in out[0].reason and out[0].value == 7.0 and out[0].limit == 5.0
+    assert isinstance(limit(2, 210, 4)[0], NewOrder)
+    out = limit(2, 250, 5)
+    assert "price band" in out[0].reason and out[0].value == pytest.approx(25.0)
+    assert isinstance(limit(0, 10_400, 6)[0], NewOrder)  # 4 %
+    assert "price band" in limit(0, 10_600, 7)[0].reason  # 6 %
