@@ -5,7 +5,8 @@ the record, exec's recovery) applies the venue's account events the same way, so
 after a settlement or a liquidation as they do after a fill (docs/instruments-and-accounts.md):
 
 - ``Settlement`` (expiry, resolution, void — of a future, a binary or a betting selection)
-  leaves the position flat: the market closed it;
+  leaves the position flat: the market closed it — except a ``partial`` one (one bet of a
+  betting selection voided while its others settle), which takes that bet's stake off;
 - ``Liquidation`` moves it like a fill of ``side * qty`` that no order made;
 - ``FundingPayment``, ``Financing`` and ``MarginStatus`` move money, never a position.
 
@@ -51,11 +52,12 @@ def moves_position(ev: object) -> bool:
 
 
 def position_after(position: int, ev: object) -> int:
-    """The net position in lots after ``ev``: 0 after a settlement, moved by a liquidation's
-    trade (``side * qty``), unchanged by anything else."""
+    """The net position in lots after ``ev``: 0 after a settlement (less a voided bet's stake
+    after a ``partial`` one), moved by a liquidation's trade (``side * qty``), unchanged by
+    anything else."""
     t = type(ev)
     if t is Settlement:
-        return 0
+        return position - int(ev.position) if ev.partial else 0  # type: ignore[attr-defined]
     if t is Liquidation:
         return position + int(ev.side) * int(ev.qty)  # type: ignore[attr-defined]
     return position

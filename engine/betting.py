@@ -216,6 +216,21 @@ class BetBook:
         self.clear()
         return out
 
+    def void_bet(self, signed_qty: int, px: int) -> None:
+        """Undo one matched bet (``signed_qty`` lots, > 0 a back, at ``px`` odds ticks): the
+        venue voided it while the selection's other bets stand."""
+        if signed_qty == 0:
+            return
+        side = 1 if signed_qty > 0 else -1
+        stake, odds = abs(signed_qty) * self.multiplier, px * self.tick
+        self.win -= bet_pnl(side, stake, odds, True)
+        self.lose -= bet_pnl(side, stake, odds, False)
+        if side > 0:
+            self.backed -= abs(signed_qty)
+        else:
+            self.laid -= abs(signed_qty)
+        self.bets = max(self.bets - 1, 0)
+
     def clear(self) -> None:
         """Forget every bet (a settled or voided market)."""
         self.win = self.lose = 0.0

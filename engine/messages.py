@@ -706,7 +706,10 @@ class Settlement(msgspec.Struct, tag=57, **_S):
     a binary contract or betting selection resolved (``outcome`` 1 won / 0 lost; ``px`` the
     payout in ticks), or a voided market (``outcome`` -1: trades undone). ``position`` is the
     lots the venue settled. ``fee``: a betting market's commission on its net winnings, on the
-    settlement that closes the market (its other selections' settlements carry 0)."""
+    settlement that closes the market (its other selections' settlements carry 0). ``partial``:
+    one bet of a betting selection voided while its others settle — only ``position`` lots
+    (back > 0, lay < 0) at ``px`` odds are undone, the rest of the position stays for the
+    selection's own Settlement (engine/venues/betfair_cleared.py)."""
 
     instrument_id: int
     kind: int
@@ -717,6 +720,7 @@ class Settlement(msgspec.Struct, tag=57, **_S):
     ts_recv: int
     settlement_id: int = 0
     fee: float = 0.0  # charged at settlement, in the instrument's currency
+    partial: bool = False  # VOID of one bet only (see above)
 
 
 class Liquidation(msgspec.Struct, tag=58, **_S):

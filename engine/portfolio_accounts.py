@@ -123,6 +123,9 @@ class AccountViews:
             self.bad_events += 1
             return
         p.settlements += 1
+        if ev.partial and ev.kind == SettlementKind.VOID and isinstance(p.book, BetBook):
+            self._void_bet(p, ev)  # one bet voided, the selection's others stand
+            return
         holders = self._holders(p) if ev.fee and p.style != CashStyle.BET else []
         if ev.kind == SettlementKind.VOID:
             self._void(p)
@@ -197,6 +200,23 @@ class AccountViews:
         rest = -lost - moved
         if abs(rest) > 1e-12:
             self._strategy_book(0, p)[0].realized += rest * fx
+
+    def _void_bet(self: Portfolio, p: PositionState, ev: Settlement) -> None:
+        """Undo one voided bet (``ev.position`` lots at ``ev.px`` odds): nothing was paid, so
+        nothing moves but the selection's win / lose book. The strategies holding that side
+        give it up in strategy order, up to what each backed (laid)."""
+        assert isinstance(p.book, BetBook)
+        p.book.void_bet(ev.position, ev.px)
+        p.position = p.book.position
+        left, back = abs(ev.position), ev.position > 0
+        for sid in sorted(self.strategies):
+            b = self.strategies[sid].books.get(p.instrument_id)
+            if not left or not isinstance(b, BetBook):
+                continue
+            q = min(left, b.backed if back else b.laid)
+            if q:
+                b.void_bet(q if back else -q, ev.px)
+                left -= q
 
     def _settle_bets(self: Portfolio, p: PositionState, market: str, won: bool) -> None:
         """A selection resolved: its bets pay (each strategy's result is remembered for the

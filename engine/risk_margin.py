@@ -303,6 +303,12 @@ def settle(book: RiskBook, ev: Settlement) -> None:
     a = book.acct
     pos = int(book.position[iid])
     fee = float(ev.fee)
+    if iid in a.betting and ev.partial and ev.kind == SettlementKind.VOID:
+        # one bet voided, the selection's others stand: the opposite bet at its odds undoes it
+        side = 1 if ev.position > 0 else -1
+        a.bet(iid, -side, abs(int(ev.position)), int(ev.px))
+        book.position[iid] -= int(ev.position)
+        return
     if iid in a.betting:
         if ev.kind != SettlementKind.VOID:
             pnl = float(a.win[iid] if ev.outcome == 1 else a.lose[iid])

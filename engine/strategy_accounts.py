@@ -37,11 +37,13 @@ def on_account_event(host: StrategyHost, ev: Any, now_ns: int) -> list[Intent]:
         if not slots:
             host.unrouted += 1
             return []
-    if t is Settlement:
+    if t is Settlement and ev.partial:  # one voided bet: its stake comes off its holders
+        _share_trade(slots, ev.instrument_id, -int(ev.position))
+    elif t is Settlement:
         for s in slots:
             s.ctx.positions[ev.instrument_id] = 0
     elif t is Liquidation:
-        _share_liquidation(slots, ev)
+        _share_trade(slots, ev.instrument_id, int(ev.side) * int(ev.qty))
     out: list[Intent] = []
     if host.stopped:
         return out
@@ -52,10 +54,11 @@ def on_account_event(host: StrategyHost, ev: Any, now_ns: int) -> list[Intent]:
     return out
 
 
-def _share_liquidation(slots: list[Any], ev: Liquidation) -> None:
-    """The liquidation's trade (``side`` × ``qty``) closes the strategies' opposite positions."""
-    iid, sign = ev.instrument_id, (1 if ev.side > 0 else -1)
-    left = int(ev.qty)
+def _share_trade(slots: list[Any], iid: int, signed: int) -> None:
+    """A trade no order made (a liquidation's ``side`` × ``qty``, a voided bet taken off)
+    closes the strategies' opposite positions, in strategy order."""
+    sign = 1 if signed > 0 else -1
+    left = abs(signed)
     for s in sorted(slots, key=lambda s: s.strategy_id):
         pos = s.ctx.positions.get(iid, 0)
         if not left or pos * sign >= 0:

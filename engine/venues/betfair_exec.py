@@ -9,7 +9,9 @@ answers go through ``OrderBook`` (``betfair_orders``), which makes each fill and
 ``poll`` hands the events out. A placement that gets no answer is UNKNOWN, never resent: the
 periodic check (``rest_poll_s``: listCurrentOrders by our ``customerOrderRef``) settles it, and
 also books any fill the stream missed. TOO_MANY_REQUESTS is waited out and the call sent again
-(an error answer means the venue did nothing).
+(an error answer means the venue did nothing). Each listCurrentOrders also makes
+reconciliation's view (``reconcile_snapshot``: our working bets and every fill), so exec wraps
+this client in ``engine.venues.reconciled.ReconciledVenue`` like the other live venues.
 
 Mapping (docs/betfair.md): BUY = BACK, SELL = LAY, LIMIT orders only; GTC -> persistence
 ``persistence`` (LAPSE: the unmatched part lapses when the market turns in-play or closes),
@@ -20,9 +22,9 @@ cancelOrders with sizeReduction; a larger stake is refused (Betfair cannot add t
 Suspension: an ``ExchangeStatus`` HALTED for a selection (from the market stream, through
 ``on_market_data``) refuses new orders and replaces on it until OPEN. Settlement: when the
 order stream says a market closed (or its ExchangeStatus says "settled"), listClearedOrders
-(SETTLED and VOIDED bets, and the market's commission) becomes one ``Settlement`` per selection
-we hold: RESOLVED with outcome 1 / 0, or VOID (outcome -1); px 0 (a bet's P&L is in its
-fills), ``position`` the net lots settled, ``fee`` the market's commission on its last one.
+(SETTLED and VOIDED bets, and the market's commission) becomes the ``Settlement``s of each
+selection we hold (``betfair_cleared``: RESOLVED with outcome 1 / 0, VOID for a voided
+selection, and one VOID per voided bet of a selection whose other bets settle).
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from engine.betting import betfair_ladder_ok
-from engine.enums import ExchangeStatusKind, OrderType, SettlementKind, Side, TimeInForce
+from engine.enums import ExchangeStatusKind, OrderType, Side, TimeInForce
 from engine.instruments import Instrument
 from engine.messages import (
     CancelOrder,
@@ -51,13 +55,14 @@ from engine.messages import (
     OrderReplaceRejected,
     ReplaceOrder,
     ReplaceRejectReason,
-    Settlement,
 )
 from engine.venue_state import external_orders_policy
 from engine.venues.base import VenueEvent
+from engine.venues.betfair_cleared import settlements
 from engine.venues.betfair_orders import BetState, OrderBook, Tracked, order_prefix, parse_ref
 from engine.venues.betfair_session import BetfairApi, StreamSocket, StreamWorker, api_error_code
 from engine.venues.betfair_wire import odds, settlement_of, split_symbol, stake
+from engine.venues.live_view import LiveView
 from engine.venues.reports import BalanceReport, OrderStatusReport, StatusReports
 
 __all__ = ["BetfairExecutionClient"]
@@ -101,6 +106,9 @@ class BetfairExecutionClient(StatusReports):
     ``start_timeout_s``, ``heartbeat_ms``, ``currency``, ``engine_id`` / ``order_prefix``."""
 
     live = True
+    #: a bet is no holding of an asset: start-up reconciliation compares positions
+    #: (``ReconciledVenue.checks_balances``)
+    holds_balances = False
 
     def __init__(
         self,
@@ -116,7 +124,9 @@ class BetfairExecutionClient(StatusReports):
         self._insts = {i.instrument_id: i for i in instruments}
         self._by_sel = {split_symbol(i.symbol): i for i in self._insts.values()}
         prefix = s.get("order_prefix") or order_prefix(str(s.get("engine_id") or name))
-        self.book = OrderBook(name, str(prefix))
+        # fill ids from the wall clock (us): Betfair gives fills no ids, and reconciliation
+        # drops a fill id it has seen, so a restarted client must never reuse one
+        self.book = OrderBook(name, str(prefix), first_fill_id=time.time_ns() // 1000)
         self.api = BetfairApi(credentials, s)
         self._lock = threading.RLock()
         self._out: deque[object] = deque()
@@ -129,6 +139,8 @@ class BetfairExecutionClient(StatusReports):
         self._settled: set[int] = set()
         self._settling: set[str] = set()
         self._balances: list[BalanceReport] = []
+        self._view: LiveView | None = None  # reconciliation's (``reconcile_snapshot``)
+        self._generation = 0
         self._closing = False
         self._thread = threading.Thread(target=self._work, name=f"betfair-{name}", daemon=True)
         self._stream: StreamWorker | None = None
@@ -518,6 +530,7 @@ class BetfairExecutionClient(StatusReports):
             live = [t for t in self.book.orders.values() if t.phase in ("open", "unknown")]
         if not live and not all_open:
             return
+        started = time.monotonic_ns()
         markets = sorted({t.market_id for t in live})
         kwargs: dict[str, Any] = {"order_projection": "ALL"}
         if markets:
@@ -529,6 +542,7 @@ class BetfairExecutionClient(StatusReports):
         }
         now = time.time_ns()
         seen: set[int] = set()
+        working: set[int] = set()  # ours, EXECUTABLE at the venue
         ev: list[object] = []
         window = float(self.settings.get("unknown_window_s", 10.0))
         with self._lock:
@@ -543,6 +557,8 @@ class BetfairExecutionClient(StatusReports):
                             ev += self._external_bet(str(row["marketId"]), bet, now)
                         continue
                 seen.add(t.order.client_order_id)
+                if row.get("status") == "EXECUTABLE":
+                    working.add(t.order.client_order_id)
                 said = self.book.on_bet(t, _bet(row), now, now)
                 if adopted:
                     self._baseline(said)
@@ -553,7 +569,37 @@ class BetfairExecutionClient(StatusReports):
                 if t.phase == "unknown" and t.order.client_order_id not in seen and late:
                     t.phase = "rejected"
                     ev.append(OrderRejected.for_order(t.order, "not placed (no answer)", now, now))
-        self._emit(ev)
+        self._emit(ev)  # before the view: what it shows was handed out first
+        self._new_view(started, working)
+
+    # --- reconciliation (engine.venues.reconciled wraps this client) -----------------------------
+    def _new_view(self, started: int, working: set[int]) -> None:
+        """Reconciliation's view after a listCurrentOrders begun at ``started`` (monotonic):
+        our bets working there, every fill booked, no balances (a bet is no holding of an
+        asset: the money moves at settlement). Bets not ours are this client's to judge
+        (``external_orders``), so the view leaves them out."""
+        with self._lock:
+            opens = [
+                msgspec.structs.replace(t.order, px=t.px, qty=t.leaves)
+                for coid, t in self.book.orders.items()
+                if coid in working and t.phase == "open" and t.leaves > 0
+            ]
+            self._generation += 1
+            self._view = LiveView(self._generation, started, opens, list(self.book.fills), [])
+
+    def reconcile_snapshot(self) -> LiveView | None:
+        """The last view (``engine.venue_recon.VenueSnapshot``); a new one after every
+        listCurrentOrders: at start, each ``rest_poll_s`` with bets working, on request."""
+        return self._view
+
+    def request_reconcile(self) -> None:
+        """A fresh view soon (reconciliation asks after the venue was down)."""
+        self._jobs.put(lambda: self._check_orders(all_open=True))
+
+    def resume(self) -> None:
+        """The operator's resume: new orders go out again after an external bet halted the
+        venue (that bet is not judged again)."""
+        self._venue_halt = ""
 
     def _external_bet(self, market_id: str, bet_id: str, now: int) -> list[object]:
         """A working bet this engine did not place (``external_orders``): "adopt" leaves it
@@ -663,44 +709,12 @@ class BetfairExecutionClient(StatusReports):
         )
         for row in grouped.get("clearedOrders") or []:
             fee += float(row.get("commission") or 0.0)
-        per: dict[int, list[Mapping[str, Any]]] = {}
-        for b in bets:
-            ins = self._by_sel.get((market_id, int(b["selectionId"])))
-            if ins is not None and ins.instrument_id not in self._settled:
-                per.setdefault(ins.instrument_id, []).append(b)
-        now = time.time_ns()
-        ev: list[object] = []
-        for k, (iid, mine) in enumerate(sorted(per.items())):
-            ins = self._insts[iid]
-            pos = sum(
-                ins.qty_to_lots(str(b.get("sizeSettled") or 0)) * (1 if b["side"] == "BACK" else -1)
-                for b in mine
-            )
-            settled = [b for b in mine if b["_status"] == "SETTLED"]
-            if settled:
-                b = settled[0]
-                won = (b.get("betOutcome") == "WON") == (b["side"] == "BACK")
-                kind, outcome = int(SettlementKind.RESOLVED), int(won)
-            else:
-                kind, outcome = int(SettlementKind.VOID), -1
-            last = k == len(per) - 1
-            ev.append(
-                Settlement(
-                    iid,
-                    kind,
-                    0,
-                    outcome,
-                    pos,
-                    now,
-                    now,
-                    settlement_id=int(mine[0]["betId"]),
-                    fee=fee if last else 0.0,
-                )
-            )
-            with self._lock:
-                self._settled.add(iid)
-                self._positions[iid] = 0
-                self._halted[iid] = "settled"
+        ev = settlements(market_id, bets, self._by_sel, fee, time.time_ns(), self._settled)
+        with self._lock:
+            for e in ev:
+                self._settled.add(e.instrument_id)
+                self._positions[e.instrument_id] = 0
+                self._halted[e.instrument_id] = "settled"
         self._emit(ev)
 
     # --- the engine's side ----------------------------------------------------------------------

@@ -78,12 +78,12 @@ class Tracked:
 class OrderBook:
     """Every order this engine placed at the venue, by client order id."""
 
-    def __init__(self, venue: str, prefix: str) -> None:
+    def __init__(self, venue: str, prefix: str, first_fill_id: int = 0) -> None:
         self.venue, self.prefix = venue, prefix
         self.orders: dict[int, Tracked] = {}
         self.by_bet: dict[str, int] = {}
         self.fills: list[OrderPartiallyFilled] = []
-        self._fill_id = 0
+        self._fill_id = first_fill_id  # the next fill's id is one more
 
     def ref(self, coid: int) -> str:
         return venue_client_id(self.prefix, coid)

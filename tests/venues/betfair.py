@@ -12,7 +12,8 @@ certificate made at start (``ca_file``: what a client must trust).
 
 Test controls (call through ``server.call`` or the methods below, thread-safe): ``offer``
 (house liquidity), ``take`` (a house taker crossing our resting bets), ``suspend`` /
-``resume``, ``settle(market, winner)``, ``void(market)``; faults via ``faults.arm``:
+``resume``, ``settle(market, winner, void_bets=())`` (some bets voided, the rest settled),
+``void(market)``; faults via ``faults.arm``:
 ``disconnect``, ``stall`` (stale stream), ``rate_limit`` (TOO_MANY_REQUESTS).
 """
 
@@ -193,15 +194,18 @@ class BetfairServer:
         m.status, m.version = status, m.version + 1
         self.stream.market_changed(market)
 
-    def settle(self, market: str, winner: int | None) -> None:
-        """Close ``market`` with ``winner`` (None: void) and clear every bet on it."""
-        self.call(self._settle, market, winner)
+    def settle(self, market: str, winner: int | None, void_bets: Any = ()) -> None:
+        """Close ``market`` with ``winner`` (None: void) and clear every bet on it; the bets
+        of ``void_bets`` (bet ids) are voided while the others settle."""
+        self.call(self._settle, market, winner, frozenset(str(b) for b in void_bets))
 
     def void(self, market: str) -> None:
         self.settle(market, None)
 
-    def _settle(self, market: str, winner: int | None) -> None:
-        touched = self.ex.settle(market, winner)
+    def _settle(
+        self, market: str, winner: int | None, void_bets: frozenset[str] = frozenset()
+    ) -> None:
+        touched = self.ex.settle(market, winner, void_bets)
         self.stream.market_changed(market)
         self.stream.orders_changed(touched)
 

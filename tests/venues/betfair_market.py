@@ -10,7 +10,9 @@ resting bet that belongs to no account. Prices must lie on Betfair's ladder.
 
 Settlement: ``settle`` closes the market with one winning selection (bets on it: backs won, lays
 lost) and every matched bet is cleared SETTLED with its profit; ``void`` clears every bet VOIDED
-(profit 0, stakes back). Unmatched remainders lapse at close. Nothing here knows the wire.
+(profit 0, stakes back). ``settle`` may void some bets and settle the rest (``void_bets``: as
+Betfair voids bets matched after a disallowed goal or a late runner removal); commission is on
+the settled bets' net. Unmatched remainders lapse at close. Nothing here knows the wire.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ class Bet:
 
     @property
     def avg_price(self) -> Decimal:
-        return (self.matched_value / self.matched).quantize(Decimal("0.01")) if self.matched else D0
+        size = self.matched or self.voided  # a voided bet keeps the odds it had matched at
+        return (self.matched_value / size).quantize(Decimal("0.01")) if size else D0
 
 
 @dataclass
@@ -218,8 +221,11 @@ class Exchange:
         return fills
 
     # --- market life ----------------------------------------------------------------------------
-    def settle(self, market_id: str, winner: int | None) -> list[Bet]:
-        """Close the market. ``winner`` None: void. Every touched bet, cleared."""
+    def settle(
+        self, market_id: str, winner: int | None, void_bets: frozenset[str] = frozenset()
+    ) -> list[Bet]:
+        """Close the market. ``winner`` None: void. ``void_bets``: bets voided while the rest
+        settle. Every touched bet, cleared."""
         m = self.markets[market_id]
         m.status, m.settled_ms, m.version = "CLOSED", now_ms(), m.version + 1
         touched = []
@@ -236,7 +242,7 @@ class Exchange:
             if b.matched == 0:
                 b.cleared = "LAPSED" if b.lapsed else "CANCELLED"
                 continue
-            if winner is None:
+            if winner is None or b.bet_id in void_bets:
                 b.voided, b.matched, b.cleared = b.matched, D0, "VOIDED"
                 continue
             won_sel = b.selection_id == winner
