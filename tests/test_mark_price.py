@@ -27,6 +27,7 @@ from engine.strategies.base import Strategy, subscriptions_of
 from engine.strategy_host import StrategyHost
 from engine.venues.sim_data import SimDataClient
 from engine.venues.sim_marks import MarkTracker
+from tests.test_backtest_kinds import Script
 
 PERP = Instrument(
     instrument_id=1,
@@ -201,3 +202,75 @@ def test_the_record_keeps_marks(pg_dsn: str) -> None:
             " FROM marks WHERE run_id = 9"
         ).fetchall()
     assert got == [(1, 499_500, 499_400, 0.0001, H8, H8 + 1)]
+
+
+def test_the_feed_writes_the_mark_into_its_table_and_quotes_keep_it(engine_id) -> None:
+    """The feed is the table's one writer: a MarkPrice sets the row's mark, a later quote
+    rewrites the row with it (risk must never read a mark that came and went)."""
+    from types import SimpleNamespace
+
+    from procs.feed import _Feed
+    from procs.runtime import TOB_DTYPE
+    from shm.seqlock import SeqlockTable
+
+    table = SeqlockTable.create(engine_id, "tob", TOB_DTYPE, 1)
+    published: list = []
+    metrics = SimpleNamespace(inc_i=lambda *a: None)
+    feed = object.__new__(_Feed)
+    feed.w = SimpleNamespace(metrics=metrics, processed=0)
+    feed.tob, feed.rows = table, {1: 0}
+    feed.last_px, feed.mark_px = {1: 0}, {1: 0}
+    feed.md = SimpleNamespace(publish=published.append)
+    feed.h_pub, feed.c_out = SimpleNamespace(record=lambda ns: None), 0
+    try:
+        feed.publish(q(1, 500_100, 500_102))
+        feed.publish(MarkPrice(1, 499_500, 499_400, 0.0001, H8, 6, 0))
+        assert table.read_tuple(0)[1:4:2] == (500_100, 500_102)  # the quote stays
+        assert table.read_tuple(0)[7] == 499_500
+        feed.publish(q(1, 500_200, 500_204))
+        row = table.read_tuple(0)
+        assert (row[1], row[7]) == (500_200, 499_500)
+        assert [type(m) for m in published] == [Quote, MarkPrice, Quote]
+        assert published[1].ts_recv > 0  # stamped on the way out
+    finally:
+        table.close()
+        table.unlink()
+
+
+HEARD: list[MarkPrice] = []
+
+
+class MarkScript(Script):
+    """The backtest kinds' scripted orders, and every mark heard."""
+
+    def on_mark(self, m: MarkPrice) -> None:
+        HEARD.append(m)
+
+
+def test_a_backtest_on_the_sim_venue_marks_its_perpetual(tmp_path, monkeypatch) -> None:
+    """``gekko backtest``'s builder: the simulated venue publishes the perpetual's mark, the
+    strategy hears it, and the summary's unrealized P&L is at it (the mid, rounded down)."""
+    import tests.test_backtest_kinds as kinds
+
+    monkeypatch.setattr(
+        kinds,
+        "_BASE",
+        kinds._BASE.replace("test_backtest_kinds:Script", "test_mark_price:MarkScript"),
+    )
+    HEARD.clear()
+    _, s = kinds._backtest(
+        tmp_path,
+        [kinds.PERP],
+        [
+            ("2026-01-05T06:00:00", "BTCUSDT-PERP", 50_000.0, 50_000.2),
+            ("2026-01-05T07:00:00", "BTCUSDT-PERP", 50_100.0, 50_100.2),
+            ("2026-01-05T07:30:00", "BTCUSDT-PERP", 50_100.0, 50_100.2),  # no new mark
+        ],
+        [["BTCUSDT-PERP", "buy", 2_000, 0]],
+        cash="{ USDT = 20000.0 }",
+        sim='account = "margin"',
+    )
+    assert [m.mark_px for m in HEARD] == [500_001, 501_001]
+    assert HEARD[0].next_funding_ns == kinds._ns("2026-01-05T08:00:00")
+    assert HEARD[0].funding_rate == 0.0001
+    assert s["pnl"]["unrealized"] == pytest.approx(2 * (50_100.1 - 50_000.2))
