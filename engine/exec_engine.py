@@ -498,8 +498,10 @@ class ExecEngine(ExecRestart):
         for ev in events:
             self._route(ev, now_ns, out)
 
-    def _route(self, ev: Any, now_ns: int, out: list[object]) -> None:
-        """One event (venue's or exec's own) through the table, then upstream or to the algo."""
+    def _route(self, ev: Any, now_ns: int, out: list[object], merged: bool = False) -> None:
+        """One event (venue's or exec's own) through the table, then upstream or to the algo.
+        (``merged``: already merged onto a list leg made of two venue orders,
+        ``engine.exec_topups``.)"""
         tp = type(ev)
         if tp is ExchangeStatus:
             self._on_status(ev, now_ns, out)
@@ -515,6 +517,12 @@ class ExecEngine(ExecRestart):
             if self.accounts.admit(ev, self.table):  # a repeated account event stops here
                 out.append(ev)
             return
+        if not merged and self._lw.tops:  # a list leg made of two venue orders
+            evs = self._lw.tops.merge(ev, now_ns, out)
+            if evs is not None:
+                for m in evs:
+                    self._route(m, now_ns, out, True)
+                return
         if self._alias:
             parent = self._alias.get(coid)
             if parent is not None:  # a copy: the venue's own record keeps its id

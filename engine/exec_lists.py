@@ -34,6 +34,7 @@ import msgspec
 
 from engine.contingent import OCO, OTO, Facts, is_list_order
 from engine.emulation import market_to_limit
+from engine.exec_topups import TopUps
 from engine.messages import (
     CancelOrder,
     NewOrder,
@@ -106,6 +107,7 @@ class ListWorker:
         self.why_ended: dict[int, str] = {}
         self.refused = 0  # amends / cancels of legs the venue refused
         self._refused: dict[int, int] = {}  # leg -> the wanted size the venue refused to make
+        self.tops = TopUps(engine)  # legs made of two venue orders (a refused enlargement)
 
     # --- what the book reads ---------------------------------------------------------------------
     def facts(self, coid: int) -> Facts | None:
@@ -246,14 +248,31 @@ class ListWorker:
         tp = type(ev)
         if tp is OrderReplaceRejected or tp is OrderCancelRejected:
             # the venue will not amend / cancel it: not asked again for the same size (a
-            # venue that cannot amend keeps the leg at its size; counted in ``refused``)
+            # venue that cannot amend keeps the leg at its size; counted in ``refused``); a
+            # refused enlargement gets a second order for the difference (``exec_topups``)
             self.refused += 1
-            self._refused[coid] = self.lists.want(coid, self.facts)
+            want = self._refused[coid] = self.lists.want(coid, self.facts)
+            r = self.e.table.get(coid)
+            if tp is OrderReplaceRejected and r is not None and self._can_top_up(coid, r, want):
+                self.tops.send(r, want - r.qty, now_ns, out)
             self.touch([c for c in self.lists.affected(coid) if c != coid], now_ns, out)
             return
         if isinstance(ev, OrderPartiallyFilled):
             self.lists.note_fill(coid, ev.fill_qty, self.facts)
         self.touch(self.lists.affected(coid), now_ns, out)
+
+    def _can_top_up(self, coid: int, r: Any, want: int) -> bool:
+        """Whether a refused amend of a working leg is an enlargement exec makes with a second
+        order: the leg is exec's (not native), at the venue (not held, not armed in exec)."""
+        leg = self.lists.legs[coid]
+        return (
+            want > r.qty
+            and r.is_open
+            and r.state not in _BUSY
+            and not leg.native
+            and not leg.waiting
+            and coid not in self.e.emulator
+        )
 
     def touch(self, coids: list[int], now_ns: int, out: list[object]) -> None:
         """Bring these legs to what the rules want (one pass at a time: what it causes queues)."""
@@ -292,10 +311,15 @@ class ListWorker:
         if why or want <= r.cum_qty:
             self._end(r, why or "contingent: reduced to nothing by its OUO peers", now_ns, out)
         elif want != r.qty:
+            extra = self.tops.open_qty(coid)  # a second order's open lots (``exec_topups``)
+            first = want - r.cum_qty - extra  # what the first order should have open
+            if first <= 0:  # smaller than the second order alone: that goes first
+                self.tops.cancel_open(coid, now_ns, out)
+                return
             self.resized += 1
             px = r.px if r.px or r.order.order_type not in _STOP_PX else r.stop_px
             rep = ReplaceOrder(
-                coid, r.order.strategy_id, r.instrument_id, px, want - r.cum_qty, now_ns, now_ns
+                coid, r.order.strategy_id, r.instrument_id, px, first, now_ns, now_ns
             )
             self.e._replace(rep, now_ns, out)
 

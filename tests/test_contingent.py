@@ -290,7 +290,9 @@ class NoAmendVenue(SimExchange):
         ]
 
 
-def test_a_venue_that_cannot_amend_keeps_the_child_at_its_size_without_asking_again():
+def test_a_venue_that_cannot_amend_gets_a_second_order_for_the_difference():
+    """(Round 1 kept such a child at its size; the child now tracks its parent's fills with a
+    second order for each refused enlargement: engine/exec_topups.py.)"""
     v = NoAmendVenue(INS)
     e = ExecEngine(v, INS, ExecPolicy(max_retries=0), algo_engine=None)
     e.on_market_data(q(99, 101, 1), 1)
@@ -298,10 +300,13 @@ def test_a_venue_that_cannot_amend_keeps_the_child_at_its_size_without_asking_ag
     e.on_market_data(q(98, 100, 5, aq=4), 5)  # released at 4
     out = e.on_market_data(q(98, 100, 6, aq=3), 6)  # 7 filled: the amend to 7 is refused once
     assert types(out).count("OrderReplaceRejected") == 1
-    assert e.table.get(2).qty == 4 and e.list_stats["refused"] == 1
+    assert e.table.get(2).qty == 7 and e.list_stats["refused"] == 1  # topped up by 3
+    assert sorted(o.qty for o in v.open_orders() if o.side == SELL) == [3, 4]
     assert e.emulator.held()[0].qty == 7  # the stop-loss is exec's own: it grows
-    out = e.on_market_data(q(98, 100, 7, aq=3), 7)  # 10 filled: asked once more, for 10
+    out = e.on_market_data(q(98, 100, 7, aq=3), 7)  # 10 filled: asked once more, then topped up
     assert types(out).count("OrderReplaceRejected") == 1 and e.list_stats["refused"] == 2
+    assert e.table.get(2).qty == 10
+    assert sorted(o.qty for o in v.open_orders() if o.side == SELL) == [3, 3, 4]
 
 
 def test_cancel_all_ends_held_children_locally(ex):

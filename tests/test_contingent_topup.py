@@ -1,0 +1,107 @@
+"""A venue that refuses to enlarge a list leg (engine.exec_topups): exec sends a second order for
+the difference and shows both as the one leg upstream — one size, fills of either as the leg's,
+one end."""
+
+from __future__ import annotations
+
+from engine.contingent import OCO, OTO
+from engine.exec_engine import ExecEngine, ExecPolicy
+from engine.instruments import Instrument
+from engine.messages import (
+    CancelOrder,
+    NewOrder,
+    OrderCanceled,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderReplaced,
+    OrderReplaceRejected,
+    OrderType,
+    Quote,
+    ReplaceRejectReason,
+    Side,
+    TimeInForce,
+)
+from engine.venues.sim import SimExchange
+
+IID = 1
+INS = [Instrument(instrument_id=IID, symbol="AAA")]
+BUY, SELL = Side.BUY, Side.SELL
+LMT, STP = OrderType.LIMIT, OrderType.STOP
+ENTRY, TP, SL = 1, 2, 3
+
+
+def new(coid, side, px, qty, typ=LMT, stop_px=0, **kw) -> NewOrder:
+    return NewOrder(coid, 1, IID, side, typ, TimeInForce.GTC, px, qty, 0, 0, stop_px, **kw)
+
+
+class NoEnlarge(SimExchange):
+    """A simulated venue that amends an order down, never up."""
+
+    def replace(self, rep, now_ns):
+        o = next((x for x in self.open_orders() if x.client_order_id == rep.client_order_id), None)
+        if o is not None and rep.new_qty > o.qty:
+            why = "this venue cannot enlarge an order"
+            return [
+                OrderReplaceRejected.for_request(
+                    rep, ReplaceRejectReason.INVALID, why, now_ns, now_ns
+                )
+            ]
+        return super().replace(rep, now_ns)
+
+
+def q(bid, ask, t, bq=10, aq=10) -> Quote:
+    return Quote(IID, bid, bq, ask, aq, t, t)
+
+
+def bracket():
+    v = NoEnlarge(INS)
+    e = ExecEngine(v, INS, ExecPolicy(max_retries=0), algo_engine=None)
+    e.on_market_data(q(99, 101, 1), 1)
+    e.on_order(new(ENTRY, BUY, 100, 10, contingency=OTO), 2)
+    e.on_order(new(TP, SELL, 110, 10, parent_id=ENTRY, contingency=OCO, linked=[SL]), 3)
+    e.on_order(new(SL, SELL, 0, 10, STP, 90, parent_id=ENTRY, contingency=OCO, linked=[TP]), 4)
+    e.on_market_data(q(98, 100, 5, aq=4), 5)  # the entry fills 4: the take-profit goes out at 4
+    out = e.on_market_data(q(98, 100, 6, aq=6), 6)  # and 6 more: the venue cannot grow it
+    return e, v, out
+
+
+def venue_open(v):
+    return sorted((o.client_order_id, o.qty) for o in v.open_orders())
+
+
+def test_a_refused_enlargement_sends_a_second_order_shown_as_the_one_leg():
+    e, v, out = bracket()
+    assert e.table.get(ENTRY).cum_qty == 10
+    (xid,) = [c for c, _ in venue_open(v) if c != TP]
+    assert venue_open(v) == sorted([(TP, 4), (xid, 6)])  # the difference, at the venue
+    grown = [x for x in out if isinstance(x, OrderReplaced) and x.client_order_id == TP]
+    assert grown[-1].qty == 10 and e.table.get(TP).qty == 10
+    assert all(getattr(x, "client_order_id", TP) != xid for x in out)  # upstream never sees it
+    fills = [
+        x for x in e.on_market_data(q(110, 112, 7, bq=20), 7) if isinstance(x, OrderPartiallyFilled)
+    ]
+    assert [(f.client_order_id, f.fill_qty) for f in fills] == [(TP, 4), (TP, 6)]
+    assert type(fills[-1]) is OrderFilled and fills[-1].cum_qty == 10 and fills[-1].leaves_qty == 0
+    assert not e.table.get(TP).is_open and e.table.get(TP).cum_qty == 10
+    assert not e.table.get(SL).is_open  # its OCO peer filled
+    assert e.table.position(IID) == 0 and venue_open(v) == [] and v.positions().get(IID, 0) == 0
+
+
+def test_a_cancel_of_the_leg_ends_both_orders_once():
+    e, v, _ = bracket()
+    out = e.on_order(CancelOrder(TP, 1, IID, 8, 8), 8)
+    ends = [x for x in out if isinstance(x, OrderCanceled)]
+    assert [c.client_order_id for c in ends] == [TP]  # one end for the leg's two orders
+    assert venue_open(v) == [] and not e.table.get(TP).is_open
+
+
+def test_the_first_order_filled_then_the_second_is_canceled_with_the_leg():
+    e, v, _ = bracket()
+    (xid,) = [c for c, _ in venue_open(v) if c != TP]
+    e.on_market_data(q(110, 112, 7, bq=4), 7)  # 4 lots at 110: the first order fills
+    assert venue_open(v) == [(xid, 6)] and e.table.get(TP).is_open
+    assert e.table.get(TP).cum_qty == 4 and e.table.get(TP).leaves_qty == 6
+    out = e.on_order(CancelOrder(TP, 1, IID, 8, 8), 8)
+    ends = [x for x in out if isinstance(x, OrderCanceled)]
+    assert [c.client_order_id for c in ends] == [TP] and venue_open(v) == []
+    assert not e.table.get(TP).is_open and e.table.get(TP).cum_qty == 4
