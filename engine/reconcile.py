@@ -120,7 +120,7 @@ def _after_settlements(fills: list[OrderPartiallyFilled], moved: list[Any]) -> l
     less those on an instrument settled after they filled: the settlement left it flat."""
     settled: dict[int, int] = {}
     for e in moved:
-        if type(e) is Settlement:
+        if type(e) is Settlement and not e.partial:
             settled[e.instrument_id] = max(settled.get(e.instrument_id, 0), e.ts_event)
     return [f for f in fills if f.ts_event > settled.get(f.instrument_id, -1)]
 

@@ -9,7 +9,9 @@ moved the way the portfolio moves its strategy books (``engine.portfolio_account
 - ``Settlement``: the instrument's position is 0 in every context that trades it;
 - ``Liquidation``: the trade is shared by the strategies holding the other way, in strategy-id
   order, each closing at most what it holds (what is left over was no strategy's);
-- ``FundingPayment``, ``Financing``, ``MarginStatus``: no position moves.
+- ``FundingPayment``, ``Financing``, ``MarginStatus``: no position moves;
+- after a restart of the strategy process, an event the ring delivers again that exec's
+  positions table (the seeded positions) holds already moves nothing.
 
 Then a strategy that subscribes to "account" (``Strategy.on_account_event``; the default no-op is
 never called) hears the event — the instrument's traders, or every such strategy for a venue's
@@ -37,7 +39,9 @@ def on_account_event(host: StrategyHost, ev: Any, now_ns: int) -> list[Intent]:
         if not slots:
             host.unrouted += 1
             return []
-    if t is Settlement and ev.partial:  # one voided bet: its stake comes off its holders
+    if _redelivered(host, ev):
+        pass  # the seeded position (exec's table, after a restart) holds it already
+    elif t is Settlement and ev.partial:  # one voided bet: its stake comes off its holders
         _share_trade(slots, ev.instrument_id, -int(ev.position))
     elif t is Settlement:
         for s in slots:
@@ -52,6 +56,20 @@ def on_account_event(host: StrategyHost, ev: Any, now_ns: int) -> list[Intent]:
         if s.enabled and "account" in s.subs:
             out += host._call(s, now_ns, origin, "on_account_event", ev)
     return out
+
+
+def _redelivered(host: StrategyHost, ev: Any) -> bool:
+    """After a restart of the strategy process: an event up to the time its instrument's
+    position was seeded (``StrategyHost.seed_positions``) is in that position already; the
+    first newer one ends the re-deliveries (as ``StrategyHost._unseed`` for fills)."""
+    iid = getattr(ev, "instrument_id", None)
+    t = host._seeded.get(iid) if iid is not None else None
+    if t is None:
+        return False
+    if ev.ts_recv <= t:
+        return True
+    del host._seeded[iid]
+    return False
 
 
 def _share_trade(slots: list[Any], iid: int, signed: int) -> None:

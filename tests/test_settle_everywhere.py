@@ -280,3 +280,15 @@ def test_strategies_share_a_liquidation_and_hear_what_they_subscribe_to() -> Non
         (sid, n) for n in ("Liquidation", "Settlement", "FundingPayment") for sid in (1, 2)
     ]
     assert host.unrouted == 0
+
+
+def test_a_restarted_strategy_does_not_apply_a_redelivered_liquidation_twice() -> None:
+    host = StrategyHost([StrategySpec(strategy=Hears, instruments=[1], strategy_id=1)],
+                        InstrumentTable([A]), on_error="raise")  # fmt: skip
+    host.start(0)
+    host.seed_positions({1: 3}, as_of_ns=100)  # exec's table: 5 bought, 2 liquidated
+    ctx = host.slots[0].ctx
+    host.on_exec_event(Liquidation(1, -1, 400, 2, 0.0, 90, 90, liquidation_id=1), 101)
+    assert ctx.positions[1] == 3  # delivered again: in the seeded position already
+    host.on_exec_event(Liquidation(1, -1, 400, 1, 0.0, 110, 110, liquidation_id=2), 111)
+    assert ctx.positions[1] == 2  # a new one moves it
