@@ -28,8 +28,10 @@ class ExecPolicy(Settings):
     #: substrings of a venue's reject reason that make it worth retrying (matched lower-case)
     retry_on: tuple[str, ...] = ("busy", "rate limit", "throttl", "timeout", "try again")
     price_gap_bps: float = 100.0  # 0 disables the price-gap check
-    price_gap_ticks: float = 3.0  # a binary's band, in ticks of its price (0 = off for binaries)
-    price_gap_ladder_ticks: float = 5.0  # a betting selection's, in ladder ticks (0 = off)
+    # a binary's band in ticks of its price, a betting selection's in ladder ticks: refused past
+    # these and price_gap_bps both (engine.price_gap); 0 = off for that kind
+    price_gap_ticks: float = 3.0
+    price_gap_ladder_ticks: float = 5.0
     halt_policy: str = "hold"  # "hold" | "reject"
     native_order_types: tuple[str, ...] = ("MARKET", "LIMIT")
     emulate: bool = True

@@ -12,7 +12,9 @@ Two causes, tracked separately because they end differently:
 A bounded price moves in steps, not in proportions (a binary at 0.03 moves 33 % on one tick;
 odds are a ladder whose step grows with the odds), so a binary's move is measured in ticks
 (``band_ticks``) and a betting selection's in ladder ticks (``band_ladder_ticks``: its position
-on Betfair's ladder, ``engine.betting.ladder_position``); the others keep the relative band.
+on Betfair's ladder, ``engine.betting.ladder_position``), and must exceed the relative band too
+(its band is the wider of the two: on a market ticking 0.001, ten ticks are noise at 0.50); the
+others keep the relative band alone.
 
 The guard is fed sampled mids (``on_prices``, from the risk process's periodic read of the
 top-of-book table) rather than every tick, so its cost does not grow with the market data rate.
@@ -84,10 +86,12 @@ def _scan_and_push(
     ref: np.ndarray,
     mode: np.ndarray,
     ladders: np.ndarray,
+    rel: float,
 ) -> None:
     """For each instrument with a price: ``moved[i]`` if ``px[i]`` is more than ``bands[i]``
     away (``_distance`` by ``mode[i]``; ``ladders[i]`` its ladder; a band of 0: never) from any
-    sample younger than ``window_ns`` (``ref[i]`` = the farthest one); then push ``px[i]`` as
+    sample younger than ``window_ns`` (``ref[i]`` = the farthest one) — a bounded one also more
+    than ``rel`` away relatively (its band is the wider of the two) —; then push ``px[i]`` as
     the newest sample. Returns whether any moved."""
     n, k = hist_px.shape
     any_moved = False
@@ -99,9 +103,12 @@ def _scan_and_push(
             continue
         worst = 0.0
         lad = ladders[i if ladders.shape[0] == n else 0]
+        floor = rel if mode[i] != RELATIVE else 0.0  # a bounded price: the relative band too
         for s in range(k):
             q = hist_px[i, s]
             if q > 0.0 and now - hist_ts[i, s] <= window_ns:
+                if floor > 0.0 and abs(p - q) / q <= floor:
+                    continue
                 dev = _distance(p, q, mode[i], lad)
                 if dev > worst:
                     worst = dev
@@ -215,6 +222,7 @@ class MarketGuard:
             self._ref,
             self._mode,
             self._ladders,
+            self.band,
         )
         if not moved and not self.flash_halted.any():
             return []  # the common case: nothing moved, nothing halted
@@ -242,8 +250,8 @@ class MarketGuard:
         return int(self._mode[i]) == TICKS
 
     def steps(self, i: int, p: float, q: float) -> float:
-        """How far ``p`` is from ``q`` (ticks) for bounded instrument ``i``: in ticks (a binary)
-        or ladder ticks (a betting selection); the relative distance for the others."""
+        """How far ``p`` is from ``q`` (ticks) for instrument ``i``: in ticks (a binary), ladder
+        ticks (a betting selection) or relatively (the others)."""
         lad = self._ladders[i if self._ladders.shape[0] == self.n else 0]
         return float(_distance(p, q, int(self._mode[i]), lad))
 

@@ -5,7 +5,8 @@ between the tick that caused it (its ``ts_origin``; or its ``px`` when the strat
 the price it saw) and now: the decision was made on a market that is gone. A bounded price
 moves in steps, not in a proportion (one tick of a binary at 0.03 is 33 %; odds are a ladder), so
 a binary's move is measured in ticks (``price_gap_ticks``) and a betting selection's in ladder
-ticks (``price_gap_ladder_ticks``: 2.00 -> 1.98 is 2, 3.00 -> 2.98 is 1). Kept apart from
+ticks (``price_gap_ladder_ticks``: 2.00 -> 1.98 is 2, 3.00 -> 2.95 is 1), and refused only past
+the relative band as well (on a market ticking 0.001 a few ticks are noise). Kept apart from
 ``engine.exec_engine`` because it is one small job with its own state (a bounded history per
 instrument, looked up by time).
 """
@@ -48,8 +49,10 @@ class PriceGapGuard:
         band_ladder_ticks: float = 0.0,
     ) -> str:
         """Why a market order is refused by the price-gap check ("" if it is not): a move over
-        ``band_bps``, or for a binary over ``band_ticks`` ticks, for a betting selection over
-        ``band_ladder_ticks`` ladder ticks (a band of 0 turns that check off)."""
+        ``band_bps``; a binary's over ``band_ticks`` ticks too, a betting selection's over
+        ``band_ladder_ticks`` ladder ticks too (a band of 0 turns that part off). A bounded
+        price's band is the wider of its two: one tick at 0.35 is 285 bps, while on a market
+        ticking 0.001 a few ticks are noise."""
         kind = ins.kind if ins is not None else InstrumentKind.SPOT
         bounded = kind in (InstrumentKind.BINARY, InstrumentKind.BETTING)
         band = band_bps
@@ -78,6 +81,8 @@ class PriceGapGuard:
             unit = "ladder ticks"
         else:
             moved, unit = abs(now2 - ref2) * 1e4 / ref2, "bps"
+        if bounded and band_bps > 0 and abs(now2 - ref2) * 1e4 / ref2 <= band_bps:
+            return ""  # within the relative band: the wider of the two
         if moved > band:
             return (
                 f"price gap: mid moved {moved:.1f} {unit} since the intent (band {band:g} {unit})"

@@ -602,6 +602,7 @@ class FastReplay(LaggingSync):
             if rk.flat_refresh(
                 g.bid, g.ask, g.last, g.marks, t, gd._px, gd._ts, gd._head, gd.window_ns,
                 gd.on, gd.bands, gd._moved, gd._ref, gd.flash_halted, gd._mode, gd._ladders,
+                gd.band,
             ):  # fmt: skip
                 out = gd.decide(g.marks, t)
                 self._quiet = False

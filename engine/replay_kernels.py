@@ -260,7 +260,7 @@ def marks(kind, iid, bpx, bqty, apx, aqty, px, i0, i1, slot_of, out):  # pragma:
 @njit(cache=True, nogil=True)
 def flat_refresh(
     bid, ask, last, marks, now, hist_px, hist_ts, head, window_ns, on, bands, moved, ref, halted,
-    mode, ladders,
+    mode, ladders, rel,
 ):  # pragma: no cover - compiled  # fmt: skip
     """What ``RiskBook.refresh_exposure`` + ``MarketGuard.on_prices`` change when only prices
     moved and no position is open: the marks (``mids`` where known, in place) and the guard's
@@ -275,7 +275,7 @@ def flat_refresh(
     if not on:
         return False
     if _scan_and_push(
-        marks, now, hist_px, hist_ts, head, window_ns, bands, moved, ref, mode, ladders
+        marks, now, hist_px, hist_ts, head, window_ns, bands, moved, ref, mode, ladders, rel
     ):
         return True
     return halted.any()
@@ -385,9 +385,8 @@ def warm_up(n_host: int = 1, n_venue: int = 1) -> None:
     hp, ht = np.zeros((1, 2)), np.zeros((1, 2), np.int64)
     b1 = np.zeros(1, np.bool_)
     lad = np.ones((1, 2))
-    flat_refresh(
-        z, z, z, f, 0, hp, ht, z.copy(), 1, True, f.copy(), b1, f.copy(), b1.copy(), z.copy(), lad
-    )
+    flat_refresh(z, z, z, f, 0, hp, ht, z.copy(), 1, True, f.copy(), b1, f.copy(), b1.copy(),
+                 z.copy(), lad, 0.1)  # fmt: skip
     guard_pushes(f, z, hp, ht, z.copy())
     exposure(z, z, z, f, z, f, z, f.copy(), f.copy(), 0.0)
     deferred_peak(k, ii, z, z, z, z, z, 0, z, z.copy(), z.copy(), z.copy(), f, z, f, 0.0, 0.0)

@@ -27,8 +27,9 @@ Checks on a new order, in order (every limit configurable; 0 turns the optional 
    the types exec sends at the market — stops and market-if-touched when they fire,
    market-to-limit at the touch, a trailing-stop-limit's limit; a session order is valued at
    today's prices);
-6. price band (fat finger): a limit price more than ``price_band_pct`` from the mid (a binary:
-   ``price_band_ticks`` ticks; a betting selection: ``price_band_ladder_ticks`` ladder ticks);
+6. price band (fat finger): a limit price more than ``price_band_pct`` from the mid (a binary
+   also more than ``price_band_ticks`` ticks, a betting selection ``price_band_ladder_ticks``
+   ladder ticks: the wider band of the two, as a tick at 0.03 is 33 %);
 7. max position in lots, worst case: the filled position plus every open order on the same side
    plus this one;
 8. reduce-only, when the trading state is REDUCING or the order carries the REDUCE_ONLY flag:
@@ -324,9 +325,12 @@ def order_checks(
         b, a = int(book.bid[iid]), int(book.ask[iid])
         band = lim.price_band_ticks if book.guard.in_ticks(iid) else lim.price_band_ladder_ticks
         if b > 0 and a > 0 and band > 0:
-            dev = book.guard.steps(iid, float(px), (b + a) / 2.0)
-            if dev > band:
-                return "price band", dev, band
+            mid = (b + a) / 2.0
+            rel = lim.price_band_pct  # the wider of the two bands: past both is refused
+            if not rel > 0 or abs(px - mid) / mid * 100.0 > rel:
+                dev = book.guard.steps(iid, float(px), mid)
+                if dev > band:
+                    return "price band", dev, band
     elif priced and lim.price_band_pct > 0:
         b, a = int(book.bid[iid]), int(book.ask[iid])
         if b > 0 and a > 0:

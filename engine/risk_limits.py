@@ -69,8 +69,10 @@ class RiskLimits(Settings):
     trading_day_s: float = 23_400.0
     max_orders_per_s: int = 1_000
     price_band_pct: float = 5.0
-    price_band_ticks: float = 5.0  # a binary's price band, in ticks of its price (0 = off)
-    price_band_ladder_ticks: float = 10.0  # a betting selection's, in ladder ticks (0 = off)
+    # a binary's price band in ticks, a betting selection's in ladder ticks: refused past these
+    # and price_band_pct both (the wider band wins); 0 = off for that kind
+    price_band_ticks: float = 5.0
+    price_band_ladder_ticks: float = 10.0
     daily_loss_reduce_pct: float = 1.0
     daily_loss_halt_pct: float = 2.0
     drawdown_reduce_pct: float = 3.0
@@ -79,7 +81,7 @@ class RiskLimits(Settings):
     take_profit_pct: float = 0.0
     flash_band_pct: float = 3.0
     # a bounded price moves in steps (engine.market_guard): a binary's band in ticks, a betting
-    # selection's in ladder ticks (2.00 -> 1.60 is 40); 0 = off for that kind
+    # selection's in ladder ticks (2.00 -> 1.60 is 40), past flash_band_pct too; 0 = off for it
     flash_band_ticks: float = 10.0
     flash_band_ladder_ticks: float = 50.0
     flash_window_s: float = 1.0

@@ -27,7 +27,8 @@ S = 1_000_000_000
 SPOT = Instrument(instrument_id=0, symbol="AAA")
 YES = Instrument(instrument_id=1, symbol="YES", kind="binary", market_id="m1")  # tick 0.01
 BET = Instrument(instrument_id=2, symbol="HORSE", kind="betting", market_id="1.23")
-INS = [SPOT, YES, BET]
+FINE = Instrument(instrument_id=3, symbol="FINE", kind="binary", tick_size=0.001, market_id="m2")
+INS = [SPOT, YES, BET, FINE]
 DEF = ExecPolicy()  # the shipped defaults: 100 bps, 3 ticks, 5 ladder ticks
 
 
@@ -63,6 +64,14 @@ def test_price_gap_of_a_binary_is_in_ticks():
     why = gap(YES, (34, 36), (38, 40))
     assert "4.0 ticks" in why and "band 3 ticks" in why
     assert gap(YES, (34, 36), (38, 40), ExecPolicy(price_gap_ticks=0)) == ""  # off for binaries
+
+
+def test_price_gap_of_a_fine_ticked_binary_needs_the_relative_band_too():
+    """Ticking 0.001, 0.500 -> 0.504 is 4 ticks but 80 bps: the wider band (100 bps) holds;
+    0.500 -> 0.520 is past both."""
+    assert gap(FINE, (499, 501), (503, 505)) == ""
+    assert "20.0 ticks" in gap(FINE, (499, 501), (519, 521))
+    assert "20.0 ticks" in gap(FINE, (499, 501), (519, 521), ExecPolicy(price_gap_bps=0))
 
 
 def test_price_gap_of_a_betting_selection_is_in_ladder_ticks():
@@ -151,6 +160,13 @@ def test_flash_guard_measures_a_binary_in_ticks():
     assert not flash(off, 1, 3.0, 90.0) and off.on  # off for binaries, on for the others
 
 
+def test_flash_guard_of_a_fine_ticked_binary_needs_the_relative_band_too():
+    assert not flash(guard(), 3, 500.0, 511.0)  # 11 ticks, 2.2 %: within 3 %
+    g = guard()
+    out = flash(g, 3, 500.0, 560.0)  # 60 ticks, 12 %
+    assert [type(m) for m in out] == [InstrumentHalted] and "+60.0 ticks" in out[0].reason
+
+
 def test_flash_guard_keeps_the_relative_band_for_other_kinds():
     g = guard()
     assert not flash(g, 0, 10_000.0, 10_290.0)  # 2.9 %
@@ -164,7 +180,7 @@ def test_flash_guard_keeps_the_relative_band_for_other_kinds():
 
 def test_risks_price_band_of_bounded_kinds_is_in_ticks():
     """A limit buy of a binary at 0.04 with the mid at 0.03 is 33 % away but one tick: passes
-    (5 ticks); 0.10 is 7: refused. A back at 2.10 with the mid 2.00 is 5 ladder ticks (10
+    (5 ticks: the wider band); 0.10 is 7: refused. A back at 2.10 with the mid 2.00 is 5 ladder ticks (10
     pass); 2.50 is 25. A spot limit keeps the relative band (5 %)."""
     from engine.messages import IntentNew
 
@@ -176,7 +192,7 @@ def test_risks_price_band_of_bounded_kinds_is_in_ticks():
         price_band_ladder_ticks=10.0,
     )
     g = RiskGate(lim, INS)
-    for iid, (b, a) in ((0, (9_990, 10_010)), (1, (2, 4)), (2, (199, 201))):
+    for iid, (b, a) in ((0, (9_990, 10_010)), (1, (2, 4)), (2, (199, 201)), (3, (480, 520))):
         g.on_market_data(quote(iid, b, a, 1))
 
     def limit(iid: int, px: int, coid: int) -> list:
@@ -190,5 +206,8 @@ def test_risks_price_band_of_bounded_kinds_is_in_ticks():
     assert isinstance(limit(2, 210, 4)[0], NewOrder)
     out = limit(2, 250, 5)
     assert "price band" in out[0].reason and out[0].value == pytest.approx(25.0)
+    # ticking 0.001, a TWAP child 2 ticks through a 0.48 / 0.52 book is 22 ticks but 4.4 %
+    assert isinstance(limit(3, 522, 8)[0], NewOrder)
+    assert "price band" in limit(3, 560, 9)[0].reason  # 60 ticks, 12 %
     assert isinstance(limit(0, 10_400, 6)[0], NewOrder)  # 4 %
     assert "price band" in limit(0, 10_600, 7)[0].reason  # 6 %
