@@ -11,6 +11,7 @@ import pytest
 from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
     BookSnapshot,
+    MarkPrice,
     NewOrder,
     OrderPartiallyFilled,
     OrderType,
@@ -178,6 +179,12 @@ def test_paper_trades_the_perpetual_on_the_venue_stream(server) -> None:
     mark = md.marks()[1]
     assert (mark.px, mark.rate) == (600_000, 0.0001)
     assert mark.next_funding_ns % (28800 * 10**9) == 0
+    # and on the ring: the venue's mark, index and funding rate as a MarkPrice (tag 61)
+    ring = [m for m in got if type(m) is MarkPrice]
+    assert ring and ring[-1].instrument_id == 1
+    last = ring[-1]
+    assert (last.mark_px, last.index_px, last.funding_rate) == (600_000, 600_000, 0.0001)
+    assert last.next_funding_ns == mark.next_funding_ns
     assert srv.requests["GET /fapi/v1/depth"] >= 1  # the book came from the futures API
 
 
