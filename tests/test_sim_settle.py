@@ -107,3 +107,79 @@ def test_public_resolve_of_a_betting_market_charges_commission_on_its_net_once_a
     assert sb.outcome == 0 and sb.fee == pytest.approx(1.5)
     assert sim._accounts.cash["GBP"] == pytest.approx(1_000 + 20 + 10 - 1.5)
     assert sim.positions() == {5: 0, 6: 0}
+
+
+class _PublicOnly:
+    """A simulated exchange seen through its public settlement API only: a paper venue that
+    reached into the simulator's private state would fail on it."""
+
+    def __init__(self, sim: SimExchange) -> None:
+        self._sim = sim
+        self.name = sim.name
+        self.resolved: list[tuple[int, str, int]] = []
+
+    def on_market_data(self, msg: object, now_ns: int) -> list:
+        return self._sim.on_market_data(msg, now_ns)
+
+    def poll(self, now_ns: int) -> list:
+        return self._sim.poll(now_ns)
+
+    def trades_instrument(self, iid: int) -> bool:
+        return self._sim.trades_instrument(iid)
+
+    def resolve(self, iid: int, resolution: str, now_ns: int) -> list:
+        self.resolved.append((iid, resolution, now_ns))
+        return self._sim.resolve(iid, resolution, now_ns)
+
+
+def test_the_polymarket_paper_venue_settles_a_50_50_through_the_public_api():
+    """10 YES bought at 0.41 (-4.10); the market channel says 50/50: pays 0.50 a share (+5)."""
+    from decimal import Decimal
+
+    from engine.enums import ExchangeStatusKind
+    from engine.messages import ExchangeStatus
+    from engine.venues.polymarket_paper import ResolvingPaper, resolved_reason
+
+    ins = _binary()
+    sim = SimExchange([ins], balance={"USD": 100.0})
+    paper = ResolvingPaper(_PublicOnly(sim))
+    paper.on_market_data(_quote_msg(ins, 0.40, 0.41, T0), T0)
+    sim.submit(_order(ins, Side.BUY, 10, T0), T0)
+    why = resolved_reason("50-50", Decimal("0.5"))
+    t1 = T0 + 10**9
+    ev = paper.on_market_data(ExchangeStatus(4, ExchangeStatusKind.HALTED, why, t1, t1), t1)
+    (st,) = _of(ev, Settlement)
+    assert (st.px, st.outcome, st.position) == (50, 1, 10)
+    assert paper.inner.resolved == [(4, "0.5", t1)]
+    assert sim._accounts.cash["USD"] == pytest.approx(100 - 4.10 + 5.0)
+    again = paper.on_market_data(ExchangeStatus(4, ExchangeStatusKind.HALTED, why, t1, t1), t1)
+    assert not _of(again, Settlement) and len(paper.inner.resolved) == 1
+
+
+def test_the_betfair_paper_venue_settles_through_the_public_api():
+    """Back Arsenal 10 @ 3.0, the stream says "settled: winner": +20, resolved once."""
+    from engine.enums import ExchangeStatusKind
+    from engine.messages import ExchangeStatus
+    from engine.venues.betfair_paper import BetfairPaper
+
+    a, b = _selection(5, "Arsenal"), _selection(6, "Chelsea")
+    sim = SimExchange([a, b], balance={"GBP": 1_000.0})
+    venue = OddsVenue(sim, odds_pivots([a, b]))
+    _md(venue, a, 3.0, 3.05, T0)
+    venue.submit(_order(a, Side.BUY, 10, T0, px=3.0), T0)
+    public = _PublicOnly(venue)  # type: ignore[arg-type]
+    paper = BetfairPaper(public, public)
+    t1 = T0 + 10**9
+    msg = ExchangeStatus(5, ExchangeStatusKind.HALTED, "settled: winner", t1, t1)
+    (st,) = _of(paper.on_market_data(msg, t1), Settlement)
+    assert (st.outcome, st.position) == (1, 10)
+    assert public.resolved == [(5, "1", t1)]
+    assert sim._accounts.cash["GBP"] == pytest.approx(1_000 + 20)
+    paper.on_market_data(msg, t1 + 1)
+    assert len(public.resolved) == 1
+
+
+def _quote_msg(ins: Instrument, bid: float, ask: float, t: int):
+    from engine.messages import Quote
+
+    return Quote(ins.instrument_id, ins.px_to_ticks(bid), 10**6, ins.px_to_ticks(ask), 10**6, t, t)
