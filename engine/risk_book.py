@@ -297,7 +297,9 @@ class RiskBook:
         self.sector_gross[s] += abs(old + d) - abs(old)
         self.stats.add_exposure(iid, d)
         if self.acct.any_margined:
-            self.acct.update(iid, new, mark)
+            # hedging: both legs post margin (their gross), not their net
+            held = self.long_pos[iid] - self.short_pos[iid] if self.hedged[iid] else new
+            self.acct.update(iid, int(held), mark)
 
     def _on_bet(self, iid: int, side: int, qty: int, px: int, fee: float) -> None:
         """A betting selection's fill (its stake position, back +, lay −, and average odds
@@ -365,7 +367,10 @@ class RiskBook:
         self.exposure = self.position * self.marks * self.mult
         if self.acct.betting:  # a bet is not a holding worth stake x odds
             self.exposure *= self.acct.linear
-        self.acct.refresh(self.position, self.marks)
+        held = self.position
+        if self.hedged.any():  # hedging venues: the legs' gross posts margin
+            held = np.where(self.hedged, self.long_pos - self.short_pos, self.position)
+        self.acct.refresh(held, self.marks)
         self.equity = float(self.limits.capital + self.cash + self.exposure.sum())
         self.sector_gross = np.bincount(
             self.sector_of, weights=np.abs(self.exposure), minlength=self.sector_gross.shape[0]

@@ -365,7 +365,9 @@ def order_checks(
     if not increases or extra <= 0:
         return None
     if acct.any_margined and acct.margined[iid]:
-        bad = margin_check(book, iid, pos, proj, ref)
+        # hedging: the other leg posts its margin too (the legs' gross, not their net)
+        o = abs(int(book.long_pos[iid] + book.short_pos[iid]) - pos) if book.hedged[iid] else 0
+        bad = margin_check(book, iid, abs(pos) + o, abs(proj) + o, ref)
         if bad is not None:
             return bad
     return exposure_checks(book, iid, proj, ref)

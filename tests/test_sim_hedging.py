@@ -164,3 +164,42 @@ def test_risk_keeps_the_legs_apart_checks_reduce_only_per_leg_and_flattens_each_
     out = g.on_control(Control(int(ControlCommand.FLATTEN), "", 30))
     closes = sorted((o.side, o.qty, o.flags) for o in out if isinstance(o, NewOrder))
     assert closes == [(-1, 2_000, _RO), (1, 500, _RO)]
+
+
+def test_risk_counts_the_margin_of_both_legs():
+    """Capital 10,000, margin usage capped at 50 % (5,000); BTC at 60,000, 5 % initial margin.
+    Long 1 BTC posts 3,000. A plain sell of 1 BTC would close it on a netting venue; on a
+    hedging one it opens a short leg: 6,000 of margin for both legs, refused. 0.5 BTC (4,500)
+    passes."""
+    from engine.messages import IntentNew, RiskEvent
+    from engine.risk import RiskGate, RiskLimits
+    from tests.test_risk_margin import PERP as RPERP
+
+    def gate(hedging: list[int]) -> RiskGate:
+        lim = RiskLimits.off(
+            capital=10_000.0,
+            max_position_lots=10**9,
+            max_order_notional=1e12,
+            max_margin_pct=50.0,
+        )
+        g = RiskGate(lim, [RPERP], hedging=hedging)
+        g.on_market_data(Quote(1, 599_990, 1, 600_010, 1, 1, 1))
+        g.on_prices(10)
+        it = IntentNew((1 << 32) | 1, 1, 1, 1, 1, 2, 600_000, 1_000, 5, 6)
+        (o,) = g.on_intent(it, 20)
+        g.on_exec_event(_fill(o.client_order_id, 1, 1, 1_000, 600_000))
+        return g
+
+    def sell(g: RiskGate, n: int, qty: int) -> list[Any]:
+        return g.on_intent(IntentNew((1 << 32) | n, 1, 1, -1, 1, 2, 600_000, qty, 5, 6), 30)
+
+    assert not isinstance(sell(gate([]), 2, 1_000)[0], RiskEvent)  # netting: it reduces
+    hedged = gate([1])
+    out = sell(hedged, 2, 1_000)
+    assert isinstance(out[0], RiskEvent) and out[0].reason == "margin usage"
+    assert out[0].value == pytest.approx(60.0)  # 6,000 of 10,000
+    (o,) = sell(hedged, 3, 500)
+    hedged.on_exec_event(_fill(o.client_order_id, 1, -1, 500, 600_000))
+    assert hedged.acct.im_total == pytest.approx(4_500.0)  # both legs, not the net 0.5 BTC
+    hedged.refresh_exposure()
+    assert hedged.acct.im_total == pytest.approx(4_500.0)
