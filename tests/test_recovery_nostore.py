@@ -63,6 +63,7 @@ def _cfg(tmp: Path, mode: str = "off") -> Any:
     return SimpleNamespace(
         engine=SimpleNamespace(var_dir=str(tmp), id="nostore"),
         storage=SimpleNamespace(postgres=SimpleNamespace(mode=mode, recovery_timeout_s=1.0)),
+        exec=ExecPolicy(),  # the [exec] policy: which orders exec emulates (recovery keeps them)
     )
 
 
