@@ -21,14 +21,15 @@ as the smart router merges its venue legs (``engine.routing``):
 Exec's later resizes of such a leg amend the first order (its open lots = the leg's wanted
 open lots less the top-ups'; a venue refusing again gets another top-up); a resize that leaves
 the first order nothing cancels the top-ups first. Limits (docs/orders-and-algos.md): a top-up
-keeps the price it was sent at (a strategy's amend moves the first order); across an exec
-restart the top-up is not rebuilt as part of the leg (its fills are in the
-journal as the leg's, so positions agree; a top-up still open at the venue is an order
-reconciliation does not know, handled by ``external_orders``).
+keeps the price it was sent at (a strategy's amend moves the first order). Across an exec
+restart: each top-up is written down before it is sent (``on_send``; ``procs.exec_topups``
+keeps the file), reconciliation folds it into its leg (``engine.reconcile``, ``topups``) and
+``restore`` rebuilds the relation from the venue, so the leg goes on as one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,9 @@ class TopUps:
         self.of_leg: dict[int, list[int]] = {}  # leg -> its top-up ids
         self._first_done: dict[int, Any] = {}  # leg -> FILLED, or the first order's end event
         self.sent = 0
+        #: called (top-up id, leg, lots) before a top-up goes to the venue: the durable record a
+        #: restart rebuilds the relation from (``procs.exec_topups``)
+        self.on_send: Callable[[int, int, int], None] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.extra)
@@ -102,6 +106,8 @@ class TopUps:
             ts_origin=now_ns,
         )
         coid = r.client_order_id
+        if self.on_send is not None:
+            self.on_send(xid, coid, diff)  # written down before the venue can know it
         self.extra[xid] = TopUp(coid, diff)
         self.of_leg.setdefault(coid, []).append(xid)
         self.sent += 1
@@ -119,6 +125,33 @@ class TopUps:
         for x in ids:
             e._filter(e.venue.cancel(CancelOrder(x, sid, iid, now_ns, now_ns), now_ns), now_ns, out)
         return bool(ids)
+
+    def restore(self, sent: Mapping[int, tuple[int, int]]) -> int:
+        """After a restart (the order table reconciled with ``engine.reconcile``'s ``topups``):
+        the top-ups ``sent`` (id -> (leg, lots), what ``on_send`` recorded) still open at the
+        venue become parts of their open legs again, their filled lots from the venue's fills.
+        A leg whose first order the venue no longer has open waits for its top-ups to end
+        (as after a fill of the first order). Returns how many were restored."""
+        e = self.e
+        venue_open = {o.client_order_id for o in e.venue.open_orders()}
+        live = {x: v for x, v in sent.items() if x in venue_open}
+        if not live:
+            return 0
+        cum: dict[int, int] = {}
+        for f in e.venue.fills_since(0):
+            if f.client_order_id in live:
+                cum[f.client_order_id] = cum.get(f.client_order_id, 0) + f.fill_qty
+        n = 0
+        for xid, (leg, qty) in sorted(live.items()):
+            r = e.table.get(leg)
+            if r is None or not r.is_open or xid in self.extra:
+                continue
+            self.extra[xid] = TopUp(leg, qty, min(qty, cum.get(xid, 0)))
+            self.of_leg.setdefault(leg, []).append(xid)
+            if leg not in venue_open:
+                self._first_done[leg] = FILLED
+            n += 1
+        return n
 
     # --- merging -----------------------------------------------------------------------------
     def merge(self, ev: Any, now_ns: int, out: list[object]) -> list[Any] | None:

@@ -28,9 +28,11 @@ Pure logic: no I/O, time passed in, the venue only queried.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from engine.account_events import moves_position, position_after
 from engine.messages import (
@@ -68,6 +70,7 @@ def reconcile(
     pending_new: Iterable[int] = (),
     algo_ids: Iterable[int] = (),
     local_ids: Iterable[int] = (),
+    topups: Mapping[int, int] | None = None,
 ) -> Reconciliation:
     """Rebuild the order table from the record and bring it in line with ``venue``.
 
@@ -75,8 +78,12 @@ def reconcile(
     those): they are not plain orders, so they are neither put in the table, adopted, closed nor
     published here; their venue fills still count in the position check. ``local_ids``: orders
     exec holds itself that never reached the venue (held or armed legs of order lists,
-    ``engine.exec_lists.local_members``): kept open, not closed as missing at the venue."""
+    ``engine.exec_lists.local_members``): kept open, not closed as missing at the venue.
+    ``topups``: exec's second orders of list legs (top-up id -> its leg, ``procs.exec_topups``):
+    parts of their leg, never orders of their own — their venue fills are the leg's and an
+    open one keeps its leg open at the venue, its open lots counted in the leg's."""
     algo = set(algo_ids)
+    tops = dict(topups or {})
     keep, dups = _kept_orders(orders, set(pending_new), algo, venue)
     evs = list(events)
     if algo:
@@ -104,6 +111,9 @@ def reconcile(
     venue_open = {
         o.client_order_id: o for o in venue.open_orders() if o.client_order_id not in algo
     }
+    if tops:
+        missing = [_as_leg_fill(f, tops, set(tops.values())) for f in missing]
+        venue_open = _legs_at_venue(venue_open, tops, p.table)
     p.missing_acks(venue_open, {f.client_order_id for f in missing})
     p.missing_fills(missing)
     p.out.fills = stored_fills + missing
@@ -113,6 +123,40 @@ def reconcile(
         moved = [e for e in evs if isinstance(e, OrderPartiallyFilled) or moves_position(e)]
         p.positions(moved + missing + _after_settlements(algo_fills, moved), venue.positions())
     return p.out
+
+
+def _as_leg_fill(
+    f: OrderPartiallyFilled, tops: Mapping[int, int], legs: set[int]
+) -> OrderPartiallyFilled:
+    """A venue fill of either order of a leg with top-ups as a fill of the leg: never the
+    leg's end by itself (the leg's record ends when its filled lots reach its size)."""
+    leg = tops.get(f.client_order_id, f.client_order_id)
+    if leg not in legs:
+        return f
+    fields = msgspec.structs.asdict(f)
+    fields["client_order_id"] = leg
+    return OrderPartiallyFilled(**fields)
+
+
+def _legs_at_venue(
+    venue_open: dict[int, Any], tops: Mapping[int, int], table: OrderTable
+) -> dict[int, Any]:
+    """The venue's open orders with each open top-up folded into its leg: the leg is open there
+    if either part is, with both parts' open lots (at the first order's price, or the record's
+    when only the top-up is left)."""
+    out = {c: v for c, v in venue_open.items() if c not in tops}
+    for xid, leg in tops.items():
+        v = venue_open.get(xid)
+        if v is None:
+            continue
+        have = out.get(leg)
+        if have is not None:
+            out[leg] = msgspec.structs.replace(have, qty=have.qty + v.qty)
+            continue
+        r = table.get(leg)
+        px = r.px if r is not None and r.px else v.px
+        out[leg] = msgspec.structs.replace(v, client_order_id=leg, px=px)
+    return out
 
 
 def _after_settlements(fills: list[OrderPartiallyFilled], moved: list[Any]) -> list[Any]:

@@ -36,6 +36,7 @@ from engine.stages.strategy import REFUSALS
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.algo_log import prune as prune_algo_logs
 from procs.build import build_venue, venue_accounts, venue_record_path
+from procs.exec_topups import open_topup_log
 from procs.exec_trails import open_trail_log
 from procs.loop import Input, Loop, Outbox, Timer
 from procs.recovery import UnsafeToTrade, open_exec_journal, recover_exec
@@ -86,6 +87,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     trail_log = open_trail_log(cfg, run_id(), incarnation)  # trailing stops' marks (restart)
     if trail_log is not None:
         engine.emulator.on_trail = trail_log.append
+    topup_log = open_topup_log(cfg, run_id(), incarnation)  # list legs' second orders (restart)
+    if topup_log is not None:
+        engine._lw.tops.on_send = topup_log.append
     portfolio = build_portfolio(cfg, instruments)
     orders = w.consume("orders")
     events = w.produce("events")
@@ -109,7 +113,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         rec = recover_exec(w, cfg, venue, orders, events)
     except UnsafeToTrade as exc:
         w.beat(STATE_STOPPING)
-        for closing in (algo_log, journal, trail_log, w):
+        for closing in (algo_log, journal, trail_log, topup_log, w):
             if closing is not None:
                 closing.close()
         return _stop_run(cfg, engine_id, f"{exc}; {len(venue.open_orders())} orders left open")
@@ -124,7 +128,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
             states.refresh()
 
     def on_exit() -> None:
-        for closing in (algo_log, journal, trail_log):
+        for closing in (algo_log, journal, trail_log, topup_log):
             if closing is not None:
                 closing.close()
 
@@ -235,6 +239,7 @@ def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:
         stage.emit(engine.on_order(c, time.monotonic_ns()))
     # algo parents that were working: rebuilt, missed parent fills published, resumed
     stage.emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
+    engine.restore_topups(rec.topups)  # list legs' second orders: parts of their legs again
     # order lists: legs held or armed again, what the rules want now done (engine.exec_lists)
     stage.emit(engine.restore_lists(time.monotonic_ns(), rec.local, rec.requests))
     engine.restore_trails(rec.trails)  # trailing stops go on from their journaled marks

@@ -69,6 +69,7 @@ from procs.exec_journal import (  # noqa: F401  (re-exported: the journal's API 
     load_exec_journal,
     open_exec_journal,
 )
+from procs.exec_topups import exec_topups_path, load_topups
 from procs.exec_trails import exec_trails_path, load_trails
 from procs.storage import open_recovery_source, run_id
 
@@ -93,6 +94,8 @@ class ExecRecovery:
     requests: list[Any] = field(default_factory=list)  # the journal's replace requests
     #: trailing orders' last journaled (mark, level) (``procs.exec_trails``)
     trails: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: list legs' second orders: id -> (leg, lots) (``procs.exec_topups``; ``restore_topups``)
+    topups: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def recover_exec(
@@ -109,6 +112,7 @@ def recover_exec(
             f"no exec journal at {path} (it could not be written): which orders and fills "
             "upstream has seen is unknown"
         )
+    out.topups = load_topups(exec_topups_path(cfg, run_id()))  # (reconcile folds them in)
     _recover_from_journal(cfg, path, venue, orders, events, out)
     out.trails = load_trails(exec_trails_path(cfg, run_id()))
     assert out.result is not None
@@ -177,6 +181,7 @@ def _rebuild(
         pending_new=pending,
         algo_ids=algo.order_ids,
         local_ids=out.local,
+        topups={x: leg for x, (leg, _) in out.topups.items()},
     )
     out.result = res
     out.algo = algo

@@ -68,9 +68,12 @@ class Run:
     t: int = 1
     #: trailing orders' (mark, level) as exec journals them (procs.exec_trails)
     trails: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: list legs' second orders, id -> (leg, lots), as exec writes them down (procs.exec_topups)
+    topups: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def hook(self) -> None:
         self.engine.emulator.on_trail = lambda c, m, s: self.trails.__setitem__(c, (m, s))
+        self.engine._lw.tops.on_send = lambda x, leg, q: self.topups.__setitem__(x, (leg, q))
 
     def keep(self, out: list[object]) -> None:
         for ev in out:
@@ -250,15 +253,18 @@ def check(run: Run, shape: str, qty: int, child_qty: int, settled: bool) -> None
 def restart(run: Run) -> Run:
     """A new engine over the same venue, from what a journal would hold (as procs.recovery)."""
     local = exec_local(run.orders, run.events, run.venue, ExecPolicy(max_retries=0))
-    res = reconcile(run.orders, run.events, run.venue, run.t, local_ids=local)
+    legs = {x: leg for x, (leg, _) in run.topups.items()}
+    res = reconcile(run.orders, run.events, run.venue, run.t, local_ids=local, topups=legs)
     eng = ExecEngine(run.venue, INS, ExecPolicy(max_retries=0), algo_engine=None, id_block=1)
     eng.table = res.table
     eng.emulator.bid.update(run.engine.emulator.bid)  # the market as the feed gives it again
     eng.emulator.ask.update(run.engine.emulator.ask)
+    eng.restore_topups(run.topups)
     out = res.publish + eng.restore_lists(run.t, local, run.events)
     eng.restore_trails(run.trails)
     new = Run(run.venue, eng, list(run.orders), list(run.events), run.fills, t=run.t)
     new.trails = dict(run.trails)
+    new.topups = dict(run.topups)
     new.hook()
     new.raced_before = run.raced_before + run.engine.lists.oco_race_qty
     new.keep(out)
@@ -283,7 +289,17 @@ def picture(eng: ExecEngine) -> tuple:
         for c, leg in sorted(eng.lists.legs.items())
         if leg.waiting
     }
-    return rows, armed, lists, held
+    tops = eng._lw.tops
+    topped = {  # legs' open second orders (engine.exec_topups): rebuilt as parts of their legs
+        x: (t.leg, t.qty, t.cum, t.leg in tops._first_done)
+        for x, t in sorted(tops.extra.items())
+        if t.open
+    }
+    return rows, armed, lists, held, topped
+
+
+#: a bracket's entry filled 4 then 6 on a venue that cannot enlarge: its take-profit is topped up
+_TOPPED = [("quote", 97, 99, 4, 4), ("quote", 97, 99, 4, 6)]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -294,6 +310,13 @@ def picture(eng: ExecEngine) -> tuple:
 @example("bracket", 4, 1.0, 0, [("reprice", SL), ("quote", 97, 99, 5, 5)], 1, True)
 # a bracket on a venue that cannot enlarge: the take-profit is topped up, then fills whole
 @example("bracket", 10, 1.0, 0, [("quote", 97, 99, 4, 6), ("quote", 110, 112, 20, 5)], 99, False)
+# ... restarted with the top-up open (rebuilt as part of its leg: procs.exec_topups), once with
+# the first order still open, once after it filled
+@example("bracket", 10, 1.0, 0, [*_TOPPED, ("quote", 110, 112, 20, 5)], 2, False)
+@example("bracket", 10, 1.0, 0, [*_TOPPED, ("quote", 108, 110, 4, 5), ("cancel", TP)], 3, False)
+@example(
+    "bracket", 10, 1.0, 0, [*_TOPPED, ("quote", 108, 110, 4, 5), ("quote", 97, 99, 5, 5)], 3, False
+)
 @given(
     shape=shapes,
     qty=st.integers(1, 12),
@@ -311,7 +334,7 @@ def test_order_lists_keep_their_rules(
     send_list(run, shape, qty, child_qty)
     check(run, shape, qty, child_qty, settled=latency == 0)
     for k, step in enumerate(script):
-        if k == restart_at and not run.engine._lw.tops:  # (a top-up is not rebuilt: docs)
+        if k == restart_at:
             run.settle()
             before = picture(run.engine)
             run = restart(run)

@@ -105,3 +105,92 @@ def test_the_first_order_filled_then_the_second_is_canceled_with_the_leg():
     ends = [x for x in out if isinstance(x, OrderCanceled)]
     assert [c.client_order_id for c in ends] == [TP] and venue_open(v) == []
     assert not e.table.get(TP).is_open and e.table.get(TP).cum_qty == 4
+
+
+# --- across an exec restart (procs.exec_topups writes each top-up down; engine.reconcile folds
+# it into its leg; TopUps.restore rebuilds the relation) ------------------------------------------
+def journaled():
+    """``bracket`` with what exec's journal and top-up file would hold of it."""
+    v = NoEnlarge(INS)
+    e = ExecEngine(v, INS, ExecPolicy(max_retries=0), algo_engine=None)
+    sent: dict[int, tuple[int, int]] = {}
+    e._lw.tops.on_send = lambda x, leg, n: sent.__setitem__(x, (leg, n))
+    orders = [
+        new(ENTRY, BUY, 100, 10, contingency=OTO),
+        new(TP, SELL, 110, 10, parent_id=ENTRY, contingency=OCO, linked=[SL]),
+        new(SL, SELL, 0, 10, STP, 90, parent_id=ENTRY, contingency=OCO, linked=[TP]),
+    ]
+    events = e.on_market_data(q(99, 101, 1), 1)
+    for t, o in enumerate(orders, 2):
+        events += e.on_order(o, t)
+    events += e.on_market_data(q(98, 100, 5, aq=4), 5)
+    events += e.on_market_data(q(98, 100, 6, aq=6), 6)
+    return e, v, orders, events, sent
+
+
+def restarted(v, orders, events, sent, now):
+    """A new exec over the same venue, as procs.recovery and procs.exec bring it back."""
+    from engine.reconcile import reconcile
+    from procs.recovery import exec_local
+
+    legs = {x: leg for x, (leg, _) in sent.items()}
+    local = exec_local(orders, events, v, ExecPolicy(max_retries=0))  # the held stop-loss
+    res = reconcile(orders, events, v, now, local_ids=local, topups=legs)
+    e = ExecEngine(v, INS, ExecPolicy(max_retries=0), algo_engine=None, id_block=1)
+    e.table = res.table
+    e.on_market_data(q(98, 100, now), now)
+    restored = e.restore_topups(sent)
+    out = res.publish + e.restore_lists(now, local, events)
+    return e, out, restored
+
+
+def test_a_restart_rebuilds_the_second_order_as_part_of_its_leg():
+    _, v, orders, events, sent = journaled()
+    (xid,) = sent
+    assert sent[xid] == (TP, 6) and venue_open(v) == sorted([(TP, 4), (xid, 6)])
+    e, out, restored = restarted(v, orders, events, sent, 7)
+    assert restored == 1 and e._lw.tops.open_qty(TP) == 6
+    assert e.table.get(xid) is None  # not adopted as an order of its own
+    assert out == [] and e.table.get(TP).leaves_qty == 10  # reconciliation saw one leg of 10
+    assert venue_open(v) == sorted([(TP, 4), (xid, 6)])  # nothing resent, nothing canceled
+    fills = [
+        x for x in e.on_market_data(q(110, 112, 8, bq=20), 8) if isinstance(x, OrderPartiallyFilled)
+    ]
+    assert [(f.client_order_id, f.fill_qty) for f in fills] == [(TP, 4), (TP, 6)]
+    assert type(fills[-1]) is OrderFilled and not e.table.get(TP).is_open
+    assert not e.table.get(SL).is_open and venue_open(v) == [] and e.table.position(IID) == 0
+
+
+def test_after_a_restart_a_cancel_of_the_leg_ends_its_second_order_too():
+    e0, v, orders, events, sent = journaled()
+    (xid,) = sent
+    events += e0.on_market_data(q(110, 112, 7, bq=4), 7)  # the first order fills (4 lots)
+    assert venue_open(v) == [(xid, 6)]
+    e, _, restored = restarted(v, orders, events, sent, 8)
+    assert restored == 1 and e.table.get(TP).is_open and e.table.get(TP).leaves_qty == 6
+    out = e.on_order(CancelOrder(TP, 1, IID, 9, 9), 9)
+    ends = [x for x in out if isinstance(x, OrderCanceled)]
+    assert [c.client_order_id for c in ends] == [TP] and venue_open(v) == []
+    assert not e.table.get(TP).is_open and e.table.get(TP).cum_qty == 4
+
+
+def test_a_fill_of_the_second_order_while_exec_was_down_is_the_legs():
+    _, v, orders, events, sent = journaled()
+    (xid,) = sent
+    v.on_market_data(q(110, 112, 7, bq=10), 7)  # both orders fill while exec is down
+    assert venue_open(v) == []
+    e, out, restored = restarted(v, orders, events, sent, 8)
+    assert restored == 0
+    fills = [(x.client_order_id, x.fill_qty) for x in out if isinstance(x, OrderPartiallyFilled)]
+    assert fills == [(TP, 4), (TP, 6)] and e.table.get(TP).cum_qty == 10
+    assert not e.table.get(TP).is_open and e.table.get(xid) is None
+
+
+def test_the_top_up_file_keeps_every_second_order(tmp_path):
+    from procs.exec_topups import TopUpLog, load_topups
+
+    log = TopUpLog(tmp_path / "x.topups")
+    log.append(7, 2, 6)
+    log.append(8, 3, 1)
+    log.close()
+    assert load_topups(tmp_path / "x.topups") == {7: (2, 6), 8: (3, 1)}
