@@ -303,8 +303,10 @@ def _replace_refusal(
         return "no price to value market order", 0.0, lim.max_order_notional
     if notional > lim.max_order_notional:
         return "max order notional", notional, lim.max_order_notional
-    # new_qty is the new OPEN quantity (as the venue's)
-    return order_checks(book, iid, o.side, it.new_qty - o.leaves, ref, it.new_px, not market, False)
+    # new_qty is the new OPEN quantity (as the venue's); a REDUCE_ONLY order on a hedging
+    # venue is checked as it was approved: against the opposite leg, the one it closes
+    ro = o.reduce_only and bool(book.hedged[iid])
+    return order_checks(book, iid, o.side, it.new_qty - o.leaves, ref, it.new_px, not market, ro)
 
 
 def order_checks(

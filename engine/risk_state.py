@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from engine.enums import OrderFlag
 from engine.messages import NewOrder, OpenOrderSnapshot, ReplaceOrder, Side
 from engine.risk_book import RiskBook, RiskOrder, redelivery_key
+
+_REDUCE_ONLY = int(OrderFlag.REDUCE_ONLY)
 
 
 def persistent_state(book: RiskBook) -> dict[str, Any]:
@@ -89,8 +92,9 @@ def restore(book: RiskBook, orders: Iterable[Any], events: Iterable[Any]) -> int
         if o.side not in (Side.BUY, Side.SELL):
             continue
         book.open_orders[o.client_order_id] = RiskOrder(
-            o.instrument_id, o.side, o.px, o.qty, o.strategy_id
-        )
+            o.instrument_id, o.side, o.px, o.qty, o.strategy_id,
+            reduce_only=bool(o.flags & _REDUCE_ONLY),  # (hedging: the leg it closes)
+        )  # fmt: skip
         book.add_open(o.instrument_id, o.side, o.qty)
     seen: set[tuple] = set()
     for ev in events:

@@ -166,6 +166,50 @@ def test_risk_keeps_the_legs_apart_checks_reduce_only_per_leg_and_flattens_each_
     assert closes == [(-1, 2_000, _RO), (1, 500, _RO)]
 
 
+def test_risk_checks_a_replace_of_a_reduce_only_order_against_the_opposite_leg():
+    """Long 2000 and short 1000 on a hedging venue, max position 2500 lots. A REDUCE_ONLY buy
+    of 500 rests (it closes short lots). Enlarged to 1000 it still closes no more than the
+    short leg: approved (checked against the long leg it would make 3000, over the limit).
+    Enlarged to 1500 it would close more than the short leg: refused as reduce-only."""
+    from engine.messages import IntentNew, IntentReplace, ReplaceOrder, RiskEvent
+    from engine.risk import RiskGate, RiskLimits
+    from tests.test_risk_margin import PERP as RPERP
+
+    lim = RiskLimits.off(capital=1e6, max_position_lots=2_500, max_order_notional=1e12)
+    g = RiskGate(lim, [RPERP], hedging=[1])
+    g.on_market_data(Quote(1, 599_990, 1, 600_010, 1, 1, 1))
+    g.on_prices(10)
+
+    def ask(n: int, side: int, qty: int, flags: int = 0) -> list[Any]:
+        it = IntentNew((1 << 32) | n, 1, 1, side, 1, 2, 600_000, qty, 5, 6, flags=flags)
+        return g.on_intent(it, 20)
+
+    for n, side, qty in ((1, 1, 2_000), (2, -1, 1_000)):
+        (o,) = ask(n, side, qty)
+        g.on_exec_event(_fill(o.client_order_id, 1, side, qty, 600_000))
+    (ro,) = ask(3, 1, 500, _RO)
+    coid = ro.client_order_id
+
+    def replace(qty: int, t: int) -> list[Any]:
+        return g.on_intent(IntentReplace(coid, 1, 1, 600_000, qty, t, t), t)
+
+    (ok,) = replace(1_000, 30)
+    assert isinstance(ok, ReplaceOrder) and ok.new_qty == 1_000
+    out = replace(1_500, 40)
+    assert isinstance(out[0], RiskEvent) and "reduce-only" in out[0].reason
+    # a restarted risk rebuilds the order from the record: still REDUCE_ONLY, same answers
+    g = RiskGate(lim, [RPERP], hedging=[1])
+    g.on_market_data(Quote(1, 599_990, 1, 600_010, 1, 1, 1))
+    g.on_prices(10)
+    g.on_fill(1, 1, 2_000, 600_000, 0.0)
+    g.on_fill(1, -1, 1_000, 600_000, 0.0)
+    assert g.restore([ro], []) == 1
+    (ok,) = replace(1_000, 50)
+    assert isinstance(ok, ReplaceOrder) and ok.new_qty == 1_000
+    out = replace(1_500, 60)
+    assert isinstance(out[0], RiskEvent) and "reduce-only" in out[0].reason
+
+
 def test_risk_counts_the_margin_of_both_legs():
     """Capital 10,000, margin usage capped at 50 % (5,000); BTC at 60,000, 5 % initial margin.
     Long 1 BTC posts 3,000. A plain sell of 1 BTC would close it on a netting venue; on a
