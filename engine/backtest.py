@@ -166,6 +166,8 @@ class InlineRuntime:
         self.exec = ExecEngine(
             venue, self.instruments, exec_policy, max_order_age_ns=limits.max_intent_age_ns
         )
+        self.exec.table.hedged = set(hedged)  # exec's table and the contexts keep both legs
+        self.host.set_hedged(hedged)
         if isinstance(benchmark, str):
             benchmark = self.instruments.by_symbol(benchmark).instrument_id
         self.portfolio = Portfolio(

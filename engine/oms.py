@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from engine import hedge_legs
 from engine.account_events import moves_position, position_after
 from engine.messages import (
     ACCOUNT_EVENT_TYPES,
@@ -53,6 +54,7 @@ from engine.messages import (
     OrderCancelRejected,
     OrderExpired,
     OrderFilled,
+    OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
@@ -76,6 +78,7 @@ OrderState = OrderStatus
 _E = OrderEvent
 _S = OrderStatus
 _FILL_TYPES = (OrderPartiallyFilled, OrderFilled)
+_REDUCE_ONLY = int(OrderFlag.REDUCE_ONLY)
 _EVENT_OF_TYPE: dict[type, int] = {
     OrderAccepted: _E.ACK,
     OrderRejected: _E.REJECT,
@@ -185,6 +188,10 @@ class OrderTable:
         self._open: dict[int, OrderRecord] = {}
         #: net filled lots per instrument, from the fills this table accepted
         self.positions: dict[int, int] = {}
+        #: (long, short) lots per instrument by the hedging rule (``engine.hedge_legs``): what
+        #: ``legs`` reads for the instruments in ``hedged`` (those of hedging venues)
+        self.leg_lots: dict[int, tuple[int, int]] = {}
+        self.hedged: set[int] = set()
         self.anomalies: dict[str, int] = {}
         #: the most recent anomalies (OrderAnomaly), oldest first
         self.anomaly_log: deque[OrderAnomaly] = deque(maxlen=anomaly_log_size)
@@ -219,6 +226,17 @@ class OrderTable:
 
     def position(self, instrument_id: int) -> int:
         return self.positions.get(instrument_id, 0)
+
+    def legs(self, instrument_id: int) -> tuple[int, int]:
+        """(long lots, short lots <= 0): both legs on a hedging venue, else the net on its side."""
+        net = self.positions.get(instrument_id, 0)
+        return hedge_legs.legs_of(self.leg_lots, self.hedged, instrument_id, net)
+
+    def _move(self, o: NewOrder, q: int) -> None:
+        """``q`` lots of ``o`` filled: the net position and the legs move."""
+        iid = o.instrument_id
+        self.positions[iid] = self.positions.get(iid, 0) + o.side * q
+        hedge_legs.move(self.leg_lots, iid, o.side * q, bool(o.flags & _REDUCE_ONLY))
 
     @property
     def anomaly_count(self) -> int:
@@ -407,8 +425,7 @@ class OrderTable:
         r.updated_ns = ev.ts_recv
         if ev.venue_order_id:
             r.venue_order_id = ev.venue_order_id
-        iid = o.instrument_id
-        self.positions[iid] = self.positions.get(iid, 0) + o.side * q
+        self._move(o, q)
         if t in _TERMINAL:
             self._close(r, t)  # FILLED (the venue may end it short of qty: nothing is open)
         else:
@@ -438,8 +455,7 @@ class OrderTable:
         r.notional_ticks += anomaly.px * anomaly.qty
         if r.cum_qty > r.qty:
             r.qty = r.cum_qty
-        iid = r.order.instrument_id
-        self.positions[iid] = self.positions.get(iid, 0) + r.order.side * anomaly.qty
+        self._move(r.order, anomaly.qty)
         if r.is_open:
             if r.cum_qty >= r.qty:
                 self._close(r, _S.FILLED)
@@ -455,6 +471,7 @@ class OrderTable:
         if moves_position(ev):
             iid = ev.instrument_id  # type: ignore[attr-defined]
             self.positions[iid] = position_after(self.positions.get(iid, 0), ev)
+            hedge_legs.apply_account(self.leg_lots, ev)
 
     # --- persistence -------------------------------------------------------------------------
     def snapshot(self) -> list[OrderSnapshot]:
@@ -482,8 +499,7 @@ class OrderTable:
             if state not in TERMINAL:
                 t._open[coid] = r
             if s.cum_qty:
-                iid = s.order.instrument_id
-                t.positions[iid] = t.positions.get(iid, 0) + s.order.side * s.cum_qty
+                t._move(s.order, s.cum_qty)
         return t
 
     @classmethod

@@ -33,7 +33,7 @@ The gate is thin: one module per job, each a set of functions of the state they 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -116,9 +116,14 @@ class RiskGate(RiskBook):
         """Put back ``persistent_state()`` (ValueError if it is not one)."""
         risk_state.restore_state(self, snap)
 
-    def seed_positions(self, rows: Iterable[tuple[int, int, float, float, float]]) -> None:
-        """Positions from exec's positions table after a restart of the risk process."""
-        risk_state.seed_positions(self, rows)
+    def seed_positions(
+        self,
+        rows: Iterable[tuple[int, int, float, float, float]],
+        legs: Mapping[int, tuple[int, int, float, float]] | None = None,
+    ) -> None:
+        """Positions (and a hedging venue's legs) from exec's positions table after a restart
+        of the risk process."""
+        risk_state.seed_positions(self, rows, legs)
 
     def restore(self, orders: Iterable[Any], events: Iterable[Any]) -> int:
         """The orders that were open, rebuilt from this run's record; how many are open."""

@@ -11,7 +11,7 @@ cancel them and max open orders and the worst-case position count them. Function
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -42,16 +42,33 @@ def restore_state(book: RiskBook, snap: dict[str, Any]) -> None:
             setattr(book, key, float(v))
 
 
-def seed_positions(book: RiskBook, rows: Iterable[tuple[int, int, float, float, float]]) -> None:
+def seed_positions(
+    book: RiskBook,
+    rows: Iterable[tuple[int, int, float, float, float]],
+    legs: Mapping[int, tuple[int, int, float, float]] | None = None,
+) -> None:
     """After a restart of the risk process: positions from exec's positions table, as
-    (instrument_id, position, avg_px ticks, realized, fees). Cash is rebuilt so that equity
-    = capital + realized − fees + unrealized, what the portfolio reports."""
+    (instrument_id, position, avg_px ticks, realized, fees), and an instrument's legs on a
+    hedging venue (``legs``: long lots, short lots <= 0, their average prices; the table's
+    ``long_pos`` ... ``short_avg``). Cash is rebuilt so that equity = capital + realized −
+    fees + unrealized, what the portfolio reports (a hedged instrument: each leg at its own
+    average, both held at once)."""
+    legs = legs or {}
     for iid, pos, avg, realized, fees in rows:
         if not 0 <= iid < book.n or book.ins[iid] is None:
             continue
         book.position[iid] = int(pos)
-        if book.hedged[iid]:  # exec's table is net: the legs come back as one (on its side)
-            book.long_pos[iid], book.short_pos[iid] = max(int(pos), 0), min(int(pos), 0)
+        if book.hedged[iid]:  # both legs, as exec's table holds them (else the net, its side)
+            lg = legs.get(iid)
+            if lg is None or int(lg[0]) + int(lg[1]) != int(pos):  # none, or torn: the net
+                lg = (max(int(pos), 0), min(int(pos), 0), float(avg), float(avg))
+            book.long_pos[iid], book.short_pos[iid] = int(lg[0]), int(lg[1])
+            if iid not in book.acct.betting:
+                held = int(lg[0]) * float(lg[2]) + int(lg[1]) * float(lg[3])
+                book.avg_px[iid] = float(avg)
+                book.signs[iid] = float(np.sign(pos))
+                book.cash += float(realized) - float(fees) - held * float(book.mult[iid])
+                continue
         book.avg_px[iid] = float(avg)
         book.signs[iid] = float(np.sign(pos))
         if iid in book.acct.betting:  # bets move no cash: their P&L as one bet at the average

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from engine import hedge_legs
 from engine.messages import Liquidation, MarginStatus, Settlement
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def on_account_event(host: StrategyHost, ev: Any, now_ns: int) -> list[Intent]:
     elif t is Settlement:
         for s in slots:
             s.ctx.positions[ev.instrument_id] = 0
+            s.ctx.leg_lots.pop(ev.instrument_id, None)
     elif t is Liquidation:
         _share_trade(slots, ev.instrument_id, int(ev.side) * int(ev.qty))
     out: list[Intent] = []
@@ -83,4 +85,5 @@ def _share_trade(slots: list[Any], iid: int, signed: int) -> None:
             continue
         q = min(left, abs(pos))
         s.ctx.positions[iid] = pos + sign * q
+        hedge_legs.move(s.ctx.leg_lots, iid, sign * q, True)  # closes the opposite leg
         left -= q

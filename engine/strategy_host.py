@@ -354,10 +354,22 @@ class StrategyHost:
         fn = "on_fill" if isinstance(ev, OrderPartiallyFilled) else "on_order_event"
         return self._call(slot, now_ns, getattr(ev, "ts_recv", now_ns), fn, ev)
 
-    def seed_positions(self, positions: Mapping[int, int], as_of_ns: int) -> list[int]:
+    def set_hedged(self, instrument_ids: Iterable[int]) -> None:
+        """The instruments of hedging venues: their contexts' ``legs`` are the two legs."""
+        hedged = frozenset(int(i) for i in instrument_ids)
+        for s in self.slots:
+            s.ctx.hedged = hedged
+
+    def seed_positions(
+        self,
+        positions: Mapping[int, int],
+        as_of_ns: int,
+        legs: Mapping[int, tuple[int, int]] | None = None,
+    ) -> list[int]:
         """After a restart of the strategy process: the position of each instrument (exec's
         positions table, read at ``as_of_ns``) becomes the position of the one strategy that
-        trades it, so an inventory limit counts what the previous incarnation bought (a
+        trades it (``legs``: its (long, short) legs, exec's table's for a hedging venue), so
+        an inventory limit counts what the previous incarnation bought (a
         strategy restarted flat would trade up to its limit again from there). Fills up to
         ``as_of_ns`` that the events ring delivers again are in the table already: they are
         not counted twice. Returns the instruments with a position that several strategies
@@ -372,6 +384,8 @@ class StrategyHost:
                     shared.append(iid)
                 continue
             slots[0].ctx.positions[iid] = int(pos)
+            lg = (legs or {}).get(iid)
+            slots[0].ctx.leg_lots[iid] = lg if lg is not None else (max(pos, 0), min(pos, 0))
             self._seeded[iid] = as_of_ns
         return shared
 
@@ -401,6 +415,9 @@ class StrategyHost:
             return
         if ev.ts_recv <= t:
             slot.ctx.positions[ev.instrument_id] -= ev.side * ev.fill_qty
+            long, short = slot.ctx.leg_lots.get(ev.instrument_id, (0, 0))  # as applied: plain
+            q = ev.side * ev.fill_qty
+            slot.ctx.leg_lots[ev.instrument_id] = (long - q, short) if q > 0 else (long, short - q)
         else:
             del self._seeded[ev.instrument_id]
 

@@ -176,7 +176,7 @@ def _state_hashes(
             "last_px": round(last * tick, 10),
             "age_ms": round((now - ts) / 1e6, 3) if ts else -1,
         }
-        _, pos, fills, mark, avg, rpnl, upnl, fee = positions.read_tuple(row)
+        _, pos, fills, mark, avg, rpnl, upnl, fee, *_legs = positions.read_tuple(row)
         out[f"pos:{ins.symbol}"] = {
             "position": pos,
             "fills": fills,

@@ -339,4 +339,5 @@ def build_strategy_host(cfg: Config, instruments: InstrumentTable | None = None)
     sizing = SizingLimits.from_risk(cfg.risk, real_venue_instrument_ids(cfg))
     for slot in host.slots:
         slot.ctx.sizing_limits = sizing
+    host.set_hedged(hedging_instrument_ids(cfg))  # their contexts keep a long and a short leg
     return host

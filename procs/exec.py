@@ -35,7 +35,7 @@ from engine.stages.exec import ExecStage
 from engine.stages.strategy import REFUSALS
 from procs.algo_log import AlgoLog, algo_log_path
 from procs.algo_log import prune as prune_algo_logs
-from procs.build import build_venue, venue_accounts, venue_record_path
+from procs.build import build_venue, hedging_instrument_ids, venue_accounts, venue_record_path
 from procs.exec_topups import open_topup_log
 from procs.exec_trails import open_trail_log
 from procs.loop import Input, Loop, Outbox, Timer
@@ -118,6 +118,7 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
                 closing.close()
         return _stop_run(cfg, engine_id, f"{exc}; {len(venue.open_orders())} orders left open")
     _apply_recovery(stage, table, rec)
+    engine.table.hedged = set(hedging_instrument_ids(cfg))  # both legs (engine.hedge_legs)
     on_order = _order_handler(w, stage)
     states = _venue_states(engine_id, cfg, venue, rec)
 
@@ -213,9 +214,19 @@ class PositionsTable:
                 continue
             self.table.write(
                 self.rows[iid],
-                (iid, p.position, p.fills, p.mark_px, p.avg_px, p.realized, p.unrealized, p.fees),
+                (iid, p.position, p.fills, p.mark_px, p.avg_px, p.realized, p.unrealized, p.fees)
+                + _legs(p),
             )
         self.dirty.clear()
+
+
+def _legs(p: Any) -> tuple[int, int, float, float]:
+    """A position's legs for the table: a hedging venue's long and short books (both held
+    at once), else the net position on its side at its average price."""
+    if p.short_book is not None and p.book is not None:
+        return (p.long_qty, -p.short_qty, p.book.avg_px, p.short_book.avg_px)
+    pos, avg = p.position, p.avg_px
+    return (max(pos, 0), min(pos, 0), avg if pos > 0 else 0.0, avg if pos < 0 else 0.0)
 
 
 def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:

@@ -356,6 +356,7 @@ def _seed_positions(engine_id: str, gate: Any, prices: Prices) -> int:
     with contextlib.suppress(Exception):  # exec may not have written anything yet
         positions = SeqlockTable.attach(engine_id, "positions", POSITION_DTYPE)
         t_read = time.monotonic_ns()
+        rows = positions.read_all()  # one read: the legs and the net of the same moment
         seed = [
             (
                 int(r["instrument_id"]),
@@ -364,13 +365,26 @@ def _seed_positions(engine_id: str, gate: Any, prices: Prices) -> int:
                 float(r["realized"]),
                 float(r["fees"]),
             )
-            for r in positions.read_all()
+            for r in rows
             if int(r["position"]) != 0 or float(r["realized"]) != 0.0 or float(r["fees"]) != 0.0
         ]
+        legs = {  # a hedging venue's two legs (the others' are their net, on its side)
+            int(r["instrument_id"]): (
+                int(r["long_pos"]),
+                int(r["short_pos"]),
+                float(r["long_avg"]),
+                float(r["short_avg"]),
+            )
+            for r in rows
+        }
         if seed:
             prices.read_all()
-            gate.seed_positions(seed)
-            log.info("risk: positions restored from exec's table: %s", {s[0]: s[1] for s in seed})
+            gate.seed_positions(seed, legs)
+            log.info(
+                "risk: positions restored from exec's table: %s (hedged legs: %s)",
+                {s[0]: s[1] for s in seed},
+                {i: lg[:2] for i, lg in legs.items() if lg[0] and lg[1]},
+            )
             return t_read
     return 0
 

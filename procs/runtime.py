@@ -188,6 +188,12 @@ POSITION_DTYPE = np.dtype(
         ("realized", "<f8"),
         ("unrealized", "<f8"),
         ("fees", "<f8"),
+        # a hedging venue's legs (engine.hedge_legs): long lots, short lots (<= 0) and their
+        # average prices in ticks; elsewhere the net position on its side (its avg_px)
+        ("long_pos", "<i8"),
+        ("short_pos", "<i8"),
+        ("long_avg", "<f8"),
+        ("short_avg", "<f8"),
     ]
 )
 

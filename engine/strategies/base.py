@@ -51,6 +51,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from engine import hedge_legs
 from engine.book import L2Book
 from engine.contingent import OCO, OTO, OUO
 from engine.instruments import Instrument
@@ -68,6 +69,7 @@ from engine.messages import (
     OrderCancelRejected,
     OrderExpired,
     OrderFilled,
+    OrderFlag,
     OrderPartiallyFilled,
     OrderRejected,
     OrderReplaced,
@@ -169,6 +171,7 @@ class OpenOrder:
     pending_cancel: bool = False
     pending_replace: bool = False
     venue_order_id: int = 0
+    flags: int = 0  # OrderFlag bits (REDUCE_ONLY moves the opposite leg on a hedging venue)
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,10 @@ class StrategyContext:
         self.now_ns: int = 0
         self.ts_origin: int = 0
         self.positions: dict[int, int] = {iid: 0 for iid in self.instruments}
+        #: (long, short) lots by the hedging rule (``engine.hedge_legs``); ``legs`` reads them
+        #: for the instruments in ``hedged`` (those of hedging venues, set by the host)
+        self.leg_lots: dict[int, tuple[int, int]] = {}
+        self.hedged: frozenset[int] = frozenset()
         self.open_orders: dict[int, OpenOrder] = {}
         #: latest AlgoProgress per parent order (execution algorithms)
         self.algo_progress: dict[int, AlgoProgress] = {}
@@ -322,6 +329,12 @@ class StrategyContext:
     def position(self, instrument_id: int) -> int:
         """Net position in lots from this strategy's own fills."""
         return self.positions.get(instrument_id, 0)
+
+    def legs(self, instrument_id: int) -> tuple[int, int]:
+        """(long lots, short lots <= 0) from this strategy's own fills: on a hedging venue its
+        two legs (a ``REDUCE_ONLY`` order closes the opposite one), else the net on its side."""
+        net = self.positions.get(instrument_id, 0)
+        return hedge_legs.legs_of(self.leg_lots, self.hedged, instrument_id, net)
 
     def orders_for(self, instrument_id: int, side: int | None = None) -> list[OpenOrder]:
         """Open orders on an instrument (optionally one side), oldest first."""
@@ -460,6 +473,7 @@ class StrategyContext:
             px=ipx,
             qty=int(qty),
             leaves_qty=int(qty),
+            flags=int(flags),
         )
         return coid
 
@@ -613,6 +627,8 @@ class StrategyContext:
             self.positions[ev.instrument_id] = (
                 self.positions.get(ev.instrument_id, 0) + ev.side * ev.fill_qty
             )
+            ro = o is not None and bool(o.flags & OrderFlag.REDUCE_ONLY)
+            hedge_legs.move(self.leg_lots, ev.instrument_id, ev.side * ev.fill_qty, ro)
             if o is not None:
                 o.cum_qty += ev.fill_qty
                 o.leaves_qty = ev.leaves_qty
