@@ -40,6 +40,7 @@ VENUE_ACCOUNTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "polymarket": (("cash",), False),  # outcome tokens are paid in full
     "betfair": (("betting",), False),
     "binanceusdm": (("margin",), False),  # its hedge mode: not our client's (perp_kinds)
+    "krakenfutures": (("margin",), False),  # one net position per contract
     # the simulated exchange: any account, netting or hedging (engine/venues/sim.py)
     "sim": (ACCOUNT_KINDS, True),
 }

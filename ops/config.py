@@ -42,6 +42,7 @@ from ops.venue_config import (
     BinanceUsVenue,
     CcxtVenue,
     CoinbaseVenue,
+    KrakenFuturesVenue,
     KrakenVenue,
     OandaVenue,
     PolymarketVenue,
@@ -429,6 +430,7 @@ AnyVenue = (
     | PolymarketVenue
     | BetfairVenue
     | BinanceUsdmVenue
+    | KrakenFuturesVenue
 )
 
 

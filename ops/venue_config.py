@@ -313,6 +313,14 @@ class BinanceUsdmVenue(RealVenueKeys, tag="binanceusdm", **_STRICT):
         need(all(v >= 0 for v in self.paper_balance.values()), "paper_balance", "must be >= 0")
 
 
+class KrakenFuturesVenue(BinanceUsdmVenue, tag="krakenfutures", **_STRICT):
+    """``kind = "krakenfutures"``: Kraken Futures' linear (flex, USD-settled) perpetuals through
+    ccxt; funding hourly; the live client polls REST (docs/perpetuals.md). The keys are
+    ``binanceusdm``'s (``perp_poll_s`` also paces the account log: funding, liquidations)."""
+
+    symbols: list[str] = msgspec.field(default_factory=lambda: ["BTC/USD:USD"])
+
+
 REAL_VENUE_STRUCTS: dict[str, type[RealVenueKeys]] = {
     "binanceus": BinanceUsVenue,
     "coinbase": CoinbaseVenue,
@@ -322,6 +330,7 @@ REAL_VENUE_STRUCTS: dict[str, type[RealVenueKeys]] = {
     "polymarket": PolymarketVenue,
     "betfair": BetfairVenue,
     "binanceusdm": BinanceUsdmVenue,
+    "krakenfutures": KrakenFuturesVenue,
 }
 
 

@@ -48,6 +48,7 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
     "binanceus": (1200.0, 60.0),  # REQUEST_WEIGHT 1200 / minute (exchangeInfo rateLimits)
     "binance": (6000.0, 60.0),
     "binanceusdm": (2400.0, 60.0),  # USD-M futures: REQUEST_WEIGHT 2400 / minute
+    "krakenfutures": (500.0, 10.0),  # derivatives endpoints: cost 500 per 10 seconds
     "coinbase": (30.0, 1.0),  # Advanced Trade private endpoints: 30 requests / second
     "kraken": (15.0, 45.0),  # counter 15, decaying 0.33 / s (Starter tier)
 }

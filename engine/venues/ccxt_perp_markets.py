@@ -2,11 +2,12 @@
 venue's other endpoints say.
 
 Why a loader of its own: a spot market is all in ccxt's market structure, a contract is not.
-Its funding interval is 8 h unless the venue lists another (Binance ``fundingInfo`` names the
-symbols whose interval was changed), and its margins depend on the account: maintenance is the
-first notional bracket's ``maintMarginRatio`` (``fetch_leverage_tiers``, signed: with keys
-only), initial is ``1 / leverage`` where the venue's ``leverage`` key sets one (the client sets
-it at the venue at start), else the bracket's highest leverage. Without keys the market's own
+Its funding interval is 8 h unless the venue lists another (Binance ``fundingInfo`` names
+the symbols whose interval was changed; Kraken's funding rates say "1h"), and its margins
+depend on the account: maintenance is the first notional bracket's ``maintMarginRatio``
+(``fetch_leverage_tiers``, signed: with keys only; Kraken's are public: ``PUBLIC_TIERS``),
+initial is ``1 / leverage`` where the venue's ``leverage`` key sets one (the client sets it at
+the venue at start), else the bracket's highest leverage. Without keys the market's own
 published percents stay (``contract_keys``). The current funding rate (``premiumIndex``) becomes
 the instrument's ``funding_rate``: the rate a paper run's simulated venue charges. Only linear perpetuals are kept: the venue's spot,
 inverse and option markets are not this kind's (blocking: the pre-flight, never a hot loop).
@@ -24,6 +25,9 @@ from engine.venues.ccxt_markets import VenueMarket, parse_market
 __all__ = ["load_perp_markets", "refine"]
 
 log = logging.getLogger("gekko.venues")
+
+#: venues whose margin brackets are public (Kraken Futures: the instruments' ``marginLevels``)
+PUBLIC_TIERS = frozenset({"krakenfutures"})
 
 #: ccxt options every perp session gets: no spot wallet endpoints on a futures-only key
 PERP_CCXT_OPTIONS: dict[str, Any] = {"fetchCurrencies": False}
@@ -69,7 +73,9 @@ async def _load(
                 rates = await ex.fetch_funding_rates()
             except ccxt_async.BaseError as exc:
                 log.warning("%s: funding rates not loaded (%s)", exchange_id, exc)
-        if credentials is not None and ex.has.get("fetchLeverageTiers"):
+        if ex.has.get("fetchLeverageTiers") and (
+            credentials is not None or exchange_id in PUBLIC_TIERS
+        ):
             try:
                 tiers = await ex.fetch_leverage_tiers()
             except ccxt_async.BaseError as exc:
@@ -84,7 +90,8 @@ async def _load(
                 log.debug("%s: market skipped: %s", exchange_id, exc)
                 continue
             rate = (rates.get(sym) or {}).get("fundingRate")
-            out[sym] = refine(vm, intervals.get(sym), tiers.get(sym), settings, rate)  # may refuse
+            interval = intervals.get(sym) or _interval_s(rates.get(sym)) or None
+            out[sym] = refine(vm, interval, tiers.get(sym), settings, rate)  # may refuse
         return out
     finally:
         await ex.close()

@@ -1,4 +1,5 @@
-"""The perpetual-futures venue kinds: ``binanceusdm`` (Binance USD-M futures through ccxt).
+"""The perpetual-futures venue kinds: ``binanceusdm`` (Binance USD-M futures) and
+``krakenfutures`` (Kraken Futures' linear "flex" perpetuals), both through ccxt.
 
 One ``register`` call per kind (``engine.venues.registry``). Market data is the venue's own
 (``CcxtDataClient``: book and trades of the contract, ``engine.venues.ccxt_perp_data`` adds the
@@ -7,8 +8,9 @@ kinds (``engine.venues.ccxt_kinds``): paper is the simulated exchange on the ven
 with the contract's instrument (kind ``perpetual``, contract size, funding interval, margins,
 as ``engine.venues.ccxt_perp_markets`` loaded them); live is
 ``engine.venues.ccxt_perp_exec.PerpExecutionClient`` (orders, positions, leverage, funding
-payments, margin calls, liquidations). Both sit behind ``OrderRulesGate``. Only one-way
-(netting) position mode is modelled: ``position_mode = "hedging"`` is refused when the clients
+payments, margin calls, liquidations; Kraken's, polling REST, is
+``engine.venues.kraken_perp``). Both sit behind ``OrderRulesGate``. Only one-way (netting)
+position mode is modelled: ``position_mode = "hedging"`` is refused when the clients
 are built (Binance's hedge mode keeps a long and a short apart: not this client's).
 """
 
@@ -27,7 +29,7 @@ from engine.venues.registry import VenueConfig, VenueKind, register
 __all__ = ["PERP_EXCHANGE_IDS", "paper_balance"]
 
 #: kind -> ccxt exchange id
-PERP_EXCHANGE_IDS = {"binanceusdm": "binanceusdm"}
+PERP_EXCHANGE_IDS = {"binanceusdm": "binanceusdm", "krakenfutures": "krakenfutures"}
 
 
 def _settings(c: VenueConfig) -> dict[str, Any]:
@@ -107,10 +109,12 @@ def _execution(c: VenueConfig) -> ExecutionClient:
     if c.credentials is None:
         raise ValueError(f"venue {c.name!r}: live trading needs API keys")
     from engine.venues.ccxt_perp_exec import PerpExecutionClient
+    from engine.venues.kraken_perp import KrakenPerpExecutionClient
 
     table = venue_view(r.instrument for r in rules)
     ex_id = PERP_EXCHANGE_IDS[c.kind]
-    client = PerpExecutionClient(ex_id, c.name, table, settings, c.credentials)
+    cls = KrakenPerpExecutionClient if c.kind == "krakenfutures" else PerpExecutionClient
+    client = cls(ex_id, c.name, table, settings, c.credentials)
     return OrderRulesGate(client, rules)  # type: ignore[return-value]
 
 
@@ -133,6 +137,18 @@ register(
         _execution,
         _market_data,
         "Binance USD-M perpetual futures through ccxt: paper on its live data, or live",
+        real=True,
+        live=True,
+        markets=_load_markets,
+    )
+)
+register(
+    VenueKind(
+        "krakenfutures",
+        _execution,
+        _market_data,
+        "Kraken Futures perpetuals (flex, USD-settled) through ccxt: paper on its live data, or "
+        "live (REST polling)",
         real=True,
         live=True,
         markets=_load_markets,

@@ -14,6 +14,7 @@ KINDS = {
     "coinbase": "tests.venues.coinbase:CoinbaseServer",
     "kraken": "tests.venues.kraken:KrakenServer",
     "binanceusdm": "tests.venues.binance_futures:BinanceFuturesServer",
+    "krakenfutures": "tests.venues.kraken_futures:KrakenFuturesServer",
     "oanda": "tests.venues.oanda:OandaServer",
     "polymarket": "tests.venues.polymarket:PolymarketServer",
     "betfair": "tests.venues.betfair:BetfairServer",
