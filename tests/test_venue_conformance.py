@@ -131,6 +131,7 @@ SETUPS: dict[str, Callable[[Path], Setup]] = {
     ),
     "betfair": _real_setup("betfair", "betfair", lambda srv, tmp: _betfair_extra(srv, tmp)),
     "binanceusdm": _real_setup("binanceusdm", "binanceusdm"),
+    "krakenfutures": _real_setup("krakenfutures", "krakenfutures"),
 }
 
 

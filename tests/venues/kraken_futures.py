@@ -1,7 +1,8 @@
 """A local Kraken Futures (derivatives) server: what ccxt 4.5.90's ``krakenfutures`` talks to
 once its ``urls["api"]`` are rebased onto it (``engine.venues.ccxt_session.rebase_urls``).
 
-REST only (the live client polls): ``/derivatives/api/v3`` instruments, tickers (mark price,
+REST (the live client polls) and the public websocket's book and trade feeds
+(``tests.venues.kraken_futures_ws``): ``/derivatives/api/v3`` instruments, tickers (mark price,
 index, funding rate), orderbook, signed sendorder / cancelorder / openorders / openpositions /
 accounts (the multi-collateral ``flex`` account) / fills / leveragepreferences; public
 ``/derivatives/api/v4/historicalfundingrates``; the history API's signed ``account-log`` (funding
@@ -40,6 +41,7 @@ from tests.venues.core import (
     dec,
     now_ms,
 )
+from tests.venues.kraken_futures_ws import KrakenFuturesWs
 
 PERP_SYMBOL = "BTC/USD:USD"
 #: the flexible (linear, USD-settled) BTC perpetual: tick 1 USD, contracts of 1 BTC in 0.0001
@@ -179,8 +181,10 @@ class KrakenFuturesServer(ExchangeServer):
 
     # -- the ledger
     def on_order_event(self, event: str, order: Order, fill: Fill | None) -> None:
+        self.ws.book_changed(order.spec.venue_symbol)
         if fill is None or order.account == MARKET:
             return
+        self.ws.traded(fill)
         led = self.ledgers.setdefault(order.account, Ledger())
         p = led.positions.setdefault(order.symbol, Position())
         signed = fill.qty if order.side == "buy" else -fill.qty
@@ -201,7 +205,26 @@ class KrakenFuturesServer(ExchangeServer):
         p.fill_ms = fill.ts_ms
 
     # -- routes
+    def start(self) -> KrakenFuturesServer:
+        super().start()
+        loop = self.server.loop
+        assert loop is not None
+
+        def go() -> None:
+            self._ticker = loop.create_task(self.ws.ticker())
+
+        loop.call_soon_threadsafe(go)
+        return self
+
+    def stop(self) -> None:
+        task = getattr(self, "_ticker", None)
+        if task is not None and self.server.loop is not None:
+            self.server.loop.call_soon_threadsafe(task.cancel)
+        super().stop()
+
     def add_routes(self, app: web.Application) -> None:
+        self.ws = KrakenFuturesWs(self)
+        self.ws.add_routes(app)
         d = "/derivatives/api/v3/"
         r = app.router
         r.add_get(d + "instruments", self._instruments)
