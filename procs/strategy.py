@@ -153,13 +153,17 @@ def _seed_positions(w: Worker, cfg: Any, host: Any) -> None:
         table = SeqlockTable.attach(w.engine_id, "positions", POSITION_DTYPE)
         try:
             t_read = time.monotonic_ns()
-            rows = {int(r["instrument_id"]): int(r["position"]) for r in table.read_all()}
+            read = table.read_all()  # one read: the net and a hedging venue's legs agree
+            rows = {int(r["instrument_id"]): int(r["position"]) for r in read}
+            legs = {
+                int(r["instrument_id"]): (int(r["long_pos"]), int(r["short_pos"])) for r in read
+            }
         finally:
             table.close()
     except Exception as exc:  # exec has not written it yet, or it is gone
         log.error("strategy: restarted, positions table unreadable (%s): starting flat", exc)
         return
-    shared = host.seed_positions(rows, t_read)
+    shared = host.seed_positions(rows, t_read, legs)
     symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
     held = {symbols.get(i, i): p for i, p in rows.items() if p and i not in shared}
     log.warning("strategy: restarted: positions from exec's table: %s", held or "all flat")

@@ -219,3 +219,28 @@ def test_risk_killed_on_a_hedging_venue_comes_back_with_both_legs(
     s = summary_of(tmp_path)
     assert [r["worker"] for r in s["restarts"]] == ["risk"] and s["consistent"], s["restarts"]
     assert s["positions"]["ETH-PERP"]["position"] == 2
+
+
+class _Quiet(Strategy):
+    pass
+
+
+def test_a_restarted_strategy_is_seeded_with_both_legs_and_a_redelivered_fill_taken_out():
+    """Exec's table says long 5, short -2 (net 3) at t=100; a fill of that time the ring
+    delivers again (a sell of 2, before the restart) is in the seed already: the legs stay."""
+    from engine.strategy_host import StrategyHost
+    from tests.test_sim_kinds import PERP as INS
+
+    iid = INS.instrument_id
+    host = StrategyHost([_Quiet], [INS])
+    host.set_hedged([iid])
+    assert host.seed_positions({iid: 3}, 100, {iid: (5, -2)}) == []
+    ctx = host.slots[0].ctx
+    assert ctx.legs(iid) == (5, -2) and ctx.position(iid) == 3
+    coid = (1 << 32) | 1  # strategy 1's, a previous incarnation's order
+    fill = OrderFilled(coid, coid, iid, -1, 100, 2, 2, 0, 0.0, 1, 1, 50, 50, 50)
+    host.on_exec_event(fill, 200)
+    assert ctx.legs(iid) == (5, -2) and ctx.position(iid) == 3
+    newer = OrderFilled(coid + 1, coid + 1, iid, 1, 100, 1, 1, 0, 0.0, 1, 2, 150, 150, 150)
+    host.on_exec_event(newer, 200)  # after the seed: a plain buy grows the long leg
+    assert ctx.legs(iid) == (6, -2) and ctx.position(iid) == 4
