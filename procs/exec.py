@@ -250,7 +250,8 @@ def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:
         stage.emit(engine.on_order(c, time.monotonic_ns()))
     # algo parents that were working: rebuilt, missed parent fills published, resumed
     stage.emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
-    engine.restore_topups(rec.topups)  # list legs' second orders: parts of their legs again
+    # list legs' second orders: parts of their legs again (engine.exec_topups)
+    engine.restore_topups(rec.topups, time.monotonic_ns())
     # order lists: legs held or armed again, what the rules want now done (engine.exec_lists)
     stage.emit(engine.restore_lists(time.monotonic_ns(), rec.local, rec.requests))
     engine.restore_trails(rec.trails)  # trailing stops go on from their journaled marks
