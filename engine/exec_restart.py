@@ -87,12 +87,13 @@ class ExecRestart:
                 n += 1
         return n
 
-    def restore_topups(self, sent: dict[int, tuple[int, int]]) -> int:
+    def restore_topups(self, sent: dict[int, tuple[int, int]], now_ns: int) -> int:
         """The second orders of list legs (``engine.exec_topups``) still open at the venue
         made parts of their legs again (``sent``: id -> (leg, lots), ``procs.exec_topups``);
         on a table reconciled with those ids as ``topups``, before ``restore_lists`` (whose
         resizes of a leg count its top-ups' open lots)."""
-        return self._lw.tops.restore(sent)
+        self._now = now_ns
+        return self._lw.tops.restore(sent, now_ns)
 
     def _restore_emulated(self, local: set[int], now_ns: int, out: list[object]) -> None:
         """Plain orders exec emulated and never sent (in ``local``: not triggered, unknown to

@@ -126,12 +126,13 @@ class TopUps:
             e._filter(e.venue.cancel(CancelOrder(x, sid, iid, now_ns, now_ns), now_ns), now_ns, out)
         return bool(ids)
 
-    def restore(self, sent: Mapping[int, tuple[int, int]]) -> int:
+    def restore(self, sent: Mapping[int, tuple[int, int]], now_ns: int) -> int:
         """After a restart (the order table reconciled with ``engine.reconcile``'s ``topups``):
         the top-ups ``sent`` (id -> (leg, lots), what ``on_send`` recorded) still open at the
         venue become parts of their open legs again, their filled lots from the venue's fills.
         A leg whose first order the venue no longer has open waits for its top-ups to end
-        (as after a fill of the first order). Returns how many were restored."""
+        (as after a fill of the first order); a top-up whose leg has ended is canceled at the
+        venue (nothing upstream would manage it). Returns how many were restored."""
         e = self.e
         venue_open = {o.client_order_id for o in e.venue.open_orders()}
         live = {x: v for x, v in sent.items() if x in venue_open}
@@ -144,7 +145,10 @@ class TopUps:
         n = 0
         for xid, (leg, qty) in sorted(live.items()):
             r = e.table.get(leg)
-            if r is None or not r.is_open or xid in self.extra:
+            if xid in self.extra:
+                continue
+            if r is None or not r.is_open:
+                self._cancel_orphan(xid, leg, r, now_ns)
                 continue
             self.extra[xid] = TopUp(leg, qty, min(qty, cum.get(xid, 0)))
             self.of_leg.setdefault(leg, []).append(xid)
@@ -152,6 +156,14 @@ class TopUps:
                 self._first_done[leg] = FILLED
             n += 1
         return n
+
+    def _cancel_orphan(self, xid: int, leg: int, r: Any, now: int) -> None:
+        """Cancel top-up ``xid`` of an ended leg (record ``r``) at the venue; its events are
+        dropped (a finished part, ``_of_topup``)."""
+        e = self.e
+        self.extra[xid] = TopUp(leg, 0)
+        sid, iid = (r.order.strategy_id, r.instrument_id) if r is not None else (0, 0)
+        e._filter(e.venue.cancel(CancelOrder(xid, sid, iid, now, now), now), now, [])
 
     # --- merging -----------------------------------------------------------------------------
     def merge(self, ev: Any, now_ns: int, out: list[object]) -> list[Any] | None:

@@ -147,14 +147,14 @@ def _legs_at_venue(
     out = {c: v for c, v in venue_open.items() if c not in tops}
     for xid, leg in tops.items():
         v = venue_open.get(xid)
-        if v is None:
-            continue
+        r = table.get(leg)
+        if v is None or r is None or not r.is_open:
+            continue  # (one whose leg ended: ``TopUps.restore`` cancels it at the venue)
         have = out.get(leg)
         if have is not None:
             out[leg] = msgspec.structs.replace(have, qty=have.qty + v.qty)
             continue
-        r = table.get(leg)
-        px = r.px if r is not None and r.px else v.px
+        px = r.px or v.px
         out[leg] = msgspec.structs.replace(v, client_order_id=leg, px=px)
     return out
 

@@ -259,7 +259,7 @@ def restart(run: Run) -> Run:
     eng.table = res.table
     eng.emulator.bid.update(run.engine.emulator.bid)  # the market as the feed gives it again
     eng.emulator.ask.update(run.engine.emulator.ask)
-    eng.restore_topups(run.topups)
+    eng.restore_topups(run.topups, run.t)
     out = res.publish + eng.restore_lists(run.t, local, run.events)
     eng.restore_trails(run.trails)
     new = Run(run.venue, eng, list(run.orders), list(run.events), run.fills, t=run.t)

@@ -139,7 +139,7 @@ def restarted(v, orders, events, sent, now):
     e = ExecEngine(v, INS, ExecPolicy(max_retries=0), algo_engine=None, id_block=1)
     e.table = res.table
     e.on_market_data(q(98, 100, now), now)
-    restored = e.restore_topups(sent)
+    restored = e.restore_topups(sent, now)
     out = res.publish + e.restore_lists(now, local, events)
     return e, out, restored
 
@@ -194,3 +194,17 @@ def test_the_top_up_file_keeps_every_second_order(tmp_path):
     log.append(8, 3, 1)
     log.close()
     assert load_topups(tmp_path / "x.topups") == {7: (2, 6), 8: (3, 1)}
+
+
+def test_a_second_order_whose_leg_ended_is_canceled_at_the_restart():
+    """The leg's end is journaled (its first order canceled), its second order's cancel was
+    lost with exec: the restarted exec cancels it, never adopts it."""
+    _, v, orders, events, sent = journaled()
+    (xid,) = sent
+    v.cancel(CancelOrder(TP, 1, IID, 7, 7), 7)
+    events.append(OrderCanceled(TP, IID, 10, "canceled", 7, 7, 7))
+    assert venue_open(v) == [(xid, 6)]
+    e, out, restored = restarted(v, orders, events, sent, 8)
+    assert restored == 0 and e.table.get(xid) is None
+    assert venue_open(v) == [] and not e.table.get(TP).is_open
+    assert all(getattr(x, "client_order_id", 0) != xid for x in out)
