@@ -179,6 +179,42 @@ class KrakenFuturesServer(ExchangeServer):
                 rows.append(row)
         return rows
 
+    def liquidate(
+        self,
+        account: str = "main",
+        symbol: str = PERP_SYMBOL,
+        price: str = "",
+        fee_rate: str = "0.0075",
+    ) -> dict[str, Any]:
+        """The venue closes the account's position at ``price`` (the mark where empty) and
+        charges ``fee_rate`` of the notional; the account log gets a "futures liquidation"."""
+        led = self.ledgers.setdefault(account, Ledger())
+        p = led.positions.setdefault(symbol, Position())
+        px = dec(price) if price else self.mark(symbol)
+        old, fee = p.size, abs(p.size) * px * dec(fee_rate)
+        pnl = (px - p.price) * old
+        led.collateral += pnl - fee
+        p.size, p.fill_ms = D0, now_ms()
+        vid = self.matcher.spec(symbol).venue_symbol.lower()
+        row = {
+            "id": next(self._ids),
+            "date": iso(p.fill_ms),
+            "asset": vid,
+            "contract": vid,
+            "info": "futures liquidation",
+            "margin_account": "flex",
+            "booking_uid": f"liq-{account}-{p.fill_ms}",
+            "old_balance": float(old),
+            "new_balance": 0.0,
+            "trade_price": float(px),
+            "mark_price": float(self.mark(symbol)),
+            "realized_pnl": float(pnl),
+            "fee": 0,
+            "liquidation_fee": float(fee),
+        }
+        led.log.append(row)
+        return row
+
     # -- the ledger
     def on_order_event(self, event: str, order: Order, fill: Fill | None) -> None:
         self.ws.book_changed(order.spec.venue_symbol)
@@ -239,6 +275,7 @@ class KrakenFuturesServer(ExchangeServer):
         r.add_get(d + "fills", self._signed(self._fills))
         r.add_get(d + "leveragepreferences", self._signed(self._get_leverage))
         r.add_put(d + "leveragepreferences", self._signed(self._put_leverage))
+        r.add_get("/api/history/v2/orders", self._signed(self._order_history))
         r.add_get("/api/history/v3/account-log", self._signed(self._account_log))
         r.add_get("/api/history/v2/account-log", self._signed(self._account_log))
 
@@ -515,6 +552,26 @@ class KrakenFuturesServer(ExchangeServer):
             float(q.get("maxLeverage", "0"))
         )
         return _ok()
+
+    async def _order_history(
+        self, request: web.Request, account: str, q: dict[str, str]
+    ) -> web.Response:
+        """Fully filled orders as the history API's ``OrderUpdated`` / ``full_fill`` events."""
+        since = int(q.get("since") or 0)
+        rows = [
+            {
+                "timestamp": o.updated_ms,
+                "event": {
+                    "OrderUpdated": {
+                        "reason": "full_fill",
+                        "newOrder": _order_row(o) | {"uid": o.uid, "clientId": o.client_id},
+                    }
+                },
+            }
+            for o in self.matcher.orders.values()
+            if o.account == account and o.status == "closed" and o.updated_ms >= since
+        ]
+        return web.json_response({"elements": rows, "len": len(rows)})
 
     async def _account_log(
         self, request: web.Request, account: str, q: dict[str, str]
