@@ -235,8 +235,9 @@ class OrderTable:
     def _move(self, o: NewOrder, q: int) -> None:
         """``q`` lots of ``o`` filled: the net position and the legs move."""
         iid = o.instrument_id
-        self.positions[iid] = self.positions.get(iid, 0) + o.side * q
-        hedge_legs.move(self.leg_lots, iid, o.side * q, bool(o.flags & _REDUCE_ONLY))
+        signed = o.side * q
+        self.positions[iid] = self.positions.get(iid, 0) + signed
+        hedge_legs.move(self.leg_lots, iid, signed, bool(o.flags & _REDUCE_ONLY))
 
     @property
     def anomaly_count(self) -> int:
@@ -425,7 +426,14 @@ class OrderTable:
         r.updated_ns = ev.ts_recv
         if ev.venue_order_id:
             r.venue_order_id = ev.venue_order_id
-        self._move(o, q)
+        iid = o.instrument_id  # position and legs inline (``_move``): this runs per fill
+        signed = o.side * q
+        self.positions[iid] = self.positions.get(iid, 0) + signed
+        lg = self.leg_lots.get(iid)
+        if o.flags & _REDUCE_ONLY or lg is None:
+            hedge_legs.move(self.leg_lots, iid, signed, bool(o.flags & _REDUCE_ONLY))
+        else:
+            self.leg_lots[iid] = (lg[0] + signed, lg[1]) if signed > 0 else (lg[0], lg[1] + signed)
         if t in _TERMINAL:
             self._close(r, t)  # FILLED (the venue may end it short of qty: nothing is open)
         else:
