@@ -231,7 +231,13 @@ class ListWorker:
         self.lists.set_base(coid, rep.new_qty)
         if not leg.waiting:
             want = self.lists.want(coid, self.facts)
-            rep = msgspec.structs.replace(rep, new_qty=max(1, want - r.cum_qty))
+            extra = self.tops.open_qty(coid)  # a second order's open lots (``exec_topups``)
+            if extra and want - r.cum_qty - extra <= 0:
+                # smaller than the second order alone: that goes first, then the leg's
+                # resize amends the first order (as ``_sync``)
+                self.tops.cancel_open(coid, now_ns, out)
+                return
+            rep = msgspec.structs.replace(rep, new_qty=max(1, want - r.cum_qty - extra))
             e._replace(rep, now_ns, out)
             return
         leg.order = amended(leg.order, rep.new_px)
