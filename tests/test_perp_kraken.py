@@ -219,3 +219,16 @@ def test_live_order_fill_funding_margin_and_liquidation(srv, live) -> None:
     assert (liq.side, liq.px, liq.qty) == (int(Side.SELL), 59000, 100)
     assert liq.fee == pytest.approx(4.425)
     assert c.perp_stats["funding"] == 1 and c.perp_stats["liquidations"] == 1
+
+
+def test_a_live_key_is_taken_as_able_to_withdraw_and_needs_allow_withdraw(srv) -> None:
+    """Kraken Futures says nothing of a key's rights: one that reads the account is treated as
+    able to withdraw (refused unless its keystore entry allows it); a wrong one is refused."""
+    from engine.venues.ccxt_permissions import probe_key
+
+    settings = _where(srv, ccxt_options={"fetchCurrencies": False})
+    got = probe_key("krakenfutures", settings, Credentials(KEY, SECRET), timeout_s=20)
+    assert got.can_withdraw is True and "reports no key permissions" in got.how
+    bad = base64.b64encode(b"not the secret").decode()
+    with pytest.raises(Exception):  # noqa: B017 - ccxt's authentication error, whichever class
+        probe_key("krakenfutures", settings, Credentials(KEY, bad), timeout_s=20)

@@ -8,6 +8,9 @@ can change after the key was stored. One call per venue, at a live start (ops/ve
   ``enableSpotAndMarginTrading``); Binance USD-M futures: the same call (``enableFutures``).
 - Coinbase Advanced: ``GET /api/v3/brokerage/key_permissions`` (``can_transfer``,
   ``can_trade``).
+- Kraken Futures reports no key permissions at all: a key that reads the account (``GET
+  /derivatives/api/v3/accounts``) is taken as able to withdraw, so live trading needs
+  ``allow_withdraw`` on its keystore entry, said out loud; a key that cannot read it is refused.
 - Kraken has no permission query: ``POST /0/private/WithdrawMethods`` needs the key's
   withdraw permission (and Query Funds, which every engine key has: balances need it), so an
   answer means it can withdraw and ``EGeneral:Permission denied`` means it cannot; it moves
@@ -63,6 +66,12 @@ async def _ask(exchange_id: str, ex: Any) -> KeyAbilities:
             await ex.privatePostWithdrawMethods()
         except ccxt_async.PermissionDenied:
             return KeyAbilities(False, None, how)
+        return KeyAbilities(True, None, how)
+    if exchange_id == "krakenfutures":
+        await ex.fetch_balance()  # a key that cannot read the account raises: refused
+        how = (
+            "Kraken Futures reports no key permissions (GET /derivatives/api/v3/accounts answered)"
+        )
         return KeyAbilities(True, None, how)
     return KeyAbilities(None, None, f"{exchange_id}: no permission probe")
 
