@@ -280,6 +280,18 @@ class ListWorker:
             and coid not in self.e.emulator
         )
 
+    def _in_flight(self, coid: int, r: Any) -> bool:
+        """Whether this working leg went to the venue on its release / trigger and is not
+        acknowledged yet (not held back by a halt or awaiting a retry)."""
+        e = self.e
+        return (
+            r.state == OrderStatus.TRIGGERED
+            and coid not in e._held
+            and coid not in e.emulator
+            and not any(c == coid for _, _, c in e._retry_due)
+            and not self.lists.legs[coid].native
+        )
+
     def touch(self, coids: list[int], now_ns: int, out: list[object]) -> None:
         """Bring these legs to what the rules want (one pass at a time: what it causes queues)."""
         self._queue.extend(coids)
@@ -316,6 +328,11 @@ class ListWorker:
             return  # the venue refused to make it so: not asked again until the want moves
         if why or want <= r.cum_qty:
             self._end(r, why or "contingent: reduced to nothing by its OUO peers", now_ns, out)
+        elif want > r.qty and self._in_flight(coid, r):
+            # sent (released / triggered), not yet acknowledged: it cannot be amended yet (the
+            # table refuses a replace of a TRIGGERED order), and a fill before the ack would
+            # leave the growth lost; the difference goes to a second order (``exec_topups``)
+            self.tops.send(r, want - r.qty, now_ns, out)
         elif want != r.qty:
             extra = self.tops.open_qty(coid)  # a second order's open lots (``exec_topups``)
             first = want - r.cum_qty - extra  # what the first order should have open

@@ -319,6 +319,9 @@ _TOPPED = [("quote", 97, 99, 4, 4), ("quote", 97, 99, 4, 6)]
 @example(
     "bracket", 10, 1.0, 0, [*_TOPPED, ("quote", 108, 110, 4, 5), ("quote", 97, 99, 5, 5)], 3, False
 )
+# the entry fills 1 + 1 while the released take-profit is on its way (venue latency): it is
+# grown by a second order (it cannot be amended before the venue acknowledges it)
+@example("bracket", 2, 1.0, 3 * MS, [("quote", 100, 101, 1, 1), ("quote", 85, 86, 1, 1)], 25, True)
 @given(
     shape=shapes,
     qty=st.integers(1, 12),

@@ -208,3 +208,29 @@ def test_a_second_order_whose_leg_ended_is_canceled_at_the_restart():
     assert restored == 0 and e.table.get(xid) is None
     assert venue_open(v) == [] and not e.table.get(TP).is_open
     assert all(getattr(x, "client_order_id", 0) != xid for x in out)
+
+
+def test_a_child_grown_before_the_venue_acknowledged_it_gets_a_second_order():
+    """With venue latency the take-profit goes out at the entry's first lot and the entry fills
+    its second before the venue acknowledges it: it cannot be amended yet (the growth was
+    dropped, the leg stayed at 1 lot), so the difference goes to a second order."""
+    v = SimExchange(INS, latency_ns=3_000_000, response_latency_ns=3_000_000)
+    e = ExecEngine(v, INS, ExecPolicy(max_retries=0), algo_engine=None)
+    ms = 1_000_000
+    e.on_market_data(q(99, 101, ms), ms)
+    e.on_order(new(ENTRY, BUY, 100, 2, contingency=OTO), 2 * ms)
+    e.on_order(new(TP, SELL, 108, 2, parent_id=ENTRY, contingency=OCO, linked=[SL]), 3 * ms)
+    e.on_order(new(SL, SELL, 0, 2, STP, 92, parent_id=ENTRY, contingency=OCO, linked=[TP]), 4 * ms)
+    e.on_market_data(q(100, 101, 5 * ms, 1, 1), 5 * ms)
+    e.poll(55 * ms)
+    e.on_market_data(q(85, 86, 56 * ms, 1, 1), 56 * ms)
+    e.poll(57 * ms)
+    e.poll(107 * ms)  # the venue fills the entry 1 + 1: the take-profit goes out in between
+    assert e.table.get(ENTRY).cum_qty == 2
+    tp = e.table.get(TP)
+    assert tp.qty == 2 and tp.leaves_qty == 2  # not left at 1 lot
+    e.poll(157 * ms)
+    e.poll(207 * ms)
+    (xid,) = [c for c, _ in venue_open(v) if c != TP]
+    assert venue_open(v) == sorted([(TP, 1), (xid, 1)])  # the difference, at the venue
+    assert e.table.get(TP).qty == 2
