@@ -385,6 +385,21 @@ class ExecEngine(ExecRestart):
             c = msgspec.structs.replace(c, client_order_id=vid)
         self._filter(self.venue.cancel(c, now_ns), now_ns, out)
 
+    def cancel_at_venue(self, c: CancelOrder, now_ns: int) -> list[object]:
+        """A cancel reconciliation decided (``ReconcileResult.to_cancel``): an order the venue
+        has open that the record has closed, or one whose cancel was pending at the crash. Sent
+        to the venue whatever the table says (``_cancel`` drops a cancel of an order not open
+        in the table, or already pending cancel); the answers go through the table as usual."""
+        self._now = now_ns
+        out: list[object] = []
+        coid = c.client_order_id
+        vid = self._venue_id.get(coid, coid)
+        if vid != coid:
+            c = msgspec.structs.replace(c, client_order_id=vid)
+        self._filter(self.venue.cancel(c, now_ns), now_ns, out)
+        self._flush(out)
+        return out
+
     def _drop_local(self, coid: int) -> bool:
         """Forget an order exec holds itself (halted, emulated, awaiting a retry, a held leg of
         an order list)."""

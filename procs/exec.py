@@ -247,7 +247,7 @@ def _apply_recovery(stage: ExecStage, table: PositionsTable, rec: Any) -> None:
             table.dirty.add(f.instrument_id)
     stage.emit(rec.result.publish)
     for c in rec.result.to_cancel:
-        stage.emit(engine.on_order(c, time.monotonic_ns()))
+        stage.emit(engine.cancel_at_venue(c, time.monotonic_ns()))
     # algo parents that were working: rebuilt, missed parent fills published, resumed
     stage.emit(engine.restore_algos(rec.algo, time.monotonic_ns()))
     # list legs' second orders: parts of their legs again (engine.exec_topups)

@@ -212,7 +212,7 @@ class Exec:
         self.engine.table = rec.result.table
         self.emit(rec.result.publish)
         for c in rec.result.to_cancel:
-            self.emit(self.engine.on_order(c, self.now))
+            self.emit(self.engine.cancel_at_venue(c, self.now))
         self.emit(self.engine.restore_algos(rec.algo, self.now))
         for o in rec.backlog:
             self.order(o)
