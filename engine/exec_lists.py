@@ -286,6 +286,7 @@ class ListWorker:
         e = self.e
         return (
             r.state == OrderStatus.TRIGGERED
+            and not r.emulated
             and coid not in e._held
             and coid not in e.emulator
             and not any(c == coid for _, _, c in e._retry_due)

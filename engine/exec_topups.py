@@ -238,7 +238,12 @@ class TopUps:
         if isinstance(ev, _ENDS):
             self._first_done[leg] = ev
             self.cancel_open(leg, now_ns, out)
-            return []  # the leg ends when its top-ups have
+            # the leg ends when its top-ups have; till then what is open of it is theirs (as a
+            # restart finds it at the venue)
+            left = self.open_qty(leg)
+            if r.leaves_qty == left:
+                return []
+            return [OrderReplaced(leg, r.instrument_id, r.px, left, 0, now_ns, now_ns)]
         return None
 
     def _forget(self, leg: int) -> None:
