@@ -322,6 +322,9 @@ _TOPPED = [("quote", 97, 99, 4, 4), ("quote", 97, 99, 4, 6)]
 # the entry fills 1 + 1 while the released take-profit is on its way (venue latency): it is
 # grown by a second order (it cannot be amended before the venue acknowledges it)
 @example("bracket", 2, 1.0, 3 * MS, [("quote", 100, 101, 1, 1), ("quote", 85, 86, 1, 1)], 25, True)
+# ... then the entry canceled: the stop-loss filled, the take-profit's first order canceled, its
+# second order's cancel on its way at the restart (the leg is what the second order has open)
+@example("bracket", 2, 1.0, 3 * MS, [*[("quote", 85, 86, 1, 1)] * 2, ("cancel", ENTRY)], 2, True)
 @given(
     shape=shapes,
     qty=st.integers(1, 12),
