@@ -286,7 +286,8 @@ class ListWorker:
         e = self.e
         return (
             r.state == OrderStatus.TRIGGERED
-            and not r.emulated
+            and not r.emulated  # a triggered stop's growth waits for its ack (left: docs)
+            and coid not in self.tops._first_done  # its first order ended: no more lots
             and coid not in e._held
             and coid not in e.emulator
             and not any(c == coid for _, _, c in e._retry_due)
