@@ -234,8 +234,14 @@ class ListWorker:
             extra = self.tops.open_qty(coid)  # a second order's open lots (``exec_topups``)
             if extra and want - r.cum_qty - extra <= 0:
                 # smaller than the second order alone: that goes first, then the leg's
-                # resize amends the first order (as ``_sync``)
-                self.tops.cancel_open(coid, now_ns, out)
+                # resize amends the first order (as ``_sync``) — once all have ended: their
+                # answers queue (an answer at once would resize it with the rest still open)
+                drained, self._draining = self._draining, True
+                try:
+                    self.tops.cancel_open(coid, now_ns, out)
+                finally:
+                    self._draining = drained
+                self.touch([], now_ns, out)
                 return
             rep = msgspec.structs.replace(rep, new_qty=max(1, want - r.cum_qty - extra))
             e._replace(rep, now_ns, out)
