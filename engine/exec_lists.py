@@ -229,6 +229,7 @@ class ListWorker:
             e._replace(rep, now_ns, out)  # the ordinary path (and its answers)
             return
         self.lists.set_base(coid, rep.new_qty)
+        self._refused.pop(coid, None)  # a new full size: a refusal of the old one says nothing
         if not leg.waiting:
             want = self.lists.want(coid, self.facts)
             extra = self.tops.open_qty(coid)  # a second order's open lots (``exec_topups``)
