@@ -342,7 +342,7 @@ class ListWorker:
             # table refuses a replace of a TRIGGERED order), and a fill before the ack would
             # leave the growth lost; the difference goes to a second order (``exec_topups``)
             self.tops.send(r, want - r.qty, now_ns, out)
-        elif want != r.qty:
+        elif want != r.qty and not self.tops.canceling_of(coid):  # (else: once they ended)
             extra = self.tops.open_qty(coid)  # a second order's open lots (``exec_topups``)
             first = want - r.cum_qty - extra  # what the first order should have open
             if first <= 0:  # smaller than the second order alone: that goes first

@@ -75,12 +75,18 @@ class TopUps:
         self.of_leg: dict[int, list[int]] = {}  # leg -> its top-up ids
         self._first_done: dict[int, Any] = {}  # leg -> FILLED, or the first order's end event
         self.sent = 0
+        self.canceling: set[int] = set()  # top-ups whose cancel is on its way
         #: called (top-up id, leg, lots) before a top-up goes to the venue: the durable record a
         #: restart rebuilds the relation from (``procs.exec_topups``)
         self.on_send: Callable[[int, int, int], None] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.extra)
+
+    def canceling_of(self, leg: int) -> bool:
+        """Whether a cancel of one of the leg's top-ups is on its way (its end resizes the leg:
+        exec resizes it again only then)."""
+        return any(x in self.canceling for x in self.of_leg.get(leg, ()))
 
     def open_qty(self, leg: int) -> int:
         """What is open of the leg's top-ups."""
@@ -123,6 +129,7 @@ class TopUps:
         r = e.table.get(leg)
         sid, iid = (r.order.strategy_id, r.instrument_id) if r is not None else (0, 0)
         for x in ids:
+            self.canceling.add(x)
             e._filter(e.venue.cancel(CancelOrder(x, sid, iid, now_ns, now_ns), now_ns), now_ns, out)
         return bool(ids)
 
@@ -194,9 +201,11 @@ class TopUps:
 
     def _of_topup(self, t: TopUp, ev: Any, now_ns: int, out: list[object]) -> list[Any]:
         r = self.e.table.get(t.leg)
+        tp = type(ev)
+        if tp is OrderCancelRejected or isinstance(ev, _ENDS):
+            self.canceling.discard(ev.client_order_id)
         if not t.open or r is None or not r.is_open:
             return []  # (a late event of a finished part)
-        tp = type(ev)
         if tp is OrderPartiallyFilled or tp is OrderFilled:
             t.cum += ev.fill_qty
             if tp is OrderFilled or t.cum >= t.qty:
@@ -250,3 +259,4 @@ class TopUps:
         self._first_done.pop(leg, None)
         for x in self.of_leg.pop(leg, []):
             self.extra.pop(x, None)
+            self.canceling.discard(x)

@@ -317,6 +317,8 @@ _TOPPED = [("quote", 97, 99, 4, 4), ("quote", 97, 99, 4, 6)]
 @example("bracket", 3, 1.0, 0, [*[("quote", 85, 86, 1, 1)] * 4, ("amend", TP)], 0, False)
 # ... with three second orders open: canceled together, the leg resized once all have ended
 @example("bracket", 4, 1.0, 0, [*[("quote", 85, 86, 1, 1)] * 4, ("amend", TP)], 0, False)
+# ... with venue latency: the second orders' cancels answered together, the leg resized after
+@example("bracket", 4, 1.0, 3 * MS, [*[("quote", 85, 86, 1, 1)] * 8, ("amend", TP)], 0, False)
 # ... then the parent's last fill: the leg's want equals one the venue refused before the amend
 @example(
     "bracket", 6, 1.0, 0, [("quote", 85, 86, 1, 2), *[("quote", 85, 86, 1, 1)] * 3,
