@@ -39,14 +39,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.instruments import Instrument, InstrumentTable
 from engine.venues.ccxt_book import BookTracker, TradeTracker
 from engine.venues.ccxt_integrity import install as install_checks
 from engine.venues.ccxt_session import AsyncBridge, Credentials, make_exchange
-from engine.venues.data import InstrumentRules
+from engine.venues.data import InstrumentRules, QueuedUpdates
 
 __all__ = ["CcxtDataClient", "backoff_s"]
 
@@ -59,7 +59,7 @@ class _Reconnect(Exception):
     """This session cannot go on (a silent stream, a book that went back): open a new one."""
 
 
-class CcxtDataClient:
+class CcxtDataClient(QueuedUpdates):
     """Market data of one venue (any ccxt.pro exchange id) for the configured instruments,
     whose ``symbol`` is ccxt's unified symbol ("BTC/USDT")."""
 
@@ -143,27 +143,6 @@ class CcxtDataClient:
         self._streaming = True
         self._bridge.start()
         self._bridge.submit(self._start())
-
-    def poll_updates(self, max_n: int = 512) -> list[Any]:
-        """What arrived since the last call, at most ``max_n`` messages, in arrival order;
-        never waits."""
-        out: list[Any] = []
-        pop = self._out.popleft
-        try:
-            for _ in range(max_n):
-                out.append(pop())
-        except IndexError:
-            pass
-        return out
-
-    def updates(self) -> Iterator[object]:
-        """The same messages as a blocking iterator (tests, tools): ends at ``close``."""
-        while not self._closing:
-            batch = self.poll_updates()
-            if batch:
-                yield from batch
-            else:
-                time.sleep(0.002)
 
     def close(self) -> None:
         if self._closing:

@@ -16,8 +16,11 @@ never applies a delta on top of a missed one).
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -28,6 +31,7 @@ __all__ = [
     "InstrumentRules",
     "LiveMarketDataClient",
     "MarketDataClient",
+    "QueuedUpdates",
     "SequenceGuard",
     "is_live",
 ]
@@ -156,3 +160,29 @@ class SequenceGuard:
             return False
         self._last[iid] = seq
         return True
+
+
+class QueuedUpdates:
+    """``poll_updates`` / ``updates`` of a live client whose connection loop (another thread)
+    appends its messages to ``self._out`` until ``self._closing``: the feed drains the deque
+    without blocking; tests and tools read it as a blocking iterator."""
+
+    _out: deque[Any]
+    _closing: bool
+
+    def poll_updates(self, max_n: int = 512) -> list[Any]:
+        out: list[Any] = []
+        pop = self._out.popleft
+        with contextlib.suppress(IndexError):
+            for _ in range(max_n):
+                out.append(pop())
+        return out
+
+    def updates(self) -> Iterator[object]:
+        """The same messages as a blocking iterator: ends at ``close``."""
+        while not self._closing:
+            batch = self.poll_updates()
+            if batch:
+                yield from batch
+            else:
+                time.sleep(0.002)

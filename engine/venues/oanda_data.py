@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.instruments import Instrument, InstrumentTable
@@ -32,7 +32,7 @@ from engine.messages import ExchangeStatus, ExchangeStatusKind
 from engine.venues.ccxt_data import backoff_s
 from engine.venues.ccxt_markets import VenueMarket, rules_for
 from engine.venues.ccxt_session import AsyncBridge
-from engine.venues.data import InstrumentRules
+from engine.venues.data import InstrumentRules, QueuedUpdates
 from engine.venues.oanda_http import V20Client
 from engine.venues.oanda_wire import book_of, market_of, rfc3339_ns, venue_symbol
 
@@ -59,7 +59,7 @@ def v20_client(settings: Mapping[str, Any], credentials: Any) -> V20Client:
     )
 
 
-class OandaDataClient:
+class OandaDataClient(QueuedUpdates):
     """Prices of the configured instruments (``symbol`` "EUR/USD"; v20 names it EUR_USD)."""
 
     live = True
@@ -131,22 +131,6 @@ class OandaDataClient:
         }
         self._bridge.start()
         self._bridge.submit(self._start())
-
-    def poll_updates(self, max_n: int = 512) -> list[Any]:
-        out: list[Any] = []
-        pop = self._out.popleft
-        with contextlib.suppress(IndexError):
-            for _ in range(max_n):
-                out.append(pop())
-        return out
-
-    def updates(self) -> Iterator[object]:
-        while not self._closing:
-            batch = self.poll_updates()
-            if batch:
-                yield from batch
-            else:
-                time.sleep(0.002)
 
     def close(self) -> None:
         if self._closing:

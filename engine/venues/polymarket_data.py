@@ -24,7 +24,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -36,7 +36,7 @@ from engine.messages import BookDelta, ExchangeStatus, Quote
 from engine.venues import polymarket_wire as wire
 from engine.venues.ccxt_markets import VenueMarket, rules_for
 from engine.venues.ccxt_session import AsyncBridge
-from engine.venues.data import InstrumentRules
+from engine.venues.data import InstrumentRules, QueuedUpdates
 from engine.venues.polymarket_paper import resolved_reason
 
 __all__ = ["PolymarketDataClient"]
@@ -48,7 +48,7 @@ class _Reconnect(Exception):
     pass
 
 
-class PolymarketDataClient:
+class PolymarketDataClient(QueuedUpdates):
     """The market channel for the configured tokens (``venue_symbol`` of each market).
 
     Settings: ``rest_url``, ``ws_url`` (the channel is ``<ws_url>/ws/market``), ``markets``
@@ -113,22 +113,6 @@ class PolymarketDataClient:
         self._streaming = True
         self._bridge.start()
         self._bridge.submit(self._run())
-
-    def poll_updates(self, max_n: int = 512) -> list[Any]:
-        out: list[Any] = []
-        pop = self._out.popleft
-        with contextlib.suppress(IndexError):
-            for _ in range(max_n):
-                out.append(pop())
-        return out
-
-    def updates(self) -> Iterator[object]:
-        while not self._closing:
-            batch = self.poll_updates()
-            if batch:
-                yield from batch
-            else:
-                time.sleep(0.002)
 
     def close(self) -> None:
         if self._closing:
