@@ -375,6 +375,36 @@ class Supervisor:
                 f"workers not ready after {self.cfg.supervisor.startup_timeout_s}s: {sorted(pending)}"
             )
 
+    def _finish_restarts(self) -> None:
+        """Let a worker being restarted come up before the STOP goes out.
+
+        Readers told to stop take a dead producer's stream as ended: a STOP sent while a worker
+        is between incarnations lets them leave before its successor publishes its recovery and
+        the orders it still had to handle, and the record would miss those events. Bounded by
+        ``startup_timeout_s`` (and ``_watch`` kills a restart that hangs starting).
+        """
+        deadline = time.monotonic() + self.cfg.supervisor.startup_timeout_s
+        while True:
+            self._watch()  # a death not seen yet is scheduled, a restart that is due starts
+            starting = sorted(h.name for h in self.workers.values() if self._restarting(h))
+            if not starting:
+                return
+            if time.monotonic() >= deadline:
+                log.error("stopping while %s still restarting", ", ".join(starting))
+                return
+            self._drain()
+            self._forward_controls()
+            time.sleep(0.02)
+
+    def _restarting(self, h: WorkerHandle) -> bool:
+        """Between incarnations: waiting out its backoff, or started and not ready yet."""
+        if h.proc is None:
+            return bool(h.next_start)
+        if h.incarnation == 0:
+            return False
+        row = self._health(h.name)
+        return not (int(row["pid"]) == h.proc.pid and int(row["state"]) == STATE_READY)
+
     def _watch(self) -> None:
         """Restart workers that died or hung, with exponential backoff."""
         sup = self.cfg.supervisor
@@ -644,6 +674,7 @@ class Supervisor:
             self._activity = activity(self.record, self.cfg)
             self._phase = "running"
             self._loop()
+            self._finish_restarts()
             self.record.stopping()
             self._phase = "stopping"
             self._refuse_pending(f"the engine is stopping ({self._stop_reason})")
