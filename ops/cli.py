@@ -474,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.model_cmds import add_parsers as add_model_parsers  # train, eval, export, models
 
     add_model_parsers(sub, with_config)
+    from ops.vol_cmds import add_parsers as add_vol_parsers  # vol-eval (volatility forecasts)
+
+    add_vol_parsers(sub, with_config)
     from ops.store.db_cmds import add_parsers as add_db_parsers  # db migrate, db status
 
     add_db_parsers(sub, with_config)

@@ -1,0 +1,157 @@
+"""``gekko vol-eval``: out-of-sample volatility forecasts against GARCH, EGARCH and EWMA.
+
+Prints markdown tables (mean QLIKE / MSE per model on the best variance proxy and on squared
+returns; a Diebold–Mariano test of each HAR candidate against each baseline) and optionally
+writes them as JSON. The numbers in docs/forecasting.md ("Volatility") come from this command.
+``arch`` is imported only inside the run (offline code, the test / train extras).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models.volatility import (
+    VolEval,
+    VolSeries,
+    compare,
+    run_models,
+    series_from_daily,
+    series_from_intraday,
+)
+
+PROXIES = (("rv", "proxy"), ("sq", "r^2"))
+
+
+def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
+    """Register ``vol-eval`` on the ``gekko`` sub-parser (needs no config)."""
+    ve = sub.add_parser(
+        "vol-eval", help="score volatility forecasts (HAR-RV vs GARCH / EGARCH / EWMA)"
+    )
+    ve.add_argument(
+        "--source",
+        default="arch:sp500",
+        help="arch:sp500 | arch:nasdaq | tsd:btc15m | tsd:btc1d | a CSV/Parquet bar file",
+    )
+    ve.add_argument(
+        "--period-s",
+        type=int,
+        default=86_400,
+        help="intraday bars: seconds of one realised-variance period (default 86400, a day)",
+    )
+    ve.add_argument(
+        "--train",
+        type=int,
+        default=0,
+        help="periods before the first forecast (default: min(1000, half the periods))",
+    )
+    ve.add_argument("--refit", type=int, default=20, help="re-estimate every N periods")
+    ve.add_argument("--window", type=int, default=0, help="rolling window (0: expanding)")
+    ve.add_argument("--no-arch", action="store_true", help="leave out GARCH and EGARCH")
+    ve.add_argument("--json", default="", help="also write the tables to this JSON file")
+    ve.set_defaults(func=cmd_vol_eval)
+
+
+def load_series(source: str, period_s: int) -> VolSeries:
+    """A data source's bars as per-period returns and a variance proxy: intraday bars give
+    realised variance over ``period_s``; daily bars give the range proxy."""
+    from models.data import BUILTIN, load_builtin, load_table
+
+    bars = load_builtin(source) if source in BUILTIN else load_table(source)
+    if len(bars) != 1:
+        raise ValueError(f"{source}: vol-eval takes one instrument, got {len(bars)}")
+    b = bars[0]
+    if b.bar_seconds() < 0.5 * 86_400:
+        return series_from_intraday(b, period_s)
+    return series_from_daily(b)
+
+
+def report(ev: VolEval) -> dict:
+    """The evaluation as plain data (what ``--json`` writes and the tables show)."""
+    s = ev.series
+    day = np.datetime_as_string(s.ts_ns[[ev.start, -1]].astype("datetime64[ns]"), unit="D")
+    out: dict = {
+        "series": s.label,
+        "proxy": s.proxy,
+        "proxy_scale": s.scale,
+        "periods": len(s),
+        "dropped": s.dropped,
+        "train": ev.start,
+        "test_periods": len(s) - ev.start,
+        "test_from": str(day[0]),
+        "test_to": str(day[1]),
+        "refit": ev.refit,
+        "window": ev.window,
+        "notes": ev.notes,
+        "models": {m: {} for m in ev.forecasts},
+        "tests": [],
+    }
+    for proxy, name in PROXIES:
+        means, comps = compare(ev, proxy)
+        for m, d in means.items():
+            out["models"][m].update({f"{k}_{name}": v for k, v in d.items()})
+        for c in comps:
+            out["tests"].append(
+                {
+                    "candidate": c.candidate,
+                    "baseline": c.baseline,
+                    "loss": c.loss,
+                    "proxy": name,
+                    "ratio": c.ratio,
+                    "dm_stat": c.dm.stat,
+                    "p_value": c.dm.p_value,
+                    "n": c.dm.n,
+                    "verdict": c.dm.verdict(),
+                }
+            )
+    return out
+
+
+def print_tables(rep: dict) -> None:
+    """The report as two markdown tables: mean losses, then each candidate against each
+    baseline (loss ratio and Diebold–Mariano p-value per loss and target)."""
+    print(
+        f"### {rep['series']}: test {rep['test_from']} .. {rep['test_to']} "
+        f"({rep['test_periods']} periods after {rep['train']}; refit every {rep['refit']}, "
+        f"{'rolling ' + str(rep['window']) if rep['window'] else 'expanding'} window)\n"
+    )
+    print(f"proxy: {rep['proxy']}; r^2: squared return")
+    for note in rep["notes"]:
+        print(f"note: {note}")
+    print("\n| model | QLIKE (proxy) | MSE (proxy) | QLIKE (r^2) | MSE (r^2) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for m, d in rep["models"].items():
+        cells = [d[k] for k in ("qlike_proxy", "mse_proxy", "qlike_r^2", "mse_r^2")]
+        print(f"| {m} | " + " | ".join(f"{v:.4g}" for v in cells) + " |")
+    print(
+        "\n| candidate | baseline | QLIKE proxy | QLIKE r^2 | MSE proxy | MSE r^2 |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: |"
+    )
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for t in rep["tests"]:
+        cell = f"{t['ratio']:.3g} (p={t['p_value']:.2g})"
+        cells.setdefault((t["candidate"], t["baseline"]), {})[f"{t['loss']} {t['proxy']}"] = cell
+    order = ("qlike proxy", "qlike r^2", "mse proxy", "mse r^2")
+    for (cand, base), got in cells.items():
+        print(f"| {cand} | {base} | " + " | ".join(got.get(k, "") for k in order) + " |")
+    print("\nratio: candidate's mean loss / baseline's (< 1: lower); p: Diebold-Mariano, two-sided")
+
+
+def cmd_vol_eval(args: argparse.Namespace) -> int:
+    try:
+        s = load_series(args.source, args.period_s)
+        start = args.train or min(1000, len(s) // 2)
+        ev = run_models(s, start, refit=args.refit, window=args.window, with_arch=not args.no_arch)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"vol-eval: {exc}", file=sys.stderr)
+        return 2
+    ev.series.label = f"{args.source} ({ev.series.label})"
+    rep = report(ev)
+    print_tables(rep)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2) + "\n")
+    return 0
