@@ -21,7 +21,8 @@ Three jobs, one per section:
 - ``ModelServer``: holds the current good model and polls its source (a model directory, or a
   registry directory of version sub-directories) for a new version; a new version is loaded and
   validated off to the side and swapped in only if it passes, so a bad file never replaces a good
-  model and the engine keeps forecasting on the last good one.
+  model and the engine keeps forecasting on the last good one. Passing includes fitting the running
+  configuration (bar length, horizon, instruments: ``models.guardrails``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models.features import FEATURES
+from models.guardrails import ServingSpec, misfits
 
 log = logging.getLogger("gekko.models.serving")
 # onnxruntime's own process-wide logger writes warnings to stderr (a provider library that is
@@ -415,8 +417,11 @@ class ModelServer:
         features: Sequence[str] = FEATURES,
         providers: Sequence[str] = (CPU,),
         intra_op_threads: int = 1,
+        spec: ServingSpec | None = None,
     ) -> None:
         self.source = Path(source)
+        #: what a model must fit (``models.guardrails``); the first served model pins what it leaves open
+        self.spec = spec or ServingSpec()
         self.features = tuple(features)
         # resolved once: a missing provider is reported once per process, not at every swap
         self.providers = resolve_providers(providers)
@@ -461,6 +466,7 @@ class ModelServer:
             return None
         try:
             model = load_model(cand, self.features, self.providers, self.intra_op_threads)
+            self._check_fit(cand, model)
         except ModelError as exc:
             self._rejected[cand] = sig[1]
             self.rejections += 1
@@ -478,6 +484,8 @@ class ModelServer:
             return SwapEvent("rejected", cand, _safe_version(cand), reason=str(exc))
         old = self.current
         self.current = model
+        if old is None:
+            self.spec = self.spec.pinned_by(model.meta)
         self._current_sig = sig
         self._rejected.pop(cand, None)
         self.last_error = ""
@@ -505,6 +513,17 @@ class ModelServer:
             model.version,
         )
         return SwapEvent("swapped", cand, model.version, old_version=old.version)
+
+    def _check_fit(self, cand: Path, model: LoadedModel) -> None:
+        """``ModelError`` when the model does not fit the running configuration (with
+        ``mismatch = "warn"``: a warning, and it serves)."""
+        why = misfits(model.meta, self.spec)
+        if not why:
+            return
+        text = f"{cand}: does not fit the running configuration: " + "; ".join(why)
+        if self.spec.mismatch != "warn":
+            raise ModelError(text + "; refusing to serve it")
+        log.warning('inference: %s; serving it anyway ([inference] mismatch = "warn")', text)
 
 
 def _safe_version(d: Path) -> str:

@@ -732,6 +732,8 @@ class InferenceSection(msgspec.Struct, **_STRICT):
     bar_seconds: float = 0.0  # 0 = the model's own bar_seconds (meta.json)
     every_n_ticks: int = 0  # > 0: tick bars (every N market-data events) instead of time bars
     instruments: list[str] = []  # symbols to forecast ([] = every instrument)
+    horizon: int = 0  # forecast steps needed: a model with fewer is refused (0 = the first model's)
+    mismatch: str = "refuse"  # refuse | warn: a model that does not fit (models/guardrails.py)
     drift_margin: float = 0.2  # drift when live MAE > naive MAE * (1 + margin)
     drift_window: int = 500  # one-step errors (bars, all instruments) in the rolling window
     poll_model_s: float = 1.0  # how often the model directory is checked for a new version
@@ -758,6 +760,12 @@ class InferenceSection(msgspec.Struct, **_STRICT):
             "must be >= 0 (0 = the model's own)",
         )
         _need(self.every_n_ticks >= 0, "inference.every_n_ticks", "must be >= 0 (0 = time bars)")
+        _need(self.horizon >= 0, "inference.horizon", "must be >= 0 (0 = the first model's)")
+        _need(
+            self.mismatch in ("refuse", "warn"),
+            "inference.mismatch",
+            f'must be "refuse" or "warn", not {self.mismatch!r}',
+        )
         _need(
             math.isfinite(self.drift_margin) and self.drift_margin >= 0,
             "inference.drift_margin",

@@ -47,6 +47,7 @@ from engine.messages import (
 )
 from models.drift import DriftMonitor, DriftStatus
 from models.features import FEATURES
+from models.guardrails import ServingSpec
 from models.registration import registered_message
 from models.serving import LoadedModel, ModelServer
 from models.windows import FeatureWindows
@@ -87,7 +88,11 @@ class InferEngine:
         self.slot_of = {iid: k for k, iid in enumerate(self.iids)}
         n = len(self.iids)
         self.server = server or ModelServer(
-            resolve_model_dir(inf.model_dir), FEATURES, inf.providers, inf.intra_op_threads
+            resolve_model_dir(inf.model_dir),
+            FEATURES,
+            inf.providers,
+            inf.intra_op_threads,
+            ServingSpec.from_config(inf, symbols),
         )
         self.clock = clock
         self.model: LoadedModel | None = None
@@ -143,7 +148,9 @@ class InferEngine:
             self.windows = FeatureWindows(len(self.iids), model.input_size, model.n_features)
         else:
             self.windows.resize(model.input_size)
-        bar_s = inf.bar_seconds or model.bar_seconds
+        # the running bar length: the config's, else the first served model's (a swap never
+        # changes it: models.guardrails refuses a model of another bar length)
+        bar_s = inf.bar_seconds or self.server.spec.bar_seconds or model.bar_seconds
         if not inf.every_n_ticks and not bar_s:
             log.error(
                 "inference: neither [inference] bar_seconds nor the model's meta.json sets a bar "

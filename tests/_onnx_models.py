@@ -78,7 +78,7 @@ def write_model(
     bias: float = 0.0,
     batch: str | int = "batch",
     band: float = 0.02,
-    bar_seconds: int = 1,
+    bar_seconds: float = 1,
     created: str | None = None,
 ) -> Path:
     """A model directory (model.onnx + meta.json) following the model contract."""

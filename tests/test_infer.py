@@ -62,7 +62,7 @@ class Clock:
 
 
 def test_one_batched_call_per_bar_close_and_forecasts_equal_the_model(tmp_path: Path) -> None:
-    d = write_model(tmp_path / "m", input_size=8, scale=2.0, bias=0.001)
+    d = write_model(tmp_path / "m", input_size=8, scale=2.0, bias=0.001, bar_seconds=0.05)
     cfg = make_cfg(d)
     eng = InferEngine(cfg, clock=Clock())
     (ev,) = eng.poll_model()
