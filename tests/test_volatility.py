@@ -1,0 +1,207 @@
+"""Volatility targets, forecasters and their scoring (models/volatility.py, gekko vol-eval).
+
+Short simulated series only (seconds): the full-data tables come from `gekko vol-eval` and are
+in docs/forecasting.md."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.data import NS, Bars
+from models.volatility import (
+    PCT,
+    VolSeries,
+    arch_forecast,
+    calibrate_range,
+    compare,
+    ewma,
+    garman_klass,
+    har,
+    har_design,
+    parkinson,
+    qlike,
+    run_models,
+    series_from_daily,
+    series_from_intraday,
+)
+
+pytest.importorskip("arch")
+
+
+def sv_paths(days: int, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log-price paths of a stochastic-volatility market: the daily variance follows a
+    persistent log-AR(1); returns the daily variances (log units) and the paths [days, steps+1]
+    (each day opens at the previous close)."""
+    rng = np.random.default_rng(seed)
+    lv = np.empty(days)
+    lv[0] = np.log(1e-4)
+    for t in range(1, days):
+        lv[t] = np.log(1e-4) + 0.95 * (lv[t - 1] - np.log(1e-4)) + 0.3 * rng.standard_normal()
+    var = np.exp(lv)
+    inc = rng.standard_normal((days, steps)) * np.sqrt(var / steps)[:, None]
+    paths = np.concatenate([np.zeros((days, 1)), np.cumsum(inc, axis=1)], axis=1)
+    paths += np.concatenate([[0.0], np.cumsum(paths[:-1, -1])])[:, None]
+    return var, paths
+
+
+def daily_bars(paths: np.ndarray) -> Bars:
+    p = 100.0 * np.exp(paths)
+    n = p.shape[0]
+    ts = (np.arange(n, dtype=np.int64) + 18_000) * 86_400 * NS
+    return Bars("SIM", ts, p[:, 0], p.max(1), p.min(1), p[:, -1], np.ones(n))
+
+
+def test_range_estimators_are_unbiased_and_far_less_noisy_than_squared_returns() -> None:
+    rng = np.random.default_rng(2)  # constant variance 1e-4 a day, 400 steps a day
+    inc = rng.standard_normal((3000, 400)) * np.sqrt(1e-4 / 400)
+    paths = np.concatenate([np.zeros((3000, 1)), np.cumsum(inc, axis=1)], axis=1)
+    o, h, lo, c = (np.exp(a) for a in (paths[:, 0], paths.max(1), paths.min(1), paths[:, -1]))
+    gk, pk, sq = garman_klass(o, h, lo, c), parkinson(h, lo), np.log(c / o) ** 2
+    # discrete sampling shrinks the range a little (400 steps: a few percent)
+    assert 0.9 < gk.mean() / 1e-4 < 1.03
+    assert 0.9 < pk.mean() / 1e-4 < 1.03
+    assert 0.93 < sq.mean() / 1e-4 < 1.07
+    assert gk.var() < sq.var() / 4  # the reason to use the range at all
+
+
+def test_daily_series_adds_the_overnight_gap_and_leaves_out_missing_days() -> None:
+    b = daily_bars(sv_paths(6, 10, seed=3)[1])
+    for a in (b.open, b.high, b.low, b.close):
+        a[3] *= 1.01  # a gap over night 2 -> 3
+    b.close[4] = np.nan  # a missing day
+    s = series_from_daily(b)
+    assert s.dropped == 1 and len(s) == 4 and s.range_based
+    night = PCT * np.log(b.open[3] / b.close[2])
+    day = PCT * PCT * garman_klass(b.open[3], b.high[3], b.low[3], b.close[3])
+    assert night > 0.9 and s.rv[2] == pytest.approx(day + night**2)  # bar 3 is period 2
+    assert s.ret[3] == pytest.approx(PCT * np.log(b.close[5] / b.close[3]))  # across the hole
+
+
+def test_intraday_rv_sums_squared_returns_per_period_and_drops_sparse_periods() -> None:
+    rng = np.random.default_rng(4)
+    ts = np.arange(72, dtype=np.int64) * 3600 * NS  # three UTC days of hourly bars
+    keep = np.ones(72, dtype=bool)
+    keep[50:70] = False  # day 3 keeps 4 of 24 bars
+    close = 100.0 * np.exp(np.cumsum(rng.standard_normal(72) * 0.01))
+    ts, close = ts[keep], close[keep]
+    b = Bars("X", ts, close, close, close, close, np.ones(len(ts)))
+    s = series_from_intraday(b, 86_400)
+    r = PCT * np.diff(np.log(close))
+    assert len(s) == 2 and s.dropped == 1 and not s.range_based
+    assert s.rv[0] == pytest.approx(np.sum(r[:23] ** 2))  # day 1: returns ending at bars 1..23
+    assert s.rv[1] == pytest.approx(np.sum(r[23:47] ** 2))
+    assert s.ret[1] == pytest.approx(PCT * np.log(close[47] / close[23]))
+    assert calibrate_range(s, 2) is s  # intraday RV is not rescaled
+
+
+def test_range_calibration_matches_the_training_mean_squared_return_only() -> None:
+    s = series_from_daily(daily_bars(sv_paths(300, 20, seed=5)[1]))
+    c = calibrate_range(s, 100)
+    assert np.mean(c.rv[:100]) == pytest.approx(np.mean(s.sq[:100]))
+    assert np.allclose(c.rv, s.rv * c.scale) and c.scale != 1.0
+    s.ret[100:] *= 3.0  # the test periods do not move it
+    assert calibrate_range(s, 100).scale == pytest.approx(c.scale)
+
+
+def test_ewma_is_the_riskmetrics_recursion() -> None:
+    r = np.random.default_rng(6).standard_normal(50)
+    got = ewma(r, 10)
+    s = np.mean(r[:10] ** 2)
+    want = []
+    for t in range(50):
+        if t >= 10:
+            want.append(s)
+        s = 0.94 * s + 0.06 * r[t] ** 2
+    assert np.allclose(got, want)
+
+
+def test_har_regressors_are_trailing_means() -> None:
+    rv = np.arange(1.0, 41.0)
+    x = har_design(rv)
+    assert np.isnan(x[20, 3]) and not np.isnan(x[21, 3])
+    assert x[30, 1:] == pytest.approx([31.0, np.mean(rv[26:31]), np.mean(rv[9:31])])
+    assert np.allclose(har_design(rv, log=True)[30, 1:], np.log(x[30, 1:]))
+
+
+@pytest.mark.parametrize("model", ["har", "har_log", "garch"])
+def test_forecasts_never_see_the_period_they_forecast(model: str) -> None:
+    """Changing period j's data (and all after it) leaves every forecast of periods <= j as
+    it was: forecasts are made from strictly earlier data, with parameters fitted earlier."""
+    var, paths = sv_paths(260, 20, seed=7)
+    s = series_from_daily(daily_bars(paths))
+    start, j = 160, 205
+
+    def run(ret: np.ndarray, rv: np.ndarray) -> np.ndarray:
+        if model == "garch":
+            return arch_forecast(ret, start, refit=30)[0]
+        return har(rv, start, log=model == "har_log", refit=30)
+
+    base = run(s.ret, s.rv)
+    ret2, rv2 = s.ret.copy(), s.rv.copy()
+    ret2[j:] *= 5.0
+    rv2[j:] *= 25.0
+    moved = run(ret2, rv2)
+    assert base.shape == (len(s) - start,)
+    assert np.allclose(base[: j - start + 1], moved[: j - start + 1])
+    assert not np.allclose(base[j - start + 1 :], moved[j - start + 1 :])
+
+
+def test_qlike_is_zero_at_the_truth_and_minimised_by_it_under_a_noisy_proxy() -> None:
+    assert qlike(np.array([2.0]), np.array([2.0]))[0] == 0.0
+    assert np.isnan(qlike(np.array([0.0]), np.array([1.0]))[0])
+    rng = np.random.default_rng(8)
+    var = np.exp(rng.standard_normal(20_000))
+    proxy = var * rng.standard_normal(20_000) ** 2  # unbiased, very noisy
+    true = np.nanmean(qlike(proxy, var))
+    assert true < np.nanmean(qlike(proxy, 0.7 * var))
+    assert true < np.nanmean(qlike(proxy, 1.4 * var))
+
+
+def test_har_on_informative_rv_beats_garch_and_the_comparison_says_so() -> None:
+    """Where the realised variance measures the day's variance well (a range from 50 steps a
+    day), HAR on it beats GARCH on returns with a significant DM test; the same test against
+    EWMA on the noisy squared-return target is reported too."""
+    _, paths = sv_paths(700, 50, seed=9)
+    s = series_from_daily(daily_bars(paths))
+    ev = run_models(s, 350, refit=70)
+    assert set(ev.forecasts) == {"EWMA", "GARCH(1,1)", "EGARCH", "HAR-RV", "HAR-logRV"}
+    assert all(f.shape == (len(s) - 350,) and np.all(f > 0) for f in ev.forecasts.values())
+    means, comps = compare(ev, "rv")
+    got = {(c.candidate, c.baseline, c.loss): c for c in comps}
+    c = got[("HAR-logRV", "GARCH(1,1)", "qlike")]
+    assert c.ratio < 1.0 and c.dm.verdict() == "better", c
+    assert c.ratio == pytest.approx(means["HAR-logRV"]["qlike"] / means["GARCH(1,1)"]["qlike"])
+    assert len(comps) == 2 * 3 * 2  # every candidate x baseline x loss
+
+
+def test_run_models_refuses_a_start_without_enough_history() -> None:
+    s = VolSeries("x", np.arange(100), np.ones(100), np.ones(100), "p")
+    with pytest.raises(ValueError, match="start"):
+        run_models(s, 20, with_arch=False)
+
+
+def test_vol_eval_command_prints_the_tables_and_writes_json(tmp_path, capsys) -> None:
+    from ops.cli import main
+
+    b = daily_bars(sv_paths(400, 20, seed=10)[1])
+    csv = tmp_path / "bars.csv"
+    rows = ["ts_ns,open,high,low,close,volume"]
+    rows += [
+        f"{t},{float(o)!r},{float(h)!r},{float(lo)!r},{float(c)!r},1"
+        for t, o, h, lo, c in zip(b.ts_ns, b.open, b.high, b.low, b.close, strict=True)
+    ]
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "vol.json"
+    rc = main(["vol-eval", "--source", str(csv), "--train", "200", "--refit", "100",
+               "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| HAR-logRV | GARCH(1,1) |" in text and "Garman-Klass" in text
+    rep = json.loads(out.read_text())
+    assert rep["train"] == 200 and rep["test_periods"] == 399 - 200
+    assert set(rep["models"]["GARCH(1,1)"]) == {"qlike_proxy", "mse_proxy", "qlike_r^2", "mse_r^2"}
+    assert all(0.0 <= t["p_value"] <= 1.0 for t in rep["tests"])
+    assert main(["vol-eval", "--source", str(tmp_path / "none.csv")]) == 2
