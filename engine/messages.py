@@ -119,6 +119,11 @@ class Forecast(msgspec.Struct, tag=6, **_S):
 
     ``point`` holds the horizon's point forecast (log returns versus the last close);
     ``quantiles`` maps each level in ``levels`` to a horizon-long path.
+
+    Its age: ``ts_origin`` is when the tick that closed the bar arrived (host clock), ``ts_event``
+    that tick's venue time — the forecast knows the market up to then — and ``bar_ns`` the bar
+    length (venue clock; 0: tick bars). Frames from before these two fields decode with 0
+    (unknown). A strategy reads a forecast as stale by these (``engine.strategies.forecast``).
     """
 
     instrument_id: int
@@ -128,6 +133,8 @@ class Forecast(msgspec.Struct, tag=6, **_S):
     point: list[float]
     levels: list[float] = []
     quantiles: list[list[float]] = []
+    ts_event: int = 0
+    bar_ns: int = 0
 
 
 # --- order intents (strategy -> risk) --------------------------------------------------------

@@ -189,7 +189,7 @@ class InferEngine:
         out: list[Any] = []
         for _ in range(bars.due(ts)):
             bars.close_bar()
-            self._on_close(origin, out)
+            self._on_close(origin, ts, out)
         slot = self.slot_of.get(msg.instrument_id)
         if slot is not None:
             if isinstance(msg, Quote):
@@ -198,10 +198,10 @@ class InferEngine:
                 bars.on_trade(slot, msg.qty)
         if bars.tick(ts):
             bars.close_bar(ts)
-            self._on_close(origin, out)
+            self._on_close(origin, ts, out)
         return out
 
-    def _on_close(self, origin: int, out: list[Any]) -> None:
+    def _on_close(self, origin: int, ts: int, out: list[Any]) -> None:
         bars, win, model = self.bars, self.windows, self.model
         assert bars is not None and win is not None and model is not None
         self.counts["bars"] += 1
@@ -212,7 +212,7 @@ class InferEngine:
         self.drift.on_bars(valid, rows[valid, 0])
         ready = np.flatnonzero(win.count >= model.input_size)
         if ready.size:
-            self._run(ready, origin, out)
+            self._run(ready, origin, ts, out)
         ev = self.note_drift(self.drift.check())
         if ev is not None:
             out.append(ev)
@@ -250,7 +250,7 @@ class InferEngine:
             self.clock(),
         )
 
-    def _run(self, slots: np.ndarray, origin: int, out: list[Any]) -> None:
+    def _run(self, slots: np.ndarray, origin: int, ts: int, out: list[Any]) -> None:
         model, win = self.model, self.windows
         assert model is not None and win is not None
         k = len(slots)
@@ -273,12 +273,16 @@ class InferEngine:
         # one conversion to Python lists for the whole batch (msgspec encodes lists)
         points = point.tolist()
         paths = quant.transpose(0, 2, 1).tolist()  # [b, levels, horizon]: a path per level
-        iids, version = self.iids, model.version
+        iids, version, bar_ns = self.iids, model.version, self.bars.bar_ns  # type: ignore[union-attr]
         for i in range(k):
             if not ok[i]:
                 self.counts["infer_errors"] += 1
                 continue
-            out.append(Forecast(iids[slots[i]], version, origin, now, points[i], levels, paths[i]))
+            out.append(
+                Forecast(
+                    iids[slots[i]], version, origin, now, points[i], levels, paths[i], ts, bar_ns
+                )
+            )
             self.counts["forecasts_out"] += 1
 
 

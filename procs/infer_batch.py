@@ -137,12 +137,12 @@ class BatchInfer:
         out: list[Forecast],
     ) -> None:
         eng = self.eng
-        iids, version = eng.iids, eng.model.version
+        iids, version, bar_ns = eng.iids, eng.model.version, eng.bars.bar_ns
         levels = list(eng.model.quantiles)
         points = point.tolist()
         paths = quant.transpose(0, 2, 1).tolist()  # [k, levels, horizon]: a path per level
         for s, t, p, q in zip(slots.tolist(), times.tolist(), points, paths, strict=True):
-            out.append(Forecast(iids[s], version, t, t, p, levels, q))
+            out.append(Forecast(iids[s], version, t, t, p, levels, q, t, bar_ns))
         eng.counts["forecasts_out"] += len(points)
 
     def _drift(self, valid: np.ndarray, ret: np.ndarray, fc_ok: np.ndarray, fc: np.ndarray) -> None:

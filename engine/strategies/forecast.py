@@ -12,8 +12,17 @@ Direction comes from the point forecast, size from the forecast's uncertainty:
   marketable IOC limit order, like ``MomentumTaker``.
 
 Like ``MomentumTaker`` it decides from its inputs and its own target only — not from fills — so
-the same forecasts give the same orders whatever the execution latency. A forecast older than
-``max_age_ms`` (by the strategy clock versus the forecast's ``ts_recv``) is ignored.
+the same forecasts give the same orders whatever the execution latency.
+
+Stale forecasts (docs/forecasting.md, "Serving guardrails"): a forecast that arrives more than
+``max_age_ms`` after the tick it was computed from (strategy clock versus its ``ts_origin``) is
+ignored: the engine is behind, and risk would refuse orders that old anyway. And a target rests on
+its forecast only while the market has not moved on: once an instrument's quotes are
+``stale_bars`` of the forecast's bars (venue clock, ``ts_event`` + ``stale_bars`` x ``bar_ns``;
+tick bars: the spacing of its last two forecasts) past it with no newer forecast, the target is
+stale, counted, and per ``stale``: "flatten" takes it to 0 (no position on no information),
+"hold" keeps it. The infer process stopping, its model refused, bars that stopped closing: each
+ends in a stale target rather than a position held forever on an old forecast.
 
 Params: ``ForecastParams`` below (types, defaults, ranges).
 """
@@ -23,7 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine.messages import Forecast, OrderType, TimeInForce
+from engine.messages import Forecast, OrderType, Quote, TimeInForce
 from engine.strategies.base import Strategy, StrategyContext
 from engine.strategies.params import StrategyParams, check
 
@@ -35,7 +44,10 @@ class ForecastParams(StrategyParams):
     steps: int = 1  # forecast steps summed into the expected move
     min_edge_bps: float = 0.5  # smaller expected moves give a flat target
     slippage_ticks: int = 2  # how far through the opposite best the IOC order is priced
-    max_age_ms: float = 0.0  # forecasts older than this are ignored (0 = no limit)
+    max_age_ms: float = 1000.0  # older on arrival (vs ts_origin) is ignored; 0 = no limit. 1000:
+    # [risk] max_intent_age_ms's default, past which risk refuses the orders anyway
+    stale_bars: float = 3.0  # bars of market (venue clock) a target outlives its forecast; 0 = ever
+    stale: str = "flatten"  # flatten | hold: what a stale target does
 
     def __post_init__(self) -> None:
         check(self.size > 0, "size", "must be > 0")
@@ -51,6 +63,12 @@ class ForecastParams(StrategyParams):
             "max_age_ms",
             "must be >= 0 (0 = no limit)",
         )
+        check(
+            math.isfinite(self.stale_bars) and self.stale_bars >= 0,
+            "stale_bars",
+            "must be >= 0 (0 = never stale)",
+        )
+        check(self.stale in ("flatten", "hold"), "stale", 'must be "flatten" or "hold"')
 
 
 class ForecastTaker(Strategy):
@@ -66,9 +84,18 @@ class ForecastTaker(Strategy):
         self.min_edge = p.min_edge_bps * 1e-4
         self.slippage_ticks = p.slippage_ticks
         self.max_age_ns = int(p.max_age_ms * 1e6)
+        self.stale_bars = p.stale_bars
+        self.flatten = p.stale == "flatten"
         self.targets: dict[int, int] = dict.fromkeys(ctx.instrument_ids, 0)
+        #: per instrument: the venue time its target goes stale (None: no live forecast)
+        self.stale_at: dict[int, int | None] = dict.fromkeys(ctx.instrument_ids)
+        self._last_event: dict[int, int] = dict.fromkeys(ctx.instrument_ids, 0)
+        self._venue_now: dict[int, int] = dict.fromkeys(ctx.instrument_ids, 0)
         self.forecasts = 0
         self.ignored = 0
+        self.stale_count = 0  # targets that went stale
+        if not self.stale_bars:
+            self.subscriptions = frozenset({"forecast"})  # no quote needed
 
     def target_for(self, f: Forecast) -> int | None:
         """The position this forecast asks for (None: the forecast is unusable)."""
@@ -89,18 +116,51 @@ class ForecastTaker(Strategy):
         qty = round(self.size * conviction)
         return qty if mu > 0 else -qty
 
+    def _stale_deadline(self, f: Forecast) -> int | None:
+        """The venue time past which this forecast's target is stale (None: never known)."""
+        if not self.stale_bars or f.ts_event <= 0:
+            return None
+        last = self._last_event[f.instrument_id]
+        self._last_event[f.instrument_id] = f.ts_event
+        bar = f.bar_ns or (f.ts_event - last if 0 < last < f.ts_event else 0)
+        return f.ts_event + int(self.stale_bars * bar) if bar > 0 else None
+
     def on_forecast(self, f: Forecast) -> None:
         iid = f.instrument_id
         if iid not in self.targets:
             return
-        if self.max_age_ns and self.ctx.now_ns - f.ts_recv > self.max_age_ns:
+        if self.max_age_ns and self.ctx.now_ns - f.ts_origin > self.max_age_ns:
             self.ignored += 1
+            return
+        deadline = self._stale_deadline(f)
+        if deadline is not None and self._venue_now[iid] > deadline:
+            self.ignored += 1  # the market is already past it (a backlog of forecasts)
             return
         want = self.target_for(f)
         if want is None:
             self.ignored += 1
             return
         self.forecasts += 1
+        self.stale_at[iid] = deadline
+        self._move_to(iid, want)
+
+    def on_quote(self, q: Quote) -> None:
+        """The instrument's venue clock; a target past its forecast's deadline goes stale."""
+        iid = q.instrument_id
+        if iid not in self.targets:
+            return
+        self._venue_now[iid] = q.ts_event
+        deadline = self.stale_at[iid]
+        if deadline is None or q.ts_event <= deadline:
+            return
+        self.stale_at[iid] = None
+        self.stale_count += 1
+        if self.flatten:
+            self._move_to(iid, 0)
+
+    def _move_to(self, iid: int, want: int) -> None:
+        """One marketable IOC order for the difference to the target (none without a market:
+        the target stays where it was)."""
         delta = want - self.targets[iid]
         if delta == 0:
             return
