@@ -477,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.vol_cmds import add_parsers as add_vol_parsers  # vol-eval (volatility forecasts)
 
     add_vol_parsers(sub, with_config)
+    from ops.micro_cmds import add_parsers as add_micro_parsers  # micro-eval (order books)
+
+    add_micro_parsers(sub, with_config)
     from ops.store.db_cmds import add_parsers as add_db_parsers  # db migrate, db status
 
     add_db_parsers(sub, with_config)

@@ -1,0 +1,157 @@
+"""Out-of-sample scoring of next-mid-change direction forecasts on one event stream.
+
+The target at event i is the sign of the first later mid that differs from the mid after i. The
+stream is split by time: the forecasters fit on the first ``train_frac`` of the events (minus
+the training rows whose target lies past the split: purged) and are scored on everything after
+it. Consecutive events share their target until the mid moves, so they are not independent
+samples: intervals come from a bootstrap over those groups (one per mid change), and the
+Diebold–Mariano test compares per-group mean log losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.lob_data import BookEvents
+from models.lob_features import features_of_events
+from models.lob_models import MLP, ImbalanceLogit, LinearLogit, baselines
+from models.stat_tests import diebold_mariano
+
+
+def next_change(mid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(direction, at) per event: +1 / -1 for the next different mid, 0 where none follows;
+    ``at`` is the index of that next change (-1 where none). NaN mids (one-sided books) are
+    carried over from the last good one."""
+    m = mid.astype(np.float64).copy()
+    good = np.isfinite(m)
+    if not good.any():
+        return np.zeros(len(m), np.int8), np.full(len(m), -1, np.int64)
+    idx = np.where(good, np.arange(len(m)), 0)
+    np.maximum.accumulate(idx, out=idx)
+    m = m[idx]
+    m[: np.argmax(good)] = m[np.argmax(good)]
+    changes = np.flatnonzero(np.diff(m) != 0) + 1  # the index where a new mid starts
+    k = np.searchsorted(changes, np.arange(len(m)), side="right")
+    has = k < len(changes)
+    at = np.where(has, changes[np.minimum(k, len(changes) - 1)], -1)
+    direction = np.zeros(len(m), np.int8)
+    direction[has] = np.sign(m[at[has]] - m[has]).astype(np.int8)
+    return direction, at
+
+
+@dataclass
+class Scored:
+    name: str
+    accuracy: float
+    ci: tuple[float, float]
+    log_loss: float
+    dm_p: float  # vs the imbalance baseline (NaN for itself)
+    dm_verdict: str
+
+
+@dataclass
+class MicroReport:
+    stream: str
+    n_train: int
+    n_test: int
+    groups_test: int
+    up_share: float
+    rows: list[Scored] = field(default_factory=list)
+    seeds_summary: str = ""
+
+
+def _group_bootstrap(
+    hit: np.ndarray, group: np.ndarray, reps: int = 500, seed: int = 0
+) -> tuple[float, float]:
+    _, inv = np.unique(group, return_inverse=True)
+    hits = np.bincount(inv, weights=hit.astype(np.float64))
+    counts = np.bincount(inv).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    acc = np.empty(reps)
+    for r in range(reps):
+        pick = rng.integers(0, len(counts), len(counts))
+        acc[r] = hits[pick].sum() / counts[pick].sum()
+    lo, hi = np.percentile(acc, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _group_means(v: np.ndarray, group: np.ndarray) -> np.ndarray:
+    _, inv = np.unique(group, return_inverse=True)
+    return np.bincount(inv, weights=v) / np.bincount(inv)
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def samples(ev: BookEvents) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(features, label 0/1, group, event index) of every event with a valid book and a later
+    change; the group is the index of that change."""
+    x, valid = features_of_events(
+        ev.ts, ev.bid_px, ev.bid_sz, ev.ask_px, ev.ask_sz, ev.trade, ev.tick
+    )
+    direction, at = next_change(ev.mid)
+    keep = valid & (direction != 0) & np.isfinite(x).all(axis=1)
+    idx = np.flatnonzero(keep)
+    return x[idx], (direction[idx] > 0).astype(np.float64), at[idx], idx
+
+
+def evaluate_stream(
+    ev: BookEvents, seeds: tuple[int, ...] = (0, 1, 2), train_frac: float = 0.7
+) -> MicroReport:
+    x, y, group, idx = samples(ev)
+    split = int(len(ev) * train_frac)
+    train = (idx < split) & (group < split)  # purged: no training target looks past the split
+    test = idx >= split
+    xtr, ytr, xte, yte, gte = x[train], y[train], x[test], y[test], group[test]
+    rep = MicroReport(ev.name, int(train.sum()), int(test.sum()), len(np.unique(gte)), yte.mean())
+    forecasters: list[Any] = [*baselines(), LinearLogit()] + [MLP(seed=s) for s in seeds]
+    scored = []
+    for f in forecasters:
+        p = f.fit(xtr, ytr).predict(xte)
+        loss = _log_loss(p, yte)
+        scored.append((f, (p > 0.5) == (yte > 0.5), loss, _group_means(loss, gte)))
+    ref = next(gl for f, _, _, gl in scored if isinstance(f, ImbalanceLogit))
+    accs: list[float] = []
+    for f, hit, loss, gl in scored:
+        own = isinstance(f, ImbalanceLogit)
+        dm = diebold_mariano(gl, ref)
+        rep.rows.append(
+            Scored(
+                f.name,
+                float(hit.mean()),
+                _group_bootstrap(hit, gte),
+                float(loss.mean()),
+                float("nan") if own else dm.p_value,
+                "-" if own else dm.verdict(),
+            )
+        )
+        if isinstance(f, MLP):
+            accs.append(float(hit.mean()))
+    if accs:
+        rep.seeds_summary = (
+            f"mlp over {len(accs)} seeds: accuracy {np.mean(accs):.1%} ± {np.std(accs):.1%}"
+        )
+    return rep
+
+
+def format_report(r: MicroReport) -> str:
+    lines = [
+        f"{r.stream}: {r.n_train} training events, {r.n_test} test events "
+        f"({r.groups_test} mid changes; {r.up_share:.1%} up)",
+        "",
+        "| forecaster | accuracy (95% CI) | log loss | vs imbalance logit (DM p) |",
+        "|---|---|---|---|",
+    ]
+    for s in r.rows:
+        dm = "-" if s.dm_verdict == "-" else f"{s.dm_verdict} (p={s.dm_p:.2g})"
+        lines.append(
+            f"| {s.name} | {s.accuracy:.1%} [{s.ci[0]:.1%}, {s.ci[1]:.1%}] | {s.log_loss:.4f} | {dm} |"
+        )
+    if r.seeds_summary:
+        lines += ["", r.seeds_summary]
+    return "\n".join(lines)

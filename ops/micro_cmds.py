@@ -1,0 +1,78 @@
+"""``gekko micro-eval``: how well the next mid-price change's direction is forecast from the
+order book, out of sample, beside the baselines (coin, last move, imbalance logit).
+
+Prints one markdown table per event stream (docs/forecasting.md, "Order-book microstructure",
+shows them with this command); ``--json`` writes them too. The MLP needs the train extra (torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+
+def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
+    """Register ``micro-eval`` on the ``gekko`` sub-parser (needs no config)."""
+    me = sub.add_parser(
+        "micro-eval", help="score next-mid-change direction forecasts on order-book data"
+    )
+    me.add_argument(
+        "--lobster",
+        action="append",
+        default=[],
+        help="a LOBSTER message file (its orderbook file beside it) or a directory of "
+        "whole-day pairs; repeatable",
+    )
+    me.add_argument("--binance", action="append", default=[], help="a Binance capture (.jsonl.gz)")
+    me.add_argument("--seeds", default="0,1,2", help="MLP seeds (results: mean ± spread)")
+    me.add_argument(
+        "--train-frac", type=float, default=0.7, help="the earlier share of each stream fitted on"
+    )
+    me.add_argument("--json", default="", help="also write the reports to this JSON file")
+    me.set_defaults(func=cmd_micro_eval)
+
+
+def streams(args: argparse.Namespace) -> list:
+    """The event streams the arguments name (LOBSTER: same-time messages coalesced)."""
+    from models.lob_data import binance_events, lobster_days, lobster_events
+
+    out = []
+    for item in args.lobster:
+        p = Path(item)
+        if p.is_dir():
+            pairs = list(lobster_days(p).values())
+            if not pairs:
+                raise ValueError(f"{p}: no whole-day LOBSTER message/orderbook pairs")
+        else:
+            book = p.with_name(p.name.replace("_message_", "_orderbook_"))
+            if book == p or not book.exists():
+                raise ValueError(f"{p}: not a LOBSTER message file with its orderbook file beside")
+            pairs = [(p, book)]
+        out += [lobster_events(m, b).coalesced() for m, b in pairs]
+    out += [binance_events(b) for b in args.binance]
+    return out
+
+
+def cmd_micro_eval(args: argparse.Namespace) -> int:
+    from models.lob_eval import evaluate_stream, format_report
+
+    if not args.lobster and not args.binance:
+        print("gekko micro-eval: name data with --lobster and/or --binance", file=sys.stderr)
+        return 2
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+        evs = streams(args)
+    except (ValueError, OSError) as exc:
+        print(f"gekko micro-eval: {exc}", file=sys.stderr)
+        return 2
+    reports = []
+    for ev in evs:
+        r = evaluate_stream(ev, seeds=seeds, train_frac=args.train_frac)
+        reports.append(r)
+        print(format_report(r), end="\n\n", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in reports], indent=1))
+    return 0
