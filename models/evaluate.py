@@ -13,7 +13,13 @@ What each number means (docs/forecasting.md shows the tables and points here):
   return, counting only bars where both are non-zero, with a 95% Wilson interval. A forecaster
   that never calls a direction (the random walk) has none.
 
-Baselines, all computed from the same windows: random walk (forecast return 0), seasonal naive
+Probabilistic scores (pinball, CRPS, coverage, DM tests against each baseline, several seeds):
+models/probabilistic.py, models/prob_eval.py; quantile baselines: models/prob_baselines.py;
+conformal calibration of the model's bands, fitted on each fold's validation block and scored
+on its test block: models/conformal.py.
+
+Baselines, all computed from the same windows: random walk (forecast return 0), drift naive
+(the mean return of the history up to the forecast origin), seasonal naive
 (the return one season earlier; season = bars per day for intraday data spanning two days or
 more, 5 for daily bars, else 1), moving average (mean return of the input window, flat over
 the horizon), train mean (the mean return of the training data: the "always up" call on a
@@ -31,10 +37,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.conformal import adaptive, calibrated, fit_split
 from models.data import Bars, Fold, make_windows, walk_forward
 from models.features import TARGET_INDEX
+from models.prob_baselines import drift_point, quantile_baselines
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: extra baselines (statsforecast's): (ret, first_target, train_end, horizon, levels, key) ->
+#: (point forecasts, quantile forecasts) by name; ``key`` names the block for memoising
+ExtraBaselines = Callable[..., tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]
+ACI_GAMMA = 0.005  # the adaptive conformal step (Gibbs & Candès 2021 use 0.005)
 Z95 = 1.959963984540054
 
 
@@ -51,6 +63,7 @@ class Metrics:
     ci_high: float | None
     n_dir: int
     n: int
+    rmse: float = math.nan
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -84,6 +97,11 @@ class EvalReport:
     gaps: list[FoldGap] = field(default_factory=list)
     coverage: float | None = None  # share of actual returns inside the outer quantiles
     nominal: float | None = None  # what that share should be (q_last - q_first)
+    levels: list[float] = field(default_factory=list)
+    prob: list = field(default_factory=list)  # models.probabilistic.ProbScore per forecaster
+    dm: list = field(default_factory=list)  # models.prob_eval.DMRow per baseline and loss
+    seed: int | None = None
+    notes: list[str] = field(default_factory=list)  # what was skipped, and why
 
     def to_dict(self) -> dict:
         return {
@@ -106,6 +124,11 @@ class EvalReport:
             ],
             "quantile_coverage": self.coverage,
             "quantile_nominal": self.nominal,
+            "levels": list(self.levels),
+            "probabilistic": [p.to_dict() for p in self.prob],
+            "dm": [d.to_dict() for d in self.dm],
+            "seed": self.seed,
+            "notes": list(self.notes),
         }
 
 
@@ -144,6 +167,7 @@ def score(name: str, pred: np.ndarray, y: np.ndarray, scale: np.ndarray) -> Metr
     return Metrics(
         name=name,
         mae=float(err.mean()),
+        rmse=float(np.sqrt(np.mean(err * err))),
         mase=float((err / scale[:, None]).mean()),
         smape=float(smape),
         dir_acc=hits / n_dir if n_dir else None,
@@ -162,8 +186,8 @@ def baseline_forecasts(
     season: int,
     drift: float = 0.0,
 ) -> dict[str, np.ndarray]:
-    """Random walk, seasonal naive, moving average and train mean for windows ``x`` of one
-    series.
+    """Random walk, drift naive, seasonal naive, moving average and train mean for windows
+    ``x`` of one series.
 
     ``ret`` is the series' full return column and ``first_target[i]`` the index in it of window
     i's first target, so the seasonal naive may look further back than the input window.
@@ -179,6 +203,7 @@ def baseline_forecasts(
     ma = np.repeat(x[:, :, TARGET_INDEX].mean(axis=1, keepdims=True), horizon, axis=1)
     return {
         "random walk": np.zeros((m, horizon), np.float32),
+        "drift naive": drift_point(ret, first_target, horizon).astype(np.float32),
         "seasonal naive": seasonal.astype(np.float32),
         "moving average": ma.astype(np.float32),
         "train mean": np.full((m, horizon), drift, np.float32),
@@ -212,6 +237,66 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+@dataclass
+class _Collect:
+    """Forecasts gathered block by block, by forecaster, in one pooled time order."""
+
+    points: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    quants: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    ys: list[np.ndarray] = field(default_factory=list)
+    scales: list[np.ndarray] = field(default_factory=list)
+
+    def add_baselines(
+        self,
+        feats: np.ndarray,
+        xt: np.ndarray,
+        first: np.ndarray,
+        train_end: int,
+        horizon: int,
+        season: int,
+        levels: Sequence[float],
+        extra: ExtraBaselines | None,
+        key: tuple,
+    ) -> None:
+        """Every baseline's forecasts for one test block, and its outcomes' MASE scale.
+
+        ``train_end``: the bars before it are the block's training data (drift, climatology).
+        """
+        ret = feats[:, TARGET_INDEX]
+        train_ret = feats[:train_end, TARGET_INDEX]
+        drift = float(train_ret[1:].mean()) if len(train_ret) > 1 else 0.0
+        for name, f in baseline_forecasts(xt, ret, first, horizon, season, drift).items():
+            self.points.setdefault(name, []).append(f)
+        for name, q in quantile_baselines(ret, first, train_end, horizon, levels).items():
+            self.quants.setdefault(name, []).append(q)
+        if extra is not None:
+            pts, qs = extra(ret, first, train_end, horizon, levels, key)
+            for name, f in pts.items():
+                self.points.setdefault(name, []).append(f)
+            for name, q in qs.items():
+                self.quants.setdefault(name, []).append(q)
+        self.scales.append(np.full(len(xt), max(float(np.mean(np.abs(train_ret))), 1e-12)))
+
+    def report(self, model: str, levels: Sequence[float], **kw) -> EvalReport:
+        """Pool the blocks and score every forecaster (point table, probabilistic, DM)."""
+        from models.prob_eval import dm_rows, prob_rows
+
+        y, scale = _cat(self.ys), _cat(self.scales)
+        points = {n: _cat(p) for n, p in self.points.items()}
+        quants = {n: _cat(q) for n, q in self.quants.items()}
+        mq = quants[model]
+        multi = len(levels) > 1
+        return EvalReport(
+            **kw,
+            rows=[score(n, p, y, scale) for n, p in points.items()],
+            coverage=float(((y >= mq[..., 0]) & (y <= mq[..., -1])).mean()) if multi else None,
+            nominal=float(levels[-1] - levels[0]) if multi else None,
+            levels=[float(t) for t in levels],
+            prob=prob_rows(quants, y, levels),
+            dm=dm_rows(model, points, quants, y, levels),
+        )
+
+
 def walk_forward_eval(
     series: Sequence[Bars],
     cfg: object,
@@ -222,17 +307,24 @@ def walk_forward_eval(
     data_name: str = "",
     progress: bool = False,
     fit_fn: Callable | None = None,
+    extra: ExtraBaselines | None = None,
+    aci_gamma: float = ACI_GAMMA,
 ) -> EvalReport:
     """Retrain the model of ``cfg`` (a ``models.train.TrainConfig``) on each fold's past, score it
-    and the baselines on the fold's test block; metrics are pooled over all test windows."""
+    and the baselines on the fold's test block; metrics are pooled over all test windows.
+
+    The model's bands are also scored after conformal calibration: split offsets fitted on the
+    fold's validation block (the model never trained on it; it only chose the epoch), and
+    adaptive conformal seeded with the same residuals, both judged on the later test block.
+    """
     from models.train import fit, predict  # torch only here: baselines alone need none
 
     fit = fit_fn or fit
     L, H = cfg.input_size, cfg.horizon  # type: ignore[attr-defined]
+    arch, qs = cfg.architecture, cfg.quantiles  # type: ignore[attr-defined]
     prepared = _prepare(series, L, H, folds, test_frac)
     season = season or default_season(series[0].bar_seconds(), len(series[0]))
-    preds: dict[str, list[np.ndarray]] = {}
-    ys, scales, q_lo, q_hi = [], [], [], []
+    c = _Collect()
     gaps = []
     for k in range(folds):
 
@@ -246,40 +338,35 @@ def walk_forward_eval(
         yva = _cat([s.y[sl(s, "val")] for s in prepared])
         res = fit(xtr, ytr, xva, yva, cfg, progress=progress, desc=f"fold {k + 1}/{folds}")
         gaps.append(FoldGap(k + 1, res.train_loss, res.val_loss, res.epochs))
-        for s in prepared:
+        q_val = predict(res.model, xva)[1]
+        off = fit_split(yva, q_val, qs, source=f"fold {k + 1} validation block")
+        resid = yva.astype(np.float64)[..., None] - q_val
+        for i, s in enumerate(prepared):
             t = sl(s, "test")
             if t.stop <= t.start:
                 continue
             xt, yt = s.x[t], s.y[t]
             point, q = predict(res.model, xt)
-            preds.setdefault(cfg.architecture, []).append(point)  # type: ignore[attr-defined]
-            q_lo.append(q[:, :, 0])
-            q_hi.append(q[:, :, -1])
+            c.points.setdefault(arch, []).append(point)
+            c.quants.setdefault(arch, []).append(q)
+            c.quants.setdefault(f"{arch} + split conformal", []).append(calibrated(q, off))
+            aci = adaptive(yt, q, qs, resid, gamma=aci_gamma)
+            c.quants.setdefault(f"{arch} + adaptive conformal", []).append(aci)
             first = np.arange(t.start, t.stop) + L
-            train_ret = s.feats[: s.folds[k].train[1] + L, TARGET_INDEX]
-            drift = float(train_ret[1:].mean()) if len(train_ret) > 1 else 0.0
-            for name, f in baseline_forecasts(
-                xt, s.feats[:, TARGET_INDEX], first, H, season, drift
-            ).items():
-                preds.setdefault(name, []).append(f)
-            ys.append(yt)
-            scales.append(np.full(len(yt), max(float(np.mean(np.abs(train_ret))), 1e-12)))
-    y = _cat(ys)
-    scale = _cat(scales)
-    rows = [score(name, _cat(p), y, scale) for name, p in preds.items()]
-    lo, hi = _cat(q_lo), _cat(q_hi)
-    qs = cfg.quantiles  # type: ignore[attr-defined]
-    return EvalReport(
+            train_end = s.folds[k].train[1] + L
+            c.add_baselines(s.feats, xt, first, train_end, H, season, qs, extra, (i, k))
+            c.ys.append(yt)
+    return c.report(
+        arch,
+        qs,
         data=data_name,
-        architecture=cfg.architecture,  # type: ignore[attr-defined]
+        architecture=arch,
         folds=folds,
         horizon=H,
         input_size=L,
         season=season,
-        rows=rows,
         gaps=gaps,
-        coverage=float(((y >= lo) & (y <= hi)).mean()) if len(qs) > 1 else None,
-        nominal=float(qs[-1] - qs[0]) if len(qs) > 1 else None,
+        seed=getattr(cfg, "seed", None),
     )
 
 
@@ -294,13 +381,17 @@ def evaluate_predictor(
     season: int | None = None,
     test_frac: float = 0.4,
     data_name: str = "",
+    offsets: np.ndarray | None = None,
+    extra: ExtraBaselines | None = None,
 ) -> EvalReport:
     """Score an already trained model (e.g. an ONNX session) on the last ``test_frac`` of each
-    series, with the same baselines; MASE scale from the part before it."""
+    series, with the same baselines; MASE scale from the part before it. ``offsets`` (the
+    model's stored conformal offsets) add a row for the calibrated bands it would serve."""
+    from models.conformal import shift
+
     season = season or default_season(series[0].bar_seconds(), len(series[0]))
-    preds: dict[str, list[np.ndarray]] = {}
-    ys, scales, q_lo, q_hi = [], [], [], []
-    for b in series:
+    c = _Collect()
+    for i, b in enumerate(series):
         feats = b.features()
         x, y = make_windows(feats, input_size, horizon)
         start = len(x) - int(len(x) * test_frac)
@@ -308,32 +399,27 @@ def evaluate_predictor(
             continue
         xt, yt = x[start:], y[start:]
         point, q = predictor(xt)
-        preds.setdefault(name, []).append(point)
-        q_lo.append(q[:, :, 0])
-        q_hi.append(q[:, :, -1])
+        c.points.setdefault(name, []).append(point)
+        c.quants.setdefault(name, []).append(q)
+        if offsets is not None:
+            qc = shift(np.array(q, dtype=np.float64), offsets)
+            c.quants.setdefault(f"{name} + stored conformal", []).append(qc)
         first = np.arange(start, len(x)) + input_size
-        past = feats[: start + input_size, TARGET_INDEX]
-        drift = float(past[1:].mean()) if len(past) > 1 else 0.0
-        for bname, f in baseline_forecasts(
-            xt, feats[:, TARGET_INDEX], first, horizon, season, drift
-        ).items():
-            preds.setdefault(bname, []).append(f)
-        ys.append(yt)
-        scales.append(np.full(len(yt), max(float(np.mean(np.abs(past))), 1e-12)))
-    if not ys:
+        c.add_baselines(
+            feats, xt, first, start + input_size, horizon, season, quantiles, extra, (i, 0)
+        )
+        c.ys.append(yt)
+    if not c.ys:
         raise ValueError("no series is long enough to evaluate")
-    y, scale = _cat(ys), _cat(scales)
-    lo, hi = _cat(q_lo), _cat(q_hi)
-    return EvalReport(
+    return c.report(
+        name,
+        quantiles,
         data=data_name,
         architecture=name,
         folds=0,
         horizon=horizon,
         input_size=input_size,
         season=season,
-        rows=[score(n, _cat(p), y, scale) for n, p in preds.items()],
-        coverage=float(((y >= lo) & (y <= hi)).mean()) if len(quantiles) > 1 else None,
-        nominal=float(quantiles[-1] - quantiles[0]) if len(quantiles) > 1 else None,
     )
 
 
@@ -344,9 +430,9 @@ def format_report(r: EvalReport) -> str:
     lines = [
         f"{r.data or 'data'}: {how}, {n} test windows, input {r.input_size} bars, "
         f"horizon {r.horizon}, seasonal naive season {r.season}",
-        f"| {'forecaster':<15} | {'MAE':>9} | {'MASE':>6} | {'sMAPE %':>8} | "
+        f"| {'forecaster':<15} | {'MAE':>9} | {'RMSE':>9} | {'MASE':>6} | {'sMAPE %':>8} | "
         f"{'dir. acc. (95% CI)':>24} | {'n dir':>6} |",
-        f"|{'-' * 17}|{'-' * 11}|{'-' * 8}|{'-' * 10}|{'-' * 26}|{'-' * 8}|",
+        f"|{'-' * 17}|{'-' * 11}|{'-' * 11}|{'-' * 8}|{'-' * 10}|{'-' * 26}|{'-' * 8}|",
     ]
     for m in r.rows:
         if m.dir_acc is None:
@@ -354,7 +440,8 @@ def format_report(r: EvalReport) -> str:
         else:
             da = f"{100 * m.dir_acc:.1f}% [{100 * m.ci_low:.1f}, {100 * m.ci_high:.1f}]"  # type: ignore[operator]
         lines.append(
-            f"| {m.name:<15} | {m.mae:>9.3g} | {m.mase:>6.3f} | {m.smape:>8.4f} | {da:>24} | "
+            f"| {m.name:<15} | {m.mae:>9.3g} | {m.rmse:>9.3g} | {m.mase:>6.3f} | "
+            f"{m.smape:>8.4f} | {da:>24} | "
             f"{m.n_dir:>6} |"
         )
     if r.coverage is not None:
@@ -362,6 +449,11 @@ def format_report(r: EvalReport) -> str:
             f"outer quantile band holds {100 * r.coverage:.1f}% of actual returns "
             f"(nominal {100 * (r.nominal or 0):.0f}%)"
         )
+    if r.prob:
+        from models.prob_eval import format_prob
+
+        lines.append(format_prob(r.prob, r.dm, r.levels))
+    lines += [f"note: {n}" for n in r.notes]
     for g in r.gaps:
         flag = "  <- large: overfitting, or a calmer training period" if g.gap > 0.25 else ""
         lines.append(

@@ -94,6 +94,17 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
         "the data instead of retraining per fold",
     )
     ev.add_argument("--test-frac", type=float, default=0.4, help="share of windows tested")
+    ev.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated seeds: walk-forward once per seed, scores as mean ± spread "
+        "(default: --seed alone)",
+    )
+    ev.add_argument(
+        "--no-stat-baselines",
+        action="store_true",
+        help="leave out statsforecast's AutoARIMA / AutoETS / Theta (slow on long data)",
+    )
     ev.add_argument("--json", default="", help="also write the report to this JSON file")
     ev.set_defaults(func=cmd_eval)
 
@@ -290,13 +301,37 @@ def _register(args: argparse.Namespace, model_dir: Path, action: str) -> None:
     register_model_dir(args.config, model_dir, action)
 
 
+def _stat_baselines(args: argparse.Namespace, notes: list[str]):  # type: ignore[no-untyped-def]
+    """statsforecast's baselines, or None with the reason in ``notes``."""
+    if args.no_stat_baselines:
+        return None
+    from models.stat_baselines import StatBaselines, missing
+
+    why = missing()
+    if why:
+        notes.append(why)
+        print(f"gekko: {why}", file=sys.stderr)
+        return None
+    return StatBaselines()
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    if not args.seeds.strip():
+        return [args.seed]
+    return [int(s) for s in args.seeds.split(",") if s.strip()]
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.evaluate import evaluate_predictor, format_report
 
     try:
         series = _bars(args)
+        seeds = _seeds(args)
     except (ValueError, FileNotFoundError) as exc:
         return _err(str(exc))
+    notes: list[str] = []
+    extra = _stat_baselines(args, notes)
+    reports = []
     try:
         if args.model:
             import onnxruntime as ort
@@ -312,6 +347,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             def predictor(x):
                 return tuple(sess.run(["point", "quantiles"], {"x": x}))
 
+            from models.conformal import offsets_from_meta
+
             report = evaluate_predictor(
                 predictor,
                 series,
@@ -322,7 +359,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 season=args.season or None,
                 test_frac=args.test_frac,
                 data_name=_data_name(args),
+                offsets=offsets_from_meta(meta, int(meta["horizon"]), meta["quantiles"]),
+                extra=extra,
             )
+            reports.append(report)
             if meta["training"].get("data_sha256") == data_sha256(series):
                 print(
                     "gekko: warning: this model was trained on exactly these bars: the scores "
@@ -332,20 +372,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
         else:
             from models.evaluate import walk_forward_eval
 
-            report = walk_forward_eval(
-                series,
-                _train_config(args),
-                folds=max(1, args.folds),
-                season=args.season or None,
-                test_frac=args.test_frac,
-                data_name=_data_name(args),
-                progress=not args.no_progress,
-            )
+            for seed in seeds:
+                args.seed = seed
+                reports.append(
+                    walk_forward_eval(
+                        series,
+                        _train_config(args),
+                        folds=max(1, args.folds),
+                        season=args.season or None,
+                        test_frac=args.test_frac,
+                        data_name=_data_name(args),
+                        progress=not args.no_progress,
+                        extra=extra,
+                    )
+                )
     except (ValueError, RegistryError) as exc:
         return _err(str(exc))
-    print(format_report(report))
+    for r in reports:
+        r.notes = notes + (extra.notes() if extra is not None else [])
+        if len(reports) > 1:
+            print(f"\n## seed {r.seed}")
+        print(format_report(r))
+    out: dict = reports[0].to_dict()
+    if len(reports) > 1:
+        from models.prob_eval import format_seeds, seed_summary_dict
+
+        first = reports[0]
+        names = list(dict.fromkeys([r.name for r in first.rows] + [p.name for p in first.prob]))
+        summary = seed_summary_dict([r.to_dict() for r in reports], names)
+        print("\n" + format_seeds(summary))
+        out = {"seeds": [r.to_dict() for r in reports], "summary": summary}
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 

@@ -37,7 +37,14 @@ def test_walk_forward_on_real_returns_reports_honestly(source):
     )
     rep = walk_forward_eval(series, cfg, folds=2, data_name=source)
     rows = {r.name: r for r in rep.rows}
-    assert set(rows) == {"nhits", "random walk", "seasonal naive", "moving average", "train mean"}
+    assert set(rows) == {
+        "nhits",
+        "random walk",
+        "drift naive",
+        "seasonal naive",
+        "moving average",
+        "train mean",
+    }
     n = rows["nhits"].n
     assert n > 1000 and all(r.n == n for r in rows.values())
     for r in rows.values():
