@@ -90,15 +90,16 @@ def format_prob(prob: Sequence[ProbScore], dm: Sequence[DMRow], levels: Sequence
     """The pinball / CRPS / coverage table and the DM table."""
     lv = ", ".join(f"{t:g}" for t in levels)
     lines = [
-        f"quantile forecasts at levels {lv} (pinball: mean over levels; CRPS from those levels)",
+        f"quantile forecasts at levels {lv} (pinball: mean over levels; CRPS from those levels; "
+        "worst level: the largest gap between a level and the share of outcomes below it)",
         f"| {'forecaster':<26} | {'pinball':>9} | {'CRPS':>9} | {'coverage':>8} | "
-        f"{'nominal':>7} | {'band width':>10} |",
-        f"|{'-' * 28}|{'-' * 11}|{'-' * 11}|{'-' * 10}|{'-' * 9}|{'-' * 12}|",
+        f"{'nominal':>7} | {'band width':>10} | {'worst level':>11} |",
+        f"|{'-' * 28}|{'-' * 11}|{'-' * 11}|{'-' * 10}|{'-' * 9}|{'-' * 12}|{'-' * 13}|",
     ]
     for s in prob:
         lines.append(
             f"| {s.name:<26} | {s.pinball:>9.3g} | {s.crps:>9.3g} | {100 * s.coverage:>7.1f}% | "
-            f"{100 * s.nominal:>6.0f}% | {s.width:>10.3g} |"
+            f"{100 * s.nominal:>6.0f}% | {s.width:>10.3g} | {100 * s.level_error:>9.1f}pt |"
         )
     if dm:
         lines += [
@@ -125,6 +126,7 @@ _SEED_SCORES = (  # (label, where in the report dict, format, scale)
     ("pinball", ("prob", "pinball"), ".3g", 1.0),
     ("CRPS", ("prob", "crps"), ".3g", 1.0),
     ("coverage %", ("prob", "coverage"), ".1f", 100.0),
+    ("worst level pt", ("prob", "level_error"), ".1f", 100.0),
 )
 
 

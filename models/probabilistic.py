@@ -92,6 +92,7 @@ class ProbScore:
     nominal: float  # what that share should be
     width: float  # mean width of the outer band
     n: int
+    level_error: float = math.nan  # worst |share at or below q_τ - τ| over the levels
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -108,6 +109,7 @@ def prob_score(name: str, y: np.ndarray, q: np.ndarray, levels: Sequence[float])
         nominal=float(levels[-1] - levels[0]),
         width=float(np.mean(hi - lo)),
         n=int(y.shape[0]),
+        level_error=float(np.max(np.abs(level_coverage(y, q) - np.asarray(levels)))),
     )
 
 

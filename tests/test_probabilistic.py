@@ -70,6 +70,7 @@ def test_gaussian_quantiles_and_level_coverage():
     # a band too narrow scores worse on both pinball and CRPS than the true one
     narrow = prob_score("x", y, qs * 0.3, [0.1, 0.5, 0.9])
     assert narrow.pinball > s.pinball and narrow.crps > s.crps
+    assert s.level_error < 0.01 and narrow.level_error > 0.1  # 0.1 -> ~0.31, 0.9 -> ~0.69
 
 
 def test_ewma_sigma_is_the_riskmetrics_recursion_and_causal():
