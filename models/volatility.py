@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -98,17 +98,23 @@ def series_from_daily(bars: Bars) -> VolSeries:
     return VolSeries(bars.symbol, ts, ret, rv, "Garman-Klass + overnight", dropped, True)
 
 
-def calibrate_range(s: VolSeries, start: int) -> VolSeries:
+def calibrate_range(s: VolSeries, start: int, mode: str = "auto") -> VolSeries:
     """A range proxy rescaled so its mean over the training periods equals the mean squared
     return's there. Ranges of daily index data run well below the close-to-close variance
-    (S&P 500: by a factor of about 1.6 — stale quotes smooth the index, a day is not sampled
-    continuously), and a biased proxy would favour the models fitted on it. Intraday RV is
-    left as it is."""
-    if not s.range_based:
+    (S&P 500: by a factor of about 1.5 — stale quotes smooth the index, a day is not sampled
+    continuously), and a biased proxy would favour the models fitted on it. ``mode``:
+    ``"on"`` always, ``"off"`` never, ``"auto"`` only when the training periods show the bias
+    (a HAC t-test of mean(r^2 - proxy) = 0 rejects at 5 %): with heavy tails a few crash days
+    set the ratio, and an unneeded factor fitted to them biases the proxy instead. Intraday RV
+    is left as it is."""
+    if not s.range_based or mode == "off":
         return s
+    p = diebold_mariano(s.sq[:start], s.rv[:start], horizon=5).p_value
+    if mode == "auto" and not p < 0.05:
+        return replace(s, proxy=f"{s.proxy} (uncalibrated: training bias p={p:.2g})")
     k = float(np.mean(s.sq[:start]) / np.mean(s.rv[:start]))
-    proxy = f"{s.proxy}, x{k:.3g} (training mean r^2 / mean proxy)"
-    return VolSeries(s.label, s.ts_ns, s.ret, s.rv * k, proxy, s.dropped, True, k, s.period_s)
+    proxy = f"{s.proxy}, x{k:.3g} (training mean r^2 / mean proxy; bias p={p:.2g})"
+    return replace(s, rv=s.rv * k, proxy=proxy, scale=k)
 
 
 def series_from_intraday(
@@ -170,21 +176,28 @@ def arch_forecast(
     """GARCH(1,1) (``vol="GARCH"``) or EGARCH(1,1,1) (``"EGARCH"``) with a constant mean and
     normal errors, estimated with ``arch`` on each refit window; between refits the variance is
     filtered forward with the estimated parameters over the returns as they arrive. Returns
-    the forecasts and how many fits did not converge (their parameters are still used)."""
+    the forecasts and how many fits did not converge: such a fit's parameters are replaced by
+    the last converged ones (a short sample's EGARCH otherwise explodes), or used as they are
+    when there are none yet."""
     from arch import arch_model
     from arch.utility.exceptions import ConvergenceWarning
 
     o = 1 if vol == "EGARCH" else 0
     failed = 0
+    good = None  # the last converged parameters
 
     def block(lo: int, k: int, stop: int) -> np.ndarray:
-        nonlocal failed
+        nonlocal failed, good
         # the model sees data up to stop - 1 only: forecasts of periods < stop need no more
         am = arch_model(ret[lo:stop], mean="Constant", vol=vol, p=1, o=o, q=1, dist="normal")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             res = am.fit(last_obs=k - lo, disp="off", show_warning=False)
-        failed += int(res.convergence_flag != 0)
+        if res.convergence_flag == 0:
+            good = res.params
+        else:
+            failed += 1
+            res = am.fix(good, last_obs=k - lo) if good is not None else res
         # the forecast made at index i (data up to i) is for period i + 1
         fc = res.forecast(horizon=1, start=k - lo - 1, reindex=False)
         return np.asarray(fc.variance.values[: stop - k, 0], dtype=np.float64)
@@ -295,15 +308,21 @@ CANDIDATES = ("HAR-RV", "HAR-logRV")
 
 
 def run_models(
-    s: VolSeries, start: int, *, refit: int = 20, window: int = 0, with_arch: bool = True
+    s: VolSeries,
+    start: int,
+    *,
+    refit: int = 20,
+    window: int = 0,
+    with_arch: bool = True,
+    calibrate: str = "auto",
 ) -> VolEval:
     """Every model's one-step-ahead forecasts of periods ``start..`` (``with_arch=False``
     leaves out GARCH and EGARCH, whose estimation dominates the run time). A range proxy is
-    first calibrated on the training periods (:func:`calibrate_range`)."""
+    first calibrated on the training periods (:func:`calibrate_range`, ``calibrate``)."""
     lags = har_lags(s.period_s)
     if not 2 * max(lags) <= start < len(s):
         raise ValueError(f"start {start} must be in [{2 * max(lags)}, {len(s)})")
-    s = calibrate_range(s, start)
+    s = calibrate_range(s, start, calibrate)
     ev = VolEval(s, start, refit, window, {})
     ev.forecasts["EWMA"] = ewma(s.ret, start)
     if with_arch:
@@ -311,7 +330,7 @@ def run_models(
             f, failed = arch_forecast(s.ret, start, vol=vol, refit=refit, window=window)
             ev.forecasts[name] = f
             if failed:
-                ev.notes.append(f"{name}: {failed} of the fits did not converge")
+                ev.notes.append(f"{name}: {failed} fits did not converge (the last converged kept)")
     for name, log in (("HAR-RV", False), ("HAR-logRV", True)):
         ev.forecasts[name] = har(s.rv, start, log=log, refit=refit, window=window, lags=lags)
     return ev

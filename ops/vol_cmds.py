@@ -51,6 +51,13 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
     )
     ve.add_argument("--refit", type=int, default=20, help="re-estimate every N periods")
     ve.add_argument("--window", type=int, default=0, help="rolling window (0: expanding)")
+    ve.add_argument(
+        "--calibrate",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="rescale a daily range proxy to the training mean squared return: auto (when "
+        "the training periods show a significant bias), on, off",
+    )
     ve.add_argument("--no-arch", action="store_true", help="leave out GARCH and EGARCH")
     ve.add_argument("--json", default="", help="also write the tables to this JSON file")
     ve.set_defaults(func=cmd_vol_eval)
@@ -145,7 +152,14 @@ def cmd_vol_eval(args: argparse.Namespace) -> int:
     try:
         s = load_series(args.source, args.period_s)
         start = args.train or min(1000, len(s) // 2)
-        ev = run_models(s, start, refit=args.refit, window=args.window, with_arch=not args.no_arch)
+        ev = run_models(
+            s,
+            start,
+            refit=args.refit,
+            window=args.window,
+            with_arch=not args.no_arch,
+            calibrate=args.calibrate,
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"vol-eval: {exc}", file=sys.stderr)
         return 2

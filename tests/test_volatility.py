@@ -6,6 +6,7 @@ in docs/forecasting.md."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -99,11 +100,25 @@ def test_intraday_rv_sums_squared_returns_per_period_and_drops_sparse_periods() 
 
 def test_range_calibration_matches_the_training_mean_squared_return_only() -> None:
     s = series_from_daily(daily_bars(sv_paths(300, 20, seed=5)[1]))
-    c = calibrate_range(s, 100)
+    c = calibrate_range(s, 100, "on")
     assert np.mean(c.rv[:100]) == pytest.approx(np.mean(s.sq[:100]))
     assert np.allclose(c.rv, s.rv * c.scale) and c.scale != 1.0
     s.ret[100:] *= 3.0  # the test periods do not move it
-    assert calibrate_range(s, 100).scale == pytest.approx(c.scale)
+    assert calibrate_range(s, 100, "on").scale == pytest.approx(c.scale)
+    assert calibrate_range(s, 100, "off") is s
+
+
+def test_auto_calibration_only_when_the_training_periods_show_a_bias() -> None:
+    rng = np.random.default_rng(11)
+    var = np.exp(rng.standard_normal(600))
+    ret = np.sqrt(var) * rng.standard_normal(600)
+    rv = var * rng.chisquare(10, 600) / 10  # unbiased, less noisy than ret ** 2
+    s = VolSeries("x", np.arange(600), ret, rv, "range", range_based=True)
+    assert calibrate_range(s, 500).scale == 1.0  # left alone
+    biased = replace(s, rv=0.6 * rv)  # an index's smoothed range
+    c = calibrate_range(biased, 500)
+    assert c.scale == pytest.approx(np.mean(s.sq[:500]) / np.mean(biased.rv[:500]))
+    assert 1.4 < c.scale < 1.9
 
 
 def test_ewma_is_the_riskmetrics_recursion() -> None:
