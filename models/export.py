@@ -167,8 +167,12 @@ def write_model_dir(
     metrics: dict,
     command: str | None = None,
     checkpoint: bool = True,
+    conformal: dict | None = None,
 ) -> dict:
-    """Export the ONNX graph, optionally the torch checkpoint, and meta.json into ``out_dir``."""
+    """Export the ONNX graph, optionally the torch checkpoint, and meta.json into ``out_dir``.
+
+    ``conformal``: offsets serving adds to the quantiles (``models.conformal.Offsets.to_meta``).
+    """
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     worst = export_onnx(result.model, d / "model.onnx", cfg.input_size)
@@ -208,5 +212,7 @@ def write_model_dir(
         "onnx_sha256": file_sha256(d / "model.onnx"),
         "created": now_iso(),
     }
+    if conformal:
+        meta["conformal"] = conformal
     write_meta(d, meta)
     return meta

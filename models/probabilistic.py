@@ -137,7 +137,7 @@ def seed_summary(values: Sequence[float]) -> SeedSummary:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if v.size == 0:
         return SeedSummary(math.nan, math.nan, math.nan, math.nan, 0)
-    std = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    std = float(v.std(ddof=1)) if v.size > 1 and v.max() > v.min() else 0.0
     return SeedSummary(float(v.mean()), std, float(v.min()), float(v.max()), int(v.size))
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from models.conformal import offsets_from_meta, shift
 from models.features import FEATURES
 from models.guardrails import ServingSpec, misfits
 
@@ -190,6 +191,13 @@ class LoadedModel:
     providers: list[str]
     sha256: str
     output_names: list[str] = field(default_factory=lambda: ["point", "quantiles"])
+    offsets: np.ndarray | None = None  # conformal offsets [horizon, q] from meta.json, if any
+
+    def __post_init__(self) -> None:
+        try:  # fitted at train time on held-back data (models/conformal.py); added in run()
+            self.offsets = offsets_from_meta(self.meta, self.horizon, self.quantiles)
+        except ValueError as exc:
+            raise ModelError(f"{self.path}/meta.json: {exc}") from None
 
     @property
     def name(self) -> str:
@@ -206,6 +214,8 @@ class LoadedModel:
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One batched call: ``x`` float32 [batch, input_size, n_features], C-contiguous."""
         point, quantiles = self.session.run(self.output_names, {self.input_name: x})
+        if self.offsets is not None:  # calibrated bands: in place, levels kept monotone
+            shift(quantiles, self.offsets)
         return point, quantiles
 
 

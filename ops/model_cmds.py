@@ -82,6 +82,13 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
         action="store_true",
         help="do not keep model.pt (the torch weights `gekko export` re-exports)",
     )
+    tr.add_argument(
+        "--conformal",
+        choices=("split", "none"),
+        default="split",
+        help="split: fit conformal offsets of the quantiles on the final fit's validation "
+        "block, stored in meta.json and added by serving (default); none: raw bands",
+    )
     tr.set_defaults(func=cmd_train)
 
     ev = with_config(sub.add_parser("eval", help="walk-forward evaluation against baselines"))
@@ -241,6 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=progress,
         desc="final model",
     )
+    conformal = _train_offsets(res.model, cat(0, "val"), cat(1, "val"), cfg, args.conformal)
     # The synthetic market's bars are exactly --bar-seconds long, sub-second ones included (the
     # demo's 0.2 s bars): rounding to whole seconds would make infer serve the wrong bar length.
     bar_s = args.bar_seconds if args.source == "synthetic" else series[0].bar_seconds()
@@ -260,6 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         metrics=metrics,
         command=_canonical_command(args),
         checkpoint=not args.no_checkpoint,
+        conformal=conformal,
     )
     print(
         f"model {args.name} {version} -> {out}  ({meta['architecture']}, {res.epochs} epochs, "
@@ -268,6 +277,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     _register(args, out, "train")
     return 0
+
+
+def _train_offsets(model, x_val, y_val, cfg, how: str) -> dict | None:  # type: ignore[no-untyped-def]
+    """meta.json's ``conformal`` entry: split offsets on the final fit's validation block (held
+    out of the gradient steps; it only chose the epoch), or None for ``--conformal none``."""
+    if how == "none":
+        return None
+    from models.conformal import fit_split
+    from models.train import predict
+
+    src = f"validation block of the final fit ({len(y_val)} windows)"
+    return fit_split(y_val, predict(model, x_val)[1], cfg.quantiles, source=src).to_meta()
 
 
 def _final_windows(series: list, cfg) -> list:  # type: ignore[no-untyped-def]

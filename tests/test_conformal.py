@@ -95,3 +95,26 @@ def test_adaptive_conformal_uses_only_outcomes_already_known():
     moved = adaptive(y2, q_test, LEVELS, resid, gamma=0.05)
     assert np.array_equal(moved[: t0 + 1], base[: t0 + 1])
     assert not np.array_equal(moved[t0 + 1 :], base[t0 + 1 :])
+
+
+def test_serving_adds_the_stored_offsets_to_every_quantile_output(tmp_path):
+    import json
+
+    from models.serving import ModelError, load_model
+    from tests._onnx_models import write_model
+
+    raw_dir = write_model(tmp_path / "raw", band=0.02)
+    d = write_model(tmp_path / "cal", band=0.02)
+    meta = json.loads((d / "meta.json").read_text())
+    off = [[-0.01, 0.0, 0.01], [-0.02, 0.001, 0.02], [0.0, 0.0, 0.05]]
+    meta["conformal"] = {"method": "split", "levels": [0.1, 0.5, 0.9], "offsets": off}
+    (d / "meta.json").write_text(json.dumps(meta))
+    x = np.random.default_rng(0).standard_normal((4, 8, 5)).astype(np.float32)
+    p_raw, q_raw = load_model(raw_dir).run(x)
+    p_cal, q_cal = load_model(d).run(x)
+    assert np.array_equal(p_raw, p_cal)  # the point forecast is not touched
+    assert np.allclose(q_cal, q_raw + np.array(off, np.float32), atol=1e-7)
+    meta["conformal"]["offsets"] = off[:2]  # calibrated for another horizon: refused
+    (d / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="conformal: offsets must be finite, shape"):
+        load_model(d)

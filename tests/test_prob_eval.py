@@ -171,3 +171,27 @@ def test_gekko_eval_over_seeds_reports_calibrated_bands_and_their_spread(tmp_pat
     scores = rep["summary"]["scores"]
     assert scores["nhits"]["MAE"]["n"] == 2 and scores["nhits"]["MAE"]["std"] > 0
     assert scores["random walk"]["MAE"]["std"] == 0.0  # baselines do not depend on the seed
+
+
+def test_gekko_train_stores_split_offsets_that_serving_applies(tmp_path):
+    pytest.importorskip("torch")
+    from models.serving import load_model
+    from ops.cli import main
+    from tests.test_train import _no_record_config
+
+    argv = ["train", "--config", _no_record_config(tmp_path), "--source", "random_walk"]
+    argv += ["--bars", "900", "--input-size", "16", "--horizon", "2", "--hidden", "16"]
+    argv += ["--epochs", "2", "--folds", "0", "--no-progress", "--no-checkpoint"]
+    assert main([*argv, "--out", str(tmp_path / "cal")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "raw"), "--conformal", "none"]) == 0
+    meta = json.loads((tmp_path / "cal" / "meta.json").read_text())
+    c = meta["conformal"]
+    assert c["method"] == "split" and c["levels"] == [0.1, 0.5, 0.9]
+    assert np.asarray(c["offsets"]).shape == (2, 3) and c["n_calibration"] > 100
+    assert "--conformal split" in meta["training"]["command"]
+    assert "conformal" not in json.loads((tmp_path / "raw" / "meta.json").read_text())
+    x = np.random.default_rng(1).standard_normal((5, 16, 5)).astype(np.float32) * 1e-3
+    _, q_raw = load_model(tmp_path / "raw").run(x)  # same seed, same data: same weights
+    _, q_cal = load_model(tmp_path / "cal").run(x)
+    want = np.sort(q_raw + np.asarray(c["offsets"], np.float32), axis=-1)
+    assert np.allclose(q_cal, want, atol=1e-7)
