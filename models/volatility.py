@@ -362,3 +362,17 @@ def compare(ev: VolEval, proxy: str = "rv") -> tuple[dict[str, dict[str, float]]
                 dm = diebold_mariano(losses[c][loss], losses[b][loss], horizon=1)
                 out.append(Comparison(c, b, loss, means[c][loss] / means[b][loss], dm))
     return means, out
+
+
+def block_ratios(
+    ev: VolEval, candidate: str, baseline: str, proxy: str = "rv", blocks: int = 4
+) -> list[float]:
+    """The candidate's mean QLIKE over the baseline's in each of ``blocks`` consecutive parts
+    of the test period: one number hides whether a win holds throughout or comes from one
+    turbulent stretch (models here are deterministic: blocks stand in for seeds)."""
+    losses = ev.losses(proxy)
+    c, b = losses[candidate]["qlike"], losses[baseline]["qlike"]
+    return [
+        float(np.nanmean(cc) / np.nanmean(bb))
+        for cc, bb in zip(np.array_split(c, blocks), np.array_split(b, blocks), strict=True)
+    ]

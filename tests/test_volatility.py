@@ -16,6 +16,7 @@ from models.volatility import (
     PCT,
     VolSeries,
     arch_forecast,
+    block_ratios,
     calibrate_range,
     compare,
     ewma,
@@ -190,6 +191,9 @@ def test_har_on_informative_rv_beats_garch_and_the_comparison_says_so() -> None:
     assert c.ratio < 1.0 and c.dm.verdict() == "better", c
     assert c.ratio == pytest.approx(means["HAR-logRV"]["qlike"] / means["GARCH(1,1)"]["qlike"])
     assert len(comps) == 2 * 3 * 2  # every candidate x baseline x loss
+    assert block_ratios(ev, "HAR-logRV", "GARCH(1,1)", blocks=1) == [pytest.approx(c.ratio)]
+    quarters = block_ratios(ev, "HAR-logRV", "GARCH(1,1)")
+    assert len(quarters) == 4 and min(quarters) < c.ratio < max(quarters)
 
 
 def test_run_models_refuses_a_start_without_enough_history() -> None:
@@ -219,4 +223,5 @@ def test_vol_eval_command_prints_the_tables_and_writes_json(tmp_path, capsys) ->
     assert rep["train"] == 200 and rep["test_periods"] == 399 - 200
     assert set(rep["models"]["GARCH(1,1)"]) == {"qlike_proxy", "mse_proxy", "qlike_r^2", "mse_r^2"}
     assert all(0.0 <= t["p_value"] <= 1.0 for t in rep["tests"])
+    assert [len(rep["blocks"]["HAR-RV"][k]) for k in ("proxy", "r^2")] == [4, 4]
     assert main(["vol-eval", "--source", str(tmp_path / "none.csv")]) == 2
