@@ -158,6 +158,15 @@ def ewma(ret: np.ndarray, start: int, lam: float = 0.94) -> np.ndarray:
     return out
 
 
+def rolling_window(ret: np.ndarray, start: int, window: int = 500) -> np.ndarray:
+    """The risk gate's sigma today (engine/risk_stats.py): the sample variance (ddof 1) of
+    the last ``window`` returns, equally weighted."""
+    out = np.empty(len(ret) - start)
+    for t in range(start, len(ret)):
+        out[t - start] = float(np.var(ret[max(0, t - window) : t], ddof=1))
+    return out
+
+
 def _fit_blocks(
     n: int, start: int, refit: int, window: int, fit_block: Callable[[int, int, int], np.ndarray]
 ) -> np.ndarray:
@@ -302,8 +311,9 @@ class VolEval:
         }
 
 
-MODELS = ("EWMA", "GARCH(1,1)", "EGARCH", "HAR-RV", "HAR-logRV")
-BASELINES = ("GARCH(1,1)", "EGARCH", "EWMA")
+WINDOW = 500  # returns in the risk gate's window (config.toml [risk] returns_window)
+MODELS = ("Window-500", "EWMA", "GARCH(1,1)", "EGARCH", "HAR-RV", "HAR-logRV")
+BASELINES = ("GARCH(1,1)", "EGARCH", "EWMA", "Window-500")
 CANDIDATES = ("HAR-RV", "HAR-logRV")
 
 
@@ -324,6 +334,7 @@ def run_models(
         raise ValueError(f"start {start} must be in [{2 * max(lags)}, {len(s)})")
     s = calibrate_range(s, start, calibrate)
     ev = VolEval(s, start, refit, window, {})
+    ev.forecasts["Window-500"] = rolling_window(s.ret, start, WINDOW)
     ev.forecasts["EWMA"] = ewma(s.ret, start)
     if with_arch:
         for name, vol in (("GARCH(1,1)", "GARCH"), ("EGARCH", "EGARCH")):

@@ -25,6 +25,7 @@ from models.volatility import (
     har_design,
     parkinson,
     qlike,
+    rolling_window,
     run_models,
     series_from_daily,
     series_from_intraday,
@@ -134,6 +135,13 @@ def test_ewma_is_the_riskmetrics_recursion() -> None:
     assert np.allclose(got, want)
 
 
+def test_rolling_window_is_the_sample_variance_of_the_last_returns() -> None:
+    r = np.random.default_rng(12).standard_normal(30)
+    got = rolling_window(r, 10, window=8)
+    assert got[0] == pytest.approx(np.var(r[2:10], ddof=1))
+    assert got[-1] == pytest.approx(np.var(r[21:29], ddof=1))
+
+
 def test_har_regressors_are_trailing_means() -> None:
     rv = np.arange(1.0, 41.0)
     x = har_design(rv)
@@ -183,14 +191,21 @@ def test_har_on_informative_rv_beats_garch_and_the_comparison_says_so() -> None:
     _, paths = sv_paths(700, 50, seed=9)
     s = series_from_daily(daily_bars(paths))
     ev = run_models(s, 350, refit=70)
-    assert set(ev.forecasts) == {"EWMA", "GARCH(1,1)", "EGARCH", "HAR-RV", "HAR-logRV"}
+    assert set(ev.forecasts) == {
+        "Window-500",
+        "EWMA",
+        "GARCH(1,1)",
+        "EGARCH",
+        "HAR-RV",
+        "HAR-logRV",
+    }
     assert all(f.shape == (len(s) - 350,) and np.all(f > 0) for f in ev.forecasts.values())
     means, comps = compare(ev, "rv")
     got = {(c.candidate, c.baseline, c.loss): c for c in comps}
     c = got[("HAR-logRV", "GARCH(1,1)", "qlike")]
     assert c.ratio < 1.0 and c.dm.verdict() == "better", c
     assert c.ratio == pytest.approx(means["HAR-logRV"]["qlike"] / means["GARCH(1,1)"]["qlike"])
-    assert len(comps) == 2 * 3 * 2  # every candidate x baseline x loss
+    assert len(comps) == 2 * 4 * 2  # every candidate x baseline x loss
     assert block_ratios(ev, "HAR-logRV", "GARCH(1,1)", blocks=1) == [pytest.approx(c.ratio)]
     quarters = block_ratios(ev, "HAR-logRV", "GARCH(1,1)")
     assert len(quarters) == 4 and min(quarters) < c.ratio < max(quarters)
