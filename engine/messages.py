@@ -553,8 +553,16 @@ class OrderTriggered(msgspec.Struct, tag=38, **_S):
 
 
 class DriftEvent(msgspec.Struct, tag=7, **_S):
-    """The served model's live one-step error crossed the naive forecast's by ``margin``
-    (``drifting`` = 1), or came back under it (0). MAEs are of log returns over ``samples`` bars."""
+    """A live monitor of the served model changed state: ``drifting`` = 1 on entering, 0 on
+    leaving (``models.drift``, ``models.input_drift``). ``kind``:
+
+    - "error": its one-step error is significantly worse than its trained ratio to the naive
+      forecast (``stat`` the paired z, ``threshold`` the critical z; MAEs of log returns);
+    - "coverage": its band's coverage (``stat``) is off the nominal level (``threshold``) by more
+      than ``margin`` and by more than the critical z;
+    - "input": a feature (``detail``) is distributed unlike training: PSI ``stat`` > ``threshold``.
+
+    ``samples``: the window. Frames from before ``kind`` decode as "error"."""
 
     model_version: str
     drifting: int
@@ -563,6 +571,10 @@ class DriftEvent(msgspec.Struct, tag=7, **_S):
     margin: float
     samples: int
     ts: int
+    kind: str = "error"
+    stat: float = 0.0
+    threshold: float = 0.0
+    detail: str = ""
 
 
 class ModelSwapped(msgspec.Struct, tag=8, **_S):

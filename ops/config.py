@@ -734,8 +734,11 @@ class InferenceSection(msgspec.Struct, **_STRICT):
     instruments: list[str] = []  # symbols to forecast ([] = every instrument)
     horizon: int = 0  # forecast steps needed: a model with fewer is refused (0 = the first model's)
     mismatch: str = "refuse"  # refuse | warn: a model that does not fit (models/guardrails.py)
-    drift_margin: float = 0.2  # drift when live MAE > naive MAE * (1 + margin)
+    drift_margin: float = 0.0  # error drift: d = |e| - (1 + margin) x trained ratio x |e_naive|
+    drift_z: float = 3.0  # ... when z of mean(d) > this; also the coverage monitor's z
     drift_window: int = 500  # one-step errors (bars, all instruments) in the rolling window
+    coverage_tolerance: float = 0.05  # band coverage this far off nominal (and past drift_z)
+    input_drift_psi: float = 0.25  # input drift when a feature's PSI exceeds this (0 = off)
     poll_model_s: float = 1.0  # how often the model directory is checked for a new version
 
     def __post_init__(self) -> None:
@@ -771,7 +774,18 @@ class InferenceSection(msgspec.Struct, **_STRICT):
             "inference.drift_margin",
             "must be >= 0",
         )
-        _need(self.drift_window > 0, "inference.drift_window", "must be > 0")
+        _need(self.drift_window > 1, "inference.drift_window", "must be > 1")
+        _need(math.isfinite(self.drift_z) and self.drift_z > 0, "inference.drift_z", "must be > 0")
+        _need(
+            0 <= self.coverage_tolerance < 1,
+            "inference.coverage_tolerance",
+            "must be within [0, 1)",
+        )
+        _need(
+            math.isfinite(self.input_drift_psi) and self.input_drift_psi >= 0,
+            "inference.input_drift_psi",
+            "must be >= 0 (0 = off)",
+        )
         _need(
             math.isfinite(self.poll_model_s) and self.poll_model_s > 0,
             "inference.poll_model_s",

@@ -143,8 +143,11 @@ class Session:
             intra_op_threads=1,
             bar_seconds=1.0,
             every_n_ticks=0,
-            drift_margin=0.2,
+            drift_margin=0.0,
+            drift_z=3.0,
             drift_window=500,
+            coverage_tolerance=0.05,
+            input_drift_psi=0.25,
         )
         instruments = [SimpleNamespace(symbol=f"S{k}", instrument_id=k + 1) for k in range(BATCH)]
         cfg = SimpleNamespace(inference=inference, instruments=instruments)

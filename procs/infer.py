@@ -12,9 +12,11 @@ Around that:
   line and a ``ModelRejected`` while the last good model keeps serving;
 - with no usable model at all the process still runs (and beats): it logs why and publishes
   nothing, and the rest of the engine trades on without forecasts;
-- a ``models.drift.DriftMonitor`` scores each published one-step forecast against the return that
-  then happened, versus the naive forecast, and publishes a ``DriftEvent`` when the model falls
-  behind by more than the configured margin (and when it recovers).
+- live monitors publish a ``DriftEvent`` (and log) on entering and on leaving their state: the
+  one-step error against the naive forecast, relative to the model's trained ratio
+  (``models.drift.DriftMonitor``), the band's coverage (``CoverageMonitor``), and the features'
+  distribution against training (``models.input_drift``); docs/forecasting.md, "Serving
+  guardrails".
 
 ``InferEngine`` is the whole state machine (message in, messages out, time passed in); ``run`` is
 the ring plumbing around it. Market data is read non-gating: a slow model never holds the feed
@@ -45,9 +47,16 @@ from engine.messages import (
     Quote,
     Trade,
 )
-from models.drift import DriftMonitor, DriftStatus
+from models.drift import (
+    CoverageMonitor,
+    CoverageStatus,
+    DriftMonitor,
+    DriftStatus,
+    reference_ratio,
+)
 from models.features import FEATURES
 from models.guardrails import ServingSpec
+from models.input_drift import InputDriftMonitor, InputDriftStatus
 from models.registration import registered_message
 from models.serving import LoadedModel, ModelServer
 from models.windows import FeatureWindows
@@ -98,7 +107,9 @@ class InferEngine:
         self.model: LoadedModel | None = None
         self.bars: BarAggregator | None = None
         self.windows: FeatureWindows | None = None
-        self.drift = DriftMonitor(n, inf.drift_window, inf.drift_margin)
+        self.drift = DriftMonitor(n, inf.drift_window, inf.drift_margin, inf.drift_z)
+        self.coverage = CoverageMonitor(n, inf.drift_window, inf.coverage_tolerance, inf.drift_z)
+        self.inputs = InputDriftMonitor(inf.drift_window, inf.input_drift_psi)
         self.counts = dict.fromkeys(
             (
                 "bars",
@@ -142,7 +153,6 @@ class InferEngine:
 
     def _configure(self, model: LoadedModel) -> None:
         inf = self.cfg
-        old = self.model
         self.model = model
         if self.windows is None:
             self.windows = FeatureWindows(len(self.iids), model.input_size, model.n_features)
@@ -173,8 +183,17 @@ class InferEngine:
             self.bars = BarAggregator(
                 len(self.iids), bar_ns=bar_ns, every_n_ticks=inf.every_n_ticks
             )
-        if old is not None:
-            self.drift.reset()  # the new model's errors are its own
+        self._monitor(model)
+
+    def _monitor(self, model: LoadedModel) -> None:
+        """The monitors start over on a new model: its errors, band and inputs are its own."""
+        self.drift.set_reference(reference_ratio(model.meta))
+        self.coverage.set_levels(model.quantiles)
+        why = self.inputs.set_stats(model.meta.get("feature_stats"), FEATURES)
+        if why:
+            log.info(
+                "inference: inputs of model %s not monitored for drift: %s", model.version, why
+            )
 
     # --- market data ---------------------------------------------------------------------------
     def on_market_data(self, msg: Any, ts_recv: int | None = None) -> list[Any]:
@@ -210,45 +229,39 @@ class InferEngine:
         )
         valid = np.flatnonzero(bars.valid)
         self.drift.on_bars(valid, rows[valid, 0])
+        self.coverage.on_bars(valid, rows[valid, 0])
+        self.inputs.on_rows(rows[valid])
         ready = np.flatnonzero(win.count >= model.input_size)
         if ready.size:
             self._run(ready, origin, ts, out)
-        ev = self.note_drift(self.drift.check())
-        if ev is not None:
-            out.append(ev)
+        for st in (self.drift.check(), self.coverage.check(), self.inputs.check()):
+            if st is not None:
+                out.append(self.note_drift(st))
 
-    def note_drift(self, st: DriftStatus | None) -> DriftEvent | None:
-        """A change of drift state: counted, logged, and the event that publishes it."""
-        if st is None:
-            return None
+    def note_drift(self, st: DriftStatus | CoverageStatus | InputDriftStatus) -> DriftEvent:
+        """A monitor's change of state: counted, logged, and the event that publishes it."""
         model = self.model
         assert model is not None
         self.counts["drift_events"] += 1
-        if st.drifting:
-            log.warning(
-                "inference: model %s is drifting: live MAE %.3g > naive %.3g x (1 + %.2f) over %d bars",
-                model.version,
-                st.model_mae,
-                st.naive_mae,
-                st.margin,
-                st.samples,
-            )
-        else:
-            log.info(
-                "inference: model %s back within the drift margin (MAE %.3g vs naive %.3g)",
-                model.version,
-                st.model_mae,
-                st.naive_mae,
-            )
-        return DriftEvent(
+        ev = drift_event(model.version, st, self.clock())
+        on = bool(ev.drifting)
+        what = {
+            "error": f"one-step MAE {ev.model_mae:.3g} vs naive {ev.naive_mae:.3g}: z {ev.stat:.2f} "
+            f"(critical {ev.threshold:g}; trained ratio to naive {ev.detail})",
+            "coverage": f"band coverage {ev.stat:.3f} vs nominal {ev.threshold:.3f} "
+            f"(tolerance {ev.margin:g})",
+            "input": f"feature {ev.detail} PSI {ev.stat:.3f} (threshold {ev.threshold:g})",
+        }[ev.kind]
+        log.log(
+            logging.WARNING if on else logging.INFO,
+            "inference: model %s %s %s drift over %d samples: %s",
             model.version,
-            int(st.drifting),
-            st.model_mae,
-            st.naive_mae,
-            st.margin,
-            st.samples,
-            self.clock(),
+            "entered" if on else "left",
+            ev.kind,
+            ev.samples,
+            what,
         )
+        return ev
 
     def _run(self, slots: np.ndarray, origin: int, ts: int, out: list[Any]) -> None:
         model, win = self.model, self.windows
@@ -270,6 +283,7 @@ class InferEngine:
         levels = list(model.quantiles)
         ok = np.isfinite(point).all(axis=1) & np.isfinite(quant).all(axis=(1, 2))
         self.drift.on_forecasts(slots[ok], point[ok, 0])
+        self.coverage.on_forecasts(slots[ok], quant[ok, 0, 0], quant[ok, 0, -1])
         # one conversion to Python lists for the whole batch (msgspec encodes lists)
         points = point.tolist()
         paths = quant.transpose(0, 2, 1).tolist()  # [b, levels, horizon]: a path per level
@@ -284,6 +298,26 @@ class InferEngine:
                 )
             )
             self.counts["forecasts_out"] += 1
+
+
+def drift_event(
+    version: str, st: DriftStatus | CoverageStatus | InputDriftStatus, ts: int
+) -> DriftEvent:
+    """The ``DriftEvent`` of a monitor's status (the one place its fields are laid out)."""
+    if isinstance(st, DriftStatus):
+        return DriftEvent(
+            version, int(st.drifting), st.model_mae, st.naive_mae, st.margin, st.samples, ts,
+            "error", st.z, st.z_crit, f"{st.reference:.4g}",
+        )  # fmt: skip
+    if isinstance(st, CoverageStatus):
+        return DriftEvent(
+            version, int(st.miscalibrated), 0.0, 0.0, st.tolerance, st.samples, ts,
+            "coverage", st.coverage, st.nominal, f"z {st.z:.2f}",
+        )  # fmt: skip
+    return DriftEvent(
+        version, int(st.drifting), 0.0, 0.0, 0.0, st.samples, ts,
+        "input", st.psi, st.threshold, st.feature,
+    )  # fmt: skip
 
 
 def publish_registrations(producer: Any, eng: InferEngine, out: list[Any]) -> None:

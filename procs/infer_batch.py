@@ -4,7 +4,8 @@ Why: a replay knows its market data ahead of time, so it need not pay a Python c
 and a model call per bar close as the live infer process does. Here arrays of events go through
 ``BarAggregator.feed`` (numba), every bar they close is turned into feature rows by one
 ``FeatureWindows.push_bars`` call, the windows of every (close, instrument) pair that was ready
-go to the model in a few large batches, and the drift monitor replays its scores in numba.
+go to the model in a few large batches, and the monitors (error drift, band coverage, input
+drift) replay their scores in numba.
 
 The result is what ``InferEngine.on_market_data`` gives event by event — the same forecasts in
 the same order, each with the index of the event it follows — because every step reuses the
@@ -70,16 +71,24 @@ class BatchInfer:
         rb, rs = np.nonzero(pushed.count >= model.input_size)  # per close, slots ascending
         fc_ok = np.zeros((n, c.valid.shape[1]), dtype=np.bool_)
         fc = np.zeros((n, c.valid.shape[1]))
+        lo, hi = np.zeros_like(fc), np.zeros_like(fc)
         if rb.size:
             point, quant, ran = self._run(pushed, rb, rs)
             ok = ran & np.isfinite(point).all(axis=1) & np.isfinite(quant).all(axis=(1, 2))
             eng.counts["infer_errors"] += int(np.count_nonzero(ran & ~ok))
             fc_ok[rb[ok], rs[ok]] = True
             fc[rb[ok], rs[ok]] = point[ok, 0]
+            lo[rb[ok], rs[ok]] = quant[ok, 0, 0]
+            hi[rb[ok], rs[ok]] = quant[ok, 0, -1]
             at = c.at[rb[ok]]
             after.append(at)
             self._forecasts(rs[ok], ts[at], point[ok], quant[ok], out)
-        self._drift(c.valid[:n], pushed.ret, fc_ok, fc)
+        valid = c.valid[:n]
+        self._drift(valid, pushed.ret, fc_ok, fc)
+        self._coverage(valid, pushed.ret, fc_ok, lo, hi)
+        if eng.inputs.enabled:
+            vb, vs = np.nonzero(valid)  # per close, slots ascending: the live order
+            self._inputs(pushed.gather(vb, vs, 1)[:, 0, :], np.cumsum(valid.sum(axis=1)))
 
     def _run(
         self, pushed: Pushed, rb: np.ndarray, rs: np.ndarray
@@ -152,5 +161,33 @@ class BatchInfer:
         while b < n:
             b = eng.drift.replay(valid, ret, fc_ok, fc, b)
             if b < n:
-                eng.note_drift(eng.drift.check())
+                st = eng.drift.check()
+                if st is not None:
+                    eng.note_drift(st)
+                b += 1
+
+    def _coverage(
+        self, valid: np.ndarray, ret: np.ndarray, fc_ok: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> None:
+        """The band's coverage monitor as bar-by-bar closes would have left it."""
+        eng = self.eng
+        b, n = 0, len(valid)
+        while b < n:
+            b = eng.coverage.replay(valid, ret, fc_ok, lo, hi, b)
+            if b < n:
+                st = eng.coverage.check()
+                if st is not None:
+                    eng.note_drift(st)
+                b += 1
+
+    def _inputs(self, rows: np.ndarray, ends: np.ndarray) -> None:
+        """The input drift monitor as bar-by-bar closes would have left it."""
+        eng = self.eng
+        b, n = 0, len(ends)
+        while b < n:
+            b = eng.inputs.replay(rows, ends, b)
+            if b < n:
+                st = eng.inputs.check()
+                if st is not None:
+                    eng.note_drift(st)
                 b += 1

@@ -165,13 +165,17 @@ def test_a_model_worse_than_naive_raises_one_drift_event(tmp_path: Path) -> None
     cfg = make_cfg(d, every_n_ticks=100, drift_window=20, drift_margin=0.5)
     eng = InferEngine(cfg, clock=Clock())
     eng.poll_model()
-    events = [
+    every = [
         e for m in market(cfg, 8_000) for e in eng.on_market_data(m) if isinstance(e, DriftEvent)
     ]
+    events = [e for e in every if e.kind == "error"]
     assert len(events) == 1
     (e,) = events
     assert e.drifting == 1 and e.model_mae > e.naive_mae * 1.5 and e.samples == 20
     assert e.model_version == "1"
+    # its band (+-0.8% around +1%) never holds the return either: one coverage event
+    (c,) = [e for e in every if e.kind == "coverage"]
+    assert c.drifting == 1 and c.stat == 0.0 and c.threshold == pytest.approx(0.8)
 
 
 # --- the strategy ---------------------------------------------------------------------------------
