@@ -60,6 +60,12 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
         help="rescale a daily range proxy to the training mean squared return: auto (when "
         "the training periods show a significant bias), on, off",
     )
+    ve.add_argument(
+        "--var-budget-pct",
+        type=float,
+        default=2.0,
+        help="VaR-budget backtest: one-period 99%% parametric VaR held at this %% of equity",
+    )
     ve.add_argument("--no-arch", action="store_true", help="leave out GARCH and EGARCH")
     ve.add_argument("--json", default="", help="also write the tables to this JSON file")
     ve.set_defaults(func=cmd_vol_eval)
@@ -79,7 +85,21 @@ def load_series(source: str, period_s: int) -> VolSeries:
     return series_from_daily(b)
 
 
-def report(ev: VolEval) -> dict:
+def var_backtests(ev: VolEval, budget_pct: float) -> list[dict]:
+    """Each forecaster's σ holding a long position at the VaR budget over the test periods."""
+    from models.vol_backtest import var_budget_backtest
+
+    s = ev.series
+    years = (int(s.ts_ns[-1]) - int(s.ts_ns[0])) / (365.25 * 86_400 * 1e9)
+    per_year = (len(s) - 1) / years if years > 0 else 252.0
+    ret = s.ret[ev.start :]
+    return [
+        var_budget_backtest(m, ret, f, budget_pct=budget_pct, periods_per_year=per_year).to_dict()
+        for m, f in ev.forecasts.items()
+    ]
+
+
+def report(ev: VolEval, budget_pct: float = 2.0) -> dict:
     """The evaluation as plain data (what ``--json`` writes and the tables show)."""
     s = ev.series
     day = np.datetime_as_string(s.ts_ns[[ev.start, -1]].astype("datetime64[ns]"), unit="D")
@@ -96,10 +116,12 @@ def report(ev: VolEval) -> dict:
         "refit": ev.refit,
         "window": ev.window,
         "notes": ev.notes,
+        "var_budget_pct": budget_pct,
         "models": {m: {} for m in ev.forecasts},
         "tests": [],
         "blocks": {},
     }
+    out["var_backtest"] = var_backtests(ev, budget_pct)
     if "GARCH(1,1)" in ev.forecasts:  # the issue's yardstick, quarter by quarter of the test
         for c in CANDIDATES:
             out["blocks"][c] = {n: block_ratios(ev, c, "GARCH(1,1)", p) for p, n in PROXIES}
@@ -152,6 +174,18 @@ def print_tables(rep: dict) -> None:
     for (cand, base), got in cells.items():
         print(f"| {cand} | {base} | " + " | ".join(got.get(k, "") for k in order) + " |")
     print("\nratio: candidate's mean loss / baseline's (< 1: lower); p: Diebold-Mariano, two-sided")
+    print(
+        f"\nVaR budget: long at the exposure whose 99% one-period parametric VaR is "
+        f"{rep['var_budget_pct']:g}% of equity (at most 2x), sigma from each forecast\n\n"
+        "| sigma from | mean exposure | return %/yr | vol %/yr | max drawdown % | VaR breaches "
+        "| breach rate (1% nominal) | Kupiec p |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    for b in rep["var_backtest"]:
+        print(
+            f"| {b['model']} | {b['mean_exposure']:.2f} | {b['ann_return_pct']:.1f} | "
+            f"{b['ann_vol_pct']:.1f} | {b['max_drawdown_pct']:.1f} | {b['breaches']} | "
+            f"{100 * b['breach_rate']:.2f}% | {b['breach_p']:.2g} |"
+        )
     if rep["blocks"]:
         print("\n| QLIKE / GARCH(1,1)'s, by test quarter | target | Q1 | Q2 | Q3 | Q4 |")
         print("| --- | --- | ---: | ---: | ---: | ---: |")
@@ -176,7 +210,7 @@ def cmd_vol_eval(args: argparse.Namespace) -> int:
         print(f"vol-eval: {exc}", file=sys.stderr)
         return 2
     ev.series.label = f"{args.source} ({ev.series.label})"
-    rep = report(ev)
+    rep = report(ev, args.var_budget_pct)
     print_tables(rep)
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2) + "\n")

@@ -239,4 +239,39 @@ def test_vol_eval_command_prints_the_tables_and_writes_json(tmp_path, capsys) ->
     assert set(rep["models"]["GARCH(1,1)"]) == {"qlike_proxy", "mse_proxy", "qlike_r^2", "mse_r^2"}
     assert all(0.0 <= t["p_value"] <= 1.0 for t in rep["tests"])
     assert [len(rep["blocks"]["HAR-RV"][k]) for k in ("proxy", "r^2")] == [4, 4]
+    assert {b["model"] for b in rep["var_backtest"]} == set(rep["models"])
+    assert "| Window-500 |" in text.split("VaR budget")[1]
     assert main(["vol-eval", "--source", str(tmp_path / "none.csv")]) == 2
+
+
+def test_var_budget_backtest_sizes_to_the_budget_and_counts_breaches() -> None:
+    from models.vol_backtest import kupiec_p, var_budget_backtest
+
+    z = 2.3263478740408408  # 99 %
+    ret = np.array([1.0, -10.0, 2.0, -1.0])  # percent
+    var = np.array([1.0, 1.0, 4.0, 100.0])  # sigma 1, 1, 2, 10 %
+    b = var_budget_backtest("m", ret, var, budget_pct=2.0, max_leverage=0.5)
+    w = np.minimum(0.5, 2.0 / (z * np.sqrt(var)))  # 0.5 (capped), 0.5, 0.43, 0.086
+    pnl = w * np.expm1(ret / 100)
+    assert b.mean_exposure == pytest.approx(w.mean())
+    assert b.breaches == 1  # only the -10 % day lost more than its VaR (0.5 * z * 1 %)
+    eq = np.cumprod(1 + pnl)
+    assert b.max_drawdown_pct == pytest.approx(100 * (1 - eq[1] / eq[0]))
+    assert kupiec_p(10, 1000, 0.01) == pytest.approx(1.0)
+    assert kupiec_p(30, 1000, 0.01) < 1e-4 < kupiec_p(14, 1000, 0.01)
+    assert 0.0 <= kupiec_p(0, 100, 0.01) <= 1.0
+
+
+def test_a_sigma_that_lags_the_volatility_breaks_the_var_more_often() -> None:
+    """Volatility jumps x4 half-way: a 500-period window keeps the old sigma far too long,
+    so the position stays too big and the VaR breaks at many times the nominal rate; EWMA
+    adapts within weeks."""
+    from models.vol_backtest import var_budget_backtest
+
+    rng = np.random.default_rng(13)
+    sd = np.r_[np.full(1000, 0.5), np.full(500, 2.0)]
+    ret = sd * rng.standard_normal(1500)
+    lag = var_budget_backtest("w", ret[1000:], rolling_window(ret, 1000))
+    fast = var_budget_backtest("e", ret[1000:], ewma(ret, 1000))
+    assert lag.breach_rate > 3 * fast.breach_rate and lag.breach_p < 0.01
+    assert lag.max_drawdown_pct > fast.max_drawdown_pct
