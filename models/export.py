@@ -168,6 +168,7 @@ def write_model_dir(
     command: str | None = None,
     checkpoint: bool = True,
     conformal: dict | None = None,
+    feature_stats: dict | None = None,
 ) -> dict:
     """Export the ONNX graph, optionally the torch checkpoint, and meta.json into ``out_dir``.
 
@@ -204,6 +205,9 @@ def write_model_dir(
             "val_loss": result.val_loss,
         },
         "metrics": metrics,
+        # the training rows' distribution per feature: infer's input drift monitor compares
+        # live rows with it (models/input_drift.py); absent in older metas (not monitored)
+        **({"feature_stats": feature_stats} if feature_stats else {}),
         "export": {
             "opset": OPSET,
             "parity_max_abs_diff": worst,

@@ -212,6 +212,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _err(str(exc))
     from models.evaluate import format_report, walk_forward_eval
     from models.export import write_model_dir
+    from models.features import FEATURES
+    from models.input_drift import training_stats
     from models.train import fit
 
     progress = not args.no_progress
@@ -268,6 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         metrics=metrics,
         command=_canonical_command(args),
         checkpoint=not args.no_checkpoint,
+        feature_stats=training_stats(cat(0, "train")[:, -1, :], FEATURES),
         conformal=conformal,
     )
     print(
