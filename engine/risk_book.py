@@ -161,7 +161,14 @@ class RiskBook:
         # order-rate window: the times of the last max_orders_per_s approvals (a ring)
         self.rate = np.zeros(max(limits.max_orders_per_s, 1), dtype=np.int64)
         self.rate_i = 0
-        self.stats = RiskStats(n, limits.var_confidence, limits.var_horizon, limits.min_history)
+        self.stats = RiskStats(
+            n,
+            limits.var_confidence,
+            limits.var_horizon,
+            limits.min_history,
+            limits.volatility,
+            limits.volatility_lambda,
+        )
         self.var_kind = METHODS[limits.var_method]
         self.guard = MarketGuard(
             n,

@@ -66,6 +66,8 @@ class RiskLimits(Settings):
     returns_interval_s: float = 60.0
     returns_window: int = 500
     min_history: int = 30  # return intervals before VaR and correlation apply
+    volatility: str = "window"  # VaR's sigma: window (equal weights) | ewma (RiskMetrics)
+    volatility_lambda: float = 0.94  # the EWMA's decay per return interval
     trading_day_s: float = 23_400.0
     max_orders_per_s: int = 1_000
     price_band_pct: float = 5.0
@@ -191,6 +193,10 @@ class RiskLimits(Settings):
             "must be 'historical', 'parametric' or 'both'",
         )
         need(0.5 < self.var_confidence < 1, "var_confidence", "must be within (0.5, 1), e.g. 0.99")
+        need(self.volatility in ("window", "ewma"), "volatility", "must be 'window' or 'ewma'")
+        need(
+            0 < self.volatility_lambda < 1, "volatility_lambda", "must be within (0, 1), e.g. 0.94"
+        )
         for k in ("var_horizon_days", "returns_interval_s", "trading_day_s"):
             v = getattr(self, k)
             need(math.isfinite(v) and v > 0, k, "must be > 0")

@@ -27,6 +27,12 @@ Conventions (what an independent numpy/scipy computation must match; the tests d
 - over a horizon of ``h`` intervals both scale by the square root of time (``μ`` by ``h``);
 - correlation is Pearson's over the window (``numpy.corrcoef``); an instrument whose returns do
   not vary has correlation 0 with everything.
+
+σ is the window's equally weighted one unless ``volatility = "ewma"``: then each instrument's
+window is rescaled about its mean so its variance is the RiskMetrics EWMA forecast (λ per
+return interval) — a variance that follows a volatility jump within tens of intervals instead of
+hundreds — and both VaRs see it (:func:`ewma_rescale`; correlation is unchanged). Which σ
+forecasts better, and what it does to a VaR limit: ``gekko vol-eval``, docs/forecasting.md.
 """
 
 from __future__ import annotations
@@ -39,6 +45,26 @@ import numpy as np
 
 HISTORICAL, PARAMETRIC, BOTH = 0, 1, 2
 METHODS = {"historical": HISTORICAL, "parametric": PARAMETRIC, "both": BOTH}
+VOLATILITY = ("window", "ewma")
+
+
+def ewma_rescale(r: np.ndarray, lam: float) -> np.ndarray:
+    """Returns T x n rescaled about each column's mean so each column's sample variance
+    (ddof 1) is its EWMA variance forecast: ``s <- lam*s + (1-lam)*(r_t - mean)^2`` through the
+    window, started at the window's variance. A column that does not vary is left as it is."""
+    t = r.shape[0]
+    if t < 2:
+        return r
+    mu = r.mean(axis=0)
+    x = r - mu
+    var = (x * x).sum(axis=0) / (t - 1)
+    s = var.copy()
+    for row in x:
+        s = lam * s + (1.0 - lam) * row * row
+    k = np.ones_like(var)
+    ok = var > 0
+    k[ok] = np.sqrt(s[ok] / var[ok])
+    return mu + x * k
 
 
 @numba.njit(cache=True, nogil=True)
@@ -228,10 +254,20 @@ class RiskStats:
     """
 
     def __init__(
-        self, n: int, confidence: float = 0.99, horizon: float = 1.0, min_obs: int = 20
+        self,
+        n: int,
+        confidence: float = 0.99,
+        horizon: float = 1.0,
+        min_obs: int = 20,
+        volatility: str = "window",
+        lam: float = 0.94,
     ) -> None:
         if not 0.5 < confidence < 1.0:
             raise ValueError("confidence must be within (0.5, 1)")
+        if volatility not in VOLATILITY or not 0.0 < lam < 1.0:
+            raise ValueError(f"volatility must be one of {VOLATILITY}, lam within (0, 1)")
+        self.volatility = volatility
+        self.lam = float(lam)
         self.n = n
         self.confidence = confidence
         self.q = 1.0 - confidence
@@ -262,11 +298,14 @@ class RiskStats:
 
     # --- recomputation (off the order path) ------------------------------------------------
     def set_returns(self, r: np.ndarray) -> None:
-        """A new window of returns, T × n, oldest row first (non-finite values count as 0)."""
+        """A new window of returns, T × n, oldest row first (non-finite values count as 0);
+        rescaled to the EWMA variance first when ``volatility`` is ``"ewma"``."""
         r = np.asarray(r, dtype=np.float64)
         if r.ndim != 2 or r.shape[1] != self.n:
             raise ValueError(f"returns must be T x {self.n}, not {r.shape}")
         r = np.where(np.isfinite(r), r, 0.0)
+        if self.volatility == "ewma":
+            r = ewma_rescale(r, self.lam)
         t = r.shape[0]
         self._empty(t)
         if t == 0:

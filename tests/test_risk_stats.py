@@ -142,3 +142,48 @@ def test_return_sampler_makes_simple_returns_in_a_rolling_window() -> None:
     smp.sample(np.array([198.0, 0.0]))  # a missing price keeps the last one
     m = smp.matrix()
     assert m.shape == (3, 2) and np.allclose(m, [[-0.1, 0.1], [0.0, 0.0], [1.0, 0.0]])
+
+
+def test_ewma_volatility_rescales_each_window_to_its_ewma_variance() -> None:
+    """volatility = "ewma": each instrument's σ is the RiskMetrics EWMA through the window
+    (computed here by hand), both VaRs follow it, correlation and means do not move."""
+    from engine.risk_stats import ewma_rescale
+
+    r = returns(200, 3, seed=4)
+    r[150:, 0] *= 4.0  # instrument 0's volatility jumped late in the window
+    w = np.array([1e6, -5e5, 2e5])
+    plain = RiskStats(3, 0.99, 1.0, 20)
+    ewma = RiskStats(3, 0.99, 1.0, 20, volatility="ewma", lam=0.94)
+    for s in (plain, ewma):
+        s.set_exposure(w)
+        s.set_returns(r)
+    x = r - r.mean(axis=0)
+    want = x.var(axis=0, ddof=1)
+    for row in x:
+        want = 0.94 * want + 0.06 * row * row
+    assert np.allclose(ewma.var, want, rtol=1e-10)
+    assert ewma.var[0] > 2.0 * plain.var[0]  # the window's σ lags the jump; the EWMA's does not
+    assert np.allclose(ewma.corr, plain.corr) and np.allclose(ewma.mu, plain.mu)
+    scaled = ewma_rescale(r, 0.94)
+    assert ewma.param_var() == pytest.approx(param_var(scaled @ w), rel=1e-9)
+    assert ewma.hist_var() == pytest.approx(hist_var(scaled @ w), rel=1e-9)
+    assert ewma.param_var() > plain.param_var()
+    flat = np.zeros((30, 2))
+    assert np.array_equal(ewma_rescale(flat, 0.94), flat)
+    with pytest.raises(ValueError, match="volatility"):
+        RiskStats(3, volatility="garch")
+
+
+def test_the_risk_gate_takes_its_volatility_from_the_limits() -> None:
+    from engine.instruments import Instrument
+    from engine.risk import RiskGate, RiskLimits
+    from engine.settings import SettingError
+
+    ins = [Instrument(instrument_id=1, symbol="AAA")]
+    assert RiskGate(RiskLimits(), ins).stats.volatility == "window"
+    gate = RiskGate(RiskLimits(volatility="ewma", volatility_lambda=0.97), ins)
+    assert (gate.stats.volatility, gate.stats.lam) == ("ewma", 0.97)
+    with pytest.raises(SettingError, match="volatility"):
+        RiskLimits(volatility="har")
+    with pytest.raises(SettingError, match="volatility_lambda"):
+        RiskLimits(volatility_lambda=1.0)
