@@ -89,28 +89,29 @@ def prob_rows(quants: dict[str, np.ndarray], y: np.ndarray, levels: Sequence[flo
 def format_prob(prob: Sequence[ProbScore], dm: Sequence[DMRow], levels: Sequence[float]) -> str:
     """The pinball / CRPS / coverage table and the DM table."""
     lv = ", ".join(f"{t:g}" for t in levels)
+    w = max([26] + [len(s.name) for s in prob])
     lines = [
         f"quantile forecasts at levels {lv} (pinball: mean over levels; CRPS from those levels; "
         "worst level: the largest gap between a level and the share of outcomes below it)",
-        f"| {'forecaster':<26} | {'pinball':>9} | {'CRPS':>9} | {'coverage':>8} | "
+        f"| {'forecaster':<{w}} | {'pinball':>9} | {'CRPS':>9} | {'coverage':>8} | "
         f"{'nominal':>7} | {'band width':>10} | {'worst level':>11} |",
-        f"|{'-' * 28}|{'-' * 11}|{'-' * 11}|{'-' * 10}|{'-' * 9}|{'-' * 12}|{'-' * 13}|",
+        f"|{'-' * (w + 2)}|{'-' * 11}|{'-' * 11}|{'-' * 10}|{'-' * 9}|{'-' * 12}|{'-' * 13}|",
     ]
     for s in prob:
         lines.append(
-            f"| {s.name:<26} | {s.pinball:>9.3g} | {s.crps:>9.3g} | {100 * s.coverage:>7.1f}% | "
+            f"| {s.name:<{w}} | {s.pinball:>9.3g} | {s.crps:>9.3g} | {100 * s.coverage:>7.1f}% | "
             f"{100 * s.nominal:>6.0f}% | {s.width:>10.3g} | {100 * s.level_error:>9.1f}pt |"
         )
     if dm:
         lines += [
             "Diebold–Mariano (HLN), model vs each baseline, two-sided:",
-            f"| {'model':<26} | {'baseline':<15} | {'loss':<13} | {'DM stat':>8} | {'p':>8} | "
+            f"| {'model':<{w}} | {'baseline':<15} | {'loss':<13} | {'DM stat':>8} | {'p':>8} | "
             f"verdict |",
-            f"|{'-' * 28}|{'-' * 17}|{'-' * 15}|{'-' * 10}|{'-' * 10}|{'-' * 9}|",
+            f"|{'-' * (w + 2)}|{'-' * 17}|{'-' * 15}|{'-' * 10}|{'-' * 10}|{'-' * 9}|",
         ]
         for d in dm:
             lines.append(
-                f"| {d.model:<26} | {d.baseline:<15} | {d.loss:<13} | {d.stat:>8.2f} | "
+                f"| {d.model:<{w}} | {d.baseline:<15} | {d.loss:<13} | {d.stat:>8.2f} | "
                 f"{d.p_value:>8.3g} | {d.verdict()} |"
             )
     return "\n".join(lines)

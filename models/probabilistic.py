@@ -93,6 +93,7 @@ class ProbScore:
     width: float  # mean width of the outer band
     n: int
     level_error: float = math.nan  # worst |share at or below q_τ - τ| over the levels
+    observed: tuple[float, ...] = ()  # share at or below each level (the calibration plot)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -101,6 +102,7 @@ class ProbScore:
 def prob_score(name: str, y: np.ndarray, q: np.ndarray, levels: Sequence[float]) -> ProbScore:
     """Scores of quantile forecasts ``q [m, H, Q]`` against outcomes ``y [m, H]``."""
     lo, hi = q[..., 0], q[..., -1]
+    obs = level_coverage(y, q)
     return ProbScore(
         name=name,
         pinball=float(pinball(y, q, levels).mean()),
@@ -109,7 +111,8 @@ def prob_score(name: str, y: np.ndarray, q: np.ndarray, levels: Sequence[float])
         nominal=float(levels[-1] - levels[0]),
         width=float(np.mean(hi - lo)),
         n=int(y.shape[0]),
-        level_error=float(np.max(np.abs(level_coverage(y, q) - np.asarray(levels)))),
+        level_error=float(np.max(np.abs(obs - np.asarray(levels)))),
+        observed=tuple(float(v) for v in obs),
     )
 
 

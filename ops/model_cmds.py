@@ -113,6 +113,9 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
         help="leave out statsforecast's AutoARIMA / AutoETS / Theta (slow on long data)",
     )
     ev.add_argument("--json", default="", help="also write the report to this JSON file")
+    ev.add_argument(
+        "--html", default="", help="also write the report, calibration plot included, as HTML"
+    )
     ev.set_defaults(func=cmd_eval)
 
     ex = with_config(
@@ -418,6 +421,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"\n## seed {r.seed}")
         print(format_report(r))
     out: dict = reports[0].to_dict()
+    summary = None
     if len(reports) > 1:
         from models.prob_eval import format_seeds, seed_summary_dict
 
@@ -428,6 +432,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = {"seeds": [r.to_dict() for r in reports], "summary": summary}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    if args.html:
+        from ops.eval_report import write
+
+        print(f"report: {write(args.html, [r.to_dict() for r in reports], summary)}")
     return 0
 
 

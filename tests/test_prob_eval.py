@@ -157,9 +157,12 @@ def test_gekko_eval_over_seeds_reports_calibrated_bands_and_their_spread(tmp_pat
     argv = ["eval", "--source", "random_walk", "--bars", "1500", "--input-size", "16"]
     argv += ["--horizon", "2", "--hidden", "16", "--epochs", "3", "--folds", "2"]
     argv += ["--seeds", "0,1", "--no-stat-baselines", "--no-progress", "--json", str(out)]
-    assert main(argv) == 0
+    assert main([*argv, "--html", str(tmp_path / "r.html")]) == 0
     text = capsys.readouterr().out
     assert "## seed 1" in text and "over 2 seeds (0, 1)" in text and "Diebold–Mariano" in text
+    page = (tmp_path / "r.html").read_text()
+    assert "<svg" in page and "calibration" in page and "nhits + adaptive conformal" in page
+    assert "<script" not in page
     rep = json.loads(out.read_text())
     assert [r["seed"] for r in rep["seeds"]] == [0, 1]
     for r in rep["seeds"]:
@@ -195,3 +198,27 @@ def test_gekko_train_stores_split_offsets_that_serving_applies(tmp_path):
     _, q_cal = load_model(tmp_path / "cal").run(x)
     want = np.sort(q_raw + np.asarray(c["offsets"], np.float32), axis=-1)
     assert np.allclose(q_cal, want, atol=1e-7)
+
+
+def test_the_calibration_plot_shows_each_levels_miss_in_points():
+    from ops.eval_report import calibration_chart, render
+
+    rep = {
+        "data": "toy",
+        "architecture": "m",
+        "folds": 2,
+        "input_size": 8,
+        "horizon": 1,
+        "levels": [0.1, 0.9],
+        "table": [{"name": "m", "mae": 1.0, "rmse": 1.0, "mase": 1.0, "dir_acc": None, "n": 5}],
+        "probabilistic": [
+            {"name": "m", "pinball": 1.0, "crps": 1.0, "coverage": 0.5, "nominal": 0.8,
+             "width": 1.0, "level_error": 0.25, "observed": [0.35, 0.85]},
+        ],
+        "dm": [],
+    }  # fmt: skip
+    svg = calibration_chart([rep])
+    assert "τ=0.1 m: +25.00" in svg and "τ=0.9 m: -5.00" in svg
+    other = {**rep, "probabilistic": [{**rep["probabilistic"][0], "observed": [0.15, 0.95]}]}
+    assert "τ=0.1 m: +15.00" in calibration_chart([rep, other])  # mean over seeds
+    assert "25.0 pt" in render([rep])
