@@ -143,6 +143,9 @@ def test_live_run_signs_orders_and_settles_a_resolution_by_hand(tmp_path: Path) 
             srv.call(srv.resolve, cid, "Yes")
             usdc = srv.matcher.accounts[address.lower()]
             expect(lambda: usdc.free["USDC"] == Decimal("10009.60"), 10, proc, "paid out")
+            eid = _engine_id(cfg)
+            # and exec has seen the resolution (a poll of the venue later): settled, flat
+            expect(lambda: engine_position(eid) == 0, 15, proc, "the live position settled")
             out, err = stop(proc)
         assert proc.returncode == 0, err[-4000:]
         assert "LIVE" in (out + err)

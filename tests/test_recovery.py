@@ -207,6 +207,7 @@ def _kill_exec_and_check(
 
     from procs.runtime import STATE_READY
     from tests.test_engine_e2e import (
+        _alive,
         _children,
         _cmd,
         _wait_for,
@@ -239,8 +240,10 @@ def _kill_exec_and_check(
         victim = [c for c in _children(proc.pid) if "exec" in _cmd(c)][0]
         os.kill(victim.pid, signal.SIGKILL)
         if stop_while_restarting:
-            # told to stop between exec's incarnations: the restart comes up (recovers, handles
-            # what it was sent) before the others drain, and the record still misses nothing
+            # told to stop between exec's incarnations (dead, not yet replaced): the restart
+            # comes up (recovers, handles what it was sent) before the others drain, and the
+            # record still misses nothing
+            assert _wait_for(lambda: not _alive(victim), 30)
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=120)
         else:
