@@ -93,10 +93,30 @@ def var_backtests(ev: VolEval, budget_pct: float) -> list[dict]:
     years = (int(s.ts_ns[-1]) - int(s.ts_ns[0])) / (365.25 * 86_400 * 1e9)
     per_year = (len(s) - 1) / years if years > 0 else 252.0
     ret = s.ret[ev.start :]
+    sigmas = dict(ev.forecasts)
+    for mode in ("window", "ewma"):  # what [risk] volatility makes of the same returns
+        sigmas[f"gate: volatility={mode}"] = gate_variance(s.ret, ev.start, mode)
     return [
         var_budget_backtest(m, ret, f, budget_pct=budget_pct, periods_per_year=per_year).to_dict()
-        for m, f in ev.forecasts.items()
+        for m, f in sigmas.items()
     ]
+
+
+def gate_variance(ret_pct: np.ndarray, start: int, mode: str, window: int = 500) -> np.ndarray:
+    """The risk gate's own variance (``engine.risk_stats.RiskStats`` with ``[risk] volatility
+    = mode``, config.toml's window and λ) of the simple returns of the last ``window``
+    periods, before each period from ``start``, in percent²."""
+    from engine.risk_limits import RiskLimits
+    from engine.risk_stats import RiskStats
+
+    lim = RiskLimits()
+    simple = np.expm1(ret_pct / 100.0)
+    stats = RiskStats(1, 0.99, 1.0, 3, mode, lim.volatility_lambda)
+    out = np.empty(len(ret_pct) - start)
+    for t in range(start, len(ret_pct)):
+        stats.set_returns(simple[max(0, t - window) : t, None])
+        out[t - start] = float(stats.var[0]) * 1e4
+    return out
 
 
 def report(ev: VolEval, budget_pct: float = 2.0) -> dict:

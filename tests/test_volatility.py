@@ -239,7 +239,8 @@ def test_vol_eval_command_prints_the_tables_and_writes_json(tmp_path, capsys) ->
     assert set(rep["models"]["GARCH(1,1)"]) == {"qlike_proxy", "mse_proxy", "qlike_r^2", "mse_r^2"}
     assert all(0.0 <= t["p_value"] <= 1.0 for t in rep["tests"])
     assert [len(rep["blocks"]["HAR-RV"][k]) for k in ("proxy", "r^2")] == [4, 4]
-    assert {b["model"] for b in rep["var_backtest"]} == set(rep["models"])
+    gate = {"gate: volatility=window", "gate: volatility=ewma"}
+    assert {b["model"] for b in rep["var_backtest"]} == set(rep["models"]) | gate
     assert "| Window-500 |" in text.split("VaR budget")[1]
     assert main(["vol-eval", "--source", str(tmp_path / "none.csv")]) == 2
 
@@ -275,3 +276,21 @@ def test_a_sigma_that_lags_the_volatility_breaks_the_var_more_often() -> None:
     fast = var_budget_backtest("e", ret[1000:], ewma(ret, 1000))
     assert lag.breach_rate > 3 * fast.breach_rate and lag.breach_p < 0.01
     assert lag.max_drawdown_pct > fast.max_drawdown_pct
+
+
+def test_the_gates_variance_is_its_window_or_its_ewma() -> None:
+    """vol-eval's "gate" rows run engine.risk_stats itself: volatility = "window" is the sample
+    variance of the last 500 simple returns; "ewma" the RiskMetrics recursion through them."""
+    from ops.vol_cmds import gate_variance
+
+    ret = np.random.default_rng(14).standard_normal(620)
+    ret[560:] *= 3.0
+    simple = np.expm1(ret / 100.0)
+    win = gate_variance(ret, 600, "window")
+    assert win == pytest.approx(1e4 * rolling_window(simple, 600), rel=1e-9)
+    x = simple[100:600] - simple[100:600].mean()
+    s = x.var(ddof=1)
+    for v in x:
+        s = 0.94 * s + 0.06 * v * v
+    ew = gate_variance(ret, 600, "ewma")
+    assert ew[0] == pytest.approx(1e4 * s, rel=1e-9) and ew[0] > 2.0 * win[0]
