@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.probabilistic import ProbScore, crps, fmt_spread, prob_score, seed_summary
+from models.probabilistic import (
+    ProbScore,
+    SeedSummary,
+    crps,
+    fmt_spread,
+    prob_score,
+    seed_summary,
+)
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ def format_prob(prob: Sequence[ProbScore], dm: Sequence[DMRow], levels: Sequence
 
 # --- several seeds ---------------------------------------------------------------------------
 
-_SEED_SCORES = (  # (label, where in the report dict, format, scale)
+SEED_SCORES = (  # (label, where in the report dict, format, scale)
     ("MAE", ("point", "mae"), ".3g", 1.0),
     ("RMSE", ("point", "rmse"), ".3g", 1.0),
     ("MASE", ("point", "mase"), ".3f", 1.0),
@@ -142,7 +149,7 @@ def seed_summary_dict(reports: Sequence[dict], names: Sequence[str]) -> dict:
     out: dict = {"seeds": [r.get("seed") for r in reports], "scores": {}, "dm": []}
     for name in names:
         per = {}
-        for label, (kind, key), _, _ in _SEED_SCORES:
+        for label, (kind, key), _, _ in SEED_SCORES:
             vals = [(_find(r, kind, name) or {}).get(key) for r in reports]
             s = seed_summary([v for v in vals if v is not None])
             if s.n:
@@ -176,7 +183,7 @@ def seed_summary_dict(reports: Sequence[dict], names: Sequence[str]) -> dict:
 def format_seeds(summary: dict) -> str:
     """The mean ± spread table over seeds and the DM verdict counts."""
     seeds = summary["seeds"]
-    labels = [s[0] for s in _SEED_SCORES]
+    labels = [s[0] for s in SEED_SCORES]
     lines = [
         f"over {len(seeds)} seeds ({', '.join(str(s) for s in seeds)}): mean ± standard deviation",
         "| forecaster | " + " | ".join(labels) + " |",
@@ -184,9 +191,8 @@ def format_seeds(summary: dict) -> str:
     ]
     for name, per in summary["scores"].items():
         cells = []
-        for label, _, fmt, scale in _SEED_SCORES:
-            d = per.get(label)
-            cells.append(fmt_spread(seed_summary([]), fmt) if d is None else _cell(d, fmt, scale))
+        for label, _, fmt, scale in SEED_SCORES:
+            cells.append(spread_cell(per.get(label), fmt, scale))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if summary["dm"]:
         lines += [
@@ -202,7 +208,6 @@ def format_seeds(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _cell(d: dict, fmt: str, scale: float) -> str:
-    from models.probabilistic import SeedSummary
-
-    return fmt_spread(SeedSummary(**d), fmt, scale)
+def spread_cell(d: dict | None, fmt: str, scale: float) -> str:
+    """A summary's ``mean ± std`` cell (``-`` when the forecaster has no such score)."""
+    return "-" if d is None else fmt_spread(SeedSummary(**d), fmt, scale)

@@ -30,17 +30,17 @@ def _mean_observed(reports: Sequence[dict]) -> dict[str, list[float]]:
     return {n: np.mean(np.array(v), axis=0).tolist() for n, v in got.items()}
 
 
-def calibration_chart(reports: Sequence[dict]) -> str:
-    """Observed minus nominal share below each level, in points, per forecaster (0 = calibrated)."""
+def calibration_chart(reports: Sequence[dict], names: Sequence[str] | None = None, what="") -> str:
+    """Observed minus nominal share below each level, in points, per forecaster (0 = calibrated);
+    ``names`` picks the forecasters (default: all), ``what`` names them in the title."""
     levels = reports[0].get("levels", [])
     obs = _mean_observed(reports)
+    obs = {n: v for n, v in obs.items() if names is None or n in names}
     if not levels or not obs:
         return ""
     groups = {n: [100.0 * (o - t) for o, t in zip(v, levels, strict=True)] for n, v in obs.items()}
     cats = [f"τ={t:g}" for t in levels]
-    seeds = f" (mean of {len(reports)} seeds)" if len(reports) > 1 else ""
-    title = f"calibration: share of outcomes at or below each quantile minus its level, pt{seeds}"
-    return bar_chart(title, cats, groups)
+    return bar_chart(f"{what or 'forecasters'}: observed - τ, pt", cats, groups)
 
 
 def _prob_table(r: dict) -> str:
@@ -83,9 +83,20 @@ def _dm_table(r: dict) -> str:
 
 
 def _seed_table(summary: dict) -> str:
-    from models.prob_eval import format_seeds
+    from models.prob_eval import SEED_SCORES, spread_cell
 
-    return f"<pre>{html.escape(format_seeds(summary))}</pre>"
+    head = ["forecaster"] + [s[0] for s in SEED_SCORES]
+    rows = [
+        [name] + [spread_cell(per.get(label), fmt, scale) for label, _, fmt, scale in SEED_SCORES]
+        for name, per in summary["scores"].items()
+    ]
+    dm = [
+        [d["model"], d["baseline"], d["loss"], f"{d['p_min']:.3g} – {d['p_max']:.3g}",
+         f"{d['model_better']}/{d['n_seeds']}", f"{d['model_worse']}/{d['n_seeds']}"]
+        for d in summary["dm"]
+    ]  # fmt: skip
+    dm_head = ["model", "baseline", "loss", "p (min – max)", "model better", "model worse"]
+    return _table(head, rows) + "<h3>Diebold–Mariano over the seeds</h3>" + _table(dm_head, dm)
 
 
 def render(reports: Sequence[dict], summary: dict | None = None) -> str:
@@ -96,9 +107,19 @@ def render(reports: Sequence[dict], summary: dict | None = None) -> str:
     how = f"{r['folds']}-fold walk-forward" if r.get("folds") else "held-out last part"
     meta = f"{when} · {how}, input {r['input_size']} bars, horizon {r['horizon']}"
     parts = [f"<h1>{html.escape(title)}</h1><p class=meta>{html.escape(meta)}</p>"]
+    model = r["architecture"]
+    ours = [p["name"] for p in r.get("probabilistic", []) if p["name"].startswith(model)]
+    others = [p["name"] for p in r.get("probabilistic", []) if p["name"] not in ours]
+    seeds = f", mean of {len(reports)} seeds" if len(reports) > 1 else ""
+    parts += [
+        "<h2>Calibration</h2><p class=meta>share of outcomes at or below each quantile minus "
+        f"its level τ, in points (0: calibrated; below 0 at low τ and above at high τ: bands "
+        f"too wide){html.escape(seeds)}</p>",
+        calibration_chart(reports, ours, "the model"),
+        calibration_chart(reports, others, "baselines"),
+    ]
     if summary and len(reports) > 1:
         parts += ["<h2>Over the seeds</h2>", _seed_table(summary)]
-    parts += ["<h2>Calibration</h2>", calibration_chart(reports)]
     first = f" (seed {r.get('seed')})" if len(reports) > 1 else ""
     parts += [f"<h2>Quantile forecasts{first}</h2>", _prob_table(r)]
     parts += [f"<h2>Point forecasts{first}</h2>", _point_table(r)]
