@@ -57,10 +57,11 @@ def ewma_rescale(r: np.ndarray, lam: float) -> np.ndarray:
         return r
     mu = r.mean(axis=0)
     x = r - mu
-    var = (x * x).sum(axis=0) / (t - 1)
-    s = var.copy()
-    for row in x:
-        s = lam * s + (1.0 - lam) * row * row
+    x2 = x * x
+    var = x2.sum(axis=0) / (t - 1)
+    # the recursion unrolled: s_T = lam^T * var + (1 - lam) * sum_k lam^(T-1-k) * x_k^2
+    wts = (1.0 - lam) * lam ** np.arange(t - 1, -1, -1, dtype=np.float64)
+    s = lam**t * var + wts @ x2
     k = np.ones_like(var)
     ok = var > 0
     k[ok] = np.sqrt(s[ok] / var[ok])
