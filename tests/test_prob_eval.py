@@ -161,7 +161,7 @@ def test_gekko_eval_over_seeds_reports_calibrated_bands_and_their_spread(tmp_pat
     text = capsys.readouterr().out
     assert "## seed 1" in text and "over 2 seeds (0, 1)" in text and "Diebold–Mariano" in text
     page = (tmp_path / "r.html").read_text()
-    assert "<svg" in page and "calibration" in page and "nhits + adaptive conformal" in page
+    assert "<svg" in page and "<h2>Calibration" in page and "nhits + adaptive conformal" in page
     assert "<script" not in page
     rep = json.loads(out.read_text())
     assert [r["seed"] for r in rep["seeds"]] == [0, 1]
