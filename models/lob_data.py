@@ -34,6 +34,7 @@ class BookEvents:
     ask_sz: np.ndarray
     trade: np.ndarray  # float64
     tick: float
+    px_unit: float = 1.0  # currency per price unit (LOBSTER: 1e-4 dollars)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -64,6 +65,7 @@ class BookEvents:
             self.ask_sz[last],
             trade,
             self.tick,
+            self.px_unit,
         )
 
     def slice(self, lo: int, hi: int) -> BookEvents:
@@ -76,6 +78,7 @@ class BookEvents:
             self.ask_sz[lo:hi],
             self.trade[lo:hi],
             self.tick,
+            self.px_unit,
         )
 
 
@@ -99,6 +102,7 @@ def lobster_events(message_path: str | Path, orderbook_path: str | Path) -> Book
         np.ascontiguousarray(np.maximum(ask_sz, 0)),
         trade,
         float(LOBSTER_TICK),
+        1e-4,
     )
 
 
@@ -159,7 +163,12 @@ class EventBuilder:
 
 
 def events_from_messages(
-    msgs: Any, instrument_id: int, tick: float, levels: int = 1, name: str = ""
+    msgs: Any,
+    instrument_id: int,
+    tick: float,
+    levels: int = 1,
+    name: str = "",
+    px_unit: float = 1.0,
 ) -> BookEvents:
     """A message stream (a capture, a replay) as ``BookEvents`` through ``EventBuilder``."""
     b = EventBuilder(instrument_id, levels)
@@ -183,6 +192,7 @@ def events_from_messages(
         np.ascontiguousarray(arr[:, 3 * levels :]),
         np.array(trade, np.float64),
         float(tick),
+        px_unit,
     )
 
 
@@ -194,4 +204,4 @@ def binance_events(path: str | Path) -> BookEvents:
 
     ins = Instrument(instrument_id=1, symbol="BTC/USDT", tick_size=0.01, lot_size=0.00001)
     msgs = (m for m in capture_messages(path, ins) if type(m) in (Quote, Trade))
-    return events_from_messages(msgs, 1, tick=1.0, levels=1, name="BTCUSDT-binance")
+    return events_from_messages(msgs, 1, tick=1.0, name="BTCUSDT-binance", px_unit=0.01)

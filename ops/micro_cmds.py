@@ -31,6 +31,15 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
     me.add_argument(
         "--train-frac", type=float, default=0.7, help="the earlier share of each stream fitted on"
     )
+    me.add_argument(
+        "--fee-bps", type=float, default=0.2, help="taker fee of the trading simulation (bp)"
+    )
+    me.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="from the event a decision is made on to the order reaching the venue",
+    )
     me.add_argument("--json", default="", help="also write the reports to this JSON file")
     me.set_defaults(func=cmd_micro_eval)
 
@@ -70,7 +79,13 @@ def cmd_micro_eval(args: argparse.Namespace) -> int:
         return 2
     reports = []
     for ev in evs:
-        r = evaluate_stream(ev, seeds=seeds, train_frac=args.train_frac)
+        r = evaluate_stream(
+            ev,
+            seeds=seeds,
+            train_frac=args.train_frac,
+            fee_bps=args.fee_bps,
+            latency_ns=int(args.latency_ms * 1e6),
+        )
         reports.append(r)
         print(format_report(r), end="\n\n", flush=True)
     if args.json:
