@@ -17,7 +17,9 @@ that with no model change, from the model's own errors on data it was not fitted
   is nudged after every realised outcome, ``τ_{t+1} = τ_t + γ·(τ - 1{y_t ≤ q_t})``, and the
   offset is the τ_t-quantile of a rolling window of recent residuals. An h-step forecast is
   only judged h bars later, so step h's feedback arrives with that delay. It needs the realised
-  returns, so it runs in the evaluation (`gekko eval`); serving applies the static split offsets.
+  returns: ``adaptive`` runs in the evaluation (`gekko eval`) and ``OnlineAdaptive`` is the same
+  one bar at a time, for a server that sees each return (not wired into infer yet: serving
+  applies the static split offsets).
 
 numpy only: serving (onnxruntime, no scipy) imports ``offsets_from_meta`` and ``shift``.
 """
@@ -152,3 +154,58 @@ def adaptive(
         out[t] = q[t] + np.take_along_axis(srt, k[None], axis=0)[0]
     out.sort(axis=-1)
     return out
+
+
+class OnlineAdaptive:
+    """``adaptive`` one bar at a time, for a server that sees each return as its bar closes.
+
+    At every bar close call ``observe(ret)`` with the bar's realised return (it judges step h of
+    the forecast issued h + 1 bars ago), then ``calibrate(q)`` with that bar's raw quantiles
+    ``[H, Q]``: exactly one of each per bar, in that order, so the delays line up. Gives what
+    ``adaptive`` gives on the same sequence (a test checks it). State: a few [H, Q] arrays and
+    the residual window; per instrument, one instance each.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[float],
+        cal_resid: np.ndarray,
+        gamma: float = 0.005,
+        window: int = 0,
+    ) -> None:
+        n, H, Q = cal_resid.shape
+        if n < 1 or len(levels) != Q:
+            raise ValueError(f"calibration residuals {cal_resid.shape} for {len(levels)} levels")
+        self.tau = np.asarray(levels, dtype=np.float64)
+        self.gamma = float(gamma)
+        self.pool = np.array(cal_resid[-(int(window) or n) :], dtype=np.float64)
+        self.head = 0
+        self.level = np.broadcast_to(self.tau, (H, Q)).copy()
+        self.raw = np.zeros((H, H, Q))  # the last H raw forecasts, ring by issue number
+        self.cal = np.zeros((H, H, Q))  # and what was served for them (before sorting)
+        self.issued = 0
+
+    def observe(self, ret: float) -> None:
+        """The return of the bar that just closed."""
+        H = self.level.shape[0]
+        judged = min(H, self.issued)
+        for h in range(judged):
+            k = (self.issued - 1 - h) % H  # issued h + 1 bars ago
+            self.pool[self.head, h] = ret - self.raw[k, h]
+            self.level[h] += self.gamma * (self.tau - (ret <= self.cal[k, h]))
+        if judged:
+            self.head = (self.head + 1) % self.pool.shape[0]
+
+    def calibrate(self, q: np.ndarray) -> np.ndarray:
+        """Calibrated quantiles ``[H, Q]`` (sorted) for this bar's raw ones."""
+        w = self.pool.shape[0]
+        srt = np.sort(self.pool, axis=0)
+        lv = self.level
+        rank = np.where(lv >= 0.5, np.ceil((w + 1) * lv), np.floor((w + 1) * lv))
+        k = np.clip(rank.astype(np.int64), 1, w) - 1
+        out = q + np.take_along_axis(srt, k[None], axis=0)[0]
+        slot = self.issued % self.level.shape[0]
+        self.raw[slot] = q
+        self.cal[slot] = out
+        self.issued += 1
+        return np.sort(out, axis=-1)

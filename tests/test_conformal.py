@@ -118,3 +118,24 @@ def test_serving_adds_the_stored_offsets_to_every_quantile_output(tmp_path):
     (d / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="conformal: offsets must be finite, shape"):
         load_model(d)
+
+
+def test_online_adaptive_gives_what_the_batch_version_gives():
+    from models.conformal import OnlineAdaptive
+
+    rng = np.random.default_rng(7)
+    L, H, m = 5, 3, 400
+    ret = rng.standard_normal(m + L + H) * np.where(np.arange(m + L + H) > 200, 2.0, 1.0)
+    y = np.stack([ret[L + h : L + h + m] for h in range(H)], axis=1)  # y[t, h] = ret[t+L+h]
+    q = gaussian_quantiles(np.zeros((m, H)), np.ones((m, H)), LEVELS)
+    cal = rng.standard_normal((150, H))[..., None] - gaussian_quantiles(
+        np.zeros((150, H)), np.ones((150, H)), LEVELS
+    )
+    batch = adaptive(y, q, LEVELS, cal, gamma=0.02, window=100)
+    online = OnlineAdaptive(LEVELS, cal, gamma=0.02, window=100)
+    got = np.empty_like(batch)
+    for t in range(m):
+        online.observe(ret[t + L - 1])  # the last bar of window t's input has just closed
+        got[t] = online.calibrate(q[t])
+    assert np.allclose(got, batch, atol=1e-12)
+    assert not np.allclose(got, q)  # it did move the bands
