@@ -238,3 +238,15 @@ def test_backtest_overlay_leaves_every_monitor_as_the_live_engine_does(tmp_path:
     assert np.array_equal(live.coverage._hits, eng.coverage._hits)
     assert live.coverage.miscalibrated == eng.coverage.miscalibrated
     assert live.drift.samples == eng.drift.samples and live.drift.drifting == eng.drift.drifting
+
+
+def test_an_old_drift_event_frame_decodes_as_an_error_event() -> None:
+    import msgspec
+
+    from engine.codec import MESSAGE_DECODER
+
+    e = DriftEvent("v", 1, 0.2, 0.1, 0.0, 500, 9, "input", 0.4, 0.25, "ret")
+    old = msgspec.msgpack.encode(msgspec.msgpack.decode(msgspec.msgpack.encode(e))[:-4])
+    g = MESSAGE_DECODER.decode(old)
+    assert isinstance(g, DriftEvent) and (g.kind, g.stat, g.detail) == ("error", 0.0, "")
+    assert MESSAGE_DECODER.decode(msgspec.msgpack.encode(e)) == e

@@ -137,3 +137,15 @@ def test_infer_stamps_the_bar_close_and_bar_length_on_each_forecast(tmp_path: Pa
                 assert f.ts_event == m.ts_event and f.bar_ns == 50 * MS  # type: ignore[attr-defined]
                 seen += 1
     assert seen > 0
+
+
+def test_flattening_waits_for_a_market_to_take_from() -> None:
+    host = _host(size=4)
+    taker = host.slots[0].strategy
+    host.on_forecast(_up(1_000), 1_000)
+    empty = Quote(1, 0, 0, 0, 0, 2_000, 2_000)  # both sides empty: nothing to sell into
+    assert host.on_market_data(empty, 2_000) == []
+    assert taker.targets[1] == 4 and taker.stale_count == 1
+    (o,) = _quote(host, 2_100)
+    assert (o.side, o.qty) == (Side.SELL, 4) and taker.stale_count == 1
+    assert _quote(host, 2_200) == []

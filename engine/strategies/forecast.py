@@ -153,10 +153,13 @@ class ForecastTaker(Strategy):
         deadline = self.stale_at[iid]
         if deadline is None or q.ts_event <= deadline:
             return
+        if deadline >= 0:  # -1: stale already, the flattening waits for a market
+            self.stale_count += 1
         self.stale_at[iid] = None
-        self.stale_count += 1
         if self.flatten:
             self._move_to(iid, 0)
+            if self.targets[iid]:
+                self.stale_at[iid] = -1  # no side to take from yet: again at the next quote
 
     def _move_to(self, iid: int, want: int) -> None:
         """One marketable IOC order for the difference to the target (none without a market:
