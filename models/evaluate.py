@@ -279,12 +279,13 @@ class _Collect:
 
     def report(self, model: str, levels: Sequence[float], **kw) -> EvalReport:
         """Pool the blocks and score every forecaster (point table, probabilistic, DM)."""
-        from models.prob_eval import dm_rows, prob_rows
+        from models.prob_eval import dm_missing, dm_rows, prob_rows
 
         y, scale = _cat(self.ys), _cat(self.scales)
         points = {n: _cat(p) for n, p in self.points.items()}
         quants = {n: _cat(q) for n, q in self.quants.items()}
         mq = quants[model]
+        no_dm = dm_missing()
         multi = len(levels) > 1
         return EvalReport(
             **kw,
@@ -293,7 +294,8 @@ class _Collect:
             nominal=float(levels[-1] - levels[0]) if multi else None,
             levels=[float(t) for t in levels],
             prob=prob_rows(quants, y, levels),
-            dm=dm_rows(model, points, quants, y, levels),
+            dm=[] if no_dm else dm_rows(model, points, quants, y, levels),
+            notes=[no_dm] if no_dm else [],
         )
 
 

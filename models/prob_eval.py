@@ -56,6 +56,17 @@ def window_crps(q: np.ndarray, y: np.ndarray, levels: Sequence[float]) -> np.nda
     return crps(y, q, levels).mean(axis=1)
 
 
+def dm_missing() -> str | None:
+    """Why the DM tests cannot run here (scipy absent: the runtime install), or None."""
+    try:
+        from scipy import stats
+
+        stats.t.sf(1.0, df=2)
+    except Exception as exc:  # noqa: BLE001 - not installed, or a dependency of it broken
+        return f"Diebold–Mariano tests skipped: {type(exc).__name__}: {exc} (pip install scipy)"
+    return None
+
+
 def dm_rows(
     model: str,
     points: dict[str, np.ndarray],

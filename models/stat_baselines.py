@@ -26,8 +26,11 @@ def missing() -> str | None:
     """Why the statsforecast baselines cannot run here, or None when they can."""
     try:
         import statsforecast.models  # noqa: F401
-    except ImportError as exc:
-        return f"statsforecast baselines skipped: {exc} (pip install statsforecast==2.1.1)"
+    except Exception as exc:  # noqa: BLE001 - not installed, or a dependency of it broken
+        return (
+            f"statsforecast baselines skipped: {type(exc).__name__}: {exc} "
+            "(pip install statsforecast==2.1.1)"
+        )
     return None
 
 

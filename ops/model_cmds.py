@@ -416,7 +416,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except (ValueError, RegistryError) as exc:
         return _err(str(exc))
     for r in reports:
-        r.notes = notes + (extra.notes() if extra is not None else [])
+        r.notes += notes + (extra.notes() if extra is not None else [])
         if len(reports) > 1:
             print(f"\n## seed {r.seed}")
         print(format_report(r))

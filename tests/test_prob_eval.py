@@ -222,3 +222,18 @@ def test_the_calibration_plot_shows_each_levels_miss_in_points():
     other = {**rep, "probabilistic": [{**rep["probabilistic"][0], "observed": [0.15, 0.95]}]}
     assert "τ=0.1 m: +15.00" in calibration_chart([rep, other])  # mean over seeds
     assert "25.0 pt" in render([rep])
+
+
+def test_without_scipy_the_dm_tests_are_skipped_with_a_reason(monkeypatch):
+    import models.prob_eval
+
+    monkeypatch.setattr(models.prob_eval, "dm_missing", lambda: "DM skipped: no scipy")
+    bars = [generated_bars("random_walk", 600, seed=2)]
+
+    def zero(x: np.ndarray):
+        m = x.shape[0]
+        return np.zeros((m, 1), np.float32), np.zeros((m, 1, 3), np.float32)
+
+    rep = evaluate_predictor(zero, bars, 8, 1, LEVELS, name="z")
+    assert rep.dm == [] and rep.notes == ["DM skipped: no scipy"] and rep.prob
+    assert "note: DM skipped: no scipy" in format_report(rep)
