@@ -56,7 +56,7 @@ def build_backtest(
     ``[backtest] events``); raises ``MarketUnavailable``."""
     from engine.backtest import InlineRuntime
     from engine.md_rejects import MdValidator, RejectCounter, validated
-    from procs.build import build_data_client, build_venue, venue_accounts
+    from procs.build import build_data_client, build_venue, set_venue_fees, venue_accounts
     from procs.infer import ForecastOverlay, with_forecasts
 
     instruments = cfg.instrument_table()
@@ -79,6 +79,7 @@ def build_backtest(
             **cfg.portfolio.backtest_kwargs(),
         )
         if rt.replay_engine == "fast":
+            set_venue_fees(rt.host, cfg)
             return Backtest(rt, rejects, overlay)
         rejects = RejectCounter(cfg.market.on_bad_row)  # the message path below, from scratch
     # the venue's market data, as the feed reads it (procs.build.build_data_client)
@@ -110,6 +111,7 @@ def build_backtest(
         accounts=venue_accounts(cfg),
         **cfg.portfolio.backtest_kwargs(),
     )
+    set_venue_fees(rt.host, cfg)
     return Backtest(rt, rejects, overlay)
 
 

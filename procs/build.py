@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 from engine.instruments import InstrumentTable
@@ -340,4 +341,19 @@ def build_strategy_host(cfg: Config, instruments: InstrumentTable | None = None)
     for slot in host.slots:
         slot.ctx.sizing_limits = sizing
     host.set_hedged(hedging_instrument_ids(cfg))  # their contexts keep a long and a short leg
+    set_venue_fees(host, cfg)
     return host
+
+
+def set_venue_fees(host: StrategyHost, cfg: Config) -> None:
+    """Tell every strategy context each instrument's taker fee at its venue
+    (``StrategyContext.taker_fees_bps``): a cost-aware strategy prices its trades with it."""
+    fees: dict[int, float] = {}
+    for c in venue_configs(cfg, with_keys=False):
+        fee = c.settings.get("taker_fee_bps")
+        if fee is not None:
+            for ins in c.instruments:
+                fees.setdefault(ins.instrument_id, float(fee))
+    view = MappingProxyType(fees)
+    for slot in host.slots:
+        slot.ctx.taker_fees_bps = view

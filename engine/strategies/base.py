@@ -47,8 +47,9 @@ still loads (its raw table is ``self.params``), with a warning at start that not
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
 from engine import hedge_legs
@@ -346,6 +347,9 @@ class StrategyContext:
 
     #: caps for ``kelly_lots`` (a strategy or its host may replace them with the risk limits)
     sizing_limits: SizingLimits = SizingLimits()
+    #: each instrument's taker fee (bps) at its venue, as the host configured it
+    #: (``procs.build.set_venue_fees``); empty where the host does not know it
+    taker_fees_bps: Mapping[int, float] = MappingProxyType({})
 
     def kelly_lots(
         self,
