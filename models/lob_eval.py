@@ -144,7 +144,7 @@ def evaluate_stream(
     by_name = {f.name: p for f, p in predictions}
     rep.fee_bps = fee_bps
     rep.pnl = trading_controls(
-        ev, split, idx[test], by_name, _expected_move(ev, idx[train], group[train]), fee_bps,
+        ev, split, idx[test], by_name, expected_move(ev, idx[train], group[train]), fee_bps,
         latency_ns,
     )  # fmt: skip
     if accs:
@@ -154,7 +154,7 @@ def evaluate_stream(
     return rep
 
 
-def _expected_move(ev: BookEvents, rows: np.ndarray, at: np.ndarray) -> float:
+def expected_move(ev: BookEvents, rows: np.ndarray, at: np.ndarray) -> float:
     """Mean absolute size of the next mid change over the training rows (price units)."""
     mid = ev.mid
     moves = np.abs(mid[at] - mid[rows])

@@ -43,6 +43,19 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
     me.add_argument("--json", default="", help="also write the reports to this JSON file")
     me.set_defaults(func=cmd_micro_eval)
 
+    mt = sub.add_parser(
+        "micro-train", help="fit a next-mid-change direction model and export it to ONNX"
+    )
+    mt.add_argument("--lobster", action="append", default=[], help="as micro-eval (one stream)")
+    mt.add_argument("--binance", action="append", default=[], help="as micro-eval (one stream)")
+    mt.add_argument("--model", choices=("logit", "mlp"), default="logit")
+    mt.add_argument("--seed", type=int, default=0, help="the MLP's seed")
+    mt.add_argument(
+        "--train-frac", type=float, default=1.0, help="fit on this earlier share (default all)"
+    )
+    mt.add_argument("--out", required=True, help="model directory to write")
+    mt.set_defaults(func=cmd_micro_train)
+
 
 def streams(args: argparse.Namespace) -> list:
     """The event streams the arguments name (LOBSTER: same-time messages coalesced)."""
@@ -90,4 +103,52 @@ def cmd_micro_eval(args: argparse.Namespace) -> int:
         print(format_report(r), end="\n\n", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in reports], indent=1))
+    return 0
+
+
+def cmd_micro_train(args: argparse.Namespace) -> int:
+    from models.lob_eval import expected_move, samples
+    from models.lob_export import MicroModelError, export_micro
+    from models.lob_models import MLP, LinearLogit
+
+    try:
+        evs = streams(args)
+    except (ValueError, OSError) as exc:
+        print(f"gekko micro-train: {exc}", file=sys.stderr)
+        return 2
+    if len(evs) != 1:
+        print("gekko micro-train: name exactly one stream", file=sys.stderr)
+        return 2
+    ev = evs[0]
+    x, y, group, idx = samples(ev)
+    split = int(len(ev) * args.train_frac)
+    keep = (idx < split) & (group < split)
+    if keep.sum() < 1000:
+        print(f"gekko micro-train: {int(keep.sum())} training rows: too few", file=sys.stderr)
+        return 2
+    f = LinearLogit() if args.model == "logit" else MLP(seed=args.seed)
+    f.fit(x[keep], y[keep])
+    meta = {
+        "stream": ev.name,
+        "events": len(ev),
+        "train_rows": int(keep.sum()),
+        "train_frac": args.train_frac,
+        "tick": ev.tick,
+        "px_unit": ev.px_unit,
+        "expected_move": expected_move(ev, idx[keep], group[keep]),
+        "seed": args.seed,
+        "command": " ".join(
+            ["gekko micro-train"]
+            + [f"--lobster {p}" for p in args.lobster]
+            + [f"--binance {p}" for p in args.binance]
+            + [f"--model {args.model} --seed {args.seed} --train-frac {args.train_frac}"]
+            + [f"--out {args.out}"]
+        ),
+    }
+    try:
+        out = export_micro(f, args.out, meta)
+    except MicroModelError as exc:
+        print(f"gekko micro-train: {exc}", file=sys.stderr)
+        return 1
+    print(f"{f.name} on {ev.name}: {meta['train_rows']} rows -> {out}")
     return 0
