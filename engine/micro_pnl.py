@@ -60,13 +60,15 @@ def simulate(
     p_up: np.ndarray,
     tick_size: float,
     rule: CostRule,
+    lot_size: float = 1.0,
 ) -> PnL:
     """Trade the rule over one stream's touch (1-D arrays: the best level after each event);
     prices are integers of ``tick_size`` currency. An order decided at an event reaches the
     venue ``latency_ns`` later, at the first event from then on, as an IOC at the price decided
     (the book may have moved away: then it does not fill)."""
-    ins = Instrument(instrument_id=1, symbol="X", tick_size=tick_size, lot_size=1.0)
-    book = _Book(SimExchange([ins], taker_fee_bps=rule.taker_fee_bps, seed=0), tick_size)
+    ins = Instrument(instrument_id=1, symbol="X", tick_size=tick_size, lot_size=lot_size)
+    venue = SimExchange([ins], taker_fee_bps=rule.taker_fee_bps, seed=0)
+    book = _Book(venue, tick_size * lot_size)
     entry_ts, entry_mid, last_entry = 0, 0.0, -(10**18)
     pending: tuple[int, int, int, int] | None = None  # (due ns, side, px, qty)
     trips: list[float] = []
@@ -105,7 +107,7 @@ def simulate(
         pending = (due, side, int(ask_px[i] if side == Side.BUY else bid_px[i]), rule.qty)
     gross = book.gross
     if book.pos:  # still open at the end: marked at the last mid (no exit cost: flattering)
-        mark = book.pos * 0.5 * (bid_px[-1] + ask_px[-1]) * tick_size
+        mark = book.pos * 0.5 * (bid_px[-1] + ask_px[-1]) * tick_size * lot_size
         gross += mark
         trips.append(book.cash + mark - open_cash)
     wins = sum(1 for x in trips if x > 0)
@@ -117,9 +119,9 @@ def simulate(
 class _Book:
     """The venue, its quotes, and our position and cash from its fills."""
 
-    def __init__(self, venue: SimExchange, tick_size: float) -> None:
+    def __init__(self, venue: SimExchange, unit: float) -> None:
         self.venue = venue
-        self.tick = tick_size
+        self.tick = unit  # currency per (price unit x size unit)
         self.gross = 0.0  # cash from fills, before fees
         self.fees = 0.0
         self.pos = 0

@@ -35,6 +35,7 @@ class BookEvents:
     trade: np.ndarray  # float64
     tick: float
     px_unit: float = 1.0  # currency per price unit (LOBSTER: 1e-4 dollars)
+    qty_unit: float = 1.0  # base units per size unit (LOBSTER: a share; Binance: 1e-5 BTC)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -66,6 +67,7 @@ class BookEvents:
             trade,
             self.tick,
             self.px_unit,
+            self.qty_unit,
         )
 
     def slice(self, lo: int, hi: int) -> BookEvents:
@@ -79,6 +81,7 @@ class BookEvents:
             self.trade[lo:hi],
             self.tick,
             self.px_unit,
+            self.qty_unit,
         )
 
 
@@ -103,6 +106,7 @@ def lobster_events(message_path: str | Path, orderbook_path: str | Path) -> Book
         trade,
         float(LOBSTER_TICK),
         1e-4,
+        1.0,
     )
 
 
@@ -112,8 +116,8 @@ def lobster_days(data_dir: str | Path) -> dict[str, tuple[Path, Path]]:
     out: dict[str, tuple[Path, Path]] = {}
     for msg in sorted(Path(data_dir).glob("*_message_*.csv")):
         parts = msg.stem.split("_")  # TICKER, date, start, end, "message", levels
-        if parts[2] != "34200000" or parts[3] != "57600000":
-            continue  # not the whole session
+        if parts[2] != "34200000" or parts[3] != "57600000" or msg.stat().st_size < 500_000:
+            continue  # not the whole session (an extract of the day's first rows)
         book = msg.with_name(msg.name.replace("_message_", "_orderbook_"))
         if book.exists():
             out[f"{parts[0]}-L{parts[5]}"] = (msg, book)
@@ -169,6 +173,7 @@ def events_from_messages(
     levels: int = 1,
     name: str = "",
     px_unit: float = 1.0,
+    qty_unit: float = 1.0,
 ) -> BookEvents:
     """A message stream (a capture, a replay) as ``BookEvents`` through ``EventBuilder``."""
     b = EventBuilder(instrument_id, levels)
@@ -193,6 +198,7 @@ def events_from_messages(
         np.array(trade, np.float64),
         float(tick),
         px_unit,
+        qty_unit,
     )
 
 
@@ -204,4 +210,6 @@ def binance_events(path: str | Path) -> BookEvents:
 
     ins = Instrument(instrument_id=1, symbol="BTC/USDT", tick_size=0.01, lot_size=0.00001)
     msgs = (m for m in capture_messages(path, ins) if type(m) in (Quote, Trade))
-    return events_from_messages(msgs, 1, tick=1.0, name="BTCUSDT-binance", px_unit=0.01)
+    return events_from_messages(
+        msgs, 1, tick=1.0, name="BTCUSDT-binance", px_unit=0.01, qty_unit=1e-5
+    )

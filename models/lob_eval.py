@@ -21,6 +21,8 @@ from models.lob_features import features_of_events
 from models.lob_models import MLP, ImbalanceLogit, LinearLogit, baselines
 from models.stat_tests import diebold_mariano
 
+NOTIONAL = 20_000.0  # the trading simulation's order size, in the quote currency
+
 
 def next_change(mid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(direction, at) per event: +1 / -1 for the next different mid, 0 where none follows;
@@ -175,9 +177,14 @@ def trading_controls(
     first MLP) and the imbalance baseline; then, to show the edge before costs, the rule
     without its cost check (any P(up) at least 0.2 from a coin) on ours and on two controls:
     ours shuffled (a random signal of the same distribution) and reversed."""
-    aware = CostRule(expected_move, taker_fee_bps=fee_bps, latency_ns=latency_ns)
-    blind = CostRule(expected_move, fee_bps, margin=0.0, conviction=0.2, latency_ns=latency_ns)
     seg = ev.slice(split, len(ev))
+    # about NOTIONAL of currency an order, whatever the units
+    mid0 = float(np.nanmedian(seg.mid)) if len(seg) else 0.0
+    qty = max(1, round(NOTIONAL / (mid0 * ev.px_unit * ev.qty_unit))) if mid0 > 0 else 1
+    aware = CostRule(expected_move, fee_bps, qty=qty, latency_ns=latency_ns)
+    blind = CostRule(
+        expected_move, fee_bps, margin=0.0, conviction=0.2, qty=qty, latency_ns=latency_ns
+    )
     out = []
     ours = "logit (all features)"
     shuffled = np.random.default_rng(0).permutation(p[ours])
@@ -198,6 +205,7 @@ def trading_controls(
                 full,
                 ev.px_unit,
                 rule,
+                ev.qty_unit,
             )
         )
     return out
@@ -221,8 +229,8 @@ def format_report(r: MicroReport) -> str:
     if r.pnl:
         lines += [
             "",
-            f"Acting on it through the simulated exchange (taker, {r.fee_bps:g} bp fee, the "
-            "rule of engine/micro_pnl.py):",
+            f"Acting on it through the simulated exchange (taker, {r.fee_bps:g} bp fee, orders "
+            f"of about {NOTIONAL:,.0f}, the rule of engine/micro_pnl.py):",
             "",
             "| signal | round trips | gross | fees | net | per trip | won |",
             "|---|---|---|---|---|---|---|",
