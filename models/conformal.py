@@ -75,11 +75,21 @@ def fit_split(y: np.ndarray, q: np.ndarray, levels: Sequence[float], source: str
     return Offsets(levels, off, int(y.shape[0]), METHOD_SPLIT, source)
 
 
-def shift(q: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Add ``offsets [H, Q]`` to quantiles ``q [batch, H, Q]`` IN PLACE and keep them monotone."""
+def shift(q: np.ndarray, offsets: np.ndarray, sort: bool = True) -> np.ndarray:
+    """Add ``offsets [H, Q]`` to quantiles ``q [batch, H, Q]`` IN PLACE and keep them monotone.
+
+    ``sort=False`` skips the sort when ``keeps_order(offsets)``: monotone quantiles plus offsets
+    that do not decrease with the level stay monotone (the sort is most of the cost).
+    """
     q += offsets.astype(q.dtype, copy=False)
-    q.sort(axis=-1)
+    if sort:
+        q.sort(axis=-1)
     return q
+
+
+def keeps_order(offsets: np.ndarray) -> bool:
+    """Whether ``offsets [H, Q]`` never decrease with the level (then no sort is needed)."""
+    return bool(np.all(np.diff(offsets, axis=-1) >= 0))
 
 
 def calibrated(q: np.ndarray, off: Offsets) -> np.ndarray:

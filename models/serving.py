@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from models.conformal import offsets_from_meta, shift
+from models.conformal import keeps_order, offsets_from_meta, shift
 from models.features import FEATURES
 from models.guardrails import ServingSpec, misfits
 
@@ -192,12 +192,14 @@ class LoadedModel:
     sha256: str
     output_names: list[str] = field(default_factory=lambda: ["point", "quantiles"])
     offsets: np.ndarray | None = None  # conformal offsets [horizon, q] from meta.json, if any
+    _resort: bool = True  # the offsets may cross the model's (monotone) quantiles
 
     def __post_init__(self) -> None:
         try:  # fitted at train time on held-back data (models/conformal.py); added in run()
             self.offsets = offsets_from_meta(self.meta, self.horizon, self.quantiles)
         except ValueError as exc:
             raise ModelError(f"{self.path}/meta.json: {exc}") from None
+        self._resort = self.offsets is not None and not keeps_order(self.offsets)
 
     @property
     def name(self) -> str:
@@ -215,7 +217,7 @@ class LoadedModel:
         """One batched call: ``x`` float32 [batch, input_size, n_features], C-contiguous."""
         point, quantiles = self.session.run(self.output_names, {self.input_name: x})
         if self.offsets is not None:  # calibrated bands: in place, levels kept monotone
-            shift(quantiles, self.offsets)
+            shift(quantiles, self.offsets, self._resort)
         return point, quantiles
 
 

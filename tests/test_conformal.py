@@ -42,10 +42,19 @@ def test_split_offsets_use_the_finite_sample_rank():
 
 
 def test_shift_is_in_place_and_keeps_quantiles_monotone():
+    from models.conformal import keeps_order
+
     q = np.array([[[0.0, 0.1, 0.2]]], dtype=np.float32)
-    out = shift(q, np.array([[0.5, 0.0, -0.5]]))
+    off = np.array([[0.5, 0.0, -0.5]])
+    assert not keeps_order(off)
+    out = shift(q, off)
     assert out is q
     assert q[0, 0].tolist() == pytest.approx([-0.3, 0.1, 0.5])
+    assert keeps_order(np.array([[-0.1, 0.0, 0.0]]))
+    q2 = np.array([[[0.0, 0.1, 0.2]]], dtype=np.float32)
+    assert shift(q2, np.array([[-0.1, 0.0, 0.0]]), sort=False)[0, 0].tolist() == pytest.approx(
+        [-0.1, 0.1, 0.2]
+    )
 
 
 def test_offsets_round_trip_through_meta_and_refuse_a_mismatch():
@@ -114,6 +123,12 @@ def test_serving_adds_the_stored_offsets_to_every_quantile_output(tmp_path):
     p_cal, q_cal = load_model(d).run(x)
     assert np.array_equal(p_raw, p_cal)  # the point forecast is not touched
     assert np.allclose(q_cal, q_raw + np.array(off, np.float32), atol=1e-7)
+    crossing = [[0.05, 0.0, -0.05]] * 3  # would cross the model's quantiles: sorted again
+    meta["conformal"]["offsets"] = crossing
+    (d / "meta.json").write_text(json.dumps(meta))
+    _, q_x = load_model(d).run(x)
+    assert np.allclose(q_x, np.sort(q_raw + np.array(crossing, np.float32), axis=-1), atol=1e-7)
+    assert np.all(np.diff(q_x, axis=-1) >= 0)
     meta["conformal"]["offsets"] = off[:2]  # calibrated for another horizon: refused
     (d / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="conformal: offsets must be finite, shape"):
