@@ -187,3 +187,21 @@ def test_the_host_tells_each_strategy_the_venues_taker_fee() -> None:
     host = build_strategy_host(cfg)
     want = {i.instrument_id: cfg.sim.taker_fee_bps for i in cfg.instrument_table()}
     assert want and all(dict(s.ctx.taker_fees_bps) == want for s in host.slots)
+
+
+def test_the_commented_example_in_config_toml_parses() -> None:
+    import tomllib
+
+    from engine.strategies.params import parse_params
+    from tests.conftest import ROOT
+
+    text = (ROOT / "config.toml").read_text()
+    i = text.index('# [[strategies]]\n# id = 3\n# path = "engine.strategies.cost_aware')
+    block = []
+    for line in text[i:].splitlines():
+        if not line.startswith("# "):
+            break
+        block.append(line[2:])
+    (spec,) = tomllib.loads("\n".join(block))["strategies"]
+    p = parse_params(CostAwareForecast.Params, spec["params"])
+    assert p.signal == "model" and p.taker_fee_bps < 0 and "max_trades_per_hour" in spec["params"]
