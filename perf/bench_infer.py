@@ -171,7 +171,7 @@ class Session:
         np.multiply(row, 0.9995, out=bars.low)
         bars.close[:] = row
         out: list[Any] = []
-        self.eng._on_close(0, out)
+        self.eng._on_close(0, 0, out)
         return out
 
     def __call__(self, loops: int) -> float:
