@@ -349,8 +349,6 @@ def _seeds(args: argparse.Namespace) -> list[int]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from models.evaluate import evaluate_predictor, format_report
-
     try:
         series = _bars(args)
         seeds = _seeds(args)
@@ -358,47 +356,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _err(str(exc))
     notes: list[str] = []
     extra = _stat_baselines(args, notes)
-    reports = []
     try:
         if args.model:
-            import onnxruntime as ort
-
-            from models.registry import read_meta, verify_onnx_hash
-
-            meta = read_meta(args.model)
-            verify_onnx_hash(args.model, meta)
-            sess = ort.InferenceSession(
-                str(Path(args.model) / "model.onnx"), providers=["CPUExecutionProvider"]
-            )
-
-            def predictor(x):
-                return tuple(sess.run(["point", "quantiles"], {"x": x}))
-
-            from models.conformal import offsets_from_meta
-
-            report = evaluate_predictor(
-                predictor,
-                series,
-                int(meta["input_size"]),
-                int(meta["horizon"]),
-                meta["quantiles"],
-                name=f"{meta['architecture']} {meta['version']}",
-                season=args.season or None,
-                test_frac=args.test_frac,
-                data_name=_data_name(args),
-                offsets=offsets_from_meta(meta, int(meta["horizon"]), meta["quantiles"]),
-                extra=extra,
-            )
-            reports.append(report)
-            if meta["training"].get("data_sha256") == data_sha256(series):
-                print(
-                    "gekko: warning: this model was trained on exactly these bars: the scores "
-                    "below are IN-SAMPLE (use `gekko eval` without --model for walk-forward)",
-                    file=sys.stderr,
-                )
+            reports = [_eval_model(args, series, extra)]
         else:
             from models.evaluate import walk_forward_eval
 
+            reports = []
             for seed in seeds:
                 args.seed = seed
                 reports.append(
@@ -417,6 +381,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _err(str(exc))
     for r in reports:
         r.notes += notes + (extra.notes() if extra is not None else [])
+    _print_eval(args, reports)
+    return 0
+
+
+def _eval_model(args: argparse.Namespace, series: list, extra):  # type: ignore[no-untyped-def]
+    """``gekko eval --model``: an exported model (onnxruntime), its stored offsets included."""
+    import onnxruntime as ort
+
+    from models.conformal import offsets_from_meta
+    from models.evaluate import evaluate_predictor
+    from models.registry import read_meta, verify_onnx_hash
+
+    meta = read_meta(args.model)
+    verify_onnx_hash(args.model, meta)
+    sess = ort.InferenceSession(
+        str(Path(args.model) / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+
+    def predictor(x):
+        return tuple(sess.run(["point", "quantiles"], {"x": x}))
+
+    report = evaluate_predictor(
+        predictor,
+        series,
+        int(meta["input_size"]),
+        int(meta["horizon"]),
+        meta["quantiles"],
+        name=f"{meta['architecture']} {meta['version']}",
+        season=args.season or None,
+        test_frac=args.test_frac,
+        data_name=_data_name(args),
+        offsets=offsets_from_meta(meta, int(meta["horizon"]), meta["quantiles"]),
+        extra=extra,
+    )
+    if meta["training"].get("data_sha256") == data_sha256(series):
+        print(
+            "gekko: warning: this model was trained on exactly these bars: the scores "
+            "below are IN-SAMPLE (use `gekko eval` without --model for walk-forward)",
+            file=sys.stderr,
+        )
+    return report
+
+
+def _print_eval(args: argparse.Namespace, reports: list) -> None:
+    """Each seed's tables, the summary over seeds, and the --json / --html files."""
+    from models.evaluate import format_report
+
+    for r in reports:
         if len(reports) > 1:
             print(f"\n## seed {r.seed}")
         print(format_report(r))
@@ -436,7 +448,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from ops.eval_report import write
 
         print(f"report: {write(args.html, [r.to_dict() for r in reports], summary)}")
-    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
