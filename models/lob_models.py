@@ -170,3 +170,62 @@ class MLP:
 
 def baselines() -> list[Any]:
     return [Coin(), LastMove(), ImbalanceLogit()]
+
+
+def fit_softmax(x: np.ndarray, y: np.ndarray, k: int, l2: float = 1e-3, iters: int = 30):
+    """Weights [d + 1, k] of a multinomial logistic regression of class ``y`` (0..k-1) on
+    ``x``: Newton's method on the full Hessian (small d and k)."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    n, d = xb.shape
+    w = np.zeros((d, k))
+    onehot = np.eye(k)[y]
+    for _ in range(iters):
+        p = _softmax(xb @ w)
+        grad = (xb.T @ (p - onehot) / n + l2 * w).ravel(order="F")
+        h = np.empty((d * k, d * k))
+        for a in range(k):
+            for b in range(k):
+                wgt = p[:, a] * ((a == b) - p[:, b])
+                h[a * d : (a + 1) * d, b * d : (b + 1) * d] = (xb * wgt[:, None]).T @ xb / n
+        h += l2 * np.eye(d * k)
+        step = np.linalg.lstsq(h, grad, rcond=None)[0]
+        w -= step.reshape((d, k), order="F")
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return w
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class NoChange:
+    """Always "no change"; its probabilities the training block's class shares."""
+
+    name = "always no change"
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> NoChange:
+        self.p = np.bincount(y, minlength=3) / len(y)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.tile(self.p, (len(x), 1))
+
+
+class Softmax:
+    """Down / flat / up from the touch imbalance alone (``imbalance_only``) or every feature."""
+
+    def __init__(self, imbalance_only: bool) -> None:
+        self.cols = [_IMB] if imbalance_only else list(range(len(FEATURES)))
+        self.name = "imbalance softmax" if imbalance_only else "softmax (all features)"
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Softmax:
+        self.scale = Standardizer.fit(x[:, self.cols])
+        self.w = fit_softmax(self.scale(x[:, self.cols]), y, 3)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        xs = self.scale(x[:, self.cols])
+        return _softmax(xs @ self.w[:-1] + self.w[-1])

@@ -32,6 +32,11 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
         "--train-frac", type=float, default=0.7, help="the earlier share of each stream fitted on"
     )
     me.add_argument(
+        "--horizons",
+        default="10,100,1000ms",
+        help="down / flat / up over these horizons too: N events or Nms (empty: none)",
+    )
+    me.add_argument(
         "--fee-bps", type=float, default=0.2, help="taker fee of the trading simulation (bp)"
     )
     me.add_argument(
@@ -78,19 +83,34 @@ def streams(args: argparse.Namespace) -> list:
     return out
 
 
+def parse_horizons(text: str) -> list[tuple[int, int]]:
+    """ "10,100,1000ms" -> [(10, 0), (100, 0), (0, 1_000_000_000)]: (events, ns)."""
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        ms = item.endswith("ms")
+        value = int(item[:-2] if ms else item)
+        if value <= 0:
+            raise ValueError(f"--horizons: {item!r} is not a positive horizon")
+        out.append((0, value * 1_000_000) if ms else (value, 0))
+    return out
+
+
 def cmd_micro_eval(args: argparse.Namespace) -> int:
     from models.lob_eval import evaluate_stream, format_report
+    from models.lob_horizon import evaluate_horizon, format_horizon
 
     if not args.lobster and not args.binance:
         print("gekko micro-eval: name data with --lobster and/or --binance", file=sys.stderr)
         return 2
     try:
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+        horizons = parse_horizons(args.horizons)
         evs = streams(args)
     except (ValueError, OSError) as exc:
         print(f"gekko micro-eval: {exc}", file=sys.stderr)
         return 2
-    reports = []
+    reports: list = []
+    extra: list = []
     for ev in evs:
         r = evaluate_stream(
             ev,
@@ -101,8 +121,13 @@ def cmd_micro_eval(args: argparse.Namespace) -> int:
         )
         reports.append(r)
         print(format_report(r), end="\n\n", flush=True)
+        for events, dt_ns in horizons:
+            h = evaluate_horizon(ev, events=events, dt_ns=dt_ns, train_frac=args.train_frac)
+            extra.append(h)
+            print(format_horizon(h), end="\n\n", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in reports], indent=1))
+        out = {"next_change": [asdict(r) for r in reports], "horizons": [asdict(h) for h in extra]}
+        Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
 
