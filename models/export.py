@@ -169,6 +169,7 @@ def write_model_dir(
     checkpoint: bool = True,
     conformal: dict | None = None,
     feature_stats: dict | None = None,
+    instruments: list[str] | None = None,
 ) -> dict:
     """Export the ONNX graph, optionally the torch checkpoint, and meta.json into ``out_dir``.
 
@@ -208,6 +209,8 @@ def write_model_dir(
         # the training rows' distribution per feature: infer's input drift monitor compares
         # live rows with it (models/input_drift.py); absent in older metas (not monitored)
         **({"feature_stats": feature_stats} if feature_stats else {}),
+        # the symbols it was trained on: infer refuses to forecast others (models/guardrails.py)
+        **({"instruments": instruments} if instruments else {}),
         "export": {
             "opset": OPSET,
             "parity_max_abs_diff": worst,

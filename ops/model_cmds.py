@@ -274,6 +274,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         command=_canonical_command(args),
         checkpoint=not args.no_checkpoint,
         feature_stats=training_stats(cat(0, "train")[:, -1, :], FEATURES),
+        instruments=sorted({b.symbol for b in series}),
         conformal=conformal,
     )
     print(

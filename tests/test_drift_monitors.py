@@ -210,6 +210,7 @@ def test_training_writes_feature_stats_into_meta(tmp_path: Path) -> None:
     st = meta["feature_stats"]
     assert st["features"] == list(FEATURES) and st["rows"] > 100
     assert all(abs(sum(s) - 1) < 1e-9 for s in st["shares"])
+    assert meta["instruments"] == ["sine"]  # what it was trained on (models/guardrails.py)
     mon = InputDriftMonitor()
     assert mon.set_stats(st, FEATURES) == "" and mon.enabled
 
