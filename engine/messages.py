@@ -135,6 +135,8 @@ class Forecast(msgspec.Struct, tag=6, **_S):
     quantiles: list[list[float]] = []
     ts_event: int = 0
     bar_ns: int = 0
+    #: a direction model's P(the mid's next change is up) (models.lob_serving); -1: none
+    p_up: float = -1.0
 
 
 # --- order intents (strategy -> risk) --------------------------------------------------------

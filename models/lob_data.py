@@ -36,6 +36,7 @@ class BookEvents:
     tick: float
     px_unit: float = 1.0  # currency per price unit (LOBSTER: 1e-4 dollars)
     qty_unit: float = 1.0  # base units per size unit (LOBSTER: a share; Binance: 1e-5 BTC)
+    one_per_time: bool = False  # one event per time (``coalesced``): serving must do the same
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -68,6 +69,7 @@ class BookEvents:
             self.tick,
             self.px_unit,
             self.qty_unit,
+            True,
         )
 
     def slice(self, lo: int, hi: int) -> BookEvents:
@@ -82,6 +84,7 @@ class BookEvents:
             self.tick,
             self.px_unit,
             self.qty_unit,
+            self.one_per_time,
         )
 
 

@@ -159,6 +159,8 @@ def cmd_micro_train(args: argparse.Namespace) -> int:
         "train_rows": int(keep.sum()),
         "train_frac": args.train_frac,
         "tick": ev.tick,
+        "levels": int(ev.bid_px.shape[1]),
+        "coalesce": ev.one_per_time,
         "px_unit": ev.px_unit,
         "expected_move": expected_move(ev, idx[keep], group[keep]),
         "seed": args.seed,
