@@ -57,7 +57,6 @@ from engine.messages import (
 )
 from engine.portfolio import Portfolio
 from engine.risk import RiskGate, RiskLimits
-from engine.sizing import SizingLimits
 from engine.stages import Handler
 from engine.stages.exec import ExecStage
 from engine.stages.risk import RiskStage
@@ -143,6 +142,7 @@ class InlineRuntime:
         engine: str = "fast",
         overlay: Any = None,
         accounts: Mapping[str, Any] | None = None,
+        risk_returns: bool = False,
     ) -> None:
         self.instruments = (
             instruments
@@ -154,9 +154,7 @@ class InlineRuntime:
         if drain_step_ns <= 0:
             raise ValueError("drain_step_ns must be > 0")
         self.host = StrategyHost(strategies, self.instruments, on_error=on_error)
-        sizing = SizingLimits.from_risk(limits)  # Kelly sizing is capped by the risk limits
-        for slot in self.host.slots:
-            slot.ctx.sizing_limits = sizing
+        self.host.set_risk_limits(limits)  # sizing capped by the risk limits, with risk's sigma
         hedged = [  # instruments of hedging venues: risk keeps their legs apart
             i.instrument_id
             for i in self.instruments
@@ -200,6 +198,8 @@ class InlineRuntime:
         self._controls = sorted(controls, key=lambda c: c.ts)
         self._ci = 0  # next control to apply
         self._build_stages(limits)
+        if risk_returns:  # VaR, correlation, a sigma-scaled band: as the risk process samples
+            self.risk_stage.sample_returns(limits.returns_interval_ns, limits.returns_window)
         self._queue: list[tuple[int, int, str, object]] = []
         self._seq = itertools.count()
         self.now_ns = 0

@@ -63,6 +63,8 @@ def fast_unsupported(rt: InlineRuntime, source: object) -> str:
         return "the simulated exchange keeps a durable record"
     if rt.feed_latency_ns:
         return "a feed latency is set (the fast path replays with none)"
+    if rt.risk_stage.returns is not None:
+        return "risk samples returns ([backtest] risk_returns: its refreshes run on every price)"
     ids = rt.instruments.ids
     if ids and (min(ids) < 0 or max(ids) > _MAX_ID):
         return f"instrument ids beyond 0..{_MAX_ID}"

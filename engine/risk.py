@@ -76,8 +76,10 @@ class RiskGate(RiskBook):
 
     # --- real-time controls -----------------------------------------------------------------
     def set_returns(self, returns: np.ndarray) -> None:
-        """A new window of returns (T × n by instrument id) for VaR and correlation."""
+        """A new window of returns (T × n by instrument id) for VaR, correlation and a
+        sigma-scaled price band."""
         self.stats.set_returns(returns)
+        self.set_bands()  # a sigma-scaled price band follows the new sigma
 
     def on_prices(self, now_ns: int, wall_ns: int = 0) -> list[RiskOutput]:
         """Off the order path, every few ms: marks, equity and exposures from the latest prices

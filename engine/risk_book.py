@@ -180,6 +180,27 @@ class RiskBook:
             limits.flash_band_ticks,
             limits.flash_band_ladder_ticks,
         )
+        # a spot price's band, percent: price_band_pct, or sigma-scaled (``set_bands``)
+        self.band_pct = np.full(n, float(limits.price_band_pct))
+        self.band_scaled = np.zeros(n, dtype=np.bool_)  # True where band_pct is sigma-scaled
+
+    def set_bands(self) -> None:
+        """With ``price_band_sigmas`` > 0, each spot instrument's band becomes that many sigmas
+        of one return interval (``stats.var``: the window's or the EWMA variance, per
+        ``volatility``), kept within ``price_band_min_pct`` .. ``price_band_pct``. Where sigma is
+        unknown (fewer than ``min_history`` returns, or none that vary) the fixed band stays:
+        fail closed to the configured fat-finger limit. Off the order path (a new window)."""
+        lim = self.limits
+        fixed = float(lim.price_band_pct)
+        self.band_pct[:] = fixed
+        self.band_scaled[:] = False
+        st = self.stats
+        if not (lim.price_band_sigmas > 0 and fixed > 0 and st.ready and st.var.shape[0]):
+            return
+        ok = (st.var > 0) & np.isfinite(st.var) & ~self.guard.bounded
+        band = lim.price_band_sigmas * np.sqrt(np.where(ok, st.var, 0.0)) * 100.0
+        self.band_pct[ok] = np.clip(band[ok], lim.price_band_min_pct, fixed)
+        self.band_scaled[ok] = True
 
     @property
     def state(self) -> int:

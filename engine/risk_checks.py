@@ -27,7 +27,10 @@ Checks on a new order, in order (every limit configurable; 0 turns the optional 
    the types exec sends at the market — stops and market-if-touched when they fire,
    market-to-limit at the touch, a trailing-stop-limit's limit; a session order is valued at
    today's prices);
-6. price band (fat finger): a limit price more than ``price_band_pct`` from the mid (a binary
+6. price band (fat finger): a limit price more than ``price_band_pct`` from the mid (with
+   ``price_band_sigmas`` > 0 a spot price's band is that many return-interval sigmas, within
+   ``price_band_min_pct`` .. ``price_band_pct``, the fixed band while sigma is unknown:
+   ``RiskBook.set_bands``; a binary
    also more than ``price_band_ticks`` ticks, a betting selection ``price_band_ladder_ticks``
    ladder ticks: the wider band of the two, as a tick at 0.03 is 33 %);
 7. max position in lots, worst case: the filled position plus every open order on the same side
@@ -338,8 +341,9 @@ def order_checks(
         if b > 0 and a > 0:
             mid = (b + a) / 2.0
             dev = abs(px - mid) / mid * 100.0
-            if dev > lim.price_band_pct:
-                return "price band", dev, lim.price_band_pct
+            band = float(book.band_pct[iid])  # price_band_pct, or sigma-scaled (set_bands)
+            if dev > band:
+                return "price band", dev, band
     pos = int(book.position[iid])
     if book.hedged[iid]:  # a hedging venue: the leg it moves (reduce-only: the opposite one)
         pos = int(book.long_pos[iid] if (side == Side.BUY) != reduce_only else book.short_pos[iid])

@@ -71,6 +71,10 @@ class RiskLimits(Settings):
     trading_day_s: float = 23_400.0
     max_orders_per_s: int = 1_000
     price_band_pct: float = 5.0
+    # > 0: a spot price's band is this many return-interval sigmas (the [risk] volatility
+    # sigma), within price_band_min_pct..price_band_pct; the fixed band while sigma is unknown
+    price_band_sigmas: float = 0.0
+    price_band_min_pct: float = 0.5
     # a binary's price band in ticks, a betting selection's in ladder ticks: refused past these
     # and price_band_pct both (the wider band wins); 0 = off for that kind
     price_band_ticks: float = 5.0
@@ -176,6 +180,18 @@ class RiskLimits(Settings):
         ):
             v = getattr(self, k)
             need(math.isfinite(v) and v >= 0, k, "must be >= 0 (0 = off)")
+        need(
+            math.isfinite(self.price_band_sigmas) and self.price_band_sigmas >= 0,
+            "price_band_sigmas",
+            "must be >= 0 (0 = the fixed price_band_pct)",
+        )
+        need(
+            math.isfinite(self.price_band_min_pct)
+            and self.price_band_min_pct >= 0
+            and (not self.price_band_pct or self.price_band_min_pct <= self.price_band_pct),
+            "price_band_min_pct",
+            "must be within 0..price_band_pct",
+        )
         for k in ("flash_window_s", "flash_cooldown_s", "refresh_interval_ms"):
             v = getattr(self, k)
             need(math.isfinite(v) and v > 0, k, "must be > 0")

@@ -68,6 +68,18 @@ def ewma_rescale(r: np.ndarray, lam: float) -> np.ndarray:
     return mu + x * k
 
 
+def return_variance(r: np.ndarray, volatility: str = "window", lam: float = 0.94) -> np.ndarray:
+    """Each column's variance (ddof 1) of a T x n returns window as ``RiskStats`` holds it
+    (``RiskStats.var``): the window's, or with ``volatility = "ewma"`` its EWMA forecast; 0 for
+    fewer than 2 rows. The one definition a sigma outside the gate (sizing) must share."""
+    r = np.where(np.isfinite(r), r, 0.0)
+    if r.shape[0] < 2:
+        return np.zeros(r.shape[1])
+    if volatility == "ewma":
+        r = ewma_rescale(r, lam)
+    return r.var(axis=0, ddof=1)
+
+
 @numba.njit(cache=True, nogil=True)
 def _select(a: np.ndarray, n: int, k: int) -> float:
     """The k-th smallest (0-based) of ``a[:n]``, reordering ``a`` in place (quickselect);

@@ -15,6 +15,12 @@ enforces, so a Kelly-sized order is not one risk has to reject:
 
 Everything returns whole lots, truncated toward zero (never rounded up past a cap). A forecast
 that is not usable (NaN, non-positive variance, no price) sizes to zero: no view, no position.
+
+Volatility targeting (``vol_target_lots``) sizes a position so its sigma over one return
+interval is a set amount of money: notional = risk / sigma, under the same caps. With sigma from
+``engine.vol_sigma.SigmaTracker`` it is the risk gate's sigma (``[risk] volatility`` = window |
+ewma): a volatility jump the EWMA sees within tens of intervals shrinks the position that soon.
+An unknown sigma sizes to zero as well (docs/risk.md, "Volatility").
 """
 
 from __future__ import annotations
@@ -103,6 +109,39 @@ def kelly_lots(
     if cap is not None:
         lots = max(-cap, min(cap, lots))
     return lots
+
+
+def vol_target_lots(
+    sigma: float,
+    risk: float,
+    price: float,
+    lot_value: float,
+    *,
+    direction: int = 1,
+    equity: float | None = None,
+    limits: SizingLimits | None = None,
+    instrument_id: int = -1,
+) -> int:
+    """Position in lots (signed by ``direction``) whose sigma over one return interval is
+    ``risk`` in currency: ``risk / (sigma × price × lot_value)``, truncated, then capped like
+    ``kelly_lots`` (``max_weight`` of ``equity`` when given, the position cap of
+    ``instrument_id``). 0 when ``sigma`` is unknown (NaN, <= 0) or there is no price."""
+    lim = limits or SizingLimits()
+    if not (math.isfinite(sigma) and sigma > 0 and price > 0 and lot_value > 0):
+        return 0
+    if not (math.isfinite(risk) and risk >= 0):
+        raise ValueError(f"risk must be >= 0, not {risk!r}")
+    value = risk / sigma
+    if equity is not None:
+        value = min(value, lim.max_weight * max(equity, 0.0))
+    lots = int(value / (price * lot_value))
+    cap = lim.max_position_lots
+    if instrument_id in lim.notional_ids:
+        notional = lim.max_position_notional
+        cap = None if notional is None else int(notional / (price * lot_value))
+    if cap is not None:
+        lots = min(cap, lots)
+    return lots if direction > 0 else -lots if direction < 0 else 0
 
 
 def order_lots(

@@ -48,6 +48,8 @@ from engine.messages import (
     Remote,
     Trade,
 )
+from engine.risk_limits import RiskLimits
+from engine.sizing import SizingLimits
 from engine.strategies.base import (
     MAX_STRATEGY_ID,
     Intent,
@@ -57,6 +59,7 @@ from engine.strategies.base import (
     strategy_id_of,
     subscriptions_of,
 )
+from engine.vol_sigma import SigmaTracker
 
 #: the subscription that takes each market callback
 _KIND = {
@@ -353,6 +356,16 @@ class StrategyHost:
             return []  # a stopped strategy keeps its books straight but may not act
         fn = "on_fill" if isinstance(ev, OrderPartiallyFilled) else "on_order_event"
         return self._call(slot, now_ns, getattr(ev, "ts_recv", now_ns), fn, ev)
+
+    def set_risk_limits(self, limits: RiskLimits, notional_ids: Iterable[int] = ()) -> None:
+        """What sizing takes from ``[risk]``: Kelly and volatility-target sizes capped by the
+        gate's limits (``notional_ids``: a real venue's instruments, capped in notional), and
+        each context's sigma tracker with the gate's volatility settings (``engine.vol_sigma``)."""
+        sizing = SizingLimits.from_risk(limits, notional_ids)
+        n = max(self.instruments.ids, default=-1) + 1
+        for slot in self.slots:
+            slot.ctx.sizing_limits = sizing
+            slot.ctx.volatility = SigmaTracker.from_risk(limits, n)
 
     def set_hedged(self, instrument_ids: Iterable[int]) -> None:
         """The instruments of hedging venues: their contexts' ``legs`` are the two legs."""

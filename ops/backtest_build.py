@@ -76,6 +76,7 @@ def build_backtest(
             engine="fast",
             overlay=overlay if overlay.enabled else None,
             accounts=venue_accounts(cfg),
+            risk_returns=cfg.backtest.risk_returns,
             **cfg.portfolio.backtest_kwargs(),
         )
         if rt.replay_engine == "fast":
@@ -109,6 +110,7 @@ def build_backtest(
         exec_policy=cfg.exec,
         engine=cfg.backtest.engine,  # a message stream: the exact path whatever it says
         accounts=venue_accounts(cfg),
+        risk_returns=cfg.backtest.risk_returns,
         **cfg.portfolio.backtest_kwargs(),
     )
     set_venue_fees(rt.host, cfg)

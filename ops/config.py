@@ -471,6 +471,9 @@ class BacktestSection(msgspec.Struct, **_STRICT):
     #: "fast": a columnar source (replay files, the catalog) on engine.replay_fast (same orders
     #: and fills); "exact": every message through the machinery (docs/backtesting.md)
     engine: str = "fast"
+    #: true: risk samples mid returns every [risk] returns_interval_s as the risk process does,
+    #: so VaR, correlation and a sigma-scaled price band apply (the exact path runs)
+    risk_returns: bool = False
 
     def __post_init__(self) -> None:
         _need(self.events > 0, "backtest.events", "must be > 0")

@@ -13,7 +13,6 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.instruments import InstrumentTable
-from engine.sizing import SizingLimits
 from engine.strategy_host import StrategyHost
 from engine.venues.base import ExecutionClient
 from engine.venues.data import MarketDataClient
@@ -336,10 +335,8 @@ def venue_record_path(cfg: Config, run_id: int) -> Any:
 
 def build_strategy_host(cfg: Config, instruments: InstrumentTable | None = None) -> StrategyHost:
     host = StrategyHost(cfg.strategy_specs(), instruments or cfg.instrument_table())
-    # Kelly sizing is capped by the risk limits (a real venue's positions in notional)
-    sizing = SizingLimits.from_risk(cfg.risk, real_venue_instrument_ids(cfg))
-    for slot in host.slots:
-        slot.ctx.sizing_limits = sizing
+    # sizing is capped by the risk limits (a real venue's positions in notional), with risk's sigma
+    host.set_risk_limits(cfg.risk, real_venue_instrument_ids(cfg))
     host.set_hedged(hedging_instrument_ids(cfg))  # their contexts keep a long and a short leg
     set_venue_fees(host, cfg)
     return host

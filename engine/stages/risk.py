@@ -26,6 +26,7 @@ from engine.messages import (
     RiskEvent,
     RiskEventKind,
 )
+from engine.risk_stats import ReturnSampler
 from engine.stages import Outbox, Stage
 
 log = logging.getLogger("gekko.risk")
@@ -57,6 +58,11 @@ class RiskStage(Stage):
         #: exec's answer to a restarted risk's question (``procs.risk.AskExec``)
         self.on_snapshot: Callable[[OpenOrderSnapshot], Any] | None = None
         self._refresh_at = 0
+        #: the returns window behind VaR, correlation and a sigma-scaled band, sampled here in
+        #: the inline runtime when asked (``sample_returns``); the risk process samples its own
+        self.returns: ReturnSampler | None = None
+        self.returns_ns = 0
+        self._sample_at = 0
         self.handlers = {
             "intents": self.on_intent,
             "events": self.on_event,
@@ -108,8 +114,22 @@ class RiskStage(Stage):
             self.refresh(now_ns)
 
     def refresh(self, now_ns: int, wall_ns: int = 0) -> None:
-        """Marks, equity, breakers, stop loss / take profit, flash-move halts on the latest prices."""
+        """Marks, equity, breakers, stop loss / take profit, flash-move halts on the latest
+        prices; then, every ``returns_ns`` when sampling, a row of the returns window."""
         self.route(self.gate.on_prices(now_ns, wall_ns))
+        if self.returns is not None and now_ns >= self._sample_at:
+            self._sample_at = now_ns + self.returns_ns
+            if self.returns.sample(self.gate.mids()):
+                self.gate.set_returns(self.returns.matrix())
+
+    def sample_returns(self, interval_ns: int, window: int) -> None:
+        """Sample the mids into returns every ``interval_ns`` (a ``window`` of them) at the
+        refreshes, as the risk process's ``Refresher`` does, so VaR, correlation and a
+        sigma-scaled price band apply in a backtest ([backtest] risk_returns). The window
+        starts empty: they apply after ``min_history`` intervals (live seeds it from history)."""
+        self.returns = ReturnSampler(len(self.gate.position), window)
+        self.returns_ns = int(interval_ns)
+        self._sample_at = 0
 
 
 def refused(it: Any, reason: str, state: int, now_ns: int) -> list[Any]:

@@ -81,8 +81,9 @@ from engine.messages import (
     TimeInForce,
     Trade,
 )
-from engine.sizing import SizingLimits, kelly_lots
+from engine.sizing import SizingLimits, kelly_lots, vol_target_lots
 from engine.strategies.params import parse_params
+from engine.vol_sigma import SigmaTracker
 
 Intent = IntentNew | IntentCancel | IntentReplace
 OrderEvent = (
@@ -372,6 +373,46 @@ class StrategyContext:
             mid,
             ins.tick_size * ins.lot_size,
             fraction=fraction,
+            limits=self.sizing_limits,
+            instrument_id=instrument_id,
+        )
+
+    #: each instrument's sigma as the risk gate measures it (``engine.vol_sigma``), fed by
+    #: ``observe_volatility``; the host sets one from ``[risk]`` (None: no sigma, sizes 0)
+    volatility: SigmaTracker | None = None
+
+    def observe_volatility(self, instrument_id: int) -> None:
+        """Feed the current mid to ``volatility``: a strategy sizing by volatility calls it on
+        every update of the instrument (each quote or top-of-book change)."""
+        vol = self.volatility
+        if vol is not None:
+            mid = self.mid(instrument_id)
+            if mid is not None:
+                vol.observe(instrument_id, mid, self.now_ns)
+
+    def sigma(self, instrument_id: int) -> float:
+        """Sigma of one ``[risk]`` return interval (a fraction, window or EWMA per ``[risk]
+        volatility``); NaN until ``min_history`` returns were observed."""
+        vol = self.volatility
+        return float("nan") if vol is None else vol.sigma(instrument_id)
+
+    def vol_target_lots(
+        self, instrument_id: int, risk: float, direction: int = 1, equity: float | None = None
+    ) -> int:
+        """Target position in lots whose sigma over one return interval is ``risk`` (currency)
+        at the current mid, capped by ``sizing_limits`` (``engine.sizing.vol_target_lots``);
+        0 without a mid or a sigma."""
+        mid = self.mid(instrument_id)
+        if mid is None:
+            return 0
+        ins = self.instrument(instrument_id)
+        return vol_target_lots(
+            self.sigma(instrument_id),
+            risk,
+            mid,
+            ins.tick_size * ins.lot_size,
+            direction=direction,
+            equity=equity,
             limits=self.sizing_limits,
             instrument_id=instrument_id,
         )
