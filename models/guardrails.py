@@ -42,9 +42,9 @@ class ServingSpec:
         """The spec of an ``[inference]`` section (``ops.config.InferenceSection``)."""
         return cls(
             bar_seconds=0.0 if inf.every_n_ticks else float(inf.bar_seconds),
-            horizon=int(getattr(inf, "horizon", 0)),
+            horizon=int(inf.horizon),
             symbols=tuple(symbols),
-            mismatch=str(getattr(inf, "mismatch", "refuse")),
+            mismatch=str(inf.mismatch),
         )
 
     def pinned_by(self, meta: dict[str, Any]) -> ServingSpec:

@@ -143,6 +143,8 @@ class Session:
             intra_op_threads=1,
             bar_seconds=1.0,
             every_n_ticks=0,
+            horizon=0,
+            mismatch="refuse",
             drift_margin=0.0,
             drift_z=3.0,
             drift_window=500,

@@ -247,7 +247,8 @@ def test_an_old_drift_event_frame_decodes_as_an_error_event() -> None:
     from engine.codec import MESSAGE_DECODER
 
     e = DriftEvent("v", 1, 0.2, 0.1, 0.0, 500, 9, "input", 0.4, 0.25, "ret")
-    old = msgspec.msgpack.encode(msgspec.msgpack.decode(msgspec.msgpack.encode(e))[:-4])
+    # the frame as it was: the tag, then the first 7 fields
+    old = msgspec.msgpack.encode(msgspec.msgpack.decode(msgspec.msgpack.encode(e))[:8])
     g = MESSAGE_DECODER.decode(old)
     assert isinstance(g, DriftEvent) and (g.kind, g.stat, g.detail) == ("error", 0.0, "")
     assert MESSAGE_DECODER.decode(msgspec.msgpack.encode(e)) == e
