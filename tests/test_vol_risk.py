@@ -204,3 +204,27 @@ def test_backtest_risk_returns_makes_var_apply() -> None:
     assert not [e for e in off.risk_events if "VaR" in e.reason]
     assert [e for e in on.risk_events if "VaR" in e.reason]
     assert s_on["fills"] < s_off["fills"]
+
+
+def test_momentum_vol_target_sizes_entries_with_the_risk_sigma() -> None:
+    limits = RiskLimits.off(
+        max_order_notional=1e9,
+        max_position_lots=10**6,
+        max_open_orders=20,
+        returns_interval_s=10e-6,
+        min_history=20,
+    )
+    ins = [Instrument(instrument_id=1, symbol="AAA")]
+    params = {"fast": 4, "slow": 16, "vol_target": 50.0, "order": "market"}
+    spec = StrategySpec(MomentumTaker, params, instruments=[1])
+    rt = InlineRuntime(ins, [spec], limits, FakeVenue(), walk())
+    rt.run()
+    orders = [o for o in rt.orders_sent if type(o).__name__ == "NewOrder"]
+    assert orders
+    # nothing before min_history intervals (200 quotes): no sigma, no position
+    assert min(o.ts_origin for o in orders) > 20 * 10_000
+    # every entry is vol_target / (sigma x one lot's value); flips are twice a size
+    ctx = rt.host.slots[0].ctx
+    sizes = {o.qty for o in orders}
+    assert len(sizes) > 2  # sized anew at each entry as sigma moves
+    assert max(sizes) < 2.5 * 50.0 / ctx.sigma(1) / (10_000 * 0.01)

@@ -45,6 +45,10 @@ class MomentumParams(StrategyParams):
     notional: float = 0.0  # > 0: the size in the instrument's currency instead of ``size``,
     # in whole lots at the first mid (a real venue's lot is its quantity step, 1e-5 BTC)
     long_only: bool = False  # a falling market is a flat target, never a short (spot venues)
+    # > 0: volatility targeting instead of ``size`` / ``notional``: each new target is sized so
+    # its sigma over one [risk] return interval is this much money (the risk gate's sigma,
+    # window or EWMA per [risk] volatility: engine.vol_sigma); flat while sigma is unknown
+    vol_target: float = 0.0
     # what counts as an update: "book" every quote and book change (deeper levels too), "top"
     # quotes and changes of the best bid / ask only (on an L2 feed: the fast replay skips the
     # deltas below the top without calling the strategy)
@@ -76,6 +80,11 @@ class MomentumParams(StrategyParams):
             "must be >= 0 (0 = size)",
         )
         check(
+            math.isfinite(self.vol_target) and self.vol_target >= 0,
+            "vol_target",
+            "must be >= 0 (0 = size / notional)",
+        )
+        check(
             math.isfinite(self.threshold_ticks) and self.threshold_ticks >= 0,
             "threshold_ticks",
             "must be >= 0",
@@ -103,6 +112,7 @@ class MomentumTaker(Strategy):
         self.size = p.size
         self.notional = p.notional
         self.long_only = p.long_only
+        self.vol_target = p.vol_target
         self.sizes: dict[int, int] = {}  # per instrument, fixed at its first mid (notional)
         self.use_market = p.order == "market"
         self.slippage_ticks = p.slippage_ticks
@@ -127,6 +137,8 @@ class MomentumTaker(Strategy):
         mid = self.ctx.mid(instrument_id)
         if s is None or mid is None:
             return
+        if self.vol_target > 0:
+            self.ctx.observe_volatility(instrument_id)  # every mid change: the gate's window
         if s.n == 0:
             s.fast = s.slow = mid
             self.sizes[instrument_id] = self._size(instrument_id, mid)
@@ -137,13 +149,18 @@ class MomentumTaker(Strategy):
         if s.n <= self.warmup:
             return
         diff = s.fast - s.slow
-        size = self.sizes[instrument_id]
         if diff > self.threshold_ticks:
-            want = size
+            side = 1
         elif diff < -self.threshold_ticks:
-            want = 0 if self.long_only else -size
+            side = 0 if self.long_only else -1
         else:
             return
+        if self.vol_target > 0:  # sized at each entry, held while the side holds (no churn)
+            if s.target and (s.target > 0) == (side > 0) and side:
+                return
+            want = side * self.ctx.vol_target_lots(instrument_id, self.vol_target)
+        else:
+            want = side * self.sizes[instrument_id]
         if want == s.target:
             return
         delta = want - s.target
