@@ -8,7 +8,7 @@ was not trained on (it was trained on seed 7). ``--margin 0`` takes the cost che
 forecast is traded, the costs still paid): the control that shows the edge before the rule.
 
     .venv/bin/python -m perf.cost_aware_controls --seeds 11 12 13 --events 1000000 \
-        --random-seeds 1 2 3 --margins 1 0 [--sim-fee 0] [--json out.json]
+        --random-seeds 1 2 3 --margins 1 0 [--sim-fee 0] [--base config.toml] [--json out.json]
 
 Prints one markdown row per run: entries, fills, P&L before fees, fees, net, the max drawdown
 of equity (currency), and how often the expected move paid for the trade (max |move| / cost).
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -48,18 +47,31 @@ class Probe(CostAwareForecast):
         return want
 
 
-def config_text(seed: int, signal: str, rseed: int, margin: float, sim_fee: float | None) -> str:
-    """config.toml with ``Probe`` as the only strategy, the market's seed and a private var_dir."""
-    s = (ROOT / "config.toml").read_text()
+def _set(text: str, section: str, key: str, value: object) -> str:
+    """``key = value`` in ``[section]`` of a config text (the key's first line after it)."""
+    lines = text.splitlines(keepends=True)
+    start = lines.index(f"[{section}]\n")
+    for k in range(start + 1, len(lines)):
+        if lines[k].startswith(f"{key} ="):
+            lines[k] = f"{key} = {value}\n"
+            return "".join(lines)
+    raise ValueError(f"[{section}] {key} not found")
+
+
+def config_text(
+    base: Path, seed: int, signal: str, rseed: int, margin: float, sim_fee: float | None
+) -> str:
+    """``base`` with ``Probe`` as the only strategy, the market's seed and a private var_dir."""
+    s = base.read_text()
     s = s.replace('id = "gekko"', 'id = "costctl"', 1)
     var = tempfile.mkdtemp(prefix="costctl-")
     s = s.replace('var_dir = "var"', f'var_dir = "{var}"', 1)
     s = s.replace(
         'model_dir = "models/shipped/default"', f'model_dir = "{ROOT}/models/shipped/default"'
     )
-    s = re.sub(r"(\[market\][^\[]*?\nseed = )\d+", rf"\g<1>{seed}", s, count=1)
+    s = _set(s, "market", "seed", seed)
     if sim_fee is not None:
-        s = re.sub(r"(\[sim\][^\[]*?\ntaker_fee_bps = )[-\d.]+", rf"\g<1>{sim_fee}", s, count=1)
+        s = _set(s, "sim", "taker_fee_bps", sim_fee)
     start = s.index("[[strategies]]\nid = 1")
     end = s.index("# A target-weight rebalancer")
     block = (
@@ -70,13 +82,19 @@ def config_text(seed: int, signal: str, rseed: int, margin: float, sim_fee: floa
 
 
 def run_one(
-    seed: int, signal: str, rseed: int, margin: float, events: int, sim_fee: float | None
+    base: Path,
+    seed: int,
+    signal: str,
+    rseed: int,
+    margin: float,
+    events: int,
+    sim_fee: float | None,
 ) -> dict:
     from ops.backtest_build import build_backtest
     from ops.config import load_config
 
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as fh:
-        fh.write(config_text(seed, signal, rseed, margin, sim_fee))
+        fh.write(config_text(base, seed, signal, rseed, margin, sim_fee))
     cfg = load_config(Path(fh.name))
     bt = build_backtest(cfg, events)
     summary = bt.runtime.run()
@@ -108,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--margins", type=float, nargs="+", default=[1.0, 0.0])
     ap.add_argument("--sim-fee", type=float, default=None, help="[sim] taker_fee_bps override")
     ap.add_argument("--json", default="")
+    ap.add_argument("--base", type=Path, default=ROOT / "config.toml", help="the config to vary")
     a = ap.parse_args(argv)
     runs = [("model", 0), ("reversed", 0)] + [("random", r) for r in a.random_seeds]
     print(
@@ -118,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     for margin in a.margins:
         for seed in a.seeds:
             for signal, rseed in runs:
-                r = run_one(seed, signal, rseed, margin, a.events, a.sim_fee)
+                r = run_one(a.base, seed, signal, rseed, margin, a.events, a.sim_fee)
                 rows.append(r)
                 print(
                     f"| {r['seed']} | {r['margin']:g} | {r['signal']} | {r['forecasts']} | {r['entries']} "
