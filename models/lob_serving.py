@@ -54,7 +54,11 @@ class MicroForecaster:
     ) -> None:
         self.model = MicroModel(model_dir)
         meta = self.model.meta
-        self.expected_move = float(meta.get("expected_move", 0.0))
+        # the mean size of a mid change in training, in ticks (the feed's units may differ)
+        move = meta.get("expected_move_ticks")
+        if move is None:
+            move = float(meta.get("expected_move", 0.0)) / float(meta.get("tick", 1.0) or 1.0)
+        self.move_ticks = float(move)
         self.coalesce = bool(meta.get("coalesce", False))
         self.levels = int(meta.get("levels", 1))
         self.version = f"micro:{meta.get('stream', '?')}:{str(meta.get('onnx_sha256', ''))[:8]}"
@@ -107,16 +111,17 @@ class MicroForecaster:
         if not (abs(p - s.last_p) >= self.publish_delta or lean_flip or s.last_p != s.last_p):
             return
         s.last_p = p
-        mid = 0.5 * (b.bid_px[0] + b.ask_px[0])
-        point = (2.0 * p - 1.0) * self.expected_move / mid if mid > 0 else 0.0
+        mid = 0.5 * (float(b.bid_px[0]) + float(b.ask_px[0]))
+        move = self.move_ticks * s.tick
+        point = float((2.0 * p - 1.0) * move / mid) if mid > 0 else 0.0
         out.append(
             Forecast(
                 instrument_id=b.iid,
                 model_version=self.version,
-                ts_origin=recv,
-                ts_recv=recv,
+                ts_origin=int(recv),
+                ts_recv=int(recv),
                 point=[point],
-                ts_event=ts,
+                ts_event=int(ts),
                 p_up=p,
             )
         )

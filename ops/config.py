@@ -743,9 +743,16 @@ class InferenceSection(msgspec.Struct, **_STRICT):
     coverage_tolerance: float = 0.05  # band coverage this far off nominal (and past drift_z)
     input_drift_psi: float = 0.25  # input drift when a feature's PSI exceeds this (0 = off)
     poll_model_s: float = 1.0  # how often the model directory is checked for a new version
+    micro_model_dir: str = ""  # a micro direction model (gekko micro-train): served per event
+    micro_publish_delta: float = 0.05  # a micro forecast when P(up) moves this much
 
     def __post_init__(self) -> None:
         _need(bool(self.model_dir), "inference.model_dir", "must not be empty")
+        _need(
+            0 <= self.micro_publish_delta < 1,
+            "inference.micro_publish_delta",
+            "must be within [0, 1)",
+        )
         _need(
             len(self.providers) > 0,
             "inference.providers",

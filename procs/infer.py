@@ -57,6 +57,7 @@ from models.drift import (
 from models.features import FEATURES
 from models.guardrails import ServingSpec
 from models.input_drift import InputDriftMonitor, InputDriftStatus
+from models.lob_serving import MicroForecaster
 from models.registration import registered_message
 from models.serving import LoadedModel, ModelServer
 from models.windows import FeatureWindows
@@ -502,6 +503,27 @@ def with_forecasts(
             return
 
 
+def micro_forecaster(cfg: Any) -> MicroForecaster | None:
+    """The micro model of ``[inference] micro_model_dir``, over every instrument (ticks in the
+    engine's price units: 1); None when unset or refused (logged: the bar model serves on)."""
+    d = cfg.inference.micro_model_dir
+    if not d:
+        return None
+    from models.lob_export import MicroModelError
+
+    try:
+        ticks = {i.instrument_id: 1.0 for i in cfg.instruments}
+        fc = MicroForecaster(d, ticks, cfg.inference.micro_publish_delta)
+    except MicroModelError as exc:
+        log.error("inference: micro model refused: %s", exc)
+        return None
+    except Exception:  # a model that breaks its loader: the bar model serves on without it
+        log.exception("inference: micro model %s could not be loaded", d)
+        return None
+    log.info("inference: micro model %s serving %d instruments", fc.version, len(ticks))
+    return fc
+
+
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
     w = Worker("infer", cfg, engine_id, incarnation)
     md = w.consume("md")  # before the model loads, as a reader joins (the Loop reads it)
@@ -513,9 +535,10 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         forecasts.publish_batch(out)
         publish_registrations(forecasts, eng, out)
     p = _InferProcess(w, eng, md, forecasts)
+    p.micro = micro_forecaster(cfg)
     loop = Loop(
         w,
-        [Input("md", p.on_md, batch=256, counter="md_in", processed=True)],
+        [Input("md", on_batch=p.on_md_batch, batch=256, counter="md_in", processed=True)],
         [Timer(int(cfg.inference.poll_model_s * 1e9), p.poll_model), Timer(0, p.flush_counts)],
         idle_s=min(cfg.supervisor.heartbeat_interval_s, cfg.inference.poll_model_s),
     )
@@ -543,6 +566,20 @@ class _InferProcess:
         self.h_run = w.metrics.hist("run_ns")
         self.h_t2f = w.metrics.hist("tick_to_forecast_ns")
         self.published = dict.fromkeys(eng.counts, 0)  # what the metrics region has
+        self.micro: MicroForecaster | None = None  # [inference] micro_model_dir
+        self.micro_out = 0
+
+    def on_md_batch(self, msgs: list[Any]) -> None:
+        """A batch off the ring: each message to the bar model, the batch to the micro model
+        (which makes one event per time of an instrument within it, as it was trained)."""
+        now = time.monotonic_ns()
+        for m in msgs:
+            self.on_md(m, now)
+        if self.micro is not None:
+            out = self.micro.on_messages(msgs, now)
+            if out:
+                self.forecasts.publish_batch(out)
+                self.micro_out += len(out)
 
     def on_md(self, msg: Any, now_ns: int) -> None:
         eng = self.eng
@@ -588,3 +625,10 @@ class _InferProcess:
             c["infer_errors"],
             self.md.missed,
         )
+        if self.micro is not None:
+            log.info(
+                "infer: micro model %s: %d events scored, %d forecasts",
+                self.micro.version,
+                self.micro.rows_scored,
+                self.micro_out,
+            )

@@ -64,6 +64,10 @@ def test_a_coalesced_model_is_served_one_event_per_time_exactly_as_trained(tmp_p
     np.testing.assert_allclose([f.p_up for f in got], want, atol=1e-6)
     assert [f.ts_event for f in got] == ev.ts.tolist()
     assert got[0].point[0] == pytest.approx((2 * got[0].p_up - 1) * 2.0 / ev.mid[0])
+    # what goes on the ring encodes (plain Python numbers, not numpy's)
+    import msgspec
+
+    assert msgspec.msgpack.encode(got[0])
 
 
 def test_an_uncoalesced_model_steps_every_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
