@@ -150,3 +150,16 @@ def test_flattening_waits_for_a_market_to_take_from() -> None:
     (o,) = _quote(host, 2_100)
     assert (o.side, o.qty) == (Side.SELL, 4) and taker.stale_count == 1
     assert _quote(host, 2_200) == []
+
+
+def test_a_taker_trades_only_the_kind_of_model_it_is_set_for() -> None:
+    micro = msgspec.structs.replace(_up(10), model_version="micro:x", p_up=0.9)
+    host = _host(size=4)  # source = "bar" (the default): a micro forecast is not its
+    assert host.on_forecast(micro, 10) == []
+    assert len(host.on_forecast(_up(10), 10)) == 1
+    host = _host(size=4, source="micro")
+    assert host.on_forecast(_up(10), 10) == []
+    (o,) = host.on_forecast(micro, 10)
+    assert (o.side, o.qty) == (Side.BUY, 4)
+    with pytest.raises(Exception, match="source"):
+        _host(source="both")

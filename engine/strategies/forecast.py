@@ -48,9 +48,12 @@ class ForecastParams(StrategyParams):
     # [risk] max_intent_age_ms's default, past which risk refuses the orders anyway
     stale_bars: float = 3.0  # bars of market (venue clock) a target outlives its forecast; 0 = ever
     stale: str = "flatten"  # flatten | hold: what a stale target does
+    source: str = "bar"  # bar | micro: which model's forecasts it trades (the ring carries both
+    # when [inference] micro_model_dir is set; a micro forecast has p_up >= 0)
 
     def __post_init__(self) -> None:
         check(self.size > 0, "size", "must be > 0")
+        check(self.source in ("bar", "micro"), "source", 'must be "bar" or "micro"')
         check(self.steps > 0, "steps", "must be > 0")
         check(
             math.isfinite(self.min_edge_bps) and self.min_edge_bps >= 0,
@@ -127,8 +130,8 @@ class ForecastTaker(Strategy):
 
     def on_forecast(self, f: Forecast) -> None:
         iid = f.instrument_id
-        if iid not in self.targets:
-            return
+        if iid not in self.targets or (f.p_up >= 0) != (self.p.source == "micro"):
+            return  # not ours, or another kind of model's
         if self.max_age_ns and self.ctx.now_ns - f.ts_origin > self.max_age_ns:
             self.ignored += 1
             return
