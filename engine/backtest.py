@@ -199,7 +199,9 @@ class InlineRuntime:
         self._ci = 0  # next control to apply
         self._build_stages(limits)
         if risk_returns:  # VaR, correlation, a sigma-scaled band: as the risk process samples
-            self.risk_stage.sample_returns(limits.returns_interval_ns, limits.returns_window)
+            self.risk_stage.sample_returns(
+                limits.returns_interval_ns, limits.returns_window, self._top_mids
+            )
         self._queue: list[tuple[int, int, str, object]] = []
         self._seq = itertools.count()
         self.now_ns = 0
@@ -245,6 +247,19 @@ class InlineRuntime:
         # polled when time advances, and every poll_interval_ns while orders are open
         # (exec's next_event_ns covers the venue's, retries, emulated expiries, algo slices)
         self._venue_next = self.exec.next_event_ns
+
+    def _top_mids(self) -> np.ndarray:
+        """Each instrument's mid as the feed's top-of-book table shows it, for risk's returns
+        window: the book's (the gate reads no price from book deltas here, so on a delta-only
+        feed such as a LOBSTER day its own mid stays at the last quote or snapshot), else the
+        gate's."""
+        m = self.risk.mids()
+        for iid, book in self.host.books.items():
+            if 0 <= iid < m.shape[0]:
+                x = book.mid()
+                if x == x:  # both sides in the book
+                    m[iid] = x
+        return m
 
     def _init_records(self) -> None:
         """What the run counts and keeps for ``summary()``."""

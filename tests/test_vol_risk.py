@@ -11,7 +11,7 @@ import pytest
 
 from engine.backtest import InlineRuntime
 from engine.instruments import Instrument
-from engine.messages import Quote, Side
+from engine.messages import BookDelta, BookSnapshot, Quote, Side
 from engine.risk import RiskGate, RiskLimits
 from engine.risk_stats import RiskStats, return_variance
 from engine.sizing import SizingLimits, vol_target_lots
@@ -228,3 +228,42 @@ def test_momentum_vol_target_sizes_entries_with_the_risk_sigma() -> None:
     sizes = {o.qty for o in orders}
     assert len(sizes) > 2  # sized anew at each entry as sigma moves
     assert max(sizes) < 2.5 * 50.0 / ctx.sigma(1) / (10_000 * 0.01)
+
+
+def test_backtest_risk_returns_read_the_book_on_a_delta_only_feed() -> None:
+    """A LOBSTER-like feed: one snapshot, then book deltas only. The gate takes no price from a
+    delta, so the window is sampled from the runtime's books (what the feed's table shows)."""
+    limits = RiskLimits.off(
+        max_order_notional=1e9,
+        max_position_lots=100,
+        max_open_orders=20,
+        returns_interval_s=10e-6,
+        refresh_interval_ms=0.001,
+        min_history=20,
+    )
+
+    def book_walk(n: int = 1_000):
+        yield BookSnapshot(1, [10_000], [5], [10_002], [5], 1_000, 1_000, 0)
+        bid, rng = 10_000, np.random.default_rng(4)
+        for k in range(1, n):
+            t = (k + 1) * 1_000
+            new = bid + int(rng.choice([-2, 2]))
+            if new > bid:  # the ask moves up first: never crossed
+                yield BookDelta(1, Side.SELL, new + 2, 5, t, t, 4 * k)
+                yield BookDelta(1, Side.SELL, bid + 2, 0, t, t, 4 * k + 1)
+                yield BookDelta(1, Side.BUY, new, 5, t, t, 4 * k + 2)
+                yield BookDelta(1, Side.BUY, bid, 0, t, t, 4 * k + 3)
+            else:
+                yield BookDelta(1, Side.BUY, new, 5, t, t, 4 * k)
+                yield BookDelta(1, Side.BUY, bid, 0, t, t, 4 * k + 1)
+                yield BookDelta(1, Side.SELL, new + 2, 5, t, t, 4 * k + 2)
+                yield BookDelta(1, Side.SELL, bid + 2, 0, t, t, 4 * k + 3)
+            bid = new
+
+    ins = [Instrument(instrument_id=1, symbol="AAA")]
+    rt = InlineRuntime(ins, [], limits, FakeVenue(), book_walk(), risk_returns=True)
+    rt.run()
+    assert rt.risk.mids()[1] == 10_001.0  # the gate's own mid: still the snapshot's
+    r = rt.risk_stage.returns.matrix()[:, 1]
+    assert len(r) > 90 and r.std() > 0  # the book's mids moved, and the window saw it
+    assert np.abs(r).max() < 2 * 20 / 10_000  # at most ten 2-tick steps an interval

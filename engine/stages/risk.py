@@ -62,6 +62,7 @@ class RiskStage(Stage):
         #: the inline runtime when asked (``sample_returns``); the risk process samples its own
         self.returns: ReturnSampler | None = None
         self.returns_ns = 0
+        self.returns_mids: Callable[[], Any] | None = None
         self._sample_at = 0
         self.handlers = {
             "intents": self.on_intent,
@@ -119,16 +120,21 @@ class RiskStage(Stage):
         self.route(self.gate.on_prices(now_ns, wall_ns))
         if self.returns is not None and now_ns >= self._sample_at:
             self._sample_at = now_ns + self.returns_ns
-            if self.returns.sample(self.gate.mids()):
+            mids = self.gate.mids() if self.returns_mids is None else self.returns_mids()
+            if self.returns.sample(mids):
                 self.gate.set_returns(self.returns.matrix())
 
-    def sample_returns(self, interval_ns: int, window: int) -> None:
+    def sample_returns(
+        self, interval_ns: int, window: int, mids: Callable[[], Any] | None = None
+    ) -> None:
         """Sample the mids into returns every ``interval_ns`` (a ``window`` of them) at the
         refreshes, as the risk process's ``Refresher`` does, so VaR, correlation and a
         sigma-scaled price band apply in a backtest ([backtest] risk_returns). The window
-        starts empty: they apply after ``min_history`` intervals (live seeds it from history)."""
+        starts empty: they apply after ``min_history`` intervals (live seeds it from history).
+        ``mids``: where the prices come from (by instrument id), if not the gate's own."""
         self.returns = ReturnSampler(len(self.gate.position), window)
         self.returns_ns = int(interval_ns)
+        self.returns_mids = mids
         self._sample_at = 0
 
 
