@@ -64,6 +64,7 @@ def build_backtest(
     # the feed's checks and counts, as in `gekko run` (engine.md_rejects; [market] on_bad_row)
     rejects = RejectCounter(cfg.market.on_bad_row)
     columnar = _columnar_market(cfg, rejects, window_ns)
+    why_exact = ""
     if columnar is not None:
         rt = InlineRuntime(
             instruments,
@@ -82,6 +83,7 @@ def build_backtest(
         if rt.replay_engine == "fast":
             set_venue_fees(rt.host, cfg)
             return Backtest(rt, rejects, overlay)
+        why_exact = rt.replay_note  # (the message path's own note would be "not columnar")
         rejects = RejectCounter(cfg.market.on_bad_row)  # the message path below, from scratch
     # the venue's market data, as the feed reads it (procs.build.build_data_client)
     client = build_data_client(cfg, rejects)
@@ -113,6 +115,8 @@ def build_backtest(
         risk_returns=cfg.backtest.risk_returns,
         **cfg.portfolio.backtest_kwargs(),
     )
+    if columnar is not None:
+        rt.replay_note = why_exact
     set_venue_fees(rt.host, cfg)
     return Backtest(rt, rejects, overlay)
 

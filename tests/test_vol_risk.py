@@ -267,3 +267,36 @@ def test_backtest_risk_returns_read_the_book_on_a_delta_only_feed() -> None:
     r = rt.risk_stage.returns.matrix()[:, 1]
     assert len(r) > 90 and r.std() > 0  # the book's mids moved, and the window saw it
     assert np.abs(r).max() < 2 * 20 / 10_000  # at most ten 2-tick steps an interval
+
+
+def test_gekko_backtest_risk_returns_from_the_config(tmp_path) -> None:
+    """[backtest] risk_returns reaches `gekko backtest`'s runtime: a columnar replay that would
+    run fast runs exact, says why, and its gate holds a sampled window at the end."""
+    from pathlib import Path
+
+    from ops.backtest_build import build_backtest
+    from ops.config import parse_config
+
+    rng = np.random.default_rng(4)
+    lines = ["ts_event,symbol,bid_px,bid_qty,ask_px,ask_qty"]
+    t, mid = 1_700_000_000_000_000_000, 150.0
+    for _ in range(2_000):
+        t += int(rng.integers(100_000, 3_000_000))
+        mid += 0.01 * int(rng.integers(-1, 2))
+        lines.append(f"{t},AAPL,{mid:.2f},{int(rng.integers(1, 900))},{mid + 0.01:.2f},7")
+    quotes_csv = tmp_path / "q.csv"
+    quotes_csv.write_text("\n".join(lines) + "\n")
+    base = (Path(__file__).resolve().parents[1] / "config.toml").read_text()
+    for a, b in (
+        ('source = "synthetic"', 'source = "replay"'),
+        ('replay_quotes = ""', f'replay_quotes = "{quotes_csv.as_posix()}"'),
+        ('var_dir = "var"', f'var_dir = "{tmp_path}"'),
+        ("returns_interval_s = 60.0", "returns_interval_s = 0.02"),
+        ("risk_returns = false", "risk_returns = true"),
+    ):
+        assert a in base, a
+        base = base.replace(a, b, 1)
+    rt = build_backtest(parse_config(base, tmp_path / "c.toml")).runtime
+    assert rt.replay_engine == "exact" and "risk_returns" in rt.replay_note
+    rt.run()
+    assert rt.risk.stats.t > 100 and rt.risk.stats.ready
