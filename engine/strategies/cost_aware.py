@@ -112,13 +112,13 @@ class CostAwareForecast(ForecastTaker):
         self.held: dict[int, int] = dict.fromkeys(ids, 0)  # forecasts since the entry
         self._entries: deque[int] = deque()  # entry times (strategy clock), the last hour
         self.last_entry_ns: int | None = None
-        # what was decided and why (the summary of a backtest reads these off the object)
+        # what was decided and why (for tests and perf/cost_aware_controls.py)
         self.entries = 0
         self.exits = 0
         self.renewed = 0
         self.below_cost = 0  # forecasts whose expected move did not pay for the trade
         self.throttled = 0  # entries the turnover limits held back
-        self.thin = 0  # entries the visible book could not fill within the limit
+        self.thin = 0  # no price to enter at: a side empty, or too thin within the limit
         self.last_cost: float | None = None  # ticks per lot, the last one computed
 
     def on_start(self) -> None:
