@@ -341,7 +341,9 @@ def order_checks(
         if b > 0 and a > 0:
             mid = (b + a) / 2.0
             dev = abs(px - mid) / mid * 100.0
-            band = float(book.band_pct[iid])  # price_band_pct, or sigma-scaled (set_bands)
+            band = lim.price_band_pct
+            if lim.price_band_sigmas > 0:  # sigma-scaled where sigma is known (set_bands)
+                band = float(book.band_pct[iid])
             if dev > band:
                 return "price band", dev, band
     pos = int(book.position[iid])
