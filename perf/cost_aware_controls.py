@@ -59,12 +59,11 @@ def _set(text: str, section: str, key: str, value: object) -> str:
 
 
 def config_text(
-    base: Path, seed: int, signal: str, rseed: int, margin: float, sim_fee: float | None
+    base: Path, var: Path, seed: int, signal: str, rseed: int, margin: float, sim_fee: float | None
 ) -> str:
-    """``base`` with ``Probe`` as the only strategy, the market's seed and a private var_dir."""
+    """``base`` with ``Probe`` as the only strategy, the market's seed and ``var`` as var_dir."""
     s = base.read_text()
     s = s.replace('id = "gekko"', 'id = "costctl"', 1)
-    var = tempfile.mkdtemp(prefix="costctl-")
     s = s.replace('var_dir = "var"', f'var_dir = "{var}"', 1)
     s = s.replace(
         'model_dir = "models/shipped/default"', f'model_dir = "{ROOT}/models/shipped/default"'
@@ -93,11 +92,11 @@ def run_one(
     from ops.backtest_build import build_backtest
     from ops.config import load_config
 
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as fh:
-        fh.write(config_text(base, seed, signal, rseed, margin, sim_fee))
-    cfg = load_config(Path(fh.name))
-    bt = build_backtest(cfg, events)
-    summary = bt.runtime.run()
+    with tempfile.TemporaryDirectory(prefix="costctl-") as tmp:
+        path = Path(tmp) / "config.toml"
+        path.write_text(config_text(base, Path(tmp), seed, signal, rseed, margin, sim_fee))
+        bt = build_backtest(load_config(path), events)
+        summary = bt.runtime.run()
     strat: Probe = bt.runtime.host.slots[0].strategy
     pnl, an = summary["pnl"], summary["analytics"]
     gross = pnl["realized"] + pnl["unrealized"]
