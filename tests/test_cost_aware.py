@@ -205,3 +205,17 @@ def test_the_commented_example_in_config_toml_parses() -> None:
     (spec,) = tomllib.loads("\n".join(block))["strategies"]
     p = parse_params(CostAwareForecast.Params, spec["params"])
     assert p.signal == "model" and p.taker_fee_bps < 0 and "max_trades_per_hour" in spec["params"]
+
+
+def test_gekko_backtest_tells_strategies_the_venues_taker_fee(tmp_path) -> None:
+    from ops.backtest_build import build_backtest
+    from ops.config import parse_config
+    from tests.conftest import ROOT
+
+    text = (
+        (ROOT / "config.toml").read_text().replace("taker_fee_bps = 2.0", "taker_fee_bps = 0.7", 1)
+    )
+    text = text.replace('var_dir = "var"', f'var_dir = "{tmp_path}"', 1)
+    cfg = parse_config(text, tmp_path / "config.toml")
+    rt = build_backtest(cfg, 1000).runtime
+    assert {dict(s.ctx.taker_fees_bps).get(1) for s in rt.host.slots} == {0.7}
