@@ -144,6 +144,9 @@ def test_reversed_negates_the_forecast_and_mirrors_its_band() -> None:
     assert r.quantiles == [[-3e-4, -5e-4], [-1e-4, -2e-4], [1e-4, -0.0]]
     assert (r.ts_origin, r.ts_recv, r.ts_event, r.bar_ns, r.levels) == (5, 6, 7, 8, f.levels)
     assert transform(f, 1.0) is f
+    micro = Forecast(1, "v", 5, 6, [3e-5], ts_event=7, p_up=0.8)  # a micro model's: P(up) too
+    r = transform(micro, -1.0)
+    assert r.point == [-3e-5] and r.p_up == pytest.approx(0.2)
     host = _host(signal="reversed")
     _start(host)
     (o,) = _at(host, BIG, 1)  # the model says up: the control sells

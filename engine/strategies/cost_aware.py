@@ -34,6 +34,8 @@ import random
 from collections import deque
 from typing import Any
 
+import msgspec
+
 from engine.book import L2Book
 from engine.messages import Forecast
 from engine.strategies.base import StrategyContext
@@ -79,21 +81,14 @@ class CostAwareParams(ForecastParams):
 
 def transform(f: Forecast, sign: float) -> Forecast:
     """``f`` with its point path times ``sign`` (+1 or -1); a negated band is mirrored, so the
-    lowest level stays the lowest path."""
+    lowest level stays the lowest path, and a micro forecast's P(up) becomes P(down)."""
     if sign > 0:
         return f
-    point = [-x for x in f.point]
-    quantiles = [[-x for x in q] for q in reversed(f.quantiles)]
-    return Forecast(
-        instrument_id=f.instrument_id,
-        model_version=f.model_version,
-        ts_origin=f.ts_origin,
-        ts_recv=f.ts_recv,
-        point=point,
-        levels=list(f.levels),
-        quantiles=quantiles,
-        ts_event=f.ts_event,
-        bar_ns=f.bar_ns,
+    return msgspec.structs.replace(
+        f,
+        point=[-x for x in f.point],
+        quantiles=[[-x for x in q] for q in reversed(f.quantiles)],
+        p_up=1.0 - f.p_up if f.p_up >= 0 else f.p_up,
     )
 
 
