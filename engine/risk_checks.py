@@ -76,6 +76,9 @@ from engine.sessions import SESSION_TIFS, session_refusal
 #: market-to-limit at the touch, a trailing-stop-limit at an offset from a stop level that does
 #: not exist yet — and are valued at the opposite best (``ref_px``).
 _PRICED = (int(OrderType.LIMIT), int(OrderType.STOP_LIMIT), int(OrderType.LIMIT_IF_TOUCHED))
+#: a sigma-scaled band's refusals say which band judged: k sigmas, or the fixed one (no sigma)
+_BAND_SIGMA = "price band (sigma-scaled)"
+_BAND_NO_SIGMA = "price band (fixed: sigma unknown)"
 #: order types that need a trigger price (``stop_px`` > 0)
 _STOPPED = (
     int(OrderType.STOP),
@@ -342,10 +345,12 @@ def order_checks(
             mid = (b + a) / 2.0
             dev = abs(px - mid) / mid * 100.0
             band = lim.price_band_pct
+            why = "price band"
             if lim.price_band_sigmas > 0:  # sigma-scaled where sigma is known (set_bands)
                 band = float(book.band_pct[iid])
+                why = _BAND_SIGMA if book.band_scaled[iid] else _BAND_NO_SIGMA
             if dev > band:
-                return "price band", dev, band
+                return why, dev, band
     pos = int(book.position[iid])
     if book.hedged[iid]:  # a hedging venue: the leg it moves (reduce-only: the opposite one)
         pos = int(book.long_pos[iid] if (side == Side.BUY) != reduce_only else book.short_pos[iid])

@@ -56,16 +56,18 @@ def band_gate(**kw) -> RiskGate:
 
 def test_sigma_scaled_band_refuses_past_k_sigmas_and_keeps_the_fixed_band_until_known() -> None:
     g = band_gate(price_band_sigmas=10.0, price_band_min_pct=0.1)
-    # sigma unknown: the fixed 5 % band (fail closed to the configured limit)
+    # sigma unknown: the fixed 5 % band (fail closed to the configured limit), and it says so
     ok(g.on_intent(new(px=10_400), 1))
     assert not g.band_scaled.any() and g.band_pct[0] == 5.0
+    ev = rejected(g.on_intent(new(px=10_600), 1), "price band (fixed: sigma unknown)")
+    assert ev.limit == 5.0
     r = np.random.default_rng(5).normal(0.0, 0.001, (200, 4))
     g.set_returns(r)
     band = 10.0 * r[:, 0].std(ddof=1) * 100.0  # ~1 %
     assert g.band_scaled[:4].all() and g.band_pct[0] == pytest.approx(band)
     edge = 10_000 * (1 + band / 100.0)
     ok(g.on_intent(new(px=math.floor(edge) - 1), 1))
-    ev = rejected(g.on_intent(new(px=math.ceil(edge) + 1), 1), "price band")
+    ev = rejected(g.on_intent(new(px=math.ceil(edge) + 1), 1), "price band (sigma-scaled)")
     assert ev.limit == pytest.approx(band)
     rejected(g.on_intent(new(px=math.floor(10_000 * (1 - band / 100.0)) - 1, side=Side.SELL), 1),
              "price band")  # fmt: skip
