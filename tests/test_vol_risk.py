@@ -302,3 +302,18 @@ def test_gekko_backtest_risk_returns_from_the_config(tmp_path) -> None:
     assert rt.replay_engine == "exact" and "risk_returns" in rt.replay_note
     rt.run()
     assert rt.risk.stats.t > 100 and rt.risk.stats.ready
+
+
+def test_momentum_vol_target_fast_replay_equals_exact() -> None:
+    """The strategy-side sigma is fed by the strategy's own updates, which the fast replay makes
+    as the exact path does: the same volatility-sized orders and fills on both."""
+    from tests.test_replay_fast import LIMITS as RLIMITS
+    from tests.test_replay_fast import Rows, assert_same, both, momentum, quotes
+
+    limits = msgspec.structs.replace(RLIMITS, returns_interval_s=0.05, min_history=20)
+    for vol in ("window", "ewma"):
+        lim = msgspec.structs.replace(limits, volatility=vol)
+        params = {"fast": 5, "slow": 20, "vol_target": 2.0}
+        ex, a, fa, b = both(lambda: Rows(quotes(8_000)), momentum(params), limits=lim)
+        assert_same(ex, a, fa, b)
+        assert a["orders"] > 5 and len({o.qty for o in ex.orders_sent}) > 2
