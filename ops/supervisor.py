@@ -397,9 +397,13 @@ class Supervisor:
             time.sleep(0.02)
 
     def _restarting(self, h: WorkerHandle) -> bool:
-        """Between incarnations: waiting out its backoff, or started and not ready yet."""
+        """Between incarnations: dying (its main thread gone, the process not yet reaped: a
+        killed process is waitable only once all its threads have exited), waiting out its
+        backoff, or started and not ready yet."""
         if h.proc is None:
             return bool(h.next_start)
+        if h.proc.poll() is None and not pid_alive(h.proc.pid):
+            return True  # dying: the next _watch sees it exit and schedules its restart
         if h.incarnation == 0:
             return False
         row = self._health(h.name)
