@@ -18,7 +18,9 @@ LOBSTER's reference book, level by level, for every message) is the proof that
 The reference shows only ``N`` levels but messages touch any level, so the reconstruction keeps a
 much deeper book: a level that falls out of view and later comes back must still be known.
 Levels deeper than ``N`` that existed before the first message are unknowable from the files;
-``heal=True`` lets a replay of real data re-align the visible window from the reference rows.
+``heal=True`` re-aligns the visible window from the reference rows; the replays
+(:func:`iter_book_deltas`, ``engine.lobster_rows``, ``engine.lobster_checked``) always heal,
+because a real day's unhealed book is crossed on almost every row.
 """
 
 from __future__ import annotations
@@ -401,6 +403,11 @@ def iter_book_deltas(
     yields a :class:`Trade` *before* the delta of each visible execution (aggressor side =
     ``-direction``), and a Trade for hidden executions and cross trades (aggressor unknown for
     a cross: side 0) -- the order a simulated exchange expects to tell trades from cancels.
+
+    After each message the visible window is healed to ``books[k]``
+    (:meth:`LobsterReconstructor.heal`): one more BookDelta (its own ``seq``) per level it
+    sets, so the book a consumer holds equals LOBSTER's top N after every message and is never
+    crossed by a level that existed, unseen, before the first message.
     """
     if len(messages) == 0:
         return
@@ -434,4 +441,7 @@ def iter_book_deltas(
         if change is not None:
             seq += 1
             side, px, qty = change
+            yield BookDelta(instrument_id, side, px, qty, ts, ts, seq)
+        for side, px, qty in rec.heal(books[k]):
+            seq += 1
             yield BookDelta(instrument_id, side, px, qty, ts, ts, seq)

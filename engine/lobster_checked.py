@@ -99,6 +99,9 @@ class CheckedLobster:
         self._check_books()
         self._check_time()
         self.accepted = int(np.count_nonzero(self.code == 0))
+        #: DELTAs of the last replay (so far) that re-aligned the visible window with the
+        #: reference rows: levels that existed before the first message, never seen removed
+        self.heals = 0
 
     # --- checks (vectorised over lines; the first reason found for a line stands) ------------
 
@@ -163,6 +166,7 @@ class CheckedLobster:
         rejected line counted in ``rejects`` as it is reached."""
         a, books, div = self.messages_arr, self.books, self.price_divisor
         rec = LobsterReconstructor(self.levels, price_divisor=div, instrument_id=instrument_id)
+        self.heals = 0
         paths = (str(self.message_path), str(self.orderbook_path))
         types, sizes, prices = a["type"].tolist(), a["size"].tolist(), a["price"].tolist()
         dirs, times, codes = a["direction"].tolist(), a["time_ns"].tolist(), self.code.tolist()
@@ -200,6 +204,12 @@ class CheckedLobster:
             if change is not None:
                 seq += 1
                 side, px, qty = change
+                yield BookDelta(instrument_id, side, px, qty, ts, ts, seq)
+            healed = rec.heal(books[k])  # as engine.lobster.iter_book_deltas
+            if healed:
+                self.heals = rec.heals
+            for side, px, qty in healed:
+                seq += 1
                 yield BookDelta(instrument_id, side, px, qty, ts, ts, seq)
 
     # --- the same replay as columnar rows (engine.md_columns) ---------------------------------
@@ -262,6 +272,7 @@ class CheckedLobster:
         while True:
             m, status = kern.run(out[n:])
             n += m
+            self.heals = kern.heals
             if status == RESYNC:
                 need = book.n_levels(1) + book.n_levels(-1) + 2 * self.levels
                 if n + need > len(out):
@@ -277,6 +288,7 @@ class CheckedLobster:
                 rejects.reject(_CODES[self.code[k]], f"LOBSTER file {paths[self.where[k]]}", k + 1)
                 kern.skip_line()
             elif status == DONE:
+                self.heals = kern.heals
                 return
             elif status != FULL:
                 raise ValueError(f"LOBSTER line {kern.position + 1}: cannot be applied")
