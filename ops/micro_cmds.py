@@ -153,6 +153,7 @@ def cmd_micro_train(args: argparse.Namespace) -> int:
         return 2
     f = LinearLogit() if args.model == "logit" else MLP(seed=args.seed)
     f.fit(x[keep], y[keep])
+    move = expected_move(ev, idx[keep], group[keep])
     meta = {
         "stream": ev.name,
         "events": len(ev),
@@ -162,7 +163,8 @@ def cmd_micro_train(args: argparse.Namespace) -> int:
         "levels": int(ev.bid_px.shape[1]),
         "coalesce": ev.one_per_time,
         "px_unit": ev.px_unit,
-        "expected_move": expected_move(ev, idx[keep], group[keep]),
+        "expected_move": move,
+        "expected_move_ticks": move / ev.tick,
         "seed": args.seed,
         "command": " ".join(
             ["gekko micro-train"]
