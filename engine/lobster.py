@@ -30,8 +30,9 @@ from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
-from engine.book import L2Book
+from engine.book import _HDR, _S_CAP, L2Book
 from engine.messages import BookDelta, BookSnapshot, Trade
 
 __all__ = [
@@ -250,6 +251,30 @@ def snapshot_from_row(
 # --- reconstruction ---------------------------------------------------------------------------
 
 
+@njit(cache=True, nogil=True)
+def _window_matches_nb(buf, row, div):  # pragma: no cover - compiled
+    """Whether the book (an ``L2Book`` buffer) shows exactly ``row``'s levels on top of each
+    side, the row's live levels first: then :meth:`LobsterReconstructor.heal` has nothing to
+    do. False does not mean it has (an off-grid or gapped row): heal decides then."""
+    cap = buf[_S_CAP]
+    levels = row.shape[0] // 4
+    for s in range(2):
+        off = 2 if s == 0 else 0
+        none = EMPTY_BID_PX if s == 0 else EMPTY_ASK_PX
+        held = buf[s]
+        kb = _HDR + s * cap
+        for j in range(levels):
+            p, q = row[4 * j + off], row[4 * j + off + 1]
+            if q > 0 and p != none:
+                if j >= held or buf[kb + 2 * cap + j] != q:
+                    return False
+                if (-buf[kb + j] if s == 0 else buf[kb + j]) * div != p:
+                    return False
+            elif j < held:  # the row ends (or has a gap) where the book goes on
+                return False
+    return True
+
+
 class LobsterReconstructor:
     """Rebuilds an :class:`L2Book` from LOBSTER messages.
 
@@ -325,6 +350,9 @@ class LobsterReconstructor:
         shows are set to its sizes and levels it omits are removed. Deeper levels are kept.
         """
         changes: list[tuple[int, int, int]] = []
+        ref_row = np.asarray(ref_row, np.int64)
+        if _window_matches_nb(self.book._buf, ref_row, self.price_divisor):
+            return changes  # the usual case, at a numba call's cost
         bp, bq, ap, aq = _row_levels(ref_row, self.price_divisor)
         for side, rpx, rqty in ((1, bp, bq), (-1, ap, aq)):
             want = dict(zip(rpx.tolist(), rqty.tolist(), strict=True))

@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit
 
 from engine.book import _HDR, _S_CAP, _apply_delta_nb, _qty_at_nb
-from engine.lobster import EMPTY_ASK_PX, EMPTY_BID_PX, LobsterReconstructor
+from engine.lobster import EMPTY_ASK_PX, EMPTY_BID_PX, LobsterReconstructor, _window_matches_nb
 from engine.md_columns import BATCH_ROWS, MdKind, empty
 
 __all__ = [
@@ -148,8 +148,10 @@ def _heal_nb(buf, row, div, ts, state, out_cols, n):  # pragma: no cover - compi
     (what is already aligned is skipped). Returns the new row count."""
     o_ts, o_side, o_px, o_qty, o_seq, o_kind = out_cols
     cap = o_ts.shape[0]
-    levels = row.shape[0] // 4
     state[_ST] = _DONE
+    if _window_matches_nb(buf, row, div):
+        return n  # the usual case: nothing to heal
+    levels = row.shape[0] // 4
     for side in (1, -1):
         s = 0 if side == 1 else 1
         off = 2 if side == 1 else 0
