@@ -372,7 +372,7 @@ def test_lobster_day_same_orders_and_fills():
         price_divisor=100,
         instruments=INS,
     )
-    msgs = list(msgs)  # the whole day: 120,387 events
+    msgs = list(msgs)  # the whole day: 133,489 events (13,102 of them heal deltas)
     pre = [m for m in msgs[:1] if isinstance(m, BookSnapshot)]
     rows = mc.from_messages(msgs[len(pre) :])
     ex, a, fa, b = both(lambda: Rows(rows, pre, 8192), momentum({"fast": 10, "slow": 40}))
