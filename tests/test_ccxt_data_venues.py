@@ -252,7 +252,8 @@ def test_dropped_connection_reconnects_and_resyncs(venue):
 
 def test_a_reconnect_storm_backs_off_and_ends_with_the_right_book(venue):
     v, make = venue
-    client = make(stale_after_s=0, reconnect_min_s=0.05, reconnect_max_s=0.4)
+    # a session that lasts reconnect_max_s resets the backoff: 2 s, past what a loaded box takes
+    client = make(stale_after_s=0, reconnect_min_s=0.05, reconnect_max_s=2.0)
     book = _Book()
     _until(client, book, lambda: client.state() == "connected")
     for k in range(5):  # the link drops again as soon as it is back, before the book is
