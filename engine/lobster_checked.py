@@ -317,8 +317,10 @@ def _messages(values: np.ndarray, rows: int) -> np.ndarray:
         ok = np.isfinite(t) & (np.abs(t) < 2.0**62)
         out["time_ns"][:n] = np.where(ok, t, 0).astype(np.int64)
     out["time"][:n][~ok] = np.nan
-    for j, name in enumerate(("type", "order_id", "size", "price", "direction"), start=1):
-        out[name][:n] = v[:, j]
+    # a cell that is no number is already a rejected line (its code); its cast value is unused
+    with np.errstate(invalid="ignore"):
+        for j, name in enumerate(("type", "order_id", "size", "price", "direction"), start=1):
+            out[name][:n] = v[:, j]
     return out
 
 
