@@ -68,7 +68,7 @@ class MicroReport:
     fee_bps: float = 0.0
 
 
-def _group_bootstrap(
+def group_bootstrap(
     hit: np.ndarray, group: np.ndarray, reps: int = 500, seed: int = 0
 ) -> tuple[float, float]:
     _, inv = np.unique(group, return_inverse=True)
@@ -83,7 +83,7 @@ def _group_bootstrap(
     return float(lo), float(hi)
 
 
-def _group_means(v: np.ndarray, group: np.ndarray) -> np.ndarray:
+def group_means(v: np.ndarray, group: np.ndarray) -> np.ndarray:
     _, inv = np.unique(group, return_inverse=True)
     return np.bincount(inv, weights=v) / np.bincount(inv)
 
@@ -125,7 +125,7 @@ def evaluate_stream(
         p = f.fit(xtr, ytr).predict(xte)
         predictions.append((f, p))
         loss = _log_loss(p, yte)
-        scored.append((f, (p > 0.5) == (yte > 0.5), loss, _group_means(loss, gte)))
+        scored.append((f, (p > 0.5) == (yte > 0.5), loss, group_means(loss, gte)))
     ref = next(gl for f, _, _, gl in scored if isinstance(f, ImbalanceLogit))
     accs: list[float] = []
     for f, hit, loss, gl in scored:
@@ -135,7 +135,7 @@ def evaluate_stream(
             Scored(
                 f.name,
                 float(hit.mean()),
-                _group_bootstrap(hit, gte),
+                group_bootstrap(hit, gte),
                 float(loss.mean()),
                 float("nan") if own else dm.p_value,
                 "-" if own else dm.verdict(),

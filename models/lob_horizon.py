@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.lob_data import BookEvents
+from models.lob_eval import group_bootstrap, group_means
 from models.lob_features import features_of_events
 from models.lob_models import NoChange, Softmax
 from models.stat_tests import diebold_mariano
@@ -85,28 +86,24 @@ def evaluate_horizon(
         lean = np.where(p[:, 2] >= p[:, 0], 2, 0)
         on_change = float((lean[moved] == yte[moved]).mean()) if moved.any() else float("nan")
         out.append((f.name, pred == yte, on_change, loss))
-    _, inv = np.unique(blocks, return_inverse=True)
-    per_block = lambda v: np.bincount(inv, weights=v) / np.bincount(inv)  # noqa: E731
-    ref = per_block(out[1][3])
+    ref = group_means(out[1][3], blocks)
     for name, hit, on_change, loss in out:
-        dm = "-" if name == "imbalance softmax" else diebold_mariano(per_block(loss), ref).verdict()
+        dm = (
+            "-"
+            if name == "imbalance softmax"
+            else diebold_mariano(group_means(loss, blocks), ref).verdict()
+        )
         rep.rows.append(
             HorizonRow(
-                name, float(hit.mean()), _bootstrap(hit, inv), on_change, float(loss.mean()), dm
+                name,
+                float(hit.mean()),
+                group_bootstrap(hit, blocks),
+                on_change,
+                float(loss.mean()),
+                dm,
             )
         )
     return rep
-
-
-def _bootstrap(hit: np.ndarray, inv: np.ndarray, reps: int = 500) -> tuple[float, float]:
-    hits = np.bincount(inv, weights=hit.astype(np.float64))
-    counts = np.bincount(inv).astype(np.float64)
-    rng = np.random.default_rng(0)
-    acc = [
-        hits[s].sum() / counts[s].sum() for s in rng.integers(0, len(counts), (reps, len(counts)))
-    ]
-    lo, hi = np.percentile(acc, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def format_horizon(r: HorizonReport) -> str:
