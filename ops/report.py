@@ -522,7 +522,8 @@ def _fig(v: Any, pct: bool = False) -> str:
 
 def _small_pct(v: Any) -> str:
     """A percentage that may be tiny (one short sample period's VaR): three significant digits."""
-    return "-" if v is None else f"{v * 100:.3g}%"
+    # + 0.0: a zero that summed as -0.0 (the report rebuilt from the record) reads as 0%
+    return "-" if v is None else f"{v * 100 + 0.0:.3g}%"
 
 
 def format_analytics(a: dict[str, Any], by_strategy: dict[Any, Any], cfg: Any = None) -> list[str]:
