@@ -1,4 +1,4 @@
-"""Conformal calibration of quantile forecasts: split offsets (served) and adaptive (evaluated).
+"""Conformal calibration of quantile forecasts: split offsets and adaptive conformal (ACI).
 
 Why: a network trained on pinball loss gives bands whose real coverage drifts from nominal
 (75–90 % for a nominal 80 % on the data in docs/forecasting.md). Conformal calibration fixes
@@ -18,10 +18,12 @@ that with no model change, from the model's own errors on data it was not fitted
   offset is the τ_t-quantile of a rolling window of recent residuals. An h-step forecast is
   only judged h bars later, so step h's feedback arrives with that delay. It needs the realised
   returns: ``adaptive`` runs in the evaluation (`gekko eval`) and ``OnlineAdaptive`` is the same
-  one bar at a time, for a server that sees each return (not wired into infer yet: serving
-  applies the static split offsets).
+  one bar at a time, per instrument, for a server that sees each return: the infer process
+  and its backtest batch path with ``[inference] conformal = "adaptive"`` (seeded with the
+  calibration residuals meta.json keeps, ``residuals_from_meta``). docs/forecasting.md,
+  "Probabilistic evaluation and calibration", has the figures.
 
-numpy only: serving (onnxruntime, no scipy) imports ``offsets_from_meta`` and ``shift``.
+numpy and numba only: serving (onnxruntime, no scipy) imports this module.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 METHOD_SPLIT = "split"
+#: the adaptive step: Gibbs & Candès (2021) use 0.005; the evaluation's and serving's default
+ACI_GAMMA = 0.005
+#: calibration residual rows meta.json keeps for ACI (the latest ones)
+MAX_RESIDUALS = 1000
 
 
 @dataclass(frozen=True)
@@ -44,16 +51,23 @@ class Offsets:
     n: int  # calibration windows behind them
     method: str = METHOD_SPLIT
     source: str = ""  # which data they were fitted on, in words
+    residuals: np.ndarray | None = None  # ``y - q̂`` [n, H, Q] in time order: seeds ACI
 
     def to_meta(self) -> dict:
-        """The ``conformal`` entry of meta.json."""
-        return {
+        """The ``conformal`` entry of meta.json; with the last ``MAX_RESIDUALS`` calibration
+        residuals (7 significant digits), what ``[inference] conformal = "adaptive"`` starts
+        from (``residuals_from_meta``)."""
+        out = {
             "method": self.method,
             "levels": list(self.levels),
             "offsets": self.offsets.astype(float).tolist(),
             "n_calibration": self.n,
             "source": self.source,
         }
+        if self.residuals is not None:
+            r = self.residuals[-MAX_RESIDUALS:]
+            out["residuals"] = [[[float(f"{v:.7g}") for v in c] for c in row] for row in r]
+        return out
 
 
 def _rank_quantile(sorted_r: np.ndarray, tau: float) -> np.ndarray:
@@ -70,9 +84,10 @@ def fit_split(y: np.ndarray, q: np.ndarray, levels: Sequence[float], source: str
         raise ValueError(f"shapes y {y.shape}, q {q.shape} do not match {len(levels)} levels")
     if y.shape[0] < 1:
         raise ValueError("no calibration windows")
-    r = np.sort(y.astype(np.float64)[..., None] - q.astype(np.float64), axis=0)
+    resid = y.astype(np.float64)[..., None] - q.astype(np.float64)
+    r = np.sort(resid, axis=0)
     off = np.stack([_rank_quantile(r[:, :, k], t) for k, t in enumerate(levels)], axis=-1)
-    return Offsets(levels, off, int(y.shape[0]), METHOD_SPLIT, source)
+    return Offsets(levels, off, int(y.shape[0]), METHOD_SPLIT, source, resid)
 
 
 def shift(q: np.ndarray, offsets: np.ndarray, sort: bool = True) -> np.ndarray:
@@ -121,6 +136,30 @@ def offsets_from_meta(meta: dict, horizon: int, levels: Sequence[float]) -> np.n
     return off.astype(np.float32)
 
 
+def residuals_from_meta(meta: dict, horizon: int, levels: Sequence[float]) -> np.ndarray | None:
+    """The stored calibration residuals ``[n, horizon, Q]`` (float64), or None when meta.json
+    has none (a model trained before they were stored, or with ``--conformal none``).
+
+    ValueError when they do not fit the model (shape, not finite), as ``offsets_from_meta``.
+    """
+    c = meta.get("conformal")
+    if not isinstance(c, dict) or c.get("residuals") is None:
+        return None
+    try:
+        r = np.asarray(c["residuals"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "conformal: residuals are not a numeric [n][horizon][levels] table"
+        ) from None
+    if r.ndim != 3 or r.shape[0] < 1 or r.shape[1:] != (horizon, len(levels)):
+        raise ValueError(
+            f"conformal: residuals must have shape (n, {horizon}, {len(levels)}), are {r.shape}"
+        )
+    if not np.isfinite(r).all():
+        raise ValueError("conformal: residuals must be finite")
+    return r
+
+
 def adaptive(
     y: np.ndarray,
     q: np.ndarray,
@@ -167,55 +206,238 @@ def adaptive(
 
 
 class OnlineAdaptive:
-    """``adaptive`` one bar at a time, for a server that sees each return as its bar closes.
+    """``adaptive`` one bar at a time, per instrument: what a server runs as outcomes arrive.
 
-    At every bar close call ``observe(ret)`` with the bar's realised return (it judges step h of
-    the forecast issued h + 1 bars ago), then ``calibrate(q)`` with that bar's raw quantiles
-    ``[H, Q]``: exactly one of each per bar, in that order, so the delays line up. Gives what
-    ``adaptive`` gives on the same sequence (a test checks it). State: a few [H, Q] arrays and
-    the residual window; per instrument, one instance each.
+    Single series (``n_slots=1``, the evaluation's form): at every bar close call
+    ``observe(ret)`` with the bar's realised return (it judges step h of the forecast issued
+    h + 1 bars ago), then ``calibrate(q)`` with that bar's raw quantiles ``[H, Q]``; gives what
+    ``adaptive`` gives on the same sequence (a test checks it).
+
+    Serving (``procs/infer.py``, live and in backtests): one state per instrument slot, because
+    ACI's guarantee is about the miss rate of the sequence it is fed and each instrument has its
+    own error scale and regime (pooled, a calm instrument's over-coverage would hide a volatile
+    one's misses). ``observe_bars`` takes one bar close of every slot, ``calibrate_rows`` that
+    close's model outputs (in place), ``replay`` many closes at once; all three are the one
+    kernel ``_aci_kernel``. Steps count the slot's valid bars: a close without a bar for the
+    slot moves nothing, a forecast re-issued on the same window replaces the earlier one, and a
+    slot with no forecast for a bar judges nothing for it. Every slot starts from the same
+    calibration residuals, so its first offsets are the train-time ones.
+
+    State per slot: the residual window (time order, ring) and its per-column sorted copy
+    (kept sorted by one removal and one insertion per judged outcome: the same numbers a full
+    sort gives), the working levels, the last H raw and served forecasts. Also, per slot, the
+    step-1 band's hits over the outcomes judged: the served band and the counterfactual band of
+    ``fixed`` offsets (``coverage``), so a user sees what the adaptation changes.
     """
 
     def __init__(
         self,
         levels: Sequence[float],
         cal_resid: np.ndarray,
-        gamma: float = 0.005,
+        gamma: float = ACI_GAMMA,
         window: int = 0,
+        n_slots: int = 1,
+        fixed: np.ndarray | None = None,
     ) -> None:
-        n, H, Q = cal_resid.shape
-        if n < 1 or len(levels) != Q:
+        cal_resid = np.asarray(cal_resid, dtype=np.float64)
+        if cal_resid.ndim != 3 or cal_resid.shape[0] < 1 or cal_resid.shape[2] != len(levels):
             raise ValueError(f"calibration residuals {cal_resid.shape} for {len(levels)} levels")
+        if not np.isfinite(cal_resid).all():
+            raise ValueError("calibration residuals must be finite")
+        if not (math.isfinite(gamma) and 0 < gamma < 1):
+            raise ValueError(f"gamma must be within (0, 1), not {gamma!r}")
+        _, H, Q = cal_resid.shape
+        S = int(n_slots)
+        seed = cal_resid[-(int(window) or cal_resid.shape[0]) :]
+        w = seed.shape[0]
         self.tau = np.asarray(levels, dtype=np.float64)
         self.gamma = float(gamma)
-        self.pool = np.array(cal_resid[-(int(window) or n) :], dtype=np.float64)
-        self.head = 0
-        self.level = np.broadcast_to(self.tau, (H, Q)).copy()
-        self.raw = np.zeros((H, H, Q))  # the last H raw forecasts, ring by issue number
-        self.cal = np.zeros((H, H, Q))  # and what was served for them (before sorting)
-        self.issued = 0
+        self.pool = np.broadcast_to(seed, (S, w, H, Q)).copy()
+        srt = np.sort(seed, axis=0).transpose(1, 2, 0)  # [H, Q, w]: each column sorted
+        self.srt = np.broadcast_to(srt, (S, H, Q, w)).copy()
+        self.head = np.zeros(S, dtype=np.int64)
+        self.level = np.broadcast_to(self.tau, (S, H, Q)).copy()
+        self.raw = np.zeros((S, H, H, Q))  # the last H raw forecasts, ring by issue number
+        self.cal = np.zeros((S, H, H, Q))  # and what was served for them (before sorting)
+        self.issued_at = np.full((S, H), -1, dtype=np.int64)  # the bar count each was issued at
+        self.count = np.zeros(S, dtype=np.int64)  # valid bars seen per slot
+        self.fixed = np.zeros((H, Q)) if fixed is None else np.asarray(fixed, dtype=np.float64)
+        self.hits = np.zeros((S, 3), dtype=np.int64)  # step-1 outcomes judged, in served, in fixed
+
+    @property
+    def n_slots(self) -> int:
+        return int(self.count.shape[0])
 
     def observe(self, ret: float) -> None:
-        """The return of the bar that just closed."""
-        H = self.level.shape[0]
-        judged = min(H, self.issued)
-        for h in range(judged):
-            k = (self.issued - 1 - h) % H  # issued h + 1 bars ago
-            self.pool[self.head, h] = ret - self.raw[k, h]
-            self.level[h] += self.gamma * (self.tau - (ret <= self.cal[k, h]))
-        if judged:
-            self.head = (self.head + 1) % self.pool.shape[0]
+        """The return of the bar that just closed (single series)."""
+        self.observe_bars(np.ones(1, dtype=np.bool_), np.array([ret], dtype=np.float64))
 
     def calibrate(self, q: np.ndarray) -> np.ndarray:
-        """Calibrated quantiles ``[H, Q]`` (sorted) for this bar's raw ones."""
-        w = self.pool.shape[0]
-        srt = np.sort(self.pool, axis=0)
-        lv = self.level
+        """Calibrated quantiles ``[H, Q]`` (sorted) for this bar's raw ones (single series)."""
+        out = np.array(q, dtype=np.float64)[None]
+        self.calibrate_rows(np.zeros(1, dtype=np.int64), out)
+        return out[0]
+
+    def observe_bars(self, valid: np.ndarray, ret: np.ndarray) -> None:
+        """One bar close: which slots closed a bar (``[S]``) and their returns (``[S]``)."""
+        none = np.zeros(0, dtype=np.int64)
+        q = np.zeros((0, *self.level.shape[1:]))
+        self._kernel(valid[None], ret[None], none, none, q, np.zeros(0, dtype=np.bool_))
+
+    def calibrate_rows(
+        self, slots: np.ndarray, q: np.ndarray, ok: np.ndarray | None = None
+    ) -> np.ndarray:
+        """This close's raw quantiles ``q [k, H, Q]`` of ``slots [k]`` calibrated IN PLACE
+        (sorted along the levels); rows not ``ok`` (default: not finite) are left alone."""
+        S = self.n_slots
+        ok = np.isfinite(q).all(axis=(1, 2)) if ok is None else ok
+        self._kernel(
+            np.zeros((1, S), dtype=np.bool_),
+            np.zeros((1, S)),
+            np.zeros(len(slots), dtype=np.int64),
+            np.asarray(slots, dtype=np.int64),
+            q,
+            np.asarray(ok, dtype=np.bool_),
+        )
+        return q
+
+    def replay(
+        self,
+        valid: np.ndarray,
+        ret: np.ndarray,
+        rb: np.ndarray,
+        rs: np.ndarray,
+        q: np.ndarray,
+        ok: np.ndarray,
+    ) -> np.ndarray:
+        """Many closes in order (``valid``/``ret`` ``[B, S]``), each observed and then its
+        forecast rows calibrated: row i is close ``rb[i]`` (ascending), slot ``rs[i]``; ``q``
+        ``[k, H, Q]`` in place, rows not ``ok`` left alone. What close-by-close calls give."""
+        self._kernel(
+            valid,
+            ret,
+            np.asarray(rb, dtype=np.int64),
+            np.asarray(rs, dtype=np.int64),
+            q,
+            np.asarray(ok, dtype=np.bool_),
+        )
+        return q
+
+    def _kernel(self, valid, ret, rb, rs, q, ok) -> None:  # type: ignore[no-untyped-def]
+        _aci_kernel(
+            np.ascontiguousarray(valid, dtype=np.bool_),
+            np.ascontiguousarray(ret, dtype=np.float64),
+            rb,
+            rs,
+            q,
+            ok,
+            self.tau,
+            self.gamma,
+            self.fixed,
+            self.pool,
+            self.srt,
+            self.head,
+            self.level,
+            self.raw,
+            self.cal,
+            self.issued_at,
+            self.count,
+            self.hits,
+        )
+
+    def offsets(self, slot: int = 0) -> np.ndarray:
+        """The offsets ``[H, Q]`` the slot's next forecast gets (before the sort)."""
+        w = self.pool.shape[1]
+        lv = self.level[slot]
         rank = np.where(lv >= 0.5, np.ceil((w + 1) * lv), np.floor((w + 1) * lv))
         k = np.clip(rank.astype(np.int64), 1, w) - 1
-        out = q + np.take_along_axis(srt, k[None], axis=0)[0]
-        slot = self.issued % self.level.shape[0]
-        self.raw[slot] = q
-        self.cal[slot] = out
-        self.issued += 1
-        return np.sort(out, axis=-1)
+        return np.take_along_axis(self.srt[slot], k[..., None], axis=-1)[..., 0]
+
+    def coverage(self) -> tuple[float, float, int]:
+        """Step-1 coverage of the served band and of the fixed offsets' band over every
+        outcome judged so far, all slots (NaN, NaN, 0 before the first)."""
+        n, a, f = (int(v) for v in self.hits.sum(axis=0))
+        return (a / n, f / n, n) if n else (math.nan, math.nan, 0)
+
+
+@njit(cache=True, nogil=True)
+def _resort(col, old, new):  # pragma: no cover - compiled
+    """Replace one ``old`` value of the sorted ``col`` by ``new``, keeping it sorted."""
+    n = col.shape[0]
+    i = np.searchsorted(col, old)  # col[i] == old: it was put there by this same code
+    if new >= old:
+        j = i
+        while j + 1 < n and col[j + 1] < new:
+            col[j] = col[j + 1]
+            j += 1
+    else:
+        j = i
+        while j > 0 and col[j - 1] > new:
+            col[j] = col[j - 1]
+            j -= 1
+    col[j] = new
+
+
+@njit(cache=True, nogil=True)
+def _aci_kernel(
+    valid, ret, rb, rs, q, ok, tau, gamma, fixed, pool, srt, head, level, raw, cal, issued_at,
+    count, hits,
+):  # pragma: no cover - compiled  # fmt: skip
+    """``OnlineAdaptive``'s one implementation: per close b, observe every valid slot's return
+    (judge step h of the forecast issued h + 1 of its bars ago), then calibrate close b's rows."""
+    H, Q = level.shape[1], level.shape[2]
+    w = pool.shape[1]
+    j = 0
+    for b in range(valid.shape[0]):
+        for s in range(valid.shape[1]):
+            if not valid[b, s]:
+                continue
+            count[s] += 1
+            r = ret[b, s]
+            if not math.isfinite(r):
+                continue
+            judged = False
+            for h in range(H):
+                n_issue = count[s] - 1 - h
+                if n_issue < 0:
+                    break
+                k = n_issue % H
+                if issued_at[s, k] != n_issue:
+                    continue
+                judged = True
+                for c in range(Q):
+                    new = r - raw[s, k, h, c]
+                    old = pool[s, head[s], h, c]
+                    pool[s, head[s], h, c] = new
+                    _resort(srt[s, h, c], old, new)
+                    level[s, h, c] += gamma * (tau[c] - (1.0 if r <= cal[s, k, h, c] else 0.0))
+                if h == 0:  # the step-1 band: served (outer levels, sorted) and fixed offsets'
+                    lo, hi = cal[s, k, 0, 0], cal[s, k, 0, 0]
+                    flo = raw[s, k, 0, 0] + fixed[0, 0]
+                    fhi = flo
+                    for c in range(1, Q):
+                        lo, hi = min(lo, cal[s, k, 0, c]), max(hi, cal[s, k, 0, c])
+                        v = raw[s, k, 0, c] + fixed[0, c]
+                        flo, fhi = min(flo, v), max(fhi, v)
+                    hits[s, 0] += 1
+                    hits[s, 1] += 1 if lo <= r <= hi else 0
+                    hits[s, 2] += 1 if flo <= r <= fhi else 0
+            if judged:
+                head[s] = (head[s] + 1) % w
+        while j < rb.shape[0] and rb[j] == b:
+            s = rs[j]
+            if ok[j]:
+                k = count[s] % H
+                issued_at[s, k] = count[s]
+                for h in range(H):
+                    for c in range(Q):
+                        lv = level[s, h, c]
+                        rank = math.ceil((w + 1) * lv) if lv >= 0.5 else math.floor((w + 1) * lv)
+                        i = min(max(rank, 1), w) - 1
+                        v = np.float64(q[j, h, c])
+                        raw[s, k, h, c] = v
+                        cal[s, k, h, c] = v + srt[s, h, c, i]
+                    row = np.sort(cal[s, k, h, :])
+                    for c in range(Q):
+                        q[j, h, c] = row[c]
+            j += 1

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.conformal import adaptive, calibrated, fit_split
+from models.conformal import ACI_GAMMA, adaptive, calibrated, fit_split
 from models.data import Bars, Fold, make_windows, walk_forward
 from models.features import TARGET_INDEX
 from models.prob_baselines import drift_point, quantile_baselines
@@ -46,7 +46,6 @@ Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 #: extra baselines (statsforecast's): (ret, first_target, train_end, horizon, levels, key) ->
 #: (point forecasts, quantile forecasts) by name; ``key`` names the block for memoising
 ExtraBaselines = Callable[..., tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]
-ACI_GAMMA = 0.005  # the adaptive conformal step (Gibbs & Candès 2021 use 0.005)
 Z95 = 1.959963984540054
 
 
