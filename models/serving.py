@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from models.conformal import keeps_order, offsets_from_meta, shift
+from models.conformal import (
+    OnlineAdaptive,
+    keeps_order,
+    offsets_from_meta,
+    residuals_from_meta,
+    shift,
+)
 from models.features import FEATURES
 from models.guardrails import ServingSpec, misfits
 
@@ -192,11 +198,13 @@ class LoadedModel:
     sha256: str
     output_names: list[str] = field(default_factory=lambda: ["point", "quantiles"])
     offsets: np.ndarray | None = None  # conformal offsets [horizon, q] from meta.json, if any
+    residuals: np.ndarray | None = None  # their calibration residuals [n, horizon, q]: seed ACI
     _resort: bool = True  # the offsets may cross the model's (monotone) quantiles
 
     def __post_init__(self) -> None:
         try:  # fitted at train time on held-back data (models/conformal.py); added in run()
             self.offsets = offsets_from_meta(self.meta, self.horizon, self.quantiles)
+            self.residuals = residuals_from_meta(self.meta, self.horizon, self.quantiles)
         except ValueError as exc:
             raise ModelError(f"{self.path}/meta.json: {exc}") from None
         self._resort = self.offsets is not None and not keeps_order(self.offsets)
@@ -213,12 +221,38 @@ class LoadedModel:
     def bar_seconds(self) -> float:
         return float(self.meta.get("bar_seconds") or 0)
 
+    def run_raw(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``run`` without the fixed offsets (``adaptive_bands`` calibrates them instead)."""
+        point, quantiles = self.session.run(self.output_names, {self.input_name: x})
+        return point, quantiles
+
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One batched call: ``x`` float32 [batch, input_size, n_features], C-contiguous."""
         point, quantiles = self.session.run(self.output_names, {self.input_name: x})
         if self.offsets is not None:  # calibrated bands: in place, levels kept monotone
             shift(quantiles, self.offsets, self._resort)
         return point, quantiles
+
+
+def adaptive_bands(
+    model: LoadedModel, n_slots: int, mode: str, gamma: float
+) -> OnlineAdaptive | None:
+    """The per-instrument adaptive conformal state serving ``model`` with ``[inference]
+    conformal = mode`` (``models.conformal.OnlineAdaptive``), or None: fixed offsets serve
+    (``mode`` "fixed", or a model without stored calibration residuals: logged)."""
+    if mode != "adaptive":
+        return None
+    if model.residuals is None:
+        log.warning(
+            'inference: [inference] conformal = "adaptive" but model %s %s has no calibration '
+            "residuals in meta.json (retrain it with gekko train); serving its fixed offsets",
+            model.name,
+            model.version,
+        )
+        return None
+    return OnlineAdaptive(
+        model.quantiles, model.residuals, gamma, n_slots=n_slots, fixed=model.offsets
+    )
 
 
 def _sha256(path: Path) -> str:

@@ -741,6 +741,8 @@ class InferenceSection(msgspec.Struct, **_STRICT):
     drift_z: float = 3.0  # ... when z of mean(d) > this; also the coverage monitor's z
     drift_window: int = 500  # one-step errors (bars, all instruments) in the rolling window
     coverage_tolerance: float = 0.05  # band coverage this far off nominal (and past drift_z)
+    conformal: str = "fixed"  # fixed | adaptive: the served offsets (models/conformal.py)
+    conformal_gamma: float = 0.005  # adaptive: ACI's step (models.conformal.ACI_GAMMA)
     input_drift_psi: float = 0.25  # input drift when a feature's PSI exceeds this (0 = off)
     poll_model_s: float = 1.0  # how often the model directory is checked for a new version
     micro_model_dir: str = ""  # a micro direction model (gekko micro-train): served per event
@@ -790,6 +792,16 @@ class InferenceSection(msgspec.Struct, **_STRICT):
             0 <= self.coverage_tolerance < 1,
             "inference.coverage_tolerance",
             "must be within [0, 1)",
+        )
+        _need(
+            self.conformal in ("fixed", "adaptive"),
+            "inference.conformal",
+            f'must be "fixed" or "adaptive", not {self.conformal!r}',
+        )
+        _need(
+            math.isfinite(self.conformal_gamma) and 0 < self.conformal_gamma < 1,
+            "inference.conformal_gamma",
+            "must be within (0, 1) (0.005: Gibbs & Candes' step)",
         )
         _need(
             math.isfinite(self.input_drift_psi) and self.input_drift_psi >= 0,

@@ -47,6 +47,7 @@ from engine.messages import (
     Quote,
     Trade,
 )
+from models.conformal import OnlineAdaptive
 from models.drift import (
     CoverageMonitor,
     CoverageStatus,
@@ -59,7 +60,7 @@ from models.guardrails import ServingSpec
 from models.input_drift import InputDriftMonitor, InputDriftStatus
 from models.lob_serving import MicroForecaster
 from models.registration import registered_message
-from models.serving import LoadedModel, ModelServer
+from models.serving import LoadedModel, ModelServer, adaptive_bands
 from models.windows import FeatureWindows
 from procs.infer_batch import BatchInfer
 from procs.loop import Input, Loop, Timer
@@ -111,6 +112,9 @@ class InferEngine:
         self.drift = DriftMonitor(n, inf.drift_window, inf.drift_margin, inf.drift_z)
         self.coverage = CoverageMonitor(n, inf.drift_window, inf.coverage_tolerance, inf.drift_z)
         self.inputs = InputDriftMonitor(inf.drift_window, inf.input_drift_psi)
+        #: [inference] conformal = "adaptive": per-instrument ACI over the model's bands
+        self.aci: OnlineAdaptive | None = None
+        self._aci_seen = (0, 0, 0)  # (judged, in served band, in fixed band) at the last report
         self.counts = dict.fromkeys(
             (
                 "bars",
@@ -190,6 +194,9 @@ class InferEngine:
         """The monitors start over on a new model: its errors, band and inputs are its own."""
         self.drift.set_reference(reference_ratio(model.meta))
         self.coverage.set_levels(model.quantiles)
+        inf = self.cfg
+        self.aci = adaptive_bands(model, len(self.iids), inf.conformal, inf.conformal_gamma)
+        self._aci_seen = (0, 0, 0)
         why = self.inputs.set_stats(model.meta.get("feature_stats"), FEATURES)
         if why:
             log.info(
@@ -231,6 +238,9 @@ class InferEngine:
         valid = np.flatnonzero(bars.valid)
         self.drift.on_bars(valid, rows[valid, 0])
         self.coverage.on_bars(valid, rows[valid, 0])
+        if self.aci is not None:  # the same realised returns judge the adaptive bands
+            self.aci.observe_bars(bars.valid, rows[:, 0])
+            self.note_bands()
         self.inputs.on_rows(rows[valid])
         ready = np.flatnonzero(win.count >= model.input_size)
         if ready.size:
@@ -264,6 +274,27 @@ class InferEngine:
         )
         return ev
 
+    def note_bands(self) -> None:
+        """Adaptive conformal: after every ``drift_window`` step-1 outcomes, one line with the
+        served band's coverage over them and what the fixed offsets' band would have covered."""
+        aci, model = self.aci, self.model
+        assert aci is not None and model is not None
+        now = tuple(int(v) for v in aci.hits.sum(axis=0))
+        n = now[0] - self._aci_seen[0]
+        if n < self.cfg.drift_window:
+            return
+        a, f = ((x - y) / n for x, y in zip(now[1:], self._aci_seen[1:], strict=True))
+        self._aci_seen = now  # type: ignore[assignment]
+        log.info(
+            "inference: model %s adaptive bands: step-1 coverage %.3f over the last %d outcomes "
+            "(fixed offsets: %.3f), nominal %.3f",
+            model.version,
+            a,
+            n,
+            f,
+            model.quantiles[-1] - model.quantiles[0],
+        )
+
     def _run(self, slots: np.ndarray, origin: int, ts: int, out: list[Any]) -> None:
         model, win = self.model, self.windows
         assert model is not None and win is not None
@@ -271,7 +302,7 @@ class InferEngine:
         x = win.gather(slots, model.input_size)
         t0 = self.clock()
         try:
-            point, quant = model.run(x)
+            point, quant = model.run(x) if self.aci is None else model.run_raw(x)
         except Exception as exc:  # a provider failure, say: counted, logged once, no forecast
             self.counts["infer_errors"] += 1
             if not self._error_logged:
@@ -283,6 +314,8 @@ class InferEngine:
         self.counts["runs"] += 1
         levels = list(model.quantiles)
         ok = np.isfinite(point).all(axis=1) & np.isfinite(quant).all(axis=(1, 2))
+        if self.aci is not None:  # adaptive conformal: raw bands + offsets of what is known
+            self.aci.calibrate_rows(slots, quant, ok)
         self.drift.on_forecasts(slots[ok], point[ok, 0])
         self.coverage.on_forecasts(slots[ok], quant[ok, 0, 0], quant[ok, 0, -1])
         # one conversion to Python lists for the whole batch (msgspec encodes lists)

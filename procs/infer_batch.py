@@ -9,9 +9,9 @@ drift) replay their scores in numba.
 
 The result is what ``InferEngine.on_market_data`` gives event by event — the same forecasts in
 the same order, each with the index of the event it follows — because every step reuses the
-engine's own state and rules (bars, windows, drift) and the model is a pure function of its
-window (onnxruntime's CPU provider gives the same numbers for a row whatever the batch: a test
-checks it on the shipped model). A model failure on a big batch falls back to one call per
+engine's own state and rules (bars, windows, drift, adaptive conformal bands) and the model is
+a pure function of its window (onnxruntime's CPU provider gives the same numbers for a row
+whatever the batch: a test checks it on the shipped model). A model failure on a big batch falls back to one call per
 close, so a failing close costs what it cost before: its forecasts and one ``infer_errors``.
 """
 
@@ -75,6 +75,8 @@ class BatchInfer:
         if rb.size:
             point, quant, ran = self._run(pushed, rb, rs)
             ok = ran & np.isfinite(point).all(axis=1) & np.isfinite(quant).all(axis=(1, 2))
+            if eng.aci is not None:  # adaptive conformal, close by close as live (in place)
+                eng.aci.replay(c.valid[:n], pushed.ret, rb, rs, quant, ok)
             eng.counts["infer_errors"] += int(np.count_nonzero(ran & ~ok))
             fc_ok[rb[ok], rs[ok]] = True
             fc[rb[ok], rs[ok]] = point[ok, 0]
@@ -84,6 +86,11 @@ class BatchInfer:
             after.append(at)
             self._forecasts(rs[ok], ts[at], point[ok], quant[ok], out)
         valid = c.valid[:n]
+        if eng.aci is not None:
+            if not rb.size:  # no forecast in this pass: its outcomes still judge earlier ones
+                none = np.zeros((0, 1, 1))
+                eng.aci.replay(valid, pushed.ret, rb, rs, none, np.zeros(0, dtype=np.bool_))
+            eng.note_bands()
         self._drift(valid, pushed.ret, fc_ok, fc)
         self._coverage(valid, pushed.ret, fc_ok, lo, hi)
         if eng.inputs.enabled:
@@ -103,6 +110,7 @@ class BatchInfer:
         quant = np.zeros((k, model.horizon, len(model.quantiles)), dtype=np.float32)
         ran = np.ones(k, dtype=bool)
         ends = np.r_[np.flatnonzero(np.diff(rb)) + 1, k]  # where each close's windows end
+        run = model.run if eng.aci is None else model.run_raw  # adaptive: ACI calibrates
         a = 0
         while a < k:
             j = int(np.searchsorted(ends, a + MODEL_BATCH, "right")) - 1
@@ -114,7 +122,7 @@ class BatchInfer:
             x = pushed.gather(rb[a:b], rs[a:b], model.input_size)
             a0, a = a, b
             try:
-                point[a0:b], quant[a0:b] = model.run(x)
+                point[a0:b], quant[a0:b] = run(x)
                 eng.counts["runs"] += 1
                 continue
             except Exception:  # the same failure as before, close by close (below)
@@ -122,7 +130,7 @@ class BatchInfer:
             bounds = np.flatnonzero(np.diff(rb[a0:b])) + 1
             for lo, hi in zip(np.r_[0, bounds] + a0, np.r_[bounds, b - a0] + a0, strict=True):
                 try:
-                    point[lo:hi], quant[lo:hi] = model.run(x[lo - a0 : hi - a0])
+                    point[lo:hi], quant[lo:hi] = run(x[lo - a0 : hi - a0])
                     eng.counts["runs"] += 1
                 except Exception as exc:  # a provider failure, say: no forecast for this close
                     ran[lo:hi] = False
