@@ -207,7 +207,7 @@ class CheckedLobster:
                 yield BookDelta(instrument_id, side, px, qty, ts, ts, seq)
             healed = rec.heal(books[k])  # as engine.lobster.iter_book_deltas
             if healed:
-                self.heals = rec.heals
+                self.heals = rejects.repairs["lobster_heals"] = rec.heals
             for side, px, qty in healed:
                 seq += 1
                 yield BookDelta(instrument_id, side, px, qty, ts, ts, seq)
@@ -273,6 +273,8 @@ class CheckedLobster:
             m, status = kern.run(out[n:])
             n += m
             self.heals = kern.heals
+            if self.heals:
+                rejects.repairs["lobster_heals"] = self.heals
             if status == RESYNC:
                 need = book.n_levels(1) + book.n_levels(-1) + 2 * self.levels
                 if n + need > len(out):

@@ -105,6 +105,9 @@ class RejectCounter:
         self.sink = sink
         self.counts: dict[str, int] = {}
         self.total = 0
+        #: what a source repaired rather than rejected, as running totals by kind (a LOBSTER
+        #: replay's ``lobster_heals``: levels re-aligned with the reference rows): not rejections
+        self.repairs: dict[str, int] = {}
         #: no log lines while set (a restarted feed re-reading rows it already reported)
         self.quiet = False
 

@@ -16,7 +16,8 @@ With ``[backtest] engine = "fast"`` (the default), a columnar market (replay fil
 pair, the catalog: ``engine.md_columns``) with nothing the stream itself must carry (the
 venue's scheduled halts) goes to the runtime as row batches, for ``engine.replay_fast``, with
 the forecasts as an overlay merged into the rows (``procs.infer.ForecastOverlay``): the same
-orders and fills as the message path (docs/backtesting.md).
+orders and fills as the message path (docs/backtesting.md). A micro model (``[inference]
+micro_model_dir``) steps every message (``procs.infer_micro``): its backtests run the message path.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def build_backtest(
     overlay = ForecastOverlay(cfg)  # one model load, whichever path runs
     # the feed's checks and counts, as in `gekko run` (engine.md_rejects; [market] on_bad_row)
     rejects = RejectCounter(cfg.market.on_bad_row)
-    columnar = _columnar_market(cfg, rejects, window_ns)
+    columnar = None if overlay.micro is not None else _columnar_market(cfg, rejects, window_ns)
     why_exact = ""
     if columnar is not None:
         rt = InlineRuntime(
@@ -117,6 +118,8 @@ def build_backtest(
     )
     if columnar is not None:
         rt.replay_note = why_exact
+    elif overlay.micro is not None and cfg.backtest.engine == "fast":
+        rt.replay_note = "a micro model steps every message ([inference] micro_model_dir)"
     set_venue_fees(rt.host, cfg)
     return Backtest(rt, rejects, overlay)
 

@@ -158,9 +158,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t
     summary["md_rejected"] = rejects.total
     summary["md_rejected_by_reason"] = dict(sorted(rejects.counts.items()))
+    if rejects.repairs:  # repaired, not rejected (a LOBSTER day's healed levels)
+        summary["md_repaired"] = dict(sorted(rejects.repairs.items()))
     if bt.overlay is not None and bt.overlay.enabled:  # what the forecasts cost (of `wall`)
         summary["forecasts"] = bt.overlay.eng.counts["forecasts_out"]
         summary["inference_s"] = bt.overlay.busy_ns / 1e9
+    micro = bt.overlay.micro if bt.overlay is not None else None
+    if micro is not None:
+        summary["micro_forecasts"] = micro.forecasts
+        summary["micro_inference_s"] = micro.busy_ns / 1e9
     print(format_backtest(summary, cfg, wall))
     if args.json:
         out = {k: v for k, v in summary.items() if k != "orders_sent"}
@@ -182,9 +188,16 @@ def format_backtest(s: dict, cfg: Config, wall_s: float) -> str:
         inf = s["inference_s"]
         share = f" ({100 * inf / wall_s:.1f}% of the run)" if wall_s > 0 else ""
         lines.append(f"  forecasts {s['forecasts']}   inference {inf:.2f}s{share}")
+    if "micro_inference_s" in s:
+        inf = s["micro_inference_s"]
+        share = f" ({100 * inf / wall_s:.1f}% of the run)" if wall_s > 0 else ""
+        lines.append(f"  micro forecasts {s['micro_forecasts']}   inference {inf:.2f}s{share}")
     from ops.report import format_md_rejected
 
     lines += format_md_rejected(s)
+    if s.get("md_repaired"):
+        rep = ", ".join(f"{k} {v}" for k, v in s["md_repaired"].items())
+        lines.append(f"  market data repaired: {rep}")
     pf = s.get("portfolio") or {}
     per = pf.get("instruments") or pf.get("positions") or {}
     if per:

@@ -63,6 +63,7 @@ from models.registration import registered_message
 from models.serving import LoadedModel, ModelServer, adaptive_bands
 from models.windows import FeatureWindows
 from procs.infer_batch import BatchInfer
+from procs.infer_micro import MicroBacktest
 from procs.loop import Input, Loop, Timer
 from procs.runtime import STATE_READY, Worker
 
@@ -395,8 +396,13 @@ class ForecastOverlay:
         self.busy_ns = 0
         #: wall time loading (and trial-running) the model
         self.load_ns = 0
+        #: the micro model's serving (``[inference] micro_model_dir``), whether or not a bar
+        #: model loads: it steps messages, so a backtest with one runs the exact path
+        self.micro: MicroBacktest | None = None
         if not cfg.inference.enabled:
             return
+        fc = micro_forecaster(cfg)
+        self.micro = MicroBacktest(fc) if fc is not None else None
         self._now = 0
         t0 = time.perf_counter_ns()
         self.eng = InferEngine(cfg, clock=lambda: self._now)
@@ -502,15 +508,20 @@ def with_forecasts(
     strategies get forecasts at the simulated time the live engine would compute them.
 
     Only ``Forecast`` messages are yielded (swaps and drift events are logged); with inference
-    disabled, or no usable model, the source passes through unchanged. The source is read
+    disabled, or no usable model, the source passes through unchanged. The micro model's
+    forecasts (``[inference] micro_model_dir``) are placed by ``procs.infer_micro``. The source is read
     ahead (``ForecastOverlay.READ_AHEAD`` messages) so inference runs in batches; the sequence
     is the same as event by event, and an error the source raises comes after every message
     before it (and their forecasts) was yielded. Pass ``overlay`` to read its ``busy_ns`` after.
     """
     ov = overlay or ForecastOverlay(cfg)
-    if not ov.enabled:
-        yield from source
-        return
+    out = _bar_forecasts(ov, source) if ov.enabled else iter(source)
+    if ov.micro is not None:  # the micro model's forecasts, at the events that made them
+        out = ov.micro.interleave(out)
+    return out
+
+
+def _bar_forecasts(ov: ForecastOverlay, source: Iterable[Any]) -> Iterator[Any]:
     it = iter(source)
     while True:
         chunk: list[Any] = []

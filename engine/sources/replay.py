@@ -379,6 +379,12 @@ class ReplaySource:
         self.rejects.reject(reason, where, row, detail)
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
+    @property
+    def repairs(self) -> dict[str, int]:
+        """What the streams repaired rather than rejected (the counter's ``repairs``: a
+        stream is handed this source as its counter)."""
+        return self.rejects.repairs
+
     def _ordered(self, f: _File, ts_col: list[int | None]) -> list[int]:
         """Row indices with a valid time, stably sorted by that time (bad times counted)."""
         good = [i for i, t in enumerate(ts_col) if t is not None and 0 <= t < _INT64_LIMIT]
