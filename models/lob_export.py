@@ -115,6 +115,12 @@ def _parity(f: LinearLogit | MLP, path: Path) -> float:
     return worst
 
 
+def micro_version(meta: dict[str, Any]) -> str:
+    """What serves, as forecasts, swaps and drift events name it:
+    "micro:<stream>:<onnx sha256[:8]>" (never taken for a bar model's version)."""
+    return f"micro:{meta.get('stream', '?')}:{str(meta.get('onnx_sha256', ''))[:8]}"
+
+
 class MicroModel:
     """A served micro model: ``p_up(rows)`` for raw feature rows."""
 
@@ -134,7 +140,25 @@ class MicroModel:
         if hashlib.sha256(data).hexdigest() != self.meta.get("onnx_sha256"):
             raise MicroModelError(f"{d}: model.onnx does not match its meta.json hash")
         self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        self.path = d
+        #: what serves, as forecasts and swaps name it: "micro:<stream>:<sha256[:8]>"
+        self.version = micro_version(self.meta)
 
     def p_up(self, rows: np.ndarray) -> np.ndarray:
         (p,) = self.session.run(["p_up"], {"x": np.ascontiguousarray(rows, np.float32)})
         return p
+
+    def trial(self) -> None:
+        """One run at batch sizes 1 and 7 before it may serve: ``MicroModelError`` unless each
+        gives that many probabilities (a frozen batch dimension, a NaN fails here, not live)."""
+        for b in (1, 7):
+            try:
+                p = self.p_up(np.zeros((b, len(FEATURES))))
+            except Exception as exc:  # onnxruntime's own errors: a reason, not a crash
+                raise MicroModelError(
+                    f"{self.path}: the trial run at batch {b} failed: {exc}"
+                ) from None
+            if p.shape != (b,) or not ((p >= 0) & (p <= 1)).all():
+                raise MicroModelError(
+                    f"{self.path}: at batch {b} the trial run gave {p!r}, not {b} probabilities"
+                )

@@ -747,6 +747,9 @@ class InferenceSection(msgspec.Struct, **_STRICT):
     poll_model_s: float = 1.0  # how often the model directory is checked for a new version
     micro_model_dir: str = ""  # a micro direction model (gekko micro-train): served per event
     micro_publish_delta: float = 0.05  # a micro forecast when P(up) moves this much
+    micro_instruments: list[str] = []  # symbols the micro model serves ([] = every instrument)
+    micro_input_psi: float = 1.0  # micro input drift when a feature's PSI exceeds this (0 = off)
+    micro_input_rows: int = 10_000  # event rows in the micro input monitor's window
 
     def __post_init__(self) -> None:
         _need(bool(self.model_dir), "inference.model_dir", "must not be empty")
@@ -755,6 +758,12 @@ class InferenceSection(msgspec.Struct, **_STRICT):
             "inference.micro_publish_delta",
             "must be within [0, 1)",
         )
+        _need(
+            math.isfinite(self.micro_input_psi) and self.micro_input_psi >= 0,
+            "inference.micro_input_psi",
+            "must be >= 0 (0 = off)",
+        )
+        _need(self.micro_input_rows > 1, "inference.micro_input_rows", "must be > 1")
         _need(
             len(self.providers) > 0,
             "inference.providers",
@@ -925,6 +934,8 @@ class Config(msgspec.Struct, **_STRICT):
         )
         for sym in self.inference.instruments:
             _need(sym in symbols, "inference.instruments", f"unknown instrument {sym!r}")
+        for sym in self.inference.micro_instruments:
+            _need(sym in symbols, "inference.micro_instruments", f"unknown instrument {sym!r}")
         _need(
             not self.market.replay_lobster_symbol
             or self.market.replay_lobster_symbol in configured,

@@ -59,6 +59,12 @@ def add_parsers(sub: argparse._SubParsersAction, with_config) -> None:
         "--train-frac", type=float, default=1.0, help="fit on this earlier share (default all)"
     )
     mt.add_argument("--out", required=True, help="model directory to write")
+    mt.add_argument(
+        "--instrument",
+        action="append",
+        default=[],
+        help="an engine symbol the model is for (repeatable; none: any instrument of its tick)",
+    )
     mt.set_defaults(func=cmd_micro_train)
 
 
@@ -155,6 +161,7 @@ def cmd_micro_train(args: argparse.Namespace) -> int:
     f.fit(x[keep], y[keep])
     move = expected_move(ev, idx[keep], group[keep])
     meta = {
+        **_monitor_meta(f, x, y, group, keep, idx >= split),
         "stream": ev.name,
         "events": len(ev),
         "train_rows": int(keep.sum()),
@@ -166,12 +173,14 @@ def cmd_micro_train(args: argparse.Namespace) -> int:
         "expected_move": move,
         "expected_move_ticks": move / ev.tick,
         "seed": args.seed,
+        **({"instruments": list(args.instrument)} if args.instrument else {}),
         "command": " ".join(
             ["gekko micro-train"]
             + [f"--lobster {p}" for p in args.lobster]
             + [f"--binance {p}" for p in args.binance]
             + [f"--model {args.model} --seed {args.seed} --train-frac {args.train_frac}"]
             + [f"--out {args.out}"]
+            + [f"--instrument {s}" for s in args.instrument]
         ),
     }
     try:
@@ -181,3 +190,21 @@ def cmd_micro_train(args: argparse.Namespace) -> int:
         return 1
     print(f"{f.name} on {ev.name}: {meta['train_rows']} rows -> {out}")
     return 0
+
+
+def _monitor_meta(f, x, y, group, keep, test) -> dict:  # type: ignore[no-untyped-def]
+    """What the infer process's drift monitors compare live serving with (models.lob_drift,
+    models.input_drift): the training rows' feature distribution, and the log loss and hit
+    rate per mid change on the held-out block (the later events, ``--train-frac`` < 1; with
+    no held-out block of 1000 rows, the training block's, said in ``holdout.block``)."""
+    from models.input_drift import training_stats
+    from models.lob_drift import holdout_scores
+    from models.lob_features import FEATURES
+
+    block = "held-out" if test.sum() >= 1000 else "training"
+    use = test if block == "held-out" else keep
+    holdout = holdout_scores(f.predict(x[use]), y[use], group[use])
+    return {
+        "feature_stats": training_stats(x[keep], FEATURES),
+        "holdout": {"block": block, **holdout},
+    }

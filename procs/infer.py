@@ -65,6 +65,7 @@ from models.windows import FeatureWindows
 from procs.infer_batch import BatchInfer
 from procs.infer_micro import MicroBacktest
 from procs.loop import Input, Loop, Timer
+from procs.micro_serving import MicroServing
 from procs.runtime import STATE_READY, Worker
 
 log = logging.getLogger("gekko.infer")
@@ -548,24 +549,20 @@ def _bar_forecasts(ov: ForecastOverlay, source: Iterable[Any]) -> Iterator[Any]:
 
 
 def micro_forecaster(cfg: Any) -> MicroForecaster | None:
-    """The micro model of ``[inference] micro_model_dir``, over every instrument (ticks in the
-    engine's price units: 1); None when unset or refused (logged: the bar model serves on)."""
+    """The micro model of ``[inference] micro_model_dir`` over ``[inference] micro_instruments``
+    (ticks in the engine's price units: 1), loaded, trial-run and checked against the
+    configuration as the infer process does (``procs.micro_serving``); None when unset or
+    refused (logged: the bar model serves on)."""
     d = cfg.inference.micro_model_dir
     if not d:
         return None
-    from models.lob_export import MicroModelError
-
     try:
-        ticks = {i.instrument_id: 1.0 for i in cfg.instruments}
-        fc = MicroForecaster(d, ticks, cfg.inference.micro_publish_delta)
-    except MicroModelError as exc:
-        log.error("inference: micro model refused: %s", exc)
-        return None
+        serving = MicroServing(cfg, resolve_model_dir(d))
+        serving.poll()
     except Exception:  # a model that breaks its loader: the bar model serves on without it
         log.exception("inference: micro model %s could not be loaded", d)
         return None
-    log.info("inference: micro model %s serving %d instruments", fc.version, len(ticks))
-    return fc
+    return serving.fc
 
 
 def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
@@ -579,7 +576,9 @@ def run(cfg: Any, engine_id: str, incarnation: int = 0) -> int:
         forecasts.publish_batch(out)
         publish_registrations(forecasts, eng, out)
     p = _InferProcess(w, eng, md, forecasts)
-    p.micro = micro_forecaster(cfg)
+    if cfg.inference.micro_model_dir:  # checked, served, polled for new versions like the bar model
+        p.micro = MicroServing(cfg, resolve_model_dir(cfg.inference.micro_model_dir))
+        p.poll_micro()
     loop = Loop(
         w,
         [Input("md", on_batch=p.on_md_batch, batch=256, counter="md_in", processed=True)],
@@ -610,8 +609,7 @@ class _InferProcess:
         self.h_run = w.metrics.hist("run_ns")
         self.h_t2f = w.metrics.hist("tick_to_forecast_ns")
         self.published = dict.fromkeys(eng.counts, 0)  # what the metrics region has
-        self.micro: MicroForecaster | None = None  # [inference] micro_model_dir
-        self.micro_out = 0
+        self.micro: MicroServing | None = None  # [inference] micro_model_dir
 
     def on_md_batch(self, msgs: list[Any]) -> None:
         """A batch off the ring: each message to the bar model, the batch to the micro model
@@ -623,7 +621,6 @@ class _InferProcess:
             out = self.micro.on_messages(msgs, now)
             if out:
                 self.forecasts.publish_batch(out)
-                self.micro_out += len(out)
 
     def on_md(self, msg: Any, now_ns: int) -> None:
         eng = self.eng
@@ -643,7 +640,23 @@ class _InferProcess:
         if out:
             self.forecasts.publish_batch(out)
             publish_registrations(self.forecasts, self.eng, out)
+        self.poll_micro()
         self.w.metrics.set("md_missed", self.md.missed)
+
+    def poll_micro(self) -> None:
+        """The micro model's source: a new version swapped in, or refused (published)."""
+        if self.micro is None:
+            return
+        try:
+            out = self.micro.poll()
+        except Exception:  # a loader that breaks: the running micro model serves on
+            log.exception("inference: polling the micro model failed")
+            return
+        for m in out:
+            try:  # one at a time: a registration over a tiny ring's max frame is only logged
+                self.forecasts.publish(m)
+            except Exception as exc:
+                log.error("inference: micro model message %s not published (%s)", type(m), exc)
 
     def flush_counts(self, now_ns: int = 0) -> None:
         """The engine's counts into the metrics region (what changed since the last pass)."""
@@ -670,9 +683,4 @@ class _InferProcess:
             self.md.missed,
         )
         if self.micro is not None:
-            log.info(
-                "infer: micro model %s: %d events scored, %d forecasts",
-                self.micro.version,
-                self.micro.rows_scored,
-                self.micro_out,
-            )
+            self.micro.report()
