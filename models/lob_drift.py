@@ -19,12 +19,15 @@ model without ``holdout`` is not monitored (said once).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from engine.messages import DriftEvent
+from models.input_drift import training_stats
+from models.lob_features import FEATURES
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,26 @@ def loss_event(version: str, st: LossStatus, ts: int) -> DriftEvent:
         version, int(st.drifting), st.loss, st.reference, st.margin, st.samples, ts,
         "logloss", st.z, st.z_crit, f"hit {st.hit:.3f} (held-out {st.reference_hit:.3f})",
     )  # fmt: skip
+
+
+def monitor_meta(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    group: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+) -> dict[str, Any]:
+    """What ``gekko micro-train`` writes for the monitors (meta.json ``feature_stats`` and
+    ``holdout``): the training rows' feature distribution, and the log loss and hit rate per
+    mid change on the held-out block ``test`` (with under 1000 rows there, the training
+    block's, said in ``holdout.block``). ``x, y, group``: ``models.lob_eval.samples``."""
+    block = "held-out" if test.sum() >= 1000 else "training"
+    use = test if block == "held-out" else train
+    return {
+        "feature_stats": training_stats(x[train], FEATURES),
+        "holdout": {"block": block, **holdout_scores(predict(x[use]), y[use], group[use])},
+    }
 
 
 def holdout_scores(p: np.ndarray, y: np.ndarray, group: np.ndarray) -> dict[str, Any]:

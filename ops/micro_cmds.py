@@ -138,6 +138,7 @@ def cmd_micro_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_micro_train(args: argparse.Namespace) -> int:
+    from models.lob_drift import monitor_meta
     from models.lob_eval import expected_move, samples
     from models.lob_export import MicroModelError, export_micro
     from models.lob_models import MLP, LinearLogit
@@ -161,7 +162,7 @@ def cmd_micro_train(args: argparse.Namespace) -> int:
     f.fit(x[keep], y[keep])
     move = expected_move(ev, idx[keep], group[keep])
     meta = {
-        **_monitor_meta(f, x, y, group, keep, idx >= split),
+        **monitor_meta(f.predict, x, y, group, keep, idx >= split),
         "stream": ev.name,
         "events": len(ev),
         "train_rows": int(keep.sum()),
@@ -190,21 +191,3 @@ def cmd_micro_train(args: argparse.Namespace) -> int:
         return 1
     print(f"{f.name} on {ev.name}: {meta['train_rows']} rows -> {out}")
     return 0
-
-
-def _monitor_meta(f, x, y, group, keep, test) -> dict:  # type: ignore[no-untyped-def]
-    """What the infer process's drift monitors compare live serving with (models.lob_drift,
-    models.input_drift): the training rows' feature distribution, and the log loss and hit
-    rate per mid change on the held-out block (the later events, ``--train-frac`` < 1; with
-    no held-out block of 1000 rows, the training block's, said in ``holdout.block``)."""
-    from models.input_drift import training_stats
-    from models.lob_drift import holdout_scores
-    from models.lob_features import FEATURES
-
-    block = "held-out" if test.sum() >= 1000 else "training"
-    use = test if block == "held-out" else keep
-    holdout = holdout_scores(f.predict(x[use]), y[use], group[use])
-    return {
-        "feature_stats": training_stats(x[keep], FEATURES),
-        "holdout": {"block": block, **holdout},
-    }
