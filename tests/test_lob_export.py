@@ -63,5 +63,10 @@ def test_micro_train_writes_a_model_that_serves(
     m = MicroModel(out)
     assert m.meta["stream"] == "AMZN-L1" and m.meta["train_frac"] == 0.7
     assert m.meta["expected_move"] > 0 and "micro-train" in m.meta["command"]
+    # the drift monitors' references: the training rows' feature distribution, and the
+    # held-out block's log loss per mid change (better than a coin on AMZN)
+    h = m.meta["holdout"]
+    assert h["block"] == "held-out" and h["changes"] > 1000 and 0.5 < h["log_loss"] < 0.69
+    assert h["hit_rate"] > 0.55 and m.meta["feature_stats"]["rows"] == m.meta["train_rows"]
     assert main([*args, "0.001", "--out", str(tmp_path / "x")]) == 2
     assert "too few" in capsys.readouterr().err
