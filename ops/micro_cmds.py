@@ -104,6 +104,7 @@ def parse_horizons(text: str) -> list[tuple[int, int]]:
 def cmd_micro_eval(args: argparse.Namespace) -> int:
     from models.lob_eval import evaluate_stream, format_report
     from models.lob_horizon import evaluate_horizon, format_horizon
+    from models.lob_size import evaluate_horizon_change, evaluate_next_size, format_size
 
     if not args.lobster and not args.binance:
         print("gekko micro-eval: name data with --lobster and/or --binance", file=sys.stderr)
@@ -117,6 +118,7 @@ def cmd_micro_eval(args: argparse.Namespace) -> int:
         return 2
     reports: list = []
     extra: list = []
+    sizes: list = []
     for ev in evs:
         r = evaluate_stream(
             ev,
@@ -127,12 +129,20 @@ def cmd_micro_eval(args: argparse.Namespace) -> int:
         )
         reports.append(r)
         print(format_report(r), end="\n\n", flush=True)
+        sizes.append(evaluate_next_size(ev, train_frac=args.train_frac))
+        print(format_size(sizes[-1]), end="\n\n", flush=True)
         for events, dt_ns in horizons:
             h = evaluate_horizon(ev, events=events, dt_ns=dt_ns, train_frac=args.train_frac)
             extra.append(h)
             print(format_horizon(h), end="\n\n", flush=True)
+            sizes.append(evaluate_horizon_change(ev, events, dt_ns, train_frac=args.train_frac))
+            print(format_size(sizes[-1]), end="\n\n", flush=True)
     if args.json:
-        out = {"next_change": [asdict(r) for r in reports], "horizons": [asdict(h) for h in extra]}
+        out = {
+            "next_change": [asdict(r) for r in reports],
+            "horizons": [asdict(h) for h in extra],
+            "sizes": [asdict(z) for z in sizes],
+        }
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
