@@ -75,10 +75,13 @@ class RiskGate(RiskBook):
         raise TypeError(f"not an intent: {type(intent).__name__}")
 
     # --- real-time controls -----------------------------------------------------------------
-    def set_returns(self, returns: np.ndarray) -> None:
+    def set_returns(
+        self, returns: np.ndarray, rv: np.ndarray | None = None, fine: np.ndarray | None = None
+    ) -> None:
         """A new window of returns (T × n by instrument id) for VaR, correlation and a
-        sigma-scaled price band."""
-        self.stats.set_returns(returns)
+        sigma-scaled price band; ``rv``/``fine``: each interval's realised variance and where
+        it came from finer prices (``ReturnSampler.window_rv``; ``[risk] volatility = "har"``)."""
+        self.stats.set_returns(returns, rv, fine)
         self.set_bands()  # a sigma-scaled price band follows the new sigma
 
     def on_prices(self, now_ns: int, wall_ns: int = 0) -> list[RiskOutput]:

@@ -168,6 +168,7 @@ class RiskBook:
             limits.min_history,
             limits.volatility,
             limits.volatility_lambda,
+            limits.har_refit,
         )
         self.var_kind = METHODS[limits.var_method]
         self.guard = MarketGuard(

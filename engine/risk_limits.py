@@ -66,8 +66,9 @@ class RiskLimits(Settings):
     returns_interval_s: float = 60.0
     returns_window: int = 500
     min_history: int = 30  # return intervals before VaR and correlation apply
-    volatility: str = "window"  # VaR's sigma: window (equal weights) | ewma (RiskMetrics)
+    volatility: str = "window"  # VaR's sigma: window (equal weights) | ewma (RiskMetrics) | har
     volatility_lambda: float = 0.94  # the EWMA's decay per return interval
+    har_refit: int = 20  # volatility = "har": re-estimate the HAR fit every this many intervals
     trading_day_s: float = 23_400.0
     max_orders_per_s: int = 1_000
     price_band_pct: float = 5.0
@@ -209,7 +210,16 @@ class RiskLimits(Settings):
             "must be 'historical', 'parametric' or 'both'",
         )
         need(0.5 < self.var_confidence < 1, "var_confidence", "must be within (0.5, 1), e.g. 0.99")
-        need(self.volatility in ("window", "ewma"), "volatility", "must be 'window' or 'ewma'")
+        need(
+            self.volatility in ("window", "ewma", "har"),
+            "volatility",
+            "must be 'window', 'ewma' or 'har'",
+        )
+        need(
+            self.har_refit >= 1,
+            "har_refit",
+            "must be >= 1 return interval (the HAR fit is re-estimated that often), e.g. 20",
+        )
         need(
             0 < self.volatility_lambda < 1, "volatility_lambda", "must be within (0, 1), e.g. 0.94"
         )

@@ -31,8 +31,13 @@ Conventions (what an independent numpy/scipy computation must match; the tests d
 σ is the window's equally weighted one unless ``volatility = "ewma"``: then each instrument's
 window is rescaled about its mean so its variance is the RiskMetrics EWMA forecast (λ per
 return interval) — a variance that follows a volatility jump within tens of intervals instead of
-hundreds — and both VaRs see it (:func:`ewma_rescale`; correlation is unchanged). Which σ
-forecasts better, and what it does to a VaR limit: ``gekko vol-eval``, docs/forecasting.md.
+hundreds — and both VaRs see it (:func:`ewma_rescale`; correlation is unchanged). With
+``volatility = "har"`` the target variance is the HAR-logRV forecast of the next interval
+(``engine.har.HarForecaster``) on each interval's realised variance — the sum of squared mid
+changes the gate saw between two samples (its refreshes), put in squared-return units by the
+window's ratio, or the squared interval return where it saw none (``ReturnSampler`` keeps both;
+:func:`har_target`) — and the window's σ where HAR has no forecast. Which σ forecasts better,
+and what it does to a VaR limit: ``gekko vol-eval``, docs/forecasting.md.
 """
 
 from __future__ import annotations
@@ -43,9 +48,11 @@ from statistics import NormalDist
 import numba
 import numpy as np
 
+from engine.har import HarForecaster
+
 HISTORICAL, PARAMETRIC, BOTH = 0, 1, 2
 METHODS = {"historical": HISTORICAL, "parametric": PARAMETRIC, "both": BOTH}
-VOLATILITY = ("window", "ewma")
+VOLATILITY = ("window", "ewma", "har")
 
 
 def ewma_rescale(r: np.ndarray, lam: float) -> np.ndarray:
@@ -62,17 +69,74 @@ def ewma_rescale(r: np.ndarray, lam: float) -> np.ndarray:
     # the recursion unrolled: s_T = lam^T * var + (1 - lam) * sum_k lam^(T-1-k) * x_k^2
     wts = (1.0 - lam) * lam ** np.arange(t - 1, -1, -1, dtype=np.float64)
     s = lam**t * var + wts @ x2
+    return _rescaled(mu, x, var, s)
+
+
+def _rescaled(mu: np.ndarray, x: np.ndarray, var: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``mu + x·k`` with ``k = sqrt(target / var)`` where the column varies and the target is
+    a positive number, 1 elsewhere (that column keeps the window's σ)."""
     k = np.ones_like(var)
-    ok = var > 0
-    k[ok] = np.sqrt(s[ok] / var[ok])
+    ok = (var > 0) & np.isfinite(target) & (target > 0)
+    k[ok] = np.sqrt(target[ok] / var[ok])
     return mu + x * k
 
 
-def return_variance(r: np.ndarray, volatility: str = "window", lam: float = 0.94) -> np.ndarray:
+def rescale_to(r: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """T x n rescaled about each column's mean so its sample variance (ddof 1) is ``target``;
+    a column whose target is NaN (no forecast) or that does not vary is left as it is."""
+    t = r.shape[0]
+    if t < 2:
+        return r
+    mu = r.mean(axis=0)
+    x = r - mu
+    return _rescaled(mu, x, (x * x).sum(axis=0) / (t - 1), np.asarray(target))
+
+
+def rv_in_return_units(r: np.ndarray, rv: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Each interval's RV on the scale of the squared interval return: the rows measured from
+    finer prices (``fine``) times the window's sum of their squared returns over the sum of
+    their RV (noise in the mid inflates a fine RV's level, not its ups and downs); the other
+    rows are the squared return itself."""
+    rv = np.where(fine & np.isfinite(rv), rv, r * r)
+    num = np.where(fine, r * r, 0.0).sum(axis=0)
+    den = np.where(fine, rv, 0.0).sum(axis=0)
+    k = np.ones(r.shape[1])
+    ok = den > 0
+    k[ok] = num[ok] / den[ok]
+    return np.where(fine, rv * k, rv)
+
+
+def har_target(
+    r: np.ndarray, har: HarForecaster, rv: np.ndarray | None = None, fine: np.ndarray | None = None
+) -> np.ndarray:
+    """The HAR-logRV variance forecast of the interval after the window ``r`` (T x n simple
+    returns, finite), NaN per column without one: one ``har.update`` (its refit clock)."""
+    if rv is None or fine is None or rv.shape != r.shape:
+        rv, fine = r * r, np.zeros(r.shape, dtype=np.bool_)
+    return har.update(rv_in_return_units(r, rv, fine))
+
+
+def return_variance(
+    r: np.ndarray,
+    volatility: str = "window",
+    lam: float = 0.94,
+    har: HarForecaster | None = None,
+    rv: np.ndarray | None = None,
+    fine: np.ndarray | None = None,
+) -> np.ndarray:
     """Each column's variance (ddof 1) of a T x n returns window as ``RiskStats`` holds it
-    (``RiskStats.var``): the window's, or with ``volatility = "ewma"`` its EWMA forecast; 0 for
-    fewer than 2 rows. The one definition a sigma outside the gate (sizing) must share."""
+    (``RiskStats.var``): the window's, its EWMA forecast (``"ewma"``), or its HAR forecast
+    (``"har"``: ``har`` holds the fit and advances one interval, ``rv``/``fine`` as
+    ``RiskStats.set_returns`` takes them; the window's where no forecast); 0 for fewer than 2
+    rows. The one definition a sigma outside the gate (sizing) must share."""
     r = np.where(np.isfinite(r), r, 0.0)
+    if volatility == "har":
+        if har is None:
+            raise ValueError('volatility "har" needs its HarForecaster')
+        target = har_target(r, har, rv, fine)
+        if r.shape[0] < 2:
+            return np.zeros(r.shape[1])
+        r = rescale_to(r, target)
     if r.shape[0] < 2:
         return np.zeros(r.shape[1])
     if volatility == "ewma":
@@ -274,6 +338,7 @@ class RiskStats:
         min_obs: int = 20,
         volatility: str = "window",
         lam: float = 0.94,
+        har_refit: int = 20,
     ) -> None:
         if not 0.5 < confidence < 1.0:
             raise ValueError("confidence must be within (0.5, 1)")
@@ -281,6 +346,11 @@ class RiskStats:
             raise ValueError(f"volatility must be one of {VOLATILITY}, lam within (0, 1)")
         self.volatility = volatility
         self.lam = float(lam)
+        #: volatility = "har": the fit, refitted every ``har_refit`` windows (its counters say
+        #: how often it had no forecast); ``rv_fine[i]``: rows of instrument i's window whose
+        #: RV came from finer prices (the rest: the squared interval return)
+        self.har = HarForecaster(n, har_refit) if volatility == "har" else None
+        self.rv_fine = np.zeros(n, dtype=np.int64)
         self.n = n
         self.confidence = confidence
         self.q = 1.0 - confidence
@@ -310,15 +380,24 @@ class RiskStats:
         return self.t >= self.min_obs
 
     # --- recomputation (off the order path) ------------------------------------------------
-    def set_returns(self, r: np.ndarray) -> None:
+    def set_returns(
+        self, r: np.ndarray, rv: np.ndarray | None = None, fine: np.ndarray | None = None
+    ) -> None:
         """A new window of returns, T × n, oldest row first (non-finite values count as 0);
-        rescaled to the EWMA variance first when ``volatility`` is ``"ewma"``."""
+        rescaled to the EWMA variance first when ``volatility`` is ``"ewma"``, to the HAR
+        forecast when ``"har"`` (``rv``: each row's realised variance, ``fine``: where it came
+        from finer prices, as ``ReturnSampler.window`` gives them; without them the squared
+        returns). One call is one interval of the HAR refit clock."""
         r = np.asarray(r, dtype=np.float64)
         if r.ndim != 2 or r.shape[1] != self.n:
             raise ValueError(f"returns must be T x {self.n}, not {r.shape}")
         r = np.where(np.isfinite(r), r, 0.0)
         if self.volatility == "ewma":
             r = ewma_rescale(r, self.lam)
+        elif self.har is not None:
+            has = fine is not None and np.shape(fine) == r.shape
+            self.rv_fine = np.sum(fine, axis=0, dtype=np.int64) if has else np.zeros(self.n, int)
+            r = rescale_to(r, har_target(r, self.har, rv, fine))
         t = r.shape[0]
         self._empty(t)
         if t == 0:
@@ -391,17 +470,55 @@ class RiskStats:
         return float(v), int(j)
 
 
+@numba.njit(cache=True, nogil=True)
+def _observe(p: np.ndarray, prev: np.ndarray, acc: np.ndarray, seen: np.ndarray) -> None:
+    """Each positive price: its squared simple change from the instrument's previous price
+    into ``acc`` (when there was one), counted in ``seen``; it becomes the previous price."""
+    for i in range(p.shape[0]):
+        x = p[i]
+        if not x > 0.0:  # also NaN
+            continue
+        if prev[i] > 0.0:
+            d = x / prev[i] - 1.0
+            acc[i] += d * d
+            seen[i] += 1
+        prev[i] = x
+
+
 class ReturnSampler:
     """Turns mid prices sampled every interval into rows of simple returns, kept in a rolling
     window (a ring of ``window`` rows). An instrument without a price in either sample gets a
-    0 return for that interval (no information is not a move)."""
+    0 return for that interval (no information is not a move).
+
+    Beside each return row, the interval's realised variance: the sum of squared simple mid
+    changes along the prices ``observe`` was shown between the two samples (the risk process's
+    refreshes; ``volatility = "har"``), ending at the sample's price, and whether any were
+    shown (``window``'s ``fine``); with none it is the squared return itself."""
 
     def __init__(self, n: int, window: int) -> None:
         self.window = max(2, int(window))
         self.buf = np.zeros((self.window, n))
+        self.rv = np.zeros((self.window, n))
+        self.fine = np.zeros((self.window, n), dtype=np.bool_)
         self.count = 0
         self.head = 0
         self.last = np.zeros(n)
+        self.prev = np.zeros(n)  # the last price seen, sampled or observed
+        self.acc = np.zeros(n)  # squared changes observed since the last sample
+        self.seen = np.zeros(n, dtype=np.int64)
+
+    def observe(self, prices: np.ndarray) -> None:
+        """Prices between two samples (every instrument's, by id; 0 = none): allocation-free."""
+        _observe(np.asarray(prices, dtype=np.float64), self.prev, self.acc, self.seen)
+
+    def observe_one(self, i: int, price: float) -> None:
+        """One instrument's price between two samples (a strategy's mid change)."""
+        if price > 0:
+            if self.prev[i] > 0:
+                d = price / self.prev[i] - 1.0
+                self.acc[i] += d * d
+                self.seen[i] += 1
+            self.prev[i] = price
 
     def sample(self, prices: np.ndarray) -> bool:
         """Add one sample; True if a return row was appended (not on the very first sample)."""
@@ -410,10 +527,21 @@ class ReturnSampler:
         ok = (self.last > 0) & (p > 0)
         row = np.zeros_like(p)
         row[ok] = p[ok] / self.last[ok] - 1.0
+        # the interval's RV: what was observed, plus the last leg to the sample's price
+        leg = np.zeros_like(p)
+        has = ok & (self.prev > 0)
+        leg[has] = p[has] / self.prev[has] - 1.0
+        rv = np.where(ok, self.acc + leg * leg, 0.0)
+        fine = ok & (self.seen > 0)
         self.last = np.where(p > 0, p, self.last)
+        self.prev = np.where(p > 0, p, self.prev)
+        self.acc[:] = 0.0
+        self.seen[:] = 0
         if first:
             return False
         self.buf[self.head] = row
+        self.rv[self.head] = np.where(fine, rv, row * row)
+        self.fine[self.head] = fine
         self.head = (self.head + 1) % self.window
         self.count = min(self.count + 1, self.window)
         return True
@@ -442,6 +570,14 @@ class ReturnSampler:
 
     def matrix(self) -> np.ndarray:
         """The window, oldest row first."""
+        return self._ordered(self.buf)
+
+    def window_rv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(returns, realised variance, fine) of the window, oldest row first: what
+        ``RiskStats.set_returns`` takes."""
+        return self._ordered(self.buf), self._ordered(self.rv), self._ordered(self.fine)
+
+    def _ordered(self, a: np.ndarray) -> np.ndarray:
         if self.count < self.window:
-            return self.buf[: self.count].copy()
-        return np.concatenate([self.buf[self.head :], self.buf[: self.head]])
+            return a[: self.count].copy()
+        return np.concatenate([a[self.head :], a[: self.head]])

@@ -1,14 +1,18 @@
 """Each instrument's sigma on the strategy side, as the risk gate measures it: for sizing.
 
 Why: a volatility-targeting strategy must size with the sigma the risk gate judges its orders
-with (``[risk] volatility`` = window | ewma, ``volatility_lambda``, ``returns_interval_s``,
-``returns_window``, ``min_history``), or the positions it sizes are not the ones VaR allows.
+with (``[risk] volatility`` = window | ewma | har, ``volatility_lambda``, ``har_refit``,
+``returns_interval_s``, ``returns_window``, ``min_history``), or the positions it sizes are not
+the ones VaR allows.
 The gate's window lives in the risk process, so a strategy keeps its own from the mids it sees:
 at each grid time (every ``returns_interval_s`` from the first mid) the latest mid at or before
 it goes through the gate's own sampler (``engine.risk_stats.ReturnSampler``), and the variance is
 the gate's (``engine.risk_stats.return_variance``). Fed with every mid change, it holds the
 window the gate would hold (tests/test_vol_risk.py checks it); sigma is NaN until
-``min_history`` returns exist: no sigma, no volatility-sized position.
+``min_history`` returns exist: no sigma, no volatility-sized position. With ``"har"`` the fit,
+its refit clock and calibration are the gate's; its realised variance here sums the squared
+changes of every mid the strategy feeds, where the gate sums those of its refreshes' prices:
+the same window, a slightly different RV, so HAR sigmas agree closely, not exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import math
 
 import numpy as np
 
+from engine.har import HarForecaster
 from engine.risk_limits import RiskLimits
 from engine.risk_stats import VOLATILITY, ReturnSampler, return_variance
 
@@ -32,6 +37,7 @@ class SigmaTracker:
         volatility: str = "window",
         lam: float = 0.94,
         min_obs: int = 30,
+        har_refit: int = 20,
     ) -> None:
         if volatility not in VOLATILITY or not 0.0 < lam < 1.0 or interval_ns <= 0:
             raise ValueError(f"volatility one of {VOLATILITY}, lam in (0, 1), interval_ns > 0")
@@ -45,6 +51,8 @@ class SigmaTracker:
         self.mids = np.zeros(0)  # the latest mid of each instrument (0: none yet)
         self.var = np.zeros(0)  # per-interval variance, once ready
         self.next_ns: int | None = None  # the next grid time (None before the first mid)
+        self.har_refit = int(har_refit)
+        self.har: HarForecaster | None = None  # volatility = "har": the fit, as the gate's
 
     @classmethod
     def from_risk(cls, limits: RiskLimits, n: int) -> SigmaTracker:
@@ -56,6 +64,7 @@ class SigmaTracker:
             limits.volatility,
             limits.volatility_lambda,
             limits.min_history,
+            limits.har_refit,
         )
 
     @property
@@ -71,10 +80,14 @@ class SigmaTracker:
             self.sampler = ReturnSampler(self.n, self.window)
             self.mids = np.zeros(self.n)
             self.var = np.zeros(self.n)
+            if self.volatility == "har":
+                self.har = HarForecaster(self.n, self.har_refit)
         elif now_ns >= self.next_ns:
             self._sample(now_ns)
         if 0 <= iid < self.mids.shape[0] and mid > 0 and math.isfinite(mid):
             self.mids[iid] = mid
+            if self.har is not None and self.sampler is not None:
+                self.sampler.observe_one(iid, mid)  # the interval's realised variance
 
     def _sample(self, now_ns: int) -> None:
         assert self.next_ns is not None and self.sampler is not None
@@ -82,7 +95,11 @@ class SigmaTracker:
         self.next_ns += due * self.interval_ns
         for _ in range(min(due, self.sampler.window + 1)):  # more would only push rows out
             self.sampler.sample(self.mids)
-        if self.ready:
+        if self.har is not None:  # the gate's refit clock: one interval per sample
+            self.har.age += due - 1
+            r, rv, fine = self.sampler.window_rv()
+            self.var = return_variance(r, "har", self.lam, self.har, rv, fine)
+        elif self.ready:
             self.var = return_variance(self.sampler.matrix(), self.volatility, self.lam)
 
     def sigma(self, iid: int) -> float:

@@ -34,11 +34,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from engine.har import HAR_LAGS, har_design, har_fit
 from models.data import NS, Bars
 from models.stat_tests import DMResult, diebold_mariano
 
 PCT = 100.0  # returns in percent: arch's optimiser is happiest with variances near 1
-HAR_LAGS = (1, 5, 22)  # day, week, month in trading days (periods of a day)
+# HAR_LAGS (1, 5, 22): day, week, month in trading days (periods of a day); the fit is
+# engine/har.py's, the one the risk gate runs ([risk] volatility = "har")
 _GK_C = 2.0 * math.log(2.0) - 1.0
 
 
@@ -223,22 +225,6 @@ def har_lags(period_s: int) -> tuple[int, ...]:
     return (1, per_day, 7 * per_day)
 
 
-def har_design(rv: np.ndarray, log: bool = False, lags: tuple[int, ...] = HAR_LAGS) -> np.ndarray:
-    """HAR regressors at each origin ``t`` (data up to ``t``): intercept and the mean RV over
-    the last ``lags`` periods (logs of those means for the log form); rows before the
-    longest lag is filled are NaN."""
-    n = len(rv)
-    x = np.full((n, 1 + len(lags)), np.nan)
-    x[:, 0] = 1.0
-    cs = np.concatenate(([0.0], np.cumsum(rv)))
-    for j, lag in enumerate(lags):
-        t = np.arange(lag - 1, n)
-        x[t, j + 1] = (cs[t + 1] - cs[t + 1 - lag]) / lag
-    if log:
-        x[:, 1:] = np.log(x[:, 1:])
-    return x
-
-
 def har(
     rv: np.ndarray,
     start: int,
@@ -262,11 +248,10 @@ def har(
         t = np.arange(max(lo, first), k - 1)
         if t.size < 2 * x.shape[1]:
             raise ValueError(f"HAR needs more training periods than {k} (lags {lags})")
-        beta, *_ = np.linalg.lstsq(x[t], y[t + 1], rcond=None)
+        beta, s2 = har_fit(x, y, t)
         pred = x[k - 1 : stop - 1] @ beta  # origin j - 1 forecasts period j
         if log:
-            resid = y[t + 1] - x[t] @ beta
-            return np.exp(pred + 0.5 * float(resid @ resid) / max(1, t.size - x.shape[1]))
+            return np.exp(pred + 0.5 * s2)
         return np.maximum(pred, float(np.min(safe[lo:k])))
 
     return _fit_blocks(len(rv), start, refit, window, block)

@@ -331,16 +331,22 @@ class Refresher:
         self.next_sample = now + self.returns_ns if seeded else now
         self.next_save = now + SAVE_EVERY_NS
         self.stale_log: StaleLog | None = None
+        self.har_log = HarLog(w, cfg) if rc.volatility == "har" else None
 
     def run(self, now: int) -> None:
         self.prices.read_all()
         self.stage.refresh(now, time.time_ns())
         if self.stale_log is not None:
             self.stale_log.flush()
+        gate = self.stage.gate
         if now >= self.next_sample:
             self.next_sample = now + self.returns_ns
-            if self.sampler.sample(self.stage.gate.mids()):
-                self.stage.gate.set_returns(self.sampler.matrix())
+            if self.sampler.sample(gate.mids()):
+                gate.set_returns(*self.sampler.window_rv())
+                if self.har_log is not None:
+                    self.har_log.note(gate.stats)
+        elif self.har_log is not None:  # between samples: the prices of the realised variance
+            self.sampler.observe(gate.mids())
         if now >= self.next_save:
             self.next_save = now + SAVE_EVERY_NS
             self.state.roll_day()
@@ -511,6 +517,41 @@ class AskExec:
             return False
         self.done = True
         return True
+
+
+class HarLog:
+    """``[risk] volatility = "har"``: which realised variance each instrument's HAR fit gets
+    (from the prices of the refreshes between samples, or the squared interval return where
+    the gate saw none), and where there was no forecast (the window's sigma): the counters
+    ``rv_fine_instruments`` and ``har_fallbacks``, and one log line at each refit."""
+
+    def __init__(self, w: Worker, cfg: Any) -> None:
+        self.metrics = w.metrics
+        self.symbols = {i.instrument_id: i.symbol for i in cfg.instruments}
+        self.refits = 0
+
+    def note(self, stats: Any) -> None:
+        har = stats.har
+        fine = stats.rv_fine > 0
+        self.metrics.set("rv_fine_instruments", int(fine[list(self.symbols)].sum()))
+        self.metrics.set("har_fallbacks", int(har.fallbacks.sum()))
+        if har.refits == self.refits:
+            return
+        self.refits = har.refits
+
+        def names(mask: Any) -> str:
+            got = [s for i, s in self.symbols.items() if mask[i]]
+            return ", ".join(got[:20]) + (f" (+{len(got) - 20})" if len(got) > 20 else "") or "-"
+
+        log.info(
+            "risk: HAR volatility refit %d (window %d): RV from the refreshes' prices: %s; "
+            "squared interval return only: %s; no forecast, window sigma: %s",
+            har.refits,
+            stats.t,
+            names(fine),
+            names(~fine),
+            names(~np.isfinite(har.var)),
+        )
 
 
 class StaleLog:

@@ -240,6 +240,8 @@ COUNTERS: dict[str, list[str]] = {
         "protective_orders",
         "orders_restored",  # open orders a restarted risk took from the record or exec
         "rejected_stale",  # intents refused for the age of their data ([risk] max_intent_age_ms)
+        "har_fallbacks",  # [risk] volatility = "har": instrument-intervals on the window's sigma
+        "rv_fine_instruments",  # ... instruments whose realised variance came from finer prices
     ],
     "exec": [
         "orders_in",

@@ -67,6 +67,9 @@ def warm_risk(cfg: Any) -> None:
     )
     gate.stats.hist_var(iid, 1.0)
     gate.stats.max_corr(iid, 1.0, gate.signs)
+    from engine.risk_stats import ReturnSampler  # the realised variance's kernel ("har")
+
+    ReturnSampler(len(gate.position), 3).observe(gate.mids())
 
 
 def _warm_venue(cfg: Any, instruments: Any) -> Any:

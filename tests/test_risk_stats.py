@@ -183,7 +183,9 @@ def test_the_risk_gate_takes_its_volatility_from_the_limits() -> None:
     assert RiskGate(RiskLimits(), ins).stats.volatility == "window"
     gate = RiskGate(RiskLimits(volatility="ewma", volatility_lambda=0.97), ins)
     assert (gate.stats.volatility, gate.stats.lam) == ("ewma", 0.97)
+    gate = RiskGate(RiskLimits(volatility="har", har_refit=5), ins)
+    assert (gate.stats.volatility, gate.stats.har.refit) == ("har", 5)
     with pytest.raises(SettingError, match="volatility"):
-        RiskLimits(volatility="har")
+        RiskLimits(volatility="garch")
     with pytest.raises(SettingError, match="volatility_lambda"):
         RiskLimits(volatility_lambda=1.0)

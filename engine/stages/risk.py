@@ -118,11 +118,17 @@ class RiskStage(Stage):
         """Marks, equity, breakers, stop loss / take profit, flash-move halts on the latest
         prices; then, every ``returns_ns`` when sampling, a row of the returns window."""
         self.route(self.gate.on_prices(now_ns, wall_ns))
-        if self.returns is not None and now_ns >= self._sample_at:
-            self._sample_at = now_ns + self.returns_ns
+        if self.returns is None:
+            return
+        har = self.gate.stats.har is not None
+        if now_ns >= self._sample_at or har:
             mids = self.gate.mids() if self.returns_mids is None else self.returns_mids()
+            if now_ns < self._sample_at:  # between samples: the realised variance's prices
+                self.returns.observe(mids)
+                return
+            self._sample_at = now_ns + self.returns_ns
             if self.returns.sample(mids):
-                self.gate.set_returns(self.returns.matrix())
+                self.gate.set_returns(*self.returns.window_rv())
 
     def sample_returns(
         self, interval_ns: int, window: int, mids: Callable[[], Any] | None = None
