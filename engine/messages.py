@@ -562,7 +562,9 @@ class DriftEvent(msgspec.Struct, tag=7, **_S):
       forecast (``stat`` the paired z, ``threshold`` the critical z; MAEs of log returns);
     - "coverage": its band's coverage (``stat``) is off the nominal level (``threshold``) by more
       than ``margin`` and by more than the critical z;
-    - "input": a feature (``detail``) is distributed unlike training: PSI ``stat`` > ``threshold``.
+    - "input": a feature (``detail``) is distributed unlike training: PSI ``stat`` > ``threshold``;
+    - "logloss": a micro model's log loss per mid change (``model_mae``) is significantly worse
+      than on its held-out block (``naive_mae``): ``stat`` the z, ``threshold`` the critical z.
 
     ``samples``: the window. Frames from before ``kind`` decode as "error"."""
 
