@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -174,11 +175,12 @@ def regime_quotes(iid: int, n_calm: int, n_wild: int, sigma: float, bar_ns: int)
     return msgs, np.log(np.round(mid))
 
 
-def test_a_volatility_regime_change_is_corrected_by_the_adaptive_band(tmp_path):
+def test_a_volatility_regime_change_is_corrected_by_the_adaptive_band(tmp_path, caplog):
     sigma = 1e-3
     d = calibrated_model(tmp_path / "m", sigma=sigma, input_size=8, scale=0.0, band=0.002)
     msgs, logmid = regime_quotes(1, 300, 4000, sigma, int(BAR * 1e9))
     out = {}
+    caplog.set_level(logging.INFO, "gekko.infer")
     for mode in ("fixed", "adaptive"):
         cfg = cfg_for(d, conformal=mode, conformal_gamma=0.02, instruments=["AAPL"])
         eng = InferEngine(cfg, clock=Clock())
@@ -197,6 +199,11 @@ def test_a_volatility_regime_change_is_corrected_by_the_adaptive_band(tmp_path):
     assert adaptive == pytest.approx(0.8, abs=0.03)
     served, counterfactual, n = out["adaptive"][1].aci.coverage()
     assert n > 4000 and counterfactual < 0.5 and served > counterfactual + 0.25
+    # the live report: every drift_window outcomes, the served band beside the fixed one's
+    lines = [r.getMessage() for r in caplog.records if "adaptive bands" in r.getMessage()]
+    assert len(lines) == n // cfg.inference.drift_window
+    last = [float(v) for v in re.findall(r"(?:coverage|offsets:) (\d\.\d+)", lines[-1])]
+    assert last[0] == pytest.approx(0.8, abs=0.06) and last[1] < 0.5
 
 
 @pytest.mark.parametrize(
