@@ -214,6 +214,16 @@ def test_a_new_version_is_swapped_in_on_the_running_feature_state(tmp_path: Path
     }
 
 
+def test_a_model_that_appears_later_is_served_then(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    live = tmp_path / "later"
+    s = _serving(tmp_path, live)
+    assert s.poll() == [] and s.fc is None  # nothing there yet: said once, nothing serves
+    _install(models["a"], live)
+    swapped, _ = s.poll()
+    assert isinstance(swapped, ModelSwapped) and s.fc is not None
+    assert s.on_messages(messages(signal_stream(500, 4)), 0)
+
+
 # --- drift ----------------------------------------------------------------------------------
 
 
