@@ -103,9 +103,11 @@ def config_text(
     var: Path,
     params: dict,
     fee_bps: float,
+    path: str = "perf.micro_controls:Probe",
+    maker_fee_bps: float | None = None,
 ) -> str:
     """config.toml replaying ``pair`` as ``ticker`` (the AAPL instrument renamed), serving the
-    micro model, with ``Probe`` as the only strategy."""
+    micro model, with the strategy at ``path`` (``Probe``) as the only one."""
     s = (ROOT / "config.toml").read_text()
     s = s.replace('id = "gekko"', 'id = "microctl"', 1)
     s = s.replace('var_dir = "var"', f'var_dir = "{var}"', 1)
@@ -121,11 +123,13 @@ def config_text(
     s = _set(s, "market", "replay_lobster_symbol", f'"{ticker}"')
     s = _set(s, "inference", "micro_model_dir", f'"{model}"')
     s = _set(s, "sim", "taker_fee_bps", fee_bps)
+    if maker_fee_bps is not None:
+        s = _set(s, "sim", "maker_fee_bps", maker_fee_bps)
     start = s.index("[[strategies]]\nid = 1")
     end = s.index("# A target-weight rebalancer")
     body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in params.items())
     block = (
-        f'[[strategies]]\nid = 3\npath = "perf.micro_controls:Probe"\ninstruments = ["{ticker}"]\n'
+        f'[[strategies]]\nid = 3\npath = "{path}"\ninstruments = ["{ticker}"]\n'
         f"[strategies.params]\n{body}\n"
     )
     return s[:start] + block + s[end:]
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp = Path(t)
             meta = train(message, tmp / "model", a.train_frac)
             pair = held_out_pair(message, book, a.train_frac, tmp / "day")
-            mid = _first_mid(pair[1])
+            mid = first_mid(pair[1])
             size = max(1, round(a.notional / mid))
             for margin in a.margins:
                 for signal, rseed in runs:
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _first_mid(book: Path) -> float:
+def first_mid(book: Path) -> float:
     """The mid of a LOBSTER orderbook file's first row, in dollars."""
     cells = book.read_text().split("\n", 1)[0].split(",")
     return (int(cells[0]) + int(cells[2])) / 2 / 10_000
