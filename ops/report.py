@@ -189,11 +189,15 @@ class RunRecord:
             self.recent_rejects.append(("venue", msg))
 
     def on_forecast(self, msg: Any) -> None:
-        """The forecasts ring (read non-gating): the model served, the last forecast's time."""
+        """The forecasts ring (read non-gating): the model served, the last forecast's time.
+        The bar model's: a micro model's forecasts (``p_up`` >= 0) and swaps (model_name
+        "micro") beside it are not what these figures describe."""
         if isinstance(msg, Forecast):
+            if msg.p_up >= 0:
+                return
             self.model["last_forecast_ns"] = msg.ts_recv
             self.model.setdefault("version", msg.model_version)
-        elif isinstance(msg, ModelSwapped):
+        elif isinstance(msg, ModelSwapped) and msg.model_name != "micro":
             self.model.update(name=msg.model_name, version=msg.new_version)
 
     def on_risk(self, msg: Any) -> None:

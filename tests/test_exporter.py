@@ -324,6 +324,9 @@ def test_model_and_forecast_age_from_the_forecasts_ring(tmp_path: Path) -> None:
     now = time.monotonic_ns()
     rec.on_forecast(ModelSwapped("nhits", "", "v7", "/m/v7", now))
     rec.on_forecast(Forecast(0, "v7", now, now - 3_000_000_000, [0.1]))
+    # a micro model served beside it (procs/micro_serving.py) is not the model these describe
+    rec.on_forecast(ModelSwapped("micro", "", "micro:s:1", "/m/micro", now))
+    rec.on_forecast(Forecast(0, "micro:s:1", now, now, [0.1], p_up=0.7))
     out = _Out()
     _record(out, record_figures(rec, cfg), _Labels(cfg))
     got = {s.name: s for f in out.families for s in f.samples}
