@@ -154,3 +154,21 @@ def test_online_adaptive_gives_what_the_batch_version_gives():
         got[t] = online.calibrate(q[t])
     assert np.allclose(got, batch, atol=1e-12)
     assert not np.allclose(got, q)  # it did move the bands
+
+
+def test_online_adaptive_keeps_its_sorted_window_equal_to_a_full_sort_with_ties():
+    from models.conformal import OnlineAdaptive
+
+    rng = np.random.default_rng(9)
+    H, S = 2, 3
+    cal = rng.integers(-3, 4, (40, H, 3)).astype(np.float64)  # few values: many ties
+    aci = OnlineAdaptive(LEVELS, cal, gamma=0.1, n_slots=S)
+    for _ in range(300):
+        valid = rng.random(S) < 0.8
+        aci.observe_bars(valid, rng.integers(-4, 5, S).astype(np.float64))
+        slots = np.flatnonzero(rng.random(S) < 0.9)
+        q = rng.integers(-2, 3, (len(slots), H, 3)).astype(np.float32)
+        aci.calibrate_rows(slots, np.sort(q, axis=-1))
+    assert aci.hits[:, 0].min() > 100  # every slot judged many outcomes
+    assert np.array_equal(aci.srt, np.sort(aci.pool, axis=1).transpose(0, 2, 3, 1))
+    assert not np.array_equal(aci.pool[0], cal)  # the window did turn over
