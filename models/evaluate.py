@@ -384,10 +384,14 @@ def evaluate_predictor(
     data_name: str = "",
     offsets: np.ndarray | None = None,
     extra: ExtraBaselines | None = None,
+    residuals: np.ndarray | None = None,
+    aci_gamma: float = ACI_GAMMA,
 ) -> EvalReport:
     """Score an already trained model (e.g. an ONNX session) on the last ``test_frac`` of each
     series, with the same baselines; MASE scale from the part before it. ``offsets`` (the
-    model's stored conformal offsets) add a row for the calibrated bands it would serve."""
+    model's stored conformal offsets) add a row for the calibrated bands it would serve;
+    ``residuals`` (its stored calibration residuals) one for the bands adaptive serving
+    (``[inference] conformal = "adaptive"``) would give, each series starting from them."""
     from models.conformal import shift
 
     season = season or default_season(series[0].bar_seconds(), len(series[0]))
@@ -405,6 +409,9 @@ def evaluate_predictor(
         if offsets is not None:
             qc = shift(np.array(q, dtype=np.float64), offsets)
             c.quants.setdefault(f"{name} + stored conformal", []).append(qc)
+        if residuals is not None:
+            qa = adaptive(yt, np.asarray(q, dtype=np.float64), quantiles, residuals, aci_gamma)
+            c.quants.setdefault(f"{name} + stored adaptive conformal", []).append(qa)
         first = np.arange(start, len(x)) + input_size
         c.add_baselines(
             feats, xt, first, start + input_size, horizon, season, quantiles, extra, (i, 0)

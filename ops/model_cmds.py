@@ -387,10 +387,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_model(args: argparse.Namespace, series: list, extra):  # type: ignore[no-untyped-def]
-    """``gekko eval --model``: an exported model (onnxruntime), its stored offsets included."""
+    """``gekko eval --model``: an exported model (onnxruntime), its stored offsets (fixed and
+    adaptive serving) included."""
     import onnxruntime as ort
 
-    from models.conformal import offsets_from_meta
+    from models.conformal import offsets_from_meta, residuals_from_meta
     from models.evaluate import evaluate_predictor
     from models.registry import read_meta, verify_onnx_hash
 
@@ -415,6 +416,7 @@ def _eval_model(args: argparse.Namespace, series: list, extra):  # type: ignore[
         data_name=_data_name(args),
         offsets=offsets_from_meta(meta, int(meta["horizon"]), meta["quantiles"]),
         extra=extra,
+        residuals=residuals_from_meta(meta, int(meta["horizon"]), meta["quantiles"]),
     )
     if meta["training"].get("data_sha256") == data_sha256(series):
         print(

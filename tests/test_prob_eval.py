@@ -117,6 +117,38 @@ def test_evaluate_predictor_scores_the_stored_conformal_bands():
     assert "| toy + stored conformal" in text and "Diebold–Mariano" in text and "RMSE" in text
 
 
+def test_evaluate_predictor_scores_what_adaptive_serving_would_give():
+    from models.conformal import adaptive
+
+    bars = [generated_bars("random_walk", 1200, seed=3)]
+    band = np.array([-1e-5, 0.0, 1e-5], np.float32)
+
+    def narrow(x: np.ndarray):
+        m = x.shape[0]
+        return np.zeros((m, 2), np.float32), np.tile(band, (m, 2, 1))
+
+    rng = np.random.default_rng(1)  # calibration residuals of a much calmer market
+    resid = rng.normal(0, 1e-4, (300, 2, 1)) - band.astype(np.float64)
+    off = np.tile(np.array([-0.00013, 0.0, 0.00013]), (2, 1))
+    rep = evaluate_predictor(
+        narrow, bars, 16, 2, LEVELS, name="toy", offsets=off, residuals=resid, aci_gamma=0.02
+    )
+    prob = {p.name: p for p in rep.prob}
+    fixed, aci = prob["toy + stored conformal"], prob["toy + stored adaptive conformal"]
+    assert fixed.coverage < 0.3 and aci.coverage == pytest.approx(0.8, abs=0.04)
+    assert "| toy + stored adaptive conformal" in format_report(rep)
+    # the row is the offline ACI from the stored residuals on the test windows
+    from models.data import make_windows
+
+    x, y = make_windows(bars[0].features(), 16, 2)
+    start = len(x) - int(len(x) * 0.4)
+    qa = adaptive(
+        y[start:], np.tile(band, (len(x) - start, 2, 1)).astype(float), LEVELS, resid, 0.02
+    )
+    inside = (y[start:] >= qa[..., 0]) & (y[start:] <= qa[..., -1])
+    assert inside.mean() == pytest.approx(aci.coverage, abs=1e-12)
+
+
 def test_interval_keys_map_levels_to_statsforecast_outputs():
     from models.stat_baselines import _interval_keys
 
