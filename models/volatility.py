@@ -344,13 +344,15 @@ class Comparison:
     dm: DMResult
 
 
-def compare(ev: VolEval, proxy: str = "rv") -> tuple[dict[str, dict[str, float]], list[Comparison]]:
+def compare(
+    ev: VolEval, proxy: str = "rv", candidates: tuple[str, ...] = CANDIDATES
+) -> tuple[dict[str, dict[str, float]], list[Comparison]]:
     """Mean losses per model and a Diebold–Mariano test of each candidate against each
     baseline present, on QLIKE and MSE."""
     losses = ev.losses(proxy)
     means = {m: {k: float(np.nanmean(v)) for k, v in d.items()} for m, d in losses.items()}
     out = []
-    for c in CANDIDATES:
+    for c in candidates:
         for b in BASELINES:
             if c not in losses or b not in losses:
                 continue

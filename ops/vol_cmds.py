@@ -86,35 +86,64 @@ def load_series(source: str, period_s: int) -> VolSeries:
 
 
 def var_backtests(ev: VolEval, budget_pct: float) -> list[dict]:
-    """Each forecaster's σ holding a long position at the VaR budget over the test periods."""
+    """Each forecaster's σ (the gate's among them, :func:`add_gate_forecasts`) holding a long
+    position at the VaR budget over the test periods."""
     from models.vol_backtest import var_budget_backtest
 
     s = ev.series
     years = (int(s.ts_ns[-1]) - int(s.ts_ns[0])) / (365.25 * 86_400 * 1e9)
     per_year = (len(s) - 1) / years if years > 0 else 252.0
     ret = s.ret[ev.start :]
-    sigmas = dict(ev.forecasts)
-    for mode in ("window", "ewma"):  # what [risk] volatility makes of the same returns
-        sigmas[f"gate: volatility={mode}"] = gate_variance(s.ret, ev.start, mode)
     return [
         var_budget_backtest(m, ret, f, budget_pct=budget_pct, periods_per_year=per_year).to_dict()
-        for m, f in sigmas.items()
+        for m, f in ev.forecasts.items()
     ]
 
 
-def gate_variance(ret_pct: np.ndarray, start: int, mode: str, window: int = 500) -> np.ndarray:
+GATE_HAR_SQ = "gate: volatility=har, RV=r^2"
+GATE_HAR_PROXY = "gate: volatility=har, RV=proxy"
+
+
+def add_gate_forecasts(ev: VolEval) -> None:
+    """What ``[risk] volatility`` makes of the same periods, scored and backtested beside the
+    models: window, ewma, and har twice — on the squared period return (all a gate gets from
+    period closes alone, e.g. a daily history file) and on the target proxy as its realised
+    variance (a stand-in for what a gate that refreshes through the period sums; the gate puts
+    it in squared-return units itself)."""
+    s = ev.series
+    for mode in ("window", "ewma"):
+        ev.forecasts[f"gate: volatility={mode}"] = gate_variance(s.ret, ev.start, mode)
+    ev.forecasts[GATE_HAR_SQ] = gate_variance(s.ret, ev.start, "har")
+    ev.forecasts[GATE_HAR_PROXY] = gate_variance(s.ret, ev.start, "har", rv_pct2=s.rv)
+
+
+def gate_variance(
+    ret_pct: np.ndarray,
+    start: int,
+    mode: str,
+    window: int = 500,
+    rv_pct2: np.ndarray | None = None,
+) -> np.ndarray:
     """The risk gate's own variance (``engine.risk_stats.RiskStats`` with ``[risk] volatility
-    = mode``, config.toml's window and λ) of the simple returns of the last ``window``
-    periods, before each period from ``start``, in percent²."""
+    = mode``, config.toml's window, λ and ``har_refit``) of the simple returns of the last
+    ``window`` periods, before each period from ``start``, in percent²: one ``set_returns``
+    a period, as the gate samples. ``rv_pct2``: each period's realised variance (percent²)
+    handed to the gate as measured from finer prices; without it the gate's RV is the squared
+    return."""
     from engine.risk_limits import RiskLimits
     from engine.risk_stats import RiskStats
 
     lim = RiskLimits()
     simple = np.expm1(ret_pct / 100.0)
-    stats = RiskStats(1, 0.99, 1.0, 3, mode, lim.volatility_lambda)
+    stats = RiskStats(1, 0.99, 1.0, 3, mode, lim.volatility_lambda, lim.har_refit)
+    rv = None if rv_pct2 is None else (np.asarray(rv_pct2) / 1e4)[:, None]
     out = np.empty(len(ret_pct) - start)
     for t in range(start, len(ret_pct)):
-        stats.set_returns(simple[max(0, t - window) : t, None])
+        lo = max(0, t - window)
+        if rv is None:
+            stats.set_returns(simple[lo:t, None])
+        else:
+            stats.set_returns(simple[lo:t, None], rv[lo:t], np.ones((t - lo, 1), dtype=np.bool_))
         out[t - start] = float(stats.var[0]) * 1e4
     return out
 
@@ -142,11 +171,12 @@ def report(ev: VolEval, budget_pct: float = 2.0) -> dict:
         "blocks": {},
     }
     out["var_backtest"] = var_backtests(ev, budget_pct)
+    candidates = CANDIDATES + tuple(m for m in (GATE_HAR_SQ, GATE_HAR_PROXY) if m in ev.forecasts)
     if "GARCH(1,1)" in ev.forecasts:  # the issue's yardstick, quarter by quarter of the test
-        for c in CANDIDATES:
+        for c in candidates:
             out["blocks"][c] = {n: block_ratios(ev, c, "GARCH(1,1)", p) for p, n in PROXIES}
     for proxy, name in PROXIES:
-        means, comps = compare(ev, proxy)
+        means, comps = compare(ev, proxy, candidates)
         for m, d in means.items():
             out["models"][m].update({f"{k}_{name}": v for k, v in d.items()})
         for c in comps:
@@ -230,6 +260,7 @@ def cmd_vol_eval(args: argparse.Namespace) -> int:
         print(f"vol-eval: {exc}", file=sys.stderr)
         return 2
     ev.series.label = f"{args.source} ({ev.series.label})"
+    add_gate_forecasts(ev)
     rep = report(ev, args.var_budget_pct)
     print_tables(rep)
     if args.json:

@@ -241,7 +241,10 @@ def test_vol_eval_command_prints_the_tables_and_writes_json(tmp_path, capsys) ->
     assert all(0.0 <= t["p_value"] <= 1.0 for t in rep["tests"])
     assert [len(rep["blocks"]["HAR-RV"][k]) for k in ("proxy", "r^2")] == [4, 4]
     gate = {"gate: volatility=window", "gate: volatility=ewma"}
-    assert {b["model"] for b in rep["var_backtest"]} == set(rep["models"]) | gate
+    gate |= {"gate: volatility=har, RV=r^2", "gate: volatility=har, RV=proxy"}
+    assert gate <= set(rep["models"])  # scored beside the models (QLIKE, MSE)
+    assert {b["model"] for b in rep["var_backtest"]} == set(rep["models"])
+    assert {"gate: volatility=har, RV=proxy", "HAR-logRV"} <= {t["candidate"] for t in rep["tests"]}
     assert "| Window-500 |" in text.split("VaR budget")[1]
     assert main(["vol-eval", "--source", str(tmp_path / "none.csv")]) == 2
 
@@ -295,3 +298,32 @@ def test_the_gates_variance_is_its_window_or_its_ewma() -> None:
         s = 0.94 * s + 0.06 * v * v
     ew = gate_variance(ret, 600, "ewma")
     assert ew[0] == pytest.approx(1e4 * s, rel=1e-9) and ew[0] > 2.0 * win[0]
+
+
+def test_the_gates_har_row_is_the_offline_har_logrv_on_the_gates_window() -> None:
+    """vol-eval's "gate: volatility=har" rows run RiskStats itself: its first forecast is the
+    offline HAR-logRV fitted on the window's 500 periods (the proxy put in squared-return units
+    by the window's ratio), times the level factor; with r^2 only, on the squared returns."""
+    from engine.har import har_design, har_fit
+    from ops.vol_cmds import gate_variance
+
+    rng = np.random.default_rng(15)
+    sd = np.exp(np.cumsum(rng.normal(0.0, 0.05, 620)))
+    ret = sd * rng.standard_normal(620)
+    rv = sd * sd * rng.chisquare(20, 620) / 20
+    simple = np.expm1(ret / 100.0)
+
+    def offline(series: np.ndarray) -> float:
+        x, y, t = har_design(series, True), np.log(series), np.arange(21, 499)
+        beta, s2 = har_fit(x, y, t)
+        level = np.mean(series[t + 1]) / np.mean(np.exp(x[t] @ beta + 0.5 * s2))
+        raw = har(np.r_[series, 1.0], 500, log=True, refit=20)[0]  # period 500 of the window
+        return 1e4 * level * raw
+
+    w = rv[100:600] / 1e4
+    units = w * (simple[100:600] ** 2).sum() / w.sum()
+    got = gate_variance(ret, 600, "har", rv_pct2=rv)
+    assert got[0] == pytest.approx(offline(units), rel=1e-9)
+    sq = gate_variance(ret, 600, "har")
+    assert sq[0] == pytest.approx(offline(simple[100:600] ** 2), rel=1e-9)
+    assert np.isfinite(got).all() and np.isfinite(sq).all()
