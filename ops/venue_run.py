@@ -357,7 +357,11 @@ def _unsuffixed(cfg: Config, instruments: list[dict[str, Any]]) -> Config:
     strategies = [
         msgspec.structs.replace(s, instruments=rename(s.instruments)) for s in cfg.strategies
     ]
-    inf = msgspec.structs.replace(cfg.inference, instruments=rename(cfg.inference.instruments))
+    inf = msgspec.structs.replace(
+        cfg.inference,
+        instruments=rename(cfg.inference.instruments),
+        micro_instruments=rename(cfg.inference.micro_instruments),
+    )
     pf = msgspec.structs.replace(cfg.portfolio, benchmark=rename([cfg.portfolio.benchmark])[0])
     return msgspec.structs.replace(cfg, strategies=strategies, inference=inf, portfolio=pf)
 
@@ -397,7 +401,11 @@ def _narrowed(
         "strategies": strategies,
         "portfolio": msgspec.structs.replace(pf, benchmark=bench),
         "inference": msgspec.structs.replace(
-            inf, instruments=[x for x in inf.instruments if x in symbols]
+            inf,
+            instruments=[x for x in inf.instruments if x in symbols],
+            # none left: kept, so the micro model is refused naming them (not widened to all)
+            micro_instruments=[x for x in inf.micro_instruments if x in symbols]
+            or inf.micro_instruments,
         ),
         "sim": msgspec.structs.replace(
             cfg.sim, halts=[h for h in cfg.sim.halts if h.instrument in symbols | {"*"}]

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 import numpy as np
@@ -300,3 +301,18 @@ def test_the_loss_monitor_rule() -> None:
     m.on_changes(np.array([0.5, 0.55, 0.6, 0.52]), np.ones(4))
     left = m.check()
     assert left is not None and not left.drifting
+
+
+def test_a_venue_run_narrows_the_micro_instruments_and_never_widens_them() -> None:
+    from ops.venue_run import _narrowed
+
+    cfg = make_cfg(ROOT / "models/shipped/default", micro_instruments=["AAPL", "MSFT"])
+    assert _narrowed(cfg, {"AAPL", "XOM"})["inference"].micro_instruments == ["AAPL"]
+    kept = _narrowed(cfg, {"XOM"})["inference"]  # none of them there: refused, naming them
+    assert kept.micro_instruments == ["AAPL", "MSFT"]
+    xom = [i for i in cfg.instruments if i.symbol == "XOM"]
+    run = SimpleNamespace(inference=kept, instruments=xom, market=cfg.market)  # the venue's
+    spec = MicroSpec.from_config(run)
+    assert spec.symbols == () and spec.unknown == ("AAPL", "MSFT")
+    (why,) = misfits({"expected_move_ticks": 1.0}, spec)
+    assert "micro_instruments names ['AAPL', 'MSFT']" in why
