@@ -67,7 +67,9 @@ class _Instrument:
 
 class MicroForecaster:
     """``on_messages(batch, now)`` -> forecasts; ``ticks`` maps instrument id -> tick in the
-    feed's price units (the model's ``tick`` is checked against it when given)."""
+    feed's price units (the engine's: 1). ``model_dir``: a directory or a loaded ``MicroModel``
+    (the infer process's, checked by ``models.lob_guard`` against the instruments' tick size,
+    the feed's levels and the running state first)."""
 
     def __init__(
         self,
