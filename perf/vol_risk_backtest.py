@@ -1,4 +1,4 @@
-"""[risk] volatility = window vs ewma in a backtest on a real day: max drawdown, fills, refusals.
+"""[risk] volatility = window vs ewma vs har in a backtest on a real day: drawdown, fills, refusals.
 
 Why this script and not `gekko backtest`: the day is a LOBSTER pair, and the replay's own book
 (``ReplaySource.from_lobster``) is crossed most of the day on the whole-day files (a level
@@ -8,8 +8,9 @@ one ``Quote`` per message that changes it — so every price is the exchange's. 
 `gekko backtest`'s (``InlineRuntime``, exact path, ``risk_returns=True``: the gate samples its
 returns window every ``returns_interval_s`` as the risk process does) on the simulated exchange.
 
-Two ways the switch reaches the trades, each run with window and with ewma sigma (and once with
-no returns sampled, as every backtest ran before ``risk_returns``):
+Two ways the switch reaches the trades, each run with window, ewma and har sigma (and once with
+no returns sampled, as every backtest ran before ``risk_returns``; har's realised variance sums
+the squared mid changes the gate sees at its refreshes between two samples):
 
 - ``var``: a long-only momentum taker of fixed size under a VaR limit that binds at times;
 - ``vol_target``: the taker sized by volatility targeting (``MomentumParams.vol_target``), its
@@ -82,12 +83,16 @@ def run(
     s = rt.run()
     a = rt.analytics()
     refusals = Counter(e.reason.split(":")[0] for e in rt.risk_events)
+    st, iid = rt.risk.stats, ins.instrument_id
     return {
         "fills": s["fills"],
         "refusals": dict(refusals),
         "max_drawdown_pct": 100 * float(a["max_drawdown"] or 0.0),
         "net_pnl": round(float(s["pnl"]["net"]), 2),
         "returns_sampled": int(rt.risk.stats.t),
+        # volatility = "har": intervals on the window's sigma, and from finer prices
+        "har_fallbacks": int(st.har.fallbacks[iid]) if st.har else 0,
+        "rv_fine_rows": int(st.rv_fine[iid]) if st.har else 0,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
 
@@ -116,7 +121,7 @@ def main() -> None:
     }
     rows = []
     for name, (risk_kw, params) in cases.items():
-        for vol, rr in (("window", False), ("window", True), ("ewma", True)):
+        for vol, rr in (("window", False), ("window", True), ("ewma", True), ("har", True)):
             lim = msgspec.structs.replace(base, volatility=vol, **risk_kw)
             r = run(quotes, ins, lim, params, rr)
             rows.append({"case": name, "volatility": vol, "risk_returns": rr} | r)
