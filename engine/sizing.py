@@ -19,7 +19,8 @@ that is not usable (NaN, non-positive variance, no price) sizes to zero: no view
 Volatility targeting (``vol_target_lots``) sizes a position so its sigma over one return
 interval is a set amount of money: notional = risk / sigma, under the same caps. With sigma from
 ``engine.vol_sigma.SigmaTracker`` it is the risk gate's sigma (``[risk] volatility`` = window |
-ewma): a volatility jump the EWMA sees within tens of intervals shrinks the position that soon.
+ewma | har): a volatility jump the EWMA (or HAR) sees within tens of intervals shrinks the
+position that soon.
 An unknown sigma sizes to zero as well (docs/risk.md, "Volatility").
 """
 

@@ -47,7 +47,7 @@ class MomentumParams(StrategyParams):
     long_only: bool = False  # a falling market is a flat target, never a short (spot venues)
     # > 0: volatility targeting instead of ``size`` / ``notional``: each new target is sized so
     # its sigma over one [risk] return interval is this much money (the risk gate's sigma,
-    # window or EWMA per [risk] volatility: engine.vol_sigma); flat while sigma is unknown
+    # window, EWMA or HAR per [risk] volatility: engine.vol_sigma); flat while sigma is unknown
     vol_target: float = 0.0
     # what counts as an update: "book" every quote and book change (deeper levels too), "top"
     # quotes and changes of the best bid / ask only (on an L2 feed: the fast replay skips the
