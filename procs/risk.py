@@ -533,8 +533,9 @@ class HarLog:
     def note(self, stats: Any) -> None:
         har = stats.har
         fine = stats.rv_fine > 0
-        self.metrics.set("rv_fine_instruments", int(fine[list(self.symbols)].sum()))
-        self.metrics.set("har_fallbacks", int(har.fallbacks.sum()))
+        ids = list(self.symbols)  # configured instruments (ids not in use are never priced)
+        self.metrics.set("rv_fine_instruments", int(fine[ids].sum()))
+        self.metrics.set("har_fallbacks", int(har.fallbacks[ids].sum()))
         if har.refits == self.refits:
             return
         self.refits = har.refits
