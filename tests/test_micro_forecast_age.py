@@ -84,3 +84,16 @@ def test_a_target_on_micro_forecasts_that_stopped_goes_stale(forecasts: list) ->
                 assert isinstance(o, IntentNew) and (o.side, o.qty) == (Side.SELL, 4)
             else:
                 assert out == [] and s.targets[1] == 4
+
+
+def test_a_target_on_one_micro_forecast_goes_stale_after_its_age_limit(forecasts: list) -> None:
+    """No spacing seen yet (the first forecast of an event-time model): the target lasts as
+    long as the forecast may be acted on, ``max_age_ms``, and is then flattened."""
+    a = forecasts[0]
+    host = _host(TAKER, size=4, source="micro", min_edge_bps=0.0, max_age_ms=500)
+    s = host.slots[0].strategy
+    (o,) = host.on_forecast(a, a.ts_origin)
+    assert o.side == Side.BUY
+    assert _quote(host, a.ts_event + 500 * MS) == [] and s.stale_count == 0
+    (o,) = _quote(host, a.ts_event + 500 * MS + 1)
+    assert s.stale_count == 1 and (o.side, o.qty) == (Side.SELL, 4)

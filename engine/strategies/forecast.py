@@ -126,7 +126,10 @@ class ForecastTaker(Strategy):
         last = self._last_event[f.instrument_id]
         self._last_event[f.instrument_id] = f.ts_event
         bar = f.bar_ns or (f.ts_event - last if 0 < last < f.ts_event else 0)
-        return f.ts_event + int(self.stale_bars * bar) if bar > 0 else None
+        if bar > 0:
+            return f.ts_event + int(self.stale_bars * bar)
+        # an event-time model's first forecast (no spacing seen yet): its age limit, if any
+        return f.ts_event + self.max_age_ns if self.max_age_ns else None
 
     def on_forecast(self, f: Forecast) -> None:
         iid = f.instrument_id
