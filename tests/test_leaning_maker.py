@@ -53,7 +53,7 @@ def test_it_loads_by_path_and_without_a_forecast_it_quotes_as_the_plain_maker() 
 @pytest.mark.parametrize(
     ("signal", "p_up", "want"),
     [
-        ("model", 0.9, {Side.BUY: 1001, Side.SELL: 1008}),  # fair 1001 + 4 x 0.8 = 1004.2, bid clamped
+        ("model", 0.9, {Side.BUY: 1001, Side.SELL: 1008}),  # fair 1004.2, bid clamped
         ("model", 0.1, {Side.BUY: 994, Side.SELL: 1001}),  # fair 997.8 (ask clamped above 1000)
         ("reversed", 0.9, {Side.BUY: 994, Side.SELL: 1001}),
         ("none", 0.9, {Side.BUY: 998, Side.SELL: 1004}),
