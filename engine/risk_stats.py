@@ -92,11 +92,19 @@ def rescale_to(r: np.ndarray, target: np.ndarray) -> np.ndarray:
     return _rescaled(mu, x, (x * x).sum(axis=0) / (t - 1), np.asarray(target))
 
 
+#: rows from finer prices an instrument's window needs before its fit uses them: fewer give a
+#: noisy level ratio on exactly the latest rows (after a start on seeded history), which the
+#: HAR regressors weigh most; until then its RV is the squared return throughout
+FINE_MIN_ROWS = 22
+
+
 def rv_in_return_units(r: np.ndarray, rv: np.ndarray, fine: np.ndarray) -> np.ndarray:
     """Each interval's RV on the scale of the squared interval return: the rows measured from
     finer prices (``fine``) times the window's sum of their squared returns over the sum of
     their RV (noise in the mid inflates a fine RV's level, not its ups and downs); the other
-    rows are the squared return itself."""
+    rows are the squared return itself, and every row of a column with fewer than
+    ``FINE_MIN_ROWS`` fine ones."""
+    fine = fine & (fine.sum(axis=0) >= FINE_MIN_ROWS)
     rv = np.where(fine & np.isfinite(rv), rv, r * r)
     num = np.where(fine, r * r, 0.0).sum(axis=0)
     den = np.where(fine, rv, 0.0).sum(axis=0)
@@ -348,7 +356,8 @@ class RiskStats:
         self.lam = float(lam)
         #: volatility = "har": the fit, refitted every ``har_refit`` windows (its counters say
         #: how often it had no forecast); ``rv_fine[i]``: rows of instrument i's window whose
-        #: RV came from finer prices (the rest: the squared interval return)
+        #: RV came from finer prices (the rest: the squared interval return; the fit uses them
+        #: from ``FINE_MIN_ROWS`` on: ``rv_fine_used``)
         self.har = HarForecaster(n, har_refit) if volatility == "har" else None
         self.rv_fine = np.zeros(n, dtype=np.int64)
         self.n = n
@@ -378,6 +387,11 @@ class RiskStats:
     @property
     def ready(self) -> bool:
         return self.t >= self.min_obs
+
+    @property
+    def rv_fine_used(self) -> np.ndarray:
+        """Per instrument: True where the HAR fit takes its RV from finer prices."""
+        return self.rv_fine >= FINE_MIN_ROWS
 
     # --- recomputation (off the order path) ------------------------------------------------
     def set_returns(

@@ -532,7 +532,7 @@ class HarLog:
 
     def note(self, stats: Any) -> None:
         har = stats.har
-        fine = stats.rv_fine > 0
+        fine = stats.rv_fine_used
         ids = list(self.symbols)  # configured instruments (ids not in use are never priced)
         self.metrics.set("rv_fine_instruments", int(fine[ids].sum()))
         self.metrics.set("har_fallbacks", int(har.fallbacks[ids].sum()))

@@ -123,7 +123,18 @@ def test_fine_rv_is_put_in_squared_return_units() -> None:
     a.set_returns(r, rv, fine)
     b.set_returns(r, 9.0 * rv, fine)  # nine times the level: the same forecast
     assert a.var[0] == pytest.approx(b.var[0], rel=1e-9)
-    assert a.var[0] / np.mean(r * r) == pytest.approx(a.har.var[0] / np.mean(r * r))
+    assert a.rv_fine_used[0]
+    # a few fine rows (a start on seeded history): squared returns throughout until 22
+    few = fine.copy()
+    few[:-21] = False
+    c = RiskStats(1, min_obs=20, volatility="har", har_refit=1)
+    sq = RiskStats(1, min_obs=20, volatility="har", har_refit=1)
+    c.set_returns(r, 1e6 * rv, few)
+    sq.set_returns(r)
+    assert c.rv_fine[0] == 21 and not c.rv_fine_used[0] and c.var[0] == sq.var[0]
+    few[-22] = True
+    c.set_returns(r, 1e6 * rv, few)
+    assert c.rv_fine_used[0] and c.var[0] != sq.var[0]
 
 
 # --- fallbacks ---------------------------------------------------------------------------------
@@ -307,6 +318,7 @@ def test_the_process_counts_and_logs_the_rv_source_at_each_refit(caplog) -> None
     r[:, 2] = 0.0
     fine = np.zeros(r.shape, dtype=np.bool_)
     fine[:, 0] = True  # A: the refreshes' prices; B: squared returns; C: never moved
+    fine[-21:, 1] = True  # B: too few rows from finer prices for the fit to use them
     st = RiskStats(3, min_obs=20, volatility="har")
     with caplog.at_level(logging.INFO, logger="gekko.risk"):
         st.set_returns(r[:50], rv[:50], fine[:50])
