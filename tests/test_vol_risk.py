@@ -311,9 +311,12 @@ def test_momentum_vol_target_fast_replay_equals_exact() -> None:
     from tests.test_replay_fast import Rows, assert_same, both, momentum, quotes
 
     limits = msgspec.structs.replace(RLIMITS, returns_interval_s=0.05, min_history=20)
-    for vol in ("window", "ewma"):
+    sizes = {}
+    for vol in ("window", "ewma", "har"):
         lim = msgspec.structs.replace(limits, volatility=vol)
         params = {"fast": 5, "slow": 20, "vol_target": 2.0}
         ex, a, fa, b = both(lambda: Rows(quotes(8_000)), momentum(params), limits=lim)
         assert_same(ex, a, fa, b)
         assert a["orders"] > 5 and len({o.qty for o in ex.orders_sent}) > 2
+        sizes[vol] = [o.qty for o in ex.orders_sent]
+    assert len({tuple(q) for q in sizes.values()}) == 3  # each sigma sized its own orders
