@@ -11,7 +11,7 @@ The gate's variant (:class:`HarForecaster`) adds what a live window needs: refit
 smallest positive one of the window (a log needs it), and a level factor fitted with β — the
 mean RV over the fitted periods over the mean in-sample forecast — so the forecast is
 mean-unbiased in sample whatever the residuals' shape (``exp(s²/2)`` alone assumes lognormal
-errors: on squared returns, whose log is far from normal, it runs about 3x high). No forecast
+errors: on squared returns, whose log is far from normal, it runs about 4x high). No forecast
 (too little history, no positive RV, a non-finite or non-positive value): NaN, and the caller
 keeps the window's σ. Contract and measurements: docs/risk.md, docs/forecasting.md.
 """
