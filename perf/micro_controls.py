@@ -27,34 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from engine.messages import Forecast
-from engine.strategies.cost_aware import CostAwareForecast
+from perf.cost_aware_controls import Probe, _set  # the same probe and config edit
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Probe(CostAwareForecast):
-    """``CostAwareForecast`` that also records |expected move| / round-trip cost per decision."""
-
-    def __init__(self, *a: Any, **k: Any) -> None:
-        super().__init__(*a, **k)
-        self.ratios: list[float] = []
-
-    def entry_for(self, f: Forecast) -> int:
-        self.last_cost = None
-        want = super().entry_for(f)
-        mid = self.ctx.mid(f.instrument_id)
-        if self.last_cost and mid is not None:
-            mu = math.fsum(f.point[: min(self.steps, len(f.point))])
-            self.ratios.append(abs(mid * math.expm1(mu)) / self.last_cost)
-        return want
 
 
 def train(message: Path, out: Path, frac: float) -> dict:
@@ -82,17 +62,6 @@ def held_out_pair(message: Path, book: Path, frac: float, out: Path) -> tuple[Pa
     m.write_text("".join(msg_lines[first:]))
     b.write_text("".join(book_lines[first:]))
     return m, b, len(msg_lines) - first
-
-
-def _set(text: str, section: str, key: str, value: object) -> str:
-    """``key = value`` in ``[section]`` of a config text (the key's first line after it)."""
-    lines = text.splitlines(keepends=True)
-    start = lines.index(f"[{section}]\n")
-    for k in range(start + 1, len(lines)):
-        if lines[k].startswith(f"{key} ="):
-            lines[k] = f"{key} = {value}\n"
-            return "".join(lines)
-    raise ValueError(f"[{section}] {key} not found")
 
 
 def config_text(
@@ -141,7 +110,7 @@ def run_one(text: str, tmp: Path) -> dict:
 
     bt = build_backtest(parse_config(text, tmp / "config.toml"), 10**9)
     summary = bt.runtime.run()
-    strat: Probe = bt.runtime.host.slots[0].strategy
+    strat: Probe = bt.runtime.host.slots[0].strategy  # (Probe: path perf.micro_controls:Probe)
     pnl, an = summary["pnl"], summary["analytics"]
     micro = bt.overlay.micro
     return {
